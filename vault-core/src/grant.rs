@@ -1,0 +1,376 @@
+//! Grants (`docs/format.md` §7): how a member receives a collection key or a
+//! single record's data key.
+//!
+//! The key travels as a standard age file encrypted to the member's X25519
+//! recipient. The owner signs (vault, collection, epoch, [record, version],
+//! member fingerprint, permission, expiry, issue time, SHA-256 of the age
+//! file), so a relay that replaces the age file, changes a field, or hands a
+//! member a key the owner never granted is caught. A parsed [`Grant`] must be
+//! verified against the owner's identity ([`Grant::verify`]) before the key
+//! inside can be opened.
+
+use crate::agefile;
+use crate::encoding::{Reader, Writer};
+use crate::error::{Error, Result};
+use crate::identity::{Fingerprint, PublicIdentity, SecretIdentity};
+use crate::ids::{CollectionId, RecordId, VaultId};
+use crate::keys::{CollectionKey, DataKey};
+use crate::primitives::{self, sha256};
+
+const GRANT_VERSION: u8 = 1;
+const GRANT_SIGNATURE_CONTEXT: &[u8] = b"vault/v1/grant\0";
+const MAX_AGE_FILE: usize = 4096;
+
+/// What a member may do with a collection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Permission {
+    /// Read records.
+    Read,
+    /// Read records and add or update records (signed as the member).
+    ReadWrite,
+}
+
+impl Permission {
+    fn to_byte(self) -> u8 {
+        match self {
+            Permission::Read => 1,
+            Permission::ReadWrite => 2,
+        }
+    }
+    fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(Permission::Read),
+            2 => Some(Permission::ReadWrite),
+            _ => None,
+        }
+    }
+    /// `"read"` or `"read-write"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Read => "read",
+            Permission::ReadWrite => "read-write",
+        }
+    }
+}
+
+/// What a grant gives access to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GrantScope {
+    /// A whole collection, at one epoch.
+    Collection {
+        /// The collection.
+        collection: CollectionId,
+        /// The epoch whose key is granted.
+        epoch: u32,
+    },
+    /// One record version's data key.
+    Record {
+        /// The collection the record is in.
+        collection: CollectionId,
+        /// The record.
+        record: RecordId,
+        /// The record version whose data key is granted.
+        version: u32,
+    },
+}
+
+impl GrantScope {
+    /// The collection this grant is about.
+    pub fn collection(&self) -> CollectionId {
+        match self {
+            GrantScope::Collection { collection, .. } | GrantScope::Record { collection, .. } => {
+                *collection
+            }
+        }
+    }
+}
+
+/// A parsed (not yet verified) grant.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Grant {
+    vault: VaultId,
+    scope: GrantScope,
+    member: Fingerprint,
+    permission: Permission,
+    expires_at: Option<u64>,
+    issued_at: u64,
+    age_file: Vec<u8>,
+    signature: [u8; 64],
+}
+
+impl Grant {
+    fn signed_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::with_context(GRANT_SIGNATURE_CONTEXT);
+        self.write_fields(&mut w);
+        w.fixed(&sha256(&[&self.age_file]));
+        w.into_vec()
+    }
+
+    fn write_fields(&self, w: &mut Writer) {
+        w.u8(GRANT_VERSION).fixed(self.vault.as_bytes());
+        match self.scope {
+            GrantScope::Collection { collection, epoch } => {
+                w.u8(1).fixed(collection.as_bytes()).u32(epoch);
+            }
+            GrantScope::Record {
+                collection,
+                record,
+                version,
+            } => {
+                w.u8(2)
+                    .fixed(collection.as_bytes())
+                    .fixed(record.as_bytes())
+                    .u32(version);
+            }
+        }
+        w.fixed(self.member.as_bytes())
+            .u8(self.permission.to_byte())
+            .option(self.expires_at, |w, t| {
+                w.u64(t);
+            })
+            .u64(self.issued_at);
+    }
+
+    /// The canonical encoding.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.write_fields(&mut w);
+        w.fixed(&sha256(&[&self.age_file]))
+            .bytes(&self.age_file)
+            .fixed(&self.signature);
+        w.into_vec()
+    }
+
+    /// Parses a grant strictly. The embedded hash must match the embedded age
+    /// file (a replaced age file is refused here, before any signature work).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let mut r = Reader::new(bytes, "grant");
+        r.version(GRANT_VERSION)?;
+        let vault = VaultId::from_bytes(r.array()?);
+        let scope = match r.u8()? {
+            1 => GrantScope::Collection {
+                collection: CollectionId::from_bytes(r.array()?),
+                epoch: r.u32()?,
+            },
+            2 => GrantScope::Record {
+                collection: CollectionId::from_bytes(r.array()?),
+                record: RecordId::from_bytes(r.array()?),
+                version: r.u32()?,
+            },
+            _ => return Err(r.malformed("unknown grant scope")),
+        };
+        let member = Fingerprint::from_bytes(r.array()?);
+        let permission = Permission::from_byte(r.u8()?).ok_or(r.malformed("unknown permission"))?;
+        let expires_at = r.option(|r| r.u64())?;
+        let issued_at = r.u64()?;
+        let hash: [u8; 32] = r.array()?;
+        let age_file = r.bytes(MAX_AGE_FILE)?.to_vec();
+        let signature = r.array()?;
+        r.finish()?;
+        if !primitives::ct_eq(&hash, &sha256(&[&age_file])) {
+            return Err(Error::ContextMismatch {
+                what: "grant key file",
+                field: "hash",
+            });
+        }
+        if matches!(scope, GrantScope::Record { .. }) && permission != Permission::Read {
+            return Err(Error::Malformed {
+                what: "grant",
+                reason: "record grants are read-only",
+            });
+        }
+        Ok(Self {
+            vault,
+            scope,
+            member,
+            permission,
+            expires_at,
+            issued_at,
+            age_file,
+            signature,
+        })
+    }
+
+    fn issue(
+        owner: &SecretIdentity,
+        vault: VaultId,
+        scope: GrantScope,
+        member: &PublicIdentity,
+        permission: Permission,
+        expires_at: Option<u64>,
+        issued_at: u64,
+        key: &[u8; 32],
+    ) -> Result<Self> {
+        let age_file = agefile::encrypt(&member.recipient()?, key)?;
+        let mut g = Self {
+            vault,
+            scope,
+            member: member.fingerprint(),
+            permission,
+            expires_at,
+            issued_at,
+            age_file,
+            signature: [0; 64],
+        };
+        g.signature = owner.sign(&g.signed_bytes());
+        Ok(g)
+    }
+
+    /// Issues a grant of a collection key to `member`.
+    pub(crate) fn for_collection(
+        owner: &SecretIdentity,
+        key: &CollectionKey,
+        member: &PublicIdentity,
+        permission: Permission,
+        expires_at: Option<u64>,
+        issued_at: u64,
+    ) -> Result<Self> {
+        let scope = GrantScope::Collection {
+            collection: key.collection(),
+            epoch: key.epoch(),
+        };
+        Self::issue(
+            owner,
+            key.vault(),
+            scope,
+            member,
+            permission,
+            expires_at,
+            issued_at,
+            key.secret(),
+        )
+    }
+
+    /// Issues a grant of one record version's data key to `member`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn for_record(
+        owner: &SecretIdentity,
+        vault: VaultId,
+        collection: CollectionId,
+        record: RecordId,
+        version: u32,
+        data_key: &DataKey,
+        member: &PublicIdentity,
+        expires_at: Option<u64>,
+        issued_at: u64,
+    ) -> Result<Self> {
+        let scope = GrantScope::Record {
+            collection,
+            record,
+            version,
+        };
+        Self::issue(
+            owner,
+            vault,
+            scope,
+            member,
+            Permission::Read,
+            expires_at,
+            issued_at,
+            &data_key.0,
+        )
+    }
+
+    /// Verifies the owner's signature. Only a verified grant can be opened.
+    pub fn verify(&self, owner: &PublicIdentity) -> Result<VerifiedGrant> {
+        primitives::verify(
+            owner.verifying_key(),
+            &self.signed_bytes(),
+            &self.signature,
+            "grant",
+        )?;
+        Ok(VerifiedGrant(self.clone()))
+    }
+
+    /// The vault.
+    pub fn vault(&self) -> VaultId {
+        self.vault
+    }
+    /// What is granted.
+    pub fn scope(&self) -> GrantScope {
+        self.scope
+    }
+    /// The member's fingerprint.
+    pub fn member(&self) -> Fingerprint {
+        self.member
+    }
+    /// The permission.
+    pub fn permission(&self) -> Permission {
+        self.permission
+    }
+    /// Expiry, seconds since the Unix epoch, if any.
+    pub fn expires_at(&self) -> Option<u64> {
+        self.expires_at
+    }
+    /// Issue time, seconds since the Unix epoch.
+    pub fn issued_at(&self) -> u64 {
+        self.issued_at
+    }
+    /// The standard age file carrying the key (decryptable with stock age
+    /// and the member's `AGE-SECRET-KEY-1…`).
+    pub fn age_file(&self) -> &[u8] {
+        &self.age_file
+    }
+    /// Whether the grant is in force at `now` (seconds since the Unix epoch).
+    pub fn is_valid_at(&self, now: u64) -> bool {
+        self.expires_at.is_none_or(|e| now < e)
+    }
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grant")
+            .field("vault", &self.vault)
+            .field("scope", &self.scope)
+            .field("member", &self.member)
+            .field("permission", &self.permission)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A grant whose owner signature was verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedGrant(Grant);
+
+impl std::ops::Deref for VerifiedGrant {
+    type Target = Grant;
+    fn deref(&self) -> &Grant {
+        &self.0
+    }
+}
+
+impl VerifiedGrant {
+    fn open_key(&self, me: &SecretIdentity) -> Result<zeroize::Zeroizing<[u8; 32]>> {
+        if self.0.member != me.fingerprint() {
+            return Err(Error::AccessDenied("this grant is for another member"));
+        }
+        let pt = agefile::decrypt_x25519(&self.0.age_file, &me.age_identity()?, 32)?;
+        let key: [u8; 32] = pt
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::DecryptionFailed)?;
+        Ok(zeroize::Zeroizing::new(key))
+    }
+
+    /// Opens a collection grant addressed to `me`.
+    pub fn open_collection_key(&self, me: &SecretIdentity) -> Result<CollectionKey> {
+        match self.0.scope {
+            GrantScope::Collection { collection, epoch } => Ok(CollectionKey::from_secret(
+                self.0.vault,
+                collection,
+                epoch,
+                self.open_key(me)?,
+            )),
+            GrantScope::Record { .. } => Err(Error::InvalidInput("this is a record grant")),
+        }
+    }
+
+    /// Opens a record grant addressed to `me`.
+    pub(crate) fn open_data_key(&self, me: &SecretIdentity) -> Result<DataKey> {
+        match self.0.scope {
+            GrantScope::Record { .. } => Ok(DataKey(self.open_key(me)?)),
+            GrantScope::Collection { .. } => Err(Error::InvalidInput("this is a collection grant")),
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! vault-core: the cryptography, formats, verification and local storage of
+//! vault, a client-side end-to-end encrypted health-record vault.
+//!
+//! Everything here runs on the patient's or clinician's device and does no
+//! network I/O. `docs/format.md` at the repository root is the normative
+//! byte-level specification of every format this crate reads and writes;
+//! `ARCHITECTURE.md` explains the key hierarchy and data flow.
+//!
+//! The main types, in the order data flows through them:
+//! - [`SecretIdentity`] / [`PublicIdentity`] / [`Fingerprint`]: who a
+//!   principal is ([`keyfile`] seals secrets with a passphrase).
+//! - [`VaultState`]: a vault's log, verified entry by entry; it produces new
+//!   entries (create collections, put records, share, revoke) and hands out
+//!   [`VerifiedRecord`]s.
+//! - [`Keyring`]: the keys one principal unlocks from verified grants; it
+//!   opens verified records into plaintext ([`OpenedRecord`]).
+//! - [`export`]: standard age files and FHIR R4 bundles for the patient.
+//! - [`store`]: the local store trait, in memory and (feature `sqlite`) on
+//!   disk.
+#![forbid(unsafe_code)]
+
+mod agefile;
+mod encoding;
+mod error;
+pub mod export;
+mod grant;
+mod identity;
+mod ids;
+pub mod keyfile;
+mod keys;
+mod log;
+mod payload;
+mod primitives;
+mod record;
+pub mod store;
+mod vault;
+
+#[cfg(test)]
+mod conformance;
+
+pub use error::{Error, Result};
+pub use grant::{Grant, GrantScope, Permission, VerifiedGrant};
+pub use identity::{
+    verify_with_context, Fingerprint, IdentityInfo, PublicIdentity, Role, SecretIdentity,
+};
+pub use ids::{CollectionId, RecordId, VaultId};
+pub use keys::{CollectionKey, WrappedDataKey};
+pub use log::{Checkpoint, EntryBody, LogEntry, Rewrap, Rotation};
+pub use payload::{ciphertext_len, CHUNK_LEN};
+pub use record::{padded_len, OpenedRecord, RecordInfo, RecordMetadata, VerifiedRecord};
+pub use vault::{CollectionSummary, Keyring, RecordSummary, VaultState};

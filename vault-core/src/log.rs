@@ -1,0 +1,496 @@
+//! The vault log (`docs/format.md` §8 and §9): signed, hash-chained entries,
+//! and checkpoints that name a point in the chain.
+//!
+//! This module is the wire format only. Which entries are allowed, by whom
+//! and in what order is decided by [`crate::VaultState`].
+
+use std::fmt;
+
+use crate::encoding::{Reader, Writer};
+use crate::error::{Error, Result};
+use crate::grant::Grant;
+use crate::identity::{Fingerprint, PublicIdentity, SecretIdentity, MAX_IDENTITY_LEN};
+use crate::ids::{CollectionId, RecordId, VaultId};
+use crate::keys::WrappedDataKey;
+use crate::primitives::{self, sha256};
+use crate::record::{RecordMetadata, METADATA_LEN};
+
+const ENTRY_VERSION: u8 = 1;
+const ENTRY_SIGNATURE_CONTEXT: &[u8] = b"vault/v1/log-entry\0";
+const ENTRY_HASH_CONTEXT: &[u8] = b"vault/v1/entry-hash\0";
+const CHECKPOINT_VERSION: u8 = 1;
+const CHECKPOINT_CODE_CONTEXT: &[u8] = b"vault/v1/checkpoint-code\0";
+/// Largest entry payload accepted (a rotation of ~200,000 records).
+pub const MAX_PAYLOAD_LEN: usize = 16 * 1024 * 1024;
+const MAX_GRANT_LEN: usize = 8192;
+const MAX_SEALED_NAME: usize = 1024;
+
+/// One re-wrapped data key in a rotation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rewrap {
+    /// The record.
+    pub record: RecordId,
+    /// Its current version.
+    pub version: u32,
+    /// Its data key wrapped under the new epoch's key.
+    pub wrapped: WrappedDataKey,
+}
+
+/// A key rotation of a collection (revocation, `docs/format.md` §8.6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    /// The collection.
+    pub collection: CollectionId,
+    /// The new epoch (previous + 1).
+    pub epoch: u32,
+    /// Members removed, strictly ascending.
+    pub revoked: Vec<Fingerprint>,
+    /// The collection name sealed under the new key.
+    pub sealed_name: Vec<u8>,
+    /// One grant of the new key per remaining member (the owner included),
+    /// strictly ascending by member.
+    pub grants: Vec<Grant>,
+    /// Every live record re-wrapped, strictly ascending by record.
+    pub rewraps: Vec<Rewrap>,
+}
+
+/// What a log entry does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EntryBody {
+    /// Entry 0: creates the vault and names its owner.
+    Genesis {
+        /// The owner's identity.
+        owner: PublicIdentity,
+    },
+    /// Creates a collection, granting its first key to the owner.
+    CollectionCreated {
+        /// The new collection.
+        collection: CollectionId,
+        /// Its name, sealed under the epoch-0 key.
+        sealed_name: Vec<u8>,
+        /// The owner's grant of the epoch-0 key.
+        owner_grant: Grant,
+    },
+    /// Adds a record or a new version of one.
+    RecordPut {
+        /// The author-signed metadata.
+        metadata: RecordMetadata,
+    },
+    /// Deletes a record (a tombstone version).
+    RecordDeleted {
+        /// The record.
+        record: RecordId,
+        /// The tombstone's version (current + 1).
+        version: u32,
+    },
+    /// Shares a collection or a record with a member.
+    GrantAdded {
+        /// The member's identity (so every client can verify what they write).
+        member: PublicIdentity,
+        /// The grant.
+        grant: Grant,
+    },
+    /// Rotates a collection's key, removing members.
+    Rotation(Rotation),
+    /// Withdraws a single-record grant.
+    RecordGrantRevoked {
+        /// The record.
+        record: RecordId,
+        /// The member.
+        member: Fingerprint,
+    },
+}
+
+impl EntryBody {
+    fn kind(&self) -> u8 {
+        match self {
+            EntryBody::Genesis { .. } => 1,
+            EntryBody::CollectionCreated { .. } => 2,
+            EntryBody::RecordPut { .. } => 3,
+            EntryBody::RecordDeleted { .. } => 4,
+            EntryBody::GrantAdded { .. } => 5,
+            EntryBody::Rotation(_) => 6,
+            EntryBody::RecordGrantRevoked { .. } => 7,
+        }
+    }
+
+    /// A short name of the entry kind, for listings.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            EntryBody::Genesis { .. } => "genesis",
+            EntryBody::CollectionCreated { .. } => "collection-created",
+            EntryBody::RecordPut { .. } => "record-put",
+            EntryBody::RecordDeleted { .. } => "record-deleted",
+            EntryBody::GrantAdded { .. } => "grant-added",
+            EntryBody::Rotation(_) => "rotation",
+            EntryBody::RecordGrantRevoked { .. } => "record-grant-revoked",
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        match self {
+            EntryBody::Genesis { owner } => {
+                w.bytes(owner.to_bytes());
+            }
+            EntryBody::CollectionCreated {
+                collection,
+                sealed_name,
+                owner_grant,
+            } => {
+                w.fixed(collection.as_bytes())
+                    .bytes(sealed_name)
+                    .bytes(&owner_grant.to_bytes());
+            }
+            EntryBody::RecordPut { metadata } => {
+                w.fixed(&metadata.to_bytes());
+            }
+            EntryBody::RecordDeleted { record, version } => {
+                w.fixed(record.as_bytes()).u32(*version);
+            }
+            EntryBody::GrantAdded { member, grant } => {
+                w.bytes(member.to_bytes()).bytes(&grant.to_bytes());
+            }
+            EntryBody::Rotation(r) => {
+                w.fixed(r.collection.as_bytes())
+                    .u32(r.epoch)
+                    .u32(len32(r.revoked.len()));
+                for fp in &r.revoked {
+                    w.fixed(fp.as_bytes());
+                }
+                w.bytes(&r.sealed_name).u32(len32(r.grants.len()));
+                for g in &r.grants {
+                    w.bytes(&g.to_bytes());
+                }
+                w.u32(len32(r.rewraps.len()));
+                for rw in &r.rewraps {
+                    w.fixed(rw.record.as_bytes()).u32(rw.version);
+                    rw.wrapped.write(&mut w);
+                }
+            }
+            EntryBody::RecordGrantRevoked { record, member } => {
+                w.fixed(record.as_bytes()).fixed(member.as_bytes());
+            }
+        }
+        w.into_vec()
+    }
+
+    fn decode(kind: u8, payload: &[u8]) -> Result<Self> {
+        let mut r = Reader::new(payload, "log entry payload");
+        let body = match kind {
+            1 => EntryBody::Genesis {
+                owner: PublicIdentity::from_bytes(r.bytes(MAX_IDENTITY_LEN)?)?,
+            },
+            2 => EntryBody::CollectionCreated {
+                collection: CollectionId::from_bytes(r.array()?),
+                sealed_name: r.bytes(MAX_SEALED_NAME)?.to_vec(),
+                owner_grant: Grant::from_bytes(r.bytes(MAX_GRANT_LEN)?)?,
+            },
+            3 => EntryBody::RecordPut {
+                metadata: RecordMetadata::from_bytes(r.take(METADATA_LEN)?)?,
+            },
+            4 => EntryBody::RecordDeleted {
+                record: RecordId::from_bytes(r.array()?),
+                version: r.u32()?,
+            },
+            5 => EntryBody::GrantAdded {
+                member: PublicIdentity::from_bytes(r.bytes(MAX_IDENTITY_LEN)?)?,
+                grant: Grant::from_bytes(r.bytes(MAX_GRANT_LEN)?)?,
+            },
+            6 => {
+                let collection = CollectionId::from_bytes(r.array()?);
+                let epoch = r.u32()?;
+                let revoked = read_list(&mut r, 32, |r| Ok(Fingerprint::from_bytes(r.array()?)))?;
+                let sealed_name = r.bytes(MAX_SEALED_NAME)?.to_vec();
+                let grants = read_list(&mut r, 4, |r| Grant::from_bytes(r.bytes(MAX_GRANT_LEN)?))?;
+                let rewraps = read_list(&mut r, 16 + 4 + crate::keys::WRAPPED_KEY_LEN, |r| {
+                    Ok(Rewrap {
+                        record: RecordId::from_bytes(r.array()?),
+                        version: r.u32()?,
+                        wrapped: WrappedDataKey::read(r)?,
+                    })
+                })?;
+                ascending(&revoked, |f| *f.as_bytes())?;
+                ascending(&grants, |g| *g.member().as_bytes())?;
+                ascending(&rewraps, |rw| *rw.record.as_bytes())?;
+                EntryBody::Rotation(Rotation {
+                    collection,
+                    epoch,
+                    revoked,
+                    sealed_name,
+                    grants,
+                    rewraps,
+                })
+            }
+            7 => EntryBody::RecordGrantRevoked {
+                record: RecordId::from_bytes(r.array()?),
+                member: Fingerprint::from_bytes(r.array()?),
+            },
+            _ => return Err(r.malformed("unknown entry kind")),
+        };
+        r.finish()?;
+        Ok(body)
+    }
+}
+
+fn len32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Reads a `u32` count and that many items, refusing counts the remaining
+/// bytes could not hold (each item is at least `min_item` bytes).
+fn read_list<T>(
+    r: &mut Reader<'_>,
+    min_item: usize,
+    mut item: impl FnMut(&mut Reader<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let n = usize::try_from(r.u32()?).map_err(|_| r.malformed("count overflow"))?;
+    if n.saturating_mul(min_item) > r.remaining() {
+        return Err(r.malformed("count exceeds payload"));
+    }
+    (0..n).map(|_| item(r)).collect()
+}
+
+/// Lists in rotations are strictly ascending: one canonical order, no
+/// duplicates.
+fn ascending<T, K: Ord>(items: &[T], key: impl Fn(&T) -> K) -> Result<()> {
+    if items.windows(2).all(|w| match w {
+        [a, b] => key(a) < key(b),
+        _ => true,
+    }) {
+        Ok(())
+    } else {
+        Err(Error::Malformed {
+            what: "rotation",
+            reason: "list not strictly ascending",
+        })
+    }
+}
+
+/// A signed, hash-chained vault log entry (`docs/format.md` §8).
+#[derive(Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    vault: VaultId,
+    seq: u64,
+    prev: [u8; 32],
+    time: u64,
+    author: Fingerprint,
+    body: EntryBody,
+    signature: [u8; 64],
+    encoded: Vec<u8>,
+    hash: [u8; 32],
+}
+
+impl LogEntry {
+    fn header(
+        vault: &VaultId,
+        seq: u64,
+        prev: &[u8; 32],
+        time: u64,
+        author: &Fingerprint,
+        kind: u8,
+        payload: &[u8],
+    ) -> Writer {
+        let mut w = Writer::new();
+        w.u8(ENTRY_VERSION)
+            .fixed(vault.as_bytes())
+            .u64(seq)
+            .fixed(prev)
+            .u64(time)
+            .fixed(author.as_bytes())
+            .u8(kind)
+            .bytes(payload);
+        w
+    }
+
+    /// Creates and signs an entry.
+    pub(crate) fn sign(
+        author: &SecretIdentity,
+        vault: VaultId,
+        seq: u64,
+        prev: [u8; 32],
+        time: u64,
+        body: EntryBody,
+    ) -> Result<Self> {
+        let payload = body.encode();
+        if payload.len() > MAX_PAYLOAD_LEN {
+            return Err(Error::InvalidInput("log entry too large"));
+        }
+        let fp = author.fingerprint();
+        let head = Self::header(&vault, seq, &prev, time, &fp, body.kind(), &payload);
+        let signature = author.sign(&[ENTRY_SIGNATURE_CONTEXT, head.as_slice()].concat());
+        let mut encoded = head.into_vec();
+        encoded.extend_from_slice(&signature);
+        let hash = sha256(&[ENTRY_HASH_CONTEXT, &encoded]);
+        Ok(Self {
+            vault,
+            seq,
+            prev,
+            time,
+            author: fp,
+            body,
+            signature,
+            encoded,
+            hash,
+        })
+    }
+
+    /// Parses an entry strictly. The signature is checked by
+    /// [`crate::VaultState`], which knows the author's key.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let mut r = Reader::new(bytes, "log entry");
+        r.version(ENTRY_VERSION)?;
+        let vault = VaultId::from_bytes(r.array()?);
+        let seq = r.u64()?;
+        let prev = r.array()?;
+        let time = r.u64()?;
+        let author = Fingerprint::from_bytes(r.array()?);
+        let kind = r.u8()?;
+        let payload = r.bytes(MAX_PAYLOAD_LEN)?;
+        let signature = r.array()?;
+        r.finish()?;
+        let body = EntryBody::decode(kind, payload)?;
+        Ok(Self {
+            vault,
+            seq,
+            prev,
+            time,
+            author,
+            body,
+            signature,
+            hash: sha256(&[ENTRY_HASH_CONTEXT, bytes]),
+            encoded: bytes.to_vec(),
+        })
+    }
+
+    /// Verifies the author's signature with `key`.
+    pub(crate) fn verify_signature(&self, author: &PublicIdentity) -> Result<()> {
+        let signed_len = self.encoded.len().saturating_sub(64);
+        let signed = self.encoded.get(..signed_len).unwrap_or_default();
+        primitives::verify(
+            author.verifying_key(),
+            &[ENTRY_SIGNATURE_CONTEXT, signed].concat(),
+            &self.signature,
+            "log entry",
+        )
+    }
+
+    /// The canonical encoding.
+    pub fn to_bytes(&self) -> &[u8] {
+        &self.encoded
+    }
+    /// SHA-256 entry hash (what the next entry's `prev` names).
+    pub fn hash(&self) -> &[u8; 32] {
+        &self.hash
+    }
+    /// The vault.
+    pub fn vault(&self) -> VaultId {
+        self.vault
+    }
+    /// Sequence number (0 for genesis).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+    /// Hash of the previous entry (all zero for genesis).
+    pub fn prev(&self) -> &[u8; 32] {
+        &self.prev
+    }
+    /// Author-claimed time, seconds since the Unix epoch.
+    pub fn time(&self) -> u64 {
+        self.time
+    }
+    /// The author's fingerprint.
+    pub fn author(&self) -> Fingerprint {
+        self.author
+    }
+    /// What the entry does.
+    pub fn body(&self) -> &EntryBody {
+        &self.body
+    }
+}
+
+impl fmt::Debug for LogEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogEntry")
+            .field("vault", &self.vault)
+            .field("seq", &self.seq)
+            .field("kind", &self.body.kind_name())
+            .field("author", &self.author)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A point in a vault's history: (vault, sequence number, entry hash)
+/// (`docs/format.md` §9).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Checkpoint {
+    /// The vault.
+    pub vault: VaultId,
+    /// The sequence number of the head entry.
+    pub seq: u64,
+    /// The head entry's hash.
+    pub head: [u8; 32],
+}
+
+impl Checkpoint {
+    /// The canonical 57-byte encoding.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u8(CHECKPOINT_VERSION)
+            .fixed(self.vault.as_bytes())
+            .u64(self.seq)
+            .fixed(&self.head);
+        w.into_vec()
+    }
+
+    /// Parses a checkpoint strictly.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let mut r = Reader::new(bytes, "checkpoint");
+        r.version(CHECKPOINT_VERSION)?;
+        let c = Self {
+            vault: VaultId::from_bytes(r.array()?),
+            seq: r.u64()?,
+            head: r.array()?,
+        };
+        r.finish()?;
+        Ok(c)
+    }
+
+    /// The short code people compare to detect a fork: the sequence number
+    /// and twelve digits derived from the checkpoint, e.g. `42:0193-5521-7730`.
+    pub fn code(&self) -> String {
+        let h = sha256(&[CHECKPOINT_CODE_CONTEXT, &self.to_bytes()]);
+        let mut v: u64 = 0;
+        for b in h.iter().take(8) {
+            v = (v << 8) | u64::from(*b);
+        }
+        let d = format!("{:012}", v % 1_000_000_000_000);
+        format!("{}:{}-{}-{}", self.seq, &d[..4], &d[4..8], &d[8..])
+    }
+
+    /// Parses a code produced by [`Checkpoint::code`] into its sequence number
+    /// and digits (whitespace and dashes in the digits are ignored).
+    pub fn parse_code(code: &str) -> Result<(u64, String)> {
+        let bad = Error::Malformed {
+            what: "checkpoint code",
+            reason: "expected SEQ:DDDD-DDDD-DDDD",
+        };
+        let (seq, digits) = code.trim().split_once(':').ok_or(bad)?;
+        let seq: u64 = seq.trim().parse().map_err(|_| Error::Malformed {
+            what: "checkpoint code",
+            reason: "invalid sequence number",
+        })?;
+        let digits: String = digits
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .collect();
+        if digits.len() != 12 || !digits.chars().all(|c| c.is_ascii_digit()) {
+            return Err(Error::Malformed {
+                what: "checkpoint code",
+                reason: "expected twelve digits",
+            });
+        }
+        Ok((seq, digits))
+    }
+}

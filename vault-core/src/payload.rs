@@ -1,0 +1,208 @@
+//! The streaming payload encryption (`docs/format.md` §6.3): STREAM
+//! (Hoang, Reyhanitabar, Rogaway and Vizár 2015) over ChaCha20-Poly1305 in
+//! 64 KiB chunks, exactly as the age payload format uses it: the nonce is an
+//! 11-byte big-endian chunk counter followed by a byte that is 1 for the last
+//! chunk and 0 otherwise. We use the `aead` crate's `StreamBE32` with an
+//! all-zero 7-byte prefix, which produces those nonces for the first 2^32
+//! chunks (256 TiB).
+//!
+//! The payload key is unique per record version (a fresh random data key and
+//! a fresh random salt), so the fixed nonce prefix is never reused with a key.
+//! Reading and writing hold one chunk in memory.
+
+use std::io::{Read, Write};
+
+use chacha20poly1305::aead::stream::{DecryptorBE32, EncryptorBE32};
+use chacha20poly1305::aead::KeyInit;
+use chacha20poly1305::{ChaCha20Poly1305, Key};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::primitives::TAG_LEN;
+
+/// Plaintext bytes per chunk.
+pub const CHUNK_LEN: usize = 64 * 1024;
+const CHUNK_LEN_U64: u64 = CHUNK_LEN as u64;
+
+/// Number of chunks for a plaintext of `len` bytes (at least one).
+pub(crate) fn chunk_count(len: u64) -> u64 {
+    len.div_ceil(CHUNK_LEN_U64).max(1)
+}
+
+/// Ciphertext length for a plaintext of `len` bytes, or `None` on overflow.
+pub fn ciphertext_len(len: u64) -> Option<u64> {
+    len.checked_add(chunk_count(len).checked_mul(TAG_LEN as u64)?)
+}
+
+fn cipher(key: &Zeroizing<[u8; 32]>) -> ChaCha20Poly1305 {
+    ChaCha20Poly1305::new(Key::from_slice(key.as_ref()))
+}
+
+/// Encrypts a plaintext of known length to `out`, hashing the ciphertext.
+pub(crate) struct PayloadWriter<W: Write> {
+    enc: Option<EncryptorBE32<ChaCha20Poly1305>>,
+    out: W,
+    buf: Zeroizing<Vec<u8>>,
+    remaining: u64,
+    hasher: Sha256,
+}
+
+impl<W: Write> PayloadWriter<W> {
+    /// `len` is the exact number of plaintext bytes that will be written.
+    pub(crate) fn new(key: &Zeroizing<[u8; 32]>, len: u64, out: W) -> Self {
+        Self {
+            enc: Some(EncryptorBE32::from_aead(cipher(key), &Default::default())),
+            out,
+            buf: Zeroizing::new(Vec::with_capacity(CHUNK_LEN + TAG_LEN)),
+            remaining: len,
+            hasher: Sha256::new(),
+        }
+    }
+
+    fn emit(&mut self) -> Result<()> {
+        self.hasher.update(self.buf.as_slice());
+        self.out.write_all(&self.buf)?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Adds plaintext; fails if more than the declared length is written.
+    pub(crate) fn write_plain(&mut self, mut data: &[u8]) -> Result<()> {
+        let len = data.len() as u64;
+        if len > self.remaining {
+            return Err(Error::InvalidInput("payload longer than declared"));
+        }
+        self.remaining -= len;
+        while !data.is_empty() {
+            let room = CHUNK_LEN - self.buf.len();
+            let (now, later) = data.split_at(room.min(data.len()));
+            self.buf.extend_from_slice(now);
+            data = later;
+            // A full chunk is sealed as a middle chunk only once we know more
+            // plaintext follows; the final chunk is sealed by `finish`.
+            if self.buf.len() == CHUNK_LEN && (!data.is_empty() || self.remaining > 0) {
+                let enc = self
+                    .enc
+                    .as_mut()
+                    .ok_or(Error::InvalidInput("payload finished"))?;
+                enc.encrypt_next_in_place(&[], &mut *self.buf)
+                    .map_err(|_| Error::InvalidInput("payload too long"))?;
+                self.emit()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals the last chunk and returns the SHA-256 of the whole ciphertext.
+    pub(crate) fn finish(mut self) -> Result<[u8; 32]> {
+        if self.remaining != 0 {
+            return Err(Error::InvalidInput("payload shorter than declared"));
+        }
+        let enc = self
+            .enc
+            .take()
+            .ok_or(Error::InvalidInput("payload finished"))?;
+        enc.encrypt_last_in_place(&[], &mut *self.buf)
+            .map_err(|_| Error::InvalidInput("payload too long"))?;
+        self.emit()?;
+        self.out.flush()?;
+        Ok(self.hasher.finalize().into())
+    }
+}
+
+/// Why reading a payload stopped.
+pub(crate) enum PayloadFailure {
+    /// A chunk failed to authenticate, the stream was short or long.
+    Crypto,
+    /// The caller's sink refused the plaintext.
+    Sink(Error),
+    /// Reading the input failed.
+    Io(std::io::Error),
+}
+
+/// Decrypts a payload of `plain_len` plaintext bytes from `input`, handing
+/// each authenticated chunk to `sink`. Returns the SHA-256 of the ciphertext
+/// read. On an authentication failure the rest of the input is still read
+/// and hashed (the hash, compared with signed metadata, then tells the
+/// caller whether the ciphertext was swapped).
+pub(crate) fn read_payload<R: Read>(
+    key: &Zeroizing<[u8; 32]>,
+    plain_len: u64,
+    mut input: R,
+    mut sink: impl FnMut(&[u8]) -> Result<()>,
+) -> (Result<(), PayloadFailure>, [u8; 32]) {
+    let mut hasher = Sha256::new();
+    let mut dec = Some(DecryptorBE32::from_aead(cipher(key), &Default::default()));
+    let mut buf: Zeroizing<Vec<u8>> = Zeroizing::new(Vec::with_capacity(CHUNK_LEN + TAG_LEN));
+    let chunks = chunk_count(plain_len);
+    let mut left = plain_len;
+    let mut outcome = Ok(());
+    for i in 0..chunks {
+        let this = usize::try_from(left.min(CHUNK_LEN_U64)).unwrap_or(CHUNK_LEN);
+        left -= this as u64;
+        buf.clear();
+        buf.resize(this + TAG_LEN, 0);
+        if let Err(e) = read_full(&mut input, &mut buf) {
+            outcome = Err(e);
+            break;
+        }
+        hasher.update(buf.as_slice());
+        let ok = if i + 1 == chunks {
+            dec.take()
+                .map(|d| d.decrypt_last_in_place(&[], &mut *buf).is_ok())
+                .unwrap_or(false)
+        } else {
+            dec.as_mut()
+                .map(|d| d.decrypt_next_in_place(&[], &mut *buf).is_ok())
+                .unwrap_or(false)
+        };
+        if !ok {
+            outcome = Err(PayloadFailure::Crypto);
+            break;
+        }
+        if let Err(e) = sink(&buf) {
+            return (Err(PayloadFailure::Sink(e)), hasher.finalize().into());
+        }
+    }
+    // Whatever happened, hash the rest so the caller can compare the whole
+    // stream with the signed hash; any trailing byte is a failure.
+    let mut rest = [0u8; 8192];
+    loop {
+        match input.read(&mut rest) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(rest.get(..n).unwrap_or_default());
+                if outcome.is_ok() {
+                    outcome = Err(PayloadFailure::Crypto);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                if outcome.is_ok() {
+                    outcome = Err(PayloadFailure::Io(e));
+                }
+                break;
+            }
+        }
+    }
+    (outcome, hasher.finalize().into())
+}
+
+/// Reads exactly `buf.len()` bytes; a short stream is a crypto failure (the
+/// ciphertext was truncated).
+fn read_full<R: Read>(input: &mut R, buf: &mut [u8]) -> Result<(), PayloadFailure> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let Some(rest) = buf.get_mut(filled..) else {
+            break;
+        };
+        match input.read(rest) {
+            Ok(0) => return Err(PayloadFailure::Crypto),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(PayloadFailure::Io(e)),
+        }
+    }
+    Ok(())
+}

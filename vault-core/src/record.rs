@@ -1,0 +1,602 @@
+//! Sealed records (`docs/format.md` §6): the plaintext header, padding,
+//! streaming payload encryption, and the author-signed metadata the relay
+//! sees.
+//!
+//! The API enforces the order of checks with a typestate:
+//! [`RecordMetadata`] (parsed, *sealed*: nothing can be decrypted with it) →
+//! [`VerifiedRecord`] (its signature, author's right to write, context and
+//! position in a verified vault log were checked; only
+//! [`crate::VaultState`] creates one) → [`OpenedRecord`] (after the payload
+//! authenticated and its inner header matched the metadata). There is no way
+//! to obtain a data key or plaintext from a [`RecordMetadata`] alone.
+
+use std::io::{Read, Write};
+
+use zeroize::Zeroizing;
+
+use crate::encoding::{Reader, Writer};
+use crate::error::{Error, Result};
+use crate::identity::{Fingerprint, SecretIdentity};
+use crate::ids::{CollectionId, RecordId, VaultId};
+use crate::keys::{CollectionKey, DataKey, RecordContext, WrappedDataKey};
+use crate::payload::{self, PayloadFailure, PayloadWriter, CHUNK_LEN};
+use crate::primitives;
+
+const METADATA_VERSION: u8 = 1;
+const HEADER_VERSION: u8 = 1;
+const METADATA_SIGNATURE_CONTEXT: &[u8] = b"vault/v1/record\0";
+const PAYLOAD_KEY_INFO: &[u8] = b"vault/v1/payload\0";
+const MAX_CONTENT_TYPE: usize = 255;
+const MAX_TITLE: usize = 1024;
+/// Smallest padded plaintext: small records all look alike.
+pub const MIN_PADDED_LEN: u64 = 512;
+/// Encoded length of [`RecordMetadata`].
+pub const METADATA_LEN: usize =
+    1 + 16 * 3 + 4 + 4 + 16 + 8 + 32 + crate::keys::WRAPPED_KEY_LEN + 32 + 64;
+
+/// Padmé padding (Nikitin et al., PETS 2019) with a floor of
+/// [`MIN_PADDED_LEN`]: the padded length leaks O(log log n) bits and adds at
+/// most 12% (`docs/format.md` §6.2). `None` if the length overflows.
+pub fn padded_len(len: u64) -> Option<u64> {
+    let len = len.max(MIN_PADDED_LEN);
+    let e = 63 - u64::from(len.leading_zeros());
+    let s = 64 - u64::from(e.leading_zeros());
+    let last_bits = e - s;
+    let mask = (1u64 << last_bits) - 1;
+    len.checked_add(mask).map(|v| v & !mask)
+}
+
+/// What a record says about itself, sealed inside its ciphertext.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordInfo {
+    /// A FHIR resource type (`fhir+Observation`) or a MIME type
+    /// (`application/pdf`); at most 255 bytes.
+    pub content_type: String,
+    /// A human title; at most 1024 bytes.
+    pub title: String,
+    /// When this version was written, seconds since the Unix epoch.
+    pub created_at: u64,
+    /// The clinical date the record is about, if any (seconds since the Unix
+    /// epoch; may be before 1970 as a negative number).
+    pub effective_at: Option<i64>,
+}
+
+impl RecordInfo {
+    fn check(&self) -> Result<()> {
+        if self.content_type.is_empty()
+            || self.content_type.len() > MAX_CONTENT_TYPE
+            || self.content_type.chars().any(char::is_control)
+        {
+            return Err(Error::InvalidInput(
+                "content type must be 1 to 255 bytes without control characters",
+            ));
+        }
+        if self.title.len() > MAX_TITLE || self.title.chars().any(char::is_control) {
+            return Err(Error::InvalidInput(
+                "title must be at most 1024 bytes without control characters",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The inner header: the record's context repeated inside the ciphertext,
+/// plus its info and the body length.
+struct InnerHeader {
+    vault: VaultId,
+    collection: CollectionId,
+    record: RecordId,
+    version: u32,
+    author: Fingerprint,
+    info: RecordInfo,
+    body_len: u64,
+}
+
+impl InnerHeader {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u8(HEADER_VERSION)
+            .fixed(self.vault.as_bytes())
+            .fixed(self.collection.as_bytes())
+            .fixed(self.record.as_bytes())
+            .u32(self.version)
+            .fixed(self.author.as_bytes())
+            .u64(self.info.created_at)
+            .option(self.info.effective_at, |w, t| {
+                w.u64(t as u64);
+            })
+            .text(&self.info.content_type)
+            .text(&self.info.title)
+            .u64(self.body_len);
+        w.into_vec()
+    }
+
+    /// Parses the header at the start of the plaintext; returns it and its
+    /// length.
+    fn parse(plain: &[u8]) -> Result<(Self, usize)> {
+        let mut r = Reader::new(plain, "record header");
+        r.version(HEADER_VERSION)?;
+        let vault = VaultId::from_bytes(r.array()?);
+        let collection = CollectionId::from_bytes(r.array()?);
+        let record = RecordId::from_bytes(r.array()?);
+        let version = r.u32()?;
+        let author = Fingerprint::from_bytes(r.array()?);
+        let created_at = r.u64()?;
+        let effective_at = r.option(|r| r.u64().map(|t| t as i64))?;
+        let content_type = r.text(MAX_CONTENT_TYPE)?.to_owned();
+        let title = r.text(MAX_TITLE)?.to_owned();
+        let body_len = r.u64()?;
+        let used = plain.len() - r.remaining();
+        let info = RecordInfo {
+            content_type,
+            title,
+            created_at,
+            effective_at,
+        };
+        info.check()
+            .map_err(|_| r.malformed("invalid content type or title"))?;
+        Ok((
+            Self {
+                vault,
+                collection,
+                record,
+                version,
+                author,
+                info,
+                body_len,
+            },
+            used,
+        ))
+    }
+}
+
+/// A record version's signed metadata: everything the relay sees of it
+/// (`docs/format.md` §6.4). Parsed strictly; its signature is checked only
+/// when a [`crate::VaultState`] accepts the log entry carrying it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RecordMetadata {
+    pub(crate) vault: VaultId,
+    pub(crate) collection: CollectionId,
+    pub(crate) record: RecordId,
+    pub(crate) version: u32,
+    pub(crate) epoch: u32,
+    pub(crate) payload_salt: [u8; 16],
+    pub(crate) padded_len: u64,
+    pub(crate) ciphertext_hash: [u8; 32],
+    pub(crate) wrapped_key: WrappedDataKey,
+    pub(crate) author: Fingerprint,
+    pub(crate) signature: [u8; 64],
+}
+
+impl RecordMetadata {
+    fn write_body(&self, w: &mut Writer) {
+        w.u8(METADATA_VERSION)
+            .fixed(self.vault.as_bytes())
+            .fixed(self.collection.as_bytes())
+            .fixed(self.record.as_bytes())
+            .u32(self.version)
+            .u32(self.epoch)
+            .fixed(&self.payload_salt)
+            .u64(self.padded_len)
+            .fixed(&self.ciphertext_hash);
+        self.wrapped_key.write(w);
+        w.fixed(self.author.as_bytes());
+    }
+
+    pub(crate) fn signed_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::with_context(METADATA_SIGNATURE_CONTEXT);
+        self.write_body(&mut w);
+        w.into_vec()
+    }
+
+    /// The canonical encoding ([`METADATA_LEN`] bytes).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.write_body(&mut w);
+        w.fixed(&self.signature);
+        w.into_vec()
+    }
+
+    /// Parses encoded metadata strictly (no signature check: see the module
+    /// documentation).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let mut r = Reader::new(bytes, "record metadata");
+        r.version(METADATA_VERSION)?;
+        let m = Self {
+            vault: VaultId::from_bytes(r.array()?),
+            collection: CollectionId::from_bytes(r.array()?),
+            record: RecordId::from_bytes(r.array()?),
+            version: r.u32()?,
+            epoch: r.u32()?,
+            payload_salt: r.array()?,
+            padded_len: r.u64()?,
+            ciphertext_hash: r.array()?,
+            wrapped_key: WrappedDataKey::read(&mut r)?,
+            author: Fingerprint::from_bytes(r.array()?),
+            signature: r.array()?,
+        };
+        r.finish()?;
+        if m.version == 0 {
+            return Err(Error::Malformed {
+                what: "record metadata",
+                reason: "version 0",
+            });
+        }
+        if padded_len(m.padded_len) != Some(m.padded_len) {
+            return Err(Error::Malformed {
+                what: "record metadata",
+                reason: "length is not a padded length",
+            });
+        }
+        Ok(m)
+    }
+
+    /// The vault.
+    pub fn vault(&self) -> VaultId {
+        self.vault
+    }
+    /// The collection.
+    pub fn collection(&self) -> CollectionId {
+        self.collection
+    }
+    /// The record.
+    pub fn record(&self) -> RecordId {
+        self.record
+    }
+    /// The record version (1 for the first).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+    /// The collection epoch the data key was first wrapped under.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+    /// The author's fingerprint.
+    pub fn author(&self) -> Fingerprint {
+        self.author
+    }
+    /// The padded plaintext length (what sizes leak).
+    pub fn padded_len(&self) -> u64 {
+        self.padded_len
+    }
+    /// The exact ciphertext length.
+    pub fn ciphertext_len(&self) -> u64 {
+        payload::ciphertext_len(self.padded_len).unwrap_or(u64::MAX)
+    }
+    /// SHA-256 of the ciphertext: the blob's content address.
+    pub fn ciphertext_hash(&self) -> &[u8; 32] {
+        &self.ciphertext_hash
+    }
+
+    pub(crate) fn context(&self) -> RecordContext {
+        RecordContext {
+            vault: self.vault,
+            collection: self.collection,
+            epoch: self.epoch,
+            record: self.record,
+            version: self.version,
+        }
+    }
+}
+
+impl std::fmt::Debug for RecordMetadata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordMetadata")
+            .field("vault", &self.vault)
+            .field("collection", &self.collection)
+            .field("record", &self.record)
+            .field("version", &self.version)
+            .field("epoch", &self.epoch)
+            .field("padded_len", &self.padded_len)
+            .field("author", &self.author)
+            .finish_non_exhaustive()
+    }
+}
+
+fn payload_key(data_key: &DataKey, salt: &[u8; 16], ctx: &RecordContext) -> Zeroizing<[u8; 32]> {
+    let mut info = Writer::with_context(PAYLOAD_KEY_INFO);
+    info.fixed(ctx.vault.as_bytes())
+        .fixed(ctx.collection.as_bytes())
+        .fixed(ctx.record.as_bytes())
+        .u32(ctx.version);
+    primitives::hkdf32(data_key.0.as_ref(), salt, info.as_slice())
+}
+
+/// Seals a record version: streams `body` (exactly `body_len` bytes) through
+/// padding and encryption into `out`, and returns the signed metadata.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn seal<R: Read, W: Write>(
+    author: &SecretIdentity,
+    key: &CollectionKey,
+    record: RecordId,
+    version: u32,
+    info: &RecordInfo,
+    mut body: R,
+    body_len: u64,
+    out: W,
+) -> Result<RecordMetadata> {
+    info.check()?;
+    let ctx = RecordContext {
+        vault: key.vault(),
+        collection: key.collection(),
+        epoch: key.epoch(),
+        record,
+        version,
+    };
+    let header = InnerHeader {
+        vault: ctx.vault,
+        collection: ctx.collection,
+        record,
+        version,
+        author: author.fingerprint(),
+        info: info.clone(),
+        body_len,
+    }
+    .encode();
+    let total = body_len
+        .checked_add(header.len() as u64)
+        .and_then(padded_len)
+        .ok_or(Error::InvalidInput("record too large"))?;
+    let data_key = DataKey::generate();
+    let salt = primitives::random::<16>();
+    let mut writer = PayloadWriter::new(&payload_key(&data_key, &salt, &ctx), total, out);
+    writer.write_plain(&header)?;
+
+    let mut buf = Zeroizing::new(vec![0u8; CHUNK_LEN]);
+    let mut read: u64 = 0;
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if n == 0 {
+            break;
+        }
+        read += n as u64;
+        if read > body_len {
+            return Err(Error::LengthMismatch {
+                declared: body_len,
+                actual: read,
+            });
+        }
+        writer.write_plain(buf.get(..n).unwrap_or_default())?;
+    }
+    if read != body_len {
+        return Err(Error::LengthMismatch {
+            declared: body_len,
+            actual: read,
+        });
+    }
+    buf.fill(0);
+    let mut padding = total - body_len - header.len() as u64;
+    while padding > 0 {
+        let n = padding.min(CHUNK_LEN as u64) as usize;
+        writer.write_plain(buf.get(..n).unwrap_or_default())?;
+        padding -= n as u64;
+    }
+    let ciphertext_hash = writer.finish()?;
+    let mut metadata = RecordMetadata {
+        vault: ctx.vault,
+        collection: ctx.collection,
+        record,
+        version,
+        epoch: ctx.epoch,
+        payload_salt: salt,
+        padded_len: total,
+        ciphertext_hash,
+        wrapped_key: key.wrap(&data_key, &record, version),
+        author: author.fingerprint(),
+        signature: [0; 64],
+    };
+    metadata.signature = author.sign(&metadata.signed_bytes());
+    Ok(metadata)
+}
+
+/// Where a verified record's data key comes from.
+pub(crate) enum KeySource<'a> {
+    /// Wrapped under a collection key (of `epoch`, the latest re-wrap).
+    Wrapped {
+        epoch: u32,
+        wrapped: &'a WrappedDataKey,
+    },
+}
+
+/// A record version whose metadata was verified in a vault log: signature,
+/// author's right to write, context, and position (it is the version the log
+/// says is current, or the exact version asked for). Only
+/// [`crate::VaultState`] creates these.
+pub struct VerifiedRecord<'a> {
+    pub(crate) metadata: &'a RecordMetadata,
+    pub(crate) key_source: KeySource<'a>,
+    pub(crate) seq: u64,
+}
+
+impl<'a> VerifiedRecord<'a> {
+    /// The verified metadata.
+    pub fn metadata(&self) -> &RecordMetadata {
+        self.metadata
+    }
+
+    /// The log sequence number of the entry that wrote this version.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The wrapped key and the epoch whose collection key unwraps it.
+    pub(crate) fn wrapped(&self) -> (u32, &WrappedDataKey) {
+        match self.key_source {
+            KeySource::Wrapped { epoch, wrapped } => (epoch, wrapped),
+        }
+    }
+
+    /// Unwraps the data key with `key`, which must be the collection key of
+    /// the epoch the record is currently wrapped under.
+    pub(crate) fn data_key(&self, key: &CollectionKey) -> Result<DataKey> {
+        let (epoch, wrapped) = self.wrapped();
+        if key.vault() != self.metadata.vault {
+            return Err(Error::ContextMismatch {
+                what: "collection key",
+                field: "vault",
+            });
+        }
+        if key.collection() != self.metadata.collection {
+            return Err(Error::ContextMismatch {
+                what: "collection key",
+                field: "collection",
+            });
+        }
+        if key.epoch() != epoch {
+            return Err(Error::ContextMismatch {
+                what: "collection key",
+                field: "epoch",
+            });
+        }
+        key.unwrap(wrapped, &self.metadata.record, self.metadata.version)
+    }
+
+    /// Decrypts the payload from `ciphertext`, writing the body to `out`
+    /// chunk by chunk (each chunk only after it authenticated), and returns
+    /// the record's inner header.
+    ///
+    /// Errors: [`Error::CiphertextMismatch`] if the bytes are not the
+    /// ciphertext the author signed (swapped, truncated, reordered, extended);
+    /// [`Error::DecryptionFailed`] if they are but do not decrypt;
+    /// [`Error::ContextMismatch`] if the inner header names another context.
+    pub(crate) fn open_with<R: Read, W: Write>(
+        &self,
+        data_key: &DataKey,
+        ciphertext: R,
+        mut out: W,
+    ) -> Result<OpenedRecord> {
+        let m = self.metadata;
+        let pkey = payload_key(data_key, &m.payload_salt, &m.context());
+        let mut header: Option<InnerHeader> = None;
+        let mut body_left: u64 = 0;
+        let mut padding_left: u64 = 0;
+        let (result, hash) = payload::read_payload(&pkey, m.padded_len, ciphertext, |mut chunk| {
+            if header.is_none() {
+                let (h, used) = InnerHeader::parse(chunk)?;
+                check_inner(&h, m)?;
+                let total = (used as u64)
+                    .checked_add(h.body_len)
+                    .filter(|t| padded_len(*t) == Some(m.padded_len))
+                    .ok_or(Error::Malformed {
+                        what: "record header",
+                        reason: "body length does not match padded length",
+                    })?;
+                body_left = h.body_len;
+                padding_left = m.padded_len - total;
+                header = Some(h);
+                chunk = chunk.get(used..).unwrap_or_default();
+            }
+            let n = usize::try_from(body_left.min(chunk.len() as u64)).unwrap_or(0);
+            let (body, pad) = chunk.split_at(n);
+            out.write_all(body)?;
+            body_left -= n as u64;
+            if pad.iter().any(|b| *b != 0) {
+                return Err(Error::Malformed {
+                    what: "record payload",
+                    reason: "non-zero padding",
+                });
+            }
+            padding_left = padding_left.saturating_sub(pad.len() as u64);
+            Ok(())
+        });
+        let hash_ok = primitives::ct_eq(&hash, &m.ciphertext_hash);
+        match result {
+            Err(PayloadFailure::Io(e)) => return Err(e.into()),
+            // The sink only sees authenticated plaintext: its error is real.
+            Err(PayloadFailure::Sink(e)) => return Err(e),
+            _ if !hash_ok => return Err(Error::CiphertextMismatch),
+            Err(PayloadFailure::Crypto) => return Err(Error::DecryptionFailed),
+            Ok(()) => {}
+        }
+        out.flush()?;
+        let h = header.ok_or(Error::DecryptionFailed)?;
+        if body_left != 0 || padding_left != 0 {
+            return Err(Error::Malformed {
+                what: "record payload",
+                reason: "length mismatch",
+            });
+        }
+        Ok(OpenedRecord {
+            record: h.record,
+            collection: h.collection,
+            version: h.version,
+            author: h.author,
+            body_len: h.body_len,
+            info: h.info,
+        })
+    }
+}
+
+fn check_inner(h: &InnerHeader, m: &RecordMetadata) -> Result<()> {
+    let field = if h.vault != m.vault {
+        "vault"
+    } else if h.collection != m.collection {
+        "collection"
+    } else if h.record != m.record {
+        "record"
+    } else if h.version != m.version {
+        "version"
+    } else if h.author != m.author {
+        "author"
+    } else {
+        return Ok(());
+    };
+    Err(Error::ContextMismatch {
+        what: "record ciphertext",
+        field,
+    })
+}
+
+impl std::fmt::Debug for VerifiedRecord<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedRecord")
+            .field("metadata", self.metadata)
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A record whose payload was decrypted and authenticated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenedRecord {
+    /// The record.
+    pub record: RecordId,
+    /// Its collection.
+    pub collection: CollectionId,
+    /// Its version.
+    pub version: u32,
+    /// Its author (verified: the log entry and the metadata are signed by
+    /// this identity, and the inner header names it).
+    pub author: Fingerprint,
+    /// The body's length in bytes.
+    pub body_len: u64,
+    /// Content type, title and dates.
+    pub info: RecordInfo,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padme_bounds() {
+        assert_eq!(padded_len(0), Some(512));
+        assert_eq!(padded_len(512), Some(512));
+        let mut prev = 0;
+        for len in (1..5_000_000u64).step_by(9973) {
+            let p = padded_len(len).unwrap();
+            assert!(p >= len && p >= prev);
+            assert!(
+                p - len <= len / 8 + 1 || p == MIN_PADDED_LEN,
+                "{len} -> {p}"
+            );
+            assert_eq!(padded_len(p), Some(p), "padded lengths are fixed points");
+            prev = p;
+        }
+        assert_eq!(padded_len(u64::MAX), None);
+    }
+}
