@@ -36,6 +36,9 @@ pub mod store;
 mod vault;
 
 #[cfg(test)]
+mod tests;
+
+#[cfg(test)]
 mod conformance;
 
 pub use error::{Error, Result};

@@ -1,0 +1,119 @@
+//! An in-memory [`Store`] (tests, and the web app before it persists).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+
+use super::{check_continues, copy_verified, Store};
+use crate::error::{Error, Result};
+use crate::identity::Fingerprint;
+use crate::ids::VaultId;
+use crate::log::{Checkpoint, LogEntry};
+
+/// A [`Store`] in memory.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStore {
+    logs: BTreeMap<VaultId, Vec<LogEntry>>,
+    blobs: HashMap<[u8; 32], Vec<u8>>,
+    pins: BTreeMap<String, Fingerprint>,
+    cursors: HashMap<String, u64>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Store for MemoryStore {
+    fn append_entries(&mut self, vault: &VaultId, entries: &[LogEntry]) -> Result<()> {
+        let head = self.head(vault)?;
+        check_continues(head.as_ref(), vault, entries)?;
+        self.logs
+            .entry(*vault)
+            .or_default()
+            .extend_from_slice(entries);
+        Ok(())
+    }
+
+    fn entries(&self, vault: &VaultId, since: u64) -> Result<Vec<LogEntry>> {
+        Ok(self
+            .logs
+            .get(vault)
+            .map(|l| l.iter().filter(|e| e.seq() >= since).cloned().collect())
+            .unwrap_or_default())
+    }
+
+    fn head(&self, vault: &VaultId) -> Result<Option<Checkpoint>> {
+        Ok(self
+            .logs
+            .get(vault)
+            .and_then(|l| l.last())
+            .map(|e| Checkpoint {
+                vault: *vault,
+                seq: e.seq(),
+                head: *e.hash(),
+            }))
+    }
+
+    fn vaults(&self) -> Result<Vec<VaultId>> {
+        Ok(self.logs.keys().copied().collect())
+    }
+
+    fn put_blob(&mut self, hash: &[u8; 32], len: u64, data: &mut dyn Read) -> Result<()> {
+        if self.blobs.contains_key(hash) {
+            return Ok(());
+        }
+        let mut bytes = Vec::new();
+        copy_verified(hash, len, data, |chunk| {
+            bytes.extend_from_slice(chunk);
+            Ok(())
+        })?;
+        self.blobs.insert(*hash, bytes);
+        Ok(())
+    }
+
+    fn open_blob(&self, hash: &[u8; 32]) -> Result<Option<Box<dyn Read + '_>>> {
+        Ok(self
+            .blobs
+            .get(hash)
+            .map(|b| Box::new(b.as_slice()) as Box<dyn Read>))
+    }
+
+    fn pin(&mut self, name: &str, fingerprint: &Fingerprint) -> Result<()> {
+        match self.pins.get(name) {
+            Some(p) if p == fingerprint => Ok(()),
+            Some(p) => Err(Error::PinnedKeyChanged {
+                name: name.to_owned(),
+                pinned: *p,
+                presented: *fingerprint,
+            }),
+            None => {
+                self.pins.insert(name.to_owned(), *fingerprint);
+                Ok(())
+            }
+        }
+    }
+
+    fn repin(&mut self, name: &str, fingerprint: &Fingerprint) -> Result<()> {
+        self.pins.insert(name.to_owned(), *fingerprint);
+        Ok(())
+    }
+
+    fn pinned(&self, name: &str) -> Result<Option<Fingerprint>> {
+        Ok(self.pins.get(name).copied())
+    }
+
+    fn pins(&self) -> Result<Vec<(String, Fingerprint)>> {
+        Ok(self.pins.iter().map(|(k, v)| (k.clone(), *v)).collect())
+    }
+
+    fn cursor(&self, name: &str) -> Result<Option<u64>> {
+        Ok(self.cursors.get(name).copied())
+    }
+
+    fn set_cursor(&mut self, name: &str, value: u64) -> Result<()> {
+        self.cursors.insert(name.to_owned(), value);
+        Ok(())
+    }
+}

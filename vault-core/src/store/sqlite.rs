@@ -1,0 +1,287 @@
+//! A [`Store`] on disk: an SQLite database (WAL, `synchronous = FULL`) for
+//! logs, pins and cursors, and a directory of content-addressed blob files
+//! (written to a temporary file, fsync'd, then renamed, so a crash never
+//! leaves a partial blob under its address and blobs of any size stream in
+//! constant memory).
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{check_continues, copy_verified, Store};
+use crate::error::{Error, Result};
+use crate::identity::Fingerprint;
+use crate::ids::{to_hex, VaultId};
+use crate::log::{Checkpoint, LogEntry};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS entries (
+    vault BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    bytes BLOB NOT NULL,
+    PRIMARY KEY (vault, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pins (name TEXT PRIMARY KEY, fingerprint BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+";
+
+/// A [`Store`] in a directory: `store.sqlite3` and `blobs/`.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+    blobs: PathBuf,
+}
+
+fn db_err(e: rusqlite::Error) -> Error {
+    Error::Store(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) a store in `dir`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        fs::create_dir_all(dir.join("blobs"))?;
+        let conn = Connection::open(dir.join("store.sqlite3")).map_err(db_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db_err)?;
+        conn.execute_batch(SCHEMA).map_err(db_err)?;
+        Ok(Self {
+            conn,
+            blobs: dir.join("blobs"),
+        })
+    }
+
+    fn blob_path(&self, hash: &[u8; 32]) -> PathBuf {
+        self.blobs.join(to_hex(hash))
+    }
+}
+
+impl Store for SqliteStore {
+    fn append_entries(&mut self, vault: &VaultId, entries: &[LogEntry]) -> Result<()> {
+        let head = self.head(vault)?;
+        check_continues(head.as_ref(), vault, entries)?;
+        let tx = self.conn.transaction().map_err(db_err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO entries (vault, seq, hash, bytes) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(db_err)?;
+            for e in entries {
+                let seq = i64::try_from(e.seq())
+                    .map_err(|_| Error::Store("sequence number too large".into()))?;
+                stmt.execute(params![
+                    vault.as_bytes().as_slice(),
+                    seq,
+                    e.hash().as_slice(),
+                    e.to_bytes()
+                ])
+                .map_err(db_err)?;
+            }
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    fn entries(&self, vault: &VaultId, since: u64) -> Result<Vec<LogEntry>> {
+        let since = i64::try_from(since).unwrap_or(i64::MAX);
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT bytes FROM entries WHERE vault = ?1 AND seq >= ?2 ORDER BY seq")
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map(params![vault.as_bytes().as_slice(), since], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .map_err(db_err)?;
+        rows.map(|r| LogEntry::from_bytes(&r.map_err(db_err)?))
+            .collect()
+    }
+
+    fn head(&self, vault: &VaultId) -> Result<Option<Checkpoint>> {
+        self.conn
+            .query_row(
+                "SELECT seq, hash FROM entries WHERE vault = ?1 ORDER BY seq DESC LIMIT 1",
+                params![vault.as_bytes().as_slice()],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+            )
+            .optional()
+            .map_err(db_err)?
+            .map(|(seq, hash)| {
+                Ok(Checkpoint {
+                    vault: *vault,
+                    seq: u64::try_from(seq)
+                        .map_err(|_| Error::Store("corrupt sequence number".into()))?,
+                    head: hash
+                        .try_into()
+                        .map_err(|_| Error::Store("corrupt entry hash".into()))?,
+                })
+            })
+            .transpose()
+    }
+
+    fn vaults(&self) -> Result<Vec<VaultId>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT DISTINCT vault FROM entries ORDER BY vault")
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(db_err)?;
+        rows.map(|r| {
+            let bytes: [u8; 16] = r
+                .map_err(db_err)?
+                .try_into()
+                .map_err(|_| Error::Store("corrupt vault id".into()))?;
+            Ok(VaultId::from_bytes(bytes))
+        })
+        .collect()
+    }
+
+    fn put_blob(&mut self, hash: &[u8; 32], len: u64, data: &mut dyn Read) -> Result<()> {
+        let path = self.blob_path(hash);
+        if path.exists() {
+            return Ok(());
+        }
+        let tmp = self.blobs.join(format!(".{}.partial", to_hex(hash)));
+        let result = (|| {
+            let mut file = File::create(&tmp)?;
+            copy_verified(hash, len, data, |chunk| Ok(file.write_all(chunk)?))?;
+            file.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            // Make the rename itself durable.
+            File::open(&self.blobs)?.sync_all()?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn open_blob(&self, hash: &[u8; 32]) -> Result<Option<Box<dyn Read + '_>>> {
+        match File::open(self.blob_path(hash)) {
+            Ok(f) => Ok(Some(Box::new(std::io::BufReader::new(f)))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn pin(&mut self, name: &str, fingerprint: &Fingerprint) -> Result<()> {
+        let tx = self.conn.transaction().map_err(db_err)?;
+        let existing: Option<Vec<u8>> = tx
+            .query_row(
+                "SELECT fingerprint FROM pins WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        match existing {
+            Some(bytes) => {
+                let pinned = Fingerprint::from_bytes(
+                    bytes
+                        .try_into()
+                        .map_err(|_| Error::Store("corrupt pin".into()))?,
+                );
+                if pinned != *fingerprint {
+                    return Err(Error::PinnedKeyChanged {
+                        name: name.to_owned(),
+                        pinned,
+                        presented: *fingerprint,
+                    });
+                }
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO pins (name, fingerprint) VALUES (?1, ?2)",
+                    params![name, fingerprint.as_bytes().as_slice()],
+                )
+                .map_err(db_err)?;
+            }
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    fn repin(&mut self, name: &str, fingerprint: &Fingerprint) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO pins (name, fingerprint) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET fingerprint = excluded.fingerprint",
+                params![name, fingerprint.as_bytes().as_slice()],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn pinned(&self, name: &str) -> Result<Option<Fingerprint>> {
+        self.conn
+            .query_row(
+                "SELECT fingerprint FROM pins WHERE name = ?1",
+                params![name],
+                |r| r.get::<_, Vec<u8>>(0),
+            )
+            .optional()
+            .map_err(db_err)?
+            .map(|b| {
+                Ok(Fingerprint::from_bytes(
+                    b.try_into()
+                        .map_err(|_| Error::Store("corrupt pin".into()))?,
+                ))
+            })
+            .transpose()
+    }
+
+    fn pins(&self) -> Result<Vec<(String, Fingerprint)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, fingerprint FROM pins ORDER BY name")
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(db_err)?;
+        rows.map(|r| {
+            let (name, b) = r.map_err(db_err)?;
+            Ok((
+                name,
+                Fingerprint::from_bytes(
+                    b.try_into()
+                        .map_err(|_| Error::Store("corrupt pin".into()))?,
+                ),
+            ))
+        })
+        .collect()
+    }
+
+    fn cursor(&self, name: &str) -> Result<Option<u64>> {
+        self.conn
+            .query_row(
+                "SELECT value FROM cursors WHERE name = ?1",
+                params![name],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map_err(db_err)
+            .map(|v| v.and_then(|v| u64::try_from(v).ok()))
+    }
+
+    fn set_cursor(&mut self, name: &str, value: u64) -> Result<()> {
+        let value = i64::try_from(value).map_err(|_| Error::InvalidInput("cursor too large"))?;
+        self.conn
+            .execute(
+                "INSERT INTO cursors (name, value) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                params![name, value],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,222 @@
+//! Test fixture: a patient's vault with clinicians, built through the public
+//! API, with helpers to forge what an attacker could.
+
+use std::collections::HashMap;
+
+use crate::identity::{IdentityInfo, Role, SecretIdentity};
+use crate::log::{EntryBody, LogEntry};
+use crate::record::{OpenedRecord, RecordInfo, RecordMetadata};
+use crate::vault::{Keyring, VaultState};
+use crate::{CollectionId, Permission, RecordId};
+
+/// A fixed "now" for tests (2023-11-14).
+pub const NOW: u64 = 1_700_000_000;
+
+pub fn identity(seed: u8, name: &str, role: Role) -> SecretIdentity {
+    SecretIdentity::from_seed(
+        &[seed; 32],
+        &IdentityInfo {
+            display_name: name.into(),
+            role,
+            registration: None,
+            created_at: NOW - 86_400,
+        },
+    )
+    .unwrap()
+}
+
+pub fn info(title: &str) -> RecordInfo {
+    RecordInfo {
+        content_type: "text/plain".into(),
+        title: title.into(),
+        created_at: NOW,
+        effective_at: None,
+    }
+}
+
+/// A vault as a client and a relay would hold it: the verified state, the
+/// log, and the ciphertext blobs by hash.
+pub struct Fixture {
+    pub patient: SecretIdentity,
+    pub alice: SecretIdentity,
+    pub bob: SecretIdentity,
+    pub mallory: SecretIdentity,
+    pub state: VaultState,
+    pub log: Vec<LogEntry>,
+    pub blobs: HashMap<[u8; 32], Vec<u8>>,
+    pub labs: CollectionId,
+    pub meds: CollectionId,
+}
+
+impl Fixture {
+    /// A vault with collections "labs" and "medications", no records.
+    pub fn new() -> Self {
+        let patient = identity(1, "Pat Patient", Role::Patient);
+        let (state, genesis) = VaultState::create(&patient, NOW).unwrap();
+        let mut f = Self {
+            patient,
+            alice: identity(2, "Dr Alice", Role::Clinician),
+            bob: identity(3, "Dr Bob", Role::Clinician),
+            mallory: identity(4, "Mallory", Role::Clinician),
+            state,
+            log: vec![genesis],
+            blobs: HashMap::new(),
+            labs: CollectionId::from_bytes([0; 16]),
+            meds: CollectionId::from_bytes([0; 16]),
+        };
+        let (labs, e) = f.state.create_collection(&f.patient, "labs", NOW).unwrap();
+        f.append(e);
+        let (meds, e) = f
+            .state
+            .create_collection(&f.patient, "medications", NOW)
+            .unwrap();
+        f.append(e);
+        f.labs = labs;
+        f.meds = meds;
+        f
+    }
+
+    /// Verifies and appends an entry (as a client does after the relay
+    /// accepted it).
+    pub fn append(&mut self, e: LogEntry) {
+        self.state.apply(&e).unwrap();
+        self.log.push(e);
+    }
+
+    /// Puts a record as `author` (by index: 0 patient, 1 alice, 2 bob,
+    /// 3 mallory) and appends the entry.
+    pub fn put_as(
+        &mut self,
+        who: usize,
+        collection: CollectionId,
+        record: Option<RecordId>,
+        title: &str,
+        body: &[u8],
+    ) -> RecordMetadata {
+        let (m, e) = self
+            .put_entry(who, collection, record, title, body)
+            .unwrap();
+        self.append(e);
+        m
+    }
+
+    /// Produces (without appending) a record-put entry by `who`.
+    pub fn put_entry(
+        &mut self,
+        who: usize,
+        collection: CollectionId,
+        record: Option<RecordId>,
+        title: &str,
+        body: &[u8],
+    ) -> crate::Result<(RecordMetadata, LogEntry)> {
+        let author = self.who(who);
+        let mut keyring = Keyring::new(author, NOW);
+        let mut ct = Vec::new();
+        let (m, e) = self.state.put_record(
+            author,
+            &mut keyring,
+            &collection,
+            record,
+            &info(title),
+            body,
+            body.len() as u64,
+            &mut ct,
+            NOW,
+        )?;
+        self.blobs.insert(*m.ciphertext_hash(), ct);
+        Ok((m, e))
+    }
+
+    pub fn who(&self, who: usize) -> &SecretIdentity {
+        match who {
+            0 => &self.patient,
+            1 => &self.alice,
+            2 => &self.bob,
+            _ => &self.mallory,
+        }
+    }
+
+    /// Shares a collection with `who` and appends the grant.
+    pub fn share(
+        &mut self,
+        who: usize,
+        collection: CollectionId,
+        permission: Permission,
+        expires_at: Option<u64>,
+    ) {
+        let member = self.who(who).public().clone();
+        let mut keyring = Keyring::new(&self.patient, NOW);
+        let e = self
+            .state
+            .share_collection(
+                &self.patient,
+                &mut keyring,
+                &collection,
+                &member,
+                permission,
+                expires_at,
+                NOW,
+            )
+            .unwrap();
+        self.append(e);
+    }
+
+    /// Revokes `who` from a collection.
+    pub fn revoke(&mut self, who: usize, collection: CollectionId) {
+        let fp = self.who(who).fingerprint();
+        let mut keyring = Keyring::new(&self.patient, NOW);
+        let e = self
+            .state
+            .revoke(&self.patient, &mut keyring, &collection, &[fp], NOW)
+            .unwrap();
+        self.append(e);
+    }
+
+    /// Opens a record's current version as `who`, from the stored blob.
+    pub fn open_as(&self, who: usize, record: &RecordId) -> crate::Result<(OpenedRecord, Vec<u8>)> {
+        let verified = self.state.record(record)?;
+        let blob = self
+            .blobs
+            .get(verified.metadata().ciphertext_hash())
+            .cloned()
+            .unwrap_or_default();
+        let mut keyring = Keyring::new(self.who(who), NOW);
+        let mut out = Vec::new();
+        let opened = keyring.open(&self.state, &verified, blob.as_slice(), &mut out)?;
+        Ok((opened, out))
+    }
+
+    /// Opens a record with explicit ciphertext bytes (as served by a relay).
+    pub fn open_bytes_as(
+        &self,
+        who: usize,
+        record: &RecordId,
+        ciphertext: &[u8],
+    ) -> crate::Result<Vec<u8>> {
+        let verified = self.state.record(record)?;
+        let mut keyring = Keyring::new(self.who(who), NOW);
+        let mut out = Vec::new();
+        keyring.open(&self.state, &verified, ciphertext, &mut out)?;
+        Ok(out)
+    }
+
+    /// Re-verifies the whole log from genesis.
+    pub fn reverify(&self) -> crate::Result<VaultState> {
+        VaultState::verify_log(&self.log)
+    }
+
+    /// Signs an arbitrary entry as `author` at the head (what a malicious
+    /// member or an impostor could produce).
+    pub fn forge(&self, author: &SecretIdentity, body: EntryBody) -> LogEntry {
+        let head = self.state.head();
+        LogEntry::sign(
+            author,
+            self.state.vault(),
+            head.seq + 1,
+            head.head,
+            NOW,
+            body,
+        )
+        .unwrap()
+    }
+}

@@ -1,0 +1,8 @@
+//! In-crate tests that need crate-private access (forging entries as an
+//! attacker would): the end-to-end flow, property tests and core-level
+//! attacks. A shared [`fixture::Fixture`] builds vaults.
+
+mod attacks;
+mod fixture;
+mod flow;
+mod properties;
