@@ -94,8 +94,10 @@ fn scrypt_work_factor(file: &[u8]) -> Result<u8> {
         return Err(malformed);
     }
     let _salt = args.next();
+    // Canonical decimal only: no sign, no leading zero (as the age spec).
     let log_n = args
         .next()
+        .filter(|s| s.bytes().all(|b| b.is_ascii_digit()) && !s.starts_with('0'))
         .and_then(|s| s.parse::<u8>().ok())
         .ok_or(Error::Malformed {
             what: "passphrase-encrypted age file",

@@ -191,6 +191,7 @@ impl Grant {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn issue(
         owner: &SecretIdentity,
         vault: VaultId,
