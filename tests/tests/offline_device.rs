@@ -2,6 +2,14 @@
 //! reads its records offline, with rollback detected against the persisted
 //! head.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use vault_core::store::{self, SqliteStore, Store};
 use vault_core::{
     keyfile, Error, IdentityInfo, Keyring, RecordInfo, Role, SecretIdentity, VaultState,

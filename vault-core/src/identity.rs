@@ -23,7 +23,7 @@ use crate::ids::to_hex;
 use crate::primitives::{self, sha256};
 
 const IDENTITY_VERSION: u8 = 1;
-const IDENTITY_SIGNATURE_CONTEXT: &[u8] = b"vault/v1/identity\0";
+pub(crate) const IDENTITY_SIGNATURE_CONTEXT: &[u8] = b"vault/v1/identity\0";
 const FINGERPRINT_CONTEXT: &[u8] = b"vault/v1/fingerprint\0";
 const TEXT_PREFIX: &str = "vault-identity:v1:";
 const MAX_NAME: usize = 128;
@@ -225,7 +225,8 @@ fn check_text(value: &str, max: usize, what: &'static str) -> Result<()> {
 }
 
 impl PublicIdentity {
-    fn body(
+    /// The signed body of a document (tests forge documents with it).
+    pub(crate) fn body(
         role: Role,
         display_name: &str,
         registration: Option<&str>,

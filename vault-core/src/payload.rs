@@ -39,24 +39,100 @@ fn cipher(key: &Zeroizing<[u8; 32]>) -> ChaCha20Poly1305 {
     ChaCha20Poly1305::new(Key::from_slice(key.as_ref()))
 }
 
+/// Payloads at least this long hash their ciphertext on a second thread
+/// (where threads exist), overlapping SHA-256 with encryption.
+#[cfg(not(target_arch = "wasm32"))]
+const PIPELINE_MIN_LEN: u64 = 1024 * 1024;
+/// Chunks in flight to the hashing thread (bounds memory to a few chunks).
+#[cfg(not(target_arch = "wasm32"))]
+const PIPELINE_DEPTH: usize = 4;
+
+/// SHA-256 of a ciphertext stream, computed inline or, for large payloads on
+/// native targets, on a scoped helper thread fed through a bounded channel.
+pub(crate) enum Hasher {
+    Inline(Sha256),
+    #[cfg(not(target_arch = "wasm32"))]
+    Threaded {
+        chunks: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+        spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    },
+}
+
+impl Hasher {
+    pub(crate) fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Inline(h) => h.update(data),
+            #[cfg(not(target_arch = "wasm32"))]
+            Hasher::Threaded { chunks, spare } => {
+                let mut buf = spare.try_recv().unwrap_or_default();
+                buf.clear();
+                buf.extend_from_slice(data);
+                if let Some(tx) = chunks {
+                    // A send fails only if the hashing thread is gone; the
+                    // digest then cannot match, which the caller detects.
+                    let _ = tx.send(buf);
+                }
+            }
+        }
+    }
+}
+
+/// Runs `f` with a [`Hasher`] suited to a payload of `len` bytes and returns
+/// its result with the SHA-256 of everything `f` fed the hasher.
+pub(crate) fn with_hasher<T>(len: u64, f: impl FnOnce(&mut Hasher) -> T) -> (T, [u8; 32]) {
+    #[cfg(not(target_arch = "wasm32"))]
+    if len >= PIPELINE_MIN_LEN {
+        return std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPELINE_DEPTH);
+            let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+            let worker = scope.spawn(move || {
+                let mut h = Sha256::new();
+                for chunk in rx {
+                    h.update(&chunk);
+                    let _ = spare_tx.send(chunk);
+                }
+                <[u8; 32]>::from(h.finalize())
+            });
+            let mut hasher = Hasher::Threaded {
+                chunks: Some(tx),
+                spare: spare_rx,
+            };
+            let out = f(&mut hasher);
+            drop(hasher);
+            // The worker only hashes; if it died, an all-zero digest makes
+            // every comparison with a signed hash fail.
+            (out, worker.join().unwrap_or([0; 32]))
+        });
+    }
+    let _ = len;
+    let mut hasher = Hasher::Inline(Sha256::new());
+    let out = f(&mut hasher);
+    let digest = match hasher {
+        Hasher::Inline(h) => h.finalize().into(),
+        #[cfg(not(target_arch = "wasm32"))]
+        Hasher::Threaded { .. } => [0; 32],
+    };
+    (out, digest)
+}
+
 /// Encrypts a plaintext of known length to `out`, hashing the ciphertext.
-pub(crate) struct PayloadWriter<W: Write> {
+pub(crate) struct PayloadWriter<'h, W: Write> {
     enc: Option<EncryptorBE32<ChaCha20Poly1305>>,
     out: W,
     buf: Zeroizing<Vec<u8>>,
     remaining: u64,
-    hasher: Sha256,
+    hasher: &'h mut Hasher,
 }
 
-impl<W: Write> PayloadWriter<W> {
+impl<'h, W: Write> PayloadWriter<'h, W> {
     /// `len` is the exact number of plaintext bytes that will be written.
-    pub(crate) fn new(key: &Zeroizing<[u8; 32]>, len: u64, out: W) -> Self {
+    pub(crate) fn new(key: &Zeroizing<[u8; 32]>, len: u64, out: W, hasher: &'h mut Hasher) -> Self {
         Self {
             enc: Some(EncryptorBE32::from_aead(cipher(key), &Default::default())),
             out,
             buf: Zeroizing::new(Vec::with_capacity(CHUNK_LEN + TAG_LEN)),
             remaining: len,
-            hasher: Sha256::new(),
+            hasher,
         }
     }
 
@@ -94,8 +170,8 @@ impl<W: Write> PayloadWriter<W> {
         Ok(())
     }
 
-    /// Seals the last chunk and returns the SHA-256 of the whole ciphertext.
-    pub(crate) fn finish(mut self) -> Result<[u8; 32]> {
+    /// Seals the last chunk (the hash is returned by [`with_hasher`]).
+    pub(crate) fn finish(mut self) -> Result<()> {
         if self.remaining != 0 {
             return Err(Error::InvalidInput("payload shorter than declared"));
         }
@@ -107,7 +183,7 @@ impl<W: Write> PayloadWriter<W> {
             .map_err(|_| Error::InvalidInput("payload too long"))?;
         self.emit()?;
         self.out.flush()?;
-        Ok(self.hasher.finalize().into())
+        Ok(())
     }
 }
 
@@ -123,16 +199,27 @@ pub(crate) enum PayloadFailure {
 
 /// Decrypts a payload of `plain_len` plaintext bytes from `input`, handing
 /// each authenticated chunk to `sink`. Returns the SHA-256 of the ciphertext
-/// read. On an authentication failure the rest of the input is still read
-/// and hashed (the hash, compared with signed metadata, then tells the
-/// caller whether the ciphertext was swapped).
+/// read. On an authentication failure or a sink error the rest of the input
+/// is still read and hashed (the hash, compared with signed metadata, then
+/// tells the caller whether the ciphertext was swapped).
 pub(crate) fn read_payload<R: Read>(
+    key: &Zeroizing<[u8; 32]>,
+    plain_len: u64,
+    input: R,
+    sink: impl FnMut(&[u8]) -> Result<()>,
+) -> (Result<(), PayloadFailure>, [u8; 32]) {
+    with_hasher(plain_len, |hasher| {
+        read_chunks(key, plain_len, input, sink, hasher)
+    })
+}
+
+fn read_chunks<R: Read>(
     key: &Zeroizing<[u8; 32]>,
     plain_len: u64,
     mut input: R,
     mut sink: impl FnMut(&[u8]) -> Result<()>,
-) -> (Result<(), PayloadFailure>, [u8; 32]) {
-    let mut hasher = Sha256::new();
+    hasher: &mut Hasher,
+) -> Result<(), PayloadFailure> {
     let mut dec = Some(DecryptorBE32::from_aead(cipher(key), &Default::default()));
     let mut buf: Zeroizing<Vec<u8>> = Zeroizing::new(Vec::with_capacity(CHUNK_LEN + TAG_LEN));
     let chunks = chunk_count(plain_len);
@@ -162,7 +249,8 @@ pub(crate) fn read_payload<R: Read>(
             break;
         }
         if let Err(e) = sink(&buf) {
-            return (Err(PayloadFailure::Sink(e)), hasher.finalize().into());
+            outcome = Err(PayloadFailure::Sink(e));
+            break;
         }
     }
     // Whatever happened, hash the rest so the caller can compare the whole
@@ -179,14 +267,16 @@ pub(crate) fn read_payload<R: Read>(
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                if outcome.is_ok() {
+                // Without the whole stream the hash says nothing, so a
+                // sink's error can no longer be told from a swap.
+                if matches!(outcome, Ok(()) | Err(PayloadFailure::Sink(_))) {
                     outcome = Err(PayloadFailure::Io(e));
                 }
                 break;
             }
         }
     }
-    (outcome, hasher.finalize().into())
+    outcome
 }
 
 /// Reads exactly `buf.len()` bytes; a short stream is a crypto failure (the

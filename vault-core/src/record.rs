@@ -293,7 +293,11 @@ impl std::fmt::Debug for RecordMetadata {
     }
 }
 
-fn payload_key(data_key: &DataKey, salt: &[u8; 16], ctx: &RecordContext) -> Zeroizing<[u8; 32]> {
+pub(crate) fn payload_key(
+    data_key: &DataKey,
+    salt: &[u8; 16],
+    ctx: &RecordContext,
+) -> Zeroizing<[u8; 32]> {
     let mut info = Writer::with_context(PAYLOAD_KEY_INFO);
     info.fixed(ctx.vault.as_bytes())
         .fixed(ctx.collection.as_bytes())
@@ -339,43 +343,46 @@ pub(crate) fn seal<R: Read, W: Write>(
         .ok_or(Error::InvalidInput("record too large"))?;
     let data_key = DataKey::generate();
     let salt = primitives::random::<16>();
-    let mut writer = PayloadWriter::new(&payload_key(&data_key, &salt, &ctx), total, out);
-    writer.write_plain(&header)?;
-
-    let mut buf = Zeroizing::new(vec![0u8; CHUNK_LEN]);
-    let mut read: u64 = 0;
-    loop {
-        let n = match body.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
-        };
-        if n == 0 {
-            break;
+    let pkey = payload_key(&data_key, &salt, &ctx);
+    let (written, ciphertext_hash) = payload::with_hasher(total, |hasher| {
+        let mut writer = PayloadWriter::new(&pkey, total, out, hasher);
+        writer.write_plain(&header)?;
+        let mut buf = Zeroizing::new(vec![0u8; CHUNK_LEN]);
+        let mut read: u64 = 0;
+        loop {
+            let n = match body.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if n == 0 {
+                break;
+            }
+            read += n as u64;
+            if read > body_len {
+                return Err(Error::LengthMismatch {
+                    declared: body_len,
+                    actual: read,
+                });
+            }
+            writer.write_plain(buf.get(..n).unwrap_or_default())?;
         }
-        read += n as u64;
-        if read > body_len {
+        if read != body_len {
             return Err(Error::LengthMismatch {
                 declared: body_len,
                 actual: read,
             });
         }
-        writer.write_plain(buf.get(..n).unwrap_or_default())?;
-    }
-    if read != body_len {
-        return Err(Error::LengthMismatch {
-            declared: body_len,
-            actual: read,
-        });
-    }
-    buf.fill(0);
-    let mut padding = total - body_len - header.len() as u64;
-    while padding > 0 {
-        let n = padding.min(CHUNK_LEN as u64) as usize;
-        writer.write_plain(buf.get(..n).unwrap_or_default())?;
-        padding -= n as u64;
-    }
-    let ciphertext_hash = writer.finish()?;
+        buf.fill(0);
+        let mut padding = total - body_len - header.len() as u64;
+        while padding > 0 {
+            let n = padding.min(CHUNK_LEN as u64) as usize;
+            writer.write_plain(buf.get(..n).unwrap_or_default())?;
+            padding -= n as u64;
+        }
+        writer.finish()
+    });
+    written?;
     let mut metadata = RecordMetadata {
         vault: ctx.vault,
         collection: ctx.collection,
@@ -506,9 +513,12 @@ impl<'a> VerifiedRecord<'a> {
         let hash_ok = primitives::ct_eq(&hash, &m.ciphertext_hash);
         match result {
             Err(PayloadFailure::Io(e)) => return Err(e.into()),
-            // The sink only sees authenticated plaintext: its error is real.
-            Err(PayloadFailure::Sink(e)) => return Err(e),
+            // Chunks authenticate under a key every reader of the record can
+            // derive, so a reader can forge them (and make the header or
+            // padding checks fail): only the signed hash says the bytes are
+            // the author's, so it is checked before the sink's error.
             _ if !hash_ok => return Err(Error::CiphertextMismatch),
+            Err(PayloadFailure::Sink(e)) => return Err(e),
             Err(PayloadFailure::Crypto) => return Err(Error::DecryptionFailed),
             Ok(()) => {}
         }

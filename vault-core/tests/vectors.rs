@@ -9,6 +9,14 @@
 //! plaintext. Regenerate (only for a deliberate format change) with
 //! `VAULT_REGENERATE_VECTORS=1 cargo test -p vault-core --test vectors`.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::path::PathBuf;
 
 use secrecy::SecretString;
@@ -59,7 +67,7 @@ fn generate() -> Value {
     let [(_, patient), (_, clinician)] = identities();
     let (mut state, genesis) = VaultState::create(&patient, NOW).unwrap();
     let mut log = vec![genesis];
-    let mut push = |state: &mut VaultState, e: LogEntry, log: &mut Vec<LogEntry>| {
+    let push = |state: &mut VaultState, e: LogEntry, log: &mut Vec<LogEntry>| {
         state.apply(&e).unwrap();
         log.push(e);
     };

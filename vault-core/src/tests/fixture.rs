@@ -3,9 +3,13 @@
 
 use std::collections::HashMap;
 
+use zeroize::Zeroizing;
+
+use crate::error::Error;
 use crate::identity::{IdentityInfo, Role, SecretIdentity};
+use crate::keys::CollectionKey;
 use crate::log::{EntryBody, LogEntry};
-use crate::record::{OpenedRecord, RecordInfo, RecordMetadata};
+use crate::record::{self, OpenedRecord, RecordInfo, RecordMetadata, VerifiedRecord};
 use crate::vault::{Keyring, VaultState};
 use crate::{CollectionId, Permission, RecordId};
 
@@ -186,18 +190,29 @@ impl Fixture {
         Ok((opened, out))
     }
 
-    /// Opens a record with explicit ciphertext bytes (as served by a relay).
+    /// Opens a record's current version as `who` from explicit ciphertext
+    /// bytes (as served by a relay): the outcome, and every byte released to
+    /// the output even if opening failed.
     pub fn open_bytes_as(
         &self,
         who: usize,
         record: &RecordId,
         ciphertext: &[u8],
-    ) -> crate::Result<Vec<u8>> {
-        let verified = self.state.record(record)?;
+    ) -> (crate::Result<OpenedRecord>, Vec<u8>) {
+        self.open_verified(who, &self.state.record(record).unwrap(), ciphertext)
+    }
+
+    /// [`Fixture::open_bytes_as`] for a given verified record.
+    pub fn open_verified(
+        &self,
+        who: usize,
+        verified: &VerifiedRecord<'_>,
+        ciphertext: &[u8],
+    ) -> (crate::Result<OpenedRecord>, Vec<u8>) {
         let mut keyring = Keyring::new(self.who(who), NOW);
         let mut out = Vec::new();
-        keyring.open(&self.state, &verified, ciphertext, &mut out)?;
-        Ok(out)
+        let result = keyring.open(&self.state, verified, ciphertext, &mut out);
+        (result, out)
     }
 
     /// Re-verifies the whole log from genesis.
@@ -208,15 +223,129 @@ impl Fixture {
     /// Signs an arbitrary entry as `author` at the head (what a malicious
     /// member or an impostor could produce).
     pub fn forge(&self, author: &SecretIdentity, body: EntryBody) -> LogEntry {
+        self.forge_at(author, NOW, body)
+    }
+
+    /// [`Fixture::forge`] with an author-claimed time.
+    pub fn forge_at(&self, author: &SecretIdentity, time: u64, body: EntryBody) -> LogEntry {
         let head = self.state.head();
         LogEntry::sign(
             author,
             self.state.vault(),
             head.seq + 1,
             head.head,
-            NOW,
+            time,
             body,
         )
         .unwrap()
     }
+
+    /// Applies `entry` to the victim's verified state expecting a refusal,
+    /// checks that the refusal left the state exactly as it was, and returns
+    /// the error.
+    pub fn refuse(&mut self, entry: &LogEntry) -> Error {
+        let before = snapshot(&self.state);
+        let err = self
+            .state
+            .apply(entry)
+            .expect_err("the forged entry was accepted");
+        assert_eq!(
+            snapshot(&self.state),
+            before,
+            "a refused entry changed the verified state"
+        );
+        err
+    }
+
+    /// An owned copy of the current key of `collection`, as `who` unlocks
+    /// it from their grant.
+    pub fn key_of(&self, who: usize, collection: CollectionId) -> CollectionKey {
+        let epoch = self
+            .state
+            .collections()
+            .into_iter()
+            .find(|c| c.id == collection)
+            .unwrap()
+            .epoch;
+        let mut keyring = Keyring::new(self.who(who), NOW);
+        let key = keyring
+            .collection_key(&self.state, &collection, epoch)
+            .unwrap();
+        copy_key(key)
+    }
+
+    /// Seals a record version as `who` with any collection key (whatever an
+    /// attacker holding a key can produce), keeping the ciphertext.
+    pub fn seal_with(
+        &mut self,
+        who: usize,
+        key: &CollectionKey,
+        record: RecordId,
+        version: u32,
+        body: &[u8],
+    ) -> RecordMetadata {
+        let mut ct = Vec::new();
+        let m = record::seal(
+            self.who(who),
+            key,
+            record,
+            version,
+            &info("forged"),
+            body,
+            body.len() as u64,
+            &mut ct,
+        )
+        .unwrap();
+        self.blobs.insert(*m.ciphertext_hash(), ct);
+        m
+    }
+
+    /// Signs (possibly altered) metadata as `who`, making them its author:
+    /// what a colluding writer can do, and a relay cannot.
+    pub fn resign(&self, who: usize, m: &mut RecordMetadata) {
+        let author = self.who(who);
+        m.author = author.fingerprint();
+        m.signature = author.sign(&m.signed_bytes());
+    }
+}
+
+/// Everything a verified state holds (including the wrapped keys its
+/// `Debug` hides), for before/after comparisons.
+pub fn snapshot(state: &VaultState) -> String {
+    let keys: Vec<Vec<u8>> = state
+        .records(None)
+        .iter()
+        .map(|r| state.record(&r.id).unwrap().wrapped().1.to_bytes())
+        .collect();
+    format!("{state:?} {keys:?}")
+}
+
+/// An owned copy of a collection key.
+pub fn copy_key(key: &CollectionKey) -> CollectionKey {
+    CollectionKey::from_secret(
+        key.vault(),
+        key.collection(),
+        key.epoch(),
+        Zeroizing::new(*key.secret()),
+    )
+}
+
+/// What a relay can do to an entry in transit: edit its bytes and
+/// re-parse them.
+pub fn reencode_with(entry: &LogEntry, edit: impl FnOnce(&mut Vec<u8>)) -> crate::Result<LogEntry> {
+    let mut bytes = entry.to_bytes().to_vec();
+    edit(&mut bytes);
+    LogEntry::from_bytes(&bytes)
+}
+
+/// Replaces the one occurrence of `old` in `bytes` with `new`.
+pub fn replace_once(bytes: &[u8], old: &[u8], new: &[u8]) -> Vec<u8> {
+    let at: Vec<usize> = bytes
+        .windows(old.len())
+        .enumerate()
+        .filter(|(_, w)| *w == old)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(at.len(), 1, "expected exactly one occurrence");
+    [&bytes[..at[0]], new, &bytes[at[0] + old.len()..]].concat()
 }
