@@ -47,8 +47,11 @@ pub use identity::{
     verify_with_context, Fingerprint, IdentityInfo, PublicIdentity, Role, SecretIdentity,
 };
 pub use ids::{CollectionId, RecordId, VaultId};
-pub use keys::{CollectionKey, WrappedDataKey};
+pub use keys::{CollectionKey, WrappedDataKey, WRAPPED_KEY_LEN};
 pub use log::{Checkpoint, EntryBody, LogEntry, Rewrap, Rotation};
 pub use payload::{ciphertext_len, CHUNK_LEN};
-pub use record::{padded_len, OpenedRecord, RecordInfo, RecordMetadata, VerifiedRecord};
+pub use record::{
+    padded_len, OpenedRecord, RecordInfo, RecordMetadata, VerifiedRecord, METADATA_LEN,
+    MIN_PADDED_LEN,
+};
 pub use vault::{CollectionSummary, Keyring, RecordSummary, VaultState};

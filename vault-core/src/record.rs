@@ -36,7 +36,7 @@ pub const METADATA_LEN: usize =
 
 /// Padmé padding (Nikitin et al., PETS 2019) with a floor of
 /// [`MIN_PADDED_LEN`]: the padded length leaks O(log log n) bits and adds at
-/// most 12% (`docs/format.md` §6.2). `None` if the length overflows.
+/// most 1/16 above the floor (`docs/format.md` §6.2). `None` if the length overflows.
 pub fn padded_len(len: u64) -> Option<u64> {
     let len = len.max(MIN_PADDED_LEN);
     let e = 63 - u64::from(len.leading_zeros());

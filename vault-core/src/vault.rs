@@ -527,6 +527,13 @@ impl VaultState {
             {
                 return Err(invalid("a new grant is not for the new epoch"));
             }
+            if g.member() == owner
+                && (g.permission() != Permission::ReadWrite || g.expires_at().is_some())
+            {
+                return Err(invalid(
+                    "the owner's new grant must be read-write without expiry",
+                ));
+            }
             grants.insert(g.member(), g);
         }
         let rewrapped: Vec<RecordId> = r.rewraps.iter().map(|rw| rw.record).collect();
@@ -1094,7 +1101,6 @@ impl VaultState {
             grants,
             rewraps,
         });
-        keyring.insert(new_key);
         self.next_entry(owner, now, body)
     }
 
@@ -1160,10 +1166,6 @@ impl<'a> Keyring<'a> {
             now,
             keys: HashMap::new(),
         }
-    }
-
-    fn insert(&mut self, key: CollectionKey) {
-        self.keys.insert((key.collection(), key.epoch()), key);
     }
 
     /// The collection key of `epoch`, from this principal's verified grant.

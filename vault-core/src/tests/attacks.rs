@@ -56,8 +56,11 @@ fn revocation(f: &Fixture, who: usize, collection: CollectionId) -> (Rotation, C
     let EntryBody::Rotation(r) = e.body() else {
         panic!("not a rotation")
     };
+    // The owner's keyring learns the new key from the applied rotation.
+    let mut after = f.state.clone();
+    after.apply(&e).unwrap();
     let key = keyring
-        .collection_key(&f.state, &collection, r.epoch)
+        .collection_key(&after, &collection, r.epoch)
         .unwrap();
     (r.clone(), copy_key(key))
 }
@@ -1214,6 +1217,43 @@ fn rotation_granting_the_revoked_member() {
             f.refuse(&e),
             Error::InvalidEntry {
                 reason: "new grants must go to exactly the remaining members",
+                ..
+            }
+        ));
+    }
+    f.revoke(1, f.labs);
+}
+
+#[test]
+fn rotation_weakening_the_owners_own_grant() {
+    let mut f = Fixture::new();
+    f.share(2, f.labs, Permission::Read, None);
+    f.share(1, f.labs, Permission::ReadWrite, None);
+    let (rotation, new_key) = revocation(&f, 1, f.labs);
+    let owner = f.patient.fingerprint();
+    for (permission, expiry) in [
+        (Permission::ReadWrite, Some(NOW + 60)),
+        (Permission::Read, None),
+    ] {
+        let mut weakened = rotation.clone();
+        weakened.grants.retain(|g| g.member() != owner);
+        weakened.grants.push(
+            Grant::for_collection(
+                &f.patient,
+                &new_key,
+                f.patient.public(),
+                permission,
+                expiry,
+                NOW,
+            )
+            .unwrap(),
+        );
+        weakened.grants.sort_by_key(|g| *g.member().as_bytes());
+        let e = f.forge(&f.patient, EntryBody::Rotation(weakened));
+        assert!(matches!(
+            f.refuse(&e),
+            Error::InvalidEntry {
+                reason: "the owner's new grant must be read-write without expiry",
                 ..
             }
         ));
