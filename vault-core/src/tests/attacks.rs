@@ -40,6 +40,25 @@ fn replace_in_payload(entry: &LogEntry, old: &[u8], new: &[u8]) -> crate::Result
     })
 }
 
+/// Asserts that a tombstone for `record` forged by `who` (a fixture index)
+/// is refused for lack of write access, leaving the state unchanged.
+fn assert_delete_refused(f: &mut Fixture, who: usize, record: &RecordId) {
+    let e = f.forge(
+        f.who(who),
+        EntryBody::RecordDeleted {
+            record: *record,
+            version: 2,
+        },
+    );
+    assert!(matches!(
+        f.refuse(&e),
+        Error::Unauthorized {
+            reason: "has no write access to this record's collection",
+            ..
+        }
+    ));
+}
+
 fn record_put(metadata: RecordMetadata) -> EntryBody {
     EntryBody::RecordPut { metadata }
 }
@@ -694,20 +713,7 @@ fn record_put_by_a_read_only_member() {
         f.refuse(&e),
         Error::Unauthorized { reason, .. } if reason.contains("read-only")
     ));
-    let e = f.forge(
-        &f.bob,
-        EntryBody::RecordDeleted {
-            record: lab.record(),
-            version: 2,
-        },
-    );
-    assert!(matches!(
-        f.refuse(&e),
-        Error::Unauthorized {
-            reason: "has no write access to this record's collection",
-            ..
-        }
-    ));
+    assert_delete_refused(&mut f, 2, &lab.record());
 }
 
 #[test]
@@ -750,20 +756,7 @@ fn revoked_member_writes_after_rotation() {
             ..
         }
     ));
-    let e = f.forge(
-        &f.alice,
-        EntryBody::RecordDeleted {
-            record: lab.record(),
-            version: 2,
-        },
-    );
-    assert!(matches!(
-        f.refuse(&e),
-        Error::Unauthorized {
-            reason: "has no write access to this record's collection",
-            ..
-        }
-    ));
+    assert_delete_refused(&mut f, 1, &lab.record());
 }
 
 #[test]
