@@ -1,23 +1,118 @@
-//! `relay-server`: the blind relay that stores and routes vault ciphertext.
-//!
-//! This is a skeleton: the server (HTTP API, embedded SQLite, signed
-//! requests, sync) arrives with the relay issue. It parses `--help` and
-//! `--version` and refuses to pretend to serve anything.
+//! `relay-server`: serve, back up or restore a vault relay.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use relay_server::config::{Cli, Command, Config, LogFormat};
+use relay_server::{backup, server, Relay};
+use tracing_subscriber::EnvFilter;
 
-/// The vault blind relay.
-///
-/// Not functional in this build: the server arrives with the relay release.
-#[derive(Debug, Parser)]
-#[command(name = "relay-server", version, about, long_about)]
-struct Args {}
+fn init_logs(config: &Config) {
+    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
 
 fn main() -> ExitCode {
-    let _args = Args::parse();
-    eprintln!("relay-server: the relay is not implemented in this build yet; nothing was started");
-    ExitCode::from(2)
+    let cli = Cli::parse();
+    let config = match Config::resolve(&cli.serve) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("relay-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config),
+        Command::Backup { output } => match backup::backup(&config.data_dir, &output) {
+            Ok(s) => {
+                println!(
+                    "backup written to {}: {} vaults, {} log entries, {} blobs ({} bytes); it holds ciphertext only",
+                    output.display(),
+                    s.vaults,
+                    s.entries,
+                    s.blobs,
+                    s.blob_bytes
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("relay-server backup: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Restore { input } => match backup::restore(&input, &config.data_dir) {
+            Ok(s) => {
+                println!(
+                    "restored into {}: {} vaults, {} log entries, {} blobs, every log and blob verified",
+                    config.data_dir.display(),
+                    s.vaults,
+                    s.entries,
+                    s.blobs
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("relay-server restore: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    init_logs(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("relay-server: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listen = config.listen;
+        let data_dir = config.data_dir.clone();
+        let relay = match Relay::open(config) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!(
+                    "relay-server: cannot open the data directory {}: {e}",
+                    data_dir.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!(
+                    "relay-server: cannot listen on {listen}: {e} (choose another with --listen)"
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = listener.local_addr().unwrap_or(listen);
+        tracing::info!(%addr, data_dir = %data_dir.display(), "relay listening");
+        // A machine-readable line for scripts and tests.
+        println!("relay-server listening on http://{addr}");
+        match relay.serve(listener, server::shutdown_signal()).await {
+            Ok(()) => {
+                tracing::info!("relay stopped cleanly");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("relay-server: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }

@@ -32,6 +32,7 @@ mod log;
 mod payload;
 mod primitives;
 mod record;
+pub mod request;
 pub mod store;
 mod vault;
 
@@ -54,4 +55,6 @@ pub use record::{
     padded_len, OpenedRecord, RecordInfo, RecordMetadata, VerifiedRecord, METADATA_LEN,
     MIN_PADDED_LEN,
 };
-pub use vault::{CollectionSummary, Keyring, RecordSummary, VaultState};
+pub use vault::{
+    Access, CollectionAccess, CollectionSummary, Keyring, RecordSummary, VaultState,
+};

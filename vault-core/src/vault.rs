@@ -64,6 +64,50 @@ pub struct CollectionSummary {
     pub members: Vec<(Fingerprint, Permission, Option<u64>)>,
 }
 
+/// One principal's rights in one collection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CollectionAccess {
+    /// The collection's current epoch (the grant is for it).
+    pub epoch: u32,
+    /// Read, or read and write.
+    pub permission: Permission,
+    /// When the grant expires, if it does.
+    pub expires_at: Option<u64>,
+}
+
+/// What one principal may do in a vault at one time
+/// ([`VaultState::access`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    /// The principal owns the vault (and may do everything).
+    pub owner: bool,
+    /// Collections it holds a current, unexpired grant for.
+    pub collections: BTreeMap<CollectionId, CollectionAccess>,
+    /// Records it holds a current, unexpired single-record grant for.
+    pub records: BTreeSet<RecordId>,
+}
+
+impl Access {
+    /// Whether it may read anything in the vault, and so the log.
+    pub fn is_member(&self) -> bool {
+        self.owner || !self.collections.is_empty() || !self.records.is_empty()
+    }
+
+    /// Whether it may append entries at all (the log's rules decide which).
+    pub fn may_write(&self) -> bool {
+        self.owner
+            || self
+                .collections
+                .values()
+                .any(|c| c.permission == Permission::ReadWrite)
+    }
+
+    /// Whether it may read the ciphertext of `record` in `collection`.
+    pub fn may_read(&self, collection: &CollectionId, record: &RecordId) -> bool {
+        self.owner || self.collections.contains_key(collection) || self.records.contains(record)
+    }
+}
+
 /// A record's verified place in the vault, for listings (no decryption).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordSummary {
@@ -161,7 +205,8 @@ impl VaultState {
         Ok(state)
     }
 
-    /// Verifies and applies the next entry.
+    /// Verifies and applies the next entry. Every check runs before any
+    /// change, so on error the state is exactly as it was.
     pub fn apply(&mut self, entry: &LogEntry) -> Result<()> {
         self.apply_inner(entry, true)
     }
@@ -693,6 +738,40 @@ impl VaultState {
             .collect();
         v.sort_by_key(|(r, m, _)| (*r, *m.as_bytes()));
         v
+    }
+
+    /// What `who` may do in this vault at time `now`, from the verified log:
+    /// the relay's access check (brief P3), and a member's own view of its
+    /// rights. Expired grants give nothing; a revoked member holds no grant
+    /// of the current epoch, so gets nothing either.
+    pub fn access(&self, who: &Fingerprint, now: u64) -> Access {
+        let owner = *who == self.owner.fingerprint();
+        let collections = self
+            .collections
+            .iter()
+            .filter_map(|(id, c)| {
+                let g = c.grants.get(who)?;
+                g.is_valid_at(now).then_some((
+                    *id,
+                    CollectionAccess {
+                        epoch: c.epoch,
+                        permission: g.permission(),
+                        expires_at: g.expires_at(),
+                    },
+                ))
+            })
+            .collect();
+        let records = self
+            .record_grants
+            .iter()
+            .filter(|((_, m), g)| m == who && g.is_valid_at(now))
+            .map(|((r, _), _)| *r)
+            .collect();
+        Access {
+            owner,
+            collections,
+            records,
+        }
     }
 
     /// Live records of a collection (or of all collections), in id order.

@@ -1,0 +1,182 @@
+//! The router: routes, authentication, timeouts, concurrency limit,
+//! metrics and request logs.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use tower::limit::GlobalConcurrencyLimitLayer;
+
+use crate::auth::Authenticator;
+use crate::error::ApiError;
+use crate::metrics::{RequestLabels, RouteLabels};
+use crate::routes::{blobs, identities, inbox, vaults};
+use crate::state::AppState;
+
+/// The OpenAPI description of this API (checked in; a test keeps it in
+/// step with the router).
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Builds the relay's router over its state.
+pub fn router(app: Arc<AppState>) -> Router {
+    let signed = Router::new()
+        .route("/v1/identities/{fingerprint}", get(identities::lookup))
+        .route("/v1/vaults", post(vaults::create))
+        .route("/v1/vaults/{vault}/head", get(vaults::head))
+        .route(
+            "/v1/vaults/{vault}/log",
+            get(vaults::log).post(vaults::append),
+        )
+        .route(
+            "/v1/vaults/{vault}/blobs/{hash}",
+            put(blobs::put).get(blobs::get),
+        )
+        .route(
+            "/v1/vaults/{vault}/blobs/{hash}/upload",
+            get(blobs::upload_status),
+        )
+        .route("/v1/inbox", get(inbox::inbox))
+        .route_layer(middleware::from_fn_with_state(app.clone(), authenticate));
+
+    let mut router = Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/identities", put(identities::publish))
+        .merge(signed)
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that method",
+            )
+        });
+    router = match &app.config.web_dir {
+        Some(dir) => router.fallback_service(
+            tower_http::services::ServeDir::new(dir).append_index_html_on_directories(true),
+        ),
+        None => router.fallback(|| async {
+            ApiError::not_found("not_found", "no such route; see /v1/openapi.json")
+        }),
+    };
+    router
+        .layer(middleware::from_fn_with_state(app.clone(), timeout))
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
+        .layer(GlobalConcurrencyLimitLayer::new(app.config.concurrency))
+        .with_state(app)
+}
+
+async fn openapi() -> Response {
+    let mut resp = OPENAPI.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    if let Ok(bytes) = app.meta.stored_bytes().await {
+        app.metrics
+            .bytes_stored
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+    let mut resp = app.metrics.render().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}
+
+/// Verifies the signature and puts the [`crate::auth::Caller`] in the
+/// request's extensions.
+async fn authenticate(State(app): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let parsed = Authenticator::parse(req.headers());
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let method = req.method().clone();
+    let result = async {
+        let auth = parsed?;
+        let signer = app.identity(auth.identity).await?.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unknown_identity",
+                "the signing identity is not published on this relay; publish it first (PUT /v1/identities)",
+            )
+        })?;
+        let has_body = !matches!(method, Method::GET | Method::HEAD);
+        app.auth
+            .check(&auth, &signer, method.as_str(), &pq, has_body)
+    }
+    .await;
+    match result {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Answers `408 timeout` when the response does not start in time.
+async fn timeout(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(app.config.timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the request took too long; retry (send large blobs in smaller chunks)",
+        )
+        .into_response(),
+    }
+}
+
+/// Metrics and a log line per request (route template, status, latency;
+/// never bodies, keys or signatures).
+async fn observe(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "other".into());
+    let method = req.method().to_string();
+    let resp = next.run(req).await;
+    let elapsed = start.elapsed();
+    let status = resp.status().as_u16();
+    app.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: route.clone(),
+            method: method.clone(),
+            status,
+        })
+        .inc();
+    app.metrics
+        .latency
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(elapsed.as_secs_f64());
+    tracing::info!(
+        target: "relay_server::request",
+        %method,
+        %route,
+        status,
+        micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        "request"
+    );
+    resp
+}

@@ -1,0 +1,390 @@
+//! Configuration: command-line flags, environment variables and an optional
+//! TOML file, in that order of precedence, over safe defaults. A newcomer
+//! needs none of it: `relay-server` alone serves on 127.0.0.1:8787 from
+//! `./relay-data`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+/// The vault blind relay: stores and routes vault ciphertext it cannot read.
+///
+/// With no arguments it creates `./relay-data` (an embedded SQLite database
+/// and a blob directory) and listens on 127.0.0.1:8787. Every option can also
+/// be set by an environment variable (shown below) or in a TOML file given
+/// with `--config` (keys are the long option names with `_` for `-`, for
+/// example `max_chunk = "64MiB"`). Flags beat the environment, which beats
+/// the file.
+#[derive(Debug, Parser)]
+#[command(name = "relay-server", version, about, long_about)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Server options (for `serve`, the default).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the relay (the default).
+    Serve,
+    /// Write an online backup of the data directory to one file (a tar of
+    /// a consistent database snapshot and every blob it names). Safe while
+    /// the relay runs. A backup holds ciphertext only.
+    Backup {
+        /// The backup file to write (refuses to overwrite).
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+    /// Restore a backup into an empty or absent data directory, checking
+    /// every blob's hash and every vault log before anything is put in place.
+    Restore {
+        /// The backup file to read.
+        #[arg(long, short)]
+        input: PathBuf,
+    },
+}
+
+/// Options of the server (all optional; see [`Config`] for the defaults).
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// A TOML configuration file.
+    #[arg(long, env = "RELAY_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8787].
+    #[arg(long, env = "RELAY_LISTEN", global = true)]
+    pub listen: Option<SocketAddr>,
+    /// Data directory, created if absent [default: ./relay-data].
+    #[arg(long, env = "RELAY_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Directory of the patient web app to serve at `/` [default: none].
+    #[arg(long, env = "RELAY_WEB_DIR", global = true)]
+    pub web_dir: Option<PathBuf>,
+    /// Largest JSON request body [default: 16MiB].
+    #[arg(long, env = "RELAY_MAX_JSON", value_parser = parse_size, global = true)]
+    pub max_json: Option<u64>,
+    /// Largest blob upload chunk (one request) [default: 64MiB].
+    #[arg(long, env = "RELAY_MAX_CHUNK", value_parser = parse_size, global = true)]
+    pub max_chunk: Option<u64>,
+    /// Largest blob [default: 16GiB].
+    #[arg(long, env = "RELAY_MAX_BLOB", value_parser = parse_size, global = true)]
+    pub max_blob: Option<u64>,
+    /// Storage quota per account (signing identity) [default: 20GiB].
+    #[arg(long, env = "RELAY_QUOTA", value_parser = parse_size, global = true)]
+    pub quota: Option<u64>,
+    /// Sustained requests per second per key [default: 200].
+    #[arg(long, env = "RELAY_RATE", global = true)]
+    pub rate: Option<u32>,
+    /// Burst of requests per key above the rate [default: 400].
+    #[arg(long, env = "RELAY_BURST", global = true)]
+    pub burst: Option<u32>,
+    /// Request timeout in seconds (until the response starts) [default: 60].
+    #[arg(long, env = "RELAY_TIMEOUT", global = true)]
+    pub timeout: Option<u64>,
+    /// Requests handled at once; more wait [default: 1024].
+    #[arg(long, env = "RELAY_CONCURRENCY", global = true)]
+    pub concurrency: Option<usize>,
+    /// Allowed clock skew of signed requests and entry times, seconds [default: 300].
+    #[arg(long, env = "RELAY_CLOCK_SKEW", global = true)]
+    pub clock_skew: Option<u64>,
+    /// Most writes committed in one fsync'd transaction [default: 1024].
+    #[arg(long, env = "RELAY_MAX_BATCH", global = true)]
+    pub max_batch: Option<usize>,
+    /// Log filter, as RUST_LOG (e.g. `info`, `relay_server=debug`) [default: info].
+    #[arg(long, env = "RELAY_LOG", global = true)]
+    pub log: Option<String>,
+    /// Log format: `text` or `json` [default: text].
+    #[arg(long, env = "RELAY_LOG_FORMAT", global = true)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The TOML file: the same keys as the long options.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    web_dir: Option<PathBuf>,
+    max_json: Option<SizeValue>,
+    max_chunk: Option<SizeValue>,
+    max_blob: Option<SizeValue>,
+    quota: Option<SizeValue>,
+    rate: Option<u32>,
+    burst: Option<u32>,
+    timeout: Option<u64>,
+    concurrency: Option<usize>,
+    clock_skew: Option<u64>,
+    max_batch: Option<usize>,
+    log: Option<String>,
+    log_format: Option<LogFormat>,
+}
+
+/// A size in a TOML file: a number of bytes or a string such as `"64MiB"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+impl SizeValue {
+    fn bytes(&self) -> Result<u64, ConfigError> {
+        match self {
+            SizeValue::Bytes(b) => Ok(*b),
+            SizeValue::Text(t) => parse_size(t).map_err(ConfigError::Invalid),
+        }
+    }
+}
+
+/// A configuration problem, reported before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this program.
+    #[error("invalid configuration file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's explanation.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Parses a byte size: `1048576`, `512KiB`, `64MiB`, `2GiB`, `1TiB` (also
+/// `KB`/`MB`/`GB` as powers of 1000).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (examples: 1048576, 64MiB, 2GiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "tib" | "t" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "`{s}` has an unknown unit (use KiB, MiB, GiB or TiB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+/// The effective configuration of a relay.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Data directory (database and blobs).
+    pub data_dir: PathBuf,
+    /// Static web app directory served at `/`, if any.
+    pub web_dir: Option<PathBuf>,
+    /// Largest JSON body, bytes.
+    pub max_json: u64,
+    /// Largest upload chunk, bytes.
+    pub max_chunk: u64,
+    /// Largest blob, bytes.
+    pub max_blob: u64,
+    /// Storage quota per account, bytes.
+    pub quota: u64,
+    /// Requests per second per key.
+    pub rate: u32,
+    /// Burst per key.
+    pub burst: u32,
+    /// Request timeout.
+    pub timeout: Duration,
+    /// Concurrent requests.
+    pub concurrency: usize,
+    /// Allowed clock skew, seconds.
+    pub clock_skew: u64,
+    /// Most writes per group commit.
+    pub max_batch: usize,
+    /// Log filter.
+    pub log: String,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            data_dir: PathBuf::from("relay-data"),
+            web_dir: None,
+            max_json: 16 << 20,
+            max_chunk: 64 << 20,
+            max_blob: 16 << 30,
+            quota: 20 << 30,
+            rate: 200,
+            burst: 400,
+            timeout: Duration::from_secs(60),
+            concurrency: 1024,
+            clock_skew: 300,
+            max_batch: 1024,
+            log: "info".into(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// A configuration for tests: defaults with the given data directory.
+    pub fn for_data_dir(dir: &Path) -> Self {
+        Self {
+            data_dir: dir.to_path_buf(),
+            ..Self::default()
+        }
+    }
+
+    /// Merges flags and environment (already in `args`) over the file over
+    /// the defaults, and checks the result.
+    pub fn resolve(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let d = Config::default();
+        let size = |flag: Option<u64>, file: &Option<SizeValue>, default: u64| match (flag, file) {
+            (Some(v), _) => Ok(v),
+            (None, Some(v)) => v.bytes(),
+            (None, None) => Ok(default),
+        };
+        let c = Config {
+            listen: args.listen.or(file.listen).unwrap_or(d.listen),
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or(d.data_dir),
+            web_dir: args.web_dir.clone().or(file.web_dir),
+            max_json: size(args.max_json, &file.max_json, d.max_json)?,
+            max_chunk: size(args.max_chunk, &file.max_chunk, d.max_chunk)?,
+            max_blob: size(args.max_blob, &file.max_blob, d.max_blob)?,
+            quota: size(args.quota, &file.quota, d.quota)?,
+            rate: args.rate.or(file.rate).unwrap_or(d.rate),
+            burst: args.burst.or(file.burst).unwrap_or(d.burst),
+            timeout: args
+                .timeout
+                .or(file.timeout)
+                .map(Duration::from_secs)
+                .unwrap_or(d.timeout),
+            concurrency: args
+                .concurrency
+                .or(file.concurrency)
+                .unwrap_or(d.concurrency),
+            clock_skew: args.clock_skew.or(file.clock_skew).unwrap_or(d.clock_skew),
+            max_batch: args.max_batch.or(file.max_batch).unwrap_or(d.max_batch),
+            log: args.log.clone().or(file.log).unwrap_or(d.log),
+            log_format: args.log_format.or(file.log_format).unwrap_or(d.log_format),
+        };
+        c.check()?;
+        Ok(c)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.rate == 0 || self.burst == 0 {
+            return bad("rate and burst must be at least 1");
+        }
+        if self.concurrency == 0 || self.max_batch == 0 {
+            return bad("concurrency and max_batch must be at least 1");
+        }
+        if self.max_chunk == 0 || self.max_json < 1024 {
+            return bad("max_chunk must be positive and max_json at least 1KiB");
+        }
+        if self.timeout.is_zero() {
+            return bad("timeout must be at least 1 second");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("2 GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("3kb"), Ok(3000));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5XB").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
+    }
+
+    #[test]
+    fn flags_beat_file_beat_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(
+            &path,
+            "rate = 7\nmax_chunk = \"1MiB\"\nlisten = \"127.0.0.1:9\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            rate: Some(9),
+            ..ServeArgs::default()
+        };
+        let c = Config::resolve(&args).unwrap();
+        assert_eq!(c.rate, 9);
+        assert_eq!(c.max_chunk, 1 << 20);
+        assert_eq!(c.listen.port(), 9);
+        assert_eq!(c.quota, Config::default().quota);
+
+        std::fs::write(&path, "rate = 7\nmystery = 1\n").unwrap();
+        let err = Config::resolve(&args).unwrap_err().to_string();
+        assert!(err.contains("mystery"), "{err}");
+        let args = ServeArgs {
+            rate: Some(0),
+            ..ServeArgs::default()
+        };
+        assert!(Config::resolve(&args).is_err());
+    }
+}

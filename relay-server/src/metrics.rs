@@ -1,0 +1,108 @@
+//! Prometheus metrics: requests by route and status, latency, bytes stored
+//! and group-commit batch sizes. Labels are route templates
+//! (`/v1/vaults/{vault}/log`), never ids, keys or bodies.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of a request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Route template.
+    pub route: String,
+    /// HTTP method.
+    pub method: String,
+    /// Response status.
+    pub status: u16,
+}
+
+/// Labels of the latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Route template.
+    pub route: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// The relay's metrics.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    /// Requests by route, method and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Latency until the response starts, seconds, by route.
+    pub latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Bytes stored (entries and blobs), refreshed on scrape.
+    pub bytes_stored: Gauge,
+    /// Writes per group commit.
+    pub batch_sizes: Histogram,
+    /// Blob bytes received.
+    pub blob_bytes_in: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("relay");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        let bytes_stored = Gauge::default();
+        let batch_sizes = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        let blob_bytes_in = Counter::default();
+        registry.register("requests", "HTTP requests", requests.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Time until the response starts",
+            latency.clone(),
+        );
+        registry.register(
+            "stored_bytes",
+            "Bytes stored (log entries and blobs)",
+            bytes_stored.clone(),
+        );
+        registry.register(
+            "group_commit_batch_size",
+            "Writes made durable by one fsync'd commit",
+            batch_sizes.clone(),
+        );
+        registry.register(
+            "blob_received_bytes",
+            "Blob bytes received",
+            blob_bytes_in.clone(),
+        );
+        Self {
+            registry: Mutex::new(registry),
+            requests,
+            latency,
+            bytes_stored,
+            batch_sizes,
+            blob_bytes_in,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,341 @@
+//! Ciphertext blobs: resumable chunked upload, content-addressed, streamed
+//! in and out without buffering whole bodies.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures_util::TryStreamExt;
+use serde_json::{json, Value};
+use vault_core::VaultId;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::routes::vaults::quota_exceeded;
+use crate::routes::{parse_hash, parse_vault};
+use crate::state::AppState;
+use crate::storage::{AddBlobOutcome, BlobInfo, Chunk, ChunkError, ChunkOutcome, UploadKey};
+
+fn header_u64(headers: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::malformed(format!("the {name} header must be a decimal number"))
+            }),
+    }
+}
+
+fn blob_not_found() -> ApiError {
+    ApiError::not_found(
+        "blob_not_found",
+        "no blob with this hash is stored in this vault",
+    )
+}
+
+async fn writer_access(app: &AppState, vault: VaultId, caller: &Caller) -> ApiResult<()> {
+    let access = app.member_access(vault, &caller.fingerprint()).await?;
+    if !access.may_write() {
+        return Err(ApiError::forbidden(
+            "you have read-only access to this vault; ask the owner for write access",
+        ));
+    }
+    Ok(())
+}
+
+/// `PUT /v1/vaults/{vault}/blobs/{hash}`: one chunk of an upload.
+pub async fn put(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((vault, hash)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let vault = parse_vault(&vault)?;
+    let hash = parse_hash(&hash, "the blob address")?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.eq_ignore_ascii_case("application/octet-stream") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send blob bytes with content-type: application/octet-stream",
+        ));
+    }
+    let total = header_u64(&headers, "upload-length")?.ok_or_else(|| {
+        ApiError::malformed("the upload-length header (the blob's total size) is required")
+    })?;
+    let offset = header_u64(&headers, "upload-offset")?.unwrap_or(0);
+    if total > app.config.max_blob {
+        return Err(ApiError::too_large(format!(
+            "blobs are limited to {} bytes on this relay",
+            app.config.max_blob
+        )));
+    }
+    if let Some(len) = header_u64(&headers, "content-length")? {
+        if len > app.config.max_chunk || offset.saturating_add(len) > total {
+            return Err(ApiError::too_large(format!(
+                "a chunk may be at most {} bytes and must not run past upload-length",
+                app.config.max_chunk
+            )));
+        }
+    }
+    writer_access(&app, vault, &caller).await?;
+    let me = caller.fingerprint();
+    if app
+        .meta
+        .blob(vault, hash)
+        .await
+        .map_err(|e| ApiError::internal("reading a blob record", e))?
+        .is_some()
+    {
+        return Ok((
+            StatusCode::OK,
+            Json(json!({ "stored": true, "offset": total })),
+        )
+            .into_response());
+    }
+    let used = app
+        .meta
+        .usage(me)
+        .await
+        .map_err(|e| ApiError::internal("reading usage", e))?;
+    if used.saturating_add(total) > app.config.quota {
+        return Err(quota_exceeded());
+    }
+    let key = UploadKey { vault, hash };
+    if app
+        .blobs
+        .exists(hash)
+        .await
+        .map_err(|e| ApiError::internal("checking a blob", e))?
+    {
+        // Stored for another vault (or before a crash): the bytes are
+        // known to hash to the address, so only the record is missing.
+        return record_blob(&app, vault, hash, total, me, StatusCode::CREATED).await;
+    }
+    let metrics = app.metrics.clone();
+    let stream = body
+        .into_data_stream()
+        .map_ok(move |b| {
+            metrics.blob_bytes_in.inc_by(b.len() as u64);
+            b
+        })
+        .map_err(std::io::Error::other);
+    let chunk = Chunk {
+        offset,
+        total,
+        max_chunk: app.config.max_chunk,
+        digest: caller.content_sha256,
+    };
+    match app.blobs.write_chunk(key, chunk, Box::pin(stream)).await {
+        Ok(ChunkOutcome::Partial(at)) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "stored": false, "offset": at })),
+        )
+            .into_response()),
+        Ok(ChunkOutcome::Complete) => record_blob(&app, vault, hash, total, me, StatusCode::CREATED).await,
+        Err(ChunkError::OffsetMismatch(at)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "upload_offset_mismatch",
+            format!("the upload stands at offset {at}; resume from there"),
+        )
+        .with("offset", json!(at))),
+        Err(ChunkError::TooLarge) => Err(ApiError::too_large(format!(
+            "a chunk may be at most {} bytes and must not run past upload-length",
+            app.config.max_chunk
+        ))),
+        Err(ChunkError::DigestMismatch) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "body_digest_mismatch",
+            "the chunk does not match the signed x-vault-content-sha256; it was discarded",
+        )),
+        Err(ChunkError::HashMismatch) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "hash_mismatch",
+            "the complete blob does not hash to its address; the upload was discarded, start again",
+        )),
+        Err(ChunkError::Body(e)) => Err(ApiError::malformed(format!(
+            "the request body was cut off ({e}); the chunk was discarded, resume from the upload offset"
+        ))),
+        Err(ChunkError::Storage(e)) => Err(ApiError::internal("writing a blob chunk", e)),
+    }
+}
+
+async fn record_blob(
+    app: &AppState,
+    vault: VaultId,
+    hash: [u8; 32],
+    len: u64,
+    uploader: vault_core::Fingerprint,
+    status: StatusCode,
+) -> ApiResult<Response> {
+    let outcome = app
+        .meta
+        .add_blob(vault, hash, BlobInfo { len, uploader }, app.config.quota)
+        .await
+        .map_err(|e| ApiError::internal("recording a blob", e))?;
+    match outcome {
+        AddBlobOutcome::Added => {
+            Ok((status, Json(json!({ "stored": true, "offset": len }))).into_response())
+        }
+        AddBlobOutcome::Existed => Ok((
+            StatusCode::OK,
+            Json(json!({ "stored": true, "offset": len })),
+        )
+            .into_response()),
+        AddBlobOutcome::Quota => Err(quota_exceeded()),
+    }
+}
+
+/// `GET /v1/vaults/{vault}/blobs/{hash}/upload`.
+pub async fn upload_status(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((vault, hash)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let vault = parse_vault(&vault)?;
+    let hash = parse_hash(&hash, "the blob address")?;
+    writer_access(&app, vault, &caller).await?;
+    if let Some(b) = app
+        .meta
+        .blob(vault, hash)
+        .await
+        .map_err(|e| ApiError::internal("reading a blob record", e))?
+    {
+        return Ok(Json(json!({ "stored": true, "offset": b.len })));
+    }
+    let at = app
+        .blobs
+        .upload_offset(UploadKey { vault, hash })
+        .await
+        .map_err(|e| ApiError::internal("reading an upload", e))?;
+    Ok(Json(json!({ "stored": false, "offset": at })))
+}
+
+/// Parses `bytes=a-` or `bytes=a-b` against a length.
+fn parse_range(v: &str, len: u64) -> Result<(u64, u64), ()> {
+    let spec = v.strip_prefix("bytes=").ok_or(())?;
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let start: u64 = a.parse().map_err(|_| ())?;
+    let end: u64 = if b.is_empty() {
+        len.checked_sub(1).ok_or(())?
+    } else {
+        b.parse::<u64>().map_err(|_| ())?.min(len.saturating_sub(1))
+    };
+    if start >= len || end < start {
+        return Err(());
+    }
+    Ok((start, end - start + 1))
+}
+
+/// `GET /v1/vaults/{vault}/blobs/{hash}`, with optional `range`.
+pub async fn get(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((vault, hash)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let vault = parse_vault(&vault)?;
+    let hash = parse_hash(&hash, "the blob address")?;
+    let me = caller.fingerprint();
+    let access = app.member_access(vault, &me).await?;
+    let info = app
+        .meta
+        .blob(vault, hash)
+        .await
+        .map_err(|e| ApiError::internal("reading a blob record", e))?
+        .ok_or_else(blob_not_found)?;
+    if !access.owner {
+        let refs = app
+            .meta
+            .blob_refs(vault, hash)
+            .await
+            .map_err(|e| ApiError::internal("reading blob links", e))?;
+        let allowed = if refs.is_empty() {
+            info.uploader == me
+        } else {
+            refs.iter().any(|(c, r)| access.may_read(c, r))
+        };
+        if !allowed {
+            return Err(ApiError::forbidden(
+                "you have no access to the record this blob belongs to",
+            ));
+        }
+    }
+    let (start, len, status) = match headers.get(header::RANGE) {
+        None => (0, info.len, StatusCode::OK),
+        Some(v) => {
+            let parsed = v
+                .to_str()
+                .map_err(|_| ())
+                .and_then(|s| parse_range(s, info.len));
+            match parsed {
+                Ok((s, l)) => (s, l, StatusCode::PARTIAL_CONTENT),
+                Err(()) => {
+                    return Err(ApiError::new(
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        "range_not_satisfiable",
+                        format!(
+                            "the range must be bytes=a- or bytes=a-b within {} bytes",
+                            info.len
+                        ),
+                    ))
+                }
+            }
+        }
+    };
+    let reader = app
+        .blobs
+        .read(hash, start, len)
+        .await
+        .map_err(|e| ApiError::internal("opening a blob", e))?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        reader,
+        256 * 1024,
+    ));
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Ok(v) =
+            HeaderValue::from_str(&format!("bytes {}-{}/{}", start, start + len - 1, info.len))
+        {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-", 10), Ok((0, 10)));
+        assert_eq!(parse_range("bytes=4-", 10), Ok((4, 6)));
+        assert_eq!(parse_range("bytes=4-5", 10), Ok((4, 2)));
+        assert_eq!(parse_range("bytes=4-500", 10), Ok((4, 6)));
+        assert!(parse_range("bytes=10-", 10).is_err());
+        assert!(parse_range("bytes=5-4", 10).is_err());
+        assert!(parse_range("bytes=-5", 10).is_err());
+        assert!(parse_range("items=0-", 10).is_err());
+        assert!(parse_range("bytes=0-", 0).is_err());
+    }
+}

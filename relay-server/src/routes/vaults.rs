@@ -1,0 +1,326 @@
+//! Vaults and their logs: create, read the head, read the log, append with
+//! compare-and-swap.
+//!
+//! Appends are verified with vault-core against the relay's own verified
+//! copy of the log before anything is stored, so the relay refuses what no
+//! client would accept; clients still verify everything themselves.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use vault_core::{EntryBody, LogEntry, VaultState};
+
+use crate::auth::{unix_now, Caller};
+use crate::error::{ApiError, ApiResult};
+use crate::routes::{b64, parse_vault, read_json, to_b64, HeadJson};
+use crate::state::{vault_not_found, AppState};
+use crate::storage::{AppendBatch, AppendError, BlobRef, CreateOutcome, Head, StoredEntry};
+
+/// Most entries in one append.
+pub const MAX_APPEND: usize = 256;
+/// Most entries in one log page.
+pub const MAX_PAGE: u64 = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    genesis: String,
+}
+
+fn invalid_entry(index: usize, e: &vault_core::Error) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_entry",
+        format!("entry {index} of the request was refused: {e}"),
+    )
+    .with("detail", json!(e.code()))
+    .with("index", json!(index))
+}
+
+fn stored(entry: &LogEntry) -> StoredEntry {
+    StoredEntry {
+        seq: entry.seq(),
+        hash: *entry.hash(),
+        bytes: entry.to_bytes().to_vec(),
+    }
+}
+
+fn check_time(app: &AppState, index: usize, entry: &LogEntry) -> ApiResult<()> {
+    let skew = app.auth.skew();
+    let now = unix_now();
+    if entry.time().abs_diff(now) > skew {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "entry_time_out_of_range",
+            format!(
+                "entry {index} is dated more than {skew} seconds from the relay's clock; check the device clock"
+            ),
+        )
+        .with("server_time", json!(now)));
+    }
+    Ok(())
+}
+
+/// `POST /v1/vaults`.
+pub async fn create(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let req: CreateRequest =
+        read_json(&caller.content_sha256, &headers, body, app.config.max_json).await?;
+    let genesis =
+        LogEntry::from_bytes(&b64(&req.genesis, "genesis")?).map_err(|e| invalid_entry(0, &e))?;
+    let state = VaultState::from_genesis(&genesis).map_err(|e| invalid_entry(0, &e))?;
+    if state.owner().fingerprint() != caller.fingerprint() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_author",
+            "a vault can only be created by the owner its genesis entry names",
+        ));
+    }
+    check_time(&app, 0, &genesis)?;
+    let vault = genesis.vault();
+    let outcome = app
+        .meta
+        .create_vault(vault, caller.fingerprint(), stored(&genesis))
+        .await
+        .map_err(|e| ApiError::internal("creating a vault", e))?;
+    let body = json!({ "vault": vault.to_hex(), "head": HeadJson::from(state.head()) });
+    match outcome {
+        CreateOutcome::Created => Ok((StatusCode::CREATED, Json(body))),
+        CreateOutcome::AlreadyStored => Ok((StatusCode::OK, Json(body))),
+        CreateOutcome::Conflict => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "vault_exists",
+            "another vault with this id exists on this relay; create a new vault",
+        )),
+    }
+}
+
+/// `GET /v1/vaults/{vault}/head`.
+pub async fn head(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(vault): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let vault = parse_vault(&vault)?;
+    app.member_access(vault, &caller.fingerprint()).await?;
+    let head = app
+        .meta
+        .head(vault)
+        .await
+        .map_err(|e| ApiError::internal("reading a head", e))?
+        .ok_or_else(vault_not_found)?;
+    Ok(Json(json!({ "head": HeadJson::from(head) })))
+}
+
+/// Query of `GET /v1/vaults/{vault}/log`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    since: Option<u64>,
+    limit: Option<u64>,
+}
+
+/// `GET /v1/vaults/{vault}/log?since=S&limit=L`.
+pub async fn log(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(vault): Path<String>,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = query.map_err(|e| ApiError::malformed(format!("bad query: {e}")))?;
+    let vault = parse_vault(&vault)?;
+    app.member_access(vault, &caller.fingerprint()).await?;
+    let limit = q.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
+    let since = q.since.unwrap_or(0);
+    let head = app
+        .meta
+        .head(vault)
+        .await
+        .map_err(|e| ApiError::internal("reading a head", e))?
+        .ok_or_else(vault_not_found)?;
+    let entries = app
+        .meta
+        .entries(vault, since, limit)
+        .await
+        .map_err(|e| ApiError::internal("reading a log", e))?;
+    let entries: Vec<String> = entries.iter().map(|e| to_b64(e)).collect();
+    Ok(Json(
+        json!({ "head": HeadJson::from(head), "entries": entries }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppendRequest {
+    prev: HeadJson,
+    entries: Vec<String>,
+}
+
+/// `POST /v1/vaults/{vault}/log`: compare-and-swap append, acknowledged
+/// once durable.
+pub async fn append(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(vault): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let vault = parse_vault(&vault)?;
+    let req: AppendRequest =
+        read_json(&caller.content_sha256, &headers, body, app.config.max_json).await?;
+    if req.entries.is_empty() {
+        return Err(ApiError::bad_json("entries must not be empty"));
+    }
+    if req.entries.len() > MAX_APPEND {
+        return Err(ApiError::too_large(format!(
+            "at most {MAX_APPEND} entries per append"
+        )));
+    }
+    let prev = req.prev.to_head()?;
+    let entries = req
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            LogEntry::from_bytes(&b64(e, "an entry")?).map_err(|err| invalid_entry(i, &err))
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let me = caller.fingerprint();
+    for (i, e) in entries.iter().enumerate() {
+        if e.author() != me {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "not_author",
+                format!("entry {i} is not authored by the identity that signed the request"),
+            ));
+        }
+        check_time(&app, i, e)?;
+    }
+
+    let slot = app.slot(vault);
+    let mut guard = slot.state.write().await;
+    if guard.is_none() {
+        *guard = Some(app.load(vault).await?);
+    }
+    let Some(state) = guard.as_mut() else {
+        return Err(vault_not_found());
+    };
+    let access = state.access(&me, unix_now());
+    if !access.may_write() {
+        return Err(ApiError::forbidden(if access.is_member() {
+            "you have read-only access to this vault; ask the owner for write access"
+        } else {
+            "you are not a member of this vault (or your access was revoked or expired)"
+        }));
+    }
+    let head = state.head();
+    let current = Head {
+        seq: head.seq,
+        hash: head.head,
+    };
+    if current != prev {
+        return Err(head_moved(current));
+    }
+
+    // Verify every entry on the relay's copy of the state, then store.
+    let mut blob_refs = Vec::new();
+    let mut inbox = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let verdict = prepare(&app, state, e, i, &mut blob_refs, &mut inbox).await;
+        if let Err(err) = verdict {
+            if i > 0 {
+                // Earlier entries of this batch were applied: reload.
+                *guard = None;
+            }
+            return Err(err);
+        }
+    }
+    let batch = AppendBatch {
+        vault,
+        prev,
+        entries: entries.iter().map(stored).collect(),
+        blob_refs,
+        inbox,
+        account: me,
+        quota: app.config.quota,
+    };
+    match app.meta.append(batch).await {
+        Ok(head) => Ok(Json(json!({ "head": HeadJson::from(head) }))),
+        Err(e) => {
+            *guard = None;
+            Err(match e {
+                AppendError::HeadMoved(h) => head_moved(h),
+                AppendError::NoVault => vault_not_found(),
+                AppendError::Quota => quota_exceeded(),
+                AppendError::Storage(s) => ApiError::internal("appending entries", s),
+            })
+        }
+    }
+}
+
+/// Checks one entry's blob and applies it to the state.
+async fn prepare(
+    app: &AppState,
+    state: &mut VaultState,
+    e: &LogEntry,
+    i: usize,
+    blob_refs: &mut Vec<BlobRef>,
+    inbox: &mut Vec<vault_core::Fingerprint>,
+) -> ApiResult<()> {
+    if let EntryBody::RecordPut { metadata } = e.body() {
+        let hash = *metadata.ciphertext_hash();
+        let blob = app
+            .meta
+            .blob(state.vault(), hash)
+            .await
+            .map_err(|err| ApiError::internal("reading a blob record", err))?;
+        if blob.is_none_or(|b| b.len != metadata.ciphertext_len()) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "blob_missing",
+                format!(
+                    "entry {i} names a ciphertext blob not uploaded to this vault; upload it first"
+                ),
+            ));
+        }
+        blob_refs.push(BlobRef {
+            hash,
+            collection: metadata.collection(),
+            record: metadata.record(),
+        });
+    }
+    state.apply(e).map_err(|err| invalid_entry(i, &err))?;
+    match e.body() {
+        EntryBody::GrantAdded { member, .. } => inbox.push(member.fingerprint()),
+        EntryBody::Rotation(r) => inbox.extend(r.grants.iter().map(|g| g.member())),
+        _ => {}
+    }
+    Ok(())
+}
+
+fn head_moved(head: Head) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "head_moved",
+        "the vault log has moved on since your view of it; fetch the new entries, rebuild yours on the new head and retry",
+    )
+    .with("head", json!(HeadJson::from(head)))
+}
+
+/// 413 `quota_exceeded`.
+pub fn quota_exceeded() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "quota_exceeded",
+        "your storage quota on this relay would be exceeded; delete data or ask the operator for more",
+    )
+}

@@ -1,0 +1,181 @@
+//! The relay's shared state: storage, the verified state of each vault it
+//! serves, the identity cache, authentication and metrics.
+//!
+//! The relay keeps its own verified copy of every vault's log (a
+//! `vault_core::VaultState`), so it refuses entries no client would accept
+//! and knows, from the log alone, who is a member with which rights.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::http::StatusCode;
+use vault_core::{Access, Fingerprint, LogEntry, PublicIdentity, VaultId, VaultState};
+
+use crate::auth::{unix_now, Authenticator};
+use crate::config::Config;
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::Metrics;
+use crate::storage::{BlobStore, MetaStore};
+
+/// One vault's verified state; `None` until loaded (or after a failed
+/// write, so it is reloaded from storage).
+pub struct VaultSlot {
+    /// The verified log state. Appends hold the write lock from
+    /// verification until the entries are durable.
+    pub state: tokio::sync::RwLock<Option<VaultState>>,
+}
+
+/// Everything a handler needs.
+pub struct AppState {
+    /// Configuration.
+    pub config: Config,
+    /// Metadata storage.
+    pub meta: Arc<dyn MetaStore>,
+    /// Blob storage.
+    pub blobs: Arc<dyn BlobStore>,
+    /// Request authentication.
+    pub auth: Authenticator,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    identities: Mutex<HashMap<Fingerprint, PublicIdentity>>,
+    vaults: Mutex<HashMap<VaultId, Arc<VaultSlot>>>,
+}
+
+/// Most vault states kept in memory before idle ones are dropped.
+const VAULT_CACHE: usize = 10_000;
+
+impl AppState {
+    /// State over the given storage.
+    pub fn new(
+        config: Config,
+        meta: Arc<dyn MetaStore>,
+        blobs: Arc<dyn BlobStore>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let auth = Authenticator::new(config.clock_skew, config.rate, config.burst);
+        Self {
+            config,
+            meta,
+            blobs,
+            auth,
+            metrics,
+            identities: Mutex::new(HashMap::new()),
+            vaults: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A published identity (cached: documents are immutable, since the
+    /// fingerprint is their hash).
+    pub async fn identity(&self, fp: Fingerprint) -> ApiResult<Option<PublicIdentity>> {
+        if let Some(id) = self
+            .identities
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fp)
+        {
+            return Ok(Some(id.clone()));
+        }
+        let Some(bytes) = self
+            .meta
+            .identity(fp)
+            .await
+            .map_err(|e| ApiError::internal("reading an identity", e))?
+        else {
+            return Ok(None);
+        };
+        let id = PublicIdentity::from_bytes(&bytes)
+            .map_err(|e| ApiError::internal("a stored identity does not parse", e))?;
+        let mut cache = self.identities.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(fp, id.clone());
+        Ok(Some(id))
+    }
+
+    /// The slot of a vault (whether or not it exists).
+    pub fn slot(&self, vault: VaultId) -> Arc<VaultSlot> {
+        let mut map = self.vaults.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= VAULT_CACHE && !map.contains_key(&vault) {
+            map.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        map.entry(vault)
+            .or_insert_with(|| {
+                Arc::new(VaultSlot {
+                    state: tokio::sync::RwLock::new(None),
+                })
+            })
+            .clone()
+    }
+
+    /// Loads a vault's state from storage, verifying its log.
+    pub async fn load(&self, vault: VaultId) -> ApiResult<VaultState> {
+        let Some(head) = self
+            .meta
+            .head(vault)
+            .await
+            .map_err(|e| ApiError::internal("reading a vault head", e))?
+        else {
+            return Err(vault_not_found());
+        };
+        let raw = self
+            .meta
+            .entries(vault, 0, u64::MAX)
+            .await
+            .map_err(|e| ApiError::internal("reading a vault log", e))?;
+        let entries = raw
+            .iter()
+            .map(|b| LogEntry::from_bytes(b))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ApiError::internal("a stored entry does not parse", e))?;
+        // Stored entries were verified when appended; the chain is
+        // re-checked up to the stored head, signatures are not.
+        let trusted = vault_core::Checkpoint {
+            vault,
+            seq: head.seq,
+            head: head.hash,
+        };
+        VaultState::verify_log_from(entries.iter(), Some(&trusted))
+            .map_err(|e| ApiError::internal("a stored vault log does not verify", e))
+    }
+
+    /// The caller's access to a vault, now (`404` if there is no such
+    /// vault, `403` if the caller is not a member).
+    pub async fn member_access(&self, vault: VaultId, who: &Fingerprint) -> ApiResult<Access> {
+        let slot = self.slot(vault);
+        {
+            let guard = slot.state.read().await;
+            if let Some(state) = guard.as_ref() {
+                return check_member(state.access(who, unix_now()));
+            }
+        }
+        let mut guard = slot.state.write().await;
+        if guard.is_none() {
+            *guard = Some(self.load(vault).await?);
+        }
+        let access = guard
+            .as_ref()
+            .map(|s| s.access(who, unix_now()))
+            .unwrap_or_default();
+        check_member(access)
+    }
+}
+
+fn check_member(access: Access) -> ApiResult<Access> {
+    if access.is_member() {
+        Ok(access)
+    } else {
+        Err(ApiError::forbidden(
+            "you are not a member of this vault (or your access was revoked or expired)",
+        ))
+    }
+}
+
+/// 404 `vault_not_found`.
+pub fn vault_not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "vault_not_found",
+        "no vault with this id is stored on this relay",
+    )
+}

@@ -1,0 +1,228 @@
+//! Blobs as files: `blobs/<2 hex>/<64 hex>` for complete blobs,
+//! `uploads/<vault>-<hash>.part` for uploads in progress.
+//!
+//! A chunk is appended to the upload file and fsync'd before it is
+//! acknowledged; a chunk that fails (digest mismatch, cut-off body) is
+//! truncated away, so the upload stands where it stood. A complete upload
+//! is hashed, fsync'd and renamed to its address (then the directory is
+//! fsync'd): a crash never leaves a partial blob under an address.
+
+use std::collections::HashMap;
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::{
+    BlobReader, BlobStore, BodyStream, Chunk, ChunkError, ChunkOutcome, StorageError, UploadKey,
+};
+
+/// The running hash of an upload, kept between its chunks so completing a
+/// large blob does not re-read it (after a restart it is recomputed).
+#[derive(Default)]
+struct Progress {
+    running: Option<(u64, Sha256)>,
+}
+
+/// Blob files under a data directory.
+pub struct FileBlobs {
+    blobs: PathBuf,
+    uploads: PathBuf,
+    progress: Mutex<HashMap<UploadKey, Arc<tokio::sync::Mutex<Progress>>>>,
+}
+
+fn hex32(h: &[u8; 32]) -> String {
+    hex::encode(h)
+}
+
+/// fsyncs a directory so a rename or a new file in it is durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+impl FileBlobs {
+    /// Opens (creating) `blobs/` and `uploads/` under `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self, StorageError> {
+        let blobs = data_dir.join("blobs");
+        let uploads = data_dir.join("uploads");
+        std::fs::create_dir_all(&blobs)?;
+        std::fs::create_dir_all(&uploads)?;
+        Ok(Self {
+            blobs,
+            uploads,
+            progress: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Where a complete blob lives.
+    pub fn blob_path(&self, hash: &[u8; 32]) -> PathBuf {
+        let h = hex32(hash);
+        self.blobs.join(h.get(..2).unwrap_or("00")).join(h)
+    }
+
+    fn upload_path(&self, key: &UploadKey) -> PathBuf {
+        self.uploads
+            .join(format!("{}-{}.part", key.vault.to_hex(), hex32(&key.hash)))
+    }
+
+    fn progress(&self, key: UploadKey) -> Arc<tokio::sync::Mutex<Progress>> {
+        let mut map = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key).or_default().clone()
+    }
+
+    fn forget(&self, key: &UploadKey) {
+        let mut map = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(key);
+    }
+
+    async fn hash_file(path: &Path) -> Result<[u8; 32], StorageError> {
+        let mut f = tokio::fs::File::open(path).await?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            h.update(buf.get(..n).unwrap_or_default());
+        }
+        Ok(h.finalize().into())
+    }
+
+    async fn finish(&self, key: &UploadKey, part: &Path, hash: [u8; 32]) -> Result<(), ChunkError> {
+        if hash != key.hash {
+            let _ = tokio::fs::remove_file(part).await;
+            return Err(ChunkError::HashMismatch);
+        }
+        let dest = self.blob_path(&key.hash);
+        let part = part.to_path_buf();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let dir = dest.parent().unwrap_or(Path::new("."));
+            let new_dir = !dir.exists();
+            std::fs::create_dir_all(dir)?;
+            std::fs::rename(&part, &dest)?;
+            sync_dir(dir)?;
+            if new_dir {
+                if let Some(parent) = dir.parent() {
+                    sync_dir(parent)?;
+                }
+            }
+            if let Some(up) = part.parent() {
+                sync_dir(up)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| StorageError(e.to_string()))?
+        .map_err(StorageError::from)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BlobStore for FileBlobs {
+    async fn exists(&self, hash: [u8; 32]) -> Result<bool, StorageError> {
+        Ok(tokio::fs::try_exists(self.blob_path(&hash)).await?)
+    }
+
+    async fn upload_offset(&self, key: UploadKey) -> Result<u64, StorageError> {
+        match tokio::fs::metadata(self.upload_path(&key)).await {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn write_chunk(
+        &self,
+        key: UploadKey,
+        chunk: Chunk,
+        mut body: BodyStream,
+    ) -> Result<ChunkOutcome, ChunkError> {
+        let progress = self.progress(key);
+        // One writer per upload: a concurrent chunk is told where it stands.
+        let Ok(mut progress) = progress.try_lock() else {
+            let at = self.upload_offset(key).await?;
+            return Err(ChunkError::OffsetMismatch(at));
+        };
+        let path = self.upload_path(&key);
+        let current = self.upload_offset(key).await?;
+        if chunk.offset != current {
+            return Err(ChunkError::OffsetMismatch(current));
+        }
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&path)
+            .await
+            .map_err(StorageError::from)?;
+        file.seek(SeekFrom::Start(current))
+            .await
+            .map_err(StorageError::from)?;
+        let mut running = match progress.running.take() {
+            Some((at, h)) if at == current => Some(h),
+            _ if current == 0 => Some(Sha256::new()),
+            _ => None,
+        };
+        let before = running.clone();
+        let mut digest = Sha256::new();
+        let mut written: u64 = 0;
+        let result: Result<(), ChunkError> = async {
+            while let Some(piece) = body.next().await {
+                let piece = piece.map_err(ChunkError::Body)?;
+                written = written.saturating_add(piece.len() as u64);
+                if written > chunk.max_chunk || current.saturating_add(written) > chunk.total {
+                    return Err(ChunkError::TooLarge);
+                }
+                digest.update(&piece);
+                if let Some(h) = running.as_mut() {
+                    h.update(&piece);
+                }
+                file.write_all(&piece).await.map_err(StorageError::from)?;
+            }
+            if <[u8; 32]>::from(digest.finalize()) != chunk.digest {
+                return Err(ChunkError::DigestMismatch);
+            }
+            file.flush().await.map_err(StorageError::from)?;
+            file.sync_data().await.map_err(StorageError::from)?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            // Discard the chunk: the upload stands where it stood.
+            let _ = file.set_len(current).await;
+            let _ = file.sync_data().await;
+            progress.running = before.map(|h| (current, h));
+            if current == 0 {
+                drop(file);
+                let _ = tokio::fs::remove_file(&path).await;
+            }
+            return Err(e);
+        }
+        let now_at = current + written;
+        drop(file);
+        if now_at < chunk.total {
+            progress.running = running.map(|h| (now_at, h));
+            return Ok(ChunkOutcome::Partial(now_at));
+        }
+        let hash = match running {
+            Some(h) => h.finalize().into(),
+            None => Self::hash_file(&path).await?,
+        };
+        let done = self.finish(&key, &path, hash).await;
+        drop(progress);
+        self.forget(&key);
+        done.map(|()| ChunkOutcome::Complete)
+    }
+
+    async fn read(&self, hash: [u8; 32], start: u64, len: u64) -> Result<BlobReader, StorageError> {
+        let mut f = tokio::fs::File::open(self.blob_path(&hash)).await?;
+        f.seek(SeekFrom::Start(start)).await?;
+        Ok(Box::pin(f.take(len)))
+    }
+}

@@ -1,0 +1,267 @@
+//! Where the relay keeps what it stores, behind two narrow traits so that a
+//! distributed backend (PostgreSQL for metadata, an S3-compatible object
+//! store for blobs) can follow the embedded one:
+//!
+//! - [`MetaStore`]: identities, vault logs, blob records, the inbox index
+//!   and per-account usage. Every write is acknowledged only once durable.
+//! - [`BlobStore`]: ciphertext bytes, content-addressed, uploaded in
+//!   resumable chunks and streamed back.
+//!
+//! [`sqlite::SqliteMeta`] (SQLite in WAL mode with group commit) and
+//! [`files::FileBlobs`] (fsync'd files, renamed into place) are the
+//! reference implementations.
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::io::AsyncRead;
+use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
+
+pub mod files;
+pub mod sqlite;
+
+/// A storage failure that is the relay's fault (disk, database).
+#[derive(Debug, thiserror::Error)]
+#[error("storage failure: {0}")]
+pub struct StorageError(pub String);
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(e: rusqlite::Error) -> Self {
+        StorageError(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for StorageError {
+    fn from(e: std::io::Error) -> Self {
+        StorageError(e.to_string())
+    }
+}
+
+/// The head of a stored log: the last entry's sequence number and hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// Sequence number.
+    pub seq: u64,
+    /// Entry hash.
+    pub hash: [u8; 32],
+}
+
+/// One log entry as stored: its encoding plus the fields indexed.
+#[derive(Debug, Clone)]
+pub struct StoredEntry {
+    /// Sequence number.
+    pub seq: u64,
+    /// Entry hash.
+    pub hash: [u8; 32],
+    /// The canonical encoding (`docs/format.md` §8.1).
+    pub bytes: Vec<u8>,
+}
+
+/// A record-put's link from a blob to the record it holds, for access checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobRef {
+    /// The blob (ciphertext hash).
+    pub hash: [u8; 32],
+    /// Its collection.
+    pub collection: CollectionId,
+    /// Its record.
+    pub record: RecordId,
+}
+
+/// A verified append, ready to store.
+#[derive(Debug, Clone)]
+pub struct AppendBatch {
+    /// The vault.
+    pub vault: VaultId,
+    /// The head the entries chain onto (compare-and-swap).
+    pub prev: Head,
+    /// The entries, in order.
+    pub entries: Vec<StoredEntry>,
+    /// Blob links from record-put entries.
+    pub blob_refs: Vec<BlobRef>,
+    /// Principals granted something by these entries (the inbox index).
+    pub inbox: Vec<Fingerprint>,
+    /// The account charged for the bytes.
+    pub account: Fingerprint,
+    /// The account's quota.
+    pub quota: u64,
+}
+
+/// Why an append was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The log moved on: its head is not the batch's `prev`.
+    #[error("the log head moved")]
+    HeadMoved(Head),
+    /// The vault does not exist.
+    #[error("no such vault")]
+    NoVault,
+    /// The account's quota would be exceeded.
+    #[error("quota exceeded")]
+    Quota,
+    /// The relay failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// The outcome of creating a vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// Stored.
+    Created,
+    /// Exactly this genesis was already stored.
+    AlreadyStored,
+    /// Another vault with this id exists.
+    Conflict,
+}
+
+/// A blob known to a vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// Length in bytes.
+    pub len: u64,
+    /// Who uploaded it to this vault.
+    pub uploader: Fingerprint,
+}
+
+/// The outcome of recording a completed blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddBlobOutcome {
+    /// Recorded (and charged to the uploader).
+    Added,
+    /// The vault already had it.
+    Existed,
+    /// The uploader's quota would be exceeded.
+    Quota,
+}
+
+/// Metadata storage. Every write returns only once it is durable.
+#[async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    /// Publishes an identity document; `true` if it was new.
+    async fn put_identity(&self, fp: Fingerprint, document: Vec<u8>) -> Result<bool, StorageError>;
+    /// A published identity document.
+    async fn identity(&self, fp: Fingerprint) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Creates a vault from its (verified) genesis entry.
+    async fn create_vault(
+        &self,
+        vault: VaultId,
+        owner: Fingerprint,
+        genesis: StoredEntry,
+    ) -> Result<CreateOutcome, StorageError>;
+    /// A vault's head, if the vault exists.
+    async fn head(&self, vault: VaultId) -> Result<Option<Head>, StorageError>;
+    /// Entry encodings with `seq >= since`, at most `limit`, in order.
+    async fn entries(
+        &self,
+        vault: VaultId,
+        since: u64,
+        limit: u64,
+    ) -> Result<Vec<Vec<u8>>, StorageError>;
+    /// Appends a verified batch if the head is still `batch.prev`.
+    async fn append(&self, batch: AppendBatch) -> Result<Head, AppendError>;
+    /// A blob of a vault.
+    async fn blob(&self, vault: VaultId, hash: [u8; 32]) -> Result<Option<BlobInfo>, StorageError>;
+    /// The records (collection, record) whose record-puts name a blob.
+    async fn blob_refs(
+        &self,
+        vault: VaultId,
+        hash: [u8; 32],
+    ) -> Result<Vec<(CollectionId, RecordId)>, StorageError>;
+    /// Records a completed blob for a vault, charging the uploader.
+    async fn add_blob(
+        &self,
+        vault: VaultId,
+        hash: [u8; 32],
+        info: BlobInfo,
+        quota: u64,
+    ) -> Result<AddBlobOutcome, StorageError>;
+    /// Vaults whose logs grant `member` something (or that it owns).
+    async fn inbox(&self, member: Fingerprint) -> Result<Vec<VaultId>, StorageError>;
+    /// Bytes charged to an account.
+    async fn usage(&self, account: Fingerprint) -> Result<u64, StorageError>;
+    /// Total bytes stored (entries and blobs), for metrics.
+    async fn stored_bytes(&self) -> Result<u64, StorageError>;
+}
+
+/// A request body as a stream of chunks.
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// A blob being read.
+pub type BlobReader = Pin<Box<dyn AsyncRead + Send>>;
+
+/// Identifies an upload in progress: a blob being uploaded to a vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UploadKey {
+    /// The vault.
+    pub vault: VaultId,
+    /// The blob's address.
+    pub hash: [u8; 32],
+}
+
+/// One chunk of an upload.
+#[derive(Debug, Clone, Copy)]
+pub struct Chunk {
+    /// Where it starts.
+    pub offset: u64,
+    /// The blob's total length.
+    pub total: u64,
+    /// The longest chunk accepted.
+    pub max_chunk: u64,
+    /// The signed SHA-256 of the chunk.
+    pub digest: [u8; 32],
+}
+
+/// What happened to a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkOutcome {
+    /// Stored durably; the upload stands at this offset.
+    Partial(u64),
+    /// The blob is complete, hashes to its address, and is durable.
+    Complete,
+}
+
+/// Why a chunk was refused (the upload is as it was, except for
+/// [`ChunkError::HashMismatch`], which discards it).
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkError {
+    /// The upload stands elsewhere (or another chunk is being written).
+    #[error("the upload stands at offset {0}")]
+    OffsetMismatch(u64),
+    /// The chunk is longer than allowed or overruns the blob.
+    #[error("chunk too large")]
+    TooLarge,
+    /// The chunk's digest is not the signed one.
+    #[error("chunk digest mismatch")]
+    DigestMismatch,
+    /// The complete blob does not hash to its address.
+    #[error("blob hash mismatch")]
+    HashMismatch,
+    /// The body ended with an error (client gone, timeout).
+    #[error("the body was cut off: {0}")]
+    Body(std::io::Error),
+    /// The relay failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Blob storage: content-addressed, written in resumable chunks, complete
+/// blobs immutable.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Whether a complete blob is stored.
+    async fn exists(&self, hash: [u8; 32]) -> Result<bool, StorageError>;
+    /// Where an upload stands (0 if none).
+    async fn upload_offset(&self, key: UploadKey) -> Result<u64, StorageError>;
+    /// Writes one chunk (see [`ChunkOutcome`], [`ChunkError`]).
+    async fn write_chunk(
+        &self,
+        key: UploadKey,
+        chunk: Chunk,
+        body: BodyStream,
+    ) -> Result<ChunkOutcome, ChunkError>;
+    /// Reads `len` bytes of a complete blob from `start`.
+    async fn read(&self, hash: [u8; 32], start: u64, len: u64) -> Result<BlobReader, StorageError>;
+}

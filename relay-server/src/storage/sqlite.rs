@@ -1,0 +1,615 @@
+//! The embedded metadata store: SQLite in WAL mode with
+//! `synchronous = FULL`, written by one thread with group commit.
+//!
+//! Writers send their operation to the commit thread and wait. The thread
+//! takes every operation waiting (up to `max_batch`), runs each inside its
+//! own savepoint (one failing operation does not undo the others), commits
+//! once, which fsyncs the WAL, and only then answers all of them. One fsync
+//! thus acknowledges a whole batch: durability without paying an fsync per
+//! request. Reads use a small pool of read-only connections, which WAL lets
+//! run beside the writer.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use tokio::sync::oneshot;
+use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
+
+use super::{
+    AddBlobOutcome, AppendBatch, AppendError, BlobInfo, CreateOutcome, Head, MetaStore,
+    StorageError, StoredEntry,
+};
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS identities (
+    fingerprint BLOB PRIMARY KEY,
+    document BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS vaults (
+    vault BLOB PRIMARY KEY,
+    owner BLOB NOT NULL,
+    head_seq INTEGER NOT NULL,
+    head_hash BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS entries (
+    vault BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    bytes BLOB NOT NULL,
+    PRIMARY KEY (vault, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blobs (
+    vault BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    len INTEGER NOT NULL,
+    uploader BLOB NOT NULL,
+    PRIMARY KEY (vault, hash)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blob_refs (
+    vault BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    record BLOB NOT NULL,
+    collection BLOB NOT NULL,
+    PRIMARY KEY (vault, hash, record)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inbox (
+    member BLOB NOT NULL,
+    vault BLOB NOT NULL,
+    PRIMARY KEY (member, vault)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS usage (
+    account BLOB PRIMARY KEY,
+    bytes INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// The database file name inside the data directory.
+pub const DB_FILE: &str = "relay.sqlite3";
+
+/// Opens a connection with the relay's settings.
+fn connect(path: &Path, read_only: bool) -> Result<Connection, StorageError> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+    }
+    Ok(conn)
+}
+
+/// Creates or checks the schema.
+pub fn init_schema(conn: &Connection) -> Result<(), StorageError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StorageError(format!(
+            "the database has schema version {version}, newer than this relay ({SCHEMA_VERSION}); upgrade relay-server"
+        )));
+    }
+    conn.execute_batch(SCHEMA)?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    Ok(())
+}
+
+enum WriteOp {
+    PutIdentity {
+        fp: Fingerprint,
+        document: Vec<u8>,
+    },
+    CreateVault {
+        vault: VaultId,
+        owner: Fingerprint,
+        genesis: StoredEntry,
+    },
+    Append(AppendBatch),
+    AddBlob {
+        vault: VaultId,
+        hash: [u8; 32],
+        info: BlobInfo,
+        quota: u64,
+    },
+}
+
+enum WriteReply {
+    Identity(bool),
+    Created(CreateOutcome),
+    Appended(Result<Head, AppendError>),
+    Blob(AddBlobOutcome),
+}
+
+struct Job {
+    op: WriteOp,
+    reply: oneshot::Sender<Result<WriteReply, StorageError>>,
+}
+
+/// Called with the size of every committed batch (for metrics).
+pub type BatchObserver = Arc<dyn Fn(usize) + Send + Sync>;
+
+/// The SQLite metadata store.
+pub struct SqliteMeta {
+    writer: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+    path: std::path::PathBuf,
+}
+
+impl SqliteMeta {
+    /// Opens (creating) `relay.sqlite3` in `data_dir` and starts the commit
+    /// thread.
+    pub fn open(
+        data_dir: &Path,
+        max_batch: usize,
+        observer: BatchObserver,
+    ) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join(DB_FILE);
+        let conn = connect(&path, false)?;
+        init_schema(&conn)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("relay-commit".into())
+            .spawn(move || commit_loop(conn, rx, max_batch.max(1), observer))?;
+        Ok(Self {
+            writer: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            readers: Mutex::new(Vec::new()),
+            path,
+        })
+    }
+
+    /// Stops accepting writes, lets the commit thread finish what it has,
+    /// and waits for it.
+    pub fn close(&self) {
+        let sender = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(sender);
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+
+    async fn write(&self, op: WriteOp) -> Result<WriteReply, StorageError> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = guard
+                .as_ref()
+                .ok_or_else(|| StorageError("the relay is shutting down".into()))?;
+            tx.send(Job { op, reply })
+                .map_err(|_| StorageError("the commit thread stopped".into()))?;
+        }
+        rx.await
+            .map_err(|_| StorageError("the commit thread stopped".into()))?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => connect(&self.path, true)?,
+        };
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let r = f(&conn);
+            (conn, r)
+        })
+        .await
+        .map_err(|e| StorageError(e.to_string()))?;
+        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < 16 {
+            pool.push(conn);
+        }
+        Ok(result?)
+    }
+}
+
+impl Drop for SqliteMeta {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn commit_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    observer: BatchObserver,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < max_batch {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let n = jobs.len();
+        let results = run_batch(&mut conn, &jobs);
+        observer(n);
+        match results {
+            Ok(replies) => {
+                for (job, reply) in jobs.into_iter().zip(replies) {
+                    let _ = job.reply.send(reply);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, batch = n, "group commit failed");
+                for job in jobs {
+                    let _ = job.reply.send(Err(StorageError(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// Runs a batch in one transaction; each job in its own savepoint.
+#[allow(clippy::type_complexity)]
+fn run_batch(
+    conn: &mut Connection,
+    jobs: &[Job],
+) -> Result<Vec<Result<WriteReply, StorageError>>, rusqlite::Error> {
+    let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut replies = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let mut sp = tx.savepoint()?;
+        let r = apply(&sp, &job.op);
+        match &r {
+            Ok(WriteReply::Appended(Err(_))) | Err(_) => sp.rollback()?,
+            _ => {}
+        }
+        sp.commit()?;
+        replies.push(r.map_err(StorageError::from));
+    }
+    tx.commit()?;
+    Ok(replies)
+}
+
+fn charge(
+    conn: &Connection,
+    account: &Fingerprint,
+    bytes: u64,
+    quota: u64,
+) -> Result<bool, rusqlite::Error> {
+    let used: u64 = conn
+        .query_row(
+            "SELECT bytes FROM usage WHERE account = ?1",
+            [account.as_bytes()],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0);
+    let Some(total) = used.checked_add(bytes).filter(|t| *t <= quota) else {
+        return Ok(false);
+    };
+    conn.execute(
+        "INSERT INTO usage (account, bytes) VALUES (?1, ?2)
+         ON CONFLICT(account) DO UPDATE SET bytes = excluded.bytes",
+        params![account.as_bytes(), total],
+    )?;
+    Ok(true)
+}
+
+fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteReply, rusqlite::Error> {
+    match op {
+        WriteOp::PutIdentity { fp, document } => {
+            let n = conn.execute(
+                "INSERT OR IGNORE INTO identities (fingerprint, document) VALUES (?1, ?2)",
+                params![fp.as_bytes(), document],
+            )?;
+            Ok(WriteReply::Identity(n == 1))
+        }
+        WriteOp::CreateVault {
+            vault,
+            owner,
+            genesis,
+        } => {
+            let existing: Option<Vec<u8>> = conn
+                .query_row(
+                    "SELECT bytes FROM entries WHERE vault = ?1 AND seq = 0",
+                    [vault.as_bytes()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(bytes) = existing {
+                return Ok(WriteReply::Created(if bytes == genesis.bytes {
+                    CreateOutcome::AlreadyStored
+                } else {
+                    CreateOutcome::Conflict
+                }));
+            }
+            conn.execute(
+                "INSERT INTO vaults (vault, owner, head_seq, head_hash) VALUES (?1, ?2, 0, ?3)",
+                params![vault.as_bytes(), owner.as_bytes(), genesis.hash],
+            )?;
+            conn.execute(
+                "INSERT INTO entries (vault, seq, hash, bytes) VALUES (?1, 0, ?2, ?3)",
+                params![vault.as_bytes(), genesis.hash, genesis.bytes],
+            )?;
+            conn.execute(
+                "INSERT OR IGNORE INTO inbox (member, vault) VALUES (?1, ?2)",
+                params![owner.as_bytes(), vault.as_bytes()],
+            )?;
+            Ok(WriteReply::Created(CreateOutcome::Created))
+        }
+        WriteOp::Append(b) => {
+            let head: Option<(u64, Vec<u8>)> = conn
+                .query_row(
+                    "SELECT head_seq, head_hash FROM vaults WHERE vault = ?1",
+                    [b.vault.as_bytes()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((seq, hash)) = head else {
+                return Ok(WriteReply::Appended(Err(AppendError::NoVault)));
+            };
+            let current = Head {
+                seq,
+                hash: hash.try_into().unwrap_or([0; 32]),
+            };
+            if current != b.prev {
+                return Ok(WriteReply::Appended(Err(AppendError::HeadMoved(current))));
+            }
+            let bytes: u64 = b.entries.iter().map(|e| e.bytes.len() as u64).sum();
+            if !charge(conn, &b.account, bytes, b.quota)? {
+                return Ok(WriteReply::Appended(Err(AppendError::Quota)));
+            }
+            let mut last = current;
+            for e in &b.entries {
+                conn.execute(
+                    "INSERT INTO entries (vault, seq, hash, bytes) VALUES (?1, ?2, ?3, ?4)",
+                    params![b.vault.as_bytes(), e.seq, e.hash, e.bytes],
+                )?;
+                last = Head {
+                    seq: e.seq,
+                    hash: e.hash,
+                };
+            }
+            conn.execute(
+                "UPDATE vaults SET head_seq = ?2, head_hash = ?3 WHERE vault = ?1",
+                params![b.vault.as_bytes(), last.seq, last.hash],
+            )?;
+            for r in &b.blob_refs {
+                conn.execute(
+                    "INSERT OR IGNORE INTO blob_refs (vault, hash, record, collection) VALUES (?1, ?2, ?3, ?4)",
+                    params![b.vault.as_bytes(), r.hash, r.record.as_bytes(), r.collection.as_bytes()],
+                )?;
+            }
+            for m in &b.inbox {
+                conn.execute(
+                    "INSERT OR IGNORE INTO inbox (member, vault) VALUES (?1, ?2)",
+                    params![m.as_bytes(), b.vault.as_bytes()],
+                )?;
+            }
+            Ok(WriteReply::Appended(Ok(last)))
+        }
+        WriteOp::AddBlob {
+            vault,
+            hash,
+            info,
+            quota,
+        } => {
+            let exists: Option<i64> = conn
+                .query_row(
+                    "SELECT 1 FROM blobs WHERE vault = ?1 AND hash = ?2",
+                    params![vault.as_bytes(), hash],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if exists.is_some() {
+                return Ok(WriteReply::Blob(AddBlobOutcome::Existed));
+            }
+            if !charge(conn, &info.uploader, info.len, *quota)? {
+                return Ok(WriteReply::Blob(AddBlobOutcome::Quota));
+            }
+            conn.execute(
+                "INSERT INTO blobs (vault, hash, len, uploader) VALUES (?1, ?2, ?3, ?4)",
+                params![vault.as_bytes(), hash, info.len, info.uploader.as_bytes()],
+            )?;
+            Ok(WriteReply::Blob(AddBlobOutcome::Added))
+        }
+    }
+}
+
+fn unexpected() -> StorageError {
+    StorageError("the commit thread answered a different operation".into())
+}
+
+fn array32(v: Vec<u8>) -> Result<[u8; 32], rusqlite::Error> {
+    v.try_into().map_err(|_| {
+        rusqlite::Error::InvalidColumnType(0, "hash".into(), rusqlite::types::Type::Blob)
+    })
+}
+
+fn array16(v: Vec<u8>) -> Result<[u8; 16], rusqlite::Error> {
+    v.try_into().map_err(|_| {
+        rusqlite::Error::InvalidColumnType(0, "id".into(), rusqlite::types::Type::Blob)
+    })
+}
+
+#[async_trait]
+impl MetaStore for SqliteMeta {
+    async fn put_identity(&self, fp: Fingerprint, document: Vec<u8>) -> Result<bool, StorageError> {
+        match self.write(WriteOp::PutIdentity { fp, document }).await? {
+            WriteReply::Identity(new) => Ok(new),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn identity(&self, fp: Fingerprint) -> Result<Option<Vec<u8>>, StorageError> {
+        self.read(move |c| {
+            c.query_row(
+                "SELECT document FROM identities WHERE fingerprint = ?1",
+                [fp.as_bytes()],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn create_vault(
+        &self,
+        vault: VaultId,
+        owner: Fingerprint,
+        genesis: StoredEntry,
+    ) -> Result<CreateOutcome, StorageError> {
+        match self
+            .write(WriteOp::CreateVault {
+                vault,
+                owner,
+                genesis,
+            })
+            .await?
+        {
+            WriteReply::Created(o) => Ok(o),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn head(&self, vault: VaultId) -> Result<Option<Head>, StorageError> {
+        self.read(move |c| {
+            c.query_row(
+                "SELECT head_seq, head_hash FROM vaults WHERE vault = ?1",
+                [vault.as_bytes()],
+                |r| {
+                    Ok(Head {
+                        seq: r.get(0)?,
+                        hash: array32(r.get(1)?)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn entries(
+        &self,
+        vault: VaultId,
+        since: u64,
+        limit: u64,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        // SQLite integers are signed 64-bit.
+        let since = since.min(i64::MAX as u64);
+        let limit = limit.min(i64::MAX as u64);
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT bytes FROM entries WHERE vault = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = st.query_map(params![vault.as_bytes(), since, limit], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn append(&self, batch: AppendBatch) -> Result<Head, AppendError> {
+        match self.write(WriteOp::Append(batch)).await? {
+            WriteReply::Appended(r) => r,
+            _ => Err(unexpected().into()),
+        }
+    }
+
+    async fn blob(&self, vault: VaultId, hash: [u8; 32]) -> Result<Option<BlobInfo>, StorageError> {
+        self.read(move |c| {
+            c.query_row(
+                "SELECT len, uploader FROM blobs WHERE vault = ?1 AND hash = ?2",
+                params![vault.as_bytes(), hash],
+                |r| {
+                    Ok(BlobInfo {
+                        len: r.get(0)?,
+                        uploader: Fingerprint::from_bytes(array32(r.get(1)?)?),
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn blob_refs(
+        &self,
+        vault: VaultId,
+        hash: [u8; 32],
+    ) -> Result<Vec<(CollectionId, RecordId)>, StorageError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT collection, record FROM blob_refs WHERE vault = ?1 AND hash = ?2",
+            )?;
+            let rows = st.query_map(params![vault.as_bytes(), hash], |r| {
+                Ok((
+                    CollectionId::from_bytes(array16(r.get(0)?)?),
+                    RecordId::from_bytes(array16(r.get(1)?)?),
+                ))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn add_blob(
+        &self,
+        vault: VaultId,
+        hash: [u8; 32],
+        info: BlobInfo,
+        quota: u64,
+    ) -> Result<AddBlobOutcome, StorageError> {
+        match self
+            .write(WriteOp::AddBlob {
+                vault,
+                hash,
+                info,
+                quota,
+            })
+            .await?
+        {
+            WriteReply::Blob(o) => Ok(o),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn inbox(&self, member: Fingerprint) -> Result<Vec<VaultId>, StorageError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached("SELECT vault FROM inbox WHERE member = ?1")?;
+            let rows = st.query_map([member.as_bytes()], |r| {
+                Ok(VaultId::from_bytes(array16(r.get(0)?)?))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn usage(&self, account: Fingerprint) -> Result<u64, StorageError> {
+        self.read(move |c| {
+            c.query_row(
+                "SELECT bytes FROM usage WHERE account = ?1",
+                [account.as_bytes()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(|v| v.unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn stored_bytes(&self) -> Result<u64, StorageError> {
+        self.read(|c| {
+            c.query_row("SELECT COALESCE(SUM(bytes), 0) FROM usage", [], |r| {
+                r.get(0)
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,1248 @@
+//! In-process tests of every route (`app().oneshot(...)`), including each
+//! authentication failure and each kind of bad input, asserting that a
+//! refused request changes nothing.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use relay_server::{Config, Relay};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use vault_core::request::{body_digest, RequestAuth};
+use vault_core::{
+    IdentityInfo, Keyring, LogEntry, Permission, RecordInfo, Role, SecretIdentity, VaultState,
+};
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn ident(seed: u8, name: &str, role: Role) -> SecretIdentity {
+    SecretIdentity::from_seed(
+        &[seed; 32],
+        &IdentityInfo {
+            display_name: name.into(),
+            role,
+            registration: None,
+            created_at: now() - 1000,
+        },
+    )
+    .unwrap()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+struct T {
+    router: Router,
+    _relay: Relay,
+    _dir: tempfile::TempDir,
+}
+
+#[derive(Clone)]
+enum Payload {
+    None,
+    Json(Vec<u8>),
+    Raw(&'static str, Vec<u8>),
+}
+
+impl T {
+    fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    fn with(f: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::for_data_dir(dir.path());
+        f(&mut config);
+        let relay = Relay::open(config).unwrap();
+        Self {
+            router: relay.router(),
+            _relay: relay,
+            _dir: dir,
+        }
+    }
+
+    async fn call(&self, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        (status, headers, body)
+    }
+
+    async fn json(&self, req: Request<Body>) -> (StatusCode, Value) {
+        let (s, _, b) = self.call(req).await;
+        let v = serde_json::from_slice(&b).unwrap_or(Value::Null);
+        (s, v)
+    }
+
+    /// Sends and expects an error with this status and code.
+    async fn refused(&self, req: Request<Body>, status: StatusCode, code: &str) -> Value {
+        let (s, v) = self.json(req).await;
+        assert_eq!(s, status, "{v}");
+        assert_eq!(v["error"]["code"], code, "{v}");
+        assert!(v["error"]["message"].as_str().unwrap().len() > 10);
+        v
+    }
+
+    async fn publish(&self, me: &SecretIdentity) {
+        let (s, v) = self
+            .json(signed(
+                me,
+                "PUT",
+                "/v1/identities",
+                json_payload(json!({ "identity": me.public().to_text() })),
+            ))
+            .await;
+        assert!(s == StatusCode::CREATED || s == StatusCode::OK, "{s} {v}");
+    }
+
+    async fn head(&self, me: &SecretIdentity, vault: &str) -> Value {
+        let (s, v) = self
+            .json(signed(
+                me,
+                "GET",
+                &format!("/v1/vaults/{vault}/head"),
+                Payload::None,
+            ))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["head"].clone()
+    }
+}
+
+fn json_payload(v: Value) -> Payload {
+    Payload::Json(serde_json::to_vec(&v).unwrap())
+}
+
+fn build(auth: &RequestAuth, method: &str, pq: &str, payload: Payload) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(pq);
+    for (k, v) in auth.headers() {
+        b = b.header(k, v);
+    }
+    match payload {
+        Payload::None => b.body(Body::empty()).unwrap(),
+        Payload::Json(bytes) => b
+            .header("content-type", "application/json")
+            .body(Body::from(bytes))
+            .unwrap(),
+        Payload::Raw(ct, bytes) => b
+            .header("content-type", ct)
+            .body(Body::from(bytes))
+            .unwrap(),
+    }
+}
+
+fn payload_bytes(p: &Payload) -> Vec<u8> {
+    match p {
+        Payload::None => Vec::new(),
+        Payload::Json(b) | Payload::Raw(_, b) => b.clone(),
+    }
+}
+
+fn signed_at(
+    me: &SecretIdentity,
+    ts: u64,
+    method: &str,
+    pq: &str,
+    payload: Payload,
+) -> Request<Body> {
+    let auth =
+        RequestAuth::sign(me, method, pq, ts, body_digest(&payload_bytes(&payload))).unwrap();
+    build(&auth, method, pq, payload)
+}
+
+fn signed(me: &SecretIdentity, method: &str, pq: &str, payload: Payload) -> Request<Body> {
+    signed_at(me, now(), method, pq, payload)
+}
+
+fn head_json(state: &VaultState) -> Value {
+    let h = state.head();
+    json!({ "seq": h.seq, "hash": hex::encode(h.head) })
+}
+
+fn append_req(me: &SecretIdentity, state: &VaultState, entries: &[&LogEntry]) -> Request<Body> {
+    let body = json!({
+        "prev": head_json(state),
+        "entries": entries.iter().map(|e| b64(e.to_bytes())).collect::<Vec<_>>(),
+    });
+    signed(
+        me,
+        "POST",
+        &format!("/v1/vaults/{}/log", state.vault().to_hex()),
+        json_payload(body),
+    )
+}
+
+/// A patient with a vault and a "labs" collection on the relay, and two
+/// published clinicians.
+struct World {
+    t: T,
+    patient: Arc<SecretIdentity>,
+    alice: Arc<SecretIdentity>,
+    bob: Arc<SecretIdentity>,
+    state: VaultState,
+    labs: vault_core::CollectionId,
+    vault: String,
+}
+
+impl World {
+    async fn new() -> Self {
+        Self::on(T::new()).await
+    }
+
+    async fn on(t: T) -> Self {
+        let patient = Arc::new(ident(1, "Pat Patient", Role::Patient));
+        let alice = Arc::new(ident(2, "Dr Alice", Role::Clinician));
+        let bob = Arc::new(ident(3, "Dr Bob", Role::Clinician));
+        for p in [&patient, &alice, &bob] {
+            t.publish(p).await;
+        }
+        let (mut state, genesis) = VaultState::create(&patient, now()).unwrap();
+        let (s, v) = t
+            .json(signed(
+                &patient,
+                "POST",
+                "/v1/vaults",
+                json_payload(json!({ "genesis": b64(genesis.to_bytes()) })),
+            ))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let (labs, e) = state.create_collection(&patient, "labs", now()).unwrap();
+        let (s, v) = t.json(append_req(&patient, &state, &[&e])).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        state.apply(&e).unwrap();
+        assert_eq!(v["head"], head_json(&state));
+        let vault = state.vault().to_hex();
+        Self {
+            t,
+            patient,
+            alice,
+            bob,
+            state,
+            labs,
+            vault,
+        }
+    }
+
+    /// Appends entries as `who`, expecting success.
+    async fn append(&mut self, who: &SecretIdentity, entries: &[&LogEntry]) {
+        let (s, v) = self.t.json(append_req(who, &self.state, entries)).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        for e in entries {
+            self.state.apply(e).unwrap();
+        }
+    }
+
+    async fn share(&mut self, member: &SecretIdentity, permission: Permission) {
+        let mut kr = Keyring::new(&self.patient, now());
+        let e = self
+            .state
+            .share_collection(
+                &self.patient,
+                &mut kr,
+                &self.labs,
+                member.public(),
+                permission,
+                None,
+                now(),
+            )
+            .unwrap();
+        let patient = self.patient.clone();
+        self.append(&patient, &[&e]).await;
+    }
+
+    /// Seals a record as `author`, returning its ciphertext and entry
+    /// (nothing sent).
+    fn seal(&self, author: &SecretIdentity, body: &[u8]) -> (Vec<u8>, LogEntry) {
+        self.seal_on(&self.state, author, body).unwrap()
+    }
+
+    fn seal_on(
+        &self,
+        state: &VaultState,
+        author: &SecretIdentity,
+        body: &[u8],
+    ) -> vault_core::Result<(Vec<u8>, LogEntry)> {
+        let mut kr = Keyring::new(author, now());
+        let mut ct = Vec::new();
+        let info = RecordInfo {
+            content_type: "text/plain".into(),
+            title: "result".into(),
+            created_at: now(),
+            effective_at: None,
+        };
+        let (_, e) = state.put_record(
+            author,
+            &mut kr,
+            &self.labs,
+            None,
+            &info,
+            body,
+            body.len() as u64,
+            &mut ct,
+            now(),
+        )?;
+        Ok((ct, e))
+    }
+
+    fn blob_path(&self, ct: &[u8]) -> String {
+        format!(
+            "/v1/vaults/{}/blobs/{}",
+            self.vault,
+            hex::encode(body_digest(ct))
+        )
+    }
+
+    fn put_chunk(
+        &self,
+        who: &SecretIdentity,
+        ct: &[u8],
+        offset: usize,
+        chunk: &[u8],
+    ) -> Request<Body> {
+        let pq = self.blob_path(ct);
+        let auth = RequestAuth::sign(who, "PUT", &pq, now(), body_digest(chunk)).unwrap();
+        let mut req = build(
+            &auth,
+            "PUT",
+            &pq,
+            Payload::Raw("application/octet-stream", chunk.to_vec()),
+        );
+        let h = req.headers_mut();
+        h.insert("upload-length", ct.len().to_string().parse().unwrap());
+        h.insert("upload-offset", offset.to_string().parse().unwrap());
+        req
+    }
+
+    async fn upload(&self, who: &SecretIdentity, ct: &[u8]) {
+        let (s, v) = self.t.json(self.put_chunk(who, ct, 0, ct)).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+
+    async fn put_record(&mut self, who: &SecretIdentity, body: &[u8]) -> Vec<u8> {
+        let (ct, e) = self.seal(who, body);
+        self.upload(who, &ct).await;
+        self.append(who, &[&e]).await;
+        ct
+    }
+}
+
+#[tokio::test]
+async fn health_metrics_and_openapi_are_served() {
+    let t = T::new();
+    let (s, v) = t
+        .json(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!((s, v), (StatusCode::OK, json!({"status": "ok"})));
+    let (s, v) = t
+        .json(
+            Request::get("/v1/openapi.json")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(v.is_object());
+    let (s, _, body) = t
+        .call(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.contains("relay_requests_total"), "{text}");
+    assert!(text.contains("relay_group_commit_batch_size"), "{text}");
+    t.refused(
+        Request::get("/nowhere").body(Body::empty()).unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    t.refused(
+        Request::delete("/healthz").body(Body::empty()).unwrap(),
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn identities_publish_and_look_up() {
+    let t = T::new();
+    let alice = ident(2, "Dr Alice", Role::Clinician);
+    let bob = ident(3, "Dr Bob", Role::Clinician);
+    let body = json_payload(json!({ "identity": alice.public().to_text() }));
+    let (s, v) = t
+        .json(signed(&alice, "PUT", "/v1/identities", body.clone()))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["fingerprint"], alice.fingerprint().to_hex());
+    let (s, _) = t
+        .json(signed(&alice, "PUT", "/v1/identities", body.clone()))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    // Bob cannot publish Alice's document, nor his own signed by Alice.
+    t.refused(
+        signed(&bob, "PUT", "/v1/identities", body.clone()),
+        StatusCode::UNAUTHORIZED,
+        "bad_signature",
+    )
+    .await;
+    let bobs = json_payload(json!({ "identity": bob.public().to_text() }));
+    t.refused(
+        signed(&alice, "PUT", "/v1/identities", bobs),
+        StatusCode::UNAUTHORIZED,
+        "bad_signature",
+    )
+    .await;
+    // Garbage documents and bodies.
+    t.refused(
+        signed(
+            &bob,
+            "PUT",
+            "/v1/identities",
+            json_payload(json!({ "identity": "vault-identity:v1:AAAA" })),
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_identity",
+    )
+    .await;
+    t.refused(
+        signed(
+            &bob,
+            "PUT",
+            "/v1/identities",
+            Payload::Json(b"{\"identity\":".to_vec()),
+        ),
+        StatusCode::BAD_REQUEST,
+        "bad_json",
+    )
+    .await;
+
+    let pq = format!("/v1/identities/{}", alice.fingerprint().to_hex());
+    let (s, v) = t.json(signed(&alice, "GET", &pq, Payload::None)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["identity"], alice.public().to_text());
+    // Bob was never published: he cannot even look things up.
+    t.refused(
+        signed(&bob, "GET", &pq, Payload::None),
+        StatusCode::UNAUTHORIZED,
+        "unknown_identity",
+    )
+    .await;
+    let missing = format!("/v1/identities/{}", bob.fingerprint().to_hex());
+    t.refused(
+        signed(&alice, "GET", &missing, Payload::None),
+        StatusCode::NOT_FOUND,
+        "identity_not_found",
+    )
+    .await;
+    t.refused(
+        signed(&alice, "GET", "/v1/identities/zz", Payload::None),
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn every_authentication_failure_is_refused() {
+    let t = T::new();
+    let alice = ident(2, "Dr Alice", Role::Clinician);
+    t.publish(&alice).await;
+
+    // No headers at all; one header missing.
+    t.refused(
+        Request::get("/v1/inbox").body(Body::empty()).unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "missing_auth",
+    )
+    .await;
+    let mut req = signed(&alice, "GET", "/v1/inbox", Payload::None);
+    req.headers_mut().remove("x-vault-nonce");
+    t.refused(req, StatusCode::UNAUTHORIZED, "missing_auth")
+        .await;
+
+    // A signature for another path, method or query.
+    let auth = RequestAuth::sign(&alice, "GET", "/v1/inbox?x=1", now(), body_digest(b"")).unwrap();
+    t.refused(
+        build(&auth, "GET", "/v1/inbox", Payload::None),
+        StatusCode::UNAUTHORIZED,
+        "bad_signature",
+    )
+    .await;
+    let auth = RequestAuth::sign(&alice, "POST", "/v1/inbox", now(), body_digest(b"")).unwrap();
+    t.refused(
+        build(&auth, "GET", "/v1/inbox", Payload::None),
+        StatusCode::UNAUTHORIZED,
+        "bad_signature",
+    )
+    .await;
+    // A flipped signature bit.
+    let mut req = signed(&alice, "GET", "/v1/inbox", Payload::None);
+    let sig = req.headers()["x-vault-signature"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let flipped = format!(
+        "{}{}",
+        if sig.starts_with('0') { "1" } else { "0" },
+        &sig[1..]
+    );
+    req.headers_mut()
+        .insert("x-vault-signature", flipped.parse().unwrap());
+    t.refused(req, StatusCode::UNAUTHORIZED, "bad_signature")
+        .await;
+
+    // Stale and future timestamps.
+    let v = t
+        .refused(
+            signed_at(&alice, now() - 3600, "GET", "/v1/inbox", Payload::None),
+            StatusCode::UNAUTHORIZED,
+            "stale_timestamp",
+        )
+        .await;
+    assert!(v["server_time"].as_u64().unwrap().abs_diff(now()) < 5);
+    t.refused(
+        signed_at(&alice, now() + 3600, "GET", "/v1/inbox", Payload::None),
+        StatusCode::UNAUTHORIZED,
+        "stale_timestamp",
+    )
+    .await;
+
+    // The same request twice: the second is a replay.
+    let auth = RequestAuth::sign(&alice, "GET", "/v1/inbox", now(), body_digest(b"")).unwrap();
+    let (s, _) = t
+        .json(build(&auth, "GET", "/v1/inbox", Payload::None))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    t.refused(
+        build(&auth, "GET", "/v1/inbox", Payload::None),
+        StatusCode::UNAUTHORIZED,
+        "replayed_nonce",
+    )
+    .await;
+
+    // A GET that signs a non-empty body digest.
+    let auth = RequestAuth::sign(&alice, "GET", "/v1/inbox", now(), body_digest(b"x")).unwrap();
+    t.refused(
+        build(&auth, "GET", "/v1/inbox", Payload::None),
+        StatusCode::BAD_REQUEST,
+        "body_digest_mismatch",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_rate_limit_answers_429() {
+    let t = T::with(|c| {
+        c.rate = 1;
+        c.burst = 3;
+    });
+    let alice = ident(2, "Dr Alice", Role::Clinician);
+    t.publish(&alice).await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let (s, h, _) = t
+            .call(signed(&alice, "GET", "/v1/inbox", Payload::None))
+            .await;
+        if s == StatusCode::TOO_MANY_REQUESTS {
+            assert!(h.contains_key("retry-after"));
+        }
+        statuses.push(s);
+    }
+    assert_eq!(statuses[0], StatusCode::OK);
+    assert_eq!(statuses[5], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+}
+
+#[tokio::test]
+async fn creating_a_vault() {
+    let t = T::new();
+    let patient = ident(1, "Pat Patient", Role::Patient);
+    let alice = ident(2, "Dr Alice", Role::Clinician);
+    t.publish(&patient).await;
+    t.publish(&alice).await;
+    let (_, genesis) = VaultState::create(&patient, now()).unwrap();
+    let body = json!({ "genesis": b64(genesis.to_bytes()) });
+    let vault = genesis.vault().to_hex();
+
+    // Bad input first: nothing may be created by any of it.
+    t.refused(
+        signed(&alice, "POST", "/v1/vaults", json_payload(body.clone())),
+        StatusCode::FORBIDDEN,
+        "not_author",
+    )
+    .await;
+    let raw = serde_json::to_vec(&body).unwrap();
+    t.refused(
+        signed(
+            &patient,
+            "POST",
+            "/v1/vaults",
+            Payload::Raw("text/plain", raw.clone()),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    t.refused(
+        signed(
+            &patient,
+            "POST",
+            "/v1/vaults",
+            json_payload(json!({ "genesis": "***" })),
+        ),
+        StatusCode::BAD_REQUEST,
+        "bad_json",
+    )
+    .await;
+    t.refused(
+        signed(
+            &patient,
+            "POST",
+            "/v1/vaults",
+            json_payload(json!({ "genesis": b64(b"nonsense") })),
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_entry",
+    )
+    .await;
+    t.refused(
+        signed(
+            &patient,
+            "POST",
+            "/v1/vaults",
+            json_payload(json!({ "genesis": b64(genesis.to_bytes()), "x": 1 })),
+        ),
+        StatusCode::BAD_REQUEST,
+        "bad_json",
+    )
+    .await;
+    // The body differs from the one signed.
+    let auth =
+        RequestAuth::sign(&patient, "POST", "/v1/vaults", now(), body_digest(b"{}")).unwrap();
+    t.refused(
+        build(&auth, "POST", "/v1/vaults", Payload::Json(raw.clone())),
+        StatusCode::BAD_REQUEST,
+        "body_digest_mismatch",
+    )
+    .await;
+    // A genesis dated far from now.
+    let (_, old) = VaultState::create(&patient, now() - 86_400).unwrap();
+    t.refused(
+        signed(
+            &patient,
+            "POST",
+            "/v1/vaults",
+            json_payload(json!({ "genesis": b64(old.to_bytes()) })),
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "entry_time_out_of_range",
+    )
+    .await;
+    t.refused(
+        signed(
+            &patient,
+            "GET",
+            &format!("/v1/vaults/{vault}/head"),
+            Payload::None,
+        ),
+        StatusCode::NOT_FOUND,
+        "vault_not_found",
+    )
+    .await;
+
+    let (s, v) = t
+        .json(signed(
+            &patient,
+            "POST",
+            "/v1/vaults",
+            json_payload(body.clone()),
+        ))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["vault"], vault);
+    assert_eq!(v["head"]["seq"], 0);
+    // Retrying the same creation is harmless.
+    let (s, _) = t
+        .json(signed(&patient, "POST", "/v1/vaults", json_payload(body)))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(t.head(&patient, &vault).await["seq"], 0);
+}
+
+#[tokio::test]
+async fn oversized_json_is_refused() {
+    let t = T::with(|c| c.max_json = 4096);
+    let patient = ident(1, "Pat Patient", Role::Patient);
+    t.publish(&patient).await;
+    let big = json_payload(json!({ "genesis": "A".repeat(10_000) }));
+    t.refused(
+        signed(&patient, "POST", "/v1/vaults", big),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn appends_are_compare_and_swap_and_verified() {
+    let mut w = World::new().await;
+    let before = w.t.head(&w.patient, &w.vault).await;
+    assert_eq!(before["seq"], 1);
+
+    // A stale prev: 409 with the relay's head.
+    let (_, e) = w
+        .state
+        .create_collection(&w.patient, "meds", now())
+        .unwrap();
+    let mut stale = w.state.clone();
+    let (_, genesis_only) = VaultState::create(&w.patient, now()).unwrap();
+    let _ = genesis_only;
+    let mut body = json!({
+        "prev": { "seq": 0, "hash": hex::encode([0u8; 32]) },
+        "entries": [b64(e.to_bytes())],
+    });
+    let pq = format!("/v1/vaults/{}/log", w.vault);
+    let v =
+        w.t.refused(
+            signed(&w.patient, "POST", &pq, json_payload(body.clone())),
+            StatusCode::CONFLICT,
+            "head_moved",
+        )
+        .await;
+    assert_eq!(v["head"], before);
+
+    // An entry whose signature was tampered with.
+    let mut forged = e.to_bytes().to_vec();
+    let n = forged.len();
+    forged[n - 1] ^= 1;
+    body["prev"] = head_json(&w.state);
+    body["entries"] = json!([b64(&forged)]);
+    let v =
+        w.t.refused(
+            signed(&w.patient, "POST", &pq, json_payload(body.clone())),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_entry",
+        )
+        .await;
+    assert!(v["detail"].is_string());
+
+    // An entry written by someone else than the signer.
+    w.t.refused(
+        append_req(&w.alice, &w.state, &[&e]),
+        StatusCode::FORBIDDEN,
+        "not_author",
+    )
+    .await;
+    // Empty and oversized batches.
+    body["entries"] = json!([]);
+    w.t.refused(
+        signed(&w.patient, "POST", &pq, json_payload(body.clone())),
+        StatusCode::BAD_REQUEST,
+        "bad_json",
+    )
+    .await;
+    body["entries"] = json!(vec![b64(e.to_bytes()); 257]);
+    w.t.refused(
+        signed(&w.patient, "POST", &pq, json_payload(body)),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+    )
+    .await;
+    // Unknown vault.
+    let other = vault_core::VaultId::random().to_hex();
+    w.t.refused(
+        signed(
+            &w.patient,
+            "POST",
+            &format!("/v1/vaults/{other}/log"),
+            json_payload(json!({
+                "prev": head_json(&w.state), "entries": [b64(e.to_bytes())]
+            })),
+        ),
+        StatusCode::NOT_FOUND,
+        "vault_not_found",
+    )
+    .await;
+    assert_eq!(
+        w.t.head(&w.patient, &w.vault).await,
+        before,
+        "refused appends changed nothing"
+    );
+
+    // The real append, then the same entry again on the old head.
+    w.append(&w.patient.clone(), &[&e]).await;
+    stale.apply(&e).unwrap();
+    let (s, _) = w.t.json(append_req(&w.patient, &stale, &[&e])).await;
+    assert_eq!(
+        s,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a duplicate on the new head is invalid"
+    );
+    assert_eq!(w.t.head(&w.patient, &w.vault).await["seq"], 2);
+
+    // A batch whose second entry is bad is refused whole, and the relay's
+    // state is intact afterwards (a good append still works).
+    let (_, c1) = w.state.create_collection(&w.patient, "a", now()).unwrap();
+    let mut next = w.state.clone();
+    next.apply(&c1).unwrap();
+    let (_, c2) = next.create_collection(&w.patient, "b", now()).unwrap();
+    let mut bad = c2.to_bytes().to_vec();
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    let body = json!({ "prev": head_json(&w.state), "entries": [b64(c1.to_bytes()), b64(&bad)] });
+    let v =
+        w.t.refused(
+            signed(&w.patient, "POST", &pq, json_payload(body)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_entry",
+        )
+        .await;
+    assert_eq!(v["index"], 1);
+    assert_eq!(w.t.head(&w.patient, &w.vault).await["seq"], 2);
+    w.append(&w.patient.clone(), &[&c1, &c2]).await;
+    assert_eq!(w.t.head(&w.patient, &w.vault).await["seq"], 4);
+}
+
+#[tokio::test]
+async fn entry_times_must_be_near_the_relay_clock() {
+    let mut w = World::new().await;
+    let (_, late) = w
+        .state
+        .create_collection(&w.patient, "x", now() + 3600)
+        .unwrap();
+    w.t.refused(
+        append_req(&w.patient, &w.state, &[&late]),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "entry_time_out_of_range",
+    )
+    .await;
+    let (_, ok) = w.state.create_collection(&w.patient, "x", now()).unwrap();
+    w.append(&w.patient.clone(), &[&ok]).await;
+}
+
+#[tokio::test]
+async fn membership_decides_who_reads_and_writes() {
+    let mut w = World::new().await;
+    let pq_log = format!("/v1/vaults/{}/log", w.vault);
+
+    // Not a member: no log, no head, no blobs, no appends.
+    w.t.refused(
+        signed(&w.alice, "GET", &pq_log, Payload::None),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    let ct = w.put_record(&w.patient.clone(), b"potassium 4.1").await;
+    w.t.refused(
+        signed(&w.alice, "GET", &w.blob_path(&ct), Payload::None),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    let (ct2, e) = w.seal(&w.patient, b"sodium 140");
+    w.t.refused(
+        w.put_chunk(&w.alice, &ct2, 0, &ct2),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    let _ = e;
+
+    // Read-only member: reads everything in the collection, cannot write.
+    w.share(&w.alice.clone(), Permission::Read).await;
+    let (s, v) =
+        w.t.json(signed(&w.alice, "GET", &pq_log, Payload::None))
+            .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["entries"].as_array().unwrap().len(), 4);
+    let (s, _, body) =
+        w.t.call(signed(&w.alice, "GET", &w.blob_path(&ct), Payload::None))
+            .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body, ct);
+    let before = w.t.head(&w.patient, &w.vault).await;
+    // Alice cannot even seal locally; forge her an entry on a private copy
+    // of the log where she had write access, and offer it to the relay.
+    assert!(w.seal_on(&w.state, &w.alice, b"x").is_err());
+    let mut private = w.state.clone();
+    let mut kr = Keyring::new(&w.patient, now());
+    let upgrade = private
+        .share_collection(
+            &w.patient,
+            &mut kr,
+            &w.labs,
+            w.alice.public(),
+            Permission::ReadWrite,
+            None,
+            now(),
+        )
+        .unwrap();
+    private.apply(&upgrade).unwrap();
+    let (ct_private, e) = w.seal_on(&private, &w.alice, b"alice's note").unwrap();
+    w.t.refused(
+        w.put_chunk(&w.alice, &ct_private, 0, &ct_private),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    w.t.refused(
+        append_req(&w.alice, &w.state, &[&e]),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    assert_eq!(w.t.head(&w.patient, &w.vault).await, before);
+
+    // Read-write member: writes results back.
+    w.share(&w.bob.clone(), Permission::ReadWrite).await;
+    let ct_bob = w.put_record(&w.bob.clone(), b"bob's result").await;
+    let (s, _, body) =
+        w.t.call(signed(
+            &w.alice,
+            "GET",
+            &w.blob_path(&ct_bob),
+            Payload::None,
+        ))
+        .await;
+    assert_eq!((s, body), (StatusCode::OK, ct_bob.clone()));
+
+    // The inbox lists the grants.
+    let (s, v) =
+        w.t.json(signed(&w.alice, "GET", "/v1/inbox", Payload::None))
+            .await;
+    assert_eq!(s, StatusCode::OK);
+    let vaults = v["vaults"].as_array().unwrap();
+    assert_eq!(vaults.len(), 1);
+    assert_eq!(vaults[0]["vault"], w.vault);
+    assert_eq!(vaults[0]["is_owner"], false);
+    assert_eq!(vaults[0]["collections"][0]["permission"], "read");
+    assert_eq!(vaults[0]["collections"][0]["collection"], w.labs.to_hex());
+
+    // Revoking Alice: the relay stops serving her at once.
+    let mut kr = Keyring::new(&w.patient, now());
+    let e = w
+        .state
+        .revoke(
+            &w.patient,
+            &mut kr,
+            &w.labs,
+            &[w.alice.fingerprint()],
+            now(),
+        )
+        .unwrap();
+    w.append(&w.patient.clone(), &[&e]).await;
+    w.t.refused(
+        signed(&w.alice, "GET", &pq_log, Payload::None),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    w.t.refused(
+        signed(&w.alice, "GET", &w.blob_path(&ct), Payload::None),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    let (_, v) =
+        w.t.json(signed(&w.alice, "GET", "/v1/inbox", Payload::None))
+            .await;
+    assert_eq!(v["vaults"], json!([]));
+    // Bob, still a member, still reads.
+    let (s, _, _) =
+        w.t.call(signed(&w.bob, "GET", &w.blob_path(&ct), Payload::None))
+            .await;
+    assert_eq!(s, StatusCode::OK);
+    // The owner's inbox lists the vault as owned.
+    let (_, v) =
+        w.t.json(signed(&w.patient, "GET", "/v1/inbox", Payload::None))
+            .await;
+    assert_eq!(v["vaults"][0]["is_owner"], true);
+}
+
+#[tokio::test]
+async fn record_puts_need_their_blob_first() {
+    let mut w = World::new().await;
+    let (ct, e) = w.seal(&w.patient, b"glucose 5.2");
+    let before = w.t.head(&w.patient, &w.vault).await;
+    w.t.refused(
+        append_req(&w.patient, &w.state, &[&e]),
+        StatusCode::CONFLICT,
+        "blob_missing",
+    )
+    .await;
+    assert_eq!(w.t.head(&w.patient, &w.vault).await, before);
+    w.upload(&w.patient, &ct).await;
+    w.append(&w.patient.clone(), &[&e]).await;
+}
+
+#[tokio::test]
+async fn log_pages() {
+    let mut w = World::new().await;
+    for i in 0..5 {
+        let (_, e) = w
+            .state
+            .create_collection(&w.patient, &format!("c{i}"), now())
+            .unwrap();
+        w.append(&w.patient.clone(), &[&e]).await;
+    }
+    let pq = format!("/v1/vaults/{}/log?since=2&limit=3", w.vault);
+    let (s, v) =
+        w.t.json(signed(&w.patient, "GET", &pq, Payload::None))
+            .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let entries: Vec<LogEntry> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            use base64::Engine;
+            let b = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(e.as_str().unwrap())
+                .unwrap();
+            LogEntry::from_bytes(&b).unwrap()
+        })
+        .collect();
+    assert_eq!(
+        entries.iter().map(LogEntry::seq).collect::<Vec<_>>(),
+        vec![2, 3, 4]
+    );
+    assert_eq!(v["head"]["seq"], 6);
+    w.t.refused(
+        signed(
+            &w.patient,
+            "GET",
+            &format!("/v1/vaults/{}/log?since=x", w.vault),
+            Payload::None,
+        ),
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn blob_uploads_resume_and_are_checked() {
+    let w = World::new().await;
+    let (ct, _) = w.seal(&w.patient, &vec![7u8; 200_000]);
+    let status = |w: &World, ct: &[u8]| {
+        signed(
+            &w.patient,
+            "GET",
+            &format!("{}/upload", w.blob_path(ct)),
+            Payload::None,
+        )
+    };
+    let half = ct.len() / 2;
+
+    // A chunk whose bytes differ from the signed digest is discarded.
+    let pq = w.blob_path(&ct);
+    let auth = RequestAuth::sign(&w.patient, "PUT", &pq, now(), body_digest(b"other")).unwrap();
+    let mut req = build(
+        &auth,
+        "PUT",
+        &pq,
+        Payload::Raw("application/octet-stream", ct[..half].to_vec()),
+    );
+    req.headers_mut()
+        .insert("upload-length", ct.len().to_string().parse().unwrap());
+    w.t.refused(req, StatusCode::BAD_REQUEST, "body_digest_mismatch")
+        .await;
+    let (_, v) = w.t.json(status(&w, &ct)).await;
+    assert_eq!(v, json!({"stored": false, "offset": 0}));
+
+    // Missing length, wrong content type, chunk overrunning the blob.
+    let mut req = w.put_chunk(&w.patient, &ct, 0, &ct[..half]);
+    req.headers_mut().remove("upload-length");
+    w.t.refused(req, StatusCode::BAD_REQUEST, "malformed_request")
+        .await;
+    let mut req = w.put_chunk(&w.patient, &ct, 0, &ct[..half]);
+    req.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    w.t.refused(
+        req,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    let mut req = w.put_chunk(&w.patient, &ct, 0, &ct);
+    req.headers_mut()
+        .insert("upload-length", "10".parse().unwrap());
+    w.t.refused(req, StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+        .await;
+
+    // First half, then a chunk at the wrong offset, then the rest.
+    let (s, v) = w.t.json(w.put_chunk(&w.patient, &ct, 0, &ct[..half])).await;
+    assert_eq!(
+        (s, v),
+        (
+            StatusCode::ACCEPTED,
+            json!({"stored": false, "offset": half})
+        )
+    );
+    let v =
+        w.t.refused(
+            w.put_chunk(&w.patient, &ct, 0, &ct[..half]),
+            StatusCode::CONFLICT,
+            "upload_offset_mismatch",
+        )
+        .await;
+    assert_eq!(v["offset"], half);
+    let (_, v) = w.t.json(status(&w, &ct)).await;
+    assert_eq!(v, json!({"stored": false, "offset": half}));
+    let (s, v) =
+        w.t.json(w.put_chunk(&w.patient, &ct, half, &ct[half..]))
+            .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (_, v) = w.t.json(status(&w, &ct)).await;
+    assert_eq!(v, json!({"stored": true, "offset": ct.len()}));
+    // Uploading again is a no-op.
+    let (s, _) = w.t.json(w.put_chunk(&w.patient, &ct, 0, &ct)).await;
+    assert_eq!(s, StatusCode::OK);
+
+    // Whole and ranged reads (the uploader may read before any entry names it).
+    let (s, h, body) =
+        w.t.call(signed(&w.patient, "GET", &pq, Payload::None))
+            .await;
+    assert_eq!((s, body.len()), (StatusCode::OK, ct.len()));
+    assert_eq!(body, ct);
+    assert_eq!(h["content-type"], "application/octet-stream");
+    let mut req = signed(&w.patient, "GET", &pq, Payload::None);
+    req.headers_mut()
+        .insert("range", "bytes=100-".parse().unwrap());
+    let (s, h, body) = w.t.call(req).await;
+    assert_eq!(s, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(body, ct[100..]);
+    assert_eq!(
+        h["content-range"],
+        format!("bytes 100-{}/{}", ct.len() - 1, ct.len())
+    );
+    let mut req = signed(&w.patient, "GET", &pq, Payload::None);
+    req.headers_mut()
+        .insert("range", format!("bytes={}-", ct.len()).parse().unwrap());
+    w.t.refused(
+        req,
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "range_not_satisfiable",
+    )
+    .await;
+    let missing = format!("/v1/vaults/{}/blobs/{}", w.vault, hex::encode([9u8; 32]));
+    w.t.refused(
+        signed(&w.patient, "GET", &missing, Payload::None),
+        StatusCode::NOT_FOUND,
+        "blob_not_found",
+    )
+    .await;
+    w.t.refused(
+        signed(
+            &w.patient,
+            "GET",
+            &format!("/v1/vaults/{}/blobs/xyz", w.vault),
+            Payload::None,
+        ),
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_blob_that_does_not_hash_to_its_address_is_discarded() {
+    let w = World::new().await;
+    let (ct, _) = w.seal(&w.patient, b"hello");
+    let mut wrong = ct.clone();
+    wrong[0] ^= 1;
+    // Upload `wrong` under `ct`'s address: every chunk digest is right, the
+    // whole is not.
+    let pq = w.blob_path(&ct);
+    let auth = RequestAuth::sign(&w.patient, "PUT", &pq, now(), body_digest(&wrong)).unwrap();
+    let mut req = build(
+        &auth,
+        "PUT",
+        &pq,
+        Payload::Raw("application/octet-stream", wrong.clone()),
+    );
+    req.headers_mut()
+        .insert("upload-length", wrong.len().to_string().parse().unwrap());
+    w.t.refused(req, StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch")
+        .await;
+    let (_, v) =
+        w.t.json(signed(
+            &w.patient,
+            "GET",
+            &format!("{pq}/upload"),
+            Payload::None,
+        ))
+        .await;
+    assert_eq!(v, json!({"stored": false, "offset": 0}));
+    w.t.refused(
+        signed(&w.patient, "GET", &pq, Payload::None),
+        StatusCode::NOT_FOUND,
+        "blob_not_found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn quotas_and_size_limits() {
+    let w = World::on(T::with(|c| {
+        c.quota = 100_000;
+        c.max_chunk = 64 * 1024;
+        c.max_blob = 150_000;
+    }))
+    .await;
+    let (ct, _) = w.seal(&w.patient, &vec![1u8; 120_000]);
+    // Over the quota (the blob is larger than what is left).
+    w.t.refused(
+        w.put_chunk(&w.patient, &ct, 0, &ct[..1000]),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "quota_exceeded",
+    )
+    .await;
+    let (big, _) = w.seal(&w.patient, &vec![1u8; 200_000]);
+    w.t.refused(
+        w.put_chunk(&w.patient, &big, 0, &big[..1000]),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+    )
+    .await;
+    let (small, _) = w.seal(&w.patient, &vec![1u8; 70_000]);
+    // A chunk over max_chunk.
+    w.t.refused(
+        w.put_chunk(&w.patient, &small, 0, &small),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+    )
+    .await;
+    let (_, v) =
+        w.t.json(signed(
+            &w.patient,
+            "GET",
+            &format!("{}/upload", w.blob_path(&small)),
+            Payload::None,
+        ))
+        .await;
+    assert_eq!(v["offset"], 0);
+}
