@@ -1246,3 +1246,53 @@ async fn quotas_and_size_limits() {
         .await;
     assert_eq!(v["offset"], 0);
 }
+
+#[tokio::test]
+async fn online_backup_restores_every_log_and_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data2 = data.clone();
+    let mut w = World::on(T::with(move |c| c.data_dir = data2)).await;
+    let patient = w.patient.clone();
+    let ct = w.put_record(&patient, b"haemoglobin 140").await;
+    let head = w.t.head(&w.patient, &w.vault).await;
+
+    // Backup while the relay is open.
+    let out = dir.path().join("relay.backup");
+    let sum = relay_server::backup::backup(&data, &out).unwrap();
+    assert_eq!((sum.vaults, sum.blobs), (1, 1));
+    assert!(
+        relay_server::backup::backup(&data, &out).is_err(),
+        "never overwrites"
+    );
+    // The backup holds no plaintext.
+    let raw = std::fs::read(&out).unwrap();
+    assert!(!raw.windows(11).any(|w| w == b"haemoglobin"));
+
+    // Restore refuses a non-empty target, then restores into a new one.
+    assert!(relay_server::backup::restore(&out, &data).is_err());
+    let restored = dir.path().join("restored");
+    let sum2 = relay_server::backup::restore(&out, &restored).unwrap();
+    assert_eq!(sum, sum2);
+    let t2 = T::with(|c| c.data_dir = restored.clone());
+    t2.publish(&w.patient).await;
+    assert_eq!(t2.head(&w.patient, &w.vault).await, head);
+    let (s, _, body) = t2
+        .call(signed(&w.patient, "GET", &w.blob_path(&ct), Payload::None))
+        .await;
+    assert_eq!((s, body), (StatusCode::OK, ct.clone()));
+
+    // A backup whose blob was altered is refused and leaves no target.
+    let mut bad = raw.clone();
+    let at = raw
+        .windows(ct.len())
+        .position(|w| w == ct.as_slice())
+        .unwrap()
+        + 10;
+    bad[at] ^= 0xff;
+    let bad_path = dir.path().join("bad.backup");
+    std::fs::write(&bad_path, &bad).unwrap();
+    let target = dir.path().join("never");
+    assert!(relay_server::backup::restore(&bad_path, &target).is_err());
+    assert!(!target.exists());
+}
