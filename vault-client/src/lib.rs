@@ -1,2 +1,50 @@
 //! vault-client: the sync protocol over HTTP (`docs/relay-api.md`).
+//!
+//! - [`RelayClient`]: signed requests to one relay (identities, vault logs
+//!   with compare-and-swap appends, chunked resumable blob uploads,
+//!   resumable hash-checked downloads, the inbox), with retries
+//!   ([`RetryPolicy`]) and clock-skew correction. Works on native targets
+//!   (reqwest over hyper and rustls, tokio timers) and on
+//!   `wasm32-unknown-unknown` (the browser's `fetch`).
+//! - [`sync`]: a local [`vault_core::store::Store`] kept in step with a
+//!   relay: every entry and blob the relay delivers is verified by
+//!   vault-core before it is persisted or used.
+//!
+//! The relay is untrusted: every answer is parsed strictly with capped
+//! sizes, and nothing it says is believed until vault-core verified it.
+//!
+//! ```no_run
+//! # async fn demo(me: std::sync::Arc<vault_core::SecretIdentity>) -> vault_client::Result<()> {
+//! use vault_client::{sync, RelayClient};
+//! use vault_core::store::MemoryStore;
+//!
+//! let client = RelayClient::new("https://relay.example", me.clone())?;
+//! client.publish_identity().await?;
+//! let (_, genesis) = vault_core::VaultState::create(&me, client.now())?;
+//! let mut store = MemoryStore::new();
+//! let state = sync::create_vault(&mut store, &client, &genesis).await?;
+//! let state = sync::push_with_retry(&mut store, &client, &state.vault(), |state| {
+//!     let (_, entry) = state.create_collection(&me, "Lab results", client.now())?;
+//!     Ok(vec![entry])
+//! })
+//! .await?;
+//! # let _ = state;
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
+
+mod blob;
+mod client;
+mod error;
+mod platform;
+mod retry;
+pub mod sync;
+mod wire;
+
+pub use client::{
+    RelayClient, DEFAULT_CHUNK_SIZE, MAX_APPEND_ENTRIES, MAX_CHUNK_SIZE, MAX_LOG_PAGE,
+};
+pub use error::{ClientError, Result};
+pub use retry::RetryPolicy;
+pub use wire::{Head, InboxCollection, InboxVault, UploadStatus};

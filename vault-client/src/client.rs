@@ -1,0 +1,775 @@
+//! [`RelayClient`]: signed requests to one relay, with retries, clock-skew
+//! correction, and strict parsing of every answer.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Method, Response, StatusCode};
+use url::Url;
+use vault_core::request::{body_digest, RequestAuth};
+use vault_core::{Fingerprint, LogEntry, PublicIdentity, SecretIdentity, VaultId};
+
+use crate::error::{ClientError, ErrorBody, Result};
+use crate::platform;
+use crate::retry::{is_transient_status, is_transient_transport, parse_retry_after, RetryPolicy};
+use crate::wire::{self, Head, InboxVault};
+
+/// The most entries one log page may ask for (the relay's maximum).
+pub const MAX_LOG_PAGE: u32 = 1000;
+/// The most entries one append may carry (the relay's maximum).
+pub const MAX_APPEND_ENTRIES: usize = 256;
+/// The default blob upload chunk: 8 MiB.
+pub const DEFAULT_CHUNK_SIZE: usize = 8 * 1024 * 1024;
+/// The largest upload chunk this client sends (the relay's default
+/// `max_chunk`).
+pub const MAX_CHUNK_SIZE: usize = 64 * 1024 * 1024;
+
+/// The largest log page answer buffered.
+pub(crate) const MAX_LOG_ANSWER: u64 = 64 * 1024 * 1024;
+/// The largest inbox answer buffered.
+const MAX_INBOX_ANSWER: u64 = 16 * 1024 * 1024;
+/// The largest answer buffered for the other JSON routes.
+pub(crate) const MAX_SMALL_ANSWER: u64 = 1024 * 1024;
+/// The largest error body read.
+const MAX_ERROR_ANSWER: u64 = 64 * 1024;
+
+const JSON: &str = "application/json";
+pub(crate) const OCTETS: &str = "application/octet-stream";
+
+/// A client of one relay, signing every request as one identity.
+///
+/// Cloning is cheap (the identity, the HTTP connection pool and the clock
+/// offset are shared). Every request is signed with
+/// [`RequestAuth::sign`] over the method, the exact path and query of the
+/// request line, the relay-adjusted time and the body's SHA-256. Transient
+/// failures are retried according to the [`RetryPolicy`]; a
+/// `401 stale_timestamp` answer adjusts the clock offset from the relay's
+/// `server_time` and the request is retried once.
+///
+/// Everything the relay answers is untrusted: it is parsed strictly, sizes
+/// are capped, and log entries, identities and blobs are verified against
+/// what the caller asked for. Verifying a log against a vault's rules is
+/// [`crate::sync`]'s job (through vault-core).
+#[derive(Clone)]
+pub struct RelayClient {
+    base: Arc<Url>,
+    identity: Arc<SecretIdentity>,
+    http: reqwest::Client,
+    retry: RetryPolicy,
+    chunk_size: usize,
+    clock_offset: Arc<AtomicI64>,
+}
+
+impl std::fmt::Debug for RelayClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayClient")
+            .field("base", &self.base.as_str())
+            .field("identity", &self.identity.fingerprint())
+            .field("retry", &self.retry)
+            .field("chunk_size", &self.chunk_size)
+            .field("clock_offset", &self.clock_offset())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The body of a request.
+#[derive(Clone)]
+pub(crate) enum Body {
+    Empty,
+    Json(Bytes),
+    Octets(Bytes),
+}
+
+impl Body {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Body::Empty => &[],
+            Body::Json(b) | Body::Octets(b) => b,
+        }
+    }
+}
+
+/// One request, as many times as it is attempted (each attempt is signed
+/// afresh: new timestamp, new nonce).
+pub(crate) struct Req {
+    pub method: Method,
+    pub path: String,
+    pub body: Body,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// What the request is, for error messages.
+    pub what: &'static str,
+}
+
+impl Req {
+    pub fn new(method: Method, path: String, what: &'static str) -> Self {
+        Self {
+            method,
+            path,
+            body: Body::Empty,
+            headers: Vec::new(),
+            what,
+        }
+    }
+
+    fn json(mut self, value: &impl serde::Serialize) -> Result<Self> {
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| ClientError::Protocol(format!("could not encode the request: {e}")))?;
+        self.body = Body::Json(bytes.into());
+        Ok(self)
+    }
+}
+
+/// How an exchange wants the answer.
+#[derive(Clone, Copy)]
+pub(crate) enum Mode {
+    /// Read a successful answer whole, up to this many bytes.
+    Buffer(u64),
+    /// Hand a successful answer back unread, to be streamed.
+    Stream,
+}
+
+/// The final answer of an exchange, after retries.
+pub(crate) enum Answer {
+    /// A 2xx answer, read whole.
+    Body(StatusCode, Bytes),
+    /// A 2xx answer, unread.
+    Stream(Response),
+    /// A non-2xx answer (its body parsed as an error body).
+    Refused(u16, ErrorBody),
+}
+
+impl Answer {
+    /// The body of a successful answer; a refusal becomes
+    /// [`ClientError::Relay`].
+    fn ok_body(self) -> Result<(StatusCode, Bytes)> {
+        match self {
+            Answer::Body(s, b) => Ok((s, b)),
+            Answer::Refused(status, e) => Err(e.into_error(status)),
+            Answer::Stream(_) => Err(ClientError::Protocol(
+                "an unexpected streamed answer".into(),
+            )),
+        }
+    }
+}
+
+impl RelayClient {
+    /// A client of the relay at `base_url` (for example
+    /// `https://relay.example:8443`), signing as `identity`, with the
+    /// default [`RetryPolicy`] and an 8 MiB upload chunk.
+    ///
+    /// The relay must be served at the root of `base_url`: the signed path
+    /// is the path on the request line, `/v1/…`.
+    pub fn new(base_url: &str, identity: Arc<SecretIdentity>) -> Result<Self> {
+        Self::with_http_client(base_url, identity, default_http_client()?)
+    }
+
+    /// Like [`RelayClient::new`] with a caller-built `reqwest::Client`
+    /// (custom roots, proxies, timeouts). It should not follow redirects:
+    /// a redirected request's signature does not match its new path.
+    pub fn with_http_client(
+        base_url: &str,
+        identity: Arc<SecretIdentity>,
+        http: reqwest::Client,
+    ) -> Result<Self> {
+        let base = parse_base_url(base_url)?;
+        Ok(Self {
+            base: Arc::new(base),
+            identity,
+            http,
+            retry: RetryPolicy::default(),
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            clock_offset: Arc::new(AtomicI64::new(0)),
+        })
+    }
+
+    /// The same client with another retry policy.
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The same client with another blob upload chunk size (clamped to
+    /// 1 byte … 64 MiB; the relay refuses chunks over its `max_chunk`).
+    pub fn with_chunk_size(mut self, bytes: usize) -> Self {
+        self.chunk_size = bytes.clamp(1, MAX_CHUNK_SIZE);
+        self
+    }
+
+    /// The relay's base URL.
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    /// The identity requests are signed as.
+    pub fn identity(&self) -> &Arc<SecretIdentity> {
+        &self.identity
+    }
+
+    /// The retry policy.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// The blob upload chunk size, in bytes.
+    pub fn chunk_size(&self) -> usize {
+        self.chunk_size
+    }
+
+    /// Seconds added to the local clock to match the relay's (learned from
+    /// `stale_timestamp` answers; shared by clones).
+    pub fn clock_offset(&self) -> i64 {
+        self.clock_offset.load(Ordering::Relaxed)
+    }
+
+    /// Sets the clock offset (for example one persisted from an earlier
+    /// session).
+    pub fn set_clock_offset(&self, seconds: i64) {
+        self.clock_offset.store(seconds, Ordering::Relaxed);
+    }
+
+    /// The current time in Unix seconds by the relay's clock, as far as
+    /// this client knows it: use it for the time of new log entries, which
+    /// the relay refuses outside its skew window.
+    pub fn now(&self) -> u64 {
+        platform::unix_now().saturating_add_signed(self.clock_offset())
+    }
+
+    // ----- identities ---------------------------------------------------
+
+    /// Publishes the caller's identity document (`PUT /v1/identities`).
+    /// Returns `true` if the relay did not have it before, `false` if it
+    /// was already published.
+    pub async fn publish_identity(&self) -> Result<bool> {
+        let text = self.identity.public().to_text();
+        let req = Req::new(
+            Method::PUT,
+            "/v1/identities".into(),
+            "publishing the identity",
+        )
+        .json(&wire::PutIdentity { identity: &text })?;
+        let (status, body) = self
+            .exchange(&req, Mode::Buffer(MAX_SMALL_ANSWER))
+            .await?
+            .ok_body()?;
+        let answer: wire::FingerprintAnswer = wire::parse_json(&body, "identity answer")?;
+        let fp = Fingerprint::from_hex(&answer.fingerprint).map_err(|_| {
+            ClientError::Protocol(format!(
+                "identity answer: the fingerprint is not 64 hex digits: {}",
+                wire::shorten(&answer.fingerprint)
+            ))
+        })?;
+        if fp != self.identity.fingerprint() {
+            return Err(ClientError::Protocol(format!(
+                "the relay acknowledged publishing {fp}, not this identity ({})",
+                self.identity.fingerprint()
+            )));
+        }
+        Ok(status == StatusCode::CREATED)
+    }
+
+    /// Looks up a published identity (`GET /v1/identities/{fingerprint}`)
+    /// and checks that the document has exactly the fingerprint asked for
+    /// (so a relay cannot substitute a key). The directory is a convenience:
+    /// pin the fingerprint you verified, not what a relay says.
+    pub async fn lookup_identity(&self, fingerprint: &Fingerprint) -> Result<PublicIdentity> {
+        let req = Req::new(
+            Method::GET,
+            format!("/v1/identities/{}", fingerprint.to_hex()),
+            "looking up an identity",
+        );
+        let (_, body) = self
+            .exchange(&req, Mode::Buffer(MAX_SMALL_ANSWER))
+            .await?
+            .ok_body()?;
+        let answer: wire::IdentityAnswer = wire::parse_json(&body, "identity lookup answer")?;
+        let identity = PublicIdentity::from_text(&answer.identity)?;
+        if identity.fingerprint() != *fingerprint {
+            return Err(vault_core::Error::FingerprintMismatch {
+                expected: fingerprint.to_string(),
+                actual: identity.fingerprint(),
+            }
+            .into());
+        }
+        Ok(identity)
+    }
+
+    // ----- vaults and logs ----------------------------------------------
+
+    /// Creates a vault on the relay from its genesis entry
+    /// (`POST /v1/vaults`); succeeds too if exactly this genesis is already
+    /// stored. Returns the relay's head. Use [`crate::sync::create_vault`]
+    /// to also record the vault in the local store.
+    pub async fn create_vault(&self, genesis: &LogEntry) -> Result<Head> {
+        let req = Req::new(Method::POST, "/v1/vaults".into(), "creating a vault").json(
+            &wire::CreateVault {
+                genesis: wire::b64(genesis.to_bytes()),
+            },
+        )?;
+        let (_, body) = self
+            .exchange(&req, Mode::Buffer(MAX_SMALL_ANSWER))
+            .await?
+            .ok_body()?;
+        let answer: wire::VaultAnswer = wire::parse_json(&body, "vault creation answer")?;
+        let vault = VaultId::from_hex(&answer.vault).map_err(|_| {
+            ClientError::Protocol(format!(
+                "vault creation answer: the vault id is not 32 hex digits: {}",
+                wire::shorten(&answer.vault)
+            ))
+        })?;
+        if vault != genesis.vault() {
+            return Err(ClientError::Protocol(format!(
+                "the relay created vault {vault}, not {}",
+                genesis.vault()
+            )));
+        }
+        answer.head.parse()
+    }
+
+    /// The relay's head of a vault (`GET /v1/vaults/{vault}/head`). A
+    /// claim: [`crate::sync::pull`] checks it against the verified log.
+    pub async fn head(&self, vault: &VaultId) -> Result<Head> {
+        let req = Req::new(
+            Method::GET,
+            format!("/v1/vaults/{}/head", vault.to_hex()),
+            "reading the vault head",
+        );
+        let (_, body) = self
+            .exchange(&req, Mode::Buffer(MAX_SMALL_ANSWER))
+            .await?
+            .ok_body()?;
+        let answer: wire::HeadAnswer = wire::parse_json(&body, "head answer")?;
+        answer.head.parse()
+    }
+
+    /// One page of a vault's log (`GET /v1/vaults/{vault}/log`): the
+    /// relay's head and up to `limit` (1 to 1000) entries from sequence
+    /// number `since`, each parsed strictly. The entries are *not*
+    /// verified here: hand them to [`vault_core::store::accept_entries`]
+    /// (as [`crate::sync::pull`] does).
+    pub async fn fetch_log(
+        &self,
+        vault: &VaultId,
+        since: u64,
+        limit: u32,
+    ) -> Result<(Head, Vec<LogEntry>)> {
+        let limit = limit.clamp(1, MAX_LOG_PAGE);
+        let req = Req::new(
+            Method::GET,
+            format!(
+                "/v1/vaults/{}/log?since={since}&limit={limit}",
+                vault.to_hex()
+            ),
+            "reading the vault log",
+        );
+        let (_, body) = self
+            .exchange(&req, Mode::Buffer(MAX_LOG_ANSWER))
+            .await?
+            .ok_body()?;
+        let answer: wire::LogAnswer = wire::parse_json(&body, "log answer")?;
+        if answer.entries.len() > limit as usize {
+            return Err(ClientError::Protocol(format!(
+                "the relay sent {} log entries where at most {limit} were asked for",
+                answer.entries.len()
+            )));
+        }
+        let head = answer.head.parse()?;
+        let entries = answer
+            .entries
+            .iter()
+            .map(|e| wire::parse_entry(e))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((head, entries))
+    }
+
+    /// Appends entries (1 to 256, consecutive, the first following `prev`)
+    /// to a vault's log with compare-and-swap (`POST /v1/vaults/{vault}/log`).
+    /// Returns the new head. If the log moved on since `prev`, fails with
+    /// [`ClientError::HeadMoved`]: pull, rebuild and try again
+    /// ([`crate::sync::push_with_retry`]). If the relay refuses an entry's
+    /// time (`entry_time_out_of_range`), the clock offset is adjusted from
+    /// its `server_time` before the error is returned, so entries rebuilt
+    /// with [`RelayClient::now`] are accepted.
+    pub async fn append(&self, vault: &VaultId, prev: Head, entries: &[LogEntry]) -> Result<Head> {
+        let last = match entries.last() {
+            Some(last) if entries.len() <= MAX_APPEND_ENTRIES => last,
+            _ => {
+                return Err(vault_core::Error::InvalidInput(
+                    "an append carries 1 to 256 log entries",
+                )
+                .into())
+            }
+        };
+        let req = Req::new(
+            Method::POST,
+            format!("/v1/vaults/{}/log", vault.to_hex()),
+            "appending to the vault log",
+        )
+        .json(&wire::Append {
+            prev: prev.into(),
+            entries: entries.iter().map(|e| wire::b64(e.to_bytes())).collect(),
+        })?;
+        match self.exchange(&req, Mode::Buffer(MAX_SMALL_ANSWER)).await? {
+            Answer::Refused(422, e) if e.code.as_deref() == Some("entry_time_out_of_range") => {
+                // Learn the relay's clock, so entries rebuilt with
+                // `now()` fall inside its window.
+                if let Some(server_time) = e.server_time {
+                    self.adjust_clock(server_time);
+                }
+                Err(e.into_error(422))
+            }
+            Answer::Refused(409, e) if e.code.as_deref() == Some("head_moved") => match e.head {
+                Some(head) => Err(ClientError::HeadMoved { head }),
+                None => Err(ClientError::Protocol(
+                    "the relay refused the append with head_moved but sent no valid head".into(),
+                )),
+            },
+            answer => {
+                let (_, body) = answer.ok_body()?;
+                let answer: wire::HeadAnswer = wire::parse_json(&body, "append answer")?;
+                let head = answer.head.parse()?;
+                let expected = Head::of_entry(last);
+                if head != expected {
+                    return Err(ClientError::Protocol(format!(
+                        "the relay acknowledged the append with head {head:?}, not the last appended entry {expected:?}"
+                    )));
+                }
+                Ok(head)
+            }
+        }
+    }
+
+    /// The caller's inbox (`GET /v1/inbox`): every vault where it has
+    /// access, from the relay's index. Claims until verified: pull a vault
+    /// (after checking its owner's fingerprint) before trusting anything.
+    pub async fn inbox(&self) -> Result<Vec<InboxVault>> {
+        let req = Req::new(Method::GET, "/v1/inbox".into(), "reading the inbox");
+        let (_, body) = self
+            .exchange(&req, Mode::Buffer(MAX_INBOX_ANSWER))
+            .await?
+            .ok_body()?;
+        let answer: wire::InboxAnswer = wire::parse_json(&body, "inbox answer")?;
+        answer
+            .vaults
+            .into_iter()
+            .map(wire::RawInboxVault::parse)
+            .collect()
+    }
+
+    // ----- the exchange -------------------------------------------------
+
+    /// The URL of `path_and_query` on the relay; fails unless the request
+    /// line will carry exactly `path_and_query` (which is what is signed).
+    pub(crate) fn target(&self, path_and_query: &str) -> Result<Url> {
+        let url = self
+            .base
+            .join(path_and_query)
+            .map_err(|e| ClientError::Config(format!("bad request path {path_and_query}: {e}")))?;
+        let mut on_the_wire = url.path().to_owned();
+        if let Some(q) = url.query() {
+            on_the_wire.push('?');
+            on_the_wire.push_str(q);
+        }
+        if on_the_wire != path_and_query || url.origin() != self.base.origin() {
+            return Err(ClientError::Config(format!(
+                "the request path {path_and_query} would not be sent as signed"
+            )));
+        }
+        Ok(url)
+    }
+
+    /// Sends one attempt of `req`, signed now.
+    async fn send_once(&self, req: &Req) -> Result<Response> {
+        let url = self.target(&req.path)?;
+        let body = req.body.bytes();
+        let auth = RequestAuth::sign(
+            &self.identity,
+            req.method.as_str(),
+            &req.path,
+            self.now(),
+            body_digest(body),
+        )?;
+        let mut rb = self.http.request(req.method.clone(), url);
+        for (name, value) in auth.headers() {
+            rb = rb.header(name, value);
+        }
+        match &req.body {
+            Body::Empty => {}
+            Body::Json(b) => rb = rb.header(CONTENT_TYPE, JSON).body(b.clone()),
+            Body::Octets(b) => rb = rb.header(CONTENT_TYPE, OCTETS).body(b.clone()),
+        }
+        for (name, value) in &req.headers {
+            rb = rb.header(name.clone(), value.clone());
+        }
+        rb.send().await.map_err(ClientError::Transport)
+    }
+
+    /// Waits before retry `retry`.
+    async fn backoff(&self, req: &Req, retry: u32, retry_after: Option<Duration>, why: &str) {
+        let delay = self.retry.delay(retry, retry_after);
+        tracing::debug!(
+            what = req.what,
+            retry,
+            delay_ms = delay.as_millis() as u64,
+            why,
+            "retrying a relay request"
+        );
+        platform::sleep(delay).await;
+    }
+
+    /// Sends `req` until it gets a final answer: retries transient failures
+    /// with backoff, and a `stale_timestamp` refusal once after adjusting
+    /// the clock offset.
+    pub(crate) async fn exchange(&self, req: &Req, mode: Mode) -> Result<Answer> {
+        let attempts = self.retry.attempts();
+        let mut attempt = 0u32;
+        let mut clock_adjusted = false;
+        loop {
+            attempt = attempt.saturating_add(1);
+            let last = attempt >= attempts;
+            let resp = match self.send_once(req).await {
+                Ok(r) => r,
+                Err(ClientError::Transport(e)) if !last && is_transient_transport(&e) => {
+                    self.backoff(req, attempt, None, "connection failed").await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let status = resp.status();
+            if status.is_redirection() {
+                let to = resp
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(wire::shorten)
+                    .unwrap_or_default();
+                return Err(ClientError::Config(format!(
+                    "the relay redirected {} to {to:?}; configure the final relay address (signed requests cannot follow redirects)",
+                    req.what
+                )));
+            }
+            if status.is_success() {
+                if let Mode::Stream = mode {
+                    return Ok(Answer::Stream(resp));
+                }
+            }
+            let retry_after = resp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            let cap = match mode {
+                Mode::Buffer(cap) if status.is_success() => cap,
+                _ => MAX_ERROR_ANSWER,
+            };
+            let body = match read_capped(resp, cap, req.what).await {
+                Ok(b) => b,
+                Err(ClientError::Transport(e)) if !last && is_transient_transport(&e) => {
+                    self.backoff(req, attempt, None, "connection dropped").await;
+                    continue;
+                }
+                Err(ClientError::TooLarge { .. }) if !status.is_success() => Bytes::new(),
+                Err(e) => return Err(e),
+            };
+            if status.is_success() {
+                return Ok(Answer::Body(status, body));
+            }
+            let error = ErrorBody::parse(&body);
+            if status == StatusCode::UNAUTHORIZED
+                && error.code.as_deref() == Some("stale_timestamp")
+                && !clock_adjusted
+            {
+                if let Some(server_time) = error.server_time {
+                    self.adjust_clock(server_time);
+                    clock_adjusted = true;
+                    // The corrected retry does not use up an attempt.
+                    attempt = attempt.saturating_sub(1);
+                    continue;
+                }
+            }
+            if !last && is_transient_status(status) {
+                self.backoff(req, attempt, retry_after, status.as_str())
+                    .await;
+                continue;
+            }
+            return Ok(Answer::Refused(status.as_u16(), error));
+        }
+    }
+
+    /// Sets the clock offset so that local time plus offset is the relay's
+    /// `server_time`.
+    fn adjust_clock(&self, server_time: u64) {
+        let local = i128::from(platform::unix_now());
+        let offset =
+            (i128::from(server_time) - local).clamp(i128::from(i64::MIN), i128::from(i64::MAX));
+        let offset = i64::try_from(offset).unwrap_or(0);
+        tracing::info!(offset, "adjusting to the relay's clock");
+        self.set_clock_offset(offset);
+    }
+}
+
+/// The default HTTP client: no redirects (a redirected request's signature
+/// would not match), connection and read timeouts on native targets.
+fn default_http_client() -> Result<reqwest::Client> {
+    let builder = reqwest::Client::builder();
+    #[cfg(not(target_arch = "wasm32"))]
+    let builder = builder
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(60))
+        .user_agent(concat!("vault-client/", env!("CARGO_PKG_VERSION")));
+    builder
+        .build()
+        .map_err(|e| ClientError::Config(format!("could not set up the HTTP client: {e}")))
+}
+
+/// Parses and checks a relay base URL.
+pub(crate) fn parse_base_url(base_url: &str) -> Result<Url> {
+    let url = Url::parse(base_url.trim()).map_err(|e| {
+        ClientError::Config(format!(
+            "the relay address {base_url:?} is not a URL ({e}); expected for example https://relay.example"
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ClientError::Config(format!(
+            "the relay address {base_url:?} must start with https:// (or http:// for a local relay)"
+        )));
+    }
+    if url.cannot_be_a_base() || url.host().is_none() {
+        return Err(ClientError::Config(format!(
+            "the relay address {base_url:?} has no host"
+        )));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(ClientError::Config(format!(
+            "the relay address {base_url:?} must not have a path, query or fragment: the relay API is served at the root (/v1/…)"
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ClientError::Config(format!(
+            "the relay address {base_url:?} must not carry a user name or password"
+        )));
+    }
+    Ok(url)
+}
+
+/// Reads a whole answer body, refusing more than `cap` bytes.
+pub(crate) async fn read_capped(resp: Response, cap: u64, what: &'static str) -> Result<Bytes> {
+    if resp.content_length().is_some_and(|n| n > cap) {
+        return Err(ClientError::TooLarge { what, limit: cap });
+    }
+    let mut out = Vec::new();
+    let mut stream = std::pin::pin!(resp.bytes_stream());
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(ClientError::Transport)?;
+        if (out.len() as u64).saturating_add(chunk.len() as u64) > cap {
+            return Err(ClientError::TooLarge { what, limit: cap });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vault_core::request::{HEADER_CONTENT_SHA256, HEADER_IDENTITY};
+    use vault_core::{IdentityInfo, Role};
+
+    fn me() -> Arc<SecretIdentity> {
+        let info = IdentityInfo {
+            display_name: "Test Patient".into(),
+            role: Role::Patient,
+            registration: None,
+            created_at: 1_700_000_000,
+        };
+        Arc::new(SecretIdentity::from_seed(&[3; 32], &info).unwrap())
+    }
+
+    #[test]
+    fn base_urls_are_checked() {
+        for good in [
+            "http://127.0.0.1:8080",
+            "https://relay.example/",
+            " https://relay.example:8443 ",
+        ] {
+            assert!(parse_base_url(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "relay.example",
+            "ftp://relay.example",
+            "https://relay.example/prefix",
+            "https://relay.example/?x=1",
+            "https://relay.example/#f",
+            "https://user:pw@relay.example",
+            "data:text/plain,hi",
+            "",
+        ] {
+            assert!(
+                matches!(parse_base_url(bad), Err(ClientError::Config(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_signed_target_is_the_request_line() {
+        let c = RelayClient::new("http://127.0.0.1:9", me()).unwrap();
+        let url = c.target("/v1/vaults/00/log?since=3&limit=10").unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9/v1/vaults/00/log?since=3&limit=10"
+        );
+        // Paths the URL parser would rewrite are refused rather than signed
+        // wrongly.
+        for bad in ["/v1/a/../b", "/v1/a b", "//evil.example/v1", "v1/relative"] {
+            assert!(c.target(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn headers_sign_the_request() {
+        let me = me();
+        let digest = body_digest(b"{}");
+        let auth = RequestAuth::sign(&me, "POST", "/v1/vaults", 1_700_000_000, digest).unwrap();
+        let headers: std::collections::HashMap<_, _> = auth.headers().into_iter().collect();
+        assert_eq!(headers[HEADER_IDENTITY], me.fingerprint().to_hex());
+        assert_eq!(headers[HEADER_CONTENT_SHA256], hex::encode(digest));
+        let parsed = RequestAuth::from_headers(|k| headers.get(k).map(String::as_str)).unwrap();
+        parsed.verify(me.public(), "POST", "/v1/vaults").unwrap();
+        // Every header name is a valid HTTP header name.
+        for (name, value) in auth.headers() {
+            HeaderName::from_static(name);
+            HeaderValue::from_str(&value).unwrap();
+        }
+    }
+
+    #[test]
+    fn clock_offset_follows_the_relay() {
+        let c = RelayClient::new("http://127.0.0.1:9", me()).unwrap();
+        let clone = c.clone();
+        let local = platform::unix_now();
+        c.adjust_clock(local + 3600);
+        let off = clone.clock_offset();
+        assert!((3599..=3601).contains(&off), "{off}");
+        assert!(clone.now() >= local + 3599);
+        c.adjust_clock(0);
+        assert!(c.clock_offset() < 0);
+        assert_eq!(c.now().saturating_sub(local), 0);
+        c.set_clock_offset(i64::MIN);
+        assert_eq!(c.now(), 0);
+        c.set_clock_offset(i64::MAX);
+        assert_eq!(c.now(), local.saturating_add_signed(i64::MAX));
+    }
+
+    #[test]
+    fn chunk_size_is_clamped() {
+        let c = RelayClient::new("http://127.0.0.1:9", me()).unwrap();
+        assert_eq!(c.chunk_size(), DEFAULT_CHUNK_SIZE);
+        assert_eq!(c.clone().with_chunk_size(0).chunk_size(), 1);
+        assert_eq!(c.with_chunk_size(usize::MAX).chunk_size(), MAX_CHUNK_SIZE);
+    }
+}

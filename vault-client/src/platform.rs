@@ -1,0 +1,49 @@
+//! What differs between native targets and `wasm32-unknown-unknown`: the
+//! wall clock, sleeping, and randomness for backoff jitter.
+
+use std::time::Duration;
+
+/// Seconds since the Unix epoch from the local clock (0 if the clock is
+/// before 1970).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Seconds since the Unix epoch from the browser's clock
+/// (`SystemTime::now` panics on `wasm32-unknown-unknown`).
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn unix_now() -> u64 {
+    let ms = js_sys::Date::now();
+    if ms.is_finite() && ms > 0.0 {
+        // Saturating float-to-integer conversion.
+        (ms / 1000.0) as u64
+    } else {
+        0
+    }
+}
+
+/// Waits for `d` (tokio's timer on native targets).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) async fn sleep(d: Duration) {
+    tokio::time::sleep(d).await;
+}
+
+/// Waits for `d` (a browser timer on wasm32).
+#[cfg(target_arch = "wasm32")]
+pub(crate) async fn sleep(d: Duration) {
+    gloo_timers::future::sleep(d).await;
+}
+
+/// A random number in `[0, 1)`, for jitter (0.5 if the system has no
+/// randomness, which only makes the jitter predictable).
+pub(crate) fn random_fraction() -> f64 {
+    let mut b = [0u8; 8];
+    if getrandom::getrandom(&mut b).is_err() {
+        return 0.5;
+    }
+    // 53 random bits make a uniformly distributed double in [0, 1).
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}

@@ -1,0 +1,506 @@
+//! Synchronising a local [`Store`] with a relay.
+//!
+//! Everything the relay delivers goes through vault-core before it is
+//! persisted or used: log entries through [`store::accept_entries`] (which
+//! verifies each entry against the vault's rules and detects rollback and
+//! forks against the persisted head), blobs through [`Store::put_blob`]
+//! (which checks the hash). Open record ciphertext only from the store
+//! ([`Store::open_blob`]), never from bytes straight off the network.
+//!
+//! The functions take any store, including `&mut dyn Store` (pass
+//! `&mut *boxed`). Their futures are `Send` when the store, the readers and
+//! writers and the closures are.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+
+use vault_core::store::{self, Store};
+use vault_core::{
+    Checkpoint, EntryBody, Fingerprint, LogEntry, PublicIdentity, RecordMetadata, VaultId,
+    VaultState, VerifiedRecord,
+};
+
+use crate::client::{RelayClient, MAX_LOG_PAGE};
+use crate::error::{ClientError, Result};
+use crate::wire::Head;
+
+/// How many times [`push_with_retry`] and [`push_record`] rebuild on a
+/// moved head before giving up with [`ClientError::HeadMoved`].
+pub const MAX_PUSH_ATTEMPTS: u32 = 8;
+
+/// Creates a vault: sends its genesis entry to the relay, then records it in
+/// the local store (only once the relay accepted it). Returns the verified
+/// state, caught up with the relay (if the vault already existed with this
+/// genesis, it may have more entries).
+///
+/// The genesis comes from [`VaultState::create`].
+pub async fn create_vault<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    genesis: &LogEntry,
+) -> Result<VaultState> {
+    let state = VaultState::from_genesis(genesis)?;
+    let vault = state.vault();
+    if store.head(&vault)?.is_some() {
+        // Already known locally: it must be this very genesis.
+        let known = load(store, &vault)?;
+        if known.checkpoint_at(0).map(|c| c.head) != Some(*genesis.hash()) {
+            return Err(vault_core::Error::Fork { seq: 0 }.into());
+        }
+        client.create_vault(genesis).await?;
+        return pull(store, client, &vault).await;
+    }
+    client.create_vault(genesis).await?;
+    store.append_entries(&vault, std::slice::from_ref(genesis))?;
+    let mut state = state;
+    catch_up(store, client, &mut state).await?;
+    Ok(state)
+}
+
+/// Starts following a vault this device has not stored yet (one shared with
+/// the caller, or the caller's own on a new device): fetches and verifies
+/// its log from genesis. `owner` is the owner's fingerprint as the caller
+/// verified it (in person, or pinned earlier), never the inbox's claim: a
+/// genesis naming anyone else is refused with
+/// [`vault_core::Error::PinnedKeyChanged`] before anything is stored.
+///
+/// If the vault is already stored, checks its owner and pulls.
+pub async fn join_vault<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    vault: &VaultId,
+    owner: &Fingerprint,
+) -> Result<VaultState> {
+    if store.head(vault)?.is_some() {
+        load(store, vault)?.expect_owner(owner)?;
+        return pull(store, client, vault).await;
+    }
+    let (remote, entries) = client.fetch_log(vault, 0, MAX_LOG_PAGE).await?;
+    let mut it = entries.iter();
+    let genesis = it.next().ok_or_else(|| vault_core::Error::Missing {
+        what: format!("the genesis entry of vault {vault} (the relay sent an empty log)"),
+    })?;
+    if genesis.vault() != *vault {
+        return Err(vault_core::Error::ContextMismatch {
+            what: "genesis entry",
+            field: "vault",
+        }
+        .into());
+    }
+    let mut state = VaultState::from_genesis(genesis)?;
+    state.expect_owner(owner)?;
+    state.check_remote_head(remote.seq)?;
+    store.append_entries(vault, std::slice::from_ref(genesis))?;
+    let rest: Vec<LogEntry> = it.cloned().collect();
+    if !rest.is_empty() {
+        accept(store, &mut state, &rest)?;
+    }
+    catch_up(store, client, &mut state).await?;
+    Ok(state)
+}
+
+/// Brings a stored vault up to date: loads and re-verifies it from the
+/// store, fetches the log after the persisted head in pages, verifies and
+/// persists every entry ([`store::accept_entries`]), and checks the relay's
+/// claimed head against the verified log (a shorter log is
+/// [`vault_core::Error::Rollback`], a different one
+/// [`vault_core::Error::Fork`], entries it claims but withholds
+/// [`vault_core::Error::Missing`]).
+///
+/// A vault not yet in the store is an error: use [`join_vault`] (with the
+/// owner's verified fingerprint) or [`create_vault`] first.
+pub async fn pull<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    vault: &VaultId,
+) -> Result<VaultState> {
+    if store.head(vault)?.is_none() {
+        return Err(vault_core::Error::Missing {
+            what: format!(
+                "vault {vault} in the local store (start following it with join_vault and the owner's verified fingerprint)"
+            ),
+        }
+        .into());
+    }
+    let mut state = load(store, vault)?;
+    catch_up(store, client, &mut state).await?;
+    Ok(state)
+}
+
+/// Fetches and accepts pages until the verified state reaches the relay's
+/// head.
+async fn catch_up<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    state: &mut VaultState,
+) -> Result<()> {
+    let vault = state.vault();
+    let mut limit = MAX_LOG_PAGE;
+    loop {
+        let since = state.head().seq.saturating_add(1);
+        let (remote, entries) = match client.fetch_log(&vault, since, limit).await {
+            // A page of large entries can exceed the answer cap: ask for
+            // fewer (one entry always fits).
+            Err(ClientError::TooLarge { .. }) if limit > 1 => {
+                limit = (limit / 2).max(1);
+                continue;
+            }
+            other => other?,
+        };
+        state.check_remote_head(remote.seq)?;
+        let full = entries.len() >= limit as usize;
+        if !entries.is_empty() {
+            accept(store, state, &entries)?;
+        }
+        let ours = state.head();
+        if ours.seq < remote.seq {
+            if entries.is_empty() {
+                return Err(vault_core::Error::Missing {
+                    what: format!(
+                        "vault log entries {since} to {} (the relay claims them but does not send them)",
+                        remote.seq
+                    ),
+                }
+                .into());
+            }
+            continue;
+        }
+        if ours.seq == remote.seq && ours.head != remote.hash {
+            return Err(vault_core::Error::Fork { seq: ours.seq }.into());
+        }
+        if !full {
+            return Ok(());
+        }
+    }
+}
+
+/// Appends entries built on the current state, with compare-and-swap:
+/// pulls, calls `build` on the verified state, verifies the entries
+/// locally, appends them; if the log moved on meanwhile, pulls again and
+/// calls `build` again on the new state (at most [`MAX_PUSH_ATTEMPTS`]
+/// times). Once the relay has accepted them, the entries are persisted in
+/// the store. Returns the new state. `build` returning no entries ends the
+/// push with the pulled state.
+///
+/// Give new entries the relay's time ([`RelayClient::now`]): the relay
+/// refuses entries outside its clock's skew window (once, the push then
+/// rebuilds them with the corrected clock). A record-put entry's
+/// blob must be uploaded first (the relay refuses it with `blob_missing`
+/// otherwise): use [`push_record`] for records.
+///
+/// If an earlier attempt's answer was lost but the relay stored the entries,
+/// the next pull finds them and the push ends there, without duplicates.
+pub async fn push_with_retry<S, F>(
+    store: &mut S,
+    client: &RelayClient,
+    vault: &VaultId,
+    mut build: F,
+) -> Result<VaultState>
+where
+    S: Store + ?Sized,
+    F: FnMut(&VaultState) -> Result<Vec<LogEntry>>,
+{
+    let mut pending: Vec<LogEntry> = Vec::new();
+    let mut moved = None;
+    let mut retimed = false;
+    for _ in 0..MAX_PUSH_ATTEMPTS {
+        let state = pull(store, client, vault).await?;
+        if landed(&state, &pending) {
+            return Ok(state);
+        }
+        let entries = build(&state)?;
+        if entries.is_empty() {
+            return Ok(state);
+        }
+        match append_verified(store, client, state, &entries).await {
+            Ok(Pushed::Done(state)) => return Ok(*state),
+            Ok(Pushed::Moved(head)) => {
+                moved = Some(head);
+                pending = entries;
+            }
+            Err(e) if is_time_refusal(&e) && !retimed => retimed = true,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(gave_up(moved))
+}
+
+/// Adds a record (or a record version) with compare-and-swap, uploading its
+/// ciphertext first. Each attempt pulls, calls `seal` with the verified
+/// state and `spool` (rewound to its start) to seal the record into it, for
+/// example with [`VaultState::put_record`] (sealing needs the current
+/// head, and a version after a concurrent one gets a new data key, so a
+/// moved head means sealing again); stores the ciphertext in the local blob
+/// cache ([`upload_blob`]), uploads it, then appends the entry. Returns the
+/// new state and the record's metadata.
+///
+/// `spool` holds one sealed ciphertext at a time: a temporary file on
+/// native targets, or a `std::io::Cursor<Vec<u8>>`.
+pub async fn push_record<S, W, F>(
+    store: &mut S,
+    client: &RelayClient,
+    vault: &VaultId,
+    spool: &mut W,
+    mut seal: F,
+) -> Result<(VaultState, RecordMetadata)>
+where
+    S: Store + ?Sized,
+    W: Read + Write + Seek + ?Sized,
+    F: FnMut(&VaultState, &mut W) -> Result<(RecordMetadata, LogEntry)>,
+{
+    let mut pending: Option<(RecordMetadata, LogEntry)> = None;
+    let mut moved = None;
+    let mut retimed = false;
+    for _ in 0..MAX_PUSH_ATTEMPTS {
+        let state = pull(store, client, vault).await?;
+        if let Some((metadata, entry)) = pending.take() {
+            if landed(&state, std::slice::from_ref(&entry)) {
+                return Ok((state, metadata));
+            }
+        }
+        spool.seek(SeekFrom::Start(0))?;
+        let (metadata, entry) = seal(&state, spool)?;
+        match entry.body() {
+            EntryBody::RecordPut { metadata: m } if *m == metadata => {}
+            _ => return Err(vault_core::Error::InvalidInput(
+                "push_record: seal must return a record-put entry carrying the returned metadata",
+            )
+            .into()),
+        }
+        spool.flush()?;
+        upload_blob(store, client, &metadata, spool).await?;
+        match append_verified(store, client, state, std::slice::from_ref(&entry)).await {
+            Ok(Pushed::Done(state)) => return Ok((*state, metadata)),
+            Ok(Pushed::Moved(head)) => {
+                moved = Some(head);
+                pending = Some((metadata, entry));
+            }
+            Err(e) if is_time_refusal(&e) && !retimed => retimed = true,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(gave_up(moved))
+}
+
+/// Puts a freshly sealed record version's ciphertext into the local blob
+/// cache (which checks it hashes to the signed `ciphertext_hash`, so a
+/// wrong file is caught before anything is sent) and uploads it to the
+/// relay, resumably. Do this before appending the record-put entry: the
+/// relay refuses a record-put whose blob it does not have. `ciphertext` is
+/// read from its start.
+pub async fn upload_blob<S, R>(
+    store: &mut S,
+    client: &RelayClient,
+    metadata: &RecordMetadata,
+    ciphertext: &mut R,
+) -> Result<()>
+where
+    S: Store + ?Sized,
+    R: Read + Seek + ?Sized,
+{
+    let hash = *metadata.ciphertext_hash();
+    let len = checked_len(metadata)?;
+    ciphertext.seek(SeekFrom::Start(0))?;
+    store.put_blob(&hash, len, &mut (&mut *ciphertext).take(len))?;
+    client
+        .put_blob(&metadata.vault(), &hash, len, ciphertext)
+        .await?;
+    Ok(())
+}
+
+/// Makes a verified record version's ciphertext available in the local
+/// store: does nothing if the store has it, otherwise downloads it into
+/// `spool` (rewound first; resumable, hash-checked) and puts it into the
+/// store, which checks the hash again. Then open it with
+/// [`Store::open_blob`] and [`vault_core::Keyring::open`].
+///
+/// `spool`: a temporary file on native targets, or a
+/// `std::io::Cursor<Vec<u8>>`.
+pub async fn fetch_record_blob<S, W>(
+    store: &mut S,
+    client: &RelayClient,
+    record: &VerifiedRecord<'_>,
+    spool: &mut W,
+) -> Result<()>
+where
+    S: Store + ?Sized,
+    W: Read + Write + Seek + ?Sized,
+{
+    let metadata = record.metadata();
+    let (vault, hash, len) = (
+        metadata.vault(),
+        *metadata.ciphertext_hash(),
+        checked_len(metadata)?,
+    );
+    fetch_blob(store, client, &vault, &hash, len, spool).await
+}
+
+/// [`fetch_record_blob`] by address: downloads the blob `hash` of `len`
+/// bytes of `vault` into the store unless it is there. Take `hash` and
+/// `len` from verified metadata only ([`VaultState::record`]).
+pub async fn fetch_blob<S, W>(
+    store: &mut S,
+    client: &RelayClient,
+    vault: &VaultId,
+    hash: &[u8; 32],
+    len: u64,
+    spool: &mut W,
+) -> Result<()>
+where
+    S: Store + ?Sized,
+    W: Read + Write + Seek + ?Sized,
+{
+    let present = store.open_blob(hash)?.is_some();
+    if present {
+        return Ok(());
+    }
+    spool.seek(SeekFrom::Start(0))?;
+    client.get_blob(vault, hash, len, spool).await?;
+    spool.seek(SeekFrom::Start(0))?;
+    store.put_blob(hash, len, &mut (&mut *spool).take(len))?;
+    Ok(())
+}
+
+/// Looks up an identity on the relay and pins it under `name` in the store
+/// (first use), or checks it against the existing pin
+/// ([`vault_core::Error::PinnedKeyChanged`] if it changed). The relay
+/// cannot substitute a key for a fingerprint the caller verified.
+pub async fn lookup_and_pin<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    name: &str,
+    fingerprint: &Fingerprint,
+) -> Result<PublicIdentity> {
+    let identity = client.lookup_identity(fingerprint).await?;
+    store.pin(name, &identity.fingerprint())?;
+    Ok(identity)
+}
+
+// ----- helpers ---------------------------------------------------------------
+
+enum Pushed {
+    Done(Box<VaultState>),
+    Moved(Head),
+}
+
+/// Verifies `entries` on top of `state` (so nothing the log would refuse is
+/// sent), appends them (at most [`crate::MAX_APPEND_ENTRIES`], atomically)
+/// with `state`'s head as `prev`, and on success persists them.
+async fn append_verified<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    mut state: VaultState,
+    entries: &[LogEntry],
+) -> Result<Pushed> {
+    let mut next = state.clone();
+    for e in entries {
+        next.apply(e)?;
+    }
+    match client
+        .append(&state.vault(), state.head().into(), entries)
+        .await
+    {
+        Ok(_) => {
+            accept(store, &mut state, entries)?;
+            Ok(Pushed::Done(Box::new(state)))
+        }
+        Err(ClientError::HeadMoved { head }) => Ok(Pushed::Moved(head)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether every entry of `entries` is in the verified state (an append
+/// whose answer was lost).
+fn landed(state: &VaultState, entries: &[LogEntry]) -> bool {
+    !entries.is_empty()
+        && entries.iter().all(|e| {
+            state
+                .checkpoint_at(e.seq())
+                .is_some_and(|c: Checkpoint| c.head == *e.hash())
+        })
+}
+
+/// The relay refused an entry's time (the client has adjusted its clock
+/// offset: a rebuilt entry will carry the relay's time).
+fn is_time_refusal(e: &ClientError) -> bool {
+    matches!(e, ClientError::Relay { code, .. } if code == "entry_time_out_of_range")
+}
+
+fn gave_up(moved: Option<Head>) -> ClientError {
+    match moved {
+        Some(head) => ClientError::HeadMoved { head },
+        None => ClientError::Protocol("the push made no attempt".into()),
+    }
+}
+
+fn checked_len(metadata: &RecordMetadata) -> Result<u64> {
+    match metadata.ciphertext_len() {
+        u64::MAX => Err(vault_core::Error::Malformed {
+            what: "record metadata",
+            reason: "the padded length is too large",
+        }
+        .into()),
+        len => Ok(len),
+    }
+}
+
+/// [`store::load_vault`] for any store.
+fn load<S: Store + ?Sized>(store: &mut S, vault: &VaultId) -> Result<VaultState> {
+    Ok(store::load_vault(&StoreRef(store), vault)?)
+}
+
+/// [`store::accept_entries`] for any store.
+fn accept<S: Store + ?Sized>(
+    store: &mut S,
+    state: &mut VaultState,
+    entries: &[LogEntry],
+) -> Result<()> {
+    Ok(store::accept_entries(&mut StoreRef(store), state, entries)?)
+}
+
+/// A sized handle on a possibly unsized store, so it coerces to
+/// `&mut dyn Store` for vault-core's functions.
+struct StoreRef<'a, S: Store + ?Sized>(&'a mut S);
+
+impl<S: Store + ?Sized> Store for StoreRef<'_, S> {
+    fn append_entries(&mut self, vault: &VaultId, entries: &[LogEntry]) -> vault_core::Result<()> {
+        self.0.append_entries(vault, entries)
+    }
+    fn entries(&self, vault: &VaultId, since: u64) -> vault_core::Result<Vec<LogEntry>> {
+        self.0.entries(vault, since)
+    }
+    fn head(&self, vault: &VaultId) -> vault_core::Result<Option<Checkpoint>> {
+        self.0.head(vault)
+    }
+    fn vaults(&self) -> vault_core::Result<Vec<VaultId>> {
+        self.0.vaults()
+    }
+    fn put_blob(
+        &mut self,
+        hash: &[u8; 32],
+        len: u64,
+        data: &mut dyn Read,
+    ) -> vault_core::Result<()> {
+        self.0.put_blob(hash, len, data)
+    }
+    fn open_blob(&self, hash: &[u8; 32]) -> vault_core::Result<Option<Box<dyn Read + '_>>> {
+        self.0.open_blob(hash)
+    }
+    fn pin(&mut self, name: &str, fingerprint: &Fingerprint) -> vault_core::Result<()> {
+        self.0.pin(name, fingerprint)
+    }
+    fn repin(&mut self, name: &str, fingerprint: &Fingerprint) -> vault_core::Result<()> {
+        self.0.repin(name, fingerprint)
+    }
+    fn pinned(&self, name: &str) -> vault_core::Result<Option<Fingerprint>> {
+        self.0.pinned(name)
+    }
+    fn pins(&self) -> vault_core::Result<Vec<(String, Fingerprint)>> {
+        self.0.pins()
+    }
+    fn cursor(&self, name: &str) -> vault_core::Result<Option<u64>> {
+        self.0.cursor(name)
+    }
+    fn set_cursor(&mut self, name: &str, value: u64) -> vault_core::Result<()> {
+        self.0.set_cursor(name, value)
+    }
+}
