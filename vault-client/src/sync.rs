@@ -25,7 +25,7 @@ use crate::wire::Head;
 
 /// How many times [`push_with_retry`] and [`push_record`] rebuild on a
 /// moved head before giving up with [`ClientError::HeadMoved`].
-pub const MAX_PUSH_ATTEMPTS: u32 = 8;
+pub const MAX_PUSH_ATTEMPTS: u32 = 16;
 
 /// Creates a vault: sends its genesis entry to the relay, then records it in
 /// the local store (only once the relay accepted it). Returns the verified
@@ -202,7 +202,10 @@ where
     let mut pending: Vec<LogEntry> = Vec::new();
     let mut moved = None;
     let mut retimed = false;
-    for _ in 0..MAX_PUSH_ATTEMPTS {
+    for attempt in 0..MAX_PUSH_ATTEMPTS {
+        if moved.is_some() {
+            contention_pause(attempt).await;
+        }
         let state = pull(store, client, vault).await?;
         if landed(&state, &pending) {
             return Ok(state);
@@ -250,24 +253,42 @@ where
     let mut pending: Option<(RecordMetadata, LogEntry)> = None;
     let mut moved = None;
     let mut retimed = false;
-    for _ in 0..MAX_PUSH_ATTEMPTS {
+    for attempt in 0..MAX_PUSH_ATTEMPTS {
+        if moved.is_some() {
+            contention_pause(attempt).await;
+        }
         let state = pull(store, client, vault).await?;
-        if let Some((metadata, entry)) = pending.take() {
-            if landed(&state, std::slice::from_ref(&entry)) {
-                return Ok((state, metadata));
+        // After a lost race the sealed version usually still fits the new
+        // head: re-issue its entry, keeping the uploaded ciphertext.
+        let reissued = match pending.take() {
+            Some((metadata, entry)) => {
+                if landed(&state, std::slice::from_ref(&entry)) {
+                    return Ok((state, metadata));
+                }
+                state
+                    .record_put_entry(client.identity(), &metadata, client.now())
+                    .ok()
+                    .map(|entry| (metadata, entry))
             }
-        }
-        spool.seek(SeekFrom::Start(0))?;
-        let (metadata, entry) = seal(&state, spool)?;
-        match entry.body() {
-            EntryBody::RecordPut { metadata: m } if *m == metadata => {}
-            _ => return Err(vault_core::Error::InvalidInput(
-                "push_record: seal must return a record-put entry carrying the returned metadata",
-            )
-            .into()),
-        }
-        spool.flush()?;
-        upload_blob(store, client, &metadata, spool).await?;
+            None => None,
+        };
+        let (metadata, entry) = match reissued {
+            Some(sealed) => sealed,
+            None => {
+                spool.seek(SeekFrom::Start(0))?;
+                let (metadata, entry) = seal(&state, spool)?;
+                match entry.body() {
+                    EntryBody::RecordPut { metadata: m } if *m == metadata => {}
+                    _ => return Err(vault_core::Error::InvalidInput(
+                        "push_record: seal must return a record-put entry carrying the returned metadata",
+                    )
+                    .into()),
+                }
+                spool.flush()?;
+                upload_blob(store, client, &metadata, spool).await?;
+                (metadata, entry)
+            }
+        };
         match append_verified(store, client, state, std::slice::from_ref(&entry)).await {
             Ok(Pushed::Done(state)) => return Ok((*state, metadata)),
             Ok(Pushed::Moved(head)) => {
@@ -423,6 +444,15 @@ fn landed(state: &VaultState, entries: &[LogEntry]) -> bool {
 /// offset: a rebuilt entry will carry the relay's time).
 fn is_time_refusal(e: &ClientError) -> bool {
     matches!(e, ClientError::Relay { code, .. } if code == "entry_time_out_of_range")
+}
+
+/// A random pause before rebuilding on a moved head, growing with the
+/// attempt ("full jitter"), so writers that keep colliding spread out
+/// instead of colliding again in lockstep.
+async fn contention_pause(attempt: u32) {
+    let cap_ms = 10u64 << attempt.min(5);
+    let ms = (cap_ms as f64 * crate::platform::random_fraction()) as u64;
+    crate::platform::sleep(std::time::Duration::from_millis(ms)).await;
 }
 
 fn gave_up(moved: Option<Head>) -> ClientError {

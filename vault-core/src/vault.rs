@@ -906,6 +906,32 @@ impl VaultState {
         )
     }
 
+    /// Re-issues an already sealed record version as a record-put entry on
+    /// the current head, for a writer whose append lost a race: the
+    /// ciphertext, its signed metadata and the uploaded blob stay valid as
+    /// long as nobody wrote another version of the record and the
+    /// collection did not rotate in between. Checks exactly what
+    /// [`VaultState::apply`] will; on error (for example
+    /// [`Error::StaleVersion`], or a [`Error::ContextMismatch`] on the
+    /// epoch), seal the record again with [`VaultState::put_record`].
+    pub fn record_put_entry(
+        &self,
+        author: &SecretIdentity,
+        metadata: &RecordMetadata,
+        now: u64,
+    ) -> Result<LogEntry> {
+        let entry = self.next_entry(
+            author,
+            now,
+            EntryBody::RecordPut {
+                metadata: metadata.clone(),
+            },
+        )?;
+        let is_owner = author.fingerprint() == self.owner.fingerprint();
+        self.check_record_put(&entry, metadata, author.public(), is_owner)?;
+        Ok(entry)
+    }
+
     fn require_owner(&self, who: &SecretIdentity) -> Result<()> {
         if who.fingerprint() == self.owner.fingerprint() {
             Ok(())

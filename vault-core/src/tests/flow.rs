@@ -346,3 +346,44 @@ fn sqlite_store_contract_and_reopen() {
     assert!(store::load_vault(&s, &vaults[0]).is_ok());
     assert_eq!(s.cursor("relay").unwrap(), Some(8));
 }
+
+/// A writer whose record-put lost a race re-issues the same sealed version
+/// on the new head, unless the race made it stale.
+#[test]
+fn a_sealed_version_is_reissued_on_a_moved_head() {
+    let mut f = Fixture::new();
+    let (m, lost) = f.put_entry(0, f.labs, None, "K+", b"4.1").unwrap();
+    f.put_as(0, f.meds, None, "other", b"meanwhile");
+    assert!(matches!(
+        f.refuse(&lost),
+        Error::ChainBroken { .. } | Error::Fork { .. }
+    ));
+    let again = f.state.record_put_entry(&f.patient, &m, NOW).unwrap();
+    f.append(again);
+    assert_eq!(f.open_as(0, &m.record()).unwrap().1, b"4.1");
+
+    // Two new versions of one record sealed on the same head: the loser is
+    // stale and must be sealed again.
+    let (v2a, ea) = f
+        .put_entry(0, f.labs, Some(m.record()), "K+", b"4.2")
+        .unwrap();
+    let (v2b, _) = f
+        .put_entry(0, f.labs, Some(m.record()), "K+", b"4.3")
+        .unwrap();
+    f.append(ea);
+    let _ = v2a;
+    assert!(matches!(
+        f.state.record_put_entry(&f.patient, &v2b, NOW),
+        Err(Error::StaleVersion { .. })
+    ));
+    // After a rotation, the old epoch's metadata no longer fits.
+    let (v3, _) = f
+        .put_entry(0, f.labs, Some(m.record()), "K+", b"4.4")
+        .unwrap();
+    f.share(1, f.labs, Permission::Read, None);
+    f.revoke(1, f.labs);
+    assert!(matches!(
+        f.state.record_put_entry(&f.patient, &v3, NOW),
+        Err(Error::ContextMismatch { field: "epoch", .. })
+    ));
+}

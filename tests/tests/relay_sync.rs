@@ -1,0 +1,236 @@
+//! The real relay binary on loopback with real clients: a patient and a
+//! clinician sync the same vault concurrently (compare-and-swap races
+//! resolved by re-reading and retrying), every record verifies and opens on
+//! both devices, a revoked clinician is cut off, and the relay shuts down
+//! gracefully and comes back with everything.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::sync::Arc;
+
+use vault_client::sync;
+use vault_client::{ClientError, RelayClient};
+use vault_core::store::{SqliteStore, Store};
+use vault_core::{Keyring, Permission, RecordInfo, Role, SecretIdentity, VaultState};
+use vault_tests::{principal, RelayProcess};
+
+fn info(title: &str, now: u64) -> RecordInfo {
+    RecordInfo {
+        content_type: "text/plain".into(),
+        title: title.into(),
+        created_at: now,
+        effective_at: None,
+    }
+}
+
+/// Writes `n` records as `who`, concurrently with whoever else writes.
+async fn write_records(
+    client: RelayClient,
+    mut store: SqliteStore,
+    vault: vault_core::VaultId,
+    collection: vault_core::CollectionId,
+    who: Arc<SecretIdentity>,
+    n: usize,
+) -> SqliteStore {
+    for i in 0..n {
+        let title = format!("{} #{i}", who.public().display_name());
+        let body = format!("{title}: {}", "x".repeat(i * 97));
+        let mut spool = Cursor::new(Vec::new());
+        let now = client.now();
+        let who2 = who.clone();
+        sync::push_record(&mut store, &client, &vault, &mut spool, |state, out| {
+            let mut kr = Keyring::new(&who2, now);
+            Ok(state.put_record(
+                &who2,
+                &mut kr,
+                &collection,
+                None,
+                &info(&title, now),
+                body.as_bytes(),
+                body.len() as u64,
+                out,
+                now,
+            )?)
+        })
+        .await
+        .unwrap();
+    }
+    store
+}
+
+/// Opens every live record through the store, returning title → body.
+async fn read_all(
+    store: &mut SqliteStore,
+    client: &RelayClient,
+    me: &SecretIdentity,
+    vault: &vault_core::VaultId,
+) -> BTreeMap<String, String> {
+    let state = sync::pull(store, client, vault).await.unwrap();
+    let mut out = BTreeMap::new();
+    for summary in state.records(None) {
+        let record = state.record(&summary.id).unwrap();
+        let mut spool = Cursor::new(Vec::new());
+        sync::fetch_record_blob(store, client, &record, &mut spool)
+            .await
+            .unwrap();
+        let mut body = Vec::new();
+        let opened = {
+            let blob = store
+                .open_blob(record.metadata().ciphertext_hash())
+                .unwrap()
+                .unwrap();
+            Keyring::new(me, client.now())
+                .open(&state, &record, blob, &mut body)
+                .unwrap()
+        };
+        out.insert(opened.info.title.clone(), String::from_utf8(body).unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_sync_one_vault_concurrently() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut relay = RelayProcess::start(&dir.path().join("relay"), &[]);
+    let patient = principal(1, "Pat Patient", Role::Patient);
+    let doctor = principal(2, "Dr Alice", Role::Clinician);
+    let nurse = principal(3, "Nurse Bob", Role::Clinician);
+    let pc = relay.client(&patient);
+    let dc = relay.client(&doctor);
+    let nc = relay.client(&nurse);
+    for c in [&pc, &dc, &nc] {
+        c.publish_identity().await.unwrap();
+    }
+
+    // The patient's device: a vault with a collection, shared read-write
+    // with the doctor and read-only with the nurse.
+    let mut pstore = SqliteStore::open(dir.path().join("patient")).unwrap();
+    let (state, genesis) = VaultState::create(&patient, pc.now()).unwrap();
+    let vault = state.vault();
+    sync::create_vault(&mut pstore, &pc, &genesis)
+        .await
+        .unwrap();
+    let mut labs = None;
+    sync::push_with_retry(&mut pstore, &pc, &vault, |s| {
+        let (id, e) = s.create_collection(&patient, "labs", pc.now())?;
+        labs = Some(id);
+        Ok(vec![e])
+    })
+    .await
+    .unwrap();
+    let labs = labs.unwrap();
+    for (member, perm) in [(&doctor, Permission::ReadWrite), (&nurse, Permission::Read)] {
+        let identity = pc.lookup_identity(&member.fingerprint()).await.unwrap();
+        sync::push_with_retry(&mut pstore, &pc, &vault, |s| {
+            let mut kr = Keyring::new(&patient, pc.now());
+            Ok(vec![s.share_collection(
+                &patient,
+                &mut kr,
+                &labs,
+                &identity,
+                perm,
+                None,
+                pc.now(),
+            )?])
+        })
+        .await
+        .unwrap();
+    }
+
+    // The doctor finds the vault in the inbox and joins it, pinning the
+    // owner it verified.
+    let inbox = dc.inbox().await.unwrap();
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0].vault, vault);
+    let mut dstore = SqliteStore::open(dir.path().join("doctor")).unwrap();
+    sync::join_vault(&mut dstore, &dc, &vault, &patient.fingerprint())
+        .await
+        .unwrap();
+
+    // Both write at the same time.
+    let n = 12;
+    let a = tokio::spawn(write_records(
+        pc.clone(),
+        pstore,
+        vault,
+        labs,
+        patient.clone(),
+        n,
+    ));
+    let b = tokio::spawn(write_records(
+        dc.clone(),
+        dstore,
+        vault,
+        labs,
+        doctor.clone(),
+        n,
+    ));
+    let mut pstore = a.await.unwrap();
+    let mut dstore = b.await.unwrap();
+
+    // Both devices converge on the same verified head and read everything.
+    let ps = sync::pull(&mut pstore, &pc, &vault).await.unwrap();
+    let ds = sync::pull(&mut dstore, &dc, &vault).await.unwrap();
+    assert_eq!(ps.head(), ds.head());
+    assert_eq!(ps.head().seq, 3 + 2 * n as u64);
+    assert_eq!(ps.head().code(), ds.head().code());
+    let from_patient = read_all(&mut pstore, &pc, &patient, &vault).await;
+    let from_doctor = read_all(&mut dstore, &dc, &doctor, &vault).await;
+    assert_eq!(from_patient.len(), 2 * n);
+    assert_eq!(from_patient, from_doctor);
+    assert!(from_patient["Dr Alice #3"].starts_with("Dr Alice #3: xxx"));
+
+    // The read-only nurse reads, but cannot write.
+    let mut nstore = SqliteStore::open(dir.path().join("nurse")).unwrap();
+    sync::join_vault(&mut nstore, &nc, &vault, &patient.fingerprint())
+        .await
+        .unwrap();
+    assert_eq!(
+        read_all(&mut nstore, &nc, &nurse, &vault).await,
+        from_patient
+    );
+
+    // Revoking the nurse: the relay stops serving her.
+    sync::push_with_retry(&mut pstore, &pc, &vault, |s| {
+        let mut kr = Keyring::new(&patient, pc.now());
+        Ok(vec![s.revoke(
+            &patient,
+            &mut kr,
+            &labs,
+            &[nurse.fingerprint()],
+            pc.now(),
+        )?])
+    })
+    .await
+    .unwrap();
+    let err = nc.fetch_log(&vault, 0, 10).await.unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+    let some = ps.records(None)[0].id;
+    let rec = ps.record(&some).unwrap();
+    let err = nc
+        .get_blob(
+            &vault,
+            rec.metadata().ciphertext_hash(),
+            rec.metadata().ciphertext_len(),
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Relay { status: 403, .. }),
+        "{err}"
+    );
+
+    // A graceful stop, a restart, and everything is still there.
+    assert!(relay.stop(), "the relay exits 0 on SIGTERM");
+    relay.restart();
+    let pc = relay.client(&patient);
+    let again = sync::pull(&mut pstore, &pc, &vault).await.unwrap();
+    assert_eq!(again.head().seq, ps.head().seq + 1);
+}
