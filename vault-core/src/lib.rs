@@ -55,6 +55,4 @@ pub use record::{
     padded_len, OpenedRecord, RecordInfo, RecordMetadata, VerifiedRecord, METADATA_LEN,
     MIN_PADDED_LEN,
 };
-pub use vault::{
-    Access, CollectionAccess, CollectionSummary, Keyring, RecordSummary, VaultState,
-};
+pub use vault::{Access, CollectionAccess, CollectionSummary, Keyring, RecordSummary, VaultState};

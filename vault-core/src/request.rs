@@ -137,7 +137,12 @@ impl RequestAuth {
     /// (which must be the one the request names) and the request line. The
     /// timestamp window, the nonce cache and the body digest are the
     /// relay's to check.
-    pub fn verify(&self, signer: &PublicIdentity, method: &str, path_and_query: &str) -> Result<()> {
+    pub fn verify(
+        &self,
+        signer: &PublicIdentity,
+        method: &str,
+        path_and_query: &str,
+    ) -> Result<()> {
         if signer.fingerprint() != self.identity {
             return Err(Error::FingerprintMismatch {
                 expected: self.identity.to_string(),
@@ -232,8 +237,8 @@ mod tests {
     #[test]
     fn round_trip_through_headers() {
         let me = me();
-        let auth = RequestAuth::sign(&me, "POST", "/v1/x?y=1", 1_700_000_000, body_digest(b"{}"))
-            .unwrap();
+        let auth =
+            RequestAuth::sign(&me, "POST", "/v1/x?y=1", 1_700_000_000, body_digest(b"{}")).unwrap();
         let headers: HashMap<_, _> = auth.headers().into_iter().collect();
         let parsed = RequestAuth::from_headers(|k| headers.get(k).map(String::as_str)).unwrap();
         assert_eq!(parsed, auth);
@@ -278,7 +283,9 @@ mod tests {
         ] {
             let headers: HashMap<_, _> = auth.headers().into_iter().collect();
             let err = RequestAuth::from_headers(|k| {
-                (k != drop).then(|| headers.get(k).map(String::as_str)).flatten()
+                (k != drop)
+                    .then(|| headers.get(k).map(String::as_str))
+                    .flatten()
             })
             .unwrap_err();
             assert!(err.to_string().contains(word), "{err}");
