@@ -94,7 +94,7 @@ impl Authenticator {
         let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
         Self {
             skew,
-            nonces: NonceCache::new(4_000_000),
+            nonces: NonceCache::new(1_000_000),
             limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
         }
     }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
+use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use relay_server::{Config, Relay};
 use serde_json::{json, Value};
@@ -1295,4 +1296,29 @@ async fn online_backup_restores_every_log_and_blob() {
     let target = dir.path().join("never");
     assert!(relay_server::backup::restore(&bad_path, &target).is_err());
     assert!(!target.exists());
+}
+
+#[tokio::test]
+async fn a_stalled_upload_times_out_and_changes_nothing() {
+    let w = World::on(T::with(|c| c.timeout = std::time::Duration::from_secs(1))).await;
+    let (ct, _) = w.seal(&w.patient, b"slow");
+    let mut req = w.put_chunk(&w.patient, &ct, 0, &ct);
+    // A body that sends a few bytes and then never finishes.
+    let first = bytes::Bytes::copy_from_slice(&ct[..10]);
+    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) })
+        .chain(futures_util::stream::pending());
+    *req.body_mut() = Body::from_stream(stream);
+    let started = std::time::Instant::now();
+    w.t.refused(req, StatusCode::REQUEST_TIMEOUT, "timeout")
+        .await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let (_, v) =
+        w.t.json(signed(
+            &w.patient,
+            "GET",
+            &format!("{}/upload", w.blob_path(&ct)),
+            Payload::None,
+        ))
+        .await;
+    assert_eq!(v, json!({"stored": false, "offset": 0}));
 }

@@ -92,16 +92,15 @@ pub async fn put(
     }
     writer_access(&app, vault, &caller).await?;
     let me = caller.fingerprint();
-    if app
+    if let Some(b) = app
         .meta
         .blob(vault, hash)
         .await
         .map_err(|e| ApiError::internal("reading a blob record", e))?
-        .is_some()
     {
         return Ok((
             StatusCode::OK,
-            Json(json!({ "stored": true, "offset": total })),
+            Json(json!({ "stored": true, "offset": b.len })),
         )
             .into_response());
     }

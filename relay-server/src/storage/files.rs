@@ -28,6 +28,28 @@ struct Progress {
     running: Option<(u64, Sha256)>,
 }
 
+/// Truncates an upload file back to `len` (removing it if `len` is 0)
+/// when dropped armed.
+struct Rollback {
+    path: PathBuf,
+    len: u64,
+    armed: bool,
+}
+
+impl Drop for Rollback {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if self.len == 0 {
+            let _ = std::fs::remove_file(&self.path);
+        } else if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&self.path) {
+            let _ = f.set_len(self.len);
+            let _ = f.sync_data();
+        }
+    }
+}
+
 /// Blob files under a data directory.
 pub struct FileBlobs {
     blobs: PathBuf,
@@ -170,6 +192,14 @@ impl BlobStore for FileBlobs {
             _ => None,
         };
         let before = running.clone();
+        // Until the chunk is verified and durable, dropping this (an error,
+        // or the request being cancelled by a timeout or a disconnect)
+        // truncates the upload back to where it stood.
+        let mut rollback = Rollback {
+            path: path.clone(),
+            len: current,
+            armed: true,
+        };
         let mut digest = Sha256::new();
         let mut written: u64 = 0;
         let result: Result<(), ChunkError> = async {
@@ -193,19 +223,15 @@ impl BlobStore for FileBlobs {
             Ok(())
         }
         .await;
+        drop(file);
         if let Err(e) = result {
             // Discard the chunk: the upload stands where it stood.
-            let _ = file.set_len(current).await;
-            let _ = file.sync_data().await;
             progress.running = before.map(|h| (current, h));
-            if current == 0 {
-                drop(file);
-                let _ = tokio::fs::remove_file(&path).await;
-            }
+            drop(rollback);
             return Err(e);
         }
+        rollback.armed = false;
         let now_at = current + written;
-        drop(file);
         if now_at < chunk.total {
             progress.running = running.map(|h| (now_at, h));
             return Ok(ChunkOutcome::Partial(now_at));
