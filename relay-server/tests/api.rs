@@ -1322,3 +1322,50 @@ async fn a_stalled_upload_times_out_and_changes_nothing() {
         .await;
     assert_eq!(v, json!({"stored": false, "offset": 0}));
 }
+
+#[tokio::test]
+async fn unacknowledged_upload_bytes_left_by_a_crash_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let w = World::on(T::with(move |c| c.data_dir = data)).await;
+    let (ct, _) = w.seal(&w.patient, &vec![3u8; 5000]);
+    let part = dir.path().join("uploads").join(format!(
+        "{}-{}.part",
+        w.vault,
+        hex::encode(body_digest(&ct))
+    ));
+    // What a kill -9 can leave: every byte of the last chunk written to the
+    // part file, the chunk never acknowledged (no acknowledged length).
+    std::fs::write(&part, &ct).unwrap();
+    let status = format!("{}/upload", w.blob_path(&ct));
+    let (_, v) =
+        w.t.json(signed(&w.patient, "GET", &status, Payload::None))
+            .await;
+    assert_eq!(v, json!({"stored": false, "offset": 0}));
+    w.t.refused(
+        signed(&w.patient, "GET", &w.blob_path(&ct), Payload::None),
+        StatusCode::NOT_FOUND,
+        "blob_not_found",
+    )
+    .await;
+    // Garbage beyond an acknowledged first half is cut off too.
+    let (s, _) = w.t.json(w.put_chunk(&w.patient, &ct, 0, &ct[..2500])).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&part)
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"unacknowledged garbage").unwrap();
+    let (_, v) =
+        w.t.json(signed(&w.patient, "GET", &status, Payload::None))
+            .await;
+    assert_eq!(v, json!({"stored": false, "offset": 2500}));
+    let (s, v) =
+        w.t.json(w.put_chunk(&w.patient, &ct, 2500, &ct[2500..]))
+            .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (_, _, body) =
+        w.t.call(signed(&w.patient, "GET", &w.blob_path(&ct), Payload::None))
+            .await;
+    assert_eq!(body, ct);
+}

@@ -86,6 +86,41 @@ impl FileBlobs {
         self.blobs.join(h.get(..2).unwrap_or("00")).join(h)
     }
 
+    /// The acknowledged length of an upload: a small file written (to a
+    /// temporary name, fsync'd, renamed) after a chunk is durable and before
+    /// it is acknowledged. Bytes in the part file beyond it were never
+    /// acknowledged (a crash between writing and acknowledging) and are cut
+    /// off before the upload continues. If the rename itself is lost in a
+    /// crash, the older, smaller value is found: the client resends a chunk.
+    fn ack_path(&self, key: &UploadKey) -> PathBuf {
+        self.upload_path(key).with_extension("ack")
+    }
+
+    async fn acked(&self, key: &UploadKey) -> Result<u64, StorageError> {
+        let len = match tokio::fs::metadata(self.upload_path(key)).await {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let acked = match tokio::fs::read_to_string(self.ack_path(key)).await {
+            Ok(text) => text.trim().parse::<u64>().unwrap_or(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(acked.min(len))
+    }
+
+    async fn write_ack(&self, key: &UploadKey, len: u64) -> Result<(), StorageError> {
+        let ack = self.ack_path(key);
+        let tmp = ack.with_extension("ack-tmp");
+        let mut f = tokio::fs::File::create(&tmp).await?;
+        f.write_all(len.to_string().as_bytes()).await?;
+        f.sync_all().await?;
+        drop(f);
+        tokio::fs::rename(&tmp, &ack).await?;
+        Ok(())
+    }
+
     fn upload_path(&self, key: &UploadKey) -> PathBuf {
         self.uploads
             .join(format!("{}-{}.part", key.vault.to_hex(), hex32(&key.hash)))
@@ -118,6 +153,7 @@ impl FileBlobs {
     async fn finish(&self, key: &UploadKey, part: &Path, hash: [u8; 32]) -> Result<(), ChunkError> {
         if hash != key.hash {
             let _ = tokio::fs::remove_file(part).await;
+            let _ = tokio::fs::remove_file(self.ack_path(key)).await;
             return Err(ChunkError::HashMismatch);
         }
         let dest = self.blob_path(&key.hash);
@@ -141,6 +177,7 @@ impl FileBlobs {
         .await
         .map_err(|e| StorageError(e.to_string()))?
         .map_err(StorageError::from)?;
+        let _ = tokio::fs::remove_file(self.ack_path(key)).await;
         Ok(())
     }
 }
@@ -152,11 +189,7 @@ impl BlobStore for FileBlobs {
     }
 
     async fn upload_offset(&self, key: UploadKey) -> Result<u64, StorageError> {
-        match tokio::fs::metadata(self.upload_path(&key)).await {
-            Ok(m) => Ok(m.len()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(e.into()),
-        }
+        self.acked(&key).await
     }
 
     async fn write_chunk(
@@ -183,6 +216,8 @@ impl BlobStore for FileBlobs {
             .open(&path)
             .await
             .map_err(StorageError::from)?;
+        // Cut off anything beyond the acknowledged length (left by a crash).
+        file.set_len(current).await.map_err(StorageError::from)?;
         file.seek(SeekFrom::Start(current))
             .await
             .map_err(StorageError::from)?;
@@ -233,6 +268,7 @@ impl BlobStore for FileBlobs {
         rollback.armed = false;
         let now_at = current + written;
         if now_at < chunk.total {
+            self.write_ack(&key, now_at).await?;
             progress.running = running.map(|h| (now_at, h));
             return Ok(ChunkOutcome::Partial(now_at));
         }
