@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::app::router;
@@ -62,6 +63,10 @@ impl Relay {
                 }
             })
         };
+        // Small responses must not wait for the peer's delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let result = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -85,8 +85,28 @@ fn connect(path: &Path, read_only: bool) -> Result<Connection, StorageError> {
     if !read_only {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // Savepoints of a batch stay in memory, not in temporary files.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // Checkpoints run on their own thread (see `checkpoint_loop`); this
+        // is only the safety net should that thread fall behind.
+        conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
     }
     Ok(conn)
+}
+
+/// `execute` through the statement cache (no re-parsing per write).
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// `query_row` through the statement cache.
+fn row<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, f)
 }
 
 /// Creates or checks the schema.
@@ -141,7 +161,29 @@ pub struct SqliteMeta {
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
+    read_permits: tokio::sync::Semaphore,
+    stop_checkpoints: Arc<std::sync::atomic::AtomicBool>,
     path: std::path::PathBuf,
+}
+
+/// Read connections kept (and reads run at once).
+const READERS: usize = 8;
+
+/// Copies the WAL into the database every so often, off the commit path,
+/// so the commit thread does not stall on a checkpoint's fsyncs.
+fn checkpoint_loop(path: std::path::PathBuf, stop: Arc<std::sync::atomic::AtomicBool>) {
+    let Ok(conn) = connect(&path, false) else {
+        tracing::warn!(
+            "checkpoint thread could not open the database; relying on auto-checkpoints"
+        );
+        return;
+    };
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "background checkpoint failed");
+        }
+    }
 }
 
 impl SqliteMeta {
@@ -160,10 +202,19 @@ impl SqliteMeta {
         let thread = std::thread::Builder::new()
             .name("relay-commit".into())
             .spawn(move || commit_loop(conn, rx, max_batch.max(1), observer))?;
+        let stop_checkpoints = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        {
+            let (path, stop) = (path.clone(), stop_checkpoints.clone());
+            std::thread::Builder::new()
+                .name("relay-checkpoint".into())
+                .spawn(move || checkpoint_loop(path, stop))?;
+        }
         Ok(Self {
             writer: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             readers: Mutex::new(Vec::new()),
+            read_permits: tokio::sync::Semaphore::new(READERS),
+            stop_checkpoints,
             path,
         })
     }
@@ -171,6 +222,8 @@ impl SqliteMeta {
     /// Stops accepting writes, lets the commit thread finish what it has,
     /// and waits for it.
     pub fn close(&self) {
+        self.stop_checkpoints
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let sender = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         drop(sender);
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -197,21 +250,29 @@ impl SqliteMeta {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
     ) -> Result<T, StorageError> {
+        // At most READERS reads at once, each on a kept connection: no
+        // connection churn under load.
+        let _permit = self
+            .read_permits
+            .acquire()
+            .await
+            .map_err(|_| StorageError("the store is closed".into()))?;
         let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let conn = match pooled {
-            Some(c) => c,
-            None => connect(&self.path, true)?,
-        };
+        let path = self.path.clone();
         let (conn, result) = tokio::task::spawn_blocking(move || {
+            let conn = match pooled {
+                Some(c) => c,
+                None => connect(&path, true)?,
+            };
             let r = f(&conn);
-            (conn, r)
+            Ok::<_, StorageError>((conn, r))
         })
         .await
-        .map_err(|e| StorageError(e.to_string()))?;
-        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < 16 {
-            pool.push(conn);
-        }
+        .map_err(|e| StorageError(e.to_string()))??;
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
         Ok(result?)
     }
 }
@@ -283,18 +344,19 @@ fn charge(
     bytes: u64,
     quota: u64,
 ) -> Result<bool, rusqlite::Error> {
-    let used: u64 = conn
-        .query_row(
-            "SELECT bytes FROM usage WHERE account = ?1",
-            [account.as_bytes()],
-            |r| r.get(0),
-        )
-        .optional()?
-        .unwrap_or(0);
+    let used: u64 = row(
+        conn,
+        "SELECT bytes FROM usage WHERE account = ?1",
+        [account.as_bytes()],
+        |r| r.get(0),
+    )
+    .optional()?
+    .unwrap_or(0);
     let Some(total) = used.checked_add(bytes).filter(|t| *t <= quota) else {
         return Ok(false);
     };
-    conn.execute(
+    exec(
+        conn,
         "INSERT INTO usage (account, bytes) VALUES (?1, ?2)
          ON CONFLICT(account) DO UPDATE SET bytes = excluded.bytes",
         params![account.as_bytes(), total],
@@ -305,7 +367,8 @@ fn charge(
 fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteReply, rusqlite::Error> {
     match op {
         WriteOp::PutIdentity { fp, document } => {
-            let n = conn.execute(
+            let n = exec(
+                conn,
                 "INSERT OR IGNORE INTO identities (fingerprint, document) VALUES (?1, ?2)",
                 params![fp.as_bytes(), document],
             )?;
@@ -316,13 +379,13 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteReply, rusqlite::Error>
             owner,
             genesis,
         } => {
-            let existing: Option<Vec<u8>> = conn
-                .query_row(
-                    "SELECT bytes FROM entries WHERE vault = ?1 AND seq = 0",
-                    [vault.as_bytes()],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let existing: Option<Vec<u8>> = row(
+                conn,
+                "SELECT bytes FROM entries WHERE vault = ?1 AND seq = 0",
+                [vault.as_bytes()],
+                |r| r.get(0),
+            )
+            .optional()?;
             if let Some(bytes) = existing {
                 return Ok(WriteReply::Created(if bytes == genesis.bytes {
                     CreateOutcome::AlreadyStored
@@ -330,28 +393,31 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteReply, rusqlite::Error>
                     CreateOutcome::Conflict
                 }));
             }
-            conn.execute(
+            exec(
+                conn,
                 "INSERT INTO vaults (vault, owner, head_seq, head_hash) VALUES (?1, ?2, 0, ?3)",
                 params![vault.as_bytes(), owner.as_bytes(), genesis.hash],
             )?;
-            conn.execute(
+            exec(
+                conn,
                 "INSERT INTO entries (vault, seq, hash, bytes) VALUES (?1, 0, ?2, ?3)",
                 params![vault.as_bytes(), genesis.hash, genesis.bytes],
             )?;
-            conn.execute(
+            exec(
+                conn,
                 "INSERT OR IGNORE INTO inbox (member, vault) VALUES (?1, ?2)",
                 params![owner.as_bytes(), vault.as_bytes()],
             )?;
             Ok(WriteReply::Created(CreateOutcome::Created))
         }
         WriteOp::Append(b) => {
-            let head: Option<(u64, Vec<u8>)> = conn
-                .query_row(
-                    "SELECT head_seq, head_hash FROM vaults WHERE vault = ?1",
-                    [b.vault.as_bytes()],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
+            let head: Option<(u64, Vec<u8>)> = row(
+                conn,
+                "SELECT head_seq, head_hash FROM vaults WHERE vault = ?1",
+                [b.vault.as_bytes()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
             let Some((seq, hash)) = head else {
                 return Ok(WriteReply::Appended(Err(AppendError::NoVault)));
             };
@@ -368,7 +434,8 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteReply, rusqlite::Error>
             }
             let mut last = current;
             for e in &b.entries {
-                conn.execute(
+                exec(
+                    conn,
                     "INSERT INTO entries (vault, seq, hash, bytes) VALUES (?1, ?2, ?3, ?4)",
                     params![b.vault.as_bytes(), e.seq, e.hash, e.bytes],
                 )?;
@@ -377,18 +444,20 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteReply, rusqlite::Error>
                     hash: e.hash,
                 };
             }
-            conn.execute(
+            exec(
+                conn,
                 "UPDATE vaults SET head_seq = ?2, head_hash = ?3 WHERE vault = ?1",
                 params![b.vault.as_bytes(), last.seq, last.hash],
             )?;
             for r in &b.blob_refs {
-                conn.execute(
+                exec(conn,
                     "INSERT OR IGNORE INTO blob_refs (vault, hash, record, collection) VALUES (?1, ?2, ?3, ?4)",
                     params![b.vault.as_bytes(), r.hash, r.record.as_bytes(), r.collection.as_bytes()],
                 )?;
             }
             for m in &b.inbox {
-                conn.execute(
+                exec(
+                    conn,
                     "INSERT OR IGNORE INTO inbox (member, vault) VALUES (?1, ?2)",
                     params![m.as_bytes(), b.vault.as_bytes()],
                 )?;
@@ -401,20 +470,21 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteReply, rusqlite::Error>
             info,
             quota,
         } => {
-            let exists: Option<i64> = conn
-                .query_row(
-                    "SELECT 1 FROM blobs WHERE vault = ?1 AND hash = ?2",
-                    params![vault.as_bytes(), hash],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let exists: Option<i64> = row(
+                conn,
+                "SELECT 1 FROM blobs WHERE vault = ?1 AND hash = ?2",
+                params![vault.as_bytes(), hash],
+                |r| r.get(0),
+            )
+            .optional()?;
             if exists.is_some() {
                 return Ok(WriteReply::Blob(AddBlobOutcome::Existed));
             }
             if !charge(conn, &info.uploader, info.len, *quota)? {
                 return Ok(WriteReply::Blob(AddBlobOutcome::Quota));
             }
-            conn.execute(
+            exec(
+                conn,
                 "INSERT INTO blobs (vault, hash, len, uploader) VALUES (?1, ?2, ?3, ?4)",
                 params![vault.as_bytes(), hash, info.len, info.uploader.as_bytes()],
             )?;
@@ -450,7 +520,8 @@ impl MetaStore for SqliteMeta {
 
     async fn identity(&self, fp: Fingerprint) -> Result<Option<Vec<u8>>, StorageError> {
         self.read(move |c| {
-            c.query_row(
+            row(
+                c,
                 "SELECT document FROM identities WHERE fingerprint = ?1",
                 [fp.as_bytes()],
                 |r| r.get(0),
@@ -481,7 +552,8 @@ impl MetaStore for SqliteMeta {
 
     async fn head(&self, vault: VaultId) -> Result<Option<Head>, StorageError> {
         self.read(move |c| {
-            c.query_row(
+            row(
+                c,
                 "SELECT head_seq, head_hash FROM vaults WHERE vault = ?1",
                 [vault.as_bytes()],
                 |r| {
@@ -524,7 +596,8 @@ impl MetaStore for SqliteMeta {
 
     async fn blob(&self, vault: VaultId, hash: [u8; 32]) -> Result<Option<BlobInfo>, StorageError> {
         self.read(move |c| {
-            c.query_row(
+            row(
+                c,
                 "SELECT len, uploader FROM blobs WHERE vault = ?1 AND hash = ?2",
                 params![vault.as_bytes(), hash],
                 |r| {
@@ -593,7 +666,8 @@ impl MetaStore for SqliteMeta {
 
     async fn usage(&self, account: Fingerprint) -> Result<u64, StorageError> {
         self.read(move |c| {
-            c.query_row(
+            row(
+                c,
                 "SELECT bytes FROM usage WHERE account = ?1",
                 [account.as_bytes()],
                 |r| r.get(0),
@@ -606,7 +680,7 @@ impl MetaStore for SqliteMeta {
 
     async fn stored_bytes(&self) -> Result<u64, StorageError> {
         self.read(|c| {
-            c.query_row("SELECT COALESCE(SUM(bytes), 0) FROM usage", [], |r| {
+            row(c, "SELECT COALESCE(SUM(bytes), 0) FROM usage", [], |r| {
                 r.get(0)
             })
         })
