@@ -234,3 +234,64 @@ async fn two_clients_sync_one_vault_concurrently() {
     let again = sync::pull(&mut pstore, &pc, &vault).await.unwrap();
     assert_eq!(again.head().seq, ps.head().seq + 1);
 }
+
+/// SIGTERM while an upload is in flight: the relay finishes it, answers,
+/// and only then exits (0); the blob is there after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    use vault_core::request::{body_digest, RequestAuth};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut relay = RelayProcess::start(&dir.path().join("relay"), &[]);
+    let patient = principal(1, "Pat Patient", Role::Patient);
+    let pc = relay.client(&patient);
+    pc.publish_identity().await.unwrap();
+    let (_, genesis) = VaultState::create(&patient, pc.now()).unwrap();
+    let vault = genesis.vault();
+    pc.create_vault(&genesis).await.unwrap();
+
+    // A 4 MiB blob sent slowly, in 16 pieces over about a second.
+    let blob: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    let hash = body_digest(&blob);
+    let pq = format!("/v1/vaults/{}/blobs/{}", vault.to_hex(), hex::encode(hash));
+    let auth = RequestAuth::sign(&patient, "PUT", &pq, pc.now(), hash).unwrap();
+    let pieces: Vec<Vec<u8>> = blob.chunks(256 << 10).map(<[u8]>::to_vec).collect();
+    let body = futures_stream(pieces);
+    let mut req = reqwest::Client::new()
+        .put(format!("{}{pq}", relay.url))
+        .header("content-type", "application/octet-stream")
+        .header("upload-length", blob.len().to_string())
+        .body(reqwest::Body::wrap_stream(body));
+    for (k, v) in auth.headers() {
+        req = req.header(k, v);
+    }
+    let upload = tokio::spawn(req.send());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let stopped = tokio::task::spawn_blocking(move || {
+        let ok = relay.stop();
+        (ok, relay)
+    });
+    let resp = upload.await.unwrap().unwrap();
+    assert_eq!(resp.status().as_u16(), 201, "{:?}", resp.text().await);
+    let (ok, mut relay) = stopped.await.unwrap();
+    assert!(ok, "the relay exits 0 after finishing the upload");
+
+    relay.restart();
+    let pc = relay.client(&patient);
+    let mut back = Vec::new();
+    pc.get_blob(&vault, &hash, blob.len() as u64, &mut back)
+        .await
+        .unwrap();
+    assert_eq!(back, blob);
+}
+
+/// A body stream yielding `pieces` one every ~60 ms.
+fn futures_stream(
+    pieces: Vec<Vec<u8>>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures_util::stream::unfold(pieces.into_iter(), |mut it| async move {
+        let next = it.next()?;
+        tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        Some((Ok(next), it))
+    })
+}
