@@ -235,7 +235,7 @@ pub async fn append(
     let mut blob_refs = Vec::new();
     let mut inbox = Vec::new();
     for (i, e) in entries.iter().enumerate() {
-        let verdict = prepare(&app, state, e, i, &mut blob_refs, &mut inbox).await;
+        let verdict = prepare(state, e, i, &mut blob_refs, &mut inbox);
         if let Err(err) = verdict {
             if i > 0 {
                 // Earlier entries of this batch were applied: reload.
@@ -261,45 +261,37 @@ pub async fn append(
                 AppendError::HeadMoved(h) => head_moved(h),
                 AppendError::NoVault => vault_not_found(),
                 AppendError::Quota => quota_exceeded(),
+                AppendError::BlobMissing(i) => ApiError::new(
+                    StatusCode::CONFLICT,
+                    "blob_missing",
+                    format!(
+                        "entry {i} names a ciphertext blob not uploaded to this vault; upload it first"
+                    ),
+                ),
                 AppendError::Storage(s) => ApiError::internal("appending entries", s),
             })
         }
     }
 }
 
-/// Checks one entry's blob and applies it to the state.
-async fn prepare(
-    app: &AppState,
+/// Applies one entry to the state, collecting the blobs it names (the
+/// commit checks they are stored) and the principals it grants to.
+fn prepare(
     state: &mut VaultState,
     e: &LogEntry,
     i: usize,
     blob_refs: &mut Vec<BlobRef>,
     inbox: &mut Vec<vault_core::Fingerprint>,
 ) -> ApiResult<()> {
-    if let EntryBody::RecordPut { metadata } = e.body() {
-        let hash = *metadata.ciphertext_hash();
-        let blob = app
-            .meta
-            .blob(state.vault(), hash)
-            .await
-            .map_err(|err| ApiError::internal("reading a blob record", err))?;
-        if blob.is_none_or(|b| b.len != metadata.ciphertext_len()) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "blob_missing",
-                format!(
-                    "entry {i} names a ciphertext blob not uploaded to this vault; upload it first"
-                ),
-            ));
-        }
-        blob_refs.push(BlobRef {
-            hash,
-            collection: metadata.collection(),
-            record: metadata.record(),
-        });
-    }
     state.apply(e).map_err(|err| invalid_entry(i, &err))?;
     match e.body() {
+        EntryBody::RecordPut { metadata } => blob_refs.push(BlobRef {
+            hash: *metadata.ciphertext_hash(),
+            len: metadata.ciphertext_len(),
+            collection: metadata.collection(),
+            record: metadata.record(),
+            entry: i,
+        }),
         EntryBody::GrantAdded { member, .. } => inbox.push(member.fingerprint()),
         EntryBody::Rotation(r) => inbox.extend(r.grants.iter().map(|g| g.member())),
         _ => {}

@@ -64,10 +64,14 @@ pub struct StoredEntry {
 pub struct BlobRef {
     /// The blob (ciphertext hash).
     pub hash: [u8; 32],
+    /// Its length, as signed in the metadata.
+    pub len: u64,
     /// Its collection.
     pub collection: CollectionId,
     /// Its record.
     pub record: RecordId,
+    /// Which entry of the batch names it.
+    pub entry: usize,
 }
 
 /// A verified append, ready to store.
@@ -101,6 +105,10 @@ pub enum AppendError {
     /// The account's quota would be exceeded.
     #[error("quota exceeded")]
     Quota,
+    /// A record-put names a blob not stored in the vault with its signed
+    /// length (the batch entry's index).
+    #[error("entry {0} names a blob that is not stored")]
+    BlobMissing(usize),
     /// The relay failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -160,7 +168,8 @@ pub trait MetaStore: Send + Sync + 'static {
         since: u64,
         limit: u64,
     ) -> Result<Vec<Vec<u8>>, StorageError>;
-    /// Appends a verified batch if the head is still `batch.prev`.
+    /// Appends a verified batch if the head is still `batch.prev` and every
+    /// blob it names is stored in the vault with its signed length.
     async fn append(&self, batch: AppendBatch) -> Result<Head, AppendError>;
     /// A blob of a vault.
     async fn blob(&self, vault: VaultId, hash: [u8; 32]) -> Result<Option<BlobInfo>, StorageError>;

@@ -428,6 +428,18 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteReply, rusqlite::Error>
             if current != b.prev {
                 return Ok(WriteReply::Appended(Err(AppendError::HeadMoved(current))));
             }
+            for r in &b.blob_refs {
+                let len: Option<u64> = row(
+                    conn,
+                    "SELECT len FROM blobs WHERE vault = ?1 AND hash = ?2",
+                    params![b.vault.as_bytes(), r.hash],
+                    |row| row.get(0),
+                )
+                .optional()?;
+                if len != Some(r.len) {
+                    return Ok(WriteReply::Appended(Err(AppendError::BlobMissing(r.entry))));
+                }
+            }
             let bytes: u64 = b.entries.iter().map(|e| e.bytes.len() as u64).sum();
             if !charge(conn, &b.account, bytes, b.quota)? {
                 return Ok(WriteReply::Appended(Err(AppendError::Quota)));
