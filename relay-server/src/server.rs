@@ -16,6 +16,9 @@ use crate::storage::files::FileBlobs;
 use crate::storage::sqlite::SqliteMeta;
 use crate::storage::StorageError;
 
+/// Uploads untouched this long are abandoned and removed.
+pub const ABANDONED_UPLOAD: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// A relay's state over the embedded storage in `config.data_dir`.
 pub struct Relay {
     /// The shared state.
@@ -60,6 +63,11 @@ impl Relay {
                 loop {
                     tick.tick().await;
                     state.auth.housekeeping();
+                    match state.blobs.sweep_uploads(ABANDONED_UPLOAD).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(removed = n, "swept abandoned uploads"),
+                        Err(e) => tracing::warn!(error = %e, "sweeping abandoned uploads failed"),
+                    }
                 }
             })
         };

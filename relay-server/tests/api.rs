@@ -50,7 +50,7 @@ fn b64(bytes: &[u8]) -> String {
 
 struct T {
     router: Router,
-    _relay: Relay,
+    relay: Relay,
     _dir: tempfile::TempDir,
 }
 
@@ -73,7 +73,7 @@ impl T {
         let relay = Relay::open(config).unwrap();
         Self {
             router: relay.router(),
-            _relay: relay,
+            relay,
             _dir: dir,
         }
     }
@@ -1368,4 +1368,49 @@ async fn unacknowledged_upload_bytes_left_by_a_crash_are_cut_off() {
         w.t.call(signed(&w.patient, "GET", &w.blob_path(&ct), Payload::None))
             .await;
     assert_eq!(body, ct);
+}
+
+#[tokio::test]
+async fn abandoned_uploads_are_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let w = World::on(T::with(move |c| c.data_dir = data)).await;
+    let (old, _) = w.seal(&w.patient, b"abandoned");
+    let (fresh, _) = w.seal(&w.patient, b"in progress");
+    for ct in [&old, &fresh] {
+        let (s, _) = w.t.json(w.put_chunk(&w.patient, ct, 0, &ct[..100])).await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+    }
+    let uploads = dir.path().join("uploads");
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
+    for entry in std::fs::read_dir(&uploads).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .to_string_lossy()
+            .contains(&hex::encode(body_digest(&old)))
+        {
+            let f = std::fs::File::options().write(true).open(&path).unwrap();
+            f.set_modified(two_days_ago).unwrap();
+        }
+    }
+    let removed =
+        w.t.relay
+            .state
+            .blobs
+            .sweep_uploads(relay_server::server::ABANDONED_UPLOAD)
+            .await
+            .unwrap();
+    assert_eq!(removed, 2, "the part file and its acknowledged length");
+    let status = |ct: &[u8]| {
+        signed(
+            &w.patient,
+            "GET",
+            &format!("{}/upload", w.blob_path(ct)),
+            Payload::None,
+        )
+    };
+    let (_, v) = w.t.json(status(&old)).await;
+    assert_eq!(v["offset"], 0);
+    let (_, v) = w.t.json(status(&fresh)).await;
+    assert_eq!(v["offset"], 100);
 }

@@ -5,7 +5,8 @@
 //! acknowledged; a chunk that fails (digest mismatch, cut-off body) is
 //! truncated away, so the upload stands where it stood. A complete upload
 //! is hashed, fsync'd and renamed to its address (then the directory is
-//! fsync'd): a crash never leaves a partial blob under an address.
+//! fsync'd): a crash never leaves a partial blob under an address. Uploads
+//! untouched for a day are swept away.
 
 use std::collections::HashMap;
 use std::io::SeekFrom;
@@ -280,6 +281,42 @@ impl BlobStore for FileBlobs {
         drop(progress);
         self.forget(&key);
         done.map(|()| ChunkOutcome::Complete)
+    }
+
+    async fn sweep_uploads(&self, older_than: std::time::Duration) -> Result<usize, StorageError> {
+        let dir = self.uploads.clone();
+        // An upload being written holds a second reference to its progress.
+        let busy: Vec<PathBuf> = {
+            let map = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+            map.iter()
+                .filter(|(_, p)| Arc::strong_count(p) > 1)
+                .map(|(k, _)| self.upload_path(k))
+                .collect()
+        };
+        let removed = tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
+            let mut removed = 0;
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                let path = entry.path();
+                let stale = entry
+                    .metadata()?
+                    .modified()?
+                    .elapsed()
+                    .is_ok_and(|age| age > older_than);
+                let part = path.with_extension("part");
+                if stale && !busy.contains(&part) {
+                    std::fs::remove_file(&path)?;
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| StorageError(e.to_string()))?
+        .map_err(StorageError::from)?;
+        let mut map = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|k, p| Arc::strong_count(p) > 1 || self.upload_path(k).exists());
+        Ok(removed)
     }
 
     async fn read(&self, hash: [u8; 32], start: u64, len: u64) -> Result<BlobReader, StorageError> {

@@ -271,6 +271,9 @@ pub trait BlobStore: Send + Sync + 'static {
         chunk: Chunk,
         body: BodyStream,
     ) -> Result<ChunkOutcome, ChunkError>;
+    /// Removes uploads untouched for `older_than` (abandoned by their
+    /// clients); returns how many.
+    async fn sweep_uploads(&self, older_than: std::time::Duration) -> Result<usize, StorageError>;
     /// Reads `len` bytes of a complete blob from `start`.
     async fn read(&self, hash: [u8; 32], start: u64, len: u64) -> Result<BlobReader, StorageError>;
 }
