@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use vault_core::{EntryBody, LogEntry, VaultState};
+use vault_core::{EntryBody, LogEntry, VaultId, VaultState};
 
 use crate::auth::{unix_now, Caller};
 use crate::error::{ApiError, ApiResult};
@@ -206,6 +206,25 @@ pub async fn append(
         check_time(&app, i, e)?;
     }
 
+    // From here on the relay's in-memory state is changed ahead of the
+    // commit. Run it as its own task so that a cancelled request (client
+    // gone, timeout) cannot stop between the two and leave the state ahead
+    // of storage: the append completes (or fails and is undone) either way.
+    let app2 = app.clone();
+    tokio::spawn(async move { commit_append(&app2, vault, prev, me, entries).await })
+        .await
+        .map_err(|e| ApiError::internal("the append task failed", e))?
+}
+
+/// Checks rights and the compare-and-swap, applies the entries to the
+/// relay's state and stores them, keeping the state equal to storage.
+async fn commit_append(
+    app: &AppState,
+    vault: VaultId,
+    prev: Head,
+    me: vault_core::Fingerprint,
+    entries: Vec<LogEntry>,
+) -> ApiResult<Json<Value>> {
     let slot = app.slot(vault);
     let mut guard = slot.state.write().await;
     if guard.is_none() {
