@@ -140,6 +140,15 @@ impl Authenticator {
             .with("server_time", json!(now)));
         }
         let fp = signer.fingerprint();
+        // Rate first: refused requests must not fill the replay cache.
+        if self.limiter.check_key(&fp).is_err() {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests for this key; slow down and retry",
+            )
+            .retry_after(1));
+        }
         if !self.nonces.insert(
             (fp, auth.nonce),
             now,
@@ -150,14 +159,6 @@ impl Authenticator {
                 "replayed_nonce",
                 "this request was already received (replayed nonce); sign every request afresh",
             ));
-        }
-        if self.limiter.check_key(&fp).is_err() {
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many requests for this key; slow down and retry",
-            )
-            .retry_after(1));
         }
         if !has_body && auth.content_sha256 != body_digest(b"") {
             return Err(ApiError::new(

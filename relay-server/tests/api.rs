@@ -1414,3 +1414,66 @@ async fn abandoned_uploads_are_swept() {
     let (_, v) = w.t.json(status(&fresh)).await;
     assert_eq!(v["offset"], 100);
 }
+
+#[tokio::test]
+async fn holding_a_blob_address_is_not_holding_the_blob() {
+    let mut w = World::new().await;
+    let patient = w.patient.clone();
+    let ct = w.put_record(&patient, b"hiv test: negative").await;
+
+    // Alice learns the address (say from an old copy of the log) and
+    // claims it in a vault of her own: the relay wants the bytes.
+    let (_, genesis) = VaultState::create(&w.alice, now()).unwrap();
+    let (s, _) =
+        w.t.json(signed(
+            &w.alice,
+            "POST",
+            "/v1/vaults",
+            json_payload(json!({ "genesis": b64(genesis.to_bytes()) })),
+        ))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let own = genesis.vault().to_hex();
+    let pq = format!("/v1/vaults/{own}/blobs/{}", hex::encode(body_digest(&ct)));
+    let auth = RequestAuth::sign(&w.alice, "PUT", &pq, now(), body_digest(b"")).unwrap();
+    let mut req = build(
+        &auth,
+        "PUT",
+        &pq,
+        Payload::Raw("application/octet-stream", Vec::new()),
+    );
+    req.headers_mut()
+        .insert("upload-length", ct.len().to_string().parse().unwrap());
+    let (s, v) = w.t.json(req).await;
+    assert_eq!(
+        (s, v),
+        (StatusCode::ACCEPTED, json!({"stored": false, "offset": 0}))
+    );
+    w.t.refused(
+        signed(&w.alice, "GET", &pq, Payload::None),
+        StatusCode::NOT_FOUND,
+        "blob_not_found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_record_put_must_name_a_blob_its_author_uploaded() {
+    let mut w = World::new().await;
+    let alice = w.alice.clone();
+    w.share(&alice, Permission::ReadWrite).await;
+    let (ct, e) = w.seal(&w.patient, b"uploaded by someone else");
+    // Alice, a writer, uploads the bytes; the patient's entry names them.
+    w.upload(&w.alice, &ct).await;
+    let before = w.t.head(&w.patient, &w.vault).await;
+    w.t.refused(
+        append_req(&w.patient, &w.state, &[&e]),
+        StatusCode::CONFLICT,
+        "blob_missing",
+    )
+    .await;
+    assert_eq!(w.t.head(&w.patient, &w.vault).await, before);
+    // The relay's state is intact: a proper record-put goes through.
+    let patient = w.patient.clone();
+    w.put_record(&patient, b"fine").await;
+}

@@ -112,17 +112,10 @@ pub async fn put(
     if used.saturating_add(total) > app.config.quota {
         return Err(quota_exceeded());
     }
+    // Every vault's copy of a blob is uploaded and hashed in full, even if
+    // the same bytes are stored for another vault: holding the address is
+    // not holding the bytes.
     let key = UploadKey { vault, hash };
-    if app
-        .blobs
-        .exists(hash)
-        .await
-        .map_err(|e| ApiError::internal("checking a blob", e))?
-    {
-        // Stored for another vault (or before a crash): the bytes are
-        // known to hash to the address, so only the record is missing.
-        return record_blob(&app, vault, hash, total, me, StatusCode::CREATED).await;
-    }
     let metrics = app.metrics.clone();
     let stream = body
         .into_data_stream()

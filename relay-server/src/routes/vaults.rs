@@ -250,17 +250,53 @@ async fn commit_append(
         return Err(head_moved(current));
     }
 
-    // Verify every entry on the relay's copy of the state, then store.
+    // Refuse what storage would refuse before changing anything: the
+    // quota, and blobs that are missing, of another length, uploaded by
+    // someone else, or already used by another record.
+    let puts: Vec<(usize, [u8; 32], u64)> = entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match e.body() {
+            EntryBody::RecordPut { metadata } => {
+                Some((i, *metadata.ciphertext_hash(), metadata.ciphertext_len()))
+            }
+            _ => None,
+        })
+        .collect();
+    let (used, blobs) = app
+        .meta
+        .append_precheck(vault, me, puts.iter().map(|(_, h, _)| *h).collect())
+        .await
+        .map_err(|e| ApiError::internal("checking an append", e))?;
+    let bytes: u64 = entries.iter().map(|e| e.to_bytes().len() as u64).sum();
+    if used.saturating_add(bytes) > app.config.quota {
+        return Err(quota_exceeded());
+    }
+    for (n, (i, hash, len)) in puts.iter().enumerate() {
+        let twice = puts.iter().filter(|(_, h, _)| h == hash).count() > 1;
+        let usable = blobs
+            .get(n)
+            .copied()
+            .flatten()
+            .is_some_and(|(info, used)| info.len == *len && info.uploader == me && !used);
+        if twice || !usable {
+            return Err(blob_missing(*i));
+        }
+    }
+
+    // Verify every entry on the relay's copy of the state: in place for one
+    // entry (a refused entry changes nothing), on a scratch copy for a
+    // batch (so a refusal half-way needs no reload).
+    let mut scratch = (entries.len() > 1).then(|| state.clone());
     let mut blob_refs = Vec::new();
     let mut inbox = Vec::new();
-    for (i, e) in entries.iter().enumerate() {
-        let verdict = prepare(state, e, i, &mut blob_refs, &mut inbox);
-        if let Err(err) = verdict {
-            if i > 0 {
-                // Earlier entries of this batch were applied: reload.
-                *guard = None;
-            }
-            return Err(err);
+    {
+        let target: &mut VaultState = match scratch.as_mut() {
+            Some(s) => s,
+            None => state,
+        };
+        for (i, e) in entries.iter().enumerate() {
+            prepare(target, e, i, &mut blob_refs, &mut inbox)?;
         }
     }
     let batch = AppendBatch {
@@ -273,24 +309,37 @@ async fn commit_append(
         quota: app.config.quota,
     };
     match app.meta.append(batch).await {
-        Ok(head) => Ok(Json(json!({ "head": HeadJson::from(head) }))),
+        Ok(head) => {
+            if let Some(s) = scratch {
+                *guard = Some(s);
+            }
+            Ok(Json(json!({ "head": HeadJson::from(head) })))
+        }
         Err(e) => {
-            *guard = None;
+            if scratch.is_none() || matches!(e, AppendError::Storage(_)) {
+                // The entry was applied in place, or storage failed in an
+                // unknown state: rebuild from storage on the next request.
+                *guard = None;
+            }
             Err(match e {
                 AppendError::HeadMoved(h) => head_moved(h),
                 AppendError::NoVault => vault_not_found(),
                 AppendError::Quota => quota_exceeded(),
-                AppendError::BlobMissing(i) => ApiError::new(
-                    StatusCode::CONFLICT,
-                    "blob_missing",
-                    format!(
-                        "entry {i} names a ciphertext blob not uploaded to this vault; upload it first"
-                    ),
-                ),
+                AppendError::BlobMissing(i) => blob_missing(i),
                 AppendError::Storage(s) => ApiError::internal("appending entries", s),
             })
         }
     }
+}
+
+fn blob_missing(i: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "blob_missing",
+        format!(
+            "entry {i} names a ciphertext blob that you have not uploaded to this vault (or that another record already uses); upload the record's ciphertext first"
+        ),
+    )
 }
 
 /// Applies one entry to the state, collecting the blobs it names (the

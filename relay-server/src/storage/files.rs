@@ -296,16 +296,17 @@ impl BlobStore for FileBlobs {
         let removed = tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
             let mut removed = 0;
             for entry in std::fs::read_dir(&dir)? {
-                let entry = entry?;
+                // A file renamed or removed meanwhile is simply skipped.
+                let Ok(entry) = entry else { continue };
                 let path = entry.path();
                 let stale = entry
-                    .metadata()?
-                    .modified()?
-                    .elapsed()
-                    .is_ok_and(|age| age > older_than);
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > older_than);
                 let part = path.with_extension("part");
-                if stale && !busy.contains(&part) {
-                    std::fs::remove_file(&path)?;
+                if stale && !busy.contains(&part) && std::fs::remove_file(&path).is_ok() {
                     removed += 1;
                 }
             }

@@ -106,7 +106,8 @@ pub enum AppendError {
     #[error("quota exceeded")]
     Quota,
     /// A record-put names a blob not stored in the vault with its signed
-    /// length (the batch entry's index).
+    /// length, not uploaded by the entry's author, or already used by
+    /// another record (the batch entry's index).
     #[error("entry {0} names a blob that is not stored")]
     BlobMissing(usize),
     /// The relay failed.
@@ -173,6 +174,15 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn append(&self, batch: AppendBatch) -> Result<Head, AppendError>;
     /// A blob of a vault.
     async fn blob(&self, vault: VaultId, hash: [u8; 32]) -> Result<Option<BlobInfo>, StorageError>;
+    /// What an append needs to know before it is verified: the account's
+    /// usage, and for each blob a record-put names, the blob's record in
+    /// the vault and whether a record already uses it.
+    async fn append_precheck(
+        &self,
+        vault: VaultId,
+        account: Fingerprint,
+        hashes: Vec<[u8; 32]>,
+    ) -> Result<(u64, Vec<Option<(BlobInfo, bool)>>), StorageError>;
     /// The records (collection, record) whose record-puts name a blob.
     async fn blob_refs(
         &self,

@@ -429,14 +429,10 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteReply, rusqlite::Error>
                 return Ok(WriteReply::Appended(Err(AppendError::HeadMoved(current))));
             }
             for r in &b.blob_refs {
-                let len: Option<u64> = row(
-                    conn,
-                    "SELECT len FROM blobs WHERE vault = ?1 AND hash = ?2",
-                    params![b.vault.as_bytes(), r.hash],
-                    |row| row.get(0),
-                )
-                .optional()?;
-                if len != Some(r.len) {
+                let usable = blob_state(conn, &b.vault, &r.hash)?.is_some_and(|(info, used)| {
+                    info.len == r.len && info.uploader == b.account && !used
+                });
+                if !usable {
                     return Ok(WriteReply::Appended(Err(AppendError::BlobMissing(r.entry))));
                 }
             }
@@ -503,6 +499,30 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteReply, rusqlite::Error>
             Ok(WriteReply::Blob(AddBlobOutcome::Added))
         }
     }
+}
+
+/// A blob's record in a vault, and whether a record-put already names it.
+fn blob_state(
+    conn: &Connection,
+    vault: &VaultId,
+    hash: &[u8; 32],
+) -> rusqlite::Result<Option<(BlobInfo, bool)>> {
+    row(
+        conn,
+        "SELECT len, uploader, EXISTS (SELECT 1 FROM blob_refs r WHERE r.vault = b.vault AND r.hash = b.hash)
+         FROM blobs b WHERE b.vault = ?1 AND b.hash = ?2",
+        params![vault.as_bytes(), hash],
+        |r| {
+            Ok((
+                BlobInfo {
+                    len: r.get(0)?,
+                    uploader: Fingerprint::from_bytes(array32(r.get(1)?)?),
+                },
+                r.get::<_, bool>(2)?,
+            ))
+        },
+    )
+    .optional()
 }
 
 fn unexpected() -> StorageError {
@@ -620,6 +640,30 @@ impl MetaStore for SqliteMeta {
                 },
             )
             .optional()
+        })
+        .await
+    }
+
+    async fn append_precheck(
+        &self,
+        vault: VaultId,
+        account: Fingerprint,
+        hashes: Vec<[u8; 32]>,
+    ) -> Result<(u64, Vec<Option<(BlobInfo, bool)>>), StorageError> {
+        self.read(move |c| {
+            let used: u64 = row(
+                c,
+                "SELECT bytes FROM usage WHERE account = ?1",
+                [account.as_bytes()],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+            let blobs = hashes
+                .iter()
+                .map(|h| blob_state(c, &vault, h))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((used, blobs))
         })
         .await
     }
