@@ -108,6 +108,15 @@ impl AppState {
             .clone()
     }
 
+    /// Drops a vault's slot if nobody is using it (requests for vaults that
+    /// do not exist must not push real vaults out of the cache).
+    pub fn forget(&self, vault: VaultId) {
+        let mut map = self.vaults.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(&vault).is_some_and(|s| Arc::strong_count(s) == 1) {
+            map.remove(&vault);
+        }
+    }
+
     /// Loads a vault's state from storage, verifying its log.
     pub async fn load(&self, vault: VaultId) -> ApiResult<VaultState> {
         let Some(head) = self
@@ -151,7 +160,15 @@ impl AppState {
         }
         let mut guard = slot.state.write().await;
         if guard.is_none() {
-            *guard = Some(self.load(vault).await?);
+            match self.load(vault).await {
+                Ok(state) => *guard = Some(state),
+                Err(e) => {
+                    drop(guard);
+                    drop(slot);
+                    self.forget(vault);
+                    return Err(e);
+                }
+            }
         }
         let access = guard
             .as_ref()

@@ -606,10 +606,24 @@ impl RelayClient {
         let offset =
             (i128::from(server_time) - local).clamp(i128::from(i64::MIN), i128::from(i64::MAX));
         let offset = i64::try_from(offset).unwrap_or(0);
+        // A relay is not a time authority: follow it only within a day of
+        // the device clock, so a hostile relay cannot date our entries far
+        // into the future (entry times must not decrease in a log, so that
+        // would freeze every other writer of the vault).
+        if offset.unsigned_abs() > MAX_CLOCK_OFFSET {
+            tracing::warn!(
+                offset,
+                "the relay's clock is more than a day from this device's; not following it"
+            );
+            return;
+        }
         tracing::info!(offset, "adjusting to the relay's clock");
         self.set_clock_offset(offset);
     }
 }
+
+/// The largest clock offset (seconds) the client accepts from a relay.
+pub const MAX_CLOCK_OFFSET: u64 = 86_400;
 
 /// The default HTTP client: no redirects (a redirected request's signature
 /// would not match), connection and read timeouts on native targets.
@@ -756,9 +770,13 @@ mod tests {
         let off = clone.clock_offset();
         assert!((3599..=3601).contains(&off), "{off}");
         assert!(clone.now() >= local + 3599);
+        // A relay claiming a time more than a day away is not followed.
         c.adjust_clock(0);
-        assert!(c.clock_offset() < 0);
-        assert_eq!(c.now().saturating_sub(local), 0);
+        assert!((3599..=3601).contains(&c.clock_offset()));
+        c.adjust_clock(local + 3 * 86_400);
+        assert!((3599..=3601).contains(&c.clock_offset()));
+        c.adjust_clock(local - 600);
+        assert!((-601..=-599).contains(&c.clock_offset()));
         c.set_clock_offset(i64::MIN);
         assert_eq!(c.now(), 0);
         c.set_clock_offset(i64::MAX);

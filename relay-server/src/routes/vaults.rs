@@ -228,7 +228,15 @@ async fn commit_append(
     let slot = app.slot(vault);
     let mut guard = slot.state.write().await;
     if guard.is_none() {
-        *guard = Some(app.load(vault).await?);
+        match app.load(vault).await {
+            Ok(state) => *guard = Some(state),
+            Err(e) => {
+                drop(guard);
+                drop(slot);
+                app.forget(vault);
+                return Err(e);
+            }
+        }
     }
     let Some(state) = guard.as_mut() else {
         return Err(vault_not_found());
