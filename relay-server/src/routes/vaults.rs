@@ -25,6 +25,9 @@ use crate::storage::{AppendBatch, AppendError, BlobRef, CreateOutcome, Head, Sto
 pub const MAX_APPEND: usize = 256;
 /// Most entries in one log page.
 pub const MAX_PAGE: u64 = 1000;
+/// Most entry bytes in one log page (a page may hold fewer entries than
+/// asked for; it always holds at least one).
+pub const MAX_PAGE_BYTES: usize = 8 << 20;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -152,10 +155,28 @@ pub async fn log(
         .entries(vault, since, limit)
         .await
         .map_err(|e| ApiError::internal("reading a log", e))?;
-    let entries: Vec<String> = entries.iter().map(|e| to_b64(e)).collect();
+    let entries: Vec<String> = page(&entries, MAX_PAGE_BYTES)
+        .iter()
+        .map(|e| to_b64(e))
+        .collect();
     Ok(Json(
         json!({ "head": HeadJson::from(head), "entries": entries }),
     ))
+}
+
+/// The longest prefix of `entries` within `max_bytes`, and never less than
+/// one entry: a client asks again from where a page ends.
+fn page(entries: &[Vec<u8>], max_bytes: usize) -> &[Vec<u8>] {
+    let mut total = 0usize;
+    let n = entries
+        .iter()
+        .take_while(|e| {
+            let first = total == 0;
+            total = total.saturating_add(e.len());
+            first || total <= max_bytes
+        })
+        .count();
+    entries.get(..n).unwrap_or(entries)
 }
 
 #[derive(Deserialize)]
@@ -391,4 +412,20 @@ pub fn quota_exceeded() -> ApiError {
         "quota_exceeded",
         "your storage quota on this relay would be exceeded; delete data or ask the operator for more",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page;
+
+    #[test]
+    fn pages_stop_at_the_byte_budget_but_hold_one_entry() {
+        let entries = vec![vec![0u8; 400], vec![0u8; 400], vec![0u8; 400]];
+        assert_eq!(page(&entries, 1000).len(), 2);
+        assert_eq!(page(&entries, 800).len(), 2);
+        assert_eq!(page(&entries, 799).len(), 1);
+        assert_eq!(page(&entries, 10).len(), 1);
+        assert_eq!(page(&entries, usize::MAX).len(), 3);
+        assert!(page(&[], 10).is_empty());
+    }
 }
