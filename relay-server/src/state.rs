@@ -18,12 +18,15 @@ use crate::metrics::Metrics;
 use crate::storage::{BlobStore, MetaStore};
 
 /// One vault's verified state; `None` until loaded (or after a failed
-/// write, so it is reloaded from storage).
-pub struct VaultSlot {
-    /// The verified log state. Appends hold the write lock from
-    /// verification until the entries are durable.
-    pub state: tokio::sync::RwLock<Option<VaultState>>,
-}
+/// write, so it is reloaded from storage). Appends hold the write lock from
+/// verification until the entries are durable.
+pub type VaultSlot = tokio::sync::RwLock<Option<VaultState>>;
+
+/// A vault's state, loaded, locked for reading.
+pub type StateRead = tokio::sync::OwnedRwLockReadGuard<Option<VaultState>>;
+
+/// A vault's state, loaded, locked for writing.
+pub type StateWrite = tokio::sync::OwnedRwLockWriteGuard<Option<VaultState>>;
 
 /// Everything a handler needs.
 pub struct AppState {
@@ -100,11 +103,7 @@ impl AppState {
             map.retain(|_, s| Arc::strong_count(s) > 1);
         }
         map.entry(vault)
-            .or_insert_with(|| {
-                Arc::new(VaultSlot {
-                    state: tokio::sync::RwLock::new(None),
-                })
-            })
+            .or_insert_with(|| Arc::new(VaultSlot::new(None)))
             .clone()
     }
 
@@ -148,33 +147,44 @@ impl AppState {
             .map_err(|e| ApiError::internal("a stored vault log does not verify", e))
     }
 
-    /// The caller's access to a vault, now (`404` if there is no such
-    /// vault, `403` if the caller is not a member).
-    pub async fn member_access(&self, vault: VaultId, who: &Fingerprint) -> ApiResult<Access> {
-        let slot = self.slot(vault);
-        {
-            let guard = slot.state.read().await;
-            if let Some(state) = guard.as_ref() {
-                return check_member(state.access(who, unix_now()));
-            }
-        }
-        let mut guard = slot.state.write().await;
+    /// A vault's verified state, loaded from storage if needed, locked for
+    /// writing (`404` if there is no such vault; its slot is then dropped,
+    /// so requests for absent vaults do not push real ones out of the cache).
+    pub async fn write_state(&self, vault: VaultId) -> ApiResult<StateWrite> {
+        let mut guard = self.slot(vault).write_owned().await;
         if guard.is_none() {
             match self.load(vault).await {
                 Ok(state) => *guard = Some(state),
                 Err(e) => {
                     drop(guard);
-                    drop(slot);
                     self.forget(vault);
                     return Err(e);
                 }
             }
         }
-        let access = guard
-            .as_ref()
-            .map(|s| s.access(who, unix_now()))
-            .unwrap_or_default();
-        check_member(access)
+        Ok(guard)
+    }
+
+    /// [`AppState::write_state`], locked for reading.
+    pub async fn read_state(&self, vault: VaultId) -> ApiResult<StateRead> {
+        let guard = self.slot(vault).read_owned().await;
+        if guard.is_some() {
+            return Ok(guard);
+        }
+        drop(guard);
+        Ok(self.write_state(vault).await?.downgrade())
+    }
+
+    /// The caller's access to a vault, now (`404` if there is no such
+    /// vault, `403` if the caller is not a member).
+    pub async fn member_access(&self, vault: VaultId, who: &Fingerprint) -> ApiResult<Access> {
+        let guard = self.read_state(vault).await?;
+        check_member(
+            guard
+                .as_ref()
+                .map(|s| s.access(who, unix_now()))
+                .unwrap_or_default(),
+        )
     }
 }
 

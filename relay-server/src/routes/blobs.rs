@@ -34,6 +34,18 @@ fn header_u64(headers: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
     }
 }
 
+/// A blob's record in a vault, if it is stored there.
+async fn blob_record(
+    app: &AppState,
+    vault: VaultId,
+    hash: [u8; 32],
+) -> ApiResult<Option<BlobInfo>> {
+    app.meta
+        .blob(vault, hash)
+        .await
+        .map_err(|e| ApiError::internal("reading a blob record", e))
+}
+
 fn blob_not_found() -> ApiError {
     ApiError::not_found(
         "blob_not_found",
@@ -92,12 +104,7 @@ pub async fn put(
     }
     writer_access(&app, vault, &caller).await?;
     let me = caller.fingerprint();
-    if let Some(b) = app
-        .meta
-        .blob(vault, hash)
-        .await
-        .map_err(|e| ApiError::internal("reading a blob record", e))?
-    {
+    if let Some(b) = blob_record(&app, vault, hash).await? {
         return Ok((
             StatusCode::OK,
             Json(json!({ "stored": true, "offset": b.len })),
@@ -199,12 +206,7 @@ pub async fn upload_status(
     let vault = parse_vault(&vault)?;
     let hash = parse_hash(&hash, "the blob address")?;
     writer_access(&app, vault, &caller).await?;
-    if let Some(b) = app
-        .meta
-        .blob(vault, hash)
-        .await
-        .map_err(|e| ApiError::internal("reading a blob record", e))?
-    {
+    if let Some(b) = blob_record(&app, vault, hash).await? {
         return Ok(Json(json!({ "stored": true, "offset": b.len })));
     }
     let at = app
@@ -242,28 +244,22 @@ pub async fn get(
     let hash = parse_hash(&hash, "the blob address")?;
     let me = caller.fingerprint();
     let access = app.member_access(vault, &me).await?;
-    let info = app
+    let (info, refs) = app
         .meta
-        .blob(vault, hash)
+        .blob_with_refs(vault, hash)
         .await
         .map_err(|e| ApiError::internal("reading a blob record", e))?
         .ok_or_else(blob_not_found)?;
-    if !access.owner {
-        let refs = app
-            .meta
-            .blob_refs(vault, hash)
-            .await
-            .map_err(|e| ApiError::internal("reading blob links", e))?;
-        let allowed = if refs.is_empty() {
+    let allowed = access.owner
+        || if refs.is_empty() {
             info.uploader == me
         } else {
             refs.iter().any(|(c, r)| access.may_read(c, r))
         };
-        if !allowed {
-            return Err(ApiError::forbidden(
-                "you have no access to the record this blob belongs to",
-            ));
-        }
+    if !allowed {
+        return Err(ApiError::forbidden(
+            "you have no access to the record this blob belongs to",
+        ));
     }
     let (start, len, status) = match headers.get(header::RANGE) {
         None => (0, info.len, StatusCode::OK),

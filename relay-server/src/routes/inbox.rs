@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
-use crate::auth::Caller;
+use crate::auth::{unix_now, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::HeadJson;
 use crate::state::AppState;
@@ -26,16 +26,14 @@ pub async fn inbox(
         .map_err(|e| ApiError::internal("reading the inbox", e))?;
     let mut out = Vec::new();
     for vault in vaults {
-        let access = match app.member_access(vault, &me).await {
-            Ok(a) => a,
-            Err(e) if e.code() == "forbidden" => continue,
-            Err(e) => return Err(e),
-        };
-        let slot = app.slot(vault);
-        let guard = slot.state.read().await;
+        let guard = app.read_state(vault).await?;
         let Some(state) = guard.as_ref() else {
             continue;
         };
+        let access = state.access(&me, unix_now());
+        if !access.is_member() {
+            continue;
+        }
         let collections: Vec<Value> = access
             .collections
             .iter()

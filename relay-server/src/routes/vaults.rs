@@ -115,13 +115,17 @@ pub async fn head(
 ) -> ApiResult<Json<Value>> {
     let vault = parse_vault(&vault)?;
     app.member_access(vault, &caller.fingerprint()).await?;
-    let head = app
-        .meta
+    let head = stored_head(&app, vault).await?;
+    Ok(Json(json!({ "head": HeadJson::from(head) })))
+}
+
+/// The head as stored (`404` if the vault does not exist).
+async fn stored_head(app: &AppState, vault: VaultId) -> ApiResult<Head> {
+    app.meta
         .head(vault)
         .await
         .map_err(|e| ApiError::internal("reading a head", e))?
-        .ok_or_else(vault_not_found)?;
-    Ok(Json(json!({ "head": HeadJson::from(head) })))
+        .ok_or_else(vault_not_found)
 }
 
 /// Query of `GET /v1/vaults/{vault}/log`.
@@ -144,12 +148,7 @@ pub async fn log(
     app.member_access(vault, &caller.fingerprint()).await?;
     let limit = q.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
     let since = q.since.unwrap_or(0);
-    let head = app
-        .meta
-        .head(vault)
-        .await
-        .map_err(|e| ApiError::internal("reading a head", e))?
-        .ok_or_else(vault_not_found)?;
+    let head = stored_head(&app, vault).await?;
     let entries = app
         .meta
         .entries(vault, since, limit)
@@ -246,19 +245,7 @@ async fn commit_append(
     me: vault_core::Fingerprint,
     entries: Vec<LogEntry>,
 ) -> ApiResult<Json<Value>> {
-    let slot = app.slot(vault);
-    let mut guard = slot.state.write().await;
-    if guard.is_none() {
-        match app.load(vault).await {
-            Ok(state) => *guard = Some(state),
-            Err(e) => {
-                drop(guard);
-                drop(slot);
-                app.forget(vault);
-                return Err(e);
-            }
-        }
-    }
+    let mut guard = app.write_state(vault).await?;
     let Some(state) = guard.as_mut() else {
         return Err(vault_not_found());
     };

@@ -185,10 +185,6 @@ impl FileBlobs {
 
 #[async_trait]
 impl BlobStore for FileBlobs {
-    async fn exists(&self, hash: [u8; 32]) -> Result<bool, StorageError> {
-        Ok(tokio::fs::try_exists(self.blob_path(&hash)).await?)
-    }
-
     async fn upload_offset(&self, key: UploadKey) -> Result<u64, StorageError> {
         self.acked(&key).await
     }

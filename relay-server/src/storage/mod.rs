@@ -183,12 +183,14 @@ pub trait MetaStore: Send + Sync + 'static {
         account: Fingerprint,
         hashes: Vec<[u8; 32]>,
     ) -> Result<(u64, Vec<Option<(BlobInfo, bool)>>), StorageError>;
-    /// The records (collection, record) whose record-puts name a blob.
-    async fn blob_refs(
+    /// A blob of a vault with the records (collection, record) whose
+    /// record-puts name it: what a download's access check needs, in one
+    /// read.
+    async fn blob_with_refs(
         &self,
         vault: VaultId,
         hash: [u8; 32],
-    ) -> Result<Vec<(CollectionId, RecordId)>, StorageError>;
+    ) -> Result<Option<(BlobInfo, Vec<(CollectionId, RecordId)>)>, StorageError>;
     /// Records a completed blob for a vault, charging the uploader.
     async fn add_blob(
         &self,
@@ -270,8 +272,6 @@ pub enum ChunkError {
 /// blobs immutable.
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
-    /// Whether a complete blob is stored.
-    async fn exists(&self, hash: [u8; 32]) -> Result<bool, StorageError>;
     /// Where an upload stands (0 if none).
     async fn upload_offset(&self, key: UploadKey) -> Result<u64, StorageError>;
     /// Writes one chunk (see [`ChunkOutcome`], [`ChunkError`]).

@@ -501,6 +501,26 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteReply, rusqlite::Error>
     }
 }
 
+/// A blob's record in a vault.
+fn blob_info(
+    conn: &Connection,
+    vault: &VaultId,
+    hash: &[u8; 32],
+) -> rusqlite::Result<Option<BlobInfo>> {
+    row(
+        conn,
+        "SELECT len, uploader FROM blobs WHERE vault = ?1 AND hash = ?2",
+        params![vault.as_bytes(), hash],
+        |r| {
+            Ok(BlobInfo {
+                len: r.get(0)?,
+                uploader: Fingerprint::from_bytes(array32(r.get(1)?)?),
+            })
+        },
+    )
+    .optional()
+}
+
 /// A blob's record in a vault, and whether a record-put already names it.
 fn blob_state(
     conn: &Connection,
@@ -627,21 +647,7 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn blob(&self, vault: VaultId, hash: [u8; 32]) -> Result<Option<BlobInfo>, StorageError> {
-        self.read(move |c| {
-            row(
-                c,
-                "SELECT len, uploader FROM blobs WHERE vault = ?1 AND hash = ?2",
-                params![vault.as_bytes(), hash],
-                |r| {
-                    Ok(BlobInfo {
-                        len: r.get(0)?,
-                        uploader: Fingerprint::from_bytes(array32(r.get(1)?)?),
-                    })
-                },
-            )
-            .optional()
-        })
-        .await
+        self.read(move |c| blob_info(c, &vault, &hash)).await
     }
 
     async fn append_precheck(
@@ -668,12 +674,15 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
-    async fn blob_refs(
+    async fn blob_with_refs(
         &self,
         vault: VaultId,
         hash: [u8; 32],
-    ) -> Result<Vec<(CollectionId, RecordId)>, StorageError> {
+    ) -> Result<Option<(BlobInfo, Vec<(CollectionId, RecordId)>)>, StorageError> {
         self.read(move |c| {
+            let Some(info) = blob_info(c, &vault, &hash)? else {
+                return Ok(None);
+            };
             let mut st = c.prepare_cached(
                 "SELECT collection, record FROM blob_refs WHERE vault = ?1 AND hash = ?2",
             )?;
@@ -683,7 +692,7 @@ impl MetaStore for SqliteMeta {
                     RecordId::from_bytes(array16(r.get(1)?)?),
                 ))
             })?;
-            rows.collect()
+            Ok(Some((info, rows.collect::<rusqlite::Result<_>>()?)))
         })
         .await
     }
