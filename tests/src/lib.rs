@@ -34,14 +34,7 @@ pub fn principal(seed: u8, name: &str, role: Role) -> Arc<SecretIdentity> {
             created_at: now().saturating_sub(1000),
         },
     );
-    match id {
-        Ok(id) => Arc::new(id),
-        Err(e) => panic_any(format!("identity: {e}")),
-    }
-}
-
-fn panic_any(msg: String) -> ! {
-    panic!("{msg}")
+    Arc::new(id.unwrap_or_else(|e| panic!("identity: {e}")))
 }
 
 /// Where cargo put the `relay-server` binary of this build.
@@ -55,10 +48,10 @@ pub fn relay_binary() -> PathBuf {
         .unwrap_or_default();
     let bin = profile_dir.join(format!("relay-server{}", std::env::consts::EXE_SUFFIX));
     if !bin.exists() {
-        panic_any(format!(
+        panic!(
             "{} is missing: build it first (`cargo build -p relay-server`, or run the whole suite with `cargo test --workspace`)",
             bin.display()
-        ));
+        );
     }
     bin
 }
@@ -103,11 +96,8 @@ impl RelayProcess {
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
-            .unwrap_or_else(|e| panic_any(format!("cannot start relay-server: {e}")));
-        let stdout = child
-            .stdout
-            .take()
-            .unwrap_or_else(|| panic_any("no stdout".into()));
+            .unwrap_or_else(|e| panic!("cannot start relay-server: {e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
         let mut line = String::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut reader = BufReader::new(stdout);
@@ -115,10 +105,10 @@ impl RelayProcess {
             line.clear();
             if reader.read_line(&mut line).unwrap_or(0) == 0 || Instant::now() > deadline {
                 let _ = child.kill();
-                panic_any(format!(
+                panic!(
                     "relay-server did not start (see {})",
                     data_dir.with_extension("log").display()
-                ));
+                );
             }
         }
         let url = line
@@ -169,7 +159,7 @@ impl RelayProcess {
     /// A client for `who`, with a short retry policy.
     pub fn client(&self, who: &Arc<SecretIdentity>) -> RelayClient {
         RelayClient::new(&self.url, who.clone())
-            .unwrap_or_else(|e| panic_any(format!("client: {e}")))
+            .unwrap_or_else(|e| panic!("client: {e}"))
             .with_retry_policy(RetryPolicy::with_attempts(3))
     }
 }
