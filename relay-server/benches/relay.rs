@@ -1074,14 +1074,8 @@ async fn bench(opts: Opts, relay_addr: SocketAddr, bare_addr: SocketAddr) {
     }
     let up = t0.elapsed();
     perf_ctl("ingest", "disable");
-    let total_bytes = (opts.big_blobs * opts.big_blob_bytes) as f64;
-    println!(
-        "  ingest:   {:>8.1} MB/s ({:.1} MiB/s; {} MiB in {:.2} s)",
-        total_bytes / up.as_secs_f64() / 1e6,
-        total_bytes / up.as_secs_f64() / (1 << 20) as f64,
-        (opts.big_blobs * opts.big_blob_bytes) >> 20,
-        up.as_secs_f64()
-    );
+    let total_bytes = opts.big_blobs * opts.big_blob_bytes;
+    print_throughput("ingest:  ", total_bytes, up, "");
     print_cpu(&cpu0, up, 0);
 
     // Downloads are fast (the blobs are in the page cache): each blob is
@@ -1113,14 +1107,11 @@ async fn bench(opts: Opts, relay_addr: SocketAddr, bare_addr: SocketAddr) {
     }
     let down = t0.elapsed();
     perf_ctl("download", "disable");
-    let down_bytes = total_bytes * reads as f64;
-    println!(
-        "  download: {:>8.1} MB/s ({:.1} MiB/s; {} MiB in {:.2} s: each blob read {reads}×, {} at once)",
-        down_bytes / down.as_secs_f64() / 1e6,
-        down_bytes / down.as_secs_f64() / (1 << 20) as f64,
-        (opts.big_blobs * opts.big_blob_bytes * reads) >> 20,
-        down.as_secs_f64(),
-        opts.big_blobs
+    print_throughput(
+        "download:",
+        total_bytes * reads,
+        down,
+        &format!(": each blob read {reads}×, {} at once", opts.big_blobs),
     );
     print_cpu(&cpu0, down, 0);
 
@@ -1141,4 +1132,15 @@ async fn bench(opts: Opts, relay_addr: SocketAddr, bare_addr: SocketAddr) {
         verdict(p99 <= TARGET_P99_MS && relay_appends.errors == 0)
     );
     print_batches("whole run", &BatchHist::default(), &b_end);
+}
+
+/// Prints `bytes` moved in `took` as MB/s and MiB/s.
+fn print_throughput(label: &str, bytes: usize, took: Duration, note: &str) {
+    let secs = took.as_secs_f64();
+    println!(
+        "  {label} {:>8.1} MB/s ({:.1} MiB/s; {} MiB in {secs:.2} s{note})",
+        bytes as f64 / secs / 1e6,
+        bytes as f64 / secs / (1 << 20) as f64,
+        bytes >> 20,
+    );
 }
