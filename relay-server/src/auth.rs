@@ -19,8 +19,8 @@ use crate::error::ApiError;
 /// The authenticated caller of a request, put in the request's extensions.
 #[derive(Clone, Debug)]
 pub struct Caller {
-    /// The caller's identity.
-    pub identity: PublicIdentity,
+    /// The caller's fingerprint (its published identity signed the request).
+    pub fingerprint: Fingerprint,
     /// The signed body digest, checked once the body is read.
     pub content_sha256: [u8; 32],
 }
@@ -28,7 +28,7 @@ pub struct Caller {
 impl Caller {
     /// The caller's fingerprint.
     pub fn fingerprint(&self) -> Fingerprint {
-        self.identity.fingerprint()
+        self.fingerprint
     }
 }
 
@@ -168,7 +168,7 @@ impl Authenticator {
             ));
         }
         Ok(Caller {
-            identity: signer.clone(),
+            fingerprint: fp,
             content_sha256: auth.content_sha256,
         })
     }

@@ -40,7 +40,7 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    identities: Mutex<HashMap<Fingerprint, PublicIdentity>>,
+    identities: Mutex<HashMap<Fingerprint, Arc<PublicIdentity>>>,
     vaults: Mutex<HashMap<VaultId, Arc<VaultSlot>>>,
 }
 
@@ -69,7 +69,7 @@ impl AppState {
 
     /// A published identity (cached: documents are immutable, since the
     /// fingerprint is their hash).
-    pub async fn identity(&self, fp: Fingerprint) -> ApiResult<Option<PublicIdentity>> {
+    pub async fn identity(&self, fp: Fingerprint) -> ApiResult<Option<Arc<PublicIdentity>>> {
         if let Some(id) = self
             .identities
             .lock()
@@ -86,8 +86,10 @@ impl AppState {
         else {
             return Ok(None);
         };
-        let id = PublicIdentity::from_bytes(&bytes)
-            .map_err(|e| ApiError::internal("a stored identity does not parse", e))?;
+        let id = Arc::new(
+            PublicIdentity::from_bytes(&bytes)
+                .map_err(|e| ApiError::internal("a stored identity does not parse", e))?,
+        );
         let mut cache = self.identities.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() > 100_000 {
             cache.clear();
