@@ -39,17 +39,27 @@ pub fn principal(seed: u8, name: &str, role: Role) -> Arc<SecretIdentity> {
 
 /// Where cargo put the `relay-server` binary of this build.
 pub fn relay_binary() -> PathBuf {
+    workspace_binary("relay-server", "relay-server")
+}
+
+/// Where cargo put the `vault` command-line binary of this build.
+pub fn vault_binary() -> PathBuf {
+    workspace_binary("vault", "vault-cli")
+}
+
+/// A binary of this workspace, next to the test executable's directory.
+fn workspace_binary(name: &str, package: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
-    // target/<profile>/deps/<test> → target/<profile>/relay-server
+    // target/<profile>/deps/<test> → target/<profile>/<name>
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let bin = profile_dir.join(format!("relay-server{}", std::env::consts::EXE_SUFFIX));
+    let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     if !bin.exists() {
         panic!(
-            "{} is missing: build it first (`cargo build -p relay-server`, or run the whole suite with `cargo test --workspace`)",
+            "{} is missing: build it first (`cargo build -p {package}`, or run the whole suite with `cargo test --workspace`)",
             bin.display()
         );
     }
@@ -177,4 +187,118 @@ pub fn peak_rss_of(status_file: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// One `vault` command-line profile (its own `VAULT_HOME`), driven as a
+/// user would drive it: by running the real binary.
+#[derive(Clone, Debug)]
+pub struct CliProfile {
+    /// The profile directory.
+    pub home: PathBuf,
+    /// The relay URL passed as `VAULT_RELAY` (`None`: unset).
+    pub relay: Option<String>,
+    /// The passphrase passed as `VAULT_PASSPHRASE`.
+    pub passphrase: String,
+}
+
+/// What one command printed and how it exited.
+#[derive(Debug)]
+pub struct CliRun {
+    /// Exit code (`-1` if killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl CliProfile {
+    /// A profile in `home`, talking to `relay`.
+    pub fn new(home: &Path, relay: &str) -> Self {
+        Self {
+            home: home.to_path_buf(),
+            relay: Some(relay.to_owned()),
+            passphrase: "correct-horse-battery-staple".into(),
+        }
+    }
+
+    /// Runs `vault <args>` with `stdin` as input.
+    pub fn run_with_stdin(&self, args: &[&str], stdin: &[u8]) -> CliRun {
+        use std::io::Write;
+        let mut cmd = Command::new(vault_binary());
+        cmd.args(args)
+            .env("VAULT_HOME", &self.home)
+            .env("VAULT_PASSPHRASE", &self.passphrase)
+            .env_remove("VAULT_RELAY")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(r) = &self.relay {
+            cmd.env("VAULT_RELAY", r);
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run vault: {e}"));
+        if let Some(mut input) = child.stdin.take() {
+            let _ = input.write_all(stdin);
+        }
+        let out = child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("vault did not finish: {e}"));
+        CliRun {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs `vault <args>`.
+    pub fn run(&self, args: &[&str]) -> CliRun {
+        self.run_with_stdin(args, b"")
+    }
+
+    /// Runs `vault <args>`, which must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let r = self.run(args);
+        if r.code != 0 {
+            panic!(
+                "`vault {}` failed with {}:\n{}\n{}",
+                args.join(" "),
+                r.code,
+                r.stdout,
+                r.stderr
+            );
+        }
+        r.stdout
+    }
+
+    /// Runs `vault --json <args>`, which must succeed; returns the parsed
+    /// output.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.ok(&all);
+        serde_json::from_str(&out).unwrap_or_else(|e| {
+            panic!(
+                "`vault {}` printed invalid JSON ({e}):\n{out}",
+                all.join(" ")
+            )
+        })
+    }
+
+    /// Runs `vault <args>`, which must fail with exit code `code`; returns
+    /// its stderr.
+    pub fn fails(&self, code: i32, args: &[&str]) -> String {
+        let r = self.run(args);
+        if r.code != code {
+            panic!(
+                "`vault {}` exited with {} instead of {code}:\n{}\n{}",
+                args.join(" "),
+                r.code,
+                r.stdout,
+                r.stderr
+            );
+        }
+        r.stderr
+    }
 }

@@ -512,6 +512,9 @@ impl<S: Store + ?Sized> Store for StoreRef<'_, S> {
     ) -> vault_core::Result<()> {
         self.0.put_blob(hash, len, data)
     }
+    fn put_blobs(&mut self, blobs: &[([u8; 32], &[u8])]) -> vault_core::Result<()> {
+        self.0.put_blobs(blobs)
+    }
     fn open_blob(&self, hash: &[u8; 32]) -> vault_core::Result<Option<Box<dyn Read + '_>>> {
         self.0.open_blob(hash)
     }

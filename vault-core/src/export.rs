@@ -84,7 +84,9 @@ pub fn safe_component(s: &str) -> String {
     out
 }
 
-fn extension(content_type: &str) -> &'static str {
+/// The usual file extension (without the dot) for a content type; `bin`
+/// for unknown ones.
+pub fn extension(content_type: &str) -> &'static str {
     let base = content_type.split(';').next().unwrap_or_default().trim();
     match base {
         FHIR_CONTENT_TYPE | "application/json" => "json",

@@ -51,6 +51,19 @@ pub trait Store {
     /// hash to `hash`. Storing a blob already present is a no-op.
     fn put_blob(&mut self, hash: &[u8; 32], len: u64, data: &mut dyn Read) -> Result<()>;
 
+    /// Stores several complete blobs, each checked against its hash like
+    /// [`Store::put_blob`]. Atomic as a whole where the store can make it so
+    /// (SQLite keeps small blobs in one transaction: one fsync for a batch
+    /// of small records instead of one per record); on error, none of the
+    /// blobs that failed verification is stored.
+    fn put_blobs(&mut self, blobs: &[([u8; 32], &[u8])]) -> Result<()> {
+        for (hash, bytes) in blobs {
+            let mut data: &[u8] = bytes;
+            self.put_blob(hash, bytes.len() as u64, &mut data)?;
+        }
+        Ok(())
+    }
+
     /// A reader over a stored blob, or `None`.
     fn open_blob(&self, hash: &[u8; 32]) -> Result<Option<Box<dyn Read + '_>>>;
 

@@ -1,8 +1,9 @@
 //! A [`Store`] on disk: an SQLite database (WAL, `synchronous = FULL`) for
-//! logs, pins and cursors, and a directory of content-addressed blob files
-//! (written to a temporary file, fsync'd, then renamed, so a crash never
-//! leaves a partial blob under its address and blobs of any size stream in
-//! constant memory).
+//! logs, pins, cursors and small blobs (up to [`SMALL_BLOB`] bytes, so a
+//! batch of small records costs one fsync), and a directory of
+//! content-addressed blob files for larger ones (written to a temporary
+//! file, fsync'd, then renamed, so a crash never leaves a partial blob under
+//! its address and blobs of any size stream in constant memory).
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -26,7 +27,11 @@ CREATE TABLE IF NOT EXISTS entries (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pins (name TEXT PRIMARY KEY, fingerprint BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS small_blobs (hash BLOB PRIMARY KEY, bytes BLOB NOT NULL) WITHOUT ROWID;
 ";
+
+/// Blobs up to this size are kept inside the database.
+pub const SMALL_BLOB: u64 = 256 * 1024;
 
 /// A [`Store`] in a directory: `store.sqlite3` and `blobs/`.
 #[derive(Debug)]
@@ -60,6 +65,35 @@ impl SqliteStore {
 
     fn blob_path(&self, hash: &[u8; 32]) -> PathBuf {
         self.blobs.join(to_hex(hash))
+    }
+
+    fn small_blob(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+        self.conn
+            .prepare_cached("SELECT bytes FROM small_blobs WHERE hash = ?1")
+            .and_then(|mut s| {
+                s.query_row(params![hash.as_slice()], |r| r.get::<_, Vec<u8>>(0))
+                    .optional()
+            })
+            .map_err(db_err)
+    }
+
+    /// Verifies and inserts small blobs in one transaction.
+    fn insert_small(&mut self, blobs: &[(&[u8; 32], &[u8])]) -> Result<()> {
+        for (hash, bytes) in blobs {
+            let mut data: &[u8] = bytes;
+            copy_verified(hash, bytes.len() as u64, &mut data, |_| Ok(()))?;
+        }
+        let tx = self.conn.transaction().map_err(db_err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached("INSERT OR IGNORE INTO small_blobs (hash, bytes) VALUES (?1, ?2)")
+                .map_err(db_err)?;
+            for (hash, bytes) in blobs {
+                stmt.execute(params![hash.as_slice(), bytes])
+                    .map_err(db_err)?;
+            }
+        }
+        tx.commit().map_err(db_err)
     }
 }
 
@@ -146,8 +180,16 @@ impl Store for SqliteStore {
 
     fn put_blob(&mut self, hash: &[u8; 32], len: u64, data: &mut dyn Read) -> Result<()> {
         let path = self.blob_path(hash);
-        if path.exists() {
+        if path.exists() || self.small_blob(hash)?.is_some() {
             return Ok(());
+        }
+        if len <= SMALL_BLOB {
+            let mut bytes = Vec::new();
+            copy_verified(hash, len, data, |chunk| {
+                bytes.extend_from_slice(chunk);
+                Ok(())
+            })?;
+            return self.insert_small(&[(hash, &bytes)]);
         }
         let tmp = self.blobs.join(format!(".{}.partial", to_hex(hash)));
         let result = (|| {
@@ -165,7 +207,23 @@ impl Store for SqliteStore {
         result
     }
 
+    fn put_blobs(&mut self, blobs: &[([u8; 32], &[u8])]) -> Result<()> {
+        let (small, large): (Vec<_>, Vec<_>) = blobs
+            .iter()
+            .partition(|(_, b)| b.len() as u64 <= SMALL_BLOB);
+        let small: Vec<(&[u8; 32], &[u8])> = small.iter().map(|(h, b)| (h, *b)).collect();
+        self.insert_small(&small)?;
+        for (hash, bytes) in large {
+            let mut data: &[u8] = bytes;
+            self.put_blob(&hash, bytes.len() as u64, &mut data)?;
+        }
+        Ok(())
+    }
+
     fn open_blob(&self, hash: &[u8; 32]) -> Result<Option<Box<dyn Read + '_>>> {
+        if let Some(bytes) = self.small_blob(hash)? {
+            return Ok(Some(Box::new(std::io::Cursor::new(bytes))));
+        }
         match File::open(self.blob_path(hash)) {
             Ok(f) => Ok(Some(Box::new(std::io::BufReader::new(f)))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -1,0 +1,335 @@
+//! The command line: every command, flag and help text (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Getting started (patient):
+  vault init --name \"Alice Example\"            create your identity
+  vault create                                 create your vault on the relay
+  vault import patient-bundle.json             import a FHIR R4 bundle
+  vault share labs --with dr-jones --until 30d share a collection
+
+Getting started (clinician):
+  vault init --name \"Dr Jones\" --role clinician
+  vault whoami                                 show the fingerprint to your patient
+  vault contacts add alice --lookup <fingerprint>
+  vault inbox                                  what patients shared with you
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 wrong passphrase or no identity,
+4 access denied, 5 not found, 6 integrity or security failure (tampering,
+rollback, fork, changed key), 7 relay unreachable.";
+
+/// vault: your end-to-end encrypted health records.
+///
+/// Records are sealed on this device before they reach the relay; the relay
+/// stores only ciphertext. Patients create a vault and share collections
+/// with clinicians; clinicians read what was shared and write results back.
+#[derive(Debug, Parser)]
+#[command(name = "vault", version, about, long_about, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Options every command understands.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command understands.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The relay to talk to (overrides the config file).
+    #[arg(long, global = true, env = "VAULT_RELAY", value_name = "URL")]
+    pub relay: Option<String>,
+
+    /// Which vault: a vault id (or a unique prefix of it), a contact's name
+    /// (the vault that contact owns), or `mine`. Defaults to your own vault,
+    /// or the only vault this device knows.
+    #[arg(long, short = 'v', global = true, value_name = "VAULT")]
+    pub vault: Option<String>,
+
+    /// Read the passphrase from the first line of this file instead of
+    /// prompting (the VAULT_PASSPHRASE environment variable also works).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Do not contact the relay: work from this device's copy.
+    #[arg(long, global = true)]
+    pub offline: bool,
+
+    /// No progress bars or notices (errors are still printed).
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create your identity (keys sealed with a passphrase on this device).
+    Init(InitArgs),
+    /// Show your identity and fingerprint (also as a QR code).
+    Whoami(WhoamiArgs),
+    /// Manage the people you share with (their keys are pinned).
+    #[command(subcommand)]
+    Contacts(ContactsCommand),
+    /// Create a new vault on the relay (patients).
+    Create,
+    /// Fetch new entries and records for your vaults, and vaults shared with
+    /// you by verified contacts.
+    Sync,
+    /// List the vaults this device knows.
+    Vaults,
+    /// Vaults that patients shared with you, and what they contain.
+    Inbox,
+    /// List the collections of a vault.
+    Collections,
+    /// Add files to a collection (FHIR JSON, PDF, images, notes...).
+    Add(AddArgs),
+    /// Import a FHIR R4 bundle: each resource becomes a record, sorted into
+    /// collections (labs, conditions, medications, ...).
+    Import(ImportArgs),
+    /// List records, with readable titles.
+    List(ListArgs),
+    /// Show a record: who wrote it, when, and a readable summary.
+    Show(ShowArgs),
+    /// Write records' contents to stdout or files.
+    Open(OpenArgs),
+    /// Share a collection or one record with a contact.
+    Share(ShareArgs),
+    /// Revoke a contact's access (the collection key is rotated).
+    Revoke(RevokeArgs),
+    /// Who has access to what.
+    Access,
+    /// Export the vault as standard age files plus a FHIR R4 bundle.
+    Export(ExportArgs),
+    /// Verify the whole vault and print its checkpoint code.
+    Verify(VerifyArgs),
+    /// Print shell completions.
+    Completions(CompletionsArgs),
+}
+
+/// `vault init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Your name, as others will see it.
+    #[arg(long)]
+    pub name: String,
+    /// Your role.
+    #[arg(long, value_enum, default_value_t = RoleArg::Patient)]
+    pub role: RoleArg,
+    /// Professional registration number (clinicians).
+    #[arg(long, value_name = "NUMBER")]
+    pub registration: Option<String>,
+    /// scrypt cost of the key file, as log2(N): 15 to 22. Higher is slower to
+    /// unlock and harder to brute-force.
+    #[arg(long, default_value_t = 18, value_parser = clap::value_parser!(u8).range(15..=22))]
+    pub work_factor: u8,
+    /// Save this relay address in the config file.
+    #[arg(long = "save-relay")]
+    pub save_relay: bool,
+}
+
+/// Roles selectable at `vault init`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// A patient, who owns vaults.
+    Patient,
+    /// A clinician, who receives shares.
+    Clinician,
+}
+
+/// `vault whoami`.
+#[derive(Debug, Args)]
+pub struct WhoamiArgs {
+    /// Print only your public identity text (to send to others).
+    #[arg(long)]
+    pub export: bool,
+    /// Do not draw the QR code.
+    #[arg(long)]
+    pub no_qr: bool,
+    /// Publish your identity on the relay so others can look it up by
+    /// fingerprint.
+    #[arg(long)]
+    pub publish: bool,
+}
+
+/// `vault contacts ...`.
+#[derive(Debug, Subcommand)]
+pub enum ContactsCommand {
+    /// Add a contact from an identity file or text, or look it up on the
+    /// relay by fingerprint; the key is pinned under the name.
+    Add(ContactAddArgs),
+    /// List contacts.
+    List,
+    /// Show one contact.
+    Show {
+        /// The contact's name.
+        name: String,
+    },
+    /// Forget a contact (its pin is kept, so a changed key is still caught
+    /// if it is added again; use --replace then).
+    Remove {
+        /// The contact's name.
+        name: String,
+    },
+}
+
+/// `vault contacts add`.
+#[derive(Debug, Args)]
+pub struct ContactAddArgs {
+    /// A short name for the contact (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// The contact's identity: a file written by `vault whoami --export`, or
+    /// `-` for stdin.
+    #[arg(long, value_name = "FILE", conflicts_with = "lookup")]
+    pub file: Option<PathBuf>,
+    /// Look the identity up on the relay by this fingerprint (64 hex digits
+    /// or the 30 grouped digits); the relay cannot substitute another key.
+    #[arg(long, value_name = "FINGERPRINT")]
+    pub lookup: Option<String>,
+    /// The fingerprint the contact gave you in person or by phone; the
+    /// identity must match it. Without it you are asked to confirm.
+    #[arg(long, value_name = "FINGERPRINT")]
+    pub verify: Option<String>,
+    /// Replace the key already pinned under this name (after verifying the
+    /// new fingerprint with the contact).
+    #[arg(long)]
+    pub replace: bool,
+}
+
+/// `vault add`.
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// Files to add (`-` reads stdin, which needs --title).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// The collection to add to (created if it does not exist and you own
+    /// the vault).
+    #[arg(long, short = 'c')]
+    pub collection: String,
+    /// Title (default: the FHIR resource's title, or the file name).
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Content type (default: guessed from the contents and file name).
+    #[arg(long = "type", value_name = "MIME")]
+    pub content_type: Option<String>,
+    /// Replace this record with a new version instead of adding a record.
+    #[arg(long, value_name = "RECORD")]
+    pub replace: Option<String>,
+}
+
+/// `vault import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// A FHIR R4 Bundle (or a single resource) as JSON.
+    #[arg(value_name = "BUNDLE")]
+    pub bundle: PathBuf,
+    /// Import resources already in the vault again (by default a resource
+    /// whose type and id are already in the vault is skipped, so an
+    /// interrupted import can simply be run again).
+    #[arg(long)]
+    pub again: bool,
+}
+
+/// `vault list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this collection.
+    #[arg(long, short = 'c')]
+    pub collection: Option<String>,
+    /// Only records whose type contains this (e.g. Observation, pdf).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub content_type: Option<String>,
+    /// Newest first (by clinical date).
+    #[arg(long)]
+    pub newest: bool,
+}
+
+/// `vault show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The record: its id or a unique prefix of it (as `vault list` shows).
+    pub record: String,
+    /// Also print the whole FHIR JSON.
+    #[arg(long)]
+    pub full: bool,
+}
+
+/// `vault open`.
+#[derive(Debug, Args)]
+pub struct OpenArgs {
+    /// Records to open (ids or unique prefixes).
+    #[arg(value_name = "RECORD")]
+    pub records: Vec<String>,
+    /// Open every record of this collection.
+    #[arg(long, short = 'c', conflicts_with = "records")]
+    pub collection: Option<String>,
+    /// Where to write: a file (one record), a directory (several), or `-`
+    /// for stdout. Default: stdout for one record.
+    #[arg(long, short = 'o', value_name = "PATH")]
+    pub output: Option<PathBuf>,
+}
+
+/// `vault share`.
+#[derive(Debug, Args)]
+pub struct ShareArgs {
+    /// A collection name, or a record id (prefix) with --record.
+    pub what: String,
+    /// The contact to share with.
+    #[arg(long)]
+    pub with: String,
+    /// Share one record (its current version, read-only) instead of a
+    /// collection.
+    #[arg(long)]
+    pub record: bool,
+    /// Allow the contact to add records to the collection.
+    #[arg(long)]
+    pub write: bool,
+    /// Access ends at this time: a duration (`30d`, `12h`, `90m`) or a date
+    /// (`2027-01-31`).
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+}
+
+/// `vault revoke`.
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The contact whose access ends.
+    pub contact: String,
+    /// Only this collection (default: every collection and record shared
+    /// with the contact).
+    #[arg(long, short = 'c')]
+    pub collection: Option<String>,
+}
+
+/// `vault export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A new directory to write the export into.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// `vault verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A checkpoint code someone else read from their device: it must match
+    /// this device's history of the vault.
+    #[arg(long, value_name = "CODE")]
+    pub compare: Option<String>,
+}
+
+/// `vault completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}

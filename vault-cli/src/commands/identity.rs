@@ -1,0 +1,287 @@
+//! `vault init`, `vault whoami` and `vault contacts`.
+
+use std::io::{IsTerminal, Read};
+
+use serde_json::json;
+use vault_core::{Fingerprint, IdentityInfo, PublicIdentity, Role, SecretIdentity};
+
+use crate::cli::{ContactAddArgs, ContactsCommand, InitArgs, RoleArg, WhoamiArgs};
+use crate::error::{CliError, Result};
+use crate::home::{write_atomic, Home};
+use crate::output::{clean, line, table, Output};
+use crate::session::{read_public, system_now, Options, Session};
+
+/// `vault init`: a new identity, its key file sealed under a passphrase.
+pub fn init(home: &Home, out: Output, opts: &Options, args: &InitArgs) -> Result<()> {
+    let key_file = home.key_file();
+    if key_file.exists() || home.public_file().exists() {
+        return Err(CliError::IdentityExists(key_file));
+    }
+    let info = IdentityInfo {
+        display_name: args.name.trim().to_owned(),
+        role: match args.role {
+            RoleArg::Patient => Role::Patient,
+            RoleArg::Clinician => Role::Clinician,
+        },
+        registration: args.registration.clone(),
+        created_at: system_now(),
+    };
+    let passphrase = opts.passphrase.choose()?;
+    let secret = SecretIdentity::generate(&info)?;
+    out.notice("Sealing your key file (this takes a moment)...");
+    let sealed = vault_core::keyfile::seal(&secret, &passphrase, args.work_factor)?;
+    home.ensure_data_dir()?;
+    write_atomic(&key_file, &sealed, true)?;
+    write_atomic(
+        &home.public_file(),
+        format!("{}\n", secret.public().to_text()).as_bytes(),
+        true,
+    )?;
+    if args.save_relay {
+        let relay = opts
+            .relay
+            .clone()
+            .ok_or_else(|| CliError::Usage("--save-relay needs --relay URL".into()))?;
+        let mut config = home.config()?;
+        config.relay = Some(relay);
+        home.save_config(&config)?;
+    }
+    let public = secret.public();
+    if out.json {
+        return out.json(&identity_json(public));
+    }
+    line(&format!(
+        "Created identity for {} ({}).",
+        clean(public.display_name()),
+        public.role().as_str()
+    ))?;
+    line(&format!("Fingerprint: {}", grouped(&public.fingerprint())))?;
+    line(&format!("Key file:    {}", key_file.display()))?;
+    line("Keep the passphrase safe: without it the key file cannot be opened, and nobody can reset it.")?;
+    line("Back up the key file; `vault whoami` shows your identity to share.")
+}
+
+fn grouped(fp: &Fingerprint) -> String {
+    fp.digit_groups().join(" ")
+}
+
+/// Sets a field of a JSON object.
+fn set(v: &mut serde_json::Value, key: &str, value: serde_json::Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.insert(key.to_owned(), value);
+    }
+}
+
+fn identity_json(p: &PublicIdentity) -> serde_json::Value {
+    json!({
+        "name": p.display_name(),
+        "role": p.role().as_str(),
+        "registration": p.registration(),
+        "fingerprint": p.fingerprint().to_hex(),
+        "fingerprint_digits": grouped(&p.fingerprint()),
+        "identity": p.to_text(),
+        "created_at": p.created_at(),
+    })
+}
+
+/// `vault whoami`.
+pub fn whoami(home: &Home, out: Output, opts: &Options, args: &WhoamiArgs) -> Result<()> {
+    let public = read_public(home)?;
+    if args.publish {
+        let mut session = Session::open(home.clone(), out, opts.clone())?;
+        let client = session.client()?;
+        let fresh = session.rt.block_on(client.publish_identity())?;
+        out.notice(if fresh {
+            "Published your identity on the relay."
+        } else {
+            "Your identity was already published on the relay."
+        });
+    }
+    if args.export {
+        return line(&public.to_text());
+    }
+    if out.json {
+        return out.json(&identity_json(&public));
+    }
+    line(&format!(
+        "{} ({}{})",
+        clean(public.display_name()),
+        public.role().as_str(),
+        public
+            .registration()
+            .map(|r| format!(", registration {}", clean(r)))
+            .unwrap_or_default()
+    ))?;
+    line(&format!("Fingerprint: {}", grouped(&public.fingerprint())))?;
+    line(&format!("             {}", public.fingerprint().to_hex()))?;
+    line("Read the digits to the other person, or let them scan the code; they pass them to `vault contacts add --verify`.")?;
+    if !args.no_qr {
+        line("")?;
+        line(&qr(&public.to_text())?)?;
+    }
+    line(&format!("Identity (to send): {}", public.to_text()))
+}
+
+/// The identity text as a QR code drawn with Unicode half blocks.
+fn qr(text: &str) -> Result<String> {
+    use qrcode::render::unicode::Dense1x2;
+    let code = qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::L)
+        .map_err(|e| CliError::Usage(format!("cannot draw the QR code: {e}")))?;
+    Ok(code
+        .render::<Dense1x2>()
+        .dark_color(Dense1x2::Light)
+        .light_color(Dense1x2::Dark)
+        .quiet_zone(true)
+        .build())
+}
+
+/// `vault contacts ...`.
+pub fn contacts(session: &mut Session, cmd: ContactsCommand) -> Result<()> {
+    match cmd {
+        ContactsCommand::Add(args) => add_contact(session, &args),
+        ContactsCommand::List => {
+            let all = session.contacts.all(&session.store)?;
+            if session.out.json {
+                let v: Vec<_> = all
+                    .iter()
+                    .map(|c| {
+                        let mut j = identity_json(&c.identity);
+                        set(&mut j, "contact", json!(c.name));
+                        set(&mut j, "added_at", json!(c.added_at));
+                        j
+                    })
+                    .collect();
+                return session.out.json(&v);
+            }
+            if all.is_empty() {
+                session.out.notice(
+                    "No contacts yet; add one with `vault contacts add NAME --lookup FINGERPRINT`.",
+                );
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = all
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.name.clone(),
+                        clean(c.identity.display_name()),
+                        c.identity.role().as_str().to_owned(),
+                        grouped(&c.identity.fingerprint()),
+                    ]
+                })
+                .collect();
+            table(&["CONTACT", "NAME", "ROLE", "FINGERPRINT"], &rows)
+        }
+        ContactsCommand::Show { name } => {
+            let c = session.contacts.get(&session.store, &name)?;
+            if session.out.json {
+                return session.out.json(&identity_json(&c.identity));
+            }
+            line(&format!(
+                "{name}: {} ({})",
+                clean(c.identity.display_name()),
+                c.identity.role().as_str()
+            ))?;
+            line(&format!(
+                "Fingerprint: {}",
+                grouped(&c.identity.fingerprint())
+            ))?;
+            line(&format!("Identity: {}", c.identity.to_text()))
+        }
+        ContactsCommand::Remove { name } => {
+            session.contacts.remove(&name)?;
+            session.out.notice(format!("Removed contact {name}."));
+            Ok(())
+        }
+    }
+}
+
+fn add_contact(session: &mut Session, args: &ContactAddArgs) -> Result<()> {
+    crate::contacts::check_name(&args.name)?;
+    let (identity, verified_by_lookup) = match (&args.file, &args.lookup) {
+        (Some(path), None) => {
+            let text = if path.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut s)
+                    .map_err(|e| CliError::file("<stdin>", e))?;
+                s
+            } else {
+                std::fs::read_to_string(path).map_err(|e| CliError::file(path, e))?
+            };
+            (PublicIdentity::from_text(&text)?, false)
+        }
+        (None, Some(fp)) => {
+            let fp = parse_fingerprint(fp)?;
+            let client = session.client()?;
+            let identity = session.rt.block_on(client.lookup_identity(&fp))?;
+            (identity, true)
+        }
+        _ => return Err(CliError::Usage(
+            "give the contact's identity with --file FILE, or look it up with --lookup FINGERPRINT"
+                .into(),
+        )),
+    };
+    let fp = identity.fingerprint();
+    match &args.verify {
+        Some(typed) => fp.verify_spoken(typed)?,
+        None if verified_by_lookup => {}
+        None => confirm_fingerprint(&args.name, &identity)?,
+    }
+    if identity.fingerprint() == session.me().fingerprint() {
+        return Err(CliError::Usage("that is your own identity".into()));
+    }
+    let now = system_now();
+    let Session {
+        contacts, store, ..
+    } = session;
+    contacts.add(store, &args.name, &identity, args.replace, now)?;
+    if session.out.json {
+        let mut j = identity_json(&identity);
+        set(&mut j, "contact", json!(args.name));
+        return session.out.json(&j);
+    }
+    line(&format!(
+        "Added {} as {:?} ({}), fingerprint {} (pinned).",
+        clean(identity.display_name()),
+        args.name,
+        identity.role().as_str(),
+        grouped(&fp)
+    ))
+}
+
+/// Parses a fingerprint typed as 64 hex digits or as the 30 grouped digits
+/// (which only verify, so they cannot be looked up).
+fn parse_fingerprint(s: &str) -> Result<Fingerprint> {
+    let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    Fingerprint::from_hex(&compact.to_ascii_lowercase()).map_err(|_| {
+        CliError::Usage(format!(
+            "{s:?} is not a fingerprint: --lookup needs the 64 hex digits `vault whoami` prints (the grouped digits are for --verify)"
+        ))
+    })
+}
+
+/// Asks the user to confirm a fingerprint they compared out of band.
+fn confirm_fingerprint(name: &str, identity: &PublicIdentity) -> Result<()> {
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::Usage(format!(
+            "compare the fingerprint with {name} and pass it with --verify: {}",
+            grouped(&identity.fingerprint())
+        )));
+    }
+    eprintln!(
+        "{} ({}) has fingerprint\n  {}\nDoes it match what {name} showed you? Type yes to pin it: ",
+        clean(identity.display_name()),
+        identity.role().as_str(),
+        grouped(&identity.fingerprint())
+    );
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::file("<stdin>", e))?;
+    if answer.trim().eq_ignore_ascii_case("yes") {
+        Ok(())
+    } else {
+        Err(CliError::Usage("not confirmed; nothing was added".into()))
+    }
+}

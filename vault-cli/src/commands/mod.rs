@@ -1,0 +1,122 @@
+//! The commands: each takes its parsed arguments and a session, prints its
+//! result (text or `--json`) and returns a typed error.
+
+mod identity;
+mod reading;
+mod sharing;
+mod vaults;
+pub mod writing;
+
+use clap::CommandFactory;
+
+use crate::cli::{Cli, Command};
+use crate::error::Result;
+use crate::home::Home;
+use crate::output::Output;
+use crate::session::{Options, Session};
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let out = Output {
+        json: cli.global.json,
+        quiet: cli.global.quiet,
+    };
+    let opts = Options::from_args(&cli.global);
+    let home = Home::locate()?;
+    let session = || Session::open(home.clone(), out, opts.clone());
+    match cli.command {
+        Command::Init(args) => identity::init(&home, out, &opts, &args),
+        Command::Whoami(args) => identity::whoami(&home, out, &opts, &args),
+        Command::Contacts(cmd) => identity::contacts(&mut session()?, cmd),
+        Command::Create => vaults::create(&mut session()?),
+        Command::Sync => vaults::sync(&mut session()?),
+        Command::Vaults => vaults::list(&mut session()?),
+        Command::Inbox => vaults::inbox(&mut session()?),
+        Command::Collections => reading::collections(&mut session()?),
+        Command::Add(args) => writing::add(&mut session()?, &args),
+        Command::Import(args) => writing::import(&mut session()?, &args),
+        Command::List(args) => reading::list(&mut session()?, &args),
+        Command::Show(args) => reading::show(&mut session()?, &args),
+        Command::Open(args) => reading::open(&mut session()?, &args),
+        Command::Share(args) => sharing::share(&mut session()?, &args),
+        Command::Revoke(args) => sharing::revoke(&mut session()?, &args),
+        Command::Access => sharing::access(&mut session()?),
+        Command::Export(args) => sharing::export(&mut session()?, &args),
+        Command::Verify(args) => sharing::verify(&mut session()?, &args),
+        Command::Completions(args) => {
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "vault",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Formats Unix seconds as a UTC date for people.
+pub(crate) fn date(t: i64) -> String {
+    crate::fhir::format_date(t)
+}
+
+/// Parses `--until`: a duration from now (`30d`, `12h`, `90m`, `2w`) or a
+/// date (`2027-01-31`, midnight UTC).
+pub(crate) fn parse_until(s: &str, now: u64) -> Result<u64> {
+    let bad = || {
+        crate::error::CliError::Usage(format!(
+            "--until {s:?}: use a duration like 30d, 12h, 90m or 2w, or a date like 2027-01-31"
+        ))
+    };
+    let s = s.trim();
+    if let Some(t) = crate::fhir::parse_date(s) {
+        let t = u64::try_from(t).map_err(|_| bad())?;
+        if t <= now {
+            return Err(crate::error::CliError::Usage(format!(
+                "--until {s}: that date is in the past"
+            )));
+        }
+        return Ok(t);
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let unit_secs = match unit {
+        "m" | "min" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(bad()),
+    };
+    if n == 0 {
+        return Err(bad());
+    }
+    n.checked_mul(unit_secs)
+        .and_then(|d| now.checked_add(d))
+        .ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn until_accepts_durations_and_dates() {
+        let now = 1_700_000_000;
+        assert_eq!(parse_until("30d", now).ok(), Some(now + 30 * 86_400));
+        assert_eq!(parse_until("12h", now).ok(), Some(now + 12 * 3600));
+        assert_eq!(parse_until("2w", now).ok(), Some(now + 14 * 86_400));
+        assert_eq!(parse_until("2030-01-01", now).ok(), Some(1_893_456_000));
+        for bad in [
+            "",
+            "d",
+            "0d",
+            "10y",
+            "-3d",
+            "2001-01-01",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_until(bad, now).is_err(), "{bad}");
+        }
+    }
+}

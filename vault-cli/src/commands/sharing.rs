@@ -1,0 +1,444 @@
+//! `vault share`, `vault revoke`, `vault access`, `vault export` and
+//! `vault verify`.
+
+use std::io::{Cursor, Read};
+
+use serde_json::json;
+use vault_client::sync;
+use vault_core::export::{DirectorySink, ExportSink};
+use vault_core::{Keyring, Permission, VaultState};
+
+use crate::cli::{ExportArgs, RevokeArgs, ShareArgs, VerifyArgs};
+use crate::error::{CliError, Result};
+use crate::output::{clean, line, short, table};
+use crate::records::{collections_by_name, find_collection, find_record};
+use crate::session::Session;
+
+fn require_owner(session: &Session, state: &VaultState, what: &str) -> Result<()> {
+    if state.owner().fingerprint() == session.me().fingerprint() {
+        Ok(())
+    } else {
+        Err(vault_core::Error::AccessDenied(match what {
+            "share" => "only the vault's owner can share it",
+            "revoke" => "only the vault's owner can revoke access",
+            _ => "only the vault's owner can do this",
+        })
+        .into())
+    }
+}
+
+/// `vault share`.
+pub fn share(session: &mut Session, args: &ShareArgs) -> Result<()> {
+    let secret = session.unlock()?;
+    let contact = session.contacts.get(&session.store, &args.with)?;
+    let vault = session.select_vault()?;
+    let client = session.client()?;
+    let state = session.refresh(&vault)?;
+    require_owner(session, &state, "share")?;
+    let expires_at = args
+        .until
+        .as_deref()
+        .map(|u| super::parse_until(u, client.now()))
+        .transpose()?;
+    let member = contact.identity.clone();
+    let what;
+    if args.record {
+        if args.write {
+            return Err(CliError::Usage(
+                "a single record is shared read-only; share its collection for write access".into(),
+            ));
+        }
+        let record = find_record(&state, &args.what)?;
+        what = format!("record {}", short(&record.to_hex()));
+        session.rt.block_on(sync::push_with_retry(
+            &mut session.store,
+            &client,
+            &vault,
+            |state| {
+                let mut keyring = Keyring::new(&secret, client.now());
+                Ok(vec![state.share_record(
+                    &secret,
+                    &mut keyring,
+                    &record,
+                    &member,
+                    expires_at,
+                    client.now(),
+                )?])
+            },
+        ))?;
+    } else {
+        let mut keyring = Keyring::new(&secret, client.now());
+        let collection = find_collection(&state, &mut keyring, &args.what)?;
+        what = format!("collection {}", args.what);
+        let permission = if args.write {
+            Permission::ReadWrite
+        } else {
+            Permission::Read
+        };
+        session.rt.block_on(sync::push_with_retry(
+            &mut session.store,
+            &client,
+            &vault,
+            |state| {
+                let mut keyring = Keyring::new(&secret, client.now());
+                Ok(vec![state.share_collection(
+                    &secret,
+                    &mut keyring,
+                    &collection,
+                    &member,
+                    permission,
+                    expires_at,
+                    client.now(),
+                )?])
+            },
+        ))?;
+    }
+    let permission = if args.write { "read-write" } else { "read" };
+    if session.out.json {
+        return session.out.json(&json!({
+            "shared": what,
+            "with": args.with,
+            "fingerprint": member.fingerprint().to_hex(),
+            "permission": permission,
+            "expires_at": expires_at,
+        }));
+    }
+    line(&format!(
+        "Shared {what} with {} ({}), {permission}{}.",
+        args.with,
+        clean(member.display_name()),
+        expires_at
+            .map(|t| format!(
+                " until {}",
+                super::date(i64::try_from(t).unwrap_or(i64::MAX))
+            ))
+            .unwrap_or_default()
+    ))?;
+    line(&format!(
+        "{} will find it with `vault inbox` (they need your fingerprint as a verified contact).",
+        args.with
+    ))
+}
+
+/// `vault revoke`: every grant of a contact (or one collection's) ends;
+/// each collection's key is rotated, so what is added afterwards is sealed
+/// under a key the contact never had.
+pub fn revoke(session: &mut Session, args: &RevokeArgs) -> Result<()> {
+    let secret = session.unlock()?;
+    let contact = session.contacts.get(&session.store, &args.contact)?;
+    let member = contact.identity.fingerprint();
+    let vault = session.select_vault()?;
+    let client = session.client()?;
+    let state = session.refresh(&vault)?;
+    require_owner(session, &state, "revoke")?;
+    let only = {
+        let mut keyring = Keyring::new(&secret, client.now());
+        args.collection
+            .as_deref()
+            .map(|c| find_collection(&state, &mut keyring, c))
+            .transpose()?
+    };
+    let mut rotated: Vec<(String, u32)> = Vec::new();
+    let mut records = 0usize;
+    let state = session.rt.block_on(sync::push_with_retry(
+        &mut session.store,
+        &client,
+        &vault,
+        |state| {
+            rotated.clear();
+            records = 0;
+            let mut keyring = Keyring::new(&secret, client.now());
+            let names = collections_by_name(state, &mut keyring);
+            let mut next = state.clone();
+            let mut entries = Vec::new();
+            for c in state.collections() {
+                if only.is_some_and(|o| o != c.id)
+                    || !c.members.iter().any(|(m, _, _)| *m == member)
+                {
+                    continue;
+                }
+                let mut keyring = Keyring::new(&secret, client.now());
+                let entry = next.revoke(&secret, &mut keyring, &c.id, &[member], client.now())?;
+                next.apply(&entry)?;
+                entries.push(entry);
+                let name = names
+                    .iter()
+                    .find(|(_, id)| **id == c.id)
+                    .map(|(n, _)| n.clone())
+                    .unwrap_or_else(|| c.id.to_hex());
+                rotated.push((name, c.epoch.saturating_add(1)));
+            }
+            for (record, m, _) in state.record_grants() {
+                if m != member {
+                    continue;
+                }
+                if let Some(o) = only {
+                    if state
+                        .record(&record)
+                        .map(|r| r.metadata().collection())
+                        .ok()
+                        != Some(o)
+                    {
+                        continue;
+                    }
+                }
+                let entry = next.revoke_record_grant(&secret, &record, &member, client.now())?;
+                next.apply(&entry)?;
+                entries.push(entry);
+                records += 1;
+            }
+            Ok(entries)
+        },
+    ))?;
+    if rotated.is_empty() && records == 0 {
+        return Err(CliError::NotFound(format!(
+            "{} has no access to revoke{}",
+            args.contact,
+            args.collection
+                .as_deref()
+                .map(|c| format!(" in {c}"))
+                .unwrap_or_default()
+        )));
+    }
+    if session.out.json {
+        return session.out.json(&json!({
+            "contact": args.contact,
+            "collections": rotated.iter().map(|(n, e)| json!({"collection": n, "epoch": e})).collect::<Vec<_>>(),
+            "record_grants": records,
+            "checkpoint": state.head().code(),
+        }));
+    }
+    for (name, epoch) in &rotated {
+        line(&format!(
+            "Revoked {} from {name}: its key was rotated (epoch {epoch}); new records are sealed under a key they never had.",
+            args.contact
+        ))?;
+    }
+    if records > 0 {
+        line(&format!(
+            "Withdrew {records} single-record share(s) from {}.",
+            args.contact
+        ))?;
+    }
+    line("Anything they already downloaded stays with them; they can no longer fetch or decrypt what is stored.")
+}
+
+/// `vault access`: who has access to what (for the owner), or what you
+/// have (for a member).
+pub fn access(session: &mut Session) -> Result<()> {
+    let secret = session.unlock()?;
+    let vault = session.select_vault()?;
+    let state = session.refresh(&vault)?;
+    let mut keyring = Keyring::new(&secret, session.now());
+    let names = collections_by_name(&state, &mut keyring);
+    let name_of = |id: &vault_core::CollectionId| {
+        names
+            .iter()
+            .find(|(_, c)| *c == id)
+            .map(|(n, _)| n.clone())
+            .unwrap_or_else(|| format!("collection {}", short(&id.to_hex())))
+    };
+    let namer = session.namer();
+    let owner = state.owner().fingerprint();
+    let now = session.now();
+    let mut rows = Vec::new();
+    let mut json_rows = Vec::new();
+    let until = |e: Option<u64>| {
+        e.map(|t| {
+            let d = super::date(i64::try_from(t).unwrap_or(i64::MAX));
+            if t <= now {
+                format!("{d} (expired)")
+            } else {
+                d
+            }
+        })
+        .unwrap_or_else(|| "-".into())
+    };
+    for c in state.collections() {
+        for (fp, permission, expires) in &c.members {
+            if *fp == owner {
+                continue;
+            }
+            let who = namer.name(fp, Some(&state));
+            rows.push(vec![
+                who.clone(),
+                name_of(&c.id),
+                permission.as_str().to_owned(),
+                until(*expires),
+            ]);
+            json_rows.push(json!({
+                "member": fp.to_hex(), "name": who, "collection": name_of(&c.id),
+                "permission": permission.as_str(), "expires_at": expires,
+            }));
+        }
+    }
+    for (record, fp, expires) in state.record_grants() {
+        let who = namer.name(&fp, Some(&state));
+        rows.push(vec![
+            who.clone(),
+            format!("record {}", short(&record.to_hex())),
+            "read".into(),
+            until(expires),
+        ]);
+        json_rows.push(json!({
+            "member": fp.to_hex(), "name": who, "record": record.to_hex(),
+            "permission": "read", "expires_at": expires,
+        }));
+    }
+    if session.out.json {
+        return session.out.json(&json_rows);
+    }
+    line(&format!(
+        "Vault {} owned by {}.",
+        short(&vault.to_hex()),
+        namer.name(&owner, Some(&state))
+    ))?;
+    if rows.is_empty() {
+        return line("Nobody else has access.");
+    }
+    table(&["WHO", "WHAT", "PERMISSION", "UNTIL"], &rows)
+}
+
+/// `vault export`: standard age files for your own key, a FHIR bundle and
+/// a manifest, plus a copy of your passphrase-sealed key file.
+pub fn export(session: &mut Session, args: &ExportArgs) -> Result<()> {
+    let secret = session.unlock()?;
+    let vault = session.select_vault()?;
+    let state = session.refresh(&vault)?;
+    if args.dir.exists()
+        && std::fs::read_dir(&args.dir)
+            .map_err(|e| CliError::file(&args.dir, e))?
+            .next()
+            .is_some()
+    {
+        return Err(CliError::Usage(format!(
+            "{} is not empty; export into a new directory",
+            args.dir.display()
+        )));
+    }
+    let me = secret.fingerprint();
+    let access = state.access(&me, session.now());
+    let ids: Vec<_> = state
+        .records(None)
+        .into_iter()
+        .filter(|r| access.may_read(&r.collection, &r.id))
+        .map(|r| r.id)
+        .collect();
+    session.ensure_blobs(&state, &ids)?;
+    let mut keyring = Keyring::new(&secret, session.now());
+    let mut sink = DirectorySink::new(&args.dir);
+    let store = &session.store;
+    let summary = vault_core::export::vault(
+        &state,
+        &mut keyring,
+        secret.public(),
+        |m| {
+            let mut r = vault_core::store::Store::open_blob(store, m.ciphertext_hash())?.ok_or(
+                vault_core::Error::Missing {
+                    what: format!("the ciphertext of record {}", m.record()),
+                },
+            )?;
+            let mut bytes = Vec::new();
+            r.read_to_end(&mut bytes)?;
+            Ok(Box::new(Cursor::new(bytes)) as Box<dyn Read>)
+        },
+        &mut sink,
+    )?;
+    let key = std::fs::read(session.home.key_file())
+        .map_err(|e| CliError::file(session.home.key_file(), e))?;
+    std::io::Write::write_all(&mut sink.create("identity.vault.age")?, &key)
+        .map_err(|e| CliError::file(args.dir.join("identity.vault.age"), e))?;
+    std::io::Write::write_all(&mut sink.create("README.txt")?, EXPORT_README.as_bytes())
+        .map_err(|e| CliError::file(args.dir.join("README.txt"), e))?;
+    if session.out.json {
+        return session.out.json(&json!({
+            "dir": args.dir.display().to_string(),
+            "records": summary.records,
+            "fhir_resources": summary.fhir_resources,
+            "files": summary.files,
+            "checkpoint": state.head().code(),
+        }));
+    }
+    line(&format!(
+        "Exported {} records ({} FHIR resources in fhir-bundle.json.age) to {}.",
+        summary.records,
+        summary.fhir_resources,
+        args.dir.display()
+    ))?;
+    line("Every file decrypts with the standard age tool; see README.txt in the export.")
+}
+
+const EXPORT_README: &str = "\
+This is an export of a vault: every record is a standard age file
+(https://age-encryption.org) encrypted to your own key.
+
+1. Recover your age identity from your passphrase-sealed key file:
+     age -d -o identity.txt identity.vault.age      (asks for your passphrase)
+2. Decrypt any file with it:
+     age -d -i identity.txt fhir-bundle.json.age > fhir-bundle.json
+     age -d -i identity.txt manifest.json.age > manifest.json
+     age -d -i identity.txt records/<collection>/<record>.age > <file>
+
+fhir-bundle.json is a FHIR R4 Bundle of every FHIR resource; manifest.json
+lists every record with its title, dates and verified author. Keep
+identity.txt secret and delete it when you are done.
+";
+
+/// `vault verify`: re-verifies the whole log from genesis, checks every
+/// readable record's ciphertext, and prints the checkpoint code.
+pub fn verify(session: &mut Session, args: &VerifyArgs) -> Result<()> {
+    let secret = session.unlock()?;
+    let vault = session.select_vault()?;
+    let synced = session.refresh(&vault)?;
+    let entries = vault_core::store::Store::entries(&session.store, &vault, 0)?;
+    let state = VaultState::verify_log(&entries)?;
+    if state.head() != synced.head() {
+        return Err(vault_core::Error::CheckpointMismatch {
+            reason:
+                "re-verifying the stored log from genesis gives another head than the synced state",
+        }
+        .into());
+    }
+    let access = state.access(&secret.fingerprint(), session.now());
+    let ids: Vec<_> = state
+        .records(None)
+        .into_iter()
+        .filter(|r| access.may_read(&r.collection, &r.id))
+        .map(|r| r.id)
+        .collect();
+    session.ensure_blobs(&state, &ids)?;
+    let mut keyring = Keyring::new(&secret, session.now());
+    let mut opened = 0usize;
+    for id in &ids {
+        match crate::records::open_record(&session.store, &state, &mut keyring, id, std::io::sink())
+        {
+            Ok(_) => opened += 1,
+            Err(CliError::Core(vault_core::Error::AccessDenied(_))) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(code) = &args.compare {
+        state.compare_checkpoint_code(code)?;
+    }
+    let code = state.head().code();
+    if session.out.json {
+        return session.out.json(&json!({
+            "vault": vault.to_hex(),
+            "entries": entries.len(),
+            "records_verified": opened,
+            "checkpoint": code,
+            "compared": args.compare.is_some(),
+        }));
+    }
+    line(&format!(
+        "Verified vault {}: {} log entries signed and chained from genesis, {} records decrypted and authenticated.",
+        short(&vault.to_hex()),
+        entries.len(),
+        opened
+    ))?;
+    if args.compare.is_some() {
+        line("The checkpoint you gave matches this device's history.")?;
+    }
+    line(&format!("Checkpoint: {code}"))?;
+    line("Compare this code with other devices or people who see this vault: the same entry number must give the same code.")
+}

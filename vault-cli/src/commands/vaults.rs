@@ -1,0 +1,205 @@
+//! `vault create`, `vault vaults`, `vault inbox` and `vault sync`.
+
+use serde_json::json;
+use vault_client::sync;
+use vault_core::store::Store as _;
+use vault_core::{Keyring, VaultId, VaultState};
+
+use crate::error::Result;
+use crate::output::{clean, line, short, table};
+use crate::records::collections_by_name;
+use crate::session::Session;
+
+/// `vault create`: a new vault owned by you, on the relay and on this device.
+pub fn create(session: &mut Session) -> Result<()> {
+    let secret = session.unlock()?;
+    let client = session.client()?;
+    // Publishing lets clinicians look the patient up by fingerprint.
+    session.rt.block_on(client.publish_identity())?;
+    let (_, genesis) = VaultState::create(&secret, client.now())?;
+    let state = session
+        .rt
+        .block_on(sync::create_vault(&mut session.store, &client, &genesis))?;
+    if session.out.json {
+        return session.out.json(&json!({
+            "vault": state.vault().to_hex(),
+            "checkpoint": state.head().code(),
+        }));
+    }
+    line(&format!("Created vault {}.", state.vault()))?;
+    line("Add records with `vault add FILE -c COLLECTION` or `vault import BUNDLE.json`.")
+}
+
+/// `vault vaults`: the vaults this device follows.
+pub fn list(session: &mut Session) -> Result<()> {
+    let namer = session.namer();
+    let me = session.me().fingerprint();
+    let mut rows = Vec::new();
+    let mut json_rows = Vec::new();
+    for (vault, owner) in session.known_vaults()? {
+        let state = session.local(&vault)?;
+        let owner_fp = owner.fingerprint();
+        let who = if owner_fp == me {
+            "you".to_owned()
+        } else {
+            namer.name(&owner_fp, Some(&state))
+        };
+        rows.push(vec![
+            vault.to_hex(),
+            who.clone(),
+            state.records(None).len().to_string(),
+            state.head().code(),
+        ]);
+        json_rows.push(json!({
+            "vault": vault.to_hex(),
+            "owner": owner_fp.to_hex(),
+            "owner_name": who,
+            "records": state.records(None).len(),
+            "checkpoint": state.head().code(),
+        }));
+    }
+    if session.out.json {
+        return session.out.json(&json_rows);
+    }
+    if rows.is_empty() {
+        session
+            .out
+            .notice("This device follows no vault yet: `vault create` makes yours, `vault inbox` fetches shared ones.");
+        return Ok(());
+    }
+    table(&["VAULT", "OWNER", "RECORDS", "CHECKPOINT"], &rows)
+}
+
+/// `vault inbox`: what was shared with you.
+pub fn inbox(session: &mut Session) -> Result<()> {
+    let secret = session.unlock()?;
+    let (inbox, unknown) = session.join_shared()?;
+    let namer = session.namer();
+    let me = secret.fingerprint();
+    let mut json_rows = Vec::new();
+    let mut printed = false;
+    for v in inbox.iter().filter(|v| !v.is_owner) {
+        if unknown.iter().any(|u| u.vault == v.vault) {
+            continue;
+        }
+        let state = session.local(&v.vault)?;
+        let mut keyring = Keyring::new(&secret, session.now());
+        let names = collections_by_name(&state, &mut keyring);
+        let access = state.access(&me, session.now());
+        let owner = namer.name(&state.owner().fingerprint(), Some(&state));
+        let mut colls = Vec::new();
+        for (name, id) in &names {
+            if let Some(a) = access.collections.get(id) {
+                let count = state.records(Some(id)).len();
+                colls.push(json!({
+                    "collection": name,
+                    "id": id.to_hex(),
+                    "permission": a.permission.as_str(),
+                    "expires_at": a.expires_at,
+                    "records": count,
+                }));
+            }
+        }
+        let records: Vec<String> = access.records.iter().map(|r| r.to_hex()).collect();
+        if !session.out.json {
+            line(&format!(
+                "{} — vault {} (checkpoint {})",
+                owner,
+                short(&v.vault.to_hex()),
+                state.head().code()
+            ))?;
+            for c in &colls {
+                line(&format!(
+                    "  {:<16} {:>5} records  {}{}",
+                    c["collection"].as_str().unwrap_or_default(),
+                    c["records"],
+                    c["permission"].as_str().unwrap_or_default(),
+                    c["expires_at"]
+                        .as_i64()
+                        .map(|t| format!(", until {}", super::date(t)))
+                        .unwrap_or_default()
+                ))?;
+            }
+            for r in &records {
+                line(&format!("  record {}  read", short(r)))?;
+            }
+            printed = true;
+        }
+        json_rows.push(json!({
+            "vault": v.vault.to_hex(),
+            "owner": state.owner().fingerprint().to_hex(),
+            "owner_name": owner,
+            "verified": true,
+            "collections": colls,
+            "records": records,
+        }));
+    }
+    for u in &unknown {
+        if !session.out.json {
+            line(&format!(
+                "vault {} from an unverified owner, fingerprint {} — add them with `vault contacts add NAME --lookup {}` after comparing the fingerprint, then run `vault inbox` again",
+                short(&u.vault.to_hex()),
+                u.owner.digit_groups().join(" "),
+                u.owner.to_hex()
+            ))?;
+            printed = true;
+        }
+        json_rows.push(json!({
+            "vault": u.vault.to_hex(),
+            "owner": u.owner.to_hex(),
+            "verified": false,
+        }));
+    }
+    if session.out.json {
+        return session.out.json(&json_rows);
+    }
+    if !printed {
+        session.out.notice("Nothing has been shared with you yet.");
+    }
+    Ok(())
+}
+
+/// `vault sync`: every vault brought up to date, shared vaults of verified
+/// contacts joined, and the ciphertext of every readable record cached for
+/// offline reading.
+pub fn sync(session: &mut Session) -> Result<()> {
+    let secret = session.unlock()?;
+    let (_, unknown) = session.join_shared()?;
+    let mut summary = Vec::new();
+    let vaults: Vec<VaultId> = session.store.vaults()?;
+    for vault in vaults {
+        let state = session.refresh(&vault)?;
+        let access = state.access(&secret.fingerprint(), session.now());
+        let readable: Vec<_> = state
+            .records(None)
+            .into_iter()
+            .filter(|r| access.may_read(&r.collection, &r.id))
+            .map(|r| r.id)
+            .collect();
+        session.ensure_blobs(&state, &readable)?;
+        summary.push(json!({
+            "vault": vault.to_hex(),
+            "records": readable.len(),
+            "checkpoint": state.head().code(),
+        }));
+        if !session.out.json {
+            line(&format!(
+                "vault {}: {} readable records, checkpoint {}",
+                short(&vault.to_hex()),
+                readable.len(),
+                state.head().code()
+            ))?;
+        }
+    }
+    for u in &unknown {
+        session.out.notice(format!(
+            "notice: vault {} was shared by {}, who is not a verified contact; see `vault inbox`",
+            short(&u.vault.to_hex()),
+            clean(&u.owner.digit_groups().join(" "))
+        ));
+    }
+    if session.out.json {
+        return session.out.json(&summary);
+    }
+    Ok(())
+}

@@ -1,0 +1,343 @@
+//! `vault add` and `vault import`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use serde_json::{json, Value};
+use vault_core::{Keyring, RecordInfo};
+
+use crate::cli::{AddArgs, ImportArgs};
+use crate::error::{CliError, Result};
+use crate::fhir;
+use crate::output::{clean, line, short};
+use crate::records::{
+    add_records, add_stream, ensure_collections, fhir_content_type, fhir_resource_type,
+    find_record, open_all, NewRecord,
+};
+use crate::session::{system_now, Session};
+
+/// Largest JSON file read into memory (a FHIR resource or bundle).
+const MAX_JSON: u64 = 512 * 1024 * 1024;
+
+/// What a file is, by its first bytes and name.
+fn sniff(head: &[u8], path: &Path) -> &'static str {
+    if head.starts_with(b"%PDF-") {
+        return "application/pdf";
+    }
+    if head.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return "image/png";
+    }
+    if head.starts_with(&[0xff, 0xd8, 0xff]) {
+        return "image/jpeg";
+    }
+    if head.len() >= 132 && head.get(128..132) == Some(b"DICM") {
+        return "application/dicom";
+    }
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("json") => "application/json",
+        Some("md") => "text/markdown",
+        Some("txt") | Some("text") | Some("note") => "text/plain",
+        Some("pdf") => "application/pdf",
+        Some("png") => "image/png",
+        Some("jpg") | Some("jpeg") => "image/jpeg",
+        Some("dcm") => "application/dicom",
+        _ if std::str::from_utf8(head).is_ok() => "text/plain",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A file to add, spooled from stdin if needed, with its length.
+struct Input {
+    file: File,
+    len: u64,
+    name: String,
+}
+
+fn open_input(path: &Path) -> Result<Input> {
+    if path.as_os_str() == "-" {
+        let mut spool =
+            tempfile::tempfile().map_err(|e| CliError::file(std::env::temp_dir(), e))?;
+        let len = std::io::copy(&mut std::io::stdin().lock(), &mut spool)
+            .map_err(|e| CliError::file("<stdin>", e))?;
+        spool
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| CliError::file("<stdin>", e))?;
+        return Ok(Input {
+            file: spool,
+            len,
+            name: "stdin".into(),
+        });
+    }
+    let file = File::open(path).map_err(|e| CliError::file(path, e))?;
+    let meta = file.metadata().map_err(|e| CliError::file(path, e))?;
+    if !meta.is_file() {
+        return Err(CliError::Usage(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(Input {
+        file,
+        len: meta.len(),
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".into()),
+    })
+}
+
+/// `vault add`.
+pub fn add(session: &mut Session, args: &AddArgs) -> Result<()> {
+    if args.files.len() > 1 && (args.title.is_some() || args.replace.is_some()) {
+        return Err(CliError::Usage(
+            "--title and --replace apply to one file at a time".into(),
+        ));
+    }
+    let vault = session.select_vault()?;
+    let (state, collections) = ensure_collections(session, &vault, &[args.collection.as_str()])?;
+    let collection = *collections
+        .get(&args.collection)
+        .ok_or_else(|| CliError::NotFound(format!("collection {:?}", args.collection)))?;
+    let replace = args
+        .replace
+        .as_deref()
+        .map(|r| find_record(&state, r))
+        .transpose()?;
+    let mut added = Vec::new();
+    for path in &args.files {
+        let mut input = open_input(path)?;
+        let mut head = vec![0u8; 512];
+        let n = read_up_to(&mut input.file, &mut head).map_err(|e| CliError::file(path, e))?;
+        head.truncate(n);
+        let mut content_type = args
+            .content_type
+            .clone()
+            .unwrap_or_else(|| sniff(&head, path).to_owned());
+        let mut title = args.title.clone();
+        let mut effective_at = None;
+        if content_type == "application/json" && input.len <= MAX_JSON {
+            let mut bytes = Vec::new();
+            input
+                .file
+                .seek(SeekFrom::Start(0))
+                .and_then(|_| input.file.read_to_end(&mut bytes))
+                .map_err(|e| CliError::file(path, e))?;
+            if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+                if let Some(rt) = v.get("resourceType").and_then(Value::as_str) {
+                    if rt == "Bundle" {
+                        return Err(CliError::Usage(format!(
+                            "{} is a FHIR Bundle: use `vault import {}` to add each resource as a record",
+                            path.display(),
+                            path.display()
+                        )));
+                    }
+                    content_type = fhir_content_type(rt);
+                    title = title.or_else(|| Some(fhir::title(&v)));
+                    effective_at = fhir::effective_at(&v);
+                }
+            }
+        }
+        let info = RecordInfo {
+            content_type,
+            title: clean(&title.unwrap_or_else(|| input.name.clone())),
+            created_at: system_now(),
+            effective_at,
+        };
+        let bar = session.out.progress(input.len, "sealing", true);
+        let mut reopen = || -> std::io::Result<Box<dyn Read>> {
+            let mut f = input.file.try_clone()?;
+            f.seek(SeekFrom::Start(0))?;
+            Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f)))
+        };
+        let result = add_stream(
+            session,
+            &vault,
+            &collection,
+            replace,
+            &info,
+            &mut reopen,
+            input.len,
+            &bar,
+        );
+        bar.finish_and_clear();
+        let (_, metadata) = result?;
+        if !session.out.json {
+            line(&format!(
+                "Added {:?} to {} as record {} (version {}, {} bytes sealed into {}).",
+                info.title,
+                args.collection,
+                short(&metadata.record().to_hex()),
+                metadata.version(),
+                input.len,
+                metadata.ciphertext_len()
+            ))?;
+        }
+        added.push(json!({
+            "record": metadata.record().to_hex(),
+            "version": metadata.version(),
+            "collection": args.collection,
+            "title": info.title,
+            "content_type": info.content_type,
+            "bytes": input.len,
+        }));
+    }
+    if session.out.json {
+        return session.out.json(&added);
+    }
+    Ok(())
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(buf.get_mut(filled..).unwrap_or_default()) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// `vault import`: a FHIR R4 bundle, one record per resource, sorted into
+/// collections by category.
+pub fn import(session: &mut Session, args: &ImportArgs) -> Result<()> {
+    let path = &args.bundle;
+    let len = std::fs::metadata(path)
+        .map_err(|e| CliError::file(path, e))?
+        .len();
+    if len > MAX_JSON {
+        return Err(CliError::Usage(format!(
+            "{} is larger than {} MiB; split the bundle",
+            path.display(),
+            MAX_JSON >> 20
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| CliError::file(path, e))?;
+    let resources = fhir::split_bundle(&bytes)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+    let vault = session.select_vault()?;
+    let summary = import_resources(session, &vault, resources, args.again)?;
+    if session.out.json {
+        return session.out.json(&summary);
+    }
+    let (added, skipped) = (summary.added, summary.skipped);
+    line(&format!(
+        "Imported {added} resources from {}{}.",
+        path.display(),
+        if skipped > 0 {
+            format!(" ({skipped} already in the vault were skipped)")
+        } else {
+            String::new()
+        }
+    ))?;
+    for (name, n) in &summary.collections {
+        line(&format!("  {name:<16} {n}"))?;
+    }
+    line(&format!("Checkpoint: {}", summary.checkpoint))
+}
+
+/// What an import did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImportSummary {
+    /// The vault.
+    pub vault: String,
+    /// Resources added.
+    pub added: usize,
+    /// Resources skipped because the vault had them already.
+    pub skipped: usize,
+    /// Resources added per collection.
+    pub collections: BTreeMap<String, usize>,
+    /// The vault's checkpoint code afterwards.
+    pub checkpoint: String,
+}
+
+/// Imports parsed resources into a vault (skipping those already there
+/// unless `again`). Used by `vault import` and the benchmark.
+pub fn import_resources(
+    session: &mut Session,
+    vault: &vault_core::VaultId,
+    resources: Vec<fhir::Resource>,
+    again: bool,
+) -> Result<ImportSummary> {
+    let existing: BTreeSet<(String, String)> = if again {
+        BTreeSet::new()
+    } else {
+        existing_resources(session, vault)?
+    };
+    let total = resources.len();
+    let fresh: Vec<fhir::Resource> = resources
+        .into_iter()
+        .filter(|r| match &r.id {
+            Some(id) => !existing.contains(&(r.resource_type.clone(), id.clone())),
+            None => true,
+        })
+        .collect();
+    let skipped = total - fresh.len();
+    let mut per: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &fresh {
+        *per.entry(r.category.collection_name().to_owned())
+            .or_default() += 1;
+    }
+    let names: Vec<&str> = per.keys().map(String::as_str).collect();
+    let (mut state, collections) = ensure_collections(session, vault, &names)?;
+    if !fresh.is_empty() {
+        let now = system_now();
+        let mut items = Vec::with_capacity(fresh.len());
+        for r in fresh {
+            let collection = *collections
+                .get(r.category.collection_name())
+                .ok_or_else(|| CliError::NotFound("a collection just created".into()))?;
+            items.push(NewRecord {
+                collection,
+                info: RecordInfo {
+                    content_type: fhir_content_type(&r.resource_type),
+                    title: r.title,
+                    created_at: now,
+                    effective_at: r.effective_at,
+                },
+                body: r.json,
+            });
+        }
+        let bar = session.out.progress(items.len() as u64, "sealing", false);
+        let result = add_records(session, vault, items, &bar);
+        bar.finish_and_clear();
+        state = result?.0;
+    }
+    Ok(ImportSummary {
+        vault: vault.to_hex(),
+        added: per.values().sum(),
+        skipped,
+        collections: per,
+        checkpoint: state.head().code(),
+    })
+}
+
+/// (resourceType, id) of the FHIR records already in the vault that this
+/// device can read.
+fn existing_resources(
+    session: &mut Session,
+    vault: &vault_core::VaultId,
+) -> Result<BTreeSet<(String, String)>> {
+    let secret = session.unlock()?;
+    let state = session.refresh(vault)?;
+    let mut keyring = Keyring::new(&secret, session.now());
+    let listed = open_all(session, &state, &mut keyring, None, true)?;
+    Ok(listed
+        .iter()
+        .filter_map(|l| {
+            let rt = fhir_resource_type(&l.opened.info.content_type)?;
+            let body = l.body.as_ref()?;
+            let v: Value = serde_json::from_slice(body).ok()?;
+            let id = v.get("id")?.as_str()?;
+            Some((rt.to_owned(), id.to_owned()))
+        })
+        .collect())
+}

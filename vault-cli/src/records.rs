@@ -1,0 +1,480 @@
+//! Records: sealing files and FHIR resources into a vault (uploaded
+//! concurrently, appended in batches), and opening them again.
+
+use std::collections::BTreeMap;
+use std::io::{Cursor, Read, Seek, SeekFrom, Write};
+use std::sync::Arc;
+
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use indicatif::ProgressBar;
+use vault_client::{sync, RelayClient, MAX_APPEND_ENTRIES};
+use vault_core::store::Store;
+use vault_core::{
+    CollectionId, Keyring, OpenedRecord, RecordId, RecordInfo, RecordMetadata, SecretIdentity,
+    VaultId, VaultState,
+};
+
+use crate::error::{CliError, Result};
+use crate::session::Session;
+
+/// How many blobs are uploaded at once.
+const UPLOAD_CONCURRENCY: usize = 16;
+
+/// The content type of a FHIR resource record: the registered FHIR JSON
+/// type with the resource type as a parameter.
+pub fn fhir_content_type(resource_type: &str) -> String {
+    format!(
+        "{}; resourceType={resource_type}",
+        vault_core::export::FHIR_CONTENT_TYPE
+    )
+}
+
+/// The resource type of a FHIR record's content type, if it is one.
+pub fn fhir_resource_type(content_type: &str) -> Option<&str> {
+    if !vault_core::export::is_fhir(content_type) {
+        return None;
+    }
+    content_type
+        .split(';')
+        .skip(1)
+        .find_map(|p| p.trim().strip_prefix("resourceType="))
+}
+
+/// The names of the collections `keyring` can open, by name.
+pub fn collections_by_name(
+    state: &VaultState,
+    keyring: &mut Keyring,
+) -> BTreeMap<String, CollectionId> {
+    state
+        .collections()
+        .into_iter()
+        .filter_map(|c| {
+            state
+                .collection_name(keyring, &c.id)
+                .ok()
+                .map(|n| (n, c.id))
+        })
+        .collect()
+}
+
+/// Finds a collection by name (or id prefix) among those readable.
+pub fn find_collection(
+    state: &VaultState,
+    keyring: &mut Keyring,
+    name: &str,
+) -> Result<CollectionId> {
+    let names = collections_by_name(state, keyring);
+    if let Some(id) = names.get(name) {
+        return Ok(*id);
+    }
+    let lower = name.to_ascii_lowercase();
+    let by_id: Vec<CollectionId> = state
+        .collections()
+        .into_iter()
+        .map(|c| c.id)
+        .filter(|id| lower.len() >= 4 && id.to_hex().starts_with(&lower))
+        .collect();
+    match by_id.as_slice() {
+        [one] => Ok(*one),
+        _ => Err(CliError::NotFound(format!(
+            "no collection {name:?} that you can read in this vault{}",
+            if names.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (yours: {})",
+                    names.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            }
+        ))),
+    }
+}
+
+/// Finds a live record by id or unique id prefix (at least 4 hex digits).
+pub fn find_record(state: &VaultState, prefix: &str) -> Result<RecordId> {
+    let lower = prefix.trim().to_ascii_lowercase();
+    if lower.len() < 4 || !lower.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(CliError::Usage(format!(
+            "{prefix:?} is not a record id: use the id (or its first 4+ hex digits) that `vault list` shows"
+        )));
+    }
+    let found: Vec<RecordId> = state
+        .records(None)
+        .into_iter()
+        .map(|r| r.id)
+        .filter(|id| id.to_hex().starts_with(&lower))
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(CliError::NotFound(format!(
+            "no record {prefix:?} in this vault; see `vault list`"
+        ))),
+        _ => Err(CliError::Usage(format!(
+            "{prefix:?} matches {} records; give more digits",
+            found.len()
+        ))),
+    }
+}
+
+/// Creates the named collections that do not exist yet (owner only), in
+/// one append. Returns the state and every readable collection by name.
+pub fn ensure_collections(
+    session: &mut Session,
+    vault: &VaultId,
+    names: &[&str],
+) -> Result<(VaultState, BTreeMap<String, CollectionId>)> {
+    let secret = session.unlock()?;
+    let state = session.refresh(vault)?;
+    let mut keyring = Keyring::new(&secret, session.now());
+    let mut known = collections_by_name(&state, &mut keyring);
+    let missing: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !known.contains_key(*n))
+        .collect();
+    if missing.is_empty() {
+        return Ok((state, known));
+    }
+    if state.owner().fingerprint() != secret.fingerprint() {
+        return Err(CliError::NotFound(format!(
+            "no collection {:?} that you can write to in this vault; ask the patient to share it with write access",
+            missing.first().copied().unwrap_or_default()
+        )));
+    }
+    let client = session.client()?;
+    let mut created: BTreeMap<String, CollectionId> = BTreeMap::new();
+    let state = session.rt.block_on(sync::push_with_retry(
+        &mut session.store,
+        &client,
+        vault,
+        |state| {
+            created.clear();
+            let mut next = state.clone();
+            let mut entries = Vec::new();
+            for name in &missing {
+                let (id, entry) = next.create_collection(&secret, name, client.now())?;
+                next.apply(&entry)?;
+                created.insert((*name).to_owned(), id);
+                entries.push(entry);
+            }
+            Ok(entries)
+        },
+    ))?;
+    known.extend(created);
+    Ok((state, known))
+}
+
+/// One small record to add: its collection, info and body.
+#[derive(Debug)]
+pub struct NewRecord {
+    /// The collection.
+    pub collection: CollectionId,
+    /// Content type, title and dates.
+    pub info: RecordInfo,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// Seals small records, stores their ciphertext locally in one batch,
+/// uploads them concurrently and appends them in batches of at most
+/// [`MAX_APPEND_ENTRIES`] (compare-and-swap, rebuilt on a moved head).
+/// Returns the final state and the new records' ids, in input order.
+pub fn add_records(
+    session: &mut Session,
+    vault: &VaultId,
+    items: Vec<NewRecord>,
+    bar: &ProgressBar,
+) -> Result<(VaultState, Vec<RecordId>)> {
+    let secret = session.unlock()?;
+    let client = session.client()?;
+    let state = session.refresh(vault)?;
+    let now = client.now();
+    let mut keyring = Keyring::new(&secret, now);
+    let mut sealed: Vec<(RecordMetadata, Vec<u8>)> = Vec::with_capacity(items.len());
+    bar.set_message("sealing");
+    for item in items {
+        let mut ciphertext = Vec::new();
+        let (metadata, _) = state.put_record(
+            &secret,
+            &mut keyring,
+            &item.collection,
+            None,
+            &item.info,
+            item.body.as_slice(),
+            item.body.len() as u64,
+            &mut ciphertext,
+            now,
+        )?;
+        sealed.push((metadata, ciphertext));
+        bar.inc(1);
+    }
+    let batch: Vec<([u8; 32], &[u8])> = sealed
+        .iter()
+        .map(|(m, c)| (*m.ciphertext_hash(), c.as_slice()))
+        .collect();
+    session.store.put_blobs(&batch)?;
+    bar.set_position(0);
+    bar.set_message("uploading");
+    upload_all(session, &client, &sealed, bar)?;
+    bar.set_position(0);
+    bar.set_message("signing");
+    let ids: Vec<RecordId> = sealed.iter().map(|(m, _)| m.record()).collect();
+    let mut state = state;
+    for chunk in sealed.chunks(MAX_APPEND_ENTRIES) {
+        state = append_sealed(session, &client, &secret, vault, chunk)?;
+        bar.inc(chunk.len() as u64);
+    }
+    Ok((state, ids))
+}
+
+fn upload_all(
+    session: &Session,
+    client: &RelayClient,
+    sealed: &[(RecordMetadata, Vec<u8>)],
+    bar: &ProgressBar,
+) -> Result<()> {
+    let uploads = stream::iter(sealed.iter().map(|(m, c)| {
+        let bar = bar.clone();
+        async move {
+            let mut reader = Cursor::new(c.as_slice());
+            client
+                .put_blob(&m.vault(), m.ciphertext_hash(), c.len() as u64, &mut reader)
+                .await?;
+            bar.inc(1);
+            Ok::<_, vault_client::ClientError>(())
+        }
+    }))
+    .buffer_unordered(UPLOAD_CONCURRENCY)
+    .try_collect::<Vec<()>>();
+    session.rt.block_on(uploads)?;
+    Ok(())
+}
+
+/// Appends record-put entries for already sealed and uploaded versions.
+fn append_sealed(
+    session: &mut Session,
+    client: &RelayClient,
+    secret: &Arc<SecretIdentity>,
+    vault: &VaultId,
+    sealed: &[(RecordMetadata, Vec<u8>)],
+) -> Result<VaultState> {
+    let state = session.rt.block_on(sync::push_with_retry(
+        &mut session.store,
+        client,
+        vault,
+        |state| {
+            let mut next = state.clone();
+            let mut entries = Vec::with_capacity(sealed.len());
+            for (m, _) in sealed {
+                let entry = next.record_put_entry(secret, m, client.now())?;
+                next.apply(&entry)?;
+                entries.push(entry);
+            }
+            Ok(entries)
+        },
+    ))?;
+    Ok(state)
+}
+
+/// Adds one record of any size from a stream, sealing it into a temporary
+/// file and uploading it in resumable chunks, with progress on `bar`
+/// (bytes). `replace` adds a new version of that record instead.
+#[allow(clippy::too_many_arguments)]
+pub fn add_stream(
+    session: &mut Session,
+    vault: &VaultId,
+    collection: &CollectionId,
+    replace: Option<RecordId>,
+    info: &RecordInfo,
+    body: &mut dyn FnMut() -> std::io::Result<Box<dyn Read>>,
+    body_len: u64,
+    bar: &ProgressBar,
+) -> Result<(VaultState, RecordMetadata)> {
+    let secret = session.unlock()?;
+    let client = session.client()?;
+    let spool = tempfile::tempfile().map_err(|e| CliError::file(std::env::temp_dir(), e))?;
+    let mut spool = ProgressSpool {
+        inner: spool,
+        bar: bar.clone(),
+        reading: false,
+    };
+    let (state, metadata) = session.rt.block_on(sync::push_record(
+        &mut session.store,
+        &client,
+        vault,
+        &mut spool,
+        |state, spool| {
+            let mut keyring = Keyring::new(&secret, client.now());
+            spool.bar.set_message("sealing");
+            spool.reading = false;
+            let reader = body().map_err(vault_core::Error::Io)?;
+            Ok(state.put_record(
+                &secret,
+                &mut keyring,
+                collection,
+                replace,
+                info,
+                reader,
+                body_len,
+                &mut *spool,
+                client.now(),
+            )?)
+        },
+    ))?;
+    Ok((state, metadata))
+}
+
+/// The sealing spool: a temporary file whose reads and writes move a
+/// progress bar (writes while sealing, reads while storing and uploading).
+struct ProgressSpool {
+    inner: std::fs::File,
+    bar: ProgressBar,
+    reading: bool,
+}
+
+impl Write for ProgressSpool {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Read for ProgressSpool {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.reading {
+            self.reading = true;
+            self.bar.set_message("uploading");
+        }
+        let n = self.inner.read(buf)?;
+        if let Ok(pos) = self.inner.stream_position() {
+            self.bar.set_position(pos);
+        }
+        Ok(n)
+    }
+}
+
+impl Seek for ProgressSpool {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        let p = self.inner.seek(pos)?;
+        self.bar.set_position(p);
+        Ok(p)
+    }
+}
+
+/// Refuses, before anything is fetched, a record the caller holds no
+/// current grant for.
+pub fn check_readable(session: &Session, state: &VaultState, id: &RecordId) -> Result<()> {
+    let collection = state.record(id)?.metadata().collection();
+    if state
+        .access(&session.me().fingerprint(), session.now())
+        .may_read(&collection, id)
+    {
+        Ok(())
+    } else {
+        Err(vault_core::Error::AccessDenied(
+            "this record is not shared with you (or your access ended); ask the patient to share it",
+        )
+        .into())
+    }
+}
+
+/// Opens a record from the local store into `out` (the ciphertext must be
+/// there: [`Session::ensure_blobs`]).
+pub fn open_record<W: Write>(
+    store: &dyn Store,
+    state: &VaultState,
+    keyring: &mut Keyring,
+    id: &RecordId,
+    out: W,
+) -> Result<OpenedRecord> {
+    let verified = state.record(id)?;
+    let blob = store
+        .open_blob(verified.metadata().ciphertext_hash())?
+        .ok_or_else(|| CliError::NotOffline(format!("the ciphertext of record {id}")))?;
+    Ok(keyring.open(state, &verified, blob, out)?)
+}
+
+/// A record opened for listing: where it is and what it says about itself.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// The record's verified place.
+    pub summary: vault_core::RecordSummary,
+    /// Its decrypted header.
+    pub opened: OpenedRecord,
+    /// The body, if it was kept (FHIR resources up to 1 MiB).
+    pub body: Option<Vec<u8>>,
+}
+
+/// Largest body kept in memory when listing.
+const KEEP_BODY: u64 = 1024 * 1024;
+
+/// Opens every record readable by `keyring` (optionally of one collection)
+/// from the local store, fetching missing ciphertext first. Records the
+/// caller cannot read are skipped (they are not shared with it).
+pub fn open_all(
+    session: &mut Session,
+    state: &VaultState,
+    keyring: &mut Keyring,
+    collection: Option<&CollectionId>,
+    keep_fhir: bool,
+) -> Result<Vec<Listed>> {
+    let me = keyring_owner(session);
+    let access = state.access(&me, session.now());
+    let readable: Vec<_> = state
+        .records(collection)
+        .into_iter()
+        .filter(|r| access.may_read(&r.collection, &r.id))
+        .collect();
+    let ids: Vec<RecordId> = readable.iter().map(|r| r.id).collect();
+    session.ensure_blobs(state, &ids)?;
+    let mut out = Vec::with_capacity(readable.len());
+    for summary in readable {
+        let mut sink = KeepSink {
+            keep: keep_fhir,
+            buf: Vec::new(),
+        };
+        let opened = match open_record(&session.store, state, keyring, &summary.id, &mut sink) {
+            Ok(o) => o,
+            // A single-record grant covers one version; a newer version
+            // than the one shared is not readable.
+            Err(CliError::Core(vault_core::Error::AccessDenied(_))) => continue,
+            Err(e) => return Err(e),
+        };
+        let body = (keep_fhir
+            && vault_core::export::is_fhir(&opened.info.content_type)
+            && opened.body_len <= KEEP_BODY)
+            .then_some(sink.buf);
+        out.push(Listed {
+            summary,
+            opened,
+            body,
+        });
+    }
+    Ok(out)
+}
+
+fn keyring_owner(session: &Session) -> vault_core::Fingerprint {
+    session.me().fingerprint()
+}
+
+/// Keeps the first [`KEEP_BODY`] bytes when asked, discards the rest.
+struct KeepSink {
+    keep: bool,
+    buf: Vec<u8>,
+}
+
+impl Write for KeepSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.keep && (self.buf.len() as u64) < KEEP_BODY + 1 {
+            self.buf.extend_from_slice(data);
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

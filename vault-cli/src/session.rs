@@ -1,0 +1,473 @@
+//! One command's working context: the profile, the local store, the
+//! contacts, the unlocked identity and the relay client.
+//!
+//! Reading commands bring a vault up to date from the relay first and fall
+//! back to the local copy, with a notice, when the relay is unreachable;
+//! every byte from the relay goes through vault-core's verification before
+//! it is stored or used.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use secrecy::SecretString;
+use vault_client::{sync, InboxVault, RelayClient};
+use vault_core::store::{self, SqliteStore, Store};
+use vault_core::{Fingerprint, PublicIdentity, RecordId, SecretIdentity, VaultId, VaultState};
+
+use crate::cli::GlobalArgs;
+use crate::contacts::Contacts;
+use crate::error::{CliError, Result};
+use crate::home::{Config, Home};
+use crate::output::Output;
+use crate::passphrase;
+
+/// How many blobs are downloaded at once.
+const FETCH_CONCURRENCY: usize = 16;
+
+/// Options that shape a session.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Relay URL from the command line or environment.
+    pub relay: Option<String>,
+    /// Vault selector.
+    pub vault: Option<String>,
+    /// Never contact the relay.
+    pub offline: bool,
+    /// Passphrase source.
+    pub passphrase: passphrase::Source,
+}
+
+impl Options {
+    /// The options of the global command-line flags.
+    pub fn from_args(g: &GlobalArgs) -> Self {
+        Self {
+            relay: g.relay.clone(),
+            vault: g.vault.clone(),
+            offline: g.offline,
+            passphrase: passphrase::Source::new(g.passphrase_file.as_deref()),
+        }
+    }
+}
+
+/// The working context of one command.
+pub struct Session {
+    /// The profile.
+    pub home: Home,
+    /// How to print.
+    pub out: Output,
+    /// The options.
+    pub opts: Options,
+    /// The config file.
+    pub config: Config,
+    /// The local store.
+    pub store: SqliteStore,
+    /// The contact book.
+    pub contacts: Contacts,
+    /// The runtime for network calls.
+    pub rt: tokio::runtime::Runtime,
+    public: PublicIdentity,
+    secret: Option<Arc<SecretIdentity>>,
+    client: Option<RelayClient>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("me", &self.public.fingerprint())
+            .field("unlocked", &self.secret.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads the public identity of a profile (no passphrase needed).
+pub fn read_public(home: &Home) -> Result<PublicIdentity> {
+    let path = home.public_file();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(CliError::NoIdentity(home.key_file()))
+        }
+        Err(e) => return Err(CliError::file(path, e)),
+    };
+    Ok(PublicIdentity::from_text(&text)?)
+}
+
+/// Seconds since the Unix epoch by this machine's clock.
+pub fn system_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Session {
+    /// Opens the profile's identity (public part), store and contacts.
+    pub fn open(home: Home, out: Output, opts: Options) -> Result<Self> {
+        let public = read_public(&home)?;
+        let config = home.config()?;
+        let store = SqliteStore::open(home.store_dir())?;
+        let contacts = Contacts::load(&home.contacts_file())?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| CliError::Usage(format!("cannot start the async runtime: {e}")))?;
+        Ok(Self {
+            home,
+            out,
+            opts,
+            config,
+            store,
+            contacts,
+            rt,
+            public,
+            secret: None,
+            client: None,
+        })
+    }
+
+    /// This profile's public identity.
+    pub fn me(&self) -> &PublicIdentity {
+        &self.public
+    }
+
+    /// Unlocks the secret identity with the passphrase (once per session).
+    pub fn unlock(&mut self) -> Result<Arc<SecretIdentity>> {
+        if let Some(s) = &self.secret {
+            return Ok(s.clone());
+        }
+        let passphrase: SecretString = self.opts.passphrase.unlock()?;
+        let secret = Arc::new(self.unlock_with(&passphrase)?);
+        self.secret = Some(secret.clone());
+        Ok(secret)
+    }
+
+    /// Unlocks with a given passphrase (benches, tests).
+    pub fn unlock_with(&self, passphrase: &SecretString) -> Result<SecretIdentity> {
+        let path = self.home.key_file();
+        let file = std::fs::read(&path).map_err(|e| CliError::file(&path, e))?;
+        let secret = vault_core::keyfile::open(&file, passphrase)?;
+        if secret.fingerprint() != self.public.fingerprint() {
+            return Err(CliError::Usage(format!(
+                "{} and {} belong to different identities; restore the pair from your backup",
+                path.display(),
+                self.home.public_file().display()
+            )));
+        }
+        Ok(secret)
+    }
+
+    /// Uses an already unlocked identity (benches, tests).
+    pub fn set_secret(&mut self, secret: Arc<SecretIdentity>) {
+        self.secret = Some(secret);
+    }
+
+    /// The relay URL: `--relay`/`VAULT_RELAY`, else the config file.
+    pub fn relay_url(&self) -> Result<String> {
+        self.opts
+            .relay
+            .clone()
+            .or_else(|| self.config.relay.clone())
+            .ok_or_else(|| CliError::NoRelay(self.home.config_file()))
+    }
+
+    /// The relay client (unlocks the identity: requests are signed).
+    pub fn client(&mut self) -> Result<RelayClient> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
+        }
+        if self.opts.offline {
+            return Err(CliError::Usage(
+                "this command needs the relay, but --offline was given".into(),
+            ));
+        }
+        let secret = self.unlock()?;
+        // Few retries: a person is waiting, and reading falls back to the
+        // local copy when the relay is down.
+        let client = RelayClient::new(&self.relay_url()?, secret)?
+            .with_retry_policy(vault_client::RetryPolicy::with_attempts(3));
+        // Requests are signed by a published identity: publish it once per
+        // relay (idempotent; remembered in the store).
+        let marker = format!("published:{}", client.base_url());
+        if self.store.cursor(&marker)?.is_none() {
+            self.rt.block_on(client.publish_identity())?;
+            self.store.set_cursor(&marker, 1)?;
+        }
+        self.client = Some(client.clone());
+        Ok(client)
+    }
+
+    /// The current time: the relay's clock when a client exists (entries
+    /// must fall in its window), else this machine's.
+    pub fn now(&self) -> u64 {
+        self.client.as_ref().map_or_else(system_now, |c| c.now())
+    }
+
+    /// The vaults this device follows, with their verified owners.
+    pub fn known_vaults(&self) -> Result<Vec<(VaultId, PublicIdentity)>> {
+        let mut out = Vec::new();
+        for v in self.store.vaults()? {
+            let state = store::load_vault(&self.store, &v)?;
+            out.push((v, state.owner().clone()));
+        }
+        Ok(out)
+    }
+
+    /// Joins the inbox's vaults whose owner is a verified contact (and your
+    /// own vaults this device does not have yet); returns the inbox and the
+    /// vaults left out because their owner is not a contact.
+    pub fn join_shared(&mut self) -> Result<(Vec<InboxVault>, Vec<InboxVault>)> {
+        let client = self.client()?;
+        let inbox = self.rt.block_on(client.inbox())?;
+        let contacts = self.contacts.all(&self.store)?;
+        let me = self.public.fingerprint();
+        let mut unknown = Vec::new();
+        for v in &inbox {
+            let owner = if v.is_owner {
+                Some(me)
+            } else {
+                contacts
+                    .iter()
+                    .map(|c| c.identity.fingerprint())
+                    .find(|fp| *fp == v.owner)
+            };
+            match owner {
+                Some(owner) => {
+                    self.rt.block_on(sync::join_vault(
+                        &mut self.store,
+                        &client,
+                        &v.vault,
+                        &owner,
+                    ))?;
+                }
+                None => unknown.push(v.clone()),
+            }
+        }
+        Ok((inbox, unknown))
+    }
+
+    /// The vault named by `--vault` (an id prefix, a contact's name, or
+    /// `mine`), or the default: your own vault, or the only one known.
+    /// When none matches and the relay is configured, the vaults shared
+    /// with you are fetched first (`vault inbox`), then it looks again.
+    pub fn select_vault(&mut self) -> Result<VaultId> {
+        match self.select_known_vault() {
+            Err(CliError::NotFound(_)) if !self.opts.offline && self.relay_url().is_ok() => {
+                self.join_shared()?;
+                self.select_known_vault()
+            }
+            other => other,
+        }
+    }
+
+    fn select_known_vault(&self) -> Result<VaultId> {
+        let known = self.known_vaults()?;
+        let me = self.public.fingerprint();
+        let mine: Vec<VaultId> = known
+            .iter()
+            .filter(|(_, o)| o.fingerprint() == me)
+            .map(|(v, _)| *v)
+            .collect();
+        let pick = |found: Vec<VaultId>, what: &str| -> Result<VaultId> {
+            match found.as_slice() {
+                [one] => Ok(*one),
+                [] => Err(CliError::NotFound(format!(
+                    "no vault matches {what} on this device; see `vault vaults` (run `vault sync` or `vault inbox` to fetch vaults shared with you)"
+                ))),
+                _ => Err(CliError::Usage(format!(
+                    "{what} matches several vaults ({}); pass --vault with a longer id",
+                    found.iter().map(|v| v.to_hex()).collect::<Vec<_>>().join(", ")
+                ))),
+            }
+        };
+        match self.opts.vault.as_deref() {
+            None => {
+                if mine.len() == 1 || (mine.is_empty() && known.len() == 1) {
+                    return pick(
+                        if mine.is_empty() {
+                            known.iter().map(|(v, _)| *v).collect()
+                        } else {
+                            mine
+                        },
+                        "the default",
+                    );
+                }
+                if known.is_empty() {
+                    return Err(CliError::NotFound(
+                        "this device knows no vault yet: create one with `vault create`, or fetch the ones shared with you with `vault inbox`".into(),
+                    ));
+                }
+                Err(CliError::Usage(
+                    "this device knows several vaults: choose one with --vault (see `vault vaults`)"
+                        .into(),
+                ))
+            }
+            Some("mine") => pick(mine, "\"mine\""),
+            Some(sel) => {
+                if let Ok(c) = self.contacts.get(&self.store, sel) {
+                    let fp = c.identity.fingerprint();
+                    return pick(
+                        known
+                            .iter()
+                            .filter(|(_, o)| o.fingerprint() == fp)
+                            .map(|(v, _)| *v)
+                            .collect(),
+                        &format!("contact {sel:?}"),
+                    );
+                }
+                let lower = sel.to_ascii_lowercase();
+                if lower.len() < 4 || !lower.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(CliError::NotFound(format!(
+                        "--vault {sel:?} is neither a contact nor a vault id (use at least 4 hex digits)"
+                    )));
+                }
+                pick(
+                    known
+                        .iter()
+                        .filter(|(v, _)| v.to_hex().starts_with(&lower))
+                        .map(|(v, _)| *v)
+                        .collect(),
+                    &format!("vault id {sel:?}"),
+                )
+            }
+        }
+    }
+
+    /// The vault brought up to date from the relay, or this device's
+    /// verified copy when offline or the relay is unreachable (with a
+    /// notice). Verification failures (rollback, fork, tampering) are
+    /// errors, never a fallback.
+    pub fn refresh(&mut self, vault: &VaultId) -> Result<VaultState> {
+        if self.opts.offline || self.relay_url().is_err() {
+            return self.local(vault);
+        }
+        let client = self.client()?;
+        match self
+            .rt
+            .block_on(sync::pull(&mut self.store, &client, vault))
+        {
+            Ok(state) => Ok(state),
+            Err(e) => {
+                let e = CliError::from(e);
+                if e.is_unreachable() {
+                    let state = self.local(vault)?;
+                    self.out.notice(format!(
+                        "notice: the relay at {} is unreachable; showing this device's copy (verified up to checkpoint {})",
+                        client.base_url(),
+                        state.head().code()
+                    ));
+                    self.client = None;
+                    self.opts.offline = true;
+                    Ok(state)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// This device's verified copy of a vault.
+    pub fn local(&self, vault: &VaultId) -> Result<VaultState> {
+        Ok(store::load_vault(&self.store, vault)?)
+    }
+
+    /// Makes the ciphertext of `records` available locally, downloading the
+    /// missing ones concurrently (each checked against its signed hash).
+    pub fn ensure_blobs(&mut self, state: &VaultState, records: &[RecordId]) -> Result<()> {
+        let mut missing = Vec::new();
+        for id in records {
+            let m = state.record(id)?.metadata().clone();
+            if self.store.open_blob(m.ciphertext_hash())?.is_none() {
+                missing.push(m);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if self.opts.offline {
+            return Err(CliError::NotOffline(format!(
+                "the ciphertext of {} record(s)",
+                missing.len()
+            )));
+        }
+        let client = self.client()?;
+        let bar = self
+            .out
+            .progress(missing.len() as u64, "downloading", false);
+        let downloads = stream::iter(missing.into_iter().map(|m| {
+            let client = client.clone();
+            let bar = bar.clone();
+            async move {
+                let mut buf = Vec::new();
+                client
+                    .get_blob(
+                        &m.vault(),
+                        m.ciphertext_hash(),
+                        m.ciphertext_len(),
+                        &mut buf,
+                    )
+                    .await?;
+                bar.inc(1);
+                Ok::<_, vault_client::ClientError>((m, buf))
+            }
+        }))
+        .buffer_unordered(FETCH_CONCURRENCY)
+        .try_collect::<Vec<_>>();
+        let result = self.rt.block_on(downloads);
+        bar.finish_and_clear();
+        let blobs = match result {
+            Ok(b) => b,
+            Err(e) => {
+                let e = CliError::from(e);
+                if e.is_unreachable() {
+                    return Err(CliError::NotOffline("the records' ciphertext".into()));
+                }
+                return Err(e);
+            }
+        };
+        let batch: Vec<([u8; 32], &[u8])> = blobs
+            .iter()
+            .map(|(m, b)| (*m.ciphertext_hash(), b.as_slice()))
+            .collect();
+        self.store.put_blobs(&batch)?;
+        Ok(())
+    }
+
+    /// A map from fingerprints to the names this device knows them by
+    /// (you, contacts, then the names identities give themselves).
+    pub fn namer(&self) -> Namer {
+        let mut names = HashMap::new();
+        if let Ok(all) = self.contacts.all(&self.store) {
+            for c in all {
+                names.insert(c.identity.fingerprint(), c.name);
+            }
+        }
+        names.insert(self.public.fingerprint(), "you".to_owned());
+        Namer { names }
+    }
+}
+
+/// Names principals for display.
+#[derive(Debug)]
+pub struct Namer {
+    names: HashMap<Fingerprint, String>,
+}
+
+impl Namer {
+    /// "contact-name", "you", or the identity's own display name (from the
+    /// vault's log) marked as not a contact, or the fingerprint's first
+    /// digits.
+    pub fn name(&self, fp: &Fingerprint, state: Option<&VaultState>) -> String {
+        if let Some(n) = self.names.get(fp) {
+            return n.clone();
+        }
+        match state.and_then(|s| s.identity(fp)) {
+            Some(i) => format!(
+                "{} (not a contact, {})",
+                crate::output::clean(i.display_name()),
+                fp.digit_groups().first().cloned().unwrap_or_default()
+            ),
+            None => fp.to_hex().get(..12).unwrap_or_default().to_owned(),
+        }
+    }
+}
