@@ -27,7 +27,7 @@ rollback, fork, changed key), 7 relay unreachable.";
 /// stores only ciphertext. Patients create a vault and share collections
 /// with clinicians; clinicians read what was shared and write results back.
 #[derive(Debug, Parser)]
-#[command(name = "vault", version, about, long_about, after_help = AFTER_HELP)]
+#[command(name = "vault", version, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Options every command understands.
     #[command(flatten)]
@@ -42,30 +42,30 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// The relay to talk to (overrides the config file).
-    #[arg(long, global = true, env = "VAULT_RELAY", value_name = "URL")]
+    #[arg(long, global = true, env = "VAULT_RELAY", hide_env_values = true, value_name = "URL", help_heading = "Global options")]
     pub relay: Option<String>,
 
     /// Which vault: a vault id (or a unique prefix of it), a contact's name
     /// (the vault that contact owns), or `mine`. Defaults to your own vault,
     /// or the only vault this device knows.
-    #[arg(long, short = 'v', global = true, value_name = "VAULT")]
+    #[arg(long, short = 'v', global = true, value_name = "VAULT", help_heading = "Global options")]
     pub vault: Option<String>,
 
     /// Read the passphrase from the first line of this file instead of
     /// prompting (the VAULT_PASSPHRASE environment variable also works).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Global options")]
     pub passphrase_file: Option<PathBuf>,
 
     /// Print machine-readable JSON instead of text.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
 
     /// Do not contact the relay: work from this device's copy.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub offline: bool,
 
     /// No progress bars or notices (errors are still printed).
-    #[arg(long, short = 'q', global = true)]
+    #[arg(long, short = 'q', global = true, help_heading = "Global options")]
     pub quiet: bool,
 }
 
@@ -129,7 +129,7 @@ pub struct InitArgs {
     pub registration: Option<String>,
     /// scrypt cost of the key file, as log2(N): 15 to 22. Higher is slower to
     /// unlock and harder to brute-force.
-    #[arg(long, default_value_t = 18, value_parser = clap::value_parser!(u8).range(15..=22))]
+    #[arg(long, default_value_t = 18, value_name = "N", value_parser = clap::value_parser!(u8).range(15..=22))]
     pub work_factor: u8,
     /// Save this relay address in the config file.
     #[arg(long = "save-relay")]
@@ -190,14 +190,16 @@ pub struct ContactAddArgs {
     /// `-` for stdin.
     #[arg(long, value_name = "FILE", conflicts_with = "lookup")]
     pub file: Option<PathBuf>,
-    /// Look the identity up on the relay by this fingerprint (64 hex digits
-    /// or the 30 grouped digits); the relay cannot substitute another key.
+    /// Look the identity up on the relay by this fingerprint (the 64 hex
+    /// digits `vault whoami` prints); the relay cannot substitute another
+    /// key.
     #[arg(long, value_name = "FINGERPRINT")]
     pub lookup: Option<String>,
-    /// The fingerprint the contact gave you in person or by phone; the
-    /// identity must match it. Without it you are asked to confirm.
-    #[arg(long, value_name = "FINGERPRINT")]
-    pub verify: Option<String>,
+    /// The fingerprint the contact gave you in person or by phone (the six
+    /// groups of digits, or the 64 hex digits); the identity must match it.
+    /// Without it you are asked to confirm.
+    #[arg(long, value_name = "FINGERPRINT", num_args = 1..=6)]
+    pub verify: Option<Vec<String>>,
     /// Replace the key already pinned under this name (after verifying the
     /// new fingerprint with the contact).
     #[arg(long)]
@@ -283,7 +285,7 @@ pub struct ShareArgs {
     /// A collection name, or a record id (prefix) with --record.
     pub what: String,
     /// The contact to share with.
-    #[arg(long)]
+    #[arg(long, value_name = "CONTACT")]
     pub with: String,
     /// Share one record (its current version, read-only) instead of a
     /// collection.

@@ -41,6 +41,20 @@ pub struct Contact {
     pub added_at: u64,
 }
 
+/// A refused pin, in the contact's own name.
+fn key_changed(name: &str, e: vault_core::Error) -> CliError {
+    match e {
+        vault_core::Error::PinnedKeyChanged {
+            pinned, presented, ..
+        } => CliError::KeyChanged {
+            name: name.to_owned(),
+            pinned,
+            presented,
+        },
+        other => other.into(),
+    }
+}
+
 /// The store pin name of a contact.
 pub fn pin_name(name: &str) -> String {
     format!("contact:{name}")
@@ -105,7 +119,9 @@ impl Contacts {
         if replace {
             store.repin(&pin, &identity.fingerprint())?;
         } else {
-            store.pin(&pin, &identity.fingerprint())?;
+            store
+                .pin(&pin, &identity.fingerprint())
+                .map_err(|e| key_changed(name, e))?;
         }
         self.entries.insert(
             name.to_owned(),
@@ -140,12 +156,11 @@ impl Contacts {
         match store.pinned(&pin_name(name))? {
             Some(pinned) if pinned == fp => {}
             Some(pinned) => {
-                return Err(vault_core::Error::PinnedKeyChanged {
+                return Err(CliError::KeyChanged {
                     name: name.to_owned(),
                     pinned,
                     presented: fp,
-                }
-                .into())
+                })
             }
             None => {
                 return Err(CliError::Usage(format!(

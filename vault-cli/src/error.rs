@@ -32,6 +32,17 @@ pub enum CliError {
     )]
     UnknownContact(String),
 
+    /// A contact's key is not the one pinned for it.
+    #[error("the key for contact {name} changed: pinned fingerprint {pinned}, presented {presented}. Refusing it. If {name} really has a new key, compare the new fingerprint with them in person or by phone, then add it with `vault contacts add {name} ... --replace`")]
+    KeyChanged {
+        /// The contact.
+        name: String,
+        /// The pinned fingerprint.
+        pinned: vault_core::Fingerprint,
+        /// The one presented.
+        presented: vault_core::Fingerprint,
+    },
+
     /// The user's input was wrong.
     #[error("{0}")]
     Usage(String),
@@ -99,6 +110,7 @@ impl CliError {
             CliError::UnknownContact(_) | CliError::NotFound(_) => exit::NOT_FOUND,
             CliError::NotOffline(_) => exit::UNREACHABLE,
             CliError::File { .. } => exit::ERROR,
+            CliError::KeyChanged { .. } => exit::SECURITY,
             CliError::Core(e) => core_exit(e),
             CliError::Client(e) => match e {
                 ClientError::Core(e) => core_exit(e),
@@ -131,6 +143,7 @@ impl CliError {
             CliError::NotFound(_) => "not_found".into(),
             CliError::NotOffline(_) => "not_offline".into(),
             CliError::File { .. } => "file".into(),
+            CliError::KeyChanged { .. } => "pinned_key_changed".into(),
             CliError::Core(e) => e.code().into(),
             CliError::Client(e) => e.code().into(),
         }

@@ -58,5 +58,17 @@ fn report(out: &Output, e: &CliError) {
         eprintln!("{v}");
     } else {
         eprintln!("error: {e}");
+        // The underlying causes (a refused connection, a DNS failure...),
+        // when the message does not already say them.
+        let mut source = std::error::Error::source(e);
+        let mut shown = e.to_string();
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !shown.contains(&text) {
+                eprintln!("  caused by: {text}");
+                shown.push_str(&text);
+            }
+            source = cause.source();
+        }
     }
 }

@@ -56,7 +56,7 @@ impl Source {
             }
         };
         if p.expose_secret().chars().count() < MIN_LEN {
-            return Err(CliError::Passphrase(format!(
+            return Err(CliError::Usage(format!(
                 "the passphrase is too short: use at least {MIN_LEN} characters (a few random words are best)"
             )));
         }

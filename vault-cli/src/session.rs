@@ -167,6 +167,7 @@ impl Session {
         self.opts
             .relay
             .clone()
+            .filter(|r| !r.trim().is_empty())
             .or_else(|| self.config.relay.clone())
             .ok_or_else(|| CliError::NoRelay(self.home.config_file()))
     }

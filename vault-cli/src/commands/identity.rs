@@ -209,7 +209,13 @@ fn add_contact(session: &mut Session, args: &ContactAddArgs) -> Result<()> {
             } else {
                 std::fs::read_to_string(path).map_err(|e| CliError::file(path, e))?
             };
-            (PublicIdentity::from_text(&text)?, false)
+            let identity = PublicIdentity::from_text(&text).map_err(|e| {
+                CliError::Usage(format!(
+                    "{} does not hold a vault identity ({e}); ask the contact for the output of `vault whoami --export`",
+                    path.display()
+                ))
+            })?;
+            (identity, false)
         }
         (None, Some(fp)) => {
             let fp = parse_fingerprint(fp)?;
@@ -224,7 +230,7 @@ fn add_contact(session: &mut Session, args: &ContactAddArgs) -> Result<()> {
     };
     let fp = identity.fingerprint();
     match &args.verify {
-        Some(typed) => fp.verify_spoken(typed)?,
+        Some(typed) => fp.verify_spoken(&typed.join(" "))?,
         None if verified_by_lookup => {}
         None => confirm_fingerprint(&args.name, &identity)?,
     }
