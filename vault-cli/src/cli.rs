@@ -42,18 +42,36 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// The relay to talk to (overrides the config file).
-    #[arg(long, global = true, env = "VAULT_RELAY", hide_env_values = true, value_name = "URL", help_heading = "Global options")]
+    #[arg(
+        long,
+        global = true,
+        env = "VAULT_RELAY",
+        hide_env_values = true,
+        value_name = "URL",
+        help_heading = "Global options"
+    )]
     pub relay: Option<String>,
 
     /// Which vault: a vault id (or a unique prefix of it), a contact's name
     /// (the vault that contact owns), or `mine`. Defaults to your own vault,
     /// or the only vault this device knows.
-    #[arg(long, short = 'v', global = true, value_name = "VAULT", help_heading = "Global options")]
+    #[arg(
+        long,
+        short = 'v',
+        global = true,
+        value_name = "VAULT",
+        help_heading = "Global options"
+    )]
     pub vault: Option<String>,
 
     /// Read the passphrase from the first line of this file instead of
     /// prompting (the VAULT_PASSPHRASE environment variable also works).
-    #[arg(long, global = true, value_name = "FILE", help_heading = "Global options")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        help_heading = "Global options"
+    )]
     pub passphrase_file: Option<PathBuf>,
 
     /// Print machine-readable JSON instead of text.

@@ -258,7 +258,7 @@ fn append_sealed(
     vault: &VaultId,
     sealed: &[(RecordMetadata, Vec<u8>)],
 ) -> Result<VaultState> {
-    let state = session.rt.block_on(sync::push_with_retry(
+    let state = session.rt.block_on(sync::push_applied(
         &mut session.store,
         client,
         vault,
@@ -270,7 +270,7 @@ fn append_sealed(
                 next.apply(&entry)?;
                 entries.push(entry);
             }
-            Ok(entries)
+            Ok((entries, next))
         },
     ))?;
     Ok(state)

@@ -127,15 +127,35 @@ impl RelayClient {
         Ok(answer.into())
     }
 
+    /// [`RelayClient::upload_status`], or "nothing uploaded yet" without
+    /// asking when `skip`.
+    async fn upload_status_unless(
+        &self,
+        skip: bool,
+        vault: &VaultId,
+        hash: &[u8; 32],
+    ) -> Result<UploadStatus> {
+        if skip {
+            Ok(UploadStatus {
+                stored: false,
+                offset: 0,
+            })
+        } else {
+            self.upload_status(vault, hash).await
+        }
+    }
+
     /// Uploads a blob of `total_len` bytes, read from `reader` (positioned
     /// anywhere: it is sought to each chunk), addressed by its SHA-256
     /// `hash`, in chunks of [`RelayClient::chunk_size`]
     /// (`PUT /v1/vaults/{vault}/blobs/{hash}` with `upload-offset` and
     /// `upload-length`).
     ///
-    /// It first asks where an earlier upload stands and resumes from there
-    /// (or does nothing if the blob is stored), so calling it again after a
-    /// failure continues the upload. Within a call, an
+    /// A blob larger than one chunk first asks where an earlier upload
+    /// stands and resumes from there (or does nothing if the blob is
+    /// stored), so calling it again after a failure continues the upload; a
+    /// single-chunk blob is sent at once and the relay's answer says the
+    /// same. Within a call, an
     /// `upload_offset_mismatch` answer re-synchronises to the relay's
     /// offset. The relay checks the hash once the blob is complete
     /// (`422 hash_mismatch` discards it).
@@ -146,7 +166,12 @@ impl RelayClient {
         total_len: u64,
         reader: &mut R,
     ) -> Result<UploadStatus> {
-        let mut offset = match self.upload_status(vault, hash).await {
+        // A blob that fits one chunk is sent at once (a stored one is
+        // answered "stored", a partial upload with its offset, and the loop
+        // below resumes from there): one request per small record instead
+        // of two. Larger blobs ask first, to resume an earlier upload.
+        let single_chunk = total_len <= self.chunk_size() as u64;
+        let mut offset = match self.upload_status_unless(single_chunk, vault, hash).await {
             Ok(s) if s.stored => return Ok(s),
             Ok(s) => match chunk_outcome(false, s.offset, total_len)? {
                 ChunkOutcome::Continue(o) => o,

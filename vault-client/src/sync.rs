@@ -199,6 +199,32 @@ where
     S: Store + ?Sized,
     F: FnMut(&VaultState) -> Result<Vec<LogEntry>>,
 {
+    push_applied(store, client, vault, |state| {
+        let entries = build(state)?;
+        let mut next = state.clone();
+        for e in &entries {
+            next.apply(e)?;
+        }
+        Ok((entries, next))
+    })
+    .await
+}
+
+/// [`push_with_retry`] for a `build` that already applied its entries:
+/// it returns them with the state they lead to (each entry verified by
+/// [`VaultState::apply`] on a clone of the state it was given), so a
+/// large batch is not verified twice. The returned state must end at the
+/// last entry, or the push is refused before anything is sent.
+pub async fn push_applied<S, F>(
+    store: &mut S,
+    client: &RelayClient,
+    vault: &VaultId,
+    mut build: F,
+) -> Result<VaultState>
+where
+    S: Store + ?Sized,
+    F: FnMut(&VaultState) -> Result<(Vec<LogEntry>, VaultState)>,
+{
     let mut pending: Vec<LogEntry> = Vec::new();
     let mut moved = None;
     let mut retimed = false;
@@ -210,11 +236,21 @@ where
         if landed(&state, &pending) {
             return Ok(state);
         }
-        let entries = build(&state)?;
+        let (entries, next) = build(&state)?;
         if entries.is_empty() {
             return Ok(state);
         }
-        match append_verified(store, client, state, &entries).await {
+        let ends_there = entries.last().is_some_and(|last| {
+            let head = next.head();
+            head.seq == last.seq() && head.head == *last.hash() && next.vault() == *vault
+        });
+        if !ends_there {
+            return Err(vault_core::Error::InvalidInput(
+                "push_applied: the built state does not end at the built entries",
+            )
+            .into());
+        }
+        match append_applied(store, client, &state, next, &entries).await {
             Ok(Pushed::Done(state)) => return Ok(*state),
             Ok(Pushed::Moved(head)) => {
                 moved = Some(head);
@@ -409,20 +445,34 @@ enum Pushed {
 async fn append_verified<S: Store + ?Sized>(
     store: &mut S,
     client: &RelayClient,
-    mut state: VaultState,
+    state: VaultState,
     entries: &[LogEntry],
 ) -> Result<Pushed> {
     let mut next = state.clone();
     for e in entries {
         next.apply(e)?;
     }
+    append_applied(store, client, &state, next, entries).await
+}
+
+/// Appends `entries`, which lead from `state` to the verified `next`, with
+/// `state`'s head as `prev`; on success persists them and returns `next`.
+async fn append_applied<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    state: &VaultState,
+    next: VaultState,
+    entries: &[LogEntry],
+) -> Result<Pushed> {
     match client
         .append(&state.vault(), state.head().into(), entries)
         .await
     {
         Ok(_) => {
-            accept(store, &mut state, entries)?;
-            Ok(Pushed::Done(Box::new(state)))
+            // `next` verified exactly these entries on top of `state`:
+            // persist them without verifying them a second time.
+            store.append_entries(&state.vault(), entries)?;
+            Ok(Pushed::Done(Box::new(next)))
         }
         Err(ClientError::HeadMoved { head }) => Ok(Pushed::Moved(head)),
         Err(e) => Err(e),

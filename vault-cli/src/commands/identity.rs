@@ -11,6 +11,31 @@ use crate::home::{write_atomic, Home};
 use crate::output::{clean, line, table, Output};
 use crate::session::{read_public, system_now, Options, Session};
 
+/// Creates a profile's identity: fresh keys, the key file sealed under
+/// `passphrase` with scrypt work factor `work_factor`, and the public
+/// identity file. Never overwrites an existing identity.
+pub fn create_identity(
+    home: &Home,
+    info: &IdentityInfo,
+    passphrase: &secrecy::SecretString,
+    work_factor: u8,
+) -> Result<SecretIdentity> {
+    let key_file = home.key_file();
+    if key_file.exists() || home.public_file().exists() {
+        return Err(CliError::IdentityExists(key_file));
+    }
+    let secret = SecretIdentity::generate(info)?;
+    let sealed = vault_core::keyfile::seal(&secret, passphrase, work_factor)?;
+    home.ensure_data_dir()?;
+    write_atomic(&key_file, &sealed, true)?;
+    write_atomic(
+        &home.public_file(),
+        format!("{}\n", secret.public().to_text()).as_bytes(),
+        true,
+    )?;
+    Ok(secret)
+}
+
 /// `vault init`: a new identity, its key file sealed under a passphrase.
 pub fn init(home: &Home, out: Output, opts: &Options, args: &InitArgs) -> Result<()> {
     let key_file = home.key_file();
@@ -27,16 +52,8 @@ pub fn init(home: &Home, out: Output, opts: &Options, args: &InitArgs) -> Result
         created_at: system_now(),
     };
     let passphrase = opts.passphrase.choose()?;
-    let secret = SecretIdentity::generate(&info)?;
     out.notice("Sealing your key file (this takes a moment)...");
-    let sealed = vault_core::keyfile::seal(&secret, &passphrase, args.work_factor)?;
-    home.ensure_data_dir()?;
-    write_atomic(&key_file, &sealed, true)?;
-    write_atomic(
-        &home.public_file(),
-        format!("{}\n", secret.public().to_text()).as_bytes(),
-        true,
-    )?;
+    let secret = create_identity(home, &info, &passphrase, args.work_factor)?;
     if args.save_relay {
         let relay = opts
             .relay

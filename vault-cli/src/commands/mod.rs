@@ -1,7 +1,7 @@
 //! The commands: each takes its parsed arguments and a session, prints its
 //! result (text or `--json`) and returns a typed error.
 
-mod identity;
+pub mod identity;
 mod reading;
 mod sharing;
 mod vaults;

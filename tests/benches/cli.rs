@@ -1,0 +1,286 @@
+//! End-to-end figures for the command line's two main jobs, against the
+//! real relay binary on loopback:
+//!
+//! 1. importing one Synthea patient (parse, seal, sign, upload, append);
+//! 2. a clinician opening a 1,000-record collection from a cold cache
+//!    (inbox, join and verify the log, download and decrypt every record).
+//!
+//! Each prints the median of several runs beside its target, and beside a
+//! baseline measured in the same run: the same records sealed and opened
+//! with vault-core alone, without storage or network.
+//!
+//! Run: `cargo build --release -p relay-server && cargo bench -p vault-tests --bench cli`
+//! (`-- --quick` for fewer runs).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+use vault_cli::commands::identity::create_identity;
+use vault_cli::commands::writing::import_resources;
+use vault_cli::fhir;
+use vault_cli::home::Home;
+use vault_cli::output::Output;
+use vault_cli::records::{add_records, ensure_collections, find_collection, open_all, NewRecord};
+use vault_cli::session::{Options, Session};
+use vault_client::sync;
+use vault_core::{
+    IdentityInfo, Keyring, Permission, RecordInfo, Role, SecretIdentity, VaultId, VaultState,
+};
+use vault_tests::RelayProcess;
+
+const SAMPLE: &str = "Dennis_Durgan_78f005f3-7b33-4a5b-84d9-28417b36dbab.json";
+const COLLECTION_SIZE: usize = 1000;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn passphrase() -> SecretString {
+    SecretString::from("bench-passphrase-1".to_owned())
+}
+
+fn profile(dir: &Path, name: &str, role: Role) -> (Home, Arc<SecretIdentity>) {
+    let home = Home::at(dir);
+    let info = IdentityInfo {
+        display_name: name.into(),
+        role,
+        registration: None,
+        created_at: vault_cli::session::system_now(),
+    };
+    let secret = create_identity(&home, &info, &passphrase(), 15).unwrap();
+    (home, Arc::new(secret))
+}
+
+fn session(home: &Home, relay: &str, secret: &Arc<SecretIdentity>) -> Session {
+    let mut s = Session::open(
+        home.clone(),
+        Output {
+            json: false,
+            quiet: true,
+        },
+        Options {
+            relay: Some(relay.to_owned()),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    s.set_secret(secret.clone());
+    s
+}
+
+fn new_vault(s: &mut Session, secret: &SecretIdentity) -> VaultId {
+    let client = s.client().unwrap();
+    let (_, genesis) = VaultState::create(secret, client.now()).unwrap();
+    let state =
+        s.rt.block_on(sync::create_vault(&mut s.store, &client, &genesis))
+            .unwrap();
+    state.vault()
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let runs = if quick { 3 } else { 9 };
+    let dir = tempfile::tempdir().unwrap();
+    let relay_args: Vec<String> = std::env::var("BENCH_RELAY_ARGS")
+        .map(|a| a.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let relay_args: Vec<&str> = relay_args.iter().map(String::as_str).collect();
+    let relay = RelayProcess::start(&dir.path().join("relay"), &relay_args);
+    let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fhir-samples");
+    let bundle = std::fs::read(samples.join(SAMPLE)).unwrap();
+
+    let (p_home, patient) = profile(&dir.path().join("patient"), "Bench Patient", Role::Patient);
+    let mut p = session(&p_home, &relay.url, &patient);
+
+    // --- 1. Import one patient -------------------------------------------
+    let resources = fhir::split_bundle(&bundle).unwrap().len();
+    let mut baseline = Vec::new();
+    let mut import = Vec::new();
+    for _ in 0..runs {
+        // Baseline: parse and seal the same resources in memory.
+        let (state, genesis) = VaultState::create(&patient, 1).unwrap();
+        let mut state = state;
+        let (coll, e) = state.create_collection(&patient, "all", 1).unwrap();
+        state.apply(&e).unwrap();
+        let _ = genesis;
+        let t = Instant::now();
+        let parsed = fhir::split_bundle(&bundle).unwrap();
+        let mut keyring = Keyring::new(&patient, 1);
+        for r in &parsed {
+            let info = RecordInfo {
+                content_type: "application/fhir+json".into(),
+                title: r.title.clone(),
+                created_at: 1,
+                effective_at: r.effective_at,
+            };
+            let mut out = Vec::new();
+            state
+                .put_record(
+                    &patient,
+                    &mut keyring,
+                    &coll,
+                    None,
+                    &info,
+                    r.json.as_slice(),
+                    r.json.len() as u64,
+                    &mut out,
+                    1,
+                )
+                .unwrap();
+        }
+        baseline.push(t.elapsed());
+
+        let vault = new_vault(&mut p, &patient);
+        let t = Instant::now();
+        let parsed = fhir::split_bundle(&bundle).unwrap();
+        let summary = import_resources(&mut p, &vault, parsed, false).unwrap();
+        import.push(t.elapsed());
+        assert_eq!(summary.added, resources);
+    }
+    let (b, i) = (median(baseline), median(import));
+    println!(
+        "import one Synthea patient ({resources} resources, {} KiB): median {} over {runs} runs (target <= 200 ms: {}); \
+         sealing alone {}, so end to end costs {:.1}x sealing",
+        bundle.len() / 1024,
+        ms(i),
+        if i <= Duration::from_millis(200) { "met" } else { "MISSED" },
+        ms(b),
+        i.as_secs_f64() / b.as_secs_f64()
+    );
+
+    // --- 2. A clinician opens a 1,000-record collection, cold -------------
+    let vault = new_vault(&mut p, &patient);
+    let (_, colls) = ensure_collections(&mut p, &vault, &["labs"]).unwrap();
+    let labs = colls["labs"];
+    let parsed = fhir::split_bundle(&bundle).unwrap();
+    let observations: Vec<_> = parsed
+        .iter()
+        .filter(|r| r.resource_type == "Observation")
+        .collect();
+    let items: Vec<NewRecord> = (0..COLLECTION_SIZE)
+        .map(|i| {
+            let r = observations[i % observations.len()];
+            NewRecord {
+                collection: labs,
+                info: RecordInfo {
+                    content_type: "application/fhir+json; resourceType=Observation".into(),
+                    title: format!("{} #{i}", r.title),
+                    created_at: 1,
+                    effective_at: r.effective_at,
+                },
+                body: r.json.clone(),
+            }
+        })
+        .collect();
+    let hidden = indicatif::ProgressBar::hidden();
+    add_records(&mut p, &vault, items, &hidden).unwrap();
+    let (c_home, clinician) = profile(&dir.path().join("clinician"), "Dr Bench", Role::Clinician);
+    {
+        let mut c = session(&c_home, &relay.url, &clinician);
+        c.client().unwrap(); // publishes the clinician's identity
+    }
+    let member = clinician.public().clone();
+    let client = p.client().unwrap();
+    p.rt.block_on(sync::push_with_retry(
+        &mut p.store,
+        &client,
+        &vault,
+        |state| {
+            let mut keyring = Keyring::new(&patient, client.now());
+            Ok(vec![state.share_collection(
+                &patient,
+                &mut keyring,
+                &labs,
+                &member,
+                Permission::Read,
+                None,
+                client.now(),
+            )?])
+        },
+    ))
+    .unwrap();
+
+    // Baseline: open the same ciphertexts with vault-core from memory.
+    let state = p.local(&vault).unwrap();
+    let mut store_copy = Vec::new();
+    for r in state.records(Some(&labs)) {
+        let m = state.record(&r.id).unwrap().metadata().clone();
+        let mut blob = Vec::new();
+        std::io::Read::read_to_end(
+            &mut vault_core::store::Store::open_blob(&p.store, m.ciphertext_hash())
+                .unwrap()
+                .unwrap(),
+            &mut blob,
+        )
+        .unwrap();
+        store_copy.push((r.id, blob));
+    }
+    let mut open_baseline = Vec::new();
+    let mut open_cold = Vec::new();
+    for run in 0..runs {
+        let t = Instant::now();
+        let mut keyring = Keyring::new(&clinician, vault_cli::session::system_now());
+        for (id, blob) in &store_copy {
+            let v = state.record(id).unwrap();
+            keyring
+                .open(&state, &v, blob.as_slice(), std::io::sink())
+                .unwrap();
+        }
+        open_baseline.push(t.elapsed());
+
+        // A fresh device: only the identity and the verified contact.
+        let home_dir = dir.path().join(format!("device-{run}"));
+        std::fs::create_dir_all(&home_dir).unwrap();
+        let home = Home::at(&home_dir);
+        std::fs::copy(c_home.public_file(), home.public_file()).unwrap();
+        let mut c = session(&home, &relay.url, &clinician);
+        {
+            let Session {
+                contacts, store, ..
+            } = &mut c;
+            contacts
+                .add(store, "patient", patient.public(), false, 1)
+                .unwrap();
+        }
+        c.opts.vault = Some("patient".into());
+        let t = Instant::now();
+        let vault = c.select_vault().unwrap();
+        let state = c.refresh(&vault).unwrap();
+        let mut keyring = Keyring::new(&clinician, c.now());
+        let coll = find_collection(&state, &mut keyring, "labs").unwrap();
+        let opened = open_all(&mut c, &state, &mut keyring, Some(&coll), false).unwrap();
+        open_cold.push(t.elapsed());
+        assert_eq!(opened.len(), COLLECTION_SIZE);
+    }
+    let (b, o) = (median(open_baseline), median(open_cold));
+    println!(
+        "clinician opens a {COLLECTION_SIZE}-record collection from a cold cache: median {} over {runs} runs (target <= 1 s: {}); \
+         decrypting alone {}, so end to end costs {:.1}x decrypting",
+        ms(o),
+        if o <= Duration::from_secs(1) { "met" } else { "MISSED" },
+        ms(b),
+        o.as_secs_f64() / b.as_secs_f64()
+    );
+
+    // The passphrase unlock every command pays once (scrypt).
+    for wf in [15u8, 18] {
+        let sealed = vault_core::keyfile::seal(&patient, &passphrase(), wf).unwrap();
+        let t = Instant::now();
+        vault_core::keyfile::open(&sealed, &passphrase()).unwrap();
+        println!("unlocking a key file (scrypt 2^{wf}): {}", ms(t.elapsed()));
+    }
+}
