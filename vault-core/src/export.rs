@@ -28,7 +28,8 @@ pub trait ExportSink {
 }
 
 /// Writes an export below a directory on disk (created if missing; existing
-/// files are never overwritten).
+/// files are never overwritten; new files are readable by their owner only
+/// on Unix).
 #[derive(Debug)]
 pub struct DirectorySink {
     root: std::path::PathBuf,
@@ -53,10 +54,14 @@ impl ExportSink for DirectorySink {
         if let Some(parent) = full.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&full)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(&full)?;
         Ok(Box::new(std::io::BufWriter::new(file)))
     }
 }
