@@ -264,7 +264,7 @@ fn main() {
         let coll = find_collection(&state, &mut keyring, "labs").unwrap();
         let opened = open_all(&mut c, &state, &mut keyring, Some(&coll), false).unwrap();
         open_cold.push(t.elapsed());
-        assert_eq!(opened.len(), COLLECTION_SIZE);
+        assert_eq!(opened.opened.len(), COLLECTION_SIZE);
     }
     let (b, o) = (median(open_baseline), median(open_cold));
     println!(

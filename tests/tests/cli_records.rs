@@ -152,9 +152,16 @@ fn files_versions_stdin_and_directories() {
         doc_id["fingerprint"].as_str().unwrap(),
     ]);
     patient.json(&["share", "notes", "--with", "dr-who"]);
+    patient.json(&["share", "imaging", "--with", "dr-who"]);
     doc.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
     let inbox = doc.json(&["inbox"]);
     assert_eq!(inbox[0]["collections"][0]["records"], 1);
+    // Listing does not download a 12 MiB scan just for its title.
+    let big = doc.json(&["list", "--vault", "pat", "-c", "imaging"]);
+    assert_eq!(big[0]["record"], scan_id.as_str());
+    assert_eq!(big[0]["downloaded"], false);
+    let listed = doc.ok(&["list", "--vault", "pat", "-c", "imaging"]);
+    assert!(listed.contains("not on this device"), "{listed}");
     assert!(relay.stop());
     let offline = doc.run(&["show", &note_id, "--vault", "pat"]);
     assert_eq!(offline.code, 7, "{}\n{}", offline.stdout, offline.stderr);

@@ -412,26 +412,52 @@ pub struct Listed {
 /// Largest body kept in memory when listing.
 const KEEP_BODY: u64 = 1024 * 1024;
 
+/// Largest ciphertext a listing downloads to read a record's title; larger
+/// records are listed from their verified metadata until opened or synced.
+pub const LIST_FETCH_LIMIT: u64 = 4 * 1024 * 1024;
+
+/// What [`open_all`] found.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Records opened from the local store.
+    pub opened: Vec<Listed>,
+    /// Readable records larger than [`LIST_FETCH_LIMIT`] whose ciphertext
+    /// is not on this device (not downloaded just to list them).
+    pub not_downloaded: Vec<vault_core::RecordSummary>,
+}
+
 /// Opens every record readable by `keyring` (optionally of one collection)
-/// from the local store, fetching missing ciphertext first. Records the
-/// caller cannot read are skipped (they are not shared with it).
+/// from the local store, fetching missing ciphertext first, except records
+/// larger than [`LIST_FETCH_LIMIT`] (see [`Listing::not_downloaded`]).
+/// Records the caller cannot read are skipped (they are not shared with
+/// it).
 pub fn open_all(
     session: &mut Session,
     state: &VaultState,
     keyring: &mut Keyring,
     collection: Option<&CollectionId>,
     keep_fhir: bool,
-) -> Result<Vec<Listed>> {
+) -> Result<Listing> {
     let me = keyring_owner(session);
     let access = state.access(&me, session.now());
-    let readable: Vec<_> = state
-        .records(collection)
-        .into_iter()
-        .filter(|r| access.may_read(&r.collection, &r.id))
-        .collect();
+    let mut listing = Listing::default();
+    let mut readable = Vec::new();
+    for r in state.records(collection) {
+        if !access.may_read(&r.collection, &r.id) {
+            continue;
+        }
+        let local = session
+            .store
+            .open_blob(state.record(&r.id)?.metadata().ciphertext_hash())?
+            .is_some();
+        if local || r.ciphertext_len <= LIST_FETCH_LIMIT {
+            readable.push(r);
+        } else {
+            listing.not_downloaded.push(r);
+        }
+    }
     let ids: Vec<RecordId> = readable.iter().map(|r| r.id).collect();
     session.ensure_blobs(state, &ids)?;
-    let mut out = Vec::with_capacity(readable.len());
     for summary in readable {
         let mut sink = KeepSink {
             keep: keep_fhir,
@@ -448,13 +474,13 @@ pub fn open_all(
             && vault_core::export::is_fhir(&opened.info.content_type)
             && opened.body_len <= KEEP_BODY)
             .then_some(sink.buf);
-        out.push(Listed {
+        listing.opened.push(Listed {
             summary,
             opened,
             body,
         });
     }
-    Ok(out)
+    Ok(listing)
 }
 
 fn keyring_owner(session: &Session) -> vault_core::Fingerprint {

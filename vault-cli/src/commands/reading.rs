@@ -108,6 +108,7 @@ fn listed_json(l: &Listed, coll: &str, namer: &Namer, state: &VaultState) -> Val
         "author": l.opened.author.to_hex(),
         "author_name": namer.name(&l.opened.author, Some(state)),
         "bytes": l.opened.body_len,
+        "downloaded": true,
     })
 }
 
@@ -123,7 +124,13 @@ pub fn list(session: &mut Session, args: &ListArgs) -> Result<()> {
         .as_deref()
         .map(|c| find_collection(&state, &mut keyring, c))
         .transpose()?;
-    let mut listed = open_all(session, &state, &mut keyring, collection.as_ref(), false)?;
+    let listing = open_all(session, &state, &mut keyring, collection.as_ref(), false)?;
+    let mut listed = listing.opened;
+    let not_downloaded = if args.content_type.is_some() {
+        Vec::new()
+    } else {
+        listing.not_downloaded
+    };
     if let Some(t) = &args.content_type {
         let t = t.to_ascii_lowercase();
         listed.retain(|l| l.opened.info.content_type.to_ascii_lowercase().contains(&t));
@@ -149,16 +156,28 @@ pub fn list(session: &mut Session, args: &ListArgs) -> Result<()> {
     let namer = session.namer();
     let shared = "(shared record)".to_owned();
     if session.out.json {
-        let v: Vec<Value> = listed
+        let mut v: Vec<Value> = listed
             .iter()
             .map(|l| {
                 let coll = names.get(&l.summary.collection).unwrap_or(&shared);
                 listed_json(l, coll, &namer, &state)
             })
             .collect();
+        v.extend(not_downloaded.iter().map(|r| {
+            json!({
+                "record": r.id.to_hex(),
+                "version": r.version,
+                "collection": names.get(&r.collection).unwrap_or(&shared),
+                "collection_id": r.collection.to_hex(),
+                "author": r.author.to_hex(),
+                "author_name": namer.name(&r.author, Some(&state)),
+                "ciphertext_bytes": r.ciphertext_len,
+                "downloaded": false,
+            })
+        }));
         return session.out.json(&v);
     }
-    if listed.is_empty() {
+    if listed.is_empty() && not_downloaded.is_empty() {
         session.out.notice("No records you can read here.");
         return Ok(());
     }
@@ -175,6 +194,21 @@ pub fn list(session: &mut Session, args: &ListArgs) -> Result<()> {
             ]
         })
         .collect();
+    let mut rows = rows;
+    rows.extend(not_downloaded.iter().map(|r| {
+        vec![
+            short(&r.id.to_hex()),
+            "?".into(),
+            names.get(&r.collection).unwrap_or(&shared).clone(),
+            "?".into(),
+            format!(
+                "(large record, {} MiB, not on this device: `vault open {}` or `vault sync`)",
+                r.ciphertext_len.div_ceil(1024 * 1024),
+                short(&r.id.to_hex())
+            ),
+            namer.name(&r.author, Some(&state)),
+        ]
+    }));
     table(
         &["ID", "DATE", "COLLECTION", "TYPE", "TITLE", "AUTHOR"],
         &rows,

@@ -329,8 +329,9 @@ fn existing_resources(
     let secret = session.unlock()?;
     let state = session.refresh(vault)?;
     let mut keyring = Keyring::new(&secret, session.now());
-    let listed = open_all(session, &state, &mut keyring, None, true)?;
-    Ok(listed
+    let listing = open_all(session, &state, &mut keyring, None, true)?;
+    Ok(listing
+        .opened
         .iter()
         .filter_map(|l| {
             let rt = fhir_resource_type(&l.opened.info.content_type)?;
