@@ -286,6 +286,20 @@ impl CliProfile {
         })
     }
 
+    /// `vault init` with the fastest key-file work factor tests allow;
+    /// returns the new identity as JSON.
+    pub fn init(&self, name: &str, role: &str) -> serde_json::Value {
+        self.json(&[
+            "init",
+            "--name",
+            name,
+            "--role",
+            role,
+            "--work-factor",
+            "15",
+        ])
+    }
+
     /// Runs `vault <args>`, which must fail with exit code `code`; returns
     /// its stderr.
     pub fn fails(&self, code: i32, args: &[&str]) -> String {

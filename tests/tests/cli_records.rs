@@ -14,18 +14,6 @@
 use serde_json::Value;
 use vault_tests::{CliProfile, RelayProcess};
 
-fn init(p: &CliProfile, name: &str, role: &str) -> Value {
-    p.json(&[
-        "init",
-        "--name",
-        name,
-        "--role",
-        role,
-        "--work-factor",
-        "15",
-    ])
-}
-
 /// Deterministic bytes that do not compress (a stand-in for a scan).
 fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -44,7 +32,7 @@ fn files_versions_stdin_and_directories() {
     let dir = tempfile::tempdir().unwrap();
     let mut relay = RelayProcess::start(&dir.path().join("relay"), &[]);
     let patient = CliProfile::new(&dir.path().join("patient"), &relay.url);
-    init(&patient, "Pat Example", "patient");
+    patient.init("Pat Example", "patient");
     patient.json(&["create"]);
 
     // A 12 MiB scan: more than one 8 MiB upload chunk.
@@ -138,7 +126,7 @@ fn files_versions_stdin_and_directories() {
     // A clinician who joined the vault but never fetched its ciphertext,
     // with the relay gone: "not on this device", not an empty answer.
     let doc = CliProfile::new(&dir.path().join("doc"), &relay.url);
-    let doc_id = init(&doc, "Dr Who", "clinician");
+    let doc_id = doc.init("Dr Who", "clinician");
     doc.ok(&["whoami", "--publish", "--no-qr"]);
     let p_fp = patient.json(&["whoami"])["fingerprint"]
         .as_str()
@@ -162,6 +150,32 @@ fn files_versions_stdin_and_directories() {
     assert_eq!(big[0]["downloaded"], false);
     let listed = doc.ok(&["list", "--vault", "pat", "-c", "imaging"]);
     assert!(listed.contains("not on this device"), "{listed}");
+    // A clinician never writes into a patient's vault by default.
+    let r = doc.run_with_stdin(&["add", "-", "-c", "notes", "--title", "x"], b"x");
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--vault"), "{}", r.stderr);
+    // "6m" could mean minutes or months: refused.
+    patient.fails(2, &["share", "notes", "--with", "dr-who", "--until", "6m"]);
+    // Deleting a record.
+    let letters = patient.json(&["list", "-c", "letters"]);
+    let first = letters[0]["record"].as_str().unwrap().to_owned();
+    patient.json(&["delete", &first]);
+    assert_eq!(
+        patient
+            .json(&["list", "-c", "letters"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // A member who is no longer a contact is revoked by fingerprint.
+    patient.json(&["contacts", "remove", "dr-who"]);
+    let doc_hex = doc_id["fingerprint"].as_str().unwrap();
+    patient.fails(5, &["revoke", "dr-who"]);
+    let revoked = patient.json(&["revoke", &doc_hex[..16]]);
+    assert_eq!(revoked["collections"].as_array().unwrap().len(), 2);
+    assert!(patient.json(&["access"]).as_array().unwrap().is_empty());
+
     assert!(relay.stop());
     let offline = doc.run(&["show", &note_id, "--vault", "pat"]);
     assert_eq!(offline.code, 7, "{}\n{}", offline.stdout, offline.stderr);

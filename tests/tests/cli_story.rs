@@ -101,18 +101,6 @@ fn find(list: &Value, pred: impl Fn(&Value) -> bool) -> Vec<&Value> {
         .collect()
 }
 
-fn init(p: &CliProfile, name: &str, role: &str) -> Value {
-    p.json(&[
-        "init",
-        "--name",
-        name,
-        "--role",
-        role,
-        "--work-factor",
-        "15",
-    ])
-}
-
 #[test]
 fn patient_and_clinicians_story() {
     let dir = tempfile::tempdir().unwrap();
@@ -122,9 +110,9 @@ fn patient_and_clinicians_story() {
     let b = CliProfile::new(&dir.path().join("dr-b"), &relay.url);
 
     // Identities.
-    let p_id = init(&patient, "Brady Kuhlman", "patient");
-    let a_id = init(&a, "Dr Ada Adams", "clinician");
-    let b_id = init(&b, "Dr Bo Baker", "clinician");
+    let p_id = patient.init("Brady Kuhlman", "patient");
+    let a_id = a.init("Dr Ada Adams", "clinician");
+    let b_id = b.init("Dr Bo Baker", "clinician");
     let p_fp = p_id["fingerprint"].as_str().unwrap().to_owned();
     let a_fp = a_id["fingerprint"].as_str().unwrap().to_owned();
     assert_eq!(a.json(&["whoami"])["fingerprint"], a_id["fingerprint"]);

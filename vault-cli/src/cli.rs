@@ -119,6 +119,9 @@ pub enum Command {
     Show(ShowArgs),
     /// Write records' contents to stdout or files.
     Open(OpenArgs),
+    /// Delete a record (a signed deletion in the log; earlier versions stay
+    /// in the history).
+    Delete(DeleteArgs),
     /// Share a collection or one record with a contact.
     Share(ShareArgs),
     /// Revoke a contact's access (the collection key is rotated).
@@ -297,6 +300,13 @@ pub struct OpenArgs {
     pub output: Option<PathBuf>,
 }
 
+/// `vault delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The record: its id or a unique prefix of it.
+    pub record: String,
+}
+
 /// `vault share`.
 #[derive(Debug, Args)]
 pub struct ShareArgs {
@@ -312,8 +322,8 @@ pub struct ShareArgs {
     /// Allow the contact to add records to the collection.
     #[arg(long)]
     pub write: bool,
-    /// Access ends at this time: a duration (`30d`, `12h`, `90m`) or a date
-    /// (`2027-01-31`).
+    /// Access ends at this time: a duration (`90min`, `12h`, `30d`, `2w`,
+    /// `6mo`, `1y`) or a date (`2027-01-31`).
     #[arg(long, value_name = "WHEN")]
     pub until: Option<String>,
 }
@@ -321,7 +331,10 @@ pub struct ShareArgs {
 /// `vault revoke`.
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
-    /// The contact whose access ends.
+    /// Whose access ends: a contact's name, or a fingerprint (or its first
+    /// 8+ hex digits, as `vault access --json` shows) for a member who is
+    /// not a contact or whose key was replaced.
+    #[arg(value_name = "WHO")]
     pub contact: String,
     /// Only this collection (default: every collection and record shared
     /// with the contact).

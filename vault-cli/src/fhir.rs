@@ -241,8 +241,8 @@ fn is_bundle(resource: &Value) -> Result<bool, Option<String>> {
     }
 }
 
-/// FHIR ids: 1 to 64 of `A-Z a-z 0-9 - .`.
-fn is_fhir_id(s: &str) -> bool {
+/// Whether `s` is a valid FHIR id: 1 to 64 of `A-Z a-z 0-9 - .`.
+pub fn is_fhir_id(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
@@ -984,7 +984,7 @@ fn items<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
 
 /// Characters that must never reach a terminal: controls, and the invisible
 /// bidirectional overrides that can make text display as something else.
-fn is_hidden(c: char) -> bool {
+pub fn is_hidden(c: char) -> bool {
     c.is_control()
         || matches!(
             c,

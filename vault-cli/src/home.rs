@@ -91,6 +91,25 @@ impl Home {
         Ok(&self.data_dir)
     }
 
+    /// A warning if the data directory can be read by other users (it is
+    /// not changed: it may be a directory the user chose to share).
+    pub fn permission_warning(&self) -> Option<String> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&self.data_dir).ok()?.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Some(format!(
+                    "warning: {} is accessible to other users (mode {:o}); run `chmod 700 {}`",
+                    self.data_dir.display(),
+                    mode & 0o777,
+                    self.data_dir.display()
+                ));
+            }
+        }
+        None
+    }
+
     /// Reads the config file (missing: defaults).
     pub fn config(&self) -> Result<Config> {
         let path = self.config_file();

@@ -26,6 +26,12 @@ impl Output {
         }
     }
 
+    /// Prints a warning on stderr (even with `--quiet`: it is about the
+    /// data, not progress).
+    pub fn warn(&self, msg: impl std::fmt::Display) {
+        eprintln!("{msg}");
+    }
+
     /// Prints a value as pretty JSON on stdout.
     pub fn json<T: Serialize>(&self, value: &T) -> Result<()> {
         let text = serde_json::to_string_pretty(value)
@@ -96,11 +102,13 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> Result<()> {
     Ok(())
 }
 
-/// Removes control characters from text that came from a record or a relay
-/// before it reaches the terminal (no escape-sequence injection).
+/// Replaces control characters and invisible bidirectional overrides in
+/// text that came from a record or a relay before it reaches the terminal
+/// (no escape-sequence injection, no text that displays as something
+/// else).
 pub fn clean(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| if crate::fhir::is_hidden(c) { ' ' } else { c })
         .collect()
 }
 

@@ -31,12 +31,24 @@ impl Source {
         }
     }
 
-    /// The passphrase to unlock an existing key file.
-    pub fn unlock(&self) -> Result<SecretString> {
+    /// Unlocks with `open`, asking for the passphrase: a scripted one is
+    /// tried once; on a terminal a wrong one is asked again, three times in
+    /// all.
+    pub fn unlock<T>(&self, mut open: impl FnMut(&SecretString) -> Result<T>) -> Result<T> {
         if let Some(p) = self.scripted()? {
-            return Ok(p);
+            return open(&p);
         }
-        prompt("Passphrase: ")
+        let mut attempt = 1;
+        loop {
+            let p = prompt("Passphrase: ")?;
+            match open(&p) {
+                Err(CliError::Core(vault_core::Error::WrongPassphrase)) if attempt < 3 => {
+                    eprintln!("Wrong passphrase, try again.");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// A new passphrase (asked twice on a terminal), at least [`MIN_LEN`]
@@ -84,6 +96,8 @@ impl Source {
 }
 
 fn prompt(label: &str) -> Result<SecretString> {
+    // Only when stdin is a terminal: a command in a pipeline or a script
+    // must not stop to wait on the controlling terminal.
     if !std::io::stdin().is_terminal() {
         return Err(CliError::Passphrase(format!(
             "a passphrase is needed but there is no terminal to ask on; use --passphrase-file FILE or set {ENV}"

@@ -21,30 +21,47 @@ use crate::session::Session;
 const UPLOAD_CONCURRENCY: usize = 16;
 
 /// The content type of a FHIR resource record: the registered FHIR JSON
-/// type with the resource type as a parameter.
-pub fn fhir_content_type(resource_type: &str) -> String {
-    format!(
+/// type with the resource type and (when it is a valid FHIR id) the
+/// resource id as parameters, so both can be read from a record's header
+/// without its body.
+pub fn fhir_content_type(resource_type: &str, id: Option<&str>) -> String {
+    let mut ct = format!(
         "{}; resourceType={resource_type}",
         vault_core::export::FHIR_CONTENT_TYPE
-    )
+    );
+    if let Some(id) = id.filter(|i| crate::fhir::is_fhir_id(i)) {
+        ct.push_str("; id=");
+        ct.push_str(id);
+    }
+    ct
+}
+
+/// A parameter of a FHIR record's content type.
+fn fhir_param<'a>(content_type: &'a str, name: &str) -> Option<&'a str> {
+    if !vault_core::export::is_fhir(content_type) {
+        return None;
+    }
+    content_type.split(';').skip(1).find_map(|p| {
+        p.trim()
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('='))
+    })
 }
 
 /// The resource type of a FHIR record's content type, if it is one.
 pub fn fhir_resource_type(content_type: &str) -> Option<&str> {
-    if !vault_core::export::is_fhir(content_type) {
-        return None;
-    }
-    content_type
-        .split(';')
-        .skip(1)
-        .find_map(|p| p.trim().strip_prefix("resourceType="))
+    fhir_param(content_type, "resourceType")
 }
 
-/// The names of the collections `keyring` can open, by name.
-pub fn collections_by_name(
-    state: &VaultState,
-    keyring: &mut Keyring,
-) -> BTreeMap<String, CollectionId> {
+/// The resource id of a FHIR record's content type, if it names one.
+pub fn fhir_resource_id(content_type: &str) -> Option<&str> {
+    fhir_param(content_type, "id")
+}
+
+/// The collections `keyring` can open, with their names (control and
+/// invisible characters removed: the names come from the vault's owner),
+/// in the log's order. Two collections may carry the same name.
+pub fn collection_names(state: &VaultState, keyring: &mut Keyring) -> Vec<(String, CollectionId)> {
     state
         .collections()
         .into_iter()
@@ -52,26 +69,56 @@ pub fn collections_by_name(
             state
                 .collection_name(keyring, &c.id)
                 .ok()
-                .map(|n| (n, c.id))
+                .map(|n| (crate::output::clean(&n), c.id))
         })
         .collect()
 }
 
-/// Finds a collection by name (or id prefix) among those readable.
+/// The readable collections by name (the first of any duplicate name; use
+/// [`find_collection`] to resolve a name the user typed).
+pub fn collections_by_name(
+    state: &VaultState,
+    keyring: &mut Keyring,
+) -> BTreeMap<String, CollectionId> {
+    let mut map = BTreeMap::new();
+    for (name, id) in collection_names(state, keyring) {
+        map.entry(name).or_insert(id);
+    }
+    map
+}
+
+/// Finds a collection by name (or id prefix) among those readable; a name
+/// two collections share is refused as ambiguous.
 pub fn find_collection(
     state: &VaultState,
     keyring: &mut Keyring,
     name: &str,
 ) -> Result<CollectionId> {
-    let names = collections_by_name(state, keyring);
-    if let Some(id) = names.get(name) {
-        return Ok(*id);
+    let names = collection_names(state, keyring);
+    let by_name: Vec<CollectionId> = names
+        .iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, id)| *id)
+        .collect();
+    match by_name.as_slice() {
+        [one] => return Ok(*one),
+        [] => {}
+        several => {
+            return Err(CliError::Usage(format!(
+                "{} collections are named {name:?}; name one by its id ({})",
+                several.len(),
+                several
+                    .iter()
+                    .map(|id| id.to_hex())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
     }
     let lower = name.to_ascii_lowercase();
-    let by_id: Vec<CollectionId> = state
-        .collections()
-        .into_iter()
-        .map(|c| c.id)
+    let by_id: Vec<CollectionId> = names
+        .iter()
+        .map(|(_, id)| *id)
         .filter(|id| lower.len() >= 4 && id.to_hex().starts_with(&lower))
         .collect();
     match by_id.as_slice() {
@@ -83,7 +130,11 @@ pub fn find_collection(
             } else {
                 format!(
                     " (yours: {})",
-                    names.keys().cloned().collect::<Vec<_>>().join(", ")
+                    names
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             }
         ))),
@@ -117,50 +168,58 @@ pub fn find_record(state: &VaultState, prefix: &str) -> Result<RecordId> {
 }
 
 /// Creates the named collections that do not exist yet (owner only), in
-/// one append. Returns the state and every readable collection by name.
+/// one append (what exists is decided again on each attempt, so a
+/// collection another device created meanwhile is not created twice).
+/// Returns the state and every readable collection by name.
 pub fn ensure_collections(
     session: &mut Session,
     vault: &VaultId,
     names: &[&str],
 ) -> Result<(VaultState, BTreeMap<String, CollectionId>)> {
     let secret = session.unlock()?;
-    let state = session.refresh(vault)?;
+    let state = session.pull(vault)?;
     let mut keyring = Keyring::new(&secret, session.now());
-    let mut known = collections_by_name(&state, &mut keyring);
-    let missing: Vec<&str> = names
-        .iter()
-        .copied()
-        .filter(|n| !known.contains_key(*n))
-        .collect();
-    if missing.is_empty() {
+    let known = collections_by_name(&state, &mut keyring);
+    let missing = |known: &BTreeMap<String, CollectionId>| -> Vec<String> {
+        names
+            .iter()
+            .filter(|n| !known.contains_key(**n))
+            .map(|n| (*n).to_owned())
+            .collect()
+    };
+    if missing(&known).is_empty() {
         return Ok((state, known));
     }
     if state.owner().fingerprint() != secret.fingerprint() {
         return Err(CliError::NotFound(format!(
             "no collection {:?} that you can write to in this vault; ask the patient to share it with write access",
-            missing.first().copied().unwrap_or_default()
+            missing(&known).first().cloned().unwrap_or_default()
         )));
     }
     let client = session.client()?;
-    let mut created: BTreeMap<String, CollectionId> = BTreeMap::new();
+    let mut created: Vec<String> = Vec::new();
     let state = session.rt.block_on(sync::push_with_retry(
         &mut session.store,
         &client,
         vault,
         |state| {
-            created.clear();
+            let mut keyring = Keyring::new(&secret, client.now());
+            created = missing(&collections_by_name(state, &mut keyring));
             let mut next = state.clone();
             let mut entries = Vec::new();
-            for name in &missing {
-                let (id, entry) = next.create_collection(&secret, name, client.now())?;
+            for name in &created {
+                let (_, entry) = next.create_collection(&secret, name, client.now())?;
                 next.apply(&entry)?;
-                created.insert((*name).to_owned(), id);
                 entries.push(entry);
             }
             Ok(entries)
         },
     ))?;
-    known.extend(created);
+    for name in &created {
+        session.out.notice(format!("Created collection {name}."));
+    }
+    let mut keyring = Keyring::new(&secret, session.now());
+    let known = collections_by_name(&state, &mut keyring);
     Ok((state, known))
 }
 
@@ -175,10 +234,12 @@ pub struct NewRecord {
     pub body: Vec<u8>,
 }
 
-/// Seals small records, stores their ciphertext locally in one batch,
-/// uploads them concurrently and appends them in batches of at most
-/// [`MAX_APPEND_ENTRIES`] (compare-and-swap, rebuilt on a moved head).
-/// Returns the final state and the new records' ids, in input order.
+/// Seals small records and adds them in chunks of at most
+/// [`MAX_APPEND_ENTRIES`]: each chunk is sealed, stored locally in one
+/// batch, uploaded concurrently and appended (compare-and-swap, rebuilt on
+/// a moved head), so an interruption leaves at most one chunk's uploads
+/// unreferenced. Returns the final state and the new records' ids, in
+/// input order.
 pub fn add_records(
     session: &mut Session,
     vault: &VaultId,
@@ -187,41 +248,42 @@ pub fn add_records(
 ) -> Result<(VaultState, Vec<RecordId>)> {
     let secret = session.unlock()?;
     let client = session.client()?;
-    let state = session.refresh(vault)?;
-    let now = client.now();
-    let mut keyring = Keyring::new(&secret, now);
-    let mut sealed: Vec<(RecordMetadata, Vec<u8>)> = Vec::with_capacity(items.len());
-    bar.set_message("sealing");
-    for item in items {
-        let mut ciphertext = Vec::new();
-        let (metadata, _) = state.put_record(
-            &secret,
-            &mut keyring,
-            &item.collection,
-            None,
-            &item.info,
-            item.body.as_slice(),
-            item.body.len() as u64,
-            &mut ciphertext,
-            now,
-        )?;
-        sealed.push((metadata, ciphertext));
-        bar.inc(1);
-    }
-    let batch: Vec<([u8; 32], &[u8])> = sealed
-        .iter()
-        .map(|(m, c)| (*m.ciphertext_hash(), c.as_slice()))
-        .collect();
-    session.store.put_blobs(&batch)?;
-    bar.set_position(0);
-    bar.set_message("uploading");
-    upload_all(session, &client, &sealed, bar)?;
-    bar.set_position(0);
-    bar.set_message("signing");
-    let ids: Vec<RecordId> = sealed.iter().map(|(m, _)| m.record()).collect();
-    let mut state = state;
-    for chunk in sealed.chunks(MAX_APPEND_ENTRIES) {
-        state = append_sealed(session, &client, &secret, vault, chunk)?;
+    let mut state = session.pull(vault)?;
+    let mut ids = Vec::with_capacity(items.len());
+    for chunk in items.chunks(MAX_APPEND_ENTRIES) {
+        let now = client.now();
+        let mut keyring = Keyring::new(&secret, now);
+        let mut sealed: Vec<(RecordMetadata, Vec<u8>)> = Vec::with_capacity(chunk.len());
+        for item in chunk {
+            let mut ciphertext = Vec::new();
+            let (metadata, _) = state.put_record(
+                &secret,
+                &mut keyring,
+                &item.collection,
+                None,
+                &item.info,
+                item.body.as_slice(),
+                item.body.len() as u64,
+                &mut ciphertext,
+                now,
+            )?;
+            sealed.push((metadata, ciphertext));
+        }
+        let batch: Vec<([u8; 32], &[u8])> = sealed
+            .iter()
+            .map(|(m, c)| (*m.ciphertext_hash(), c.as_slice()))
+            .collect();
+        session.store.put_blobs(&batch)?;
+        upload_all(session, &client, &sealed)?;
+        state = append_sealed(session, &client, &secret, vault, &sealed).map_err(|e| match e {
+            CliError::Client(vault_client::ClientError::Core(
+                vault_core::Error::ContextMismatch { field: "epoch", .. },
+            )) => CliError::Usage(
+                "the collection's key was rotated (someone's access was revoked) while these records were being added; run the command again (what was added is kept)".into(),
+            ),
+            other => other,
+        })?;
+        ids.extend(sealed.iter().map(|(m, _)| m.record()));
         bar.inc(chunk.len() as u64);
     }
     Ok((state, ids))
@@ -231,18 +293,13 @@ fn upload_all(
     session: &Session,
     client: &RelayClient,
     sealed: &[(RecordMetadata, Vec<u8>)],
-    bar: &ProgressBar,
 ) -> Result<()> {
-    let uploads = stream::iter(sealed.iter().map(|(m, c)| {
-        let bar = bar.clone();
-        async move {
-            let mut reader = Cursor::new(c.as_slice());
-            client
-                .put_blob(&m.vault(), m.ciphertext_hash(), c.len() as u64, &mut reader)
-                .await?;
-            bar.inc(1);
-            Ok::<_, vault_client::ClientError>(())
-        }
+    let uploads = stream::iter(sealed.iter().map(|(m, c)| async move {
+        let mut reader = Cursor::new(c.as_slice());
+        client
+            .put_blob(&m.vault(), m.ciphertext_hash(), c.len() as u64, &mut reader)
+            .await?;
+        Ok::<_, vault_client::ClientError>(())
     }))
     .buffer_unordered(UPLOAD_CONCURRENCY)
     .try_collect::<Vec<()>>();
@@ -424,6 +481,21 @@ pub struct Listing {
     /// Readable records larger than [`LIST_FETCH_LIMIT`] whose ciphertext
     /// is not on this device (not downloaded just to list them).
     pub not_downloaded: Vec<vault_core::RecordSummary>,
+    /// Records whose ciphertext failed to authenticate (reported on
+    /// stderr, left out of `opened`).
+    pub failed: Vec<RecordId>,
+}
+
+/// Whether an error opening one record concerns that record's own bytes
+/// (not the vault, the store or the caller).
+fn is_record_failure(e: &vault_core::Error) -> bool {
+    matches!(
+        e,
+        vault_core::Error::DecryptionFailed
+            | vault_core::Error::CiphertextMismatch
+            | vault_core::Error::ContextMismatch { .. }
+            | vault_core::Error::Malformed { .. }
+    )
 }
 
 /// Opens every record readable by `keyring` (optionally of one collection)
@@ -448,8 +520,7 @@ pub fn open_all(
         }
         let local = session
             .store
-            .open_blob(state.record(&r.id)?.metadata().ciphertext_hash())?
-            .is_some();
+            .has_blob(state.record(&r.id)?.metadata().ciphertext_hash())?;
         if local || r.ciphertext_len <= LIST_FETCH_LIMIT {
             readable.push(r);
         } else {
@@ -468,6 +539,22 @@ pub fn open_all(
             // A single-record grant covers one version; a newer version
             // than the one shared is not readable.
             Err(CliError::Core(vault_core::Error::AccessDenied(_))) => continue,
+            // One record that fails to authenticate (its author wrote
+            // ciphertext that does not open) must not hide the others.
+            Err(CliError::Core(e)) if is_record_failure(&e) => {
+                session.out.warn(format!(
+                    "warning: record {} (by {}) failed verification and is not shown: {e}",
+                    summary.id,
+                    summary
+                        .author
+                        .digit_groups()
+                        .first()
+                        .cloned()
+                        .unwrap_or_default()
+                ));
+                listing.failed.push(summary.id);
+                continue;
+            }
             Err(e) => return Err(e),
         };
         let body = (keep_fhir

@@ -24,6 +24,10 @@ use crate::passphrase;
 
 /// How many blobs are downloaded at once.
 const FETCH_CONCURRENCY: usize = 16;
+/// Blobs up to this size are downloaded into memory, concurrently.
+const SMALL_DOWNLOAD: u64 = 1024 * 1024;
+/// How many small blobs are stored per batch.
+const FETCH_WINDOW: usize = 256;
 
 /// Options that shape a session.
 #[derive(Clone, Debug, Default)]
@@ -69,6 +73,9 @@ pub struct Session {
     public: PublicIdentity,
     secret: Option<Arc<SecretIdentity>>,
     client: Option<RelayClient>,
+    /// Set when a read fell back to the local copy because the relay was
+    /// unreachable.
+    unreachable: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -105,6 +112,9 @@ impl Session {
     /// Opens the profile's identity (public part), store and contacts.
     pub fn open(home: Home, out: Output, opts: Options) -> Result<Self> {
         let public = read_public(&home)?;
+        if let Some(w) = home.permission_warning() {
+            out.warn(w);
+        }
         let config = home.config()?;
         let store = SqliteStore::open(home.store_dir())?;
         let contacts = Contacts::load(&home.contacts_file())?;
@@ -123,6 +133,7 @@ impl Session {
             public,
             secret: None,
             client: None,
+            unreachable: false,
         })
     }
 
@@ -136,8 +147,7 @@ impl Session {
         if let Some(s) = &self.secret {
             return Ok(s.clone());
         }
-        let passphrase: SecretString = self.opts.passphrase.unlock()?;
-        let secret = Arc::new(self.unlock_with(&passphrase)?);
+        let secret = Arc::new(self.opts.passphrase.unlock(|p| self.unlock_with(p))?);
         self.secret = Some(secret.clone());
         Ok(secret)
     }
@@ -176,6 +186,11 @@ impl Session {
     pub fn client(&mut self) -> Result<RelayClient> {
         if let Some(c) = &self.client {
             return Ok(c.clone());
+        }
+        if self.unreachable {
+            return Err(CliError::NotOffline(
+                "what this command needs from the relay".into(),
+            ));
         }
         if self.opts.offline {
             return Err(CliError::Usage(
@@ -216,7 +231,8 @@ impl Session {
 
     /// Joins the inbox's vaults whose owner is a verified contact (and your
     /// own vaults this device does not have yet); returns the inbox and the
-    /// vaults left out because their owner is not a contact.
+    /// vaults left out because their owner is not a contact. A vault that
+    /// fails verification is reported on stderr and skipped.
     pub fn join_shared(&mut self) -> Result<(Vec<InboxVault>, Vec<InboxVault>)> {
         let client = self.client()?;
         let inbox = self.rt.block_on(client.inbox())?;
@@ -234,12 +250,20 @@ impl Session {
             };
             match owner {
                 Some(owner) => {
-                    self.rt.block_on(sync::join_vault(
+                    // One vault the relay lies about must not hide the
+                    // others: report it and go on.
+                    if let Err(e) = self.rt.block_on(sync::join_vault(
                         &mut self.store,
                         &client,
                         &v.vault,
                         &owner,
-                    ))?;
+                    )) {
+                        let e = CliError::from(e);
+                        if e.is_unreachable() {
+                            return Err(e);
+                        }
+                        eprintln!("warning: vault {} was not joined: {e}", v.vault);
+                    }
                 }
                 None => unknown.push(v.clone()),
             }
@@ -259,6 +283,27 @@ impl Session {
             }
             other => other,
         }
+    }
+
+    /// The vault a write goes to: as [`Session::select_vault`], but a vault
+    /// someone else owns must be named with `--vault` (a clinician never
+    /// writes into a patient's vault by default), and a notice says whose
+    /// vault it is.
+    pub fn select_vault_for_write(&mut self) -> Result<VaultId> {
+        let vault = self.select_vault()?;
+        let state = self.local(&vault)?;
+        let owner = state.owner().fingerprint();
+        if owner != self.public.fingerprint() {
+            let name = self.namer().name(&owner, Some(&state));
+            if self.opts.vault.is_none() {
+                return Err(CliError::Usage(format!(
+                    "the only vault on this device belongs to {name}; to write into it, name it explicitly with --vault"
+                )));
+            }
+            self.out
+                .notice(format!("Writing into {name}'s vault {}.", vault));
+        }
+        Ok(vault)
     }
 
     fn select_known_vault(&self) -> Result<VaultId> {
@@ -305,7 +350,12 @@ impl Session {
             }
             Some("mine") => pick(mine, "\"mine\""),
             Some(sel) => {
-                if let Ok(c) = self.contacts.get(&self.store, sel) {
+                let contact = match self.contacts.get(&self.store, sel) {
+                    Ok(c) => Some(c),
+                    Err(CliError::UnknownContact(_)) => None,
+                    Err(e) => return Err(e),
+                };
+                if let Some(c) = contact {
                     let fp = c.identity.fingerprint();
                     return pick(
                         known
@@ -337,34 +387,35 @@ impl Session {
     /// The vault brought up to date from the relay, or this device's
     /// verified copy when offline or the relay is unreachable (with a
     /// notice). Verification failures (rollback, fork, tampering) are
-    /// errors, never a fallback.
+    /// errors, never a fallback. For reading; writes use [`Session::pull`].
     pub fn refresh(&mut self, vault: &VaultId) -> Result<VaultState> {
-        if self.opts.offline || self.relay_url().is_err() {
+        if self.opts.offline || self.unreachable || self.relay_url().is_err() {
             return self.local(vault);
         }
-        let client = self.client()?;
-        match self
-            .rt
-            .block_on(sync::pull(&mut self.store, &client, vault))
-        {
+        match self.pull(vault) {
             Ok(state) => Ok(state),
-            Err(e) => {
-                let e = CliError::from(e);
-                if e.is_unreachable() {
-                    let state = self.local(vault)?;
-                    self.out.notice(format!(
-                        "notice: the relay at {} is unreachable; showing this device's copy (verified up to checkpoint {})",
-                        client.base_url(),
-                        state.head().code()
-                    ));
-                    self.client = None;
-                    self.opts.offline = true;
-                    Ok(state)
-                } else {
-                    Err(e)
-                }
+            Err(e) if e.is_unreachable() => {
+                let state = self.local(vault)?;
+                self.out.notice(format!(
+                    "notice: the relay at {} is unreachable; showing this device's copy (verified up to checkpoint {})",
+                    self.relay_url().unwrap_or_default(),
+                    state.head().code()
+                ));
+                self.client = None;
+                self.unreachable = true;
+                Ok(state)
             }
+            Err(e) => Err(e),
         }
+    }
+
+    /// The vault brought up to date from the relay, with no fallback: what
+    /// a write builds on.
+    pub fn pull(&mut self, vault: &VaultId) -> Result<VaultState> {
+        let client = self.client()?;
+        Ok(self
+            .rt
+            .block_on(sync::pull(&mut self.store, &client, vault))?)
     }
 
     /// This device's verified copy of a vault.
@@ -373,64 +424,91 @@ impl Session {
     }
 
     /// Makes the ciphertext of `records` available locally, downloading the
-    /// missing ones concurrently (each checked against its signed hash).
+    /// missing ones (each checked against its signed hash): small ones
+    /// concurrently and stored in batches as they arrive, large ones one at
+    /// a time through a temporary file, so memory stays bounded.
     pub fn ensure_blobs(&mut self, state: &VaultState, records: &[RecordId]) -> Result<()> {
         let mut missing = Vec::new();
         for id in records {
             let m = state.record(id)?.metadata().clone();
-            if self.store.open_blob(m.ciphertext_hash())?.is_none() {
+            if !self.store.has_blob(m.ciphertext_hash())? {
                 missing.push(m);
             }
         }
         if missing.is_empty() {
             return Ok(());
         }
-        if self.opts.offline {
+        if self.opts.offline || self.unreachable {
             return Err(CliError::NotOffline(format!(
                 "the ciphertext of {} record(s)",
                 missing.len()
             )));
         }
         let client = self.client()?;
+        let (small, large): (Vec<_>, Vec<_>) = missing
+            .into_iter()
+            .partition(|m| m.ciphertext_len() <= SMALL_DOWNLOAD);
         let bar = self
             .out
-            .progress(missing.len() as u64, "downloading", false);
-        let downloads = stream::iter(missing.into_iter().map(|m| {
-            let client = client.clone();
-            let bar = bar.clone();
-            async move {
-                let mut buf = Vec::new();
-                client
-                    .get_blob(
-                        &m.vault(),
-                        m.ciphertext_hash(),
-                        m.ciphertext_len(),
-                        &mut buf,
-                    )
-                    .await?;
+            .progress((small.len() + large.len()) as u64, "downloading", false);
+        let result = self.fetch_small(&client, &small, &bar).and_then(|()| {
+            for m in &large {
+                let mut spool =
+                    tempfile::tempfile().map_err(|e| CliError::file(std::env::temp_dir(), e))?;
+                self.rt.block_on(sync::fetch_blob(
+                    &mut self.store,
+                    &client,
+                    &m.vault(),
+                    m.ciphertext_hash(),
+                    m.ciphertext_len(),
+                    &mut spool,
+                ))?;
                 bar.inc(1);
-                Ok::<_, vault_client::ClientError>((m, buf))
             }
-        }))
-        .buffer_unordered(FETCH_CONCURRENCY)
-        .try_collect::<Vec<_>>();
-        let result = self.rt.block_on(downloads);
+            Ok(())
+        });
         bar.finish_and_clear();
-        let blobs = match result {
-            Ok(b) => b,
-            Err(e) => {
-                let e = CliError::from(e);
-                if e.is_unreachable() {
-                    return Err(CliError::NotOffline("the records' ciphertext".into()));
-                }
-                return Err(e);
+        match result {
+            Err(e) if e.is_unreachable() => {
+                Err(CliError::NotOffline("the records' ciphertext".into()))
             }
-        };
-        let batch: Vec<([u8; 32], &[u8])> = blobs
-            .iter()
-            .map(|(m, b)| (*m.ciphertext_hash(), b.as_slice()))
-            .collect();
-        self.store.put_blobs(&batch)?;
+            other => other,
+        }
+    }
+
+    /// Downloads small blobs concurrently, storing each window of them in
+    /// one batch.
+    fn fetch_small(
+        &mut self,
+        client: &RelayClient,
+        small: &[vault_core::RecordMetadata],
+        bar: &indicatif::ProgressBar,
+    ) -> Result<()> {
+        for window in small.chunks(FETCH_WINDOW) {
+            let downloads = stream::iter(window.iter().map(|m| {
+                let client = client.clone();
+                let bar = bar.clone();
+                async move {
+                    let mut buf = Vec::new();
+                    client
+                        .get_blob(
+                            &m.vault(),
+                            m.ciphertext_hash(),
+                            m.ciphertext_len(),
+                            &mut buf,
+                        )
+                        .await?;
+                    bar.inc(1);
+                    Ok::<_, vault_client::ClientError>((*m.ciphertext_hash(), buf))
+                }
+            }))
+            .buffer_unordered(FETCH_CONCURRENCY)
+            .try_collect::<Vec<_>>();
+            let blobs = self.rt.block_on(downloads)?;
+            let batch: Vec<([u8; 32], &[u8])> =
+                blobs.iter().map(|(h, b)| (*h, b.as_slice())).collect();
+            self.store.put_blobs(&batch)?;
+        }
         Ok(())
     }
 

@@ -406,8 +406,7 @@ where
     S: Store + ?Sized,
     W: Read + Write + Seek + ?Sized,
 {
-    let present = store.open_blob(hash)?.is_some();
-    if present {
+    if store.has_blob(hash)? {
         return Ok(());
     }
     spool.seek(SeekFrom::Start(0))?;
@@ -567,6 +566,9 @@ impl<S: Store + ?Sized> Store for StoreRef<'_, S> {
     }
     fn open_blob(&self, hash: &[u8; 32]) -> vault_core::Result<Option<Box<dyn Read + '_>>> {
         self.0.open_blob(hash)
+    }
+    fn has_blob(&self, hash: &[u8; 32]) -> vault_core::Result<bool> {
+        self.0.has_blob(hash)
     }
     fn pin(&mut self, name: &str, fingerprint: &Fingerprint) -> vault_core::Result<()> {
         self.0.pin(name, fingerprint)

@@ -28,8 +28,8 @@ pub trait ExportSink {
 }
 
 /// Writes an export below a directory on disk (created if missing; existing
-/// files are never overwritten; new files are readable by their owner only
-/// on Unix).
+/// files are never overwritten; new files and directories are readable by
+/// their owner only on Unix).
 #[derive(Debug)]
 pub struct DirectorySink {
     root: std::path::PathBuf,
@@ -52,7 +52,14 @@ impl ExportSink for DirectorySink {
             full.push(part);
         }
         if let Some(parent) = full.parent() {
-            std::fs::create_dir_all(parent)?;
+            let mut dirs = std::fs::DirBuilder::new();
+            dirs.recursive(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                dirs.mode(0o700);
+            }
+            dirs.create(parent)?;
         }
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);

@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Read};
 
 use serde_json::json;
+use vault_core::store::Store as _;
 use vault_core::{Fingerprint, IdentityInfo, PublicIdentity, Role, SecretIdentity};
 
 use crate::cli::{ContactAddArgs, ContactsCommand, InitArgs, RoleArg, WhoamiArgs};
@@ -28,11 +29,15 @@ pub fn create_identity(
     let sealed = vault_core::keyfile::seal(&secret, passphrase, work_factor)?;
     home.ensure_data_dir()?;
     write_atomic(&key_file, &sealed, true)?;
-    write_atomic(
+    if let Err(e) = write_atomic(
         &home.public_file(),
         format!("{}\n", secret.public().to_text()).as_bytes(),
         true,
-    )?;
+    ) {
+        // Half an identity is worse than none: `init` can be run again.
+        let _ = std::fs::remove_file(&key_file);
+        return Err(e);
+    }
     Ok(secret)
 }
 
@@ -51,14 +56,16 @@ pub fn init(home: &Home, out: Output, opts: &Options, args: &InitArgs) -> Result
         registration: args.registration.clone(),
         created_at: system_now(),
     };
+    // Arguments are checked before anything is written.
+    let save_relay = match (args.save_relay, &opts.relay) {
+        (true, None) => return Err(CliError::Usage("--save-relay needs --relay URL".into())),
+        (true, Some(r)) => Some(r.clone()),
+        (false, _) => None,
+    };
     let passphrase = opts.passphrase.choose()?;
     out.notice("Sealing your key file (this takes a moment)...");
     let secret = create_identity(home, &info, &passphrase, args.work_factor)?;
-    if args.save_relay {
-        let relay = opts
-            .relay
-            .clone()
-            .ok_or_else(|| CliError::Usage("--save-relay needs --relay URL".into()))?;
+    if let Some(relay) = save_relay {
         let mut config = home.config()?;
         config.relay = Some(relay);
         home.save_config(&config)?;
@@ -192,7 +199,10 @@ pub fn contacts(session: &mut Session, cmd: ContactsCommand) -> Result<()> {
         ContactsCommand::Show { name } => {
             let c = session.contacts.get(&session.store, &name)?;
             if session.out.json {
-                return session.out.json(&identity_json(&c.identity));
+                let mut j = identity_json(&c.identity);
+                set(&mut j, "contact", json!(c.name));
+                set(&mut j, "added_at", json!(c.added_at));
+                return session.out.json(&j);
             }
             line(&format!(
                 "{name}: {} ({})",
@@ -206,8 +216,19 @@ pub fn contacts(session: &mut Session, cmd: ContactsCommand) -> Result<()> {
             line(&format!("Identity: {}", c.identity.to_text()))
         }
         ContactsCommand::Remove { name } => {
+            let fp = session
+                .contacts
+                .get(&session.store, &name)?
+                .identity
+                .fingerprint();
             session.contacts.remove(&name)?;
-            session.out.notice(format!("Removed contact {name}."));
+            if session.out.json {
+                return session.out.json(&json!({ "removed": name }));
+            }
+            session.out.notice(format!(
+                "Removed contact {name}. Shares they hold stay until you revoke them: `vault revoke {}`.",
+                fp.to_hex()
+            ));
             Ok(())
         }
     }
@@ -255,10 +276,22 @@ fn add_contact(session: &mut Session, args: &ContactAddArgs) -> Result<()> {
         return Err(CliError::Usage("that is your own identity".into()));
     }
     let now = system_now();
+    let previous = session
+        .store
+        .pinned(&crate::contacts::pin_name(&args.name))?
+        .filter(|old| *old != fp);
     let Session {
         contacts, store, ..
     } = session;
     contacts.add(store, &args.name, &identity, args.replace, now)?;
+    if let Some(old) = previous {
+        session.out.notice(format!(
+            "notice: {}'s previous key ({}) may still hold shares in your vaults; end them with `vault revoke {}`",
+            args.name,
+            grouped(&old),
+            old.to_hex()
+        ));
+    }
     if session.out.json {
         let mut j = identity_json(&identity);
         set(&mut j, "contact", json!(args.name));

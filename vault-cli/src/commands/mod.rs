@@ -38,6 +38,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::List(args) => reading::list(&mut session()?, &args),
         Command::Show(args) => reading::show(&mut session()?, &args),
         Command::Open(args) => reading::open(&mut session()?, &args),
+        Command::Delete(args) => writing::delete(&mut session()?, &args),
         Command::Share(args) => sharing::share(&mut session()?, &args),
         Command::Revoke(args) => sharing::revoke(&mut session()?, &args),
         Command::Access => sharing::access(&mut session()?),
@@ -60,12 +61,33 @@ pub(crate) fn date(t: i64) -> String {
     crate::fhir::format_date(t)
 }
 
-/// Parses `--until`: a duration from now (`30d`, `12h`, `90m`, `2w`) or a
-/// date (`2027-01-31`, midnight UTC).
+/// Formats an expiry for people: the UTC date and time, and how far away
+/// it is.
+pub(crate) fn expiry(t: u64, now: u64) -> String {
+    let secs = i64::try_from(t).unwrap_or(i64::MAX);
+    let time = format!(
+        "{} {:02}:{:02} UTC",
+        date(secs),
+        (secs.rem_euclid(86_400)) / 3600,
+        (secs.rem_euclid(3600)) / 60
+    );
+    let left = t.saturating_sub(now);
+    let rel = match left {
+        0 => "expired".to_owned(),
+        l if l < 3600 => format!("in {} minutes", l.div_ceil(60)),
+        l if l < 2 * 86_400 => format!("in {} hours", l / 3600),
+        l => format!("in {} days", l / 86_400),
+    };
+    format!("{time} ({rel})")
+}
+
+/// Parses `--until`: a duration from now (`90min`, `12h`, `30d`, `2w`,
+/// `6mo`, `1y`) or a date (`2027-01-31`, midnight UTC). A bare `m` is
+/// refused as ambiguous (minutes or months?).
 pub(crate) fn parse_until(s: &str, now: u64) -> Result<u64> {
     let bad = || {
         crate::error::CliError::Usage(format!(
-            "--until {s:?}: use a duration like 30d, 12h, 90m or 2w, or a date like 2027-01-31"
+            "--until {s:?}: use a duration like 90min, 12h, 30d, 2w, 6mo or 1y, or a date like 2027-01-31"
         ))
     };
     let s = s.trim();
@@ -82,10 +104,12 @@ pub(crate) fn parse_until(s: &str, now: u64) -> Result<u64> {
     let (n, unit) = s.split_at(split);
     let n: u64 = n.parse().map_err(|_| bad())?;
     let unit_secs = match unit {
-        "m" | "min" => 60,
+        "min" => 60,
         "h" => 3600,
         "d" => 86_400,
         "w" => 7 * 86_400,
+        "mo" => 30 * 86_400,
+        "y" => 365 * 86_400,
         _ => return Err(bad()),
     };
     if n == 0 {
@@ -104,6 +128,8 @@ mod tests {
     fn until_accepts_durations_and_dates() {
         let now = 1_700_000_000;
         assert_eq!(parse_until("30d", now).ok(), Some(now + 30 * 86_400));
+        assert_eq!(parse_until("90min", now).ok(), Some(now + 90 * 60));
+        assert_eq!(parse_until("6mo", now).ok(), Some(now + 180 * 86_400));
         assert_eq!(parse_until("12h", now).ok(), Some(now + 12 * 3600));
         assert_eq!(parse_until("2w", now).ok(), Some(now + 14 * 86_400));
         assert_eq!(parse_until("2030-01-01", now).ok(), Some(1_893_456_000));
@@ -111,7 +137,8 @@ mod tests {
             "",
             "d",
             "0d",
-            "10y",
+            "6m",
+            "10x",
             "-3d",
             "2001-01-01",
             "99999999999999999999d",

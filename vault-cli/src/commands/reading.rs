@@ -1,7 +1,7 @@
 //! `vault collections`, `vault list`, `vault show` and `vault open`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use serde_json::{json, Value};
@@ -127,6 +127,12 @@ pub fn list(session: &mut Session, args: &ListArgs) -> Result<()> {
     let listing = open_all(session, &state, &mut keyring, collection.as_ref(), false)?;
     let mut listed = listing.opened;
     let not_downloaded = if args.content_type.is_some() {
+        if !listing.not_downloaded.is_empty() {
+            session.out.notice(format!(
+                "notice: {} large record(s) not on this device could not be filtered by type; `vault sync` fetches them",
+                listing.not_downloaded.len()
+            ));
+        }
         Vec::new()
     } else {
         listing.not_downloaded
@@ -316,7 +322,7 @@ pub fn show(session: &mut Session, args: &ShowArgs) -> Result<()> {
 fn clean_text(s: &str) -> String {
     s.chars()
         .map(|c| {
-            if c.is_control() && c != '\n' && c != '\t' {
+            if crate::fhir::is_hidden(c) && c != '\n' && c != '\t' {
                 ' '
             } else {
                 c
@@ -389,6 +395,28 @@ pub fn open(session: &mut Session, args: &OpenArgs) -> Result<()> {
             .copied()
             .ok_or_else(|| CliError::NotFound("no record".into()))?;
         let stdout = std::io::stdout();
+        if args.output.is_none() && stdout.is_terminal() {
+            // To a terminal: text only, cleaned (raw bytes could drive it).
+            let mut body = Vec::new();
+            let opened = open_record(
+                &session.store,
+                &state,
+                &mut keyring,
+                &id,
+                LimitSink {
+                    buf: &mut body,
+                    limit: 16 * 1024 * 1024,
+                },
+            )?;
+            let ct = opened.info.content_type.to_ascii_lowercase();
+            if !(ct.starts_with("text/") || ct.contains("json")) {
+                return Err(CliError::Usage(format!(
+                    "the record is {}; write it to a file with -o FILE (or `-o -` to send the raw bytes to the terminal anyway)",
+                    clean(&opened.info.content_type)
+                )));
+            }
+            return line(&clean_text(&String::from_utf8_lossy(&body)));
+        }
         let mut lock = stdout.lock();
         open_record(&session.store, &state, &mut keyring, &id, &mut lock)?;
         lock.flush().map_err(|e| CliError::file("<stdout>", e))?;

@@ -33,7 +33,7 @@ pub fn share(session: &mut Session, args: &ShareArgs) -> Result<()> {
     let contact = session.contacts.get(&session.store, &args.with)?;
     let vault = session.select_vault()?;
     let client = session.client()?;
-    let state = session.refresh(&vault)?;
+    let state = session.pull(&vault)?;
     require_owner(session, &state, "share")?;
     let expires_at = args
         .until
@@ -41,58 +41,59 @@ pub fn share(session: &mut Session, args: &ShareArgs) -> Result<()> {
         .map(|u| super::parse_until(u, client.now()))
         .transpose()?;
     let member = contact.identity.clone();
-    let what;
-    if args.record {
+    /// What is shared.
+    enum Target {
+        Record(vault_core::RecordId),
+        Collection(vault_core::CollectionId, Permission),
+    }
+    let (target, what) = if args.record {
         if args.write {
             return Err(CliError::Usage(
                 "a single record is shared read-only; share its collection for write access".into(),
             ));
         }
         let record = find_record(&state, &args.what)?;
-        what = format!("record {}", short(&record.to_hex()));
-        session.rt.block_on(sync::push_with_retry(
-            &mut session.store,
-            &client,
-            &vault,
-            |state| {
-                let mut keyring = Keyring::new(&secret, client.now());
-                Ok(vec![state.share_record(
-                    &secret,
-                    &mut keyring,
-                    &record,
-                    &member,
-                    expires_at,
-                    client.now(),
-                )?])
-            },
-        ))?;
+        (
+            Target::Record(record),
+            format!("record {}", short(&record.to_hex())),
+        )
     } else {
         let mut keyring = Keyring::new(&secret, client.now());
         let collection = find_collection(&state, &mut keyring, &args.what)?;
-        what = format!("collection {}", args.what);
         let permission = if args.write {
             Permission::ReadWrite
         } else {
             Permission::Read
         };
-        session.rt.block_on(sync::push_with_retry(
-            &mut session.store,
-            &client,
-            &vault,
-            |state| {
-                let mut keyring = Keyring::new(&secret, client.now());
-                Ok(vec![state.share_collection(
+        (
+            Target::Collection(collection, permission),
+            format!("collection {}", args.what),
+        )
+    };
+    session.rt.block_on(sync::push_with_retry(
+        &mut session.store,
+        &client,
+        &vault,
+        |state| {
+            let mut keyring = Keyring::new(&secret, client.now());
+            let now = client.now();
+            let entry = match &target {
+                Target::Record(r) => {
+                    state.share_record(&secret, &mut keyring, r, &member, expires_at, now)?
+                }
+                Target::Collection(c, p) => state.share_collection(
                     &secret,
                     &mut keyring,
-                    &collection,
+                    c,
                     &member,
-                    permission,
+                    *p,
                     expires_at,
-                    client.now(),
-                )?])
-            },
-        ))?;
-    }
+                    now,
+                )?,
+            };
+            Ok(vec![entry])
+        },
+    ))?;
     let permission = if args.write { "read-write" } else { "read" };
     if session.out.json {
         return session.out.json(&json!({
@@ -108,10 +109,7 @@ pub fn share(session: &mut Session, args: &ShareArgs) -> Result<()> {
         args.with,
         clean(member.display_name()),
         expires_at
-            .map(|t| format!(
-                " until {}",
-                super::date(i64::try_from(t).unwrap_or(i64::MAX))
-            ))
+            .map(|t| format!(" until {}", super::expiry(t, client.now())))
             .unwrap_or_default()
     ))?;
     line(&format!(
@@ -125,12 +123,11 @@ pub fn share(session: &mut Session, args: &ShareArgs) -> Result<()> {
 /// under a key the contact never had.
 pub fn revoke(session: &mut Session, args: &RevokeArgs) -> Result<()> {
     let secret = session.unlock()?;
-    let contact = session.contacts.get(&session.store, &args.contact)?;
-    let member = contact.identity.fingerprint();
     let vault = session.select_vault()?;
     let client = session.client()?;
-    let state = session.refresh(&vault)?;
+    let state = session.pull(&vault)?;
     require_owner(session, &state, "revoke")?;
+    let member = revoke_target(session, &state, &args.contact)?;
     let only = {
         let mut keyring = Keyring::new(&secret, client.now());
         args.collection
@@ -223,6 +220,44 @@ pub fn revoke(session: &mut Session, args: &RevokeArgs) -> Result<()> {
     line("Anything they already downloaded stays with them; they can no longer fetch or decrypt what is stored.")
 }
 
+/// Whom `vault revoke WHO` means: a contact's name, or the fingerprint (64
+/// hex digits, or a unique prefix of at least 8) of anyone holding a grant
+/// in the vault, which also reaches members who are not contacts and a
+/// contact's key that was replaced.
+fn revoke_target(
+    session: &Session,
+    state: &VaultState,
+    who: &str,
+) -> Result<vault_core::Fingerprint> {
+    match session.contacts.get(&session.store, who) {
+        Ok(c) => return Ok(c.identity.fingerprint()),
+        Err(CliError::UnknownContact(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let lower = who.to_ascii_lowercase();
+    if lower.len() < 8 || !lower.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(CliError::UnknownContact(who.to_owned()));
+    }
+    let mut members: Vec<vault_core::Fingerprint> = state
+        .collections()
+        .into_iter()
+        .flat_map(|c| c.members.into_iter().map(|(fp, _, _)| fp))
+        .chain(state.record_grants().into_iter().map(|(_, fp, _)| fp))
+        .filter(|fp| *fp != state.owner().fingerprint() && fp.to_hex().starts_with(&lower))
+        .collect();
+    members.sort_by_key(|f| *f.as_bytes());
+    members.dedup();
+    match members.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(CliError::NotFound(format!(
+            "nobody with a fingerprint starting {who} has access to this vault; see `vault access`"
+        ))),
+        _ => Err(CliError::Usage(format!(
+            "{who} matches several members; give more digits"
+        ))),
+    }
+}
+
 /// `vault access`: who has access to what (for the owner), or what you
 /// have (for a member).
 pub fn access(session: &mut Session) -> Result<()> {
@@ -305,6 +340,12 @@ pub fn export(session: &mut Session, args: &ExportArgs) -> Result<()> {
     let secret = session.unlock()?;
     let vault = session.select_vault()?;
     let state = session.refresh(&vault)?;
+    if state.owner().fingerprint() != secret.fingerprint() {
+        return Err(vault_core::Error::AccessDenied(
+            "only the vault's owner can export it; save what was shared with you with `vault open -c COLLECTION -o DIR`",
+        )
+        .into());
+    }
     if args.dir.exists()
         && std::fs::read_dir(&args.dir)
             .map_err(|e| CliError::file(&args.dir, e))?
@@ -325,11 +366,27 @@ pub fn export(session: &mut Session, args: &ExportArgs) -> Result<()> {
         .map(|r| r.id)
         .collect();
     session.ensure_blobs(&state, &ids)?;
-    let mut keyring = Keyring::new(&secret, session.now());
+    let created_dir = !args.dir.exists();
+    crate::home::create_private_dir(&args.dir)?;
+    let result = export_into(session, &state, &secret, args);
+    if result.is_err() && created_dir {
+        // A failed export leaves nothing half-written behind.
+        let _ = std::fs::remove_dir_all(&args.dir);
+    }
+    result
+}
+
+fn export_into(
+    session: &Session,
+    state: &VaultState,
+    secret: &vault_core::SecretIdentity,
+    args: &ExportArgs,
+) -> Result<()> {
+    let mut keyring = Keyring::new(secret, session.now());
     let mut sink = DirectorySink::new(&args.dir);
     let store = &session.store;
     let summary = vault_core::export::vault(
-        &state,
+        state,
         &mut keyring,
         secret.public(),
         |m| {

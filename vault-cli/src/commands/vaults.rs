@@ -137,10 +137,9 @@ pub fn inbox(session: &mut Session) -> Result<()> {
     for u in &unknown {
         if !session.out.json {
             line(&format!(
-                "vault {} from an unverified owner, fingerprint {} — add them with `vault contacts add NAME --lookup {}` after comparing the fingerprint, then run `vault inbox` again",
+                "vault {} was shared by someone who is not one of your contacts (the relay claims their fingerprint begins {}). Ask the patient for their fingerprint, add them with `vault contacts add NAME --lookup <the 64 hex digits they give you>`, then run `vault inbox` again",
                 short(&u.vault.to_hex()),
-                u.owner.digit_groups().join(" "),
-                u.owner.to_hex()
+                u.owner.digit_groups().first().cloned().unwrap_or_default(),
             ))?;
             printed = true;
         }
@@ -168,7 +167,7 @@ pub fn sync(session: &mut Session) -> Result<()> {
     let mut summary = Vec::new();
     let vaults: Vec<VaultId> = session.store.vaults()?;
     for vault in vaults {
-        let state = session.refresh(&vault)?;
+        let state = session.pull(&vault)?;
         let access = state.access(&secret.fingerprint(), session.now());
         let readable: Vec<_> = state
             .records(None)

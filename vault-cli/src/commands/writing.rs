@@ -3,18 +3,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
 
 use serde_json::{json, Value};
 use vault_core::{Keyring, RecordInfo};
 
-use crate::cli::{AddArgs, ImportArgs};
+use crate::cli::{AddArgs, DeleteArgs, ImportArgs};
 use crate::error::{CliError, Result};
 use crate::fhir;
 use crate::output::{clean, line, short};
 use crate::records::{
-    add_records, add_stream, ensure_collections, fhir_content_type, fhir_resource_type,
-    find_record, open_all, NewRecord,
+    add_records, add_stream, ensure_collections, fhir_content_type, fhir_resource_id,
+    fhir_resource_type, find_record, open_all, NewRecord,
 };
 use crate::session::{system_now, Session};
 
@@ -52,26 +55,92 @@ fn sniff(head: &[u8], path: &Path) -> &'static str {
     }
 }
 
-/// A file to add, spooled from stdin if needed, with its length.
+/// Largest input read from stdin (kept in memory, never spooled to disk
+/// in clear).
+const MAX_STDIN: u64 = 64 * 1024 * 1024;
+
+/// Where an input's bytes are.
+enum Source {
+    /// A regular file.
+    File(File),
+    /// Standard input, read into memory (zeroized when dropped).
+    Memory(Arc<Zeroizing<Vec<u8>>>),
+}
+
+/// A file to add, with its length.
 struct Input {
-    file: File,
+    source: Source,
     len: u64,
     name: String,
+    path: PathBuf,
+}
+
+impl Input {
+    /// A reader from the start of the input.
+    fn reader(&self) -> std::io::Result<Box<dyn Read>> {
+        Ok(match &self.source {
+            Source::File(f) => {
+                let mut f = f.try_clone()?;
+                f.seek(SeekFrom::Start(0))?;
+                Box::new(std::io::BufReader::with_capacity(1 << 20, f))
+            }
+            Source::Memory(bytes) => Box::new(SharedReader {
+                bytes: bytes.clone(),
+                at: 0,
+            }),
+        })
+    }
+
+    /// The whole input, if it is at most `max` bytes.
+    fn read_all(&self, max: u64) -> Result<Option<Vec<u8>>> {
+        if self.len > max {
+            return Ok(None);
+        }
+        let mut bytes = Vec::new();
+        self.reader()
+            .and_then(|mut r| r.read_to_end(&mut bytes))
+            .map_err(|e| CliError::file(&self.path, e))?;
+        Ok(Some(bytes))
+    }
+}
+
+/// Reads shared in-memory bytes without copying them.
+struct SharedReader {
+    bytes: Arc<Zeroizing<Vec<u8>>>,
+    at: usize,
+}
+
+impl Read for SharedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let rest = self.bytes.get(self.at..).unwrap_or_default();
+        let n = rest.len().min(buf.len());
+        buf.get_mut(..n)
+            .unwrap_or_default()
+            .copy_from_slice(rest.get(..n).unwrap_or_default());
+        self.at += n;
+        Ok(n)
+    }
 }
 
 fn open_input(path: &Path) -> Result<Input> {
     if path.as_os_str() == "-" {
-        let mut spool =
-            tempfile::tempfile().map_err(|e| CliError::file(std::env::temp_dir(), e))?;
-        let len = std::io::copy(&mut std::io::stdin().lock(), &mut spool)
-            .map_err(|e| CliError::file("<stdin>", e))?;
-        spool
-            .seek(SeekFrom::Start(0))
-            .map_err(|e| CliError::file("<stdin>", e))?;
+        let mut bytes = Zeroizing::new(Vec::new());
+        let len = std::io::stdin()
+            .lock()
+            .take(MAX_STDIN + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| CliError::file("<stdin>", e))? as u64;
+        if len > MAX_STDIN {
+            return Err(CliError::Usage(format!(
+                "standard input is larger than {} MiB; save it to a file and add the file (it is streamed)",
+                MAX_STDIN >> 20
+            )));
+        }
         return Ok(Input {
-            file: spool,
+            source: Source::Memory(Arc::new(bytes)),
             len,
             name: "stdin".into(),
+            path: path.to_path_buf(),
         });
     }
     let file = File::open(path).map_err(|e| CliError::file(path, e))?;
@@ -83,12 +152,13 @@ fn open_input(path: &Path) -> Result<Input> {
         )));
     }
     Ok(Input {
-        file,
+        source: Source::File(file),
         len: meta.len(),
         name: path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "file".into()),
+        path: path.to_path_buf(),
     })
 }
 
@@ -99,7 +169,23 @@ pub fn add(session: &mut Session, args: &AddArgs) -> Result<()> {
             "--title and --replace apply to one file at a time".into(),
         ));
     }
-    let vault = session.select_vault()?;
+    let stdin_count = args.files.iter().filter(|p| p.as_os_str() == "-").count();
+    if stdin_count > 1 {
+        return Err(CliError::Usage("`-` (stdin) can be given once".into()));
+    }
+    if stdin_count == 1 && args.title.is_none() && args.replace.is_none() {
+        return Err(CliError::Usage(
+            "a record from stdin needs a title: pass --title".into(),
+        ));
+    }
+    // Every input opened before anything is added: a typo in the third
+    // file must not leave the first two added.
+    let inputs: Vec<Input> = args
+        .files
+        .iter()
+        .map(|p| open_input(p))
+        .collect::<Result<_>>()?;
+    let vault = session.select_vault_for_write()?;
     let (state, collections) = ensure_collections(session, &vault, &[args.collection.as_str()])?;
     let collection = *collections
         .get(&args.collection)
@@ -110,10 +196,13 @@ pub fn add(session: &mut Session, args: &AddArgs) -> Result<()> {
         .map(|r| find_record(&state, r))
         .transpose()?;
     let mut added = Vec::new();
-    for path in &args.files {
-        let mut input = open_input(path)?;
+    for input in &inputs {
+        let path = &input.path;
         let mut head = vec![0u8; 512];
-        let n = read_up_to(&mut input.file, &mut head).map_err(|e| CliError::file(path, e))?;
+        let n = input
+            .reader()
+            .and_then(|mut r| read_up_to(&mut r, &mut head))
+            .map_err(|e| CliError::file(path, e))?;
         head.truncate(n);
         let mut content_type = args
             .content_type
@@ -121,25 +210,21 @@ pub fn add(session: &mut Session, args: &AddArgs) -> Result<()> {
             .unwrap_or_else(|| sniff(&head, path).to_owned());
         let mut title = args.title.clone();
         let mut effective_at = None;
-        if content_type == "application/json" && input.len <= MAX_JSON {
-            let mut bytes = Vec::new();
-            input
-                .file
-                .seek(SeekFrom::Start(0))
-                .and_then(|_| input.file.read_to_end(&mut bytes))
-                .map_err(|e| CliError::file(path, e))?;
-            if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
-                if let Some(rt) = v.get("resourceType").and_then(Value::as_str) {
-                    if rt == "Bundle" {
-                        return Err(CliError::Usage(format!(
-                            "{} is a FHIR Bundle: use `vault import {}` to add each resource as a record",
-                            path.display(),
-                            path.display()
-                        )));
+        if content_type == "application/json" {
+            if let Some(bytes) = input.read_all(MAX_JSON)? {
+                if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+                    if let Some(rt) = v.get("resourceType").and_then(Value::as_str) {
+                        if rt == "Bundle" {
+                            return Err(CliError::Usage(format!(
+                                "{} is a FHIR Bundle: use `vault import {}` to add each resource as a record",
+                                path.display(),
+                                path.display()
+                            )));
+                        }
+                        content_type = fhir_content_type(rt, v.get("id").and_then(Value::as_str));
+                        title = title.or_else(|| Some(fhir::title(&v)));
+                        effective_at = fhir::effective_at(&v);
                     }
-                    content_type = fhir_content_type(rt);
-                    title = title.or_else(|| Some(fhir::title(&v)));
-                    effective_at = fhir::effective_at(&v);
                 }
             }
         }
@@ -150,11 +235,7 @@ pub fn add(session: &mut Session, args: &AddArgs) -> Result<()> {
             effective_at,
         };
         let bar = session.out.progress(input.len, "sealing", true);
-        let mut reopen = || -> std::io::Result<Box<dyn Read>> {
-            let mut f = input.file.try_clone()?;
-            f.seek(SeekFrom::Start(0))?;
-            Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f)))
-        };
+        let mut reopen = || input.reader();
         let result = add_stream(
             session,
             &vault,
@@ -223,7 +304,7 @@ pub fn import(session: &mut Session, args: &ImportArgs) -> Result<()> {
     let bytes = std::fs::read(path).map_err(|e| CliError::file(path, e))?;
     let resources = fhir::split_bundle(&bytes)
         .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
-    let vault = session.select_vault()?;
+    let vault = session.select_vault_for_write()?;
     let summary = import_resources(session, &vault, resources, args.again)?;
     if session.out.json {
         return session.out.json(&summary);
@@ -273,10 +354,12 @@ pub fn import_resources(
         existing_resources(session, vault)?
     };
     let total = resources.len();
+    // Skip what the vault has, and repeats within the bundle itself.
+    let mut seen = existing;
     let fresh: Vec<fhir::Resource> = resources
         .into_iter()
         .filter(|r| match &r.id {
-            Some(id) => !existing.contains(&(r.resource_type.clone(), id.clone())),
+            Some(id) => seen.insert((r.resource_type.clone(), id.clone())),
             None => true,
         })
         .collect();
@@ -298,7 +381,7 @@ pub fn import_resources(
             items.push(NewRecord {
                 collection,
                 info: RecordInfo {
-                    content_type: fhir_content_type(&r.resource_type),
+                    content_type: fhir_content_type(&r.resource_type, r.id.as_deref()),
                     title: r.title,
                     created_at: now,
                     effective_at: r.effective_at,
@@ -306,7 +389,7 @@ pub fn import_resources(
                 body: r.json,
             });
         }
-        let bar = session.out.progress(items.len() as u64, "sealing", false);
+        let bar = session.out.progress(items.len() as u64, "importing", false);
         let result = add_records(session, vault, items, &bar);
         bar.finish_and_clear();
         state = result?.0;
@@ -327,18 +410,43 @@ fn existing_resources(
     vault: &vault_core::VaultId,
 ) -> Result<BTreeSet<(String, String)>> {
     let secret = session.unlock()?;
-    let state = session.refresh(vault)?;
+    let state = session.pull(vault)?;
     let mut keyring = Keyring::new(&secret, session.now());
-    let listing = open_all(session, &state, &mut keyring, None, true)?;
+    let listing = open_all(session, &state, &mut keyring, None, false)?;
     Ok(listing
         .opened
         .iter()
         .filter_map(|l| {
-            let rt = fhir_resource_type(&l.opened.info.content_type)?;
-            let body = l.body.as_ref()?;
-            let v: Value = serde_json::from_slice(body).ok()?;
-            let id = v.get("id")?.as_str()?;
-            Some((rt.to_owned(), id.to_owned()))
+            let ct = &l.opened.info.content_type;
+            Some((
+                fhir_resource_type(ct)?.to_owned(),
+                fhir_resource_id(ct)?.to_owned(),
+            ))
         })
         .collect())
+}
+
+/// `vault delete`: a signed deletion of a record's current version.
+pub fn delete(session: &mut Session, args: &DeleteArgs) -> Result<()> {
+    let secret = session.unlock()?;
+    let vault = session.select_vault_for_write()?;
+    let client = session.client()?;
+    let state = session.pull(&vault)?;
+    let record = find_record(&state, &args.record)?;
+    let state = session.rt.block_on(vault_client::sync::push_with_retry(
+        &mut session.store,
+        &client,
+        &vault,
+        |state| Ok(vec![state.delete_record(&secret, &record, client.now())?]),
+    ))?;
+    if session.out.json {
+        return session.out.json(&json!({
+            "deleted": record.to_hex(),
+            "checkpoint": state.head().code(),
+        }));
+    }
+    line(&format!(
+        "Deleted record {} (the deletion is signed and kept in the vault's history).",
+        short(&record.to_hex())
+    ))
 }

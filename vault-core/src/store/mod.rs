@@ -64,6 +64,11 @@ pub trait Store {
         Ok(())
     }
 
+    /// Whether a blob is stored (without reading it).
+    fn has_blob(&self, hash: &[u8; 32]) -> Result<bool> {
+        Ok(self.open_blob(hash)?.is_some())
+    }
+
     /// A reader over a stored blob, or `None`.
     fn open_blob(&self, hash: &[u8; 32]) -> Result<Option<Box<dyn Read + '_>>>;
 

@@ -48,7 +48,15 @@ impl SqliteStore {
     /// Opens (creating if needed) a store in `dir`.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
-        fs::create_dir_all(dir.join("blobs"))?;
+        // Owner-only on Unix: the store holds who shares with whom.
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(dir.join("blobs"))?;
         let conn = Connection::open(dir.join("store.sqlite3")).map_err(db_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db_err)?;
@@ -180,7 +188,7 @@ impl Store for SqliteStore {
 
     fn put_blob(&mut self, hash: &[u8; 32], len: u64, data: &mut dyn Read) -> Result<()> {
         let path = self.blob_path(hash);
-        if path.exists() || self.small_blob(hash)?.is_some() {
+        if self.has_blob(hash)? {
             return Ok(());
         }
         if len <= SMALL_BLOB {
@@ -218,6 +226,15 @@ impl Store for SqliteStore {
             self.put_blob(&hash, bytes.len() as u64, &mut data)?;
         }
         Ok(())
+    }
+
+    fn has_blob(&self, hash: &[u8; 32]) -> Result<bool> {
+        let small = self
+            .conn
+            .prepare_cached("SELECT 1 FROM small_blobs WHERE hash = ?1")
+            .and_then(|mut s| s.exists(params![hash.as_slice()]))
+            .map_err(db_err)?;
+        Ok(small || self.blob_path(hash).exists())
     }
 
     fn open_blob(&self, hash: &[u8; 32]) -> Result<Option<Box<dyn Read + '_>>> {
