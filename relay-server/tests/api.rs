@@ -765,7 +765,10 @@ async fn appends_are_compare_and_swap_and_verified() {
         "bad_json",
     )
     .await;
-    body["entries"] = json!(vec![b64(e.to_bytes()); 257]);
+    body["entries"] = json!(vec![
+        b64(e.to_bytes());
+        relay_server::routes::vaults::MAX_APPEND + 1
+    ]);
     w.t.refused(
         signed(&w.patient, "POST", &pq, json_payload(body)),
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -1479,4 +1482,158 @@ async fn a_record_put_must_name_a_blob_its_author_uploaded() {
     // The relay's state is intact: a proper record-put goes through.
     let patient = w.patient.clone();
     w.put_record(&patient, b"fine").await;
+}
+
+/// A batch body: each blob's SHA-256, its length (u32 BE), its bytes.
+fn frames(blobs: &[&[u8]], lie_about: Option<usize>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, b) in blobs.iter().enumerate() {
+        let mut hash = body_digest(b);
+        if lie_about == Some(i) {
+            hash[0] ^= 1;
+        }
+        out.extend_from_slice(&hash);
+        out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+        out.extend_from_slice(b);
+    }
+    out
+}
+
+#[tokio::test]
+async fn small_blobs_upload_in_one_batch() {
+    let mut w = World::new().await;
+    let batch_path = format!("/v1/vaults/{}/blobs", w.vault);
+    let sealed: Vec<(Vec<u8>, LogEntry)> = (0..5)
+        .map(|i| w.seal(&w.patient, format!("record {i}").as_bytes()))
+        .collect();
+    let cts: Vec<&[u8]> = sealed.iter().map(|(c, _)| c.as_slice()).collect();
+    let post = |who: &SecretIdentity, body: Vec<u8>| {
+        signed(
+            who,
+            "POST",
+            &batch_path,
+            Payload::Raw("application/octet-stream", body),
+        )
+    };
+
+    // One wrong address: nothing of the batch is stored.
+    w.t.refused(
+        post(&w.patient, frames(&cts, Some(3))),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "hash_mismatch",
+    )
+    .await;
+    for ct in &cts {
+        w.t.refused(
+            signed(&w.patient, "GET", &w.blob_path(ct), Payload::None),
+            StatusCode::NOT_FOUND,
+            "blob_not_found",
+        )
+        .await;
+    }
+    // Cut-off frames, an empty batch, the wrong content type, a body that
+    // is not the signed one.
+    let mut cut = frames(&cts, None);
+    cut.truncate(cut.len() - 1);
+    w.t.refused(
+        post(&w.patient, cut),
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+    )
+    .await;
+    w.t.refused(
+        post(&w.patient, Vec::new()),
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+    )
+    .await;
+    w.t.refused(
+        signed(
+            &w.patient,
+            "POST",
+            &batch_path,
+            json_payload(json!({"blobs": []})),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    // A member without write access may not upload.
+    w.share(&w.alice.clone(), Permission::Read).await;
+    w.t.refused(
+        post(&w.alice, frames(&cts, None)),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+
+    // The batch: stored durably, each blob downloadable, repeats skipped.
+    let (s, v) = w.t.json(post(&w.patient, frames(&cts[..3], None))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({"stored": 3, "present": 0}));
+    let (s, v) = w.t.json(post(&w.patient, frames(&cts, None))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({"stored": 2, "present": 3}));
+    for ct in &cts {
+        let (s, _, body) =
+            w.t.call(signed(&w.patient, "GET", &w.blob_path(ct), Payload::None))
+                .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(body, *ct);
+    }
+    // ...and each can be named by a record-put of its uploader.
+    for (_, e) in &sealed {
+        let vault_core::EntryBody::RecordPut { metadata } = e.body() else {
+            panic!("not a record-put");
+        };
+        let e = w
+            .state
+            .record_put_entry(&w.patient, metadata, now())
+            .unwrap();
+        w.append(&w.patient.clone(), &[&e]).await;
+    }
+}
+
+#[tokio::test]
+async fn a_batch_upload_respects_the_quota_and_batch_size() {
+    let w = World::on(T::with(|c| {
+        c.quota = 100_000;
+    }))
+    .await;
+    let batch_path = format!("/v1/vaults/{}/blobs", w.vault);
+    let (a, _) = w.seal(&w.patient, &vec![1u8; 40_000]);
+    let (b, _) = w.seal(&w.patient, &vec![2u8; 40_000]);
+    let (c, _) = w.seal(&w.patient, &vec![3u8; 40_000]);
+    let post = |body: Vec<u8>| {
+        signed(
+            &w.patient,
+            "POST",
+            &batch_path,
+            Payload::Raw("application/octet-stream", body),
+        )
+    };
+    // More than 1,024 blobs in one batch.
+    let empty: &[u8] = b"";
+    w.t.refused(
+        post(frames(&vec![empty; 1025], None)),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+    )
+    .await;
+    // Two 40 kB records fit a 100 kB quota; a third does not: refused
+    // whole.
+    let (s, v) = w.t.json(post(frames(&[&a, &b], None))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    w.t.refused(
+        post(frames(&[&c, &a], None)),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "quota_exceeded",
+    )
+    .await;
+    w.t.refused(
+        signed(&w.patient, "GET", &w.blob_path(&c), Payload::None),
+        StatusCode::NOT_FOUND,
+        "blob_not_found",
+    )
+    .await;
 }

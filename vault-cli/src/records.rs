@@ -2,12 +2,12 @@
 //! concurrently, appended in batches), and opening them again.
 
 use std::collections::BTreeMap;
-use std::io::{Cursor, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use indicatif::ProgressBar;
-use vault_client::{sync, RelayClient, MAX_APPEND_ENTRIES};
+use vault_client::{sync, RelayClient};
 use vault_core::store::Store;
 use vault_core::{
     CollectionId, Keyring, OpenedRecord, RecordId, RecordInfo, RecordMetadata, SecretIdentity,
@@ -17,8 +17,13 @@ use vault_core::{
 use crate::error::{CliError, Result};
 use crate::session::Session;
 
-/// How many blobs are uploaded at once.
-const UPLOAD_CONCURRENCY: usize = 16;
+/// Records per append (within [`vault_client::MAX_APPEND_ENTRIES`]): one Synthea patient
+/// is usually one append.
+pub const RECORDS_PER_APPEND: usize = 512;
+
+/// How many batch uploads are in flight at once (a chunk of records is
+/// split into this many requests).
+const UPLOAD_BATCHES: usize = 4;
 
 /// The content type of a FHIR resource record: the registered FHIR JSON
 /// type with the resource type and (when it is a valid FHIR id) the
@@ -235,7 +240,7 @@ pub struct NewRecord {
 }
 
 /// Seals small records and adds them in chunks of at most
-/// [`MAX_APPEND_ENTRIES`]: each chunk is sealed, stored locally in one
+/// [`RECORDS_PER_APPEND`]: each chunk is sealed, stored locally in one
 /// batch, uploaded concurrently and appended (compare-and-swap, rebuilt on
 /// a moved head), so an interruption leaves at most one chunk's uploads
 /// unreferenced. Returns the final state and the new records' ids, in
@@ -250,7 +255,7 @@ pub fn add_records(
     let client = session.client()?;
     let mut state = session.pull(vault)?;
     let mut ids = Vec::with_capacity(items.len());
-    for chunk in items.chunks(MAX_APPEND_ENTRIES) {
+    for chunk in items.chunks(RECORDS_PER_APPEND) {
         let now = client.now();
         let mut keyring = Keyring::new(&secret, now);
         let mut sealed: Vec<(RecordMetadata, Vec<u8>)> = Vec::with_capacity(chunk.len());
@@ -294,15 +299,18 @@ fn upload_all(
     client: &RelayClient,
     sealed: &[(RecordMetadata, Vec<u8>)],
 ) -> Result<()> {
-    let uploads = stream::iter(sealed.iter().map(|(m, c)| async move {
-        let mut reader = Cursor::new(c.as_slice());
-        client
-            .put_blob(&m.vault(), m.ciphertext_hash(), c.len() as u64, &mut reader)
-            .await?;
-        Ok::<_, vault_client::ClientError>(())
-    }))
-    .buffer_unordered(UPLOAD_CONCURRENCY)
-    .try_collect::<Vec<()>>();
+    let Some((first, _)) = sealed.first() else {
+        return Ok(());
+    };
+    let blobs: Vec<([u8; 32], &[u8])> = sealed
+        .iter()
+        .map(|(m, c)| (*m.ciphertext_hash(), c.as_slice()))
+        .collect();
+    let per = blobs.len().div_ceil(UPLOAD_BATCHES).max(1);
+    let vault = first.vault();
+    let uploads = stream::iter(blobs.chunks(per).map(|part| client.put_blobs(&vault, part)))
+        .buffer_unordered(UPLOAD_BATCHES)
+        .try_collect::<Vec<()>>();
     session.rt.block_on(uploads)?;
     Ok(())
 }
@@ -323,9 +331,7 @@ fn append_sealed(
             let mut next = state.clone();
             let mut entries = Vec::with_capacity(sealed.len());
             for (m, _) in sealed {
-                let entry = next.record_put_entry(secret, m, client.now())?;
-                next.apply(&entry)?;
-                entries.push(entry);
+                entries.push(next.issue_record_put(secret, m, client.now())?);
             }
             Ok((entries, next))
         },

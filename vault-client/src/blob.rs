@@ -109,7 +109,80 @@ pub(crate) fn resume_plan(
     }
 }
 
+/// Largest body of one batch upload (the relay's default JSON limit is
+/// 16 MiB; batches stay well under it).
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Most blobs in one batch upload.
+pub const MAX_BATCH_BLOBS: usize = 256;
+
 impl RelayClient {
+    /// Uploads complete small blobs in as few requests as possible
+    /// (`POST /v1/vaults/{vault}/blobs`, framed: each blob's SHA-256, its
+    /// length as a big-endian u32, its bytes; at most
+    /// [`MAX_BATCH_BLOBS`] blobs and [`MAX_BATCH_BYTES`] per request). A
+    /// blob too large for a batch, or a relay without the batch route,
+    /// goes through [`RelayClient::put_blob`]. The relay checks every hash
+    /// and stores each batch durably before it answers.
+    pub async fn put_blobs(&self, vault: &VaultId, blobs: &[([u8; 32], &[u8])]) -> Result<()> {
+        let mut batch: Vec<u8> = Vec::new();
+        let mut count = 0usize;
+        let mut batched: Vec<([u8; 32], &[u8])> = Vec::new();
+        for (hash, bytes) in blobs {
+            let frame_len = 36 + bytes.len();
+            if frame_len > MAX_BATCH_BYTES || u32::try_from(bytes.len()).is_err() {
+                let mut reader = std::io::Cursor::new(*bytes);
+                self.put_blob(vault, hash, bytes.len() as u64, &mut reader)
+                    .await?;
+                continue;
+            }
+            if count == MAX_BATCH_BLOBS || batch.len() + frame_len > MAX_BATCH_BYTES {
+                self.send_batch(vault, std::mem::take(&mut batch), &batched)
+                    .await?;
+                batched.clear();
+                count = 0;
+            }
+            batch.extend_from_slice(hash);
+            batch.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+            batch.extend_from_slice(bytes);
+            batched.push((*hash, bytes));
+            count += 1;
+        }
+        if count > 0 {
+            self.send_batch(vault, batch, &batched).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_batch(
+        &self,
+        vault: &VaultId,
+        body: Vec<u8>,
+        blobs: &[([u8; 32], &[u8])],
+    ) -> Result<()> {
+        let mut req = Req::new(
+            Method::POST,
+            format!("/v1/vaults/{}/blobs", vault.to_hex()),
+            "uploading blobs",
+        );
+        req.body = Body::Octets(Bytes::from(body));
+        match self.exchange(&req, Mode::Buffer(MAX_SMALL_ANSWER)).await? {
+            Answer::Body(..) => Ok(()),
+            // A relay without the batch route: one request per blob.
+            Answer::Refused(404, e) | Answer::Refused(405, e)
+                if matches!(e.code.as_deref(), Some("not_found" | "method_not_allowed")) =>
+            {
+                for (hash, bytes) in blobs {
+                    let mut reader = std::io::Cursor::new(*bytes);
+                    self.put_blob(vault, hash, bytes.len() as u64, &mut reader)
+                        .await?;
+                }
+                Ok(())
+            }
+            Answer::Refused(status, e) => Err(e.into_error(status)),
+            Answer::Stream(_) => Err(ClientError::Protocol("unexpected stream".into())),
+        }
+    }
+
     /// Where an upload of a blob stands on the relay
     /// (`GET /v1/vaults/{vault}/blobs/{hash}/upload`).
     pub async fn upload_status(&self, vault: &VaultId, hash: &[u8; 32]) -> Result<UploadStatus> {

@@ -21,7 +21,7 @@ use crate::wire::{self, Head, InboxVault};
 /// The most entries one log page may ask for (the relay's maximum).
 pub const MAX_LOG_PAGE: u32 = 1000;
 /// The most entries one append may carry (the relay's maximum).
-pub const MAX_APPEND_ENTRIES: usize = 256;
+pub const MAX_APPEND_ENTRIES: usize = 1024;
 /// The default blob upload chunk: 8 MiB.
 pub const DEFAULT_CHUNK_SIZE: usize = 8 * 1024 * 1024;
 /// The largest upload chunk this client sends (the relay's default
@@ -385,7 +385,7 @@ impl RelayClient {
         Ok((head, entries))
     }
 
-    /// Appends entries (1 to 256, consecutive, the first following `prev`)
+    /// Appends entries (1 to 1024, consecutive, the first following `prev`)
     /// to a vault's log with compare-and-swap (`POST /v1/vaults/{vault}/log`).
     /// Returns the new head. If the log moved on since `prev`, fails with
     /// [`ClientError::HeadMoved`]: pull, rebuild and try again
@@ -398,7 +398,7 @@ impl RelayClient {
             Some(last) if entries.len() <= MAX_APPEND_ENTRIES => last,
             _ => {
                 return Err(vault_core::Error::InvalidInput(
-                    "an append carries 1 to 256 log entries",
+                    "an append carries 1 to 1024 log entries",
                 )
                 .into())
             }

@@ -42,6 +42,7 @@ mod retry;
 pub mod sync;
 mod wire;
 
+pub use blob::{MAX_BATCH_BLOBS, MAX_BATCH_BYTES};
 pub use client::{
     RelayClient, DEFAULT_CHUNK_SIZE, MAX_APPEND_ENTRIES, MAX_CHUNK_SIZE, MAX_LOG_PAGE,
 };

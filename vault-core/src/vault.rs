@@ -932,6 +932,29 @@ impl VaultState {
         Ok(entry)
     }
 
+    /// [`VaultState::record_put_entry`] followed by [`VaultState::apply`],
+    /// checking once: issues a record-put entry for already sealed
+    /// `metadata` on the current head and applies it (every check
+    /// [`VaultState::apply`] makes, signatures included). On error the
+    /// state is unchanged. For writers appending many records in one
+    /// batch.
+    pub fn issue_record_put(
+        &mut self,
+        author: &SecretIdentity,
+        metadata: &RecordMetadata,
+        now: u64,
+    ) -> Result<LogEntry> {
+        let entry = self.next_entry(
+            author,
+            now,
+            EntryBody::RecordPut {
+                metadata: metadata.clone(),
+            },
+        )?;
+        self.apply(&entry)?;
+        Ok(entry)
+    }
+
     fn require_owner(&self, who: &SecretIdentity) -> Result<()> {
         if who.fingerprint() == self.owner.fingerprint() {
             Ok(())

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 use vault_core::VaultId;
 
@@ -195,6 +195,156 @@ async fn record_blob(
             .into_response()),
         AddBlobOutcome::Quota => Err(quota_exceeded()),
     }
+}
+
+/// Frame header of a batch upload: the blob's SHA-256 and its length.
+const FRAME_HEADER: usize = 32 + 4;
+/// Most blobs in one batch upload (the body limit bounds their bytes).
+pub const MAX_BATCH_BLOBS: usize = 1024;
+/// How many blobs of a batch are written at once.
+const BATCH_WRITES: usize = 16;
+
+/// Splits a batch body into `(hash, bytes)` frames: each frame is the
+/// blob's SHA-256 (32 bytes), its length (u32, big-endian) and its bytes.
+fn parse_frames(body: &bytes::Bytes, max: usize) -> ApiResult<Vec<([u8; 32], bytes::Bytes)>> {
+    let mut frames = Vec::new();
+    let mut at = 0usize;
+    while at < body.len() {
+        let header = body
+            .get(at..at + FRAME_HEADER)
+            .ok_or_else(|| ApiError::malformed("a blob frame is cut off in its header"))?;
+        let (hash, len) = header.split_at(32);
+        let hash: [u8; 32] = hash
+            .try_into()
+            .map_err(|_| ApiError::malformed("a blob frame header is malformed"))?;
+        let len = u32::from_be_bytes(
+            len.try_into()
+                .map_err(|_| ApiError::malformed("a blob frame header is malformed"))?,
+        ) as usize;
+        let start = at + FRAME_HEADER;
+        let end = start
+            .checked_add(len)
+            .filter(|e| *e <= body.len())
+            .ok_or_else(|| ApiError::malformed("a blob frame is cut off in its bytes"))?;
+        frames.push((hash, body.slice(start..end)));
+        if frames.len() > max {
+            return Err(ApiError::too_large(format!(
+                "a batch carries at most {max} blobs"
+            )));
+        }
+        at = end;
+    }
+    if frames.is_empty() {
+        return Err(ApiError::malformed("the batch carries no blob"));
+    }
+    Ok(frames)
+}
+
+/// `POST /v1/vaults/{vault}/blobs`: several complete small blobs in one
+/// request (framed; see `docs/relay-api.md`). Every blob must hash to its
+/// address or nothing is stored; blobs the vault already has are skipped;
+/// the rest are stored durably before the answer.
+pub async fn put_batch(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(vault): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let vault = parse_vault(&vault)?;
+    let body = crate::routes::read_body(
+        &caller.content_sha256,
+        &headers,
+        body,
+        app.config.max_json,
+        "application/octet-stream",
+    )
+    .await?;
+    let mut frames = parse_frames(&body, MAX_BATCH_BLOBS)?;
+    for (hash, bytes) in &frames {
+        if vault_core::request::body_digest(bytes) != *hash {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "hash_mismatch",
+                format!(
+                    "blob {} does not hash to its address; nothing was stored",
+                    hex::encode(hash)
+                ),
+            ));
+        }
+    }
+    writer_access(&app, vault, &caller).await?;
+    let me = caller.fingerprint();
+    frames.sort_by_key(|(h, _)| *h);
+    frames.dedup_by_key(|(h, _)| *h);
+    let distinct = frames.len();
+    // Which blobs the vault lacks (looked up concurrently).
+    let lookups = futures_util::stream::iter(frames.into_iter().map(|(hash, bytes)| {
+        let app = app.clone();
+        async move {
+            let known = blob_record(&app, vault, hash).await?.is_some();
+            Ok::<_, ApiError>((!known).then_some((hash, bytes)))
+        }
+    }))
+    .buffer_unordered(BATCH_WRITES)
+    .try_collect::<Vec<_>>()
+    .await?;
+    let fresh: Vec<([u8; 32], bytes::Bytes)> = lookups.into_iter().flatten().collect();
+    let present = distinct - fresh.len();
+    let used = app
+        .meta
+        .usage(me)
+        .await
+        .map_err(|e| ApiError::internal("reading usage", e))?;
+    let adding: u64 = fresh.iter().map(|(_, b)| b.len() as u64).sum();
+    if used.saturating_add(adding) > app.config.quota {
+        return Err(quota_exceeded());
+    }
+    let stored = fresh.len();
+    let writes = futures_util::stream::iter(fresh.into_iter().map(|(hash, bytes)| {
+        let app = app.clone();
+        async move {
+            let len = bytes.len() as u64;
+            app.metrics.blob_bytes_in.inc_by(len);
+            let chunk = Chunk {
+                offset: 0,
+                total: len,
+                max_chunk: len,
+                digest: hash,
+            };
+            let stream = futures_util::stream::once(async move { Ok(bytes) });
+            match app
+                .blobs
+                .write_chunk(UploadKey { vault, hash }, chunk, Box::pin(stream))
+                .await
+            {
+                Ok(ChunkOutcome::Complete) => {}
+                Ok(ChunkOutcome::Partial(_)) | Err(ChunkError::OffsetMismatch(_)) => {
+                    // Another upload of the same blob is under way.
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "upload_in_progress",
+                        format!(
+                            "blob {} is being uploaded by another request; retry",
+                            hex::encode(hash)
+                        ),
+                    ));
+                }
+                Err(e) => return Err(ApiError::internal("writing a blob", e)),
+            }
+            record_blob(&app, vault, hash, len, me, StatusCode::CREATED)
+                .await
+                .map(|_| ())
+        }
+    }))
+    .buffer_unordered(BATCH_WRITES)
+    .try_collect::<Vec<()>>();
+    writes.await?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "stored": stored, "present": present })),
+    )
+        .into_response())
 }
 
 /// `GET /v1/vaults/{vault}/blobs/{hash}/upload`.

@@ -78,16 +78,30 @@ pub async fn read_json<T: DeserializeOwned>(
     body: Body,
     limit: u64,
 ) -> ApiResult<T> {
+    let bytes = read_body(signed_digest, headers, body, limit, "application/json").await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_json(format!("the body is not the expected JSON: {e}")))
+}
+
+/// Reads a whole body of content type `content_type`: checks the type, the
+/// size limit and the signed digest. Nothing is acted on before all pass.
+pub async fn read_body(
+    signed_digest: &[u8; 32],
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+    content_type: &'static str,
+) -> ApiResult<bytes::Bytes> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let essence = ct.split(';').next().unwrap_or("").trim();
-    if !essence.eq_ignore_ascii_case("application/json") {
+    if !essence.eq_ignore_ascii_case(content_type) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            "send JSON with content-type: application/json",
+            format!("send this body with content-type: {content_type}"),
         ));
     }
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
@@ -96,7 +110,7 @@ pub async fn read_json<T: DeserializeOwned>(
         .await
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
-                ApiError::too_large(format!("the JSON body is larger than {limit} bytes"))
+                ApiError::too_large(format!("the body is larger than {limit} bytes"))
             } else {
                 ApiError::malformed("the request body could not be read")
             }
@@ -109,8 +123,7 @@ pub async fn read_json<T: DeserializeOwned>(
             "the body does not match the signed x-vault-content-sha256",
         ));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_json(format!("the body is not the expected JSON: {e}")))
+    Ok(bytes)
 }
 
 /// Decodes base64url (no padding).

@@ -22,7 +22,7 @@ use crate::state::{vault_not_found, AppState};
 use crate::storage::{AppendBatch, AppendError, BlobRef, CreateOutcome, Head, StoredEntry};
 
 /// Most entries in one append.
-pub const MAX_APPEND: usize = 256;
+pub const MAX_APPEND: usize = 1024;
 /// Most entries in one log page.
 pub const MAX_PAGE: u64 = 1000;
 /// Most entry bytes in one log page (a page may hold fewer entries than
