@@ -111,7 +111,10 @@ pub fn backup(data_dir: &Path, output: &Path) -> Result<BackupSummary, BackupErr
     let conn = Connection::open_with_flags(&snapshot, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let sum = summary(&conn)?;
     let hashes: Vec<Vec<u8>> = {
-        let mut st = conn.prepare("SELECT DISTINCT hash FROM blobs ORDER BY hash")?;
+        // Small blobs kept in the database travel inside the snapshot.
+        let mut st = conn.prepare(
+            "SELECT DISTINCT hash FROM blobs WHERE hash NOT IN (SELECT hash FROM small_blobs) ORDER BY hash",
+        )?;
         let rows = st.query_map([], |r| r.get(0))?;
         rows.collect::<Result<_, _>>()?
     };
@@ -257,6 +260,10 @@ fn verify_restored(dir: &Path) -> Result<BackupSummary, BackupError> {
             "the database in the backup is damaged ({check})"
         )));
     }
+    // A backup from an older relay is brought to this schema; one from a
+    // newer relay is refused.
+    crate::storage::sqlite::init_schema(&conn)
+        .map_err(|e| BackupError::Refused(format!("the backup's database: {}", e.0)))?;
     let vaults: Vec<(Vec<u8>, u64, Vec<u8>)> = {
         let mut st = conn.prepare("SELECT vault, head_seq, head_hash FROM vaults")?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
@@ -284,8 +291,26 @@ fn verify_restored(dir: &Path) -> Result<BackupSummary, BackupError> {
             ));
         }
     }
+    // Small blobs inside the database must hash to their addresses too.
+    {
+        let mut st = conn.prepare("SELECT hash, bytes FROM small_blobs")?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        for row in rows {
+            let (hash, bytes) = row?;
+            if vault_core::request::body_digest(&bytes).as_slice() != hash.as_slice() {
+                return Err(BackupError::Refused(format!(
+                    "blob {} in the backup's database does not hash to its address; the backup is corrupt",
+                    hex::encode(&hash)
+                )));
+            }
+        }
+    }
     let hashes: Vec<Vec<u8>> = {
-        let mut st = conn.prepare("SELECT DISTINCT hash FROM blobs")?;
+        let mut st = conn.prepare(
+            "SELECT DISTINCT hash FROM blobs WHERE hash NOT IN (SELECT hash FROM small_blobs)",
+        )?;
         let rows = st.query_map([], |r| r.get(0))?;
         rows.collect::<Result<_, _>>()?
     };

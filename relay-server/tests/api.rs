@@ -1259,12 +1259,23 @@ async fn online_backup_restores_every_log_and_blob() {
     let mut w = World::on(T::with(move |c| c.data_dir = data2)).await;
     let patient = w.patient.clone();
     let ct = w.put_record(&patient, b"haemoglobin 140").await;
+    // A small blob of a batch upload lives in the database itself.
+    let (small, _) = w.seal(&patient, b"ferritin 45");
+    let (s, v) =
+        w.t.json(signed(
+            &patient,
+            "POST",
+            &format!("/v1/vaults/{}/blobs", w.vault),
+            Payload::Raw("application/octet-stream", frames(&[&small], None)),
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
     let head = w.t.head(&w.patient, &w.vault).await;
 
     // Backup while the relay is open.
     let out = dir.path().join("relay.backup");
     let sum = relay_server::backup::backup(&data, &out).unwrap();
-    assert_eq!((sum.vaults, sum.blobs), (1, 1));
+    assert_eq!((sum.vaults, sum.blobs), (1, 2));
     assert!(
         relay_server::backup::backup(&data, &out).is_err(),
         "never overwrites"
@@ -1285,6 +1296,36 @@ async fn online_backup_restores_every_log_and_blob() {
         .call(signed(&w.patient, "GET", &w.blob_path(&ct), Payload::None))
         .await;
     assert_eq!((s, body), (StatusCode::OK, ct.clone()));
+    let (s, _, body) = t2
+        .call(signed(
+            &w.patient,
+            "GET",
+            &w.blob_path(&small),
+            Payload::None,
+        ))
+        .await;
+    assert_eq!((s, body), (StatusCode::OK, small.clone()));
+    // ...with ranges, like a file-backed blob.
+    let mut req = signed(&w.patient, "GET", &w.blob_path(&small), Payload::None);
+    req.headers_mut()
+        .insert("range", "bytes=10-19".parse().unwrap());
+    let (s, _, body) = t2.call(req).await;
+    assert_eq!(
+        (s, body.as_slice()),
+        (StatusCode::PARTIAL_CONTENT, &small[10..20])
+    );
+
+    // A backup whose database-held blob was altered is refused.
+    let mut bad = raw.clone();
+    let at = raw
+        .windows(small.len())
+        .position(|w| w == small.as_slice())
+        .unwrap()
+        + 10;
+    bad[at] ^= 0xff;
+    let bad_path = dir.path().join("bad-small.backup");
+    std::fs::write(&bad_path, &bad).unwrap();
+    assert!(relay_server::backup::restore(&bad_path, &dir.path().join("never-small")).is_err());
 
     // A backup whose blob was altered is refused and leaves no target.
     let mut bad = raw.clone();

@@ -143,7 +143,9 @@ pub async fn put(
             Json(json!({ "stored": false, "offset": at })),
         )
             .into_response()),
-        Ok(ChunkOutcome::Complete) => record_blob(&app, vault, hash, total, me, StatusCode::CREATED).await,
+        Ok(ChunkOutcome::Complete) => {
+            record_blob(&app, vault, hash, total, me, StatusCode::CREATED, None).await
+        }
         Err(ChunkError::OffsetMismatch(at)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "upload_offset_mismatch",
@@ -178,10 +180,17 @@ async fn record_blob(
     len: u64,
     uploader: vault_core::Fingerprint,
     status: StatusCode,
+    inline: Option<bytes::Bytes>,
 ) -> ApiResult<Response> {
     let outcome = app
         .meta
-        .add_blob(vault, hash, BlobInfo { len, uploader }, app.config.quota)
+        .add_blob(
+            vault,
+            hash,
+            BlobInfo { len, uploader },
+            app.config.quota,
+            inline,
+        )
         .await
         .map_err(|e| ApiError::internal("recording a blob", e))?;
     match outcome {
@@ -199,6 +208,9 @@ async fn record_blob(
 
 /// Frame header of a batch upload: the blob's SHA-256 and its length.
 const FRAME_HEADER: usize = 32 + 4;
+/// Blobs of a batch up to this size are kept in the metadata database
+/// rather than in files.
+pub const INLINE_BLOB: u64 = 256 * 1024;
 /// Most blobs in one batch upload (the body limit bounds their bytes).
 pub const MAX_BATCH_BLOBS: usize = 1024;
 /// How many blobs of a batch are written at once.
@@ -306,6 +318,13 @@ pub async fn put_batch(
         async move {
             let len = bytes.len() as u64;
             app.metrics.blob_bytes_in.inc_by(len);
+            if len <= INLINE_BLOB {
+                // Kept in the database: committed with the other writes of
+                // its group, no file and no fsync of its own.
+                return record_blob(&app, vault, hash, len, me, StatusCode::CREATED, Some(bytes))
+                    .await
+                    .map(|_| ());
+            }
             let chunk = Chunk {
                 offset: 0,
                 total: len,
@@ -332,7 +351,7 @@ pub async fn put_batch(
                 }
                 Err(e) => return Err(ApiError::internal("writing a blob", e)),
             }
-            record_blob(&app, vault, hash, len, me, StatusCode::CREATED)
+            record_blob(&app, vault, hash, len, me, StatusCode::CREATED, None)
                 .await
                 .map(|_| ())
         }
@@ -433,15 +452,38 @@ pub async fn get(
             }
         }
     };
-    let reader = app
-        .blobs
-        .read(hash, start, len)
-        .await
-        .map_err(|e| ApiError::internal("opening a blob", e))?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-        reader,
-        256 * 1024,
-    ));
+    let inline = if info.len <= INLINE_BLOB {
+        app.meta
+            .small_blob(hash)
+            .await
+            .map_err(|e| ApiError::internal("reading a blob", e))?
+    } else {
+        None
+    };
+    let body = match inline {
+        Some(bytes) => {
+            let end = usize::try_from(start + len).unwrap_or(usize::MAX);
+            let start = usize::try_from(start).unwrap_or(usize::MAX);
+            if end > bytes.len() || start > end {
+                return Err(ApiError::internal(
+                    "reading a blob",
+                    crate::storage::StorageError("a stored blob is shorter than its record".into()),
+                ));
+            }
+            Body::from(bytes.slice(start..end))
+        }
+        None => {
+            let reader = app
+                .blobs
+                .read(hash, start, len)
+                .await
+                .map_err(|e| ApiError::internal("opening a blob", e))?;
+            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+                reader,
+                256 * 1024,
+            ))
+        }
+    };
     let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
     h.insert(

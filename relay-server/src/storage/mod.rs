@@ -191,14 +191,20 @@ pub trait MetaStore: Send + Sync + 'static {
         vault: VaultId,
         hash: [u8; 32],
     ) -> Result<Option<(BlobInfo, Vec<(CollectionId, RecordId)>)>, StorageError>;
-    /// Records a completed blob for a vault, charging the uploader.
+    /// Records a completed blob for a vault, charging the uploader. With
+    /// `inline`, the blob's bytes are kept in the metadata store, in the
+    /// same transaction (no blob file: one commit for many small blobs).
     async fn add_blob(
         &self,
         vault: VaultId,
         hash: [u8; 32],
         info: BlobInfo,
         quota: u64,
+        inline: Option<bytes::Bytes>,
     ) -> Result<AddBlobOutcome, StorageError>;
+    /// The bytes of a blob kept in the metadata store itself (small blobs
+    /// of batch uploads), if it is one.
+    async fn small_blob(&self, hash: [u8; 32]) -> Result<Option<bytes::Bytes>, StorageError>;
     /// Vaults whose logs grant `member` something (or that it owns).
     async fn inbox(&self, member: Fingerprint) -> Result<Vec<VaultId>, StorageError>;
     /// Bytes charged to an account.

@@ -23,7 +23,8 @@ use super::{
     StorageError, StoredEntry,
 };
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2 added `small_blobs` (blobs kept in the database).
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS identities (
@@ -65,6 +66,10 @@ CREATE TABLE IF NOT EXISTS inbox (
 CREATE TABLE IF NOT EXISTS usage (
     account BLOB PRIMARY KEY,
     bytes INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS small_blobs (
+    hash BLOB PRIMARY KEY,
+    bytes BLOB NOT NULL
 ) WITHOUT ROWID;
 ";
 
@@ -138,6 +143,7 @@ enum WriteOp {
         hash: [u8; 32],
         info: BlobInfo,
         quota: u64,
+        inline: Option<bytes::Bytes>,
     },
 }
 
@@ -477,6 +483,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteReply, rusqlite::Error>
             hash,
             info,
             quota,
+            inline,
         } => {
             let exists: Option<i64> = row(
                 conn,
@@ -496,6 +503,13 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteReply, rusqlite::Error>
                 "INSERT INTO blobs (vault, hash, len, uploader) VALUES (?1, ?2, ?3, ?4)",
                 params![vault.as_bytes(), hash, info.len, info.uploader.as_bytes()],
             )?;
+            if let Some(bytes) = inline {
+                exec(
+                    conn,
+                    "INSERT OR IGNORE INTO small_blobs (hash, bytes) VALUES (?1, ?2)",
+                    params![hash, bytes.as_ref()],
+                )?;
+            }
             Ok(WriteReply::Blob(AddBlobOutcome::Added))
         }
     }
@@ -697,12 +711,27 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
+    async fn small_blob(&self, hash: [u8; 32]) -> Result<Option<bytes::Bytes>, StorageError> {
+        self.read(move |c| {
+            row(
+                c,
+                "SELECT bytes FROM small_blobs WHERE hash = ?1",
+                params![hash],
+                |r| r.get::<_, Vec<u8>>(0),
+            )
+            .optional()
+            .map(|b| b.map(bytes::Bytes::from))
+        })
+        .await
+    }
+
     async fn add_blob(
         &self,
         vault: VaultId,
         hash: [u8; 32],
         info: BlobInfo,
         quota: u64,
+        inline: Option<bytes::Bytes>,
     ) -> Result<AddBlobOutcome, StorageError> {
         match self
             .write(WriteOp::AddBlob {
@@ -710,6 +739,7 @@ impl MetaStore for SqliteMeta {
                 hash,
                 info,
                 quota,
+                inline,
             })
             .await?
         {
