@@ -271,6 +271,15 @@ fn patient_and_clinicians_story() {
         denied.contains("403") || denied.contains("access"),
         "{denied}"
     );
+    // Syncing is not an error for A: the vault is reported as no longer
+    // shared.
+    let synced = a.run(&["sync"]);
+    assert_eq!(synced.code, 0, "{}", synced.stderr);
+    assert!(
+        synced.stderr.contains("no longer shared"),
+        "{}",
+        synced.stderr
+    );
     let note = dir.path().join("new-lab.json");
     std::fs::write(
         &note,

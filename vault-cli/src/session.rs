@@ -512,6 +512,17 @@ impl Session {
         Ok(())
     }
 
+    /// The live records of `state` this identity may read now.
+    pub fn readable_records(&self, state: &VaultState) -> Vec<RecordId> {
+        let access = state.access(&self.public.fingerprint(), self.now());
+        state
+            .records(None)
+            .into_iter()
+            .filter(|r| access.may_read(&r.collection, &r.id))
+            .map(|r| r.id)
+            .collect()
+    }
+
     /// A map from fingerprints to the names this device knows them by
     /// (you, contacts, then the names identities give themselves).
     pub fn namer(&self) -> Namer {

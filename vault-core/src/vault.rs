@@ -920,13 +920,7 @@ impl VaultState {
         metadata: &RecordMetadata,
         now: u64,
     ) -> Result<LogEntry> {
-        let entry = self.next_entry(
-            author,
-            now,
-            EntryBody::RecordPut {
-                metadata: metadata.clone(),
-            },
-        )?;
+        let entry = self.record_put(author, metadata, now)?;
         let is_owner = author.fingerprint() == self.owner.fingerprint();
         self.check_record_put(&entry, metadata, author.public(), is_owner)?;
         Ok(entry)
@@ -944,15 +938,25 @@ impl VaultState {
         metadata: &RecordMetadata,
         now: u64,
     ) -> Result<LogEntry> {
-        let entry = self.next_entry(
+        let entry = self.record_put(author, metadata, now)?;
+        self.apply(&entry)?;
+        Ok(entry)
+    }
+
+    /// A record-put entry for `metadata` on the current head (unchecked).
+    fn record_put(
+        &self,
+        author: &SecretIdentity,
+        metadata: &RecordMetadata,
+        now: u64,
+    ) -> Result<LogEntry> {
+        self.next_entry(
             author,
             now,
             EntryBody::RecordPut {
                 metadata: metadata.clone(),
             },
-        )?;
-        self.apply(&entry)?;
-        Ok(entry)
+        )
     }
 
     fn require_owner(&self, who: &SecretIdentity) -> Result<()> {

@@ -357,14 +357,7 @@ pub fn export(session: &mut Session, args: &ExportArgs) -> Result<()> {
             args.dir.display()
         )));
     }
-    let me = secret.fingerprint();
-    let access = state.access(&me, session.now());
-    let ids: Vec<_> = state
-        .records(None)
-        .into_iter()
-        .filter(|r| access.may_read(&r.collection, &r.id))
-        .map(|r| r.id)
-        .collect();
+    let ids = session.readable_records(&state);
     session.ensure_blobs(&state, &ids)?;
     let created_dir = !args.dir.exists();
     crate::home::create_private_dir(&args.dir)?;
@@ -456,13 +449,7 @@ pub fn verify(session: &mut Session, args: &VerifyArgs) -> Result<()> {
         }
         .into());
     }
-    let access = state.access(&secret.fingerprint(), session.now());
-    let ids: Vec<_> = state
-        .records(None)
-        .into_iter()
-        .filter(|r| access.may_read(&r.collection, &r.id))
-        .map(|r| r.id)
-        .collect();
+    let ids = session.readable_records(&state);
     session.ensure_blobs(&state, &ids)?;
     let mut keyring = Keyring::new(&secret, session.now());
     let mut opened = 0usize;

@@ -5,7 +5,7 @@ use vault_client::sync;
 use vault_core::store::Store as _;
 use vault_core::{Keyring, VaultId, VaultState};
 
-use crate::error::Result;
+use crate::error::{CliError, Result};
 use crate::output::{clean, line, short, table};
 use crate::records::collections_by_name;
 use crate::session::Session;
@@ -162,19 +162,33 @@ pub fn inbox(session: &mut Session) -> Result<()> {
 /// contacts joined, and the ciphertext of every readable record cached for
 /// offline reading.
 pub fn sync(session: &mut Session) -> Result<()> {
-    let secret = session.unlock()?;
+    session.unlock()?;
     let (_, unknown) = session.join_shared()?;
     let mut summary = Vec::new();
     let vaults: Vec<VaultId> = session.store.vaults()?;
+    let mut failed: Option<CliError> = None;
     for vault in vaults {
-        let state = session.pull(&vault)?;
-        let access = state.access(&secret.fingerprint(), session.now());
-        let readable: Vec<_> = state
-            .records(None)
-            .into_iter()
-            .filter(|r| access.may_read(&r.collection, &r.id))
-            .map(|r| r.id)
-            .collect();
+        // One vault failing (access ended, a lying relay) must not stop the
+        // others from syncing.
+        let state = match session.pull(&vault) {
+            Ok(state) => state,
+            Err(e) if e.is_unreachable() => return Err(e),
+            Err(CliError::Client(vault_client::ClientError::Relay { status: 403, .. })) => {
+                session.out.notice(format!(
+                    "vault {}: no longer shared with you (access ended); kept as it was",
+                    short(&vault.to_hex())
+                ));
+                continue;
+            }
+            Err(e) => {
+                session
+                    .out
+                    .warn(format!("warning: vault {}: {e}", short(&vault.to_hex())));
+                failed = Some(e);
+                continue;
+            }
+        };
+        let readable = session.readable_records(&state);
         session.ensure_blobs(&state, &readable)?;
         summary.push(json!({
             "vault": vault.to_hex(),
@@ -198,7 +212,10 @@ pub fn sync(session: &mut Session) -> Result<()> {
         ));
     }
     if session.out.json {
-        return session.out.json(&summary);
+        session.out.json(&summary)?;
     }
-    Ok(())
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
