@@ -343,6 +343,13 @@ fn patient_and_clinicians_story() {
         .iter()
         .map(|f| f.as_str().unwrap().to_owned())
         .collect();
+    // File names reveal no collection names or titles.
+    for f in &files {
+        let lower = f.to_lowercase();
+        for word in ["labs", "documents", "discharge", "hemoglobin", "medication"] {
+            assert!(!lower.contains(word), "{f} names {word}");
+        }
+    }
     let pdf_file = files
         .iter()
         .find(|f| f.contains(&pdf_id) && f.ends_with(".pdf.age"))

@@ -165,20 +165,19 @@ pub fn vault(
     let mut manifest: Vec<Value> = Vec::new();
     for coll in state.collections() {
         let name = state.collection_name(keyring, &coll.id)?;
-        let dir = format!(
-            "records/{}-{}",
-            safe_component(&name),
-            coll.id.to_hex().get(..8).unwrap_or_default()
-        );
+        // Paths carry ids only: collection names and record titles are
+        // health information, and exports get copied to cloud drives whose
+        // file listings are not encrypted. The (encrypted) manifest maps
+        // each file to its collection and title.
+        let dir = format!("records/{}", coll.id.to_hex());
         for rec in state.records(Some(&coll.id)) {
             let verified = state.record(&rec.id)?;
             let input = ciphertext(verified.metadata())?;
             let mut plain = Vec::new();
             let opened = keyring.open(state, &verified, input, &mut plain)?;
             let path = format!(
-                "{dir}/{}-{}.{}.age",
+                "{dir}/{}.{}.age",
                 rec.id.to_hex(),
-                safe_component(&opened.info.title),
                 extension(&opened.info.content_type)
             );
             if is_fhir(&opened.info.content_type) && plain.len() <= MAX_FHIR_RECORD {

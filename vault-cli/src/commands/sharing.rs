@@ -427,11 +427,12 @@ This is an export of a vault: every record is a standard age file
 2. Decrypt any file with it:
      age -d -i identity.txt fhir-bundle.json.age > fhir-bundle.json
      age -d -i identity.txt manifest.json.age > manifest.json
-     age -d -i identity.txt records/<collection>/<record>.age > <file>
+     age -d -i identity.txt records/<collection id>/<record id>.<ext>.age > <file>
 
 fhir-bundle.json is a FHIR R4 Bundle of every FHIR resource; manifest.json
-lists every record with its title, dates and verified author. Keep
-identity.txt secret and delete it when you are done.
+lists every record with its collection, title, dates, verified author and
+file (file names carry ids only, so a directory listing reveals no health
+information). Keep identity.txt secret and delete it when you are done.
 ";
 
 /// `vault verify`: re-verifies the whole log from genesis, checks every
