@@ -202,13 +202,10 @@ impl Session {
         // local copy when the relay is down.
         let client = RelayClient::new(&self.relay_url()?, secret)?
             .with_retry_policy(vault_client::RetryPolicy::with_attempts(3));
-        // Requests are signed by a published identity: publish it once per
-        // relay (idempotent; remembered in the store).
-        let marker = format!("published:{}", client.base_url());
-        if self.store.cursor(&marker)?.is_none() {
-            self.rt.block_on(client.publish_identity())?;
-            self.store.set_cursor(&marker, 1)?;
-        }
+        // Requests are signed by a published identity: publish it first
+        // (idempotent, one small request), so a relay that was reset or
+        // replaced knows this identity again.
+        self.rt.block_on(client.publish_identity())?;
         self.client = Some(client.clone());
         Ok(client)
     }
