@@ -139,9 +139,16 @@ pub enum Command {
 /// `vault init`.
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// Your name, as others will see it.
+    /// Your name. A clinician's is published in their identity; a
+    /// patient's stays on this device (see --public-name).
     #[arg(long)]
     pub name: String,
+    /// The name published in your identity, which the relay and everyone
+    /// you share with can see. Default: your name for clinicians, "Patient"
+    /// for patients (the people you share with name you in their own
+    /// contacts after checking your fingerprint).
+    #[arg(long, value_name = "NAME")]
+    pub public_name: Option<String>,
     /// Your role.
     #[arg(long, value_enum, default_value_t = RoleArg::Patient)]
     pub role: RoleArg,

@@ -27,6 +27,10 @@ pub struct Config {
     /// The relay's base URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay: Option<String>,
+    /// Your own name, when it differs from the one published in your
+    /// identity (patients keep theirs off the relay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl Home {

@@ -47,8 +47,14 @@ pub fn init(home: &Home, out: Output, opts: &Options, args: &InitArgs) -> Result
     if key_file.exists() || home.public_file().exists() {
         return Err(CliError::IdentityExists(key_file));
     }
+    // A patient's real name never reaches the relay unless they choose.
+    let public_name = match (&args.public_name, args.role) {
+        (Some(n), _) => n.trim().to_owned(),
+        (None, RoleArg::Patient) => "Patient".to_owned(),
+        (None, RoleArg::Clinician) => args.name.trim().to_owned(),
+    };
     let info = IdentityInfo {
-        display_name: args.name.trim().to_owned(),
+        display_name: public_name.clone(),
         role: match args.role {
             RoleArg::Patient => Role::Patient,
             RoleArg::Clinician => Role::Clinician,
@@ -65,9 +71,13 @@ pub fn init(home: &Home, out: Output, opts: &Options, args: &InitArgs) -> Result
     let passphrase = opts.passphrase.choose()?;
     out.notice("Sealing your key file (this takes a moment)...");
     let secret = create_identity(home, &info, &passphrase, args.work_factor)?;
-    if let Some(relay) = save_relay {
+    let local_name = (args.name.trim() != public_name).then(|| args.name.trim().to_owned());
+    if save_relay.is_some() || local_name.is_some() {
         let mut config = home.config()?;
-        config.relay = Some(relay);
+        if let Some(relay) = save_relay {
+            config.relay = Some(relay);
+        }
+        config.name = local_name;
         home.save_config(&config)?;
     }
     let public = secret.public();
@@ -76,9 +86,15 @@ pub fn init(home: &Home, out: Output, opts: &Options, args: &InitArgs) -> Result
     }
     line(&format!(
         "Created identity for {} ({}).",
-        clean(public.display_name()),
+        clean(args.name.trim()),
         public.role().as_str()
     ))?;
+    if public.display_name() != args.name.trim() {
+        line(&format!(
+            "Your identity is published as {:?}: the relay never learns your name, and the people you share with name you in their own contacts.",
+            clean(public.display_name())
+        ))?;
+    }
     line(&format!("Fingerprint: {}", grouped(&public.fingerprint())))?;
     line(&format!("Key file:    {}", key_file.display()))?;
     line("Keep the passphrase safe: without it the key file cannot be opened, and nobody can reset it.")?;
@@ -127,15 +143,19 @@ pub fn whoami(home: &Home, out: Output, opts: &Options, args: &WhoamiArgs) -> Re
     if out.json {
         return out.json(&identity_json(&public));
     }
+    let own_name = home.config()?.name;
     line(&format!(
         "{} ({}{})",
-        clean(public.display_name()),
+        clean(own_name.as_deref().unwrap_or(public.display_name())),
         public.role().as_str(),
         public
             .registration()
             .map(|r| format!(", registration {}", clean(r)))
             .unwrap_or_default()
     ))?;
+    if own_name.is_some() {
+        line(&format!("Published as: {}", clean(public.display_name())))?;
+    }
     line(&format!("Fingerprint: {}", grouped(&public.fingerprint())))?;
     line(&format!("             {}", public.fingerprint().to_hex()))?;
     line("Read the digits to the other person, or let them scan the code; they pass them to `vault contacts add --verify`.")?;
