@@ -164,7 +164,7 @@ fn main() {
 
     // --- 2. A clinician opens a 1,000-record collection, cold -------------
     let vault = new_vault(&mut p, &patient);
-    let (_, colls) = ensure_collections(&mut p, &vault, &["labs"]).unwrap();
+    let (state, colls) = ensure_collections(&mut p, &vault, &["labs"]).unwrap();
     let labs = colls["labs"];
     let parsed = fhir::split_bundle(&bundle).unwrap();
     let observations: Vec<_> = parsed
@@ -187,7 +187,7 @@ fn main() {
         })
         .collect();
     let hidden = indicatif::ProgressBar::hidden();
-    add_records(&mut p, &vault, items, &hidden).unwrap();
+    add_records(&mut p, state, items, &hidden).unwrap();
     let (c_home, clinician) = profile(&dir.path().join("clinician"), "Dr Bench", Role::Clinician);
     {
         let mut c = session(&c_home, &relay.url, &clinician);

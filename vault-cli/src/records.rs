@@ -243,17 +243,19 @@ pub struct NewRecord {
 /// [`RECORDS_PER_APPEND`]: each chunk is sealed, stored locally in one
 /// batch, uploaded concurrently and appended (compare-and-swap, rebuilt on
 /// a moved head), so an interruption leaves at most one chunk's uploads
-/// unreferenced. Returns the final state and the new records' ids, in
-/// input order.
+/// unreferenced. `state` is the vault as just pulled (for example by
+/// [`ensure_collections`]); each append pulls again before it is built.
+/// Returns the final state and the new records' ids, in input order.
 pub fn add_records(
     session: &mut Session,
-    vault: &VaultId,
+    state: VaultState,
     items: Vec<NewRecord>,
     bar: &ProgressBar,
 ) -> Result<(VaultState, Vec<RecordId>)> {
     let secret = session.unlock()?;
     let client = session.client()?;
-    let mut state = session.pull(vault)?;
+    let vault = &state.vault();
+    let mut state = state;
     let mut ids = Vec::with_capacity(items.len());
     for chunk in items.chunks(RECORDS_PER_APPEND) {
         let now = client.now();
@@ -487,9 +489,6 @@ pub struct Listing {
     /// Readable records larger than [`LIST_FETCH_LIMIT`] whose ciphertext
     /// is not on this device (not downloaded just to list them).
     pub not_downloaded: Vec<vault_core::RecordSummary>,
-    /// Records whose ciphertext failed to authenticate (reported on
-    /// stderr, left out of `opened`).
-    pub failed: Vec<RecordId>,
 }
 
 /// Whether an error opening one record concerns that record's own bytes
@@ -516,14 +515,9 @@ pub fn open_all(
     collection: Option<&CollectionId>,
     keep_fhir: bool,
 ) -> Result<Listing> {
-    let me = keyring_owner(session);
-    let access = state.access(&me, session.now());
     let mut listing = Listing::default();
     let mut readable = Vec::new();
-    for r in state.records(collection) {
-        if !access.may_read(&r.collection, &r.id) {
-            continue;
-        }
+    for r in session.readable(state, collection) {
         let local = session
             .store
             .has_blob(state.record(&r.id)?.metadata().ciphertext_hash())?;
@@ -558,7 +552,6 @@ pub fn open_all(
                         .cloned()
                         .unwrap_or_default()
                 ));
-                listing.failed.push(summary.id);
                 continue;
             }
             Err(e) => return Err(e),
@@ -574,10 +567,6 @@ pub fn open_all(
         });
     }
     Ok(listing)
-}
-
-fn keyring_owner(session: &Session) -> vault_core::Fingerprint {
-    session.me().fingerprint()
 }
 
 /// Keeps the first [`KEEP_BODY`] bytes when asked, discards the rest.

@@ -509,13 +509,25 @@ impl Session {
         Ok(())
     }
 
-    /// The live records of `state` this identity may read now.
-    pub fn readable_records(&self, state: &VaultState) -> Vec<RecordId> {
+    /// The live records of `state` (of one collection, or all) this
+    /// identity may read now.
+    pub fn readable(
+        &self,
+        state: &VaultState,
+        collection: Option<&vault_core::CollectionId>,
+    ) -> Vec<vault_core::RecordSummary> {
         let access = state.access(&self.public.fingerprint(), self.now());
         state
-            .records(None)
+            .records(collection)
             .into_iter()
             .filter(|r| access.may_read(&r.collection, &r.id))
+            .collect()
+    }
+
+    /// The ids of every live record of `state` this identity may read now.
+    pub fn readable_records(&self, state: &VaultState) -> Vec<RecordId> {
+        self.readable(state, None)
+            .into_iter()
             .map(|r| r.id)
             .collect()
     }

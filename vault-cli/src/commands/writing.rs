@@ -390,7 +390,7 @@ pub fn import_resources(
             });
         }
         let bar = session.out.progress(items.len() as u64, "importing", false);
-        let result = add_records(session, vault, items, &bar);
+        let result = add_records(session, state, items, &bar);
         bar.finish_and_clear();
         state = result?.0;
     }
