@@ -1,7 +1,7 @@
 //! `vault share`, `vault revoke`, `vault access`, `vault export` and
 //! `vault verify`.
 
-use std::io::{Cursor, Read};
+use std::io::{Cursor, Read, Write};
 
 use serde_json::json;
 use vault_client::sync;
@@ -396,10 +396,17 @@ fn export_into(
     )?;
     let key = std::fs::read(session.home.key_file())
         .map_err(|e| CliError::file(session.home.key_file(), e))?;
-    std::io::Write::write_all(&mut sink.create("identity.vault.age")?, &key)
-        .map_err(|e| CliError::file(args.dir.join("identity.vault.age"), e))?;
-    std::io::Write::write_all(&mut sink.create("README.txt")?, EXPORT_README.as_bytes())
-        .map_err(|e| CliError::file(args.dir.join("README.txt"), e))?;
+    for (name, bytes) in [
+        ("identity.vault.age", key.as_slice()),
+        ("README.txt", EXPORT_README.as_bytes()),
+    ] {
+        // Flushed explicitly: a buffered writer's drop would swallow a
+        // write error (a full disk) and report the export as done.
+        let mut out = sink.create(name)?;
+        out.write_all(bytes)
+            .and_then(|()| out.flush())
+            .map_err(|e| CliError::file(args.dir.join(name), e))?;
+    }
     if session.out.json {
         return session.out.json(&json!({
             "dir": args.dir.display().to_string(),
