@@ -61,9 +61,7 @@ pub fn router(app: Arc<AppState>) -> Router {
             )
         });
     router = match &app.config.web_dir {
-        Some(dir) => router.fallback_service(
-            tower_http::services::ServeDir::new(dir).append_index_html_on_directories(true),
-        ),
+        Some(dir) => router.fallback(web_app(dir)),
         None => router.fallback(|| async {
             ApiError::not_found("not_found", "no such route; see /v1/openapi.json")
         }),
@@ -73,6 +71,46 @@ pub fn router(app: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .layer(GlobalConcurrencyLimitLayer::new(app.config.concurrency))
         .with_state(app)
+}
+
+/// The Content-Security-Policy of the patient web app: its own scripts,
+/// styles and WebAssembly only, requests to this origin only, no frames,
+/// no forms, no plugins. With the Subresource Integrity the page pins its
+/// scripts by, a script injected into or swapped in the bundle does not
+/// run (see SECURITY.md on what a tampering relay can still do).
+pub const WEB_CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; \
+base-uri 'none'; frame-ancestors 'none'; form-action 'none'";
+
+/// Serves the web app's static files from `dir` with its security headers;
+/// every response is revalidated (`no-cache`), so a redeployed bundle is
+/// picked up at the next load.
+fn web_app(dir: &std::path::Path) -> axum::routing::MethodRouter<Arc<AppState>> {
+    use tower_http::set_header::SetResponseHeaderLayer;
+    let headers = [
+        (header::CONTENT_SECURITY_POLICY, WEB_CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-cache"),
+        (
+            header::HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+        (
+            header::HeaderName::from_static("permissions-policy"),
+            "camera=(), microphone=(), geolocation=()",
+        ),
+    ];
+    let mut service = axum::routing::get_service(
+        tower_http::services::ServeDir::new(dir).append_index_html_on_directories(true),
+    );
+    for (name, value) in headers {
+        service = service.layer(SetResponseHeaderLayer::overriding(
+            name,
+            HeaderValue::from_static(value),
+        ));
+    }
+    service
 }
 
 async fn openapi() -> Response {

@@ -26,12 +26,12 @@ use std::time::{Duration, Instant};
 use secrecy::SecretString;
 use vault_cli::commands::identity::create_identity;
 use vault_cli::commands::writing::import_resources;
-use vault_cli::fhir;
 use vault_cli::home::Home;
 use vault_cli::output::Output;
 use vault_cli::records::{add_records, ensure_collections, find_collection, open_all, NewRecord};
 use vault_cli::session::{Options, Session};
 use vault_client::sync;
+use vault_core::fhir;
 use vault_core::{
     IdentityInfo, Keyring, Permission, RecordInfo, Role, SecretIdentity, VaultId, VaultState,
 };

@@ -10,7 +10,6 @@ pub mod cli;
 pub mod commands;
 pub mod contacts;
 pub mod error;
-pub mod fhir;
 pub mod home;
 pub mod output;
 pub mod passphrase;

@@ -102,15 +102,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> Result<()> {
     Ok(())
 }
 
-/// Replaces control characters and invisible bidirectional overrides in
-/// text that came from a record or a relay before it reaches the terminal
-/// (no escape-sequence injection, no text that displays as something
-/// else).
-pub fn clean(s: &str) -> String {
-    s.chars()
-        .map(|c| if crate::fhir::is_hidden(c) { ' ' } else { c })
-        .collect()
-}
+pub use vault_core::fhir::clean;
 
 /// A short form of a hex id, as lists show it.
 pub fn short(hex: &str) -> String {

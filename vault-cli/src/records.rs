@@ -3,94 +3,18 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::sync::Arc;
 
-use futures_util::stream::{self, StreamExt, TryStreamExt};
 use indicatif::ProgressBar;
-use vault_client::{sync, RelayClient};
+use vault_client::sync;
 use vault_core::store::Store;
 use vault_core::{
-    CollectionId, Keyring, OpenedRecord, RecordId, RecordInfo, RecordMetadata, SecretIdentity,
-    VaultId, VaultState,
+    CollectionId, Keyring, OpenedRecord, RecordId, RecordInfo, RecordMetadata, VaultId, VaultState,
 };
 
 use crate::error::{CliError, Result};
 use crate::session::Session;
 
-/// Records per append (within [`vault_client::MAX_APPEND_ENTRIES`]): one Synthea patient
-/// is usually one append.
-pub const RECORDS_PER_APPEND: usize = 512;
-
-/// How many batch uploads are in flight at once (a chunk of records is
-/// split into this many requests).
-const UPLOAD_BATCHES: usize = 4;
-
-/// The content type of a FHIR resource record: the registered FHIR JSON
-/// type with the resource type and (when it is a valid FHIR id) the
-/// resource id as parameters, so both can be read from a record's header
-/// without its body.
-pub fn fhir_content_type(resource_type: &str, id: Option<&str>) -> String {
-    let mut ct = format!(
-        "{}; resourceType={resource_type}",
-        vault_core::export::FHIR_CONTENT_TYPE
-    );
-    if let Some(id) = id.filter(|i| crate::fhir::is_fhir_id(i)) {
-        ct.push_str("; id=");
-        ct.push_str(id);
-    }
-    ct
-}
-
-/// A parameter of a FHIR record's content type.
-fn fhir_param<'a>(content_type: &'a str, name: &str) -> Option<&'a str> {
-    if !vault_core::export::is_fhir(content_type) {
-        return None;
-    }
-    content_type.split(';').skip(1).find_map(|p| {
-        p.trim()
-            .strip_prefix(name)
-            .and_then(|rest| rest.strip_prefix('='))
-    })
-}
-
-/// The resource type of a FHIR record's content type, if it is one.
-pub fn fhir_resource_type(content_type: &str) -> Option<&str> {
-    fhir_param(content_type, "resourceType")
-}
-
-/// The resource id of a FHIR record's content type, if it names one.
-pub fn fhir_resource_id(content_type: &str) -> Option<&str> {
-    fhir_param(content_type, "id")
-}
-
-/// The collections `keyring` can open, with their names (control and
-/// invisible characters removed: the names come from the vault's owner),
-/// in the log's order. Two collections may carry the same name.
-pub fn collection_names(state: &VaultState, keyring: &mut Keyring) -> Vec<(String, CollectionId)> {
-    state
-        .collections()
-        .into_iter()
-        .filter_map(|c| {
-            state
-                .collection_name(keyring, &c.id)
-                .ok()
-                .map(|n| (crate::output::clean(&n), c.id))
-        })
-        .collect()
-}
-
-/// The readable collections by name (the first of any duplicate name; use
-/// [`find_collection`] to resolve a name the user typed).
-pub fn collections_by_name(
-    state: &VaultState,
-    keyring: &mut Keyring,
-) -> BTreeMap<String, CollectionId> {
-    let mut map = BTreeMap::new();
-    for (name, id) in collection_names(state, keyring) {
-        map.entry(name).or_insert(id);
-    }
-    map
-}
+pub use vault_client::records::{collection_names, collections_by_name, NewRecord};
 
 /// Finds a collection by name (or id prefix) among those readable; a name
 /// two collections share is refused as ambiguous.
@@ -172,9 +96,8 @@ pub fn find_record(state: &VaultState, prefix: &str) -> Result<RecordId> {
     }
 }
 
-/// Creates the named collections that do not exist yet (owner only), in
-/// one append (what exists is decided again on each attempt, so a
-/// collection another device created meanwhile is not created twice).
+/// Creates the named collections that do not exist yet (owner only; see
+/// [`vault_client::records::ensure_collections`]), with a notice for each.
 /// Returns the state and every readable collection by name.
 pub fn ensure_collections(
     session: &mut Session,
@@ -182,70 +105,33 @@ pub fn ensure_collections(
     names: &[&str],
 ) -> Result<(VaultState, BTreeMap<String, CollectionId>)> {
     let secret = session.unlock()?;
-    let state = session.pull(vault)?;
-    let mut keyring = Keyring::new(&secret, session.now());
-    let known = collections_by_name(&state, &mut keyring);
-    let missing = |known: &BTreeMap<String, CollectionId>| -> Vec<String> {
-        names
-            .iter()
-            .filter(|n| !known.contains_key(**n))
-            .map(|n| (*n).to_owned())
-            .collect()
-    };
-    if missing(&known).is_empty() {
-        return Ok((state, known));
-    }
-    if state.owner().fingerprint() != secret.fingerprint() {
-        return Err(CliError::NotFound(format!(
-            "no collection {:?} that you can write to in this vault; ask the patient to share it with write access",
-            missing(&known).first().cloned().unwrap_or_default()
-        )));
-    }
     let client = session.client()?;
-    let mut created: Vec<String> = Vec::new();
-    let state = session.rt.block_on(sync::push_with_retry(
-        &mut session.store,
-        &client,
-        vault,
-        |state| {
-            let mut keyring = Keyring::new(&secret, client.now());
-            created = missing(&collections_by_name(state, &mut keyring));
-            let mut next = state.clone();
-            let mut entries = Vec::new();
-            for name in &created {
-                let (_, entry) = next.create_collection(&secret, name, client.now())?;
-                next.apply(&entry)?;
-                entries.push(entry);
+    let done = session
+        .rt
+        .block_on(vault_client::records::ensure_collections(
+            &mut session.store,
+            &client,
+            &secret,
+            vault,
+            names,
+        ))
+        .map_err(|e| match e {
+            vault_client::ClientError::Core(vault_core::Error::AccessDenied(_)) => {
+                CliError::NotFound(format!(
+                    "no collection {:?} that you can write to in this vault; ask the patient to share it with write access",
+                    names.first().copied().unwrap_or_default()
+                ))
             }
-            Ok(entries)
-        },
-    ))?;
-    for name in &created {
+            other => other.into(),
+        })?;
+    for name in &done.created {
         session.out.notice(format!("Created collection {name}."));
     }
-    let mut keyring = Keyring::new(&secret, session.now());
-    let known = collections_by_name(&state, &mut keyring);
-    Ok((state, known))
+    Ok((done.state, done.by_name))
 }
 
-/// One small record to add: its collection, info and body.
-#[derive(Debug)]
-pub struct NewRecord {
-    /// The collection.
-    pub collection: CollectionId,
-    /// Content type, title and dates.
-    pub info: RecordInfo,
-    /// The body.
-    pub body: Vec<u8>,
-}
-
-/// Seals small records and adds them in chunks of at most
-/// [`RECORDS_PER_APPEND`]: each chunk is sealed, stored locally in one
-/// batch, uploaded concurrently and appended (compare-and-swap, rebuilt on
-/// a moved head), so an interruption leaves at most one chunk's uploads
-/// unreferenced. `state` is the vault as just pulled (for example by
-/// [`ensure_collections`]); each append pulls again before it is built.
-/// Returns the final state and the new records' ids, in input order.
+/// Seals small records and adds them in chunks
+/// ([`vault_client::records::add_records`]), moving `bar` by records.
 pub fn add_records(
     session: &mut Session,
     state: VaultState,
@@ -254,91 +140,25 @@ pub fn add_records(
 ) -> Result<(VaultState, Vec<RecordId>)> {
     let secret = session.unlock()?;
     let client = session.client()?;
-    let vault = &state.vault();
-    let mut state = state;
-    let mut ids = Vec::with_capacity(items.len());
-    for chunk in items.chunks(RECORDS_PER_APPEND) {
-        let now = client.now();
-        let mut keyring = Keyring::new(&secret, now);
-        let mut sealed: Vec<(RecordMetadata, Vec<u8>)> = Vec::with_capacity(chunk.len());
-        for item in chunk {
-            let mut ciphertext = Vec::new();
-            let (metadata, _) = state.put_record(
-                &secret,
-                &mut keyring,
-                &item.collection,
-                None,
-                &item.info,
-                item.body.as_slice(),
-                item.body.len() as u64,
-                &mut ciphertext,
-                now,
-            )?;
-            sealed.push((metadata, ciphertext));
-        }
-        let batch: Vec<([u8; 32], &[u8])> = sealed
-            .iter()
-            .map(|(m, c)| (*m.ciphertext_hash(), c.as_slice()))
-            .collect();
-        session.store.put_blobs(&batch)?;
-        upload_all(session, &client, &sealed)?;
-        state = append_sealed(session, &client, &secret, vault, &sealed).map_err(|e| match e {
-            CliError::Client(vault_client::ClientError::Core(
-                vault_core::Error::ContextMismatch { field: "epoch", .. },
-            )) => CliError::Usage(
+    session
+        .rt
+        .block_on(vault_client::records::add_records(
+            &mut session.store,
+            &client,
+            &secret,
+            state,
+            &items,
+            |n| bar.inc(n as u64),
+        ))
+        .map_err(|e| match e {
+            vault_client::ClientError::Core(vault_core::Error::ContextMismatch {
+                field: "epoch",
+                ..
+            }) => CliError::Usage(
                 "the collection's key was rotated (someone's access was revoked) while these records were being added; run the command again (what was added is kept)".into(),
             ),
-            other => other,
-        })?;
-        ids.extend(sealed.iter().map(|(m, _)| m.record()));
-        bar.inc(chunk.len() as u64);
-    }
-    Ok((state, ids))
-}
-
-fn upload_all(
-    session: &Session,
-    client: &RelayClient,
-    sealed: &[(RecordMetadata, Vec<u8>)],
-) -> Result<()> {
-    let Some((first, _)) = sealed.first() else {
-        return Ok(());
-    };
-    let blobs: Vec<([u8; 32], &[u8])> = sealed
-        .iter()
-        .map(|(m, c)| (*m.ciphertext_hash(), c.as_slice()))
-        .collect();
-    let per = blobs.len().div_ceil(UPLOAD_BATCHES).max(1);
-    let vault = first.vault();
-    let uploads = stream::iter(blobs.chunks(per).map(|part| client.put_blobs(&vault, part)))
-        .buffer_unordered(UPLOAD_BATCHES)
-        .try_collect::<Vec<()>>();
-    session.rt.block_on(uploads)?;
-    Ok(())
-}
-
-/// Appends record-put entries for already sealed and uploaded versions.
-fn append_sealed(
-    session: &mut Session,
-    client: &RelayClient,
-    secret: &Arc<SecretIdentity>,
-    vault: &VaultId,
-    sealed: &[(RecordMetadata, Vec<u8>)],
-) -> Result<VaultState> {
-    let state = session.rt.block_on(sync::push_applied(
-        &mut session.store,
-        client,
-        vault,
-        |state| {
-            let mut next = state.clone();
-            let mut entries = Vec::with_capacity(sealed.len());
-            for (m, _) in sealed {
-                entries.push(next.issue_record_put(secret, m, client.now())?);
-            }
-            Ok((entries, next))
-        },
-    ))?;
-    Ok(state)
+            other => other.into(),
+        })
 }
 
 /// Adds one record of any size from a stream, sealing it into a temporary

@@ -38,6 +38,7 @@ mod blob;
 mod client;
 mod error;
 mod platform;
+pub mod records;
 mod retry;
 pub mod sync;
 mod wire;

@@ -20,6 +20,26 @@ pub const FHIR_CONTENT_TYPE: &str = "application/fhir+json";
 /// Largest FHIR resource that export keeps in memory for the bundle.
 const MAX_FHIR_RECORD: usize = 64 * 1024 * 1024;
 
+/// The `README.txt` an export carries beside its files: how to decrypt them
+/// with the stock `age` tool, given the key file `identity.vault.age` that
+/// exporters put beside it.
+pub const README: &str = "\
+This is an export of a vault: every record is a standard age file
+(https://age-encryption.org) encrypted to your own key.
+
+1. Recover your age identity from your passphrase-sealed key file:
+     age -d -o identity.txt identity.vault.age      (asks for your passphrase)
+2. Decrypt any file with it:
+     age -d -i identity.txt fhir-bundle.json.age > fhir-bundle.json
+     age -d -i identity.txt manifest.json.age > manifest.json
+     age -d -i identity.txt records/<collection id>/<record id>.<ext>.age > <file>
+
+fhir-bundle.json is a FHIR R4 Bundle of every FHIR resource; manifest.json
+lists every record with its collection, title, dates, verified author and
+file (file names carry ids only, so a directory listing reveals no health
+information). Keep identity.txt secret and delete it when you are done.
+";
+
 /// Where exported files go: a directory, an archive, a browser download.
 pub trait ExportSink {
     /// Creates a file at `path` (a relative path of safe components made by

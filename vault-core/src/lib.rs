@@ -14,7 +14,8 @@
 //!   [`VerifiedRecord`]s.
 //! - [`Keyring`]: the keys one principal unlocks from verified grants; it
 //!   opens verified records into plaintext ([`OpenedRecord`]).
-//! - [`export`]: standard age files and FHIR R4 bundles for the patient.
+//! - [`export`]: standard age files and FHIR R4 bundles for the patient;
+//!   [`fhir`]: FHIR R4 bundles split into records, sorted and summarised.
 //! - [`store`]: the local store trait, in memory and (feature `sqlite`) on
 //!   disk.
 #![forbid(unsafe_code)]
@@ -23,6 +24,7 @@ mod agefile;
 mod encoding;
 mod error;
 pub mod export;
+pub mod fhir;
 mod grant;
 mod identity;
 mod ids;

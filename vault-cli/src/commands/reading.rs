@@ -9,14 +9,14 @@ use vault_core::{CollectionId, Keyring, RecordId, VaultState};
 
 use crate::cli::{ListArgs, OpenArgs, ShowArgs};
 use crate::error::{CliError, Result};
-use crate::fhir;
 use crate::home::create_private_dir;
 use crate::output::{clean, line, short, table};
 use crate::records::{
-    check_readable, collections_by_name, fhir_resource_type, find_collection, find_record,
-    open_all, open_record, Listed,
+    check_readable, collections_by_name, find_collection, find_record, open_all, open_record,
+    Listed,
 };
 use crate::session::{Namer, Session};
+use vault_core::fhir;
 
 /// Collection names by id, for the collections `keyring` can open.
 fn names_by_id(state: &VaultState, keyring: &mut Keyring) -> BTreeMap<CollectionId, String> {
@@ -82,7 +82,7 @@ pub fn collections(session: &mut Session) -> Result<()> {
 }
 
 fn record_type(content_type: &str) -> String {
-    fhir_resource_type(content_type)
+    fhir::resource_type_of(content_type)
         .map(str::to_owned)
         .unwrap_or_else(|| {
             content_type
@@ -241,7 +241,7 @@ pub fn show(session: &mut Session, args: &ShowArgs) -> Result<()> {
     };
     let namer = session.namer();
     let author = state.identity(&opened.author);
-    let fhir_value: Option<Value> = fhir_resource_type(&opened.info.content_type)
+    let fhir_value: Option<Value> = fhir::resource_type_of(&opened.info.content_type)
         .and_then(|_| serde_json::from_slice(&body).ok());
     let collection = names
         .get(&opened.collection)
@@ -322,7 +322,7 @@ pub fn show(session: &mut Session, args: &ShowArgs) -> Result<()> {
 fn clean_text(s: &str) -> String {
     s.chars()
         .map(|c| {
-            if crate::fhir::is_hidden(c) && c != '\n' && c != '\t' {
+            if vault_core::fhir::is_hidden(c) && c != '\n' && c != '\t' {
                 ' '
             } else {
                 c

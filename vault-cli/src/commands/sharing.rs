@@ -398,7 +398,7 @@ fn export_into(
         .map_err(|e| CliError::file(session.home.key_file(), e))?;
     for (name, bytes) in [
         ("identity.vault.age", key.as_slice()),
-        ("README.txt", EXPORT_README.as_bytes()),
+        ("README.txt", vault_core::export::README.as_bytes()),
     ] {
         // Flushed explicitly: a buffered writer's drop would swallow a
         // write error (a full disk) and report the export as done.
@@ -424,23 +424,6 @@ fn export_into(
     ))?;
     line("Every file decrypts with the standard age tool; see README.txt in the export.")
 }
-
-const EXPORT_README: &str = "\
-This is an export of a vault: every record is a standard age file
-(https://age-encryption.org) encrypted to your own key.
-
-1. Recover your age identity from your passphrase-sealed key file:
-     age -d -o identity.txt identity.vault.age      (asks for your passphrase)
-2. Decrypt any file with it:
-     age -d -i identity.txt fhir-bundle.json.age > fhir-bundle.json
-     age -d -i identity.txt manifest.json.age > manifest.json
-     age -d -i identity.txt records/<collection id>/<record id>.<ext>.age > <file>
-
-fhir-bundle.json is a FHIR R4 Bundle of every FHIR resource; manifest.json
-lists every record with its collection, title, dates, verified author and
-file (file names carry ids only, so a directory listing reveals no health
-information). Keep identity.txt secret and delete it when you are done.
-";
 
 /// `vault verify`: re-verifies the whole log from genesis, checks every
 /// readable record's ciphertext, and prints the checkpoint code.

@@ -13,13 +13,12 @@ use vault_core::{Keyring, RecordInfo};
 
 use crate::cli::{AddArgs, DeleteArgs, ImportArgs};
 use crate::error::{CliError, Result};
-use crate::fhir;
 use crate::output::{clean, line, short};
 use crate::records::{
-    add_records, add_stream, ensure_collections, fhir_content_type, fhir_resource_id,
-    fhir_resource_type, find_record, open_all, NewRecord,
+    add_records, add_stream, ensure_collections, find_record, open_all, NewRecord,
 };
 use crate::session::{system_now, Session};
+use vault_core::fhir;
 
 /// Largest JSON file read into memory (a FHIR resource or bundle).
 const MAX_JSON: u64 = 512 * 1024 * 1024;
@@ -50,8 +49,20 @@ fn sniff(head: &[u8], path: &Path) -> &'static str {
         Some("png") => "image/png",
         Some("jpg") | Some("jpeg") => "image/jpeg",
         Some("dcm") => "application/dicom",
-        _ if std::str::from_utf8(head).is_ok() => "text/plain",
-        _ => "application/octet-stream",
+        // No telling extension (stdin, say): JSON is recognised by its
+        // first character, so a FHIR resource piped in is filed as one.
+        _ => match std::str::from_utf8(head) {
+            Ok(text)
+                if text
+                    .trim_start_matches('\u{feff}')
+                    .trim_start()
+                    .starts_with('{') =>
+            {
+                "application/json"
+            }
+            Ok(_) => "text/plain",
+            Err(_) => "application/octet-stream",
+        },
     }
 }
 
@@ -221,7 +232,7 @@ pub fn add(session: &mut Session, args: &AddArgs) -> Result<()> {
                                 path.display()
                             )));
                         }
-                        content_type = fhir_content_type(rt, v.get("id").and_then(Value::as_str));
+                        content_type = fhir::content_type(rt, v.get("id").and_then(Value::as_str));
                         title = title.or_else(|| Some(fhir::title(&v)));
                         effective_at = fhir::effective_at(&v);
                     }
@@ -381,7 +392,7 @@ pub fn import_resources(
             items.push(NewRecord {
                 collection,
                 info: RecordInfo {
-                    content_type: fhir_content_type(&r.resource_type, r.id.as_deref()),
+                    content_type: fhir::content_type(&r.resource_type, r.id.as_deref()),
                     title: r.title,
                     created_at: now,
                     effective_at: r.effective_at,
@@ -419,8 +430,8 @@ fn existing_resources(
         .filter_map(|l| {
             let ct = &l.opened.info.content_type;
             Some((
-                fhir_resource_type(ct)?.to_owned(),
-                fhir_resource_id(ct)?.to_owned(),
+                fhir::resource_type_of(ct)?.to_owned(),
+                fhir::resource_id_of(ct)?.to_owned(),
             ))
         })
         .collect())

@@ -1015,6 +1015,54 @@ fn sanitize(text: &str, max_chars: usize) -> String {
     out
 }
 
+/// The content type of a FHIR resource record: the registered FHIR JSON
+/// type with the resource type and (when it is a valid FHIR id) the
+/// resource id as parameters, so both can be read from a record's header
+/// without its body.
+pub fn content_type(resource_type: &str, id: Option<&str>) -> String {
+    let mut ct = format!(
+        "{}; resourceType={resource_type}",
+        crate::export::FHIR_CONTENT_TYPE
+    );
+    if let Some(id) = id.filter(|i| is_fhir_id(i)) {
+        ct.push_str("; id=");
+        ct.push_str(id);
+    }
+    ct
+}
+
+/// A parameter of a FHIR record's content type.
+fn fhir_param<'a>(content_type: &'a str, name: &str) -> Option<&'a str> {
+    if !crate::export::is_fhir(content_type) {
+        return None;
+    }
+    content_type.split(';').skip(1).find_map(|p| {
+        p.trim()
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('='))
+    })
+}
+
+/// The resource type of a FHIR record's content type, if it is one.
+pub fn resource_type_of(content_type: &str) -> Option<&str> {
+    fhir_param(content_type, "resourceType")
+}
+
+/// The resource id of a FHIR record's content type, if it names one.
+pub fn resource_id_of(content_type: &str) -> Option<&str> {
+    fhir_param(content_type, "id")
+}
+
+/// Text from a record, an identity or the relay made safe to display:
+/// control characters and invisible bidirectional overrides ([`is_hidden`])
+/// become spaces, so nothing injects terminal escapes or displays as
+/// something else.
+pub fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| if is_hidden(c) { ' ' } else { c })
+        .collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {

@@ -1,0 +1,200 @@
+//! Adding records in bulk, shared by the command line and the web app:
+//! collections created by name when missing, small records sealed in
+//! chunks, stored locally in one batch, uploaded concurrently and appended
+//! with compare-and-swap, so an interruption leaves at most one chunk's
+//! uploads unreferenced (and running the same import again completes it).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use vault_core::store::Store;
+use vault_core::{
+    CollectionId, Keyring, RecordId, RecordInfo, RecordMetadata, SecretIdentity, VaultId,
+    VaultState,
+};
+
+use crate::error::Result;
+use crate::{sync, RelayClient};
+
+/// Records per append (within [`crate::MAX_APPEND_ENTRIES`]): one Synthea
+/// patient is usually one append.
+pub const RECORDS_PER_APPEND: usize = 512;
+
+/// How many batch uploads are in flight at once (a chunk of records is
+/// split into this many requests).
+const UPLOAD_BATCHES: usize = 4;
+
+/// The collections `keyring` can open, with their names (made safe to
+/// display with [`vault_core::fhir::clean`]: they come from the vault's
+/// owner), in the log's order. Two collections may carry the same name.
+pub fn collection_names(state: &VaultState, keyring: &mut Keyring) -> Vec<(String, CollectionId)> {
+    state
+        .collections()
+        .into_iter()
+        .filter_map(|c| {
+            state
+                .collection_name(keyring, &c.id)
+                .ok()
+                .map(|n| (vault_core::fhir::clean(&n), c.id))
+        })
+        .collect()
+}
+
+/// The readable collections by name (the first of any duplicate name).
+pub fn collections_by_name(
+    state: &VaultState,
+    keyring: &mut Keyring,
+) -> BTreeMap<String, CollectionId> {
+    let mut map = BTreeMap::new();
+    for (name, id) in collection_names(state, keyring) {
+        map.entry(name).or_insert(id);
+    }
+    map
+}
+
+/// What [`ensure_collections`] found and did.
+#[derive(Debug)]
+pub struct Collections {
+    /// The vault after the (possible) append.
+    pub state: VaultState,
+    /// Every collection the caller can read, by name.
+    pub by_name: BTreeMap<String, CollectionId>,
+    /// The names this call created.
+    pub created: Vec<String>,
+}
+
+/// Creates the named collections that do not exist yet, in one append
+/// (what exists is decided again on each attempt, so a collection another
+/// device created meanwhile is not created twice). Only the owner creates
+/// collections: for anyone else a missing one is
+/// [`vault_core::Error::AccessDenied`].
+pub async fn ensure_collections<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    secret: &Arc<SecretIdentity>,
+    vault: &VaultId,
+    names: &[&str],
+) -> Result<Collections> {
+    let state = sync::pull(store, client, vault).await?;
+    let missing = |known: &BTreeMap<String, CollectionId>| -> Vec<String> {
+        names
+            .iter()
+            .filter(|n| !known.contains_key(**n))
+            .map(|n| (*n).to_owned())
+            .collect()
+    };
+    let by_name = collections_by_name(&state, &mut Keyring::new(secret, client.now()));
+    if missing(&by_name).is_empty() {
+        return Ok(Collections {
+            state,
+            by_name,
+            created: Vec::new(),
+        });
+    }
+    if state.owner().fingerprint() != secret.fingerprint() {
+        return Err(vault_core::Error::AccessDenied(
+            "no such collection that you can write to in this vault; ask the patient to share it with write access",
+        )
+        .into());
+    }
+    let mut created: Vec<String> = Vec::new();
+    let state = sync::push_with_retry(store, client, vault, |state| {
+        created = missing(&collections_by_name(
+            state,
+            &mut Keyring::new(secret, client.now()),
+        ));
+        let mut next = state.clone();
+        let mut entries = Vec::new();
+        for name in &created {
+            let (_, entry) = next.create_collection(secret, name, client.now())?;
+            next.apply(&entry)?;
+            entries.push(entry);
+        }
+        Ok(entries)
+    })
+    .await?;
+    let by_name = collections_by_name(&state, &mut Keyring::new(secret, client.now()));
+    Ok(Collections {
+        state,
+        by_name,
+        created,
+    })
+}
+
+/// One small record to add: its collection, info and body.
+#[derive(Debug)]
+pub struct NewRecord {
+    /// The collection.
+    pub collection: CollectionId,
+    /// Content type, title and dates.
+    pub info: RecordInfo,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// Seals small records and adds them in chunks of at most
+/// [`RECORDS_PER_APPEND`]: each chunk is sealed, stored locally in one
+/// batch, uploaded concurrently and appended (compare-and-swap, rebuilt on a
+/// moved head). `state` is the vault as just pulled (for example by
+/// [`ensure_collections`]); each append pulls again before it is built.
+/// `on_chunk` is told how many records each finished chunk held. Returns
+/// the final state and the new records' ids, in input order.
+///
+/// A collection rotated while records are added fails the chunk with
+/// [`vault_core::Error::ContextMismatch`] (field `epoch`): what was added
+/// before is kept, and running the same import again completes it.
+pub async fn add_records<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    secret: &Arc<SecretIdentity>,
+    state: VaultState,
+    items: &[NewRecord],
+    mut on_chunk: impl FnMut(usize),
+) -> Result<(VaultState, Vec<RecordId>)> {
+    let vault = state.vault();
+    let mut state = state;
+    let mut ids = Vec::with_capacity(items.len());
+    for chunk in items.chunks(RECORDS_PER_APPEND) {
+        let now = client.now();
+        let mut keyring = Keyring::new(secret, now);
+        let mut sealed: Vec<(RecordMetadata, Vec<u8>)> = Vec::with_capacity(chunk.len());
+        for item in chunk {
+            let mut ciphertext = Vec::new();
+            let (metadata, _) = state.put_record(
+                secret,
+                &mut keyring,
+                &item.collection,
+                None,
+                &item.info,
+                item.body.as_slice(),
+                item.body.len() as u64,
+                &mut ciphertext,
+                now,
+            )?;
+            sealed.push((metadata, ciphertext));
+        }
+        let blobs: Vec<([u8; 32], &[u8])> = sealed
+            .iter()
+            .map(|(m, c)| (*m.ciphertext_hash(), c.as_slice()))
+            .collect();
+        store.put_blobs(&blobs)?;
+        let per = blobs.len().div_ceil(UPLOAD_BATCHES).max(1);
+        stream::iter(blobs.chunks(per).map(|part| client.put_blobs(&vault, part)))
+            .buffer_unordered(UPLOAD_BATCHES)
+            .try_collect::<Vec<()>>()
+            .await?;
+        state = sync::push_applied(store, client, &vault, |state| {
+            let mut next = state.clone();
+            let mut entries = Vec::with_capacity(sealed.len());
+            for (m, _) in &sealed {
+                entries.push(next.issue_record_put(secret, m, client.now())?);
+            }
+            Ok((entries, next))
+        })
+        .await?;
+        ids.extend(sealed.iter().map(|(m, _)| m.record()));
+        on_chunk(chunk.len());
+    }
+    Ok((state, ids))
+}

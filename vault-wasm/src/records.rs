@@ -1,0 +1,463 @@
+//! Records in the browser: listing (ciphertext fetched concurrently, every
+//! record authenticated before anything of it is shown), opening, adding
+//! files and importing FHIR bundles.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Cursor, Read, Seek, SeekFrom, Write};
+
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use serde_json::{json, Value};
+use vault_client::records::{add_records, ensure_collections, NewRecord};
+use vault_client::sync;
+use vault_core::fhir;
+use vault_core::store::Store;
+use vault_core::{
+    CollectionId, Keyring, OpenedRecord, RecordId, RecordInfo, RecordSummary, VaultId, VaultState,
+};
+
+use crate::failure::{Failure, Result};
+use crate::progress::Progress;
+use crate::session::Inner;
+use crate::view;
+
+/// Largest ciphertext a listing downloads to read a record's title; larger
+/// records are listed from their verified metadata until opened.
+const LIST_FETCH_LIMIT: u64 = 4 * 1024 * 1024;
+/// Largest FHIR body parsed for a summary.
+const SUMMARY_LIMIT: u64 = 1024 * 1024;
+/// Downloads in flight at once.
+const DOWNLOADS: usize = 8;
+/// Largest file the browser seals (it holds the file, its ciphertext and a
+/// cached copy in memory).
+pub const MAX_FILE: usize = 512 * 1024 * 1024;
+
+/// A record opened for listing.
+struct Listed {
+    summary: RecordSummary,
+    opened: OpenedRecord,
+    /// The body, for FHIR records up to [`SUMMARY_LIMIT`].
+    body: Option<Vec<u8>>,
+}
+
+/// What [`open_readable`] found.
+#[derive(Default)]
+struct Listing {
+    opened: Vec<Listed>,
+    not_downloaded: Vec<RecordSummary>,
+    failed: Vec<(RecordId, Failure)>,
+}
+
+/// Downloads (concurrently, hash-checked) the ciphertext of `records` that
+/// the store lacks, and stores it in one batch.
+pub(crate) async fn ensure_blobs(
+    s: &mut Inner,
+    state: &VaultState,
+    records: &[RecordId],
+) -> Result<()> {
+    let mut wanted = Vec::new();
+    for id in records {
+        let m = state.record(id)?.metadata().clone();
+        if !s.store.has_blob(m.ciphertext_hash())? {
+            wanted.push((*m.ciphertext_hash(), m.ciphertext_len()));
+        }
+    }
+    let vault = state.vault();
+    let client = &s.client;
+    let fetched: Vec<([u8; 32], Vec<u8>)> =
+        stream::iter(wanted.into_iter().map(|(hash, len)| async move {
+            let mut buf = Vec::new();
+            client.get_blob(&vault, &hash, len, &mut buf).await?;
+            Ok::<_, Failure>((hash, buf))
+        }))
+        .buffer_unordered(DOWNLOADS)
+        .try_collect()
+        .await?;
+    let batch: Vec<([u8; 32], &[u8])> = fetched.iter().map(|(h, b)| (*h, b.as_slice())).collect();
+    s.store.put_blobs(&batch)?;
+    Ok(())
+}
+
+/// Whether an error opening one record concerns that record's own bytes.
+fn is_record_failure(e: &vault_core::Error) -> bool {
+    matches!(
+        e,
+        vault_core::Error::DecryptionFailed
+            | vault_core::Error::CiphertextMismatch
+            | vault_core::Error::ContextMismatch { .. }
+            | vault_core::Error::Malformed { .. }
+    )
+}
+
+/// Opens every record the caller can read (optionally of one collection),
+/// fetching missing ciphertext first except for records over
+/// [`LIST_FETCH_LIMIT`].
+async fn open_readable(
+    s: &mut Inner,
+    state: &VaultState,
+    collection: Option<&CollectionId>,
+) -> Result<Listing> {
+    let me = s.secret.fingerprint();
+    let access = state.access(&me, s.client.now());
+    let mut listing = Listing::default();
+    let mut readable = Vec::new();
+    for r in state.records(collection) {
+        if !access.may_read(&r.collection, &r.id) {
+            continue;
+        }
+        let local = s
+            .store
+            .has_blob(state.record(&r.id)?.metadata().ciphertext_hash())?;
+        if local || r.ciphertext_len <= LIST_FETCH_LIMIT {
+            readable.push(r);
+        } else {
+            listing.not_downloaded.push(r);
+        }
+    }
+    let ids: Vec<RecordId> = readable.iter().map(|r| r.id).collect();
+    ensure_blobs(s, state, &ids).await?;
+    let secret = s.secret.clone();
+    let mut keyring = Keyring::new(&secret, s.client.now());
+    for summary in readable {
+        let mut body = Vec::new();
+        match open_local(s, state, &mut keyring, &summary.id, &mut body) {
+            Ok(opened) => {
+                let keep = fhir::resource_type_of(&opened.info.content_type).is_some()
+                    && opened.body_len <= SUMMARY_LIMIT;
+                listing.opened.push(Listed {
+                    summary,
+                    opened,
+                    body: keep.then_some(body),
+                });
+            }
+            // A single-record grant covers one version.
+            Err(vault_core::Error::AccessDenied(_)) => {}
+            Err(e) if is_record_failure(&e) => listing.failed.push((summary.id, e.into())),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(listing)
+}
+
+/// Opens a record whose ciphertext is in the store.
+fn open_local(
+    s: &Inner,
+    state: &VaultState,
+    keyring: &mut Keyring,
+    id: &RecordId,
+    out: &mut Vec<u8>,
+) -> vault_core::Result<OpenedRecord> {
+    let verified = state.record(id)?;
+    let blob = s
+        .store
+        .open_blob(verified.metadata().ciphertext_hash())?
+        .ok_or_else(|| vault_core::Error::Missing {
+            what: format!("the ciphertext of record {id}"),
+        })?;
+    keyring.open(state, &verified, blob, out)
+}
+
+/// The JSON the page shows for one record.
+fn record_view(
+    state: &VaultState,
+    names: &BTreeMap<CollectionId, String>,
+    me: &vault_core::Fingerprint,
+    listed: &Listed,
+) -> Value {
+    let info = &listed.opened.info;
+    let summary: Vec<Value> = listed
+        .body
+        .as_deref()
+        .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+        .map(|v| {
+            fhir::summary(&v)
+                .into_iter()
+                .map(|(k, v)| json!([fhir::clean(&k), fhir::clean(&v)]))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "id": listed.summary.id.to_hex(),
+        "collection": listed.summary.collection.to_hex(),
+        "collectionName": names.get(&listed.summary.collection).cloned().unwrap_or_default(),
+        "version": listed.opened.version,
+        "title": fhir::clean(&info.title),
+        "contentType": fhir::clean(&info.content_type),
+        "resourceType": fhir::resource_type_of(&info.content_type),
+        "createdAt": info.created_at,
+        "effectiveAt": info.effective_at,
+        "author": view::principal(state, &listed.opened.author, me),
+        "bodyLen": listed.opened.body_len,
+        "ciphertextLen": listed.summary.ciphertext_len,
+        "downloaded": true,
+        "summary": summary,
+    })
+}
+
+/// Lists the readable records (JSON `{records, failed}`), newest first.
+pub async fn list(
+    s: &mut Inner,
+    vault: &VaultId,
+    collection: Option<&CollectionId>,
+) -> Result<Value> {
+    s.publish().await?;
+    let state = sync::pull(&mut s.store, &s.client, vault).await?;
+    let listing = open_readable(s, &state, collection).await?;
+    let secret = s.secret.clone();
+    let names: BTreeMap<CollectionId, String> =
+        vault_client::records::collection_names(&state, &mut Keyring::new(&secret, s.client.now()))
+            .into_iter()
+            .map(|(n, id)| (id, n))
+            .collect();
+    let me = secret.fingerprint();
+    let mut records: Vec<Value> = listing
+        .opened
+        .iter()
+        .map(|l| record_view(&state, &names, &me, l))
+        .collect();
+    for r in &listing.not_downloaded {
+        records.push(json!({
+            "id": r.id.to_hex(),
+            "collection": r.collection.to_hex(),
+            "collectionName": names.get(&r.collection).cloned().unwrap_or_default(),
+            "version": r.version,
+            "title": "Large file (not downloaded yet)",
+            "contentType": "application/octet-stream",
+            "resourceType": null,
+            "createdAt": 0,
+            "effectiveAt": null,
+            "author": view::principal(&state, &r.author, &me),
+            "bodyLen": null,
+            "ciphertextLen": r.ciphertext_len,
+            "downloaded": false,
+            "summary": [],
+        }));
+    }
+    let failed: Vec<Value> = listing
+        .failed
+        .iter()
+        .map(|(id, f)| json!({"id": id.to_hex(), "code": f.code, "message": f.message}))
+        .collect();
+    Ok(json!({ "records": records, "failed": failed }))
+}
+
+/// Decrypts one record the caller can read.
+pub async fn open(s: &mut Inner, vault: &VaultId, record: &RecordId) -> Result<Vec<u8>> {
+    s.publish().await?;
+    let state = sync::pull(&mut s.store, &s.client, vault).await?;
+    let collection = state.record(record)?.metadata().collection();
+    if !state
+        .access(&s.secret.fingerprint(), s.client.now())
+        .may_read(&collection, record)
+    {
+        return Err(vault_core::Error::AccessDenied(
+            "this record is not shared with you (or your access ended)",
+        )
+        .into());
+    }
+    {
+        let verified = state.record(record)?;
+        let mut spool = Cursor::new(Vec::new());
+        sync::fetch_record_blob(&mut s.store, &s.client, &verified, &mut spool).await?;
+    }
+    let secret = s.secret.clone();
+    let mut keyring = Keyring::new(&secret, s.client.now());
+    let mut body = Vec::new();
+    open_local(s, &state, &mut keyring, record, &mut body)?;
+    Ok(body)
+}
+
+/// A file the page adds.
+pub struct NewFile<'a> {
+    /// The collection's name (created if missing, for the owner).
+    pub collection: &'a str,
+    /// The record's title.
+    pub title: &'a str,
+    /// Its MIME type (empty: `application/octet-stream`).
+    pub content_type: &'a str,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Seals one file into a collection and uploads it (resumable chunks),
+/// reporting bytes uploaded.
+pub async fn add_file(
+    s: &mut Inner,
+    vault: &VaultId,
+    file: NewFile<'_>,
+    progress: &Progress,
+) -> Result<RecordId> {
+    if file.bytes.len() > MAX_FILE {
+        return Err(Failure::new(
+            "too_large",
+            format!(
+                "this file is larger than the browser can seal ({} MiB); add it with the vault command line instead",
+                MAX_FILE >> 20
+            ),
+        ));
+    }
+    let name = file.collection.trim();
+    if name.is_empty() {
+        return Err(Failure::input("choose a collection"));
+    }
+    s.publish().await?;
+    let secret = s.secret.clone();
+    let found = ensure_collections(&mut s.store, &s.client, &secret, vault, &[name]).await?;
+    let collection = *found
+        .by_name
+        .get(name)
+        .ok_or_else(|| Failure::new("not_found", format!("no collection {name:?}")))?;
+    let info = RecordInfo {
+        content_type: if file.content_type.trim().is_empty() {
+            "application/octet-stream".to_owned()
+        } else {
+            file.content_type.trim().to_owned()
+        },
+        title: fhir::clean(file.title.trim()),
+        created_at: s.client.now(),
+        effective_at: None,
+    };
+    let body_len = file.bytes.len() as u64;
+    let mut spool = ProgressSpool {
+        inner: Cursor::new(Vec::new()),
+        progress,
+    };
+    progress.report(0, body_len, "sealing");
+    let client = &s.client;
+    let (_, metadata) =
+        sync::push_record(&mut s.store, client, vault, &mut spool, |state, spool| {
+            spool.inner = Cursor::new(Vec::new());
+            let mut keyring = Keyring::new(&secret, client.now());
+            Ok(state.put_record(
+                &secret,
+                &mut keyring,
+                &collection,
+                None,
+                &info,
+                file.bytes.as_slice(),
+                body_len,
+                &mut *spool,
+                client.now(),
+            )?)
+        })
+        .await?;
+    progress.report(body_len, body_len, "done");
+    Ok(metadata.record())
+}
+
+/// The sealing spool: ciphertext in memory; reads (the upload) report
+/// progress.
+struct ProgressSpool<'a> {
+    inner: Cursor<Vec<u8>>,
+    progress: &'a Progress,
+}
+
+impl Write for ProgressSpool<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Read for ProgressSpool<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let total = self.inner.get_ref().len() as u64;
+        self.progress
+            .report(self.inner.position(), total, "uploading");
+        Ok(n)
+    }
+}
+
+impl Seek for ProgressSpool<'_> {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
+/// Imports a FHIR Bundle or resource; resources already in the vault (by
+/// type and id) and repeats within the bundle are skipped.
+pub async fn import_fhir(
+    s: &mut Inner,
+    vault: &VaultId,
+    bytes: &[u8],
+    progress: &Progress,
+) -> Result<Value> {
+    let resources = fhir::split_bundle(bytes)?;
+    s.publish().await?;
+    progress.report(0, resources.len() as u64, "checking");
+    let state = sync::pull(&mut s.store, &s.client, vault).await?;
+    let listing = open_readable(s, &state, None).await?;
+    let mut seen: BTreeSet<(String, String)> = listing
+        .opened
+        .iter()
+        .filter_map(|l| {
+            let ct = &l.opened.info.content_type;
+            Some((
+                fhir::resource_type_of(ct)?.to_owned(),
+                fhir::resource_id_of(ct)?.to_owned(),
+            ))
+        })
+        .collect();
+    let total = resources.len();
+    let fresh: Vec<fhir::Resource> = resources
+        .into_iter()
+        .filter(|r| match &r.id {
+            Some(id) => seen.insert((r.resource_type.clone(), id.clone())),
+            None => true,
+        })
+        .collect();
+    let skipped = total - fresh.len();
+    let mut per: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &fresh {
+        *per.entry(r.category.collection_name().to_owned())
+            .or_default() += 1;
+    }
+    if !fresh.is_empty() {
+        let names: Vec<&str> = per.keys().map(String::as_str).collect();
+        let secret = s.secret.clone();
+        let found = ensure_collections(&mut s.store, &s.client, &secret, vault, &names).await?;
+        let now = s.client.now();
+        let mut items = Vec::with_capacity(fresh.len());
+        for r in fresh {
+            let collection = *found
+                .by_name
+                .get(r.category.collection_name())
+                .ok_or_else(|| Failure::new("not_found", "a collection just created"))?;
+            items.push(NewRecord {
+                collection,
+                info: RecordInfo {
+                    content_type: fhir::content_type(&r.resource_type, r.id.as_deref()),
+                    title: r.title,
+                    created_at: now,
+                    effective_at: r.effective_at,
+                },
+                body: r.json,
+            });
+        }
+        let count = items.len() as u64;
+        let mut done = 0u64;
+        progress.report(0, count, "importing");
+        add_records(&mut s.store, &s.client, &secret, found.state, &items, |n| {
+            done += n as u64;
+            progress.report(done, count, "importing");
+        })
+        .await
+        .map_err(|e| match e {
+            vault_client::ClientError::Core(vault_core::Error::ContextMismatch {
+                field: "epoch",
+                ..
+            }) => Failure::new(
+                "rotated",
+                "a collection's key was rotated while importing (someone's access was revoked); import the file again: what was added is kept and skipped",
+            ),
+            other => other.into(),
+        })?;
+    }
+    Ok(json!({
+        "added": per.values().sum::<usize>(),
+        "skipped": skipped,
+        "collections": per,
+    }))
+}

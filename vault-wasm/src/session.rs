@@ -1,0 +1,346 @@
+//! An unlocked identity talking to one relay: the `Session` class the page
+//! holds. Every method returns a promise; operations run one at a time (an
+//! async mutex), so two clicks can never interleave on the local store.
+
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures_util::lock::Mutex;
+use js_sys::Promise;
+use secrecy::SecretString;
+use vault_client::RelayClient;
+use vault_core::store::MemoryStore;
+use vault_core::{keyfile, CollectionId, RecordId, SecretIdentity, VaultId};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+use crate::failure::{Failure, Result};
+use crate::progress::Progress;
+use crate::{records, sharing, snapshot, view};
+
+/// What a session holds: the unlocked identity, the relay client and the
+/// verified local store (in memory; the page persists [`Session::snapshot`]).
+pub(crate) struct Inner {
+    pub secret: Arc<SecretIdentity>,
+    pub client: RelayClient,
+    pub store: MemoryStore,
+    /// The passphrase-sealed key file, as unlocked (exports carry a copy).
+    pub key_file: Vec<u8>,
+    published: bool,
+}
+
+impl Inner {
+    /// Publishes this identity on the relay once per session (signed
+    /// requests from an identity the relay does not know are refused).
+    pub async fn publish(&mut self) -> Result<()> {
+        if !self.published {
+            self.client.publish_identity().await?;
+            self.published = true;
+        }
+        Ok(())
+    }
+}
+
+/// An unlocked identity and its verified local state.
+#[wasm_bindgen]
+pub struct Session {
+    inner: Rc<Mutex<Inner>>,
+}
+
+/// Parses a vault id from the page.
+pub(crate) fn vault_id(s: &str) -> Result<VaultId> {
+    VaultId::from_hex(s).map_err(|_| Failure::input(format!("{s:?} is not a vault id")))
+}
+
+/// Parses a collection id from the page.
+pub(crate) fn collection_id(s: &str) -> Result<CollectionId> {
+    CollectionId::from_hex(s).map_err(|_| Failure::input(format!("{s:?} is not a collection id")))
+}
+
+/// Parses a record id from the page.
+pub(crate) fn record_id(s: &str) -> Result<RecordId> {
+    RecordId::from_hex(s).map_err(|_| Failure::input(format!("{s:?} is not a record id")))
+}
+
+fn json(v: &serde_json::Value) -> JsValue {
+    JsValue::from_str(&v.to_string())
+}
+
+#[wasm_bindgen]
+impl Session {
+    /// Opens the passphrase-sealed `key_file` (error `wrong_passphrase`)
+    /// and restores the verified local state from `snapshot` (from
+    /// [`Session::snapshot`]; every log in it is verified again). Resolves
+    /// to a `Session`.
+    pub fn unlock(
+        key_file: Vec<u8>,
+        passphrase: String,
+        relay_url: String,
+        snapshot: Option<Vec<u8>>,
+    ) -> Promise {
+        let passphrase = SecretString::from(passphrase);
+        future_to_promise(async move {
+            let open = || -> Result<Session> {
+                let secret = Arc::new(keyfile::open(&key_file, &passphrase)?);
+                let client = RelayClient::new(&relay_url, secret.clone())?;
+                let store = match &snapshot {
+                    Some(bytes) if !bytes.is_empty() => snapshot::restore(bytes)?,
+                    _ => MemoryStore::new(),
+                };
+                Ok(Session {
+                    inner: Rc::new(Mutex::new(Inner {
+                        secret,
+                        client,
+                        store,
+                        key_file,
+                        published: false,
+                    })),
+                })
+            };
+            open().map(JsValue::from).map_err(Failure::into_js)
+        })
+    }
+
+    fn run<F, Fut>(&self, op: F) -> Promise
+    where
+        F: FnOnce(Rc<Mutex<Inner>>) -> Fut,
+        Fut: Future<Output = Result<JsValue>> + 'static,
+    {
+        let fut = op(self.inner.clone());
+        future_to_promise(async move { fut.await.map_err(Failure::into_js) })
+    }
+
+    /// This identity (JSON: name, role, fingerprint, fingerprintHex,
+    /// identityText).
+    pub fn me(&self) -> std::result::Result<String, JsValue> {
+        let inner = self.inner.try_lock().ok_or_else(|| {
+            Failure::new(
+                "busy",
+                "another operation is running; try again when it finishes",
+            )
+            .into_js()
+        })?;
+        Ok(view::identity(inner.secret.public()).to_string())
+    }
+
+    /// The verified logs and pins, for the page to keep in IndexedDB (no
+    /// secret, no record content). Throws `busy` while an operation runs.
+    pub fn snapshot(&self) -> std::result::Result<Vec<u8>, JsValue> {
+        let inner = self.inner.try_lock().ok_or_else(|| {
+            Failure::new(
+                "busy",
+                "another operation is running; try again when it finishes",
+            )
+            .into_js()
+        })?;
+        snapshot::save(&inner.store).map_err(Failure::into_js)
+    }
+
+    /// Publishes this identity on the relay (so others can look it up).
+    pub fn publish(&self) -> Promise {
+        self.run(|inner| async move {
+            let mut s = inner.lock().await;
+            s.published = false;
+            s.publish().await?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// This identity's vaults (JSON list of id, owner, mine), joining on
+    /// this device any of its own vaults that it does not have yet.
+    pub fn vaults(&self) -> Promise {
+        self.run(|inner| async move {
+            let mut s = inner.lock().await;
+            Ok(json(&sharing::vaults(&mut s).await?))
+        })
+    }
+
+    /// Creates a vault on the relay; resolves to its id.
+    #[wasm_bindgen(js_name = createVault)]
+    pub fn create_vault(&self) -> Promise {
+        self.run(|inner| async move {
+            let mut s = inner.lock().await;
+            let id = sharing::create_vault(&mut s).await?;
+            Ok(JsValue::from_str(&id.to_hex()))
+        })
+    }
+
+    /// The vault brought up to date: checkpoint, collections with members,
+    /// single-record shares (JSON).
+    pub fn overview(&self, vault: String) -> Promise {
+        self.run(|inner| async move {
+            let vault = vault_id(&vault)?;
+            let mut s = inner.lock().await;
+            Ok(json(&sharing::overview(&mut s, &vault).await?))
+        })
+    }
+
+    /// The records this identity can read (optionally of one collection),
+    /// decrypted and verified, with FHIR summaries (JSON `{records,
+    /// failed}`).
+    pub fn records(&self, vault: String, collection: Option<String>) -> Promise {
+        self.run(|inner| async move {
+            let vault = vault_id(&vault)?;
+            let collection = collection.as_deref().map(collection_id).transpose()?;
+            let mut s = inner.lock().await;
+            Ok(json(
+                &records::list(&mut s, &vault, collection.as_ref()).await?,
+            ))
+        })
+    }
+
+    /// One record's body, decrypted and authenticated.
+    #[wasm_bindgen(js_name = openRecord)]
+    pub fn open_record(&self, vault: String, record: String) -> Promise {
+        self.run(|inner| async move {
+            let (vault, record) = (vault_id(&vault)?, record_id(&record)?);
+            let mut s = inner.lock().await;
+            let body = records::open(&mut s, &vault, &record).await?;
+            Ok(js_sys::Uint8Array::from(body.as_slice()).into())
+        })
+    }
+
+    /// Seals one file into the named collection (created if missing, for
+    /// the owner) and uploads it, reporting progress as `progress(done,
+    /// total, phase)`; resolves to the new record's id.
+    #[wasm_bindgen(js_name = addFile)]
+    pub fn add_file(
+        &self,
+        vault: String,
+        collection: String,
+        title: String,
+        content_type: String,
+        bytes: Vec<u8>,
+        progress: Option<js_sys::Function>,
+    ) -> Promise {
+        self.run(|inner| async move {
+            let vault = vault_id(&vault)?;
+            let mut s = inner.lock().await;
+            let file = records::NewFile {
+                collection: &collection,
+                title: &title,
+                content_type: &content_type,
+                bytes,
+            };
+            let id = records::add_file(&mut s, &vault, file, &Progress::new(progress)).await?;
+            Ok(JsValue::from_str(&id.to_hex()))
+        })
+    }
+
+    /// Imports a FHIR R4 Bundle (or one resource): every resource becomes a
+    /// record, sorted into collections; resources already in the vault are
+    /// skipped (JSON `{added, skipped, collections}`).
+    #[wasm_bindgen(js_name = importFhir)]
+    pub fn import_fhir(
+        &self,
+        vault: String,
+        bytes: Vec<u8>,
+        progress: Option<js_sys::Function>,
+    ) -> Promise {
+        self.run(|inner| async move {
+            let vault = vault_id(&vault)?;
+            let mut s = inner.lock().await;
+            Ok(json(
+                &records::import_fhir(&mut s, &vault, &bytes, &Progress::new(progress)).await?,
+            ))
+        })
+    }
+
+    /// Looks an identity up by its 64-hex fingerprint; the relay can only
+    /// return the identity that hashes to it (JSON identity).
+    #[wasm_bindgen(js_name = lookupIdentity)]
+    pub fn lookup_identity(&self, fingerprint_hex: String) -> Promise {
+        self.run(|inner| async move {
+            let fp = crate::fingerprint(&fingerprint_hex)?;
+            let mut s = inner.lock().await;
+            s.publish().await?;
+            let id = s.client.lookup_identity(&fp).await?;
+            Ok(json(&view::identity(&id)))
+        })
+    }
+
+    /// Shares a collection (`target` a collection id) or one record
+    /// (`is_record`, read-only) with the identity in `identity_text`, until
+    /// `expires_at` (Unix seconds) if given.
+    pub fn share(
+        &self,
+        vault: String,
+        target: String,
+        is_record: bool,
+        identity_text: String,
+        write: bool,
+        expires_at: Option<f64>,
+    ) -> Promise {
+        self.run(|inner| async move {
+            let vault = vault_id(&vault)?;
+            let mut s = inner.lock().await;
+            let share = sharing::Share {
+                target: &target,
+                is_record,
+                identity_text: &identity_text,
+                write,
+                expires_at,
+            };
+            sharing::share(&mut s, &vault, share).await?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Revokes a member (by 64-hex fingerprint) everywhere, or in one
+    /// collection: rotates the keys of every collection they held and
+    /// withdraws their single-record shares (JSON `{rotated,
+    /// recordSharesWithdrawn}`).
+    pub fn revoke(
+        &self,
+        vault: String,
+        fingerprint_hex: String,
+        collection: Option<String>,
+    ) -> Promise {
+        self.run(|inner| async move {
+            let vault = vault_id(&vault)?;
+            let member = crate::fingerprint(&fingerprint_hex)?;
+            let only = collection.as_deref().map(collection_id).transpose()?;
+            let mut s = inner.lock().await;
+            Ok(json(
+                &sharing::revoke(&mut s, &vault, &member, only.as_ref()).await?,
+            ))
+        })
+    }
+
+    /// The whole vault as a tar archive of standard age files, the
+    /// passphrase-sealed key file and a README (owner only).
+    #[wasm_bindgen(js_name = exportVault)]
+    pub fn export_vault(&self, vault: String) -> Promise {
+        self.run(|inner| async move {
+            let vault = vault_id(&vault)?;
+            let mut s = inner.lock().await;
+            let tar = sharing::export(&mut s, &vault).await?;
+            Ok(js_sys::Uint8Array::from(tar.as_slice()).into())
+        })
+    }
+
+    /// Compares the vault's checkpoint, as this device verified it, with a
+    /// code read from another device; throws `checkpoint_mismatch` if they
+    /// differ (two different histories: a forking relay).
+    #[wasm_bindgen(js_name = compareCheckpoint)]
+    pub fn compare_checkpoint(
+        &self,
+        vault: String,
+        code: String,
+    ) -> std::result::Result<(), JsValue> {
+        let inner = self.inner.try_lock().ok_or_else(|| {
+            Failure::new(
+                "busy",
+                "another operation is running; try again when it finishes",
+            )
+            .into_js()
+        })?;
+        let check = || -> Result<()> {
+            let state = vault_core::store::load_vault(&inner.store, &vault_id(&vault)?)?;
+            state.compare_checkpoint_code(code.trim())?;
+            Ok(())
+        };
+        check().map_err(Failure::into_js)
+    }
+}

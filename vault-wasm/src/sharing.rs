@@ -1,0 +1,322 @@
+//! Vaults, sharing and revocation, export and checkpoints in the browser.
+
+use std::io::{Cursor, Read, Write};
+
+use serde_json::{json, Value};
+use vault_client::records::collection_names;
+use vault_client::sync;
+use vault_core::export::{self, ExportSink};
+use vault_core::store::Store;
+use vault_core::{Fingerprint, Keyring, Permission, PublicIdentity, VaultId, VaultState};
+
+use crate::failure::{Failure, Result};
+use crate::session::{collection_id, record_id, Inner};
+use crate::view;
+
+/// This identity's vaults. Its own vaults listed by the relay's inbox are
+/// joined (verified from genesis, owner checked against this identity);
+/// vaults shared by others are left to the command line, where contacts
+/// are pinned.
+pub async fn vaults(s: &mut Inner) -> Result<Value> {
+    s.publish().await?;
+    let me = s.secret.fingerprint();
+    for v in s.client.inbox().await? {
+        if v.is_owner && s.store.head(&v.vault)?.is_none() {
+            sync::join_vault(&mut s.store, &s.client, &v.vault, &me).await?;
+        }
+    }
+    let mut out = Vec::new();
+    for v in s.store.vaults()? {
+        let state = vault_core::store::load_vault(&s.store, &v)?;
+        out.push(json!({
+            "id": v.to_hex(),
+            "owner": view::identity(state.owner()),
+            "mine": state.owner().fingerprint() == me,
+        }));
+    }
+    Ok(Value::Array(out))
+}
+
+/// Creates a vault owned by this identity.
+pub async fn create_vault(s: &mut Inner) -> Result<VaultId> {
+    s.publish().await?;
+    let (_, genesis) = VaultState::create(&s.secret, s.client.now())?;
+    let state = sync::create_vault(&mut s.store, &s.client, &genesis).await?;
+    Ok(state.vault())
+}
+
+fn member(
+    state: &VaultState,
+    fp: &Fingerprint,
+    permission: &str,
+    expires_at: Option<u64>,
+) -> Value {
+    let known = state.identity(fp);
+    json!({
+        "fingerprint": fp.to_string(),
+        "fingerprintHex": fp.to_hex(),
+        "name": known.map(|i| vault_core::fhir::clean(i.display_name())),
+        "role": known.map(|i| i.role().as_str()),
+        "permission": permission,
+        "expiresAt": expires_at,
+    })
+}
+
+/// The vault, pulled and verified: checkpoint, collections with their
+/// members, and single-record shares.
+pub async fn overview(s: &mut Inner, vault: &VaultId) -> Result<Value> {
+    s.publish().await?;
+    let state = sync::pull(&mut s.store, &s.client, vault).await?;
+    let secret = s.secret.clone();
+    let names = collection_names(&state, &mut Keyring::new(&secret, s.client.now()));
+    let owner = state.owner().fingerprint();
+    let collections: Vec<Value> = state
+        .collections()
+        .into_iter()
+        .filter_map(|c| {
+            let name = names.iter().find(|(_, id)| *id == c.id)?.0.clone();
+            let members: Vec<Value> = c
+                .members
+                .iter()
+                .map(|(fp, p, exp)| {
+                    let permission = if *fp == owner {
+                        "owner"
+                    } else if *p == Permission::ReadWrite {
+                        "write"
+                    } else {
+                        "read"
+                    };
+                    member(&state, fp, permission, *exp)
+                })
+                .collect();
+            Some(json!({
+                "id": c.id.to_hex(),
+                "name": name,
+                "epoch": c.epoch,
+                "records": c.records,
+                "members": members,
+            }))
+        })
+        .collect();
+    let shares: Vec<Value> = state
+        .record_grants()
+        .into_iter()
+        .map(|(record, fp, exp)| {
+            json!({
+                "record": record.to_hex(),
+                "title": null,
+                "who": member(&state, &fp, "read", exp),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "id": vault.to_hex(),
+        "owner": view::identity(state.owner()),
+        "checkpoint": state.head().code(),
+        "seq": state.head().seq,
+        "collections": collections,
+        "recordShares": shares,
+    }))
+}
+
+/// A share the page asks for.
+pub struct Share<'a> {
+    /// A collection id, or a record id with `is_record`.
+    pub target: &'a str,
+    /// Whether `target` is a record.
+    pub is_record: bool,
+    /// The member's identity, as they gave it (`vault-identity:v1:…`).
+    pub identity_text: &'a str,
+    /// Read and write (collections only).
+    pub write: bool,
+    /// Unix seconds.
+    pub expires_at: Option<f64>,
+}
+
+/// Grants a collection or a record to a member.
+pub async fn share(s: &mut Inner, vault: &VaultId, share: Share<'_>) -> Result<()> {
+    let member = PublicIdentity::from_text(share.identity_text.trim())?;
+    let now = s.client.now();
+    let expires_at = match share.expires_at {
+        None => None,
+        Some(t) if t.is_finite() && t > now as f64 && t < 1e12 => Some(t as u64),
+        Some(_) => return Err(Failure::input("the expiry must be a date in the future")),
+    };
+    if share.is_record && share.write {
+        return Err(Failure::input(
+            "a single record is shared read-only; share its collection to let someone write",
+        ));
+    }
+    s.publish().await?;
+    let secret = s.secret.clone();
+    let client = &s.client;
+    if share.is_record {
+        let record = record_id(share.target)?;
+        sync::push_with_retry(&mut s.store, client, vault, |state| {
+            let mut keyring = Keyring::new(&secret, client.now());
+            Ok(vec![state.share_record(
+                &secret,
+                &mut keyring,
+                &record,
+                &member,
+                expires_at,
+                client.now(),
+            )?])
+        })
+        .await?;
+    } else {
+        let collection = collection_id(share.target)?;
+        let permission = if share.write {
+            Permission::ReadWrite
+        } else {
+            Permission::Read
+        };
+        sync::push_with_retry(&mut s.store, client, vault, |state| {
+            let mut keyring = Keyring::new(&secret, client.now());
+            Ok(vec![state.share_collection(
+                &secret,
+                &mut keyring,
+                &collection,
+                &member,
+                permission,
+                expires_at,
+                client.now(),
+            )?])
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Revokes `member` from every collection they hold (or only `only`),
+/// rotating each collection's key, and withdraws their record shares.
+pub async fn revoke(
+    s: &mut Inner,
+    vault: &VaultId,
+    member: &Fingerprint,
+    only: Option<&vault_core::CollectionId>,
+) -> Result<Value> {
+    s.publish().await?;
+    let secret = s.secret.clone();
+    let client = &s.client;
+    let mut rotated = 0usize;
+    let mut records = 0usize;
+    sync::push_with_retry(&mut s.store, client, vault, |state| {
+        rotated = 0;
+        records = 0;
+        let mut next = state.clone();
+        let mut entries = Vec::new();
+        for c in state.collections() {
+            if only.is_some_and(|o| *o != c.id) || !c.members.iter().any(|(m, _, _)| m == member) {
+                continue;
+            }
+            let mut keyring = Keyring::new(&secret, client.now());
+            let entry = next.revoke(&secret, &mut keyring, &c.id, &[*member], client.now())?;
+            next.apply(&entry)?;
+            entries.push(entry);
+            rotated += 1;
+        }
+        for (record, m, _) in state.record_grants() {
+            let in_scope = only.is_none_or(|o| {
+                state
+                    .record(&record)
+                    .map(|r| r.metadata().collection())
+                    .ok()
+                    == Some(*o)
+            });
+            if m != *member || !in_scope {
+                continue;
+            }
+            let entry = next.revoke_record_grant(&secret, &record, member, client.now())?;
+            next.apply(&entry)?;
+            entries.push(entry);
+            records += 1;
+        }
+        Ok(entries)
+    })
+    .await?;
+    if rotated == 0 && records == 0 {
+        return Err(Failure::new(
+            "not_found",
+            "this person has no access to revoke here",
+        ));
+    }
+    Ok(json!({ "rotated": rotated, "recordSharesWithdrawn": records }))
+}
+
+/// Export files collected in memory, then written as one tar archive.
+#[derive(Default)]
+struct TarSink {
+    files: Vec<(String, Vec<u8>)>,
+}
+
+impl ExportSink for TarSink {
+    fn create(&mut self, path: &str) -> vault_core::Result<Box<dyn Write + '_>> {
+        self.files.push((path.to_owned(), Vec::new()));
+        match self.files.last_mut() {
+            Some((_, bytes)) => Ok(Box::new(bytes)),
+            None => Err(vault_core::Error::InvalidInput("export sink")),
+        }
+    }
+}
+
+impl TarSink {
+    fn into_tar(self, mtime: u64) -> Result<Vec<u8>> {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, bytes) in &self.files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o600);
+            header.set_mtime(mtime);
+            header.set_cksum();
+            tar.append_data(
+                &mut header,
+                format!("vault-export/{path}"),
+                bytes.as_slice(),
+            )?;
+        }
+        Ok(tar.into_inner()?)
+    }
+}
+
+/// Exports the vault (owner only) as a tar archive: standard age files for
+/// the owner's key, the FHIR bundle and manifest, the passphrase-sealed key
+/// file and the README.
+pub async fn export(s: &mut Inner, vault: &VaultId) -> Result<Vec<u8>> {
+    s.publish().await?;
+    let state = sync::pull(&mut s.store, &s.client, vault).await?;
+    if state.owner().fingerprint() != s.secret.fingerprint() {
+        return Err(Failure::new(
+            "access_denied",
+            "only the vault's owner can export it",
+        ));
+    }
+    let ids: Vec<_> = state.records(None).iter().map(|r| r.id).collect();
+    crate::records::ensure_blobs(s, &state, &ids).await?;
+    let secret = s.secret.clone();
+    let mut keyring = Keyring::new(&secret, s.client.now());
+    let mut sink = TarSink::default();
+    let store = &s.store;
+    export::vault(
+        &state,
+        &mut keyring,
+        secret.public(),
+        |m| {
+            let mut r =
+                store
+                    .open_blob(m.ciphertext_hash())?
+                    .ok_or(vault_core::Error::Missing {
+                        what: format!("the ciphertext of record {}", m.record()),
+                    })?;
+            let mut bytes = Vec::new();
+            r.read_to_end(&mut bytes)?;
+            Ok(Box::new(Cursor::new(bytes)) as Box<dyn Read>)
+        },
+        &mut sink,
+    )?;
+    sink.files
+        .push(("identity.vault.age".to_owned(), s.key_file.clone()));
+    sink.files
+        .push(("README.txt".to_owned(), export::README.as_bytes().to_vec()));
+    sink.into_tar(s.client.now())
+}

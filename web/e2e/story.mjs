@@ -1,0 +1,423 @@
+#!/usr/bin/env node
+// End-to-end story of the patient web app against a real relay and the real
+// CLI: a patient (browser) and a clinician (CLI) share, write back, revoke.
+//
+//   cd web && npm run build && node e2e/story.mjs
+//
+// Environment: RELAY_BIN, VAULT_BIN, SHARED, WEB_DIST, ARTIFACTS (see README).
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const webDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const RELAY_BIN = process.env.RELAY_BIN ?? '/work/main/target/debug/relay-server';
+const VAULT_BIN = process.env.VAULT_BIN ?? '/work/main/target/debug/vault';
+const SHARED = process.env.SHARED ?? '/work/shared';
+const WEB_DIST = resolve(process.env.WEB_DIST ?? join(webDir, 'dist'));
+const ARTIFACTS = resolve(process.env.ARTIFACTS ?? join(webDir, 'e2e', 'artifacts'));
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+const PATIENT_PASS = 'correct horse battery staple';
+const CLINICIAN_PASS = 'clinician passphrase 1';
+const started = Date.now();
+const tmp = mkdtempSync(join(tmpdir(), 'vault-e2e-'));
+mkdirSync(ARTIFACTS, { recursive: true });
+
+const cleanups = [];
+function log(step) {
+  console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s] ${step}`);
+}
+
+// ---------- relay ----------
+function startRelay() {
+  return new Promise((resolveUrl, reject) => {
+    const relay = spawn(RELAY_BIN, ['--listen', '127.0.0.1:0', '--data-dir', join(tmp, 'relay'), '--web-dir', WEB_DIST, '--log', 'warn'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    cleanups.push(() => relay.kill('SIGTERM'));
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`relay did not start in 15 s:\n${out}`)), 15_000);
+    const onData = (d) => {
+      out += d.toString();
+      const m = /relay-server listening on (http:\/\/[^\s]+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolveUrl(m[1].replace(/\/+$/, ''));
+      }
+    };
+    relay.stdout.on('data', onData);
+    relay.stderr.on('data', (d) => {
+      out += d.toString();
+    });
+    relay.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`relay exited (${code}):\n${out}`));
+    });
+  });
+}
+
+// ---------- CLI ----------
+let relayUrl = '';
+const cliHome = join(tmp, 'cli');
+function cli(args, { input, allowFail = false } = {}) {
+  return new Promise((res, rej) => {
+    const p = spawn(VAULT_BIN, args, {
+      env: { ...process.env, VAULT_HOME: cliHome, VAULT_RELAY: relayUrl, VAULT_PASSPHRASE: CLINICIAN_PASS, NO_COLOR: '1' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d) => (stdout += d));
+    p.stderr.on('data', (d) => (stderr += d));
+    p.on('error', rej);
+    p.on('close', (code) => {
+      if (code !== 0 && !allowFail) rej(new Error(`vault ${args.join(' ')} exited ${code}\n${stderr}${stdout}`));
+      else res({ code, stdout, stderr });
+    });
+    p.stdin.end(input ?? '');
+  });
+}
+
+// ---------- fixtures ----------
+function tinyPdf() {
+  const objs = [
+    '<< /Type /Catalog /Pages 2 0 R >>',
+    '<< /Type /Pages /Kids [3 0 R] /Count 1 >>',
+    '<< /Type /Page /Parent 2 0 R /MediaBox [0 0 300 144] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>',
+    null,
+    '<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>',
+  ];
+  const stream = 'BT /F1 18 Tf 20 70 Td (Discharge letter) Tj ET';
+  objs[3] = `<< /Length ${stream.length} >>\nstream\n${stream}\nendstream`;
+  let pdf = '%PDF-1.4\n';
+  const offsets = [];
+  objs.forEach((o, i) => {
+    offsets.push(pdf.length);
+    pdf += `${i + 1} 0 obj\n${o}\nendobj\n`;
+  });
+  const xref = pdf.length;
+  pdf += `xref\n0 ${objs.length + 1}\n0000000000 65535 f \n`;
+  for (const off of offsets) pdf += `${String(off).padStart(10, '0')} 00000 n \n`;
+  pdf += `trailer\n<< /Size ${objs.length + 1} /Root 1 0 R >>\nstartxref\n${xref}\n%%EOF\n`;
+  return Buffer.from(pdf, 'latin1');
+}
+
+function smallestBundle() {
+  const dir = join(SHARED, 'fhir-samples');
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith('.json'))
+    .map((f) => ({ path: join(dir, f), size: statSync(join(dir, f)).size }))
+    .sort((a, b) => a.size - b.size);
+  assert.ok(files.length > 0, `no FHIR samples in ${dir}`);
+  return files[0].path;
+}
+
+const observation = {
+  resourceType: 'Observation',
+  status: 'final',
+  category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'laboratory' }] }],
+  code: { coding: [{ system: 'http://loinc.org', code: '4548-4', display: 'Hemoglobin A1c/Hemoglobin.total in Blood' }], text: 'HbA1c' },
+  effectiveDateTime: new Date().toISOString(),
+  valueQuantity: { value: 6.1, unit: '%', system: 'http://unitsofmeasure.org', code: '%' },
+};
+
+// The policy the relay serves the app with (relay-server's WEB_CSP): the
+// story runs under it, so any violation (an inline script, a remote
+// request) fails it as a console error.
+const CSP =
+  "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'";
+
+const norm = (s) => s.replace(/\s+/g, ' ').trim();
+
+// ---------- the story ----------
+async function main() {
+  relayUrl = await startRelay();
+  log(`relay at ${relayUrl}`);
+  const loopback = new Set([new URL(relayUrl).host]);
+
+  // The page the relay serves is the sealed one.
+  const expectedHash = readFileSync(join(WEB_DIST, 'bundle-hash.txt'), 'utf8').trim();
+  const res = await fetch(`${relayUrl}/`);
+  const served = Buffer.from(await res.arrayBuffer());
+  assert.equal(createHash('sha256').update(served).digest('hex'), expectedHash, 'served index.html differs from the sealed one');
+  log(`bundle hash ${expectedHash}; CSP: ${res.headers.get('content-security-policy') ?? '(none)'}`);
+
+  const context = await chromium.launchPersistentContext(join(tmp, 'chrome'), {
+    executablePath: CHROMIUM,
+    headless: true,
+    acceptDownloads: true,
+    viewport: { width: 1280, height: 860 },
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  cleanups.push(() => context.close());
+  const problems = [];
+  assert.equal(norm(res.headers.get('content-security-policy') ?? ''), norm(CSP), 'the relay serves the app with its Content-Security-Policy');
+  assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
+  context.on('request', (req) => {
+    const u = new URL(req.url());
+    if (u.protocol === 'data:' || u.protocol === 'blob:' || u.protocol === 'about:') return;
+    const host = u.hostname;
+    if (!(loopback.has(u.host) || host === '127.0.0.1' || host === 'localhost' || host === '[::1]')) problems.push(`request to a non-loopback host: ${req.url()}`);
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') problems.push(`console error: ${msg.text()}`);
+  });
+  page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+  page.setDefaultTimeout(30_000);
+  const tid = (id) => page.getByTestId(id);
+  // Full page up to 2,400 px (long lists are cut); dialogs as the viewport shows them.
+  const shot = async (name, { dialog = false } = {}) => {
+    const height = await page.evaluate(() => document.documentElement.scrollHeight);
+    const width = page.viewportSize().width;
+    if (dialog) return page.screenshot({ path: join(ARTIFACTS, `${name}.png`) });
+    return page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true, clip: { x: 0, y: 0, width, height: Math.min(height, 2400) } });
+  };
+  const noAlerts = async (when) => {
+    const alerts = await page.locator('[data-testid="alerts"] .alert').allInnerTexts();
+    assert.deepEqual(alerts, [], `unexpected alert ${when}: ${alerts.join(' | ')}`);
+  };
+
+  // 1. Identity and vault.
+  await page.goto(`${relayUrl}/`);
+  await tid('create-form').waitFor();
+  assert.ok(await tid('boot-message').isHidden(), 'boot message still shown after start');
+  await shot('01-welcome-create');
+  await tid('create-name').fill('Pat Example');
+  await tid('create-passphrase').fill('short');
+  await tid('create-passphrase2').fill('short');
+  await tid('create-submit').click();
+  await page.locator('[data-testid="alerts"] .alert', { hasText: 'too short' }).waitFor();
+  await tid('alert-dismiss').click();
+  await tid('create-passphrase').fill(PATIENT_PASS);
+  await tid('create-passphrase2').fill(PATIENT_PASS);
+  await tid('create-submit').click();
+  await tid('create-vault-step').waitFor({ timeout: 60_000 });
+  log('1. identity created (scrypt 2^18 in the browser)');
+  await tid('create-vault').click();
+  await tid('view-add').waitFor();
+  await noAlerts('after creating the vault');
+  log('1. vault created');
+
+  // The identity screen: fingerprint for the clinician's look-up.
+  await tid('nav-identity').click();
+  const patientHex = (await tid('my-fingerprint-hex').innerText()).trim();
+  assert.match(patientHex, /^[0-9a-f]{64}$/);
+  const patientDigits = norm(await tid('my-fingerprint').innerText());
+  assert.match(patientDigits, /^(\d{5} ){5}\d{5}$/);
+  await shot('02-identity');
+
+  // 2. Upload a Synthea bundle and a PDF.
+  await tid('nav-add').click();
+  const bundle = smallestBundle();
+  await tid('upload-input').setInputFiles([
+    { name: bundle.split('/').pop(), mimeType: 'application/json', buffer: readFileSync(bundle) },
+    { name: 'discharge-letter.pdf', mimeType: 'application/pdf', buffer: tinyPdf() },
+  ]);
+  assert.equal(await tid('upload-item').count(), 2);
+  await tid('upload-start').click();
+  // Progress is reported while the bundle is imported.
+  await page.waitForFunction(() => {
+    const el = document.querySelector('[data-testid="upload-progress-text"]');
+    return el && el.textContent && el.textContent.length > 0;
+  });
+  await tid('import-summary').waitFor({ timeout: 90_000 });
+  await tid('upload-file-done').waitFor({ timeout: 30_000 });
+  await page.waitForFunction(() => document.querySelector('[data-testid="upload-progress-text"]')?.textContent?.startsWith('Done'));
+  assert.equal(await tid('upload-progress').evaluate((el) => el.value), 1);
+  const counts = await tid('import-summary-counts').innerText();
+  const added = Number(/(\d+) records? added/.exec(counts)?.[1]);
+  assert.ok(added > 0, `import added nothing: ${counts}`);
+  const summaryRows = await tid('import-summary-row').evaluateAll((rows) => rows.map((r) => [r.cells[0].textContent, Number(r.cells[1].textContent)]));
+  const labsRow = summaryRows.find(([name]) => /lab/i.test(name));
+  assert.ok(labsRow, `no labs collection in the import: ${JSON.stringify(summaryRows)}`);
+  const [labsName, labsCount] = labsRow;
+  await noAlerts('after upload');
+  await shot('03-upload-summary');
+  log(`2. imported ${added} records (${summaryRows.map(([n, c]) => `${n}: ${c}`).join(', ')}) and a PDF`);
+
+  // The PDF record: detail and download.
+  await tid('nav-records').click();
+  await page.locator('[data-testid="collection-item"][data-collection-name="documents"]').click();
+  await page.locator('[data-testid="record-row"][data-title="discharge-letter.pdf"]').click();
+  await tid('record-detail').waitFor();
+  assert.match(await tid('record-author-text').innerText(), /Added by you/);
+  const [download] = await Promise.all([page.waitForEvent('download'), tid('record-download').click()]);
+  const dlPath = join(tmp, 'download.pdf');
+  await download.saveAs(dlPath);
+  assert.deepEqual(readFileSync(dlPath), tinyPdf(), 'downloaded PDF differs from the uploaded one');
+  await tid('record-back').click();
+
+  // 3. A clinician (CLI) and the share.
+  await cli(['init', '--name', 'dr-a', '--role', 'clinician', '--work-factor', '15']);
+  const identityText = (await cli(['whoami', '--export'])).stdout.trim();
+  const who = JSON.parse((await cli(['whoami', '--json'])).stdout);
+  assert.match(identityText, /^vault-identity:v1:/);
+  await page.locator('[data-testid="collection-item"]', { hasText: labsName }).first().click();
+  assert.equal(norm(await tid('records-heading').innerText()), labsName);
+  assert.equal(await tid('record-row').count(), labsCount);
+  await shot('04-records-list');
+  await tid('share-collection').click();
+  await tid('share-dialog').waitFor();
+  await tid('share-identity-text').fill(identityText);
+  await tid('share-check-text').click();
+  await tid('share-identity-fingerprint').waitFor();
+  assert.equal(norm(await tid('share-identity-fingerprint').innerText()), norm(who.fingerprint_digits), 'fingerprint shown differs from the CLI');
+  assert.equal(await tid('share-identity-name').innerText(), 'dr-a');
+  assert.equal(await tid('share-identity-role').innerText(), 'clinician');
+  assert.ok(await tid('share-submit').isDisabled(), 'share allowed before the fingerprint was confirmed');
+  await tid('share-confirm-fingerprint').check();
+  await tid('share-perm-write').check();
+  assert.equal(await tid('share-expiry').inputValue(), '30d');
+  await shot('05-share-dialog', { dialog: true });
+  await tid('share-submit').click();
+  await tid('share-dialog').waitFor({ state: 'detached' });
+  await noAlerts('after sharing');
+  await tid('nav-access').click();
+  const member = page.locator(`[data-testid="access-collection"][data-collection-name="${labsName}"] [data-testid="access-member"][data-name="dr-a"]`);
+  await member.waitFor();
+  const memberText = norm(await member.innerText());
+  assert.match(memberText, /read and write/);
+  assert.match(memberText, /in (29|30) days/);
+  await shot('06-access-list');
+  log(`3. shared "${labsName}" with dr-a (read and write, 30 days)`);
+
+  // 4. The clinician reads the labs.
+  await cli(['contacts', 'add', 'patient', '--lookup', patientHex, '--verify', patientHex]);
+  const inbox = await cli(['inbox']);
+  log(`4. vault inbox:\n${inbox.stdout.trim().split('\n').map((l) => `      ${l}`).join('\n')}`);
+  const listed = JSON.parse((await cli(['list', '--vault', 'patient', '--json'])).stdout);
+  const records = Array.isArray(listed) ? listed : (listed.records ?? []);
+  assert.equal(records.length, labsCount, `clinician sees ${records.length} records, expected the ${labsCount} labs`);
+  for (const r of records) {
+    assert.equal(r.collection, labsName, `clinician sees a record outside the labs: ${JSON.stringify(r)}`);
+  }
+  const first = records[0];
+  assert.match(first.record, /^[0-9a-f]{32,64}$/);
+  const show = await cli(['show', first.record, '--vault', 'patient']);
+  assert.ok(show.stdout.includes(first.title), `vault show does not name the record: ${show.stdout}`);
+  log(`4. clinician lists ${records.length} lab records; vault show ${first.record.slice(0, 12)}… "${first.title}" ok`);
+
+  // 5. The clinician writes a result back.
+  await cli(['add', '-', '-c', labsName, '--title', 'HbA1c result', '--vault', 'patient'], { input: JSON.stringify(observation) });
+  log('5. clinician added "HbA1c result"');
+
+  // 6. The patient sees it, with the clinician as verified author.
+  await tid('nav-records').click();
+  await tid('refresh').click();
+  await page.locator('[data-testid="collection-item"]', { hasText: labsName }).first().click();
+  const row = page.locator('[data-testid="record-row"][data-title="HbA1c result"]');
+  await row.waitFor();
+  const badge = norm(await row.getByTestId('author-badge').innerText());
+  assert.match(badge, /dr-a/);
+  assert.match(badge, /clinician/);
+  assert.match(badge, /verified/);
+  await row.click();
+  await tid('record-detail').waitFor();
+  assert.match(await tid('record-author-text').innerText(), /dr-a.*clinician/);
+  assert.equal(norm(await tid('signature-verified').innerText()), 'Signature verified');
+  assert.equal(norm(await tid('record-author-fingerprint').innerText()), norm(who.fingerprint_digits));
+  await shot('07-record-detail');
+  await tid('nav-timeline').click();
+  await tid('timeline').waitFor();
+  assert.ok((await page.locator('[data-testid="timeline"] [data-testid="record-row"]').count()) >= added + 2);
+  await shot('08-timeline');
+  log('6. the patient sees the result written by dr-a, clinician, verified');
+
+  // 7. Revoke dr-a; the CLI is refused.
+  await tid('nav-access').click();
+  await page.locator('[data-testid="access-person"][data-name="dr-a"]').getByTestId('revoke-everywhere').click();
+  await tid('revoke-dialog').waitFor();
+  await shot('09-revoke-confirm', { dialog: true });
+  await tid('revoke-dialog-confirm').click();
+  await tid('revoke-summary').waitFor();
+  assert.match(await tid('revoke-summary').innerText(), /1 collection key rotated/);
+  await tid('access-empty').waitFor();
+  await noAlerts('after revoking');
+  const refused = await cli(['list', '--vault', 'patient'], { allowFail: true });
+  assert.equal(refused.code, 4, `after revocation vault list should exit 4 (access denied), got ${refused.code}: ${refused.stderr}`);
+  log(`7. revoked; vault list --vault patient exits 4: ${refused.stderr.trim().split('\n')[0]}`);
+
+  // 8. About / integrity, vault screen, phone width.
+  await tid('nav-about').click();
+  await page.waitForFunction((h) => document.querySelector('[data-testid="bundle-hash"]')?.textContent === h, expectedHash);
+  await shot('10-about-integrity');
+  await tid('nav-vault').click();
+  const code = (await tid('checkpoint-code').innerText()).trim();
+  await tid('checkpoint-input').fill(code);
+  await tid('checkpoint-compare').click();
+  await page.locator('[data-testid="checkpoint-result"] .inline-ok').waitFor();
+  await shot('11-vault-checkpoint-export');
+  await page.setViewportSize({ width: 375, height: 800 });
+  for (const view of ['records', 'timeline', 'access', 'identity', 'add']) {
+    await tid(`nav-${view}`).click();
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    assert.ok(overflow <= 0, `horizontal scroll at 375 px on ${view}: ${overflow}px`);
+  }
+  await tid('nav-records').click();
+  await shot('12-phone-records');
+
+  // Lock, then unlock with a wrong and then the right passphrase (snapshot restored).
+  await tid('lock').click();
+  await tid('unlock-form').waitFor();
+  await tid('unlock-passphrase').fill('not the passphrase');
+  await tid('unlock-submit').click();
+  await page.locator('[data-testid="alerts"] .alert', { hasText: 'Wrong passphrase' }).waitFor({ timeout: 60_000 });
+  await tid('alert-dismiss').click();
+  await tid('unlock-passphrase').fill(PATIENT_PASS);
+  await tid('unlock-submit').click();
+  await tid('record-list').waitFor({ timeout: 60_000 });
+  await shot('13-unlocked-again');
+  log('8. screenshots saved, lock/unlock ok');
+
+  assert.deepEqual(problems, [], `problems:\n${problems.join('\n')}`);
+
+  // Integrity: a tampered wasm is refused (the app says so), and a tampered
+  // script leaves the static warning visible instead of a blank page.
+  const tampered = await context.newPage();
+  await tampered.route('**/*.wasm', async (route) => {
+    const response = await route.fetch();
+    const body = Buffer.from(await response.body());
+    body[body.length - 1] ^= 1;
+    await route.fulfill({ response, body });
+  });
+  await tampered.goto(`${relayUrl}/`);
+  await tampered.getByTestId('boot-failed').waitFor();
+  await tampered.screenshot({ path: join(ARTIFACTS, '14-tampered-wasm.png') });
+  await tampered.unroute('**/*.wasm');
+  await tampered.route('**/assets/*.js', async (route) => {
+    const response = await route.fetch();
+    await route.fulfill({ response, body: `${await response.text()}\n;void 0;` });
+  });
+  await tampered.goto(`${relayUrl}/?tampered-js`);
+  await tampered.waitForTimeout(1500);
+  assert.ok(await tampered.getByTestId('boot-message').isVisible(), 'the loading warning is hidden although the script was refused');
+  assert.match(await tampered.getByTestId('boot-message').innerText(), /do not enter your passphrase/);
+  await tampered.screenshot({ path: join(ARTIFACTS, '15-tampered-script.png') });
+  await tampered.close();
+  log('integrity: tampered wasm refused with a message; tampered script leaves the warning shown');
+  log(`PASS (${((Date.now() - started) / 1000).toFixed(1)} s); screenshots in ${ARTIFACTS}`);
+}
+
+let failed = false;
+try {
+  await main();
+} catch (e) {
+  failed = true;
+  console.error(`FAIL: ${e.stack ?? e}`);
+} finally {
+  for (const f of cleanups.reverse()) {
+    try {
+      await f();
+    } catch {
+      /* ignore */
+    }
+  }
+  rmSync(tmp, { recursive: true, force: true });
+}
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,168 @@
+// Who has access to what, and revocation (which rotates keys).
+
+import { h, icon, ICONS } from './dom';
+import { confirmDialog } from './dialog';
+import { announce } from './errors';
+import { fmtExpiry, roleLabel } from './format';
+import { run, type Ctx } from './state';
+import { refresh } from './app';
+import { openShareDialog } from './share';
+import { emptyState, fingerprintEl, memberName, withBusy } from './ui';
+import type { Member, RevokeSummary } from './vault';
+
+let lastSummary: { text: string } | null = null;
+
+export function renderAccess(c: Ctx): HTMLElement {
+  const ov = c.overview!;
+  const people = new Map<string, { m: Member; where: string[] }>();
+  for (const col of ov.collections) {
+    for (const m of col.members) {
+      if (m.permission === 'owner') continue;
+      const p = people.get(m.fingerprintHex) ?? { m, where: [] };
+      p.where.push(`${col.name} (${m.permission === 'write' ? 'read and write' : 'read'})`);
+      people.set(m.fingerprintHex, p);
+    }
+  }
+  for (const rs of ov.recordShares) {
+    const p = people.get(rs.who.fingerprintHex) ?? { m: rs.who, where: [] };
+    p.where.push(`record “${rs.title ?? rs.record.slice(0, 8)}”`);
+    people.set(rs.who.fingerprintHex, p);
+  }
+
+  const summaryEl = lastSummary ? h('p', { class: 'inline-ok', testid: 'revoke-summary' }, icon(ICONS.check), lastSummary.text) : null;
+  lastSummary = null;
+
+  return h(
+    'div',
+    { class: 'stack', testid: 'access' },
+    h('div', { class: 'panel-head' }, h('h1', null, 'Sharing and access')),
+    summaryEl,
+    h(
+      'section',
+      { class: 'card', 'aria-labelledby': 'people-heading' },
+      h('h2', { id: 'people-heading' }, 'People with access'),
+      people.size === 0
+        ? emptyState('Nobody but you has access. Share a collection from the Records screen.', 'access-empty')
+        : h(
+            'ul',
+            { class: 'people', testid: 'access-people' },
+            Array.from(people.values()).map(({ m, where }) =>
+              h(
+                'li',
+                { class: 'person', testid: 'access-person', 'data-name': memberName(m) },
+                h('div', { class: 'person-head' }, h('strong', null, memberName(m)), h('span', { class: 'muted' }, ` · ${roleLabel(m.role)}`)),
+                fingerprintEl(m.fingerprint, undefined, 'small'),
+                h('p', null, `Access to: ${where.join(', ')}`),
+                h('div', { class: 'actions' }, revokeButton(c, m, null, 'Revoke everywhere', 'revoke-everywhere')),
+              ),
+            ),
+          ),
+    ),
+    h(
+      'section',
+      { class: 'card', 'aria-labelledby': 'cols-heading' },
+      h('h2', { id: 'cols-heading' }, 'Collections'),
+      ov.collections.length === 0
+        ? emptyState('No collections yet.')
+        : [...ov.collections].sort((a, b) => a.name.localeCompare(b.name)).map((col) =>
+            h(
+              'section',
+              { class: 'access-collection', testid: 'access-collection', 'data-collection-name': col.name },
+              h('h3', null, col.name, h('span', { class: 'muted' }, ` · ${col.records} record${col.records === 1 ? '' : 's'} · key epoch ${col.epoch}`)),
+              col.members.every((m) => m.permission === 'owner')
+                ? h('p', { class: 'muted' }, 'Only you have access.')
+                : h(
+                    'div',
+                    { class: 'table-wrap' },
+                    h(
+                      'table',
+                      { class: 'table' },
+                      h('thead', null, h('tr', null, ['Who', 'Permission', 'Expires', ''].map((t) => h('th', { scope: 'col' }, t)))),
+                      h(
+                        'tbody',
+                        null,
+                        col.members.map((m) =>
+                          h(
+                            'tr',
+                            { testid: 'access-member', 'data-name': memberName(m) },
+                            h('td', null, h('strong', null, m.permission === 'owner' ? 'You' : memberName(m)), h('br'), h('span', { class: 'muted' }, roleLabel(m.role))),
+                            h('td', null, m.permission === 'owner' ? 'owner' : m.permission === 'write' ? 'read and write' : 'read'),
+                            h('td', { testid: 'access-expiry' }, m.permission === 'owner' ? '—' : fmtExpiry(m.expiresAt)),
+                            h('td', null, m.permission === 'owner' ? null : revokeButton(c, m, { id: col.id, name: col.name }, 'Revoke', 'revoke-collection')),
+                          ),
+                        ),
+                      ),
+                    ),
+                  ),
+              h(
+                'div',
+                { class: 'actions' },
+                h(
+                  'button',
+                  { type: 'button', class: 'button secondary small', testid: 'access-share', onclick: () => openShareDialog(c, { kind: 'collection', id: col.id, name: col.name }) },
+                  icon(ICONS.share),
+                  `Share “${col.name}”`,
+                ),
+              ),
+            ),
+          ),
+    ),
+    h(
+      'section',
+      { class: 'card', 'aria-labelledby': 'rs-heading' },
+      h('h2', { id: 'rs-heading' }, 'Single records shared'),
+      ov.recordShares.length === 0
+        ? emptyState('No single records are shared.')
+        : h(
+            'ul',
+            { class: 'people' },
+            ov.recordShares.map((rs) =>
+              h('li', { testid: 'access-record-share' }, h('strong', null, rs.title ?? rs.record.slice(0, 12)), ` — ${memberName(rs.who)} (${roleLabel(rs.who.role)}), ${fmtExpiry(rs.who.expiresAt)}`),
+            ),
+          ),
+    ),
+  );
+}
+
+function revokeButton(c: Ctx, m: Member, collection: { id: string; name: string } | null, label: string, testid: string): HTMLButtonElement {
+  const b: HTMLButtonElement = h(
+    'button',
+    {
+      type: 'button',
+      class: 'button danger small',
+      testid,
+      onclick: async () => {
+        const vault = c.vault;
+        if (!vault) return;
+        const scope = collection ? `the collection “${collection.name}”` : 'everything in your vault';
+        const ok = await confirmDialog({
+          title: `Revoke ${memberName(m)}?`,
+          testid: 'revoke-dialog',
+          danger: true,
+          confirm: 'Revoke access',
+          text: [
+            h('p', null, `${memberName(m)} (${roleLabel(m.role)}) will lose access to ${scope}.`),
+            h(
+              'p',
+              null,
+              'The keys of the affected collections are rotated: everything added from now on is sealed under new keys they do not have. Single records shared with them are withdrawn.',
+            ),
+            h('p', { class: 'muted' }, 'What they already downloaded or copied cannot be taken back.'),
+          ],
+        });
+        if (!ok) return;
+        const summary = await withBusy(b, 'Revoking…', () => run((s) => s.revoke(vault, m.fingerprintHex, collection?.id)), 'Revoke failed');
+        if (!summary) return;
+        lastSummary = { text: summaryText(memberName(m), summary) };
+        announce(lastSummary.text);
+        await refresh();
+      },
+    },
+    label,
+  );
+  return b;
+}
+
+function summaryText(name: string, s: RevokeSummary): string {
+  return `${name} was revoked: ${s.rotated} collection key${s.rotated === 1 ? '' : 's'} rotated, ${s.recordSharesWithdrawn} single-record share${s.recordSharesWithdrawn === 1 ? '' : 's'} withdrawn.`;
+}

@@ -1,0 +1,185 @@
+// Sharing a collection or one record with a clinician, after the patient has
+// compared the clinician's fingerprint with them.
+
+import { describeIdentity, type IdentityView } from './vault';
+import { clear, field, h, icon, ICONS, nextId } from './dom';
+import { openDialog } from './dialog';
+import { announce, clearAlerts, showAlert, showError } from './errors';
+import { fmtExpiry, roleLabel } from './format';
+import { run, type Ctx } from './state';
+import { refresh } from './app';
+import { fingerprintEl, withBusy } from './ui';
+
+export type ShareTarget = { kind: 'collection' | 'record'; id: string; name: string };
+
+const EXPIRY: [string, string, number | null][] = [
+  ['1d', '1 day', 1],
+  ['7d', '1 week', 7],
+  ['30d', '30 days', 30],
+  ['90d', '90 days', 90],
+  ['365d', '1 year', 365],
+  ['never', 'No expiry', null],
+  ['date', 'Until a date…', null],
+];
+
+export function openShareDialog(c: Ctx, target: ShareTarget): void {
+  const vault = c.vault;
+  if (!vault) return;
+  let identity: IdentityView | null = null;
+
+  const text = h('textarea', { rows: 3, class: 'mono', testid: 'share-identity-text', spellcheck: false, placeholder: 'vault-identity:v1:…' });
+  const fpHex = h('input', { type: 'text', class: 'mono', testid: 'share-fingerprint-hex', spellcheck: false, autocomplete: 'off', placeholder: '64 hex digits' });
+  const found = h('div', { class: 'identity-found', testid: 'share-identity', 'aria-live': 'polite' });
+  const confirm = h('input', { type: 'checkbox', testid: 'share-confirm-fingerprint', disabled: true });
+  const permGroup = nextId('perm');
+  const permRead = h('input', { type: 'radio', name: permGroup, value: 'read', checked: true, testid: 'share-perm-read' });
+  const permWrite = h('input', { type: 'radio', name: permGroup, value: 'write', testid: 'share-perm-write', disabled: target.kind === 'record' });
+  const expiry = h('select', { testid: 'share-expiry' }, EXPIRY.map(([v, label]) => h('option', { value: v, selected: v === '30d' }, label)));
+  const date = h('input', { type: 'date', testid: 'share-expiry-date', min: new Date(Date.now() + 86400_000).toISOString().slice(0, 10) });
+  const dateField = field('Expiry date', date);
+  dateField.hidden = true;
+  const expiryNote = h('p', { class: 'muted', testid: 'share-expiry-note' });
+  const submit = h('button', { type: 'submit', class: 'button primary', testid: 'share-submit', disabled: true }, icon(ICONS.share), 'Share');
+
+  const expiresAt = (): number | null | 'invalid' => {
+    const v = expiry.value;
+    if (v === 'never') return null;
+    if (v === 'date') {
+      if (!date.value) return 'invalid';
+      const [y, m, d] = date.value.split('-').map(Number);
+      const t = new Date(y, m - 1, d, 23, 59, 59).getTime() / 1000;
+      return t > Date.now() / 1000 ? Math.floor(t) : 'invalid';
+    }
+    const days = EXPIRY.find(([k]) => k === v)?.[2] ?? 30;
+    return Math.floor(Date.now() / 1000) + days * 86400;
+  };
+  const updateExpiry = () => {
+    dateField.hidden = expiry.value !== 'date';
+    const e = expiresAt();
+    expiryNote.textContent = e === 'invalid' ? 'Choose a date in the future.' : `Access ends: ${fmtExpiry(e)}.`;
+  };
+  expiry.addEventListener('change', updateExpiry);
+  date.addEventListener('change', updateExpiry);
+  updateExpiry();
+
+  const updateSubmit = () => {
+    submit.disabled = !(identity && confirm.checked);
+  };
+  confirm.addEventListener('change', updateSubmit);
+
+  const showIdentity = (id: IdentityView | null) => {
+    identity = id;
+    clear(found);
+    confirm.checked = false;
+    confirm.disabled = !id;
+    if (id) {
+      found.append(
+        h(
+          'div',
+          { class: 'identity-card' },
+          h('p', { class: 'identity-name' }, h('strong', { testid: 'share-identity-name' }, id.name), ' · ', h('span', { testid: 'share-identity-role' }, roleLabel(id.role)), id.registration ? ` · registration ${id.registration}` : ''),
+          h('p', { class: 'muted' }, 'Fingerprint — compare every digit with the clinician:'),
+          fingerprintEl(id.fingerprint, 'share-identity-fingerprint'),
+          id.role !== 'clinician' ? h('p', { class: 'inline-note' }, 'This identity is not a clinician.') : null,
+        ),
+      );
+    }
+    updateSubmit();
+  };
+
+  const parseText = () => {
+    const t = text.value.trim();
+    if (!t) {
+      showIdentity(null);
+      return;
+    }
+    try {
+      showIdentity(describeIdentity(t));
+      fpHex.value = '';
+    } catch (e) {
+      showIdentity(null);
+      showError(e, 'This identity text is not valid');
+    }
+  };
+  text.addEventListener('change', parseText);
+  const checkBtn = h('button', { type: 'button', class: 'button secondary', testid: 'share-check-text', onclick: parseText }, 'Check identity');
+
+  const lookupBtn: HTMLButtonElement = h(
+    'button',
+    {
+      type: 'button',
+      class: 'button secondary',
+      testid: 'share-lookup',
+      onclick: () =>
+        withBusy(lookupBtn, 'Looking up…', async () => {
+          const hex = fpHex.value.replace(/\s+/g, '').toLowerCase();
+          if (!/^[0-9a-f]{64}$/.test(hex)) {
+            showAlert('error', 'Fingerprint', 'Type the 64 hex digits of the fingerprint (as `vault whoami` shows).');
+            return;
+          }
+          showIdentity(null);
+          const id = await run((s) => s.lookupIdentity(hex));
+          text.value = '';
+          showIdentity(id);
+        }, 'Look-up failed'),
+    },
+    'Look up',
+  );
+
+  const whatLabel = target.kind === 'collection' ? `the collection “${target.name}”` : `the record “${target.name}”`;
+  openDialog(`Share ${target.kind === 'collection' ? 'a collection' : 'a record'}`, 'share-dialog', (d) => {
+    const form = h(
+      'form',
+      {
+        class: 'share-form',
+        onsubmit: async (ev: Event) => {
+          ev.preventDefault();
+          clearAlerts();
+          const id = identity;
+          if (!id || !confirm.checked) return;
+          const exp = expiresAt();
+          if (exp === 'invalid') {
+            showAlert('error', 'Expiry date', 'Choose an expiry date in the future.');
+            date.focus();
+            return;
+          }
+          const write = permWrite.checked && target.kind === 'collection';
+          const done = await withBusy(submit, 'Sharing…', async () => {
+            await run((s) => s.share(vault, target.id, target.kind === 'record', id.identityText, write, exp ?? undefined));
+            return true;
+          }, 'Sharing failed');
+          if (!done) return;
+          d.close();
+          announce(`Shared ${whatLabel} with ${id.name} (${write ? 'read and write' : 'read only'}, ${fmtExpiry(exp)}).`);
+          await refresh();
+        },
+      },
+      h('p', null, `You are giving access to ${whatLabel}. Only the person holding this key will be able to read it.`),
+      h(
+        'fieldset',
+        null,
+        h('legend', null, 'Who'),
+        field('Their identity text', text, 'Paste the text they sent you (vault whoami --export)…'),
+        h('div', { class: 'actions' }, checkBtn),
+        h('p', { class: 'or' }, 'or'),
+        field('Their fingerprint (64 hex digits)', fpHex, '…or type their fingerprint and look it up on the relay.'),
+        h('div', { class: 'actions' }, lookupBtn),
+        found,
+        h('label', { class: 'check' }, confirm, ' I compared this fingerprint with the clinician (in person or by phone) and every digit matches.'),
+      ),
+      h(
+        'fieldset',
+        { class: 'radio-row' },
+        h('legend', null, 'Permission'),
+        h('label', { class: 'check' }, permRead, ' Read'),
+        h('label', { class: 'check' }, permWrite, ' Read and write (they can add results)'),
+        target.kind === 'record' ? h('p', { class: 'muted' }, 'A single record can only be shared read-only.') : null,
+      ),
+      field('Access expires', expiry),
+      dateField,
+      expiryNote,
+      h('div', { class: 'actions' }, h('button', { type: 'button', class: 'button secondary', testid: 'share-cancel', onclick: () => d.close() }, 'Cancel'), submit),
+    );
+    return form;
+  });
+}

@@ -1,0 +1,283 @@
+// The typed face of vault-wasm: every cryptographic operation, every check of
+// what the relay sends, and every request to the relay happens inside the
+// WebAssembly module (vault-core and vault-client compiled to wasm32). This
+// file only converts between JSON strings and typed objects and turns the
+// module's errors ("code: message") into VaultError.
+
+import init, * as wasm from '../pkg/vault_wasm.js';
+
+/** An error from vault-wasm with a stable code (see `errorText`). */
+export class VaultError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.code = code;
+    this.name = 'VaultError';
+  }
+}
+
+function toVaultError(e: unknown): VaultError {
+  if (e instanceof VaultError) return e;
+  const text = e instanceof Error ? e.message : String(e);
+  const m = /^([a-z_]+): ([\s\S]*)$/.exec(text);
+  return m ? new VaultError(m[1], m[2]) : new VaultError('internal', text);
+}
+
+async function call<T>(f: () => T | Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (e) {
+    throw toVaultError(e);
+  }
+}
+
+/** Loads the WebAssembly module, checking its Subresource Integrity hash. */
+export async function load(wasmUrl: string, integrity: string | undefined): Promise<void> {
+  await call(async () => {
+    const response = fetch(wasmUrl, integrity ? { integrity } : {});
+    await init({ module_or_path: response });
+  });
+}
+
+export type Role = 'patient' | 'clinician';
+
+/** A verified public identity. */
+export interface IdentityView {
+  name: string;
+  role: Role;
+  registration: string | null;
+  /** Six groups of five digits, space separated: what people compare. */
+  fingerprint: string;
+  /** 64 hex digits: what the relay lookup takes. */
+  fingerprintHex: string;
+  /** `vault-identity:v1:…`: what the patient pastes to share. */
+  identityText: string;
+}
+
+export interface NewIdentity {
+  /** The passphrase-sealed key file (an age file): store it, never anything else secret. */
+  keyFile: Uint8Array;
+  identity: IdentityView;
+}
+
+export interface VaultListing {
+  id: string;
+  owner: IdentityView;
+  mine: boolean;
+}
+
+export interface Member {
+  fingerprintHex: string;
+  fingerprint: string;
+  name: string | null;
+  role: Role | null;
+  permission: 'owner' | 'read' | 'write';
+  /** Unix seconds. */
+  expiresAt: number | null;
+}
+
+export interface CollectionView {
+  id: string;
+  name: string;
+  epoch: number;
+  records: number;
+  members: Member[];
+}
+
+export interface RecordShare {
+  record: string;
+  title: string | null;
+  who: Member;
+}
+
+export interface VaultOverview {
+  id: string;
+  owner: IdentityView;
+  /** Checkpoint code: compare it with another device (`vault verify --compare`). */
+  checkpoint: string;
+  seq: number;
+  collections: CollectionView[];
+  recordShares: RecordShare[];
+}
+
+export interface Author {
+  fingerprint: string;
+  fingerprintHex: string;
+  name: string | null;
+  role: Role | null;
+  isOwner: boolean;
+  isMe: boolean;
+}
+
+export interface RecordView {
+  id: string;
+  collection: string;
+  collectionName: string;
+  version: number;
+  title: string;
+  contentType: string;
+  /** FHIR resource type, for FHIR records. */
+  resourceType: string | null;
+  /** Unix seconds. */
+  createdAt: number;
+  /** Clinical date, Unix seconds. */
+  effectiveAt: number | null;
+  /** Verified author of this version (signature checked by vault-core). */
+  author: Author;
+  bodyLen: number | null;
+  ciphertextLen: number;
+  /** False for a large record not downloaded just to list it. */
+  downloaded: boolean;
+  /** Readable lines for common FHIR resources: [label, value]. */
+  summary: [string, string][];
+}
+
+export interface RecordListing {
+  records: RecordView[];
+  /** Records that failed verification (never shown as content). */
+  failed: { id: string; code: string; message: string }[];
+}
+
+export interface ImportSummary {
+  added: number;
+  skipped: number;
+  collections: Record<string, number>;
+}
+
+export interface RevokeSummary {
+  rotated: number;
+  recordSharesWithdrawn: number;
+}
+
+/** Progress of long work: bytes or records done of total, and the phase. */
+export type Progress = (done: number, total: number, phase: string) => void;
+
+export function version(): string {
+  return wasm.version();
+}
+
+export function describeIdentity(identityText: string): IdentityView {
+  try {
+    return JSON.parse(wasm.describeIdentity(identityText));
+  } catch (e) {
+    throw toVaultError(e);
+  }
+}
+
+/** Creates a new identity, sealed under `passphrase` (scrypt work factor `workFactor`, 15–22). */
+export async function createIdentity(
+  name: string,
+  role: Role,
+  passphrase: string,
+  workFactor = 18,
+): Promise<NewIdentity> {
+  return call(() => {
+    const id = wasm.createIdentity(name, role, passphrase, workFactor);
+    return { keyFile: id.keyFile(), identity: JSON.parse(id.identity()) };
+  });
+}
+
+/** An unlocked identity talking to one relay. Operations run one at a time. */
+export class Session {
+  private constructor(private readonly inner: wasm.Session) {}
+
+  /**
+   * Opens `keyFile` with `passphrase` (error code `wrong_passphrase`) and
+   * restores the verified local state from `snapshot` (from `snapshot()`).
+   */
+  static async unlock(
+    keyFile: Uint8Array,
+    passphrase: string,
+    relayUrl: string,
+    snapshot?: Uint8Array,
+  ): Promise<Session> {
+    return call(async () => new Session(await wasm.Session.unlock(keyFile, passphrase, relayUrl, snapshot)));
+  }
+
+  me(): IdentityView {
+    return JSON.parse(this.inner.me());
+  }
+
+  /** The verified logs, pins and cursors, to keep in IndexedDB (no secrets, no record content). */
+  snapshot(): Uint8Array {
+    return this.inner.snapshot();
+  }
+
+  publish(): Promise<void> {
+    return call(() => this.inner.publish());
+  }
+
+  async vaults(): Promise<VaultListing[]> {
+    return JSON.parse(await call(() => this.inner.vaults()));
+  }
+
+  createVault(): Promise<string> {
+    return call(() => this.inner.createVault());
+  }
+
+  async overview(vault: string): Promise<VaultOverview> {
+    return JSON.parse(await call(() => this.inner.overview(vault)));
+  }
+
+  async records(vault: string, collection?: string): Promise<RecordListing> {
+    return JSON.parse(await call(() => this.inner.records(vault, collection)));
+  }
+
+  /** The record's body, decrypted and authenticated. */
+  openRecord(vault: string, record: string): Promise<Uint8Array> {
+    return call(() => this.inner.openRecord(vault, record));
+  }
+
+  /** Seals and uploads one file into the named collection (created if missing). Returns the record id. */
+  addFile(
+    vault: string,
+    collectionName: string,
+    title: string,
+    contentType: string,
+    bytes: Uint8Array,
+    progress: Progress,
+  ): Promise<string> {
+    return call(() => this.inner.addFile(vault, collectionName, title, contentType, bytes, progress));
+  }
+
+  /** Imports a FHIR R4 Bundle (or one resource): each resource a record, sorted into collections. */
+  async importFhir(vault: string, bytes: Uint8Array, progress: Progress): Promise<ImportSummary> {
+    return JSON.parse(await call(() => this.inner.importFhir(vault, bytes, progress)));
+  }
+
+  /** Fetches an identity by its fingerprint (the relay cannot substitute another key). */
+  async lookupIdentity(fingerprintHex: string): Promise<IdentityView> {
+    return JSON.parse(await call(() => this.inner.lookupIdentity(fingerprintHex)));
+  }
+
+  /** Shares a collection (or, with `isRecord`, one record) with the identity. `expiresAt` in Unix seconds. */
+  share(
+    vault: string,
+    target: string,
+    isRecord: boolean,
+    identityText: string,
+    write: boolean,
+    expiresAt?: number,
+  ): Promise<void> {
+    return call(() => this.inner.share(vault, target, isRecord, identityText, write, expiresAt));
+  }
+
+  /** Revokes a member everywhere (or in one collection): rotates the keys and withdraws record shares. */
+  async revoke(vault: string, fingerprintHex: string, collection?: string): Promise<RevokeSummary> {
+    return JSON.parse(await call(() => this.inner.revoke(vault, fingerprintHex, collection)));
+  }
+
+  /** A tar archive of standard age files (see its README.txt), decryptable with `age`. */
+  exportVault(vault: string): Promise<Uint8Array> {
+    return call(() => this.inner.exportVault(vault));
+  }
+
+  /** Throws `integrity` if the vault's checkpoint differs from `code`. */
+  compareCheckpoint(vault: string, code: string): void {
+    try {
+      this.inner.compareCheckpoint(vault, code);
+    } catch (e) {
+      throw toVaultError(e);
+    }
+  }
+}
