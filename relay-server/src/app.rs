@@ -66,11 +66,54 @@ pub fn router(app: Arc<AppState>) -> Router {
             ApiError::not_found("not_found", "no such route; see /v1/openapi.json")
         }),
     };
+    if !app.config.allow_origin.is_empty() {
+        router = router.layer(cors(&app.config.allow_origin));
+    }
     router
         .layer(middleware::from_fn_with_state(app.clone(), timeout))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .layer(GlobalConcurrencyLimitLayer::new(app.config.concurrency))
         .with_state(app)
+}
+
+/// Lets the named origins' pages call the API (a web app hosted elsewhere):
+/// the signed-request headers may be sent, and the headers clients read
+/// (retry, upload position, ranges) may be read. No credentials: requests
+/// are authorised by signatures, never cookies.
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    let names = |list: &[&'static str]| -> Vec<header::HeaderName> {
+        list.iter()
+            .map(|n| header::HeaderName::from_static(n))
+            .collect()
+    };
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PUT])
+        .allow_headers(names(&[
+            "content-type",
+            "range",
+            "content-range",
+            "upload-length",
+            "upload-offset",
+            vault_core::request::HEADER_IDENTITY,
+            vault_core::request::HEADER_TIMESTAMP,
+            vault_core::request::HEADER_NONCE,
+            vault_core::request::HEADER_CONTENT_SHA256,
+            vault_core::request::HEADER_SIGNATURE,
+        ]))
+        .expose_headers(names(&[
+            "retry-after",
+            "content-range",
+            "upload-offset",
+            "upload-length",
+            "location",
+        ]))
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// The Content-Security-Policy of the patient web app: its own scripts,
@@ -110,7 +153,14 @@ fn web_app(dir: &std::path::Path) -> axum::routing::MethodRouter<Arc<AppState>> 
             HeaderValue::from_static(value),
         ));
     }
-    service
+    // Unknown API paths stay JSON errors; everything else is the app.
+    service.layer(middleware::from_fn(|req: Request, next: Next| async move {
+        if req.uri().path().starts_with("/v1/") {
+            ApiError::not_found("not_found", "no such route; see /v1/openapi.json").into_response()
+        } else {
+            next.run(req).await
+        }
+    }))
 }
 
 async fn openapi() -> Response {

@@ -66,6 +66,12 @@ pub struct ServeArgs {
     /// Directory of the patient web app to serve at `/` [default: none].
     #[arg(long, env = "RELAY_WEB_DIR", global = true)]
     pub web_dir: Option<PathBuf>,
+    /// An origin (`https://app.example.org`) whose pages may call this
+    /// relay's API: for a web app hosted elsewhere than this relay.
+    /// Repeatable; comma-separated in the environment [default: none, only
+    /// the app this relay serves].
+    #[arg(long, env = "RELAY_ALLOW_ORIGIN", value_delimiter = ',', global = true)]
+    pub allow_origin: Vec<String>,
     /// Largest JSON request body [default: 16MiB].
     #[arg(long, env = "RELAY_MAX_JSON", value_parser = parse_size, global = true)]
     pub max_json: Option<u64>,
@@ -123,6 +129,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     web_dir: Option<PathBuf>,
+    allow_origin: Option<Vec<String>>,
     max_json: Option<SizeValue>,
     max_chunk: Option<SizeValue>,
     max_blob: Option<SizeValue>,
@@ -178,6 +185,34 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// Checks CORS origins: each exactly `http(s)://host[:port]` (no path, no
+/// wildcard: a relay trusts named web apps only).
+fn check_origins(origins: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    origins
+        .into_iter()
+        .map(|o| o.trim().trim_end_matches('/').to_owned())
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            let rest = o
+                .strip_prefix("https://")
+                .or_else(|| o.strip_prefix("http://"))
+                .unwrap_or("");
+            let valid = !rest.is_empty()
+                && rest
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+                && axum::http::HeaderValue::from_str(&o).is_ok();
+            if valid {
+                Ok(o)
+            } else {
+                Err(ConfigError::Invalid(format!(
+                    "allow-origin `{o}` is not an origin like https://app.example.org (scheme, host and port only)"
+                )))
+            }
+        })
+        .collect()
+}
+
 /// Parses a byte size: `1048576`, `512KiB`, `64MiB`, `2GiB`, `1TiB` (also
 /// `KB`/`MB`/`GB` as powers of 1000).
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -216,6 +251,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Static web app directory served at `/`, if any.
     pub web_dir: Option<PathBuf>,
+    /// Origins allowed to call the API from a browser (CORS), each
+    /// `scheme://host[:port]`.
+    pub allow_origin: Vec<String>,
     /// Largest JSON body, bytes.
     pub max_json: u64,
     /// Largest upload chunk, bytes.
@@ -248,6 +286,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
             data_dir: PathBuf::from("relay-data"),
             web_dir: None,
+            allow_origin: Vec::new(),
             max_json: 16 << 20,
             max_chunk: 64 << 20,
             max_blob: 16 << 30,
@@ -303,6 +342,11 @@ impl Config {
                 .or(file.data_dir)
                 .unwrap_or(d.data_dir),
             web_dir: args.web_dir.clone().or(file.web_dir),
+            allow_origin: check_origins(if args.allow_origin.is_empty() {
+                file.allow_origin.unwrap_or_default()
+            } else {
+                args.allow_origin.clone()
+            })?,
             max_json: size(args.max_json, &file.max_json, d.max_json)?,
             max_chunk: size(args.max_chunk, &file.max_chunk, d.max_chunk)?,
             max_blob: size(args.max_blob, &file.max_blob, d.max_blob)?,
@@ -348,6 +392,31 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_are_scheme_host_and_port_only() {
+        let ok = check_origins(vec![
+            "https://app.example.org/".into(),
+            "http://127.0.0.1:5173".into(),
+            " ".into(),
+        ]);
+        assert_eq!(
+            ok.ok(),
+            Some(vec![
+                "https://app.example.org".to_owned(),
+                "http://127.0.0.1:5173".to_owned()
+            ])
+        );
+        for bad in [
+            "*",
+            "app.example.org",
+            "https://a.org/path",
+            "ftp://a.org",
+            "https://",
+        ] {
+            assert!(check_origins(vec![bad.into()]).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sizes_parse() {

@@ -81,6 +81,7 @@ fn serve(config: Config) -> ExitCode {
     runtime.block_on(async move {
         let listen = config.listen;
         let data_dir = config.data_dir.clone();
+        let web_dir = config.web_dir.clone();
         let relay = match Relay::open(config) {
             Ok(r) => r,
             Err(e) => {
@@ -104,6 +105,16 @@ fn serve(config: Config) -> ExitCode {
         tracing::info!(%addr, data_dir = %data_dir.display(), "relay listening");
         // A machine-readable line for scripts and tests.
         println!("relay-server listening on http://{addr}");
+        match web_dir {
+            Some(dir) if dir.join("index.html").is_file() => {
+                println!("patient web app: open http://{addr}/ in a browser");
+            }
+            Some(dir) => eprintln!(
+                "relay-server: warning: {} has no index.html (build the web app with scripts/build-web)",
+                dir.display()
+            ),
+            None => {}
+        }
         match relay.serve(listener, server::shutdown_signal()).await {
             Ok(()) => {
                 tracing::info!("relay stopped cleanly");

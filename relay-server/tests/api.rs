@@ -1678,3 +1678,65 @@ async fn a_batch_upload_respects_the_quota_and_batch_size() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_web_app_is_served_with_its_security_headers() {
+    let web = tempfile::tempdir().unwrap();
+    std::fs::write(
+        web.path().join("index.html"),
+        "<!doctype html><title>app</title>",
+    )
+    .unwrap();
+    let t = T::with(|c| c.web_dir = Some(web.path().to_path_buf()));
+    let (s, headers, body) = t.call(Request::get("/").body(Body::empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&body).contains("<title>app</title>"));
+    assert_eq!(
+        headers["content-security-policy"],
+        relay_server::app::WEB_CSP
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert_eq!(headers["cache-control"], "no-cache");
+    // The API keeps answering JSON errors, not the app's files.
+    t.refused(
+        Request::get("/v1/nowhere").body(Body::empty()).unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn only_named_origins_may_call_the_api_from_a_browser() {
+    let preflight = |origin: &str| {
+        Request::builder()
+            .method("OPTIONS")
+            .uri("/v1/vaults")
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type,x-vault-identity,x-vault-signature",
+            )
+            .body(Body::empty())
+            .unwrap()
+    };
+    let t = T::with(|c| c.allow_origin = vec!["https://app.example.org".into()]);
+    let (_, headers, _) = t.call(preflight("https://app.example.org")).await;
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example.org"
+    );
+    let allowed = headers["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(allowed.contains("x-vault-signature"), "{allowed}");
+    let (_, headers, _) = t.call(preflight("https://evil.example")).await;
+    assert!(headers.get("access-control-allow-origin").is_none());
+    // Without the option, no origin is allowed.
+    let t = T::new();
+    let (_, headers, _) = t.call(preflight("https://app.example.org")).await;
+    assert!(headers.get("access-control-allow-origin").is_none());
+}

@@ -13,6 +13,8 @@
 //!   and no record content.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod failure;
 mod progress;
 mod records;

@@ -15,9 +15,9 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const webDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const RELAY_BIN = process.env.RELAY_BIN ?? '/work/main/target/debug/relay-server';
-const VAULT_BIN = process.env.VAULT_BIN ?? '/work/main/target/debug/vault';
-const SHARED = process.env.SHARED ?? '/work/shared';
+const RELAY_BIN = process.env.RELAY_BIN ?? join(webDir, '..', 'target', 'debug', 'relay-server');
+const VAULT_BIN = process.env.VAULT_BIN ?? join(webDir, '..', 'target', 'debug', 'vault');
+const SHARED = process.env.SHARED ?? join(webDir, '..', '..', 'shared');
 const WEB_DIST = resolve(process.env.WEB_DIST ?? join(webDir, 'dist'));
 const ARTIFACTS = resolve(process.env.ARTIFACTS ?? join(webDir, 'e2e', 'artifacts'));
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';

@@ -45,8 +45,15 @@ export async function enterApp(session: Session, profile: Profile, opts: { justC
 }
 
 export function lock(): void {
-  // Drop every reference to the unlocked session; the keys live only inside it.
+  // Drop the unlocked session: its keys live only inside the wasm module,
+  // which zeroizes them as soon as no operation still runs.
+  const c = current();
   setCtx(null);
+  try {
+    c?.session.close();
+  } catch {
+    // Already closed.
+  }
   clearAlerts();
   announce('Locked.');
   void renderStart();

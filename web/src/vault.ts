@@ -6,7 +6,12 @@
 
 import init, * as wasm from '../pkg/vault_wasm.js';
 
-/** An error from vault-wasm with a stable code (see `errorText`). */
+/**
+ * An error from vault-wasm with a stable code: vault-core's (`wrong_passphrase`,
+ * `fork`, `rollback`, `missing_or_withheld`, …), the relay's (`quota_exceeded`,
+ * `forbidden`, …), the client's (`transport`: relay unreachable) or the module's
+ * own (`invalid_input`, `local_state`, `busy`, `too_large`, `invalid_fhir`).
+ */
 export class VaultError extends Error {
   readonly code: string;
   constructor(code: string, message: string) {
@@ -194,6 +199,14 @@ export class Session {
     return call(async () => new Session(await wasm.Session.unlock(keyFile, passphrase, relayUrl, snapshot)));
   }
 
+  /**
+   * Drops the unlocked identity now (the secret keys are zeroized in wasm memory
+   * as soon as no operation still runs), instead of at garbage collection.
+   */
+  close(): void {
+    this.inner.free();
+  }
+
   me(): IdentityView {
     return JSON.parse(this.inner.me());
   }
@@ -272,7 +285,10 @@ export class Session {
     return call(() => this.inner.exportVault(vault));
   }
 
-  /** Throws `integrity` if the vault's checkpoint differs from `code`. */
+  /**
+   * Throws `checkpoint_mismatch` if the vault's checkpoint, as this device
+   * verified it, differs from `code` (two different histories: a forking relay).
+   */
   compareCheckpoint(vault: string, code: string): void {
     try {
       this.inner.compareCheckpoint(vault, code);

@@ -1,0 +1,120 @@
+//! The seal/open benchmark fixture (feature `bench`, not in the app's
+//! bundle): one record of a given size sealed and opened with exactly the
+//! code the app uses (`VaultState::put_record`, `Keyring::open`), so
+//! `web/bench/seal-open.mjs` can time it in the browser and natively, in the
+//! same run on the same machine.
+
+use vault_core::{
+    CollectionId, IdentityInfo, Keyring, RecordInfo, RecordMetadata, Role, SecretIdentity,
+    VaultState,
+};
+use wasm_bindgen::prelude::*;
+
+use crate::failure::{Failure, Result};
+
+/// A vault with one collection and a body to seal into it.
+#[wasm_bindgen]
+pub struct SealBench {
+    owner: SecretIdentity,
+    state: VaultState,
+    collection: CollectionId,
+    body: Vec<u8>,
+    sealed: Option<(RecordMetadata, Vec<u8>)>,
+}
+
+impl SealBench {
+    /// A fixture with a `len`-byte body (deterministic bytes).
+    pub fn create(len: usize) -> Result<Self> {
+        let owner = SecretIdentity::from_seed(
+            &[7; 32],
+            &IdentityInfo {
+                display_name: "Bench".into(),
+                role: Role::Patient,
+                registration: None,
+                created_at: 1,
+            },
+        )?;
+        let (mut state, _) = VaultState::create(&owner, 2)?;
+        let (collection, entry) = state.create_collection(&owner, "bench", 3)?;
+        state.apply(&entry)?;
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let body = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes().first().copied().unwrap_or(0)
+            })
+            .collect();
+        Ok(Self {
+            owner,
+            state,
+            collection,
+            body,
+            sealed: None,
+        })
+    }
+
+    /// Seals the body as a new record; returns the ciphertext length.
+    pub fn seal_once(&mut self) -> Result<usize> {
+        let mut keyring = Keyring::new(&self.owner, 4);
+        let mut ciphertext = Vec::with_capacity(self.body.len() + 4096);
+        let info = RecordInfo {
+            content_type: "application/octet-stream".into(),
+            title: "bench".into(),
+            created_at: 4,
+            effective_at: None,
+        };
+        let (metadata, entry) = self.state.put_record(
+            &self.owner,
+            &mut keyring,
+            &self.collection,
+            None,
+            &info,
+            self.body.as_slice(),
+            self.body.len() as u64,
+            &mut ciphertext,
+            4,
+        )?;
+        self.state.apply(&entry)?;
+        let len = ciphertext.len();
+        self.sealed = Some((metadata, ciphertext));
+        Ok(len)
+    }
+
+    /// Opens (decrypts and authenticates) the last sealed record; returns
+    /// the body length, after checking the body came back unchanged.
+    pub fn open_once(&mut self) -> Result<usize> {
+        let (metadata, ciphertext) = self
+            .sealed
+            .as_ref()
+            .ok_or_else(|| Failure::input("seal first"))?;
+        let verified = self.state.record(&metadata.record())?;
+        let mut keyring = Keyring::new(&self.owner, 5);
+        let mut body = Vec::with_capacity(self.body.len());
+        keyring.open(&self.state, &verified, ciphertext.as_slice(), &mut body)?;
+        if body != self.body {
+            return Err(Failure::new("bench", "the opened body differs"));
+        }
+        Ok(body.len())
+    }
+}
+
+#[wasm_bindgen]
+impl SealBench {
+    /// A fixture with a `len`-byte body.
+    #[wasm_bindgen(constructor)]
+    pub fn new(len: usize) -> std::result::Result<SealBench, JsValue> {
+        Self::create(len).map_err(Failure::into_js)
+    }
+
+    /// Seals the body; returns the ciphertext length.
+    pub fn seal(&mut self) -> std::result::Result<usize, JsValue> {
+        self.seal_once().map_err(Failure::into_js)
+    }
+
+    /// Opens the last sealed record; returns the body length.
+    pub fn open(&mut self) -> std::result::Result<usize, JsValue> {
+        self.open_once().map_err(Failure::into_js)
+    }
+}

@@ -1,0 +1,117 @@
+// Seal and open one large record in the browser (vault-core compiled to
+// WebAssembly, in headless Chromium) and natively (the same fixture, same
+// machine, same run), and print the browser's throughput as a ratio of
+// native (target: at least 0.3x), with the wasm sizes.
+//
+//   node web/bench/seal-open.mjs [MB=50] [ROUNDS=5]
+//
+// Builds what it needs: the native example (release) and a bench build of
+// vault-wasm (feature `bench`, cargo profile `web`, wasm-bindgen and wasm-opt
+// exactly as scripts/build-web does for the app).
+import { execFileSync } from 'node:child_process';
+import { createServer } from 'node:http';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, extname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gzipSync } from 'node:zlib';
+import { chromium } from 'playwright-core';
+
+const webDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const root = resolve(webDir, '..');
+const MB = Number(process.argv[2] ?? 50);
+const ROUNDS = Number(process.argv[3] ?? 5);
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const run = (cmd, args, opts = {}) =>
+  execFileSync(cmd, args, { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', ...opts });
+
+console.log(`seal/open of one ${MB} MB record, best of ${ROUNDS}`);
+
+// Native.
+const native = JSON.parse(
+  run('cargo', ['run', '--quiet', '--release', '--locked', '-p', 'vault-wasm', '--features', 'bench', '--example', 'seal_open', '--', String(MB), String(ROUNDS)]).trim(),
+);
+
+// The bench module, built like the app's.
+const out = join(root, 'target', 'web-bench');
+rmSync(out, { recursive: true, force: true });
+mkdirSync(out, { recursive: true });
+run('cargo', ['build', '--quiet', '--locked', '--profile', 'web', '-p', 'vault-wasm', '--features', 'bench', '--target', 'wasm32-unknown-unknown']);
+run('wasm-bindgen', ['--target', 'web', '--out-dir', out, join(root, 'target', 'wasm32-unknown-unknown', 'web', 'vault_wasm.wasm')]);
+run(join(webDir, 'node_modules', '.bin', 'wasm-opt'), [
+  process.env.WASM_OPT_LEVEL ?? '-Oz', '--enable-bulk-memory', '--enable-nontrapping-float-to-int', '--enable-sign-ext',
+  '--enable-reference-types', '--enable-multivalue', '--enable-mutable-globals', '--enable-simd',
+  join(out, 'vault_wasm_bg.wasm'), '-o', join(out, 'vault_wasm_bg.wasm'),
+]);
+writeFileSync(join(out, 'index.html'), '<!doctype html><meta charset="utf-8"><title>bench</title>');
+writeFileSync(
+  join(out, 'bench.js'),
+  `import init, { SealBench } from './vault_wasm.js';
+export async function bench(len, rounds) {
+  await init({ module_or_path: './vault_wasm_bg.wasm' });
+  const fixture = new SealBench(len);
+  let seal = Infinity, open = Infinity;
+  for (let i = 0; i < rounds; i++) {
+    let t = performance.now(); fixture.seal(); seal = Math.min(seal, performance.now() - t);
+    t = performance.now(); fixture.open(); open = Math.min(open, performance.now() - t);
+  }
+  fixture.free();
+  return { seal_ms: seal, open_ms: open };
+}
+`,
+);
+
+const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm' };
+const server = createServer((req, res) => {
+  const file = join(out, new URL(req.url, 'http://x').pathname.replace(/^\/+/, '') || 'index.html');
+  try {
+    const body = readFileSync(file);
+    res.writeHead(200, { 'content-type': types[extname(file)] ?? 'application/octet-stream' });
+    res.end(body);
+  } catch {
+    res.writeHead(404).end();
+  }
+});
+await new Promise((r) => server.listen(0, '127.0.0.1', r));
+const url = `http://127.0.0.1:${server.address().port}/`;
+const profile = mkdtempSync(join(tmpdir(), 'vault-bench-'));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: CHROMIUM,
+  headless: true,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+let browser;
+try {
+  const page = context.pages()[0] ?? (await context.newPage());
+  await page.goto(url);
+  browser = await page.evaluate(
+    async ([len, rounds]) => (await import('./bench.js')).bench(len, rounds),
+    [MB * 1_000_000, ROUNDS],
+  );
+} finally {
+  await context.close();
+  server.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+
+const mbps = (ms) => (MB / (ms / 1000)).toFixed(0);
+const row = (name, n, b) =>
+  `${name.padEnd(6)} native ${n.toFixed(1).padStart(7)} ms (${mbps(n).padStart(5)} MB/s)   browser ${b.toFixed(1).padStart(7)} ms (${mbps(b).padStart(5)} MB/s)   ratio ${(n / b).toFixed(2)}x`;
+console.log(row('seal', native.seal_ms, browser.seal_ms));
+console.log(row('open', native.open_ms, browser.open_ms));
+
+const size = (file) => {
+  const bytes = readFileSync(file);
+  return `${bytes.length} B (${gzipSync(bytes, { level: 9 }).length} B gzipped)`;
+};
+console.log(`bench wasm module: ${size(join(out, 'vault_wasm_bg.wasm'))}`);
+const assets = join(webDir, 'dist', 'assets');
+try {
+  for (const f of readdirSync(assets)) {
+    if (f.endsWith('.wasm') || f.endsWith('.js')) console.log(`app bundle ${f}: ${size(join(assets, f))}`);
+  }
+  const total = readdirSync(assets).reduce((n, f) => n + statSync(join(assets, f)).size, 0);
+  console.log(`app bundle total (assets): ${total} B`);
+} catch {
+  console.log('app bundle: not built (scripts/build-web)');
+}
