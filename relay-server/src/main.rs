@@ -105,12 +105,16 @@ fn serve(config: Config) -> ExitCode {
         tracing::info!(%addr, data_dir = %data_dir.display(), "relay listening");
         // A machine-readable line for scripts and tests.
         println!("relay-server listening on http://{addr}");
-        match web_dir {
-            Some(dir) if dir.join("index.html").is_file() => {
-                println!("patient web app: open http://{addr}/ in a browser");
+        match web_dir.map(|d| (std::fs::read(d.join("index.html")), d)) {
+            Some((Ok(index), _)) => {
+                use sha2::Digest;
+                println!(
+                    "patient web app: open http://{addr}/ in a browser (bundle hash {})",
+                    hex::encode(sha2::Sha256::digest(&index))
+                );
             }
-            Some(dir) => eprintln!(
-                "relay-server: warning: {} has no index.html (build the web app with scripts/build-web)",
+            Some((Err(_), dir)) => eprintln!(
+                "relay-server: warning: {} has no readable index.html (build the web app with scripts/build-web)",
                 dir.display()
             ),
             None => {}
