@@ -6,6 +6,8 @@
 // Test support: failing loudly, with the reason, is what it is for.
 #![allow(clippy::panic)]
 
+pub mod proxy;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vault_client::{RelayClient, RetryPolicy};
-use vault_core::{IdentityInfo, Role, SecretIdentity};
+use vault_core::{IdentityInfo, PublicIdentity, Role, SecretIdentity};
 
 /// Seconds since the Unix epoch.
 pub fn now() -> u64 {
@@ -314,5 +316,82 @@ impl CliProfile {
             );
         }
         r.stderr
+    }
+}
+
+/// A command that failed, as it reported itself with `--json`.
+#[derive(Debug)]
+pub struct Refusal {
+    /// Exit code.
+    pub exit: i32,
+    /// The stable error code (`bad_signature`, `rollback`, ...).
+    pub code: String,
+    /// The message a person reads.
+    pub message: String,
+    /// Everything printed on stderr (warnings and notices too).
+    pub stderr: String,
+}
+
+impl CliProfile {
+    /// Runs `vault --json <args>`, which must fail; returns what it
+    /// reported (the JSON error object on the last stderr line).
+    pub fn refused(&self, args: &[&str]) -> Refusal {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let r = self.run(&all);
+        if r.code == 0 {
+            panic!(
+                "`vault {}` succeeded but should have been refused:\n{}\n{}",
+                all.join(" "),
+                r.stdout,
+                r.stderr
+            );
+        }
+        let error = r
+            .stderr
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .and_then(|v| v.get("error").cloned())
+            .unwrap_or_else(|| {
+                panic!(
+                    "`vault {}` printed no JSON error:\n{}",
+                    all.join(" "),
+                    r.stderr
+                )
+            });
+        let text = |k: &str| {
+            error
+                .get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Refusal {
+            exit: r.code,
+            code: text("code"),
+            message: text("message"),
+            stderr: r.stderr,
+        }
+    }
+
+    /// This profile's public identity (from its `identity.pub`).
+    pub fn public(&self) -> PublicIdentity {
+        let path = vault_cli::home::Home::at(&self.home).public_file();
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        PublicIdentity::from_text(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// This profile's secret identity, unlocked from its key file with its
+    /// passphrase (what a test needs to act as this user without the CLI).
+    pub fn secret(&self) -> Arc<SecretIdentity> {
+        let path = vault_cli::home::Home::at(&self.home).key_file();
+        let file = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let pass = secrecy::SecretString::from(self.passphrase.clone());
+        Arc::new(
+            vault_core::keyfile::open(&file, &pass)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
     }
 }

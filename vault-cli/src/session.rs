@@ -54,6 +54,18 @@ impl Options {
     }
 }
 
+/// What [`Session::join_shared`] found.
+#[derive(Debug)]
+pub struct Joined {
+    /// The relay's inbox, as it claims it.
+    pub inbox: Vec<InboxVault>,
+    /// Vaults whose owner is not a verified contact (not joined).
+    pub unknown: Vec<InboxVault>,
+    /// Vaults that failed verification when joined (a lying relay), with
+    /// the reason.
+    pub rejected: Vec<(VaultId, CliError)>,
+}
+
 /// The working context of one command.
 pub struct Session {
     /// The profile.
@@ -227,15 +239,16 @@ impl Session {
     }
 
     /// Joins the inbox's vaults whose owner is a verified contact (and your
-    /// own vaults this device does not have yet); returns the inbox and the
-    /// vaults left out because their owner is not a contact. A vault that
-    /// fails verification is reported on stderr and skipped.
-    pub fn join_shared(&mut self) -> Result<(Vec<InboxVault>, Vec<InboxVault>)> {
+    /// own vaults this device does not have yet). A vault that fails
+    /// verification is reported on stderr and listed in
+    /// [`Joined::rejected`]; the others are still joined.
+    pub fn join_shared(&mut self) -> Result<Joined> {
         let client = self.client()?;
         let inbox = self.rt.block_on(client.inbox())?;
         let contacts = self.contacts.all(&self.store)?;
         let me = self.public.fingerprint();
         let mut unknown = Vec::new();
+        let mut rejected = Vec::new();
         for v in &inbox {
             let owner = if v.is_owner {
                 Some(me)
@@ -260,12 +273,17 @@ impl Session {
                             return Err(e);
                         }
                         eprintln!("warning: vault {} was not joined: {e}", v.vault);
+                        rejected.push((v.vault, e));
                     }
                 }
                 None => unknown.push(v.clone()),
             }
         }
-        Ok((inbox, unknown))
+        Ok(Joined {
+            inbox,
+            unknown,
+            rejected,
+        })
     }
 
     /// The vault named by `--vault` (an id prefix, a contact's name, or

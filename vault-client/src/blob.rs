@@ -343,6 +343,18 @@ impl RelayClient {
             }
             let resp = match self.exchange(&req, Mode::Stream).await? {
                 Answer::Stream(r) => r,
+                // The caller asks only for blobs the verified log names: a
+                // relay without one lost or withholds it, which is an
+                // integrity failure, not an ordinary "not found".
+                Answer::Refused(404, e) if e.code.as_deref() == Some("blob_not_found") => {
+                    return Err(vault_core::Error::Missing {
+                        what: format!(
+                            "the ciphertext {} that the vault's log names (the relay answered 404)",
+                            hex::encode(hash)
+                        ),
+                    }
+                    .into())
+                }
                 Answer::Refused(status, e) => return Err(e.into_error(status)),
                 Answer::Body(..) => {
                     return Err(ClientError::Protocol("unexpected buffered answer".into()))

@@ -7,6 +7,7 @@
 // Environment: RELAY_BIN, VAULT_BIN, SHARED, WEB_DIST, ARTIFACTS (see README).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -34,11 +35,14 @@ function log(step) {
 }
 
 // ---------- relay ----------
+let relayProcess = null;
+
 function startRelay() {
   return new Promise((resolveUrl, reject) => {
     const relay = spawn(RELAY_BIN, ['--listen', '127.0.0.1:0', '--data-dir', join(tmp, 'relay'), '--web-dir', WEB_DIST, '--log', 'warn'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    relayProcess = relay;
     cleanups.push(() => relay.kill('SIGTERM'));
     let out = '';
     const timer = setTimeout(() => reject(new Error(`relay did not start in 15 s:\n${out}`)), 15_000);
@@ -353,6 +357,26 @@ async function main() {
   await tid('checkpoint-compare').click();
   await page.locator('[data-testid="checkpoint-result"] .inline-ok').waitFor();
   await shot('11-vault-checkpoint-export');
+  // The export: a tar of standard age files, the sealed key file and the
+  // README, with one file per record and nothing readable in its names.
+  const [exported] = await Promise.all([page.waitForEvent('download', { timeout: 60_000 }), tid('export-vault').click()]);
+  const tarPath = join(tmp, 'export.tar');
+  await exported.saveAs(tarPath);
+  const listing = execFileSync('tar', ['-tf', tarPath], { encoding: 'utf8' }).trim().split('\n');
+  for (const f of ['identity.vault.age', 'README.txt', 'fhir-bundle.json.age', 'manifest.json.age']) {
+    assert.ok(listing.includes(`vault-export/${f}`), `export lacks ${f}: ${listing.join(', ')}`);
+  }
+  const recordFiles = listing.filter((f) => f.startsWith('vault-export/records/') && f.endsWith('.age'));
+  assert.equal(recordFiles.length, added + 2, `export holds ${recordFiles.length} record files, expected ${added + 2}`);
+  assert.ok(recordFiles.every((f) => /^vault-export\/records\/[0-9a-f]{32}\/[0-9a-f]{32}\.[a-z0-9]+\.age$/.test(f)), 'export paths carry ids only');
+  const exportDir = join(tmp, 'export');
+  mkdirSync(exportDir);
+  execFileSync('tar', ['-xf', tarPath, '-C', exportDir]);
+  for (const f of ['fhir-bundle.json.age', 'manifest.json.age', 'identity.vault.age', recordFiles[0].slice('vault-export/'.length)]) {
+    const head = readFileSync(join(exportDir, 'vault-export', f)).subarray(0, 22).toString('latin1');
+    assert.equal(head, 'age-encryption.org/v1\n', `${f} is not an age file`);
+  }
+  log(`export: ${listing.length} files, ${recordFiles.length} records as age files, sealed key file and README`);
   await page.setViewportSize({ width: 375, height: 800 });
   for (const view of ['records', 'timeline', 'access', 'identity', 'add']) {
     await tid(`nav-${view}`).click();
@@ -401,6 +425,16 @@ async function main() {
   await tampered.screenshot({ path: join(ARTIFACTS, '15-tampered-script.png') });
   await tampered.close();
   log('integrity: tampered wasm refused with a message; tampered script leaves the warning shown');
+
+  // The relay goes away: a clear message, not a blank page or a console error.
+  relayProcess.kill('SIGKILL');
+  await new Promise((r) => relayProcess.once('exit', r));
+  await tid('refresh').click();
+  const unreachable = page.locator('[data-testid="alerts"] .alert', { hasText: 'Relay unreachable' });
+  await unreachable.waitFor({ timeout: 60_000 });
+  assert.match(await unreachable.innerText(), /cannot be reached/);
+  await tid('record-list').waitFor();
+  log('relay stopped: "Relay unreachable … cannot be reached", the list stays on screen');
   log(`PASS (${((Date.now() - started) / 1000).toFixed(1)} s); screenshots in ${ARTIFACTS}`);
 }
 

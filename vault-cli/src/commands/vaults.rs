@@ -73,13 +73,16 @@ pub fn list(session: &mut Session) -> Result<()> {
 /// `vault inbox`: what was shared with you.
 pub fn inbox(session: &mut Session) -> Result<()> {
     let secret = session.unlock()?;
-    let (inbox, unknown) = session.join_shared()?;
+    let joined = session.join_shared()?;
+    let (inbox, unknown) = (&joined.inbox, &joined.unknown);
     let namer = session.namer();
     let me = secret.fingerprint();
     let mut json_rows = Vec::new();
     let mut printed = false;
     for v in inbox.iter().filter(|v| !v.is_owner) {
-        if unknown.iter().any(|u| u.vault == v.vault) {
+        if unknown.iter().any(|u| u.vault == v.vault)
+            || joined.rejected.iter().any(|(r, _)| *r == v.vault)
+        {
             continue;
         }
         let state = session.local(&v.vault)?;
@@ -134,7 +137,7 @@ pub fn inbox(session: &mut Session) -> Result<()> {
             "records": records,
         }));
     }
-    for u in &unknown {
+    for u in unknown {
         if !session.out.json {
             line(&format!(
                 "vault {} was shared by someone who is not one of your contacts (the relay claims their fingerprint begins {}). Ask the patient for their fingerprint, add them with `vault contacts add NAME --lookup <the 64 hex digits they give you>`, then run `vault inbox` again",
@@ -150,12 +153,16 @@ pub fn inbox(session: &mut Session) -> Result<()> {
         }));
     }
     if session.out.json {
-        return session.out.json(&json_rows);
-    }
-    if !printed {
+        session.out.json(&json_rows)?;
+    } else if !printed && joined.rejected.is_empty() {
         session.out.notice("Nothing has been shared with you yet.");
     }
-    Ok(())
+    // A vault the relay lied about was reported above; the command still
+    // fails with the first such error, so a script sees it.
+    match joined.rejected.into_iter().next() {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// `vault sync`: every vault brought up to date, shared vaults of verified
@@ -163,10 +170,11 @@ pub fn inbox(session: &mut Session) -> Result<()> {
 /// offline reading.
 pub fn sync(session: &mut Session) -> Result<()> {
     session.unlock()?;
-    let (_, unknown) = session.join_shared()?;
+    let joined = session.join_shared()?;
+    let unknown = joined.unknown;
     let mut summary = Vec::new();
     let vaults: Vec<VaultId> = session.store.vaults()?;
-    let mut failed: Option<CliError> = None;
+    let mut failed: Option<CliError> = joined.rejected.into_iter().next().map(|(_, e)| e);
     for vault in vaults {
         // One vault failing (access ended, a lying relay) must not stop the
         // others from syncing.

@@ -461,3 +461,27 @@ pub fn delete(session: &mut Session, args: &DeleteArgs) -> Result<()> {
         short(&record.to_hex())
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::sniff;
+    use std::path::Path;
+
+    #[test]
+    fn content_is_recognised_by_magic_bytes_then_extension_then_shape() {
+        let stdin = Path::new("-");
+        assert_eq!(sniff(b"%PDF-1.7\n", Path::new("x.json")), "application/pdf");
+        assert_eq!(sniff(b"\x89PNG\r\n\x1a\n", stdin), "image/png");
+        assert_eq!(sniff(b"# note", Path::new("a.md")), "text/markdown");
+        // A FHIR resource piped in has no extension: its shape tells.
+        assert_eq!(
+            sniff(b"\xef\xbb\xbf  {\"resourceType\": \"Observation\"}", stdin),
+            "application/json"
+        );
+        assert_eq!(sniff(b"Referred to cardiology", stdin), "text/plain");
+        assert_eq!(
+            sniff(&[0xff, 0xfe, 0x00, 0x81], stdin),
+            "application/octet-stream"
+        );
+    }
+}
