@@ -311,18 +311,6 @@ pub struct Listing {
     pub not_downloaded: Vec<vault_core::RecordSummary>,
 }
 
-/// Whether an error opening one record concerns that record's own bytes
-/// (not the vault, the store or the caller).
-fn is_record_failure(e: &vault_core::Error) -> bool {
-    matches!(
-        e,
-        vault_core::Error::DecryptionFailed
-            | vault_core::Error::CiphertextMismatch
-            | vault_core::Error::ContextMismatch { .. }
-            | vault_core::Error::Malformed { .. }
-    )
-}
-
 /// Opens every record readable by `keyring` (optionally of one collection)
 /// from the local store, fetching missing ciphertext first, except records
 /// larger than [`LIST_FETCH_LIMIT`] (see [`Listing::not_downloaded`]).
@@ -361,7 +349,7 @@ pub fn open_all(
             Err(CliError::Core(vault_core::Error::AccessDenied(_))) => continue,
             // One record that fails to authenticate (its author wrote
             // ciphertext that does not open) must not hide the others.
-            Err(CliError::Core(e)) if is_record_failure(&e) => {
+            Err(CliError::Core(e)) if e.is_record_failure() => {
                 session.out.warn(format!(
                     "warning: record {} (by {}) failed verification and is not shown: {e}",
                     summary.id,

@@ -4,7 +4,7 @@
 //! with compare-and-swap, so an interruption leaves at most one chunk's
 //! uploads unreferenced (and running the same import again completes it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
@@ -122,6 +122,88 @@ pub async fn ensure_collections<S: Store + ?Sized>(
     })
 }
 
+/// A FHIR import planned against what a vault already holds: resources the
+/// vault has (by resource type and id) and repeats within the input are
+/// skipped, so an interrupted import is simply run again.
+#[derive(Debug)]
+pub struct FhirImport {
+    /// The resources to add, in input order.
+    pub fresh: Vec<vault_core::fhir::Resource>,
+    /// Resources skipped.
+    pub skipped: usize,
+    /// Resources to add per collection name.
+    pub per_collection: BTreeMap<String, usize>,
+}
+
+impl FhirImport {
+    /// Plans importing `resources` into a vault holding `existing` (resource
+    /// type, id) pairs ([`vault_core::fhir::resource_key`] of its records).
+    pub fn plan(
+        resources: Vec<vault_core::fhir::Resource>,
+        existing: BTreeSet<(String, String)>,
+    ) -> Self {
+        let total = resources.len();
+        let mut seen = existing;
+        let fresh: Vec<vault_core::fhir::Resource> = resources
+            .into_iter()
+            .filter(|r| match &r.id {
+                Some(id) => seen.insert((r.resource_type.clone(), id.clone())),
+                None => true,
+            })
+            .collect();
+        let mut per_collection: BTreeMap<String, usize> = BTreeMap::new();
+        for r in &fresh {
+            *per_collection
+                .entry(r.category.collection_name().to_owned())
+                .or_default() += 1;
+        }
+        Self {
+            skipped: total - fresh.len(),
+            fresh,
+            per_collection,
+        }
+    }
+
+    /// The collections the fresh resources go to.
+    pub fn collection_names(&self) -> Vec<&str> {
+        self.per_collection.keys().map(String::as_str).collect()
+    }
+
+    /// The records to add (created at `now`), given the vault's collections
+    /// by name ([`ensure_collections`] of [`FhirImport::collection_names`]).
+    pub fn records(
+        &self,
+        collections: &BTreeMap<String, CollectionId>,
+        now: u64,
+    ) -> Result<Vec<NewRecord>> {
+        self.fresh
+            .iter()
+            .map(|r| {
+                let name = r.category.collection_name();
+                let collection =
+                    *collections
+                        .get(name)
+                        .ok_or_else(|| vault_core::Error::Missing {
+                            what: format!("collection {name:?}"),
+                        })?;
+                Ok(NewRecord {
+                    collection,
+                    info: RecordInfo {
+                        content_type: vault_core::fhir::content_type(
+                            &r.resource_type,
+                            r.id.as_deref(),
+                        ),
+                        title: r.title.clone(),
+                        created_at: now,
+                        effective_at: r.effective_at,
+                    },
+                    body: r.json.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
 /// One small record to add: its collection, info and body.
 #[derive(Debug)]
 pub struct NewRecord {
@@ -197,4 +279,42 @@ pub async fn add_records<S: Store + ?Sized>(
         on_chunk(chunk.len());
     }
     Ok((state, ids))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_import_skips_what_the_vault_holds_and_repeats() {
+        let bundle = br#"{"resourceType":"Bundle","type":"collection","entry":[
+            {"resource":{"resourceType":"Observation","id":"a","status":"final","code":{"text":"HbA1c"},"category":[{"coding":[{"code":"laboratory"}]}]}},
+            {"resource":{"resourceType":"Observation","id":"a","status":"final","code":{"text":"HbA1c"}}},
+            {"resource":{"resourceType":"Condition","id":"c","code":{"text":"Asthma"}}},
+            {"resource":{"resourceType":"Immunization","id":"i","vaccineCode":{"text":"Flu"}}}
+        ]}"#;
+        let resources = vault_core::fhir::split_bundle(bundle).unwrap_or_default();
+        assert_eq!(resources.len(), 4);
+        let existing = BTreeSet::from([("Immunization".to_owned(), "i".to_owned())]);
+        let plan = FhirImport::plan(resources, existing);
+        // The repeated Observation and the Immunization the vault has.
+        assert_eq!(plan.skipped, 2);
+        assert_eq!(plan.fresh.len(), 2);
+        assert_eq!(plan.per_collection.values().sum::<usize>(), 2);
+        let names = plan.collection_names();
+        assert_eq!(names.len(), 2);
+        // Records need every collection to exist.
+        let mut collections: BTreeMap<String, CollectionId> = BTreeMap::new();
+        assert!(plan.records(&collections, 7).is_err());
+        for n in &names {
+            collections.insert((*n).to_owned(), CollectionId::random());
+        }
+        let records = plan.records(&collections, 7).unwrap_or_default();
+        assert_eq!(records.len(), 2);
+        assert!(records.iter().all(|r| r.info.created_at == 7));
+        assert_eq!(
+            vault_core::fhir::resource_key(&records[0].info.content_type),
+            Some(("Observation".to_owned(), "a".to_owned()))
+        );
+    }
 }

@@ -199,6 +199,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether this error, from opening one record, concerns that record's
+    /// own bytes (its ciphertext or header failed to authenticate or
+    /// parse), not the vault, the store or the caller: a listing reports
+    /// such a record and goes on with the others.
+    pub fn is_record_failure(&self) -> bool {
+        matches!(
+            self,
+            Error::DecryptionFailed
+                | Error::CiphertextMismatch
+                | Error::ContextMismatch { .. }
+                | Error::Malformed { .. }
+        )
+    }
+
     /// A stable, machine-readable code for this error (never changes meaning
     /// between releases).
     pub fn code(&self) -> &'static str {

@@ -1053,6 +1053,15 @@ pub fn resource_id_of(content_type: &str) -> Option<&str> {
     fhir_param(content_type, "id")
 }
 
+/// The (resource type, id) of a FHIR record's content type, when it names
+/// both: what an import compares to skip resources a vault already holds.
+pub fn resource_key(content_type: &str) -> Option<(String, String)> {
+    Some((
+        resource_type_of(content_type)?.to_owned(),
+        resource_id_of(content_type)?.to_owned(),
+    ))
+}
+
 /// Text from a record, an identity or the relay made safe to display:
 /// control characters and invisible bidirectional overrides ([`is_hidden`])
 /// become spaces, so nothing injects terminal escapes or displays as

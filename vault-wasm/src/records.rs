@@ -7,7 +7,7 @@ use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde_json::{json, Value};
-use vault_client::records::{add_records, ensure_collections, NewRecord};
+use vault_client::records::{add_records, ensure_collections, FhirImport};
 use vault_client::sync;
 use vault_core::fhir;
 use vault_core::store::Store;
@@ -77,17 +77,6 @@ pub(crate) async fn ensure_blobs(
     Ok(())
 }
 
-/// Whether an error opening one record concerns that record's own bytes.
-fn is_record_failure(e: &vault_core::Error) -> bool {
-    matches!(
-        e,
-        vault_core::Error::DecryptionFailed
-            | vault_core::Error::CiphertextMismatch
-            | vault_core::Error::ContextMismatch { .. }
-            | vault_core::Error::Malformed { .. }
-    )
-}
-
 /// Opens every record the caller can read (optionally of one collection),
 /// fetching missing ciphertext first except for records over
 /// [`LIST_FETCH_LIMIT`].
@@ -131,7 +120,7 @@ async fn open_readable(
             }
             // A single-record grant covers one version.
             Err(vault_core::Error::AccessDenied(_)) => {}
-            Err(e) if is_record_failure(&e) => listing.failed.push((summary.id, e.into())),
+            Err(e) if e.is_record_failure() => listing.failed.push((summary.id, e.into())),
             Err(e) => return Err(e.into()),
         }
     }
@@ -389,53 +378,23 @@ pub async fn import_fhir(
     progress.report(0, resources.len() as u64, "checking");
     let state = sync::pull(&mut s.store, &s.client, vault).await?;
     let listing = open_readable(s, &state, None).await?;
-    let mut seen: BTreeSet<(String, String)> = listing
+    let existing: BTreeSet<(String, String)> = listing
         .opened
         .iter()
-        .filter_map(|l| {
-            let ct = &l.opened.info.content_type;
-            Some((
-                fhir::resource_type_of(ct)?.to_owned(),
-                fhir::resource_id_of(ct)?.to_owned(),
-            ))
-        })
+        .filter_map(|l| fhir::resource_key(&l.opened.info.content_type))
         .collect();
-    let total = resources.len();
-    let fresh: Vec<fhir::Resource> = resources
-        .into_iter()
-        .filter(|r| match &r.id {
-            Some(id) => seen.insert((r.resource_type.clone(), id.clone())),
-            None => true,
-        })
-        .collect();
-    let skipped = total - fresh.len();
-    let mut per: BTreeMap<String, usize> = BTreeMap::new();
-    for r in &fresh {
-        *per.entry(r.category.collection_name().to_owned())
-            .or_default() += 1;
-    }
-    if !fresh.is_empty() {
-        let names: Vec<&str> = per.keys().map(String::as_str).collect();
+    let plan = FhirImport::plan(resources, existing);
+    if !plan.fresh.is_empty() {
         let secret = s.secret.clone();
-        let found = ensure_collections(&mut s.store, &s.client, &secret, vault, &names).await?;
-        let now = s.client.now();
-        let mut items = Vec::with_capacity(fresh.len());
-        for r in fresh {
-            let collection = *found
-                .by_name
-                .get(r.category.collection_name())
-                .ok_or_else(|| Failure::new("not_found", "a collection just created"))?;
-            items.push(NewRecord {
-                collection,
-                info: RecordInfo {
-                    content_type: fhir::content_type(&r.resource_type, r.id.as_deref()),
-                    title: r.title,
-                    created_at: now,
-                    effective_at: r.effective_at,
-                },
-                body: r.json,
-            });
-        }
+        let found = ensure_collections(
+            &mut s.store,
+            &s.client,
+            &secret,
+            vault,
+            &plan.collection_names(),
+        )
+        .await?;
+        let items = plan.records(&found.by_name, s.client.now())?;
         let count = items.len() as u64;
         let mut done = 0u64;
         progress.report(0, count, "importing");
@@ -456,8 +415,8 @@ pub async fn import_fhir(
         })?;
     }
     Ok(json!({
-        "added": per.values().sum::<usize>(),
-        "skipped": skipped,
-        "collections": per,
+        "added": plan.per_collection.values().sum::<usize>(),
+        "skipped": plan.skipped,
+        "collections": plan.per_collection,
     }))
 }

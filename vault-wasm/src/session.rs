@@ -102,6 +102,18 @@ impl Session {
         })
     }
 
+    /// The session's state for a synchronous call, or `busy` while an
+    /// operation runs.
+    fn idle(&self) -> std::result::Result<futures_util::lock::MutexGuard<'_, Inner>, JsValue> {
+        self.inner.try_lock().ok_or_else(|| {
+            Failure::new(
+                "busy",
+                "another operation is running; try again when it finishes",
+            )
+            .into_js()
+        })
+    }
+
     fn run<F, Fut>(&self, op: F) -> Promise
     where
         F: FnOnce(Rc<Mutex<Inner>>) -> Fut,
@@ -114,26 +126,14 @@ impl Session {
     /// This identity (JSON: name, role, fingerprint, fingerprintHex,
     /// identityText).
     pub fn me(&self) -> std::result::Result<String, JsValue> {
-        let inner = self.inner.try_lock().ok_or_else(|| {
-            Failure::new(
-                "busy",
-                "another operation is running; try again when it finishes",
-            )
-            .into_js()
-        })?;
+        let inner = self.idle()?;
         Ok(view::identity(inner.secret.public()).to_string())
     }
 
     /// The verified logs and pins, for the page to keep in IndexedDB (no
     /// secret, no record content). Throws `busy` while an operation runs.
     pub fn snapshot(&self) -> std::result::Result<Vec<u8>, JsValue> {
-        let inner = self.inner.try_lock().ok_or_else(|| {
-            Failure::new(
-                "busy",
-                "another operation is running; try again when it finishes",
-            )
-            .into_js()
-        })?;
+        let inner = self.idle()?;
         snapshot::save(&inner.store).map_err(Failure::into_js)
     }
 
@@ -329,13 +329,7 @@ impl Session {
         vault: String,
         code: String,
     ) -> std::result::Result<(), JsValue> {
-        let inner = self.inner.try_lock().ok_or_else(|| {
-            Failure::new(
-                "busy",
-                "another operation is running; try again when it finishes",
-            )
-            .into_js()
-        })?;
+        let inner = self.idle()?;
         let check = || -> Result<()> {
             let state = vault_core::store::load_vault(&inner.store, &vault_id(&vault)?)?;
             state.compare_checkpoint_code(code.trim())?;

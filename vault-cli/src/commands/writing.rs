@@ -14,10 +14,9 @@ use vault_core::{Keyring, RecordInfo};
 use crate::cli::{AddArgs, DeleteArgs, ImportArgs};
 use crate::error::{CliError, Result};
 use crate::output::{clean, line, short};
-use crate::records::{
-    add_records, add_stream, ensure_collections, find_record, open_all, NewRecord,
-};
+use crate::records::{add_records, add_stream, ensure_collections, find_record, open_all};
 use crate::session::{system_now, Session};
+use vault_client::records::FhirImport;
 use vault_core::fhir;
 
 /// Largest JSON file read into memory (a FHIR resource or bundle).
@@ -364,42 +363,11 @@ pub fn import_resources(
     } else {
         existing_resources(session, vault)?
     };
-    let total = resources.len();
     // Skip what the vault has, and repeats within the bundle itself.
-    let mut seen = existing;
-    let fresh: Vec<fhir::Resource> = resources
-        .into_iter()
-        .filter(|r| match &r.id {
-            Some(id) => seen.insert((r.resource_type.clone(), id.clone())),
-            None => true,
-        })
-        .collect();
-    let skipped = total - fresh.len();
-    let mut per: BTreeMap<String, usize> = BTreeMap::new();
-    for r in &fresh {
-        *per.entry(r.category.collection_name().to_owned())
-            .or_default() += 1;
-    }
-    let names: Vec<&str> = per.keys().map(String::as_str).collect();
-    let (mut state, collections) = ensure_collections(session, vault, &names)?;
-    if !fresh.is_empty() {
-        let now = system_now();
-        let mut items = Vec::with_capacity(fresh.len());
-        for r in fresh {
-            let collection = *collections
-                .get(r.category.collection_name())
-                .ok_or_else(|| CliError::NotFound("a collection just created".into()))?;
-            items.push(NewRecord {
-                collection,
-                info: RecordInfo {
-                    content_type: fhir::content_type(&r.resource_type, r.id.as_deref()),
-                    title: r.title,
-                    created_at: now,
-                    effective_at: r.effective_at,
-                },
-                body: r.json,
-            });
-        }
+    let plan = FhirImport::plan(resources, existing);
+    let (mut state, collections) = ensure_collections(session, vault, &plan.collection_names())?;
+    if !plan.fresh.is_empty() {
+        let items = plan.records(&collections, system_now())?;
         let bar = session.out.progress(items.len() as u64, "importing", false);
         let result = add_records(session, state, items, &bar);
         bar.finish_and_clear();
@@ -407,9 +375,9 @@ pub fn import_resources(
     }
     Ok(ImportSummary {
         vault: vault.to_hex(),
-        added: per.values().sum(),
-        skipped,
-        collections: per,
+        added: plan.per_collection.values().sum(),
+        skipped: plan.skipped,
+        collections: plan.per_collection,
         checkpoint: state.head().code(),
     })
 }
@@ -427,13 +395,7 @@ fn existing_resources(
     Ok(listing
         .opened
         .iter()
-        .filter_map(|l| {
-            let ct = &l.opened.info.content_type;
-            Some((
-                fhir::resource_type_of(ct)?.to_owned(),
-                fhir::resource_id_of(ct)?.to_owned(),
-            ))
-        })
+        .filter_map(|l| fhir::resource_key(&l.opened.info.content_type))
         .collect())
 }
 
