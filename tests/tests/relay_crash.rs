@@ -292,7 +292,8 @@ impl Job {
 
 // ----- checking ------------------------------------------------------------------
 
-/// Downloads a blob as `who`; `Ok(None)` if the relay says `blob_not_found`.
+/// Downloads a blob as `who`; `Ok(None)` if the relay does not have it (the
+/// client reports a `404 blob_not_found` as `missing_or_withheld`).
 async fn download(
     client: &RelayClient,
     vault: &VaultId,
@@ -302,7 +303,7 @@ async fn download(
     let mut out = Vec::new();
     match client.get_blob(vault, hash, len, &mut out).await {
         Ok(()) => Ok(Some(out)),
-        Err(ClientError::Relay { code, .. }) if code == "blob_not_found" => Ok(None),
+        Err(ClientError::Core(vault_core::Error::Missing { .. })) => Ok(None),
         Err(e) => Err(e),
     }
 }
