@@ -263,7 +263,7 @@ fn verify_restored(dir: &Path) -> Result<BackupSummary, BackupError> {
     // A backup from an older relay is brought to this schema; one from a
     // newer relay is refused.
     crate::storage::sqlite::init_schema(&conn)
-        .map_err(|e| BackupError::Refused(format!("the backup's database: {}", e.0)))?;
+        .map_err(|e| BackupError::Refused(format!("the backup's database: {}", e.message)))?;
     let vaults: Vec<(Vec<u8>, u64, Vec<u8>)> = {
         let mut st = conn.prepare("SELECT vault, head_seq, head_hash FROM vaults")?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;

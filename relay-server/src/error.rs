@@ -69,6 +69,21 @@ impl ApiError {
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
     }
+    /// 507 `insufficient_storage` when the relay's disk is full (nothing
+    /// was stored; retry once space returns), else 500 `internal`.
+    pub fn storage(context: &str, err: &crate::storage::StorageError) -> Self {
+        if err.full {
+            tracing::error!(error = %err, "{context}: the disk is full");
+            Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                "the relay's storage is full; nothing was stored. Retry later, or tell the relay's operator",
+            )
+            .retry_after(60)
+        } else {
+            Self::internal(context, err)
+        }
+    }
     /// 500 `internal`: the details go to the log, not to the caller.
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "{context}");

@@ -14,6 +14,8 @@ pub mod auth;
 pub mod backup;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod routes;
 pub mod server;

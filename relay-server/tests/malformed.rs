@@ -473,8 +473,8 @@ const MALS: [Mal; 28] = [
     Mal::BadRange,
     Mal::NotMember,
     Mal::ReadOnlyMember,
-    // Last: an upper-case blob address is accepted today (finding F2), and
-    // the blob it stores must not disturb the other cases of the route.
+    // Last: it once stored a blob (finding F2, fixed), which must not
+    // disturb the other cases of the route.
     Mal::BadPathParam,
 ];
 
@@ -671,32 +671,14 @@ struct Case {
     finding: Option<&'static str>,
 }
 
-/// Known deviations from `docs/relay-api.md` found by this table; each is
-/// reported, not failed, until fixed (then the case simply passes).
-const FINDINGS: [(&str, &str); 2] = [
-    (
-        "F1",
-        "a JSON body that is an array is accepted in place of the object \
-         (serde's sequence form of a struct): PUT /v1/identities with \
-         [\"<identity>\"] is answered 200/201",
-    ),
-    (
-        "F2",
-        "blob addresses in upper-case hex are accepted (parse_hash uses \
-         hex::decode, which accepts both cases) although the contract says \
-         lowercase; vault ids and fingerprints in upper case are refused",
-    ),
-];
+/// Known deviations from `docs/relay-api.md` found by this table, each
+/// reported rather than failed until the relay is fixed. None today: F1 (a
+/// JSON array accepted in place of the object) and F2 (blob addresses in
+/// upper-case hex accepted) were fixed in the relay, and their cases now
+/// must be refused like every other.
+const FINDINGS: [(&str, &str); 0] = [];
 
-fn finding_of(route: Route, label: &str) -> Option<&'static str> {
-    if route == Route::PublishIdentity && label.contains("WrongTypeJson ([") {
-        return Some("F1");
-    }
-    if matches!(route, Route::PutBlob | Route::GetBlob | Route::UploadStatus)
-        && label.contains("param 1: upper case")
-    {
-        return Some("F2");
-    }
+fn finding_of(_route: Route, _label: &str) -> Option<&'static str> {
     None
 }
 

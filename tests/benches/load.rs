@@ -1,7 +1,10 @@
 //! Load on the real relay (release build) over loopback: 200 concurrent
-//! clients, each its own identity, on 20 vaults of 10 members each (the
-//! owner and nine read-write clinicians), for `LOAD_SECONDS` seconds
-//! (default 60; `-- --quick`: 10).
+//! clients, each its own identity, on `LOAD_VAULTS` vaults (default 100) of
+//! `LOAD_MEMBERS` members each (default 2: the patient and a read-write
+//! clinician, as vaults are used; `LOAD_VAULTS=20 LOAD_MEMBERS=10` makes
+//! ten writers race on each vault's compare-and-swap), for `LOAD_SECONDS`
+//! seconds (default 60; `-- --quick`: 10). At most 255 clients (identities
+//! come from one-byte seeds).
 //!
 //! Each client loops over a mix: 70% reads (a third each: the head, a page
 //! of the log from a random point, a blob download of a record already in
@@ -36,8 +39,14 @@ use vault_core::{
 };
 use vault_tests::{principal, RelayProcess};
 
-const VAULTS: usize = 20;
-const MEMBERS: usize = 10;
+/// A positive count from the environment, or `default`.
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(default)
+}
 
 /// SplitMix64: a small deterministic generator per task.
 struct Rng(u64);
@@ -159,11 +168,16 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(if quick { 10 } else { 60 });
+    let (vault_count, member_count) = (env_count("LOAD_VAULTS", 100), env_count("LOAD_MEMBERS", 2));
+    assert!(
+        vault_count * member_count <= 255,
+        "at most 255 clients (LOAD_VAULTS × LOAD_MEMBERS)"
+    );
     let dir = tempfile::tempdir().unwrap();
     let relay = RelayProcess::start(&dir.path().join("relay"), &[]);
     println!(
-        "load: {} clients on {VAULTS} vaults × {MEMBERS} members, {seconds} s, relay {}",
-        VAULTS * MEMBERS,
+        "load: {} clients on {vault_count} vaults × {member_count} members, {seconds} s, relay {}",
+        vault_count * member_count,
         relay.url
     );
 
@@ -171,12 +185,18 @@ async fn main() {
     let t_setup = Instant::now();
     let mut vaults = Vec::new();
     let mut people: Vec<(Arc<SecretIdentity>, usize)> = Vec::new();
-    for v in 0..VAULTS {
-        let owner = principal((v * MEMBERS + 1) as u8, "Owner", Role::Patient);
+    for v in 0..vault_count {
+        let owner = principal((v * member_count + 1) as u8, "Owner", Role::Patient);
         let oc = client(&relay, &owner);
         oc.publish_identity().await.unwrap();
-        let members: Vec<Arc<SecretIdentity>> = (1..MEMBERS)
-            .map(|m| principal((v * MEMBERS + 1 + m) as u8, "Clinician", Role::Clinician))
+        let members: Vec<Arc<SecretIdentity>> = (1..member_count)
+            .map(|m| {
+                principal(
+                    (v * member_count + 1 + m) as u8,
+                    "Clinician",
+                    Role::Clinician,
+                )
+            })
             .collect();
         for m in &members {
             client(&relay, m).publish_identity().await.unwrap();

@@ -12,8 +12,8 @@
 //! 2. A filler file takes every free byte. Every kind of write is tried
 //!    (chunked blob upload, batch blob upload, appends, a new vault, a new
 //!    identity): each is either acknowledged (then it must be durable) or
-//!    refused with a 5xx JSON error that the client surfaces as a relay
-//!    error, never a dropped connection; the relay keeps running and keeps
+//!    refused with `507 insufficient_storage` (a JSON error the client
+//!    surfaces as a relay error), never a dropped connection; the relay keeps running and keeps
 //!    serving reads.
 //! 3. Space returns (the filler is removed): new writes
 //!    succeed without a restart; after a restart, every acknowledged entry
@@ -204,9 +204,9 @@ impl Writer {
     }
 }
 
-/// A write refused because of the disk must be a 5xx relay error (a JSON
-/// answer the client parsed), not a dropped connection or a 4xx blaming
-/// the client.
+/// A write refused because of the disk must be the relay's `507
+/// insufficient_storage` (a JSON answer the client parsed), not a dropped
+/// connection, a generic 500 or a 4xx blaming the client.
 fn assert_clean_refusal(what: &str, r: Result<(), ClientError>, outcomes: &mut Vec<String>) {
     match r {
         Ok(()) => outcomes.push(format!("{what}: acknowledged")),
@@ -216,14 +216,11 @@ fn assert_clean_refusal(what: &str, r: Result<(), ClientError>, outcomes: &mut V
             message,
             ..
         }) => {
-            assert!(
-                status >= 500,
-                "{what}: refused with {status} {code} ({message}): a full or read-only disk \
-                 is the relay's failure, not the client's"
-            );
-            assert!(
-                !code.starts_with("http_"),
-                "{what}: {status} without a JSON error body"
+            assert_eq!(
+                (status, code.as_str()),
+                (507, "insufficient_storage"),
+                "{what}: refused with {status} {code} ({message}): a full disk is the relay's \
+                 failure, reported as such"
             );
             outcomes.push(format!("{what}: {status} {code} ({message})"));
         }

@@ -155,9 +155,9 @@ pub struct InitArgs {
     /// Professional registration number (clinicians).
     #[arg(long, value_name = "NUMBER")]
     pub registration: Option<String>,
-    /// scrypt cost of the key file, as log2(N): 15 to 22. Higher is slower to
+    /// scrypt cost of the key file, as log2(N): 15 to 20. Higher is slower to
     /// unlock and harder to brute-force.
-    #[arg(long, default_value_t = 18, value_name = "N", value_parser = clap::value_parser!(u8).range(15..=22))]
+    #[arg(long, default_value_t = 18, value_name = "N", value_parser = clap::value_parser!(u8).range(15..=20))]
     pub work_factor: u8,
     /// Save this relay address in the config file.
     #[arg(long = "save-relay")]

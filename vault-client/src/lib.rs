@@ -37,6 +37,8 @@
 mod blob;
 mod client;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod platform;
 pub mod records;
 mod retry;

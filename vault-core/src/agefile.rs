@@ -64,6 +64,13 @@ pub(crate) fn decrypt_passphrase(
             minimum: min_work_factor,
         });
     }
+    if found > max_work_factor {
+        // Refused before scrypt allocates its 128 · r · N bytes.
+        return Err(Error::Malformed {
+            what: "key file",
+            reason: "its scrypt work factor is above the maximum this version opens (2^20, 1 GiB of memory)",
+        });
+    }
     let dec = age::Decryptor::new(file).map_err(|_| Error::WrongPassphrase)?;
     let mut identity = age::scrypt::Identity::new(passphrase.clone());
     identity.set_max_work_factor(max_work_factor);

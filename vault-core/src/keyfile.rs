@@ -29,8 +29,11 @@ pub const DEFAULT_WORK_FACTOR: u8 = 18;
 /// The lowest work factor a key file may have; anything lower is refused as
 /// weakened ([`Error::WeakKeyFile`]).
 pub const MIN_WORK_FACTOR: u8 = 15;
-/// The highest work factor we will spend time on.
-pub const MAX_WORK_FACTOR: u8 = 22;
+/// The highest work factor we will spend time and memory on: scrypt needs
+/// 128 · r · N bytes in one allocation, 1 GiB at 20 (2 GiB at 21, 4 GiB at
+/// 22, which is all a browser's WebAssembly memory can hold: a key file
+/// naming it would abort the web app).
+pub const MAX_WORK_FACTOR: u8 = 20;
 
 const HEADER: &str = "# vault secret identity v1";
 const ED25519_PREFIX: &str = "# ed25519: ";
@@ -187,6 +190,29 @@ mod tests {
             })
         ));
         let _ = id;
+    }
+
+    #[test]
+    fn a_work_factor_above_the_maximum_is_refused_before_scrypt_runs() {
+        let pass = SecretString::from("pw");
+        let file = seal(&identity(), &pass, MIN_WORK_FACTOR).unwrap();
+        // The stanza's work factor rewritten to 22: scrypt would allocate
+        // 4 GiB at once (found by the keyfile fuzz target).
+        let text = file.clone();
+        let at = text
+            .windows(3)
+            .position(|w| w == b" 15")
+            .expect("the scrypt stanza names 15");
+        let mut big = file;
+        big.splice(at..at + 3, b" 22".iter().copied());
+        assert!(matches!(
+            open(&big, &pass),
+            Err(Error::Malformed {
+                what: "key file",
+                ..
+            })
+        ));
+        assert!(seal(&identity(), &pass, MAX_WORK_FACTOR + 1).is_err());
     }
 
     #[test]

@@ -140,7 +140,7 @@ fn new_identity(
 
 /// Creates an identity (`role`: `patient` or `clinician`) and seals it
 /// under `passphrase` (at least 8 characters) with scrypt work factor
-/// `work_factor` (15 to 22; the command line's default is 18).
+/// `work_factor` (15 to 20; the command line's default is 18).
 #[wasm_bindgen(js_name = createIdentity)]
 pub fn create_identity(
     name: &str,

@@ -86,6 +86,8 @@ export function explain(e: unknown): Explained {
           title: 'Relay unreachable',
           text: `The relay at ${currentRelay || 'the configured address'} cannot be reached — check your connection; nothing was changed. (${m})`,
         };
+      case 'insufficient_storage':
+        return { severity: 'error', title: 'Relay storage full', text: `The relay has run out of disk space; nothing was stored. Try again later, or tell whoever runs the relay. (${m})` };
       case 'quota_exceeded':
         return { severity: 'error', title: 'Storage full', text: `Your storage quota on the relay is used up; nothing more was stored. (${m})` };
       case 'too_large':

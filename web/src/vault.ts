@@ -169,7 +169,7 @@ export function describeIdentity(identityText: string): IdentityView {
   }
 }
 
-/** Creates a new identity, sealed under `passphrase` (scrypt work factor `workFactor`, 15–22). */
+/** Creates a new identity, sealed under `passphrase` (scrypt work factor `workFactor`, 15–20). */
 export async function createIdentity(
   name: string,
   role: Role,

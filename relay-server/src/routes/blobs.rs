@@ -19,7 +19,7 @@ use crate::routes::{parse_hash, parse_vault};
 use crate::state::AppState;
 use crate::storage::{AddBlobOutcome, BlobInfo, Chunk, ChunkError, ChunkOutcome, UploadKey};
 
-fn header_u64(headers: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
+pub(crate) fn header_u64(headers: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
     match headers.get(name) {
         None => Ok(None),
         Some(v) => v
@@ -169,7 +169,7 @@ pub async fn put(
         Err(ChunkError::Body(e)) => Err(ApiError::malformed(format!(
             "the request body was cut off ({e}); the chunk was discarded, resume from the upload offset"
         ))),
-        Err(ChunkError::Storage(e)) => Err(ApiError::internal("writing a blob chunk", e)),
+        Err(ChunkError::Storage(e)) => Err(ApiError::storage("writing a blob chunk", &e)),
     }
 }
 
@@ -192,7 +192,7 @@ async fn record_blob(
             inline,
         )
         .await
-        .map_err(|e| ApiError::internal("recording a blob", e))?;
+        .map_err(|e| ApiError::storage("recording a blob", &e))?;
     match outcome {
         AddBlobOutcome::Added => {
             Ok((status, Json(json!({ "stored": true, "offset": len }))).into_response())
@@ -218,7 +218,10 @@ const BATCH_WRITES: usize = 16;
 
 /// Splits a batch body into `(hash, bytes)` frames: each frame is the
 /// blob's SHA-256 (32 bytes), its length (u32, big-endian) and its bytes.
-fn parse_frames(body: &bytes::Bytes, max: usize) -> ApiResult<Vec<([u8; 32], bytes::Bytes)>> {
+pub(crate) fn parse_frames(
+    body: &bytes::Bytes,
+    max: usize,
+) -> ApiResult<Vec<([u8; 32], bytes::Bytes)>> {
     let mut frames = Vec::new();
     let mut at = 0usize;
     while at < body.len() {
@@ -349,6 +352,7 @@ pub async fn put_batch(
                         ),
                     ));
                 }
+                Err(ChunkError::Storage(e)) => return Err(ApiError::storage("writing a blob", &e)),
                 Err(e) => return Err(ApiError::internal("writing a blob", e)),
             }
             record_blob(&app, vault, hash, len, me, StatusCode::CREATED, None)
@@ -387,7 +391,7 @@ pub async fn upload_status(
 }
 
 /// Parses `bytes=a-` or `bytes=a-b` against a length.
-fn parse_range(v: &str, len: u64) -> Result<(u64, u64), ()> {
+pub(crate) fn parse_range(v: &str, len: u64) -> Result<(u64, u64), ()> {
     let spec = v.strip_prefix("bytes=").ok_or(())?;
     let (a, b) = spec.split_once('-').ok_or(())?;
     let start: u64 = a.parse().map_err(|_| ())?;
@@ -467,7 +471,7 @@ pub async fn get(
             if end > bytes.len() || start > end {
                 return Err(ApiError::internal(
                     "reading a blob",
-                    crate::storage::StorageError("a stored blob is shorter than its record".into()),
+                    crate::storage::StorageError::new("a stored blob is shorter than its record"),
                 ));
             }
             Body::from(bytes.slice(start..end))

@@ -19,8 +19,8 @@ use crate::state::AppState;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PublishRequest {
-    identity: String,
+pub(crate) struct PublishRequest {
+    pub(crate) identity: String,
 }
 
 /// `PUT /v1/identities`: authenticated by the document being published
@@ -43,7 +43,7 @@ pub async fn publish(
     store(&app, &caller, id).await
 }
 
-fn parse_identity(text: &str) -> ApiResult<PublicIdentity> {
+pub(crate) fn parse_identity(text: &str) -> ApiResult<PublicIdentity> {
     PublicIdentity::from_text(text.trim()).map_err(|e| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -68,7 +68,7 @@ async fn store(
         .meta
         .put_identity(fp, id.to_bytes().to_vec())
         .await
-        .map_err(|e| ApiError::internal("storing an identity", e))?;
+        .map_err(|e| ApiError::storage("storing an identity", &e))?;
     let status = if new {
         StatusCode::CREATED
     } else {

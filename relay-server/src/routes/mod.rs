@@ -57,7 +57,10 @@ impl HeadJson {
 /// Parses 64 hex digits.
 pub fn parse_hash(s: &str, what: &str) -> ApiResult<[u8; 32]> {
     let mut out = [0u8; 32];
-    if s.len() != 64 || hex::decode_to_slice(s, &mut out).is_err() {
+    if s.len() != 64
+        || s.bytes().any(|b| b.is_ascii_uppercase())
+        || hex::decode_to_slice(s, &mut out).is_err()
+    {
         return Err(ApiError::malformed(format!(
             "{what} must be 64 lowercase hex digits"
         )));
@@ -79,7 +82,17 @@ pub async fn read_json<T: DeserializeOwned>(
     limit: u64,
 ) -> ApiResult<T> {
     let bytes = read_body(signed_digest, headers, body, limit, "application/json").await?;
-    serde_json::from_slice(&bytes)
+    parse_json_body(&bytes)
+}
+
+/// Parses a JSON body already read and checked by [`read_body`].
+pub(crate) fn parse_json_body<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    // serde would read a struct from an array too: the API takes objects
+    // only (checked on the bytes, so duplicate fields are still refused).
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_json("the body must be a JSON object"));
+    }
+    serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_json(format!("the body is not the expected JSON: {e}")))
 }
 

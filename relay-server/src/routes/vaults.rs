@@ -31,8 +31,8 @@ pub const MAX_PAGE_BYTES: usize = 8 << 20;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreateRequest {
-    genesis: String,
+pub(crate) struct CreateRequest {
+    pub(crate) genesis: String,
 }
 
 fn invalid_entry(index: usize, e: &vault_core::Error) -> ApiError {
@@ -94,7 +94,7 @@ pub async fn create(
         .meta
         .create_vault(vault, caller.fingerprint(), stored(&genesis))
         .await
-        .map_err(|e| ApiError::internal("creating a vault", e))?;
+        .map_err(|e| ApiError::storage("creating a vault", &e))?;
     let body = json!({ "vault": vault.to_hex(), "head": HeadJson::from(state.head()) });
     match outcome {
         CreateOutcome::Created => Ok((StatusCode::CREATED, Json(body))),
@@ -180,9 +180,9 @@ fn page(entries: &[Vec<u8>], max_bytes: usize) -> &[Vec<u8>] {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AppendRequest {
-    prev: HeadJson,
-    entries: Vec<String>,
+pub(crate) struct AppendRequest {
+    pub(crate) prev: HeadJson,
+    pub(crate) entries: Vec<String>,
 }
 
 /// `POST /v1/vaults/{vault}/log`: compare-and-swap append, acknowledged
@@ -342,7 +342,7 @@ async fn commit_append(
                 AppendError::NoVault => vault_not_found(),
                 AppendError::Quota => quota_exceeded(),
                 AppendError::BlobMissing(i) => blob_missing(i),
-                AppendError::Storage(s) => ApiError::internal("appending entries", s),
+                AppendError::Storage(s) => ApiError::storage("appending entries", &s),
             })
         }
     }

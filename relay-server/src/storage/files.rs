@@ -176,7 +176,7 @@ impl FileBlobs {
             Ok(())
         })
         .await
-        .map_err(|e| StorageError(e.to_string()))?
+        .map_err(|e| StorageError::new(e.to_string()))?
         .map_err(StorageError::from)?;
         let _ = tokio::fs::remove_file(self.ack_path(key)).await;
         Ok(())
@@ -309,7 +309,7 @@ impl BlobStore for FileBlobs {
             Ok(removed)
         })
         .await
-        .map_err(|e| StorageError(e.to_string()))?
+        .map_err(|e| StorageError::new(e.to_string()))?
         .map_err(StorageError::from)?;
         let mut map = self.progress.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|k, p| Arc::strong_count(p) > 1 || self.upload_path(k).exists());

@@ -23,19 +23,48 @@ pub mod files;
 pub mod sqlite;
 
 /// A storage failure that is the relay's fault (disk, database).
-#[derive(Debug, thiserror::Error)]
-#[error("storage failure: {0}")]
-pub struct StorageError(pub String);
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("storage failure: {message}")]
+pub struct StorageError {
+    /// What failed.
+    pub message: String,
+    /// The disk (or the account's filesystem quota) is full: the request
+    /// may succeed once space returns (HTTP 507).
+    pub full: bool,
+}
+
+impl StorageError {
+    /// A failure that is not the disk being full.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            full: false,
+        }
+    }
+}
 
 impl From<rusqlite::Error> for StorageError {
     fn from(e: rusqlite::Error) -> Self {
-        StorageError(e.to_string())
+        let full = matches!(
+            &e,
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull
+        );
+        Self {
+            message: e.to_string(),
+            full,
+        }
     }
 }
 
 impl From<std::io::Error> for StorageError {
     fn from(e: std::io::Error) -> Self {
-        StorageError(e.to_string())
+        // ENOSPC (28) and EDQUOT (122) on Linux.
+        let full = e.kind() == std::io::ErrorKind::StorageFull
+            || matches!(e.raw_os_error(), Some(28 | 122));
+        Self {
+            message: e.to_string(),
+            full,
+        }
     }
 }
 

@@ -118,7 +118,7 @@ fn row<T>(
 pub fn init_schema(conn: &Connection) -> Result<(), StorageError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > SCHEMA_VERSION {
-        return Err(StorageError(format!(
+        return Err(StorageError::new(format!(
             "the database has schema version {version}, newer than this relay ({SCHEMA_VERSION}); upgrade relay-server"
         )));
     }
@@ -244,12 +244,12 @@ impl SqliteMeta {
             let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
             let tx = guard
                 .as_ref()
-                .ok_or_else(|| StorageError("the relay is shutting down".into()))?;
+                .ok_or_else(|| StorageError::new("the relay is shutting down"))?;
             tx.send(Job { op, reply })
-                .map_err(|_| StorageError("the commit thread stopped".into()))?;
+                .map_err(|_| StorageError::new("the commit thread stopped"))?;
         }
         rx.await
-            .map_err(|_| StorageError("the commit thread stopped".into()))?
+            .map_err(|_| StorageError::new("the commit thread stopped"))?
     }
 
     async fn read<T: Send + 'static>(
@@ -262,7 +262,7 @@ impl SqliteMeta {
             .read_permits
             .acquire()
             .await
-            .map_err(|_| StorageError("the store is closed".into()))?;
+            .map_err(|_| StorageError::new("the store is closed"))?;
         let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let path = self.path.clone();
         let (conn, result) = tokio::task::spawn_blocking(move || {
@@ -274,7 +274,7 @@ impl SqliteMeta {
             Ok::<_, StorageError>((conn, r))
         })
         .await
-        .map_err(|e| StorageError(e.to_string()))??;
+        .map_err(|e| StorageError::new(e.to_string()))??;
         self.readers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -314,8 +314,9 @@ fn commit_loop(
             }
             Err(e) => {
                 tracing::error!(error = %e, batch = n, "group commit failed");
+                let e = StorageError::from(e);
                 for job in jobs {
-                    let _ = job.reply.send(Err(StorageError(e.to_string())));
+                    let _ = job.reply.send(Err(e.clone()));
                 }
             }
         }
@@ -560,7 +561,7 @@ fn blob_state(
 }
 
 fn unexpected() -> StorageError {
-    StorageError("the commit thread answered a different operation".into())
+    StorageError::new("the commit thread answered a different operation")
 }
 
 fn array32(v: Vec<u8>) -> Result<[u8; 32], rusqlite::Error> {
