@@ -37,7 +37,7 @@ use vault_core::{
     CollectionId, Keyring, LogEntry, Permission, RecordInfo, Role, SecretIdentity, VaultId,
     VaultState,
 };
-use vault_tests::{principal, RelayProcess};
+use vault_tests::{principal, RelayProcess, Rng};
 
 /// A positive count from the environment, or `default`.
 fn env_count(name: &str, default: usize) -> usize {
@@ -46,21 +46,6 @@ fn env_count(name: &str, default: usize) -> usize {
         .and_then(|s| s.parse().ok())
         .filter(|n| *n > 0)
         .unwrap_or(default)
-}
-
-/// SplitMix64: a small deterministic generator per task.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
 }
 
 struct Vault {
@@ -278,7 +263,7 @@ async fn main() {
             sync::join_vault(&mut store, &c, &vault.id, &vault.owner.fingerprint())
                 .await
                 .unwrap();
-            let mut rng = Rng(0x5eed ^ (i as u64) << 20);
+            let mut rng = Rng::new(0x5eed ^ (i as u64) << 20);
             let mut local: BTreeMap<&'static str, Vec<u64>> = BTreeMap::new();
             let mut errors = Vec::new();
             gate.wait().await;

@@ -58,7 +58,7 @@ use vault_core::{
     CollectionId, EntryBody, Keyring, Permission, RecordInfo, Role, SecretIdentity, VaultId,
     VaultState,
 };
-use vault_tests::{principal, RelayProcess};
+use vault_tests::{principal, RelayProcess, Rng};
 
 /// Upload chunk of the writers: blobs over 64 KiB take several requests.
 const CHUNK: usize = 64 * 1024;
@@ -67,34 +67,13 @@ const SAMPLE_OLD: usize = 4;
 /// Blob downloads in flight at once while checking.
 const PARALLEL_DOWNLOADS: usize = 8;
 
-// ----- a small deterministic PRNG (SplitMix64) --------------------------------
-
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-    /// A record body size: mostly small, one in four spanning several
-    /// upload chunks.
-    fn body_size(&mut self) -> u64 {
-        if self.next() % 4 == 0 {
-            self.range(64 * 1024, 300 * 1024)
-        } else {
-            self.range(200, 8 * 1024)
-        }
+/// A record body size: mostly small, one in four spanning several upload
+/// chunks.
+fn body_size(rng: &mut Rng) -> u64 {
+    if rng.next_u64() % 4 == 0 {
+        rng.range(64 * 1024, 300 * 1024)
+    } else {
+        rng.range(200, 8 * 1024)
     }
 }
 
@@ -172,8 +151,8 @@ fn info(now: u64) -> RecordInfo {
 }
 
 fn body(rng: &mut Rng) -> Vec<u8> {
-    let len = rng.body_size();
-    let salt = rng.next();
+    let len = body_size(rng);
+    let salt = rng.next_u64();
     (0..len)
         .map(|i| (i.wrapping_mul(31) ^ salt.rotate_left((i % 64) as u32)) as u8)
         .collect()
@@ -494,7 +473,7 @@ async fn verify(
             .collect();
         let mut sample = Vec::new();
         for _ in 0..SAMPLE_OLD.min(old.len()) {
-            sample.push(*old[(rng.next() % old.len() as u64) as usize]);
+            sample.push(*old[(rng.next_u64() % old.len() as u64) as usize]);
         }
         for (seq, hash, len) in new.iter().chain(sample.iter()) {
             let (want_len, _) = wanted
@@ -847,7 +826,7 @@ fn acknowledged_writes_survive_kill_9() {
                     ledger: ledger.clone(),
                     cycle,
                 };
-                rt.spawn(job.run(w.store.clone(), Rng::new(rng.next())))
+                rt.spawn(job.run(w.store.clone(), Rng::new(rng.next_u64())))
             })
             .collect();
         std::thread::sleep(delay);

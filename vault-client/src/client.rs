@@ -376,13 +376,7 @@ impl RelayClient {
                 answer.entries.len()
             )));
         }
-        let head = answer.head.parse()?;
-        let entries = answer
-            .entries
-            .iter()
-            .map(|e| wire::parse_entry(e))
-            .collect::<Result<Vec<_>>>()?;
-        Ok((head, entries))
+        answer.parse()
     }
 
     /// Appends entries (1 to 1024, consecutive, the first following `prev`)

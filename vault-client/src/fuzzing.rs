@@ -29,14 +29,7 @@ pub fn vault_answer(body: &[u8]) -> Result<(VaultId, Head)> {
 
 /// The answer of `GET …/log`: the head and the parsed entries.
 pub fn log_answer(body: &[u8]) -> Result<(Head, Vec<LogEntry>)> {
-    let answer: wire::LogAnswer = wire::parse_json(body, "log answer")?;
-    let head = answer.head.parse()?;
-    let entries = answer
-        .entries
-        .iter()
-        .map(|e| wire::parse_entry(e))
-        .collect::<Result<Vec<_>>>()?;
-    Ok((head, entries))
+    wire::parse_json::<wire::LogAnswer>(body, "log answer")?.parse()
 }
 
 /// The answer of `GET /v1/inbox`.

@@ -169,6 +169,19 @@ pub(crate) struct LogAnswer {
     pub entries: Vec<String>,
 }
 
+impl LogAnswer {
+    /// The head and the entries, each parsed (not yet verified).
+    pub fn parse(&self) -> Result<(Head, Vec<LogEntry>)> {
+        let head = self.head.parse()?;
+        let entries = self
+            .entries
+            .iter()
+            .map(|e| parse_entry(e))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((head, entries))
+    }
+}
+
 #[derive(Deserialize)]
 pub(crate) struct UploadAnswer {
     pub stored: bool,
