@@ -36,6 +36,8 @@ function log(step) {
 
 // ---------- relay ----------
 let relayProcess = null;
+// Even if the test dies on an unexpected error, the relay does not outlive it.
+process.on('exit', () => relayProcess?.kill('SIGKILL'));
 
 function startRelay() {
   return new Promise((resolveUrl, reject) => {
