@@ -297,9 +297,7 @@ pub struct Listed {
 /// Largest body kept in memory when listing.
 const KEEP_BODY: u64 = 1024 * 1024;
 
-/// Largest ciphertext a listing downloads to read a record's title; larger
-/// records are listed from their verified metadata until opened or synced.
-pub const LIST_FETCH_LIMIT: u64 = 4 * 1024 * 1024;
+pub use vault_client::records::LIST_FETCH_LIMIT;
 
 /// What [`open_all`] found.
 #[derive(Debug, Default)]
@@ -323,18 +321,15 @@ pub fn open_all(
     collection: Option<&CollectionId>,
     keep_fhir: bool,
 ) -> Result<Listing> {
-    let mut listing = Listing::default();
-    let mut readable = Vec::new();
-    for r in session.readable(state, collection) {
-        let local = session
-            .store
-            .has_blob(state.record(&r.id)?.metadata().ciphertext_hash())?;
-        if local || r.ciphertext_len <= LIST_FETCH_LIMIT {
-            readable.push(r);
-        } else {
-            listing.not_downloaded.push(r);
-        }
-    }
+    let (readable, not_downloaded) = vault_client::records::split_for_listing(
+        &session.store,
+        state,
+        session.readable(state, collection),
+    )?;
+    let mut listing = Listing {
+        not_downloaded,
+        ..Listing::default()
+    };
     let ids: Vec<RecordId> = readable.iter().map(|r| r.id).collect();
     session.ensure_blobs(state, &ids)?;
     for summary in readable {

@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures_util::stream::{self, StreamExt, TryStreamExt};
 use secrecy::SecretString;
 use vault_client::{sync, InboxVault, RelayClient};
 use vault_core::store::{self, SqliteStore, Store};
@@ -26,8 +25,6 @@ use crate::passphrase;
 const FETCH_CONCURRENCY: usize = 16;
 /// Blobs up to this size are downloaded into memory, concurrently.
 const SMALL_DOWNLOAD: u64 = 1024 * 1024;
-/// How many small blobs are stored per batch.
-const FETCH_WINDOW: usize = 256;
 
 /// Options that shape a session.
 #[derive(Clone, Debug, Default)]
@@ -443,13 +440,7 @@ impl Session {
     /// concurrently and stored in batches as they arrive, large ones one at
     /// a time through a temporary file, so memory stays bounded.
     pub fn ensure_blobs(&mut self, state: &VaultState, records: &[RecordId]) -> Result<()> {
-        let mut missing = Vec::new();
-        for id in records {
-            let m = state.record(id)?.metadata().clone();
-            if !self.store.has_blob(m.ciphertext_hash())? {
-                missing.push(m);
-            }
-        }
+        let missing = vault_client::records::missing_blobs(&self.store, state, records)?;
         if missing.is_empty() {
             return Ok(());
         }
@@ -499,31 +490,14 @@ impl Session {
         small: &[vault_core::RecordMetadata],
         bar: &indicatif::ProgressBar,
     ) -> Result<()> {
-        for window in small.chunks(FETCH_WINDOW) {
-            let downloads = stream::iter(window.iter().map(|m| {
-                let client = client.clone();
-                let bar = bar.clone();
-                async move {
-                    let mut buf = Vec::new();
-                    client
-                        .get_blob(
-                            &m.vault(),
-                            m.ciphertext_hash(),
-                            m.ciphertext_len(),
-                            &mut buf,
-                        )
-                        .await?;
-                    bar.inc(1);
-                    Ok::<_, vault_client::ClientError>((*m.ciphertext_hash(), buf))
-                }
-            }))
-            .buffer_unordered(FETCH_CONCURRENCY)
-            .try_collect::<Vec<_>>();
-            let blobs = self.rt.block_on(downloads)?;
-            let batch: Vec<([u8; 32], &[u8])> =
-                blobs.iter().map(|(h, b)| (*h, b.as_slice())).collect();
-            self.store.put_blobs(&batch)?;
-        }
+        let inc = || bar.inc(1);
+        self.rt.block_on(vault_client::records::fetch_small_blobs(
+            &mut self.store,
+            client,
+            small,
+            FETCH_CONCURRENCY,
+            inc,
+        ))?;
         Ok(())
     }
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use vault_core::store::Store;
 use vault_core::{
-    CollectionId, Keyring, RecordId, RecordInfo, RecordMetadata, SecretIdentity, VaultId,
-    VaultState,
+    CollectionId, Keyring, RecordId, RecordInfo, RecordMetadata, RecordSummary, SecretIdentity,
+    VaultId, VaultState,
 };
 
 use crate::error::Result;
@@ -24,6 +24,89 @@ pub const RECORDS_PER_APPEND: usize = 512;
 /// How many batch uploads are in flight at once (a chunk of records is
 /// split into this many requests).
 const UPLOAD_BATCHES: usize = 4;
+
+/// Largest ciphertext a listing downloads to read a record's title; larger
+/// records are listed from their verified metadata until opened.
+pub const LIST_FETCH_LIMIT: u64 = 4 * 1024 * 1024;
+
+/// How many small blobs [`fetch_small_blobs`] stores per batch.
+const FETCH_WINDOW: usize = 256;
+
+/// Splits records to list into those to open (their ciphertext is in the
+/// store, or small enough to fetch) and those listed from their verified
+/// metadata only (over [`LIST_FETCH_LIMIT`] and not in the store).
+pub fn split_for_listing<S: Store + ?Sized>(
+    store: &S,
+    state: &VaultState,
+    records: Vec<RecordSummary>,
+) -> Result<(Vec<RecordSummary>, Vec<RecordSummary>)> {
+    let mut open = Vec::new();
+    let mut metadata_only = Vec::new();
+    for r in records {
+        let local = store.has_blob(state.record(&r.id)?.metadata().ciphertext_hash())?;
+        if local || r.ciphertext_len <= LIST_FETCH_LIMIT {
+            open.push(r);
+        } else {
+            metadata_only.push(r);
+        }
+    }
+    Ok((open, metadata_only))
+}
+
+/// The verified metadata of those `records` whose ciphertext the store
+/// lacks.
+pub fn missing_blobs<S: Store + ?Sized>(
+    store: &S,
+    state: &VaultState,
+    records: &[RecordId],
+) -> Result<Vec<RecordMetadata>> {
+    let mut missing = Vec::new();
+    for id in records {
+        let m = state.record(id)?.metadata().clone();
+        if !store.has_blob(m.ciphertext_hash())? {
+            missing.push(m);
+        }
+    }
+    Ok(missing)
+}
+
+/// Downloads small blobs (whole, into memory) `concurrency` at a time,
+/// hash-checked by the store, storing each window of them in one batch so
+/// memory stays bounded; `on_blob` is called per blob downloaded. Take the
+/// metadata from a verified state ([`missing_blobs`]).
+pub async fn fetch_small_blobs<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    blobs: &[RecordMetadata],
+    concurrency: usize,
+    on_blob: impl Fn() + Clone,
+) -> Result<()> {
+    for window in blobs.chunks(FETCH_WINDOW) {
+        let fetched: Vec<([u8; 32], Vec<u8>)> = stream::iter(window.iter().map(|m| {
+            let on_blob = on_blob.clone();
+            async move {
+                let mut buf = Vec::new();
+                client
+                    .get_blob(
+                        &m.vault(),
+                        m.ciphertext_hash(),
+                        m.ciphertext_len(),
+                        &mut buf,
+                    )
+                    .await?;
+                on_blob();
+                Ok::<_, crate::ClientError>((*m.ciphertext_hash(), buf))
+            }
+        }))
+        .buffer_unordered(concurrency.max(1))
+        .try_collect()
+        .await?;
+        let batch: Vec<([u8; 32], &[u8])> =
+            fetched.iter().map(|(h, b)| (*h, b.as_slice())).collect();
+        store.put_blobs(&batch)?;
+    }
+    Ok(())
+}
 
 /// The collections `keyring` can open, with their names (made safe to
 /// display with [`vault_core::fhir::clean`]: they come from the vault's

@@ -5,9 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 
-use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde_json::{json, Value};
-use vault_client::records::{add_records, ensure_collections, FhirImport};
+use vault_client::records::{
+    add_records, ensure_collections, fetch_small_blobs, missing_blobs, split_for_listing,
+    FhirImport,
+};
 use vault_client::sync;
 use vault_core::fhir;
 use vault_core::store::Store;
@@ -20,9 +22,6 @@ use crate::progress::Progress;
 use crate::session::Inner;
 use crate::view;
 
-/// Largest ciphertext a listing downloads to read a record's title; larger
-/// records are listed from their verified metadata until opened.
-const LIST_FETCH_LIMIT: u64 = 4 * 1024 * 1024;
 /// Largest FHIR body parsed for a summary.
 const SUMMARY_LIMIT: u64 = 1024 * 1024;
 /// Downloads in flight at once.
@@ -48,38 +47,20 @@ struct Listing {
 }
 
 /// Downloads (concurrently, hash-checked) the ciphertext of `records` that
-/// the store lacks, and stores it in one batch.
+/// the store lacks.
 pub(crate) async fn ensure_blobs(
     s: &mut Inner,
     state: &VaultState,
     records: &[RecordId],
 ) -> Result<()> {
-    let mut wanted = Vec::new();
-    for id in records {
-        let m = state.record(id)?.metadata().clone();
-        if !s.store.has_blob(m.ciphertext_hash())? {
-            wanted.push((*m.ciphertext_hash(), m.ciphertext_len()));
-        }
-    }
-    let vault = state.vault();
-    let client = &s.client;
-    let fetched: Vec<([u8; 32], Vec<u8>)> =
-        stream::iter(wanted.into_iter().map(|(hash, len)| async move {
-            let mut buf = Vec::new();
-            client.get_blob(&vault, &hash, len, &mut buf).await?;
-            Ok::<_, Failure>((hash, buf))
-        }))
-        .buffer_unordered(DOWNLOADS)
-        .try_collect()
-        .await?;
-    let batch: Vec<([u8; 32], &[u8])> = fetched.iter().map(|(h, b)| (*h, b.as_slice())).collect();
-    s.store.put_blobs(&batch)?;
+    let missing = missing_blobs(&s.store, state, records)?;
+    fetch_small_blobs(&mut s.store, &s.client, &missing, DOWNLOADS, || {}).await?;
     Ok(())
 }
 
 /// Opens every record the caller can read (optionally of one collection),
 /// fetching missing ciphertext first except for records over
-/// [`LIST_FETCH_LIMIT`].
+/// [`vault_client::records::LIST_FETCH_LIMIT`].
 async fn open_readable(
     s: &mut Inner,
     state: &VaultState,
@@ -87,21 +68,16 @@ async fn open_readable(
 ) -> Result<Listing> {
     let me = s.secret.fingerprint();
     let access = state.access(&me, s.client.now());
-    let mut listing = Listing::default();
-    let mut readable = Vec::new();
-    for r in state.records(collection) {
-        if !access.may_read(&r.collection, &r.id) {
-            continue;
-        }
-        let local = s
-            .store
-            .has_blob(state.record(&r.id)?.metadata().ciphertext_hash())?;
-        if local || r.ciphertext_len <= LIST_FETCH_LIMIT {
-            readable.push(r);
-        } else {
-            listing.not_downloaded.push(r);
-        }
-    }
+    let candidates = state
+        .records(collection)
+        .into_iter()
+        .filter(|r| access.may_read(&r.collection, &r.id))
+        .collect();
+    let (readable, not_downloaded) = split_for_listing(&s.store, state, candidates)?;
+    let mut listing = Listing {
+        not_downloaded,
+        ..Listing::default()
+    };
     let ids: Vec<RecordId> = readable.iter().map(|r| r.id).collect();
     ensure_blobs(s, state, &ids).await?;
     let secret = s.secret.clone();
