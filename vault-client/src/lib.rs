@@ -42,6 +42,7 @@ pub mod fuzzing;
 mod platform;
 pub mod records;
 mod retry;
+pub mod sharing;
 pub mod sync;
 mod wire;
 

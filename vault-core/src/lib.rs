@@ -51,10 +51,13 @@ pub use identity::{
 };
 pub use ids::{CollectionId, RecordId, VaultId};
 pub use keys::{CollectionKey, WrappedDataKey, WRAPPED_KEY_LEN};
-pub use log::{Checkpoint, EntryBody, LogEntry, Rewrap, Rotation};
+pub use log::{Checkpoint, EntryBody, LogEntry, Rewrap, Rotation, MAX_ROTATION_LEN};
 pub use payload::{ciphertext_len, CHUNK_LEN};
 pub use record::{
     padded_len, OpenedRecord, RecordInfo, RecordMetadata, VerifiedRecord, METADATA_LEN,
     MIN_PADDED_LEN,
 };
-pub use vault::{Access, CollectionAccess, CollectionSummary, Keyring, RecordSummary, VaultState};
+pub use vault::{
+    Access, CollectionAccess, CollectionSummary, Keyring, RecordSummary, VaultState,
+    MAX_COLLECTION_MEMBERS, MAX_COLLECTION_RECORDS,
+};

@@ -20,10 +20,29 @@ const ENTRY_SIGNATURE_CONTEXT: &[u8] = b"vault/v1/log-entry\0";
 const ENTRY_HASH_CONTEXT: &[u8] = b"vault/v1/entry-hash\0";
 const CHECKPOINT_VERSION: u8 = 1;
 const CHECKPOINT_CODE_CONTEXT: &[u8] = b"vault/v1/checkpoint-code\0";
-/// Largest entry payload accepted (a rotation of ~200,000 records).
+/// Largest entry payload accepted. The collection limits of
+/// [`crate::MAX_COLLECTION_RECORDS`] and [`crate::MAX_COLLECTION_MEMBERS`]
+/// keep the largest possible rotation ([`MAX_ROTATION_LEN`]) below it.
 pub const MAX_PAYLOAD_LEN: usize = 16 * 1024 * 1024;
 const MAX_GRANT_LEN: usize = 8192;
 const MAX_SEALED_NAME: usize = 1024;
+const REWRAP_LEN: usize = 16 + 4 + crate::keys::WRAPPED_KEY_LEN;
+
+/// The largest rotation payload the collection limits allow
+/// (`docs/format.md` §8.6): every live record re-wrapped, every member
+/// granted with a grant of the largest size. Below [`MAX_PAYLOAD_LEN`], and
+/// below 12 MiB so that the relay's default 16 MiB request body holds it in
+/// base64.
+pub const MAX_ROTATION_LEN: usize = 16
+    + 4
+    + 4
+    + (4 + MAX_SEALED_NAME)
+    + 4
+    + crate::MAX_COLLECTION_MEMBERS * (32 + 4 + MAX_GRANT_LEN)
+    + 4
+    + crate::MAX_COLLECTION_RECORDS * REWRAP_LEN
+    + 4;
+const _: () = assert!(MAX_ROTATION_LEN < 12 * 1024 * 1024);
 
 /// One re-wrapped data key in a rotation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,8 +69,13 @@ pub struct Rotation {
     /// One grant of the new key per remaining member (the owner included),
     /// strictly ascending by member.
     pub grants: Vec<Grant>,
-    /// Every live record re-wrapped, strictly ascending by record.
+    /// Every live record re-wrapped, strictly ascending by record, except
+    /// those in `dropped`.
     pub rewraps: Vec<Rewrap>,
+    /// Live records whose data key the owner could not unwrap (a faulty or
+    /// malicious writer's), deleted by this rotation, strictly ascending.
+    /// Encoded as kind 8; a rotation that drops nothing is kind 6.
+    pub dropped: Vec<RecordId>,
 }
 
 /// What a log entry does.
@@ -111,7 +135,8 @@ impl EntryBody {
             EntryBody::RecordPut { .. } => 3,
             EntryBody::RecordDeleted { .. } => 4,
             EntryBody::GrantAdded { .. } => 5,
-            EntryBody::Rotation(_) => 6,
+            EntryBody::Rotation(r) if r.dropped.is_empty() => 6,
+            EntryBody::Rotation(_) => 8,
             EntryBody::RecordGrantRevoked { .. } => 7,
         }
     }
@@ -169,6 +194,12 @@ impl EntryBody {
                     w.fixed(rw.record.as_bytes()).u32(rw.version);
                     rw.wrapped.write(&mut w);
                 }
+                if !r.dropped.is_empty() {
+                    w.u32(len32(r.dropped.len()));
+                    for id in &r.dropped {
+                        w.fixed(id.as_bytes());
+                    }
+                }
             }
             EntryBody::RecordGrantRevoked { record, member } => {
                 w.fixed(record.as_bytes()).fixed(member.as_bytes());
@@ -199,22 +230,32 @@ impl EntryBody {
                 member: PublicIdentity::from_bytes(r.bytes(MAX_IDENTITY_LEN)?)?,
                 grant: Grant::from_bytes(r.bytes(MAX_GRANT_LEN)?)?,
             },
-            6 => {
+            6 | 8 => {
                 let collection = CollectionId::from_bytes(r.array()?);
                 let epoch = r.u32()?;
                 let revoked = read_list(&mut r, 32, |r| Ok(Fingerprint::from_bytes(r.array()?)))?;
                 let sealed_name = r.bytes(MAX_SEALED_NAME)?.to_vec();
                 let grants = read_list(&mut r, 4, |r| Grant::from_bytes(r.bytes(MAX_GRANT_LEN)?))?;
-                let rewraps = read_list(&mut r, 16 + 4 + crate::keys::WRAPPED_KEY_LEN, |r| {
+                let rewraps = read_list(&mut r, REWRAP_LEN, |r| {
                     Ok(Rewrap {
                         record: RecordId::from_bytes(r.array()?),
                         version: r.u32()?,
                         wrapped: WrappedDataKey::read(r)?,
                     })
                 })?;
+                let dropped = if kind == 8 {
+                    let dropped = read_list(&mut r, 16, |r| Ok(RecordId::from_bytes(r.array()?)))?;
+                    if dropped.is_empty() {
+                        return Err(r.malformed("a kind-8 rotation drops no record"));
+                    }
+                    dropped
+                } else {
+                    Vec::new()
+                };
                 ascending(&revoked, |f| *f.as_bytes())?;
                 ascending(&grants, |g| *g.member().as_bytes())?;
                 ascending(&rewraps, |rw| *rw.record.as_bytes())?;
+                ascending(&dropped, |id| *id.as_bytes())?;
                 EntryBody::Rotation(Rotation {
                     collection,
                     epoch,
@@ -222,6 +263,7 @@ impl EntryBody {
                     sealed_name,
                     grants,
                     rewraps,
+                    dropped,
                 })
             }
             7 => EntryBody::RecordGrantRevoked {

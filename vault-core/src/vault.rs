@@ -18,6 +18,16 @@ use crate::keys::{CollectionKey, WrappedDataKey};
 use crate::log::{Checkpoint, EntryBody, LogEntry, Rewrap, Rotation};
 use crate::record::{self, KeySource, OpenedRecord, RecordInfo, RecordMetadata, VerifiedRecord};
 
+/// The most live records one collection may hold (`docs/format.md` §8.2):
+/// with [`MAX_COLLECTION_MEMBERS`], it keeps every rotation of the
+/// collection within one entry ([`crate::log::MAX_ROTATION_LEN`]), so the
+/// owner can always revoke.
+pub const MAX_COLLECTION_RECORDS: usize = 100_000;
+
+/// The most members (the owner included) one collection may have
+/// (`docs/format.md` §8.2); see [`MAX_COLLECTION_RECORDS`].
+pub const MAX_COLLECTION_MEMBERS: usize = 256;
+
 /// One collection as the log defines it.
 #[derive(Clone, Debug)]
 struct Collection {
@@ -25,8 +35,26 @@ struct Collection {
     sealed_name: Vec<u8>,
     /// Grants of the current epoch's key, by member (the owner included).
     grants: BTreeMap<Fingerprint, VerifiedGrant>,
+    /// Grants of every earlier epoch (index = epoch), kept so that those
+    /// who held an epoch's key can still open the versions sealed under it.
+    history: Vec<BTreeMap<Fingerprint, VerifiedGrant>>,
     /// Live (not deleted) records.
     records: BTreeSet<RecordId>,
+    /// A version whose key is wrapped under the current epoch was replaced
+    /// or deleted since the epoch began: a new member granted this epoch's
+    /// key could open it ([`VaultState::needs_rotation_before_grant`]).
+    dirty: bool,
+}
+
+impl Collection {
+    /// The grants of `epoch`, current or past.
+    fn grants_of(&self, epoch: u32) -> Option<&BTreeMap<Fingerprint, VerifiedGrant>> {
+        if epoch == self.epoch {
+            Some(&self.grants)
+        } else {
+            self.history.get(usize::try_from(epoch).ok()?)
+        }
+    }
 }
 
 /// One record as the log defines it.
@@ -39,6 +67,10 @@ struct RecordState {
     /// The current version's data key, re-wrapped by rotations.
     key_epoch: u32,
     wrapped: Option<WrappedDataKey>,
+    /// For replaced versions that a rotation had re-wrapped: the last
+    /// re-wrap (its epoch and wrapped key), by version. The members of that
+    /// epoch could open the version while it was current and still can.
+    last_wraps: BTreeMap<u32, (u32, WrappedDataKey)>,
 }
 
 impl RecordState {
@@ -47,6 +79,33 @@ impl RecordState {
     }
     fn is_deleted(&self) -> bool {
         matches!(self.versions.last(), Some((None, _)))
+    }
+
+    /// The current version stops being current: its key source is kept for
+    /// those who held it, and the live wrapped key is cleared.
+    fn retire_current(&mut self) {
+        let version = self.current_version();
+        if let (Some((Some(m), _)), Some(w)) = (self.versions.last(), self.wrapped.take()) {
+            if m.epoch() != self.key_epoch {
+                self.last_wraps.insert(version, (self.key_epoch, w));
+            }
+        }
+    }
+
+    /// The epoch whose key opens `version` (its last re-wrap, or the epoch
+    /// it was written in); `None` for a tombstone or unknown version.
+    fn key_epoch_of(&self, version: u32) -> Option<u32> {
+        if version == self.current_version() && self.wrapped.is_some() {
+            return Some(self.key_epoch);
+        }
+        if let Some((epoch, _)) = self.last_wraps.get(&version) {
+            return Some(*epoch);
+        }
+        let idx = usize::try_from(version.checked_sub(1)?).ok()?;
+        match self.versions.get(idx) {
+            Some((Some(m), _)) => Some(m.epoch()),
+            _ => None,
+        }
     }
 }
 
@@ -303,7 +362,9 @@ impl VaultState {
                         epoch: 0,
                         sealed_name: sealed_name.clone(),
                         grants,
+                        history: Vec::new(),
                         records: BTreeSet::new(),
+                        dirty: false,
                     },
                 );
             }
@@ -313,7 +374,9 @@ impl VaultState {
                     .collections
                     .get_mut(&metadata.collection())
                     .ok_or(invalid("unknown collection"))?;
-                coll.records.insert(metadata.record());
+                if !coll.records.insert(metadata.record()) {
+                    coll.dirty = true;
+                }
                 let rs = self
                     .records
                     .entry(metadata.record())
@@ -322,7 +385,9 @@ impl VaultState {
                         versions: Vec::new(),
                         key_epoch: metadata.epoch(),
                         wrapped: None,
+                        last_wraps: BTreeMap::new(),
                     });
+                rs.retire_current();
                 rs.versions.push((Some(metadata.clone()), seq));
                 rs.key_epoch = metadata.epoch();
                 rs.wrapped = Some(metadata.wrapped_key.clone());
@@ -345,11 +410,12 @@ impl VaultState {
                     ));
                 }
                 if let Some(rs) = self.records.get_mut(record) {
+                    rs.retire_current();
                     rs.versions.push((None, seq));
-                    rs.wrapped = None;
                 }
                 if let Some(c) = self.collections.get_mut(&collection) {
                     c.records.remove(record);
+                    c.dirty = true;
                 }
             }
             EntryBody::GrantAdded { member, grant } => {
@@ -380,6 +446,13 @@ impl VaultState {
                             .ok_or(invalid("grant for an unknown collection"))?;
                         if epoch != coll.epoch {
                             return Err(invalid("grant for a past or future epoch"));
+                        }
+                        if !coll.grants.contains_key(&grant.member())
+                            && coll.grants.len() >= MAX_COLLECTION_MEMBERS
+                        {
+                            return Err(invalid(
+                                "the collection already has the maximum number of members",
+                            ));
                         }
                         coll.grants.insert(grant.member(), grant);
                     }
@@ -510,6 +583,10 @@ impl VaultState {
             });
         }
         match self.records.get(&m.record()) {
+            None if coll.records.len() >= MAX_COLLECTION_RECORDS => Err(Error::InvalidEntry {
+                seq,
+                reason: "the collection already holds the maximum number of records",
+            }),
             None if m.version() == 1 => Ok(()),
             None => Err(Error::InvalidEntry {
                 seq,
@@ -581,10 +658,16 @@ impl VaultState {
             }
             grants.insert(g.member(), g);
         }
-        let rewrapped: Vec<RecordId> = r.rewraps.iter().map(|rw| rw.record).collect();
-        if rewrapped.len() != coll.records.len() || !rewrapped.iter().eq(coll.records.iter()) {
+        let mut accounted: Vec<RecordId> = r
+            .rewraps
+            .iter()
+            .map(|rw| rw.record)
+            .chain(r.dropped.iter().copied())
+            .collect();
+        accounted.sort_unstable_by_key(|id| *id.as_bytes());
+        if accounted.len() != coll.records.len() || !accounted.iter().eq(coll.records.iter()) {
             return Err(invalid(
-                "rotation must re-wrap every live record of the collection",
+                "rotation must re-wrap or drop every live record of the collection, each once",
             ));
         }
         for rw in &r.rewraps {
@@ -602,10 +685,21 @@ impl VaultState {
                 rs.wrapped = Some(rw.wrapped.clone());
             }
         }
+        for id in &r.dropped {
+            if let Some(rs) = self.records.get_mut(id) {
+                rs.retire_current();
+                rs.versions.push((None, seq));
+            }
+        }
         if let Some(coll) = self.collections.get_mut(&r.collection) {
+            for id in &r.dropped {
+                coll.records.remove(id);
+            }
+            let previous = std::mem::replace(&mut coll.grants, grants);
+            coll.history.push(previous);
             coll.epoch = r.epoch;
-            coll.grants = grants;
             coll.sealed_name = r.sealed_name.clone();
+            coll.dirty = false;
         }
         Ok(())
     }
@@ -799,6 +893,99 @@ impl VaultState {
         out
     }
 
+    /// Whether a new member granted `collection`'s current key could open a
+    /// version that was replaced or deleted during this epoch. If so, the
+    /// owner's client rotates the key (a rotation that revokes nobody)
+    /// before granting it, so deleted and replaced versions stay closed to
+    /// those granted later (`docs/format.md` §8.6).
+    pub fn needs_rotation_before_grant(&self, collection: &CollectionId) -> bool {
+        self.collections.get(collection).is_some_and(|c| c.dirty)
+    }
+
+    /// Whether `who` may fetch the ciphertext of `version` of `record` at
+    /// `now`: the owner always; a holder of a single-record grant of that
+    /// version; a current member of the record's collection if the version
+    /// is current, or if it was replaced or deleted while they held the key
+    /// of the epoch it was wrapped under. A member granted after a version
+    /// was replaced or deleted (after the rotation that precedes such a
+    /// grant) may not.
+    pub fn may_read_version(
+        &self,
+        who: &Fingerprint,
+        record: &RecordId,
+        version: u32,
+        now: u64,
+    ) -> bool {
+        if *who == self.owner.fingerprint() {
+            return true;
+        }
+        let Some(rs) = self.records.get(record) else {
+            return false;
+        };
+        if let Some(g) = self.record_grants.get(&(*record, *who)) {
+            if g.is_valid_at(now)
+                && matches!(g.scope(), GrantScope::Record { version: v, .. } if v == version)
+            {
+                return true;
+            }
+        }
+        let Some(coll) = self.collections.get(&rs.collection) else {
+            return false;
+        };
+        if !coll.grants.get(who).is_some_and(|g| g.is_valid_at(now)) {
+            return false;
+        }
+        rs.key_epoch_of(version)
+            .and_then(|epoch| coll.grants_of(epoch))
+            .is_some_and(|grants| grants.contains_key(who))
+    }
+
+    /// Whether `who` may fetch the blob `ciphertext_hash`, which the log
+    /// names as the ciphertext of some version of `record`
+    /// ([`Self::may_read_version`] for each such version).
+    pub fn may_read_blob(
+        &self,
+        who: &Fingerprint,
+        record: &RecordId,
+        ciphertext_hash: &[u8; 32],
+        now: u64,
+    ) -> bool {
+        let Some(rs) = self.records.get(record) else {
+            return false;
+        };
+        rs.versions.iter().any(|(m, _)| {
+            m.as_ref().is_some_and(|m| {
+                m.ciphertext_hash() == ciphertext_hash
+                    && self.may_read_version(who, record, m.version(), now)
+            })
+        })
+    }
+
+    /// Pads `collection` with placeholder records and members up to the
+    /// given counts, to test the limits without writing 100,000 records.
+    #[cfg(test)]
+    pub(crate) fn fill_collection_for_test(
+        &mut self,
+        collection: &CollectionId,
+        records: usize,
+        members: usize,
+    ) {
+        let owner = self.owner.fingerprint();
+        if let Some(c) = self.collections.get_mut(collection) {
+            let mut n: u128 = 1 << 100;
+            while c.records.len() < records {
+                c.records.insert(RecordId::from_bytes(n.to_be_bytes()));
+                n += 1;
+            }
+            let grant = c.grants.get(&owner).cloned();
+            let mut m: u8 = 0;
+            while let Some(g) = grant.clone().filter(|_| c.grants.len() < members) {
+                c.grants.insert(Fingerprint::from_bytes([m; 32]), g);
+                m = m.wrapping_add(1);
+            }
+        }
+    }
+
     /// The current version of a record, verified.
     pub fn record(&self, id: &RecordId) -> Result<VerifiedRecord<'_>> {
         let rs = self.records.get(id).ok_or(Error::Missing {
@@ -827,22 +1014,30 @@ impl VaultState {
     }
 
     /// A specific version of a record, verified. A version older than the
-    /// current one can only be opened through a single-record grant for it or
-    /// the key of the epoch it was written in.
+    /// current one is opened through a single-record grant for it, or with
+    /// the key of the epoch it was last wrapped under while current (the
+    /// last rotation's re-wrap, or else the epoch it was written in): those
+    /// who held that epoch's key, the owner always, can open it.
     pub fn record_version(&self, id: &RecordId, version: u32) -> Result<VerifiedRecord<'_>> {
         let rs = self.records.get(id).ok_or(Error::Missing {
             what: format!("record {id}"),
         })?;
-        if version == rs.current_version() {
+        if version == rs.current_version() && !rs.is_deleted() {
             return self.record(id);
         }
         let idx = usize::try_from(version.saturating_sub(1)).unwrap_or(usize::MAX);
         match rs.versions.get(idx) {
             Some((Some(m), seq)) if version > 0 => Ok(VerifiedRecord {
                 metadata: m,
-                key_source: KeySource::Wrapped {
-                    epoch: m.epoch(),
-                    wrapped: &m.wrapped_key,
+                key_source: match rs.last_wraps.get(&version) {
+                    Some((epoch, wrapped)) => KeySource::Wrapped {
+                        epoch: *epoch,
+                        wrapped,
+                    },
+                    None => KeySource::Wrapped {
+                        epoch: m.epoch(),
+                        wrapped: &m.wrapped_key,
+                    },
                 },
                 seq: *seq,
             }),
@@ -1197,15 +1392,22 @@ impl VaultState {
         let name = old_key.open_name(&coll.sealed_name)?;
         let new_key = CollectionKey::generate(self.vault, *collection, new_epoch);
         let mut rewraps = Vec::with_capacity(coll.records.len());
+        let mut dropped = Vec::new();
         for id in &coll.records {
             let verified = self.record(id)?;
-            let data_key = verified.data_key(old_key)?;
             let version = verified.metadata().version();
-            rewraps.push(Rewrap {
-                record: *id,
-                version,
-                wrapped: new_key.wrap(&data_key, id, version),
-            });
+            match verified.data_key(old_key) {
+                Ok(data_key) => rewraps.push(Rewrap {
+                    record: *id,
+                    version,
+                    wrapped: new_key.wrap(&data_key, id, version),
+                }),
+                // A key that does not unwrap under the owner's own epoch key
+                // was written by a faulty or malicious writer: nobody can
+                // open the record, and it must not block the revocation.
+                Err(Error::DecryptionFailed) => dropped.push(*id),
+                Err(e) => return Err(e),
+            }
         }
         let mut grants = Vec::new();
         for (member, g) in &coll.grants {
@@ -1232,6 +1434,7 @@ impl VaultState {
             sealed_name: new_key.seal_name(&name)?,
             grants,
             rewraps,
+            dropped,
         });
         self.next_entry(owner, now, body)
     }
@@ -1314,15 +1517,18 @@ impl<'a> Keyring<'a> {
                 let coll = state.collections.get(collection).ok_or(Error::Missing {
                     what: format!("collection {collection}"),
                 })?;
-                if coll.epoch != epoch {
-                    return Err(Error::AccessDenied("that key epoch is no longer current"));
-                }
-                let grant = coll
-                    .grants
-                    .get(&self.me.fingerprint())
-                    .ok_or(Error::AccessDenied(
+                let grants = coll.grants_of(epoch).ok_or(Error::Missing {
+                    what: format!("key epoch {epoch} of collection {collection}"),
+                })?;
+                let grant = grants.get(&self.me.fingerprint()).ok_or(if epoch == coll.epoch {
+                    Error::AccessDenied(
                         "you are not a member of this collection (or your access was revoked)",
-                    ))?;
+                    )
+                } else {
+                    Error::AccessDenied(
+                        "this version was sealed under a key you were never given (it was replaced or deleted before you were granted the collection)",
+                    )
+                })?;
                 if let Some(e) = grant.expires_at().filter(|e| self.now >= *e) {
                     return Err(Error::Expired { expired_at: e });
                 }

@@ -282,15 +282,15 @@ impl Session {
                 write,
                 expires_at,
             };
-            sharing::share(&mut s, &vault, share).await?;
-            Ok(JsValue::UNDEFINED)
+            Ok(json(&sharing::share(&mut s, &vault, share).await?))
         })
     }
 
     /// Revokes a member (by 64-hex fingerprint) everywhere, or in one
     /// collection: rotates the keys of every collection they held and
     /// withdraws their single-record shares (JSON `{rotated,
-    /// recordSharesWithdrawn}`).
+    /// recordSharesWithdrawn, dropped}`; `dropped` lists the records the
+    /// rotation deleted because their key did not open, with their author).
     pub fn revoke(
         &self,
         vault: String,

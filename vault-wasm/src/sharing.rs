@@ -4,6 +4,7 @@ use std::io::{Cursor, Read, Write};
 
 use serde_json::{json, Value};
 use vault_client::records::collection_names;
+use vault_client::sharing::ShareTarget;
 use vault_client::sync;
 use vault_core::export::{self, ExportSink};
 use vault_core::store::Store;
@@ -134,7 +135,7 @@ pub struct Share<'a> {
 }
 
 /// Grants a collection or a record to a member.
-pub async fn share(s: &mut Inner, vault: &VaultId, share: Share<'_>) -> Result<()> {
+pub async fn share(s: &mut Inner, vault: &VaultId, share: Share<'_>) -> Result<Value> {
     let member = PublicIdentity::from_text(share.identity_text.trim())?;
     let now = s.client.now();
     let expires_at = match share.expires_at {
@@ -150,42 +151,31 @@ pub async fn share(s: &mut Inner, vault: &VaultId, share: Share<'_>) -> Result<(
     s.publish().await?;
     let secret = s.secret.clone();
     let client = &s.client;
-    if share.is_record {
-        let record = record_id(share.target)?;
-        sync::push_with_retry(&mut s.store, client, vault, |state| {
-            let mut keyring = Keyring::new(&secret, client.now());
-            Ok(vec![state.share_record(
-                &secret,
-                &mut keyring,
-                &record,
-                &member,
-                expires_at,
-                client.now(),
-            )?])
-        })
-        .await?;
+    let target = if share.is_record {
+        ShareTarget::Record(record_id(share.target)?)
     } else {
-        let collection = collection_id(share.target)?;
         let permission = if share.write {
             Permission::ReadWrite
         } else {
             Permission::Read
         };
-        sync::push_with_retry(&mut s.store, client, vault, |state| {
-            let mut keyring = Keyring::new(&secret, client.now());
-            Ok(vec![state.share_collection(
-                &secret,
-                &mut keyring,
-                &collection,
-                &member,
-                permission,
-                expires_at,
-                client.now(),
-            )?])
-        })
-        .await?;
-    }
-    Ok(())
+        ShareTarget::Collection(collection_id(share.target)?, permission)
+    };
+    let mut rotated_first = false;
+    sync::push_with_retry(&mut s.store, client, vault, |state| {
+        let plan = vault_client::sharing::share(
+            state,
+            &secret,
+            target,
+            &member,
+            expires_at,
+            client.now(),
+        )?;
+        rotated_first = plan.rotated_first;
+        Ok(plan.entries)
+    })
+    .await?;
+    Ok(json!({ "rotatedFirst": rotated_first }))
 }
 
 /// Revokes `member` from every collection they hold (or only `only`),
@@ -199,49 +189,37 @@ pub async fn revoke(
     s.publish().await?;
     let secret = s.secret.clone();
     let client = &s.client;
-    let mut rotated = 0usize;
-    let mut records = 0usize;
-    sync::push_with_retry(&mut s.store, client, vault, |state| {
-        rotated = 0;
-        records = 0;
-        let mut next = state.clone();
-        let mut entries = Vec::new();
-        for c in state.collections() {
-            if only.is_some_and(|o| *o != c.id) || !c.members.iter().any(|(m, _, _)| m == member) {
-                continue;
-            }
-            let mut keyring = Keyring::new(&secret, client.now());
-            let entry = next.revoke(&secret, &mut keyring, &c.id, &[*member], client.now())?;
-            next.apply(&entry)?;
-            entries.push(entry);
-            rotated += 1;
-        }
-        for (record, m, _) in state.record_grants() {
-            let in_scope = only.is_none_or(|o| {
-                state
-                    .record(&record)
-                    .map(|r| r.metadata().collection())
-                    .ok()
-                    == Some(*o)
-            });
-            if m != *member || !in_scope {
-                continue;
-            }
-            let entry = next.revoke_record_grant(&secret, &record, member, client.now())?;
-            next.apply(&entry)?;
-            entries.push(entry);
-            records += 1;
-        }
-        Ok(entries)
+    let mut plan = vault_client::sharing::Revocation::default();
+    let state = sync::push_with_retry(&mut s.store, client, vault, |state| {
+        plan = vault_client::sharing::revoke(state, &secret, member, only, client.now())?;
+        Ok(plan.entries.clone())
     })
     .await?;
-    if rotated == 0 && records == 0 {
+    if plan.is_empty() {
         return Err(Failure::new(
             "not_found",
             "this person has no access to revoke here",
         ));
     }
-    Ok(json!({ "rotated": rotated, "recordSharesWithdrawn": records }))
+    let dropped: Vec<Value> = plan
+        .rotated
+        .iter()
+        .flat_map(|r| {
+            r.dropped.iter().map(|d| {
+                json!({
+                    "record": d.record.to_hex(),
+                    "collection": r.collection.to_hex(),
+                    "author": d.author.to_hex(),
+                    "authorName": state.identity(&d.author).map(|i| i.display_name().to_owned()),
+                })
+            })
+        })
+        .collect();
+    Ok(json!({
+        "rotated": plan.rotated.len(),
+        "recordSharesWithdrawn": plan.record_grants,
+        "dropped": dropped,
+    }))
 }
 
 /// Export files collected in memory, then written as one tar archive.

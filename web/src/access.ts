@@ -164,5 +164,8 @@ function revokeButton(c: Ctx, m: Member, collection: { id: string; name: string 
 }
 
 function summaryText(name: string, s: RevokeSummary): string {
-  return `${name} was revoked: ${s.rotated} collection key${s.rotated === 1 ? '' : 's'} rotated, ${s.recordSharesWithdrawn} single-record share${s.recordSharesWithdrawn === 1 ? '' : 's'} withdrawn.`;
+  const base = `${name} was revoked: ${s.rotated} collection key${s.rotated === 1 ? '' : 's'} rotated, ${s.recordSharesWithdrawn} single-record share${s.recordSharesWithdrawn === 1 ? '' : 's'} withdrawn.`;
+  if (s.dropped.length === 0) return base;
+  const authors = [...new Set(s.dropped.map((d) => d.authorName ?? d.author.slice(0, 16)))].join(', ');
+  return `${base} ${s.dropped.length} record${s.dropped.length === 1 ? '' : 's'} that could not be opened with the collection's key (written by ${authors}) ${s.dropped.length === 1 ? 'was' : 'were'} deleted by the rotation; nobody could read ${s.dropped.length === 1 ? 'it' : 'them'}.`;
 }

@@ -145,12 +145,12 @@ export function openShareDialog(c: Ctx, target: ShareTarget): void {
           }
           const write = permWrite.checked && target.kind === 'collection';
           const done = await withBusy(submit, 'Sharing…', async () => {
-            await run((s) => s.share(vault, target.id, target.kind === 'record', id.identityText, write, exp ?? undefined));
-            return true;
+            return await run((s) => s.share(vault, target.id, target.kind === 'record', id.identityText, write, exp ?? undefined));
           }, 'Sharing failed');
           if (!done) return;
           d.close();
-          announce(`Shared ${whatLabel} with ${id.name} (${write ? 'read and write' : 'read only'}, ${fmtExpiry(exp)}).`);
+          const rekeyed = done.rotatedFirst ? ' The collection was re-keyed first, so versions you replaced or deleted stay closed to them.' : '';
+          announce(`Shared ${whatLabel} with ${id.name} (${write ? 'read and write' : 'read only'}, ${fmtExpiry(exp)}).${rekeyed}`);
           await refresh();
         },
       },

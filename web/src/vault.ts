@@ -152,6 +152,13 @@ export interface ImportSummary {
 export interface RevokeSummary {
   rotated: number;
   recordSharesWithdrawn: number;
+  /** Records the rotation deleted because their key did not open (a faulty or malicious writer's). */
+  dropped: { record: string; collection: string; author: string; authorName: string | null }[];
+}
+
+export interface ShareSummary {
+  /** The collection's key was rotated before the grant: versions replaced or deleted before stay closed to the new member. */
+  rotatedFirst: boolean;
 }
 
 /** Progress of long work: bytes or records done of total, and the phase. */
@@ -264,15 +271,15 @@ export class Session {
   }
 
   /** Shares a collection (or, with `isRecord`, one record) with the identity. `expiresAt` in Unix seconds. */
-  share(
+  async share(
     vault: string,
     target: string,
     isRecord: boolean,
     identityText: string,
     write: boolean,
     expiresAt?: number,
-  ): Promise<void> {
-    return call(() => this.inner.share(vault, target, isRecord, identityText, write, expiresAt));
+  ): Promise<ShareSummary> {
+    return JSON.parse(await call(() => this.inner.share(vault, target, isRecord, identityText, write, expiresAt)));
   }
 
   /** Revokes a member everywhere (or in one collection): rotates the keys and withdraws record shares. */

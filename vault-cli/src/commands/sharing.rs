@@ -41,11 +41,7 @@ pub fn share(session: &mut Session, args: &ShareArgs) -> Result<()> {
         .map(|u| super::parse_until(u, client.now()))
         .transpose()?;
     let member = contact.identity.clone();
-    /// What is shared.
-    enum Target {
-        Record(vault_core::RecordId),
-        Collection(vault_core::CollectionId, Permission),
-    }
+    use vault_client::sharing::ShareTarget as Target;
     let (target, what) = if args.record {
         if args.write {
             return Err(CliError::Usage(
@@ -70,28 +66,22 @@ pub fn share(session: &mut Session, args: &ShareArgs) -> Result<()> {
             format!("collection {}", args.what),
         )
     };
+    let mut rotated_first = false;
     session.rt.block_on(sync::push_with_retry(
         &mut session.store,
         &client,
         &vault,
         |state| {
-            let mut keyring = Keyring::new(&secret, client.now());
-            let now = client.now();
-            let entry = match &target {
-                Target::Record(r) => {
-                    state.share_record(&secret, &mut keyring, r, &member, expires_at, now)?
-                }
-                Target::Collection(c, p) => state.share_collection(
-                    &secret,
-                    &mut keyring,
-                    c,
-                    &member,
-                    *p,
-                    expires_at,
-                    now,
-                )?,
-            };
-            Ok(vec![entry])
+            let plan = vault_client::sharing::share(
+                state,
+                &secret,
+                target,
+                &member,
+                expires_at,
+                client.now(),
+            )?;
+            rotated_first = plan.rotated_first;
+            Ok(plan.entries)
         },
     ))?;
     let permission = if args.write { "read-write" } else { "read" };
@@ -102,7 +92,11 @@ pub fn share(session: &mut Session, args: &ShareArgs) -> Result<()> {
             "fingerprint": member.fingerprint().to_hex(),
             "permission": permission,
             "expires_at": expires_at,
+            "rotated_first": rotated_first,
         }));
+    }
+    if rotated_first {
+        line("The collection's key was rotated first: versions you replaced or deleted stay closed to them.")?;
     }
     line(&format!(
         "Shared {what} with {} ({}), {permission}{}.",
@@ -135,59 +129,23 @@ pub fn revoke(session: &mut Session, args: &RevokeArgs) -> Result<()> {
             .map(|c| find_collection(&state, &mut keyring, c))
             .transpose()?
     };
-    let mut rotated: Vec<(String, u32)> = Vec::new();
-    let mut records = 0usize;
+    let mut plan = vault_client::sharing::Revocation::default();
     let state = session.rt.block_on(sync::push_with_retry(
         &mut session.store,
         &client,
         &vault,
         |state| {
-            rotated.clear();
-            records = 0;
-            let mut keyring = Keyring::new(&secret, client.now());
-            let names = collections_by_name(state, &mut keyring);
-            let mut next = state.clone();
-            let mut entries = Vec::new();
-            for c in state.collections() {
-                if only.is_some_and(|o| o != c.id)
-                    || !c.members.iter().any(|(m, _, _)| *m == member)
-                {
-                    continue;
-                }
-                let mut keyring = Keyring::new(&secret, client.now());
-                let entry = next.revoke(&secret, &mut keyring, &c.id, &[member], client.now())?;
-                next.apply(&entry)?;
-                entries.push(entry);
-                let name = names
-                    .iter()
-                    .find(|(_, id)| **id == c.id)
-                    .map(|(n, _)| n.clone())
-                    .unwrap_or_else(|| c.id.to_hex());
-                rotated.push((name, c.epoch.saturating_add(1)));
-            }
-            for (record, m, _) in state.record_grants() {
-                if m != member {
-                    continue;
-                }
-                if let Some(o) = only {
-                    if state
-                        .record(&record)
-                        .map(|r| r.metadata().collection())
-                        .ok()
-                        != Some(o)
-                    {
-                        continue;
-                    }
-                }
-                let entry = next.revoke_record_grant(&secret, &record, &member, client.now())?;
-                next.apply(&entry)?;
-                entries.push(entry);
-                records += 1;
-            }
-            Ok(entries)
+            plan = vault_client::sharing::revoke(
+                state,
+                &secret,
+                &member,
+                only.as_ref(),
+                client.now(),
+            )?;
+            Ok(plan.entries.clone())
         },
     ))?;
-    if rotated.is_empty() && records == 0 {
+    if plan.is_empty() {
         return Err(CliError::NotFound(format!(
             "{} has no access to revoke{}",
             args.contact,
@@ -197,24 +155,57 @@ pub fn revoke(session: &mut Session, args: &RevokeArgs) -> Result<()> {
                 .unwrap_or_default()
         )));
     }
+    let names = {
+        let mut keyring = Keyring::new(&secret, client.now());
+        collections_by_name(&state, &mut keyring)
+    };
+    let name_of = |id: &vault_core::CollectionId| {
+        names
+            .iter()
+            .find(|(_, c)| *c == id)
+            .map(|(n, _)| n.clone())
+            .unwrap_or_else(|| id.to_hex())
+    };
+    let author_of = |fp: &vault_core::Fingerprint| {
+        state
+            .identity(fp)
+            .map(|i| format!("{} ({})", clean(i.display_name()), short(&fp.to_hex())))
+            .unwrap_or_else(|| fp.to_hex())
+    };
     if session.out.json {
         return session.out.json(&json!({
             "contact": args.contact,
-            "collections": rotated.iter().map(|(n, e)| json!({"collection": n, "epoch": e})).collect::<Vec<_>>(),
-            "record_grants": records,
+            "collections": plan.rotated.iter().map(|r| json!({
+                "collection": name_of(&r.collection),
+                "epoch": r.epoch,
+                "dropped": r.dropped.iter().map(|d| json!({
+                    "record": d.record.to_hex(),
+                    "author": d.author.to_hex(),
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "record_grants": plan.record_grants,
             "checkpoint": state.head().code(),
         }));
     }
-    for (name, epoch) in &rotated {
+    for r in &plan.rotated {
         line(&format!(
-            "Revoked {} from {name}: its key was rotated (epoch {epoch}); new records are sealed under a key they never had.",
-            args.contact
+            "Revoked {} from {}: its key was rotated (epoch {}); new records are sealed under a key they never had.",
+            args.contact,
+            name_of(&r.collection),
+            r.epoch
         ))?;
+        for d in &r.dropped {
+            line(&format!(
+                "warning: record {} could not be opened with the collection's key (written by {}); the rotation deleted it. Nobody could read it.",
+                short(&d.record.to_hex()),
+                author_of(&d.author)
+            ))?;
+        }
     }
-    if records > 0 {
+    if plan.record_grants > 0 {
         line(&format!(
-            "Withdrew {records} single-record share(s) from {}.",
-            args.contact
+            "Withdrew {} single-record share(s) from {}.",
+            plan.record_grants, args.contact
         ))?;
     }
     line("Anything they already downloaded stays with them; they can no longer fetch or decrypt what is stored.")

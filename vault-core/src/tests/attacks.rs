@@ -1168,7 +1168,7 @@ fn rotation_omitting_a_rewrap() {
     for (r, expected) in [
         (
             omitted,
-            "rotation must re-wrap every live record of the collection",
+            "rotation must re-wrap or drop every live record of the collection, each once",
         ),
         (stale, "a re-wrap names a stale record version"),
     ] {

@@ -6,3 +6,4 @@ mod attacks;
 mod fixture;
 mod flow;
 mod properties;
+mod review;

@@ -1,0 +1,192 @@
+//! Sharing and revoking, written once for every client (the `vault`
+//! command and the web app present what these return).
+//!
+//! Each function builds the entries of one user action from a verified
+//! [`VaultState`], applying them to a copy as it goes so that several
+//! entries chain; the caller appends them with
+//! [`crate::sync::push_with_retry`], which calls the function again on the
+//! relay's newer state if the head moved.
+
+use vault_core::{
+    CollectionId, EntryBody, Fingerprint, Keyring, LogEntry, Permission, PublicIdentity, RecordId,
+    SecretIdentity, VaultState,
+};
+
+/// What to share with a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShareTarget {
+    /// A collection's current key, read or read-write.
+    Collection(CollectionId, Permission),
+    /// One record's current version, read-only.
+    Record(RecordId),
+}
+
+/// The entries of a share, and whether the collection's key was rotated
+/// first.
+#[derive(Debug)]
+pub struct SharePlan {
+    /// The entries to append, in order.
+    pub entries: Vec<LogEntry>,
+    /// The collection's key was rotated before the grant, because versions
+    /// replaced or deleted under the current key must stay closed to the
+    /// new member ([`VaultState::needs_rotation_before_grant`]).
+    pub rotated_first: bool,
+}
+
+/// Builds the entries sharing `target` with `member`. A collection whose
+/// current key could open replaced or deleted versions is rotated first
+/// (a rotation that revokes nobody), so a member granted now never reads
+/// what the owner deleted or replaced before.
+pub fn share(
+    state: &VaultState,
+    owner: &SecretIdentity,
+    target: ShareTarget,
+    member: &PublicIdentity,
+    expires_at: Option<u64>,
+    now: u64,
+) -> vault_core::Result<SharePlan> {
+    let mut keyring = Keyring::new(owner, now);
+    match target {
+        ShareTarget::Record(record) => Ok(SharePlan {
+            entries: vec![state.share_record(
+                owner,
+                &mut keyring,
+                &record,
+                member,
+                expires_at,
+                now,
+            )?],
+            rotated_first: false,
+        }),
+        ShareTarget::Collection(collection, permission) => {
+            let mut entries = Vec::new();
+            let mut next = None;
+            if state.needs_rotation_before_grant(&collection) {
+                let rotation = state.revoke(owner, &mut keyring, &collection, &[], now)?;
+                let mut rotated = state.clone();
+                rotated.apply(&rotation)?;
+                entries.push(rotation);
+                next = Some(rotated);
+            }
+            let base = next.as_ref().unwrap_or(state);
+            let mut keyring = Keyring::new(owner, now);
+            entries.push(base.share_collection(
+                owner,
+                &mut keyring,
+                &collection,
+                member,
+                permission,
+                expires_at,
+                now,
+            )?);
+            Ok(SharePlan {
+                rotated_first: entries.len() > 1,
+                entries,
+            })
+        }
+    }
+}
+
+/// A record a rotation deleted because its data key did not unwrap under
+/// the collection's key: its writer sealed it wrongly, by fault or on
+/// purpose. Nobody could open it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DroppedRecord {
+    /// The record.
+    pub record: RecordId,
+    /// The author of its last version, as the verified log names them.
+    pub author: Fingerprint,
+}
+
+/// One collection a revocation rotated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RotatedCollection {
+    /// The collection.
+    pub collection: CollectionId,
+    /// Its new key epoch.
+    pub epoch: u32,
+    /// Records deleted by the rotation because nobody could open them.
+    pub dropped: Vec<DroppedRecord>,
+}
+
+/// What a revocation does.
+#[derive(Debug, Default)]
+pub struct Revocation {
+    /// The entries to append, in order.
+    pub entries: Vec<LogEntry>,
+    /// The collections whose key was rotated.
+    pub rotated: Vec<RotatedCollection>,
+    /// How many single-record grants were withdrawn.
+    pub record_grants: usize,
+}
+
+impl Revocation {
+    /// Whether there was nothing of `member`'s to revoke.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Builds the entries revoking `member` from every collection they hold
+/// (or only `only`), rotating each collection's key, and withdrawing their
+/// single-record grants (of `only`'s records, if given).
+///
+/// Revocation always succeeds for the owner: a live record whose data key
+/// does not unwrap (written by a faulty or malicious member) is deleted by
+/// the same rotation and reported in [`RotatedCollection::dropped`] with
+/// its author, instead of blocking the revocation.
+pub fn revoke(
+    state: &VaultState,
+    owner: &SecretIdentity,
+    member: &Fingerprint,
+    only: Option<&CollectionId>,
+    now: u64,
+) -> vault_core::Result<Revocation> {
+    let mut next = state.clone();
+    let mut out = Revocation::default();
+    for c in state.collections() {
+        if only.is_some_and(|o| *o != c.id) || !c.members.iter().any(|(m, _, _)| m == member) {
+            continue;
+        }
+        let mut keyring = Keyring::new(owner, now);
+        let entry = next.revoke(owner, &mut keyring, &c.id, &[*member], now)?;
+        let dropped = match entry.body() {
+            EntryBody::Rotation(r) => r
+                .dropped
+                .iter()
+                .filter_map(|id| {
+                    let author = next.record(id).ok()?.metadata().author();
+                    Some(DroppedRecord {
+                        record: *id,
+                        author,
+                    })
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        next.apply(&entry)?;
+        out.entries.push(entry);
+        out.rotated.push(RotatedCollection {
+            collection: c.id,
+            epoch: c.epoch.saturating_add(1),
+            dropped,
+        });
+    }
+    for (record, m, _) in state.record_grants() {
+        let in_scope = only.is_none_or(|o| {
+            state
+                .record(&record)
+                .map(|r| r.metadata().collection())
+                .ok()
+                == Some(*o)
+        });
+        if m != *member || !in_scope {
+            continue;
+        }
+        let entry = next.revoke_record_grant(owner, &record, member, now)?;
+        next.apply(&entry)?;
+        out.entries.push(entry);
+        out.record_grants += 1;
+    }
+    Ok(out)
+}

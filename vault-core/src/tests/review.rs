@@ -1,0 +1,249 @@
+//! The security review's findings at the level of the log's rules: a
+//! read-write member who poisons a record cannot make themselves
+//! unrevocable, a collection never grows past what one rotation carries,
+//! replaced versions stay readable to those who held their key (the owner
+//! always), and a member granted later cannot open what was replaced or
+//! deleted before.
+
+use super::fixture::*;
+use crate::error::Error;
+use crate::keys::CollectionKey;
+use crate::log::{EntryBody, LogEntry};
+use crate::vault::{MAX_COLLECTION_MEMBERS, MAX_COLLECTION_RECORDS};
+use crate::{Keyring, Permission, RecordId};
+
+/// A record whose wrapped data key does not unwrap under the collection's
+/// key: sealed by a read-write member (alice) under a key of her own making
+/// for the same collection and epoch, and signed by her. Nothing can tell
+/// it apart before someone tries to unwrap it.
+fn poisoned_record(f: &mut Fixture) -> RecordId {
+    let epoch = f
+        .state
+        .collections()
+        .into_iter()
+        .find(|c| c.id == f.labs)
+        .unwrap()
+        .epoch;
+    let own_key = CollectionKey::generate(f.state.vault(), f.labs, epoch);
+    let record = RecordId::from_bytes([0x5a; 16]);
+    let m = f.seal_with(1, &own_key, record, 1, b"unreadable");
+    let e = f.forge(&f.alice, EntryBody::RecordPut { metadata: m });
+    f.append(e);
+    record
+}
+
+#[test]
+fn a_poisoned_record_does_not_make_its_writer_unrevocable() {
+    let mut f = Fixture::new();
+    let honest = f.put_as(0, f.labs, None, "CBC", b"haemoglobin 13.5");
+    f.share(1, f.labs, Permission::ReadWrite, None);
+    let poisoned = poisoned_record(&mut f);
+    assert!(matches!(
+        f.open_as(0, &poisoned),
+        Err(Error::DecryptionFailed)
+    ));
+
+    // The owner's revocation goes through and drops the poisoned record in
+    // the same entry.
+    let mut keyring = Keyring::new(&f.patient, NOW);
+    let e = f
+        .state
+        .revoke(
+            &f.patient,
+            &mut keyring,
+            &f.labs,
+            &[f.alice.fingerprint()],
+            NOW,
+        )
+        .unwrap();
+    let EntryBody::Rotation(r) = e.body() else {
+        panic!("not a rotation")
+    };
+    assert_eq!(r.dropped, vec![poisoned]);
+    assert_eq!(r.rewraps.len(), 1);
+    f.append(e.clone());
+
+    // The kind-8 entry survives encoding and verification from genesis.
+    assert_eq!(LogEntry::from_bytes(e.to_bytes()).unwrap(), e);
+    f.reverify().unwrap();
+    assert!(matches!(
+        f.state.record(&poisoned),
+        Err(Error::Missing { .. })
+    ));
+    assert_eq!(
+        f.open_as(0, &honest.record()).unwrap().1,
+        b"haemoglobin 13.5"
+    );
+
+    // Alice is out: she cannot write, nor open new records.
+    let refused = f.put_entry(1, f.labs, None, "after", b"x");
+    assert!(matches!(refused, Err(Error::AccessDenied(_))));
+    let later = f.put_as(0, f.labs, None, "later", b"new result");
+    assert!(f.open_as(1, &later.record()).is_err());
+}
+
+#[test]
+fn a_rotation_accounts_for_every_live_record_exactly_once() {
+    let mut f = Fixture::new();
+    let a = f.put_as(0, f.labs, None, "A", b"a");
+    f.put_as(0, f.labs, None, "B", b"b");
+    f.share(1, f.labs, Permission::ReadWrite, None);
+    let mut keyring = Keyring::new(&f.patient, NOW);
+    let e = f
+        .state
+        .revoke(
+            &f.patient,
+            &mut keyring,
+            &f.labs,
+            &[f.alice.fingerprint()],
+            NOW,
+        )
+        .unwrap();
+    let EntryBody::Rotation(r) = e.body().clone() else {
+        panic!("not a rotation")
+    };
+    // An owner (or a forger holding the owner's key) may drop a record, but
+    // not re-wrap and drop it at once, and not drop what is not live.
+    let mut twice = r.clone();
+    twice.dropped = vec![a.record()];
+    let mut unknown = r.clone();
+    unknown.dropped = vec![RecordId::from_bytes([0xee; 16])];
+    for bad in [twice, unknown] {
+        let e = f.forge(&f.patient, EntryBody::Rotation(bad));
+        assert!(matches!(
+            f.refuse(&e),
+            Error::InvalidEntry { reason, .. }
+                if reason == "rotation must re-wrap or drop every live record of the collection, each once"
+        ));
+    }
+    // Dropping an honest record is the owner's right (a deletion).
+    let mut drop_a = r;
+    drop_a.rewraps.retain(|rw| rw.record != a.record());
+    drop_a.dropped = vec![a.record()];
+    let e = f.forge(&f.patient, EntryBody::Rotation(drop_a));
+    f.append(e);
+    assert!(f.state.record(&a.record()).is_err());
+}
+
+#[test]
+fn a_kind_8_rotation_must_drop_something() {
+    let mut f = Fixture::new();
+    f.share(1, f.labs, Permission::Read, None);
+    f.revoke(1, f.labs);
+    let e = f.log.last().unwrap().clone();
+    // A plain rotation is kind 6, byte for byte as before; relabelled kind
+    // 8 it lacks the dropped list; with an empty list it is refused.
+    let mut bytes = e.to_bytes().to_vec();
+    let kind_at = 1 + 16 + 8 + 32 + 8 + 32;
+    assert_eq!(bytes[kind_at], 6);
+    bytes[kind_at] = 8;
+    assert!(LogEntry::from_bytes(&bytes).is_err());
+}
+
+#[test]
+fn a_collection_never_outgrows_one_rotation() {
+    let mut f = Fixture::new();
+    let first = f.put_as(0, f.labs, None, "first", b"1");
+    f.state
+        .fill_collection_for_test(&f.labs, MAX_COLLECTION_RECORDS, MAX_COLLECTION_MEMBERS);
+    let (_, e) = f.put_entry(0, f.labs, None, "one too many", b"x").unwrap();
+    assert!(matches!(
+        f.refuse(&e),
+        Error::InvalidEntry { reason, .. }
+            if reason == "the collection already holds the maximum number of records"
+    ));
+    // A new version of a record already there is fine.
+    f.put_as(0, f.labs, Some(first.record()), "first", b"1b");
+    let member = f.bob.public().clone();
+    let mut keyring = Keyring::new(&f.patient, NOW);
+    let e = f
+        .state
+        .share_collection(
+            &f.patient,
+            &mut keyring,
+            &f.labs,
+            &member,
+            Permission::Read,
+            None,
+            NOW,
+        )
+        .unwrap();
+    assert!(matches!(
+        f.refuse(&e),
+        Error::InvalidEntry { reason, .. }
+            if reason == "the collection already has the maximum number of members"
+    ));
+}
+
+#[test]
+fn replaced_versions_open_after_a_rotation_for_those_who_held_the_key() {
+    let mut f = Fixture::new();
+    f.share(1, f.labs, Permission::Read, None);
+    f.share(2, f.labs, Permission::Read, None);
+    let v1 = f.put_as(0, f.labs, None, "report", b"first draft");
+    f.revoke(2, f.labs); // epoch 1: v1 re-wrapped
+    f.put_as(0, f.labs, Some(v1.record()), "report", b"final"); // v2
+    f.revoke(1, f.labs); // epoch 2
+
+    for who in [0, 1] {
+        let verified = f.state.record_version(&v1.record(), 1).unwrap();
+        let blob = f.blobs[v1.ciphertext_hash()].clone();
+        let (opened, body) = f.open_verified(who, &verified, &blob);
+        if who == 0 {
+            opened.unwrap();
+            assert_eq!(body, b"first draft");
+        } else {
+            // Alice held epoch 1's key, but she is no longer a member: the
+            // relay does not serve her the ciphertext.
+            assert!(!f
+                .state
+                .may_read_version(&f.alice.fingerprint(), &v1.record(), 1, NOW));
+        }
+    }
+    assert!(f
+        .state
+        .may_read_version(&f.patient.fingerprint(), &v1.record(), 1, NOW));
+}
+
+#[test]
+fn a_member_granted_later_cannot_open_what_was_replaced_or_deleted_before() {
+    let mut f = Fixture::new();
+    f.share(1, f.labs, Permission::Read, None);
+    let a = f.put_as(0, f.labs, None, "HIV test", b"positive (entered in error)");
+    f.put_as(0, f.labs, Some(a.record()), "HIV test", b"redacted");
+    let b = f.put_as(0, f.labs, None, "note", b"to be deleted");
+    let del = f.state.delete_record(&f.patient, &b.record(), NOW).unwrap();
+    f.append(del);
+
+    // Granting the current key now would hand bob the key that opens the
+    // replaced and deleted versions: the owner's client rotates first.
+    assert!(f.state.needs_rotation_before_grant(&f.labs));
+    let mut keyring = Keyring::new(&f.patient, NOW);
+    let rekey = f
+        .state
+        .revoke(&f.patient, &mut keyring, &f.labs, &[], NOW)
+        .unwrap();
+    f.append(rekey);
+    assert!(!f.state.needs_rotation_before_grant(&f.labs));
+    f.share(2, f.labs, Permission::Read, None);
+
+    let bob = f.bob.fingerprint();
+    assert!(f.state.may_read_version(&bob, &a.record(), 2, NOW));
+    assert!(!f.state.may_read_version(&bob, &a.record(), 1, NOW));
+    assert!(!f.state.may_read_version(&bob, &b.record(), 1, NOW));
+    assert!(!f
+        .state
+        .may_read_blob(&bob, &a.record(), a.ciphertext_hash(), NOW));
+    let old = f.state.record_version(&a.record(), 1).unwrap();
+    let (opened, body) = f.open_verified(2, &old, &f.blobs[a.ciphertext_hash()]);
+    assert!(matches!(opened, Err(Error::AccessDenied(_))));
+    assert!(body.is_empty());
+    assert_eq!(f.open_as(2, &a.record()).unwrap().1, b"redacted");
+
+    // Alice, a member when the first version was current, still may.
+    let alice = f.alice.fingerprint();
+    assert!(f.state.may_read_version(&alice, &a.record(), 1, NOW));
+    let (opened, body) = f.open_verified(1, &old, &f.blobs[a.ciphertext_hash()]);
+    opened.unwrap();
+    assert_eq!(body, b"positive (entered in error)");
+}
