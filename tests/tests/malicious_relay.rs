@@ -26,7 +26,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use vault_client::RelayClient;
@@ -34,6 +34,7 @@ use vault_core::{
     EntryBody, Fingerprint, Keyring, LogEntry, Permission, PublicIdentity, RecordInfo, Role,
     SecretIdentity, VaultId, VaultState,
 };
+use vault_tests::forge::*;
 use vault_tests::proxy::{
     self, rewrite_blob, rewrite_entry, rewrite_log, LogPage, Proxy, Reply, Request, Tamper,
 };
@@ -232,69 +233,6 @@ fn assert_attacked(p: &Proxy) {
 }
 
 // ----- what an attacker can forge with keys of their own ----------------------
-
-/// The Ed25519 key of `principal(seed, ..)` (docs/format.md §3.6): the
-/// attacker owns this identity, so it can sign anything with it.
-fn signing_key(seed: u8) -> SigningKey {
-    let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b""), &[seed; 32]);
-    let mut okm = [0u8; 32];
-    hk.expand(b"vault/v1/seed/ed25519", &mut okm).unwrap();
-    SigningKey::from_bytes(&okm)
-}
-
-fn sign(key: &SigningKey, context: &[u8], body: &[u8]) -> [u8; 64] {
-    key.sign(&[context, body].concat()).to_bytes()
-}
-
-// Byte offsets in an entry (docs/format.md §8.1).
-const ENTRY_KIND: usize = 97;
-const ENTRY_PAYLOAD: usize = 102;
-// Offsets in record metadata (§6.4).
-const META_VAULT: usize = 1;
-const META_COLLECTION: usize = 17;
-const META_WRAPPED: usize = 113;
-const META_SIGNED: usize = 270 - 64;
-
-/// An entry with the given header fields and payload, signed with `key`.
-#[allow(clippy::too_many_arguments)]
-fn forge_entry(
-    key: &SigningKey,
-    vault: &VaultId,
-    seq: u64,
-    prev: &[u8; 32],
-    time: u64,
-    author: &Fingerprint,
-    kind: u8,
-    payload: &[u8],
-) -> Vec<u8> {
-    let mut body = vec![1u8];
-    body.extend_from_slice(vault.as_bytes());
-    body.extend_from_slice(&seq.to_be_bytes());
-    body.extend_from_slice(prev);
-    body.extend_from_slice(&time.to_be_bytes());
-    body.extend_from_slice(author.as_bytes());
-    body.push(kind);
-    body.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    body.extend_from_slice(payload);
-    let sig = sign(key, b"vault/v1/log-entry\0", &body);
-    body.extend_from_slice(&sig);
-    body
-}
-
-/// The payload of an entry's bytes.
-fn payload_of(entry: &[u8]) -> &[u8] {
-    &entry[ENTRY_PAYLOAD..entry.len() - 64]
-}
-
-/// `entry` with its payload replaced, the header and signature kept (what
-/// a relay that edits an entry in place produces).
-fn with_payload(entry: &[u8], payload: &[u8]) -> Vec<u8> {
-    let mut out = entry[..ENTRY_PAYLOAD - 4].to_vec();
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(payload);
-    out.extend_from_slice(&entry[entry.len() - 64..]);
-    out
-}
 
 /// The next entry of `head`'s log, carrying `entry`'s payload, signed with
 /// `key` as `author`.

@@ -65,6 +65,12 @@ pub enum CliError {
         source: std::io::Error,
     },
 
+    /// The work was done except for the parts listed, which could not be:
+    /// the result is incomplete (for example an export that left out
+    /// records nobody can open).
+    #[error("{0}")]
+    Incomplete(String),
+
     /// vault-core refused something.
     #[error(transparent)]
     Core(#[from] vault_core::Error),
@@ -110,6 +116,7 @@ impl CliError {
             CliError::UnknownContact(_) | CliError::NotFound(_) => exit::NOT_FOUND,
             CliError::NotOffline(_) => exit::UNREACHABLE,
             CliError::File { .. } => exit::ERROR,
+            CliError::Incomplete(_) => exit::SECURITY,
             CliError::KeyChanged { .. } => exit::SECURITY,
             CliError::Core(e) => core_exit(e),
             CliError::Client(e) => match e {
@@ -143,6 +150,7 @@ impl CliError {
             CliError::NotFound(_) => "not_found".into(),
             CliError::NotOffline(_) => "not_offline".into(),
             CliError::File { .. } => "file".into(),
+            CliError::Incomplete(_) => "incomplete".into(),
             CliError::KeyChanged { .. } => "pinned_key_changed".into(),
             CliError::Core(e) => e.code().into(),
             CliError::Client(e) => e.code().into(),

@@ -337,28 +337,36 @@ pub fn open_all(
             keep: keep_fhir,
             buf: Vec::new(),
         };
-        let opened = match open_record(&session.store, state, keyring, &summary.id, &mut sink) {
-            Ok(o) => o,
-            // A single-record grant covers one version; a newer version
-            // than the one shared is not readable.
-            Err(CliError::Core(vault_core::Error::AccessDenied(_))) => continue,
-            // One record that fails to authenticate (its author wrote
-            // ciphertext that does not open) must not hide the others.
-            Err(CliError::Core(e)) if e.is_record_failure() => {
-                session.out.warn(format!(
-                    "warning: record {} (by {}) failed verification and is not shown: {e}",
+        let opened =
+            match open_record(&session.store, state, keyring, &summary.id, &mut sink) {
+                Ok(o) => o,
+                // A single-record grant covers one version; a newer version
+                // than the one shared is not readable.
+                Err(CliError::Core(vault_core::Error::AccessDenied(_))) => continue,
+                // One record that fails to authenticate (its author wrote
+                // ciphertext that does not open) must not hide the others.
+                Err(CliError::Core(e)) if e.is_record_failure() => {
+                    session.out.warn(format!(
+                    "warning: record {} (written by {}) failed verification and is not shown: {e}",
                     summary.id,
-                    summary
-                        .author
-                        .digit_groups()
-                        .first()
-                        .cloned()
-                        .unwrap_or_default()
+                    state
+                        .identity(&summary.author)
+                        .map(|i| format!(
+                            "{} {}",
+                            crate::output::clean(i.display_name()),
+                            summary.author.digit_groups().first().cloned().unwrap_or_default()
+                        ))
+                        .unwrap_or_else(|| summary
+                            .author
+                            .digit_groups()
+                            .first()
+                            .cloned()
+                            .unwrap_or_default())
                 ));
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
         let body = (keep_fhir
             && vault_core::export::is_fhir(&opened.info.content_type)
             && opened.body_len <= KEEP_BODY)

@@ -163,6 +163,23 @@ pub struct ExportSummary {
     pub fhir_resources: usize,
     /// Paths written, relative to the sink.
     pub files: Vec<String>,
+    /// Records that could not be opened and were left out (also listed in
+    /// the manifest under `unreadable`). An export with any is incomplete:
+    /// presenters say so and fail.
+    pub unreadable: Vec<UnreadableRecord>,
+}
+
+/// A record an export left out because it could not be opened: its
+/// ciphertext is not what its author signed, or its key or inner header is
+/// faulty (a faulty or malicious writer's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnreadableRecord {
+    /// The record.
+    pub record: RecordId,
+    /// The author of its current version, from the verified log.
+    pub author: crate::identity::Fingerprint,
+    /// Why it could not be opened (a vault-core error code, Appendix B).
+    pub code: &'static str,
 }
 
 /// Exports every live record of the vault that `keyring` can open to `sink`,
@@ -170,8 +187,11 @@ pub struct ExportSummary {
 /// `fhir-bundle.json.age` (a FHIR R4 `collection` Bundle of every FHIR
 /// resource) and `manifest.json.age`. `ciphertext` supplies each record's
 /// ciphertext (from the local store or the relay); a record it cannot
-/// supply fails the export with [`Error::Missing`], nothing is skipped
-/// silently.
+/// supply fails the export with [`Error::Missing`]. A record whose
+/// ciphertext or key does not open ([`Error::is_record_failure`]) is left
+/// out and reported in [`ExportSummary::unreadable`] and in the manifest,
+/// so one faulty record never holds the rest of the vault hostage; nothing
+/// is skipped silently.
 pub fn vault(
     state: &VaultState,
     keyring: &mut Keyring,
@@ -183,6 +203,7 @@ pub fn vault(
     let mut summary = ExportSummary::default();
     let mut bundle_entries: Vec<Value> = Vec::new();
     let mut manifest: Vec<Value> = Vec::new();
+    let mut unreadable: Vec<Value> = Vec::new();
     for coll in state.collections() {
         let name = state.collection_name(keyring, &coll.id)?;
         // Paths carry ids only: collection names and record titles are
@@ -194,7 +215,26 @@ pub fn vault(
             let verified = state.record(&rec.id)?;
             let input = ciphertext(verified.metadata())?;
             let mut plain = Vec::new();
-            let opened = keyring.open(state, &verified, input, &mut plain)?;
+            let opened = match keyring.open(state, &verified, input, &mut plain) {
+                Ok(opened) => opened,
+                Err(e) if e.is_record_failure() => {
+                    let author = verified.metadata().author();
+                    unreadable.push(json!({
+                        "record": rec.id.to_hex(),
+                        "collection": name,
+                        "author": author.to_hex(),
+                        "author_name": state.identity(&author).map(|i| i.display_name().to_owned()),
+                        "error": e.code(),
+                    }));
+                    summary.unreadable.push(UnreadableRecord {
+                        record: rec.id,
+                        author,
+                        code: e.code(),
+                    });
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let path = format!(
                 "{dir}/{}.{}.age",
                 rec.id.to_hex(),
@@ -238,6 +278,7 @@ pub fn vault(
         "checkpoint": state.head().code(),
         "owner": state.owner().fingerprint().to_hex(),
         "records": manifest,
+        "unreadable": unreadable,
     });
     for (path, value) in [
         ("fhir-bundle.json.age", bundle),

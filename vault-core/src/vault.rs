@@ -1571,6 +1571,14 @@ impl<'a> Keyring<'a> {
         }
     }
 
+    /// Checks that this principal can unwrap a verified record's data key,
+    /// without decrypting anything else: [`Error::DecryptionFailed`] means
+    /// its writer sealed it with a key that does not open (a faulty or
+    /// malicious writer's); access errors as for [`Self::open`].
+    pub fn check_key(&mut self, state: &VaultState, record: &VerifiedRecord<'_>) -> Result<()> {
+        self.data_key(state, record).map(drop)
+    }
+
     /// Opens a verified record: decrypts `ciphertext` to `out` and returns
     /// its inner header (see [`VerifiedRecord`] for the errors).
     pub fn open<R: Read, W: Write>(

@@ -275,7 +275,7 @@ pub async fn export(s: &mut Inner, vault: &VaultId) -> Result<Vec<u8>> {
     let mut keyring = Keyring::new(&secret, s.client.now());
     let mut sink = TarSink::default();
     let store = &s.store;
-    export::vault(
+    let summary = export::vault(
         &state,
         &mut keyring,
         secret.public(),
@@ -296,5 +296,22 @@ pub async fn export(s: &mut Inner, vault: &VaultId) -> Result<Vec<u8>> {
         .push(("identity.vault.age".to_owned(), s.key_file.clone()));
     sink.files
         .push(("README.txt".to_owned(), export::README.as_bytes().to_vec()));
+    if !summary.unreadable.is_empty() {
+        // Ids and fingerprints only: the archive's listing is not
+        // encrypted. The manifest names the collections.
+        let mut text = String::from(
+            "These records could not be opened and are not in this export (nobody can read them):\n",
+        );
+        for u in &summary.unreadable {
+            text.push_str(&format!(
+                "record {} written by {} ({})\n",
+                u.record.to_hex(),
+                u.author.to_hex(),
+                u.code
+            ));
+        }
+        sink.files
+            .push(("UNREADABLE.txt".to_owned(), text.into_bytes()));
+    }
     sink.into_tar(s.client.now())
 }

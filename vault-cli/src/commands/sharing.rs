@@ -357,7 +357,30 @@ pub fn export(session: &mut Session, args: &ExportArgs) -> Result<()> {
         // A failed export leaves nothing half-written behind.
         let _ = std::fs::remove_dir_all(&args.dir);
     }
-    result
+    let unreadable = result?;
+    if unreadable.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = unreadable
+        .iter()
+        .map(|u| {
+            format!(
+                "{} (written by {}: {})",
+                u.record.to_hex(),
+                state
+                    .identity(&u.author)
+                    .map(|i| format!("{} {}", clean(i.display_name()), short(&u.author.to_hex())))
+                    .unwrap_or_else(|| u.author.to_hex()),
+                u.code
+            )
+        })
+        .collect();
+    Err(CliError::Incomplete(format!(
+        "the export in {} is complete except for {} record(s) that could not be opened, listed in its manifest: {}. Nobody can read them; `vault revoke` the writer if you do not trust them",
+        args.dir.display(),
+        unreadable.len(),
+        list.join("; ")
+    )))
 }
 
 fn export_into(
@@ -365,7 +388,7 @@ fn export_into(
     state: &VaultState,
     secret: &vault_core::SecretIdentity,
     args: &ExportArgs,
-) -> Result<()> {
+) -> Result<Vec<vault_core::export::UnreadableRecord>> {
     let mut keyring = Keyring::new(secret, session.now());
     let mut sink = DirectorySink::new(&args.dir);
     let store = &session.store;
@@ -399,13 +422,19 @@ fn export_into(
             .map_err(|e| CliError::file(args.dir.join(name), e))?;
     }
     if session.out.json {
-        return session.out.json(&json!({
+        session.out.json(&json!({
             "dir": args.dir.display().to_string(),
             "records": summary.records,
             "fhir_resources": summary.fhir_resources,
             "files": summary.files,
+            "unreadable": summary.unreadable.iter().map(|u| json!({
+                "record": u.record.to_hex(),
+                "author": u.author.to_hex(),
+                "error": u.code,
+            })).collect::<Vec<_>>(),
             "checkpoint": state.head().code(),
-        }));
+        }))?;
+        return Ok(summary.unreadable);
     }
     line(&format!(
         "Exported {} records ({} FHIR resources in fhir-bundle.json.age) to {}.",
@@ -413,7 +442,8 @@ fn export_into(
         summary.fhir_resources,
         args.dir.display()
     ))?;
-    line("Every file decrypts with the standard age tool; see README.txt in the export.")
+    line("Every file decrypts with the standard age tool; see README.txt in the export.")?;
+    Ok(summary.unreadable)
 }
 
 /// `vault verify`: re-verifies the whole log from genesis, checks every

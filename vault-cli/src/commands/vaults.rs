@@ -198,9 +198,29 @@ pub fn sync(session: &mut Session) -> Result<()> {
         };
         let readable = session.readable_records(&state);
         session.ensure_blobs(&state, &readable)?;
+        let unopenable = {
+            let secret = session.unlock()?;
+            let mut keyring = vault_core::Keyring::new(&secret, session.now());
+            vault_client::records::unopenable(&state, &mut keyring, &readable)
+        };
+        for (record, author) in &unopenable {
+            session.out.warn(format!(
+                "warning: vault {}: record {} cannot be opened: its writer, {}, sealed it with a key that does not open. Nobody can read it; the owner's next revocation of that collection removes it",
+                short(&vault.to_hex()),
+                short(&record.to_hex()),
+                state
+                    .identity(author)
+                    .map(|i| format!("{} ({})", clean(i.display_name()), short(&author.to_hex())))
+                    .unwrap_or_else(|| author.to_hex())
+            ));
+        }
         summary.push(json!({
             "vault": vault.to_hex(),
             "records": readable.len(),
+            "unopenable": unopenable.iter().map(|(r, a)| json!({
+                "record": r.to_hex(),
+                "author": a.to_hex(),
+            })).collect::<Vec<_>>(),
             "checkpoint": state.head().code(),
         }));
         if !session.out.json {
