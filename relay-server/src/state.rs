@@ -190,6 +190,26 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Whether `who` may download the blob `hash`, which the log names as
+    /// the ciphertext of a version of one of `records`
+    /// ([`vault_core::VaultState::may_read_blob`]): versions replaced or
+    /// deleted before a member's grant are not served to them.
+    pub async fn may_read_blob(
+        &self,
+        vault: VaultId,
+        who: &Fingerprint,
+        records: &[vault_core::RecordId],
+        hash: &[u8; 32],
+    ) -> ApiResult<bool> {
+        let guard = self.read_state(vault).await?;
+        let now = unix_now();
+        Ok(guard
+            .as_ref()
+            .is_some_and(|s| records.iter().any(|r| s.may_read_blob(who, r, hash, now))))
+    }
+}
+
 fn check_member(access: Access) -> ApiResult<Access> {
     if access.is_member() {
         Ok(access)

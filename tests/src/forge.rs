@@ -3,6 +3,9 @@
 //! identity whose seed the test knows, byte for byte as `docs/format.md`
 //! lays them out.
 
+// Test support: a malformed forgery is a broken test, failing loudly.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
 use ed25519_dalek::{Signer, SigningKey};
 use vault_core::{Fingerprint, VaultId};
 

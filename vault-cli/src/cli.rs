@@ -121,6 +121,11 @@ pub enum Command {
     Open(OpenArgs),
     /// Delete a record (a signed deletion in the log; earlier versions stay
     /// in the history).
+    ///
+    /// The history stays readable to you and to those who could already
+    /// read it. Anyone you share the collection with afterwards cannot
+    /// fetch or open deleted or replaced versions: the collection's key is
+    /// rotated before that share.
     Delete(DeleteArgs),
     /// Share a collection or one record with a contact.
     Share(ShareArgs),

@@ -427,7 +427,8 @@ pub async fn get(
         || if refs.is_empty() {
             info.uploader == me
         } else {
-            refs.iter().any(|(c, r)| access.may_read(c, r))
+            let records: Vec<_> = refs.iter().map(|(_, r)| *r).collect();
+            app.may_read_blob(vault, &me, &records, &hash).await?
         };
     if !allowed {
         return Err(ApiError::forbidden(
