@@ -247,3 +247,54 @@ fn a_member_granted_later_cannot_open_what_was_replaced_or_deleted_before() {
     opened.unwrap();
     assert_eq!(body, b"positive (entered in error)");
 }
+
+#[test]
+fn the_largest_rotation_is_the_one_format_md_states() {
+    // docs/format.md §8.2 "Collection limits" gives this figure.
+    assert_eq!(crate::log::MAX_ROTATION_LEN, 10_207_432);
+}
+
+/// The kind-8 vector (`tests/vectors/rotation-dropped.json`): a log whose
+/// last entry is a rotation dropping a poisoned record. Regenerate (only
+/// for a deliberate format change) with
+/// `VAULT_REGENERATE_VECTORS=1 cargo test -p vault-core --lib rotation_dropped_vector`.
+#[test]
+fn rotation_dropped_vector() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors/rotation-dropped.json");
+    if std::env::var_os("VAULT_REGENERATE_VECTORS").is_some() {
+        let mut f = Fixture::new();
+        f.put_as(0, f.labs, None, "CBC", b"haemoglobin 13.5");
+        f.share(1, f.labs, Permission::ReadWrite, None);
+        let poisoned = poisoned_record(&mut f);
+        f.revoke(1, f.labs);
+        let v = serde_json::json!({
+            "description": "docs/format.md §8.6: a vault log (patient seed [1;32], Dr Alice seed [2;32], as in vault-core's test fixture) whose last entry is a kind-8 rotation revoking Dr Alice and dropping the record she sealed with a key of her own",
+            "log": f.log.iter().map(|e| hex::encode(e.to_bytes())).collect::<Vec<_>>(),
+            "dropped": [poisoned.to_hex()],
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let log: Vec<LogEntry> = v["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let bytes = hex::decode(h.as_str().unwrap()).unwrap();
+            let e = LogEntry::from_bytes(&bytes).unwrap();
+            assert_eq!(e.to_bytes(), bytes.as_slice(), "re-encodes byte for byte");
+            e
+        })
+        .collect();
+    let state = crate::VaultState::verify_log(&log).unwrap();
+    let last = log.last().unwrap();
+    assert_eq!(last.to_bytes()[1 + 16 + 8 + 32 + 8 + 32], 8, "kind 8");
+    let EntryBody::Rotation(r) = last.body() else {
+        panic!("not a rotation")
+    };
+    let dropped = RecordId::from_hex(v["dropped"][0].as_str().unwrap()).unwrap();
+    assert_eq!(r.dropped, vec![dropped]);
+    assert!(state.record(&dropped).is_err());
+}
