@@ -331,9 +331,14 @@ pub struct ShareArgs {
     /// collection.
     #[arg(long)]
     pub record: bool,
-    /// Allow the contact to add records to the collection.
-    #[arg(long)]
+    /// Allow the contact to add records to the collection, and to replace
+    /// or delete any of its records, yours included (see --add-only).
+    #[arg(long, conflicts_with = "add_only")]
     pub write: bool,
+    /// Allow the contact to add records and new versions of the records
+    /// they added, but never to delete or replace anyone else's.
+    #[arg(long)]
+    pub add_only: bool,
     /// Access ends at this time: a duration (`90min`, `12h`, `30d`, `2w`,
     /// `6mo`, `1y`) or a date (`2027-01-31`).
     #[arg(long, value_name = "WHEN")]

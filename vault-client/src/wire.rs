@@ -294,9 +294,10 @@ impl RawInboxVault {
                         permission: match c.permission.as_str() {
                             "read" => Permission::Read,
                             "read-write" => Permission::ReadWrite,
+                            "read-add" => Permission::Add,
                             other => {
                                 return Err(ClientError::Protocol(format!(
-                                    "inbox permission is neither \"read\" nor \"read-write\": {}",
+                                    "inbox permission is not \"read\", \"read-write\" or \"read-add\": {}",
                                     shorten(other)
                                 )))
                             }

@@ -26,8 +26,14 @@ const MAX_AGE_FILE: usize = 4096;
 pub enum Permission {
     /// Read records.
     Read,
-    /// Read records and add or update records (signed as the member).
+    /// Read records and add or update records (signed as the member):
+    /// also replace or delete any record of the collection, the owner's
+    /// included.
     ReadWrite,
+    /// Read records, add new ones and new versions of the records this
+    /// member created; never delete, never replace a record someone else
+    /// created (`docs/format.md` §8.2).
+    Add,
 }
 
 impl Permission {
@@ -35,21 +41,29 @@ impl Permission {
         match self {
             Permission::Read => 1,
             Permission::ReadWrite => 2,
+            Permission::Add => 3,
         }
     }
     fn from_byte(b: u8) -> Option<Self> {
         match b {
             1 => Some(Permission::Read),
             2 => Some(Permission::ReadWrite),
+            3 => Some(Permission::Add),
             _ => None,
         }
     }
-    /// `"read"` or `"read-write"`.
+    /// `"read"`, `"read-write"` or `"read-add"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Permission::Read => "read",
             Permission::ReadWrite => "read-write",
+            Permission::Add => "read-add",
         }
+    }
+
+    /// Whether it lets the member append record-put entries at all.
+    pub fn may_add(self) -> bool {
+        matches!(self, Permission::ReadWrite | Permission::Add)
     }
 }
 

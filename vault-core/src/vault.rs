@@ -154,11 +154,7 @@ impl Access {
 
     /// Whether it may append entries at all (the log's rules decide which).
     pub fn may_write(&self) -> bool {
-        self.owner
-            || self
-                .collections
-                .values()
-                .any(|c| c.permission == Permission::ReadWrite)
+        self.owner || self.collections.values().any(|c| c.permission.may_add())
     }
 
     /// Whether it may read the ciphertext of `record` in `collection`.
@@ -512,6 +508,8 @@ impl VaultState {
         })
     }
 
+    /// Whether `who` may delete or replace any record of `collection` at
+    /// `at` (a read-write grant in force; a read-add grant may not).
     fn may_write(&self, collection: &CollectionId, who: &Fingerprint, at: u64) -> bool {
         self.collections
             .get(collection)
@@ -561,11 +559,25 @@ impl VaultState {
                     author: entry.author(),
                     reason: "is not a member of this record's collection",
                 })?;
-            if grant.permission() != Permission::ReadWrite {
+            if !grant.permission().may_add() {
                 return Err(Error::Unauthorized {
                     seq,
                     author: entry.author(),
                     reason: "is a read-only member of this record's collection",
+                });
+            }
+            if grant.permission() == Permission::Add
+                && self
+                    .records
+                    .get(&m.record())
+                    .and_then(|rs| rs.versions.first())
+                    .and_then(|(first, _)| first.as_ref())
+                    .is_some_and(|first| first.author() != entry.author())
+            {
+                return Err(Error::Unauthorized {
+                    seq,
+                    author: entry.author(),
+                    reason: "may add records but not replace one someone else created",
                 });
             }
             if !grant.is_valid_at(entry.time()) {
@@ -1223,7 +1235,13 @@ impl VaultState {
             what: format!("collection {collection}"),
         })?;
         let is_owner = author.fingerprint() == self.owner.fingerprint();
-        if !is_owner && !self.may_write(collection, &author.fingerprint(), now) {
+        let permission = self
+            .collections
+            .get(collection)
+            .and_then(|c| c.grants.get(&author.fingerprint()))
+            .filter(|g| g.is_valid_at(now))
+            .map(|g| g.permission());
+        if !is_owner && !permission.is_some_and(Permission::may_add) {
             return Err(Error::AccessDenied(
                 "you have no write access to this collection",
             ));
@@ -1239,6 +1257,19 @@ impl VaultState {
                 }
                 if rs.is_deleted() {
                     return Err(Error::InvalidInput("the record was deleted"));
+                }
+                let first_author = rs
+                    .versions
+                    .first()
+                    .and_then(|(m, _)| m.as_ref())
+                    .map(RecordMetadata::author);
+                if !is_owner
+                    && permission == Some(Permission::Add)
+                    && first_author != Some(author.fingerprint())
+                {
+                    return Err(Error::AccessDenied(
+                        "you may add records to this collection, not replace one someone else created",
+                    ));
                 }
                 (id, rs.current_version().saturating_add(1))
             }

@@ -269,7 +269,7 @@ impl Session {
         target: String,
         is_record: bool,
         identity_text: String,
-        write: bool,
+        permission: String,
         expires_at: Option<f64>,
     ) -> Promise {
         self.run(|inner| async move {
@@ -279,7 +279,7 @@ impl Session {
                 target: &target,
                 is_record,
                 identity_text: &identity_text,
-                write,
+                permission: &permission,
                 expires_at,
             };
             Ok(json(&sharing::share(&mut s, &vault, share).await?))

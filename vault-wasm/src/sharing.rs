@@ -84,6 +84,8 @@ pub async fn overview(s: &mut Inner, vault: &VaultId) -> Result<Value> {
                         "owner"
                     } else if *p == Permission::ReadWrite {
                         "write"
+                    } else if *p == Permission::Add {
+                        "add"
                     } else {
                         "read"
                     };
@@ -128,8 +130,10 @@ pub struct Share<'a> {
     pub is_record: bool,
     /// The member's identity, as they gave it (`vault-identity:v1:…`).
     pub identity_text: &'a str,
-    /// Read and write (collections only).
-    pub write: bool,
+    /// `"read"`, `"write"` (add, replace and delete any record) or `"add"`
+    /// (add records and new versions of their own); collections only for
+    /// the last two.
+    pub permission: &'a str,
     /// Unix seconds.
     pub expires_at: Option<f64>,
 }
@@ -143,7 +147,17 @@ pub async fn share(s: &mut Inner, vault: &VaultId, share: Share<'_>) -> Result<V
         Some(t) if t.is_finite() && t > now as f64 && t < 1e12 => Some(t as u64),
         Some(_) => return Err(Failure::input("the expiry must be a date in the future")),
     };
-    if share.is_record && share.write {
+    let permission = match share.permission {
+        "read" => Permission::Read,
+        "write" => Permission::ReadWrite,
+        "add" => Permission::Add,
+        _ => {
+            return Err(Failure::input(
+                "the permission must be \"read\", \"write\" or \"add\"",
+            ))
+        }
+    };
+    if share.is_record && permission != Permission::Read {
         return Err(Failure::input(
             "a single record is shared read-only; share its collection to let someone write",
         ));
@@ -154,11 +168,6 @@ pub async fn share(s: &mut Inner, vault: &VaultId, share: Share<'_>) -> Result<V
     let target = if share.is_record {
         ShareTarget::Record(record_id(share.target)?)
     } else {
-        let permission = if share.write {
-            Permission::ReadWrite
-        } else {
-            Permission::Read
-        };
         ShareTarget::Collection(collection_id(share.target)?, permission)
     };
     let mut rotated_first = false;

@@ -19,7 +19,7 @@ export function renderAccess(c: Ctx): HTMLElement {
     for (const m of col.members) {
       if (m.permission === 'owner') continue;
       const p = people.get(m.fingerprintHex) ?? { m, where: [] };
-      p.where.push(`${col.name} (${m.permission === 'write' ? 'read and write' : 'read'})`);
+      p.where.push(`${col.name} (${permLabel(m.permission)})`);
       people.set(m.fingerprintHex, p);
     }
   }
@@ -86,7 +86,7 @@ export function renderAccess(c: Ctx): HTMLElement {
                             'tr',
                             { testid: 'access-member', 'data-name': memberName(m) },
                             h('td', null, h('strong', null, m.permission === 'owner' ? 'You' : memberName(m)), h('br'), h('span', { class: 'muted' }, roleLabel(m.role))),
-                            h('td', null, m.permission === 'owner' ? 'owner' : m.permission === 'write' ? 'read and write' : 'read'),
+                            h('td', null, m.permission === 'owner' ? 'owner' : permLabel(m.permission)),
                             h('td', { testid: 'access-expiry' }, m.permission === 'owner' ? '—' : fmtExpiry(m.expiresAt)),
                             h('td', null, m.permission === 'owner' ? null : revokeButton(c, m, { id: col.id, name: col.name }, 'Revoke', 'revoke-collection')),
                           ),
@@ -161,6 +161,10 @@ function revokeButton(c: Ctx, m: Member, collection: { id: string; name: string 
     label,
   );
   return b;
+}
+
+function permLabel(p: string): string {
+  return p === 'write' ? 'read and write' : p === 'add' ? 'read and add' : 'read';
 }
 
 function summaryText(name: string, s: RevokeSummary): string {

@@ -34,6 +34,7 @@ export function openShareDialog(c: Ctx, target: ShareTarget): void {
   const permGroup = nextId('perm');
   const permRead = h('input', { type: 'radio', name: permGroup, value: 'read', checked: true, testid: 'share-perm-read' });
   const permWrite = h('input', { type: 'radio', name: permGroup, value: 'write', testid: 'share-perm-write', disabled: target.kind === 'record' });
+  const permAdd = h('input', { type: 'radio', name: permGroup, value: 'add', testid: 'share-perm-add', disabled: target.kind === 'record' });
   const expiry = h('select', { testid: 'share-expiry' }, EXPIRY.map(([v, label]) => h('option', { value: v, selected: v === '30d' }, label)));
   const date = h('input', { type: 'date', testid: 'share-expiry-date', min: new Date(Date.now() + 86400_000).toISOString().slice(0, 10) });
   const dateField = field('Expiry date', date);
@@ -143,14 +144,14 @@ export function openShareDialog(c: Ctx, target: ShareTarget): void {
             date.focus();
             return;
           }
-          const write = permWrite.checked && target.kind === 'collection';
+          const permission = target.kind === 'record' ? 'read' : permWrite.checked ? 'write' : permAdd.checked ? 'add' : 'read';
           const done = await withBusy(submit, 'Sharing…', async () => {
-            return await run((s) => s.share(vault, target.id, target.kind === 'record', id.identityText, write, exp ?? undefined));
+            return await run((s) => s.share(vault, target.id, target.kind === 'record', id.identityText, permission, exp ?? undefined));
           }, 'Sharing failed');
           if (!done) return;
           d.close();
           const rekeyed = done.rotatedFirst ? ' The collection was re-keyed first, so versions you replaced or deleted stay closed to them.' : '';
-          announce(`Shared ${whatLabel} with ${id.name} (${write ? 'read and write' : 'read only'}, ${fmtExpiry(exp)}).${rekeyed}`);
+          announce(`Shared ${whatLabel} with ${id.name} (${permission === 'write' ? 'read and write' : permission === 'add' ? 'read and add' : 'read only'}, ${fmtExpiry(exp)}).${rekeyed}`);
           await refresh();
         },
       },
@@ -172,7 +173,8 @@ export function openShareDialog(c: Ctx, target: ShareTarget): void {
         { class: 'radio-row' },
         h('legend', null, 'Permission'),
         h('label', { class: 'check' }, permRead, ' Read'),
-        h('label', { class: 'check' }, permWrite, ' Read and write (they can add results)'),
+        h('label', { class: 'check' }, permAdd, ' Read and add (they can add results, never change or delete yours)'),
+        h('label', { class: 'check' }, permWrite, ' Read and write (they can also replace or delete any record here, yours included)'),
         target.kind === 'record' ? h('p', { class: 'muted' }, 'A single record can only be shared read-only.') : null,
       ),
       field('Access expires', expiry),

@@ -76,7 +76,7 @@ export interface Member {
   fingerprint: string;
   name: string | null;
   role: Role | null;
-  permission: 'owner' | 'read' | 'write';
+  permission: 'owner' | 'read' | 'write' | 'add';
   /** Unix seconds. */
   expiresAt: number | null;
 }
@@ -276,10 +276,10 @@ export class Session {
     target: string,
     isRecord: boolean,
     identityText: string,
-    write: boolean,
+    permission: 'read' | 'write' | 'add',
     expiresAt?: number,
   ): Promise<ShareSummary> {
-    return JSON.parse(await call(() => this.inner.share(vault, target, isRecord, identityText, write, expiresAt)));
+    return JSON.parse(await call(() => this.inner.share(vault, target, isRecord, identityText, permission, expiresAt)));
   }
 
   /** Revokes a member everywhere (or in one collection): rotates the keys and withdraws record shares. */

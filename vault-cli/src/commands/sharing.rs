@@ -43,7 +43,7 @@ pub fn share(session: &mut Session, args: &ShareArgs) -> Result<()> {
     let member = contact.identity.clone();
     use vault_client::sharing::ShareTarget as Target;
     let (target, what) = if args.record {
-        if args.write {
+        if args.write || args.add_only {
             return Err(CliError::Usage(
                 "a single record is shared read-only; share its collection for write access".into(),
             ));
@@ -58,6 +58,8 @@ pub fn share(session: &mut Session, args: &ShareArgs) -> Result<()> {
         let collection = find_collection(&state, &mut keyring, &args.what)?;
         let permission = if args.write {
             Permission::ReadWrite
+        } else if args.add_only {
+            Permission::Add
         } else {
             Permission::Read
         };
@@ -84,7 +86,13 @@ pub fn share(session: &mut Session, args: &ShareArgs) -> Result<()> {
             Ok(plan.entries)
         },
     ))?;
-    let permission = if args.write { "read-write" } else { "read" };
+    let permission = if args.write {
+        "read-write"
+    } else if args.add_only {
+        "read-add"
+    } else {
+        "read"
+    };
     if session.out.json {
         return session.out.json(&json!({
             "shared": what,

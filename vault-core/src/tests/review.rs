@@ -298,3 +298,49 @@ fn rotation_dropped_vector() {
     assert_eq!(r.dropped, vec![dropped]);
     assert!(state.record(&dropped).is_err());
 }
+
+#[test]
+fn an_add_only_member_adds_but_never_replaces_or_deletes() {
+    let mut f = Fixture::new();
+    let patients = f.put_as(0, f.labs, None, "CBC", b"the patient's own");
+    f.share(1, f.labs, Permission::Add, None);
+    // Alice adds a result and a corrected version of it.
+    let hers = f.put_as(1, f.labs, None, "ECG", b"sinus rhythm");
+    f.put_as(
+        1,
+        f.labs,
+        Some(hers.record()),
+        "ECG",
+        b"sinus rhythm, corrected",
+    );
+    // She may not replace the patient's record: her client refuses, and a
+    // forged entry is refused by every verifier...
+    assert!(matches!(
+        f.put_entry(1, f.labs, Some(patients.record()), "CBC", b"overwritten"),
+        Err(Error::AccessDenied(_))
+    ));
+    let key = f.key_of(1, f.labs);
+    let m = f.seal_with(1, &key, patients.record(), 2, b"overwritten");
+    let e = f.forge(&f.alice, EntryBody::RecordPut { metadata: m });
+    assert!(matches!(
+        f.refuse(&e),
+        Error::Unauthorized { reason, .. }
+            if reason == "may add records but not replace one someone else created"
+    ));
+    // ...nor delete anything, her own included.
+    for record in [patients.record(), hers.record()] {
+        assert!(matches!(
+            f.state.delete_record(&f.alice, &record, NOW),
+            Err(Error::AccessDenied(_))
+        ));
+        let version = f.state.record(&record).unwrap().metadata().version() + 1;
+        let e = f.forge(&f.alice, EntryBody::RecordDeleted { record, version });
+        assert!(matches!(f.refuse(&e), Error::Unauthorized { .. }));
+    }
+    // The permission survives the grant's encoding and a rotation.
+    f.share(2, f.labs, Permission::Read, None);
+    f.revoke(2, f.labs);
+    let access = f.state.access(&f.alice.fingerprint(), NOW);
+    assert_eq!(access.collections[&f.labs].permission, Permission::Add);
+    f.reverify().unwrap();
+}
