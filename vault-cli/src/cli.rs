@@ -127,6 +127,14 @@ pub enum Command {
     /// fetch or open deleted or replaced versions: the collection's key is
     /// rotated before that share.
     Delete(DeleteArgs),
+    /// Destroy a record's earlier versions for good, keeping the current one
+    /// (owner only).
+    ///
+    /// The relay and your devices delete their ciphertext; nobody, you
+    /// included, can fetch or open them again. Copies someone already
+    /// downloaded stay where they are. To destroy a record entirely, use
+    /// `vault delete --purge`.
+    Purge(PurgeArgs),
     /// Share a collection or one record with a contact.
     Share(ShareArgs),
     /// Revoke a contact's access (the collection key is rotated).
@@ -315,6 +323,19 @@ pub struct OpenArgs {
 /// `vault delete`.
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
+    /// The record: its id or a unique prefix of it.
+    pub record: String,
+    /// Also destroy every version of it for good (owner only): the relay
+    /// and your devices delete the ciphertext, and nobody, you included,
+    /// can fetch or open it again. Copies already downloaded stay where
+    /// they are.
+    #[arg(long)]
+    pub purge: bool,
+}
+
+/// `vault purge`.
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
     /// The record: its id or a unique prefix of it.
     pub record: String,
 }

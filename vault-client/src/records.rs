@@ -10,8 +10,8 @@ use std::sync::Arc;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use vault_core::store::Store;
 use vault_core::{
-    CollectionId, Keyring, RecordId, RecordInfo, RecordMetadata, RecordSummary, SecretIdentity,
-    VaultId, VaultState,
+    CollectionId, Keyring, LogEntry, RecordId, RecordInfo, RecordMetadata, RecordSummary,
+    SecretIdentity, VaultId, VaultState,
 };
 
 use crate::error::Result;
@@ -385,6 +385,27 @@ pub fn unopenable(
             }
         })
         .collect()
+}
+
+/// The entries deleting `record`, and with `purge` also destroying every
+/// version of it for good (`docs/format.md` §8.7: relays and devices delete
+/// the ciphertext; nobody, the owner included, can fetch it again). Purging
+/// is the owner's alone.
+pub fn deletion(
+    state: &VaultState,
+    author: &SecretIdentity,
+    record: &RecordId,
+    purge: bool,
+    now: u64,
+) -> vault_core::Result<Vec<LogEntry>> {
+    let delete = state.delete_record(author, record, now)?;
+    if !purge {
+        return Ok(vec![delete]);
+    }
+    let mut next = state.clone();
+    next.apply(&delete)?;
+    let purge = next.purge_record(author, record, now)?;
+    Ok(vec![delete, purge])
 }
 
 #[cfg(test)]

@@ -471,6 +471,7 @@ async fn append_applied<S: Store + ?Sized>(
             // `next` verified exactly these entries on top of `state`:
             // persist them without verifying them a second time.
             store.append_entries(&state.vault(), entries)?;
+            store::forget_purged(&mut StoreRef(store), &next, entries)?;
             Ok(Pushed::Done(Box::new(next)))
         }
         Err(ClientError::HeadMoved { head }) => Ok(Pushed::Moved(head)),
@@ -552,6 +553,9 @@ impl<S: Store + ?Sized> Store for StoreRef<'_, S> {
     }
     fn vaults(&self) -> vault_core::Result<Vec<VaultId>> {
         self.0.vaults()
+    }
+    fn delete_blob(&mut self, hash: &[u8; 32]) -> vault_core::Result<()> {
+        self.0.delete_blob(hash)
     }
     fn put_blob(
         &mut self,

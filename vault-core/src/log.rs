@@ -125,6 +125,15 @@ pub enum EntryBody {
         /// The member.
         member: Fingerprint,
     },
+    /// Purges a record's versions up to `through` for good: nobody may
+    /// fetch or open them any more, and relays and devices delete their
+    /// ciphertext (`docs/format.md` §8.7).
+    RecordPurged {
+        /// The record.
+        record: RecordId,
+        /// The last version purged (every earlier one is purged too).
+        through: u32,
+    },
 }
 
 impl EntryBody {
@@ -138,6 +147,7 @@ impl EntryBody {
             EntryBody::Rotation(r) if r.dropped.is_empty() => 6,
             EntryBody::Rotation(_) => 8,
             EntryBody::RecordGrantRevoked { .. } => 7,
+            EntryBody::RecordPurged { .. } => 9,
         }
     }
 
@@ -151,6 +161,7 @@ impl EntryBody {
             EntryBody::GrantAdded { .. } => "grant-added",
             EntryBody::Rotation(_) => "rotation",
             EntryBody::RecordGrantRevoked { .. } => "record-grant-revoked",
+            EntryBody::RecordPurged { .. } => "record-purged",
         }
     }
 
@@ -203,6 +214,9 @@ impl EntryBody {
             }
             EntryBody::RecordGrantRevoked { record, member } => {
                 w.fixed(record.as_bytes()).fixed(member.as_bytes());
+            }
+            EntryBody::RecordPurged { record, through } => {
+                w.fixed(record.as_bytes()).u32(*through);
             }
         }
         w.into_vec()
@@ -269,6 +283,10 @@ impl EntryBody {
             7 => EntryBody::RecordGrantRevoked {
                 record: RecordId::from_bytes(r.array()?),
                 member: Fingerprint::from_bytes(r.array()?),
+            },
+            9 => EntryBody::RecordPurged {
+                record: RecordId::from_bytes(r.array()?),
+                through: r.u32()?,
             },
             _ => return Err(r.malformed("unknown entry kind")),
         };

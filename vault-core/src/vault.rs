@@ -71,6 +71,8 @@ struct RecordState {
     /// re-wrap (its epoch and wrapped key), by version. The members of that
     /// epoch could open the version while it was current and still can.
     last_wraps: BTreeMap<u32, (u32, WrappedDataKey)>,
+    /// Versions up to this one were purged (0: none).
+    purged_through: u32,
 }
 
 impl RecordState {
@@ -382,6 +384,7 @@ impl VaultState {
                         key_epoch: metadata.epoch(),
                         wrapped: None,
                         last_wraps: BTreeMap::new(),
+                        purged_through: 0,
                     });
                 rs.retire_current();
                 rs.versions.push((Some(metadata.clone()), seq));
@@ -479,6 +482,30 @@ impl VaultState {
                     return Err(unauthorized("is not the owner, so may not rotate keys"));
                 }
                 self.apply_rotation(rotation, seq)?;
+            }
+            EntryBody::RecordPurged { record, through } => {
+                if !is_owner {
+                    return Err(unauthorized("is not the owner, so may not purge"));
+                }
+                let rs = self
+                    .records
+                    .get_mut(record)
+                    .ok_or(invalid("unknown record"))?;
+                if *through <= rs.purged_through {
+                    return Err(invalid("those versions are already purged"));
+                }
+                if *through >= rs.current_version() {
+                    return Err(invalid(
+                        "a purge must leave the current version (delete the record first)",
+                    ));
+                }
+                rs.purged_through = *through;
+                rs.last_wraps.retain(|v, _| *v > *through);
+                let through = *through;
+                self.record_grants.retain(|(r, _), g| {
+                    *r != *record
+                        || !matches!(g.scope(), GrantScope::Record { version, .. } if version <= through)
+                });
             }
             EntryBody::RecordGrantRevoked { record, member } => {
                 if !is_owner {
@@ -928,12 +955,15 @@ impl VaultState {
         version: u32,
         now: u64,
     ) -> bool {
-        if *who == self.owner.fingerprint() {
-            return true;
-        }
         let Some(rs) = self.records.get(record) else {
             return false;
         };
+        if version <= rs.purged_through {
+            return false;
+        }
+        if *who == self.owner.fingerprint() {
+            return true;
+        }
         if let Some(g) = self.record_grants.get(&(*record, *who)) {
             if g.is_valid_at(now)
                 && matches!(g.scope(), GrantScope::Record { version: v, .. } if v == version)
@@ -1036,6 +1066,11 @@ impl VaultState {
         })?;
         if version == rs.current_version() && !rs.is_deleted() {
             return self.record(id);
+        }
+        if version <= rs.purged_through {
+            return Err(Error::Missing {
+                what: format!("record {id} version {version} (purged by the owner)"),
+            });
         }
         let idx = usize::try_from(version.saturating_sub(1)).unwrap_or(usize::MAX);
         match rs.versions.get(idx) {
@@ -1313,6 +1348,51 @@ impl VaultState {
             version: rs.current_version().saturating_add(1),
         };
         self.next_entry(author, now, body)
+    }
+
+    /// An entry purging every version of `record` but the current one (all
+    /// of them if the record is deleted) for good: relays delete their
+    /// ciphertext and nobody, the owner included, can fetch them again.
+    /// Owner only.
+    pub fn purge_record(
+        &self,
+        owner: &SecretIdentity,
+        record: &RecordId,
+        now: u64,
+    ) -> Result<LogEntry> {
+        self.require_owner(owner)?;
+        let rs = self.records.get(record).ok_or(Error::Missing {
+            what: format!("record {record}"),
+        })?;
+        let through = rs.current_version().saturating_sub(1);
+        if through <= rs.purged_through {
+            return Err(Error::InvalidInput(
+                "this record has no earlier versions to purge",
+            ));
+        }
+        self.next_entry(
+            owner,
+            now,
+            EntryBody::RecordPurged {
+                record: *record,
+                through,
+            },
+        )
+    }
+
+    /// The ciphertext addresses of `record`'s purged versions: what relays
+    /// and devices delete once the purge is applied.
+    pub fn purged_ciphertexts(&self, record: &RecordId) -> Vec<[u8; 32]> {
+        self.records
+            .get(record)
+            .map(|rs| {
+                rs.versions
+                    .iter()
+                    .take(usize::try_from(rs.purged_through).unwrap_or(usize::MAX))
+                    .filter_map(|(m, _)| m.as_ref().map(|m| *m.ciphertext_hash()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// An entry sharing a collection with `member` (one grant, whatever the

@@ -39,6 +39,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Show(args) => reading::show(&mut session()?, &args),
         Command::Open(args) => reading::open(&mut session()?, &args),
         Command::Delete(args) => writing::delete(&mut session()?, &args),
+        Command::Purge(args) => writing::purge(&mut session()?, &args),
         Command::Share(args) => sharing::share(&mut session()?, &args),
         Command::Revoke(args) => sharing::revoke(&mut session()?, &args),
         Command::Access => sharing::access(&mut session()?),

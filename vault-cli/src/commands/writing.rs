@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use serde_json::{json, Value};
 use vault_core::{Keyring, RecordInfo};
 
-use crate::cli::{AddArgs, DeleteArgs, ImportArgs};
+use crate::cli::{AddArgs, DeleteArgs, ImportArgs, PurgeArgs};
 use crate::error::{CliError, Result};
 use crate::output::{clean, line, short};
 use crate::records::{add_records, add_stream, ensure_collections, find_record, open_all};
@@ -410,16 +410,58 @@ pub fn delete(session: &mut Session, args: &DeleteArgs) -> Result<()> {
         &mut session.store,
         &client,
         &vault,
-        |state| Ok(vec![state.delete_record(&secret, &record, client.now())?]),
+        |state| {
+            Ok(vault_client::records::deletion(
+                state,
+                &secret,
+                &record,
+                args.purge,
+                client.now(),
+            )?)
+        },
     ))?;
     if session.out.json {
         return session.out.json(&json!({
             "deleted": record.to_hex(),
+            "purged": args.purge,
+            "checkpoint": state.head().code(),
+        }));
+    }
+    if args.purge {
+        return line(&format!(
+            "Deleted record {} and destroyed every version of it: the relay and your devices delete the ciphertext (copies already downloaded stay where they are).",
+            short(&record.to_hex())
+        ));
+    }
+    line(&format!(
+        "Deleted record {} (the deletion is signed and kept in the vault's history).",
+        short(&record.to_hex())
+    ))
+}
+
+/// `vault purge`: destroys a record's earlier versions for good.
+pub fn purge(session: &mut Session, args: &PurgeArgs) -> Result<()> {
+    let secret = session.unlock()?;
+    let vault = session.select_vault_for_write()?;
+    let client = session.client()?;
+    let state = session.pull(&vault)?;
+    let record = find_record(&state, &args.record)?;
+    let state = session.rt.block_on(vault_client::sync::push_with_retry(
+        &mut session.store,
+        &client,
+        &vault,
+        |state| Ok(vec![state.purge_record(&secret, &record, client.now())?]),
+    ))?;
+    let purged = state.purged_ciphertexts(&record).len();
+    if session.out.json {
+        return session.out.json(&json!({
+            "purged": record.to_hex(),
+            "versions": purged,
             "checkpoint": state.head().code(),
         }));
     }
     line(&format!(
-        "Deleted record {} (the deletion is signed and kept in the vault's history).",
+        "Destroyed {purged} earlier version(s) of record {}: the relay and your devices delete their ciphertext (copies already downloaded stay where they are).",
         short(&record.to_hex())
     ))
 }

@@ -60,6 +60,11 @@ impl Store for MemoryStore {
         Ok(self.logs.keys().copied().collect())
     }
 
+    fn delete_blob(&mut self, hash: &[u8; 32]) -> Result<()> {
+        self.blobs.remove(hash);
+        Ok(())
+    }
+
     fn put_blob(&mut self, hash: &[u8; 32], len: u64, data: &mut dyn Read) -> Result<()> {
         if self.blobs.contains_key(hash) {
             return Ok(());

@@ -72,6 +72,10 @@ pub trait Store {
     /// A reader over a stored blob, or `None`.
     fn open_blob(&self, hash: &[u8; 32]) -> Result<Option<Box<dyn Read + '_>>>;
 
+    /// Deletes a blob (a no-op if it is absent): the ciphertext of a
+    /// version its vault's owner purged (`docs/format.md` §8.7).
+    fn delete_blob(&mut self, hash: &[u8; 32]) -> Result<()>;
+
     /// Pins `name` to `fingerprint`, or checks an existing pin: a different
     /// fingerprint is refused with [`Error::PinnedKeyChanged`]. Use
     /// [`Store::repin`] after an explicit, verified key change.
@@ -190,6 +194,23 @@ pub fn accept_entries(
     }
     store.append_entries(&state.vault(), entries)?;
     *state = next;
+    forget_purged(store, state, entries)
+}
+
+/// Deletes from the store the ciphertext of every version that
+/// `entries` (already applied to `state` and persisted) purged.
+pub fn forget_purged(
+    store: &mut dyn Store,
+    state: &VaultState,
+    entries: &[LogEntry],
+) -> Result<()> {
+    for e in entries {
+        if let crate::log::EntryBody::RecordPurged { record, .. } = e.body() {
+            for hash in state.purged_ciphertexts(record) {
+                store.delete_blob(&hash)?;
+            }
+        }
+    }
     Ok(())
 }
 

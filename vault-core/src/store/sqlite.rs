@@ -237,6 +237,19 @@ impl Store for SqliteStore {
         Ok(small || self.blob_path(hash).exists())
     }
 
+    fn delete_blob(&mut self, hash: &[u8; 32]) -> Result<()> {
+        self.conn
+            .execute(
+                "DELETE FROM small_blobs WHERE hash = ?1",
+                params![hash.as_slice()],
+            )
+            .map_err(db_err)?;
+        match fs::remove_file(self.blob_path(hash)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
     fn open_blob(&self, hash: &[u8; 32]) -> Result<Option<Box<dyn Read + '_>>> {
         if let Some(bytes) = self.small_blob(hash)? {
             return Ok(Some(Box::new(std::io::Cursor::new(bytes))));

@@ -331,6 +331,23 @@ fn exercise_store(s: &mut dyn Store) {
         assert_eq!(&back, b);
     }
 
+    // A purge accepted from a relay deletes the purged ciphertext, small
+    // and file-backed alike; deleting an absent blob is a no-op.
+    let v2 = f.put_as(0, f.labs, Some(lab.record()), "a", b"body 2");
+    let purge = f
+        .state
+        .purge_record(&f.patient, &lab.record(), NOW)
+        .unwrap();
+    f.append(purge);
+    let n = f.log.len();
+    store::accept_entries(s, &mut state, &f.log[n - 2..]).unwrap();
+    assert!(!s.has_blob(lab.ciphertext_hash()).unwrap());
+    let _ = v2;
+    s.delete_blob(&hl).unwrap();
+    s.delete_blob(&hl).unwrap();
+    assert!(!s.has_blob(&hl).unwrap());
+    assert!(s.has_blob(&hs).unwrap());
+
     // Pins: first use pins, a changed key is refused, repin replaces.
     let alice = identity(2, "Dr Alice", Role::Clinician);
     let impostor = identity(9, "Dr Alice", Role::Clinician);

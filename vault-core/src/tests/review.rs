@@ -344,3 +344,57 @@ fn an_add_only_member_adds_but_never_replaces_or_deletes() {
     assert_eq!(access.collections[&f.labs].permission, Permission::Add);
     f.reverify().unwrap();
 }
+
+#[test]
+fn the_owner_purges_old_versions_for_good() {
+    let mut f = Fixture::new();
+    f.share(1, f.labs, Permission::ReadWrite, None);
+    let v1 = f.put_as(0, f.labs, None, "HIV test", b"positive (entered in error)");
+    let v2 = f.put_as(0, f.labs, Some(v1.record()), "HIV test", b"pending");
+    let v3 = f.put_as(0, f.labs, Some(v1.record()), "HIV test", b"negative");
+    let record = v1.record();
+
+    // A member may not purge; the current version cannot be purged.
+    let e = f.forge(&f.alice, EntryBody::RecordPurged { record, through: 1 });
+    assert!(matches!(f.refuse(&e), Error::Unauthorized { .. }));
+    let e = f.forge(&f.patient, EntryBody::RecordPurged { record, through: 3 });
+    assert!(matches!(f.refuse(&e), Error::InvalidEntry { .. }));
+
+    let purge = f.state.purge_record(&f.patient, &record, NOW).unwrap();
+    assert_eq!(LogEntry::from_bytes(purge.to_bytes()).unwrap(), purge);
+    f.append(purge);
+    assert_eq!(
+        f.state.purged_ciphertexts(&record),
+        vec![*v1.ciphertext_hash(), *v2.ciphertext_hash()]
+    );
+    for version in [1, 2] {
+        assert!(matches!(
+            f.state.record_version(&record, version),
+            Err(Error::Missing { .. })
+        ));
+        for who in [&f.patient, &f.alice] {
+            assert!(!f
+                .state
+                .may_read_version(&who.fingerprint(), &record, version, NOW));
+        }
+    }
+    assert!(!f
+        .state
+        .may_read_blob(&f.patient.fingerprint(), &record, v1.ciphertext_hash(), NOW));
+    assert_eq!(f.open_as(1, &record).unwrap().1, b"negative");
+    assert!(f
+        .state
+        .may_read_blob(&f.alice.fingerprint(), &record, v3.ciphertext_hash(), NOW));
+    assert!(matches!(
+        f.state.purge_record(&f.patient, &record, NOW),
+        Err(Error::InvalidInput(_))
+    ));
+
+    // A deleted record's versions can all be purged.
+    let del = f.state.delete_record(&f.patient, &record, NOW).unwrap();
+    f.append(del);
+    let purge = f.state.purge_record(&f.patient, &record, NOW).unwrap();
+    f.append(purge);
+    assert_eq!(f.state.purged_ciphertexts(&record).len(), 3);
+    f.reverify().unwrap();
+}
