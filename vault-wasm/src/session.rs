@@ -190,6 +190,20 @@ impl Session {
         })
     }
 
+    /// Deletes a record (a signed deletion; its versions stay readable to
+    /// those who held them), and with `purge` destroys every version for
+    /// good (owner only). JSON `{deleted, purgedVersions}`.
+    #[wasm_bindgen(js_name = deleteRecord)]
+    pub fn delete_record(&self, vault: String, record: String, purge: bool) -> Promise {
+        self.run(|inner| async move {
+            let (vault, record) = (vault_id(&vault)?, record_id(&record)?);
+            let mut s = inner.lock().await;
+            Ok(json(
+                &records::delete(&mut s, &vault, &record, purge).await?,
+            ))
+        })
+    }
+
     /// One record's body, decrypted and authenticated.
     #[wasm_bindgen(js_name = openRecord)]
     pub fn open_record(&self, vault: String, record: String) -> Promise {

@@ -11,6 +11,7 @@ import { renderStart } from './start';
 import { renderAdd } from './upload';
 import { openShareDialog } from './share';
 import { renderAccess } from './access';
+import { confirmDialog } from './dialog';
 
 const NAV: [View, string][] = [
   ['records', 'Records'],
@@ -481,6 +482,41 @@ function recordDetail(c: Ctx, r: RecordView): HTMLElement {
     'Share this record',
   );
 
+  const mine = (c.vaults ?? []).some((v) => v.id === c.vault && v.mine);
+  const deleteBtn: HTMLButtonElement | null = mine
+    ? h(
+        'button',
+        {
+          type: 'button',
+          class: 'button danger',
+          testid: 'record-delete',
+          onclick: async () => {
+            const vault = c.vault;
+            if (!vault) return;
+            const purge = h('input', { type: 'checkbox', testid: 'record-delete-purge' });
+            const ok = await confirmDialog({
+              title: `Delete “${r.title}”?`,
+              testid: 'delete-dialog',
+              danger: true,
+              confirm: 'Delete',
+              text: [
+                h('p', null, 'The deletion is signed and kept in your vault’s history. Its versions stay readable to you and to those who could already read them; anyone you share this collection with from now on cannot read them.'),
+                h('label', { class: 'check' }, purge, ' Also destroy every version for good (the relay and this device delete them; nobody, you included, can open them again).'),
+                h('p', { class: 'muted' }, 'Copies someone already downloaded cannot be taken back.'),
+              ],
+            });
+            if (!ok) return;
+            const done = await withBusy(deleteBtn, 'Deleting…', () => run((s) => s.deleteRecord(vault, r.id, purge.checked)), 'Delete failed');
+            if (!done) return;
+            announce(purge.checked ? `Deleted “${r.title}” and destroyed ${done.purgedVersions} version(s) of it.` : `Deleted “${r.title}”.`);
+            c.record = null;
+            await refresh();
+          },
+        },
+        'Delete',
+      )
+    : null;
+
   const a = r.author;
   const rows: [string, string][] = [
     ['Type', r.resourceType ? `${r.resourceType} (FHIR)` : baseType(r.contentType)],
@@ -525,7 +561,7 @@ function recordDetail(c: Ctx, r: RecordView): HTMLElement {
           h('dl', { class: 'summary', testid: 'record-summary' }, r.summary.map(([k, v]) => [h('dt', null, k), h('dd', null, v)])),
         )
       : null,
-    h('div', { class: 'actions' }, openBtn, showBtn, dlBtn, shareBtn),
+    h('div', { class: 'actions' }, openBtn, showBtn, dlBtn, shareBtn, deleteBtn),
     h('h2', null, 'Details'),
     h('dl', { class: 'details', testid: 'record-meta' }, rows.map(([k, v]) => [h('dt', null, k), h('dd', null, v)])),
     output,

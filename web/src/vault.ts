@@ -244,6 +244,11 @@ export class Session {
   }
 
   /** The record's body, decrypted and authenticated. */
+  /** Deletes a record; with `purge`, destroys every version of it for good (owner only). */
+  async deleteRecord(vault: string, record: string, purge: boolean): Promise<{ deleted: string; purgedVersions: number }> {
+    return JSON.parse(await call(() => this.inner.deleteRecord(vault, record, purge)));
+  }
+
   openRecord(vault: string, record: string): Promise<Uint8Array> {
     return call(() => this.inner.openRecord(vault, record));
   }
