@@ -34,7 +34,7 @@ pub const META_COLLECTION: usize = 17;
 /// Offset of the wrapped data key in record metadata.
 pub const META_WRAPPED: usize = 113;
 /// Length of the signed part of record metadata.
-pub const META_SIGNED: usize = 270 - 64;
+pub const META_SIGNED: usize = vault_core::METADATA_LEN - 64;
 
 /// An entry with the given header fields and payload, signed with `key`.
 #[allow(clippy::too_many_arguments)]

@@ -17,7 +17,8 @@ use crate::ids::{CollectionId, RecordId, VaultId};
 use crate::keys::{CollectionKey, DataKey};
 use crate::primitives::{self, sha256};
 
-const GRANT_VERSION: u8 = 1;
+/// Version 2 adds the granted key's commitment; version 1 is still read.
+const GRANT_VERSION: u8 = 2;
 const GRANT_SIGNATURE_CONTEXT: &[u8] = b"vault/v1/grant\0";
 const MAX_AGE_FILE: usize = 4096;
 
@@ -108,21 +109,24 @@ pub struct Grant {
     permission: Permission,
     expires_at: Option<u64>,
     issued_at: u64,
+    /// The granted key's commitment (§7.1; `None` in a version-1 grant).
+    key_commitment: Option<[u8; 32]>,
     age_file: Vec<u8>,
     signature: [u8; 64],
 }
 
 impl Grant {
-    fn signed_bytes(&self) -> Vec<u8> {
-        let mut w = Writer::with_context(GRANT_SIGNATURE_CONTEXT);
-        self.write_fields(&mut w);
-        w.fixed(&sha256(&[&self.age_file]));
+    /// The context the granted key is committed in: the vault and the
+    /// scope, as encoded.
+    fn commitment_context(vault: &VaultId, scope: &GrantScope) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.fixed(b"grant").fixed(vault.as_bytes());
+        Self::write_scope(&mut w, scope);
         w.into_vec()
     }
 
-    fn write_fields(&self, w: &mut Writer) {
-        w.u8(GRANT_VERSION).fixed(self.vault.as_bytes());
-        match self.scope {
+    fn write_scope(w: &mut Writer, scope: &GrantScope) {
+        match *scope {
             GrantScope::Collection { collection, epoch } => {
                 w.u8(1).fixed(collection.as_bytes()).u32(epoch);
             }
@@ -137,12 +141,32 @@ impl Grant {
                     .u32(version);
             }
         }
+    }
+
+    fn signed_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::with_context(GRANT_SIGNATURE_CONTEXT);
+        self.write_fields(&mut w);
+        w.fixed(&sha256(&[&self.age_file]));
+        w.into_vec()
+    }
+
+    fn write_fields(&self, w: &mut Writer) {
+        w.u8(if self.key_commitment.is_some() {
+            GRANT_VERSION
+        } else {
+            1
+        })
+        .fixed(self.vault.as_bytes());
+        Self::write_scope(w, &self.scope);
         w.fixed(self.member.as_bytes())
             .u8(self.permission.to_byte())
             .option(self.expires_at, |w, t| {
                 w.u64(t);
             })
             .u64(self.issued_at);
+        if let Some(c) = &self.key_commitment {
+            w.fixed(c);
+        }
     }
 
     /// The canonical encoding.
@@ -159,7 +183,13 @@ impl Grant {
     /// file (a replaced age file is refused here, before any signature work).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let mut r = Reader::new(bytes, "grant");
-        r.version(GRANT_VERSION)?;
+        let format = r.u8()?;
+        if format != 1 && format != GRANT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                what: "grant",
+                version: format,
+            });
+        }
         let vault = VaultId::from_bytes(r.array()?);
         let scope = match r.u8()? {
             1 => GrantScope::Collection {
@@ -177,6 +207,11 @@ impl Grant {
         let permission = Permission::from_byte(r.u8()?).ok_or(r.malformed("unknown permission"))?;
         let expires_at = r.option(|r| r.u64())?;
         let issued_at = r.u64()?;
+        let key_commitment = if format == GRANT_VERSION {
+            Some(r.array()?)
+        } else {
+            None
+        };
         let hash: [u8; 32] = r.array()?;
         let age_file = r.bytes(MAX_AGE_FILE)?.to_vec();
         let signature = r.array()?;
@@ -200,6 +235,7 @@ impl Grant {
             permission,
             expires_at,
             issued_at,
+            key_commitment,
             age_file,
             signature,
         })
@@ -224,6 +260,10 @@ impl Grant {
             permission,
             expires_at,
             issued_at,
+            key_commitment: Some(primitives::key_commitment(
+                key,
+                &Self::commitment_context(&vault, &scope),
+            )),
             age_file,
             signature: [0; 64],
         };
@@ -365,7 +405,17 @@ impl VerifiedGrant {
             .as_slice()
             .try_into()
             .map_err(|_| Error::DecryptionFailed)?;
-        Ok(zeroize::Zeroizing::new(key))
+        let key = zeroize::Zeroizing::new(key);
+        if let Some(expected) = &self.0.key_commitment {
+            let actual = primitives::key_commitment(
+                &key,
+                &Grant::commitment_context(&self.0.vault, &self.0.scope),
+            );
+            if !primitives::ct_eq(&actual, expected) {
+                return Err(Error::DecryptionFailed);
+            }
+        }
+        Ok(key)
     }
 
     /// Opens a collection grant addressed to `me`.

@@ -234,7 +234,7 @@ impl EntryBody {
                 owner_grant: Grant::from_bytes(r.bytes(MAX_GRANT_LEN)?)?,
             },
             3 => EntryBody::RecordPut {
-                metadata: RecordMetadata::from_bytes(r.take(METADATA_LEN)?)?,
+                metadata: RecordMetadata::from_bytes(r.take(r.remaining().min(METADATA_LEN))?)?,
             },
             4 => EntryBody::RecordDeleted {
                 record: RecordId::from_bytes(r.array()?),

@@ -51,6 +51,18 @@ pub(crate) fn hkdf32(ikm: &[u8], salt: &[u8], info: &[u8]) -> Zeroizing<[u8; 32]
     okm
 }
 
+/// A commitment to a 32-byte key in a named context (`docs/format.md`
+/// §5.4): HKDF-SHA256 with the key as input and
+/// `vault/v1/key-commitment\0 || context` as info. Public: it reveals
+/// nothing of the key, and a second key with the same commitment cannot be
+/// found, so what is signed over it names exactly one key.
+pub(crate) fn key_commitment(key: &[u8; 32], context: &[u8]) -> [u8; 32] {
+    let info = [KEY_COMMITMENT_CONTEXT, context].concat();
+    *hkdf32(key, &[], &info)
+}
+
+const KEY_COMMITMENT_CONTEXT: &[u8] = b"vault/v1/key-commitment\0";
+
 /// ChaCha20-Poly1305 encryption of `plaintext` with associated data `aad`.
 pub(crate) fn aead_seal(
     key: &[u8; 32],

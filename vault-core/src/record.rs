@@ -22,7 +22,8 @@ use crate::keys::{CollectionKey, DataKey, RecordContext, WrappedDataKey};
 use crate::payload::{self, PayloadFailure, PayloadWriter, CHUNK_LEN};
 use crate::primitives;
 
-const METADATA_VERSION: u8 = 1;
+/// Version 2 adds the data key's commitment; version 1 is still read.
+const METADATA_VERSION: u8 = 2;
 const HEADER_VERSION: u8 = 1;
 const METADATA_SIGNATURE_CONTEXT: &[u8] = b"vault/v1/record\0";
 const PAYLOAD_KEY_INFO: &[u8] = b"vault/v1/payload\0";
@@ -30,9 +31,10 @@ const MAX_CONTENT_TYPE: usize = 255;
 const MAX_TITLE: usize = 1024;
 /// Smallest padded plaintext: small records all look alike.
 pub const MIN_PADDED_LEN: u64 = 512;
-/// Encoded length of [`RecordMetadata`].
+/// Encoded length of [`RecordMetadata`] as written (version 2; version 1,
+/// still read, is 32 bytes shorter: it has no key commitment).
 pub const METADATA_LEN: usize =
-    1 + 16 * 3 + 4 + 4 + 16 + 8 + 32 + crate::keys::WRAPPED_KEY_LEN + 32 + 64;
+    1 + 16 * 3 + 4 + 4 + 16 + 8 + 32 + crate::keys::WRAPPED_KEY_LEN + 32 + 32 + 64;
 
 /// Padmé padding (Nikitin et al., PETS 2019) with a floor of
 /// [`MIN_PADDED_LEN`]: the padded length leaks O(log log n) bits and adds at
@@ -165,22 +167,66 @@ pub struct RecordMetadata {
     pub(crate) ciphertext_hash: [u8; 32],
     pub(crate) wrapped_key: WrappedDataKey,
     pub(crate) author: Fingerprint,
+    /// The data key's commitment (§6.4; `None` in version-1 metadata).
+    pub(crate) key_commitment: Option<[u8; 32]>,
     pub(crate) signature: [u8; 64],
 }
 
+/// The context a record version's data key is committed in: vault,
+/// collection, record and version.
+fn data_key_context(
+    vault: &VaultId,
+    collection: &CollectionId,
+    record: &RecordId,
+    version: u32,
+) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.fixed(b"data-key")
+        .fixed(vault.as_bytes())
+        .fixed(collection.as_bytes())
+        .fixed(record.as_bytes())
+        .u32(version);
+    w.into_vec()
+}
+
 impl RecordMetadata {
+    /// Checks a data key against the commitment this metadata signs
+    /// (version 2); a key that does not match is refused as
+    /// [`Error::DecryptionFailed`], like a key that does not unwrap.
+    pub(crate) fn check_key(&self, key: DataKey) -> Result<DataKey> {
+        let Some(expected) = self.key_commitment else {
+            return Ok(key);
+        };
+        let actual = primitives::key_commitment(
+            &key.0,
+            &data_key_context(&self.vault, &self.collection, &self.record, self.version),
+        );
+        if primitives::ct_eq(&actual, &expected) {
+            Ok(key)
+        } else {
+            Err(Error::DecryptionFailed)
+        }
+    }
+
     fn write_body(&self, w: &mut Writer) {
-        w.u8(METADATA_VERSION)
-            .fixed(self.vault.as_bytes())
-            .fixed(self.collection.as_bytes())
-            .fixed(self.record.as_bytes())
-            .u32(self.version)
-            .u32(self.epoch)
-            .fixed(&self.payload_salt)
-            .u64(self.padded_len)
-            .fixed(&self.ciphertext_hash);
+        w.u8(if self.key_commitment.is_some() {
+            METADATA_VERSION
+        } else {
+            1
+        })
+        .fixed(self.vault.as_bytes())
+        .fixed(self.collection.as_bytes())
+        .fixed(self.record.as_bytes())
+        .u32(self.version)
+        .u32(self.epoch)
+        .fixed(&self.payload_salt)
+        .u64(self.padded_len)
+        .fixed(&self.ciphertext_hash);
         self.wrapped_key.write(w);
         w.fixed(self.author.as_bytes());
+        if let Some(c) = &self.key_commitment {
+            w.fixed(c);
+        }
     }
 
     pub(crate) fn signed_bytes(&self) -> Vec<u8> {
@@ -201,7 +247,13 @@ impl RecordMetadata {
     /// documentation).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let mut r = Reader::new(bytes, "record metadata");
-        r.version(METADATA_VERSION)?;
+        let format = r.u8()?;
+        if format != 1 && format != METADATA_VERSION {
+            return Err(Error::UnsupportedVersion {
+                what: "record metadata",
+                version: format,
+            });
+        }
         let m = Self {
             vault: VaultId::from_bytes(r.array()?),
             collection: CollectionId::from_bytes(r.array()?),
@@ -213,6 +265,11 @@ impl RecordMetadata {
             ciphertext_hash: r.array()?,
             wrapped_key: WrappedDataKey::read(&mut r)?,
             author: Fingerprint::from_bytes(r.array()?),
+            key_commitment: if format == METADATA_VERSION {
+                Some(r.array()?)
+            } else {
+                None
+            },
             signature: r.array()?,
         };
         r.finish()?;
@@ -394,6 +451,10 @@ pub(crate) fn seal<R: Read, W: Write>(
         ciphertext_hash,
         wrapped_key: key.wrap(&data_key, &record, version),
         author: author.fingerprint(),
+        key_commitment: Some(primitives::key_commitment(
+            &data_key.0,
+            &data_key_context(&ctx.vault, &ctx.collection, &record, version),
+        )),
         signature: [0; 64],
     };
     metadata.signature = author.sign(&metadata.signed_bytes());
@@ -459,7 +520,11 @@ impl<'a> VerifiedRecord<'a> {
                 field: "epoch",
             });
         }
-        key.unwrap(wrapped, &self.metadata.record, self.metadata.version)
+        self.metadata.check_key(key.unwrap(
+            wrapped,
+            &self.metadata.record,
+            self.metadata.version,
+        )?)
     }
 
     /// Decrypts the payload from `ciphertext`, writing the body to `out`

@@ -1003,6 +1003,20 @@ impl VaultState {
         })
     }
 
+    /// The current grant of `member` in `collection`, for tests.
+    #[cfg(test)]
+    pub(crate) fn collections_grant_for_test(
+        &self,
+        collection: &CollectionId,
+        member: &Fingerprint,
+    ) -> Grant {
+        self.collections
+            .get(collection)
+            .and_then(|c| c.grants.get(member))
+            .map(|g| (**g).clone())
+            .unwrap_or_else(|| panic!("no grant"))
+    }
+
     /// Pads `collection` with placeholder records and members up to the
     /// given counts, to test the limits without writing 100,000 records.
     #[cfg(test)]
@@ -1676,7 +1690,7 @@ impl<'a> Keyring<'a> {
                 if let Some(e) = g.expires_at().filter(|e| self.now >= *e) {
                     return Err(Error::Expired { expired_at: e });
                 }
-                g.open_data_key(self.me)
+                m.check_key(g.open_data_key(self.me)?)
             }
             _ => Err(collection_error),
         }

@@ -398,3 +398,67 @@ fn the_owner_purges_old_versions_for_good() {
     assert_eq!(f.state.purged_ciphertexts(&record).len(), 3);
     f.reverify().unwrap();
 }
+
+/// The owner equivocates: a grant signed over one key's commitment but
+/// carrying another key in its age file (what would let an owner show two
+/// members different contents for one signed ciphertext).
+#[test]
+fn a_grant_opens_only_the_key_it_commits_to() {
+    let mut f = Fixture::new();
+    f.share(1, f.labs, Permission::Read, None);
+    let key = f.key_of(1, f.labs);
+    let grant = f
+        .state
+        .collections_grant_for_test(&f.labs, &f.alice.fingerprint());
+    let bytes = grant.to_bytes();
+    assert_eq!(bytes[0], 2, "grants are written as version 2");
+    let age_len = grant.age_file().len();
+    let fields_len = bytes.len() - 64 - age_len - 4 - 32;
+    let other = CollectionKey::generate(f.state.vault(), f.labs, key.epoch());
+    let age_file =
+        crate::agefile::encrypt(&f.alice.public().recipient().unwrap(), other.secret()).unwrap();
+    let mut forged = bytes[..fields_len].to_vec();
+    forged.extend_from_slice(&crate::primitives::sha256(&[&age_file]));
+    forged.extend_from_slice(&(age_file.len() as u32).to_be_bytes());
+    forged.extend_from_slice(&age_file);
+    let mut signed = b"vault/v1/grant\0".to_vec();
+    signed.extend_from_slice(&forged[..fields_len + 32]);
+    forged.extend_from_slice(&f.patient.sign(&signed[..]));
+    let forged = crate::Grant::from_bytes(&forged).unwrap();
+    let verified = forged.verify(f.patient.public()).unwrap();
+    assert!(matches!(
+        verified.open_collection_key(&f.alice),
+        Err(Error::DecryptionFailed)
+    ));
+    // The honest grant opens to the committed key.
+    let honest = grant.verify(f.patient.public()).unwrap();
+    assert_eq!(
+        honest.open_collection_key(&f.alice).unwrap().secret(),
+        key.secret()
+    );
+}
+
+#[test]
+fn record_metadata_opens_only_with_the_data_key_it_commits_to() {
+    let mut f = Fixture::new();
+    let m = f.put_as(0, f.labs, None, "CBC", b"13.5");
+    assert_eq!(m.to_bytes()[0], 2, "metadata is written as version 2");
+    assert_eq!(m.to_bytes().len(), crate::record::METADATA_LEN);
+    let key = f.key_of(0, f.labs);
+    let verified = f.state.record(&m.record()).unwrap();
+    let dk = verified.data_key(&key).unwrap();
+    let other = crate::keys::DataKey::generate();
+    assert!(matches!(m.check_key(other), Err(Error::DecryptionFailed)));
+    assert!(m.check_key(dk).is_ok());
+    // A version-1 encoding (no commitment) still parses and re-encodes.
+    let mut v1 = m.clone();
+    v1.key_commitment = None;
+    let bytes = v1.to_bytes();
+    assert_eq!(bytes[0], 1);
+    assert_eq!(
+        crate::RecordMetadata::from_bytes(&bytes)
+            .unwrap()
+            .to_bytes(),
+        bytes
+    );
+}
