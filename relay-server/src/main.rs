@@ -82,6 +82,7 @@ fn serve(config: Config) -> ExitCode {
         let listen = config.listen;
         let data_dir = config.data_dir.clone();
         let web_dir = config.web_dir.clone();
+        let admin_listen = config.admin_listen;
         let relay = match Relay::open(config) {
             Ok(r) => r,
             Err(e) => {
@@ -92,6 +93,7 @@ fn serve(config: Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let admin_router = relay.admin_router();
         let listener = match tokio::net::TcpListener::bind(listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -105,6 +107,24 @@ fn serve(config: Config) -> ExitCode {
         tracing::info!(%addr, data_dir = %data_dir.display(), "relay listening");
         // A machine-readable line for scripts and tests.
         println!("relay-server listening on http://{addr}");
+        let admin = match admin_listen {
+            None => None,
+            Some(at) => match tokio::net::TcpListener::bind(at).await {
+                Ok(l) => {
+                    let addr = l.local_addr().unwrap_or(at);
+                    println!("relay-server admin (metrics) on http://{addr}/metrics");
+                    Some(tokio::spawn(async move {
+                        axum::serve(l, admin_router).await
+                    }))
+                }
+                Err(e) => {
+                    eprintln!(
+                        "relay-server: cannot listen on the admin address {at}: {e} (choose another with --admin-listen)"
+                    );
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
         match web_dir.map(|d| (std::fs::read(d.join("index.html")), d)) {
             Some((Ok(index), _)) => {
                 use sha2::Digest;
@@ -119,7 +139,11 @@ fn serve(config: Config) -> ExitCode {
             ),
             None => {}
         }
-        match relay.serve(listener, server::shutdown_signal()).await {
+        let served = relay.serve(listener, server::shutdown_signal()).await;
+        if let Some(admin) = admin {
+            admin.abort();
+        }
+        match served {
             Ok(()) => {
                 tracing::info!("relay stopped cleanly");
                 ExitCode::SUCCESS

@@ -47,6 +47,13 @@ impl Relay {
         router(self.state.clone())
     }
 
+    /// The operator's router (`/metrics`, `/healthz`), for
+    /// [`crate::config::Config::admin_listen`]; never merged into the public
+    /// one.
+    pub fn admin_router(&self) -> axum::Router {
+        crate::admin::admin_router(self.state.clone())
+    }
+
     /// Serves on `listener` until `shutdown` completes, then waits for
     /// in-flight requests and closes storage (every acknowledged write is
     /// already durable).

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use axum::http::StatusCode;
 use vault_core::{Access, Fingerprint, LogEntry, PublicIdentity, VaultId, VaultState};
 
-use crate::auth::{unix_now, Authenticator};
+use crate::auth::{unix_now, AuthLimits, Authenticator};
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
@@ -55,7 +55,12 @@ impl AppState {
         blobs: Arc<dyn BlobStore>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let auth = Authenticator::new(config.clock_skew, config.rate, config.burst);
+        let auth = Authenticator::new(AuthLimits {
+            past_skew: config.clock_skew,
+            future_skew: config.future_skew,
+            rate: config.rate,
+            burst: config.burst,
+        });
         Self {
             config,
             meta,

@@ -366,11 +366,22 @@ async fn health_metrics_and_openapi_are_served() {
         .await;
     assert_eq!(s, StatusCode::OK);
     assert!(v.is_object());
-    let (s, _, body) = t
-        .call(Request::get("/metrics").body(Body::empty()).unwrap())
-        .await;
-    assert_eq!(s, StatusCode::OK);
-    let text = String::from_utf8(body).unwrap();
+    // Metrics reveal activity timing: never on the public listener.
+    t.refused(
+        Request::get("/metrics").body(Body::empty()).unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    let resp = t
+        .relay
+        .admin_router()
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(body.to_vec()).unwrap();
     assert!(text.contains("relay_requests_total"), "{text}");
     assert!(text.contains("relay_group_commit_batch_size"), "{text}");
     t.refused(
@@ -445,11 +456,12 @@ async fn identities_publish_and_look_up() {
     let (s, v) = t.json(signed(&alice, "GET", &pq, Payload::None)).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["identity"], alice.public().to_text());
-    // Bob was never published: he cannot even look things up.
+    // Bob was never published: he cannot even look things up, and is told
+    // exactly what a bad signature is told.
     t.refused(
         signed(&bob, "GET", &pq, Payload::None),
         StatusCode::UNAUTHORIZED,
-        "unknown_identity",
+        "bad_signature",
     )
     .await;
     let missing = format!("/v1/identities/{}", bob.fingerprint().to_hex());
@@ -531,6 +543,33 @@ async fn every_authentication_failure_is_refused() {
         "stale_timestamp",
     )
     .await;
+    // The future window is much narrower than the past one.
+    t.refused(
+        signed_at(&alice, now() + 120, "GET", "/v1/inbox", Payload::None),
+        StatusCode::UNAUTHORIZED,
+        "stale_timestamp",
+    )
+    .await;
+    let (s, _) = t
+        .json(signed_at(
+            &alice,
+            now() + 10,
+            "GET",
+            "/v1/inbox",
+            Payload::None,
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = t
+        .json(signed_at(
+            &alice,
+            now() - 200,
+            "GET",
+            "/v1/inbox",
+            Payload::None,
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK);
 
     // The same request twice: the second is a replay.
     let auth = RequestAuth::sign(&alice, "GET", "/v1/inbox", now(), body_digest(b"")).unwrap();
@@ -551,6 +590,103 @@ async fn every_authentication_failure_is_refused() {
         build(&auth, "GET", "/v1/inbox", Payload::None),
         StatusCode::BAD_REQUEST,
         "body_digest_mismatch",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_unknown_signer_is_answered_exactly_like_a_bad_signature() {
+    let t = T::new();
+    let alice = ident(2, "Dr Alice", Role::Clinician);
+    let stranger = ident(9, "Stranger", Role::Clinician);
+    t.publish(&alice).await;
+    // Alice's fingerprint with a signature by someone else's key, and a
+    // well-signed request by a key that is not published.
+    let forged = RequestAuth::sign(&stranger, "GET", "/v1/inbox", now(), body_digest(b"")).unwrap();
+    let mut forged_req = build(&forged, "GET", "/v1/inbox", Payload::None);
+    forged_req.headers_mut().insert(
+        "x-vault-identity",
+        alice.fingerprint().to_hex().parse().unwrap(),
+    );
+    let bad = t.call(forged_req).await;
+    let unknown = t
+        .call(signed(&stranger, "GET", "/v1/inbox", Payload::None))
+        .await;
+    assert_eq!(bad.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(unknown.0, bad.0);
+    assert_eq!(unknown.2, bad.2, "the bodies must be byte-identical");
+    let header_names = |h: &axum::http::HeaderMap| {
+        let mut v: Vec<(String, String)> = h
+            .iter()
+            .filter(|(k, _)| k.as_str() != "date")
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(header_names(&unknown.1), header_names(&bad.1));
+    let v: Value = serde_json::from_slice(&bad.2).unwrap();
+    assert_eq!(v["error"]["code"], "bad_signature");
+}
+
+#[tokio::test]
+async fn nonces_are_bounded_per_key_so_one_key_cannot_block_another() {
+    // rate 1/s, window 10 + 5 s: at most 15 live nonces per key, while the
+    // burst would let a key send far more.
+    let t = T::with(|c| {
+        c.rate = 1;
+        c.burst = 1000;
+        c.clock_skew = 10;
+        c.future_skew = 5;
+    });
+    let [a, b, c] = [7u8, 8, 9].map(|i| ident(i, "key", Role::Clinician));
+    for k in [&a, &b, &c] {
+        t.publish(k).await;
+    }
+    // The attack: two keys send as many requests as they can, dated as
+    // far in the future as allowed (their nonces live longest).
+    for attacker in [&a, &b] {
+        let mut statuses = Vec::new();
+        for _ in 0..30 {
+            let (s, h, body) = t
+                .call(signed_at(
+                    attacker,
+                    now() + 5,
+                    "GET",
+                    "/v1/inbox",
+                    Payload::None,
+                ))
+                .await;
+            if s == StatusCode::TOO_MANY_REQUESTS {
+                let v: Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(v["error"]["code"], "rate_limited", "{v}");
+                let msg = v["error"]["message"].as_str().unwrap();
+                assert!(msg.contains("replay window"), "{msg}");
+                let wait: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+                assert!((1..=17).contains(&wait), "{wait}");
+            }
+            statuses.push(s);
+        }
+        // The publish request took one nonce: 14 more pass, then refusals.
+        let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+        assert_eq!(ok, 14, "{statuses:?}");
+        assert!(statuses[14..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS));
+    }
+    // A third key is not affected at all.
+    for _ in 0..10 {
+        let (s, v) = t
+            .json(signed_at(&c, now() + 5, "GET", "/v1/inbox", Payload::None))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    // A request dated beyond the future window is refused before it can
+    // take a nonce at all.
+    t.refused(
+        signed_at(&c, now() + 60, "GET", "/v1/inbox", Payload::None),
+        StatusCode::UNAUTHORIZED,
+        "stale_timestamp",
     )
     .await;
 }
