@@ -1876,3 +1876,120 @@ async fn only_named_origins_may_call_the_api_from_a_browser() {
     let (_, headers, _) = t.call(preflight("https://app.example.org")).await;
     assert!(headers.get("access-control-allow-origin").is_none());
 }
+
+/// `n` new collections, chained on `state` (which is left as it was).
+fn collections(w: &World, n: usize) -> Vec<LogEntry> {
+    let mut s = w.state.clone();
+    (0..n)
+        .map(|i| {
+            let (_, e) = s
+                .create_collection(&w.patient, &format!("c{i}"), now())
+                .unwrap();
+            s.apply(&e).unwrap();
+            e
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_vault_is_capped_at_its_entry_limit() {
+    // Genesis and "labs" make two entries.
+    let mut w = World::on(T::with(|c| c.max_vault_entries = 4)).await;
+    let es = collections(&w, 3);
+    let all: Vec<&LogEntry> = es.iter().collect();
+    let v =
+        w.t.refused(
+            append_req(&w.patient, &w.state, &all),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "vault_full",
+        )
+        .await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("4 entries"),
+        "{v}"
+    );
+    assert_eq!(w.t.head(&w.patient, &w.vault).await["seq"], 1);
+    let patient = w.patient.clone();
+    w.append(&patient, &all[..2]).await;
+    assert_eq!(w.t.head(&w.patient, &w.vault).await["seq"], 3);
+    let more = collections(&w, 1);
+    w.t.refused(
+        append_req(&w.patient, &w.state, &[&more[0]]),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "vault_full",
+    )
+    .await;
+    assert_eq!(w.t.head(&w.patient, &w.vault).await["seq"], 3);
+}
+
+#[tokio::test]
+async fn a_batch_is_applied_in_place_and_a_refusal_half_way_leaves_the_stored_log() {
+    let mut w = World::new().await;
+    let loads = w.t.relay.state.vault_loads();
+    let patient = w.patient.clone();
+    let es = collections(&w, 3);
+    w.append(&patient, &es.iter().collect::<Vec<_>>()).await;
+    assert_eq!(
+        w.t.relay.state.vault_loads(),
+        loads,
+        "a good batch is applied to the live state, never reloaded"
+    );
+    // The second entry is a duplicate of the first: the first was applied
+    // in place when the second is refused.
+    let e = collections(&w, 1).remove(0);
+    let v =
+        w.t.refused(
+            append_req(&w.patient, &w.state, &[&e, &e]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_entry",
+        )
+        .await;
+    assert_eq!(v["index"], 1, "{v}");
+    assert_eq!(w.t.head(&w.patient, &w.vault).await["seq"], 4);
+    // The relay's state is the stored log again: the same entry alone is
+    // accepted, after exactly one rebuild from storage.
+    w.append(&patient, &[&e]).await;
+    assert_eq!(w.t.head(&w.patient, &w.vault).await["seq"], 5);
+    assert_eq!(w.t.relay.state.vault_loads(), loads + 1);
+}
+
+#[tokio::test]
+async fn many_cheap_vaults_do_not_evict_a_busy_one() {
+    let mut w = World::on(T::with(|c| c.vault_cache = 4)).await;
+    // The patient's vault: 42 entries, expensive to rebuild.
+    let patient = w.patient.clone();
+    let es = collections(&w, 40);
+    w.append(&patient, &es.iter().collect::<Vec<_>>()).await;
+    let loads = w.t.relay.state.vault_loads();
+    // An outsider creates and reads 12 one-entry vaults, three times the
+    // cache's size, and reads them again.
+    let mallory = ident(20, "Mallory", Role::Patient);
+    w.t.publish(&mallory).await;
+    let mut theirs = Vec::new();
+    for _ in 0..12 {
+        let (_, g) = VaultState::create(&mallory, now()).unwrap();
+        let (s, v) =
+            w.t.json(signed(
+                &mallory,
+                "POST",
+                "/v1/vaults",
+                json_payload(json!({ "genesis": b64(g.to_bytes()) })),
+            ))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let id = g.vault().to_hex();
+        w.t.head(&mallory, &id).await;
+        theirs.push(id);
+    }
+    for id in &theirs {
+        w.t.head(&mallory, id).await;
+    }
+    let cheap_loads = w.t.relay.state.vault_loads() - loads;
+    assert!(cheap_loads >= 12, "{cheap_loads}");
+    // The busy vault was never evicted: reading it loads nothing.
+    w.t.head(&w.patient, &w.vault).await;
+    assert_eq!(w.t.relay.state.vault_loads() - loads, cheap_loads);
+}

@@ -265,6 +265,11 @@ async fn commit_append(
     if current != prev {
         return Err(head_moved(current));
     }
+    let max = app.config.max_vault_entries;
+    let count = u64::try_from(entries.len()).unwrap_or(u64::MAX);
+    if head.seq.saturating_add(1).saturating_add(count) > max {
+        return Err(vault_full(max));
+    }
 
     // Refuse what storage would refuse before changing anything: the
     // quota, and blobs that are missing, of another length, uploaded by
@@ -300,19 +305,21 @@ async fn commit_append(
         }
     }
 
-    // Verify every entry on the relay's copy of the state: in place for one
-    // entry (a refused entry changes nothing), on a scratch copy for a
-    // batch (so a refusal half-way needs no reload).
-    let mut scratch = (entries.len() > 1).then(|| state.clone());
+    // Verify and apply every entry on the relay's own state, in place: no
+    // copy of the state, whatever its size. `VaultState::apply` changes
+    // nothing when it refuses, so a refusal of the first entry leaves the
+    // state as it was; a refusal further on (or storage refusing the
+    // batch) leaves earlier entries applied, so the state is dropped and
+    // rebuilt from storage at the next use, at a cost bounded by
+    // `max_vault_entries`. Only a writer of this vault can cause that.
     let mut blob_refs = Vec::new();
     let mut inbox = Vec::new();
-    {
-        let target: &mut VaultState = match scratch.as_mut() {
-            Some(s) => s,
-            None => state,
-        };
-        for (i, e) in entries.iter().enumerate() {
-            prepare(target, e, i, &mut blob_refs, &mut inbox)?;
+    for (i, e) in entries.iter().enumerate() {
+        if let Err(err) = prepare(state, e, i, &mut blob_refs, &mut inbox) {
+            if i > 0 {
+                *guard = None;
+            }
+            return Err(err);
         }
     }
     let batch = AppendBatch {
@@ -326,17 +333,13 @@ async fn commit_append(
     };
     match app.meta.append(batch).await {
         Ok(head) => {
-            if let Some(s) = scratch {
-                *guard = Some(s);
-            }
+            app.note_len(vault, head.seq.saturating_add(1));
             Ok(Json(json!({ "head": HeadJson::from(head) })))
         }
         Err(e) => {
-            if scratch.is_none() || matches!(e, AppendError::Storage(_)) {
-                // The entry was applied in place, or storage failed in an
-                // unknown state: rebuild from storage on the next request.
-                *guard = None;
-            }
+            // The entries were applied ahead of storage: rebuild from
+            // storage on the next request.
+            *guard = None;
             Err(match e {
                 AppendError::HeadMoved(h) => head_moved(h),
                 AppendError::NoVault => vault_not_found(),
@@ -346,6 +349,17 @@ async fn commit_append(
             })
         }
     }
+}
+
+/// 413 `vault_full`: the vault's log would pass `max_vault_entries`.
+pub fn vault_full(max: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "vault_full",
+        format!(
+            "this vault's log would exceed {max} entries, the most this relay stores per vault; nothing was appended. Start a new vault, or ask the relay's operator to raise max-vault-entries"
+        ),
+    )
 }
 
 fn blob_missing(i: usize) -> ApiError {
