@@ -75,6 +75,15 @@ impl Relay {
                         Ok(n) => tracing::info!(removed = n, "swept abandoned uploads"),
                         Err(e) => tracing::warn!(error = %e, "sweeping abandoned uploads failed"),
                     }
+                    match state
+                        .meta
+                        .release_stale_uploads(ABANDONED_UPLOAD.as_secs())
+                        .await
+                    {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(released = n, "released abandoned uploads' quota"),
+                        Err(e) => tracing::warn!(error = %e, "releasing abandoned uploads failed"),
+                    }
                 }
             })
         };

@@ -1993,3 +1993,196 @@ async fn many_cheap_vaults_do_not_evict_a_busy_one() {
     w.t.head(&w.patient, &w.vault).await;
     assert_eq!(w.t.relay.state.vault_loads() - loads, cheap_loads);
 }
+
+async fn usage(t: &T, who: &SecretIdentity) -> u64 {
+    t.relay.state.meta.usage(who.fingerprint()).await.unwrap()
+}
+
+#[tokio::test]
+async fn identities_genesis_entries_and_unfinished_uploads_are_charged() {
+    let w = World::new().await;
+    // The patient's identity document, genesis and "labs" entries.
+    let doc = w.patient.public().to_bytes().len() as u64;
+    let log: u64 =
+        w.t.relay
+            .state
+            .meta
+            .entries(w.state.vault(), 0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.len() as u64)
+            .sum();
+    assert_eq!(usage(&w.t, &w.patient).await, doc + log);
+    let base = usage(&w.t, &w.patient).await;
+
+    // Chunks are charged as they are stored; the complete blob replaces
+    // their charge.
+    let ct: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    let (s, v) = w.t.json(w.put_chunk(&w.patient, &ct, 0, &ct[..400])).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(usage(&w.t, &w.patient).await, base + 400);
+    let (s, v) =
+        w.t.json(w.put_chunk(&w.patient, &ct, 400, &ct[400..700]))
+            .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(usage(&w.t, &w.patient).await, base + 700);
+    let (s, v) =
+        w.t.json(w.put_chunk(&w.patient, &ct, 700, &ct[700..]))
+            .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(usage(&w.t, &w.patient).await, base + 1000);
+
+    // A discarded upload gives its charge back.
+    let mut bad = vec![7u8; 600];
+    let bad_path = w.blob_path(&bad);
+    let (s, _) =
+        w.t.json(w.put_chunk(&w.patient, &bad, 0, &bad[..300]))
+            .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(usage(&w.t, &w.patient).await, base + 1300);
+    bad[599] = 8; // the rest no longer hashes to the address
+    let auth = RequestAuth::sign(
+        &w.patient,
+        "PUT",
+        &bad_path,
+        now(),
+        body_digest(&bad[300..]),
+    )
+    .unwrap();
+    let mut req = build(
+        &auth,
+        "PUT",
+        &bad_path,
+        Payload::Raw("application/octet-stream", bad[300..].to_vec()),
+    );
+    req.headers_mut()
+        .insert("upload-length", "600".parse().unwrap());
+    req.headers_mut()
+        .insert("upload-offset", "300".parse().unwrap());
+    w.t.refused(req, StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch")
+        .await;
+    assert_eq!(usage(&w.t, &w.patient).await, base + 1000);
+
+    // An abandoned upload's charge is released with it.
+    let other = vec![9u8; 500];
+    let (s, _) =
+        w.t.json(w.put_chunk(&w.patient, &other, 0, &other[..200]))
+            .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(usage(&w.t, &w.patient).await, base + 1200);
+    assert_eq!(
+        w.t.relay
+            .state
+            .meta
+            .release_stale_uploads(3600)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(usage(&w.t, &w.patient).await, base + 1200);
+    assert_eq!(
+        w.t.relay.state.meta.release_stale_uploads(0).await.unwrap(),
+        1
+    );
+    assert_eq!(usage(&w.t, &w.patient).await, base + 1000);
+}
+
+#[tokio::test]
+async fn unfinished_uploads_count_against_the_quota() {
+    let probe = World::new().await;
+    let base = usage(&probe.t, &probe.patient).await;
+    drop(probe);
+    // Room for 1,500 more bytes.
+    let w = World::on(T::with(|c| c.quota = base + 1500)).await;
+    // Entry encodings vary by a few bytes from one world to the next.
+    let base = usage(&w.t, &w.patient).await;
+    assert!(base + 1450 < w.t.relay.state.config.quota);
+    let a = vec![1u8; 1000];
+    let (s, v) = w.t.json(w.put_chunk(&w.patient, &a, 0, &a[..800])).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    // 800 bytes of an unfinished upload leave room for 700, not 1,500.
+    let b = vec![2u8; 800];
+    w.t.refused(
+        w.put_chunk(&w.patient, &b, 0, &b),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "quota_exceeded",
+    )
+    .await;
+    // Finishing the first upload still fits.
+    let (s, v) = w.t.json(w.put_chunk(&w.patient, &a, 800, &a[800..])).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(usage(&w.t, &w.patient).await, base + 1000);
+}
+
+#[tokio::test]
+async fn a_genesis_entry_is_charged_to_the_owner_s_quota() {
+    let patient = ident(1, "Pat Patient", Role::Patient);
+    let doc = patient.public().to_bytes().len() as u64;
+    let t = T::with(|c| c.quota = doc + 10);
+    t.publish(&patient).await;
+    assert_eq!(usage(&t, &patient).await, doc);
+    let (_, genesis) = VaultState::create(&patient, now()).unwrap();
+    t.refused(
+        signed(
+            &patient,
+            "POST",
+            "/v1/vaults",
+            json_payload(json!({ "genesis": b64(genesis.to_bytes()) })),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "quota_exceeded",
+    )
+    .await;
+    assert!(t
+        .relay
+        .state
+        .meta
+        .head(genesis.vault())
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(usage(&t, &patient).await, doc);
+}
+
+#[tokio::test]
+async fn upgrading_a_schema_2_database_charges_identities_and_genesis_entries() {
+    let t = T::new();
+    let patient = ident(1, "Pat Patient", Role::Patient);
+    t.publish(&patient).await;
+    let (_, genesis) = VaultState::create(&patient, now()).unwrap();
+    let (s, _) = t
+        .json(signed(
+            &patient,
+            "POST",
+            "/v1/vaults",
+            json_payload(json!({ "genesis": b64(genesis.to_bytes()) })),
+        ))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let expected = (patient.public().to_bytes().len() + genesis.to_bytes().len()) as u64;
+    assert_eq!(usage(&t, &patient).await, expected);
+    let T {
+        router,
+        relay,
+        _dir,
+    } = t;
+    drop(router);
+    drop(relay);
+    // As schema 2 left it: neither was charged.
+    let db = _dir.path().join("relay.sqlite3");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("UPDATE usage SET bytes = 0; PRAGMA user_version = 2;")
+        .unwrap();
+    drop(conn);
+    let relay = Relay::open(Config::for_data_dir(_dir.path())).unwrap();
+    let used = relay.state.meta.usage(patient.fingerprint()).await.unwrap();
+    assert_eq!(used, expected);
+    assert!(relay
+        .state
+        .meta
+        .head(genesis.vault())
+        .await
+        .unwrap()
+        .is_some());
+}

@@ -92,13 +92,19 @@ pub async fn create(
     let vault = genesis.vault();
     let outcome = app
         .meta
-        .create_vault(vault, caller.fingerprint(), stored(&genesis))
+        .create_vault(
+            vault,
+            caller.fingerprint(),
+            stored(&genesis),
+            app.config.quota,
+        )
         .await
         .map_err(|e| ApiError::storage("creating a vault", &e))?;
     let body = json!({ "vault": vault.to_hex(), "head": HeadJson::from(state.head()) });
     match outcome {
         CreateOutcome::Created => Ok((StatusCode::CREATED, Json(body))),
         CreateOutcome::AlreadyStored => Ok((StatusCode::OK, Json(body))),
+        CreateOutcome::Quota => Err(quota_exceeded()),
         CreateOutcome::Conflict => Err(ApiError::new(
             StatusCode::CONFLICT,
             "vault_exists",
