@@ -99,6 +99,7 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
             "content-range",
             "upload-length",
             "upload-offset",
+            crate::admission::INVITE_HEADER,
             vault_core::request::HEADER_IDENTITY,
             vault_core::request::HEADER_TIMESTAMP,
             vault_core::request::HEADER_NONCE,

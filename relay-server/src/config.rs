@@ -320,6 +320,9 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// The invitation tokens file; when set, new identities need a token.
     pub invite_tokens_file: Option<PathBuf>,
+    /// The invitation tokens (read from `invite_tokens_file`); empty: new
+    /// identities need none.
+    pub invite_tokens: crate::admission::InviteTokens,
     /// New identities plus vaults per source address per hour (0: no limit).
     pub new_per_hour: u32,
     /// Whether loopback sources count against `new_per_hour`.
@@ -355,6 +358,7 @@ impl Default for Config {
             future_skew: 30,
             admin_listen: None,
             invite_tokens_file: None,
+            invite_tokens: crate::admission::InviteTokens::default(),
             new_per_hour: 60,
             new_per_hour_loopback: false,
             max_vault_entries: 100_000,
@@ -431,6 +435,14 @@ impl Config {
                 .or(file.future_skew)
                 .unwrap_or(d.future_skew),
             admin_listen: args.admin_listen.or(file.admin_listen),
+            invite_tokens: match args
+                .invite_tokens_file
+                .as_ref()
+                .or(file.invite_tokens_file.as_ref())
+            {
+                Some(path) => crate::admission::InviteTokens::load(path)?,
+                None => crate::admission::InviteTokens::default(),
+            },
             invite_tokens_file: args.invite_tokens_file.clone().or(file.invite_tokens_file),
             new_per_hour: args
                 .new_per_hour

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use axum::http::StatusCode;
 use vault_core::{Access, Fingerprint, LogEntry, PublicIdentity, VaultId, VaultState};
 
+use crate::admission::NewBudget;
 use crate::auth::{unix_now, AuthLimits, Authenticator};
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
@@ -41,6 +42,8 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// New identities and vaults per source address.
+    pub new_budget: NewBudget,
     identities: Mutex<HashMap<Fingerprint, Arc<PublicIdentity>>>,
     vaults: Mutex<VaultCache>,
     loads: AtomicU64,
@@ -163,6 +166,7 @@ impl AppState {
             auth,
             metrics,
             vaults: Mutex::new(VaultCache::new(config.vault_cache)),
+            new_budget: NewBudget::new(config.new_per_hour, config.new_per_hour_loopback),
             config,
             identities: Mutex::new(HashMap::new()),
             loads: AtomicU64::new(0),

@@ -2090,29 +2090,28 @@ async fn identities_genesis_entries_and_unfinished_uploads_are_charged() {
 
 #[tokio::test]
 async fn unfinished_uploads_count_against_the_quota() {
-    let probe = World::new().await;
-    let base = usage(&probe.t, &probe.patient).await;
-    drop(probe);
-    // Room for 1,500 more bytes.
-    let w = World::on(T::with(|c| c.quota = base + 1500)).await;
-    // Entry encodings vary by a few bytes from one world to the next.
-    let base = usage(&w.t, &w.patient).await;
-    assert!(base + 1450 < w.t.relay.state.config.quota);
-    let a = vec![1u8; 1000];
-    let (s, v) = w.t.json(w.put_chunk(&w.patient, &a, 0, &a[..800])).await;
+    let quota = 20_000;
+    let w = World::on(T::with(|c| c.quota = quota)).await;
+    let room = quota - usage(&w.t, &w.patient).await;
+    // Blob A, nearly filling the room, is uploaded in part.
+    let a: Vec<u8> = (0..room - 100).map(|i| (i % 251) as u8).collect();
+    let first = (room - 900) as usize;
+    let (s, v) = w.t.json(w.put_chunk(&w.patient, &a, 0, &a[..first])).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    // 800 bytes of an unfinished upload leave room for 700, not 1,500.
-    let b = vec![2u8; 800];
+    // What is stored of A leaves less room than a 1,000-byte blob needs.
+    let b = vec![2u8; 1000];
     w.t.refused(
         w.put_chunk(&w.patient, &b, 0, &b),
         StatusCode::PAYLOAD_TOO_LARGE,
         "quota_exceeded",
     )
     .await;
-    // Finishing the first upload still fits.
-    let (s, v) = w.t.json(w.put_chunk(&w.patient, &a, 800, &a[800..])).await;
+    // Finishing A still fits: its stored part is not counted twice.
+    let (s, v) =
+        w.t.json(w.put_chunk(&w.patient, &a, first, &a[first..]))
+            .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!(usage(&w.t, &w.patient).await, base + 1000);
+    assert_eq!(usage(&w.t, &w.patient).await, quota - 100);
 }
 
 #[tokio::test]
@@ -2185,4 +2184,135 @@ async fn upgrading_a_schema_2_database_charges_identities_and_genesis_entries() 
         .await
         .unwrap()
         .is_some());
+}
+
+fn from(mut req: Request<Body>, ip: &str) -> Request<Body> {
+    let addr = std::net::SocketAddr::new(ip.parse().unwrap(), 40000);
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(addr));
+    req
+}
+
+fn publish_req(me: &SecretIdentity, invite: Option<&str>) -> Request<Body> {
+    let mut req = signed(
+        me,
+        "PUT",
+        "/v1/identities",
+        json_payload(json!({ "identity": me.public().to_text() })),
+    );
+    if let Some(token) = invite {
+        req.headers_mut()
+            .insert("x-vault-invite", token.parse().unwrap());
+    }
+    req
+}
+
+#[tokio::test]
+async fn new_identities_need_an_invitation_when_the_operator_asks_for_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("invites");
+    std::fs::write(
+        &file,
+        "# clinic tokens\n\n  correct-horse-battery-staple  \nsecond-token-0123456789\n",
+    )
+    .unwrap();
+    let tokens = relay_server::admission::InviteTokens::load(&file).unwrap();
+    assert_eq!(format!("{tokens:?}"), "InviteTokens(2 tokens)");
+    let t = T::with(|c| c.invite_tokens = tokens);
+    let alice = ident(2, "Dr Alice", Role::Clinician);
+    for token in [
+        None,
+        Some("wrong-token-0123456789"),
+        Some("correct-horse-battery"),
+    ] {
+        t.refused(
+            publish_req(&alice, token),
+            StatusCode::FORBIDDEN,
+            "invite_required",
+        )
+        .await;
+    }
+    assert!(t
+        .relay
+        .state
+        .meta
+        .identity(alice.fingerprint())
+        .await
+        .unwrap()
+        .is_none());
+    let (s, v) = t
+        .json(publish_req(&alice, Some("second-token-0123456789")))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // Publishing it again needs no token.
+    let (s, v) = t.json(publish_req(&alice, None)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // A tokens file without a token, or with a short one, is refused.
+    std::fs::write(&file, "# none\n").unwrap();
+    assert!(relay_server::admission::InviteTokens::load(&file).is_err());
+    std::fs::write(&file, "short\n").unwrap();
+    assert!(relay_server::admission::InviteTokens::load(&file).is_err());
+}
+
+#[tokio::test]
+async fn a_source_address_may_create_only_so_many_identities_and_vaults_an_hour() {
+    let t = T::with(|c| c.new_per_hour = 3);
+    let [a, b, c, d] = [11u8, 12, 13, 14].map(|i| ident(i, "key", Role::Patient));
+    let create = |who: &SecretIdentity| {
+        let (_, g) = VaultState::create(who, now()).unwrap();
+        signed(
+            who,
+            "POST",
+            "/v1/vaults",
+            json_payload(json!({ "genesis": b64(g.to_bytes()) })),
+        )
+    };
+    let here = "203.0.113.7";
+    for k in [&a, &b] {
+        let (s, v) = t.json(from(publish_req(k, None), here)).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let (s, v) = t.json(from(create(&a), here)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // The fourth creation from this address this hour is refused...
+    let (s, h, body) = t.call(from(create(&b), here)).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "creation_limited", "{v}");
+    let wait: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&wait));
+    t.refused(
+        from(publish_req(&c, None), here),
+        StatusCode::TOO_MANY_REQUESTS,
+        "creation_limited",
+    )
+    .await;
+    // Republishing a known identity does not count.
+    let (s, _) = t.json(from(publish_req(&a, None), here)).await;
+    assert_eq!(s, StatusCode::OK);
+    // Other addresses, and loopback, are not affected.
+    let (s, v) = t.json(from(publish_req(&c, None), "198.51.100.1")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = t.json(from(create(&b), "127.0.0.1")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    for i in 0..3 {
+        let (s, v) = t
+            .json(from(publish_req(&d, None), &format!("2001:db8::{}", i + 1)))
+            .await;
+        assert!(s == StatusCode::CREATED || s == StatusCode::OK, "{v}");
+    }
+    for _ in 0..3 {
+        let (s, _) = t.json(from(create(&d), "2001:db8::9")).await;
+        if s != StatusCode::CREATED {
+            assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+        }
+    }
+    let (s, v) = t.json(from(create(&d), "2001:db8::77")).await;
+    assert_eq!(
+        s,
+        StatusCode::TOO_MANY_REQUESTS,
+        "one /64 shares a budget: {v}"
+    );
+    let (s, v) = t.json(from(create(&d), "2001:db8:0:1::1")).await;
+    assert_eq!(s, StatusCode::CREATED, "another /64 has its own: {v}");
 }

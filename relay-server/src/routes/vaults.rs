@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use serde::Deserialize;
@@ -73,6 +73,7 @@ fn check_time(app: &AppState, index: usize, entry: &LogEntry) -> ApiResult<()> {
 pub async fn create(
     State(app): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    source: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -90,6 +91,11 @@ pub async fn create(
     }
     check_time(&app, 0, &genesis)?;
     let vault = genesis.vault();
+    // A new vault counts against its source's budget of new identities
+    // and vaults (given back if it turns out not to be new).
+    let source = source.map(|Extension(ConnectInfo(a))| a.ip());
+    let now = unix_now();
+    app.new_budget.take(source, now)?;
     let outcome = app
         .meta
         .create_vault(
@@ -99,7 +105,11 @@ pub async fn create(
             app.config.quota,
         )
         .await
-        .map_err(|e| ApiError::storage("creating a vault", &e))?;
+        .map_err(|e| ApiError::storage("creating a vault", &e));
+    if !matches!(outcome, Ok(CreateOutcome::Created)) {
+        app.new_budget.give_back(source, now);
+    }
+    let outcome = outcome?;
     let body = json!({ "vault": vault.to_hex(), "head": HeadJson::from(state.head()) });
     match outcome {
         CreateOutcome::Created => Ok((StatusCode::CREATED, Json(body))),
