@@ -365,3 +365,73 @@ fn decoy_identity() -> Option<PublicIdentity> {
     .ok()
     .map(|s| s.public().clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(b: u8) -> Fingerprint {
+        Fingerprint::from_bytes([b; 32])
+    }
+
+    #[test]
+    fn nonces_are_bounded_and_expire_per_key() {
+        let cache = NonceCache::new(3);
+        let now = 1_000;
+        // Key 1 fills its bound with nonces that live until now + 10.
+        for n in 0..3u8 {
+            assert_eq!(
+                cache.insert(fp(1), [n; 16], now, now + 10),
+                NonceOutcome::Fresh
+            );
+        }
+        assert_eq!(
+            cache.insert(fp(1), [0; 16], now, now + 10),
+            NonceOutcome::Replayed
+        );
+        assert_eq!(
+            cache.insert(fp(1), [9; 16], now, now + 10),
+            NonceOutcome::KeyFull(11)
+        );
+        // Another key, even in the same shard, is not affected.
+        let same_shard = Fingerprint::from_bytes({
+            let mut b = [2u8; 32];
+            b[0] = 1;
+            b
+        });
+        for k in [fp(2), same_shard] {
+            for n in 0..3u8 {
+                assert_eq!(cache.insert(k, [n; 16], now, now + 10), NonceOutcome::Fresh);
+            }
+        }
+        // Once key 1's nonces expire, it may send again; replays of expired
+        // nonces are the timestamp check's to refuse.
+        assert_eq!(cache.live(&fp(1), now + 10), 3);
+        assert_eq!(
+            cache.insert(fp(1), [9; 16], now + 11, now + 21),
+            NonceOutcome::Fresh
+        );
+        assert_eq!(cache.live(&fp(1), now + 11), 1);
+        assert_eq!(cache.live(&fp(2), now + 5), 3);
+        cache.housekeeping(now + 30);
+        assert_eq!(cache.live(&fp(2), now + 5), 0);
+    }
+
+    #[test]
+    fn the_bound_per_key_is_rate_times_the_window() {
+        let limits = AuthLimits {
+            past_skew: 300,
+            future_skew: 30,
+            rate: 1000,
+            burst: 4000,
+        };
+        assert_eq!(limits.nonces_per_key(), 330_000);
+        let tiny = AuthLimits {
+            past_skew: 0,
+            future_skew: 0,
+            rate: 0,
+            burst: 1,
+        };
+        assert_eq!(tiny.nonces_per_key(), 1);
+    }
+}

@@ -561,4 +561,63 @@ mod tests {
         };
         assert!(Config::resolve(&args).is_err());
     }
+
+    #[test]
+    fn hardening_options_resolve_and_are_checked() {
+        let d = Config::default();
+        assert_eq!(
+            (
+                d.future_skew,
+                d.admin_listen,
+                d.new_per_hour,
+                d.new_per_hour_loopback
+            ),
+            (30, None, 60, false)
+        );
+        assert!(!d.invite_tokens.required());
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::write(
+            &tokens,
+            "# ops
+abcdefghijklmnopqrstuvwxyz
+",
+        )
+        .unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "future_skew = 10\nadmin_listen = \"127.0.0.1:9090\"\nnew_per_hour = 5\nmax_vault_entries = 50\nvault_cache = 7\ninvite_tokens_file = {:?}\n",
+                tokens.display().to_string()
+            ),
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        let c = Config::resolve(&args).unwrap();
+        assert_eq!(c.future_skew, 10);
+        assert_eq!(c.admin_listen.map(|a| a.port()), Some(9090));
+        assert_eq!(
+            (c.new_per_hour, c.max_vault_entries, c.vault_cache),
+            (5, 50, 7)
+        );
+        assert!(c.invite_tokens.required());
+        assert!(c.invite_tokens.accepts("abcdefghijklmnopqrstuvwxyz"));
+        assert!(!c.invite_tokens.accepts("abcdefghijklmnopqrstuvwxy"));
+        // Requests may not be dated further ahead than behind.
+        let args = ServeArgs {
+            clock_skew: Some(20),
+            future_skew: Some(21),
+            ..ServeArgs::default()
+        };
+        assert!(Config::resolve(&args).is_err());
+        let args = ServeArgs {
+            invite_tokens_file: Some(dir.path().join("absent")),
+            ..ServeArgs::default()
+        };
+        assert!(Config::resolve(&args).is_err());
+    }
 }
