@@ -70,6 +70,7 @@ impl Relay {
                 loop {
                     tick.tick().await;
                     state.auth.housekeeping();
+                    state.housekeeping();
                     state.new_budget.housekeeping(crate::auth::unix_now());
                     match state.blobs.sweep_uploads(ABANDONED_UPLOAD).await {
                         Ok(0) => {}

@@ -19,9 +19,11 @@ use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
 use crate::storage::{BlobStore, MetaStore};
 
-/// One vault's verified state; `None` until loaded (or after a failed
-/// write, so it is reloaded from storage). Appends hold the write lock from
-/// verification until the entries are durable.
+/// One vault's verified state; `None` until loaded, and again after an
+/// append left it ahead of storage (an entry refused after earlier ones of
+/// its batch were applied in place, or storage refusing or failing), so it
+/// is rebuilt from the stored log at the next use. Appends hold the write
+/// lock from verification until the entries are durable.
 pub type VaultSlot = tokio::sync::RwLock<Option<VaultState>>;
 
 /// A vault's state, loaded, locked for reading.
@@ -47,7 +49,19 @@ pub struct AppState {
     identities: Mutex<HashMap<Fingerprint, Arc<PublicIdentity>>>,
     vaults: Mutex<VaultCache>,
     loads: AtomicU64,
+    rebuild_cooldowns: Mutex<HashMap<VaultId, u64>>,
 }
+
+/// After an append left the state of a vault of more than
+/// [`REBUILD_FREE`] entries ahead of storage (so it must be rebuilt from
+/// the stored log), multi-entry appends to that vault are refused for this
+/// many seconds: a writer cannot make the relay rebuild a large vault more
+/// than about once a minute.
+pub const REBUILD_COOLDOWN: u64 = 60;
+
+/// Vaults up to this many entries are cheap to rebuild and get no
+/// [`REBUILD_COOLDOWN`].
+pub const REBUILD_FREE: u64 = 1000;
 
 /// One cached vault: its slot, what reloading it would cost (entries in
 /// its log) and its eviction priority.
@@ -170,6 +184,7 @@ impl AppState {
             config,
             identities: Mutex::new(HashMap::new()),
             loads: AtomicU64::new(0),
+            rebuild_cooldowns: Mutex::new(HashMap::new()),
         }
     }
 
@@ -227,6 +242,43 @@ impl AppState {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .set_cost(vault, entries);
+    }
+
+    /// Notes that `vault`'s state was dropped by a refused append, starting
+    /// its [`REBUILD_COOLDOWN`].
+    pub fn start_rebuild_cooldown(&self, vault: VaultId) {
+        let until = unix_now().saturating_add(REBUILD_COOLDOWN);
+        let mut map = self
+            .rebuild_cooldowns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.insert(vault, until);
+    }
+
+    /// Seconds left of `vault`'s rebuild cooldown, if one runs.
+    pub fn rebuild_cooldown(&self, vault: VaultId) -> Option<u64> {
+        let now = unix_now();
+        let mut map = self
+            .rebuild_cooldowns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match map.get(&vault).copied() {
+            Some(until) if until > now => Some(until - now),
+            Some(_) => {
+                map.remove(&vault);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Forgets finished rebuild cooldowns (call periodically).
+    pub fn housekeeping(&self) {
+        let now = unix_now();
+        self.rebuild_cooldowns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, until| *until > now);
     }
 
     /// How many times a vault's state was rebuilt from storage since the

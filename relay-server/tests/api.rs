@@ -1930,7 +1930,8 @@ async fn a_batch_is_applied_in_place_and_a_refusal_half_way_leaves_the_stored_lo
     let mut w = World::new().await;
     let loads = w.t.relay.state.vault_loads();
     let patient = w.patient.clone();
-    let es = collections(&w, 3);
+    // 1,000 entries in one batch: the vault is no longer cheap to rebuild.
+    let es = collections(&w, 1000);
     w.append(&patient, &es.iter().collect::<Vec<_>>()).await;
     assert_eq!(
         w.t.relay.state.vault_loads(),
@@ -1948,11 +1949,34 @@ async fn a_batch_is_applied_in_place_and_a_refusal_half_way_leaves_the_stored_lo
         )
         .await;
     assert_eq!(v["index"], 1, "{v}");
-    assert_eq!(w.t.head(&w.patient, &w.vault).await["seq"], 4);
+    assert_eq!(w.t.head(&w.patient, &w.vault).await["seq"], 1001);
+    // For a minute, batches to this vault are refused before anything is
+    // applied, so no writer can make the relay rebuild it over and over.
+    let again = collections(&w, 2);
+    let v =
+        w.t.refused(
+            append_req(&w.patient, &w.state, &[&again[0], &again[0]]),
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+        )
+        .await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("one entry per request"),
+        "{v}"
+    );
+    w.t.refused(
+        append_req(&w.patient, &w.state, &[&again[0], &again[1]]),
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+    )
+    .await;
     // The relay's state is the stored log again: the same entry alone is
     // accepted, after exactly one rebuild from storage.
     w.append(&patient, &[&e]).await;
-    assert_eq!(w.t.head(&w.patient, &w.vault).await["seq"], 5);
+    assert_eq!(w.t.head(&w.patient, &w.vault).await["seq"], 1002);
     assert_eq!(w.t.relay.state.vault_loads(), loads + 1);
 }
 

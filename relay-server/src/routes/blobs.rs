@@ -143,10 +143,16 @@ pub async fn put(
             // Unfinished uploads take disk too: the chunk is charged now,
             // and released when the blob is recorded or the upload
             // discarded or abandoned.
-            app.meta
+            // The chunk is durable whatever happens here: if charging it
+            // fails, the answer still says so, and the chunk stays
+            // uncharged until the blob is recorded or the upload swept.
+            if let Err(e) = app
+                .meta
                 .charge_upload(vault, hash, me, at.saturating_sub(offset))
                 .await
-                .map_err(|e| ApiError::storage("charging an upload", &e))?;
+            {
+                tracing::warn!(error = %e, "charging a stored chunk failed");
+            }
             Ok((
                 StatusCode::ACCEPTED,
                 Json(json!({ "stored": false, "offset": at })),
@@ -172,10 +178,11 @@ pub async fn put(
             "the chunk does not match the signed x-vault-content-sha256; it was discarded",
         )),
         Err(ChunkError::HashMismatch) => {
-            app.meta
-                .release_upload(vault, hash)
-                .await
-                .map_err(|e| ApiError::storage("releasing a discarded upload", &e))?;
+            // The upload is gone either way; a charge not given back now
+            // is given back with abandoned uploads' after 24 hours.
+            if let Err(e) = app.meta.release_upload(vault, hash).await {
+                tracing::warn!(error = %e, "releasing a discarded upload's charge failed");
+            }
             Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "hash_mismatch",

@@ -18,7 +18,7 @@ use vault_core::{EntryBody, LogEntry, VaultId, VaultState};
 use crate::auth::{unix_now, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::{b64, parse_vault, read_json, to_b64, HeadJson};
-use crate::state::{vault_not_found, AppState};
+use crate::state::{vault_not_found, AppState, REBUILD_FREE};
 use crate::storage::{AppendBatch, AppendError, BlobRef, CreateOutcome, Head, StoredEntry};
 
 /// Most entries in one append.
@@ -261,6 +261,11 @@ async fn commit_append(
     me: vault_core::Fingerprint,
     entries: Vec<LogEntry>,
 ) -> ApiResult<Json<Value>> {
+    if entries.len() > 1 {
+        if let Some(wait) = app.rebuild_cooldown(vault) {
+            return Err(rebuild_cooldown(wait));
+        }
+    }
     let mut guard = app.write_state(vault).await?;
     let Some(state) = guard.as_mut() else {
         return Err(vault_not_found());
@@ -281,6 +286,7 @@ async fn commit_append(
     if current != prev {
         return Err(head_moved(current));
     }
+    let size = head.seq.saturating_add(1);
     let max = app.config.max_vault_entries;
     let count = u64::try_from(entries.len()).unwrap_or(u64::MAX);
     if head.seq.saturating_add(1).saturating_add(count) > max {
@@ -334,6 +340,9 @@ async fn commit_append(
         if let Err(err) = prepare(state, e, i, &mut blob_refs, &mut inbox) {
             if i > 0 {
                 *guard = None;
+                if size > REBUILD_FREE {
+                    app.start_rebuild_cooldown(vault);
+                }
             }
             return Err(err);
         }
@@ -356,6 +365,9 @@ async fn commit_append(
             // The entries were applied ahead of storage: rebuild from
             // storage on the next request.
             *guard = None;
+            if size > REBUILD_FREE {
+                app.start_rebuild_cooldown(vault);
+            }
             Err(match e {
                 AppendError::HeadMoved(h) => head_moved(h),
                 AppendError::NoVault => vault_not_found(),
@@ -365,6 +377,19 @@ async fn commit_append(
             })
         }
     }
+}
+
+/// 429 `rate_limited`: multi-entry appends to this vault wait out a
+/// rebuild cooldown.
+fn rebuild_cooldown(wait: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!(
+            "an append to this vault was refused part-way through less than a minute ago, which makes the relay rebuild the vault; append one entry per request, or retry the batch in {wait} seconds"
+        ),
+    )
+    .retry_after(wait)
 }
 
 /// 413 `vault_full`: the vault's log would pass `max_vault_entries`.
