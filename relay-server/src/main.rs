@@ -105,8 +105,8 @@ fn serve(config: Config) -> ExitCode {
         };
         let addr = listener.local_addr().unwrap_or(listen);
         tracing::info!(%addr, data_dir = %data_dir.display(), "relay listening");
-        // A machine-readable line for scripts and tests.
-        println!("relay-server listening on http://{addr}");
+        // SIGTERM is caught from here on (see `shutdown_signal`).
+        let shutdown = server::shutdown_signal();
         let admin = match admin_listen {
             None => None,
             Some(at) => match tokio::net::TcpListener::bind(at).await {
@@ -125,6 +125,8 @@ fn serve(config: Config) -> ExitCode {
                 }
             },
         };
+        // A machine-readable line for scripts and tests.
+        println!("relay-server listening on http://{addr}");
         match web_dir.map(|d| (std::fs::read(d.join("index.html")), d)) {
             Some((Ok(index), _)) => {
                 use sha2::Digest;
@@ -139,7 +141,7 @@ fn serve(config: Config) -> ExitCode {
             ),
             None => {}
         }
-        let served = relay.serve(listener, server::shutdown_signal()).await;
+        let served = relay.serve(listener, shutdown).await;
         if let Some(admin) = admin {
             admin.abort();
         }
