@@ -38,7 +38,8 @@
 //!    (no auth, no verification, no fsync: the body goes into a `HashMap`),
 //!    and the relay's append rate as a ratio of it (the bare phase is short,
 //!    so it runs three times and the median pass is kept);
-//! 5. group-commit batch sizes, scraped from `GET /metrics`.
+//! 5. group-commit batch sizes, scraped from `GET /metrics` on the admin
+//!    listener.
 //!
 //! Entries and request signatures are made in an untimed setup phase (the
 //! relay requires each record's blob before its record-put entry, so the
@@ -819,8 +820,13 @@ fn main() {
     let relay = Relay::open(config).unwrap();
     let nodelay = opts.server_nodelay;
 
-    let (relay_addr, bare_addr, stop_tx, servers) = server_rt.block_on(async {
+    let (relay_addr, bare_addr, admin_addr, stop_tx, servers) = server_rt.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // Metrics are served on the admin listener only.
+        let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin_addr: SocketAddr = admin_listener.local_addr().unwrap();
+        let admin_app = relay.admin_router();
+        tokio::spawn(async move { axum::serve(admin_listener, admin_app).await });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let relay_addr: SocketAddr = listener.local_addr().unwrap();
         let mut rx = stop_rx.clone();
@@ -871,7 +877,13 @@ fn main() {
                     .await
             }
         });
-        (relay_addr, bare_addr, stop_tx, (relay_task, bare_task))
+        (
+            relay_addr,
+            bare_addr,
+            admin_addr,
+            stop_tx,
+            (relay_task, bare_task),
+        )
     });
 
     println!(
@@ -895,7 +907,7 @@ fn main() {
         opts.chunk_bytes >> 20
     );
 
-    client_rt.block_on(bench(opts, relay_addr, bare_addr));
+    client_rt.block_on(bench(opts, relay_addr, bare_addr, admin_addr));
 
     let _ = stop_tx.send(true);
     server_rt.block_on(async {
@@ -905,8 +917,9 @@ fn main() {
     drop(dir);
 }
 
-async fn bench(opts: Opts, relay_addr: SocketAddr, bare_addr: SocketAddr) {
+async fn bench(opts: Opts, relay_addr: SocketAddr, bare_addr: SocketAddr, admin_addr: SocketAddr) {
     let relay = format!("http://{relay_addr}");
+    let admin = format!("http://{admin_addr}");
     let bare = format!("http://{bare_addr}");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(opts.connections * 2)
@@ -951,13 +964,13 @@ async fn bench(opts: Opts, relay_addr: SocketAddr, bare_addr: SocketAddr) {
         opts.connections
     );
     let appends: Vec<Vec<Prepared>> = conns.iter().map(|c| c.appends.clone()).collect();
-    let b0 = scrape_batches(&client, &relay).await;
+    let b0 = scrape_batches(&client, &admin).await;
     let cpu0 = cpu_snap();
     perf_ctl("append", "enable");
     let relay_appends = run_load(&client, &relay, &appends, None).await;
     perf_ctl("append", "disable");
     print_cpu(&cpu0, relay_appends.elapsed, relay_appends.ok());
-    let b1 = scrape_batches(&client, &relay).await;
+    let b1 = scrape_batches(&client, &admin).await;
     println!("  {}", relay_appends.line("relay append (durable)"));
     print_batches("append phase", &b0, &b1);
 
@@ -1119,7 +1132,7 @@ async fn bench(opts: Opts, relay_addr: SocketAddr, bare_addr: SocketAddr) {
     let ratio = relay_appends.rate() / bare_appends.rate();
     let p99 = relay_appends.pct_ms(0.99);
     let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
-    let b_end = scrape_batches(&client, &relay).await;
+    let b_end = scrape_batches(&client, &admin).await;
     println!("\nsummary ({} connections)", opts.connections);
     println!(
         "  relay durable appends {:.0}/s vs bare handler {:.0}/s: ratio {ratio:.2}× (target ≥ {TARGET_RATIO}×): {}",

@@ -49,7 +49,6 @@ pub fn router(app: Arc<AppState>) -> Router {
             "/healthz",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
-        .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/identities", put(identities::publish))
         .merge(signed)
@@ -100,6 +99,7 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
             "content-range",
             "upload-length",
             "upload-offset",
+            crate::admission::INVITE_HEADER,
             vault_core::request::HEADER_IDENTITY,
             vault_core::request::HEADER_TIMESTAMP,
             vault_core::request::HEADER_NONCE,
@@ -172,20 +172,6 @@ async fn openapi() -> Response {
     resp
 }
 
-async fn metrics(State(app): State<Arc<AppState>>) -> Response {
-    if let Ok(bytes) = app.meta.stored_bytes().await {
-        app.metrics
-            .bytes_stored
-            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-    }
-    let mut resp = app.metrics.render().into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    resp
-}
-
 /// Verifies the signature and puts the [`crate::auth::Caller`] in the
 /// request's extensions.
 async fn authenticate(State(app): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
@@ -198,13 +184,9 @@ async fn authenticate(State(app): State<Arc<AppState>>, mut req: Request, next: 
     let method = req.method().clone();
     let result = async {
         let auth = parsed?;
-        let signer = app.identity(auth.identity).await?.ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unknown_identity",
-                "the signing identity is not published on this relay; publish it first (PUT /v1/identities)",
-            )
-        })?;
+        let Some(signer) = app.identity(auth.identity).await? else {
+            return Err(app.auth.refuse_unknown(&auth, method.as_str(), &pq));
+        };
         let has_body = !matches!(method, Method::GET | Method::HEAD);
         app.auth
             .check(&auth, &signer, method.as_str(), &pq, has_body)

@@ -4,7 +4,8 @@
 //! per-key rate limit. No secrets are stored: the relay holds public keys
 //! only.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 
@@ -12,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 use vault_core::request::{body_digest, RequestAuth};
-use vault_core::{Fingerprint, PublicIdentity};
+use vault_core::{Fingerprint, IdentityInfo, PublicIdentity, Role, SecretIdentity};
 
 use crate::error::ApiError;
 
@@ -32,51 +33,175 @@ impl Caller {
     }
 }
 
-/// Replay protection: nonces seen within the skew window, per key.
-pub struct NonceCache {
-    seen: Mutex<HashMap<(Fingerprint, [u8; 16]), u64>>,
-    max: usize,
+/// Shards of the replay cache: requests of different keys rarely wait for
+/// each other's lock.
+const NONCE_SHARDS: usize = 64;
+
+/// The live nonces of one key, with their expiry times.
+#[derive(Default)]
+struct KeyNonces {
+    /// Every live nonce of the key.
+    seen: HashSet<[u8; 16]>,
+    /// The same nonces by expiry (Unix seconds), soonest first.
+    by_expiry: BinaryHeap<Reverse<(u64, [u8; 16])>>,
 }
 
-impl NonceCache {
-    /// A cache holding at most `max` live nonces.
-    pub fn new(max: usize) -> Self {
-        Self {
-            seen: Mutex::new(HashMap::new()),
-            max,
+impl KeyNonces {
+    /// Forgets this key's nonces that expired before `now` (its own only:
+    /// the cost is the number forgotten, never the size of the cache).
+    fn expire(&mut self, now: u64) {
+        while let Some(Reverse((expires, nonce))) = self.by_expiry.peek().copied() {
+            if expires >= now {
+                break;
+            }
+            self.by_expiry.pop();
+            self.seen.remove(&nonce);
         }
     }
 
-    /// Records a nonce that stays replayable until `expires` (Unix seconds);
-    /// `false` if it was already seen.
-    fn insert(
-        &self,
-        key: (Fingerprint, [u8; 16]),
-        now: u64,
-        expires: u64,
-    ) -> Result<bool, ApiError> {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.get(&key).is_some_and(|e| *e >= now) {
-            return Ok(false);
+    /// When the soonest of this key's nonces expires.
+    fn next_expiry(&self) -> Option<u64> {
+        self.by_expiry.peek().map(|Reverse((e, _))| *e)
+    }
+}
+
+/// What [`NonceCache::insert`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceOutcome {
+    /// The nonce is new and is now remembered.
+    Fresh,
+    /// The nonce is live already: the request is a replay.
+    Replayed,
+    /// The key already holds its bound of live nonces; one of them expires
+    /// in this many seconds (at least 1).
+    KeyFull(u64),
+}
+
+/// Replay protection: the nonces of each key, each remembered until its
+/// request's timestamp plus the past skew (after that the timestamp alone
+/// refuses it). Every key has its own bound of live nonces, so no key can
+/// push out, or crowd out, another key's nonces; an insert costs
+/// O(log n) in the key's own nonces plus the ones of that key that expired,
+/// and never scans the cache.
+pub struct NonceCache {
+    shards: Vec<Mutex<HashMap<Fingerprint, KeyNonces>>>,
+    per_key: usize,
+}
+
+impl NonceCache {
+    /// A cache holding at most `per_key` live nonces for each key.
+    pub fn new(per_key: usize) -> Self {
+        Self {
+            shards: (0..NONCE_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+            per_key: per_key.max(1),
         }
-        if seen.len() >= self.max {
-            seen.retain(|_, e| *e >= now);
-            if seen.len() >= self.max {
-                return Err(ApiError::unavailable(
-                    "the relay's replay cache is full; retry in a few seconds",
-                ));
-            }
+    }
+
+    /// The bound of live nonces per key.
+    pub fn per_key(&self) -> usize {
+        self.per_key
+    }
+
+    fn shard(&self, fp: &Fingerprint) -> Option<&Mutex<HashMap<Fingerprint, KeyNonces>>> {
+        let i = fp.as_bytes().first().copied().unwrap_or(0) as usize % NONCE_SHARDS;
+        self.shards.get(i)
+    }
+
+    /// Records `nonce` of key `fp`, remembered until `expires` (Unix
+    /// seconds, inclusive). Only `fp`'s own nonces are looked at.
+    pub fn insert(&self, fp: Fingerprint, nonce: [u8; 16], now: u64, expires: u64) -> NonceOutcome {
+        let Some(shard) = self.shard(&fp) else {
+            return NonceOutcome::KeyFull(1);
+        };
+        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let key = map.entry(fp).or_default();
+        key.expire(now);
+        if key.seen.contains(&nonce) {
+            return NonceOutcome::Replayed;
         }
-        seen.insert(key, expires);
-        Ok(true)
+        if key.seen.len() >= self.per_key {
+            let wait = key
+                .next_expiry()
+                .map_or(1, |e| e.saturating_sub(now).saturating_add(1));
+            return NonceOutcome::KeyFull(wait);
+        }
+        key.seen.insert(nonce);
+        key.by_expiry.push(Reverse((expires, nonce)));
+        NonceOutcome::Fresh
+    }
+
+    /// Live nonces held for `fp`.
+    pub fn live(&self, fp: &Fingerprint, now: u64) -> usize {
+        let Some(shard) = self.shard(fp) else {
+            return 0;
+        };
+        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        map.get_mut(fp).map_or(0, |k| {
+            k.expire(now);
+            k.seen.len()
+        })
+    }
+
+    /// Drops keys whose nonces have all expired (call periodically; one
+    /// shard locked at a time).
+    pub fn housekeeping(&self, now: u64) {
+        for shard in &self.shards {
+            let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+            map.retain(|_, k| {
+                k.expire(now);
+                !k.seen.is_empty()
+            });
+        }
+    }
+}
+
+/// The answer to a request that is not signed by a published identity
+/// with a valid signature: the same whether the identity is unknown or the
+/// signature is wrong, so it does not tell whether a fingerprint is
+/// published here.
+pub fn not_authenticated() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "bad_signature",
+        "the request signature does not verify for this identity, method, path and headers",
+    )
+}
+
+/// The verification settings of an [`Authenticator`].
+#[derive(Debug, Clone, Copy)]
+pub struct AuthLimits {
+    /// How far in the past a request may be dated, seconds (also how long
+    /// its nonce is remembered after its timestamp).
+    pub past_skew: u64,
+    /// How far in the future a request may be dated, seconds.
+    pub future_skew: u64,
+    /// Sustained requests per second per key.
+    pub rate: u32,
+    /// Burst of requests per key above the rate.
+    pub burst: u32,
+}
+
+impl AuthLimits {
+    /// The bound of live nonces per key: `rate × (past_skew +
+    /// future_skew)`, the most a key sending at its sustained rate can hold
+    /// (a nonce lives at most that long), and at least 1.
+    pub fn nonces_per_key(&self) -> usize {
+        let window = self.past_skew.saturating_add(self.future_skew).max(1);
+        let n = u64::from(self.rate.max(1)).saturating_mul(window);
+        usize::try_from(n).unwrap_or(usize::MAX)
     }
 }
 
 /// Checks signed requests.
 pub struct Authenticator {
-    skew: u64,
+    limits: AuthLimits,
     nonces: NonceCache,
     limiter: DefaultKeyedRateLimiter<Fingerprint>,
+    /// Verified against when the signer is unknown, so that answer costs
+    /// what a bad signature costs.
+    decoy: Option<PublicIdentity>,
 }
 
 /// Seconds since the Unix epoch.
@@ -88,20 +213,45 @@ pub fn unix_now() -> u64 {
 }
 
 impl Authenticator {
-    /// An authenticator with a skew window (seconds) and a per-key rate.
-    pub fn new(skew: u64, rate: u32, burst: u32) -> Self {
-        let rate = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    /// An authenticator with its skew window and per-key rate.
+    pub fn new(limits: AuthLimits) -> Self {
+        let rate = NonZeroU32::new(limits.rate).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(limits.burst).unwrap_or(NonZeroU32::MIN);
         Self {
-            skew,
-            nonces: NonceCache::new(1_000_000),
+            limits,
+            nonces: NonceCache::new(limits.nonces_per_key()),
             limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            decoy: decoy_identity(),
         }
     }
 
     /// The allowed clock skew, seconds.
     pub fn skew(&self) -> u64 {
-        self.skew
+        self.limits.past_skew
+    }
+
+    /// The replay cache.
+    pub fn nonces(&self) -> &NonceCache {
+        &self.nonces
+    }
+
+    /// Refuses a request whose signer is not published, exactly as a bad
+    /// signature is refused (same status, code and message), after
+    /// verifying its signature against a decoy key so that the answer
+    /// takes about as long as a real check.
+    pub fn refuse_unknown(
+        &self,
+        auth: &RequestAuth,
+        method: &str,
+        path_and_query: &str,
+    ) -> ApiError {
+        if let Some(decoy) = &self.decoy {
+            let mut probe = auth.clone();
+            probe.identity = decoy.fingerprint();
+            // Always refused, whatever the outcome.
+            let _ = std::hint::black_box(probe.verify(decoy, method, path_and_query));
+        }
+        not_authenticated()
     }
 
     /// Parses the authentication headers (`401 missing_auth`).
@@ -128,13 +278,19 @@ impl Authenticator {
             )
         })?;
         let now = unix_now();
-        if auth.timestamp.abs_diff(now) > self.skew {
+        let AuthLimits {
+            past_skew,
+            future_skew,
+            ..
+        } = self.limits;
+        if auth.timestamp.saturating_add(past_skew) < now
+            || auth.timestamp > now.saturating_add(future_skew)
+        {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "stale_timestamp",
                 format!(
-                    "the request time is more than {} seconds from the relay's clock; check the device clock and retry",
-                    self.skew
+                    "the request time must be at most {past_skew} seconds before and {future_skew} seconds after the relay's clock; check the device clock and retry"
                 ),
             )
             .with("server_time", json!(now)));
@@ -149,16 +305,28 @@ impl Authenticator {
             )
             .retry_after(1));
         }
-        if !self.nonces.insert(
-            (fp, auth.nonce),
-            now,
-            auth.timestamp.saturating_add(self.skew),
-        )? {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "replayed_nonce",
-                "this request was already received (replayed nonce); sign every request afresh",
-            ));
+        // Remembered until the timestamp can no longer pass the check above.
+        let expires = auth.timestamp.saturating_add(past_skew);
+        match self.nonces.insert(fp, auth.nonce, now, expires) {
+            NonceOutcome::Fresh => {}
+            NonceOutcome::Replayed => {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "replayed_nonce",
+                    "this request was already received (replayed nonce); sign every request afresh",
+                ))
+            }
+            NonceOutcome::KeyFull(wait) => {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!(
+                        "this key has sent {} requests within the replay window, the most one key may; retry in {wait} seconds (other keys are not affected)",
+                        self.nonces.per_key()
+                    ),
+                )
+                .retry_after(wait))
+            }
         }
         if !has_body && auth.content_sha256 != body_digest(b"") {
             return Err(ApiError::new(
@@ -175,7 +343,95 @@ impl Authenticator {
 
     /// Forgets rate-limiter state of idle keys (call periodically).
     pub fn housekeeping(&self) {
+        self.nonces.housekeeping(unix_now());
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
+    }
+}
+
+/// A fixed identity nobody signs as: the unknown-signer path verifies
+/// against it. Its secret is derivable from the source, which is harmless:
+/// a request checked against it is refused whatever the outcome.
+fn decoy_identity() -> Option<PublicIdentity> {
+    SecretIdentity::from_seed(
+        &[0x5a; 32],
+        &IdentityInfo {
+            display_name: "relay decoy".into(),
+            role: Role::Clinician,
+            registration: None,
+            created_at: 0,
+        },
+    )
+    .ok()
+    .map(|s| s.public().clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(b: u8) -> Fingerprint {
+        Fingerprint::from_bytes([b; 32])
+    }
+
+    #[test]
+    fn nonces_are_bounded_and_expire_per_key() {
+        let cache = NonceCache::new(3);
+        let now = 1_000;
+        // Key 1 fills its bound with nonces that live until now + 10.
+        for n in 0..3u8 {
+            assert_eq!(
+                cache.insert(fp(1), [n; 16], now, now + 10),
+                NonceOutcome::Fresh
+            );
+        }
+        assert_eq!(
+            cache.insert(fp(1), [0; 16], now, now + 10),
+            NonceOutcome::Replayed
+        );
+        assert_eq!(
+            cache.insert(fp(1), [9; 16], now, now + 10),
+            NonceOutcome::KeyFull(11)
+        );
+        // Another key, even in the same shard, is not affected.
+        let same_shard = Fingerprint::from_bytes({
+            let mut b = [2u8; 32];
+            b[0] = 1;
+            b
+        });
+        for k in [fp(2), same_shard] {
+            for n in 0..3u8 {
+                assert_eq!(cache.insert(k, [n; 16], now, now + 10), NonceOutcome::Fresh);
+            }
+        }
+        // Once key 1's nonces expire, it may send again; replays of expired
+        // nonces are the timestamp check's to refuse.
+        assert_eq!(cache.live(&fp(1), now + 10), 3);
+        assert_eq!(
+            cache.insert(fp(1), [9; 16], now + 11, now + 21),
+            NonceOutcome::Fresh
+        );
+        assert_eq!(cache.live(&fp(1), now + 11), 1);
+        assert_eq!(cache.live(&fp(2), now + 5), 3);
+        cache.housekeeping(now + 30);
+        assert_eq!(cache.live(&fp(2), now + 5), 0);
+    }
+
+    #[test]
+    fn the_bound_per_key_is_rate_times_the_window() {
+        let limits = AuthLimits {
+            past_skew: 300,
+            future_skew: 30,
+            rate: 1000,
+            burst: 4000,
+        };
+        assert_eq!(limits.nonces_per_key(), 330_000);
+        let tiny = AuthLimits {
+            past_skew: 0,
+            future_skew: 0,
+            rate: 0,
+            burst: 1,
+        };
+        assert_eq!(tiny.nonces_per_key(), 1);
     }
 }

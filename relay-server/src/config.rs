@@ -98,9 +98,41 @@ pub struct ServeArgs {
     /// Requests handled at once; more wait [default: 1024].
     #[arg(long, env = "RELAY_CONCURRENCY", global = true)]
     pub concurrency: Option<usize>,
-    /// Allowed clock skew of signed requests and entry times, seconds [default: 300].
+    /// How far in the past a signed request, and how far either way an
+    /// entry, may be dated, seconds [default: 300].
     #[arg(long, env = "RELAY_CLOCK_SKEW", global = true)]
     pub clock_skew: Option<u64>,
+    /// How far in the future a signed request may be dated, seconds; at
+    /// most `clock-skew` [default: 30].
+    #[arg(long, env = "RELAY_FUTURE_SKEW", global = true)]
+    pub future_skew: Option<u64>,
+    /// Serve `/metrics` (Prometheus) and `/healthz` on this separate
+    /// address, for the operator's monitoring only; keep it private (for
+    /// example 127.0.0.1:9090) [default: none, metrics are not served].
+    #[arg(long, env = "RELAY_ADMIN_LISTEN", global = true)]
+    pub admin_listen: Option<SocketAddr>,
+    /// A file of invitation tokens, one per line (blank lines and lines
+    /// starting with `#` ignored, each at least 16 characters). When set,
+    /// publishing a new identity needs one of them in the `x-vault-invite`
+    /// header [default: none, anyone may publish].
+    #[arg(long, env = "RELAY_INVITE_TOKENS_FILE", global = true)]
+    pub invite_tokens_file: Option<PathBuf>,
+    /// New identities plus new vaults one source address may create per
+    /// hour (IPv6 counted per /64); 0 turns the limit off [default: 60].
+    #[arg(long, env = "RELAY_NEW_PER_HOUR", global = true)]
+    pub new_per_hour: Option<u32>,
+    /// Apply `new-per-hour` to loopback addresses too (by default they are
+    /// exempt: local tools and tests; set this when a reverse proxy on the
+    /// same host forwards the public's requests) [default: false].
+    #[arg(long, env = "RELAY_NEW_PER_HOUR_LOOPBACK", global = true)]
+    pub new_per_hour_loopback: Option<bool>,
+    /// Most entries in one vault's log, genesis included [default: 100000].
+    #[arg(long, env = "RELAY_MAX_VAULT_ENTRIES", global = true)]
+    pub max_vault_entries: Option<u64>,
+    /// Most vault states kept in memory (idle ones beyond it are dropped,
+    /// cheapest to reload first) [default: 10000].
+    #[arg(long, env = "RELAY_VAULT_CACHE", global = true)]
+    pub vault_cache: Option<usize>,
     /// Most writes committed in one fsync'd transaction [default: 1024].
     #[arg(long, env = "RELAY_MAX_BATCH", global = true)]
     pub max_batch: Option<usize>,
@@ -139,6 +171,13 @@ struct FileConfig {
     timeout: Option<u64>,
     concurrency: Option<usize>,
     clock_skew: Option<u64>,
+    future_skew: Option<u64>,
+    admin_listen: Option<SocketAddr>,
+    invite_tokens_file: Option<PathBuf>,
+    new_per_hour: Option<u32>,
+    new_per_hour_loopback: Option<bool>,
+    max_vault_entries: Option<u64>,
+    vault_cache: Option<usize>,
     max_batch: Option<usize>,
     log: Option<String>,
     log_format: Option<LogFormat>,
@@ -270,8 +309,28 @@ pub struct Config {
     pub timeout: Duration,
     /// Concurrent requests.
     pub concurrency: usize,
-    /// Allowed clock skew, seconds.
+    /// How far in the past a request (and either way an entry) may be
+    /// dated, seconds.
     pub clock_skew: u64,
+    /// How far in the future a request may be dated, seconds (at most
+    /// `clock_skew`).
+    pub future_skew: u64,
+    /// Where `/metrics` and `/healthz` are served for the operator, if
+    /// anywhere (never on the public listener).
+    pub admin_listen: Option<SocketAddr>,
+    /// The invitation tokens file; when set, new identities need a token.
+    pub invite_tokens_file: Option<PathBuf>,
+    /// The invitation tokens (read from `invite_tokens_file`); empty: new
+    /// identities need none.
+    pub invite_tokens: crate::admission::InviteTokens,
+    /// New identities plus vaults per source address per hour (0: no limit).
+    pub new_per_hour: u32,
+    /// Whether loopback sources count against `new_per_hour`.
+    pub new_per_hour_loopback: bool,
+    /// Most entries in one vault's log.
+    pub max_vault_entries: u64,
+    /// Most vault states kept in memory.
+    pub vault_cache: usize,
     /// Most writes per group commit.
     pub max_batch: usize,
     /// Log filter.
@@ -296,6 +355,14 @@ impl Default for Config {
             timeout: Duration::from_secs(60),
             concurrency: 1024,
             clock_skew: 300,
+            future_skew: 30,
+            admin_listen: None,
+            invite_tokens_file: None,
+            invite_tokens: crate::admission::InviteTokens::default(),
+            new_per_hour: 60,
+            new_per_hour_loopback: false,
+            max_vault_entries: 100_000,
+            vault_cache: 10_000,
             max_batch: 1024,
             log: "info".into(),
             log_format: LogFormat::Text,
@@ -363,6 +430,36 @@ impl Config {
                 .or(file.concurrency)
                 .unwrap_or(d.concurrency),
             clock_skew: args.clock_skew.or(file.clock_skew).unwrap_or(d.clock_skew),
+            future_skew: args
+                .future_skew
+                .or(file.future_skew)
+                .unwrap_or(d.future_skew),
+            admin_listen: args.admin_listen.or(file.admin_listen),
+            invite_tokens: match args
+                .invite_tokens_file
+                .as_ref()
+                .or(file.invite_tokens_file.as_ref())
+            {
+                Some(path) => crate::admission::InviteTokens::load(path)?,
+                None => crate::admission::InviteTokens::default(),
+            },
+            invite_tokens_file: args.invite_tokens_file.clone().or(file.invite_tokens_file),
+            new_per_hour: args
+                .new_per_hour
+                .or(file.new_per_hour)
+                .unwrap_or(d.new_per_hour),
+            new_per_hour_loopback: args
+                .new_per_hour_loopback
+                .or(file.new_per_hour_loopback)
+                .unwrap_or(d.new_per_hour_loopback),
+            max_vault_entries: args
+                .max_vault_entries
+                .or(file.max_vault_entries)
+                .unwrap_or(d.max_vault_entries),
+            vault_cache: args
+                .vault_cache
+                .or(file.vault_cache)
+                .unwrap_or(d.vault_cache),
             max_batch: args.max_batch.or(file.max_batch).unwrap_or(d.max_batch),
             log: args.log.clone().or(file.log).unwrap_or(d.log),
             log_format: args.log_format.or(file.log_format).unwrap_or(d.log_format),
@@ -384,6 +481,12 @@ impl Config {
         }
         if self.timeout.is_zero() {
             return bad("timeout must be at least 1 second");
+        }
+        if self.future_skew > self.clock_skew {
+            return bad("future_skew must not be larger than clock_skew");
+        }
+        if self.max_vault_entries < 2 || self.vault_cache == 0 {
+            return bad("max_vault_entries must be at least 2 and vault_cache at least 1");
         }
         Ok(())
     }
@@ -454,6 +557,65 @@ mod tests {
         assert!(err.contains("mystery"), "{err}");
         let args = ServeArgs {
             rate: Some(0),
+            ..ServeArgs::default()
+        };
+        assert!(Config::resolve(&args).is_err());
+    }
+
+    #[test]
+    fn hardening_options_resolve_and_are_checked() {
+        let d = Config::default();
+        assert_eq!(
+            (
+                d.future_skew,
+                d.admin_listen,
+                d.new_per_hour,
+                d.new_per_hour_loopback
+            ),
+            (30, None, 60, false)
+        );
+        assert!(!d.invite_tokens.required());
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::write(
+            &tokens,
+            "# ops
+abcdefghijklmnopqrstuvwxyz
+",
+        )
+        .unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "future_skew = 10\nadmin_listen = \"127.0.0.1:9090\"\nnew_per_hour = 5\nmax_vault_entries = 50\nvault_cache = 7\ninvite_tokens_file = {:?}\n",
+                tokens.display().to_string()
+            ),
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        let c = Config::resolve(&args).unwrap();
+        assert_eq!(c.future_skew, 10);
+        assert_eq!(c.admin_listen.map(|a| a.port()), Some(9090));
+        assert_eq!(
+            (c.new_per_hour, c.max_vault_entries, c.vault_cache),
+            (5, 50, 7)
+        );
+        assert!(c.invite_tokens.required());
+        assert!(c.invite_tokens.accepts("abcdefghijklmnopqrstuvwxyz"));
+        assert!(!c.invite_tokens.accepts("abcdefghijklmnopqrstuvwxy"));
+        // Requests may not be dated further ahead than behind.
+        let args = ServeArgs {
+            clock_skew: Some(20),
+            future_skew: Some(21),
+            ..ServeArgs::default()
+        };
+        assert!(Config::resolve(&args).is_err());
+        let args = ServeArgs {
+            invite_tokens_file: Some(dir.path().join("absent")),
             ..ServeArgs::default()
         };
         assert!(Config::resolve(&args).is_err());

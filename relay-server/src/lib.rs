@@ -9,6 +9,8 @@
 //! is `docs/relay-api.md`.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod backup;

@@ -82,6 +82,7 @@ fn serve(config: Config) -> ExitCode {
         let listen = config.listen;
         let data_dir = config.data_dir.clone();
         let web_dir = config.web_dir.clone();
+        let admin_listen = config.admin_listen;
         let relay = match Relay::open(config) {
             Ok(r) => r,
             Err(e) => {
@@ -92,6 +93,7 @@ fn serve(config: Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let admin_router = relay.admin_router();
         let listener = match tokio::net::TcpListener::bind(listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -103,6 +105,26 @@ fn serve(config: Config) -> ExitCode {
         };
         let addr = listener.local_addr().unwrap_or(listen);
         tracing::info!(%addr, data_dir = %data_dir.display(), "relay listening");
+        // SIGTERM is caught from here on (see `shutdown_signal`).
+        let shutdown = server::shutdown_signal();
+        let admin = match admin_listen {
+            None => None,
+            Some(at) => match tokio::net::TcpListener::bind(at).await {
+                Ok(l) => {
+                    let addr = l.local_addr().unwrap_or(at);
+                    println!("relay-server admin (metrics) on http://{addr}/metrics");
+                    Some(tokio::spawn(async move {
+                        axum::serve(l, admin_router).await
+                    }))
+                }
+                Err(e) => {
+                    eprintln!(
+                        "relay-server: cannot listen on the admin address {at}: {e} (choose another with --admin-listen)"
+                    );
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
         // A machine-readable line for scripts and tests.
         println!("relay-server listening on http://{addr}");
         match web_dir.map(|d| (std::fs::read(d.join("index.html")), d)) {
@@ -119,7 +141,11 @@ fn serve(config: Config) -> ExitCode {
             ),
             None => {}
         }
-        match relay.serve(listener, server::shutdown_signal()).await {
+        let served = relay.serve(listener, shutdown).await;
+        if let Some(admin) = admin {
+            admin.abort();
+        }
+        match served {
             Ok(()) => {
                 tracing::info!("relay stopped cleanly");
                 ExitCode::SUCCESS

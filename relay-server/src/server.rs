@@ -47,6 +47,13 @@ impl Relay {
         router(self.state.clone())
     }
 
+    /// The operator's router (`/metrics`, `/healthz`), for
+    /// [`crate::config::Config::admin_listen`]; never merged into the public
+    /// one.
+    pub fn admin_router(&self) -> axum::Router {
+        crate::admin::admin_router(self.state.clone())
+    }
+
     /// Serves on `listener` until `shutdown` completes, then waits for
     /// in-flight requests and closes storage (every acknowledged write is
     /// already durable).
@@ -63,10 +70,21 @@ impl Relay {
                 loop {
                     tick.tick().await;
                     state.auth.housekeeping();
+                    state.housekeeping();
+                    state.new_budget.housekeeping(crate::auth::unix_now());
                     match state.blobs.sweep_uploads(ABANDONED_UPLOAD).await {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(removed = n, "swept abandoned uploads"),
                         Err(e) => tracing::warn!(error = %e, "sweeping abandoned uploads failed"),
+                    }
+                    match state
+                        .meta
+                        .release_stale_uploads(ABANDONED_UPLOAD.as_secs())
+                        .await
+                    {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(released = n, "released abandoned uploads' quota"),
+                        Err(e) => tracing::warn!(error = %e, "releasing abandoned uploads failed"),
                     }
                 }
             })
@@ -88,25 +106,32 @@ impl Relay {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on Ctrl-C or SIGTERM. SIGTERM is caught from the moment this
+/// is called (inside the runtime), not from its first poll: a SIGTERM that
+/// arrives right after the relay announced it listens still shuts it down
+/// gracefully.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let term = async move {
+            match term {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            () = ctrl_c => {},
+            () = term => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+        tracing::info!("shutdown requested; finishing in-flight requests");
     }
-    tracing::info!("shutdown requested; finishing in-flight requests");
 }

@@ -5,21 +5,25 @@
 //! `vault_core::VaultState`), so it refuses entries no client would accept
 //! and knows, from the log alone, who is a member with which rights.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
 use vault_core::{Access, Fingerprint, LogEntry, PublicIdentity, VaultId, VaultState};
 
-use crate::auth::{unix_now, Authenticator};
+use crate::admission::NewBudget;
+use crate::auth::{unix_now, AuthLimits, Authenticator};
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
 use crate::storage::{BlobStore, MetaStore};
 
-/// One vault's verified state; `None` until loaded (or after a failed
-/// write, so it is reloaded from storage). Appends hold the write lock from
-/// verification until the entries are durable.
+/// One vault's verified state; `None` until loaded, and again after an
+/// append left it ahead of storage (an entry refused after earlier ones of
+/// its batch were applied in place, or storage refusing or failing), so it
+/// is rebuilt from the stored log at the next use. Appends hold the write
+/// lock from verification until the entries are durable.
 pub type VaultSlot = tokio::sync::RwLock<Option<VaultState>>;
 
 /// A vault's state, loaded, locked for reading.
@@ -40,12 +44,121 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// New identities and vaults per source address.
+    pub new_budget: NewBudget,
     identities: Mutex<HashMap<Fingerprint, Arc<PublicIdentity>>>,
-    vaults: Mutex<HashMap<VaultId, Arc<VaultSlot>>>,
+    vaults: Mutex<VaultCache>,
+    loads: AtomicU64,
+    rebuild_cooldowns: Mutex<HashMap<VaultId, u64>>,
 }
 
-/// Most vault states kept in memory before idle ones are dropped.
-const VAULT_CACHE: usize = 10_000;
+/// After an append left the state of a vault of more than
+/// [`REBUILD_FREE`] entries ahead of storage (so it must be rebuilt from
+/// the stored log), multi-entry appends to that vault are refused for this
+/// many seconds: a writer cannot make the relay rebuild a large vault more
+/// than about once a minute.
+pub const REBUILD_COOLDOWN: u64 = 60;
+
+/// Vaults up to this many entries are cheap to rebuild and get no
+/// [`REBUILD_COOLDOWN`].
+pub const REBUILD_FREE: u64 = 1000;
+
+/// One cached vault: its slot, what reloading it would cost (entries in
+/// its log) and its eviction priority.
+struct Cached {
+    slot: Arc<VaultSlot>,
+    cost: u64,
+    priority: u64,
+}
+
+/// The vault states kept in memory, evicted by GreedyDual (Young 1991;
+/// Cao and Irani's GreedyDual-Size with unit sizes): a vault's priority is
+/// the cache's *floor* plus its reload cost (its log's length), refreshed
+/// at every use; the idle vault with the lowest priority goes first and
+/// raises the floor to its priority. So a vault that is cheap to reload is
+/// evicted before an expensive one, and touching many cheap vaults only
+/// ages the others slowly (by the cost of what is evicted), while a vault
+/// nobody uses is still evicted eventually. Each operation is O(log n);
+/// nothing scans the cache.
+struct VaultCache {
+    map: HashMap<VaultId, Cached>,
+    order: BTreeSet<(u64, VaultId)>,
+    floor: u64,
+    capacity: usize,
+}
+
+impl VaultCache {
+    fn new(capacity: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            order: BTreeSet::new(),
+            floor: 0,
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The slot of `vault`, inserted (evicting an idle vault if the cache
+    /// is full) or refreshed.
+    fn slot(&mut self, vault: VaultId) -> Arc<VaultSlot> {
+        if let Some(c) = self.map.get_mut(&vault) {
+            self.order.remove(&(c.priority, vault));
+            c.priority = self.floor.saturating_add(c.cost);
+            self.order.insert((c.priority, vault));
+            return c.slot.clone();
+        }
+        if self.map.len() >= self.capacity {
+            self.evict_one();
+        }
+        let slot = Arc::new(VaultSlot::new(None));
+        let priority = self.floor.saturating_add(1);
+        self.map.insert(
+            vault,
+            Cached {
+                slot: slot.clone(),
+                cost: 1,
+                priority,
+            },
+        );
+        self.order.insert((priority, vault));
+        slot
+    }
+
+    /// Evicts the idle vault of lowest priority (vaults in use are
+    /// skipped: at most as many as requests in flight). If every vault is
+    /// in use, the cache grows past its capacity until they are released.
+    fn evict_one(&mut self) {
+        let victim = self.order.iter().copied().find(|(_, v)| {
+            self.map
+                .get(v)
+                .is_some_and(|c| Arc::strong_count(&c.slot) == 1)
+        });
+        if let Some((priority, vault)) = victim {
+            self.order.remove(&(priority, vault));
+            self.map.remove(&vault);
+            self.floor = self.floor.max(priority);
+        }
+    }
+
+    /// Records what reloading `vault` costs (entries in its log).
+    fn set_cost(&mut self, vault: VaultId, cost: u64) {
+        if let Some(c) = self.map.get_mut(&vault) {
+            self.order.remove(&(c.priority, vault));
+            c.cost = cost.max(1);
+            c.priority = self.floor.saturating_add(c.cost);
+            self.order.insert((c.priority, vault));
+        }
+    }
+
+    /// Drops `vault` if nobody uses it.
+    fn forget(&mut self, vault: VaultId) {
+        if let Some(c) = self.map.get(&vault) {
+            if Arc::strong_count(&c.slot) == 1 {
+                self.order.remove(&(c.priority, vault));
+                self.map.remove(&vault);
+            }
+        }
+    }
+}
 
 impl AppState {
     /// State over the given storage.
@@ -55,15 +168,23 @@ impl AppState {
         blobs: Arc<dyn BlobStore>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let auth = Authenticator::new(config.clock_skew, config.rate, config.burst);
+        let auth = Authenticator::new(AuthLimits {
+            past_skew: config.clock_skew,
+            future_skew: config.future_skew,
+            rate: config.rate,
+            burst: config.burst,
+        });
         Self {
-            config,
             meta,
             blobs,
             auth,
             metrics,
+            vaults: Mutex::new(VaultCache::new(config.vault_cache)),
+            new_budget: NewBudget::new(config.new_per_hour, config.new_per_hour_loopback),
+            config,
             identities: Mutex::new(HashMap::new()),
-            vaults: Mutex::new(HashMap::new()),
+            loads: AtomicU64::new(0),
+            rebuild_cooldowns: Mutex::new(HashMap::new()),
         }
     }
 
@@ -98,28 +219,77 @@ impl AppState {
         Ok(Some(id))
     }
 
-    /// The slot of a vault (whether or not it exists).
+    /// The slot of a vault (whether or not it exists), marked as used now.
     pub fn slot(&self, vault: VaultId) -> Arc<VaultSlot> {
-        let mut map = self.vaults.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= VAULT_CACHE && !map.contains_key(&vault) {
-            map.retain(|_, s| Arc::strong_count(s) > 1);
-        }
-        map.entry(vault)
-            .or_insert_with(|| Arc::new(VaultSlot::new(None)))
-            .clone()
+        self.vaults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .slot(vault)
     }
 
     /// Drops a vault's slot if nobody is using it (requests for vaults that
     /// do not exist must not push real vaults out of the cache).
     pub fn forget(&self, vault: VaultId) {
-        let mut map = self.vaults.lock().unwrap_or_else(|p| p.into_inner());
-        if map.get(&vault).is_some_and(|s| Arc::strong_count(s) == 1) {
-            map.remove(&vault);
+        self.vaults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget(vault);
+    }
+
+    /// Records a cached vault's log length, its reload cost for eviction.
+    pub fn note_len(&self, vault: VaultId, entries: u64) {
+        self.vaults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_cost(vault, entries);
+    }
+
+    /// Notes that `vault`'s state was dropped by a refused append, starting
+    /// its [`REBUILD_COOLDOWN`].
+    pub fn start_rebuild_cooldown(&self, vault: VaultId) {
+        let until = unix_now().saturating_add(REBUILD_COOLDOWN);
+        let mut map = self
+            .rebuild_cooldowns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.insert(vault, until);
+    }
+
+    /// Seconds left of `vault`'s rebuild cooldown, if one runs.
+    pub fn rebuild_cooldown(&self, vault: VaultId) -> Option<u64> {
+        let now = unix_now();
+        let mut map = self
+            .rebuild_cooldowns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match map.get(&vault).copied() {
+            Some(until) if until > now => Some(until - now),
+            Some(_) => {
+                map.remove(&vault);
+                None
+            }
+            None => None,
         }
+    }
+
+    /// Forgets finished rebuild cooldowns (call periodically).
+    pub fn housekeeping(&self) {
+        let now = unix_now();
+        self.rebuild_cooldowns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, until| *until > now);
+    }
+
+    /// How many times a vault's state was rebuilt from storage since the
+    /// relay started (a load reads and replays the vault's whole log).
+    pub fn vault_loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
     }
 
     /// Loads a vault's state from storage, verifying its log.
     pub async fn load(&self, vault: VaultId) -> ApiResult<VaultState> {
+        self.loads.fetch_add(1, Ordering::Relaxed);
         let Some(head) = self
             .meta
             .head(vault)
@@ -156,7 +326,10 @@ impl AppState {
         let mut guard = self.slot(vault).write_owned().await;
         if guard.is_none() {
             match self.load(vault).await {
-                Ok(state) => *guard = Some(state),
+                Ok(state) => {
+                    self.note_len(vault, state.head().seq.saturating_add(1));
+                    *guard = Some(state);
+                }
                 Err(e) => {
                     drop(guard);
                     self.forget(vault);

@@ -366,11 +366,22 @@ async fn health_metrics_and_openapi_are_served() {
         .await;
     assert_eq!(s, StatusCode::OK);
     assert!(v.is_object());
-    let (s, _, body) = t
-        .call(Request::get("/metrics").body(Body::empty()).unwrap())
-        .await;
-    assert_eq!(s, StatusCode::OK);
-    let text = String::from_utf8(body).unwrap();
+    // Metrics reveal activity timing: never on the public listener.
+    t.refused(
+        Request::get("/metrics").body(Body::empty()).unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    let resp = t
+        .relay
+        .admin_router()
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(body.to_vec()).unwrap();
     assert!(text.contains("relay_requests_total"), "{text}");
     assert!(text.contains("relay_group_commit_batch_size"), "{text}");
     t.refused(
@@ -445,11 +456,12 @@ async fn identities_publish_and_look_up() {
     let (s, v) = t.json(signed(&alice, "GET", &pq, Payload::None)).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["identity"], alice.public().to_text());
-    // Bob was never published: he cannot even look things up.
+    // Bob was never published: he cannot even look things up, and is told
+    // exactly what a bad signature is told.
     t.refused(
         signed(&bob, "GET", &pq, Payload::None),
         StatusCode::UNAUTHORIZED,
-        "unknown_identity",
+        "bad_signature",
     )
     .await;
     let missing = format!("/v1/identities/{}", bob.fingerprint().to_hex());
@@ -531,6 +543,33 @@ async fn every_authentication_failure_is_refused() {
         "stale_timestamp",
     )
     .await;
+    // The future window is much narrower than the past one.
+    t.refused(
+        signed_at(&alice, now() + 120, "GET", "/v1/inbox", Payload::None),
+        StatusCode::UNAUTHORIZED,
+        "stale_timestamp",
+    )
+    .await;
+    let (s, _) = t
+        .json(signed_at(
+            &alice,
+            now() + 10,
+            "GET",
+            "/v1/inbox",
+            Payload::None,
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = t
+        .json(signed_at(
+            &alice,
+            now() - 200,
+            "GET",
+            "/v1/inbox",
+            Payload::None,
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK);
 
     // The same request twice: the second is a replay.
     let auth = RequestAuth::sign(&alice, "GET", "/v1/inbox", now(), body_digest(b"")).unwrap();
@@ -551,6 +590,103 @@ async fn every_authentication_failure_is_refused() {
         build(&auth, "GET", "/v1/inbox", Payload::None),
         StatusCode::BAD_REQUEST,
         "body_digest_mismatch",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_unknown_signer_is_answered_exactly_like_a_bad_signature() {
+    let t = T::new();
+    let alice = ident(2, "Dr Alice", Role::Clinician);
+    let stranger = ident(9, "Stranger", Role::Clinician);
+    t.publish(&alice).await;
+    // Alice's fingerprint with a signature by someone else's key, and a
+    // well-signed request by a key that is not published.
+    let forged = RequestAuth::sign(&stranger, "GET", "/v1/inbox", now(), body_digest(b"")).unwrap();
+    let mut forged_req = build(&forged, "GET", "/v1/inbox", Payload::None);
+    forged_req.headers_mut().insert(
+        "x-vault-identity",
+        alice.fingerprint().to_hex().parse().unwrap(),
+    );
+    let bad = t.call(forged_req).await;
+    let unknown = t
+        .call(signed(&stranger, "GET", "/v1/inbox", Payload::None))
+        .await;
+    assert_eq!(bad.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(unknown.0, bad.0);
+    assert_eq!(unknown.2, bad.2, "the bodies must be byte-identical");
+    let header_names = |h: &axum::http::HeaderMap| {
+        let mut v: Vec<(String, String)> = h
+            .iter()
+            .filter(|(k, _)| k.as_str() != "date")
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(header_names(&unknown.1), header_names(&bad.1));
+    let v: Value = serde_json::from_slice(&bad.2).unwrap();
+    assert_eq!(v["error"]["code"], "bad_signature");
+}
+
+#[tokio::test]
+async fn nonces_are_bounded_per_key_so_one_key_cannot_block_another() {
+    // rate 1/s, window 10 + 5 s: at most 15 live nonces per key, while the
+    // burst would let a key send far more.
+    let t = T::with(|c| {
+        c.rate = 1;
+        c.burst = 1000;
+        c.clock_skew = 10;
+        c.future_skew = 5;
+    });
+    let [a, b, c] = [7u8, 8, 9].map(|i| ident(i, "key", Role::Clinician));
+    for k in [&a, &b, &c] {
+        t.publish(k).await;
+    }
+    // The attack: two keys send as many requests as they can, dated as
+    // far in the future as allowed (their nonces live longest).
+    for attacker in [&a, &b] {
+        let mut statuses = Vec::new();
+        for _ in 0..30 {
+            let (s, h, body) = t
+                .call(signed_at(
+                    attacker,
+                    now() + 5,
+                    "GET",
+                    "/v1/inbox",
+                    Payload::None,
+                ))
+                .await;
+            if s == StatusCode::TOO_MANY_REQUESTS {
+                let v: Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(v["error"]["code"], "rate_limited", "{v}");
+                let msg = v["error"]["message"].as_str().unwrap();
+                assert!(msg.contains("replay window"), "{msg}");
+                let wait: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+                assert!((1..=17).contains(&wait), "{wait}");
+            }
+            statuses.push(s);
+        }
+        // The publish request took one nonce: 14 more pass, then refusals.
+        let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+        assert_eq!(ok, 14, "{statuses:?}");
+        assert!(statuses[14..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS));
+    }
+    // A third key is not affected at all.
+    for _ in 0..10 {
+        let (s, v) = t
+            .json(signed_at(&c, now() + 5, "GET", "/v1/inbox", Payload::None))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    // A request dated beyond the future window is refused before it can
+    // take a nonce at all.
+    t.refused(
+        signed_at(&c, now() + 60, "GET", "/v1/inbox", Payload::None),
+        StatusCode::UNAUTHORIZED,
+        "stale_timestamp",
     )
     .await;
 }
@@ -1739,4 +1875,468 @@ async fn only_named_origins_may_call_the_api_from_a_browser() {
     let t = T::new();
     let (_, headers, _) = t.call(preflight("https://app.example.org")).await;
     assert!(headers.get("access-control-allow-origin").is_none());
+}
+
+/// `n` new collections, chained on `state` (which is left as it was).
+fn collections(w: &World, n: usize) -> Vec<LogEntry> {
+    let mut s = w.state.clone();
+    (0..n)
+        .map(|i| {
+            let (_, e) = s
+                .create_collection(&w.patient, &format!("c{i}"), now())
+                .unwrap();
+            s.apply(&e).unwrap();
+            e
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_vault_is_capped_at_its_entry_limit() {
+    // Genesis and "labs" make two entries.
+    let mut w = World::on(T::with(|c| c.max_vault_entries = 4)).await;
+    let es = collections(&w, 3);
+    let all: Vec<&LogEntry> = es.iter().collect();
+    let v =
+        w.t.refused(
+            append_req(&w.patient, &w.state, &all),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "vault_full",
+        )
+        .await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("4 entries"),
+        "{v}"
+    );
+    assert_eq!(w.t.head(&w.patient, &w.vault).await["seq"], 1);
+    let patient = w.patient.clone();
+    w.append(&patient, &all[..2]).await;
+    assert_eq!(w.t.head(&w.patient, &w.vault).await["seq"], 3);
+    let more = collections(&w, 1);
+    w.t.refused(
+        append_req(&w.patient, &w.state, &[&more[0]]),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "vault_full",
+    )
+    .await;
+    assert_eq!(w.t.head(&w.patient, &w.vault).await["seq"], 3);
+}
+
+#[tokio::test]
+async fn a_batch_is_applied_in_place_and_a_refusal_half_way_leaves_the_stored_log() {
+    let mut w = World::new().await;
+    let loads = w.t.relay.state.vault_loads();
+    let patient = w.patient.clone();
+    // 1,000 entries in one batch: the vault is no longer cheap to rebuild.
+    let es = collections(&w, 1000);
+    w.append(&patient, &es.iter().collect::<Vec<_>>()).await;
+    assert_eq!(
+        w.t.relay.state.vault_loads(),
+        loads,
+        "a good batch is applied to the live state, never reloaded"
+    );
+    // The second entry is a duplicate of the first: the first was applied
+    // in place when the second is refused.
+    let e = collections(&w, 1).remove(0);
+    let v =
+        w.t.refused(
+            append_req(&w.patient, &w.state, &[&e, &e]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_entry",
+        )
+        .await;
+    assert_eq!(v["index"], 1, "{v}");
+    assert_eq!(w.t.head(&w.patient, &w.vault).await["seq"], 1001);
+    // For a minute, batches to this vault are refused before anything is
+    // applied, so no writer can make the relay rebuild it over and over.
+    let again = collections(&w, 2);
+    let v =
+        w.t.refused(
+            append_req(&w.patient, &w.state, &[&again[0], &again[0]]),
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+        )
+        .await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("one entry per request"),
+        "{v}"
+    );
+    w.t.refused(
+        append_req(&w.patient, &w.state, &[&again[0], &again[1]]),
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+    )
+    .await;
+    // The relay's state is the stored log again: the same entry alone is
+    // accepted, after exactly one rebuild from storage.
+    w.append(&patient, &[&e]).await;
+    assert_eq!(w.t.head(&w.patient, &w.vault).await["seq"], 1002);
+    assert_eq!(w.t.relay.state.vault_loads(), loads + 1);
+}
+
+#[tokio::test]
+async fn many_cheap_vaults_do_not_evict_a_busy_one() {
+    let mut w = World::on(T::with(|c| c.vault_cache = 4)).await;
+    // The patient's vault: 42 entries, expensive to rebuild.
+    let patient = w.patient.clone();
+    let es = collections(&w, 40);
+    w.append(&patient, &es.iter().collect::<Vec<_>>()).await;
+    let loads = w.t.relay.state.vault_loads();
+    // An outsider creates and reads 12 one-entry vaults, three times the
+    // cache's size, and reads them again.
+    let mallory = ident(20, "Mallory", Role::Patient);
+    w.t.publish(&mallory).await;
+    let mut theirs = Vec::new();
+    for _ in 0..12 {
+        let (_, g) = VaultState::create(&mallory, now()).unwrap();
+        let (s, v) =
+            w.t.json(signed(
+                &mallory,
+                "POST",
+                "/v1/vaults",
+                json_payload(json!({ "genesis": b64(g.to_bytes()) })),
+            ))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let id = g.vault().to_hex();
+        w.t.head(&mallory, &id).await;
+        theirs.push(id);
+    }
+    for id in &theirs {
+        w.t.head(&mallory, id).await;
+    }
+    let cheap_loads = w.t.relay.state.vault_loads() - loads;
+    assert!(cheap_loads >= 12, "{cheap_loads}");
+    // The busy vault was never evicted: reading it loads nothing.
+    w.t.head(&w.patient, &w.vault).await;
+    assert_eq!(w.t.relay.state.vault_loads() - loads, cheap_loads);
+}
+
+async fn usage(t: &T, who: &SecretIdentity) -> u64 {
+    t.relay.state.meta.usage(who.fingerprint()).await.unwrap()
+}
+
+#[tokio::test]
+async fn identities_genesis_entries_and_unfinished_uploads_are_charged() {
+    let w = World::new().await;
+    // The patient's identity document, genesis and "labs" entries.
+    let doc = w.patient.public().to_bytes().len() as u64;
+    let log: u64 =
+        w.t.relay
+            .state
+            .meta
+            .entries(w.state.vault(), 0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.len() as u64)
+            .sum();
+    assert_eq!(usage(&w.t, &w.patient).await, doc + log);
+    let base = usage(&w.t, &w.patient).await;
+
+    // Chunks are charged as they are stored; the complete blob replaces
+    // their charge.
+    let ct: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    let (s, v) = w.t.json(w.put_chunk(&w.patient, &ct, 0, &ct[..400])).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(usage(&w.t, &w.patient).await, base + 400);
+    let (s, v) =
+        w.t.json(w.put_chunk(&w.patient, &ct, 400, &ct[400..700]))
+            .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(usage(&w.t, &w.patient).await, base + 700);
+    let (s, v) =
+        w.t.json(w.put_chunk(&w.patient, &ct, 700, &ct[700..]))
+            .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(usage(&w.t, &w.patient).await, base + 1000);
+
+    // A discarded upload gives its charge back.
+    let mut bad = vec![7u8; 600];
+    let bad_path = w.blob_path(&bad);
+    let (s, _) =
+        w.t.json(w.put_chunk(&w.patient, &bad, 0, &bad[..300]))
+            .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(usage(&w.t, &w.patient).await, base + 1300);
+    bad[599] = 8; // the rest no longer hashes to the address
+    let auth = RequestAuth::sign(
+        &w.patient,
+        "PUT",
+        &bad_path,
+        now(),
+        body_digest(&bad[300..]),
+    )
+    .unwrap();
+    let mut req = build(
+        &auth,
+        "PUT",
+        &bad_path,
+        Payload::Raw("application/octet-stream", bad[300..].to_vec()),
+    );
+    req.headers_mut()
+        .insert("upload-length", "600".parse().unwrap());
+    req.headers_mut()
+        .insert("upload-offset", "300".parse().unwrap());
+    w.t.refused(req, StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch")
+        .await;
+    assert_eq!(usage(&w.t, &w.patient).await, base + 1000);
+
+    // An abandoned upload's charge is released with it.
+    let other = vec![9u8; 500];
+    let (s, _) =
+        w.t.json(w.put_chunk(&w.patient, &other, 0, &other[..200]))
+            .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(usage(&w.t, &w.patient).await, base + 1200);
+    assert_eq!(
+        w.t.relay
+            .state
+            .meta
+            .release_stale_uploads(3600)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(usage(&w.t, &w.patient).await, base + 1200);
+    assert_eq!(
+        w.t.relay.state.meta.release_stale_uploads(0).await.unwrap(),
+        1
+    );
+    assert_eq!(usage(&w.t, &w.patient).await, base + 1000);
+}
+
+#[tokio::test]
+async fn unfinished_uploads_count_against_the_quota() {
+    let quota = 20_000;
+    let w = World::on(T::with(|c| c.quota = quota)).await;
+    let room = quota - usage(&w.t, &w.patient).await;
+    // Blob A, nearly filling the room, is uploaded in part.
+    let a: Vec<u8> = (0..room - 100).map(|i| (i % 251) as u8).collect();
+    let first = (room - 900) as usize;
+    let (s, v) = w.t.json(w.put_chunk(&w.patient, &a, 0, &a[..first])).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    // What is stored of A leaves less room than a 1,000-byte blob needs.
+    let b = vec![2u8; 1000];
+    w.t.refused(
+        w.put_chunk(&w.patient, &b, 0, &b),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "quota_exceeded",
+    )
+    .await;
+    // Finishing A still fits: its stored part is not counted twice.
+    let (s, v) =
+        w.t.json(w.put_chunk(&w.patient, &a, first, &a[first..]))
+            .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(usage(&w.t, &w.patient).await, quota - 100);
+}
+
+#[tokio::test]
+async fn a_genesis_entry_is_charged_to_the_owner_s_quota() {
+    let patient = ident(1, "Pat Patient", Role::Patient);
+    let doc = patient.public().to_bytes().len() as u64;
+    let t = T::with(|c| c.quota = doc + 10);
+    t.publish(&patient).await;
+    assert_eq!(usage(&t, &patient).await, doc);
+    let (_, genesis) = VaultState::create(&patient, now()).unwrap();
+    t.refused(
+        signed(
+            &patient,
+            "POST",
+            "/v1/vaults",
+            json_payload(json!({ "genesis": b64(genesis.to_bytes()) })),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "quota_exceeded",
+    )
+    .await;
+    assert!(t
+        .relay
+        .state
+        .meta
+        .head(genesis.vault())
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(usage(&t, &patient).await, doc);
+}
+
+#[tokio::test]
+async fn upgrading_a_schema_2_database_charges_identities_and_genesis_entries() {
+    let t = T::new();
+    let patient = ident(1, "Pat Patient", Role::Patient);
+    t.publish(&patient).await;
+    let (_, genesis) = VaultState::create(&patient, now()).unwrap();
+    let (s, _) = t
+        .json(signed(
+            &patient,
+            "POST",
+            "/v1/vaults",
+            json_payload(json!({ "genesis": b64(genesis.to_bytes()) })),
+        ))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let expected = (patient.public().to_bytes().len() + genesis.to_bytes().len()) as u64;
+    assert_eq!(usage(&t, &patient).await, expected);
+    let T {
+        router,
+        relay,
+        _dir,
+    } = t;
+    drop(router);
+    drop(relay);
+    // As schema 2 left it: neither was charged.
+    let db = _dir.path().join("relay.sqlite3");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("UPDATE usage SET bytes = 0; PRAGMA user_version = 2;")
+        .unwrap();
+    drop(conn);
+    let relay = Relay::open(Config::for_data_dir(_dir.path())).unwrap();
+    let used = relay.state.meta.usage(patient.fingerprint()).await.unwrap();
+    assert_eq!(used, expected);
+    assert!(relay
+        .state
+        .meta
+        .head(genesis.vault())
+        .await
+        .unwrap()
+        .is_some());
+}
+
+fn from(mut req: Request<Body>, ip: &str) -> Request<Body> {
+    let addr = std::net::SocketAddr::new(ip.parse().unwrap(), 40000);
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(addr));
+    req
+}
+
+fn publish_req(me: &SecretIdentity, invite: Option<&str>) -> Request<Body> {
+    let mut req = signed(
+        me,
+        "PUT",
+        "/v1/identities",
+        json_payload(json!({ "identity": me.public().to_text() })),
+    );
+    if let Some(token) = invite {
+        req.headers_mut()
+            .insert("x-vault-invite", token.parse().unwrap());
+    }
+    req
+}
+
+#[tokio::test]
+async fn new_identities_need_an_invitation_when_the_operator_asks_for_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("invites");
+    std::fs::write(
+        &file,
+        "# clinic tokens\n\n  correct-horse-battery-staple  \nsecond-token-0123456789\n",
+    )
+    .unwrap();
+    let tokens = relay_server::admission::InviteTokens::load(&file).unwrap();
+    assert_eq!(format!("{tokens:?}"), "InviteTokens(2 tokens)");
+    let t = T::with(|c| c.invite_tokens = tokens);
+    let alice = ident(2, "Dr Alice", Role::Clinician);
+    for token in [
+        None,
+        Some("wrong-token-0123456789"),
+        Some("correct-horse-battery"),
+    ] {
+        t.refused(
+            publish_req(&alice, token),
+            StatusCode::FORBIDDEN,
+            "invite_required",
+        )
+        .await;
+    }
+    assert!(t
+        .relay
+        .state
+        .meta
+        .identity(alice.fingerprint())
+        .await
+        .unwrap()
+        .is_none());
+    let (s, v) = t
+        .json(publish_req(&alice, Some("second-token-0123456789")))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // Publishing it again needs no token.
+    let (s, v) = t.json(publish_req(&alice, None)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // A tokens file without a token, or with a short one, is refused.
+    std::fs::write(&file, "# none\n").unwrap();
+    assert!(relay_server::admission::InviteTokens::load(&file).is_err());
+    std::fs::write(&file, "short\n").unwrap();
+    assert!(relay_server::admission::InviteTokens::load(&file).is_err());
+}
+
+#[tokio::test]
+async fn a_source_address_may_create_only_so_many_identities_and_vaults_an_hour() {
+    let t = T::with(|c| c.new_per_hour = 3);
+    let [a, b, c, d] = [11u8, 12, 13, 14].map(|i| ident(i, "key", Role::Patient));
+    let create = |who: &SecretIdentity| {
+        let (_, g) = VaultState::create(who, now()).unwrap();
+        signed(
+            who,
+            "POST",
+            "/v1/vaults",
+            json_payload(json!({ "genesis": b64(g.to_bytes()) })),
+        )
+    };
+    let here = "203.0.113.7";
+    for k in [&a, &b] {
+        let (s, v) = t.json(from(publish_req(k, None), here)).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let (s, v) = t.json(from(create(&a), here)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // The fourth creation from this address this hour is refused...
+    let (s, h, body) = t.call(from(create(&b), here)).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "creation_limited", "{v}");
+    let wait: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&wait));
+    t.refused(
+        from(publish_req(&c, None), here),
+        StatusCode::TOO_MANY_REQUESTS,
+        "creation_limited",
+    )
+    .await;
+    // Republishing a known identity does not count.
+    let (s, _) = t.json(from(publish_req(&a, None), here)).await;
+    assert_eq!(s, StatusCode::OK);
+    // Other addresses, and loopback, are not affected.
+    let (s, v) = t.json(from(publish_req(&c, None), "198.51.100.1")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = t.json(from(create(&b), "127.0.0.1")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    for i in 0..3 {
+        let (s, v) = t
+            .json(from(publish_req(&d, None), &format!("2001:db8::{}", i + 1)))
+            .await;
+        assert!(s == StatusCode::CREATED || s == StatusCode::OK, "{v}");
+    }
+    for _ in 0..3 {
+        let (s, _) = t.json(from(create(&d), "2001:db8::9")).await;
+        if s != StatusCode::CREATED {
+            assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+        }
+    }
+    let (s, v) = t.json(from(create(&d), "2001:db8::77")).await;
+    assert_eq!(
+        s,
+        StatusCode::TOO_MANY_REQUESTS,
+        "one /64 shares a budget: {v}"
+    );
+    let (s, v) = t.json(from(create(&d), "2001:db8:0:1::1")).await;
+    assert_eq!(s, StatusCode::CREATED, "another /64 has its own: {v}");
 }

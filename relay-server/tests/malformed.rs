@@ -381,7 +381,6 @@ impl World {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Route {
     Healthz,
-    Metrics,
     OpenApi,
     PublishIdentity,
     LookupIdentity,
@@ -396,9 +395,8 @@ enum Route {
     Inbox,
 }
 
-const ROUTES: [Route; 14] = [
+const ROUTES: [Route; 13] = [
     Route::Healthz,
-    Route::Metrics,
     Route::OpenApi,
     Route::PublishIdentity,
     Route::LookupIdentity,
@@ -572,10 +570,9 @@ fn spec(w: &World, route: Route) -> Spec {
     };
     let json_body = |v: Value| serde_json::to_vec(&v).unwrap();
     match route {
-        Route::Healthz | Route::Metrics | Route::OpenApi => {
+        Route::Healthz | Route::OpenApi => {
             let template = match route {
                 Route::Healthz => "/healthz",
-                Route::Metrics => "/metrics",
                 _ => "/v1/openapi.json",
             };
             Spec {
@@ -824,7 +821,7 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
                 // The document names Alice's key; Eve's signature does not verify.
                 BAD_SIG
             } else {
-                ex(StatusCode::UNAUTHORIZED, &["unknown_identity"])
+                ex(StatusCode::UNAUTHORIZED, &["bad_signature"])
             },
         ),
         Mal::OtherKey => {

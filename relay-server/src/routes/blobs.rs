@@ -116,7 +116,8 @@ pub async fn put(
         .usage(me)
         .await
         .map_err(|e| ApiError::internal("reading usage", e))?;
-    if used.saturating_add(total) > app.config.quota {
+    // What is already stored of this upload is charged already.
+    if used.saturating_add(total.saturating_sub(offset)) > app.config.quota {
         return Err(quota_exceeded());
     }
     // Every vault's copy of a blob is uploaded and hashed in full, even if
@@ -138,11 +139,26 @@ pub async fn put(
         digest: caller.content_sha256,
     };
     match app.blobs.write_chunk(key, chunk, Box::pin(stream)).await {
-        Ok(ChunkOutcome::Partial(at)) => Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({ "stored": false, "offset": at })),
-        )
-            .into_response()),
+        Ok(ChunkOutcome::Partial(at)) => {
+            // Unfinished uploads take disk too: the chunk is charged now,
+            // and released when the blob is recorded or the upload
+            // discarded or abandoned.
+            // The chunk is durable whatever happens here: if charging it
+            // fails, the answer still says so, and the chunk stays
+            // uncharged until the blob is recorded or the upload swept.
+            if let Err(e) = app
+                .meta
+                .charge_upload(vault, hash, me, at.saturating_sub(offset))
+                .await
+            {
+                tracing::warn!(error = %e, "charging a stored chunk failed");
+            }
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({ "stored": false, "offset": at })),
+            )
+                .into_response())
+        }
         Ok(ChunkOutcome::Complete) => {
             record_blob(&app, vault, hash, total, me, StatusCode::CREATED, None).await
         }
@@ -161,11 +177,18 @@ pub async fn put(
             "body_digest_mismatch",
             "the chunk does not match the signed x-vault-content-sha256; it was discarded",
         )),
-        Err(ChunkError::HashMismatch) => Err(ApiError::new(
+        Err(ChunkError::HashMismatch) => {
+            // The upload is gone either way; a charge not given back now
+            // is given back with abandoned uploads' after 24 hours.
+            if let Err(e) = app.meta.release_upload(vault, hash).await {
+                tracing::warn!(error = %e, "releasing a discarded upload's charge failed");
+            }
+            Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "hash_mismatch",
             "the complete blob does not hash to its address; the upload was discarded, start again",
-        )),
+            ))
+        }
         Err(ChunkError::Body(e)) => Err(ApiError::malformed(format!(
             "the request body was cut off ({e}); the chunk was discarded, resume from the upload offset"
         ))),

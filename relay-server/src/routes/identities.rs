@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
@@ -12,7 +14,8 @@ use serde::Deserialize;
 use serde_json::json;
 use vault_core::{Fingerprint, PublicIdentity};
 
-use crate::auth::{Authenticator, Caller};
+use crate::admission::{invite_required, INVITE_HEADER};
+use crate::auth::{unix_now, Authenticator, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::read_json;
 use crate::state::AppState;
@@ -27,6 +30,7 @@ pub(crate) struct PublishRequest {
 /// (this route is outside the authentication middleware).
 pub async fn publish(
     State(app): State<Arc<AppState>>,
+    source: Option<Extension<ConnectInfo<SocketAddr>>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -40,7 +44,35 @@ pub async fn publish(
     let id = parse_identity(&req.identity)?;
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let caller = app.auth.check(&auth, &id, method.as_str(), pq, true)?;
-    store(&app, &caller, id).await
+    if caller.fingerprint() != id.fingerprint() {
+        return Err(ApiError::forbidden(
+            "an identity can only be published by itself",
+        ));
+    }
+    // Publishing again what is published is always allowed; a new
+    // identity may need an invitation, and counts against its source's
+    // budget of new identities and vaults.
+    if app.identity(id.fingerprint()).await?.is_some() {
+        return store(&app, &caller, id).await;
+    }
+    let tokens = &app.config.invite_tokens;
+    if tokens.required() {
+        let presented = headers
+            .get(INVITE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !tokens.accepts(presented) {
+            return Err(invite_required());
+        }
+    }
+    let source = source.map(|Extension(ConnectInfo(a))| a.ip());
+    let now = unix_now();
+    app.new_budget.take(source, now)?;
+    let stored = store(&app, &caller, id).await;
+    if !matches!(&stored, Ok((StatusCode::CREATED, _))) {
+        app.new_budget.give_back(source, now);
+    }
+    stored
 }
 
 pub(crate) fn parse_identity(text: &str) -> ApiResult<PublicIdentity> {

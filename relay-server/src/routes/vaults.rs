@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use serde::Deserialize;
@@ -18,7 +18,7 @@ use vault_core::{EntryBody, LogEntry, VaultId, VaultState};
 use crate::auth::{unix_now, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::{b64, parse_vault, read_json, to_b64, HeadJson};
-use crate::state::{vault_not_found, AppState};
+use crate::state::{vault_not_found, AppState, REBUILD_FREE};
 use crate::storage::{AppendBatch, AppendError, BlobRef, CreateOutcome, Head, StoredEntry};
 
 /// Most entries in one append.
@@ -73,6 +73,7 @@ fn check_time(app: &AppState, index: usize, entry: &LogEntry) -> ApiResult<()> {
 pub async fn create(
     State(app): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    source: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -90,15 +91,30 @@ pub async fn create(
     }
     check_time(&app, 0, &genesis)?;
     let vault = genesis.vault();
+    // A new vault counts against its source's budget of new identities
+    // and vaults (given back if it turns out not to be new).
+    let source = source.map(|Extension(ConnectInfo(a))| a.ip());
+    let now = unix_now();
+    app.new_budget.take(source, now)?;
     let outcome = app
         .meta
-        .create_vault(vault, caller.fingerprint(), stored(&genesis))
+        .create_vault(
+            vault,
+            caller.fingerprint(),
+            stored(&genesis),
+            app.config.quota,
+        )
         .await
-        .map_err(|e| ApiError::storage("creating a vault", &e))?;
+        .map_err(|e| ApiError::storage("creating a vault", &e));
+    if !matches!(outcome, Ok(CreateOutcome::Created)) {
+        app.new_budget.give_back(source, now);
+    }
+    let outcome = outcome?;
     let body = json!({ "vault": vault.to_hex(), "head": HeadJson::from(state.head()) });
     match outcome {
         CreateOutcome::Created => Ok((StatusCode::CREATED, Json(body))),
         CreateOutcome::AlreadyStored => Ok((StatusCode::OK, Json(body))),
+        CreateOutcome::Quota => Err(quota_exceeded()),
         CreateOutcome::Conflict => Err(ApiError::new(
             StatusCode::CONFLICT,
             "vault_exists",
@@ -245,6 +261,11 @@ async fn commit_append(
     me: vault_core::Fingerprint,
     entries: Vec<LogEntry>,
 ) -> ApiResult<Json<Value>> {
+    if entries.len() > 1 {
+        if let Some(wait) = app.rebuild_cooldown(vault) {
+            return Err(rebuild_cooldown(wait));
+        }
+    }
     let mut guard = app.write_state(vault).await?;
     let Some(state) = guard.as_mut() else {
         return Err(vault_not_found());
@@ -264,6 +285,12 @@ async fn commit_append(
     };
     if current != prev {
         return Err(head_moved(current));
+    }
+    let size = head.seq.saturating_add(1);
+    let max = app.config.max_vault_entries;
+    let count = u64::try_from(entries.len()).unwrap_or(u64::MAX);
+    if head.seq.saturating_add(1).saturating_add(count) > max {
+        return Err(vault_full(max));
     }
 
     // Refuse what storage would refuse before changing anything: the
@@ -300,19 +327,24 @@ async fn commit_append(
         }
     }
 
-    // Verify every entry on the relay's copy of the state: in place for one
-    // entry (a refused entry changes nothing), on a scratch copy for a
-    // batch (so a refusal half-way needs no reload).
-    let mut scratch = (entries.len() > 1).then(|| state.clone());
+    // Verify and apply every entry on the relay's own state, in place: no
+    // copy of the state, whatever its size. `VaultState::apply` changes
+    // nothing when it refuses, so a refusal of the first entry leaves the
+    // state as it was; a refusal further on (or storage refusing the
+    // batch) leaves earlier entries applied, so the state is dropped and
+    // rebuilt from storage at the next use, at a cost bounded by
+    // `max_vault_entries`. Only a writer of this vault can cause that.
     let mut blob_refs = Vec::new();
     let mut inbox = Vec::new();
-    {
-        let target: &mut VaultState = match scratch.as_mut() {
-            Some(s) => s,
-            None => state,
-        };
-        for (i, e) in entries.iter().enumerate() {
-            prepare(target, e, i, &mut blob_refs, &mut inbox)?;
+    for (i, e) in entries.iter().enumerate() {
+        if let Err(err) = prepare(state, e, i, &mut blob_refs, &mut inbox) {
+            if i > 0 {
+                *guard = None;
+                if size > REBUILD_FREE {
+                    app.start_rebuild_cooldown(vault);
+                }
+            }
+            return Err(err);
         }
     }
     let batch = AppendBatch {
@@ -326,16 +358,15 @@ async fn commit_append(
     };
     match app.meta.append(batch).await {
         Ok(head) => {
-            if let Some(s) = scratch {
-                *guard = Some(s);
-            }
+            app.note_len(vault, head.seq.saturating_add(1));
             Ok(Json(json!({ "head": HeadJson::from(head) })))
         }
         Err(e) => {
-            if scratch.is_none() || matches!(e, AppendError::Storage(_)) {
-                // The entry was applied in place, or storage failed in an
-                // unknown state: rebuild from storage on the next request.
-                *guard = None;
+            // The entries were applied ahead of storage: rebuild from
+            // storage on the next request.
+            *guard = None;
+            if size > REBUILD_FREE {
+                app.start_rebuild_cooldown(vault);
             }
             Err(match e {
                 AppendError::HeadMoved(h) => head_moved(h),
@@ -346,6 +377,30 @@ async fn commit_append(
             })
         }
     }
+}
+
+/// 429 `rate_limited`: multi-entry appends to this vault wait out a
+/// rebuild cooldown.
+fn rebuild_cooldown(wait: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!(
+            "an append to this vault was refused part-way through less than a minute ago, which makes the relay rebuild the vault; append one entry per request, or retry the batch in {wait} seconds"
+        ),
+    )
+    .retry_after(wait)
+}
+
+/// 413 `vault_full`: the vault's log would pass `max_vault_entries`.
+pub fn vault_full(max: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "vault_full",
+        format!(
+            "this vault's log would exceed {max} entries, the most this relay stores per vault; nothing was appended. Start a new vault, or ask the relay's operator to raise max-vault-entries"
+        ),
+    )
 }
 
 fn blob_missing(i: usize) -> ApiError {

@@ -153,6 +153,8 @@ pub enum CreateOutcome {
     AlreadyStored,
     /// Another vault with this id exists.
     Conflict,
+    /// The owner's quota would be exceeded by the genesis entry.
+    Quota,
 }
 
 /// A blob known to a vault.
@@ -178,16 +180,19 @@ pub enum AddBlobOutcome {
 /// Metadata storage. Every write returns only once it is durable.
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
-    /// Publishes an identity document; `true` if it was new.
+    /// Publishes an identity document; `true` if it was new (then its
+    /// bytes are charged to its own account).
     async fn put_identity(&self, fp: Fingerprint, document: Vec<u8>) -> Result<bool, StorageError>;
     /// A published identity document.
     async fn identity(&self, fp: Fingerprint) -> Result<Option<Vec<u8>>, StorageError>;
-    /// Creates a vault from its (verified) genesis entry.
+    /// Creates a vault from its (verified) genesis entry, charging the
+    /// entry's bytes to the owner within `quota`.
     async fn create_vault(
         &self,
         vault: VaultId,
         owner: Fingerprint,
         genesis: StoredEntry,
+        quota: u64,
     ) -> Result<CreateOutcome, StorageError>;
     /// A vault's head, if the vault exists.
     async fn head(&self, vault: VaultId) -> Result<Option<Head>, StorageError>;
@@ -220,7 +225,8 @@ pub trait MetaStore: Send + Sync + 'static {
         vault: VaultId,
         hash: [u8; 32],
     ) -> Result<Option<(BlobInfo, Vec<(CollectionId, RecordId)>)>, StorageError>;
-    /// Records a completed blob for a vault, charging the uploader. With
+    /// Records a completed blob for a vault, charging the uploader and
+    /// releasing what the upload's chunks were charged. With
     /// `inline`, the blob's bytes are kept in the metadata store, in the
     /// same transaction (no blob file: one commit for many small blobs).
     async fn add_blob(
@@ -234,6 +240,22 @@ pub trait MetaStore: Send + Sync + 'static {
     /// The bytes of a blob kept in the metadata store itself (small blobs
     /// of batch uploads), if it is one.
     async fn small_blob(&self, hash: [u8; 32]) -> Result<Option<bytes::Bytes>, StorageError>;
+    /// Charges `bytes` just stored of an unfinished upload of `hash` to
+    /// `vault` to `account` (kept until the blob is recorded, the upload is
+    /// discarded, or it is released as abandoned).
+    async fn charge_upload(
+        &self,
+        vault: VaultId,
+        hash: [u8; 32],
+        account: Fingerprint,
+        bytes: u64,
+    ) -> Result<(), StorageError>;
+    /// Gives back every charge of an unfinished upload that was discarded.
+    async fn release_upload(&self, vault: VaultId, hash: [u8; 32]) -> Result<(), StorageError>;
+    /// Gives back the charges of uploads not charged anything for `idle`
+    /// seconds (abandoned: their files are swept after the same time);
+    /// returns how many accounts' charges were released.
+    async fn release_stale_uploads(&self, idle: u64) -> Result<usize, StorageError>;
     /// Vaults whose logs grant `member` something (or that it owns).
     async fn inbox(&self, member: Fingerprint) -> Result<Vec<VaultId>, StorageError>;
     /// Bytes charged to an account.

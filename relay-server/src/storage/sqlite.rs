@@ -23,8 +23,10 @@ use super::{
     StorageError, StoredEntry,
 };
 
-/// 2 added `small_blobs` (blobs kept in the database).
-const SCHEMA_VERSION: i64 = 2;
+/// 2 added `small_blobs` (blobs kept in the database); 3 added `uploads`
+/// (bytes of unfinished uploads, charged to their uploaders) and charges
+/// identity documents and genesis entries to their accounts.
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS identities (
@@ -71,6 +73,25 @@ CREATE TABLE IF NOT EXISTS small_blobs (
     hash BLOB PRIMARY KEY,
     bytes BLOB NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uploads (
+    vault BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    account BLOB NOT NULL,
+    bytes INTEGER NOT NULL,
+    touched INTEGER NOT NULL,
+    PRIMARY KEY (vault, hash, account)
+) WITHOUT ROWID;
+";
+
+/// From schema 2 to 3: identity documents are charged to their own
+/// accounts and genesis entries to their vaults' owners, as new ones are.
+const MIGRATE_3: &str = "
+INSERT INTO usage (account, bytes)
+    SELECT fingerprint, length(document) FROM identities WHERE true
+    ON CONFLICT(account) DO UPDATE SET bytes = bytes + excluded.bytes;
+INSERT INTO usage (account, bytes)
+    SELECT v.owner, length(e.bytes) FROM vaults v JOIN entries e ON e.vault = v.vault AND e.seq = 0 WHERE true
+    ON CONFLICT(account) DO UPDATE SET bytes = bytes + excluded.bytes;
 ";
 
 /// The database file name inside the data directory.
@@ -122,8 +143,19 @@ pub fn init_schema(conn: &Connection) -> Result<(), StorageError> {
             "the database has schema version {version}, newer than this relay ({SCHEMA_VERSION}); upgrade relay-server"
         )));
     }
-    conn.execute_batch(SCHEMA)?;
-    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let migrated = (|| {
+        conn.execute_batch(SCHEMA)?;
+        if (1..3).contains(&version) {
+            conn.execute_batch(MIGRATE_3)?;
+        }
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        conn.execute_batch("COMMIT")
+    })();
+    if let Err(e) = migrated {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(e.into());
+    }
     Ok(())
 }
 
@@ -136,8 +168,23 @@ enum WriteOp {
         vault: VaultId,
         owner: Fingerprint,
         genesis: StoredEntry,
+        quota: u64,
     },
     Append(AppendBatch),
+    ChargeUpload {
+        vault: VaultId,
+        hash: [u8; 32],
+        account: Fingerprint,
+        bytes: u64,
+        now: u64,
+    },
+    ReleaseUploads {
+        vault: VaultId,
+        hash: [u8; 32],
+    },
+    ReleaseStale {
+        before: u64,
+    },
     AddBlob {
         vault: VaultId,
         hash: [u8; 32],
@@ -152,6 +199,7 @@ enum WriteReply {
     Created(CreateOutcome),
     Appended(Result<Head, AppendError>),
     Blob(AddBlobOutcome),
+    Released(usize),
 }
 
 struct Job {
@@ -379,12 +427,18 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteReply, rusqlite::Error>
                 "INSERT OR IGNORE INTO identities (fingerprint, document) VALUES (?1, ?2)",
                 params![fp.as_bytes(), document],
             )?;
+            if n == 1 {
+                // Every stored byte is charged; one document (at most
+                // 64 KiB) is never refused for it.
+                charge(conn, fp, document.len() as u64, u64::MAX)?;
+            }
             Ok(WriteReply::Identity(n == 1))
         }
         WriteOp::CreateVault {
             vault,
             owner,
             genesis,
+            quota,
         } => {
             let existing: Option<Vec<u8>> = row(
                 conn,
@@ -399,6 +453,9 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteReply, rusqlite::Error>
                 } else {
                     CreateOutcome::Conflict
                 }));
+            }
+            if !charge(conn, owner, genesis.bytes.len() as u64, *quota)? {
+                return Ok(WriteReply::Created(CreateOutcome::Quota));
             }
             exec(
                 conn,
@@ -493,6 +550,9 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteReply, rusqlite::Error>
                 |r| r.get(0),
             )
             .optional()?;
+            // The chunks of the upload were charged as they were stored:
+            // the complete blob's charge replaces theirs.
+            release_uploads(conn, vault, hash)?;
             if exists.is_some() {
                 return Ok(WriteReply::Blob(AddBlobOutcome::Existed));
             }
@@ -513,7 +573,68 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteReply, rusqlite::Error>
             }
             Ok(WriteReply::Blob(AddBlobOutcome::Added))
         }
+        WriteOp::ChargeUpload {
+            vault,
+            hash,
+            account,
+            bytes,
+            now,
+        } => {
+            charge(conn, account, *bytes, u64::MAX)?;
+            exec(
+                conn,
+                "INSERT INTO uploads (vault, hash, account, bytes, touched) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(vault, hash, account) DO UPDATE SET bytes = bytes + excluded.bytes, touched = excluded.touched",
+                params![vault.as_bytes(), hash, account.as_bytes(), bytes, now],
+            )?;
+            Ok(WriteReply::Released(0))
+        }
+        WriteOp::ReleaseUploads { vault, hash } => {
+            Ok(WriteReply::Released(release_uploads(conn, vault, hash)?))
+        }
+        WriteOp::ReleaseStale { before } => {
+            let stale: Vec<(Vec<u8>, Vec<u8>)> = {
+                let mut st = conn.prepare_cached(
+                    "SELECT DISTINCT vault, hash FROM uploads WHERE touched <= ?1",
+                )?;
+                let rows = st.query_map([before], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let mut n = 0;
+            for (vault, hash) in stale {
+                let vault = VaultId::from_bytes(array16(vault)?);
+                n += release_uploads(conn, &vault, &array32(hash)?)?;
+            }
+            Ok(WriteReply::Released(n))
+        }
     }
+}
+
+/// Gives back what the unfinished upload of `hash` to `vault` was charged,
+/// to each account that stored chunks of it, and forgets it; returns how
+/// many accounts were refunded.
+fn release_uploads(conn: &Connection, vault: &VaultId, hash: &[u8; 32]) -> rusqlite::Result<usize> {
+    let charged: Vec<(Vec<u8>, u64)> = {
+        let mut st = conn
+            .prepare_cached("SELECT account, bytes FROM uploads WHERE vault = ?1 AND hash = ?2")?;
+        let rows = st.query_map(params![vault.as_bytes(), hash], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for (account, bytes) in &charged {
+        exec(
+            conn,
+            "UPDATE usage SET bytes = max(bytes - ?2, 0) WHERE account = ?1",
+            params![account, bytes],
+        )?;
+    }
+    exec(
+        conn,
+        "DELETE FROM uploads WHERE vault = ?1 AND hash = ?2",
+        params![vault.as_bytes(), hash],
+    )?;
+    Ok(charged.len())
 }
 
 /// A blob's record in a vault.
@@ -603,12 +724,14 @@ impl MetaStore for SqliteMeta {
         vault: VaultId,
         owner: Fingerprint,
         genesis: StoredEntry,
+        quota: u64,
     ) -> Result<CreateOutcome, StorageError> {
         match self
             .write(WriteOp::CreateVault {
                 vault,
                 owner,
                 genesis,
+                quota,
             })
             .await?
         {
@@ -745,6 +868,44 @@ impl MetaStore for SqliteMeta {
             .await?
         {
             WriteReply::Blob(o) => Ok(o),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn charge_upload(
+        &self,
+        vault: VaultId,
+        hash: [u8; 32],
+        account: Fingerprint,
+        bytes: u64,
+    ) -> Result<(), StorageError> {
+        let now = crate::auth::unix_now();
+        match self
+            .write(WriteOp::ChargeUpload {
+                vault,
+                hash,
+                account,
+                bytes,
+                now,
+            })
+            .await?
+        {
+            WriteReply::Released(_) => Ok(()),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn release_upload(&self, vault: VaultId, hash: [u8; 32]) -> Result<(), StorageError> {
+        match self.write(WriteOp::ReleaseUploads { vault, hash }).await? {
+            WriteReply::Released(_) => Ok(()),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn release_stale_uploads(&self, idle: u64) -> Result<usize, StorageError> {
+        let before = crate::auth::unix_now().saturating_sub(idle);
+        match self.write(WriteOp::ReleaseStale { before }).await? {
+            WriteReply::Released(n) => Ok(n),
             _ => Err(unexpected()),
         }
     }

@@ -1,0 +1,194 @@
+//! Who may add identities and vaults: invitation tokens and a per-source
+//! budget of new identities and vaults per hour. Identities are free to
+//! make, so per-key limits alone bound one key among many; these bound how
+//! fast outsiders can add keys and vaults at all (`docs/relay-api.md`,
+//! "Admission").
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use axum::http::StatusCode;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::ConfigError;
+use crate::error::ApiError;
+
+/// The header that carries an invitation token.
+pub const INVITE_HEADER: &str = "x-vault-invite";
+
+/// The shortest token accepted in a tokens file.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The invitation tokens of a relay, kept as SHA-256 digests and compared
+/// in constant time. Empty: no invitation needed. Its `Debug` shows the
+/// count only.
+#[derive(Clone, Default)]
+pub struct InviteTokens(Arc<Vec<[u8; 32]>>);
+
+impl std::fmt::Debug for InviteTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InviteTokens({} tokens)", self.0.len())
+    }
+}
+
+impl InviteTokens {
+    /// Tokens from their text; each must be at least [`MIN_TOKEN_LEN`]
+    /// characters (surrounding whitespace ignored).
+    pub fn new<'a>(tokens: impl IntoIterator<Item = &'a str>) -> Result<Self, ConfigError> {
+        let mut digests = Vec::new();
+        for t in tokens {
+            let t = t.trim();
+            if t.chars().count() < MIN_TOKEN_LEN {
+                return Err(ConfigError::Invalid(format!(
+                    "an invitation token is shorter than {MIN_TOKEN_LEN} characters; use long random tokens (for example `openssl rand -hex 16`)"
+                )));
+            }
+            digests.push(Sha256::digest(t.as_bytes()).into());
+        }
+        Ok(Self(Arc::new(digests)))
+    }
+
+    /// Reads a tokens file: one token per line; blank lines and lines
+    /// starting with `#` are ignored. A file without any token is an error
+    /// (it would close registration by accident).
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let tokens = Self::new(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#')),
+        )?;
+        if tokens.0.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "the invitation tokens file {} holds no token",
+                path.display()
+            )));
+        }
+        Ok(tokens)
+    }
+
+    /// Whether new identities need a token.
+    pub fn required(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    /// Whether `presented` is one of the tokens. Every token is compared,
+    /// in constant time, against the presented token's digest: the time
+    /// taken does not depend on which token matched or how much of one.
+    pub fn accepts(&self, presented: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
+        let mut found = subtle::Choice::from(0);
+        for t in self.0.iter() {
+            found |= t.ct_eq(&digest);
+        }
+        found.into()
+    }
+}
+
+/// 403 `invite_required`.
+pub fn invite_required() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "invite_required",
+        "this relay publishes new identities by invitation only: ask its operator for an invitation token and send it in the x-vault-invite header",
+    )
+}
+
+/// New identities plus new vaults per source address, per clock hour.
+pub struct NewBudget {
+    per_hour: u32,
+    loopback: bool,
+    used: Mutex<HashMap<IpAddr, (u64, u32)>>,
+}
+
+impl NewBudget {
+    /// A budget of `per_hour` (0: unlimited); loopback sources count only
+    /// with `loopback`.
+    pub fn new(per_hour: u32, loopback: bool) -> Self {
+        Self {
+            per_hour,
+            loopback,
+            used: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The address a source is counted under: IPv4 as is, IPv6 by its
+    /// /64 (one host usually holds a whole /64); `None` if not counted.
+    fn key(&self, source: Option<IpAddr>) -> Option<IpAddr> {
+        let ip = source?;
+        let ip = match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let mut o = v6.octets();
+                    for b in o.iter_mut().skip(8) {
+                        *b = 0;
+                    }
+                    IpAddr::V6(o.into())
+                }
+            },
+            v4 => v4,
+        };
+        if self.per_hour == 0 || (ip.is_loopback() && !self.loopback) {
+            return None;
+        }
+        Some(ip)
+    }
+
+    /// Takes one creation for `source` at `now` (Unix seconds), or refuses
+    /// with `429 creation_limited`.
+    pub fn take(&self, source: Option<IpAddr>, now: u64) -> Result<(), ApiError> {
+        let Some(key) = self.key(source) else {
+            return Ok(());
+        };
+        let hour = now / 3600;
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = used.entry(key).or_insert((hour, 0));
+        if slot.0 != hour {
+            *slot = (hour, 0);
+        }
+        if slot.1 >= self.per_hour {
+            let wait = 3600 - now % 3600;
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "creation_limited",
+                format!(
+                    "this network address has created {} identities and vaults this hour, the most this relay allows; retry in {wait} seconds, or ask the relay's operator",
+                    self.per_hour
+                ),
+            )
+            .retry_after(wait));
+        }
+        slot.1 += 1;
+        Ok(())
+    }
+
+    /// Gives back a creation that did not happen (it already existed, or
+    /// storing it failed).
+    pub fn give_back(&self, source: Option<IpAddr>, now: u64) {
+        let Some(key) = self.key(source) else {
+            return;
+        };
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = used.get_mut(&key) {
+            if slot.0 == now / 3600 {
+                slot.1 = slot.1.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Forgets past hours (call periodically).
+    pub fn housekeeping(&self, now: u64) {
+        let hour = now / 3600;
+        self.used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (h, _)| *h == hour);
+    }
+}
