@@ -2340,3 +2340,81 @@ async fn a_source_address_may_create_only_so_many_identities_and_vaults_an_hour(
     let (s, v) = t.json(from(create(&d), "2001:db8:0:1::1")).await;
     assert_eq!(s, StatusCode::CREATED, "another /64 has its own: {v}");
 }
+
+/// Every file below `dir` whose name is `name`.
+fn files_named(dir: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_named(&p, name));
+        } else if p.file_name().and_then(|n| n.to_str()) == Some(name) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_purge_deletes_the_purged_versions_blobs_and_gives_their_charge_back() {
+    let mut w = World::new().await;
+    let patient = w.patient.clone();
+    w.share(&w.alice.clone(), Permission::Read).await;
+    let v1 = w.put_record(&patient, b"positive (entered in error)").await;
+    let record = w.state.records(None)[0].id;
+    let mut kr = Keyring::new(&patient, now());
+    let info = RecordInfo {
+        content_type: "text/plain".into(),
+        title: "result".into(),
+        created_at: now(),
+        effective_at: None,
+    };
+    let body = b"negative";
+    let mut v2 = Vec::new();
+    let (_, e) = w
+        .state
+        .put_record(
+            &patient,
+            &mut kr,
+            &w.labs,
+            Some(record),
+            &info,
+            &body[..],
+            body.len() as u64,
+            &mut v2,
+            now(),
+        )
+        .unwrap();
+    w.upload(&patient, &v2).await;
+    w.append(&patient, &[&e]).await;
+    let name = hex::encode(body_digest(&v1));
+    assert_eq!(files_named(w.t._dir.path(), &name).len(), 1);
+    let before = usage(&w.t, &patient).await;
+
+    let purge = w.state.purge_record(&patient, &record, now()).unwrap();
+    w.append(&patient, &[&purge]).await;
+
+    // Nobody, the owner included, can fetch the purged version: the relay
+    // no longer has it. The current version is still served.
+    for who in [&patient, &w.alice] {
+        w.t.refused(
+            signed(who, "GET", &w.blob_path(&v1), Payload::None),
+            StatusCode::NOT_FOUND,
+            "blob_not_found",
+        )
+        .await;
+        let (s, _, b) =
+            w.t.call(signed(who, "GET", &w.blob_path(&v2), Payload::None))
+                .await;
+        assert_eq!((s, b), (StatusCode::OK, v2.clone()));
+    }
+    assert!(
+        files_named(w.t._dir.path(), &name).is_empty(),
+        "the bytes are gone"
+    );
+    let after = usage(&w.t, &patient).await;
+    assert!(
+        after + v1.len() as u64 <= before + purge.to_bytes().len() as u64,
+        "the purged blob's charge was given back: {before} -> {after}"
+    );
+}

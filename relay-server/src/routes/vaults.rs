@@ -336,8 +336,9 @@ async fn commit_append(
     // `max_vault_entries`. Only a writer of this vault can cause that.
     let mut blob_refs = Vec::new();
     let mut inbox = Vec::new();
+    let mut purged = Vec::new();
     for (i, e) in entries.iter().enumerate() {
-        if let Err(err) = prepare(state, e, i, &mut blob_refs, &mut inbox) {
+        if let Err(err) = prepare(state, e, i, &mut blob_refs, &mut inbox, &mut purged) {
             if i > 0 {
                 *guard = None;
                 if size > REBUILD_FREE {
@@ -353,12 +354,23 @@ async fn commit_append(
         entries: entries.iter().map(stored).collect(),
         blob_refs,
         inbox,
+        purged: purged.clone(),
         account: me,
         quota: app.config.quota,
     };
     match app.meta.append(batch).await {
         Ok(head) => {
             app.note_len(vault, head.seq.saturating_add(1));
+            // The purged blobs' records are gone with the commit; their
+            // bytes go now, unless another vault holds the same blob. A
+            // crash here leaves unreferenced bytes that nobody can fetch.
+            for hash in purged {
+                if !app.meta.blob_in_use(hash).await.unwrap_or(true) {
+                    if let Err(e) = app.blobs.delete(hash).await {
+                        tracing::warn!(error = %e, "deleting a purged blob's bytes");
+                    }
+                }
+            }
             Ok(Json(json!({ "head": HeadJson::from(head) })))
         }
         Err(e) => {
@@ -421,6 +433,7 @@ fn prepare(
     i: usize,
     blob_refs: &mut Vec<BlobRef>,
     inbox: &mut Vec<vault_core::Fingerprint>,
+    purged: &mut Vec<[u8; 32]>,
 ) -> ApiResult<()> {
     state.apply(e).map_err(|err| invalid_entry(i, &err))?;
     match e.body() {
@@ -433,6 +446,7 @@ fn prepare(
         }),
         EntryBody::GrantAdded { member, .. } => inbox.push(member.fingerprint()),
         EntryBody::Rotation(r) => inbox.extend(r.grants.iter().map(|g| g.member())),
+        EntryBody::RecordPurged { record, .. } => purged.extend(state.purged_ciphertexts(record)),
         _ => {}
     }
     Ok(())

@@ -321,4 +321,11 @@ impl BlobStore for FileBlobs {
         f.seek(SeekFrom::Start(start)).await?;
         Ok(Box::pin(f.take(len)))
     }
+
+    async fn delete(&self, hash: [u8; 32]) -> Result<(), StorageError> {
+        match tokio::fs::remove_file(self.blob_path(&hash)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
 }

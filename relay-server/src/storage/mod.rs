@@ -116,6 +116,10 @@ pub struct AppendBatch {
     pub blob_refs: Vec<BlobRef>,
     /// Principals granted something by these entries (the inbox index).
     pub inbox: Vec<Fingerprint>,
+    /// Blobs of this vault whose record versions the entries purged
+    /// (`docs/format.md` §8.7): their records go, and their charge is
+    /// given back, in the same transaction.
+    pub purged: Vec<[u8; 32]>,
     /// The account charged for the bytes.
     pub account: Fingerprint,
     /// The account's quota.
@@ -258,6 +262,9 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn release_stale_uploads(&self, idle: u64) -> Result<usize, StorageError>;
     /// Vaults whose logs grant `member` something (or that it owns).
     async fn inbox(&self, member: Fingerprint) -> Result<Vec<VaultId>, StorageError>;
+    /// Whether any vault still has a blob record for `hash` (a purged
+    /// blob's bytes are deleted only when none has).
+    async fn blob_in_use(&self, hash: [u8; 32]) -> Result<bool, StorageError>;
     /// Bytes charged to an account.
     async fn usage(&self, account: Fingerprint) -> Result<u64, StorageError>;
     /// Total bytes stored (entries and blobs), for metrics.
@@ -343,4 +350,8 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn sweep_uploads(&self, older_than: std::time::Duration) -> Result<usize, StorageError>;
     /// Reads `len` bytes of a complete blob from `start`.
     async fn read(&self, hash: [u8; 32], start: u64, len: u64) -> Result<BlobReader, StorageError>;
+    /// Deletes a complete blob's bytes for good (a no-op if absent). Called
+    /// only once no vault's records name the blob any more
+    /// ([`MetaStore::blob_in_use`]).
+    async fn delete(&self, hash: [u8; 32]) -> Result<(), StorageError>;
 }

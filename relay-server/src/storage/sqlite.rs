@@ -534,6 +534,9 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteReply, rusqlite::Error>
                     params![m.as_bytes(), b.vault.as_bytes()],
                 )?;
             }
+            for hash in &b.purged {
+                forget_blob(conn, &b.vault, hash)?;
+            }
             Ok(WriteReply::Appended(Ok(last)))
         }
         WriteOp::AddBlob {
@@ -613,6 +616,35 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteReply, rusqlite::Error>
 /// Gives back what the unfinished upload of `hash` to `vault` was charged,
 /// to each account that stored chunks of it, and forgets it; returns how
 /// many accounts were refunded.
+/// Removes a purged blob's records from one vault and gives its charge
+/// back to its uploader; its small-blob bytes go too once no vault has it.
+fn forget_blob(conn: &Connection, vault: &VaultId, hash: &[u8; 32]) -> rusqlite::Result<()> {
+    let Some((info, _)) = blob_state(conn, vault, hash)? else {
+        return Ok(());
+    };
+    exec(
+        conn,
+        "DELETE FROM blob_refs WHERE vault = ?1 AND hash = ?2",
+        params![vault.as_bytes(), hash],
+    )?;
+    exec(
+        conn,
+        "DELETE FROM blobs WHERE vault = ?1 AND hash = ?2",
+        params![vault.as_bytes(), hash],
+    )?;
+    exec(
+        conn,
+        "UPDATE usage SET bytes = max(bytes - ?2, 0) WHERE account = ?1",
+        params![info.uploader.as_bytes(), info.len],
+    )?;
+    exec(
+        conn,
+        "DELETE FROM small_blobs WHERE hash = ?1 AND NOT EXISTS (SELECT 1 FROM blobs WHERE hash = ?1)",
+        params![hash],
+    )?;
+    Ok(())
+}
+
 fn release_uploads(conn: &Connection, vault: &VaultId, hash: &[u8; 32]) -> rusqlite::Result<usize> {
     let charged: Vec<(Vec<u8>, u64)> = {
         let mut st = conn
@@ -782,6 +814,20 @@ impl MetaStore for SqliteMeta {
             WriteReply::Appended(r) => r,
             _ => Err(unexpected().into()),
         }
+    }
+
+    async fn blob_in_use(&self, hash: [u8; 32]) -> Result<bool, StorageError> {
+        self.read(move |c| {
+            row(
+                c,
+                "SELECT 1 FROM blobs WHERE hash = ?1 LIMIT 1",
+                [hash],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|r| r.is_some())
+        })
+        .await
     }
 
     async fn blob(&self, vault: VaultId, hash: [u8; 32]) -> Result<Option<BlobInfo>, StorageError> {
