@@ -420,4 +420,27 @@ mod tests {
             Some(("Observation".to_owned(), "a".to_owned()))
         );
     }
+
+    /// vault-core's export and vault-fhir each know the FHIR content type
+    /// (vault-core does not depend on vault-fhir): the records an import
+    /// writes must be the ones an export gathers into its FHIR bundle.
+    #[test]
+    fn the_export_recognises_imported_fhir_records() {
+        use vault_core::export;
+        assert_eq!(export::FHIR_CONTENT_TYPE, vault_fhir::FHIR_CONTENT_TYPE);
+        let imported = vault_fhir::content_type("Observation", Some("a"));
+        assert!(export::is_fhir(&imported));
+        assert_eq!(export::extension(&imported), "json");
+        for ct in [
+            imported.as_str(),
+            "application/fhir+json",
+            " application/fhir+json ; resourceType=Patient",
+            "application/json",
+            "fhir+Observation",
+            "application/fhir+jsonx",
+            "",
+        ] {
+            assert_eq!(export::is_fhir(ct), vault_fhir::is_fhir(ct), "{ct:?}");
+        }
+    }
 }
