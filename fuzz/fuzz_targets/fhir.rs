@@ -1,11 +1,11 @@
-//! Feeds a FHIR R4 JSON document to `vault_core::fhir::split_bundle`, then
+//! Feeds a FHIR R4 JSON document to `vault_fhir::split_bundle`, then
 //! every resource it yields to `categorize`, `title`, `effective_at` and
 //! `summary` (as the import and the record views do), and every title and
 //! summary value to `clean`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vault_core::fhir;
+use vault_fhir as fhir;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(resources) = fhir::split_bundle(data) else {

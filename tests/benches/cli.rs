@@ -31,10 +31,10 @@ use vault_cli::output::Output;
 use vault_cli::records::{add_records, ensure_collections, find_collection, open_all, NewRecord};
 use vault_cli::session::{Options, Session};
 use vault_client::sync;
-use vault_core::fhir;
 use vault_core::{
     IdentityInfo, Keyring, Permission, RecordInfo, Role, SecretIdentity, VaultId, VaultState,
 };
+use vault_fhir as fhir;
 use vault_tests::RelayProcess;
 
 const SAMPLE: &str = "Dennis_Durgan_78f005f3-7b33-4a5b-84d9-28417b36dbab.json";

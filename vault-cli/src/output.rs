@@ -102,7 +102,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> Result<()> {
     Ok(())
 }
 
-pub use vault_core::fhir::clean;
+pub use vault_fhir::clean;
 
 /// A short form of a hex id, as lists show it.
 pub fn short(hex: &str) -> String {

@@ -109,7 +109,7 @@ pub async fn fetch_small_blobs<S: Store + ?Sized>(
 }
 
 /// The collections `keyring` can open, with their names (made safe to
-/// display with [`vault_core::fhir::clean`]: they come from the vault's
+/// display with [`vault_fhir::clean`]: they come from the vault's
 /// owner), in the log's order. Two collections may carry the same name.
 pub fn collection_names(state: &VaultState, keyring: &mut Keyring) -> Vec<(String, CollectionId)> {
     state
@@ -119,7 +119,7 @@ pub fn collection_names(state: &VaultState, keyring: &mut Keyring) -> Vec<(Strin
             state
                 .collection_name(keyring, &c.id)
                 .ok()
-                .map(|n| (vault_core::fhir::clean(&n), c.id))
+                .map(|n| (vault_fhir::clean(&n), c.id))
         })
         .collect()
 }
@@ -211,7 +211,7 @@ pub async fn ensure_collections<S: Store + ?Sized>(
 #[derive(Debug)]
 pub struct FhirImport {
     /// The resources to add, in input order.
-    pub fresh: Vec<vault_core::fhir::Resource>,
+    pub fresh: Vec<vault_fhir::Resource>,
     /// Resources skipped.
     pub skipped: usize,
     /// Resources to add per collection name.
@@ -220,14 +220,14 @@ pub struct FhirImport {
 
 impl FhirImport {
     /// Plans importing `resources` into a vault holding `existing` (resource
-    /// type, id) pairs ([`vault_core::fhir::resource_key`] of its records).
+    /// type, id) pairs ([`vault_fhir::resource_key`] of its records).
     pub fn plan(
-        resources: Vec<vault_core::fhir::Resource>,
+        resources: Vec<vault_fhir::Resource>,
         existing: BTreeSet<(String, String)>,
     ) -> Self {
         let total = resources.len();
         let mut seen = existing;
-        let fresh: Vec<vault_core::fhir::Resource> = resources
+        let fresh: Vec<vault_fhir::Resource> = resources
             .into_iter()
             .filter(|r| match &r.id {
                 Some(id) => seen.insert((r.resource_type.clone(), id.clone())),
@@ -272,10 +272,7 @@ impl FhirImport {
                 Ok(NewRecord {
                     collection,
                     info: RecordInfo {
-                        content_type: vault_core::fhir::content_type(
-                            &r.resource_type,
-                            r.id.as_deref(),
-                        ),
+                        content_type: vault_fhir::content_type(&r.resource_type, r.id.as_deref()),
                         title: r.title.clone(),
                         created_at: now,
                         effective_at: r.effective_at,
@@ -420,7 +417,7 @@ mod tests {
             {"resource":{"resourceType":"Condition","id":"c","code":{"text":"Asthma"}}},
             {"resource":{"resourceType":"Immunization","id":"i","vaccineCode":{"text":"Flu"}}}
         ]}"#;
-        let resources = vault_core::fhir::split_bundle(bundle).unwrap_or_default();
+        let resources = vault_fhir::split_bundle(bundle).unwrap_or_default();
         assert_eq!(resources.len(), 4);
         let existing = BTreeSet::from([("Immunization".to_owned(), "i".to_owned())]);
         let plan = FhirImport::plan(resources, existing);
@@ -440,8 +437,31 @@ mod tests {
         assert_eq!(records.len(), 2);
         assert!(records.iter().all(|r| r.info.created_at == 7));
         assert_eq!(
-            vault_core::fhir::resource_key(&records[0].info.content_type),
+            vault_fhir::resource_key(&records[0].info.content_type),
             Some(("Observation".to_owned(), "a".to_owned()))
         );
+    }
+
+    /// vault-core's export and vault-fhir each know the FHIR content type
+    /// (vault-core does not depend on vault-fhir): the records an import
+    /// writes must be the ones an export gathers into its FHIR bundle.
+    #[test]
+    fn the_export_recognises_imported_fhir_records() {
+        use vault_core::export;
+        assert_eq!(export::FHIR_CONTENT_TYPE, vault_fhir::FHIR_CONTENT_TYPE);
+        let imported = vault_fhir::content_type("Observation", Some("a"));
+        assert!(export::is_fhir(&imported));
+        assert_eq!(export::extension(&imported), "json");
+        for ct in [
+            imported.as_str(),
+            "application/fhir+json",
+            " application/fhir+json ; resourceType=Patient",
+            "application/json",
+            "fhir+Observation",
+            "application/fhir+jsonx",
+            "",
+        ] {
+            assert_eq!(export::is_fhir(ct), vault_fhir::is_fhir(ct), "{ct:?}");
+        }
     }
 }

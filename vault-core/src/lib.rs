@@ -14,8 +14,7 @@
 //!   [`VerifiedRecord`]s.
 //! - [`Keyring`]: the keys one principal unlocks from verified grants; it
 //!   opens verified records into plaintext ([`OpenedRecord`]).
-//! - [`export`]: standard age files and FHIR R4 bundles for the patient;
-//!   [`fhir`]: FHIR R4 bundles split into records, sorted and summarised.
+//! - [`export`]: standard age files and FHIR R4 bundles for the patient.
 //! - [`store`]: the local store trait, in memory and (feature `sqlite`) on
 //!   disk.
 #![forbid(unsafe_code)]
@@ -24,7 +23,6 @@ mod agefile;
 mod encoding;
 mod error;
 pub mod export;
-pub mod fhir;
 mod grant;
 mod identity;
 mod ids;

@@ -11,7 +11,8 @@
 //! Targets whose parsers live outside vault-core (`relay_bodies`,
 //! `client_answers`) or need the fuzz fixture vault (`record_open`) are
 //! replayed by their fuzz binaries: `cargo +nightly fuzz run <target>
-//! fuzz/regressions/<target>/*`.
+//! fuzz/regressions/<target>/*`. The `fhir` target's corpus is replayed by
+//! vault-fhir's own `tests/fuzz_regressions.rs`.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(
@@ -26,7 +27,7 @@ use std::path::{Path, PathBuf};
 use secrecy::SecretString;
 use vault_core::request::RequestAuth;
 use vault_core::{
-    fhir, keyfile, Checkpoint, Grant, LogEntry, PublicIdentity, RecordMetadata, VaultState,
+    keyfile, Checkpoint, Grant, LogEntry, PublicIdentity, RecordMetadata, VaultState,
     WrappedDataKey,
 };
 
@@ -123,17 +124,6 @@ fn keyfile(data: &[u8]) -> Result<(), String> {
         .map_err(err)
 }
 
-fn fhir_bundle(data: &[u8]) -> Result<(), String> {
-    for r in fhir::split_bundle(data).map_err(err)? {
-        let value: serde_json::Value = serde_json::from_slice(&r.json).unwrap();
-        let _ = fhir::categorize(&value);
-        assert!(!fhir::title(&value).is_empty());
-        let _ = fhir::effective_at(&value);
-        let _ = fhir::summary(&value);
-    }
-    Ok(())
-}
-
 fn request_auth(data: &[u8]) -> Result<(), String> {
     const NAMES: [&str; 5] = [
         "x-vault-identity",
@@ -166,7 +156,7 @@ fn request_auth(data: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-const TARGETS: [(&str, Feed); 9] = [
+const TARGETS: [(&str, Feed); 8] = [
     ("identity", identity),
     ("record_metadata", record_metadata),
     ("wrapped_key", wrapped_key),
@@ -174,7 +164,6 @@ const TARGETS: [(&str, Feed); 9] = [
     ("log_entry", log_entry),
     ("checkpoint", checkpoint),
     ("keyfile", keyfile),
-    ("fhir", fhir_bundle),
     ("request_auth", request_auth),
 ];
 

@@ -63,8 +63,8 @@ impl From<vault_client::ClientError> for Failure {
     }
 }
 
-impl From<vault_core::fhir::FhirError> for Failure {
-    fn from(e: vault_core::fhir::FhirError) -> Self {
+impl From<vault_fhir::FhirError> for Failure {
+    fn from(e: vault_fhir::FhirError) -> Self {
         Self::new("invalid_fhir", e.to_string())
     }
 }

@@ -11,11 +11,11 @@ use vault_client::records::{
     FhirImport,
 };
 use vault_client::sync;
-use vault_core::fhir;
 use vault_core::store::Store;
 use vault_core::{
     CollectionId, Keyring, OpenedRecord, RecordId, RecordInfo, RecordSummary, VaultId, VaultState,
 };
+use vault_fhir as fhir;
 
 use crate::failure::{Failure, Result};
 use crate::progress::Progress;

@@ -56,7 +56,7 @@ fn member(
     json!({
         "fingerprint": fp.to_string(),
         "fingerprintHex": fp.to_hex(),
-        "name": known.map(|i| vault_core::fhir::clean(i.display_name())),
+        "name": known.map(|i| vault_fhir::clean(i.display_name())),
         "role": known.map(|i| i.role().as_str()),
         "permission": permission,
         "expiresAt": expires_at,

@@ -59,7 +59,7 @@ pub fn run(cli: Cli) -> Result<()> {
 
 /// Formats Unix seconds as a UTC date for people.
 pub(crate) fn date(t: i64) -> String {
-    vault_core::fhir::format_date(t)
+    vault_fhir::format_date(t)
 }
 
 /// Formats an expiry for people: the UTC date and time, and how far away
@@ -92,7 +92,7 @@ pub(crate) fn parse_until(s: &str, now: u64) -> Result<u64> {
         ))
     };
     let s = s.trim();
-    if let Some(t) = vault_core::fhir::parse_date(s) {
+    if let Some(t) = vault_fhir::parse_date(s) {
         let t = u64::try_from(t).map_err(|_| bad())?;
         if t <= now {
             return Err(crate::error::CliError::Usage(format!(

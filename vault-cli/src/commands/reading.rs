@@ -16,7 +16,7 @@ use crate::records::{
     Listed,
 };
 use crate::session::{Namer, Session};
-use vault_core::fhir;
+use vault_fhir as fhir;
 
 /// Collection names by id, for the collections `keyring` can open.
 fn names_by_id(state: &VaultState, keyring: &mut Keyring) -> BTreeMap<CollectionId, String> {
@@ -322,7 +322,7 @@ pub fn show(session: &mut Session, args: &ShowArgs) -> Result<()> {
 fn clean_text(s: &str) -> String {
     s.chars()
         .map(|c| {
-            if vault_core::fhir::is_hidden(c) && c != '\n' && c != '\t' {
+            if vault_fhir::is_hidden(c) && c != '\n' && c != '\t' {
                 ' '
             } else {
                 c

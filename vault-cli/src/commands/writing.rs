@@ -17,7 +17,7 @@ use crate::output::{clean, line, short};
 use crate::records::{add_records, add_stream, ensure_collections, find_record, open_all};
 use crate::session::{system_now, Session};
 use vault_client::records::FhirImport;
-use vault_core::fhir;
+use vault_fhir as fhir;
 
 /// Largest JSON file read into memory (a FHIR resource or bundle).
 const MAX_JSON: u64 = 512 * 1024 * 1024;

@@ -1,13 +1,39 @@
-//! FHIR R4 JSON import: splitting Bundles into resources, sorting them into
-//! vault collections, and deriving titles, clinical dates and readable
-//! summaries.
+//! vault-fhir: FHIR R4 JSON for vault, a client-side end-to-end encrypted
+//! health-record vault. It splits Bundles into resources, sorts them into
+//! vault collections, derives titles, clinical dates and readable
+//! summaries, names the content type of FHIR records, and makes untrusted
+//! text safe to display ([`clean`]).
 //!
-//! Every input byte is untrusted. Nothing in this module panics or indexes
-//! slices directly: malformed input gives a [`FhirError`] whose message tells
-//! the user what to do, and malformed fields inside a resource just give
-//! `None` or a fallback text.
+//! This is clinical display logic, not cryptography: nothing here reads or
+//! writes a format of `docs/format.md`, and no security property of the
+//! vault depends on it (a record's content type and title are whatever its
+//! verified author sealed). It is a leaf crate: it depends on `serde_json`
+//! only, does no I/O, and builds natively and for `wasm32-unknown-unknown`
+//! (the CLI, the sync client and the browser bindings share it).
+//!
+//! Guarantees:
+//! - Every input byte is untrusted. Nothing in this crate panics or indexes
+//!   slices directly, whatever the input: malformed input gives a
+//!   [`FhirError`] whose message tells the user what to do, and malformed
+//!   fields inside a resource just give `None` or a fallback text.
+//! - Work and output are bounded: at most [`MAX_RESOURCES`] resources per
+//!   input, titles of at most [`MAX_TITLE_CHARS`] characters, summary values
+//!   of at most 1,000 characters; date strings longer than 64 bytes are not
+//!   parsed.
+//! - Titles and summaries contain no control characters or invisible
+//!   bidirectional overrides ([`is_hidden`]); [`clean`] removes them from
+//!   any other text before it is displayed.
+#![forbid(unsafe_code)]
+
+use std::fmt;
 
 use serde_json::{Map, Value};
+
+/// The content type of FHIR R4 JSON records (RFC 6838 registration by HL7).
+///
+/// `vault_core::export` recognises the same type to gather FHIR records into
+/// an export's FHIR bundle; a test in vault-client checks the two agree.
+pub const FHIR_CONTENT_TYPE: &str = "application/fhir+json";
 
 /// The most resources [`split_bundle`] accepts from one input.
 pub const MAX_RESOURCES: usize = 100_000;
@@ -116,13 +142,9 @@ pub struct Resource {
 }
 
 /// Why an input could not be imported as FHIR.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum FhirError {
     /// The input is not well-formed JSON.
-    #[error(
-        "the file is not valid JSON ({reason} at line {line}, column {column}); \
-         export the record as FHIR R4 JSON (not XML or PDF) and try again"
-    )]
     NotJson {
         /// The 1-based line where parsing failed.
         line: usize,
@@ -132,30 +154,18 @@ pub enum FhirError {
         reason: String,
     },
     /// The JSON is not an object with a string `resourceType`.
-    #[error(
-        "the JSON has no resourceType: is this a FHIR R4 resource or Bundle? \
-         Export the record as FHIR R4 JSON and try again"
-    )]
     NotFhir,
     /// The top-level `resourceType` is not a FHIR resource type name.
-    #[error(
-        "resourceType {found:?} is not a FHIR resource type name; \
-         export the record as FHIR R4 JSON and try again"
-    )]
     InvalidResourceType {
         /// The offending value, sanitized and shortened.
         found: String,
     },
     /// The Bundle itself is malformed.
-    #[error("the Bundle is malformed: {reason}; export it again or repair it, then retry")]
     InvalidBundle {
         /// What is wrong with the Bundle.
         reason: String,
     },
     /// One Bundle entry is malformed.
-    #[error(
-        "Bundle entry[{index}] is invalid: {reason}; fix or remove that entry and import again"
-    )]
     BundleEntry {
         /// The 0-based position of the entry in the Bundle's `entry` list.
         index: usize,
@@ -163,21 +173,60 @@ pub enum FhirError {
         reason: String,
     },
     /// The input holds more resources than one import accepts.
-    #[error(
-        "the file holds more than {limit} resources; \
-         split it into smaller Bundles and import them one at a time"
-    )]
     TooMany {
         /// The maximum number of resources per import.
         limit: usize,
     },
     /// A parsed resource could not be serialized again (should not happen).
-    #[error("could not re-encode a resource as JSON ({reason}); please report this as a bug")]
     Encode {
         /// The serializer's message.
         reason: String,
     },
 }
+
+impl fmt::Display for FhirError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FhirError::NotJson {
+                line,
+                column,
+                reason,
+            } => write!(
+                f,
+                "the file is not valid JSON ({reason} at line {line}, column {column}); \
+                 export the record as FHIR R4 JSON (not XML or PDF) and try again"
+            ),
+            FhirError::NotFhir => f.write_str(
+                "the JSON has no resourceType: is this a FHIR R4 resource or Bundle? \
+                 Export the record as FHIR R4 JSON and try again",
+            ),
+            FhirError::InvalidResourceType { found } => write!(
+                f,
+                "resourceType {found:?} is not a FHIR resource type name; \
+                 export the record as FHIR R4 JSON and try again"
+            ),
+            FhirError::InvalidBundle { reason } => write!(
+                f,
+                "the Bundle is malformed: {reason}; export it again or repair it, then retry"
+            ),
+            FhirError::BundleEntry { index, reason } => write!(
+                f,
+                "Bundle entry[{index}] is invalid: {reason}; fix or remove that entry and import again"
+            ),
+            FhirError::TooMany { limit } => write!(
+                f,
+                "the file holds more than {limit} resources; \
+                 split it into smaller Bundles and import them one at a time"
+            ),
+            FhirError::Encode { reason } => write!(
+                f,
+                "could not re-encode a resource as JSON ({reason}); please report this as a bug"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FhirError {}
 
 /// Parses a FHIR R4 Bundle (any type: transaction, batch, collection,
 /// searchset, document) or a single resource into resources, in bundle order.
@@ -1020,10 +1069,7 @@ fn sanitize(text: &str, max_chars: usize) -> String {
 /// resource id as parameters, so both can be read from a record's header
 /// without its body.
 pub fn content_type(resource_type: &str, id: Option<&str>) -> String {
-    let mut ct = format!(
-        "{}; resourceType={resource_type}",
-        crate::export::FHIR_CONTENT_TYPE
-    );
+    let mut ct = format!("{FHIR_CONTENT_TYPE}; resourceType={resource_type}");
     if let Some(id) = id.filter(|i| is_fhir_id(i)) {
         ct.push_str("; id=");
         ct.push_str(id);
@@ -1031,9 +1077,15 @@ pub fn content_type(resource_type: &str, id: Option<&str>) -> String {
     ct
 }
 
+/// Whether a content type denotes FHIR JSON: its media type, parameters
+/// aside, is [`FHIR_CONTENT_TYPE`].
+pub fn is_fhir(content_type: &str) -> bool {
+    content_type.split(';').next().unwrap_or_default().trim() == FHIR_CONTENT_TYPE
+}
+
 /// A parameter of a FHIR record's content type.
 fn fhir_param<'a>(content_type: &'a str, name: &str) -> Option<&'a str> {
-    if !crate::export::is_fhir(content_type) {
+    if !is_fhir(content_type) {
         return None;
     }
     content_type.split(';').skip(1).find_map(|p| {
