@@ -30,7 +30,7 @@ const REWRAP_LEN: usize = 16 + 4 + crate::keys::WRAPPED_KEY_LEN;
 
 /// The largest rotation payload the collection limits allow
 /// (`docs/format.md` §8.6): every live record re-wrapped, every member
-/// granted with a grant of the largest size. Below [`MAX_PAYLOAD_LEN`], and
+/// granted with a grant of the largest size. Below the 16 MiB payload limit, and
 /// below 12 MiB so that the relay's default 16 MiB request body holds it in
 /// base64.
 pub const MAX_ROTATION_LEN: usize = 16
