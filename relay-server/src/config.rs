@@ -479,6 +479,11 @@ impl Config {
         if self.max_chunk == 0 || self.max_json < 1024 {
             return bad("max_chunk must be positive and max_json at least 1KiB");
         }
+        if self.max_json < MIN_MAX_JSON {
+            return Err(ConfigError::Invalid(format!(
+                "max_json must be at least {MIN_MAX_JSON} bytes: the largest rotation (a revocation) must fit in one append, or an owner could be unable to revoke"
+            )));
+        }
         if self.timeout.is_zero() {
             return bad("timeout must be at least 1 second");
         }
@@ -491,6 +496,12 @@ impl Config {
         Ok(())
     }
 }
+
+/// The smallest `max_json` that still carries the largest rotation the
+/// collection limits allow (`vault_core::MAX_ROTATION_LEN`, base64 inside
+/// a JSON append, with room for the entry's header and signature), so an
+/// owner can always revoke (`docs/format.md` §8.2).
+pub const MIN_MAX_JSON: u64 = ((vault_core::MAX_ROTATION_LEN as u64 + 4096) / 3 + 1) * 4 + 4096;
 
 #[cfg(test)]
 mod tests {
@@ -619,5 +630,17 @@ abcdefghijklmnopqrstuvwxyz
             ..ServeArgs::default()
         };
         assert!(Config::resolve(&args).is_err());
+    }
+
+    #[test]
+    fn max_json_always_carries_the_largest_rotation() {
+        // The default holds the largest rotation in base64 with room to spare.
+        assert!(Config::default().max_json >= MIN_MAX_JSON);
+        assert!(MIN_MAX_JSON < 16 << 20);
+        let mut c = Config::default();
+        c.max_json = MIN_MAX_JSON - 1;
+        assert!(c.check().is_err());
+        c.max_json = MIN_MAX_JSON;
+        assert!(c.check().is_ok());
     }
 }
