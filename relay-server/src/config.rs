@@ -637,8 +637,10 @@ abcdefghijklmnopqrstuvwxyz
         // The default holds the largest rotation in base64 with room to spare.
         assert!(Config::default().max_json >= MIN_MAX_JSON);
         assert!(MIN_MAX_JSON < 16 << 20);
-        let mut c = Config::default();
-        c.max_json = MIN_MAX_JSON - 1;
+        let mut c = Config {
+            max_json: MIN_MAX_JSON - 1,
+            ..Config::default()
+        };
         assert!(c.check().is_err());
         c.max_json = MIN_MAX_JSON;
         assert!(c.check().is_ok());
