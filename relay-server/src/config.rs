@@ -636,7 +636,7 @@ abcdefghijklmnopqrstuvwxyz
     fn max_json_always_carries_the_largest_rotation() {
         // The default holds the largest rotation in base64 with room to spare.
         assert!(Config::default().max_json >= MIN_MAX_JSON);
-        assert!(MIN_MAX_JSON < 16 << 20);
+        const { assert!(MIN_MAX_JSON < 16 << 20) };
         let mut c = Config {
             max_json: MIN_MAX_JSON - 1,
             ..Config::default()
