@@ -1,0 +1,647 @@
+//! The log's rules (`docs/format.md` §8.2 to §8.7): verifying a log and
+//! applying each entry, one function per entry kind.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::error::{Error, Result};
+use crate::grant::{Grant, GrantScope, Permission, VerifiedGrant};
+use crate::identity::{Fingerprint, PublicIdentity};
+use crate::ids::{CollectionId, RecordId};
+use crate::log::{Checkpoint, EntryBody, LogEntry, Rotation};
+use crate::record::RecordMetadata;
+
+use super::*;
+
+impl VaultState {
+    /// Starts a state from the genesis entry (sequence 0).
+    pub fn from_genesis(entry: &LogEntry) -> Result<Self> {
+        let EntryBody::Genesis { owner } = entry.body() else {
+            return Err(Error::InvalidEntry {
+                seq: entry.seq(),
+                reason: "the first entry must be a genesis entry",
+            });
+        };
+        if entry.seq() != 0 || *entry.prev() != [0; 32] {
+            return Err(Error::InvalidEntry {
+                seq: entry.seq(),
+                reason: "genesis must have sequence 0 and no previous hash",
+            });
+        }
+        if entry.author() != owner.fingerprint() {
+            return Err(Error::Unauthorized {
+                seq: 0,
+                author: entry.author(),
+                reason: "is not the owner named in the genesis entry",
+            });
+        }
+        entry.verify_signature(owner)?;
+        let mut identities = HashMap::new();
+        identities.insert(owner.fingerprint(), owner.clone());
+        Ok(Self {
+            vault: entry.vault(),
+            owner: owner.clone(),
+            hashes: vec![*entry.hash()],
+            last_time: entry.time(),
+            identities,
+            collections: BTreeMap::new(),
+            records: HashMap::new(),
+            record_grants: HashMap::new(),
+        })
+    }
+
+    /// Verifies a whole log from genesis.
+    pub fn verify_log<'a>(entries: impl IntoIterator<Item = &'a LogEntry>) -> Result<Self> {
+        Self::verify_log_from(entries, None)
+    }
+
+    /// Verifies a whole log, trusting the prefix up to `trusted` (a
+    /// checkpoint this device verified before): entries up to it are
+    /// replayed without re-checking signatures, but the chain must reach
+    /// exactly the trusted head, and everything after it is fully verified.
+    pub fn verify_log_from<'a>(
+        entries: impl IntoIterator<Item = &'a LogEntry>,
+        trusted: Option<&Checkpoint>,
+    ) -> Result<Self> {
+        let mut it = entries.into_iter();
+        let genesis = it.next().ok_or(Error::Missing {
+            what: "the vault log (no genesis entry)".into(),
+        })?;
+        let mut state = Self::from_genesis(genesis)?;
+        for entry in it {
+            let trusted_prefix = trusted.is_some_and(|t| entry.seq() <= t.seq);
+            state.apply_inner(entry, !trusted_prefix)?;
+        }
+        if let Some(t) = trusted {
+            state.check_persisted(t)?;
+        }
+        Ok(state)
+    }
+
+    /// Verifies and applies the next entry. Every check runs before any
+    /// change, so on error the state is exactly as it was.
+    pub fn apply(&mut self, entry: &LogEntry) -> Result<()> {
+        self.apply_inner(entry, true)
+    }
+
+    pub(super) fn head_seq(&self) -> u64 {
+        (self.hashes.len() as u64).saturating_sub(1)
+    }
+
+    pub(super) fn apply_inner(&mut self, entry: &LogEntry, check_signature: bool) -> Result<()> {
+        let seq = entry.seq();
+        let next = self.hashes.len() as u64;
+        if entry.vault() != self.vault {
+            return Err(Error::ContextMismatch {
+                what: "log entry",
+                field: "vault",
+            });
+        }
+        if seq < next {
+            let ours = usize::try_from(seq).ok().and_then(|i| self.hashes.get(i));
+            return Err(match ours {
+                Some(h) if h == entry.hash() => Error::InvalidEntry {
+                    seq,
+                    reason: "duplicate of an entry already applied",
+                },
+                _ => Error::Fork { seq },
+            });
+        }
+        if seq > next {
+            return Err(Error::Missing {
+                what: format!("vault log entries {next} to {}", seq - 1),
+            });
+        }
+        if Some(entry.prev()) != self.hashes.last() {
+            return Err(Error::ChainBroken { seq });
+        }
+        if entry.time() < self.last_time {
+            return Err(Error::InvalidEntry {
+                seq,
+                reason: "its time is before the previous entry's",
+            });
+        }
+        let author = self
+            .identities
+            .get(&entry.author())
+            .ok_or(Error::Unauthorized {
+                seq,
+                author: entry.author(),
+                reason: "is not the owner or a member of this vault",
+            })?
+            .clone();
+        if check_signature {
+            entry.verify_signature(&author)?;
+        }
+        let is_owner = author.fingerprint() == self.owner.fingerprint();
+        let ctx = Applying {
+            seq,
+            author: entry.author(),
+            time: entry.time(),
+            is_owner,
+        };
+
+        match entry.body() {
+            EntryBody::Genesis { .. } => Err(ctx.invalid("a second genesis entry")),
+            EntryBody::CollectionCreated {
+                collection,
+                sealed_name,
+                owner_grant,
+            } => self.apply_collection_created(&ctx, collection, sealed_name, owner_grant),
+            EntryBody::RecordPut { metadata } => {
+                self.apply_record_put(&ctx, entry, &author, metadata)
+            }
+            EntryBody::RecordDeleted { record, version } => {
+                self.apply_record_deleted(&ctx, record, version)
+            }
+            EntryBody::GrantAdded { member, grant } => self.apply_grant_added(&ctx, member, grant),
+            EntryBody::Rotation(rotation) => self.apply_rotation_entry(&ctx, rotation),
+            EntryBody::RecordPurged { record, through } => {
+                self.apply_record_purged(&ctx, record, through)
+            }
+            EntryBody::RecordGrantRevoked { record, member } => {
+                self.apply_record_grant_revoked(&ctx, record, member)
+            }
+        }?;
+
+        self.hashes.push(*entry.hash());
+        self.last_time = entry.time();
+        Ok(())
+    }
+
+    pub(super) fn verify_grant(&self, grant: &Grant, seq: u64) -> Result<VerifiedGrant> {
+        if grant.vault() != self.vault {
+            return Err(Error::ContextMismatch {
+                what: "grant",
+                field: "vault",
+            });
+        }
+        grant.verify(&self.owner).map_err(|_| Error::Unauthorized {
+            seq,
+            author: grant.member(),
+            reason: "holds a grant not signed by the vault owner",
+        })
+    }
+
+    /// Whether `who` may delete or replace any record of `collection` at
+    /// `at` (a read-write grant in force; a read-add grant may not).
+    pub(super) fn may_write(&self, collection: &CollectionId, who: &Fingerprint, at: u64) -> bool {
+        self.collections
+            .get(collection)
+            .and_then(|c| c.grants.get(who))
+            .is_some_and(|g| g.permission() == Permission::ReadWrite && g.is_valid_at(at))
+    }
+
+    pub(super) fn check_record_put(
+        &self,
+        entry: &LogEntry,
+        m: &RecordMetadata,
+        author: &PublicIdentity,
+        is_owner: bool,
+    ) -> Result<()> {
+        let seq = entry.seq();
+        if m.vault() != self.vault {
+            return Err(Error::ContextMismatch {
+                what: "record metadata",
+                field: "vault",
+            });
+        }
+        if m.author() != entry.author() {
+            return Err(Error::InvalidEntry {
+                seq,
+                reason: "record metadata names another author than the entry",
+            });
+        }
+        crate::primitives::verify(
+            author.verifying_key(),
+            &m.signed_bytes(),
+            &m.signature,
+            "record metadata",
+        )?;
+        let coll = self
+            .collections
+            .get(&m.collection())
+            .ok_or(Error::InvalidEntry {
+                seq,
+                reason: "record in an unknown collection",
+            })?;
+        if !is_owner {
+            let grant = coll
+                .grants
+                .get(&entry.author())
+                .ok_or(Error::Unauthorized {
+                    seq,
+                    author: entry.author(),
+                    reason: "is not a member of this record's collection",
+                })?;
+            if !grant.permission().may_add() {
+                return Err(Error::Unauthorized {
+                    seq,
+                    author: entry.author(),
+                    reason: "is a read-only member of this record's collection",
+                });
+            }
+            if grant.permission() == Permission::Add
+                && self
+                    .records
+                    .get(&m.record())
+                    .and_then(|rs| rs.versions.first())
+                    .and_then(|(first, _)| first.as_ref())
+                    .is_some_and(|first| first.author() != entry.author())
+            {
+                return Err(Error::Unauthorized {
+                    seq,
+                    author: entry.author(),
+                    reason: "may add records but not replace one someone else created",
+                });
+            }
+            if !grant.is_valid_at(entry.time()) {
+                return Err(Error::Unauthorized {
+                    seq,
+                    author: entry.author(),
+                    reason: "wrote after their grant expired",
+                });
+            }
+        }
+        if m.epoch() != coll.epoch {
+            return Err(Error::ContextMismatch {
+                what: "record metadata",
+                field: "epoch",
+            });
+        }
+        match self.records.get(&m.record()) {
+            None if coll.records.len() >= MAX_COLLECTION_RECORDS => Err(Error::InvalidEntry {
+                seq,
+                reason: "the collection already holds the maximum number of records",
+            }),
+            None if m.version() == 1 => Ok(()),
+            None => Err(Error::InvalidEntry {
+                seq,
+                reason: "a new record must start at version 1",
+            }),
+            Some(rs) if rs.collection != m.collection() => Err(Error::ContextMismatch {
+                what: "record metadata",
+                field: "collection",
+            }),
+            Some(rs) if rs.is_deleted() => Err(Error::InvalidEntry {
+                seq,
+                reason: "the record was deleted",
+            }),
+            Some(rs) if m.version() != rs.current_version().saturating_add(1) => {
+                Err(Error::StaleVersion {
+                    current: rs.current_version(),
+                    offered: m.version(),
+                })
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    pub(super) fn apply_rotation(&mut self, r: &Rotation, seq: u64) -> Result<()> {
+        let invalid = |reason| Error::InvalidEntry { seq, reason };
+        let coll = self
+            .collections
+            .get(&r.collection)
+            .ok_or(invalid("rotation of an unknown collection"))?;
+        if r.epoch != coll.epoch.saturating_add(1) {
+            return Err(invalid("rotation must move to the next epoch"));
+        }
+        let owner = self.owner.fingerprint();
+        if r.revoked.contains(&owner) {
+            return Err(invalid("the owner cannot be revoked"));
+        }
+        if r.revoked.iter().any(|m| !coll.grants.contains_key(m)) {
+            return Err(invalid("revokes someone who is not a member"));
+        }
+        let remaining: BTreeSet<Fingerprint> = coll
+            .grants
+            .keys()
+            .filter(|m| !r.revoked.contains(m))
+            .copied()
+            .collect();
+        let granted: BTreeSet<Fingerprint> = r.grants.iter().map(Grant::member).collect();
+        if remaining != granted || granted.len() != r.grants.len() {
+            return Err(invalid(
+                "new grants must go to exactly the remaining members",
+            ));
+        }
+        let mut grants = BTreeMap::new();
+        for g in &r.grants {
+            let g = self.verify_grant(g, seq)?;
+            if g.scope()
+                != (GrantScope::Collection {
+                    collection: r.collection,
+                    epoch: r.epoch,
+                })
+            {
+                return Err(invalid("a new grant is not for the new epoch"));
+            }
+            if g.member() == owner
+                && (g.permission() != Permission::ReadWrite || g.expires_at().is_some())
+            {
+                return Err(invalid(
+                    "the owner's new grant must be read-write without expiry",
+                ));
+            }
+            grants.insert(g.member(), g);
+        }
+        let mut accounted: Vec<RecordId> = r
+            .rewraps
+            .iter()
+            .map(|rw| rw.record)
+            .chain(r.dropped.iter().copied())
+            .collect();
+        accounted.sort_unstable_by_key(|id| *id.as_bytes());
+        if accounted.len() != coll.records.len() || !accounted.iter().eq(coll.records.iter()) {
+            return Err(invalid(
+                "rotation must re-wrap or drop every live record of the collection, each once",
+            ));
+        }
+        for rw in &r.rewraps {
+            let current = self
+                .records
+                .get(&rw.record)
+                .map(RecordState::current_version);
+            if current != Some(rw.version) {
+                return Err(invalid("a re-wrap names a stale record version"));
+            }
+        }
+        for rw in &r.rewraps {
+            if let Some(rs) = self.records.get_mut(&rw.record) {
+                rs.key_epoch = r.epoch;
+                rs.wrapped = Some(rw.wrapped.clone());
+            }
+        }
+        for id in &r.dropped {
+            if let Some(rs) = self.records.get_mut(id) {
+                rs.retire_current();
+                rs.versions.push((None, seq));
+            }
+        }
+        if let Some(coll) = self.collections.get_mut(&r.collection) {
+            for id in &r.dropped {
+                coll.records.remove(id);
+            }
+            let previous = std::mem::replace(&mut coll.grants, grants);
+            coll.history.push(previous);
+            coll.epoch = r.epoch;
+            coll.sealed_name = r.sealed_name.clone();
+            coll.dirty = false;
+        }
+        Ok(())
+    }
+
+    fn apply_collection_created(
+        &mut self,
+        ctx: &Applying,
+        collection: &CollectionId,
+        sealed_name: &[u8],
+        owner_grant: &Grant,
+    ) -> Result<()> {
+        let (seq, is_owner) = (ctx.seq, ctx.is_owner);
+        if !is_owner {
+            return Err(ctx.unauthorized("is not the owner, so may not create collections"));
+        }
+        if self.collections.contains_key(collection) {
+            return Err(ctx.invalid("the collection already exists"));
+        }
+        let grant = self.verify_grant(owner_grant, seq)?;
+        if grant.scope()
+            != (GrantScope::Collection {
+                collection: *collection,
+                epoch: 0,
+            })
+            || grant.member() != self.owner.fingerprint()
+            || grant.permission() != Permission::ReadWrite
+            || grant.expires_at().is_some()
+        {
+            return Err(ctx.invalid("the owner grant does not match the new collection"));
+        }
+        let mut grants = BTreeMap::new();
+        grants.insert(grant.member(), grant);
+        self.collections.insert(
+            *collection,
+            Collection {
+                epoch: 0,
+                sealed_name: sealed_name.to_vec(),
+                grants,
+                history: Vec::new(),
+                records: BTreeSet::new(),
+                dirty: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn apply_record_put(
+        &mut self,
+        ctx: &Applying,
+        entry: &LogEntry,
+        author: &PublicIdentity,
+        metadata: &RecordMetadata,
+    ) -> Result<()> {
+        let (seq, is_owner) = (ctx.seq, ctx.is_owner);
+        self.check_record_put(entry, metadata, author, is_owner)?;
+        let coll = self
+            .collections
+            .get_mut(&metadata.collection())
+            .ok_or(ctx.invalid("unknown collection"))?;
+        if !coll.records.insert(metadata.record()) {
+            coll.dirty = true;
+        }
+        let rs = self
+            .records
+            .entry(metadata.record())
+            .or_insert(RecordState {
+                collection: metadata.collection(),
+                versions: Vec::new(),
+                key_epoch: metadata.epoch(),
+                wrapped: None,
+                last_wraps: BTreeMap::new(),
+                purged_through: 0,
+            });
+        rs.retire_current();
+        rs.versions.push((Some(metadata.clone()), seq));
+        rs.key_epoch = metadata.epoch();
+        rs.wrapped = Some(metadata.wrapped_key.clone());
+        Ok(())
+    }
+
+    fn apply_record_deleted(
+        &mut self,
+        ctx: &Applying,
+        record: &RecordId,
+        version: &u32,
+    ) -> Result<()> {
+        let (seq, is_owner) = (ctx.seq, ctx.is_owner);
+        let rs = self
+            .records
+            .get(record)
+            .ok_or(ctx.invalid("unknown record"))?;
+        if rs.is_deleted() {
+            return Err(ctx.invalid("the record is already deleted"));
+        }
+        if *version != rs.current_version().saturating_add(1) {
+            return Err(Error::StaleVersion {
+                current: rs.current_version(),
+                offered: *version,
+            });
+        }
+        let collection = rs.collection;
+        if !is_owner && !self.may_write(&collection, &ctx.author, ctx.time) {
+            return Err(ctx.unauthorized("has no write access to this record's collection"));
+        }
+        if let Some(rs) = self.records.get_mut(record) {
+            rs.retire_current();
+            rs.versions.push((None, seq));
+        }
+        if let Some(c) = self.collections.get_mut(&collection) {
+            c.records.remove(record);
+            c.dirty = true;
+        }
+        Ok(())
+    }
+
+    fn apply_grant_added(
+        &mut self,
+        ctx: &Applying,
+        member: &PublicIdentity,
+        grant: &Grant,
+    ) -> Result<()> {
+        let (seq, is_owner) = (ctx.seq, ctx.is_owner);
+        if !is_owner {
+            return Err(ctx.unauthorized("is not the owner, so may not share"));
+        }
+        if member.fingerprint() != grant.member() {
+            return Err(ctx.invalid("the grant is for another identity than the one attached"));
+        }
+        if grant.member() == self.owner.fingerprint() {
+            return Err(ctx.invalid("the owner cannot be granted access to their own vault"));
+        }
+        if let Some(known) = self.identities.get(&member.fingerprint()) {
+            if known != member {
+                return Err(ctx.invalid("a different document for a known member"));
+            }
+        }
+        let grant = self.verify_grant(grant, seq)?;
+        match grant.scope() {
+            GrantScope::Collection { collection, epoch } => {
+                let coll = self
+                    .collections
+                    .get_mut(&collection)
+                    .ok_or(ctx.invalid("grant for an unknown collection"))?;
+                if epoch != coll.epoch {
+                    return Err(ctx.invalid("grant for a past or future epoch"));
+                }
+                if !coll.grants.contains_key(&grant.member())
+                    && coll.grants.len() >= MAX_COLLECTION_MEMBERS
+                {
+                    return Err(
+                        ctx.invalid("the collection already has the maximum number of members")
+                    );
+                }
+                coll.grants.insert(grant.member(), grant);
+            }
+            GrantScope::Record {
+                collection,
+                record,
+                version,
+            } => {
+                let rs = self
+                    .records
+                    .get(&record)
+                    .ok_or(ctx.invalid("grant for an unknown record"))?;
+                if rs.collection != collection || rs.is_deleted() || version != rs.current_version()
+                {
+                    return Err(
+                        ctx.invalid("record grant does not name the record's current version")
+                    );
+                }
+                self.record_grants.insert((record, grant.member()), grant);
+            }
+        }
+        self.identities.insert(member.fingerprint(), member.clone());
+        Ok(())
+    }
+
+    fn apply_rotation_entry(&mut self, ctx: &Applying, rotation: &Rotation) -> Result<()> {
+        let (seq, is_owner) = (ctx.seq, ctx.is_owner);
+        if !is_owner {
+            return Err(ctx.unauthorized("is not the owner, so may not rotate keys"));
+        }
+        self.apply_rotation(rotation, seq)?;
+        Ok(())
+    }
+
+    fn apply_record_purged(
+        &mut self,
+        ctx: &Applying,
+        record: &RecordId,
+        through: &u32,
+    ) -> Result<()> {
+        let is_owner = ctx.is_owner;
+        if !is_owner {
+            return Err(ctx.unauthorized("is not the owner, so may not purge"));
+        }
+        let rs = self
+            .records
+            .get_mut(record)
+            .ok_or(ctx.invalid("unknown record"))?;
+        if *through <= rs.purged_through {
+            return Err(ctx.invalid("those versions are already purged"));
+        }
+        if *through >= rs.current_version() {
+            return Err(
+                ctx.invalid("a purge must leave the current version (delete the record first)")
+            );
+        }
+        rs.purged_through = *through;
+        rs.last_wraps.retain(|v, _| *v > *through);
+        let through = *through;
+        self.record_grants.retain(|(r, _), g| {
+            *r != *record
+                || !matches!(g.scope(), GrantScope::Record { version, .. } if version <= through)
+        });
+        Ok(())
+    }
+
+    fn apply_record_grant_revoked(
+        &mut self,
+        ctx: &Applying,
+        record: &RecordId,
+        member: &Fingerprint,
+    ) -> Result<()> {
+        let is_owner = ctx.is_owner;
+        if !is_owner {
+            return Err(ctx.unauthorized("is not the owner, so may not revoke"));
+        }
+        if self.record_grants.remove(&(*record, *member)).is_none() {
+            return Err(ctx.invalid("no such record grant"));
+        }
+        Ok(())
+    }
+}
+
+/// The entry being applied, as the kind-specific rules need it.
+struct Applying {
+    seq: u64,
+    author: Fingerprint,
+    time: u64,
+    is_owner: bool,
+}
+
+impl Applying {
+    fn unauthorized(&self, reason: &'static str) -> Error {
+        Error::Unauthorized {
+            seq: self.seq,
+            author: self.author,
+            reason,
+        }
+    }
+
+    fn invalid(&self, reason: &'static str) -> Error {
+        Error::InvalidEntry {
+            seq: self.seq,
+            reason,
+        }
+    }
+}

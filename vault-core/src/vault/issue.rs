@@ -1,0 +1,473 @@
+//! Issuing new entries: each builder checks the author's rights against
+//! the verified state and returns a signed entry for the caller to append
+//! and apply.
+
+use std::io::{Read, Write};
+
+use crate::error::{Error, Result};
+use crate::grant::{Grant, Permission};
+use crate::identity::{Fingerprint, PublicIdentity, SecretIdentity};
+use crate::ids::{CollectionId, RecordId, VaultId};
+use crate::keys::CollectionKey;
+use crate::log::{EntryBody, LogEntry, Rewrap, Rotation};
+use crate::record::{self, RecordInfo, RecordMetadata};
+
+use super::*;
+
+impl VaultState {
+    // ----- writing ------------------------------------------------------
+
+    pub(super) fn next_entry(
+        &self,
+        author: &SecretIdentity,
+        now: u64,
+        body: EntryBody,
+    ) -> Result<LogEntry> {
+        let head = self.head();
+        LogEntry::sign(
+            author,
+            self.vault,
+            head.seq.saturating_add(1),
+            head.head,
+            now.max(self.last_time),
+            body,
+        )
+    }
+
+    /// Re-issues an already sealed record version as a record-put entry on
+    /// the current head, for a writer whose append lost a race: the
+    /// ciphertext, its signed metadata and the uploaded blob stay valid as
+    /// long as nobody wrote another version of the record and the
+    /// collection did not rotate in between. Checks exactly what
+    /// [`VaultState::apply`] will; on error (for example
+    /// [`Error::StaleVersion`], or a [`Error::ContextMismatch`] on the
+    /// epoch), seal the record again with [`VaultState::put_record`].
+    pub fn record_put_entry(
+        &self,
+        author: &SecretIdentity,
+        metadata: &RecordMetadata,
+        now: u64,
+    ) -> Result<LogEntry> {
+        let entry = self.record_put(author, metadata, now)?;
+        let is_owner = author.fingerprint() == self.owner.fingerprint();
+        self.check_record_put(&entry, metadata, author.public(), is_owner)?;
+        Ok(entry)
+    }
+
+    /// [`VaultState::record_put_entry`] followed by [`VaultState::apply`],
+    /// checking once: issues a record-put entry for already sealed
+    /// `metadata` on the current head and applies it (every check
+    /// [`VaultState::apply`] makes, signatures included). On error the
+    /// state is unchanged. For writers appending many records in one
+    /// batch.
+    pub fn issue_record_put(
+        &mut self,
+        author: &SecretIdentity,
+        metadata: &RecordMetadata,
+        now: u64,
+    ) -> Result<LogEntry> {
+        let entry = self.record_put(author, metadata, now)?;
+        self.apply(&entry)?;
+        Ok(entry)
+    }
+
+    /// A record-put entry for `metadata` on the current head (unchecked).
+    pub(super) fn record_put(
+        &self,
+        author: &SecretIdentity,
+        metadata: &RecordMetadata,
+        now: u64,
+    ) -> Result<LogEntry> {
+        self.next_entry(
+            author,
+            now,
+            EntryBody::RecordPut {
+                metadata: metadata.clone(),
+            },
+        )
+    }
+
+    pub(super) fn require_owner(&self, who: &SecretIdentity) -> Result<()> {
+        if who.fingerprint() == self.owner.fingerprint() {
+            Ok(())
+        } else {
+            Err(Error::AccessDenied("only the vault owner can do this"))
+        }
+    }
+
+    /// Creates a new vault owned by `owner`: its state and genesis entry.
+    pub fn create(owner: &SecretIdentity, now: u64) -> Result<(Self, LogEntry)> {
+        let entry = LogEntry::sign(
+            owner,
+            VaultId::random(),
+            0,
+            [0; 32],
+            now,
+            EntryBody::Genesis {
+                owner: owner.public().clone(),
+            },
+        )?;
+        Ok((Self::from_genesis(&entry)?, entry))
+    }
+
+    /// An entry creating a collection named `name` (the name is sealed).
+    pub fn create_collection(
+        &self,
+        owner: &SecretIdentity,
+        name: &str,
+        now: u64,
+    ) -> Result<(CollectionId, LogEntry)> {
+        self.require_owner(owner)?;
+        let collection = CollectionId::random();
+        let key = CollectionKey::generate(self.vault, collection, 0);
+        let body = EntryBody::CollectionCreated {
+            collection,
+            sealed_name: key.seal_name(name)?,
+            owner_grant: Grant::for_collection(
+                owner,
+                &key,
+                owner.public(),
+                Permission::ReadWrite,
+                None,
+                now,
+            )?,
+        };
+        Ok((collection, self.next_entry(owner, now, body)?))
+    }
+
+    /// An entry adding a record (`record: None`) or a new version of one to
+    /// `collection`, sealing `body` (exactly `body_len` bytes) into
+    /// `ciphertext`. The author must be the owner or a member with write
+    /// access; the returned entry is not yet applied.
+    #[allow(clippy::too_many_arguments)]
+    pub fn put_record<R: Read, W: Write>(
+        &self,
+        author: &SecretIdentity,
+        keyring: &mut Keyring,
+        collection: &CollectionId,
+        record: Option<RecordId>,
+        info: &RecordInfo,
+        body: R,
+        body_len: u64,
+        ciphertext: W,
+        now: u64,
+    ) -> Result<(RecordMetadata, LogEntry)> {
+        let coll = self.collections.get(collection).ok_or(Error::Missing {
+            what: format!("collection {collection}"),
+        })?;
+        let is_owner = author.fingerprint() == self.owner.fingerprint();
+        let permission = self
+            .collections
+            .get(collection)
+            .and_then(|c| c.grants.get(&author.fingerprint()))
+            .filter(|g| g.is_valid_at(now))
+            .map(|g| g.permission());
+        if !is_owner && !permission.is_some_and(Permission::may_add) {
+            return Err(Error::AccessDenied(
+                "you have no write access to this collection",
+            ));
+        }
+        let (record, version) = match record {
+            None => (RecordId::random(), 1),
+            Some(id) => {
+                let rs = self.records.get(&id).ok_or(Error::Missing {
+                    what: format!("record {id}"),
+                })?;
+                if rs.collection != *collection {
+                    return Err(Error::InvalidInput("the record is in another collection"));
+                }
+                if rs.is_deleted() {
+                    return Err(Error::InvalidInput("the record was deleted"));
+                }
+                let first_author = rs
+                    .versions
+                    .first()
+                    .and_then(|(m, _)| m.as_ref())
+                    .map(RecordMetadata::author);
+                if !is_owner
+                    && permission == Some(Permission::Add)
+                    && first_author != Some(author.fingerprint())
+                {
+                    return Err(Error::AccessDenied(
+                        "you may add records to this collection, not replace one someone else created",
+                    ));
+                }
+                (id, rs.current_version().saturating_add(1))
+            }
+        };
+        let key = keyring.collection_key(self, collection, coll.epoch)?;
+        let metadata = record::seal(
+            author, key, record, version, info, body, body_len, ciphertext,
+        )?;
+        let entry = self.next_entry(
+            author,
+            now,
+            EntryBody::RecordPut {
+                metadata: metadata.clone(),
+            },
+        )?;
+        Ok((metadata, entry))
+    }
+
+    /// An entry deleting a record.
+    pub fn delete_record(
+        &self,
+        author: &SecretIdentity,
+        record: &RecordId,
+        now: u64,
+    ) -> Result<LogEntry> {
+        let rs = self.records.get(record).ok_or(Error::Missing {
+            what: format!("record {record}"),
+        })?;
+        if rs.is_deleted() {
+            return Err(Error::InvalidInput("the record is already deleted"));
+        }
+        if author.fingerprint() != self.owner.fingerprint()
+            && !self.may_write(&rs.collection, &author.fingerprint(), now)
+        {
+            return Err(Error::AccessDenied(
+                "you have no write access to this record",
+            ));
+        }
+        let body = EntryBody::RecordDeleted {
+            record: *record,
+            version: rs.current_version().saturating_add(1),
+        };
+        self.next_entry(author, now, body)
+    }
+
+    /// An entry purging every version of `record` but the current one (all
+    /// of them if the record is deleted) for good: relays delete their
+    /// ciphertext and nobody, the owner included, can fetch them again.
+    /// Owner only.
+    pub fn purge_record(
+        &self,
+        owner: &SecretIdentity,
+        record: &RecordId,
+        now: u64,
+    ) -> Result<LogEntry> {
+        self.require_owner(owner)?;
+        let rs = self.records.get(record).ok_or(Error::Missing {
+            what: format!("record {record}"),
+        })?;
+        let through = rs.current_version().saturating_sub(1);
+        if through <= rs.purged_through {
+            return Err(Error::InvalidInput(
+                "this record has no earlier versions to purge",
+            ));
+        }
+        self.next_entry(
+            owner,
+            now,
+            EntryBody::RecordPurged {
+                record: *record,
+                through,
+            },
+        )
+    }
+
+    /// The ciphertext addresses of `record`'s purged versions: what relays
+    /// and devices delete once the purge is applied.
+    pub fn purged_ciphertexts(&self, record: &RecordId) -> Vec<[u8; 32]> {
+        self.records
+            .get(record)
+            .map(|rs| {
+                rs.versions
+                    .iter()
+                    .take(usize::try_from(rs.purged_through).unwrap_or(usize::MAX))
+                    .filter_map(|(m, _)| m.as_ref().map(|m| *m.ciphertext_hash()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// An entry sharing a collection with `member` (one grant, whatever the
+    /// collection's size).
+    #[allow(clippy::too_many_arguments)]
+    pub fn share_collection(
+        &self,
+        owner: &SecretIdentity,
+        keyring: &mut Keyring,
+        collection: &CollectionId,
+        member: &PublicIdentity,
+        permission: Permission,
+        expires_at: Option<u64>,
+        now: u64,
+    ) -> Result<LogEntry> {
+        self.require_owner(owner)?;
+        if member.fingerprint() == owner.fingerprint() {
+            return Err(Error::InvalidInput(
+                "you already have access to your own vault",
+            ));
+        }
+        let epoch = self
+            .collections
+            .get(collection)
+            .ok_or(Error::Missing {
+                what: format!("collection {collection}"),
+            })?
+            .epoch;
+        let key = keyring.collection_key(self, collection, epoch)?;
+        let grant = Grant::for_collection(owner, key, member, permission, expires_at, now)?;
+        self.next_entry(
+            owner,
+            now,
+            EntryBody::GrantAdded {
+                member: member.clone(),
+                grant,
+            },
+        )
+    }
+
+    /// An entry sharing one record's current version with `member`
+    /// (read-only).
+    pub fn share_record(
+        &self,
+        owner: &SecretIdentity,
+        keyring: &mut Keyring,
+        record: &RecordId,
+        member: &PublicIdentity,
+        expires_at: Option<u64>,
+        now: u64,
+    ) -> Result<LogEntry> {
+        self.require_owner(owner)?;
+        let verified = self.record(record)?;
+        let data_key = keyring.data_key(self, &verified)?;
+        let m = verified.metadata();
+        let grant = Grant::for_record(
+            owner,
+            self.vault,
+            m.collection(),
+            m.record(),
+            m.version(),
+            &data_key,
+            member,
+            expires_at,
+            now,
+        )?;
+        self.next_entry(
+            owner,
+            now,
+            EntryBody::GrantAdded {
+                member: member.clone(),
+                grant,
+            },
+        )
+    }
+
+    /// An entry revoking `members` from a collection: a new epoch, a fresh
+    /// key granted to the remaining members, and every live record's data
+    /// key re-wrapped (payloads untouched).
+    pub fn revoke(
+        &self,
+        owner: &SecretIdentity,
+        keyring: &mut Keyring,
+        collection: &CollectionId,
+        members: &[Fingerprint],
+        now: u64,
+    ) -> Result<LogEntry> {
+        self.require_owner(owner)?;
+        let coll = self.collections.get(collection).ok_or(Error::Missing {
+            what: format!("collection {collection}"),
+        })?;
+        let mut revoked: Vec<Fingerprint> = members.to_vec();
+        revoked.sort_by_key(|f| *f.as_bytes());
+        revoked.dedup();
+        if revoked
+            .iter()
+            .any(|m| !coll.grants.contains_key(m) || *m == owner.fingerprint())
+        {
+            return Err(Error::InvalidInput(
+                "can only revoke current members other than yourself",
+            ));
+        }
+        let old_epoch = coll.epoch;
+        let new_epoch = old_epoch
+            .checked_add(1)
+            .ok_or(Error::InvalidInput("epoch overflow"))?;
+        let old_key = keyring.collection_key(self, collection, old_epoch)?;
+        let name = old_key.open_name(&coll.sealed_name)?;
+        let new_key = CollectionKey::generate(self.vault, *collection, new_epoch);
+        let mut rewraps = Vec::with_capacity(coll.records.len());
+        let mut dropped = Vec::new();
+        for id in &coll.records {
+            let verified = self.record(id)?;
+            let version = verified.metadata().version();
+            match verified.data_key(old_key) {
+                Ok(data_key) => rewraps.push(Rewrap {
+                    record: *id,
+                    version,
+                    wrapped: new_key.wrap(&data_key, id, version),
+                }),
+                // A key that does not unwrap under the owner's own epoch key
+                // was written by a faulty or malicious writer: nobody can
+                // open the record, and it must not block the revocation.
+                Err(Error::DecryptionFailed) => dropped.push(*id),
+                Err(e) => return Err(e),
+            }
+        }
+        let mut grants = Vec::new();
+        for (member, g) in &coll.grants {
+            if revoked.contains(member) {
+                continue;
+            }
+            let identity = self.identities.get(member).ok_or(Error::Missing {
+                what: "a member's identity".into(),
+            })?;
+            grants.push(Grant::for_collection(
+                owner,
+                &new_key,
+                identity,
+                g.permission(),
+                g.expires_at(),
+                now,
+            )?);
+        }
+        grants.sort_by_key(|g| *g.member().as_bytes());
+        let body = EntryBody::Rotation(Rotation {
+            collection: *collection,
+            epoch: new_epoch,
+            revoked,
+            sealed_name: new_key.seal_name(&name)?,
+            grants,
+            rewraps,
+            dropped,
+        });
+        self.next_entry(owner, now, body)
+    }
+
+    /// An entry withdrawing a single-record grant.
+    pub fn revoke_record_grant(
+        &self,
+        owner: &SecretIdentity,
+        record: &RecordId,
+        member: &Fingerprint,
+        now: u64,
+    ) -> Result<LogEntry> {
+        self.require_owner(owner)?;
+        if !self.record_grants.contains_key(&(*record, *member)) {
+            return Err(Error::InvalidInput("no such record grant"));
+        }
+        self.next_entry(
+            owner,
+            now,
+            EntryBody::RecordGrantRevoked {
+                record: *record,
+                member: *member,
+            },
+        )
+    }
+
+    /// The collection's name, decrypted with the caller's key.
+    pub fn collection_name(
+        &self,
+        keyring: &mut Keyring,
+        collection: &CollectionId,
+    ) -> Result<String> {
+        let coll = self.collections.get(collection).ok_or(Error::Missing {
+            what: format!("collection {collection}"),
+        })?;
+        let key = keyring.collection_key(self, collection, coll.epoch)?;
+        key.open_name(&coll.sealed_name)
+    }
+}

@@ -1,0 +1,131 @@
+//! The keys one principal can unlock in one vault.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+
+use crate::error::{Error, Result};
+use crate::grant::GrantScope;
+use crate::identity::SecretIdentity;
+use crate::ids::CollectionId;
+use crate::keys::CollectionKey;
+use crate::record::{OpenedRecord, VerifiedRecord};
+
+use super::*;
+
+/// The keys one principal can unlock in one vault, opened lazily from the
+/// verified grants and cached (one age decryption per collection epoch).
+pub struct Keyring<'a> {
+    me: &'a SecretIdentity,
+    now: u64,
+    keys: HashMap<(CollectionId, u32), CollectionKey>,
+}
+
+impl std::fmt::Debug for Keyring<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("me", &self.me.fingerprint())
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Keyring<'a> {
+    /// A keyring for `me`; grants are checked for expiry against `now`
+    /// (seconds since the Unix epoch).
+    pub fn new(me: &'a SecretIdentity, now: u64) -> Self {
+        Self {
+            me,
+            now,
+            keys: HashMap::new(),
+        }
+    }
+
+    /// The collection key of `epoch`, from this principal's verified grant.
+    pub fn collection_key(
+        &mut self,
+        state: &VaultState,
+        collection: &CollectionId,
+        epoch: u32,
+    ) -> Result<&CollectionKey> {
+        use std::collections::hash_map::Entry;
+        match self.keys.entry((*collection, epoch)) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(v) => {
+                let coll = state.collections.get(collection).ok_or(Error::Missing {
+                    what: format!("collection {collection}"),
+                })?;
+                let grants = coll.grants_of(epoch).ok_or(Error::Missing {
+                    what: format!("key epoch {epoch} of collection {collection}"),
+                })?;
+                let grant = grants.get(&self.me.fingerprint()).ok_or(if epoch == coll.epoch {
+                    Error::AccessDenied(
+                        "you are not a member of this collection (or your access was revoked)",
+                    )
+                } else {
+                    Error::AccessDenied(
+                        "this version was sealed under a key you were never given (it was replaced or deleted before you were granted the collection)",
+                    )
+                })?;
+                if let Some(e) = grant.expires_at().filter(|e| self.now >= *e) {
+                    return Err(Error::Expired { expired_at: e });
+                }
+                Ok(v.insert(grant.open_collection_key(self.me)?))
+            }
+        }
+    }
+
+    /// The data key of a verified record, through a collection grant or a
+    /// single-record grant.
+    pub(crate) fn data_key(
+        &mut self,
+        state: &VaultState,
+        record: &VerifiedRecord<'_>,
+    ) -> Result<crate::keys::DataKey> {
+        let m = record.metadata();
+        let (epoch, _) = record.wrapped();
+        let collection_error = match self.collection_key(state, &m.collection(), epoch) {
+            Ok(key) => return record.data_key(key),
+            Err(e) => e,
+        };
+        match state
+            .record_grants
+            .get(&(m.record(), self.me.fingerprint()))
+        {
+            Some(g)
+                if g.scope()
+                    == (GrantScope::Record {
+                        collection: m.collection(),
+                        record: m.record(),
+                        version: m.version(),
+                    }) =>
+            {
+                if let Some(e) = g.expires_at().filter(|e| self.now >= *e) {
+                    return Err(Error::Expired { expired_at: e });
+                }
+                m.check_key(g.open_data_key(self.me)?)
+            }
+            _ => Err(collection_error),
+        }
+    }
+
+    /// Checks that this principal can unwrap a verified record's data key,
+    /// without decrypting anything else: [`Error::DecryptionFailed`] means
+    /// its writer sealed it with a key that does not open (a faulty or
+    /// malicious writer's); access errors as for [`Self::open`].
+    pub fn check_key(&mut self, state: &VaultState, record: &VerifiedRecord<'_>) -> Result<()> {
+        self.data_key(state, record).map(drop)
+    }
+
+    /// Opens a verified record: decrypts `ciphertext` to `out` and returns
+    /// its inner header (see [`VerifiedRecord`] for the errors).
+    pub fn open<R: Read, W: Write>(
+        &mut self,
+        state: &VaultState,
+        record: &VerifiedRecord<'_>,
+        ciphertext: R,
+        out: W,
+    ) -> Result<OpenedRecord> {
+        let key = self.data_key(state, record)?;
+        record.open_with(&key, ciphertext, out)
+    }
+}
