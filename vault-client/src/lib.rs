@@ -36,6 +36,7 @@
 
 mod blob;
 mod client;
+pub mod content;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;

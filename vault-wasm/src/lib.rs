@@ -58,6 +58,14 @@ fn fingerprint(s: &str) -> Result<Fingerprint> {
     })
 }
 
+/// The content type of a file from its first bytes (at least 132 when the
+/// file is that long) and its name: the same detection as the `vault`
+/// command's (`vault_client::content::content_type`).
+#[wasm_bindgen(js_name = contentTypeOf)]
+pub fn content_type_of(head: &[u8], file_name: &str) -> String {
+    vault_client::content::content_type(head, file_name).to_owned()
+}
+
 /// Verifies a public identity in its text form (`vault-identity:v1:…`) and
 /// returns its fingerprint as six groups of five digits. Throws a JS error
 /// whose message starts with a stable code (e.g. `bad_signature: …`).

@@ -7,7 +7,7 @@ import { announce, explain, showAlert } from './errors';
 import { fmtSize } from './format';
 import { run, type Ctx } from './state';
 import { refresh } from './app';
-import type { ImportSummary } from './vault';
+import { contentTypeOf as wasmContentTypeOf, SNIFF_LEN, type ImportSummary } from './vault';
 
 const MAX_BYTES = 512 * 1024 * 1024;
 const DEFAULT_COLLECTION = 'documents';
@@ -27,12 +27,10 @@ function isFhirFile(f: File): boolean {
   return f.name.toLowerCase().endsWith('.json') || t === 'application/json' || t === 'application/fhir+json';
 }
 
-function contentTypeOf(f: File): string {
-  if (f.type) return f.type;
-  const ext = f.name.toLowerCase().split('.').pop() ?? '';
-  return (
-    { pdf: 'application/pdf', png: 'image/png', jpg: 'image/jpeg', jpeg: 'image/jpeg', gif: 'image/gif', webp: 'image/webp', txt: 'text/plain', csv: 'text/csv' } as Record<string, string>
-  )[ext] ?? 'application/octet-stream';
+/** The file's content type, decided by vault-wasm from its first bytes and name (as the `vault` command decides it). */
+async function contentTypeOf(f: File): Promise<string> {
+  const head = new Uint8Array(await f.slice(0, SNIFF_LEN).arrayBuffer());
+  return wasmContentTypeOf(head, f.name);
 }
 
 export function renderAdd(c: Ctx): HTMLElement {
@@ -62,6 +60,8 @@ export function renderAdd(c: Ctx): HTMLElement {
       const status = h('span', { class: 'upload-status', testid: 'upload-status' }, 'Ready');
       const bar = h('progress', { max: 1, value: 0, class: 'progress small', 'aria-label': `Progress of ${file.name}` });
       const remove = h('button', { type: 'button', class: 'icon-button', 'aria-label': `Remove ${file.name}`, testid: 'upload-remove' }, icon(ICONS.close));
+      const kind = h('span', { class: 'muted', testid: 'upload-kind' }, `${fmtSize(file.size)}${fhir ? ' · FHIR import' : ''}`);
+      if (!fhir) void contentTypeOf(file).then((t) => (kind.textContent = `${fmtSize(file.size)} · ${t}`));
       const row = h(
         'li',
         { class: 'upload-item', testid: 'upload-item', 'data-file': file.name },
@@ -69,7 +69,7 @@ export function renderAdd(c: Ctx): HTMLElement {
           'div',
           { class: 'upload-item-head' },
           h('span', { class: 'upload-name' }, file.name),
-          h('span', { class: 'muted' }, `${fmtSize(file.size)} · ${fhir ? 'FHIR import' : contentTypeOf(file)}`),
+          kind,
           remove,
         ),
         fhir ? h('p', { class: 'muted' }, 'Each FHIR resource becomes a record, sorted into collections (labs, conditions, medications…).') : field('Title', title),
@@ -148,7 +148,8 @@ export function renderAdd(c: Ctx): HTMLElement {
         } else {
           const title = p.title.value.trim() || p.file.name;
           p.status.textContent = 'Encrypting and uploading…';
-          await run((s) => s.addFile(vault, colName, title, contentTypeOf(p.file), bytes, progress));
+          const type = wasmContentTypeOf(bytes.subarray(0, SNIFF_LEN), p.file.name);
+          await run((s) => s.addFile(vault, colName, title, type, bytes, progress));
           p.status.textContent = `Added to “${colName}”`;
           results.append(h('p', { class: 'inline-ok', testid: 'upload-file-done' }, icon(ICONS.check), `“${title}” added to ${colName}.`));
         }

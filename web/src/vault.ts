@@ -168,6 +168,14 @@ export function version(): string {
   return wasm.version();
 }
 
+/** How many leading bytes `contentTypeOf` looks at. */
+export const SNIFF_LEN = 132;
+
+/** The content type of a file from its first `SNIFF_LEN` bytes and its name: the same detection as the `vault` command's. */
+export function contentTypeOf(head: Uint8Array, fileName: string): string {
+  return wasm.contentTypeOf(head, fileName);
+}
+
 export function describeIdentity(identityText: string): IdentityView {
   try {
     return JSON.parse(wasm.describeIdentity(identityText));

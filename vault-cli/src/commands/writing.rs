@@ -22,47 +22,11 @@ use vault_fhir as fhir;
 /// Largest JSON file read into memory (a FHIR resource or bundle).
 const MAX_JSON: u64 = 512 * 1024 * 1024;
 
-/// What a file is, by its first bytes and name.
+/// What a file is, by its first bytes and name
+/// ([`vault_client::content::content_type`], shared with the web app).
 fn sniff(head: &[u8], path: &Path) -> &'static str {
-    if head.starts_with(b"%PDF-") {
-        return "application/pdf";
-    }
-    if head.starts_with(b"\x89PNG\r\n\x1a\n") {
-        return "image/png";
-    }
-    if head.starts_with(&[0xff, 0xd8, 0xff]) {
-        return "image/jpeg";
-    }
-    if head.len() >= 132 && head.get(128..132) == Some(b"DICM") {
-        return "application/dicom";
-    }
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    match ext.as_deref() {
-        Some("json") => "application/json",
-        Some("md") => "text/markdown",
-        Some("txt") | Some("text") | Some("note") => "text/plain",
-        Some("pdf") => "application/pdf",
-        Some("png") => "image/png",
-        Some("jpg") | Some("jpeg") => "image/jpeg",
-        Some("dcm") => "application/dicom",
-        // No telling extension (stdin, say): JSON is recognised by its
-        // first character, so a FHIR resource piped in is filed as one.
-        _ => match std::str::from_utf8(head) {
-            Ok(text)
-                if text
-                    .trim_start_matches('\u{feff}')
-                    .trim_start()
-                    .starts_with('{') =>
-            {
-                "application/json"
-            }
-            Ok(_) => "text/plain",
-            Err(_) => "application/octet-stream",
-        },
-    }
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    vault_client::content::content_type(head, name)
 }
 
 /// Largest input read from stdin (kept in memory, never spooled to disk
@@ -472,20 +436,11 @@ mod tests {
     use std::path::Path;
 
     #[test]
-    fn content_is_recognised_by_magic_bytes_then_extension_then_shape() {
-        let stdin = Path::new("-");
-        assert_eq!(sniff(b"%PDF-1.7\n", Path::new("x.json")), "application/pdf");
-        assert_eq!(sniff(b"\x89PNG\r\n\x1a\n", stdin), "image/png");
-        assert_eq!(sniff(b"# note", Path::new("a.md")), "text/markdown");
-        // A FHIR resource piped in has no extension: its shape tells.
+    fn the_file_name_not_the_directory_decides() {
         assert_eq!(
-            sniff(b"\xef\xbb\xbf  {\"resourceType\": \"Observation\"}", stdin),
-            "application/json"
+            sniff(b"x", Path::new("notes.v2/scan.dcm")),
+            "application/dicom"
         );
-        assert_eq!(sniff(b"Referred to cardiology", stdin), "text/plain");
-        assert_eq!(
-            sniff(&[0xff, 0xfe, 0x00, 0x81], stdin),
-            "application/octet-stream"
-        );
+        assert_eq!(sniff(b"x", Path::new("notes.md/readme")), "text/plain");
     }
 }
