@@ -384,6 +384,39 @@ pub fn unopenable(
         .collect()
 }
 
+/// Deletes `record` in `vault` as the client's identity, and with `purge`
+/// destroys every version of it for good ([`deletion`]). Returns the
+/// vault's new state.
+pub async fn delete<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    vault: &VaultId,
+    record: &RecordId,
+    purge: bool,
+) -> Result<VaultState> {
+    let me = client.identity().clone();
+    sync::push_with_retry(store, client, vault, |state| {
+        Ok(deletion(state, &me, record, purge, client.now())?)
+    })
+    .await
+}
+
+/// Destroys every version of `record` but the current one for good, as the
+/// vault's owner (`VaultState::purge_record`). Returns the vault's new
+/// state.
+pub async fn purge<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    vault: &VaultId,
+    record: &RecordId,
+) -> Result<VaultState> {
+    let me = client.identity().clone();
+    sync::push_with_retry(store, client, vault, |state| {
+        Ok(vec![state.purge_record(&me, record, client.now())?])
+    })
+    .await
+}
+
 /// The entries deleting `record`, and with `purge` also destroying every
 /// version of it for good (`docs/format.md` §8.7: relays and devices delete
 /// the ciphertext; nobody, the owner included, can fetch it again). Purging

@@ -1,16 +1,62 @@
 //! Sharing and revoking, written once for every client (the `vault`
 //! command and the web app present what these return).
 //!
-//! Each function builds the entries of one user action from a verified
-//! [`VaultState`], applying them to a copy as it goes so that several
-//! entries chain; the caller appends them with
-//! [`crate::sync::push_with_retry`], which calls the function again on the
-//! relay's newer state if the head moved.
+//! [`share`] and [`revoke`] perform a user action against a relay: they
+//! pull, build the entries with [`plan_share`] or [`plan_revocation`] (which
+//! apply them to a copy as they go, so that several entries chain), and
+//! append them with [`crate::sync::push_with_retry`], which builds them again
+//! on the relay's newer state if the head moved.
 
+use vault_core::store::Store;
 use vault_core::{
     CollectionId, EntryBody, Fingerprint, Keyring, LogEntry, Permission, PublicIdentity, RecordId,
-    SecretIdentity, VaultState,
+    SecretIdentity, VaultId, VaultState,
 };
+
+use crate::{sync, RelayClient};
+
+/// Shares `target` with `member` in `vault` as the client's identity (the
+/// owner), rotating the collection's key first where needed
+/// ([`plan_share`]). Returns the vault's new state and whether the key was
+/// rotated first.
+pub async fn share<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    vault: &VaultId,
+    target: ShareTarget,
+    member: &PublicIdentity,
+    expires_at: Option<u64>,
+) -> crate::Result<(VaultState, bool)> {
+    let me = client.identity().clone();
+    let mut rotated_first = false;
+    let state = sync::push_with_retry(store, client, vault, |state| {
+        let plan = plan_share(state, &me, target, member, expires_at, client.now())?;
+        rotated_first = plan.rotated_first;
+        Ok(plan.entries)
+    })
+    .await?;
+    Ok((state, rotated_first))
+}
+
+/// Revokes `member` in `vault` as the client's identity (the owner): see
+/// [`plan_revocation`]. Returns the vault's new state and what was done
+/// (empty if `member` held nothing to revoke).
+pub async fn revoke<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    vault: &VaultId,
+    member: &Fingerprint,
+    only: Option<&CollectionId>,
+) -> crate::Result<(VaultState, Revocation)> {
+    let me = client.identity().clone();
+    let mut plan = Revocation::default();
+    let state = sync::push_with_retry(store, client, vault, |state| {
+        plan = plan_revocation(state, &me, member, only, client.now())?;
+        Ok(plan.entries.clone())
+    })
+    .await?;
+    Ok((state, plan))
+}
 
 /// What to share with a member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +83,7 @@ pub struct SharePlan {
 /// current key could open replaced or deleted versions is rotated first
 /// (a rotation that revokes nobody), so a member granted now never reads
 /// what the owner deleted or replaced before.
-pub fn share(
+pub fn plan_share(
     state: &VaultState,
     owner: &SecretIdentity,
     target: ShareTarget,
@@ -135,7 +181,7 @@ impl Revocation {
 /// does not unwrap (written by a faulty or malicious member) is deleted by
 /// the same rotation and reported in [`RotatedCollection::dropped`] with
 /// its author, instead of blocking the revocation.
-pub fn revoke(
+pub fn plan_revocation(
     state: &VaultState,
     owner: &SecretIdentity,
     member: &Fingerprint,

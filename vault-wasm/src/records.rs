@@ -205,7 +205,6 @@ pub async fn list(
     Ok(json!({ "records": records, "failed": failed }))
 }
 
-/// Decrypts one record the caller can read.
 /// Deletes a record, and with `purge` destroys every version of it for
 /// good (owner only): the relay and this device delete the ciphertext.
 pub async fn delete(
@@ -215,24 +214,15 @@ pub async fn delete(
     purge: bool,
 ) -> Result<serde_json::Value> {
     s.publish().await?;
-    let secret = s.secret.clone();
-    let client = &s.client;
-    let state = sync::push_with_retry(&mut s.store, client, vault, |state| {
-        Ok(vault_client::records::deletion(
-            state,
-            &secret,
-            record,
-            purge,
-            client.now(),
-        )?)
-    })
-    .await?;
+    let state =
+        vault_client::records::delete(&mut s.store, &s.client, vault, record, purge).await?;
     Ok(serde_json::json!({
         "deleted": record.to_hex(),
         "purgedVersions": state.purged_ciphertexts(record).len(),
     }))
 }
 
+/// Decrypts one record the caller can read.
 pub async fn open(s: &mut Inner, vault: &VaultId, record: &RecordId) -> Result<Vec<u8>> {
     s.publish().await?;
     let state = sync::pull(&mut s.store, &s.client, vault).await?;

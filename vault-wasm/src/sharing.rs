@@ -163,27 +163,14 @@ pub async fn share(s: &mut Inner, vault: &VaultId, share: Share<'_>) -> Result<V
         ));
     }
     s.publish().await?;
-    let secret = s.secret.clone();
-    let client = &s.client;
     let target = if share.is_record {
         ShareTarget::Record(record_id(share.target)?)
     } else {
         ShareTarget::Collection(collection_id(share.target)?, permission)
     };
-    let mut rotated_first = false;
-    sync::push_with_retry(&mut s.store, client, vault, |state| {
-        let plan = vault_client::sharing::share(
-            state,
-            &secret,
-            target,
-            &member,
-            expires_at,
-            client.now(),
-        )?;
-        rotated_first = plan.rotated_first;
-        Ok(plan.entries)
-    })
-    .await?;
+    let (_, rotated_first) =
+        vault_client::sharing::share(&mut s.store, &s.client, vault, target, &member, expires_at)
+            .await?;
     Ok(json!({ "rotatedFirst": rotated_first }))
 }
 
@@ -196,14 +183,8 @@ pub async fn revoke(
     only: Option<&vault_core::CollectionId>,
 ) -> Result<Value> {
     s.publish().await?;
-    let secret = s.secret.clone();
-    let client = &s.client;
-    let mut plan = vault_client::sharing::Revocation::default();
-    let state = sync::push_with_retry(&mut s.store, client, vault, |state| {
-        plan = vault_client::sharing::revoke(state, &secret, member, only, client.now())?;
-        Ok(plan.entries.clone())
-    })
-    .await?;
+    let (state, plan) =
+        vault_client::sharing::revoke(&mut s.store, &s.client, vault, member, only).await?;
     if plan.is_empty() {
         return Err(Failure::new(
             "not_found",

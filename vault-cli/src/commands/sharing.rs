@@ -4,7 +4,6 @@
 use std::io::{Cursor, Read, Write};
 
 use serde_json::json;
-use vault_client::sync;
 use vault_core::export::{DirectorySink, ExportSink};
 use vault_core::{Keyring, Permission, VaultState};
 
@@ -68,23 +67,13 @@ pub fn share(session: &mut Session, args: &ShareArgs) -> Result<()> {
             format!("collection {}", args.what),
         )
     };
-    let mut rotated_first = false;
-    session.rt.block_on(sync::push_with_retry(
+    let (_, rotated_first) = session.rt.block_on(vault_client::sharing::share(
         &mut session.store,
         &client,
         &vault,
-        |state| {
-            let plan = vault_client::sharing::share(
-                state,
-                &secret,
-                target,
-                &member,
-                expires_at,
-                client.now(),
-            )?;
-            rotated_first = plan.rotated_first;
-            Ok(plan.entries)
-        },
+        target,
+        &member,
+        expires_at,
     ))?;
     let permission = if args.write {
         "read-write"
@@ -137,21 +126,12 @@ pub fn revoke(session: &mut Session, args: &RevokeArgs) -> Result<()> {
             .map(|c| find_collection(&state, &mut keyring, c))
             .transpose()?
     };
-    let mut plan = vault_client::sharing::Revocation::default();
-    let state = session.rt.block_on(sync::push_with_retry(
+    let (state, plan) = session.rt.block_on(vault_client::sharing::revoke(
         &mut session.store,
         &client,
         &vault,
-        |state| {
-            plan = vault_client::sharing::revoke(
-                state,
-                &secret,
-                &member,
-                only.as_ref(),
-                client.now(),
-            )?;
-            Ok(plan.entries.clone())
-        },
+        &member,
+        only.as_ref(),
     ))?;
     if plan.is_empty() {
         return Err(CliError::NotFound(format!(

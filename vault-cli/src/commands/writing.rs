@@ -365,24 +365,17 @@ fn existing_resources(
 
 /// `vault delete`: a signed deletion of a record's current version.
 pub fn delete(session: &mut Session, args: &DeleteArgs) -> Result<()> {
-    let secret = session.unlock()?;
+    session.unlock()?;
     let vault = session.select_vault_for_write()?;
     let client = session.client()?;
     let state = session.pull(&vault)?;
     let record = find_record(&state, &args.record)?;
-    let state = session.rt.block_on(vault_client::sync::push_with_retry(
+    let state = session.rt.block_on(vault_client::records::delete(
         &mut session.store,
         &client,
         &vault,
-        |state| {
-            Ok(vault_client::records::deletion(
-                state,
-                &secret,
-                &record,
-                args.purge,
-                client.now(),
-            )?)
-        },
+        &record,
+        args.purge,
     ))?;
     if session.out.json {
         return session.out.json(&json!({
@@ -405,16 +398,16 @@ pub fn delete(session: &mut Session, args: &DeleteArgs) -> Result<()> {
 
 /// `vault purge`: destroys a record's earlier versions for good.
 pub fn purge(session: &mut Session, args: &PurgeArgs) -> Result<()> {
-    let secret = session.unlock()?;
+    session.unlock()?;
     let vault = session.select_vault_for_write()?;
     let client = session.client()?;
     let state = session.pull(&vault)?;
     let record = find_record(&state, &args.record)?;
-    let state = session.rt.block_on(vault_client::sync::push_with_retry(
+    let state = session.rt.block_on(vault_client::records::purge(
         &mut session.store,
         &client,
         &vault,
-        |state| Ok(vec![state.purge_record(&secret, &record, client.now())?]),
+        &record,
     ))?;
     let purged = state.purged_ciphertexts(&record).len();
     if session.out.json {
