@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use axum::http::{HeaderMap, StatusCode};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::json;
-use vault_core::request::{body_digest, RequestAuth};
+use vault_core::request::{body_digest, RelayOrigin, RequestAuth, HEADER_RELAY, HEADER_SIGNATURE};
 use vault_core::{Fingerprint, PublicIdentity};
 
 use crate::error::ApiError;
@@ -74,6 +74,8 @@ impl NonceCache {
 
 /// Checks signed requests.
 pub struct Authenticator {
+    /// The origins signed requests may name (this relay's own).
+    origins: Vec<RelayOrigin>,
     skew: u64,
     nonces: NonceCache,
     limiter: DefaultKeyedRateLimiter<Fingerprint>,
@@ -93,10 +95,24 @@ impl Authenticator {
         let rate = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
         Self {
+            origins: Vec::new(),
             skew,
             nonces: NonceCache::new(1_000_000),
             limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
         }
+    }
+
+    /// The same authenticator accepting requests signed for `origins` (this
+    /// relay's own: [`crate::config::Config::relay_origins`]); with none,
+    /// every request is refused.
+    pub fn with_origins(mut self, origins: Vec<RelayOrigin>) -> Self {
+        self.origins = origins;
+        self
+    }
+
+    /// The origins signed requests may name.
+    pub fn origins(&self) -> &[RelayOrigin] {
+        &self.origins
     }
 
     /// The allowed clock skew, seconds.
@@ -104,14 +120,24 @@ impl Authenticator {
         self.skew
     }
 
-    /// Parses the authentication headers (`401 missing_auth`).
+    /// Parses the authentication headers (`401 missing_auth`; `401
+    /// unsupported_request_version` for a version-1 request, which is
+    /// signed but names no relay).
     pub fn parse(headers: &HeaderMap) -> Result<RequestAuth, ApiError> {
+        if headers.contains_key(HEADER_SIGNATURE) && !headers.contains_key(HEADER_RELAY) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unsupported_request_version",
+                "this request is signed in version 1, which does not name the relay (no x-vault-relay header); this relay accepts request signatures version 2 only: update the client",
+            ));
+        }
         RequestAuth::from_headers(|k| headers.get(k).and_then(|v| v.to_str().ok()))
             .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "missing_auth", e.to_string()))
     }
 
-    /// Verifies a parsed request against the signer's identity: signature,
-    /// timestamp, nonce, rate, and (for requests without a body) the digest.
+    /// Verifies a parsed request against the signer's identity: the signed
+    /// relay is this one, signature, timestamp, rate, nonce, and (for
+    /// requests without a body) the digest.
     pub fn check(
         &self,
         auth: &RequestAuth,
@@ -120,13 +146,32 @@ impl Authenticator {
         path_and_query: &str,
         has_body: bool,
     ) -> Result<Caller, ApiError> {
-        auth.verify(signer, method, path_and_query).map_err(|_| {
-            ApiError::new(
+        let relay = self
+            .origins
+            .iter()
+            .find(|o| **o == auth.relay)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "wrong_relay",
+                    format!(
+                        "the request is signed for the relay at {}, not this one; configure the client with this relay's URL",
+                        auth.relay
+                    ),
+                )
+                .with(
+                    "relay_origins",
+                    json!(self.origins.iter().map(RelayOrigin::as_str).collect::<Vec<_>>()),
+                )
+            })?;
+        auth.verify(signer, method, path_and_query, relay)
+            .map_err(|_| {
+                ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "bad_signature",
                 "the request signature does not verify for this identity, method, path and headers",
             )
-        })?;
+            })?;
         let now = unix_now();
         if auth.timestamp.abs_diff(now) > self.skew {
             return Err(ApiError::new(

@@ -79,24 +79,30 @@ fn serve(config: Config) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let mut config = config;
         let listen = config.listen;
         let data_dir = config.data_dir.clone();
         let web_dir = config.web_dir.clone();
+        // Bind first: with port 0 the loopback origins accepted in signed
+        // requests are those of the port chosen here.
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!(
+                    "relay-server: cannot listen on {listen}: {e} (choose another with --listen)"
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        config.listen = listener.local_addr().unwrap_or(listen);
+        let origins: Vec<String> = config.relay_origins().iter().map(|o| o.to_string()).collect();
+        tracing::info!(origins = %origins.join(", "), "accepting requests signed for these relay origins");
         let relay = match Relay::open(config) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!(
                     "relay-server: cannot open the data directory {}: {e}",
                     data_dir.display()
-                );
-                return ExitCode::FAILURE;
-            }
-        };
-        let listener = match tokio::net::TcpListener::bind(listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!(
-                    "relay-server: cannot listen on {listen}: {e} (choose another with --listen)"
                 );
                 return ExitCode::FAILURE;
             }

@@ -55,7 +55,8 @@ impl AppState {
         blobs: Arc<dyn BlobStore>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let auth = Authenticator::new(config.clock_skew, config.rate, config.burst);
+        let auth = Authenticator::new(config.clock_skew, config.rate, config.burst)
+            .with_origins(config.relay_origins());
         Self {
             config,
             meta,

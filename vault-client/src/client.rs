@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
-use vault_core::request::{body_digest, RequestAuth};
+use vault_core::request::{body_digest, RelayOrigin, RequestAuth};
 use vault_core::{Fingerprint, LogEntry, PublicIdentity, SecretIdentity, VaultId};
 
 use crate::error::{ClientError, ErrorBody, Result};
@@ -45,7 +45,8 @@ pub(crate) const OCTETS: &str = "application/octet-stream";
 /// Cloning is cheap (the identity, the HTTP connection pool and the clock
 /// offset are shared). Every request is signed with
 /// [`RequestAuth::sign`] over the method, the exact path and query of the
-/// request line, the relay-adjusted time and the body's SHA-256. Transient
+/// request line, the origin of the configured relay URL (so no other relay
+/// can replay it), the relay-adjusted time and the body's SHA-256. Transient
 /// failures are retried according to the [`RetryPolicy`]; a
 /// `401 stale_timestamp` answer adjusts the clock offset from the relay's
 /// `server_time` and the request is retried once.
@@ -57,6 +58,7 @@ pub(crate) const OCTETS: &str = "application/octet-stream";
 #[derive(Clone)]
 pub struct RelayClient {
     base: Arc<Url>,
+    origin: Arc<RelayOrigin>,
     identity: Arc<SecretIdentity>,
     http: reqwest::Client,
     retry: RetryPolicy,
@@ -176,8 +178,14 @@ impl RelayClient {
         http: reqwest::Client,
     ) -> Result<Self> {
         let base = parse_base_url(base_url)?;
+        let origin = RelayOrigin::parse(&base.origin().ascii_serialization()).map_err(|e| {
+            ClientError::Config(format!(
+                "the relay address {base_url:?} has no origin requests can be signed for: {e}"
+            ))
+        })?;
         Ok(Self {
             base: Arc::new(base),
+            origin: Arc::new(origin),
             identity,
             http,
             retry: RetryPolicy::default(),
@@ -202,6 +210,12 @@ impl RelayClient {
     /// The relay's base URL.
     pub fn base_url(&self) -> &Url {
         &self.base
+    }
+
+    /// The relay origin requests are signed for (the base URL's
+    /// normalised origin).
+    pub fn origin(&self) -> &RelayOrigin {
+        &self.origin
     }
 
     /// The identity requests are signed as.
@@ -483,6 +497,7 @@ impl RelayClient {
             &self.identity,
             req.method.as_str(),
             &req.path,
+            &self.origin,
             self.now(),
             body_digest(body),
         )?;
@@ -684,7 +699,7 @@ pub(crate) async fn read_capped(resp: Response, cap: u64, what: &'static str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vault_core::request::{HEADER_CONTENT_SHA256, HEADER_IDENTITY};
+    use vault_core::request::{HEADER_CONTENT_SHA256, HEADER_IDENTITY, HEADER_RELAY};
     use vault_core::{IdentityInfo, Role};
 
     fn me() -> Arc<SecretIdentity> {
@@ -742,12 +757,26 @@ mod tests {
     fn headers_sign_the_request() {
         let me = me();
         let digest = body_digest(b"{}");
-        let auth = RequestAuth::sign(&me, "POST", "/v1/vaults", 1_700_000_000, digest).unwrap();
+        let c = RelayClient::new("HTTPS://Relay.Example:443", me.clone()).unwrap();
+        assert_eq!(c.origin().as_str(), "https://relay.example");
+        let auth = RequestAuth::sign(&me, "POST", "/v1/vaults", c.origin(), 1_700_000_000, digest)
+            .unwrap();
         let headers: std::collections::HashMap<_, _> = auth.headers().into_iter().collect();
         assert_eq!(headers[HEADER_IDENTITY], me.fingerprint().to_hex());
         assert_eq!(headers[HEADER_CONTENT_SHA256], hex::encode(digest));
+        assert_eq!(headers[HEADER_RELAY], "https://relay.example");
         let parsed = RequestAuth::from_headers(|k| headers.get(k).map(String::as_str)).unwrap();
-        parsed.verify(me.public(), "POST", "/v1/vaults").unwrap();
+        parsed
+            .verify(me.public(), "POST", "/v1/vaults", c.origin())
+            .unwrap();
+        for (url, origin) in [
+            ("http://127.0.0.1:8787/", "http://127.0.0.1:8787"),
+            ("http://[::1]:80", "http://[::1]"),
+            ("https://bücher.example", "https://xn--bcher-kva.example"),
+        ] {
+            let c = RelayClient::new(url, me.clone()).unwrap();
+            assert_eq!(c.origin().as_str(), origin, "{url}");
+        }
         // Every header name is a valid HTTP header name.
         for (name, value) in auth.headers() {
             HeaderName::from_static(name);

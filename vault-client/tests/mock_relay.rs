@@ -24,7 +24,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{json, Value};
 use vault_client::{sync, ClientError, Head, RelayClient, RetryPolicy};
-use vault_core::request::{body_digest, RequestAuth};
+use vault_core::request::{body_digest, RelayOrigin, RequestAuth};
 use vault_core::store::{MemoryStore, Store};
 use vault_core::{
     Fingerprint, IdentityInfo, Keyring, LogEntry, Permission, PublicIdentity, RecordInfo, Role,
@@ -42,6 +42,8 @@ struct Upload {
 
 #[derive(Default)]
 struct Mock {
+    /// This mock's origin (signed requests must name it).
+    origin: Option<RelayOrigin>,
     identities: HashMap<Fingerprint, PublicIdentity>,
     vaults: HashMap<VaultId, (Vec<LogEntry>, VaultState)>,
     blobs: HashMap<(VaultId, [u8; 32]), Upload>,
@@ -157,7 +159,10 @@ async fn handle(State(mock): State<Shared>, req: Request) -> Response {
             None => return refuse(401, "unknown_identity", json!({})),
         }
     };
-    if auth.verify(&signer, method.as_str(), &pq).is_err() {
+    let Some(origin) = m.origin.clone().filter(|o| *o == auth.relay) else {
+        return refuse(401, "wrong_relay", json!({}));
+    };
+    if auth.verify(&signer, method.as_str(), &pq, &origin).is_err() {
         return refuse(401, "bad_signature", json!({}));
     }
     let server_time = now() + m.skew;
@@ -417,6 +422,7 @@ async fn start() -> (String, Shared) {
     let app = Router::new().fallback(handle).with_state(mock.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    mock.lock().unwrap().origin = Some(RelayOrigin::parse(&format!("http://{addr}")).unwrap());
     tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });
