@@ -1927,3 +1927,108 @@ async fn only_named_origins_may_call_the_api_from_a_browser() {
     let (_, headers, _) = t.call(preflight("https://app.example.org")).await;
     assert!(headers.get("access-control-allow-origin").is_none());
 }
+
+/// Issue 12 §5 (a): the inbox is paginated. Pages follow the `next`
+/// cursor in vault-id order, `limit` is bounded, a bad cursor is a 400, and
+/// a flood of shares never makes one answer larger than a page.
+#[tokio::test]
+async fn the_inbox_is_paginated() {
+    let t = T::new();
+    let mallory = ident(6, "Mallory", Role::Patient);
+    let alice = ident(2, "Dr Alice", Role::Clinician);
+    t.publish(&mallory).await;
+    t.publish(&alice).await;
+    // The first append of each vault carries the collection, then the grant.
+    let mut expected = Vec::new();
+    for _ in 0..5 {
+        let (mut state, genesis) = VaultState::create(&mallory, now()).unwrap();
+        let (s, v) = t
+            .json(signed(
+                &mallory,
+                "POST",
+                "/v1/vaults",
+                json_payload(json!({ "genesis": b64(genesis.to_bytes()) })),
+            ))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let (c, e) = state.create_collection(&mallory, "spam", now()).unwrap();
+        let (s, v) = t.json(append_req(&mallory, &state, &[&e])).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        state.apply(&e).unwrap();
+        let mut kr = Keyring::new(&mallory, now());
+        let g = state
+            .share_collection(
+                &mallory,
+                &mut kr,
+                &c,
+                alice.public(),
+                Permission::Read,
+                None,
+                now(),
+            )
+            .unwrap();
+        let (s, v) = t.json(append_req(&mallory, &state, &[&g])).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        expected.push(state.vault().to_hex());
+    }
+    expected.sort();
+
+    // Pages of two: 2 + 2 + 1, each cursor the last vault of its page.
+    let mut listed = Vec::new();
+    let mut pq = "/v1/inbox?limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let (s, v) = t.json(signed(&alice, "GET", &pq, Payload::None)).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        pages += 1;
+        let page: Vec<String> = v["vaults"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["vault"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(page.len() <= 2);
+        listed.extend(page.clone());
+        match v["next"].as_str() {
+            Some(next) => {
+                assert_eq!(Some(next), page.last().map(String::as_str));
+                pq = format!("/v1/inbox?after={next}&limit=2");
+            }
+            None => {
+                assert!(v["next"].is_null());
+                break;
+            }
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(listed, expected);
+    // Without a limit: one page of everything (at most 500), next null.
+    let (s, v) = t
+        .json(signed(&alice, "GET", "/v1/inbox", Payload::None))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["vaults"].as_array().unwrap().len(), 5);
+    assert!(v["next"].is_null());
+    // A huge limit is clamped, not refused; a bad cursor is refused.
+    let (s, _) = t
+        .json(signed(
+            &alice,
+            "GET",
+            "/v1/inbox?limit=99999999",
+            Payload::None,
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    t.refused(
+        signed(&alice, "GET", "/v1/inbox?after=zz", Payload::None),
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+    )
+    .await;
+    t.refused(
+        signed(&alice, "GET", "/v1/inbox?mystery=1", Payload::None),
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+    )
+    .await;
+}

@@ -30,8 +30,23 @@ pub const MAX_CHUNK_SIZE: usize = 64 * 1024 * 1024;
 
 /// The largest log page answer buffered.
 pub(crate) const MAX_LOG_ANSWER: u64 = 64 * 1024 * 1024;
-/// The largest inbox answer buffered.
+/// The largest inbox answer (one page) buffered.
 const MAX_INBOX_ANSWER: u64 = 16 * 1024 * 1024;
+/// The most inbox pages [`RelayClient::inbox_listing`] reads (the relay's
+/// pages hold up to 500 vaults: 20,000 vaults in all).
+pub const MAX_INBOX_PAGES: usize = 40;
+
+/// The caller's inbox as read page by page: what was listed, and whether
+/// the listing stopped before the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxListing {
+    /// The vaults listed, in the relay's (vault-id) order.
+    pub vaults: Vec<InboxVault>,
+    /// `true` when the inbox has more than [`MAX_INBOX_PAGES`] pages (for
+    /// example when someone floods it with shares): `vaults` holds the
+    /// first pages only.
+    pub truncated: bool,
+}
 /// The largest answer buffered for the other JSON routes.
 pub(crate) const MAX_SMALL_ANSWER: u64 = 1024 * 1024;
 /// The largest error body read.
@@ -453,18 +468,66 @@ impl RelayClient {
     /// The caller's inbox (`GET /v1/inbox`): every vault where it has
     /// access, from the relay's index. Claims until verified: pull a vault
     /// (after checking its owner's fingerprint) before trusting anything.
+    ///
+    /// Reads the inbox page by page ([`RelayClient::inbox_listing`]); a
+    /// listing longer than [`MAX_INBOX_PAGES`] pages is cut there (with a
+    /// warning in the log) rather than failing.
     pub async fn inbox(&self) -> Result<Vec<InboxVault>> {
-        let req = Req::new(Method::GET, "/v1/inbox".into(), "reading the inbox");
-        let (_, body) = self
-            .exchange(&req, Mode::Buffer(MAX_INBOX_ANSWER))
-            .await?
-            .ok_body()?;
-        let answer: wire::InboxAnswer = wire::parse_json(&body, "inbox answer")?;
-        answer
-            .vaults
-            .into_iter()
-            .map(wire::RawInboxVault::parse)
-            .collect()
+        let listing = self.inbox_listing().await?;
+        if listing.truncated {
+            tracing::warn!(
+                listed = listing.vaults.len(),
+                "the inbox has more vaults than this client lists; showing the first ones"
+            );
+        }
+        Ok(listing.vaults)
+    }
+
+    /// The caller's inbox, following the relay's pages
+    /// (`GET /v1/inbox?after=…`) up to [`MAX_INBOX_PAGES`]; beyond that it
+    /// keeps what it got and says so in [`InboxListing::truncated`]. A
+    /// relay whose cursor does not move forward is a protocol error.
+    pub async fn inbox_listing(&self) -> Result<InboxListing> {
+        let mut vaults = Vec::new();
+        let mut after: Option<VaultId> = None;
+        for _ in 0..MAX_INBOX_PAGES {
+            let path = match &after {
+                Some(a) => format!("/v1/inbox?after={}", a.to_hex()),
+                None => "/v1/inbox".into(),
+            };
+            let req = Req::new(Method::GET, path, "reading the inbox");
+            let (_, body) = self
+                .exchange(&req, Mode::Buffer(MAX_INBOX_ANSWER))
+                .await?
+                .ok_body()?;
+            let answer: wire::InboxAnswer = wire::parse_json(&body, "inbox answer")?;
+            for raw in answer.vaults {
+                vaults.push(wire::RawInboxVault::parse(raw)?);
+            }
+            match answer.next {
+                None => {
+                    return Ok(InboxListing {
+                        vaults,
+                        truncated: false,
+                    })
+                }
+                Some(next) => {
+                    let next = VaultId::from_hex(&next).map_err(|_| {
+                        ClientError::Protocol("the relay's inbox cursor is not a vault id".into())
+                    })?;
+                    if after.is_some_and(|a| a.as_bytes() >= next.as_bytes()) {
+                        return Err(ClientError::Protocol(
+                            "the relay's inbox cursor did not move forward".into(),
+                        ));
+                    }
+                    after = Some(next);
+                }
+            }
+        }
+        Ok(InboxListing {
+            vaults,
+            truncated: true,
+        })
     }
 
     // ----- the exchange -------------------------------------------------
