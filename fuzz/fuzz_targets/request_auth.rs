@@ -1,19 +1,22 @@
 //! Feeds signed-request headers (`docs/relay-api.md`): the input is lines
 //! `method`, `path`, then the values of `x-vault-identity`,
-//! `x-vault-timestamp`, `x-vault-nonce`, `x-vault-content-sha256` and
-//! `x-vault-signature`, given to `RequestAuth::from_headers`; what parses is
-//! verified (`RequestAuth::verify`) against both fixture identities.
+//! `x-vault-timestamp`, `x-vault-nonce`, `x-vault-content-sha256`,
+//! `x-vault-relay` and `x-vault-signature`, given to
+//! `RequestAuth::from_headers`; what parses is verified
+//! (`RequestAuth::verify`) against both fixture identities, for the relay
+//! the request names and for the fixture relay.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vault_core::request::RequestAuth;
-use vault_fuzz_fixture::{member, owner};
+use vault_core::request::{RelayOrigin, RequestAuth};
+use vault_fuzz_fixture::{member, owner, RELAY};
 
-const NAMES: [&str; 5] = [
+const NAMES: [&str; 6] = [
     "x-vault-identity",
     "x-vault-timestamp",
     "x-vault-nonce",
     "x-vault-content-sha256",
+    "x-vault-relay",
     "x-vault-signature",
 ];
 
@@ -42,7 +45,10 @@ fuzz_target!(|data: &[u8]| {
     })
     .expect("own headers parse");
     assert_eq!(again, auth);
+    let fixture_relay = RelayOrigin::parse(RELAY).expect("fixture relay");
     for id in [owner(), member()] {
-        let _ = auth.verify(id.public(), method, path);
+        for relay in [&auth.relay, &fixture_relay] {
+            let _ = auth.verify(id.public(), method, path, relay);
+        }
     }
 });

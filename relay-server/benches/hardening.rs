@@ -26,7 +26,7 @@ use relay_server::auth::{NonceCache, NonceOutcome};
 use relay_server::{Config, Relay};
 use serde_json::json;
 use tower::ServiceExt;
-use vault_core::request::{body_digest, RequestAuth};
+use vault_core::request::{body_digest, RelayOrigin, RequestAuth};
 use vault_core::{Fingerprint, IdentityInfo, LogEntry, Role, SecretIdentity, VaultState};
 
 fn now() -> u64 {
@@ -47,7 +47,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn signed(me: &SecretIdentity, method: &str, pq: &str, body: Vec<u8>) -> Request<Body> {
-    let auth = RequestAuth::sign(me, method, pq, now(), body_digest(&body)).unwrap();
+    let origin = RelayOrigin::parse("http://127.0.0.1:8787").unwrap();
+    let auth = RequestAuth::sign(me, method, pq, &origin, now(), body_digest(&body)).unwrap();
     let mut b = Request::builder().method(method).uri(pq);
     for (k, v) in auth.headers() {
         b = b.header(k, v);

@@ -72,7 +72,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use relay_server::{Config, Relay};
 use serde_json::json;
-use vault_core::request::{body_digest, RequestAuth};
+use vault_core::request::{body_digest, RelayOrigin, RequestAuth};
 use vault_core::{IdentityInfo, Keyring, RecordInfo, Role, SecretIdentity, VaultState};
 
 /// Size of each small record's plaintext.
@@ -158,6 +158,12 @@ fn now() -> u64 {
         .as_secs()
 }
 
+/// The origin in-process relays accept: the loopback origin of the default
+/// listen address (`Config::for_data_dir`).
+fn origin() -> RelayOrigin {
+    RelayOrigin::parse("http://127.0.0.1:8787").unwrap()
+}
+
 fn b64(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -184,7 +190,7 @@ fn prepare(
     content_type: Option<&str>,
     body: Bytes,
 ) -> Prepared {
-    let auth = RequestAuth::sign(me, method, path, now(), body_digest(&body)).unwrap();
+    let auth = RequestAuth::sign(me, method, path, &origin(), now(), body_digest(&body)).unwrap();
     let mut headers = HeaderMap::new();
     for (k, v) in auth.headers() {
         headers.insert(

@@ -104,6 +104,7 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
             vault_core::request::HEADER_TIMESTAMP,
             vault_core::request::HEADER_NONCE,
             vault_core::request::HEADER_CONTENT_SHA256,
+            vault_core::request::HEADER_RELAY,
             vault_core::request::HEADER_SIGNATURE,
         ]))
         .expose_headers(names(&[

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use axum::http::{HeaderMap, StatusCode};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::json;
-use vault_core::request::{body_digest, RequestAuth};
+use vault_core::request::{body_digest, RelayOrigin, RequestAuth, HEADER_RELAY, HEADER_SIGNATURE};
 use vault_core::{Fingerprint, IdentityInfo, PublicIdentity, Role, SecretIdentity};
 
 use crate::error::ApiError;
@@ -197,6 +197,8 @@ impl AuthLimits {
 /// Checks signed requests.
 pub struct Authenticator {
     limits: AuthLimits,
+    /// The origins signed requests may name (this relay's own).
+    origins: Vec<RelayOrigin>,
     nonces: NonceCache,
     limiter: DefaultKeyedRateLimiter<Fingerprint>,
     /// Verified against when the signer is unknown, so that answer costs
@@ -219,10 +221,24 @@ impl Authenticator {
         let burst = NonZeroU32::new(limits.burst).unwrap_or(NonZeroU32::MIN);
         Self {
             limits,
+            origins: Vec::new(),
             nonces: NonceCache::new(limits.nonces_per_key()),
             limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
             decoy: decoy_identity(),
         }
+    }
+
+    /// The same authenticator accepting requests signed for `origins` (this
+    /// relay's own: [`crate::config::Config::relay_origins`]); with none,
+    /// every request is refused.
+    pub fn with_origins(mut self, origins: Vec<RelayOrigin>) -> Self {
+        self.origins = origins;
+        self
+    }
+
+    /// The origins signed requests may name.
+    pub fn origins(&self) -> &[RelayOrigin] {
+        &self.origins
     }
 
     /// The allowed clock skew, seconds.
@@ -245,23 +261,62 @@ impl Authenticator {
         method: &str,
         path_and_query: &str,
     ) -> ApiError {
+        // A request for another relay is refused as such whether or not its
+        // signer is known here, so that answer tells nothing either.
+        let relay = match self.signed_relay(auth) {
+            Ok(relay) => relay,
+            Err(e) => return e,
+        };
         if let Some(decoy) = &self.decoy {
             let mut probe = auth.clone();
             probe.identity = decoy.fingerprint();
             // Always refused, whatever the outcome.
-            let _ = std::hint::black_box(probe.verify(decoy, method, path_and_query));
+            let _ = std::hint::black_box(probe.verify(decoy, method, path_and_query, relay));
         }
         not_authenticated()
     }
 
-    /// Parses the authentication headers (`401 missing_auth`).
+    /// The relay origin a request is signed for, if it is one of this
+    /// relay's (`401 wrong_relay` otherwise).
+    fn signed_relay(&self, auth: &RequestAuth) -> Result<&RelayOrigin, ApiError> {
+        self
+            .origins
+            .iter()
+            .find(|o| **o == auth.relay)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "wrong_relay",
+                    format!(
+                        "the request is signed for the relay at {}, not this one; configure the client with this relay's URL",
+                        auth.relay
+                    ),
+                )
+                .with(
+                    "relay_origins",
+                    json!(self.origins.iter().map(RelayOrigin::as_str).collect::<Vec<_>>()),
+                )
+            })
+    }
+
+    /// Parses the authentication headers (`401 missing_auth`; `401
+    /// unsupported_request_version` for a version-1 request, which is
+    /// signed but names no relay).
     pub fn parse(headers: &HeaderMap) -> Result<RequestAuth, ApiError> {
+        if headers.contains_key(HEADER_SIGNATURE) && !headers.contains_key(HEADER_RELAY) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unsupported_request_version",
+                "this request is signed in version 1, which does not name the relay (no x-vault-relay header); this relay accepts request signatures version 2 only: update the client",
+            ));
+        }
         RequestAuth::from_headers(|k| headers.get(k).and_then(|v| v.to_str().ok()))
             .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "missing_auth", e.to_string()))
     }
 
-    /// Verifies a parsed request against the signer's identity: signature,
-    /// timestamp, nonce, rate, and (for requests without a body) the digest.
+    /// Verifies a parsed request against the signer's identity: the signed
+    /// relay is this one, signature, timestamp, rate, nonce, and (for
+    /// requests without a body) the digest.
     pub fn check(
         &self,
         auth: &RequestAuth,
@@ -270,13 +325,15 @@ impl Authenticator {
         path_and_query: &str,
         has_body: bool,
     ) -> Result<Caller, ApiError> {
-        auth.verify(signer, method, path_and_query).map_err(|_| {
-            ApiError::new(
+        let relay = self.signed_relay(auth)?;
+        auth.verify(signer, method, path_and_query, relay)
+            .map_err(|_| {
+                ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "bad_signature",
                 "the request signature does not verify for this identity, method, path and headers",
             )
-        })?;
+            })?;
         let now = unix_now();
         let AuthLimits {
             past_skew,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
+use vault_core::request::RelayOrigin;
 
 /// The vault blind relay: stores and routes vault ciphertext it cannot read.
 ///
@@ -72,6 +73,16 @@ pub struct ServeArgs {
     /// the app this relay serves].
     #[arg(long, env = "RELAY_ALLOW_ORIGIN", value_delimiter = ',', global = true)]
     pub allow_origin: Vec<String>,
+    /// A URL clients use to reach this relay (`https://relay.example.org`):
+    /// requests are signed for the origin of the URL a client is configured
+    /// with, and this relay refuses requests signed for any other, so a
+    /// request cannot be replayed from one relay to another. Repeatable;
+    /// comma-separated in the environment [default: when listening on a
+    /// loopback address, `http://127.0.0.1:PORT`, `http://localhost:PORT`
+    /// and `http://[::1]:PORT`; required when listening on any other
+    /// address].
+    #[arg(long, env = "RELAY_PUBLIC_URL", value_delimiter = ',', global = true)]
+    pub public_url: Vec<String>,
     /// Largest JSON request body [default: 16MiB].
     #[arg(long, env = "RELAY_MAX_JSON", value_parser = parse_size, global = true)]
     pub max_json: Option<u64>,
@@ -162,6 +173,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     web_dir: Option<PathBuf>,
     allow_origin: Option<Vec<String>>,
+    public_url: Option<Vec<String>>,
     max_json: Option<SizeValue>,
     max_chunk: Option<SizeValue>,
     max_blob: Option<SizeValue>,
@@ -252,6 +264,20 @@ fn check_origins(origins: Vec<String>) -> Result<Vec<String>, ConfigError> {
         .collect()
 }
 
+/// Parses `--public-url` values into normalised origins.
+fn check_public_urls(urls: Vec<String>) -> Result<Vec<RelayOrigin>, ConfigError> {
+    let mut out: Vec<RelayOrigin> = Vec::new();
+    for url in urls.iter().map(|u| u.trim()).filter(|u| !u.is_empty()) {
+        let origin = RelayOrigin::parse(url).map_err(|e| {
+            ConfigError::Invalid(format!("public-url `{url}` is not a relay URL: {e}"))
+        })?;
+        if !out.contains(&origin) {
+            out.push(origin);
+        }
+    }
+    Ok(out)
+}
+
 /// Parses a byte size: `1048576`, `512KiB`, `64MiB`, `2GiB`, `1TiB` (also
 /// `KB`/`MB`/`GB` as powers of 1000).
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -293,6 +319,9 @@ pub struct Config {
     /// Origins allowed to call the API from a browser (CORS), each
     /// `scheme://host[:port]`.
     pub allow_origin: Vec<String>,
+    /// The origins clients reach this relay at (`--public-url`), normalised;
+    /// empty means the loopback origins of [`Config::listen`]'s port.
+    pub public_url: Vec<RelayOrigin>,
     /// Largest JSON body, bytes.
     pub max_json: u64,
     /// Largest upload chunk, bytes.
@@ -346,6 +375,7 @@ impl Default for Config {
             data_dir: PathBuf::from("relay-data"),
             web_dir: None,
             allow_origin: Vec::new(),
+            public_url: Vec::new(),
             max_json: 16 << 20,
             max_chunk: 64 << 20,
             max_blob: 16 << 30,
@@ -413,6 +443,11 @@ impl Config {
                 file.allow_origin.unwrap_or_default()
             } else {
                 args.allow_origin.clone()
+            })?,
+            public_url: check_public_urls(if args.public_url.is_empty() {
+                file.public_url.unwrap_or_default()
+            } else {
+                args.public_url.clone()
             })?,
             max_json: size(args.max_json, &file.max_json, d.max_json)?,
             max_chunk: size(args.max_chunk, &file.max_chunk, d.max_chunk)?,
@@ -493,7 +528,29 @@ impl Config {
         if self.max_vault_entries < 2 || self.vault_cache == 0 {
             return bad("max_vault_entries must be at least 2 and vault_cache at least 1");
         }
+        if self.public_url.is_empty() && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "listening on {}, which is not a loopback address, needs --public-url (RELAY_PUBLIC_URL, or public_url in the file) set to the URL clients use to reach this relay, for example --public-url https://relay.example.org: requests are signed for that URL, and the relay cannot learn it safely from the request",
+                self.listen
+            )));
+        }
         Ok(())
+    }
+
+    /// The origins this relay accepts in signed requests: the
+    /// `--public-url` origins, or, when none is set, the three loopback
+    /// origins of the port in [`Config::listen`] (set it to the bound
+    /// address when listening on port 0). Empty when neither applies (a
+    /// non-loopback address without public URLs, which [`Config::resolve`]
+    /// refuses): every signed request is then refused.
+    pub fn relay_origins(&self) -> Vec<RelayOrigin> {
+        if !self.public_url.is_empty() {
+            self.public_url.clone()
+        } else if self.listen.ip().is_loopback() {
+            RelayOrigin::loopback(self.listen.port()).to_vec()
+        } else {
+            Vec::new()
+        }
     }
 }
 
@@ -644,5 +701,62 @@ abcdefghijklmnopqrstuvwxyz
         assert!(c.check().is_err());
         c.max_json = MIN_MAX_JSON;
         assert!(c.check().is_ok());
+    }
+
+    #[test]
+    fn relay_origins_are_public_urls_or_loopback() {
+        // The default: loopback, the loopback origins of the port.
+        let c = Config::resolve(&ServeArgs::default()).unwrap();
+        let names: Vec<String> = c.relay_origins().iter().map(|o| o.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "http://127.0.0.1:8787",
+                "http://localhost:8787",
+                "http://[::1]:8787"
+            ]
+        );
+        // Any other address needs --public-url, and says so.
+        let args = ServeArgs {
+            listen: Some(SocketAddr::from(([0, 0, 0, 0], 443))),
+            ..ServeArgs::default()
+        };
+        let err = Config::resolve(&args).unwrap_err().to_string();
+        assert!(err.contains("--public-url"), "{err}");
+        // Public URLs are normalised and replace the loopback origins.
+        let args = ServeArgs {
+            listen: Some(SocketAddr::from(([0, 0, 0, 0], 443))),
+            public_url: vec![
+                "HTTPS://Relay.Example:443/".into(),
+                "https://relay.example".into(),
+                "http://10.0.0.5:8787".into(),
+            ],
+            ..ServeArgs::default()
+        };
+        let c = Config::resolve(&args).unwrap();
+        let names: Vec<String> = c.relay_origins().iter().map(|o| o.to_string()).collect();
+        assert_eq!(names, ["https://relay.example", "http://10.0.0.5:8787"]);
+        for bad in ["relay.example", "https://relay.example/v1", "ftp://x"] {
+            let args = ServeArgs {
+                public_url: vec![bad.into()],
+                ..ServeArgs::default()
+            };
+            let err = Config::resolve(&args).unwrap_err().to_string();
+            assert!(err.contains("public-url"), "{bad}: {err}");
+        }
+        // And from the file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:8787\"\npublic_url = [\"https://relay.example.org\"]\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        let c = Config::resolve(&args).unwrap();
+        assert_eq!(c.relay_origins()[0].as_str(), "https://relay.example.org");
     }
 }

@@ -79,10 +79,25 @@ fn serve(config: Config) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let mut config = config;
         let listen = config.listen;
         let data_dir = config.data_dir.clone();
         let web_dir = config.web_dir.clone();
         let admin_listen = config.admin_listen;
+        // Bind first: with port 0 the loopback origins accepted in signed
+        // requests are those of the port chosen here.
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!(
+                    "relay-server: cannot listen on {listen}: {e} (choose another with --listen)"
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        config.listen = listener.local_addr().unwrap_or(listen);
+        let origins: Vec<String> = config.relay_origins().iter().map(|o| o.to_string()).collect();
+        tracing::info!(origins = %origins.join(", "), "accepting requests signed for these relay origins");
         let relay = match Relay::open(config) {
             Ok(r) => r,
             Err(e) => {
@@ -94,15 +109,6 @@ fn serve(config: Config) -> ExitCode {
             }
         };
         let admin_router = relay.admin_router();
-        let listener = match tokio::net::TcpListener::bind(listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!(
-                    "relay-server: cannot listen on {listen}: {e} (choose another with --listen)"
-                );
-                return ExitCode::FAILURE;
-            }
-        };
         let addr = listener.local_addr().unwrap_or(listen);
         tracing::info!(%addr, data_dir = %data_dir.display(), "relay listening");
         // SIGTERM is caught from here on (see `shutdown_signal`).

@@ -173,7 +173,8 @@ impl AppState {
             future_skew: config.future_skew,
             rate: config.rate,
             burst: config.burst,
-        });
+        })
+        .with_origins(config.relay_origins());
         Self {
             meta,
             blobs,

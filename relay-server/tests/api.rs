@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use relay_server::{Config, Relay};
 use serde_json::{json, Value};
 use tower::ServiceExt;
-use vault_core::request::{body_digest, RequestAuth};
+use vault_core::request::{body_digest, RelayOrigin, RequestAuth};
 use vault_core::{
     IdentityInfo, Keyring, LogEntry, Permission, RecordInfo, Role, SecretIdentity, VaultState,
 };
@@ -28,6 +28,12 @@ fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+/// The origin in-process relays accept: the loopback origin of the default
+/// listen address (`Config::for_data_dir`).
+fn origin() -> RelayOrigin {
+    RelayOrigin::parse("http://127.0.0.1:8787").unwrap()
 }
 
 fn ident(seed: u8, name: &str, role: Role) -> SecretIdentity {
@@ -119,6 +125,24 @@ impl T {
         assert!(s == StatusCode::CREATED || s == StatusCode::OK, "{s} {v}");
     }
 
+    /// Publishes `me`, signed for the relay at `relay`.
+    async fn publish_for(&self, me: &SecretIdentity, relay: &RelayOrigin) {
+        let body = serde_json::to_vec(&json!({ "identity": me.public().to_text() })).unwrap();
+        let auth = RequestAuth::sign(
+            me,
+            "PUT",
+            "/v1/identities",
+            relay,
+            now(),
+            body_digest(&body),
+        )
+        .unwrap();
+        let (s, v) = self
+            .json(build(&auth, "PUT", "/v1/identities", Payload::Json(body)))
+            .await;
+        assert!(s == StatusCode::CREATED || s == StatusCode::OK, "{s} {v}");
+    }
+
     async fn head(&self, me: &SecretIdentity, vault: &str) -> Value {
         let (s, v) = self
             .json(signed(
@@ -169,8 +193,15 @@ fn signed_at(
     pq: &str,
     payload: Payload,
 ) -> Request<Body> {
-    let auth =
-        RequestAuth::sign(me, method, pq, ts, body_digest(&payload_bytes(&payload))).unwrap();
+    let auth = RequestAuth::sign(
+        me,
+        method,
+        pq,
+        &origin(),
+        ts,
+        body_digest(&payload_bytes(&payload)),
+    )
+    .unwrap();
     build(&auth, method, pq, payload)
 }
 
@@ -324,7 +355,8 @@ impl World {
         chunk: &[u8],
     ) -> Request<Body> {
         let pq = self.blob_path(ct);
-        let auth = RequestAuth::sign(who, "PUT", &pq, now(), body_digest(chunk)).unwrap();
+        let auth =
+            RequestAuth::sign(who, "PUT", &pq, &origin(), now(), body_digest(chunk)).unwrap();
         let mut req = build(
             &auth,
             "PUT",
@@ -498,14 +530,30 @@ async fn every_authentication_failure_is_refused() {
         .await;
 
     // A signature for another path, method or query.
-    let auth = RequestAuth::sign(&alice, "GET", "/v1/inbox?x=1", now(), body_digest(b"")).unwrap();
+    let auth = RequestAuth::sign(
+        &alice,
+        "GET",
+        "/v1/inbox?x=1",
+        &origin(),
+        now(),
+        body_digest(b""),
+    )
+    .unwrap();
     t.refused(
         build(&auth, "GET", "/v1/inbox", Payload::None),
         StatusCode::UNAUTHORIZED,
         "bad_signature",
     )
     .await;
-    let auth = RequestAuth::sign(&alice, "POST", "/v1/inbox", now(), body_digest(b"")).unwrap();
+    let auth = RequestAuth::sign(
+        &alice,
+        "POST",
+        "/v1/inbox",
+        &origin(),
+        now(),
+        body_digest(b""),
+    )
+    .unwrap();
     t.refused(
         build(&auth, "GET", "/v1/inbox", Payload::None),
         StatusCode::UNAUTHORIZED,
@@ -572,7 +620,15 @@ async fn every_authentication_failure_is_refused() {
     assert_eq!(s, StatusCode::OK);
 
     // The same request twice: the second is a replay.
-    let auth = RequestAuth::sign(&alice, "GET", "/v1/inbox", now(), body_digest(b"")).unwrap();
+    let auth = RequestAuth::sign(
+        &alice,
+        "GET",
+        "/v1/inbox",
+        &origin(),
+        now(),
+        body_digest(b""),
+    )
+    .unwrap();
     let (s, _) = t
         .json(build(&auth, "GET", "/v1/inbox", Payload::None))
         .await;
@@ -585,11 +641,119 @@ async fn every_authentication_failure_is_refused() {
     .await;
 
     // A GET that signs a non-empty body digest.
-    let auth = RequestAuth::sign(&alice, "GET", "/v1/inbox", now(), body_digest(b"x")).unwrap();
+    let auth = RequestAuth::sign(
+        &alice,
+        "GET",
+        "/v1/inbox",
+        &origin(),
+        now(),
+        body_digest(b"x"),
+    )
+    .unwrap();
     t.refused(
         build(&auth, "GET", "/v1/inbox", Payload::None),
         StatusCode::BAD_REQUEST,
         "body_digest_mismatch",
+    )
+    .await;
+}
+
+/// Issue 12 §6: a request signed for another relay is refused before its
+/// signature is even checked, a version-1 request (no relay named) is
+/// refused as such, and a relay with public URLs accepts exactly those.
+#[tokio::test]
+async fn requests_signed_for_another_relay_are_refused() {
+    let t = T::new();
+    let alice = ident(2, "Dr Alice", Role::Clinician);
+    t.publish(&alice).await;
+    // Each of the loopback origins of the relay's port is accepted.
+    for o in [
+        "http://127.0.0.1:8787",
+        "http://localhost:8787",
+        "http://[::1]:8787",
+    ] {
+        let o = RelayOrigin::parse(o).unwrap();
+        let auth =
+            RequestAuth::sign(&alice, "GET", "/v1/inbox", &o, now(), body_digest(b"")).unwrap();
+        let (s, _) = t
+            .json(build(&auth, "GET", "/v1/inbox", Payload::None))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{o}");
+    }
+    // Another port, another host: another relay.
+    for o in ["http://127.0.0.1:8788", "https://relay.example"] {
+        let o = RelayOrigin::parse(o).unwrap();
+        let auth =
+            RequestAuth::sign(&alice, "GET", "/v1/inbox", &o, now(), body_digest(b"")).unwrap();
+        let v = t
+            .refused(
+                build(&auth, "GET", "/v1/inbox", Payload::None),
+                StatusCode::UNAUTHORIZED,
+                "wrong_relay",
+            )
+            .await;
+        assert_eq!(
+            v["relay_origins"],
+            json!([
+                "http://127.0.0.1:8787",
+                "http://localhost:8787",
+                "http://[::1]:8787"
+            ])
+        );
+        assert!(v["error"]["message"].as_str().unwrap().contains(o.as_str()));
+    }
+    // A request signed for another relay whose header names this one: the
+    // signature no longer verifies.
+    let other = RelayOrigin::parse("https://relay.example").unwrap();
+    let auth =
+        RequestAuth::sign(&alice, "GET", "/v1/inbox", &other, now(), body_digest(b"")).unwrap();
+    let mut req = build(&auth, "GET", "/v1/inbox", Payload::None);
+    req.headers_mut()
+        .insert("x-vault-relay", "http://127.0.0.1:8787".parse().unwrap());
+    t.refused(req, StatusCode::UNAUTHORIZED, "bad_signature")
+        .await;
+    // Version 1: the five old headers, no relay.
+    let mut req = signed(&alice, "GET", "/v1/inbox", Payload::None);
+    req.headers_mut().remove("x-vault-relay");
+    let v = t
+        .refused(req, StatusCode::UNAUTHORIZED, "unsupported_request_version")
+        .await;
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("update the client"));
+    // Publishing an identity checks the relay too.
+    let carol = ident(9, "Dr Carol", Role::Clinician);
+    let body = serde_json::to_vec(&json!({"identity": carol.public().to_text()})).unwrap();
+    let auth = RequestAuth::sign(
+        &carol,
+        "PUT",
+        "/v1/identities",
+        &other,
+        now(),
+        body_digest(&body),
+    )
+    .unwrap();
+    t.refused(
+        build(&auth, "PUT", "/v1/identities", Payload::Json(body)),
+        StatusCode::UNAUTHORIZED,
+        "wrong_relay",
+    )
+    .await;
+
+    // With --public-url, only those origins (not the loopback ones).
+    let t = T::with(|c| c.public_url = vec![other.clone()]);
+    t.publish_for(&alice, &other).await;
+    let auth =
+        RequestAuth::sign(&alice, "GET", "/v1/inbox", &other, now(), body_digest(b"")).unwrap();
+    let (s, _) = t
+        .json(build(&auth, "GET", "/v1/inbox", Payload::None))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    t.refused(
+        signed(&alice, "GET", "/v1/inbox", Payload::None),
+        StatusCode::UNAUTHORIZED,
+        "wrong_relay",
     )
     .await;
 }
@@ -602,7 +766,15 @@ async fn an_unknown_signer_is_answered_exactly_like_a_bad_signature() {
     t.publish(&alice).await;
     // Alice's fingerprint with a signature by someone else's key, and a
     // well-signed request by a key that is not published.
-    let forged = RequestAuth::sign(&stranger, "GET", "/v1/inbox", now(), body_digest(b"")).unwrap();
+    let forged = RequestAuth::sign(
+        &stranger,
+        "GET",
+        "/v1/inbox",
+        &origin(),
+        now(),
+        body_digest(b""),
+    )
+    .unwrap();
     let mut forged_req = build(&forged, "GET", "/v1/inbox", Payload::None);
     forged_req.headers_mut().insert(
         "x-vault-identity",
@@ -777,8 +949,15 @@ async fn creating_a_vault() {
     )
     .await;
     // The body differs from the one signed.
-    let auth =
-        RequestAuth::sign(&patient, "POST", "/v1/vaults", now(), body_digest(b"{}")).unwrap();
+    let auth = RequestAuth::sign(
+        &patient,
+        "POST",
+        "/v1/vaults",
+        &origin(),
+        now(),
+        body_digest(b"{}"),
+    )
+    .unwrap();
     t.refused(
         build(&auth, "POST", "/v1/vaults", Payload::Json(raw.clone())),
         StatusCode::BAD_REQUEST,
@@ -1199,7 +1378,15 @@ async fn blob_uploads_resume_and_are_checked() {
 
     // A chunk whose bytes differ from the signed digest is discarded.
     let pq = w.blob_path(&ct);
-    let auth = RequestAuth::sign(&w.patient, "PUT", &pq, now(), body_digest(b"other")).unwrap();
+    let auth = RequestAuth::sign(
+        &w.patient,
+        "PUT",
+        &pq,
+        &origin(),
+        now(),
+        body_digest(b"other"),
+    )
+    .unwrap();
     let mut req = build(
         &auth,
         "PUT",
@@ -1317,7 +1504,15 @@ async fn a_blob_that_does_not_hash_to_its_address_is_discarded() {
     // Upload `wrong` under `ct`'s address: every chunk digest is right, the
     // whole is not.
     let pq = w.blob_path(&ct);
-    let auth = RequestAuth::sign(&w.patient, "PUT", &pq, now(), body_digest(&wrong)).unwrap();
+    let auth = RequestAuth::sign(
+        &w.patient,
+        "PUT",
+        &pq,
+        &origin(),
+        now(),
+        body_digest(&wrong),
+    )
+    .unwrap();
     let mut req = build(
         &auth,
         "PUT",
@@ -1618,7 +1813,7 @@ async fn holding_a_blob_address_is_not_holding_the_blob() {
     assert_eq!(s, StatusCode::CREATED);
     let own = genesis.vault().to_hex();
     let pq = format!("/v1/vaults/{own}/blobs/{}", hex::encode(body_digest(&ct)));
-    let auth = RequestAuth::sign(&w.alice, "PUT", &pq, now(), body_digest(b"")).unwrap();
+    let auth = RequestAuth::sign(&w.alice, "PUT", &pq, &origin(), now(), body_digest(b"")).unwrap();
     let mut req = build(
         &auth,
         "PUT",
@@ -2070,6 +2265,7 @@ async fn identities_genesis_entries_and_unfinished_uploads_are_charged() {
         &w.patient,
         "PUT",
         &bad_path,
+        &origin(),
         now(),
         body_digest(&bad[300..]),
     )
@@ -2417,4 +2613,109 @@ async fn a_purge_deletes_the_purged_versions_blobs_and_gives_their_charge_back()
         after + v1.len() as u64 <= before + purge.to_bytes().len() as u64,
         "the purged blob's charge was given back: {before} -> {after}"
     );
+}
+
+/// Issue 12 §5 (a): the inbox is paginated. Pages follow the `next`
+/// cursor in vault-id order, `limit` is bounded, a bad cursor is a 400, and
+/// a flood of shares never makes one answer larger than a page.
+#[tokio::test]
+async fn the_inbox_is_paginated() {
+    let t = T::new();
+    let mallory = ident(6, "Mallory", Role::Patient);
+    let alice = ident(2, "Dr Alice", Role::Clinician);
+    t.publish(&mallory).await;
+    t.publish(&alice).await;
+    // The first append of each vault carries the collection, then the grant.
+    let mut expected = Vec::new();
+    for _ in 0..5 {
+        let (mut state, genesis) = VaultState::create(&mallory, now()).unwrap();
+        let (s, v) = t
+            .json(signed(
+                &mallory,
+                "POST",
+                "/v1/vaults",
+                json_payload(json!({ "genesis": b64(genesis.to_bytes()) })),
+            ))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let (c, e) = state.create_collection(&mallory, "spam", now()).unwrap();
+        let (s, v) = t.json(append_req(&mallory, &state, &[&e])).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        state.apply(&e).unwrap();
+        let mut kr = Keyring::new(&mallory, now());
+        let g = state
+            .share_collection(
+                &mallory,
+                &mut kr,
+                &c,
+                alice.public(),
+                Permission::Read,
+                None,
+                now(),
+            )
+            .unwrap();
+        let (s, v) = t.json(append_req(&mallory, &state, &[&g])).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        expected.push(state.vault().to_hex());
+    }
+    expected.sort();
+
+    // Pages of two: 2 + 2 + 1, each cursor the last vault of its page.
+    let mut listed = Vec::new();
+    let mut pq = "/v1/inbox?limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let (s, v) = t.json(signed(&alice, "GET", &pq, Payload::None)).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        pages += 1;
+        let page: Vec<String> = v["vaults"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["vault"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(page.len() <= 2);
+        listed.extend(page.clone());
+        match v["next"].as_str() {
+            Some(next) => {
+                assert_eq!(Some(next), page.last().map(String::as_str));
+                pq = format!("/v1/inbox?after={next}&limit=2");
+            }
+            None => {
+                assert!(v["next"].is_null());
+                break;
+            }
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(listed, expected);
+    // Without a limit: one page of everything (at most 500), next null.
+    let (s, v) = t
+        .json(signed(&alice, "GET", "/v1/inbox", Payload::None))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["vaults"].as_array().unwrap().len(), 5);
+    assert!(v["next"].is_null());
+    // A huge limit is clamped, not refused; a bad cursor is refused.
+    let (s, _) = t
+        .json(signed(
+            &alice,
+            "GET",
+            "/v1/inbox?limit=99999999",
+            Payload::None,
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    t.refused(
+        signed(&alice, "GET", "/v1/inbox?after=zz", Payload::None),
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+    )
+    .await;
+    t.refused(
+        signed(&alice, "GET", "/v1/inbox?mystery=1", Payload::None),
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+    )
+    .await;
 }

@@ -27,7 +27,7 @@ use relay_server::{Config, Relay};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tower::ServiceExt;
-use vault_core::request::{body_digest, RequestAuth};
+use vault_core::request::{body_digest, RelayOrigin, RequestAuth};
 use vault_core::{IdentityInfo, Keyring, Permission, RecordInfo, Role, SecretIdentity, VaultState};
 
 // ----- small helpers (copied from api.rs) --------------------------------------
@@ -37,6 +37,12 @@ fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+/// The origin in-process relays accept: the loopback origin of the default
+/// listen address (`Config::for_data_dir`).
+fn origin() -> RelayOrigin {
+    RelayOrigin::parse("http://127.0.0.1:8787").unwrap()
 }
 
 fn ident(seed: u8, name: &str, role: Role) -> Arc<SecretIdentity> {
@@ -228,7 +234,7 @@ fn signed(
     headers: &[(&str, String)],
     body: Vec<u8>,
 ) -> Request<Body> {
-    let auth = RequestAuth::sign(me, method, pq, now(), body_digest(&body)).unwrap();
+    let auth = RequestAuth::sign(me, method, pq, &origin(), now(), body_digest(&body)).unwrap();
     assemble(Some(&auth), method, pq, ct, headers, Body::from(body))
 }
 
@@ -524,7 +530,7 @@ impl Spec {
         pq: &str,
         body: Vec<u8>,
     ) -> Request<Body> {
-        let auth = RequestAuth::sign(who, method, pq, ts, body_digest(&body)).unwrap();
+        let auth = RequestAuth::sign(who, method, pq, &origin(), ts, body_digest(&body)).unwrap();
         assemble(
             Some(&auth),
             method,
@@ -746,7 +752,8 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
     match mal {
         Mal::WrongMethod => {
             let auth =
-                RequestAuth::sign(&s.signer, "DELETE", &pq, now(), body_digest(b"")).unwrap();
+                RequestAuth::sign(&s.signer, "DELETE", &pq, &origin(), now(), body_digest(b""))
+                    .unwrap();
             push(
                 "",
                 None,
@@ -844,8 +851,15 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
                 *last = format!("{flipped}{}", &last[1..]);
                 format!("{}{}", s.path_with(&p), s.query)
             };
-            let auth = RequestAuth::sign(&s.signer, s.method, &other, now(), body_digest(&s.body))
-                .unwrap();
+            let auth = RequestAuth::sign(
+                &s.signer,
+                s.method,
+                &other,
+                &origin(),
+                now(),
+                body_digest(&s.body),
+            )
+            .unwrap();
             push(
                 "",
                 None,
@@ -862,8 +876,15 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
         }
         Mal::OtherMethod => {
             let other = if s.method == "GET" { "HEAD" } else { "GET" };
-            let auth =
-                RequestAuth::sign(&s.signer, other, &pq, now(), body_digest(&s.body)).unwrap();
+            let auth = RequestAuth::sign(
+                &s.signer,
+                other,
+                &pq,
+                &origin(),
+                now(),
+                body_digest(&s.body),
+            )
+            .unwrap();
             push(
                 "",
                 None,
@@ -880,8 +901,15 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
         }
         Mal::SignatureOverOtherBody => {
             // The digest header names the body sent, the signature another.
-            let auth =
-                RequestAuth::sign(&s.signer, s.method, &pq, now(), body_digest(b"other")).unwrap();
+            let auth = RequestAuth::sign(
+                &s.signer,
+                s.method,
+                &pq,
+                &origin(),
+                now(),
+                body_digest(b"other"),
+            )
+            .unwrap();
             let mut req = assemble(
                 Some(&auth),
                 s.method,
@@ -900,8 +928,15 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
             // A consistent signature over another body than the one sent.
             let mut other = s.body.clone();
             other.push(b' ');
-            let auth =
-                RequestAuth::sign(&s.signer, s.method, &pq, now(), body_digest(&other)).unwrap();
+            let auth = RequestAuth::sign(
+                &s.signer,
+                s.method,
+                &pq,
+                &origin(),
+                now(),
+                body_digest(&other),
+            )
+            .unwrap();
             push(
                 "",
                 None,
@@ -951,8 +986,15 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
             // identity re-publication it is the request itself; for writes
             // its body is not the signed one (refused after authentication).
             // The replay then carries the right body.
-            let auth =
-                RequestAuth::sign(&s.signer, s.method, &pq, now(), body_digest(&s.body)).unwrap();
+            let auth = RequestAuth::sign(
+                &s.signer,
+                s.method,
+                &pq,
+                &origin(),
+                now(),
+                body_digest(&s.body),
+            )
+            .unwrap();
             let first_body = if writes || route == Route::CreateVault {
                 b"not the signed body".to_vec()
             } else {
@@ -1092,9 +1134,15 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
                     &[Some(JSON), Some("text/plain"), None]
                 };
                 for ct in others {
-                    let auth =
-                        RequestAuth::sign(&s.signer, s.method, &pq, now(), body_digest(&s.body))
-                            .unwrap();
+                    let auth = RequestAuth::sign(
+                        &s.signer,
+                        s.method,
+                        &pq,
+                        &origin(),
+                        now(),
+                        body_digest(&s.body),
+                    )
+                    .unwrap();
                     push(
                         &format!(" ({ct:?})"),
                         None,
@@ -1204,8 +1252,15 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
             if s.has_body() {
                 // Content-length announces the whole body, the signature
                 // covers the whole body, half of it arrives.
-                let auth = RequestAuth::sign(&s.signer, s.method, &pq, now(), body_digest(&s.body))
-                    .unwrap();
+                let auth = RequestAuth::sign(
+                    &s.signer,
+                    s.method,
+                    &pq,
+                    &origin(),
+                    now(),
+                    body_digest(&s.body),
+                )
+                .unwrap();
                 let mut headers = s.headers.clone();
                 headers.push(("content-length", s.body.len().to_string()));
                 let half = s.body[..s.body.len() / 2].to_vec();
@@ -1219,8 +1274,15 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
         }
         Mal::CutStream => {
             if s.has_body() {
-                let auth = RequestAuth::sign(&s.signer, s.method, &pq, now(), body_digest(&s.body))
-                    .unwrap();
+                let auth = RequestAuth::sign(
+                    &s.signer,
+                    s.method,
+                    &pq,
+                    &origin(),
+                    now(),
+                    body_digest(&s.body),
+                )
+                .unwrap();
                 let mut headers = s.headers.clone();
                 headers.push(("content-length", s.body.len().to_string()));
                 push(

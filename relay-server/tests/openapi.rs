@@ -479,9 +479,10 @@ fn path_parameters_match_templates() {
 }
 
 #[test]
-fn signed_routes_require_the_five_headers() {
+fn signed_routes_require_the_six_headers() {
     use vault_core::request::{
-        HEADER_CONTENT_SHA256, HEADER_IDENTITY, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP,
+        HEADER_CONTENT_SHA256, HEADER_IDENTITY, HEADER_NONCE, HEADER_RELAY, HEADER_SIGNATURE,
+        HEADER_TIMESTAMP,
     };
     let doc = parse();
     let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
@@ -490,6 +491,7 @@ fn signed_routes_require_the_five_headers() {
         HEADER_TIMESTAMP,
         HEADER_NONCE,
         HEADER_CONTENT_SHA256,
+        HEADER_RELAY,
         HEADER_SIGNATURE,
     ]
     .into();
@@ -513,7 +515,7 @@ fn signed_routes_require_the_five_headers() {
         assert_eq!(
             security.len(),
             1,
-            "{method} {path}: one requirement, all five headers together"
+            "{method} {path}: one requirement, all six headers together"
         );
         let named: BTreeSet<&str> = security[0]
             .as_object()
@@ -528,7 +530,7 @@ fn signed_routes_require_the_five_headers() {
             .collect();
         assert_eq!(named, headers, "{method} {path}: signed-request headers");
     }
-    // Publishing an identity still carries the five headers.
+    // Publishing an identity still carries the six headers.
     let publish = &doc["paths"]["/v1/identities"]["put"];
     let params: BTreeSet<&str> = publish["parameters"]
         .as_array()
@@ -540,7 +542,7 @@ fn signed_routes_require_the_five_headers() {
         .collect();
     assert_eq!(
         params, headers,
-        "PUT /v1/identities must document the five headers"
+        "PUT /v1/identities must document the six headers"
     );
 }
 

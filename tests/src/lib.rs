@@ -79,6 +79,15 @@ pub struct RelayProcess {
     args: Vec<String>,
 }
 
+/// A loopback port that was free a moment ago (bound, read and released):
+/// for a process that must be told its own URL before it starts.
+pub fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
+}
+
 impl RelayProcess {
     /// Starts the relay on an ephemeral port with `data_dir` and extra
     /// arguments, and waits until it listens.
@@ -87,6 +96,18 @@ impl RelayProcess {
             data_dir,
             args.iter().map(|s| s.to_string()).collect(),
             "127.0.0.1:0",
+        )
+    }
+
+    /// Starts the relay listening on `listen` (for example
+    /// `127.0.0.1:8787`, see [`free_loopback_port`]) with `data_dir` and
+    /// extra arguments, and waits until it listens: for a relay whose URL
+    /// must be known before it starts (a `--public-url` naming itself).
+    pub fn start_on(data_dir: &Path, listen: &str, args: &[&str]) -> Self {
+        Self::spawn(
+            data_dir,
+            args.iter().map(|s| s.to_string()).collect(),
+            listen,
         )
     }
 

@@ -38,7 +38,7 @@ use vault_tests::forge::*;
 use vault_tests::proxy::{
     self, rewrite_blob, rewrite_entry, rewrite_log, LogPage, Proxy, Reply, Request, Tamper,
 };
-use vault_tests::{now, principal, CliProfile, Refusal, RelayProcess};
+use vault_tests::{free_loopback_port, now, principal, CliProfile, Refusal, RelayProcess};
 
 // ----- the world: a relay, the proxy in front of it, a patient, a clinician --
 
@@ -63,8 +63,16 @@ impl World {
     /// has joined the vault; everything through the honest proxy.
     fn new(write: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let relay = RelayProcess::start(&dir.path().join("relay"), &[]);
-        let proxy = Proxy::start(&relay.url);
+        // Clients sign for the proxy's origin, so the relay is told that it
+        // is reachable there (and at its own address, for `stored`).
+        let port = free_loopback_port();
+        let relay_url = format!("http://127.0.0.1:{port}");
+        let proxy = Proxy::start(&relay_url);
+        let relay = RelayProcess::start_on(
+            &dir.path().join("relay"),
+            &format!("127.0.0.1:{port}"),
+            &["--public-url", &proxy.url, "--public-url", &relay_url],
+        );
         let patient = CliProfile::new(&dir.path().join("patient"), &proxy.url);
         let doc = CliProfile::new(&dir.path().join("doc"), &proxy.url);
         let p_fp = patient.init("Pat Example", "patient")["fingerprint"]
@@ -1391,4 +1399,83 @@ fn attack_12_low_order_x25519_keys_are_refused() {
     w.proxy.honest();
     assert_eq!(w.doc_reads(&lab), "45 ug/L");
     assert_eq!(w.doc_checkpoint(), w.patient_checkpoint());
+}
+
+/// Sends a captured request again, unchanged but for `replace` (header
+/// name, value), to `base`; returns the status and the error code.
+fn replay(base: &str, req: &Request, replace: Option<(&str, &str)>) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap();
+        let mut rb = reqwest::Client::new()
+            .request(method, format!("{base}{}", req.path))
+            .body(req.body.clone());
+        for (name, value) in &req.headers {
+            if name.starts_with("x-vault-") || name == "content-type" {
+                let value = match replace {
+                    Some((n, v)) if n == name => v,
+                    _ => value.as_str(),
+                };
+                rb = rb.header(name.as_str(), value);
+            }
+        }
+        let resp = rb.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let code = body["error"]["code"].as_str().unwrap_or("").to_owned();
+        (status, code)
+    })
+}
+
+/// Issue 12 §6: the hostile relay (here the proxy, "relay A") keeps the
+/// clinician's signed `GET /v1/inbox` and replays it, within the skew
+/// window and with a nonce relay B has never seen, to another relay ("relay
+/// B", where the clinician is also published) to read the answer. Relay B
+/// refuses it (`401 wrong_relay`): the request names relay A's origin. Nor
+/// can the attacker re-address it: changing the signed origin breaks the
+/// signature.
+#[test]
+fn attack_13_request_replayed_to_another_relay_is_refused() {
+    let w = World::new(false);
+    let captured: Arc<Mutex<Option<Request>>> = Arc::default();
+    let keep = captured.clone();
+    w.proxy.attack(proxy::intercept(move |req| {
+        if req.method == "GET" && req.route() == "/v1/inbox" {
+            *keep.lock().unwrap() = Some(req.clone());
+        }
+        None
+    }));
+    w.doc.json(&["inbox"]);
+    w.proxy.honest();
+    let req = captured.lock().unwrap().clone().expect("the inbox request");
+    assert_eq!(req.header("x-vault-relay"), Some(w.proxy.url.as_str()));
+
+    // Relay B: another relay where the clinician is published too (so the
+    // refusal is about the relay, not an unknown signer).
+    let b = RelayProcess::start(&w.dir.path().join("relay-b"), &[]);
+    let doc_on_b = RelayClient::new(&b.url, w.doc.secret()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(doc_on_b.publish_identity()).unwrap();
+    // The clinician's own inbox request on B works.
+    assert!(rt.block_on(doc_on_b.inbox()).is_ok());
+
+    assert_eq!(replay(&b.url, &req, None), (401, "wrong_relay".to_owned()));
+    // Re-addressed to relay B's origin, the signature no longer verifies.
+    assert_eq!(
+        replay(&b.url, &req, Some(("x-vault-relay", b.url.as_str()))),
+        (401, "bad_signature".to_owned())
+    );
+    // And a version-1 request (no relay named) is refused as such.
+    let mut v1 = req.clone();
+    v1.headers.retain(|(n, _)| n != "x-vault-relay");
+    assert_eq!(
+        replay(&b.url, &v1, None),
+        (401, "unsupported_request_version".to_owned())
+    );
 }

@@ -254,7 +254,7 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     let blob: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
     let hash = body_digest(&blob);
     let pq = format!("/v1/vaults/{}/blobs/{}", vault.to_hex(), hex::encode(hash));
-    let auth = RequestAuth::sign(&patient, "PUT", &pq, pc.now(), hash).unwrap();
+    let auth = RequestAuth::sign(&patient, "PUT", &pq, pc.origin(), pc.now(), hash).unwrap();
     let pieces: Vec<Vec<u8>> = blob.chunks(256 << 10).map(<[u8]>::to_vec).collect();
     let body = futures_stream(pieces);
     let mut req = reqwest::Client::new()

@@ -238,10 +238,20 @@ impl Session {
     /// Joins the inbox's vaults whose owner is a verified contact (and your
     /// own vaults this device does not have yet). A vault that fails
     /// verification is reported on stderr and listed in
-    /// [`Joined::rejected`]; the others are still joined.
+    /// [`Joined::rejected`]; the others are still joined. The inbox is read
+    /// page by page; a flooded inbox is cut (with a warning on stderr)
+    /// instead of failing.
     pub fn join_shared(&mut self) -> Result<Joined> {
         let client = self.client()?;
-        let inbox = self.rt.block_on(client.inbox())?;
+        let listing = self.rt.block_on(client.inbox_listing())?;
+        if listing.truncated {
+            eprintln!(
+                "warning: the relay lists more vaults in your inbox than vault reads ({} pages); only the first {} were considered (someone may be sharing many vaults with you)",
+                vault_client::MAX_INBOX_PAGES,
+                listing.vaults.len()
+            );
+        }
+        let inbox = listing.vaults;
         let contacts = self.contacts.all(&self.store)?;
         let me = self.public.fingerprint();
         let mut unknown = Vec::new();

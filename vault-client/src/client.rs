@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
-use vault_core::request::{body_digest, RequestAuth};
+use vault_core::request::{body_digest, RelayOrigin, RequestAuth};
 use vault_core::{Fingerprint, LogEntry, PublicIdentity, SecretIdentity, VaultId};
 
 use crate::error::{ClientError, ErrorBody, Result};
@@ -30,8 +30,23 @@ pub const MAX_CHUNK_SIZE: usize = 64 * 1024 * 1024;
 
 /// The largest log page answer buffered.
 pub(crate) const MAX_LOG_ANSWER: u64 = 64 * 1024 * 1024;
-/// The largest inbox answer buffered.
+/// The largest inbox answer (one page) buffered.
 const MAX_INBOX_ANSWER: u64 = 16 * 1024 * 1024;
+/// The most inbox pages [`RelayClient::inbox_listing`] reads (the relay's
+/// pages hold up to 500 vaults: 20,000 vaults in all).
+pub const MAX_INBOX_PAGES: usize = 40;
+
+/// The caller's inbox as read page by page: what was listed, and whether
+/// the listing stopped before the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxListing {
+    /// The vaults listed, in the relay's (vault-id) order.
+    pub vaults: Vec<InboxVault>,
+    /// `true` when the inbox has more than [`MAX_INBOX_PAGES`] pages (for
+    /// example when someone floods it with shares): `vaults` holds the
+    /// first pages only.
+    pub truncated: bool,
+}
 /// The largest answer buffered for the other JSON routes.
 pub(crate) const MAX_SMALL_ANSWER: u64 = 1024 * 1024;
 /// The largest error body read.
@@ -45,7 +60,8 @@ pub(crate) const OCTETS: &str = "application/octet-stream";
 /// Cloning is cheap (the identity, the HTTP connection pool and the clock
 /// offset are shared). Every request is signed with
 /// [`RequestAuth::sign`] over the method, the exact path and query of the
-/// request line, the relay-adjusted time and the body's SHA-256. Transient
+/// request line, the origin of the configured relay URL (so no other relay
+/// can replay it), the relay-adjusted time and the body's SHA-256. Transient
 /// failures are retried according to the [`RetryPolicy`]; a
 /// `401 stale_timestamp` answer adjusts the clock offset from the relay's
 /// `server_time` and the request is retried once.
@@ -57,6 +73,7 @@ pub(crate) const OCTETS: &str = "application/octet-stream";
 #[derive(Clone)]
 pub struct RelayClient {
     base: Arc<Url>,
+    origin: Arc<RelayOrigin>,
     identity: Arc<SecretIdentity>,
     http: reqwest::Client,
     retry: RetryPolicy,
@@ -176,8 +193,14 @@ impl RelayClient {
         http: reqwest::Client,
     ) -> Result<Self> {
         let base = parse_base_url(base_url)?;
+        let origin = RelayOrigin::parse(&base.origin().ascii_serialization()).map_err(|e| {
+            ClientError::Config(format!(
+                "the relay address {base_url:?} has no origin requests can be signed for: {e}"
+            ))
+        })?;
         Ok(Self {
             base: Arc::new(base),
+            origin: Arc::new(origin),
             identity,
             http,
             retry: RetryPolicy::default(),
@@ -202,6 +225,12 @@ impl RelayClient {
     /// The relay's base URL.
     pub fn base_url(&self) -> &Url {
         &self.base
+    }
+
+    /// The relay origin requests are signed for (the base URL's
+    /// normalised origin).
+    pub fn origin(&self) -> &RelayOrigin {
+        &self.origin
     }
 
     /// The identity requests are signed as.
@@ -439,18 +468,66 @@ impl RelayClient {
     /// The caller's inbox (`GET /v1/inbox`): every vault where it has
     /// access, from the relay's index. Claims until verified: pull a vault
     /// (after checking its owner's fingerprint) before trusting anything.
+    ///
+    /// Reads the inbox page by page ([`RelayClient::inbox_listing`]); a
+    /// listing longer than [`MAX_INBOX_PAGES`] pages is cut there (with a
+    /// warning in the log) rather than failing.
     pub async fn inbox(&self) -> Result<Vec<InboxVault>> {
-        let req = Req::new(Method::GET, "/v1/inbox".into(), "reading the inbox");
-        let (_, body) = self
-            .exchange(&req, Mode::Buffer(MAX_INBOX_ANSWER))
-            .await?
-            .ok_body()?;
-        let answer: wire::InboxAnswer = wire::parse_json(&body, "inbox answer")?;
-        answer
-            .vaults
-            .into_iter()
-            .map(wire::RawInboxVault::parse)
-            .collect()
+        let listing = self.inbox_listing().await?;
+        if listing.truncated {
+            tracing::warn!(
+                listed = listing.vaults.len(),
+                "the inbox has more vaults than this client lists; showing the first ones"
+            );
+        }
+        Ok(listing.vaults)
+    }
+
+    /// The caller's inbox, following the relay's pages
+    /// (`GET /v1/inbox?after=…`) up to [`MAX_INBOX_PAGES`]; beyond that it
+    /// keeps what it got and says so in [`InboxListing::truncated`]. A
+    /// relay whose cursor does not move forward is a protocol error.
+    pub async fn inbox_listing(&self) -> Result<InboxListing> {
+        let mut vaults = Vec::new();
+        let mut after: Option<VaultId> = None;
+        for _ in 0..MAX_INBOX_PAGES {
+            let path = match &after {
+                Some(a) => format!("/v1/inbox?after={}", a.to_hex()),
+                None => "/v1/inbox".into(),
+            };
+            let req = Req::new(Method::GET, path, "reading the inbox");
+            let (_, body) = self
+                .exchange(&req, Mode::Buffer(MAX_INBOX_ANSWER))
+                .await?
+                .ok_body()?;
+            let answer: wire::InboxAnswer = wire::parse_json(&body, "inbox answer")?;
+            for raw in answer.vaults {
+                vaults.push(wire::RawInboxVault::parse(raw)?);
+            }
+            match answer.next {
+                None => {
+                    return Ok(InboxListing {
+                        vaults,
+                        truncated: false,
+                    })
+                }
+                Some(next) => {
+                    let next = VaultId::from_hex(&next).map_err(|_| {
+                        ClientError::Protocol("the relay's inbox cursor is not a vault id".into())
+                    })?;
+                    if after.is_some_and(|a| a.as_bytes() >= next.as_bytes()) {
+                        return Err(ClientError::Protocol(
+                            "the relay's inbox cursor did not move forward".into(),
+                        ));
+                    }
+                    after = Some(next);
+                }
+            }
+        }
+        Ok(InboxListing {
+            vaults,
+            truncated: true,
+        })
     }
 
     // ----- the exchange -------------------------------------------------
@@ -483,6 +560,7 @@ impl RelayClient {
             &self.identity,
             req.method.as_str(),
             &req.path,
+            &self.origin,
             self.now(),
             body_digest(body),
         )?;
@@ -684,7 +762,7 @@ pub(crate) async fn read_capped(resp: Response, cap: u64, what: &'static str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vault_core::request::{HEADER_CONTENT_SHA256, HEADER_IDENTITY};
+    use vault_core::request::{HEADER_CONTENT_SHA256, HEADER_IDENTITY, HEADER_RELAY};
     use vault_core::{IdentityInfo, Role};
 
     fn me() -> Arc<SecretIdentity> {
@@ -742,12 +820,26 @@ mod tests {
     fn headers_sign_the_request() {
         let me = me();
         let digest = body_digest(b"{}");
-        let auth = RequestAuth::sign(&me, "POST", "/v1/vaults", 1_700_000_000, digest).unwrap();
+        let c = RelayClient::new("HTTPS://Relay.Example:443", me.clone()).unwrap();
+        assert_eq!(c.origin().as_str(), "https://relay.example");
+        let auth = RequestAuth::sign(&me, "POST", "/v1/vaults", c.origin(), 1_700_000_000, digest)
+            .unwrap();
         let headers: std::collections::HashMap<_, _> = auth.headers().into_iter().collect();
         assert_eq!(headers[HEADER_IDENTITY], me.fingerprint().to_hex());
         assert_eq!(headers[HEADER_CONTENT_SHA256], hex::encode(digest));
+        assert_eq!(headers[HEADER_RELAY], "https://relay.example");
         let parsed = RequestAuth::from_headers(|k| headers.get(k).map(String::as_str)).unwrap();
-        parsed.verify(me.public(), "POST", "/v1/vaults").unwrap();
+        parsed
+            .verify(me.public(), "POST", "/v1/vaults", c.origin())
+            .unwrap();
+        for (url, origin) in [
+            ("http://127.0.0.1:8787/", "http://127.0.0.1:8787"),
+            ("http://[::1]:80", "http://[::1]"),
+            ("https://bücher.example", "https://xn--bcher-kva.example"),
+        ] {
+            let c = RelayClient::new(url, me.clone()).unwrap();
+            assert_eq!(c.origin().as_str(), origin, "{url}");
+        }
         // Every header name is a valid HTTP header name.
         for (name, value) in auth.headers() {
             HeaderName::from_static(name);

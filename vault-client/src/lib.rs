@@ -49,7 +49,8 @@ mod wire;
 
 pub use blob::{MAX_BATCH_BLOBS, MAX_BATCH_BYTES};
 pub use client::{
-    RelayClient, DEFAULT_CHUNK_SIZE, MAX_APPEND_ENTRIES, MAX_CHUNK_SIZE, MAX_LOG_PAGE,
+    InboxListing, RelayClient, DEFAULT_CHUNK_SIZE, MAX_APPEND_ENTRIES, MAX_CHUNK_SIZE,
+    MAX_INBOX_PAGES, MAX_LOG_PAGE,
 };
 pub use error::{ClientError, Result};
 pub use retry::RetryPolicy;

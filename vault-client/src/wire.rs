@@ -209,6 +209,9 @@ impl From<UploadAnswer> for UploadStatus {
 #[derive(Deserialize)]
 pub(crate) struct InboxAnswer {
     pub vaults: Vec<RawInboxVault>,
+    /// The cursor of the next page (absent from relays without pages).
+    #[serde(default)]
+    pub next: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -24,7 +24,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{json, Value};
 use vault_client::{sync, ClientError, Head, RelayClient, RetryPolicy};
-use vault_core::request::{body_digest, RequestAuth};
+use vault_core::request::{body_digest, RelayOrigin, RequestAuth};
 use vault_core::store::{MemoryStore, Store};
 use vault_core::{
     Fingerprint, IdentityInfo, Keyring, LogEntry, Permission, PublicIdentity, RecordInfo, Role,
@@ -42,6 +42,8 @@ struct Upload {
 
 #[derive(Default)]
 struct Mock {
+    /// This mock's origin (signed requests must name it).
+    origin: Option<RelayOrigin>,
     identities: HashMap<Fingerprint, PublicIdentity>,
     vaults: HashMap<VaultId, (Vec<LogEntry>, VaultState)>,
     blobs: HashMap<(VaultId, [u8; 32]), Upload>,
@@ -62,6 +64,9 @@ struct Mock {
     inject_before_append: Option<LogEntry>,
     /// Entries per log page at most.
     page: usize,
+    /// Inbox pages: `Some(false)` a cursor that always moves on (an
+    /// endless, flooded inbox), `Some(true)` one that never moves.
+    inbox_cursor: Option<bool>,
     /// Serve this instead of the stored log's length (rollback/withholding).
     serve_log_len: Option<usize>,
     /// Claim this head instead of the real one.
@@ -157,7 +162,10 @@ async fn handle(State(mock): State<Shared>, req: Request) -> Response {
             None => return refuse(401, "unknown_identity", json!({})),
         }
     };
-    if auth.verify(&signer, method.as_str(), &pq).is_err() {
+    let Some(origin) = m.origin.clone().filter(|o| *o == auth.relay) else {
+        return refuse(401, "wrong_relay", json!({}));
+    };
+    if auth.verify(&signer, method.as_str(), &pq, &origin).is_err() {
         return refuse(401, "bad_signature", json!({}));
     }
     let server_time = now() + m.skew;
@@ -400,7 +408,23 @@ async fn handle(State(mock): State<Shared>, req: Request) -> Response {
                     "records": access.records.iter().map(|r| r.to_hex()).collect::<Vec<_>>(),
                 }));
             }
-            answer(200, json!({ "vaults": vaults }))
+            let after = pq
+                .split_once("after=")
+                .map(|(_, a)| u128::from_str_radix(a, 16).unwrap());
+            match m.inbox_cursor {
+                None => answer(200, json!({ "vaults": vaults })),
+                Some(stuck) => {
+                    // The real vaults on the first page only.
+                    if after.is_some() {
+                        vaults.clear();
+                    }
+                    let next = if stuck { 7 } else { after.unwrap_or(0) + 1 };
+                    answer(
+                        200,
+                        json!({ "vaults": vaults, "next": format!("{next:032x}") }),
+                    )
+                }
+            }
         }
         _ => refuse(404, "not_found", json!({})),
     }
@@ -417,6 +441,7 @@ async fn start() -> (String, Shared) {
     let app = Router::new().fallback(handle).with_state(mock.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    mock.lock().unwrap().origin = Some(RelayOrigin::parse(&format!("http://{addr}")).unwrap());
     tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });
@@ -994,4 +1019,44 @@ fn sync_futures_are_send() {
     // A `dyn Store` works too (its futures are not Send).
     let boxed: &mut dyn Store = &mut store;
     drop(sync::pull(boxed, &c, &vault));
+}
+
+/// Issue 12 §5 (a): a flooded inbox (here an endless chain of pages) no
+/// longer fails: the client reads at most `MAX_INBOX_PAGES` pages, keeps
+/// what it got and reports the listing as truncated; a cursor that does not
+/// move forward is a protocol error, not a loop.
+#[tokio::test]
+async fn a_flooded_inbox_is_truncated_not_fatal() {
+    let (url, mock) = start().await;
+    let owner = person(1, "Alice", Role::Patient);
+    let c = client(&url, &owner).await;
+    let (_, genesis) = VaultState::create(&owner, c.now()).unwrap();
+    c.create_vault(&genesis).await.unwrap();
+
+    mock.lock().unwrap().inbox_cursor = Some(false);
+    let before = mock.lock().unwrap().seen.len();
+    let listing = c.inbox_listing().await.unwrap();
+    assert!(listing.truncated);
+    assert_eq!(listing.vaults.len(), 1);
+    assert_eq!(listing.vaults[0].vault, genesis.vault());
+    let pages: Vec<String> = mock.lock().unwrap().seen[before..]
+        .iter()
+        .filter(|(m, p, _)| m == "GET" && p.starts_with("/v1/inbox"))
+        .map(|(_, p, _)| p.clone())
+        .collect();
+    assert_eq!(pages.len(), vault_client::MAX_INBOX_PAGES);
+    assert_eq!(pages[0], "/v1/inbox");
+    assert_eq!(pages[1], format!("/v1/inbox?after={:032x}", 1));
+    // `inbox` degrades the same way.
+    assert_eq!(c.inbox().await.unwrap().len(), 1);
+
+    mock.lock().unwrap().inbox_cursor = Some(true);
+    let err = c.inbox_listing().await.unwrap_err();
+    assert!(err.to_string().contains("did not move forward"), "{err}");
+
+    // A relay without pages (no `next`): one request, not truncated.
+    mock.lock().unwrap().inbox_cursor = None;
+    let listing = c.inbox_listing().await.unwrap();
+    assert!(!listing.truncated);
+    assert_eq!(listing.vaults.len(), 1);
 }

@@ -125,11 +125,12 @@ fn keyfile(data: &[u8]) -> Result<(), String> {
 }
 
 fn request_auth(data: &[u8]) -> Result<(), String> {
-    const NAMES: [&str; 5] = [
+    const NAMES: [&str; 6] = [
         "x-vault-identity",
         "x-vault-timestamp",
         "x-vault-nonce",
         "x-vault-content-sha256",
+        "x-vault-relay",
         "x-vault-signature",
     ];
     let text = std::str::from_utf8(data).map_err(err)?;
@@ -150,7 +151,9 @@ fn request_auth(data: &[u8]) -> Result<(), String> {
         let member = PublicIdentity::from_bytes(&doc).unwrap();
         let (method, path) = (lines[0], lines.get(1).copied().unwrap_or(""));
         if auth.identity == member.fingerprint() {
-            auth.verify(&member, method, path).map_err(err)?;
+            // The fixture relay (`vault_fuzz_fixture::RELAY`).
+            let relay = vault_core::request::RelayOrigin::parse("https://relay.example").unwrap();
+            auth.verify(&member, method, path, &relay).map_err(err)?;
         }
     }
     Ok(())

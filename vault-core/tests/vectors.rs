@@ -346,3 +346,117 @@ fn record_vector_opens_to_the_expected_plaintext() {
         )
         .is_err());
 }
+
+/// The request-signature vector of `docs/relay-api.md` ("Test vector"):
+/// the signed bytes are built here independently of `vault_core::request`,
+/// byte by byte as the document describes them, and must be what the
+/// library signs; the file and the document carry the same values.
+fn request_vector() -> Value {
+    let [(seed, patient), _] = identities();
+    let method = "POST";
+    let path = "/v1/vaults/00112233445566778899aabbccddeeff/log?since=3";
+    let origin_input = "HTTPS://Relay.Example:443/";
+    let origin = vault_core::request::RelayOrigin::parse(origin_input).unwrap();
+    let timestamp = NOW;
+    let nonce: [u8; 16] = core::array::from_fn(|i| i as u8);
+    let body = br#"{"prev":null}"#;
+    let digest = vault_core::request::body_digest(body);
+    let auth = vault_core::request::RequestAuth::sign_with_nonce(
+        &patient, method, path, &origin, timestamp, nonce, digest,
+    )
+    .unwrap();
+
+    let mut signed = Vec::new();
+    signed.extend_from_slice(b"vault-relay/v1/request\0");
+    signed.push(2);
+    for text in [method, path, origin.as_str()] {
+        signed.extend_from_slice(&(text.len() as u16).to_be_bytes());
+        signed.extend_from_slice(text.as_bytes());
+    }
+    signed.extend_from_slice(patient.fingerprint().as_bytes());
+    signed.extend_from_slice(&timestamp.to_be_bytes());
+    signed.extend_from_slice(&nonce);
+    signed.extend_from_slice(&digest);
+    vault_core::verify_with_context(patient.public(), b"", &signed, &auth.signature).unwrap();
+
+    let headers: serde_json::Map<String, Value> = auth
+        .headers()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), Value::String(v)))
+        .collect();
+    json!({
+        "seed": h(&[seed; 32]),
+        "identity": patient.public().to_text(),
+        "fingerprint": patient.fingerprint().to_hex(),
+        "method": method,
+        "path_and_query": path,
+        "relay_url": origin_input,
+        "relay_origin": origin.as_str(),
+        "timestamp": timestamp,
+        "nonce": h(&nonce),
+        "body": String::from_utf8(body.to_vec()).unwrap(),
+        "signed_bytes": h(&signed),
+        "headers": Value::Object(headers),
+    })
+}
+
+#[test]
+fn request_signature_vector_matches_the_document() {
+    let path = dir().join("request.json");
+    let generated = request_vector();
+    if std::env::var_os("VAULT_REGENERATE_VECTORS").is_some() {
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&generated).unwrap() + "\n",
+        )
+        .unwrap();
+    }
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; regenerate with VAULT_REGENERATE_VECTORS=1",
+            path.display()
+        )
+    });
+    let stored: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(stored, generated, "the request vector changed");
+    // The checked-in headers parse and verify for the vector's relay only.
+    let headers = stored["headers"].as_object().unwrap();
+    let auth =
+        vault_core::request::RequestAuth::from_headers(|k| headers.get(k).and_then(Value::as_str))
+            .unwrap();
+    let signer = PublicIdentity::from_text(stored["identity"].as_str().unwrap()).unwrap();
+    let origin =
+        vault_core::request::RelayOrigin::parse(stored["relay_origin"].as_str().unwrap()).unwrap();
+    let method = stored["method"].as_str().unwrap();
+    let pq = stored["path_and_query"].as_str().unwrap();
+    auth.verify(&signer, method, pq, &origin).unwrap();
+    let other = vault_core::request::RelayOrigin::parse("https://other.example").unwrap();
+    assert!(auth.verify(&signer, method, pq, &other).is_err());
+    // The document quotes this very file's values.
+    let doc = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/relay-api.md"),
+    )
+    .unwrap();
+    // The signed bytes are quoted as lines of hex, each with a comment.
+    let hex_lines: String = doc
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|t| t.len() % 2 == 0 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    let signed = stored["signed_bytes"].as_str().unwrap();
+    assert!(
+        hex_lines.contains(signed),
+        "docs/relay-api.md does not quote the vector's signed bytes {signed}"
+    );
+    for key in ["fingerprint", "nonce", "identity", "path_and_query"] {
+        let value = stored[key].as_str().unwrap();
+        assert!(
+            doc.contains(value),
+            "docs/relay-api.md does not quote the vector's {key} {value}"
+        );
+    }
+    for (name, value) in headers {
+        let line = format!("{name}: {}", value.as_str().unwrap());
+        assert!(doc.contains(&line), "docs/relay-api.md lacks `{line}`");
+    }
+}

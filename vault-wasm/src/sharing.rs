@@ -17,7 +17,8 @@ use crate::view;
 /// This identity's vaults. Its own vaults listed by the relay's inbox are
 /// joined (verified from genesis, owner checked against this identity);
 /// vaults shared by others are left to the command line, where contacts
-/// are pinned.
+/// are pinned. The inbox is read page by page and a flooded one is cut
+/// rather than failing (`RelayClient::inbox`).
 pub async fn vaults(s: &mut Inner) -> Result<Value> {
     s.publish().await?;
     let me = s.secret.fingerprint();
