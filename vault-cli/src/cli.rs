@@ -52,6 +52,18 @@ pub struct GlobalArgs {
     )]
     pub relay: Option<String>,
 
+    /// The invitation token a relay asks new identities for (only relays
+    /// whose operator requires one).
+    #[arg(
+        long,
+        global = true,
+        env = "VAULT_INVITE",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        help_heading = "Global options"
+    )]
+    pub invite: Option<String>,
+
     /// Which vault: a vault id (or a unique prefix of it), a contact's name
     /// (the vault that contact owns), or `mine`. Defaults to your own vault,
     /// or the only vault this device knows.

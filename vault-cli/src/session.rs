@@ -31,6 +31,8 @@ const SMALL_DOWNLOAD: u64 = 1024 * 1024;
 pub struct Options {
     /// Relay URL from the command line or environment.
     pub relay: Option<String>,
+    /// Invitation token for relays that admit new identities by invitation.
+    pub invite: Option<String>,
     /// Vault selector.
     pub vault: Option<String>,
     /// Never contact the relay.
@@ -44,6 +46,7 @@ impl Options {
     pub fn from_args(g: &GlobalArgs) -> Self {
         Self {
             relay: g.relay.clone(),
+            invite: g.invite.clone(),
             vault: g.vault.clone(),
             offline: g.offline,
             passphrase: passphrase::Source::new(g.passphrase_file.as_deref()),
@@ -209,8 +212,11 @@ impl Session {
         let secret = self.unlock()?;
         // Few retries: a person is waiting, and reading falls back to the
         // local copy when the relay is down.
-        let client = RelayClient::new(&self.relay_url()?, secret)?
+        let mut client = RelayClient::new(&self.relay_url()?, secret)?
             .with_retry_policy(vault_client::RetryPolicy::with_attempts(3));
+        if let Some(token) = &self.opts.invite {
+            client = client.with_invite(token)?;
+        }
         // Requests are signed by a published identity: publish it first
         // (idempotent, one small request), so a relay that was reset or
         // replaced knows this identity again.

@@ -79,6 +79,9 @@ pub struct RelayClient {
     retry: RetryPolicy,
     chunk_size: usize,
     clock_offset: Arc<AtomicI64>,
+    /// The invitation token a relay may ask new identities for (never in
+    /// `Debug` output).
+    invite: Option<Arc<HeaderValue>>,
 }
 
 impl std::fmt::Debug for RelayClient {
@@ -89,6 +92,7 @@ impl std::fmt::Debug for RelayClient {
             .field("retry", &self.retry)
             .field("chunk_size", &self.chunk_size)
             .field("clock_offset", &self.clock_offset())
+            .field("invite", &self.invite.as_ref().map(|_| "[redacted]"))
             .finish_non_exhaustive()
     }
 }
@@ -206,7 +210,23 @@ impl RelayClient {
             retry: RetryPolicy::default(),
             chunk_size: DEFAULT_CHUNK_SIZE,
             clock_offset: Arc::new(AtomicI64::new(0)),
+            invite: None,
         })
+    }
+
+    /// The same client presenting `token` (`x-vault-invite`) when it
+    /// publishes its identity, for relays that admit new identities by
+    /// invitation (`docs/relay-api.md`, "Admission"). Refused if the token
+    /// cannot be a header value.
+    pub fn with_invite(mut self, token: &str) -> Result<Self> {
+        let mut value = HeaderValue::from_str(token.trim()).map_err(|_| {
+            ClientError::Config(
+                "the invitation token has characters a header cannot carry; paste it exactly as the relay's operator gave it".into(),
+            )
+        })?;
+        value.set_sensitive(true);
+        self.invite = Some(Arc::new(value));
+        Ok(self)
     }
 
     /// The same client with another retry policy.
@@ -274,12 +294,18 @@ impl RelayClient {
     /// was already published.
     pub async fn publish_identity(&self) -> Result<bool> {
         let text = self.identity.public().to_text();
-        let req = Req::new(
+        let mut req = Req::new(
             Method::PUT,
             "/v1/identities".into(),
             "publishing the identity",
         )
         .json(&wire::PutIdentity { identity: &text })?;
+        if let Some(invite) = &self.invite {
+            req.headers.push((
+                HeaderName::from_static("x-vault-invite"),
+                (**invite).clone(),
+            ));
+        }
         let (status, body) = self
             .exchange(&req, Mode::Buffer(MAX_SMALL_ANSWER))
             .await?
