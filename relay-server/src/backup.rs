@@ -10,6 +10,11 @@
 //! Restore refuses a non-empty target, rejects any unexpected path in the
 //! archive, checks every blob against its address and every vault log with
 //! vault-core, and only then moves the result into place.
+//!
+//! Both are specific to the embedded storage ([`crate::storage::sqlite`]
+//! and [`crate::storage::files`]): they read and write the data directory
+//! directly, not through the storage traits. A distributed backend
+//! (PostgreSQL, S3) is backed up with its own tools.
 
 use std::fs::File;
 use std::io::{Read, Write};

@@ -37,7 +37,9 @@ pub enum Command {
     Serve,
     /// Write an online backup of the data directory to one file (a tar of
     /// a consistent database snapshot and every blob it names). Safe while
-    /// the relay runs. A backup holds ciphertext only.
+    /// the relay runs. A backup holds ciphertext only. SQLite + files
+    /// storage only: it reads the data directory directly, not through the
+    /// storage traits.
     Backup {
         /// The backup file to write (refuses to overwrite).
         #[arg(long, short)]
@@ -45,6 +47,7 @@ pub enum Command {
     },
     /// Restore a backup into an empty or absent data directory, checking
     /// every blob's hash and every vault log before anything is put in place.
+    /// SQLite + files storage only (it writes the data directory directly).
     Restore {
         /// The backup file to read.
         #[arg(long, short)]

@@ -9,7 +9,9 @@
 //!
 //! [`sqlite::SqliteMeta`] (SQLite in WAL mode with group commit) and
 //! [`files::FileBlobs`] (fsync'd files, renamed into place) are the
-//! reference implementations.
+//! reference implementations; [`memory`] holds an in-memory pair with the
+//! same semantics and no durability (tests), and `conformance` the suite
+//! every backend must pass.
 
 use std::pin::Pin;
 
@@ -19,7 +21,10 @@ use futures_util::Stream;
 use tokio::io::AsyncRead;
 use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
 
+#[doc(hidden)]
+pub mod conformance;
 pub mod files;
+pub mod memory;
 pub mod sqlite;
 
 /// A storage failure that is the relay's fault (disk, database).

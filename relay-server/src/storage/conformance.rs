@@ -1,0 +1,862 @@
+//! The storage conformance suite: what every [`MetaStore`] and
+//! [`BlobStore`] must do, written against the traits only.
+//!
+//! Each `pub async fn` is one contract and takes fresh, empty stores; it
+//! panics (like a test) when the backend breaks the contract. The suite
+//! runs on SQLite + files and on the in-memory backend
+//! (`relay-server/tests/storage_conformance.rs`); a new backend
+//! (PostgreSQL, S3) passes it by calling [`CONTRACTS`]' functions the same
+//! way. Crash consistency (reopening a directory) is backend-specific and
+//! lives with each backend's tests.
+//!
+//! Entries are synthetic: the stores never parse an entry's bytes (the
+//! relay verifies entries with vault-core before it stores them), so the
+//! contracts only need distinct bytes and hashes.
+// Test code kept in the library so that other crates' backends can run
+// it: panicking on a broken contract is its purpose.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
+
+use super::{
+    AddBlobOutcome, AppendBatch, AppendError, BlobInfo, BlobRef, BlobStore, BodyStream, Chunk,
+    ChunkError, ChunkOutcome, CreateOutcome, Head, MetaStore, StoredEntry, UploadKey,
+};
+
+/// A fresh metadata store.
+pub type Meta = Arc<dyn MetaStore>;
+/// A fresh blob store.
+pub type Blobs = Arc<dyn BlobStore>;
+
+fn sha(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+fn fp(n: u8) -> Fingerprint {
+    Fingerprint::from_bytes([n; 32])
+}
+
+fn vault(n: u8) -> VaultId {
+    VaultId::from_bytes([n; 16])
+}
+
+/// A synthetic entry of `vault` at `seq`.
+pub fn entry(vault: u8, seq: u64, tag: &str) -> StoredEntry {
+    let bytes = format!("vault {vault} entry {seq} {tag}").into_bytes();
+    StoredEntry {
+        seq,
+        hash: sha(&bytes),
+        bytes,
+    }
+}
+
+fn head_of(e: &StoredEntry) -> Head {
+    Head {
+        seq: e.seq,
+        hash: e.hash,
+    }
+}
+
+fn batch(v: u8, prev: Head, entries: Vec<StoredEntry>, account: Fingerprint) -> AppendBatch {
+    AppendBatch {
+        vault: vault(v),
+        prev,
+        entries,
+        blob_refs: Vec::new(),
+        inbox: Vec::new(),
+        purged: Vec::new(),
+        account,
+        quota: u64::MAX,
+    }
+}
+
+/// Creates vault `v` owned by `owner`; returns its genesis.
+async fn create(meta: &Meta, v: u8, owner: Fingerprint) -> StoredEntry {
+    let g = entry(v, 0, "genesis");
+    let outcome = meta
+        .create_vault(vault(v), owner, g.clone(), u64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(outcome, CreateOutcome::Created);
+    g
+}
+
+fn body(parts: &[&[u8]]) -> BodyStream {
+    let parts: Vec<Result<Bytes, std::io::Error>> = parts
+        .iter()
+        .map(|p| Ok(Bytes::copy_from_slice(p)))
+        .collect();
+    Box::pin(futures_util::stream::iter(parts))
+}
+
+fn chunk(offset: u64, total: u64, bytes: &[u8]) -> Chunk {
+    Chunk {
+        offset,
+        total,
+        max_chunk: 1 << 20,
+        digest: sha(bytes),
+    }
+}
+
+fn key(v: u8, blob: &[u8]) -> UploadKey {
+    UploadKey {
+        vault: vault(v),
+        hash: sha(blob),
+    }
+}
+
+async fn read_all(blobs: &Blobs, hash: [u8; 32], start: u64, len: u64) -> Vec<u8> {
+    let mut r = blobs.read(hash, start, len).await.unwrap();
+    let mut out = Vec::new();
+    r.read_to_end(&mut out).await.unwrap();
+    out
+}
+
+/// Uploads `blob` to vault `v` in one chunk.
+async fn upload(blobs: &Blobs, v: u8, blob: &[u8]) {
+    let total = blob.len() as u64;
+    let out = blobs
+        .write_chunk(key(v, blob), chunk(0, total, blob), body(&[blob]))
+        .await
+        .unwrap();
+    assert_eq!(out, ChunkOutcome::Complete);
+}
+
+/// Identities: stored once, charged once to their own account.
+pub async fn identities(meta: Meta, _blobs: Blobs) {
+    let a = fp(1);
+    assert_eq!(meta.identity(a).await.unwrap(), None);
+    assert!(meta.put_identity(a, b"doc-a".to_vec()).await.unwrap());
+    assert_eq!(meta.usage(a).await.unwrap(), 5);
+    // A second publication is not new, keeps the first document and is
+    // not charged again.
+    assert!(!meta.put_identity(a, b"other".to_vec()).await.unwrap());
+    assert_eq!(meta.identity(a).await.unwrap(), Some(b"doc-a".to_vec()));
+    assert_eq!(meta.usage(a).await.unwrap(), 5);
+    assert_eq!(meta.identity(fp(2)).await.unwrap(), None);
+    assert_eq!(meta.stored_bytes().await.unwrap(), 5);
+}
+
+/// Vault creation: created, idempotent for the same genesis, a conflict
+/// for another, refused over quota; the owner's inbox names it.
+pub async fn create_vault(meta: Meta, _blobs: Blobs) {
+    let owner = fp(1);
+    assert_eq!(meta.head(vault(1)).await.unwrap(), None);
+    let g = create(&meta, 1, owner).await;
+    assert_eq!(meta.head(vault(1)).await.unwrap(), Some(head_of(&g)));
+    assert_eq!(
+        meta.entries(vault(1), 0, 10).await.unwrap(),
+        vec![g.bytes.clone()]
+    );
+    assert_eq!(meta.usage(owner).await.unwrap(), g.bytes.len() as u64);
+    assert_eq!(meta.inbox(owner).await.unwrap(), vec![vault(1)]);
+    let again = meta
+        .create_vault(vault(1), owner, g.clone(), u64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(again, CreateOutcome::AlreadyStored);
+    assert_eq!(meta.usage(owner).await.unwrap(), g.bytes.len() as u64);
+    let other = entry(1, 0, "another genesis");
+    let conflict = meta
+        .create_vault(vault(1), fp(2), other, u64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(conflict, CreateOutcome::Conflict);
+    assert_eq!(meta.head(vault(1)).await.unwrap(), Some(head_of(&g)));
+    assert_eq!(meta.inbox(fp(2)).await.unwrap(), Vec::<VaultId>::new());
+    // Quota: the genesis alone exceeds it; nothing is stored or charged.
+    let g2 = entry(2, 0, "genesis");
+    let len = g2.bytes.len() as u64;
+    let refused = meta
+        .create_vault(vault(2), fp(3), g2.clone(), len - 1)
+        .await
+        .unwrap();
+    assert_eq!(refused, CreateOutcome::Quota);
+    assert_eq!(meta.head(vault(2)).await.unwrap(), None);
+    assert_eq!(meta.usage(fp(3)).await.unwrap(), 0);
+    assert_eq!(meta.inbox(fp(3)).await.unwrap(), Vec::<VaultId>::new());
+    // Exactly at quota is allowed.
+    let ok = meta.create_vault(vault(2), fp(3), g2, len).await.unwrap();
+    assert_eq!(ok, CreateOutcome::Created);
+}
+
+/// Appends and reads: the head moves, entries come back in order from
+/// `since`, at most `limit`, and are charged to the account.
+pub async fn append_and_read(meta: Meta, _blobs: Blobs) {
+    let owner = fp(1);
+    let g = create(&meta, 1, owner).await;
+    let e1 = entry(1, 1, "a");
+    let e2 = entry(1, 2, "b");
+    let writer = fp(2);
+    let head = meta
+        .append(batch(1, head_of(&g), vec![e1.clone(), e2.clone()], writer))
+        .await
+        .unwrap();
+    assert_eq!(head, head_of(&e2));
+    assert_eq!(meta.head(vault(1)).await.unwrap(), Some(head_of(&e2)));
+    let all = meta.entries(vault(1), 0, 100).await.unwrap();
+    assert_eq!(
+        all,
+        vec![g.bytes.clone(), e1.bytes.clone(), e2.bytes.clone()]
+    );
+    assert_eq!(
+        meta.entries(vault(1), 1, 1).await.unwrap(),
+        vec![e1.bytes.clone()]
+    );
+    assert_eq!(
+        meta.entries(vault(1), 2, u64::MAX).await.unwrap(),
+        vec![e2.bytes.clone()]
+    );
+    assert!(meta.entries(vault(1), 3, 10).await.unwrap().is_empty());
+    assert!(meta
+        .entries(vault(1), u64::MAX, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(meta.entries(vault(1), 0, 0).await.unwrap().is_empty());
+    assert!(meta.entries(vault(9), 0, 10).await.unwrap().is_empty());
+    assert_eq!(
+        meta.usage(writer).await.unwrap(),
+        (e1.bytes.len() + e2.bytes.len()) as u64
+    );
+    assert_eq!(meta.usage(owner).await.unwrap(), g.bytes.len() as u64);
+    assert_eq!(
+        meta.stored_bytes().await.unwrap(),
+        (g.bytes.len() + e1.bytes.len() + e2.bytes.len()) as u64
+    );
+}
+
+/// Every refusal of an append leaves the vault and the usage as they were.
+pub async fn append_refusals(meta: Meta, _blobs: Blobs) {
+    let owner = fp(1);
+    let g = create(&meta, 1, owner).await;
+    let e1 = entry(1, 1, "a");
+    // No vault.
+    let r = meta
+        .append(batch(7, head_of(&g), vec![entry(7, 1, "x")], owner))
+        .await;
+    assert!(matches!(r, Err(AppendError::NoVault)), "{r:?}");
+    assert_eq!(meta.head(vault(7)).await.unwrap(), None);
+    // Quota: one byte short.
+    let mut b = batch(1, head_of(&g), vec![e1.clone()], fp(2));
+    b.quota = e1.bytes.len() as u64 - 1;
+    let r = meta.append(b).await;
+    assert!(matches!(r, Err(AppendError::Quota)), "{r:?}");
+    assert_eq!(meta.head(vault(1)).await.unwrap(), Some(head_of(&g)));
+    assert_eq!(meta.usage(fp(2)).await.unwrap(), 0);
+    assert_eq!(meta.entries(vault(1), 0, 10).await.unwrap().len(), 1);
+    // Exactly at quota passes.
+    let mut b = batch(1, head_of(&g), vec![e1.clone()], fp(2));
+    b.quota = e1.bytes.len() as u64;
+    meta.append(b).await.unwrap();
+    // Head moved: the stale prev is refused with the current head, for a
+    // wrong hash as for a wrong sequence number.
+    let stale = batch(1, head_of(&g), vec![entry(1, 1, "late")], owner);
+    match meta.append(stale).await {
+        Err(AppendError::HeadMoved(h)) => assert_eq!(h, head_of(&e1)),
+        other => panic!("expected HeadMoved, got {other:?}"),
+    }
+    let wrong_hash = Head {
+        seq: 1,
+        hash: [0; 32],
+    };
+    match meta
+        .append(batch(1, wrong_hash, vec![entry(1, 2, "x")], owner))
+        .await
+    {
+        Err(AppendError::HeadMoved(h)) => assert_eq!(h, head_of(&e1)),
+        other => panic!("expected HeadMoved, got {other:?}"),
+    }
+    assert_eq!(meta.entries(vault(1), 0, 10).await.unwrap().len(), 2);
+    assert_eq!(meta.usage(owner).await.unwrap(), g.bytes.len() as u64);
+}
+
+fn blob_ref(blob: &[u8], len: u64, entry: usize, record: u8) -> BlobRef {
+    BlobRef {
+        hash: sha(blob),
+        len,
+        collection: CollectionId::from_bytes([0xc0; 16]),
+        record: RecordId::from_bytes([record; 16]),
+        entry,
+    }
+}
+
+/// A record-put's blob must be recorded in the vault with its signed
+/// length, uploaded by the appending account, and not used by another
+/// record; the refusal names the entry and stores nothing.
+pub async fn append_blob_checks(meta: Meta, _blobs: Blobs) {
+    let owner = fp(1);
+    let g = create(&meta, 1, owner).await;
+    let blob = b"ciphertext".as_slice();
+    let len = blob.len() as u64;
+    let info = BlobInfo {
+        len,
+        uploader: owner,
+    };
+    let refused = |r: Result<Head, AppendError>, want: usize| match r {
+        Err(AppendError::BlobMissing(i)) => assert_eq!(i, want),
+        other => panic!("expected BlobMissing({want}), got {other:?}"),
+    };
+    // Not recorded at all (entry index 1 of the batch).
+    let mut b = batch(
+        1,
+        head_of(&g),
+        vec![entry(1, 1, "x"), entry(1, 2, "y")],
+        owner,
+    );
+    b.blob_refs = vec![blob_ref(blob, len, 1, 1)];
+    refused(meta.append(b).await, 1);
+    // Recorded in another vault only.
+    let g2 = create(&meta, 2, owner).await;
+    let added = meta
+        .add_blob(vault(2), sha(blob), info, u64::MAX, None)
+        .await
+        .unwrap();
+    assert_eq!(added, AddBlobOutcome::Added);
+    let mut b = batch(1, head_of(&g), vec![entry(1, 1, "x")], owner);
+    b.blob_refs = vec![blob_ref(blob, len, 0, 1)];
+    refused(meta.append(b).await, 0);
+    meta.add_blob(vault(1), sha(blob), info, u64::MAX, None)
+        .await
+        .unwrap();
+    // Wrong length.
+    let mut b = batch(1, head_of(&g), vec![entry(1, 1, "x")], owner);
+    b.blob_refs = vec![blob_ref(blob, len + 1, 0, 1)];
+    refused(meta.append(b).await, 0);
+    // Wrong uploader.
+    let mut b = batch(1, head_of(&g), vec![entry(1, 1, "x")], fp(2));
+    b.blob_refs = vec![blob_ref(blob, len, 0, 1)];
+    refused(meta.append(b).await, 0);
+    assert_eq!(meta.head(vault(1)).await.unwrap(), Some(head_of(&g)));
+    let usage_before = meta.usage(owner).await.unwrap();
+    let (used, states) = meta
+        .append_precheck(vault(1), owner, vec![sha(blob), sha(b"none")])
+        .await
+        .unwrap();
+    assert_eq!(used, usage_before);
+    assert_eq!(states, vec![Some((info, false)), None]);
+    // Usable: stored, with the link.
+    let e1 = entry(1, 1, "x");
+    let mut b = batch(1, head_of(&g), vec![e1.clone()], owner);
+    b.blob_refs = vec![blob_ref(blob, len, 0, 1)];
+    meta.append(b).await.unwrap();
+    let (got, refs) = meta
+        .blob_with_refs(vault(1), sha(blob))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, info);
+    assert_eq!(
+        refs,
+        vec![(
+            CollectionId::from_bytes([0xc0; 16]),
+            RecordId::from_bytes([1; 16])
+        )]
+    );
+    let (_, states) = meta
+        .append_precheck(vault(1), owner, vec![sha(blob)])
+        .await
+        .unwrap();
+    assert_eq!(states, vec![Some((info, true))]);
+    // Already used by a record: refused.
+    let mut b = batch(1, head_of(&e1), vec![entry(1, 2, "y")], owner);
+    b.blob_refs = vec![blob_ref(blob, len, 0, 2)];
+    refused(meta.append(b).await, 0);
+    assert_eq!(meta.head(vault(1)).await.unwrap(), Some(head_of(&e1)));
+    // The other vault's record is independent.
+    let (_, refs2) = meta
+        .blob_with_refs(vault(2), sha(blob))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(refs2.is_empty());
+    assert_eq!(
+        meta.blob_with_refs(vault(3), sha(blob)).await.unwrap(),
+        None
+    );
+    let _ = g2;
+}
+
+/// The inbox index: the owner, and every principal an append names, once.
+pub async fn inbox_index(meta: Meta, _blobs: Blobs) {
+    let owner = fp(1);
+    let g = create(&meta, 1, owner).await;
+    let g2 = create(&meta, 2, fp(5)).await;
+    let mut b = batch(1, head_of(&g), vec![entry(1, 1, "share")], owner);
+    b.inbox = vec![fp(2), fp(3)];
+    let h = meta.append(b).await.unwrap();
+    let mut b = batch(1, h, vec![entry(1, 2, "share again")], owner);
+    b.inbox = vec![fp(2)];
+    meta.append(b).await.unwrap();
+    let mut b = batch(2, head_of(&g2), vec![entry(2, 1, "share")], fp(5));
+    b.inbox = vec![fp(2)];
+    meta.append(b).await.unwrap();
+    let mut got = meta.inbox(fp(2)).await.unwrap();
+    got.sort();
+    assert_eq!(got, vec![vault(1), vault(2)]);
+    assert_eq!(meta.inbox(fp(3)).await.unwrap(), vec![vault(1)]);
+    assert_eq!(meta.inbox(owner).await.unwrap(), vec![vault(1)]);
+    assert!(meta.inbox(fp(9)).await.unwrap().is_empty());
+    // A refused append indexes nobody.
+    let mut b = batch(1, head_of(&g), vec![entry(1, 1, "late")], owner);
+    b.inbox = vec![fp(4)];
+    assert!(meta.append(b).await.is_err());
+    assert!(meta.inbox(fp(4)).await.unwrap().is_empty());
+}
+
+/// Recording blobs: added and charged once, `Existed` without a second
+/// charge, refused over quota; small blobs kept inline.
+pub async fn add_blob(meta: Meta, _blobs: Blobs) {
+    let up = fp(1);
+    create(&meta, 1, fp(9)).await;
+    let h = sha(b"blob");
+    let info = BlobInfo {
+        len: 100,
+        uploader: up,
+    };
+    assert_eq!(meta.blob(vault(1), h).await.unwrap(), None);
+    assert!(!meta.blob_in_use(h).await.unwrap());
+    let refused = meta.add_blob(vault(1), h, info, 99, None).await.unwrap();
+    assert_eq!(refused, AddBlobOutcome::Quota);
+    assert_eq!(meta.blob(vault(1), h).await.unwrap(), None);
+    assert_eq!(meta.usage(up).await.unwrap(), 0);
+    let added = meta.add_blob(vault(1), h, info, 100, None).await.unwrap();
+    assert_eq!(added, AddBlobOutcome::Added);
+    assert_eq!(meta.blob(vault(1), h).await.unwrap(), Some(info));
+    assert!(meta.blob_in_use(h).await.unwrap());
+    assert_eq!(meta.usage(up).await.unwrap(), 100);
+    assert_eq!(meta.small_blob(h).await.unwrap(), None);
+    let again = meta.add_blob(vault(1), h, info, 100, None).await.unwrap();
+    assert_eq!(again, AddBlobOutcome::Existed);
+    assert_eq!(meta.usage(up).await.unwrap(), 100);
+    // Inline: the bytes are kept in the metadata store.
+    let small = Bytes::from_static(b"tiny");
+    let hs = sha(&small);
+    let info_s = BlobInfo {
+        len: 4,
+        uploader: up,
+    };
+    let added = meta
+        .add_blob(vault(1), hs, info_s, u64::MAX, Some(small.clone()))
+        .await
+        .unwrap();
+    assert_eq!(added, AddBlobOutcome::Added);
+    assert_eq!(meta.small_blob(hs).await.unwrap(), Some(small));
+    assert_eq!(meta.usage(up).await.unwrap(), 104);
+    assert_eq!(meta.blob(vault(2), hs).await.unwrap(), None);
+}
+
+/// Unfinished uploads: chunks charged as stored, released when the blob
+/// is recorded (replaced by the blob's charge), discarded, or stale.
+pub async fn upload_charges(meta: Meta, _blobs: Blobs) {
+    let up = fp(1);
+    let other = fp(2);
+    let h = sha(b"big");
+    meta.charge_upload(vault(1), h, up, 10).await.unwrap();
+    meta.charge_upload(vault(1), h, up, 15).await.unwrap();
+    meta.charge_upload(vault(1), h, other, 5).await.unwrap();
+    assert_eq!(meta.usage(up).await.unwrap(), 25);
+    assert_eq!(meta.usage(other).await.unwrap(), 5);
+    // Unfinished uploads count against the quota of an append.
+    let (used, _) = meta.append_precheck(vault(1), up, vec![]).await.unwrap();
+    assert_eq!(used, 25);
+    let info = BlobInfo {
+        len: 30,
+        uploader: up,
+    };
+    let r = meta
+        .add_blob(vault(1), h, info, u64::MAX, None)
+        .await
+        .unwrap();
+    assert_eq!(r, AddBlobOutcome::Added);
+    assert_eq!(meta.usage(up).await.unwrap(), 30);
+    assert_eq!(meta.usage(other).await.unwrap(), 0);
+    // Discarded: given back.
+    let h2 = sha(b"discarded");
+    meta.charge_upload(vault(1), h2, up, 7).await.unwrap();
+    assert_eq!(meta.usage(up).await.unwrap(), 37);
+    meta.release_upload(vault(1), h2).await.unwrap();
+    assert_eq!(meta.usage(up).await.unwrap(), 30);
+    meta.release_upload(vault(1), h2).await.unwrap();
+    assert_eq!(meta.usage(up).await.unwrap(), 30);
+    // Stale: nothing is older than an hour; everything is older than 0 s.
+    let h3 = sha(b"abandoned");
+    meta.charge_upload(vault(1), h3, up, 8).await.unwrap();
+    meta.charge_upload(vault(1), h3, other, 2).await.unwrap();
+    meta.charge_upload(vault(2), h3, other, 3).await.unwrap();
+    assert_eq!(meta.release_stale_uploads(3600).await.unwrap(), 0);
+    assert_eq!(meta.usage(up).await.unwrap(), 38);
+    assert_eq!(meta.release_stale_uploads(0).await.unwrap(), 3);
+    assert_eq!(meta.usage(up).await.unwrap(), 30);
+    assert_eq!(meta.usage(other).await.unwrap(), 0);
+    assert_eq!(meta.release_stale_uploads(0).await.unwrap(), 0);
+    // A refused (over-quota) blob still releases its chunk charges.
+    let h4 = sha(b"too big");
+    meta.charge_upload(vault(1), h4, up, 50).await.unwrap();
+    let r = meta
+        .add_blob(
+            vault(1),
+            h4,
+            BlobInfo {
+                len: 50,
+                uploader: up,
+            },
+            60,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, AddBlobOutcome::Quota);
+    assert_eq!(meta.usage(up).await.unwrap(), 30);
+}
+
+/// A purge removes the blob's record and links in its vault and gives
+/// the charge back; `blob_in_use` stays true while another vault has it,
+/// and so do its inline bytes.
+pub async fn purge(meta: Meta, _blobs: Blobs) {
+    let owner = fp(1);
+    let g1 = create(&meta, 1, owner).await;
+    let g2 = create(&meta, 2, owner).await;
+    let small = Bytes::from_static(b"shared small blob");
+    let h = sha(&small);
+    let len = small.len() as u64;
+    let info = BlobInfo {
+        len,
+        uploader: owner,
+    };
+    for v in [1, 2] {
+        let r = meta
+            .add_blob(vault(v), h, info, u64::MAX, Some(small.clone()))
+            .await
+            .unwrap();
+        assert_eq!(r, AddBlobOutcome::Added);
+    }
+    let e1 = entry(1, 1, "put");
+    let mut b = batch(1, head_of(&g1), vec![e1.clone()], owner);
+    b.blob_refs = vec![blob_ref(&small, len, 0, 1)];
+    meta.append(b).await.unwrap();
+    let before = meta.usage(owner).await.unwrap();
+    let e2 = entry(1, 2, "purge");
+    let mut b = batch(1, head_of(&e1), vec![e2.clone()], owner);
+    b.purged = vec![h, sha(b"never stored")];
+    meta.append(b).await.unwrap();
+    assert_eq!(meta.blob(vault(1), h).await.unwrap(), None);
+    assert_eq!(meta.blob_with_refs(vault(1), h).await.unwrap(), None);
+    assert_eq!(
+        meta.usage(owner).await.unwrap(),
+        before + e2.bytes.len() as u64 - len
+    );
+    assert!(meta.blob_in_use(h).await.unwrap());
+    assert_eq!(meta.small_blob(h).await.unwrap(), Some(small.clone()));
+    // The last vault purges it: no longer in use, inline bytes gone.
+    let e = entry(2, 1, "purge");
+    let mut b = batch(2, head_of(&g2), vec![e.clone()], owner);
+    b.purged = vec![h];
+    meta.append(b).await.unwrap();
+    assert!(!meta.blob_in_use(h).await.unwrap());
+    assert_eq!(meta.small_blob(h).await.unwrap(), None);
+    // The blob may be uploaded and used again afterwards.
+    let r = meta
+        .add_blob(vault(1), h, info, u64::MAX, None)
+        .await
+        .unwrap();
+    assert_eq!(r, AddBlobOutcome::Added);
+    let mut b = batch(1, head_of(&e2), vec![entry(1, 3, "put again")], owner);
+    b.blob_refs = vec![blob_ref(&small, len, 0, 1)];
+    meta.append(b).await.unwrap();
+}
+
+/// N concurrent appends with the same `prev`: exactly one wins, every
+/// other one is told the winner's head; then N writers that retry on
+/// `HeadMoved` all get in, and the log has no gap and no duplicate.
+pub async fn concurrent_appends(meta: Meta, _blobs: Blobs) {
+    const N: u8 = 16;
+    let owner = fp(1);
+    let g = create(&meta, 1, owner).await;
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let meta = meta.clone();
+        let prev = head_of(&g);
+        tasks.push(tokio::spawn(async move {
+            let e = entry(1, 1, &format!("writer {i}"));
+            (
+                head_of(&e),
+                meta.append(batch(1, prev, vec![e], owner)).await,
+            )
+        }));
+    }
+    let mut winners = Vec::new();
+    let mut moved = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            (mine, Ok(h)) => {
+                assert_eq!(h, mine);
+                winners.push(h);
+            }
+            (_, Err(AppendError::HeadMoved(h))) => moved.push(h),
+            (_, Err(e)) => panic!("unexpected refusal {e:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one append wins");
+    assert_eq!(moved.len(), usize::from(N) - 1);
+    assert!(moved.iter().all(|h| *h == winners[0]));
+    assert_eq!(meta.head(vault(1)).await.unwrap(), Some(winners[0]));
+    // Retrying writers.
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let meta = meta.clone();
+        let mut prev = winners[0];
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let e = entry(1, prev.seq + 1, &format!("retrying writer {i}"));
+                match meta.append(batch(1, prev, vec![e], owner)).await {
+                    Ok(h) => return h,
+                    Err(AppendError::HeadMoved(h)) => prev = h,
+                    Err(e) => panic!("unexpected refusal {e:?}"),
+                }
+            }
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap().seq);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (2..=u64::from(N) + 1).collect::<Vec<_>>());
+    let log = meta.entries(vault(1), 0, 1000).await.unwrap();
+    assert_eq!(log.len(), usize::from(N) + 2);
+    for (seq, bytes) in log.iter().enumerate() {
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.starts_with(&format!("vault 1 entry {seq} ")), "{text}");
+    }
+    let head = meta.head(vault(1)).await.unwrap().unwrap();
+    assert_eq!(head.seq, u64::from(N) + 1);
+    assert_eq!(
+        head.hash,
+        sha(log.last().unwrap()),
+        "the head is the last stored entry"
+    );
+}
+
+/// A blob in one chunk: complete, readable whole and by range, deletable.
+pub async fn blob_roundtrip(_meta: Meta, blobs: Blobs) {
+    let blob = b"0123456789abcdef".as_slice();
+    let h = sha(blob);
+    assert_eq!(blobs.upload_offset(key(1, blob)).await.unwrap(), 0);
+    assert!(blobs.read(h, 0, 1).await.is_err(), "no blob yet");
+    upload(&blobs, 1, blob).await;
+    assert_eq!(blobs.upload_offset(key(1, blob)).await.unwrap(), 0);
+    assert_eq!(read_all(&blobs, h, 0, 16).await, blob);
+    assert_eq!(read_all(&blobs, h, 4, 3).await, b"456");
+    assert_eq!(read_all(&blobs, h, 10, 100).await, b"abcdef");
+    assert_eq!(read_all(&blobs, h, 16, 10).await, b"");
+    assert_eq!(read_all(&blobs, h, 3, 0).await, b"");
+    // Uploading the same blob again (another vault) keeps it intact.
+    upload(&blobs, 2, blob).await;
+    assert_eq!(read_all(&blobs, h, 0, 16).await, blob);
+    blobs.delete(h).await.unwrap();
+    assert!(blobs.read(h, 0, 1).await.is_err(), "deleted");
+    blobs.delete(h).await.unwrap();
+    // The empty blob.
+    upload(&blobs, 1, b"").await;
+    assert_eq!(read_all(&blobs, sha(b""), 0, 10).await, b"");
+}
+
+/// Chunked uploads and every refusal of a chunk; a refused chunk leaves
+/// the upload where it stood, a hash mismatch discards it.
+pub async fn chunk_refusals(_meta: Meta, blobs: Blobs) {
+    let blob = b"first-second-third".as_slice();
+    let total = blob.len() as u64;
+    let k = key(1, blob);
+    let (a, rest) = blob.split_at(6);
+    let (b, c) = rest.split_at(7);
+    // Wrong offset on a new upload.
+    match blobs.write_chunk(k, chunk(6, total, b), body(&[b])).await {
+        Err(ChunkError::OffsetMismatch(0)) => {}
+        other => panic!("expected OffsetMismatch(0), got {other:?}"),
+    }
+    // Digest mismatch on the first chunk: nothing stored.
+    let mut bad = chunk(0, total, a);
+    bad.digest = sha(b"something else");
+    let r = blobs.write_chunk(k, bad, body(&[a])).await;
+    assert!(matches!(r, Err(ChunkError::DigestMismatch)), "{r:?}");
+    assert_eq!(blobs.upload_offset(k).await.unwrap(), 0);
+    let r = blobs
+        .write_chunk(k, chunk(0, total, a), body(&[a]))
+        .await
+        .unwrap();
+    assert_eq!(r, ChunkOutcome::Partial(6));
+    assert_eq!(blobs.upload_offset(k).await.unwrap(), 6);
+    // Replaying an acknowledged chunk is told where the upload stands.
+    match blobs.write_chunk(k, chunk(0, total, a), body(&[a])).await {
+        Err(ChunkError::OffsetMismatch(6)) => {}
+        other => panic!("expected OffsetMismatch(6), got {other:?}"),
+    }
+    // Longer than max_chunk.
+    let mut big = chunk(6, total, b);
+    big.max_chunk = 6;
+    let r = blobs.write_chunk(k, big, body(&[b])).await;
+    assert!(matches!(r, Err(ChunkError::TooLarge)), "{r:?}");
+    // Overrunning the blob's total.
+    let over = [rest, b"!"].concat();
+    let r = blobs
+        .write_chunk(k, chunk(6, total, &over), body(&[&over]))
+        .await;
+    assert!(matches!(r, Err(ChunkError::TooLarge)), "{r:?}");
+    // Wrong digest after a good chunk.
+    let mut bad = chunk(6, total, b);
+    bad.digest = sha(a);
+    let r = blobs.write_chunk(k, bad, body(&[b])).await;
+    assert!(matches!(r, Err(ChunkError::DigestMismatch)), "{r:?}");
+    // A body cut off midway.
+    let cut: BodyStream = Box::pin(futures_util::stream::iter(vec![
+        Ok(Bytes::copy_from_slice(&b[..3])),
+        Err(std::io::Error::other("client gone")),
+    ]));
+    let r = blobs.write_chunk(k, chunk(6, total, b), cut).await;
+    assert!(matches!(r, Err(ChunkError::Body(_))), "{r:?}");
+    assert_eq!(blobs.upload_offset(k).await.unwrap(), 6);
+    // The upload continues where it stood, in several body pieces.
+    let r = blobs
+        .write_chunk(k, chunk(6, total, b), body(&[&b[..2], &b[2..]]))
+        .await
+        .unwrap();
+    assert_eq!(r, ChunkOutcome::Partial(13));
+    let r = blobs
+        .write_chunk(k, chunk(13, total, c), body(&[c]))
+        .await
+        .unwrap();
+    assert_eq!(r, ChunkOutcome::Complete);
+    assert_eq!(read_all(&blobs, sha(blob), 0, total).await, blob);
+    assert_eq!(blobs.upload_offset(k).await.unwrap(), 0);
+    // A complete blob that does not hash to its address is discarded.
+    let k2 = UploadKey {
+        vault: vault(1),
+        hash: sha(b"the address"),
+    };
+    let r = blobs
+        .write_chunk(k2, chunk(0, 5, b"other"), body(&[b"other"]))
+        .await;
+    assert!(matches!(r, Err(ChunkError::HashMismatch)), "{r:?}");
+    assert_eq!(blobs.upload_offset(k2).await.unwrap(), 0);
+    assert!(blobs.read(k2.hash, 0, 5).await.is_err());
+    let r = blobs
+        .write_chunk(k2, chunk(0, 10, b"other"), body(&[b"other"]))
+        .await
+        .unwrap();
+    assert_eq!(r, ChunkOutcome::Partial(5));
+    let r = blobs
+        .write_chunk(k2, chunk(5, 10, b"stuff"), body(&[b"stuff"]))
+        .await;
+    assert!(matches!(r, Err(ChunkError::HashMismatch)), "{r:?}");
+    assert_eq!(blobs.upload_offset(k2).await.unwrap(), 0);
+}
+
+/// One writer per upload: a chunk arriving while another is being
+/// written is refused with the current offset, and the first completes.
+pub async fn concurrent_chunks(_meta: Meta, blobs: Blobs) {
+    let blob = b"slowly written".as_slice();
+    let total = blob.len() as u64;
+    let k = key(1, blob);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    let slow: BodyStream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let writer = {
+        let blobs = blobs.clone();
+        tokio::spawn(async move { blobs.write_chunk(k, chunk(0, total, blob), slow).await })
+    };
+    tx.send(Ok(Bytes::copy_from_slice(&blob[..4])))
+        .await
+        .unwrap();
+    // Let the writer take the upload.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    match blobs
+        .write_chunk(k, chunk(0, total, blob), body(&[blob]))
+        .await
+    {
+        Err(ChunkError::OffsetMismatch(0)) => {}
+        other => panic!("expected OffsetMismatch(0) while busy, got {other:?}"),
+    }
+    // The busy upload is not swept.
+    blobs.sweep_uploads(Duration::ZERO).await.unwrap();
+    tx.send(Ok(Bytes::copy_from_slice(&blob[4..])))
+        .await
+        .unwrap();
+    drop(tx);
+    assert_eq!(writer.await.unwrap().unwrap(), ChunkOutcome::Complete);
+    assert_eq!(read_all(&blobs, sha(blob), 0, total).await, blob);
+}
+
+/// Sweeping removes uploads untouched for longer than asked, not others.
+pub async fn sweep(_meta: Meta, blobs: Blobs) {
+    let blob = b"abandoned upload".as_slice();
+    let total = blob.len() as u64;
+    let k = key(1, blob);
+    let r = blobs
+        .write_chunk(k, chunk(0, total, &blob[..8]), body(&[&blob[..8]]))
+        .await
+        .unwrap();
+    assert_eq!(r, ChunkOutcome::Partial(8));
+    assert_eq!(
+        blobs
+            .sweep_uploads(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(blobs.upload_offset(k).await.unwrap(), 8);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The count is backend-specific (FileBlobs counts files; see the
+    // notes), but at least this upload goes.
+    assert!(blobs.sweep_uploads(Duration::ZERO).await.unwrap() >= 1);
+    assert_eq!(blobs.upload_offset(k).await.unwrap(), 0);
+    // A swept upload starts again from 0.
+    upload(&blobs, 1, blob).await;
+    assert_eq!(blobs.sweep_uploads(Duration::ZERO).await.unwrap(), 0);
+    assert_eq!(read_all(&blobs, sha(blob), 0, total).await, blob);
+}
+
+/// A contract: its name and its function.
+pub type Contract = (
+    &'static str,
+    fn(Meta, Blobs) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+);
+
+macro_rules! contracts {
+    ($($name:ident),* $(,)?) => {
+        /// Every contract, by name.
+        pub const CONTRACTS: &[Contract] = &[
+            $((stringify!($name), |m, b| Box::pin($name(m, b)))),*
+        ];
+    };
+}
+
+contracts!(
+    identities,
+    create_vault,
+    append_and_read,
+    append_refusals,
+    append_blob_checks,
+    inbox_index,
+    add_blob,
+    upload_charges,
+    purge,
+    concurrent_appends,
+    blob_roundtrip,
+    chunk_refusals,
+    concurrent_chunks,
+    sweep,
+);

@@ -1,0 +1,218 @@
+//! The storage conformance suite (`relay_server::storage::conformance`)
+//! on SQLite + files (in a temporary directory) and on the in-memory
+//! backend, plus the crash-consistency expectations of SQLite + files.
+
+use std::sync::Arc;
+
+use relay_server::storage::conformance::{self, Blobs, Meta};
+use relay_server::storage::files::FileBlobs;
+use relay_server::storage::memory::{MemoryBlobs, MemoryMeta};
+use relay_server::storage::sqlite::SqliteMeta;
+use relay_server::storage::{
+    AppendBatch, BlobInfo, BlobStore, Chunk, ChunkOutcome, CreateOutcome, Head, MetaStore,
+    UploadKey,
+};
+
+#[allow(clippy::unwrap_used)] // test helper
+fn open_disk(dir: &std::path::Path) -> (Arc<SqliteMeta>, Arc<FileBlobs>) {
+    let meta = SqliteMeta::open(dir, 64, Arc::new(|_| {})).unwrap();
+    (Arc::new(meta), Arc::new(FileBlobs::open(dir).unwrap()))
+}
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_files {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let (meta, blobs) = open_disk(dir.path());
+                    conformance::$name(meta as Meta, blobs as Blobs).await;
+                }
+            )*
+        }
+        mod memory {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let meta: Meta = Arc::new(MemoryMeta::new());
+                    let blobs: Blobs = Arc::new(MemoryBlobs::new());
+                    conformance::$name(meta, blobs).await;
+                }
+            )*
+        }
+        #[test]
+        fn every_contract_is_run() {
+            let ran = [$(stringify!($name)),*];
+            let all: Vec<&str> = conformance::CONTRACTS.iter().map(|c| c.0).collect();
+            assert_eq!(all, ran, "add new contracts to the suite! list");
+        }
+    };
+}
+
+suite!(
+    identities,
+    create_vault,
+    append_and_read,
+    append_refusals,
+    append_blob_checks,
+    inbox_index,
+    add_blob,
+    upload_charges,
+    purge,
+    concurrent_appends,
+    blob_roundtrip,
+    chunk_refusals,
+    concurrent_chunks,
+    sweep,
+);
+
+fn sha(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).into()
+}
+
+/// Everything acknowledged survives dropping the stores and reopening the
+/// directory; the bytes of a chunk written but never acknowledged (a crash
+/// between writing and acknowledging) are not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_files_reopen_keeps_what_was_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = vault_core::Fingerprint::from_bytes([1; 32]);
+    let v = vault_core::VaultId::from_bytes([1; 16]);
+    let g = conformance::entry(1, 0, "genesis");
+    let e1 = conformance::entry(1, 1, "a");
+    let blob = b"a blob uploaded in two chunks".as_slice();
+    let key = UploadKey {
+        vault: v,
+        hash: sha(blob),
+    };
+    let done = b"complete blob".as_slice();
+    {
+        let (meta, blobs) = open_disk(dir.path());
+        let created = meta
+            .create_vault(v, owner, g.clone(), u64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(created, CreateOutcome::Created);
+        let batch = AppendBatch {
+            vault: v,
+            prev: Head {
+                seq: 0,
+                hash: g.hash,
+            },
+            entries: vec![e1.clone()],
+            blob_refs: vec![],
+            inbox: vec![vault_core::Fingerprint::from_bytes([2; 32])],
+            purged: vec![],
+            account: owner,
+            quota: u64::MAX,
+        };
+        meta.append(batch).await.unwrap();
+        let info = BlobInfo {
+            len: done.len() as u64,
+            uploader: owner,
+        };
+        let body: relay_server::storage::BodyStream =
+            Box::pin(futures_util::stream::iter(vec![Ok(
+                bytes::Bytes::copy_from_slice(done),
+            )]));
+        let chunk = Chunk {
+            offset: 0,
+            total: done.len() as u64,
+            max_chunk: 1 << 20,
+            digest: sha(done),
+        };
+        let r = blobs
+            .write_chunk(
+                UploadKey {
+                    vault: v,
+                    hash: sha(done),
+                },
+                chunk,
+                body,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r, ChunkOutcome::Complete);
+        meta.add_blob(v, sha(done), info, u64::MAX, None)
+            .await
+            .unwrap();
+        let first = blob.get(..10).unwrap();
+        let body: relay_server::storage::BodyStream =
+            Box::pin(futures_util::stream::iter(vec![Ok(
+                bytes::Bytes::copy_from_slice(first),
+            )]));
+        let chunk = Chunk {
+            offset: 0,
+            total: blob.len() as u64,
+            max_chunk: 1 << 20,
+            digest: sha(first),
+        };
+        assert_eq!(
+            blobs.write_chunk(key, chunk, body).await.unwrap(),
+            ChunkOutcome::Partial(10)
+        );
+        meta.charge_upload(v, key.hash, owner, 10).await.unwrap();
+        meta.close();
+    }
+    // A crash after writing more bytes but before acknowledging them.
+    let part =
+        dir.path()
+            .join("uploads")
+            .join(format!("{}-{}.part", v.to_hex(), hex::encode(key.hash)));
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&part)
+            .unwrap();
+        f.write_all(b"unacknowledged").unwrap();
+    }
+    let (meta, blobs) = open_disk(dir.path());
+    assert_eq!(
+        meta.head(v).await.unwrap(),
+        Some(Head {
+            seq: 1,
+            hash: e1.hash
+        })
+    );
+    assert_eq!(
+        meta.entries(v, 0, 10).await.unwrap(),
+        vec![g.bytes.clone(), e1.bytes.clone()]
+    );
+    assert_eq!(
+        meta.inbox(vault_core::Fingerprint::from_bytes([2; 32]))
+            .await
+            .unwrap(),
+        vec![v]
+    );
+    assert!(meta.blob(v, sha(done)).await.unwrap().is_some());
+    let charged = (g.bytes.len() + e1.bytes.len() + done.len() + 10) as u64;
+    assert_eq!(meta.usage(owner).await.unwrap(), charged);
+    let mut r = blobs.read(sha(done), 0, 100).await.unwrap();
+    let mut got = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut r, &mut got)
+        .await
+        .unwrap();
+    assert_eq!(got, done);
+    // The unacknowledged bytes are not counted, and are cut off when the
+    // upload continues.
+    assert_eq!(blobs.upload_offset(key).await.unwrap(), 10);
+    let rest = blob.get(10..).unwrap();
+    let body: relay_server::storage::BodyStream = Box::pin(futures_util::stream::iter(vec![Ok(
+        bytes::Bytes::copy_from_slice(rest),
+    )]));
+    let chunk = Chunk {
+        offset: 10,
+        total: blob.len() as u64,
+        max_chunk: 1 << 20,
+        digest: sha(rest),
+    };
+    assert_eq!(
+        blobs.write_chunk(key, chunk, body).await.unwrap(),
+        ChunkOutcome::Complete
+    );
+}
