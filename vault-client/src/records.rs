@@ -361,16 +361,18 @@ pub async fn add_records<S: Store + ?Sized>(
     Ok((state, ids))
 }
 
-/// The records among `ids` whose data key does not unwrap for `keyring`'s
-/// holder although they may read them: sealed wrongly by their writer (a
+/// The records among `ids` whose data key does not unwrap for `me` (at
+/// `now`) although `me` may read them: sealed wrongly by their writer (a
 /// faulty or malicious member). Each with the author of its current version
 /// from the verified log, so the patient sees who wrote it. Records this
 /// holder may not read are not listed.
 pub fn unopenable(
     state: &VaultState,
-    keyring: &mut Keyring,
+    me: &SecretIdentity,
+    now: u64,
     ids: &[RecordId],
 ) -> Vec<(RecordId, vault_core::Fingerprint)> {
+    let mut keyring = Keyring::new(me, now);
     ids.iter()
         .filter_map(|id| {
             let verified = state.record(id).ok()?;

@@ -149,6 +149,8 @@ pub struct DroppedRecord {
 pub struct RotatedCollection {
     /// The collection.
     pub collection: CollectionId,
+    /// Its name, opened with the owner's key (`None` if it did not open).
+    pub name: Option<String>,
     /// Its new key epoch.
     pub epoch: u32,
     /// Records deleted by the rotation because nobody could open them.
@@ -214,6 +216,7 @@ pub fn plan_revocation(
         out.entries.push(entry);
         out.rotated.push(RotatedCollection {
             collection: c.id,
+            name: state.collection_name(&mut keyring, &c.id).ok(),
             epoch: c.epoch.saturating_add(1),
             dropped,
         });

@@ -143,16 +143,8 @@ pub fn revoke(session: &mut Session, args: &RevokeArgs) -> Result<()> {
                 .unwrap_or_default()
         )));
     }
-    let names = {
-        let mut keyring = Keyring::new(&secret, client.now());
-        collections_by_name(&state, &mut keyring)
-    };
-    let name_of = |id: &vault_core::CollectionId| {
-        names
-            .iter()
-            .find(|(_, c)| *c == id)
-            .map(|(n, _)| n.clone())
-            .unwrap_or_else(|| id.to_hex())
+    let name_of = |r: &vault_client::sharing::RotatedCollection| {
+        r.name.clone().unwrap_or_else(|| r.collection.to_hex())
     };
     let author_of = |fp: &vault_core::Fingerprint| {
         state
@@ -164,7 +156,7 @@ pub fn revoke(session: &mut Session, args: &RevokeArgs) -> Result<()> {
         return session.out.json(&json!({
             "contact": args.contact,
             "collections": plan.rotated.iter().map(|r| json!({
-                "collection": name_of(&r.collection),
+                "collection": name_of(r),
                 "epoch": r.epoch,
                 "dropped": r.dropped.iter().map(|d| json!({
                     "record": d.record.to_hex(),
@@ -179,7 +171,7 @@ pub fn revoke(session: &mut Session, args: &RevokeArgs) -> Result<()> {
         line(&format!(
             "Revoked {} from {}: its key was rotated (epoch {}); new records are sealed under a key they never had.",
             args.contact,
-            name_of(&r.collection),
+            name_of(r),
             r.epoch
         ))?;
         for d in &r.dropped {

@@ -198,11 +198,9 @@ pub fn sync(session: &mut Session) -> Result<()> {
         };
         let readable = session.readable_records(&state);
         session.ensure_blobs(&state, &readable)?;
-        let unopenable = {
-            let secret = session.unlock()?;
-            let mut keyring = vault_core::Keyring::new(&secret, session.now());
-            vault_client::records::unopenable(&state, &mut keyring, &readable)
-        };
+        let secret = session.unlock()?;
+        let unopenable =
+            vault_client::records::unopenable(&state, &secret, session.now(), &readable);
         for (record, author) in &unopenable {
             session.out.warn(format!(
                 "warning: vault {}: record {} cannot be opened: its writer, {}, sealed it with a key that does not open. Nobody can read it; the owner's next revocation of that collection removes it",
