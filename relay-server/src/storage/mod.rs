@@ -21,6 +21,7 @@ use futures_util::Stream;
 use tokio::io::AsyncRead;
 use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
 
+#[cfg(feature = "conformance")]
 #[doc(hidden)]
 pub mod conformance;
 pub mod files;
