@@ -3,7 +3,7 @@
 //! [`super::files::FileBlobs`] but no durability at all.
 //!
 //! They exist for tests and for the storage conformance suite
-//! ([`super::conformance`]): a second implementation of both traits keeps
+//! (`storage::conformance`, feature `conformance`): a second implementation of both traits keeps
 //! the suite honest about what is the contract and what is an accident of
 //! SQLite or of the filesystem. Never use them to keep data: everything
 //! is lost when the value is dropped.
