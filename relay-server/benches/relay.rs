@@ -710,15 +710,12 @@ async fn setup_conn(client: reqwest::Client, base: String, index: usize, appends
             let mut ct = Vec::new();
             let (_, entry) = state
                 .put_record(
-                    &me,
                     &mut kr,
                     &labs,
                     None,
                     &info,
-                    plain.as_slice(),
-                    plain.len() as u64,
+                    vault_core::RecordBody::new(plain.as_slice(), plain.len() as u64),
                     &mut ct,
-                    now(),
                 )
                 .unwrap();
             let body = json!({ "prev": head_json(&state), "entries": [b64(entry.to_bytes())] });

@@ -291,15 +291,7 @@ impl World {
         let mut kr = Keyring::new(&self.patient, now());
         let e = self
             .state
-            .share_collection(
-                &self.patient,
-                &mut kr,
-                &self.labs,
-                member.public(),
-                permission,
-                None,
-                now(),
-            )
+            .share_collection(&mut kr, &self.labs, member.public(), permission, None)
             .unwrap();
         let patient = self.patient.clone();
         self.append(&patient, &[&e]).await;
@@ -326,15 +318,12 @@ impl World {
             effective_at: None,
         };
         let (_, e) = state.put_record(
-            author,
             &mut kr,
             &self.labs,
             None,
             &info,
-            body,
-            body.len() as u64,
+            vault_core::RecordBody::new(body, body.len() as u64),
             &mut ct,
-            now(),
         )?;
         Ok((ct, e))
     }
@@ -1210,13 +1199,11 @@ async fn membership_decides_who_reads_and_writes() {
     let mut kr = Keyring::new(&w.patient, now());
     let upgrade = private
         .share_collection(
-            &w.patient,
             &mut kr,
             &w.labs,
             w.alice.public(),
             Permission::ReadWrite,
             None,
-            now(),
         )
         .unwrap();
     private.apply(&upgrade).unwrap();
@@ -1264,13 +1251,7 @@ async fn membership_decides_who_reads_and_writes() {
     let mut kr = Keyring::new(&w.patient, now());
     let e = w
         .state
-        .revoke(
-            &w.patient,
-            &mut kr,
-            &w.labs,
-            &[w.alice.fingerprint()],
-            now(),
-        )
+        .revoke(&mut kr, &w.labs, &[w.alice.fingerprint()])
         .unwrap();
     w.append(&w.patient.clone(), &[&e]).await;
     w.t.refused(
@@ -2570,15 +2551,12 @@ async fn a_purge_deletes_the_purged_versions_blobs_and_gives_their_charge_back()
     let (_, e) = w
         .state
         .put_record(
-            &patient,
             &mut kr,
             &w.labs,
             Some(record),
             &info,
-            &body[..],
-            body.len() as u64,
+            vault_core::RecordBody::new(&body[..], body.len() as u64),
             &mut v2,
-            now(),
         )
         .unwrap();
     w.upload(&patient, &v2).await;
@@ -2644,15 +2622,7 @@ async fn the_inbox_is_paginated() {
         state.apply(&e).unwrap();
         let mut kr = Keyring::new(&mallory, now());
         let g = state
-            .share_collection(
-                &mallory,
-                &mut kr,
-                &c,
-                alice.public(),
-                Permission::Read,
-                None,
-                now(),
-            )
+            .share_collection(&mut kr, &c, alice.public(), Permission::Read, None)
             .unwrap();
         let (s, v) = t.json(append_req(&mallory, &state, &[&g])).await;
         assert_eq!(s, StatusCode::OK, "{v}");

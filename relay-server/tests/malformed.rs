@@ -293,7 +293,7 @@ impl World {
         for (who, perm) in [(&alice, Permission::ReadWrite), (&bob, Permission::Read)] {
             let mut kr = Keyring::new(&patient, now());
             let e = state
-                .share_collection(&patient, &mut kr, &labs, who.public(), perm, None, now())
+                .share_collection(&mut kr, &labs, who.public(), perm, None)
                 .unwrap();
             let (s, b) = call(
                 &router,
@@ -314,15 +314,12 @@ impl World {
             };
             let (_, e) = state
                 .put_record(
-                    &patient,
                     &mut kr,
                     &labs,
                     None,
                     &info,
-                    body,
-                    body.len() as u64,
+                    vault_core::RecordBody::new(body, body.len() as u64),
                     &mut ct,
-                    now(),
                 )
                 .unwrap();
             (ct, e)

@@ -130,15 +130,12 @@ fn main() {
             let mut out = Vec::new();
             state
                 .put_record(
-                    &patient,
                     &mut keyring,
                     &coll,
                     None,
                     &info,
-                    r.json.as_slice(),
-                    r.json.len() as u64,
+                    vault_core::RecordBody::new(r.json.as_slice(), r.json.len() as u64),
                     &mut out,
-                    1,
                 )
                 .unwrap();
         }
@@ -202,13 +199,11 @@ fn main() {
         |state| {
             let mut keyring = Keyring::new(&patient, client.now());
             Ok(vec![state.share_collection(
-                &patient,
                 &mut keyring,
                 &labs,
                 &member,
                 Permission::Read,
                 None,
-                client.now(),
             )?])
         },
     ))

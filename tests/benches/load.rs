@@ -90,15 +90,12 @@ fn seal(
     let mut ct = Vec::new();
     let (meta, e) = state
         .put_record(
-            me,
             &mut Keyring::new(me, now),
             labs,
             None,
             &info(now),
-            &body[..],
-            len as u64,
+            vault_core::RecordBody::new(&body[..], len as u64),
             &mut ct,
-            now,
         )
         .unwrap();
     (ct, *meta.ciphertext_hash(), e)
@@ -200,15 +197,8 @@ async fn main() {
             let mut out = vec![e];
             let mut kr = Keyring::new(&owner, now);
             for m in &members {
-                let share = next.share_collection(
-                    &owner,
-                    &mut kr,
-                    &cid,
-                    m.public(),
-                    Permission::ReadWrite,
-                    None,
-                    now,
-                )?;
+                let share =
+                    next.share_collection(&mut kr, &cid, m.public(), Permission::ReadWrite, None)?;
                 next.apply(&share)?;
                 out.push(share);
             }

@@ -306,15 +306,7 @@ fn mallory_grant_for(member: &PublicIdentity) -> (Arc<SecretIdentity>, LogEntry)
     state.apply(&e).unwrap();
     let mut kr = Keyring::new(&mallory, t);
     let e = state
-        .share_collection(
-            &mallory,
-            &mut kr,
-            &coll,
-            member,
-            Permission::ReadWrite,
-            None,
-            t,
-        )
+        .share_collection(&mut kr, &coll, member, Permission::ReadWrite, None)
         .unwrap();
     (mallory, e)
 }
@@ -648,7 +640,6 @@ fn attack_04_swapped_metadata_or_ciphertext_is_refused() {
     let body = b"Penicillin: none";
     other
         .put_record(
-            &mallory,
             &mut Keyring::new(&mallory, t),
             &coll,
             None,
@@ -658,10 +649,8 @@ fn attack_04_swapped_metadata_or_ciphertext_is_refused() {
                 created_at: t,
                 effective_at: None,
             },
-            &body[..],
-            body.len() as u64,
+            vault_core::RecordBody::new(&body[..], body.len() as u64),
             &mut blob_other,
-            t,
         )
         .unwrap();
 
@@ -724,15 +713,12 @@ fn attack_05_injected_record_is_refused() {
     let body = b"Stop all medication at once.";
     let (_, entry) = hers
         .put_record(
-            &mallory,
             &mut Keyring::new(&mallory, t),
             &coll,
             None,
             &note_info("Urgent", t),
-            &body[..],
-            body.len() as u64,
+            vault_core::RecordBody::new(&body[..], body.len() as u64),
             &mut Vec::new(),
-            t,
         )
         .unwrap();
     let mut meta = payload_of(entry.to_bytes()).to_vec();
@@ -806,15 +792,12 @@ fn attack_05_injected_record_is_refused() {
     let mut sealed = Vec::new();
     let (_, entry) = before
         .put_record(
-            &ro,
             &mut Keyring::new(&ro, t),
             &notes,
             None,
             &note_info("Discharge", t),
-            &body[..],
-            body.len() as u64,
+            vault_core::RecordBody::new(&body[..], body.len() as u64),
             &mut sealed,
-            t,
         )
         .unwrap();
     let forged = splice_after(

@@ -67,7 +67,6 @@ fn a_poisoned_record_does_not_make_a_writer_unrevocable() {
     let body = b"unreadable by design";
     let (metadata, honest_entry) = state
         .put_record(
-            &mallory,
             &mut keyring,
             &notes,
             None,
@@ -77,10 +76,8 @@ fn a_poisoned_record_does_not_make_a_writer_unrevocable() {
                 created_at: now(),
                 effective_at: None,
             },
-            &body[..],
-            body.len() as u64,
+            vault_core::RecordBody::new(&body[..], body.len() as u64),
             &mut ciphertext,
-            client.now(),
         )
         .unwrap();
     let record: RecordId = metadata.record();
@@ -150,7 +147,6 @@ fn a_poisoned_record_does_not_make_a_writer_unrevocable() {
     let mut keyring = Keyring::new(&mallory, client.now());
     let (_, late) = state
         .put_record(
-            &mallory,
             &mut keyring,
             &notes,
             None,
@@ -160,10 +156,8 @@ fn a_poisoned_record_does_not_make_a_writer_unrevocable() {
                 created_at: now(),
                 effective_at: None,
             },
-            &b"x"[..],
-            1,
+            vault_core::RecordBody::new(&b"x"[..], 1),
             &mut Vec::new(),
-            client.now(),
         )
         .unwrap();
     match rt.block_on(client.append(&vault, prev, &[late])) {

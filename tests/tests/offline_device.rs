@@ -39,7 +39,6 @@ fn vault_survives_restart_and_detects_rollback() {
     let body = b"Allergic to penicillin";
     let (meta, e) = state
         .put_record(
-            &patient,
             &mut Keyring::new(&patient, NOW),
             &coll,
             None,
@@ -49,10 +48,8 @@ fn vault_survives_restart_and_detects_rollback() {
                 created_at: NOW,
                 effective_at: None,
             },
-            &body[..],
-            body.len() as u64,
+            vault_core::RecordBody::new(&body[..], body.len() as u64),
             &mut ct,
-            NOW,
         )
         .unwrap();
     state.apply(&e).unwrap();

@@ -207,15 +207,12 @@ impl Job {
             let now = client.now();
             let mut ciphertext = Vec::new();
             let (metadata, entry) = state.put_record(
-                &me,
                 &mut Keyring::new(&me, now),
                 &self.collection,
                 None,
                 &info(now),
-                &body[..],
-                body.len() as u64,
+                vault_core::RecordBody::new(&body[..], body.len() as u64),
                 &mut ciphertext,
-                now,
             )?;
             let hash = *metadata.ciphertext_hash();
             let len = ciphertext.len() as u64;
@@ -572,15 +569,12 @@ async fn append_after_restart(
             |state, spool| {
                 let now = client.now();
                 Ok(state.put_record(
-                    author,
                     &mut Keyring::new(author, now),
                     &vault.collection,
                     None,
                     &info(now),
-                    &body[..],
-                    body.len() as u64,
+                    vault_core::RecordBody::new(&body[..], body.len() as u64),
                     spool,
-                    now,
                 )?)
             },
         )
@@ -723,13 +717,11 @@ fn acknowledged_writes_survive_kill_9() {
                 sync::push_with_retry(&mut store, &client, &id, |state| {
                     let now = client.now();
                     Ok(vec![state.share_collection(
-                        owner,
                         &mut Keyring::new(owner, now),
                         &collection,
                         clinician.public(),
                         Permission::ReadWrite,
                         None,
-                        now,
                     )?])
                 })
                 .await

@@ -154,15 +154,12 @@ impl Writer {
         let mut ct = Vec::new();
         let (_, e) = state
             .put_record(
-                &me,
                 &mut Keyring::new(&me, now),
                 &self.labs,
                 None,
                 &info(now),
-                &body[..],
-                body.len() as u64,
+                vault_core::RecordBody::new(&body[..], body.len() as u64),
                 &mut ct,
-                now,
             )
             .unwrap();
         (state, ct, e)

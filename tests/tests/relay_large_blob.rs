@@ -62,15 +62,8 @@ async fn a_256_mib_record_streams_through_with_bounded_memory() {
         let mut kr = Keyring::new(&patient, pc.now());
         let mut next = s.clone();
         next.apply(&e)?;
-        let share = next.share_collection(
-            &patient,
-            &mut kr,
-            &id,
-            radiologist.public(),
-            Permission::Read,
-            None,
-            pc.now(),
-        )?;
+        let share =
+            next.share_collection(&mut kr, &id, radiologist.public(), Permission::Read, None)?;
         Ok(vec![e, share])
     })
     .await
@@ -88,15 +81,12 @@ async fn a_256_mib_record_streams_through_with_bounded_memory() {
             effective_at: None,
         };
         Ok(s.put_record(
-            &patient,
             &mut kr,
             &imaging,
             None,
             &info,
-            std::io::repeat(0x5a).take(BODY_LEN),
-            BODY_LEN,
+            vault_core::RecordBody::new(std::io::repeat(0x5a).take(BODY_LEN), BODY_LEN),
             out,
-            pc.now(),
         )?)
     })
     .await

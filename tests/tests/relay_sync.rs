@@ -47,15 +47,12 @@ async fn write_records(
         sync::push_record(&mut store, &client, &vault, &mut spool, |state, out| {
             let mut kr = Keyring::new(&who2, now);
             Ok(state.put_record(
-                &who2,
                 &mut kr,
                 &collection,
                 None,
                 &info(&title, now),
-                body.as_bytes(),
-                body.len() as u64,
+                vault_core::RecordBody::new(body.as_bytes(), body.len() as u64),
                 out,
-                now,
             )?)
         })
         .await
@@ -129,15 +126,9 @@ async fn two_clients_sync_one_vault_concurrently() {
         let identity = pc.lookup_identity(&member.fingerprint()).await.unwrap();
         sync::push_with_retry(&mut pstore, &pc, &vault, |s| {
             let mut kr = Keyring::new(&patient, pc.now());
-            Ok(vec![s.share_collection(
-                &patient,
-                &mut kr,
-                &labs,
-                &identity,
-                perm,
-                None,
-                pc.now(),
-            )?])
+            Ok(vec![
+                s.share_collection(&mut kr, &labs, &identity, perm, None)?
+            ])
         })
         .await
         .unwrap();
@@ -199,13 +190,7 @@ async fn two_clients_sync_one_vault_concurrently() {
     // Revoking the nurse: the relay stops serving her.
     sync::push_with_retry(&mut pstore, &pc, &vault, |s| {
         let mut kr = Keyring::new(&patient, pc.now());
-        Ok(vec![s.revoke(
-            &patient,
-            &mut kr,
-            &labs,
-            &[nurse.fingerprint()],
-            pc.now(),
-        )?])
+        Ok(vec![s.revoke(&mut kr, &labs, &[nurse.fingerprint()])?])
     })
     .await
     .unwrap();

@@ -194,15 +194,12 @@ pub fn add_stream(
             spool.reading = false;
             let reader = body().map_err(vault_core::Error::Io)?;
             Ok(state.put_record(
-                &secret,
                 &mut keyring,
                 collection,
                 replace,
                 info,
-                reader,
-                body_len,
+                vault_core::RecordBody::new(reader, body_len),
                 &mut *spool,
-                client.now(),
             )?)
         },
     ))?;

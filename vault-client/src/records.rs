@@ -324,15 +324,12 @@ pub async fn add_records<S: Store + ?Sized>(
         for item in chunk {
             let mut ciphertext = Vec::new();
             let (metadata, _) = state.put_record(
-                secret,
                 &mut keyring,
                 &item.collection,
                 None,
                 &item.info,
-                item.body.as_slice(),
-                item.body.len() as u64,
+                vault_core::RecordBody::new(item.body.as_slice(), item.body.len() as u64),
                 &mut ciphertext,
-                now,
             )?;
             sealed.push((metadata, ciphertext));
         }

@@ -94,21 +94,14 @@ pub fn plan_share(
     let mut keyring = Keyring::new(owner, now);
     match target {
         ShareTarget::Record(record) => Ok(SharePlan {
-            entries: vec![state.share_record(
-                owner,
-                &mut keyring,
-                &record,
-                member,
-                expires_at,
-                now,
-            )?],
+            entries: vec![state.share_record(&mut keyring, &record, member, expires_at)?],
             rotated_first: false,
         }),
         ShareTarget::Collection(collection, permission) => {
             let mut entries = Vec::new();
             let mut next = None;
             if state.needs_rotation_before_grant(&collection) {
-                let rotation = state.revoke(owner, &mut keyring, &collection, &[], now)?;
+                let rotation = state.revoke(&mut keyring, &collection, &[])?;
                 let mut rotated = state.clone();
                 rotated.apply(&rotation)?;
                 entries.push(rotation);
@@ -117,13 +110,11 @@ pub fn plan_share(
             let base = next.as_ref().unwrap_or(state);
             let mut keyring = Keyring::new(owner, now);
             entries.push(base.share_collection(
-                owner,
                 &mut keyring,
                 &collection,
                 member,
                 permission,
                 expires_at,
-                now,
             )?);
             Ok(SharePlan {
                 rotated_first: entries.len() > 1,
@@ -197,7 +188,7 @@ pub fn plan_revocation(
             continue;
         }
         let mut keyring = Keyring::new(owner, now);
-        let entry = next.revoke(owner, &mut keyring, &c.id, &[*member], now)?;
+        let entry = next.revoke(&mut keyring, &c.id, &[*member])?;
         let dropped = match entry.body() {
             EntryBody::Rotation(r) => r
                 .dropped

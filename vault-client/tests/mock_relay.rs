@@ -549,13 +549,11 @@ async fn records_round_trip_with_chunked_upload_and_resumed_download() {
     let state = sync::push_with_retry(&mut store, &c, &vault, |s| {
         let mut kr = Keyring::new(&owner, c.now());
         Ok(vec![s.share_collection(
-            &owner,
             &mut kr,
             &coll,
             doctor.public(),
             Permission::Read,
             None,
-            c.now(),
         )?])
     })
     .await
@@ -566,15 +564,12 @@ async fn records_round_trip_with_chunked_upload_and_resumed_download() {
     let (state, metadata) = sync::push_record(&mut store, &c, &vault, &mut spool, |s, out| {
         let mut kr = Keyring::new(&owner, c.now());
         Ok(s.put_record(
-            &owner,
             &mut kr,
             &coll,
             None,
             &info(&c),
-            &body[..],
-            body.len() as u64,
+            vault_core::RecordBody::new(&body[..], body.len() as u64),
             out,
-            c.now(),
         )?)
     })
     .await

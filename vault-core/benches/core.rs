@@ -70,15 +70,12 @@ impl Bench {
         out.clear();
         self.state
             .put_record(
-                &self.owner,
                 keyring,
                 &self.coll,
                 None,
                 &info(),
-                body,
-                body.len() as u64,
+                vault_core::RecordBody::new(body, body.len() as u64),
                 out,
-                NOW,
             )
             .expect("seal")
             .1
@@ -160,13 +157,11 @@ fn grants(c: &mut Criterion) {
         bch.iter(|| {
             b.state
                 .share_collection(
-                    &b.owner,
                     &mut keyring,
                     &b.coll,
                     member.public(),
                     Permission::Read,
                     None,
-                    NOW,
                 )
                 .expect("grant")
         })
@@ -182,15 +177,7 @@ fn big_collection() -> (Bench, SecretIdentity) {
         let mut keyring = Keyring::new(&b.owner, NOW);
         let e = b
             .state
-            .share_collection(
-                &b.owner,
-                &mut keyring,
-                &b.coll,
-                m.public(),
-                Permission::Read,
-                None,
-                NOW,
-            )
+            .share_collection(&mut keyring, &b.coll, m.public(), Permission::Read, None)
             .expect("share");
         b.state.apply(&e).expect("apply");
     }
@@ -208,13 +195,7 @@ fn revocation(c: &mut Criterion) {
         bch.iter(|| {
             let mut keyring = Keyring::new(&b.owner, NOW);
             b.state
-                .revoke(
-                    &b.owner,
-                    &mut keyring,
-                    &b.coll,
-                    &[member.fingerprint()],
-                    NOW,
-                )
+                .revoke(&mut keyring, &b.coll, &[member.fingerprint()])
                 .expect("revoke")
         })
     });
@@ -272,13 +253,7 @@ fn summary() {
         let mut keyring = Keyring::new(&b.owner, NOW);
         black_box(
             b.state
-                .revoke(
-                    &b.owner,
-                    &mut keyring,
-                    &b.coll,
-                    &[member.fingerprint()],
-                    NOW,
-                )
+                .revoke(&mut keyring, &b.coll, &[member.fingerprint()])
                 .expect("revoke"),
         );
     });

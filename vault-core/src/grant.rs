@@ -16,6 +16,7 @@ use crate::identity::{Fingerprint, PublicIdentity, SecretIdentity};
 use crate::ids::{CollectionId, RecordId, VaultId};
 use crate::keys::{CollectionKey, DataKey};
 use crate::primitives::{self, sha256};
+use crate::record::VerifiedRecord;
 
 /// Version 2 adds the granted key's commitment; version 1 is still read.
 const GRANT_VERSION: u8 = 2;
@@ -241,17 +242,19 @@ impl Grant {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn issue(
         owner: &SecretIdentity,
-        vault: VaultId,
-        scope: GrantScope,
         member: &PublicIdentity,
-        permission: Permission,
-        expires_at: Option<u64>,
-        issued_at: u64,
+        terms: Terms,
         key: &[u8; 32],
     ) -> Result<Self> {
+        let Terms {
+            vault,
+            scope,
+            permission,
+            expires_at,
+            issued_at,
+        } = terms;
         let age_file = agefile::encrypt(&member.recipient()?, key)?;
         let mut g = Self {
             vault,
@@ -280,50 +283,42 @@ impl Grant {
         expires_at: Option<u64>,
         issued_at: u64,
     ) -> Result<Self> {
-        let scope = GrantScope::Collection {
-            collection: key.collection(),
-            epoch: key.epoch(),
-        };
-        Self::issue(
-            owner,
-            key.vault(),
-            scope,
-            member,
+        let terms = Terms {
+            vault: key.vault(),
+            scope: GrantScope::Collection {
+                collection: key.collection(),
+                epoch: key.epoch(),
+            },
             permission,
             expires_at,
             issued_at,
-            key.secret(),
-        )
+        };
+        Self::issue(owner, member, terms, key.secret())
     }
 
-    /// Issues a grant of one record version's data key to `member`.
-    #[allow(clippy::too_many_arguments)]
+    /// Issues a grant of one verified record version's data key to
+    /// `member` (read-only).
     pub(crate) fn for_record(
         owner: &SecretIdentity,
-        vault: VaultId,
-        collection: CollectionId,
-        record: RecordId,
-        version: u32,
+        record: &VerifiedRecord<'_>,
         data_key: &DataKey,
         member: &PublicIdentity,
         expires_at: Option<u64>,
         issued_at: u64,
     ) -> Result<Self> {
-        let scope = GrantScope::Record {
-            collection,
-            record,
-            version,
-        };
-        Self::issue(
-            owner,
-            vault,
-            scope,
-            member,
-            Permission::Read,
+        let m = record.metadata();
+        let terms = Terms {
+            vault: m.vault(),
+            scope: GrantScope::Record {
+                collection: m.collection(),
+                record: m.record(),
+                version: m.version(),
+            },
+            permission: Permission::Read,
             expires_at,
             issued_at,
-            &data_key.0,
-        )
+        };
+        Self::issue(owner, member, terms, &data_key.0)
     }
 
     /// Verifies the owner's signature. Only a verified grant can be opened.
@@ -370,6 +365,15 @@ impl Grant {
     pub fn is_valid_at(&self, now: u64) -> bool {
         self.expires_at.is_none_or(|e| now < e)
     }
+}
+
+/// What a grant says, before it is encrypted to its member and signed.
+struct Terms {
+    vault: VaultId,
+    scope: GrantScope,
+    permission: Permission,
+    expires_at: Option<u64>,
+    issued_at: u64,
 }
 
 impl std::fmt::Debug for Grant {

@@ -52,7 +52,7 @@ pub use keys::{CollectionKey, WrappedDataKey, WRAPPED_KEY_LEN};
 pub use log::{Checkpoint, EntryBody, LogEntry, Rewrap, Rotation, MAX_ROTATION_LEN};
 pub use payload::{ciphertext_len, CHUNK_LEN};
 pub use record::{
-    padded_len, OpenedRecord, RecordInfo, RecordMetadata, VerifiedRecord, METADATA_LEN,
+    padded_len, OpenedRecord, RecordBody, RecordInfo, RecordMetadata, VerifiedRecord, METADATA_LEN,
     MIN_PADDED_LEN,
 };
 pub use vault::{

@@ -48,6 +48,45 @@ pub fn padded_len(len: u64) -> Option<u64> {
     len.checked_add(mask).map(|v| v & !mask)
 }
 
+/// The plaintext of one record version: a reader and the exact number of
+/// bytes it yields. Sealing fails (and writes no entry) if the reader
+/// yields more or fewer bytes than `len`.
+pub struct RecordBody<R> {
+    reader: R,
+    len: u64,
+}
+
+impl<R: Read> RecordBody<R> {
+    /// A body of exactly `len` bytes read from `reader`.
+    pub fn new(reader: R, len: u64) -> Self {
+        Self { reader, len }
+    }
+
+    /// The number of plaintext bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl<'b> From<&'b [u8]> for RecordBody<&'b [u8]> {
+    fn from(bytes: &'b [u8]) -> Self {
+        Self::new(bytes, bytes.len() as u64)
+    }
+}
+
+impl<R> std::fmt::Debug for RecordBody<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordBody")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
 /// What a record says about itself, sealed inside its ciphertext.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordInfo {
@@ -363,19 +402,21 @@ pub(crate) fn payload_key(
     primitives::hkdf32(data_key.0.as_ref(), salt, info.as_slice())
 }
 
-/// Seals a record version: streams `body` (exactly `body_len` bytes) through
-/// padding and encryption into `out`, and returns the signed metadata.
-#[allow(clippy::too_many_arguments)]
+/// Seals a record version: streams `body` through padding and encryption
+/// into `out`, and returns the signed metadata.
 pub(crate) fn seal<R: Read, W: Write>(
     author: &SecretIdentity,
     key: &CollectionKey,
     record: RecordId,
     version: u32,
     info: &RecordInfo,
-    mut body: R,
-    body_len: u64,
+    body: RecordBody<R>,
     out: W,
 ) -> Result<RecordMetadata> {
+    let RecordBody {
+        reader: mut body,
+        len: body_len,
+    } = body;
     info.check()?;
     let ctx = RecordContext {
         vault: key.vault(),

@@ -193,7 +193,6 @@ pub struct RequestAuth {
 /// The signed bytes after [`REQUEST_CONTEXT`] (`docs/relay-api.md`,
 /// "Authentication"): version, method, path and query, relay origin,
 /// fingerprint, timestamp, nonce, body digest.
-#[allow(clippy::too_many_arguments)]
 fn signed_message(
     method: &str,
     path_and_query: &str,

@@ -82,38 +82,31 @@ fn generate() -> Value {
     let mut ciphertext = Vec::new();
     let (meta, e) = state
         .put_record(
-            &patient,
             &mut Keyring::new(&patient, NOW),
             &labs,
             None,
             &info,
-            BODY,
-            BODY.len() as u64,
+            vault_core::RecordBody::new(BODY, BODY.len() as u64),
             &mut ciphertext,
-            NOW,
         )
         .unwrap();
     push(&mut state, e, &mut log);
     let e = state
         .share_collection(
-            &patient,
-            &mut Keyring::new(&patient, NOW),
+            &mut Keyring::new(&patient, NOW + 1),
             &labs,
             clinician.public(),
             Permission::ReadWrite,
             Some(NOW + 86_400),
-            NOW + 1,
         )
         .unwrap();
     push(&mut state, e, &mut log);
     let e = state
         .share_record(
-            &patient,
-            &mut Keyring::new(&patient, NOW),
+            &mut Keyring::new(&patient, NOW + 2),
             &meta.record(),
             clinician.public(),
             None,
-            NOW + 2,
         )
         .unwrap();
     push(&mut state, e, &mut log);
@@ -123,25 +116,20 @@ fn generate() -> Value {
     push(&mut state, e, &mut log);
     let e = state
         .revoke(
-            &patient,
-            &mut Keyring::new(&patient, NOW),
+            &mut Keyring::new(&patient, NOW + 4),
             &labs,
             &[clinician.fingerprint()],
-            NOW + 4,
         )
         .unwrap();
     push(&mut state, e, &mut log);
     let (other, e) = state
         .put_record(
-            &patient,
-            &mut Keyring::new(&patient, NOW),
+            &mut Keyring::new(&patient, NOW + 5),
             &labs,
             None,
             &info,
-            BODY,
-            BODY.len() as u64,
+            vault_core::RecordBody::new(BODY, BODY.len() as u64),
             std::io::sink(),
-            NOW + 5,
         )
         .unwrap();
     push(&mut state, e, &mut log);

@@ -66,15 +66,12 @@ impl SealBench {
             effective_at: None,
         };
         let (metadata, entry) = self.state.put_record(
-            &self.owner,
             &mut keyring,
             &self.collection,
             None,
             &info,
-            self.body.as_slice(),
-            self.body.len() as u64,
+            vault_core::RecordBody::new(self.body.as_slice(), self.body.len() as u64),
             &mut ciphertext,
-            4,
         )?;
         self.state.apply(&entry)?;
         let len = ciphertext.len();

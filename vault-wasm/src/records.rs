@@ -310,15 +310,12 @@ pub async fn add_file(
             spool.inner = Cursor::new(Vec::new());
             let mut keyring = Keyring::new(&secret, client.now());
             Ok(state.put_record(
-                &secret,
                 &mut keyring,
                 &collection,
                 None,
                 &info,
-                file.bytes.as_slice(),
-                body_len,
+                vault_core::RecordBody::new(file.bytes.as_slice(), body_len),
                 &mut *spool,
-                client.now(),
             )?)
         })
         .await?;

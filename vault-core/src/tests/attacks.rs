@@ -68,10 +68,7 @@ fn record_put(metadata: RecordMetadata) -> EntryBody {
 fn revocation(f: &Fixture, who: usize, collection: CollectionId) -> (Rotation, CollectionKey) {
     let mut keyring = Keyring::new(&f.patient, NOW);
     let fp = f.who(who).fingerprint();
-    let e = f
-        .state
-        .revoke(&f.patient, &mut keyring, &collection, &[fp], NOW)
-        .unwrap();
+    let e = f.state.revoke(&mut keyring, &collection, &[fp]).unwrap();
     let EntryBody::Rotation(r) = e.body() else {
         panic!("not a rotation")
     };
@@ -96,15 +93,7 @@ fn share_entry(
     let mut keyring = Keyring::new(&f.patient, NOW);
     let e = f
         .state
-        .share_collection(
-            &f.patient,
-            &mut keyring,
-            &collection,
-            &member,
-            permission,
-            None,
-            NOW,
-        )
+        .share_collection(&mut keyring, &collection, &member, permission, None)
         .unwrap();
     let EntryBody::GrantAdded { grant, .. } = e.body() else {
         panic!("not a grant")
@@ -681,14 +670,7 @@ fn record_put_by_a_non_member() {
     let mut keyring = Keyring::new(&f.patient, NOW);
     let grant = f
         .state
-        .share_record(
-            &f.patient,
-            &mut keyring,
-            &note.record(),
-            f.mallory.public(),
-            None,
-            NOW,
-        )
+        .share_record(&mut keyring, &note.record(), f.mallory.public(), None)
         .unwrap();
     f.append(grant);
     let e = f.forge(&f.mallory, record_put(m));

@@ -117,15 +117,12 @@ impl Fixture {
         let mut keyring = Keyring::new(author, NOW);
         let mut ct = Vec::new();
         let (m, e) = self.state.put_record(
-            author,
             &mut keyring,
             &collection,
             record,
             &info(title),
-            body,
-            body.len() as u64,
+            crate::RecordBody::new(body, body.len() as u64),
             &mut ct,
-            NOW,
         )?;
         self.blobs.insert(*m.ciphertext_hash(), ct);
         Ok((m, e))
@@ -152,15 +149,7 @@ impl Fixture {
         let mut keyring = Keyring::new(&self.patient, NOW);
         let e = self
             .state
-            .share_collection(
-                &self.patient,
-                &mut keyring,
-                &collection,
-                &member,
-                permission,
-                expires_at,
-                NOW,
-            )
+            .share_collection(&mut keyring, &collection, &member, permission, expires_at)
             .unwrap();
         self.append(e);
     }
@@ -169,10 +158,7 @@ impl Fixture {
     pub fn revoke(&mut self, who: usize, collection: CollectionId) {
         let fp = self.who(who).fingerprint();
         let mut keyring = Keyring::new(&self.patient, NOW);
-        let e = self
-            .state
-            .revoke(&self.patient, &mut keyring, &collection, &[fp], NOW)
-            .unwrap();
+        let e = self.state.revoke(&mut keyring, &collection, &[fp]).unwrap();
         self.append(e);
     }
 
@@ -291,8 +277,7 @@ impl Fixture {
             record,
             version,
             &info("forged"),
-            body,
-            body.len() as u64,
+            crate::RecordBody::new(body, body.len() as u64),
             &mut ct,
         )
         .unwrap();

@@ -89,7 +89,7 @@ fn single_record_share() {
     let mut keyring = crate::Keyring::new(&f.patient, NOW);
     let e = f
         .state
-        .share_record(&f.patient, &mut keyring, &pdf.record(), &bob, None, NOW)
+        .share_record(&mut keyring, &pdf.record(), &bob, None)
         .unwrap();
     f.append(e);
     assert_eq!(f.open_as(2, &pdf.record()).unwrap().1, b"%PDF-1.7 ...");
@@ -185,15 +185,12 @@ fn export_is_standard_age_and_fhir() {
         let r = f
             .state
             .put_record(
-                &f.patient,
                 &mut keyring,
                 &f.labs,
                 None,
                 &info,
-                &obs[..],
-                obs.len() as u64,
+                crate::RecordBody::new(&obs[..], obs.len() as u64),
                 &mut ct,
-                NOW,
             )
             .unwrap();
         f.blobs.insert(*r.0.ciphertext_hash(), ct);

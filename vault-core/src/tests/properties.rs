@@ -53,8 +53,7 @@ impl Sealed {
             RecordId::random(),
             1,
             &info("t"),
-            body.as_slice(),
-            body.len() as u64,
+            crate::RecordBody::new(body.as_slice(), body.len() as u64),
             &mut ct,
         )
         .unwrap();
@@ -334,14 +333,7 @@ fn samples() -> &'static Samples {
         let mut keyring = Keyring::new(&f.patient, NOW);
         let e = f
             .state
-            .share_record(
-                &f.patient,
-                &mut keyring,
-                &note.record(),
-                &mallory,
-                None,
-                NOW,
-            )
+            .share_record(&mut keyring, &note.record(), &mallory, None)
             .unwrap();
         f.append(e);
         let e = f

@@ -48,13 +48,7 @@ fn a_poisoned_record_does_not_make_its_writer_unrevocable() {
     let mut keyring = Keyring::new(&f.patient, NOW);
     let e = f
         .state
-        .revoke(
-            &f.patient,
-            &mut keyring,
-            &f.labs,
-            &[f.alice.fingerprint()],
-            NOW,
-        )
+        .revoke(&mut keyring, &f.labs, &[f.alice.fingerprint()])
         .unwrap();
     let EntryBody::Rotation(r) = e.body() else {
         panic!("not a rotation")
@@ -91,13 +85,7 @@ fn a_rotation_accounts_for_every_live_record_exactly_once() {
     let mut keyring = Keyring::new(&f.patient, NOW);
     let e = f
         .state
-        .revoke(
-            &f.patient,
-            &mut keyring,
-            &f.labs,
-            &[f.alice.fingerprint()],
-            NOW,
-        )
+        .revoke(&mut keyring, &f.labs, &[f.alice.fingerprint()])
         .unwrap();
     let EntryBody::Rotation(r) = e.body().clone() else {
         panic!("not a rotation")
@@ -158,15 +146,7 @@ fn a_collection_never_outgrows_one_rotation() {
     let mut keyring = Keyring::new(&f.patient, NOW);
     let e = f
         .state
-        .share_collection(
-            &f.patient,
-            &mut keyring,
-            &f.labs,
-            &member,
-            Permission::Read,
-            None,
-            NOW,
-        )
+        .share_collection(&mut keyring, &f.labs, &member, Permission::Read, None)
         .unwrap();
     assert!(matches!(
         f.refuse(&e),
@@ -219,10 +199,7 @@ fn a_member_granted_later_cannot_open_what_was_replaced_or_deleted_before() {
     // replaced and deleted versions: the owner's client rotates first.
     assert!(f.state.needs_rotation_before_grant(&f.labs));
     let mut keyring = Keyring::new(&f.patient, NOW);
-    let rekey = f
-        .state
-        .revoke(&f.patient, &mut keyring, &f.labs, &[], NOW)
-        .unwrap();
+    let rekey = f.state.revoke(&mut keyring, &f.labs, &[]).unwrap();
     f.append(rekey);
     assert!(!f.state.needs_rotation_before_grant(&f.labs));
     f.share(2, f.labs, Permission::Read, None);

@@ -10,7 +10,7 @@ use crate::identity::{Fingerprint, PublicIdentity, SecretIdentity};
 use crate::ids::{CollectionId, RecordId, VaultId};
 use crate::keys::CollectionKey;
 use crate::log::{EntryBody, LogEntry, Rewrap, Rotation};
-use crate::record::{self, RecordInfo, RecordMetadata};
+use crate::record::{self, RecordBody, RecordInfo, RecordMetadata};
 
 use super::*;
 
@@ -139,19 +139,17 @@ impl VaultState {
     /// `collection`, sealing `body` (exactly `body_len` bytes) into
     /// `ciphertext`. The author must be the owner or a member with write
     /// access; the returned entry is not yet applied.
-    #[allow(clippy::too_many_arguments)]
     pub fn put_record<R: Read, W: Write>(
         &self,
-        author: &SecretIdentity,
         keyring: &mut Keyring,
         collection: &CollectionId,
         record: Option<RecordId>,
         info: &RecordInfo,
-        body: R,
-        body_len: u64,
+        body: RecordBody<R>,
         ciphertext: W,
-        now: u64,
     ) -> Result<(RecordMetadata, LogEntry)> {
+        let author = keyring.identity();
+        let now = keyring.now();
         let coll = self.collections.get(collection).ok_or(Error::Missing {
             what: format!("collection {collection}"),
         })?;
@@ -196,9 +194,7 @@ impl VaultState {
             }
         };
         let key = keyring.collection_key(self, collection, coll.epoch)?;
-        let metadata = record::seal(
-            author, key, record, version, info, body, body_len, ciphertext,
-        )?;
+        let metadata = record::seal(author, key, record, version, info, body, ciphertext)?;
         let entry = self.next_entry(
             author,
             now,
@@ -283,17 +279,16 @@ impl VaultState {
 
     /// An entry sharing a collection with `member` (one grant, whatever the
     /// collection's size).
-    #[allow(clippy::too_many_arguments)]
     pub fn share_collection(
         &self,
-        owner: &SecretIdentity,
         keyring: &mut Keyring,
         collection: &CollectionId,
         member: &PublicIdentity,
         permission: Permission,
         expires_at: Option<u64>,
-        now: u64,
     ) -> Result<LogEntry> {
+        let owner = keyring.identity();
+        let now = keyring.now();
         self.require_owner(owner)?;
         if member.fingerprint() == owner.fingerprint() {
             return Err(Error::InvalidInput(
@@ -323,28 +318,17 @@ impl VaultState {
     /// (read-only).
     pub fn share_record(
         &self,
-        owner: &SecretIdentity,
         keyring: &mut Keyring,
         record: &RecordId,
         member: &PublicIdentity,
         expires_at: Option<u64>,
-        now: u64,
     ) -> Result<LogEntry> {
+        let owner = keyring.identity();
+        let now = keyring.now();
         self.require_owner(owner)?;
         let verified = self.record(record)?;
         let data_key = keyring.data_key(self, &verified)?;
-        let m = verified.metadata();
-        let grant = Grant::for_record(
-            owner,
-            self.vault,
-            m.collection(),
-            m.record(),
-            m.version(),
-            &data_key,
-            member,
-            expires_at,
-            now,
-        )?;
+        let grant = Grant::for_record(owner, &verified, &data_key, member, expires_at, now)?;
         self.next_entry(
             owner,
             now,
@@ -360,12 +344,12 @@ impl VaultState {
     /// key re-wrapped (payloads untouched).
     pub fn revoke(
         &self,
-        owner: &SecretIdentity,
         keyring: &mut Keyring,
         collection: &CollectionId,
         members: &[Fingerprint],
-        now: u64,
     ) -> Result<LogEntry> {
+        let owner = keyring.identity();
+        let now = keyring.now();
         self.require_owner(owner)?;
         let coll = self.collections.get(collection).ok_or(Error::Missing {
             what: format!("collection {collection}"),

@@ -14,6 +14,11 @@ use super::*;
 
 /// The keys one principal can unlock in one vault, opened lazily from the
 /// verified grants and cached (one age decryption per collection epoch).
+///
+/// A keyring is also the **author context** of the entries that need keys
+/// (`put_record`, `share_collection`, `share_record`, `revoke`): whose key
+/// signs them ([`Keyring::identity`]), the keys they hold, and the time they
+/// claim ([`Keyring::now`]), so the three can never disagree.
 pub struct Keyring<'a> {
     me: &'a SecretIdentity,
     now: u64,
@@ -38,6 +43,18 @@ impl<'a> Keyring<'a> {
             now,
             keys: HashMap::new(),
         }
+    }
+
+    /// The principal whose keys these are, and who signs the entries
+    /// issued with this keyring.
+    pub fn identity(&self) -> &'a SecretIdentity {
+        self.me
+    }
+
+    /// The time this keyring checks grant expiry against, and the time
+    /// entries issued with it claim (seconds since the Unix epoch).
+    pub fn now(&self) -> u64 {
+        self.now
     }
 
     /// The collection key of `epoch`, from this principal's verified grant.
