@@ -257,7 +257,7 @@ fn main() {
         let state = c.refresh(&vault).unwrap();
         let mut keyring = Keyring::new(&clinician, c.now());
         let coll = find_collection(&state, &mut keyring, "labs").unwrap();
-        let opened = open_all(&mut c, &state, &mut keyring, Some(&coll), false).unwrap();
+        let opened = open_all(&mut c, &state, Some(&coll), false).unwrap();
         open_cold.push(t.elapsed());
         assert_eq!(opened.opened.len(), COLLECTION_SIZE);
     }

@@ -127,6 +127,8 @@ impl CliError {
                 }
                 ClientError::Relay { status: 404, .. } => exit::NOT_FOUND,
                 ClientError::Protocol(_) | ClientError::TooLarge { .. } => exit::SECURITY,
+                ClientError::NotOnDevice(_) => exit::UNREACHABLE,
+                ClientError::CollectionRotated => exit::USAGE,
                 _ => exit::ERROR,
             },
         }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 
 use indicatif::ProgressBar;
-use vault_client::sync;
+use vault_client::{reading, sync, ClientError};
 use vault_core::store::Store;
 use vault_core::{
     CollectionId, Keyring, OpenedRecord, RecordId, RecordInfo, RecordMetadata, VaultId, VaultState,
@@ -150,15 +150,7 @@ pub fn add_records(
             &items,
             |n| bar.inc(n as u64),
         ))
-        .map_err(|e| match e {
-            vault_client::ClientError::Core(vault_core::Error::ContextMismatch {
-                field: "epoch",
-                ..
-            }) => CliError::Usage(
-                "the collection's key was rotated (someone's access was revoked) while these records were being added; run the command again (what was added is kept)".into(),
-            ),
-            other => other.into(),
-        })
+        .map_err(CliError::from)
 }
 
 /// Adds one record of any size from a stream, sealing it into a temporary
@@ -250,18 +242,12 @@ impl Seek for ProgressSpool {
 /// Refuses, before anything is fetched, a record the caller holds no
 /// current grant for.
 pub fn check_readable(session: &Session, state: &VaultState, id: &RecordId) -> Result<()> {
-    let collection = state.record(id)?.metadata().collection();
-    if state
-        .access(&session.me().fingerprint(), session.now())
-        .may_read(&collection, id)
-    {
-        Ok(())
-    } else {
-        Err(vault_core::Error::AccessDenied(
-            "this record is not shared with you (or your access ended); ask the patient to share it",
-        )
-        .into())
-    }
+    Ok(reading::check_readable(
+        state,
+        &session.me().fingerprint(),
+        session.now(),
+        id,
+    )?)
 }
 
 /// Opens a record from the local store into `out` (the ciphertext must be
@@ -273,124 +259,67 @@ pub fn open_record<W: Write>(
     id: &RecordId,
     out: W,
 ) -> Result<OpenedRecord> {
-    let verified = state.record(id)?;
-    let blob = store
-        .open_blob(verified.metadata().ciphertext_hash())?
-        .ok_or_else(|| CliError::NotOffline(format!("the ciphertext of record {id}")))?;
-    Ok(keyring.open(state, &verified, blob, out)?)
+    reading::open_stored(store, state, keyring, id, out).map_err(|e| match e {
+        ClientError::NotOnDevice(what) => CliError::NotOffline(what),
+        other => other.into(),
+    })
 }
 
-/// A record opened for listing: where it is and what it says about itself.
-#[derive(Debug, Clone)]
-pub struct Listed {
-    /// The record's verified place.
-    pub summary: vault_core::RecordSummary,
-    /// Its decrypted header.
-    pub opened: OpenedRecord,
-    /// The body, if it was kept (FHIR resources up to 1 MiB).
-    pub body: Option<Vec<u8>>,
-}
-
-/// Largest body kept in memory when listing.
-const KEEP_BODY: u64 = 1024 * 1024;
-
+pub use vault_client::reading::{Listed, Listing};
 pub use vault_client::records::LIST_FETCH_LIMIT;
 
-/// What [`open_all`] found.
-#[derive(Debug, Default)]
-pub struct Listing {
-    /// Records opened from the local store.
-    pub opened: Vec<Listed>,
-    /// Readable records larger than [`LIST_FETCH_LIMIT`] whose ciphertext
-    /// is not on this device (not downloaded just to list them).
-    pub not_downloaded: Vec<vault_core::RecordSummary>,
-}
-
-/// Opens every record readable by `keyring` (optionally of one collection)
+/// Opens every record the caller may read (optionally of one collection)
 /// from the local store, fetching missing ciphertext first, except records
 /// larger than [`LIST_FETCH_LIMIT`] (see [`Listing::not_downloaded`]).
-/// Records the caller cannot read are skipped (they are not shared with
-/// it).
+/// Records that fail verification are reported on stderr and left out;
+/// they never hide the others.
 pub fn open_all(
     session: &mut Session,
     state: &VaultState,
-    keyring: &mut Keyring,
     collection: Option<&CollectionId>,
     keep_fhir: bool,
 ) -> Result<Listing> {
-    let (readable, not_downloaded) = vault_client::records::split_for_listing(
+    let me = session.unlock()?;
+    let plan = reading::plan_listing(
         &session.store,
         state,
-        session.readable(state, collection),
+        &me.fingerprint(),
+        session.now(),
+        collection,
     )?;
-    let mut listing = Listing {
-        not_downloaded,
-        ..Listing::default()
-    };
-    let ids: Vec<RecordId> = readable.iter().map(|r| r.id).collect();
-    session.ensure_blobs(state, &ids)?;
-    for summary in readable {
-        let mut sink = KeepSink {
-            keep: keep_fhir,
-            buf: Vec::new(),
-        };
-        let opened =
-            match open_record(&session.store, state, keyring, &summary.id, &mut sink) {
-                Ok(o) => o,
-                // A single-record grant covers one version; a newer version
-                // than the one shared is not readable.
-                Err(CliError::Core(vault_core::Error::AccessDenied(_))) => continue,
-                // One record that fails to authenticate (its author wrote
-                // ciphertext that does not open) must not hide the others.
-                Err(CliError::Core(e)) if e.is_record_failure() => {
-                    session.out.warn(format!(
-                    "warning: record {} (written by {}) failed verification and is not shown: {e}",
-                    summary.id,
-                    state
-                        .identity(&summary.author)
-                        .map(|i| format!(
-                            "{} {}",
-                            crate::output::clean(i.display_name()),
-                            summary.author.digit_groups().first().cloned().unwrap_or_default()
-                        ))
-                        .unwrap_or_else(|| summary
-                            .author
-                            .digit_groups()
-                            .first()
-                            .cloned()
-                            .unwrap_or_default())
-                ));
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-        let body = (keep_fhir
-            && vault_core::export::is_fhir(&opened.info.content_type)
-            && opened.body_len <= KEEP_BODY)
-            .then_some(sink.buf);
-        listing.opened.push(Listed {
-            summary,
-            opened,
-            body,
-        });
+    session.ensure_blobs(state, &plan.ids())?;
+    let listing = reading::open_listing(&session.store, state, &me, session.now(), plan, keep_fhir)
+        .map_err(|e| match e {
+            ClientError::NotOnDevice(what) => CliError::NotOffline(what),
+            other => other.into(),
+        })?;
+    for (summary, e) in &listing.failed {
+        let author = state
+            .identity(&summary.author)
+            .map(|i| {
+                format!(
+                    "{} {}",
+                    crate::output::clean(i.display_name()),
+                    summary
+                        .author
+                        .digit_groups()
+                        .first()
+                        .cloned()
+                        .unwrap_or_default()
+                )
+            })
+            .unwrap_or_else(|| {
+                summary
+                    .author
+                    .digit_groups()
+                    .first()
+                    .cloned()
+                    .unwrap_or_default()
+            });
+        session.out.warn(format!(
+            "warning: record {} (written by {author}) failed verification and is not shown: {e}",
+            summary.id
+        ));
     }
     Ok(listing)
-}
-
-/// Keeps the first [`KEEP_BODY`] bytes when asked, discards the rest.
-struct KeepSink {
-    keep: bool,
-    buf: Vec<u8>,
-}
-
-impl Write for KeepSink {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        if self.keep && (self.buf.len() as u64) < KEEP_BODY + 1 {
-            self.buf.extend_from_slice(data);
-        }
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }

@@ -112,13 +112,7 @@ pub fn read_public(home: &Home) -> Result<PublicIdentity> {
     Ok(PublicIdentity::from_text(&text)?)
 }
 
-/// Seconds since the Unix epoch by this machine's clock.
-pub fn system_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use vault_client::system_now;
 
 impl Session {
     /// Opens the profile's identity (public part), store and contacts.

@@ -73,13 +73,24 @@ pub enum ClientError {
     /// Reading or writing a local stream failed.
     #[error("local I/O error: {0}")]
     Io(#[from] std::io::Error),
+
+    /// What was asked for needs data this device does not hold (for
+    /// example a record's ciphertext that was never downloaded).
+    #[error("{0} is not on this device; connect to the relay and try again")]
+    NotOnDevice(String),
+
+    /// A collection's key was rotated (someone's access was revoked) while
+    /// records were being added to it. What was added before stays; the
+    /// rest was not sealed under the old key.
+    #[error("a collection's key was rotated (someone's access was revoked) while records were being added; run the same command again: what was already added is kept and skipped")]
+    CollectionRotated,
 }
 
 impl ClientError {
     /// A stable, machine-readable code: the relay's code for
     /// [`ClientError::Relay`], vault-core's for [`ClientError::Core`], and
-    /// `head_moved`, `transport`, `protocol`, `too_large`, `config` or `io`
-    /// otherwise.
+    /// `head_moved`, `transport`, `protocol`, `too_large`, `config`, `io`,
+    /// `not_on_device` or `rotated` otherwise.
     pub fn code(&self) -> &str {
         match self {
             ClientError::Relay { code, .. } => code,
@@ -90,6 +101,8 @@ impl ClientError {
             ClientError::TooLarge { .. } => "too_large",
             ClientError::Config(_) => "config",
             ClientError::Io(_) => "io",
+            ClientError::NotOnDevice(_) => "not_on_device",
+            ClientError::CollectionRotated => "rotated",
         }
     }
 

@@ -41,6 +41,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod platform;
+pub mod reading;
 pub mod records;
 mod retry;
 pub mod sharing;
@@ -54,4 +55,11 @@ pub use client::{
 };
 pub use error::{ClientError, Result};
 pub use retry::RetryPolicy;
+
+/// Seconds since the Unix epoch by this device's clock (the browser's on
+/// wasm32; 0 if the clock is before 1970). Relay requests use
+/// [`RelayClient::now`], which corrects for the relay's clock.
+pub fn system_now() -> u64 {
+    platform::unix_now()
+}
 pub use wire::{Head, InboxCollection, InboxVault, UploadStatus};

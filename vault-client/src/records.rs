@@ -14,7 +14,7 @@ use vault_core::{
     SecretIdentity, VaultId, VaultState,
 };
 
-use crate::error::Result;
+use crate::error::{ClientError, Result};
 use crate::{sync, RelayClient};
 
 /// Records per append (within [`crate::MAX_APPEND_ENTRIES`]): one Synthea
@@ -304,8 +304,8 @@ pub struct NewRecord {
 /// the final state and the new records' ids, in input order.
 ///
 /// A collection rotated while records are added fails the chunk with
-/// [`vault_core::Error::ContextMismatch`] (field `epoch`): what was added
-/// before is kept, and running the same import again completes it.
+/// [`ClientError::CollectionRotated`]: what was added before is kept, and
+/// running the same import again completes it.
 pub async fn add_records<S: Store + ?Sized>(
     store: &mut S,
     client: &RelayClient,
@@ -351,7 +351,13 @@ pub async fn add_records<S: Store + ?Sized>(
             }
             Ok((entries, next))
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            ClientError::Core(vault_core::Error::ContextMismatch { field: "epoch", .. }) => {
+                ClientError::CollectionRotated
+            }
+            other => other,
+        })?;
         ids.extend(sealed.iter().map(|(m, _)| m.record()));
         on_chunk(chunk.len());
     }

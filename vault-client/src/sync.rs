@@ -27,6 +27,19 @@ use crate::wire::Head;
 /// moved head before giving up with [`ClientError::HeadMoved`].
 pub const MAX_PUSH_ATTEMPTS: u32 = 16;
 
+/// Creates a new vault owned by `owner` (a fresh random vault id, genesis
+/// entry signed at the relay-corrected time) on the relay and then on this
+/// device. Publish the owner's identity first, so clinicians can look the
+/// patient up by fingerprint.
+pub async fn new_vault<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    owner: &vault_core::SecretIdentity,
+) -> Result<VaultState> {
+    let (_, genesis) = VaultState::create(owner, client.now())?;
+    create_vault(store, client, &genesis).await
+}
+
 /// Creates a vault: sends its genesis entry to the relay, then records it in
 /// the local store (only once the relay accepted it). Returns the verified
 /// state, caught up with the relay (if the vault already existed with this

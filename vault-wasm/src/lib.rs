@@ -36,21 +36,6 @@ pub fn version() -> String {
     env!("CARGO_PKG_VERSION").to_owned()
 }
 
-/// Seconds since the Unix epoch (the browser's clock on wasm32).
-fn unix_now() -> u64 {
-    #[cfg(target_arch = "wasm32")]
-    {
-        (js_sys::Date::now() / 1000.0) as u64
-    }
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    }
-}
-
 /// Parses a 64-hex fingerprint from the page.
 fn fingerprint(s: &str) -> Result<Fingerprint> {
     Fingerprint::from_hex(&s.trim().to_ascii_lowercase()).map_err(|_| {
@@ -137,7 +122,7 @@ fn new_identity(
         display_name: name.to_owned(),
         role,
         registration: None,
-        created_at: unix_now(),
+        created_at: vault_client::system_now(),
     })?;
     let key_file = keyfile::seal(&secret, passphrase, work_factor)?;
     Ok(NewIdentity {

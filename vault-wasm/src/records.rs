@@ -6,15 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 
 use serde_json::{json, Value};
+use vault_client::reading::{self, Listed, Listing};
 use vault_client::records::{
-    add_records, ensure_collections, fetch_small_blobs, missing_blobs, split_for_listing,
-    FhirImport,
+    add_records, ensure_collections, fetch_small_blobs, missing_blobs, FhirImport,
 };
 use vault_client::sync;
-use vault_core::store::Store;
-use vault_core::{
-    CollectionId, Keyring, OpenedRecord, RecordId, RecordInfo, RecordSummary, VaultId, VaultState,
-};
+use vault_core::{CollectionId, Keyring, RecordId, RecordInfo, VaultId, VaultState};
 use vault_fhir as fhir;
 
 use crate::failure::{Failure, Result};
@@ -22,29 +19,11 @@ use crate::progress::Progress;
 use crate::session::Inner;
 use crate::view;
 
-/// Largest FHIR body parsed for a summary.
-const SUMMARY_LIMIT: u64 = 1024 * 1024;
 /// Downloads in flight at once.
 const DOWNLOADS: usize = 8;
 /// Largest file the browser seals (it holds the file, its ciphertext and a
 /// cached copy in memory).
 pub const MAX_FILE: usize = 512 * 1024 * 1024;
-
-/// A record opened for listing.
-struct Listed {
-    summary: RecordSummary,
-    opened: OpenedRecord,
-    /// The body, for FHIR records up to [`SUMMARY_LIMIT`].
-    body: Option<Vec<u8>>,
-}
-
-/// What [`open_readable`] found.
-#[derive(Default)]
-struct Listing {
-    opened: Vec<Listed>,
-    not_downloaded: Vec<RecordSummary>,
-    failed: Vec<(RecordId, Failure)>,
-}
 
 /// Downloads (concurrently, hash-checked) the ciphertext of `records` that
 /// the store lacks.
@@ -66,59 +45,23 @@ async fn open_readable(
     state: &VaultState,
     collection: Option<&CollectionId>,
 ) -> Result<Listing> {
-    let me = s.secret.fingerprint();
-    let access = state.access(&me, s.client.now());
-    let candidates = state
-        .records(collection)
-        .into_iter()
-        .filter(|r| access.may_read(&r.collection, &r.id))
-        .collect();
-    let (readable, not_downloaded) = split_for_listing(&s.store, state, candidates)?;
-    let mut listing = Listing {
-        not_downloaded,
-        ..Listing::default()
-    };
-    let ids: Vec<RecordId> = readable.iter().map(|r| r.id).collect();
-    ensure_blobs(s, state, &ids).await?;
-    let secret = s.secret.clone();
-    let mut keyring = Keyring::new(&secret, s.client.now());
-    for summary in readable {
-        let mut body = Vec::new();
-        match open_local(s, state, &mut keyring, &summary.id, &mut body) {
-            Ok(opened) => {
-                let keep = fhir::resource_type_of(&opened.info.content_type).is_some()
-                    && opened.body_len <= SUMMARY_LIMIT;
-                listing.opened.push(Listed {
-                    summary,
-                    opened,
-                    body: keep.then_some(body),
-                });
-            }
-            // A single-record grant covers one version.
-            Err(vault_core::Error::AccessDenied(_)) => {}
-            Err(e) if e.is_record_failure() => listing.failed.push((summary.id, e.into())),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(listing)
-}
-
-/// Opens a record whose ciphertext is in the store.
-fn open_local(
-    s: &Inner,
-    state: &VaultState,
-    keyring: &mut Keyring,
-    id: &RecordId,
-    out: &mut Vec<u8>,
-) -> vault_core::Result<OpenedRecord> {
-    let verified = state.record(id)?;
-    let blob = s
-        .store
-        .open_blob(verified.metadata().ciphertext_hash())?
-        .ok_or_else(|| vault_core::Error::Missing {
-            what: format!("the ciphertext of record {id}"),
-        })?;
-    keyring.open(state, &verified, blob, out)
+    let me = s.secret.clone();
+    let plan = reading::plan_listing(
+        &s.store,
+        state,
+        &me.fingerprint(),
+        s.client.now(),
+        collection,
+    )?;
+    ensure_blobs(s, state, &plan.ids()).await?;
+    Ok(reading::open_listing(
+        &s.store,
+        state,
+        &me,
+        s.client.now(),
+        plan,
+        true,
+    )?)
 }
 
 /// The JSON the page shows for one record.
@@ -168,11 +111,7 @@ pub async fn list(
     let state = sync::pull(&mut s.store, &s.client, vault).await?;
     let listing = open_readable(s, &state, collection).await?;
     let secret = s.secret.clone();
-    let names: BTreeMap<CollectionId, String> =
-        vault_client::records::collection_names(&state, &mut Keyring::new(&secret, s.client.now()))
-            .into_iter()
-            .map(|(n, id)| (id, n))
-            .collect();
+    let names = reading::names_by_id(&state, &secret, s.client.now());
     let me = secret.fingerprint();
     let mut records: Vec<Value> = listing
         .opened
@@ -199,8 +138,11 @@ pub async fn list(
     }
     let failed: Vec<Value> = listing
         .failed
-        .iter()
-        .map(|(id, f)| json!({"id": id.to_hex(), "code": f.code, "message": f.message}))
+        .into_iter()
+        .map(|(r, e)| {
+            let f = Failure::from(e);
+            json!({"id": r.id.to_hex(), "code": f.code, "message": f.message})
+        })
         .collect();
     Ok(json!({ "records": records, "failed": failed }))
 }
@@ -226,16 +168,7 @@ pub async fn delete(
 pub async fn open(s: &mut Inner, vault: &VaultId, record: &RecordId) -> Result<Vec<u8>> {
     s.publish().await?;
     let state = sync::pull(&mut s.store, &s.client, vault).await?;
-    let collection = state.record(record)?.metadata().collection();
-    if !state
-        .access(&s.secret.fingerprint(), s.client.now())
-        .may_read(&collection, record)
-    {
-        return Err(vault_core::Error::AccessDenied(
-            "this record is not shared with you (or your access ended)",
-        )
-        .into());
-    }
+    reading::check_readable(&state, &s.secret.fingerprint(), s.client.now(), record)?;
     {
         let verified = state.record(record)?;
         let mut spool = Cursor::new(Vec::new());
@@ -244,7 +177,7 @@ pub async fn open(s: &mut Inner, vault: &VaultId, record: &RecordId) -> Result<V
     let secret = s.secret.clone();
     let mut keyring = Keyring::new(&secret, s.client.now());
     let mut body = Vec::new();
-    open_local(s, &state, &mut keyring, record, &mut body)?;
+    reading::open_stored(&s.store, &state, &mut keyring, record, &mut body)?;
     Ok(body)
 }
 
@@ -392,17 +325,7 @@ pub async fn import_fhir(
             done += n as u64;
             progress.report(done, count, "importing");
         })
-        .await
-        .map_err(|e| match e {
-            vault_client::ClientError::Core(vault_core::Error::ContextMismatch {
-                field: "epoch",
-                ..
-            }) => Failure::new(
-                "rotated",
-                "a collection's key was rotated while importing (someone's access was revoked); import the file again: what was added is kept and skipped",
-            ),
-            other => other.into(),
-        })?;
+        .await?;
     }
     Ok(json!({
         "added": plan.per_collection.values().sum::<usize>(),

@@ -1,12 +1,12 @@
 //! Vaults, sharing and revocation, export and checkpoints in the browser.
 
-use std::io::{Cursor, Read, Write};
+use std::io::Write;
 
 use serde_json::{json, Value};
 use vault_client::records::collection_names;
 use vault_client::sharing::ShareTarget;
 use vault_client::sync;
-use vault_core::export::{self, ExportSink};
+use vault_core::export::ExportSink;
 use vault_core::store::Store;
 use vault_core::{Fingerprint, Keyring, Permission, PublicIdentity, VaultId, VaultState};
 
@@ -42,8 +42,7 @@ pub async fn vaults(s: &mut Inner) -> Result<Value> {
 /// Creates a vault owned by this identity.
 pub async fn create_vault(s: &mut Inner) -> Result<VaultId> {
     s.publish().await?;
-    let (_, genesis) = VaultState::create(&s.secret, s.client.now())?;
-    let state = sync::create_vault(&mut s.store, &s.client, &genesis).await?;
+    let state = sync::new_vault(&mut s.store, &s.client, &s.secret).await?;
     Ok(state.vault())
 }
 
@@ -262,31 +261,15 @@ pub async fn export(s: &mut Inner, vault: &VaultId) -> Result<Vec<u8>> {
     }
     let ids: Vec<_> = state.records(None).iter().map(|r| r.id).collect();
     crate::records::ensure_blobs(s, &state, &ids).await?;
-    let secret = s.secret.clone();
-    let mut keyring = Keyring::new(&secret, s.client.now());
     let mut sink = TarSink::default();
-    let store = &s.store;
-    let summary = export::vault(
+    let summary = vault_client::reading::export(
+        &s.store,
         &state,
-        &mut keyring,
-        secret.public(),
-        |m| {
-            let mut r =
-                store
-                    .open_blob(m.ciphertext_hash())?
-                    .ok_or(vault_core::Error::Missing {
-                        what: format!("the ciphertext of record {}", m.record()),
-                    })?;
-            let mut bytes = Vec::new();
-            r.read_to_end(&mut bytes)?;
-            Ok(Box::new(Cursor::new(bytes)) as Box<dyn Read>)
-        },
+        &s.secret,
+        s.client.now(),
+        &s.key_file,
         &mut sink,
     )?;
-    sink.files
-        .push(("identity.vault.age".to_owned(), s.key_file.clone()));
-    sink.files
-        .push(("README.txt".to_owned(), export::README.as_bytes().to_vec()));
     if !summary.unreadable.is_empty() {
         // Ids and fingerprints only: the archive's listing is not
         // encrypted. The manifest names the collections.

@@ -1,38 +1,26 @@
 //! `vault collections`, `vault list`, `vault show` and `vault open`.
 
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use serde_json::{json, Value};
-use vault_core::{CollectionId, Keyring, RecordId, VaultState};
+use vault_core::{Keyring, RecordId, VaultState};
 
 use crate::cli::{ListArgs, OpenArgs, ShowArgs};
 use crate::error::{CliError, Result};
 use crate::home::create_private_dir;
 use crate::output::{clean, line, short, table};
-use crate::records::{
-    check_readable, collections_by_name, find_collection, find_record, open_all, open_record,
-    Listed,
-};
+use crate::records::{check_readable, find_collection, find_record, open_all, open_record, Listed};
 use crate::session::{Namer, Session};
+use vault_client::reading::names_by_id;
 use vault_fhir as fhir;
-
-/// Collection names by id, for the collections `keyring` can open.
-fn names_by_id(state: &VaultState, keyring: &mut Keyring) -> BTreeMap<CollectionId, String> {
-    collections_by_name(state, keyring)
-        .into_iter()
-        .map(|(n, id)| (id, n))
-        .collect()
-}
 
 /// `vault collections`.
 pub fn collections(session: &mut Session) -> Result<()> {
     let secret = session.unlock()?;
     let vault = session.select_vault()?;
     let state = session.refresh(&vault)?;
-    let mut keyring = Keyring::new(&secret, session.now());
-    let names = names_by_id(&state, &mut keyring);
+    let names = names_by_id(&state, &secret, session.now());
     let namer = session.namer();
     let mut rows = Vec::new();
     let mut json_rows = Vec::new();
@@ -117,14 +105,14 @@ pub fn list(session: &mut Session, args: &ListArgs) -> Result<()> {
     let secret = session.unlock()?;
     let vault = session.select_vault()?;
     let state = session.refresh(&vault)?;
+    let names = names_by_id(&state, &secret, session.now());
     let mut keyring = Keyring::new(&secret, session.now());
-    let names = names_by_id(&state, &mut keyring);
     let collection = args
         .collection
         .as_deref()
         .map(|c| find_collection(&state, &mut keyring, c))
         .transpose()?;
-    let listing = open_all(session, &state, &mut keyring, collection.as_ref(), false)?;
+    let listing = open_all(session, &state, collection.as_ref(), false)?;
     let mut listed = listing.opened;
     let not_downloaded = if args.content_type.is_some() {
         if !listing.not_downloaded.is_empty() {
@@ -229,8 +217,8 @@ pub fn show(session: &mut Session, args: &ShowArgs) -> Result<()> {
     let id = find_record(&state, &args.record)?;
     check_readable(session, &state, &id)?;
     session.ensure_blobs(&state, &[id])?;
+    let names = names_by_id(&state, &secret, session.now());
     let mut keyring = Keyring::new(&secret, session.now());
-    let names = names_by_id(&state, &mut keyring);
     let mut body = Vec::new();
     let opened = {
         let mut sink = LimitSink {

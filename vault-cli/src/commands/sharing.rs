@@ -1,10 +1,9 @@
 //! `vault share`, `vault revoke`, `vault access`, `vault export` and
 //! `vault verify`.
 
-use std::io::{Cursor, Read, Write};
-
 use serde_json::json;
-use vault_core::export::{DirectorySink, ExportSink};
+use vault_client::reading;
+use vault_core::export::DirectorySink;
 use vault_core::{Keyring, Permission, VaultState};
 
 use crate::cli::{ExportArgs, RevokeArgs, ShareArgs, VerifyArgs};
@@ -369,38 +368,17 @@ fn export_into(
     secret: &vault_core::SecretIdentity,
     args: &ExportArgs,
 ) -> Result<Vec<vault_core::export::UnreadableRecord>> {
-    let mut keyring = Keyring::new(secret, session.now());
     let mut sink = DirectorySink::new(&args.dir);
-    let store = &session.store;
-    let summary = vault_core::export::vault(
-        state,
-        &mut keyring,
-        secret.public(),
-        |m| {
-            let mut r = vault_core::store::Store::open_blob(store, m.ciphertext_hash())?.ok_or(
-                vault_core::Error::Missing {
-                    what: format!("the ciphertext of record {}", m.record()),
-                },
-            )?;
-            let mut bytes = Vec::new();
-            r.read_to_end(&mut bytes)?;
-            Ok(Box::new(Cursor::new(bytes)) as Box<dyn Read>)
-        },
-        &mut sink,
-    )?;
     let key = std::fs::read(session.home.key_file())
         .map_err(|e| CliError::file(session.home.key_file(), e))?;
-    for (name, bytes) in [
-        ("identity.vault.age", key.as_slice()),
-        ("README.txt", vault_core::export::README.as_bytes()),
-    ] {
-        // Flushed explicitly: a buffered writer's drop would swallow a
-        // write error (a full disk) and report the export as done.
-        let mut out = sink.create(name)?;
-        out.write_all(bytes)
-            .and_then(|()| out.flush())
-            .map_err(|e| CliError::file(args.dir.join(name), e))?;
-    }
+    let summary = reading::export(
+        &session.store,
+        state,
+        secret,
+        session.now(),
+        &key,
+        &mut sink,
+    )?;
     if session.out.json {
         session.out.json(&json!({
             "dir": args.dir.display().to_string(),

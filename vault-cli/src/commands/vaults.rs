@@ -3,7 +3,7 @@
 use serde_json::json;
 use vault_client::sync;
 use vault_core::store::Store as _;
-use vault_core::{Keyring, VaultId, VaultState};
+use vault_core::{Keyring, VaultId};
 
 use crate::error::{CliError, Result};
 use crate::output::{clean, line, short, table};
@@ -16,10 +16,9 @@ pub fn create(session: &mut Session) -> Result<()> {
     let client = session.client()?;
     // Publishing lets clinicians look the patient up by fingerprint.
     session.rt.block_on(client.publish_identity())?;
-    let (_, genesis) = VaultState::create(&secret, client.now())?;
     let state = session
         .rt
-        .block_on(sync::create_vault(&mut session.store, &client, &genesis))?;
+        .block_on(sync::new_vault(&mut session.store, &client, &secret))?;
     if session.out.json {
         return session.out.json(&json!({
             "vault": state.vault().to_hex(),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use serde_json::{json, Value};
-use vault_core::{Keyring, RecordInfo};
+use vault_core::RecordInfo;
 
 use crate::cli::{AddArgs, DeleteArgs, ImportArgs, PurgeArgs};
 use crate::error::{CliError, Result};
@@ -352,10 +352,8 @@ fn existing_resources(
     session: &mut Session,
     vault: &vault_core::VaultId,
 ) -> Result<BTreeSet<(String, String)>> {
-    let secret = session.unlock()?;
     let state = session.pull(vault)?;
-    let mut keyring = Keyring::new(&secret, session.now());
-    let listing = open_all(session, &state, &mut keyring, None, false)?;
+    let listing = open_all(session, &state, None, false)?;
     Ok(listing
         .opened
         .iter()
