@@ -157,8 +157,42 @@ pub enum Command {
     Export(ExportArgs),
     /// Verify the whole vault and print its checkpoint code.
     Verify(VerifyArgs),
+    /// Unlock your identity once for the commands that follow (an agent
+    /// keeps it in memory until it is idle for a while, or `vault lock`).
+    ///
+    /// Later commands of this profile then ask no passphrase. The agent
+    /// answers only your user, writes nothing secret to disk, and forgets
+    /// the key after the idle timeout. Without it, every command asks for
+    /// the passphrase as before.
+    Unlock(UnlockArgs),
+    /// Make the agent forget your identity now (commands ask for the
+    /// passphrase again).
+    Lock,
     /// Print shell completions.
     Completions(CompletionsArgs),
+    /// The agent process `vault unlock` starts (not for direct use).
+    #[command(hide = true)]
+    AgentServe(AgentServeArgs),
+}
+
+/// `vault unlock`.
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// Forget the key after this long without a command: 90s, 15min, 2h
+    /// (at most 24h).
+    #[arg(long, value_name = "DURATION", default_value = "15min")]
+    pub idle: String,
+}
+
+/// `vault agent-serve`.
+#[derive(Debug, Args)]
+pub struct AgentServeArgs {
+    /// The socket to answer on.
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// Idle timeout in seconds.
+    #[arg(long)]
+    pub idle_seconds: u64,
 }
 
 /// `vault init`.

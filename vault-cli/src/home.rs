@@ -89,6 +89,11 @@ impl Home {
         self.config_dir.join("config.toml")
     }
 
+    /// The data directory (key file, store, the agent's socket).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     /// The data directory, created (owner-only) if missing.
     pub fn ensure_data_dir(&self) -> Result<&Path> {
         create_private_dir(&self.data_dir)?;

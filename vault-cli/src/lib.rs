@@ -6,6 +6,8 @@
 //! the end-to-end tests and benches can drive the same code.
 #![forbid(unsafe_code)]
 
+#[cfg(unix)]
+pub mod agent;
 pub mod cli;
 pub mod commands;
 pub mod contacts;

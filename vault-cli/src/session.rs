@@ -148,11 +148,31 @@ impl Session {
         &self.public
     }
 
-    /// Unlocks the secret identity with the passphrase (once per session).
+    /// Unlocks the secret identity (once per session): from the unlock
+    /// agent if one holds this profile's identity (`vault unlock`), else
+    /// with the passphrase.
     pub fn unlock(&mut self) -> Result<Arc<SecretIdentity>> {
         if let Some(s) = &self.secret {
             return Ok(s.clone());
         }
+        #[cfg(unix)]
+        if let Some(secret) = self.agent_identity() {
+            let secret = Arc::new(secret);
+            self.secret = Some(secret.clone());
+            return Ok(secret);
+        }
+        self.unlock_with_passphrase()
+    }
+
+    /// The identity held by this profile's unlock agent, if one answers.
+    #[cfg(unix)]
+    fn agent_identity(&self) -> Option<SecretIdentity> {
+        let socket = crate::agent::socket_path(self.home.data_dir()).ok()?;
+        crate::agent::fetch(&socket, &self.public.fingerprint(), |w| self.out.warn(w))
+    }
+
+    /// Unlocks with the passphrase, never the agent (`vault unlock`).
+    pub fn unlock_with_passphrase(&mut self) -> Result<Arc<SecretIdentity>> {
         let secret = Arc::new(self.opts.passphrase.unlock(|p| self.unlock_with(p))?);
         self.secret = Some(secret.clone());
         Ok(secret)

@@ -53,15 +53,36 @@ pub fn seal(
     if passphrase.expose_secret().is_empty() {
         return Err(Error::InvalidInput("the passphrase must not be empty"));
     }
-    let plaintext = Zeroizing::new(format!(
+    let plaintext = unsealed(identity);
+    let mut recipient = age::scrypt::Recipient::new(passphrase.clone());
+    recipient.set_work_factor(work_factor);
+    agefile::encrypt(&recipient, plaintext.as_bytes())
+}
+
+/// The key file's plaintext (§4.2) for `identity`: both secrets,
+/// unprotected. It exists to hand an unlocked identity to another process
+/// of the same user (the CLI's agent) and MUST never be written to disk;
+/// it is zeroized on drop.
+pub fn unsealed(identity: &SecretIdentity) -> Zeroizing<String> {
+    Zeroizing::new(format!(
         "{HEADER}\n{ED25519_PREFIX}{}\n{DOCUMENT_PREFIX}{}\n{}\n",
         Zeroizing::new(URL_SAFE_NO_PAD.encode(identity.ed25519_seed().as_slice())).as_str(),
         URL_SAFE_NO_PAD.encode(identity.public().to_bytes()),
         identity.age_secret_key().expose_secret(),
-    ));
-    let mut recipient = age::scrypt::Recipient::new(passphrase.clone());
-    recipient.set_work_factor(work_factor);
-    agefile::encrypt(&recipient, plaintext.as_bytes())
+    ))
+}
+
+/// Reads a plaintext made by [`unsealed`], with every check of §4.3 that
+/// applies to a plaintext ([`Error::Malformed`] otherwise, including for
+/// more than 4096 bytes).
+pub fn from_unsealed(plain: &[u8]) -> Result<SecretIdentity> {
+    if plain.len() > MAX_PLAINTEXT {
+        return Err(Error::Malformed {
+            what: "key file",
+            reason: "plaintext too long",
+        });
+    }
+    parse_plaintext(plain)
 }
 
 /// Opens a key file. Errors: [`Error::WrongPassphrase`],
@@ -153,6 +174,22 @@ mod tests {
             },
         )
         .unwrap()
+    }
+
+    #[test]
+    fn unsealed_round_trips_and_is_checked() {
+        let id = identity();
+        let plain = unsealed(&id);
+        let back = from_unsealed(plain.as_bytes()).unwrap();
+        assert_eq!(back.fingerprint(), id.fingerprint());
+        let mut long = plain.as_bytes().to_vec();
+        long.resize(MAX_PLAINTEXT + 1, b'#');
+        assert!(matches!(from_unsealed(&long), Err(Error::Malformed { .. })));
+        let tampered = plain.replace("# document: ", "# documents: ");
+        assert!(matches!(
+            from_unsealed(tampered.as_bytes()),
+            Err(Error::Malformed { .. })
+        ));
     }
 
     #[test]

@@ -6,7 +6,9 @@ use serde_json::json;
 use vault_core::store::Store as _;
 use vault_core::{Fingerprint, IdentityInfo, PublicIdentity, Role, SecretIdentity};
 
-use crate::cli::{ContactAddArgs, ContactsCommand, InitArgs, RoleArg, WhoamiArgs};
+use crate::cli::{
+    AgentServeArgs, ContactAddArgs, ContactsCommand, InitArgs, RoleArg, UnlockArgs, WhoamiArgs,
+};
 use crate::error::{CliError, Result};
 use crate::home::{write_atomic, Home};
 use crate::output::{clean, line, table, Output};
@@ -122,6 +124,93 @@ fn identity_json(p: &PublicIdentity) -> serde_json::Value {
         "identity": p.to_text(),
         "created_at": p.created_at(),
     })
+}
+
+/// `vault unlock`: starts the agent (or reports the one running).
+#[cfg(unix)]
+pub fn unlock(session: &mut Session, args: &UnlockArgs) -> Result<()> {
+    use crate::agent;
+    let idle = agent::parse_idle(&args.idle)?;
+    let socket = agent::socket_path(session.home.data_dir())?;
+    let me = session.me().fingerprint();
+    let report =
+        |session: &Session, already: bool, idle_left: u64| {
+            if session.out.json {
+                return session.out.json(&json!({
+                    "unlocked": true,
+                    "already": already,
+                    "fingerprint": me.to_hex(),
+                    "idle_seconds_left": idle_left,
+                }));
+            }
+            line(&format!(
+            "{} Commands of this profile ask no passphrase until {} without one, or `vault lock`.",
+            if already { "Already unlocked." } else { "Unlocked." },
+            agent_idle(idle_left)
+        ))
+        };
+    match agent::status(&socket) {
+        Some(s) if s.fingerprint == me => return report(session, true, s.idle_left),
+        _ => {
+            agent::lock(&socket)?;
+        }
+    }
+    let secret = session.unlock_with_passphrase()?;
+    agent::start(&socket, &secret, idle)?;
+    report(session, false, idle.as_secs())
+}
+
+/// `vault unlock` where there are no Unix sockets.
+#[cfg(not(unix))]
+pub fn unlock(_session: &mut Session, _args: &UnlockArgs) -> Result<()> {
+    Err(CliError::Usage(
+        "the unlock agent needs Unix sockets; on this system every command asks for the passphrase"
+            .into(),
+    ))
+}
+
+fn agent_idle(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s} seconds"),
+        s if s < 2 * 3600 => format!("{} minutes", s.div_ceil(60)),
+        s => format!("{} hours", s / 3600),
+    }
+}
+
+/// `vault lock`.
+pub fn lock(home: &Home, out: Output) -> Result<()> {
+    #[cfg(unix)]
+    let was = crate::agent::lock(&crate::agent::socket_path(home.data_dir())?)?;
+    #[cfg(not(unix))]
+    let was = {
+        let _ = home;
+        false
+    };
+    if out.json {
+        return out.json(&json!({ "locked": true, "agent_was_running": was }));
+    }
+    line(if was {
+        "Locked: the agent forgot your identity; commands ask for the passphrase again."
+    } else {
+        "No agent was running; commands ask for the passphrase."
+    })
+}
+
+/// `vault agent-serve`: the agent process itself.
+#[cfg(unix)]
+pub fn agent_serve(args: &AgentServeArgs) -> Result<()> {
+    crate::agent::serve(
+        &args.socket,
+        std::time::Duration::from_secs(args.idle_seconds),
+    )
+}
+
+/// `vault agent-serve` where there are no Unix sockets.
+#[cfg(not(unix))]
+pub fn agent_serve(_args: &AgentServeArgs) -> Result<()> {
+    Err(CliError::Usage(
+        "the unlock agent needs Unix sockets".into(),
+    ))
 }
 
 /// `vault whoami`.

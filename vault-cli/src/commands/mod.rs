@@ -45,6 +45,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Access => sharing::access(&mut session()?),
         Command::Export(args) => sharing::export(&mut session()?, &args),
         Command::Verify(args) => sharing::verify(&mut session()?, &args),
+        Command::Unlock(args) => identity::unlock(&mut session()?, &args),
+        Command::Lock => identity::lock(&home, out),
+        Command::AgentServe(args) => identity::agent_serve(&args),
         Command::Completions(args) => {
             clap_complete::generate(
                 args.shell,
