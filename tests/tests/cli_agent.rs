@@ -116,7 +116,10 @@ fn unlock_once_then_lock_and_idle_timeout() {
     assert!(!agents.is_empty(), "no agent process found");
     for (cmdline, environ) in &agents {
         assert!(!cmdline.contains(&alice.passphrase), "{cmdline}");
-        assert!(!environ.contains("VAULT_PASSPHRASE"), "{cmdline}: {environ}");
+        assert!(
+            !environ.contains("VAULT_PASSPHRASE"),
+            "{cmdline}: {environ}"
+        );
     }
 
     // `vault lock` forgets: commands ask for the passphrase again.

@@ -21,6 +21,7 @@ mod records;
 mod session;
 mod sharing;
 mod snapshot;
+mod unlocked;
 mod view;
 
 use secrecy::SecretString;

@@ -16,7 +16,7 @@ use vault_fhir as fhir;
 
 use crate::failure::{Failure, Result};
 use crate::progress::Progress;
-use crate::session::Inner;
+use crate::unlocked::Inner;
 use crate::view;
 
 /// Downloads in flight at once.

@@ -10,57 +10,20 @@ use futures_util::lock::Mutex;
 use js_sys::Promise;
 use secrecy::SecretString;
 use vault_client::RelayClient;
+use vault_core::keyfile;
 use vault_core::store::MemoryStore;
-use vault_core::{keyfile, CollectionId, RecordId, SecretIdentity, VaultId};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::failure::{Failure, Result};
 use crate::progress::Progress;
+use crate::unlocked::{collection_id, record_id, vault_id, Inner};
 use crate::{records, sharing, snapshot, view};
-
-/// What a session holds: the unlocked identity, the relay client and the
-/// verified local store (in memory; the page persists [`Session::snapshot`]).
-pub(crate) struct Inner {
-    pub secret: Arc<SecretIdentity>,
-    pub client: RelayClient,
-    pub store: MemoryStore,
-    /// The passphrase-sealed key file, as unlocked (exports carry a copy).
-    pub key_file: Vec<u8>,
-    published: bool,
-}
-
-impl Inner {
-    /// Publishes this identity on the relay once per session (signed
-    /// requests from an identity the relay does not know are refused).
-    pub async fn publish(&mut self) -> Result<()> {
-        if !self.published {
-            self.client.publish_identity().await?;
-            self.published = true;
-        }
-        Ok(())
-    }
-}
 
 /// An unlocked identity and its verified local state.
 #[wasm_bindgen]
 pub struct Session {
     inner: Rc<Mutex<Inner>>,
-}
-
-/// Parses a vault id from the page.
-pub(crate) fn vault_id(s: &str) -> Result<VaultId> {
-    VaultId::from_hex(s).map_err(|_| Failure::input(format!("{s:?} is not a vault id")))
-}
-
-/// Parses a collection id from the page.
-pub(crate) fn collection_id(s: &str) -> Result<CollectionId> {
-    CollectionId::from_hex(s).map_err(|_| Failure::input(format!("{s:?} is not a collection id")))
-}
-
-/// Parses a record id from the page.
-pub(crate) fn record_id(s: &str) -> Result<RecordId> {
-    RecordId::from_hex(s).map_err(|_| Failure::input(format!("{s:?} is not a record id")))
 }
 
 fn json(v: &serde_json::Value) -> JsValue {
@@ -71,19 +34,25 @@ fn json(v: &serde_json::Value) -> JsValue {
 impl Session {
     /// Opens the passphrase-sealed `key_file` (error `wrong_passphrase`)
     /// and restores the verified local state from `snapshot` (from
-    /// [`Session::snapshot`]; every log in it is verified again). Resolves
+    /// [`Session::snapshot`]; every log in it is verified again). `invite`
+    /// is the invitation token a relay that admits new identities by
+    /// invitation asks for (sent only to the relay, never logged). Resolves
     /// to a `Session`.
     pub fn unlock(
         key_file: Vec<u8>,
         passphrase: String,
         relay_url: String,
         snapshot: Option<Vec<u8>>,
+        invite: Option<String>,
     ) -> Promise {
         let passphrase = SecretString::from(passphrase);
         future_to_promise(async move {
             let open = || -> Result<Session> {
                 let secret = Arc::new(keyfile::open(&key_file, &passphrase)?);
-                let client = RelayClient::new(&relay_url, secret.clone())?;
+                let mut client = RelayClient::new(&relay_url, secret.clone())?;
+                if let Some(token) = invite.as_deref().filter(|t| !t.trim().is_empty()) {
+                    client = client.with_invite(token)?;
+                }
                 let store = match &snapshot {
                     Some(bytes) if !bytes.is_empty() => snapshot::restore(bytes)?,
                     _ => MemoryStore::new(),

@@ -11,7 +11,7 @@ use vault_core::store::Store;
 use vault_core::{Fingerprint, Keyring, Permission, PublicIdentity, VaultId, VaultState};
 
 use crate::failure::{Failure, Result};
-use crate::session::{collection_id, record_id, Inner};
+use crate::unlocked::{collection_id, record_id, Inner};
 use crate::view;
 
 /// This identity's vaults. Its own vaults listed by the relay's inbox are

@@ -106,6 +106,7 @@ async fn unlocking_checks_the_passphrase_and_the_snapshot() {
         "not the passphrase".into(),
         relay.clone(),
         None,
+        None,
     ))
     .await
     .err()
@@ -120,6 +121,7 @@ async fn unlocking_checks_the_passphrase_and_the_snapshot() {
         PASSPHRASE.into(),
         relay.clone(),
         Some(b"{\"format\":\"something else\"}".to_vec()),
+        None,
     ))
     .await
     .err()
@@ -134,6 +136,7 @@ async fn unlocking_checks_the_passphrase_and_the_snapshot() {
         id.key_file(),
         PASSPHRASE.into(),
         relay,
+        None,
         None,
     ))
     .await

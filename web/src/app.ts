@@ -627,6 +627,7 @@ function identityView(c: Ctx): HTMLElement {
     'Copy',
   );
   const relay = h('input', { type: 'url', value: c.profile.relayUrl, testid: 'settings-relay', spellcheck: false });
+  const invite = h('input', { type: 'password', value: c.profile.invite ?? '', testid: 'settings-invite', autocomplete: 'off', spellcheck: false, maxlength: 256 });
   const saveRelay: HTMLButtonElement = h(
     'button',
     {
@@ -644,6 +645,7 @@ function identityView(c: Ctx): HTMLElement {
             return;
           }
           c.profile.relayUrl = url;
+          c.profile.invite = invite.value.trim() || undefined;
           await putProfile(c.profile);
           announce('Relay address saved. It is used from the next unlock; locking now.');
           lock();
@@ -698,6 +700,7 @@ function identityView(c: Ctx): HTMLElement {
       { class: 'card', 'aria-labelledby': 'relay-heading' },
       h('h2', { id: 'relay-heading' }, 'Relay'),
       field('Relay URL', relay, 'Where your encrypted records are stored. Changing it locks the app.'),
+      field('Invitation token', invite, 'Only if the relay\'s operator gave you one: some relays admit new identities by invitation.'),
       h('div', { class: 'actions' }, saveRelay),
     ),
   );

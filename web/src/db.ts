@@ -12,6 +12,11 @@ export interface Profile {
   /** The name shown on this device's unlock screen. */
   name: string;
   relayUrl: string;
+  /**
+   * The invitation token of a relay that admits new identities by
+   * invitation only (kept until the identity is published there).
+   */
+  invite?: string;
   /** Unix milliseconds. */
   createdAt: number;
 }

@@ -92,6 +92,12 @@ export function explain(e: unknown): Explained {
         return { severity: 'error', title: 'Storage full', text: `Your storage quota on the relay is used up; nothing more was stored. (${m})` };
       case 'too_large':
         return { severity: 'error', title: 'Too large', text: `The relay refused this because it is too large. (${m})` };
+      case 'invite_required':
+        return {
+          severity: 'error',
+          title: 'Invitation needed',
+          text: 'This relay admits new identities by invitation only. Enter the invitation token its operator gave you under Identity → Relay (Invitation token), save, unlock, and try again.',
+        };
       case 'rate_limited':
         return { severity: 'error', title: 'Too many requests', text: 'The relay asks to slow down. Wait a minute and try again.' };
       case 'access_denied':

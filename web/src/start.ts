@@ -97,7 +97,7 @@ function unlockSection(profiles: Profile[]): HTMLElement {
         const session = await withBusy(button, 'Unlocking…', async () => {
           const snapshot = await getSnapshot(profile.fingerprintHex);
           setRelayForMessages(profile.relayUrl);
-          return Session.unlock(profile.keyFile, pass.value, profile.relayUrl, snapshot);
+          return Session.unlock(profile.keyFile, pass.value, profile.relayUrl, snapshot, profile.invite);
         }, 'Unlock failed');
         if (!session) {
           pass.focus();
@@ -135,15 +135,17 @@ function describeCached(text: string): string {
   return fp;
 }
 
-function relayField(): { input: HTMLInputElement; el: HTMLElement } {
+function relayField(): { input: HTMLInputElement; invite: HTMLInputElement; el: HTMLElement } {
   const input = h('input', { type: 'url', value: defaultRelay(), testid: 'create-relay', autocomplete: 'off', spellcheck: false });
+  const invite = h('input', { type: 'password', autocomplete: 'off', spellcheck: false, maxlength: 256, testid: 'create-invite' });
   const el = h(
     'details',
     { class: 'advanced' },
     h('summary', null, 'Relay address (advanced)'),
     field('Relay URL', input, 'Where your encrypted records are stored. Leave as is unless your provider gave you another address.'),
+    field('Invitation token', invite, 'Only if the relay\'s operator gave you one: some relays admit new identities by invitation.'),
   );
-  return { input, el };
+  return { input, invite, el };
 }
 
 function createSection(collapsed: boolean): HTMLElement {
@@ -191,6 +193,7 @@ function createSection(collapsed: boolean): HTMLElement {
             identityText: id.identity.identityText,
             name: localName,
             relayUrl,
+            invite: relay.invite.value.trim() || undefined,
             createdAt: Date.now(),
           };
           await putProfile(profile);
@@ -199,7 +202,7 @@ function createSection(collapsed: boolean): HTMLElement {
         if (!created) return;
         pass2.value = '';
         const session = await withBusy(button, 'Unlocking…', async () => {
-          const s = await Session.unlock(created.keyFile, passphrase, relayUrl);
+          const s = await Session.unlock(created.keyFile, passphrase, relayUrl, undefined, created.invite);
           // Publish the public identity so clinicians can look it up by fingerprint.
           await s.publish();
           return s;
@@ -263,7 +266,8 @@ function restoreSection(): HTMLElement {
         setRelayForMessages(relayUrl);
         const result = await withBusy(button, 'Unlocking…', async () => {
           const keyFile = new Uint8Array(await f.arrayBuffer());
-          const session = await Session.unlock(keyFile, pass.value, relayUrl);
+          const invite = relay.invite.value.trim() || undefined;
+          const session = await Session.unlock(keyFile, pass.value, relayUrl, undefined, invite);
           const me = session.me();
           const profile: Profile = {
             fingerprintHex: me.fingerprintHex,
@@ -271,6 +275,7 @@ function restoreSection(): HTMLElement {
             identityText: me.identityText,
             name: name.value.trim() || me.name,
             relayUrl,
+            invite,
             createdAt: Date.now(),
           };
           await putProfile(profile);

@@ -204,14 +204,17 @@ export class Session {
   /**
    * Opens `keyFile` with `passphrase` (error code `wrong_passphrase`) and
    * restores the verified local state from `snapshot` (from `snapshot()`).
+   * `invite` is the invitation token of a relay that admits new identities
+   * by invitation only.
    */
   static async unlock(
     keyFile: Uint8Array,
     passphrase: string,
     relayUrl: string,
     snapshot?: Uint8Array,
+    invite?: string,
   ): Promise<Session> {
-    return call(async () => new Session(await wasm.Session.unlock(keyFile, passphrase, relayUrl, snapshot)));
+    return call(async () => new Session(await wasm.Session.unlock(keyFile, passphrase, relayUrl, snapshot, invite)));
   }
 
   /**
