@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use crate::wire::{Head, RawHead};
+use crate::head::{Head, RawHead};
 
 /// An error from the sync client.
 #[derive(Debug, thiserror::Error)]
@@ -186,7 +186,7 @@ impl ErrorBody {
             head: raw
                 .head
                 .and_then(|h| serde_json::from_value::<RawHead>(h).ok())
-                .and_then(|h| h.parse().ok()),
+                .and_then(|h| h.decode()),
             offset: raw.offset.and_then(|v| v.as_u64()),
             server_time: raw.server_time.and_then(|v| v.as_u64()),
         }

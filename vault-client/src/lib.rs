@@ -40,6 +40,7 @@ pub mod content;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod head;
 mod platform;
 pub mod reading;
 pub mod records;

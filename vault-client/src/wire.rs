@@ -5,68 +5,12 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use vault_core::{Checkpoint, CollectionId, Fingerprint, LogEntry, Permission, RecordId, VaultId};
+use vault_core::{CollectionId, Fingerprint, LogEntry, Permission, RecordId, VaultId};
 
 use crate::error::{ClientError, Result};
 
-/// A relay's head of a vault log: the sequence number and hash of its last
-/// entry. What a relay *claims*; only a verified log makes it a
-/// [`Checkpoint`].
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Head {
-    /// The sequence number of the last entry (0 for a vault with only its
-    /// genesis entry).
-    pub seq: u64,
-    /// The hash of the last entry ([`LogEntry::hash`]).
-    pub hash: [u8; 32],
-}
-
-impl Head {
-    /// The head as a checkpoint of `vault`.
-    pub fn checkpoint(&self, vault: VaultId) -> Checkpoint {
-        Checkpoint {
-            vault,
-            seq: self.seq,
-            head: self.hash,
-        }
-    }
-
-    /// The head that `entry` makes when it is the last entry.
-    pub fn of_entry(entry: &LogEntry) -> Self {
-        Self {
-            seq: entry.seq(),
-            hash: *entry.hash(),
-        }
-    }
-}
-
-impl From<Checkpoint> for Head {
-    fn from(c: Checkpoint) -> Self {
-        Self {
-            seq: c.seq,
-            hash: c.head,
-        }
-    }
-}
-
-impl From<&Checkpoint> for Head {
-    fn from(c: &Checkpoint) -> Self {
-        Self::from(*c)
-    }
-}
-
-impl std::fmt::Debug for Head {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Head({}, {})", self.seq, hex::encode(self.hash))
-    }
-}
-
-/// A head as it travels: `{"seq": n, "hash": "<hex>"}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct RawHead {
-    pub seq: u64,
-    pub hash: String,
-}
+pub use crate::head::Head;
+pub(crate) use crate::head::RawHead;
 
 impl RawHead {
     pub fn parse(&self) -> Result<Head> {
@@ -74,15 +18,6 @@ impl RawHead {
             seq: self.seq,
             hash: hex32(&self.hash, "head hash")?,
         })
-    }
-}
-
-impl From<Head> for RawHead {
-    fn from(h: Head) -> Self {
-        Self {
-            seq: h.seq,
-            hash: hex::encode(h.hash),
-        }
     }
 }
 
