@@ -354,6 +354,47 @@ async function main() {
   assert.equal(refused.code, 4, `after revocation vault list should exit 4 (access denied), got ${refused.code}: ${refused.stderr}`);
   log(`7. revoked; vault list --vault patient exits 4: ${refused.stderr.trim().split('\n')[0]}`);
 
+  // 7b. Read-and-add: dr-a may add records to the labs again, but not
+  // delete or replace the patient's.
+  await tid('nav-records').click();
+  await page.locator('[data-testid="collection-item"]', { hasText: labsName }).first().click();
+  await tid('share-collection').click();
+  await tid('share-dialog').waitFor();
+  await tid('share-identity-text').fill(identityText);
+  await tid('share-check-text').click();
+  await tid('share-identity-fingerprint').waitFor();
+  await tid('share-confirm-fingerprint').check();
+  await tid('share-perm-add').check();
+  await tid('share-submit').click();
+  await tid('share-dialog').waitFor({ state: 'detached' });
+  await noAlerts('after sharing read-and-add');
+  await tid('nav-access').click();
+  const adder = page.locator(`[data-testid="access-collection"][data-collection-name="${labsName}"] [data-testid="access-member"][data-name="dr-a"]`);
+  await adder.waitFor();
+  assert.match(norm(await adder.innerText()), /read and add/);
+  await cli(['add', '-', '-c', labsName, '--title', 'Clinic note', '--vault', 'patient'], { input: JSON.stringify(observation) });
+  const notMine = await cli(['delete', first.record, '--vault', 'patient'], { allowFail: true });
+  assert.equal(notMine.code, 4, `a read-and-add member deleting the patient's record should exit 4, got ${notMine.code}: ${notMine.stderr}`);
+  log('7b. shared the labs again as read-and-add: dr-a adds "Clinic note", and is refused deleting the patient\'s record');
+
+  // 7c. The patient deletes the PDF for good (purge): gone from the list.
+  await tid('nav-records').click();
+  await tid('refresh').click();
+  await page.locator('[data-testid="collection-item"][data-collection-name="documents"]').click();
+  await page.locator('[data-testid="record-row"][data-title="discharge-letter.pdf"]').click();
+  await tid('record-detail').waitFor();
+  await tid('record-delete').click();
+  await tid('delete-dialog').waitFor();
+  await tid('record-delete-purge').check();
+  await tid('delete-dialog-confirm').click();
+  await tid('delete-dialog').waitFor({ state: 'detached' });
+  await page.waitForFunction(() => /Deleted “discharge-letter\.pdf” and destroyed \d+ version/.test(document.getElementById('status')?.textContent ?? ''));
+  await noAlerts('after deleting the PDF');
+  await tid('nav-timeline').click();
+  await tid('timeline').waitFor();
+  assert.equal(await page.locator('[data-testid="timeline"] [data-testid="record-row"][data-title="discharge-letter.pdf"]').count(), 0, 'the deleted PDF is still listed');
+  log('7c. the patient deleted and purged the PDF');
+
   // 8. About / integrity, vault screen, phone width.
   await tid('nav-about').click();
   await page.waitForFunction((h) => document.querySelector('[data-testid="bundle-hash"]')?.textContent === h, expectedHash);
