@@ -256,8 +256,7 @@ fn main() {
         let t = Instant::now();
         let vault = c.select_vault().unwrap();
         let state = c.refresh(&vault).unwrap();
-        let mut keyring = Keyring::new(&clinician, c.now());
-        let coll = find_collection(&state, &mut keyring, "labs").unwrap();
+        let coll = find_collection(&state, &clinician, c.now(), "labs").unwrap();
         let opened = open_all(&mut c, &state, Some(&coll), false).unwrap();
         open_cold.push(t.elapsed());
         assert_eq!(opened.opened.len(), COLLECTION_SIZE);

@@ -157,16 +157,14 @@ pub enum Command {
     Export(ExportArgs),
     /// Verify the whole vault and print its checkpoint code.
     Verify(VerifyArgs),
-    /// Unlock your identity once for the commands that follow (an agent
-    /// keeps it in memory until it is idle for a while, or `vault lock`).
+    /// Unlock once: later commands ask no passphrase until idle or locked.
     ///
     /// Later commands of this profile then ask no passphrase. The agent
     /// answers only your user, writes nothing secret to disk, and forgets
     /// the key after the idle timeout. Without it, every command asks for
     /// the passphrase as before.
     Unlock(UnlockArgs),
-    /// Make the agent forget your identity now (commands ask for the
-    /// passphrase again).
+    /// Forget the unlocked identity now (commands ask the passphrase again).
     Lock,
     /// Print shell completions.
     Completions(CompletionsArgs),

@@ -8,7 +8,8 @@ use indicatif::ProgressBar;
 use vault_client::{reading, sync, ClientError};
 use vault_core::store::Store;
 use vault_core::{
-    CollectionId, Keyring, OpenedRecord, RecordId, RecordInfo, RecordMetadata, VaultId, VaultState,
+    CollectionId, Keyring, OpenedRecord, RecordId, RecordInfo, RecordMetadata, SecretIdentity,
+    VaultId, VaultState,
 };
 
 use crate::error::{CliError, Result};
@@ -16,14 +17,19 @@ use crate::session::Session;
 
 pub use vault_client::records::{collection_names, collections_by_name, NewRecord};
 
-/// Finds a collection by name (or id prefix) among those readable; a name
-/// two collections share is refused as ambiguous.
+/// Finds a collection by name (or id prefix) among those `me` can read at
+/// `now`; a name two collections share is refused as ambiguous.
 pub fn find_collection(
     state: &VaultState,
-    keyring: &mut Keyring,
+    me: &SecretIdentity,
+    now: u64,
     name: &str,
 ) -> Result<CollectionId> {
-    let names = collection_names(state, keyring);
+    let mut names: Vec<(String, CollectionId)> = vault_client::reading::names_by_id(state, me, now)
+        .into_iter()
+        .map(|(id, n)| (n, id))
+        .collect();
+    names.sort();
     let by_name: Vec<CollectionId> = names
         .iter()
         .filter(|(n, _)| n == name)

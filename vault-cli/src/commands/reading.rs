@@ -106,11 +106,10 @@ pub fn list(session: &mut Session, args: &ListArgs) -> Result<()> {
     let vault = session.select_vault()?;
     let state = session.refresh(&vault)?;
     let names = names_by_id(&state, &secret, session.now());
-    let mut keyring = Keyring::new(&secret, session.now());
     let collection = args
         .collection
         .as_deref()
-        .map(|c| find_collection(&state, &mut keyring, c))
+        .map(|c| find_collection(&state, &secret, session.now(), c))
         .transpose()?;
     let listing = open_all(session, &state, collection.as_ref(), false)?;
     let mut listed = listing.opened;
@@ -345,7 +344,7 @@ pub fn open(session: &mut Session, args: &OpenArgs) -> Result<()> {
     let mut keyring = Keyring::new(&secret, session.now());
     let ids: Vec<RecordId> = match &args.collection {
         Some(c) => {
-            let coll = find_collection(&state, &mut keyring, c)?;
+            let coll = find_collection(&state, &secret, session.now(), c)?;
             state
                 .records(Some(&coll))
                 .into_iter()

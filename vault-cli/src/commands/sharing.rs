@@ -52,8 +52,7 @@ pub fn share(session: &mut Session, args: &ShareArgs) -> Result<()> {
             format!("record {}", short(&record.to_hex())),
         )
     } else {
-        let mut keyring = Keyring::new(&secret, client.now());
-        let collection = find_collection(&state, &mut keyring, &args.what)?;
+        let collection = find_collection(&state, &secret, client.now(), &args.what)?;
         let permission = if args.write {
             Permission::ReadWrite
         } else if args.add_only {
@@ -118,13 +117,11 @@ pub fn revoke(session: &mut Session, args: &RevokeArgs) -> Result<()> {
     let state = session.pull(&vault)?;
     require_owner(session, &state, "revoke")?;
     let member = revoke_target(session, &state, &args.contact)?;
-    let only = {
-        let mut keyring = Keyring::new(&secret, client.now());
-        args.collection
-            .as_deref()
-            .map(|c| find_collection(&state, &mut keyring, c))
-            .transpose()?
-    };
+    let only = args
+        .collection
+        .as_deref()
+        .map(|c| find_collection(&state, &secret, client.now(), c))
+        .transpose()?;
     let (state, plan) = session.rt.block_on(vault_client::sharing::revoke(
         &mut session.store,
         &client,
