@@ -42,6 +42,10 @@ pub fn router(app: Arc<AppState>) -> Router {
             get(blobs::upload_status),
         )
         .route("/v1/inbox", get(inbox::inbox))
+        .route(
+            "/v1/inbox/accepted",
+            get(inbox::accepted).put(inbox::set_accepted),
+        )
         .route_layer(middleware::from_fn_with_state(app.clone(), authenticate));
 
     let mut router = Router::new()

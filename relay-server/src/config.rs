@@ -143,6 +143,11 @@ pub struct ServeArgs {
     /// Most entries in one vault's log, genesis included [default: 100000].
     #[arg(long, env = "RELAY_MAX_VAULT_ENTRIES", global = true)]
     pub max_vault_entries: Option<u64>,
+    /// Vaults a person's inbox lists per owner they have not accepted (a
+    /// stranger; see `PUT /v1/inbox/accepted`); strangers' vaults beyond
+    /// it are counted, not listed [default: 16].
+    #[arg(long, env = "RELAY_INBOX_STRANGERS_PER_OWNER", global = true)]
+    pub inbox_strangers_per_owner: Option<usize>,
     /// Most vault states kept in memory (idle ones beyond it are dropped,
     /// cheapest to reload first) [default: 10000].
     #[arg(long, env = "RELAY_VAULT_CACHE", global = true)]
@@ -192,6 +197,7 @@ struct FileConfig {
     new_per_hour: Option<u32>,
     new_per_hour_loopback: Option<bool>,
     max_vault_entries: Option<u64>,
+    inbox_strangers_per_owner: Option<usize>,
     vault_cache: Option<usize>,
     max_batch: Option<usize>,
     log: Option<String>,
@@ -361,6 +367,8 @@ pub struct Config {
     pub new_per_hour_loopback: bool,
     /// Most entries in one vault's log.
     pub max_vault_entries: u64,
+    /// Vaults an inbox lists per stranger owner.
+    pub inbox_strangers_per_owner: usize,
     /// Most vault states kept in memory.
     pub vault_cache: usize,
     /// Most writes per group commit.
@@ -395,6 +403,7 @@ impl Default for Config {
             new_per_hour: 60,
             new_per_hour_loopback: false,
             max_vault_entries: 100_000,
+            inbox_strangers_per_owner: 16,
             vault_cache: 10_000,
             max_batch: 1024,
             log: "info".into(),
@@ -404,6 +413,14 @@ impl Default for Config {
 }
 
 impl Config {
+    /// How far strangers' shares are listed in an inbox.
+    pub fn inbox_limits(&self) -> crate::domain::inbox::StrangerLimits {
+        crate::domain::inbox::StrangerLimits {
+            vaults_per_owner: self.inbox_strangers_per_owner,
+            ..Default::default()
+        }
+    }
+
     /// A configuration for tests: defaults with the given data directory.
     pub fn for_data_dir(dir: &Path) -> Self {
         Self {
@@ -494,6 +511,10 @@ impl Config {
                 .max_vault_entries
                 .or(file.max_vault_entries)
                 .unwrap_or(d.max_vault_entries),
+            inbox_strangers_per_owner: args
+                .inbox_strangers_per_owner
+                .or(file.inbox_strangers_per_owner)
+                .unwrap_or(d.inbox_strangers_per_owner),
             vault_cache: args
                 .vault_cache
                 .or(file.vault_cache)

@@ -2593,6 +2593,178 @@ async fn a_purge_deletes_the_purged_versions_blobs_and_gives_their_charge_back()
     );
 }
 
+/// Creates `n` vaults of `owner`, each sharing `collections` collections
+/// with `member`; returns their ids.
+async fn stranger_vaults(
+    t: &T,
+    owner: &SecretIdentity,
+    member: &SecretIdentity,
+    n: usize,
+    collections: usize,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let (mut state, genesis) = VaultState::create(owner, now()).unwrap();
+        let (s, v) = t
+            .json(signed(
+                owner,
+                "POST",
+                "/v1/vaults",
+                json_payload(json!({ "genesis": b64(genesis.to_bytes()) })),
+            ))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        // The first append of each collection carries it, then the grant.
+        for i in 0..collections {
+            let (c, e) = state
+                .create_collection(owner, &format!("spam {i}"), now())
+                .unwrap();
+            let (s, v) = t.json(append_req(owner, &state, &[&e])).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            state.apply(&e).unwrap();
+            let mut kr = Keyring::new(owner, now());
+            let g = state
+                .share_collection(&mut kr, &c, member.public(), Permission::Read, None)
+                .unwrap();
+            let (s, v) = t.json(append_req(owner, &state, &[&g])).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            state.apply(&g).unwrap();
+        }
+        ids.push(state.vault().to_hex());
+    }
+    ids
+}
+
+/// Issue 12 §5 (b, c): strangers' shares are capped per owner and per
+/// vault; a person's accepted owners are listed in full; the accepted list
+/// only moves forward (a replayed or older list is refused with the stored
+/// one) and is checked.
+#[tokio::test]
+async fn strangers_are_capped_until_accepted() {
+    let t = T::with(|c| c.inbox_strangers_per_owner = 2);
+    let mallory = ident(6, "Mallory", Role::Patient);
+    let alice = ident(2, "Dr Alice", Role::Clinician);
+    t.publish(&mallory).await;
+    t.publish(&alice).await;
+    let mut flood = stranger_vaults(&t, &mallory, &alice, 5, 1).await;
+    flood.sort();
+    let inbox = |pq: &'static str| t.json(signed(&alice, "GET", pq, Payload::None));
+    let (s, v) = inbox("/v1/inbox").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let listed = v["vaults"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{v}");
+    assert!(listed.iter().all(|x| x["accepted"] == false));
+    assert_eq!(listed[0]["vault"], flood[0], "the lowest vault ids first");
+    assert_eq!(v["strangers_held_back"], 3);
+
+    // Accepting mallory lists every vault of hers.
+    let (s, v) = inbox("/v1/inbox/accepted").await;
+    assert_eq!(
+        (s, &v),
+        (StatusCode::OK, &json!({"version": 0, "owners": []}))
+    );
+    let put = |version: u64, owners: Vec<String>| {
+        signed(
+            &alice,
+            "PUT",
+            "/v1/inbox/accepted",
+            json_payload(json!({ "version": version, "owners": owners })),
+        )
+    };
+    let m = mallory.fingerprint().to_hex();
+    let (s, v) = t.json(put(1, vec![m.clone()])).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({"version": 1, "owners": [m.clone()]}));
+    let (_, v) = inbox("/v1/inbox").await;
+    assert_eq!(v["vaults"].as_array().unwrap().len(), 5, "{v}");
+    assert!(v["vaults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|x| x["accepted"] == true));
+    assert_eq!(v["strangers_held_back"], 0);
+
+    // The same version again (a replay, or another device's older list).
+    let refused = t
+        .refused(put(1, vec![]), StatusCode::CONFLICT, "stale_version")
+        .await;
+    assert_eq!(
+        refused["accepted"],
+        json!({"version": 1, "owners": [m.clone()]})
+    );
+
+    // Forgetting her: strangers again; the views split them.
+    let (s, _) = t.json(put(2, vec![])).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, v) = inbox("/v1/inbox?view=accepted").await;
+    assert!(v["vaults"].as_array().unwrap().is_empty(), "{v}");
+    assert_eq!(v["strangers_not_listed"], 2);
+    let (_, v) = inbox("/v1/inbox?view=strangers").await;
+    assert_eq!(v["vaults"].as_array().unwrap().len(), 2, "{v}");
+    t.refused(
+        signed(&alice, "GET", "/v1/inbox?view=everything", Payload::None),
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+    )
+    .await;
+
+    // Malformed lists change nothing.
+    for (body, status, code) in [
+        (put(0, vec![]), StatusCode::BAD_REQUEST, "malformed_request"),
+        (
+            put(3, vec!["zz".into()]),
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+        ),
+        (
+            put(3, vec![m.clone(), m.clone()]),
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+        ),
+        (
+            put(3, (0..1001).map(|i| format!("{i:064x}")).collect()),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+        ),
+    ] {
+        t.refused(body, status, code).await;
+    }
+    let (_, v) = inbox("/v1/inbox/accepted").await;
+    assert_eq!(v, json!({"version": 2, "owners": []}));
+}
+
+/// A stranger's vault lists at most 64 of its shares with the person
+/// (flagged `truncated`); an accepted owner's lists all of them.
+#[tokio::test]
+async fn a_strangers_vault_lists_a_bounded_number_of_shares() {
+    let t = T::new();
+    let mallory = ident(6, "Mallory", Role::Patient);
+    let alice = ident(2, "Dr Alice", Role::Clinician);
+    t.publish(&mallory).await;
+    t.publish(&alice).await;
+    stranger_vaults(&t, &mallory, &alice, 1, 70).await;
+    let (_, v) = t
+        .json(signed(&alice, "GET", "/v1/inbox", Payload::None))
+        .await;
+    let vault = &v["vaults"][0];
+    assert_eq!(vault["collections"].as_array().unwrap().len(), 64, "{v}");
+    assert_eq!(vault["truncated"], true);
+    let (s, _) = t
+        .json(signed(
+            &alice,
+            "PUT",
+            "/v1/inbox/accepted",
+            json_payload(json!({ "version": 1, "owners": [mallory.fingerprint().to_hex()] })),
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, v) = t
+        .json(signed(&alice, "GET", "/v1/inbox", Payload::None))
+        .await;
+    assert_eq!(v["vaults"][0]["collections"].as_array().unwrap().len(), 70);
+    assert_eq!(v["vaults"][0]["truncated"], false);
+}
+
 /// Issue 12 §5 (a): the inbox is paginated. Pages follow the `next`
 /// cursor in vault-id order, `limit` is bounded, a bad cursor is a 400, and
 /// a flood of shares never makes one answer larger than a page.
@@ -2603,31 +2775,7 @@ async fn the_inbox_is_paginated() {
     let alice = ident(2, "Dr Alice", Role::Clinician);
     t.publish(&mallory).await;
     t.publish(&alice).await;
-    // The first append of each vault carries the collection, then the grant.
-    let mut expected = Vec::new();
-    for _ in 0..5 {
-        let (mut state, genesis) = VaultState::create(&mallory, now()).unwrap();
-        let (s, v) = t
-            .json(signed(
-                &mallory,
-                "POST",
-                "/v1/vaults",
-                json_payload(json!({ "genesis": b64(genesis.to_bytes()) })),
-            ))
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
-        let (c, e) = state.create_collection(&mallory, "spam", now()).unwrap();
-        let (s, v) = t.json(append_req(&mallory, &state, &[&e])).await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        state.apply(&e).unwrap();
-        let mut kr = Keyring::new(&mallory, now());
-        let g = state
-            .share_collection(&mut kr, &c, alice.public(), Permission::Read, None)
-            .unwrap();
-        let (s, v) = t.json(append_req(&mallory, &state, &[&g])).await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        expected.push(state.vault().to_hex());
-    }
+    let mut expected = stranger_vaults(&t, &mallory, &alice, 5, 1).await;
     expected.sort();
 
     // Pages of two: 2 + 2 + 1, each cursor the last vault of its page.

@@ -59,6 +59,7 @@ suite!(
     append_refusals,
     append_blob_checks,
     inbox_index,
+    accepted_owners,
     add_blob,
     upload_charges,
     purge,
@@ -186,7 +187,10 @@ async fn sqlite_files_reopen_keeps_what_was_acknowledged() {
     assert_eq!(
         meta.inbox(vault_core::Fingerprint::from_bytes([2; 32]))
             .await
-            .unwrap(),
+            .unwrap()
+            .iter()
+            .map(|e| e.vault)
+            .collect::<Vec<_>>(),
         vec![v]
     );
     assert!(meta.blob(v, sha(done)).await.unwrap().is_some());

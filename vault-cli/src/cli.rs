@@ -116,8 +116,14 @@ pub enum Command {
     Sync,
     /// List the vaults this device knows.
     Vaults,
-    /// Vaults that patients shared with you, and what they contain.
-    Inbox,
+    /// Vaults that patients shared with you, and what they contain; and
+    /// whose shares you accept.
+    ///
+    /// Anyone can share with anyone, so the relay lists shares from people
+    /// you have not accepted (strangers) only up to a limit: a flood of
+    /// shares cannot bury the ones you expect. Your contacts are accepted
+    /// when you sync; `vault inbox accept` accepts someone else.
+    Inbox(InboxArgs),
     /// List the collections of a vault.
     Collections,
     /// Add files to a collection (FHIR JSON, PDF, images, notes...).
@@ -243,6 +249,39 @@ pub struct WhoamiArgs {
     /// fingerprint.
     #[arg(long)]
     pub publish: bool,
+}
+
+/// `vault inbox`.
+#[derive(Debug, Args)]
+pub struct InboxArgs {
+    /// List only shares from people you have not accepted (as the relay
+    /// claims them; nothing is joined).
+    #[arg(long)]
+    pub strangers: bool,
+    /// Accept or forget owners, or show whom you accept.
+    #[command(subcommand)]
+    pub action: Option<InboxCommand>,
+}
+
+/// `vault inbox ...`.
+#[derive(Debug, Subcommand)]
+pub enum InboxCommand {
+    /// Accept shares from these owners in full (contact names, or 64-hex
+    /// fingerprints).
+    Accept {
+        /// Contact names or fingerprints.
+        #[arg(required = true, value_name = "WHO")]
+        who: Vec<String>,
+    },
+    /// Stop accepting these owners (their shares are listed as a
+    /// stranger's again).
+    Forget {
+        /// Contact names or fingerprints.
+        #[arg(required = true, value_name = "WHO")]
+        who: Vec<String>,
+    },
+    /// Show whom you accept shares from.
+    Accepted,
 }
 
 /// `vault contacts ...`.

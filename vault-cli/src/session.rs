@@ -263,7 +263,36 @@ impl Session {
     /// instead of failing.
     pub fn join_shared(&mut self) -> Result<Joined> {
         let client = self.client()?;
-        let listing = self.rt.block_on(client.inbox_listing())?;
+        let mut listing = self.rt.block_on(client.inbox_listing())?;
+        let contacts = self.contacts.all(&self.store)?;
+        // Contacts are the owners this person accepts shares from: a
+        // contact whose shares the relay lists as a stranger's (or may have
+        // held back) is accepted, and the inbox read again.
+        let contact_fps: Vec<Fingerprint> =
+            contacts.iter().map(|c| c.identity.fingerprint()).collect();
+        let stranger_contact = listing
+            .vaults
+            .iter()
+            .any(|v| !v.accepted && contact_fps.contains(&v.owner));
+        if !contact_fps.is_empty() && (stranger_contact || listing.strangers_held_back > 0) {
+            let stored = self.rt.block_on(client.accepted_owners())?;
+            let missing: Vec<Fingerprint> = contact_fps
+                .iter()
+                .filter(|f| !stored.owners.contains(f))
+                .copied()
+                .collect();
+            if !missing.is_empty() {
+                self.rt
+                    .block_on(vault_client::inbox::accept(&client, &missing))?;
+                listing = self.rt.block_on(client.inbox_listing())?;
+            }
+        }
+        if listing.strangers_held_back > 0 {
+            self.out.notice(format!(
+                "notice: {} more vault(s) shared by people who are not your contacts are not listed (the relay's limit for strangers); add the person with `vault contacts add`, or `vault inbox accept FINGERPRINT`",
+                listing.strangers_held_back
+            ));
+        }
         if listing.truncated {
             eprintln!(
                 "warning: the relay lists more vaults in your inbox than vault reads ({} pages); only the first {} were considered (someone may be sharing many vaults with you)",
@@ -272,7 +301,6 @@ impl Session {
             );
         }
         let inbox = listing.vaults;
-        let contacts = self.contacts.all(&self.store)?;
         let me = self.public.fingerprint();
         let mut unknown = Vec::new();
         let mut rejected = Vec::new();

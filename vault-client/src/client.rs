@@ -16,7 +16,7 @@ use vault_core::{Fingerprint, LogEntry, PublicIdentity, SecretIdentity, VaultId}
 use crate::error::{ClientError, ErrorBody, Result};
 use crate::platform;
 use crate::retry::{is_transient_status, is_transient_transport, parse_retry_after, RetryPolicy};
-use crate::wire::{self, Head, InboxVault};
+use crate::wire::{self, AcceptedOwners, Head, InboxVault};
 
 /// The most entries one log page may ask for (the relay's maximum).
 pub const MAX_LOG_PAGE: u32 = 1000;
@@ -36,6 +36,28 @@ const MAX_INBOX_ANSWER: u64 = 16 * 1024 * 1024;
 /// pages hold up to 500 vaults: 20,000 vaults in all).
 pub const MAX_INBOX_PAGES: usize = 40;
 
+/// Which part of the inbox to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InboxView {
+    /// Accepted owners' vaults, and strangers' within the relay's caps.
+    #[default]
+    All,
+    /// The caller's own vaults and accepted owners' only.
+    Accepted,
+    /// Strangers' vaults only, within the caps.
+    Strangers,
+}
+
+impl InboxView {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Accepted => "accepted",
+            Self::Strangers => "strangers",
+        }
+    }
+}
+
 /// The caller's inbox as read page by page: what was listed, and whether
 /// the listing stopped before the end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +68,12 @@ pub struct InboxListing {
     /// example when someone floods it with shares): `vaults` holds the
     /// first pages only.
     pub truncated: bool,
+    /// Vaults of owners the caller has not accepted that the relay's caps
+    /// on strangers left out.
+    pub strangers_held_back: u64,
+    /// Strangers' vaults left out because only accepted owners were asked
+    /// for.
+    pub strangers_not_listed: u64,
 }
 /// The largest answer buffered for the other JSON routes.
 pub(crate) const MAX_SMALL_ANSWER: u64 = 1024 * 1024;
@@ -514,19 +542,27 @@ impl RelayClient {
     /// keeps what it got and says so in [`InboxListing::truncated`]. A
     /// relay whose cursor does not move forward is a protocol error.
     pub async fn inbox_listing(&self) -> Result<InboxListing> {
+        self.inbox_view(InboxView::All).await
+    }
+
+    /// [`RelayClient::inbox_listing`] of one part of the inbox: accepted
+    /// owners' vaults only, strangers' only, or both.
+    pub async fn inbox_view(&self, view: InboxView) -> Result<InboxListing> {
         let mut vaults = Vec::new();
         let mut after: Option<VaultId> = None;
+        let (mut held_back, mut not_listed) = (0, 0);
         for _ in 0..MAX_INBOX_PAGES {
-            let path = match &after {
-                Some(a) => format!("/v1/inbox?after={}", a.to_hex()),
-                None => "/v1/inbox".into(),
-            };
+            let mut path = format!("/v1/inbox?view={}", view.as_str());
+            if let Some(a) = &after {
+                path.push_str(&format!("&after={}", a.to_hex()));
+            }
             let req = Req::new(Method::GET, path, "reading the inbox");
             let (_, body) = self
                 .exchange(&req, Mode::Buffer(MAX_INBOX_ANSWER))
                 .await?
                 .ok_body()?;
             let answer: wire::InboxAnswer = wire::parse_json(&body, "inbox answer")?;
+            (held_back, not_listed) = (answer.strangers_held_back, answer.strangers_not_listed);
             for raw in answer.vaults {
                 vaults.push(wire::RawInboxVault::parse(raw)?);
             }
@@ -535,6 +571,8 @@ impl RelayClient {
                     return Ok(InboxListing {
                         vaults,
                         truncated: false,
+                        strangers_held_back: held_back,
+                        strangers_not_listed: not_listed,
                     })
                 }
                 Some(next) => {
@@ -553,7 +591,45 @@ impl RelayClient {
         Ok(InboxListing {
             vaults,
             truncated: true,
+            strangers_held_back: held_back,
+            strangers_not_listed: not_listed,
         })
+    }
+
+    /// The owners the caller accepts shares from
+    /// (`GET /v1/inbox/accepted`).
+    pub async fn accepted_owners(&self) -> Result<AcceptedOwners> {
+        let req = Req::new(
+            Method::GET,
+            "/v1/inbox/accepted".into(),
+            "reading your accepted owners",
+        );
+        let (_, body) = self
+            .exchange(&req, Mode::Buffer(MAX_SMALL_ANSWER))
+            .await?
+            .ok_body()?;
+        wire::parse_json::<wire::RawAccepted>(&body, "accepted owners")?.parse()
+    }
+
+    /// Replaces the caller's accepted owners (`PUT /v1/inbox/accepted`).
+    /// `list.version` must be greater than the stored list's: a relay with
+    /// a newer list answers `409 stale_version`
+    /// ([`ClientError::Relay`]); read it again and retry
+    /// ([`crate::inbox`] does).
+    pub async fn set_accepted_owners(&self, list: &AcceptedOwners) -> Result<()> {
+        let req = Req::new(
+            Method::PUT,
+            "/v1/inbox/accepted".into(),
+            "storing your accepted owners",
+        )
+        .json(&wire::RawAccepted {
+            version: list.version,
+            owners: list.owners.iter().map(|o| o.to_hex()).collect(),
+        })?;
+        self.exchange(&req, Mode::Buffer(MAX_SMALL_ANSWER))
+            .await?
+            .ok_body()?;
+        Ok(())
     }
 
     // ----- the exchange -------------------------------------------------

@@ -41,6 +41,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod head;
+pub mod inbox;
 mod platform;
 pub mod reading;
 pub mod records;
@@ -51,7 +52,7 @@ mod wire;
 
 pub use blob::{MAX_BATCH_BLOBS, MAX_BATCH_BYTES};
 pub use client::{
-    InboxListing, RelayClient, DEFAULT_CHUNK_SIZE, MAX_APPEND_ENTRIES, MAX_CHUNK_SIZE,
+    InboxListing, InboxView, RelayClient, DEFAULT_CHUNK_SIZE, MAX_APPEND_ENTRIES, MAX_CHUNK_SIZE,
     MAX_INBOX_PAGES, MAX_LOG_PAGE,
 };
 pub use error::{ClientError, Result};
@@ -63,4 +64,4 @@ pub use retry::RetryPolicy;
 pub fn system_now() -> u64 {
     platform::unix_now()
 }
-pub use wire::{Head, InboxCollection, InboxVault, UploadStatus};
+pub use wire::{AcceptedOwners, Head, InboxCollection, InboxVault, UploadStatus};

@@ -147,6 +147,56 @@ pub(crate) struct InboxAnswer {
     /// The cursor of the next page (absent from relays without pages).
     #[serde(default)]
     pub next: Option<String>,
+    /// Strangers' vaults the relay's caps left out (absent from older
+    /// relays).
+    #[serde(default)]
+    pub strangers_held_back: u64,
+    /// Strangers' vaults `view=accepted` left out.
+    #[serde(default)]
+    pub strangers_not_listed: u64,
+}
+
+/// `GET` and `PUT /v1/inbox/accepted`.
+#[derive(Deserialize, Serialize)]
+pub(crate) struct RawAccepted {
+    pub version: u64,
+    pub owners: Vec<String>,
+}
+
+impl RawAccepted {
+    pub fn parse(self) -> Result<AcceptedOwners> {
+        if self.owners.len() > 1000 {
+            return Err(ClientError::Protocol(
+                "the relay's accepted list holds more than 1,000 owners".into(),
+            ));
+        }
+        Ok(AcceptedOwners {
+            version: self.version,
+            owners: self
+                .owners
+                .iter()
+                .map(|o| {
+                    Fingerprint::from_hex(o).map_err(|_| {
+                        ClientError::Protocol(format!(
+                            "an accepted owner is not a 64-digit fingerprint: {}",
+                            shorten(o)
+                        ))
+                    })
+                })
+                .collect::<Result<_>>()?,
+        })
+    }
+}
+
+/// The owners a person accepts shares from, as the relay stores them
+/// (`GET /v1/inbox/accepted`). Strangers' shares are capped in the inbox;
+/// accepted owners' are listed in full.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AcceptedOwners {
+    /// Increases with every change (0: never set).
+    pub version: u64,
+    /// The accepted owners.
+    pub owners: Vec<Fingerprint>,
 }
 
 #[derive(Deserialize)]
@@ -154,6 +204,11 @@ pub(crate) struct RawInboxVault {
     pub vault: String,
     pub owner: String,
     pub is_owner: bool,
+    /// Absent from older relays, which listed every owner in full.
+    #[serde(default = "yes")]
+    pub accepted: bool,
+    #[serde(default)]
+    pub truncated: bool,
     pub head: RawHead,
     #[serde(default)]
     pub collections: Vec<RawInboxCollection>,
@@ -188,6 +243,16 @@ pub struct InboxVault {
     pub collections: Vec<InboxCollection>,
     /// Records the caller holds a single-record grant for.
     pub records: Vec<RecordId>,
+    /// Whether the owner is the caller or one it accepted; a stranger's
+    /// vault is listed within the relay's caps.
+    pub accepted: bool,
+    /// Whether the relay cut `collections` or `records` at its cap for
+    /// strangers (joining the vault reads its whole log either way).
+    pub truncated: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A collection grant in the inbox.
@@ -220,6 +285,8 @@ impl RawInboxVault {
                 ))
             })?,
             is_owner: self.is_owner,
+            accepted: self.accepted,
+            truncated: self.truncated,
             head: self.head.parse()?,
             collections: self
                 .collections

@@ -31,8 +31,9 @@ use tokio::io::AsyncReadExt;
 use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
 
 use super::{
-    AddBlobOutcome, AppendBatch, AppendError, BlobInfo, BlobRef, BlobStore, BodyStream, Chunk,
-    ChunkError, ChunkOutcome, CreateOutcome, Head, MetaStore, StoredEntry, UploadKey,
+    AcceptedOwners, AddBlobOutcome, AppendBatch, AppendError, BlobInfo, BlobRef, BlobStore,
+    BodyStream, Chunk, ChunkError, ChunkOutcome, CreateOutcome, Head, InboxEntry, MetaStore,
+    StoredEntry, UploadKey,
 };
 
 /// A fresh metadata store.
@@ -161,7 +162,7 @@ pub async fn create_vault(meta: Meta, _blobs: Blobs) {
         vec![g.bytes.clone()]
     );
     assert_eq!(meta.usage(owner).await.unwrap(), g.bytes.len() as u64);
-    assert_eq!(meta.inbox(owner).await.unwrap(), vec![vault(1)]);
+    assert_eq!(inbox_vaults(&meta, owner).await, vec![vault(1)]);
     let again = meta
         .create_vault(vault(1), owner, g.clone(), u64::MAX)
         .await
@@ -175,7 +176,7 @@ pub async fn create_vault(meta: Meta, _blobs: Blobs) {
         .unwrap();
     assert_eq!(conflict, CreateOutcome::Conflict);
     assert_eq!(meta.head(vault(1)).await.unwrap(), Some(head_of(&g)));
-    assert_eq!(meta.inbox(fp(2)).await.unwrap(), Vec::<VaultId>::new());
+    assert_eq!(inbox_vaults(&meta, fp(2)).await, Vec::<VaultId>::new());
     // Quota: the genesis alone exceeds it; nothing is stored or charged.
     let g2 = entry(2, 0, "genesis");
     let len = g2.bytes.len() as u64;
@@ -186,7 +187,7 @@ pub async fn create_vault(meta: Meta, _blobs: Blobs) {
     assert_eq!(refused, CreateOutcome::Quota);
     assert_eq!(meta.head(vault(2)).await.unwrap(), None);
     assert_eq!(meta.usage(fp(3)).await.unwrap(), 0);
-    assert_eq!(meta.inbox(fp(3)).await.unwrap(), Vec::<VaultId>::new());
+    assert_eq!(inbox_vaults(&meta, fp(3)).await, Vec::<VaultId>::new());
     // Exactly at quota is allowed.
     let ok = meta.create_vault(vault(2), fp(3), g2, len).await.unwrap();
     assert_eq!(ok, CreateOutcome::Created);
@@ -403,17 +404,94 @@ pub async fn inbox_index(meta: Meta, _blobs: Blobs) {
     let mut b = batch(2, head_of(&g2), vec![entry(2, 1, "share")], fp(5));
     b.inbox = vec![fp(2)];
     meta.append(b).await.unwrap();
-    let mut got = meta.inbox(fp(2)).await.unwrap();
-    got.sort();
-    assert_eq!(got, vec![vault(1), vault(2)]);
-    assert_eq!(meta.inbox(fp(3)).await.unwrap(), vec![vault(1)]);
-    assert_eq!(meta.inbox(owner).await.unwrap(), vec![vault(1)]);
-    assert!(meta.inbox(fp(9)).await.unwrap().is_empty());
+    // In vault-id order, each with its owner.
+    assert_eq!(
+        meta.inbox(fp(2)).await.unwrap(),
+        vec![
+            InboxEntry {
+                vault: vault(1),
+                owner
+            },
+            InboxEntry {
+                vault: vault(2),
+                owner: fp(5)
+            }
+        ]
+    );
+    assert_eq!(inbox_vaults(&meta, fp(3)).await, vec![vault(1)]);
+    assert_eq!(inbox_vaults(&meta, owner).await, vec![vault(1)]);
+    assert!(inbox_vaults(&meta, fp(9)).await.is_empty());
     // A refused append indexes nobody.
     let mut b = batch(1, head_of(&g), vec![entry(1, 1, "late")], owner);
     b.inbox = vec![fp(4)];
     assert!(meta.append(b).await.is_err());
-    assert!(meta.inbox(fp(4)).await.unwrap().is_empty());
+    assert!(inbox_vaults(&meta, fp(4)).await.is_empty());
+}
+
+/// The vault ids of `member`'s inbox index.
+async fn inbox_vaults(meta: &Meta, member: Fingerprint) -> Vec<VaultId> {
+    meta.inbox(member)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.vault)
+        .collect()
+}
+
+/// The accepted owners: none until set; a list replaces the stored one only
+/// with a greater version (a stale or replayed list changes nothing and
+/// gets the stored one back); lists are per member.
+pub async fn accepted_owners(meta: Meta, _blobs: Blobs) {
+    assert_eq!(
+        meta.accepted_owners(fp(1)).await.unwrap(),
+        AcceptedOwners::default()
+    );
+    let v1 = AcceptedOwners {
+        version: 1,
+        owners: vec![fp(2), fp(3)],
+    };
+    meta.set_accepted_owners(fp(1), v1.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(meta.accepted_owners(fp(1)).await.unwrap(), v1);
+    let v2 = AcceptedOwners {
+        version: 2,
+        owners: vec![fp(3)],
+    };
+    meta.set_accepted_owners(fp(1), v2.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    // The old list again (a replay), and one of the same version: refused
+    // with the stored list.
+    assert_eq!(
+        meta.set_accepted_owners(fp(1), v1.clone()).await.unwrap(),
+        Err(v2.clone())
+    );
+    let same = AcceptedOwners {
+        version: 2,
+        owners: vec![],
+    };
+    assert_eq!(
+        meta.set_accepted_owners(fp(1), same).await.unwrap(),
+        Err(v2.clone())
+    );
+    assert_eq!(meta.accepted_owners(fp(1)).await.unwrap(), v2);
+    assert_eq!(
+        meta.accepted_owners(fp(2)).await.unwrap(),
+        AcceptedOwners::default()
+    );
+    // An empty list is a list.
+    let empty = AcceptedOwners {
+        version: 3,
+        owners: vec![],
+    };
+    meta.set_accepted_owners(fp(1), empty.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(meta.accepted_owners(fp(1)).await.unwrap(), empty);
 }
 
 /// Recording blobs: added and charged once, `Existed` without a second
@@ -851,6 +929,7 @@ contracts!(
     append_refusals,
     append_blob_checks,
     inbox_index,
+    accepted_owners,
     add_blob,
     upload_charges,
     purge,

@@ -19,8 +19,9 @@ use sha2::{Digest, Sha256};
 use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
 
 use super::{
-    AddBlobOutcome, AppendBatch, AppendError, BlobInfo, BlobReader, BlobStore, BodyStream, Chunk,
-    ChunkError, ChunkOutcome, CreateOutcome, Head, MetaStore, StorageError, StoredEntry, UploadKey,
+    AcceptedOwners, AddBlobOutcome, AppendBatch, AppendError, BlobInfo, BlobReader, BlobStore,
+    BodyStream, Chunk, ChunkError, ChunkOutcome, CreateOutcome, Head, InboxEntry, MetaStore,
+    StorageError, StoredEntry, UploadKey,
 };
 
 type Hash = [u8; 32];
@@ -43,6 +44,10 @@ struct Meta {
     small_blobs: HashMap<Hash, Bytes>,
     /// (vault, hash, account) -> (bytes, last charged, unix seconds).
     uploads: BTreeMap<(Vid, Hash, Fp), (u64, u64)>,
+    /// Vault -> owner.
+    owners: HashMap<Vid, Fp>,
+    /// Member -> the owners it accepts shares from.
+    accepted: HashMap<Fp, AcceptedOwners>,
 }
 
 impl Meta {
@@ -223,6 +228,7 @@ impl MetaStore for MemoryMeta {
                 },
             );
             m.entries.entry(vid).or_default().insert(0, genesis.bytes);
+            m.owners.insert(vid, *owner.as_bytes());
             m.inbox.insert((*owner.as_bytes(), vid));
             CreateOutcome::Created
         }))
@@ -368,13 +374,42 @@ impl MetaStore for MemoryMeta {
         }))
     }
 
-    async fn inbox(&self, member: Fingerprint) -> Result<Vec<VaultId>, StorageError> {
+    async fn inbox(&self, member: Fingerprint) -> Result<Vec<InboxEntry>, StorageError> {
         let fp = *member.as_bytes();
         Ok(self.with(|m| {
             m.inbox
                 .range((fp, [0; 16])..=(fp, [0xff; 16]))
-                .map(|(_, v)| VaultId::from_bytes(*v))
+                .filter_map(|(_, v)| {
+                    Some(InboxEntry {
+                        vault: VaultId::from_bytes(*v),
+                        owner: Fingerprint::from_bytes(*m.owners.get(v)?),
+                    })
+                })
                 .collect()
+        }))
+    }
+
+    async fn accepted_owners(&self, member: Fingerprint) -> Result<AcceptedOwners, StorageError> {
+        Ok(self.with(|m| {
+            m.accepted
+                .get(member.as_bytes())
+                .cloned()
+                .unwrap_or_default()
+        }))
+    }
+
+    async fn set_accepted_owners(
+        &self,
+        member: Fingerprint,
+        list: AcceptedOwners,
+    ) -> Result<Result<(), AcceptedOwners>, StorageError> {
+        Ok(self.with(|m| {
+            let stored = m.accepted.entry(*member.as_bytes()).or_default();
+            if list.version <= stored.version {
+                return Err(stored.clone());
+            }
+            *stored = list;
+            Ok(())
         }))
     }
 

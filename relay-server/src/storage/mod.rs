@@ -132,6 +132,25 @@ pub struct AppendBatch {
     pub quota: u64,
 }
 
+/// One vault of a principal's inbox index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxEntry {
+    /// The vault.
+    pub vault: VaultId,
+    /// Its owner.
+    pub owner: Fingerprint,
+}
+
+/// The owners a principal accepts shares from (`PUT /v1/inbox/accepted`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AcceptedOwners {
+    /// Increases with every change; a list is stored only over an older
+    /// one.
+    pub version: u64,
+    /// The accepted owners, sorted, without repeats.
+    pub owners: Vec<Fingerprint>,
+}
+
 /// Why an append was not stored.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
@@ -266,8 +285,21 @@ pub trait MetaStore: Send + Sync + 'static {
     /// seconds (abandoned: their files are swept after the same time);
     /// returns how many accounts' charges were released.
     async fn release_stale_uploads(&self, idle: u64) -> Result<usize, StorageError>;
-    /// Vaults whose logs grant `member` something (or that it owns).
-    async fn inbox(&self, member: Fingerprint) -> Result<Vec<VaultId>, StorageError>;
+    /// Vaults whose logs grant `member` something (or that it owns), each
+    /// with its owner, in vault-id order (bytewise).
+    async fn inbox(&self, member: Fingerprint) -> Result<Vec<InboxEntry>, StorageError>;
+    /// The owners `member` accepted shares from (version 0 and no owners
+    /// if it never set a list).
+    async fn accepted_owners(&self, member: Fingerprint) -> Result<AcceptedOwners, StorageError>;
+    /// Replaces `member`'s accepted owners if `list.version` is greater
+    /// than the stored version; otherwise stores nothing and returns the
+    /// stored list (a list from another device, or replayed, never undoes a
+    /// newer one).
+    async fn set_accepted_owners(
+        &self,
+        member: Fingerprint,
+        list: AcceptedOwners,
+    ) -> Result<Result<(), AcceptedOwners>, StorageError>;
     /// Whether any vault still has a blob record for `hash` (a purged
     /// blob's bytes are deleted only when none has).
     async fn blob_in_use(&self, hash: [u8; 32]) -> Result<bool, StorageError>;

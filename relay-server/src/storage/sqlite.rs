@@ -19,14 +19,15 @@ use tokio::sync::oneshot;
 use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
 
 use super::{
-    AddBlobOutcome, AppendBatch, AppendError, BlobInfo, CreateOutcome, Head, MetaStore,
-    StorageError, StoredEntry,
+    AcceptedOwners, AddBlobOutcome, AppendBatch, AppendError, BlobInfo, CreateOutcome, Head,
+    InboxEntry, MetaStore, StorageError, StoredEntry,
 };
 
 /// 2 added `small_blobs` (blobs kept in the database); 3 added `uploads`
 /// (bytes of unfinished uploads, charged to their uploaders) and charges
-/// identity documents and genesis entries to their accounts.
-const SCHEMA_VERSION: i64 = 3;
+/// identity documents and genesis entries to their accounts; 4 added
+/// `inbox_accepted` (the owners each member accepts shares from).
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS identities (
@@ -64,6 +65,11 @@ CREATE TABLE IF NOT EXISTS inbox (
     member BLOB NOT NULL,
     vault BLOB NOT NULL,
     PRIMARY KEY (member, vault)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inbox_accepted (
+    member BLOB PRIMARY KEY,
+    version INTEGER NOT NULL,
+    owners BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS usage (
     account BLOB PRIMARY KEY,
@@ -135,6 +141,32 @@ fn row<T>(
     conn.prepare_cached(sql)?.query_row(params, f)
 }
 
+/// A member's accepted owners (version 0 and none if never set).
+fn read_accepted(conn: &Connection, member: &Fingerprint) -> rusqlite::Result<AcceptedOwners> {
+    let stored: Option<(i64, Vec<u8>)> = row(
+        conn,
+        "SELECT version, owners FROM inbox_accepted WHERE member = ?1",
+        [member.as_bytes()],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()?;
+    let Some((version, owners)) = stored else {
+        return Ok(AcceptedOwners::default());
+    };
+    let owners = owners
+        .chunks_exact(32)
+        .map(|c| {
+            let mut fp = [0u8; 32];
+            fp.copy_from_slice(c);
+            Fingerprint::from_bytes(fp)
+        })
+        .collect();
+    Ok(AcceptedOwners {
+        version: u64::try_from(version).unwrap_or(0),
+        owners,
+    })
+}
+
 /// Creates or checks the schema.
 pub fn init_schema(conn: &Connection) -> Result<(), StorageError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -192,6 +224,10 @@ enum WriteOp {
         quota: u64,
         inline: Option<bytes::Bytes>,
     },
+    SetAccepted {
+        member: Fingerprint,
+        list: AcceptedOwners,
+    },
 }
 
 enum WriteReply {
@@ -200,6 +236,7 @@ enum WriteReply {
     Appended(Result<Head, AppendError>),
     Blob(AddBlobOutcome),
     Released(usize),
+    Accepted(Result<(), AcceptedOwners>),
 }
 
 struct Job {
@@ -421,6 +458,20 @@ fn charge(
 
 fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteReply, rusqlite::Error> {
     match op {
+        WriteOp::SetAccepted { member, list } => {
+            let stored = read_accepted(conn, member)?;
+            if list.version <= stored.version {
+                return Ok(WriteReply::Accepted(Err(stored)));
+            }
+            let owners: Vec<u8> = list.owners.iter().flat_map(|o| *o.as_bytes()).collect();
+            exec(
+                conn,
+                "INSERT INTO inbox_accepted (member, version, owners) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(member) DO UPDATE SET version = excluded.version, owners = excluded.owners",
+                params![member.as_bytes(), i64::try_from(list.version).unwrap_or(i64::MAX), owners],
+            )?;
+            Ok(WriteReply::Accepted(Ok(())))
+        }
         WriteOp::PutIdentity { fp, document } => {
             let n = exec(
                 conn,
@@ -956,15 +1007,36 @@ impl MetaStore for SqliteMeta {
         }
     }
 
-    async fn inbox(&self, member: Fingerprint) -> Result<Vec<VaultId>, StorageError> {
+    async fn inbox(&self, member: Fingerprint) -> Result<Vec<InboxEntry>, StorageError> {
         self.read(move |c| {
-            let mut st = c.prepare_cached("SELECT vault FROM inbox WHERE member = ?1")?;
+            let mut st = c.prepare_cached(
+                "SELECT i.vault, v.owner FROM inbox i JOIN vaults v ON v.vault = i.vault
+                 WHERE i.member = ?1 ORDER BY i.vault",
+            )?;
             let rows = st.query_map([member.as_bytes()], |r| {
-                Ok(VaultId::from_bytes(array16(r.get(0)?)?))
+                Ok(InboxEntry {
+                    vault: VaultId::from_bytes(array16(r.get(0)?)?),
+                    owner: Fingerprint::from_bytes(array32(r.get(1)?)?),
+                })
             })?;
             rows.collect()
         })
         .await
+    }
+
+    async fn accepted_owners(&self, member: Fingerprint) -> Result<AcceptedOwners, StorageError> {
+        self.read(move |c| read_accepted(c, &member)).await
+    }
+
+    async fn set_accepted_owners(
+        &self,
+        member: Fingerprint,
+        list: AcceptedOwners,
+    ) -> Result<Result<(), AcceptedOwners>, StorageError> {
+        match self.write(WriteOp::SetAccepted { member, list }).await? {
+            WriteReply::Accepted(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
     }
 
     async fn usage(&self, account: Fingerprint) -> Result<u64, StorageError> {

@@ -31,7 +31,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Create => vaults::create(&mut session()?),
         Command::Sync => vaults::sync(&mut session()?),
         Command::Vaults => vaults::list(&mut session()?),
-        Command::Inbox => vaults::inbox(&mut session()?),
+        Command::Inbox(args) => vaults::inbox(&mut session()?, &args),
         Command::Collections => reading::collections(&mut session()?),
         Command::Add(args) => writing::add(&mut session()?, &args),
         Command::Import(args) => writing::import(&mut session()?, &args),

@@ -5,6 +5,7 @@ use vault_client::sync;
 use vault_core::store::Store as _;
 use vault_core::{Keyring, VaultId};
 
+use crate::cli::{InboxArgs, InboxCommand};
 use crate::error::{CliError, Result};
 use crate::output::{clean, line, short, table};
 use crate::records::collections_by_name;
@@ -70,7 +71,14 @@ pub fn list(session: &mut Session) -> Result<()> {
 }
 
 /// `vault inbox`: what was shared with you.
-pub fn inbox(session: &mut Session) -> Result<()> {
+pub fn inbox(session: &mut Session, args: &InboxArgs) -> Result<()> {
+    match &args.action {
+        Some(InboxCommand::Accept { who }) => return accepted_change(session, who, true),
+        Some(InboxCommand::Forget { who }) => return accepted_change(session, who, false),
+        Some(InboxCommand::Accepted) => return show_accepted(session),
+        None if args.strangers => return strangers(session),
+        None => {}
+    }
     let secret = session.unlock()?;
     let joined = session.join_shared()?;
     let (inbox, unknown) = (&joined.inbox, &joined.unknown);
@@ -162,6 +170,121 @@ pub fn inbox(session: &mut Session) -> Result<()> {
         Some((_, e)) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Owners named as contact names or 64-hex fingerprints.
+fn owners(session: &Session, who: &[String]) -> Result<Vec<vault_core::Fingerprint>> {
+    who.iter()
+        .map(|w| {
+            let hex: String = w.chars().filter(|c| !c.is_whitespace()).collect();
+            match vault_core::Fingerprint::from_hex(&hex.to_ascii_lowercase()) {
+                Ok(fp) => Ok(fp),
+                Err(_) => Ok(session
+                    .contacts
+                    .get(&session.store, w)?
+                    .identity
+                    .fingerprint()),
+            }
+        })
+        .collect()
+}
+
+/// `vault inbox accept|forget WHO...`.
+fn accepted_change(session: &mut Session, who: &[String], accept: bool) -> Result<()> {
+    let fps = owners(session, who)?;
+    let client = session.client()?;
+    let list = session.rt.block_on(if accept {
+        futures_util::future::Either::Left(vault_client::inbox::accept(&client, &fps))
+    } else {
+        futures_util::future::Either::Right(vault_client::inbox::forget(&client, &fps))
+    })?;
+    if session.out.json {
+        return session.out.json(&accepted_json(session, &list));
+    }
+    line(&format!(
+        "{} {} owner(s); you now accept shares in full from {} owner(s).",
+        if accept { "Accepted" } else { "Forgot" },
+        fps.len(),
+        list.owners.len()
+    ))
+}
+
+fn accepted_json(session: &Session, list: &vault_client::AcceptedOwners) -> serde_json::Value {
+    let namer = session.namer();
+    json!({
+        "version": list.version,
+        "owners": list.owners.iter().map(|o| json!({
+            "fingerprint": o.to_hex(),
+            "name": namer.name(o, None),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `vault inbox accepted`.
+fn show_accepted(session: &mut Session) -> Result<()> {
+    let client = session.client()?;
+    let list = session.rt.block_on(client.accepted_owners())?;
+    if session.out.json {
+        return session.out.json(&accepted_json(session, &list));
+    }
+    if list.owners.is_empty() {
+        session.out.notice(
+            "You accept nobody's shares in full yet: everyone's are listed within the limits for strangers. Your contacts are accepted when you run `vault inbox` or `vault sync`.",
+        );
+        return Ok(());
+    }
+    let namer = session.namer();
+    for o in &list.owners {
+        line(&format!("{}  {}", short(&o.to_hex()), namer.name(o, None)))?;
+    }
+    Ok(())
+}
+
+/// `vault inbox --strangers`: what the relay lists from people not
+/// accepted (claims only: nothing is joined or verified).
+fn strangers(session: &mut Session) -> Result<()> {
+    let client = session.client()?;
+    let listing = session
+        .rt
+        .block_on(client.inbox_view(vault_client::InboxView::Strangers))?;
+    if session.out.json {
+        return session.out.json(&json!({
+            "vaults": listing.vaults.iter().map(|v| json!({
+                "vault": v.vault.to_hex(),
+                "owner": v.owner.to_hex(),
+                "collections": v.collections.len(),
+                "records": v.records.len(),
+                "truncated": v.truncated,
+            })).collect::<Vec<_>>(),
+            "held_back": listing.strangers_held_back,
+        }));
+    }
+    for v in &listing.vaults {
+        line(&format!(
+            "vault {} from {} (not accepted, unverified): {} collection(s), {} record(s){}",
+            short(&v.vault.to_hex()),
+            v.owner.digit_groups().first().cloned().unwrap_or_default(),
+            v.collections.len(),
+            v.records.len(),
+            if v.truncated {
+                " (more not listed)"
+            } else {
+                ""
+            }
+        ))?;
+    }
+    if listing.vaults.is_empty() {
+        session
+            .out
+            .notice("No shares from people you have not accepted.");
+    }
+    if listing.strangers_held_back > 0 {
+        session.out.notice(format!(
+            "{} more vault(s) from people you have not accepted are not listed (the relay's limit for strangers).",
+            listing.strangers_held_back
+        ));
+    }
+    Ok(())
 }
 
 /// `vault sync`: every vault brought up to date, shared vaults of verified

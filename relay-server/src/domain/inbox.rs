@@ -1,0 +1,232 @@
+//! The inbox rules: whose shares a person's inbox lists, and how far
+//! strangers can fill it.
+//!
+//! Anyone can share with any published fingerprint (a grant is the owner's
+//! entry in the owner's own log), so the relay cannot refuse a share; it
+//! decides only what the inbox *lists*. A person may publish the owners
+//! they accept shares from (`PUT /v1/inbox/accepted`). Every other owner is
+//! a stranger, and strangers are capped: at most
+//! [`StrangerLimits::vaults_per_owner`] vaults per stranger owner, at most
+//! [`StrangerLimits::vaults_total`] strangers' vaults in all, and at most
+//! [`StrangerLimits::shares_per_vault`] collections and records listed per
+//! stranger's vault. Whatever is held back is counted, so the person is
+//! told. A person who never set a list has accepted nobody, and the caps
+//! still leave room for every ordinary share; accepting an owner lifts
+//! them for that owner. Nothing here changes what a vault's log says:
+//! joining a vault reads and verifies its log, whatever the inbox listed.
+
+use vault_core::Fingerprint;
+
+use crate::storage::{AcceptedOwners, InboxEntry};
+
+/// Most owners one accepted list holds.
+pub const MAX_ACCEPTED_OWNERS: usize = 1000;
+
+/// How far strangers' shares are listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StrangerLimits {
+    /// Vaults listed per stranger owner (the lowest vault ids first).
+    pub vaults_per_owner: usize,
+    /// Strangers' vaults listed in all.
+    pub vaults_total: usize,
+    /// Collections, and separately single-record shares, listed per
+    /// stranger's vault.
+    pub shares_per_vault: usize,
+}
+
+impl Default for StrangerLimits {
+    fn default() -> Self {
+        Self {
+            vaults_per_owner: 16,
+            vaults_total: 1000,
+            shares_per_vault: 64,
+        }
+    }
+}
+
+/// Which part of the inbox a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum View {
+    /// Accepted owners' vaults and strangers' within the caps.
+    #[default]
+    All,
+    /// Only the caller's own vaults and accepted owners'.
+    Accepted,
+    /// Only strangers' vaults, within the caps.
+    Strangers,
+}
+
+impl View {
+    /// Parses the `view` query parameter.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "all" => Some(Self::All),
+            "accepted" => Some(Self::Accepted),
+            "strangers" => Some(Self::Strangers),
+            _ => None,
+        }
+    }
+}
+
+/// One vault an inbox lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listed {
+    /// The vault and its owner.
+    pub entry: InboxEntry,
+    /// Whether its owner is the caller or one the caller accepted.
+    pub accepted: bool,
+}
+
+/// What an inbox lists, before pagination.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// The vaults listed, in vault-id order.
+    pub listed: Vec<Listed>,
+    /// Strangers' vaults held back by the caps (counted whatever the view).
+    pub strangers_held_back: u64,
+    /// Strangers' vaults left out because the view asked for accepted
+    /// owners only.
+    pub strangers_not_asked: u64,
+}
+
+/// Whether `owner` counts as accepted by `me`.
+pub fn is_accepted(me: &Fingerprint, accepted: &AcceptedOwners, owner: &Fingerprint) -> bool {
+    owner == me
+        || accepted
+            .owners
+            .binary_search_by_key(owner.as_bytes(), |o| *o.as_bytes())
+            .is_ok()
+}
+
+/// Selects what `me`'s inbox lists from its index (`entries`, in vault-id
+/// order), applying the stranger caps over the whole index so that pages
+/// are consistent.
+pub fn select(
+    entries: &[InboxEntry],
+    me: &Fingerprint,
+    accepted: &AcceptedOwners,
+    view: View,
+    limits: &StrangerLimits,
+) -> Selection {
+    let mut per_owner: std::collections::HashMap<[u8; 32], usize> =
+        std::collections::HashMap::new();
+    let mut strangers = 0usize;
+    let mut out = Selection::default();
+    for entry in entries {
+        let ok = is_accepted(me, accepted, &entry.owner);
+        if ok {
+            if view != View::Strangers {
+                out.listed.push(Listed {
+                    entry: *entry,
+                    accepted: true,
+                });
+            }
+            continue;
+        }
+        let n = per_owner.entry(*entry.owner.as_bytes()).or_default();
+        if *n >= limits.vaults_per_owner || strangers >= limits.vaults_total {
+            out.strangers_held_back += 1;
+            continue;
+        }
+        *n += 1;
+        strangers += 1;
+        if view == View::Accepted {
+            out.strangers_not_asked += 1;
+        } else {
+            out.listed.push(Listed {
+                entry: *entry,
+                accepted: false,
+            });
+        }
+    }
+    out
+}
+
+/// Checks and normalises an accepted list a person sends: at most
+/// [`MAX_ACCEPTED_OWNERS`] distinct owners, version at least 1. Returns
+/// the list sorted.
+pub fn normalise(version: u64, owners: Vec<Fingerprint>) -> Result<AcceptedOwners, &'static str> {
+    if version == 0 {
+        return Err("`version` must be at least 1 (one more than the stored list's)");
+    }
+    if owners.len() > MAX_ACCEPTED_OWNERS {
+        return Err("an accepted list holds at most 1,000 owners");
+    }
+    let mut owners = owners;
+    owners.sort_by_key(|o| *o.as_bytes());
+    let before = owners.len();
+    owners.dedup();
+    if owners.len() != before {
+        return Err("an owner is listed twice");
+    }
+    Ok(AcceptedOwners { version, owners })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vault_core::VaultId;
+
+    fn fp(b: u8) -> Fingerprint {
+        Fingerprint::from_bytes([b; 32])
+    }
+
+    fn entry(v: u8, owner: u8) -> InboxEntry {
+        InboxEntry {
+            vault: VaultId::from_bytes([v; 16]),
+            owner: fp(owner),
+        }
+    }
+
+    #[test]
+    fn strangers_are_capped_per_owner_and_in_all_accepted_owners_are_not() {
+        let me = fp(1);
+        // Owner 9 floods with 10 vaults; owner 2 shares 3; I own one.
+        let mut entries: Vec<InboxEntry> = (10..20).map(|v| entry(v, 9)).collect();
+        entries.extend([entry(30, 2), entry(31, 2), entry(32, 2), entry(40, 1)]);
+        entries.sort_by_key(|e| *e.vault.as_bytes());
+        let limits = StrangerLimits {
+            vaults_per_owner: 4,
+            vaults_total: 6,
+            shares_per_vault: 8,
+        };
+        let none = AcceptedOwners::default();
+        let s = select(&entries, &me, &none, View::All, &limits);
+        // 4 of owner 9, then 2 of owner 2 (total 6), and my own vault.
+        assert_eq!(s.listed.len(), 7);
+        assert_eq!(s.strangers_held_back, 7);
+        assert!(s.listed.iter().any(|l| l.entry.owner == me && l.accepted));
+
+        let accepted = normalise(1, vec![fp(2)]).unwrap();
+        let s = select(&entries, &me, &accepted, View::All, &limits);
+        assert_eq!(s.listed.iter().filter(|l| l.accepted).count(), 4);
+        assert_eq!(s.listed.iter().filter(|l| !l.accepted).count(), 4);
+        assert_eq!(s.strangers_held_back, 6);
+
+        let s = select(&entries, &me, &accepted, View::Accepted, &limits);
+        assert!(s.listed.iter().all(|l| l.accepted));
+        assert_eq!(s.strangers_not_asked, 4);
+        let s = select(&entries, &me, &accepted, View::Strangers, &limits);
+        assert!(s.listed.iter().all(|l| !l.accepted));
+        assert_eq!(s.listed.len(), 4);
+    }
+
+    #[test]
+    fn accepted_lists_are_checked() {
+        assert!(normalise(0, vec![fp(1)]).is_err());
+        assert!(normalise(1, vec![fp(1), fp(1)]).is_err());
+        assert!(normalise(
+            1,
+            (0..=MAX_ACCEPTED_OWNERS)
+                .map(|i| {
+                    let mut b = [0u8; 32];
+                    b[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                    Fingerprint::from_bytes(b)
+                })
+                .collect()
+        )
+        .is_err());
+        let l = normalise(3, vec![fp(5), fp(2)]).unwrap();
+        assert_eq!(l.owners, vec![fp(2), fp(5)]);
+    }
+}
