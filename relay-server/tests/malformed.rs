@@ -396,9 +396,11 @@ enum Route {
     GetBlob,
     UploadStatus,
     Inbox,
+    GetAccepted,
+    PutAccepted,
 }
 
-const ROUTES: [Route; 13] = [
+const ROUTES: [Route; 15] = [
     Route::Healthz,
     Route::OpenApi,
     Route::PublishIdentity,
@@ -412,6 +414,8 @@ const ROUTES: [Route; 13] = [
     Route::GetBlob,
     Route::UploadStatus,
     Route::Inbox,
+    Route::GetAccepted,
+    Route::PutAccepted,
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -644,6 +648,15 @@ fn spec(w: &World, route: Route) -> Spec {
             &w.patient,
         ),
         Route::Inbox => base("GET", "/v1/inbox", vec![], &w.alice),
+        Route::GetAccepted => base("GET", "/v1/inbox/accepted", vec![], &w.alice),
+        Route::PutAccepted => Spec {
+            ct: Some(JSON),
+            body: json_body(json!({
+                "version": 1,
+                "owners": [w.patient.fingerprint().to_hex()],
+            })),
+            ..base("PUT", "/v1/inbox/accepted", vec![], &w.alice)
+        },
     }
 }
 
@@ -992,7 +1005,8 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
                 body_digest(&s.body),
             )
             .unwrap();
-            let first_body = if writes || route == Route::CreateVault {
+            let first_body = if writes || route == Route::CreateVault || route == Route::PutAccepted
+            {
                 b"not the signed body".to_vec()
             } else {
                 s.body.clone()
@@ -1106,6 +1120,14 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
                     json!({ "prev": w.head_json(), "entries": ["!!!"] }),
                     json!({ "prev": w.head_json() }),
                 ],
+                Route::PutAccepted => vec![
+                    json!({ "version": "1", "owners": [] }),
+                    json!({ "version": -1, "owners": [] }),
+                    json!({ "version": 1, "owners": "all" }),
+                    json!({ "version": 1, "owners": [5] }),
+                    json!({ "version": 1 }),
+                    json!({ "version": 1, "owners": [], "extra": true }),
+                ],
                 _ => vec![],
             };
             for b in bodies {
@@ -1157,7 +1179,7 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
             }
         }
         Mal::Oversized => match route {
-            Route::PublishIdentity | Route::CreateVault | Route::Append => {
+            Route::PublishIdentity | Route::CreateVault | Route::Append | Route::PutAccepted => {
                 let limit = if route == Route::PublishIdentity {
                     MAX_IDENTITY_BODY
                 } else {
