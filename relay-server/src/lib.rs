@@ -15,6 +15,7 @@ pub mod app;
 pub mod auth;
 pub mod backup;
 pub mod config;
+pub mod domain;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
