@@ -9,12 +9,10 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use axum::http::StatusCode;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::ConfigError;
-use crate::error::ApiError;
 
 /// The header that carries an invitation token.
 pub const INVITE_HEADER: &str = "x-vault-invite";
@@ -91,13 +89,15 @@ impl InviteTokens {
     }
 }
 
-/// 403 `invite_required`.
-pub fn invite_required() -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "invite_required",
-        "this relay publishes new identities by invitation only: ask its operator for an invitation token and send it in the x-vault-invite header",
-    )
+/// A source address used up its budget of new identities and vaults for
+/// this clock hour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this network address has created {per_hour} identities and vaults this hour, the most this relay allows; retry in {retry_after} seconds, or ask the relay's operator")]
+pub struct CreationLimited {
+    /// The budget per hour.
+    pub per_hour: u32,
+    /// Seconds until the next clock hour, when the budget is new again.
+    pub retry_after: u64,
 }
 
 /// New identities plus new vaults per source address, per clock hour.
@@ -142,8 +142,9 @@ impl NewBudget {
     }
 
     /// Takes one creation for `source` at `now` (Unix seconds), or refuses
-    /// with `429 creation_limited`.
-    pub fn take(&self, source: Option<IpAddr>, now: u64) -> Result<(), ApiError> {
+    /// it ([`CreationLimited`]) when the source's budget for this clock hour
+    /// is spent.
+    pub fn take(&self, source: Option<IpAddr>, now: u64) -> Result<(), CreationLimited> {
         let Some(key) = self.key(source) else {
             return Ok(());
         };
@@ -154,16 +155,10 @@ impl NewBudget {
             *slot = (hour, 0);
         }
         if slot.1 >= self.per_hour {
-            let wait = 3600 - now % 3600;
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "creation_limited",
-                format!(
-                    "this network address has created {} identities and vaults this hour, the most this relay allows; retry in {wait} seconds, or ask the relay's operator",
-                    self.per_hour
-                ),
-            )
-            .retry_after(wait));
+            return Err(CreationLimited {
+                per_hour: self.per_hour,
+                retry_after: 3600 - now % 3600,
+            });
         }
         slot.1 += 1;
         Ok(())

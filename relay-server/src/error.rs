@@ -1,9 +1,24 @@
 //! API errors: every failure is a status, a stable machine-readable code
 //! and a human message (`docs/relay-api.md`, "Errors").
+//!
+//! This is also the one place where the domain layer's typed errors
+//! ([`crate::domain`]) become HTTP answers: each `From` impl below gives a
+//! refusal its status, code and extra fields; the message is the error's
+//! own text, and failures of the relay itself are logged and answered
+//! without detail.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
+
+use crate::admission::CreationLimited;
+use crate::domain::access::AccessError;
+use crate::domain::append::AppendError;
+use crate::domain::blobs::BlobError;
+use crate::domain::identities::IdentityError;
+use crate::domain::vaults::VaultError;
+use crate::domain::Failure;
+use crate::routes::HeadJson;
 
 /// One API error. Messages never contain bodies, keys or signatures.
 #[derive(Debug)]
@@ -118,3 +133,155 @@ impl IntoResponse for ApiError {
 
 /// Results of handlers.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// 422 `invalid_entry` for entry `index` of a request, with vault-core's
+/// code as `detail`.
+fn invalid_entry(message: String, index: usize, source: &vault_core::Error) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_entry", message)
+        .with("detail", json!(source.code()))
+        .with("index", json!(index))
+}
+
+/// 422 `entry_time_out_of_range`, with the relay's clock.
+fn entry_time(message: String, server_time: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "entry_time_out_of_range",
+        message,
+    )
+    .with("server_time", json!(server_time))
+}
+
+/// 413 `quota_exceeded`.
+fn quota_exceeded(message: String) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded", message)
+}
+
+impl From<Failure> for ApiError {
+    fn from(e: Failure) -> Self {
+        match e {
+            Failure::Storage { context, source } => Self::storage(context, &source),
+            Failure::Internal { context, detail } => Self::internal(context, detail),
+        }
+    }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> Self {
+        let message = e.to_string();
+        match e {
+            AccessError::VaultNotFound => Self::not_found("vault_not_found", message),
+            AccessError::NotMember | AccessError::ReadOnly => Self::forbidden(message),
+            AccessError::Failure(f) => f.into(),
+        }
+    }
+}
+
+impl From<CreationLimited> for ApiError {
+    fn from(e: CreationLimited) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "creation_limited",
+            e.to_string(),
+        )
+        .retry_after(e.retry_after)
+    }
+}
+
+impl From<VaultError> for ApiError {
+    fn from(e: VaultError) -> Self {
+        let message = e.to_string();
+        match e {
+            VaultError::InvalidEntry { index, source } => invalid_entry(message, index, &source),
+            VaultError::NotOwner => Self::new(StatusCode::FORBIDDEN, "not_author", message),
+            VaultError::EntryTimeOutOfRange { server_time, .. } => entry_time(message, server_time),
+            VaultError::CreationLimited(c) => c.into(),
+            VaultError::QuotaExceeded => quota_exceeded(message),
+            VaultError::VaultExists => Self::new(StatusCode::CONFLICT, "vault_exists", message),
+            VaultError::Access(a) => a.into(),
+            VaultError::Failure(f) => f.into(),
+        }
+    }
+}
+
+impl From<AppendError> for ApiError {
+    fn from(e: AppendError) -> Self {
+        let message = e.to_string();
+        match e {
+            AppendError::Empty => Self::bad_json(message),
+            AppendError::TooMany { .. } => Self::too_large(message),
+            AppendError::InvalidEntry { index, source } => invalid_entry(message, index, &source),
+            AppendError::NotAuthor { .. } => {
+                Self::new(StatusCode::FORBIDDEN, "not_author", message)
+            }
+            AppendError::EntryTimeOutOfRange { server_time, .. } => {
+                entry_time(message, server_time)
+            }
+            AppendError::RebuildCooldown { retry_after } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+                    .retry_after(retry_after)
+            }
+            AppendError::Access(a) => a.into(),
+            AppendError::HeadMoved(head) => Self::new(StatusCode::CONFLICT, "head_moved", message)
+                .with("head", json!(HeadJson::from(head))),
+            AppendError::VaultFull { .. } => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "vault_full", message)
+            }
+            AppendError::QuotaExceeded => quota_exceeded(message),
+            AppendError::BlobMissing { .. } => {
+                Self::new(StatusCode::CONFLICT, "blob_missing", message)
+            }
+            AppendError::Failure(f) => f.into(),
+        }
+    }
+}
+
+impl From<BlobError> for ApiError {
+    fn from(e: BlobError) -> Self {
+        let message = e.to_string();
+        match e {
+            BlobError::Access(a) => a.into(),
+            BlobError::BlobTooLarge { .. } | BlobError::ChunkTooLarge { .. } => {
+                Self::too_large(message)
+            }
+            BlobError::QuotaExceeded => quota_exceeded(message),
+            BlobError::OffsetMismatch { offset } => {
+                Self::new(StatusCode::CONFLICT, "upload_offset_mismatch", message)
+                    .with("offset", json!(offset))
+            }
+            BlobError::ChunkDigestMismatch => {
+                Self::new(StatusCode::BAD_REQUEST, "body_digest_mismatch", message)
+            }
+            BlobError::HashMismatch | BlobError::BatchHashMismatch { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch", message)
+            }
+            BlobError::BodyCutOff(_) => Self::malformed(message),
+            BlobError::UploadInProgress { .. } => {
+                Self::new(StatusCode::CONFLICT, "upload_in_progress", message)
+            }
+            BlobError::NotFound => Self::not_found("blob_not_found", message),
+            BlobError::NotReadable => Self::forbidden(message),
+            BlobError::Failure(f) => f.into(),
+        }
+    }
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(e: IdentityError) -> Self {
+        let message = e.to_string();
+        match e {
+            IdentityError::Invalid(_) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_identity",
+                message,
+            ),
+            IdentityError::NotSelf => Self::forbidden(message),
+            IdentityError::InviteRequired => {
+                Self::new(StatusCode::FORBIDDEN, "invite_required", message)
+            }
+            IdentityError::CreationLimited(c) => c.into(),
+            IdentityError::NotFound => Self::not_found("identity_not_found", message),
+            IdentityError::Failure(f) => f.into(),
+        }
+    }
+}

@@ -40,7 +40,9 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// Latency until the response starts, seconds, by route.
     pub latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
-    /// Bytes stored (entries and blobs), refreshed on scrape.
+    /// Bytes charged to accounts ([`crate::storage::MetaStore::stored_bytes`]:
+    /// identities, log entries, blobs and unfinished uploads), refreshed on
+    /// scrape.
     pub bytes_stored: Gauge,
     /// Writes per group commit.
     pub batch_sizes: Histogram,
@@ -73,7 +75,7 @@ impl Metrics {
         );
         registry.register(
             "stored_bytes",
-            "Bytes stored (log entries and blobs)",
+            "Bytes charged to accounts (identities, log entries, blobs, unfinished uploads)",
             bytes_stored.clone(),
         );
         registry.register(

@@ -71,7 +71,7 @@ impl Relay {
                     tick.tick().await;
                     state.auth.housekeeping();
                     state.housekeeping();
-                    state.new_budget.housekeeping(crate::auth::unix_now());
+                    state.new_budget.housekeeping(state.now());
                     match state.blobs.sweep_uploads(ABANDONED_UPLOAD).await {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(removed = n, "swept abandoned uploads"),

@@ -1,5 +1,6 @@
-//! The relay's shared state: storage, the verified state of each vault it
-//! serves, the identity cache, authentication and metrics.
+//! The relay's shared state: storage, the clock, the verified state of
+//! each vault it serves, the identity cache, authentication and metrics.
+//! The rules that use it are in [`crate::domain`].
 //!
 //! The relay keeps its own verified copy of every vault's log (a
 //! `vault_core::VaultState`), so it refuses entries no client would accept
@@ -9,13 +10,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::http::StatusCode;
-use vault_core::{Access, Fingerprint, LogEntry, PublicIdentity, VaultId, VaultState};
+use vault_core::{Fingerprint, LogEntry, PublicIdentity, VaultId, VaultState};
 
 use crate::admission::NewBudget;
-use crate::auth::{unix_now, AuthLimits, Authenticator};
+use crate::auth::{AuthLimits, Authenticator};
 use crate::config::Config;
-use crate::error::{ApiError, ApiResult};
+use crate::domain::access::AccessError;
+use crate::domain::{Clock, Failure, SystemClock};
 use crate::metrics::Metrics;
 use crate::storage::{BlobStore, MetaStore};
 
@@ -46,6 +47,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// New identities and vaults per source address.
     pub new_budget: NewBudget,
+    clock: Arc<dyn Clock>,
     identities: Mutex<HashMap<Fingerprint, Arc<PublicIdentity>>>,
     vaults: Mutex<VaultCache>,
     loads: AtomicU64,
@@ -183,15 +185,29 @@ impl AppState {
             vaults: Mutex::new(VaultCache::new(config.vault_cache)),
             new_budget: NewBudget::new(config.new_per_hour, config.new_per_hour_loopback),
             config,
+            clock: Arc::new(SystemClock),
             identities: Mutex::new(HashMap::new()),
             loads: AtomicU64::new(0),
             rebuild_cooldowns: Mutex::new(HashMap::new()),
         }
     }
 
+    /// The same state reading `clock` instead of the system clock (entry
+    /// times, access and rebuild cooldowns are evaluated at it; request
+    /// authentication keeps the system clock).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The relay's time now, Unix seconds (its [`Clock`]).
+    pub fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
     /// A published identity (cached: documents are immutable, since the
     /// fingerprint is their hash).
-    pub async fn identity(&self, fp: Fingerprint) -> ApiResult<Option<Arc<PublicIdentity>>> {
+    pub async fn identity(&self, fp: Fingerprint) -> Result<Option<Arc<PublicIdentity>>, Failure> {
         if let Some(id) = self
             .identities
             .lock()
@@ -204,13 +220,13 @@ impl AppState {
             .meta
             .identity(fp)
             .await
-            .map_err(|e| ApiError::internal("reading an identity", e))?
+            .map_err(|e| Failure::internal("reading an identity", e))?
         else {
             return Ok(None);
         };
         let id = Arc::new(
             PublicIdentity::from_bytes(&bytes)
-                .map_err(|e| ApiError::internal("a stored identity does not parse", e))?,
+                .map_err(|e| Failure::internal("a stored identity does not parse", e))?,
         );
         let mut cache = self.identities.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() > 100_000 {
@@ -248,7 +264,7 @@ impl AppState {
     /// Notes that `vault`'s state was dropped by a refused append, starting
     /// its [`REBUILD_COOLDOWN`].
     pub fn start_rebuild_cooldown(&self, vault: VaultId) {
-        let until = unix_now().saturating_add(REBUILD_COOLDOWN);
+        let until = self.now().saturating_add(REBUILD_COOLDOWN);
         let mut map = self
             .rebuild_cooldowns
             .lock()
@@ -258,7 +274,7 @@ impl AppState {
 
     /// Seconds left of `vault`'s rebuild cooldown, if one runs.
     pub fn rebuild_cooldown(&self, vault: VaultId) -> Option<u64> {
-        let now = unix_now();
+        let now = self.now();
         let mut map = self
             .rebuild_cooldowns
             .lock()
@@ -275,7 +291,7 @@ impl AppState {
 
     /// Forgets finished rebuild cooldowns (call periodically).
     pub fn housekeeping(&self) {
-        let now = unix_now();
+        let now = self.now();
         self.rebuild_cooldowns
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -288,27 +304,30 @@ impl AppState {
         self.loads.load(Ordering::Relaxed)
     }
 
-    /// Loads a vault's state from storage, verifying its log.
-    pub async fn load(&self, vault: VaultId) -> ApiResult<VaultState> {
+    /// Loads a vault's state from storage, verifying its log
+    /// ([`AccessError::VaultNotFound`] if there is no such vault,
+    /// [`AccessError::Failure`] if storage fails or the stored log does not
+    /// verify).
+    pub async fn load(&self, vault: VaultId) -> Result<VaultState, AccessError> {
         self.loads.fetch_add(1, Ordering::Relaxed);
         let Some(head) = self
             .meta
             .head(vault)
             .await
-            .map_err(|e| ApiError::internal("reading a vault head", e))?
+            .map_err(|e| Failure::internal("reading a vault head", e))?
         else {
-            return Err(vault_not_found());
+            return Err(AccessError::VaultNotFound);
         };
         let raw = self
             .meta
             .entries(vault, 0, u64::MAX)
             .await
-            .map_err(|e| ApiError::internal("reading a vault log", e))?;
+            .map_err(|e| Failure::internal("reading a vault log", e))?;
         let entries = raw
             .iter()
             .map(|b| LogEntry::from_bytes(b))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ApiError::internal("a stored entry does not parse", e))?;
+            .map_err(|e| Failure::internal("a stored entry does not parse", e))?;
         // Stored entries were verified when appended; the chain is
         // re-checked up to the stored head, signatures are not.
         let trusted = vault_core::Checkpoint {
@@ -316,14 +335,15 @@ impl AppState {
             seq: head.seq,
             head: head.hash,
         };
-        VaultState::verify_log_from(entries.iter(), Some(&trusted))
-            .map_err(|e| ApiError::internal("a stored vault log does not verify", e))
+        Ok(VaultState::verify_log_from(entries.iter(), Some(&trusted))
+            .map_err(|e| Failure::internal("a stored vault log does not verify", e))?)
     }
 
     /// A vault's verified state, loaded from storage if needed, locked for
-    /// writing (`404` if there is no such vault; its slot is then dropped,
-    /// so requests for absent vaults do not push real ones out of the cache).
-    pub async fn write_state(&self, vault: VaultId) -> ApiResult<StateWrite> {
+    /// writing ([`AccessError::VaultNotFound`] if there is no such vault;
+    /// its slot is then dropped, so requests for absent vaults do not push
+    /// real ones out of the cache).
+    pub async fn write_state(&self, vault: VaultId) -> Result<StateWrite, AccessError> {
         let mut guard = self.slot(vault).write_owned().await;
         if guard.is_none() {
             match self.load(vault).await {
@@ -342,7 +362,7 @@ impl AppState {
     }
 
     /// [`AppState::write_state`], locked for reading.
-    pub async fn read_state(&self, vault: VaultId) -> ApiResult<StateRead> {
+    pub async fn read_state(&self, vault: VaultId) -> Result<StateRead, AccessError> {
         let guard = self.slot(vault).read_owned().await;
         if guard.is_some() {
             return Ok(guard);
@@ -350,55 +370,4 @@ impl AppState {
         drop(guard);
         Ok(self.write_state(vault).await?.downgrade())
     }
-
-    /// The caller's access to a vault, now (`404` if there is no such
-    /// vault, `403` if the caller is not a member).
-    pub async fn member_access(&self, vault: VaultId, who: &Fingerprint) -> ApiResult<Access> {
-        let guard = self.read_state(vault).await?;
-        check_member(
-            guard
-                .as_ref()
-                .map(|s| s.access(who, unix_now()))
-                .unwrap_or_default(),
-        )
-    }
-}
-
-impl AppState {
-    /// Whether `who` may download the blob `hash`, which the log names as
-    /// the ciphertext of a version of one of `records`
-    /// ([`vault_core::VaultState::may_read_blob`]): versions replaced or
-    /// deleted before a member's grant are not served to them.
-    pub async fn may_read_blob(
-        &self,
-        vault: VaultId,
-        who: &Fingerprint,
-        records: &[vault_core::RecordId],
-        hash: &[u8; 32],
-    ) -> ApiResult<bool> {
-        let guard = self.read_state(vault).await?;
-        let now = unix_now();
-        Ok(guard
-            .as_ref()
-            .is_some_and(|s| records.iter().any(|r| s.may_read_blob(who, r, hash, now))))
-    }
-}
-
-fn check_member(access: Access) -> ApiResult<Access> {
-    if access.is_member() {
-        Ok(access)
-    } else {
-        Err(ApiError::forbidden(
-            "you are not a member of this vault (or your access was revoked or expired)",
-        ))
-    }
-}
-
-/// 404 `vault_not_found`.
-pub fn vault_not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "vault_not_found",
-        "no vault with this id is stored on this relay",
-    )
 }

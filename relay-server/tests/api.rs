@@ -1759,7 +1759,19 @@ async fn abandoned_uploads_are_swept() {
             .sweep_uploads(relay_server::server::ABANDONED_UPLOAD)
             .await
             .unwrap();
-    assert_eq!(removed, 2, "the part file and its acknowledged length");
+    assert_eq!(
+        removed, 1,
+        "one upload: its part file and its acknowledged length"
+    );
+    let old_name = hex::encode(body_digest(&old));
+    assert!(
+        std::fs::read_dir(&uploads).unwrap().all(|e| !e
+            .unwrap()
+            .path()
+            .to_string_lossy()
+            .contains(&old_name)),
+        "no file of the swept upload is left"
+    );
     let status = |ct: &[u8]| {
         signed(
             &w.patient,

@@ -1,5 +1,7 @@
 //! Ciphertext blobs: resumable chunked upload, content-addressed, streamed
-//! in and out without buffering whole bodies.
+//! in and out without buffering whole bodies. The rules are in
+//! [`crate::domain::blobs`]; these handlers parse headers and bodies, call
+//! it and render (ranges are HTTP's, so they are read here).
 
 use std::sync::Arc;
 
@@ -8,16 +10,14 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::TryStreamExt;
 use serde_json::{json, Value};
-use vault_core::VaultId;
 
 use crate::auth::Caller;
+use crate::domain::blobs::{BlobBody, Blobs, ChunkAnswer, ChunkUpload};
 use crate::error::{ApiError, ApiResult};
-use crate::routes::vaults::quota_exceeded;
 use crate::routes::{parse_hash, parse_vault};
 use crate::state::AppState;
-use crate::storage::{AddBlobOutcome, BlobInfo, Chunk, ChunkError, ChunkOutcome, UploadKey};
 
 pub(crate) fn header_u64(headers: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
     match headers.get(name) {
@@ -32,35 +32,6 @@ pub(crate) fn header_u64(headers: &HeaderMap, name: &str) -> ApiResult<Option<u6
                 ApiError::malformed(format!("the {name} header must be a decimal number"))
             }),
     }
-}
-
-/// A blob's record in a vault, if it is stored there.
-async fn blob_record(
-    app: &AppState,
-    vault: VaultId,
-    hash: [u8; 32],
-) -> ApiResult<Option<BlobInfo>> {
-    app.meta
-        .blob(vault, hash)
-        .await
-        .map_err(|e| ApiError::internal("reading a blob record", e))
-}
-
-fn blob_not_found() -> ApiError {
-    ApiError::not_found(
-        "blob_not_found",
-        "no blob with this hash is stored in this vault",
-    )
-}
-
-async fn writer_access(app: &AppState, vault: VaultId, caller: &Caller) -> ApiResult<()> {
-    let access = app.member_access(vault, &caller.fingerprint()).await?;
-    if !access.may_write() {
-        return Err(ApiError::forbidden(
-            "you have read-only access to this vault; ask the owner for write access",
-        ));
-    }
-    Ok(())
 }
 
 /// `PUT /v1/vaults/{vault}/blobs/{hash}`: one chunk of an upload.
@@ -88,42 +59,7 @@ pub async fn put(
         ApiError::malformed("the upload-length header (the blob's total size) is required")
     })?;
     let offset = header_u64(&headers, "upload-offset")?.unwrap_or(0);
-    if total > app.config.max_blob {
-        return Err(ApiError::too_large(format!(
-            "blobs are limited to {} bytes on this relay",
-            app.config.max_blob
-        )));
-    }
-    if let Some(len) = header_u64(&headers, "content-length")? {
-        if len > app.config.max_chunk || offset.saturating_add(len) > total {
-            return Err(ApiError::too_large(format!(
-                "a chunk may be at most {} bytes and must not run past upload-length",
-                app.config.max_chunk
-            )));
-        }
-    }
-    writer_access(&app, vault, &caller).await?;
-    let me = caller.fingerprint();
-    if let Some(b) = blob_record(&app, vault, hash).await? {
-        return Ok((
-            StatusCode::OK,
-            Json(json!({ "stored": true, "offset": b.len })),
-        )
-            .into_response());
-    }
-    let used = app
-        .meta
-        .usage(me)
-        .await
-        .map_err(|e| ApiError::internal("reading usage", e))?;
-    // What is already stored of this upload is charged already.
-    if used.saturating_add(total.saturating_sub(offset)) > app.config.quota {
-        return Err(quota_exceeded());
-    }
-    // Every vault's copy of a blob is uploaded and hashed in full, even if
-    // the same bytes are stored for another vault: holding the address is
-    // not holding the bytes.
-    let key = UploadKey { vault, hash };
+    let declared_len = header_u64(&headers, "content-length")?;
     let metrics = app.metrics.clone();
     let stream = body
         .into_data_stream()
@@ -132,112 +68,27 @@ pub async fn put(
             b
         })
         .map_err(std::io::Error::other);
-    let chunk = Chunk {
+    let chunk = ChunkUpload {
         offset,
         total,
-        max_chunk: app.config.max_chunk,
+        declared_len,
         digest: caller.content_sha256,
     };
-    match app.blobs.write_chunk(key, chunk, Box::pin(stream)).await {
-        Ok(ChunkOutcome::Partial(at)) => {
-            // Unfinished uploads take disk too: the chunk is charged now,
-            // and released when the blob is recorded or the upload
-            // discarded or abandoned.
-            // The chunk is durable whatever happens here: if charging it
-            // fails, the answer still says so, and the chunk stays
-            // uncharged until the blob is recorded or the upload swept.
-            if let Err(e) = app
-                .meta
-                .charge_upload(vault, hash, me, at.saturating_sub(offset))
-                .await
-            {
-                tracing::warn!(error = %e, "charging a stored chunk failed");
-            }
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(json!({ "stored": false, "offset": at })),
-            )
-                .into_response())
-        }
-        Ok(ChunkOutcome::Complete) => {
-            record_blob(&app, vault, hash, total, me, StatusCode::CREATED, None).await
-        }
-        Err(ChunkError::OffsetMismatch(at)) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "upload_offset_mismatch",
-            format!("the upload stands at offset {at}; resume from there"),
-        )
-        .with("offset", json!(at))),
-        Err(ChunkError::TooLarge) => Err(ApiError::too_large(format!(
-            "a chunk may be at most {} bytes and must not run past upload-length",
-            app.config.max_chunk
-        ))),
-        Err(ChunkError::DigestMismatch) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "body_digest_mismatch",
-            "the chunk does not match the signed x-vault-content-sha256; it was discarded",
-        )),
-        Err(ChunkError::HashMismatch) => {
-            // The upload is gone either way; a charge not given back now
-            // is given back with abandoned uploads' after 24 hours.
-            if let Err(e) = app.meta.release_upload(vault, hash).await {
-                tracing::warn!(error = %e, "releasing a discarded upload's charge failed");
-            }
-            Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "hash_mismatch",
-            "the complete blob does not hash to its address; the upload was discarded, start again",
-            ))
-        }
-        Err(ChunkError::Body(e)) => Err(ApiError::malformed(format!(
-            "the request body was cut off ({e}); the chunk was discarded, resume from the upload offset"
-        ))),
-        Err(ChunkError::Storage(e)) => Err(ApiError::storage("writing a blob chunk", &e)),
-    }
-}
-
-async fn record_blob(
-    app: &AppState,
-    vault: VaultId,
-    hash: [u8; 32],
-    len: u64,
-    uploader: vault_core::Fingerprint,
-    status: StatusCode,
-    inline: Option<bytes::Bytes>,
-) -> ApiResult<Response> {
-    let outcome = app
-        .meta
-        .add_blob(
-            vault,
-            hash,
-            BlobInfo { len, uploader },
-            app.config.quota,
-            inline,
-        )
-        .await
-        .map_err(|e| ApiError::storage("recording a blob", &e))?;
-    match outcome {
-        AddBlobOutcome::Added => {
-            Ok((status, Json(json!({ "stored": true, "offset": len }))).into_response())
-        }
-        AddBlobOutcome::Existed => Ok((
-            StatusCode::OK,
-            Json(json!({ "stored": true, "offset": len })),
-        )
-            .into_response()),
-        AddBlobOutcome::Quota => Err(quota_exceeded()),
-    }
+    let answer = Blobs::new(app)
+        .put_chunk(vault, hash, caller.fingerprint(), chunk, Box::pin(stream))
+        .await?;
+    let (status, stored, offset) = match answer {
+        ChunkAnswer::AlreadyStored { len } => (StatusCode::OK, true, len),
+        ChunkAnswer::Partial { offset } => (StatusCode::ACCEPTED, false, offset),
+        ChunkAnswer::Complete { len } => (StatusCode::CREATED, true, len),
+    };
+    Ok((status, Json(json!({ "stored": stored, "offset": offset }))).into_response())
 }
 
 /// Frame header of a batch upload: the blob's SHA-256 and its length.
 const FRAME_HEADER: usize = 32 + 4;
-/// Blobs of a batch up to this size are kept in the metadata database
-/// rather than in files.
-pub const INLINE_BLOB: u64 = 256 * 1024;
 /// Most blobs in one batch upload (the body limit bounds their bytes).
 pub const MAX_BATCH_BLOBS: usize = 1024;
-/// How many blobs of a batch are written at once.
-const BATCH_WRITES: usize = 16;
 
 /// Splits a batch body into `(hash, bytes)` frames: each frame is the
 /// blob's SHA-256 (32 bytes), its length (u32, big-endian) and its bytes.
@@ -298,97 +149,13 @@ pub async fn put_batch(
         "application/octet-stream",
     )
     .await?;
-    let mut frames = parse_frames(&body, MAX_BATCH_BLOBS)?;
-    for (hash, bytes) in &frames {
-        if vault_core::request::body_digest(bytes) != *hash {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "hash_mismatch",
-                format!(
-                    "blob {} does not hash to its address; nothing was stored",
-                    hex::encode(hash)
-                ),
-            ));
-        }
-    }
-    writer_access(&app, vault, &caller).await?;
-    let me = caller.fingerprint();
-    frames.sort_by_key(|(h, _)| *h);
-    frames.dedup_by_key(|(h, _)| *h);
-    let distinct = frames.len();
-    // Which blobs the vault lacks (looked up concurrently).
-    let lookups = futures_util::stream::iter(frames.into_iter().map(|(hash, bytes)| {
-        let app = app.clone();
-        async move {
-            let known = blob_record(&app, vault, hash).await?.is_some();
-            Ok::<_, ApiError>((!known).then_some((hash, bytes)))
-        }
-    }))
-    .buffer_unordered(BATCH_WRITES)
-    .try_collect::<Vec<_>>()
-    .await?;
-    let fresh: Vec<([u8; 32], bytes::Bytes)> = lookups.into_iter().flatten().collect();
-    let present = distinct - fresh.len();
-    let used = app
-        .meta
-        .usage(me)
-        .await
-        .map_err(|e| ApiError::internal("reading usage", e))?;
-    let adding: u64 = fresh.iter().map(|(_, b)| b.len() as u64).sum();
-    if used.saturating_add(adding) > app.config.quota {
-        return Err(quota_exceeded());
-    }
-    let stored = fresh.len();
-    let writes = futures_util::stream::iter(fresh.into_iter().map(|(hash, bytes)| {
-        let app = app.clone();
-        async move {
-            let len = bytes.len() as u64;
-            app.metrics.blob_bytes_in.inc_by(len);
-            if len <= INLINE_BLOB {
-                // Kept in the database: committed with the other writes of
-                // its group, no file and no fsync of its own.
-                return record_blob(&app, vault, hash, len, me, StatusCode::CREATED, Some(bytes))
-                    .await
-                    .map(|_| ());
-            }
-            let chunk = Chunk {
-                offset: 0,
-                total: len,
-                max_chunk: len,
-                digest: hash,
-            };
-            let stream = futures_util::stream::once(async move { Ok(bytes) });
-            match app
-                .blobs
-                .write_chunk(UploadKey { vault, hash }, chunk, Box::pin(stream))
-                .await
-            {
-                Ok(ChunkOutcome::Complete) => {}
-                Ok(ChunkOutcome::Partial(_)) | Err(ChunkError::OffsetMismatch(_)) => {
-                    // Another upload of the same blob is under way.
-                    return Err(ApiError::new(
-                        StatusCode::CONFLICT,
-                        "upload_in_progress",
-                        format!(
-                            "blob {} is being uploaded by another request; retry",
-                            hex::encode(hash)
-                        ),
-                    ));
-                }
-                Err(ChunkError::Storage(e)) => return Err(ApiError::storage("writing a blob", &e)),
-                Err(e) => return Err(ApiError::internal("writing a blob", e)),
-            }
-            record_blob(&app, vault, hash, len, me, StatusCode::CREATED, None)
-                .await
-                .map(|_| ())
-        }
-    }))
-    .buffer_unordered(BATCH_WRITES)
-    .try_collect::<Vec<()>>();
-    writes.await?;
+    let frames = parse_frames(&body, MAX_BATCH_BLOBS)?;
+    let answer = Blobs::new(app)
+        .put_batch(vault, caller.fingerprint(), frames)
+        .await?;
     Ok((
         StatusCode::OK,
-        Json(json!({ "stored": stored, "present": present })),
+        Json(json!({ "stored": answer.stored, "present": answer.present })),
     )
         .into_response())
 }
@@ -401,16 +168,12 @@ pub async fn upload_status(
 ) -> ApiResult<Json<Value>> {
     let vault = parse_vault(&vault)?;
     let hash = parse_hash(&hash, "the blob address")?;
-    writer_access(&app, vault, &caller).await?;
-    if let Some(b) = blob_record(&app, vault, hash).await? {
-        return Ok(Json(json!({ "stored": true, "offset": b.len })));
-    }
-    let at = app
-        .blobs
-        .upload_offset(UploadKey { vault, hash })
-        .await
-        .map_err(|e| ApiError::internal("reading an upload", e))?;
-    Ok(Json(json!({ "stored": false, "offset": at })))
+    let status = Blobs::new(app)
+        .upload_status(vault, hash, &caller.fingerprint())
+        .await?;
+    Ok(Json(
+        json!({ "stored": status.stored, "offset": status.offset }),
+    ))
 }
 
 /// Parses `bytes=a-` or `bytes=a-b` against a length.
@@ -438,79 +201,36 @@ pub async fn get(
 ) -> ApiResult<Response> {
     let vault = parse_vault(&vault)?;
     let hash = parse_hash(&hash, "the blob address")?;
-    let me = caller.fingerprint();
-    let access = app.member_access(vault, &me).await?;
-    let (info, refs) = app
-        .meta
-        .blob_with_refs(vault, hash)
-        .await
-        .map_err(|e| ApiError::internal("reading a blob record", e))?
-        .ok_or_else(blob_not_found)?;
-    let allowed = access.owner
-        || if refs.is_empty() {
-            info.uploader == me
-        } else {
-            let records: Vec<_> = refs.iter().map(|(_, r)| *r).collect();
-            app.may_read_blob(vault, &me, &records, &hash).await?
-        };
-    if !allowed {
-        return Err(ApiError::forbidden(
-            "you have no access to the record this blob belongs to",
-        ));
-    }
+    let blobs = Blobs::new(app);
+    let download = blobs
+        .authorize_download(vault, hash, &caller.fingerprint())
+        .await?;
+    let total = download.len();
     let (start, len, status) = match headers.get(header::RANGE) {
-        None => (0, info.len, StatusCode::OK),
+        None => (0, total, StatusCode::OK),
         Some(v) => {
             let parsed = v
                 .to_str()
                 .map_err(|_| ())
-                .and_then(|s| parse_range(s, info.len));
+                .and_then(|s| parse_range(s, total));
             match parsed {
                 Ok((s, l)) => (s, l, StatusCode::PARTIAL_CONTENT),
                 Err(()) => {
                     return Err(ApiError::new(
                         StatusCode::RANGE_NOT_SATISFIABLE,
                         "range_not_satisfiable",
-                        format!(
-                            "the range must be bytes=a- or bytes=a-b within {} bytes",
-                            info.len
-                        ),
+                        format!("the range must be bytes=a- or bytes=a-b within {total} bytes"),
                     ))
                 }
             }
         }
     };
-    let inline = if info.len <= INLINE_BLOB {
-        app.meta
-            .small_blob(hash)
-            .await
-            .map_err(|e| ApiError::internal("reading a blob", e))?
-    } else {
-        None
-    };
-    let body = match inline {
-        Some(bytes) => {
-            let end = usize::try_from(start + len).unwrap_or(usize::MAX);
-            let start = usize::try_from(start).unwrap_or(usize::MAX);
-            if end > bytes.len() || start > end {
-                return Err(ApiError::internal(
-                    "reading a blob",
-                    crate::storage::StorageError::new("a stored blob is shorter than its record"),
-                ));
-            }
-            Body::from(bytes.slice(start..end))
-        }
-        None => {
-            let reader = app
-                .blobs
-                .read(hash, start, len)
-                .await
-                .map_err(|e| ApiError::internal("opening a blob", e))?;
-            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-                reader,
-                256 * 1024,
-            ))
-        }
+    let body = match blobs.read(&download, start, len).await? {
+        BlobBody::Bytes(bytes) => Body::from(bytes),
+        BlobBody::Stream(reader) => Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+            reader,
+            256 * 1024,
+        )),
     };
     let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
@@ -522,7 +242,7 @@ pub async fn get(
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if status == StatusCode::PARTIAL_CONTENT {
         if let Ok(v) =
-            HeaderValue::from_str(&format!("bytes {}-{}/{}", start, start + len - 1, info.len))
+            HeaderValue::from_str(&format!("bytes {}-{}/{}", start, start + len - 1, total))
         {
             h.insert(header::CONTENT_RANGE, v);
         }

@@ -1,11 +1,12 @@
 //! The identity directory: publish a self-signed identity document, look
-//! one up. A convenience, never an authority: clients pin fingerprints.
+//! one up. The rules (self-publication, admission) are in
+//! [`crate::domain::identities`]; these handlers parse, authenticate, call
+//! and render.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use std::net::SocketAddr;
-
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
@@ -14,8 +15,9 @@ use serde::Deserialize;
 use serde_json::json;
 use vault_core::{Fingerprint, PublicIdentity};
 
-use crate::admission::{invite_required, INVITE_HEADER};
-use crate::auth::{unix_now, Authenticator, Caller};
+use crate::admission::INVITE_HEADER;
+use crate::auth::{Authenticator, Caller};
+use crate::domain::identities::{Directory, IdentityError};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::read_json;
 use crate::state::AppState;
@@ -44,69 +46,24 @@ pub async fn publish(
     let id = parse_identity(&req.identity)?;
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let caller = app.auth.check(&auth, &id, method.as_str(), pq, true)?;
-    if caller.fingerprint() != id.fingerprint() {
-        return Err(ApiError::forbidden(
-            "an identity can only be published by itself",
-        ));
-    }
-    // Publishing again what is published is always allowed; a new
-    // identity may need an invitation, and counts against its source's
-    // budget of new identities and vaults.
-    if app.identity(id.fingerprint()).await?.is_some() {
-        return store(&app, &caller, id).await;
-    }
-    let tokens = &app.config.invite_tokens;
-    if tokens.required() {
-        let presented = headers
-            .get(INVITE_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !tokens.accepts(presented) {
-            return Err(invite_required());
-        }
-    }
+    let invite = headers.get(INVITE_HEADER).and_then(|v| v.to_str().ok());
     let source = source.map(|Extension(ConnectInfo(a))| a.ip());
-    let now = unix_now();
-    app.new_budget.take(source, now)?;
-    let stored = store(&app, &caller, id).await;
-    if !matches!(&stored, Ok((StatusCode::CREATED, _))) {
-        app.new_budget.give_back(source, now);
-    }
-    stored
-}
-
-pub(crate) fn parse_identity(text: &str) -> ApiResult<PublicIdentity> {
-    PublicIdentity::from_text(text.trim()).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_identity",
-            format!("the identity document is not valid: {e}"),
-        )
-    })
-}
-
-async fn store(
-    app: &AppState,
-    caller: &Caller,
-    id: PublicIdentity,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    if caller.fingerprint() != id.fingerprint() {
-        return Err(ApiError::forbidden(
-            "an identity can only be published by itself",
-        ));
-    }
-    let fp = id.fingerprint();
-    let new = app
-        .meta
-        .put_identity(fp, id.to_bytes().to_vec())
-        .await
-        .map_err(|e| ApiError::storage("storing an identity", &e))?;
-    let status = if new {
+    let published = Directory::new(app)
+        .publish(caller.fingerprint(), &id, invite, source)
+        .await?;
+    let status = if published.new {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(json!({ "fingerprint": fp.to_hex() }))))
+    Ok((
+        status,
+        Json(json!({ "fingerprint": published.fingerprint.to_hex() })),
+    ))
+}
+
+pub(crate) fn parse_identity(text: &str) -> ApiResult<PublicIdentity> {
+    Ok(PublicIdentity::from_text(text.trim()).map_err(IdentityError::Invalid)?)
 }
 
 /// `GET /v1/identities/{fingerprint}`.
@@ -117,11 +74,6 @@ pub async fn lookup(
 ) -> ApiResult<Json<serde_json::Value>> {
     let fp = Fingerprint::from_hex(&fp)
         .map_err(|_| ApiError::malformed("the fingerprint must be 64 hex digits"))?;
-    let id = app.identity(fp).await?.ok_or_else(|| {
-        ApiError::not_found(
-            "identity_not_found",
-            "no identity with this fingerprint is published on this relay",
-        )
-    })?;
+    let id = Directory::new(app).lookup(fp).await?;
     Ok(Json(json!({ "identity": id.to_text() })))
 }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use vault_core::{Fingerprint, VaultId};
 
-use crate::auth::{unix_now, Caller};
+use crate::auth::Caller;
 use crate::domain::inbox::{self as domain, View};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::{read_json, HeadJson};
@@ -92,7 +92,7 @@ pub async fn inbox(
         let Some(state) = guard.as_ref() else {
             continue;
         };
-        let access = state.access(&me, unix_now());
+        let access = state.access(&me, app.now());
         if !access.is_member() {
             continue;
         }

@@ -301,8 +301,14 @@ impl BlobStore for FileBlobs {
                     .ok()
                     .and_then(|t| t.elapsed().ok())
                     .is_some_and(|age| age > older_than);
+                // An upload is its part file plus the files beside it (its
+                // acknowledged length): it is counted once, by its part.
                 let part = path.with_extension("part");
-                if stale && !busy.contains(&part) && std::fs::remove_file(&path).is_ok() {
+                if stale
+                    && !busy.contains(&part)
+                    && std::fs::remove_file(&path).is_ok()
+                    && path == part
+                {
                     removed += 1;
                 }
             }

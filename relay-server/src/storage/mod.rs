@@ -305,7 +305,13 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn blob_in_use(&self, hash: [u8; 32]) -> Result<bool, StorageError>;
     /// Bytes charged to an account.
     async fn usage(&self, account: Fingerprint) -> Result<u64, StorageError>;
-    /// Total bytes stored (entries and blobs), for metrics.
+    /// The sum of every account's charges ([`MetaStore::usage`]), for
+    /// metrics: identity documents, log entries (genesis included),
+    /// complete blobs (once per vault that records them, inline or not)
+    /// and the charged chunks of unfinished uploads. It approximates the
+    /// bytes held rather than measuring them: a blob recorded by several
+    /// vaults is kept once but counted for each, and a chunk stored but not
+    /// yet charged (see [`MetaStore::charge_upload`]) is not counted.
     async fn stored_bytes(&self) -> Result<u64, StorageError>;
 }
 
@@ -384,7 +390,8 @@ pub trait BlobStore: Send + Sync + 'static {
         body: BodyStream,
     ) -> Result<ChunkOutcome, ChunkError>;
     /// Removes uploads untouched for `older_than` (abandoned by their
-    /// clients); returns how many.
+    /// clients); returns how many uploads (not files or objects) it
+    /// removed.
     async fn sweep_uploads(&self, older_than: std::time::Duration) -> Result<usize, StorageError>;
     /// Reads `len` bytes of a complete blob from `start`.
     async fn read(&self, hash: [u8; 32], start: u64, len: u64) -> Result<BlobReader, StorageError>;

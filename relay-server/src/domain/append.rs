@@ -1,0 +1,741 @@
+//! Appending entries to a vault's log: compare-and-swap on the head,
+//! verification against the relay's own verified state with vault-core,
+//! the vault size cap, the signer's quota, blob usability, purges.
+//!
+//! The relay's verified state of a vault ([`crate::state::VaultSlot`]) is
+//! changed ahead of the commit and must never run ahead of what is stored:
+//! every path that leaves it ahead (an entry refused after earlier ones
+//! were applied, storage refusing or failing) drops it, so it is rebuilt
+//! from the stored log at the next use.
+
+use std::sync::Arc;
+
+use vault_core::{EntryBody, Fingerprint, LogEntry, VaultId, VaultState};
+
+use crate::domain::access::{self, AccessError};
+use crate::domain::vaults::{stored, time_in_window};
+use crate::domain::Failure;
+use crate::state::{AppState, REBUILD_FREE};
+use crate::storage::{self, AppendBatch, BlobRef, Head};
+
+/// Most entries in one append.
+pub const MAX_APPEND: usize = 1024;
+
+/// Why an append was refused; nothing of it was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The request carries no entry.
+    #[error("entries must not be empty")]
+    Empty,
+    /// The request carries more than [`MAX_APPEND`] entries.
+    #[error("at most {max} entries per append")]
+    TooMany {
+        /// [`MAX_APPEND`].
+        max: usize,
+    },
+    /// An entry does not parse or does not verify against the log.
+    #[error("entry {index} of the request was refused: {source}")]
+    InvalidEntry {
+        /// Which entry of the request.
+        index: usize,
+        /// vault-core's reason.
+        source: vault_core::Error,
+    },
+    /// An entry is not authored by the signer.
+    #[error("entry {index} is not authored by the identity that signed the request")]
+    NotAuthor {
+        /// Which entry of the request.
+        index: usize,
+    },
+    /// An entry is dated outside the skew window of the relay's clock.
+    #[error("entry {index} is dated more than {skew} seconds from the relay's clock; check the device clock")]
+    EntryTimeOutOfRange {
+        /// Which entry of the request.
+        index: usize,
+        /// The window, seconds either way.
+        skew: u64,
+        /// The relay's clock, Unix seconds.
+        server_time: u64,
+    },
+    /// A multi-entry append during the vault's rebuild cooldown.
+    #[error("an append to this vault was refused part-way through less than a minute ago, which makes the relay rebuild the vault; append one entry per request, or retry the batch in {retry_after} seconds")]
+    RebuildCooldown {
+        /// Seconds left of the cooldown.
+        retry_after: u64,
+    },
+    /// The signer may not append (or the vault does not exist).
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    /// Compare-and-swap failed: the log's head is not the request's `prev`.
+    #[error("the vault log has moved on since your view of it; fetch the new entries, rebuild yours on the new head and retry")]
+    HeadMoved(Head),
+    /// The log would hold more than `max_vault_entries` entries.
+    #[error("this vault's log would exceed {max} entries, the most this relay stores per vault; nothing was appended. Start a new vault, or ask the relay's operator to raise max-vault-entries")]
+    VaultFull {
+        /// The relay's `max_vault_entries`.
+        max: u64,
+    },
+    /// The entries would take the signer over their quota.
+    #[error("your storage quota on this relay would be exceeded; delete data or ask the operator for more")]
+    QuotaExceeded,
+    /// A record-put names a blob that is not usable: not stored in the
+    /// vault, of another length than signed, uploaded by someone else,
+    /// already used by another record, or named twice in the request.
+    #[error("entry {index} names a ciphertext blob that you have not uploaded to this vault (or that another record already uses); upload the record's ciphertext first")]
+    BlobMissing {
+        /// Which entry of the request.
+        index: usize,
+    },
+    /// The relay failed.
+    #[error(transparent)]
+    Failure(#[from] Failure),
+}
+
+/// Checks the number of entries of a request (1 to [`MAX_APPEND`]) before
+/// anything else about them.
+pub fn check_count(entries: usize) -> Result<(), AppendError> {
+    if entries == 0 {
+        return Err(AppendError::Empty);
+    }
+    if entries > MAX_APPEND {
+        return Err(AppendError::TooMany { max: MAX_APPEND });
+    }
+    Ok(())
+}
+
+/// Appending entries to vaults.
+pub struct Appends {
+    app: Arc<AppState>,
+}
+
+impl Appends {
+    /// The service over the relay's state.
+    pub fn new(app: Arc<AppState>) -> Self {
+        Self { app }
+    }
+
+    /// Appends `entries`, signed by `signer`, to `vault` if its head is
+    /// `prev`; returns the new head once the entries are durable.
+    ///
+    /// Checked in this order, each refusal leaving the vault as it was:
+    /// entry count ([`check_count`]); each entry authored by `signer`
+    /// ([`AppendError::NotAuthor`]) and dated within the skew window
+    /// ([`AppendError::EntryTimeOutOfRange`]); for several entries, no
+    /// rebuild cooldown ([`AppendError::RebuildCooldown`]); the vault
+    /// exists and `signer` may write ([`AppendError::Access`]); `prev` is
+    /// the head ([`AppendError::HeadMoved`]); the log stays within
+    /// `max_vault_entries` ([`AppendError::VaultFull`]); the quota
+    /// ([`AppendError::QuotaExceeded`]); each record-put's blob is usable
+    /// ([`AppendError::BlobMissing`]); each entry verifies with vault-core
+    /// against the relay's state ([`AppendError::InvalidEntry`]). Storage
+    /// checks the head, the quota and the blobs again in the commit.
+    ///
+    /// Once the checks start changing the relay's state the rest runs as
+    /// its own task, so a cancelled request (client gone, timeout) cannot
+    /// leave the state ahead of storage. After the commit, the bytes of
+    /// blobs the entries purged are deleted unless another vault holds
+    /// them.
+    pub async fn append(
+        &self,
+        vault: VaultId,
+        signer: Fingerprint,
+        prev: Head,
+        entries: Vec<LogEntry>,
+    ) -> Result<Head, AppendError> {
+        check_count(entries.len())?;
+        let now = self.app.now();
+        let skew = self.app.config.clock_skew;
+        for (index, e) in entries.iter().enumerate() {
+            if e.author() != signer {
+                return Err(AppendError::NotAuthor { index });
+            }
+            if !time_in_window(e, now, skew) {
+                return Err(AppendError::EntryTimeOutOfRange {
+                    index,
+                    skew,
+                    server_time: now,
+                });
+            }
+        }
+        let app = self.app.clone();
+        tokio::spawn(async move { commit(&app, vault, signer, prev, entries).await })
+            .await
+            .map_err(|e| Failure::internal("the append task failed", e))?
+    }
+}
+
+/// Checks rights and the compare-and-swap, applies the entries to the
+/// relay's state and stores them, keeping the state equal to storage.
+async fn commit(
+    app: &AppState,
+    vault: VaultId,
+    me: Fingerprint,
+    prev: Head,
+    entries: Vec<LogEntry>,
+) -> Result<Head, AppendError> {
+    if entries.len() > 1 {
+        if let Some(retry_after) = app.rebuild_cooldown(vault) {
+            return Err(AppendError::RebuildCooldown { retry_after });
+        }
+    }
+    let mut guard = app.write_state(vault).await?;
+    let Some(state) = guard.as_mut() else {
+        return Err(AccessError::VaultNotFound.into());
+    };
+    access::writer(state, &me, app.now())?;
+    let checkpoint = state.head();
+    let current = Head {
+        seq: checkpoint.seq,
+        hash: checkpoint.head,
+    };
+    if current != prev {
+        return Err(AppendError::HeadMoved(current));
+    }
+    let size = current.seq.saturating_add(1);
+    let max = app.config.max_vault_entries;
+    let count = u64::try_from(entries.len()).unwrap_or(u64::MAX);
+    if size.saturating_add(count) > max {
+        return Err(AppendError::VaultFull { max });
+    }
+    precheck(app, vault, me, &entries).await?;
+
+    // Verify and apply every entry on the relay's own state, in place: no
+    // copy of the state, whatever its size. `VaultState::apply` changes
+    // nothing when it refuses, so a refusal of the first entry leaves the
+    // state as it was; a refusal further on (or storage refusing the
+    // batch) leaves earlier entries applied, so the state is dropped and
+    // rebuilt from storage at the next use, at a cost bounded by
+    // `max_vault_entries`. Only a writer of this vault can cause that.
+    let drop_state = |guard: &mut Option<VaultState>| {
+        *guard = None;
+        if size > REBUILD_FREE {
+            app.start_rebuild_cooldown(vault);
+        }
+    };
+    let mut effects = Effects::default();
+    for (index, e) in entries.iter().enumerate() {
+        if let Err(source) = effects.apply(state, e, index) {
+            if index > 0 {
+                drop_state(&mut guard);
+            }
+            return Err(AppendError::InvalidEntry { index, source });
+        }
+    }
+    if let Err(index) = follows(prev, &entries) {
+        drop_state(&mut guard);
+        return Err(Failure::internal(
+            "an append vault-core accepted does not follow the head",
+            format!("entry {index} of the request"),
+        )
+        .into());
+    }
+    let purged = effects.purged.clone();
+    let batch = AppendBatch {
+        vault,
+        prev,
+        entries: entries.iter().map(stored).collect(),
+        blob_refs: effects.blob_refs,
+        inbox: effects.inbox,
+        purged: effects.purged,
+        account: me,
+        quota: app.config.quota,
+    };
+    match app.meta.append(batch).await {
+        Ok(head) => {
+            app.note_len(vault, head.seq.saturating_add(1));
+            // The purged blobs' records are gone with the commit; their
+            // bytes go now, unless another vault holds the same blob. A
+            // crash here leaves unreferenced bytes that nobody can fetch.
+            for hash in purged {
+                if !app.meta.blob_in_use(hash).await.unwrap_or(true) {
+                    if let Err(e) = app.blobs.delete(hash).await {
+                        tracing::warn!(error = %e, "deleting a purged blob's bytes");
+                    }
+                }
+            }
+            Ok(head)
+        }
+        Err(e) => {
+            // The entries were applied ahead of storage: rebuild from
+            // storage on the next request.
+            drop_state(&mut guard);
+            Err(match e {
+                storage::AppendError::HeadMoved(h) => AppendError::HeadMoved(h),
+                storage::AppendError::NoVault => AccessError::VaultNotFound.into(),
+                storage::AppendError::Quota => AppendError::QuotaExceeded,
+                storage::AppendError::BlobMissing(index) => AppendError::BlobMissing { index },
+                storage::AppendError::Storage(s) => Failure::storage("appending entries", s).into(),
+            })
+        }
+    }
+}
+
+/// Refuses what storage would refuse, before the state changes: the
+/// signer's quota (every entry's bytes are charged to the signer), and
+/// record-put blobs that are missing, of another length than signed,
+/// uploaded by someone else, already used by another record, or named
+/// twice in the request.
+async fn precheck(
+    app: &AppState,
+    vault: VaultId,
+    me: Fingerprint,
+    entries: &[LogEntry],
+) -> Result<(), AppendError> {
+    let puts: Vec<(usize, [u8; 32], u64)> = entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match e.body() {
+            EntryBody::RecordPut { metadata } => {
+                Some((i, *metadata.ciphertext_hash(), metadata.ciphertext_len()))
+            }
+            _ => None,
+        })
+        .collect();
+    let (used, blobs) = app
+        .meta
+        .append_precheck(vault, me, puts.iter().map(|(_, h, _)| *h).collect())
+        .await
+        .map_err(|e| Failure::internal("checking an append", e))?;
+    let bytes: u64 = entries.iter().map(|e| e.to_bytes().len() as u64).sum();
+    if used.saturating_add(bytes) > app.config.quota {
+        return Err(AppendError::QuotaExceeded);
+    }
+    for (n, (index, hash, len)) in puts.iter().enumerate() {
+        let twice = puts.iter().filter(|(_, h, _)| h == hash).count() > 1;
+        let usable = blobs
+            .get(n)
+            .copied()
+            .flatten()
+            .is_some_and(|(info, used)| info.len == *len && info.uploader == me && !used);
+        if twice || !usable {
+            return Err(AppendError::BlobMissing { index: *index });
+        }
+    }
+    Ok(())
+}
+
+/// What the applied entries change besides the log: blob links of
+/// record-puts (storage checks they are usable), principals granted
+/// something (the inbox index), and blobs purged.
+#[derive(Default)]
+struct Effects {
+    blob_refs: Vec<BlobRef>,
+    inbox: Vec<Fingerprint>,
+    purged: Vec<[u8; 32]>,
+}
+
+impl Effects {
+    /// Applies entry `index` to `state` (vault-core verifies it) and notes
+    /// its effects.
+    fn apply(
+        &mut self,
+        state: &mut VaultState,
+        e: &LogEntry,
+        index: usize,
+    ) -> Result<(), vault_core::Error> {
+        state.apply(e)?;
+        match e.body() {
+            EntryBody::RecordPut { metadata } => self.blob_refs.push(BlobRef {
+                hash: *metadata.ciphertext_hash(),
+                len: metadata.ciphertext_len(),
+                collection: metadata.collection(),
+                record: metadata.record(),
+                entry: index,
+            }),
+            EntryBody::GrantAdded { member, .. } => self.inbox.push(member.fingerprint()),
+            EntryBody::Rotation(r) => self.inbox.extend(r.grants.iter().map(|g| g.member())),
+            EntryBody::RecordPurged { record, .. } => {
+                self.purged.extend(state.purged_ciphertexts(record));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The invariant [`crate::storage::MetaStore::append`] relies on and does
+/// not check itself: the entries of a batch continue the log from `prev`,
+/// each with the next sequence number and naming as previous the hash of
+/// the entry before it (`prev.hash` for the first). vault-core enforces it
+/// entry by entry when it applies them; this states it for the whole batch
+/// and checks it again before anything is stored. `Err` names the first
+/// entry that breaks it.
+pub fn follows(prev: Head, entries: &[LogEntry]) -> Result<(), usize> {
+    let mut head = prev;
+    for (index, e) in entries.iter().enumerate() {
+        if Some(e.seq()) != head.seq.checked_add(1) || *e.prev() != head.hash {
+            return Err(index);
+        }
+        head = Head {
+            seq: e.seq(),
+            hash: *e.hash(),
+        };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use vault_core::Permission;
+
+    use super::*;
+    use crate::domain::blobs::BlobError;
+    use crate::domain::testing::{ident, sha, World};
+    use crate::storage::MetaStore;
+
+    /// `n` collection-created entries by the owner, chained on the
+    /// client's head (none applied to `w.state`).
+    fn collections(w: &World, n: usize) -> Vec<LogEntry> {
+        let mut scratch = w.state.clone();
+        (0..n)
+            .map(|i| {
+                let (_, e) = scratch
+                    .create_collection(&w.patient, &format!("c{i}"), w.now)
+                    .unwrap();
+                scratch.apply(&e).unwrap();
+                e
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_stale_prev_is_refused_with_the_relays_head_and_nothing_is_stored() {
+        let mut w = World::new().await;
+        let stale = w.head();
+        let first = collections(&w, 1);
+        w.append(&w.patient.clone(), first).await.unwrap();
+        let current = w.stored_head().await;
+        assert_ne!(current, stale);
+        let next = collections(&w, 1);
+        let loads = w.app.vault_loads();
+        let err = Appends::new(w.app.clone())
+            .append(w.vault(), w.patient.fingerprint(), stale, next.clone())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, AppendError::HeadMoved(h) if h == current),
+            "{err:?}"
+        );
+        assert_eq!(w.stored_head().await, current);
+        // On the relay's head the same entry goes in, and the relay's state
+        // was never rebuilt: the refusal came before it changed (storage
+        // would refuse too, but only after the state ran ahead).
+        w.append(&w.patient.clone(), next).await.unwrap();
+        assert_eq!(w.app.vault_loads(), loads);
+    }
+
+    #[tokio::test]
+    async fn the_quota_refuses_an_append_before_anything_changes() {
+        let mut w = World::with(|c| c.quota = 8 * 1024).await;
+        let me = w.patient.fingerprint();
+        let used = w.meta.usage(me).await.unwrap();
+        let entries = collections(&w, 40);
+        let bytes: u64 = entries.iter().map(|e| e.to_bytes().len() as u64).sum();
+        assert!(
+            used + bytes > 8 * 1024,
+            "the test needs a batch over the quota"
+        );
+        let loads = w.app.vault_loads();
+        let err = w.append(&w.patient.clone(), entries).await.unwrap_err();
+        assert!(matches!(err, AppendError::QuotaExceeded), "{err:?}");
+        assert_eq!(w.meta.usage(me).await.unwrap(), used);
+        assert_eq!(w.stored_head().await, w.head());
+        // A batch that fits is charged to the signer.
+        let one = collections(&w, 1);
+        let len = one[0].to_bytes().len() as u64;
+        w.append(&w.patient.clone(), one).await.unwrap();
+        assert_eq!(w.meta.usage(me).await.unwrap(), used + len);
+        assert_eq!(
+            w.app.vault_loads(),
+            loads,
+            "refused before the state changed"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_vault_size_cap_counts_genesis_and_refuses_past_it() {
+        // Genesis and "labs" make two entries.
+        let mut w = World::with(|c| c.max_vault_entries = 3).await;
+        let two = collections(&w, 2);
+        let err = w.append(&w.patient.clone(), two).await.unwrap_err();
+        assert!(matches!(err, AppendError::VaultFull { max: 3 }), "{err:?}");
+        assert_eq!(w.stored_head().await.seq, 1);
+        let one = collections(&w, 1);
+        assert_eq!(w.append(&w.patient.clone(), one).await.unwrap().seq, 2);
+        let more = collections(&w, 1);
+        let err = w.append(&w.patient.clone(), more).await.unwrap_err();
+        assert!(matches!(err, AppendError::VaultFull { max: 3 }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_record_put_needs_its_blob_uploaded_by_its_author() {
+        let mut w = World::new().await;
+        let patient = w.patient.clone();
+        let alice = ident(2, "Dr Alice", w.now);
+        w.share(&alice, Permission::ReadWrite).await;
+        let head = w.stored_head().await;
+        let loads = w.app.vault_loads();
+
+        // Not uploaded at all.
+        let (ct, e) = w.seal(&patient, None, b"result");
+        let err = w.append(&patient, vec![e.clone()]).await.unwrap_err();
+        assert!(
+            matches!(err, AppendError::BlobMissing { index: 0 }),
+            "{err:?}"
+        );
+
+        // Uploaded by someone else.
+        w.upload(&alice, &ct).await.unwrap();
+        let err = w.append(&patient, vec![e]).await.unwrap_err();
+        assert!(
+            matches!(err, AppendError::BlobMissing { index: 0 }),
+            "{err:?}"
+        );
+        assert_eq!(w.stored_head().await, head);
+
+        // The index names the entry of the request.
+        let mut batch = collections(&w, 1);
+        let mut scratch = w.state.clone();
+        scratch.apply(&batch[0]).unwrap();
+        let mut kr = vault_core::Keyring::new(&patient, w.now);
+        let mut ct = Vec::new();
+        let info = vault_core::RecordInfo {
+            content_type: "text/plain".into(),
+            title: "second".into(),
+            created_at: w.now,
+            effective_at: None,
+        };
+        let (_, put) = scratch
+            .put_record(
+                &mut kr,
+                &w.labs,
+                None,
+                &info,
+                vault_core::RecordBody::new(&b"x"[..], 1),
+                &mut ct,
+            )
+            .unwrap();
+        batch.push(put);
+        let err = w.append(&patient, batch.clone()).await.unwrap_err();
+        assert!(
+            matches!(err, AppendError::BlobMissing { index: 1 }),
+            "{err:?}"
+        );
+        w.upload(&patient, &ct).await.unwrap();
+        w.append(&patient, batch).await.unwrap();
+        assert_eq!(
+            w.app.vault_loads(),
+            loads,
+            "refused before the state changed"
+        );
+        // Once used, the blob is recorded as such.
+        let (_, blobs) = w
+            .meta
+            .append_precheck(w.vault(), patient.fingerprint(), vec![sha(&ct)])
+            .await
+            .unwrap();
+        assert!(matches!(blobs[0], Some((_, true))));
+    }
+
+    #[tokio::test]
+    async fn entries_must_be_the_signers_and_dated_near_the_relay_clock() {
+        let mut w = World::new().await;
+        let alice = ident(2, "Dr Alice", w.now);
+        w.share(&alice, Permission::ReadWrite).await;
+        let entries = collections(&w, 1);
+        let err = w.append(&alice, entries.clone()).await.unwrap_err();
+        assert!(
+            matches!(err, AppendError::NotAuthor { index: 0 }),
+            "{err:?}"
+        );
+
+        let skew = w.app.config.clock_skew;
+        w.clock.set(w.now + skew + 1);
+        let err = w
+            .append(&w.patient.clone(), entries.clone())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, AppendError::EntryTimeOutOfRange { index: 0, server_time, .. } if server_time == w.now + skew + 1),
+            "{err:?}"
+        );
+        w.clock.set(w.now + skew);
+        w.append(&w.patient.clone(), entries).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn only_writers_of_an_existing_vault_append() {
+        let mut w = World::new().await;
+        let alice = ident(2, "Dr Alice", w.now);
+        let bob = ident(3, "Dr Bob", w.now);
+        w.share(&alice, Permission::Read).await;
+        // The entries are the owner's: only the signer's access is checked
+        // here (authorship is checked before, in `Appends::append`).
+        let one = collections(&w, 1);
+        let err = commit(
+            &w.app,
+            w.vault(),
+            alice.fingerprint(),
+            w.head(),
+            one.clone(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, AppendError::Access(AccessError::ReadOnly)),
+            "{err:?}"
+        );
+        let err = commit(&w.app, w.vault(), bob.fingerprint(), w.head(), one.clone())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, AppendError::Access(AccessError::NotMember)),
+            "{err:?}"
+        );
+        let err = commit(
+            &w.app,
+            VaultId::from_bytes([9; 16]),
+            w.patient.fingerprint(),
+            w.head(),
+            one.clone(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, AppendError::Access(AccessError::VaultNotFound)),
+            "{err:?}"
+        );
+        w.append(&w.patient.clone(), one).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_batch_refused_part_way_leaves_the_relay_state_equal_to_storage() {
+        let mut w = World::new().await;
+        let head = w.stored_head().await;
+        // Two entries both built on the head: the second cannot follow the
+        // first, and vault-core refuses it after applying the first.
+        let a = collections(&w, 1).remove(0);
+        let (_, b) = w
+            .state
+            .create_collection(&w.patient, "other", w.now)
+            .unwrap();
+        let err = w
+            .append(&w.patient.clone(), vec![a.clone(), b])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, AppendError::InvalidEntry { index: 1, .. }),
+            "{err:?}"
+        );
+        assert_eq!(w.stored_head().await, head);
+        // Had the relay kept the first entry applied, its state would be a
+        // head ahead of storage and this would be refused as head_moved.
+        let loads = w.app.vault_loads();
+        w.append(&w.patient.clone(), vec![a]).await.unwrap();
+        assert_eq!(w.app.vault_loads(), loads + 1, "rebuilt from storage");
+    }
+
+    #[tokio::test]
+    async fn a_purge_deletes_the_purged_blobs_after_the_commit_unless_another_vault_holds_them() {
+        let mut w = World::new().await;
+        let patient = w.patient.clone();
+        let v1 = w
+            .put_record(&patient, None, b"positive (entered in error)")
+            .await;
+        let record = w.state.records(None)[0].id;
+        let v2 = w.put_record(&patient, Some(record), b"negative").await;
+        let kept = w.put_record(&patient, None, b"kept elsewhere").await;
+        let kept_record = w
+            .state
+            .records(None)
+            .iter()
+            .find(|r| r.id != record)
+            .unwrap()
+            .id;
+        let kept_v2 = w.put_record(&patient, Some(kept_record), b"kept, v2").await;
+
+        // A second vault holds the same bytes as `kept`.
+        let (_, genesis) = VaultState::create(&patient, w.now).unwrap();
+        let other = genesis.vault();
+        crate::domain::vaults::Vaults::new(w.app.clone())
+            .create(patient.fingerprint(), &genesis, None)
+            .await
+            .unwrap();
+        let chunk = crate::domain::blobs::ChunkUpload {
+            offset: 0,
+            total: kept.len() as u64,
+            declared_len: None,
+            digest: sha(&kept),
+        };
+        crate::domain::blobs::Blobs::new(w.app.clone())
+            .put_chunk(
+                other,
+                sha(&kept),
+                patient.fingerprint(),
+                chunk,
+                crate::domain::testing::body(&kept),
+            )
+            .await
+            .unwrap();
+
+        let used = w.meta.usage(patient.fingerprint()).await.unwrap();
+        let p1 = w.state.purge_record(&patient, &record, w.now).unwrap();
+        let p1_len = p1.to_bytes().len() as u64;
+        w.append(&patient, vec![p1]).await.unwrap();
+        let p2 = w.state.purge_record(&patient, &kept_record, w.now).unwrap();
+        let p2_len = p2.to_bytes().len() as u64;
+        w.append(&patient, vec![p2]).await.unwrap();
+
+        use crate::storage::BlobStore;
+        // The purged version is gone for everyone, the owner included, and
+        // so are its bytes; the current version stays.
+        let err = w.download(&patient, &v1).await.unwrap_err();
+        assert!(matches!(err, BlobError::NotFound), "{err:?}");
+        assert!(w.blobs.read(sha(&v1), 0, 1).await.is_err(), "bytes deleted");
+        assert_eq!(w.download(&patient, &v2).await.unwrap().len(), v2.len());
+        // The blob another vault holds is gone from this vault only.
+        let err = w.download(&patient, &kept).await.unwrap_err();
+        assert!(matches!(err, BlobError::NotFound), "{err:?}");
+        assert!(w.blobs.read(sha(&kept), 0, 1).await.is_ok(), "bytes kept");
+        assert_eq!(
+            w.download(&patient, &kept_v2).await.unwrap().len(),
+            kept_v2.len()
+        );
+        // Their charges were given back.
+        assert_eq!(
+            w.meta.usage(patient.fingerprint()).await.unwrap(),
+            used + p1_len + p2_len - v1.len() as u64 - kept.len() as u64
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_must_follow_the_head() {
+        let w = World::new().await;
+        let prev = w.head();
+        let entries = collections(&w, 2);
+        assert_eq!(follows(prev, &entries), Ok(()));
+        assert_eq!(follows(prev, &entries[1..]), Err(0));
+        assert_eq!(
+            follows(prev, &[entries[0].clone(), entries[0].clone()]),
+            Err(1)
+        );
+        let after_first = Head {
+            seq: entries[0].seq(),
+            hash: *entries[0].hash(),
+        };
+        assert_eq!(follows(after_first, &entries[1..]), Ok(()));
+        assert_eq!(follows(after_first, &entries[..1]), Err(0));
+        assert_eq!(follows(prev, &[]), Ok(()));
+    }
+
+    #[test]
+    fn the_entry_count_is_checked_first() {
+        assert!(matches!(check_count(0), Err(AppendError::Empty)));
+        assert!(check_count(1).is_ok());
+        assert!(check_count(MAX_APPEND).is_ok());
+        assert!(matches!(
+            check_count(MAX_APPEND + 1),
+            Err(AppendError::TooMany { max: MAX_APPEND })
+        ));
+    }
+}
