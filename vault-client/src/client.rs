@@ -552,10 +552,20 @@ impl RelayClient {
         let mut after: Option<VaultId> = None;
         let (mut held_back, mut not_listed) = (0, 0);
         for _ in 0..MAX_INBOX_PAGES {
-            let mut path = format!("/v1/inbox?view={}", view.as_str());
-            if let Some(a) = &after {
-                path.push_str(&format!("&after={}", a.to_hex()));
+            // `view=all` is the default, left out so that relays from
+            // before views (which refuse unknown parameters) still answer.
+            let mut params = Vec::new();
+            if view != InboxView::All {
+                params.push(format!("view={}", view.as_str()));
             }
+            if let Some(a) = &after {
+                params.push(format!("after={}", a.to_hex()));
+            }
+            let path = if params.is_empty() {
+                "/v1/inbox".to_owned()
+            } else {
+                format!("/v1/inbox?{}", params.join("&"))
+            };
             let req = Req::new(Method::GET, path, "reading the inbox");
             let (_, body) = self
                 .exchange(&req, Mode::Buffer(MAX_INBOX_ANSWER))
