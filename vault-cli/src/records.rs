@@ -265,10 +265,16 @@ pub fn open_record<W: Write>(
     id: &RecordId,
     out: W,
 ) -> Result<OpenedRecord> {
-    reading::open_stored(store, state, keyring, id, out).map_err(|e| match e {
+    reading::open_stored(store, state, keyring, id, out).map_err(offline)
+}
+
+/// Ciphertext missing from the device is [`CliError::NotOffline`] (run
+/// `vault sync` online); other errors as they are.
+fn offline(e: ClientError) -> CliError {
+    match e {
         ClientError::NotOnDevice(what) => CliError::NotOffline(what),
         other => other.into(),
-    })
+    }
 }
 
 pub use vault_client::reading::{Listed, Listing};
@@ -295,33 +301,18 @@ pub fn open_all(
     )?;
     session.ensure_blobs(state, &plan.ids())?;
     let listing = reading::open_listing(&session.store, state, &me, session.now(), plan, keep_fhir)
-        .map_err(|e| match e {
-            ClientError::NotOnDevice(what) => CliError::NotOffline(what),
-            other => other.into(),
-        })?;
+        .map_err(offline)?;
     for (summary, e) in &listing.failed {
-        let author = state
-            .identity(&summary.author)
-            .map(|i| {
-                format!(
-                    "{} {}",
-                    crate::output::clean(i.display_name()),
-                    summary
-                        .author
-                        .digit_groups()
-                        .first()
-                        .cloned()
-                        .unwrap_or_default()
-                )
-            })
-            .unwrap_or_else(|| {
-                summary
-                    .author
-                    .digit_groups()
-                    .first()
-                    .cloned()
-                    .unwrap_or_default()
-            });
+        let digits = summary
+            .author
+            .digit_groups()
+            .first()
+            .cloned()
+            .unwrap_or_default();
+        let author = match state.identity(&summary.author) {
+            Some(i) => format!("{} {digits}", crate::output::clean(i.display_name())),
+            None => digits,
+        };
         session.out.warn(format!(
             "warning: record {} (written by {author}) failed verification and is not shown: {e}",
             summary.id

@@ -56,9 +56,7 @@ pub async fn member_access(
     vault: VaultId,
     who: &Fingerprint,
 ) -> Result<Access, AccessError> {
-    let guard = app.read_state(vault).await?;
-    let state = guard.as_ref().ok_or(AccessError::NotMember)?;
-    member(state, who, app.now())
+    on_state(app, vault, who, member).await
 }
 
 /// [`writer`] on `vault`'s current verified state (loaded if needed;
@@ -68,7 +66,17 @@ pub async fn writer_access(
     vault: VaultId,
     who: &Fingerprint,
 ) -> Result<Access, AccessError> {
+    on_state(app, vault, who, writer).await
+}
+
+/// `check` on `vault`'s current verified state, at the relay's time.
+async fn on_state(
+    app: &AppState,
+    vault: VaultId,
+    who: &Fingerprint,
+    check: fn(&VaultState, &Fingerprint, u64) -> Result<Access, AccessError>,
+) -> Result<Access, AccessError> {
     let guard = app.read_state(vault).await?;
     let state = guard.as_ref().ok_or(AccessError::NotMember)?;
-    writer(state, who, app.now())
+    check(state, who, app.now())
 }
