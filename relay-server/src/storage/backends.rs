@@ -149,7 +149,9 @@ impl S3Location {
             || prefix.contains("//")
             || prefix.bytes().any(|b| b.is_ascii_control())
         {
-            return Err(bad("the key prefix after the bucket must be plain path segments"));
+            return Err(bad(
+                "the key prefix after the bucket must be plain path segments",
+            ));
         }
         let mut endpoint = None;
         let mut region = None;
@@ -493,8 +495,7 @@ pub async fn open(
     match (&storage.meta, &storage.blobs) {
         (MetaBackend::Sqlite, BlobBackend::Files) => {
             let meta = Arc::new(
-                super::sqlite::SqliteMeta::open(data_dir, max_batch, observer)
-                    .map_err(embedded)?,
+                super::sqlite::SqliteMeta::open(data_dir, max_batch, observer).map_err(embedded)?,
             );
             let blobs = Arc::new(super::files::FileBlobs::open(data_dir).map_err(embedded)?);
             let closing = meta.clone();
@@ -523,14 +524,12 @@ async fn open_postgres(
     let meta = Arc::new(super::postgres::PgMeta::connect_unmigrated(url, pool).await?);
     let (blobs, where_blobs): (Arc<dyn BlobStore>, String) = match blobs {
         BlobBackend::Files => (
-            Arc::new(
-                super::files::FileBlobs::open(data_dir).map_err(|source| {
-                    BackendError::Embedded {
-                        dir: data_dir.to_path_buf(),
-                        source,
-                    }
-                })?,
-            ),
+            Arc::new(super::files::FileBlobs::open(data_dir).map_err(|source| {
+                BackendError::Embedded {
+                    dir: data_dir.to_path_buf(),
+                    source,
+                }
+            })?),
             format!("files in {}", data_dir.display()),
         ),
         #[cfg(feature = "s3")]
@@ -593,27 +592,41 @@ mod tests {
         assert!(!format!("{url:?} {url}").contains("s3cret"));
         let arg = SecretArg("postgres://u:s3cret@h/d".into());
         assert!(!format!("{arg:?}").contains("s3cret"));
-        let err = DatabaseUrl::parse("mysql://u:s3cret@h/d").unwrap_err().to_string();
-        assert!(err.contains("postgres://") && !err.contains("s3cret"), "{err}");
+        let err = DatabaseUrl::parse("mysql://u:s3cret@h/d")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("postgres://") && !err.contains("s3cret"),
+            "{err}"
+        );
         let creds = S3Credentials {
             access_key_id: "AKIA".into(),
             secret_access_key: "very-secret".into(),
             session_token: Some("token-secret".into()),
         };
         let shown = format!("{creds:?}");
-        assert!(shown.contains("AKIA") && !shown.contains("secret\""), "{shown}");
+        assert!(
+            shown.contains("AKIA") && !shown.contains("secret\""),
+            "{shown}"
+        );
         assert!(!shown.contains("very-secret") && !shown.contains("token-secret"));
     }
 
     #[test]
     fn s3_urls_parse() {
-        let l = S3Location::parse("s3://vault-blobs/relay/one?endpoint=http://127.0.0.1:8333&region=eu-west-1").unwrap();
+        let l = S3Location::parse(
+            "s3://vault-blobs/relay/one?endpoint=http://127.0.0.1:8333&region=eu-west-1",
+        )
+        .unwrap();
         assert_eq!(l.bucket, "vault-blobs");
         assert_eq!(l.prefix, "relay/one");
         assert_eq!(l.endpoint.as_deref(), Some("http://127.0.0.1:8333"));
         assert_eq!(l.region, "eu-west-1");
         let l = S3Location::parse("s3://bucket").unwrap();
-        assert_eq!((l.prefix.as_str(), l.endpoint, l.region.as_str()), ("", None, "us-east-1"));
+        assert_eq!(
+            (l.prefix.as_str(), l.endpoint, l.region.as_str()),
+            ("", None, "us-east-1")
+        );
         let l = S3Location::parse("s3://bucket?endpoint=https%3A%2F%2Fs3.example").unwrap();
         assert_eq!(l.endpoint.as_deref(), Some("https://s3.example"));
         for (bad, says) in [
@@ -639,7 +652,10 @@ mod tests {
         )
         .unwrap();
         let c = S3Credentials::from_file(&path).unwrap();
-        assert_eq!((c.access_key_id.as_str(), c.secret_access_key.as_str()), ("AKIA", "s3cret"));
+        assert_eq!(
+            (c.access_key_id.as_str(), c.secret_access_key.as_str()),
+            ("AKIA", "s3cret")
+        );
         std::fs::write(&path, "[default]\naws_access_key_id = AKIA\n").unwrap();
         let err = S3Credentials::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("aws_secret_access_key"), "{err}");

@@ -24,10 +24,10 @@ use futures_util::Stream;
 use tokio::io::AsyncRead;
 use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
 
+pub mod backends;
 #[cfg(feature = "conformance")]
 #[doc(hidden)]
 pub mod conformance;
-pub mod backends;
 pub mod files;
 pub mod memory;
 #[cfg(feature = "postgres")]

@@ -323,14 +323,17 @@ impl PgMeta {
                 url: shown.clone(),
                 reason: e.to_string(),
             })?;
-        let client = pool.get().await.map_err(|e| BackendError::DatabaseConnect {
-            url: shown.clone(),
-            reason: match e {
-                deadpool_postgres::PoolError::Backend(e) => describe(&e),
-                deadpool_postgres::PoolError::Timeout(_) => "no answer in time".into(),
-                other => other.to_string(),
-            },
-        })?;
+        let client = pool
+            .get()
+            .await
+            .map_err(|e| BackendError::DatabaseConnect {
+                url: shown.clone(),
+                reason: match e {
+                    deadpool_postgres::PoolError::Backend(e) => describe(&e),
+                    deadpool_postgres::PoolError::Timeout(_) => "no answer in time".into(),
+                    other => other.to_string(),
+                },
+            })?;
         client
             .simple_query("SELECT 1")
             .await
@@ -348,11 +351,7 @@ impl PgMeta {
             url: self.shown.clone(),
             reason,
         };
-        let mut client = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| schema(e.to_string()))?;
+        let mut client = self.pool.get().await.map_err(|e| schema(e.to_string()))?;
         migrate(&mut client).await.map_err(schema)
     }
 
@@ -405,7 +404,11 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), String> {
                     &[&m.version, &m.name],
                 )
                 .await?;
-                tracing::info!(version = m.version, name = m.name, "applied a database migration");
+                tracing::info!(
+                    version = m.version,
+                    name = m.name,
+                    "applied a database migration"
+                );
             }
             Ok(true)
         }
@@ -755,7 +758,12 @@ impl MetaStore for PgMeta {
             &tx,
             "INSERT INTO blobs (vault, hash, len, uploader) VALUES ($1, $2, $3, $4)
              ON CONFLICT DO NOTHING",
-            &[&v, &h, &int(info.len)?, &info.uploader.as_bytes().as_slice()],
+            &[
+                &v,
+                &h,
+                &int(info.len)?,
+                &info.uploader.as_bytes().as_slice(),
+            ],
         )
         .await?;
         let outcome = if added == 0 {
@@ -891,12 +899,7 @@ impl MetaStore for PgMeta {
 
     async fn stored_bytes(&self) -> Result<u64, StorageError> {
         let c = self.client().await?;
-        let r = opt(
-            &c,
-            "SELECT COALESCE(SUM(bytes), 0)::bigint FROM usage",
-            &[],
-        )
-        .await?;
+        let r = opt(&c, "SELECT COALESCE(SUM(bytes), 0)::bigint FROM usage", &[]).await?;
         r.map(|r| r.try_get::<_, i64>(0))
             .transpose()?
             .map_or(Ok(0), uint)

@@ -204,9 +204,13 @@ fn classify(location: &S3Location, e: &object_store::Error) -> BackendError {
         },
         object_store::Error::PermissionDenied { .. }
         | object_store::Error::Unauthenticated { .. } => denied(),
-        _ if ["InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"]
-            .iter()
-            .any(|c| text.contains(c)) =>
+        _ if [
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "AccessDenied",
+        ]
+        .iter()
+        .any(|c| text.contains(c)) =>
         {
             denied()
         }
@@ -255,10 +259,12 @@ impl S3Blobs {
             )
             .await
             .map_err(|e| classify(location, &e))?;
-        let probe_key = ObjPath::parse(format!("{prefix}uploads/relay-start-check"))
-            .map_err(|e| BackendError::BlobsUrl {
-                url: location.to_string(),
-                reason: e.to_string(),
+        let probe_key =
+            ObjPath::parse(format!("{prefix}uploads/relay-start-check")).map_err(|e| {
+                BackendError::BlobsUrl {
+                    url: location.to_string(),
+                    reason: e.to_string(),
+                }
             })?;
         let id = probe
             .create_multipart(&probe_key)
@@ -383,7 +389,11 @@ impl S3Blobs {
             let c = self.client().await?;
             c.execute(
                 "DELETE FROM s3_uploads WHERE vault = $1 AND hash = $2 AND lease = $3",
-                &[&key.vault.as_bytes().as_slice(), &key.hash.as_slice(), &token],
+                &[
+                    &key.vault.as_bytes().as_slice(),
+                    &key.hash.as_slice(),
+                    &token,
+                ],
             )
             .await
             .map_err(db_error)
@@ -485,7 +495,11 @@ impl S3Blobs {
         let c = self.client().await?;
         c.execute(
             "DELETE FROM s3_uploads WHERE vault = $1 AND hash = $2 AND lease = $3",
-            &[&key.vault.as_bytes().as_slice(), &key.hash.as_slice(), &token],
+            &[
+                &key.vault.as_bytes().as_slice(),
+                &key.hash.as_slice(),
+                &token,
+            ],
         )
         .await
         .map_err(db_error)?;
