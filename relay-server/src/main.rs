@@ -85,19 +85,6 @@ fn main() -> ExitCode {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::log_colours;
-
-    #[test]
-    fn colours_only_on_a_terminal_without_no_color() {
-        assert!(log_colours(true, None));
-        assert!(!log_colours(false, None));
-        assert!(!log_colours(true, Some("1".into())));
-        assert!(log_colours(true, Some("".into())));
-    }
-}
-
 fn serve(config: Config) -> ExitCode {
     init_logs(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -191,4 +178,17 @@ fn serve(config: Config) -> ExitCode {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_colours;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(log_colours(true, None));
+        assert!(!log_colours(false, None));
+        assert!(!log_colours(true, Some("1".into())));
+        assert!(log_colours(true, Some("".into())));
+    }
 }

@@ -14,7 +14,15 @@
 //! its own process group, killed on drop, and the directories are removed.
 //! Missing binaries fail the test with how to install them
 //! (`scripts/services install`).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+// Helpers of the S3 tests go unused in a build with `postgres` alone.
+#![cfg_attr(not(feature = "s3"), allow(unused_imports))]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    dead_code
+)]
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
