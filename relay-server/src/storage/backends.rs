@@ -2,8 +2,8 @@
 //!
 //! By default metadata lives in SQLite and blobs in files, both under the
 //! data directory. `--database postgres://…` moves metadata to PostgreSQL
-//! ([`super::postgres`], feature `postgres`); `--blobs s3://bucket…` moves
-//! blobs to S3-compatible object storage ([`super::s3`], feature `s3`),
+//! (`storage::postgres`, feature `postgres`); `--blobs s3://bucket…` moves
+//! blobs to S3-compatible object storage (`storage::s3`, feature `s3`),
 //! which keeps the state of its multipart uploads in the same PostgreSQL
 //! database. Everything here parses and checks before anything is opened,
 //! and every error says what to fix; no password or secret key is ever
