@@ -498,3 +498,198 @@ async fn bad_object_store_settings_say_what_to_fix_and_leave_nothing() {
     );
     (ok.close)();
 }
+
+/// The whole relay over PostgreSQL + S3, through its HTTP API in process:
+/// publish, create a vault, upload a record's 10 MiB blob in signed 4 MiB
+/// chunks (multipart parts and a tail between them), append its
+/// record-put, download it whole and by a range across a part boundary;
+/// then a second relay on the same storage serves the same head and blob.
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn relay_serves_from_postgres_and_s3() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use relay_server::{Config, Relay};
+    use serde_json::{json, Value};
+    use tower::ServiceExt;
+    use vault_core::request::{body_digest, RelayOrigin, RequestAuth};
+    use vault_core::{IdentityInfo, Keyring, RecordInfo, Role, SecretIdentity, VaultState};
+
+    let cluster = services::cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_data_dir(dir.path());
+    config.storage = StorageConfig {
+        meta: MetaBackend::Postgres(cluster.pg.fresh_database(&cluster.unique("t")).await),
+        blobs: BlobBackend::S3 {
+            location: cluster.s3.location(&cluster.unique("p")),
+            credentials: services::credentials(),
+        },
+        database_pool: 16,
+    };
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let origin = RelayOrigin::parse("http://127.0.0.1:8787").unwrap();
+    let b64 = |b: &[u8]| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    };
+    let me = SecretIdentity::from_seed(
+        &[7; 32],
+        &IdentityInfo {
+            display_name: "Pat Patient".into(),
+            role: Role::Patient,
+            registration: None,
+            created_at: now() - 1000,
+        },
+    )
+    .unwrap();
+    let request = |method: &str, pq: &str, body: Vec<u8>, extra: &[(&str, String)]| {
+        let auth = RequestAuth::sign(&me, method, pq, &origin, now(), body_digest(&body)).unwrap();
+        let mut b = Request::builder().method(method).uri(pq);
+        for (k, v) in auth.headers() {
+            b = b.header(k, v);
+        }
+        for (k, v) in extra {
+            b = b.header(*k, v.as_str());
+        }
+        b.body(Body::from(body)).unwrap()
+    };
+    let call = |router: axum::Router, req: Request<Body>| async move {
+        let resp = router.oneshot(req).await.unwrap();
+        let status = resp.status();
+        (
+            status,
+            resp.into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+    };
+    let json_of = |b: &[u8]| serde_json::from_slice::<Value>(b).unwrap_or(Value::Null);
+    let jbody = |v: Value| serde_json::to_vec(&v).unwrap();
+    let ct_json = [("content-type", "application/json".to_owned())];
+
+    let relay = Relay::connect(config.clone()).await.unwrap();
+    let router = relay.router();
+    let (s, b) = call(
+        router.clone(),
+        request(
+            "PUT",
+            "/v1/identities",
+            jbody(json!({"identity": me.public().to_text()})),
+            &ct_json,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{}", json_of(&b));
+    let (mut state, genesis) = VaultState::create(&me, now()).unwrap();
+    let (s, b) = call(
+        router.clone(),
+        request(
+            "POST",
+            "/v1/vaults",
+            jbody(json!({"genesis": b64(&genesis.to_bytes())})),
+            &ct_json,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{}", json_of(&b));
+    let vault = state.vault().to_hex();
+    let append = |state: &VaultState, e: &vault_core::LogEntry| {
+        let h = state.head();
+        request(
+            "POST",
+            &format!("/v1/vaults/{vault}/log"),
+            jbody(json!({
+                "prev": {"seq": h.seq, "hash": hex::encode(h.head)},
+                "entries": [b64(&e.to_bytes())],
+            })),
+            &ct_json,
+        )
+    };
+    let (labs, e) = state.create_collection(&me, "labs", now()).unwrap();
+    let (s, b) = call(router.clone(), append(&state, &e)).await;
+    assert_eq!(s, StatusCode::OK, "{}", json_of(&b));
+    state.apply(&e).unwrap();
+    // A 10 MiB record: its blob spans two parts.
+    let body = pattern(10 << 20);
+    let mut kr = Keyring::new(&me, now());
+    let mut ct = Vec::new();
+    let (_, put) = state
+        .put_record(
+            &mut kr,
+            &labs,
+            None,
+            &RecordInfo {
+                content_type: "application/octet-stream".into(),
+                title: "scan".into(),
+                created_at: now(),
+                effective_at: None,
+            },
+            vault_core::RecordBody::new(body.as_slice(), body.len() as u64),
+            &mut ct,
+        )
+        .unwrap();
+    let blob = format!("/v1/vaults/{vault}/blobs/{}", hex::encode(body_digest(&ct)));
+    let mut at = 0;
+    while at < ct.len() {
+        let piece = ct[at..(at + (4 << 20)).min(ct.len())].to_vec();
+        let n = piece.len();
+        let (s, b) = call(
+            router.clone(),
+            request(
+                "PUT",
+                &blob,
+                piece,
+                &[
+                    ("content-type", "application/octet-stream".to_owned()),
+                    ("upload-length", ct.len().to_string()),
+                    ("upload-offset", at.to_string()),
+                ],
+            ),
+        )
+        .await;
+        at += n;
+        let want = if at < ct.len() {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::CREATED
+        };
+        assert_eq!(s, want, "{}", json_of(&b));
+    }
+    let (s, b) = call(router.clone(), append(&state, &put)).await;
+    assert_eq!(s, StatusCode::OK, "{}", json_of(&b));
+    state.apply(&put).unwrap();
+    let (s, got) = call(router.clone(), request("GET", &blob, Vec::new(), &[])).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(got == ct, "the blob reads back whole");
+    let from = (8 << 20) - 8;
+    let range = [("range", format!("bytes={from}-{}", from + 15))];
+    let (s, got) = call(router.clone(), request("GET", &blob, Vec::new(), &range)).await;
+    assert_eq!(s, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(got, ct[from..from + 16]);
+    // A second relay on the same storage.
+    let other = Relay::connect(config).await.unwrap();
+    let (s, b) = call(
+        other.router(),
+        request("GET", &format!("/v1/vaults/{vault}/head"), Vec::new(), &[]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        json_of(&b)["head"]["seq"],
+        state.head().seq,
+        "{}",
+        json_of(&b)
+    );
+    let (s, got) = call(other.router(), request("GET", &blob, Vec::new(), &range)).await;
+    assert_eq!(s, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(got, ct[from..from + 16]);
+}
