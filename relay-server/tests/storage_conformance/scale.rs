@@ -595,7 +595,7 @@ async fn relay_serves_from_postgres_and_s3() {
         request(
             "POST",
             "/v1/vaults",
-            jbody(json!({"genesis": b64(&genesis.to_bytes())})),
+            jbody(json!({"genesis": b64(genesis.to_bytes())})),
             &ct_json,
         ),
     )
@@ -609,7 +609,7 @@ async fn relay_serves_from_postgres_and_s3() {
             &format!("/v1/vaults/{vault}/log"),
             jbody(json!({
                 "prev": {"seq": h.seq, "hash": hex::encode(h.head)},
-                "entries": [b64(&e.to_bytes())],
+                "entries": [b64(e.to_bytes())],
             })),
             &ct_json,
         )
