@@ -797,6 +797,72 @@ abcdefghijklmnopqrstuvwxyz
     }
 
     #[test]
+    fn storage_settings_resolve_and_never_show_secrets() {
+        use crate::storage::backends::{BlobBackend, MetaBackend};
+        let d = Config::resolve(&ServeArgs::default()).unwrap();
+        assert!(d.storage.is_embedded());
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("credentials");
+        std::fs::write(
+            &creds,
+            "[default]\naws_access_key_id = AKIAEXAMPLE\naws_secret_access_key = very-secret-key\n",
+        )
+        .unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "database = \"postgres://relay:db-password@db.internal/vault\"\ndatabase_pool = 8\nblobs = \"s3://vault-blobs/one?endpoint=http://127.0.0.1:8333\"\nblobs_credentials = {:?}\n",
+                creds.display().to_string()
+            ),
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        let c = Config::resolve(&args).unwrap();
+        assert!(matches!(c.storage.meta, MetaBackend::Postgres(_)));
+        assert_eq!(c.storage.database_pool, 8);
+        match &c.storage.blobs {
+            BlobBackend::S3 {
+                location,
+                credentials,
+            } => {
+                assert_eq!(
+                    (location.bucket.as_str(), location.prefix.as_str()),
+                    ("vault-blobs", "one")
+                );
+                assert_eq!(credentials.secret_access_key, "very-secret-key");
+            }
+            other => panic!("{other:?}"),
+        }
+        let shown = format!("{c:?} {args:?}");
+        assert!(!shown.contains("db-password"), "{shown}");
+        assert!(!shown.contains("very-secret-key"), "{shown}");
+        // A flag beats the file, and a bad one names the setting without
+        // echoing its password.
+        let args = ServeArgs {
+            config: Some(path),
+            database: Some(SecretArg("mysql://root:db-password@h/d".into())),
+            ..ServeArgs::default()
+        };
+        let err = Config::resolve(&args).unwrap_err().to_string();
+        assert!(
+            err.contains("--database") && !err.contains("db-password"),
+            "{err}"
+        );
+        // S3 blobs without PostgreSQL.
+        let args = ServeArgs {
+            blobs: Some("s3://vault-blobs".into()),
+            blobs_credentials: Some(creds),
+            ..ServeArgs::default()
+        };
+        let err = Config::resolve(&args).unwrap_err().to_string();
+        assert!(err.contains("--database"), "{err}");
+    }
+
+    #[test]
     fn max_json_always_carries_the_largest_rotation() {
         // The default holds the largest rotation in base64 with room to spare.
         assert!(Config::default().max_json >= MIN_MAX_JSON);
