@@ -154,7 +154,7 @@ impl Postgres {
     }
 
     /// Starts one (as the `postgres` user when running as root).
-    pub fn start() -> Self {
+    pub fn start(watchdog: &Watchdog) -> Self {
         let began = Instant::now();
         let bin = pg_bin()
             .filter(|b| b.join("initdb").is_file() && b.join("pg_ctl").is_file())
@@ -163,6 +163,7 @@ impl Postgres {
             .prefix("vault-pg-")
             .tempdir()
             .unwrap();
+        watchdog.directory(dir.path());
         let run_as = if rustix::process::geteuid().is_root() {
             let (uid, gid) = user_ids("postgres").unwrap_or_else(|| {
                 panic!("running as root, PostgreSQL must run as another user, and there is no `postgres` user: install Debian's postgresql, which creates it")
@@ -228,6 +229,9 @@ impl Postgres {
                 .output()
                 .unwrap();
             if out.status.success() {
+                if let Some(pid) = pg.postmaster_pid().and_then(|p| u32::try_from(p).ok()) {
+                    watchdog.group(pid);
+                }
                 pg.started_in = began.elapsed();
                 return pg;
             }
@@ -333,7 +337,7 @@ mod seaweed {
     }
 
     impl Seaweed {
-        fn spawn(&mut self, weed: &Path, name: &str, args: &[String]) {
+        fn spawn(&mut self, watchdog: &Watchdog, weed: &Path, name: &str, args: &[String]) {
             use std::os::unix::process::CommandExt;
             let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
             let child = Command::new(weed)
@@ -345,6 +349,7 @@ mod seaweed {
                 .process_group(0)
                 .spawn()
                 .unwrap();
+            watchdog.group(child.id());
             self.children.push(child);
         }
 
@@ -371,7 +376,7 @@ mod seaweed {
         }
 
         /// Starts one and waits until a write through S3 succeeds.
-        pub async fn start() -> Self {
+        pub async fn start(watchdog: &Watchdog) -> Self {
             let began = Instant::now();
             let weed = weed_bin()
                 .filter(|w| w.is_file())
@@ -380,6 +385,7 @@ mod seaweed {
                 .prefix("vault-weed-")
                 .tempdir()
                 .unwrap();
+            watchdog.directory(dir.path());
             let mut sw = Self {
                 dir,
                 children: Vec::new(),
@@ -408,7 +414,7 @@ mod seaweed {
                 "-metricsPort=0".into(),
             ];
             args.extend(loopback.clone());
-            sw.spawn(&weed, "master", &args);
+            sw.spawn(watchdog, &weed, "master", &args);
             for i in 1..=3 {
                 let mut args = vec![
                     "volume".to_owned(),
@@ -422,7 +428,7 @@ mod seaweed {
                     "-metricsPort=0".into(),
                 ];
                 args.extend(loopback.clone());
-                sw.spawn(&weed, &format!("volume{i}"), &args);
+                sw.spawn(watchdog, &weed, &format!("volume{i}"), &args);
             }
             let config = sw.dir.path().join("s3.json");
             std::fs::write(
@@ -453,7 +459,7 @@ mod seaweed {
                 "-metricsPort=0".into(),
             ];
             args.extend(loopback);
-            sw.spawn(&weed, "filer", &args);
+            sw.spawn(watchdog, &weed, "filer", &args);
             let deadline = Instant::now() + Duration::from_secs(90);
             let mp = sw.master_port;
             sw.wait("the three volume servers", deadline, || {
@@ -565,8 +571,75 @@ mod seaweed {
     }
 }
 
+/// A shell that stops the services if the test process dies without
+/// dropping them (killed by a timeout or `kill -9`): once the process is
+/// gone, it kills every process group and removes every directory
+/// registered with it. Dropping it stops it.
+pub struct Watchdog {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Watchdog {
+    /// Starts one watching this process.
+    pub fn start() -> Self {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::Builder::new()
+            .prefix("vault-watch-")
+            .tempdir()
+            .unwrap();
+        let list = dir.path().join("list");
+        std::fs::write(&list, "").unwrap();
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done
+             while read -r kind what; do
+               case $kind in g) kill -9 -$what 2>/dev/null;; d) rm -rf \"$what\";; esac
+             done < '{list}'
+             rm -rf '{dir}'",
+            pid = std::process::id(),
+            list = list.display(),
+            dir = dir.path().display()
+        );
+        let child = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        Self { child, dir }
+    }
+
+    fn register(&self, line: String) {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("list"))
+            .unwrap();
+        writeln!(f, "{line}").unwrap();
+    }
+
+    /// A process group to kill.
+    pub fn group(&self, pgid: u32) {
+        self.register(format!("g {pgid}"));
+    }
+
+    /// A directory to remove.
+    pub fn directory(&self, dir: &Path) {
+        self.register(format!("d {}", dir.display()));
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Both services, shared by the tests of one binary.
 pub struct Cluster {
+    _watchdog: Arc<Watchdog>,
     /// PostgreSQL.
     pub pg: Postgres,
     /// SeaweedFS.
@@ -591,19 +664,26 @@ pub async fn cluster() -> Arc<Cluster> {
     if let Some(c) = shared.upgrade() {
         return c;
     }
-    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let watchdog = Arc::new(Watchdog::start());
+    let pg = {
+        let w = watchdog.clone();
+        tokio::task::spawn_blocking(move || Postgres::start(&w))
+            .await
+            .unwrap()
+    };
     eprintln!(
         "services: PostgreSQL started in {:.1} s",
         pg.started_in.as_secs_f64()
     );
     #[cfg(feature = "s3")]
-    let s3 = Seaweed::start().await;
+    let s3 = Seaweed::start(&watchdog).await;
     #[cfg(feature = "s3")]
     eprintln!(
         "services: SeaweedFS (master, 3 volume servers in 3 racks, filer + S3) answered a write in {:.1} s",
         s3.started_in.as_secs_f64()
     );
     let c = Arc::new(Cluster {
+        _watchdog: watchdog,
         pg,
         #[cfg(feature = "s3")]
         s3,
