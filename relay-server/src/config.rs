@@ -11,10 +11,18 @@ use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 use vault_core::request::RelayOrigin;
 
+use crate::storage::backends::{
+    BackendError, BlobBackend, DatabaseUrl, MetaBackend, S3Credentials, S3Location, SecretArg,
+    StorageConfig, DEFAULT_DATABASE_POOL,
+};
+
 /// The vault blind relay: stores and routes vault ciphertext it cannot read.
 ///
 /// With no arguments it creates `./relay-data` (an embedded SQLite database
-/// and a blob directory) and listens on 127.0.0.1:8787. Every option can also
+/// and a blob directory) and listens on 127.0.0.1:8787. For several relays
+/// over shared storage, `--database postgres://…` keeps metadata in
+/// PostgreSQL and `--blobs s3://…` keeps blobs in S3-compatible object
+/// storage (builds with the `postgres` and `s3` features). Every option can also
 /// be set by an environment variable (shown below) or in a TOML file given
 /// with `--config` (keys are the long option names with `_` for `-`, for
 /// example `max_chunk = "64MiB"`). Flags beat the environment, which beats
@@ -67,6 +75,34 @@ pub struct ServeArgs {
     /// Data directory, created if absent [default: ./relay-data].
     #[arg(long, env = "RELAY_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
+    /// Keep metadata in this PostgreSQL database instead of SQLite in the
+    /// data directory: `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`.
+    /// Prefer the environment to the command line, where `ps` shows it (a
+    /// password may also come from PGPASSWORD); it is never logged.
+    /// Migrations are applied at start. Plain TCP or a Unix socket (no TLS
+    /// yet). Needs the `postgres` feature [default: SQLite in the data
+    /// directory].
+    #[arg(long, env = "RELAY_DATABASE", hide_env_values = true, global = true)]
+    pub database: Option<SecretArg>,
+    /// Most connections to PostgreSQL [default: 16].
+    #[arg(long, env = "RELAY_DATABASE_POOL", global = true)]
+    pub database_pool: Option<usize>,
+    /// Keep blobs in S3-compatible object storage instead of files in the
+    /// data directory:
+    /// `s3://BUCKET[/PREFIX]?endpoint=https://HOST[:PORT]&region=REGION`
+    /// (no endpoint: AWS; the bucket must exist). Credentials come from
+    /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)
+    /// or from --blobs-credentials, never from the URL. Needs --database
+    /// (uploads in progress are tracked in PostgreSQL) and the `s3`
+    /// feature [default: files in the data directory].
+    #[arg(long, env = "RELAY_BLOBS", global = true)]
+    pub blobs: Option<String>,
+    /// A file with the object store's credentials in the AWS
+    /// shared-credentials format: a `[default]` section with
+    /// `aws_access_key_id` and `aws_secret_access_key` [default: the
+    /// AWS_* variables].
+    #[arg(long, env = "RELAY_BLOBS_CREDENTIALS", global = true)]
+    pub blobs_credentials: Option<PathBuf>,
     /// Directory of the patient web app to serve at `/` [default: none].
     #[arg(long, env = "RELAY_WEB_DIR", global = true)]
     pub web_dir: Option<PathBuf>,
@@ -179,6 +215,10 @@ pub enum LogFormat {
 struct FileConfig {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
+    database: Option<SecretArg>,
+    database_pool: Option<usize>,
+    blobs: Option<String>,
+    blobs_credentials: Option<PathBuf>,
     web_dir: Option<PathBuf>,
     allow_origin: Option<Vec<String>>,
     public_url: Option<Vec<String>>,
@@ -243,6 +283,9 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// The storage settings are not usable.
+    #[error(transparent)]
+    Storage(#[from] BackendError),
 }
 
 /// Checks CORS origins: each exactly `http(s)://host[:port]` (no path, no
@@ -323,6 +366,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Data directory (database and blobs).
     pub data_dir: PathBuf,
+    /// Where metadata and blobs are kept (SQLite and files in
+    /// [`Config::data_dir`] by default).
+    pub storage: StorageConfig,
     /// Static web app directory served at `/`, if any.
     pub web_dir: Option<PathBuf>,
     /// Origins allowed to call the API from a browser (CORS), each
@@ -384,6 +430,10 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
             data_dir: PathBuf::from("relay-data"),
+            storage: StorageConfig {
+                database_pool: DEFAULT_DATABASE_POOL,
+                ..StorageConfig::default()
+            },
             web_dir: None,
             allow_origin: Vec::new(),
             public_url: Vec::new(),
@@ -451,7 +501,9 @@ impl Config {
             (None, Some(v)) => v.bytes(),
             (None, None) => Ok(default),
         };
+        let storage = resolve_storage(args, &file)?;
         let c = Config {
+            storage,
             listen: args.listen.or(file.listen).unwrap_or(d.listen),
             data_dir: args
                 .data_dir
@@ -529,6 +581,10 @@ impl Config {
 
     fn check(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        self.storage.check()?;
+        if self.storage.database_pool < 2 {
+            return bad("database_pool must be at least 2");
+        }
         if self.rate == 0 || self.burst == 0 {
             return bad("rate and burst must be at least 1");
         }
@@ -576,6 +632,54 @@ impl Config {
             Vec::new()
         }
     }
+}
+
+/// The storage settings: flags and environment over the file.
+fn resolve_storage(args: &ServeArgs, file: &FileConfig) -> Result<StorageConfig, ConfigError> {
+    let database = args
+        .database
+        .clone()
+        .or_else(|| file.database.clone())
+        .filter(|d| !d.0.trim().is_empty());
+    let meta = match database {
+        Some(url) => MetaBackend::Postgres(DatabaseUrl::parse(&url.0)?),
+        None => MetaBackend::Sqlite,
+    };
+    let blobs = args
+        .blobs
+        .clone()
+        .or_else(|| file.blobs.clone())
+        .filter(|b| !b.trim().is_empty());
+    let blobs = match blobs {
+        None => BlobBackend::Files,
+        Some(url) => {
+            let location = S3Location::parse(&url)?;
+            let credentials = match args
+                .blobs_credentials
+                .as_ref()
+                .or(file.blobs_credentials.as_ref())
+            {
+                Some(path) => S3Credentials::from_file(path)?,
+                None => S3Credentials::from_env()?.ok_or_else(|| {
+                    BackendError::Credentials(
+                        "--blobs s3://… needs credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or --blobs-credentials FILE".into(),
+                    )
+                })?,
+            };
+            BlobBackend::S3 {
+                location,
+                credentials,
+            }
+        }
+    };
+    Ok(StorageConfig {
+        meta,
+        blobs,
+        database_pool: args
+            .database_pool
+            .or(file.database_pool)
+            .unwrap_or(DEFAULT_DATABASE_POOL),
+    })
 }
 
 /// The smallest `max_json` that still carries the largest rotation the
@@ -711,6 +815,72 @@ abcdefghijklmnopqrstuvwxyz
             ..ServeArgs::default()
         };
         assert!(Config::resolve(&args).is_err());
+    }
+
+    #[test]
+    fn storage_settings_resolve_and_never_show_secrets() {
+        use crate::storage::backends::{BlobBackend, MetaBackend};
+        let d = Config::resolve(&ServeArgs::default()).unwrap();
+        assert!(d.storage.is_embedded());
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("credentials");
+        std::fs::write(
+            &creds,
+            "[default]\naws_access_key_id = AKIAEXAMPLE\naws_secret_access_key = very-secret-key\n",
+        )
+        .unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "database = \"postgres://relay:db-password@db.internal/vault\"\ndatabase_pool = 8\nblobs = \"s3://vault-blobs/one?endpoint=http://127.0.0.1:8333\"\nblobs_credentials = {:?}\n",
+                creds.display().to_string()
+            ),
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        let c = Config::resolve(&args).unwrap();
+        assert!(matches!(c.storage.meta, MetaBackend::Postgres(_)));
+        assert_eq!(c.storage.database_pool, 8);
+        match &c.storage.blobs {
+            BlobBackend::S3 {
+                location,
+                credentials,
+            } => {
+                assert_eq!(
+                    (location.bucket.as_str(), location.prefix.as_str()),
+                    ("vault-blobs", "one")
+                );
+                assert_eq!(credentials.secret_access_key, "very-secret-key");
+            }
+            other => panic!("{other:?}"),
+        }
+        let shown = format!("{c:?} {args:?}");
+        assert!(!shown.contains("db-password"), "{shown}");
+        assert!(!shown.contains("very-secret-key"), "{shown}");
+        // A flag beats the file, and a bad one names the setting without
+        // echoing its password.
+        let args = ServeArgs {
+            config: Some(path),
+            database: Some(SecretArg("mysql://root:db-password@h/d".into())),
+            ..ServeArgs::default()
+        };
+        let err = Config::resolve(&args).unwrap_err().to_string();
+        assert!(
+            err.contains("--database") && !err.contains("db-password"),
+            "{err}"
+        );
+        // S3 blobs without PostgreSQL.
+        let args = ServeArgs {
+            blobs: Some("s3://vault-blobs".into()),
+            blobs_credentials: Some(creds),
+            ..ServeArgs::default()
+        };
+        let err = Config::resolve(&args).unwrap_err().to_string();
+        assert!(err.contains("--database"), "{err}");
     }
 
     #[test]

@@ -8,10 +8,22 @@ use relay_server::config::{Cli, Command, Config, LogFormat};
 use relay_server::{backup, server, Relay};
 use tracing_subscriber::EnvFilter;
 
+/// Whether text logs may carry colour: only on a terminal, and not when
+/// `NO_COLOR` is set (logs written to a file or a pipe stay plain text).
+fn log_colours(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 fn init_logs(config: &Config) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let colours = log_colours(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR"),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colours)
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().init(),
@@ -28,7 +40,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    if !matches!(command, Command::Serve) && !config.storage.is_embedded() {
+        eprintln!(
+            "relay-server: backup and restore work on the embedded storage (SQLite and files in the data directory) only; with --database or --blobs, back up PostgreSQL (pg_dump) and the bucket with their own tools"
+        );
+        return ExitCode::from(2);
+    }
+    match command {
         Command::Serve => serve(config),
         Command::Backup { output } => match backup::backup(&config.data_dir, &output) {
             Ok(s) => {
@@ -98,19 +117,16 @@ fn serve(config: Config) -> ExitCode {
         config.listen = listener.local_addr().unwrap_or(listen);
         let origins: Vec<String> = config.relay_origins().iter().map(|o| o.to_string()).collect();
         tracing::info!(origins = %origins.join(", "), "accepting requests signed for these relay origins");
-        let relay = match Relay::open(config) {
+        let relay = match Relay::connect(config).await {
             Ok(r) => r,
             Err(e) => {
-                eprintln!(
-                    "relay-server: cannot open the data directory {}: {e}",
-                    data_dir.display()
-                );
+                eprintln!("relay-server: {e}");
                 return ExitCode::FAILURE;
             }
         };
         let admin_router = relay.admin_router();
         let addr = listener.local_addr().unwrap_or(listen);
-        tracing::info!(%addr, data_dir = %data_dir.display(), "relay listening");
+        tracing::info!(%addr, data_dir = %data_dir.display(), storage = %relay.storage, "relay listening");
         // SIGTERM is caught from here on (see `shutdown_signal`).
         let shutdown = server::shutdown_signal();
         let admin = match admin_listen {
@@ -162,4 +178,17 @@ fn serve(config: Config) -> ExitCode {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_colours;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(log_colours(true, None));
+        assert!(!log_colours(false, None));
+        assert!(!log_colours(true, Some("1".into())));
+        assert!(log_colours(true, Some("".into())));
+    }
 }

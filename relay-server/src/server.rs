@@ -12,6 +12,7 @@ use crate::app::router;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::state::AppState;
+use crate::storage::backends::{self, BackendError};
 use crate::storage::files::FileBlobs;
 use crate::storage::sqlite::SqliteMeta;
 use crate::storage::StorageError;
@@ -19,17 +20,25 @@ use crate::storage::StorageError;
 /// Uploads untouched this long are abandoned and removed.
 pub const ABANDONED_UPLOAD: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-/// A relay's state over the embedded storage in `config.data_dir`.
+/// A relay's state over its storage.
 pub struct Relay {
     /// The shared state.
     pub state: Arc<AppState>,
-    meta: Arc<SqliteMeta>,
+    close: Arc<dyn Fn() + Send + Sync>,
+    /// What storage it runs on (no secrets), for the log.
+    pub storage: String,
 }
 
 impl Relay {
-    /// Opens (creating) the data directory: `relay.sqlite3`, `blobs/`,
-    /// `uploads/`.
+    /// Opens (creating) the embedded storage in the data directory:
+    /// `relay.sqlite3`, `blobs/`, `uploads/`. For PostgreSQL or S3
+    /// ([`Config::storage`]), use [`Relay::connect`].
     pub fn open(config: Config) -> Result<Self, StorageError> {
+        if !config.storage.is_embedded() {
+            return Err(StorageError::new(
+                "Relay::open opens the embedded storage only; use Relay::connect for PostgreSQL or S3",
+            ));
+        }
         let metrics = Arc::new(Metrics::new());
         let m = metrics.clone();
         let meta = Arc::new(SqliteMeta::open(
@@ -38,8 +47,36 @@ impl Relay {
             Arc::new(move |n| m.batch_sizes.observe(n as f64)),
         )?);
         let blobs = Arc::new(FileBlobs::open(&config.data_dir)?);
-        let state = Arc::new(AppState::new(config, meta.clone(), blobs, metrics));
-        Ok(Self { state, meta })
+        let storage = format!("SQLite and files in {}", config.data_dir.display());
+        let closing = meta.clone();
+        let state = Arc::new(AppState::new(config, meta, blobs, metrics));
+        Ok(Self {
+            state,
+            close: Arc::new(move || closing.close()),
+            storage,
+        })
+    }
+
+    /// Opens the configured storage, embedded or remote: connects to
+    /// PostgreSQL and applies its migrations, checks the bucket. Every
+    /// error names the setting to fix; nothing remote is written when one
+    /// is returned.
+    pub async fn connect(config: Config) -> Result<Self, BackendError> {
+        let metrics = Arc::new(Metrics::new());
+        let m = metrics.clone();
+        let opened = backends::open(
+            &config.storage,
+            &config.data_dir,
+            config.max_batch,
+            Arc::new(move |n| m.batch_sizes.observe(n as f64)),
+        )
+        .await?;
+        let state = Arc::new(AppState::new(config, opened.meta, opened.blobs, metrics));
+        Ok(Self {
+            state,
+            close: Arc::from(opened.close),
+            storage: opened.description,
+        })
     }
 
     /// The router (for in-process tests).
@@ -100,8 +137,8 @@ impl Relay {
         .with_graceful_shutdown(shutdown)
         .await;
         housekeeping.abort();
-        let meta = self.meta.clone();
-        let _ = tokio::task::spawn_blocking(move || meta.close()).await;
+        let close = self.close.clone();
+        let _ = tokio::task::spawn_blocking(move || close()).await;
         result
     }
 }

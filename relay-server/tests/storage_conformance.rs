@@ -1,6 +1,17 @@
 //! The storage conformance suite (`relay_server::storage::conformance`)
 //! on SQLite + files (in a temporary directory) and on the in-memory
 //! backend, plus the crash-consistency expectations of SQLite + files.
+//! With the `postgres` feature also on PostgreSQL + files, and with `s3`
+//! on PostgreSQL + S3 and SQLite + S3 (the S3 store's upload state in
+//! PostgreSQL), against private services started on loopback
+//! (`tests/services`), plus crash consistency and bad configurations of
+//! those backends (`tests/storage_conformance/scale.rs`).
+
+#[cfg(feature = "postgres")]
+#[path = "storage_conformance/scale.rs"]
+mod scale;
+#[cfg(feature = "postgres")]
+mod services;
 
 use std::sync::Arc;
 
@@ -40,6 +51,49 @@ macro_rules! suite {
                     let meta: Meta = Arc::new(MemoryMeta::new());
                     let blobs: Blobs = Arc::new(MemoryBlobs::new());
                     conformance::$name(meta, blobs).await;
+                }
+            )*
+        }
+        #[cfg(feature = "postgres")]
+        mod postgres_files {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let cluster = services::cluster().await;
+                    let dir = tempfile::tempdir().unwrap();
+                    let meta = scale::pg_meta(&cluster).await;
+                    let blobs = Arc::new(FileBlobs::open(dir.path()).unwrap());
+                    conformance::$name(meta as Meta, blobs as Blobs).await;
+                }
+            )*
+        }
+        #[cfg(feature = "s3")]
+        mod postgres_s3 {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let cluster = services::cluster().await;
+                    let meta = scale::pg_meta(&cluster).await;
+                    let blobs = scale::s3_blobs(&cluster, meta.pool().clone()).await;
+                    conformance::$name(meta as Meta, blobs as Blobs).await;
+                }
+            )*
+        }
+        #[cfg(feature = "s3")]
+        mod sqlite_s3 {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let cluster = services::cluster().await;
+                    let dir = tempfile::tempdir().unwrap();
+                    let (meta, _) = open_disk(dir.path());
+                    // The S3 store's upload state in its own database.
+                    let ledger = scale::pg_meta(&cluster).await;
+                    let blobs = scale::s3_blobs(&cluster, ledger.pool().clone()).await;
+                    conformance::$name(meta as Meta, blobs as Blobs).await;
                 }
             )*
         }

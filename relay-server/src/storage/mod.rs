@@ -9,7 +9,10 @@
 //!
 //! [`sqlite::SqliteMeta`] (SQLite in WAL mode with group commit) and
 //! [`files::FileBlobs`] (fsync'd files, renamed into place) are the
-//! reference implementations; [`memory`] holds an in-memory pair with the
+//! reference implementations and the default; `postgres::PgMeta`
+//! (feature `postgres`) and `s3::S3Blobs` (feature `s3`, its upload state
+//! in PostgreSQL) are the scale-out pair; [`backends`] chooses and opens
+//! them from the configuration; [`memory`] holds an in-memory pair with the
 //! same semantics and no durability (tests), and `conformance` the suite
 //! every backend must pass.
 
@@ -21,11 +24,16 @@ use futures_util::Stream;
 use tokio::io::AsyncRead;
 use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
 
+pub mod backends;
 #[cfg(feature = "conformance")]
 #[doc(hidden)]
 pub mod conformance;
 pub mod files;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod sqlite;
 
 /// A storage failure that is the relay's fault (disk, database).

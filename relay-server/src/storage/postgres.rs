@@ -1,0 +1,973 @@
+//! Metadata on PostgreSQL ([`PgMeta`]): the same contract as
+//! [`super::sqlite::SqliteMeta`], for relays that share one database.
+//!
+//! - **Migrations.** [`MIGRATIONS`] are numbered SQL files applied in order
+//!   at start, each in its own transaction together with its row in
+//!   `relay_migrations`, under a transaction-scoped advisory lock (relays
+//!   starting together take turns). A database newer than this relay is
+//!   refused. A new table (the inbox allow-list, say) is a new file.
+//! - **Appends** are compare-and-swap on the vault's head inside one
+//!   transaction: `UPDATE vaults SET head… WHERE vault = $v AND head_seq =
+//!   $old AND head_hash = $oldhash` takes the vault's row lock, so
+//!   concurrent appends to one vault queue behind it and then see the new
+//!   head (and are told [`AppendError::HeadMoved`]); the primary key
+//!   `(vault, seq)` of `entries` refuses an entry stored twice whatever
+//!   happens. An append is acknowledged only once its transaction
+//!   committed (`synchronous_commit` is the server's; keep it `on`).
+//! - **Charges** are one upsert each (`… DO UPDATE … WHERE bytes + new <=
+//!   quota`), atomic without a read first.
+//!
+//! Plain TCP only (no TLS to the database yet): run it on a private
+//! network or a loopback/Unix socket.
+
+use async_trait::async_trait;
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::NoTls;
+use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
+
+use super::backends::{BackendError, DatabaseUrl};
+use super::{
+    AcceptedOwners, AddBlobOutcome, AppendBatch, AppendError, BlobInfo, CreateOutcome, Head,
+    InboxEntry, MetaStore, StorageError, StoredEntry,
+};
+
+/// One schema migration.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Its number: migrations apply in order, each once.
+    pub version: i64,
+    /// What it does.
+    pub name: &'static str,
+    /// The SQL.
+    pub sql: &'static str,
+}
+
+/// Every migration, in order. Append only: a released migration never
+/// changes.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "metadata",
+        sql: include_str!("postgres/0001_metadata.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "s3 upload state",
+        sql: include_str!("postgres/0002_s3_uploads.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "accepted owners",
+        sql: include_str!("postgres/0003_inbox_accepted.sql"),
+    },
+];
+
+/// The advisory lock key under which migrations run ("vaultmig").
+const MIGRATION_LOCK: i64 = 0x7661_756c_746d_6967;
+
+/// Parameters of a query.
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+impl From<tokio_postgres::Error> for StorageError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // 53100 disk_full.
+        let full = e
+            .code()
+            .is_some_and(|c| *c == tokio_postgres::error::SqlState::DISK_FULL);
+        Self {
+            message: format!("PostgreSQL: {}", describe(&e)),
+            full,
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StorageError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => StorageError::new(format!("PostgreSQL connection pool: {other}")),
+        }
+    }
+}
+
+/// A tokio-postgres error with the server's message or the I/O cause
+/// (its `Display` alone says only "db error").
+fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn int(v: u64) -> Result<i64, StorageError> {
+    i64::try_from(v).map_err(|_| StorageError::new(format!("{v} does not fit in PostgreSQL")))
+}
+
+fn uint(v: i64) -> Result<u64, StorageError> {
+    u64::try_from(v).map_err(|_| StorageError::new(format!("a negative count ({v}) is stored")))
+}
+
+fn array<const N: usize>(v: &[u8]) -> Result<[u8; N], StorageError> {
+    v.try_into()
+        .map_err(|_| StorageError::new(format!("a stored id is {} bytes, not {N}", v.len())))
+}
+
+/// A member's accepted owners (version 0 and none if never set).
+async fn read_accepted<C: GenericClient>(
+    c: &C,
+    member: &Fingerprint,
+) -> Result<AcceptedOwners, StorageError> {
+    let Some(r) = opt(
+        c,
+        "SELECT version, owners FROM inbox_accepted WHERE member = $1",
+        &[&member.as_bytes().as_slice()],
+    )
+    .await?
+    else {
+        return Ok(AcceptedOwners::default());
+    };
+    let owners: &[u8] = r.try_get(1)?;
+    Ok(AcceptedOwners {
+        version: uint(r.try_get::<_, i64>(0)?)?,
+        owners: owners
+            .chunks_exact(32)
+            .map(|c| array(c).map(Fingerprint::from_bytes))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// A quota as a bigint: above 2^63 - 1 is the same as no quota.
+fn quota(q: u64) -> i64 {
+    i64::try_from(q).unwrap_or(i64::MAX)
+}
+
+async fn rows<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<Vec<tokio_postgres::Row>, StorageError> {
+    let st = c.prepare_cached(sql).await?;
+    Ok(c.query(&st, params).await?)
+}
+
+async fn opt<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<Option<tokio_postgres::Row>, StorageError> {
+    let st = c.prepare_cached(sql).await?;
+    Ok(c.query_opt(&st, params).await?)
+}
+
+async fn exec<C: GenericClient>(c: &C, sql: &str, params: Params<'_>) -> Result<u64, StorageError> {
+    let st = c.prepare_cached(sql).await?;
+    Ok(c.execute(&st, params).await?)
+}
+
+/// Charges `bytes` to `account` if its usage stays within `limit`.
+async fn charge<C: GenericClient>(
+    c: &C,
+    account: &Fingerprint,
+    bytes: u64,
+    limit: u64,
+) -> Result<bool, StorageError> {
+    if bytes > limit {
+        return Ok(false);
+    }
+    let added = opt(
+        c,
+        "INSERT INTO usage (account, bytes) VALUES ($1, $2)
+         ON CONFLICT (account) DO UPDATE SET bytes = usage.bytes + excluded.bytes
+         WHERE usage.bytes + excluded.bytes <= $3
+         RETURNING bytes",
+        &[&account.as_bytes().as_slice(), &int(bytes)?, &quota(limit)],
+    )
+    .await?;
+    Ok(added.is_some())
+}
+
+/// Gives back `bytes` (never below zero).
+async fn refund<C: GenericClient>(c: &C, account: &[u8], bytes: i64) -> Result<(), StorageError> {
+    exec(
+        c,
+        "UPDATE usage SET bytes = GREATEST(bytes - $2, 0) WHERE account = $1",
+        &[&account, &bytes],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Forgets the unfinished upload of `hash` to `vault`, refunding each
+/// account what its chunks were charged; returns how many accounts.
+async fn release_uploads<C: GenericClient>(
+    c: &C,
+    vault: &[u8],
+    hash: &[u8],
+) -> Result<usize, StorageError> {
+    let released = rows(
+        c,
+        "DELETE FROM uploads WHERE vault = $1 AND hash = $2 RETURNING account, bytes",
+        &[&vault, &hash],
+    )
+    .await?;
+    for r in &released {
+        refund(c, r.try_get::<_, &[u8]>(0)?, r.try_get(1)?).await?;
+    }
+    Ok(released.len())
+}
+
+/// A blob's record in a vault, and whether a record-put names it.
+async fn blob_state<C: GenericClient>(
+    c: &C,
+    vault: &[u8],
+    hash: &[u8],
+) -> Result<Option<(BlobInfo, bool)>, StorageError> {
+    let Some(r) = opt(
+        c,
+        "SELECT len, uploader, EXISTS (SELECT 1 FROM blob_refs r WHERE r.vault = b.vault AND r.hash = b.hash)
+         FROM blobs b WHERE b.vault = $1 AND b.hash = $2",
+        &[&vault, &hash],
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some((
+        BlobInfo {
+            len: uint(r.try_get(0)?)?,
+            uploader: Fingerprint::from_bytes(array(r.try_get::<_, &[u8]>(1)?)?),
+        },
+        r.try_get(2)?,
+    )))
+}
+
+/// Removes a purged blob's records from one vault and gives its charge
+/// back; its small-blob bytes go too once no vault has it.
+async fn forget_blob<C: GenericClient>(
+    c: &C,
+    vault: &[u8],
+    hash: &[u8],
+) -> Result<(), StorageError> {
+    let Some(gone) = opt(
+        c,
+        "DELETE FROM blobs WHERE vault = $1 AND hash = $2 RETURNING uploader, len",
+        &[&vault, &hash],
+    )
+    .await?
+    else {
+        return Ok(());
+    };
+    exec(
+        c,
+        "DELETE FROM blob_refs WHERE vault = $1 AND hash = $2",
+        &[&vault, &hash],
+    )
+    .await?;
+    refund(c, gone.try_get::<_, &[u8]>(0)?, gone.try_get(1)?).await?;
+    // Lock the inline bytes first, so that of two vaults purging the
+    // same blob at once, the second sees the first's purge committed.
+    opt(
+        c,
+        "SELECT 1 FROM small_blobs WHERE hash = $1 FOR UPDATE",
+        &[&hash],
+    )
+    .await?;
+    exec(
+        c,
+        "DELETE FROM small_blobs WHERE hash = $1 AND NOT EXISTS (SELECT 1 FROM blobs WHERE hash = $1)",
+        &[&hash],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The PostgreSQL metadata store: a pool of connections.
+pub struct PgMeta {
+    pool: Pool,
+    /// The URL, redacted, for messages.
+    shown: String,
+}
+
+impl PgMeta {
+    /// Connects with at most `pool_size` connections, checks the server
+    /// answers, and applies [`MIGRATIONS`].
+    pub async fn connect(url: &DatabaseUrl, pool_size: usize) -> Result<Self, BackendError> {
+        let meta = Self::connect_unmigrated(url, pool_size).await?;
+        meta.migrate().await?;
+        Ok(meta)
+    }
+
+    /// Connects and checks the server answers, writing nothing: call
+    /// [`PgMeta::migrate`] before use (after every other check passed).
+    pub async fn connect_unmigrated(
+        url: &DatabaseUrl,
+        pool_size: usize,
+    ) -> Result<Self, BackendError> {
+        let shown = url.to_string();
+        let mut config: tokio_postgres::Config =
+            url.expose()
+                .parse()
+                .map_err(|e: tokio_postgres::Error| BackendError::DatabaseUrl {
+                    // The parser's message quotes no value.
+                    url: shown.clone(),
+                    reason: e.to_string(),
+                })?;
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(BackendError::DatabaseUrl {
+                url: shown,
+                reason: "sslmode=require: this relay does not speak TLS to PostgreSQL yet; use a private network or a Unix socket".into(),
+            });
+        }
+        if config.get_password().is_none() {
+            if let Ok(password) = std::env::var("PGPASSWORD") {
+                config.password(password);
+            }
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(10));
+        }
+        config.application_name("vault-relay");
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(2))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(std::time::Duration::from_secs(30)))
+            .create_timeout(Some(std::time::Duration::from_secs(15)))
+            .build()
+            .map_err(|e| BackendError::DatabaseConnect {
+                url: shown.clone(),
+                reason: e.to_string(),
+            })?;
+        let client = pool
+            .get()
+            .await
+            .map_err(|e| BackendError::DatabaseConnect {
+                url: shown.clone(),
+                reason: match e {
+                    deadpool_postgres::PoolError::Backend(e) => describe(&e),
+                    deadpool_postgres::PoolError::Timeout(_) => "no answer in time".into(),
+                    other => other.to_string(),
+                },
+            })?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| BackendError::DatabaseConnect {
+                url: shown.clone(),
+                reason: describe(&e),
+            })?;
+        drop(client);
+        Ok(Self { pool, shown })
+    }
+
+    /// Applies the [`MIGRATIONS`] the database lacks.
+    pub async fn migrate(&self) -> Result<(), BackendError> {
+        let schema = |reason| BackendError::DatabaseSchema {
+            url: self.shown.clone(),
+            reason,
+        };
+        let mut client = self.pool.get().await.map_err(|e| schema(e.to_string()))?;
+        migrate(&mut client).await.map_err(schema)
+    }
+
+    /// The connection pool (the S3 blob store keeps its upload state in
+    /// the same database).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Closes the pool: connections in use finish, no new ones are made.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StorageError> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+/// Applies the migrations this database lacks; returns the error text.
+async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), String> {
+    let known = MIGRATIONS.last().map_or(0, |m| m.version);
+    for m in MIGRATIONS {
+        let tx = client.transaction().await.map_err(|e| describe(&e))?;
+        let applied: Result<bool, tokio_postgres::Error> = async {
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS relay_migrations (
+                    version bigint PRIMARY KEY,
+                    name text NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now()
+                )",
+            )
+            .await?;
+            let current: i64 = tx
+                .query_one(
+                    "SELECT COALESCE(MAX(version), 0) FROM relay_migrations",
+                    &[],
+                )
+                .await?
+                .try_get(0)?;
+            if current > known {
+                return Ok(false);
+            }
+            if current < m.version {
+                tx.batch_execute(m.sql).await?;
+                tx.execute(
+                    "INSERT INTO relay_migrations (version, name) VALUES ($1, $2)",
+                    &[&m.version, &m.name],
+                )
+                .await?;
+                tracing::info!(
+                    version = m.version,
+                    name = m.name,
+                    "applied a database migration"
+                );
+            }
+            Ok(true)
+        }
+        .await;
+        match applied {
+            Ok(true) => tx.commit().await.map_err(|e| describe(&e))?,
+            Ok(false) => {
+                return Err(format!(
+                    "the database has a schema newer than this relay knows (migration {known}); upgrade relay-server"
+                ))
+            }
+            Err(e) => {
+                let _ = tx.rollback().await;
+                return Err(format!(
+                    "migration {} ({}) failed and was rolled back: {}",
+                    m.version,
+                    m.name,
+                    describe(&e)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Drop for PgMeta {
+    fn drop(&mut self) {
+        self.pool.close();
+    }
+}
+
+/// What an append found, inside its transaction.
+enum AppendOutcome {
+    Stored(Head),
+    Refused(AppendError),
+}
+
+async fn append_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    b: &AppendBatch,
+) -> Result<AppendOutcome, StorageError> {
+    let vault = b.vault.as_bytes().as_slice();
+    let last = b.entries.last().map_or(b.prev, |e| Head {
+        seq: e.seq,
+        hash: e.hash,
+    });
+    // The compare-and-swap: it also takes the vault's row lock, so
+    // appends to one vault queue here.
+    let swapped = exec(
+        tx,
+        "UPDATE vaults SET head_seq = $4, head_hash = $5
+         WHERE vault = $1 AND head_seq = $2 AND head_hash = $3",
+        &[
+            &vault,
+            &int(b.prev.seq)?,
+            &b.prev.hash.as_slice(),
+            &int(last.seq)?,
+            &last.hash.as_slice(),
+        ],
+    )
+    .await?;
+    if swapped == 0 {
+        let head = opt(
+            tx,
+            "SELECT head_seq, head_hash FROM vaults WHERE vault = $1",
+            &[&vault],
+        )
+        .await?;
+        return Ok(AppendOutcome::Refused(match head {
+            None => AppendError::NoVault,
+            Some(r) => AppendError::HeadMoved(Head {
+                seq: uint(r.try_get(0)?)?,
+                hash: array(r.try_get::<_, &[u8]>(1)?)?,
+            }),
+        }));
+    }
+    for r in &b.blob_refs {
+        let usable = blob_state(tx, vault, &r.hash)
+            .await?
+            .is_some_and(|(info, used)| info.len == r.len && info.uploader == b.account && !used);
+        if !usable {
+            return Ok(AppendOutcome::Refused(AppendError::BlobMissing(r.entry)));
+        }
+    }
+    let bytes: u64 = b.entries.iter().map(|e| e.bytes.len() as u64).sum();
+    if !charge(tx, &b.account, bytes, b.quota).await? {
+        return Ok(AppendOutcome::Refused(AppendError::Quota));
+    }
+    for e in &b.entries {
+        exec(
+            tx,
+            "INSERT INTO entries (vault, seq, hash, bytes) VALUES ($1, $2, $3, $4)",
+            &[&vault, &int(e.seq)?, &e.hash.as_slice(), &e.bytes],
+        )
+        .await?;
+    }
+    for r in &b.blob_refs {
+        exec(
+            tx,
+            "INSERT INTO blob_refs (vault, hash, record, collection) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
+            &[
+                &vault,
+                &r.hash.as_slice(),
+                &r.record.as_bytes().as_slice(),
+                &r.collection.as_bytes().as_slice(),
+            ],
+        )
+        .await?;
+    }
+    for m in &b.inbox {
+        exec(
+            tx,
+            "INSERT INTO inbox (member, vault) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&m.as_bytes().as_slice(), &vault],
+        )
+        .await?;
+    }
+    for hash in &b.purged {
+        forget_blob(tx, vault, hash).await?;
+    }
+    Ok(AppendOutcome::Stored(last))
+}
+
+#[async_trait]
+impl MetaStore for PgMeta {
+    async fn put_identity(&self, fp: Fingerprint, document: Vec<u8>) -> Result<bool, StorageError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let n = exec(
+            &tx,
+            "INSERT INTO identities (fingerprint, document) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&fp.as_bytes().as_slice(), &document],
+        )
+        .await?;
+        if n == 1 {
+            charge(&tx, &fp, document.len() as u64, u64::MAX).await?;
+        }
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    async fn identity(&self, fp: Fingerprint) -> Result<Option<Vec<u8>>, StorageError> {
+        let c = self.client().await?;
+        let r = opt(
+            &c,
+            "SELECT document FROM identities WHERE fingerprint = $1",
+            &[&fp.as_bytes().as_slice()],
+        )
+        .await?;
+        Ok(r.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    async fn create_vault(
+        &self,
+        vault: VaultId,
+        owner: Fingerprint,
+        genesis: StoredEntry,
+        quota: u64,
+    ) -> Result<CreateOutcome, StorageError> {
+        let v = vault.as_bytes().as_slice();
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        // Inserting first takes the key: a concurrent creation of the same
+        // vault waits here, then finds it.
+        let created = exec(
+            &tx,
+            "INSERT INTO vaults (vault, owner, head_seq, head_hash) VALUES ($1, $2, 0, $3)
+             ON CONFLICT DO NOTHING",
+            &[&v, &owner.as_bytes().as_slice(), &genesis.hash.as_slice()],
+        )
+        .await?;
+        if created == 0 {
+            let existing = opt(
+                &tx,
+                "SELECT bytes FROM entries WHERE vault = $1 AND seq = 0",
+                &[&v],
+            )
+            .await?;
+            let same = match existing {
+                Some(r) => r.try_get::<_, &[u8]>(0)? == genesis.bytes.as_slice(),
+                None => false,
+            };
+            tx.rollback().await?;
+            return Ok(if same {
+                CreateOutcome::AlreadyStored
+            } else {
+                CreateOutcome::Conflict
+            });
+        }
+        if !charge(&tx, &owner, genesis.bytes.len() as u64, quota).await? {
+            tx.rollback().await?;
+            return Ok(CreateOutcome::Quota);
+        }
+        exec(
+            &tx,
+            "INSERT INTO entries (vault, seq, hash, bytes) VALUES ($1, 0, $2, $3)",
+            &[&v, &genesis.hash.as_slice(), &genesis.bytes],
+        )
+        .await?;
+        exec(
+            &tx,
+            "INSERT INTO inbox (member, vault) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&owner.as_bytes().as_slice(), &v],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(CreateOutcome::Created)
+    }
+
+    async fn head(&self, vault: VaultId) -> Result<Option<Head>, StorageError> {
+        let c = self.client().await?;
+        let r = opt(
+            &c,
+            "SELECT head_seq, head_hash FROM vaults WHERE vault = $1",
+            &[&vault.as_bytes().as_slice()],
+        )
+        .await?;
+        r.map(|r| {
+            Ok(Head {
+                seq: uint(r.try_get(0)?)?,
+                hash: array(r.try_get::<_, &[u8]>(1)?)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn entries(
+        &self,
+        vault: VaultId,
+        since: u64,
+        limit: u64,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        let c = self.client().await?;
+        let found = rows(
+            &c,
+            "SELECT bytes FROM entries WHERE vault = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
+            &[&vault.as_bytes().as_slice(), &quota(since), &quota(limit)],
+        )
+        .await?;
+        Ok(found
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn append(&self, batch: AppendBatch) -> Result<Head, AppendError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(StorageError::from)?;
+        match append_in(&tx, &batch).await {
+            Ok(AppendOutcome::Stored(head)) => {
+                // Acknowledged only once committed.
+                tx.commit().await.map_err(StorageError::from)?;
+                Ok(head)
+            }
+            Ok(AppendOutcome::Refused(e)) => {
+                tx.rollback().await.map_err(StorageError::from)?;
+                Err(e)
+            }
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn blob(&self, vault: VaultId, hash: [u8; 32]) -> Result<Option<BlobInfo>, StorageError> {
+        let c = self.client().await?;
+        Ok(blob_state(&c, vault.as_bytes(), &hash)
+            .await?
+            .map(|(info, _)| info))
+    }
+
+    async fn append_precheck(
+        &self,
+        vault: VaultId,
+        account: Fingerprint,
+        hashes: Vec<[u8; 32]>,
+    ) -> Result<(u64, Vec<Option<(BlobInfo, bool)>>), StorageError> {
+        let c = self.client().await?;
+        let used = opt(
+            &c,
+            "SELECT bytes FROM usage WHERE account = $1",
+            &[&account.as_bytes().as_slice()],
+        )
+        .await?
+        .map(|r| r.try_get::<_, i64>(0))
+        .transpose()?
+        .map_or(Ok(0), uint)?;
+        let mut blobs = Vec::with_capacity(hashes.len());
+        for h in &hashes {
+            blobs.push(blob_state(&c, vault.as_bytes(), h).await?);
+        }
+        Ok((used, blobs))
+    }
+
+    async fn blob_with_refs(
+        &self,
+        vault: VaultId,
+        hash: [u8; 32],
+    ) -> Result<Option<(BlobInfo, Vec<(CollectionId, RecordId)>)>, StorageError> {
+        let mut c = self.client().await?;
+        // One snapshot for the blob and its links.
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let Some((info, _)) = blob_state(&tx, vault.as_bytes(), &hash).await? else {
+            return Ok(None);
+        };
+        let refs = rows(
+            &tx,
+            "SELECT collection, record FROM blob_refs WHERE vault = $1 AND hash = $2",
+            &[&vault.as_bytes().as_slice(), &hash.as_slice()],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                CollectionId::from_bytes(array(r.try_get::<_, &[u8]>(0)?)?),
+                RecordId::from_bytes(array(r.try_get::<_, &[u8]>(1)?)?),
+            ))
+        })
+        .collect::<Result<Vec<_>, StorageError>>()?;
+        tx.commit().await?;
+        Ok(Some((info, refs)))
+    }
+
+    async fn add_blob(
+        &self,
+        vault: VaultId,
+        hash: [u8; 32],
+        info: BlobInfo,
+        quota: u64,
+        inline: Option<bytes::Bytes>,
+    ) -> Result<AddBlobOutcome, StorageError> {
+        let v = vault.as_bytes().as_slice();
+        let h = hash.as_slice();
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        // The chunks of the upload were charged as they were stored: the
+        // complete blob's charge replaces theirs, whatever the outcome.
+        release_uploads(&tx, v, h).await?;
+        let added = exec(
+            &tx,
+            "INSERT INTO blobs (vault, hash, len, uploader) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
+            &[
+                &v,
+                &h,
+                &int(info.len)?,
+                &info.uploader.as_bytes().as_slice(),
+            ],
+        )
+        .await?;
+        let outcome = if added == 0 {
+            AddBlobOutcome::Existed
+        } else if !charge(&tx, &info.uploader, info.len, quota).await? {
+            exec(
+                &tx,
+                "DELETE FROM blobs WHERE vault = $1 AND hash = $2",
+                &[&v, &h],
+            )
+            .await?;
+            AddBlobOutcome::Quota
+        } else {
+            if let Some(bytes) = &inline {
+                exec(
+                    &tx,
+                    "INSERT INTO small_blobs (hash, bytes) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    &[&h, &bytes.as_ref()],
+                )
+                .await?;
+            }
+            AddBlobOutcome::Added
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn small_blob(&self, hash: [u8; 32]) -> Result<Option<bytes::Bytes>, StorageError> {
+        let c = self.client().await?;
+        let r = opt(
+            &c,
+            "SELECT bytes FROM small_blobs WHERE hash = $1",
+            &[&hash.as_slice()],
+        )
+        .await?;
+        Ok(r.map(|r| r.try_get::<_, Vec<u8>>(0))
+            .transpose()?
+            .map(bytes::Bytes::from))
+    }
+
+    async fn charge_upload(
+        &self,
+        vault: VaultId,
+        hash: [u8; 32],
+        account: Fingerprint,
+        bytes: u64,
+    ) -> Result<(), StorageError> {
+        let now = int(crate::auth::unix_now())?;
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        charge(&tx, &account, bytes, u64::MAX).await?;
+        exec(
+            &tx,
+            "INSERT INTO uploads (vault, hash, account, bytes, touched) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (vault, hash, account)
+             DO UPDATE SET bytes = uploads.bytes + excluded.bytes, touched = excluded.touched",
+            &[
+                &vault.as_bytes().as_slice(),
+                &hash.as_slice(),
+                &account.as_bytes().as_slice(),
+                &int(bytes)?,
+                &now,
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn release_upload(&self, vault: VaultId, hash: [u8; 32]) -> Result<(), StorageError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        release_uploads(&tx, vault.as_bytes(), &hash).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn release_stale_uploads(&self, idle: u64) -> Result<usize, StorageError> {
+        let before = int(crate::auth::unix_now().saturating_sub(idle))?;
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let released = rows(
+            &tx,
+            "DELETE FROM uploads WHERE (vault, hash) IN
+                (SELECT vault, hash FROM uploads WHERE touched <= $1)
+             RETURNING account, bytes",
+            &[&before],
+        )
+        .await?;
+        for r in &released {
+            refund(&tx, r.try_get::<_, &[u8]>(0)?, r.try_get(1)?).await?;
+        }
+        tx.commit().await?;
+        Ok(released.len())
+    }
+
+    async fn inbox(&self, member: Fingerprint) -> Result<Vec<InboxEntry>, StorageError> {
+        let c = self.client().await?;
+        rows(
+            &c,
+            "SELECT i.vault, v.owner FROM inbox i JOIN vaults v ON v.vault = i.vault
+             WHERE i.member = $1 ORDER BY i.vault",
+            &[&member.as_bytes().as_slice()],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(InboxEntry {
+                vault: VaultId::from_bytes(array(r.try_get::<_, &[u8]>(0)?)?),
+                owner: Fingerprint::from_bytes(array(r.try_get::<_, &[u8]>(1)?)?),
+            })
+        })
+        .collect()
+    }
+
+    async fn accepted_owners(&self, member: Fingerprint) -> Result<AcceptedOwners, StorageError> {
+        let c = self.client().await?;
+        read_accepted(&c, &member).await
+    }
+
+    async fn set_accepted_owners(
+        &self,
+        member: Fingerprint,
+        list: AcceptedOwners,
+    ) -> Result<Result<(), AcceptedOwners>, StorageError> {
+        let c = self.client().await?;
+        let owners: Vec<u8> = list.owners.iter().flat_map(|o| *o.as_bytes()).collect();
+        let version = i64::try_from(list.version)
+            .map_err(|_| StorageError::new("an accepted list's version above 2^63 - 1"))?;
+        // One statement: stored only over a smaller version, so two relays
+        // (or two devices) racing cannot go backwards.
+        let n = exec(
+            &c,
+            "INSERT INTO inbox_accepted (member, version, owners) VALUES ($1, $2, $3)
+             ON CONFLICT (member) DO UPDATE SET version = excluded.version, owners = excluded.owners
+             WHERE inbox_accepted.version < excluded.version",
+            &[&member.as_bytes().as_slice(), &version, &owners],
+        )
+        .await?;
+        if n == 1 {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(read_accepted(&c, &member).await?))
+        }
+    }
+
+    async fn blob_in_use(&self, hash: [u8; 32]) -> Result<bool, StorageError> {
+        let c = self.client().await?;
+        Ok(opt(
+            &c,
+            "SELECT 1 FROM blobs WHERE hash = $1 LIMIT 1",
+            &[&hash.as_slice()],
+        )
+        .await?
+        .is_some())
+    }
+
+    async fn usage(&self, account: Fingerprint) -> Result<u64, StorageError> {
+        let c = self.client().await?;
+        opt(
+            &c,
+            "SELECT bytes FROM usage WHERE account = $1",
+            &[&account.as_bytes().as_slice()],
+        )
+        .await?
+        .map(|r| r.try_get::<_, i64>(0))
+        .transpose()?
+        .map_or(Ok(0), uint)
+    }
+
+    async fn stored_bytes(&self) -> Result<u64, StorageError> {
+        let c = self.client().await?;
+        let r = opt(&c, "SELECT COALESCE(SUM(bytes), 0)::bigint FROM usage", &[]).await?;
+        r.map(|r| r.try_get::<_, i64>(0))
+            .transpose()?
+            .map_or(Ok(0), uint)
+    }
+}

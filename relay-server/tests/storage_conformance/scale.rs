@@ -1,0 +1,698 @@
+//! The scale-out backends beyond the shared suite: helpers that open them
+//! on the test services, crash consistency (reopening after a drop, a
+//! chunk cut off mid-part), and bad configurations, whose errors must name
+//! what to fix, leak no secret and leave nothing behind.
+// Helpers of the S3 tests go unused in a build with `postgres` alone.
+#![cfg_attr(not(feature = "s3"), allow(unused_imports, dead_code))]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::sync::Arc;
+
+use relay_server::storage::backends::{
+    self, BackendError, BlobBackend, DatabaseUrl, MetaBackend, StorageConfig,
+};
+use relay_server::storage::postgres::PgMeta;
+use relay_server::storage::{
+    conformance, AppendBatch, BlobInfo, BlobStore, Chunk, ChunkOutcome, CreateOutcome, Head,
+    MetaStore, UploadKey,
+};
+
+use super::services::{self, Cluster};
+
+/// A fresh, migrated database of the cluster.
+pub async fn pg_meta(cluster: &Cluster) -> Arc<PgMeta> {
+    let url = cluster.pg.fresh_database(&cluster.unique("t")).await;
+    Arc::new(PgMeta::connect(&url, 24).await.unwrap())
+}
+
+/// The test bucket under a fresh prefix.
+#[cfg(feature = "s3")]
+pub async fn s3_blobs(
+    cluster: &Cluster,
+    pool: deadpool_postgres::Pool,
+) -> Arc<relay_server::storage::s3::S3Blobs> {
+    let location = cluster.s3.location(&cluster.unique("p"));
+    Arc::new(
+        relay_server::storage::s3::S3Blobs::connect(&location, &services::credentials(), pool)
+            .await
+            .unwrap(),
+    )
+}
+
+fn sha(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).into()
+}
+
+fn body(parts: Vec<Result<Vec<u8>, std::io::Error>>) -> relay_server::storage::BodyStream {
+    Box::pin(futures_util::stream::iter(
+        parts.into_iter().map(|p| p.map(bytes::Bytes::from)),
+    ))
+}
+
+async fn read_all(blobs: &dyn BlobStore, hash: [u8; 32], start: u64, len: u64) -> Vec<u8> {
+    let mut r = blobs.read(hash, start, len).await.unwrap();
+    let mut out = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut r, &mut out)
+        .await
+        .unwrap();
+    out
+}
+
+/// Deterministic bytes that do not repeat at part boundaries.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u64).wrapping_mul(2_654_435_761) as u8 ^ (i >> 13) as u8)
+        .collect()
+}
+
+/// Everything acknowledged survives dropping the stores (a crash: no
+/// close) and opening them again on the same database and bucket; an
+/// upload continues from its acknowledged offset after a chunk that was
+/// cut off mid-part, whatever the relay process; the blob (several
+/// multipart parts, a tail kept in PostgreSQL between chunks) reads back
+/// whole and by ranges across part boundaries.
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_s3_reopen_keeps_what_was_acknowledged() {
+    use relay_server::storage::s3::{S3Blobs, PART_SIZE};
+    let cluster = services::cluster().await;
+    let url = cluster.pg.fresh_database(&cluster.unique("t")).await;
+    let location = cluster.s3.location(&cluster.unique("p"));
+    let open = || async {
+        let meta = Arc::new(PgMeta::connect(&url, 8).await.unwrap());
+        let blobs = S3Blobs::connect(&location, &services::credentials(), meta.pool().clone())
+            .await
+            .unwrap();
+        (meta, blobs)
+    };
+    let owner = vault_core::Fingerprint::from_bytes([1; 32]);
+    let v = vault_core::VaultId::from_bytes([1; 16]);
+    let g = conformance::entry(1, 0, "genesis");
+    let e1 = conformance::entry(1, 1, "a");
+    // Two full parts and a tail: 2.5 parts, sent in chunks of 3 MiB.
+    let big = pattern(PART_SIZE * 5 / 2 + 12_345);
+    let key = UploadKey {
+        vault: v,
+        hash: sha(&big),
+    };
+    let total = big.len() as u64;
+    let chunk = |offset: usize, len: usize| Chunk {
+        offset: offset as u64,
+        total,
+        max_chunk: 64 << 20,
+        digest: sha(&big[offset..offset + len]),
+    };
+    const C: usize = 3 << 20;
+    let stopped_at;
+    {
+        let (meta, blobs) = open().await;
+        assert_eq!(
+            meta.create_vault(v, owner, g.clone(), u64::MAX)
+                .await
+                .unwrap(),
+            CreateOutcome::Created
+        );
+        meta.append(AppendBatch {
+            vault: v,
+            prev: Head {
+                seq: 0,
+                hash: g.hash,
+            },
+            entries: vec![e1.clone()],
+            blob_refs: vec![],
+            inbox: vec![vault_core::Fingerprint::from_bytes([2; 32])],
+            purged: vec![],
+            account: owner,
+            quota: u64::MAX,
+        })
+        .await
+        .unwrap();
+        // Three chunks: 9 MiB acknowledged, one part uploaded, 1 MiB of
+        // tail in PostgreSQL.
+        let mut at = 0;
+        for _ in 0..3 {
+            let out = blobs
+                .write_chunk(key, chunk(at, C), body(vec![Ok(big[at..at + C].to_vec())]))
+                .await
+                .unwrap();
+            at += C;
+            assert_eq!(out, ChunkOutcome::Partial(at as u64));
+            meta.charge_upload(v, key.hash, owner, C as u64)
+                .await
+                .unwrap();
+        }
+        // A chunk cut off after it filled (and uploaded) the next part.
+        let cut = body(vec![
+            Ok(big[at..at + PART_SIZE].to_vec()),
+            Err(std::io::Error::other("client gone")),
+        ]);
+        let r = blobs.write_chunk(key, chunk(at, PART_SIZE + 1), cut).await;
+        assert!(
+            matches!(r, Err(relay_server::storage::ChunkError::Body(_))),
+            "{r:?}"
+        );
+        assert_eq!(blobs.upload_offset(key).await.unwrap(), at as u64);
+        stopped_at = at;
+        // No close: the stores are dropped as a crash would leave them.
+    }
+    let (meta, blobs) = open().await;
+    assert_eq!(
+        meta.head(v).await.unwrap(),
+        Some(Head {
+            seq: 1,
+            hash: e1.hash
+        })
+    );
+    assert_eq!(
+        meta.entries(v, 0, 10).await.unwrap(),
+        vec![g.bytes.clone(), e1.bytes.clone()]
+    );
+    assert_eq!(
+        meta.inbox(vault_core::Fingerprint::from_bytes([2; 32]))
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.vault)
+            .collect::<Vec<_>>(),
+        vec![v]
+    );
+    assert_eq!(
+        meta.usage(owner).await.unwrap(),
+        (g.bytes.len() + e1.bytes.len() + 3 * C) as u64
+    );
+    // The upload continues where it was acknowledged, in uneven chunks.
+    assert_eq!(blobs.upload_offset(key).await.unwrap(), stopped_at as u64);
+    let mut at = stopped_at;
+    while at < big.len() {
+        let len = (5 << 20).min(big.len() - at);
+        let out = blobs
+            .write_chunk(
+                key,
+                chunk(at, len),
+                body(vec![Ok(big[at..at + len].to_vec())]),
+            )
+            .await
+            .unwrap();
+        at += len;
+        if at < big.len() {
+            assert_eq!(out, ChunkOutcome::Partial(at as u64));
+        } else {
+            assert_eq!(out, ChunkOutcome::Complete);
+        }
+    }
+    meta.add_blob(
+        v,
+        key.hash,
+        BlobInfo {
+            len: total,
+            uploader: owner,
+        },
+        u64::MAX,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(blobs.upload_offset(key).await.unwrap(), 0);
+    assert!(read_all(&blobs, key.hash, 0, total).await == big);
+    let across = (PART_SIZE - 10) as u64;
+    assert_eq!(
+        read_all(&blobs, key.hash, across, 20).await,
+        big[PART_SIZE - 10..PART_SIZE + 10]
+    );
+    assert_eq!(
+        read_all(&blobs, key.hash, total - 5, 100).await,
+        big[big.len() - 5..]
+    );
+    // Uploaded again (another vault): the address exists, nothing changes.
+    let key2 = UploadKey {
+        vault: vault_core::VaultId::from_bytes([2; 16]),
+        hash: key.hash,
+    };
+    let mut at = 0;
+    while at < big.len() {
+        let len = (PART_SIZE + 1).min(big.len() - at);
+        blobs
+            .write_chunk(
+                key2,
+                chunk(at, len),
+                body(vec![Ok(big[at..at + len].to_vec())]),
+            )
+            .await
+            .unwrap();
+        at += len;
+    }
+    assert!(read_all(&blobs, key.hash, 0, total).await == big);
+    assert_eq!(
+        blobs
+            .sweep_uploads(std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+/// Every object is kept on two volume servers in different racks: the
+/// master reports the bucket's volumes with replication 010, each on two
+/// of the three racks.
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seaweedfs_keeps_every_object_on_two_racks() {
+    let cluster = services::cluster().await;
+    let status: serde_json::Value = serde_json::from_str(&cluster.s3.placement()).unwrap();
+    let topology = &status["Topology"];
+    let layouts = topology["Layouts"].as_array().unwrap();
+    let bucket = layouts
+        .iter()
+        .find(|l| l["collection"] == services::BUCKET)
+        .expect("the bucket has volumes");
+    assert_eq!(bucket["replication"], "010", "{bucket}");
+    let racks = topology["DataCenters"][0]["Racks"].as_array().unwrap();
+    assert_eq!(racks.len(), 3, "three racks");
+    let writable: Vec<u64> = bucket["writables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert!(!writable.is_empty());
+    let on_rack = |rack: &serde_json::Value, id: u64| {
+        rack["DataNodes"].as_array().unwrap().iter().any(|n| {
+            n["VolumeIds"]
+                .as_str()
+                .unwrap_or("")
+                .split_whitespace()
+                .any(|r| match r.split_once('-') {
+                    Some((a, b)) => {
+                        (a.parse::<u64>().unwrap()..=b.parse::<u64>().unwrap()).contains(&id)
+                    }
+                    None => r.parse::<u64>().ok() == Some(id),
+                })
+        })
+    };
+    for id in writable {
+        let copies = racks.iter().filter(|r| on_rack(r, id)).count();
+        assert_eq!(copies, 2, "volume {id} is on {copies} racks: {status}");
+    }
+}
+
+fn expect_err(r: Result<backends::Opened, BackendError>) -> String {
+    match r {
+        Ok(_) => panic!("a bad configuration was accepted"),
+        Err(e) => e.to_string(),
+    }
+}
+
+async fn open(storage: StorageConfig) -> Result<backends::Opened, BackendError> {
+    let dir = tempfile::tempdir().unwrap();
+    backends::open(&storage, dir.path(), 64, Arc::new(|_| {})).await
+}
+
+fn pg(url: &str) -> StorageConfig {
+    StorageConfig {
+        meta: MetaBackend::Postgres(DatabaseUrl::parse(url).unwrap()),
+        blobs: BlobBackend::Files,
+        database_pool: 4,
+    }
+}
+
+/// A database URL that does not parse, a server that is not there, a
+/// database that does not exist and a wrong password: each error names
+/// `--database` and what is wrong, and never the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_database_settings_say_what_to_fix() {
+    let cluster = services::cluster().await;
+    let port = cluster.pg.port;
+    let err = expect_err(open(pg("postgres://vault:hunter22@127.0.0.1:notaport/x")).await);
+    assert!(err.contains("--database") && err.contains("port"), "{err}");
+    assert!(!err.contains("hunter22"), "{err}");
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let err = expect_err(
+        open(pg(&format!(
+            "postgres://vault:hunter22@127.0.0.1:{closed}/x"
+        )))
+        .await,
+    );
+    assert!(
+        err.contains("cannot connect to PostgreSQL") && err.contains("--database"),
+        "{err}"
+    );
+    assert!(err.contains("refused"), "{err}");
+    assert!(!err.contains("hunter22"), "{err}");
+    let err = expect_err(
+        open(pg(&format!(
+            "postgres://vault:{}@127.0.0.1:{port}/no_such_db",
+            services::PG_PASSWORD
+        )))
+        .await,
+    );
+    assert!(
+        err.contains("no_such_db") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(!err.contains(services::PG_PASSWORD), "{err}");
+    let err = expect_err(
+        open(pg(&format!(
+            "postgres://vault:hunter22@127.0.0.1:{port}/postgres"
+        )))
+        .await,
+    );
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(
+        err.contains("--database") && !err.contains("hunter22"),
+        "{err}"
+    );
+    // TLS is refused up front, not half-way.
+    let err = expect_err(
+        open(pg(&format!(
+            "postgres://vault@127.0.0.1:{port}/postgres?sslmode=require"
+        )))
+        .await,
+    );
+    assert!(err.contains("sslmode=require"), "{err}");
+}
+
+/// A database newer than the relay is refused; a migration applied
+/// twice is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_apply_once_and_refuse_a_newer_schema() {
+    let cluster = services::cluster().await;
+    let url = cluster.pg.fresh_database(&cluster.unique("t")).await;
+    // Two relays starting at once take turns.
+    let (a, b) = tokio::join!(PgMeta::connect(&url, 2), PgMeta::connect(&url, 2));
+    let (a, _b) = (a.unwrap(), b.unwrap());
+    let c = a.pool().get().await.unwrap();
+    let versions: Vec<i64> = c
+        .query("SELECT version FROM relay_migrations ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let known: Vec<i64> = relay_server::storage::postgres::MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    assert_eq!(versions, known);
+    c.execute(
+        "INSERT INTO relay_migrations (version, name) VALUES (999, 'from the future')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let err = match PgMeta::connect(&url, 2).await {
+        Ok(_) => panic!("a newer schema was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("upgrade relay-server"), "{err}");
+}
+
+/// A bucket that does not exist, wrong credentials, a store that is not
+/// there, and a store without PostgreSQL: each error names what to fix,
+/// and the database is left untouched (no migration applied).
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_object_store_settings_say_what_to_fix_and_leave_nothing() {
+    use relay_server::storage::backends::{S3Credentials, S3Location};
+    let cluster = services::cluster().await;
+    let url = cluster.pg.fresh_database(&cluster.unique("t")).await;
+    let with = |location: S3Location, credentials: S3Credentials| StorageConfig {
+        meta: MetaBackend::Postgres(url.clone()),
+        blobs: BlobBackend::S3 {
+            location,
+            credentials,
+        },
+        database_pool: 4,
+    };
+    let endpoint = cluster.s3.endpoint();
+    let missing = S3Location::parse(&format!("s3://no-such-bucket?endpoint={endpoint}")).unwrap();
+    let err = expect_err(open(with(missing, services::credentials())).await);
+    assert!(
+        err.contains("no-such-bucket") && err.contains("does not exist") && err.contains("--blobs"),
+        "{err}"
+    );
+    let wrong = S3Credentials {
+        access_key_id: services::ACCESS_KEY.into(),
+        secret_access_key: "not-the-secret".into(),
+        session_token: None,
+    };
+    let err = expect_err(open(with(cluster.s3.location("x"), wrong)).await);
+    assert!(
+        err.contains("refused the credentials") && err.contains("AWS_SECRET_ACCESS_KEY"),
+        "{err}"
+    );
+    assert!(!err.contains("not-the-secret"), "{err}");
+    let unknown = S3Credentials {
+        access_key_id: "nobody".into(),
+        secret_access_key: "nothing".into(),
+        session_token: None,
+    };
+    let err = expect_err(open(with(cluster.s3.location("x"), unknown)).await);
+    assert!(err.contains("refused the credentials"), "{err}");
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let nowhere = S3Location::parse(&format!(
+        "s3://{}?endpoint=http://127.0.0.1:{closed}",
+        services::BUCKET
+    ))
+    .unwrap();
+    let began = std::time::Instant::now();
+    let err = expect_err(open(with(nowhere, services::credentials())).await);
+    assert!(
+        err.contains(&format!("127.0.0.1:{closed}")) && err.contains("--blobs"),
+        "{err}"
+    );
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(30),
+        "fails fast"
+    );
+    // Nothing was written to the database by any of these.
+    let meta = PgMeta::connect_unmigrated(&url, 2).await.unwrap();
+    let c = meta.pool().get().await.unwrap();
+    let tables: i64 = c
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0, "no partial state");
+    // And a good configuration opens, through the same path the relay
+    // binary takes.
+    let ok = open(with(
+        cluster.s3.location(&cluster.unique("p")),
+        services::credentials(),
+    ))
+    .await
+    .unwrap();
+    assert!(
+        ok.description.contains("PostgreSQL at") && !ok.description.contains(services::PG_PASSWORD)
+    );
+    (ok.close)();
+}
+
+/// The whole relay over PostgreSQL + S3, through its HTTP API in process:
+/// publish, create a vault, upload a record's 10 MiB blob in signed 4 MiB
+/// chunks (multipart parts and a tail between them), append its
+/// record-put, download it whole and by a range across a part boundary;
+/// then a second relay on the same storage serves the same head and blob.
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn relay_serves_from_postgres_and_s3() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use relay_server::{Config, Relay};
+    use serde_json::{json, Value};
+    use tower::ServiceExt;
+    use vault_core::request::{body_digest, RelayOrigin, RequestAuth};
+    use vault_core::{IdentityInfo, Keyring, RecordInfo, Role, SecretIdentity, VaultState};
+
+    let cluster = services::cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_data_dir(dir.path());
+    config.storage = StorageConfig {
+        meta: MetaBackend::Postgres(cluster.pg.fresh_database(&cluster.unique("t")).await),
+        blobs: BlobBackend::S3 {
+            location: cluster.s3.location(&cluster.unique("p")),
+            credentials: services::credentials(),
+        },
+        database_pool: 16,
+    };
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let origin = RelayOrigin::parse("http://127.0.0.1:8787").unwrap();
+    let b64 = |b: &[u8]| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    };
+    let me = SecretIdentity::from_seed(
+        &[7; 32],
+        &IdentityInfo {
+            display_name: "Pat Patient".into(),
+            role: Role::Patient,
+            registration: None,
+            created_at: now() - 1000,
+        },
+    )
+    .unwrap();
+    let request = |method: &str, pq: &str, body: Vec<u8>, extra: &[(&str, String)]| {
+        let auth = RequestAuth::sign(&me, method, pq, &origin, now(), body_digest(&body)).unwrap();
+        let mut b = Request::builder().method(method).uri(pq);
+        for (k, v) in auth.headers() {
+            b = b.header(k, v);
+        }
+        for (k, v) in extra {
+            b = b.header(*k, v.as_str());
+        }
+        b.body(Body::from(body)).unwrap()
+    };
+    let call = |router: axum::Router, req: Request<Body>| async move {
+        let resp = router.oneshot(req).await.unwrap();
+        let status = resp.status();
+        (
+            status,
+            resp.into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+    };
+    let json_of = |b: &[u8]| serde_json::from_slice::<Value>(b).unwrap_or(Value::Null);
+    let jbody = |v: Value| serde_json::to_vec(&v).unwrap();
+    let ct_json = [("content-type", "application/json".to_owned())];
+
+    let relay = Relay::connect(config.clone()).await.unwrap();
+    let router = relay.router();
+    let (s, b) = call(
+        router.clone(),
+        request(
+            "PUT",
+            "/v1/identities",
+            jbody(json!({"identity": me.public().to_text()})),
+            &ct_json,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{}", json_of(&b));
+    let (mut state, genesis) = VaultState::create(&me, now()).unwrap();
+    let (s, b) = call(
+        router.clone(),
+        request(
+            "POST",
+            "/v1/vaults",
+            jbody(json!({"genesis": b64(genesis.to_bytes())})),
+            &ct_json,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{}", json_of(&b));
+    let vault = state.vault().to_hex();
+    let append = |state: &VaultState, e: &vault_core::LogEntry| {
+        let h = state.head();
+        request(
+            "POST",
+            &format!("/v1/vaults/{vault}/log"),
+            jbody(json!({
+                "prev": {"seq": h.seq, "hash": hex::encode(h.head)},
+                "entries": [b64(e.to_bytes())],
+            })),
+            &ct_json,
+        )
+    };
+    let (labs, e) = state.create_collection(&me, "labs", now()).unwrap();
+    let (s, b) = call(router.clone(), append(&state, &e)).await;
+    assert_eq!(s, StatusCode::OK, "{}", json_of(&b));
+    state.apply(&e).unwrap();
+    // A 10 MiB record: its blob spans two parts.
+    let body = pattern(10 << 20);
+    let mut kr = Keyring::new(&me, now());
+    let mut ct = Vec::new();
+    let (_, put) = state
+        .put_record(
+            &mut kr,
+            &labs,
+            None,
+            &RecordInfo {
+                content_type: "application/octet-stream".into(),
+                title: "scan".into(),
+                created_at: now(),
+                effective_at: None,
+            },
+            vault_core::RecordBody::new(body.as_slice(), body.len() as u64),
+            &mut ct,
+        )
+        .unwrap();
+    let blob = format!("/v1/vaults/{vault}/blobs/{}", hex::encode(body_digest(&ct)));
+    let mut at = 0;
+    while at < ct.len() {
+        let piece = ct[at..(at + (4 << 20)).min(ct.len())].to_vec();
+        let n = piece.len();
+        let (s, b) = call(
+            router.clone(),
+            request(
+                "PUT",
+                &blob,
+                piece,
+                &[
+                    ("content-type", "application/octet-stream".to_owned()),
+                    ("upload-length", ct.len().to_string()),
+                    ("upload-offset", at.to_string()),
+                ],
+            ),
+        )
+        .await;
+        at += n;
+        let want = if at < ct.len() {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::CREATED
+        };
+        assert_eq!(s, want, "{}", json_of(&b));
+    }
+    let (s, b) = call(router.clone(), append(&state, &put)).await;
+    assert_eq!(s, StatusCode::OK, "{}", json_of(&b));
+    state.apply(&put).unwrap();
+    let (s, got) = call(router.clone(), request("GET", &blob, Vec::new(), &[])).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(got == ct, "the blob reads back whole");
+    let from = (8 << 20) - 8;
+    let range = [("range", format!("bytes={from}-{}", from + 15))];
+    let (s, got) = call(router.clone(), request("GET", &blob, Vec::new(), &range)).await;
+    assert_eq!(s, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(got, ct[from..from + 16]);
+    // A second relay on the same storage.
+    let other = Relay::connect(config).await.unwrap();
+    let (s, b) = call(
+        other.router(),
+        request("GET", &format!("/v1/vaults/{vault}/head"), Vec::new(), &[]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        json_of(&b)["head"]["seq"],
+        state.head().seq,
+        "{}",
+        json_of(&b)
+    );
+    let (s, got) = call(other.router(), request("GET", &blob, Vec::new(), &range)).await;
+    assert_eq!(s, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(got, ct[from..from + 16]);
+}
