@@ -12,7 +12,7 @@ use vault_core::{CollectionId, RecordId, SecretIdentity, VaultId};
 use crate::failure::{Failure, Result};
 
 /// What a session holds: the unlocked identity, the relay client and the
-/// verified local store (in memory; the page persists [`Session::snapshot`]).
+/// verified local store (in memory; the page persists [`crate::Session::snapshot`]).
 pub(crate) struct Inner {
     pub secret: Arc<SecretIdentity>,
     pub client: RelayClient,
