@@ -15,8 +15,11 @@
 //! them for that owner. Nothing here changes what a vault's log says:
 //! joining a vault reads and verifies its log, whatever the inbox listed.
 
-use vault_core::Fingerprint;
+use vault_core::{Checkpoint, CollectionAccess, CollectionId, Fingerprint, RecordId, VaultId};
 
+use crate::domain::access::AccessError;
+use crate::domain::Failure;
+use crate::state::AppState;
 use crate::storage::{AcceptedOwners, InboxEntry};
 
 /// Most owners one accepted list holds.
@@ -140,6 +143,155 @@ pub fn select(
         }
     }
     out
+}
+
+/// One vault of an inbox page, from the relay's verified copy of its log.
+#[derive(Debug, Clone)]
+pub struct PageVault {
+    /// The vault.
+    pub vault: VaultId,
+    /// Its owner.
+    pub owner: Fingerprint,
+    /// Whether the caller owns it.
+    pub is_owner: bool,
+    /// Whether the owner is the caller or one it accepted.
+    pub accepted: bool,
+    /// Whether `collections` or `records` were cut at the stranger cap.
+    pub truncated: bool,
+    /// The vault's head.
+    pub head: Checkpoint,
+    /// Collections the caller holds a current grant for.
+    pub collections: Vec<(CollectionId, CollectionAccess)>,
+    /// Records the caller holds a single-record grant for.
+    pub records: Vec<RecordId>,
+}
+
+/// One page of an inbox.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// The vaults, in vault-id order.
+    pub vaults: Vec<PageVault>,
+    /// The cursor of the next page, `None` on the last one.
+    pub next: Option<VaultId>,
+    /// See [`Selection::strangers_held_back`].
+    pub strangers_held_back: u64,
+    /// See [`Selection::strangers_not_asked`].
+    pub strangers_not_listed: u64,
+}
+
+/// The page of `me`'s inbox after `after` (at most `limit` vaults), in
+/// `view`: the index and the accepted list read from storage, the stranger
+/// caps applied by [`select`], and each listed vault's access decided by
+/// the relay's verified state of it at the relay's time (a vault where the
+/// access ended is skipped).
+pub async fn page(
+    app: &AppState,
+    me: Fingerprint,
+    after: Option<VaultId>,
+    limit: usize,
+    view: View,
+) -> Result<Page, AccessError> {
+    let entries = app
+        .meta
+        .inbox(me)
+        .await
+        .map_err(|e| Failure::internal("reading the inbox", e))?;
+    let accepted = app
+        .meta
+        .accepted_owners(me)
+        .await
+        .map_err(|e| Failure::internal("reading the accepted owners", e))?;
+    let limits = app.config.inbox_limits();
+    let selection = select(&entries, &me, &accepted, view, &limits);
+    let mut page = Page {
+        strangers_held_back: selection.strangers_held_back,
+        strangers_not_listed: selection.strangers_not_asked,
+        ..Page::default()
+    };
+    let mut listed_up_to = None;
+    let candidates = selection
+        .listed
+        .iter()
+        .filter(|l| after.is_none_or(|a| l.entry.vault.as_bytes() > a.as_bytes()));
+    for listed in candidates {
+        if page.vaults.len() >= limit {
+            page.next = listed_up_to;
+            break;
+        }
+        let vault = listed.entry.vault;
+        listed_up_to = Some(vault);
+        let guard = app.read_state(vault).await?;
+        let Some(state) = guard.as_ref() else {
+            continue;
+        };
+        let access = state.access(&me, app.now());
+        if !access.is_member() {
+            continue;
+        }
+        let cap = if listed.accepted {
+            usize::MAX
+        } else {
+            limits.shares_per_vault
+        };
+        page.vaults.push(PageVault {
+            vault,
+            owner: state.owner().fingerprint(),
+            is_owner: access.owner,
+            accepted: listed.accepted,
+            truncated: access.collections.len() > cap || access.records.len() > cap,
+            head: state.head(),
+            collections: access
+                .collections
+                .iter()
+                .take(cap)
+                .map(|(id, c)| (*id, *c))
+                .collect(),
+            records: access.records.iter().take(cap).copied().collect(),
+        });
+    }
+    Ok(page)
+}
+
+/// The owners `me` accepts shares from.
+pub async fn accepted(app: &AppState, me: Fingerprint) -> Result<AcceptedOwners, Failure> {
+    app.meta
+        .accepted_owners(me)
+        .await
+        .map_err(|e| Failure::internal("reading the accepted owners", e))
+}
+
+/// Why an accepted list was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum SetAcceptedError {
+    /// The list is malformed (see [`normalise`]).
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// A list of the same or a greater version is stored (returned).
+    #[error("a list of version {} is stored (set from another device, or this request is a replay); apply your change to it and send version {}", .0.version, .0.version.saturating_add(1))]
+    Stale(AcceptedOwners),
+    /// The relay failed.
+    #[error(transparent)]
+    Failure(#[from] Failure),
+}
+
+/// Stores `me`'s accepted owners if `version` is greater than the stored
+/// list's; returns the list as stored (owners sorted).
+pub async fn set_accepted(
+    app: &AppState,
+    me: Fingerprint,
+    version: u64,
+    owners: Vec<Fingerprint>,
+) -> Result<AcceptedOwners, SetAcceptedError> {
+    let list = normalise(version, owners).map_err(SetAcceptedError::Invalid)?;
+    match app
+        .meta
+        .set_accepted_owners(me, list.clone())
+        .await
+        .map_err(|e| Failure::storage("storing the accepted owners", e))?
+    {
+        Ok(()) => Ok(list),
+        Err(stored) => Err(SetAcceptedError::Stale(stored)),
+    }
 }
 
 /// Checks and normalises an accepted list a person sends: at most

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use vault_core::{Fingerprint, VaultId};
 
 use crate::auth::Caller;
-use crate::domain::inbox::{self as domain, View};
+use crate::domain::inbox::{self as domain, SetAcceptedError, View};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::{read_json, HeadJson};
 use crate::state::AppState;
@@ -61,82 +61,33 @@ pub async fn inbox(
     let limit = usize::try_from(q.limit.unwrap_or(MAX_INBOX_PAGE as u64))
         .unwrap_or(MAX_INBOX_PAGE)
         .clamp(1, MAX_INBOX_PAGE);
-    let me = caller.fingerprint();
-    let entries = app
-        .meta
-        .inbox(me)
-        .await
-        .map_err(|e| ApiError::storage("reading the inbox", &e))?;
-    let accepted = app
-        .meta
-        .accepted_owners(me)
-        .await
-        .map_err(|e| ApiError::storage("reading the accepted owners", &e))?;
-    let limits = app.config.inbox_limits();
-    let selection = domain::select(&entries, &me, &accepted, view, &limits);
-    let mut out = Vec::new();
-    let mut next = None;
-    let mut listed_up_to = None;
-    let page = selection
-        .listed
+    let page = domain::page(&app, caller.fingerprint(), after, limit, view).await?;
+    let vaults: Vec<Value> = page
+        .vaults
         .iter()
-        .filter(|l| after.is_none_or(|a| l.entry.vault.as_bytes() > a.as_bytes()));
-    for listed in page {
-        if out.len() >= limit {
-            next = listed_up_to.map(|v: VaultId| v.to_hex());
-            break;
-        }
-        let vault = listed.entry.vault;
-        listed_up_to = Some(vault);
-        let guard = app.read_state(vault).await?;
-        let Some(state) = guard.as_ref() else {
-            continue;
-        };
-        let access = state.access(&me, app.now());
-        if !access.is_member() {
-            continue;
-        }
-        let cap = if listed.accepted {
-            usize::MAX
-        } else {
-            limits.shares_per_vault
-        };
-        let collections: Vec<Value> = access
-            .collections
-            .iter()
-            .take(cap)
-            .map(|(id, c)| {
-                json!({
+        .map(|v| {
+            json!({
+                "vault": v.vault.to_hex(),
+                "owner": v.owner.to_hex(),
+                "is_owner": v.is_owner,
+                "accepted": v.accepted,
+                "truncated": v.truncated,
+                "head": HeadJson::from(v.head),
+                "collections": v.collections.iter().map(|(id, c)| json!({
                     "collection": id.to_hex(),
                     "epoch": c.epoch,
                     "permission": c.permission.as_str(),
                     "expires_at": c.expires_at,
-                })
+                })).collect::<Vec<_>>(),
+                "records": v.records.iter().map(|r| r.to_hex()).collect::<Vec<_>>(),
             })
-            .collect();
-        let records: Vec<String> = access
-            .records
-            .iter()
-            .take(cap)
-            .map(|r| r.to_hex())
-            .collect();
-        let truncated = access.collections.len() > cap || access.records.len() > cap;
-        out.push(json!({
-            "vault": vault.to_hex(),
-            "owner": state.owner().fingerprint().to_hex(),
-            "is_owner": access.owner,
-            "accepted": listed.accepted,
-            "truncated": truncated,
-            "head": HeadJson::from(state.head()),
-            "collections": collections,
-            "records": records,
-        }));
-    }
+        })
+        .collect();
     Ok(Json(json!({
-        "vaults": out,
-        "next": next,
-        "strangers_held_back": selection.strangers_held_back,
-        "strangers_not_listed": selection.strangers_not_asked,
+        "vaults": vaults,
+        "next": page.next.map(|v| v.to_hex()),
+        "strangers_held_back": page.strangers_held_back,
+        "strangers_not_listed": page.strangers_not_listed,
     })))
 }
 
@@ -161,11 +112,7 @@ pub async fn accepted(
     State(app): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<Value>> {
-    let list = app
-        .meta
-        .accepted_owners(caller.fingerprint())
-        .await
-        .map_err(|e| ApiError::storage("reading the accepted owners", &e))?;
+    let list = domain::accepted(&app, caller.fingerprint()).await?;
     Ok(Json(accepted_json(&list)))
 }
 
@@ -195,23 +142,15 @@ pub async fn set_accepted(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let list = domain::normalise(body.version, owners).map_err(ApiError::malformed)?;
-    match app
-        .meta
-        .set_accepted_owners(caller.fingerprint(), list.clone())
-        .await
-        .map_err(|e| ApiError::storage("storing the accepted owners", &e))?
-    {
-        Ok(()) => Ok(Json(accepted_json(&list))),
-        Err(stored) => Err(ApiError::new(
+    match domain::set_accepted(&app, caller.fingerprint(), body.version, owners).await {
+        Ok(list) => Ok(Json(accepted_json(&list))),
+        Err(e @ SetAcceptedError::Invalid(_)) => Err(ApiError::malformed(e.to_string())),
+        Err(SetAcceptedError::Stale(stored)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "stale_version",
-            format!(
-                "a list of version {} is stored (set from another device, or this request is a replay); apply your change to it and send version {}",
-                stored.version,
-                stored.version.saturating_add(1)
-            ),
+            SetAcceptedError::Stale(stored.clone()).to_string(),
         )
         .with("accepted", accepted_json(&stored))),
+        Err(SetAcceptedError::Failure(f)) => Err(f.into()),
     }
 }
