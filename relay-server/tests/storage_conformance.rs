@@ -21,7 +21,7 @@ use relay_server::storage::memory::{MemoryBlobs, MemoryMeta};
 use relay_server::storage::sqlite::SqliteMeta;
 use relay_server::storage::{
     AppendBatch, BlobInfo, BlobStore, Chunk, ChunkOutcome, CreateOutcome, Head, MetaStore,
-    UploadKey,
+    StoredEntry, UploadKey,
 };
 
 #[allow(clippy::unwrap_used)] // test helper
@@ -129,6 +129,70 @@ fn sha(b: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(b).into()
 }
 
+/// Creates vault `v` of `owner` from `g` and appends `e1`, which shares
+/// something with principal 2 (the log a reopen test checks with
+/// [`log_survived`]).
+#[allow(clippy::unwrap_used)] // test helper
+async fn write_log(
+    meta: &dyn MetaStore,
+    owner: vault_core::Fingerprint,
+    v: vault_core::VaultId,
+    g: &StoredEntry,
+    e1: &StoredEntry,
+) {
+    let created = meta
+        .create_vault(v, owner, g.clone(), u64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(created, CreateOutcome::Created);
+    meta.append(AppendBatch {
+        vault: v,
+        prev: Head {
+            seq: 0,
+            hash: g.hash,
+        },
+        entries: vec![e1.clone()],
+        blob_refs: vec![],
+        inbox: vec![vault_core::Fingerprint::from_bytes([2; 32])],
+        purged: vec![],
+        account: owner,
+        quota: u64::MAX,
+    })
+    .await
+    .unwrap();
+}
+
+/// The log [`write_log`] wrote, read back after a reopen: head, entries
+/// and the inbox index.
+#[allow(clippy::unwrap_used)] // test helper
+async fn log_survived(
+    meta: &dyn MetaStore,
+    v: vault_core::VaultId,
+    g: &StoredEntry,
+    e1: &StoredEntry,
+) {
+    assert_eq!(
+        meta.head(v).await.unwrap(),
+        Some(Head {
+            seq: 1,
+            hash: e1.hash
+        })
+    );
+    assert_eq!(
+        meta.entries(v, 0, 10).await.unwrap(),
+        vec![g.bytes.clone(), e1.bytes.clone()]
+    );
+    assert_eq!(
+        meta.inbox(vault_core::Fingerprint::from_bytes([2; 32]))
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.vault)
+            .collect::<Vec<_>>(),
+        vec![v]
+    );
+}
+
 /// Everything acknowledged survives dropping the stores and reopening the
 /// directory; the bytes of a chunk written but never acknowledged (a crash
 /// between writing and acknowledging) are not counted.
@@ -147,25 +211,7 @@ async fn sqlite_files_reopen_keeps_what_was_acknowledged() {
     let done = b"complete blob".as_slice();
     {
         let (meta, blobs) = open_disk(dir.path());
-        let created = meta
-            .create_vault(v, owner, g.clone(), u64::MAX)
-            .await
-            .unwrap();
-        assert_eq!(created, CreateOutcome::Created);
-        let batch = AppendBatch {
-            vault: v,
-            prev: Head {
-                seq: 0,
-                hash: g.hash,
-            },
-            entries: vec![e1.clone()],
-            blob_refs: vec![],
-            inbox: vec![vault_core::Fingerprint::from_bytes([2; 32])],
-            purged: vec![],
-            account: owner,
-            quota: u64::MAX,
-        };
-        meta.append(batch).await.unwrap();
+        write_log(&*meta, owner, v, &g, &e1).await;
         let info = BlobInfo {
             len: done.len() as u64,
             uploader: owner,
@@ -227,26 +273,7 @@ async fn sqlite_files_reopen_keeps_what_was_acknowledged() {
         f.write_all(b"unacknowledged").unwrap();
     }
     let (meta, blobs) = open_disk(dir.path());
-    assert_eq!(
-        meta.head(v).await.unwrap(),
-        Some(Head {
-            seq: 1,
-            hash: e1.hash
-        })
-    );
-    assert_eq!(
-        meta.entries(v, 0, 10).await.unwrap(),
-        vec![g.bytes.clone(), e1.bytes.clone()]
-    );
-    assert_eq!(
-        meta.inbox(vault_core::Fingerprint::from_bytes([2; 32]))
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.vault)
-            .collect::<Vec<_>>(),
-        vec![v]
-    );
+    log_survived(&*meta, v, &g, &e1).await;
     assert!(meta.blob(v, sha(done)).await.unwrap().is_some());
     let charged = (g.bytes.len() + e1.bytes.len() + done.len() + 10) as u64;
     assert_eq!(meta.usage(owner).await.unwrap(), charged);

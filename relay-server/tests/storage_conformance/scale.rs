@@ -18,8 +18,7 @@ use relay_server::storage::backends::{
 };
 use relay_server::storage::postgres::PgMeta;
 use relay_server::storage::{
-    conformance, AppendBatch, BlobInfo, BlobStore, Chunk, ChunkOutcome, CreateOutcome, Head,
-    MetaStore, UploadKey,
+    conformance, BlobInfo, BlobStore, Chunk, ChunkOutcome, MetaStore, UploadKey,
 };
 
 use super::services::{self, Cluster};
@@ -112,27 +111,7 @@ async fn postgres_s3_reopen_keeps_what_was_acknowledged() {
     let stopped_at;
     {
         let (meta, blobs) = open().await;
-        assert_eq!(
-            meta.create_vault(v, owner, g.clone(), u64::MAX)
-                .await
-                .unwrap(),
-            CreateOutcome::Created
-        );
-        meta.append(AppendBatch {
-            vault: v,
-            prev: Head {
-                seq: 0,
-                hash: g.hash,
-            },
-            entries: vec![e1.clone()],
-            blob_refs: vec![],
-            inbox: vec![vault_core::Fingerprint::from_bytes([2; 32])],
-            purged: vec![],
-            account: owner,
-            quota: u64::MAX,
-        })
-        .await
-        .unwrap();
+        super::write_log(&*meta, owner, v, &g, &e1).await;
         // Three chunks: 9 MiB acknowledged, one part uploaded, 1 MiB of
         // tail in PostgreSQL.
         let mut at = 0;
@@ -162,26 +141,7 @@ async fn postgres_s3_reopen_keeps_what_was_acknowledged() {
         // No close: the stores are dropped as a crash would leave them.
     }
     let (meta, blobs) = open().await;
-    assert_eq!(
-        meta.head(v).await.unwrap(),
-        Some(Head {
-            seq: 1,
-            hash: e1.hash
-        })
-    );
-    assert_eq!(
-        meta.entries(v, 0, 10).await.unwrap(),
-        vec![g.bytes.clone(), e1.bytes.clone()]
-    );
-    assert_eq!(
-        meta.inbox(vault_core::Fingerprint::from_bytes([2; 32]))
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.vault)
-            .collect::<Vec<_>>(),
-        vec![v]
-    );
+    super::log_survived(&*meta, v, &g, &e1).await;
     assert_eq!(
         meta.usage(owner).await.unwrap(),
         (g.bytes.len() + e1.bytes.len() + 3 * C) as u64
