@@ -385,21 +385,7 @@ impl S3Blobs {
     /// upload.
     async fn discard(&self, key: &UploadKey, token: &str, multipart_id: Option<&str>) {
         let path = self.path(&key.hash);
-        let forgotten: Result<u64, StorageError> = async {
-            let c = self.client().await?;
-            c.execute(
-                "DELETE FROM s3_uploads WHERE vault = $1 AND hash = $2 AND lease = $3",
-                &[
-                    &key.vault.as_bytes().as_slice(),
-                    &key.hash.as_slice(),
-                    &token,
-                ],
-            )
-            .await
-            .map_err(db_error)
-        }
-        .await;
-        if let Err(e) = forgotten {
+        if let Err(e) = self.forget(key, token).await {
             tracing::warn!(error = %e, "forgetting a discarded upload failed; it is swept later");
         }
         if let (Some(id), Ok(path)) = (multipart_id, path) {
