@@ -79,6 +79,27 @@ pub struct RelayProcess {
     args: Vec<String>,
 }
 
+/// Every regular file below `dir`, recursively (symbolic links and sockets
+/// are not followed or listed; a directory that cannot be read is skipped).
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(p);
+            } else if meta.is_file() {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 /// A loopback port that was free a moment ago (bound, read and released):
 /// for a process that must be told its own URL before it starts.
 pub fn free_loopback_port() -> u16 {

@@ -16,7 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use vault_tests::{CliProfile, RelayProcess};
+use vault_tests::{files_below, CliProfile, RelayProcess};
 
 /// Locks the profiles' agents even when an assertion fails, so no agent
 /// outlives the test.
@@ -103,7 +103,7 @@ fn unlock_once_then_lock_and_idle_timeout() {
 
     // Nothing secret in the profile's files, the agent's command line or
     // its environment.
-    for entry in walk(&alice.home) {
+    for entry in files_below(&alice.home) {
         let bytes = std::fs::read(&entry).unwrap_or_default();
         let text = String::from_utf8_lossy(&bytes);
         assert!(
@@ -145,23 +145,4 @@ fn unlock_once_then_lock_and_idle_timeout() {
     assert!(refused.contains("another identity"), "{refused}");
     std::fs::remove_file(&socket).unwrap();
     assert_eq!(bob.json(&["lock"])["agent_was_running"], true);
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            let Ok(meta) = std::fs::symlink_metadata(&p) else {
-                continue;
-            };
-            if meta.is_dir() {
-                stack.push(p);
-            } else if meta.is_file() {
-                out.push(p);
-            }
-        }
-    }
-    out
 }

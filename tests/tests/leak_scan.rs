@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use vault_tests::{relay_binary, CliProfile, RelayProcess};
+use vault_tests::{files_below, relay_binary, CliProfile, RelayProcess};
 
 fn samples() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fhir-samples");
@@ -98,17 +98,6 @@ fn collect_codings(v: &Value, n: &mut BTreeSet<String>) {
     }
 }
 
-fn files_below(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            files_below(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
 /// Whether `haystack` (ASCII-lowercased text) contains `needle`,
 /// ASCII-case-insensitively (`str::contains` is a fast two-way search).
 fn contains(haystack: &str, needle: &str) -> bool {
@@ -133,8 +122,7 @@ fn baseline_bytes(dir: &Path) -> String {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let mut files = Vec::new();
-    files_below(&data, &mut files);
+    let mut files = files_below(&data);
     files.push(data.with_extension("log"));
     files.push(backup);
     let mut all = Vec::new();
@@ -242,8 +230,7 @@ fn a_leaked_relay_reveals_no_patient_data() {
     );
 
     // Every byte the relay wrote.
-    let mut files = Vec::new();
-    files_below(&data, &mut files);
+    let mut files = files_below(&data);
     files.push(data.with_extension("log"));
     files.push(backup);
     let mut hits: BTreeMap<String, Vec<String>> = BTreeMap::new();
