@@ -25,10 +25,18 @@ pub fn find_collection(
     now: u64,
     name: &str,
 ) -> Result<CollectionId> {
-    let mut names: Vec<(String, CollectionId)> = vault_client::reading::names_by_id(state, me, now)
-        .into_iter()
-        .map(|(id, n)| (n, id))
-        .collect();
+    find_named(&vault_client::reading::names_by_id(state, me, now), name)
+}
+
+/// Finds a collection by name (or id prefix) among `readable`, the names of
+/// the collections one can read (from `vault_client::reading::names_by_id`);
+/// a name two collections share is refused as ambiguous.
+pub fn find_named(
+    readable: &std::collections::BTreeMap<CollectionId, String>,
+    name: &str,
+) -> Result<CollectionId> {
+    let mut names: Vec<(String, CollectionId)> =
+        readable.iter().map(|(id, n)| (n.clone(), *id)).collect();
     names.sort();
     let by_name: Vec<CollectionId> = names
         .iter()

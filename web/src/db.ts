@@ -1,6 +1,9 @@
-// IndexedDB `vault`: what this browser keeps between visits. Nothing secret in
-// clear: the key file is sealed under the passphrase (age scrypt), and the
-// snapshot holds verified logs, pins and cursors (no keys, no record content).
+// IndexedDB `vault`: what this browser keeps between visits. No key and no
+// record content in clear: the key file is sealed under the passphrase (age
+// scrypt), and the snapshot holds verified logs, pins and cursors. One
+// credential is kept in clear: a relay's invitation token (`Profile.invite`),
+// until the identity is published there; it admits one identity to that relay
+// and opens nothing.
 
 export interface Profile {
   /** 64 hex digits: the key of both stores. */

@@ -10,7 +10,9 @@ use crate::cli::{ListArgs, OpenArgs, ShowArgs};
 use crate::error::{CliError, Result};
 use crate::home::create_private_dir;
 use crate::output::{clean, line, short, table};
-use crate::records::{check_readable, find_collection, find_record, open_all, open_record, Listed};
+use crate::records::{
+    check_readable, find_collection, find_named, find_record, open_all, open_record, Listed,
+};
 use crate::session::{Namer, Session};
 use vault_client::reading::names_by_id;
 use vault_fhir as fhir;
@@ -109,7 +111,7 @@ pub fn list(session: &mut Session, args: &ListArgs) -> Result<()> {
     let collection = args
         .collection
         .as_deref()
-        .map(|c| find_collection(&state, &secret, session.now(), c))
+        .map(|c| find_named(&names, c))
         .transpose()?;
     let listing = open_all(session, &state, collection.as_ref(), false)?;
     let mut listed = listing.opened;

@@ -193,11 +193,15 @@ fn owners(session: &Session, who: &[String]) -> Result<Vec<vault_core::Fingerpri
 fn accepted_change(session: &mut Session, who: &[String], accept: bool) -> Result<()> {
     let fps = owners(session, who)?;
     let client = session.client()?;
-    let list = session.rt.block_on(if accept {
-        futures_util::future::Either::Left(vault_client::inbox::accept(&client, &fps))
+    let list = if accept {
+        session
+            .rt
+            .block_on(vault_client::inbox::accept(&client, &fps))?
     } else {
-        futures_util::future::Either::Right(vault_client::inbox::forget(&client, &fps))
-    })?;
+        session
+            .rt
+            .block_on(vault_client::inbox::forget(&client, &fps))?
+    };
     if session.out.json {
         return session.out.json(&accepted_json(session, &list));
     }
