@@ -441,8 +441,14 @@ pub struct ShareArgs {
     pub write: bool,
     /// Allow the contact to add records and new versions of the records
     /// they added, but never to delete or replace anyone else's.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "deposit")]
     pub add_only: bool,
+    /// Write-only, for an organisation's gateway such as a hospital lab:
+    /// the contact may add records to the collection (as --add-only) but
+    /// can read nothing in the vault, not even what it added. Its records
+    /// show it as their author.
+    #[arg(long, conflicts_with = "write")]
+    pub deposit: bool,
     /// Access ends at this time: a duration (`90min`, `12h`, `30d`, `2w`,
     /// `6mo`, `1y`) or a date (`2027-01-31`).
     #[arg(long, value_name = "WHEN")]

@@ -136,6 +136,38 @@ pub fn collections_by_name(
     map
 }
 
+/// The collections among `names` that `me` may deposit into at `now`,
+/// named by their id: a write-only depositor cannot open a collection's
+/// name (it is sealed under the collection key), so it names the
+/// collection by the id its grant shows (all 32 hex digits, or a prefix of
+/// at least 8 that only one of its deposit collections has).
+pub fn deposit_targets(
+    state: &VaultState,
+    me: &SecretIdentity,
+    now: u64,
+    names: &[&str],
+) -> BTreeMap<String, CollectionId> {
+    let deposits: Vec<CollectionId> = state
+        .access(&me.fingerprint(), now)
+        .collections
+        .into_iter()
+        .filter(|(_, a)| a.permission == vault_core::Permission::Deposit)
+        .map(|(id, _)| id)
+        .collect();
+    names
+        .iter()
+        .filter(|n| n.len() >= 8 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .filter_map(|n| {
+            let lower = n.to_ascii_lowercase();
+            let mut found = deposits.iter().filter(|id| id.to_hex().starts_with(&lower));
+            match (found.next(), found.next()) {
+                (Some(id), None) => Some(((*n).to_owned(), *id)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// What [`ensure_collections`] found and did.
 #[derive(Debug)]
 pub struct Collections {
@@ -167,7 +199,8 @@ pub async fn ensure_collections<S: Store + ?Sized>(
             .map(|n| (*n).to_owned())
             .collect()
     };
-    let by_name = collections_by_name(&state, &mut Keyring::new(secret, client.now()));
+    let mut by_name = collections_by_name(&state, &mut Keyring::new(secret, client.now()));
+    by_name.extend(deposit_targets(&state, secret, client.now(), names));
     if missing(&by_name).is_empty() {
         return Ok(Collections {
             state,

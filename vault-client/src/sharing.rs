@@ -61,7 +61,8 @@ pub async fn revoke<S: Store + ?Sized>(
 /// What to share with a member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShareTarget {
-    /// A collection's current key, read or read-write.
+    /// A collection: its current key (read, read-write, read-add), or for
+    /// [`Permission::Deposit`] its deposit key only (write-only).
     Collection(CollectionId, Permission),
     /// One record's current version, read-only.
     Record(RecordId),
@@ -82,7 +83,9 @@ pub struct SharePlan {
 /// Builds the entries sharing `target` with `member`. A collection whose
 /// current key could open replaced or deleted versions is rotated first
 /// (a rotation that revokes nobody), so a member granted now never reads
-/// what the owner deleted or replaced before.
+/// what the owner deleted or replaced before. A member who reads the
+/// collection and is made a write-only depositor is revoked in that
+/// rotation first, so they hold no readable key of the new epoch.
 pub fn plan_share(
     state: &VaultState,
     owner: &SecretIdentity,
@@ -100,8 +103,30 @@ pub fn plan_share(
         ShareTarget::Collection(collection, permission) => {
             let mut entries = Vec::new();
             let mut next = None;
-            if state.needs_rotation_before_grant(&collection) {
-                let rotation = state.revoke(&mut keyring, &collection, &[])?;
+            // A reader made a depositor already holds the current key: the
+            // key is rotated away from them first, so the deposit grant is
+            // all they hold from now on.
+            let reader_now = state
+                .collections()
+                .into_iter()
+                .find(|c| c.id == collection)
+                .is_some_and(|c| {
+                    c.members
+                        .iter()
+                        .any(|(fp, p, _)| *fp == member.fingerprint() && p.may_read())
+                });
+            let downgrade = permission == Permission::Deposit && reader_now;
+            // A depositor receives no key that opens anything: nothing to
+            // close before granting it.
+            if downgrade
+                || (permission.may_read() && state.needs_rotation_before_grant(&collection))
+            {
+                let revoked = if downgrade {
+                    vec![member.fingerprint()]
+                } else {
+                    Vec::new()
+                };
+                let rotation = state.revoke(&mut keyring, &collection, &revoked)?;
                 let mut rotated = state.clone();
                 rotated.apply(&rotation)?;
                 entries.push(rotation);

@@ -296,17 +296,12 @@ impl RawInboxVault {
                         collection: CollectionId::from_hex(&c.collection)
                             .map_err(|_| id(&c.collection, "collection"))?,
                         epoch: c.epoch,
-                        permission: match c.permission.as_str() {
-                            "read" => Permission::Read,
-                            "read-write" => Permission::ReadWrite,
-                            "read-add" => Permission::Add,
-                            other => {
-                                return Err(ClientError::Protocol(format!(
-                                    "inbox permission is not \"read\", \"read-write\" or \"read-add\": {}",
-                                    shorten(other)
-                                )))
-                            }
-                        },
+                        permission: Permission::from_name(&c.permission).ok_or_else(|| {
+                            ClientError::Protocol(format!(
+                                "inbox permission is not \"read\", \"read-write\", \"read-add\" or \"deposit\": {}",
+                                shorten(&c.permission)
+                            ))
+                        })?,
                         expires_at: c.expires_at,
                     })
                 })

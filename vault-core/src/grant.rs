@@ -14,7 +14,7 @@ use crate::encoding::{Reader, Writer};
 use crate::error::{Error, Result};
 use crate::identity::{Fingerprint, PublicIdentity, SecretIdentity};
 use crate::ids::{CollectionId, RecordId, VaultId};
-use crate::keys::{CollectionKey, DataKey};
+use crate::keys::{CollectionKey, DataKey, DepositPublicKey};
 use crate::primitives::{self, sha256};
 use crate::record::VerifiedRecord;
 
@@ -36,6 +36,12 @@ pub enum Permission {
     /// member created; never delete, never replace a record someone else
     /// created (`docs/format.md` §8.2).
     Add,
+    /// Write-only: add new records and new versions of the records this
+    /// member created, as [`Permission::Add`], but read nothing. The grant
+    /// carries the epoch's deposit public key instead of the collection key
+    /// (`docs/format.md` §5.5, §7.1), so the member can seal data keys to
+    /// the collection's readers and open none, not even its own deposits.
+    Deposit,
 }
 
 impl Permission {
@@ -44,6 +50,7 @@ impl Permission {
             Permission::Read => 1,
             Permission::ReadWrite => 2,
             Permission::Add => 3,
+            Permission::Deposit => 4,
         }
     }
     fn from_byte(b: u8) -> Option<Self> {
@@ -51,21 +58,50 @@ impl Permission {
             1 => Some(Permission::Read),
             2 => Some(Permission::ReadWrite),
             3 => Some(Permission::Add),
+            4 => Some(Permission::Deposit),
             _ => None,
         }
     }
-    /// `"read"`, `"read-write"` or `"read-add"`.
+    /// `"read"`, `"read-write"`, `"read-add"` or `"deposit"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Permission::Read => "read",
             Permission::ReadWrite => "read-write",
             Permission::Add => "read-add",
+            Permission::Deposit => "deposit",
         }
+    }
+
+    /// The permission named by [`Permission::as_str`], if `name` is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Permission::Read,
+            Permission::ReadWrite,
+            Permission::Add,
+            Permission::Deposit,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == name)
     }
 
     /// Whether it lets the member append record-put entries at all.
     pub fn may_add(self) -> bool {
-        matches!(self, Permission::ReadWrite | Permission::Add)
+        matches!(
+            self,
+            Permission::ReadWrite | Permission::Add | Permission::Deposit
+        )
+    }
+
+    /// Whether it lets the member read the collection's records (every
+    /// permission but [`Permission::Deposit`]).
+    pub fn may_read(self) -> bool {
+        self != Permission::Deposit
+    }
+
+    /// Whether the member may replace only the records it created (read-add
+    /// and deposit), not anyone's.
+    pub fn own_records_only(self) -> bool {
+        matches!(self, Permission::Add | Permission::Deposit)
     }
 }
 
@@ -229,6 +265,12 @@ impl Grant {
                 reason: "record grants are read-only",
             });
         }
+        if permission == Permission::Deposit && key_commitment.is_none() {
+            return Err(Error::Malformed {
+                what: "grant",
+                reason: "a deposit grant is version 2",
+            });
+        }
         Ok(Self {
             vault,
             scope,
@@ -274,7 +316,9 @@ impl Grant {
         Ok(g)
     }
 
-    /// Issues a grant of a collection key to `member`.
+    /// Issues a grant of a collection to `member`: of the collection key,
+    /// or for [`Permission::Deposit`] of the epoch's deposit public key
+    /// only (`docs/format.md` §7.1).
     pub(crate) fn for_collection(
         owner: &SecretIdentity,
         key: &CollectionKey,
@@ -293,7 +337,11 @@ impl Grant {
             expires_at,
             issued_at,
         };
-        Self::issue(owner, member, terms, key.secret())
+        if permission == Permission::Deposit {
+            Self::issue(owner, member, terms, key.deposit_public().as_bytes())
+        } else {
+            Self::issue(owner, member, terms, key.secret())
+        }
     }
 
     /// Issues a grant of one verified record version's data key to
@@ -422,8 +470,14 @@ impl VerifiedGrant {
         Ok(key)
     }
 
-    /// Opens a collection grant addressed to `me`.
+    /// Opens a collection grant addressed to `me`. A deposit grant carries
+    /// no collection key and is refused ([`Error::AccessDenied`]).
     pub fn open_collection_key(&self, me: &SecretIdentity) -> Result<CollectionKey> {
+        if self.0.permission == Permission::Deposit {
+            return Err(Error::AccessDenied(
+                "you may deposit records into this collection but not read it",
+            ));
+        }
         match self.0.scope {
             GrantScope::Collection { collection, epoch } => Ok(CollectionKey::from_secret(
                 self.0.vault,
@@ -432,6 +486,17 @@ impl VerifiedGrant {
                 self.open_key(me)?,
             )),
             GrantScope::Record { .. } => Err(Error::InvalidInput("this is a record grant")),
+        }
+    }
+
+    /// Opens a deposit grant addressed to `me`: the public key of the
+    /// epoch's deposit key, which data keys of new records are sealed to.
+    pub fn open_deposit_key(&self, me: &SecretIdentity) -> Result<DepositPublicKey> {
+        match (self.0.permission, self.0.scope) {
+            (Permission::Deposit, GrantScope::Collection { collection, epoch }) => Ok(
+                DepositPublicKey::from_parts(self.0.vault, collection, epoch, *self.open_key(me)?),
+            ),
+            _ => Err(Error::InvalidInput("this is not a deposit grant")),
         }
     }
 

@@ -10,6 +10,13 @@
 //! ChaCha20-Poly1305 with a random nonce and the full record context (vault,
 //! collection, epoch, record, version) as associated data. A wrapped key moved
 //! to any other context fails to open.
+//!
+//! - Each epoch's collection key also determines a **deposit key pair**
+//!   (`docs/format.md` §5.5): an X25519 key pair derived with RFC 9180's
+//!   `DeriveKeyPair`. A write-only depositor holds only its public half
+//!   ([`DepositPublicKey`]) and seals each record's data key to it with
+//!   HPKE ([`DepositSealedKey`]), bound to the same record context; every
+//!   holder of the collection key opens it, the depositor cannot.
 
 use std::fmt;
 
@@ -24,8 +31,20 @@ const WRAP_KEK_INFO: &[u8] = b"vault/v1/wrap-kek\0";
 const WRAP_AAD: &[u8] = b"vault/v1/wrap\0";
 const NAME_KEY_INFO: &[u8] = b"vault/v1/collection-name\0";
 const WRAPPED_VERSION: u8 = 1;
+const DEPOSIT_KEY_INFO: &[u8] = b"vault/v1/deposit-key\0";
+const DEPOSIT_SEAL_INFO: &[u8] = b"vault/v1/deposit\0";
+const DEPOSIT_SEALED_VERSION: u8 = 2;
 /// Encoded length of a [`WrappedDataKey`].
 pub const WRAPPED_KEY_LEN: usize = 1 + NONCE_LEN + 32 + TAG_LEN;
+/// Encoded length of a [`DepositSealedKey`]: version byte, HPKE
+/// encapsulated key, sealed data key and tag.
+pub const DEPOSIT_SEALED_KEY_LEN: usize = 1 + 32 + 32 + TAG_LEN;
+
+/// HPKE suite of deposits (RFC 9180): DHKEM(X25519, HKDF-SHA256),
+/// HKDF-SHA256, ChaCha20-Poly1305, base mode.
+type DepositKem = hpke::kem::X25519HkdfSha256;
+type DepositKdf = hpke::kdf::HkdfSha256;
+type DepositAead = hpke::aead::ChaCha20Poly1305;
 const MAX_NAME: usize = 256;
 
 /// Everything a data key is bound to.
@@ -154,6 +173,88 @@ impl CollectionKey {
         Ok(DataKey(Zeroizing::new(bytes)))
     }
 
+    /// This epoch's deposit key pair (`docs/format.md` §5.5): RFC 9180
+    /// `DeriveKeyPair` of an HKDF output of the collection key bound to
+    /// (vault, collection, epoch).
+    fn deposit_keypair(
+        &self,
+    ) -> (
+        <DepositKem as hpke::Kem>::PrivateKey,
+        <DepositKem as hpke::Kem>::PublicKey,
+    ) {
+        let ikm = primitives::hkdf32(
+            self.secret.as_ref(),
+            b"",
+            &epoch_info(DEPOSIT_KEY_INFO, &self.vault, &self.collection, self.epoch),
+        );
+        <DepositKem as hpke::Kem>::derive_keypair(ikm.as_ref())
+    }
+
+    /// The public half of this epoch's deposit key, which write-only
+    /// depositors seal data keys to.
+    pub fn deposit_public(&self) -> DepositPublicKey {
+        use hpke::Serializable;
+        let (_, public) = self.deposit_keypair();
+        DepositPublicKey {
+            vault: self.vault,
+            collection: self.collection,
+            epoch: self.epoch,
+            bytes: public.to_bytes().into(),
+        }
+    }
+
+    /// Opens a data key a depositor sealed to this epoch's deposit key;
+    /// fails with [`Error::DecryptionFailed`] if it was sealed for any other
+    /// context or key, or was altered.
+    pub(crate) fn open_deposit(
+        &self,
+        sealed: &DepositSealedKey,
+        record: &RecordId,
+        version: u32,
+    ) -> Result<DataKey> {
+        use hpke::Deserializable;
+        let (private, _) = self.deposit_keypair();
+        let encapped = <DepositKem as hpke::Kem>::EncappedKey::from_bytes(&sealed.enc)
+            .map_err(|_| Error::DecryptionFailed)?;
+        let info = deposit_info(&RecordContext {
+            vault: self.vault,
+            collection: self.collection,
+            epoch: self.epoch,
+            record: *record,
+            version,
+        });
+        let pt = Zeroizing::new(
+            hpke::single_shot_open::<DepositAead, DepositKdf, DepositKem>(
+                &hpke::OpModeR::Base,
+                &private,
+                &encapped,
+                &info,
+                &sealed.ct,
+                b"",
+            )
+            .map_err(|_| Error::DecryptionFailed)?,
+        );
+        let bytes: [u8; 32] = pt
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::DecryptionFailed)?;
+        Ok(DataKey(Zeroizing::new(bytes)))
+    }
+
+    /// Opens a data key under this key, whichever way it was sealed:
+    /// wrapped (§5.2) or deposited (§5.5).
+    pub(crate) fn open_seal(
+        &self,
+        seal: &KeySeal,
+        record: &RecordId,
+        version: u32,
+    ) -> Result<DataKey> {
+        match seal {
+            KeySeal::Wrapped(w) => self.unwrap(w, record, version),
+            KeySeal::Deposited(d) => self.open_deposit(d, record, version),
+        }
+    }
+
     fn name_key(&self) -> Zeroizing<[u8; 32]> {
         primitives::hkdf32(
             self.secret.as_ref(),
@@ -275,6 +376,174 @@ impl fmt::Debug for WrappedDataKey {
     }
 }
 
+/// The HPKE `info` of a deposit: the context string and the full record
+/// context.
+fn deposit_info(ctx: &RecordContext) -> Vec<u8> {
+    let mut w = Writer::with_context(DEPOSIT_SEAL_INFO);
+    w.fixed(ctx.vault.as_bytes())
+        .fixed(ctx.collection.as_bytes())
+        .u32(ctx.epoch)
+        .fixed(ctx.record.as_bytes())
+        .u32(ctx.version);
+    w.into_vec()
+}
+
+/// The public half of one epoch's deposit key (`docs/format.md` §5.5),
+/// bound to its (vault, collection, epoch). A write-only depositor receives
+/// it in its grant and can seal data keys to it, nothing more: it opens
+/// nothing.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DepositPublicKey {
+    vault: VaultId,
+    collection: CollectionId,
+    epoch: u32,
+    bytes: [u8; 32],
+}
+
+impl DepositPublicKey {
+    /// A deposit key received for (vault, collection, epoch), as the 32
+    /// bytes of an X25519 public key.
+    pub(crate) fn from_parts(
+        vault: VaultId,
+        collection: CollectionId,
+        epoch: u32,
+        bytes: [u8; 32],
+    ) -> Self {
+        Self {
+            vault,
+            collection,
+            epoch,
+            bytes,
+        }
+    }
+
+    /// The 32 bytes of the X25519 public key.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+
+    /// The vault this key belongs to.
+    pub fn vault(&self) -> VaultId {
+        self.vault
+    }
+
+    /// The collection this key belongs to.
+    pub fn collection(&self) -> CollectionId {
+        self.collection
+    }
+
+    /// The epoch of this key.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Seals a data key to this deposit key for (record, version): HPKE
+    /// base mode, `info` naming the full record context.
+    pub(crate) fn seal(
+        &self,
+        key: &DataKey,
+        record: &RecordId,
+        version: u32,
+    ) -> Result<DepositSealedKey> {
+        use hpke::{Deserializable, Serializable};
+        let public = <DepositKem as hpke::Kem>::PublicKey::from_bytes(&self.bytes)
+            .map_err(|_| Error::InvalidInput("the deposit key is not an X25519 public key"))?;
+        let info = deposit_info(&RecordContext {
+            vault: self.vault,
+            collection: self.collection,
+            epoch: self.epoch,
+            record: *record,
+            version,
+        });
+        let (encapped, ct) = hpke::single_shot_seal::<DepositAead, DepositKdf, DepositKem, _>(
+            &hpke::OpModeS::Base,
+            &public,
+            &info,
+            key.0.as_ref(),
+            b"",
+            &mut rand_core::OsRng,
+        )
+        .map_err(|_| Error::InvalidInput("the deposit key is not a usable X25519 public key"))?;
+        Ok(DepositSealedKey {
+            enc: encapped.to_bytes().into(),
+            ct,
+        })
+    }
+}
+
+impl fmt::Debug for DepositPublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DepositPublicKey")
+            .field("vault", &self.vault)
+            .field("collection", &self.collection)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A data key a depositor sealed to a deposit key (`docs/format.md` §5.5):
+/// version byte `0x02`, the 32-byte HPKE encapsulated key, 48 bytes of
+/// ciphertext and tag.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DepositSealedKey {
+    enc: [u8; 32],
+    ct: Vec<u8>,
+}
+
+impl DepositSealedKey {
+    pub(crate) fn write(&self, w: &mut Writer) {
+        w.u8(DEPOSIT_SEALED_VERSION)
+            .fixed(&self.enc)
+            .fixed(&self.ct);
+    }
+
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
+        r.version(DEPOSIT_SEALED_VERSION)?;
+        let enc = r.array()?;
+        let ct = r.take(32 + TAG_LEN)?.to_vec();
+        Ok(Self { enc, ct })
+    }
+}
+
+impl fmt::Debug for DepositSealedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DepositSealedKey(..)")
+    }
+}
+
+/// How a record version's data key is sealed in its metadata: wrapped under
+/// the collection key (§5.2), or sealed to the epoch's deposit key by a
+/// write-only depositor (§5.5). A rotation re-wraps either kind.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum KeySeal {
+    /// Wrapped under the collection key's KEK.
+    Wrapped(WrappedDataKey),
+    /// Sealed to the deposit key with HPKE.
+    Deposited(DepositSealedKey),
+}
+
+impl KeySeal {
+    /// The canonical encoding ([`WRAPPED_KEY_LEN`] or
+    /// [`DEPOSIT_SEALED_KEY_LEN`] bytes).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.write(&mut w);
+        w.into_vec()
+    }
+
+    pub(crate) fn write(&self, w: &mut Writer) {
+        match self {
+            KeySeal::Wrapped(k) => k.write(w),
+            KeySeal::Deposited(k) => k.write(w),
+        }
+    }
+
+    /// Whether a depositor sealed it.
+    pub fn is_deposit(&self) -> bool {
+        matches!(self, KeySeal::Deposited(_))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,6 +588,61 @@ mod tests {
         }
         assert!(format!("{key:?}").starts_with("CollectionKey { vault"));
         assert_eq!(format!("{dk:?}"), "DataKey(..)");
+    }
+
+    #[test]
+    fn deposits_open_with_the_collection_key_only_in_their_context() {
+        let vault = VaultId::from_bytes([1; 16]);
+        let coll = CollectionId::from_bytes([2; 16]);
+        let rec = RecordId::from_bytes([3; 16]);
+        let key = CollectionKey::generate(vault, coll, 4);
+        let public = key.deposit_public();
+        assert_eq!(public, key.deposit_public(), "derived, not random");
+        assert_eq!(
+            (public.vault(), public.collection(), public.epoch()),
+            (vault, coll, 4)
+        );
+        let dk = DataKey::generate();
+        let sealed = public.seal(&dk, &rec, 1).unwrap();
+        let seal = KeySeal::Deposited(sealed.clone());
+        assert_eq!(seal.to_bytes().len(), DEPOSIT_SEALED_KEY_LEN);
+        assert_eq!(*key.open_seal(&seal, &rec, 1).unwrap().0, *dk.0);
+        let same_secret =
+            |v, c, e| CollectionKey::from_secret(v, c, e, Zeroizing::new(*key.secret()));
+        for (k, r, v) in [
+            (same_secret(vault, coll, 5), rec, 1),
+            (same_secret(VaultId::from_bytes([9; 16]), coll, 4), rec, 1),
+            (
+                same_secret(vault, CollectionId::from_bytes([9; 16]), 4),
+                rec,
+                1,
+            ),
+            (
+                same_secret(vault, coll, 4),
+                RecordId::from_bytes([9; 16]),
+                1,
+            ),
+            (same_secret(vault, coll, 4), rec, 2),
+            (CollectionKey::generate(vault, coll, 4), rec, 1),
+        ] {
+            assert!(matches!(
+                k.open_deposit(&sealed, &r, v),
+                Err(Error::DecryptionFailed)
+            ));
+        }
+        let mut bytes = seal.to_bytes();
+        for i in 1..bytes.len() {
+            bytes[i] ^= 0x01;
+            let mut r = Reader::new(&bytes, "t");
+            let d = DepositSealedKey::read(&mut r).unwrap();
+            assert!(
+                key.open_deposit(&d, &rec, 1).is_err(),
+                "flip at {i} accepted"
+            );
+            bytes[i] ^= 0x01;
+        }
+        assert_eq!(format!("{sealed:?}"), "DepositSealedKey(..)");
+        assert!(!format!("{public:?}").contains(&hex::encode(public.as_bytes())));
     }
 
     #[test]

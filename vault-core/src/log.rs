@@ -13,7 +13,7 @@ use crate::identity::{Fingerprint, PublicIdentity, SecretIdentity, MAX_IDENTITY_
 use crate::ids::{CollectionId, RecordId, VaultId};
 use crate::keys::WrappedDataKey;
 use crate::primitives::{self, sha256};
-use crate::record::{RecordMetadata, METADATA_LEN};
+use crate::record::{RecordMetadata, DEPOSIT_METADATA_LEN};
 
 const ENTRY_VERSION: u8 = 1;
 const ENTRY_SIGNATURE_CONTEXT: &[u8] = b"vault/v1/log-entry\0";
@@ -234,7 +234,9 @@ impl EntryBody {
                 owner_grant: Grant::from_bytes(r.bytes(MAX_GRANT_LEN)?)?,
             },
             3 => EntryBody::RecordPut {
-                metadata: RecordMetadata::from_bytes(r.take(r.remaining().min(METADATA_LEN))?)?,
+                metadata: RecordMetadata::from_bytes(
+                    r.take(r.remaining().min(DEPOSIT_METADATA_LEN))?,
+                )?,
             },
             4 => EntryBody::RecordDeleted {
                 record: RecordId::from_bytes(r.array()?),

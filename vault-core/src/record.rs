@@ -18,12 +18,17 @@ use crate::encoding::{Reader, Writer};
 use crate::error::{Error, Result};
 use crate::identity::{Fingerprint, SecretIdentity};
 use crate::ids::{CollectionId, RecordId, VaultId};
-use crate::keys::{CollectionKey, DataKey, RecordContext, WrappedDataKey};
+use crate::keys::{
+    CollectionKey, DataKey, DepositPublicKey, DepositSealedKey, KeySeal, RecordContext,
+    WrappedDataKey,
+};
 use crate::payload::{self, PayloadFailure, PayloadWriter, CHUNK_LEN};
 use crate::primitives;
 
 /// Version 2 adds the data key's commitment; version 1 is still read.
 const METADATA_VERSION: u8 = 2;
+/// Version 3 is version 2 with a deposit-sealed data key (§5.5).
+const DEPOSIT_METADATA_VERSION: u8 = 3;
 const HEADER_VERSION: u8 = 1;
 const METADATA_SIGNATURE_CONTEXT: &[u8] = b"vault/v1/record\0";
 const PAYLOAD_KEY_INFO: &[u8] = b"vault/v1/payload\0";
@@ -35,6 +40,12 @@ pub const MIN_PADDED_LEN: u64 = 512;
 /// still read, is 32 bytes shorter: it has no key commitment).
 pub const METADATA_LEN: usize =
     1 + 16 * 3 + 4 + 4 + 16 + 8 + 32 + crate::keys::WRAPPED_KEY_LEN + 32 + 32 + 64;
+/// Encoded length of [`RecordMetadata`] whose data key a write-only
+/// depositor sealed (version 3): [`METADATA_LEN`] with a
+/// [`crate::keys::DEPOSIT_SEALED_KEY_LEN`]-byte sealed key in place of the
+/// wrapped one. The longest metadata there is.
+pub const DEPOSIT_METADATA_LEN: usize =
+    METADATA_LEN - crate::keys::WRAPPED_KEY_LEN + crate::keys::DEPOSIT_SEALED_KEY_LEN;
 
 /// Padmé padding (Nikitin et al., PETS 2019) with a floor of
 /// [`MIN_PADDED_LEN`]: the padded length leaks O(log log n) bits and adds at
@@ -204,7 +215,8 @@ pub struct RecordMetadata {
     pub(crate) payload_salt: [u8; 16],
     pub(crate) padded_len: u64,
     pub(crate) ciphertext_hash: [u8; 32],
-    pub(crate) wrapped_key: WrappedDataKey,
+    /// The data key, wrapped (versions 1 and 2) or deposit-sealed (3).
+    pub(crate) wrapped_key: KeySeal,
     pub(crate) author: Fingerprint,
     /// The data key's commitment (§6.4; `None` in version-1 metadata).
     pub(crate) key_commitment: Option<[u8; 32]>,
@@ -248,7 +260,9 @@ impl RecordMetadata {
     }
 
     fn write_body(&self, w: &mut Writer) {
-        w.u8(if self.key_commitment.is_some() {
+        w.u8(if self.wrapped_key.is_deposit() {
+            DEPOSIT_METADATA_VERSION
+        } else if self.key_commitment.is_some() {
             METADATA_VERSION
         } else {
             1
@@ -287,7 +301,7 @@ impl RecordMetadata {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let mut r = Reader::new(bytes, "record metadata");
         let format = r.u8()?;
-        if format != 1 && format != METADATA_VERSION {
+        if !matches!(format, 1 | METADATA_VERSION | DEPOSIT_METADATA_VERSION) {
             return Err(Error::UnsupportedVersion {
                 what: "record metadata",
                 version: format,
@@ -302,13 +316,13 @@ impl RecordMetadata {
             payload_salt: r.array()?,
             padded_len: r.u64()?,
             ciphertext_hash: r.array()?,
-            wrapped_key: WrappedDataKey::read(&mut r)?,
-            author: Fingerprint::from_bytes(r.array()?),
-            key_commitment: if format == METADATA_VERSION {
-                Some(r.array()?)
+            wrapped_key: if format == DEPOSIT_METADATA_VERSION {
+                KeySeal::Deposited(DepositSealedKey::read(&mut r)?)
             } else {
-                None
+                KeySeal::Wrapped(WrappedDataKey::read(&mut r)?)
             },
+            author: Fingerprint::from_bytes(r.array()?),
+            key_commitment: if format != 1 { Some(r.array()?) } else { None },
             signature: r.array()?,
         };
         r.finish()?;
@@ -343,9 +357,19 @@ impl RecordMetadata {
     pub fn version(&self) -> u32 {
         self.version
     }
-    /// The collection epoch the data key was first wrapped under.
+    /// The collection epoch the data key was first wrapped under (or, for
+    /// a deposit, whose deposit key it was sealed to).
     pub fn epoch(&self) -> u32 {
         self.epoch
+    }
+    /// Whether a write-only depositor wrote this version: its data key is
+    /// sealed to the epoch's deposit key (metadata version 3).
+    pub fn is_deposit(&self) -> bool {
+        self.wrapped_key.is_deposit()
+    }
+    /// The data key as sealed in this metadata (opaque bytes).
+    pub fn key_seal(&self) -> &KeySeal {
+        &self.wrapped_key
     }
     /// The author's fingerprint.
     pub fn author(&self) -> Fingerprint {
@@ -402,11 +426,35 @@ pub(crate) fn payload_key(
     primitives::hkdf32(data_key.0.as_ref(), salt, info.as_slice())
 }
 
+/// What a new record version's data key is sealed to.
+pub(crate) enum SealTo<'k> {
+    /// Wrapped under the collection key (a reader-writer's record).
+    Collection(&'k CollectionKey),
+    /// Sealed to the epoch's deposit key (a write-only depositor's record).
+    Deposit(&'k DepositPublicKey),
+}
+
+impl SealTo<'_> {
+    fn context(&self) -> (VaultId, CollectionId, u32) {
+        match self {
+            SealTo::Collection(k) => (k.vault(), k.collection(), k.epoch()),
+            SealTo::Deposit(k) => (k.vault(), k.collection(), k.epoch()),
+        }
+    }
+
+    fn seal(&self, data_key: &DataKey, record: &RecordId, version: u32) -> Result<KeySeal> {
+        Ok(match self {
+            SealTo::Collection(k) => KeySeal::Wrapped(k.wrap(data_key, record, version)),
+            SealTo::Deposit(k) => KeySeal::Deposited(k.seal(data_key, record, version)?),
+        })
+    }
+}
+
 /// Seals a record version: streams `body` through padding and encryption
 /// into `out`, and returns the signed metadata.
 pub(crate) fn seal<R: Read, W: Write>(
     author: &SecretIdentity,
-    key: &CollectionKey,
+    key: SealTo<'_>,
     record: RecordId,
     version: u32,
     info: &RecordInfo,
@@ -418,10 +466,11 @@ pub(crate) fn seal<R: Read, W: Write>(
         len: body_len,
     } = body;
     info.check()?;
+    let (vault, collection, epoch) = key.context();
     let ctx = RecordContext {
-        vault: key.vault(),
-        collection: key.collection(),
-        epoch: key.epoch(),
+        vault,
+        collection,
+        epoch,
         record,
         version,
     };
@@ -490,7 +539,7 @@ pub(crate) fn seal<R: Read, W: Write>(
         payload_salt: salt,
         padded_len: total,
         ciphertext_hash,
-        wrapped_key: key.wrap(&data_key, &record, version),
+        wrapped_key: key.seal(&data_key, &record, version)?,
         author: author.fingerprint(),
         key_commitment: Some(primitives::key_commitment(
             &data_key.0,
@@ -502,13 +551,12 @@ pub(crate) fn seal<R: Read, W: Write>(
     Ok(metadata)
 }
 
-/// Where a verified record's data key comes from.
-pub(crate) enum KeySource<'a> {
-    /// Wrapped under a collection key (of `epoch`, the latest re-wrap).
-    Wrapped {
-        epoch: u32,
-        wrapped: &'a WrappedDataKey,
-    },
+/// Where a verified record's data key comes from: the seal (wrapped, or
+/// deposit-sealed) that the collection key of `epoch` opens. For a version
+/// a rotation re-wrapped, the latest re-wrap.
+pub(crate) struct KeySource<'a> {
+    pub(crate) epoch: u32,
+    pub(crate) seal: &'a KeySeal,
 }
 
 /// A record version whose metadata was verified in a vault log: signature,
@@ -532,11 +580,9 @@ impl<'a> VerifiedRecord<'a> {
         self.seq
     }
 
-    /// The wrapped key and the epoch whose collection key unwraps it.
-    pub(crate) fn wrapped(&self) -> (u32, &WrappedDataKey) {
-        match self.key_source {
-            KeySource::Wrapped { epoch, wrapped } => (epoch, wrapped),
-        }
+    /// The sealed key and the epoch whose collection key opens it.
+    pub(crate) fn wrapped(&self) -> (u32, &KeySeal) {
+        (self.key_source.epoch, self.key_source.seal)
     }
 
     /// Unwraps the data key with `key`, which must be the collection key of
@@ -561,7 +607,7 @@ impl<'a> VerifiedRecord<'a> {
                 field: "epoch",
             });
         }
-        self.metadata.check_key(key.unwrap(
+        self.metadata.check_key(key.open_seal(
             wrapped,
             &self.metadata.record,
             self.metadata.version,

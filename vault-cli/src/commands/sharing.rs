@@ -41,7 +41,7 @@ pub fn share(session: &mut Session, args: &ShareArgs) -> Result<()> {
     let member = contact.identity.clone();
     use vault_client::sharing::ShareTarget as Target;
     let (target, what) = if args.record {
-        if args.write || args.add_only {
+        if args.write || args.add_only || args.deposit {
             return Err(CliError::Usage(
                 "a single record is shared read-only; share its collection for write access".into(),
             ));
@@ -53,15 +53,8 @@ pub fn share(session: &mut Session, args: &ShareArgs) -> Result<()> {
         )
     } else {
         let collection = find_collection(&state, &secret, client.now(), &args.what)?;
-        let permission = if args.write {
-            Permission::ReadWrite
-        } else if args.add_only {
-            Permission::Add
-        } else {
-            Permission::Read
-        };
         (
-            Target::Collection(collection, permission),
+            Target::Collection(collection, share_permission(args)),
             format!("collection {}", args.what),
         )
     };
@@ -73,13 +66,7 @@ pub fn share(session: &mut Session, args: &ShareArgs) -> Result<()> {
         &member,
         expires_at,
     ))?;
-    let permission = if args.write {
-        "read-write"
-    } else if args.add_only {
-        "read-add"
-    } else {
-        "read"
-    };
+    let permission = share_permission(args).as_str();
     if session.out.json {
         return session.out.json(&json!({
             "shared": what,
@@ -101,10 +88,29 @@ pub fn share(session: &mut Session, args: &ShareArgs) -> Result<()> {
             .map(|t| format!(" until {}", super::expiry(t, client.now())))
             .unwrap_or_default()
     ))?;
+    if args.deposit {
+        line(&format!(
+            "{} may add records to it and can read nothing in your vault. Their records show them as the author; `vault revoke {}` ends it.",
+            args.with, args.with
+        ))?;
+    }
     line(&format!(
         "{} will find it with `vault inbox` (they need your fingerprint as a verified contact).",
         args.with
     ))
+}
+
+/// The permission `vault share`'s flags ask for.
+fn share_permission(args: &ShareArgs) -> Permission {
+    if args.write {
+        Permission::ReadWrite
+    } else if args.add_only {
+        Permission::Add
+    } else if args.deposit {
+        Permission::Deposit
+    } else {
+        Permission::Read
+    }
 }
 
 /// `vault revoke`: every grant of a contact (or one collection's) ends;

@@ -3,7 +3,7 @@
 use serde_json::json;
 use vault_client::sync;
 use vault_core::store::Store as _;
-use vault_core::{Keyring, VaultId};
+use vault_core::{Keyring, Permission, VaultId};
 
 use crate::cli::{InboxArgs, InboxCommand};
 use crate::error::{CliError, Result};
@@ -109,6 +109,21 @@ pub fn inbox(session: &mut Session, args: &InboxArgs) -> Result<()> {
                     "records": count,
                 }));
             }
+        }
+        // Write-only collections: their names are sealed under a key a
+        // depositor never holds, so they are named by id.
+        for (id, a) in access
+            .collections
+            .iter()
+            .filter(|(_, a)| a.permission == Permission::Deposit)
+        {
+            colls.push(json!({
+                "collection": id.to_hex(),
+                "id": id.to_hex(),
+                "permission": a.permission.as_str(),
+                "expires_at": a.expires_at,
+                "records": state.records(Some(id)).len(),
+            }));
         }
         let records: Vec<String> = access.records.iter().map(|r| r.to_hex()).collect();
         if !session.out.json {

@@ -142,14 +142,14 @@ fn wrapped_key_moved_to_another_record_fails_to_unwrap() {
     let x2 = f.put_as(0, f.labs, Some(x1.record()), "X", b"x2");
     let y = f.put_as(0, f.labs, None, "Y", b"y");
     let key = f.key_of(0, f.labs);
-    key.unwrap(&x1.wrapped_key, &x1.record(), 1).unwrap();
+    key.open_seal(&x1.wrapped_key, &x1.record(), 1).unwrap();
     for (wrapped, record, version) in [
         (&x1.wrapped_key, y.record(), 1),  // another record
         (&x1.wrapped_key, x1.record(), 2), // another version
         (&x2.wrapped_key, x1.record(), 1),
     ] {
         assert!(matches!(
-            key.unwrap(wrapped, &record, version),
+            key.open_seal(wrapped, &record, version),
             Err(Error::DecryptionFailed)
         ));
     }
@@ -157,9 +157,9 @@ fn wrapped_key_moved_to_another_record_fails_to_unwrap() {
     let genuine = f.state.record(&y.record()).unwrap();
     let swapped = VerifiedRecord {
         metadata: genuine.metadata(),
-        key_source: KeySource::Wrapped {
+        key_source: KeySource {
             epoch: 0,
-            wrapped: &x2.wrapped_key,
+            seal: &x2.wrapped_key,
         },
         seq: genuine.seq(),
     };

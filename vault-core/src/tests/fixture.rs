@@ -273,7 +273,7 @@ impl Fixture {
         let mut ct = Vec::new();
         let m = record::seal(
             self.who(who),
-            key,
+            record::SealTo::Collection(key),
             record,
             version,
             &info("forged"),

@@ -3,6 +3,7 @@
 //! attacks. A shared [`fixture::Fixture`] builds vaults.
 
 mod attacks;
+mod deposits;
 mod fixture;
 mod flow;
 mod properties;

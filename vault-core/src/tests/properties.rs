@@ -49,7 +49,7 @@ impl Sealed {
         let mut ct = Vec::new();
         let meta = record::seal(
             author(),
-            &key,
+            record::SealTo::Collection(&key),
             RecordId::random(),
             1,
             &info("t"),
@@ -70,9 +70,9 @@ impl Sealed {
     fn open(&self, ct: &[u8]) -> (crate::Result<OpenedRecord>, Vec<u8>) {
         let verified = VerifiedRecord {
             metadata: &self.meta,
-            key_source: KeySource::Wrapped {
+            key_source: KeySource {
                 epoch: self.meta.epoch,
-                wrapped: &self.meta.wrapped_key,
+                seal: &self.meta.wrapped_key,
             },
             seq: 1,
         };

@@ -240,7 +240,14 @@ impl VaultState {
                     reason: "is a read-only member of this record's collection",
                 });
             }
-            if grant.permission() == Permission::Add
+            if grant.permission() == Permission::Deposit && !m.is_deposit() {
+                return Err(Error::Unauthorized {
+                    seq,
+                    author: entry.author(),
+                    reason: "is a depositor, whose records must be sealed to the deposit key",
+                });
+            }
+            if grant.permission().own_records_only()
                 && self
                     .records
                     .get(&m.record())
@@ -368,7 +375,7 @@ impl VaultState {
         for rw in &r.rewraps {
             if let Some(rs) = self.records.get_mut(&rw.record) {
                 rs.key_epoch = r.epoch;
-                rs.wrapped = Some(rw.wrapped.clone());
+                rs.wrapped = Some(KeySeal::Wrapped(rw.wrapped.clone()));
             }
         }
         for id in &r.dropped {

@@ -10,7 +10,7 @@ use crate::identity::{Fingerprint, PublicIdentity, SecretIdentity};
 use crate::ids::{CollectionId, RecordId, VaultId};
 use crate::keys::CollectionKey;
 use crate::log::{EntryBody, LogEntry, Rewrap, Rotation};
-use crate::record::{self, RecordBody, RecordInfo, RecordMetadata};
+use crate::record::{self, RecordBody, RecordInfo, RecordMetadata, SealTo};
 
 use super::*;
 
@@ -183,7 +183,7 @@ impl VaultState {
                     .and_then(|(m, _)| m.as_ref())
                     .map(RecordMetadata::author);
                 if !is_owner
-                    && permission == Some(Permission::Add)
+                    && permission.is_some_and(Permission::own_records_only)
                     && first_author != Some(author.fingerprint())
                 {
                     return Err(Error::AccessDenied(
@@ -193,8 +193,29 @@ impl VaultState {
                 (id, rs.current_version().saturating_add(1))
             }
         };
-        let key = keyring.collection_key(self, collection, coll.epoch)?;
-        let metadata = record::seal(author, key, record, version, info, body, ciphertext)?;
+        let metadata = if !is_owner && permission == Some(Permission::Deposit) {
+            let key = keyring.deposit_key(self, collection)?;
+            record::seal(
+                author,
+                SealTo::Deposit(&key),
+                record,
+                version,
+                info,
+                body,
+                ciphertext,
+            )?
+        } else {
+            let key = keyring.collection_key(self, collection, coll.epoch)?;
+            record::seal(
+                author,
+                SealTo::Collection(key),
+                record,
+                version,
+                info,
+                body,
+                ciphertext,
+            )?
+        };
         let entry = self.next_entry(
             author,
             now,

@@ -91,6 +91,29 @@ impl<'a> Keyring<'a> {
         }
     }
 
+    /// The public deposit key of `collection`'s current epoch, from this
+    /// principal's verified deposit grant (`docs/format.md` §5.5): what a
+    /// write-only depositor seals new records to.
+    pub fn deposit_key(
+        &mut self,
+        state: &VaultState,
+        collection: &CollectionId,
+    ) -> Result<crate::keys::DepositPublicKey> {
+        let coll = state.collections.get(collection).ok_or(Error::Missing {
+            what: format!("collection {collection}"),
+        })?;
+        let grant = coll
+            .grants
+            .get(&self.me.fingerprint())
+            .ok_or(Error::AccessDenied(
+                "you are not a member of this collection (or your access was revoked)",
+            ))?;
+        if let Some(e) = grant.expires_at().filter(|e| self.now >= *e) {
+            return Err(Error::Expired { expired_at: e });
+        }
+        grant.open_deposit_key(self.me)
+    }
+
     /// The data key of a verified record, through a collection grant or a
     /// single-record grant.
     pub(crate) fn data_key(

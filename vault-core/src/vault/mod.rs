@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use crate::grant::{Permission, VerifiedGrant};
 use crate::identity::{Fingerprint, PublicIdentity};
 use crate::ids::{CollectionId, RecordId, VaultId};
-use crate::keys::WrappedDataKey;
+use crate::keys::KeySeal;
 use crate::record::RecordMetadata;
 
 mod apply;
@@ -75,11 +75,11 @@ struct RecordState {
     versions: Vec<(Option<RecordMetadata>, u64)>,
     /// The current version's data key, re-wrapped by rotations.
     key_epoch: u32,
-    wrapped: Option<WrappedDataKey>,
+    wrapped: Option<KeySeal>,
     /// For replaced versions that a rotation had re-wrapped: the last
     /// re-wrap (its epoch and wrapped key), by version. The members of that
     /// epoch could open the version while it was current and still can.
-    last_wraps: BTreeMap<u32, (u32, WrappedDataKey)>,
+    last_wraps: BTreeMap<u32, (u32, KeySeal)>,
     /// Versions up to this one were purged (0: none).
     purged_through: u32,
 }
@@ -139,7 +139,7 @@ pub struct CollectionSummary {
 pub struct CollectionAccess {
     /// The collection's current epoch (the grant is for it).
     pub epoch: u32,
-    /// Read, or read and write.
+    /// Read, read-write, read-add, or deposit (write-only).
     pub permission: Permission,
     /// When the grant expires, if it does.
     pub expires_at: Option<u64>,
@@ -168,9 +168,15 @@ impl Access {
         self.owner || self.collections.values().any(|c| c.permission.may_add())
     }
 
-    /// Whether it may read the ciphertext of `record` in `collection`.
+    /// Whether it may read the ciphertext of `record` in `collection` (a
+    /// write-only depositor may not).
     pub fn may_read(&self, collection: &CollectionId, record: &RecordId) -> bool {
-        self.owner || self.collections.contains_key(collection) || self.records.contains(record)
+        self.owner
+            || self
+                .collections
+                .get(collection)
+                .is_some_and(|c| c.permission.may_read())
+            || self.records.contains(record)
     }
 }
 

@@ -219,7 +219,7 @@ impl VaultState {
     /// is current, or if it was replaced or deleted while they held the key
     /// of the epoch it was wrapped under. A member granted after a version
     /// was replaced or deleted (after the rotation that precedes such a
-    /// grant) may not.
+    /// grant) may not, and a write-only depositor never may.
     pub fn may_read_version(
         &self,
         who: &Fingerprint,
@@ -246,7 +246,11 @@ impl VaultState {
         let Some(coll) = self.collections.get(&rs.collection) else {
             return false;
         };
-        if !coll.grants.get(who).is_some_and(|g| g.is_valid_at(now)) {
+        if !coll
+            .grants
+            .get(who)
+            .is_some_and(|g| g.is_valid_at(now) && g.permission().may_read())
+        {
             return false;
         }
         rs.key_epoch_of(version)
@@ -323,9 +327,9 @@ impl VaultState {
             Some((Some(m), seq)) => Ok(VerifiedRecord {
                 metadata: m,
                 key_source: match &rs.wrapped {
-                    Some(w) => KeySource::Wrapped {
+                    Some(w) => KeySource {
                         epoch: rs.key_epoch,
-                        wrapped: w,
+                        seal: w,
                     },
                     None => {
                         return Err(Error::Missing {
@@ -363,13 +367,13 @@ impl VaultState {
             Some((Some(m), seq)) if version > 0 => Ok(VerifiedRecord {
                 metadata: m,
                 key_source: match rs.last_wraps.get(&version) {
-                    Some((epoch, wrapped)) => KeySource::Wrapped {
+                    Some((epoch, seal)) => KeySource {
                         epoch: *epoch,
-                        wrapped,
+                        seal,
                     },
-                    None => KeySource::Wrapped {
+                    None => KeySource {
                         epoch: m.epoch(),
-                        wrapped: &m.wrapped_key,
+                        seal: &m.wrapped_key,
                     },
                 },
                 seq: *seq,
