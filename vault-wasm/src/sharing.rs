@@ -86,6 +86,8 @@ pub async fn overview(s: &mut Inner, vault: &VaultId) -> Result<Value> {
                         "write"
                     } else if *p == Permission::Add {
                         "add"
+                    } else if *p == Permission::Deposit {
+                        "deposit"
                     } else {
                         "read"
                     };
@@ -151,9 +153,10 @@ pub async fn share(s: &mut Inner, vault: &VaultId, share: Share<'_>) -> Result<V
         "read" => Permission::Read,
         "write" => Permission::ReadWrite,
         "add" => Permission::Add,
+        "deposit" => Permission::Deposit,
         _ => {
             return Err(Failure::input(
-                "the permission must be \"read\", \"write\" or \"add\"",
+                "the permission must be \"read\", \"write\", \"add\" or \"deposit\"",
             ))
         }
     };

@@ -3,7 +3,7 @@
 import { h, icon, ICONS } from './dom';
 import { confirmDialog } from './dialog';
 import { announce } from './errors';
-import { fmtExpiry, roleLabel } from './format';
+import { fmtExpiry, permLabel, roleLabel } from './format';
 import { run, type Ctx } from './state';
 import { refresh } from './app';
 import { openShareDialog } from './share';
@@ -163,9 +163,6 @@ function revokeButton(c: Ctx, m: Member, collection: { id: string; name: string 
   return b;
 }
 
-function permLabel(p: string): string {
-  return p === 'write' ? 'read and write' : p === 'add' ? 'read and add' : 'read';
-}
 
 function summaryText(name: string, s: RevokeSummary): string {
   const base = `${name} was revoked: ${s.rotated} collection key${s.rotated === 1 ? '' : 's'} rotated, ${s.recordSharesWithdrawn} single-record share${s.recordSharesWithdrawn === 1 ? '' : 's'} withdrawn.`;

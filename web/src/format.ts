@@ -83,3 +83,8 @@ export function isFhirType(contentType: string): boolean {
   const t = baseType(contentType);
   return t === 'application/fhir+json' || t === 'application/json';
 }
+
+/** How a member's permission reads ("read and add", "add only, reads nothing"). */
+export function permLabel(p: string): string {
+  return p === 'write' ? 'read and write' : p === 'add' ? 'read and add' : p === 'deposit' ? 'add only, reads nothing' : 'read';
+}

@@ -5,7 +5,7 @@ import { describeIdentity, type IdentityView } from './vault';
 import { clear, field, h, icon, ICONS, nextId } from './dom';
 import { openDialog } from './dialog';
 import { announce, clearAlerts, showAlert, showError } from './errors';
-import { fmtExpiry, roleLabel } from './format';
+import { fmtExpiry, permLabel, roleLabel } from './format';
 import { run, type Ctx } from './state';
 import { refresh } from './app';
 import { fingerprintEl, withBusy } from './ui';
@@ -35,6 +35,7 @@ export function openShareDialog(c: Ctx, target: ShareTarget): void {
   const permRead = h('input', { type: 'radio', name: permGroup, value: 'read', checked: true, testid: 'share-perm-read' });
   const permWrite = h('input', { type: 'radio', name: permGroup, value: 'write', testid: 'share-perm-write', disabled: target.kind === 'record' });
   const permAdd = h('input', { type: 'radio', name: permGroup, value: 'add', testid: 'share-perm-add', disabled: target.kind === 'record' });
+  const permDeposit = h('input', { type: 'radio', name: permGroup, value: 'deposit', testid: 'share-perm-deposit', disabled: target.kind === 'record' });
   const expiry = h('select', { testid: 'share-expiry' }, EXPIRY.map(([v, label]) => h('option', { value: v, selected: v === '30d' }, label)));
   const date = h('input', { type: 'date', testid: 'share-expiry-date', min: new Date(Date.now() + 86400_000).toISOString().slice(0, 10) });
   const dateField = field('Expiry date', date);
@@ -144,14 +145,14 @@ export function openShareDialog(c: Ctx, target: ShareTarget): void {
             date.focus();
             return;
           }
-          const permission = target.kind === 'record' ? 'read' : permWrite.checked ? 'write' : permAdd.checked ? 'add' : 'read';
+          const permission = target.kind === 'record' ? 'read' : permWrite.checked ? 'write' : permAdd.checked ? 'add' : permDeposit.checked ? 'deposit' : 'read';
           const done = await withBusy(submit, 'Sharing…', async () => {
             return await run((s) => s.share(vault, target.id, target.kind === 'record', id.identityText, permission, exp ?? undefined));
           }, 'Sharing failed');
           if (!done) return;
           d.close();
           const rekeyed = done.rotatedFirst ? ' The collection was re-keyed first, so versions you replaced or deleted stay closed to them.' : '';
-          announce(`Shared ${whatLabel} with ${id.name} (${permission === 'write' ? 'read and write' : permission === 'add' ? 'read and add' : 'read only'}, ${fmtExpiry(exp)}).${rekeyed}`);
+          announce(`Shared ${whatLabel} with ${id.name} (${permission === 'read' ? 'read only' : permLabel(permission)}, ${fmtExpiry(exp)}).${rekeyed}`);
           await refresh();
         },
       },
@@ -175,6 +176,7 @@ export function openShareDialog(c: Ctx, target: ShareTarget): void {
         h('label', { class: 'check' }, permRead, ' Read'),
         h('label', { class: 'check' }, permAdd, ' Read and add (they can add results, never change or delete yours)'),
         h('label', { class: 'check' }, permWrite, ' Read and write (they can also replace or delete any record here, yours included)'),
+        h('label', { class: 'check' }, permDeposit, ' Add only, read nothing (for a hospital or lab system sending you results: it cannot read anything in your vault, not even what it sent)'),
         target.kind === 'record' ? h('p', { class: 'muted' }, 'A single record can only be shared read-only.') : null,
       ),
       field('Access expires', expiry),

@@ -76,7 +76,7 @@ export interface Member {
   fingerprint: string;
   name: string | null;
   role: Role | null;
-  permission: 'owner' | 'read' | 'write' | 'add';
+  permission: 'owner' | 'read' | 'write' | 'add' | 'deposit';
   /** Unix seconds. */
   expiresAt: number | null;
 }
@@ -292,7 +292,7 @@ export class Session {
     target: string,
     isRecord: boolean,
     identityText: string,
-    permission: 'read' | 'write' | 'add',
+    permission: 'read' | 'write' | 'add' | 'deposit',
     expiresAt?: number,
   ): Promise<ShareSummary> {
     return JSON.parse(await call(() => this.inner.share(vault, target, isRecord, identityText, permission, expiresAt)));
