@@ -173,6 +173,7 @@ fn main() {
         .map(|i| {
             let r = observations[i % observations.len()];
             NewRecord {
+                target: None,
                 collection: labs,
                 info: RecordInfo {
                     content_type: "application/fhir+json; resourceType=Observation".into(),

@@ -11,7 +11,7 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 use vault_core::store::Store;
 use vault_core::{
     CollectionId, Keyring, LogEntry, RecordId, RecordInfo, RecordMetadata, RecordSummary,
-    SecretIdentity, VaultId, VaultState,
+    RecordTarget, SecretIdentity, VaultId, VaultState,
 };
 
 use crate::error::{ClientError, Result};
@@ -303,6 +303,7 @@ impl FhirImport {
                             what: format!("collection {name:?}"),
                         })?;
                 Ok(NewRecord {
+                    target: None,
                     collection,
                     info: RecordInfo {
                         content_type: vault_fhir::content_type(&r.resource_type, r.id.as_deref()),
@@ -320,6 +321,10 @@ impl FhirImport {
 /// One small record to add: its collection, info and body.
 #[derive(Debug)]
 pub struct NewRecord {
+    /// Which record it becomes: `None` for a new record with a random
+    /// identifier, or an explicit [`RecordTarget`] (a new record under an
+    /// identifier chosen beforehand, or the next version of one).
+    pub target: Option<RecordTarget>,
     /// The collection.
     pub collection: CollectionId,
     /// Content type, title and dates.
@@ -356,10 +361,13 @@ pub async fn add_records<S: Store + ?Sized>(
         let mut sealed: Vec<(RecordMetadata, Vec<u8>)> = Vec::with_capacity(chunk.len());
         for item in chunk {
             let mut ciphertext = Vec::new();
-            let (metadata, _) = state.put_record(
+            let target = item
+                .target
+                .unwrap_or_else(|| RecordTarget::New(RecordId::random()));
+            let (metadata, _) = state.put_record_to(
                 &mut keyring,
                 &item.collection,
-                None,
+                target,
                 &item.info,
                 vault_core::RecordBody::new(item.body.as_slice(), item.body.len() as u64),
                 &mut ciphertext,

@@ -48,14 +48,17 @@ pub use identity::{
     verify_with_context, Fingerprint, IdentityInfo, PublicIdentity, Role, SecretIdentity,
 };
 pub use ids::{CollectionId, RecordId, VaultId};
-pub use keys::{CollectionKey, WrappedDataKey, WRAPPED_KEY_LEN};
+pub use keys::{
+    CollectionKey, DepositPublicKey, DepositSealedKey, KeySeal, WrappedDataKey,
+    DEPOSIT_SEALED_KEY_LEN, WRAPPED_KEY_LEN,
+};
 pub use log::{Checkpoint, EntryBody, LogEntry, Rewrap, Rotation, MAX_ROTATION_LEN};
 pub use payload::{ciphertext_len, CHUNK_LEN};
 pub use record::{
-    padded_len, OpenedRecord, RecordBody, RecordInfo, RecordMetadata, VerifiedRecord, METADATA_LEN,
-    MIN_PADDED_LEN,
+    padded_len, OpenedRecord, RecordBody, RecordInfo, RecordMetadata, VerifiedRecord,
+    DEPOSIT_METADATA_LEN, METADATA_LEN, MIN_PADDED_LEN,
 };
 pub use vault::{
-    Access, CollectionAccess, CollectionSummary, Keyring, RecordSummary, VaultState,
+    Access, CollectionAccess, CollectionSummary, Keyring, RecordSummary, RecordTarget, VaultState,
     MAX_COLLECTION_MEMBERS, MAX_COLLECTION_RECORDS,
 };

@@ -344,3 +344,52 @@ fn deposit_vector() {
         .unwrap();
     assert_eq!(out, s("plaintext").as_bytes());
 }
+
+#[test]
+fn a_writer_may_choose_a_new_records_identifier_once() {
+    let mut f = lab_vault();
+    let chosen = RecordId::from_bytes([0x42; 16]);
+    let bob = identity(3, "Dr Bob", crate::Role::Clinician);
+    assert_eq!(bob.fingerprint(), f.bob.fingerprint());
+    let mut keyring = Keyring::new(&bob, NOW);
+    let mut ct = Vec::new();
+    let (m, e) = f
+        .state
+        .put_record_to(
+            &mut keyring,
+            &f.labs,
+            crate::RecordTarget::New(chosen),
+            &info("HbA1c"),
+            crate::RecordBody::new(&b"48"[..], 2),
+            &mut ct,
+        )
+        .unwrap();
+    assert_eq!((m.record(), m.version()), (chosen, 1));
+    f.blobs.insert(*m.ciphertext_hash(), ct);
+    f.append(e);
+    // The same identifier again is refused; its next version is not.
+    let mut ct = Vec::new();
+    assert!(matches!(
+        f.state.put_record_to(
+            &mut keyring,
+            &f.labs,
+            crate::RecordTarget::New(chosen),
+            &info("HbA1c"),
+            crate::RecordBody::new(&b"47"[..], 2),
+            &mut ct,
+        ),
+        Err(Error::InvalidInput(_))
+    ));
+    let (m, _) = f
+        .state
+        .put_record_to(
+            &mut keyring,
+            &f.labs,
+            crate::RecordTarget::Next(chosen),
+            &info("HbA1c"),
+            crate::RecordBody::new(&b"47"[..], 2),
+            &mut ct,
+        )
+        .unwrap();
+    assert_eq!((m.record(), m.version()), (chosen, 2));
+}

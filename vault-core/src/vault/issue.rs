@@ -148,6 +148,27 @@ impl VaultState {
         body: RecordBody<R>,
         ciphertext: W,
     ) -> Result<(RecordMetadata, LogEntry)> {
+        let target = match record {
+            None => RecordTarget::New(RecordId::random()),
+            Some(id) => RecordTarget::Next(id),
+        };
+        self.put_record_to(keyring, collection, target, info, body, ciphertext)
+    }
+
+    /// [`VaultState::put_record`] to an explicit [`RecordTarget`]: a new
+    /// record under an identifier the writer chose (so a writer that must
+    /// add each item exactly once, such as a gateway, can record the
+    /// identifier before the append and recognise it in the log after a
+    /// crash), or the next version of an existing one.
+    pub fn put_record_to<R: Read, W: Write>(
+        &self,
+        keyring: &mut Keyring,
+        collection: &CollectionId,
+        target: RecordTarget,
+        info: &RecordInfo,
+        body: RecordBody<R>,
+        ciphertext: W,
+    ) -> Result<(RecordMetadata, LogEntry)> {
         let author = keyring.identity();
         let now = keyring.now();
         let coll = self.collections.get(collection).ok_or(Error::Missing {
@@ -165,9 +186,16 @@ impl VaultState {
                 "you have no write access to this collection",
             ));
         }
-        let (record, version) = match record {
-            None => (RecordId::random(), 1),
-            Some(id) => {
+        let (record, version) = match target {
+            RecordTarget::New(id) => {
+                if self.records.contains_key(&id) {
+                    return Err(Error::InvalidInput(
+                        "a record with this identifier exists already",
+                    ));
+                }
+                (id, 1)
+            }
+            RecordTarget::Next(id) => {
                 let rs = self.records.get(&id).ok_or(Error::Missing {
                     what: format!("record {id}"),
                 })?;

@@ -120,6 +120,25 @@ impl RecordState {
     }
 }
 
+/// Which record a new version goes to ([`VaultState::put_record_to`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordTarget {
+    /// A new record with this identifier (which must not exist yet): its
+    /// version 1.
+    New(RecordId),
+    /// The next version of this existing record.
+    Next(RecordId),
+}
+
+impl RecordTarget {
+    /// The record this targets.
+    pub fn record(&self) -> RecordId {
+        match self {
+            RecordTarget::New(id) | RecordTarget::Next(id) => *id,
+        }
+    }
+}
+
 /// A summary of one collection for listings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CollectionSummary {
