@@ -172,11 +172,45 @@ pub enum Command {
     Unlock(UnlockArgs),
     /// Forget the unlocked identity now (commands ask the passphrase again).
     Lock,
+    /// Run a hospital trust's gateway: deposit each enrolled patient's new
+    /// and changed FHIR resources into their vault, reading nothing.
+    ///
+    /// Each patient grants this identity deposit rights on one collection
+    /// (`vault share COLLECTION --with GATEWAY --deposit`) and is enrolled
+    /// in the configuration file with their FHIR id and fingerprint. Every
+    /// round polls the FHIR server for what changed and deposits it, each
+    /// resource version exactly once, even across crashes (a ledger in the
+    /// state directory remembers what was deposited). Logs and the status
+    /// file carry counts and errors, never clinical content.
+    Gateway(GatewayArgs),
     /// Print shell completions.
     Completions(CompletionsArgs),
     /// The agent process `vault unlock` starts (not for direct use).
     #[command(hide = true)]
     AgentServe(AgentServeArgs),
+}
+
+/// `vault gateway`.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// The configuration file (TOML): the FHIR server and the enrolled
+    /// patients.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Run one round and exit (non-zero if any patient failed).
+    #[arg(long)]
+    pub once: bool,
+    /// Seconds between rounds (default: the configuration's `interval`,
+    /// or 300).
+    #[arg(long, value_name = "SECONDS")]
+    pub interval: Option<u64>,
+    /// Where the ledger of deposits lives [default: gateway/ in the
+    /// profile directory].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Write each round's report (JSON) to this file, atomically.
+    #[arg(long, value_name = "FILE")]
+    pub status: Option<PathBuf>,
 }
 
 /// `vault unlock`.

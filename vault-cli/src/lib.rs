@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod contacts;
 pub mod error;
+pub mod gateway;
 pub mod home;
 pub mod output;
 pub mod passphrase;

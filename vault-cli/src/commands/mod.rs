@@ -47,6 +47,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Verify(args) => sharing::verify(&mut session()?, &args),
         Command::Unlock(args) => identity::unlock(&mut session()?, &args),
         Command::Lock => identity::lock(&home, out),
+        Command::Gateway(args) => crate::gateway::run(&mut session()?, &args),
         Command::AgentServe(args) => identity::agent_serve(&args),
         Command::Completions(args) => {
             clap_complete::generate(
