@@ -297,6 +297,24 @@ impl CliProfile {
         }
     }
 
+    /// Starts `vault <args>` in the background (output discarded), for a
+    /// test that kills it.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        let mut cmd = Command::new(vault_binary());
+        cmd.args(args)
+            .env("VAULT_HOME", &self.home)
+            .env("VAULT_PASSPHRASE", &self.passphrase)
+            .env_remove("VAULT_RELAY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(r) = &self.relay {
+            cmd.env("VAULT_RELAY", r);
+        }
+        cmd.spawn()
+            .unwrap_or_else(|e| panic!("cannot run vault: {e}"))
+    }
+
     /// Runs `vault <args>`.
     pub fn run(&self, args: &[&str]) -> CliRun {
         self.run_with_stdin(args, b"")

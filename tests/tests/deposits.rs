@@ -79,6 +79,20 @@ fn a_gateway_deposits_results_it_cannot_read() {
             "valueQuantity":{"value":48,"unit":"mmol/mol"}}"#,
     )
     .unwrap();
+    // The lab's `vault add` of the result into `collection` of the
+    // patient's vault, refused: what it reported.
+    let refused_add = |collection: &str, extra: &[&str]| {
+        let mut args = vec![
+            "add",
+            result.to_str().unwrap(),
+            "--vault",
+            "pat",
+            "-c",
+            collection,
+        ];
+        args.extend_from_slice(extra);
+        lab.refused(&args)
+    };
     let added = lab.json(&[
         "add",
         result.to_str().unwrap(),
@@ -163,40 +177,17 @@ fn a_gateway_deposits_results_it_cannot_read() {
         .unwrap()
         .to_owned();
     for target in ["diary", diary.as_str()] {
-        let elsewhere = lab.refused(&[
-            "add",
-            result.to_str().unwrap(),
-            "--vault",
-            "pat",
-            "-c",
-            target,
-        ]);
+        let elsewhere = refused_add(target, &[]);
         assert_eq!(elsewhere.code, "not_found", "{elsewhere:?}");
         assert!(elsewhere.message.contains("write access"), "{elsewhere:?}");
     }
-    let replace = lab.refused(&[
-        "add",
-        result.to_str().unwrap(),
-        "--vault",
-        "pat",
-        "-c",
-        &coll_id,
-        "--replace",
-        &own_id,
-    ]);
+    let replace = refused_add(&coll_id, &["--replace", &own_id]);
     assert_eq!(replace.code, "access_denied", "{replace:?}");
     assert!(replace.message.contains("not replace"), "{replace:?}");
 
     // Revoked, it is refused; what it deposited stays with the patient.
     patient.json(&["revoke", "st-marys"]);
-    let after = lab.refused(&[
-        "add",
-        result.to_str().unwrap(),
-        "--vault",
-        "pat",
-        "-c",
-        &coll_id,
-    ]);
+    let after = refused_add(&coll_id, &[]);
     assert_eq!(after.code, "forbidden", "{after:?}");
     let shown = patient.json(&["show", &deposit_id]);
     assert_eq!(shown["resource"]["valueQuantity"]["value"], 48);

@@ -302,17 +302,7 @@ impl FhirImport {
                         .ok_or_else(|| vault_core::Error::Missing {
                             what: format!("collection {name:?}"),
                         })?;
-                Ok(NewRecord {
-                    target: None,
-                    collection,
-                    info: RecordInfo {
-                        content_type: vault_fhir::content_type(&r.resource_type, r.id.as_deref()),
-                        title: r.title.clone(),
-                        created_at: now,
-                        effective_at: r.effective_at,
-                    },
-                    body: r.json.clone(),
-                })
+                Ok(NewRecord::fhir(r, collection, now))
             })
             .collect()
     }
@@ -331,6 +321,25 @@ pub struct NewRecord {
     pub info: RecordInfo,
     /// The body.
     pub body: Vec<u8>,
+}
+
+impl NewRecord {
+    /// A FHIR resource as a new record of `collection` (created at `now`):
+    /// its content type names the resource type and id, its title and
+    /// clinical date are the resource's, its body the resource's JSON.
+    pub fn fhir(r: &vault_fhir::Resource, collection: CollectionId, now: u64) -> Self {
+        Self {
+            target: None,
+            collection,
+            info: RecordInfo {
+                content_type: vault_fhir::content_type(&r.resource_type, r.id.as_deref()),
+                title: r.title.clone(),
+                created_at: now,
+                effective_at: r.effective_at,
+            },
+            body: r.json.clone(),
+        }
+    }
 }
 
 /// Seals small records and adds them in chunks of at most

@@ -131,13 +131,17 @@ impl CollectionKey {
     }
 
     fn aad(&self, record: &RecordId, version: u32) -> Vec<u8> {
-        let mut w = Writer::with_context(WRAP_AAD);
-        w.fixed(self.vault.as_bytes())
-            .fixed(self.collection.as_bytes())
-            .u32(self.epoch)
-            .fixed(record.as_bytes())
-            .u32(version);
-        w.into_vec()
+        record_info(WRAP_AAD, &self.record_context(record, version))
+    }
+
+    fn record_context(&self, record: &RecordId, version: u32) -> RecordContext {
+        RecordContext {
+            vault: self.vault,
+            collection: self.collection,
+            epoch: self.epoch,
+            record: *record,
+            version,
+        }
     }
 
     /// Wraps a data key for (this key's context, record, version).
@@ -216,13 +220,7 @@ impl CollectionKey {
         let (private, _) = self.deposit_keypair();
         let encapped = <DepositKem as hpke::Kem>::EncappedKey::from_bytes(&sealed.enc)
             .map_err(|_| Error::DecryptionFailed)?;
-        let info = deposit_info(&RecordContext {
-            vault: self.vault,
-            collection: self.collection,
-            epoch: self.epoch,
-            record: *record,
-            version,
-        });
+        let info = record_info(DEPOSIT_SEAL_INFO, &self.record_context(record, version));
         let pt = Zeroizing::new(
             hpke::single_shot_open::<DepositAead, DepositKdf, DepositKem>(
                 &hpke::OpModeR::Base,
@@ -376,10 +374,10 @@ impl fmt::Debug for WrappedDataKey {
     }
 }
 
-/// The HPKE `info` of a deposit: the context string and the full record
-/// context.
-fn deposit_info(ctx: &RecordContext) -> Vec<u8> {
-    let mut w = Writer::with_context(DEPOSIT_SEAL_INFO);
+/// A context string followed by the full record context: the associated
+/// data of a wrapped key (§5.2) and the HPKE `info` of a deposit (§5.5).
+fn record_info(prefix: &[u8], ctx: &RecordContext) -> Vec<u8> {
+    let mut w = Writer::with_context(prefix);
     w.fixed(ctx.vault.as_bytes())
         .fixed(ctx.collection.as_bytes())
         .u32(ctx.epoch)
@@ -422,19 +420,14 @@ impl DepositPublicKey {
         &self.bytes
     }
 
-    /// The vault this key belongs to.
-    pub fn vault(&self) -> VaultId {
-        self.vault
-    }
-
-    /// The collection this key belongs to.
-    pub fn collection(&self) -> CollectionId {
-        self.collection
-    }
-
     /// The epoch of this key.
     pub fn epoch(&self) -> u32 {
         self.epoch
+    }
+
+    /// The vault, collection and epoch this key belongs to.
+    pub(crate) fn context(&self) -> (VaultId, CollectionId, u32) {
+        (self.vault, self.collection, self.epoch)
     }
 
     /// Seals a data key to this deposit key for (record, version): HPKE
@@ -448,13 +441,16 @@ impl DepositPublicKey {
         use hpke::{Deserializable, Serializable};
         let public = <DepositKem as hpke::Kem>::PublicKey::from_bytes(&self.bytes)
             .map_err(|_| Error::InvalidInput("the deposit key is not an X25519 public key"))?;
-        let info = deposit_info(&RecordContext {
-            vault: self.vault,
-            collection: self.collection,
-            epoch: self.epoch,
-            record: *record,
-            version,
-        });
+        let info = record_info(
+            DEPOSIT_SEAL_INFO,
+            &RecordContext {
+                vault: self.vault,
+                collection: self.collection,
+                epoch: self.epoch,
+                record: *record,
+                version,
+            },
+        );
         let (encapped, ct) = hpke::single_shot_seal::<DepositAead, DepositKdf, DepositKem, _>(
             &hpke::OpModeS::Base,
             &public,
@@ -598,10 +594,7 @@ mod tests {
         let key = CollectionKey::generate(vault, coll, 4);
         let public = key.deposit_public();
         assert_eq!(public, key.deposit_public(), "derived, not random");
-        assert_eq!(
-            (public.vault(), public.collection(), public.epoch()),
-            (vault, coll, 4)
-        );
+        assert_eq!(public.context(), (vault, coll, 4));
         let dk = DataKey::generate();
         let sealed = public.seal(&dk, &rec, 1).unwrap();
         let seal = KeySeal::Deposited(sealed.clone());

@@ -438,7 +438,7 @@ impl SealTo<'_> {
     fn context(&self) -> (VaultId, CollectionId, u32) {
         match self {
             SealTo::Collection(k) => (k.vault(), k.collection(), k.epoch()),
-            SealTo::Deposit(k) => (k.vault(), k.collection(), k.epoch()),
+            SealTo::Deposit(k) => k.context(),
         }
     }
 

@@ -133,18 +133,7 @@ impl Ledger {
     pub fn begin(&mut self, patient: &str, entries: &[Entry]) -> Result<()> {
         let tx = self.db.transaction().map_err(sql)?;
         for e in entries {
-            tx.execute(
-                "INSERT OR REPLACE INTO pending VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    patient,
-                    e.resource_type,
-                    e.resource_id,
-                    e.resource_version,
-                    e.record.as_bytes().as_slice(),
-                    e.record_version
-                ],
-            )
-            .map_err(sql)?;
+            insert(&tx, INSERT_PENDING, patient, e)?;
         }
         tx.commit().map_err(sql)
     }
@@ -160,18 +149,7 @@ impl Ledger {
     }
 
     fn commit_one(tx: &rusqlite::Transaction<'_>, patient: &str, e: &Entry) -> Result<()> {
-        tx.execute(
-            "INSERT OR REPLACE INTO deposited VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                patient,
-                e.resource_type,
-                e.resource_id,
-                e.resource_version,
-                e.record.as_bytes().as_slice(),
-                e.record_version
-            ],
-        )
-        .map_err(sql)?;
+        insert(tx, INSERT_DEPOSITED, patient, e)?;
         tx.execute(
             "DELETE FROM pending WHERE patient = ?1 AND rtype = ?2 AND rid = ?3",
             params![patient, e.resource_type, e.resource_id],
@@ -269,6 +247,26 @@ impl Ledger {
             .map(drop)
             .map_err(sql)
     }
+}
+
+const INSERT_PENDING: &str = "INSERT OR REPLACE INTO pending VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const INSERT_DEPOSITED: &str = "INSERT OR REPLACE INTO deposited VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+/// Writes one entry of `patient` with `statement` (pending or deposited).
+fn insert(db: &Connection, statement: &str, patient: &str, e: &Entry) -> Result<()> {
+    db.execute(
+        statement,
+        params![
+            patient,
+            e.resource_type,
+            e.resource_id,
+            e.resource_version,
+            e.record.as_bytes().as_slice(),
+            e.record_version
+        ],
+    )
+    .map(drop)
+    .map_err(sql)
 }
 
 fn record_id(bytes: &[u8]) -> Result<RecordId> {

@@ -27,9 +27,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::Value;
 use vault_client::records::{add_records, NewRecord};
-use vault_core::{
-    CollectionId, RecordId, RecordInfo, RecordTarget, SecretIdentity, VaultId, VaultState,
-};
+use vault_core::{CollectionId, RecordId, RecordTarget, SecretIdentity, VaultId, VaultState};
 
 use crate::cli::GatewayArgs;
 use crate::error::{CliError, Result};
@@ -381,14 +379,7 @@ fn deposit_patient<S: Source>(
         });
         items.push(NewRecord {
             target: Some(target),
-            collection,
-            info: RecordInfo {
-                content_type: vault_fhir::content_type(&r.resource_type, r.id.as_deref()),
-                title: r.title.clone(),
-                created_at: now,
-                effective_at: r.effective_at,
-            },
-            body: r.json,
+            ..NewRecord::fhir(&r, collection, now)
         });
     }
     if !items.is_empty() {

@@ -7,7 +7,7 @@ use super::fixture::*;
 use crate::error::Error;
 use crate::grant::GrantScope;
 use crate::keys::{CollectionKey, KeySeal, DEPOSIT_SEALED_KEY_LEN};
-use crate::log::{EntryBody, LogEntry};
+use crate::log::EntryBody;
 use crate::record::{self, RecordMetadata, SealTo, DEPOSIT_METADATA_LEN};
 use crate::{Keyring, Permission, RecordId};
 
@@ -19,6 +19,27 @@ fn lab_vault() -> Fixture {
     f.share(1, f.labs, Permission::Read, None);
     f.share(2, f.labs, Permission::Deposit, None);
     f
+}
+
+/// A deposit Bob seals himself (not through his client) to `key`, for
+/// `record` at `version`: what a depositor could send bypassing the
+/// client's checks.
+fn bobs_deposit(
+    f: &Fixture,
+    key: &crate::DepositPublicKey,
+    record: RecordId,
+    version: u32,
+) -> RecordMetadata {
+    record::seal(
+        &f.bob,
+        SealTo::Deposit(key),
+        record,
+        version,
+        &info("forged"),
+        crate::RecordBody::new(&b"x"[..], 1),
+        &mut Vec::new(),
+    )
+    .unwrap()
 }
 
 fn every_record(f: &Fixture) -> Vec<RecordId> {
@@ -108,17 +129,7 @@ fn a_depositor_adds_only_to_its_collection_and_only_its_own_versions() {
     ));
     let deposit_key = f.key_of(0, f.labs).deposit_public();
     for (record, version) in [(patients, 2), (RecordId::random(), 1)] {
-        let mut ct = Vec::new();
-        let m = record::seal(
-            &f.bob,
-            SealTo::Deposit(&deposit_key),
-            record,
-            version,
-            &info("forged"),
-            crate::RecordBody::new(&b"x"[..], 1),
-            &mut ct,
-        )
-        .unwrap();
+        let m = bobs_deposit(&f, &deposit_key, record, version);
         if version == 1 {
             // Well formed and its own: accepted (checked, not applied).
             let e = f.forge(&f.bob, EntryBody::RecordPut { metadata: m });
@@ -129,17 +140,7 @@ fn a_depositor_adds_only_to_its_collection_and_only_its_own_versions() {
         }
     }
     let meds_key = f.key_of(0, f.meds).deposit_public();
-    let mut ct = Vec::new();
-    let m = record::seal(
-        &f.bob,
-        SealTo::Deposit(&meds_key),
-        RecordId::random(),
-        1,
-        &info("forged"),
-        crate::RecordBody::new(&b"x"[..], 1),
-        &mut ct,
-    )
-    .unwrap();
+    let m = bobs_deposit(&f, &meds_key, RecordId::random(), 1);
     let e = f.forge(&f.bob, EntryBody::RecordPut { metadata: m });
     assert!(matches!(f.refuse(&e), Error::Unauthorized { .. }));
 
@@ -201,17 +202,7 @@ fn a_rotation_moves_the_deposit_key_and_keeps_deposits_readable() {
     assert_eq!(f.open_as(0, &after.record()).unwrap().1, b"46");
 
     // A deposit sealed to the previous epoch's key is refused.
-    let mut ct = Vec::new();
-    let m = record::seal(
-        &f.bob,
-        SealTo::Deposit(&old_key),
-        RecordId::random(),
-        1,
-        &info("stale"),
-        crate::RecordBody::new(&b"x"[..], 1),
-        &mut ct,
-    )
-    .unwrap();
+    let m = bobs_deposit(&f, &old_key, RecordId::random(), 1);
     let e = f.forge(&f.bob, EntryBody::RecordPut { metadata: m });
     assert!(matches!(f.refuse(&e), Error::ContextMismatch { .. }));
 
@@ -221,17 +212,7 @@ fn a_rotation_moves_the_deposit_key_and_keeps_deposits_readable() {
         f.put_entry(2, f.labs, None, "x", b"x"),
         Err(Error::AccessDenied(_))
     ));
-    let mut ct = Vec::new();
-    let m = record::seal(
-        &f.bob,
-        SealTo::Deposit(&new_key),
-        RecordId::random(),
-        1,
-        &info("after revocation"),
-        crate::RecordBody::new(&b"x"[..], 1),
-        &mut ct,
-    )
-    .unwrap();
+    let m = bobs_deposit(&f, &new_key, RecordId::random(), 1);
     let e = f.forge(&f.bob, EntryBody::RecordPut { metadata: m });
     assert!(f.state.clone().apply(&e).is_err());
     assert!(!f.state.access(&f.bob.fingerprint(), NOW).may_write());
@@ -302,17 +283,7 @@ fn deposit_vector() {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let s = |k: &str| v[k].as_str().unwrap().to_owned();
-    let log: Vec<LogEntry> = v["log"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            let bytes = hex::decode(h.as_str().unwrap()).unwrap();
-            let e = LogEntry::from_bytes(&bytes).unwrap();
-            assert_eq!(e.to_bytes(), bytes.as_slice(), "re-encodes byte for byte");
-            e
-        })
-        .collect();
+    let log = vector_log(&v);
     let state = crate::VaultState::verify_log(&log).unwrap();
     let vault = crate::VaultId::from_hex(&s("vault")).unwrap();
     let collection = crate::CollectionId::from_hex(&s("collection")).unwrap();

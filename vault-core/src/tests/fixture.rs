@@ -334,3 +334,19 @@ pub fn replace_once(bytes: &[u8], old: &[u8], new: &[u8]) -> Vec<u8> {
     assert_eq!(at.len(), 1, "expected exactly one occurrence");
     [&bytes[..at[0]], new, &bytes[at[0] + old.len()..]].concat()
 }
+
+/// The `log` of a JSON test vector: each entry parsed and checked to
+/// re-encode byte for byte.
+pub fn vector_log(v: &serde_json::Value) -> Vec<LogEntry> {
+    v["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let bytes = hex::decode(h.as_str().unwrap()).unwrap();
+            let e = LogEntry::from_bytes(&bytes).unwrap();
+            assert_eq!(e.to_bytes(), bytes.as_slice(), "re-encodes byte for byte");
+            e
+        })
+        .collect()
+}

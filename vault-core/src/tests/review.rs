@@ -254,17 +254,7 @@ fn rotation_dropped_vector() {
     }
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let log: Vec<LogEntry> = v["log"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            let bytes = hex::decode(h.as_str().unwrap()).unwrap();
-            let e = LogEntry::from_bytes(&bytes).unwrap();
-            assert_eq!(e.to_bytes(), bytes.as_slice(), "re-encodes byte for byte");
-            e
-        })
-        .collect();
+    let log = vector_log(&v);
     let state = crate::VaultState::verify_log(&log).unwrap();
     let last = log.last().unwrap();
     assert_eq!(last.to_bytes()[1 + 16 + 8 + 32 + 8 + 32], 8, "kind 8");
