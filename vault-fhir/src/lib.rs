@@ -25,6 +25,24 @@
 //!   any other text before it is displayed.
 #![forbid(unsafe_code)]
 
+pub mod health;
+
+/// The sample patients' bundles (`shared/fhir-samples`, or
+/// `VAULT_FHIR_SAMPLES`), for tests.
+#[cfg(test)]
+pub(crate) fn sample_bundles() -> Vec<std::path::PathBuf> {
+    let dir = std::env::var_os("VAULT_FHIR_SAMPLES").map_or_else(
+        || concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fhir-samples").into(),
+        std::path::PathBuf::from,
+    );
+    std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}; set VAULT_FHIR_SAMPLES", dir.display()))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
+        .collect()
+}
+
 use std::fmt;
 
 use serde_json::{Map, Value};
@@ -1151,17 +1169,8 @@ mod tests {
 
     #[test]
     fn splits_every_sample_bundle() {
-        let dir = std::env::var_os("VAULT_FHIR_SAMPLES").map_or_else(
-            || concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fhir-samples").into(),
-            std::path::PathBuf::from,
-        );
-        let files: Vec<_> = std::fs::read_dir(&dir)
-            .map_err(|e| format!("{}: {e}; set VAULT_FHIR_SAMPLES", dir.display()))
-            .unwrap()
-            .map(|entry| entry.unwrap().path())
-            .filter(|path| path.extension().is_some_and(|e| e == "json"))
-            .collect();
-        assert!(!files.is_empty(), "no samples in {}", dir.display());
+        let files = crate::sample_bundles();
+        assert!(!files.is_empty(), "no sample bundles");
         let mut units_checked = 0;
         for path in files {
             let bytes = std::fs::read(&path).unwrap();

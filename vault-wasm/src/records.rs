@@ -101,7 +101,9 @@ fn record_view(
     })
 }
 
-/// Lists the readable records (JSON `{records, failed}`), newest first.
+/// Lists the readable records (JSON `{records, failed, health}`), newest
+/// first; `health` is the vault's health overview
+/// ([`vault_fhir::health::overview`]) when no collection is chosen.
 pub async fn list(
     s: &mut Inner,
     vault: &VaultId,
@@ -144,7 +146,22 @@ pub async fn list(
             json!({"id": r.id.to_hex(), "code": f.code, "message": f.message})
         })
         .collect();
-    Ok(json!({ "records": records, "failed": failed }))
+    // The health overview, over the whole vault (not one collection).
+    let health = if collection.is_none() {
+        let resources: Vec<(String, Value)> = listing
+            .opened
+            .iter()
+            .filter(|l| fhir::is_fhir(&l.opened.info.content_type))
+            .filter_map(|l| {
+                let v = serde_json::from_slice(l.body.as_deref()?).ok()?;
+                Some((l.summary.id.to_hex(), v))
+            })
+            .collect();
+        fhir::health::overview(resources.iter().map(|(id, v)| (id.as_str(), v)))
+    } else {
+        Value::Null
+    };
+    Ok(json!({ "records": records, "failed": failed, "health": health }))
 }
 
 /// Deletes a record, and with `purge` destroys every version of it for

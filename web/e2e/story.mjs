@@ -252,6 +252,43 @@ async function main() {
   await shot('03-upload-summary');
   log(`2. imported ${added} records (${summaryRows.map(([n, c]) => `${n}: ${c}`).join(', ')}) and a PDF`);
 
+  // The health overview: every plotted value is an Observation's value of
+  // that code in the bundle, and a point opens its record.
+  await tid('nav-overview').click();
+  await tid('overview').waitFor();
+  const charts = await tid('chart').evaluateAll((els) =>
+    els.map((el) => ({
+      code: el.dataset.code,
+      values: [...el.querySelectorAll('[data-testid="chart-point"]')].map((p) => Number(p.dataset.value)),
+    })),
+  );
+  assert.ok(charts.length > 0, 'the overview charts nothing for a Synthea patient');
+  const bundleValues = new Map();
+  for (const e of JSON.parse(readFileSync(bundle, 'utf8')).entry ?? []) {
+    const r = e.resource;
+    if (r?.resourceType !== 'Observation' || ['cancelled', 'entered-in-error'].includes(r.status)) continue;
+    if (!r.effectiveDateTime && !r.effectivePeriod?.start && !r.issued) continue;
+    for (const part of [r, ...(r.component ?? [])]) {
+      const coding = (part.code?.coding ?? []).find((c) => c.code);
+      const value = part.valueQuantity?.value;
+      if (!coding || typeof value !== 'number') continue;
+      const key = `${coding.system ?? ''}|${coding.code}`;
+      bundleValues.set(key, [...(bundleValues.get(key) ?? []), value]);
+    }
+  }
+  for (const chart of charts) {
+    const expected = (bundleValues.get(chart.code) ?? []).slice().sort((a, b) => a - b);
+    assert.deepEqual(chart.values.slice().sort((a, b) => a - b), expected, `chart ${chart.code} plots other values than the bundle's`);
+  }
+  assert.ok((await tid('overview-conditions-item').count()) + (await tid('overview-immunizations-item').count()) > 0, 'no conditions or immunizations listed');
+  await shot('03b-health-overview');
+  const point = tid('chart-point').first();
+  const pointRecord = await point.getAttribute('data-record-id');
+  await point.click();
+  await tid('record-detail').waitFor();
+  assert.equal(await tid('record-detail').getAttribute('data-record-id'), pointRecord, 'a chart point opened another record');
+  log(`2. overview: ${charts.length} charts, values equal to the bundle's Observations`);
+
   // The PDF record: detail and download.
   await tid('nav-records').click();
   await page.locator('[data-testid="collection-item"][data-collection-name="documents"]').click();
@@ -443,6 +480,9 @@ async function main() {
   await tid('alert-dismiss').click();
   await tid('unlock-passphrase').fill(PATIENT_PASS);
   await tid('unlock-submit').click();
+  // The first screen after unlock is the health overview.
+  await tid('overview').waitFor({ timeout: 60_000 });
+  await tid('nav-records').click();
   await tid('record-list').waitFor({ timeout: 60_000 });
   await shot('13-unlocked-again');
   log('8. screenshots saved, lock/unlock ok');

@@ -1,4 +1,4 @@
-// The unlocked app: navigation, records, timeline, identity, vault, about.
+// The unlocked app: navigation, overview, records, timeline, identity, vault, about.
 
 import { Session, version, type RecordView, type VaultListing } from './vault';
 import { byId, clear, copyText, downloadBytes, field, h, icon, ICONS, type Child } from './dom';
@@ -11,9 +11,11 @@ import { renderStart } from './start';
 import { renderAdd } from './upload';
 import { openShareDialog } from './share';
 import { renderAccess } from './access';
+import { renderOverview } from './overview';
 import { confirmDialog } from './dialog';
 
 const NAV: [View, string][] = [
+  ['overview', 'Overview'],
   ['records', 'Records'],
   ['timeline', 'Timeline'],
   ['add', 'Add records'],
@@ -35,7 +37,7 @@ export async function enterApp(session: Session, profile: Profile, opts: { justC
     vault: null,
     overview: null,
     listing: null,
-    view: 'records',
+    view: 'overview',
     collection: null,
     record: null,
   });
@@ -158,6 +160,14 @@ function viewContent(c: Ctx): Child {
   if (!c.vault) return createVaultView(c);
   if (!c.overview || !c.listing) return h('section', { class: 'card' }, h('h1', null, 'Loading your vault…'), retryButton());
   switch (c.view) {
+    case 'overview':
+      return renderOverview(c, (id) => {
+        c.record = id;
+        c.collection = null;
+        c.view = 'records';
+        render();
+        byId('main').focus();
+      });
     case 'records':
       return recordsView(c);
     case 'timeline':
@@ -529,7 +539,7 @@ function recordDetail(c: Ctx, r: RecordView): HTMLElement {
   ];
   return h(
     'article',
-    { class: 'record-detail', testid: 'record-detail', 'aria-labelledby': 'record-title' },
+    { class: 'record-detail', testid: 'record-detail', 'data-record-id': r.id, 'aria-labelledby': 'record-title' },
     h(
       'button',
       {

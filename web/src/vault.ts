@@ -141,6 +141,33 @@ export interface RecordListing {
   records: RecordView[];
   /** Records that failed verification (never shown as content). */
   failed: { id: string; code: string; message: string }[];
+  /** The health overview of the whole vault (null for one collection's listing). */
+  health: Health | null;
+}
+
+/** One current condition, medication, allergy or immunization. */
+export interface HealthItem {
+  record: string;
+  text: string;
+  /** Unix seconds. */
+  date: number | null;
+}
+
+/** A measurement that repeats over time (one code, one unit). */
+export interface HealthSeries {
+  code: string;
+  name: string;
+  unit: string;
+  points: { at: number; value: number; record: string }[];
+}
+
+/** The health overview (vault-fhir `health::overview`). */
+export interface Health {
+  conditions: HealthItem[];
+  medications: HealthItem[];
+  allergies: HealthItem[];
+  immunizations: HealthItem[];
+  series: HealthSeries[];
 }
 
 export interface ImportSummary {
