@@ -39,7 +39,12 @@ pub fn sekmet_binary() -> PathBuf {
 pub fn sample(name_prefix: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fhir-samples");
     std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e} (CI needs shared/ beside the checkout)", dir.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (CI needs shared/ beside the checkout)",
+                dir.display()
+            )
+        })
         .flatten()
         .map(|e| e.path())
         .find(|p| {
@@ -167,10 +172,7 @@ impl Sekmet {
             if let Some(b) = body {
                 req = req.header("content-type", "application/fhir+json").body(b);
             }
-            let resp = req
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{url}: {e}"));
+            let resp = req.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
             let status = resp.status().as_u16();
             let bytes = resp.bytes().await.unwrap_or_default();
             (
@@ -183,15 +185,15 @@ impl Sekmet {
     /// Loads a Synthea transaction bundle; returns the id the server gave
     /// its Patient.
     pub fn load(&self, bundle: &Path) -> String {
-        let bytes =
-            std::fs::read(bundle).unwrap_or_else(|e| panic!("{}: {e}", bundle.display()));
+        let bytes = std::fs::read(bundle).unwrap_or_else(|e| panic!("{}: {e}", bundle.display()));
         let (status, answer) = self.request(reqwest::Method::POST, "", Some(bytes));
         assert_eq!(status, 200, "loading {}: {answer}", bundle.display());
-        answer["entry"]
-            .as_array()
+        answer
+            .get("entry")
+            .and_then(|e| e.as_array())
             .into_iter()
             .flatten()
-            .filter_map(|e| e["response"]["location"].as_str())
+            .filter_map(|e| e.get("response")?.get("location")?.as_str())
             .find_map(|l| {
                 let rest = l.split("/Patient/").nth(1)?;
                 Some(rest.split('/').next()?.to_owned())
@@ -215,8 +217,14 @@ impl Sekmet {
     pub fn put(&self, resource: &serde_json::Value) {
         let path = format!(
             "{}/{}",
-            resource["resourceType"].as_str().unwrap_or_default(),
-            resource["id"].as_str().unwrap_or_default()
+            resource
+                .get("resourceType")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default(),
+            resource
+                .get("id")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
         );
         let (status, b) = self.request(
             reqwest::Method::PUT,

@@ -92,8 +92,10 @@ fn everything_is_filed_once_and_a_change_becomes_a_new_version() {
     // Filed as `vault import` files it: one record per resource, keyed by
     // type and id, and nothing of the other patient.
     let records = fhir_records(&p);
-    let filed: BTreeSet<(String, String)> =
-        records.iter().map(|(t, i, _, _)| (t.clone(), i.clone())).collect();
+    let filed: BTreeSet<(String, String)> = records
+        .iter()
+        .map(|(t, i, _, _)| (t.clone(), i.clone()))
+        .collect();
     assert_eq!(filed, expected);
     assert!(!filed.contains(&("Patient".to_owned(), other.clone())));
     // The cursor is a record of the vault, in its own collection.
@@ -140,11 +142,17 @@ fn everything_is_filed_once_and_a_change_becomes_a_new_version() {
 
     // And once more: nothing.
     let fourth = pull(&p, &fhir, &brady, &[]);
-    assert_eq!((fourth["added"].as_u64(), fourth["updated"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (fourth["added"].as_u64(), fourth["updated"].as_u64()),
+        (Some(0), Some(0))
+    );
     // --full fetches everything again and still files nothing new.
     let full = pull(&p, &fhir, &brady, &["--full"]);
     assert_eq!(full["since"], Value::Null);
-    assert_eq!((full["added"].as_u64(), full["updated"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (full["added"].as_u64(), full["updated"].as_u64()),
+        (Some(0), Some(0))
+    );
 }
 
 #[test]
@@ -175,12 +183,14 @@ fn bulk_export_files_only_the_patients_own_resources_incrementally() {
     // Incremental: the export's transactionTime is the next _since.
     let second = pull(&p, &fhir, &dennis, &["--bulk", "--bulk-wait", "2min"]);
     assert_eq!(second["since"], first["cursor"]);
-    assert_eq!((second["added"].as_u64(), second["updated"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (second["added"].as_u64(), second["updated"].as_u64()),
+        (Some(0), Some(0))
+    );
     assert_eq!(second["checkpoint"], first["checkpoint"]);
 
     // A changed condition comes back alone, as a new version.
-    let condition = fhir
-        .everything(&dennis)["entry"]
+    let condition = fhir.everything(&dennis)["entry"]
         .as_array()
         .unwrap()
         .iter()
@@ -212,7 +222,14 @@ fn p384_key(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let key = dir.join("client.pem");
     let public = dir.join("client.pub.pem");
     let ok = std::process::Command::new("openssl")
-        .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384", "-out"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+            "-out",
+        ])
         .arg(&key)
         .status()
         .map(|s| s.success())
@@ -258,7 +275,12 @@ fn bearer_tokens_and_smart_backend_services_authenticate() {
     let wrong = dir.path().join("wrong-token");
     std::fs::write(&wrong, "wrong-token-a8d2e\n").unwrap();
     let r = p.refused(&[
-        "pull", "--fhir", &fhir.base, "--patient", &mario, "--token-file",
+        "pull",
+        "--fhir",
+        &fhir.base,
+        "--patient",
+        &mario,
+        "--token-file",
         wrong.to_str().unwrap(),
     ]);
     assert_eq!(r.code, "fhir_unauthorized");
@@ -275,24 +297,44 @@ fn bearer_tokens_and_smart_backend_services_authenticate() {
         .env("VAULT_RELAY", &relay.url)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["added"].as_u64().unwrap() > 10);
-    let all = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let all =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(!all.contains(token));
 
     // SMART Backend Services: a client assertion signed with the key,
     // exchanged for an access token at the discovered token endpoint.
     let smart = p.json(&[
-        "pull", "--fhir", &fhir.base, "--patient", &mario, "--full",
-        "--smart-client-id", "vault-test", "--smart-key", key.to_str().unwrap(),
+        "pull",
+        "--fhir",
+        &fhir.base,
+        "--patient",
+        &mario,
+        "--full",
+        "--smart-client-id",
+        "vault-test",
+        "--smart-key",
+        key.to_str().unwrap(),
     ]);
     assert_eq!(smart["added"], 0);
     assert_eq!(smart["unchanged"], report["fetched"]);
     // An unregistered client is refused by the token endpoint.
     let r = p.refused(&[
-        "pull", "--fhir", &fhir.base, "--patient", &mario,
-        "--smart-client-id", "someone-else", "--smart-key", key.to_str().unwrap(),
+        "pull",
+        "--fhir",
+        &fhir.base,
+        "--patient",
+        &mario,
+        "--smart-client-id",
+        "someone-else",
+        "--smart-key",
+        key.to_str().unwrap(),
     ]);
     assert_eq!(r.code, "fhir_unauthorized");
     assert!(r.message.contains("token endpoint"), "{}", r.message);

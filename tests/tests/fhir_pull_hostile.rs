@@ -95,7 +95,11 @@ fn page(range: std::ops::Range<usize>, next: Option<String>) -> Value {
 }
 
 fn fhir_json(v: &Value) -> Response {
-    ([(header::CONTENT_TYPE, "application/fhir+json")], v.to_string()).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/fhir+json")],
+        v.to_string(),
+    )
+        .into_response()
 }
 
 async fn everything(
@@ -112,9 +116,11 @@ async fn everything(
     match act {
         Act::TwoPages if second => fhir_json(&page(3..5, None)),
         Act::TwoPages => fhir_json(&page(0..3, Some(p2))),
-        Act::BadSecondPage if second => {
-            ([(header::CONTENT_TYPE, "application/fhir+json")], "{\"resourceType\":\"Bundle\",\"entry\":[{\"resource\":").into_response()
-        }
+        Act::BadSecondPage if second => (
+            [(header::CONTENT_TYPE, "application/fhir+json")],
+            "{\"resourceType\":\"Bundle\",\"entry\":[{\"resource\":",
+        )
+            .into_response(),
         Act::BadSecondPage => fhir_json(&page(0..3, Some(p2))),
         Act::BadEntry => {
             let mut b = page(0..2, None);
@@ -129,9 +135,12 @@ async fn everything(
             b["entry"][0]["resource"]["note"] = json!([{"text": "x".repeat(4096)}]);
             fhir_json(&b)
         }
-        Act::TooManyRequests if n < 2 => {
-            (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], "slow down").into_response()
-        }
+        Act::TooManyRequests if n < 2 => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "1")],
+            "slow down",
+        )
+            .into_response(),
         Act::TooManyRequests => fhir_json(&page(0..3, None)),
         Act::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "down").into_response(),
         _ => StatusCode::NOT_FOUND.into_response(),
@@ -175,7 +184,6 @@ async fn status(State(s): State<Server>) -> Response {
     }))
     .into_response()
 }
-
 
 async fn file(State(s): State<Server>) -> Response {
     let act = *s.act.lock().unwrap();
@@ -229,7 +237,10 @@ fn start(act: Act) -> (Server, tokio::runtime::Runtime) {
     let app = Router::new()
         .route("/fhir/Patient/{id}/{op}", get(everything))
         .route("/fhir/Patient/$export", get(kick_off))
-        .route("/fhir/status/job1", get(status).delete(|| async { StatusCode::ACCEPTED }))
+        .route(
+            "/fhir/status/job1",
+            get(status).delete(|| async { StatusCode::ACCEPTED }),
+        )
         .route("/fhir/files/Observation.ndjson", get(file))
         .with_state(server.clone());
     rt.spawn(async move { axum::serve(listener, app).await });
@@ -258,7 +269,11 @@ fn drain(
     server: &Server,
     rt: &tokio::runtime::Runtime,
     options: PullOptions,
-) -> (Vec<String>, Result<Option<Cursor>, FhirPullError>, Vec<PullProgress>) {
+) -> (
+    Vec<String>,
+    Result<Option<Cursor>, FhirPullError>,
+    Vec<PullProgress>,
+) {
     let source = FhirSource::new(&server.base, "p1").unwrap();
     let mut events = Vec::new();
     let mut ids = Vec::new();
@@ -304,10 +319,16 @@ fn resources_over_the_limit_are_refused() {
     let (server, rt) = start(Act::HugeResource);
     let (ids, outcome, _) = drain(&server, &rt, options(Mode::Everything));
     assert!(ids.is_empty());
-    assert!(matches!(outcome, Err(FhirPullError::TooLarge { limit: 2048, .. })));
+    assert!(matches!(
+        outcome,
+        Err(FhirPullError::TooLarge { limit: 2048, .. })
+    ));
     let (ids, outcome, _) = drain(&server, &rt, options(Mode::Bulk));
     assert!(ids.is_empty());
-    assert!(matches!(outcome, Err(FhirPullError::TooLarge { limit: 2048, .. })));
+    assert!(matches!(
+        outcome,
+        Err(FhirPullError::TooLarge { limit: 2048, .. })
+    ));
 }
 
 #[test]
@@ -316,12 +337,19 @@ fn links_that_loop_or_leave_the_host_are_not_followed() {
     let (ids, outcome, _) = drain(&server, &rt, options(Mode::Everything));
     assert_eq!(ids.len(), 4, "both pages once");
     assert!(matches!(outcome, Err(FhirPullError::Paging(_))));
-    assert_eq!(server.hits.load(Ordering::SeqCst), 2, "page 1 not fetched again");
+    assert_eq!(
+        server.hits.load(Ordering::SeqCst),
+        2,
+        "page 1 not fetched again"
+    );
 
     *server.act.lock().unwrap() = Act::ForeignNext;
     let (_, outcome, _) = drain(&server, &rt, options(Mode::Everything));
     let e = outcome.unwrap_err();
-    assert!(matches!(e, FhirPullError::ForeignLink { what: "next", .. }), "{e}");
+    assert!(
+        matches!(e, FhirPullError::ForeignLink { what: "next", .. }),
+        "{e}"
+    );
     assert!(e.to_string().contains("elsewhere.example"));
 
     *server.act.lock().unwrap() = Act::ForeignFile;
@@ -329,7 +357,10 @@ fn links_that_loop_or_leave_the_host_are_not_followed() {
     assert!(ids.is_empty());
     assert!(matches!(
         outcome,
-        Err(FhirPullError::ForeignLink { what: "bulk file", .. })
+        Err(FhirPullError::ForeignLink {
+            what: "bulk file",
+            ..
+        })
     ));
 }
 
@@ -385,7 +416,10 @@ fn busy_and_failing_servers_get_bounded_retries() {
     let (ids, outcome, _) = drain(&server, &rt, options(Mode::Everything));
     assert!(ids.is_empty());
     let e = outcome.unwrap_err();
-    assert!(matches!(e, FhirPullError::Status { status: 503, .. }), "{e}");
+    assert!(
+        matches!(e, FhirPullError::Status { status: 503, .. }),
+        "{e}"
+    );
     assert!(e.is_transient());
     assert!(e.to_string().contains("try again later"), "{e}");
     assert_eq!(server.hits.load(Ordering::SeqCst), 3);
@@ -403,8 +437,14 @@ fn truncated_downloads_are_errors_and_leave_no_cursor() {
 
     *server.act.lock().unwrap() = Act::BrokenFile;
     let (ids, outcome, _) = drain(&server, &rt, options(Mode::Bulk));
-    assert!(ids.is_empty(), "the complete line before the break is not yielded alone");
-    assert!(matches!(outcome, Err(FhirPullError::Truncated { .. })), "{outcome:?}");
+    assert!(
+        ids.is_empty(),
+        "the complete line before the break is not yielded alone"
+    );
+    assert!(
+        matches!(outcome, Err(FhirPullError::Truncated { .. })),
+        "{outcome:?}"
+    );
 
     // A whole export: its transactionTime is the cursor.
     *server.act.lock().unwrap() = Act::TwoPages;
@@ -429,7 +469,11 @@ fn an_interrupted_pull_files_only_whole_pages_and_resumes() {
 
     let r = p.refused(&args);
     assert_eq!(r.code, "fhir_malformed");
-    assert!(r.message.contains("nothing from it was filed"), "{}", r.message);
+    assert!(
+        r.message.contains("nothing from it was filed"),
+        "{}",
+        r.message
+    );
     let ids = |p: &CliProfile| -> Vec<String> {
         let mut v: Vec<String> = p
             .json(&["list"])

@@ -20,9 +20,8 @@ use crate::session::Session;
 /// message).
 fn credentials(args: &PullArgs) -> Result<Credentials> {
     if let Some(path) = &args.token_file {
-        let text = Zeroizing::new(
-            std::fs::read_to_string(path).map_err(|e| CliError::file(path, e))?,
-        );
+        let text =
+            Zeroizing::new(std::fs::read_to_string(path).map_err(|e| CliError::file(path, e))?);
         let token = text.lines().next().unwrap_or_default().trim();
         if token.is_empty() {
             return Err(CliError::Usage(format!(
@@ -173,7 +172,9 @@ pub fn pull(session: &mut Session, args: &PullArgs) -> Result<()> {
             if bar.is_hidden() {
                 out.notice(format!(
                     "  reading file {index}/{total}: {resource_type}{}",
-                    count.map(|c| format!(" ({c} resources)")).unwrap_or_default()
+                    count
+                        .map(|c| format!(" ({c} resources)"))
+                        .unwrap_or_default()
                 ));
             }
         }

@@ -72,7 +72,9 @@ pub enum FhirPullError {
     },
 
     /// The `next` links loop back to a page already read, or never end.
-    #[error("the FHIR server's `next` links {0}; stopping. Nothing beyond the last good page was filed")]
+    #[error(
+        "the FHIR server's `next` links {0}; stopping. Nothing beyond the last good page was filed"
+    )]
     Paging(String),
 
     /// A download ended early: fewer lines than the manifest announced, or
@@ -141,7 +143,9 @@ impl FhirPullError {
 fn advice(status: u16) -> &'static str {
     match status {
         404 => "; check the base URL and the patient id",
-        429 | 500..=599 => "; the server is busy or failing: try again later (what was filed is kept)",
+        429 | 500..=599 => {
+            "; the server is busy or failing: try again later (what was filed is kept)"
+        }
         _ => "",
     }
 }

@@ -616,8 +616,16 @@ pub async fn pull_into_vault<S: Store + ?Sized>(
         .next_batch(&mut |p| progress(VaultPullProgress::Fetch(p)))
         .await?
     {
-        if let Some(s) =
-            file_batch(store, client, secret, vault, &mut holdings, &batch, &mut filed).await?
+        if let Some(s) = file_batch(
+            store,
+            client,
+            secret,
+            vault,
+            &mut holdings,
+            &batch,
+            &mut filed,
+        )
+        .await?
         {
             state = Some(s);
         }

@@ -322,7 +322,7 @@ pub(crate) async fn read_limited(
             Err(e) => {
                 return Err(FhirPullError::Truncated {
                     what: what.to_owned(),
-                    reason: server_text(&format!("{}", kind_of(&e))),
+                    reason: kind_of(&e).to_owned(),
                 })
             }
         }
@@ -364,7 +364,9 @@ mod tests {
             RetryPolicy::none(),
         )
         .unwrap();
-        assert!(http.same_origin("next", "https://fhir.example/r4/p2").is_ok());
+        assert!(http
+            .same_origin("next", "https://fhir.example/r4/p2")
+            .is_ok());
         assert!(http.same_origin("next", "Patient?page=2").is_ok());
         for bad in [
             "https://evil.example/r4/p2",

@@ -249,8 +249,9 @@ async fn discover(http: &reqwest::Client, base: &Url) -> Result<Url, FhirPullErr
         .get("token_endpoint")
         .and_then(|t| t.as_str())
         .ok_or_else(|| FhirPullError::malformed("the SMART configuration", "no token_endpoint"))?;
-    let url = Url::parse(endpoint)
-        .map_err(|_| FhirPullError::malformed("the SMART configuration", "token_endpoint is not a URL"))?;
+    let url = Url::parse(endpoint).map_err(|_| {
+        FhirPullError::malformed("the SMART configuration", "token_endpoint is not a URL")
+    })?;
     if !secure_enough(&url) {
         return Err(FhirPullError::ForeignLink {
             what: "token endpoint (plain http)",
@@ -303,7 +304,9 @@ pub(crate) async fn access_token(
     let token = v
         .get("access_token")
         .and_then(|t| t.as_str())
-        .filter(|t| !t.is_empty() && t.len() <= 16 * 1024 && t.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|t| {
+            !t.is_empty() && t.len() <= 16 * 1024 && t.bytes().all(|b| b.is_ascii_graphic())
+        })
         .ok_or_else(|| FhirPullError::malformed("the token answer", "no usable access_token"))?;
     let lifetime = v
         .get("expires_in")

@@ -30,7 +30,8 @@ const MAX_POLL: Duration = Duration::from_secs(60);
 
 const FHIR_JSON: &str = "application/fhir+json";
 
-type Lines = FramedRead<StreamReader<BoxStream<'static, std::io::Result<Bytes>>, Bytes>, LinesCodec>;
+type Lines =
+    FramedRead<StreamReader<BoxStream<'static, std::io::Result<Bytes>>, Bytes>, LinesCodec>;
 
 /// One file of a bulk export's manifest.
 struct OutputFile {
@@ -318,7 +319,10 @@ impl FhirPull {
             // The State borrow ends before the file is stored.
             let open = OpenFile {
                 name: format!("the {} file", server_text(&file.resource_type)),
-                lines: FramedRead::new(StreamReader::new(stream), LinesCodec::new_with_max_length(max)),
+                lines: FramedRead::new(
+                    StreamReader::new(stream),
+                    LinesCodec::new_with_max_length(max),
+                ),
                 expected: file.count,
                 read: 0,
             };
@@ -585,7 +589,10 @@ fn parse_line(
         serde_json::from_slice(line).map_err(|e| FhirPullError::malformed(what, e.to_string()))?;
     let rt = v.get("resourceType").and_then(Value::as_str);
     if rt == Some("Bundle") {
-        return Err(FhirPullError::malformed(what, "a Bundle where a resource was expected"));
+        return Err(FhirPullError::malformed(
+            what,
+            "a Bundle where a resource was expected",
+        ));
     }
     if rt == Some("OperationOutcome") || !in_compartment(&v, patient) {
         return Ok(None);
@@ -649,7 +656,12 @@ mod tests {
         assert_eq!(next.as_deref(), Some("https://h/p2"));
         let bad_entry = br#"{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Patient","id":"p"}},{"resource":{"resourceType":7}}]}"#;
         assert!(parse_page(bad_entry, "p1", &limits).is_err());
-        assert!(parse_page(br#"{"resourceType":"Bundle","entry":[{"resource":"#, "p1", &limits).is_err());
+        assert!(parse_page(
+            br#"{"resourceType":"Bundle","entry":[{"resource":"#,
+            "p1",
+            &limits
+        )
+        .is_err());
         assert!(parse_page(br#"{"resourceType":"Patient","id":"p"}"#, "p1", &limits).is_err());
         let tiny = Limits {
             max_resource_bytes: 10,
@@ -664,18 +676,29 @@ mod tests {
     #[test]
     fn only_the_patients_compartment_is_kept() {
         let line = |s: &str| parse_line(s.as_bytes(), "l", "p1");
-        assert!(line(r#"{"resourceType":"Patient","id":"p1"}"#).unwrap().is_some());
-        assert!(line(r#"{"resourceType":"Patient","id":"p2"}"#).unwrap().is_none());
-        assert!(line(r#"{"resourceType":"Observation","id":"o","subject":{"reference":"Patient/p1"}}"#)
+        assert!(line(r#"{"resourceType":"Patient","id":"p1"}"#)
             .unwrap()
             .is_some());
+        assert!(line(r#"{"resourceType":"Patient","id":"p2"}"#)
+            .unwrap()
+            .is_none());
+        assert!(line(
+            r#"{"resourceType":"Observation","id":"o","subject":{"reference":"Patient/p1"}}"#
+        )
+        .unwrap()
+        .is_some());
         assert!(line(r#"{"resourceType":"Observation","id":"o","subject":{"reference":"https://h/fhir/Patient/p1/_history/2"}}"#)
             .unwrap()
             .is_some());
-        assert!(line(r#"{"resourceType":"Observation","id":"o","subject":{"reference":"Patient/p10"}}"#)
-            .unwrap()
-            .is_none());
+        assert!(line(
+            r#"{"resourceType":"Observation","id":"o","subject":{"reference":"Patient/p10"}}"#
+        )
+        .unwrap()
+        .is_none());
         assert!(line(r#"{"resourceType":"Bundle","entry":[]}"#).is_err());
-        assert!(line(r#"{"resourceType":"Observation","id":"o","subject":{"reference":"Patient/p1"}"#).is_err());
+        assert!(line(
+            r#"{"resourceType":"Observation","id":"o","subject":{"reference":"Patient/p1"}"#
+        )
+        .is_err());
     }
 }
