@@ -210,6 +210,19 @@ impl FhirHttp {
         }
     }
 
+    /// Sends one `DELETE url` (a finished export's files), ignoring the
+    /// answer and any failure: the server cleans up on its own otherwise.
+    pub(crate) async fn discard(&mut self, url: &Url) {
+        let Ok(token) = self.bearer().await else {
+            return;
+        };
+        let mut req = self.client.delete(url.clone());
+        if let Some(t) = &token {
+            req = req.header(AUTHORIZATION, format!("Bearer {}", t.expose_secret()));
+        }
+        let _ = req.send().await;
+    }
+
     /// A transport failure, described without the URL's query or headers.
     pub(crate) fn transport(&self, e: &reqwest::Error) -> FhirPullError {
         transport_error(&self.base, e)

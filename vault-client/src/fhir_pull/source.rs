@@ -288,12 +288,9 @@ impl FhirPull {
         };
         if current.is_none() {
             let Some(file) = files.pop_front() else {
-                // Done: the export's files may be deleted (best effort).
+                // Done: the export's files may be deleted (one attempt).
                 let url = status_url.clone();
-                let _ = self
-                    .http
-                    .send(Method::DELETE, &url, FHIR_JSON, &[], &mut |_| {})
-                    .await;
+                self.http.discard(&url).await;
                 return Ok(None);
             };
             let index = *total - files.len();
