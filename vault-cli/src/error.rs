@@ -130,6 +130,8 @@ impl CliError {
                     F::Unauthorized(_) => exit::DENIED,
                     F::Transport { .. } => exit::UNREACHABLE,
                     F::Status { status: 404, .. } => exit::NOT_FOUND,
+                    // A link that would carry the credentials elsewhere.
+                    F::ForeignLink { .. } => exit::SECURITY,
                     _ => exit::ERROR,
                 }
             }
