@@ -378,7 +378,7 @@ pub struct ImportArgs {
 /// `vault pull`.
 #[derive(Debug, Args)]
 pub struct PullArgs {
-    /// The FHIR R4 server's base URL, such as https://fhir.example.org/r4.
+    /// The FHIR R4 server's base URL, such as `https://fhir.example.org/r4`.
     #[arg(long, value_name = "BASE_URL")]
     pub fhir: String,
     /// Your patient id on that server.
