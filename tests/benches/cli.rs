@@ -92,6 +92,106 @@ fn new_vault(s: &mut Session, secret: &SecretIdentity) -> VaultId {
     state.vault()
 }
 
+/// `vault pull` of the same patient from a real FHIR server (sekmet on
+/// loopback, `scripts/services install`): the fetch of `$everything`
+/// alone, a first pull into a fresh vault (fetch, parse, seal, upload,
+/// append, save the cursor), and a repeated pull that finds nothing new
+/// (the vault listed and opened to compare versions, as `vault pull`
+/// does), beside `import` (the median of section 1).
+fn pull_beside_import(
+    dir: &Path,
+    p: &mut Session,
+    patient: &Arc<SecretIdentity>,
+    bundle: &[u8],
+    runs: usize,
+    import: Duration,
+) {
+    use vault_client::fhir_pull::filing::{self, Holdings};
+    use vault_client::fhir_pull::{Credentials, FhirPull, FhirSource, Mode, PullOptions};
+    let fhir = vault_tests::sekmet::Sekmet::start(&dir.join("sekmet"));
+    let bundle_file = dir.join("bundle.json");
+    std::fs::write(&bundle_file, bundle).unwrap();
+    let id = fhir.load(&bundle_file);
+    let source = FhirSource::new(&fhir.base, &id).unwrap();
+    let resources = fhir.everything(&id)["entry"].as_array().unwrap().len();
+    let (mut fetch, mut first, mut again) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let t = Instant::now();
+        let n = p.rt.block_on(async {
+            let mut pull = FhirPull::start(
+                source.clone(),
+                Credentials::None,
+                PullOptions::new(Mode::Everything),
+                &mut |_| {},
+            )
+            .await
+            .unwrap();
+            while pull.next_batch(&mut |_| {}).await.unwrap().is_some() {}
+            pull.yielded()
+        });
+        fetch.push(t.elapsed());
+        assert_eq!(n as usize, resources);
+
+        let vault = new_vault(p, patient);
+        let client = p.client().unwrap();
+        let t = Instant::now();
+        let report =
+            p.rt.block_on(filing::pull_into_vault(
+                &mut p.store,
+                &client,
+                patient,
+                &vault,
+                Holdings::default(),
+                None,
+                false,
+                source.clone(),
+                Credentials::None,
+                PullOptions::new(Mode::Everything),
+                &mut |_| {},
+            ))
+            .unwrap();
+        first.push(t.elapsed());
+        assert_eq!(report.filed.added, resources);
+
+        // Again, as `vault pull` runs it: list and open the vault, find the
+        // cursor, fetch, compare, file nothing.
+        let t = Instant::now();
+        let state = p.pull(&vault).unwrap();
+        let listing = open_all(p, &state, None, true).unwrap();
+        let holdings = Holdings::from_listing(&listing);
+        let saved =
+            filing::find_cursor(&p.store, &state, patient, p.now(), &listing, &source).unwrap();
+        let report =
+            p.rt.block_on(filing::pull_into_vault(
+                &mut p.store,
+                &client,
+                patient,
+                &vault,
+                holdings,
+                saved,
+                false,
+                source.clone(),
+                Credentials::None,
+                PullOptions::new(Mode::Everything),
+                &mut |_| {},
+            ))
+            .unwrap();
+        again.push(t.elapsed());
+        assert_eq!(report.filed.added + report.filed.updated, 0);
+    }
+    let (f, a, r) = (median(fetch), median(first), median(again));
+    println!(
+        "pull one Synthea patient's $everything from sekmet on loopback ({resources} resources): \
+         first pull into a fresh vault median {} over {runs} runs ({:.2}x `import` of the same bundle, {}), \
+         of which the fetch alone {}; a repeated pull that files nothing {}",
+        ms(a),
+        a.as_secs_f64() / import.as_secs_f64(),
+        ms(import),
+        ms(f),
+        ms(r)
+    );
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let runs = if quick { 3 } else { 9 };
@@ -159,6 +259,9 @@ fn main() {
         ms(b),
         i.as_secs_f64() / b.as_secs_f64()
     );
+
+    // --- 1b. The same patient pulled from a FHIR server -------------------
+    pull_beside_import(dir.path(), &mut p, &patient, &bundle, runs, i);
 
     // --- 2. A clinician opens a 1,000-record collection, cold -------------
     let vault = new_vault(&mut p, &patient);

@@ -8,6 +8,7 @@
 
 pub mod forge;
 pub mod proxy;
+pub mod sekmet;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@
 //! result (text or `--json`) and returns a typed error.
 
 pub mod identity;
+mod pulling;
 mod reading;
 mod sharing;
 mod vaults;
@@ -35,6 +36,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Collections => reading::collections(&mut session()?),
         Command::Add(args) => writing::add(&mut session()?, &args),
         Command::Import(args) => writing::import(&mut session()?, &args),
+        Command::Pull(args) => pulling::pull(&mut session()?, &args),
         Command::List(args) => reading::list(&mut session()?, &args),
         Command::Show(args) => reading::show(&mut session()?, &args),
         Command::Open(args) => reading::open(&mut session()?, &args),
