@@ -2,7 +2,7 @@
 //! result (text or `--json`) and returns a typed error.
 
 pub mod identity;
-mod pulling;
+pub(crate) mod pulling;
 mod reading;
 mod sharing;
 mod vaults;

@@ -20,16 +20,7 @@ use crate::session::Session;
 /// message).
 fn credentials(args: &PullArgs) -> Result<Credentials> {
     if let Some(path) = &args.token_file {
-        let text =
-            Zeroizing::new(std::fs::read_to_string(path).map_err(|e| CliError::file(path, e))?);
-        let token = text.lines().next().unwrap_or_default().trim();
-        if token.is_empty() {
-            return Err(CliError::Usage(format!(
-                "{} is empty: put the bearer token on its first line",
-                path.display()
-            )));
-        }
-        return Ok(Credentials::Bearer(SecretString::from(token.to_owned())));
+        return Ok(Credentials::Bearer(read_token_file(path)?));
     }
     if let Some(var) = &args.token_env {
         let value = Zeroizing::new(std::env::var(var).map_err(|_| {
@@ -67,6 +58,20 @@ fn credentials(args: &PullArgs) -> Result<Credentials> {
         return Ok(Credentials::Smart(client));
     }
     Ok(Credentials::None)
+}
+
+/// The bearer token on the first line of `path` (the token never reaches a
+/// message).
+pub(crate) fn read_token_file(path: &std::path::Path) -> Result<SecretString> {
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| CliError::file(path, e))?);
+    let token = text.lines().next().unwrap_or_default().trim();
+    if token.is_empty() {
+        return Err(CliError::Usage(format!(
+            "{} is empty: put the bearer token on its first line",
+            path.display()
+        )));
+    }
+    Ok(SecretString::from(token.to_owned()))
 }
 
 /// Parses `--bulk-wait`: `90s`, `15min` or `2h`, from one second to a day.

@@ -74,6 +74,13 @@ pub enum Disposition {
     Unchanged,
 }
 
+/// The digest a resource's body is compared by: SHA-256 of its compact
+/// JSON (keys sorted, as [`vault_fhir::Resource::json`] holds it), so the
+/// same resource served twice has the same digest.
+pub fn resource_digest(b: &[u8]) -> [u8; 32] {
+    sha256(b)
+}
+
 fn sha256(b: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(digest::digest(&digest::SHA256, b).as_ref());
@@ -81,7 +88,7 @@ fn sha256(b: &[u8]) -> [u8; 32] {
 }
 
 /// `meta.versionId` and `meta.lastUpdated` of a resource's JSON.
-fn meta_of(json: &[u8]) -> (Option<String>, Option<String>) {
+pub fn meta_of(json: &[u8]) -> (Option<String>, Option<String>) {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(json) else {
         return (None, None);
     };
@@ -186,9 +193,10 @@ impl Holdings {
 }
 
 /// Whether a pulled version (versionId, lastUpdated) is newer than the
-/// held one. Differing content is assumed newer only when neither side
-/// carries anything to compare.
-fn is_newer(pulled: (Option<&str>, Option<&str>), held: (Option<&str>, Option<&str>)) -> bool {
+/// held one: a larger numeric `versionId`, or else a later `lastUpdated`.
+/// Differing content is assumed newer only when neither side carries
+/// anything to compare (compare digests first: [`resource_digest`]).
+pub fn is_newer(pulled: (Option<&str>, Option<&str>), held: (Option<&str>, Option<&str>)) -> bool {
     if let (Some(p), Some(h)) = (pulled.0, held.0) {
         if let (Ok(p), Ok(h)) = (p.parse::<u64>(), h.parse::<u64>()) {
             return p > h;
