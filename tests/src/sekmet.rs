@@ -212,6 +212,11 @@ impl Sekmet {
         b
     }
 
+    /// (resource type, id) of every resource in `$everything`.
+    pub fn everything_keys(&self, patient: &str) -> std::collections::BTreeSet<(String, String)> {
+        keys_of(&self.everything(patient))
+    }
+
     /// Replaces a resource (`PUT Type/id`); the server gives it a new
     /// `meta.versionId` and `meta.lastUpdated`.
     pub fn put(&self, resource: &serde_json::Value) {
@@ -240,4 +245,21 @@ impl Drop for Sekmet {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// (resource type, id) of every resource in a Bundle.
+pub fn keys_of(bundle: &serde_json::Value) -> std::collections::BTreeSet<(String, String)> {
+    bundle
+        .get("entry")
+        .and_then(|e| e.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let r = e.get("resource")?;
+            Some((
+                r.get("resourceType")?.as_str()?.to_owned(),
+                r.get("id")?.as_str()?.to_owned(),
+            ))
+        })
+        .collect()
 }

@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use serde_json::Value;
-use vault_tests::sekmet::{sample, Sekmet};
+use vault_tests::sekmet::{keys_of, sample, Sekmet};
 use vault_tests::{CliProfile, RelayProcess};
 
 /// A patient's CLI profile with a fresh vault.
@@ -47,20 +47,6 @@ fn fhir_records(p: &CliProfile) -> Vec<(String, String, String, u64)> {
                 r["record"].as_str()?.to_owned(),
                 r["version"].as_u64()?,
             ))
-        })
-        .collect()
-}
-
-fn keys_of(everything: &Value) -> BTreeSet<(String, String)> {
-    everything["entry"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["resource"]["resourceType"].as_str().unwrap().to_owned(),
-                e["resource"]["id"].as_str().unwrap().to_owned(),
-            )
         })
         .collect()
 }

@@ -22,21 +22,6 @@ use serde_json::{json, Value};
 use vault_tests::sekmet::Sekmet;
 use vault_tests::{CliProfile, RelayProcess};
 
-/// (resource type, id) of each resource in a patient's `$everything`.
-fn everything(fhir: &Sekmet, patient: &str) -> Vec<(String, String)> {
-    fhir.everything(patient)["entry"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["resource"]["resourceType"].as_str().unwrap().to_owned(),
-                e["resource"]["id"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
 fn samples() -> Vec<std::path::PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fhir-samples");
     let mut v: Vec<_> = std::fs::read_dir(&dir)
@@ -159,7 +144,7 @@ fn a_trusts_gateway_deposits_each_resource_version_once() {
     // First round: everything each patient has on the server.
     let first = round();
     for (p, report) in patients.iter().zip(first["patients"].as_array().unwrap()) {
-        let expected = everything(&fhir, &p.fhir_id);
+        let expected = fhir.everything_keys(&p.fhir_id);
         assert_eq!(report["error"], Value::Null, "{report}");
         assert_eq!(report["added"].as_u64().unwrap() as usize, expected.len());
         let got = deposited(&p.profile, "from-hospital", &gw_fp);
@@ -200,7 +185,8 @@ fn a_trusts_gateway_deposits_each_resource_version_once() {
     );
     assert_eq!(status, 201, "{created}");
     let new_id = created["id"].as_str().unwrap().to_owned();
-    let (obs_type, obs_id) = everything(&fhir, &p0.fhir_id)
+    let (obs_type, obs_id) = fhir
+        .everything_keys(&p0.fhir_id)
         .into_iter()
         .find(|(t, id)| t == "Observation" && *id != new_id)
         .unwrap();
@@ -270,7 +256,7 @@ fn a_trusts_gateway_deposits_each_resource_version_once() {
         ),
     )
     .unwrap();
-    let expected = everything(&fhir, &fhir_id);
+    let expected = fhir.everything_keys(&fhir_id);
     assert!(expected.len() > 200, "{} resources", expected.len());
     // Killed as soon as its first deposits reached the relay, three times:
     // each restart settles what the killed round left pending.

@@ -76,26 +76,11 @@ pub(crate) fn read_token_file(path: &std::path::Path) -> Result<SecretString> {
 
 /// Parses `--bulk-wait`: `90s`, `15min` or `2h`, from one second to a day.
 fn parse_wait(s: &str) -> Result<Duration> {
-    let bad = || {
-        CliError::Usage(format!(
-            "--bulk-wait {s:?}: use a duration like 90s, 15min or 2h (at most 24h)"
-        ))
-    };
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    let unit = match unit {
-        "s" => 1,
-        "min" => 60,
-        "h" => 3600,
-        _ => return Err(bad()),
-    };
-    let secs = n.checked_mul(unit).ok_or_else(bad)?;
-    if secs == 0 || secs > 86_400 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs(secs))
+    crate::agent::parse_span(
+        "--bulk-wait",
+        s,
+        (Duration::from_secs(1), Duration::from_secs(86_400)),
+    )
 }
 
 fn pull_error(e: VaultPullError) -> CliError {

@@ -7,20 +7,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use futures_util::stream::{self, StreamExt, TryStreamExt};
 use ring::digest;
 use serde::{Deserialize, Serialize};
 use vault_core::store::Store;
 use vault_core::{
-    CollectionId, Keyring, RecordId, RecordInfo, RecordMetadata, SecretIdentity, VaultId,
-    VaultState,
+    CollectionId, Keyring, RecordId, RecordInfo, RecordTarget, SecretIdentity, VaultId, VaultState,
 };
 
 use super::{
     Credentials, Cursor, FhirPull, FhirPullError, FhirSource, Mode, PullOptions, PullProgress,
 };
 use crate::reading::Listing;
-use crate::records::{ensure_collections, RECORDS_PER_APPEND};
+use crate::records::{add_records, ensure_collections, NewRecord};
 use crate::{sync, ClientError, RelayClient};
 
 /// The collection that holds the pull cursors (created on the first pull).
@@ -31,9 +29,6 @@ pub const CURSOR_CONTENT_TYPE: &str = "application/vnd.vault.fhir-pull-cursor+js
 
 /// Largest cursor record read.
 const MAX_CURSOR_BODY: u64 = 64 * 1024;
-
-/// Concurrent batch uploads per chunk.
-const UPLOAD_BATCHES: usize = 4;
 
 /// A FHIR resource the vault holds: its record and what identifies its
 /// version.
@@ -243,7 +238,7 @@ struct Item<'a> {
 /// records in their category's collection (created if missing, owner
 /// only), newer versions as new versions of their records, the rest
 /// skipped; sealed, uploaded and appended in chunks of at most
-/// [`RECORDS_PER_APPEND`] (compare-and-swap, rebuilt on a moved head).
+/// [`crate::records::RECORDS_PER_APPEND`] (compare-and-swap, rebuilt on a moved head).
 /// `holdings` learns what was filed, so a resource repeated later in the
 /// pull is skipped. Returns the vault's state afterwards.
 ///
@@ -286,7 +281,7 @@ pub async fn file_batch<S: Store + ?Sized>(
     names.sort_unstable();
     names.dedup();
     let collections = ensure_collections(store, client, secret, vault, &names).await?;
-    let mut state = collections.state;
+    let state = collections.state;
     let names_by_id: HashMap<CollectionId, String> = collections
         .by_name
         .iter()
@@ -323,87 +318,30 @@ pub async fn file_batch<S: Store + ?Sized>(
             resource: r,
         });
     }
-    for chunk in items.chunks(RECORDS_PER_APPEND) {
-        let bodies: Vec<(&CollectionId, Option<RecordId>, &RecordInfo, &[u8])> = chunk
-            .iter()
-            .map(|i| {
-                (
-                    &i.collection,
-                    i.replace,
-                    &i.info,
-                    i.resource.json.as_slice(),
-                )
-            })
-            .collect();
-        let (next, ids) = put_records(store, client, secret, state, &bodies).await?;
-        state = next;
-        for (item, id) in chunk.iter().zip(ids) {
-            holdings.note(item.resource, id, item.collection);
-            if item.replace.is_some() {
-                filed.updated += 1;
-            } else {
-                filed.added += 1;
-            }
-            *filed
-                .collections
-                .entry(item.collection_name.clone())
-                .or_default() += 1;
+    // Sealed, uploaded and appended in chunks, as `vault import` does.
+    let records: Vec<NewRecord> = items
+        .iter()
+        .map(|i| NewRecord {
+            target: i.replace.map(RecordTarget::Next),
+            collection: i.collection,
+            info: i.info.clone(),
+            body: i.resource.json.clone(),
+        })
+        .collect();
+    let (state, ids) = add_records(store, client, secret, state, &records, |_| {}).await?;
+    for (item, id) in items.iter().zip(ids) {
+        holdings.note(item.resource, id, item.collection);
+        if item.replace.is_some() {
+            filed.updated += 1;
+        } else {
+            filed.added += 1;
         }
+        *filed
+            .collections
+            .entry(item.collection_name.clone())
+            .or_default() += 1;
     }
     Ok(Some(state))
-}
-
-/// Seals records (new, or new versions of `replace`), stores them locally
-/// in one batch, uploads them concurrently and appends them in one entry
-/// batch. Returns the state and the records' ids in order.
-async fn put_records<S: Store + ?Sized>(
-    store: &mut S,
-    client: &RelayClient,
-    secret: &Arc<SecretIdentity>,
-    state: VaultState,
-    items: &[(&CollectionId, Option<RecordId>, &RecordInfo, &[u8])],
-) -> Result<(VaultState, Vec<RecordId>), ClientError> {
-    let vault = state.vault();
-    let mut keyring = Keyring::new(secret, client.now());
-    let mut sealed: Vec<(RecordMetadata, Vec<u8>)> = Vec::with_capacity(items.len());
-    for (collection, replace, info, body) in items {
-        let mut ciphertext = Vec::new();
-        let (metadata, _) = state.put_record(
-            &mut keyring,
-            collection,
-            *replace,
-            info,
-            vault_core::RecordBody::new(*body, body.len() as u64),
-            &mut ciphertext,
-        )?;
-        sealed.push((metadata, ciphertext));
-    }
-    let blobs: Vec<([u8; 32], &[u8])> = sealed
-        .iter()
-        .map(|(m, c)| (*m.ciphertext_hash(), c.as_slice()))
-        .collect();
-    store.put_blobs(&blobs)?;
-    let per = blobs.len().div_ceil(UPLOAD_BATCHES).max(1);
-    stream::iter(blobs.chunks(per).map(|part| client.put_blobs(&vault, part)))
-        .buffer_unordered(UPLOAD_BATCHES)
-        .try_collect::<Vec<()>>()
-        .await?;
-    let state = sync::push_applied(store, client, &vault, |state| {
-        let mut next = state.clone();
-        let mut entries = Vec::with_capacity(sealed.len());
-        for (m, _) in &sealed {
-            entries.push(next.issue_record_put(secret, m, client.now())?);
-        }
-        Ok((entries, next))
-    })
-    .await
-    .map_err(|e| match e {
-        ClientError::Core(vault_core::Error::ContextMismatch { field: "epoch", .. }) => {
-            ClientError::CollectionRotated
-        }
-        other => other,
-    })?;
-    Ok((state, sealed.iter().map(|(m, _)| m.record()).collect()))
 }
 
 /// The body of a cursor record: one source, and where its next pull
@@ -517,14 +455,13 @@ pub async fn save_cursor<S: Store + ?Sized>(
             (c.state, id)
         }
     };
-    let (state, _) = put_records(
-        store,
-        client,
-        secret,
-        state,
-        &[(&collection, previous, &info, body.as_slice())],
-    )
-    .await?;
+    let record = NewRecord {
+        target: previous.map(RecordTarget::Next),
+        collection,
+        info,
+        body,
+    };
+    let (state, _) = add_records(store, client, secret, state, &[record], |_| {}).await?;
     Ok(state)
 }
 
