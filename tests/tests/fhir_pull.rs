@@ -192,6 +192,25 @@ fn bulk_export_files_only_the_patients_own_resources_incrementally() {
     assert_eq!(third["updated"], 1);
     assert_eq!(third["added"], 0);
 
+    // A Group of the patient: the group-level kick-off, the same records.
+    let group = serde_json::json!({
+        "resourceType": "Group", "id": "g-dennis", "type": "person", "actual": true,
+        "member": [{"entity": {"reference": format!("Patient/{dennis}")}}]
+    });
+    fhir.put(&group);
+    let q = CliProfile::new(&dir.path().join("second-vault"), &relay.url);
+    q.init("Patient", "patient");
+    q.json(&["create"]);
+    let grouped = pull(&q, &fhir, &dennis, &["--bulk", "--group", "g-dennis"]);
+    // The Group itself references the patient, so it is kept too.
+    assert_eq!(
+        grouped["added"].as_u64(),
+        Some(compartment.len() as u64 + 1)
+    );
+    assert!(fhir_records(&q)
+        .iter()
+        .any(|(t, i, _, _)| t == "Group" && i == "g-dennis"));
+
     // $everything on the same vault adds only what bulk left out (the
     // referenced practitioners and organisations): same identities.
     let everything = pull(&p, &fhir, &dennis, &[]);

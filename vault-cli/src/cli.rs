@@ -423,6 +423,10 @@ pub struct PullArgs {
     /// resources are kept.
     #[arg(long)]
     pub bulk: bool,
+    /// With --bulk: export this Group (Group/ID/$export, a group the
+    /// server keeps of your records) instead of every patient.
+    #[arg(long, value_name = "ID", requires = "bulk")]
+    pub group: Option<String>,
     /// Read a bearer token from the first line of this file.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["token_env", "smart_client_id"])]
     pub token_file: Option<PathBuf>,

@@ -103,6 +103,7 @@ pub fn pull(session: &mut Session, args: &PullArgs) -> Result<()> {
         Mode::Everything
     });
     options.bulk_wait = parse_wait(&args.bulk_wait)?;
+    options.bulk_group = args.group.clone();
     let vault = session.select_vault_for_write()?;
     let secret = session.unlock()?;
     let client = session.client()?;

@@ -158,7 +158,8 @@ impl std::fmt::Debug for Credentials {
 pub enum Mode {
     /// `Patient/{id}/$everything`, every `next` page.
     Everything,
-    /// Bulk Data: `Patient/$export`, the status URL polled, each NDJSON
+    /// Bulk Data: `Patient/$export` (or `Group/{id}/$export` with
+    /// [`PullOptions::bulk_group`]), the status URL polled, each NDJSON
     /// file streamed; only the patient's compartment is kept.
     Bulk,
 }
@@ -206,6 +207,10 @@ pub struct PullOptions {
     pub retry: RetryPolicy,
     /// How long to wait for a bulk export to complete.
     pub bulk_wait: Duration,
+    /// Export this Group (a valid FHIR id) instead of every patient: a
+    /// server's group of the patient's records exports less of other
+    /// patients' data.
+    pub bulk_group: Option<String>,
 }
 
 impl PullOptions {
@@ -218,6 +223,7 @@ impl PullOptions {
             limits: Limits::default(),
             retry: RetryPolicy::default(),
             bulk_wait: Duration::from_secs(30 * 60),
+            bulk_group: None,
         }
     }
 }

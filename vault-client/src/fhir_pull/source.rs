@@ -109,6 +109,14 @@ impl FhirPull {
         options: PullOptions,
         progress: &mut dyn FnMut(PullProgress),
     ) -> Result<Self, FhirPullError> {
+        if let Some(g) = &options.bulk_group {
+            if !vault_fhir::is_fhir_id(g) {
+                return Err(FhirPullError::Config(format!(
+                    "{:?} is not a FHIR id (1 to 64 letters, digits, '-' or '.'); give the Group's id",
+                    server_text(g)
+                )));
+            }
+        }
         let mut http = FhirHttp::new(source.base().clone(), credentials, options.retry.clone())?;
         let since = options.since.as_ref().map(|c| c.as_str().to_owned());
         let state = match options.mode {
@@ -127,8 +135,13 @@ impl FhirPull {
                 }
             }
             Mode::Bulk => {
+                let path = match &options.bulk_group {
+                    Some(g) => format!("Group/{g}/$export"),
+                    None => "Patient/$export".to_owned(),
+                };
                 kick_off(
                     &mut http,
+                    &path,
                     since.as_deref(),
                     &options.limits,
                     options.bulk_wait,
@@ -389,9 +402,11 @@ impl FhirPull {
     }
 }
 
-/// Kicks off `Patient/$export` and polls until the manifest is ready.
+/// Kicks off `path` (`Patient/$export` or `Group/{id}/$export`) and polls
+/// until the manifest is ready.
 async fn kick_off(
     http: &mut FhirHttp,
+    path: &str,
     since: Option<&str>,
     limits: &Limits,
     wait: Duration,
@@ -399,7 +414,7 @@ async fn kick_off(
 ) -> Result<State, FhirPullError> {
     let mut url = http
         .base()
-        .join("Patient/$export")
+        .join(path)
         .map_err(|_| FhirPullError::Config("cannot form the $export URL".into()))?;
     {
         let mut q = url.query_pairs_mut();
