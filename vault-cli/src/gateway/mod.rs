@@ -167,8 +167,9 @@ fn write_status(path: &Path, report: &RoundReport) -> Result<()> {
         .map(drop)
 }
 
-/// One polling round over every enrolled patient.
-pub(crate) fn run_round<S: Source>(
+/// One polling round over every enrolled patient: each patient's failure
+/// is in its report; only an unreachable relay stops the round.
+pub fn run_round<S: Source>(
     session: &mut Session,
     secret: &Arc<SecretIdentity>,
     config: &GatewayConfig,

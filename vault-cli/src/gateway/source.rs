@@ -15,7 +15,10 @@ pub struct Changes {
 }
 
 /// A source of FHIR resources per patient.
-pub(crate) trait Source {
+// The gateway drives its sources on the session's runtime with
+// `block_on`, one at a time: no `Send` bound is needed on the futures.
+#[allow(async_fn_in_trait)]
+pub trait Source {
     /// The resources of `patient` new or changed since `since` (all of them
     /// for `None`), and the cursor to ask from next time. Nothing
     /// half-parsed is returned: a malformed response is an error.
