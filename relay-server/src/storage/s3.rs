@@ -70,8 +70,29 @@ pub const CHUNK_DEADLINE: Duration = Duration::from_secs(540);
 
 type Sha256State = sha2_resumable::Sha256;
 
+/// An object store error; everything but a refusal of the request itself
+/// (absent object, denied, bad key, unsupported) counts as the store being
+/// unavailable: the client's retries already ran out, and the same request
+/// may succeed once the store is back.
 fn store_error(e: object_store::Error) -> StorageError {
-    StorageError::new(format!("object store: {e}"))
+    use object_store::Error as E;
+    let refused = matches!(
+        e,
+        E::NotFound { .. }
+            | E::PermissionDenied { .. }
+            | E::Unauthenticated { .. }
+            | E::InvalidPath { .. }
+            | E::NotSupported { .. }
+            | E::NotImplemented
+            | E::Precondition { .. }
+            | E::AlreadyExists { .. }
+    );
+    let message = format!("object store: {e}");
+    if refused {
+        StorageError::new(message)
+    } else {
+        StorageError::unavailable(message)
+    }
 }
 
 fn db_error(e: tokio_postgres::Error) -> StorageError {
@@ -81,6 +102,9 @@ fn db_error(e: tokio_postgres::Error) -> StorageError {
 /// The blob store over one bucket (and key prefix).
 pub struct S3Blobs {
     store: Arc<AmazonS3>,
+    /// The same bucket without retries and with short timeouts: the
+    /// health probe ([`BlobStore::ping`]).
+    probe: Arc<AmazonS3>,
     prefix: String,
     pool: Pool,
     part_size: usize,
@@ -288,8 +312,21 @@ impl S3Blobs {
                 .with_connect_timeout(Duration::from_secs(5))
                 .with_timeout_disabled(),
         )?;
+        let health = build(
+            location,
+            credentials,
+            RetryConfig {
+                backoff: BackoffConfig::default(),
+                max_retries: 0,
+                retry_timeout: Duration::from_secs(3),
+            },
+            ClientOptions::new()
+                .with_connect_timeout(Duration::from_secs(2))
+                .with_timeout(Duration::from_secs(3)),
+        )?;
         Ok(Self {
             store: Arc::new(store),
+            probe: Arc::new(health),
             prefix,
             pool,
             part_size: PART_SIZE,
@@ -833,6 +870,16 @@ impl BlobStore for S3Blobs {
         match self.store.delete(&self.path(&hash)?).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(store_error(e)),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StorageError> {
+        // A HEAD of a key nobody writes: "not found" is an answer.
+        let key = ObjPath::parse(format!("{}health-check", self.prefix))
+            .map_err(|e| StorageError::new(format!("object store key: {e}")))?;
+        match self.probe.head(&key).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StorageError::unavailable(format!("object store: {e}"))),
         }
     }
 }
