@@ -6,6 +6,7 @@
 // Test support: failing loudly, with the reason, is what it is for.
 #![allow(clippy::panic)]
 
+pub mod cluster;
 pub mod forge;
 pub mod proxy;
 
