@@ -213,7 +213,12 @@ async fn authenticate(State(app): State<Arc<AppState>>, mut req: Request, next: 
             let expires = auth.timestamp.saturating_add(app.auth.skew());
             match app
                 .meta
-                .claim_nonce(caller.fingerprint, auth.nonce, expires, crate::auth::unix_now())
+                .claim_nonce(
+                    caller.fingerprint,
+                    auth.nonce,
+                    expires,
+                    crate::auth::unix_now(),
+                )
                 .await
             {
                 Ok(true) => {}

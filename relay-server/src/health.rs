@@ -68,7 +68,10 @@ impl Store {
     }
 
     fn reason(&self) -> Option<String> {
-        self.reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -155,13 +158,18 @@ impl Health {
         if down.is_empty() {
             return axum::Json(serde_json::json!({"status": "ok"})).into_response();
         }
-        let mut body = serde_json::json!({"status": "degraded", "unavailable": down});
-        if detail {
-            body["reasons"] = serde_json::json!({
-                "database": self.database.reason(),
-                "blobs": self.blobs.reason(),
-            });
-        }
+        let body = if detail {
+            serde_json::json!({
+                "status": "degraded",
+                "unavailable": down,
+                "reasons": {
+                    "database": self.database.reason(),
+                    "blobs": self.blobs.reason(),
+                },
+            })
+        } else {
+            serde_json::json!({"status": "degraded", "unavailable": down})
+        };
         let mut resp = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
         resp.headers_mut().insert(
             header::RETRY_AFTER,

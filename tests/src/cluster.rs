@@ -15,9 +15,11 @@ use vault_core::SecretIdentity;
 
 /// A running cluster.
 pub struct Cluster {
-    child: Child,
+    child: Option<Child>,
     dir: tempfile::TempDir,
     keep: bool,
+    port: u16,
+    args: Vec<String>,
     /// The load balancer's URL: the one clients use.
     pub url: String,
     /// Each relay instance's own URL (it accepts requests signed for it
@@ -38,19 +40,40 @@ impl Cluster {
     /// `cargo test --workspace --all-features` builds it), each given
     /// `relay_args`; waits until haproxy answers.
     pub fn start(relay_args: &[&str]) -> Self {
+        Self::start_on(None, relay_args)
+    }
+
+    /// [`Cluster::start`] with haproxy on `port` (a free one if `None`).
+    pub fn start_on(port: Option<u16>, relay_args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("vault-cluster-")
             .tempdir()
             .unwrap_or_else(|e| panic!("temporary directory: {e}"));
-        let port = crate::free_loopback_port();
+        let mut c = Self {
+            child: None,
+            dir,
+            keep: false,
+            port: port.unwrap_or_else(crate::free_loopback_port),
+            args: relay_args.iter().map(|a| a.to_string()).collect(),
+            url: String::new(),
+            instances: Vec::new(),
+            admin: Vec::new(),
+        };
+        c.launch();
+        c
+    }
+
+    /// Runs the script on this cluster's directory and port until it is
+    /// ready.
+    fn launch(&mut self) {
         let mut child = Command::new("bash")
             .arg(script())
             .arg("--dir")
-            .arg(dir.path())
+            .arg(self.dir.path())
             .arg("--port")
-            .arg(port.to_string())
+            .arg(self.port.to_string())
             .arg("--")
-            .args(relay_args)
+            .args(&self.args)
             .env("RELAY_BIN", crate::relay_binary())
             .env("CLUSTER_EXIT_WITH", std::process::id().to_string())
             .env("RELAY_LOG", "warn")
@@ -58,10 +81,7 @@ impl Cluster {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run scripts/cluster: {e}"));
-        let stdout = child
-            .stdout
-            .take()
-            .unwrap_or_else(|| panic!("no stdout"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
         let mut reader = BufReader::new(stdout);
         let (mut instances, mut admin, mut url) = (Vec::new(), Vec::new(), None);
         let deadline = Instant::now() + Duration::from_secs(180);
@@ -70,9 +90,10 @@ impl Cluster {
             line.clear();
             if reader.read_line(&mut line).unwrap_or(0) == 0 || Instant::now() > deadline {
                 let _ = child.kill();
+                self.keep = true;
                 panic!(
                     "scripts/cluster did not come up (logs in {}/logs)",
-                    dir.keep().display()
+                    self.dir.path().display()
                 );
             }
             print!("cluster: {line}");
@@ -93,13 +114,52 @@ impl Cluster {
                 sink.clear();
             }
         });
-        Self {
-            child,
-            dir,
-            keep: false,
-            url: url.unwrap_or_default(),
-            instances,
-            admin,
+        self.child = Some(child);
+        self.url = url.unwrap_or_default();
+        self.instances = instances;
+        self.admin = admin;
+    }
+
+    /// Stops everything the script started (SIGTERM to it), keeping the
+    /// state; whether it exited cleanly.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Starts a stopped cluster again on its state and port, or waits until
+    /// every instance of a running one serves (after [`Cluster::kill9_relay`])
+    /// and haproxy sends requests to them again.
+    pub fn restart(&mut self) {
+        if self.child.is_none() {
+            self.launch();
+            return;
+        }
+        for i in 1..=self.instances.len() {
+            assert!(
+                self.wait_healthy(i, Duration::from_secs(60)),
+                "relay instance {i} did not come back"
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let health = format!("{}/healthz", self.url);
+        while http_get(&health).is_none_or(|(s, _)| s != 200) {
+            assert!(Instant::now() < deadline, "haproxy does not serve again");
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -143,9 +203,7 @@ impl Cluster {
     /// starts it again.
     pub fn kill9_relay(&self, i: usize) -> u32 {
         let pid = self.relay_pid(i);
-        let _ = Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         pid
     }
 
@@ -153,7 +211,7 @@ impl Cluster {
     /// (up to `within`); whether it did.
     pub fn wait_healthy(&self, i: usize, within: Duration) -> bool {
         let deadline = Instant::now() + within;
-        let url = format!("{}/healthz", self.instances[i - 1]);
+        let url = format!("{}/healthz", self.instance(i));
         while Instant::now() < deadline {
             if http_get(&url).is_some_and(|(s, _)| s == 200) {
                 return true;
@@ -161,6 +219,13 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(100));
         }
         false
+    }
+
+    /// Relay instance `i`'s URL (1-based).
+    fn instance(&self, i: usize) -> &str {
+        i.checked_sub(1)
+            .and_then(|i| self.instances.get(i))
+            .unwrap_or_else(|| panic!("no relay instance {i}"))
     }
 
     /// A client through the load balancer for `who`, with `retry`.
@@ -172,7 +237,7 @@ impl Cluster {
 
     /// A client connected to relay instance `i` (1-based) directly.
     pub fn instance_client(&self, i: usize, who: &Arc<SecretIdentity>) -> RelayClient {
-        RelayClient::new(&self.instances[i - 1], who.clone())
+        RelayClient::new(self.instance(i), who.clone())
             .unwrap_or_else(|e| panic!("client: {e}"))
             .with_retry_policy(RetryPolicy::with_attempts(3))
     }
@@ -198,17 +263,6 @@ impl Drop for Cluster {
         if self.keep {
             self.dir.disable_cleanup(true);
         }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

@@ -150,9 +150,10 @@ async fn writer(
         match write_one(&client, &mut store, &s, &ledger, &mut rng).await {
             Ok(()) => {}
             Err(e @ (ClientError::Core(_) | ClientError::Protocol(_))) => {
-                lock(&ledger)
-                    .violations
-                    .push(format!("a writer saw an integrity failure: {e} ({})", e.code()));
+                lock(&ledger).violations.push(format!(
+                    "a writer saw an integrity failure: {e} ({})",
+                    e.code()
+                ));
                 return store;
             }
             Err(_) => {
@@ -226,11 +227,12 @@ async fn verify(
         .map(|v| format!("{phase}: {v}"))
         .collect();
     let mut fresh = MemoryStore::new();
-    let state = match sync::join_vault(&mut fresh, client, &s.vault, &s.owner.fingerprint()).await
-    {
+    let state = match sync::join_vault(&mut fresh, client, &s.vault, &s.owner.fingerprint()).await {
         Ok(st) => st,
         Err(e) => {
-            found.push(format!("{phase}: the log does not verify from genesis: {e}"));
+            found.push(format!(
+                "{phase}: the log does not verify from genesis: {e}"
+            ));
             return found;
         }
     };
@@ -264,7 +266,10 @@ async fn verify(
         let mut out = Vec::new();
         match client.get_blob(&s.vault, &hash, len, &mut out).await {
             Ok(()) if body_digest(&out) == hash => {}
-            Ok(()) => found.push(format!("{phase}: blob {} has other bytes", hex::encode(hash))),
+            Ok(()) => found.push(format!(
+                "{phase}: blob {} has other bytes",
+                hex::encode(hash)
+            )),
             Err(e) => found.push(format!(
                 "{phase}: acknowledged blob {} ({len} bytes) does not download: {e}",
                 hex::encode(hash)
@@ -314,7 +319,7 @@ fn several_instances_converge_and_survive_failures() {
     let seed: u64 = std::env::var("VAULT_CLUSTER_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| vault_tests::now());
+        .unwrap_or_else(vault_tests::now);
     println!("cluster test: VAULT_CLUSTER_SEED={seed}, {kills} kills");
     let mut rng = Rng::new(seed);
     let started = Instant::now();
@@ -415,7 +420,12 @@ fn several_instances_converge_and_survive_failures() {
 
     // 1. Race: four writers, each on an instance of its own (two on the
     // first), appending to one vault.
-    let plan = [(&patient, 1), (&clinician, 2), (&patient, 3), (&clinician, 1)];
+    let plan = [
+        (&patient, 1),
+        (&clinician, 2),
+        (&patient, 3),
+        (&clinician, 1),
+    ];
     let clients: Vec<RelayClient> = plan
         .iter()
         .map(|(who, i)| cluster.instance_client(*i, who).with_chunk_size(CHUNK))
@@ -467,7 +477,13 @@ fn several_instances_converge_and_survive_failures() {
     });
 
     // 2. kill -9 one instance after another during writes through haproxy.
-    let lb_clients = || vec![through_lb(&patient), through_lb(&clinician), through_lb(&patient)];
+    let lb_clients = || {
+        vec![
+            through_lb(&patient),
+            through_lb(&clinician),
+            through_lb(&patient),
+        ]
+    };
     let lb_stores = |clients: &[RelayClient]| {
         [&patient, &clinician, &patient]
             .iter()
@@ -556,9 +572,15 @@ fn several_instances_converge_and_survive_failures() {
         metrics.contains("relay_backend_up{backend=\"database\"} 0"),
         "/metrics does not say the database is down:\n{metrics}"
     );
-    assert_eq!(direct.0, 503, "a relay answered {direct:?} without its database");
+    assert_eq!(
+        direct.0, 503,
+        "a relay answered {direct:?} without its database"
+    );
     assert!(direct.1.is_some(), "no retry-after from the relay");
-    assert_eq!(via_lb.0, 503, "haproxy answered {via_lb:?} without a database");
+    assert_eq!(
+        via_lb.0, 503,
+        "haproxy answered {via_lb:?} without a database"
+    );
     assert!(via_lb.1.is_some(), "no retry-after through haproxy");
     assert!(
         eventually(Duration::from_secs(30), || (1..=3)

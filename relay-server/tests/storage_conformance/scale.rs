@@ -777,7 +777,12 @@ async fn two_relays_on_one_database_decide_on_the_stored_head() {
     for (who, r) in [(&pat, &ra), (&doc, &rb)] {
         let (s, _, body) = call(
             r,
-            signed(who, "PUT", "/v1/identities", &json!({"identity": who.public().to_text()})),
+            signed(
+                who,
+                "PUT",
+                "/v1/identities",
+                &json!({"identity": who.public().to_text()}),
+            ),
         )
         .await;
         assert_eq!(s, 201, "{body}");
@@ -785,7 +790,12 @@ async fn two_relays_on_one_database_decide_on_the_stored_head() {
     let (mut state, genesis) = VaultState::create(&pat, now()).unwrap();
     let (s, _, body) = call(
         &ra,
-        signed(&pat, "POST", "/v1/vaults", &json!({"genesis": b64(&genesis.to_bytes())})),
+        signed(
+            &pat,
+            "POST",
+            "/v1/vaults",
+            &json!({"genesis": b64(genesis.to_bytes())}),
+        ),
     )
     .await;
     assert_eq!(s, 201, "{body}");
@@ -795,7 +805,7 @@ async fn two_relays_on_one_database_decide_on_the_stored_head() {
         let h = state.head();
         json!({
             "prev": {"seq": h.seq, "hash": hex::encode(h.head)},
-            "entries": [b64(&e.to_bytes())],
+            "entries": [b64(e.to_bytes())],
         })
     };
     let (labs, e) = state.create_collection(&pat, "labs", now()).unwrap();
@@ -840,7 +850,11 @@ async fn two_relays_on_one_database_decide_on_the_stored_head() {
     let (s, _, body) = call(&ra, first).await;
     assert_eq!(s, 200, "{body}");
     let (s, _, body) = call(&rb, again).await;
-    assert_eq!((s, body["error"]["code"].as_str()), (401, Some("replayed_nonce")), "{body}");
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (401, Some("replayed_nonce")),
+        "{body}"
+    );
     // Both relays' logs verify from genesis and agree.
     for r in [&ra, &rb] {
         let (s, _, body) = call(r, signed(&pat, "GET", &log, &Value::Null)).await;
@@ -895,18 +909,33 @@ async fn database_outage_is_503_with_retry_after_and_degraded_health() {
     };
     let relay = Relay::connect(config).await.unwrap();
     let (router, admin, state) = (relay.router(), relay.admin_router(), relay.state.clone());
-    let probe = || async { state.health.probe(&*state.meta, &*state.blobs, &state.metrics).await };
+    let probe = || async {
+        state
+            .health
+            .probe(&*state.meta, &*state.blobs, &state.metrics)
+            .await
+    };
     let pat = person(41, Role::Patient);
     let (s, _, _) = call(
         &router,
-        signed(&pat, "PUT", "/v1/identities", &json!({"identity": pat.public().to_text()})),
+        signed(
+            &pat,
+            "PUT",
+            "/v1/identities",
+            &json!({"identity": pat.public().to_text()}),
+        ),
     )
     .await;
     assert_eq!(s, 201);
     let (vs, genesis) = VaultState::create(&pat, now()).unwrap();
     let (s, _, _) = call(
         &router,
-        signed(&pat, "POST", "/v1/vaults", &json!({"genesis": b64(&genesis.to_bytes())})),
+        signed(
+            &pat,
+            "POST",
+            "/v1/vaults",
+            &json!({"genesis": b64(genesis.to_bytes())}),
+        ),
     )
     .await;
     assert_eq!(s, 201);
@@ -923,7 +952,11 @@ async fn database_outage_is_503_with_retry_after_and_degraded_health() {
     pg.stop();
     // Before any probe noticed: the broken connection is a 503.
     let (s, h, body) = call(&router, signed(&pat, "GET", &head, &Value::Null)).await;
-    assert_eq!((s, body["error"]["code"].as_str()), (503, Some("unavailable")), "{body}");
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (503, Some("unavailable")),
+        "{body}"
+    );
     assert!(h.contains_key("retry-after"));
     for _ in 0..relay_server::health::FAILURES_TO_DOWN {
         probe().await;
@@ -947,7 +980,11 @@ async fn database_outage_is_503_with_retry_after_and_degraded_health() {
     );
     // Refused before any work.
     let (s, h, body) = call(&router, signed(&pat, "GET", &head, &Value::Null)).await;
-    assert_eq!((s, body["error"]["code"].as_str()), (503, Some("unavailable")), "{body}");
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (503, Some("unavailable")),
+        "{body}"
+    );
     assert!(h.contains_key("retry-after"));
 
     pg.start_again();
