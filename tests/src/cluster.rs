@@ -260,8 +260,12 @@ pub fn http_get(url: &str) -> Option<(u16, String)> {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if self.keep {
+        if self.keep || std::thread::panicking() {
             self.dir.disable_cleanup(true);
+            eprintln!(
+                "cluster state and logs kept in {}",
+                self.dir.path().display()
+            );
         }
         self.stop();
     }

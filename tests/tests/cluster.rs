@@ -62,6 +62,8 @@ struct Ledger {
     failures: usize,
     /// Compare-and-swap refusals (a writer lost a race).
     conflicts: usize,
+    /// The last unacknowledged failure, for the report.
+    last_failure: Option<String>,
     /// Findings: an integrity failure seen by a writer.
     violations: Vec<String>,
 }
@@ -149,6 +151,15 @@ async fn writer(
     while !stop.load(Ordering::Relaxed) {
         match write_one(&client, &mut store, &s, &ledger, &mut rng).await {
             Ok(()) => {}
+            // A resumed upload that made no progress: its lease was still
+            // held by an instance killed mid-chunk (it runs out within
+            // 20 s). Not acknowledged, so not a finding; a new record is
+            // written instead.
+            Err(ClientError::Protocol(p)) if p.contains("made no progress") => {
+                let mut l = lock(&ledger);
+                l.failures += 1;
+                l.last_failure = Some(format!("a stuck upload: {p}"));
+            }
             Err(e @ (ClientError::Core(_) | ClientError::Protocol(_))) => {
                 lock(&ledger).violations.push(format!(
                     "a writer saw an integrity failure: {e} ({})",
@@ -156,8 +167,12 @@ async fn writer(
                 ));
                 return store;
             }
-            Err(_) => {
-                lock(&ledger).failures += 1;
+            Err(e) => {
+                {
+                    let mut l = lock(&ledger);
+                    l.failures += 1;
+                    l.last_failure = Some(format!("{e} ({})", e.code()));
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -308,6 +323,18 @@ fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 fn acked(ledger: &Mutex<Ledger>) -> usize {
     lock(ledger).entries.len()
+}
+
+/// The writers' state, for a failure message.
+fn status(ledger: &Mutex<Ledger>) -> String {
+    let l = lock(ledger);
+    format!(
+        "{} entries acknowledged, {} failures (last: {:?}), findings: {:?}",
+        l.entries.len(),
+        l.failures,
+        l.last_failure,
+        l.violations
+    )
 }
 
 #[test]
@@ -507,7 +534,8 @@ fn several_instances_converge_and_survive_failures() {
     let before = acked(&ledger);
     assert!(
         eventually(Duration::from_secs(20), || acked(&ledger) > before),
-        "no write acknowledged after the last kill"
+        "no write acknowledged after the last kill: {}",
+        status(&ledger)
     );
     writers.stop(&rt);
     check(&mut found, &mut follower, "kill -9");
@@ -521,7 +549,8 @@ fn several_instances_converge_and_survive_failures() {
     let before = acked(&ledger);
     assert!(
         eventually(Duration::from_secs(30), || acked(&ledger) > before),
-        "no write acknowledged after PostgreSQL restarted"
+        "no write acknowledged after PostgreSQL restarted: {}",
+        status(&ledger)
     );
     writers.stop(&rt);
     check(&mut found, &mut follower, "PostgreSQL restart");
@@ -535,7 +564,8 @@ fn several_instances_converge_and_survive_failures() {
     let before = acked(&ledger);
     assert!(
         eventually(Duration::from_secs(60), || acked(&ledger) > before + 3),
-        "writes did not go on with one volume server stopped"
+        "writes did not go on with one volume server stopped: {}",
+        status(&ledger)
     );
     writers.stop(&rt);
     check(&mut found, &mut follower, "volume server stopped");
@@ -593,7 +623,11 @@ fn several_instances_converge_and_survive_failures() {
     let before = acked(&ledger);
     let resumed = eventually(Duration::from_secs(30), || acked(&ledger) > before);
     writers.stop(&rt);
-    assert!(resumed, "no write acknowledged once the database was back");
+    assert!(
+        resumed,
+        "no write acknowledged once the database was back: {}",
+        status(&ledger)
+    );
     check(&mut found, &mut follower, "database back");
 
     if !found.is_empty() {
