@@ -61,7 +61,14 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "accepted owners",
         sql: include_str!("postgres/0003_inbox_accepted.sql"),
     },
+    Migration {
+        version: 4,
+        name: "smart health links",
+        sql: include_str!("postgres/0004_shl.sql"),
+    },
 ];
+
+mod links;
 
 /// The advisory lock key under which migrations run ("vaultmig").
 const MIGRATION_LOCK: i64 = 0x7661_756c_746d_6967;
