@@ -533,3 +533,329 @@ pub async fn ticket_file(app: &AppState, ticket: &str) -> Result<LinkFile, LinkE
         .nth(usize::try_from(idx).unwrap_or(usize::MAX))
         .ok_or(LinkError::NotFound)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+    use super::*;
+    use crate::domain::testing::Relay;
+    use vault_shl::{Compression, LinkKey};
+
+    fn jwe(key: &LinkKey, text: &str) -> String {
+        vault_shl::jwe::encrypt(
+            key,
+            vault_shl::FHIR_JSON,
+            text.as_bytes(),
+            Compression::None,
+        )
+        .unwrap()
+    }
+
+    fn ask(passcode: Option<&str>) -> ManifestAsk {
+        ManifestAsk {
+            recipient: "Dr Example, ED".into(),
+            passcode: passcode.map(|p| Zeroizing::new(p.to_string())),
+            embedded_length_max: None,
+        }
+    }
+
+    fn id_hash(id: &str) -> LinkHash {
+        parse_id(id).unwrap()
+    }
+
+    async fn make(r: &Relay, passcode: Option<&str>, expires_at: Option<u64>) -> (String, LinkKey) {
+        let key = LinkKey::generate().unwrap();
+        let created = create(
+            &r.app,
+            Fingerprint::from_bytes([1; 32]),
+            CreateLink {
+                files: vec![LinkFile {
+                    content_type: vault_shl::FHIR_JSON.into(),
+                    jwe: jwe(&key, r#"{"resourceType":"Bundle"}"#),
+                }],
+                expires_at,
+                passcode: passcode.map(|p| Zeroizing::new(p.into())),
+                max_attempts: Some(5),
+                long_term: false,
+                direct: false,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(created.handle, id_hash(&created.id));
+        (created.id, key)
+    }
+
+    #[tokio::test]
+    async fn expiry_is_enforced_by_the_relay_clock() {
+        let r = Relay::with(|_| {});
+        let (id, key) = make(&r, None, Some(r.now + 60)).await;
+        let files = manifest(&r.app, id_hash(&id), ask(None)).await.unwrap();
+        let Served::Embedded(j) = &files[0].1 else {
+            panic!("embedded")
+        };
+        let d = vault_shl::jwe::decrypt(&key, j, &vault_shl::JweLimits::default()).unwrap();
+        assert_eq!(d.plaintext, br#"{"resourceType":"Bundle"}"#);
+        r.clock.set(r.now + 60);
+        assert!(matches!(
+            manifest(&r.app, id_hash(&id), ask(None)).await,
+            Err(LinkError::NotFound)
+        ));
+        // Refused at creation: an expiry not in the future.
+        let past = create(
+            &r.app,
+            Fingerprint::from_bytes([1; 32]),
+            CreateLink {
+                files: vec![LinkFile {
+                    content_type: vault_shl::FHIR_JSON.into(),
+                    jwe: jwe(&key, "{}"),
+                }],
+                expires_at: Some(r.now),
+                passcode: None,
+                max_attempts: None,
+                long_term: false,
+                direct: false,
+            },
+        )
+        .await;
+        assert!(matches!(past, Err(LinkError::Invalid(_))));
+    }
+
+    #[tokio::test]
+    async fn brute_force_stops_at_the_limit_and_the_right_passcode_is_not_counted() {
+        let r = Relay::with(|_| {});
+        let (id, _) = make(&r, Some("correct horse"), None).await;
+        let h = id_hash(&id);
+        // The right passcode, twice: nothing counted.
+        for _ in 0..2 {
+            manifest(&r.app, h, ask(Some("correct horse")))
+                .await
+                .unwrap();
+        }
+        // No passcode: 401, not counted.
+        assert!(matches!(
+            manifest(&r.app, h, ask(None)).await,
+            Err(LinkError::WrongPasscode { remaining: 5 })
+        ));
+        for remaining in (0..5).rev() {
+            match manifest(&r.app, h, ask(Some("guess"))).await {
+                Err(LinkError::WrongPasscode { remaining: n }) => assert_eq!(n, remaining),
+                _ => panic!("expected 401"),
+            }
+        }
+        // Disabled: even the right passcode gets 404 now.
+        assert!(matches!(
+            manifest(&r.app, h, ask(Some("correct horse"))).await,
+            Err(LinkError::NotFound)
+        ));
+        let log = access_log(&r.app, Fingerprint::from_bytes([1; 32]), h)
+            .await
+            .unwrap();
+        let outcomes: Vec<&str> = log.iter().map(|e| e.outcome.as_str()).collect();
+        assert_eq!(
+            outcomes,
+            [
+                "manifest",
+                "manifest",
+                "wrong_passcode",
+                "wrong_passcode",
+                "wrong_passcode",
+                "wrong_passcode",
+                "wrong_passcode"
+            ]
+        );
+        assert!(log.iter().all(|e| e.recipient == "Dr Example, ED"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn parallel_guesses_never_exceed_the_limit() {
+        let r = Relay::with(|_| {});
+        let (id, _) = make(&r, Some("1234"), None).await;
+        let h = id_hash(&id);
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let app = r.app.clone();
+            tasks.push(tokio::spawn(async move {
+                manifest(&app, h, ask(Some(&format!("wrong{i}")))).await
+            }));
+        }
+        let mut wrong = 0;
+        let mut gone = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Err(LinkError::WrongPasscode { .. }) => wrong += 1,
+                Err(LinkError::NotFound) => gone += 1,
+                _ => panic!("a wrong passcode was served"),
+            }
+        }
+        assert_eq!(wrong, 5, "exactly max_attempts guesses were evaluated");
+        assert_eq!(gone, 15);
+        let stored = r.app.meta.link(h).await.unwrap().unwrap();
+        assert_eq!(stored.failed_attempts, 5);
+    }
+
+    #[tokio::test]
+    async fn guessed_ids_tickets_and_revocation() {
+        let r = Relay::with(|_| {});
+        let (id, _) = make(&r, None, None).await;
+        // Guessed or malformed ids: 404, nothing recorded.
+        let guess = vault_shl::new_link_id().unwrap();
+        for bad in [
+            guess.as_str(),
+            "short",
+            &id[..42],
+            "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
+        ] {
+            assert!(matches!(
+                parse_id(bad).map(|_| ()).or(Err(LinkError::NotFound)),
+                Ok(()) | Err(LinkError::NotFound)
+            ));
+            if let Ok(h) = parse_id(bad) {
+                assert!(matches!(
+                    manifest(&r.app, h, ask(None)).await,
+                    Err(LinkError::NotFound)
+                ));
+            }
+        }
+        // A location ticket: works until TICKET_SECONDS, and only while
+        // the link is active.
+        let h = id_hash(&id);
+        let mut small = ask(None);
+        small.embedded_length_max = Some(0);
+        let files = manifest(&r.app, h, small).await.unwrap();
+        let Served::Location(t) = &files[0].1 else {
+            panic!("location")
+        };
+        assert!(ticket_file(&r.app, t).await.is_ok());
+        assert!(matches!(
+            ticket_file(&r.app, &guess).await,
+            Err(LinkError::NotFound)
+        ));
+        r.clock.set(r.now + TICKET_SECONDS);
+        assert!(matches!(
+            ticket_file(&r.app, t).await,
+            Err(LinkError::NotFound)
+        ));
+        r.clock.set(r.now);
+        let owner = Fingerprint::from_bytes([1; 32]);
+        assert!(matches!(
+            revoke(&r.app, Fingerprint::from_bytes([2; 32]), h).await,
+            Err(LinkError::NoSuchHandle)
+        ));
+        revoke(&r.app, owner, h).await.unwrap();
+        assert!(matches!(
+            ticket_file(&r.app, t).await,
+            Err(LinkError::NotFound)
+        ));
+        assert!(matches!(
+            manifest(&r.app, h, ask(None)).await,
+            Err(LinkError::NotFound)
+        ));
+        assert_eq!(
+            list(&r.app, owner).await.unwrap()[0].revoked_at,
+            Some(r.now)
+        );
+    }
+
+    #[tokio::test]
+    async fn creation_checks_files_and_flags() {
+        let r = Relay::with(|_| {});
+        let key = LinkKey::generate().unwrap();
+        let owner = Fingerprint::from_bytes([1; 32]);
+        let base = || CreateLink {
+            files: vec![LinkFile {
+                content_type: vault_shl::FHIR_JSON.into(),
+                jwe: jwe(&key, "{}"),
+            }],
+            expires_at: None,
+            passcode: None,
+            max_attempts: None,
+            long_term: false,
+            direct: false,
+        };
+        let cases: Vec<(&str, CreateLink)> = vec![
+            (
+                "no files",
+                CreateLink {
+                    files: vec![],
+                    ..base()
+                },
+            ),
+            (
+                "cty differs",
+                CreateLink {
+                    files: vec![LinkFile {
+                        content_type: vault_shl::SMART_HEALTH_CARD.into(),
+                        jwe: jwe(&key, "{}"),
+                    }],
+                    ..base()
+                },
+            ),
+            (
+                "unknown type",
+                CreateLink {
+                    files: vec![LinkFile {
+                        content_type: "text/html".into(),
+                        jwe: jwe(&key, "{}"),
+                    }],
+                    ..base()
+                },
+            ),
+            (
+                "not a JWE",
+                CreateLink {
+                    files: vec![LinkFile {
+                        content_type: vault_shl::FHIR_JSON.into(),
+                        jwe: "plain text".into(),
+                    }],
+                    ..base()
+                },
+            ),
+            (
+                "U with P",
+                CreateLink {
+                    direct: true,
+                    passcode: Some(Zeroizing::new("12345".into())),
+                    ..base()
+                },
+            ),
+            (
+                "short passcode",
+                CreateLink {
+                    passcode: Some(Zeroizing::new("123".into())),
+                    ..base()
+                },
+            ),
+            (
+                "zero attempts",
+                CreateLink {
+                    max_attempts: Some(0),
+                    ..base()
+                },
+            ),
+        ];
+        for (what, c) in cases {
+            assert!(
+                matches!(create(&r.app, owner, c).await, Err(LinkError::Invalid(_))),
+                "{what}"
+            );
+        }
+        assert!(list(&r.app, owner).await.unwrap().is_empty());
+        let direct = create(
+            &r.app,
+            owner,
+            CreateLink {
+                direct: true,
+                long_term: true,
+                ..base()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(direct.flag.as_deref(), Some("LU"));
+        let f = direct_file(&r.app, id_hash(&direct.id), "Dr U")
+            .await
+            .unwrap();
+        assert_eq!(f.content_type, vault_shl::FHIR_JSON);
+    }
+}
