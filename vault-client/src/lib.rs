@@ -6,6 +6,8 @@
 //!   ([`RetryPolicy`]) and clock-skew correction. Works on native targets
 //!   (reqwest over hyper and rustls, tokio timers) and on
 //!   `wasm32-unknown-unknown` (the browser's `fetch`).
+//! - [`links`]: SMART Health Links, the sharer's side and the viewer's
+//!   (decision 49).
 //! - [`sync`]: a local [`vault_core::store::Store`] kept in step with a
 //!   relay: every entry and blob the relay delivers is verified by
 //!   vault-core before it is persisted or used.
@@ -42,6 +44,7 @@ mod error;
 pub mod fuzzing;
 mod head;
 pub mod inbox;
+pub mod links;
 mod platform;
 pub mod reading;
 pub mod records;
