@@ -514,3 +514,23 @@ pub async fn resolve(
     }
     Ok(Resolved { payload, files })
 }
+
+/// A random (version 4) UUID, for a new document's identifier.
+pub fn new_uuid() -> Result<String> {
+    let mut b = vault_shl::random_32()?;
+    if let Some(x) = b.get_mut(6) {
+        *x = (*x & 0x0f) | 0x40;
+    }
+    if let Some(x) = b.get_mut(8) {
+        *x = (*x & 0x3f) | 0x80;
+    }
+    let h = hex::encode(b.get(..16).unwrap_or(&[0; 16]));
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        h.get(0..8).unwrap_or(""),
+        h.get(8..12).unwrap_or(""),
+        h.get(12..16).unwrap_or(""),
+        h.get(16..20).unwrap_or(""),
+        h.get(20..32).unwrap_or("")
+    ))
+}
