@@ -15,7 +15,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use crate::auth::Authenticator;
 use crate::error::ApiError;
 use crate::metrics::{RequestLabels, RouteLabels};
-use crate::routes::{blobs, identities, inbox, vaults};
+use crate::routes::{blobs, identities, inbox, links, vaults};
 use crate::state::AppState;
 
 /// The OpenAPI description of this API (checked in; a test keeps it in
@@ -46,6 +46,9 @@ pub fn router(app: Arc<AppState>) -> Router {
             "/v1/inbox/accepted",
             get(inbox::accepted).put(inbox::set_accepted),
         )
+        .route("/v1/links", get(links::list).post(links::create))
+        .route("/v1/links/{handle}/revoke", post(links::revoke))
+        .route("/v1/links/{handle}/log", get(links::log))
         .route_layer(middleware::from_fn_with_state(app.clone(), authenticate));
 
     let mut router = Router::new()
@@ -55,6 +58,17 @@ pub fn router(app: Arc<AppState>) -> Router {
         )
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/identities", put(identities::publish))
+        // SMART Health Links' public side: no account, any origin.
+        .route(
+            "/v1/shl/{id}",
+            post(links::manifest)
+                .get(links::direct)
+                .options(links::preflight),
+        )
+        .route(
+            "/v1/shl/files/{ticket}",
+            get(links::file).options(links::preflight),
+        )
         .merge(signed)
         .method_not_allowed_fallback(|| async {
             ApiError::new(

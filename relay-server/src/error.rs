@@ -16,6 +16,7 @@ use crate::domain::access::AccessError;
 use crate::domain::append::AppendError;
 use crate::domain::blobs::BlobError;
 use crate::domain::identities::IdentityError;
+use crate::domain::links::LinkError;
 use crate::domain::vaults::VaultError;
 use crate::domain::Failure;
 use crate::routes::HeadJson;
@@ -296,6 +297,28 @@ impl From<IdentityError> for ApiError {
             IdentityError::CreationLimited(c) => c.into(),
             IdentityError::NotFound => Self::not_found("identity_not_found", message),
             IdentityError::Failure(f) => f.into(),
+        }
+    }
+}
+
+impl From<LinkError> for ApiError {
+    fn from(e: LinkError) -> Self {
+        let message = e.to_string();
+        match e {
+            LinkError::NotFound => Self::not_found("link_not_found", message),
+            LinkError::WrongPasscode { remaining } => {
+                Self::new(StatusCode::UNAUTHORIZED, "wrong_passcode", message)
+                    .with("remainingAttempts", json!(remaining))
+            }
+            LinkError::Invalid(_) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_link", message)
+            }
+            LinkError::QuotaExceeded => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded", message)
+            }
+            LinkError::TooMany(_) => Self::new(StatusCode::CONFLICT, "too_many_links", message),
+            LinkError::NoSuchHandle => Self::not_found("link_not_found", message),
+            LinkError::Failure(f) => f.into(),
         }
     }
 }

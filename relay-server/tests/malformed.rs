@@ -188,6 +188,14 @@ struct World {
     fresh_genesis: Vec<u8>,
     /// A collection-created entry on the current head, never sent.
     fresh_entry: Vec<u8>,
+    /// A SMART Health Link of the patient's (passcode `right passcode`):
+    /// its id, its handle, a file ticket from its manifest; a direct-file
+    /// link's id; and a valid file to create another link with.
+    link_id: String,
+    link_handle: String,
+    link_ticket: String,
+    direct_id: String,
+    link_file: Value,
 }
 
 async fn call(router: &Router, req: Request<Body>) -> (StatusCode, Vec<u8>) {
@@ -354,7 +362,61 @@ impl World {
         assert!((fresh_ct2.len() as u64) < MAX_CHUNK);
         let (_, g2) = VaultState::create(&patient, now()).unwrap();
         let (_, e2) = state.create_collection(&patient, "imaging", now()).unwrap();
+        // SMART Health Links: one with a passcode (its manifest fetched
+        // once, so a file ticket exists), one direct-file link.
+        let key = vault_shl::LinkKey::generate().unwrap();
+        let link_file = json!({
+            "contentType": "application/fhir+json",
+            "jwe": vault_shl::jwe::encrypt(&key, "application/fhir+json", b"{}", vault_shl::Compression::None).unwrap(),
+        });
+        let mut created = Vec::new();
+        for body in [
+            json!({ "files": [link_file.clone()], "passcode": "right passcode" }),
+            json!({ "files": [link_file.clone()], "direct": true }),
+        ] {
+            let (s, b) = call(
+                &router,
+                signed(
+                    &patient,
+                    "POST",
+                    "/v1/links",
+                    Some(JSON),
+                    &[],
+                    serde_json::to_vec(&body).unwrap(),
+                ),
+            )
+            .await;
+            assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&b));
+            created.push(serde_json::from_slice::<Value>(&b).unwrap());
+        }
+        let link_id = created[0]["id"].as_str().unwrap().to_string();
+        let (s, b) = call(
+            &router,
+            assemble(
+                None,
+                "POST",
+                &format!("/v1/shl/{link_id}"),
+                Some(JSON),
+                &[],
+                Body::from(serde_json::to_vec(&json!({"recipient": "setup", "passcode": "right passcode", "embeddedLengthMax": 0})).unwrap()),
+            ),
+        )
+        .await;
+        ok(s, &b);
+        let manifest: Value = serde_json::from_slice(&b).unwrap();
+        let link_ticket = manifest["files"][0]["location"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_string();
         Self {
+            link_id,
+            link_handle: created[0]["handle"].as_str().unwrap().to_string(),
+            link_ticket,
+            direct_id: created[1]["id"].as_str().unwrap().to_string(),
+            link_file,
             router,
             _relay: relay,
             dir,
@@ -398,9 +460,16 @@ enum Route {
     Inbox,
     GetAccepted,
     PutAccepted,
+    CreateLink,
+    ListLinks,
+    RevokeLink,
+    LinkLog,
+    ShlManifest,
+    ShlDirect,
+    ShlFile,
 }
 
-const ROUTES: [Route; 15] = [
+const ROUTES: [Route; 22] = [
     Route::Healthz,
     Route::OpenApi,
     Route::PublishIdentity,
@@ -416,6 +485,13 @@ const ROUTES: [Route; 15] = [
     Route::Inbox,
     Route::GetAccepted,
     Route::PutAccepted,
+    Route::CreateLink,
+    Route::ListLinks,
+    Route::RevokeLink,
+    Route::LinkLog,
+    Route::ShlManifest,
+    Route::ShlDirect,
+    Route::ShlFile,
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -657,6 +733,48 @@ fn spec(w: &World, route: Route) -> Spec {
             })),
             ..base("PUT", "/v1/inbox/accepted", vec![], &w.alice)
         },
+        Route::CreateLink => Spec {
+            ct: Some(JSON),
+            body: json_body(json!({ "files": [w.link_file.clone()] })),
+            ..base("POST", "/v1/links", vec![], &w.patient)
+        },
+        Route::ListLinks => base("GET", "/v1/links", vec![], &w.patient),
+        Route::RevokeLink => Spec {
+            ct: Some(JSON),
+            body: json_body(json!({})),
+            ..base(
+                "POST",
+                "/v1/links/{handle}/revoke",
+                vec![w.link_handle.clone()],
+                &w.patient,
+            )
+        },
+        Route::LinkLog => base(
+            "GET",
+            "/v1/links/{handle}/log",
+            vec![w.link_handle.clone()],
+            &w.patient,
+        ),
+        Route::ShlManifest => Spec {
+            signed: false,
+            ct: Some(JSON),
+            body: json_body(json!({ "recipient": "Dr X", "passcode": "right passcode" })),
+            ..base("POST", "/v1/shl/{id}", vec![w.link_id.clone()], &w.patient)
+        },
+        Route::ShlDirect => Spec {
+            signed: false,
+            query: "?recipient=Dr%20X",
+            ..base("GET", "/v1/shl/{id}", vec![w.direct_id.clone()], &w.patient)
+        },
+        Route::ShlFile => Spec {
+            signed: false,
+            ..base(
+                "GET",
+                "/v1/shl/files/{ticket}",
+                vec![w.link_ticket.clone()],
+                &w.patient,
+            )
+        },
     }
 }
 
@@ -719,6 +837,104 @@ fn cut_stream(body: &[u8]) -> Body {
     ]))
 }
 
+/// The malformations of the public SMART Health Links routes (unsigned):
+/// a guessed or malformed id or ticket is 404 like an inactive link; a bad
+/// manifest request is refused before the link is looked at.
+fn shl_public_cases(
+    w: &World,
+    route: Route,
+    mal: Mal,
+    s: &Spec,
+    push: &mut dyn FnMut(&str, Option<Request<Body>>, Request<Body>, Expect),
+) {
+    let not_found = || ex(StatusCode::NOT_FOUND, &["link_not_found"]);
+    let send = |pq: &str, ct: Option<&'static str>, body: Vec<u8>| {
+        assemble(None, s.method, pq, ct, &s.headers, Body::from(body))
+    };
+    match (route, mal) {
+        (Route::ShlManifest | Route::ShlDirect | Route::ShlFile, Mal::BadPathParam) => {
+            let good = &s.params[0];
+            let guessed = vault_shl::new_link_id().unwrap();
+            for (what, bad) in [
+                ("guessed", guessed),
+                ("too short", good[..good.len() - 2].to_string()),
+                ("too long", format!("{good}AA")),
+                ("not base64url", "*".repeat(good.len())),
+                ("percent-encoded NUL", format!("{good}%00")),
+                ("the handle instead of the id", w.link_handle.clone()),
+            ] {
+                let path = format!("{}{}", s.path_with(&[bad]), s.query);
+                push(
+                    &format!(" ({what})"),
+                    None,
+                    send(&path, s.ct, s.body.clone()),
+                    not_found(),
+                );
+            }
+        }
+        (Route::ShlManifest, Mal::BadJson) => {
+            for body in [
+                &b"{not json"[..],
+                b"",
+                b"null",
+                b"[\"Dr X\"]",
+                b"\xff\xfe\x00garbage",
+            ] {
+                push(
+                    &format!(" ({})", String::from_utf8_lossy(body)),
+                    None,
+                    send(&s.pq(), s.ct, body.to_vec()),
+                    BAD_JSON,
+                );
+            }
+        }
+        (Route::ShlManifest, Mal::WrongTypeJson) => {
+            for b in [
+                json!({}),
+                json!({ "recipient": "" }),
+                json!({ "recipient": 5 }),
+                json!({ "recipient": "Dr X", "passcode": 1234 }),
+                json!({ "recipient": "Dr X", "passcode": "right passcode", "embeddedLengthMax": -1 }),
+                json!({ "recipient": "Dr X", "passcode": "right passcode", "embeddedLengthMax": "all" }),
+            ] {
+                push(
+                    &format!(" ({b})"),
+                    None,
+                    send(&s.pq(), s.ct, serde_json::to_vec(&b).unwrap()),
+                    BAD_JSON,
+                );
+            }
+        }
+        (Route::ShlManifest, Mal::WrongContentType) => {
+            for ct in [Some("text/plain"), Some(OCTET), None] {
+                push(
+                    &format!(" ({ct:?})"),
+                    None,
+                    send(&s.pq(), ct, s.body.clone()),
+                    MEDIA,
+                );
+            }
+        }
+        (Route::ShlManifest, Mal::Oversized) => {
+            let mut body = s.body.clone();
+            body.resize(16 * 1024 + 1, b' ');
+            push(" (padded JSON)", None, send(&s.pq(), s.ct, body), TOO_LARGE);
+        }
+        (Route::ShlDirect, Mal::BadQuery) => {
+            let p = s.path_with(&s.params);
+            for q in ["", "?recipient=", "?who=Dr%20X"] {
+                push(
+                    &format!(" ({q})"),
+                    None,
+                    send(&format!("{p}{q}"), None, Vec::new()),
+                    MALFORMED,
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
 fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
     let s = spec(w, route);
     let pq = s.pq();
@@ -752,10 +968,17 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
             Mal::UnknownPath => push(
                 "",
                 None,
-                assemble(None, "GET", &format!("{pq}/x/y"), None, &[], Body::empty()),
+                assemble(
+                    None,
+                    "GET",
+                    &format!("{}/x/y{}", s.path_with(&s.params), s.query),
+                    None,
+                    &[],
+                    Body::empty(),
+                ),
                 ex(StatusCode::NOT_FOUND, &["not_found"]),
             ),
-            _ => {}
+            _ => shl_public_cases(w, route, mal, &s, &mut push),
         }
         return out;
     }
@@ -1005,8 +1228,11 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
                 body_digest(&s.body),
             )
             .unwrap();
-            let first_body = if writes || route == Route::CreateVault || route == Route::PutAccepted
-            {
+            let first_body = if writes
+                || matches!(
+                    route,
+                    Route::CreateVault | Route::PutAccepted | Route::CreateLink | Route::RevokeLink
+                ) {
                 b"not the signed body".to_vec()
             } else {
                 s.body.clone()
@@ -1128,6 +1354,15 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
                     json!({ "version": 1 }),
                     json!({ "version": 1, "owners": [], "extra": true }),
                 ],
+                Route::CreateLink => vec![
+                    json!({ "files": 5 }),
+                    json!({ "files": [{ "contentType": 5, "jwe": "x" }] }),
+                    json!({ "files": [w.link_file.clone()], "expires_at": "soon" }),
+                    json!({ "files": [w.link_file.clone()], "passcode": 1234 }),
+                    json!({ "files": [w.link_file.clone()], "direct": "yes" }),
+                    json!({}),
+                ],
+                Route::RevokeLink => vec![json!({ "now": true }), json!([])],
                 _ => vec![],
             };
             for b in bodies {
@@ -1179,7 +1414,11 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
             }
         }
         Mal::Oversized => match route {
-            Route::PublishIdentity | Route::CreateVault | Route::Append | Route::PutAccepted => {
+            Route::PublishIdentity
+            | Route::CreateVault
+            | Route::Append
+            | Route::PutAccepted
+            | Route::CreateLink => {
                 let limit = if route == Route::PublishIdentity {
                     MAX_IDENTITY_BODY
                 } else {
@@ -1432,6 +1671,15 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
             }
         }
         Mal::NotMember => {
+            if matches!(route, Route::RevokeLink | Route::LinkLog) {
+                // Another account's handle: as if there were no such link.
+                push(
+                    "",
+                    None,
+                    s.req_as(&w.mallory, now(), s.method, &pq, s.body.clone()),
+                    ex(StatusCode::NOT_FOUND, &["link_not_found"]),
+                );
+            }
             if vault_route || route == Route::CreateVault {
                 let expect = match route {
                     Route::CreateVault => ex(StatusCode::FORBIDDEN, &["not_author"]),

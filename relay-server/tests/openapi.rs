@@ -499,12 +499,14 @@ fn signed_routes_require_the_six_headers() {
         let security = op["security"]
             .as_array()
             .unwrap_or_else(|| panic!("{method} {path}: state `security` explicitly"));
-        // Unsigned: outside /v1, the document itself, and publishing an
+        // Unsigned: outside /v1, the document itself, publishing an
         // identity (signed by the identity in its body, which need not be
-        // published yet).
+        // published yet), and the public SMART Health Links routes.
         let unsigned = !path.starts_with("/v1/")
             || (method == "GET" && path == "/v1/openapi.json")
-            || (method == "PUT" && path == "/v1/identities");
+            || (method == "PUT" && path == "/v1/identities")
+            // SMART Health Links' public side: anyone holding a link.
+            || path.starts_with("/v1/shl/");
         if unsigned {
             assert!(
                 security.is_empty(),

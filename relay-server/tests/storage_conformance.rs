@@ -123,6 +123,10 @@ suite!(
     chunk_refusals,
     concurrent_chunks,
     sweep,
+    links_lifecycle,
+    link_attempts,
+    concurrent_link_attempts,
+    link_access_log,
 );
 
 fn sha(b: &[u8]) -> [u8; 32] {

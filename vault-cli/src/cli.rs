@@ -174,6 +174,16 @@ pub enum Command {
     Export(ExportArgs),
     /// Verify the whole vault and print its checkpoint code.
     Verify(VerifyArgs),
+    /// SMART Health Links: share a patient summary, a collection or chosen
+    /// records with anyone, by link or QR code, with no account.
+    ///
+    /// The files are encrypted on this device under a key that only the
+    /// link carries; the relay stores ciphertext, a slow hash of the
+    /// passcode, and a record of every fetch. Anyone holding the link (and
+    /// the passcode, if any) can read what it shares until it expires or
+    /// is revoked.
+    #[command(subcommand)]
+    Link(LinkCommand),
     /// Unlock once: later commands ask no passphrase until idle or locked.
     ///
     /// Later commands of this profile then ask no passphrase. The agent
@@ -588,4 +598,91 @@ pub struct CompletionsArgs {
     /// The shell.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+/// `vault link ...`.
+#[derive(Debug, Subcommand)]
+pub enum LinkCommand {
+    /// Make a link to a patient summary, a collection or chosen records,
+    /// and print it with a QR code.
+    Create(LinkCreateArgs),
+    /// List your links: status, expiry, how often they were fetched.
+    List,
+    /// Revoke a link: it stops working at once and its files are deleted
+    /// at the relay.
+    Revoke {
+        /// The link's handle (or a unique prefix, from `vault link list`),
+        /// or the link itself.
+        link: String,
+    },
+    /// Who fetched a link, when, and whether the passcode was right.
+    ///
+    /// Each line is what a requester sent as its name (`recipient`); the
+    /// relay cannot check it.
+    Log {
+        /// The link's handle (or a unique prefix), or the link itself.
+        link: String,
+    },
+    /// Open a SMART Health Link as its recipient (no identity needed) and
+    /// write what it shares.
+    Open(LinkOpenArgs),
+}
+
+/// `vault link create`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["summary", "collection", "records"])))]
+pub struct LinkCreateArgs {
+    /// Share a patient summary made now from your FHIR records (an
+    /// International Patient Summary document: problems, medications,
+    /// allergies, immunizations, recent results, procedures).
+    #[arg(long)]
+    pub summary: bool,
+    /// Share every FHIR record of this collection.
+    #[arg(long, short = 'c', value_name = "NAME")]
+    pub collection: Option<String>,
+    /// Share these FHIR records (ids or unique prefixes).
+    #[arg(value_name = "RECORD")]
+    pub records: Vec<String>,
+    /// Require a passcode, asked on the terminal (or read from
+    /// VAULT_LINK_PASSCODE); give it to the recipient separately.
+    #[arg(long)]
+    pub passcode: bool,
+    /// Require the passcode on the first line of this file.
+    #[arg(long, value_name = "FILE")]
+    pub passcode_file: Option<PathBuf>,
+    /// Wrong passcodes allowed before the link is disabled for good.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub max_attempts: u32,
+    /// When the link stops working: a duration (90min, 12h, 30d, 2w, 6mo,
+    /// 1y) or a date (2027-01-31).
+    #[arg(long, value_name = "WHEN")]
+    pub expires: Option<String>,
+    /// A short description for the recipient (at most 80 characters; in
+    /// the link only, never sent to the relay).
+    #[arg(long, value_name = "TEXT")]
+    pub label: Option<String>,
+    /// Mark the link for long-term use (flag L).
+    #[arg(long)]
+    pub long_term: bool,
+    /// Do not draw the QR code.
+    #[arg(long)]
+    pub no_qr: bool,
+}
+
+/// `vault link open`.
+#[derive(Debug, Args)]
+pub struct LinkOpenArgs {
+    /// The link: `shlink:/...` or a viewer link ending in `#shlink:/...`.
+    pub link: String,
+    /// Who you are, as the sharer will see it in the link's record.
+    #[arg(long, value_name = "NAME")]
+    pub recipient: String,
+    /// The link's passcode, from the first line of this file (else
+    /// VAULT_LINK_PASSCODE, else asked on the terminal when needed).
+    #[arg(long, value_name = "FILE")]
+    pub passcode_file: Option<PathBuf>,
+    /// Write the shared files here (a file for one, a directory for
+    /// several); default: stdout.
+    #[arg(long, short = 'o', value_name = "PATH")]
+    pub output: Option<PathBuf>,
 }

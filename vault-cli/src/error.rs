@@ -145,6 +145,9 @@ impl CliError {
                 ClientError::Protocol(_) | ClientError::TooLarge { .. } => exit::SECURITY,
                 ClientError::NotOnDevice(_) => exit::UNREACHABLE,
                 ClientError::CollectionRotated => exit::USAGE,
+                ClientError::LinkPasscode { .. } => exit::DENIED,
+                ClientError::LinkNotActive(_) => exit::NOT_FOUND,
+                ClientError::Link(_) => exit::SECURITY,
                 _ => exit::ERROR,
             },
         }

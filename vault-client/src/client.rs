@@ -194,7 +194,7 @@ pub(crate) enum Answer {
 impl Answer {
     /// The body of a successful answer; a refusal becomes
     /// [`ClientError::Relay`].
-    fn ok_body(self) -> Result<(StatusCode, Bytes)> {
+    pub(crate) fn ok_body(self) -> Result<(StatusCode, Bytes)> {
         match self {
             Answer::Body(s, b) => Ok((s, b)),
             Answer::Refused(status, e) => Err(e.into_error(status)),

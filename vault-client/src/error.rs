@@ -84,6 +84,26 @@ pub enum ClientError {
     /// rest was not sealed under the old key.
     #[error("a collection's key was rotated (someone's access was revoked) while records were being added; run the same command again: what was already added is kept and skipped")]
     CollectionRotated,
+
+    /// A SMART Health Link, its manifest or one of its files was refused
+    /// (malformed, another algorithm, a wrong tag, too large, a location
+    /// on another host).
+    #[error(transparent)]
+    Link(#[from] vault_shl::ShlError),
+
+    /// A SMART Health Link's passcode is missing or wrong.
+    #[error("{}", match remaining {
+        Some(n) => format!("the passcode is wrong; {n} attempts remain before the link is disabled for good"),
+        None => "this link needs a passcode: ask the person who shared it".into(),
+    })]
+    LinkPasscode {
+        /// Attempts left, as the link's host said.
+        remaining: Option<u64>,
+    },
+
+    /// A SMART Health Link no longer answers.
+    #[error("this SMART Health Link is no longer active ({0}); ask the person who shared it for a new one")]
+    LinkNotActive(String),
 }
 
 impl ClientError {
@@ -103,6 +123,9 @@ impl ClientError {
             ClientError::Io(_) => "io",
             ClientError::NotOnDevice(_) => "not_on_device",
             ClientError::CollectionRotated => "rotated",
+            ClientError::Link(_) => "invalid_link",
+            ClientError::LinkPasscode { .. } => "wrong_passcode",
+            ClientError::LinkNotActive(_) => "link_not_found",
         }
     }
 

@@ -9,6 +9,8 @@
 //! - [`fhir_pull`] (native targets): a patient's record pulled from a FHIR
 //!   R4 server (`$everything` or Bulk Data), every byte from it untrusted,
 //!   and filed into a vault as new records or new versions.
+//! - [`links`]: SMART Health Links, the sharer's side and the viewer's
+//!   (decision 49).
 //! - [`sync`]: a local [`vault_core::store::Store`] kept in step with a
 //!   relay: every entry and blob the relay delivers is verified by
 //!   vault-core before it is persisted or used.
@@ -47,6 +49,7 @@ pub mod fhir_pull;
 pub mod fuzzing;
 mod head;
 pub mod inbox;
+pub mod links;
 mod platform;
 pub mod reading;
 pub mod records;

@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod health;
+pub mod ips;
 
 /// The sample patients' bundles (`shared/fhir-samples`, or
 /// `VAULT_FHIR_SAMPLES`), for tests.

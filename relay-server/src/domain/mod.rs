@@ -12,7 +12,9 @@
 //! - [`blobs`]: chunked and batch uploads, upload status, and downloads with
 //!   their permission check;
 //! - [`identities`]: publishing and looking up identity documents, with
-//!   admission (invitations, the per-source budget).
+//!   admission (invitations, the per-source budget);
+//! - [`links`]: SMART Health Links (create, list, revoke, access record;
+//!   manifests and files for whoever holds a link).
 //!
 //! Services return typed errors whose messages are the ones the API shows;
 //! [`crate::error`] is the one place that turns them into an HTTP status,
@@ -29,6 +31,7 @@ pub mod append;
 pub mod blobs;
 pub mod identities;
 pub mod inbox;
+pub mod links;
 pub mod vaults;
 
 /// The relay's clock, in Unix seconds: entry times are checked against it,

@@ -15,6 +15,7 @@ use crate::storage::Head;
 pub mod blobs;
 pub mod identities;
 pub mod inbox;
+pub mod links;
 pub mod vaults;
 
 /// A log head on the wire.

@@ -991,4 +991,273 @@ contracts!(
     chunk_refusals,
     concurrent_chunks,
     sweep,
+    links_lifecycle,
+    link_attempts,
+    concurrent_link_attempts,
+    link_access_log,
 );
+
+// ----- SMART Health Links (storage::links) ---------------------------------
+
+use super::links::{
+    AccessEvent, AccessOutcome, Attempt, CreateLinkOutcome, LinkFile, NewLink, Ticket,
+    MAX_ACCESS_EVENTS,
+};
+
+fn new_link(n: u8, owner: u8, passcode: bool, expires_at: Option<u64>) -> NewLink {
+    NewLink {
+        hash: sha(&[b'L', n]),
+        owner: fp(owner),
+        created_at: 1_000 + u64::from(n),
+        expires_at,
+        long_term: n % 2 == 0,
+        direct: false,
+        passcode: passcode.then(|| vec![9; 57]),
+        max_attempts: 3,
+        files: vec![
+            LinkFile {
+                content_type: "application/fhir+json".into(),
+                jwe: format!("jwe one of link {n}"),
+            },
+            LinkFile {
+                content_type: "application/fhir+json".into(),
+                jwe: format!("jwe two of link {n}, longer"),
+            },
+        ],
+    }
+}
+
+fn event(at: u64, who: &str, outcome: AccessOutcome) -> AccessEvent {
+    AccessEvent {
+        at,
+        recipient: who.into(),
+        outcome,
+    }
+}
+
+/// A link is stored with its files and charged to its owner; listed
+/// newest first; found by hash only; revoked by its owner only, which
+/// deletes its files and tickets and gives the charge back, keeps the
+/// record, and is idempotent; the owner's count of links not revoked is
+/// capped; the quota holds.
+pub async fn links_lifecycle(meta: Meta, _blobs: Blobs) {
+    let a = new_link(1, 1, false, None);
+    let bytes: u64 = a.files.iter().map(|f| f.jwe.len() as u64).sum();
+    assert_eq!(
+        meta.create_link(a.clone(), bytes - 1, 10).await.unwrap(),
+        CreateLinkOutcome::Quota
+    );
+    assert!(meta.link(a.hash).await.unwrap().is_none());
+    assert_eq!(meta.usage(fp(1)).await.unwrap(), 0);
+    assert_eq!(
+        meta.create_link(a.clone(), bytes, 10).await.unwrap(),
+        CreateLinkOutcome::Created
+    );
+    assert_eq!(meta.usage(fp(1)).await.unwrap(), bytes);
+    assert_eq!(
+        meta.create_link(a.clone(), u64::MAX, 10).await.unwrap(),
+        CreateLinkOutcome::Exists
+    );
+    let stored = meta.link(a.hash).await.unwrap().unwrap();
+    assert_eq!(stored.owner, fp(1));
+    assert_eq!(stored.files, 2);
+    assert_eq!(stored.bytes, bytes);
+    assert_eq!(stored.failed_attempts, 0);
+    assert!(stored.active_at(5_000));
+    assert_eq!(meta.link_files(a.hash).await.unwrap(), a.files);
+    assert!(meta.link(sha(b"other")).await.unwrap().is_none());
+    // Cap on links not revoked.
+    let b = new_link(2, 1, true, Some(9_000));
+    assert_eq!(
+        meta.create_link(b.clone(), u64::MAX, 1).await.unwrap(),
+        CreateLinkOutcome::TooMany(1)
+    );
+    assert_eq!(
+        meta.create_link(b.clone(), u64::MAX, 2).await.unwrap(),
+        CreateLinkOutcome::Created
+    );
+    let listed = meta.links_of(fp(1)).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|l| l.hash).collect::<Vec<_>>(),
+        [b.hash, a.hash]
+    );
+    assert!(meta.links_of(fp(2)).await.unwrap().is_empty());
+    // A ticket to a's second file.
+    let t = Ticket {
+        hash: sha(b"ticket"),
+        file: 1,
+        expires_at: 2_000,
+    };
+    meta.record_access(
+        a.hash,
+        event(1_500, "Dr A", AccessOutcome::Manifest),
+        false,
+        vec![t],
+    )
+    .await
+    .unwrap();
+    assert_eq!(meta.ticket(t.hash, 1_999).await.unwrap(), Some((a.hash, 1)));
+    assert_eq!(meta.ticket(t.hash, 2_000).await.unwrap(), None);
+    // Only the owner revokes.
+    assert!(!meta.revoke_link(fp(2), a.hash, 1_600).await.unwrap());
+    assert!(meta
+        .link(a.hash)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_none());
+    assert!(meta.revoke_link(fp(1), a.hash, 1_600).await.unwrap());
+    let revoked = meta.link(a.hash).await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(1_600));
+    assert!(!revoked.active_at(1_601));
+    assert!(meta.link_files(a.hash).await.unwrap().is_empty());
+    assert_eq!(meta.ticket(t.hash, 1_700).await.unwrap(), None);
+    let b_bytes: u64 = b.files.iter().map(|f| f.jwe.len() as u64).sum();
+    assert_eq!(meta.usage(fp(1)).await.unwrap(), b_bytes);
+    // Idempotent; the record stays; the cap counts only links not revoked.
+    assert!(meta.revoke_link(fp(1), a.hash, 1_700).await.unwrap());
+    assert_eq!(meta.usage(fp(1)).await.unwrap(), b_bytes);
+    assert_eq!(
+        meta.access_log(fp(1), a.hash).await.unwrap().unwrap().len(),
+        1
+    );
+    let c = new_link(3, 1, false, None);
+    assert_eq!(
+        meta.create_link(c, u64::MAX, 2).await.unwrap(),
+        CreateLinkOutcome::Created
+    );
+    assert!(!meta
+        .revoke_link(fp(1), sha(b"nothing"), 1_800)
+        .await
+        .unwrap());
+}
+
+/// Passcode attempts: each reservation counts as failed until a refund;
+/// at the limit the link is disabled; revoked and expired links reserve
+/// nothing.
+pub async fn link_attempts(meta: Meta, _blobs: Blobs) {
+    let l = new_link(4, 1, true, Some(10_000));
+    meta.create_link(l.clone(), u64::MAX, 10).await.unwrap();
+    // A right passcode: reserved, then refunded.
+    assert_eq!(
+        meta.reserve_attempt(l.hash, 2_000).await.unwrap(),
+        Attempt::Reserved { remaining: 2 }
+    );
+    meta.record_access(
+        l.hash,
+        event(2_000, "ok", AccessOutcome::Manifest),
+        true,
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(meta.link(l.hash).await.unwrap().unwrap().failed_attempts, 0);
+    // Three wrong ones: the link is disabled.
+    for remaining in [2, 1, 0] {
+        assert_eq!(
+            meta.reserve_attempt(l.hash, 2_001).await.unwrap(),
+            Attempt::Reserved { remaining }
+        );
+        meta.record_access(
+            l.hash,
+            event(2_001, "guess", AccessOutcome::WrongPasscode),
+            false,
+            vec![],
+        )
+        .await
+        .unwrap();
+    }
+    let stored = meta.link(l.hash).await.unwrap().unwrap();
+    assert_eq!(stored.failed_attempts, 3);
+    assert!(!stored.active_at(2_002));
+    assert_eq!(
+        meta.reserve_attempt(l.hash, 2_002).await.unwrap(),
+        Attempt::Inactive
+    );
+    assert_eq!(meta.link(l.hash).await.unwrap().unwrap().failed_attempts, 3);
+    // Expired and revoked links, and unknown ones.
+    let e = new_link(5, 1, true, Some(3_000));
+    meta.create_link(e.clone(), u64::MAX, 10).await.unwrap();
+    assert_eq!(
+        meta.reserve_attempt(e.hash, 3_000).await.unwrap(),
+        Attempt::Inactive
+    );
+    assert!(matches!(
+        meta.reserve_attempt(e.hash, 2_999).await.unwrap(),
+        Attempt::Reserved { .. }
+    ));
+    meta.revoke_link(fp(1), e.hash, 2_999).await.unwrap();
+    assert_eq!(
+        meta.reserve_attempt(e.hash, 2_999).await.unwrap(),
+        Attempt::Inactive
+    );
+    assert_eq!(
+        meta.reserve_attempt(sha(b"none"), 1).await.unwrap(),
+        Attempt::Inactive
+    );
+}
+
+/// Many parallel reservations never exceed the limit.
+pub async fn concurrent_link_attempts(meta: Meta, _blobs: Blobs) {
+    let l = new_link(6, 1, true, None);
+    meta.create_link(l.clone(), u64::MAX, 10).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..24 {
+        let meta = meta.clone();
+        let h = l.hash;
+        tasks.push(tokio::spawn(async move {
+            meta.reserve_attempt(h, 2_000).await.unwrap()
+        }));
+    }
+    let mut reserved = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), Attempt::Reserved { .. }) {
+            reserved += 1;
+        }
+    }
+    assert_eq!(reserved, 3, "exactly max_attempts reservations succeed");
+    assert_eq!(meta.link(l.hash).await.unwrap().unwrap().failed_attempts, 3);
+}
+
+/// The access record: in order, only for the owner, capped at
+/// MAX_ACCESS_EVENTS (the oldest dropped), each event as recorded.
+pub async fn link_access_log(meta: Meta, _blobs: Blobs) {
+    let l = new_link(7, 1, false, None);
+    meta.create_link(l.clone(), u64::MAX, 10).await.unwrap();
+    assert_eq!(meta.access_log(fp(1), l.hash).await.unwrap(), Some(vec![]));
+    assert_eq!(meta.access_log(fp(2), l.hash).await.unwrap(), None);
+    assert_eq!(meta.access_log(fp(1), sha(b"none")).await.unwrap(), None);
+    // Recording for an unknown link stores nothing.
+    meta.record_access(
+        sha(b"none"),
+        event(1, "x", AccessOutcome::Manifest),
+        false,
+        vec![],
+    )
+    .await
+    .unwrap();
+    let n = MAX_ACCESS_EVENTS + 5;
+    for i in 0..n {
+        let outcome = if i % 3 == 0 {
+            AccessOutcome::WrongPasscode
+        } else {
+            AccessOutcome::Manifest
+        };
+        meta.record_access(
+            l.hash,
+            event(10_000 + i as u64, &format!("Dr {i} ✓"), outcome),
+            false,
+            vec![],
+        )
+        .await
+        .unwrap();
+    }
+    let log = meta.access_log(fp(1), l.hash).await.unwrap().unwrap();
+    assert_eq!(log.len(), MAX_ACCESS_EVENTS);
+    assert_eq!(log[0].recipient, "Dr 5 ✓");
+    assert_eq!(log[0].at, 10_005);
+    assert_eq!(log.last().unwrap().recipient, format!("Dr {} ✓", n - 1));
+    assert_eq!(log[1].outcome, AccessOutcome::WrongPasscode);
+    assert_eq!(meta.link(l.hash).await.unwrap().unwrap().accesses, n as u64);
+}

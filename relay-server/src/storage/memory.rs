@@ -24,6 +24,8 @@ use super::{
     StorageError, StoredEntry, UploadKey,
 };
 
+mod links;
+
 type Hash = [u8; 32];
 type Fp = [u8; 32];
 type Vid = [u8; 16];
@@ -48,6 +50,8 @@ struct Meta {
     owners: HashMap<Vid, Fp>,
     /// Member -> the owners it accepts shares from.
     accepted: HashMap<Fp, AcceptedOwners>,
+    /// SMART Health Links.
+    links: links::Links,
 }
 
 impl Meta {

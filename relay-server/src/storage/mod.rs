@@ -29,6 +29,7 @@ pub mod backends;
 #[doc(hidden)]
 pub mod conformance;
 pub mod files;
+pub mod links;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -265,9 +266,10 @@ pub enum AddBlobOutcome {
     Quota,
 }
 
-/// Metadata storage. Every write returns only once it is durable.
+/// Metadata storage. Every write returns only once it is durable. Every
+/// backend stores SMART Health Links too ([`links::LinkStore`]).
 #[async_trait]
-pub trait MetaStore: Send + Sync + 'static {
+pub trait MetaStore: links::LinkStore + Send + Sync + 'static {
     /// Publishes an identity document; `true` if it was new (then its
     /// bytes are charged to its own account).
     async fn put_identity(&self, fp: Fingerprint, document: Vec<u8>) -> Result<bool, StorageError>;

@@ -66,7 +66,14 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "shared request nonces",
         sql: include_str!("postgres/0004_nonces.sql"),
     },
+    Migration {
+        version: 5,
+        name: "smart health links",
+        sql: include_str!("postgres/0005_shl.sql"),
+    },
 ];
+
+mod links;
 
 /// The advisory lock key under which migrations run ("vaultmig").
 const MIGRATION_LOCK: i64 = 0x7661_756c_746d_6967;

@@ -26,8 +26,11 @@ use super::{
 /// 2 added `small_blobs` (blobs kept in the database); 3 added `uploads`
 /// (bytes of unfinished uploads, charged to their uploaders) and charges
 /// identity documents and genesis entries to their accounts; 4 added
-/// `inbox_accepted` (the owners each member accepts shares from).
-const SCHEMA_VERSION: i64 = 4;
+/// `inbox_accepted` (the owners each member accepts shares from); 5 added
+/// the SMART Health Links tables (`links::SCHEMA`).
+const SCHEMA_VERSION: i64 = 5;
+
+mod links;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS identities (
@@ -178,6 +181,7 @@ pub fn init_schema(conn: &Connection) -> Result<(), StorageError> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let migrated = (|| {
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(links::SCHEMA)?;
         if (1..3).contains(&version) {
             conn.execute_batch(MIGRATE_3)?;
         }
@@ -228,6 +232,7 @@ enum WriteOp {
         member: Fingerprint,
         list: AcceptedOwners,
     },
+    Links(links::LinkOp),
 }
 
 enum WriteReply {
@@ -237,6 +242,7 @@ enum WriteReply {
     Blob(AddBlobOutcome),
     Released(usize),
     Accepted(Result<(), AcceptedOwners>),
+    Links(links::LinkReply),
 }
 
 struct Job {
@@ -463,6 +469,7 @@ fn charge(
 
 fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteReply, rusqlite::Error> {
     match op {
+        WriteOp::Links(op) => links::apply(conn, op),
         WriteOp::SetAccepted { member, list } => {
             let stored = read_accepted(conn, member)?;
             if list.version <= stored.version {

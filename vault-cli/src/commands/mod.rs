@@ -2,6 +2,7 @@
 //! result (text or `--json`) and returns a typed error.
 
 pub mod identity;
+mod links;
 pub(crate) mod pulling;
 mod reading;
 mod sharing;
@@ -47,6 +48,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Access => sharing::access(&mut session()?),
         Command::Export(args) => sharing::export(&mut session()?, &args),
         Command::Verify(args) => sharing::verify(&mut session()?, &args),
+        Command::Link(cmd) => links::run(session, out, cmd),
         Command::Unlock(args) => identity::unlock(&mut session()?, &args),
         Command::Lock => identity::lock(&home, out),
         Command::Gateway(args) => crate::gateway::run(&mut session()?, &args),
