@@ -349,7 +349,7 @@ impl AppState {
     /// its slot is then dropped, so requests for absent vaults do not push
     /// real ones out of the cache). Over a store other relays write too
     /// ([`crate::storage::MetaStore::is_shared`]) the state is first
-    /// brought up to the stored log ([`AppState::catch_up`]): whatever is
+    /// brought up to the stored log (`AppState::catch_up`): whatever is
     /// decided on it is decided on a head at least as recent as the
     /// store's when this was called.
     pub async fn write_state(&self, vault: VaultId) -> Result<StateWrite, AccessError> {
