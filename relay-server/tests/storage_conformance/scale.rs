@@ -998,3 +998,92 @@ async fn database_outage_is_503_with_retry_after_and_degraded_health() {
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["head"]["seq"], json!(0));
 }
+
+/// An S3 upload's lease (decision 46): renewed while its chunk streams in,
+/// so a chunk slower than [`LEASE`] keeps it and a second writer is told
+/// the upload is busy; and a lease nobody renews (its relay died
+/// mid-chunk) runs out, after which any relay continues the upload.
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upload_leases_are_renewed_by_live_writers_and_run_out_for_dead_ones() {
+    use std::time::Duration;
+
+    use relay_server::storage::s3::{LEASE, LEASE_RENEWAL};
+    use relay_server::storage::ChunkError;
+
+    let cluster = services::cluster().await;
+    let meta = pg_meta(&cluster).await;
+    let blobs = s3_blobs(&cluster, meta.pool().clone()).await;
+    let vault = vault_core::VaultId::from_bytes([5; 16]);
+    let chunk_of = |blob: &[u8]| Chunk {
+        offset: 0,
+        total: blob.len() as u64,
+        max_chunk: 1 << 20,
+        digest: sha(blob),
+    };
+
+    // A live writer whose chunk takes longer than a lease.
+    let slow = pattern(4000);
+    let key = UploadKey {
+        vault,
+        hash: sha(&slow),
+    };
+    let (first, rest) = slow.split_at(1000);
+    let (first, rest) = (first.to_vec(), rest.to_vec());
+    let pause = LEASE + LEASE_RENEWAL;
+    let stream: relay_server::storage::BodyStream = Box::pin(futures_util::StreamExt::then(
+        futures_util::stream::iter(vec![(Duration::ZERO, first), (pause, rest)]),
+        |(wait, part)| async move {
+            tokio::time::sleep(wait).await;
+            Ok(bytes::Bytes::from(part))
+        },
+    ));
+    let writer = {
+        let (blobs, chunk) = (blobs.clone(), chunk_of(&slow));
+        tokio::spawn(async move { blobs.write_chunk(key, chunk, stream).await })
+    };
+    tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
+    let second = blobs
+        .write_chunk(key, chunk_of(&slow), body(vec![Ok(slow.clone())]))
+        .await;
+    assert!(
+        matches!(second, Err(ChunkError::OffsetMismatch(0))),
+        "a second writer got {second:?} while the first still streams past its first lease"
+    );
+    assert_eq!(
+        writer.await.unwrap().unwrap(),
+        ChunkOutcome::Complete,
+        "the slow writer kept its lease"
+    );
+    assert_eq!(read_all(&*blobs, key.hash, 0, 4000).await, slow);
+
+    // A dead writer: its lease claimed (as a claim writes it) and never
+    // renewed or given back; here it runs out in 2 s instead of LEASE.
+    let orphan = pattern(3000);
+    let key = UploadKey {
+        vault,
+        hash: sha(&orphan),
+    };
+    let c = meta.pool().get().await.unwrap();
+    c.execute(
+        "INSERT INTO s3_uploads (vault, hash, lease, lease_until)
+         VALUES ($1, $2, 'a relay that died', now() + interval '2 seconds')",
+        &[&vault.as_bytes().as_slice(), &key.hash.as_slice()],
+    )
+    .await
+    .unwrap();
+    let refused = blobs
+        .write_chunk(key, chunk_of(&orphan), body(vec![Ok(orphan.clone())]))
+        .await;
+    assert!(
+        matches!(refused, Err(ChunkError::OffsetMismatch(0))),
+        "{refused:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let taken = blobs
+        .write_chunk(key, chunk_of(&orphan), body(vec![Ok(orphan.clone())]))
+        .await
+        .unwrap();
+    assert_eq!(taken, ChunkOutcome::Complete);
+    assert_eq!(read_all(&*blobs, key.hash, 0, 3000).await, orphan);
+}
