@@ -837,16 +837,14 @@ fn cut_stream(body: &[u8]) -> Body {
     ]))
 }
 
+/// Adds a case: a label suffix, an optional prelude, the request, what it
+/// must be answered with.
+type Push<'a> = dyn FnMut(&str, Option<Request<Body>>, Request<Body>, Expect) + 'a;
+
 /// The malformations of the public SMART Health Links routes (unsigned):
 /// a guessed or malformed id or ticket is 404 like an inactive link; a bad
 /// manifest request is refused before the link is looked at.
-fn shl_public_cases(
-    w: &World,
-    route: Route,
-    mal: Mal,
-    s: &Spec,
-    push: &mut dyn FnMut(&str, Option<Request<Body>>, Request<Body>, Expect),
-) {
+fn shl_public_cases(w: &World, route: Route, mal: Mal, s: &Spec, push: &mut Push<'_>) {
     let not_found = || ex(StatusCode::NOT_FOUND, &["link_not_found"]);
     let send = |pq: &str, ct: Option<&'static str>, body: Vec<u8>| {
         assemble(None, s.method, pq, ct, &s.headers, Body::from(body))

@@ -329,7 +329,7 @@ fn parse_exp(v: &serde_json::Value) -> Result<u64, ShlError> {
         return Ok(n);
     }
     match v.as_f64() {
-        Some(f) if f.is_finite() && f >= 0.0 && f < 1.8e19 =>
+        Some(f) if f.is_finite() && (0.0..1.8e19).contains(&f) =>
         {
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             Ok(f.trunc() as u64)

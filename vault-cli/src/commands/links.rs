@@ -414,9 +414,8 @@ fn open(out: Output, args: &LinkOpenArgs) -> Result<()> {
         vault_client::system_now(),
     ))?;
     if let Some(path) = &args.output {
-        if resolved.files.len() == 1 {
-            std::fs::write(path, &resolved.files[0].plaintext)
-                .map_err(|e| CliError::file(path, e))?;
+        if let [only] = resolved.files.as_slice() {
+            std::fs::write(path, &only.plaintext).map_err(|e| CliError::file(path, e))?;
         } else {
             crate::home::create_private_dir(path)?;
             for (i, f) in resolved.files.iter().enumerate() {
