@@ -11,7 +11,8 @@
 use libfuzzer_sys::fuzz_target;
 use vault_shl::{jwe, JweLimits, LinkKey, Manifest, Payload};
 
-const MANIFEST_URL: &str = "https://relay.example/v1/shl/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+const MANIFEST_URL: &str =
+    "https://relay.example/v1/shl/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
