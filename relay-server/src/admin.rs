@@ -21,7 +21,7 @@ pub fn admin_router(app: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route(
             "/healthz",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+            get(|State(app): State<Arc<AppState>>| async move { app.health.report(true) }),
         )
         .fallback(|| async {
             ApiError::new(

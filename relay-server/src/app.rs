@@ -54,7 +54,7 @@ pub fn router(app: Arc<AppState>) -> Router {
     let mut router = Router::new()
         .route(
             "/healthz",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+            get(|State(app): State<Arc<AppState>>| async move { app.health.report(false) }),
         )
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/identities", put(identities::publish))
@@ -201,14 +201,46 @@ async fn authenticate(State(app): State<Arc<AppState>>, mut req: Request, next: 
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
     let method = req.method().clone();
+    // A store known to be down: answer at once, before any work.
+    if app.health.database_down() || (app.health.blobs_down() && pq.contains("/blobs")) {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the relay cannot reach its storage just now; nothing was done. Retry after the delay in retry-after",
+        )
+        .retry_after(crate::error::STORAGE_RETRY_AFTER)
+        .into_response();
+    }
     let result = async {
         let auth = parsed?;
         let Some(signer) = app.identity(auth.identity).await? else {
             return Err(app.auth.refuse_unknown(&auth, method.as_str(), &pq));
         };
         let has_body = !matches!(method, Method::GET | Method::HEAD);
-        app.auth
-            .check(&auth, &signer, method.as_str(), &pq, has_body)
+        let caller = app
+            .auth
+            .check(&auth, &signer, method.as_str(), &pq, has_body)?;
+        // Other relays over the same database accept requests too: the
+        // nonce must be new to all of them (this relay's own cache above
+        // refused replays to itself already, without a round trip).
+        if app.meta.is_shared() {
+            let expires = auth.timestamp.saturating_add(app.auth.skew());
+            match app
+                .meta
+                .claim_nonce(
+                    caller.fingerprint,
+                    auth.nonce,
+                    expires,
+                    crate::auth::unix_now(),
+                )
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return Err(crate::auth::replayed()),
+                Err(e) => return Err(ApiError::storage("recording a request nonce", &e)),
+            }
+        }
+        Ok(caller)
     }
     .await;
     match result {

@@ -169,6 +169,16 @@ pub fn not_authenticated() -> ApiError {
     )
 }
 
+/// The answer to a request whose nonce was already received (by this
+/// relay, or by another over the same database).
+pub fn replayed() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "replayed_nonce",
+        "this request was already received (replayed nonce); sign every request afresh",
+    )
+}
+
 /// The verification settings of an [`Authenticator`].
 #[derive(Debug, Clone, Copy)]
 pub struct AuthLimits {
@@ -366,13 +376,7 @@ impl Authenticator {
         let expires = auth.timestamp.saturating_add(past_skew);
         match self.nonces.insert(fp, auth.nonce, now, expires) {
             NonceOutcome::Fresh => {}
-            NonceOutcome::Replayed => {
-                return Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "replayed_nonce",
-                    "this request was already received (replayed nonce); sign every request afresh",
-                ))
-            }
+            NonceOutcome::Replayed => return Err(replayed()),
             NonceOutcome::KeyFull(wait) => {
                 return Err(ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,

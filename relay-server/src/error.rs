@@ -21,6 +21,10 @@ use crate::domain::vaults::VaultError;
 use crate::domain::Failure;
 use crate::routes::HeadJson;
 
+/// Seconds a client is asked to wait when the relay's storage cannot be
+/// reached (`503 unavailable`).
+pub const STORAGE_RETRY_AFTER: u64 = 2;
+
 /// One API error. Messages never contain bodies, keys or signatures.
 #[derive(Debug)]
 pub struct ApiError {
@@ -86,9 +90,19 @@ impl ApiError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
     }
     /// 507 `insufficient_storage` when the relay's disk is full (nothing
-    /// was stored; retry once space returns), else 500 `internal`.
+    /// was stored; retry once space returns), 503 `unavailable` with
+    /// `retry-after` when its database or object store cannot be reached
+    /// (nothing was acknowledged), else 500 `internal`.
     pub fn storage(context: &str, err: &crate::storage::StorageError) -> Self {
-        if err.full {
+        if err.unavailable {
+            tracing::warn!(error = %err, "{context}: storage unavailable");
+            Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the relay cannot reach its storage just now; nothing was acknowledged. Retry after the delay in retry-after",
+            )
+            .retry_after(STORAGE_RETRY_AFTER)
+        } else if err.full {
             tracing::error!(error = %err, "{context}: the disk is full");
             Self::new(
                 StatusCode::INSUFFICIENT_STORAGE,

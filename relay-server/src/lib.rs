@@ -19,6 +19,7 @@ pub mod domain;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod health;
 pub mod metrics;
 pub mod routes;
 pub mod server;

@@ -1,5 +1,5 @@
-//! Prometheus metrics: requests by route and status, latency, bytes stored
-//! and group-commit batch sizes. Labels are route templates
+//! Prometheus metrics: requests by route and status, latency, bytes stored,
+//! group-commit batch sizes, storage health and vault-state catch-ups. Labels are route templates
 //! (`/v1/vaults/{vault}/log`), never ids, keys or bodies.
 
 use std::sync::Mutex;
@@ -29,6 +29,24 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+/// Labels of a storage backend's health.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    /// `database` or `blobs`.
+    pub backend: &'static str,
+}
+
+/// Labels of a failed health probe.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendFailureLabels {
+    /// `database` or `blobs`.
+    pub backend: &'static str,
+    /// `unreachable` (connection refused or lost, shutting down),
+    /// `timeout` (no answer in time) or `error` (it answered with an
+    /// error).
+    pub reason: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
@@ -48,6 +66,14 @@ pub struct Metrics {
     pub batch_sizes: Histogram,
     /// Blob bytes received.
     pub blob_bytes_in: Counter,
+    /// 1 while a storage backend answers its health probe, 0 while it is
+    /// down ([`crate::health`]).
+    pub backend_up: Family<BackendLabels, Gauge>,
+    /// Failed health probes by backend and reason.
+    pub backend_failures: Family<BackendFailureLabels, Counter>,
+    /// Cached vault states brought up to entries another relay stored
+    /// (several relays over one database).
+    pub vault_catch_ups: Counter,
 }
 
 impl Default for Metrics {
@@ -67,6 +93,24 @@ impl Metrics {
         let bytes_stored = Gauge::default();
         let batch_sizes = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         let blob_bytes_in = Counter::default();
+        let backend_up = Family::<BackendLabels, Gauge>::default();
+        let backend_failures = Family::<BackendFailureLabels, Counter>::default();
+        let vault_catch_ups = Counter::default();
+        registry.register(
+            "backend_up",
+            "1 while the storage backend answers its health probe, 0 while it is down",
+            backend_up.clone(),
+        );
+        registry.register(
+            "backend_probe_failures",
+            "Failed storage health probes, by backend and reason",
+            backend_failures.clone(),
+        );
+        registry.register(
+            "vault_catch_ups",
+            "Cached vault states brought up to entries another relay stored",
+            vault_catch_ups.clone(),
+        );
         registry.register("requests", "HTTP requests", requests.clone());
         registry.register(
             "request_duration_seconds",
@@ -95,6 +139,9 @@ impl Metrics {
             bytes_stored,
             batch_sizes,
             blob_bytes_in,
+            backend_up,
+            backend_failures,
+            vault_catch_ups,
         }
     }
 

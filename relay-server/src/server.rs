@@ -100,6 +100,20 @@ impl Relay {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let app = self.router();
+        let probe = {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(crate::health::PROBE_INTERVAL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    state
+                        .health
+                        .probe(&*state.meta, &*state.blobs, &state.metrics)
+                        .await;
+                }
+            })
+        };
         let housekeeping = {
             let state = self.state.clone();
             tokio::spawn(async move {
@@ -109,6 +123,11 @@ impl Relay {
                     state.auth.housekeeping();
                     state.housekeeping();
                     state.new_budget.housekeeping(state.now());
+                    if state.meta.is_shared() {
+                        if let Err(e) = state.meta.expire_nonces(crate::auth::unix_now()).await {
+                            tracing::warn!(error = %e, "forgetting expired request nonces failed");
+                        }
+                    }
                     match state.blobs.sweep_uploads(ABANDONED_UPLOAD).await {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(removed = n, "swept abandoned uploads"),
@@ -137,6 +156,7 @@ impl Relay {
         .with_graceful_shutdown(shutdown)
         .await;
         housekeeping.abort();
+        probe.abort();
         let close = self.close.clone();
         let _ = tokio::task::spawn_blocking(move || close()).await;
         result

@@ -47,10 +47,13 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// New identities and vaults per source address.
     pub new_budget: NewBudget,
+    /// Whether the storage answers ([`crate::health`]).
+    pub health: crate::health::Health,
     clock: Arc<dyn Clock>,
     identities: Mutex<HashMap<Fingerprint, Arc<PublicIdentity>>>,
     vaults: Mutex<VaultCache>,
     loads: AtomicU64,
+    catch_ups: AtomicU64,
     rebuild_cooldowns: Mutex<HashMap<VaultId, u64>>,
 }
 
@@ -184,10 +187,12 @@ impl AppState {
             metrics,
             vaults: Mutex::new(VaultCache::new(config.vault_cache)),
             new_budget: NewBudget::new(config.new_per_hour, config.new_per_hour_loopback),
+            health: crate::health::Health::new(),
             config,
             clock: Arc::new(SystemClock),
             identities: Mutex::new(HashMap::new()),
             loads: AtomicU64::new(0),
+            catch_ups: AtomicU64::new(0),
             rebuild_cooldowns: Mutex::new(HashMap::new()),
         }
     }
@@ -220,7 +225,7 @@ impl AppState {
             .meta
             .identity(fp)
             .await
-            .map_err(|e| Failure::internal("reading an identity", e))?
+            .map_err(|e| Failure::storage("reading an identity", e))?
         else {
             return Ok(None);
         };
@@ -314,7 +319,7 @@ impl AppState {
             .meta
             .head(vault)
             .await
-            .map_err(|e| Failure::internal("reading a vault head", e))?
+            .map_err(|e| Failure::storage("reading a vault head", e))?
         else {
             return Err(AccessError::VaultNotFound);
         };
@@ -322,7 +327,7 @@ impl AppState {
             .meta
             .entries(vault, 0, u64::MAX)
             .await
-            .map_err(|e| Failure::internal("reading a vault log", e))?;
+            .map_err(|e| Failure::storage("reading a vault log", e))?;
         let entries = raw
             .iter()
             .map(|b| LogEntry::from_bytes(b))
@@ -342,9 +347,16 @@ impl AppState {
     /// A vault's verified state, loaded from storage if needed, locked for
     /// writing ([`AccessError::VaultNotFound`] if there is no such vault;
     /// its slot is then dropped, so requests for absent vaults do not push
-    /// real ones out of the cache).
+    /// real ones out of the cache). Over a store other relays write too
+    /// ([`crate::storage::MetaStore::is_shared`]) the state is first
+    /// brought up to the stored log (`AppState::catch_up`): whatever is
+    /// decided on it is decided on a head at least as recent as the
+    /// store's when this was called.
     pub async fn write_state(&self, vault: VaultId) -> Result<StateWrite, AccessError> {
         let mut guard = self.slot(vault).write_owned().await;
+        if guard.is_some() && self.meta.is_shared() {
+            self.catch_up(vault, &mut guard).await?;
+        }
         if guard.is_none() {
             match self.load(vault).await {
                 Ok(state) => {
@@ -364,10 +376,60 @@ impl AppState {
     /// [`AppState::write_state`], locked for reading.
     pub async fn read_state(&self, vault: VaultId) -> Result<StateRead, AccessError> {
         let guard = self.slot(vault).read_owned().await;
-        if guard.is_some() {
-            return Ok(guard);
+        if let Some(state) = guard.as_ref() {
+            if !self.meta.is_shared() || self.newer_entries(vault, state).await?.is_empty() {
+                return Ok(guard);
+            }
         }
         drop(guard);
         Ok(self.write_state(vault).await?.downgrade())
+    }
+
+    /// The stored entries after `state`'s head (read from the store).
+    async fn newer_entries(
+        &self,
+        vault: VaultId,
+        state: &VaultState,
+    ) -> Result<Vec<Vec<u8>>, AccessError> {
+        let next = state.head().seq.saturating_add(1);
+        Ok(self
+            .meta
+            .entries(vault, next, u64::MAX)
+            .await
+            .map_err(|e| Failure::storage("reading a vault log", e))?)
+    }
+
+    /// Brings a cached state up to the stored log: applies, verifying each
+    /// with vault-core, the entries other relays stored after its head.
+    /// The cached state is never ahead of the store (every append that
+    /// could leave it so drops it), so the stored log extends it; if the
+    /// stored entries do not chain onto it anyway, it is dropped and
+    /// rebuilt from the store. Counted in [`AppState::vault_catch_ups`].
+    async fn catch_up(&self, vault: VaultId, guard: &mut StateWrite) -> Result<(), AccessError> {
+        let Some(state) = guard.as_mut() else {
+            return Ok(());
+        };
+        let newer = self.newer_entries(vault, state).await?;
+        if newer.is_empty() {
+            return Ok(());
+        }
+        self.catch_ups.fetch_add(1, Ordering::Relaxed);
+        self.metrics.vault_catch_ups.inc();
+        for bytes in &newer {
+            let applied = LogEntry::from_bytes(bytes).and_then(|e| state.apply(&e));
+            if let Err(e) = applied {
+                tracing::warn!(error = %e, "a vault's stored entries do not extend its cached state; rebuilding it");
+                **guard = None;
+                return Ok(());
+            }
+        }
+        self.note_len(vault, state.head().seq.saturating_add(1));
+        Ok(())
+    }
+
+    /// How many times a cached vault state was brought up to entries
+    /// another relay stored (only over a shared store).
+    pub fn vault_catch_ups(&self) -> u64 {
+        self.catch_ups.load(Ordering::Relaxed)
     }
 }

@@ -118,6 +118,7 @@ suite!(
     upload_charges,
     purge,
     concurrent_appends,
+    nonces,
     blob_roundtrip,
     chunk_refusals,
     concurrent_chunks,

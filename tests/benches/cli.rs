@@ -92,6 +92,191 @@ fn new_vault(s: &mut Session, secret: &SecretIdentity) -> VaultId {
     state.vault()
 }
 
+/// `vault pull` of the same patient from a real FHIR server (sekmet on
+/// loopback, `scripts/services install`): the fetch of `$everything`
+/// alone, a first pull into a fresh vault (fetch, parse, seal, upload,
+/// append, save the cursor), and a repeated pull that finds nothing new
+/// (the vault listed and opened to compare versions, as `vault pull`
+/// does), beside `import` (the median of section 1).
+fn pull_beside_import(
+    dir: &Path,
+    p: &mut Session,
+    patient: &Arc<SecretIdentity>,
+    bundle: &[u8],
+    runs: usize,
+    import: Duration,
+) {
+    use vault_client::fhir_pull::filing::{self, Holdings};
+    use vault_client::fhir_pull::{Credentials, FhirPull, FhirSource, Mode, PullOptions};
+    let fhir = vault_tests::sekmet::Sekmet::start(&dir.join("sekmet"));
+    let bundle_file = dir.join("bundle.json");
+    std::fs::write(&bundle_file, bundle).unwrap();
+    let id = fhir.load(&bundle_file);
+    let source = FhirSource::new(&fhir.base, &id).unwrap();
+    let resources = fhir.everything(&id)["entry"].as_array().unwrap().len();
+    let (mut fetch, mut first, mut again) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let t = Instant::now();
+        let n = p.rt.block_on(async {
+            let mut pull = FhirPull::start(
+                source.clone(),
+                Credentials::None,
+                PullOptions::new(Mode::Everything),
+                &mut |_| {},
+            )
+            .await
+            .unwrap();
+            while pull.next_batch(&mut |_| {}).await.unwrap().is_some() {}
+            pull.yielded()
+        });
+        fetch.push(t.elapsed());
+        assert_eq!(n as usize, resources);
+
+        let vault = new_vault(p, patient);
+        let client = p.client().unwrap();
+        let t = Instant::now();
+        let report =
+            p.rt.block_on(filing::pull_into_vault(
+                &mut p.store,
+                &client,
+                patient,
+                &vault,
+                Holdings::default(),
+                None,
+                false,
+                source.clone(),
+                Credentials::None,
+                PullOptions::new(Mode::Everything),
+                &mut |_| {},
+            ))
+            .unwrap();
+        first.push(t.elapsed());
+        assert_eq!(report.filed.added, resources);
+
+        // Again, as `vault pull` runs it: list and open the vault, find the
+        // cursor, fetch, compare, file nothing.
+        let t = Instant::now();
+        let state = p.pull(&vault).unwrap();
+        let listing = open_all(p, &state, None, true).unwrap();
+        let holdings = Holdings::from_listing(&listing);
+        let saved =
+            filing::find_cursor(&p.store, &state, patient, p.now(), &listing, &source).unwrap();
+        let report =
+            p.rt.block_on(filing::pull_into_vault(
+                &mut p.store,
+                &client,
+                patient,
+                &vault,
+                holdings,
+                saved,
+                false,
+                source.clone(),
+                Credentials::None,
+                PullOptions::new(Mode::Everything),
+                &mut |_| {},
+            ))
+            .unwrap();
+        again.push(t.elapsed());
+        assert_eq!(report.filed.added + report.filed.updated, 0);
+    }
+    let (f, a, r) = (median(fetch), median(first), median(again));
+    println!(
+        "pull one Synthea patient's $everything from sekmet on loopback ({resources} resources): \
+         first pull into a fresh vault median {} over {runs} runs ({:.2}x `import` of the same bundle, {}), \
+         of which the fetch alone {}; a repeated pull that files nothing {}",
+        ms(a),
+        a.as_secs_f64() / import.as_secs_f64(),
+        ms(import),
+        ms(f),
+        ms(r)
+    );
+}
+
+/// The trust's gateway (`vault gateway`) over the twelve sample patients
+/// on sekmet: each patient's vault grants it deposit rights; one round
+/// fetches every `$everything` and deposits every resource (resources per
+/// second), beside the fetches alone in the same run, and a second round
+/// that finds nothing new.
+fn gateway_over_samples(dir: &Path, relay: &str) {
+    use vault_cli::gateway::config::GatewayConfig;
+    use vault_cli::gateway::ledger::Ledger;
+    use vault_cli::gateway::source::{FhirServer, Source};
+    use vault_client::sharing::{share, ShareTarget};
+    let fhir = vault_tests::sekmet::Sekmet::start(&dir.join("gateway-sekmet"));
+    let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fhir-samples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&samples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    let (g_home, gateway) = profile(&dir.join("gateway"), "St Mary's gateway", Role::Clinician);
+    let mut g = session(&g_home, relay, &gateway);
+    g.client().unwrap(); // publishes the gateway's identity
+    let mut config = format!("fhir = \"{}\"\n", fhir.base);
+    for (i, file) in files.iter().enumerate() {
+        let fhir_id = fhir.load(file);
+        let (home, patient) = profile(
+            &dir.join(format!("gw-patient-{i}")),
+            "Patient",
+            Role::Patient,
+        );
+        let mut s = session(&home, relay, &patient);
+        let vault = new_vault(&mut s, &patient);
+        let (_, colls) = ensure_collections(&mut s, &vault, &["from-hospital"]).unwrap();
+        let client = s.client().unwrap();
+        s.rt.block_on(share(
+            &mut s.store,
+            &client,
+            &vault,
+            ShareTarget::Collection(colls["from-hospital"], Permission::Deposit),
+            gateway.public(),
+            None,
+        ))
+        .unwrap();
+        config.push_str(&format!(
+            "[[patient]]\nfhir_id = \"{fhir_id}\"\nowner = \"{}\"\nvault = \"{}\"\n",
+            patient.fingerprint().to_hex(),
+            vault.to_hex()
+        ));
+    }
+    let config = GatewayConfig::parse(&config).unwrap();
+    let source = FhirServer::new(&fhir.base, None).unwrap();
+    let t = Instant::now();
+    let mut fetched = 0;
+    for p in &config.patients {
+        fetched +=
+            g.rt.block_on(source.changes(&p.fhir_id, None))
+                .unwrap()
+                .resources
+                .len();
+    }
+    let fetch = t.elapsed();
+    let mut ledger = Ledger::open(&dir.join("gateway-ledger.sqlite")).unwrap();
+    let t = Instant::now();
+    let first =
+        vault_cli::gateway::run_round(&mut g, &gateway, &config, &mut ledger, &source, 1).unwrap();
+    let round = t.elapsed();
+    assert_eq!(first.failed, 0);
+    let t = Instant::now();
+    let second =
+        vault_cli::gateway::run_round(&mut g, &gateway, &config, &mut ledger, &source, 2).unwrap();
+    let again = t.elapsed();
+    assert_eq!(second.added + second.updated, 0);
+    println!(
+        "gateway, {} sample patients from sekmet ({fetched} resources): first round {} ({:.0} resources/s, {} deposited), \
+         of which the {} fetches alone {} ({:.2}x of the round); a round with nothing new {}",
+        config.patients.len(),
+        ms(round),
+        first.added as f64 / round.as_secs_f64(),
+        first.added,
+        config.patients.len(),
+        ms(fetch),
+        fetch.as_secs_f64() / round.as_secs_f64(),
+        ms(again)
+    );
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let runs = if quick { 3 } else { 9 };
@@ -159,6 +344,12 @@ fn main() {
         ms(b),
         i.as_secs_f64() / b.as_secs_f64()
     );
+
+    // --- 1b. The same patient pulled from a FHIR server -------------------
+    pull_beside_import(dir.path(), &mut p, &patient, &bundle, runs, i);
+
+    // --- 1c. A trust's gateway over the twelve sample patients ----------
+    gateway_over_samples(dir.path(), &relay.url);
 
     // --- 2. A clinician opens a 1,000-record collection, cold -------------
     let vault = new_vault(&mut p, &patient);

@@ -6,8 +6,10 @@
 // Test support: failing loudly, with the reason, is what it is for.
 #![allow(clippy::panic)]
 
+pub mod cluster;
 pub mod forge;
 pub mod proxy;
+pub mod sekmet;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -69,9 +71,24 @@ fn workspace_binary(name: &str, package: &str) -> PathBuf {
     bin
 }
 
-/// A running `relay-server` process.
+/// What a [`RelayProcess`] runs.
+enum Running {
+    /// One `relay-server` process.
+    Process(Child),
+    /// `scripts/cluster` (`VAULT_TEST_RELAY=cluster`); `None` once stopped.
+    Cluster(Option<Box<cluster::Cluster>>),
+}
+
+/// A running `relay-server` process, or, with `VAULT_TEST_RELAY=cluster`
+/// in the environment, a whole `scripts/cluster` (three relays of this
+/// build over PostgreSQL and SeaweedFS, haproxy in front; the relay
+/// arguments go to every instance; [`RelayProcess::url`] is haproxy's, the
+/// data directory holds only what the test puts there). In cluster mode
+/// [`RelayProcess::kill9`] kills every instance, [`RelayProcess::restart`]
+/// waits until they serve again (or brings a stopped cluster back on the
+/// same state), and [`RelayProcess::pid`] is the first instance's.
 pub struct RelayProcess {
-    child: Child,
+    running: Running,
     /// Its base URL (`http://127.0.0.1:<port>`).
     pub url: String,
     /// Its data directory.
@@ -132,7 +149,27 @@ impl RelayProcess {
         )
     }
 
+    /// Whether `VAULT_TEST_RELAY=cluster` asks for the cluster.
+    pub fn cluster_mode() -> bool {
+        std::env::var("VAULT_TEST_RELAY").is_ok_and(|v| v == "cluster")
+    }
+
     fn spawn(data_dir: &Path, args: Vec<String>, listen: &str) -> Self {
+        if Self::cluster_mode() {
+            let _ = std::fs::create_dir_all(data_dir);
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let port = listen
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .filter(|p| *p != 0);
+            let c = cluster::Cluster::start_on(port, &refs);
+            return Self {
+                url: c.url.clone(),
+                running: Running::Cluster(Some(Box::new(c))),
+                data_dir: data_dir.to_path_buf(),
+                args,
+            };
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -172,35 +209,62 @@ impl RelayProcess {
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
         Self {
-            child,
+            running: Running::Process(child),
             url,
             data_dir: data_dir.to_path_buf(),
             args,
         }
     }
 
-    /// The process id.
+    /// The process id (in cluster mode, the first relay instance's).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.running {
+            Running::Process(child) => child.id(),
+            Running::Cluster(Some(c)) => c.relay_pid(1),
+            Running::Cluster(None) => 0,
+        }
     }
 
-    /// `kill -9`: no chance to flush or finish anything.
+    /// `kill -9`: no chance to flush or finish anything (in cluster mode,
+    /// every relay instance; the cluster starts them again).
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.running {
+            Running::Process(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Running::Cluster(Some(c)) => {
+                for i in 1..=c.instances.len() {
+                    c.kill9_relay(i);
+                }
+            }
+            Running::Cluster(None) => {}
+        }
     }
 
-    /// SIGTERM, then waits for a clean exit; returns whether it exited 0.
+    /// SIGTERM, then waits for a clean exit; returns whether it exited 0
+    /// (in cluster mode: stops the whole cluster, keeping its state).
     pub fn stop(&mut self) -> bool {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string())
-            .status();
-        self.child.wait().map(|s| s.success()).unwrap_or(false)
+        match &mut self.running {
+            Running::Process(child) => {
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(child.id().to_string())
+                    .status();
+                child.wait().map(|s| s.success()).unwrap_or(false)
+            }
+            Running::Cluster(c) => c.as_mut().is_some_and(|c| c.stop()),
+        }
     }
 
-    /// Starts a new process on the same data directory, port and arguments.
+    /// Starts a new process on the same data directory, port and arguments
+    /// (in cluster mode: waits until every instance serves again, or
+    /// starts a stopped cluster again on its state and port).
     pub fn restart(&mut self) {
+        if let Running::Cluster(Some(c)) = &mut self.running {
+            c.restart();
+            return;
+        }
         let listen = self.url.trim_start_matches("http://").to_string();
         let next = Self::spawn(&self.data_dir, self.args.clone(), &listen);
         *self = next;
@@ -221,8 +285,10 @@ impl RelayProcess {
 
 impl Drop for RelayProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Running::Process(child) = &mut self.running {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -64,9 +64,15 @@ pub fn socket_path(data_dir: &Path) -> Result<PathBuf> {
 
 /// Parses `--idle`: `90s`, `15min` or `2h`, between one second and a day.
 pub fn parse_idle(s: &str) -> Result<Duration> {
+    parse_span("--idle", s, IDLE_RANGE)
+}
+
+/// Parses the duration flag `flag`: `90s`, `15min` or `2h`, within
+/// `range` (the message names the flag and the forms).
+pub fn parse_span(flag: &str, s: &str, range: (Duration, Duration)) -> Result<Duration> {
     let bad = || {
         CliError::Usage(format!(
-            "--idle {s:?}: use a duration like 90s, 15min or 2h (at most 24h)"
+            "{flag} {s:?}: use a duration like 90s, 15min or 2h (at most 24h)"
         ))
     };
     let s = s.trim();
@@ -80,7 +86,7 @@ pub fn parse_idle(s: &str) -> Result<Duration> {
         _ => return Err(bad()),
     };
     let d = Duration::from_secs(n.checked_mul(unit).ok_or_else(bad)?);
-    if d < IDLE_RANGE.0 || d > IDLE_RANGE.1 {
+    if d < range.0 || d > range.1 {
         return Err(bad());
     }
     Ok(d)

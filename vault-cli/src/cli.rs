@@ -131,6 +131,17 @@ pub enum Command {
     /// Import a FHIR R4 bundle: each resource becomes a record, sorted into
     /// collections (labs, conditions, medications, ...).
     Import(ImportArgs),
+    /// Pull your record from a hospital's or GP's FHIR R4 server: each
+    /// resource becomes a record, as with `vault import`.
+    ///
+    /// Fetches Patient/ID/$everything (every page), or with --bulk the Bulk
+    /// Data export. The next pull asks only for what changed since this one
+    /// (the cursor is kept, encrypted, in the vault's pull-sources
+    /// collection, so your other devices continue from it); a resource that
+    /// changed on the server becomes a new version of its record, and
+    /// running the same pull twice adds nothing. An interrupted pull is
+    /// resumed by running it again.
+    Pull(PullArgs),
     /// List records, with readable titles.
     List(ListArgs),
     /// Show a record: who wrote it, when, and a readable summary.
@@ -406,6 +417,57 @@ pub struct ImportArgs {
     /// interrupted import can simply be run again).
     #[arg(long)]
     pub again: bool,
+}
+
+/// `vault pull`.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The FHIR R4 server's base URL, such as `https://fhir.example.org/r4`.
+    #[arg(long, value_name = "BASE_URL")]
+    pub fhir: String,
+    /// Your patient id on that server.
+    #[arg(long, value_name = "ID")]
+    pub patient: String,
+    /// Use the Bulk Data export (Patient/$export, polled until ready, files
+    /// streamed) instead of Patient/ID/$everything; only your own
+    /// resources are kept.
+    #[arg(long)]
+    pub bulk: bool,
+    /// With --bulk: export this Group (Group/ID/$export, a group the
+    /// server keeps of your records) instead of every patient.
+    #[arg(long, value_name = "ID", requires = "bulk")]
+    pub group: Option<String>,
+    /// Read a bearer token from the first line of this file.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["token_env", "smart_client_id"])]
+    pub token_file: Option<PathBuf>,
+    /// Read a bearer token from this environment variable.
+    #[arg(long, value_name = "VAR", conflicts_with = "smart_client_id")]
+    pub token_env: Option<String>,
+    /// SMART Backend Services: the client id registered with the server
+    /// (with --smart-key).
+    #[arg(long, value_name = "ID", requires = "smart_key")]
+    pub smart_client_id: Option<String>,
+    /// SMART Backend Services: the client's private key (PKCS#8 PEM: EC
+    /// P-384, P-256 or RSA), which signs the token request.
+    #[arg(long, value_name = "FILE", requires = "smart_client_id")]
+    pub smart_key: Option<PathBuf>,
+    /// SMART Backend Services: the key id (kid) registered with the server.
+    #[arg(long, value_name = "KID", requires = "smart_client_id")]
+    pub smart_kid: Option<String>,
+    /// SMART Backend Services: the scope to ask for [default: system/*.read].
+    #[arg(long, value_name = "SCOPE", requires = "smart_client_id")]
+    pub smart_scope: Option<String>,
+    /// SMART Backend Services: the token endpoint (default: from the
+    /// server's .well-known/smart-configuration).
+    #[arg(long, value_name = "URL", requires = "smart_client_id")]
+    pub smart_token_url: Option<String>,
+    /// Fetch everything again, ignoring the saved cursor (still only new or
+    /// changed resources are filed).
+    #[arg(long)]
+    pub full: bool,
+    /// How long to wait for a bulk export to be ready: 90s, 15min, 2h.
+    #[arg(long, value_name = "DURATION", default_value = "30min")]
+    pub bulk_wait: String,
 }
 
 /// `vault list`.

@@ -78,6 +78,10 @@ pub enum CliError {
     /// The sync client failed (relay refusal, network, verification).
     #[error(transparent)]
     Client(#[from] ClientError),
+
+    /// Pulling from a FHIR server failed (`vault pull`).
+    #[error(transparent)]
+    FhirPull(#[from] vault_client::fhir_pull::FhirPullError),
 }
 
 /// Exit codes (also listed in `vault --help`).
@@ -119,6 +123,18 @@ impl CliError {
             CliError::Incomplete(_) => exit::SECURITY,
             CliError::KeyChanged { .. } => exit::SECURITY,
             CliError::Core(e) => core_exit(e),
+            CliError::FhirPull(e) => {
+                use vault_client::fhir_pull::FhirPullError as F;
+                match e {
+                    F::Config(_) => exit::USAGE,
+                    F::Unauthorized(_) => exit::DENIED,
+                    F::Transport { .. } => exit::UNREACHABLE,
+                    F::Status { status: 404, .. } => exit::NOT_FOUND,
+                    // A link that would carry the credentials elsewhere.
+                    F::ForeignLink { .. } => exit::SECURITY,
+                    _ => exit::ERROR,
+                }
+            }
             CliError::Client(e) => match e {
                 ClientError::Core(e) => core_exit(e),
                 ClientError::Transport(_) => exit::UNREACHABLE,
@@ -159,6 +175,7 @@ impl CliError {
             CliError::KeyChanged { .. } => "pinned_key_changed".into(),
             CliError::Core(e) => e.code().into(),
             CliError::Client(e) => e.code().into(),
+            CliError::FhirPull(e) => e.code().into(),
         }
     }
 }

@@ -6,6 +6,9 @@
 //!   ([`RetryPolicy`]) and clock-skew correction. Works on native targets
 //!   (reqwest over hyper and rustls, tokio timers) and on
 //!   `wasm32-unknown-unknown` (the browser's `fetch`).
+//! - [`fhir_pull`] (native targets): a patient's record pulled from a FHIR
+//!   R4 server (`$everything` or Bulk Data), every byte from it untrusted,
+//!   and filed into a vault as new records or new versions.
 //! - [`links`]: SMART Health Links, the sharer's side and the viewer's
 //!   (decision 49).
 //! - [`sync`]: a local [`vault_core::store::Store`] kept in step with a
@@ -40,6 +43,8 @@ mod blob;
 mod client;
 pub mod content;
 mod error;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fhir_pull;
 #[doc(hidden)]
 pub mod fuzzing;
 mod head;

@@ -70,10 +70,10 @@ function startRelay() {
 // ---------- CLI ----------
 let relayUrl = '';
 const cliHome = join(tmp, 'cli');
-function cli(args, { input, allowFail = false } = {}) {
+function cli(args, { input, allowFail = false, home = cliHome } = {}) {
   return new Promise((res, rej) => {
     const p = spawn(VAULT_BIN, args, {
-      env: { ...process.env, VAULT_HOME: cliHome, VAULT_RELAY: relayUrl, VAULT_PASSPHRASE: CLINICIAN_PASS, NO_COLOR: '1' },
+      env: { ...process.env, VAULT_HOME: home, VAULT_RELAY: relayUrl, VAULT_PASSPHRASE: CLINICIAN_PASS, NO_COLOR: '1' },
       stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -432,6 +432,43 @@ async function main() {
   assert.equal(await page.locator('[data-testid="timeline"] [data-testid="record-row"][data-title="discharge-letter.pdf"]').count(), 0, 'the deleted PDF is still listed');
   log('7c. the patient deleted and purged the PDF');
 
+  // 7d. A hospital's gateway with deposit rights ("Add only, read
+  // nothing"): it adds a result the patient sees with its verified name,
+  // and reads nothing, not even what it added.
+  const labHome = join(tmp, 'lab-gateway');
+  const lab = (args, opts = {}) => cli(args, { ...opts, home: labHome });
+  await lab(['init', '--name', "St Mary's lab", '--role', 'clinician', '--work-factor', '15']);
+  const labIdentity = (await lab(['whoami', '--export'])).stdout.trim();
+  await tid('nav-records').click();
+  await page.locator('[data-testid="collection-item"]', { hasText: labsName }).first().click();
+  await tid('share-collection').click();
+  await tid('share-dialog').waitFor();
+  await tid('share-identity-text').fill(labIdentity);
+  await tid('share-check-text').click();
+  await tid('share-identity-fingerprint').waitFor();
+  await tid('share-confirm-fingerprint').check();
+  await tid('share-perm-deposit').check();
+  await tid('share-submit').click();
+  await tid('share-dialog').waitFor({ state: 'detached' });
+  await noAlerts('after granting deposit rights');
+  await lab(['contacts', 'add', 'patient', '--lookup', patientHex, '--verify', patientHex]);
+  const labInbox = JSON.parse((await lab(['inbox', '--json'])).stdout);
+  const depositColl = labInbox[0].collections.find((c) => c.permission === 'deposit');
+  assert.ok(depositColl, `the gateway's inbox shows no deposit collection: ${JSON.stringify(labInbox)}`);
+  const deposited = JSON.parse(
+    (await lab(['add', '-', '-c', depositColl.id, '--title', 'Potassium', '--vault', 'patient', '--json'], { input: JSON.stringify(observation) })).stdout,
+  );
+  const labRead = await lab(['show', deposited[0].record, '--vault', 'patient'], { allowFail: true });
+  assert.equal(labRead.code, 4, `the gateway reading its own deposit should exit 4, got ${labRead.code}: ${labRead.stderr}`);
+  await tid('refresh').click();
+  await page.locator('[data-testid="collection-item"]', { hasText: labsName }).first().click();
+  const depositRow = page.locator('[data-testid="record-row"][data-title="Potassium"]');
+  await depositRow.waitFor();
+  const depositBadge = norm(await depositRow.getByTestId('author-badge').innerText());
+  assert.match(depositBadge, /St Mary's lab/);
+  assert.match(depositBadge, /verified/);
+  log("7d. St Mary's lab (deposit only) added \"Potassium\"; the patient sees it, verified; the lab cannot read it (exit 4)");
+
   // 8. About / integrity, vault screen, phone width.
   await tid('nav-about').click();
   await page.waitForFunction((h) => document.querySelector('[data-testid="bundle-hash"]')?.textContent === h, expectedHash);
@@ -452,7 +489,8 @@ async function main() {
     assert.ok(listing.includes(`vault-export/${f}`), `export lacks ${f}: ${listing.join(', ')}`);
   }
   const recordFiles = listing.filter((f) => f.startsWith('vault-export/records/') && f.endsWith('.age'));
-  assert.equal(recordFiles.length, added + 2, `export holds ${recordFiles.length} record files, expected ${added + 2}`);
+  // The import, dr-a's two results and the lab's deposit (the PDF was purged).
+  assert.equal(recordFiles.length, added + 3, `export holds ${recordFiles.length} record files, expected ${added + 3}`);
   assert.ok(recordFiles.every((f) => /^vault-export\/records\/[0-9a-f]{32}\/[0-9a-f]{32}\.[a-z0-9]+\.age$/.test(f)), 'export paths carry ids only');
   const exportDir = join(tmp, 'export');
   mkdirSync(exportDir);

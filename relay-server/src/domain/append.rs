@@ -257,8 +257,14 @@ async fn commit(
         }
         Err(e) => {
             // The entries were applied ahead of storage: rebuild from
-            // storage on the next request.
-            drop_state(&mut guard);
+            // storage on the next request. A head moved in storage (another
+            // relay over the same database stored an append in between) is
+            // a race, not a refused batch: no rebuild cooldown.
+            if matches!(e, storage::AppendError::HeadMoved(_)) {
+                *guard = None;
+            } else {
+                drop_state(&mut guard);
+            }
             Err(match e {
                 storage::AppendError::HeadMoved(h) => AppendError::HeadMoved(h),
                 storage::AppendError::NoVault => AccessError::VaultNotFound.into(),
@@ -295,7 +301,7 @@ async fn precheck(
         .meta
         .append_precheck(vault, me, puts.iter().map(|(_, h, _)| *h).collect())
         .await
-        .map_err(|e| Failure::internal("checking an append", e))?;
+        .map_err(|e| Failure::storage("checking an append", e))?;
     let bytes: u64 = entries.iter().map(|e| e.to_bytes().len() as u64).sum();
     if used.saturating_add(bytes) > app.config.quota {
         return Err(AppendError::QuotaExceeded);

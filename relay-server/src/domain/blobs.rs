@@ -391,7 +391,7 @@ impl Blobs {
             .blobs
             .upload_offset(UploadKey { vault, hash })
             .await
-            .map_err(|e| Failure::internal("reading an upload", e))?;
+            .map_err(|e| Failure::storage("reading an upload", e))?;
         Ok(UploadStatus {
             stored: false,
             offset,
@@ -421,7 +421,7 @@ impl Blobs {
             .meta
             .blob_with_refs(vault, hash)
             .await
-            .map_err(|e| Failure::internal("reading a blob record", e))?
+            .map_err(|e| Failure::storage("reading a blob record", e))?
             .ok_or(BlobError::NotFound)?;
         let allowed = access.owner
             || if refs.is_empty() {
@@ -454,7 +454,7 @@ impl Blobs {
                 .meta
                 .small_blob(hash)
                 .await
-                .map_err(|e| Failure::internal("reading a blob", e))?
+                .map_err(|e| Failure::storage("reading a blob", e))?
         } else {
             None
         };
@@ -475,7 +475,7 @@ impl Blobs {
             .blobs
             .read(hash, start, count)
             .await
-            .map_err(|e| Failure::internal("opening a blob", e))?;
+            .map_err(|e| Failure::storage("opening a blob", e))?;
         Ok(BlobBody::Stream(reader))
     }
 
@@ -486,7 +486,7 @@ impl Blobs {
             .meta
             .blob(vault, hash)
             .await
-            .map_err(|e| Failure::internal("reading a blob record", e))?)
+            .map_err(|e| Failure::storage("reading a blob record", e))?)
     }
 
     /// Bytes charged to `account`.
@@ -496,7 +496,7 @@ impl Blobs {
             .meta
             .usage(account)
             .await
-            .map_err(|e| Failure::internal("reading usage", e))?)
+            .map_err(|e| Failure::storage("reading usage", e))?)
     }
 
     /// Records a complete blob for `vault` and charges it to `uploader`

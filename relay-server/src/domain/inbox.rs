@@ -195,12 +195,12 @@ pub async fn page(
         .meta
         .inbox(me)
         .await
-        .map_err(|e| Failure::internal("reading the inbox", e))?;
+        .map_err(|e| Failure::storage("reading the inbox", e))?;
     let accepted = app
         .meta
         .accepted_owners(me)
         .await
-        .map_err(|e| Failure::internal("reading the accepted owners", e))?;
+        .map_err(|e| Failure::storage("reading the accepted owners", e))?;
     let limits = app.config.inbox_limits();
     let selection = select(&entries, &me, &accepted, view, &limits);
     let mut page = Page {
@@ -257,7 +257,7 @@ pub async fn accepted(app: &AppState, me: Fingerprint) -> Result<AcceptedOwners,
     app.meta
         .accepted_owners(me)
         .await
-        .map_err(|e| Failure::internal("reading the accepted owners", e))
+        .map_err(|e| Failure::storage("reading the accepted owners", e))
 }
 
 /// Why an accepted list was not stored.

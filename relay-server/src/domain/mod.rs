@@ -81,8 +81,9 @@ impl Clock for ManualClock {
 /// its storage is full).
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
-    /// A write failed; if the disk (or a filesystem quota) is full the
-    /// caller is told so and may retry once space returns.
+    /// Storage failed; if the disk (or a filesystem quota) is full, or a
+    /// remote store cannot be reached, the caller is told so and may retry
+    /// (507, or 503 with `retry-after`).
     #[error("{context}: {source}")]
     Storage {
         /// What the relay was doing.
@@ -102,7 +103,7 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// A failed write (see [`Failure::Storage`]).
+    /// A failed storage operation (see [`Failure::Storage`]).
     pub fn storage(context: &'static str, source: StorageError) -> Self {
         Self::Storage { context, source }
     }

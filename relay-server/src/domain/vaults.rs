@@ -193,7 +193,7 @@ impl Vaults {
             .meta
             .entries(vault, since, limit)
             .await
-            .map_err(|e| Failure::internal("reading a log", e))?;
+            .map_err(|e| Failure::storage("reading a log", e))?;
         entries.truncate(page_len(&entries, MAX_PAGE_BYTES));
         Ok(LogPage { head, entries })
     }
@@ -205,7 +205,7 @@ impl Vaults {
             .meta
             .head(vault)
             .await
-            .map_err(|e| Failure::internal("reading a head", e))?
+            .map_err(|e| Failure::storage("reading a head", e))?
             .ok_or(VaultError::Access(AccessError::VaultNotFound))
     }
 }

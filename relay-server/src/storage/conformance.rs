@@ -906,6 +906,59 @@ pub async fn sweep(_meta: Meta, blobs: Blobs) {
     assert_eq!(read_all(&blobs, sha(blob), 0, total).await, blob);
 }
 
+/// Request nonces ([`MetaStore::claim_nonce`]): a key's nonce is claimed
+/// once while live (its expiry inclusive), another key may use the same
+/// nonce, an expired one may be claimed again, and
+/// [`MetaStore::expire_nonces`] forgets only expired ones. Of concurrent
+/// claims of one nonce, exactly one wins.
+pub async fn nonces(meta: Meta, _blobs: Blobs) {
+    let (a, b) = (fp(1), fp(2));
+    let now = 1_000_000;
+    assert!(meta.claim_nonce(a, [1; 16], now + 10, now).await.unwrap());
+    assert!(!meta.claim_nonce(a, [1; 16], now + 10, now).await.unwrap());
+    // Still live at its expiry time.
+    assert!(!meta
+        .claim_nonce(a, [1; 16], now + 20, now + 10)
+        .await
+        .unwrap());
+    assert!(meta.claim_nonce(b, [1; 16], now + 10, now).await.unwrap());
+    assert!(meta.claim_nonce(a, [2; 16], now + 30, now).await.unwrap());
+    // Expired: may be claimed again, and is then live until its new expiry.
+    assert!(meta
+        .claim_nonce(a, [1; 16], now + 40, now + 11)
+        .await
+        .unwrap());
+    assert!(!meta
+        .claim_nonce(a, [1; 16], now + 40, now + 12)
+        .await
+        .unwrap());
+    // At now + 35, b's (until now + 10) and a's second (until now + 30)
+    // have expired; a's first (until now + 40) has not.
+    assert_eq!(meta.expire_nonces(now + 35).await.unwrap(), 2);
+    assert_eq!(meta.expire_nonces(now + 35).await.unwrap(), 0);
+    assert!(!meta
+        .claim_nonce(a, [1; 16], now + 50, now + 35)
+        .await
+        .unwrap());
+    assert!(meta
+        .claim_nonce(b, [1; 16], now + 50, now + 35)
+        .await
+        .unwrap());
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let m = meta.clone();
+            tokio::spawn(async move { m.claim_nonce(fp(3), [9; 16], now + 10, now).await })
+        })
+        .collect();
+    let mut wins = 0;
+    for t in tasks {
+        if t.await.unwrap().unwrap() {
+            wins += 1;
+        }
+    }
+    assert_eq!(wins, 1, "one of eight concurrent claims of a nonce wins");
+}
+
 /// A contract: its name and its function.
 pub type Contract = (
     &'static str,
@@ -933,6 +986,7 @@ contracts!(
     upload_charges,
     purge,
     concurrent_appends,
+    nonces,
     blob_roundtrip,
     chunk_refusals,
     concurrent_chunks,

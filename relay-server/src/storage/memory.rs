@@ -173,6 +173,7 @@ impl Meta {
 #[derive(Default)]
 pub struct MemoryMeta {
     state: Mutex<Meta>,
+    nonces: super::LocalNonces,
 }
 
 impl MemoryMeta {
@@ -427,6 +428,20 @@ impl MetaStore for MemoryMeta {
 
     async fn stored_bytes(&self) -> Result<u64, StorageError> {
         Ok(self.with(|m| m.usage.values().fold(0u64, |a, b| a.saturating_add(*b))))
+    }
+
+    async fn claim_nonce(
+        &self,
+        fp: Fingerprint,
+        nonce: [u8; 16],
+        expires: u64,
+        now: u64,
+    ) -> Result<bool, StorageError> {
+        Ok(self.nonces.claim(fp, nonce, expires, now))
+    }
+
+    async fn expire_nonces(&self, now: u64) -> Result<u64, StorageError> {
+        Ok(self.nonces.expire(now))
     }
 }
 

@@ -46,14 +46,29 @@ pub struct StorageError {
     /// The disk (or the account's filesystem quota) is full: the request
     /// may succeed once space returns (HTTP 507).
     pub full: bool,
+    /// A remote store (the database, the object store) could not be
+    /// reached or is shutting down: nothing was acknowledged, and the same
+    /// request may succeed once it is back (HTTP 503 with `retry-after`).
+    pub unavailable: bool,
 }
 
 impl StorageError {
-    /// A failure that is not the disk being full.
+    /// A failure that is neither the disk being full nor a store being
+    /// unreachable.
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             full: false,
+            unavailable: false,
+        }
+    }
+
+    /// A store that could not be reached (see [`StorageError::unavailable`]).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            full: false,
+            unavailable: true,
         }
     }
 }
@@ -67,6 +82,7 @@ impl From<rusqlite::Error> for StorageError {
         Self {
             message: e.to_string(),
             full,
+            unavailable: false,
         }
     }
 }
@@ -79,7 +95,42 @@ impl From<std::io::Error> for StorageError {
         Self {
             message: e.to_string(),
             full,
+            unavailable: false,
         }
+    }
+}
+
+/// Request nonces remembered in this process, for the stores only one
+/// relay process uses (SQLite, memory): exact for them, since no other
+/// process accepts requests over the same store. Each nonce is kept until
+/// its expiry (inclusive); an insert is O(1), [`LocalNonces::expire`]
+/// scans.
+#[derive(Default)]
+pub struct LocalNonces(std::sync::Mutex<std::collections::HashMap<(Fingerprint, [u8; 16]), u64>>);
+
+impl LocalNonces {
+    /// [`MetaStore::claim_nonce`] in this process.
+    pub fn claim(&self, fp: Fingerprint, nonce: [u8; 16], expires: u64, now: u64) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get_mut(&(fp, nonce)) {
+            Some(live) if *live >= now => false,
+            Some(stale) => {
+                *stale = expires;
+                true
+            }
+            None => {
+                map.insert((fp, nonce), expires);
+                true
+            }
+        }
+    }
+
+    /// [`MetaStore::expire_nonces`] in this process.
+    pub fn expire(&self, now: u64) -> u64 {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let before = map.len();
+        map.retain(|_, expires| *expires >= now);
+        (before - map.len()) as u64
     }
 }
 
@@ -323,6 +374,37 @@ pub trait MetaStore: links::LinkStore + Send + Sync + 'static {
     /// vaults is kept once but counted for each, and a chunk stored but not
     /// yet charged (see [`MetaStore::charge_upload`]) is not counted.
     async fn stored_bytes(&self) -> Result<u64, StorageError>;
+    /// Whether other relay processes may write this store at the same time
+    /// (PostgreSQL). The relay then treats what it keeps in memory as a
+    /// cache of the store: it brings a vault's state up to the stored log
+    /// before every decision, and records request nonces with
+    /// [`MetaStore::claim_nonce`]. `false` (the default) for stores one
+    /// process owns (SQLite in its data directory, memory), whose
+    /// in-process state is exact.
+    fn is_shared(&self) -> bool {
+        false
+    }
+    /// Records the nonce of a signed request of `fp`, remembered until
+    /// `expires` (Unix seconds, inclusive): `true` if it was not live
+    /// (first use, or only an expired record of it at `now`), `false` if a
+    /// request with this key and nonce was already recorded and has not
+    /// expired (a replay). Exact across every process sharing the store.
+    async fn claim_nonce(
+        &self,
+        fp: Fingerprint,
+        nonce: [u8; 16],
+        expires: u64,
+        now: u64,
+    ) -> Result<bool, StorageError>;
+    /// Forgets nonces that expired before `now`; returns how many (call
+    /// periodically).
+    async fn expire_nonces(&self, now: u64) -> Result<u64, StorageError>;
+    /// Checks that the store answers (a round trip to a remote store; a
+    /// no-op for embedded ones). Errors with
+    /// [`StorageError::unavailable`] set when it cannot be reached.
+    async fn ping(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 /// A request body as a stream of chunks.
@@ -409,4 +491,10 @@ pub trait BlobStore: Send + Sync + 'static {
     /// only once no vault's records name the blob any more
     /// ([`MetaStore::blob_in_use`]).
     async fn delete(&self, hash: [u8; 32]) -> Result<(), StorageError>;
+    /// Checks that the store answers (a request to a remote object store;
+    /// a no-op for the files in the data directory). Errors with
+    /// [`StorageError::unavailable`] set when it cannot be reached.
+    async fn ping(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }

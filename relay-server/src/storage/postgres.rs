@@ -63,8 +63,13 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 4,
+        name: "shared request nonces",
+        sql: include_str!("postgres/0004_nonces.sql"),
+    },
+    Migration {
+        version: 5,
         name: "smart health links",
-        sql: include_str!("postgres/0004_shl.sql"),
+        sql: include_str!("postgres/0005_shl.sql"),
     },
 ];
 
@@ -85,6 +90,35 @@ impl From<tokio_postgres::Error> for StorageError {
         Self {
             message: format!("PostgreSQL: {}", describe(&e)),
             full,
+            unavailable: unreachable(&e),
+        }
+    }
+}
+
+/// Whether a PostgreSQL error means the server cannot be reached or is
+/// going away (the connection closed or failed, or SQLSTATE class 08
+/// connection exception, 57P operator intervention such as a shutdown or
+/// a server still starting, 53300 too many connections): the request may
+/// succeed later, unlike a refused statement.
+fn unreachable(e: &tokio_postgres::Error) -> bool {
+    match e.code() {
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("08") || c.starts_with("57P") || c == "53300"
+        }
+        // tokio-postgres's error kinds are private; their texts are
+        // stable: Connect, Io, Closed and Timeout.
+        None => {
+            let text = e.to_string();
+            e.is_closed()
+                || [
+                    "error connecting",
+                    "error communicating",
+                    "connection closed",
+                    "timeout waiting",
+                ]
+                .iter()
+                .any(|p| text.starts_with(p))
         }
     }
 }
@@ -93,7 +127,7 @@ impl From<deadpool_postgres::PoolError> for StorageError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         match e {
             deadpool_postgres::PoolError::Backend(e) => e.into(),
-            other => StorageError::new(format!("PostgreSQL connection pool: {other}")),
+            other => StorageError::unavailable(format!("PostgreSQL connection pool: {other}")),
         }
     }
 }
@@ -976,5 +1010,74 @@ impl MetaStore for PgMeta {
         r.map(|r| r.try_get::<_, i64>(0))
             .transpose()?
             .map_or(Ok(0), uint)
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    async fn claim_nonce(
+        &self,
+        fp: Fingerprint,
+        nonce: [u8; 16],
+        expires: u64,
+        now: u64,
+    ) -> Result<bool, StorageError> {
+        // One round trip, committed asynchronously: the nonce reaches the
+        // disk with the next synchronous commit at the latest, so any write
+        // the request makes (each committed synchronously after it) is
+        // durable only with its nonce; a server crash loses at most the
+        // nonces of the last fraction of a second of reads, which then
+        // could be replayed within the skew window (a read reveals nothing
+        // to someone who cannot see its answer). Parameters cannot go in a
+        // multi-statement simple query: the values are hex digits and
+        // integers formatted here, never text from the request.
+        let sql = format!(
+            "BEGIN; SET LOCAL synchronous_commit TO OFF; \
+             INSERT INTO relay_nonces (identity, nonce, expires) \
+             VALUES ('\\x{}'::bytea, '\\x{}'::bytea, {}) \
+             ON CONFLICT (identity, nonce) DO UPDATE SET expires = excluded.expires \
+             WHERE relay_nonces.expires < {}; COMMIT",
+            hex::encode(fp.as_bytes()),
+            hex::encode(nonce),
+            int(expires)?,
+            int(now)?,
+        );
+        let c = self.client().await?;
+        let messages = match c.simple_query(&sql).await {
+            Ok(m) => m,
+            Err(e) => {
+                // Never hand the connection back inside a failed
+                // transaction.
+                let _ = c.simple_query("ROLLBACK").await;
+                return Err(e.into());
+            }
+        };
+        // BEGIN, SET, INSERT, COMMIT: the third command's row count.
+        let inserted = messages
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::CommandComplete(n) => Some(*n),
+                _ => None,
+            })
+            .nth(2)
+            .ok_or_else(|| StorageError::new("PostgreSQL did not report the nonce insert"))?;
+        Ok(inserted == 1)
+    }
+
+    async fn expire_nonces(&self, now: u64) -> Result<u64, StorageError> {
+        let c = self.client().await?;
+        exec(
+            &c,
+            "DELETE FROM relay_nonces WHERE expires < $1",
+            &[&int(now)?],
+        )
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StorageError> {
+        let c = self.client().await?;
+        c.simple_query("SELECT 1").await?;
+        Ok(())
     }
 }

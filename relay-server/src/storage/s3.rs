@@ -21,9 +21,14 @@
 //!   the database can continue an upload, also after a restart.
 //! - **One writer per upload**: a chunk first takes the upload's lease (a
 //!   row lock would hold a connection for the whole chunk); a second
-//!   writer is told the offset. A lease lasts [`LEASE`] and a chunk is
-//!   given at most [`CHUNK_DEADLINE`], so a lease never expires under a
-//!   live writer; a crashed relay's lease simply runs out.
+//!   writer is told the offset. A lease lasts [`LEASE`] and its holder
+//!   renews it every [`LEASE_RENEWAL`] while the chunk streams in (a chunk
+//!   is given at most [`CHUNK_DEADLINE`]), so a lease does not expire under
+//!   a live writer, and the lease of a relay that crashed (or was killed)
+//!   mid-chunk runs out within [`LEASE`]: the upload then continues on any
+//!   relay from its last acknowledged offset. Should a renewal fail for
+//!   longer than the lease, another writer may take over, and the first
+//!   one's acknowledgement (a compare-and-swap on its lease) fails.
 //! - **Completion**: once the whole blob hashes to its address, a blob of
 //!   one part is put conditionally; otherwise the last part is uploaded,
 //!   the ledger marks the upload complete (so a crash here finishes on the
@@ -63,15 +68,39 @@ pub const PART_SIZE: usize = 8 << 20;
 const MAX_PARTS: i32 = 10_000;
 
 /// How long a writer holds an upload.
-pub const LEASE: Duration = Duration::from_secs(600);
+pub const LEASE: Duration = Duration::from_secs(20);
 
-/// The longest one chunk may take (less than [`LEASE`]).
+/// How often a writer renews its lease while its chunk streams in.
+pub const LEASE_RENEWAL: Duration = Duration::from_secs(5);
+
+/// The longest one chunk may take (its lease is renewed meanwhile).
 pub const CHUNK_DEADLINE: Duration = Duration::from_secs(540);
 
 type Sha256State = sha2_resumable::Sha256;
 
+/// An object store error; everything but a refusal of the request itself
+/// (absent object, denied, bad key, unsupported) counts as the store being
+/// unavailable: the client's retries already ran out, and the same request
+/// may succeed once the store is back.
 fn store_error(e: object_store::Error) -> StorageError {
-    StorageError::new(format!("object store: {e}"))
+    use object_store::Error as E;
+    let refused = matches!(
+        e,
+        E::NotFound { .. }
+            | E::PermissionDenied { .. }
+            | E::Unauthenticated { .. }
+            | E::InvalidPath { .. }
+            | E::NotSupported { .. }
+            | E::NotImplemented
+            | E::Precondition { .. }
+            | E::AlreadyExists { .. }
+    );
+    let message = format!("object store: {e}");
+    if refused {
+        StorageError::new(message)
+    } else {
+        StorageError::unavailable(message)
+    }
 }
 
 fn db_error(e: tokio_postgres::Error) -> StorageError {
@@ -81,6 +110,9 @@ fn db_error(e: tokio_postgres::Error) -> StorageError {
 /// The blob store over one bucket (and key prefix).
 pub struct S3Blobs {
     store: Arc<AmazonS3>,
+    /// The same bucket without retries and with short timeouts: the
+    /// health probe ([`BlobStore::ping`]).
+    probe: Arc<AmazonS3>,
     prefix: String,
     pool: Pool,
     part_size: usize,
@@ -105,21 +137,68 @@ struct Lease {
     key: UploadKey,
     token: String,
     armed: bool,
+    /// Renews the lease every [`LEASE_RENEWAL`] until the lease is dropped.
+    renewal: tokio::task::JoinHandle<()>,
 }
 
 impl Lease {
+    /// A lease just claimed, renewed from now on.
+    fn new(pool: Pool, key: UploadKey, token: String) -> Self {
+        let renewal = {
+            let (pool, token) = (pool.clone(), token.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(LEASE_RENEWAL).await;
+                    let renewed: Result<u64, StorageError> = async {
+                        let c = pool.get().await?;
+                        c.execute(
+                            "UPDATE s3_uploads SET lease_until = now() + make_interval(secs => $4)
+                             WHERE vault = $1 AND hash = $2 AND lease = $3",
+                            &[
+                                &key.vault.as_bytes().as_slice(),
+                                &key.hash.as_slice(),
+                                &token,
+                                &LEASE.as_secs_f64(),
+                            ],
+                        )
+                        .await
+                        .map_err(db_error)
+                    }
+                    .await;
+                    match renewed {
+                        Ok(1) => {}
+                        // Given back, or taken over after a long outage:
+                        // the acknowledgement will tell.
+                        Ok(_) => return,
+                        Err(e) => tracing::warn!(error = %e, "renewing an upload's lease failed"),
+                    }
+                }
+            })
+        };
+        Self {
+            pool,
+            key,
+            token,
+            armed: true,
+            renewal,
+        }
+    }
+
     async fn release(mut self) {
         self.armed = false;
+        self.renewal.abort();
         release(&self.pool, &self.key, &self.token).await;
     }
 
     fn done(mut self) {
         self.armed = false;
+        self.renewal.abort();
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        self.renewal.abort();
         if !self.armed {
             return;
         }
@@ -288,8 +367,21 @@ impl S3Blobs {
                 .with_connect_timeout(Duration::from_secs(5))
                 .with_timeout_disabled(),
         )?;
+        let health = build(
+            location,
+            credentials,
+            RetryConfig {
+                backoff: BackoffConfig::default(),
+                max_retries: 0,
+                retry_timeout: Duration::from_secs(3),
+            },
+            ClientOptions::new()
+                .with_connect_timeout(Duration::from_secs(2))
+                .with_timeout(Duration::from_secs(3)),
+        )?;
         Ok(Self {
             store: Arc::new(store),
+            probe: Arc::new(health),
             prefix,
             pool,
             part_size: PART_SIZE,
@@ -738,12 +830,7 @@ impl BlobStore for S3Blobs {
             Ok(state) => state,
             Err(at) => return Err(ChunkError::OffsetMismatch(at)),
         };
-        let lease = Lease {
-            pool: self.pool.clone(),
-            key,
-            token: state.token.clone(),
-            armed: true,
-        };
+        let lease = Lease::new(self.pool.clone(), key, state.token.clone());
         let written =
             tokio::time::timeout(CHUNK_DEADLINE, self.write_leased(key, chunk, body, state)).await;
         match written {
@@ -833,6 +920,16 @@ impl BlobStore for S3Blobs {
         match self.store.delete(&self.path(&hash)?).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(store_error(e)),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StorageError> {
+        // A HEAD of a key nobody writes: "not found" is an answer.
+        let key = ObjPath::parse(format!("{}health-check", self.prefix))
+            .map_err(|e| StorageError::new(format!("object store key: {e}")))?;
+        match self.probe.head(&key).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StorageError::unavailable(format!("object store: {e}"))),
         }
     }
 }

@@ -261,6 +261,10 @@ pub struct SqliteMeta {
     read_permits: tokio::sync::Semaphore,
     stop_checkpoints: Arc<std::sync::atomic::AtomicBool>,
     path: std::path::PathBuf,
+    /// Request nonces: one relay process owns the database, so they are
+    /// kept in memory (see [`super::LocalNonces`]); the relay does not
+    /// call this store for them (it is not [`MetaStore::is_shared`]).
+    nonces: super::LocalNonces,
 }
 
 /// Read connections kept (and reads run at once).
@@ -313,6 +317,7 @@ impl SqliteMeta {
             read_permits: tokio::sync::Semaphore::new(READERS),
             stop_checkpoints,
             path,
+            nonces: super::LocalNonces::default(),
         })
     }
 
@@ -1067,5 +1072,19 @@ impl MetaStore for SqliteMeta {
             })
         })
         .await
+    }
+
+    async fn claim_nonce(
+        &self,
+        fp: Fingerprint,
+        nonce: [u8; 16],
+        expires: u64,
+        now: u64,
+    ) -> Result<bool, StorageError> {
+        Ok(self.nonces.claim(fp, nonce, expires, now))
+    }
+
+    async fn expire_nonces(&self, now: u64) -> Result<u64, StorageError> {
+        Ok(self.nonces.expire(now))
     }
 }

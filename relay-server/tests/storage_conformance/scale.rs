@@ -656,3 +656,345 @@ async fn relay_serves_from_postgres_and_s3() {
     assert_eq!(s, StatusCode::PARTIAL_CONTENT);
     assert_eq!(got, ct[from..from + 16]);
 }
+
+/// In-process calls to relays: signed requests, answers as status,
+/// headers and JSON.
+mod inproc {
+    use axum::body::Body;
+    use axum::http::{HeaderMap, Request};
+    use http_body_util::BodyExt;
+    use serde_json::Value;
+    use tower::ServiceExt;
+    use vault_core::request::{body_digest, RelayOrigin, RequestAuth};
+    use vault_core::{IdentityInfo, Role, SecretIdentity};
+
+    pub fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    pub fn origin() -> RelayOrigin {
+        RelayOrigin::parse("http://127.0.0.1:8787").unwrap()
+    }
+
+    pub fn person(seed: u8, role: Role) -> SecretIdentity {
+        SecretIdentity::from_seed(
+            &[seed; 32],
+            &IdentityInfo {
+                display_name: format!("person {seed}"),
+                role,
+                registration: None,
+                created_at: now() - 1000,
+            },
+        )
+        .unwrap()
+    }
+
+    pub fn b64(b: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    }
+
+    /// A signed request (JSON body if `body` is not null).
+    pub fn signed(me: &SecretIdentity, method: &str, pq: &str, body: &Value) -> Request<Body> {
+        let bytes = if body.is_null() {
+            Vec::new()
+        } else {
+            serde_json::to_vec(body).unwrap()
+        };
+        let auth =
+            RequestAuth::sign(me, method, pq, &origin(), now(), body_digest(&bytes)).unwrap();
+        let mut b = Request::builder().method(method).uri(pq);
+        for (k, v) in auth.headers() {
+            b = b.header(k, v);
+        }
+        if !bytes.is_empty() {
+            b = b.header("content-type", "application/json");
+        }
+        b.body(Body::from(bytes)).unwrap()
+    }
+
+    /// Sends a request; status, headers and JSON body (null if none).
+    pub async fn call(router: &axum::Router, req: Request<Body>) -> (u16, HeaderMap, Value) {
+        let resp = router.clone().oneshot(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            headers,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Copies a request (to send the same signed bytes twice).
+    pub fn twice(me: &SecretIdentity, pq: &str) -> (Request<Body>, Request<Body>) {
+        let auth = RequestAuth::sign(me, "GET", pq, &origin(), now(), body_digest(b"")).unwrap();
+        let build = || {
+            let mut b = Request::builder().method("GET").uri(pq);
+            for (k, v) in auth.headers() {
+                b = b.header(k, v);
+            }
+            b.body(Body::empty()).unwrap()
+        };
+        (build(), build())
+    }
+}
+
+/// Two relays over one database (as behind a load balancer): each decides
+/// on the stored head, not on its cached state. A member added through one
+/// relay is a member at the other, which had the vault cached before; an
+/// append through the first, chained on an entry stored through the
+/// second, is accepted (the first caught up from the database); a stale
+/// head is refused with the stored head; and a request accepted by one
+/// relay is refused as a replay by the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_relays_on_one_database_decide_on_the_stored_head() {
+    use inproc::*;
+    use relay_server::{Config, Relay};
+    use serde_json::{json, Value};
+    use vault_core::{Keyring, Permission, Role, VaultState};
+
+    let cluster = services::cluster().await;
+    let url = cluster.pg.fresh_database(&cluster.unique("t")).await;
+    let relay = |dir: &std::path::Path| {
+        let mut config = Config::for_data_dir(dir);
+        config.storage = StorageConfig {
+            meta: MetaBackend::Postgres(url.clone()),
+            blobs: BlobBackend::Files,
+            database_pool: 8,
+        };
+        Relay::connect(config)
+    };
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = relay(da.path()).await.unwrap();
+    let b = relay(db.path()).await.unwrap();
+    let (ra, rb) = (a.router(), b.router());
+    let pat = person(31, Role::Patient);
+    let doc = person(32, Role::Clinician);
+    for (who, r) in [(&pat, &ra), (&doc, &rb)] {
+        let (s, _, body) = call(
+            r,
+            signed(
+                who,
+                "PUT",
+                "/v1/identities",
+                &json!({"identity": who.public().to_text()}),
+            ),
+        )
+        .await;
+        assert_eq!(s, 201, "{body}");
+    }
+    let (mut state, genesis) = VaultState::create(&pat, now()).unwrap();
+    let (s, _, body) = call(
+        &ra,
+        signed(
+            &pat,
+            "POST",
+            "/v1/vaults",
+            &json!({"genesis": b64(genesis.to_bytes())}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{body}");
+    let vault = state.vault().to_hex();
+    let log = format!("/v1/vaults/{vault}/log");
+    let append = |state: &VaultState, e: &vault_core::LogEntry| {
+        let h = state.head();
+        json!({
+            "prev": {"seq": h.seq, "hash": hex::encode(h.head)},
+            "entries": [b64(e.to_bytes())],
+        })
+    };
+    let (labs, e) = state.create_collection(&pat, "labs", now()).unwrap();
+    let (s, _, body) = call(&ra, signed(&pat, "POST", &log, &append(&state, &e))).await;
+    assert_eq!(s, 200, "{body}");
+    let stale = state.clone();
+    state.apply(&e).unwrap();
+    // Relay A has the vault cached; the clinician is no member yet.
+    let (s, _, body) = call(&ra, signed(&doc, "GET", &log, &Value::Null)).await;
+    assert_eq!(s, 403, "{body}");
+    // Shared through relay B.
+    let share = state
+        .share_collection(
+            &mut Keyring::new(&pat, now()),
+            &labs,
+            doc.public(),
+            Permission::ReadWrite,
+            None,
+        )
+        .unwrap();
+    let (s, _, body) = call(&rb, signed(&pat, "POST", &log, &append(&state, &share))).await;
+    assert_eq!(s, 200, "{body}");
+    state.apply(&share).unwrap();
+    let catch_ups = a.state.vault_catch_ups();
+    // Relay A now lets the clinician read: it caught up.
+    let (s, _, body) = call(&ra, signed(&doc, "GET", &log, &Value::Null)).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["head"]["seq"], json!(state.head().seq));
+    assert!(a.state.vault_catch_ups() > catch_ups);
+    // An append through A on the head B stored.
+    let (_, e2) = state.create_collection(&pat, "notes", now()).unwrap();
+    let (s, _, body) = call(&ra, signed(&pat, "POST", &log, &append(&state, &e2))).await;
+    assert_eq!(s, 200, "{body}");
+    state.apply(&e2).unwrap();
+    // A stale head is refused at B with the stored head.
+    let (_, old) = stale.create_collection(&pat, "late", now()).unwrap();
+    let (s, _, body) = call(&rb, signed(&pat, "POST", &log, &append(&stale, &old))).await;
+    assert_eq!(s, 409, "{body}");
+    assert_eq!(body["head"]["seq"], json!(state.head().seq), "{body}");
+    // One signed request, sent to A then to B.
+    let (first, again) = twice(&pat, &format!("/v1/vaults/{vault}/head"));
+    let (s, _, body) = call(&ra, first).await;
+    assert_eq!(s, 200, "{body}");
+    let (s, _, body) = call(&rb, again).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (401, Some("replayed_nonce")),
+        "{body}"
+    );
+    // Both relays' logs verify from genesis and agree.
+    for r in [&ra, &rb] {
+        let (s, _, body) = call(r, signed(&pat, "GET", &log, &Value::Null)).await;
+        assert_eq!(s, 200);
+        let entries: Vec<vault_core::LogEntry> = body["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                use base64::Engine;
+                let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(e.as_str().unwrap())
+                    .unwrap();
+                vault_core::LogEntry::from_bytes(&bytes).unwrap()
+            })
+            .collect();
+        let verified = VaultState::verify_log_from(entries.iter(), None).unwrap();
+        assert_eq!(verified.head(), state.head());
+    }
+}
+
+/// The database going away while a relay runs: requests fail with `503
+/// unavailable` and `retry-after` (at once, when a pooled connection
+/// breaks; and before any work once the health probe marked the database
+/// down), `/healthz` says `degraded` naming the database, the metrics say
+/// `relay_backend_up{backend="database"} 0` and count the failed probes as
+/// `unreachable`; once it is back, the probe clears it and requests are
+/// served again. Nothing is acknowledged meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_is_503_with_retry_after_and_degraded_health() {
+    use inproc::*;
+    use relay_server::{Config, Relay};
+    use serde_json::{json, Value};
+    use vault_core::{Role, VaultState};
+
+    // A PostgreSQL of its own: this test stops it.
+    let watchdog = services::Watchdog::start();
+    let pg = tokio::task::spawn_blocking(move || {
+        let pg = services::Postgres::start(&watchdog);
+        (pg, watchdog)
+    })
+    .await
+    .unwrap();
+    let (pg, _watchdog) = pg;
+    let url = pg.fresh_database("outage").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_data_dir(dir.path());
+    config.storage = StorageConfig {
+        meta: MetaBackend::Postgres(url),
+        blobs: BlobBackend::Files,
+        database_pool: 4,
+    };
+    let relay = Relay::connect(config).await.unwrap();
+    let (router, admin, state) = (relay.router(), relay.admin_router(), relay.state.clone());
+    let probe = || async {
+        state
+            .health
+            .probe(&*state.meta, &*state.blobs, &state.metrics)
+            .await
+    };
+    let pat = person(41, Role::Patient);
+    let (s, _, _) = call(
+        &router,
+        signed(
+            &pat,
+            "PUT",
+            "/v1/identities",
+            &json!({"identity": pat.public().to_text()}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (vs, genesis) = VaultState::create(&pat, now()).unwrap();
+    let (s, _, _) = call(
+        &router,
+        signed(
+            &pat,
+            "POST",
+            "/v1/vaults",
+            &json!({"genesis": b64(genesis.to_bytes())}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let head = format!("/v1/vaults/{}/head", vs.vault().to_hex());
+    probe().await;
+    let healthz = || async {
+        let req = axum::http::Request::get("/healthz")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        call(&admin, req).await
+    };
+    assert_eq!(healthz().await.0, 200);
+
+    pg.stop();
+    // Before any probe noticed: the broken connection is a 503.
+    let (s, h, body) = call(&router, signed(&pat, "GET", &head, &Value::Null)).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (503, Some("unavailable")),
+        "{body}"
+    );
+    assert!(h.contains_key("retry-after"));
+    for _ in 0..relay_server::health::FAILURES_TO_DOWN {
+        probe().await;
+    }
+    let (s, h, body) = healthz().await;
+    assert_eq!(s, 503, "{body}");
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["unavailable"], json!(["database"]));
+    assert!(body["reasons"]["database"].is_string(), "{body}");
+    assert!(h.contains_key("retry-after"));
+    let metrics = state.metrics.render();
+    assert!(
+        metrics.contains("relay_backend_up{backend=\"database\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "relay_backend_probe_failures_total{backend=\"database\",reason=\"unreachable\"}"
+        ),
+        "{metrics}"
+    );
+    // Refused before any work.
+    let (s, h, body) = call(&router, signed(&pat, "GET", &head, &Value::Null)).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (503, Some("unavailable")),
+        "{body}"
+    );
+    assert!(h.contains_key("retry-after"));
+
+    pg.start_again();
+    probe().await;
+    assert_eq!(healthz().await.0, 200);
+    assert!(state
+        .metrics
+        .render()
+        .contains("relay_backend_up{backend=\"database\"} 1"));
+    let (s, _, body) = call(&router, signed(&pat, "GET", &head, &Value::Null)).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["head"]["seq"], json!(0));
+}

@@ -3,6 +3,7 @@
 
 pub mod identity;
 mod links;
+pub(crate) mod pulling;
 mod reading;
 mod sharing;
 mod vaults;
@@ -36,6 +37,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Collections => reading::collections(&mut session()?),
         Command::Add(args) => writing::add(&mut session()?, &args),
         Command::Import(args) => writing::import(&mut session()?, &args),
+        Command::Pull(args) => pulling::pull(&mut session()?, &args),
         Command::List(args) => reading::list(&mut session()?, &args),
         Command::Show(args) => reading::show(&mut session()?, &args),
         Command::Open(args) => reading::open(&mut session()?, &args),

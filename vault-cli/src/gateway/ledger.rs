@@ -33,9 +33,12 @@ pub struct Entry {
     pub resource_type: String,
     /// The FHIR resource id.
     pub resource_id: String,
-    /// The resource's version as the server gave it (`meta.versionId`, or
-    /// else `meta.lastUpdated`, or empty when it gave neither).
-    pub resource_version: String,
+    /// The resource's `meta.versionId`, if the server gave one.
+    pub version_id: Option<String>,
+    /// The resource's `meta.lastUpdated`, if the server gave one.
+    pub last_updated: Option<String>,
+    /// [`vault_client::fhir_pull::filing::resource_digest`] of its JSON.
+    pub digest: [u8; 32],
     /// The vault record it is (or becomes).
     pub record: RecordId,
     /// The record version it is (or becomes).
@@ -77,11 +80,13 @@ impl Ledger {
              PRAGMA synchronous=FULL;
              CREATE TABLE IF NOT EXISTS deposited (
                  patient TEXT NOT NULL, rtype TEXT NOT NULL, rid TEXT NOT NULL,
-                 rversion TEXT NOT NULL, record BLOB NOT NULL, record_version INTEGER NOT NULL,
+                 version_id TEXT, last_updated TEXT, digest BLOB NOT NULL,
+                 record BLOB NOT NULL, record_version INTEGER NOT NULL,
                  PRIMARY KEY (patient, rtype, rid));
              CREATE TABLE IF NOT EXISTS pending (
                  patient TEXT NOT NULL, rtype TEXT NOT NULL, rid TEXT NOT NULL,
-                 rversion TEXT NOT NULL, record BLOB NOT NULL, record_version INTEGER NOT NULL,
+                 version_id TEXT, last_updated TEXT, digest BLOB NOT NULL,
+                 record BLOB NOT NULL, record_version INTEGER NOT NULL,
                  PRIMARY KEY (patient, rtype, rid));
              CREATE TABLE IF NOT EXISTS cursors (
                  patient TEXT PRIMARY KEY, since TEXT NOT NULL);",
@@ -95,25 +100,13 @@ impl Ledger {
     pub fn deposited(&self, patient: &str, rtype: &str, rid: &str) -> Result<Option<Entry>> {
         self.db
             .query_row(
-                "SELECT rversion, record, record_version FROM deposited
-                 WHERE patient = ?1 AND rtype = ?2 AND rid = ?3",
+                &format!("SELECT {COLUMNS} FROM deposited WHERE patient = ?1 AND rtype = ?2 AND rid = ?3"),
                 params![patient, rtype, rid],
-                |row| {
-                    let record: Vec<u8> = row.get(1)?;
-                    Ok((row.get::<_, String>(0)?, record, row.get::<_, u32>(2)?))
-                },
+                Row::read,
             )
             .optional()
             .map_err(sql)?
-            .map(|(rversion, record, record_version)| {
-                Ok(Entry {
-                    resource_type: rtype.to_owned(),
-                    resource_id: rid.to_owned(),
-                    resource_version: rversion,
-                    record: record_id(&record)?,
-                    record_version,
-                })
-            })
+            .map(Row::entry)
             .transpose()
     }
 
@@ -172,33 +165,12 @@ impl Ledger {
         let pending: Vec<Entry> = {
             let mut stmt = self
                 .db
-                .prepare(
-                    "SELECT rtype, rid, rversion, record, record_version FROM pending
-                     WHERE patient = ?1",
-                )
+                .prepare(&format!("SELECT {COLUMNS} FROM pending WHERE patient = ?1"))
                 .map_err(sql)?;
-            let rows = stmt
-                .query_map(params![patient], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, Vec<u8>>(3)?,
-                        row.get::<_, u32>(4)?,
-                    ))
-                })
-                .map_err(sql)?;
+            let rows = stmt.query_map(params![patient], Row::read).map_err(sql)?;
             let mut out = Vec::new();
             for row in rows {
-                let (resource_type, resource_id, resource_version, record, record_version) =
-                    row.map_err(sql)?;
-                out.push(Entry {
-                    resource_type,
-                    resource_id,
-                    resource_version,
-                    record: record_id(&record)?,
-                    record_version,
-                });
+                out.push(row.map_err(sql)?.entry()?);
             }
             out
         };
@@ -249,8 +221,55 @@ impl Ledger {
     }
 }
 
-const INSERT_PENDING: &str = "INSERT OR REPLACE INTO pending VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
-const INSERT_DEPOSITED: &str = "INSERT OR REPLACE INTO deposited VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const INSERT_PENDING: &str =
+    "INSERT OR REPLACE INTO pending VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+const INSERT_DEPOSITED: &str =
+    "INSERT OR REPLACE INTO deposited VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+/// The columns an [`Entry`] is read from, in [`Row::read`]'s order.
+const COLUMNS: &str = "rtype, rid, version_id, last_updated, digest, record, record_version";
+
+/// One ledger row as stored.
+struct Row {
+    resource_type: String,
+    resource_id: String,
+    version_id: Option<String>,
+    last_updated: Option<String>,
+    digest: Vec<u8>,
+    record: Vec<u8>,
+    record_version: u32,
+}
+
+impl Row {
+    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            resource_type: row.get(0)?,
+            resource_id: row.get(1)?,
+            version_id: row.get(2)?,
+            last_updated: row.get(3)?,
+            digest: row.get(4)?,
+            record: row.get(5)?,
+            record_version: row.get(6)?,
+        })
+    }
+
+    fn entry(self) -> Result<Entry> {
+        Ok(Entry {
+            resource_type: self.resource_type,
+            resource_id: self.resource_id,
+            version_id: self.version_id,
+            last_updated: self.last_updated,
+            digest: self.digest.as_slice().try_into().map_err(|_| malformed())?,
+            record: record_id(&self.record)?,
+            record_version: self.record_version,
+        })
+    }
+}
+
+fn malformed() -> CliError {
+    CliError::Usage(
+        "the gateway ledger holds a malformed row; it was not written by this gateway".into(),
+    )
+}
 
 /// Writes one entry of `patient` with `statement` (pending or deposited).
 fn insert(db: &Connection, statement: &str, patient: &str, e: &Entry) -> Result<()> {
@@ -260,7 +279,9 @@ fn insert(db: &Connection, statement: &str, patient: &str, e: &Entry) -> Result<
             patient,
             e.resource_type,
             e.resource_id,
-            e.resource_version,
+            e.version_id,
+            e.last_updated,
+            e.digest.as_slice(),
             e.record.as_bytes().as_slice(),
             e.record_version
         ],
@@ -287,7 +308,9 @@ mod tests {
         Entry {
             resource_type: "Observation".into(),
             resource_id: rid.into(),
-            resource_version: v.into(),
+            version_id: Some(v.into()),
+            last_updated: None,
+            digest: [7; 32],
             record,
             record_version: rv,
         }

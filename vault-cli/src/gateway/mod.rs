@@ -25,7 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde_json::Value;
+use vault_client::fhir_pull::filing;
 use vault_client::records::{add_records, NewRecord};
 use vault_core::{CollectionId, RecordId, RecordTarget, SecretIdentity, VaultId, VaultState};
 
@@ -96,7 +96,7 @@ pub fn run(session: &mut Session, args: &GatewayArgs) -> Result<()> {
     let token = config
         .token_file
         .as_deref()
-        .map(source::read_token)
+        .map(crate::commands::pulling::read_token_file)
         .transpose()?;
     let source = source::FhirServer::new(&config.fhir, token)?;
     let interval = args.interval.unwrap_or(config.interval);
@@ -167,8 +167,9 @@ fn write_status(path: &Path, report: &RoundReport) -> Result<()> {
         .map(drop)
 }
 
-/// One polling round over every enrolled patient.
-pub(crate) fn run_round<S: Source>(
+/// One polling round over every enrolled patient: each patient's failure
+/// is in its report; only an unreachable relay stops the round.
+pub fn run_round<S: Source>(
     session: &mut Session,
     secret: &Arc<SecretIdentity>,
     config: &GatewayConfig,
@@ -279,25 +280,34 @@ fn short_fp(fp: &vault_core::Fingerprint) -> String {
     fp.to_hex().chars().take(16).collect()
 }
 
-/// The version of a FHIR resource as its server gave it: `meta.versionId`,
-/// or else `meta.lastUpdated`, or else empty.
-pub fn resource_version(json: &[u8]) -> String {
-    let v: Value = serde_json::from_slice(json).unwrap_or(Value::Null);
-    let meta = v.get("meta");
-    meta.and_then(|m| m.get("versionId"))
-        .or_else(|| meta.and_then(|m| m.get("lastUpdated")))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
+/// A resource as the server gave it, with what decides whether it is
+/// newer than what was deposited: the same rules as `vault pull`
+/// ([`filing::meta_of`], [`filing::is_newer`], [`filing::resource_digest`]).
+struct Pulled {
+    resource: vault_fhir::Resource,
+    version_id: Option<String>,
+    last_updated: Option<String>,
+    digest: [u8; 32],
 }
 
-/// Whether `new` is an older version than `old` (both numeric version ids,
-/// or both instants, compared as the server wrote them): an older version
-/// served again is not deposited over a newer one.
-fn is_older(new: &str, old: &str) -> bool {
-    match (new.parse::<u64>(), old.parse::<u64>()) {
-        (Ok(n), Ok(o)) => n < o,
-        _ => !new.is_empty() && new.len() == old.len() && new < old,
+impl Pulled {
+    fn new(resource: vault_fhir::Resource) -> Self {
+        let (version_id, last_updated) = filing::meta_of(&resource.json);
+        let digest = filing::resource_digest(&resource.json);
+        Self {
+            resource,
+            version_id,
+            last_updated,
+            digest,
+        }
+    }
+
+    fn version(&self) -> (Option<&str>, Option<&str>) {
+        (self.version_id.as_deref(), self.last_updated.as_deref())
+    }
+
+    fn is_newer_than(&self, held: &(Option<&str>, Option<&str>)) -> bool {
+        filing::is_newer(self.version(), *held)
     }
 }
 
@@ -319,22 +329,22 @@ fn deposit_patient<S: Source>(
         .block_on(source.changes(patient, since.as_deref()))?;
     // The newest of each resource in this batch, in first-seen order.
     let mut order: Vec<(String, String)> = Vec::new();
-    let mut newest: BTreeMap<(String, String), (String, vault_fhir::Resource)> = BTreeMap::new();
+    let mut newest: BTreeMap<(String, String), Pulled> = BTreeMap::new();
     for r in resources {
         let Some(id) = r.id.clone() else {
             report.without_id += 1;
             continue;
         };
         let key = (r.resource_type.clone(), id);
-        let version = resource_version(&r.json);
+        let pulled = Pulled::new(r);
         match newest.get(&key) {
-            Some((v, _)) if is_older(&version, v) => {}
+            Some(held) if !pulled.is_newer_than(&held.version()) => {}
             Some(_) => {
-                newest.insert(key, (version, r));
+                newest.insert(key, pulled);
             }
             None => {
                 order.push(key.clone());
-                newest.insert(key, (version, r));
+                newest.insert(key, pulled);
             }
         }
     }
@@ -342,11 +352,15 @@ fn deposit_patient<S: Source>(
     let mut entries = Vec::new();
     let mut items = Vec::new();
     for key in &order {
-        let Some((version, r)) = newest.remove(key) else {
+        let Some(pulled) = newest.remove(key) else {
             continue;
         };
         let (target, record_version) = match ledger.deposited(patient, &key.0, &key.1)? {
-            Some(e) if e.resource_version == version || is_older(&version, &e.resource_version) => {
+            Some(e)
+                if e.digest == pulled.digest
+                    || !pulled
+                        .is_newer_than(&(e.version_id.as_deref(), e.last_updated.as_deref())) =>
+            {
                 report.unchanged += 1;
                 continue;
             }
@@ -373,13 +387,15 @@ fn deposit_patient<S: Source>(
         entries.push(Entry {
             resource_type: key.0.clone(),
             resource_id: key.1.clone(),
-            resource_version: version,
+            version_id: pulled.version_id.clone(),
+            last_updated: pulled.last_updated.clone(),
+            digest: pulled.digest,
             record: target.record(),
             record_version,
         });
         items.push(NewRecord {
             target: Some(target),
-            ..NewRecord::fhir(&r, collection, now)
+            ..NewRecord::fhir(&pulled.resource, collection, now)
         });
     }
     if !items.is_empty() {
@@ -399,27 +415,4 @@ fn deposit_patient<S: Source>(
         ledger.set_cursor(patient, &next)?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions_compare_as_numbers_or_as_instants() {
-        assert!(is_older("2", "10"));
-        assert!(!is_older("10", "2"));
-        assert!(is_older(
-            "2026-11-30T10:00:00.000Z",
-            "2026-12-01T10:00:00.000Z"
-        ));
-        assert!(!is_older("", "3"));
-        assert!(!is_older("b", "a"), "different kinds are not ordered");
-        assert_eq!(
-            resource_version(br#"{"meta":{"versionId":"3","lastUpdated":"x"}}"#),
-            "3"
-        );
-        assert_eq!(resource_version(br#"{"meta":{"lastUpdated":"x"}}"#), "x");
-        assert_eq!(resource_version(b"not json"), "");
-    }
 }

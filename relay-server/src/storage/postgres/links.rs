@@ -1,4 +1,4 @@
-//! [`LinkStore`] for [`PgMeta`] (migration 4): each write one transaction;
+//! [`LinkStore`] for [`PgMeta`] (migration 5): each write one transaction;
 //! a passcode attempt is reserved by one conditional `UPDATE … WHERE failed
 //! < max_attempts RETURNING`, atomic across relays sharing the database.
 
