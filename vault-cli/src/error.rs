@@ -144,7 +144,7 @@ impl CliError {
                 ClientError::Relay { status: 404, .. } => exit::NOT_FOUND,
                 ClientError::Protocol(_) | ClientError::TooLarge { .. } => exit::SECURITY,
                 ClientError::NotOnDevice(_) => exit::UNREACHABLE,
-                ClientError::CollectionRotated => exit::USAGE,
+                ClientError::CollectionRotated | ClientError::NotShareable(_) => exit::USAGE,
                 ClientError::LinkPasscode { .. } => exit::DENIED,
                 ClientError::LinkNotActive(_) => exit::NOT_FOUND,
                 ClientError::Link(_) => exit::SECURITY,

@@ -278,7 +278,7 @@ pub fn open_record<W: Write>(
 
 /// Ciphertext missing from the device is [`CliError::NotOffline`] (run
 /// `vault sync` online); other errors as they are.
-fn offline(e: ClientError) -> CliError {
+pub(crate) fn offline(e: ClientError) -> CliError {
     match e {
         ClientError::NotOnDevice(what) => CliError::NotOffline(what),
         other => other.into(),

@@ -101,6 +101,11 @@ pub enum ClientError {
         remaining: Option<u64>,
     },
 
+    /// A record cannot go into a SMART Health Link: it is not FHIR JSON,
+    /// or too large to have been kept for sharing.
+    #[error("{0}; a link shares FHIR records only")]
+    NotShareable(String),
+
     /// A SMART Health Link no longer answers.
     #[error("this SMART Health Link is no longer active ({0}); ask the person who shared it for a new one")]
     LinkNotActive(String),
@@ -110,7 +115,8 @@ impl ClientError {
     /// A stable, machine-readable code: the relay's code for
     /// [`ClientError::Relay`], vault-core's for [`ClientError::Core`], and
     /// `head_moved`, `transport`, `protocol`, `too_large`, `config`, `io`,
-    /// `not_on_device` or `rotated` otherwise.
+    /// `not_on_device`, `rotated`, `invalid_link`, `wrong_passcode`,
+    /// `link_not_found` or `not_shareable` otherwise.
     pub fn code(&self) -> &str {
         match self {
             ClientError::Relay { code, .. } => code,
@@ -126,6 +132,7 @@ impl ClientError {
             ClientError::Link(_) => "invalid_link",
             ClientError::LinkPasscode { .. } => "wrong_passcode",
             ClientError::LinkNotActive(_) => "link_not_found",
+            ClientError::NotShareable(_) => "not_shareable",
         }
     }
 

@@ -20,7 +20,11 @@ use serde::Deserialize;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
+use vault_core::store::Store;
+use vault_core::{Keyring, RecordId, SecretIdentity, VaultState};
+
 use crate::client::{read_capped, Body, Mode, Req, MAX_SMALL_ANSWER};
+use crate::reading::{self, Listing};
 use crate::error::{ClientError, Result};
 use crate::wire::parse_json;
 use crate::RelayClient;
@@ -60,6 +64,60 @@ impl ShareFile {
                 .map_err(|e| ClientError::Config(format!("could not encode the bundle: {e}")))?,
         })
     }
+}
+
+/// A record's body as FHIR JSON, or [`ClientError::NotShareable`].
+fn fhir_json(body: &[u8], record: &RecordId) -> Result<Value> {
+    serde_json::from_slice(body)
+        .map_err(|_| ClientError::NotShareable(format!("record {record} is not FHIR JSON")))
+}
+
+/// The FHIR JSON of the chosen records, each opened and authenticated from
+/// `store` as `me` at `now` (their ciphertext must be on the device,
+/// [`ClientError::NotOnDevice`] otherwise). A record that is not FHIR is
+/// [`ClientError::NotShareable`]: nothing is shared then.
+pub fn chosen_resources<S: Store + ?Sized>(
+    store: &S,
+    state: &VaultState,
+    me: &SecretIdentity,
+    now: u64,
+    ids: &[RecordId],
+) -> Result<Vec<Value>> {
+    let mut keyring = Keyring::new(me, now);
+    ids.iter()
+        .map(|id| {
+            let mut body = Vec::new();
+            let opened = reading::open_stored(store, state, &mut keyring, id, &mut body)?;
+            if !vault_fhir::is_fhir(&opened.info.content_type) {
+                return Err(ClientError::NotShareable(format!(
+                    "record {id} is {}, not FHIR JSON",
+                    vault_fhir::clean(&opened.info.content_type)
+                )));
+            }
+            fhir_json(&body, id)
+        })
+        .collect()
+}
+
+/// The FHIR JSON of a listing's FHIR records (a listing opened with FHIR
+/// bodies kept, [`reading::open_listing`]); other records are left out. A
+/// FHIR record whose body was not kept (too large) is
+/// [`ClientError::NotShareable`].
+pub fn listed_resources(listing: &Listing) -> Result<Vec<Value>> {
+    listing
+        .opened
+        .iter()
+        .filter(|l| vault_fhir::is_fhir(&l.opened.info.content_type))
+        .map(|l| {
+            let body = l.body.as_deref().ok_or_else(|| {
+                ClientError::NotShareable(format!(
+                    "FHIR record {} is too large to share in a link",
+                    l.summary.id
+                ))
+            })?;
+            fhir_json(body, &l.summary.id)
+        })
+        .collect()
 }
 
 /// A link's settings.

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use crate::cli::{LinkCommand, LinkCreateArgs, LinkOpenArgs};
 use crate::error::{CliError, Result};
 use crate::output::{clean, line, table, Output};
-use crate::records::{find_named, find_record, open_all, open_record};
+use crate::records::{find_named, find_record, open_all};
 use crate::session::Session;
 use vault_client::links::{self, CreatedLink, LinkOptions, ShareFile};
 use vault_client::reading::names_by_id;
@@ -88,33 +88,15 @@ fn gather(session: &mut Session, args: &LinkCreateArgs) -> Result<(Vec<Value>, S
     let me = session.unlock()?;
     let vault = session.select_vault()?;
     let state = session.refresh(&vault)?;
-    let parse = |body: &[u8], id: &str| -> Result<Value> {
-        serde_json::from_slice(body).map_err(|_| {
-            CliError::Usage(format!(
-                "record {id} is not FHIR JSON; a link shares FHIR records only"
-            ))
-        })
-    };
     if !args.records.is_empty() {
-        let mut out = Vec::new();
-        let mut keyring = vault_core::Keyring::new(&me, session.now());
         let ids = args
             .records
             .iter()
             .map(|r| find_record(&state, r))
             .collect::<Result<Vec<_>>>()?;
         session.ensure_blobs(&state, &ids)?;
-        for id in ids {
-            let mut body = Vec::new();
-            let opened = open_record(&session.store, &state, &mut keyring, &id, &mut body)?;
-            if !vault_fhir::is_fhir(&opened.info.content_type) {
-                return Err(CliError::Usage(format!(
-                    "record {id} is {}, not FHIR JSON; a link shares FHIR records only",
-                    clean(&opened.info.content_type)
-                )));
-            }
-            out.push(parse(&body, &id.to_hex())?);
-        }
+        let out = links::chosen_resources(&session.store, &state, &me, session.now(), &ids)
+            .map_err(crate::records::offline)?;
         let what = format!("{} chosen record(s)", out.len());
         return Ok((out, what));
     }
@@ -123,19 +105,7 @@ fn gather(session: &mut Session, args: &LinkCreateArgs) -> Result<(Vec<Value>, S
         None => None,
     };
     let listing = open_all(session, &state, collection.as_ref(), true)?;
-    let mut out = Vec::new();
-    for l in &listing.opened {
-        if !vault_fhir::is_fhir(&l.opened.info.content_type) {
-            continue;
-        }
-        let body = l.body.as_deref().ok_or_else(|| {
-            CliError::Usage(format!(
-                "FHIR record {} is too large to share in a link",
-                l.summary.id
-            ))
-        })?;
-        out.push(parse(body, &l.summary.id.to_hex())?);
-    }
+    let out = links::listed_resources(&listing)?;
     if out.is_empty() {
         return Err(CliError::NotFound(
             "no FHIR records to share there: import a FHIR bundle first (vault import)".into(),
