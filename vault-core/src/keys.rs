@@ -70,7 +70,16 @@ pub struct CollectionKey {
     epoch: u32,
     secret: Zeroizing<[u8; 32]>,
     kek: Zeroizing<[u8; 32]>,
+    /// This epoch's deposit key pair, derived on first use (opening many
+    /// deposits, as a rotation does, derives it once).
+    deposit: std::sync::OnceLock<DepositKeyPair>,
 }
+
+/// A deposit key pair (the private half zeroized on drop by x25519-dalek).
+type DepositKeyPair = (
+    <DepositKem as hpke::Kem>::PrivateKey,
+    <DepositKem as hpke::Kem>::PublicKey,
+);
 
 fn epoch_info(prefix: &[u8], vault: &VaultId, collection: &CollectionId, epoch: u32) -> Vec<u8> {
     let mut w = Writer::with_context(prefix);
@@ -108,6 +117,7 @@ impl CollectionKey {
             epoch,
             secret,
             kek,
+            deposit: std::sync::OnceLock::new(),
         }
     }
 
@@ -180,18 +190,15 @@ impl CollectionKey {
     /// This epoch's deposit key pair (`docs/format.md` §5.5): RFC 9180
     /// `DeriveKeyPair` of an HKDF output of the collection key bound to
     /// (vault, collection, epoch).
-    fn deposit_keypair(
-        &self,
-    ) -> (
-        <DepositKem as hpke::Kem>::PrivateKey,
-        <DepositKem as hpke::Kem>::PublicKey,
-    ) {
-        let ikm = primitives::hkdf32(
-            self.secret.as_ref(),
-            b"",
-            &epoch_info(DEPOSIT_KEY_INFO, &self.vault, &self.collection, self.epoch),
-        );
-        <DepositKem as hpke::Kem>::derive_keypair(ikm.as_ref())
+    fn deposit_keypair(&self) -> &DepositKeyPair {
+        self.deposit.get_or_init(|| {
+            let ikm = primitives::hkdf32(
+                self.secret.as_ref(),
+                b"",
+                &epoch_info(DEPOSIT_KEY_INFO, &self.vault, &self.collection, self.epoch),
+            );
+            <DepositKem as hpke::Kem>::derive_keypair(ikm.as_ref())
+        })
     }
 
     /// The public half of this epoch's deposit key, which write-only
@@ -224,7 +231,7 @@ impl CollectionKey {
         let pt = Zeroizing::new(
             hpke::single_shot_open::<DepositAead, DepositKdf, DepositKem>(
                 &hpke::OpModeR::Base,
-                &private,
+                private,
                 &encapped,
                 &info,
                 &sealed.ct,
@@ -307,6 +314,7 @@ impl fmt::Debug for CollectionKey {
             epoch,
             secret: _,
             kek: _,
+            deposit: _,
         } = self;
         f.debug_struct("CollectionKey")
             .field("vault", vault)

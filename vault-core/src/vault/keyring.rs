@@ -23,6 +23,9 @@ pub struct Keyring<'a> {
     me: &'a SecretIdentity,
     now: u64,
     keys: HashMap<(CollectionId, u32), CollectionKey>,
+    /// Deposit public keys opened from deposit grants (one age decryption
+    /// per collection epoch, however many records are deposited).
+    deposits: HashMap<(CollectionId, u32), crate::keys::DepositPublicKey>,
 }
 
 impl std::fmt::Debug for Keyring<'_> {
@@ -42,6 +45,7 @@ impl<'a> Keyring<'a> {
             me,
             now,
             keys: HashMap::new(),
+            deposits: HashMap::new(),
         }
     }
 
@@ -102,16 +106,17 @@ impl<'a> Keyring<'a> {
         let coll = state.collections.get(collection).ok_or(Error::Missing {
             what: format!("collection {collection}"),
         })?;
-        let grant = coll
-            .grants
-            .get(&self.me.fingerprint())
-            .ok_or(Error::AccessDenied(
-                "you are not a member of this collection (or your access was revoked)",
-            ))?;
+        let grant = coll.grants.get(&self.me.fingerprint()).ok_or(Error::AccessDenied(
+            "you are not a member of this collection (or your access was revoked)",
+        ))?;
         if let Some(e) = grant.expires_at().filter(|e| self.now >= *e) {
             return Err(Error::Expired { expired_at: e });
         }
-        grant.open_deposit_key(self.me)
+        use std::collections::hash_map::Entry;
+        match self.deposits.entry((*collection, coll.epoch)) {
+            Entry::Occupied(e) => Ok(e.get().clone()),
+            Entry::Vacant(v) => Ok(v.insert(grant.open_deposit_key(self.me)?).clone()),
+        }
     }
 
     /// The data key of a verified record, through a collection grant or a
