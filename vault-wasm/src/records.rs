@@ -70,12 +70,10 @@ fn record_view(
     names: &BTreeMap<CollectionId, String>,
     me: &vault_core::Fingerprint,
     listed: &Listed,
+    json: Option<&Value>,
 ) -> Value {
     let info = &listed.opened.info;
-    let summary: Vec<Value> = listed
-        .body
-        .as_deref()
-        .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+    let summary: Vec<Value> = json
         .map(|v| {
             fhir::summary(&v)
                 .into_iter()
@@ -115,10 +113,17 @@ pub async fn list(
     let secret = s.secret.clone();
     let names = reading::names_by_id(&state, &secret, s.client.now());
     let me = secret.fingerprint();
+    // Each kept body parsed once, for its summary and for the overview.
+    let parsed: Vec<Option<Value>> = listing
+        .opened
+        .iter()
+        .map(|l| serde_json::from_slice(l.body.as_deref()?).ok())
+        .collect();
     let mut records: Vec<Value> = listing
         .opened
         .iter()
-        .map(|l| record_view(&state, &names, &me, l))
+        .zip(&parsed)
+        .map(|(l, v)| record_view(&state, &names, &me, l, v.as_ref()))
         .collect();
     for r in &listing.not_downloaded {
         records.push(json!({
@@ -148,16 +153,14 @@ pub async fn list(
         .collect();
     // The health overview, over the whole vault (not one collection).
     let health = if collection.is_none() {
-        let resources: Vec<(String, Value)> = listing
+        let resources: Vec<(String, &Value)> = listing
             .opened
             .iter()
-            .filter(|l| fhir::is_fhir(&l.opened.info.content_type))
-            .filter_map(|l| {
-                let v = serde_json::from_slice(l.body.as_deref()?).ok()?;
-                Some((l.summary.id.to_hex(), v))
-            })
+            .zip(&parsed)
+            .filter(|(l, _)| fhir::is_fhir(&l.opened.info.content_type))
+            .filter_map(|(l, v)| Some((l.summary.id.to_hex(), v.as_ref()?)))
             .collect();
-        fhir::health::overview(resources.iter().map(|(id, v)| (id.as_str(), v)))
+        fhir::health::overview(resources.iter().map(|(id, v)| (id.as_str(), *v)))
     } else {
         Value::Null
     };
