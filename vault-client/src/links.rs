@@ -24,8 +24,8 @@ use vault_core::store::Store;
 use vault_core::{Keyring, RecordId, SecretIdentity, VaultState};
 
 use crate::client::{read_capped, Body, Mode, Req, MAX_SMALL_ANSWER};
-use crate::reading::{self, Listing};
 use crate::error::{ClientError, Result};
+use crate::reading::{self, Listing};
 use crate::wire::parse_json;
 use crate::RelayClient;
 use vault_shl::{jwe, Compression, Flags, JweLimits, LinkKey, Manifest, ManifestRequest, Payload};

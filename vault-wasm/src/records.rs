@@ -75,7 +75,7 @@ fn record_view(
     let info = &listed.opened.info;
     let summary: Vec<Value> = json
         .map(|v| {
-            fhir::summary(&v)
+            fhir::summary(v)
                 .into_iter()
                 .map(|(k, v)| json!([fhir::clean(&k), fhir::clean(&v)]))
                 .collect()

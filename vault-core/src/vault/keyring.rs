@@ -106,9 +106,12 @@ impl<'a> Keyring<'a> {
         let coll = state.collections.get(collection).ok_or(Error::Missing {
             what: format!("collection {collection}"),
         })?;
-        let grant = coll.grants.get(&self.me.fingerprint()).ok_or(Error::AccessDenied(
-            "you are not a member of this collection (or your access was revoked)",
-        ))?;
+        let grant = coll
+            .grants
+            .get(&self.me.fingerprint())
+            .ok_or(Error::AccessDenied(
+                "you are not a member of this collection (or your access was revoked)",
+            ))?;
         if let Some(e) = grant.expires_at().filter(|e| self.now >= *e) {
             return Err(Error::Expired { expired_at: e });
         }
