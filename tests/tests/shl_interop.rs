@@ -213,6 +213,27 @@ fn kill_the_clipboard_resolves_vault_links_on_the_real_relay() {
         "the same bundle"
     );
 
+    // 1b. The same summary as a direct-file link (flag U): one GET, no
+    // manifest. Both readers get the same document; U with a passcode is
+    // refused before anything is stored.
+    let made = patient.json(&["link", "create", "--summary", "--direct"]);
+    let ulink = made["link"].as_str().unwrap();
+    let ktc = node(&["ktc-resolve", ulink, "KTC viewer, U"]);
+    assert_eq!(ktc["ok"], true, "{ktc}");
+    assert_eq!(ktc["flag"], "U", "{ktc}");
+    let ours_u = vault_opens(&patient, dir.path(), ulink, None);
+    assert_eq!(ours_u["type"], "document");
+    assert_eq!(ktc["fhirResources"], serde_json::json!([ours_u]));
+    let listed = patient.json(&["link", "list"]);
+    let before = listed.as_array().unwrap().len();
+    let r = patient.run(&["link", "create", "--summary", "--direct", "--passcode"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot be used with"), "{}", r.stderr);
+    assert_eq!(
+        patient.json(&["link", "list"]).as_array().unwrap().len(),
+        before
+    );
+
     // 2. A collection link with a passcode.
     let pass = dir.path().join("passcode.txt");
     std::fs::write(&pass, "4711-lemon\n").unwrap();

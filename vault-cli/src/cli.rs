@@ -664,6 +664,11 @@ pub struct LinkCreateArgs {
     /// Mark the link for long-term use (flag L).
     #[arg(long)]
     pub long_term: bool,
+    /// Make a direct-file link (flag U): its URL is the one encrypted file,
+    /// fetched with a single request and no manifest. It cannot have a
+    /// passcode.
+    #[arg(long, conflicts_with_all = ["passcode", "passcode_file"])]
+    pub direct: bool,
     /// Do not draw the QR code.
     #[arg(long)]
     pub no_qr: bool,

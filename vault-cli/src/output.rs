@@ -108,3 +108,14 @@ pub use vault_fhir::clean;
 pub fn short(hex: &str) -> String {
     hex.get(..12).unwrap_or(hex).to_owned()
 }
+
+/// A QR code drawn with Unicode half blocks (two modules per character
+/// row), light on dark with its quiet zone, as terminals show it.
+pub fn qr_text(code: &qrcode::QrCode) -> String {
+    use qrcode::render::unicode::Dense1x2;
+    code.render::<Dense1x2>()
+        .dark_color(Dense1x2::Light)
+        .light_color(Dense1x2::Dark)
+        .quiet_zone(true)
+        .build()
+}

@@ -120,6 +120,61 @@ pub fn listed_resources(listing: &Listing) -> Result<Vec<Value>> {
         .collect()
 }
 
+/// The FHIR JSON of the chosen records of a listing opened with FHIR
+/// bodies kept ([`reading::open_listing`]), in the order of `ids`. A
+/// chosen record the listing does not hold (not readable, or failed its
+/// checks), one that is not FHIR, or one whose body was not kept is
+/// [`ClientError::NotShareable`]: nothing is shared then.
+pub fn chosen_listed(listing: &Listing, ids: &[RecordId]) -> Result<Vec<Value>> {
+    ids.iter()
+        .map(|id| {
+            let l = listing
+                .opened
+                .iter()
+                .find(|l| &l.summary.id == id)
+                .ok_or_else(|| {
+                    ClientError::NotShareable(format!(
+                        "record {id} is not one you can read in this vault"
+                    ))
+                })?;
+            if !vault_fhir::is_fhir(&l.opened.info.content_type) {
+                return Err(ClientError::NotShareable(format!(
+                    "record {id} is {}, not FHIR JSON",
+                    vault_fhir::clean(&l.opened.info.content_type)
+                )));
+            }
+            let body = l.body.as_deref().ok_or_else(|| {
+                ClientError::NotShareable(format!(
+                    "record {id} is too large to share in a link"
+                ))
+            })?;
+            fhir_json(body, id)
+        })
+        .collect()
+}
+
+/// What a link carries: the FHIR Bundle made of `resources`, either an
+/// International Patient Summary document (`summary`, made at `now`, Unix
+/// seconds; [`vault_fhir::ips::patient_summary`] says what counts as
+/// current) or a `collection` Bundle of the resources as they are. Nothing
+/// to share is [`ClientError::NotShareable`].
+pub fn bundle(resources: &[Value], summary: bool, now: u64) -> Result<Value> {
+    if resources.is_empty() {
+        return Err(ClientError::NotShareable(
+            "there are no FHIR records to share there: import a FHIR bundle first".into(),
+        ));
+    }
+    if !summary {
+        return Ok(vault_fhir::ips::collection_bundle(resources));
+    }
+    let options = vault_fhir::ips::SummaryOptions {
+        now: i64::try_from(now).unwrap_or(i64::MAX),
+        document_uuid: new_uuid()?,
+    };
+    vault_fhir::ips::patient_summary(resources, &options)
+        .map_err(|e| ClientError::NotShareable(e.to_string()))
+}
+
 /// A link's settings.
 #[derive(Clone, Default)]
 pub struct LinkOptions {
@@ -134,6 +189,11 @@ pub struct LinkOptions {
     pub label: Option<String>,
     /// Flag `L`: long-term use.
     pub long_term: bool,
+    /// Flag `U`: the link's URL is the single file itself (fetched with
+    /// `GET ?recipient=…`, no manifest). Needs exactly one file and no
+    /// passcode; some viewers (and QR scanners' browsers) read it with one
+    /// request.
+    pub direct: bool,
 }
 
 impl std::fmt::Debug for LinkOptions {
@@ -144,6 +204,7 @@ impl std::fmt::Debug for LinkOptions {
             .field("expires_at", &self.expires_at)
             .field("label", &self.label)
             .field("long_term", &self.long_term)
+            .field("direct", &self.direct)
             .finish()
     }
 }
@@ -186,6 +247,7 @@ struct CreateBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     max_attempts: Option<u32>,
     long_term: bool,
+    direct: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -239,8 +301,17 @@ pub async fn create(
     let flags = Flags {
         long_term: options.long_term,
         passcode: options.passcode.is_some(),
-        direct: false,
+        direct: options.direct,
     };
+    // Checked here, before anything is encrypted or sent: U excludes P,
+    // and a direct link is one file.
+    flags.encode()?;
+    if options.direct && files.len() != 1 {
+        return Err(vault_shl::ShlError::InvalidSettings(
+            "a direct-file link (flag U) carries exactly one file".into(),
+        )
+        .into());
+    }
     if let Some(label) = &options.label {
         if label.chars().count() > vault_shl::payload::MAX_LABEL_CHARS {
             return Err(vault_shl::ShlError::InvalidSettings(
@@ -270,6 +341,7 @@ pub async fn create(
         passcode: options.passcode.as_deref().map(|s| s.as_str()),
         max_attempts: options.max_attempts,
         long_term: options.long_term,
+        direct: options.direct,
     };
     let bytes = Zeroizing::new(
         serde_json::to_vec(&body)
@@ -571,6 +643,15 @@ pub async fn resolve(
         files.push(d);
     }
     Ok(Resolved { payload, files })
+}
+
+/// The QR code of a link at error-correction level M, what the SMART
+/// Health Links specification recommends; callers draw it (the CLI as
+/// text, the web app as SVG). A link too long for a QR code is
+/// [`ClientError::Config`].
+pub fn qr_code(link: &str) -> Result<qrcode::QrCode> {
+    qrcode::QrCode::with_error_correction_level(link.as_bytes(), qrcode::EcLevel::M)
+        .map_err(|e| ClientError::Config(format!("cannot draw the link's QR code: {e}")))
 }
 
 /// A random (version 4) UUID, for a new document's identifier.

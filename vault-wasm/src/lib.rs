@@ -16,6 +16,7 @@
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod failure;
+mod links;
 mod progress;
 mod records;
 mod session;
@@ -69,6 +70,41 @@ pub fn describe_identity(identity_text: &str) -> std::result::Result<String, JsV
     PublicIdentity::from_text(identity_text.trim())
         .map(|id| view::identity(&id).to_string())
         .map_err(|e| Failure::from(e).into_js())
+}
+
+/// What a SMART Health Link says about itself, read without any request
+/// (JSON: label, expiresAt, expired, passcode, longTerm, direct, origin).
+/// Throws `invalid_link: …` for a malformed, truncated or altered link.
+#[wasm_bindgen(js_name = describeLink)]
+pub fn describe_link(link: &str) -> std::result::Result<String, JsValue> {
+    links::describe(link, vault_client::system_now())
+        .map(|v| v.to_string())
+        .map_err(Failure::into_js)
+}
+
+/// Opens a SMART Health Link as its recipient, with no account: fetches
+/// its manifest and files from the link's own origin, decrypts and checks
+/// them here, and resolves to JSON (label, expiresAt, files with their
+/// resources and health overview). `recipient` is who is asking, as the
+/// sharer will see it; `passcode` is for links with flag `P`. Rejects
+/// with `wrong_passcode: …` (attempts left in the message),
+/// `link_not_found: …` or `invalid_link: …`.
+#[wasm_bindgen(js_name = openLink)]
+pub fn open_link(link: String, recipient: String, passcode: Option<String>) -> js_sys::Promise {
+    let passcode = passcode.filter(|p| !p.is_empty()).map(zeroize::Zeroizing::new);
+    wasm_bindgen_futures::future_to_promise(async move {
+        links::open(&link, &recipient, passcode, vault_client::system_now())
+            .await
+            .map(|v| JsValue::from_str(&v.to_string()))
+            .map_err(Failure::into_js)
+    })
+}
+
+/// The QR code of a link as an SVG document (error-correction level M, as
+/// the SMART Health Links specification recommends).
+#[wasm_bindgen(js_name = linkQrSvg)]
+pub fn link_qr_svg(link: &str) -> std::result::Result<String, JsValue> {
+    links::qr_svg(link).map_err(Failure::into_js)
 }
 
 /// A new identity: the passphrase-sealed key file (the only thing to store)

@@ -40,7 +40,7 @@ pub(crate) async fn ensure_blobs(
 /// Opens every record the caller can read (optionally of one collection),
 /// fetching missing ciphertext first except for records over
 /// [`vault_client::records::LIST_FETCH_LIMIT`].
-async fn open_readable(
+pub(crate) async fn open_readable(
     s: &mut Inner,
     state: &VaultState,
     collection: Option<&CollectionId>,

@@ -18,7 +18,7 @@ use wasm_bindgen_futures::future_to_promise;
 use crate::failure::{Failure, Result};
 use crate::progress::Progress;
 use crate::unlocked::{collection_id, record_id, vault_id, Inner};
-use crate::{records, sharing, snapshot, view};
+use crate::{links, records, sharing, snapshot, view};
 
 /// An unlocked identity and its verified local state.
 #[wasm_bindgen]
@@ -156,6 +156,54 @@ impl Session {
             Ok(json(
                 &records::list(&mut s, &vault, collection.as_ref()).await?,
             ))
+        })
+    }
+
+    /// Makes a SMART Health Link in `vault`. `request` is JSON: `what`
+    /// (`summary`, `collection` or `records`), `collection`, `records`,
+    /// `label`, `expiresAt`, `maxAttempts`, `longTerm`, `direct`;
+    /// `passcode` adds flag `P`. Resolves to JSON `{link, shlink, handle,
+    /// qrSvg, resources, encryptedBytes, what}`; the key is only in the
+    /// link.
+    #[wasm_bindgen(js_name = createLink)]
+    pub fn create_link(&self, vault: String, request: String, passcode: Option<String>) -> Promise {
+        let passcode = passcode
+            .filter(|p| !p.is_empty())
+            .map(zeroize::Zeroizing::new);
+        self.run(|inner| async move {
+            let vault = vault_id(&vault)?;
+            let request: links::LinkRequest = serde_json::from_str(&request)
+                .map_err(|e| Failure::input(format!("the link request: {e}")))?;
+            let mut s = inner.lock().await;
+            Ok(json(&links::create(&mut s, &vault, request, passcode).await?))
+        })
+    }
+
+    /// This identity's links (JSON list, newest first).
+    pub fn links(&self) -> Promise {
+        self.run(|inner| async move {
+            let mut s = inner.lock().await;
+            Ok(json(&links::list(&mut s).await?))
+        })
+    }
+
+    /// Revokes the link `handle` (64 hex digits).
+    #[wasm_bindgen(js_name = revokeLink)]
+    pub fn revoke_link(&self, handle: String) -> Promise {
+        self.run(|inner| async move {
+            let mut s = inner.lock().await;
+            links::revoke(&mut s, &handle).await?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Who fetched the link `handle` (JSON list of `{at, recipient,
+    /// outcome}`, oldest first).
+    #[wasm_bindgen(js_name = linkLog)]
+    pub fn link_log(&self, handle: String) -> Promise {
+        self.run(|inner| async move {
+            let mut s = inner.lock().await;
+            Ok(json(&links::access_log(&mut s, &handle).await?))
         })
     }
 

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -66,6 +66,9 @@ function startRelay() {
     });
   });
 }
+
+/** The patient's page, for a screenshot when the story fails. */
+let failurePage = null;
 
 // ---------- CLI ----------
 let relayUrl = '';
@@ -176,6 +179,7 @@ async function main() {
     if (!(loopback.has(u.host) || host === '127.0.0.1' || host === 'localhost' || host === '[::1]')) problems.push(`request to a non-loopback host: ${req.url()}`);
   });
   const page = context.pages()[0] ?? (await context.newPage());
+  failurePage = page;
   page.on('console', (msg) => {
     if (msg.type() === 'error') problems.push(`console error: ${msg.text()}`);
   });
@@ -288,6 +292,112 @@ async function main() {
   await tid('record-detail').waitFor();
   assert.equal(await tid('record-detail').getAttribute('data-record-id'), pointRecord, 'a chart point opened another record');
   log(`2. overview: ${charts.length} charts, values equal to the bundle's Observations`);
+
+  // 2b. SMART Health Links. The patient makes a passcode link to a patient
+  // summary and sees its QR code; a reader with no account opens the
+  // `#shlink:/` link in another tab: a wrong passcode is counted, the right
+  // one shows the summary, whose current conditions are the patient's own
+  // overview's. The patient sees who opened it; `vault link open` reads the
+  // same link; a direct-file (U) link to a collection opens without a
+  // passcode; a revoked link no longer opens.
+  await tid('nav-overview').click();
+  const currentLists = ['overview-conditions-item', 'overview-medications-item', 'overview-allergies-item', 'overview-immunizations-item'];
+  const overviewItems = async (byTid) => Promise.all(currentLists.map(async (id) => (await byTid(id).allInnerTexts()).sort()));
+  const mine = await overviewItems(tid);
+  assert.ok(mine.some((l) => l.length > 0), 'the patient overview lists nothing to compare the summary with');
+  await tid('nav-links').click();
+  await tid('link-form').waitFor();
+  await tid('links-empty').waitFor();
+  await tid('link-what').selectOption('summary');
+  await tid('link-label').fill('Summary for the ED');
+  await tid('link-passcode').fill('7341-otter');
+  assert.ok(await tid('link-direct').isDisabled(), 'a passcode link cannot also be direct (U)');
+  await tid('link-create').click();
+  await tid('link-made').waitFor({ timeout: 60_000 });
+  const shl = (await tid('link-text').inputValue()).trim();
+  assert.ok(shl.startsWith(`${relayUrl}/#shlink:/`), `not a viewer link: ${shl}`);
+  assert.ok(await tid('link-qr').evaluate((img) => img.complete && img.naturalWidth > 0), 'the QR code did not render');
+  await tid('link-row').first().waitFor();
+  assert.equal(await tid('link-row').count(), 1);
+  await noAlerts('after making a link');
+  await shot('03c-health-link');
+
+  const reader = await context.newPage();
+  reader.on('console', (msg) => {
+    if (msg.type() === 'error' && !/status of (401|404)/.test(msg.text())) problems.push(`reader console error: ${msg.text()}`);
+  });
+  reader.on('pageerror', (err) => problems.push(`reader page error: ${err.message}`));
+  reader.setDefaultTimeout(30_000);
+  const rtid = (id) => reader.getByTestId(id);
+  await reader.goto(shl);
+  await rtid('viewer-form').waitFor();
+  assert.equal(await rtid('viewer-label').innerText(), 'Summary for the ED');
+  assert.equal(await reader.getByTestId('unlock-form').count(), 0, 'the viewer asks for no account');
+  await rtid('viewer-recipient').fill('Dr Ed Viewer, St Elsewhere ED');
+  await rtid('viewer-passcode').fill('not-the-code');
+  await rtid('viewer-open').click();
+  await reader.locator('[data-testid="alerts"] .alert', { hasText: '9 attempts remain' }).waitFor();
+  await reader.getByTestId('alert-dismiss').click();
+  await rtid('viewer-passcode').fill('7341-otter');
+  await rtid('viewer-open').click();
+  await rtid('viewer-file').waitFor({ timeout: 60_000 });
+  assert.deepEqual(await overviewItems(rtid), mine, 'the summary shows other current conditions, medications, allergies or immunizations than the patient sees');
+  const sharedResources = await rtid('viewer-resource').count();
+  assert.ok(sharedResources > 0, 'the summary lists no resources');
+  const sharedConditionCount = await reader.locator('[data-testid="viewer-type"][data-type="Condition"] [data-testid="viewer-resource"]').count();
+  await reader.screenshot({ path: join(ARTIFACTS, '03d-health-link-viewer.png'), fullPage: true, clip: { x: 0, y: 0, width: 1280, height: 2400 } });
+
+  // The patient sees the wrong passcode and the opening, with the reader's name.
+  await tid('nav-overview').click();
+  await tid('nav-links').click();
+  await page.waitForFunction(() => document.querySelector('[data-testid="link-accesses"]')?.textContent === '2');
+  assert.equal(await tid('link-failed').innerText(), '1 of 10');
+  await tid('link-log').click();
+  await tid('link-log-list').waitFor();
+  const events = await tid('link-log-event').evaluateAll((els) => els.map((e) => [e.dataset.outcome, e.textContent]));
+  assert.deepEqual(events.map(([o]) => o), ['wrong_passcode', 'manifest'], JSON.stringify(events));
+  assert.ok(events.every(([, t]) => t.includes('Dr Ed Viewer, St Elsewhere ED')), JSON.stringify(events));
+
+  // The command line's viewer reads the same summary.
+  const passFile = join(tmp, 'link-passcode.txt');
+  writeFileSync(passFile, '7341-otter\n');
+  const cliOut = join(tmp, 'link-opened.json');
+  await cli(['link', 'open', shl, '--recipient', 'CLI reader', '--passcode-file', passFile, '-o', cliOut]);
+  const cliBundle = JSON.parse(readFileSync(cliOut, 'utf8'));
+  assert.equal(cliBundle.type, 'document');
+  assert.equal(cliBundle.entry[0].resource.resourceType, 'Composition');
+  assert.equal(cliBundle.entry.filter((e) => e.resource.resourceType === 'Condition').length, sharedConditionCount);
+
+  // A direct-file (U) link to the labs, no passcode: the open reader tab
+  // shows it when the address changes.
+  await tid('link-what').selectOption({ label: `Everything in “${labsName}”` });
+  await tid('link-direct').check();
+  await tid('link-create').click();
+  await page.waitForFunction((prev) => {
+    const t = document.querySelector('[data-testid="link-text"]');
+    return t && t.value && t.value !== prev;
+  }, shl);
+  const ulink = (await tid('link-text').inputValue()).trim();
+  await reader.goto(ulink);
+  await rtid('viewer-form').waitFor();
+  assert.equal(await rtid('viewer-passcode').count(), 0, 'a U link has no passcode');
+  await rtid('viewer-recipient').fill('Dr Lab Reader');
+  await rtid('viewer-open').click();
+  await rtid('viewer-file').waitFor({ timeout: 60_000 });
+  assert.equal(await rtid('viewer-resource').count(), labsCount, 'the labs link shares every labs record');
+
+  // Revoked: the summary link no longer opens.
+  await page.locator('[data-testid="link-row"]').last().locator('[data-testid="link-revoke"]').click();
+  await tid('link-revoke-dialog-confirm').click();
+  await page.waitForFunction(() => [...document.querySelectorAll('[data-testid="link-row"]')].some((r) => r.dataset.status === 'revoked'));
+  await reader.goto(shl);
+  await rtid('viewer-recipient').fill('Dr Ed Viewer');
+  await rtid('viewer-passcode').fill('7341-otter');
+  await rtid('viewer-open').click();
+  await reader.locator('[data-testid="alerts"] .alert', { hasText: 'no longer active' }).waitFor();
+  await reader.close();
+  await noAlerts('after the health links');
+  log(`2b. health links: summary with passcode (${sharedResources} resources) opened with no account after a counted wrong passcode; access record shown; CLI reads it; U link to ${labsCount} labs; revoked link refused`);
 
   // The PDF record: detail and download.
   await tid('nav-records').click();
@@ -427,6 +537,10 @@ async function main() {
   await tid('delete-dialog').waitFor({ state: 'detached' });
   await page.waitForFunction(() => /Deleted “discharge-letter\.pdf” and destroyed \d+ version/.test(document.getElementById('status')?.textContent ?? ''));
   await noAlerts('after deleting the PDF');
+  // The app reloads the vault after a deletion and then leaves the record's
+  // page: navigate only once it has (a click during that re-render can land
+  // on another part of the page).
+  await tid('record-detail').waitFor({ state: 'detached' });
   await tid('nav-timeline').click();
   await tid('timeline').waitFor();
   assert.equal(await page.locator('[data-testid="timeline"] [data-testid="record-row"][data-title="discharge-letter.pdf"]').count(), 0, 'the deleted PDF is still listed');
@@ -570,6 +684,14 @@ try {
 } catch (e) {
   failed = true;
   console.error(`FAIL: ${e.stack ?? e}`);
+  // What the page showed when it failed, and its alerts.
+  try {
+    await failurePage?.screenshot({ path: join(ARTIFACTS, 'failure.png'), fullPage: true });
+    const alerts = await failurePage?.locator('[data-testid="alerts"] .alert').allInnerTexts();
+    if (alerts?.length) console.error(`alerts on the page: ${alerts.join(' | ')}`);
+  } catch {
+    /* the page may be gone */
+  }
 } finally {
   for (const f of cleanups.reverse()) {
     try {

@@ -12,6 +12,7 @@ import { renderAdd } from './upload';
 import { openShareDialog } from './share';
 import { renderAccess } from './access';
 import { renderOverview } from './overview';
+import { offerRecord, renderLinks } from './links';
 import { confirmDialog } from './dialog';
 
 const NAV: [View, string][] = [
@@ -20,6 +21,7 @@ const NAV: [View, string][] = [
   ['timeline', 'Timeline'],
   ['add', 'Add records'],
   ['access', 'Sharing & access'],
+  ['links', 'Health links'],
   ['vault', 'Vault & export'],
   ['identity', 'Identity'],
   ['about', 'About'],
@@ -176,6 +178,8 @@ function viewContent(c: Ctx): Child {
       return renderAdd(c);
     case 'access':
       return renderAccess(c);
+    case 'links':
+      return renderLinks(c);
     case 'vault':
       return vaultView(c);
     default:
@@ -491,6 +495,22 @@ function recordDetail(c: Ctx, r: RecordView): HTMLElement {
     icon(ICONS.share),
     'Share this record',
   );
+  const linkBtn = fhir
+    ? h(
+        'button',
+        {
+          type: 'button',
+          class: 'button secondary',
+          testid: 'link-record',
+          onclick: () => {
+            offerRecord(r.id, r.title);
+            go('links');
+          },
+        },
+        icon(ICONS.share),
+        'Health link for this record',
+      )
+    : null;
 
   const mine = (c.vaults ?? []).some((v) => v.id === c.vault && v.mine);
   const deleteBtn: HTMLButtonElement | null = mine
@@ -571,7 +591,7 @@ function recordDetail(c: Ctx, r: RecordView): HTMLElement {
           h('dl', { class: 'summary', testid: 'record-summary' }, r.summary.map(([k, v]) => [h('dt', null, k), h('dd', null, v)])),
         )
       : null,
-    h('div', { class: 'actions' }, openBtn, showBtn, dlBtn, shareBtn, deleteBtn),
+    h('div', { class: 'actions' }, openBtn, showBtn, dlBtn, shareBtn, linkBtn, deleteBtn),
     h('h2', null, 'Details'),
     h('dl', { class: 'details', testid: 'record-meta' }, rows.map(([k, v]) => [h('dt', null, k), h('dd', null, v)])),
     output,

@@ -116,6 +116,14 @@ export function explain(e: unknown): Explained {
         return { severity: 'error', title: 'Busy', text: 'Another operation is still running. Try again when it finishes.' };
       case 'expired':
         return { severity: 'error', title: 'Expired', text: `This access has expired. (${m})` };
+      case 'wrong_passcode':
+        return { severity: 'error', title: 'Passcode', text: `${m.charAt(0).toUpperCase()}${m.slice(1)}.` };
+      case 'link_not_found':
+        return { severity: 'error', title: 'Link no longer active', text: `${m.charAt(0).toUpperCase()}${m.slice(1)}.` };
+      case 'invalid_link':
+        return { severity: 'error', title: 'Not a valid health link', text: `This link was refused: ${m}. Check that it was copied whole, or ask for a new one.` };
+      case 'not_shareable':
+        return { severity: 'error', title: 'Cannot share this in a link', text: `${m.charAt(0).toUpperCase()}${m.slice(1)}.` };
       default:
         return { severity: 'error', title: 'Something went wrong', text: `${e.code}: ${m}` };
     }

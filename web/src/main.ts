@@ -5,6 +5,7 @@ import { load } from './vault';
 import { byId, clear, h } from './dom';
 import { showAlert, showError } from './errors';
 import { renderStart } from './start';
+import { linkInAddress, renderViewer } from './viewer';
 
 window.addEventListener('error', (ev) => {
   showError(ev.error ?? new Error(ev.message || 'Unknown error'), 'Unexpected error');
@@ -36,7 +37,25 @@ async function boot(): Promise<void> {
   if (!window.isSecureContext || !crypto.subtle) {
     showAlert('error', 'Insecure connection', 'This page is not in a secure context (HTTPS): do not use it with real records.');
   }
+  // A SMART Health Link (`#shlink:/…`) opens the viewer, with no account.
+  const link = linkInAddress();
+  if (link) {
+    renderViewer(link, leaveViewer);
+    return;
+  }
   await renderStart();
 }
+
+/** Leaves the viewer for the patient app: the link goes from the address bar. */
+function leaveViewer(): void {
+  history.replaceState(null, '', location.pathname + location.search);
+  void renderStart();
+}
+
+// A link pasted into the address bar of an open page: show it.
+window.addEventListener('hashchange', () => {
+  const link = linkInAddress();
+  if (link) renderViewer(link, leaveViewer);
+});
 
 void boot();

@@ -8,7 +8,7 @@
 import { h, type Child } from './dom';
 import { fmtDate } from './format';
 import type { Ctx } from './state';
-import type { HealthItem, HealthSeries } from './vault';
+import type { Health, HealthItem, HealthSeries } from './vault';
 import { emptyState } from './ui';
 
 const SVG = 'http://www.w3.org/2000/svg';
@@ -24,15 +24,29 @@ function svg(tag: string, attrs: Record<string, string | number>, ...children: (
 export function renderOverview(c: Ctx, openRecord: (id: string) => void): Child {
   const health = c.listing?.health;
   if (!health) return null;
+  return renderHealth(health, {
+    title: 'Your health at a glance',
+    intro: 'Drawn on this device from your decrypted records. Current means: conditions active and not resolved, medications active, allergies active; immunizations newest first.',
+    empty: 'Nothing to summarise yet: add FHIR records from your providers (Add records) and your conditions, medications and measurements appear here.',
+    openRecord,
+  });
+}
+
+/**
+ * A health overview: lists of the current conditions, medications, allergies
+ * and immunizations, and a chart per repeated measurement. Each item and
+ * point calls `openRecord` with its record (a record id in the vault, a
+ * `Type/id` in a shared bundle).
+ */
+export function renderHealth(
+  health: Health,
+  opts: { title: string; intro: string; empty: string; openRecord: (id: string) => void },
+): HTMLElement {
+  const { openRecord } = opts;
   const empty =
     !health.conditions.length && !health.medications.length && !health.allergies.length && !health.immunizations.length && !health.series.length;
   if (empty) {
-    return h(
-      'section',
-      { class: 'card', testid: 'overview-empty' },
-      h('h1', null, 'Your health at a glance'),
-      emptyState('Nothing to summarise yet: add FHIR records from your providers (Add records) and your conditions, medications and measurements appear here.'),
-    );
+    return h('section', { class: 'card', testid: 'overview-empty' }, h('h1', null, opts.title), emptyState(opts.empty));
   }
   const list = (title: string, testid: string, items: HealthItem[], none: string) =>
     h(
@@ -61,12 +75,8 @@ export function renderOverview(c: Ctx, openRecord: (id: string) => void): Child 
   return h(
     'div',
     { class: 'overview', testid: 'overview' },
-    h('h1', null, 'Your health at a glance'),
-    h(
-      'p',
-      { class: 'muted' },
-      'Drawn on this device from your decrypted records. Current means: conditions active and not resolved, medications active, allergies active; immunizations newest first.',
-    ),
+    h('h1', null, opts.title),
+    h('p', { class: 'muted' }, opts.intro),
     h(
       'div',
       { class: 'overview-grid' },

@@ -7,7 +7,7 @@ import type { IdentityView, RecordListing, Session, VaultListing, VaultOverview 
 import { putSnapshot, type Profile } from './db';
 import { showError } from './errors';
 
-export type View = 'overview' | 'records' | 'timeline' | 'add' | 'access' | 'identity' | 'vault' | 'about';
+export type View = 'overview' | 'records' | 'timeline' | 'add' | 'access' | 'links' | 'identity' | 'vault' | 'about';
 
 export interface Ctx {
   session: Session;

@@ -188,6 +188,117 @@ export interface ShareSummary {
   rotatedFirst: boolean;
 }
 
+/** What a SMART Health Link carries: a patient summary, a collection, or chosen records. */
+export interface LinkRequest {
+  what: 'summary' | 'collection' | 'records';
+  collection?: string;
+  records?: string[];
+  /** Shown to the recipient; at most 80 characters; in the link only. */
+  label?: string;
+  /** Unix seconds. */
+  expiresAt?: number;
+  maxAttempts?: number;
+  /** Flag L. */
+  longTerm?: boolean;
+  /** Flag U: one file fetched directly, no passcode. */
+  direct?: boolean;
+}
+
+/** A link just made. `link` holds the key: show it to the patient, store it nowhere. */
+export interface CreatedLink {
+  /** The viewer link, `https://relay/#shlink:/…`. */
+  link: string;
+  /** The bare `shlink:/…`. */
+  shlink: string;
+  handle: string;
+  /** The QR code (error-correction level M) as an SVG document. */
+  qrSvg: string;
+  resources: number;
+  encryptedBytes: number;
+}
+
+/** One of the patient's links, as the relay lists it. */
+export interface LinkInfo {
+  handle: string;
+  status: 'active' | 'expired' | 'revoked' | 'disabled';
+  createdAt: number;
+  expiresAt: number | null;
+  revokedAt: number | null;
+  flag: string | null;
+  files: number;
+  bytes: number;
+  accesses: number;
+  failedAttempts: number;
+  maxAttempts: number;
+}
+
+/** One fetch of a link: when, who the requester said it was, and the outcome. */
+export interface LinkAccess {
+  at: number;
+  recipient: string;
+  outcome: 'manifest' | 'file' | 'wrong_passcode' | string;
+}
+
+/** What a link says about itself, read without any request. */
+export interface LinkDescription {
+  label: string | null;
+  expiresAt: number | null;
+  expired: boolean;
+  passcode: boolean;
+  longTerm: boolean;
+  direct: boolean;
+  /** The origin its files come from. */
+  origin: string;
+}
+
+/** One resource of a shared bundle. */
+export interface SharedResource {
+  /** `Type/id`: what the overview's items point at. */
+  key: string;
+  resourceType: string | null;
+  title: string;
+  /** Unix seconds. */
+  date: number | null;
+  summary: [string, string][];
+}
+
+/** A link opened: its files decrypted and checked in wasm. */
+export interface OpenedLink {
+  label: string | null;
+  expiresAt: number | null;
+  files: {
+    contentType: string;
+    /** The decrypted file, as text. */
+    text: string;
+    bundleType: string | null;
+    resources: SharedResource[];
+    health: Health | null;
+  }[];
+}
+
+/** Reads a SMART Health Link (bare or behind a viewer) without any request; throws `invalid_link`. */
+export function describeLink(link: string): LinkDescription {
+  try {
+    return JSON.parse(wasm.describeLink(link));
+  } catch (e) {
+    throw toVaultError(e);
+  }
+}
+
+/** Opens a link as `recipient` (no account): manifest and files fetched, decrypted and checked in wasm. */
+export async function openLink(link: string, recipient: string, passcode?: string): Promise<OpenedLink> {
+  return JSON.parse(await call(() => wasm.openLink(link, recipient, passcode)));
+}
+
+/** The QR code of a link as an SVG document. */
+export function linkQrSvg(link: string): string {
+  try {
+    return wasm.linkQrSvg(link);
+  } catch (e) {
+    throw toVaultError(e);
+  }
+}
+
 /** Progress of long work: bytes or records done of total, and the phase. */
 export type Progress = (done: number, total: number, phase: string) => void;
 
@@ -328,6 +439,26 @@ export class Session {
   /** Revokes a member everywhere (or in one collection): rotates the keys and withdraws record shares. */
   async revoke(vault: string, fingerprintHex: string, collection?: string): Promise<RevokeSummary> {
     return JSON.parse(await call(() => this.inner.revoke(vault, fingerprintHex, collection)));
+  }
+
+  /** Makes a SMART Health Link; `passcode` adds flag P. The key is only in the returned link. */
+  async createLink(vault: string, request: LinkRequest, passcode?: string): Promise<CreatedLink> {
+    return JSON.parse(await call(() => this.inner.createLink(vault, JSON.stringify(request), passcode)));
+  }
+
+  /** The patient's links, newest first. */
+  async links(): Promise<LinkInfo[]> {
+    return JSON.parse(await call(() => this.inner.links()));
+  }
+
+  /** Revokes a link: it stops answering and its file is deleted at the relay. */
+  revokeLink(handle: string): Promise<void> {
+    return call(() => this.inner.revokeLink(handle));
+  }
+
+  /** Who fetched a link, oldest first. */
+  async linkLog(handle: string): Promise<LinkAccess[]> {
+    return JSON.parse(await call(() => this.inner.linkLog(handle)));
   }
 
   /** A tar archive of standard age files (see its README.txt), decryptable with `age`. */

@@ -255,17 +255,12 @@ pub fn whoami(home: &Home, out: Output, opts: &Options, args: &WhoamiArgs) -> Re
     line(&format!("Identity (to send): {}", public.to_text()))
 }
 
-/// The identity text as a QR code drawn with Unicode half blocks.
+/// The identity text as a QR code (error-correction level L: it is long
+/// and read from a screen) drawn with Unicode half blocks.
 fn qr(text: &str) -> Result<String> {
-    use qrcode::render::unicode::Dense1x2;
     let code = qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::L)
         .map_err(|e| CliError::Usage(format!("cannot draw the QR code: {e}")))?;
-    Ok(code
-        .render::<Dense1x2>()
-        .dark_color(Dense1x2::Light)
-        .light_color(Dense1x2::Dark)
-        .quiet_zone(true)
-        .build())
+    Ok(crate::output::qr_text(&code))
 }
 
 /// `vault contacts ...`.

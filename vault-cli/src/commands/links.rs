@@ -69,18 +69,10 @@ fn passcode(file: Option<&Path>, confirm: bool) -> Result<Zeroizing<String>> {
     Ok(first)
 }
 
-/// The QR code of a link, error correction level M (what the SMART Health
-/// Links specification recommends), drawn with Unicode half blocks.
+/// The QR code of a link ([`links::qr_code`], error-correction level M),
+/// drawn with Unicode half blocks.
 pub fn qr(text: &str) -> Result<String> {
-    use qrcode::render::unicode::Dense1x2;
-    let code = qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::M)
-        .map_err(|e| CliError::Usage(format!("cannot draw the QR code: {e}")))?;
-    Ok(code
-        .render::<Dense1x2>()
-        .dark_color(Dense1x2::Light)
-        .light_color(Dense1x2::Dark)
-        .quiet_zone(true)
-        .build())
+    Ok(crate::output::qr_text(&links::qr_code(text)?))
 }
 
 /// FHIR resources of the records `what` names, opened and authenticated.
@@ -142,16 +134,7 @@ fn create(session: &mut Session, args: &LinkCreateArgs) -> Result<()> {
     };
     let (resources, what) = gather(session, args)?;
     let count = resources.len();
-    let bundle = if args.summary {
-        let options = vault_fhir::ips::SummaryOptions {
-            now: i64::try_from(now).unwrap_or(i64::MAX),
-            document_uuid: links::new_uuid()?,
-        };
-        vault_fhir::ips::patient_summary(&resources, &options)
-            .map_err(|e| CliError::Usage(e.to_string()))?
-    } else {
-        vault_fhir::ips::collection_bundle(&resources)
-    };
+    let bundle = links::bundle(&resources, args.summary, now)?;
     let file = ShareFile::fhir(&bundle)?;
     let options = LinkOptions {
         passcode,
@@ -159,6 +142,7 @@ fn create(session: &mut Session, args: &LinkCreateArgs) -> Result<()> {
         expires_at,
         label: args.label.clone(),
         long_term: args.long_term,
+        direct: args.direct,
     };
     let client = session.client()?;
     let created: CreatedLink = session
