@@ -144,9 +144,7 @@ pub fn chosen_listed(listing: &Listing, ids: &[RecordId]) -> Result<Vec<Value>> 
                 )));
             }
             let body = l.body.as_deref().ok_or_else(|| {
-                ClientError::NotShareable(format!(
-                    "record {id} is too large to share in a link"
-                ))
+                ClientError::NotShareable(format!("record {id} is too large to share in a link"))
             })?;
             fhir_json(body, id)
         })

@@ -91,7 +91,9 @@ pub fn describe_link(link: &str) -> std::result::Result<String, JsValue> {
 /// `link_not_found: …` or `invalid_link: …`.
 #[wasm_bindgen(js_name = openLink)]
 pub fn open_link(link: String, recipient: String, passcode: Option<String>) -> js_sys::Promise {
-    let passcode = passcode.filter(|p| !p.is_empty()).map(zeroize::Zeroizing::new);
+    let passcode = passcode
+        .filter(|p| !p.is_empty())
+        .map(zeroize::Zeroizing::new);
     wasm_bindgen_futures::future_to_promise(async move {
         links::open(&link, &recipient, passcode, vault_client::system_now())
             .await

@@ -81,9 +81,11 @@ pub async fn create(
         ));
     }
     let collection: Option<CollectionId> = match req.what.as_str() {
-        "collection" => Some(collection_id(req.collection.as_deref().ok_or_else(
-            || Failure::input("choose the collection to share"),
-        )?)?),
+        "collection" => {
+            Some(collection_id(req.collection.as_deref().ok_or_else(
+                || Failure::input("choose the collection to share"),
+            )?)?)
+        }
         "summary" | "records" => None,
         other => {
             return Err(Failure::input(format!(
@@ -245,9 +247,10 @@ pub async fn open(
     for f in &resolved.files {
         let text = String::from_utf8_lossy(&f.plaintext).into_owned();
         let parsed: Option<Value> = if f.content_type == vault_shl::FHIR_JSON {
-            Some(serde_json::from_str(&text).map_err(|_| {
-                Failure::new("invalid_fhir", "a shared FHIR file is not JSON")
-            })?)
+            Some(
+                serde_json::from_str(&text)
+                    .map_err(|_| Failure::new("invalid_fhir", "a shared FHIR file is not JSON"))?,
+            )
         } else {
             None
         };
@@ -256,7 +259,11 @@ pub async fn open(
                 let all = resources_of(v);
                 let health = fhir::health::overview(all.iter().map(|(k, r)| (k.as_str(), *r)));
                 let views: Vec<Value> = all.iter().map(|(k, r)| resource_view(k, r)).collect();
-                (views, health, v.get("type").and_then(Value::as_str).map(fhir::clean))
+                (
+                    views,
+                    health,
+                    v.get("type").and_then(Value::as_str).map(fhir::clean),
+                )
             }
             None => (Vec::new(), Value::Null, None),
         };
@@ -295,7 +302,10 @@ mod tests {
         let health = fhir::health::overview(all.iter().map(|(k, r)| (k.as_str(), *r)));
         assert_eq!(health["conditions"][0]["record"], "Condition/c1");
         // One resource alone is listed too; anything else is nothing.
-        assert_eq!(resources_of(&json!({"resourceType": "Patient", "id": "p"})).len(), 1);
+        assert_eq!(
+            resources_of(&json!({"resourceType": "Patient", "id": "p"})).len(),
+            1
+        );
         assert!(resources_of(&json!([1, 2])).is_empty());
     }
 
@@ -320,7 +330,10 @@ mod tests {
         assert_eq!(d["passcode"], true);
         assert_eq!(d["expired"], false);
         assert_eq!(d["origin"], "https://relay.example");
-        assert_eq!(describe(&link, 1_000).map(|d| d["expired"].clone()).ok(), Some(json!(true)));
+        assert_eq!(
+            describe(&link, 1_000).map(|d| d["expired"].clone()).ok(),
+            Some(json!(true))
+        );
         let truncated = link.get(..link.len() - 10).unwrap_or("");
         assert!(describe(truncated, 0).is_err_and(|e| e.code == "invalid_link"));
         assert!(describe("https://relay.example/", 0).is_err_and(|e| e.code == "invalid_link"));

@@ -175,7 +175,9 @@ impl Session {
             let request: links::LinkRequest = serde_json::from_str(&request)
                 .map_err(|e| Failure::input(format!("the link request: {e}")))?;
             let mut s = inner.lock().await;
-            Ok(json(&links::create(&mut s, &vault, request, passcode).await?))
+            Ok(json(
+                &links::create(&mut s, &vault, request, passcode).await?,
+            ))
         })
     }
 
