@@ -51,13 +51,28 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/v1/links/{handle}/log", get(links::log))
         .route_layer(middleware::from_fn_with_state(app.clone(), authenticate));
 
-    let mut router = Router::new()
+    let mut api = Router::new()
         .route(
             "/healthz",
             get(|State(app): State<Arc<AppState>>| async move { app.health.report(false) }),
         )
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/identities", put(identities::publish))
+        .merge(signed)
+        .method_not_allowed_fallback(method_not_allowed);
+    api = match &app.config.web_dir {
+        Some(dir) => api.fallback(web_app(dir)),
+        None => api.fallback(|| async {
+            ApiError::not_found("not_found", "no such route; see /v1/openapi.json")
+        }),
+    };
+    // The API's CORS list (`--allow-origin`) covers the API and the web
+    // app only: the public link routes answer every origin themselves, as
+    // a SMART Health Link's host must for viewers hosted anywhere.
+    if !app.config.allow_origin.is_empty() {
+        api = api.layer(cors(&app.config.allow_origin));
+    }
+    let router = Router::new()
         // SMART Health Links' public side: no account, any origin.
         .route(
             "/v1/shl/{id}",
@@ -69,28 +84,22 @@ pub fn router(app: Arc<AppState>) -> Router {
             "/v1/shl/files/{ticket}",
             get(links::file).options(links::preflight),
         )
-        .merge(signed)
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this route does not accept that method",
-            )
-        });
-    router = match &app.config.web_dir {
-        Some(dir) => router.fallback(web_app(dir)),
-        None => router.fallback(|| async {
-            ApiError::not_found("not_found", "no such route; see /v1/openapi.json")
-        }),
-    };
-    if !app.config.allow_origin.is_empty() {
-        router = router.layer(cors(&app.config.allow_origin));
-    }
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback_service(api.with_state(app.clone()));
     router
         .layer(middleware::from_fn_with_state(app.clone(), timeout))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .layer(GlobalConcurrencyLimitLayer::new(app.config.concurrency))
         .with_state(app)
+}
+
+/// The answer to a method a route does not take.
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
 }
 
 /// Lets the named origins' pages call the API (a web app hosted elsewhere):

@@ -105,8 +105,14 @@ fn manifest_req(id: &str, body: Value) -> Request<Body> {
 
 impl T {
     async fn new() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    async fn with(f: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let relay = Relay::open(Config::for_data_dir(dir.path())).unwrap();
+        let mut config = Config::for_data_dir(dir.path());
+        f(&mut config);
+        let relay = Relay::open(config).unwrap();
         let t = Self {
             router: relay.router(),
             _relay: relay,
@@ -444,6 +450,68 @@ async fn revoked_guessed_and_malformed_requests() {
         .await;
     assert_eq!(a.status, StatusCode::NO_CONTENT);
     assert_eq!(a.headers["access-control-allow-origin"], "*");
+}
+
+/// A relay that lets one web-app origin call its API (`--allow-origin`)
+/// still serves SMART Health Links to viewers on every origin, as the
+/// specification expects of a link's host: the API's CORS list applies to
+/// the API, not to the public link routes.
+#[tokio::test]
+async fn links_answer_every_origin_when_the_api_allows_one() {
+    let t = T::with(|c| c.allow_origin = vec!["https://app.example.org".into()]).await;
+    let key = LinkKey::generate().unwrap();
+    let created = t
+        .create(json!({"files": [file(&key, r#"{"resourceType":"Bundle"}"#)]}))
+        .await
+        .json();
+    let id = created["id"].as_str().unwrap();
+    let from = |method: &str, body: &[u8]| {
+        let mut r = public(
+            method,
+            &format!("/v1/shl/{id}"),
+            Some("application/json"),
+            body,
+        );
+        r.headers_mut().insert(
+            "origin",
+            axum::http::HeaderValue::from_static("https://viewer.elsewhere.example"),
+        );
+        r
+    };
+    let mut pre = from("OPTIONS", b"");
+    pre.headers_mut().insert(
+        "access-control-request-method",
+        axum::http::HeaderValue::from_static("POST"),
+    );
+    pre.headers_mut().insert(
+        "access-control-request-headers",
+        axum::http::HeaderValue::from_static("content-type"),
+    );
+    let a = t.call(pre).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    assert_eq!(a.headers["access-control-allow-origin"], "*");
+    let a = t
+        .call(from("POST", br#"{"recipient":"Elsewhere viewer"}"#))
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{:?}",
+        String::from_utf8_lossy(&a.body)
+    );
+    assert_eq!(a.headers["access-control-allow-origin"], "*");
+    // The API itself still answers only the allowed origin's preflight.
+    let mut api = public("OPTIONS", "/v1/links", None, b"");
+    api.headers_mut().insert(
+        "origin",
+        axum::http::HeaderValue::from_static("https://viewer.elsewhere.example"),
+    );
+    api.headers_mut().insert(
+        "access-control-request-method",
+        axum::http::HeaderValue::from_static("GET"),
+    );
+    let a = t.call(api).await;
+    assert!(a.headers.get("access-control-allow-origin").is_none());
 }
 
 #[tokio::test]
