@@ -395,9 +395,14 @@ async function main() {
   await rtid('viewer-passcode').fill('7341-otter');
   await rtid('viewer-open').click();
   await reader.locator('[data-testid="alerts"] .alert', { hasText: 'no longer active' }).waitFor();
+  // A link cut short (copied in part) is refused before any request.
+  await reader.getByTestId('alert-dismiss').click();
+  await reader.goto(shl.slice(0, -24));
+  await rtid('viewer-refused').waitFor();
+  await reader.locator('[data-testid="alerts"] .alert', { hasText: 'Not a valid health link' }).waitFor();
   await reader.close();
   await noAlerts('after the health links');
-  log(`2b. health links: summary with passcode (${sharedResources} resources) opened with no account after a counted wrong passcode; access record shown; CLI reads it; U link to ${labsCount} labs; revoked link refused`);
+  log(`2b. health links: summary with passcode (${sharedResources} resources) opened with no account after a counted wrong passcode; access record shown; CLI reads it; U link to ${labsCount} labs; revoked and truncated links refused`);
 
   // The PDF record: detail and download.
   await tid('nav-records').click();
