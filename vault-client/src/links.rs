@@ -387,8 +387,9 @@ pub async fn create(
     })
 }
 
-/// One of the caller's links, as the relay lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// One of the caller's links, as the relay lists it (and as `vault link
+/// list --json` and the web app show it, field names unchanged).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct LinkInfo {
     /// The handle (64 hex digits).
     pub handle: String,

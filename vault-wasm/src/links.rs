@@ -133,23 +133,12 @@ pub async fn create(
     }))
 }
 
-/// This identity's links, newest first (JSON list; status `active`,
-/// `expired`, `revoked` or `disabled`).
+/// This identity's links, newest first (JSON list of
+/// [`vault_client::links::LinkInfo`], its field names as the relay's).
 pub async fn list(s: &mut Inner) -> Result<Value> {
     s.publish().await?;
     let all = s.client.links().await?;
-    Ok(Value::Array(
-        all.into_iter()
-            .map(|l| {
-                json!({
-                    "handle": l.handle, "status": l.status, "createdAt": l.created_at,
-                    "expiresAt": l.expires_at, "revokedAt": l.revoked_at, "flag": l.flag,
-                    "files": l.files, "bytes": l.bytes, "accesses": l.accesses,
-                    "failedAttempts": l.failed_attempts, "maxAttempts": l.max_attempts,
-                })
-            })
-            .collect(),
-    ))
+    serde_json::to_value(&all).map_err(|e| Failure::new("internal", e.to_string()))
 }
 
 /// Revokes link `handle`: it answers 404 from then on, its file is deleted

@@ -217,19 +217,19 @@ export interface CreatedLink {
   encryptedBytes: number;
 }
 
-/** One of the patient's links, as the relay lists it. */
+/** One of the patient's links, as the relay lists it (its field names). */
 export interface LinkInfo {
   handle: string;
   status: 'active' | 'expired' | 'revoked' | 'disabled';
-  createdAt: number;
-  expiresAt: number | null;
-  revokedAt: number | null;
+  created_at: number;
+  expires_at: number | null;
+  revoked_at: number | null;
   flag: string | null;
   files: number;
   bytes: number;
   accesses: number;
-  failedAttempts: number;
-  maxAttempts: number;
+  failed_attempts: number;
+  max_attempts: number;
 }
 
 /** One fetch of a link: when, who the requester said it was, and the outcome. */

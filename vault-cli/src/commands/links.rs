@@ -234,17 +234,8 @@ fn list(session: &mut Session) -> Result<()> {
     let all = session.rt.block_on(client.links())?;
     let now = session.now();
     if session.out.json {
-        let v: Vec<Value> = all
-            .iter()
-            .map(|l| {
-                json!({
-                    "handle": l.handle, "status": l.status, "created_at": l.created_at,
-                    "expires_at": l.expires_at, "revoked_at": l.revoked_at, "flag": l.flag,
-                    "files": l.files, "bytes": l.bytes, "accesses": l.accesses,
-                    "failed_attempts": l.failed_attempts, "max_attempts": l.max_attempts,
-                })
-            })
-            .collect();
+        let v = serde_json::to_value(&all)
+            .map_err(|e| CliError::Usage(format!("could not encode the list: {e}")))?;
         return session.out.json(&v);
     }
     if all.is_empty() {
