@@ -128,6 +128,13 @@ impl Relay {
                             tracing::warn!(error = %e, "forgetting expired request nonces failed");
                         }
                     }
+                    // Expired SMART Health Links' files are deleted (the
+                    // link and its access record stay, listed as expired).
+                    match state.meta.retire_links(state.now()).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(retired = n, "deleted the files of expired links"),
+                        Err(e) => tracing::warn!(error = %e, "retiring expired links failed"),
+                    }
                     match state.blobs.sweep_uploads(ABANDONED_UPLOAD).await {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(removed = n, "swept abandoned uploads"),

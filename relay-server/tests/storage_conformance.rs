@@ -127,6 +127,7 @@ suite!(
     link_attempts,
     concurrent_link_attempts,
     link_access_log,
+    link_retirement,
 );
 
 fn sha(b: &[u8]) -> [u8; 32] {

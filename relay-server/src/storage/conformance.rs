@@ -995,6 +995,7 @@ contracts!(
     link_attempts,
     concurrent_link_attempts,
     link_access_log,
+    link_retirement,
 );
 
 // ----- SMART Health Links (storage::links) ---------------------------------
@@ -1131,6 +1132,88 @@ pub async fn links_lifecycle(meta: Meta, _blobs: Blobs) {
         .revoke_link(fp(1), sha(b"nothing"), 1_800)
         .await
         .unwrap());
+}
+
+/// Expired links are retired: files and tickets deleted, the charge given
+/// back, files and bytes 0, the record kept; revoked, unexpired and
+/// never-expiring links are untouched; retiring twice retires nothing; a
+/// retired link leaves the owner's link cap.
+pub async fn link_retirement(meta: Meta, _blobs: Blobs) {
+    let size = |l: &NewLink| l.files.iter().map(|f| f.jwe.len() as u64).sum::<u64>();
+    let expiring = new_link(20, 5, false, Some(2_000));
+    let later = new_link(21, 5, true, Some(9_000));
+    let forever = new_link(22, 5, false, None);
+    let revoked = new_link(23, 6, false, Some(1_500));
+    for l in [&expiring, &later, &forever, &revoked] {
+        assert_eq!(
+            meta.create_link(l.clone(), u64::MAX, 10).await.unwrap(),
+            CreateLinkOutcome::Created
+        );
+    }
+    let t = Ticket {
+        hash: sha(b"retired ticket"),
+        file: 0,
+        expires_at: 5_000,
+    };
+    meta.record_access(
+        expiring.hash,
+        event(1_900, "Dr R", AccessOutcome::Manifest),
+        false,
+        vec![t],
+    )
+    .await
+    .unwrap();
+    assert!(meta.revoke_link(fp(6), revoked.hash, 1_400).await.unwrap());
+    assert_eq!(meta.usage(fp(6)).await.unwrap(), 0);
+    let all = size(&expiring) + size(&later) + size(&forever);
+    assert_eq!(meta.usage(fp(5)).await.unwrap(), all);
+    // Before its expiry, nothing is retired.
+    assert_eq!(meta.retire_links(1_999).await.unwrap(), 0);
+    assert_eq!(meta.link_files(expiring.hash).await.unwrap().len(), 2);
+    // At its expiry, only the expired link, not the revoked one again.
+    assert_eq!(meta.retire_links(2_000).await.unwrap(), 1);
+    let gone = meta.link(expiring.hash).await.unwrap().unwrap();
+    assert_eq!((gone.files, gone.bytes), (0, 0));
+    assert!(gone.revoked_at.is_none());
+    assert!(meta.link_files(expiring.hash).await.unwrap().is_empty());
+    assert_eq!(meta.ticket(t.hash, 2_001).await.unwrap(), None);
+    assert_eq!(
+        meta.usage(fp(5)).await.unwrap(),
+        size(&later) + size(&forever)
+    );
+    assert_eq!(
+        meta.access_log(fp(5), expiring.hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(meta.link_files(later.hash).await.unwrap().len(), 2);
+    assert_eq!(meta.link_files(forever.hash).await.unwrap().len(), 2);
+    assert_eq!(meta.retire_links(2_000).await.unwrap(), 0);
+    // Revoking a retired link gives nothing back twice.
+    assert!(meta.revoke_link(fp(5), expiring.hash, 2_100).await.unwrap());
+    assert_eq!(
+        meta.usage(fp(5)).await.unwrap(),
+        size(&later) + size(&forever)
+    );
+    // Two live links of owner 5 remain: a cap of 3 admits one more.
+    assert_eq!(
+        meta.create_link(new_link(24, 5, false, None), u64::MAX, 3)
+            .await
+            .unwrap(),
+        CreateLinkOutcome::Created
+    );
+    assert_eq!(
+        meta.create_link(new_link(25, 5, false, None), u64::MAX, 3)
+            .await
+            .unwrap(),
+        CreateLinkOutcome::TooMany(3)
+    );
+    // Later, the other expiring link goes too.
+    assert_eq!(meta.retire_links(9_000).await.unwrap(), 1);
+    assert!(meta.link_files(later.hash).await.unwrap().is_empty());
 }
 
 /// Passcode attempts: each reservation counts as failed until a refund;

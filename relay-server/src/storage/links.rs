@@ -188,8 +188,8 @@ pub enum Attempt {
 #[async_trait]
 pub trait LinkStore: Send + Sync + 'static {
     /// Stores a new link and its files, charging their bytes to the owner
-    /// within `quota`, if the owner has fewer than `max_links` links not
-    /// revoked.
+    /// within `quota`, if the owner has fewer than `max_links` links
+    /// neither revoked nor retired ([`LinkStore::retire_links`]).
     async fn create_link(
         &self,
         link: NewLink,
@@ -241,4 +241,13 @@ pub trait LinkStore: Send + Sync + 'static {
         hash: LinkHash,
         now: u64,
     ) -> Result<bool, StorageError>;
+    /// Retires the links whose expiry has passed at `now` and whose files
+    /// are still stored: their files and tickets are deleted, their charge
+    /// given back, and their file count and bytes set to 0; the link (listed
+    /// as expired) and its access record stay. A retired link no longer
+    /// counts towards the owner's link limit. Links disabled by wrong
+    /// passcodes are left to their owner (a right passcode may be in
+    /// flight while the limit is reached). Returns how many were retired;
+    /// a second call at the same time retires none.
+    async fn retire_links(&self, now: u64) -> Result<u64, StorageError>;
 }

@@ -39,7 +39,7 @@ impl LinkStore for MemoryMeta {
                 .links
                 .links
                 .values()
-                .filter(|l| l.owner == link.owner && l.revoked_at.is_none())
+                .filter(|l| l.owner == link.owner && l.revoked_at.is_none() && l.files > 0)
                 .count();
             if live >= max_links {
                 return CreateLinkOutcome::TooMany(max_links);
@@ -185,6 +185,31 @@ impl LinkStore for MemoryMeta {
             m.links.tickets.retain(|_, t| t.0 != hash);
             m.refund(owner.as_bytes(), bytes);
             true
+        }))
+    }
+
+    async fn retire_links(&self, now: u64) -> Result<u64, StorageError> {
+        Ok(self.with(|m| {
+            let gone: Vec<(LinkHash, Fingerprint, u64)> = m
+                .links
+                .links
+                .values_mut()
+                .filter(|l| {
+                    l.revoked_at.is_none() && l.files > 0 && l.expires_at.is_some_and(|e| e <= now)
+                })
+                .map(|l| {
+                    let charged = l.bytes;
+                    l.files = 0;
+                    l.bytes = 0;
+                    (l.hash, l.owner, charged)
+                })
+                .collect();
+            for (hash, owner, bytes) in &gone {
+                m.links.files.remove(hash);
+                m.links.tickets.retain(|_, t| t.0 != *hash);
+                m.refund(owner.as_bytes(), *bytes);
+            }
+            gone.len() as u64
         }))
     }
 }

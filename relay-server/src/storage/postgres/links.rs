@@ -73,7 +73,7 @@ impl LinkStore for PgMeta {
         }
         let live: i64 = rows(
             &tx,
-            "SELECT COUNT(*) FROM shl_links WHERE owner = $1 AND revoked_at IS NULL",
+            "SELECT COUNT(*) FROM shl_links WHERE owner = $1 AND revoked_at IS NULL AND files > 0",
             &[&owner],
         )
         .await?
@@ -342,5 +342,36 @@ impl LinkStore for PgMeta {
         refund(&tx, owner.as_bytes().as_slice(), bytes).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn retire_links(&self, now: u64) -> Result<u64, StorageError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        // Locked in a stable order, so two instances sweeping at once
+        // queue instead of deadlocking; the second finds nothing left.
+        let gone = rows(
+            &tx,
+            "SELECT hash, owner, bytes FROM shl_links
+             WHERE revoked_at IS NULL AND files > 0 AND expires_at IS NOT NULL AND expires_at <= $1
+             ORDER BY hash FOR UPDATE",
+            &[&int(now)?],
+        )
+        .await?;
+        for r in &gone {
+            let hash: &[u8] = r.try_get(0)?;
+            let owner: &[u8] = r.try_get(1)?;
+            let bytes: i64 = r.try_get(2)?;
+            exec(
+                &tx,
+                "UPDATE shl_links SET files = 0, bytes = 0 WHERE hash = $1",
+                &[&hash],
+            )
+            .await?;
+            exec(&tx, "DELETE FROM shl_files WHERE hash = $1", &[&hash]).await?;
+            exec(&tx, "DELETE FROM shl_tickets WHERE hash = $1", &[&hash]).await?;
+            refund(&tx, owner, bytes).await?;
+        }
+        tx.commit().await?;
+        Ok(gone.len() as u64)
     }
 }

@@ -77,6 +77,9 @@ pub(super) enum LinkOp {
         hash: LinkHash,
         now: u64,
     },
+    Retire {
+        now: u64,
+    },
 }
 
 /// A link write's answer.
@@ -85,6 +88,7 @@ pub(super) enum LinkReply {
     Attempt(Attempt),
     Done,
     Revoked(bool),
+    Retired(u64),
 }
 
 fn i(v: u64) -> i64 {
@@ -170,6 +174,7 @@ pub(super) fn apply(conn: &Connection, op: &LinkOp) -> rusqlite::Result<WriteRep
             LinkReply::Done
         }
         LinkOp::Revoke { owner, hash, now } => LinkReply::Revoked(revoke(conn, owner, hash, *now)?),
+        LinkOp::Retire { now } => LinkReply::Retired(retire(conn, *now)?),
     };
     Ok(WriteReply::Links(reply))
 }
@@ -185,7 +190,7 @@ fn create(
     }
     let live: i64 = row(
         conn,
-        "SELECT COUNT(*) FROM shl_links WHERE owner = ?1 AND revoked_at IS NULL",
+        "SELECT COUNT(*) FROM shl_links WHERE owner = ?1 AND revoked_at IS NULL AND files > 0",
         [link.owner.as_bytes().as_slice()],
         |r| r.get(0),
     )?;
@@ -311,6 +316,46 @@ fn revoke(
         params![owner.as_bytes().as_slice(), i(l.bytes)],
     )?;
     Ok(true)
+}
+
+/// Retires expired links (see [`LinkStore::retire_links`]).
+fn retire(conn: &Connection, now: u64) -> rusqlite::Result<u64> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT hash, owner, bytes FROM shl_links
+         WHERE revoked_at IS NULL AND files > 0 AND expires_at IS NOT NULL AND expires_at <= ?1",
+    )?;
+    let gone = stmt
+        .query_map([i(now)], |r| {
+            Ok((
+                array32(r.get(0)?)?,
+                array32(r.get(1)?)?,
+                u(r.get::<_, i64>(2)?),
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (hash, owner, bytes) in &gone {
+        exec(
+            conn,
+            "UPDATE shl_links SET files = 0, bytes = 0 WHERE hash = ?1",
+            [hash.as_slice()],
+        )?;
+        exec(
+            conn,
+            "DELETE FROM shl_files WHERE hash = ?1",
+            [hash.as_slice()],
+        )?;
+        exec(
+            conn,
+            "DELETE FROM shl_tickets WHERE hash = ?1",
+            [hash.as_slice()],
+        )?;
+        exec(
+            conn,
+            "UPDATE usage SET bytes = MAX(bytes - ?2, 0) WHERE account = ?1",
+            params![owner.as_slice(), i(*bytes)],
+        )?;
+    }
+    Ok(gone.len() as u64)
 }
 
 impl SqliteMeta {
@@ -452,6 +497,13 @@ impl LinkStore for SqliteMeta {
     ) -> Result<bool, StorageError> {
         match self.link_write(LinkOp::Revoke { owner, hash, now }).await? {
             LinkReply::Revoked(b) => Ok(b),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn retire_links(&self, now: u64) -> Result<u64, StorageError> {
+        match self.link_write(LinkOp::Retire { now }).await? {
+            LinkReply::Retired(n) => Ok(n),
             _ => Err(unexpected()),
         }
     }
