@@ -2,7 +2,10 @@
 //! bundle): one record of a given size sealed and opened with exactly the
 //! code the app uses (`VaultState::put_record`, `Keyring::open`), so
 //! `web/bench/seal-open.mjs` can time it in the browser and natively, in the
-//! same run on the same machine.
+//! same run on the same machine. Beside them, the raw primitives over the
+//! same bytes: ChaCha20-Poly1305 in 64 KiB chunks (the cipher alone), and
+//! SHA-256 and BLAKE3 over the ciphertext (the content address as it is, and
+//! the candidate of issue 18), to show where the time of a seal goes.
 
 use vault_core::{
     CollectionId, IdentityInfo, Keyring, RecordInfo, RecordMetadata, Role, SecretIdentity,
@@ -97,8 +100,58 @@ impl SealBench {
     }
 }
 
+/// The raw primitives a seal and an open are made of, over a body's bytes.
+impl SealBench {
+    /// ChaCha20-Poly1305 over the body in 64 KiB chunks, in place, with
+    /// per-chunk nonces (what STREAM does, without its framing); returns a
+    /// checksum so the work is not optimised away.
+    pub fn chacha_once(&mut self) -> u8 {
+        use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+        let cipher = chacha20poly1305::ChaCha20Poly1305::new(&[7u8; 32].into());
+        let mut sum = 0u8;
+        for (i, chunk) in self.body.chunks_mut(vault_core::CHUNK_LEN).enumerate() {
+            let mut nonce = [0u8; 12];
+            if let Some(n) = nonce.get_mut(..8) {
+                n.copy_from_slice(&(i as u64).to_be_bytes());
+            }
+            if let Ok(tag) = cipher.encrypt_in_place_detached(&nonce.into(), &[], chunk) {
+                sum ^= tag.first().copied().unwrap_or(0);
+            }
+        }
+        sum
+    }
+
+    /// SHA-256 of the last ciphertext (or of the body before any seal).
+    pub fn sha256_once(&self) -> u8 {
+        use sha2::Digest;
+        let data = self.sealed.as_ref().map_or(self.body.as_slice(), |s| &s.1);
+        sha2::Sha256::digest(data).first().copied().unwrap_or(0)
+    }
+
+    /// BLAKE3 (one thread) of the last ciphertext (or of the body).
+    pub fn blake3_once(&self) -> u8 {
+        let data = self.sealed.as_ref().map_or(self.body.as_slice(), |s| &s.1);
+        blake3::hash(data).as_bytes().first().copied().unwrap_or(0)
+    }
+}
+
 #[wasm_bindgen]
 impl SealBench {
+    /// The cipher alone over the body (see [`SealBench::chacha_once`]).
+    pub fn chacha(&mut self) -> u8 {
+        self.chacha_once()
+    }
+
+    /// SHA-256 of the last ciphertext.
+    pub fn sha256(&self) -> u8 {
+        self.sha256_once()
+    }
+
+    /// BLAKE3 of the last ciphertext.
+    pub fn blake3(&self) -> u8 {
+        self.blake3_once()
+    }
+
     /// A fixture with a `len`-byte body.
     #[wasm_bindgen(constructor)]
     pub fn new(len: usize) -> std::result::Result<SealBench, JsValue> {
