@@ -427,8 +427,10 @@ impl LogEntry {
         })
     }
 
-    /// Verifies the author's signature with `key`.
-    pub(crate) fn verify_signature(&self, author: &PublicIdentity) -> Result<()> {
+    /// Verifies the entry's signature with `author`'s key (the key of the
+    /// identity the entry names as author; [`crate::VaultState`] looks it
+    /// up and calls this when it applies the entry).
+    pub fn verify_signature(&self, author: &PublicIdentity) -> Result<()> {
         let signed_len = self.encoded.len().saturating_sub(64);
         let signed = self.encoded.get(..signed_len).unwrap_or_default();
         primitives::verify(

@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 
 use crate::encoding::{Reader, Writer};
 use crate::error::{Error, Result};
-use crate::identity::{Fingerprint, SecretIdentity};
+use crate::identity::{Fingerprint, PublicIdentity, SecretIdentity};
 use crate::ids::{CollectionId, RecordId, VaultId};
 use crate::keys::{
     CollectionKey, DataKey, DepositPublicKey, DepositSealedKey, KeySeal, RecordContext,
@@ -280,6 +280,18 @@ impl RecordMetadata {
         if let Some(c) = &self.key_commitment {
             w.fixed(c);
         }
+    }
+
+    /// Verifies the metadata's signature with `author`'s key (the key of
+    /// the identity the metadata names as author; [`crate::VaultState`]
+    /// calls this when it applies the record-put carrying it).
+    pub fn verify_signature(&self, author: &PublicIdentity) -> Result<()> {
+        primitives::verify(
+            author.verifying_key(),
+            &self.signed_bytes(),
+            &self.signature,
+            "record metadata",
+        )
     }
 
     pub(crate) fn signed_bytes(&self) -> Vec<u8> {

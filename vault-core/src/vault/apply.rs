@@ -211,12 +211,7 @@ impl VaultState {
                 reason: "record metadata names another author than the entry",
             });
         }
-        crate::primitives::verify(
-            author.verifying_key(),
-            &m.signed_bytes(),
-            &m.signature,
-            "record metadata",
-        )?;
+        m.verify_signature(author)?;
         let coll = self
             .collections
             .get(&m.collection())
