@@ -402,6 +402,18 @@ impl LogEntry {
     /// Parses an entry strictly. The signature is checked by
     /// [`crate::VaultState`], which knows the author's key.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        Self::parse(bytes, <[u8]>::to_vec)
+    }
+
+    /// [`LogEntry::from_bytes`], keeping `bytes` as the entry's encoding
+    /// instead of copying them.
+    pub fn from_vec(bytes: Vec<u8>) -> Result<Self> {
+        let mut entry = Self::parse(&bytes, |_| Vec::new())?;
+        entry.encoded = bytes;
+        Ok(entry)
+    }
+
+    fn parse(bytes: &[u8], keep: impl FnOnce(&[u8]) -> Vec<u8>) -> Result<Self> {
         let mut r = Reader::new(bytes, "log entry");
         r.version(ENTRY_VERSION)?;
         let vault = VaultId::from_bytes(r.array()?);
@@ -423,7 +435,7 @@ impl LogEntry {
             body,
             signature,
             hash: sha256(&[ENTRY_HASH_CONTEXT, bytes]),
-            encoded: bytes.to_vec(),
+            encoded: keep(bytes),
         })
     }
 
@@ -444,6 +456,11 @@ impl LogEntry {
     /// The canonical encoding.
     pub fn to_bytes(&self) -> &[u8] {
         &self.encoded
+    }
+
+    /// The canonical encoding, taken out of the entry.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.encoded
     }
 
     /// The encoding rebuilt from the parsed fields (not the bytes kept from

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use vault_core::{EntryBody, Fingerprint, LogEntry, VaultId, VaultState};
 
 use crate::domain::access::{self, AccessError};
-use crate::domain::vaults::{stored, time_in_window};
+use crate::domain::vaults::{into_stored, time_in_window};
 use crate::domain::Failure;
 use crate::state::{AppState, REBUILD_FREE};
 use crate::storage::{self, AppendBatch, BlobRef, Head};
@@ -233,7 +233,7 @@ async fn commit(
     let batch = AppendBatch {
         vault,
         prev,
-        entries: entries.iter().map(stored).collect(),
+        entries: entries.into_iter().map(into_stored).collect(),
         blob_refs: effects.blob_refs,
         inbox: effects.inbox,
         purged: effects.purged,

@@ -117,7 +117,7 @@ pub async fn append(
         .iter()
         .enumerate()
         .map(|(index, e)| {
-            LogEntry::from_bytes(&b64(e, "an entry")?)
+            LogEntry::from_vec(b64(e, "an entry")?)
                 .map_err(|source| AppendError::InvalidEntry { index, source }.into())
         })
         .collect::<ApiResult<Vec<_>>>()?;

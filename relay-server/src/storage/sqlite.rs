@@ -270,6 +270,10 @@ pub struct SqliteMeta {
 /// Read connections kept (and reads run at once).
 const READERS: usize = 8;
 
+/// Most rows an append's precheck looks up on the calling thread
+/// ([`SqliteMeta::read_short`]); more go to the blocking pool.
+const SHORT_READ_ROWS: usize = 16;
+
 /// Copies the WAL into the database every so often, off the commit path,
 /// so the commit thread does not stall on a checkpoint's fsyncs.
 fn checkpoint_loop(path: std::path::PathBuf, stop: Arc<std::sync::atomic::AtomicBool>) {
@@ -371,6 +375,34 @@ impl SqliteMeta {
         })
         .await
         .map_err(|e| StorageError::new(e.to_string()))??;
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+        Ok(result?)
+    }
+
+    /// A short read (a few point lookups by primary key, their pages in
+    /// SQLite's or the kernel's cache) run on the calling thread with a
+    /// kept read connection, not on the blocking pool: the hop to a
+    /// blocking thread and back (two thread wake-ups) costs an append more
+    /// CPU than the read itself (decision 51). Reads whose size a client
+    /// chooses (logs, pages, blobs) stay on [`SqliteMeta::read`].
+    async fn read_short<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error>,
+    ) -> Result<T, StorageError> {
+        let _permit = self
+            .read_permits
+            .acquire()
+            .await
+            .map_err(|_| StorageError::new("the store is closed"))?;
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => connect(&self.path, true)?,
+        };
+        let result = f(&conn);
         self.readers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -903,7 +935,8 @@ impl MetaStore for SqliteMeta {
         account: Fingerprint,
         hashes: Vec<[u8; 32]>,
     ) -> Result<(u64, Vec<Option<(BlobInfo, bool)>>), StorageError> {
-        self.read(move |c| {
+        let short = hashes.len() <= SHORT_READ_ROWS;
+        let check = move |c: &Connection| {
             let used: u64 = row(
                 c,
                 "SELECT bytes FROM usage WHERE account = ?1",
@@ -917,8 +950,14 @@ impl MetaStore for SqliteMeta {
                 .map(|h| blob_state(c, &vault, h))
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok((used, blobs))
-        })
-        .await
+        };
+        // An append naming a few blobs (almost every append) looks up a
+        // few rows: on this thread. Larger batches go to the blocking pool.
+        if short {
+            self.read_short(check).await
+        } else {
+            self.read(check).await
+        }
     }
 
     async fn blob_with_refs(
