@@ -337,9 +337,7 @@ impl LinkStore for PgMeta {
             &[&h, &int(now)?],
         )
         .await?;
-        exec(&tx, "DELETE FROM shl_files WHERE hash = $1", &[&h]).await?;
-        exec(&tx, "DELETE FROM shl_tickets WHERE hash = $1", &[&h]).await?;
-        refund(&tx, owner.as_bytes().as_slice(), bytes).await?;
+        drop_files(&tx, h, owner.as_bytes().as_slice(), bytes).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -367,11 +365,22 @@ impl LinkStore for PgMeta {
                 &[&hash],
             )
             .await?;
-            exec(&tx, "DELETE FROM shl_files WHERE hash = $1", &[&hash]).await?;
-            exec(&tx, "DELETE FROM shl_tickets WHERE hash = $1", &[&hash]).await?;
-            refund(&tx, owner, bytes).await?;
+            drop_files(&tx, hash, owner, bytes).await?;
         }
         tx.commit().await?;
         Ok(gone.len() as u64)
     }
+}
+
+/// Deletes a link's files and tickets and gives their charge back to its
+/// owner, in the caller's transaction (revoking and retiring a link).
+async fn drop_files<C: deadpool_postgres::GenericClient>(
+    c: &C,
+    hash: &[u8],
+    owner: &[u8],
+    bytes: i64,
+) -> Result<(), StorageError> {
+    exec(c, "DELETE FROM shl_files WHERE hash = $1", &[&hash]).await?;
+    exec(c, "DELETE FROM shl_tickets WHERE hash = $1", &[&hash]).await?;
+    refund(c, owner, bytes).await
 }

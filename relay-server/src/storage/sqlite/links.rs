@@ -300,6 +300,18 @@ fn revoke(
         "UPDATE shl_links SET revoked_at = ?2 WHERE hash = ?1",
         params![hash.as_slice(), i(now)],
     )?;
+    drop_files(conn, hash, owner.as_bytes(), l.bytes)?;
+    Ok(true)
+}
+
+/// Deletes a link's files and tickets and gives their charge back to its
+/// owner (revoking and retiring a link).
+fn drop_files(
+    conn: &Connection,
+    hash: &LinkHash,
+    owner: &[u8; 32],
+    bytes: u64,
+) -> rusqlite::Result<()> {
     exec(
         conn,
         "DELETE FROM shl_files WHERE hash = ?1",
@@ -313,9 +325,9 @@ fn revoke(
     exec(
         conn,
         "UPDATE usage SET bytes = MAX(bytes - ?2, 0) WHERE account = ?1",
-        params![owner.as_bytes().as_slice(), i(l.bytes)],
+        params![owner.as_slice(), i(bytes)],
     )?;
-    Ok(true)
+    Ok(())
 }
 
 /// Retires expired links (see [`LinkStore::retire_links`]).
@@ -339,21 +351,7 @@ fn retire(conn: &Connection, now: u64) -> rusqlite::Result<u64> {
             "UPDATE shl_links SET files = 0, bytes = 0 WHERE hash = ?1",
             [hash.as_slice()],
         )?;
-        exec(
-            conn,
-            "DELETE FROM shl_files WHERE hash = ?1",
-            [hash.as_slice()],
-        )?;
-        exec(
-            conn,
-            "DELETE FROM shl_tickets WHERE hash = ?1",
-            [hash.as_slice()],
-        )?;
-        exec(
-            conn,
-            "UPDATE usage SET bytes = MAX(bytes - ?2, 0) WHERE account = ?1",
-            params![owner.as_slice(), i(*bytes)],
-        )?;
+        drop_files(conn, hash, owner, *bytes)?;
     }
     Ok(gone.len() as u64)
 }
