@@ -65,6 +65,7 @@ pub async fn create_vault<S: Store + ?Sized>(
     client.create_vault(genesis).await?;
     store.append_entries(&vault, std::slice::from_ref(genesis))?;
     let mut state = state;
+    state.set_viewer(client.identity().fingerprint());
     catch_up(store, client, &mut state).await?;
     Ok(state)
 }
@@ -100,6 +101,7 @@ pub async fn join_vault<S: Store + ?Sized>(
         .into());
     }
     let mut state = VaultState::from_genesis(genesis)?;
+    state.set_viewer(client.identity().fingerprint());
     state.expect_owner(owner)?;
     state.check_remote_head(remote.seq)?;
     store.append_entries(vault, std::slice::from_ref(genesis))?;
@@ -135,6 +137,7 @@ pub async fn pull<S: Store + ?Sized>(
         .into());
     }
     let mut state = load(store, vault)?;
+    state.set_viewer(client.identity().fingerprint());
     catch_up(store, client, &mut state).await?;
     Ok(state)
 }
@@ -148,6 +151,7 @@ async fn catch_up<S: Store + ?Sized>(
 ) -> Result<()> {
     let vault = state.vault();
     let mut limit = MAX_LOG_PAGE;
+    let mut reverified = false;
     loop {
         let since = state.head().seq.saturating_add(1);
         let (remote, entries) = match client.fetch_log(&vault, since, limit).await {
@@ -162,7 +166,14 @@ async fn catch_up<S: Store + ?Sized>(
         state.check_remote_head(remote.seq)?;
         let full = entries.len() >= limit as usize;
         if !entries.is_empty() {
-            accept(store, state, &entries)?;
+            match accept(store, state, &entries) {
+                Err(ClientError::Core(vault_core::Error::ViewChanged { .. })) if !reverified => {
+                    reverified = true;
+                    reverify_from_start(store, client, state).await?;
+                    continue;
+                }
+                other => other?,
+            }
         }
         let ours = state.head();
         if ours.seq < remote.seq {
@@ -184,6 +195,48 @@ async fn catch_up<S: Store + ?Sized>(
             return Ok(());
         }
     }
+}
+
+/// The relay now shows whole some entries it showed this device redacted
+/// (a collection or record was shared with the user since,
+/// `docs/format.md` §8.8): fetches the log up to the verified head again,
+/// verifies it from genesis as this user sees it, checks that it is the
+/// history verified before (same head at the same point, so no rollback or
+/// fork slips in), and stores the whole entries in place of the redacted
+/// ones.
+async fn reverify_from_start<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    state: &mut VaultState,
+) -> Result<()> {
+    let vault = state.vault();
+    let verified = state.head();
+    let mut entries: Vec<LogEntry> = Vec::new();
+    let mut limit = MAX_LOG_PAGE;
+    while entries.len() as u64 <= verified.seq {
+        let since = entries.len() as u64;
+        let want = u32::try_from(verified.seq - since + 1).map_or(limit, |n| limit.min(n));
+        let (_, page) = match client.fetch_log(&vault, since, want).await {
+            Err(ClientError::TooLarge { .. }) if limit > 1 => {
+                limit = (limit / 2).max(1);
+                continue;
+            }
+            other => other?,
+        };
+        if page.is_empty() {
+            return Err(vault_core::Error::Rollback {
+                verified: verified.seq,
+                offered: since.saturating_sub(1),
+            }
+            .into());
+        }
+        entries.extend(page.into_iter().filter(|e| e.seq() <= verified.seq));
+    }
+    let fresh = VaultState::verify_log_as(&client.identity().fingerprint(), &entries, None)?;
+    fresh.check_persisted(&verified)?;
+    store.reveal_entries(&vault, &entries)?;
+    *state = fresh;
+    Ok(())
 }
 
 /// Appends entries built on the current state, with compare-and-swap:
@@ -560,6 +613,9 @@ impl<S: Store + ?Sized> Store for StoreRef<'_, S> {
     }
     fn entries(&self, vault: &VaultId, since: u64) -> vault_core::Result<Vec<LogEntry>> {
         self.0.entries(vault, since)
+    }
+    fn reveal_entries(&mut self, vault: &VaultId, entries: &[LogEntry]) -> vault_core::Result<()> {
+        self.0.reveal_entries(vault, entries)
     }
     fn head(&self, vault: &VaultId) -> vault_core::Result<Option<Checkpoint>> {
         self.0.head(vault)

@@ -152,6 +152,23 @@ pub enum Error {
         what: String,
     },
 
+    /// The relay served an entry redacted that concerns a collection this
+    /// reader holds (or, to the owner, any entry redacted).
+    #[error("log entry {seq} (or an earlier entry of the same collection) was withheld: the relay served it redacted, but it concerns a collection or record you hold. The relay is faulty or malicious; report it to its operator")]
+    Withheld {
+        /// The entry's sequence number.
+        seq: u64,
+    },
+
+    /// The relay now shows whole an entry of a collection or record whose
+    /// earlier entries it showed this reader redacted (access was granted
+    /// since): the log must be verified again from the start.
+    #[error("log entry {seq} concerns a collection or record whose earlier entries this device was shown redacted (you were granted access since): verify the vault's log again from the start (`vault sync` does this by itself)")]
+    ViewChanged {
+        /// The entry's sequence number.
+        seq: u64,
+    },
+
     /// The caller has no key or right for the operation.
     #[error("access denied: {0}")]
     AccessDenied(&'static str),
@@ -233,7 +250,8 @@ impl Error {
             Error::Fork { .. } => "fork",
             Error::CheckpointMismatch { .. } => "checkpoint_mismatch",
             Error::StaleVersion { .. } => "stale_version",
-            Error::Missing { .. } => "missing_or_withheld",
+            Error::Missing { .. } | Error::Withheld { .. } => "missing_or_withheld",
+            Error::ViewChanged { .. } => "view_changed",
             Error::AccessDenied(_) => "access_denied",
             Error::Expired { .. } => "expired",
             Error::WrongPassphrase => "wrong_passphrase",

@@ -15,9 +15,20 @@ use crate::keys::WrappedDataKey;
 use crate::primitives::{self, sha256};
 use crate::record::{RecordMetadata, DEPOSIT_METADATA_LEN};
 
-const ENTRY_VERSION: u8 = 1;
+/// Version 1 entries: the payload is signed and hashed as it is, and
+/// every reader sees every entry whole (read only since version 2).
+const ENTRY_VERSION_1: u8 = 1;
+/// Version 2 entries (`docs/format.md` §8.1): the signature and the chain
+/// cover a digest of the payload, so a relay can serve an entry redacted.
+const ENTRY_VERSION_2: u8 = 2;
 const ENTRY_SIGNATURE_CONTEXT: &[u8] = b"vault/v1/log-entry\0";
 const ENTRY_HASH_CONTEXT: &[u8] = b"vault/v1/entry-hash\0";
+const ENTRY_PAYLOAD_CONTEXT: &[u8] = b"vault/v1/entry-payload\0";
+const ENTRY_BODY_CONTEXT: &[u8] = b"vault/v1/entry-body\0";
+const ENTRY_SCOPE_CONTEXT: &[u8] = b"vault/v1/entry-scope\0";
+const FORM_REDACTED: u8 = 0;
+const FORM_FULL: u8 = 1;
+
 const CHECKPOINT_VERSION: u8 = 1;
 const CHECKPOINT_CODE_CONTEXT: &[u8] = b"vault/v1/checkpoint-code\0";
 /// Largest entry payload accepted. The collection limits of
@@ -134,6 +145,10 @@ pub enum EntryBody {
         /// The last version purged (every earlier one is purged too).
         through: u32,
     },
+    /// A version-2 entry served redacted (`docs/format.md` §8.1): its
+    /// author, time, kind and payload are hidden from this reader, who
+    /// checks only its place in the hash chain.
+    Redacted,
 }
 
 impl EntryBody {
@@ -148,6 +163,7 @@ impl EntryBody {
             EntryBody::Rotation(_) => 8,
             EntryBody::RecordGrantRevoked { .. } => 7,
             EntryBody::RecordPurged { .. } => 9,
+            EntryBody::Redacted => 0,
         }
     }
 
@@ -162,6 +178,7 @@ impl EntryBody {
             EntryBody::Rotation(_) => "rotation",
             EntryBody::RecordGrantRevoked { .. } => "record-grant-revoked",
             EntryBody::RecordPurged { .. } => "record-purged",
+            EntryBody::Redacted => "redacted",
         }
     }
 
@@ -218,8 +235,26 @@ impl EntryBody {
             EntryBody::RecordPurged { record, through } => {
                 w.fixed(record.as_bytes()).u32(*through);
             }
+            EntryBody::Redacted => {}
         }
         w.into_vec()
+    }
+
+    /// The collection an entry concerns, when its payload names it
+    /// (record deletions, purges and record-grant withdrawals name only a
+    /// record: the vault state maps it to its collection).
+    pub fn named_collection(&self) -> Option<CollectionId> {
+        match self {
+            EntryBody::CollectionCreated { collection, .. } => Some(*collection),
+            EntryBody::RecordPut { metadata } => Some(metadata.collection()),
+            EntryBody::GrantAdded { grant, .. } => Some(grant.scope().collection()),
+            EntryBody::Rotation(r) => Some(r.collection),
+            EntryBody::Genesis { .. }
+            | EntryBody::RecordDeleted { .. }
+            | EntryBody::RecordGrantRevoked { .. }
+            | EntryBody::RecordPurged { .. }
+            | EntryBody::Redacted => None,
+        }
     }
 
     fn decode(kind: u8, payload: &[u8]) -> Result<Self> {
@@ -331,44 +366,200 @@ fn ascending<T, K: Ord>(items: &[T], key: impl Fn(&T) -> K) -> Result<()> {
     }
 }
 
-/// A signed, hash-chained vault log entry (`docs/format.md` §8).
+/// The scope tag of an entry of version 2 (`docs/format.md` §8.1): all
+/// zero for the genesis entry, which every reader sees; otherwise a hash of
+/// the collection the entry concerns, bound to the vault and the entry's
+/// sequence number. A reader who knows a collection recognises its
+/// entries, even redacted; tags of collections a reader does not know
+/// cannot be linked to each other.
+pub fn scope_tag(vault: &VaultId, seq: u64, collection: Option<&CollectionId>) -> [u8; 32] {
+    match collection {
+        None => [0; 32],
+        Some(c) => sha256(&[
+            ENTRY_SCOPE_CONTEXT,
+            vault.as_bytes(),
+            &seq.to_be_bytes(),
+            c.as_bytes(),
+        ]),
+    }
+}
+
+/// A signed, hash-chained vault log entry (`docs/format.md` §8), whole or
+/// (version 2 only) redacted.
+///
+/// A redacted entry carries only its place in the chain: vault, sequence
+/// number, previous hash, scope tag and the digest of everything else. Its
+/// [`body`](Self::body) is [`EntryBody::Redacted`], its
+/// [`time`](Self::time) 0 and its [`author`](Self::author) all zero; its
+/// [`hash`](Self::hash) is the hash of the whole entry, so the chain and
+/// checkpoints are the same whichever form a reader holds.
 #[derive(Clone, PartialEq, Eq)]
 pub struct LogEntry {
+    version: u8,
     vault: VaultId,
     seq: u64,
     prev: [u8; 32],
+    scope: [u8; 32],
     time: u64,
     author: Fingerprint,
     body: EntryBody,
     signature: [u8; 64],
+    /// Version 2, whole: the digest of the payload (what is signed).
+    payload_digest: [u8; 32],
+    /// Version 2: the digest of time, author, kind, payload digest and
+    /// signature (what a redacted entry carries instead of them).
+    body_digest: [u8; 32],
     encoded: Vec<u8>,
     hash: [u8; 32],
 }
 
-impl LogEntry {
-    fn header(
-        vault: &VaultId,
-        seq: u64,
-        prev: &[u8; 32],
-        time: u64,
-        author: &Fingerprint,
-        kind: u8,
-        payload: &[u8],
-    ) -> Writer {
+/// The fields of an entry before its signature.
+struct Unsigned<'a> {
+    vault: &'a VaultId,
+    seq: u64,
+    prev: &'a [u8; 32],
+    scope: &'a [u8; 32],
+    time: u64,
+    author: &'a Fingerprint,
+    kind: u8,
+}
+
+impl Unsigned<'_> {
+    /// Version 1: the signed body, payload included.
+    fn v1_body(&self, payload: &[u8]) -> Writer {
         let mut w = Writer::new();
-        w.u8(ENTRY_VERSION)
-            .fixed(vault.as_bytes())
-            .u64(seq)
-            .fixed(prev)
-            .u64(time)
-            .fixed(author.as_bytes())
-            .u8(kind)
+        w.u8(ENTRY_VERSION_1)
+            .fixed(self.vault.as_bytes())
+            .u64(self.seq)
+            .fixed(self.prev)
+            .u64(self.time)
+            .fixed(self.author.as_bytes())
+            .u8(self.kind)
             .bytes(payload);
         w
     }
 
-    /// Creates and signs an entry.
+    /// Version 2: the head every reader sees.
+    fn v2_head(&self) -> Writer {
+        let mut w = Writer::new();
+        w.u8(ENTRY_VERSION_2)
+            .fixed(self.vault.as_bytes())
+            .u64(self.seq)
+            .fixed(self.prev)
+            .fixed(self.scope);
+        w
+    }
+
+    /// Version 2: the signed bytes (head, then time, author, kind and the
+    /// payload's digest).
+    fn v2_signed(&self, payload_digest: &[u8; 32]) -> Vec<u8> {
+        let mut w = self.v2_head();
+        w.u64(self.time)
+            .fixed(self.author.as_bytes())
+            .u8(self.kind)
+            .fixed(payload_digest);
+        w.into_vec()
+    }
+
+    /// Version 2: the full encoding.
+    fn v2_full(&self, payload: &[u8], signature: &[u8; 64]) -> Vec<u8> {
+        let mut w = self.v2_head();
+        w.u8(FORM_FULL)
+            .u64(self.time)
+            .fixed(self.author.as_bytes())
+            .u8(self.kind)
+            .bytes(payload)
+            .fixed(signature);
+        w.into_vec()
+    }
+}
+
+fn payload_digest(payload: &[u8]) -> [u8; 32] {
+    sha256(&[ENTRY_PAYLOAD_CONTEXT, payload])
+}
+
+fn body_digest(
+    time: u64,
+    author: &Fingerprint,
+    kind: u8,
+    payload_digest: &[u8; 32],
+    signature: &[u8; 64],
+) -> [u8; 32] {
+    sha256(&[
+        ENTRY_BODY_CONTEXT,
+        &time.to_be_bytes(),
+        author.as_bytes(),
+        &[kind],
+        payload_digest,
+        signature,
+    ])
+}
+
+fn v2_hash(head: &[u8], body_digest: &[u8; 32]) -> [u8; 32] {
+    sha256(&[ENTRY_HASH_CONTEXT, head, body_digest])
+}
+
+/// Length of a version-2 head: version, vault, seq, prev, scope.
+const V2_HEAD_LEN: usize = 1 + 16 + 8 + 32 + 32;
+
+impl LogEntry {
+    /// Creates and signs a version-2 entry. `collection` is the collection
+    /// the entry concerns (`None` only for the genesis entry); it sets the
+    /// scope tag ([`scope_tag`]).
     pub(crate) fn sign(
+        author: &SecretIdentity,
+        vault: VaultId,
+        seq: u64,
+        prev: [u8; 32],
+        time: u64,
+        body: EntryBody,
+        collection: Option<&CollectionId>,
+    ) -> Result<Self> {
+        if matches!(body, EntryBody::Redacted) {
+            return Err(Error::InvalidInput("a redacted entry cannot be signed"));
+        }
+        let payload = body.encode();
+        if payload.len() > MAX_PAYLOAD_LEN {
+            return Err(Error::InvalidInput("log entry too large"));
+        }
+        let fp = author.fingerprint();
+        let scope = scope_tag(&vault, seq, collection);
+        let kind = body.kind();
+        let fields = Unsigned {
+            vault: &vault,
+            seq,
+            prev: &prev,
+            scope: &scope,
+            time,
+            author: &fp,
+            kind,
+        };
+        let pd = payload_digest(&payload);
+        let signature = author.sign(&[ENTRY_SIGNATURE_CONTEXT, &fields.v2_signed(&pd)].concat());
+        let bd = body_digest(time, &fp, kind, &pd, &signature);
+        let hash = v2_hash(fields.v2_head().as_slice(), &bd);
+        let encoded = fields.v2_full(&payload, &signature);
+        Ok(Self {
+            version: ENTRY_VERSION_2,
+            vault,
+            seq,
+            prev,
+            scope,
+            time,
+            author: fp,
+            body,
+            signature,
+            payload_digest: pd,
+            body_digest: bd,
+            encoded,
+            hash,
+        })
+    }
+
+    /// Creates and signs a version-1 entry (read only since version 2:
+    /// for tests of what older clients wrote).
+    #[doc(hidden)]
+    pub fn sign_v1_for_tests(
         author: &SecretIdentity,
         vault: VaultId,
         seq: u64,
@@ -377,30 +568,24 @@ impl LogEntry {
         body: EntryBody,
     ) -> Result<Self> {
         let payload = body.encode();
-        if payload.len() > MAX_PAYLOAD_LEN {
-            return Err(Error::InvalidInput("log entry too large"));
-        }
         let fp = author.fingerprint();
-        let head = Self::header(&vault, seq, &prev, time, &fp, body.kind(), &payload);
-        let signature = author.sign(&[ENTRY_SIGNATURE_CONTEXT, head.as_slice()].concat());
-        let mut encoded = head.into_vec();
-        encoded.extend_from_slice(&signature);
-        let hash = sha256(&[ENTRY_HASH_CONTEXT, &encoded]);
-        Ok(Self {
-            vault,
+        let fields = Unsigned {
+            vault: &vault,
             seq,
-            prev,
+            prev: &prev,
+            scope: &[0; 32],
             time,
-            author: fp,
-            body,
-            signature,
-            encoded,
-            hash,
-        })
+            author: &fp,
+            kind: body.kind(),
+        };
+        let mut encoded = fields.v1_body(&payload).into_vec();
+        let signature = author.sign(&[ENTRY_SIGNATURE_CONTEXT, &encoded].concat());
+        encoded.extend_from_slice(&signature);
+        Self::from_vec(encoded)
     }
 
-    /// Parses an entry strictly. The signature is checked by
-    /// [`crate::VaultState`], which knows the author's key.
+    /// Parses an entry strictly, whole or redacted. The signature is
+    /// checked by [`crate::VaultState`], which knows the author's key.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         Self::parse(bytes, <[u8]>::to_vec)
     }
@@ -414,8 +599,15 @@ impl LogEntry {
     }
 
     fn parse(bytes: &[u8], keep: impl FnOnce(&[u8]) -> Vec<u8>) -> Result<Self> {
+        match bytes.first() {
+            Some(&ENTRY_VERSION_2) => Self::parse_v2(bytes, keep),
+            _ => Self::parse_v1(bytes, keep),
+        }
+    }
+
+    fn parse_v1(bytes: &[u8], keep: impl FnOnce(&[u8]) -> Vec<u8>) -> Result<Self> {
         let mut r = Reader::new(bytes, "log entry");
-        r.version(ENTRY_VERSION)?;
+        r.version(ENTRY_VERSION_1)?;
         let vault = VaultId::from_bytes(r.array()?);
         let seq = r.u64()?;
         let prev = r.array()?;
@@ -427,33 +619,118 @@ impl LogEntry {
         r.finish()?;
         let body = EntryBody::decode(kind, payload)?;
         Ok(Self {
+            version: ENTRY_VERSION_1,
             vault,
             seq,
             prev,
+            scope: [0; 32],
             time,
             author,
             body,
             signature,
+            payload_digest: [0; 32],
+            body_digest: [0; 32],
             hash: sha256(&[ENTRY_HASH_CONTEXT, bytes]),
             encoded: keep(bytes),
         })
     }
 
+    fn parse_v2(bytes: &[u8], keep: impl FnOnce(&[u8]) -> Vec<u8>) -> Result<Self> {
+        let mut r = Reader::new(bytes, "log entry");
+        r.version(ENTRY_VERSION_2)?;
+        let vault = VaultId::from_bytes(r.array()?);
+        let seq = r.u64()?;
+        let prev = r.array()?;
+        let scope = r.array()?;
+        let head = bytes.get(..V2_HEAD_LEN).unwrap_or_default();
+        match r.u8()? {
+            FORM_REDACTED => {
+                let bd = r.array()?;
+                r.finish()?;
+                Ok(Self {
+                    version: ENTRY_VERSION_2,
+                    vault,
+                    seq,
+                    prev,
+                    scope,
+                    time: 0,
+                    author: Fingerprint::from_bytes([0; 32]),
+                    body: EntryBody::Redacted,
+                    signature: [0; 64],
+                    payload_digest: [0; 32],
+                    body_digest: bd,
+                    hash: v2_hash(head, &bd),
+                    encoded: keep(bytes),
+                })
+            }
+            FORM_FULL => {
+                let time = r.u64()?;
+                let author = Fingerprint::from_bytes(r.array()?);
+                let kind = r.u8()?;
+                let payload = r.bytes(MAX_PAYLOAD_LEN)?;
+                let signature = r.array()?;
+                r.finish()?;
+                let body = EntryBody::decode(kind, payload)?;
+                let pd = payload_digest(payload);
+                let bd = body_digest(time, &author, kind, &pd, &signature);
+                Ok(Self {
+                    version: ENTRY_VERSION_2,
+                    vault,
+                    seq,
+                    prev,
+                    scope,
+                    time,
+                    author,
+                    body,
+                    signature,
+                    payload_digest: pd,
+                    body_digest: bd,
+                    hash: v2_hash(head, &bd),
+                    encoded: keep(bytes),
+                })
+            }
+            _ => Err(r.malformed("unknown entry form")),
+        }
+    }
+
+    fn unsigned(&self) -> Unsigned<'_> {
+        Unsigned {
+            vault: &self.vault,
+            seq: self.seq,
+            prev: &self.prev,
+            scope: &self.scope,
+            time: self.time,
+            author: &self.author,
+            kind: self.body.kind(),
+        }
+    }
+
     /// Verifies the entry's signature with `author`'s key (the key of the
     /// identity the entry names as author; [`crate::VaultState`] looks it
-    /// up and calls this when it applies the entry).
+    /// up and calls this when it applies the entry). A redacted entry has
+    /// no signature to check ([`Error::BadSignature`]).
     pub fn verify_signature(&self, author: &PublicIdentity) -> Result<()> {
-        let signed_len = self.encoded.len().saturating_sub(64);
-        let signed = self.encoded.get(..signed_len).unwrap_or_default();
+        let signed = match (self.version, &self.body) {
+            (_, EntryBody::Redacted) => {
+                return Err(Error::BadSignature {
+                    what: "log entry (redacted)",
+                })
+            }
+            (ENTRY_VERSION_1, _) => {
+                let signed_len = self.encoded.len().saturating_sub(64);
+                self.encoded.get(..signed_len).unwrap_or_default().to_vec()
+            }
+            _ => self.unsigned().v2_signed(&self.payload_digest),
+        };
         primitives::verify(
             author.verifying_key(),
-            &[ENTRY_SIGNATURE_CONTEXT, signed].concat(),
+            &[ENTRY_SIGNATURE_CONTEXT, &signed].concat(),
             &self.signature,
             "log entry",
         )
     }
 
-    /// The canonical encoding.
+    /// The canonical encoding (whole, or redacted for a redacted entry).
     pub fn to_bytes(&self) -> &[u8] {
         &self.encoded
     }
@@ -463,22 +740,52 @@ impl LogEntry {
         self.encoded
     }
 
+    /// The redacted encoding of a version-2 entry (`docs/format.md` §8.1):
+    /// what a relay serves a reader the entry does not concern. `None` for
+    /// a version-1 entry, which cannot be redacted.
+    pub fn redacted_bytes(&self) -> Option<Vec<u8>> {
+        if self.version != ENTRY_VERSION_2 {
+            return None;
+        }
+        let mut w = self.unsigned().v2_head();
+        w.u8(FORM_REDACTED).fixed(&self.body_digest);
+        Some(w.into_vec())
+    }
+
+    /// The redacted form of this entry ([`Self::redacted_bytes`]).
+    pub fn redacted(&self) -> Option<Self> {
+        Self::from_vec(self.redacted_bytes()?).ok()
+    }
+
+    /// Whether this is a redacted entry.
+    pub fn is_redacted(&self) -> bool {
+        matches!(self.body, EntryBody::Redacted)
+    }
+
+    /// The entry's format version (1 or 2).
+    pub fn version(&self) -> u8 {
+        self.version
+    }
+
+    /// The scope tag (version 2; all zero for version 1 and for genesis).
+    pub fn scope(&self) -> &[u8; 32] {
+        &self.scope
+    }
+
     /// The encoding rebuilt from the parsed fields (not the bytes kept from
     /// parsing): tests check that only canonical bytes parse.
     #[cfg(test)]
     pub(crate) fn reencode(&self) -> Vec<u8> {
         let payload = self.body.encode();
-        let mut w = Self::header(
-            &self.vault,
-            self.seq,
-            &self.prev,
-            self.time,
-            &self.author,
-            self.body.kind(),
-            &payload,
-        );
-        w.fixed(&self.signature);
-        w.into_vec()
+        match (self.version, &self.body) {
+            (_, EntryBody::Redacted) => self.redacted_bytes().unwrap_or_default(),
+            (ENTRY_VERSION_1, _) => {
+                let mut w = self.unsigned().v1_body(&payload);
+                w.fixed(&self.signature);
+                w.into_vec()
+            }
+            _ => self.unsigned().v2_full(&payload, &self.signature),
+        }
     }
     /// SHA-256 entry hash (what the next entry's `prev` names).
     pub fn hash(&self) -> &[u8; 32] {
@@ -496,11 +803,12 @@ impl LogEntry {
     pub fn prev(&self) -> &[u8; 32] {
         &self.prev
     }
-    /// Author-claimed time, seconds since the Unix epoch.
+    /// Author-claimed time, seconds since the Unix epoch (0 for a redacted
+    /// entry).
     pub fn time(&self) -> u64 {
         self.time
     }
-    /// The author's fingerprint.
+    /// The author's fingerprint (all zero for a redacted entry).
     pub fn author(&self) -> Fingerprint {
         self.author
     }

@@ -240,7 +240,8 @@ mod tests {
             .pin("owner", &me.fingerprint())
             .unwrap_or_else(|e| unreachable!("{e}"));
         let bytes = snapshot::save(&store).unwrap_or_default();
-        let back = snapshot::restore(&bytes).unwrap_or_else(|e| unreachable!("{e}"));
+        let back =
+            snapshot::restore(&bytes, &me.fingerprint()).unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(back.head(&state.vault()).ok().flatten(), Some(state.head()));
         assert_eq!(back.pinned("owner").ok().flatten(), Some(me.fingerprint()));
         // One flipped byte inside a signed entry is refused, not loaded.
@@ -250,9 +251,12 @@ mod tests {
         if let Some(b) = damaged.get_mut(at) {
             *b = if *b == b'0' { b'1' } else { b'0' };
         }
-        assert!(snapshot::restore(&damaged).is_err_and(|e| e.code == "local_state"));
-        assert!(snapshot::restore(b"{}").is_err_and(|e| e.code == "local_state"));
-        assert!(snapshot::restore(b"not json").is_err_and(|e| e.code == "local_state"));
+        assert!(
+            snapshot::restore(&damaged, &me.fingerprint()).is_err_and(|e| e.code == "local_state")
+        );
+        assert!(snapshot::restore(b"{}", &me.fingerprint()).is_err_and(|e| e.code == "local_state"));
+        assert!(snapshot::restore(b"not json", &me.fingerprint())
+            .is_err_and(|e| e.code == "local_state"));
     }
 
     #[test]

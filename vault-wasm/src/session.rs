@@ -54,7 +54,9 @@ impl Session {
                     client = client.with_invite(token)?;
                 }
                 let store = match &snapshot {
-                    Some(bytes) if !bytes.is_empty() => snapshot::restore(bytes)?,
+                    Some(bytes) if !bytes.is_empty() => {
+                        snapshot::restore(bytes, &secret.fingerprint())?
+                    }
                     _ => MemoryStore::new(),
                 };
                 Ok(Session {

@@ -185,7 +185,12 @@ impl Vaults {
 
     /// A page of `vault`'s log for a member: entries from `since` (default
     /// 0), at most `limit` (default and at most [`MAX_PAGE`]; at least 1)
-    /// and about [`MAX_PAGE_BYTES`] (always at least one entry if any).
+    /// and about [`MAX_PAGE_BYTES`] (always at least one entry if any),
+    /// up to the head of the relay's verified state. Each entry is served
+    /// whole or redacted, as [`VaultState::shows_in_full`] decides for
+    /// `who` (`docs/format.md` §8.8): a member reads what concerns the
+    /// collections and records they hold, and only the place in the chain
+    /// of everything else.
     pub async fn read_log(
         &self,
         vault: VaultId,
@@ -193,16 +198,29 @@ impl Vaults {
         since: Option<u64>,
         limit: Option<u64>,
     ) -> Result<LogPage, VaultError> {
-        access::member_access(&self.app, vault, who).await?;
+        let guard = self.app.read_state(vault).await?;
+        let state = guard.as_ref().ok_or(AccessError::NotMember)?;
+        access::member(state, who, self.app.now())?;
+        let checkpoint = state.head();
+        let head = Head {
+            seq: checkpoint.seq,
+            hash: checkpoint.head,
+        };
         let limit = limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
         let since = since.unwrap_or(0);
-        let head = self.stored_head(vault).await?;
-        let mut entries = self
-            .app
-            .meta
-            .entries(vault, since, limit)
-            .await
-            .map_err(|e| Failure::storage("reading a log", e))?;
+        let limit = limit.min(head.seq.saturating_add(1).saturating_sub(since));
+        let mut entries = if limit == 0 {
+            Vec::new()
+        } else {
+            self.app
+                .meta
+                .entries(vault, since, limit)
+                .await
+                .map_err(|e| Failure::storage("reading a log", e))?
+        };
+        for bytes in &mut entries {
+            redact_for(state, who, bytes)?;
+        }
         entries.truncate(page_len(&entries, MAX_PAGE_BYTES));
         Ok(LogPage { head, entries })
     }
@@ -217,6 +235,27 @@ impl Vaults {
             .map_err(|e| Failure::storage("reading a head", e))?
             .ok_or(VaultError::Access(AccessError::VaultNotFound))
     }
+}
+
+/// Replaces a stored entry's encoding with its redacted form if `state`
+/// does not show it whole to `who`. Version-1 entries (first byte 1) are
+/// always whole and are not parsed.
+fn redact_for(
+    state: &VaultState,
+    who: &Fingerprint,
+    bytes: &mut Vec<u8>,
+) -> Result<(), VaultError> {
+    if bytes.first() == Some(&1) || state.owner().fingerprint() == *who {
+        return Ok(());
+    }
+    let entry = LogEntry::from_bytes(bytes)
+        .map_err(|e| Failure::internal("a stored log entry does not parse", e))?;
+    if !state.shows_in_full(&entry, who) {
+        if let Some(redacted) = entry.redacted_bytes() {
+            *bytes = redacted;
+        }
+    }
+    Ok(())
 }
 
 /// How many of `entries` make the longest prefix within `max_bytes`, and
@@ -324,6 +363,53 @@ mod service_tests {
             .await
             .unwrap_err();
         assert!(matches!(err, VaultError::CreationLimited(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_member_reads_other_collections_redacted_and_verifies_the_chain() {
+        let mut w = World::new().await;
+        let alice = ident(2, "Dr Alice", w.now);
+        let carol = ident(3, "Dr Carol, Psychiatry", w.now);
+        w.share(&alice, Permission::Read).await;
+        let (psych, e) = w
+            .state
+            .create_collection(&w.patient, "psychiatry", w.now)
+            .unwrap();
+        w.append(&w.patient.clone(), vec![e]).await.unwrap();
+        let mut kr = vault_core::Keyring::new(&w.patient, w.now);
+        let e = w
+            .state
+            .share_collection(&mut kr, &psych, carol.public(), Permission::Read, None)
+            .unwrap();
+        w.append(&w.patient.clone(), vec![e]).await.unwrap();
+        let vaults = Vaults::new(w.app.clone());
+        let page = vaults
+            .read_log(w.vault(), &alice.fingerprint(), None, None)
+            .await
+            .unwrap();
+        let entries: Vec<LogEntry> = page
+            .entries
+            .iter()
+            .map(|b| LogEntry::from_bytes(b).unwrap())
+            .collect();
+        // Psychiatry's creation and Carol's grant: redacted, and nothing of
+        // Carol's identity in the bytes Alice receives.
+        assert_eq!(entries.iter().filter(|e| e.is_redacted()).count(), 2);
+        for bytes in &page.entries {
+            assert!(!bytes.windows(5).any(|w| w == b"Carol"));
+        }
+        let theirs = VaultState::verify_log_as(&alice.fingerprint(), &entries, None).unwrap();
+        assert_eq!(theirs.head(), w.state.head());
+        assert_eq!(theirs.collections().len(), 1);
+        // The owner reads every entry whole.
+        let page = vaults
+            .read_log(w.vault(), &w.patient.fingerprint(), None, None)
+            .await
+            .unwrap();
+        assert!(page
+            .entries
+            .iter()
+            .all(|b| !LogEntry::from_bytes(b).unwrap().is_redacted()));
     }
 
     #[tokio::test]

@@ -36,6 +36,25 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn reveal_entries(&mut self, vault: &VaultId, entries: &[LogEntry]) -> Result<()> {
+        let log = self.logs.get_mut(vault).ok_or(Error::Missing {
+            what: format!("vault {vault} in the local store"),
+        })?;
+        let mut next = log.clone();
+        for e in entries {
+            let slot = usize::try_from(e.seq())
+                .ok()
+                .and_then(|i| next.get_mut(i))
+                .filter(|s| s.hash() == e.hash())
+                .ok_or(Error::Store(
+                    "a revealed entry is not one of the stored entries".into(),
+                ))?;
+            *slot = e.clone();
+        }
+        *log = next;
+        Ok(())
+    }
+
     fn entries(&self, vault: &VaultId, since: u64) -> Result<Vec<LogEntry>> {
         Ok(self
             .logs

@@ -36,6 +36,12 @@ pub trait Store {
     /// entry must follow the stored head (or be genesis for a new vault).
     fn append_entries(&mut self, vault: &VaultId, entries: &[LogEntry]) -> Result<()>;
 
+    /// Replaces stored entries by other forms of the same entries: each of
+    /// `entries` must have the sequence number and the hash of a stored
+    /// entry, and replaces it (a whole entry for one a relay served
+    /// redacted before, `docs/format.md` §8.8). The head does not move.
+    fn reveal_entries(&mut self, vault: &VaultId, entries: &[LogEntry]) -> Result<()>;
+
     /// The stored entries of a vault with sequence numbers `>= since`, in
     /// order.
     fn entries(&self, vault: &VaultId, since: u64) -> Result<Vec<LogEntry>>;

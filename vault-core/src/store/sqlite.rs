@@ -131,6 +131,35 @@ impl Store for SqliteStore {
         tx.commit().map_err(db_err)
     }
 
+    fn reveal_entries(&mut self, vault: &VaultId, entries: &[LogEntry]) -> Result<()> {
+        let tx = self.conn.transaction().map_err(db_err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE entries SET bytes = ?4 WHERE vault = ?1 AND seq = ?2 AND hash = ?3",
+                )
+                .map_err(db_err)?;
+            for e in entries {
+                let seq = i64::try_from(e.seq())
+                    .map_err(|_| Error::Store("sequence number too large".into()))?;
+                let changed = stmt
+                    .execute(params![
+                        vault.as_bytes().as_slice(),
+                        seq,
+                        e.hash().as_slice(),
+                        e.to_bytes()
+                    ])
+                    .map_err(db_err)?;
+                if changed != 1 {
+                    return Err(Error::Store(
+                        "a revealed entry is not one of the stored entries".into(),
+                    ));
+                }
+            }
+        }
+        tx.commit().map_err(db_err)
+    }
+
     fn entries(&self, vault: &VaultId, since: u64) -> Result<Vec<LogEntry>> {
         let since = i64::try_from(since).unwrap_or(i64::MAX);
         let mut stmt = self

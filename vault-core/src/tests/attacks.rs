@@ -18,10 +18,10 @@ use crate::record::{self, KeySource, RecordMetadata, VerifiedRecord};
 use crate::store::{self, MemoryStore, Store};
 use crate::{Grant, Keyring, Permission, VaultState};
 
-/// Offset of the author fingerprint in an encoded log entry (version,
-/// vault, sequence number, previous hash, time, author: `docs/format.md`
-/// §8).
-const ENTRY_AUTHOR_AT: usize = 1 + 16 + 8 + 32 + 8;
+/// Offset of the author fingerprint in an encoded version-2 log entry
+/// (version, vault, sequence number, previous hash, scope, form, time,
+/// author: `docs/format.md` §8.1).
+const ENTRY_AUTHOR_AT: usize = 1 + 16 + 8 + 32 + 32 + 1 + 8;
 /// Offset of the payload's length (after the author and the kind byte).
 const ENTRY_PAYLOAD_AT: usize = ENTRY_AUTHOR_AT + 32 + 1;
 
@@ -584,6 +584,7 @@ fn reordered_log_is_refused() {
             record: a.record(),
             version: 2,
         },
+        Some(&a.collection()),
     )
     .unwrap();
     assert!(matches!(f.refuse(&e), Error::ChainBroken { seq } if seq == head.seq + 1));
@@ -957,6 +958,7 @@ fn vault_owner_differs_from_the_pinned_one() {
         EntryBody::Genesis {
             owner: impostor.public().clone(),
         },
+        None,
     )
     .unwrap();
     let swapped = VaultState::from_genesis(&genesis).unwrap();

@@ -215,6 +215,7 @@ impl Fixture {
     /// [`Fixture::forge`] with an author-claimed time.
     pub fn forge_at(&self, author: &SecretIdentity, time: u64, body: EntryBody) -> LogEntry {
         let head = self.state.head();
+        let collection = self.state.entry_collection(&body);
         LogEntry::sign(
             author,
             self.state.vault(),
@@ -222,6 +223,7 @@ impl Fixture {
             head.head,
             time,
             body,
+            collection.as_ref(),
         )
         .unwrap()
     }

@@ -7,4 +7,5 @@ mod deposits;
 mod fixture;
 mod flow;
 mod properties;
+mod redaction;
 mod review;

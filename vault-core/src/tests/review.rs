@@ -122,7 +122,7 @@ fn a_kind_8_rotation_must_drop_something() {
     // A plain rotation is kind 6, byte for byte as before; relabelled kind
     // 8 it lacks the dropped list; with an empty list it is refused.
     let mut bytes = e.to_bytes().to_vec();
-    let kind_at = 1 + 16 + 8 + 32 + 8 + 32;
+    let kind_at = 1 + 16 + 8 + 32 + 32 + 1 + 8 + 32;
     assert_eq!(bytes[kind_at], 6);
     bytes[kind_at] = 8;
     assert!(LogEntry::from_bytes(&bytes).is_err());

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::grant::{Grant, GrantScope, Permission, VerifiedGrant};
 use crate::identity::{Fingerprint, PublicIdentity};
 use crate::ids::{CollectionId, RecordId};
-use crate::log::{Checkpoint, EntryBody, LogEntry, Rotation};
+use crate::log::{scope_tag, Checkpoint, EntryBody, LogEntry, Rotation};
 use crate::record::RecordMetadata;
 
 use super::*;
@@ -46,7 +46,20 @@ impl VaultState {
             collections: BTreeMap::new(),
             records: HashMap::new(),
             record_grants: HashMap::new(),
+            viewer: None,
+            entry_version: entry.version(),
+            foreign: HashMap::new(),
         })
+    }
+
+    /// Sets whose view of the log this state is (`docs/format.md` §8.8):
+    /// from now on, entries shown redacted are accepted where this reader
+    /// may be shown them redacted, and refused as withheld
+    /// ([`Error::Withheld`]) where they concern a collection the reader
+    /// holds (any entry, for the owner). A state without a viewer (a
+    /// relay's) refuses every redacted entry.
+    pub fn set_viewer(&mut self, viewer: Fingerprint) {
+        self.viewer = Some(viewer);
     }
 
     /// Verifies a whole log from genesis.
@@ -70,6 +83,39 @@ impl VaultState {
         for entry in it {
             let trusted_prefix = trusted.is_some_and(|t| entry.seq() <= t.seq);
             state.apply_inner(entry, !trusted_prefix)?;
+        }
+        if let Some(t) = trusted {
+            state.check_persisted(t)?;
+        }
+        Ok(state)
+    }
+
+    /// [`Self::verify_log_from`] as `viewer` sees the log
+    /// ([`Self::set_viewer`]): entries after `trusted` that are redacted
+    /// must be ones this reader may be shown redacted.
+    pub fn verify_log_as<'a>(
+        viewer: &Fingerprint,
+        entries: impl IntoIterator<Item = &'a LogEntry>,
+        trusted: Option<&Checkpoint>,
+    ) -> Result<Self> {
+        let mut it = entries.into_iter();
+        let genesis = it.next().ok_or(Error::Missing {
+            what: "the vault log (no genesis entry)".into(),
+        })?;
+        let mut state = Self::from_genesis(genesis)?;
+        state.set_viewer(*viewer);
+        for entry in it {
+            let trusted_prefix = trusted.is_some_and(|t| entry.seq() <= t.seq);
+            match state.apply_inner(entry, !trusted_prefix) {
+                // Served at once from genesis, a collection's entries are
+                // whole up to the point the reader left it and redacted
+                // after, never redacted and then whole again: an entry
+                // shown redacted before this one was withheld.
+                Err(Error::ViewChanged { seq }) if trusted.is_none() => {
+                    return Err(Error::Withheld { seq })
+                }
+                other => other?,
+            }
         }
         if let Some(t) = trusted {
             state.check_persisted(t)?;
@@ -114,11 +160,29 @@ impl VaultState {
         if Some(entry.prev()) != self.hashes.last() {
             return Err(Error::ChainBroken { seq });
         }
+        if entry.version() < self.entry_version {
+            return Err(Error::InvalidEntry {
+                seq,
+                reason: "a version-1 entry after a version-2 entry",
+            });
+        }
+        if entry.is_redacted() {
+            self.apply_redacted(entry, check_signature)?;
+            self.hashes.push(*entry.hash());
+            self.entry_version = entry.version();
+            return Ok(());
+        }
         if entry.time() < self.last_time {
             return Err(Error::InvalidEntry {
                 seq,
                 reason: "its time is before the previous entry's",
             });
+        }
+        if entry.version() >= 2 && self.apply_outside(entry, check_signature)? {
+            self.hashes.push(*entry.hash());
+            self.last_time = entry.time();
+            self.entry_version = entry.version();
+            return Ok(());
         }
         let author = self
             .identities
@@ -131,6 +195,9 @@ impl VaultState {
             .clone();
         if check_signature {
             entry.verify_signature(&author)?;
+        }
+        if entry.version() >= 2 {
+            self.check_scope(entry)?;
         }
         let is_owner = author.fingerprint() == self.owner.fingerprint();
         let ctx = Applying {
@@ -161,11 +228,182 @@ impl VaultState {
             EntryBody::RecordGrantRevoked { record, member } => {
                 self.apply_record_grant_revoked(&ctx, record, member)
             }
+            EntryBody::Redacted => Err(ctx.invalid("a redacted entry")),
         }?;
 
         self.hashes.push(*entry.hash());
         self.last_time = entry.time();
+        self.entry_version = entry.version();
         Ok(())
+    }
+
+    /// A redacted entry (`docs/format.md` §8.8): it takes its place in the
+    /// chain and changes nothing, if this reader may be shown it redacted.
+    fn apply_redacted(&mut self, entry: &LogEntry, check: bool) -> Result<()> {
+        let seq = entry.seq();
+        let withheld = Error::Withheld { seq };
+        if *entry.scope() == [0; 32] {
+            return Err(withheld);
+        }
+        let owner = self.owner.fingerprint();
+        let viewer = match self.viewer {
+            Some(v) => Some(v),
+            // Replaying a log this device verified before: the checks ran
+            // when the entry arrived.
+            None if !check => None,
+            None => {
+                return Err(Error::InvalidEntry {
+                    seq,
+                    reason: "a redacted entry where the whole entry is needed",
+                })
+            }
+        };
+        if check && viewer == Some(owner) {
+            return Err(withheld);
+        }
+        let vault = self.vault;
+        let concerned = self
+            .collections
+            .iter_mut()
+            .find(|(id, _)| scope_tag(&vault, seq, Some(id)) == *entry.scope());
+        if let Some((_, coll)) = concerned {
+            if check && viewer.is_some_and(|v| coll.grants.contains_key(&v)) {
+                return Err(withheld);
+            }
+            coll.hidden_since.get_or_insert(seq);
+        }
+        Ok(())
+    }
+
+    /// The collection an entry concerns (`None` for genesis, or for an
+    /// entry naming a record this state does not know).
+    pub(crate) fn entry_collection(&self, body: &EntryBody) -> Option<CollectionId> {
+        if let Some(c) = body.named_collection() {
+            return Some(c);
+        }
+        let record = match body {
+            EntryBody::RecordDeleted { record, .. } | EntryBody::RecordPurged { record, .. } => {
+                record
+            }
+            EntryBody::RecordGrantRevoked { record, member } => {
+                if let Some(g) = self.record_grants.get(&(*record, *member)) {
+                    return Some(g.scope().collection());
+                }
+                record
+            }
+            _ => return None,
+        };
+        self.records
+            .get(record)
+            .map(|rs| rs.collection)
+            .or_else(|| {
+                let (m, _) = self.foreign.get(record)?.values().next()?;
+                Some(m.collection())
+            })
+    }
+
+    /// Checks a whole version-2 entry's scope tag against the collection it
+    /// concerns, and that this reader was not shown earlier entries of that
+    /// collection redacted.
+    fn check_scope(&self, entry: &LogEntry) -> Result<()> {
+        let seq = entry.seq();
+        let collection = self.entry_collection(entry.body());
+        if scope_tag(&self.vault, seq, collection.as_ref()) != *entry.scope() {
+            return Err(Error::ContextMismatch {
+                what: "log entry",
+                field: "scope",
+            });
+        }
+        if collection
+            .and_then(|c| self.collections.get(&c))
+            .is_some_and(|c| c.hidden_since.is_some())
+        {
+            return Err(Error::ViewChanged { seq });
+        }
+        Ok(())
+    }
+
+    /// Applies a whole version-2 entry that concerns a collection this
+    /// reader does not follow: a record version, grant or grant withdrawal
+    /// shown to the holder of a single-record grant (`docs/format.md`
+    /// §8.8). Returns whether it applied the entry; `false` for an entry
+    /// of a followed collection, left to the kind's own rules.
+    fn apply_outside(&mut self, entry: &LogEntry, check: bool) -> Result<bool> {
+        let seq = entry.seq();
+        let collection = self.entry_collection(entry.body());
+        let follows = collection
+            .as_ref()
+            .is_some_and(|c| self.collections.contains_key(c))
+            || matches!(
+                entry.body(),
+                EntryBody::CollectionCreated { .. } | EntryBody::Genesis { .. }
+            );
+        let view_changed = Error::ViewChanged { seq };
+        let viewer = self.viewer.filter(|v| *v != self.owner.fingerprint());
+        let Some(viewer) = viewer.filter(|_| !follows) else {
+            return Ok(false);
+        };
+        if collection.is_none() {
+            // A record this reader never saw: its entries were shown
+            // redacted before and now are not.
+            return Err(view_changed);
+        }
+        let owner = self.owner.clone();
+        let by_owner = entry.author() == owner.fingerprint();
+        let invalid = |reason| Error::InvalidEntry { seq, reason };
+        match entry.body() {
+            EntryBody::RecordPut { metadata } => {
+                if metadata.vault() != self.vault {
+                    return Err(Error::ContextMismatch {
+                        what: "record metadata",
+                        field: "vault",
+                    });
+                }
+                if check {
+                    if let Some(author) = self.identities.get(&entry.author()) {
+                        entry.verify_signature(author)?;
+                        metadata.verify_signature(author)?;
+                    }
+                }
+                self.foreign
+                    .entry(metadata.record())
+                    .or_default()
+                    .insert(metadata.version(), (metadata.clone(), seq));
+            }
+            EntryBody::GrantAdded { member, grant } => {
+                if !by_owner {
+                    return Err(invalid("a grant not written by the owner"));
+                }
+                if check {
+                    entry.verify_signature(&owner)?;
+                }
+                let grant = self.verify_grant(grant, seq)?;
+                let GrantScope::Record { record, .. } = grant.scope() else {
+                    return Err(view_changed);
+                };
+                if grant.member() != viewer || member.fingerprint() != viewer {
+                    return Err(view_changed);
+                }
+                self.record_grants.insert((record, viewer), grant);
+            }
+            EntryBody::RecordGrantRevoked { record, member } if *member == viewer => {
+                if !by_owner {
+                    return Err(invalid("a grant withdrawal not written by the owner"));
+                }
+                if check {
+                    entry.verify_signature(&owner)?;
+                }
+                self.record_grants.remove(&(*record, viewer));
+            }
+            _ => return Err(view_changed),
+        }
+        if scope_tag(&self.vault, seq, collection.as_ref()) != *entry.scope() {
+            return Err(Error::ContextMismatch {
+                what: "log entry",
+                field: "scope",
+            });
+        }
+        Ok(true)
     }
 
     pub(super) fn verify_grant(&self, grant: &Grant, seq: u64) -> Result<VerifiedGrant> {
@@ -383,6 +621,9 @@ impl VaultState {
             for id in &r.dropped {
                 coll.records.remove(id);
             }
+            for m in &r.revoked {
+                coll.left.insert(*m, seq);
+            }
             let previous = std::mem::replace(&mut coll.grants, grants);
             coll.history.push(previous);
             coll.epoch = r.epoch;
@@ -429,6 +670,8 @@ impl VaultState {
                 history: Vec::new(),
                 records: BTreeSet::new(),
                 dirty: false,
+                left: BTreeMap::new(),
+                hidden_since: None,
             },
         );
         Ok(())

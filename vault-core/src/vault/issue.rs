@@ -24,6 +24,7 @@ impl VaultState {
         body: EntryBody,
     ) -> Result<LogEntry> {
         let head = self.head();
+        let collection = self.entry_collection(&body);
         LogEntry::sign(
             author,
             self.vault,
@@ -31,6 +32,7 @@ impl VaultState {
             head.head,
             now.max(self.last_time),
             body,
+            collection.as_ref(),
         )
     }
 
@@ -106,6 +108,7 @@ impl VaultState {
             EntryBody::Genesis {
                 owner: owner.public().clone(),
             },
+            None,
         )?;
         Ok((Self::from_genesis(&entry)?, entry))
     }

@@ -53,6 +53,15 @@ struct Collection {
     /// or deleted since the epoch began: a new member granted this epoch's
     /// key could open it ([`VaultState::needs_rotation_before_grant`]).
     dirty: bool,
+    /// Members removed by a rotation, with the sequence number of the last
+    /// rotation that removed them: a relay shows them the collection's
+    /// entries whole up to it, redacted after (`docs/format.md` §8.8).
+    left: BTreeMap<Fingerprint, u64>,
+    /// The first entry of this collection that this reader was shown
+    /// redacted (after the reader left it): later whole entries of the
+    /// collection cannot be verified without those, so the log must be
+    /// verified again from the start ([`crate::Error::ViewChanged`]).
+    hidden_since: Option<u64>,
 }
 
 impl Collection {
@@ -227,4 +236,15 @@ pub struct VaultState {
     collections: BTreeMap<CollectionId, Collection>,
     records: HashMap<RecordId, RecordState>,
     record_grants: HashMap<(RecordId, Fingerprint), VerifiedGrant>,
+    /// Whose view of the log this is (`docs/format.md` §8.8): `None` for a
+    /// relay, which must hold every entry whole.
+    viewer: Option<Fingerprint>,
+    /// The version of the last entry applied: versions never go down.
+    entry_version: u8,
+    /// Record versions of collections this reader does not follow, shown
+    /// whole because the reader holds a single-record grant for them. Their
+    /// author's signature is not checked (the author may be unknown to the
+    /// reader); they open only with a grant whose owner-signed key
+    /// commitment matches.
+    foreign: HashMap<RecordId, BTreeMap<u32, (RecordMetadata, u64)>>,
 }

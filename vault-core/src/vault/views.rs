@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::grant::GrantScope;
 use crate::identity::{Fingerprint, PublicIdentity};
 use crate::ids::{CollectionId, RecordId, VaultId};
-use crate::log::Checkpoint;
+use crate::log::{Checkpoint, EntryBody, LogEntry};
 use crate::record::{KeySource, RecordMetadata, VerifiedRecord};
 
 #[cfg(test)]
@@ -200,6 +200,24 @@ impl VaultState {
                 })
             })
             .collect();
+        out.extend(
+            self.foreign
+                .iter()
+                .filter(|(id, _)| !self.records.contains_key(id))
+                .filter_map(|(id, versions)| {
+                    let (m, seq) = versions.values().next_back()?;
+                    collection
+                        .is_none_or(|c| *c == m.collection())
+                        .then(|| RecordSummary {
+                            id: *id,
+                            collection: m.collection(),
+                            version: m.version(),
+                            author: m.author(),
+                            seq: *seq,
+                            ciphertext_len: m.ciphertext_len(),
+                        })
+                }),
+        );
         out.sort_by_key(|r| r.id);
         out
     }
@@ -318,11 +336,72 @@ impl VaultState {
         }
     }
 
+    /// Whether a relay shows `entry` whole to `reader`, or redacted
+    /// (`docs/format.md` §8.8). Whole: every version-1 entry; the genesis
+    /// entry; every entry to the owner; the entries of a collection to its
+    /// current members, and to a removed member up to the rotation that
+    /// removed them; a single-record grant, its withdrawal and the record
+    /// version it names, to its holder. This state must be the relay's own
+    /// (every entry whole), at or after `entry`.
+    pub fn shows_in_full(&self, entry: &LogEntry, reader: &Fingerprint) -> bool {
+        if entry.version() < 2 || entry.seq() == 0 || *reader == self.owner.fingerprint() {
+            return true;
+        }
+        let body = entry.body();
+        if let Some(coll) = self
+            .entry_collection(body)
+            .and_then(|c| self.collections.get(&c))
+        {
+            if coll.grants.contains_key(reader)
+                || coll.left.get(reader).is_some_and(|s| entry.seq() <= *s)
+            {
+                return true;
+            }
+        }
+        match body {
+            EntryBody::GrantAdded { grant, .. } => {
+                grant.member() == *reader && matches!(grant.scope(), GrantScope::Record { .. })
+            }
+            EntryBody::RecordGrantRevoked { member, .. } => member == reader,
+            EntryBody::RecordPut { metadata } => self
+                .record_grants
+                .get(&(metadata.record(), *reader))
+                .is_some_and(|g| {
+                    matches!(g.scope(), GrantScope::Record { version, .. } if version == metadata.version())
+                }),
+            _ => false,
+        }
+    }
+
+    /// A record version shown to this reader through a single-record grant
+    /// only (`docs/format.md` §8.8), checked against that grant: the
+    /// owner-signed grant names the record, version and collection, and
+    /// its key commitment is checked when the key opens.
+    fn foreign_version(&self, id: &RecordId, version: Option<u32>) -> Result<VerifiedRecord<'_>> {
+        let missing = || Error::Missing {
+            what: format!("record {id}"),
+        };
+        let versions = self.foreign.get(id).ok_or_else(missing)?;
+        let (m, seq) = match version {
+            Some(v) => versions.get(&v),
+            None => versions.values().next_back(),
+        }
+        .ok_or_else(missing)?;
+        Ok(VerifiedRecord {
+            metadata: m,
+            key_source: KeySource {
+                epoch: m.epoch(),
+                seal: &m.wrapped_key,
+            },
+            seq: *seq,
+        })
+    }
+
     /// The current version of a record, verified.
     pub fn record(&self, id: &RecordId) -> Result<VerifiedRecord<'_>> {
-        let rs = self.records.get(id).ok_or(Error::Missing {
-            what: format!("record {id}"),
-        })?;
+        let Some(rs) = self.records.get(id) else {
+            return self.foreign_version(id, None);
+        };
         match rs.versions.last() {
             Some((Some(m), seq)) => Ok(VerifiedRecord {
                 metadata: m,
@@ -351,9 +430,9 @@ impl VaultState {
     /// last rotation's re-wrap, or else the epoch it was written in): those
     /// who held that epoch's key, the owner always, can open it.
     pub fn record_version(&self, id: &RecordId, version: u32) -> Result<VerifiedRecord<'_>> {
-        let rs = self.records.get(id).ok_or(Error::Missing {
-            what: format!("record {id}"),
-        })?;
+        let Some(rs) = self.records.get(id) else {
+            return self.foreign_version(id, Some(version));
+        };
         if version == rs.current_version() && !rs.is_deleted() {
             return self.record(id);
         }
