@@ -211,9 +211,10 @@ fn patient_and_clinicians_story() {
         .all(|r| r["collection"] == "labs"));
     let a_lab = a.json(&["show", &lab_id, "--vault", "brady"]);
     assert_eq!(a_lab["resource"]["resourceType"], "Observation");
-    // ...and is refused the medications.
-    let refused = a.fails(4, &["show", &med_id, "--vault", "brady"]);
-    assert!(refused.contains("access denied"), "{refused}");
+    // ...and does not even learn the medications exist: their entries
+    // reach A's device redacted (format.md §8.8).
+    let refused = a.fails(5, &["show", &med_id, "--vault", "brady"]);
+    assert!(refused.contains("no record"), "{refused}");
     a.fails(5, &["list", "--vault", "brady", "-c", "medications"]);
 
     // Clinician B: sees only the PDF.
@@ -231,7 +232,8 @@ fn patient_and_clinicians_story() {
         b_out.to_str().unwrap(),
     ]);
     assert_eq!(std::fs::read(&b_out).unwrap(), pdf_bytes);
-    b.fails(4, &["show", &lab_id, "--vault", "brady"]);
+    let refused = b.fails(5, &["show", &lab_id, "--vault", "brady"]);
+    assert!(refused.contains("no record"), "{refused}");
 
     // A writes a result back into the labs.
     let result = dir.path().join("result.json");

@@ -231,6 +231,10 @@ fn a_single_record_grant_shows_that_record_and_nothing_else() {
         .open(&state, &v, blob.as_slice(), &mut out)
         .unwrap();
     assert_eq!(out, b"dose unchanged");
+    // Replayed from the device's store (trusted up to its verified head,
+    // no viewer named), the same view.
+    let replayed = VaultState::verify_log_from(&log, Some(&state.head())).unwrap();
+    assert_eq!(replayed.records(None), state.records(None));
 
     // The record version is not signed by anyone Mallory knows, but the
     // owner's later grant chains onto it: a relay that swaps it breaks the

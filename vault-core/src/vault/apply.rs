@@ -339,9 +339,16 @@ impl VaultState {
                 EntryBody::CollectionCreated { .. } | EntryBody::Genesis { .. }
             );
         let view_changed = Error::ViewChanged { seq };
-        let viewer = self.viewer.filter(|v| *v != self.owner.fingerprint());
-        let Some(viewer) = viewer.filter(|_| !follows) else {
+        if follows {
             return Ok(false);
+        }
+        // Whose view: the viewer's; or, replaying a log this device
+        // verified before (as its viewer, whoever that was), anyone's.
+        let viewer = match self.viewer {
+            Some(v) if v == self.owner.fingerprint() => return Ok(false),
+            Some(v) => Some(v),
+            None if !check => None,
+            None => return Ok(false),
         };
         if collection.is_none() {
             // A record this reader never saw: its entries were shown
@@ -381,19 +388,22 @@ impl VaultState {
                 let GrantScope::Record { record, .. } = grant.scope() else {
                     return Err(view_changed);
                 };
-                if grant.member() != viewer || member.fingerprint() != viewer {
+                let to = grant.member();
+                if viewer.is_some_and(|v| v != to) || member.fingerprint() != to {
                     return Err(view_changed);
                 }
-                self.record_grants.insert((record, viewer), grant);
+                self.record_grants.insert((record, to), grant);
             }
-            EntryBody::RecordGrantRevoked { record, member } if *member == viewer => {
+            EntryBody::RecordGrantRevoked { record, member }
+                if viewer.is_none_or(|v| v == *member) =>
+            {
                 if !by_owner {
                     return Err(invalid("a grant withdrawal not written by the owner"));
                 }
                 if check {
                     entry.verify_signature(&owner)?;
                 }
-                self.record_grants.remove(&(*record, viewer));
+                self.record_grants.remove(&(*record, *member));
             }
             _ => return Err(view_changed),
         }
