@@ -23,10 +23,14 @@ pub fn sign(key: &SigningKey, context: &[u8], body: &[u8]) -> [u8; 64] {
     key.sign(&[context, body].concat()).to_bytes()
 }
 
-/// Offset of the kind byte in an entry (docs/format.md §8.1).
-pub const ENTRY_KIND: usize = 97;
-/// Offset of the payload in an entry.
-pub const ENTRY_PAYLOAD: usize = 102;
+/// Offset of the scope tag in a version-2 entry (docs/format.md §8.1).
+pub const ENTRY_SCOPE: usize = 57;
+/// Offset of the author in a whole version-2 entry.
+pub const ENTRY_AUTHOR: usize = 98;
+/// Offset of the kind byte in a whole version-2 entry.
+pub const ENTRY_KIND: usize = 130;
+/// Offset of the payload in a whole version-2 entry (after its length).
+pub const ENTRY_PAYLOAD: usize = 135;
 /// Offset of the vault id in record metadata (§6.4).
 pub const META_VAULT: usize = 1;
 /// Offset of the collection id in record metadata.
@@ -36,7 +40,48 @@ pub const META_WRAPPED: usize = 113;
 /// Length of the signed part of record metadata.
 pub const META_SIGNED: usize = vault_core::METADATA_LEN - 64;
 
-/// An entry with the given header fields and payload, signed with `key`.
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// The collection a payload of `kind` names (§8.1: collection-created,
+/// record-put, grant-added, rotations).
+fn named_collection(kind: u8, payload: &[u8]) -> Option<[u8; 16]> {
+    let at = match kind {
+        2 | 6 | 8 => 0,
+        3 => META_COLLECTION,
+        5 => {
+            // u32 length + identity document, u32 length + grant; the
+            // grant's collection follows version, vault and scope bytes.
+            let doc = u32::from_be_bytes(payload.get(..4)?.try_into().ok()?) as usize;
+            4 + doc + 4 + 1 + 16 + 1
+        }
+        _ => return None,
+    };
+    payload.get(at..at + 16)?.try_into().ok()
+}
+
+/// The scope tag of entry `seq` concerning `collection` (§8.1).
+pub fn scope_tag(vault: &VaultId, seq: u64, collection: Option<&[u8; 16]>) -> [u8; 32] {
+    match collection {
+        None => [0; 32],
+        Some(c) => sha256(&[
+            b"vault/v1/entry-scope\0",
+            vault.as_bytes(),
+            &seq.to_be_bytes(),
+            c,
+        ]),
+    }
+}
+
+/// A whole version-2 entry with the given header fields and payload,
+/// signed with `key`. Its scope tag names the collection the payload names
+/// (genesis, and kinds that name only a record, take `forge_entry_in`).
 #[allow(clippy::too_many_arguments)]
 pub fn forge_entry(
     key: &SigningKey,
@@ -48,18 +93,53 @@ pub fn forge_entry(
     kind: u8,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut body = vec![1u8];
-    body.extend_from_slice(vault.as_bytes());
-    body.extend_from_slice(&seq.to_be_bytes());
-    body.extend_from_slice(prev);
-    body.extend_from_slice(&time.to_be_bytes());
-    body.extend_from_slice(author.as_bytes());
-    body.push(kind);
-    body.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    body.extend_from_slice(payload);
-    let sig = sign(key, b"vault/v1/log-entry\0", &body);
-    body.extend_from_slice(&sig);
-    body
+    let collection = named_collection(kind, payload);
+    forge_entry_in(
+        key,
+        vault,
+        seq,
+        prev,
+        time,
+        author,
+        kind,
+        payload,
+        collection.as_ref(),
+    )
+}
+
+/// [`forge_entry`] with the collection of the scope tag given.
+#[allow(clippy::too_many_arguments)]
+pub fn forge_entry_in(
+    key: &SigningKey,
+    vault: &VaultId,
+    seq: u64,
+    prev: &[u8; 32],
+    time: u64,
+    author: &Fingerprint,
+    kind: u8,
+    payload: &[u8],
+    collection: Option<&[u8; 16]>,
+) -> Vec<u8> {
+    let mut head = vec![2u8];
+    head.extend_from_slice(vault.as_bytes());
+    head.extend_from_slice(&seq.to_be_bytes());
+    head.extend_from_slice(prev);
+    head.extend_from_slice(&scope_tag(vault, seq, collection));
+    let mut signed = head.clone();
+    signed.extend_from_slice(&time.to_be_bytes());
+    signed.extend_from_slice(author.as_bytes());
+    signed.push(kind);
+    signed.extend_from_slice(&sha256(&[b"vault/v1/entry-payload\0", payload]));
+    let sig = sign(key, b"vault/v1/log-entry\0", &signed);
+    let mut out = head;
+    out.push(1);
+    out.extend_from_slice(&time.to_be_bytes());
+    out.extend_from_slice(author.as_bytes());
+    out.push(kind);
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&sig);
+    out
 }
 
 /// The payload of an entry's bytes.

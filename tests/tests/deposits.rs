@@ -147,7 +147,8 @@ fn a_gateway_deposits_results_it_cannot_read() {
     let (_, log) = rt
         .block_on(lab_client.fetch_log(&vault_id, 0, 1000))
         .expect("a depositor reads the log");
-    let state = VaultState::verify_log(&log).unwrap();
+    // Verified as the depositor sees the log (format.md §8.8).
+    let state = VaultState::verify_log_as(&lab.secret().fingerprint(), &log, None).unwrap();
     for id in [&deposit_id, &own_id] {
         let record = state.record(&RecordId::from_hex(id).unwrap()).unwrap();
         let m = record.metadata();

@@ -1111,9 +1111,9 @@ fn attack_09_downgrades_are_refused() {
     let put = stored.head();
 
     // Entries and the record metadata inside them, as version 0 (older)
-    // or 2 (unknown).
+    // or 3 (unknown).
     let cases: [(usize, u8, &str); 3] = [
-        (0, 2, "unsupported log entry format version 2"),
+        (0, 3, "unsupported log entry format version 3"),
         (0, 0, "unsupported log entry format version 0"),
         (
             ENTRY_PAYLOAD,
@@ -1246,6 +1246,30 @@ fn attack_10_withheld_entries_are_reported() {
     assert_eq!(w.doc_reads(&three), "Cardiology");
     assert_eq!(w.doc_reads(&one), "Tuesday");
     assert_eq!(w.doc_reads(&two), "Clear");
+}
+
+/// 10d: the relay serves an entry of a collection the clinician holds in
+/// its redacted form (docs/format.md §8.8), hiding one record while the
+/// chain and the checkpoints stay whole: refused as withheld, and nothing
+/// of the answer is kept.
+#[test]
+fn attack_10_an_entry_served_redacted_to_a_member_it_concerns_is_refused() {
+    let w = World::new(false);
+    let stored = w.stored();
+    w.doc.json(&["list", "--vault", "pat"]);
+    let hidden = w.add_note("notes", "Allergy", "Penicillin");
+    let put = stored.head();
+    let redacted = put.redacted_bytes().expect("a version-2 entry");
+    w.proxy
+        .attack(rewrite_entry(put.seq(), move |e| *e = redacted.clone()));
+    let r = w.doc.refused(&["list", "--vault", "pat"]);
+    assert_refused(&r, 6, "missing_or_withheld", "was withheld");
+    assert_attacked(&w.proxy);
+    let kept = w.doc.json(&["--offline", "vaults"]);
+    assert_eq!(kept[0]["records"], 1, "{kept}");
+    w.proxy.honest();
+    assert_eq!(w.doc_reads(&hidden), "Penicillin");
+    assert_eq!(w.doc_checkpoint(), w.patient_checkpoint());
 }
 
 /// A tamper that answers every blob download `404 blob_not_found`.

@@ -22,7 +22,7 @@ pub enum Error {
     },
 
     /// A format version this build does not read (or refuses as a downgrade).
-    #[error("unsupported {what} format version {version}; this build of vault reads version 1 only: upgrade vault, or the data was tampered with")]
+    #[error("unsupported {what} format version {version}; this build of vault does not read it: upgrade vault, or the data was tampered with")]
     UnsupportedVersion {
         /// The object being parsed.
         what: &'static str,

@@ -357,7 +357,16 @@ impl VaultState {
         }
         let owner = self.owner.clone();
         let by_owner = entry.author() == owner.fingerprint();
-        let invalid = |reason| Error::InvalidEntry { seq, reason };
+        let unauthorized = |reason| Error::Unauthorized {
+            seq,
+            author: entry.author(),
+            reason,
+        };
+        let not_owner = if self.identities.contains_key(&entry.author()) {
+            unauthorized("is not the owner, so may not share or revoke")
+        } else {
+            unauthorized("is not the owner or a member of this vault")
+        };
         match entry.body() {
             EntryBody::RecordPut { metadata } => {
                 if metadata.vault() != self.vault {
@@ -379,7 +388,7 @@ impl VaultState {
             }
             EntryBody::GrantAdded { member, grant } => {
                 if !by_owner {
-                    return Err(invalid("a grant not written by the owner"));
+                    return Err(not_owner);
                 }
                 if check {
                     entry.verify_signature(&owner)?;
@@ -398,7 +407,7 @@ impl VaultState {
                 if viewer.is_none_or(|v| v == *member) =>
             {
                 if !by_owner {
-                    return Err(invalid("a grant withdrawal not written by the owner"));
+                    return Err(not_owner);
                 }
                 if check {
                     entry.verify_signature(&owner)?;
