@@ -11,22 +11,7 @@
     missing_docs
 )]
 
-use std::path::{Path, PathBuf};
-
-use vault_tests::{CliProfile, RelayProcess};
-
-fn files_below(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files_below(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
+use vault_tests::{files_below, CliProfile, RelayProcess};
 
 /// Whether any file of a profile holds `needle` (the local store included).
 fn profile_holds(profile: &CliProfile, needle: &[u8]) -> bool {

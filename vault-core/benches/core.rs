@@ -13,40 +13,19 @@
 //! measured in the same run (targets: seal ≥ 0.9×, open ≥ 0.85×).
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+
+mod common;
+use common::{identity, info, median, NOW};
 use vault_core::{
-    CollectionId, IdentityInfo, Keyring, LogEntry, Permission, RecordId, RecordInfo, Role,
-    SecretIdentity, VaultState,
+    CollectionId, Keyring, LogEntry, Permission, RecordId, Role, SecretIdentity, VaultState,
 };
 
-const NOW: u64 = 1_700_000_000;
 const MIB: usize = 1024 * 1024;
-
-fn identity(seed: u8, role: Role) -> SecretIdentity {
-    SecretIdentity::from_seed(
-        &[seed; 32],
-        &IdentityInfo {
-            display_name: format!("bench {seed}"),
-            role,
-            registration: None,
-            created_at: NOW,
-        },
-    )
-    .expect("identity")
-}
-
-fn info() -> RecordInfo {
-    RecordInfo {
-        content_type: "application/octet-stream".into(),
-        title: "bench".into(),
-        created_at: NOW,
-        effective_at: None,
-    }
-}
 
 /// A vault with one collection.
 struct Bench {
@@ -200,19 +179,6 @@ fn revocation(c: &mut Criterion) {
         })
     });
     group.finish();
-}
-
-/// Median of `runs` timings of `f`.
-fn median(runs: usize, mut f: impl FnMut()) -> Duration {
-    let mut t: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed()
-        })
-        .collect();
-    t.sort();
-    t[runs / 2]
 }
 
 /// Prints seal/open throughput as a ratio of raw ChaCha20-Poly1305 on the

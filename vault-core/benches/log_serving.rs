@@ -18,38 +18,15 @@
 //! `cargo bench -p vault-core --bench log_serving` (prints medians).
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vault_core::VaultState;
-use vault_core::{IdentityInfo, Keyring, LogEntry, Permission, RecordInfo, Role, SecretIdentity};
+use vault_core::{Keyring, LogEntry, Permission, Role};
 
-const NOW: u64 = 1_700_000_000;
 const RECORDS: usize = 2_000;
 
-fn identity(seed: u8, role: Role) -> SecretIdentity {
-    SecretIdentity::from_seed(
-        &[seed; 32],
-        &IdentityInfo {
-            display_name: format!("bench {seed}"),
-            role,
-            registration: None,
-            created_at: NOW,
-        },
-    )
-    .expect("identity")
-}
-
-fn median(runs: usize, mut f: impl FnMut()) -> Duration {
-    let mut t: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed()
-        })
-        .collect();
-    t.sort();
-    t[runs / 2]
-}
+mod common;
+use common::{identity, median, NOW};
 
 fn main() {
     let owner = identity(1, Role::Patient);
@@ -68,12 +45,7 @@ fn main() {
         push(&mut state, e);
         colls.push(c);
     }
-    let info = RecordInfo {
-        content_type: "text/plain".into(),
-        title: "bench".into(),
-        created_at: NOW,
-        effective_at: None,
-    };
+    let info = common::info();
     let mut keyring = Keyring::new(&owner, NOW);
     for i in 0..2 * RECORDS {
         let (_, e) = state

@@ -608,16 +608,13 @@ impl LogEntry {
     fn parse_v1(bytes: &[u8], keep: impl FnOnce(&[u8]) -> Vec<u8>) -> Result<Self> {
         let mut r = Reader::new(bytes, "log entry");
         r.version(ENTRY_VERSION_1)?;
-        let vault = VaultId::from_bytes(r.array()?);
-        let seq = r.u64()?;
-        let prev = r.array()?;
+        let (vault, seq, prev) = (VaultId::from_bytes(r.array()?), r.u64()?, r.array()?);
         let time = r.u64()?;
         let author = Fingerprint::from_bytes(r.array()?);
         let kind = r.u8()?;
         let payload = r.bytes(MAX_PAYLOAD_LEN)?;
         let signature = r.array()?;
         r.finish()?;
-        let body = EntryBody::decode(kind, payload)?;
         Ok(Self {
             version: ENTRY_VERSION_1,
             vault,
@@ -626,7 +623,7 @@ impl LogEntry {
             scope: [0; 32],
             time,
             author,
-            body,
+            body: EntryBody::decode(kind, payload)?,
             signature,
             payload_digest: [0; 32],
             body_digest: [0; 32],
@@ -638,30 +635,17 @@ impl LogEntry {
     fn parse_v2(bytes: &[u8], keep: impl FnOnce(&[u8]) -> Vec<u8>) -> Result<Self> {
         let mut r = Reader::new(bytes, "log entry");
         r.version(ENTRY_VERSION_2)?;
-        let vault = VaultId::from_bytes(r.array()?);
-        let seq = r.u64()?;
-        let prev = r.array()?;
+        let (vault, seq, prev) = (VaultId::from_bytes(r.array()?), r.u64()?, r.array()?);
         let scope = r.array()?;
         let head = bytes.get(..V2_HEAD_LEN).unwrap_or_default();
-        match r.u8()? {
+        // Whole: time, author, body, signature, payload digest; redacted:
+        // none of them, only the body digest.
+        let (time, author, body, signature, pd, bd) = match r.u8()? {
             FORM_REDACTED => {
                 let bd = r.array()?;
                 r.finish()?;
-                Ok(Self {
-                    version: ENTRY_VERSION_2,
-                    vault,
-                    seq,
-                    prev,
-                    scope,
-                    time: 0,
-                    author: Fingerprint::from_bytes([0; 32]),
-                    body: EntryBody::Redacted,
-                    signature: [0; 64],
-                    payload_digest: [0; 32],
-                    body_digest: bd,
-                    hash: v2_hash(head, &bd),
-                    encoded: keep(bytes),
-                })
+                let nobody = Fingerprint::from_bytes([0; 32]);
+                (0, nobody, EntryBody::Redacted, [0; 64], [0; 32], bd)
             }
             FORM_FULL => {
                 let time = r.u64()?;
@@ -673,24 +657,25 @@ impl LogEntry {
                 let body = EntryBody::decode(kind, payload)?;
                 let pd = payload_digest(payload);
                 let bd = body_digest(time, &author, kind, &pd, &signature);
-                Ok(Self {
-                    version: ENTRY_VERSION_2,
-                    vault,
-                    seq,
-                    prev,
-                    scope,
-                    time,
-                    author,
-                    body,
-                    signature,
-                    payload_digest: pd,
-                    body_digest: bd,
-                    hash: v2_hash(head, &bd),
-                    encoded: keep(bytes),
-                })
+                (time, author, body, signature, pd, bd)
             }
-            _ => Err(r.malformed("unknown entry form")),
-        }
+            _ => return Err(r.malformed("unknown entry form")),
+        };
+        Ok(Self {
+            version: ENTRY_VERSION_2,
+            vault,
+            seq,
+            prev,
+            scope,
+            time,
+            author,
+            body,
+            signature,
+            payload_digest: pd,
+            body_digest: bd,
+            hash: v2_hash(head, &bd),
+            encoded: keep(bytes),
+        })
     }
 
     fn unsigned(&self) -> Unsigned<'_> {

@@ -75,19 +75,7 @@ impl VaultState {
         entries: impl IntoIterator<Item = &'a LogEntry>,
         trusted: Option<&Checkpoint>,
     ) -> Result<Self> {
-        let mut it = entries.into_iter();
-        let genesis = it.next().ok_or(Error::Missing {
-            what: "the vault log (no genesis entry)".into(),
-        })?;
-        let mut state = Self::from_genesis(genesis)?;
-        for entry in it {
-            let trusted_prefix = trusted.is_some_and(|t| entry.seq() <= t.seq);
-            state.apply_inner(entry, !trusted_prefix)?;
-        }
-        if let Some(t) = trusted {
-            state.check_persisted(t)?;
-        }
-        Ok(state)
+        Self::verify(None, entries, trusted)
     }
 
     /// [`Self::verify_log_from`] as `viewer` sees the log
@@ -98,12 +86,20 @@ impl VaultState {
         entries: impl IntoIterator<Item = &'a LogEntry>,
         trusted: Option<&Checkpoint>,
     ) -> Result<Self> {
+        Self::verify(Some(viewer), entries, trusted)
+    }
+
+    fn verify<'a>(
+        viewer: Option<&Fingerprint>,
+        entries: impl IntoIterator<Item = &'a LogEntry>,
+        trusted: Option<&Checkpoint>,
+    ) -> Result<Self> {
         let mut it = entries.into_iter();
         let genesis = it.next().ok_or(Error::Missing {
             what: "the vault log (no genesis entry)".into(),
         })?;
         let mut state = Self::from_genesis(genesis)?;
-        state.set_viewer(*viewer);
+        state.viewer = viewer.copied();
         for entry in it {
             let trusted_prefix = trusted.is_some_and(|t| entry.seq() <= t.seq);
             match state.apply_inner(entry, !trusted_prefix) {
