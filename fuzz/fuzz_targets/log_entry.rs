@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = (s.head(), s.collections(), s.records(None));
         }
         let mut member = state.clone();
-        member.set_viewer(entry.author());
+        member.set_viewer(entry.author(), entry.time());
         if member.apply(&entry).is_ok() {
             let _ = (member.head(), member.collections(), member.records(None));
         }

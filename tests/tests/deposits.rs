@@ -148,7 +148,9 @@ fn a_gateway_deposits_results_it_cannot_read() {
         .block_on(lab_client.fetch_log(&vault_id, 0, 1000))
         .expect("a depositor reads the log");
     // Verified as the depositor sees the log (format.md §8.8).
-    let state = VaultState::verify_log_as(&lab.secret().fingerprint(), &log, None).unwrap();
+    let state =
+        VaultState::verify_log_as(&lab.secret().fingerprint(), lab_client.now(), &log, None)
+            .unwrap();
     for id in [&deposit_id, &own_id] {
         let record = state.record(&RecordId::from_hex(id).unwrap()).unwrap();
         let m = record.metadata();

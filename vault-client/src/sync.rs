@@ -65,7 +65,7 @@ pub async fn create_vault<S: Store + ?Sized>(
     client.create_vault(genesis).await?;
     store.append_entries(&vault, std::slice::from_ref(genesis))?;
     let mut state = state;
-    state.set_viewer(client.identity().fingerprint());
+    state.set_viewer(client.identity().fingerprint(), client.now());
     catch_up(store, client, &mut state).await?;
     Ok(state)
 }
@@ -101,7 +101,7 @@ pub async fn join_vault<S: Store + ?Sized>(
         .into());
     }
     let mut state = VaultState::from_genesis(genesis)?;
-    state.set_viewer(client.identity().fingerprint());
+    state.set_viewer(client.identity().fingerprint(), client.now());
     state.expect_owner(owner)?;
     state.check_remote_head(remote.seq)?;
     store.append_entries(vault, std::slice::from_ref(genesis))?;
@@ -137,7 +137,7 @@ pub async fn pull<S: Store + ?Sized>(
         .into());
     }
     let mut state = load(store, vault)?;
-    state.set_viewer(client.identity().fingerprint());
+    state.set_viewer(client.identity().fingerprint(), client.now());
     catch_up(store, client, &mut state).await?;
     Ok(state)
 }
@@ -232,7 +232,12 @@ async fn reverify_from_start<S: Store + ?Sized>(
         }
         entries.extend(page.into_iter().filter(|e| e.seq() <= verified.seq));
     }
-    let fresh = VaultState::verify_log_as(&client.identity().fingerprint(), &entries, None)?;
+    let fresh = VaultState::verify_log_as(
+        &client.identity().fingerprint(),
+        client.now(),
+        &entries,
+        None,
+    )?;
     fresh.check_persisted(&verified)?;
     store.reveal_entries(&vault, &entries)?;
     *state = fresh;

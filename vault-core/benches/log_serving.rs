@@ -104,7 +104,7 @@ fn main() {
         black_box(VaultState::verify_log(&log).expect("verify"));
     });
     let member_verify_t = median(5, || {
-        black_box(VaultState::verify_log_as(&who, &served, None).expect("verify"));
+        black_box(VaultState::verify_log_as(&who, NOW, &served, None).expect("verify"));
     });
     let us = |d: Duration| d.as_secs_f64() * 1e6 / n;
     println!(

@@ -385,7 +385,7 @@ fn log_v2_vectors_verify_redact_and_reencode() {
         );
     }
     // The clinician, revoked in this log, verifies the chain as served.
-    let theirs = VaultState::verify_log_as(&clinician.fingerprint(), &served, None).unwrap();
+    let theirs = VaultState::verify_log_as(&clinician.fingerprint(), NOW, &served, None).unwrap();
     assert_eq!(theirs.head(), cp);
     assert!(served.iter().any(LogEntry::is_redacted));
 }

@@ -240,8 +240,8 @@ mod tests {
             .pin("owner", &me.fingerprint())
             .unwrap_or_else(|e| unreachable!("{e}"));
         let bytes = snapshot::save(&store).unwrap_or_default();
-        let back =
-            snapshot::restore(&bytes, &me.fingerprint()).unwrap_or_else(|e| unreachable!("{e}"));
+        let back = snapshot::restore(&bytes, &me.fingerprint(), 100)
+            .unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(back.head(&state.vault()).ok().flatten(), Some(state.head()));
         assert_eq!(back.pinned("owner").ok().flatten(), Some(me.fingerprint()));
         // One flipped byte inside a signed entry is refused, not loaded.
@@ -251,11 +251,11 @@ mod tests {
         if let Some(b) = damaged.get_mut(at) {
             *b = if *b == b'0' { b'1' } else { b'0' };
         }
-        assert!(
-            snapshot::restore(&damaged, &me.fingerprint()).is_err_and(|e| e.code == "local_state")
-        );
-        assert!(snapshot::restore(b"{}", &me.fingerprint()).is_err_and(|e| e.code == "local_state"));
-        assert!(snapshot::restore(b"not json", &me.fingerprint())
+        assert!(snapshot::restore(&damaged, &me.fingerprint(), 100)
+            .is_err_and(|e| e.code == "local_state"));
+        assert!(snapshot::restore(b"{}", &me.fingerprint(), 100)
+            .is_err_and(|e| e.code == "local_state"));
+        assert!(snapshot::restore(b"not json", &me.fingerprint(), 100)
             .is_err_and(|e| e.code == "local_state"));
     }
 

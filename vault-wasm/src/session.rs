@@ -55,7 +55,7 @@ impl Session {
                 }
                 let store = match &snapshot {
                     Some(bytes) if !bytes.is_empty() => {
-                        snapshot::restore(bytes, &secret.fingerprint())?
+                        snapshot::restore(bytes, &secret.fingerprint(), client.now())?
                     }
                     _ => MemoryStore::new(),
                 };

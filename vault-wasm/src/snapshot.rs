@@ -38,9 +38,9 @@ pub fn save(store: &MemoryStore) -> Result<Vec<u8>> {
 }
 
 /// A store rebuilt from [`save`]'s bytes, each vault verified from genesis
-/// as `viewer` sees it (entries a relay served redacted included,
+/// as `viewer` sees it at `now` (entries a relay served redacted included,
 /// `docs/format.md` §8.8).
-pub fn restore(bytes: &[u8], viewer: &Fingerprint) -> Result<MemoryStore> {
+pub fn restore(bytes: &[u8], viewer: &Fingerprint, now: u64) -> Result<MemoryStore> {
     let damaged = |what: &str| {
         Failure::new(
             "local_state",
@@ -69,7 +69,7 @@ pub fn restore(bytes: &[u8], viewer: &Fingerprint) -> Result<MemoryStore> {
                     .ok_or_else(|| damaged("a log entry"))
             })
             .collect::<Result<Vec<_>>>()?;
-        let state = VaultState::verify_log_as(viewer, &entries, None)
+        let state = VaultState::verify_log_as(viewer, now, &entries, None)
             .map_err(|e| damaged(&format!("vault {vault}: {e}")))?;
         if state.vault() != vault {
             return Err(damaged("a log filed under another vault"));

@@ -398,7 +398,8 @@ mod service_tests {
         for bytes in &page.entries {
             assert!(!bytes.windows(5).any(|w| w == b"Carol"));
         }
-        let theirs = VaultState::verify_log_as(&alice.fingerprint(), &entries, None).unwrap();
+        let theirs =
+            VaultState::verify_log_as(&alice.fingerprint(), w.now, &entries, None).unwrap();
         assert_eq!(theirs.head(), w.state.head());
         assert_eq!(theirs.collections().len(), 1);
         // The owner reads every entry whole.

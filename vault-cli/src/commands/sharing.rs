@@ -414,7 +414,7 @@ pub fn verify(session: &mut Session, args: &VerifyArgs) -> Result<()> {
     let vault = session.select_vault()?;
     let synced = session.refresh(&vault)?;
     let entries = vault_core::store::Store::entries(&session.store, &vault, 0)?;
-    let state = VaultState::verify_log_as(&secret.fingerprint(), &entries, None)?;
+    let state = VaultState::verify_log_as(&secret.fingerprint(), session.now(), &entries, None)?;
     if state.head() != synced.head() {
         return Err(vault_core::Error::CheckpointMismatch {
             reason:

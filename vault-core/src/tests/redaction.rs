@@ -44,7 +44,7 @@ fn a_member_sees_only_their_collections_and_verifies_the_whole_chain() {
     let log = served(&f, &alice);
     // Medications: its creation, record, Bob's grant and Bob's record.
     assert_eq!(redacted_count(&log), 4);
-    let state = VaultState::verify_log_as(&alice, &log, None).unwrap();
+    let state = VaultState::verify_log_as(&alice, NOW, &log, None).unwrap();
     assert_eq!(state.head(), f.state.head(), "same chain, same checkpoint");
     let ids: Vec<_> = state.collections().iter().map(|c| c.id).collect();
     assert_eq!(ids, vec![f.labs]);
@@ -87,14 +87,14 @@ fn an_entry_of_a_held_collection_served_redacted_is_withheld() {
     // Served before her grant, a redacted labs entry is not yet hers; her
     // grant, shown whole later, shows the gap.
     assert!(matches!(
-        VaultState::verify_log_as(&alice, &log, None),
+        VaultState::verify_log_as(&alice, NOW, &log, None),
         Err(Error::Withheld { seq: 5 })
     ));
     // After her grant: refused at once, leaving her state as it was.
     let mut f = f;
     f.put_as(0, f.labs, None, "Sodium", b"140 mmol/L");
     let log = served(&f, &alice);
-    let mut state = VaultState::verify_log_as(&alice, &log[..8], None).unwrap();
+    let mut state = VaultState::verify_log_as(&alice, NOW, &log[..8], None).unwrap();
     let before = snapshot(&state);
     let hidden = log[8].redacted().unwrap();
     assert!(matches!(
@@ -108,7 +108,7 @@ fn an_entry_of_a_held_collection_served_redacted_is_withheld() {
     let mut log = served(&f, &owner);
     log[4] = log[4].redacted().unwrap();
     assert!(matches!(
-        VaultState::verify_log_as(&owner, &log, None),
+        VaultState::verify_log_as(&owner, NOW, &log, None),
         Err(Error::Withheld { seq: 4 })
     ));
     // A state with no viewer (a relay's) accepts no redacted entry.
@@ -128,7 +128,7 @@ fn a_redacted_entry_cannot_be_altered_or_moved() {
     let mut forged = log.clone();
     forged[i] = LogEntry::from_bytes(&bytes).unwrap();
     assert!(matches!(
-        VaultState::verify_log_as(&alice, &forged, None),
+        VaultState::verify_log_as(&alice, NOW, &forged, None),
         Err(Error::ChainBroken { .. })
     ));
     // Relabelling a whole entry's scope breaks its signature.
@@ -155,7 +155,7 @@ fn a_revoked_member_stops_seeing_the_collection_and_a_regrant_refetches() {
     let rotation = f.log.len() - 3;
     assert!(!log[rotation].is_redacted());
     assert!(log[rotation + 1..].iter().all(LogEntry::is_redacted));
-    let mut state = VaultState::verify_log_as(&alice, &log, None).unwrap();
+    let mut state = VaultState::verify_log_as(&alice, NOW, &log, None).unwrap();
     assert_eq!(state.records(Some(&f.labs)).len(), 1, "no later record");
     assert!(state.identity(&f.bob.fingerprint()).is_none());
 
@@ -170,7 +170,7 @@ fn a_revoked_member_stops_seeing_the_collection_and_a_regrant_refetches() {
     ));
     // From the start, with the checkpoint she verified before, it verifies.
     let before = state.head();
-    let state = VaultState::verify_log_as(&alice, &log, None).unwrap();
+    let state = VaultState::verify_log_as(&alice, NOW, &log, None).unwrap();
     assert_eq!(state.checkpoint_at(before.seq), Some(before));
     assert_eq!(state.records(Some(&f.labs)).len(), 2);
 }
@@ -184,14 +184,14 @@ fn a_collection_shared_later_refetches_and_then_verifies() {
         .create_collection(&f.patient, "imaging", NOW)
         .unwrap();
     f.append(e);
-    let mut state = VaultState::verify_log_as(&alice, &served(&f, &alice), None).unwrap();
+    let mut state = VaultState::verify_log_as(&alice, NOW, &served(&f, &alice), None).unwrap();
     f.share(1, imaging, Permission::Read, None);
     let log = served(&f, &alice);
     assert!(matches!(
         state.apply(log.last().unwrap()),
         Err(Error::ViewChanged { .. })
     ));
-    let state = VaultState::verify_log_as(&alice, &log, None).unwrap();
+    let state = VaultState::verify_log_as(&alice, NOW, &log, None).unwrap();
     assert_eq!(state.collections().len(), 2);
 }
 
@@ -219,7 +219,7 @@ fn a_single_record_grant_shows_that_record_and_nothing_else() {
         .map(|e| e.body().kind_name())
         .collect();
     assert_eq!(whole, ["genesis", "record-put", "grant-added"]);
-    let state = VaultState::verify_log_as(&mallory, &log, None).unwrap();
+    let state = VaultState::verify_log_as(&mallory, NOW, &log, None).unwrap();
     assert!(state.collections().is_empty());
     assert!(state.identity(&f.bob.fingerprint()).is_none());
     let listed = state.records(None);
@@ -245,5 +245,38 @@ fn a_single_record_grant_shows_that_record_and_nothing_else() {
         .position(|e| matches!(e.body(), EntryBody::RecordPut { .. }))
         .unwrap();
     log2[put] = f.log[4].clone(); // the patient's medications record instead
-    assert!(VaultState::verify_log_as(&mallory, &log2, None).is_err());
+    assert!(VaultState::verify_log_as(&mallory, NOW, &log2, None).is_err());
+}
+
+#[test]
+fn after_a_grant_expires_its_collection_is_shown_redacted() {
+    let mut f = Fixture::new();
+    let alice = f.alice.fingerprint();
+    f.share(1, f.labs, Permission::Read, Some(NOW + 100));
+    f.share(1, f.meds, Permission::Read, None);
+    f.put_as(0, f.labs, None, "Potassium", b"4.1 mmol/L");
+    // Written after Alice's labs grant expired.
+    let mut keyring = Keyring::new(&f.patient, NOW + 200);
+    let (_, late) = f
+        .state
+        .put_record(
+            &mut keyring,
+            &f.labs,
+            None,
+            &info("Sodium"),
+            crate::RecordBody::new(&b"140 mmol/L"[..], 10),
+            std::io::sink(),
+        )
+        .unwrap();
+    f.append(late);
+    let log = served(&f, &alice);
+    assert!(!log[log.len() - 2].is_redacted(), "written while in force");
+    assert!(log[log.len() - 1].is_redacted(), "written after the expiry");
+    let state = VaultState::verify_log_as(&alice, NOW + 200, &log, None).unwrap();
+    assert_eq!(state.records(Some(&f.labs)).len(), 1);
+    // Read while her grant is in force, a redacted labs entry is withheld.
+    assert!(matches!(
+        VaultState::verify_log_as(&alice, NOW + 50, &log, None),
+        Err(Error::Withheld { .. })
+    ));
 }

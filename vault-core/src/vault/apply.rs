@@ -52,14 +52,15 @@ impl VaultState {
         })
     }
 
-    /// Sets whose view of the log this state is (`docs/format.md` §8.8):
-    /// from now on, entries shown redacted are accepted where this reader
-    /// may be shown them redacted, and refused as withheld
-    /// ([`Error::Withheld`]) where they concern a collection the reader
-    /// holds (any entry, for the owner). A state without a viewer (a
-    /// relay's) refuses every redacted entry.
-    pub fn set_viewer(&mut self, viewer: Fingerprint) {
-        self.viewer = Some(viewer);
+    /// Sets whose view of the log this state is, read at `now`
+    /// (`docs/format.md` §8.8): from now on, entries shown redacted are
+    /// accepted where this reader may be shown them redacted, and refused
+    /// as withheld ([`Error::Withheld`]) where they concern a collection
+    /// the reader holds a grant of in force at `now` (any entry, for the
+    /// owner). A state without a viewer (a relay's) refuses every redacted
+    /// entry.
+    pub fn set_viewer(&mut self, viewer: Fingerprint, now: u64) {
+        self.viewer = Some((viewer, now));
     }
 
     /// Verifies a whole log from genesis.
@@ -78,19 +79,20 @@ impl VaultState {
         Self::verify(None, entries, trusted)
     }
 
-    /// [`Self::verify_log_from`] as `viewer` sees the log
+    /// [`Self::verify_log_from`] as `viewer` sees the log at `now`
     /// ([`Self::set_viewer`]): entries after `trusted` that are redacted
     /// must be ones this reader may be shown redacted.
     pub fn verify_log_as<'a>(
         viewer: &Fingerprint,
+        now: u64,
         entries: impl IntoIterator<Item = &'a LogEntry>,
         trusted: Option<&Checkpoint>,
     ) -> Result<Self> {
-        Self::verify(Some(viewer), entries, trusted)
+        Self::verify(Some((*viewer, now)), entries, trusted)
     }
 
     fn verify<'a>(
-        viewer: Option<&Fingerprint>,
+        viewer: Option<(Fingerprint, u64)>,
         entries: impl IntoIterator<Item = &'a LogEntry>,
         trusted: Option<&Checkpoint>,
     ) -> Result<Self> {
@@ -99,7 +101,7 @@ impl VaultState {
             what: "the vault log (no genesis entry)".into(),
         })?;
         let mut state = Self::from_genesis(genesis)?;
-        state.viewer = viewer.copied();
+        state.viewer = viewer;
         for entry in it {
             let trusted_prefix = trusted.is_some_and(|t| entry.seq() <= t.seq);
             match state.apply_inner(entry, !trusted_prefix) {
@@ -254,7 +256,7 @@ impl VaultState {
                 })
             }
         };
-        if check && viewer == Some(owner) {
+        if check && viewer.is_some_and(|(v, _)| v == owner) {
             return Err(withheld);
         }
         let vault = self.vault;
@@ -263,7 +265,14 @@ impl VaultState {
             .iter_mut()
             .find(|(id, _)| scope_tag(&vault, seq, Some(id)) == *entry.scope());
         if let Some((_, coll)) = concerned {
-            if check && viewer.is_some_and(|v| coll.grants.contains_key(&v)) {
+            // A grant in force now: the relay shows this reader every entry
+            // of the collection whole. An expired one: entries after its
+            // expiry are redacted, and their times are hidden, so any entry
+            // may be.
+            let holds = |(v, now): (Fingerprint, u64)| {
+                coll.grants.get(&v).is_some_and(|g| g.is_valid_at(now))
+            };
+            if check && viewer.is_some_and(holds) {
                 return Err(withheld);
             }
             coll.hidden_since.get_or_insert(seq);
@@ -341,8 +350,8 @@ impl VaultState {
         // Whose view: the viewer's; or, replaying a log this device
         // verified before (as its viewer, whoever that was), anyone's.
         let viewer = match self.viewer {
-            Some(v) if v == self.owner.fingerprint() => return Ok(false),
-            Some(v) => Some(v),
+            Some((v, _)) if v == self.owner.fingerprint() => return Ok(false),
+            Some((v, _)) => Some(v),
             None if !check => None,
             None => return Ok(false),
         };

@@ -236,9 +236,10 @@ pub struct VaultState {
     collections: BTreeMap<CollectionId, Collection>,
     records: HashMap<RecordId, RecordState>,
     record_grants: HashMap<(RecordId, Fingerprint), VerifiedGrant>,
-    /// Whose view of the log this is (`docs/format.md` §8.8): `None` for a
-    /// relay, which must hold every entry whole.
-    viewer: Option<Fingerprint>,
+    /// Whose view of the log this is, and the time it is read at
+    /// (`docs/format.md` §8.8): `None` for a relay, which must hold every
+    /// entry whole.
+    viewer: Option<(Fingerprint, u64)>,
     /// The version of the last entry applied: versions never go down.
     entry_version: u8,
     /// Record versions of collections this reader does not follow, shown

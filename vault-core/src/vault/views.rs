@@ -339,8 +339,9 @@ impl VaultState {
     /// Whether a relay shows `entry` whole to `reader`, or redacted
     /// (`docs/format.md` §8.8). Whole: every version-1 entry; the genesis
     /// entry; every entry to the owner; the entries of a collection to its
-    /// current members, and to a removed member up to the rotation that
-    /// removed them; a single-record grant, its withdrawal and the record
+    /// current members (those written while their grant is in force: all
+    /// of them for a grant without expiry), and to a removed member up to
+    /// the rotation that removed them; a single-record grant, its withdrawal and the record
     /// version it names, to its holder. This state must be the relay's own
     /// (every entry whole), at or after `entry`.
     pub fn shows_in_full(&self, entry: &LogEntry, reader: &Fingerprint) -> bool {
@@ -352,7 +353,10 @@ impl VaultState {
             .entry_collection(body)
             .and_then(|c| self.collections.get(&c))
         {
-            if coll.grants.contains_key(reader)
+            if coll
+                .grants
+                .get(reader)
+                .is_some_and(|g| g.is_valid_at(entry.time()))
                 || coll.left.get(reader).is_some_and(|s| entry.seq() <= *s)
             {
                 return true;
