@@ -27,7 +27,8 @@
 //!   a live writer. A lease also names its holder's **presence**: a
 //!   session-level advisory lock that each [`S3Blobs`] keeps on a database
 //!   connection of its own for as long as it lives (checked every
-//!   [`PRESENCE_CHECK`]). When that session ends (the relay was killed,
+//!   [`PRESENCE_CHECK`], lost when it closes or does not answer within
+//!   [`PRESENCE_TIMEOUT`]). When that session ends (the relay was killed,
 //!   or lost its database), the lock is gone at once, and another writer
 //!   may take the upload over without waiting for the lease to run out;
 //!   a lease whose presence is alive is never taken before it runs out.
@@ -87,9 +88,15 @@ pub const LEASE_RENEWAL: Duration = Duration::from_secs(5);
 pub const CHUNK_DEADLINE: Duration = Duration::from_secs(540);
 
 /// How often a relay checks that its presence session (the advisory lock
-/// its leases name) is still alive; a check that does not answer within
-/// this long counts as a lost session.
+/// its leases name) is still alive.
 pub const PRESENCE_CHECK: Duration = Duration::from_millis(500);
+
+/// A presence check that does not answer within this long counts as a
+/// lost session. A session the server ended is seen at once (its
+/// connection closes); this only bounds a database that stopped
+/// answering, so it is generous: a slow answer on a loaded machine must
+/// not stop every chunk in flight while the lock is still held.
+pub const PRESENCE_TIMEOUT: Duration = Duration::from_secs(3);
 
 type Sha256State = sha2_resumable::Sha256;
 
@@ -179,7 +186,7 @@ async fn keep_presence(pool: Pool, tx: tokio::sync::watch::Sender<Option<i64>>) 
                 loop {
                     tokio::time::sleep(PRESENCE_CHECK).await;
                     let alive = !client.is_closed()
-                        && tokio::time::timeout(PRESENCE_CHECK, client.simple_query(""))
+                        && tokio::time::timeout(PRESENCE_TIMEOUT, client.simple_query(""))
                             .await
                             .is_ok_and(|r| r.is_ok());
                     if !alive {
@@ -465,8 +472,9 @@ impl S3Blobs {
             Duration::from_secs(10),
             presence.wait_for(|p| p.is_some()),
         )
-        .await;
-        if !matches!(first, Ok(Ok(_))) {
+        .await
+        .is_ok_and(|r| r.is_ok());
+        if !first {
             return Err(BackendError::LeaseSession {
                 reason: "no session with its presence lock within 10 s".into(),
             });

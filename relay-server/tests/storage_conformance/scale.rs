@@ -1105,12 +1105,9 @@ async fn an_upload_whose_holder_lost_its_session_is_taken_over_at_once() {
     let meta = pg_meta(&cluster).await;
     // Two relays' blob stores over one database and bucket.
     let location = cluster.s3.location(&cluster.unique("p"));
+    let credentials = services::credentials();
     let connect = || {
-        relay_server::storage::s3::S3Blobs::connect(
-            &location,
-            &services::credentials(),
-            meta.pool().clone(),
-        )
+        relay_server::storage::s3::S3Blobs::connect(&location, &credentials, meta.pool().clone())
     };
     let a = Arc::new(connect().await.unwrap());
     let b = Arc::new(connect().await.unwrap());
