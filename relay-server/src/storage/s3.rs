@@ -468,12 +468,10 @@ impl S3Blobs {
         let (tx, mut presence) = tokio::sync::watch::channel(None);
         let task = PresenceTask(tokio::spawn(keep_presence(pool.clone(), tx)));
         // The first presence session, before any upload is served.
-        let first = tokio::time::timeout(
-            Duration::from_secs(10),
-            presence.wait_for(|p| p.is_some()),
-        )
-        .await
-        .is_ok_and(|r| r.is_ok());
+        let first =
+            tokio::time::timeout(Duration::from_secs(10), presence.wait_for(|p| p.is_some()))
+                .await
+                .is_ok_and(|r| r.is_ok());
         if !first {
             return Err(BackendError::LeaseSession {
                 reason: "no session with its presence lock within 10 s".into(),

@@ -1135,7 +1135,9 @@ async fn an_upload_whose_holder_lost_its_session_is_taken_over_at_once() {
         tokio::spawn(async move { a.write_chunk(key, chunk, stream).await })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let busy = b.write_chunk(key, chunk, body(vec![Ok(blob.clone())])).await;
+    let busy = b
+        .write_chunk(key, chunk, body(vec![Ok(blob.clone())]))
+        .await;
     assert!(
         matches!(busy, Err(ChunkError::OffsetMismatch(0))),
         "a live holder's upload was not refused to another writer: {busy:?}"
@@ -1159,7 +1161,10 @@ async fn an_upload_whose_holder_lost_its_session_is_taken_over_at_once() {
     // B takes over at once, long before the lease would have run out.
     let started = Instant::now();
     let taken = loop {
-        match b.write_chunk(key, chunk, body(vec![Ok(blob.clone())])).await {
+        match b
+            .write_chunk(key, chunk, body(vec![Ok(blob.clone())]))
+            .await
+        {
             Err(ChunkError::OffsetMismatch(0)) if started.elapsed() < LEASE / 2 => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
