@@ -67,10 +67,11 @@ pub async fn read_header(stream: &mut TcpStream) -> Result<Option<SocketAddr>, P
         return Err(ProxyHeaderError::Invalid("wrong signature".into()));
     }
     let len = usize::from(u16::from_be_bytes([fixed[14], fixed[15]]));
+    let mut rest = vec![0u8; len];
+    stream.read_exact(&mut rest).await?;
     let mut whole = Vec::with_capacity(16 + len);
     whole.extend_from_slice(&fixed);
-    whole.resize(16 + len, 0);
-    stream.read_exact(&mut whole[16..]).await?;
+    whole.extend_from_slice(&rest);
     parse(&whole)
 }
 
