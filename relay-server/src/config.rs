@@ -3,7 +3,7 @@
 //! needs none of it: `relay-server` alone serves on 127.0.0.1:8787 from
 //! `./relay-data`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -176,6 +176,20 @@ pub struct ServeArgs {
     /// same host forwards the public's requests) [default: false].
     #[arg(long, env = "RELAY_NEW_PER_HOUR_LOOPBACK", global = true)]
     pub new_per_hour_loopback: Option<bool>,
+    /// The address of a load balancer that opens each connection with a
+    /// PROXY protocol v2 header naming the client (haproxy's
+    /// `send-proxy-v2`), so per-source limits count clients, not the
+    /// balancer. Connections from it without a valid header are closed;
+    /// connections from other addresses are served as usual, keyed by
+    /// their own address. Repeatable; comma-separated in the environment
+    /// [default: none, no header is read].
+    #[arg(
+        long,
+        env = "RELAY_PROXY_PROTOCOL_FROM",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub proxy_protocol_from: Vec<IpAddr>,
     /// Most entries in one vault's log, genesis included [default: 100000].
     #[arg(long, env = "RELAY_MAX_VAULT_ENTRIES", global = true)]
     pub max_vault_entries: Option<u64>,
@@ -236,6 +250,7 @@ struct FileConfig {
     invite_tokens_file: Option<PathBuf>,
     new_per_hour: Option<u32>,
     new_per_hour_loopback: Option<bool>,
+    proxy_protocol_from: Option<Vec<IpAddr>>,
     max_vault_entries: Option<u64>,
     inbox_strangers_per_owner: Option<usize>,
     vault_cache: Option<usize>,
@@ -411,6 +426,9 @@ pub struct Config {
     pub new_per_hour: u32,
     /// Whether loopback sources count against `new_per_hour`.
     pub new_per_hour_loopback: bool,
+    /// Load balancers whose connections begin with a PROXY protocol v2
+    /// header naming the client (see [`crate::proxy`]); empty: none.
+    pub proxy_protocol_from: Vec<IpAddr>,
     /// Most entries in one vault's log.
     pub max_vault_entries: u64,
     /// Vaults an inbox lists per stranger owner.
@@ -452,6 +470,7 @@ impl Default for Config {
             invite_tokens: crate::admission::InviteTokens::default(),
             new_per_hour: 60,
             new_per_hour_loopback: false,
+            proxy_protocol_from: Vec::new(),
             max_vault_entries: 100_000,
             inbox_strangers_per_owner: 16,
             vault_cache: 10_000,
@@ -559,6 +578,11 @@ impl Config {
                 .new_per_hour_loopback
                 .or(file.new_per_hour_loopback)
                 .unwrap_or(d.new_per_hour_loopback),
+            proxy_protocol_from: if args.proxy_protocol_from.is_empty() {
+                file.proxy_protocol_from.unwrap_or_default()
+            } else {
+                args.proxy_protocol_from.clone()
+            },
             max_vault_entries: args
                 .max_vault_entries
                 .or(file.max_vault_entries)
@@ -952,5 +976,35 @@ abcdefghijklmnopqrstuvwxyz
         };
         let c = Config::resolve(&args).unwrap();
         assert_eq!(c.relay_origins()[0].as_str(), "https://relay.example.org");
+    }
+
+    #[test]
+    fn proxy_protocol_addresses_come_from_the_file_or_the_flags() {
+        assert!(Config::default().proxy_protocol_from.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(&path, "proxy_protocol_from = [\"127.0.0.9\", \"::1\"]\n").unwrap();
+        let mut args = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        let c = Config::resolve(&args).unwrap();
+        assert_eq!(
+            c.proxy_protocol_from,
+            vec![
+                "127.0.0.9".parse::<IpAddr>().unwrap(),
+                "::1".parse::<IpAddr>().unwrap()
+            ]
+        );
+        args.proxy_protocol_from = vec!["10.0.0.1".parse().unwrap()];
+        let c = Config::resolve(&args).unwrap();
+        assert_eq!(
+            c.proxy_protocol_from,
+            vec!["10.0.0.1".parse::<IpAddr>().unwrap()]
+        );
+        std::fs::write(&path, "proxy_protocol_from = [\"not an address\"]\n").unwrap();
+        args.proxy_protocol_from.clear();
+        let err = Config::resolve(&args).unwrap_err().to_string();
+        assert!(err.contains("proxy_protocol_from"), "{err}");
     }
 }

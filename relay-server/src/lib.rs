@@ -21,6 +21,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod health;
 pub mod metrics;
+pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod state;

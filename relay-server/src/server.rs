@@ -152,6 +152,12 @@ impl Relay {
                 }
             })
         };
+        // Connections from trusted load balancers name their client in a
+        // PROXY protocol header (crate::proxy).
+        let listener = crate::proxy::RelayListener::new(
+            listener,
+            self.state.config.proxy_protocol_from.clone(),
+        )?;
         // Small responses must not wait for the peer's delayed ACK.
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);

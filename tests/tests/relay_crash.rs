@@ -32,6 +32,14 @@
 //! After the last cycle every acknowledged blob and every record-put's blob
 //! is downloaded once more.
 //!
+//! With `VAULT_TEST_RELAY=cluster` the relay is a whole `scripts/cluster`
+//! (PostgreSQL, SeaweedFS, three relays behind haproxy): the writers go
+//! through haproxy, every instance is killed at once, the script starts
+//! them again, and an upload cut by the kill resumes at once on any
+//! instance (its S3 lease's holder session closed with the process,
+//! decision 46). After the kill, haproxy's own `503 unavailable` counts
+//! as the relay gone, like a refused connection.
+//!
 //! `VAULT_CRASH_CYCLES` sets the number of cycles (default 20),
 //! `VAULT_CRASH_SEED` the random seed (printed; the kill times and record
 //! sizes follow from it, the exact interleaving does not).
@@ -174,6 +182,10 @@ struct Job {
     collection: CollectionId,
     ledger: Arc<Mutex<Ledger>>,
     cycle: u32,
+    /// Set just before the kill: from then on, a load balancer's `503
+    /// unavailable` (in cluster mode haproxy answers so once no instance
+    /// is left) means the relay went away, as a failed connection does.
+    killed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Job {
@@ -185,10 +197,13 @@ impl Job {
                 break e;
             }
         };
-        // The relay was killed: anything but a failed connection is a
-        // finding (a rollback or fork seen by the writer's pull, a refusal,
-        // a 500).
-        if !matches!(err, ClientError::Transport(_)) {
+        // The relay was killed: anything but a failed connection (or,
+        // after the kill, the load balancer's 503) is a finding (a
+        // rollback or fork seen by the writer's pull, a refusal, a 500).
+        let gone = matches!(err, ClientError::Transport(_))
+            || (self.killed.load(std::sync::atomic::Ordering::SeqCst)
+                && err.code() == "unavailable");
+        if !gone {
             lock(&self.ledger)
                 .errors
                 .push(format!("writer {} ({}): {err}", self.id, err.code()));
@@ -805,6 +820,7 @@ fn acknowledged_writes_survive_kill_9() {
         }
 
         // Write concurrently, then kill the relay mid-flight.
+        let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let handles: Vec<_> = writers
             .iter()
             .enumerate()
@@ -817,11 +833,13 @@ fn acknowledged_writes_survive_kill_9() {
                     collection: v.collection,
                     ledger: ledger.clone(),
                     cycle,
+                    killed: killed.clone(),
                 };
                 rt.spawn(job.run(w.store.clone(), Rng::new(rng.next_u64())))
             })
             .collect();
         std::thread::sleep(delay);
+        killed.store(true, std::sync::atomic::Ordering::SeqCst);
         relay.kill9();
         rt.block_on(async {
             for h in handles {

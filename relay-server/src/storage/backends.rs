@@ -445,6 +445,12 @@ pub enum BackendError {
         /// What happened.
         reason: String,
     },
+    /// The session that holds S3 upload leases could not be opened.
+    #[error("cannot open the PostgreSQL session that holds this relay's S3 upload leases: {reason}; check that the database (--database, RELAY_DATABASE) is running and accepts one more connection per relay")]
+    LeaseSession {
+        /// What happened.
+        reason: String,
+    },
     /// S3 blobs without PostgreSQL.
     #[error("--blobs s3://… needs --database postgres://… too: the state of multipart uploads lives in PostgreSQL")]
     Combination,

@@ -71,6 +71,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "smart health links",
         sql: include_str!("postgres/0005_shl.sql"),
     },
+    Migration {
+        version: 6,
+        name: "s3 upload holders",
+        sql: include_str!("postgres/0006_upload_holders.sql"),
+    },
 ];
 
 mod links;

@@ -24,11 +24,22 @@
 //!   writer is told the offset. A lease lasts [`LEASE`] and its holder
 //!   renews it every [`LEASE_RENEWAL`] while the chunk streams in (a chunk
 //!   is given at most [`CHUNK_DEADLINE`]), so a lease does not expire under
-//!   a live writer, and the lease of a relay that crashed (or was killed)
-//!   mid-chunk runs out within [`LEASE`]: the upload then continues on any
-//!   relay from its last acknowledged offset. Should a renewal fail for
-//!   longer than the lease, another writer may take over, and the first
-//!   one's acknowledgement (a compare-and-swap on its lease) fails.
+//!   a live writer. A lease also names its holder's **presence**: a
+//!   session-level advisory lock that each [`S3Blobs`] keeps on a database
+//!   connection of its own for as long as it lives (checked every
+//!   [`PRESENCE_CHECK`], lost when it closes or does not answer within
+//!   [`PRESENCE_TIMEOUT`]). When that session ends (the relay was killed,
+//!   or lost its database), the lock is gone at once, and another writer
+//!   may take the upload over without waiting for the lease to run out;
+//!   a lease whose presence is alive is never taken before it runs out.
+//!   The holder fences itself: a chunk stops (with a `503`) as soon as
+//!   its relay's presence is lost, and no part is put once it is, so a
+//!   writer that lost its session is not streaming when another one
+//!   takes over. Should the two still overlap (a part already sent when
+//!   the session dropped), the first one's acknowledgement (a
+//!   compare-and-swap on its lease) fails, and a part it overwrote no
+//!   longer matches the entity tag the ledger holds, which the store's
+//!   completion refuses (decision 46).
 //! - **Completion**: once the whole blob hashes to its address, a blob of
 //!   one part is put conditionally; otherwise the last part is uploaded,
 //!   the ledger marks the upload complete (so a crash here finishes on the
@@ -76,6 +87,17 @@ pub const LEASE_RENEWAL: Duration = Duration::from_secs(5);
 /// The longest one chunk may take (its lease is renewed meanwhile).
 pub const CHUNK_DEADLINE: Duration = Duration::from_secs(540);
 
+/// How often a relay checks that its presence session (the advisory lock
+/// its leases name) is still alive.
+pub const PRESENCE_CHECK: Duration = Duration::from_millis(500);
+
+/// A presence check that does not answer within this long counts as a
+/// lost session. A session the server ended is seen at once (its
+/// connection closes); this only bounds a database that stopped
+/// answering, so it is generous: a slow answer on a loaded machine must
+/// not stop every chunk in flight while the lock is still held.
+pub const PRESENCE_TIMEOUT: Duration = Duration::from_secs(3);
+
 type Sha256State = sha2_resumable::Sha256;
 
 /// An object store error; everything but a refusal of the request itself
@@ -116,6 +138,70 @@ pub struct S3Blobs {
     prefix: String,
     pool: Pool,
     part_size: usize,
+    /// The advisory lock key of this relay's presence session, `None`
+    /// while it has none (see the module documentation).
+    presence: tokio::sync::watch::Receiver<Option<i64>>,
+    /// Keeps the presence session; stopped when the store is dropped.
+    _presence_task: PresenceTask,
+}
+
+/// The task that keeps a relay's presence session, aborted on drop.
+struct PresenceTask(tokio::task::JoinHandle<()>);
+
+impl Drop for PresenceTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Takes a connection out of the pool for good (closed when dropped, so
+/// its advisory lock never goes back to the pool) and a session-level
+/// advisory lock on a fresh random key under it.
+async fn open_presence(
+    pool: &Pool,
+) -> Result<(deadpool_postgres::ClientWrapper, i64), StorageError> {
+    let c = deadpool_postgres::Object::take(pool.get().await?);
+    // Positive keys only: `holder >> 32` then fits pg_locks' `classid`.
+    let row = c
+        .query_opt(
+            "SELECT k FROM (SELECT (random() * 9.2e18)::bigint AS k) AS r
+             WHERE pg_try_advisory_lock(k)",
+            &[],
+        )
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| StorageError::new("a presence lock key was taken; trying another"))?;
+    let key: i64 = row.try_get(0).map_err(db_error)?;
+    Ok((c, key))
+}
+
+/// Keeps this relay's presence: a session holding an advisory lock,
+/// published in `tx` while it answers, withdrawn (`None`) the moment it
+/// does not, then opened again under a new key.
+async fn keep_presence(pool: Pool, tx: tokio::sync::watch::Sender<Option<i64>>) {
+    loop {
+        match open_presence(&pool).await {
+            Ok((client, key)) => {
+                tx.send_replace(Some(key));
+                loop {
+                    tokio::time::sleep(PRESENCE_CHECK).await;
+                    let alive = !client.is_closed()
+                        && tokio::time::timeout(PRESENCE_TIMEOUT, client.simple_query(""))
+                            .await
+                            .is_ok_and(|r| r.is_ok());
+                    if !alive {
+                        break;
+                    }
+                }
+                tx.send_replace(None);
+                tracing::warn!("the database session that holds this relay's upload leases was lost; chunks in flight stop, and a new session is opened");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "opening the database session for upload leases failed");
+                tokio::time::sleep(PRESENCE_CHECK).await;
+            }
+        }
+    }
 }
 
 /// An upload's state, as claimed.
@@ -379,12 +465,26 @@ impl S3Blobs {
                 .with_connect_timeout(Duration::from_secs(2))
                 .with_timeout(Duration::from_secs(3)),
         )?;
+        let (tx, mut presence) = tokio::sync::watch::channel(None);
+        let task = PresenceTask(tokio::spawn(keep_presence(pool.clone(), tx)));
+        // The first presence session, before any upload is served.
+        let first =
+            tokio::time::timeout(Duration::from_secs(10), presence.wait_for(|p| p.is_some()))
+                .await
+                .is_ok_and(|r| r.is_ok());
+        if !first {
+            return Err(BackendError::LeaseSession {
+                reason: "no session with its presence lock within 10 s".into(),
+            });
+        }
         Ok(Self {
             store: Arc::new(store),
             probe: Arc::new(health),
             prefix,
             pool,
             part_size: PART_SIZE,
+            presence,
+            _presence_task: task,
         })
     }
 
@@ -406,18 +506,33 @@ impl S3Blobs {
 
     /// Takes the upload's lease, creating its row if needed; `Err(at)`
     /// when another writer holds it.
-    async fn claim(&self, key: &UploadKey) -> Result<Result<Claimed, u64>, StorageError> {
+    ///
+    /// A lease held by another writer is taken over only once it ran out
+    /// or its holder's presence lock is gone (no session holds it).
+    async fn claim(
+        &self,
+        key: &UploadKey,
+        holder: i64,
+    ) -> Result<Result<Claimed, u64>, StorageError> {
         let c = self.client().await?;
         let (v, h) = (key.vault.as_bytes().as_slice(), key.hash.as_slice());
         let row = c
             .query_opt(
-                "INSERT INTO s3_uploads (vault, hash, lease, lease_until)
-                 VALUES ($1, $2, gen_random_uuid()::text, now() + make_interval(secs => $3))
+                "INSERT INTO s3_uploads (vault, hash, lease, lease_until, holder)
+                 VALUES ($1, $2, gen_random_uuid()::text, now() + make_interval(secs => $3), $4)
                  ON CONFLICT (vault, hash) DO UPDATE
-                   SET lease = excluded.lease, lease_until = excluded.lease_until, touched = now()
+                   SET lease = excluded.lease, lease_until = excluded.lease_until,
+                       holder = excluded.holder, touched = now()
                    WHERE s3_uploads.lease IS NULL OR s3_uploads.lease_until < now()
+                      OR (s3_uploads.holder IS NOT NULL AND NOT EXISTS (
+                            SELECT 1 FROM pg_locks l
+                             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                               AND l.database = (SELECT oid FROM pg_database
+                                                  WHERE datname = current_database())
+                               AND l.classid::bigint = (s3_uploads.holder >> 32)
+                               AND l.objid::bigint = (s3_uploads.holder & 4294967295)))
                  RETURNING lease, multipart_id, acked, parts, tail, hash_state, complete",
-                &[&v, &h, &LEASE.as_secs_f64()],
+                &[&v, &h, &LEASE.as_secs_f64(), &holder],
             )
             .await
             .map_err(db_error)?;
@@ -826,13 +941,32 @@ impl BlobStore for S3Blobs {
         chunk: Chunk,
         body: BodyStream,
     ) -> Result<ChunkOutcome, ChunkError> {
-        let state = match self.claim(&key).await? {
+        let lost = || {
+            StorageError::unavailable(
+                "this relay lost the database session that holds its upload leases; retry the chunk",
+            )
+        };
+        let mut presence = self.presence.clone();
+        let Some(holder) = *presence.borrow_and_update() else {
+            return Err(lost().into());
+        };
+        let state = match self.claim(&key, holder).await? {
             Ok(state) => state,
             Err(at) => return Err(ChunkError::OffsetMismatch(at)),
         };
         let lease = Lease::new(self.pool.clone(), key, state.token.clone());
-        let written =
-            tokio::time::timeout(CHUNK_DEADLINE, self.write_leased(key, chunk, body, state)).await;
+        // The chunk stops the moment this relay's presence is lost: another
+        // relay may then take the upload over.
+        let fenced = async move {
+            let _ = presence.wait_for(|p| *p != Some(holder)).await;
+        };
+        let written = tokio::select! {
+            w = tokio::time::timeout(CHUNK_DEADLINE, self.write_leased(key, chunk, body, state)) => w,
+            () = fenced => {
+                lease.release().await;
+                return Err(lost().into());
+            }
+        };
         match written {
             Ok(Ok(outcome)) => {
                 // Committed (which gave the lease back) or forgotten.

@@ -1087,3 +1087,135 @@ async fn upload_leases_are_renewed_by_live_writers_and_run_out_for_dead_ones() {
     assert_eq!(taken, ChunkOutcome::Complete);
     assert_eq!(read_all(&*blobs, key.hash, 0, 3000).await, orphan);
 }
+
+/// An upload whose holder's database session ended (its relay was killed,
+/// or lost the database) is taken over at once by another relay, without
+/// waiting for the lease to run out; the holder, if it still lives, stops
+/// its chunk instead of streaming beside the new writer, and serves again
+/// under a new session (decision 46).
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_whose_holder_lost_its_session_is_taken_over_at_once() {
+    use std::time::{Duration, Instant};
+
+    use relay_server::storage::s3::LEASE;
+    use relay_server::storage::ChunkError;
+
+    let cluster = services::cluster().await;
+    let meta = pg_meta(&cluster).await;
+    // Two relays' blob stores over one database and bucket.
+    let location = cluster.s3.location(&cluster.unique("p"));
+    let credentials = services::credentials();
+    let connect = || {
+        relay_server::storage::s3::S3Blobs::connect(&location, &credentials, meta.pool().clone())
+    };
+    let a = Arc::new(connect().await.unwrap());
+    let b = Arc::new(connect().await.unwrap());
+    let vault = vault_core::VaultId::from_bytes([6; 16]);
+    let blob = pattern(5000);
+    let key = UploadKey {
+        vault,
+        hash: sha(&blob),
+    };
+    let chunk = Chunk {
+        offset: 0,
+        total: blob.len() as u64,
+        max_chunk: 1 << 20,
+        digest: sha(&blob),
+    };
+
+    // Relay A takes the upload and stalls mid-chunk.
+    let first = blob[..1000].to_vec();
+    let stream: relay_server::storage::BodyStream = Box::pin(futures_util::StreamExt::chain(
+        futures_util::stream::iter(vec![Ok(bytes::Bytes::from(first))]),
+        futures_util::stream::pending(),
+    ));
+    let stalled = {
+        let a = a.clone();
+        tokio::spawn(async move { a.write_chunk(key, chunk, stream).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let busy = b
+        .write_chunk(key, chunk, body(vec![Ok(blob.clone())]))
+        .await;
+    assert!(
+        matches!(busy, Err(ChunkError::OffsetMismatch(0))),
+        "a live holder's upload was not refused to another writer: {busy:?}"
+    );
+
+    // A's session ends, as when its process is killed: the server closes
+    // the session and its advisory lock goes with it.
+    let c = meta.pool().get().await.unwrap();
+    let ended = c
+        .execute(
+            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l, s3_uploads u
+              WHERE u.vault = $1 AND u.hash = $2 AND l.locktype = 'advisory' AND l.granted
+                AND l.classid::bigint = (u.holder >> 32)
+                AND l.objid::bigint = (u.holder & 4294967295)",
+            &[&vault.as_bytes().as_slice(), &key.hash.as_slice()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended, 1, "the holder's presence session was not found");
+
+    // B takes over at once, long before the lease would have run out.
+    let started = Instant::now();
+    let taken = loop {
+        match b
+            .write_chunk(key, chunk, body(vec![Ok(blob.clone())]))
+            .await
+        {
+            Err(ChunkError::OffsetMismatch(0)) if started.elapsed() < LEASE / 2 => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => break other,
+        }
+    };
+    assert_eq!(
+        taken.unwrap(),
+        ChunkOutcome::Complete,
+        "the upload was not taken over"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "taking over took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(read_all(&*b, key.hash, 0, 5000).await, blob);
+
+    // A fenced itself: its chunk stopped (unavailable), it did not stream on.
+    let stopped = tokio::time::timeout(Duration::from_secs(5), stalled)
+        .await
+        .expect("the holder kept streaming after losing its session")
+        .unwrap();
+    match stopped {
+        Err(ChunkError::Storage(e)) => assert!(e.unavailable, "{e}"),
+        other => panic!("the holder's chunk ended with {other:?}"),
+    }
+
+    // A serves again under a new session.
+    let again = pattern(2000);
+    let key2 = UploadKey {
+        vault,
+        hash: sha(&again),
+    };
+    let chunk2 = Chunk {
+        offset: 0,
+        total: again.len() as u64,
+        max_chunk: 1 << 20,
+        digest: sha(&again),
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let written = loop {
+        match a
+            .write_chunk(key2, chunk2, body(vec![Ok(again.clone())]))
+            .await
+        {
+            Err(ChunkError::Storage(e)) if e.unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => break other,
+        }
+    };
+    assert_eq!(written.unwrap(), ChunkOutcome::Complete);
+}
