@@ -280,3 +280,34 @@ fn after_a_grant_expires_its_collection_is_shown_redacted() {
         Err(Error::Withheld { .. })
     ));
 }
+
+#[test]
+fn a_revoked_member_can_be_given_one_record_of_the_collection_they_left() {
+    let mut f = two_members();
+    let alice = f.alice.fingerprint();
+    f.revoke(1, f.labs);
+    let m = f.put_as(0, f.labs, None, "Sodium", b"140 mmol/L");
+    let mut keyring = Keyring::new(&f.patient, NOW);
+    let e = f
+        .state
+        .share_record(&mut keyring, &m.record(), f.alice.public(), None)
+        .unwrap();
+    f.append(e);
+    let log = served(&f, &alice);
+    // Served at once, and extended from what she held before.
+    let state = VaultState::verify_log_as(&alice, NOW, &log, None).unwrap();
+    let mut earlier = VaultState::verify_log_as(&alice, NOW, &log[..log.len() - 2], None).unwrap();
+    for e in &log[log.len() - 2..] {
+        earlier.apply(e).unwrap();
+    }
+    assert_eq!(earlier.records(None), state.records(None));
+    let listed = state.records(Some(&f.labs));
+    assert_eq!(listed.len(), 2, "the record she saw, and the one shared");
+    let v = state.record(&m.record()).unwrap();
+    let blob = f.blobs[v.metadata().ciphertext_hash()].clone();
+    let mut out = Vec::new();
+    Keyring::new(&f.alice, NOW)
+        .open(&state, &v, blob.as_slice(), &mut out)
+        .unwrap();
+    assert_eq!(out, b"140 mmol/L");
+}

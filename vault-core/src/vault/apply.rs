@@ -336,9 +336,13 @@ impl VaultState {
     fn apply_outside(&mut self, entry: &LogEntry, check: bool) -> Result<bool> {
         let seq = entry.seq();
         let collection = self.entry_collection(entry.body());
+        // A collection whose later entries this reader was shown redacted
+        // (it left it) is no longer followed: a record of it shared alone
+        // with the reader arrives as for any outsider.
         let follows = collection
             .as_ref()
-            .is_some_and(|c| self.collections.contains_key(c))
+            .and_then(|c| self.collections.get(c))
+            .is_some_and(|c| c.hidden_since.is_none())
             || matches!(
                 entry.body(),
                 EntryBody::CollectionCreated { .. } | EntryBody::Genesis { .. }

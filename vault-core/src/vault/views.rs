@@ -203,7 +203,14 @@ impl VaultState {
         out.extend(
             self.foreign
                 .iter()
-                .filter(|(id, _)| !self.records.contains_key(id))
+                .filter(|(id, versions)| {
+                    self.records.get(id).is_none_or(|rs| {
+                        versions
+                            .keys()
+                            .next_back()
+                            .is_some_and(|v| *v > rs.current_version())
+                    })
+                })
                 .filter_map(|(id, versions)| {
                     let (m, seq) = versions.values().next_back()?;
                     collection
@@ -218,7 +225,10 @@ impl VaultState {
                         })
                 }),
         );
-        out.sort_by_key(|r| r.id);
+        // A record known from a collection this reader left, and newer
+        // through a single-record grant: listed once, as the newer.
+        out.sort_by_key(|r| (r.id, std::cmp::Reverse(r.version)));
+        out.dedup_by_key(|r| r.id);
         out
     }
 
@@ -403,7 +413,13 @@ impl VaultState {
 
     /// The current version of a record, verified.
     pub fn record(&self, id: &RecordId) -> Result<VerifiedRecord<'_>> {
-        let Some(rs) = self.records.get(id) else {
+        let newer_foreign = |rs: &RecordState| {
+            self.foreign
+                .get(id)
+                .and_then(|v| v.keys().next_back())
+                .is_some_and(|v| *v > rs.current_version())
+        };
+        let Some(rs) = self.records.get(id).filter(|rs| !newer_foreign(rs)) else {
             return self.foreign_version(id, None);
         };
         match rs.versions.last() {
@@ -434,7 +450,11 @@ impl VaultState {
     /// last rotation's re-wrap, or else the epoch it was written in): those
     /// who held that epoch's key, the owner always, can open it.
     pub fn record_version(&self, id: &RecordId, version: u32) -> Result<VerifiedRecord<'_>> {
-        let Some(rs) = self.records.get(id) else {
+        let foreign = self
+            .foreign
+            .get(id)
+            .is_some_and(|v| v.contains_key(&version));
+        let Some(rs) = self.records.get(id).filter(|_| !foreign) else {
             return self.foreign_version(id, Some(version));
         };
         if version == rs.current_version() && !rs.is_deleted() {
