@@ -32,6 +32,7 @@ pub fn router(app: Arc<AppState>) -> Router {
             "/v1/vaults/{vault}/log",
             get(vaults::log).post(vaults::append),
         )
+        .route("/v1/vaults/{vault}/repair", post(vaults::repair))
         .route("/v1/vaults/{vault}/blobs", post(blobs::put_batch))
         .route(
             "/v1/vaults/{vault}/blobs/{hash}",

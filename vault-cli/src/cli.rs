@@ -113,7 +113,7 @@ pub enum Command {
     Create,
     /// Fetch new entries and records for your vaults, and vaults shared with
     /// you by verified contacts.
-    Sync,
+    Sync(SyncArgs),
     /// List the vaults this device knows.
     Vaults,
     /// Vaults that patients shared with you, and what they contain; and
@@ -581,6 +581,19 @@ pub struct ExportArgs {
     /// A new directory to write the export into.
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
+}
+
+/// `vault sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Repair a relay that lost entries this device verified (restored
+    /// from an older backup, or failed over to a replica that lagged):
+    /// push back, signed by their authors, the entries and record
+    /// ciphertexts this device holds. The relay checks them as any new
+    /// entry; a relay whose history differs from this device's (a fork) is
+    /// refused and left unchanged.
+    #[arg(long)]
+    pub repair: bool,
 }
 
 /// `vault verify`.

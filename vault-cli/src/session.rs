@@ -488,6 +488,15 @@ impl Session {
             .block_on(sync::pull(&mut self.store, &client, vault))?)
     }
 
+    /// Repairs the relay's copy of a vault from this device's
+    /// ([`sync::repair`]).
+    pub fn repair(&mut self, vault: &VaultId) -> Result<sync::Repaired> {
+        let client = self.client()?;
+        Ok(self
+            .rt
+            .block_on(sync::repair(&mut self.store, &client, vault))?)
+    }
+
     /// This device's verified copy of a vault.
     pub fn local(&self, vault: &VaultId) -> Result<VaultState> {
         Ok(store::load_vault(&self.store, vault)?)

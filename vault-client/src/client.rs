@@ -471,6 +471,30 @@ impl RelayClient {
     /// its `server_time` before the error is returned, so entries rebuilt
     /// with [`RelayClient::now`] are accepted.
     pub async fn append(&self, vault: &VaultId, prev: Head, entries: &[LogEntry]) -> Result<Head> {
+        self.post_entries(vault, prev, entries, "log", "appending to the vault log")
+            .await
+    }
+
+    /// Pushes back to a relay that lost them (a restore, a failover)
+    /// entries this member verified before, signed by their authors
+    /// (`POST /v1/vaults/{vault}/repair`, decision 53): 1 to 1024,
+    /// consecutive, the first following the relay's head `prev`. Checked
+    /// by the relay as an append; compare-and-swap as
+    /// [`RelayClient::append`]. Use [`crate::sync::repair`], which checks
+    /// first that the relay's log is a prefix of this device's.
+    pub async fn repair(&self, vault: &VaultId, prev: Head, entries: &[LogEntry]) -> Result<Head> {
+        self.post_entries(vault, prev, entries, "repair", "repairing the vault log")
+            .await
+    }
+
+    async fn post_entries(
+        &self,
+        vault: &VaultId,
+        prev: Head,
+        entries: &[LogEntry],
+        endpoint: &str,
+        doing: &'static str,
+    ) -> Result<Head> {
         let last = match entries.last() {
             Some(last) if entries.len() <= MAX_APPEND_ENTRIES => last,
             _ => {
@@ -482,8 +506,8 @@ impl RelayClient {
         };
         let req = Req::new(
             Method::POST,
-            format!("/v1/vaults/{}/log", vault.to_hex()),
-            "appending to the vault log",
+            format!("/v1/vaults/{}/{endpoint}", vault.to_hex()),
+            doing,
         )
         .json(&wire::Append {
             prev: prev.into(),

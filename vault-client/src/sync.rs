@@ -244,6 +244,95 @@ async fn reverify_from_start<S: Store + ?Sized>(
     Ok(())
 }
 
+/// What [`repair`] pushed back to a relay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Repaired {
+    /// The relay's head before the repair.
+    pub before: Head,
+    /// The relay's head after it.
+    pub after: Head,
+    /// Entries pushed back.
+    pub entries: u64,
+    /// Record ciphertexts uploaded again from this device.
+    pub blobs: u64,
+    /// Why the repair stopped before this device's head, if it did (an
+    /// entry this device holds only redacted, or a record whose ciphertext
+    /// it does not hold): another member's device, the owner's first, can
+    /// continue.
+    pub stopped: Option<String>,
+}
+
+/// Repairs a relay that lost entries this device verified (restored from
+/// an older backup, or failed over to a replica that lagged; decision 53),
+/// with the user's consent: the relay's log must be a prefix of this
+/// device's verified log ([`vault_core::Error::Fork`] otherwise, and
+/// nothing is sent: a relay whose history differs is not "repaired").
+/// Pushes back the missing entries in order, after uploading again the
+/// ciphertext of each record they add, from this device's store; the relay
+/// verifies them as any append. Stops at an entry this device holds only
+/// redacted (`docs/format.md` §8.8) or a record whose ciphertext it does
+/// not hold, and says so in [`Repaired::stopped`]. A relay at or ahead of
+/// this device needs no repair ([`Repaired::entries`] 0): pull it.
+pub async fn repair<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    vault: &VaultId,
+) -> Result<Repaired> {
+    let state = load(store, vault)?;
+    let ours = state.head();
+    let remote = client.head(vault).await?;
+    let mut report = Repaired {
+        before: remote,
+        after: remote,
+        entries: 0,
+        blobs: 0,
+        stopped: None,
+    };
+    if remote.seq >= ours.seq {
+        return Ok(report);
+    }
+    if state.checkpoint_at(remote.seq).map(|c| c.head) != Some(remote.hash) {
+        return Err(vault_core::Error::Fork { seq: remote.seq }.into());
+    }
+    let mut push = Vec::new();
+    for e in store.entries(vault, remote.seq.saturating_add(1))? {
+        if e.is_redacted() {
+            report.stopped = Some(format!(
+                "entry {} reached this device redacted (it concerns what you do not hold): the owner's device must repair from there",
+                e.seq()
+            ));
+            break;
+        }
+        if let EntryBody::RecordPut { metadata } = e.body() {
+            let hash = *metadata.ciphertext_hash();
+            let Some(mut blob) = store.open_blob(&hash)? else {
+                report.stopped = Some(format!(
+                    "entry {} adds a record whose ciphertext this device does not hold: a device that holds it must repair from there",
+                    e.seq()
+                ));
+                break;
+            };
+            let mut bytes = Vec::new();
+            blob.read_to_end(&mut bytes)?;
+            client
+                .put_blob(
+                    vault,
+                    &hash,
+                    checked_len(metadata)?,
+                    &mut std::io::Cursor::new(bytes),
+                )
+                .await?;
+            report.blobs += 1;
+        }
+        push.push(e);
+    }
+    for chunk in push.chunks(crate::client::MAX_APPEND_ENTRIES) {
+        report.after = client.repair(vault, report.after, chunk).await?;
+        report.entries += chunk.len() as u64;
+    }
+    Ok(report)
+}
+
 /// Appends entries built on the current state, with compare-and-swap:
 /// pulls, calls `build` on the verified state, verifies the entries
 /// locally, appends them; if the log moved on meanwhile, pulls again and

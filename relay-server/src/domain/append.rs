@@ -158,10 +158,42 @@ impl Appends {
             }
         }
         let app = self.app.clone();
-        tokio::spawn(async move { commit(&app, vault, signer, prev, entries).await })
+        tokio::spawn(async move { commit(&app, vault, signer, prev, entries, Mode::Append).await })
             .await
             .map_err(|e| Failure::internal("the append task failed", e))?
     }
+
+    /// Repairs `vault` after a restore or a failover left the relay behind
+    /// what a member verified (decision 53): appends `entries`, already
+    /// signed by their authors and accepted before, if they follow the
+    /// head `prev`. Any current member may push them, whoever wrote them,
+    /// and their times are not held to the relay's clock (they were
+    /// accepted when written; times still never go down). Everything else
+    /// is checked as for [`Appends::append`]: each entry verifies with
+    /// vault-core against the relay's state, every record-put's blob must
+    /// be stored, the compare-and-swap on the head, the size limits and the
+    /// quota (charged to the member who repairs).
+    pub async fn repair(
+        &self,
+        vault: VaultId,
+        member: Fingerprint,
+        prev: Head,
+        entries: Vec<LogEntry>,
+    ) -> Result<Head, AppendError> {
+        check_count(entries.len())?;
+        let app = self.app.clone();
+        tokio::spawn(async move { commit(&app, vault, member, prev, entries, Mode::Repair).await })
+            .await
+            .map_err(|e| Failure::internal("the repair task failed", e))?
+    }
+}
+
+/// Whether entries are new (written by the caller) or old ones pushed back
+/// by a member (a repair).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Append,
+    Repair,
 }
 
 /// Checks rights and the compare-and-swap, applies the entries to the
@@ -172,6 +204,7 @@ async fn commit(
     me: Fingerprint,
     prev: Head,
     entries: Vec<LogEntry>,
+    mode: Mode,
 ) -> Result<Head, AppendError> {
     if entries.len() > 1 {
         if let Some(retry_after) = app.rebuild_cooldown(vault) {
@@ -182,7 +215,10 @@ async fn commit(
     let Some(state) = guard.as_mut() else {
         return Err(AccessError::VaultNotFound.into());
     };
-    access::writer(state, &me, app.now())?;
+    match mode {
+        Mode::Append => access::writer(state, &me, app.now())?,
+        Mode::Repair => access::member(state, &me, app.now())?,
+    };
     let checkpoint = state.head();
     let current = Head {
         seq: checkpoint.seq,
@@ -405,6 +441,63 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_member_repairs_with_entries_of_other_authors_checked_as_any_append() {
+        let mut w = World::new().await;
+        let alice = ident(2, "Dr Alice", w.now);
+        let bob = ident(3, "Dr Bob", w.now);
+        w.share(&alice, Permission::Read).await;
+        let head = w.head();
+        // Entries the owner wrote days ago (outside the clock window).
+        let old = w.now - 3 * 86_400;
+        let scratch = w.state.clone();
+        let (_, e) = scratch.create_collection(&w.patient, "meds", old).unwrap();
+        let lost = vec![e];
+        let repairs = Appends::new(w.app.clone());
+        // Not a member: refused.
+        let err = repairs
+            .repair(w.vault(), bob.fingerprint(), head, lost.clone())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AppendError::Access(_)), "{err:?}");
+        // An append by the reader would be refused (not the author), but a
+        // repair is checked as the author's entry.
+        let err = repairs
+            .append(w.vault(), alice.fingerprint(), head, lost.clone())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AppendError::NotAuthor { .. }), "{err:?}");
+        // A forged entry does not verify.
+        let mut forged = lost[0].to_bytes().to_vec();
+        let n = forged.len();
+        forged[n - 1] ^= 1;
+        let err = repairs
+            .repair(
+                w.vault(),
+                alice.fingerprint(),
+                head,
+                vec![LogEntry::from_bytes(&forged).unwrap()],
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AppendError::InvalidEntry { .. }), "{err:?}");
+        assert_eq!(w.stored_head().await, head);
+        // The genuine entry goes in; pushed again, the head has moved.
+        let after = repairs
+            .repair(w.vault(), alice.fingerprint(), head, lost.clone())
+            .await
+            .unwrap();
+        assert_eq!(after.seq, head.seq + 1);
+        let err = repairs
+            .repair(w.vault(), alice.fingerprint(), head, lost)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, AppendError::HeadMoved(h) if h == after),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_stale_prev_is_refused_with_the_relays_head_and_nothing_is_stored() {
         let mut w = World::new().await;
         let stale = w.head();
@@ -584,6 +677,7 @@ mod tests {
             alice.fingerprint(),
             w.head(),
             one.clone(),
+            Mode::Append,
         )
         .await
         .unwrap_err();
@@ -591,9 +685,16 @@ mod tests {
             matches!(err, AppendError::Access(AccessError::ReadOnly)),
             "{err:?}"
         );
-        let err = commit(&w.app, w.vault(), bob.fingerprint(), w.head(), one.clone())
-            .await
-            .unwrap_err();
+        let err = commit(
+            &w.app,
+            w.vault(),
+            bob.fingerprint(),
+            w.head(),
+            one.clone(),
+            Mode::Append,
+        )
+        .await
+        .unwrap_err();
         assert!(
             matches!(err, AppendError::Access(AccessError::NotMember)),
             "{err:?}"
@@ -604,6 +705,7 @@ mod tests {
             w.patient.fingerprint(),
             w.head(),
             one.clone(),
+            Mode::Append,
         )
         .await
         .unwrap_err();

@@ -112,17 +112,43 @@ pub async fn append(
         read_json(&caller.content_sha256, &headers, body, app.config.max_json).await?;
     append::check_count(req.entries.len())?;
     let prev = req.prev.to_head()?;
-    let entries = req
-        .entries
+    let entries = parse_entries(&req.entries)?;
+    let head = Appends::new(app)
+        .append(vault, caller.fingerprint(), prev, entries)
+        .await?;
+    Ok(Json(json!({ "head": HeadJson::from(head) })))
+}
+
+/// `POST /v1/vaults/{vault}/repair`: a member pushes back entries the
+/// relay lost (a restore, a failover), signed by their authors; checked
+/// as an append, with compare-and-swap on the head (decision 53).
+pub async fn repair(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(vault): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let vault = parse_vault(&vault)?;
+    let req: AppendRequest =
+        read_json(&caller.content_sha256, &headers, body, app.config.max_json).await?;
+    append::check_count(req.entries.len())?;
+    let prev = req.prev.to_head()?;
+    let entries = parse_entries(&req.entries)?;
+    let head = Appends::new(app)
+        .repair(vault, caller.fingerprint(), prev, entries)
+        .await?;
+    Ok(Json(json!({ "head": HeadJson::from(head) })))
+}
+
+/// The entries of an append or repair request, parsed.
+fn parse_entries(entries: &[String]) -> ApiResult<Vec<LogEntry>> {
+    entries
         .iter()
         .enumerate()
         .map(|(index, e)| {
             LogEntry::from_vec(b64(e, "an entry")?)
                 .map_err(|source| AppendError::InvalidEntry { index, source }.into())
         })
-        .collect::<ApiResult<Vec<_>>>()?;
-    let head = Appends::new(app)
-        .append(vault, caller.fingerprint(), prev, entries)
-        .await?;
-    Ok(Json(json!({ "head": HeadJson::from(head) })))
+        .collect()
 }

@@ -31,7 +31,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Whoami(args) => identity::whoami(&home, out, &opts, &args),
         Command::Contacts(cmd) => identity::contacts(&mut session()?, cmd),
         Command::Create => vaults::create(&mut session()?),
-        Command::Sync => vaults::sync(&mut session()?),
+        Command::Sync(args) => vaults::sync(&mut session()?, &args),
         Command::Vaults => vaults::list(&mut session()?),
         Command::Inbox(args) => vaults::inbox(&mut session()?, &args),
         Command::Collections => reading::collections(&mut session()?),

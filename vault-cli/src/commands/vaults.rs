@@ -5,7 +5,7 @@ use vault_client::sync;
 use vault_core::store::Store as _;
 use vault_core::{Keyring, Permission, VaultId};
 
-use crate::cli::{InboxArgs, InboxCommand};
+use crate::cli::{InboxArgs, InboxCommand, SyncArgs};
 use crate::error::{CliError, Result};
 use crate::output::{clean, line, short, table};
 use crate::records::collections_by_name;
@@ -309,16 +309,52 @@ fn strangers(session: &mut Session) -> Result<()> {
 /// `vault sync`: every vault brought up to date, shared vaults of verified
 /// contacts joined, and the ciphertext of every readable record cached for
 /// offline reading.
-pub fn sync(session: &mut Session) -> Result<()> {
+pub fn sync(session: &mut Session, args: &SyncArgs) -> Result<()> {
     session.unlock()?;
+    // Repairs first: until the relay holds what this device verified, every
+    // read of the vault (the inbox's join included) is a rollback.
+    let mut repairs = std::collections::BTreeMap::new();
+    let mut failed: Option<CliError> = None;
+    if args.repair {
+        for vault in session.store.vaults()? {
+            match session.repair(&vault) {
+                Ok(r) => {
+                    if r.entries > 0 || r.stopped.is_some() {
+                        session.out.notice(format!(
+                            "vault {}: repaired the relay from entry {} to {} ({} entries, {} records uploaded again){}",
+                            short(&vault.to_hex()),
+                            r.before.seq,
+                            r.after.seq,
+                            r.entries,
+                            r.blobs,
+                            r.stopped
+                                .as_deref()
+                                .map(|why| format!("; stopped: {why}"))
+                                .unwrap_or_default()
+                        ));
+                    }
+                    repairs.insert(vault, r);
+                }
+                Err(e) if e.is_unreachable() => return Err(e),
+                Err(e) => {
+                    session.out.warn(format!(
+                        "warning: vault {}: not repaired: {e}",
+                        short(&vault.to_hex())
+                    ));
+                    failed = Some(e);
+                }
+            }
+        }
+    }
     let joined = session.join_shared()?;
     let unknown = joined.unknown;
     let mut summary = Vec::new();
     let vaults: Vec<VaultId> = session.store.vaults()?;
-    let mut failed: Option<CliError> = joined.rejected.into_iter().next().map(|(_, e)| e);
+    failed = failed.or(joined.rejected.into_iter().next().map(|(_, e)| e));
     for vault in vaults {
         // One vault failing (access ended, a lying relay) must not stop the
         // others from syncing.
+        let repaired = repairs.remove(&vault);
         let state = match session.pull(&vault) {
             Ok(state) => state,
             Err(e) if e.is_unreachable() => return Err(e),
@@ -330,9 +366,15 @@ pub fn sync(session: &mut Session) -> Result<()> {
                 continue;
             }
             Err(e) => {
-                session
-                    .out
-                    .warn(format!("warning: vault {}: {e}", short(&vault.to_hex())));
+                let hint = if e.code() == "rollback" {
+                    "; if the relay was restored from a backup or failed over, `vault sync --repair` pushes back what this device holds"
+                } else {
+                    ""
+                };
+                session.out.warn(format!(
+                    "warning: vault {}: {e}{hint}",
+                    short(&vault.to_hex())
+                ));
                 failed = Some(e);
                 continue;
             }
@@ -355,6 +397,13 @@ pub fn sync(session: &mut Session) -> Result<()> {
         }
         summary.push(json!({
             "vault": vault.to_hex(),
+            "repaired": repaired.map(|r| json!({
+                "entries": r.entries,
+                "blobs": r.blobs,
+                "from": r.before.seq,
+                "to": r.after.seq,
+                "stopped": r.stopped,
+            })),
             "records": readable.len(),
             "unopenable": unopenable.iter().map(|(r, a)| json!({
                 "record": r.to_hex(),
