@@ -453,6 +453,7 @@ enum Route {
     Head,
     GetLog,
     Append,
+    Repair,
     PutBatch,
     PutBlob,
     GetBlob,
@@ -469,7 +470,7 @@ enum Route {
     ShlFile,
 }
 
-const ROUTES: [Route; 22] = [
+const ROUTES: [Route; 23] = [
     Route::Healthz,
     Route::OpenApi,
     Route::PublishIdentity,
@@ -478,6 +479,7 @@ const ROUTES: [Route; 22] = [
     Route::Head,
     Route::GetLog,
     Route::Append,
+    Route::Repair,
     Route::PutBatch,
     Route::PutBlob,
     Route::GetBlob,
@@ -691,6 +693,14 @@ fn spec(w: &World, route: Route) -> Spec {
                 "entries": [b64(&w.fresh_entry)],
             })),
             ..base("POST", "/v1/vaults/{vault}/log", vec![v], &w.patient)
+        },
+        Route::Repair => Spec {
+            ct: Some(JSON),
+            body: json_body(json!({
+                "prev": w.head_json(),
+                "entries": [b64(&w.fresh_entry)],
+            })),
+            ..base("POST", "/v1/vaults/{vault}/repair", vec![v], &w.patient)
         },
         Route::PutBatch => Spec {
             ct: Some(OCTET),
@@ -953,7 +963,10 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
         req
     };
     let vault_route = s.template.starts_with("/v1/vaults/{vault}");
-    let writes = matches!(route, Route::Append | Route::PutBatch | Route::PutBlob);
+    let writes = matches!(
+        route,
+        Route::Append | Route::Repair | Route::PutBatch | Route::PutBlob
+    );
     if !s.signed {
         // Unauthenticated routes: only the method and path can be wrong.
         match mal {
@@ -1334,7 +1347,7 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
                     json!({}),
                     json!({ "genesis": "***" }),
                 ],
-                Route::Append => vec![
+                Route::Append | Route::Repair => vec![
                     json!({ "prev": "head", "entries": [b64(&w.fresh_entry)] }),
                     json!({ "prev": { "seq": "3", "hash": w.head_json()["hash"] }, "entries": [b64(&w.fresh_entry)] }),
                     json!({ "prev": { "seq": -1, "hash": w.head_json()["hash"] }, "entries": [b64(&w.fresh_entry)] }),
@@ -1415,6 +1428,7 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
             Route::PublishIdentity
             | Route::CreateVault
             | Route::Append
+            | Route::Repair
             | Route::PutAccepted
             | Route::CreateLink => {
                 let limit = if route == Route::PublishIdentity {
@@ -1695,7 +1709,9 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
             }
         }
         Mal::ReadOnlyMember => {
-            if writes || route == Route::UploadStatus {
+            // A repair is open to every member by design (decision 53): a
+            // reader pushing valid entries is not a malformation.
+            if (writes && route != Route::Repair) || route == Route::UploadStatus {
                 push(
                     "",
                     None,
