@@ -193,10 +193,22 @@ impl Cluster {
 
     /// The pid of relay instance `i` (1-based) now.
     pub fn relay_pid(&self, i: usize) -> u32 {
-        std::fs::read_to_string(self.dir.path().join(format!("pids/relay{i}")))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no pid for relay {i}"))
+        // The script rewrites the file when it restarts an instance: wait
+        // for it a few seconds rather than reading it mid-restart.
+        let path = self.dir.path().join(format!("pids/relay{i}"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let pid = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            match pid {
+                Some(pid) => return pid,
+                None if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                None => panic!("no pid for relay {i}"),
+            }
+        }
     }
 
     /// `kill -9` relay instance `i`; returns the pid killed. The script
