@@ -203,9 +203,7 @@ impl Cluster {
                 .and_then(|s| s.trim().parse().ok());
             match pid {
                 Some(pid) => return pid,
-                None if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
                 None => panic!("no pid for relay {i}"),
             }
         }

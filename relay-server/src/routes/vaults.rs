@@ -107,12 +107,7 @@ pub async fn append(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<Value>> {
-    let vault = parse_vault(&vault)?;
-    let req: AppendRequest =
-        read_json(&caller.content_sha256, &headers, body, app.config.max_json).await?;
-    append::check_count(req.entries.len())?;
-    let prev = req.prev.to_head()?;
-    let entries = parse_entries(&req.entries)?;
+    let (vault, prev, entries) = entries_request(&app, &caller, &vault, &headers, body).await?;
     let head = Appends::new(app)
         .append(vault, caller.fingerprint(), prev, entries)
         .await?;
@@ -129,16 +124,27 @@ pub async fn repair(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<Value>> {
-    let vault = parse_vault(&vault)?;
-    let req: AppendRequest =
-        read_json(&caller.content_sha256, &headers, body, app.config.max_json).await?;
-    append::check_count(req.entries.len())?;
-    let prev = req.prev.to_head()?;
-    let entries = parse_entries(&req.entries)?;
+    let (vault, prev, entries) = entries_request(&app, &caller, &vault, &headers, body).await?;
     let head = Appends::new(app)
         .repair(vault, caller.fingerprint(), prev, entries)
         .await?;
     Ok(Json(json!({ "head": HeadJson::from(head) })))
+}
+
+/// The vault, head and entries of an append or repair request.
+async fn entries_request(
+    app: &AppState,
+    caller: &Caller,
+    vault: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<(vault_core::VaultId, crate::storage::Head, Vec<LogEntry>)> {
+    let vault = parse_vault(vault)?;
+    let req: AppendRequest =
+        read_json(&caller.content_sha256, headers, body, app.config.max_json).await?;
+    append::check_count(req.entries.len())?;
+    let prev = req.prev.to_head()?;
+    Ok((vault, prev, parse_entries(&req.entries)?))
 }
 
 /// The entries of an append or repair request, parsed.
