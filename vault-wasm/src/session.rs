@@ -343,6 +343,18 @@ impl Session {
         })
     }
 
+    /// Repairs a relay that is behind this device (`rollback`): pushes back
+    /// the verified entries and held ciphertexts it lost (JSON: before,
+    /// after, entries, blobs, stopped). Refused with `fork` if the relay's
+    /// history differs; call only with the patient's consent.
+    pub fn repair(&self, vault: String) -> Promise {
+        self.run(|inner| async move {
+            let vault = vault_id(&vault)?;
+            let mut s = inner.lock().await;
+            Ok(json(&sharing::repair(&mut s, &vault).await?))
+        })
+    }
+
     /// The whole vault as a tar archive of standard age files, the
     /// passphrase-sealed key file and a README (owner only).
     #[wasm_bindgen(js_name = exportVault)]

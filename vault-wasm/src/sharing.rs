@@ -250,6 +250,27 @@ impl TarSink {
     }
 }
 
+/// Pushes back to a relay restored from an older backup (or failed over
+/// to a replica that lagged) the entries this device verified and the
+/// record ciphertexts it holds ([`sync::repair`], decision 53), with the
+/// patient's consent given on the page. The relay verifies them as any
+/// append; a relay whose history differs is refused (`fork`) and nothing is
+/// sent. JSON: `before` and `after` (the relay's entry numbers), `entries`,
+/// `blobs`, and `stopped` (why it stopped short, or null): this browser
+/// keeps only the ciphertexts it added or opened since it was unlocked, so
+/// a device that holds more (the command line keeps every record it synced)
+/// may have to continue.
+pub async fn repair(s: &mut Inner, vault: &VaultId) -> Result<Value> {
+    let r = sync::repair(&mut s.store, &s.client, vault).await?;
+    Ok(json!({
+        "before": r.before.seq,
+        "after": r.after.seq,
+        "entries": r.entries,
+        "blobs": r.blobs,
+        "stopped": r.stopped,
+    }))
+}
+
 /// Exports the vault (owner only) as a tar archive: standard age files for
 /// the owner's key, the FHIR bundle and manifest, the passphrase-sealed key
 /// file and the README.

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -39,9 +39,9 @@ let relayProcess = null;
 // Even if the test dies on an unexpected error, the relay does not outlive it.
 process.on('exit', () => relayProcess?.kill('SIGKILL'));
 
-function startRelay() {
+function startRelay(listen = '127.0.0.1:0') {
   return new Promise((resolveUrl, reject) => {
-    const relay = spawn(RELAY_BIN, ['--listen', '127.0.0.1:0', '--data-dir', join(tmp, 'relay'), '--web-dir', WEB_DIST, '--log', 'warn'], {
+    const relay = spawn(RELAY_BIN, ['--listen', listen, '--data-dir', join(tmp, 'relay'), '--web-dir', WEB_DIST, '--log', 'warn'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     relayProcess = relay;
@@ -643,6 +643,57 @@ async function main() {
   await tid('record-list').waitFor({ timeout: 60_000 });
   await shot('13-unlocked-again');
   log('8. screenshots saved, lock/unlock ok');
+
+  // 9. The relay's operator restores it from an older backup: the page
+  // reports a rollback and, with the patient's consent, repairs the relay
+  // from what it verified and holds (decision 53).
+  const stopRelay = async () => {
+    const exited = new Promise((r) => relayProcess.once('exit', r));
+    relayProcess.kill('SIGTERM');
+    await exited;
+  };
+  const listen = new URL(relayUrl).host;
+  const relayDir = join(tmp, 'relay');
+  const backupDir = join(tmp, 'relay-backup');
+  await stopRelay();
+  cpSync(relayDir, backupDir, { recursive: true });
+  await startRelay(listen);
+  await tid('nav-add').click();
+  await tid('upload-input').setInputFiles([{ name: 'after-backup.pdf', mimeType: 'application/pdf', buffer: tinyPdf() }]);
+  await tid('upload-start').click();
+  await tid('upload-file-done').waitFor({ timeout: 30_000 });
+  await noAlerts('after adding a record past the backup');
+  await stopRelay();
+  rmSync(relayDir, { recursive: true, force: true });
+  cpSync(backupDir, relayDir, { recursive: true });
+  await startRelay(listen);
+  await tid('nav-records').click();
+  await tid('refresh').click();
+  const rollback = page.locator('[data-testid="alert-tamper"]', { hasText: 'rollback' });
+  await rollback.waitFor({ timeout: 60_000 });
+  assert.match(await rollback.innerText(), /restored from a backup/);
+  await shot('16-rollback-repair-offered');
+  await rollback.getByTestId('repair').click();
+  await tid('repair-dialog').waitFor();
+  await tid('repair-dialog-confirm').click();
+  await page.waitForFunction(() => /Repaired the relay/.test(document.querySelector('[data-testid="status"]')?.textContent ?? ''), null, { timeout: 60_000 });
+  const repaired = await page.getByTestId('status').innerText();
+  assert.match(repaired, /\(1 entry, 1 encrypted record uploaded again\)/, `repair summary: ${repaired}`);
+  await noAlerts('after the repair');
+  await page.locator('[data-testid="record-row"][data-title="after-backup.pdf"]').waitFor();
+  // The repaired relay serves the whole history: a fresh unlock verifies it
+  // from the saved snapshot without a rollback, and the record opens.
+  await tid('lock').click();
+  await tid('unlock-passphrase').fill(PATIENT_PASS);
+  await tid('unlock-submit').click();
+  await tid('overview').waitFor({ timeout: 60_000 });
+  await tid('nav-records').click();
+  await page.locator('[data-testid="record-row"][data-title="after-backup.pdf"]').click();
+  await tid('record-detail').waitFor();
+  await noAlerts('after unlocking on the repaired relay');
+  await tid('nav-records').click();
+  await tid('record-list').waitFor();
+  log(`9. relay restored from an older backup: rollback reported, repaired from the page (${repaired.trim()}), the record opens after a fresh unlock`);
 
   assert.deepEqual(problems, [], `problems:\n${problems.join('\n')}`);
 

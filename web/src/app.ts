@@ -3,7 +3,7 @@
 import { Session, version, type RecordView, type VaultListing } from './vault';
 import { byId, clear, copyText, downloadBytes, field, h, icon, ICONS, type Child } from './dom';
 import { putProfile, type Profile } from './db';
-import { announce, clearAlerts, showAlert, showError, setRelayForMessages } from './errors';
+import { announce, clearAlerts, setRollbackAction, showAlert, showError, setRelayForMessages, type AlertAction } from './errors';
 import { baseType, fileNameFor, fmtDate, fmtDateTime, fmtMonth, fmtSize, isFhirType, OPENABLE, roleLabel } from './format';
 import { current, ctxOrThrow, run, setCtx, type Ctx, type View } from './state';
 import { authorBadge, authorText, emptyState, fingerprintEl, withBusy } from './ui';
@@ -43,10 +43,66 @@ export async function enterApp(session: Session, profile: Profile, opts: { justC
     collection: null,
     record: null,
   });
+  setRollbackAction(() => repairAction());
   renderTopbar();
   render();
   await loadVaults();
   if (opts.justCreated) announce('Your identity is ready and sealed with your passphrase.');
+}
+
+/**
+ * What a rollback alert offers: repairing the relay from this device, after the patient
+ * confirms (decision 53). The relay checks what is sent back like any change; a relay whose
+ * history differs is refused (`fork`) and nothing is sent.
+ */
+function repairAction(): AlertAction | null {
+  const c = current();
+  const vault = c?.vault;
+  if (!c || !vault) return null;
+  return {
+    label: 'Repair the relay from this device…',
+    testid: 'repair',
+    run: (dismiss) => {
+      void (async () => {
+        const ok = await confirmDialog({
+          title: 'Repair the relay?',
+          text: [
+            h('p', null, 'Do this only if the relay’s operator told you the relay was restored from a backup or moved to another site.'),
+            h(
+              'p',
+              null,
+              'This browser sends back the part of your vault’s history the relay lost: the signed entries it has verified, and the ' +
+                'encrypted records it added or opened since you unlocked. The relay cannot read them and checks each one like any new change. ' +
+                'If the relay shows a different history rather than an older one, nothing is sent.',
+            ),
+          ],
+          confirm: 'Repair',
+          testid: 'repair-dialog',
+        });
+        if (!ok || current() !== c) return;
+        try {
+          const r = await run((s) => s.repair(vault));
+          dismiss();
+          if (r.entries === 0) announce('The relay is not behind this device: nothing to repair.');
+          else
+            announce(
+              `Repaired the relay: ${r.entries === 1 ? `entry ${r.after}` : `entries ${r.before + 1} to ${r.after}`} sent back ` +
+                `(${r.entries === 1 ? '1 entry' : `${r.entries} entries`}, ${r.blobs === 1 ? '1 encrypted record' : `${r.blobs} encrypted records`} uploaded again).`,
+            );
+          if (r.stopped)
+            showAlert(
+              'warning',
+              'Repair stopped early',
+              `${r.stopped}. Unlock on the device that added those records (the command line keeps every record it synced: vault sync --repair) and repair from there.`,
+            );
+        } catch (e) {
+          showError(e, 'Repair');
+          return;
+        }
+        await refresh();
+      })();
+    },
+  };
 }
 
 export function lock(): void {
@@ -54,6 +110,7 @@ export function lock(): void {
   // which zeroizes them as soon as no operation still runs.
   const c = current();
   setCtx(null);
+  setRollbackAction(null);
   try {
     c?.session.close();
   } catch {

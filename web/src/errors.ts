@@ -70,7 +70,11 @@ export function explain(e: unknown): Explained {
         text:
           `Vault refused data because ${what} (${e.code}: ${m}). Nothing unverified was shown or used. ` +
           'Do not trust this relay for now, do not share or upload anything more, and contact your ' +
-          'provider’s support with this message.',
+          'provider’s support with this message.' +
+          (e.code === 'rollback'
+            ? ' If the relay’s operator tells you it was restored from a backup or moved to another site, ' +
+              'this device can repair it: it sends back the history it has verified, which the relay checks like any change.'
+            : ''),
       };
     }
     switch (e.code) {
@@ -132,20 +136,36 @@ export function explain(e: unknown): Explained {
   return { severity: 'error', title: 'Something went wrong', text };
 }
 
+/** A button offered inside an alert; `run` gets a function that removes the alert. */
+export interface AlertAction {
+  label: string;
+  testid: string;
+  run: (dismiss: () => void) => void;
+}
+
+let rollbackAction: ((e: VaultError) => AlertAction | null) | null = null;
+
+/** What a `rollback` alert offers (the unlocked app offers to repair the relay). */
+export function setRollbackAction(f: ((e: VaultError) => AlertAction | null) | null): void {
+  rollbackAction = f;
+}
+
 /** Shows an error in the alert region (tamper warnings stay until dismissed). */
 export function showError(e: unknown, context?: string): Explained {
   const x = explain(e);
-  showAlert(x.severity, context ? `${context}: ${x.title}` : x.title, x.text);
+  const action = e instanceof VaultError && e.code === 'rollback' ? rollbackAction?.(e) ?? undefined : undefined;
+  showAlert(x.severity, context ? `${context}: ${x.title}` : x.title, x.text, action);
   return x;
 }
 
-export function showAlert(severity: 'error' | 'tamper' | 'warning', title: string, text: string): void {
+export function showAlert(severity: 'error' | 'tamper' | 'warning', title: string, text: string, action?: AlertAction): void {
   const region = byId('alerts');
+  const body = h('div', { class: 'alert-body' }, h('strong', null, title), h('p', null, text));
   const box = h(
     'div',
     { class: `alert alert-${severity}`, testid: severity === 'tamper' ? 'alert-tamper' : 'alert' },
     icon(ICONS.warn),
-    h('div', { class: 'alert-body' }, h('strong', null, title), h('p', null, text)),
+    body,
     h(
       'button',
       {
@@ -158,6 +178,15 @@ export function showAlert(severity: 'error' | 'tamper' | 'warning', title: strin
       icon(ICONS.close),
     ),
   );
+  if (action) {
+    body.append(
+      h(
+        'button',
+        { type: 'button', class: 'button secondary small', testid: action.testid, onclick: () => action.run(() => box.remove()) },
+        action.label,
+      ),
+    );
+  }
   // Keep at most a few messages; tamper warnings are never pushed out.
   const plain = Array.from(region.querySelectorAll('.alert:not(.alert-tamper)'));
   if (plain.length >= 3) plain[0].remove();

@@ -183,6 +183,18 @@ export interface RevokeSummary {
   dropped: { record: string; collection: string; author: string; authorName: string | null }[];
 }
 
+/** What a repair pushed back to a relay that had lost part of the vault's history. */
+export interface RepairSummary {
+  /** The relay's last entry number before and after the repair. */
+  before: number;
+  after: number;
+  /** Entries pushed back, and record ciphertexts uploaded again from this browser. */
+  entries: number;
+  blobs: number;
+  /** Why the repair stopped short of this device's state, or null. */
+  stopped: string | null;
+}
+
 export interface ShareSummary {
   /** The collection's key was rotated before the grant: versions replaced or deleted before stay closed to the new member. */
   rotatedFirst: boolean;
@@ -439,6 +451,15 @@ export class Session {
   /** Revokes a member everywhere (or in one collection): rotates the keys and withdraws record shares. */
   async revoke(vault: string, fingerprintHex: string, collection?: string): Promise<RevokeSummary> {
     return JSON.parse(await call(() => this.inner.revoke(vault, fingerprintHex, collection)));
+  }
+
+  /**
+   * Pushes back to a relay restored from an older backup the entries this device verified and
+   * the ciphertexts it holds; the relay checks them as any change. Throws `fork` (nothing sent)
+   * if the relay's history differs. Only with the patient's consent.
+   */
+  async repair(vault: string): Promise<RepairSummary> {
+    return JSON.parse(await call(() => this.inner.repair(vault)));
   }
 
   /** Makes a SMART Health Link; `passcode` adds flag P. The key is only in the returned link. */
