@@ -26,7 +26,7 @@ use vault_core::{LogEntry, VaultState};
 
 use crate::storage::sqlite::DB_FILE;
 
-const MANIFEST: &str = "vault-relay-backup.json";
+pub(crate) const MANIFEST: &str = "vault-relay-backup.json";
 
 /// A backup or restore failure, with what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +47,7 @@ pub enum BackupError {
     Refused(String),
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackupError {
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackupError {
     let what = what.into();
     move |source| BackupError::Io { what, source }
 }
@@ -65,7 +65,7 @@ pub struct BackupSummary {
     pub blob_bytes: u64,
 }
 
-fn blob_rel(hash_hex: &str) -> String {
+pub(crate) fn blob_rel(hash_hex: &str) -> String {
     format!("blobs/{}/{}", hash_hex.get(..2).unwrap_or("00"), hash_hex)
 }
 
@@ -202,42 +202,8 @@ pub fn restore(input: &Path, data_dir: &Path) -> Result<BackupSummary, BackupErr
             saw_db = true;
             continue;
         }
-        let hex = name
-            .strip_prefix("blobs/")
-            .and_then(|rest| rest.split_once('/'))
-            .filter(|(pre, h)| {
-                h.len() == 64
-                    && h.bytes().all(|b| b.is_ascii_hexdigit())
-                    && h.get(..2) == Some(*pre)
-            })
-            .map(|(_, h)| h.to_ascii_lowercase())
-            .ok_or_else(|| {
-                BackupError::Refused(format!(
-                    "unexpected path {name:?} in the backup; refusing it"
-                ))
-            })?;
-        let dest = work.path().join(blob_rel(&hex));
-        if let Some(dir) = dest.parent() {
-            std::fs::create_dir_all(dir).map_err(io("creating a blob directory"))?;
-        }
-        let mut out = File::create(&dest).map_err(io("writing a blob"))?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = entry.read(&mut buf).map_err(io("reading a blob"))?;
-            if n == 0 {
-                break;
-            }
-            let piece = buf.get(..n).unwrap_or_default();
-            h.update(piece);
-            out.write_all(piece).map_err(io("writing a blob"))?;
-        }
-        out.sync_all().map_err(io("syncing a blob"))?;
-        if hex::encode(h.finalize()) != hex {
-            return Err(BackupError::Refused(format!(
-                "blob {hex} in the backup does not hash to its address; the backup is corrupt"
-            )));
-        }
+        let hex = blob_in_archive(&name)?;
+        extract_blob(&mut entry, &work.path().join(blob_rel(&hex)), &hex)?;
     }
     if !saw_db {
         return Err(BackupError::Refused(
@@ -279,22 +245,7 @@ fn verify_restored(dir: &Path) -> Result<BackupSummary, BackupError> {
         let raw: Vec<Vec<u8>> = st
             .query_map([&vault], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
-        let entries = raw
-            .iter()
-            .map(|b| LogEntry::from_bytes(b))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| {
-                BackupError::Refused(format!("a log entry in the backup is invalid: {e}"))
-            })?;
-        let state = VaultState::verify_log(entries.iter()).map_err(|e| {
-            BackupError::Refused(format!("a vault log in the backup does not verify: {e}"))
-        })?;
-        let head = state.head();
-        if head.seq != head_seq || head.head.as_slice() != head_hash.as_slice() {
-            return Err(BackupError::Refused(
-                "a vault's recorded head does not match its log; the backup is corrupt".into(),
-            ));
-        }
+        check_log(&raw, head_seq, &head_hash)?;
     }
     // Small blobs inside the database must hash to their addresses too.
     {
@@ -304,12 +255,7 @@ fn verify_restored(dir: &Path) -> Result<BackupSummary, BackupError> {
         })?;
         for row in rows {
             let (hash, bytes) = row?;
-            if vault_core::request::body_digest(&bytes).as_slice() != hash.as_slice() {
-                return Err(BackupError::Refused(format!(
-                    "blob {} in the backup's database does not hash to its address; the backup is corrupt",
-                    hex::encode(&hash)
-                )));
-            }
+            check_small_blob(&hash, &bytes)?;
         }
     }
     let hashes: Vec<Vec<u8>> = {
@@ -328,4 +274,88 @@ fn verify_restored(dir: &Path) -> Result<BackupSummary, BackupError> {
         }
     }
     summary(&conn)
+}
+
+/// The lowercase hex address of a blob's path in an archive
+/// (`blobs/<2 hex>/<64 hex>`); any other path is refused.
+pub(crate) fn blob_in_archive(name: &str) -> Result<String, BackupError> {
+    name.strip_prefix("blobs/")
+        .and_then(|rest| rest.split_once('/'))
+        .filter(|(pre, h)| {
+            h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) && h.get(..2) == Some(*pre)
+        })
+        .map(|(_, h)| h.to_ascii_lowercase())
+        .ok_or_else(|| {
+            BackupError::Refused(format!(
+                "unexpected path {name:?} in the backup; refusing it"
+            ))
+        })
+}
+
+/// Copies a blob out of an archive to `dest`, synced, and checks that it
+/// hashes to its address `hex`; returns its length.
+pub(crate) fn extract_blob(
+    entry: &mut impl Read,
+    dest: &Path,
+    hex: &str,
+) -> Result<u64, BackupError> {
+    if let Some(dir) = dest.parent() {
+        std::fs::create_dir_all(dir).map_err(io("creating a blob directory"))?;
+    }
+    let mut out = File::create(dest).map_err(io("writing a blob"))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = entry.read(&mut buf).map_err(io("reading a blob"))?;
+        if n == 0 {
+            break;
+        }
+        let piece = buf.get(..n).unwrap_or_default();
+        h.update(piece);
+        out.write_all(piece).map_err(io("writing a blob"))?;
+        len += n as u64;
+    }
+    out.sync_all().map_err(io("syncing a blob"))?;
+    if hex::encode(h.finalize()) != hex {
+        return Err(BackupError::Refused(format!(
+            "blob {hex} in the backup does not hash to its address; the backup is corrupt"
+        )));
+    }
+    Ok(len)
+}
+
+/// Verifies one vault's stored log (entry bytes in order) with vault-core
+/// from genesis, and that it ends at the recorded head.
+pub(crate) fn check_log(
+    raw: &[Vec<u8>],
+    head_seq: u64,
+    head_hash: &[u8],
+) -> Result<(), BackupError> {
+    let entries = raw
+        .iter()
+        .map(|b| LogEntry::from_bytes(b))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| BackupError::Refused(format!("a log entry in the backup is invalid: {e}")))?;
+    let state = VaultState::verify_log(entries.iter()).map_err(|e| {
+        BackupError::Refused(format!("a vault log in the backup does not verify: {e}"))
+    })?;
+    let head = state.head();
+    if head.seq != head_seq || head.head.as_slice() != head_hash {
+        return Err(BackupError::Refused(
+            "a vault's recorded head does not match its log; the backup is corrupt".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that a small blob kept in the database hashes to its address.
+pub(crate) fn check_small_blob(hash: &[u8], bytes: &[u8]) -> Result<(), BackupError> {
+    if vault_core::request::body_digest(bytes).as_slice() != hash {
+        return Err(BackupError::Refused(format!(
+            "blob {} in the backup's database does not hash to its address; the backup is corrupt",
+            hex::encode(hash)
+        )));
+    }
+    Ok(())
 }

@@ -43,19 +43,20 @@ pub struct Cli {
 pub enum Command {
     /// Run the relay (the default).
     Serve,
-    /// Write an online backup of the data directory to one file (a tar of
-    /// a consistent database snapshot and every blob it names). Safe while
-    /// the relay runs. A backup holds ciphertext only. SQLite + files
-    /// storage only: it reads the data directory directly, not through the
-    /// storage traits.
+    /// Write an online backup to one file (a tar of a consistent database
+    /// snapshot and every blob it names). Safe while the relay runs. A
+    /// backup holds ciphertext only. With --database postgres://… the
+    /// snapshot is taken by `pg_dump` (from RELAY_PG_BIN or PATH) and the
+    /// blobs are read from the configured blob store.
     Backup {
         /// The backup file to write (refuses to overwrite).
         #[arg(long, short)]
         output: PathBuf,
     },
-    /// Restore a backup into an empty or absent data directory, checking
-    /// every blob's hash and every vault log before anything is put in place.
-    /// SQLite + files storage only (it writes the data directory directly).
+    /// Restore a backup into an empty or absent data directory (or, with
+    /// --database, into a database with no tables, with no relay running on
+    /// it), checking every blob's hash and every vault log before anything
+    /// is left for a relay to serve.
     Restore {
         /// The backup file to read.
         #[arg(long, short)]

@@ -14,6 +14,8 @@ pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod backup;
+#[cfg(feature = "postgres")]
+pub mod backup_pg;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -20,6 +20,7 @@ pub struct Cluster {
     keep: bool,
     port: u16,
     args: Vec<String>,
+    restore: Option<PathBuf>,
     /// The load balancer's URL: the one clients use.
     pub url: String,
     /// Each relay instance's own URL (it accepts requests signed for it
@@ -45,6 +46,17 @@ impl Cluster {
 
     /// [`Cluster::start`] with haproxy on `port` (a free one if `None`).
     pub fn start_on(port: Option<u16>, relay_args: &[&str]) -> Self {
+        Self::start_with(port, None, relay_args)
+    }
+
+    /// [`Cluster::start_on`] on a new state directory restored from
+    /// `backup` (`scripts/cluster --restore`, decision 54) before any relay
+    /// starts.
+    pub fn start_restored(port: u16, backup: &Path, relay_args: &[&str]) -> Self {
+        Self::start_with(Some(port), Some(backup.to_path_buf()), relay_args)
+    }
+
+    fn start_with(port: Option<u16>, restore: Option<PathBuf>, relay_args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("vault-cluster-")
             .tempdir()
@@ -55,6 +67,7 @@ impl Cluster {
             keep: false,
             port: port.unwrap_or_else(crate::free_loopback_port),
             args: relay_args.iter().map(|a| a.to_string()).collect(),
+            restore,
             url: String::new(),
             instances: Vec::new(),
             admin: Vec::new(),
@@ -66,12 +79,18 @@ impl Cluster {
     /// Runs the script on this cluster's directory and port until it is
     /// ready.
     fn launch(&mut self) {
-        let mut child = Command::new("bash")
+        let mut command = Command::new("bash");
+        command
             .arg(script())
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--port")
-            .arg(self.port.to_string())
+            .arg(self.port.to_string());
+        // Restored once: a restart runs on the restored state.
+        if let Some(backup) = self.restore.take() {
+            command.arg("--restore").arg(backup);
+        }
+        let mut child = command
             .arg("--")
             .args(&self.args)
             .env("RELAY_BIN", crate::relay_binary())
@@ -161,6 +180,22 @@ impl Cluster {
             assert!(Instant::now() < deadline, "haproxy does not serve again");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The load balancer's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A setting of the running cluster from its `cluster.env` (`PG_PORT`,
+    /// `S3_PORT`, `PG_BIN`, …).
+    pub fn setting(&self, name: &str) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("cluster.env"))
+            .unwrap_or_else(|e| panic!("cluster.env: {e}"));
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .map(|v| v.trim_matches('\'').to_owned())
+            .unwrap_or_else(|| panic!("no {name} in cluster.env"))
     }
 
     /// The state and logs directory.
