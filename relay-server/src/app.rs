@@ -60,6 +60,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/identities", put(identities::publish))
         .merge(signed)
+        .route_layer(middleware::from_fn(note_route))
         .method_not_allowed_fallback(method_not_allowed);
     api = match &app.config.web_dir {
         Some(dir) => api.fallback(web_app(dir)),
@@ -85,6 +86,7 @@ pub fn router(app: Arc<AppState>) -> Router {
             "/v1/shl/files/{ticket}",
             get(links::file).options(links::preflight),
         )
+        .route_layer(middleware::from_fn(note_route))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback_service(api.with_state(app.clone()));
     router
@@ -275,17 +277,37 @@ async fn timeout(State(app): State<Arc<AppState>>, req: Request, next: Next) -> 
     }
 }
 
-/// Metrics and a log line per request (route template, status, latency;
-/// never bodies, keys or signatures).
-async fn observe(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let start = Instant::now();
+/// The route template that served a request, passed out on its response:
+/// the API is the outer router's fallback, so only a layer inside the
+/// router that matched sees the template.
+#[derive(Clone)]
+struct RouteTemplate(String);
+
+/// Notes the matched route's template on the response, for [`observe`].
+async fn note_route(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "other".into());
+        .map(|p| p.as_str().to_owned());
+    let mut resp = next.run(req).await;
+    if let Some(route) = route {
+        resp.extensions_mut().insert(RouteTemplate(route));
+    }
+    resp
+}
+
+/// Metrics and a log line per request (route template, status, latency;
+/// never bodies, keys or signatures). A request no route matched, or one
+/// cut off by the timeout, counts under `other`.
+async fn observe(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
     let method = req.method().to_string();
     let resp = next.run(req).await;
+    let route = resp
+        .extensions()
+        .get::<RouteTemplate>()
+        .map(|r| r.0.clone())
+        .unwrap_or_else(|| "other".into());
     let elapsed = start.elapsed();
     let status = resp.status().as_u16();
     app.metrics

@@ -498,6 +498,13 @@ async fn health_metrics_and_openapi_are_served() {
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     let text = String::from_utf8(body.to_vec()).unwrap();
     assert!(text.contains("relay_requests_total"), "{text}");
+    // Counted under the route templates that served them, not `other`.
+    for route in ["/healthz", "/v1/openapi.json"] {
+        assert!(
+            text.contains(&format!("route=\"{route}\",method=\"GET\",status=\"200\"")),
+            "{route} is not counted under its template: {text}"
+        );
+    }
     assert!(text.contains("relay_group_commit_batch_size"), "{text}");
     t.refused(
         Request::get("/nowhere").body(Body::empty()).unwrap(),
