@@ -246,6 +246,8 @@ impl From<AppendError> for ApiError {
             AppendError::BlobMissing { .. } => {
                 Self::new(StatusCode::CONFLICT, "blob_missing", message)
             }
+            AppendError::NotHome { home } => Self::new(StatusCode::CONFLICT, "not_home", message)
+                .with("home", json!(home.as_str())),
             AppendError::Failure(f) => f.into(),
         }
     }

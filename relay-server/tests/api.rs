@@ -1054,19 +1054,31 @@ async fn creating_a_vault() {
         "body_digest_mismatch",
     )
     .await;
-    // A genesis dated far from now.
-    let (_, old) = VaultState::create(&patient, now() - 86_400).unwrap();
+    // A genesis dated in the future is refused; one dated a day ago is a
+    // vault created earlier (a mirror's copy, or one a restore lost) and is
+    // accepted from its owner (decision 57).
+    let (_, future) = VaultState::create(&patient, now() + 86_400).unwrap();
     t.refused(
         signed(
             &patient,
             "POST",
             "/v1/vaults",
-            json_payload(json!({ "genesis": b64(old.to_bytes()) })),
+            json_payload(json!({ "genesis": b64(future.to_bytes()) })),
         ),
         StatusCode::UNPROCESSABLE_ENTITY,
         "entry_time_out_of_range",
     )
     .await;
+    let (_, old) = VaultState::create(&patient, now() - 86_400).unwrap();
+    let (s, v) = t
+        .json(signed(
+            &patient,
+            "POST",
+            "/v1/vaults",
+            json_payload(json!({ "genesis": b64(old.to_bytes()) })),
+        ))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
     t.refused(
         signed(
             &patient,

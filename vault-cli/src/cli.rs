@@ -116,6 +116,16 @@ pub enum Command {
     Sync(SyncArgs),
     /// List the vaults this device knows.
     Vaults,
+    /// The relays that keep a vault: its home, where writes go, and up to
+    /// 8 mirrors run by other operators, which every device reads from
+    /// when the home does not answer. Shows what each holds against this
+    /// device (up to date, behind, forked, unreachable).
+    ///
+    /// Mirrors are kept by your devices: `vault sync` pushes to each mirror
+    /// the signed entries and encrypted records it lacks, and each mirror
+    /// checks them as it would any write. A mirror sees what the home sees
+    /// (ciphertext, sizes, who holds which grant), no more.
+    Relays(RelaysArgs),
     /// Vaults that patients shared with you, and what they contain; and
     /// whose shares you accept.
     ///
@@ -581,6 +591,36 @@ pub struct ExportArgs {
     /// A new directory to write the export into.
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
+}
+
+/// `vault relays`.
+#[derive(Debug, Args)]
+pub struct RelaysArgs {
+    /// Name the vault's relays (owner only).
+    #[command(subcommand)]
+    pub action: Option<RelaysCommand>,
+}
+
+/// `vault relays ...`.
+#[derive(Debug, Subcommand)]
+pub enum RelaysCommand {
+    /// Name the vault's home relay and its mirrors, replacing the list
+    /// (owner only). The mirrors receive a copy at once.
+    ///
+    /// To move the vault's home (its operator is closing, or it is gone),
+    /// name the new home with --home: this device first sends it
+    /// everything it verified, then the naming is written there. Members'
+    /// devices follow the move at their next sync, from any relay that
+    /// answers.
+    Set {
+        /// The home relay (default: the current home).
+        #[arg(long, value_name = "URL")]
+        home: Option<String>,
+        /// A mirror relay (repeat for several, at most 8; none to stop
+        /// mirroring).
+        #[arg(long = "mirror", value_name = "URL")]
+        mirrors: Vec<String>,
+    },
 }
 
 /// `vault sync`.

@@ -119,7 +119,7 @@ pub fn ensure_collections(
     names: &[&str],
 ) -> Result<(VaultState, BTreeMap<String, CollectionId>)> {
     let secret = session.unlock()?;
-    let client = session.client()?;
+    let client = session.client_for(vault)?;
     let done = session
         .rt
         .block_on(vault_client::records::ensure_collections(
@@ -153,7 +153,7 @@ pub fn add_records(
     bar: &ProgressBar,
 ) -> Result<(VaultState, Vec<RecordId>)> {
     let secret = session.unlock()?;
-    let client = session.client()?;
+    let client = session.client_for(&state.vault())?;
     session
         .rt
         .block_on(vault_client::records::add_records(
@@ -182,7 +182,7 @@ pub fn add_stream(
     bar: &ProgressBar,
 ) -> Result<(VaultState, RecordMetadata)> {
     let secret = session.unlock()?;
-    let client = session.client()?;
+    let client = session.client_for(vault)?;
     let spool = tempfile::tempfile().map_err(|e| CliError::file(std::env::temp_dir(), e))?;
     let mut spool = ProgressSpool {
         inner: spool,

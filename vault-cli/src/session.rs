@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use secrecy::SecretString;
-use vault_client::{sync, InboxVault, RelayClient};
+use vault_client::{mirrors, sync, InboxVault, RelayClient};
+use vault_core::request::RelayOrigin;
 use vault_core::store::{self, SqliteStore, Store};
 use vault_core::{Fingerprint, PublicIdentity, RecordId, SecretIdentity, VaultId, VaultState};
 
@@ -85,6 +86,12 @@ pub struct Session {
     public: PublicIdentity,
     secret: Option<Arc<SecretIdentity>>,
     client: Option<RelayClient>,
+    /// Clients of other relays than the profile's: a vault's home after
+    /// the owner moved it, and mirrors (`vault relays`).
+    others: HashMap<RelayOrigin, RelayClient>,
+    /// Vaults read from a mirror because their home did not answer: their
+    /// ciphertext comes from there too.
+    read_from: HashMap<VaultId, RelayClient>,
     /// Set when a read fell back to the local copy because the relay was
     /// unreachable.
     unreachable: bool,
@@ -139,6 +146,8 @@ impl Session {
             public,
             secret: None,
             client: None,
+            others: HashMap::new(),
+            read_from: HashMap::new(),
             unreachable: false,
         })
     }
@@ -479,22 +488,169 @@ impl Session {
         }
     }
 
-    /// The vault brought up to date from the relay, with no fallback: what
-    /// a write builds on.
+    /// The vault brought up to date from its home relay; when the home
+    /// does not answer, from the first mirror the owner named that does,
+    /// verified the same way (with a notice, and a warning for each mirror
+    /// passed over: behind this device, forked or withholding). What a
+    /// write builds on (the write itself goes to the home).
     pub fn pull(&mut self, vault: &VaultId) -> Result<VaultState> {
-        let client = self.client()?;
-        Ok(self
-            .rt
-            .block_on(sync::pull(&mut self.store, &client, vault))?)
+        let home = match self.client_for(vault) {
+            Ok(c) => c,
+            Err(e) if e.is_unreachable() => match self
+                .home_origin(vault)
+                .or_else(|| RelayOrigin::parse(&self.relay_url().ok()?).ok())
+            {
+                Some(origin) => self.bare_client(&origin)?,
+                None => return Err(e),
+            },
+            Err(e) => return Err(e),
+        };
+        let mut passed_over = Vec::new();
+        let pulled = self.rt.block_on(mirrors::pull_any(
+            &mut self.store,
+            &home,
+            vault,
+            &mut passed_over,
+        ));
+        for (relay, why) in &passed_over {
+            let what = match why.code() {
+                "rollback" => "it is behind what this device verified (it lags)".to_owned(),
+                "fork" => {
+                    "its log differs from the one this device verified (forked): do not use it"
+                        .to_owned()
+                }
+                "missing_or_withheld" => "it withholds entries".to_owned(),
+                _ => why.to_string(),
+            };
+            self.out.warn(format!(
+                "warning: vault {}: mirror relay {relay} passed over: {what}",
+                crate::output::short(&vault.to_hex())
+            ));
+        }
+        let pulled = pulled?;
+        let moved_to = pulled
+            .state
+            .relays()
+            .map(|r| r.home() == pulled.from.origin())
+            .unwrap_or(false);
+        if pulled.from.origin() != home.origin() && moved_to {
+            self.out.notice(format!(
+                "notice: vault {}: its owner moved its home relay to {}; this device follows (checkpoint {})",
+                crate::output::short(&vault.to_hex()),
+                pulled.from.origin(),
+                pulled.state.head().code()
+            ));
+            self.read_from.remove(vault);
+        } else if pulled.from.origin() != home.origin() {
+            self.out.notice(format!(
+                "notice: vault {}: the home relay {} did not answer; read from the mirror {} (verified as from any relay, checkpoint {}). Writes wait for the home.",
+                crate::output::short(&vault.to_hex()),
+                home.origin(),
+                pulled.from.origin(),
+                pulled.state.head().code()
+            ));
+            self.read_from.insert(*vault, pulled.from);
+        } else {
+            self.read_from.remove(vault);
+        }
+        Ok(pulled.state)
     }
 
-    /// Repairs the relay's copy of a vault from this device's
-    /// ([`sync::repair`]).
+    /// The client of a vault's home relay: the profile's relay, unless the
+    /// vault's owner named another home (`vault relays set --home`).
+    pub fn client_for(&mut self, vault: &VaultId) -> Result<RelayClient> {
+        match self.home_origin(vault) {
+            Some(origin) => self.relay_client(&origin),
+            None => self.client(),
+        }
+    }
+
+    /// The home the owner named, from this device's verified copy, when it
+    /// is not the profile's relay.
+    fn home_origin(&self, vault: &VaultId) -> Option<RelayOrigin> {
+        let state = self.local(vault).ok()?;
+        let home = state.relays()?.home().clone();
+        let profile = self
+            .relay_url()
+            .ok()
+            .and_then(|u| RelayOrigin::parse(&u).ok());
+        (profile.as_ref() != Some(&home)).then_some(home)
+    }
+
+    /// A client of `origin` with this profile's identity published there
+    /// (the profile's own client if `origin` is the profile's relay).
+    pub fn relay_client(&mut self, origin: &RelayOrigin) -> Result<RelayClient> {
+        let profile = self
+            .relay_url()
+            .ok()
+            .and_then(|u| RelayOrigin::parse(&u).ok());
+        if profile.as_ref() == Some(origin) {
+            return self.client();
+        }
+        if let Some(c) = self.others.get(origin) {
+            return Ok(c.clone());
+        }
+        let client = self.bare_client(origin)?;
+        self.rt.block_on(client.publish_identity())?;
+        self.others.insert(origin.clone(), client.clone());
+        Ok(client)
+    }
+
+    /// A client of `origin`, with no request made yet.
+    fn bare_client(&mut self, origin: &RelayOrigin) -> Result<RelayClient> {
+        if self.opts.offline {
+            return Err(CliError::Usage(
+                "this command needs the relay, but --offline was given".into(),
+            ));
+        }
+        let secret = self.unlock()?;
+        Ok(RelayClient::new(origin.as_str(), secret)?
+            .with_retry_policy(vault_client::RetryPolicy::with_attempts(3)))
+    }
+
+    /// The relay to download a vault's ciphertext from: the mirror it was
+    /// read from when its home did not answer, else its home.
+    fn read_client(&mut self, vault: &VaultId) -> Result<RelayClient> {
+        match self.read_from.get(vault) {
+            Some(c) => Ok(c.clone()),
+            None => self.client_for(vault),
+        }
+    }
+
+    /// Sends every mirror of the vault what it lacks of this device's
+    /// verified copy ([`mirrors::push_to_mirrors`]); empty when the vault
+    /// names no mirror or no relay client can be made.
+    pub fn push_mirrors(&mut self, state: &VaultState) -> Vec<mirrors::MirrorReport> {
+        if state.relays().is_none_or(|r| r.mirrors().is_empty()) {
+            return Vec::new();
+        }
+        let like = match self.read_client(&state.vault()) {
+            Ok(c) => c,
+            Err(_) => match self
+                .relay_url()
+                .ok()
+                .and_then(|u| RelayOrigin::parse(&u).ok())
+            {
+                Some(o) => match self.bare_client(&o) {
+                    Ok(c) => c,
+                    Err(_) => return Vec::new(),
+                },
+                None => return Vec::new(),
+            },
+        };
+        self.rt
+            .block_on(mirrors::push_to_mirrors(&mut self.store, &like, state))
+    }
+
+    /// Repairs the home relay's copy of a vault from this device's
+    /// ([`mirrors::push_to`]: [`sync::repair`], after creating the vault
+    /// from its genesis entry if the relay lost it entirely, which only
+    /// the owner can).
     pub fn repair(&mut self, vault: &VaultId) -> Result<sync::Repaired> {
-        let client = self.client()?;
+        let client = self.client_for(vault)?;
         Ok(self
             .rt
-            .block_on(sync::repair(&mut self.store, &client, vault))?)
+            .block_on(mirrors::push_to(&mut self.store, &client, vault))?)
     }
 
     /// This device's verified copy of a vault.
@@ -517,7 +673,7 @@ impl Session {
                 missing.len()
             )));
         }
-        let client = self.client()?;
+        let client = self.read_client(&state.vault())?;
         let (small, large): (Vec<_>, Vec<_>) = missing
             .into_iter()
             .partition(|m| m.ciphertext_len() <= SMALL_DOWNLOAD);

@@ -50,6 +50,7 @@ pub mod fuzzing;
 mod head;
 pub mod inbox;
 pub mod links;
+pub mod mirrors;
 mod platform;
 pub mod reading;
 pub mod records;

@@ -684,7 +684,7 @@ fn checked_len(metadata: &RecordMetadata) -> Result<u64> {
 }
 
 /// [`store::load_vault`] for any store.
-fn load<S: Store + ?Sized>(store: &mut S, vault: &VaultId) -> Result<VaultState> {
+pub(crate) fn load<S: Store + ?Sized>(store: &mut S, vault: &VaultId) -> Result<VaultState> {
     Ok(store::load_vault(&StoreRef(store), vault)?)
 }
 

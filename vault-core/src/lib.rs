@@ -52,7 +52,9 @@ pub use keys::{
     CollectionKey, DepositPublicKey, DepositSealedKey, KeySeal, WrappedDataKey,
     DEPOSIT_SEALED_KEY_LEN, WRAPPED_KEY_LEN,
 };
-pub use log::{Checkpoint, EntryBody, LogEntry, Rewrap, Rotation, MAX_ROTATION_LEN};
+pub use log::{
+    Checkpoint, EntryBody, LogEntry, Relays, Rewrap, Rotation, MAX_MIRRORS, MAX_ROTATION_LEN,
+};
 pub use payload::{ciphertext_len, CHUNK_LEN};
 pub use record::{
     padded_len, OpenedRecord, RecordBody, RecordInfo, RecordMetadata, VerifiedRecord,

@@ -14,6 +14,7 @@ use crate::ids::{CollectionId, RecordId, VaultId};
 use crate::keys::WrappedDataKey;
 use crate::primitives::{self, sha256};
 use crate::record::{RecordMetadata, DEPOSIT_METADATA_LEN};
+use crate::request::RelayOrigin;
 
 /// Version 1 entries: the payload is signed and hashed as it is, and
 /// every reader sees every entry whole (read only since version 2).
@@ -89,6 +90,72 @@ pub struct Rotation {
     pub dropped: Vec<RecordId>,
 }
 
+/// Most mirror relays a vault names (`docs/format.md` §8.9).
+pub const MAX_MIRRORS: usize = 8;
+/// Longest relay origin in a relays-named entry, in bytes.
+const MAX_ORIGIN_LEN: usize = 255;
+
+/// The relays that keep a vault (`docs/format.md` §8.9): its home, where
+/// writes go, and mirrors, which hold copies that clients read from when
+/// the home does not answer. Always valid: the home is not a mirror, the
+/// mirrors are distinct (kept in ascending order) and at most
+/// [`MAX_MIRRORS`], every origin is normalised ([`RelayOrigin`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Relays {
+    home: RelayOrigin,
+    mirrors: Vec<RelayOrigin>,
+}
+
+impl Relays {
+    /// The home `home` with `mirrors` (any order; sorted here). Refuses
+    /// the home among the mirrors, a mirror named twice, or more than
+    /// [`MAX_MIRRORS`], with [`Error::InvalidInput`].
+    pub fn new(home: RelayOrigin, mut mirrors: Vec<RelayOrigin>) -> Result<Self> {
+        mirrors.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        if mirrors.windows(2).any(|w| matches!(w, [a, b] if a == b)) {
+            return Err(Error::InvalidInput("a mirror relay is named twice"));
+        }
+        if mirrors.contains(&home) {
+            return Err(Error::InvalidInput(
+                "the home relay cannot also be one of its mirrors",
+            ));
+        }
+        if mirrors.len() > MAX_MIRRORS {
+            return Err(Error::InvalidInput("a vault names at most 8 mirror relays"));
+        }
+        Ok(Self { home, mirrors })
+    }
+
+    /// The home relay: where writes go.
+    pub fn home(&self) -> &RelayOrigin {
+        &self.home
+    }
+
+    /// The mirror relays, in ascending order.
+    pub fn mirrors(&self) -> &[RelayOrigin] {
+        &self.mirrors
+    }
+
+    /// Whether `origin` is the home or a mirror.
+    pub fn names(&self, origin: &RelayOrigin) -> bool {
+        self.home == *origin || self.mirrors.contains(origin)
+    }
+}
+
+fn write_origin(w: &mut Writer, origin: &RelayOrigin) {
+    w.text(origin.as_str());
+}
+
+/// Reads an origin that must already be in normalised form.
+fn read_origin(r: &mut Reader<'_>) -> Result<RelayOrigin> {
+    let text = r.text(MAX_ORIGIN_LEN)?;
+    let origin = RelayOrigin::parse(text).map_err(|_| r.malformed("not a relay origin"))?;
+    if origin.as_str() != text {
+        return Err(r.malformed("relay origin not in normalised form"));
+    }
+    Ok(origin)
+}
+
 /// What a log entry does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -145,6 +212,10 @@ pub enum EntryBody {
         /// The last version purged (every earlier one is purged too).
         through: u32,
     },
+    /// Names the vault's home relay and its mirrors (`docs/format.md`
+    /// §8.9), replacing any earlier naming. Owner only; every reader sees
+    /// it whole.
+    RelaysNamed(Relays),
     /// A version-2 entry served redacted (`docs/format.md` §8.1): its
     /// author, time, kind and payload are hidden from this reader, who
     /// checks only its place in the hash chain.
@@ -163,6 +234,7 @@ impl EntryBody {
             EntryBody::Rotation(_) => 8,
             EntryBody::RecordGrantRevoked { .. } => 7,
             EntryBody::RecordPurged { .. } => 9,
+            EntryBody::RelaysNamed(_) => 10,
             EntryBody::Redacted => 0,
         }
     }
@@ -178,6 +250,7 @@ impl EntryBody {
             EntryBody::Rotation(_) => "rotation",
             EntryBody::RecordGrantRevoked { .. } => "record-grant-revoked",
             EntryBody::RecordPurged { .. } => "record-purged",
+            EntryBody::RelaysNamed(_) => "relays-named",
             EntryBody::Redacted => "redacted",
         }
     }
@@ -235,6 +308,13 @@ impl EntryBody {
             EntryBody::RecordPurged { record, through } => {
                 w.fixed(record.as_bytes()).u32(*through);
             }
+            EntryBody::RelaysNamed(relays) => {
+                write_origin(&mut w, &relays.home);
+                w.u32(len32(relays.mirrors.len()));
+                for m in &relays.mirrors {
+                    write_origin(&mut w, m);
+                }
+            }
             EntryBody::Redacted => {}
         }
         w.into_vec()
@@ -253,6 +333,7 @@ impl EntryBody {
             | EntryBody::RecordDeleted { .. }
             | EntryBody::RecordGrantRevoked { .. }
             | EntryBody::RecordPurged { .. }
+            | EntryBody::RelaysNamed(_)
             | EntryBody::Redacted => None,
         }
     }
@@ -325,6 +406,23 @@ impl EntryBody {
                 record: RecordId::from_bytes(r.array()?),
                 through: r.u32()?,
             },
+            10 => {
+                let home = read_origin(&mut r)?;
+                let mirrors = read_list(&mut r, 2, read_origin)?;
+                if mirrors.len() > MAX_MIRRORS {
+                    return Err(r.malformed("more than 8 mirror relays"));
+                }
+                if !mirrors
+                    .windows(2)
+                    .all(|w| matches!(w, [a, b] if a.as_str() < b.as_str()))
+                {
+                    return Err(r.malformed("mirror relays not strictly ascending"));
+                }
+                if mirrors.contains(&home) {
+                    return Err(r.malformed("the home relay is also a mirror"));
+                }
+                EntryBody::RelaysNamed(Relays { home, mirrors })
+            }
             _ => return Err(r.malformed("unknown entry kind")),
         };
         r.finish()?;
@@ -885,5 +983,100 @@ impl Checkpoint {
             });
         }
         Ok((seq, digits))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod relays_tests {
+    use super::*;
+
+    fn payload(home: &str, mirrors: &[&str]) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.text(home).u32(len32(mirrors.len()));
+        for m in mirrors {
+            w.text(m);
+        }
+        w.into_vec()
+    }
+
+    #[test]
+    fn relays_named_round_trips_and_refuses_non_canonical_payloads() {
+        let good = payload(
+            "https://a.example",
+            &["https://b.example", "https://c.example"],
+        );
+        let body = EntryBody::decode(10, &good).unwrap();
+        assert_eq!(body.encode(), good);
+        assert_eq!(body.kind(), 10);
+        for (bad, why) in [
+            (
+                payload(
+                    "https://a.example",
+                    &["https://c.example", "https://b.example"],
+                ),
+                "mirrors out of order",
+            ),
+            (
+                payload(
+                    "https://a.example",
+                    &["https://b.example", "https://b.example"],
+                ),
+                "a mirror twice",
+            ),
+            (
+                payload("https://a.example", &["https://a.example"]),
+                "the home as a mirror",
+            ),
+            (payload("HTTPS://A.example", &[]), "not normalised"),
+            (payload("https://a.example/path", &[]), "not an origin"),
+            (payload("https://a.example:443", &[]), "default port kept"),
+            (
+                payload(
+                    "https://a.example",
+                    &(0..9)
+                        .map(|i| format!("https://m{i}.example"))
+                        .collect::<Vec<_>>()
+                        .iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>(),
+                ),
+                "nine mirrors",
+            ),
+        ] {
+            assert!(EntryBody::decode(10, &bad).is_err(), "accepted {why}");
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(EntryBody::decode(10, &trailing).is_err());
+        let mut huge_count = payload("https://a.example", &[]);
+        let n = huge_count.len();
+        huge_count[n - 4..].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(EntryBody::decode(10, &huge_count).is_err());
+    }
+
+    #[test]
+    fn relays_new_sorts_and_refuses_what_a_reader_would() {
+        let o = |s: &str| RelayOrigin::parse(s).unwrap();
+        let r = Relays::new(
+            o("https://a.example"),
+            vec![o("https://c.example"), o("https://b.example")],
+        )
+        .unwrap();
+        assert_eq!(
+            r.mirrors(),
+            &[o("https://b.example"), o("https://c.example")]
+        );
+        assert!(r.names(&o("https://c.example")) && !r.names(&o("https://d.example")));
+        assert!(Relays::new(o("https://a.example"), vec![o("https://a.example")]).is_err());
+        assert!(Relays::new(
+            o("https://a.example"),
+            vec![o("https://b.example"), o("https://b.example")]
+        )
+        .is_err());
+        let nine = (0..9)
+            .map(|i| o(&format!("https://m{i}.example")))
+            .collect();
+        assert!(Relays::new(o("https://a.example"), nine).is_err());
     }
 }

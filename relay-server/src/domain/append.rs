@@ -86,6 +86,13 @@ pub enum AppendError {
         /// Which entry of the request.
         index: usize,
     },
+    /// This relay is a mirror of the vault (`docs/format.md` §8.9): the
+    /// owner named another relay its home, where writes go.
+    #[error("this relay keeps a mirror of this vault; its home relay is {home}: write there (run `vault sync` to learn the vault's relays)")]
+    NotHome {
+        /// The vault's home relay.
+        home: vault_core::request::RelayOrigin,
+    },
     /// The relay failed.
     #[error(transparent)]
     Failure(#[from] Failure),
@@ -219,6 +226,17 @@ async fn commit(
         Mode::Append => access::writer(state, &me, app.now())?,
         Mode::Repair => access::member(state, &me, app.now())?,
     };
+    // A mirror takes new entries only through repair, so that the home
+    // alone orders writes; an append may still make this relay the home
+    // (the owner moving it here), checked once applied.
+    let renames = entries
+        .iter()
+        .any(|e| matches!(e.body(), EntryBody::RelaysNamed(_)));
+    if mode == Mode::Append && !renames {
+        if let Some(home) = elsewhere(app, state) {
+            return Err(AppendError::NotHome { home });
+        }
+    }
     let checkpoint = state.head();
     let current = Head {
         seq: checkpoint.seq,
@@ -233,7 +251,7 @@ async fn commit(
     if size.saturating_add(count) > max {
         return Err(AppendError::VaultFull { max });
     }
-    precheck(app, vault, me, &entries).await?;
+    precheck(app, vault, me, &entries, mode).await?;
 
     // Verify and apply every entry on the relay's own state, in place: no
     // copy of the state, whatever its size. `VaultState::apply` changes
@@ -248,13 +266,22 @@ async fn commit(
             app.start_rebuild_cooldown(vault);
         }
     };
-    let mut effects = Effects::default();
+    let mut effects = Effects {
+        repair: mode == Mode::Repair,
+        ..Effects::default()
+    };
     for (index, e) in entries.iter().enumerate() {
         if let Err(source) = effects.apply(state, e, index) {
             if index > 0 {
                 drop_state(&mut guard);
             }
             return Err(AppendError::InvalidEntry { index, source });
+        }
+    }
+    if mode == Mode::Append && renames {
+        if let Some(home) = elsewhere(app, state) {
+            drop_state(&mut guard);
+            return Err(AppendError::NotHome { home });
         }
     }
     if let Err(index) = follows(prev, &entries) {
@@ -312,43 +339,55 @@ async fn commit(
     }
 }
 
+/// The vault's home relay when the owner named one that is not this relay
+/// (`docs/format.md` §8.9); `None` when this relay is the home.
+fn elsewhere(app: &AppState, state: &VaultState) -> Option<vault_core::request::RelayOrigin> {
+    let home = state.relays()?.home();
+    (!app.auth.origins().contains(home)).then(|| home.clone())
+}
+
 /// Refuses what storage would refuse, before the state changes: the
 /// signer's quota (every entry's bytes are charged to the signer), and
 /// record-put blobs that are missing, of another length than signed,
 /// uploaded by someone else, already used by another record, or named
-/// twice in the request.
+/// twice in the request. In a repair the blob may also be the one its
+/// record's author uploaded (a restore kept the blob and lost the entry).
 async fn precheck(
     app: &AppState,
     vault: VaultId,
     me: Fingerprint,
     entries: &[LogEntry],
+    mode: Mode,
 ) -> Result<(), AppendError> {
-    let puts: Vec<(usize, [u8; 32], u64)> = entries
+    let puts: Vec<(usize, [u8; 32], u64, Fingerprint)> = entries
         .iter()
         .enumerate()
         .filter_map(|(i, e)| match e.body() {
-            EntryBody::RecordPut { metadata } => {
-                Some((i, *metadata.ciphertext_hash(), metadata.ciphertext_len()))
-            }
+            EntryBody::RecordPut { metadata } => Some((
+                i,
+                *metadata.ciphertext_hash(),
+                metadata.ciphertext_len(),
+                e.author(),
+            )),
             _ => None,
         })
         .collect();
     let (used, blobs) = app
         .meta
-        .append_precheck(vault, me, puts.iter().map(|(_, h, _)| *h).collect())
+        .append_precheck(vault, me, puts.iter().map(|(_, h, _, _)| *h).collect())
         .await
         .map_err(|e| Failure::storage("checking an append", e))?;
     let bytes: u64 = entries.iter().map(|e| e.to_bytes().len() as u64).sum();
     if used.saturating_add(bytes) > app.config.quota {
         return Err(AppendError::QuotaExceeded);
     }
-    for (n, (index, hash, len)) in puts.iter().enumerate() {
-        let twice = puts.iter().filter(|(_, h, _)| h == hash).count() > 1;
-        let usable = blobs
-            .get(n)
-            .copied()
-            .flatten()
-            .is_some_and(|(info, used)| info.len == *len && info.uploader == me && !used);
+    for (n, (index, hash, len, author)) in puts.iter().enumerate() {
+        let twice = puts.iter().filter(|(_, h, _, _)| h == hash).count() > 1;
+        let uploaded_by = |who: Fingerprint| who == me || (mode == Mode::Repair && who == *author);
+        let usable =
+            blobs.get(n).copied().flatten().is_some_and(|(info, used)| {
+                info.len == *len && uploaded_by(info.uploader) && !used
+            });
         if twice || !usable {
             return Err(AppendError::BlobMissing { index: *index });
         }
@@ -361,6 +400,9 @@ async fn precheck(
 /// something (the inbox index), and blobs purged.
 #[derive(Default)]
 struct Effects {
+    /// The entries are pushed back (a repair): a record's blob may be
+    /// the one its author uploaded.
+    repair: bool,
     blob_refs: Vec<BlobRef>,
     inbox: Vec<Fingerprint>,
     purged: Vec<[u8; 32]>,
@@ -383,6 +425,7 @@ impl Effects {
                 collection: metadata.collection(),
                 record: metadata.record(),
                 entry: index,
+                also_uploaded_by: self.repair.then(|| e.author()),
             }),
             EntryBody::GrantAdded { member, .. } => self.inbox.push(member.fingerprint()),
             EntryBody::Rotation(r) => self.inbox.extend(r.grants.iter().map(|g| g.member())),
@@ -438,6 +481,75 @@ mod tests {
                 e
             })
             .collect()
+    }
+
+    #[tokio::test]
+    async fn a_mirror_refuses_appends_until_the_owner_moves_the_home_to_it() {
+        use vault_core::request::RelayOrigin;
+        use vault_core::Relays;
+        let w = World::new().await;
+        let appends = Appends::new(w.app.clone());
+        let here = w.app.auth.origins().first().unwrap().clone();
+        let elsewhere = RelayOrigin::parse("https://home.example").unwrap();
+        let head = w.head();
+        let mut scratch = w.state.clone();
+        // Naming another relay the home, appended here: refused, nothing
+        // stored, the state as it was.
+        let away = scratch
+            .name_relays(
+                &w.patient,
+                Relays::new(elsewhere.clone(), vec![here.clone()]).unwrap(),
+                w.now,
+            )
+            .unwrap();
+        let err = appends
+            .append(w.vault(), w.patient.fingerprint(), head, vec![away.clone()])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, AppendError::NotHome { home } if *home == elsewhere),
+            "{err:?}"
+        );
+        assert_eq!(w.stored_head().await, head);
+        // Pushed by a member's device (a repair), it is taken: this relay
+        // is now a mirror and refuses appends, naming the home.
+        let after = appends
+            .repair(w.vault(), w.patient.fingerprint(), head, vec![away.clone()])
+            .await
+            .unwrap();
+        scratch.apply(&away).unwrap();
+        let (_, meds) = scratch
+            .create_collection(&w.patient, "meds", w.now)
+            .unwrap();
+        let err = appends
+            .append(w.vault(), w.patient.fingerprint(), after, vec![meds])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, AppendError::NotHome { home } if *home == elsewhere),
+            "{err:?}"
+        );
+        // The owner moves the home here: taken, and appends go on.
+        let back = scratch
+            .name_relays(&w.patient, Relays::new(here, Vec::new()).unwrap(), w.now)
+            .unwrap();
+        let moved = appends
+            .append(
+                w.vault(),
+                w.patient.fingerprint(),
+                after,
+                vec![back.clone()],
+            )
+            .await
+            .unwrap();
+        scratch.apply(&back).unwrap();
+        let (_, meds) = scratch
+            .create_collection(&w.patient, "meds", w.now)
+            .unwrap();
+        appends
+            .append(w.vault(), w.patient.fingerprint(), moved, vec![meds])
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

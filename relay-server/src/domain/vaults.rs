@@ -32,7 +32,7 @@ pub enum VaultError {
     /// The signer is not the owner the genesis entry names.
     #[error("a vault can only be created by the owner its genesis entry names")]
     NotOwner,
-    /// The genesis entry is dated outside the skew window of the relay's
+    /// The genesis entry is dated after the skew window of the relay's
     /// clock.
     #[error("entry {index} is dated more than {skew} seconds from the relay's clock; check the device clock")]
     EntryTimeOutOfRange {
@@ -118,8 +118,9 @@ impl Vaults {
     /// Creates the vault `genesis` starts, signed by `signer` from
     /// `source`. Checked in this order: the genesis verifies
     /// ([`VaultError::InvalidEntry`]), `signer` is the owner it names
-    /// ([`VaultError::NotOwner`]), its time is within the skew window
-    /// ([`VaultError::EntryTimeOutOfRange`]), `source` has budget left
+    /// ([`VaultError::NotOwner`]), its time is not after the skew window
+    /// ([`VaultError::EntryTimeOutOfRange`]; an older genesis is accepted:
+    /// a mirror's copy, or a vault a restore lost), `source` has budget left
     /// ([`VaultError::CreationLimited`], given back unless the vault is
     /// new), then storage: the owner's quota ([`VaultError::QuotaExceeded`])
     /// and the id ([`VaultError::VaultExists`] for another genesis; exactly
@@ -139,7 +140,10 @@ impl Vaults {
         }
         let now = app.now();
         let skew = app.config.clock_skew;
-        if !time_in_window(genesis, now, skew) {
+        // An older genesis is a vault its owner created elsewhere or
+        // earlier: a mirror's copy, or one a restore lost (decision 57).
+        // Only its owner can create it, and its later entries follow it.
+        if genesis.time() > now.saturating_add(skew) {
             return Err(VaultError::EntryTimeOutOfRange {
                 index: 0,
                 skew,
@@ -307,7 +311,9 @@ mod service_tests {
             .await
             .unwrap_err();
         assert!(matches!(err, VaultError::NotOwner), "{err:?}");
-        w.clock.set(w.now + w.app.config.clock_skew + 1);
+        // Dated after the window: refused. Dated before it (a mirror's or
+        // a restored copy of an older vault): accepted, below.
+        w.clock.set(w.now - w.app.config.clock_skew - 1);
         let err = vaults
             .create(alice.fingerprint(), &genesis, None)
             .await
@@ -316,7 +322,7 @@ mod service_tests {
             matches!(err, VaultError::EntryTimeOutOfRange { index: 0, .. }),
             "{err:?}"
         );
-        w.clock.set(w.now);
+        w.clock.set(w.now + 30 * 86_400);
         let created = vaults
             .create(alice.fingerprint(), &genesis, None)
             .await

@@ -291,12 +291,14 @@ fn blob_ref(blob: &[u8], len: u64, entry: usize, record: u8) -> BlobRef {
         collection: CollectionId::from_bytes([0xc0; 16]),
         record: RecordId::from_bytes([record; 16]),
         entry,
+        also_uploaded_by: None,
     }
 }
 
 /// A record-put's blob must be recorded in the vault with its signed
-/// length, uploaded by the appending account, and not used by another
-/// record; the refusal names the entry and stores nothing.
+/// length, uploaded by the appending account (or, in a repair, by the
+/// account the reference names), and not used by another record; the
+/// refusal names the entry and stores nothing.
 pub async fn append_blob_checks(meta: Meta, _blobs: Blobs) {
     let owner = fp(1);
     let g = create(&meta, 1, owner).await;
@@ -387,6 +389,29 @@ pub async fn append_blob_checks(meta: Meta, _blobs: Blobs) {
         meta.blob_with_refs(vault(3), sha(blob)).await.unwrap(),
         None
     );
+    // A repair charged to another member may use the blob its record's
+    // author uploaded, when the batch says so; nobody else's.
+    let g3 = create(&meta, 3, owner).await;
+    meta.add_blob(vault(3), sha(blob), info, u64::MAX, None)
+        .await
+        .unwrap();
+    let mut b = batch(3, head_of(&g3), vec![entry(3, 1, "x")], fp(2));
+    b.blob_refs = vec![BlobRef {
+        also_uploaded_by: Some(fp(3)),
+        ..blob_ref(blob, len, 0, 1)
+    }];
+    refused(meta.append(b).await, 0);
+    let mut b = batch(3, head_of(&g3), vec![entry(3, 1, "x")], fp(2));
+    b.blob_refs = vec![BlobRef {
+        also_uploaded_by: Some(owner),
+        ..blob_ref(blob, len, 0, 1)
+    }];
+    meta.append(b).await.unwrap();
+    let (_, states) = meta
+        .append_precheck(vault(3), fp(2), vec![sha(blob)])
+        .await
+        .unwrap();
+    assert_eq!(states, vec![Some((info, true))]);
     let _ = g2;
 }
 

@@ -119,7 +119,7 @@ impl Meta {
         }
         for r in &b.blob_refs {
             let usable = self.blob_state(&vid, &r.hash).is_some_and(|(info, used)| {
-                info.len == r.len && info.uploader == b.account && !used
+                info.len == r.len && r.uploaded_by(&info.uploader, &b.account) && !used
             });
             if !usable {
                 return Err(AppendError::BlobMissing(r.entry));

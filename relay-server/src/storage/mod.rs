@@ -167,6 +167,18 @@ pub struct BlobRef {
     pub record: RecordId,
     /// Which entry of the batch names it.
     pub entry: usize,
+    /// Besides the batch's account, who may have uploaded it: the
+    /// record's author, when a member pushes back entries after a restore
+    /// (a repair, decision 53) and the relay kept the author's blob.
+    pub also_uploaded_by: Option<Fingerprint>,
+}
+
+impl BlobRef {
+    /// Whether a stored blob's uploader may be used by this reference in a
+    /// batch charged to `account`.
+    pub fn uploaded_by(&self, uploader: &Fingerprint, account: &Fingerprint) -> bool {
+        uploader == account || self.also_uploaded_by.as_ref() == Some(uploader)
+    }
 }
 
 /// A verified append, ready to store.

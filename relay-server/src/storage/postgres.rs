@@ -563,7 +563,9 @@ async fn append_in(
     for r in &b.blob_refs {
         let usable = blob_state(tx, vault, &r.hash)
             .await?
-            .is_some_and(|(info, used)| info.len == r.len && info.uploader == b.account && !used);
+            .is_some_and(|(info, used)| {
+                info.len == r.len && r.uploaded_by(&info.uploader, &b.account) && !used
+            });
         if !usable {
             return Ok(AppendOutcome::Refused(AppendError::BlobMissing(r.entry)));
         }

@@ -589,7 +589,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteReply, rusqlite::Error>
             }
             for r in &b.blob_refs {
                 let usable = blob_state(conn, &b.vault, &r.hash)?.is_some_and(|(info, used)| {
-                    info.len == r.len && info.uploader == b.account && !used
+                    info.len == r.len && r.uploaded_by(&info.uploader, &b.account) && !used
                 });
                 if !usable {
                     return Ok(WriteReply::Appended(Err(AppendError::BlobMissing(r.entry))));

@@ -5,6 +5,7 @@ pub mod identity;
 mod links;
 pub(crate) mod pulling;
 mod reading;
+mod relays;
 mod sharing;
 mod vaults;
 pub mod writing;
@@ -33,6 +34,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Create => vaults::create(&mut session()?),
         Command::Sync(args) => vaults::sync(&mut session()?, &args),
         Command::Vaults => vaults::list(&mut session()?),
+        Command::Relays(args) => relays::run(&mut session()?, &args),
         Command::Inbox(args) => vaults::inbox(&mut session()?, &args),
         Command::Collections => reading::collections(&mut session()?),
         Command::Add(args) => writing::add(&mut session()?, &args),

@@ -30,7 +30,7 @@ pub fn share(session: &mut Session, args: &ShareArgs) -> Result<()> {
     let secret = session.unlock()?;
     let contact = session.contacts.get(&session.store, &args.with)?;
     let vault = session.select_vault()?;
-    let client = session.client()?;
+    let client = session.client_for(&vault)?;
     let state = session.pull(&vault)?;
     require_owner(session, &state, "share")?;
     let expires_at = args
@@ -119,7 +119,7 @@ fn share_permission(args: &ShareArgs) -> Permission {
 pub fn revoke(session: &mut Session, args: &RevokeArgs) -> Result<()> {
     let secret = session.unlock()?;
     let vault = session.select_vault()?;
-    let client = session.client()?;
+    let client = session.client_for(&vault)?;
     let state = session.pull(&vault)?;
     require_owner(session, &state, "revoke")?;
     let member = revoke_target(session, &state, &args.contact)?;

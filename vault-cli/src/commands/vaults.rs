@@ -346,11 +346,22 @@ pub fn sync(session: &mut Session, args: &SyncArgs) -> Result<()> {
             }
         }
     }
-    let joined = session.join_shared()?;
-    let unknown = joined.unknown;
+    // The relay may be down while the vaults' mirrors answer: the vaults
+    // are then read from those, and shares are looked for next time.
+    let (unknown, rejected) = match session.join_shared() {
+        Ok(joined) => (joined.unknown, joined.rejected),
+        Err(e) if e.is_unreachable() => {
+            session.out.notice(format!(
+                "notice: the relay at {} is unreachable; new shares are not looked for, and vaults whose owner named mirror relays are read from those",
+                session.relay_url().unwrap_or_default()
+            ));
+            (Vec::new(), Vec::new())
+        }
+        Err(e) => return Err(e),
+    };
     let mut summary = Vec::new();
     let vaults: Vec<VaultId> = session.store.vaults()?;
-    failed = failed.or(joined.rejected.into_iter().next().map(|(_, e)| e));
+    failed = failed.or(rejected.into_iter().next().map(|(_, e)| e));
     for vault in vaults {
         // One vault failing (access ended, a lying relay) must not stop the
         // others from syncing.
@@ -381,6 +392,19 @@ pub fn sync(session: &mut Session, args: &SyncArgs) -> Result<()> {
         };
         let readable = session.readable_records(&state);
         session.ensure_blobs(&state, &readable)?;
+        // The mirrors the owner named get what they lack of this copy.
+        let mirrored = session.push_mirrors(&state);
+        for r in mirrored
+            .iter()
+            .filter(|r| super::relays::is_trouble(&r.status))
+        {
+            session.out.warn(format!(
+                "warning: vault {}: mirror {}: {}",
+                short(&vault.to_hex()),
+                r.relay,
+                super::relays::status_text(&r.status)
+            ));
+        }
         let secret = session.unlock()?;
         let unopenable =
             vault_client::records::unopenable(&state, &secret, session.now(), &readable);
@@ -405,6 +429,7 @@ pub fn sync(session: &mut Session, args: &SyncArgs) -> Result<()> {
                 "stopped": r.stopped,
             })),
             "records": readable.len(),
+            "mirrors": super::relays::reports_json(&mirrored),
             "unopenable": unopenable.iter().map(|(r, a)| json!({
                 "record": r.to_hex(),
                 "author": a.to_hex(),

@@ -365,7 +365,7 @@ fn existing_resources(
 pub fn delete(session: &mut Session, args: &DeleteArgs) -> Result<()> {
     session.unlock()?;
     let vault = session.select_vault_for_write()?;
-    let client = session.client()?;
+    let client = session.client_for(&vault)?;
     let state = session.pull(&vault)?;
     let record = find_record(&state, &args.record)?;
     let state = session.rt.block_on(vault_client::records::delete(
@@ -398,7 +398,7 @@ pub fn delete(session: &mut Session, args: &DeleteArgs) -> Result<()> {
 pub fn purge(session: &mut Session, args: &PurgeArgs) -> Result<()> {
     session.unlock()?;
     let vault = session.select_vault_for_write()?;
-    let client = session.client()?;
+    let client = session.client_for(&vault)?;
     let state = session.pull(&vault)?;
     let record = find_record(&state, &args.record)?;
     let state = session.rt.block_on(vault_client::records::purge(

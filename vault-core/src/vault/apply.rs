@@ -49,6 +49,7 @@ impl VaultState {
             viewer: None,
             entry_version: entry.version(),
             foreign: HashMap::new(),
+            relays: None,
         })
     }
 
@@ -226,6 +227,13 @@ impl VaultState {
             EntryBody::RecordGrantRevoked { record, member } => {
                 self.apply_record_grant_revoked(&ctx, record, member)
             }
+            EntryBody::RelaysNamed(relays) => {
+                if !ctx.is_owner {
+                    return Err(ctx.unauthorized("is not the owner, so may not name relays"));
+                }
+                self.relays = Some(relays.clone());
+                Ok(())
+            }
             EntryBody::Redacted => Err(ctx.invalid("a redacted entry")),
         }?;
 
@@ -345,7 +353,9 @@ impl VaultState {
             .is_some_and(|c| c.hidden_since.is_none())
             || matches!(
                 entry.body(),
-                EntryBody::CollectionCreated { .. } | EntryBody::Genesis { .. }
+                EntryBody::CollectionCreated { .. }
+                    | EntryBody::Genesis { .. }
+                    | EntryBody::RelaysNamed(_)
             );
         let view_changed = Error::ViewChanged { seq };
         if follows {

@@ -9,7 +9,7 @@ use crate::grant::{Grant, Permission};
 use crate::identity::{Fingerprint, PublicIdentity, SecretIdentity};
 use crate::ids::{CollectionId, RecordId, VaultId};
 use crate::keys::CollectionKey;
-use crate::log::{EntryBody, LogEntry, Rewrap, Rotation};
+use crate::log::{EntryBody, LogEntry, Relays, Rewrap, Rotation};
 use crate::record::{self, RecordBody, RecordInfo, RecordMetadata, SealTo};
 
 use super::*;
@@ -312,6 +312,24 @@ impl VaultState {
                 through,
             },
         )
+    }
+
+    /// An entry naming the vault's home relay and its mirrors
+    /// (`docs/format.md` §8.9), replacing any earlier naming. Owner only;
+    /// naming the relays already named is refused as having no effect.
+    pub fn name_relays(
+        &self,
+        owner: &SecretIdentity,
+        relays: Relays,
+        now: u64,
+    ) -> Result<LogEntry> {
+        self.require_owner(owner)?;
+        if self.relays.as_ref() == Some(&relays) {
+            return Err(Error::InvalidInput(
+                "the vault already names exactly these relays",
+            ));
+        }
+        self.next_entry(owner, now, EntryBody::RelaysNamed(relays))
     }
 
     /// The ciphertext addresses of `record`'s purged versions: what relays

@@ -18,6 +18,7 @@ use crate::grant::{Permission, VerifiedGrant};
 use crate::identity::{Fingerprint, PublicIdentity};
 use crate::ids::{CollectionId, RecordId, VaultId};
 use crate::keys::KeySeal;
+use crate::log::Relays;
 use crate::record::RecordMetadata;
 
 mod apply;
@@ -248,4 +249,6 @@ pub struct VaultState {
     /// reader); they open only with a grant whose owner-signed key
     /// commitment matches.
     foreign: HashMap<RecordId, BTreeMap<u32, (RecordMetadata, u64)>>,
+    /// The relays the owner named last (`docs/format.md` §8.9).
+    relays: Option<Relays>,
 }

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::grant::GrantScope;
 use crate::identity::{Fingerprint, PublicIdentity};
 use crate::ids::{CollectionId, RecordId, VaultId};
-use crate::log::{Checkpoint, EntryBody, LogEntry};
+use crate::log::{Checkpoint, EntryBody, LogEntry, Relays};
 use crate::record::{KeySource, RecordMetadata, VerifiedRecord};
 
 #[cfg(test)]
@@ -92,6 +92,13 @@ impl VaultState {
     /// The vault id.
     pub fn vault(&self) -> VaultId {
         self.vault
+    }
+
+    /// The relays the owner named last (`docs/format.md` §8.9): `None`
+    /// until the owner names any, and then the vault's home is the relay
+    /// it was created on.
+    pub fn relays(&self) -> Option<&Relays> {
+        self.relays.as_ref()
     }
 
     /// The owner's identity (compare its fingerprint with the pinned one).
@@ -348,7 +355,7 @@ impl VaultState {
 
     /// Whether a relay shows `entry` whole to `reader`, or redacted
     /// (`docs/format.md` §8.8). Whole: every version-1 entry; the genesis
-    /// entry; every entry to the owner; the entries of a collection to its
+    /// entry; every relays-named entry; every entry to the owner; the entries of a collection to its
     /// current members (those written while their grant is in force: all
     /// of them for a grant without expiry), and to a removed member up to
     /// the rotation that removed them; a single-record grant, its withdrawal and the record
@@ -377,6 +384,7 @@ impl VaultState {
                 grant.member() == *reader && matches!(grant.scope(), GrantScope::Record { .. })
             }
             EntryBody::RecordGrantRevoked { member, .. } => member == reader,
+            EntryBody::RelaysNamed(_) => true,
             EntryBody::RecordPut { metadata } => self
                 .record_grants
                 .get(&(metadata.record(), *reader))
