@@ -230,10 +230,7 @@ async fn charge<C: GenericClient>(
     }
     let added = opt(
         c,
-        "INSERT INTO usage (account, bytes) VALUES ($1, $2)
-         ON CONFLICT (account) DO UPDATE SET bytes = usage.bytes + excluded.bytes
-         WHERE usage.bytes + excluded.bytes <= $3
-         RETURNING bytes",
+        CHARGE_SQL,
         &[&account.as_bytes().as_slice(), &int(bytes)?, &quota(limit)],
     )
     .await?;
@@ -276,23 +273,11 @@ async fn blob_state<C: GenericClient>(
     vault: &[u8],
     hash: &[u8],
 ) -> Result<Option<(BlobInfo, bool)>, StorageError> {
-    let Some(r) = opt(
-        c,
-        "SELECT len, uploader, EXISTS (SELECT 1 FROM blob_refs r WHERE r.vault = b.vault AND r.hash = b.hash)
-         FROM blobs b WHERE b.vault = $1 AND b.hash = $2",
-        &[&vault, &hash],
-    )
-    .await?
-    else {
-        return Ok(None);
-    };
-    Ok(Some((
-        BlobInfo {
-            len: uint(r.try_get(0)?)?,
-            uploader: Fingerprint::from_bytes(array(r.try_get::<_, &[u8]>(1)?)?),
-        },
-        r.try_get(2)?,
-    )))
+    opt(c, BLOB_STATE_SQL, &[&vault, &hash])
+        .await?
+        .as_ref()
+        .map(blob_state_row)
+        .transpose()
 }
 
 /// Removes a purged blob's records from one vault and gives its charge
@@ -521,8 +506,42 @@ enum AppendOutcome {
     Refused(AppendError),
 }
 
-async fn append_in(
-    tx: &deadpool_postgres::Transaction<'_>,
+const CAS_SQL: &str = "UPDATE vaults SET head_seq = $4, head_hash = $5
+     WHERE vault = $1 AND head_seq = $2 AND head_hash = $3";
+const BLOB_STATE_SQL: &str = "SELECT len, uploader, EXISTS (SELECT 1 FROM blob_refs r WHERE r.vault = b.vault AND r.hash = b.hash)
+     FROM blobs b WHERE b.vault = $1 AND b.hash = $2";
+const CHARGE_SQL: &str = "INSERT INTO usage (account, bytes) VALUES ($1, $2)
+     ON CONFLICT (account) DO UPDATE SET bytes = usage.bytes + excluded.bytes
+     WHERE usage.bytes + excluded.bytes <= $3
+     RETURNING bytes";
+const ENTRY_SQL: &str = "INSERT INTO entries (vault, seq, hash, bytes) VALUES ($1, $2, $3, $4)";
+const BLOB_REF_SQL: &str =
+    "INSERT INTO blob_refs (vault, hash, record, collection) VALUES ($1, $2, $3, $4)
+     ON CONFLICT DO NOTHING";
+const INBOX_SQL: &str = "INSERT INTO inbox (member, vault) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+
+/// A blob state row ([`BLOB_STATE_SQL`]) as (info, named by a record).
+fn blob_state_row(r: &tokio_postgres::Row) -> Result<(BlobInfo, bool), StorageError> {
+    Ok((
+        BlobInfo {
+            len: uint(r.try_get(0)?)?,
+            uploader: Fingerprint::from_bytes(array(r.try_get::<_, &[u8]>(1)?)?),
+        },
+        r.try_get(2)?,
+    ))
+}
+
+/// Runs an append's checks and writes inside one transaction, pipelined:
+/// `BEGIN`, the compare-and-swap on the head (which takes the vault's row
+/// lock, so appends to one vault queue there), the blob states, the
+/// charge and every insert go to the server in one write and come back in
+/// one read (tokio-postgres sends requests in the order they are first
+/// polled; `join!` and `join_all` poll in order). The checks are read
+/// afterwards: a refused append's writes are rolled back, never committed.
+/// On `Stored` the transaction is open and the caller commits; on anything
+/// else it has been rolled back (or the connection is broken).
+async fn append_pipelined(
+    c: &deadpool_postgres::Object,
     b: &AppendBatch,
 ) -> Result<AppendOutcome, StorageError> {
     let vault = b.vault.as_bytes().as_slice();
@@ -530,82 +549,131 @@ async fn append_in(
         seq: e.seq,
         hash: e.hash,
     });
-    // The compare-and-swap: it also takes the vault's row lock, so
-    // appends to one vault queue here.
-    let swapped = exec(
-        tx,
-        "UPDATE vaults SET head_seq = $4, head_hash = $5
-         WHERE vault = $1 AND head_seq = $2 AND head_hash = $3",
-        &[
-            &vault,
-            &int(b.prev.seq)?,
-            &b.prev.hash.as_slice(),
-            &int(last.seq)?,
-            &last.hash.as_slice(),
-        ],
-    )
-    .await?;
-    if swapped == 0 {
-        let head = opt(
-            tx,
-            "SELECT head_seq, head_hash FROM vaults WHERE vault = $1",
-            &[&vault],
-        )
-        .await?;
-        return Ok(AppendOutcome::Refused(match head {
-            None => AppendError::NoVault,
-            Some(r) => AppendError::HeadMoved(Head {
-                seq: uint(r.try_get(0)?)?,
-                hash: array(r.try_get::<_, &[u8]>(1)?)?,
-            }),
-        }));
-    }
-    for r in &b.blob_refs {
-        let usable = blob_state(tx, vault, &r.hash)
-            .await?
-            .is_some_and(|(info, used)| {
-                info.len == r.len && r.uploaded_by(&info.uploader, &b.account) && !used
-            });
-        if !usable {
-            return Ok(AppendOutcome::Refused(AppendError::BlobMissing(r.entry)));
-        }
-    }
     let bytes: u64 = b.entries.iter().map(|e| e.bytes.len() as u64).sum();
-    if !charge(tx, &b.account, bytes, b.quota).await? {
+    if bytes > b.quota {
         return Ok(AppendOutcome::Refused(AppendError::Quota));
     }
-    for e in &b.entries {
-        exec(
-            tx,
-            "INSERT INTO entries (vault, seq, hash, bytes) VALUES ($1, $2, $3, $4)",
-            &[&vault, &int(e.seq)?, &e.hash.as_slice(), &e.bytes],
-        )
-        .await?;
+    // Prepared once per connection, then cached: no round trip here.
+    let cas = c.prepare_cached(CAS_SQL).await?;
+    let blob_state = c.prepare_cached(BLOB_STATE_SQL).await?;
+    let charge = c.prepare_cached(CHARGE_SQL).await?;
+    let entry = c.prepare_cached(ENTRY_SQL).await?;
+    let blob_ref = c.prepare_cached(BLOB_REF_SQL).await?;
+    let inbox = c.prepare_cached(INBOX_SQL).await?;
+    let (prev_seq, last_seq) = (int(b.prev.seq)?, int(last.seq)?);
+    let seqs = b
+        .entries
+        .iter()
+        .map(|e| int(e.seq))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (bytes, limit) = (int(bytes)?, quota(b.quota));
+    let account = b.account.as_bytes().as_slice();
+    let (blob_state, entry, blob_ref, inbox) = (&blob_state, &entry, &blob_ref, &inbox);
+    let (begun, swapped, states, charged, entries, refs, members) =
+        futures_util::join!(
+            c.batch_execute("BEGIN"),
+            async {
+                c.execute(
+                    &cas,
+                    &[
+                        &vault,
+                        &prev_seq,
+                        &b.prev.hash.as_slice(),
+                        &last_seq,
+                        &last.hash.as_slice(),
+                    ],
+                )
+                .await
+            },
+            futures_util::future::join_all(b.blob_refs.iter().map(|r| async move {
+                c.query_opt(blob_state, &[&vault, &r.hash.as_slice()]).await
+            })),
+            async { c.query_opt(&charge, &[&account, &bytes, &limit]).await },
+            futures_util::future::join_all(b.entries.iter().zip(&seqs).map(
+                |(e, seq)| async move {
+                    c.execute(entry, &[&vault, seq, &e.hash.as_slice(), &e.bytes])
+                        .await
+                }
+            )),
+            futures_util::future::join_all(b.blob_refs.iter().map(|r| async move {
+                c.execute(
+                    blob_ref,
+                    &[
+                        &vault,
+                        &r.hash.as_slice(),
+                        &r.record.as_bytes().as_slice(),
+                        &r.collection.as_bytes().as_slice(),
+                    ],
+                )
+                .await
+            })),
+            futures_util::future::join_all(b.inbox.iter().map(|m| async move {
+                c.execute(inbox, &[&m.as_bytes().as_slice(), &vault]).await
+            })),
+        );
+    begun?;
+    let refuse = |e: AppendError| AppendOutcome::Refused(e);
+    let verdict = match swapped {
+        Err(e) => Err(StorageError::from(e)),
+        // Another append moved the head (its entries then collide with
+        // ours, which is why the inserts' errors are not looked at).
+        Ok(0) => Ok(Some(refuse(AppendError::HeadMoved(Head {
+            seq: 0,
+            hash: [0; 32],
+        })))),
+        Ok(_) => (|| {
+            for (r, state) in b.blob_refs.iter().zip(states) {
+                let usable = state?
+                    .as_ref()
+                    .map(blob_state_row)
+                    .transpose()?
+                    .is_some_and(|(info, used)| {
+                        info.len == r.len && r.uploaded_by(&info.uploader, &b.account) && !used
+                    });
+                if !usable {
+                    return Ok(Some(refuse(AppendError::BlobMissing(r.entry))));
+                }
+            }
+            if charged?.is_none() {
+                return Ok(Some(refuse(AppendError::Quota)));
+            }
+            for done in entries.into_iter().chain(refs).chain(members) {
+                done?;
+            }
+            Ok(None)
+        })(),
+    };
+    match verdict {
+        Ok(None) => {}
+        other => {
+            c.batch_execute("ROLLBACK").await?;
+            return match other? {
+                Some(AppendOutcome::Refused(AppendError::HeadMoved(_))) => {
+                    let head = opt(
+                        c,
+                        "SELECT head_seq, head_hash FROM vaults WHERE vault = $1",
+                        &[&vault],
+                    )
+                    .await?;
+                    Ok(refuse(match head {
+                        None => AppendError::NoVault,
+                        Some(r) => AppendError::HeadMoved(Head {
+                            seq: uint(r.try_get(0)?)?,
+                            hash: array(r.try_get::<_, &[u8]>(1)?)?,
+                        }),
+                    }))
+                }
+                Some(outcome) => Ok(outcome),
+                None => Err(StorageError::new("an append verdict was lost")),
+            };
+        }
     }
-    for r in &b.blob_refs {
-        exec(
-            tx,
-            "INSERT INTO blob_refs (vault, hash, record, collection) VALUES ($1, $2, $3, $4)
-             ON CONFLICT DO NOTHING",
-            &[
-                &vault,
-                &r.hash.as_slice(),
-                &r.record.as_bytes().as_slice(),
-                &r.collection.as_bytes().as_slice(),
-            ],
-        )
-        .await?;
-    }
-    for m in &b.inbox {
-        exec(
-            tx,
-            "INSERT INTO inbox (member, vault) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&m.as_bytes().as_slice(), &vault],
-        )
-        .await?;
-    }
+    // Purges are rare: their dependent steps run one after the other.
     for hash in &b.purged {
-        forget_blob(tx, vault, hash).await?;
+        if let Err(e) = forget_blob(c, vault, hash).await {
+            let _ = c.batch_execute("ROLLBACK").await;
+            return Err(e);
+        }
     }
     Ok(AppendOutcome::Stored(last))
 }
@@ -733,20 +801,20 @@ impl MetaStore for PgMeta {
     }
 
     async fn append(&self, batch: AppendBatch) -> Result<Head, AppendError> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(StorageError::from)?;
-        match append_in(&tx, &batch).await {
+        let c = self.client().await?;
+        match append_pipelined(&c, &batch).await {
             Ok(AppendOutcome::Stored(head)) => {
                 // Acknowledged only once committed.
-                tx.commit().await.map_err(StorageError::from)?;
+                if let Err(e) = c.batch_execute("COMMIT").await {
+                    let _ = c.batch_execute("ROLLBACK").await;
+                    return Err(StorageError::from(e).into());
+                }
                 Ok(head)
             }
-            Ok(AppendOutcome::Refused(e)) => {
-                tx.rollback().await.map_err(StorageError::from)?;
-                Err(e)
-            }
+            Ok(AppendOutcome::Refused(e)) => Err(e),
             Err(e) => {
-                let _ = tx.rollback().await;
+                // Never hand the connection back inside a transaction.
+                let _ = c.batch_execute("ROLLBACK").await;
                 Err(e.into())
             }
         }
@@ -766,19 +834,29 @@ impl MetaStore for PgMeta {
         hashes: Vec<[u8; 32]>,
     ) -> Result<(u64, Vec<Option<(BlobInfo, bool)>>), StorageError> {
         let c = self.client().await?;
-        let used = opt(
-            &c,
-            "SELECT bytes FROM usage WHERE account = $1",
-            &[&account.as_bytes().as_slice()],
-        )
-        .await?
-        .map(|r| r.try_get::<_, i64>(0))
-        .transpose()?
-        .map_or(Ok(0), uint)?;
-        let mut blobs = Vec::with_capacity(hashes.len());
-        for h in &hashes {
-            blobs.push(blob_state(&c, vault.as_bytes(), h).await?);
-        }
+        // One round trip: the usage and every blob state pipelined.
+        let usage = c
+            .prepare_cached("SELECT bytes FROM usage WHERE account = $1")
+            .await?;
+        let blob_state = c.prepare_cached(BLOB_STATE_SQL).await?;
+        let vault = vault.as_bytes().as_slice();
+        let account = account.as_bytes().as_slice();
+        let (used, states) = futures_util::join!(
+            async { c.query_opt(&usage, &[&account]).await },
+            futures_util::future::join_all(hashes.iter().map(|h| {
+                let blob_state = &blob_state;
+                let c = &c;
+                async move { c.query_opt(blob_state, &[&vault, &h.as_slice()]).await }
+            })),
+        );
+        let used = used?
+            .map(|r| r.try_get::<_, i64>(0))
+            .transpose()?
+            .map_or(Ok(0), uint)?;
+        let blobs = states
+            .into_iter()
+            .map(|r| r?.as_ref().map(blob_state_row).transpose())
+            .collect::<Result<Vec<_>, StorageError>>()?;
         Ok((used, blobs))
     }
 
