@@ -20,6 +20,8 @@ pub struct Cluster {
     keep: bool,
     port: u16,
     args: Vec<String>,
+    /// Options of `scripts/cluster` itself (`--regions 2`, …).
+    script_args: Vec<String>,
     restore: Option<PathBuf>,
     /// The load balancer's URL: the one clients use.
     pub url: String,
@@ -46,17 +48,35 @@ impl Cluster {
 
     /// [`Cluster::start`] with haproxy on `port` (a free one if `None`).
     pub fn start_on(port: Option<u16>, relay_args: &[&str]) -> Self {
-        Self::start_with(port, None, relay_args)
+        Self::start_with(port, None, &[], relay_args)
     }
 
     /// [`Cluster::start_on`] on a new state directory restored from
     /// `backup` (`scripts/cluster --restore`, decision 54) before any relay
     /// starts.
     pub fn start_restored(port: u16, backup: &Path, relay_args: &[&str]) -> Self {
-        Self::start_with(Some(port), Some(backup.to_path_buf()), relay_args)
+        Self::start_with(Some(port), Some(backup.to_path_buf()), &[], relay_args)
     }
 
-    fn start_with(port: Option<u16>, restore: Option<PathBuf>, relay_args: &[&str]) -> Self {
+    /// [`Cluster::start`] with a second region (`scripts/cluster --regions
+    /// 2`, decision 55): a PostgreSQL hot standby, SeaweedFS volume servers
+    /// in a second data centre, and relays started at
+    /// [`Cluster::failover`]; with `sync_replica`, commits wait for the
+    /// standby.
+    pub fn start_two_regions(sync_replica: bool, relay_args: &[&str]) -> Self {
+        let mut script_args = vec!["--regions", "2"];
+        if sync_replica {
+            script_args.push("--sync-replica");
+        }
+        Self::start_with(None, None, &script_args, relay_args)
+    }
+
+    fn start_with(
+        port: Option<u16>,
+        restore: Option<PathBuf>,
+        script_args: &[&str],
+        relay_args: &[&str],
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("vault-cluster-")
             .tempdir()
@@ -67,6 +87,7 @@ impl Cluster {
             keep: false,
             port: port.unwrap_or_else(crate::free_loopback_port),
             args: relay_args.iter().map(|a| a.to_string()).collect(),
+            script_args: script_args.iter().map(|a| a.to_string()).collect(),
             restore,
             url: String::new(),
             instances: Vec::new(),
@@ -91,6 +112,7 @@ impl Cluster {
             command.arg("--restore").arg(backup);
         }
         let mut child = command
+            .args(&self.script_args)
             .arg("--")
             .args(&self.args)
             .env("RELAY_BIN", crate::relay_binary())
@@ -212,6 +234,18 @@ impl Cluster {
 
     /// Runs `scripts/cluster ctl DIR ACTION…`; panics if it fails.
     pub fn ctl(&self, action: &[&str]) {
+        self.ctl_output(action);
+    }
+
+    /// Region A lost, region B takes over (`scripts/cluster ctl DIR
+    /// failover`, a cluster of [`Cluster::start_two_regions`]): returns
+    /// the script's report of how long each step took.
+    pub fn failover(&self) -> String {
+        self.ctl_output(&["failover"])
+    }
+
+    /// [`Cluster::ctl`], returning what it printed.
+    pub fn ctl_output(&self, action: &[&str]) -> String {
         let out = Command::new("bash")
             .arg(script())
             .arg("ctl")
@@ -224,6 +258,7 @@ impl Cluster {
             "scripts/cluster ctl {action:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// The pid of relay instance `i` (1-based) now.
