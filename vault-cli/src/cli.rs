@@ -116,10 +116,11 @@ pub enum Command {
     Sync(SyncArgs),
     /// List the vaults this device knows.
     Vaults,
-    /// The relays that keep a vault: its home, where writes go, and up to
-    /// 8 mirrors run by other operators, which every device reads from
-    /// when the home does not answer. Shows what each holds against this
-    /// device (up to date, behind, forked, unreachable).
+    /// Show or name the relays that keep a vault: its home and mirrors.
+    ///
+    /// The home is where writes go; up to 8 mirrors run by other operators
+    /// are read from when the home does not answer. Shows what each holds
+    /// against this device (up to date, behind, forked, unreachable).
     ///
     /// Mirrors are kept by your devices: `vault sync` pushes to each mirror
     /// the signed entries and encrypted records it lacks, and each mirror
