@@ -47,6 +47,44 @@ pub fn relay_binary() -> PathBuf {
     workspace_binary("relay-server", "relay-server")
 }
 
+/// Runs `relay-server --data-dir DIR ARGS…` (an offline command such as
+/// `backup` or `restore`); panics with its error output if it fails.
+pub fn relay_tool(data_dir: &Path, args: &[&str]) {
+    let out = Command::new(relay_binary())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("relay-server {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "relay-server {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A patient "Pat Example" with a vault and a clinician "Dr Dee", each a
+/// `vault` profile under `dir` on `relay`, who have added each other as
+/// contacts by fingerprint (the patient names the clinician "dr", the
+/// clinician the patient "pat"). Nothing is shared yet.
+pub fn patient_and_clinician(dir: &Path, relay: &str) -> (CliProfile, CliProfile) {
+    let patient = CliProfile::new(&dir.join("patient"), relay);
+    let doc = CliProfile::new(&dir.join("doc"), relay);
+    let fingerprint = |v: serde_json::Value| {
+        v.get("fingerprint")
+            .and_then(|f| f.as_str())
+            .unwrap_or_else(|| panic!("vault init printed no fingerprint: {v}"))
+            .to_owned()
+    };
+    let p_fp = fingerprint(patient.init("Pat Example", "patient"));
+    patient.json(&["create"]);
+    let d_fp = fingerprint(doc.init("Dr Dee", "clinician"));
+    doc.ok(&["whoami", "--publish", "--no-qr"]);
+    patient.json(&["contacts", "add", "dr", "--lookup", &d_fp]);
+    doc.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
+    (patient, doc)
+}
+
 /// Where cargo put the `vault` command-line binary of this build.
 pub fn vault_binary() -> PathBuf {
     workspace_binary("vault", "vault-cli")
@@ -399,6 +437,34 @@ impl CliProfile {
             );
         }
         r.stdout
+    }
+
+    /// `vault add -` of `body` into the collection "labs" titled `title`,
+    /// which must succeed; returns the new record's id.
+    pub fn add_lab(&self, title: &str, body: &str) -> String {
+        let r = self.run_with_stdin(
+            &["--json", "add", "-", "-c", "labs", "--title", title],
+            body.as_bytes(),
+        );
+        assert_eq!(r.code, 0, "vault add: {}", r.stderr);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("vault add printed no JSON ({e}): {}", r.stdout));
+        v.get(0)
+            .and_then(|r| r.get("record"))
+            .and_then(|r| r.as_str())
+            .unwrap_or_else(|| panic!("vault add named no record: {v}"))
+            .to_owned()
+    }
+
+    /// The checkpoint code of `vault verify <args>`.
+    pub fn checkpoint(&self, args: &[&str]) -> String {
+        let mut all = vec!["verify"];
+        all.extend_from_slice(args);
+        self.json(&all)
+            .get("checkpoint")
+            .and_then(|c| c.as_str())
+            .unwrap_or_else(|| panic!("vault verify printed no checkpoint"))
+            .to_owned()
     }
 
     /// Runs `vault --json <args>`, which must succeed; returns the parsed

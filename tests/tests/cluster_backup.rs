@@ -22,22 +22,6 @@ use std::process::{Command, Output};
 use vault_tests::cluster::Cluster;
 use vault_tests::{relay_binary, CliProfile};
 
-fn add(p: &CliProfile, title: &str, body: &str) -> String {
-    let r = p.run_with_stdin(
-        &["--json", "add", "-", "-c", "labs", "--title", title],
-        body.as_bytes(),
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    v[0]["record"].as_str().unwrap().to_owned()
-}
-
-fn checkpoint(p: &CliProfile, vault: &[&str]) -> String {
-    let mut args = vec!["verify"];
-    args.extend_from_slice(vault);
-    p.json(&args)["checkpoint"].as_str().unwrap().to_owned()
-}
-
 /// `psql` on the cluster's database server.
 fn psql(c: &Cluster, database: &str, sql: &str) -> String {
     let password = std::fs::read_to_string(c.dir().join("pg/password")).unwrap();
@@ -150,17 +134,17 @@ fn a_cluster_restored_from_its_backup_and_repaired_by_a_device_loses_nothing() {
     // so that they live in the object store and travel as blobs in the
     // backup.
     let big = |tag: &str| format!("{tag} {}", "x".repeat(300_000));
-    let first = add(&patient, "Potassium", &big("4.1 mmol/L"));
+    let first = patient.add_lab("Potassium", &big("4.1 mmol/L"));
     patient.json(&["share", "labs", "--with", "dr"]);
     doc.json(&["inbox"]);
 
     // The nightly backup, taken while the relays serve; then the day goes on.
     let backup = dir.path().join("cluster.tar");
     a.ctl(&["backup", backup.to_str().unwrap()]);
-    let second = add(&patient, "Sodium", &big("140 mmol/L"));
-    let third = add(&patient, "Glucose", "5.1 mmol/L");
+    let second = patient.add_lab("Sodium", &big("140 mmol/L"));
+    let third = patient.add_lab("Glucose", "5.1 mmol/L");
     doc.json(&["--vault", "pat", "sync"]);
-    let before = checkpoint(&patient, &[]);
+    let before = patient.checkpoint(&[]);
 
     // The region is lost: every store and relay with it.
     assert!(a.stop(), "the first cluster did not stop cleanly");
@@ -181,7 +165,7 @@ fn a_cluster_restored_from_its_backup_and_repaired_by_a_device_loses_nothing() {
     let repaired = patient.json(&["sync", "--repair"]);
     assert_eq!(repaired[0]["repaired"]["entries"], 2, "{repaired}");
     assert!(repaired[0]["repaired"]["stopped"].is_null(), "{repaired}");
-    assert_eq!(checkpoint(&patient, &[]), before);
+    assert_eq!(patient.checkpoint(&[]), before);
     doc.json(&["sync"]);
     doc.json(&["verify", "--vault", "pat", "--compare", &before]);
     for (record, body) in [

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use vault_tests::cluster::Cluster;
-use vault_tests::CliProfile;
+use vault_tests::{patient_and_clinician, CliProfile};
 
 /// What the writer saw: each acknowledged record with when it was
 /// acknowledged, and whether a write was refused as a rollback (the relay
@@ -100,27 +100,10 @@ fn drill(sync_replica: bool) {
     };
     let cluster = Cluster::start_two_regions(sync_replica, &["--rate", "1000000"]);
     let dir = tempfile::tempdir().unwrap();
-    let patient = CliProfile::new(&dir.path().join("patient"), &cluster.url);
-    let p_fp = patient.init("Pat Example", "patient")["fingerprint"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    patient.json(&["create"]);
     // The clinician, granted "labs" before the drill; the device first
     // reads the vault after the failover.
-    let doc = CliProfile::new(&dir.path().join("doc"), &cluster.url);
-    let d_fp = doc.init("Dr Dee", "clinician")["fingerprint"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    doc.ok(&["whoami", "--publish", "--no-qr"]);
-    patient.json(&["contacts", "add", "dr", "--lookup", &d_fp]);
-    doc.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
-    let r = patient.run_with_stdin(
-        &["add", "-", "-c", "labs", "--title", "Baseline"],
-        b"4.1 mmol/L",
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (patient, doc) = patient_and_clinician(dir.path(), &cluster.url);
+    patient.add_lab("Baseline", "4.1 mmol/L");
     patient.json(&["share", "labs", "--with", "dr"]);
 
     // Writes run through region A.
@@ -214,11 +197,7 @@ fn drill(sync_replica: bool) {
         assert!(repaired[0]["repaired"]["stopped"].is_null(), "{repaired}");
         repaired_after = Some(epoch() - lost_at);
         // And writes go on.
-        let r = patient.run_with_stdin(
-            &["add", "-", "-c", "labs", "--title", "After repair"],
-            b"5.0 mmol/L",
-        );
-        assert_eq!(r.code, 0, "{}", r.stderr);
+        patient.add_lab("After repair", "5.0 mmol/L");
     }
 
     // The clinician's device opens every acknowledged record.

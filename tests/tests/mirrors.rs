@@ -13,63 +13,12 @@
     missing_docs
 )]
 
-use std::path::Path;
 use std::process::Command;
 
-use vault_tests::{relay_binary, CliProfile, RelayProcess};
-
-fn relay_tool(data_dir: &Path, args: &[&str]) {
-    let out = Command::new(relay_binary())
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "relay-server {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn add(p: &CliProfile, title: &str, body: &str) -> String {
-    let r = p.run_with_stdin(
-        &["--json", "add", "-", "-c", "labs", "--title", title],
-        body.as_bytes(),
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    v[0]["record"].as_str().unwrap().to_owned()
-}
-
-fn checkpoint(p: &CliProfile, vault: &[&str]) -> String {
-    let mut args = vec!["verify"];
-    args.extend_from_slice(vault);
-    p.json(&args)["checkpoint"].as_str().unwrap().to_owned()
-}
+use vault_tests::{patient_and_clinician, relay_tool, CliProfile, RelayProcess};
 
 fn listen(relay: &RelayProcess) -> String {
     relay.url.trim_start_matches("http://").to_owned()
-}
-
-/// A patient and a clinician on `home`, the clinician granted "labs" and
-/// joined.
-fn people(dir: &Path, home: &str) -> (CliProfile, CliProfile) {
-    let patient = CliProfile::new(&dir.join("patient"), home);
-    let doc = CliProfile::new(&dir.join("doc"), home);
-    let p_fp = patient.init("Pat Example", "patient")["fingerprint"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    patient.json(&["create"]);
-    let d_fp = doc.init("Dr Dee", "clinician")["fingerprint"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    doc.ok(&["whoami", "--publish", "--no-qr"]);
-    patient.json(&["contacts", "add", "dr", "--lookup", &d_fp]);
-    doc.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
-    (patient, doc)
 }
 
 fn statuses(v: &serde_json::Value) -> Vec<String> {
@@ -94,8 +43,8 @@ fn reads_continue_from_a_mirror_when_the_home_is_lost_and_the_home_moves_there()
             (b, a)
         }
     };
-    let (patient, doc) = people(dir.path(), &home.url);
-    let first = add(&patient, "Potassium", "4.1 mmol/L");
+    let (patient, doc) = patient_and_clinician(dir.path(), &home.url);
+    let first = patient.add_lab("Potassium", "4.1 mmol/L");
     patient.json(&["share", "labs", "--with", "dr"]);
     doc.json(&["inbox"]);
 
@@ -118,7 +67,7 @@ fn reads_continue_from_a_mirror_when_the_home_is_lost_and_the_home_moves_there()
     );
 
     // Life goes on at the home; syncs keep the mirrors current.
-    let second = add(&patient, "Sodium", "140 mmol/L");
+    let second = patient.add_lab("Sodium", "140 mmol/L");
     let synced = patient.json(&["sync"]);
     assert_eq!(
         statuses(&synced[0]["mirrors"]),
@@ -136,7 +85,7 @@ fn reads_continue_from_a_mirror_when_the_home_is_lost_and_the_home_moves_there()
     );
     assert_eq!(shown["relays"][0]["role"], "home");
     // A record the clinician has not fetched yet.
-    let third = add(&patient, "Glucose", "5.1 mmol/L");
+    let third = patient.add_lab("Glucose", "5.1 mmol/L");
     patient.json(&["sync"]);
 
     // M1 is restored from its older backup (it lags), and the home is lost.
@@ -180,13 +129,13 @@ fn reads_continue_from_a_mirror_when_the_home_is_lost_and_the_home_moves_there()
     );
 
     // Writing goes on at the new home, and the clinician follows the move.
-    let fourth = add(&patient, "Chloride", "101 mmol/L");
+    let fourth = patient.add_lab("Chloride", "101 mmol/L");
     doc.json(&["sync"]);
     assert_eq!(
         doc.ok(&["open", &fourth, "--vault", "pat"]).trim(),
         "101 mmol/L"
     );
-    let code = checkpoint(&patient, &[]);
+    let code = patient.checkpoint(&[]);
     doc.json(&["verify", "--vault", "pat", "--compare", &code]);
     let shown = doc.json(&["relays", "--vault", "pat"]);
     assert_eq!(shown["relays"][0]["relay"], m2.url.as_str(), "{shown}");
@@ -198,8 +147,8 @@ fn a_forked_mirror_is_named_and_never_read_from() {
     let dir = tempfile::tempdir().unwrap();
     let mut home = RelayProcess::start(&dir.path().join("home"), &[]);
     let mut m1 = RelayProcess::start(&dir.path().join("m1"), &[]);
-    let (patient, doc) = people(dir.path(), &home.url);
-    add(&patient, "Potassium", "4.1 mmol/L");
+    let (patient, doc) = patient_and_clinician(dir.path(), &home.url);
+    patient.add_lab("Potassium", "4.1 mmol/L");
     patient.json(&["share", "labs", "--with", "dr"]);
     doc.json(&["inbox"]);
     patient.json(&["relays", "set", "--mirror", &m1.url]);
@@ -214,7 +163,7 @@ fn a_forked_mirror_is_named_and_never_read_from() {
     assert!(status.success());
     // M1 is down while the patient writes; the sync says so.
     m1.stop();
-    add(&patient, "Sodium", "140 mmol/L");
+    patient.add_lab("Sodium", "140 mmol/L");
     let r = patient.run(&["sync"]);
     assert!(
         r.stderr.contains(&m1.url) && r.stderr.contains("unavailable"),

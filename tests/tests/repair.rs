@@ -12,61 +12,17 @@
     missing_docs
 )]
 
-use std::path::Path;
 use std::process::Command;
 
-use vault_tests::{relay_binary, CliProfile, RelayProcess};
-
-fn relay_tool(data_dir: &Path, args: &[&str]) {
-    let out = Command::new(relay_binary())
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "relay-server {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn add(p: &CliProfile, title: &str, body: &str) -> String {
-    let r = p.run_with_stdin(
-        &["--json", "add", "-", "-c", "labs", "--title", title],
-        body.as_bytes(),
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    v[0]["record"].as_str().unwrap().to_owned()
-}
-
-fn checkpoint(p: &CliProfile, vault: &[&str]) -> String {
-    let mut args = vec!["verify"];
-    args.extend_from_slice(vault);
-    p.json(&args)["checkpoint"].as_str().unwrap().to_owned()
-}
+use vault_tests::{patient_and_clinician, relay_tool, CliProfile, RelayProcess};
 
 #[test]
 fn a_relay_restored_from_an_older_backup_is_repaired_by_the_patients_device() {
     let dir = tempfile::tempdir().unwrap();
     let mut relay = RelayProcess::start(&dir.path().join("relay"), &[]);
     let listen = relay.url.trim_start_matches("http://").to_owned();
-    let patient = CliProfile::new(&dir.path().join("patient"), &relay.url);
-    let doc = CliProfile::new(&dir.path().join("doc"), &relay.url);
-    let p_fp = patient.init("Pat Example", "patient")["fingerprint"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    patient.json(&["create"]);
-    let d_fp = doc.init("Dr Dee", "clinician")["fingerprint"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    doc.ok(&["whoami", "--publish", "--no-qr"]);
-    patient.json(&["contacts", "add", "dr", "--lookup", &d_fp]);
-    doc.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
-    let first = add(&patient, "Potassium", "4.1 mmol/L");
+    let (patient, doc) = patient_and_clinician(dir.path(), &relay.url);
+    let first = patient.add_lab("Potassium", "4.1 mmol/L");
     patient.json(&["share", "labs", "--with", "dr"]);
     doc.json(&["inbox"]);
 
@@ -76,10 +32,10 @@ fn a_relay_restored_from_an_older_backup_is_repaired_by_the_patients_device() {
         &relay.data_dir,
         &["backup", "--output", backup.to_str().unwrap()],
     );
-    let second = add(&patient, "Sodium", "140 mmol/L");
-    let third = add(&patient, "Glucose", "5.1 mmol/L");
+    let second = patient.add_lab("Sodium", "140 mmol/L");
+    let third = patient.add_lab("Glucose", "5.1 mmol/L");
     doc.json(&["--vault", "pat", "sync"]);
-    let before = checkpoint(&patient, &[]);
+    let before = patient.checkpoint(&[]);
 
     // The relay is lost and restored from the backup, on the same address.
     relay.stop();
@@ -98,11 +54,11 @@ fn a_relay_restored_from_an_older_backup_is_repaired_by_the_patients_device() {
     assert_eq!(repaired[0]["repaired"]["entries"], 2, "{repaired}");
     assert_eq!(repaired[0]["repaired"]["blobs"], 2, "{repaired}");
     assert!(repaired[0]["repaired"]["stopped"].is_null(), "{repaired}");
-    assert_eq!(checkpoint(&patient, &[]), before);
+    assert_eq!(patient.checkpoint(&[]), before);
 
     // Everyone converges, and every record opens, on both devices.
     doc.json(&["sync"]);
-    let code = checkpoint(&patient, &[]);
+    let code = patient.checkpoint(&[]);
     doc.json(&["verify", "--vault", "pat", "--compare", &code]);
     for (record, body) in [
         (&first, "4.1 mmol/L"),
@@ -125,7 +81,7 @@ fn a_relay_whose_history_differs_is_not_repaired() {
     let patient = CliProfile::new(&dir.path().join("patient"), &relay.url);
     patient.init("Pat Example", "patient");
     patient.json(&["create"]);
-    add(&patient, "Potassium", "4.1 mmol/L");
+    patient.add_lab("Potassium", "4.1 mmol/L");
     let backup = dir.path().join("relay.tar");
     relay_tool(
         &relay.data_dir,
@@ -140,14 +96,14 @@ fn a_relay_whose_history_differs_is_not_repaired() {
         .status()
         .unwrap();
     assert!(status.success());
-    add(&patient, "Sodium", "140 mmol/L");
+    patient.add_lab("Sodium", "140 mmol/L");
     relay.stop();
     let restored = dir.path().join("restored");
     relay_tool(&restored, &["restore", "--input", backup.to_str().unwrap()]);
     let relay2 = RelayProcess::start_on(&restored, &listen, &[]);
     // The stale copy writes a different entry at the same place.
     let copy = CliProfile::new(&copy_home, &relay2.url);
-    add(&copy, "Chloride", "101 mmol/L");
+    copy.add_lab("Chloride", "101 mmol/L");
     let head_before = patient.run(&["sync"]);
     assert_ne!(head_before.code, 0);
     let r = patient.run(&["--json", "sync", "--repair"]);
