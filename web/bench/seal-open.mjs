@@ -25,6 +25,9 @@ const MB = Number(process.argv[2] ?? 50);
 const TASKSET = process.env.TASKSET;
 const ROUNDS = Number(process.argv[3] ?? 5);
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+// Where cargo puts its output: CARGO_TARGET_DIR when set (as cargo itself
+// does), else ./target.
+const target = resolve(root, process.env.CARGO_TARGET_DIR ?? 'target');
 const run = (cmd, args, opts = {}) =>
   execFileSync(cmd, args, { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', ...opts });
 
@@ -32,17 +35,17 @@ console.log(`seal/open of one ${MB} MB record, best of ${ROUNDS}`);
 
 // Native.
 run('cargo', ['build', '--quiet', '--release', '--locked', '-p', 'vault-wasm', '--features', 'bench', '--example', 'seal_open']);
-const example = join(root, 'target', 'release', 'examples', 'seal_open');
+const example = join(target, 'release', 'examples', 'seal_open');
 const native = JSON.parse(
   (TASKSET ? run('taskset', ['-c', TASKSET, example, String(MB), String(ROUNDS)]) : run(example, [String(MB), String(ROUNDS)])).trim(),
 );
 
 // The bench module, built like the app's.
-const out = join(root, 'target', 'web-bench');
+const out = join(target, 'web-bench');
 rmSync(out, { recursive: true, force: true });
 mkdirSync(out, { recursive: true });
 run('cargo', ['build', '--quiet', '--locked', '--profile', 'web', '-p', 'vault-wasm', '--features', 'bench', '--target', 'wasm32-unknown-unknown']);
-run('wasm-bindgen', ['--target', 'web', '--out-dir', out, join(root, 'target', 'wasm32-unknown-unknown', 'web', 'vault_wasm.wasm')]);
+run('wasm-bindgen', ['--target', 'web', '--out-dir', out, join(target, 'wasm32-unknown-unknown', 'web', 'vault_wasm.wasm')]);
 run(join(webDir, 'node_modules', '.bin', 'wasm-opt'), [
   process.env.WASM_OPT_LEVEL ?? '-Oz', '--enable-bulk-memory', '--enable-nontrapping-float-to-int', '--enable-sign-ext',
   '--enable-reference-types', '--enable-multivalue', '--enable-mutable-globals', '--enable-simd',
