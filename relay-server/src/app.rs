@@ -153,8 +153,8 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
 /// scripts by, a script injected into or swapped in the bundle does not
 /// run (see SECURITY.md on what a tampering relay can still do).
 pub const WEB_CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
-style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; \
-base-uri 'none'; frame-ancestors 'none'; form-action 'none'";
+style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; worker-src 'none'; \
+object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'";
 
 /// Serves the web app's static files from `dir` with its security headers;
 /// every response is revalidated (`no-cache`), so a redeployed bundle is

@@ -2141,6 +2141,9 @@ async fn the_web_app_is_served_with_its_security_headers() {
         headers["content-security-policy"],
         relay_server::app::WEB_CSP
     );
+    // No worker can run: one started by URL would escape the bundle hash
+    // (decision 56).
+    assert!(relay_server::app::WEB_CSP.contains("worker-src 'none'"));
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(headers["referrer-policy"], "no-referrer");
     assert_eq!(headers["cache-control"], "no-cache");
