@@ -80,7 +80,7 @@ pub async fn status_of(state: &VaultState, relay: &RelayClient) -> MirrorStatus 
             pushed: 0,
             blobs: 0,
         },
-        Err(ClientError::Relay { status: 404, .. }) => MirrorStatus::NoVault,
+        Err(e) if vault_not_found(&e) => MirrorStatus::NoVault,
         Err(e) => MirrorStatus::Unavailable(e.to_string()),
     }
 }
@@ -102,20 +102,35 @@ pub fn client_for(like: &RelayClient, origin: &RelayOrigin) -> Result<RelayClien
         .with_chunk_size(like.chunk_size()))
 }
 
+/// [`client_for`], with the identity published at `origin` first (a relay
+/// verifies request signatures against the identities published to it;
+/// publishing is idempotent).
+async fn published(like: &RelayClient, origin: &RelayOrigin) -> Result<RelayClient> {
+    let client = client_for(like, origin)?;
+    client.publish_identity().await?;
+    Ok(client)
+}
+
+/// The relay does not hold the vault (its own `vault_not_found`, not a
+/// 404 from something in front of it).
+fn vault_not_found(e: &ClientError) -> bool {
+    matches!(e, ClientError::Relay { status: 404, code, .. } if code == "vault_not_found")
+}
+
 /// Brings `relay` up to this device's verified copy of `vault`: creates the
 /// vault there from its genesis entry if the relay does not know it (the
 /// owner only: the relay refuses anyone else), then pushes the entries and
 /// record ciphertexts it lacks ([`sync::repair`]; a relay whose log
-/// differs is [`vault_core::Error::Fork`] and receives nothing).
+/// differs is [`vault_core::Error::Fork`] and receives nothing). The
+/// caller's identity must be published at `relay`.
 pub async fn push_to<S: Store + ?Sized>(
     store: &mut S,
     relay: &RelayClient,
     vault: &VaultId,
 ) -> Result<Repaired> {
-    relay.publish_identity().await?;
     match relay.head(vault).await {
         Ok(_) => {}
-        Err(ClientError::Relay { status: 404, .. }) => {
+        Err(e) if vault_not_found(&e) => {
             let genesis = store.entries(vault, 0)?.into_iter().next().ok_or_else(|| {
                 vault_core::Error::Missing {
                     what: format!("the genesis entry of vault {vault} on this device"),
@@ -164,7 +179,7 @@ pub async fn push_to_mirrors<S: Store + ?Sized>(
     let verified = state.head().seq;
     let mut reports = Vec::new();
     for origin in relays.mirrors() {
-        let status = match client_for(like, origin) {
+        let status = match published(like, origin).await {
             Ok(client) => match push_to(store, &client, &vault).await {
                 Ok(r) => status_after(&r, verified),
                 Err(e) => status_of_error(e),
@@ -248,21 +263,8 @@ pub async fn pull_any<S: Store + ?Sized>(
         return Err(first);
     };
     for origin in mirrors_to_try(relays, home.origin()) {
-        let client = match client_for(home, &origin) {
-            Ok(c) => c,
-            Err(e) => {
-                passed_over.push((origin, e));
-                continue;
-            }
-        };
-        // A mirror verifies request signatures against the identities
-        // published to it: publish first (idempotent).
-        let read = match client.publish_identity().await {
-            Ok(_) => sync::pull(store, &client, vault).await,
-            Err(e) => Err(e),
-        };
-        match read {
-            Ok(state) => {
+        match pull_from(store, home, &origin, vault).await {
+            Ok((state, client)) => {
                 let mut pulled = Pulled {
                     state,
                     from: client,
@@ -293,22 +295,26 @@ async fn follow_move<S: Store + ?Sized>(
     if new_home == *tried.origin() || new_home == *pulled.from.origin() {
         return;
     }
-    let attempt = match client_for(tried, &new_home) {
-        Ok(client) => match client.publish_identity().await {
-            Ok(_) => sync::pull(store, &client, vault)
-                .await
-                .map(|state| (state, client)),
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
-    };
-    match attempt {
+    match pull_from(store, tried, &new_home, vault).await {
         Ok((state, client)) => {
             pulled.state = state;
             pulled.from = client;
         }
         Err(e) => passed_over.push((new_home, e)),
     }
+}
+
+/// [`sync::pull`] from `origin`, with a client made like `like` and the
+/// identity published there.
+async fn pull_from<S: Store + ?Sized>(
+    store: &mut S,
+    like: &RelayClient,
+    origin: &RelayOrigin,
+    vault: &VaultId,
+) -> Result<(VaultState, RelayClient)> {
+    let client = published(like, origin).await?;
+    let state = sync::pull(store, &client, vault).await?;
+    Ok((state, client))
 }
 
 /// The relays to read from when `tried` did not answer: the home (when it
