@@ -92,6 +92,10 @@ pub struct Session {
     /// Vaults read from a mirror because their home did not answer: their
     /// ciphertext comes from there too.
     read_from: HashMap<VaultId, RelayClient>,
+    /// Each vault's home as this device last verified it (`None`: the
+    /// profile's relay), so that finding where to write does not replay
+    /// the vault's log every time; set by [`Session::pull`].
+    homes: HashMap<VaultId, Option<RelayOrigin>>,
     /// Set when a read fell back to the local copy because the relay was
     /// unreachable.
     unreachable: bool,
@@ -148,6 +152,7 @@ impl Session {
             client: None,
             others: HashMap::new(),
             read_from: HashMap::new(),
+            homes: HashMap::new(),
             unreachable: false,
         })
     }
@@ -496,13 +501,14 @@ impl Session {
     pub fn pull(&mut self, vault: &VaultId) -> Result<VaultState> {
         let home = match self.client_for(vault) {
             Ok(c) => c,
-            Err(e) if e.is_unreachable() => match self
-                .home_origin(vault)
-                .or_else(|| RelayOrigin::parse(&self.relay_url().ok()?).ok())
-            {
-                Some(origin) => self.bare_client(&origin)?,
-                None => return Err(e),
-            },
+            // Unreachable: a client that has not published, for pull_any
+            // to find so and turn to the mirrors.
+            Err(e) if e.is_unreachable() => {
+                match self.home_origin(vault).or_else(|| self.profile_origin()) {
+                    Some(origin) => self.bare_client(&origin)?,
+                    None => return Err(e),
+                }
+            }
             Err(e) => return Err(e),
         };
         let mut passed_over = Vec::new();
@@ -528,30 +534,24 @@ impl Session {
             ));
         }
         let pulled = pulled?;
-        let moved_to = pulled
-            .state
-            .relays()
-            .map(|r| r.home() == pulled.from.origin())
-            .unwrap_or(false);
-        if pulled.from.origin() != home.origin() && moved_to {
+        self.note_home(&pulled.state);
+        let new_home = pulled.state.relays().map(|r| r.home().clone());
+        let short = crate::output::short(&vault.to_hex());
+        let checkpoint = pulled.state.head().code();
+        let from = pulled.from.origin().clone();
+        self.read_from.remove(vault);
+        if from == *home.origin() {
+            // Read from the home, as usual.
+        } else if new_home.as_ref() == Some(&from) {
             self.out.notice(format!(
-                "notice: vault {}: its owner moved its home relay to {}; this device follows (checkpoint {})",
-                crate::output::short(&vault.to_hex()),
-                pulled.from.origin(),
-                pulled.state.head().code()
+                "notice: vault {short}: its owner moved its home relay to {from}; this device follows (checkpoint {checkpoint})"
             ));
-            self.read_from.remove(vault);
-        } else if pulled.from.origin() != home.origin() {
+        } else {
             self.out.notice(format!(
-                "notice: vault {}: the home relay {} did not answer; read from the mirror {} (verified as from any relay, checkpoint {}). Writes wait for the home.",
-                crate::output::short(&vault.to_hex()),
-                home.origin(),
-                pulled.from.origin(),
-                pulled.state.head().code()
+                "notice: vault {short}: the home relay {} did not answer; read from the mirror {from} (verified as from any relay, checkpoint {checkpoint}). Writes wait for the home.",
+                home.origin()
             ));
             self.read_from.insert(*vault, pulled.from);
-        } else {
-            self.read_from.remove(vault);
         }
         Ok(pulled.state)
     }
@@ -566,25 +566,34 @@ impl Session {
     }
 
     /// The home the owner named, from this device's verified copy, when it
-    /// is not the profile's relay.
-    fn home_origin(&self, vault: &VaultId) -> Option<RelayOrigin> {
-        let state = self.local(vault).ok()?;
-        let home = state.relays()?.home().clone();
-        let profile = self
-            .relay_url()
-            .ok()
-            .and_then(|u| RelayOrigin::parse(&u).ok());
-        (profile.as_ref() != Some(&home)).then_some(home)
+    /// is not the profile's relay (the copy is read once per command).
+    fn home_origin(&mut self, vault: &VaultId) -> Option<RelayOrigin> {
+        if !self.homes.contains_key(vault) {
+            let state = self.local(vault).ok()?;
+            self.note_home(&state);
+        }
+        self.homes.get(vault).cloned().flatten()
+    }
+
+    /// Notes the home `state` names, for [`Session::client_for`] (after a
+    /// pull, or after this device named the relays).
+    pub fn note_home(&mut self, state: &VaultState) {
+        let home = state
+            .relays()
+            .map(|r| r.home().clone())
+            .filter(|h| Some(h) != self.profile_origin().as_ref());
+        self.homes.insert(state.vault(), home);
+    }
+
+    /// The origin of the profile's relay, if one is configured.
+    fn profile_origin(&self) -> Option<RelayOrigin> {
+        RelayOrigin::parse(&self.relay_url().ok()?).ok()
     }
 
     /// A client of `origin` with this profile's identity published there
     /// (the profile's own client if `origin` is the profile's relay).
     pub fn relay_client(&mut self, origin: &RelayOrigin) -> Result<RelayClient> {
-        let profile = self
-            .relay_url()
-            .ok()
-            .and_then(|u| RelayOrigin::parse(&u).ok());
-        if profile.as_ref() == Some(origin) {
+        if self.profile_origin().as_ref() == Some(origin) {
             return self.client();
         }
         if let Some(c) = self.others.get(origin) {
@@ -621,22 +630,13 @@ impl Session {
     /// verified copy ([`mirrors::push_to_mirrors`]); empty when the vault
     /// names no mirror or no relay client can be made.
     pub fn push_mirrors(&mut self, state: &VaultState) -> Vec<mirrors::MirrorReport> {
-        if state.relays().is_none_or(|r| r.mirrors().is_empty()) {
+        // Any client will do as the model of the mirrors' clients (the
+        // identity and retry policy): the first mirror's.
+        let Some(first) = state.relays().and_then(|r| r.mirrors().first()) else {
             return Vec::new();
-        }
-        let like = match self.read_client(&state.vault()) {
-            Ok(c) => c,
-            Err(_) => match self
-                .relay_url()
-                .ok()
-                .and_then(|u| RelayOrigin::parse(&u).ok())
-            {
-                Some(o) => match self.bare_client(&o) {
-                    Ok(c) => c,
-                    Err(_) => return Vec::new(),
-                },
-                None => return Vec::new(),
-            },
+        };
+        let Ok(like) = self.bare_client(&first.clone()) else {
+            return Vec::new();
         };
         self.rt
             .block_on(mirrors::push_to_mirrors(&mut self.store, &like, state))

@@ -85,14 +85,10 @@ fn show(session: &mut Session) -> Result<()> {
 /// `vault relays set`: names the home and the mirrors, moving the home if
 /// asked, then sends every mirror what it lacks.
 fn set(session: &mut Session, home: Option<&str>, mirror_urls: &[String]) -> Result<()> {
-    let secret = session.unlock()?;
+    session.unlock()?;
     let vault = session.select_vault()?;
     let state = session.pull(&vault)?;
-    if state.owner().fingerprint() != secret.fingerprint() {
-        return Err(
-            vault_core::Error::AccessDenied("only the vault's owner can name its relays").into(),
-        );
-    }
+    super::sharing::require_owner(session, &state, "name relays")?;
     let home = match home {
         Some(url) => origin(url)?,
         None => current_home(session, &state)?,
@@ -126,6 +122,7 @@ fn set(session: &mut Session, home: Option<&str>, mirror_urls: &[String]) -> Res
         &vault,
         relays,
     ))?;
+    session.note_home(&state);
     let reports = session.push_mirrors(&state);
     if session.out.json {
         return session.out.json(&json!({

@@ -12,13 +12,14 @@ use crate::output::{clean, line, short, table};
 use crate::records::{collections_by_name, find_collection, find_record};
 use crate::session::Session;
 
-fn require_owner(session: &Session, state: &VaultState, what: &str) -> Result<()> {
+pub(super) fn require_owner(session: &Session, state: &VaultState, what: &str) -> Result<()> {
     if state.owner().fingerprint() == session.me().fingerprint() {
         Ok(())
     } else {
         Err(vault_core::Error::AccessDenied(match what {
             "share" => "only the vault's owner can share it",
             "revoke" => "only the vault's owner can revoke access",
+            "name relays" => "only the vault's owner can name its relays",
             _ => "only the vault's owner can do this",
         })
         .into())
