@@ -383,11 +383,12 @@ async fn precheck(
     }
     for (n, (index, hash, len, author)) in puts.iter().enumerate() {
         let twice = puts.iter().filter(|(_, h, _, _)| h == hash).count() > 1;
-        let uploaded_by = |who: Fingerprint| who == me || (mode == Mode::Repair && who == *author);
-        let usable =
-            blobs.get(n).copied().flatten().is_some_and(|(info, used)| {
-                info.len == *len && uploaded_by(info.uploader) && !used
-            });
+        let also = (mode == Mode::Repair).then_some(author);
+        let usable = blobs
+            .get(n)
+            .copied()
+            .flatten()
+            .is_some_and(|(info, used)| storage::blob_usable(&info, used, *len, &me, also));
         if twice || !usable {
             return Err(AppendError::BlobMissing { index: *index });
         }

@@ -118,9 +118,9 @@ impl Meta {
             return Err(AppendError::HeadMoved(current));
         }
         for r in &b.blob_refs {
-            let usable = self.blob_state(&vid, &r.hash).is_some_and(|(info, used)| {
-                info.len == r.len && r.uploaded_by(&info.uploader, &b.account) && !used
-            });
+            let usable = self
+                .blob_state(&vid, &r.hash)
+                .is_some_and(|(info, used)| r.usable(&info, used, &b.account));
             if !usable {
                 return Err(AppendError::BlobMissing(r.entry));
             }

@@ -174,11 +174,32 @@ pub struct BlobRef {
 }
 
 impl BlobRef {
-    /// Whether a stored blob's uploader may be used by this reference in a
-    /// batch charged to `account`.
-    pub fn uploaded_by(&self, uploader: &Fingerprint, account: &Fingerprint) -> bool {
-        uploader == account || self.also_uploaded_by.as_ref() == Some(uploader)
+    /// Whether the stored blob `info` (and whether a record already names
+    /// it, `used`) may be linked by this reference in a batch charged to
+    /// `account` ([`blob_usable`]).
+    pub fn usable(&self, info: &BlobInfo, used: bool, account: &Fingerprint) -> bool {
+        blob_usable(
+            info,
+            used,
+            self.len,
+            account,
+            self.also_uploaded_by.as_ref(),
+        )
     }
+}
+
+/// The rule for a record-put's blob, the same in the domain's precheck and
+/// in every store's commit: stored in the vault with the signed length
+/// `len`, named by no record yet, and uploaded by the account the batch is
+/// charged to or, in a repair, by the record's author (`also`).
+pub fn blob_usable(
+    info: &BlobInfo,
+    used: bool,
+    len: u64,
+    account: &Fingerprint,
+    also: Option<&Fingerprint>,
+) -> bool {
+    info.len == len && !used && (info.uploader == *account || also == Some(&info.uploader))
 }
 
 /// A verified append, ready to store.

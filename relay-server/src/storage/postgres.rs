@@ -531,6 +531,23 @@ fn blob_state_row(r: &tokio_postgres::Row) -> Result<(BlobInfo, bool), StorageEr
     ))
 }
 
+/// A vault's head, if the vault exists.
+async fn read_head<C: GenericClient>(c: &C, vault: &[u8]) -> Result<Option<Head>, StorageError> {
+    opt(
+        c,
+        "SELECT head_seq, head_hash FROM vaults WHERE vault = $1",
+        &[&vault],
+    )
+    .await?
+    .map(|r| {
+        Ok(Head {
+            seq: uint(r.try_get(0)?)?,
+            hash: array(r.try_get::<_, &[u8]>(1)?)?,
+        })
+    })
+    .transpose()
+}
+
 /// Runs an append's checks and writes inside one transaction, pipelined:
 /// `BEGIN`, the compare-and-swap on the head (which takes the vault's row
 /// lock, so appends to one vault queue there), the blob states, the
@@ -538,8 +555,8 @@ fn blob_state_row(r: &tokio_postgres::Row) -> Result<(BlobInfo, bool), StorageEr
 /// one read (tokio-postgres sends requests in the order they are first
 /// polled; `join!` and `join_all` poll in order). The checks are read
 /// afterwards: a refused append's writes are rolled back, never committed.
-/// On `Stored` the transaction is open and the caller commits; on anything
-/// else it has been rolled back (or the connection is broken).
+/// On `Stored` the transaction is open and the caller commits; on
+/// `Refused` it has been rolled back; on an error the caller rolls back.
 async fn append_pipelined(
     c: &deadpool_postgres::Object,
     b: &AppendBatch,
@@ -612,68 +629,40 @@ async fn append_pipelined(
             })),
         );
     begun?;
-    let refuse = |e: AppendError| AppendOutcome::Refused(e);
-    let verdict = match swapped {
-        Err(e) => Err(StorageError::from(e)),
-        // Another append moved the head (its entries then collide with
-        // ours, which is why the inserts' errors are not looked at).
-        Ok(0) => Ok(Some(refuse(AppendError::HeadMoved(Head {
-            seq: 0,
-            hash: [0; 32],
-        })))),
-        Ok(_) => (|| {
-            for (r, state) in b.blob_refs.iter().zip(states) {
-                let usable = state?
-                    .as_ref()
-                    .map(blob_state_row)
-                    .transpose()?
-                    .is_some_and(|(info, used)| {
-                        info.len == r.len && r.uploaded_by(&info.uploader, &b.account) && !used
-                    });
-                if !usable {
-                    return Ok(Some(refuse(AppendError::BlobMissing(r.entry))));
-                }
-            }
-            if charged?.is_none() {
-                return Ok(Some(refuse(AppendError::Quota)));
-            }
-            for done in entries.into_iter().chain(refs).chain(members) {
-                done?;
-            }
-            Ok(None)
-        })(),
-    };
-    match verdict {
-        Ok(None) => {}
-        other => {
-            c.batch_execute("ROLLBACK").await?;
-            return match other? {
-                Some(AppendOutcome::Refused(AppendError::HeadMoved(_))) => {
-                    let head = opt(
-                        c,
-                        "SELECT head_seq, head_hash FROM vaults WHERE vault = $1",
-                        &[&vault],
-                    )
-                    .await?;
-                    Ok(refuse(match head {
-                        None => AppendError::NoVault,
-                        Some(r) => AppendError::HeadMoved(Head {
-                            seq: uint(r.try_get(0)?)?,
-                            hash: array(r.try_get::<_, &[u8]>(1)?)?,
-                        }),
-                    }))
-                }
-                Some(outcome) => Ok(outcome),
-                None => Err(StorageError::new("an append verdict was lost")),
-            };
+    // The first refusal in the order the checks were sent; the inserts'
+    // errors count only when every check passed (after a moved head, ours
+    // collide with the entries another append stored).
+    if swapped? == 0 {
+        // The head is read once the transaction is over (our inserts may
+        // have aborted it).
+        c.batch_execute("ROLLBACK").await?;
+        return Ok(AppendOutcome::Refused(match read_head(c, vault).await? {
+            None => AppendError::NoVault,
+            Some(head) => AppendError::HeadMoved(head),
+        }));
+    }
+    let mut refusal = None;
+    for (r, state) in b.blob_refs.iter().zip(states) {
+        let state = state?.as_ref().map(blob_state_row).transpose()?;
+        if !state.is_some_and(|(info, used)| r.usable(&info, used, &b.account)) {
+            refusal = Some(AppendError::BlobMissing(r.entry));
+            break;
         }
     }
-    // Purges are rare: their dependent steps run one after the other.
+    if refusal.is_none() && charged?.is_none() {
+        refusal = Some(AppendError::Quota);
+    }
+    if let Some(refused) = refusal {
+        c.batch_execute("ROLLBACK").await?;
+        return Ok(AppendOutcome::Refused(refused));
+    }
+    for done in entries.into_iter().chain(refs).chain(members) {
+        done?;
+    }
+    // Purges are rare: their dependent steps run one after the other. On
+    // an error the caller rolls back.
     for hash in &b.purged {
-        if let Err(e) = forget_blob(c, vault, hash).await {
-            let _ = c.batch_execute("ROLLBACK").await;
-            return Err(e);
-        }
+        forget_blob(c, vault, hash).await?;
     }
     Ok(AppendOutcome::Stored(last))
 }
@@ -766,19 +755,7 @@ impl MetaStore for PgMeta {
 
     async fn head(&self, vault: VaultId) -> Result<Option<Head>, StorageError> {
         let c = self.client().await?;
-        let r = opt(
-            &c,
-            "SELECT head_seq, head_hash FROM vaults WHERE vault = $1",
-            &[&vault.as_bytes().as_slice()],
-        )
-        .await?;
-        r.map(|r| {
-            Ok(Head {
-                seq: uint(r.try_get(0)?)?,
-                hash: array(r.try_get::<_, &[u8]>(1)?)?,
-            })
-        })
-        .transpose()
+        read_head(&c, vault.as_bytes()).await
     }
 
     async fn entries(

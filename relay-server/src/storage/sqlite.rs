@@ -588,9 +588,8 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteReply, rusqlite::Error>
                 return Ok(WriteReply::Appended(Err(AppendError::HeadMoved(current))));
             }
             for r in &b.blob_refs {
-                let usable = blob_state(conn, &b.vault, &r.hash)?.is_some_and(|(info, used)| {
-                    info.len == r.len && r.uploaded_by(&info.uploader, &b.account) && !used
-                });
+                let usable = blob_state(conn, &b.vault, &r.hash)?
+                    .is_some_and(|(info, used)| r.usable(&info, used, &b.account));
                 if !usable {
                     return Ok(WriteReply::Appended(Err(AppendError::BlobMissing(r.entry))));
                 }
