@@ -112,16 +112,24 @@ impl Relays {
     /// [`MAX_MIRRORS`], with [`Error::InvalidInput`].
     pub fn new(home: RelayOrigin, mut mirrors: Vec<RelayOrigin>) -> Result<Self> {
         mirrors.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        Self::checked(home, mirrors).map_err(Error::InvalidInput)
+    }
+
+    /// The rules of `docs/format.md` §8.9 on a mirror list already in
+    /// ascending order: each mirror once, at most [`MAX_MIRRORS`], the
+    /// home not among them. One place for [`Relays::new`] and the reader.
+    fn checked(
+        home: RelayOrigin,
+        mirrors: Vec<RelayOrigin>,
+    ) -> std::result::Result<Self, &'static str> {
         if mirrors.windows(2).any(|w| matches!(w, [a, b] if a == b)) {
-            return Err(Error::InvalidInput("a mirror relay is named twice"));
+            return Err("a mirror relay is named twice");
         }
         if mirrors.contains(&home) {
-            return Err(Error::InvalidInput(
-                "the home relay cannot also be one of its mirrors",
-            ));
+            return Err("the home relay cannot also be one of its mirrors");
         }
         if mirrors.len() > MAX_MIRRORS {
-            return Err(Error::InvalidInput("a vault names at most 8 mirror relays"));
+            return Err("a vault names at most 8 mirror relays");
         }
         Ok(Self { home, mirrors })
     }
@@ -408,20 +416,22 @@ impl EntryBody {
             },
             10 => {
                 let home = read_origin(&mut r)?;
-                let mirrors = read_list(&mut r, 2, read_origin)?;
-                if mirrors.len() > MAX_MIRRORS {
-                    return Err(r.malformed("more than 8 mirror relays"));
+                // The count is bounded before any origin is parsed.
+                let n = usize::try_from(r.u32()?).unwrap_or(usize::MAX);
+                if n > MAX_MIRRORS {
+                    return Err(r.malformed("a vault names at most 8 mirror relays"));
                 }
+                let mirrors = (0..n)
+                    .map(|_| read_origin(&mut r))
+                    .collect::<Result<Vec<_>>>()?;
+                // One canonical encoding: the list in ascending order.
                 if !mirrors
                     .windows(2)
-                    .all(|w| matches!(w, [a, b] if a.as_str() < b.as_str()))
+                    .all(|w| matches!(w, [a, b] if a.as_str() <= b.as_str()))
                 {
-                    return Err(r.malformed("mirror relays not strictly ascending"));
+                    return Err(r.malformed("mirror relays not in ascending order"));
                 }
-                if mirrors.contains(&home) {
-                    return Err(r.malformed("the home relay is also a mirror"));
-                }
-                EntryBody::RelaysNamed(Relays { home, mirrors })
+                EntryBody::RelaysNamed(Relays::checked(home, mirrors).map_err(|e| r.malformed(e))?)
             }
             _ => return Err(r.malformed("unknown entry kind")),
         };

@@ -246,6 +246,38 @@ fn load_file(name: &str, generate: fn() -> Value) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// The whole entries of a vector file's `log`, each checked: it parses,
+/// re-encodes byte for byte, and has the recorded hash and kind.
+fn log_of(v: &Value) -> Vec<LogEntry> {
+    v["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let bytes = unh(&e["entry"]);
+            let entry = LogEntry::from_bytes(&bytes).unwrap();
+            assert_eq!(
+                entry.to_bytes(),
+                bytes,
+                "entry does not re-encode canonically"
+            );
+            assert_eq!(h(entry.hash()), e["hash"].as_str().unwrap());
+            assert_eq!(entry.body().kind_name(), e["kind"].as_str().unwrap());
+            entry
+        })
+        .collect()
+}
+
+/// The vector file's checkpoint re-encodes, is `state`'s head, and has the
+/// recorded code.
+fn assert_checkpoint(state: &VaultState, v: &Value) {
+    let bytes = unh(&v["checkpoint"]["bytes"]);
+    let cp = Checkpoint::from_bytes(&bytes).unwrap();
+    assert_eq!(cp.to_bytes(), bytes);
+    assert_eq!(state.head(), cp);
+    assert_eq!(cp.code(), v["checkpoint"]["code"].as_str().unwrap());
+}
+
 #[test]
 fn identity_vectors_are_deterministic() {
     let v = load();
@@ -293,23 +325,7 @@ fn key_file_vector_opens_to_the_seed_identity() {
 #[test]
 fn log_vectors_verify_and_reencode() {
     let v = load();
-    let entries: Vec<LogEntry> = v["log"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let bytes = unh(&e["entry"]);
-            let entry = LogEntry::from_bytes(&bytes).unwrap();
-            assert_eq!(
-                entry.to_bytes(),
-                bytes,
-                "entry does not re-encode canonically"
-            );
-            assert_eq!(h(entry.hash()), e["hash"].as_str().unwrap());
-            assert_eq!(entry.body().kind_name(), e["kind"].as_str().unwrap());
-            entry
-        })
-        .collect();
+    let entries = log_of(&v);
     let kinds: Vec<&str> = entries.iter().map(|e| e.body().kind_name()).collect();
     for kind in [
         "genesis",
@@ -323,10 +339,7 @@ fn log_vectors_verify_and_reencode() {
         assert!(kinds.contains(&kind), "vectors lack a {kind} entry");
     }
     let state = VaultState::verify_log(&entries).unwrap();
-    let cp = Checkpoint::from_bytes(&unh(&v["checkpoint"]["bytes"])).unwrap();
-    assert_eq!(cp.to_bytes(), unh(&v["checkpoint"]["bytes"]));
-    assert_eq!(state.head(), cp);
-    assert_eq!(cp.code(), v["checkpoint"]["code"].as_str().unwrap());
+    assert_checkpoint(&state, &v);
 
     for e in &entries {
         match e.body() {
@@ -602,23 +615,9 @@ fn relays(home: &str, mirrors: &[&str]) -> vault_core::Relays {
 fn relays_vectors_verify_and_name_the_home() {
     let v = load_file("relays.json", generate_relays);
     let [_, (_, clinician)] = identities();
-    let entries: Vec<LogEntry> = v["log"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let bytes = unh(&e["entry"]);
-            let entry = LogEntry::from_bytes(&bytes).unwrap();
-            assert_eq!(entry.to_bytes(), bytes);
-            assert_eq!(h(entry.hash()), e["hash"].as_str().unwrap());
-            assert_eq!(entry.body().kind_name(), e["kind"].as_str().unwrap());
-            entry
-        })
-        .collect();
+    let entries = log_of(&v);
     let state = VaultState::verify_log(&entries).unwrap();
-    let cp = Checkpoint::from_bytes(&unh(&v["checkpoint"]["bytes"])).unwrap();
-    assert_eq!(state.head(), cp);
-    assert_eq!(cp.code(), v["checkpoint"]["code"].as_str().unwrap());
+    assert_checkpoint(&state, &v);
     let [_, (home, mirrors)] = relay_namings();
     assert_eq!(state.relays(), Some(&relays(home, mirrors)));
     for e in &entries[1..] {
