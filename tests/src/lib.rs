@@ -452,6 +452,20 @@ impl CliProfile {
         r.stdout
     }
 
+    /// A copy of this profile's directory at `to`, as it is now (a stale
+    /// or stolen copy of the device); returns `to`. Use it with
+    /// [`CliProfile::new`] once the copy should talk to a relay.
+    pub fn copy_device(&self, to: &Path) -> PathBuf {
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(&self.home)
+            .arg(to)
+            .status()
+            .unwrap_or_else(|e| panic!("cp -a {}: {e}", self.home.display()));
+        assert!(status.success(), "cp -a {} failed", self.home.display());
+        to.to_path_buf()
+    }
+
     /// `vault add -` of `body` into the collection "labs" titled `title`,
     /// which must succeed; returns the new record's id.
     pub fn add_lab(&self, title: &str, body: &str) -> String {

@@ -13,8 +13,6 @@
     missing_docs
 )]
 
-use std::process::Command;
-
 use vault_tests::{patient_and_clinician, relay_tool, CliProfile, RelayProcess};
 
 fn listen(relay: &RelayProcess) -> String {
@@ -153,14 +151,7 @@ fn a_forked_mirror_is_named_and_never_read_from() {
     doc.json(&["inbox"]);
     patient.json(&["relays", "set", "--mirror", &m1.url]);
     // A copy of the patient's device as it is now (a stolen or stale one).
-    let copy_home = dir.path().join("patient-copy");
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(&patient.home)
-        .arg(&copy_home)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let copy_home = patient.copy_device(&dir.path().join("patient-copy"));
     // M1 is down while the patient writes; the sync says so.
     m1.stop();
     patient.add_lab("Sodium", "140 mmol/L");

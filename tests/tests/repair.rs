@@ -12,8 +12,6 @@
     missing_docs
 )]
 
-use std::process::Command;
-
 use vault_tests::{patient_and_clinician, relay_tool, CliProfile, RelayProcess};
 
 #[test]
@@ -88,14 +86,7 @@ fn a_relay_whose_history_differs_is_not_repaired() {
         &["backup", "--output", backup.to_str().unwrap()],
     );
     // A copy of the patient's device from the time of the backup.
-    let copy_home = dir.path().join("patient-copy");
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(&patient.home)
-        .arg(&copy_home)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let copy_home = patient.copy_device(&dir.path().join("patient-copy"));
     patient.add_lab("Sodium", "140 mmol/L");
     relay.stop();
     let restored = dir.path().join("restored");
