@@ -50,7 +50,6 @@ impl VaultState {
             entry_version: entry.version(),
             foreign: HashMap::new(),
             relays: None,
-            replaying: false,
         })
     }
 
@@ -133,18 +132,12 @@ impl VaultState {
         (self.hashes.len() as u64).saturating_sub(1)
     }
 
+    /// With `check_signature` false (replaying a log this device verified
+    /// before, up to its persisted head) no signature is checked: neither
+    /// the entry's nor those inside its payload (record metadata, grants),
+    /// which were checked when the entry arrived and which the entry hash
+    /// chain to the persisted head covers.
     pub(super) fn apply_inner(&mut self, entry: &LogEntry, check_signature: bool) -> Result<()> {
-        // Replaying a log this device verified before (the trusted prefix
-        // up to its persisted head): the signatures inside payloads
-        // (record metadata, grants) were checked when the entry arrived,
-        // and the entry hash chain to the persisted head covers them.
-        self.replaying = !check_signature;
-        let applied = self.apply_entry(entry, check_signature);
-        self.replaying = false;
-        applied
-    }
-
-    fn apply_entry(&mut self, entry: &LogEntry, check_signature: bool) -> Result<()> {
         let seq = entry.seq();
         let next = self.hashes.len() as u64;
         if entry.vault() != self.vault {
@@ -216,6 +209,7 @@ impl VaultState {
             author: entry.author(),
             time: entry.time(),
             is_owner,
+            check_signatures: check_signature,
         };
 
         match entry.body() {
@@ -424,7 +418,7 @@ impl VaultState {
                 if check {
                     entry.verify_signature(&owner)?;
                 }
-                let grant = self.verify_grant(grant, seq)?;
+                let grant = self.verify_grant(grant, seq, check)?;
                 let GrantScope::Record { record, .. } = grant.scope() else {
                     return Err(view_changed);
                 };
@@ -456,14 +450,21 @@ impl VaultState {
         Ok(true)
     }
 
-    pub(super) fn verify_grant(&self, grant: &Grant, seq: u64) -> Result<VerifiedGrant> {
+    /// A grant of this vault, its owner signature checked unless
+    /// `check_signature` is false (replaying a verified log).
+    pub(super) fn verify_grant(
+        &self,
+        grant: &Grant,
+        seq: u64,
+        check_signature: bool,
+    ) -> Result<VerifiedGrant> {
         if grant.vault() != self.vault {
             return Err(Error::ContextMismatch {
                 what: "grant",
                 field: "vault",
             });
         }
-        if self.replaying {
+        if !check_signature {
             return Ok(grant.verified_before());
         }
         grant.verify(&self.owner).map_err(|_| Error::Unauthorized {
@@ -488,6 +489,7 @@ impl VaultState {
         m: &RecordMetadata,
         author: &PublicIdentity,
         is_owner: bool,
+        check_signature: bool,
     ) -> Result<()> {
         let seq = entry.seq();
         if m.vault() != self.vault {
@@ -502,7 +504,7 @@ impl VaultState {
                 reason: "record metadata names another author than the entry",
             });
         }
-        if !self.replaying {
+        if check_signature {
             m.verify_signature(author)?;
         }
         let coll = self
@@ -591,7 +593,12 @@ impl VaultState {
         }
     }
 
-    pub(super) fn apply_rotation(&mut self, r: &Rotation, seq: u64) -> Result<()> {
+    pub(super) fn apply_rotation(
+        &mut self,
+        r: &Rotation,
+        seq: u64,
+        check_signatures: bool,
+    ) -> Result<()> {
         let invalid = |reason| Error::InvalidEntry { seq, reason };
         let coll = self
             .collections
@@ -621,7 +628,7 @@ impl VaultState {
         }
         let mut grants = BTreeMap::new();
         for g in &r.grants {
-            let g = self.verify_grant(g, seq)?;
+            let g = self.verify_grant(g, seq, check_signatures)?;
             if g.scope()
                 != (GrantScope::Collection {
                     collection: r.collection,
@@ -702,7 +709,7 @@ impl VaultState {
         if self.collections.contains_key(collection) {
             return Err(ctx.invalid("the collection already exists"));
         }
-        let grant = self.verify_grant(owner_grant, seq)?;
+        let grant = self.verify_grant(owner_grant, seq, ctx.check_signatures)?;
         if grant.scope()
             != (GrantScope::Collection {
                 collection: *collection,
@@ -740,7 +747,7 @@ impl VaultState {
         metadata: &RecordMetadata,
     ) -> Result<()> {
         let (seq, is_owner) = (ctx.seq, ctx.is_owner);
-        self.check_record_put(entry, metadata, author, is_owner)?;
+        self.check_record_put(entry, metadata, author, is_owner, ctx.check_signatures)?;
         let coll = self
             .collections
             .get_mut(&metadata.collection())
@@ -822,7 +829,7 @@ impl VaultState {
                 return Err(ctx.invalid("a different document for a known member"));
             }
         }
-        let grant = self.verify_grant(grant, seq)?;
+        let grant = self.verify_grant(grant, seq, ctx.check_signatures)?;
         match grant.scope() {
             GrantScope::Collection { collection, epoch } => {
                 let coll = self
@@ -868,7 +875,7 @@ impl VaultState {
         if !is_owner {
             return Err(ctx.unauthorized("is not the owner, so may not rotate keys"));
         }
-        self.apply_rotation(rotation, seq)?;
+        self.apply_rotation(rotation, seq, ctx.check_signatures)?;
         Ok(())
     }
 
@@ -927,6 +934,8 @@ struct Applying {
     author: Fingerprint,
     time: u64,
     is_owner: bool,
+    /// False when replaying a log this device verified before.
+    check_signatures: bool,
 }
 
 impl Applying {

@@ -52,7 +52,7 @@ impl VaultState {
     ) -> Result<LogEntry> {
         let entry = self.record_put(author, metadata, now)?;
         let is_owner = author.fingerprint() == self.owner.fingerprint();
-        self.check_record_put(&entry, metadata, author.public(), is_owner)?;
+        self.check_record_put(&entry, metadata, author.public(), is_owner, true)?;
         Ok(entry)
     }
 

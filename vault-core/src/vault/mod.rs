@@ -251,9 +251,4 @@ pub struct VaultState {
     foreign: HashMap<RecordId, BTreeMap<u32, (RecordMetadata, u64)>>,
     /// The relays the owner named last (`docs/format.md` §8.9).
     relays: Option<Relays>,
-    /// Set only while an entry of a log this device verified before is
-    /// replayed (`VaultState::verify_log_from` up to a trusted
-    /// checkpoint): the signatures inside its payload are not checked
-    /// again.
-    replaying: bool,
 }
