@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::domain::access::AccessError;
 use crate::domain::{Clock, Failure, SystemClock};
 use crate::metrics::Metrics;
-use crate::storage::{BlobStore, MetaStore};
+use crate::storage::{BlobStore, Head, MetaStore};
 
 /// One vault's verified state; `None` until loaded, and again after an
 /// append left it ahead of storage (an entry refused after earlier ones of
@@ -353,8 +353,38 @@ impl AppState {
     /// decided on it is decided on a head at least as recent as the
     /// store's when this was called.
     pub async fn write_state(&self, vault: VaultId) -> Result<StateWrite, AccessError> {
+        self.write_state_after(vault, None).await
+    }
+
+    /// [`AppState::write_state`] for a write that names the head it
+    /// follows: over a shared store, a cached state whose head is `prev`
+    /// is returned without reading the store (decision 59). It may then
+    /// be behind the store; what is decided on it holds only for a write
+    /// that the store's compare-and-swap on `prev` accepts, and a refusal
+    /// decided on it stands only if the store's head is still `prev`
+    /// (`domain::append` checks both). The second value says whether the
+    /// read was skipped.
+    pub async fn write_state_following(
+        &self,
+        vault: VaultId,
+        prev: Head,
+    ) -> Result<(StateWrite, bool), AccessError> {
+        let guard = self.write_state_after(vault, Some(prev)).await?;
+        let skipped = self.meta.is_shared() && guard.as_ref().is_some_and(|s| Head::of(s) == prev);
+        Ok((guard, skipped))
+    }
+
+    /// The state, caught up with the store unless its head is `prev`.
+    async fn write_state_after(
+        &self,
+        vault: VaultId,
+        prev: Option<Head>,
+    ) -> Result<StateWrite, AccessError> {
         let mut guard = self.slot(vault).write_owned().await;
-        if guard.is_some() && self.meta.is_shared() {
+        let current = guard
+            .as_ref()
+            .is_some_and(|s| prev.is_some_and(|p| Head::of(s) == p));
+        if guard.is_some() && self.meta.is_shared() && !current {
             self.catch_up(vault, &mut guard).await?;
         }
         if guard.is_none() {

@@ -15,7 +15,7 @@ use vault_core::{EntryBody, Fingerprint, LogEntry, VaultId, VaultState};
 use crate::domain::access::{self, AccessError};
 use crate::domain::vaults::{into_stored, time_in_window};
 use crate::domain::Failure;
-use crate::state::{AppState, REBUILD_FREE};
+use crate::state::{AppState, StateWrite, REBUILD_FREE};
 use crate::storage::{self, AppendBatch, BlobRef, Head};
 
 /// Most entries in one append.
@@ -218,7 +218,36 @@ async fn commit(
             return Err(AppendError::RebuildCooldown { retry_after });
         }
     }
-    let mut guard = app.write_state(vault).await?;
+    // Over a shared store, the state is read from the store only when
+    // its cached head is not `prev` (decision 59): the compare-and-swap in
+    // the commit refuses an append if another relay moved the head since,
+    // and a refusal decided on the cached state is checked against the
+    // stored head before it is given.
+    let (mut guard, unread) = app.write_state_following(vault, prev).await?;
+    let decided = store(app, &mut guard, vault, me, prev, entries, mode).await;
+    match decided {
+        Err(refused) if unread && !matches!(refused, AppendError::HeadMoved(_)) => {
+            Err(match app.meta.head(vault).await {
+                Ok(Some(head)) if head != prev => AppendError::HeadMoved(head),
+                _ => refused,
+            })
+        }
+        decided => decided,
+    }
+}
+
+/// Decides an append on `guard`'s state and stores it: rights, the head,
+/// the size limits, the precheck, vault-core's verification of each
+/// entry (applied to the state in place), then the storage commit.
+async fn store(
+    app: &AppState,
+    guard: &mut StateWrite,
+    vault: VaultId,
+    me: Fingerprint,
+    prev: Head,
+    entries: Vec<LogEntry>,
+    mode: Mode,
+) -> Result<Head, AppendError> {
     let Some(state) = guard.as_mut() else {
         return Err(AccessError::VaultNotFound.into());
     };
@@ -237,11 +266,7 @@ async fn commit(
             return Err(AppendError::NotHome { home });
         }
     }
-    let checkpoint = state.head();
-    let current = Head {
-        seq: checkpoint.seq,
-        hash: checkpoint.head,
-    };
+    let current = Head::of(state);
     if current != prev {
         return Err(AppendError::HeadMoved(current));
     }
@@ -273,19 +298,19 @@ async fn commit(
     for (index, e) in entries.iter().enumerate() {
         if let Err(source) = effects.apply(state, e, index) {
             if index > 0 {
-                drop_state(&mut guard);
+                drop_state(guard);
             }
             return Err(AppendError::InvalidEntry { index, source });
         }
     }
     if mode == Mode::Append && renames {
         if let Some(home) = elsewhere(app, state) {
-            drop_state(&mut guard);
+            drop_state(guard);
             return Err(AppendError::NotHome { home });
         }
     }
     if let Err(index) = follows(prev, &entries) {
-        drop_state(&mut guard);
+        drop_state(guard);
         return Err(Failure::internal(
             "an append vault-core accepted does not follow the head",
             format!("entry {index} of the request"),
@@ -324,9 +349,9 @@ async fn commit(
             // relay over the same database stored an append in between) is
             // a race, not a refused batch: no rebuild cooldown.
             if matches!(e, storage::AppendError::HeadMoved(_)) {
-                *guard = None;
+                **guard = None;
             } else {
-                drop_state(&mut guard);
+                drop_state(guard);
             }
             Err(match e {
                 storage::AppendError::HeadMoved(h) => AppendError::HeadMoved(h),

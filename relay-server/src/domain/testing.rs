@@ -144,11 +144,7 @@ impl World {
 
     /// The client's head.
     pub fn head(&self) -> Head {
-        let c = self.state.head();
-        Head {
-            seq: c.seq,
-            hash: c.head,
-        }
+        Head::of(&self.state)
     }
 
     /// The head the relay has stored.

@@ -160,11 +160,7 @@ impl Vaults {
         if !matches!(outcome, Ok(CreateOutcome::Created)) {
             app.new_budget.give_back(source, now);
         }
-        let checkpoint = state.head();
-        let head = Head {
-            seq: checkpoint.seq,
-            hash: checkpoint.head,
-        };
+        let head = Head::of(&state);
         match outcome? {
             CreateOutcome::Created => Ok(Created {
                 vault,
@@ -205,11 +201,7 @@ impl Vaults {
         let guard = self.app.read_state(vault).await?;
         let state = guard.as_ref().ok_or(AccessError::NotMember)?;
         access::member(state, who, self.app.now())?;
-        let checkpoint = state.head();
-        let head = Head {
-            seq: checkpoint.seq,
-            hash: checkpoint.head,
-        };
+        let head = Head::of(state);
         let limit = limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
         let since = since.unwrap_or(0);
         let limit = limit.min(head.seq.saturating_add(1).saturating_sub(since));

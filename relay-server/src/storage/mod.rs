@@ -143,6 +143,17 @@ pub struct Head {
     pub hash: [u8; 32],
 }
 
+impl Head {
+    /// The head of a verified vault state's log.
+    pub fn of(state: &vault_core::VaultState) -> Self {
+        let checkpoint = state.head();
+        Self {
+            seq: checkpoint.seq,
+            hash: checkpoint.head,
+        }
+    }
+}
+
 /// One log entry as stored: its encoding plus the fields indexed.
 #[derive(Debug, Clone)]
 pub struct StoredEntry {

@@ -829,6 +829,7 @@ async fn two_relays_on_one_database_decide_on_the_stored_head() {
     let (s, _, body) = call(&rb, signed(&pat, "POST", &log, &append(&state, &share))).await;
     assert_eq!(s, 200, "{body}");
     state.apply(&share).unwrap();
+    let at_share = state.clone();
     let catch_ups = a.state.vault_catch_ups();
     // Relay A now lets the clinician read: it caught up.
     let (s, _, body) = call(&ra, signed(&doc, "GET", &log, &Value::Null)).await;
@@ -840,6 +841,23 @@ async fn two_relays_on_one_database_decide_on_the_stored_head() {
     let (s, _, body) = call(&ra, signed(&pat, "POST", &log, &append(&state, &e2))).await;
     assert_eq!(s, 200, "{body}");
     state.apply(&e2).unwrap();
+    // B's cached state is still at the share. An append following it is
+    // decided there without reading the store (decision 59): a refusal is
+    // checked against the stored head, and a batch it accepts is refused
+    // by the store's compare-and-swap; both answer with the head A stored.
+    let b_catch_ups = b.state.vault_catch_ups();
+    let (_, misfit) = stale.create_collection(&pat, "misfit", now()).unwrap();
+    let (_, late) = at_share.create_collection(&pat, "late", now()).unwrap();
+    for e in [&misfit, &late] {
+        let (s, _, body) = call(&rb, signed(&pat, "POST", &log, &append(&at_share, e))).await;
+        assert_eq!(s, 409, "{body}");
+        assert_eq!(body["head"]["seq"], json!(state.head().seq), "{body}");
+    }
+    assert_eq!(
+        b.state.vault_catch_ups(),
+        b_catch_ups,
+        "no read before deciding"
+    );
     // A stale head is refused at B with the stored head.
     let (_, old) = stale.create_collection(&pat, "late", now()).unwrap();
     let (s, _, body) = call(&rb, signed(&pat, "POST", &log, &append(&stale, &old))).await;
