@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::metrics::{RequestLabels, RouteLabels};
 use crate::routes::{blobs, identities, inbox, links, vaults};
 use crate::state::AppState;
+use crate::storage::NonceClaim;
 
 /// The OpenAPI description of this API (checked in; a test keeps it in
 /// step with the router).
@@ -203,6 +204,12 @@ async fn openapi() -> Response {
     resp
 }
 
+/// The routes (method POST) whose handler claims the request's nonce in a
+/// shared store itself, in the same round trip as what it reads before
+/// deciding (`domain::append`, decision 59): the append and the repair.
+/// Every other request's nonce is claimed by [`authenticate`].
+const CLAIMED_BY_ROUTE: [&str; 2] = ["/v1/vaults/{vault}/log", "/v1/vaults/{vault}/repair"];
+
 /// Verifies the signature and puts the [`crate::auth::Caller`] in the
 /// request's extensions.
 async fn authenticate(State(app): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
@@ -213,6 +220,11 @@ async fn authenticate(State(app): State<Arc<AppState>>, mut req: Request, next: 
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
     let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let route = route.as_deref();
     // A store known to be down: answer at once, before any work.
     if app.health.database_down() || (app.health.blobs_down() && pq.contains("/blobs")) {
         return ApiError::new(
@@ -229,27 +241,31 @@ async fn authenticate(State(app): State<Arc<AppState>>, mut req: Request, next: 
             return Err(app.auth.refuse_unknown(&auth, method.as_str(), &pq));
         };
         let has_body = !matches!(method, Method::GET | Method::HEAD);
-        let caller = app
+        let mut caller = app
             .auth
             .check(&auth, &signer, method.as_str(), &pq, has_body)?;
         // Other relays over the same database accept requests too: the
         // nonce must be new to all of them (this relay's own cache above
         // refused replays to itself already, without a round trip).
         if app.meta.is_shared() {
-            let expires = auth.timestamp.saturating_add(app.auth.skew());
-            match app
-                .meta
-                .claim_nonce(
-                    caller.fingerprint,
-                    auth.nonce,
-                    expires,
-                    crate::auth::unix_now(),
-                )
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => return Err(crate::auth::replayed()),
-                Err(e) => return Err(ApiError::storage("recording a request nonce", &e)),
+            let claim = NonceClaim {
+                signer: caller.fingerprint,
+                nonce: auth.nonce,
+                expires: auth.timestamp.saturating_add(app.auth.skew()),
+                now: crate::auth::unix_now(),
+            };
+            if method == Method::POST && route.is_some_and(|r| CLAIMED_BY_ROUTE.contains(&r)) {
+                caller.unclaimed = Some(claim);
+            } else {
+                match app
+                    .meta
+                    .claim_nonce(claim.signer, claim.nonce, claim.expires, claim.now)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => return Err(crate::auth::replayed()),
+                    Err(e) => return Err(ApiError::storage("recording a request nonce", &e)),
+                }
             }
         }
         Ok(caller)

@@ -24,12 +24,23 @@ pub struct Caller {
     pub fingerprint: Fingerprint,
     /// The signed body digest, checked once the body is read.
     pub content_sha256: [u8; 32],
+    /// The request's nonce when the relay's store is shared and the route
+    /// claims it there itself, with what it reads first (an append or a
+    /// repair: decision 59); `None` once claimed, or over a store this
+    /// relay alone uses (its own cache is exact).
+    pub unclaimed: Option<crate::storage::NonceClaim>,
 }
 
 impl Caller {
     /// The caller's fingerprint.
     pub fn fingerprint(&self) -> Fingerprint {
         self.fingerprint
+    }
+
+    /// The request's nonce, to claim in the shared store (see
+    /// [`Caller::unclaimed`]).
+    pub fn unclaimed_nonce(&self) -> Option<crate::storage::NonceClaim> {
+        self.unclaimed
     }
 }
 
@@ -399,6 +410,7 @@ impl Authenticator {
         Ok(Caller {
             fingerprint: fp,
             content_sha256: auth.content_sha256,
+            unclaimed: None,
         })
     }
 

@@ -248,6 +248,7 @@ impl From<AppendError> for ApiError {
             }
             AppendError::NotHome { home } => Self::new(StatusCode::CONFLICT, "not_home", message)
                 .with("home", json!(home.as_str())),
+            AppendError::Replayed => crate::auth::replayed(),
             AppendError::Failure(f) => f.into(),
         }
     }

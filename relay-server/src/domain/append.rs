@@ -16,7 +16,7 @@ use crate::domain::access::{self, AccessError};
 use crate::domain::vaults::{into_stored, time_in_window};
 use crate::domain::Failure;
 use crate::state::{AppState, StateWrite, REBUILD_FREE};
-use crate::storage::{self, AppendBatch, BlobRef, Head};
+use crate::storage::{self, AppendBatch, BlobRef, Head, NonceClaim};
 
 /// Most entries in one append.
 pub const MAX_APPEND: usize = 1024;
@@ -93,6 +93,10 @@ pub enum AppendError {
         /// The vault's home relay.
         home: vault_core::request::RelayOrigin,
     },
+    /// The request was received already, by this relay or another over
+    /// the same store (its nonce is claimed).
+    #[error("this request was already received (replayed nonce); sign every request afresh")]
+    Replayed,
     /// The relay failed.
     #[error(transparent)]
     Failure(#[from] Failure),
@@ -113,12 +117,23 @@ pub fn check_count(entries: usize) -> Result<(), AppendError> {
 /// Appending entries to vaults.
 pub struct Appends {
     app: Arc<AppState>,
+    nonce: Option<NonceClaim>,
 }
 
 impl Appends {
     /// The service over the relay's state.
     pub fn new(app: Arc<AppState>) -> Self {
-        Self { app }
+        Self { app, nonce: None }
+    }
+
+    /// Claims `nonce` (the request's, not yet claimed in a shared store:
+    /// [`crate::auth::Caller::unclaimed_nonce`]) in the same round trip as
+    /// the append's precheck, before anything is decided on the vault's
+    /// state; a replay is refused with [`AppendError::Replayed`]
+    /// (decision 59).
+    pub fn claiming(mut self, nonce: Option<NonceClaim>) -> Self {
+        self.nonce = nonce;
+        self
     }
 
     /// Appends `entries`, signed by `signer`, to `vault` if its head is
@@ -164,10 +179,12 @@ impl Appends {
                 });
             }
         }
-        let app = self.app.clone();
-        tokio::spawn(async move { commit(&app, vault, signer, prev, entries, Mode::Append).await })
-            .await
-            .map_err(|e| Failure::internal("the append task failed", e))?
+        let (app, nonce) = (self.app.clone(), self.nonce);
+        tokio::spawn(async move {
+            commit(&app, vault, signer, prev, entries, Mode::Append, nonce).await
+        })
+        .await
+        .map_err(|e| Failure::internal("the append task failed", e))?
     }
 
     /// Repairs `vault` after a restore or a failover left the relay behind
@@ -188,10 +205,12 @@ impl Appends {
         entries: Vec<LogEntry>,
     ) -> Result<Head, AppendError> {
         check_count(entries.len())?;
-        let app = self.app.clone();
-        tokio::spawn(async move { commit(&app, vault, member, prev, entries, Mode::Repair).await })
-            .await
-            .map_err(|e| Failure::internal("the repair task failed", e))?
+        let (app, nonce) = (self.app.clone(), self.nonce);
+        tokio::spawn(async move {
+            commit(&app, vault, member, prev, entries, Mode::Repair, nonce).await
+        })
+        .await
+        .map_err(|e| Failure::internal("the repair task failed", e))?
     }
 }
 
@@ -212,6 +231,7 @@ async fn commit(
     prev: Head,
     entries: Vec<LogEntry>,
     mode: Mode,
+    nonce: Option<NonceClaim>,
 ) -> Result<Head, AppendError> {
     if entries.len() > 1 {
         if let Some(retry_after) = app.rebuild_cooldown(vault) {
@@ -224,7 +244,8 @@ async fn commit(
     // and a refusal decided on the cached state is checked against the
     // stored head before it is given.
     let (mut guard, unread) = app.write_state_following(vault, prev).await?;
-    let decided = store(app, &mut guard, vault, me, prev, entries, mode).await;
+    let found = read_before(app, vault, me, &entries, nonce).await?;
+    let decided = store(app, &mut guard, vault, me, prev, entries, mode, found).await;
     match decided {
         Err(refused) if unread && !matches!(refused, AppendError::HeadMoved(_)) => {
             Err(match app.meta.head(vault).await {
@@ -239,6 +260,7 @@ async fn commit(
 /// Decides an append on `guard`'s state and stores it: rights, the head,
 /// the size limits, the precheck, vault-core's verification of each
 /// entry (applied to the state in place), then the storage commit.
+#[allow(clippy::too_many_arguments)]
 async fn store(
     app: &AppState,
     guard: &mut StateWrite,
@@ -247,6 +269,7 @@ async fn store(
     prev: Head,
     entries: Vec<LogEntry>,
     mode: Mode,
+    found: Found,
 ) -> Result<Head, AppendError> {
     let Some(state) = guard.as_mut() else {
         return Err(AccessError::VaultNotFound.into());
@@ -276,7 +299,7 @@ async fn store(
     if size.saturating_add(count) > max {
         return Err(AppendError::VaultFull { max });
     }
-    precheck(app, vault, me, &entries, mode).await?;
+    precheck(app, me, &entries, mode, found)?;
 
     // Verify and apply every entry on the relay's own state, in place: no
     // copy of the state, whatever its size. `VaultState::apply` changes
@@ -371,20 +394,13 @@ fn elsewhere(app: &AppState, state: &VaultState) -> Option<vault_core::request::
     (!app.auth.origins().contains(home)).then(|| home.clone())
 }
 
-/// Refuses what storage would refuse, before the state changes: the
-/// signer's quota (every entry's bytes are charged to the signer), and
-/// record-put blobs that are missing, of another length than signed,
-/// uploaded by someone else, already used by another record, or named
-/// twice in the request. In a repair the blob may also be the one its
-/// record's author uploaded (a restore kept the blob and lost the entry).
-async fn precheck(
-    app: &AppState,
-    vault: VaultId,
-    me: Fingerprint,
-    entries: &[LogEntry],
-    mode: Mode,
-) -> Result<(), AppendError> {
-    let puts: Vec<(usize, [u8; 32], u64, Fingerprint)> = entries
+/// What an append reads from storage before it is decided: the signer's
+/// usage and, for each record-put in order, its blob's state.
+type Found = (u64, Vec<Option<(storage::BlobInfo, bool)>>);
+
+/// The record-puts of `entries`: index, blob hash, signed length, author.
+fn puts(entries: &[LogEntry]) -> Vec<(usize, [u8; 32], u64, Fingerprint)> {
+    entries
         .iter()
         .enumerate()
         .filter_map(|(i, e)| match e.body() {
@@ -396,12 +412,46 @@ async fn precheck(
             )),
             _ => None,
         })
-        .collect();
-    let (used, blobs) = app
-        .meta
-        .append_precheck(vault, me, puts.iter().map(|(_, h, _, _)| *h).collect())
-        .await
-        .map_err(|e| Failure::storage("checking an append", e))?;
+        .collect()
+}
+
+/// Reads what [`precheck`] needs and, when given, claims the request's
+/// nonce in the same round trip (decision 59): the claim comes before
+/// anything is decided on the vault's state, so a replay to another relay
+/// over the same store is refused whatever the first request's outcome.
+async fn read_before(
+    app: &AppState,
+    vault: VaultId,
+    me: Fingerprint,
+    entries: &[LogEntry],
+    nonce: Option<NonceClaim>,
+) -> Result<Found, AppendError> {
+    let hashes = puts(entries).iter().map(|(_, h, _, _)| *h).collect();
+    let found = match nonce {
+        None => app.meta.append_precheck(vault, me, hashes).await,
+        Some(claim) => match app.meta.claim_and_precheck(claim, vault, me, hashes).await {
+            Ok(Some(found)) => Ok(found),
+            Ok(None) => return Err(AppendError::Replayed),
+            Err(e) => Err(e),
+        },
+    };
+    Ok(found.map_err(|e| Failure::storage("checking an append", e))?)
+}
+
+/// Refuses what storage would refuse, before the state changes: the
+/// signer's quota (every entry's bytes are charged to the signer), and
+/// record-put blobs that are missing, of another length than signed,
+/// uploaded by someone else, already used by another record, or named
+/// twice in the request. In a repair the blob may also be the one its
+/// record's author uploaded (a restore kept the blob and lost the entry).
+fn precheck(
+    app: &AppState,
+    me: Fingerprint,
+    entries: &[LogEntry],
+    mode: Mode,
+    (used, blobs): Found,
+) -> Result<(), AppendError> {
+    let puts = puts(entries);
     let bytes: u64 = entries.iter().map(|e| e.to_bytes().len() as u64).sum();
     if used.saturating_add(bytes) > app.config.quota {
         return Err(AppendError::QuotaExceeded);
@@ -816,6 +866,7 @@ mod tests {
             w.head(),
             one.clone(),
             Mode::Append,
+            None,
         )
         .await
         .unwrap_err();
@@ -830,6 +881,7 @@ mod tests {
             w.head(),
             one.clone(),
             Mode::Append,
+            None,
         )
         .await
         .unwrap_err();
@@ -844,6 +896,7 @@ mod tests {
             w.head(),
             one.clone(),
             Mode::Append,
+            None,
         )
         .await
         .unwrap_err();

@@ -109,6 +109,7 @@ pub async fn append(
 ) -> ApiResult<Json<Value>> {
     let (vault, prev, entries) = entries_request(&app, &caller, &vault, &headers, body).await?;
     let head = Appends::new(app)
+        .claiming(caller.unclaimed_nonce())
         .append(vault, caller.fingerprint(), prev, entries)
         .await?;
     Ok(Json(json!({ "head": HeadJson::from(head) })))
@@ -126,6 +127,7 @@ pub async fn repair(
 ) -> ApiResult<Json<Value>> {
     let (vault, prev, entries) = entries_request(&app, &caller, &vault, &headers, body).await?;
     let head = Appends::new(app)
+        .claiming(caller.unclaimed_nonce())
         .repair(vault, caller.fingerprint(), prev, entries)
         .await?;
     Ok(Json(json!({ "head": HeadJson::from(head) })))

@@ -33,7 +33,7 @@ use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
 use super::{
     AcceptedOwners, AddBlobOutcome, AppendBatch, AppendError, BlobInfo, BlobRef, BlobStore,
     BodyStream, Chunk, ChunkError, ChunkOutcome, CreateOutcome, Head, InboxEntry, MetaStore,
-    StoredEntry, UploadKey,
+    NonceClaim, StoredEntry, UploadKey,
 };
 
 /// A fresh metadata store.
@@ -298,7 +298,8 @@ fn blob_ref(blob: &[u8], len: u64, entry: usize, record: u8) -> BlobRef {
 /// A record-put's blob must be recorded in the vault with its signed
 /// length, uploaded by the appending account (or, in a repair, by the
 /// account the reference names), and not used by another record; the
-/// refusal names the entry and stores nothing.
+/// refusal names the entry and stores nothing. The precheck reads the
+/// same with a request's nonce claimed first, and not for a replay.
 pub async fn append_blob_checks(meta: Meta, _blobs: Blobs) {
     let owner = fp(1);
     let g = create(&meta, 1, owner).await;
@@ -350,6 +351,30 @@ pub async fn append_blob_checks(meta: Meta, _blobs: Blobs) {
         .unwrap();
     assert_eq!(used, usage_before);
     assert_eq!(states, vec![Some((info, false)), None]);
+    // The same read with a request's nonce claimed first (one round trip
+    // on a shared store): the nonce's first use reads, a replay does not.
+    let claim = NonceClaim {
+        signer: owner,
+        nonce: [7; 16],
+        expires: 2_000_000,
+        now: 1_000_000,
+    };
+    let hashes = vec![sha(blob), sha(b"none")];
+    let found = meta
+        .claim_and_precheck(claim, vault(1), owner, hashes.clone())
+        .await
+        .unwrap();
+    assert_eq!(found, Some((usage_before, states)));
+    assert_eq!(
+        meta.claim_and_precheck(claim, vault(1), owner, hashes)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(!meta
+        .claim_nonce(owner, [7; 16], 2_000_000, 1_000_001)
+        .await
+        .unwrap());
     // Usable: stored, with the link.
     let e1 = entry(1, 1, "x");
     let mut b = batch(1, head_of(&g), vec![e1.clone()], owner);

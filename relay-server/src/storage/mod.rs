@@ -154,6 +154,21 @@ impl Head {
     }
 }
 
+/// A signed request's nonce to claim in a shared store
+/// ([`MetaStore::claim_nonce`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NonceClaim {
+    /// The request's signer.
+    pub signer: Fingerprint,
+    /// The request's nonce.
+    pub nonce: [u8; 16],
+    /// Until when it is remembered (Unix seconds, inclusive).
+    pub expires: u64,
+    /// The time of the claim (Unix seconds): an expired record of the
+    /// same nonce does not count.
+    pub now: u64,
+}
+
 /// One log entry as stored: its encoding plus the fields indexed.
 #[derive(Debug, Clone)]
 pub struct StoredEntry {
@@ -440,6 +455,26 @@ pub trait MetaStore: links::LinkStore + Send + Sync + 'static {
         expires: u64,
         now: u64,
     ) -> Result<bool, StorageError>;
+    /// [`MetaStore::claim_nonce`] of `claim`, then, unless it is a
+    /// replay (`None`), [`MetaStore::append_precheck`]: what an append
+    /// reads before it is decided, with its request's nonce. A shared
+    /// store sends both in one round trip (decision 59); the claim stands
+    /// whatever the append's outcome.
+    async fn claim_and_precheck(
+        &self,
+        claim: NonceClaim,
+        vault: VaultId,
+        account: Fingerprint,
+        hashes: Vec<[u8; 32]>,
+    ) -> Result<Option<(u64, Vec<Option<(BlobInfo, bool)>>)>, StorageError> {
+        if !self
+            .claim_nonce(claim.signer, claim.nonce, claim.expires, claim.now)
+            .await?
+        {
+            return Ok(None);
+        }
+        self.append_precheck(vault, account, hashes).await.map(Some)
+    }
     /// Forgets nonces that expired before `now`; returns how many (call
     /// periodically).
     async fn expire_nonces(&self, now: u64) -> Result<u64, StorageError>;

@@ -29,7 +29,7 @@ use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
 use super::backends::{BackendError, DatabaseUrl};
 use super::{
     AcceptedOwners, AddBlobOutcome, AppendBatch, AppendError, BlobInfo, CreateOutcome, Head,
-    InboxEntry, MetaStore, StorageError, StoredEntry,
+    InboxEntry, MetaStore, NonceClaim, StorageError, StoredEntry,
 };
 
 /// One schema migration.
@@ -667,6 +667,77 @@ async fn append_pipelined(
     Ok(AppendOutcome::Stored(last))
 }
 
+/// The claim of a request's nonce ([`MetaStore::claim_nonce`]) as one
+/// simple query, committed asynchronously: the nonce reaches the disk with
+/// the next synchronous commit at the latest, so any write the request
+/// makes (each committed synchronously after it) is durable only with its
+/// nonce; a server crash loses at most the nonces of the last fraction of
+/// a second of reads, which then could be replayed within the skew window
+/// (a read reveals nothing to someone who cannot see its answer).
+/// Parameters cannot go in a multi-statement simple query: the values are
+/// hex digits and integers formatted here, never text from the request.
+fn nonce_claim_sql(claim: &NonceClaim) -> Result<String, StorageError> {
+    Ok(format!(
+        "BEGIN; SET LOCAL synchronous_commit TO OFF; \
+         INSERT INTO relay_nonces (identity, nonce, expires) \
+         VALUES ('\\x{}'::bytea, '\\x{}'::bytea, {}) \
+         ON CONFLICT (identity, nonce) DO UPDATE SET expires = excluded.expires \
+         WHERE relay_nonces.expires < {}; COMMIT",
+        hex::encode(claim.signer.as_bytes()),
+        hex::encode(claim.nonce),
+        int(claim.expires)?,
+        int(claim.now)?,
+    ))
+}
+
+/// Whether the answer to [`nonce_claim_sql`] (BEGIN, SET, INSERT, COMMIT)
+/// reports the nonce inserted: the third command's row count.
+fn nonce_claimed(messages: &[tokio_postgres::SimpleQueryMessage]) -> Result<bool, StorageError> {
+    let inserted = messages
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::CommandComplete(n) => Some(*n),
+            _ => None,
+        })
+        .nth(2)
+        .ok_or_else(|| StorageError::new("PostgreSQL did not report the nonce insert"))?;
+    Ok(inserted == 1)
+}
+
+/// The precheck of an append ([`MetaStore::append_precheck`]): the
+/// account's usage and every blob state, pipelined in one round trip.
+async fn precheck(
+    c: &deadpool_postgres::Object,
+    vault: &VaultId,
+    account: &Fingerprint,
+    hashes: &[[u8; 32]],
+) -> Result<(u64, Vec<Option<(BlobInfo, bool)>>), StorageError> {
+    // One round trip: the usage and every blob state pipelined.
+    let usage = c
+        .prepare_cached("SELECT bytes FROM usage WHERE account = $1")
+        .await?;
+    let blob_state = c.prepare_cached(BLOB_STATE_SQL).await?;
+    let vault = vault.as_bytes().as_slice();
+    let account = account.as_bytes().as_slice();
+    let (used, states) = futures_util::join!(
+        async { c.query_opt(&usage, &[&account]).await },
+        futures_util::future::join_all(hashes.iter().map(|h| {
+            let blob_state = &blob_state;
+            let c = &c;
+            async move { c.query_opt(blob_state, &[&vault, &h.as_slice()]).await }
+        })),
+    );
+    let used = used?
+        .map(|r| r.try_get::<_, i64>(0))
+        .transpose()?
+        .map_or(Ok(0), uint)?;
+    let blobs = states
+        .into_iter()
+        .map(|r| r?.as_ref().map(blob_state_row).transpose())
+        .collect::<Result<Vec<_>, StorageError>>()?;
+    Ok((used, blobs))
+}
+
 #[async_trait]
 impl MetaStore for PgMeta {
     async fn put_identity(&self, fp: Fingerprint, document: Vec<u8>) -> Result<bool, StorageError> {
@@ -811,30 +882,37 @@ impl MetaStore for PgMeta {
         hashes: Vec<[u8; 32]>,
     ) -> Result<(u64, Vec<Option<(BlobInfo, bool)>>), StorageError> {
         let c = self.client().await?;
-        // One round trip: the usage and every blob state pipelined.
-        let usage = c
-            .prepare_cached("SELECT bytes FROM usage WHERE account = $1")
-            .await?;
-        let blob_state = c.prepare_cached(BLOB_STATE_SQL).await?;
-        let vault = vault.as_bytes().as_slice();
-        let account = account.as_bytes().as_slice();
-        let (used, states) = futures_util::join!(
-            async { c.query_opt(&usage, &[&account]).await },
-            futures_util::future::join_all(hashes.iter().map(|h| {
-                let blob_state = &blob_state;
-                let c = &c;
-                async move { c.query_opt(blob_state, &[&vault, &h.as_slice()]).await }
-            })),
+        precheck(&c, &vault, &account, &hashes).await
+    }
+
+    async fn claim_and_precheck(
+        &self,
+        claim: NonceClaim,
+        vault: VaultId,
+        account: Fingerprint,
+        hashes: Vec<[u8; 32]>,
+    ) -> Result<Option<(u64, Vec<Option<(BlobInfo, bool)>>)>, StorageError> {
+        let c = self.client().await?;
+        let sql = nonce_claim_sql(&claim)?;
+        // One round trip: the claim's transaction, then the precheck's
+        // reads, sent in that order on one connection.
+        let (claimed, checked) = futures_util::join!(
+            c.simple_query(&sql),
+            precheck(&c, &vault, &account, &hashes)
         );
-        let used = used?
-            .map(|r| r.try_get::<_, i64>(0))
-            .transpose()?
-            .map_or(Ok(0), uint)?;
-        let blobs = states
-            .into_iter()
-            .map(|r| r?.as_ref().map(blob_state_row).transpose())
-            .collect::<Result<Vec<_>, StorageError>>()?;
-        Ok((used, blobs))
+        let claimed = match claimed {
+            Ok(messages) => nonce_claimed(&messages)?,
+            Err(e) => {
+                // Never hand the connection back inside a failed
+                // transaction.
+                let _ = c.simple_query("ROLLBACK").await;
+                return Err(e.into());
+            }
+        };
+        if !claimed {
+            return Ok(None);
+        }
+        checked.map(Some)
     }
 
     async fn blob_with_refs(
@@ -1085,46 +1163,22 @@ impl MetaStore for PgMeta {
         expires: u64,
         now: u64,
     ) -> Result<bool, StorageError> {
-        // One round trip, committed asynchronously: the nonce reaches the
-        // disk with the next synchronous commit at the latest, so any write
-        // the request makes (each committed synchronously after it) is
-        // durable only with its nonce; a server crash loses at most the
-        // nonces of the last fraction of a second of reads, which then
-        // could be replayed within the skew window (a read reveals nothing
-        // to someone who cannot see its answer). Parameters cannot go in a
-        // multi-statement simple query: the values are hex digits and
-        // integers formatted here, never text from the request.
-        let sql = format!(
-            "BEGIN; SET LOCAL synchronous_commit TO OFF; \
-             INSERT INTO relay_nonces (identity, nonce, expires) \
-             VALUES ('\\x{}'::bytea, '\\x{}'::bytea, {}) \
-             ON CONFLICT (identity, nonce) DO UPDATE SET expires = excluded.expires \
-             WHERE relay_nonces.expires < {}; COMMIT",
-            hex::encode(fp.as_bytes()),
-            hex::encode(nonce),
-            int(expires)?,
-            int(now)?,
-        );
+        let sql = nonce_claim_sql(&NonceClaim {
+            signer: fp,
+            nonce,
+            expires,
+            now,
+        })?;
         let c = self.client().await?;
-        let messages = match c.simple_query(&sql).await {
-            Ok(m) => m,
+        match c.simple_query(&sql).await {
+            Ok(messages) => nonce_claimed(&messages),
             Err(e) => {
                 // Never hand the connection back inside a failed
                 // transaction.
                 let _ = c.simple_query("ROLLBACK").await;
-                return Err(e.into());
+                Err(e.into())
             }
-        };
-        // BEGIN, SET, INSERT, COMMIT: the third command's row count.
-        let inserted = messages
-            .iter()
-            .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::CommandComplete(n) => Some(*n),
-                _ => None,
-            })
-            .nth(2)
-            .ok_or_else(|| StorageError::new("PostgreSQL did not report the nonce insert"))?;
-        Ok(inserted == 1)
+        }
     }
 
     async fn expire_nonces(&self, now: u64) -> Result<u64, StorageError> {

@@ -699,21 +699,7 @@ mod inproc {
 
     /// A signed request (JSON body if `body` is not null).
     pub fn signed(me: &SecretIdentity, method: &str, pq: &str, body: &Value) -> Request<Body> {
-        let bytes = if body.is_null() {
-            Vec::new()
-        } else {
-            serde_json::to_vec(body).unwrap()
-        };
-        let auth =
-            RequestAuth::sign(me, method, pq, &origin(), now(), body_digest(&bytes)).unwrap();
-        let mut b = Request::builder().method(method).uri(pq);
-        for (k, v) in auth.headers() {
-            b = b.header(k, v);
-        }
-        if !bytes.is_empty() {
-            b = b.header("content-type", "application/json");
-        }
-        b.body(Body::from(bytes)).unwrap()
+        twice(me, method, pq, body).0
     }
 
     /// Sends a request; status, headers and JSON body (null if none).
@@ -730,14 +716,28 @@ mod inproc {
     }
 
     /// Copies a request (to send the same signed bytes twice).
-    pub fn twice(me: &SecretIdentity, pq: &str) -> (Request<Body>, Request<Body>) {
-        let auth = RequestAuth::sign(me, "GET", pq, &origin(), now(), body_digest(b"")).unwrap();
+    pub fn twice(
+        me: &SecretIdentity,
+        method: &str,
+        pq: &str,
+        body: &Value,
+    ) -> (Request<Body>, Request<Body>) {
+        let bytes = if body.is_null() {
+            Vec::new()
+        } else {
+            serde_json::to_vec(body).unwrap()
+        };
+        let auth =
+            RequestAuth::sign(me, method, pq, &origin(), now(), body_digest(&bytes)).unwrap();
         let build = || {
-            let mut b = Request::builder().method("GET").uri(pq);
+            let mut b = Request::builder().method(method).uri(pq);
             for (k, v) in auth.headers() {
                 b = b.header(k, v);
             }
-            b.body(Body::empty()).unwrap()
+            if !bytes.is_empty() {
+                b = b.header("content-type", "application/json");
+            }
+            b.body(Body::from(bytes.clone())).unwrap()
         };
         (build(), build())
     }
@@ -748,7 +748,7 @@ mod inproc {
 /// relay is a member at the other, which had the vault cached before; an
 /// append through the first, chained on an entry stored through the
 /// second, is accepted (the first caught up from the database); a stale
-/// head is refused with the stored head; and a request accepted by one
+/// head is refused with the stored head; and a request received by one
 /// relay is refused as a replay by the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_relays_on_one_database_decide_on_the_stored_head() {
@@ -864,7 +864,12 @@ async fn two_relays_on_one_database_decide_on_the_stored_head() {
     assert_eq!(s, 409, "{body}");
     assert_eq!(body["head"]["seq"], json!(state.head().seq), "{body}");
     // One signed request, sent to A then to B.
-    let (first, again) = twice(&pat, &format!("/v1/vaults/{vault}/head"));
+    let (first, again) = twice(
+        &pat,
+        "GET",
+        &format!("/v1/vaults/{vault}/head"),
+        &Value::Null,
+    );
     let (s, _, body) = call(&ra, first).await;
     assert_eq!(s, 200, "{body}");
     let (s, _, body) = call(&rb, again).await;
@@ -873,6 +878,23 @@ async fn two_relays_on_one_database_decide_on_the_stored_head() {
         (401, Some("replayed_nonce")),
         "{body}"
     );
+    // An append claims its nonce with its precheck, before anything is
+    // decided on the vault (decision 59): its replay at the other relay
+    // is refused as a replay, whether the first was accepted or refused.
+    let (_, e3) = state.create_collection(&pat, "third", now()).unwrap();
+    let (_, behind) = at_share.create_collection(&pat, "behind", now()).unwrap();
+    for (e, on, first_status) in [(&e3, &state, 200), (&behind, &at_share, 409)] {
+        let (first, again) = twice(&pat, "POST", &log, &append(on, e));
+        let (s, _, body) = call(&ra, first).await;
+        assert_eq!(s, first_status, "{body}");
+        let (s, _, body) = call(&rb, again).await;
+        assert_eq!(
+            (s, body["error"]["code"].as_str()),
+            (401, Some("replayed_nonce")),
+            "{body}"
+        );
+    }
+    state.apply(&e3).unwrap();
     // Both relays' logs verify from genesis and agree.
     for r in [&ra, &rb] {
         let (s, _, body) = call(r, signed(&pat, "GET", &log, &Value::Null)).await;
