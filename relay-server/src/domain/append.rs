@@ -16,7 +16,7 @@ use crate::domain::access::{self, AccessError};
 use crate::domain::vaults::{into_stored, time_in_window};
 use crate::domain::Failure;
 use crate::state::{AppState, StateWrite, REBUILD_FREE};
-use crate::storage::{self, AppendBatch, BlobRef, Head, NonceClaim};
+use crate::storage::{self, AppendBatch, BlobRef, Head, NonceClaim, Precheck};
 
 /// Most entries in one append.
 pub const MAX_APPEND: usize = 1024;
@@ -269,7 +269,7 @@ async fn store(
     prev: Head,
     entries: Vec<LogEntry>,
     mode: Mode,
-    found: Found,
+    found: Precheck,
 ) -> Result<Head, AppendError> {
     let Some(state) = guard.as_mut() else {
         return Err(AccessError::VaultNotFound.into());
@@ -394,10 +394,6 @@ fn elsewhere(app: &AppState, state: &VaultState) -> Option<vault_core::request::
     (!app.auth.origins().contains(home)).then(|| home.clone())
 }
 
-/// What an append reads from storage before it is decided: the signer's
-/// usage and, for each record-put in order, its blob's state.
-type Found = (u64, Vec<Option<(storage::BlobInfo, bool)>>);
-
 /// The record-puts of `entries`: index, blob hash, signed length, author.
 fn puts(entries: &[LogEntry]) -> Vec<(usize, [u8; 32], u64, Fingerprint)> {
     entries
@@ -425,7 +421,7 @@ async fn read_before(
     me: Fingerprint,
     entries: &[LogEntry],
     nonce: Option<NonceClaim>,
-) -> Result<Found, AppendError> {
+) -> Result<Precheck, AppendError> {
     let hashes = puts(entries).iter().map(|(_, h, _, _)| *h).collect();
     let found = match nonce {
         None => app.meta.append_precheck(vault, me, hashes).await,
@@ -449,7 +445,7 @@ fn precheck(
     me: Fingerprint,
     entries: &[LogEntry],
     mode: Mode,
-    (used, blobs): Found,
+    (used, blobs): Precheck,
 ) -> Result<(), AppendError> {
     let puts = puts(entries);
     let bytes: u64 = entries.iter().map(|e| e.to_bytes().len() as u64).sum();

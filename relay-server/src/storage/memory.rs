@@ -21,7 +21,7 @@ use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
 use super::{
     AcceptedOwners, AddBlobOutcome, AppendBatch, AppendError, BlobInfo, BlobReader, BlobStore,
     BodyStream, Chunk, ChunkError, ChunkOutcome, CreateOutcome, Head, InboxEntry, MetaStore,
-    StorageError, StoredEntry, UploadKey,
+    Precheck, StorageError, StoredEntry, UploadKey,
 };
 
 mod links;
@@ -276,7 +276,7 @@ impl MetaStore for MemoryMeta {
         vault: VaultId,
         account: Fingerprint,
         hashes: Vec<[u8; 32]>,
-    ) -> Result<(u64, Vec<Option<(BlobInfo, bool)>>), StorageError> {
+    ) -> Result<Precheck, StorageError> {
         Ok(self.with(|m| {
             let used = m.usage.get(account.as_bytes()).copied().unwrap_or(0);
             let blobs = hashes

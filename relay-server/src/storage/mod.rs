@@ -154,6 +154,12 @@ impl Head {
     }
 }
 
+/// What an append reads before it is decided
+/// ([`MetaStore::append_precheck`]): the account's usage, and for each blob
+/// its record-puts name, in order, the blob's record in the vault and
+/// whether a record already uses it.
+pub type Precheck = (u64, Vec<Option<(BlobInfo, bool)>>);
+
 /// A signed request's nonce to claim in a shared store
 /// ([`MetaStore::claim_nonce`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -365,7 +371,7 @@ pub trait MetaStore: links::LinkStore + Send + Sync + 'static {
         vault: VaultId,
         account: Fingerprint,
         hashes: Vec<[u8; 32]>,
-    ) -> Result<(u64, Vec<Option<(BlobInfo, bool)>>), StorageError>;
+    ) -> Result<Precheck, StorageError>;
     /// A blob of a vault with the records (collection, record) whose
     /// record-puts name it: what a download's access check needs, in one
     /// read.
@@ -466,7 +472,7 @@ pub trait MetaStore: links::LinkStore + Send + Sync + 'static {
         vault: VaultId,
         account: Fingerprint,
         hashes: Vec<[u8; 32]>,
-    ) -> Result<Option<(u64, Vec<Option<(BlobInfo, bool)>>)>, StorageError> {
+    ) -> Result<Option<Precheck>, StorageError> {
         if !self
             .claim_nonce(claim.signer, claim.nonce, claim.expires, claim.now)
             .await?

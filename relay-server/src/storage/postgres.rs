@@ -29,7 +29,7 @@ use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
 use super::backends::{BackendError, DatabaseUrl};
 use super::{
     AcceptedOwners, AddBlobOutcome, AppendBatch, AppendError, BlobInfo, CreateOutcome, Head,
-    InboxEntry, MetaStore, NonceClaim, StorageError, StoredEntry,
+    InboxEntry, MetaStore, NonceClaim, Precheck, StorageError, StoredEntry,
 };
 
 /// One schema migration.
@@ -711,7 +711,7 @@ async fn precheck(
     vault: &VaultId,
     account: &Fingerprint,
     hashes: &[[u8; 32]],
-) -> Result<(u64, Vec<Option<(BlobInfo, bool)>>), StorageError> {
+) -> Result<Precheck, StorageError> {
     // One round trip: the usage and every blob state pipelined.
     let usage = c
         .prepare_cached("SELECT bytes FROM usage WHERE account = $1")
@@ -880,7 +880,7 @@ impl MetaStore for PgMeta {
         vault: VaultId,
         account: Fingerprint,
         hashes: Vec<[u8; 32]>,
-    ) -> Result<(u64, Vec<Option<(BlobInfo, bool)>>), StorageError> {
+    ) -> Result<Precheck, StorageError> {
         let c = self.client().await?;
         precheck(&c, &vault, &account, &hashes).await
     }
@@ -891,7 +891,7 @@ impl MetaStore for PgMeta {
         vault: VaultId,
         account: Fingerprint,
         hashes: Vec<[u8; 32]>,
-    ) -> Result<Option<(u64, Vec<Option<(BlobInfo, bool)>>)>, StorageError> {
+    ) -> Result<Option<Precheck>, StorageError> {
         let c = self.client().await?;
         let sql = nonce_claim_sql(&claim)?;
         // One round trip: the claim's transaction, then the precheck's

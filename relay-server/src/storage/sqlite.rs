@@ -20,7 +20,7 @@ use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
 
 use super::{
     AcceptedOwners, AddBlobOutcome, AppendBatch, AppendError, BlobInfo, CreateOutcome, Head,
-    InboxEntry, MetaStore, StorageError, StoredEntry,
+    InboxEntry, MetaStore, Precheck, StorageError, StoredEntry,
 };
 
 /// 2 added `small_blobs` (blobs kept in the database); 3 added `uploads`
@@ -933,7 +933,7 @@ impl MetaStore for SqliteMeta {
         vault: VaultId,
         account: Fingerprint,
         hashes: Vec<[u8; 32]>,
-    ) -> Result<(u64, Vec<Option<(BlobInfo, bool)>>), StorageError> {
+    ) -> Result<Precheck, StorageError> {
         let short = hashes.len() <= SHORT_READ_ROWS;
         let check = move |c: &Connection| {
             let used: u64 = row(
