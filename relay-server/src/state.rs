@@ -353,7 +353,7 @@ impl AppState {
     /// decided on it is decided on a head at least as recent as the
     /// store's when this was called.
     pub async fn write_state(&self, vault: VaultId) -> Result<StateWrite, AccessError> {
-        self.write_state_after(vault, None).await
+        Ok(self.write_state_after(vault, None).await?.0)
     }
 
     /// [`AppState::write_state`] for a write that names the head it
@@ -369,22 +369,23 @@ impl AppState {
         vault: VaultId,
         prev: Head,
     ) -> Result<(StateWrite, bool), AccessError> {
-        let guard = self.write_state_after(vault, Some(prev)).await?;
-        let skipped = self.meta.is_shared() && guard.as_ref().is_some_and(|s| Head::of(s) == prev);
-        Ok((guard, skipped))
+        self.write_state_after(vault, Some(prev)).await
     }
 
-    /// The state, caught up with the store unless its head is `prev`.
+    /// The state, caught up with the store unless its cached head is
+    /// `prev`; and whether, over a shared store, that read was skipped.
     async fn write_state_after(
         &self,
         vault: VaultId,
         prev: Option<Head>,
-    ) -> Result<StateWrite, AccessError> {
+    ) -> Result<(StateWrite, bool), AccessError> {
         let mut guard = self.slot(vault).write_owned().await;
-        let current = guard
-            .as_ref()
-            .is_some_and(|s| prev.is_some_and(|p| Head::of(s) == p));
-        if guard.is_some() && self.meta.is_shared() && !current {
+        let shared = self.meta.is_shared();
+        let skipped = shared
+            && guard
+                .as_ref()
+                .is_some_and(|s| prev.is_some_and(|p| Head::of(s) == p));
+        if guard.is_some() && shared && !skipped {
             self.catch_up(vault, &mut guard).await?;
         }
         if guard.is_none() {
@@ -400,7 +401,7 @@ impl AppState {
                 }
             }
         }
-        Ok(guard)
+        Ok((guard, skipped))
     }
 
     /// [`AppState::write_state`], locked for reading.
