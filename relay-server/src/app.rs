@@ -220,11 +220,11 @@ async fn authenticate(State(app): State<Arc<AppState>>, mut req: Request, next: 
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let route = route.as_deref();
+    let claimed_by_route = method == Method::POST
+        && req
+            .extensions()
+            .get::<MatchedPath>()
+            .is_some_and(|p| CLAIMED_BY_ROUTE.contains(&p.as_str()));
     // A store known to be down: answer at once, before any work.
     if app.health.database_down() || (app.health.blobs_down() && pq.contains("/blobs")) {
         return ApiError::new(
@@ -254,14 +254,10 @@ async fn authenticate(State(app): State<Arc<AppState>>, mut req: Request, next: 
                 expires: auth.timestamp.saturating_add(app.auth.skew()),
                 now: crate::auth::unix_now(),
             };
-            if method == Method::POST && route.is_some_and(|r| CLAIMED_BY_ROUTE.contains(&r)) {
+            if claimed_by_route {
                 caller.unclaimed = Some(claim);
             } else {
-                match app
-                    .meta
-                    .claim_nonce(claim.signer, claim.nonce, claim.expires, claim.now)
-                    .await
-                {
+                match app.meta.claim_nonce(claim).await {
                     Ok(true) => {}
                     Ok(false) => return Err(crate::auth::replayed()),
                     Err(e) => return Err(ApiError::storage("recording a request nonce", &e)),

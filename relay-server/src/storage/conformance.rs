@@ -353,12 +353,7 @@ pub async fn append_blob_checks(meta: Meta, _blobs: Blobs) {
     assert_eq!(states, vec![Some((info, false)), None]);
     // The same read with a request's nonce claimed first (one round trip
     // on a shared store): the nonce's first use reads, a replay does not.
-    let claim = NonceClaim {
-        signer: owner,
-        nonce: [7; 16],
-        expires: 2_000_000,
-        now: 1_000_000,
-    };
+    let claim = nonce(owner, [7; 16], 2_000_000, 1_000_000);
     let hashes = vec![sha(blob), sha(b"none")];
     let found = meta
         .claim_and_precheck(claim, vault(1), owner, hashes.clone())
@@ -372,7 +367,7 @@ pub async fn append_blob_checks(meta: Meta, _blobs: Blobs) {
         None
     );
     assert!(!meta
-        .claim_nonce(owner, [7; 16], 2_000_000, 1_000_001)
+        .claim_nonce(nonce(owner, [7; 16], 2_000_000, 1_000_001))
         .await
         .unwrap());
     // Usable: stored, with the link.
@@ -956,6 +951,16 @@ pub async fn sweep(_meta: Meta, blobs: Blobs) {
     assert_eq!(read_all(&blobs, sha(blob), 0, total).await, blob);
 }
 
+/// The claim of `signer`'s request `nonce`, until `expires`, made at `now`.
+fn nonce(signer: Fingerprint, nonce: [u8; 16], expires: u64, now: u64) -> NonceClaim {
+    NonceClaim {
+        signer,
+        nonce,
+        expires,
+        now,
+    }
+}
+
 /// Request nonces ([`MetaStore::claim_nonce`]): a key's nonce is claimed
 /// once while live (its expiry inclusive), another key may use the same
 /// nonce, an expired one may be claimed again, and
@@ -964,22 +969,34 @@ pub async fn sweep(_meta: Meta, blobs: Blobs) {
 pub async fn nonces(meta: Meta, _blobs: Blobs) {
     let (a, b) = (fp(1), fp(2));
     let now = 1_000_000;
-    assert!(meta.claim_nonce(a, [1; 16], now + 10, now).await.unwrap());
-    assert!(!meta.claim_nonce(a, [1; 16], now + 10, now).await.unwrap());
+    assert!(meta
+        .claim_nonce(nonce(a, [1; 16], now + 10, now))
+        .await
+        .unwrap());
+    assert!(!meta
+        .claim_nonce(nonce(a, [1; 16], now + 10, now))
+        .await
+        .unwrap());
     // Still live at its expiry time.
     assert!(!meta
-        .claim_nonce(a, [1; 16], now + 20, now + 10)
+        .claim_nonce(nonce(a, [1; 16], now + 20, now + 10))
         .await
         .unwrap());
-    assert!(meta.claim_nonce(b, [1; 16], now + 10, now).await.unwrap());
-    assert!(meta.claim_nonce(a, [2; 16], now + 30, now).await.unwrap());
+    assert!(meta
+        .claim_nonce(nonce(b, [1; 16], now + 10, now))
+        .await
+        .unwrap());
+    assert!(meta
+        .claim_nonce(nonce(a, [2; 16], now + 30, now))
+        .await
+        .unwrap());
     // Expired: may be claimed again, and is then live until its new expiry.
     assert!(meta
-        .claim_nonce(a, [1; 16], now + 40, now + 11)
+        .claim_nonce(nonce(a, [1; 16], now + 40, now + 11))
         .await
         .unwrap());
     assert!(!meta
-        .claim_nonce(a, [1; 16], now + 40, now + 12)
+        .claim_nonce(nonce(a, [1; 16], now + 40, now + 12))
         .await
         .unwrap());
     // At now + 35, b's (until now + 10) and a's second (until now + 30)
@@ -987,17 +1004,17 @@ pub async fn nonces(meta: Meta, _blobs: Blobs) {
     assert_eq!(meta.expire_nonces(now + 35).await.unwrap(), 2);
     assert_eq!(meta.expire_nonces(now + 35).await.unwrap(), 0);
     assert!(!meta
-        .claim_nonce(a, [1; 16], now + 50, now + 35)
+        .claim_nonce(nonce(a, [1; 16], now + 50, now + 35))
         .await
         .unwrap());
     assert!(meta
-        .claim_nonce(b, [1; 16], now + 50, now + 35)
+        .claim_nonce(nonce(b, [1; 16], now + 50, now + 35))
         .await
         .unwrap());
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let m = meta.clone();
-            tokio::spawn(async move { m.claim_nonce(fp(3), [9; 16], now + 10, now).await })
+            tokio::spawn(async move { m.claim_nonce(nonce(fp(3), [9; 16], now + 10, now)).await })
         })
         .collect();
     let mut wins = 0;

@@ -21,7 +21,7 @@ use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
 use super::{
     AcceptedOwners, AddBlobOutcome, AppendBatch, AppendError, BlobInfo, BlobReader, BlobStore,
     BodyStream, Chunk, ChunkError, ChunkOutcome, CreateOutcome, Head, InboxEntry, MetaStore,
-    Precheck, StorageError, StoredEntry, UploadKey,
+    NonceClaim, Precheck, StorageError, StoredEntry, UploadKey,
 };
 
 mod links;
@@ -430,14 +430,8 @@ impl MetaStore for MemoryMeta {
         Ok(self.with(|m| m.usage.values().fold(0u64, |a, b| a.saturating_add(*b))))
     }
 
-    async fn claim_nonce(
-        &self,
-        fp: Fingerprint,
-        nonce: [u8; 16],
-        expires: u64,
-        now: u64,
-    ) -> Result<bool, StorageError> {
-        Ok(self.nonces.claim(fp, nonce, expires, now))
+    async fn claim_nonce(&self, claim: NonceClaim) -> Result<bool, StorageError> {
+        Ok(self.nonces.claim(claim))
     }
 
     async fn expire_nonces(&self, now: u64) -> Result<u64, StorageError> {

@@ -110,16 +110,22 @@ pub struct LocalNonces(std::sync::Mutex<std::collections::HashMap<(Fingerprint, 
 
 impl LocalNonces {
     /// [`MetaStore::claim_nonce`] in this process.
-    pub fn claim(&self, fp: Fingerprint, nonce: [u8; 16], expires: u64, now: u64) -> bool {
+    pub fn claim(&self, claim: NonceClaim) -> bool {
+        let NonceClaim {
+            signer,
+            nonce,
+            expires,
+            now,
+        } = claim;
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get_mut(&(fp, nonce)) {
+        match map.get_mut(&(signer, nonce)) {
             Some(live) if *live >= now => false,
             Some(stale) => {
                 *stale = expires;
                 true
             }
             None => {
-                map.insert((fp, nonce), expires);
+                map.insert((signer, nonce), expires);
                 true
             }
         }
@@ -449,18 +455,13 @@ pub trait MetaStore: links::LinkStore + Send + Sync + 'static {
     fn is_shared(&self) -> bool {
         false
     }
-    /// Records the nonce of a signed request of `fp`, remembered until
-    /// `expires` (Unix seconds, inclusive): `true` if it was not live
-    /// (first use, or only an expired record of it at `now`), `false` if a
-    /// request with this key and nonce was already recorded and has not
-    /// expired (a replay). Exact across every process sharing the store.
-    async fn claim_nonce(
-        &self,
-        fp: Fingerprint,
-        nonce: [u8; 16],
-        expires: u64,
-        now: u64,
-    ) -> Result<bool, StorageError>;
+    /// Records the nonce of a signed request of `claim.signer`,
+    /// remembered until `claim.expires` (Unix seconds, inclusive): `true`
+    /// if it was not live (first use, or only an expired record of it at
+    /// `claim.now`), `false` if a request with this key and nonce was
+    /// already recorded and has not expired (a replay). Exact across every
+    /// process sharing the store.
+    async fn claim_nonce(&self, claim: NonceClaim) -> Result<bool, StorageError>;
     /// [`MetaStore::claim_nonce`] of `claim`, then, unless it is a
     /// replay (`None`), [`MetaStore::append_precheck`]: what an append
     /// reads before it is decided, with its request's nonce. A shared
@@ -473,10 +474,7 @@ pub trait MetaStore: links::LinkStore + Send + Sync + 'static {
         account: Fingerprint,
         hashes: Vec<[u8; 32]>,
     ) -> Result<Option<Precheck>, StorageError> {
-        if !self
-            .claim_nonce(claim.signer, claim.nonce, claim.expires, claim.now)
-            .await?
-        {
+        if !self.claim_nonce(claim).await? {
             return Ok(None);
         }
         self.append_precheck(vault, account, hashes).await.map(Some)

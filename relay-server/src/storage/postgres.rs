@@ -712,7 +712,6 @@ async fn precheck(
     account: &Fingerprint,
     hashes: &[[u8; 32]],
 ) -> Result<Precheck, StorageError> {
-    // One round trip: the usage and every blob state pipelined.
     let usage = c
         .prepare_cached("SELECT bytes FROM usage WHERE account = $1")
         .await?;
@@ -1156,19 +1155,8 @@ impl MetaStore for PgMeta {
         true
     }
 
-    async fn claim_nonce(
-        &self,
-        fp: Fingerprint,
-        nonce: [u8; 16],
-        expires: u64,
-        now: u64,
-    ) -> Result<bool, StorageError> {
-        let sql = nonce_claim_sql(&NonceClaim {
-            signer: fp,
-            nonce,
-            expires,
-            now,
-        })?;
+    async fn claim_nonce(&self, claim: NonceClaim) -> Result<bool, StorageError> {
+        let sql = nonce_claim_sql(&claim)?;
         let c = self.client().await?;
         match c.simple_query(&sql).await {
             Ok(messages) => nonce_claimed(&messages),

@@ -20,7 +20,7 @@ use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
 
 use super::{
     AcceptedOwners, AddBlobOutcome, AppendBatch, AppendError, BlobInfo, CreateOutcome, Head,
-    InboxEntry, MetaStore, Precheck, StorageError, StoredEntry,
+    InboxEntry, MetaStore, NonceClaim, Precheck, StorageError, StoredEntry,
 };
 
 /// 2 added `small_blobs` (blobs kept in the database); 3 added `uploads`
@@ -1112,14 +1112,8 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
-    async fn claim_nonce(
-        &self,
-        fp: Fingerprint,
-        nonce: [u8; 16],
-        expires: u64,
-        now: u64,
-    ) -> Result<bool, StorageError> {
-        Ok(self.nonces.claim(fp, nonce, expires, now))
+    async fn claim_nonce(&self, claim: NonceClaim) -> Result<bool, StorageError> {
+        Ok(self.nonces.claim(claim))
     }
 
     async fn expire_nonces(&self, now: u64) -> Result<u64, StorageError> {
