@@ -112,6 +112,7 @@ suite!(
     append_and_read,
     append_refusals,
     append_blob_checks,
+    staged_appends,
     inbox_index,
     accepted_owners,
     add_blob,

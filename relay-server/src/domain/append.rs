@@ -16,7 +16,7 @@ use crate::domain::access::{self, AccessError};
 use crate::domain::vaults::{into_stored, time_in_window};
 use crate::domain::Failure;
 use crate::state::{AppState, StateWrite, REBUILD_FREE};
-use crate::storage::{self, AppendBatch, BlobRef, Head, NonceClaim, Precheck};
+use crate::storage::{self, AppendBatch, BlobRef, Head, NonceClaim};
 
 /// Most entries in one append.
 pub const MAX_APPEND: usize = 1024;
@@ -128,8 +128,9 @@ impl Appends {
 
     /// Claims `nonce` (the request's, not yet claimed in a shared store:
     /// [`crate::auth::Caller::unclaimed_nonce`]) in the same round trip as
-    /// the append's precheck, before anything is decided on the vault's
-    /// state; a replay is refused with [`AppendError::Replayed`]
+    /// storage stages the append ([`crate::storage::MetaStore::stage_append`],
+    /// decision 61), and before any refusal decided on the vault's state
+    /// is given; a replay is refused with [`AppendError::Replayed`]
     /// (decision 59).
     pub fn claiming(mut self, nonce: Option<NonceClaim>) -> Self {
         self.nonce = nonce;
@@ -233,6 +234,11 @@ async fn commit(
     mode: Mode,
     nonce: Option<NonceClaim>,
 ) -> Result<Head, AppendError> {
+    // A blob named by two record-puts of one request: refused on the
+    // request alone, before anything is read.
+    if let Some(index) = named_twice(&entries) {
+        return Err(AppendError::BlobMissing { index });
+    }
     if entries.len() > 1 {
         if let Some(retry_after) = app.rebuild_cooldown(vault) {
             return Err(AppendError::RebuildCooldown { retry_after });
@@ -244,10 +250,11 @@ async fn commit(
     // and a refusal decided on the cached state is checked against the
     // stored head before it is given.
     let (mut guard, unread) = app.write_state_following(vault, prev).await?;
-    let found = read_before(app, vault, me, &entries, nonce).await?;
-    let decided = store(app, &mut guard, vault, me, prev, entries, mode, found).await;
+    let decided = store(app, &mut guard, vault, me, prev, entries, mode, nonce).await;
     match decided {
-        Err(refused) if unread && !matches!(refused, AppendError::HeadMoved(_)) => {
+        Err(refused)
+            if unread && !matches!(refused, AppendError::HeadMoved(_) | AppendError::Replayed) =>
+        {
             Err(match app.meta.head(vault).await {
                 Ok(Some(head)) if head != prev => AppendError::HeadMoved(head),
                 _ => refused,
@@ -257,9 +264,14 @@ async fn commit(
     }
 }
 
-/// Decides an append on `guard`'s state and stores it: rights, the head,
-/// the size limits, the precheck, vault-core's verification of each
-/// entry (applied to the state in place), then the storage commit.
+/// Decides an append on `guard`'s state and stores it: rights, the head
+/// and the size limits on the relay's state; then storage stages the
+/// batch (the request's nonce claimed, the head's compare-and-swap, the
+/// quota, the blobs); then vault-core verifies each entry, applied to the
+/// state in place; then storage commits. The nonce is claimed before any
+/// refusal is given (decision 59), and the batch is staged before the
+/// state changes, so that what storage refuses never leaves the state
+/// ahead of it (decision 61).
 #[allow(clippy::too_many_arguments)]
 async fn store(
     app: &AppState,
@@ -269,37 +281,47 @@ async fn store(
     prev: Head,
     entries: Vec<LogEntry>,
     mode: Mode,
-    found: Precheck,
+    nonce: Option<NonceClaim>,
 ) -> Result<Head, AppendError> {
+    if let Err(refused) = decide(app, guard, me, prev, &entries, mode) {
+        if let Some(claim) = nonce {
+            let claimed = app
+                .meta
+                .claim_nonce(claim)
+                .await
+                .map_err(|e| Failure::storage("claiming the request's nonce", e))?;
+            if !claimed {
+                return Err(AppendError::Replayed);
+            }
+        }
+        return Err(refused);
+    }
+    let size = prev.seq.saturating_add(1);
+    let batch = AppendBatch {
+        vault,
+        prev,
+        entries: entries.iter().map(stored).collect(),
+        blob_refs: blob_refs(&entries, mode),
+        inbox: granted(&entries),
+        purged: Vec::new(),
+        account: me,
+        quota: app.config.quota,
+    };
+    let staged = match app.meta.stage_append(nonce, batch).await {
+        Ok(staged) => staged,
+        Err(e) => {
+            if matches!(e, storage::AppendError::HeadMoved(_)) {
+                // Another relay over the same store moved the head: the
+                // cached state is behind, and is read again next time.
+                **guard = None;
+            }
+            return Err(refused_by_storage(e));
+        }
+    };
     let Some(state) = guard.as_mut() else {
+        staged.abandon().await;
         return Err(AccessError::VaultNotFound.into());
     };
-    match mode {
-        Mode::Append => access::writer(state, &me, app.now())?,
-        Mode::Repair => access::member(state, &me, app.now())?,
-    };
-    // A mirror takes new entries only through repair, so that the home
-    // alone orders writes; an append may still make this relay the home
-    // (the owner moving it here), checked once applied.
-    let renames = entries
-        .iter()
-        .any(|e| matches!(e.body(), EntryBody::RelaysNamed(_)));
-    if mode == Mode::Append && !renames {
-        if let Some(home) = elsewhere(app, state) {
-            return Err(AppendError::NotHome { home });
-        }
-    }
-    let current = Head::of(state);
-    if current != prev {
-        return Err(AppendError::HeadMoved(current));
-    }
-    let size = current.seq.saturating_add(1);
-    let max = app.config.max_vault_entries;
-    let count = u64::try_from(entries.len()).unwrap_or(u64::MAX);
-    if size.saturating_add(count) > max {
-        return Err(AppendError::VaultFull { max });
-    }
-    precheck(app, me, &entries, mode, found)?;
 
     // Verify and apply every entry on the relay's own state, in place: no
     // copy of the state, whatever its size. `VaultState::apply` changes
@@ -314,25 +336,31 @@ async fn store(
             app.start_rebuild_cooldown(vault);
         }
     };
-    let mut effects = Effects {
-        repair: mode == Mode::Repair,
-        ..Effects::default()
-    };
+    let mut purged = Vec::new();
     for (index, e) in entries.iter().enumerate() {
-        if let Err(source) = effects.apply(state, e, index) {
+        if let Err(source) = state.apply(e) {
+            staged.abandon().await;
             if index > 0 {
                 drop_state(guard);
             }
             return Err(AppendError::InvalidEntry { index, source });
         }
+        if let EntryBody::RecordPurged { record, .. } = e.body() {
+            purged.extend(state.purged_ciphertexts(record));
+        }
     }
+    let renames = entries
+        .iter()
+        .any(|e| matches!(e.body(), EntryBody::RelaysNamed(_)));
     if mode == Mode::Append && renames {
         if let Some(home) = elsewhere(app, state) {
+            staged.abandon().await;
             drop_state(guard);
             return Err(AppendError::NotHome { home });
         }
     }
     if let Err(index) = follows(prev, &entries) {
+        staged.abandon().await;
         drop_state(guard);
         return Err(Failure::internal(
             "an append vault-core accepted does not follow the head",
@@ -340,18 +368,7 @@ async fn store(
         )
         .into());
     }
-    let purged = effects.purged.clone();
-    let batch = AppendBatch {
-        vault,
-        prev,
-        entries: entries.into_iter().map(into_stored).collect(),
-        blob_refs: effects.blob_refs,
-        inbox: effects.inbox,
-        purged: effects.purged,
-        account: me,
-        quota: app.config.quota,
-    };
-    match app.meta.append(batch).await {
+    match staged.commit(purged.clone()).await {
         Ok(head) => {
             app.note_len(vault, head.seq.saturating_add(1));
             // The purged blobs' records are gone with the commit; their
@@ -376,14 +393,63 @@ async fn store(
             } else {
                 drop_state(guard);
             }
-            Err(match e {
-                storage::AppendError::HeadMoved(h) => AppendError::HeadMoved(h),
-                storage::AppendError::NoVault => AccessError::VaultNotFound.into(),
-                storage::AppendError::Quota => AppendError::QuotaExceeded,
-                storage::AppendError::BlobMissing(index) => AppendError::BlobMissing { index },
-                storage::AppendError::Storage(s) => Failure::storage("appending entries", s).into(),
-            })
+            Err(refused_by_storage(e))
         }
+    }
+}
+
+/// The checks decided on the relay's state of the vault before storage is
+/// asked: the vault exists and `me` may write (or, in a repair, is a
+/// member), this relay is the vault's home (unless an entry names the
+/// relays), `prev` is the head, and the log stays within
+/// `max_vault_entries`.
+fn decide(
+    app: &AppState,
+    guard: &StateWrite,
+    me: Fingerprint,
+    prev: Head,
+    entries: &[LogEntry],
+    mode: Mode,
+) -> Result<(), AppendError> {
+    let Some(state) = guard.as_ref() else {
+        return Err(AccessError::VaultNotFound.into());
+    };
+    match mode {
+        Mode::Append => access::writer(state, &me, app.now())?,
+        Mode::Repair => access::member(state, &me, app.now())?,
+    };
+    // A mirror takes new entries only through repair, so that the home
+    // alone orders writes; an append may still make this relay the home
+    // (the owner moving it here), checked once applied.
+    let renames = entries
+        .iter()
+        .any(|e| matches!(e.body(), EntryBody::RelaysNamed(_)));
+    if mode == Mode::Append && !renames {
+        if let Some(home) = elsewhere(app, state) {
+            return Err(AppendError::NotHome { home });
+        }
+    }
+    let current = Head::of(state);
+    if current != prev {
+        return Err(AppendError::HeadMoved(current));
+    }
+    let max = app.config.max_vault_entries;
+    let count = u64::try_from(entries.len()).unwrap_or(u64::MAX);
+    if current.seq.saturating_add(1).saturating_add(count) > max {
+        return Err(AppendError::VaultFull { max });
+    }
+    Ok(())
+}
+
+/// The domain's answer to a refusal by storage.
+fn refused_by_storage(e: storage::AppendError) -> AppendError {
+    match e {
+        storage::AppendError::HeadMoved(h) => AppendError::HeadMoved(h),
+        storage::AppendError::NoVault => AccessError::VaultNotFound.into(),
+        storage::AppendError::Quota => AppendError::QuotaExceeded,
+        storage::AppendError::BlobMissing(index) => AppendError::BlobMissing { index },
+        storage::AppendError::Replayed => AppendError::Replayed,
+        storage::AppendError::Storage(s) => Failure::storage("appending entries", s).into(),
     }
 }
 
@@ -394,120 +460,60 @@ fn elsewhere(app: &AppState, state: &VaultState) -> Option<vault_core::request::
     (!app.auth.origins().contains(home)).then(|| home.clone())
 }
 
-/// The record-puts of `entries`: index, blob hash, signed length, author.
-fn puts(entries: &[LogEntry]) -> Vec<(usize, [u8; 32], u64, Fingerprint)> {
+/// An entry as stored.
+fn stored(e: &LogEntry) -> storage::StoredEntry {
+    into_stored(e.clone())
+}
+
+/// The blob links of `entries`' record-puts, in order: storage checks
+/// each blob is usable ([`storage::blob_usable`]). In a repair the blob
+/// may also be the one the record's author uploaded (a restore kept the
+/// blob and lost the entry).
+fn blob_refs(entries: &[LogEntry], mode: Mode) -> Vec<BlobRef> {
     entries
         .iter()
         .enumerate()
-        .filter_map(|(i, e)| match e.body() {
-            EntryBody::RecordPut { metadata } => Some((
-                i,
-                *metadata.ciphertext_hash(),
-                metadata.ciphertext_len(),
-                e.author(),
-            )),
+        .filter_map(|(entry, e)| match e.body() {
+            EntryBody::RecordPut { metadata } => Some(BlobRef {
+                hash: *metadata.ciphertext_hash(),
+                len: metadata.ciphertext_len(),
+                collection: metadata.collection(),
+                record: metadata.record(),
+                entry,
+                also_uploaded_by: (mode == Mode::Repair).then(|| e.author()),
+            }),
             _ => None,
         })
         .collect()
 }
 
-/// Reads what [`precheck`] needs and, when given, claims the request's
-/// nonce in the same round trip (decision 59): the claim comes before
-/// anything is decided on the vault's state, so a replay to another relay
-/// over the same store is refused whatever the first request's outcome.
-async fn read_before(
-    app: &AppState,
-    vault: VaultId,
-    me: Fingerprint,
-    entries: &[LogEntry],
-    nonce: Option<NonceClaim>,
-) -> Result<Precheck, AppendError> {
-    let hashes = puts(entries).iter().map(|(_, h, _, _)| *h).collect();
-    let found = match nonce {
-        None => app.meta.append_precheck(vault, me, hashes).await,
-        Some(claim) => match app.meta.claim_and_precheck(claim, vault, me, hashes).await {
-            Ok(Some(found)) => Ok(found),
-            Ok(None) => return Err(AppendError::Replayed),
-            Err(e) => Err(e),
-        },
-    };
-    Ok(found.map_err(|e| Failure::storage("checking an append", e))?)
+/// The first record-put of `entries` whose blob another record-put of
+/// them names too: one blob holds one record version.
+fn named_twice(entries: &[LogEntry]) -> Option<usize> {
+    let puts: Vec<(usize, &[u8; 32])> = entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match e.body() {
+            EntryBody::RecordPut { metadata } => Some((i, metadata.ciphertext_hash())),
+            _ => None,
+        })
+        .collect();
+    puts.iter()
+        .find(|(_, h)| puts.iter().filter(|(_, o)| o == h).count() > 1)
+        .map(|(i, _)| *i)
 }
 
-/// Refuses what storage would refuse, before the state changes: the
-/// signer's quota (every entry's bytes are charged to the signer), and
-/// record-put blobs that are missing, of another length than signed,
-/// uploaded by someone else, already used by another record, or named
-/// twice in the request. In a repair the blob may also be the one its
-/// record's author uploaded (a restore kept the blob and lost the entry).
-fn precheck(
-    app: &AppState,
-    me: Fingerprint,
-    entries: &[LogEntry],
-    mode: Mode,
-    (used, blobs): Precheck,
-) -> Result<(), AppendError> {
-    let puts = puts(entries);
-    let bytes: u64 = entries.iter().map(|e| e.to_bytes().len() as u64).sum();
-    if used.saturating_add(bytes) > app.config.quota {
-        return Err(AppendError::QuotaExceeded);
-    }
-    for (n, (index, hash, len, author)) in puts.iter().enumerate() {
-        let twice = puts.iter().filter(|(_, h, _, _)| h == hash).count() > 1;
-        let also = (mode == Mode::Repair).then_some(author);
-        let usable = blobs
-            .get(n)
-            .copied()
-            .flatten()
-            .is_some_and(|(info, used)| storage::blob_usable(&info, used, *len, &me, also));
-        if twice || !usable {
-            return Err(AppendError::BlobMissing { index: *index });
-        }
-    }
-    Ok(())
-}
-
-/// What the applied entries change besides the log: blob links of
-/// record-puts (storage checks they are usable), principals granted
-/// something (the inbox index), and blobs purged.
-#[derive(Default)]
-struct Effects {
-    /// The entries are pushed back (a repair): a record's blob may be
-    /// the one its author uploaded.
-    repair: bool,
-    blob_refs: Vec<BlobRef>,
-    inbox: Vec<Fingerprint>,
-    purged: Vec<[u8; 32]>,
-}
-
-impl Effects {
-    /// Applies entry `index` to `state` (vault-core verifies it) and notes
-    /// its effects.
-    fn apply(
-        &mut self,
-        state: &mut VaultState,
-        e: &LogEntry,
-        index: usize,
-    ) -> Result<(), vault_core::Error> {
-        state.apply(e)?;
+/// The principals `entries` grant something (the inbox index).
+fn granted(entries: &[LogEntry]) -> Vec<Fingerprint> {
+    let mut members = Vec::new();
+    for e in entries {
         match e.body() {
-            EntryBody::RecordPut { metadata } => self.blob_refs.push(BlobRef {
-                hash: *metadata.ciphertext_hash(),
-                len: metadata.ciphertext_len(),
-                collection: metadata.collection(),
-                record: metadata.record(),
-                entry: index,
-                also_uploaded_by: self.repair.then(|| e.author()),
-            }),
-            EntryBody::GrantAdded { member, .. } => self.inbox.push(member.fingerprint()),
-            EntryBody::Rotation(r) => self.inbox.extend(r.grants.iter().map(|g| g.member())),
-            EntryBody::RecordPurged { record, .. } => {
-                self.purged.extend(state.purged_ciphertexts(record));
-            }
+            EntryBody::GrantAdded { member, .. } => members.push(member.fingerprint()),
+            EntryBody::Rotation(r) => members.extend(r.grants.iter().map(|g| g.member())),
             _ => {}
         }
-        Ok(())
     }
+    members
 }
 
 /// The invariant [`crate::storage::MetaStore::append`] relies on and does

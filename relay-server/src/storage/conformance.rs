@@ -33,7 +33,7 @@ use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
 use super::{
     AcceptedOwners, AddBlobOutcome, AppendBatch, AppendError, BlobInfo, BlobRef, BlobStore,
     BodyStream, Chunk, ChunkError, ChunkOutcome, CreateOutcome, Head, InboxEntry, MetaStore,
-    NonceClaim, StoredEntry, UploadKey,
+    NonceClaim, StagedAppend, StoredEntry, UploadKey,
 };
 
 /// A fresh metadata store.
@@ -298,8 +298,7 @@ fn blob_ref(blob: &[u8], len: u64, entry: usize, record: u8) -> BlobRef {
 /// A record-put's blob must be recorded in the vault with its signed
 /// length, uploaded by the appending account (or, in a repair, by the
 /// account the reference names), and not used by another record; the
-/// refusal names the entry and stores nothing. The precheck reads the
-/// same with a request's nonce claimed first, and not for a replay.
+/// refusal names the entry and stores nothing.
 pub async fn append_blob_checks(meta: Meta, _blobs: Blobs) {
     let owner = fp(1);
     let g = create(&meta, 1, owner).await;
@@ -351,25 +350,6 @@ pub async fn append_blob_checks(meta: Meta, _blobs: Blobs) {
         .unwrap();
     assert_eq!(used, usage_before);
     assert_eq!(states, vec![Some((info, false)), None]);
-    // The same read with a request's nonce claimed first (one round trip
-    // on a shared store): the nonce's first use reads, a replay does not.
-    let claim = nonce(owner, [7; 16], 2_000_000, 1_000_000);
-    let hashes = vec![sha(blob), sha(b"none")];
-    let found = meta
-        .claim_and_precheck(claim, vault(1), owner, hashes.clone())
-        .await
-        .unwrap();
-    assert_eq!(found, Some((usage_before, states)));
-    assert_eq!(
-        meta.claim_and_precheck(claim, vault(1), owner, hashes)
-            .await
-            .unwrap(),
-        None
-    );
-    assert!(!meta
-        .claim_nonce(nonce(owner, [7; 16], 2_000_000, 1_000_001))
-        .await
-        .unwrap());
     // Usable: stored, with the link.
     let e1 = entry(1, 1, "x");
     let mut b = batch(1, head_of(&g), vec![e1.clone()], owner);
@@ -433,6 +413,150 @@ pub async fn append_blob_checks(meta: Meta, _blobs: Blobs) {
         .unwrap();
     assert_eq!(states, vec![Some((info, true))]);
     let _ = g2;
+}
+
+/// Commits a staged append without purges, or passes its refusal on.
+async fn finish(
+    staged: Result<Box<dyn StagedAppend + '_>, AppendError>,
+) -> Result<Head, AppendError> {
+    staged?.commit(Vec::new()).await
+}
+
+/// A staged append ([`MetaStore::stage_append`]) claims the request's
+/// nonce first and refuses a replay; it is invisible until committed,
+/// and an abandoned or dropped one leaves nothing, the store still
+/// serving; its refusals store nothing of the batch, the claim standing;
+/// a commit stores it with the purges given then.
+pub async fn staged_appends(meta: Meta, _blobs: Blobs) {
+    let owner = fp(1);
+    let g = create(&meta, 1, owner).await;
+    let usage = meta.usage(owner).await.unwrap();
+    let claim = |n: u8| nonce(owner, [n; 16], 2_000_000, 1_000_000);
+    let e1 = entry(1, 1, "a");
+
+    // Staged, then abandoned: nothing stored, nothing charged.
+    let staged = meta
+        .stage_append(
+            Some(claim(1)),
+            batch(1, head_of(&g), vec![e1.clone()], owner),
+        )
+        .await
+        .unwrap();
+    staged.abandon().await;
+    assert_eq!(meta.head(vault(1)).await.unwrap(), Some(head_of(&g)));
+    assert_eq!(meta.entries(vault(1), 0, 10).await.unwrap().len(), 1);
+    assert_eq!(meta.usage(owner).await.unwrap(), usage);
+    // The claim stands: the same nonce again is a replay.
+    let r = meta
+        .stage_append(
+            Some(claim(1)),
+            batch(1, head_of(&g), vec![e1.clone()], owner),
+        )
+        .await;
+    assert!(matches!(r, Err(AppendError::Replayed)), "{:?}", r.err());
+    assert!(!meta.claim_nonce(claim(1)).await.unwrap());
+
+    // Staged, then dropped unfinished: nothing stored, and the store
+    // still serves (a shared store's connection is not reused inside the
+    // transaction).
+    let staged = meta
+        .stage_append(
+            Some(claim(2)),
+            batch(1, head_of(&g), vec![e1.clone()], owner),
+        )
+        .await
+        .unwrap();
+    drop(staged);
+    assert_eq!(meta.head(vault(1)).await.unwrap(), Some(head_of(&g)));
+    assert_eq!(meta.usage(owner).await.unwrap(), usage);
+
+    // Staged, then committed: stored and charged.
+    let staged = meta
+        .stage_append(
+            Some(claim(3)),
+            batch(1, head_of(&g), vec![e1.clone()], owner),
+        )
+        .await
+        .unwrap();
+    assert_eq!(staged.commit(Vec::new()).await.unwrap(), head_of(&e1));
+    assert_eq!(meta.head(vault(1)).await.unwrap(), Some(head_of(&e1)));
+    assert_eq!(
+        meta.entries(vault(1), 1, 10).await.unwrap(),
+        vec![e1.bytes.clone()]
+    );
+    assert_eq!(
+        meta.usage(owner).await.unwrap(),
+        usage + e1.bytes.len() as u64
+    );
+    // Its replay on the new head: refused as a replay, not stored.
+    let r = meta
+        .stage_append(
+            Some(claim(3)),
+            batch(1, head_of(&e1), vec![entry(1, 2, "b")], owner),
+        )
+        .await;
+    assert!(matches!(r, Err(AppendError::Replayed)), "{:?}", r.err());
+    assert_eq!(meta.head(vault(1)).await.unwrap(), Some(head_of(&e1)));
+
+    // Refusals store nothing and keep the claim: a stale head (refused
+    // with the stored one) and no vault, when staging or at the latest at
+    // the commit; the quota and a missing blob when staging.
+    let r = meta
+        .stage_append(
+            Some(claim(4)),
+            batch(1, head_of(&g), vec![entry(1, 1, "late")], owner),
+        )
+        .await;
+    match finish(r).await {
+        Err(AppendError::HeadMoved(h)) => assert_eq!(h, head_of(&e1)),
+        other => panic!("expected HeadMoved, got {other:?}"),
+    }
+    let e2 = entry(1, 2, "b");
+    let mut b = batch(1, head_of(&e1), vec![e2.clone()], fp(2));
+    b.quota = e2.bytes.len() as u64 - 1;
+    let r = meta.stage_append(Some(claim(5)), b).await;
+    assert!(matches!(r, Err(AppendError::Quota)), "{:?}", r.err());
+    let mut b = batch(1, head_of(&e1), vec![e2.clone()], owner);
+    b.blob_refs = vec![blob_ref(b"not uploaded", 12, 0, 1)];
+    let r = meta.stage_append(Some(claim(6)), b).await;
+    assert!(
+        matches!(r, Err(AppendError::BlobMissing(0))),
+        "{:?}",
+        r.err()
+    );
+    let r = meta
+        .stage_append(
+            Some(claim(7)),
+            batch(7, head_of(&g), vec![entry(7, 1, "x")], owner),
+        )
+        .await;
+    let r = finish(r).await;
+    assert!(matches!(r, Err(AppendError::NoVault)), "{r:?}");
+    for n in 4..=7 {
+        assert!(!meta.claim_nonce(claim(n)).await.unwrap(), "claim {n}");
+    }
+    assert_eq!(meta.head(vault(1)).await.unwrap(), Some(head_of(&e1)));
+    assert_eq!(meta.usage(fp(2)).await.unwrap(), 0);
+    assert_eq!(meta.head(vault(7)).await.unwrap(), None);
+
+    // Without a claim, and with a purge given at the commit: the purged
+    // blob's record goes in the same commit.
+    let blob = b"purged ciphertext".as_slice();
+    let info = BlobInfo {
+        len: blob.len() as u64,
+        uploader: owner,
+    };
+    meta.add_blob(vault(1), sha(blob), info, u64::MAX, None)
+        .await
+        .unwrap();
+    assert_eq!(meta.blob(vault(1), sha(blob)).await.unwrap(), Some(info));
+    let staged = meta
+        .stage_append(None, batch(1, head_of(&e1), vec![e2.clone()], owner))
+        .await
+        .unwrap();
+    assert_eq!(staged.commit(vec![sha(blob)]).await.unwrap(), head_of(&e2));
+    assert_eq!(meta.blob(vault(1), sha(blob)).await.unwrap(), None);
+    assert_eq!(meta.head(vault(1)).await.unwrap(), Some(head_of(&e2)));
 }
 
 /// The inbox index: the owner, and every principal an append names, once.
@@ -1047,6 +1171,7 @@ contracts!(
     append_and_read,
     append_refusals,
     append_blob_checks,
+    staged_appends,
     inbox_index,
     accepted_owners,
     add_blob,

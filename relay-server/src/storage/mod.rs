@@ -166,6 +166,60 @@ impl Head {
 /// whether a record already uses it.
 pub type Precheck = (u64, Vec<Option<(BlobInfo, bool)>>);
 
+/// What a store refuses of `batch` given what [`MetaStore::append_precheck`]
+/// read (`found`): the account's quota ([`AppendError::Quota`]: every
+/// entry's bytes are charged to `batch.account`), then each blob
+/// reference in order ([`AppendError::BlobMissing`]: [`BlobRef::usable`]).
+/// The head is not read here: [`MetaStore::append`] checks it.
+pub fn refusal(batch: &AppendBatch, (used, blobs): Precheck) -> Option<AppendError> {
+    let bytes: u64 = batch.entries.iter().map(|e| e.bytes.len() as u64).sum();
+    if used.saturating_add(bytes) > batch.quota {
+        return Some(AppendError::Quota);
+    }
+    batch
+        .blob_refs
+        .iter()
+        .zip(blobs.into_iter().chain(std::iter::repeat(None)))
+        .find(|(r, found)| !found.is_some_and(|(info, used)| r.usable(&info, used, &batch.account)))
+        .map(|(r, _)| AppendError::BlobMissing(r.entry))
+}
+
+/// An append staged by [`MetaStore::stage_append`]: checked, not yet
+/// durable, and nothing of it visible to readers. Dropping it without
+/// [`StagedAppend::commit`] abandons it.
+#[async_trait]
+pub trait StagedAppend: Send {
+    /// Makes the staged batch durable, together with the removal of
+    /// `purged` (the vault's blobs whose records the entries purged,
+    /// known once the relay applied them: see [`AppendBatch::purged`]);
+    /// returns the new head once committed. It may still refuse the
+    /// batch (another process moved the head in between, for a store
+    /// that checks again), storing nothing.
+    async fn commit(self: Box<Self>, purged: Vec<[u8; 32]>) -> Result<Head, AppendError>;
+    /// Discards the staged batch: nothing of it is stored (a nonce claimed
+    /// with it stays claimed).
+    async fn abandon(self: Box<Self>);
+}
+
+/// The default [`StagedAppend`]: a batch that passed [`refusal`], stored
+/// by [`MetaStore::append`] at the commit (which checks everything
+/// again).
+struct Checked<'a, S: ?Sized> {
+    store: &'a S,
+    batch: AppendBatch,
+}
+
+#[async_trait]
+impl<S: MetaStore + ?Sized> StagedAppend for Checked<'_, S> {
+    async fn commit(self: Box<Self>, purged: Vec<[u8; 32]>) -> Result<Head, AppendError> {
+        let Self { store, mut batch } = *self;
+        batch.purged = purged;
+        store.append(batch).await
+    }
+
+    async fn abandon(self: Box<Self>) {}
+}
+
 /// A signed request's nonce to claim in a shared store
 /// ([`MetaStore::claim_nonce`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,6 +353,10 @@ pub enum AppendError {
     /// another record (the batch entry's index).
     #[error("entry {0} names a blob that is not stored")]
     BlobMissing(usize),
+    /// The nonce claimed with the append ([`MetaStore::stage_append`]) was
+    /// already claimed: the request is a replay.
+    #[error("the request's nonce was already used")]
+    Replayed,
     /// The relay failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -462,22 +520,40 @@ pub trait MetaStore: links::LinkStore + Send + Sync + 'static {
     /// already recorded and has not expired (a replay). Exact across every
     /// process sharing the store.
     async fn claim_nonce(&self, claim: NonceClaim) -> Result<bool, StorageError>;
-    /// [`MetaStore::claim_nonce`] of `claim`, then, unless it is a
-    /// replay (`None`), [`MetaStore::append_precheck`]: what an append
-    /// reads before it is decided, with its request's nonce. A shared
-    /// store sends both in one round trip (decision 59); the claim stands
-    /// whatever the append's outcome.
-    async fn claim_and_precheck(
-        &self,
-        claim: NonceClaim,
-        vault: VaultId,
-        account: Fingerprint,
-        hashes: Vec<[u8; 32]>,
-    ) -> Result<Option<Precheck>, StorageError> {
-        if !self.claim_nonce(claim).await? {
-            return Ok(None);
+    /// Stages `batch` (the checks and writes of [`MetaStore::append`],
+    /// not yet durable), claiming `claim` first when given: a replay is
+    /// refused with [`AppendError::Replayed`], and the claim stands
+    /// whatever the append's outcome. A refusal (`Replayed`, `NoVault`,
+    /// `HeadMoved`, `Quota`, `BlobMissing`) stores nothing of the batch.
+    ///
+    /// The relay stages an append before it verifies the entries with
+    /// vault-core, and then either commits the staged batch with the
+    /// blobs the entries purged ([`StagedAppend::commit`]) or abandons it
+    /// ([`StagedAppend::abandon`]); dropping it abandons it too. A shared
+    /// store sends the claim, the checks and the writes in one round trip
+    /// and holds its transaction open until then (decision 61), so that a
+    /// verified append costs two round trips; the default claims, reads
+    /// what [`MetaStore::append_precheck`] reads, refuses what
+    /// [`refusal`] refuses, and stores the batch with
+    /// [`MetaStore::append`] at the commit, which checks it all again.
+    async fn stage_append<'a>(
+        &'a self,
+        claim: Option<NonceClaim>,
+        batch: AppendBatch,
+    ) -> Result<Box<dyn StagedAppend + 'a>, AppendError> {
+        if let Some(claim) = claim {
+            if !self.claim_nonce(claim).await? {
+                return Err(AppendError::Replayed);
+            }
         }
-        self.append_precheck(vault, account, hashes).await.map(Some)
+        let hashes = batch.blob_refs.iter().map(|r| r.hash).collect();
+        let found = self
+            .append_precheck(batch.vault, batch.account, hashes)
+            .await?;
+        if let Some(refused) = refusal(&batch, found) {
+            return Err(refused);
+        }
+        Ok(Box::new(Checked { store: self, batch }))
     }
     /// Forgets nonces that expired before `now`; returns how many (call
     /// periodically).

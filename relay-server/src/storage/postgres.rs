@@ -29,7 +29,7 @@ use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
 use super::backends::{BackendError, DatabaseUrl};
 use super::{
     AcceptedOwners, AddBlobOutcome, AppendBatch, AppendError, BlobInfo, CreateOutcome, Head,
-    InboxEntry, MetaStore, NonceClaim, Precheck, StorageError, StoredEntry,
+    InboxEntry, MetaStore, NonceClaim, Precheck, StagedAppend, StorageError, StoredEntry,
 };
 
 /// One schema migration.
@@ -659,12 +659,70 @@ async fn append_pipelined(
     for done in entries.into_iter().chain(refs).chain(members) {
         done?;
     }
-    // Purges are rare: their dependent steps run one after the other. On
-    // an error the caller rolls back.
-    for hash in &b.purged {
-        forget_blob(c, vault, hash).await?;
-    }
     Ok(AppendOutcome::Stored(last))
+}
+
+/// Rolls back `c`'s transaction before the connection goes back to the
+/// pool; a connection that cannot is taken out of the pool instead
+/// (closing it ends the transaction on the server).
+async fn roll_back(c: deadpool_postgres::Object) {
+    if c.batch_execute("ROLLBACK").await.is_err() {
+        drop(deadpool_postgres::Object::take(c));
+    }
+}
+
+/// An append staged inside its open transaction
+/// ([`MetaStore::stage_append`]), on the connection that holds it.
+/// Dropped unfinished, the connection is taken out of the pool and closed,
+/// which rolls the transaction back: a connection never goes back to the
+/// pool inside a transaction.
+struct PgStaged {
+    c: Option<deadpool_postgres::Object>,
+    vault: VaultId,
+    head: Head,
+}
+
+#[async_trait]
+impl StagedAppend for PgStaged {
+    async fn commit(mut self: Box<Self>, purged: Vec<[u8; 32]>) -> Result<Head, AppendError> {
+        let c = self
+            .c
+            .take()
+            .ok_or_else(|| StorageError::new("the staged append was already finished"))?;
+        let vault = self.vault.as_bytes().as_slice();
+        let done = async {
+            // Purges are rare: their dependent steps run one after the
+            // other, inside the transaction.
+            for hash in &purged {
+                forget_blob(&c, vault, hash).await?;
+            }
+            // Acknowledged only once committed.
+            c.batch_execute("COMMIT").await?;
+            Ok::<_, StorageError>(())
+        }
+        .await;
+        match done {
+            Ok(()) => Ok(self.head),
+            Err(e) => {
+                roll_back(c).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn abandon(mut self: Box<Self>) {
+        if let Some(c) = self.c.take() {
+            roll_back(c).await;
+        }
+    }
+}
+
+impl Drop for PgStaged {
+    fn drop(&mut self) {
+        if let Some(c) = self.c.take() {
+            drop(deadpool_postgres::Object::take(c));
+        }
+    }
 }
 
 /// The claim of a request's nonce ([`MetaStore::claim_nonce`]) as one
@@ -847,24 +905,9 @@ impl MetaStore for PgMeta {
             .collect::<Result<_, _>>()?)
     }
 
-    async fn append(&self, batch: AppendBatch) -> Result<Head, AppendError> {
-        let c = self.client().await?;
-        match append_pipelined(&c, &batch).await {
-            Ok(AppendOutcome::Stored(head)) => {
-                // Acknowledged only once committed.
-                if let Err(e) = c.batch_execute("COMMIT").await {
-                    let _ = c.batch_execute("ROLLBACK").await;
-                    return Err(StorageError::from(e).into());
-                }
-                Ok(head)
-            }
-            Ok(AppendOutcome::Refused(e)) => Err(e),
-            Err(e) => {
-                // Never hand the connection back inside a transaction.
-                let _ = c.batch_execute("ROLLBACK").await;
-                Err(e.into())
-            }
-        }
+    async fn append(&self, mut batch: AppendBatch) -> Result<Head, AppendError> {
+        let purged = std::mem::take(&mut batch.purged);
+        self.stage_append(None, batch).await?.commit(purged).await
     }
 
     async fn blob(&self, vault: VaultId, hash: [u8; 32]) -> Result<Option<BlobInfo>, StorageError> {
@@ -884,34 +927,49 @@ impl MetaStore for PgMeta {
         precheck(&c, &vault, &account, &hashes).await
     }
 
-    async fn claim_and_precheck(
-        &self,
-        claim: NonceClaim,
-        vault: VaultId,
-        account: Fingerprint,
-        hashes: Vec<[u8; 32]>,
-    ) -> Result<Option<Precheck>, StorageError> {
+    async fn stage_append<'a>(
+        &'a self,
+        claim: Option<NonceClaim>,
+        batch: AppendBatch,
+    ) -> Result<Box<dyn StagedAppend + 'a>, AppendError> {
         let c = self.client().await?;
-        let sql = nonce_claim_sql(&claim)?;
-        // One round trip: the claim's transaction, then the precheck's
-        // reads, sent in that order on one connection.
-        let (claimed, checked) = futures_util::join!(
-            c.simple_query(&sql),
-            precheck(&c, &vault, &account, &hashes)
+        let sql = claim.as_ref().map(nonce_claim_sql).transpose()?;
+        // One round trip (decision 61): the claim's own transaction, then
+        // the append's checks and writes in a transaction left open, sent
+        // in that order on one connection.
+        let (claimed, staged) = futures_util::join!(
+            async {
+                match &sql {
+                    Some(sql) => c.simple_query(sql).await.map(Some),
+                    None => Ok(None),
+                }
+            },
+            append_pipelined(&c, &batch)
         );
         let claimed = match claimed {
-            Ok(messages) => nonce_claimed(&messages)?,
-            Err(e) => {
-                // Never hand the connection back inside a failed
-                // transaction.
-                let _ = c.simple_query("ROLLBACK").await;
-                return Err(e.into());
-            }
+            Ok(None) => Ok(true),
+            Ok(Some(messages)) => nonce_claimed(&messages),
+            Err(e) => Err(StorageError::from(e)),
         };
-        if !claimed {
-            return Ok(None);
+        match (claimed, staged) {
+            (Ok(true), Ok(AppendOutcome::Stored(head))) => Ok(Box::new(PgStaged {
+                c: Some(c),
+                vault: batch.vault,
+                head,
+            })),
+            // A refusal rolled its transaction back already.
+            (Ok(true), Ok(AppendOutcome::Refused(refused))) => Err(refused),
+            (Ok(false), Ok(AppendOutcome::Refused(_))) => Err(AppendError::Replayed),
+            (claimed, staged) => {
+                // A replay whose writes are staged, or an error of either
+                // part: nothing of the append stays.
+                roll_back(c).await;
+                Err(match (claimed, staged) {
+                    (Err(e), _) | (_, Err(e)) => e.into(),
+                    _ => AppendError::Replayed,
+                })
+            }
         }
-        checked.map(Some)
     }
 
     async fn blob_with_refs(
