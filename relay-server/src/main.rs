@@ -8,6 +8,11 @@ use relay_server::config::{Cli, Command, Config, LogFormat};
 use relay_server::{backup, server, Relay};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: an append costs about 5% less CPU than with the system
+/// allocator (decision 61; `benches/append_cpu.rs` allocates with it too).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Whether text logs may carry colour: only on a terminal, and not when
 /// `NO_COLOR` is set (logs written to a file or a pipe stay plain text).
 fn log_colours(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
