@@ -16,7 +16,7 @@ use crate::domain::access::{self, AccessError};
 use crate::domain::vaults::{into_stored, time_in_window};
 use crate::domain::Failure;
 use crate::state::{AppState, StateWrite, REBUILD_FREE};
-use crate::storage::{self, AppendBatch, BlobRef, Head, NonceClaim};
+use crate::storage::{self, AppendBatch, BlobRef, Head, NonceClaim, StagedAppend};
 
 /// Most entries in one append.
 pub const MAX_APPEND: usize = 1024;
@@ -284,42 +284,43 @@ async fn store(
     nonce: Option<NonceClaim>,
 ) -> Result<Head, AppendError> {
     if let Err(refused) = decide(app, guard, me, prev, &entries, mode) {
-        if let Some(claim) = nonce {
-            let claimed = app
-                .meta
-                .claim_nonce(claim)
-                .await
-                .map_err(|e| Failure::storage("claiming the request's nonce", e))?;
-            if !claimed {
-                return Err(AppendError::Replayed);
-            }
-        }
+        claim(app, nonce).await?;
         return Err(refused);
     }
     let size = prev.seq.saturating_add(1);
-    let batch = AppendBatch {
-        vault,
-        prev,
-        entries: entries.iter().map(stored).collect(),
-        blob_refs: blob_refs(&entries, mode),
-        inbox: granted(&entries),
-        purged: Vec::new(),
-        account: me,
-        quota: app.config.quota,
-    };
-    let staged = match app.meta.stage_append(nonce, batch).await {
-        Ok(staged) => staged,
-        Err(e) => {
-            if matches!(e, storage::AppendError::HeadMoved(_)) {
-                // Another relay over the same store moved the head: the
-                // cached state is behind, and is read again next time.
-                **guard = None;
+    // Entries that do not continue the log from `prev` are not staged
+    // (storage would find them colliding with stored entries): vault-core
+    // refuses them below, naming the first that breaks the chain.
+    let chained = follows(prev, &entries);
+    let staged = if chained.is_ok() {
+        let batch = AppendBatch {
+            vault,
+            prev,
+            entries: entries.iter().map(stored).collect(),
+            blob_refs: blob_refs(&entries, mode),
+            inbox: granted(&entries),
+            purged: Vec::new(),
+            account: me,
+            quota: app.config.quota,
+        };
+        match app.meta.stage_append(nonce, batch).await {
+            Ok(staged) => Some(staged),
+            Err(e) => {
+                if matches!(e, storage::AppendError::HeadMoved(_)) {
+                    // Another relay over the same store moved the head:
+                    // the cached state is behind, and is read again next
+                    // time.
+                    **guard = None;
+                }
+                return Err(refused_by_storage(e));
             }
-            return Err(refused_by_storage(e));
         }
+    } else {
+        claim(app, nonce).await?;
+        None
     };
     let Some(state) = guard.as_mut() else {
-        staged.abandon().await;
+        abandon(staged).await;
         return Err(AccessError::VaultNotFound.into());
     };
 
@@ -339,7 +340,7 @@ async fn store(
     let mut purged = Vec::new();
     for (index, e) in entries.iter().enumerate() {
         if let Err(source) = state.apply(e) {
-            staged.abandon().await;
+            abandon(staged).await;
             if index > 0 {
                 drop_state(guard);
             }
@@ -354,20 +355,19 @@ async fn store(
         .any(|e| matches!(e.body(), EntryBody::RelaysNamed(_)));
     if mode == Mode::Append && renames {
         if let Some(home) = elsewhere(app, state) {
-            staged.abandon().await;
+            abandon(staged).await;
             drop_state(guard);
             return Err(AppendError::NotHome { home });
         }
     }
-    if let Err(index) = follows(prev, &entries) {
-        staged.abandon().await;
+    let (Ok(()), Some(staged)) = (chained, staged) else {
         drop_state(guard);
         return Err(Failure::internal(
             "an append vault-core accepted does not follow the head",
-            format!("entry {index} of the request"),
+            format!("entry {} of the request", chained.err().unwrap_or(0)),
         )
         .into());
-    }
+    };
     match staged.commit(purged.clone()).await {
         Ok(head) => {
             app.note_len(vault, head.seq.saturating_add(1));
@@ -395,6 +395,32 @@ async fn store(
             }
             Err(refused_by_storage(e))
         }
+    }
+}
+
+/// Abandons a staged append, if there is one.
+async fn abandon(staged: Option<Box<dyn StagedAppend + '_>>) {
+    if let Some(staged) = staged {
+        staged.abandon().await;
+    }
+}
+
+/// Claims the request's nonce (when given) before a refusal is given
+/// without staging the append: a replay is refused as a replay whatever
+/// the first request's outcome (decision 59).
+async fn claim(app: &AppState, nonce: Option<NonceClaim>) -> Result<(), AppendError> {
+    let Some(claim) = nonce else {
+        return Ok(());
+    };
+    let claimed = app
+        .meta
+        .claim_nonce(claim)
+        .await
+        .map_err(|e| Failure::storage("claiming the request's nonce", e))?;
+    if claimed {
+        Ok(())
+    } else {
+        Err(AppendError::Replayed)
     }
 }
 
