@@ -433,51 +433,35 @@ pub async fn staged_appends(meta: Meta, _blobs: Blobs) {
     let usage = meta.usage(owner).await.unwrap();
     let claim = |n: u8| nonce(owner, [n; 16], 2_000_000, 1_000_000);
     let e1 = entry(1, 1, "a");
-
-    // Staged, then abandoned: nothing stored, nothing charged.
-    let staged = meta
-        .stage_append(
-            Some(claim(1)),
+    // The first entry after genesis, staged with claim `n`.
+    let stage_first = |n: u8| {
+        meta.stage_append(
+            Some(claim(n)),
             batch(1, head_of(&g), vec![e1.clone()], owner),
         )
-        .await
-        .unwrap();
+    };
+
+    // Staged, then abandoned: nothing stored, nothing charged.
+    let staged = stage_first(1).await.unwrap();
     staged.abandon().await;
     assert_eq!(meta.head(vault(1)).await.unwrap(), Some(head_of(&g)));
     assert_eq!(meta.entries(vault(1), 0, 10).await.unwrap().len(), 1);
     assert_eq!(meta.usage(owner).await.unwrap(), usage);
     // The claim stands: the same nonce again is a replay.
-    let r = meta
-        .stage_append(
-            Some(claim(1)),
-            batch(1, head_of(&g), vec![e1.clone()], owner),
-        )
-        .await;
+    let r = stage_first(1).await;
     assert!(matches!(r, Err(AppendError::Replayed)), "{:?}", r.err());
     assert!(!meta.claim_nonce(claim(1)).await.unwrap());
 
     // Staged, then dropped unfinished: nothing stored, and the store
     // still serves (a shared store's connection is not reused inside the
     // transaction).
-    let staged = meta
-        .stage_append(
-            Some(claim(2)),
-            batch(1, head_of(&g), vec![e1.clone()], owner),
-        )
-        .await
-        .unwrap();
+    let staged = stage_first(2).await.unwrap();
     drop(staged);
     assert_eq!(meta.head(vault(1)).await.unwrap(), Some(head_of(&g)));
     assert_eq!(meta.usage(owner).await.unwrap(), usage);
 
     // Staged, then committed: stored and charged.
-    let staged = meta
-        .stage_append(
-            Some(claim(3)),
-            batch(1, head_of(&g), vec![e1.clone()], owner),
-        )
-        .await
-        .unwrap();
+    let staged = stage_first(3).await.unwrap();
     assert_eq!(staged.commit(Vec::new()).await.unwrap(), head_of(&e1));
     assert_eq!(meta.head(vault(1)).await.unwrap(), Some(head_of(&e1)));
     assert_eq!(
