@@ -143,12 +143,15 @@ impl Appends {
     /// Checked in this order, each refusal leaving the vault as it was:
     /// entry count ([`check_count`]); each entry authored by `signer`
     /// ([`AppendError::NotAuthor`]) and dated within the skew window
-    /// ([`AppendError::EntryTimeOutOfRange`]); for several entries, no
+    /// ([`AppendError::EntryTimeOutOfRange`]); no blob named by two
+    /// record-puts ([`AppendError::BlobMissing`]); for several entries, no
     /// rebuild cooldown ([`AppendError::RebuildCooldown`]); the vault
     /// exists and `signer` may write ([`AppendError::Access`]); `prev` is
     /// the head ([`AppendError::HeadMoved`]); the log stays within
-    /// `max_vault_entries` ([`AppendError::VaultFull`]); the quota
-    /// ([`AppendError::QuotaExceeded`]); each record-put's blob is usable
+    /// `max_vault_entries` ([`AppendError::VaultFull`]); the request's
+    /// nonce is claimed ([`AppendError::Replayed`]); then, for entries
+    /// that continue the log from `prev`, storage stages the batch: the
+    /// quota ([`AppendError::QuotaExceeded`]) and each record-put's blob
     /// ([`AppendError::BlobMissing`]); each entry verifies with vault-core
     /// against the relay's state ([`AppendError::InvalidEntry`]). Storage
     /// checks the head, the quota and the blobs again in the commit.
@@ -303,7 +306,17 @@ async fn store(
             account: me,
             quota: app.config.quota,
         };
-        match app.meta.stage_append(nonce, batch).await {
+        // A single new entry is staged with its storage writes (one round
+        // trip fewer on a shared store); a batch, or a repair (which any
+        // member may send), is only checked until its entries verify, so
+        // that entries that will not verify never start a write
+        // transaction (decision 61).
+        let staging = if mode == Mode::Append && entries.len() == 1 {
+            app.meta.stage_append(nonce, batch).await
+        } else {
+            storage::stage_checked(&*app.meta, nonce, batch).await
+        };
+        match staging {
             Ok(staged) => Some(staged),
             Err(e) => {
                 if matches!(e, storage::AppendError::HeadMoved(_)) {

@@ -460,8 +460,12 @@ pub async fn staged_appends(meta: Meta, _blobs: Blobs) {
     assert_eq!(meta.head(vault(1)).await.unwrap(), Some(head_of(&g)));
     assert_eq!(meta.usage(owner).await.unwrap(), usage);
 
-    // Staged, then committed: stored and charged.
+    // Staged, then committed: invisible until the commit, then stored
+    // and charged.
     let staged = stage_first(3).await.unwrap();
+    assert_eq!(meta.head(vault(1)).await.unwrap(), Some(head_of(&g)));
+    assert_eq!(meta.entries(vault(1), 0, 10).await.unwrap().len(), 1);
+    assert_eq!(meta.usage(owner).await.unwrap(), usage);
     assert_eq!(staged.commit(Vec::new()).await.unwrap(), head_of(&e1));
     assert_eq!(meta.head(vault(1)).await.unwrap(), Some(head_of(&e1)));
     assert_eq!(
@@ -500,6 +504,18 @@ pub async fn staged_appends(meta: Meta, _blobs: Blobs) {
     b.quota = e2.bytes.len() as u64 - 1;
     let r = meta.stage_append(Some(claim(5)), b).await;
     assert!(matches!(r, Err(AppendError::Quota)), "{:?}", r.err());
+    // Over the quota with what the account already holds.
+    let held = meta.usage(owner).await.unwrap();
+    let mut b = batch(1, head_of(&e1), vec![e2.clone()], owner);
+    b.quota = held + e2.bytes.len() as u64 - 1;
+    let r = meta.stage_append(Some(claim(8)), b).await;
+    assert!(matches!(r, Err(AppendError::Quota)), "{:?}", r.err());
+    // The quota is refused before a missing blob.
+    let mut b = batch(1, head_of(&e1), vec![e2.clone()], owner);
+    b.quota = held;
+    b.blob_refs = vec![blob_ref(b"not uploaded", 12, 0, 1)];
+    let r = meta.stage_append(Some(claim(9)), b).await;
+    assert!(matches!(r, Err(AppendError::Quota)), "{:?}", r.err());
     let mut b = batch(1, head_of(&e1), vec![e2.clone()], owner);
     b.blob_refs = vec![blob_ref(b"not uploaded", 12, 0, 1)];
     let r = meta.stage_append(Some(claim(6)), b).await;
@@ -508,6 +524,7 @@ pub async fn staged_appends(meta: Meta, _blobs: Blobs) {
         "{:?}",
         r.err()
     );
+    assert_eq!(meta.usage(owner).await.unwrap(), held);
     let r = meta
         .stage_append(
             Some(claim(7)),
@@ -516,7 +533,7 @@ pub async fn staged_appends(meta: Meta, _blobs: Blobs) {
         .await;
     let r = finish(r).await;
     assert!(matches!(r, Err(AppendError::NoVault)), "{r:?}");
-    for n in 4..=7 {
+    for n in 4..=9 {
         assert!(!meta.claim_nonce(claim(n)).await.unwrap(), "claim {n}");
     }
     assert_eq!(meta.head(vault(1)).await.unwrap(), Some(head_of(&e1)));

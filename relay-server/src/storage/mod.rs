@@ -184,6 +184,33 @@ pub fn refusal(batch: &AppendBatch, (used, blobs): Precheck) -> Option<AppendErr
         .map(|(r, _)| AppendError::BlobMissing(r.entry))
 }
 
+/// [`MetaStore::stage_append`] that holds nothing open: claims `claim`
+/// (when given), reads what [`MetaStore::append_precheck`] reads, refuses
+/// what [`refusal`] refuses, and stores the batch with
+/// [`MetaStore::append`] at the commit, which checks it all again. The
+/// trait's default; the relay also stages so on any store the batches
+/// whose storage writes it would rather not start before the entries
+/// verify (decision 61).
+pub async fn stage_checked<'a, S: MetaStore + ?Sized>(
+    store: &'a S,
+    claim: Option<NonceClaim>,
+    batch: AppendBatch,
+) -> Result<Box<dyn StagedAppend + 'a>, AppendError> {
+    if let Some(claim) = claim {
+        if !store.claim_nonce(claim).await? {
+            return Err(AppendError::Replayed);
+        }
+    }
+    let hashes = batch.blob_refs.iter().map(|r| r.hash).collect();
+    let found = store
+        .append_precheck(batch.vault, batch.account, hashes)
+        .await?;
+    if let Some(refused) = refusal(&batch, found) {
+        return Err(refused);
+    }
+    Ok(Box::new(Checked { store, batch }))
+}
+
 /// An append staged by [`MetaStore::stage_append`]: checked, not yet
 /// durable, and nothing of it visible to readers. Dropping it without
 /// [`StagedAppend::commit`] abandons it.
@@ -532,28 +559,14 @@ pub trait MetaStore: links::LinkStore + Send + Sync + 'static {
     /// ([`StagedAppend::abandon`]); dropping it abandons it too. A shared
     /// store sends the claim, the checks and the writes in one round trip
     /// and holds its transaction open until then (decision 61), so that a
-    /// verified append costs two round trips; the default claims, reads
-    /// what [`MetaStore::append_precheck`] reads, refuses what
-    /// [`refusal`] refuses, and stores the batch with
-    /// [`MetaStore::append`] at the commit, which checks it all again.
+    /// verified append costs two round trips; the default is
+    /// [`stage_checked`].
     async fn stage_append<'a>(
         &'a self,
         claim: Option<NonceClaim>,
         batch: AppendBatch,
     ) -> Result<Box<dyn StagedAppend + 'a>, AppendError> {
-        if let Some(claim) = claim {
-            if !self.claim_nonce(claim).await? {
-                return Err(AppendError::Replayed);
-            }
-        }
-        let hashes = batch.blob_refs.iter().map(|r| r.hash).collect();
-        let found = self
-            .append_precheck(batch.vault, batch.account, hashes)
-            .await?;
-        if let Some(refused) = refusal(&batch, found) {
-            return Err(refused);
-        }
-        Ok(Box::new(Checked { store: self, batch }))
+        stage_checked(self, claim, batch).await
     }
     /// Forgets nonces that expired before `now`; returns how many (call
     /// periodically).

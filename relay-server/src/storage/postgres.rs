@@ -641,16 +641,14 @@ async fn append_pipelined(
             Some(head) => AppendError::HeadMoved(head),
         }));
     }
-    let mut refusal = None;
+    // The quota, then each blob in order, as `storage::refusal` decides.
+    let mut refusal = charged?.is_none().then_some(AppendError::Quota);
     for (r, state) in b.blob_refs.iter().zip(states) {
         let state = state?.as_ref().map(blob_state_row).transpose()?;
-        if !state.is_some_and(|(info, used)| r.usable(&info, used, &b.account)) {
+        if refusal.is_none() && !state.is_some_and(|(info, used)| r.usable(&info, used, &b.account))
+        {
             refusal = Some(AppendError::BlobMissing(r.entry));
-            break;
         }
-    }
-    if refusal.is_none() && charged?.is_none() {
-        refusal = Some(AppendError::Quota);
     }
     if let Some(refused) = refusal {
         c.batch_execute("ROLLBACK").await?;
@@ -685,28 +683,32 @@ struct PgStaged {
 #[async_trait]
 impl StagedAppend for PgStaged {
     async fn commit(mut self: Box<Self>, purged: Vec<[u8; 32]>) -> Result<Head, AppendError> {
+        // The connection stays in `self` until the transaction is over: a
+        // panic or a cancellation on the way drops it out of the pool.
         let c = self
             .c
-            .take()
+            .as_ref()
             .ok_or_else(|| StorageError::new("the staged append was already finished"))?;
         let vault = self.vault.as_bytes().as_slice();
         let done = async {
             // Purges are rare: their dependent steps run one after the
             // other, inside the transaction.
             for hash in &purged {
-                forget_blob(&c, vault, hash).await?;
+                forget_blob(c, vault, hash).await?;
             }
             // Acknowledged only once committed.
             c.batch_execute("COMMIT").await?;
             Ok::<_, StorageError>(())
         }
         .await;
-        match done {
-            Ok(()) => Ok(self.head),
-            Err(e) => {
+        let c = self.c.take();
+        match (done, c) {
+            (Ok(()), _) => Ok(self.head),
+            (Err(e), Some(c)) => {
                 roll_back(c).await;
                 Err(e.into())
             }
+            (Err(e), None) => Err(e.into()),
         }
     }
 
@@ -932,39 +934,58 @@ impl MetaStore for PgMeta {
         claim: Option<NonceClaim>,
         batch: AppendBatch,
     ) -> Result<Box<dyn StagedAppend + 'a>, AppendError> {
-        let c = self.client().await?;
         let sql = claim.as_ref().map(nonce_claim_sql).transpose()?;
+        // The connection is held by the staged append from the start: a
+        // panic or a cancellation before the transaction is over drops it
+        // out of the pool.
+        let mut staged = PgStaged {
+            c: Some(self.client().await?),
+            vault: batch.vault,
+            head: batch.prev,
+        };
+        let c = staged
+            .c
+            .as_ref()
+            .ok_or_else(|| StorageError::new("no connection for the append"))?;
         // One round trip (decision 61): the claim's own transaction, then
         // the append's checks and writes in a transaction left open, sent
         // in that order on one connection.
-        let (claimed, staged) = futures_util::join!(
+        let (claimed, outcome) = futures_util::join!(
             async {
                 match &sql {
                     Some(sql) => c.simple_query(sql).await.map(Some),
                     None => Ok(None),
                 }
             },
-            append_pipelined(&c, &batch)
+            append_pipelined(c, &batch)
         );
         let claimed = match claimed {
             Ok(None) => Ok(true),
             Ok(Some(messages)) => nonce_claimed(&messages),
             Err(e) => Err(StorageError::from(e)),
         };
-        match (claimed, staged) {
-            (Ok(true), Ok(AppendOutcome::Stored(head))) => Ok(Box::new(PgStaged {
-                c: Some(c),
-                vault: batch.vault,
-                head,
-            })),
-            // A refusal rolled its transaction back already.
-            (Ok(true), Ok(AppendOutcome::Refused(refused))) => Err(refused),
-            (Ok(false), Ok(AppendOutcome::Refused(_))) => Err(AppendError::Replayed),
-            (claimed, staged) => {
+        match (claimed, outcome) {
+            (Ok(true), Ok(AppendOutcome::Stored(head))) => {
+                staged.head = head;
+                Ok(Box::new(staged))
+            }
+            (Ok(claimed), Ok(AppendOutcome::Refused(refused))) => {
+                // The claim committed, and a refusal rolled its own
+                // transaction back: the connection goes back to the pool.
+                drop(staged.c.take());
+                Err(if claimed {
+                    refused
+                } else {
+                    AppendError::Replayed
+                })
+            }
+            (claimed, outcome) => {
                 // A replay whose writes are staged, or an error of either
                 // part: nothing of the append stays.
-                roll_back(c).await;
-                Err(match (claimed, staged) {
+                if let Some(c) = staged.c.take() {
+                    roll_back(c).await;
+                }
+                Err(match (claimed, outcome) {
                     (Err(e), _) | (_, Err(e)) => e.into(),
                     _ => AppendError::Replayed,
                 })
