@@ -18,7 +18,7 @@ use relay_server::storage::backends::{
 };
 use relay_server::storage::postgres::PgMeta;
 use relay_server::storage::{
-    conformance, BlobInfo, BlobStore, Chunk, ChunkOutcome, MetaStore, UploadKey,
+    conformance, AppendBatch, BlobInfo, BlobStore, Chunk, ChunkOutcome, Head, MetaStore, UploadKey,
 };
 
 use super::services::{self, Cluster};
@@ -1258,4 +1258,58 @@ async fn an_upload_whose_holder_lost_its_session_is_taken_over_at_once() {
         }
     };
     assert_eq!(written.unwrap(), ChunkOutcome::Complete);
+}
+
+/// A staged append whose relay stops answering (a frozen machine keeps its
+/// connection open) does not hold the vault for ever: PostgreSQL ends the
+/// session after ten seconds idle in the transaction, another relay's
+/// append to the same vault then goes through, and the stalled one cannot
+/// commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_staged_append_is_ended_by_the_database() {
+    let cluster = services::cluster().await;
+    let url = cluster.pg.fresh_database(&cluster.unique("t")).await;
+    let stalled_relay = PgMeta::connect(&url, 4).await.unwrap();
+    let other_relay = PgMeta::connect(&url, 4).await.unwrap();
+    let owner = vault_core::Fingerprint::from_bytes([1; 32]);
+    let v = vault_core::VaultId::from_bytes([1; 16]);
+    let g = conformance::entry(1, 0, "genesis");
+    stalled_relay
+        .create_vault(v, owner, g.clone(), u64::MAX)
+        .await
+        .unwrap();
+    let batch = |tag: &str| AppendBatch {
+        vault: v,
+        prev: Head {
+            seq: 0,
+            hash: g.hash,
+        },
+        entries: vec![conformance::entry(1, 1, tag)],
+        blob_refs: Vec::new(),
+        inbox: Vec::new(),
+        purged: Vec::new(),
+        account: owner,
+        quota: u64::MAX,
+    };
+    let stalled = stalled_relay
+        .stage_append(None, batch("stalled"))
+        .await
+        .unwrap();
+    // The other relay's append waits for the vault's row lock until the
+    // database ends the stalled session; without that it would wait for
+    // ever (the minute here is the test's bound, not the relay's).
+    let other = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        other_relay.append(batch("other")),
+    )
+    .await
+    .expect("the stalled transaction still holds the vault after a minute")
+    .unwrap();
+    assert_eq!(other.seq, 1);
+    assert!(stalled.commit(Vec::new()).await.is_err());
+    assert_eq!(stalled_relay.head(v).await.unwrap(), Some(other));
+    assert_eq!(
+        other_relay.entries(v, 1, 10).await.unwrap(),
+        vec![conformance::entry(1, 1, "other").bytes]
+    );
 }
