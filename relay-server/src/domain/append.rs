@@ -13,7 +13,7 @@ use std::sync::Arc;
 use vault_core::{EntryBody, Fingerprint, LogEntry, VaultId, VaultState};
 
 use crate::domain::access::{self, AccessError};
-use crate::domain::vaults::{into_stored, time_in_window};
+use crate::domain::vaults::{stored, time_in_window};
 use crate::domain::Failure;
 use crate::state::{AppState, StateWrite, REBUILD_FREE};
 use crate::storage::{self, AppendBatch, BlobRef, Head, NonceClaim, StagedAppend};
@@ -363,10 +363,7 @@ async fn store(
             purged.extend(state.purged_ciphertexts(record));
         }
     }
-    let renames = entries
-        .iter()
-        .any(|e| matches!(e.body(), EntryBody::RelaysNamed(_)));
-    if mode == Mode::Append && renames {
+    if mode == Mode::Append && names_relays(&entries) {
         if let Some(home) = elsewhere(app, state) {
             abandon(staged).await;
             drop_state(guard);
@@ -460,10 +457,7 @@ fn decide(
     // A mirror takes new entries only through repair, so that the home
     // alone orders writes; an append may still make this relay the home
     // (the owner moving it here), checked once applied.
-    let renames = entries
-        .iter()
-        .any(|e| matches!(e.body(), EntryBody::RelaysNamed(_)));
-    if mode == Mode::Append && !renames {
+    if mode == Mode::Append && !names_relays(entries) {
         if let Some(home) = elsewhere(app, state) {
             return Err(AppendError::NotHome { home });
         }
@@ -499,11 +493,6 @@ fn elsewhere(app: &AppState, state: &VaultState) -> Option<vault_core::request::
     (!app.auth.origins().contains(home)).then(|| home.clone())
 }
 
-/// An entry as stored.
-fn stored(e: &LogEntry) -> storage::StoredEntry {
-    into_stored(e.clone())
-}
-
 /// The blob links of `entries`' record-puts, in order: storage checks
 /// each blob is usable ([`storage::blob_usable`]). In a repair the blob
 /// may also be the one the record's author uploaded (a restore kept the
@@ -537,9 +526,21 @@ fn named_twice(entries: &[LogEntry]) -> Option<usize> {
             _ => None,
         })
         .collect();
+    let mut named = std::collections::HashMap::<&[u8; 32], usize>::new();
+    for (_, hash) in &puts {
+        *named.entry(hash).or_default() += 1;
+    }
     puts.iter()
-        .find(|(_, h)| puts.iter().filter(|(_, o)| o == h).count() > 1)
+        .find(|(_, hash)| named.get(hash).is_some_and(|n| *n > 1))
         .map(|(i, _)| *i)
+}
+
+/// Whether `entries` name the vault's relays (an append may then move the
+/// vault's home to this relay).
+fn names_relays(entries: &[LogEntry]) -> bool {
+    entries
+        .iter()
+        .any(|e| matches!(e.body(), EntryBody::RelaysNamed(_)))
 }
 
 /// The principals `entries` grant something (the inbox index).
@@ -1066,6 +1067,36 @@ mod tests {
         assert_eq!(follows(after_first, &entries[1..]), Ok(()));
         assert_eq!(follows(after_first, &entries[..1]), Err(0));
         assert_eq!(follows(prev, &[]), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_blob_named_by_two_record_puts_is_refused_before_anything_is_read() {
+        let mut w = World::new().await;
+        let patient = w.patient.clone();
+        let head = w.stored_head().await;
+        let (ct, put) = w.seal(&patient, None, b"result");
+        w.upload(&patient, &ct).await.unwrap();
+        let (_, other) = w.seal(&patient, None, b"another result");
+        let coll = collections(&w, 1).remove(0);
+        assert_eq!(
+            named_twice(&[coll.clone(), put.clone(), other.clone()]),
+            None
+        );
+        assert_eq!(
+            named_twice(&[coll, other.clone(), put.clone(), put.clone()]),
+            Some(2)
+        );
+        // The same put twice: refused with the first's index, even though
+        // its blob is uploaded and the batch would not chain anyway.
+        let err = w
+            .append(&patient, vec![put.clone(), put])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, AppendError::BlobMissing { index: 0 }),
+            "{err:?}"
+        );
+        assert_eq!(w.stored_head().await, head);
     }
 
     #[test]

@@ -89,15 +89,6 @@ pub(crate) fn stored(entry: &LogEntry) -> StoredEntry {
     }
 }
 
-/// [`stored`], taking the entry's bytes instead of copying them.
-pub(crate) fn into_stored(entry: LogEntry) -> StoredEntry {
-    StoredEntry {
-        seq: entry.seq(),
-        hash: *entry.hash(),
-        bytes: entry.into_bytes(),
-    }
-}
-
 /// Whether an entry's claimed time is within `skew` seconds of `now`
 /// either way (`docs/relay-api.md`: entry times near the relay clock).
 pub(crate) fn time_in_window(entry: &LogEntry, now: u64, skew: u64) -> bool {

@@ -710,12 +710,11 @@ impl StagedAppend for PgStaged {
         .await;
         let c = self.c.take();
         match (done, c) {
-            (Ok(()), _) => Ok(self.head),
             (Err(e), Some(c)) => {
                 roll_back(c).await;
                 Err(e.into())
             }
-            (Err(e), None) => Err(e.into()),
+            (done, _) => done.map(|()| self.head).map_err(AppendError::from),
         }
     }
 
@@ -769,39 +768,6 @@ fn nonce_claimed(messages: &[tokio_postgres::SimpleQueryMessage]) -> Result<bool
         .nth(2)
         .ok_or_else(|| StorageError::new("PostgreSQL did not report the nonce insert"))?;
     Ok(inserted == 1)
-}
-
-/// The precheck of an append ([`MetaStore::append_precheck`]): the
-/// account's usage and every blob state, pipelined in one round trip.
-async fn precheck(
-    c: &deadpool_postgres::Object,
-    vault: &VaultId,
-    account: &Fingerprint,
-    hashes: &[[u8; 32]],
-) -> Result<Precheck, StorageError> {
-    let usage = c
-        .prepare_cached("SELECT bytes FROM usage WHERE account = $1")
-        .await?;
-    let blob_state = c.prepare_cached(BLOB_STATE_SQL).await?;
-    let vault = vault.as_bytes().as_slice();
-    let account = account.as_bytes().as_slice();
-    let (used, states) = futures_util::join!(
-        async { c.query_opt(&usage, &[&account]).await },
-        futures_util::future::join_all(hashes.iter().map(|h| {
-            let blob_state = &blob_state;
-            let c = &c;
-            async move { c.query_opt(blob_state, &[&vault, &h.as_slice()]).await }
-        })),
-    );
-    let used = used?
-        .map(|r| r.try_get::<_, i64>(0))
-        .transpose()?
-        .map_or(Ok(0), uint)?;
-    let blobs = states
-        .into_iter()
-        .map(|r| r?.as_ref().map(blob_state_row).transpose())
-        .collect::<Result<Vec<_>, StorageError>>()?;
-    Ok((used, blobs))
 }
 
 #[async_trait]
@@ -933,7 +899,30 @@ impl MetaStore for PgMeta {
         hashes: Vec<[u8; 32]>,
     ) -> Result<Precheck, StorageError> {
         let c = self.client().await?;
-        precheck(&c, &vault, &account, &hashes).await
+        // One round trip: the usage and every blob state pipelined.
+        let usage = c
+            .prepare_cached("SELECT bytes FROM usage WHERE account = $1")
+            .await?;
+        let blob_state = c.prepare_cached(BLOB_STATE_SQL).await?;
+        let vault = vault.as_bytes().as_slice();
+        let account = account.as_bytes().as_slice();
+        let (used, states) = futures_util::join!(
+            async { c.query_opt(&usage, &[&account]).await },
+            futures_util::future::join_all(hashes.iter().map(|h| {
+                let blob_state = &blob_state;
+                let c = &c;
+                async move { c.query_opt(blob_state, &[&vault, &h.as_slice()]).await }
+            })),
+        );
+        let used = used?
+            .map(|r| r.try_get::<_, i64>(0))
+            .transpose()?
+            .map_or(Ok(0), uint)?;
+        let blobs = states
+            .into_iter()
+            .map(|r| r?.as_ref().map(blob_state_row).transpose())
+            .collect::<Result<Vec<_>, StorageError>>()?;
+        Ok((used, blobs))
     }
 
     async fn stage_append<'a>(
@@ -1249,7 +1238,7 @@ impl MetaStore for PgMeta {
             Err(e) => {
                 // Never hand the connection back inside a failed
                 // transaction.
-                let _ = c.simple_query("ROLLBACK").await;
+                roll_back(c).await;
                 Err(e.into())
             }
         }
