@@ -35,6 +35,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         )
         .route("/v1/vaults/{vault}/repair", post(vaults::repair))
         .route("/v1/vaults/{vault}/blobs", post(blobs::put_batch))
+        .route("/v1/vaults/{vault}/blobs/read", post(blobs::read_batch))
         .route(
             "/v1/vaults/{vault}/blobs/{hash}",
             put(blobs::put).get(blobs::get),

@@ -376,12 +376,7 @@ impl Authenticator {
         let fp = signer.fingerprint();
         // Rate first: refused requests must not fill the replay cache.
         if self.limiter.check_key(&fp).is_err() {
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many requests for this key; slow down and retry",
-            )
-            .retry_after(1));
+            return Err(over_rate());
         }
         // Remembered until the timestamp can no longer pass the check above.
         let expires = auth.timestamp.saturating_add(past_skew);
@@ -414,12 +409,37 @@ impl Authenticator {
         })
     }
 
+    /// Counts `n` more requests against `signer`'s rate, for a request
+    /// that does the work of several (a batch read answers up to 1,024
+    /// blobs, each of which would otherwise be a request of its own).
+    /// Refused as an over-rate request is, with nothing counted, when they
+    /// do not fit now or could never fit the burst.
+    pub fn take_more(&self, signer: &Fingerprint, n: usize) -> Result<(), ApiError> {
+        let Some(n) = u32::try_from(n).ok().and_then(NonZeroU32::new) else {
+            return if n == 0 { Ok(()) } else { Err(over_rate()) };
+        };
+        match self.limiter.check_key_n(signer, n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(over_rate()),
+        }
+    }
+
     /// Forgets rate-limiter state of idle keys (call periodically).
     pub fn housekeeping(&self) {
         self.nonces.housekeeping(unix_now());
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
     }
+}
+
+/// The answer to a key over its request rate.
+fn over_rate() -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "too many requests for this key; slow down and retry",
+    )
+    .retry_after(1)
 }
 
 /// A fixed identity nobody signs as: the unknown-signer path verifies

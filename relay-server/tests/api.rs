@@ -2081,6 +2081,175 @@ async fn small_blobs_upload_in_one_batch() {
     }
 }
 
+/// A batch read of `blobs` of `w`'s vault by `who`.
+fn read_req(w: &World, who: &SecretIdentity, blobs: &[&[u8]]) -> Request<Body> {
+    let names: Vec<String> = blobs.iter().map(|b| hex::encode(body_digest(b))).collect();
+    signed(
+        who,
+        "POST",
+        &format!("/v1/vaults/{}/blobs/read", w.vault),
+        json_payload(json!({ "blobs": names })),
+    )
+}
+
+/// A batch read's answer as (address, status, bytes) frames.
+fn read_frames(mut body: &[u8]) -> Vec<([u8; 32], u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        let hash: [u8; 32] = body[..32].try_into().unwrap();
+        let status = body[32];
+        let len = u32::from_be_bytes(body[33..37].try_into().unwrap()) as usize;
+        out.push((hash, status, body[37..37 + len].to_vec()));
+        body = &body[37 + len..];
+    }
+    out
+}
+
+/// Answers `who`'s batch read of `blobs` with 200 and returns each blob's
+/// status, checking addresses, order and bytes.
+async fn read_statuses(w: &World, who: &SecretIdentity, blobs: &[&[u8]]) -> Vec<u8> {
+    let (s, h, body) = w.t.call(read_req(w, who, blobs)).await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(h["content-type"], "application/octet-stream");
+    let frames = read_frames(&body);
+    assert_eq!(frames.len(), blobs.len());
+    for ((hash, status, bytes), blob) in frames.iter().zip(blobs) {
+        assert_eq!(*hash, body_digest(blob));
+        match status {
+            0 => assert_eq!(bytes, blob),
+            _ => assert!(bytes.is_empty()),
+        }
+    }
+    frames.into_iter().map(|(_, s, _)| s).collect()
+}
+
+#[tokio::test]
+async fn small_blobs_download_in_one_batch() {
+    // A small budget: the answer carries at most 4,096 bytes of blobs.
+    let mut w = World::on(T::with(|c| c.max_json = 4096)).await;
+    let mut cts = Vec::new();
+    for i in 0..3 {
+        cts.push(
+            w.put_record(&w.patient.clone(), format!("result {i}").as_bytes())
+                .await,
+        );
+    }
+    // Uploaded, not yet named by a record; and one too large for a batch.
+    let (unnamed, _) = w.seal(&w.patient, b"not yet named");
+    w.upload(&w.patient.clone(), &unnamed).await;
+    let large = w
+        .put_record(&w.patient.clone(), &vec![7u8; 300 * 1024])
+        .await;
+    let missing = b"never uploaded".as_slice();
+
+    // The owner: every stored small blob, in order; one status per address.
+    let asked = [
+        &cts[0][..],
+        missing,
+        &cts[1],
+        &unnamed,
+        &large,
+        &cts[2],
+        &cts[0],
+    ];
+    assert_eq!(
+        read_statuses(&w, &w.patient, &asked).await,
+        [0, 1, 0, 0, 3, 0, 0]
+    );
+    // The budget: blobs past it are left to be fetched alone.
+    let many = vec![&cts[0][..]; 9];
+    let statuses = read_statuses(&w, &w.patient, &many).await;
+    let sent = statuses.iter().filter(|s| **s == 0).count();
+    assert_eq!(sent, 4096 / cts[0].len(), "{statuses:?}");
+    assert!(statuses[sent..].iter().all(|s| *s == 3), "{statuses:?}");
+
+    // A reading member: the records' blobs, not the blob no record names
+    // (only its uploader and the owner may read that), as a download.
+    w.share(&w.alice.clone(), Permission::Read).await;
+    assert_eq!(
+        read_statuses(&w, &w.alice, &[&cts[1], &unnamed]).await,
+        [0, 2]
+    );
+    w.t.refused(
+        signed(&w.alice, "GET", &w.blob_path(&unnamed), Payload::None),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    // Not a member: refused as a whole.
+    w.t.refused(
+        read_req(&w, &w.bob, &[&cts[0]]),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+
+    // Malformed requests.
+    let path = format!("/v1/vaults/{}/blobs/read", w.vault);
+    for (body, code) in [
+        (json!({ "blobs": [] }), "bad_json"),
+        (json!({ "blobs": ["00"] }), "malformed_request"),
+        (
+            json!({ "blobs": [hex::encode(body_digest(&cts[0])).to_uppercase()] }),
+            "malformed_request",
+        ),
+        (
+            json!({ "hashes": [hex::encode(body_digest(&cts[0]))] }),
+            "bad_json",
+        ),
+    ] {
+        w.t.refused(
+            signed(&w.patient, "POST", &path, json_payload(body)),
+            StatusCode::BAD_REQUEST,
+            code,
+        )
+        .await;
+    }
+    w.t.refused(
+        signed(
+            &w.patient,
+            "POST",
+            &path,
+            Payload::Raw("application/octet-stream", b"{}".to_vec()),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_batch_read_counts_each_blob_against_the_rate() {
+    let mut w = World::on(T::with(|c| {
+        c.rate = 1;
+        c.burst = 40;
+    }))
+    .await;
+    let ct = w.put_record(&w.patient.clone(), b"result").await;
+    w.share(&w.alice.clone(), Permission::Read).await;
+    // Alice has sent one request (her identity); 39 of her burst are left.
+    assert_eq!(
+        read_statuses(&w, &w.alice, &vec![&ct[..]; 30]).await,
+        [0; 30]
+    );
+    // 15 more do not fit the 8 left: refused, and nothing counted...
+    let (s, h, body) = w.t.call(read_req(&w, &w.alice, &vec![&ct[..]; 15])).await;
+    assert_eq!(
+        s,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(h.contains_key("retry-after"));
+    // ...but the request itself: 7 single downloads are still allowed.
+    for _ in 0..7 {
+        let (s, _, _) =
+            w.t.call(signed(&w.alice, "GET", &w.blob_path(&ct), Payload::None))
+                .await;
+        assert_eq!(s, StatusCode::OK);
+    }
+}
+
 #[tokio::test]
 async fn a_batch_upload_respects_the_quota_and_batch_size() {
     let w = World::on(T::with(|c| {

@@ -455,6 +455,7 @@ enum Route {
     Append,
     Repair,
     PutBatch,
+    ReadBatch,
     PutBlob,
     GetBlob,
     UploadStatus,
@@ -470,7 +471,7 @@ enum Route {
     ShlFile,
 }
 
-const ROUTES: [Route; 23] = [
+const ROUTES: [Route; 24] = [
     Route::Healthz,
     Route::OpenApi,
     Route::PublishIdentity,
@@ -481,6 +482,7 @@ const ROUTES: [Route; 23] = [
     Route::Append,
     Route::Repair,
     Route::PutBatch,
+    Route::ReadBatch,
     Route::PutBlob,
     Route::GetBlob,
     Route::UploadStatus,
@@ -706,6 +708,11 @@ fn spec(w: &World, route: Route) -> Spec {
             ct: Some(OCTET),
             body: frames(&[&w.fresh_ct, &w.fresh_ct2]),
             ..base("POST", "/v1/vaults/{vault}/blobs", vec![v], &w.patient)
+        },
+        Route::ReadBatch => Spec {
+            ct: Some(JSON),
+            body: json_body(json!({ "blobs": [w.stored_hash.clone()] })),
+            ..base("POST", "/v1/vaults/{vault}/blobs/read", vec![v], &w.patient)
         },
         Route::PutBlob => Spec {
             ct: Some(OCTET),
@@ -1374,6 +1381,13 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
                     json!({}),
                 ],
                 Route::RevokeLink => vec![json!({ "now": true }), json!([])],
+                Route::ReadBatch => vec![
+                    json!({ "blobs": 5 }),
+                    json!({ "blobs": [5] }),
+                    json!({ "blobs": [] }),
+                    json!({ "blobs": [w.stored_hash.clone()], "extra": true }),
+                    json!({}),
+                ],
                 _ => vec![],
             };
             for b in bodies {
@@ -1430,7 +1444,8 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
             | Route::Append
             | Route::Repair
             | Route::PutAccepted
-            | Route::CreateLink => {
+            | Route::CreateLink
+            | Route::ReadBatch => {
                 let limit = if route == Route::PublishIdentity {
                     MAX_IDENTITY_BODY
                 } else {

@@ -116,6 +116,7 @@ suite!(
     inbox_index,
     accepted_owners,
     add_blob,
+    downloads_at_once,
     upload_charges,
     purge,
     concurrent_appends,

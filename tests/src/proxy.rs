@@ -91,6 +91,14 @@ impl Request {
         (hash.len() == 64 && !hash.contains('/')).then_some(hash)
     }
 
+    /// Whether this is `POST /v1/vaults/{vault}/blobs/read` (a batch read
+    /// of small blobs).
+    pub fn is_blob_batch_read(&self) -> bool {
+        self.method == "POST"
+            && self.route().starts_with("/v1/vaults/")
+            && self.route().ends_with("/blobs/read")
+    }
+
     /// The fingerprint (hex) of `GET /v1/identities/{fingerprint}`.
     pub fn identity_lookup(&self) -> Option<&str> {
         if self.method != "GET" {
@@ -290,15 +298,110 @@ pub fn rewrite_entry(
     })
 }
 
-/// A tamper that rewrites successful blob downloads: `f` gets the blob's
-/// hash (hex) and the bytes served.
+/// One frame of a batch read's answer (`docs/relay-api.md`, "Blobs").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadFrame {
+    /// The blob's address.
+    pub hash: [u8; 32],
+    /// 0: bytes sent; 1: not found; 2: not readable; 3: fetch alone.
+    pub status: u8,
+    /// The bytes (status 0).
+    pub bytes: Vec<u8>,
+}
+
+impl ReadFrame {
+    /// Decodes a batch read's answer (`None` if it is not one).
+    pub fn parse(mut body: &[u8]) -> Option<Vec<Self>> {
+        let mut frames = Vec::new();
+        while !body.is_empty() {
+            let hash: [u8; 32] = body.get(..32)?.try_into().ok()?;
+            let status = *body.get(32)?;
+            let len = u32::from_be_bytes(body.get(33..37)?.try_into().ok()?) as usize;
+            let bytes = body.get(37..37 + len)?.to_vec();
+            frames.push(Self {
+                hash,
+                status,
+                bytes,
+            });
+            body = body.get(37 + len..)?;
+        }
+        Some(frames)
+    }
+
+    /// Encodes frames as a batch read's answer body.
+    pub fn encode(frames: &[Self]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for f in frames {
+            out.extend_from_slice(&f.hash);
+            out.push(f.status);
+            out.extend_from_slice(&(f.bytes.len() as u32).to_be_bytes());
+            out.extend_from_slice(&f.bytes);
+        }
+        out
+    }
+}
+
+/// A tamper that edits the frames of batch read answers: `f` gets them
+/// decoded and returns whether it changed any.
+pub fn rewrite_batch_reads(
+    f: impl Fn(&mut Vec<ReadFrame>) -> bool + Send + Sync + 'static,
+) -> Arc<dyn Tamper> {
+    rewrite(move |req, reply| {
+        if !req.is_blob_batch_read() || reply.status != 200 {
+            return false;
+        }
+        let Some(mut frames) = ReadFrame::parse(&reply.body) else {
+            return false;
+        };
+        if !f(&mut frames) {
+            return false;
+        }
+        reply.body = ReadFrame::encode(&frames);
+        true
+    })
+}
+
+/// A tamper that rewrites every blob served, by a download or inside a
+/// batch read: `f` gets the blob's hash (hex) and the bytes served (of a
+/// download, possibly a range of them).
 pub fn rewrite_blob(
     f: impl Fn(&str, &mut Vec<u8>) -> bool + Send + Sync + 'static,
 ) -> Arc<dyn Tamper> {
+    let f = Arc::new(f);
+    let in_batch = f.clone();
+    let batch = rewrite_batch_reads(move |frames| {
+        let mut changed = false;
+        for frame in frames.iter_mut().filter(|fr| fr.status == 0) {
+            changed |= in_batch(&hex::encode(frame.hash), &mut frame.bytes);
+        }
+        changed
+    });
     rewrite(move |req, reply| match req.blob_read() {
         Some(hash) if reply.status == 200 || reply.status == 206 => f(hash, &mut reply.body),
-        _ => false,
+        _ => batch.rewrite(req, reply),
     })
+}
+
+/// `inner`, on a relay that offers no batch reads (it answers them
+/// `404 not_found`, as a relay without the route does): clients then
+/// download every blob alone, where `inner`'s edits of downloads apply.
+pub fn without_batch_reads(inner: Arc<dyn Tamper>) -> Arc<dyn Tamper> {
+    Arc::new(WithoutBatchReads(inner))
+}
+
+struct WithoutBatchReads(Arc<dyn Tamper>);
+
+impl Tamper for WithoutBatchReads {
+    fn intercept(&self, req: &Request) -> Option<Reply> {
+        if req.is_blob_batch_read() {
+            return Some(Reply::error(404, "not_found", "no such route"));
+        }
+        self.0.intercept(req)
+    }
+
+    fn rewrite(&self, req: &Request, reply: &mut Reply) -> bool {
+        self.0.rewrite(req, reply)
+    }
 }
 
 struct Shared {

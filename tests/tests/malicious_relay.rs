@@ -36,7 +36,8 @@ use vault_core::{
 };
 use vault_tests::forge::*;
 use vault_tests::proxy::{
-    self, rewrite_blob, rewrite_entry, rewrite_log, LogPage, Proxy, Reply, Request, Tamper,
+    self, rewrite_blob, rewrite_entry, rewrite_log, LogPage, Proxy, ReadFrame, Reply, Request,
+    Tamper,
 };
 use vault_tests::{free_loopback_port, now, principal, CliProfile, Refusal, RelayProcess};
 
@@ -685,6 +686,85 @@ fn attack_04_swapped_metadata_or_ciphertext_is_refused() {
     }
 }
 
+/// 4e: the frames of a batch read, reordered, altered or swapped between
+/// records, are refused before anything is stored; the honest answer then
+/// lists every record.
+#[test]
+fn attack_04e_an_altered_batch_read_is_refused() {
+    let w = World::new(false);
+    w.add_note("notes", "Allergy", "Penicillin: rash");
+    w.add_note("notes", "Medication", "Metformin 500 mg");
+    type Edit = fn(&mut Vec<ReadFrame>) -> bool;
+    let edits: [(&str, Edit, &str, &str); 5] = [
+        (
+            "reordered",
+            |f| {
+                f.reverse();
+                f.len() > 1
+            },
+            "protocol",
+            "out of order",
+        ),
+        (
+            "unknown status",
+            |f| {
+                f[0].status = 9;
+                true
+            },
+            "protocol",
+            "unknown status",
+        ),
+        (
+            "one blob longer, the next shorter",
+            |f| {
+                f[0].bytes.push(0);
+                f[1].bytes.pop();
+                true
+            },
+            "protocol",
+            "bytes of a blob of",
+        ),
+        (
+            "one frame short",
+            |f| {
+                f.pop();
+                true
+            },
+            "protocol",
+            "cut off",
+        ),
+        (
+            "swapped",
+            |f| {
+                let other = f[1].bytes.clone();
+                f[0].bytes = other;
+                true
+            },
+            "ciphertext_mismatch",
+            "does not match its signed metadata",
+        ),
+    ];
+    for (what, edit, code, phrase) in edits {
+        eprintln!("batch read {what}:");
+        w.proxy.attack(proxy::rewrite_batch_reads(edit));
+        let r = w.doc.refused(&["list", "--vault", "pat"]);
+        assert_refused(&r, 6, code, phrase);
+        assert_attacked(&w.proxy);
+        w.proxy.honest();
+    }
+    // The world's first note and these two, each opened.
+    let listed = w.doc.json(&["list", "--vault", "pat"]);
+    let mut titles: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["downloaded"] == true)
+        .map(|r| r["title"].as_str().unwrap())
+        .collect();
+    titles.sort_unstable();
+    assert_eq!(titles, ["Allergy", "First visit", "Medication"], "{listed}");
+}
+
 // ----- 5. a record injected by someone who may not write -------------------------
 
 #[test]
@@ -921,12 +1001,16 @@ fn attack_06_tampered_payload_chunks_are_refused() {
     let out = w.dir.path().join("scan-back.bin");
     for (what, edit, code, phrase) in edits {
         let t = target.clone();
-        w.proxy.attack(proxy::rewrite(move |req, reply| {
-            if req.blob_read() != Some(t.as_str()) {
-                return false;
-            }
-            edit(&mut reply.body, reply.status)
-        }));
+        // Edits of a download's chunks: the relay offers no batch reads,
+        // so the record is downloaded alone (and resumed with ranges).
+        w.proxy.attack(proxy::without_batch_reads(proxy::rewrite(
+            move |req, reply| {
+                if req.blob_read() != Some(t.as_str()) {
+                    return false;
+                }
+                edit(&mut reply.body, reply.status)
+            },
+        )));
         let r = w
             .doc
             .refused(&["open", &id, "--vault", "pat", "-o", out.to_str().unwrap()]);
@@ -1272,9 +1356,26 @@ fn attack_10_an_entry_served_redacted_to_a_member_it_concerns_is_refused() {
     assert_eq!(w.doc_checkpoint(), w.patient_checkpoint());
 }
 
-/// A tamper that answers every blob download `404 blob_not_found`.
+/// A tamper that withholds every blob: a download is answered
+/// `404 blob_not_found`, a batch read "not found" for every blob asked.
 fn withhold_blobs() -> Arc<dyn Tamper> {
     proxy::intercept(|req| {
+        if req.is_blob_batch_read() {
+            let asked: serde_json::Value = serde_json::from_slice(&req.body).ok()?;
+            let frames = asked["blobs"]
+                .as_array()?
+                .iter()
+                .map(|h| {
+                    let hash = hex::decode(h.as_str()?).ok()?.try_into().ok()?;
+                    Some(ReadFrame {
+                        hash,
+                        status: 1,
+                        bytes: Vec::new(),
+                    })
+                })
+                .collect::<Option<Vec<_>>>()?;
+            return Some(Reply::octets(200, ReadFrame::encode(&frames)));
+        }
         req.blob_read()
             .map(|_| Reply::error(404, "blob_not_found", "no such blob"))
     })

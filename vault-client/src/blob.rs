@@ -115,6 +115,55 @@ pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Most blobs in one batch upload.
 pub const MAX_BATCH_BLOBS: usize = 256;
 
+/// Most blobs one batch read asks for (the relay takes up to 1,024).
+pub const MAX_BATCH_READS: usize = 256;
+/// Most blob bytes one batch read asks for.
+pub const MAX_BATCH_READ_BYTES: u64 = 4 * 1024 * 1024;
+/// A batch read's frame header: address, status, length.
+const READ_FRAME_HEADER: u64 = 32 + 1 + 4;
+/// Batch read statuses (`docs/relay-api.md`).
+const READ_SENT: u8 = 0;
+const READ_NOT_FOUND: u8 = 1;
+const READ_NOT_READABLE: u8 = 2;
+const READ_FETCH_ALONE: u8 = 3;
+
+/// Splits blobs to download `(address, length)` into the ranges
+/// [`RelayClient::get_blobs`] asks for one request at a time: at most
+/// [`MAX_BATCH_READS`] blobs and [`MAX_BATCH_READ_BYTES`] bytes each (a
+/// larger blob gets a range of its own and is downloaded alone).
+pub fn batch_reads(wanted: &[([u8; 32], u64)]) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = Vec::new();
+    let mut start = 0usize;
+    let mut bytes = 0u64;
+    for (i, (_, len)) in wanted.iter().enumerate() {
+        let full =
+            i - start == MAX_BATCH_READS || bytes.saturating_add(*len) > MAX_BATCH_READ_BYTES;
+        if i > start && full {
+            ranges.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes = bytes.saturating_add(*len);
+    }
+    if start < wanted.len() {
+        ranges.push(start..wanted.len());
+    }
+    ranges
+}
+
+/// One frame of a batch read's answer at `at`: the address, the status,
+/// the bytes, and where the next frame starts.
+fn read_frame(body: &[u8], at: usize) -> Result<([u8; 32], u8, &[u8], usize)> {
+    let cut = || ClientError::Protocol("the relay's batch read answer is cut off".into());
+    let rest = body.get(at..).ok_or_else(cut)?;
+    let (hash, rest) = rest.split_first_chunk::<32>().ok_or_else(cut)?;
+    let (status, rest) = rest.split_first().ok_or_else(cut)?;
+    let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(cut)?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| cut())?;
+    let bytes = rest.get(..len).ok_or_else(cut)?;
+    Ok((*hash, *status, bytes, body.len() - (rest.len() - len)))
+}
+
 impl RelayClient {
     /// Uploads complete small blobs in as few requests as possible
     /// (`POST /v1/vaults/{vault}/blobs`, framed: each blob's SHA-256, its
@@ -181,6 +230,104 @@ impl RelayClient {
             Answer::Refused(status, e) => Err(e.into_error(status)),
             Answer::Stream(_) => Err(ClientError::Protocol("unexpected stream".into())),
         }
+    }
+
+    /// Downloads small blobs `(address, length)` of `vault` in one request
+    /// (`POST /v1/vaults/{vault}/blobs/read`), at most
+    /// [`MAX_BATCH_READS`] of them; group a longer list with
+    /// [`batch_reads`]. Returns their bytes in the order asked, each
+    /// checked against its length and address
+    /// ([`vault_core::Error::CiphertextMismatch`] otherwise), exactly as
+    /// [`RelayClient::get_blob`] checks one. A blob the relay does not send
+    /// in the batch (too large, over its budget, missing or not readable),
+    /// and every blob on a relay without the batch route, is fetched with
+    /// [`RelayClient::get_blob`], so each one fails or succeeds as it
+    /// would alone.
+    pub async fn get_blobs(
+        &self,
+        vault: &VaultId,
+        wanted: &[([u8; 32], u64)],
+    ) -> Result<Vec<Vec<u8>>> {
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        if wanted.len() > MAX_BATCH_READS {
+            return Err(ClientError::Config(format!(
+                "a batch read asks for at most {MAX_BATCH_READS} blobs"
+            )));
+        }
+        let names: Vec<String> = wanted.iter().map(|(h, _)| hex::encode(h)).collect();
+        let req = Req::new(
+            Method::POST,
+            format!("/v1/vaults/{}/blobs/read", vault.to_hex()),
+            "downloading blobs",
+        )
+        .json(&serde_json::json!({ "blobs": names }))?;
+        let limit = wanted
+            .iter()
+            .map(|(_, len)| len.saturating_add(READ_FRAME_HEADER))
+            .fold(0u64, u64::saturating_add);
+        let body = match self.exchange(&req, Mode::Buffer(limit)).await? {
+            Answer::Body(_, body) => body,
+            // A relay without the batch route: one request per blob.
+            Answer::Refused(404, e) | Answer::Refused(405, e)
+                if matches!(e.code.as_deref(), Some("not_found" | "method_not_allowed")) =>
+            {
+                let mut out = Vec::with_capacity(wanted.len());
+                for (hash, len) in wanted {
+                    out.push(self.get_one(vault, hash, *len).await?);
+                }
+                return Ok(out);
+            }
+            Answer::Refused(status, e) => return Err(e.into_error(status)),
+            Answer::Stream(_) => return Err(ClientError::Protocol("unexpected stream".into())),
+        };
+        let mut out = Vec::with_capacity(wanted.len());
+        let mut at = 0usize;
+        for (hash, len) in wanted {
+            let (frame_hash, status, bytes, next) = read_frame(&body, at)?;
+            if frame_hash != *hash {
+                return Err(ClientError::Protocol(
+                    "the relay answered a batch read with blobs out of order".into(),
+                ));
+            }
+            at = next;
+            match status {
+                READ_SENT => {
+                    if bytes.len() as u64 != *len {
+                        return Err(ClientError::Protocol(format!(
+                            "the relay sent {} bytes of a blob of {len}",
+                            bytes.len()
+                        )));
+                    }
+                    if vault_core::request::body_digest(bytes) != *hash {
+                        return Err(vault_core::Error::CiphertextMismatch.into());
+                    }
+                    out.push(bytes.to_vec());
+                }
+                READ_NOT_FOUND | READ_NOT_READABLE | READ_FETCH_ALONE => {
+                    out.push(self.get_one(vault, hash, *len).await?);
+                }
+                other => {
+                    return Err(ClientError::Protocol(format!(
+                        "the relay answered a batch read with an unknown status {other}"
+                    )))
+                }
+            }
+        }
+        if at != body.len() {
+            return Err(ClientError::Protocol(
+                "the relay's batch read answer has bytes after its last blob".into(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// One blob whole, through [`RelayClient::get_blob`].
+    async fn get_one(&self, vault: &VaultId, hash: &[u8; 32], len: u64) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.get_blob(vault, hash, len, &mut buf).await?;
+        Ok(buf)
     }
 
     /// Where an upload of a blob stands on the relay
@@ -429,6 +576,48 @@ impl RelayClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_reads_are_bounded_by_count_and_bytes() {
+        let small = |n: usize| vec![([0u8; 32], 1_000u64); n];
+        assert!(batch_reads(&[]).is_empty());
+        assert_eq!(
+            batch_reads(&small(1)),
+            vec![std::ops::Range { start: 0, end: 1 }]
+        );
+        assert_eq!(batch_reads(&small(600)), [0..256, 256..512, 512..600]);
+        let mib = 1024 * 1024;
+        let sizes: Vec<([u8; 32], u64)> = [3 * mib, 2 * mib, 5 * mib, 1, 1]
+            .iter()
+            .map(|len| ([0u8; 32], *len))
+            .collect();
+        // 3 + 2 MiB pass the 4 MiB budget; a blob over it goes alone.
+        assert_eq!(batch_reads(&sizes), [0..1, 1..2, 2..3, 3..5]);
+    }
+
+    #[test]
+    fn batch_read_frames_are_parsed_and_bounded() {
+        let mut body = vec![7u8; 32];
+        body.push(0);
+        body.extend_from_slice(&3u32.to_be_bytes());
+        body.extend_from_slice(b"abc");
+        body.extend_from_slice(&[8u8; 32]);
+        body.push(3);
+        body.extend_from_slice(&0u32.to_be_bytes());
+        let (hash, status, bytes, next) = read_frame(&body, 0).unwrap();
+        assert_eq!((hash, status, bytes), ([7u8; 32], 0, &b"abc"[..]));
+        let (hash, status, bytes, end) = read_frame(&body, next).unwrap();
+        assert_eq!(
+            (hash, status, bytes, end),
+            ([8u8; 32], 3, &b""[..], body.len())
+        );
+        assert!(read_frame(&body, end).is_err(), "nothing left");
+        assert!(read_frame(&body[..next - 1], 0).is_err(), "bytes cut off");
+        assert!(read_frame(&body[..20], 0).is_err(), "header cut off");
+        let mut huge = vec![0u8; 33];
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(read_frame(&huge, 0).is_err(), "a length past the body");
+    }
 
     #[test]
     fn chunks_cover_the_blob() {

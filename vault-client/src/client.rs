@@ -164,7 +164,7 @@ impl Req {
         }
     }
 
-    fn json(mut self, value: &impl serde::Serialize) -> Result<Self> {
+    pub(crate) fn json(mut self, value: &impl serde::Serialize) -> Result<Self> {
         let bytes = serde_json::to_vec(value)
             .map_err(|e| ClientError::Protocol(format!("could not encode the request: {e}")))?;
         self.body = Body::Json(bytes.into());

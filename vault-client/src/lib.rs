@@ -59,7 +59,9 @@ pub mod sharing;
 pub mod sync;
 mod wire;
 
-pub use blob::{MAX_BATCH_BLOBS, MAX_BATCH_BYTES};
+pub use blob::{
+    batch_reads, MAX_BATCH_BLOBS, MAX_BATCH_BYTES, MAX_BATCH_READS, MAX_BATCH_READ_BYTES,
+};
 pub use client::{
     InboxListing, InboxView, RelayClient, DEFAULT_CHUNK_SIZE, MAX_APPEND_ENTRIES, MAX_CHUNK_SIZE,
     MAX_INBOX_PAGES, MAX_LOG_PAGE,

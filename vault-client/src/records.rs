@@ -29,8 +29,8 @@ const UPLOAD_BATCHES: usize = 4;
 /// records are listed from their verified metadata until opened.
 pub const LIST_FETCH_LIMIT: u64 = 4 * 1024 * 1024;
 
-/// How many small blobs [`fetch_small_blobs`] stores per batch.
-const FETCH_WINDOW: usize = 256;
+/// How many batch reads [`fetch_small_blobs`] has in flight at most.
+pub const READS_IN_FLIGHT: usize = 4;
 
 /// Splits records to list into those to open (their ciphertext is in the
 /// store, or small enough to fetch) and those listed from their verified
@@ -70,40 +70,54 @@ pub fn missing_blobs<S: Store + ?Sized>(
     Ok(missing)
 }
 
-/// Downloads small blobs (whole, into memory) `concurrency` at a time,
-/// hash-checked by the store, storing each window of them in one batch so
-/// memory stays bounded; `on_blob` is called per blob downloaded. Take the
-/// metadata from a verified state ([`missing_blobs`]).
+/// Downloads small blobs (whole, into memory) in batch reads
+/// ([`crate::batch_reads`]), up to `concurrency` requests (at most
+/// [`READS_IN_FLIGHT`]) at a time, each blob checked against its signed
+/// length and address, storing each batch as it arrives so memory stays
+/// bounded; `on_blob` is called per blob downloaded. Take the metadata from
+/// a verified state ([`missing_blobs`]).
 pub async fn fetch_small_blobs<S: Store + ?Sized>(
     store: &mut S,
     client: &RelayClient,
     blobs: &[RecordMetadata],
     concurrency: usize,
-    on_blob: impl Fn() + Clone,
+    on_blob: impl Fn(),
 ) -> Result<()> {
-    for window in blobs.chunks(FETCH_WINDOW) {
-        let fetched: Vec<([u8; 32], Vec<u8>)> = stream::iter(window.iter().map(|m| {
-            let on_blob = on_blob.clone();
-            async move {
-                let mut buf = Vec::new();
-                client
-                    .get_blob(
-                        &m.vault(),
-                        m.ciphertext_hash(),
-                        m.ciphertext_len(),
-                        &mut buf,
-                    )
-                    .await?;
-                on_blob();
-                Ok::<_, crate::ClientError>((*m.ciphertext_hash(), buf))
-            }
-        }))
-        .buffer_unordered(concurrency.max(1))
-        .try_collect()
-        .await?;
-        let batch: Vec<([u8; 32], &[u8])> =
-            fetched.iter().map(|(h, b)| (*h, b.as_slice())).collect();
+    // Consecutive blobs of one vault share requests.
+    // (address, length) of each blob wanted.
+    type Wanted = ([u8; 32], u64);
+    let mut groups: Vec<(VaultId, Vec<Wanted>)> = Vec::new();
+    for m in blobs {
+        let wanted = (*m.ciphertext_hash(), m.ciphertext_len());
+        match groups.last_mut() {
+            Some((vault, list)) if *vault == m.vault() => list.push(wanted),
+            _ => groups.push((m.vault(), vec![wanted])),
+        }
+    }
+    let requests: Vec<(VaultId, &[Wanted])> = groups
+        .iter()
+        .flat_map(|(vault, list)| {
+            crate::blob::batch_reads(list)
+                .into_iter()
+                .filter_map(move |r| list.get(r).map(|w| (*vault, w)))
+        })
+        .collect();
+    let mut answers = stream::iter(requests.into_iter().map(|(vault, wanted)| async move {
+        let bytes = client.get_blobs(&vault, wanted).await?;
+        Ok::<_, crate::ClientError>((wanted, bytes))
+    }))
+    .buffered(concurrency.clamp(1, READS_IN_FLIGHT));
+    while let Some(answer) = answers.next().await {
+        let (wanted, bytes) = answer?;
+        let batch: Vec<([u8; 32], &[u8])> = wanted
+            .iter()
+            .zip(&bytes)
+            .map(|((h, _), b)| (*h, b.as_slice()))
+            .collect();
         store.put_blobs(&batch)?;
+        for _ in wanted {
+            on_blob();
+        }
     }
     Ok(())
 }

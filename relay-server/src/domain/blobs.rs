@@ -170,6 +170,43 @@ pub enum BlobBody {
     Stream(BlobReader),
 }
 
+/// One blob of a batch read ([`Blobs::read_batch`]), in the order asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchRead {
+    /// The blob's bytes (it was authorized, as [`Blobs::authorize_download`]
+    /// authorizes a download, and is small enough for a batch).
+    Bytes(Bytes),
+    /// The vault has no such blob (never uploaded, or purged): what a
+    /// download answers [`BlobError::NotFound`].
+    NotFound,
+    /// The caller may not read it: what a download answers
+    /// [`BlobError::NotReadable`].
+    NotReadable,
+    /// Not sent in this answer: larger than [`INLINE_BLOB`], or over the
+    /// answer's byte budget. Download it alone.
+    FetchAlone,
+}
+
+/// Whether member `who`, not the owner, may download blob `hash` stored
+/// as `info` and named by the record-puts of `refs`: while no record-put
+/// names it, only its uploader; after, a member who may read a version it
+/// holds ([`vault_core::VaultState::may_read_blob`]).
+fn may_download(
+    state: &vault_core::VaultState,
+    who: &Fingerprint,
+    hash: &[u8; 32],
+    info: &BlobInfo,
+    refs: &[(vault_core::CollectionId, vault_core::RecordId)],
+    now: u64,
+) -> bool {
+    if refs.is_empty() {
+        info.uploader == *who
+    } else {
+        refs.iter()
+            .any(|(_, record)| state.may_read_blob(who, record, hash, now))
+    }
+}
+
 /// Uploading and downloading blobs.
 pub struct Blobs {
     app: Arc<AppState>,
@@ -423,13 +460,7 @@ impl Blobs {
             .await
             .map_err(|e| Failure::storage("reading a blob record", e))?
             .ok_or(BlobError::NotFound)?;
-        let allowed = access.owner
-            || if refs.is_empty() {
-                info.uploader == *who
-            } else {
-                refs.iter()
-                    .any(|(_, record)| state.may_read_blob(who, record, &hash, now))
-            };
+        let allowed = access.owner || may_download(state, who, &hash, &info, &refs, now);
         drop(guard);
         if !allowed {
             return Err(BlobError::NotReadable);
@@ -438,6 +469,102 @@ impl Blobs {
             hash,
             len: info.len,
         })
+    }
+
+    /// Several small blobs of `vault` for `who` in one answer, one
+    /// [`BatchRead`] per address in the order given (an address asked twice
+    /// is answered twice). Each blob is allowed or refused exactly as
+    /// [`Blobs::authorize_download`] allows one download, all against one
+    /// state of the vault read under one read lock, with what the store
+    /// knows of every blob read at once
+    /// ([`crate::storage::MetaStore::blobs_for_download`]). A caller who is
+    /// not a member of the vault is refused as a whole
+    /// ([`BlobError::Access`]), and so is any failure of the relay. Blobs
+    /// larger than [`INLINE_BLOB`] are never sent here, nor any blob once
+    /// the bytes sent would pass `budget`: both are [`BatchRead::FetchAlone`].
+    pub async fn read_batch(
+        &self,
+        vault: VaultId,
+        who: &Fingerprint,
+        hashes: &[[u8; 32]],
+        budget: u64,
+    ) -> Result<Vec<BatchRead>, BlobError> {
+        let guard = self.app.read_state(vault).await?;
+        let state = guard.as_ref().ok_or(AccessError::NotMember)?;
+        let now = self.app.now();
+        let access = access::member(state, who, now)?;
+        let found = self
+            .app
+            .meta
+            .blobs_for_download(vault, hashes.to_vec())
+            .await
+            .map_err(|e| Failure::storage("reading blob records", e))?;
+        let mut left = budget;
+        // Each blob's answer, or the download still to read from the blob
+        // store.
+        let mut plan: Vec<Result<BatchRead, Download>> = Vec::with_capacity(hashes.len());
+        for (hash, found) in hashes.iter().zip(found) {
+            let Some(d) = found else {
+                plan.push(Ok(BatchRead::NotFound));
+                continue;
+            };
+            let len = d.info.len;
+            if !(access.owner || may_download(state, who, hash, &d.info, &d.refs, now)) {
+                plan.push(Ok(BatchRead::NotReadable));
+            } else if len > INLINE_BLOB || len > left {
+                plan.push(Ok(BatchRead::FetchAlone));
+            } else {
+                left -= len;
+                plan.push(match d.inline {
+                    Some(bytes) if bytes.len() as u64 == len => Ok(BatchRead::Bytes(bytes)),
+                    Some(_) => {
+                        return Err(Failure::internal(
+                            "reading a blob",
+                            "a stored blob is not as long as its record",
+                        )
+                        .into())
+                    }
+                    None => Err(Download { hash: *hash, len }),
+                });
+            }
+        }
+        drop(guard);
+        futures_util::stream::iter(plan.into_iter().map(|p| async move {
+            match p {
+                Ok(read) => Ok(read),
+                Err(download) => self.read_whole(&download).await.map(BatchRead::Bytes),
+            }
+        }))
+        .buffered(BATCH_WRITES)
+        .try_collect()
+        .await
+    }
+
+    /// The whole of an authorized download held in memory (for small
+    /// blobs: the caller bounds `download.len()`).
+    async fn read_whole(&self, download: &Download) -> Result<Bytes, BlobError> {
+        let len = download.len;
+        let bytes = match self.read(download, 0, len).await? {
+            BlobBody::Bytes(b) => b,
+            BlobBody::Stream(mut reader) => {
+                use tokio::io::AsyncReadExt;
+                let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+                (&mut reader)
+                    .take(len)
+                    .read_to_end(&mut buf)
+                    .await
+                    .map_err(|e| Failure::storage("reading a blob", e.into()))?;
+                Bytes::from(buf)
+            }
+        };
+        if bytes.len() as u64 != len {
+            return Err(Failure::internal(
+                "reading a blob",
+                "a stored blob is shorter than its record",
+            )
+            .into());
+        }
+        Ok(bytes)
     }
 
     /// `count` bytes of an authorized download from `start` (within the

@@ -14,9 +14,9 @@ use futures_util::TryStreamExt;
 use serde_json::{json, Value};
 
 use crate::auth::Caller;
-use crate::domain::blobs::{BlobBody, Blobs, ChunkAnswer, ChunkUpload};
+use crate::domain::blobs::{BatchRead, BlobBody, Blobs, ChunkAnswer, ChunkUpload};
 use crate::error::{ApiError, ApiResult};
-use crate::routes::{parse_hash, parse_vault};
+use crate::routes::{parse_hash, parse_vault, read_json};
 use crate::state::AppState;
 
 pub(crate) fn header_u64(headers: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
@@ -158,6 +158,91 @@ pub async fn put_batch(
         Json(json!({ "stored": answer.stored, "present": answer.present })),
     )
         .into_response())
+}
+
+/// Most blobs one batch read may ask for.
+pub const MAX_BATCH_READS: usize = 1024;
+
+/// What a batch read asks for.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchReadRequest {
+    /// The blobs' addresses (lowercase hex), answered in this order.
+    blobs: Vec<String>,
+}
+
+/// The status byte of a batch read's frame.
+fn read_status(read: &BatchRead) -> u8 {
+    match read {
+        BatchRead::Bytes(_) => 0,
+        BatchRead::NotFound => 1,
+        BatchRead::NotReadable => 2,
+        BatchRead::FetchAlone => 3,
+    }
+}
+
+/// `POST /v1/vaults/{vault}/blobs/read`: several small blobs in one answer
+/// (see `docs/relay-api.md`). The body is `{"blobs": [address, …]}`; the
+/// answer is one frame per address, in order: the address (32 bytes), a
+/// status byte, the length (u32, big-endian) and, for status 0, the bytes.
+/// Each address counts against the signer's request rate as a download
+/// of its own would.
+pub async fn read_batch(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(vault): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let vault = parse_vault(&vault)?;
+    let req: BatchReadRequest =
+        read_json(&caller.content_sha256, &headers, body, app.config.max_json).await?;
+    if req.blobs.is_empty() {
+        return Err(ApiError::bad_json("name at least one blob in \"blobs\""));
+    }
+    if req.blobs.len() > MAX_BATCH_READS {
+        return Err(ApiError::too_large(format!(
+            "a batch read names at most {MAX_BATCH_READS} blobs"
+        )));
+    }
+    let hashes = req
+        .blobs
+        .iter()
+        .map(|h| parse_hash(h, "a blob address"))
+        .collect::<ApiResult<Vec<_>>>()?;
+    // The request itself was counted when it was authenticated.
+    app.auth
+        .take_more(&caller.fingerprint(), hashes.len().saturating_sub(1))?;
+    let reads = Blobs::new(app.clone())
+        .read_batch(vault, &caller.fingerprint(), &hashes, app.config.max_json)
+        .await?;
+    let size: usize = reads
+        .iter()
+        .map(|r| {
+            37 + match r {
+                BatchRead::Bytes(b) => b.len(),
+                _ => 0,
+            }
+        })
+        .sum();
+    let mut out = Vec::with_capacity(size);
+    for (hash, read) in hashes.iter().zip(&reads) {
+        out.extend_from_slice(hash);
+        out.push(read_status(read));
+        let bytes: &[u8] = match read {
+            BatchRead::Bytes(b) => b,
+            _ => &[],
+        };
+        // Bytes are at most INLINE_BLOB long, so their length fits a u32.
+        out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+    let mut resp = (StatusCode::OK, out).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(resp)
 }
 
 /// `GET /v1/vaults/{vault}/blobs/{hash}/upload`.

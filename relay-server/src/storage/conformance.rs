@@ -31,9 +31,9 @@ use tokio::io::AsyncReadExt;
 use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
 
 use super::{
-    AcceptedOwners, AddBlobOutcome, AppendBatch, AppendError, BlobInfo, BlobRef, BlobStore,
-    BodyStream, Chunk, ChunkError, ChunkOutcome, CreateOutcome, Head, InboxEntry, MetaStore,
-    NonceClaim, StagedAppend, StoredEntry, UploadKey,
+    AcceptedOwners, AddBlobOutcome, AppendBatch, AppendError, BlobDownload, BlobInfo, BlobRef,
+    BlobStore, BodyStream, Chunk, ChunkError, ChunkOutcome, CreateOutcome, Head, InboxEntry,
+    MetaStore, NonceClaim, StagedAppend, StoredEntry, UploadKey,
 };
 
 /// A fresh metadata store.
@@ -706,6 +706,81 @@ pub async fn add_blob(meta: Meta, _blobs: Blobs) {
     assert_eq!(meta.blob(vault(2), hs).await.unwrap(), None);
 }
 
+/// What downloads of several blobs need, read at once: for each address
+/// in order (an address asked twice is answered twice), exactly what
+/// `blob_with_refs` and `small_blob` say of it, and `None` for a blob the
+/// vault does not have (also when another vault has it).
+pub async fn downloads_at_once(meta: Meta, _blobs: Blobs) {
+    let owner = fp(1);
+    let g = create(&meta, 1, owner).await;
+    create(&meta, 2, owner).await;
+    let named = b"named by a record".as_slice();
+    let inline = Bytes::from_static(b"kept inline");
+    let elsewhere = b"in vault 2 only".as_slice();
+    let info = |len: usize| BlobInfo {
+        len: len as u64,
+        uploader: owner,
+    };
+    for (v, blob, bytes) in [
+        (1, named, None),
+        (1, &inline[..], Some(inline.clone())),
+        (2, elsewhere, None),
+    ] {
+        let added = meta
+            .add_blob(vault(v), sha(blob), info(blob.len()), u64::MAX, bytes)
+            .await
+            .unwrap();
+        assert_eq!(added, AddBlobOutcome::Added);
+    }
+    let mut b = batch(1, head_of(&g), vec![entry(1, 1, "x")], owner);
+    b.blob_refs = vec![blob_ref(named, named.len() as u64, 0, 1)];
+    meta.append(b).await.unwrap();
+
+    assert_eq!(
+        meta.blobs_for_download(vault(1), Vec::new()).await.unwrap(),
+        Vec::new()
+    );
+    let asked = vec![
+        sha(named),
+        sha(b"never stored"),
+        sha(&inline),
+        sha(elsewhere),
+        sha(named),
+    ];
+    let got = meta
+        .blobs_for_download(vault(1), asked.clone())
+        .await
+        .unwrap();
+    assert_eq!(got.len(), asked.len());
+    for (hash, got) in asked.iter().zip(&got) {
+        let want = match meta.blob_with_refs(vault(1), *hash).await.unwrap() {
+            Some((info, refs)) => Some(BlobDownload {
+                info,
+                refs,
+                inline: meta.small_blob(*hash).await.unwrap(),
+            }),
+            None => None,
+        };
+        assert_eq!(*got, want, "blob {}", hex::encode(hash));
+    }
+    let named_got = got[0].as_ref().expect("the named blob is found");
+    assert_eq!(named_got.info, info(named.len()));
+    assert_eq!(
+        named_got.refs,
+        vec![(
+            CollectionId::from_bytes([0xc0; 16]),
+            RecordId::from_bytes([1; 16])
+        )]
+    );
+    assert_eq!(named_got.inline, None);
+    assert_eq!(got[1], None);
+    let inline_got = got[2].as_ref().expect("the inline blob is found");
+    assert!(inline_got.refs.is_empty());
+    assert_eq!(inline_got.inline, Some(inline.clone()));
+    assert_eq!(got[3], None, "a blob of another vault is not this vault's");
+    assert_eq!(got[4], got[0]);
+}
+
 /// Unfinished uploads: chunks charged as stored, released when the blob
 /// is recorded (replaced by the blob's charge), discarded, or stale.
 pub async fn upload_charges(meta: Meta, _blobs: Blobs) {
@@ -1176,6 +1251,7 @@ contracts!(
     inbox_index,
     accepted_owners,
     add_blob,
+    downloads_at_once,
     upload_charges,
     purge,
     concurrent_appends,

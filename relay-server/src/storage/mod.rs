@@ -411,6 +411,19 @@ pub struct BlobInfo {
     pub uploader: Fingerprint,
 }
 
+/// What a download of one blob needs to know, read at once
+/// ([`MetaStore::blobs_for_download`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobDownload {
+    /// The blob's record in the vault.
+    pub info: BlobInfo,
+    /// The records (collection, record) whose record-puts name it.
+    pub refs: Vec<(CollectionId, RecordId)>,
+    /// Its bytes, if the metadata store keeps them (a small blob of a batch
+    /// upload); otherwise they are in the blob store.
+    pub inline: Option<bytes::Bytes>,
+}
+
 /// The outcome of recording a completed blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddBlobOutcome {
@@ -486,6 +499,30 @@ pub trait MetaStore: links::LinkStore + Send + Sync + 'static {
     /// The bytes of a blob kept in the metadata store itself (small blobs
     /// of batch uploads), if it is one.
     async fn small_blob(&self, hash: [u8; 32]) -> Result<Option<bytes::Bytes>, StorageError>;
+    /// For each of `hashes` of `vault`, in order, what a download needs:
+    /// what [`MetaStore::blob_with_refs`] and [`MetaStore::small_blob`]
+    /// answer for it, or `None` if the vault has no such blob. A backend
+    /// reads them all at once where it can; the default asks one blob at a
+    /// time.
+    async fn blobs_for_download(
+        &self,
+        vault: VaultId,
+        hashes: Vec<[u8; 32]>,
+    ) -> Result<Vec<Option<BlobDownload>>, StorageError> {
+        let mut out = Vec::with_capacity(hashes.len());
+        for hash in hashes {
+            let found = match self.blob_with_refs(vault, hash).await? {
+                Some((info, refs)) => Some(BlobDownload {
+                    info,
+                    refs,
+                    inline: self.small_blob(hash).await?,
+                }),
+                None => None,
+            };
+            out.push(found);
+        }
+        Ok(out)
+    }
     /// Charges `bytes` just stored of an unfinished upload of `hash` to
     /// `vault` to `account` (kept until the blob is recorded, the upload is
     /// discarded, or it is released as abandoned).

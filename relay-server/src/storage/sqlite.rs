@@ -19,8 +19,8 @@ use tokio::sync::oneshot;
 use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
 
 use super::{
-    AcceptedOwners, AddBlobOutcome, AppendBatch, AppendError, BlobInfo, CreateOutcome, Head,
-    InboxEntry, MetaStore, NonceClaim, Precheck, StorageError, StoredEntry,
+    AcceptedOwners, AddBlobOutcome, AppendBatch, AppendError, BlobDownload, BlobInfo,
+    CreateOutcome, Head, InboxEntry, MetaStore, NonceClaim, Precheck, StorageError, StoredEntry,
 };
 
 /// 2 added `small_blobs` (blobs kept in the database); 3 added `uploads`
@@ -978,6 +978,47 @@ impl MetaStore for SqliteMeta {
                 ))
             })?;
             Ok(Some((info, rows.collect::<rusqlite::Result<_>>()?)))
+        })
+        .await
+    }
+
+    async fn blobs_for_download(
+        &self,
+        vault: VaultId,
+        hashes: Vec<[u8; 32]>,
+    ) -> Result<Vec<Option<BlobDownload>>, StorageError> {
+        // One read transaction, one trip to the blocking pool, for all.
+        self.read(move |c| {
+            let tx = c.unchecked_transaction()?;
+            let mut out = Vec::with_capacity(hashes.len());
+            for hash in &hashes {
+                let Some(info) = blob_info(&tx, &vault, hash)? else {
+                    out.push(None);
+                    continue;
+                };
+                let mut st = tx.prepare_cached(
+                    "SELECT collection, record FROM blob_refs WHERE vault = ?1 AND hash = ?2",
+                )?;
+                let refs = st
+                    .query_map(params![vault.as_bytes(), hash], |r| {
+                        Ok((
+                            CollectionId::from_bytes(array16(r.get(0)?)?),
+                            RecordId::from_bytes(array16(r.get(1)?)?),
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                let inline = row(
+                    &tx,
+                    "SELECT bytes FROM small_blobs WHERE hash = ?1",
+                    params![hash],
+                    |r| r.get::<_, Vec<u8>>(0),
+                )
+                .optional()?
+                .map(bytes::Bytes::from);
+                out.push(Some(BlobDownload { info, refs, inline }));
+            }
+            tx.finish()?;
+            Ok(out)
         })
         .await
     }
