@@ -412,15 +412,27 @@ impl Authenticator {
     /// Counts `n` more requests against `signer`'s rate, for a request
     /// that does the work of several (a batch read answers up to 1,024
     /// blobs, each of which would otherwise be a request of its own).
-    /// Refused as an over-rate request is, with nothing counted, when they
-    /// do not fit now or could never fit the burst.
+    /// Nothing is counted when they are refused: `429 rate_limited` when
+    /// they do not fit now, `413 too_large` when they could never fit this
+    /// relay's burst (the request must ask for less).
     pub fn take_more(&self, signer: &Fingerprint, n: usize) -> Result<(), ApiError> {
-        let Some(n) = u32::try_from(n).ok().and_then(NonZeroU32::new) else {
-            return if n == 0 { Ok(()) } else { Err(over_rate()) };
+        if n == 0 {
+            return Ok(());
+        }
+        let never = || {
+            ApiError::too_large(format!(
+                "this relay counts each blob of a batch read as a request and allows a key at most {} at once; ask for fewer blobs",
+                self.limits.burst.max(1)
+            ))
         };
+        let n = u32::try_from(n)
+            .ok()
+            .and_then(NonZeroU32::new)
+            .ok_or_else(never)?;
         match self.limiter.check_key_n(signer, n) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) | Err(_) => Err(over_rate()),
+            Ok(Err(_)) => Err(over_rate()),
+            Err(_) => Err(never()),
         }
     }
 

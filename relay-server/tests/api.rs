@@ -2156,12 +2156,17 @@ async fn small_blobs_download_in_one_batch() {
         read_statuses(&w, &w.patient, &asked).await,
         [0, 1, 0, 0, 3, 0, 0]
     );
-    // The budget: blobs past it are left to be fetched alone.
-    let many = vec![&cts[0][..]; 9];
+    // The budget: from the first blob past it, every blob is left to be
+    // fetched alone, even one small enough for what is left.
+    let tiny = b"ten bytes!".as_slice();
+    w.upload(&w.patient.clone(), tiny).await;
+    let fit = 4096 / cts[0].len();
+    let mut many = vec![&cts[0][..]; fit + 1];
+    many.push(tiny);
     let statuses = read_statuses(&w, &w.patient, &many).await;
-    let sent = statuses.iter().filter(|s| **s == 0).count();
-    assert_eq!(sent, 4096 / cts[0].len(), "{statuses:?}");
-    assert!(statuses[sent..].iter().all(|s| *s == 3), "{statuses:?}");
+    let mut want = vec![0u8; fit];
+    want.extend([3, 3]);
+    assert_eq!(statuses, want);
 
     // A reading member: the records' blobs, not the blob no record names
     // (only its uploader and the owner may read that), as a download.
@@ -2179,6 +2184,26 @@ async fn small_blobs_download_in_one_batch() {
     // Not a member: refused as a whole.
     w.t.refused(
         read_req(&w, &w.bob, &[&cts[0]]),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    // A writing member reads the blob it uploaded before any record names
+    // it; another member may not.
+    w.share(&w.bob.clone(), Permission::ReadWrite).await;
+    let (bobs, _) = w.seal(&w.bob, b"bob's draft");
+    w.upload(&w.bob.clone(), &bobs).await;
+    assert_eq!(read_statuses(&w, &w.bob, &[&bobs, &cts[0]]).await, [0, 0]);
+    assert_eq!(read_statuses(&w, &w.alice, &[&bobs]).await, [2]);
+    // A revoked member: refused as a whole.
+    let mut kr = Keyring::new(&w.patient, now());
+    let e = w
+        .state
+        .revoke(&mut kr, &w.labs, &[w.alice.fingerprint()])
+        .unwrap();
+    w.append(&w.patient.clone(), &[&e]).await;
+    w.t.refused(
+        read_req(&w, &w.alice, &[&cts[0]]),
         StatusCode::FORBIDDEN,
         "forbidden",
     )
@@ -2216,6 +2241,45 @@ async fn small_blobs_download_in_one_batch() {
         "unsupported_media_type",
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_batch_read_names_at_most_1024_blobs_and_no_more_than_the_burst() {
+    let mut w = World::new().await;
+    let ct = w.put_record(&w.patient.clone(), b"result").await;
+    assert_eq!(
+        read_statuses(&w, &w.patient, &vec![&ct[..]; 1024]).await,
+        vec![0u8; 1024]
+    );
+    w.t.refused(
+        read_req(&w, &w.patient, &vec![&ct[..]; 1025]),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+    )
+    .await;
+    // A relay whose burst is smaller than a batch: refused for good (413,
+    // not 429: waiting would not help), and nothing counted.
+    let mut w = World::on(T::with(|c| c.burst = 20)).await;
+    let ct = w.put_record(&w.patient.clone(), b"result").await;
+    w.share(&w.alice.clone(), Permission::Read).await;
+    let v =
+        w.t.refused(
+            read_req(&w, &w.alice, &vec![&ct[..]; 22]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+        )
+        .await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 20"),
+        "{v}"
+    );
+    assert_eq!(
+        read_statuses(&w, &w.alice, &vec![&ct[..]; 17]).await,
+        [0; 17]
+    );
 }
 
 #[tokio::test]

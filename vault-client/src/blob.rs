@@ -4,7 +4,7 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_RANGE, RANGE};
 use reqwest::{Method, StatusCode};
 use vault_core::request::BodyDigest;
@@ -127,6 +127,18 @@ const READ_NOT_FOUND: u8 = 1;
 const READ_NOT_READABLE: u8 = 2;
 const READ_FETCH_ALONE: u8 = 3;
 
+/// Blobs a batch read leaves to be downloaded alone, in flight at once.
+const ALONE_IN_FLIGHT: usize = 8;
+
+/// Whether a refusal says the relay has no such route (an older relay):
+/// the batch routes then fall back to one request per blob.
+fn route_missing(status: u16, e: &crate::error::ErrorBody) -> bool {
+    matches!(
+        (status, e.code.as_deref()),
+        (404, Some("not_found")) | (405, Some("method_not_allowed"))
+    )
+}
+
 /// Splits blobs to download `(address, length)` into the ranges
 /// [`RelayClient::get_blobs`] asks for one request at a time: at most
 /// [`MAX_BATCH_READS`] blobs and [`MAX_BATCH_READ_BYTES`] bytes each (a
@@ -217,9 +229,7 @@ impl RelayClient {
         match self.exchange(&req, Mode::Buffer(MAX_SMALL_ANSWER)).await? {
             Answer::Body(..) => Ok(()),
             // A relay without the batch route: one request per blob.
-            Answer::Refused(404, e) | Answer::Refused(405, e)
-                if matches!(e.code.as_deref(), Some("not_found" | "method_not_allowed")) =>
-            {
+            Answer::Refused(status, e) if route_missing(status, &e) => {
                 for (hash, bytes) in blobs {
                     let mut reader = std::io::Cursor::new(*bytes);
                     self.put_blob(vault, hash, bytes.len() as u64, &mut reader)
@@ -240,9 +250,11 @@ impl RelayClient {
     /// ([`vault_core::Error::CiphertextMismatch`] otherwise), exactly as
     /// [`RelayClient::get_blob`] checks one. A blob the relay does not send
     /// in the batch (too large, over its budget, missing or not readable),
-    /// and every blob on a relay without the batch route, is fetched with
-    /// [`RelayClient::get_blob`], so each one fails or succeeds as it
-    /// would alone.
+    /// and every blob on a relay without the batch route or whose rate
+    /// limit cannot count this many at once (`413`), is fetched with
+    /// [`RelayClient::get_blob`] ([`ALONE_IN_FLIGHT`] at a time), so each
+    /// one fails or succeeds as it would alone. Every frame of the answer
+    /// is checked before anything is fetched alone.
     pub async fn get_blobs(
         &self,
         vault: &VaultId,
@@ -269,20 +281,16 @@ impl RelayClient {
             .fold(0u64, u64::saturating_add);
         let body = match self.exchange(&req, Mode::Buffer(limit)).await? {
             Answer::Body(_, body) => body,
-            // A relay without the batch route: one request per blob.
-            Answer::Refused(404, e) | Answer::Refused(405, e)
-                if matches!(e.code.as_deref(), Some("not_found" | "method_not_allowed")) =>
-            {
-                let mut out = Vec::with_capacity(wanted.len());
-                for (hash, len) in wanted {
-                    out.push(self.get_one(vault, hash, *len).await?);
-                }
-                return Ok(out);
+            // A relay without the batch route, or whose rate limit counts
+            // more blobs than this request asks for: one request per blob.
+            Answer::Refused(status, e) if route_missing(status, &e) || status == 413 => {
+                return self.get_each(vault, wanted).await;
             }
             Answer::Refused(status, e) => return Err(e.into_error(status)),
             Answer::Stream(_) => return Err(ClientError::Protocol("unexpected stream".into())),
         };
-        let mut out = Vec::with_capacity(wanted.len());
+        // Every frame is checked before anything is fetched alone.
+        let mut sent: Vec<Option<Vec<u8>>> = Vec::with_capacity(wanted.len());
         let mut at = 0usize;
         for (hash, len) in wanted {
             let (frame_hash, status, bytes, next) = read_frame(&body, at)?;
@@ -303,11 +311,9 @@ impl RelayClient {
                     if vault_core::request::body_digest(bytes) != *hash {
                         return Err(vault_core::Error::CiphertextMismatch.into());
                     }
-                    out.push(bytes.to_vec());
+                    sent.push(Some(bytes.to_vec()));
                 }
-                READ_NOT_FOUND | READ_NOT_READABLE | READ_FETCH_ALONE => {
-                    out.push(self.get_one(vault, hash, *len).await?);
-                }
+                READ_NOT_FOUND | READ_NOT_READABLE | READ_FETCH_ALONE => sent.push(None),
                 other => {
                     return Err(ClientError::Protocol(format!(
                         "the relay answered a batch read with an unknown status {other}"
@@ -320,7 +326,33 @@ impl RelayClient {
                 "the relay's batch read answer has bytes after its last blob".into(),
             ));
         }
-        Ok(out)
+        let alone: Vec<([u8; 32], u64)> = wanted
+            .iter()
+            .zip(&sent)
+            .filter(|(_, s)| s.is_none())
+            .map(|(w, _)| *w)
+            .collect();
+        let mut fetched = self.get_each(vault, &alone).await?.into_iter();
+        sent.into_iter()
+            .map(|s| {
+                s.or_else(|| fetched.next()).ok_or_else(|| {
+                    ClientError::Protocol("a blob fetched alone went missing".into())
+                })
+            })
+            .collect()
+    }
+
+    /// Blobs `(address, length)` downloaded one request each
+    /// ([`RelayClient::get_blob`]), [`ALONE_IN_FLIGHT`] at a time, in order.
+    async fn get_each(&self, vault: &VaultId, wanted: &[([u8; 32], u64)]) -> Result<Vec<Vec<u8>>> {
+        futures_util::stream::iter(
+            wanted
+                .iter()
+                .map(|(hash, len)| self.get_one(vault, hash, *len)),
+        )
+        .buffered(ALONE_IN_FLIGHT)
+        .try_collect()
+        .await
     }
 
     /// One blob whole, through [`RelayClient::get_blob`].

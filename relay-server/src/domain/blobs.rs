@@ -7,6 +7,7 @@
 //! record version the blob holds ([`vault_core::VaultState::may_read_blob`]),
 //! and for the uploader while no entry names the blob.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -185,6 +186,20 @@ pub enum BatchRead {
     /// Not sent in this answer: larger than [`INLINE_BLOB`], or over the
     /// answer's byte budget. Download it alone.
     FetchAlone,
+}
+
+/// `bytes` read of a blob whose record says `len`: a stored blob of
+/// another length is the relay's failure, never sent.
+fn of_length(bytes: Bytes, len: u64) -> Result<Bytes, BlobError> {
+    if bytes.len() as u64 == len {
+        Ok(bytes)
+    } else {
+        Err(Failure::internal(
+            "reading a blob",
+            "a stored blob is not as long as its record",
+        )
+        .into())
+    }
 }
 
 /// Whether member `who`, not the owner, may download blob `hash` stored
@@ -473,15 +488,17 @@ impl Blobs {
 
     /// Several small blobs of `vault` for `who` in one answer, one
     /// [`BatchRead`] per address in the order given (an address asked twice
-    /// is answered twice). Each blob is allowed or refused exactly as
-    /// [`Blobs::authorize_download`] allows one download, all against one
-    /// state of the vault read under one read lock, with what the store
-    /// knows of every blob read at once
-    /// ([`crate::storage::MetaStore::blobs_for_download`]). A caller who is
-    /// not a member of the vault is refused as a whole
-    /// ([`BlobError::Access`]), and so is any failure of the relay. Blobs
-    /// larger than [`INLINE_BLOB`] are never sent here, nor any blob once
-    /// the bytes sent would pass `budget`: both are [`BatchRead::FetchAlone`].
+    /// is answered twice, its bytes read once). Each blob is allowed or
+    /// refused exactly as [`Blobs::authorize_download`] allows one download,
+    /// all against one state of the vault read under one read lock, with
+    /// what the store knows of every blob read at once
+    /// ([`crate::storage::MetaStore::blobs_for_download`]); bytes are read
+    /// only after that, and only of the blobs sent. A caller who is not a
+    /// member of the vault is refused as a whole ([`BlobError::Access`]),
+    /// and so is any failure of the relay. A blob larger than
+    /// [`INLINE_BLOB`] is never sent here, and once a blob does not fit
+    /// what is left of `budget` (bytes sent), neither it nor any later blob
+    /// is: all are [`BatchRead::FetchAlone`].
     pub async fn read_batch(
         &self,
         vault: VaultId,
@@ -489,55 +506,119 @@ impl Blobs {
         hashes: &[[u8; 32]],
         budget: u64,
     ) -> Result<Vec<BatchRead>, BlobError> {
-        let guard = self.app.read_state(vault).await?;
-        let state = guard.as_ref().ok_or(AccessError::NotMember)?;
-        let now = self.app.now();
-        let access = access::member(state, who, now)?;
-        let found = self
+        let mut distinct = hashes.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        // Each distinct blob's verdict: its length if it may be sent.
+        let verdicts: HashMap<[u8; 32], Result<u64, BatchRead>> = {
+            let guard = self.app.read_state(vault).await?;
+            let state = guard.as_ref().ok_or(AccessError::NotMember)?;
+            let now = self.app.now();
+            let access = access::member(state, who, now)?;
+            let found = self
+                .app
+                .meta
+                .blobs_for_download(vault, distinct.clone())
+                .await
+                .map_err(|e| Failure::storage("reading blob records", e))?;
+            distinct
+                .iter()
+                .zip(found)
+                .map(|(hash, found)| {
+                    let verdict = match found {
+                        None => Err(BatchRead::NotFound),
+                        Some(d)
+                            if access.owner
+                                || may_download(state, who, hash, &d.info, &d.refs, now) =>
+                        {
+                            Ok(d.info.len)
+                        }
+                        Some(_) => Err(BatchRead::NotReadable),
+                    };
+                    (*hash, verdict)
+                })
+                .collect()
+        };
+        // What is sent: in order, until the first blob over the budget.
+        let mut left = Some(budget);
+        let mut plan: Vec<Result<[u8; 32], BatchRead>> = Vec::with_capacity(hashes.len());
+        for hash in hashes {
+            plan.push(match verdicts.get(hash) {
+                Some(Ok(len)) if *len > INLINE_BLOB => Err(BatchRead::FetchAlone),
+                Some(Ok(len)) => match left.and_then(|l| l.checked_sub(*len)) {
+                    Some(rest) => {
+                        left = Some(rest);
+                        Ok(*hash)
+                    }
+                    None => {
+                        left = None;
+                        Err(BatchRead::FetchAlone)
+                    }
+                },
+                Some(Err(refusal)) => Err(refusal.clone()),
+                None => Err(BatchRead::NotFound),
+            });
+        }
+        let mut sent: Vec<[u8; 32]> = plan
+            .iter()
+            .filter_map(|p| p.as_ref().ok().copied())
+            .collect();
+        sent.sort_unstable();
+        sent.dedup();
+        let bytes = self.read_small(&sent, &verdicts).await?;
+        Ok(plan
+            .into_iter()
+            .map(|p| match p {
+                Ok(hash) => bytes
+                    .get(&hash)
+                    .cloned()
+                    .map_or(BatchRead::FetchAlone, BatchRead::Bytes),
+                Err(refusal) => refusal,
+            })
+            .collect())
+    }
+
+    /// The bytes of small, allowed blobs `hashes` (distinct), each exactly
+    /// as long as its verdict says: those the metadata store keeps in one
+    /// read, the others from the blob store.
+    async fn read_small(
+        &self,
+        hashes: &[[u8; 32]],
+        verdicts: &HashMap<[u8; 32], Result<u64, BatchRead>>,
+    ) -> Result<HashMap<[u8; 32], Bytes>, BlobError> {
+        let len_of = |hash: &[u8; 32]| match verdicts.get(hash) {
+            Some(Ok(len)) => *len,
+            _ => 0,
+        };
+        let inline = self
             .app
             .meta
-            .blobs_for_download(vault, hashes.to_vec())
+            .small_blobs(hashes.to_vec())
             .await
-            .map_err(|e| Failure::storage("reading blob records", e))?;
-        let mut left = budget;
-        // Each blob's answer, or the download still to read from the blob
-        // store.
-        let mut plan: Vec<Result<BatchRead, Download>> = Vec::with_capacity(hashes.len());
-        for (hash, found) in hashes.iter().zip(found) {
-            let Some(d) = found else {
-                plan.push(Ok(BatchRead::NotFound));
-                continue;
-            };
-            let len = d.info.len;
-            if !(access.owner || may_download(state, who, hash, &d.info, &d.refs, now)) {
-                plan.push(Ok(BatchRead::NotReadable));
-            } else if len > INLINE_BLOB || len > left {
-                plan.push(Ok(BatchRead::FetchAlone));
-            } else {
-                left -= len;
-                plan.push(match d.inline {
-                    Some(bytes) if bytes.len() as u64 == len => Ok(BatchRead::Bytes(bytes)),
-                    Some(_) => {
-                        return Err(Failure::internal(
-                            "reading a blob",
-                            "a stored blob is not as long as its record",
-                        )
-                        .into())
-                    }
-                    None => Err(Download { hash: *hash, len }),
-                });
+            .map_err(|e| Failure::storage("reading blobs", e))?;
+        let mut out = HashMap::with_capacity(hashes.len());
+        let mut elsewhere = Vec::new();
+        for (hash, bytes) in hashes.iter().zip(inline) {
+            match bytes {
+                Some(b) => {
+                    out.insert(*hash, of_length(b, len_of(hash))?);
+                }
+                None => elsewhere.push(Download {
+                    hash: *hash,
+                    len: len_of(hash),
+                }),
             }
         }
-        drop(guard);
-        futures_util::stream::iter(plan.into_iter().map(|p| async move {
-            match p {
-                Ok(read) => Ok(read),
-                Err(download) => self.read_whole(&download).await.map(BatchRead::Bytes),
-            }
-        }))
+        let read: Vec<([u8; 32], Bytes)> = futures_util::stream::iter(
+            elsewhere
+                .into_iter()
+                .map(|d| async move { Ok::<_, BlobError>((d.hash, self.read_whole(&d).await?)) }),
+        )
         .buffered(BATCH_WRITES)
         .try_collect()
-        .await
+        .await?;
+        out.extend(read);
+        Ok(out)
     }
 
     /// The whole of an authorized download held in memory (for small
@@ -557,14 +638,7 @@ impl Blobs {
                 Bytes::from(buf)
             }
         };
-        if bytes.len() as u64 != len {
-            return Err(Failure::internal(
-                "reading a blob",
-                "a stored blob is shorter than its record",
-            )
-            .into());
-        }
-        Ok(bytes)
+        of_length(bytes, len)
     }
 
     /// `count` bytes of an authorized download from `start` (within the

@@ -216,32 +216,37 @@ pub async fn read_batch(
     let reads = Blobs::new(app.clone())
         .read_batch(vault, &caller.fingerprint(), &hashes, app.config.max_json)
         .await?;
-    let size: usize = reads
-        .iter()
-        .map(|r| {
-            37 + match r {
-                BatchRead::Bytes(b) => b.len(),
-                _ => 0,
-            }
-        })
-        .sum();
-    let mut out = Vec::with_capacity(size);
-    for (hash, read) in hashes.iter().zip(&reads) {
-        out.extend_from_slice(hash);
-        out.push(read_status(read));
-        let bytes: &[u8] = match read {
+    // The answer is the frames' headers and the blobs' own bytes, sent
+    // without copying them into one buffer.
+    let mut parts: Vec<bytes::Bytes> = Vec::with_capacity(reads.len() * 2);
+    let mut len = 0u64;
+    for (hash, read) in hashes.iter().zip(reads) {
+        let status = read_status(&read);
+        let bytes = match read {
             BatchRead::Bytes(b) => b,
-            _ => &[],
+            _ => bytes::Bytes::new(),
         };
-        // Bytes are at most INLINE_BLOB long, so their length fits a u32.
-        out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
-        out.extend_from_slice(bytes);
+        let mut header = Vec::with_capacity(37);
+        header.extend_from_slice(hash);
+        header.push(status);
+        // Bytes sent are at most INLINE_BLOB long: their length fits a u32.
+        header.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
+        len += 37 + bytes.len() as u64;
+        parts.push(header.into());
+        if !bytes.is_empty() {
+            parts.push(bytes);
+        }
     }
-    let mut resp = (StatusCode::OK, out).into_response();
-    resp.headers_mut().insert(
+    let body = Body::from_stream(futures_util::stream::iter(
+        parts.into_iter().map(Ok::<_, std::convert::Infallible>),
+    ));
+    let mut resp = (StatusCode::OK, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     Ok(resp)
 }
 

@@ -411,17 +411,14 @@ pub struct BlobInfo {
     pub uploader: Fingerprint,
 }
 
-/// What a download of one blob needs to know, read at once
-/// ([`MetaStore::blobs_for_download`]).
+/// What the permission check of a download needs to know of one blob,
+/// read with others at once ([`MetaStore::blobs_for_download`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobDownload {
     /// The blob's record in the vault.
     pub info: BlobInfo,
     /// The records (collection, record) whose record-puts name it.
     pub refs: Vec<(CollectionId, RecordId)>,
-    /// Its bytes, if the metadata store keeps them (a small blob of a batch
-    /// upload); otherwise they are in the blob store.
-    pub inline: Option<bytes::Bytes>,
 }
 
 /// The outcome of recording a completed blob.
@@ -499,11 +496,11 @@ pub trait MetaStore: links::LinkStore + Send + Sync + 'static {
     /// The bytes of a blob kept in the metadata store itself (small blobs
     /// of batch uploads), if it is one.
     async fn small_blob(&self, hash: [u8; 32]) -> Result<Option<bytes::Bytes>, StorageError>;
-    /// For each of `hashes` of `vault`, in order, what a download needs:
-    /// what [`MetaStore::blob_with_refs`] and [`MetaStore::small_blob`]
-    /// answer for it, or `None` if the vault has no such blob. A backend
-    /// reads them all at once where it can; the default asks one blob at a
-    /// time.
+    /// For each of `hashes` of `vault`, in order, what the permission check
+    /// of a download needs: what [`MetaStore::blob_with_refs`] answers for
+    /// it (`None` if the vault has no such blob), never the blob's bytes. A
+    /// backend reads them all at once where it can; the default asks one
+    /// blob at a time.
     async fn blobs_for_download(
         &self,
         vault: VaultId,
@@ -511,15 +508,25 @@ pub trait MetaStore: links::LinkStore + Send + Sync + 'static {
     ) -> Result<Vec<Option<BlobDownload>>, StorageError> {
         let mut out = Vec::with_capacity(hashes.len());
         for hash in hashes {
-            let found = match self.blob_with_refs(vault, hash).await? {
-                Some((info, refs)) => Some(BlobDownload {
-                    info,
-                    refs,
-                    inline: self.small_blob(hash).await?,
-                }),
-                None => None,
-            };
+            let found = self
+                .blob_with_refs(vault, hash)
+                .await?
+                .map(|(info, refs)| BlobDownload { info, refs });
             out.push(found);
+        }
+        Ok(out)
+    }
+    /// For each of `hashes`, in order, what [`MetaStore::small_blob`]
+    /// answers. A backend reads them all at once where it can; the default
+    /// asks one blob at a time. Ask only for blobs already found small and
+    /// allowed: every byte asked for is read into memory.
+    async fn small_blobs(
+        &self,
+        hashes: Vec<[u8; 32]>,
+    ) -> Result<Vec<Option<bytes::Bytes>>, StorageError> {
+        let mut out = Vec::with_capacity(hashes.len());
+        for hash in hashes {
+            out.push(self.small_blob(hash).await?);
         }
         Ok(out)
     }

@@ -1083,7 +1083,7 @@ impl MetaStore for PgMeta {
         hashes: Vec<[u8; 32]>,
     ) -> Result<Vec<Option<BlobDownload>>, StorageError> {
         let mut c = self.client().await?;
-        // One snapshot, three queries, whatever the number of blobs.
+        // One snapshot, two queries, whatever the number of blobs.
         let tx = c
             .build_transaction()
             .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -1109,7 +1109,6 @@ impl MetaStore for PgMeta {
                 BlobDownload {
                     info,
                     refs: Vec::new(),
-                    inline: None,
                 },
             );
         }
@@ -1127,18 +1126,29 @@ impl MetaStore for PgMeta {
                 ));
             }
         }
+        tx.commit().await?;
+        Ok(hashes.iter().map(|h| found.get(h).cloned()).collect())
+    }
+
+    async fn small_blobs(
+        &self,
+        hashes: Vec<[u8; 32]>,
+    ) -> Result<Vec<Option<bytes::Bytes>>, StorageError> {
+        let c = self.client().await?;
+        let keys: Vec<&[u8]> = hashes.iter().map(|h| h.as_slice()).collect();
+        let mut found: HashMap<[u8; 32], bytes::Bytes> = HashMap::new();
         for r in rows(
-            &tx,
+            &c,
             "SELECT hash, bytes FROM small_blobs WHERE hash = ANY($1)",
             &[&keys],
         )
         .await?
         {
-            if let Some(d) = found.get_mut(&array::<32>(r.try_get::<_, &[u8]>(0)?)?) {
-                d.inline = Some(bytes::Bytes::from(r.try_get::<_, Vec<u8>>(1)?));
-            }
+            found.insert(
+                array(r.try_get::<_, &[u8]>(0)?)?,
+                bytes::Bytes::from(r.try_get::<_, Vec<u8>>(1)?),
+            );
         }
-        tx.commit().await?;
         Ok(hashes.iter().map(|h| found.get(h).cloned()).collect())
     }
 

@@ -375,11 +375,20 @@ impl SqliteMeta {
         })
         .await
         .map_err(|e| StorageError::new(e.to_string()))??;
-        self.readers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(conn);
+        self.give_back(conn);
         Ok(result?)
+    }
+
+    /// Returns a read connection to the pool, unless a read left it inside
+    /// a transaction (a rollback that failed): it would serve an old
+    /// snapshot, so it is closed instead.
+    fn give_back(&self, conn: Connection) {
+        if conn.is_autocommit() {
+            self.readers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(conn);
+        }
     }
 
     /// A short read (a few point lookups by primary key, their pages in
@@ -403,10 +412,7 @@ impl SqliteMeta {
             None => connect(&self.path, true)?,
         };
         let result = f(&conn);
-        self.readers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(conn);
+        self.give_back(conn);
         Ok(result?)
     }
 }
@@ -1007,18 +1013,32 @@ impl MetaStore for SqliteMeta {
                         ))
                     })?
                     .collect::<rusqlite::Result<_>>()?;
-                let inline = row(
-                    &tx,
-                    "SELECT bytes FROM small_blobs WHERE hash = ?1",
-                    params![hash],
-                    |r| r.get::<_, Vec<u8>>(0),
-                )
-                .optional()?
-                .map(bytes::Bytes::from);
-                out.push(Some(BlobDownload { info, refs, inline }));
+                out.push(Some(BlobDownload { info, refs }));
             }
             tx.finish()?;
             Ok(out)
+        })
+        .await
+    }
+
+    async fn small_blobs(
+        &self,
+        hashes: Vec<[u8; 32]>,
+    ) -> Result<Vec<Option<bytes::Bytes>>, StorageError> {
+        self.read(move |c| {
+            hashes
+                .iter()
+                .map(|hash| {
+                    row(
+                        c,
+                        "SELECT bytes FROM small_blobs WHERE hash = ?1",
+                        params![hash],
+                        |r| r.get::<_, Vec<u8>>(0),
+                    )
+                    .optional()
+                    .map(|b| b.map(bytes::Bytes::from))
+                })
+                .collect()
         })
         .await
     }
