@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 mod agefile;
+mod deferred;
 mod encoding;
 mod error;
 pub mod export;

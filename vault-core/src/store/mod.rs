@@ -194,9 +194,14 @@ pub fn accept_entries(
     if let Some(head) = store.head(&state.vault())? {
         state.check_persisted(&head)?;
     }
+    // Signatures are checked together, on every core; if anything fails,
+    // the entries are applied again one by one, for the exact error.
     let mut next = state.clone();
-    for e in entries {
-        next.apply(e)?;
+    if !next.apply_deferred(entries) {
+        next = state.clone();
+        for e in entries {
+            next.apply(e)?;
+        }
     }
     store.append_entries(&state.vault(), entries)?;
     *state = next;

@@ -425,3 +425,42 @@ fn a_sealed_version_is_reissued_on_a_moved_head() {
         Err(Error::ContextMismatch { field: "epoch", .. })
     ));
 }
+
+/// A batch of entries is checked with its signatures deferred and run
+/// together (`crate::deferred`): a forged signature that only the deferred
+/// check sees (the last entry's: nothing after it links to it) is refused
+/// with the error applying one by one gives, and nothing is stored.
+#[test]
+fn a_batch_with_a_forged_signature_is_refused_as_one_by_one_and_stores_nothing() {
+    let mut f = Fixture::new();
+    for i in 0..40 {
+        f.put_as(0, f.labs, None, &format!("record {i}"), b"body");
+    }
+    let vault = f.state.vault();
+    let mut s = MemoryStore::new();
+    s.append_entries(&vault, &f.log[..2]).unwrap();
+    let base = crate::VaultState::verify_log(&f.log[..2]).unwrap();
+    let mut forged = f.log.clone();
+    let last = forged.len() - 1;
+    let mut bytes = forged[last].to_bytes().to_vec();
+    let end = bytes.len() - 1;
+    bytes[end] ^= 1;
+    forged[last] = crate::LogEntry::from_bytes(&bytes).unwrap();
+
+    let mut one_by_one = base.clone();
+    let want = forged[2..]
+        .iter()
+        .try_for_each(|e| one_by_one.apply(e))
+        .unwrap_err();
+    assert!(matches!(want, Error::BadSignature { .. }), "{want}");
+    let mut state = base.clone();
+    let got = store::accept_entries(&mut s, &mut state, &forged[2..]).unwrap_err();
+    assert_eq!(got.to_string(), want.to_string());
+    assert_eq!(state.head(), base.head());
+    assert_eq!(s.head(&vault).unwrap(), Some(base.head()));
+
+    // The honest batch is accepted whole.
+    store::accept_entries(&mut s, &mut state, &f.log[2..]).unwrap();
+    assert_eq!(state.head(), f.state.head());
+    assert_eq!(s.head(&vault).unwrap(), Some(f.state.head()));
+}

@@ -128,6 +128,23 @@ impl VaultState {
         self.apply_inner(entry, true)
     }
 
+    /// Applies `entries` in order with their signature checks deferred and
+    /// then run together on every core ([`crate::deferred`]): `true` if
+    /// every entry applied and every check held, which is exactly when
+    /// [`VaultState::apply`] on each in turn would have succeeded, with the
+    /// same result. On `false` this state is meaningless (it may hold
+    /// entries whose signatures do not verify): throw it away and apply
+    /// the entries one by one to learn the error.
+    pub(crate) fn apply_deferred(&mut self, entries: &[LogEntry]) -> bool {
+        let Some(deferral) = crate::deferred::Deferral::start() else {
+            return entries.iter().all(|e| self.apply(e).is_ok());
+        };
+        if entries.iter().any(|e| self.apply(e).is_err()) {
+            return false;
+        }
+        deferral.finish()
+    }
+
     pub(super) fn head_seq(&self) -> u64 {
         (self.hashes.len() as u64).saturating_sub(1)
     }
