@@ -252,7 +252,7 @@ impl RelayClient {
     /// in the batch (too large, over its budget, missing or not readable),
     /// and every blob on a relay without the batch route or whose rate
     /// limit cannot count this many at once (`413`), is fetched with
-    /// [`RelayClient::get_blob`] ([`ALONE_IN_FLIGHT`] at a time), so each
+    /// [`RelayClient::get_blob`] (eight at a time), so each
     /// one fails or succeeds as it would alone. Every frame of the answer
     /// is checked before anything is fetched alone.
     pub async fn get_blobs(

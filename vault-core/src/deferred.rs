@@ -13,7 +13,7 @@
 //! failure (a recorded check that does not hold, or the replay's own error)
 //! means the caller throws the replayed state away and replays again with
 //! every check in place, which gives the exact error: see
-//! [`crate::VaultState::apply_batch`].
+//! [`crate::store::accept_entries`].
 
 use std::cell::RefCell;
 
