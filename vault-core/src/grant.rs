@@ -371,7 +371,7 @@ impl Grant {
 
     /// Verifies the owner's signature. Only a verified grant can be opened.
     pub fn verify(&self, owner: &PublicIdentity) -> Result<VerifiedGrant> {
-        primitives::verify(
+        primitives::verify_in_batch(
             owner.verifying_key(),
             &self.signed_bytes(),
             &self.signature,

@@ -815,7 +815,7 @@ impl LogEntry {
             }
             _ => self.unsigned().v2_signed(&self.payload_digest),
         };
-        primitives::verify(
+        primitives::verify_in_batch(
             author.verifying_key(),
             &[ENTRY_SIGNATURE_CONTEXT, &signed].concat(),
             &self.signature,

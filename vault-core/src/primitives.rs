@@ -109,21 +109,32 @@ pub(crate) fn sign(key: &SigningKey, signed_bytes: &[u8]) -> [u8; 64] {
 }
 
 /// Verifies an Ed25519 signature strictly (RFC 8032 with canonical `S`,
-/// rejecting small-order `R` and keys), now, or with the rest of a batch
-/// while a [`crate::deferred::Deferral`] is active on this thread.
+/// rejecting small-order `R` and keys), now.
 pub(crate) fn verify(
     key: &VerifyingKey,
     signed_bytes: &[u8],
     signature: &[u8; 64],
     what: &'static str,
 ) -> Result<()> {
-    if crate::deferred::record(key, signed_bytes, signature) {
-        // Checked with the rest of a batch (`crate::deferred`).
-        return Ok(());
-    }
     let sig = Signature::from_bytes(signature);
     key.verify_strict(signed_bytes, &sig)
         .map_err(|_| Error::BadSignature { what })
+}
+
+/// [`verify`], or, while a [`crate::deferred::Deferral`] is active on this
+/// thread, recorded to be checked with the rest of its batch. Only the
+/// signatures a log entry carries (the entry's, its record metadata's, its
+/// grants') are checked this way; every other check is made at once.
+pub(crate) fn verify_in_batch(
+    key: &VerifyingKey,
+    signed_bytes: &[u8],
+    signature: &[u8; 64],
+    what: &'static str,
+) -> Result<()> {
+    if crate::deferred::record(key, signed_bytes, signature) {
+        return Ok(());
+    }
+    verify(key, signed_bytes, signature, what)
 }
 
 /// Parses an Ed25519 public key, refusing non-canonical and small-order

@@ -286,7 +286,7 @@ impl RecordMetadata {
     /// the identity the metadata names as author; [`crate::VaultState`]
     /// calls this when it applies the record-put carrying it).
     pub fn verify_signature(&self, author: &PublicIdentity) -> Result<()> {
-        primitives::verify(
+        primitives::verify_in_batch(
             author.verifying_key(),
             &self.signed_bytes(),
             &self.signature,

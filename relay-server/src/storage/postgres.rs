@@ -282,6 +282,17 @@ async fn blob_state<C: GenericClient>(
         .transpose()
 }
 
+/// A read-only transaction that sees one snapshot of the database.
+async fn snapshot(
+    c: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>, StorageError> {
+    Ok(c.build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
+}
+
 /// Removes a purged blob's records from one vault and gives its charge
 /// back; its small-blob bytes go too once no vault has it.
 async fn forget_blob<C: GenericClient>(
@@ -998,12 +1009,7 @@ impl MetaStore for PgMeta {
     ) -> Result<Option<(BlobInfo, Vec<(CollectionId, RecordId)>)>, StorageError> {
         let mut c = self.client().await?;
         // One snapshot for the blob and its links.
-        let tx = c
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let tx = snapshot(&mut c).await?;
         let Some((info, _)) = blob_state(&tx, vault.as_bytes(), &hash).await? else {
             return Ok(None);
         };
@@ -1084,12 +1090,7 @@ impl MetaStore for PgMeta {
     ) -> Result<Vec<Option<BlobDownload>>, StorageError> {
         let mut c = self.client().await?;
         // One snapshot, two queries, whatever the number of blobs.
-        let tx = c
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let tx = snapshot(&mut c).await?;
         let v = vault.as_bytes().as_slice();
         let keys: Vec<&[u8]> = hashes.iter().map(|h| h.as_slice()).collect();
         let mut found: HashMap<[u8; 32], BlobDownload> = HashMap::new();

@@ -789,6 +789,18 @@ fn blob_info(
     .optional()
 }
 
+/// The bytes of a blob kept in the database (a small blob), if it is one.
+fn small_blob_bytes(conn: &Connection, hash: &[u8; 32]) -> rusqlite::Result<Option<bytes::Bytes>> {
+    row(
+        conn,
+        "SELECT bytes FROM small_blobs WHERE hash = ?1",
+        params![hash],
+        |r| r.get::<_, Vec<u8>>(0),
+    )
+    .optional()
+    .map(|b| b.map(bytes::Bytes::from))
+}
+
 /// A blob's record in a vault, and whether a record-put already names it.
 fn blob_state(
     conn: &Connection,
@@ -1028,33 +1040,14 @@ impl MetaStore for SqliteMeta {
         self.read(move |c| {
             hashes
                 .iter()
-                .map(|hash| {
-                    row(
-                        c,
-                        "SELECT bytes FROM small_blobs WHERE hash = ?1",
-                        params![hash],
-                        |r| r.get::<_, Vec<u8>>(0),
-                    )
-                    .optional()
-                    .map(|b| b.map(bytes::Bytes::from))
-                })
+                .map(|hash| small_blob_bytes(c, hash))
                 .collect()
         })
         .await
     }
 
     async fn small_blob(&self, hash: [u8; 32]) -> Result<Option<bytes::Bytes>, StorageError> {
-        self.read(move |c| {
-            row(
-                c,
-                "SELECT bytes FROM small_blobs WHERE hash = ?1",
-                params![hash],
-                |r| r.get::<_, Vec<u8>>(0),
-            )
-            .optional()
-            .map(|b| b.map(bytes::Bytes::from))
-        })
-        .await
+        self.read(move |c| small_blob_bytes(c, &hash)).await
     }
 
     async fn add_blob(
