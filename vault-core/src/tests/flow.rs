@@ -440,23 +440,28 @@ fn a_batch_with_a_forged_signature_is_refused_as_one_by_one_and_stores_nothing()
     let mut s = MemoryStore::new();
     s.append_entries(&vault, &f.log[..2]).unwrap();
     let base = crate::VaultState::verify_log(&f.log[..2]).unwrap();
-    let mut forged = f.log.clone();
-    let last = forged.len() - 1;
-    let mut bytes = forged[last].to_bytes().to_vec();
-    let end = bytes.len() - 1;
-    bytes[end] ^= 1;
-    forged[last] = crate::LogEntry::from_bytes(&bytes).unwrap();
+    // `f.log` with entry `i`'s signature forged (its last byte flipped),
+    // and the error applying it one by one gives (a bad signature).
+    let forge = |i: usize| {
+        let mut forged = f.log.clone();
+        let mut bytes = forged[i].to_bytes().to_vec();
+        let end = bytes.len() - 1;
+        bytes[end] ^= 1;
+        forged[i] = crate::LogEntry::from_bytes(&bytes).unwrap();
+        let mut one_by_one = base.clone();
+        let want = forged[2..]
+            .iter()
+            .try_for_each(|e| one_by_one.apply(e))
+            .unwrap_err();
+        assert!(matches!(want, Error::BadSignature { .. }), "{want}");
+        (forged, want.to_string())
+    };
 
-    let mut one_by_one = base.clone();
-    let want = forged[2..]
-        .iter()
-        .try_for_each(|e| one_by_one.apply(e))
-        .unwrap_err();
-    assert!(matches!(want, Error::BadSignature { .. }), "{want}");
+    let (forged, want) = forge(f.log.len() - 1);
     let mut state = base.clone();
     let finished = crate::deferred::FINISHED.with(|f| f.get());
     let got = store::accept_entries(&mut s, &mut state, &forged[2..]).unwrap_err();
-    assert_eq!(got.to_string(), want.to_string());
+    assert_eq!(got.to_string(), want);
     assert_eq!(state.head(), base.head());
     assert_eq!(s.head(&vault).unwrap(), Some(base.head()));
     assert_eq!(
@@ -468,19 +473,9 @@ fn a_batch_with_a_forged_signature_is_refused_as_one_by_one_and_stores_nothing()
     // A forged signature in the middle: the deferred replay stops at the
     // next entry (its link no longer matches), and the error is still the
     // forged entry's own, as one by one.
-    let mut forged = f.log.clone();
-    let mut bytes = forged[20].to_bytes().to_vec();
-    let end = bytes.len() - 1;
-    bytes[end] ^= 1;
-    forged[20] = crate::LogEntry::from_bytes(&bytes).unwrap();
-    let mut one_by_one = base.clone();
-    let want = forged[2..]
-        .iter()
-        .try_for_each(|e| one_by_one.apply(e))
-        .unwrap_err();
-    assert!(matches!(want, Error::BadSignature { .. }), "{want}");
+    let (forged, want) = forge(20);
     let got = store::accept_entries(&mut s, &mut state, &forged[2..]).unwrap_err();
-    assert_eq!(got.to_string(), want.to_string());
+    assert_eq!(got.to_string(), want);
     assert_eq!(s.head(&vault).unwrap(), Some(base.head()));
 
     // The honest batch is accepted whole.
