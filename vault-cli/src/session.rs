@@ -22,8 +22,6 @@ use crate::home::{Config, Home};
 use crate::output::Output;
 use crate::passphrase;
 
-/// How many blobs are downloaded at once.
-const FETCH_CONCURRENCY: usize = 16;
 /// Blobs up to this size are downloaded into memory, concurrently.
 const SMALL_DOWNLOAD: u64 = 1024 * 1024;
 
@@ -718,7 +716,6 @@ impl Session {
             &mut self.store,
             client,
             small,
-            FETCH_CONCURRENCY,
             inc,
         ))?;
         Ok(())

@@ -71,8 +71,8 @@ pub fn missing_blobs<S: Store + ?Sized>(
 }
 
 /// Downloads small blobs (whole, into memory) in batch reads
-/// ([`crate::batch_reads`]), up to `concurrency` requests (at most
-/// [`READS_IN_FLIGHT`]) at a time, each blob checked against its signed
+/// ([`crate::batch_reads`]), [`READS_IN_FLIGHT`] requests at a time, each
+/// blob checked against its signed
 /// length and address, storing each batch as it arrives so memory stays
 /// bounded; `on_blob` is called per blob downloaded. Take the metadata from
 /// a verified state ([`missing_blobs`]).
@@ -80,11 +80,10 @@ pub async fn fetch_small_blobs<S: Store + ?Sized>(
     store: &mut S,
     client: &RelayClient,
     blobs: &[RecordMetadata],
-    concurrency: usize,
     on_blob: impl Fn(),
 ) -> Result<()> {
-    // Consecutive blobs of one vault share requests.
-    // (address, length) of each blob wanted.
+    // Consecutive blobs of one vault share requests; each is wanted as
+    // (address, length).
     type Wanted = ([u8; 32], u64);
     let mut groups: Vec<(VaultId, Vec<Wanted>)> = Vec::new();
     for m in blobs {
@@ -106,7 +105,7 @@ pub async fn fetch_small_blobs<S: Store + ?Sized>(
         let bytes = client.get_blobs(&vault, wanted).await?;
         Ok::<_, crate::ClientError>((wanted, bytes))
     }))
-    .buffered(concurrency.clamp(1, READS_IN_FLIGHT));
+    .buffered(READS_IN_FLIGHT);
     while let Some(answer) = answers.next().await {
         let (wanted, bytes) = answer?;
         let batch: Vec<([u8; 32], &[u8])> = wanted

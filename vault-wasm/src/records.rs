@@ -19,8 +19,6 @@ use crate::progress::Progress;
 use crate::unlocked::Inner;
 use crate::view;
 
-/// Downloads in flight at once.
-const DOWNLOADS: usize = 8;
 /// Largest file the browser seals (it holds the file, its ciphertext and a
 /// cached copy in memory).
 pub const MAX_FILE: usize = 512 * 1024 * 1024;
@@ -33,7 +31,7 @@ pub(crate) async fn ensure_blobs(
     records: &[RecordId],
 ) -> Result<()> {
     let missing = missing_blobs(&s.store, state, records)?;
-    fetch_small_blobs(&mut s.store, &s.client, &missing, DOWNLOADS, || {}).await?;
+    fetch_small_blobs(&mut s.store, &s.client, &missing, || {}).await?;
     Ok(())
 }
 

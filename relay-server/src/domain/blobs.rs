@@ -143,8 +143,8 @@ pub struct UploadStatus {
     pub offset: u64,
 }
 
-/// A download the caller may make: only [`Blobs::authorize_download`]
-/// creates one, after the permission check.
+/// A download the caller may make: only this module creates one, after
+/// the permission check ([`Blobs::authorize_download`], [`Blobs::read_batch`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Download {
     hash: [u8; 32],
@@ -541,14 +541,17 @@ impl Blobs {
         };
         // What is sent: in order, until the first blob over the budget.
         let mut left = Some(budget);
-        let mut plan: Vec<Result<[u8; 32], BatchRead>> = Vec::with_capacity(hashes.len());
+        let mut plan: Vec<Result<Download, BatchRead>> = Vec::with_capacity(hashes.len());
         for hash in hashes {
             plan.push(match verdicts.get(hash) {
                 Some(Ok(len)) if *len > INLINE_BLOB => Err(BatchRead::FetchAlone),
                 Some(Ok(len)) => match left.and_then(|l| l.checked_sub(*len)) {
                     Some(rest) => {
                         left = Some(rest);
-                        Ok(*hash)
+                        Ok(Download {
+                            hash: *hash,
+                            len: *len,
+                        })
                     }
                     None => {
                         left = None;
@@ -559,18 +562,18 @@ impl Blobs {
                 None => Err(BatchRead::NotFound),
             });
         }
-        let mut sent: Vec<[u8; 32]> = plan
+        let mut sent: Vec<Download> = plan
             .iter()
             .filter_map(|p| p.as_ref().ok().copied())
             .collect();
-        sent.sort_unstable();
+        sent.sort_unstable_by_key(|d| d.hash);
         sent.dedup();
-        let bytes = self.read_small(&sent, &verdicts).await?;
+        let bytes = self.read_small(&sent).await?;
         Ok(plan
             .into_iter()
             .map(|p| match p {
-                Ok(hash) => bytes
-                    .get(&hash)
+                Ok(d) => bytes
+                    .get(&d.hash)
                     .cloned()
                     .map_or(BatchRead::FetchAlone, BatchRead::Bytes),
                 Err(refusal) => refusal,
@@ -578,41 +581,33 @@ impl Blobs {
             .collect())
     }
 
-    /// The bytes of small, allowed blobs `hashes` (distinct), each exactly
-    /// as long as its verdict says: those the metadata store keeps in one
-    /// read, the others from the blob store.
+    /// The bytes of small, allowed blobs (distinct), each exactly as long as
+    /// its download says: those the metadata store keeps in one read, the
+    /// others from the blob store.
     async fn read_small(
         &self,
-        hashes: &[[u8; 32]],
-        verdicts: &HashMap<[u8; 32], Result<u64, BatchRead>>,
+        downloads: &[Download],
     ) -> Result<HashMap<[u8; 32], Bytes>, BlobError> {
-        let len_of = |hash: &[u8; 32]| match verdicts.get(hash) {
-            Some(Ok(len)) => *len,
-            _ => 0,
-        };
         let inline = self
             .app
             .meta
-            .small_blobs(hashes.to_vec())
+            .small_blobs(downloads.iter().map(|d| d.hash).collect())
             .await
             .map_err(|e| Failure::storage("reading blobs", e))?;
-        let mut out = HashMap::with_capacity(hashes.len());
+        let mut out = HashMap::with_capacity(downloads.len());
         let mut elsewhere = Vec::new();
-        for (hash, bytes) in hashes.iter().zip(inline) {
+        for (d, bytes) in downloads.iter().zip(inline) {
             match bytes {
                 Some(b) => {
-                    out.insert(*hash, of_length(b, len_of(hash))?);
+                    out.insert(d.hash, of_length(b, d.len)?);
                 }
-                None => elsewhere.push(Download {
-                    hash: *hash,
-                    len: len_of(hash),
-                }),
+                None => elsewhere.push(*d),
             }
         }
         let read: Vec<([u8; 32], Bytes)> = futures_util::stream::iter(
             elsewhere
                 .into_iter()
-                .map(|d| async move { Ok::<_, BlobError>((d.hash, self.read_whole(&d).await?)) }),
+                .map(|d| async move { Ok::<_, BlobError>((d.hash, self.read_stored(&d).await?)) }),
         )
         .buffered(BATCH_WRITES)
         .try_collect()
@@ -621,24 +616,24 @@ impl Blobs {
         Ok(out)
     }
 
-    /// The whole of an authorized download held in memory (for small
-    /// blobs: the caller bounds `download.len()`).
-    async fn read_whole(&self, download: &Download) -> Result<Bytes, BlobError> {
-        let len = download.len;
-        let bytes = match self.read(download, 0, len).await? {
-            BlobBody::Bytes(b) => b,
-            BlobBody::Stream(mut reader) => {
-                use tokio::io::AsyncReadExt;
-                let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-                (&mut reader)
-                    .take(len)
-                    .read_to_end(&mut buf)
-                    .await
-                    .map_err(|e| Failure::storage("reading a blob", e.into()))?;
-                Bytes::from(buf)
-            }
-        };
-        of_length(bytes, len)
+    /// The whole of a small, authorized blob that the blob store (not the
+    /// metadata store) holds, in memory (the caller bounds its length).
+    async fn read_stored(&self, download: &Download) -> Result<Bytes, BlobError> {
+        use tokio::io::AsyncReadExt;
+        let Download { hash, len } = *download;
+        let mut reader = self
+            .app
+            .blobs
+            .read(hash, 0, len)
+            .await
+            .map_err(|e| Failure::storage("opening a blob", e))?;
+        let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        (&mut reader)
+            .take(len)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| Failure::storage("reading a blob", e.into()))?;
+        of_length(Bytes::from(buf), len)
     }
 
     /// `count` bytes of an authorized download from `start` (within the

@@ -162,6 +162,8 @@ pub async fn put_batch(
 
 /// Most blobs one batch read may ask for.
 pub const MAX_BATCH_READS: usize = 1024;
+/// A batch read answer's frame header: address, status, length.
+const READ_FRAME_HEADER: usize = 32 + 1 + 4;
 
 /// What a batch read asks for.
 #[derive(serde::Deserialize)]
@@ -226,12 +228,12 @@ pub async fn read_batch(
             BatchRead::Bytes(b) => b,
             _ => bytes::Bytes::new(),
         };
-        let mut header = Vec::with_capacity(37);
+        let mut header = Vec::with_capacity(READ_FRAME_HEADER);
         header.extend_from_slice(hash);
         header.push(status);
         // Bytes sent are at most INLINE_BLOB long: their length fits a u32.
         header.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
-        len += 37 + bytes.len() as u64;
+        len += (READ_FRAME_HEADER + bytes.len()) as u64;
         parts.push(header.into());
         if !bytes.is_empty() {
             parts.push(bytes);

@@ -551,6 +551,15 @@ fn blob_state_row(r: &tokio_postgres::Row) -> Result<(BlobInfo, bool), StorageEr
     ))
 }
 
+/// A `blob_refs` row whose first two columns are the collection and the
+/// record.
+fn ref_row(r: &tokio_postgres::Row) -> Result<(CollectionId, RecordId), StorageError> {
+    Ok((
+        CollectionId::from_bytes(array(r.try_get::<_, &[u8]>(0)?)?),
+        RecordId::from_bytes(array(r.try_get::<_, &[u8]>(1)?)?),
+    ))
+}
+
 /// A vault's head, if the vault exists.
 async fn read_head<C: GenericClient>(c: &C, vault: &[u8]) -> Result<Option<Head>, StorageError> {
     opt(
@@ -1020,12 +1029,7 @@ impl MetaStore for PgMeta {
         )
         .await?
         .iter()
-        .map(|r| {
-            Ok((
-                CollectionId::from_bytes(array(r.try_get::<_, &[u8]>(0)?)?),
-                RecordId::from_bytes(array(r.try_get::<_, &[u8]>(1)?)?),
-            ))
-        })
+        .map(ref_row)
         .collect::<Result<Vec<_>, StorageError>>()?;
         tx.commit().await?;
         Ok(Some((info, refs)))
@@ -1115,16 +1119,13 @@ impl MetaStore for PgMeta {
         }
         for r in rows(
             &tx,
-            "SELECT hash, collection, record FROM blob_refs WHERE vault = $1 AND hash = ANY($2)",
+            "SELECT collection, record, hash FROM blob_refs WHERE vault = $1 AND hash = ANY($2)",
             &[&v, &keys],
         )
         .await?
         {
-            if let Some(d) = found.get_mut(&array::<32>(r.try_get::<_, &[u8]>(0)?)?) {
-                d.refs.push((
-                    CollectionId::from_bytes(array(r.try_get::<_, &[u8]>(1)?)?),
-                    RecordId::from_bytes(array(r.try_get::<_, &[u8]>(2)?)?),
-                ));
+            if let Some(d) = found.get_mut(&array::<32>(r.try_get::<_, &[u8]>(2)?)?) {
+                d.refs.push(ref_row(&r)?);
             }
         }
         tx.commit().await?;

@@ -789,6 +789,30 @@ fn blob_info(
     .optional()
 }
 
+/// A blob's record in a vault with the records whose record-puts name it,
+/// if the vault has it.
+fn blob_download(
+    conn: &Connection,
+    vault: &VaultId,
+    hash: &[u8; 32],
+) -> rusqlite::Result<Option<BlobDownload>> {
+    let Some(info) = blob_info(conn, vault, hash)? else {
+        return Ok(None);
+    };
+    let mut st = conn.prepare_cached(
+        "SELECT collection, record FROM blob_refs WHERE vault = ?1 AND hash = ?2",
+    )?;
+    let refs = st
+        .query_map(params![vault.as_bytes(), hash], |r| {
+            Ok((
+                CollectionId::from_bytes(array16(r.get(0)?)?),
+                RecordId::from_bytes(array16(r.get(1)?)?),
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Some(BlobDownload { info, refs }))
+}
+
 /// The bytes of a blob kept in the database (a small blob), if it is one.
 fn small_blob_bytes(conn: &Connection, hash: &[u8; 32]) -> rusqlite::Result<Option<bytes::Bytes>> {
     row(
@@ -982,22 +1006,8 @@ impl MetaStore for SqliteMeta {
         vault: VaultId,
         hash: [u8; 32],
     ) -> Result<Option<(BlobInfo, Vec<(CollectionId, RecordId)>)>, StorageError> {
-        self.read(move |c| {
-            let Some(info) = blob_info(c, &vault, &hash)? else {
-                return Ok(None);
-            };
-            let mut st = c.prepare_cached(
-                "SELECT collection, record FROM blob_refs WHERE vault = ?1 AND hash = ?2",
-            )?;
-            let rows = st.query_map(params![vault.as_bytes(), hash], |r| {
-                Ok((
-                    CollectionId::from_bytes(array16(r.get(0)?)?),
-                    RecordId::from_bytes(array16(r.get(1)?)?),
-                ))
-            })?;
-            Ok(Some((info, rows.collect::<rusqlite::Result<_>>()?)))
-        })
-        .await
+        self.read(move |c| Ok(blob_download(c, &vault, &hash)?.map(|d| (d.info, d.refs))))
+            .await
     }
 
     async fn blobs_for_download(
@@ -1010,22 +1020,7 @@ impl MetaStore for SqliteMeta {
             let tx = c.unchecked_transaction()?;
             let mut out = Vec::with_capacity(hashes.len());
             for hash in &hashes {
-                let Some(info) = blob_info(&tx, &vault, hash)? else {
-                    out.push(None);
-                    continue;
-                };
-                let mut st = tx.prepare_cached(
-                    "SELECT collection, record FROM blob_refs WHERE vault = ?1 AND hash = ?2",
-                )?;
-                let refs = st
-                    .query_map(params![vault.as_bytes(), hash], |r| {
-                        Ok((
-                            CollectionId::from_bytes(array16(r.get(0)?)?),
-                            RecordId::from_bytes(array16(r.get(1)?)?),
-                        ))
-                    })?
-                    .collect::<rusqlite::Result<_>>()?;
-                out.push(Some(BlobDownload { info, refs }));
+                out.push(blob_download(&tx, &vault, hash)?);
             }
             tx.finish()?;
             Ok(out)
