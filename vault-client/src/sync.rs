@@ -433,7 +433,11 @@ where
 /// new state and the record's metadata.
 ///
 /// `spool` holds one sealed ciphertext at a time: a temporary file on
-/// native targets, or a `std::io::Cursor<Vec<u8>>`.
+/// native targets, or a `std::io::Cursor<Vec<u8>>`. A payload sealed
+/// beforehand (by the web app's worker, from
+/// [`VaultState::plan_record`]) is already in `spool`: `seal` then writes
+/// nothing and only finishes it ([`VaultState::finish_record`]), which
+/// holds across a moved head (the payload does not depend on it).
 pub async fn push_record<S, W, F>(
     store: &mut S,
     client: &RelayClient,
@@ -500,8 +504,10 @@ where
 
 /// Puts a freshly sealed record version's ciphertext into the local blob
 /// cache (which checks it hashes to the signed `ciphertext_hash`, so a
-/// wrong file is caught before anything is sent) and uploads it to the
-/// relay, resumably. Do this before appending the record-put entry: the
+/// wrong file is caught before anything is sent), unless the store declines
+/// copies that large ([`Store::keeps_uploads`]; the relay then refuses a
+/// wrong file at the upload's end), and uploads it to the relay,
+/// resumably. Do this before appending the record-put entry: the
 /// relay refuses a record-put whose blob it does not have. `ciphertext` is
 /// read from its start.
 pub async fn upload_blob<S, R>(
@@ -516,8 +522,10 @@ where
 {
     let hash = *metadata.ciphertext_hash();
     let len = checked_len(metadata)?;
-    ciphertext.seek(SeekFrom::Start(0))?;
-    store.put_blob(&hash, len, &mut (&mut *ciphertext).take(len))?;
+    if store.keeps_uploads(len) {
+        ciphertext.seek(SeekFrom::Start(0))?;
+        store.put_blob(&hash, len, &mut (&mut *ciphertext).take(len))?;
+    }
     client
         .put_blob(&metadata.vault(), &hash, len, ciphertext)
         .await?;
@@ -730,6 +738,9 @@ impl<S: Store + ?Sized> Store for StoreRef<'_, S> {
     }
     fn put_blobs(&mut self, blobs: &[([u8; 32], &[u8])]) -> vault_core::Result<()> {
         self.0.put_blobs(blobs)
+    }
+    fn keeps_uploads(&self, len: u64) -> bool {
+        self.0.keeps_uploads(len)
     }
     fn open_blob(&self, hash: &[u8; 32]) -> vault_core::Result<Option<Box<dyn Read + '_>>> {
         self.0.open_blob(hash)

@@ -19,8 +19,7 @@ use crate::error::{Error, Result};
 use crate::identity::{Fingerprint, PublicIdentity, SecretIdentity};
 use crate::ids::{CollectionId, RecordId, VaultId};
 use crate::keys::{
-    CollectionKey, DataKey, DepositPublicKey, DepositSealedKey, KeySeal, RecordContext,
-    WrappedDataKey,
+    CollectionKey, DataKey, DepositPublicKey, DepositSealedKey, KeySeal, WrappedDataKey,
 };
 use crate::payload::{self, PayloadFailure, PayloadWriter, CHUNK_LEN};
 use crate::primitives;
@@ -81,6 +80,11 @@ impl<R: Read> RecordBody<R> {
     /// Whether the body is empty.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The reader, which must yield exactly [`RecordBody::len`] bytes.
+    pub(crate) fn into_reader(self) -> R {
+        self.reader
     }
 }
 
@@ -399,16 +403,6 @@ impl RecordMetadata {
     pub fn ciphertext_hash(&self) -> &[u8; 32] {
         &self.ciphertext_hash
     }
-
-    pub(crate) fn context(&self) -> RecordContext {
-        RecordContext {
-            vault: self.vault,
-            collection: self.collection,
-            epoch: self.epoch,
-            record: self.record,
-            version: self.version,
-        }
-    }
 }
 
 impl std::fmt::Debug for RecordMetadata {
@@ -428,13 +422,16 @@ impl std::fmt::Debug for RecordMetadata {
 pub(crate) fn payload_key(
     data_key: &DataKey,
     salt: &[u8; 16],
-    ctx: &RecordContext,
+    vault: &VaultId,
+    collection: &CollectionId,
+    record: &RecordId,
+    version: u32,
 ) -> Zeroizing<[u8; 32]> {
     let mut info = Writer::with_context(PAYLOAD_KEY_INFO);
-    info.fixed(ctx.vault.as_bytes())
-        .fixed(ctx.collection.as_bytes())
-        .fixed(ctx.record.as_bytes())
-        .u32(ctx.version);
+    info.fixed(vault.as_bytes())
+        .fixed(collection.as_bytes())
+        .fixed(record.as_bytes())
+        .u32(version);
     primitives::hkdf32(data_key.0.as_ref(), salt, info.as_slice())
 }
 
@@ -463,7 +460,9 @@ impl SealTo<'_> {
 }
 
 /// Seals a record version: streams `body` through padding and encryption
-/// into `out`, and returns the signed metadata.
+/// into `out`, and returns the signed metadata (the tests' shortcut through
+/// [`PlannedRecord`]).
+#[cfg(test)]
 pub(crate) fn seal<R: Read, W: Write>(
     author: &SecretIdentity,
     key: SealTo<'_>,
@@ -473,94 +472,306 @@ pub(crate) fn seal<R: Read, W: Write>(
     body: RecordBody<R>,
     out: W,
 ) -> Result<RecordMetadata> {
-    let RecordBody {
-        reader: mut body,
-        len: body_len,
-    } = body;
-    info.check()?;
-    let (vault, collection, epoch) = key.context();
-    let ctx = RecordContext {
+    let (vault, collection, _) = key.context();
+    let plan = PlannedRecord::new(
+        author.fingerprint(),
         vault,
         collection,
-        epoch,
         record,
         version,
-    };
-    let header = InnerHeader {
-        vault: ctx.vault,
-        collection: ctx.collection,
-        record,
-        version,
-        author: author.fingerprint(),
-        info: info.clone(),
-        body_len,
+        info,
+        body.len,
+    )?;
+    let ciphertext_hash = plan.job().seal(body.reader, out)?;
+    plan.finish(author, key, ciphertext_hash)
+}
+
+/// A record version chosen but not sealed yet: its place (vault, collection,
+/// record, version), its author, a fresh data key and salt, and the
+/// [`PayloadJob`] that seals its payload. Made by
+/// [`crate::VaultState::plan_record`]; once the job's ciphertext hash is
+/// known, [`crate::VaultState::finish_record`] wraps the data key and signs.
+///
+/// The payload does not depend on the collection's epoch, so a plan sealed
+/// before a rotation still finishes after it, under the new epoch's key.
+pub struct PlannedRecord {
+    vault: VaultId,
+    collection: CollectionId,
+    record: RecordId,
+    version: u32,
+    author: Fingerprint,
+    data_key: DataKey,
+    salt: [u8; 16],
+    job: PayloadJob,
+}
+
+impl PlannedRecord {
+    pub(crate) fn new(
+        author: Fingerprint,
+        vault: VaultId,
+        collection: CollectionId,
+        record: RecordId,
+        version: u32,
+        info: &RecordInfo,
+        body_len: u64,
+    ) -> Result<Self> {
+        info.check()?;
+        let header = InnerHeader {
+            vault,
+            collection,
+            record,
+            version,
+            author,
+            info: info.clone(),
+            body_len,
+        }
+        .encode();
+        let padded_len = body_len
+            .checked_add(header.len() as u64)
+            .and_then(padded_len)
+            .ok_or(Error::InvalidInput("record too large"))?;
+        let data_key = DataKey::generate();
+        let salt = primitives::random::<16>();
+        let key = payload_key(&data_key, &salt, &vault, &collection, &record, version);
+        Ok(Self {
+            vault,
+            collection,
+            record,
+            version,
+            author,
+            data_key,
+            salt,
+            job: PayloadJob {
+                key,
+                header,
+                body_len,
+                padded_len,
+            },
+        })
     }
-    .encode();
-    let total = body_len
-        .checked_add(header.len() as u64)
-        .and_then(padded_len)
-        .ok_or(Error::InvalidInput("record too large"))?;
-    let data_key = DataKey::generate();
-    let salt = primitives::random::<16>();
-    let pkey = payload_key(&data_key, &salt, &ctx);
-    let (written, ciphertext_hash) = payload::with_hasher(total, |hasher| {
-        let mut writer = PayloadWriter::new(&pkey, total, out, hasher);
-        writer.write_plain(&header)?;
-        let mut buf = Zeroizing::new(vec![0u8; CHUNK_LEN]);
-        let mut read: u64 = 0;
-        loop {
-            let n = match body.read(&mut buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            };
-            if n == 0 {
-                break;
+
+    /// The sealing of the payload, for this process or a worker.
+    pub fn job(&self) -> &PayloadJob {
+        &self.job
+    }
+
+    /// The record this version belongs to.
+    pub fn record(&self) -> RecordId {
+        self.record
+    }
+
+    /// The version number this plan writes.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// The collection the record goes to.
+    pub fn collection(&self) -> CollectionId {
+        self.collection
+    }
+
+    /// The signed metadata of the sealed payload whose hash is
+    /// `ciphertext_hash`, its data key sealed by `key` (which must be of
+    /// this plan's vault and collection) and signed by `author` (this
+    /// plan's author).
+    pub(crate) fn finish(
+        &self,
+        author: &SecretIdentity,
+        key: SealTo<'_>,
+        ciphertext_hash: [u8; 32],
+    ) -> Result<RecordMetadata> {
+        let (vault, collection, epoch) = key.context();
+        let field = if vault != self.vault {
+            "vault"
+        } else if collection != self.collection {
+            "collection"
+        } else if author.fingerprint() != self.author {
+            "author"
+        } else {
+            ""
+        };
+        if !field.is_empty() {
+            return Err(Error::ContextMismatch {
+                what: "planned record",
+                field,
+            });
+        }
+        let mut metadata = RecordMetadata {
+            vault,
+            collection,
+            record: self.record,
+            version: self.version,
+            epoch,
+            payload_salt: self.salt,
+            padded_len: self.job.padded_len,
+            ciphertext_hash,
+            wrapped_key: key.seal(&self.data_key, &self.record, self.version)?,
+            author: self.author,
+            key_commitment: Some(primitives::key_commitment(
+                &self.data_key.0,
+                &data_key_context(&vault, &collection, &self.record, self.version),
+            )),
+            signature: [0; 64],
+        };
+        metadata.signature = author.sign(&metadata.signed_bytes());
+        Ok(metadata)
+    }
+}
+
+impl std::fmt::Debug for PlannedRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlannedRecord")
+            .field("vault", &self.vault)
+            .field("collection", &self.collection)
+            .field("record", &self.record)
+            .field("version", &self.version)
+            .field("job", &self.job)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Version byte of [`PayloadJob::to_bytes`].
+const PAYLOAD_JOB_VERSION: u8 = 1;
+/// Longest inner header a [`PayloadJob`] carries: every field at its
+/// maximum length, with room to spare.
+const MAX_JOB_HEADER: usize = 4096;
+
+/// The sealing of one record version's payload, handed to code that holds
+/// no other secret (the web app's worker): the payload key, the encoded
+/// inner header, the body's length and the padded length (`docs/format.md`
+/// §6). Whoever holds it can seal this one version's payload (and, from the
+/// same ciphertext, open it); it opens nothing else, and signs nothing.
+///
+/// The key is zeroized on drop and never printed. [`PayloadJob::to_bytes`]
+/// is a message between two parts of one build (the page and its worker),
+/// never stored or sent over the network.
+pub struct PayloadJob {
+    key: Zeroizing<[u8; 32]>,
+    header: Vec<u8>,
+    body_len: u64,
+    padded_len: u64,
+}
+
+impl PayloadJob {
+    /// The exact number of plaintext bytes [`PayloadJob::seal`] reads.
+    pub fn body_len(&self) -> u64 {
+        self.body_len
+    }
+
+    /// The length of the ciphertext [`PayloadJob::seal`] writes.
+    pub fn ciphertext_len(&self) -> u64 {
+        payload::ciphertext_len(self.padded_len).unwrap_or(u64::MAX)
+    }
+
+    /// Streams `body` (exactly [`PayloadJob::body_len`] bytes) through the
+    /// inner header, padding and encryption into `out`, and returns the
+    /// ciphertext's SHA-256 (the record's content address).
+    ///
+    /// Errors: [`Error::LengthMismatch`] if `body` yields more or fewer
+    /// bytes; [`Error::Io`] if reading or writing fails. Either way what
+    /// was written to `out` must be thrown away.
+    pub fn seal<R: Read, W: Write>(&self, mut body: R, out: W) -> Result<[u8; 32]> {
+        let (written, ciphertext_hash) = payload::with_hasher(self.padded_len, |hasher| {
+            let mut writer = PayloadWriter::new(&self.key, self.padded_len, out, hasher);
+            writer.write_plain(&self.header)?;
+            let mut buf = Zeroizing::new(vec![0u8; CHUNK_LEN]);
+            let mut read: u64 = 0;
+            loop {
+                let n = match body.read(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                if n == 0 {
+                    break;
+                }
+                read += n as u64;
+                if read > self.body_len {
+                    return Err(Error::LengthMismatch {
+                        declared: self.body_len,
+                        actual: read,
+                    });
+                }
+                writer.write_plain(buf.get(..n).unwrap_or_default())?;
             }
-            read += n as u64;
-            if read > body_len {
+            if read != self.body_len {
                 return Err(Error::LengthMismatch {
-                    declared: body_len,
+                    declared: self.body_len,
                     actual: read,
                 });
             }
-            writer.write_plain(buf.get(..n).unwrap_or_default())?;
-        }
-        if read != body_len {
-            return Err(Error::LengthMismatch {
-                declared: body_len,
-                actual: read,
+            buf.fill(0);
+            let mut padding = self.padded_len - self.body_len - self.header.len() as u64;
+            while padding > 0 {
+                let n = padding.min(CHUNK_LEN as u64) as usize;
+                writer.write_plain(buf.get(..n).unwrap_or_default())?;
+                padding -= n as u64;
+            }
+            writer.finish()
+        });
+        written?;
+        Ok(ciphertext_hash)
+    }
+
+    /// The job as bytes for the worker: version, key, body length, padded
+    /// length, inner header. Secret: zeroized on drop.
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(1 + 32 + 16 + self.header.len()));
+        out.push(PAYLOAD_JOB_VERSION);
+        out.extend_from_slice(self.key.as_ref());
+        out.extend_from_slice(&self.body_len.to_be_bytes());
+        out.extend_from_slice(&self.padded_len.to_be_bytes());
+        out.extend_from_slice(&self.header);
+        out
+    }
+
+    /// Parses [`PayloadJob::to_bytes`]. The lengths must agree with each
+    /// other (the padded length is the one §6.2 gives for the header and
+    /// body), else [`Error::Malformed`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let bad = |reason| Error::Malformed {
+            what: "payload job",
+            reason,
+        };
+        let (version, rest) = bytes.split_first().ok_or(bad("empty"))?;
+        if *version != PAYLOAD_JOB_VERSION {
+            return Err(Error::UnsupportedVersion {
+                what: "payload job",
+                version: *version,
             });
         }
-        buf.fill(0);
-        let mut padding = total - body_len - header.len() as u64;
-        while padding > 0 {
-            let n = padding.min(CHUNK_LEN as u64) as usize;
-            writer.write_plain(buf.get(..n).unwrap_or_default())?;
-            padding -= n as u64;
+        let (key, rest) = rest.split_first_chunk::<32>().ok_or(bad("truncated"))?;
+        let (body_len, rest) = rest.split_first_chunk::<8>().ok_or(bad("truncated"))?;
+        let (padded, header) = rest.split_first_chunk::<8>().ok_or(bad("truncated"))?;
+        let body_len = u64::from_be_bytes(*body_len);
+        let padded_len = u64::from_be_bytes(*padded);
+        if header.is_empty() || header.len() > MAX_JOB_HEADER {
+            return Err(bad("bad header length"));
         }
-        writer.finish()
-    });
-    written?;
-    let mut metadata = RecordMetadata {
-        vault: ctx.vault,
-        collection: ctx.collection,
-        record,
-        version,
-        epoch: ctx.epoch,
-        payload_salt: salt,
-        padded_len: total,
-        ciphertext_hash,
-        wrapped_key: key.seal(&data_key, &record, version)?,
-        author: author.fingerprint(),
-        key_commitment: Some(primitives::key_commitment(
-            &data_key.0,
-            &data_key_context(&ctx.vault, &ctx.collection, &record, version),
-        )),
-        signature: [0; 64],
-    };
-    metadata.signature = author.sign(&metadata.signed_bytes());
-    Ok(metadata)
+        if body_len
+            .checked_add(header.len() as u64)
+            .and_then(crate::record::padded_len)
+            != Some(padded_len)
+            || payload::ciphertext_len(padded_len).is_none()
+        {
+            return Err(bad("lengths do not agree"));
+        }
+        Ok(Self {
+            key: Zeroizing::new(*key),
+            header: header.to_vec(),
+            body_len,
+            padded_len,
+        })
+    }
+}
+
+impl std::fmt::Debug for PayloadJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PayloadJob")
+            .field("body_len", &self.body_len)
+            .field("padded_len", &self.padded_len)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where a verified record's data key comes from: the seal (wrapped, or
@@ -641,7 +852,14 @@ impl<'a> VerifiedRecord<'a> {
         mut out: W,
     ) -> Result<OpenedRecord> {
         let m = self.metadata;
-        let pkey = payload_key(data_key, &m.payload_salt, &m.context());
+        let pkey = payload_key(
+            data_key,
+            &m.payload_salt,
+            &m.vault,
+            &m.collection,
+            &m.record,
+            m.version,
+        );
         let mut header: Option<InnerHeader> = None;
         let mut body_left: u64 = 0;
         let mut padding_left: u64 = 0;

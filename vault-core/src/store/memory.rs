@@ -16,12 +16,23 @@ pub struct MemoryStore {
     blobs: HashMap<[u8; 32], Vec<u8>>,
     pins: BTreeMap<String, Fingerprint>,
     cursors: HashMap<String, u64>,
+    /// Largest upload kept ([`Store::keeps_uploads`]); `None`: all.
+    upload_limit: Option<u64>,
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// This store, declining to keep copies of uploads larger than `limit`
+    /// bytes ([`Store::keeps_uploads`]): the web app holds its store in
+    /// memory, where a large record's ciphertext would only double what
+    /// the upload already holds (it is downloaded again if opened).
+    pub fn with_upload_limit(mut self, limit: u64) -> Self {
+        self.upload_limit = Some(limit);
+        self
     }
 }
 
@@ -84,6 +95,10 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn keeps_uploads(&self, len: u64) -> bool {
+        self.upload_limit.is_none_or(|limit| len <= limit)
+    }
+
     fn put_blob(&mut self, hash: &[u8; 32], len: u64, data: &mut dyn Read) -> Result<()> {
         if self.blobs.contains_key(hash) {
             return Ok(());
@@ -139,5 +154,27 @@ impl Store for MemoryStore {
     fn set_cursor(&mut self, name: &str, value: u64) -> Result<()> {
         self.cursors.insert(name.to_owned(), value);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_keeps_every_upload_unless_given_a_limit() {
+        let store = MemoryStore::new();
+        assert!(store.keeps_uploads(u64::MAX));
+        let limited = MemoryStore::new().with_upload_limit(4 << 20);
+        assert!(limited.keeps_uploads(4 << 20));
+        assert!(!limited.keeps_uploads((4 << 20) + 1));
+        // Blobs put explicitly (downloads) are kept whatever their size.
+        let mut limited = limited;
+        let bytes = vec![3u8; (4 << 20) + 1];
+        let hash = crate::primitives::sha256(&[&bytes]);
+        limited
+            .put_blob(&hash, bytes.len() as u64, &mut bytes.as_slice())
+            .unwrap();
+        assert!(limited.has_blob(&hash).unwrap());
     }
 }

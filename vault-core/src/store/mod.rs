@@ -57,6 +57,15 @@ pub trait Store {
     /// hash to `hash`. Storing a blob already present is a no-op.
     fn put_blob(&mut self, hash: &[u8; 32], len: u64, data: &mut dyn Read) -> Result<()>;
 
+    /// Whether a writer uploading a ciphertext of `len` bytes should first
+    /// keep a copy here (so opening it later needs no download, and an
+    /// interrupted upload resumes from the copy). Yes by default; a store
+    /// in memory may decline large ones.
+    fn keeps_uploads(&self, len: u64) -> bool {
+        let _ = len;
+        true
+    }
+
     /// Stores several complete blobs, each checked against its hash like
     /// [`Store::put_blob`]. Atomic as a whole where the store can make it so
     /// (SQLite keeps small blobs in one transaction: one fsync for a batch

@@ -393,7 +393,14 @@ fn forge_ciphertext_as_reader(
     let data_key = Keyring::new(f.who(reader), NOW)
         .data_key(&f.state, &verified)
         .unwrap();
-    let pkey = record::payload_key(&data_key, &m.payload_salt, &m.context());
+    let pkey = record::payload_key(
+        &data_key,
+        &m.payload_salt,
+        &m.vault(),
+        &m.collection(),
+        &m.record(),
+        m.version(),
+    );
     let mut plain = Vec::new();
     let (outcome, _) = payload::read_payload(
         &pkey,

@@ -6,6 +6,7 @@ mod attacks;
 mod deposits;
 mod fixture;
 mod flow;
+mod planned;
 mod properties;
 mod redaction;
 mod review;

@@ -10,7 +10,7 @@ use crate::identity::{Fingerprint, PublicIdentity, SecretIdentity};
 use crate::ids::{CollectionId, RecordId, VaultId};
 use crate::keys::CollectionKey;
 use crate::log::{EntryBody, LogEntry, Relays, Rewrap, Rotation};
-use crate::record::{self, RecordBody, RecordInfo, RecordMetadata, SealTo};
+use crate::record::{PlannedRecord, RecordBody, RecordInfo, RecordMetadata, SealTo};
 
 use super::*;
 
@@ -172,16 +172,108 @@ impl VaultState {
         body: RecordBody<R>,
         ciphertext: W,
     ) -> Result<(RecordMetadata, LogEntry)> {
+        let plan = self.plan_record(keyring, collection, target, info, body.len())?;
+        let ciphertext_hash = plan.job().seal(body.into_reader(), ciphertext)?;
+        self.finish_record(keyring, &plan, ciphertext_hash)
+    }
+
+    /// The first half of [`VaultState::put_record_to`], for a payload
+    /// sealed elsewhere (the web app's worker): checks that the keyring's
+    /// identity may write `target` in `collection`, and plans the version
+    /// (a fresh data key, the inner header, the padded length of a body of
+    /// `body_len` bytes). Seal its [`PlannedRecord::job`], then call
+    /// [`VaultState::finish_record`] with the ciphertext's hash.
+    pub fn plan_record(
+        &self,
+        keyring: &Keyring,
+        collection: &CollectionId,
+        target: RecordTarget,
+        info: &RecordInfo,
+        body_len: u64,
+    ) -> Result<PlannedRecord> {
+        let author = keyring.identity().fingerprint();
+        let (record, version, _) = self.record_slot(&author, keyring.now(), collection, target)?;
+        PlannedRecord::new(
+            author,
+            self.vault,
+            *collection,
+            record,
+            version,
+            info,
+            body_len,
+        )
+    }
+
+    /// The second half of [`VaultState::put_record_to`]: the signed
+    /// metadata of `plan`'s payload, whose ciphertext hashes to
+    /// `ciphertext_hash`, and the entry adding it. The checks of
+    /// [`VaultState::plan_record`] are made again against this state, which
+    /// may be newer than the one that planned (an append lost a race): the
+    /// data key is wrapped under the collection's current epoch, and the
+    /// planned version must still be the next one
+    /// ([`Error::InvalidInput`] if another version landed in between).
+    pub fn finish_record(
+        &self,
+        keyring: &mut Keyring,
+        plan: &PlannedRecord,
+        ciphertext_hash: [u8; 32],
+    ) -> Result<(RecordMetadata, LogEntry)> {
         let author = keyring.identity();
         let now = keyring.now();
+        let collection = plan.collection();
+        let target = if plan.version() == 1 {
+            RecordTarget::New(plan.record())
+        } else {
+            RecordTarget::Next(plan.record())
+        };
+        let (_, version, deposit) =
+            self.record_slot(&author.fingerprint(), now, &collection, target)?;
+        if version != plan.version() {
+            return Err(Error::InvalidInput(
+                "another version of this record was written meanwhile; add yours again",
+            ));
+        }
+        let metadata = if deposit {
+            let key = keyring.deposit_key(self, &collection)?;
+            plan.finish(author, SealTo::Deposit(&key), ciphertext_hash)?
+        } else {
+            let epoch =
+                self.collections
+                    .get(&collection)
+                    .map(|c| c.epoch)
+                    .ok_or(Error::Missing {
+                        what: format!("collection {collection}"),
+                    })?;
+            let key = keyring.collection_key(self, &collection, epoch)?;
+            plan.finish(author, SealTo::Collection(key), ciphertext_hash)?
+        };
+        let entry = self.next_entry(
+            author,
+            now,
+            EntryBody::RecordPut {
+                metadata: metadata.clone(),
+            },
+        )?;
+        Ok((metadata, entry))
+    }
+
+    /// Where `author` may write a version of `target` in `collection` at
+    /// `now`: the record, the version number, and whether the author is a
+    /// write-only depositor (whose data key is sealed to the deposit key).
+    fn record_slot(
+        &self,
+        author: &Fingerprint,
+        now: u64,
+        collection: &CollectionId,
+        target: RecordTarget,
+    ) -> Result<(RecordId, u32, bool)> {
         let coll = self.collections.get(collection).ok_or(Error::Missing {
             what: format!("collection {collection}"),
         })?;
-        let is_owner = author.fingerprint() == self.owner.fingerprint();
-        let permission = self
-            .collections
-            .get(collection)
-            .and_then(|c| c.grants.get(&author.fingerprint()))
+        let is_owner = *author == self.owner.fingerprint();
+        let permission = coll
+            .grants
+            .get(author)
             .filter(|g| g.is_valid_at(now))
             .map(|g| g.permission());
         if !is_owner && !permission.is_some_and(Permission::may_add) {
@@ -215,7 +307,7 @@ impl VaultState {
                     .map(RecordMetadata::author);
                 if !is_owner
                     && permission.is_some_and(Permission::own_records_only)
-                    && first_author != Some(author.fingerprint())
+                    && first_author != Some(*author)
                 {
                     return Err(Error::AccessDenied(
                         "you may add records to this collection, not replace one someone else created",
@@ -224,37 +316,8 @@ impl VaultState {
                 (id, rs.current_version().saturating_add(1))
             }
         };
-        let metadata = if !is_owner && permission == Some(Permission::Deposit) {
-            let key = keyring.deposit_key(self, collection)?;
-            record::seal(
-                author,
-                SealTo::Deposit(&key),
-                record,
-                version,
-                info,
-                body,
-                ciphertext,
-            )?
-        } else {
-            let key = keyring.collection_key(self, collection, coll.epoch)?;
-            record::seal(
-                author,
-                SealTo::Collection(key),
-                record,
-                version,
-                info,
-                body,
-                ciphertext,
-            )?
-        };
-        let entry = self.next_entry(
-            author,
-            now,
-            EntryBody::RecordPut {
-                metadata: metadata.clone(),
-            },
-        )?;
-        Ok((metadata, entry))
+        let deposit = !is_owner && permission == Some(Permission::Deposit);
+        Ok((record, version, deposit))
     }
 
     /// An entry deleting a record.

@@ -1,0 +1,202 @@
+//! A record version planned on one side and sealed on another (the web app's
+//! worker): [`crate::VaultState::plan_record`], [`crate::PayloadJob`] as
+//! bytes, [`crate::VaultState::finish_record`].
+
+use super::fixture::*;
+use crate::error::Error;
+use crate::vault::{Keyring, RecordTarget};
+use crate::{PayloadJob, Permission, RecordId};
+
+/// Plans a new record in labs as `who`, seals its job after a round trip
+/// through bytes, and returns the plan with its ciphertext and hash.
+fn plan_and_seal(
+    f: &Fixture,
+    who: usize,
+    body: &[u8],
+) -> (crate::PlannedRecord, Vec<u8>, [u8; 32]) {
+    let keyring = Keyring::new(f.who(who), NOW);
+    let plan = f
+        .state
+        .plan_record(
+            &keyring,
+            &f.labs,
+            RecordTarget::New(RecordId::random()),
+            &info("scan"),
+            body.len() as u64,
+        )
+        .unwrap();
+    let job = PayloadJob::from_bytes(&plan.job().to_bytes()).unwrap();
+    let mut ct = Vec::new();
+    let hash = job.seal(body, &mut ct).unwrap();
+    assert_eq!(ct.len() as u64, plan.job().ciphertext_len());
+    (plan, ct, hash)
+}
+
+#[test]
+fn a_payload_sealed_from_the_jobs_bytes_finishes_into_a_record_every_reader_opens() {
+    let mut f = Fixture::new();
+    f.share(1, f.labs, Permission::Read, None);
+    let body = vec![7u8; 100_000];
+    let (plan, ct, hash) = plan_and_seal(&f, 0, &body);
+    let mut keyring = Keyring::new(&f.patient, NOW);
+    let (m, e) = f.state.finish_record(&mut keyring, &plan, hash).unwrap();
+    assert_eq!(m.record(), plan.record());
+    assert_eq!(m.ciphertext_hash(), &hash);
+    f.blobs.insert(hash, ct);
+    f.append(e);
+    for who in [0, 1] {
+        let (opened, out) = f.open_as(who, &plan.record()).unwrap();
+        assert_eq!(out, body);
+        assert_eq!(opened.info.title, "scan");
+    }
+    f.reverify().unwrap();
+}
+
+#[test]
+fn a_plan_sealed_before_a_rotation_finishes_under_the_new_epoch() {
+    let mut f = Fixture::new();
+    f.share(1, f.labs, Permission::ReadWrite, None);
+    f.share(2, f.labs, Permission::Read, None);
+    let (plan, ct, hash) = plan_and_seal(&f, 1, b"written while bob was revoked");
+    let before = f.key_of(0, f.labs).epoch();
+    f.revoke(2, f.labs);
+    assert_eq!(f.key_of(0, f.labs).epoch(), before + 1);
+    let mut keyring = Keyring::new(&f.alice, NOW);
+    let (m, e) = f.state.finish_record(&mut keyring, &plan, hash).unwrap();
+    assert_eq!(m.epoch(), before + 1);
+    f.blobs.insert(hash, ct);
+    f.append(e);
+    assert_eq!(
+        f.open_as(0, &plan.record()).unwrap().1,
+        b"written while bob was revoked"
+    );
+    // Bob, revoked before the version was finished, holds no key to it.
+    assert!(f.open_as(2, &plan.record()).is_err());
+}
+
+#[test]
+fn a_plan_is_refused_when_its_version_was_taken_or_its_writer_lost_access() {
+    let mut f = Fixture::new();
+    f.share(1, f.labs, Permission::ReadWrite, None);
+    let (plan, _, hash) = plan_and_seal(&f, 1, b"first");
+    // Someone else created a record with the same identifier meanwhile (as
+    // the same plan finishing twice would).
+    let mut keyring = Keyring::new(&f.alice, NOW);
+    let (_, e) = f.state.finish_record(&mut keyring, &plan, hash).unwrap();
+    f.append(e);
+    let mut keyring = Keyring::new(&f.alice, NOW);
+    assert!(matches!(
+        f.state.finish_record(&mut keyring, &plan, hash),
+        Err(Error::InvalidInput(_))
+    ));
+
+    // A next version planned, then another next version lands first.
+    let keyring = Keyring::new(&f.alice, NOW);
+    let next = f
+        .state
+        .plan_record(
+            &keyring,
+            &f.labs,
+            RecordTarget::Next(plan.record()),
+            &info("v2"),
+            2,
+        )
+        .unwrap();
+    assert_eq!(next.version(), 2);
+    f.put_as(0, f.labs, Some(plan.record()), "v2 by the owner", b"v2");
+    let mut keyring = Keyring::new(&f.alice, NOW);
+    let err = f
+        .state
+        .finish_record(&mut keyring, &next, [0; 32])
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidInput(m) if m.contains("meanwhile")),
+        "{err:?}"
+    );
+
+    // The writer is revoked between planning and finishing.
+    let (plan, _, hash) = plan_and_seal(&f, 1, b"late");
+    f.revoke(1, f.labs);
+    let mut keyring = Keyring::new(&f.alice, NOW);
+    assert!(matches!(
+        f.state.finish_record(&mut keyring, &plan, hash),
+        Err(Error::AccessDenied(_))
+    ));
+    // Another identity cannot finish someone else's plan.
+    let (plan, _, hash) = plan_and_seal(&f, 0, b"the owner's");
+    f.share(2, f.labs, Permission::ReadWrite, None);
+    let mut keyring = Keyring::new(&f.bob, NOW);
+    assert!(matches!(
+        f.state.finish_record(&mut keyring, &plan, hash),
+        Err(Error::ContextMismatch {
+            field: "author",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_job_reads_exactly_its_body_length() {
+    let f = Fixture::new();
+    let keyring = Keyring::new(&f.patient, NOW);
+    let plan = f
+        .state
+        .plan_record(
+            &keyring,
+            &f.labs,
+            RecordTarget::New(RecordId::random()),
+            &info("x"),
+            10,
+        )
+        .unwrap();
+    for body in [&b"123456789"[..], b"12345678901"] {
+        assert!(matches!(
+            plan.job().seal(body, Vec::new()),
+            Err(Error::LengthMismatch { declared: 10, .. })
+        ));
+    }
+}
+
+#[test]
+fn a_job_from_bytes_is_refused_unless_its_lengths_agree_and_its_key_never_prints() {
+    let f = Fixture::new();
+    let keyring = Keyring::new(&f.patient, NOW);
+    let plan = f
+        .state
+        .plan_record(
+            &keyring,
+            &f.labs,
+            RecordTarget::New(RecordId::random()),
+            &info("x"),
+            1000,
+        )
+        .unwrap();
+    let bytes = plan.job().to_bytes();
+    let key_hex = hex::encode(bytes.get(1..33).unwrap());
+    for text in [format!("{:?}", plan.job()), format!("{plan:?}")] {
+        assert!(!text.contains(&key_hex), "{text}");
+    }
+    assert!(PayloadJob::from_bytes(&bytes).is_ok());
+    let mut other_version = bytes.to_vec();
+    other_version[0] = 2;
+    assert!(matches!(
+        PayloadJob::from_bytes(&other_version),
+        Err(Error::UnsupportedVersion { .. })
+    ));
+    // A body length the padded length does not fit.
+    let mut longer = bytes.to_vec();
+    longer[33..41].copy_from_slice(&1_000_000u64.to_be_bytes());
+    assert!(matches!(
+        PayloadJob::from_bytes(&longer),
+        Err(Error::Malformed { .. })
+    ));
+    for cut in [0, 1, 33, 48, 49] {
+        assert!(
+            matches!(
+                PayloadJob::from_bytes(&bytes[..cut]),
+                Err(Error::Malformed { .. })
+            ),
+            "cut at {cut}"
+        );
+    }
+}
