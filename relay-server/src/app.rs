@@ -155,7 +155,7 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
 /// scripts by, a script injected into or swapped in the bundle does not
 /// run (see SECURITY.md on what a tampering relay can still do).
 pub const WEB_CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
-style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; worker-src 'none'; \
+style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; worker-src blob:; \
 object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'";
 
 /// Serves the web app's static files from `dir` with its security headers;

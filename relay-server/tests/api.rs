@@ -2374,9 +2374,11 @@ async fn the_web_app_is_served_with_its_security_headers() {
         headers["content-security-policy"],
         relay_server::app::WEB_CSP
     );
-    // No worker can run: one started by URL would escape the bundle hash
-    // (decision 56).
-    assert!(relay_server::app::WEB_CSP.contains("worker-src 'none'"));
+    // Workers start only from `blob:` URLs, which only the pinned main
+    // script can make: one started by URL (same origin or `data:`) would
+    // escape the bundle hash (decision 56).
+    assert!(relay_server::app::WEB_CSP.contains("worker-src blob:;"));
+    assert!(!relay_server::app::WEB_CSP.contains("child-src"));
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(headers["referrer-policy"], "no-referrer");
     assert_eq!(headers["cache-control"], "no-cache");

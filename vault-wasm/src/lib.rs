@@ -24,6 +24,7 @@ mod sharing;
 mod snapshot;
 mod unlocked;
 mod view;
+pub mod worker;
 
 use secrecy::SecretString;
 use vault_core::{keyfile, Fingerprint, IdentityInfo, PublicIdentity, Role, SecretIdentity};

@@ -11,17 +11,18 @@ use vault_client::records::{
     add_records, ensure_collections, fetch_small_blobs, missing_blobs, FhirImport,
 };
 use vault_client::sync;
-use vault_core::{CollectionId, Keyring, RecordId, RecordInfo, VaultId, VaultState};
+use vault_core::{CollectionId, Keyring, RecordId, RecordInfo, RecordTarget, VaultId, VaultState};
 use vault_fhir as fhir;
 
 use crate::failure::{Failure, Result};
 use crate::progress::Progress;
 use crate::unlocked::Inner;
 use crate::view;
+use crate::worker;
 
-/// Largest file the browser seals (it holds the file, its ciphertext and a
-/// cached copy in memory).
-pub const MAX_FILE: usize = 512 * 1024 * 1024;
+/// Largest file the browser seals: the worker reads the file in chunks,
+/// but the ciphertext is held in memory until it is uploaded.
+pub const MAX_FILE: u64 = 512 * 1024 * 1024;
 
 /// Downloads (concurrently, hash-checked) the ciphertext of `records` that
 /// the store lacks.
@@ -207,19 +208,24 @@ pub struct NewFile<'a> {
     pub title: &'a str,
     /// Its MIME type (empty: `application/octet-stream`).
     pub content_type: &'a str,
-    /// Its bytes.
-    pub bytes: Vec<u8>,
+    /// Its length in bytes.
+    pub len: u64,
+    /// Seals the payload: `sealer(job)` returns a promise of
+    /// `{ciphertext, hash}` ([`crate::worker`]), from the worker holding
+    /// the file or from [`crate::worker::seal_payload`] on the page.
+    pub sealer: &'a js_sys::Function,
 }
 
-/// Seals one file into a collection and uploads it (resumable chunks),
-/// reporting bytes uploaded.
+/// Plans one file's record version, has `file.sealer` seal its payload
+/// (in a worker: the page stays responsive), then uploads the ciphertext
+/// (resumable chunks) and appends the version, reporting progress.
 pub async fn add_file(
     s: &mut Inner,
     vault: &VaultId,
     file: NewFile<'_>,
     progress: &Progress,
 ) -> Result<RecordId> {
-    if file.bytes.len() > MAX_FILE {
+    if file.len > MAX_FILE {
         return Err(Failure::new(
             "too_large",
             format!(
@@ -249,60 +255,82 @@ pub async fn add_file(
         created_at: s.client.now(),
         effective_at: None,
     };
-    let body_len = file.bytes.len() as u64;
-    let mut spool = ProgressSpool {
-        inner: Cursor::new(Vec::new()),
+    let state = sync::pull(&mut s.store, &s.client, vault).await?;
+    let plan = state.plan_record(
+        &Keyring::new(&secret, s.client.now()),
+        &collection,
+        RecordTarget::New(RecordId::random()),
+        &info,
+        file.len,
+    )?;
+    drop(state);
+    let (ciphertext, hash) = worker::seal_elsewhere(file.sealer, plan.job()).await?;
+    let mut spool = SealedSpool {
+        ciphertext,
+        at: 0,
         progress,
     };
-    progress.report(0, body_len, "sealing");
     let client = &s.client;
     let (_, metadata) =
-        sync::push_record(&mut s.store, client, vault, &mut spool, |state, spool| {
-            spool.inner = Cursor::new(Vec::new());
+        sync::push_record(&mut s.store, client, vault, &mut spool, |state, _sealed| {
             let mut keyring = Keyring::new(&secret, client.now());
-            Ok(state.put_record(
-                &mut keyring,
-                &collection,
-                None,
-                &info,
-                vault_core::RecordBody::new(file.bytes.as_slice(), body_len),
-                &mut *spool,
-            )?)
+            Ok(state.finish_record(&mut keyring, &plan, hash)?)
         })
         .await?;
-    progress.report(body_len, body_len, "done");
+    progress.report(file.len, file.len, "done");
     Ok(metadata.record())
 }
 
-/// The sealing spool: ciphertext in memory; reads (the upload) report
-/// progress.
-struct ProgressSpool<'a> {
-    inner: Cursor<Vec<u8>>,
+/// The upload's spool: a ciphertext the worker sealed, in JavaScript
+/// memory; reads (the upload, chunk by chunk) report progress. Written to
+/// only by the sealer, before.
+struct SealedSpool<'a> {
+    ciphertext: js_sys::Uint8Array,
+    at: u32,
     progress: &'a Progress,
 }
 
-impl Write for ProgressSpool<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.inner.write(buf)
+impl Write for SealedSpool<'_> {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::other(
+            "the ciphertext was sealed beforehand; nothing more is written",
+        ))
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }
 
-impl Read for ProgressSpool<'_> {
+impl Read for SealedSpool<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let total = self.inner.get_ref().len() as u64;
+        let total = self.ciphertext.length();
+        let n = (total - self.at.min(total)).min(u32::try_from(buf.len()).unwrap_or(u32::MAX));
+        if let Some(dest) = buf.get_mut(..n as usize) {
+            self.ciphertext.subarray(self.at, self.at + n).copy_to(dest);
+        }
+        self.at += n;
         self.progress
-            .report(self.inner.position(), total, "uploading");
-        Ok(n)
+            .report(u64::from(self.at), u64::from(total), "uploading");
+        Ok(n as usize)
     }
 }
 
-impl Seek for ProgressSpool<'_> {
+impl Seek for SealedSpool<'_> {
     fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
-        self.inner.seek(pos)
+        let total = i64::from(self.ciphertext.length());
+        let at = match pos {
+            SeekFrom::Start(n) => i64::try_from(n).unwrap_or(i64::MAX),
+            SeekFrom::End(d) => total.saturating_add(d),
+            SeekFrom::Current(d) => i64::from(self.at).saturating_add(d),
+        };
+        if !(0..=total).contains(&at) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek outside the ciphertext",
+            ));
+        }
+        self.at = at as u32;
+        Ok(at as u64)
     }
 }
 

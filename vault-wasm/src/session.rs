@@ -13,6 +13,12 @@ use vault_client::RelayClient;
 use vault_core::keyfile;
 use vault_core::store::MemoryStore;
 use wasm_bindgen::prelude::*;
+
+/// Upload chunk size in the browser, half the command line's 8 MiB. Each
+/// chunk is hashed and handed to `fetch` on the page's thread, so it
+/// bounds how long an upload holds the page; each chunk is also one
+/// round trip, so smaller chunks upload more slowly over a distant relay.
+const UPLOAD_CHUNK: usize = 4 << 20;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::failure::{Failure, Result};
@@ -49,16 +55,21 @@ impl Session {
         future_to_promise(async move {
             let open = || -> Result<Session> {
                 let secret = Arc::new(keyfile::open(&key_file, &passphrase)?);
-                let mut client = RelayClient::new(&relay_url, secret.clone())?;
+                let mut client =
+                    RelayClient::new(&relay_url, secret.clone())?.with_chunk_size(UPLOAD_CHUNK);
                 if let Some(token) = invite.as_deref().filter(|t| !t.trim().is_empty()) {
                     client = client.with_invite(token)?;
                 }
+                // Uploads larger than a listing fetches are not copied into
+                // the in-memory store: that copy (and its hash check) would
+                // hold the page for the whole size of a large file.
                 let store = match &snapshot {
                     Some(bytes) if !bytes.is_empty() => {
                         snapshot::restore(bytes, &secret.fingerprint(), client.now())?
                     }
                     _ => MemoryStore::new(),
-                };
+                }
+                .with_upload_limit(vault_client::records::LIST_FETCH_LIMIT);
                 Ok(Session {
                     inner: Rc::new(Mutex::new(Inner {
                         secret,
@@ -236,27 +247,38 @@ impl Session {
         })
     }
 
-    /// Seals one file into the named collection (created if missing, for
-    /// the owner) and uploads it, reporting progress as `progress(done,
-    /// total, phase)`; resolves to the new record's id.
+    /// Seals one file of `len` bytes into the named collection (created if
+    /// missing, for the owner) and uploads it, reporting progress as
+    /// `progress(done, total, phase)`; resolves to the new record's id.
+    /// `sealer(job)` seals the payload and resolves to `{ciphertext, hash}`:
+    /// `web/src/sealing.ts` runs [`crate::worker::seal_payload`] in a
+    /// worker holding the file (or on the page without workers).
     #[wasm_bindgen(js_name = addFile)]
+    #[allow(clippy::too_many_arguments)] // one per JS argument of `addFile`
     pub fn add_file(
         &self,
         vault: String,
         collection: String,
         title: String,
         content_type: String,
-        bytes: Vec<u8>,
+        len: f64,
+        sealer: js_sys::Function,
         progress: Option<js_sys::Function>,
     ) -> Promise {
         self.run(|inner| async move {
             let vault = vault_id(&vault)?;
+            if !(len >= 0.0 && len.fract() == 0.0 && len < 9_007_199_254_740_992.0) {
+                return Err(Failure::input(
+                    "the file's length is not a whole number of bytes",
+                ));
+            }
             let mut s = inner.lock().await;
             let file = records::NewFile {
                 collection: &collection,
                 title: &title,
                 content_type: &content_type,
-                bytes,
+                len: len as u64,
+                sealer: &sealer,
             };
             let id = records::add_file(&mut s, &vault, file, &Progress::new(progress)).await?;
             Ok(JsValue::from_str(&id.to_hex()))

@@ -166,3 +166,132 @@ async fn unlocking_checks_the_passphrase_and_the_snapshot() {
         message(&unknown)
     );
 }
+
+/// A vault with one collection, its owner, and a plan for a new record of
+/// `len` bytes in it.
+fn planned(
+    len: u64,
+) -> (
+    vault_core::SecretIdentity,
+    vault_core::VaultState,
+    vault_core::PlannedRecord,
+) {
+    use vault_core::{
+        IdentityInfo, Keyring, RecordId, RecordInfo, RecordTarget, Role, SecretIdentity, VaultState,
+    };
+    let now = 1_700_000_000;
+    let owner = SecretIdentity::from_seed(
+        &[9; 32],
+        &IdentityInfo {
+            display_name: "Pat".into(),
+            role: Role::Patient,
+            registration: None,
+            created_at: now,
+        },
+    )
+    .unwrap();
+    let (mut state, _) = VaultState::create(&owner, now).unwrap();
+    let (collection, entry) = state.create_collection(&owner, "scans", now).unwrap();
+    state.apply(&entry).unwrap();
+    let info = RecordInfo {
+        content_type: "application/octet-stream".into(),
+        title: "scan".into(),
+        created_at: now,
+        effective_at: None,
+    };
+    let plan = state
+        .plan_record(
+            &Keyring::new(&owner, now),
+            &collection,
+            RecordTarget::New(RecordId::random()),
+            &info,
+            len,
+        )
+        .unwrap();
+    (owner, state, plan)
+}
+
+/// `read(offset, len)` over `body`, as the worker's `FileReaderSync` gives it.
+fn reader(body: Vec<u8>) -> wasm_bindgen::closure::Closure<dyn Fn(f64, f64) -> js_sys::Uint8Array> {
+    wasm_bindgen::closure::Closure::new(move |offset: f64, len: f64| {
+        let start = (offset as usize).min(body.len());
+        let end = (start + len as usize).min(body.len());
+        js_sys::Uint8Array::from(&body[start..end])
+    })
+}
+
+#[wasm_bindgen_test]
+fn the_workers_seal_finishes_into_a_record_its_owner_opens() {
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let (owner, mut state, plan) = planned(body.len() as u64);
+    let read = reader(body.clone());
+    let reports = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    let counter = reports.clone();
+    let progress = wasm_bindgen::closure::Closure::<dyn Fn(f64, f64, String)>::new(
+        move |_: f64, _: f64, phase: String| {
+            assert_eq!(phase, "sealing");
+            counter.set(counter.get() + 1);
+        },
+    );
+    let answer = vault_wasm::worker::seal_payload(
+        &plan.job().to_bytes(),
+        read.as_ref().unchecked_ref(),
+        Some(
+            progress
+                .as_ref()
+                .unchecked_ref::<js_sys::Function>()
+                .clone(),
+        ),
+    )
+    .unwrap();
+    assert!(
+        reports.get() >= 2,
+        "progress reported {} times",
+        reports.get()
+    );
+    let get = |k: &str| {
+        js_sys::Reflect::get(&answer, &k.into())
+            .unwrap()
+            .dyn_into::<js_sys::Uint8Array>()
+            .unwrap()
+            .to_vec()
+    };
+    let (ciphertext, hash) = (get("ciphertext"), get("hash"));
+    assert_eq!(ciphertext.len() as u64, plan.job().ciphertext_len());
+    let mut keyring = vault_core::Keyring::new(&owner, 1_700_000_000);
+    let (metadata, entry) = state
+        .finish_record(&mut keyring, &plan, hash.try_into().unwrap())
+        .unwrap();
+    state.apply(&entry).unwrap();
+    let verified = state.record(&metadata.record()).unwrap();
+    let mut out = Vec::new();
+    keyring
+        .open(&state, &verified, ciphertext.as_slice(), &mut out)
+        .unwrap();
+    assert_eq!(out, body);
+}
+
+#[wasm_bindgen_test]
+fn the_workers_seal_refuses_a_file_that_changed_size_and_a_damaged_job() {
+    let (_, _, plan) = planned(100_000);
+    for len in [99_999, 100_001] {
+        let read = reader(vec![1; len]);
+        let e = vault_wasm::worker::seal_payload(
+            &plan.job().to_bytes(),
+            read.as_ref().unchecked_ref(),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            message(&e).starts_with("length_mismatch: "),
+            "{}",
+            message(&e)
+        );
+    }
+    let read = reader(vec![1; 100_000]);
+    let mut job = plan.job().to_bytes().to_vec();
+    job.truncate(40);
+    let e =
+        vault_wasm::worker::seal_payload(&job, read.as_ref().unchecked_ref(), None).unwrap_err();
+    assert!(message(&e).starts_with("malformed: "), "{}", message(&e));
+}

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, cpSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -98,6 +98,41 @@ function cli(args, { input, allowFail = false, home = cliHome } = {}) {
 }
 
 // ---------- fixtures ----------
+/** Size of the large file of step 10 (decision 56's responsiveness check). */
+const LARGE_FILE_BYTES = 200_000_000;
+
+/** Writes `size` bytes of random-looking content to `path`, each MiB different; returns its SHA-256 (hex). */
+function writeLargeFile(path, size) {
+  const block = Buffer.alloc(1 << 20);
+  for (let i = 0; i < block.length; i += 32) createHash('sha256').update(String(i)).digest().copy(block, i);
+  const hash = createHash('sha256');
+  const fd = openSync(path, 'w');
+  try {
+    for (let at = 0, n = 0; at < size; at += block.length, n += 1) {
+      block.writeUInt32BE(n, 0);
+      const part = block.subarray(0, Math.min(block.length, size - at));
+      writeSync(fd, part);
+      hash.update(part);
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return hash.digest('hex');
+}
+
+/** SHA-256 (hex) of a file, read in chunks. */
+function sha256File(path) {
+  const hash = createHash('sha256');
+  const fd = openSync(path, 'r');
+  const buf = Buffer.alloc(1 << 20);
+  try {
+    for (let n; (n = readSync(fd, buf)) > 0; ) hash.update(buf.subarray(0, n));
+  } finally {
+    closeSync(fd);
+  }
+  return hash.digest('hex');
+}
+
 function tinyPdf() {
   const objs = [
     '<< /Type /Catalog /Pages 2 0 R >>',
@@ -144,7 +179,7 @@ const observation = {
 // story runs under it, so any violation (an inline script, a remote
 // request) fails it as a console error.
 const CSP =
-  "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; worker-src 'none'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'";
+  "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; worker-src blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'";
 
 const norm = (s) => s.replace(/\s+/g, ' ').trim();
 
@@ -694,6 +729,101 @@ async function main() {
   await tid('nav-records').click();
   await tid('record-list').waitFor();
   log(`9. relay restored from an older backup: rollback reported, repaired from the page (${repaired.trim()}), the record opens after a fresh unlock`);
+
+  // 10. A 200 MB file is sealed in the worker (decision 56): the page
+  // answers input within 100 ms throughout the sealing, and the record
+  // downloads back byte for byte. Then, in a browser without workers, a
+  // file is sealed on the page instead (the fallback), and the page stalls.
+  const secs = (ms) => (ms / 1000).toFixed(1);
+  const inWorker = await addProbed('scan-200mb.bin', LARGE_FILE_BYTES, 'imaging');
+  const worst = (p, phase) => Math.max(0, ...p.keys.filter(([k]) => k === phase).map(([, d]) => d));
+  const keysWhileSealing = inWorker.probe.keys.filter(([k]) => k === 'sealing').length;
+  assert.ok(keysWhileSealing >= 5, `only ${keysWhileSealing} key presses landed while sealing: ${JSON.stringify(inWorker.probe)}`);
+  assert.ok(worst(inWorker.probe, 'sealing') < 100, `a key press waited ${worst(inWorker.probe, 'sealing').toFixed(0)} ms while the file was sealed`);
+  assert.ok((inWorker.probe.gaps.sealing ?? 0) < 100, `the page's event loop stalled ${inWorker.probe.gaps.sealing?.toFixed(0)} ms while the file was sealed`);
+  log(
+    `10. 200 MB file: sealed in the worker in ${secs(inWorker.sealMs)} s, uploaded in ${secs(inWorker.uploadMs)} s; ` +
+      `worst key-press delay ${worst(inWorker.probe, 'sealing').toFixed(0)} ms sealing, ${worst(inWorker.probe, 'uploading').toFixed(0)} ms uploading (${inWorker.probe.keys.length} presses); ` +
+      `longest event-loop gap ${(inWorker.probe.gaps.sealing ?? 0).toFixed(0)} ms sealing, ${(inWorker.probe.gaps.uploading ?? 0).toFixed(0)} ms uploading; downloaded back identical`,
+  );
+  await page.evaluate(() => {
+    window.__worker = window.Worker;
+    window.Worker = undefined;
+  });
+  const onPage = await addProbed('scan-20mb.bin', 20_000_000, 'scans');
+  await page.evaluate(() => {
+    window.Worker = window.__worker;
+  });
+  log(
+    `10. without workers, a 20 MB file sealed on the page in ${secs(onPage.sealMs)} s (longest event-loop gap ${(onPage.probe.gaps.sealing ?? 0).toFixed(0)} ms); downloaded back identical`,
+  );
+
+  /**
+   * Adds a file of `size` bytes to `collection` through the page while a
+   * key is pressed every 25 ms, then downloads the record and compares it.
+   * Returns the sealing and upload times and the probe: each key press's
+   * delay and the longest event-loop gap, by phase.
+   */
+  async function addProbed(name, size, collection) {
+    const path = join(tmp, name);
+    const hash = writeLargeFile(path, size);
+    await tid('nav-add').click();
+    await tid('upload-collection').fill(collection);
+    await tid('upload-input').setInputFiles(path);
+    await page.evaluate(() => {
+      // Input latency: how long after the key was pressed its handler ran.
+      // Gaps: the longest the event loop went without running a 10 ms timer.
+      // Phases follow the file's status line.
+      const probe = { phase: 'before', keys: [], gaps: {}, stop: false };
+      const phase = () => {
+        const text = document.querySelector('[data-testid="upload-status"]')?.textContent ?? '';
+        // Sealing ends when its progress reaches 100%: the first upload
+        // chunk is read, hashed and sent before the status says so.
+        return /^Encrypting/.test(text) && !/100%/.test(text) ? 'sealing' : /^Uploading/.test(text) ? 'uploading' : probe.phase === 'before' ? 'before' : 'finishing';
+      };
+      document.addEventListener('keydown', (ev) => probe.stop || probe.keys.push([phase(), performance.now() - ev.timeStamp]), { capture: true });
+      let last = performance.now();
+      const tick = () => {
+        // A gap counts for the phase it began in.
+        const now = performance.now();
+        probe.gaps[probe.phase] = Math.max(probe.gaps[probe.phase] ?? 0, now - last);
+        probe.phase = phase();
+        last = now;
+        if (!probe.stop) setTimeout(tick, 10);
+      };
+      setTimeout(tick, 10);
+      window.__probe = probe;
+    });
+    const start = Date.now();
+    await tid('upload-start').click();
+    let sealedAt = 0;
+    for (let done = false; !done; ) {
+      await page.keyboard.press('Shift');
+      await new Promise((r) => setTimeout(r, 25));
+      if (!sealedAt && (await tid('upload-status').innerText()).startsWith('Uploading')) sealedAt = Date.now();
+      done = (await page.locator('[data-testid="upload-file-done"]').count()) > 0 || (await page.locator('[data-testid="alerts"] .alert').count()) > 0;
+      assert.ok(Date.now() - start < 300_000, `${name} was not added within 5 minutes`);
+    }
+    const doneAt = Date.now();
+    await noAlerts(`after adding ${name}`);
+    const probe = await page.evaluate(() => {
+      window.__probe.stop = true;
+      return { keys: window.__probe.keys, gaps: window.__probe.gaps };
+    });
+    await tid('nav-records').click();
+    await page.locator(`[data-testid="collection-item"][data-collection-name="${collection}"]`).click();
+    await tid('record-row').first().click();
+    await tid('record-detail').waitFor();
+    const [download] = await Promise.all([page.waitForEvent('download', { timeout: 180_000 }), tid('record-download').click()]);
+    const back = join(tmp, `${name}.back`);
+    await download.saveAs(back);
+    assert.equal(statSync(back).size, size);
+    assert.equal(sha256File(back), hash, `${name} downloaded differs from the file added`);
+    rmSync(back);
+    rmSync(path);
+    await tid('record-back').click();
+    return { sealMs: (sealedAt || doneAt) - start, uploadMs: doneAt - (sealedAt || doneAt), probe };
+  }
 
   assert.deepEqual(problems, [], `problems:\n${problems.join('\n')}`);
 

@@ -132,7 +132,6 @@ export function renderAdd(c: Ctx): HTMLElement {
       p.remove.disabled = true;
       p.status.textContent = 'Reading…';
       try {
-        const bytes = new Uint8Array(await p.file.arrayBuffer());
         const progress = (done: number, total: number, phase: string) => {
           const frac = total > 0 ? Math.min(1, done / total) : 0;
           p.bar.value = frac;
@@ -142,14 +141,15 @@ export function renderAdd(c: Ctx): HTMLElement {
         };
         if (p.fhir) {
           p.status.textContent = 'Encrypting and uploading…';
+          const bytes = new Uint8Array(await p.file.arrayBuffer());
           const summary = await run((s) => s.importFhir(vault, bytes, progress));
           p.status.textContent = `Imported: ${summary.added} added, ${summary.skipped} skipped`;
           results.append(summaryCard(p.file.name, summary));
         } else {
           const title = p.title.value.trim() || p.file.name;
           p.status.textContent = 'Encrypting and uploading…';
-          const type = wasmContentTypeOf(bytes.subarray(0, SNIFF_LEN), p.file.name);
-          await run((s) => s.addFile(vault, colName, title, type, bytes, progress));
+          const type = await contentTypeOf(p.file);
+          await run((s) => s.addFile(vault, colName, title, type, p.file, progress));
           p.status.textContent = `Added to “${colName}”`;
           results.append(h('p', { class: 'inline-ok', testid: 'upload-file-done' }, icon(ICONS.check), `“${title}” added to ${colName}.`));
         }

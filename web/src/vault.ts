@@ -5,6 +5,7 @@
 // module's errors ("code: message") into VaultError.
 
 import init, * as wasm from '../pkg/vault_wasm.js';
+import { rememberModule, sealFile } from './sealing';
 
 /**
  * An error from vault-wasm with a stable code: vault-core's (`wrong_passphrase`,
@@ -36,11 +37,20 @@ async function call<T>(f: () => T | Promise<T>): Promise<T> {
   }
 }
 
-/** Loads the WebAssembly module, checking its Subresource Integrity hash. */
+/**
+ * Loads the WebAssembly module, checking its Subresource Integrity hash. It
+ * is compiled once; the sealing worker instantiates the same module.
+ */
 export async function load(wasmUrl: string, integrity: string | undefined): Promise<void> {
   await call(async () => {
-    const response = fetch(wasmUrl, integrity ? { integrity } : {});
-    await init({ module_or_path: response });
+    const response = await fetch(wasmUrl, integrity ? { integrity } : {});
+    if (!response.ok) throw new Error(`transport: the app's WebAssembly module could not be loaded (HTTP ${response.status})`);
+    const module =
+      response.headers.get('content-type') === 'application/wasm'
+        ? await WebAssembly.compileStreaming(response)
+        : await WebAssembly.compile(await response.arrayBuffer());
+    await init({ module_or_path: module });
+    rememberModule(module);
   });
 }
 
@@ -404,26 +414,24 @@ export class Session {
     return JSON.parse(await call(() => this.inner.records(vault, collection)));
   }
 
-  /** The record's body, decrypted and authenticated. */
   /** Deletes a record; with `purge`, destroys every version of it for good (owner only). */
   async deleteRecord(vault: string, record: string, purge: boolean): Promise<{ deleted: string; purgedVersions: number }> {
     return JSON.parse(await call(() => this.inner.deleteRecord(vault, record, purge)));
   }
 
+  /** The record's body, decrypted and authenticated. */
   openRecord(vault: string, record: string): Promise<Uint8Array> {
     return call(() => this.inner.openRecord(vault, record));
   }
 
-  /** Seals and uploads one file into the named collection (created if missing). Returns the record id. */
-  addFile(
-    vault: string,
-    collectionName: string,
-    title: string,
-    contentType: string,
-    bytes: Uint8Array,
-    progress: Progress,
-  ): Promise<string> {
-    return call(() => this.inner.addFile(vault, collectionName, title, contentType, bytes, progress));
+  /**
+   * Seals and uploads one file into the named collection (created if
+   * missing). The payload is sealed in a worker (src/sealing.ts), so the
+   * page stays responsive. Returns the record id.
+   */
+  addFile(vault: string, collectionName: string, title: string, contentType: string, file: File, progress: Progress): Promise<string> {
+    const sealer = (job: Uint8Array) => sealFile(job, file, progress);
+    return call(() => this.inner.addFile(vault, collectionName, title, contentType, file.size, sealer, progress));
   }
 
   /** Imports a FHIR R4 Bundle (or one resource): each resource a record, sorted into collections. */
