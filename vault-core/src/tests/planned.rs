@@ -7,6 +7,19 @@ use crate::error::Error;
 use crate::vault::{Keyring, RecordTarget};
 use crate::{PayloadJob, Permission, RecordId};
 
+/// Plans a new record of `len` bytes in labs as `who`.
+fn plan_new(f: &Fixture, who: usize, len: u64) -> crate::PlannedRecord {
+    f.state
+        .plan_record(
+            &Keyring::new(f.who(who), NOW),
+            &f.labs,
+            RecordTarget::New(RecordId::random()),
+            &info("scan"),
+            len,
+        )
+        .unwrap()
+}
+
 /// Plans a new record in labs as `who`, seals its job after a round trip
 /// through bytes, and returns the plan with its ciphertext and hash.
 fn plan_and_seal(
@@ -14,17 +27,7 @@ fn plan_and_seal(
     who: usize,
     body: &[u8],
 ) -> (crate::PlannedRecord, Vec<u8>, [u8; 32]) {
-    let keyring = Keyring::new(f.who(who), NOW);
-    let plan = f
-        .state
-        .plan_record(
-            &keyring,
-            &f.labs,
-            RecordTarget::New(RecordId::random()),
-            &info("scan"),
-            body.len() as u64,
-        )
-        .unwrap();
+    let plan = plan_new(f, who, body.len() as u64);
     let job = PayloadJob::from_bytes(&plan.job().to_bytes()).unwrap();
     let mut ct = Vec::new();
     let hash = job.seal(body, &mut ct).unwrap();
@@ -138,17 +141,7 @@ fn a_plan_is_refused_when_its_version_was_taken_or_its_writer_lost_access() {
 #[test]
 fn a_job_reads_exactly_its_body_length() {
     let f = Fixture::new();
-    let keyring = Keyring::new(&f.patient, NOW);
-    let plan = f
-        .state
-        .plan_record(
-            &keyring,
-            &f.labs,
-            RecordTarget::New(RecordId::random()),
-            &info("x"),
-            10,
-        )
-        .unwrap();
+    let plan = plan_new(&f, 0, 10);
     for body in [&b"123456789"[..], b"12345678901"] {
         assert!(matches!(
             plan.job().seal(body, Vec::new()),
@@ -160,17 +153,7 @@ fn a_job_reads_exactly_its_body_length() {
 #[test]
 fn a_job_from_bytes_is_refused_unless_its_lengths_agree_and_its_key_never_prints() {
     let f = Fixture::new();
-    let keyring = Keyring::new(&f.patient, NOW);
-    let plan = f
-        .state
-        .plan_record(
-            &keyring,
-            &f.labs,
-            RecordTarget::New(RecordId::random()),
-            &info("x"),
-            1000,
-        )
-        .unwrap();
+    let plan = plan_new(&f, 0, 1000);
     let bytes = plan.job().to_bytes();
     let key_hex = hex::encode(bytes.get(1..33).unwrap());
     for text in [format!("{:?}", plan.job()), format!("{plan:?}")] {
