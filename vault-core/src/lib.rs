@@ -58,8 +58,8 @@ pub use log::{
 };
 pub use payload::{ciphertext_len, CHUNK_LEN};
 pub use record::{
-    padded_len, OpenedRecord, PayloadJob, PlannedRecord, RecordBody, RecordInfo, RecordMetadata,
-    VerifiedRecord, DEPOSIT_METADATA_LEN, METADATA_LEN, MIN_PADDED_LEN,
+    padded_len, OpenJob, OpenedRecord, PayloadJob, PlannedRecord, RecordBody, RecordInfo,
+    RecordMetadata, VerifiedRecord, DEPOSIT_METADATA_LEN, METADATA_LEN, MIN_PADDED_LEN,
 };
 pub use vault::{
     Access, CollectionAccess, CollectionSummary, Keyring, RecordSummary, RecordTarget, VaultState,

@@ -839,60 +839,121 @@ impl<'a> VerifiedRecord<'a> {
 
     /// Decrypts the payload from `ciphertext`, writing the body to `out`
     /// chunk by chunk (each chunk only after it authenticated), and returns
+    /// the record's inner header: [`OpenJob::open`] with this version's job
+    /// (the tests' shortcut).
+    #[cfg(test)]
+    pub(crate) fn open_with<R: Read, W: Write>(
+        &self,
+        data_key: &DataKey,
+        ciphertext: R,
+        out: W,
+    ) -> Result<OpenedRecord> {
+        self.open_job(data_key).open(ciphertext, out)
+    }
+
+    /// The opening of this version's payload under `data_key` (which
+    /// [`VerifiedRecord::data_key`] or a grant gave).
+    pub(crate) fn open_job(&self, data_key: &DataKey) -> OpenJob {
+        let m = self.metadata;
+        OpenJob {
+            key: payload_key(
+                data_key,
+                &m.payload_salt,
+                &m.vault,
+                &m.collection,
+                &m.record,
+                m.version,
+            ),
+            padded_len: m.padded_len,
+            ciphertext_hash: m.ciphertext_hash,
+            vault: m.vault,
+            collection: m.collection,
+            record: m.record,
+            version: m.version,
+            author: m.author,
+        }
+    }
+}
+
+/// Version byte of [`OpenJob::to_bytes`].
+const OPEN_JOB_VERSION: u8 = 1;
+/// Length of [`OpenJob::to_bytes`].
+const OPEN_JOB_LEN: usize = 1 + 32 + 8 + 32 + 16 * 3 + 4 + 32;
+
+/// The opening of one verified record version's payload, handed to code
+/// that holds no other secret (the web app's worker): the payload key, the
+/// signed padded length and ciphertext hash, and the place the inner header
+/// must name. Made by [`crate::Keyring::open_job`] from a verified record
+/// only; whoever holds it can open this one version, nothing else.
+///
+/// The key is zeroized on drop and never printed. [`OpenJob::to_bytes`] is
+/// a message between two parts of one build, never stored or sent.
+pub struct OpenJob {
+    key: Zeroizing<[u8; 32]>,
+    padded_len: u64,
+    ciphertext_hash: [u8; 32],
+    vault: VaultId,
+    collection: CollectionId,
+    record: RecordId,
+    version: u32,
+    author: Fingerprint,
+}
+
+impl OpenJob {
+    /// The exact ciphertext length [`OpenJob::open`] reads.
+    pub fn ciphertext_len(&self) -> u64 {
+        payload::ciphertext_len(self.padded_len).unwrap_or(u64::MAX)
+    }
+
+    /// The padded plaintext length: an upper bound of the body's length.
+    pub fn padded_len(&self) -> u64 {
+        self.padded_len
+    }
+
+    /// Decrypts the payload from `ciphertext`, writing the body to `out`
+    /// chunk by chunk (each chunk only after it authenticated), and returns
     /// the record's inner header.
     ///
     /// Errors: [`Error::CiphertextMismatch`] if the bytes are not the
     /// ciphertext the author signed (swapped, truncated, reordered, extended);
     /// [`Error::DecryptionFailed`] if they are but do not decrypt;
     /// [`Error::ContextMismatch`] if the inner header names another context.
-    pub(crate) fn open_with<R: Read, W: Write>(
-        &self,
-        data_key: &DataKey,
-        ciphertext: R,
-        mut out: W,
-    ) -> Result<OpenedRecord> {
-        let m = self.metadata;
-        let pkey = payload_key(
-            data_key,
-            &m.payload_salt,
-            &m.vault,
-            &m.collection,
-            &m.record,
-            m.version,
-        );
+    /// On any error, what was written to `out` must be thrown away.
+    pub fn open<R: Read, W: Write>(&self, ciphertext: R, mut out: W) -> Result<OpenedRecord> {
         let mut header: Option<InnerHeader> = None;
         let mut body_left: u64 = 0;
         let mut padding_left: u64 = 0;
-        let (result, hash) = payload::read_payload(&pkey, m.padded_len, ciphertext, |mut chunk| {
-            if header.is_none() {
-                let (h, used) = InnerHeader::parse(chunk)?;
-                check_inner(&h, m)?;
-                let total = (used as u64)
-                    .checked_add(h.body_len)
-                    .filter(|t| padded_len(*t) == Some(m.padded_len))
-                    .ok_or(Error::Malformed {
-                        what: "record header",
-                        reason: "body length does not match padded length",
-                    })?;
-                body_left = h.body_len;
-                padding_left = m.padded_len - total;
-                header = Some(h);
-                chunk = chunk.get(used..).unwrap_or_default();
-            }
-            let n = usize::try_from(body_left.min(chunk.len() as u64)).unwrap_or(0);
-            let (body, pad) = chunk.split_at(n);
-            out.write_all(body)?;
-            body_left -= n as u64;
-            if pad.iter().any(|b| *b != 0) {
-                return Err(Error::Malformed {
-                    what: "record payload",
-                    reason: "non-zero padding",
-                });
-            }
-            padding_left = padding_left.saturating_sub(pad.len() as u64);
-            Ok(())
-        });
-        let hash_ok = primitives::ct_eq(&hash, &m.ciphertext_hash);
+        let (result, hash) =
+            payload::read_payload(&self.key, self.padded_len, ciphertext, |mut chunk| {
+                if header.is_none() {
+                    let (h, used) = InnerHeader::parse(chunk)?;
+                    self.check_inner(&h)?;
+                    let total = (used as u64)
+                        .checked_add(h.body_len)
+                        .filter(|t| padded_len(*t) == Some(self.padded_len))
+                        .ok_or(Error::Malformed {
+                            what: "record header",
+                            reason: "body length does not match padded length",
+                        })?;
+                    body_left = h.body_len;
+                    padding_left = self.padded_len - total;
+                    header = Some(h);
+                    chunk = chunk.get(used..).unwrap_or_default();
+                }
+                let n = usize::try_from(body_left.min(chunk.len() as u64)).unwrap_or(0);
+                let (body, pad) = chunk.split_at(n);
+                out.write_all(body)?;
+                body_left -= n as u64;
+                if pad.iter().any(|b| *b != 0) {
+                    return Err(Error::Malformed {
+                        what: "record payload",
+                        reason: "non-zero padding",
+                    });
+                }
+                padding_left = padding_left.saturating_sub(pad.len() as u64);
+                Ok(())
+            });
+        let hash_ok = primitives::ct_eq(&hash, &self.ciphertext_hash);
         match result {
             Err(PayloadFailure::Io(e)) => return Err(e.into()),
             // Chunks authenticate under a key every reader of the record can
@@ -921,26 +982,94 @@ impl<'a> VerifiedRecord<'a> {
             info: h.info,
         })
     }
+
+    fn check_inner(&self, h: &InnerHeader) -> Result<()> {
+        let field = if h.vault != self.vault {
+            "vault"
+        } else if h.collection != self.collection {
+            "collection"
+        } else if h.record != self.record {
+            "record"
+        } else if h.version != self.version {
+            "version"
+        } else if h.author != self.author {
+            "author"
+        } else {
+            return Ok(());
+        };
+        Err(Error::ContextMismatch {
+            what: "record ciphertext",
+            field,
+        })
+    }
+
+    /// The job as bytes for the worker: version, key, padded length,
+    /// ciphertext hash, vault, collection, record, version, author. Secret:
+    /// zeroized on drop.
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(OPEN_JOB_LEN));
+        out.push(OPEN_JOB_VERSION);
+        out.extend_from_slice(self.key.as_ref());
+        out.extend_from_slice(&self.padded_len.to_be_bytes());
+        out.extend_from_slice(&self.ciphertext_hash);
+        out.extend_from_slice(self.vault.as_bytes());
+        out.extend_from_slice(self.collection.as_bytes());
+        out.extend_from_slice(self.record.as_bytes());
+        out.extend_from_slice(&self.version.to_be_bytes());
+        out.extend_from_slice(self.author.as_bytes());
+        out
+    }
+
+    /// Parses [`OpenJob::to_bytes`]: [`Error::Malformed`] unless it is
+    /// exactly that long and its padded length is one §6.2 gives.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let bad = |reason| Error::Malformed {
+            what: "open job",
+            reason,
+        };
+        let (version, rest) = bytes.split_first().ok_or(bad("empty"))?;
+        if *version != OPEN_JOB_VERSION {
+            return Err(Error::UnsupportedVersion {
+                what: "open job",
+                version: *version,
+            });
+        }
+        if bytes.len() != OPEN_JOB_LEN {
+            return Err(bad("wrong length"));
+        }
+        let mut r = Reader::new(rest, "open job");
+        let key = Zeroizing::new(r.array::<32>()?);
+        let padded = r.u64()?;
+        let ciphertext_hash = r.array::<32>()?;
+        let vault = VaultId::from_bytes(r.array::<16>()?);
+        let collection = CollectionId::from_bytes(r.array::<16>()?);
+        let record = RecordId::from_bytes(r.array::<16>()?);
+        let record_version = r.u32()?;
+        let author = Fingerprint::from_bytes(r.array::<32>()?);
+        if padded_len(padded) != Some(padded) || payload::ciphertext_len(padded).is_none() {
+            return Err(bad("not a padded length"));
+        }
+        Ok(Self {
+            key,
+            padded_len: padded,
+            ciphertext_hash,
+            vault,
+            collection,
+            record,
+            version: record_version,
+            author,
+        })
+    }
 }
 
-fn check_inner(h: &InnerHeader, m: &RecordMetadata) -> Result<()> {
-    let field = if h.vault != m.vault {
-        "vault"
-    } else if h.collection != m.collection {
-        "collection"
-    } else if h.record != m.record {
-        "record"
-    } else if h.version != m.version {
-        "version"
-    } else if h.author != m.author {
-        "author"
-    } else {
-        return Ok(());
-    };
-    Err(Error::ContextMismatch {
-        what: "record ciphertext",
-        field,
-    })
+impl std::fmt::Debug for OpenJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenJob")
+            .field("record", &self.record)
+            .field("version", &self.version)
+            .field("padded_len", &self.padded_len)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for VerifiedRecord<'_> {

@@ -1,6 +1,7 @@
-//! A record version planned on one side and sealed on another (the web app's
-//! worker): [`crate::VaultState::plan_record`], [`crate::PayloadJob`] as
-//! bytes, [`crate::VaultState::finish_record`].
+//! A record version planned on one side and sealed on another (the web
+//! app's worker): [`crate::VaultState::plan_record`], [`crate::PayloadJob`]
+//! as bytes, [`crate::VaultState::finish_record`]; and opened there from an
+//! [`crate::OpenJob`].
 
 use super::fixture::*;
 use crate::error::Error;
@@ -182,4 +183,68 @@ fn a_job_from_bytes_is_refused_unless_its_lengths_agree_and_its_key_never_prints
             "cut at {cut}"
         );
     }
+}
+
+#[test]
+fn an_open_job_from_bytes_opens_exactly_what_the_keyring_opens_and_nothing_swapped() {
+    let mut f = Fixture::new();
+    f.share(1, f.labs, Permission::Read, None);
+    let body = vec![5u8; 70_000];
+    let first = f.put_as(0, f.labs, None, "scan", &body);
+    let other = f.put_as(0, f.labs, None, "other", b"another record");
+    let verified = f.state.record(&first.record()).unwrap();
+    let ciphertext = f.blobs[first.ciphertext_hash()].clone();
+    let mut keyring = Keyring::new(&f.alice, NOW);
+    let job = keyring.open_job(&f.state, &verified).unwrap();
+    assert_eq!(job.ciphertext_len(), ciphertext.len() as u64);
+    let job = crate::OpenJob::from_bytes(&job.to_bytes()).unwrap();
+    let mut out = Vec::new();
+    let opened = job.open(ciphertext.as_slice(), &mut out).unwrap();
+    assert_eq!(out, body);
+    let (expected, _) = f.open_as(1, &first.record()).unwrap();
+    assert_eq!(opened, expected);
+    // Another record's ciphertext, even one the same reader may open, is refused.
+    let swapped = &f.blobs[other.ciphertext_hash()];
+    assert!(matches!(
+        job.open(swapped.as_slice(), Vec::new()),
+        Err(Error::CiphertextMismatch)
+    ));
+    // Someone the record is not shared with gets no job.
+    let mut keyring = Keyring::new(&f.bob, NOW);
+    assert!(keyring.open_job(&f.state, &verified).is_err());
+}
+
+#[test]
+fn an_open_job_from_bytes_is_refused_unless_whole_and_its_key_never_prints() {
+    let mut f = Fixture::new();
+    let m = f.put_as(0, f.labs, None, "scan", b"body");
+    let verified = f.state.record(&m.record()).unwrap();
+    let job = Keyring::new(&f.patient, NOW)
+        .open_job(&f.state, &verified)
+        .unwrap();
+    let bytes = job.to_bytes();
+    let key_hex = hex::encode(bytes.get(1..33).unwrap());
+    assert!(!format!("{job:?}").contains(&key_hex));
+    for cut in [0, 1, 40, bytes.len() - 1] {
+        assert!(
+            matches!(
+                crate::OpenJob::from_bytes(&bytes[..cut]),
+                Err(Error::Malformed { .. })
+            ),
+            "cut at {cut}"
+        );
+    }
+    let mut other = bytes.to_vec();
+    other[0] = 9;
+    assert!(matches!(
+        crate::OpenJob::from_bytes(&other),
+        Err(Error::UnsupportedVersion { .. })
+    ));
+    // A padded length §6.2 never gives.
+    let mut odd = bytes.to_vec();
+    odd[33..41].copy_from_slice(&1_000_001u64.to_be_bytes());
+    assert!(matches!(
+        crate::OpenJob::from_bytes(&odd),
+        Err(Error::Malformed { .. })
+    ));
 }

@@ -173,7 +173,19 @@ impl<'a> Keyring<'a> {
         ciphertext: R,
         out: W,
     ) -> Result<OpenedRecord> {
+        self.open_job(state, record)?.open(ciphertext, out)
+    }
+
+    /// What [`Self::open`] does before it reads the ciphertext: unwraps the
+    /// data key (access errors as for [`Self::open`]) and derives the
+    /// opening of this one version's payload, for a worker that holds no
+    /// other secret (the web app's).
+    pub fn open_job(
+        &mut self,
+        state: &VaultState,
+        record: &VerifiedRecord<'_>,
+    ) -> Result<crate::OpenJob> {
         let key = self.data_key(state, record)?;
-        record.open_with(&key, ciphertext, out)
+        Ok(record.open_job(&key))
     }
 }
