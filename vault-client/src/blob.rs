@@ -109,6 +109,11 @@ pub(crate) fn resume_plan(
     }
 }
 
+/// How many downloaded bytes a blob download hashes before it lets the
+/// browser's event loop run ([`crate::platform::give_way`]): about 15 ms of
+/// SHA-256 in WebAssembly.
+const GIVE_WAY_EVERY: usize = 4 << 20;
+
 /// Largest body of one batch upload (the relay's default JSON limit is
 /// 16 MiB; batches stay well under it).
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
@@ -552,6 +557,7 @@ impl RelayClient {
             let before = have;
             let mut stream = std::pin::pin!(resp.bytes_stream());
             let mut dropped = None;
+            let mut since_give_way = 0usize;
             while let Some(chunk) = stream.next().await {
                 let chunk = match chunk {
                     Ok(c) => c,
@@ -574,6 +580,11 @@ impl RelayClient {
                 sink.write_all(bytes)?;
                 digest.update(bytes);
                 have += bytes.len() as u64;
+                since_give_way += bytes.len();
+                if since_give_way >= GIVE_WAY_EVERY {
+                    since_give_way = 0;
+                    crate::platform::give_way().await;
+                }
             }
             if have == expected_len {
                 sink.flush()?;

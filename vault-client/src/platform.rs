@@ -37,6 +37,19 @@ pub(crate) async fn sleep(d: Duration) {
     gloo_timers::future::sleep(d).await;
 }
 
+/// Lets the browser's event loop run (input, rendering, timers) before
+/// going on: a zero-delay timer. A response already buffered is read in
+/// promise continuations that never give way, so a long read must. Nothing
+/// on native targets, where tasks run on their own threads.
+#[cfg(target_arch = "wasm32")]
+pub(crate) async fn give_way() {
+    gloo_timers::future::sleep(Duration::ZERO).await;
+}
+
+/// See the wasm32 version: nothing to do here.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) async fn give_way() {}
+
 /// A random number in `[0, 1)`, for jitter (0.5 if the system has no
 /// randomness, which only makes the jitter predictable).
 pub(crate) fn random_fraction() -> f64 {
