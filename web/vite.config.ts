@@ -23,7 +23,7 @@ function wasmIntegrity(): string {
 }
 
 /**
- * The sealing worker (src/seal-worker.ts) is inlined into the pinned main
+ * The payload worker (src/payload-worker.ts) is inlined into the pinned main
  * chunk and started from a `blob:` URL; it must load no code of its own
  * (decision 56): a `blob:` worker inherits the page's `script-src 'self'`,
  * so an import or importScripts would run a file no SRI pin covers. This
@@ -41,19 +41,19 @@ function selfContainedWorker(): Plugin {
     transform(code, id) {
       if (!id.endsWith('/pkg/vault_wasm.js')) return null;
       if (!code.includes(moduleUrl)) this.error(`the wasm-bindgen glue no longer contains ${moduleUrl}: update vite.config.ts`);
-      return code.replace(moduleUrl, `(() => { throw new Error("internal: the sealing worker is given the page's module"); })()`);
+      return code.replace(moduleUrl, `(() => { throw new Error("internal: the payload worker is given the page's module"); })()`);
     },
     generateBundle(_options, bundle) {
       const outputs = Object.values(bundle);
       const chunks = outputs.flatMap((o) => (o.type === 'chunk' ? [o] : []));
       const assets = outputs.filter((o) => o.type === 'asset').map((o) => o.fileName);
       if (chunks.length !== 1 || assets.length) {
-        this.error(`the sealing worker must be one script and emit no file; it has ${chunks.length} scripts and files [${assets.join(', ')}]`);
+        this.error(`the payload worker must be one script and emit no file; it has ${chunks.length} scripts and files [${assets.join(', ')}]`);
       }
       for (const chunk of chunks) {
-        if (chunk.imports.length || chunk.dynamicImports.length) this.error(`the sealing worker imports ${[...chunk.imports, ...chunk.dynamicImports].join(', ')}`);
+        if (chunk.imports.length || chunk.dynamicImports.length) this.error(`the payload worker imports ${[...chunk.imports, ...chunk.dynamicImports].join(', ')}`);
         for (const loads of ['importScripts(', 'import(', 'new Worker(']) {
-          if (chunk.code.includes(loads)) this.error(`the sealing worker's script contains \`${loads}\`: it must load no code of its own`);
+          if (chunk.code.includes(loads)) this.error(`the payload worker's script contains \`${loads}\`: it must load no code of its own`);
         }
       }
     },

@@ -167,4 +167,53 @@ impl SealBench {
     pub fn open(&mut self) -> std::result::Result<usize, JsValue> {
         self.open_once().map_err(Failure::into_js)
     }
+
+    /// The body, for the worker's half of the bench (as the file it reads).
+    pub fn body(&self) -> js_sys::Uint8Array {
+        js_sys::Uint8Array::from(self.body.as_slice())
+    }
+
+    /// A payload job for a new record of the body's length: what the app's
+    /// page hands its worker to seal ([`crate::worker::seal_payload`]).
+    #[wasm_bindgen(js_name = sealJob)]
+    pub fn seal_job(&self) -> std::result::Result<js_sys::Uint8Array, JsValue> {
+        let info = RecordInfo {
+            content_type: "application/octet-stream".into(),
+            title: "bench".into(),
+            created_at: 4,
+            effective_at: None,
+        };
+        let plan = self
+            .state
+            .plan_record(
+                &Keyring::new(&self.owner, 4),
+                &self.collection,
+                vault_core::RecordTarget::New(vault_core::RecordId::random()),
+                &info,
+                self.body.len() as u64,
+            )
+            .map_err(|e| Failure::from(e).into_js())?;
+        Ok(js_sys::Uint8Array::from(plan.job().to_bytes().as_slice()))
+    }
+
+    /// The open job and ciphertext of the last sealed record: what the
+    /// app's page hands its worker to open ([`crate::worker::open_payload`]).
+    #[wasm_bindgen(js_name = openJob)]
+    pub fn open_job(&self) -> std::result::Result<js_sys::Array, JsValue> {
+        let (metadata, ciphertext) = self
+            .sealed
+            .as_ref()
+            .ok_or_else(|| Failure::input("seal first").into_js())?;
+        let verified = self
+            .state
+            .record(&metadata.record())
+            .map_err(|e| Failure::from(e).into_js())?;
+        let job = Keyring::new(&self.owner, 5)
+            .open_job(&self.state, &verified)
+            .map_err(|e| Failure::from(e).into_js())?;
+        Ok(js_sys::Array::of2(
+            &js_sys::Uint8Array::from(job.to_bytes().as_slice()),
+            &js_sys::Uint8Array::from(ciphertext.as_slice()),
+        ))
+    }
 }

@@ -8,9 +8,10 @@ use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 use serde_json::{json, Value};
 use vault_client::reading::{self, Listed, Listing};
 use vault_client::records::{
-    add_records, ensure_collections, fetch_small_blobs, missing_blobs, FhirImport,
+    add_records, ensure_collections, fetch_small_blobs, missing_blobs, FhirImport, LIST_FETCH_LIMIT,
 };
 use vault_client::sync;
+use vault_core::store::Store;
 use vault_core::{CollectionId, Keyring, RecordId, RecordInfo, RecordTarget, VaultId, VaultState};
 use vault_fhir as fhir;
 
@@ -183,21 +184,46 @@ pub async fn delete(
     }))
 }
 
-/// Decrypts one record the caller can read.
-pub async fn open(s: &mut Inner, vault: &VaultId, record: &RecordId) -> Result<Vec<u8>> {
+/// Decrypts one record the caller can read. Records larger than a listing
+/// fetches ([`vault_client::records::LIST_FETCH_LIMIT`]) and not stored
+/// are downloaded into JavaScript memory and opened by `opener(job,
+/// ciphertext)` (the worker: the page stays responsive); the others are
+/// opened here from the store.
+pub async fn open(
+    s: &mut Inner,
+    vault: &VaultId,
+    record: &RecordId,
+    opener: Option<&js_sys::Function>,
+) -> Result<js_sys::Uint8Array> {
     s.publish().await?;
     let state = sync::pull(&mut s.store, &s.client, vault).await?;
     reading::check_readable(&state, &s.secret.fingerprint(), s.client.now(), record)?;
-    {
-        let verified = state.record(record)?;
-        let mut spool = Cursor::new(Vec::new());
-        sync::fetch_record_blob(&mut s.store, &s.client, &verified, &mut spool).await?;
-    }
     let secret = s.secret.clone();
     let mut keyring = Keyring::new(&secret, s.client.now());
+    let verified = state.record(record)?;
+    let m = verified.metadata();
+    let (hash, len) = (*m.ciphertext_hash(), m.ciphertext_len());
+    if let Some(opener) = opener.filter(|_| len > LIST_FETCH_LIMIT) {
+        if !s.store.has_blob(&hash)? {
+            let job = keyring.open_job(&state, &verified)?;
+            let ciphertext =
+                js_sys::Uint8Array::new_with_length(u32::try_from(len).map_err(|_| {
+                    Failure::new(
+                        "too_large",
+                        "this record is too large to open in the browser",
+                    )
+                })?);
+            let mut sink = worker::JsBuffer::new(&ciphertext);
+            s.client.get_blob(vault, &hash, len, &mut sink).await?;
+            return worker::open_elsewhere(opener, &job, &ciphertext).await;
+        }
+    }
+    let mut spool = Cursor::new(Vec::new());
+    sync::fetch_record_blob(&mut s.store, &s.client, &verified, &mut spool).await?;
+    drop(spool);
     let mut body = Vec::new();
     reading::open_stored(&s.store, &state, &mut keyring, record, &mut body)?;
-    Ok(body)
+    Ok(js_sys::Uint8Array::from(body.as_slice()))
 }
 
 /// A file the page adds.

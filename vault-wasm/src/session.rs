@@ -236,14 +236,23 @@ impl Session {
         })
     }
 
-    /// One record's body, decrypted and authenticated.
+    /// One record's body, decrypted and authenticated. `opener(job,
+    /// ciphertext)`, if given, opens large records away from the page and
+    /// resolves to the body: `web/src/payloads.ts` runs
+    /// [`crate::worker::open_payload`] in a worker.
     #[wasm_bindgen(js_name = openRecord)]
-    pub fn open_record(&self, vault: String, record: String) -> Promise {
+    pub fn open_record(
+        &self,
+        vault: String,
+        record: String,
+        opener: Option<js_sys::Function>,
+    ) -> Promise {
         self.run(|inner| async move {
             let (vault, record) = (vault_id(&vault)?, record_id(&record)?);
             let mut s = inner.lock().await;
-            let body = records::open(&mut s, &vault, &record).await?;
-            Ok(js_sys::Uint8Array::from(body.as_slice()).into())
+            Ok(records::open(&mut s, &vault, &record, opener.as_ref())
+                .await?
+                .into())
         })
     }
 
@@ -251,7 +260,7 @@ impl Session {
     /// missing, for the owner) and uploads it, reporting progress as
     /// `progress(done, total, phase)`; resolves to the new record's id.
     /// `sealer(job)` seals the payload and resolves to `{ciphertext, hash}`:
-    /// `web/src/sealing.ts` runs [`crate::worker::seal_payload`] in a
+    /// `web/src/payloads.ts` runs [`crate::worker::seal_payload`] in a
     /// worker holding the file (or on the page without workers).
     #[wasm_bindgen(js_name = addFile)]
     #[allow(clippy::too_many_arguments)] // one per JS argument of `addFile`

@@ -1,20 +1,22 @@
-//! The web app's sealing worker (decision 56): a record version's payload
-//! sealed from a [`PayloadJob`] alone, away from the page's thread.
+//! The web app's worker (decision 56): a record version's payload sealed
+//! from a [`PayloadJob`], or opened from an [`OpenJob`], away from the
+//! page's thread.
 //!
-//! The worker holds one record version's payload key and nothing else: the
-//! page plans the version ([`vault_core::VaultState::plan_record`]), posts
-//! the job's bytes and the file, and finishes the version with the hash
-//! the worker returns ([`vault_core::VaultState::finish_record`]). The
-//! passphrase, the identity's keys, the collection keys and the data key
-//! never leave the page. Without workers, the page calls
-//! [`seal_payload`] itself: one sealing code either way.
+//! The worker holds one record version's payload key and nothing else. To
+//! seal, the page plans the version ([`vault_core::VaultState::plan_record`]),
+//! posts the job's bytes and the file, and finishes the version with the
+//! hash the worker returns ([`vault_core::VaultState::finish_record`]). To
+//! open, the page verifies the record and unwraps its key
+//! ([`vault_core::Keyring::open_job`]), downloads the ciphertext, and posts
+//! both. The passphrase, the identity's keys, the collection keys and the
+//! data key never leave the page. Without workers, the page calls
+//! [`seal_payload`] and [`open_payload`] itself: one code either way.
 
 use std::io::{Read, Write};
 
 use js_sys::{Function, Object, Reflect, Uint8Array};
-use vault_core::PayloadJob;
+use vault_core::{OpenJob, PayloadJob};
 use wasm_bindgen::prelude::*;
-use zeroize::Zeroizing;
 
 use crate::failure::{Failure, Result};
 use crate::progress::Progress;
@@ -61,10 +63,7 @@ fn seal(job: &[u8], read: &Function, progress: Progress) -> Result<Object> {
             reported: 0,
         },
     );
-    let out = JsBuffer {
-        array: &ciphertext,
-        at: 0,
-    };
+    let out = JsBuffer::new(&ciphertext);
     progress.report(0, total, "sealing");
     let hash = job.seal(body, out)?;
     progress.report(total, total, "sealing");
@@ -77,6 +76,62 @@ fn seal(job: &[u8], read: &Function, progress: Progress) -> Result<Object> {
     set("ciphertext", &ciphertext)?;
     set("hash", &Uint8Array::from(hash.as_slice()))?;
     Ok(answer)
+}
+
+/// Opens the payload described by `job` (the bytes of
+/// [`OpenJob::to_bytes`]) from `ciphertext`, checking its hash against the
+/// signed one and every chunk's authentication, and returns the body: a
+/// `Uint8Array` in JavaScript memory (a view of a buffer of the record's
+/// padded length). Throws `ciphertext_mismatch` for bytes that are not the
+/// author's, `decryption_failed` or `malformed` for a damaged payload.
+#[wasm_bindgen(js_name = openPayload)]
+pub fn open_payload(
+    job: &[u8],
+    ciphertext: &Uint8Array,
+) -> std::result::Result<Uint8Array, JsValue> {
+    open(job, ciphertext).map_err(Failure::into_js)
+}
+
+fn open(job: &[u8], ciphertext: &Uint8Array) -> Result<Uint8Array> {
+    let job = OpenJob::from_bytes(job)?;
+    if u64::from(ciphertext.length()) != job.ciphertext_len() {
+        return Err(vault_core::Error::CiphertextMismatch.into());
+    }
+    let len = u32::try_from(job.padded_len()).map_err(|_| {
+        Failure::new(
+            "too_large",
+            "this record is too large to open in the browser",
+        )
+    })?;
+    let body = Uint8Array::new_with_length(len);
+    let mut out = JsBuffer::new(&body);
+    let source = JsReader {
+        array: ciphertext,
+        at: 0,
+    };
+    job.open(
+        std::io::BufReader::with_capacity(READ_AHEAD, source),
+        &mut out,
+    )?;
+    Ok(body.subarray(0, out.at))
+}
+
+/// Bytes read from a JavaScript array, front to back.
+struct JsReader<'a> {
+    array: &'a Uint8Array,
+    at: u32,
+}
+
+impl Read for JsReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.array.length().saturating_sub(self.at);
+        let n = left.min(u32::try_from(buf.len()).unwrap_or(u32::MAX));
+        if let Some(dest) = buf.get_mut(..n as usize) {
+            self.array.subarray(self.at, self.at + n).copy_to(dest);
+        }
+        self.at += n;
+        Ok(n as usize)
+    }
 }
 
 /// The file, read through the page's or the worker's `read(offset, len)`.
@@ -126,10 +181,18 @@ impl Read for FileReader<'_> {
     }
 }
 
-/// Ciphertext written into a JavaScript array of its exact length.
-struct JsBuffer<'a> {
+/// Bytes written into a JavaScript array, front to back; more than it
+/// holds is an error.
+pub(crate) struct JsBuffer<'a> {
     array: &'a Uint8Array,
     at: u32,
+}
+
+impl<'a> JsBuffer<'a> {
+    /// Writes into `array` from its start.
+    pub(crate) fn new(array: &'a Uint8Array) -> Self {
+        Self { array, at: 0 }
+    }
 }
 
 impl Write for JsBuffer<'_> {
@@ -141,7 +204,7 @@ impl Write for JsBuffer<'_> {
                     .checked_add(*n)
                     .is_some_and(|end| end <= self.array.length())
             })
-            .ok_or_else(|| std::io::Error::other("more ciphertext than the job announced"))?;
+            .ok_or_else(|| std::io::Error::other("more bytes than announced"))?;
         self.array.subarray(self.at, self.at + n).copy_from(buf);
         self.at += n;
         Ok(buf.len())
@@ -160,6 +223,48 @@ fn js_message(e: &JsValue) -> String {
         .unwrap_or_else(|| "the file could not be read".to_owned())
 }
 
+/// A failure thrown or rejected by the worker's side: the module's
+/// `"code: message"` errors pass through, anything else is `internal`.
+fn elsewhere_failure(e: &JsValue, doing: &str) -> Failure {
+    let text = js_message(e);
+    match text.split_once(": ") {
+        Some((code, message)) if code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') => {
+            Failure::new(code, message)
+        }
+        _ => Failure::new("internal", format!("{doing} failed: {text}")),
+    }
+}
+
+/// Calls the JS `f(job, extra)` and awaits the promise it returns; the
+/// job's bytes given to it are zeroized once it settled.
+async fn call_elsewhere(f: &Function, job: &[u8], extra: &JsValue, doing: &str) -> Result<JsValue> {
+    let arg = Uint8Array::from(job);
+    let called = f.call2(&JsValue::NULL, &arg, extra);
+    let answer = match called {
+        Ok(promise) => match promise.dyn_into::<js_sys::Promise>() {
+            Ok(promise) => wasm_bindgen_futures::JsFuture::from(promise).await,
+            Err(_) => Err(JsValue::from_str("internal: not a promise")),
+        },
+        Err(e) => Err(e),
+    };
+    arg.fill(0, 0, arg.length());
+    answer.map_err(|e| elsewhere_failure(&e, doing))
+}
+
+/// The page's side of opening: the body of a verified record, opened by
+/// the JS `opener(job, ciphertext)` (a function returning a promise of the
+/// body, from the worker or from [`open_payload`] on the page).
+pub(crate) async fn open_elsewhere(
+    opener: &Function,
+    job: &OpenJob,
+    ciphertext: &Uint8Array,
+) -> Result<Uint8Array> {
+    let answer = call_elsewhere(opener, &job.to_bytes(), ciphertext, "opening").await?;
+    answer
+        .dyn_into::<Uint8Array>()
+        .map_err(|_| Failure::new("internal", "the opener returned no body"))
+}
+
 /// The page's side: a payload sealed by the JS `sealer(job)` (a function
 /// returning a promise of `{ciphertext, hash}`, from the worker or from
 /// [`seal_payload`] on the page). The job's bytes are zeroized here once
@@ -168,29 +273,7 @@ pub(crate) async fn seal_elsewhere(
     sealer: &Function,
     job: &PayloadJob,
 ) -> Result<(Uint8Array, [u8; 32])> {
-    let bytes: Zeroizing<Vec<u8>> = job.to_bytes();
-    let arg = Uint8Array::from(bytes.as_slice());
-    let called = sealer.call1(&JsValue::NULL, &arg);
-    let answer = match called {
-        Ok(promise) => {
-            let promise: js_sys::Promise = promise
-                .dyn_into()
-                .map_err(|_| Failure::new("internal", "the sealer did not return a promise"))?;
-            wasm_bindgen_futures::JsFuture::from(promise).await
-        }
-        Err(e) => Err(e),
-    };
-    arg.fill(0, 0, arg.length());
-    let answer = answer.map_err(|e| {
-        let text = js_message(&e);
-        // The worker passes the module's "code: message" errors through.
-        match text.split_once(": ") {
-            Some((code, message)) if code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') => {
-                Failure::new(code, message)
-            }
-            _ => Failure::new("internal", format!("sealing failed: {text}")),
-        }
-    })?;
+    let answer = call_elsewhere(sealer, &job.to_bytes(), &JsValue::UNDEFINED, "sealing").await?;
     let get = |key: &str| Reflect::get(&answer, &JsValue::from_str(key)).ok();
     let ciphertext: Uint8Array = get("ciphertext")
         .and_then(|v| v.dyn_into().ok())

@@ -221,7 +221,7 @@ fn reader(body: Vec<u8>) -> wasm_bindgen::closure::Closure<dyn Fn(f64, f64) -> j
 }
 
 #[wasm_bindgen_test]
-fn the_workers_seal_finishes_into_a_record_its_owner_opens() {
+fn the_workers_seal_finishes_into_a_record_that_opens_on_the_page_and_in_the_worker() {
     let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     let (owner, mut state, plan) = planned(body.len() as u64);
     let read = reader(body.clone());
@@ -269,6 +269,29 @@ fn the_workers_seal_finishes_into_a_record_its_owner_opens() {
         .open(&state, &verified, ciphertext.as_slice(), &mut out)
         .unwrap();
     assert_eq!(out, body);
+
+    // The worker's open gives the same body back; damaged bytes are refused.
+    let job = keyring.open_job(&state, &verified).unwrap().to_bytes();
+    let opened =
+        vault_wasm::worker::open_payload(&job, &js_sys::Uint8Array::from(ciphertext.as_slice()))
+            .unwrap();
+    assert_eq!(opened.to_vec(), body);
+    let mut damaged = ciphertext.clone();
+    damaged[1000] ^= 1;
+    let e = vault_wasm::worker::open_payload(&job, &js_sys::Uint8Array::from(damaged.as_slice()))
+        .unwrap_err();
+    assert!(
+        message(&e).starts_with("ciphertext_mismatch: "),
+        "{}",
+        message(&e)
+    );
+    let e = vault_wasm::worker::open_payload(&job, &js_sys::Uint8Array::from(&ciphertext[1..]))
+        .unwrap_err();
+    assert!(
+        message(&e).starts_with("ciphertext_mismatch: "),
+        "{}",
+        message(&e)
+    );
 }
 
 #[wasm_bindgen_test]

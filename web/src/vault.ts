@@ -5,7 +5,7 @@
 // module's errors ("code: message") into VaultError.
 
 import init, * as wasm from '../pkg/vault_wasm.js';
-import { rememberModule, sealFile } from './sealing';
+import { openCiphertext, rememberModule, sealFile } from './payloads';
 
 /**
  * An error from vault-wasm with a stable code: vault-core's (`wrong_passphrase`,
@@ -419,14 +419,14 @@ export class Session {
     return JSON.parse(await call(() => this.inner.deleteRecord(vault, record, purge)));
   }
 
-  /** The record's body, decrypted and authenticated. */
+  /** The record's body, decrypted and authenticated (large records in a worker, src/payloads.ts). */
   openRecord(vault: string, record: string): Promise<Uint8Array> {
-    return call(() => this.inner.openRecord(vault, record));
+    return call(() => this.inner.openRecord(vault, record, openCiphertext));
   }
 
   /**
    * Seals and uploads one file into the named collection (created if
-   * missing). The payload is sealed in a worker (src/sealing.ts), so the
+   * missing). The payload is sealed in a worker (src/payloads.ts), so the
    * page stays responsive. Returns the record id.
    */
   addFile(vault: string, collectionName: string, title: string, contentType: string, file: File, progress: Progress): Promise<string> {

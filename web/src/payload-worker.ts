@@ -1,0 +1,53 @@
+// The payload worker (docs/decisions/0056-a-pinned-web-worker.md): seals or
+// opens one record version's payload away from the page, so the page
+// answers input while a large file is encrypted or decrypted.
+//
+// Integrity: this file is bundled into one self-contained script that Vite
+// inlines into the main chunk as a string (`?worker&inline`); the main chunk
+// is pinned by SRI in index.html, so the bundle hash covers these bytes. The
+// page starts it from a `blob:` URL (the CSP allows `worker-src blob:` and
+// nothing else), and it loads no code of its own: vite.config.ts fails the
+// build if this bundle imports anything, and the WebAssembly module is the
+// page's own, compiled once from the SRI-checked fetch and posted here.
+//
+// What it holds: one record version's payload job (its payload key and
+// what the payload must be) and the file or the downloaded ciphertext.
+// Never the passphrase, the identity's keys, the collection keys or the
+// data key. It is terminated after one job.
+import { initSync, openPayload, sealPayload } from '../pkg/vault_wasm.js';
+
+/** `FileReaderSync` exists in workers only (not in the DOM typings). */
+declare const FileReaderSync: { new (): { readAsArrayBuffer(blob: Blob): ArrayBuffer } };
+
+type Job = { module: WebAssembly.Module; job: Uint8Array } & ({ op: 'seal'; file: File } | { op: 'open'; ciphertext: Uint8Array });
+
+self.onmessage = (ev: MessageEvent<Job>) => {
+  const m = ev.data;
+  try {
+    initSync({ module: m.module });
+  } catch (e) {
+    m.job.fill(0);
+    // What the page transferred goes back, for it to do the job itself.
+    const unavailable = e instanceof Error ? e.message : String(e);
+    if (m.op === 'open') self.postMessage({ unavailable, ciphertext: m.ciphertext }, { transfer: [m.ciphertext.buffer] });
+    else self.postMessage({ unavailable });
+    return;
+  }
+  self.postMessage({ ready: true });
+  try {
+    if (m.op === 'seal') {
+      const reader = new FileReaderSync();
+      const read = (offset: number, len: number) => new Uint8Array(reader.readAsArrayBuffer(m.file.slice(offset, offset + len)));
+      const progress = (done: number, total: number) => self.postMessage({ progress: [done, total] });
+      const sealed = sealPayload(m.job, read, progress) as { ciphertext: Uint8Array; hash: Uint8Array };
+      self.postMessage({ ciphertext: sealed.ciphertext, hash: sealed.hash }, { transfer: [sealed.ciphertext.buffer] });
+    } else {
+      const body = openPayload(m.job, m.ciphertext);
+      self.postMessage({ body }, { transfer: [body.buffer] });
+    }
+  } catch (e) {
+    self.postMessage({ error: e instanceof Error ? e.message : String(e) });
+  } finally {
+    m.job.fill(0);
+  }
+};

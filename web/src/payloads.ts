@@ -1,0 +1,107 @@
+// Sealing and opening record payloads for vault-wasm's addFile and
+// openRecord: in a worker when the browser allows it (src/payload-worker.ts,
+// decision 56), else on the page. Both run the same vault-wasm functions
+// (sealPayload, openPayload); the page plans, verifies and finishes records
+// (keys, metadata, signatures) either way.
+
+import { openPayload, sealPayload } from '../pkg/vault_wasm.js';
+import PayloadWorker from './payload-worker?worker&inline';
+
+/** What a sealer returns to vault-wasm. */
+export interface Sealed {
+  ciphertext: Uint8Array;
+  hash: Uint8Array;
+}
+
+type Progress = (done: number, total: number, phase: string) => void;
+
+/** The page's WebAssembly module, compiled once from the SRI-checked fetch; the worker instantiates this very module. */
+let pageModule: WebAssembly.Module | null = null;
+/** Set once a worker could not start here (a browser or policy refusing `blob:` workers): later jobs run on the page. */
+let workersUnavailable = false;
+
+/** Called by vault.ts once the module is compiled. */
+export function rememberModule(module: WebAssembly.Module): void {
+  pageModule = module;
+}
+
+/**
+ * Seals `file` under `job` (from vault-wasm, secret: one record version's
+ * payload key). The job's bytes are zeroed here and in the worker once used.
+ */
+export async function sealFile(job: Uint8Array, file: File, progress: Progress): Promise<Sealed> {
+  try {
+    const answer = await inWorker({ op: 'seal', job, file }, [], progress);
+    if (answer.unavailable === undefined) return { ciphertext: answer.ciphertext as Uint8Array, hash: answer.hash as Uint8Array };
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    return sealPayload(job, (offset: number, len: number) => bytes.subarray(offset, offset + len), (done: number, total: number) => progress(done, total, 'sealing')) as Sealed;
+  } finally {
+    job.fill(0);
+  }
+}
+
+/**
+ * Opens a downloaded `ciphertext` under `job` (from vault-wasm, secret: one
+ * verified record version's payload key); resolves to the body. The
+ * ciphertext is handed to the worker (it is unusable here afterwards).
+ */
+export async function openCiphertext(job: Uint8Array, ciphertext: Uint8Array): Promise<Uint8Array> {
+  try {
+    const answer = await inWorker({ op: 'open', job, ciphertext }, [ciphertext.buffer as ArrayBuffer]);
+    if (answer.unavailable === undefined) return answer.body as Uint8Array;
+    // A worker that could not start hands the ciphertext back.
+    return openPayload(job, (answer.ciphertext as Uint8Array | undefined) ?? ciphertext);
+  } finally {
+    job.fill(0);
+  }
+}
+
+type Answer = { ready?: true; progress?: [number, number]; unavailable?: string; error?: string } & Record<string, unknown>;
+
+/**
+ * Runs one job in a fresh worker. The answer has `unavailable` set if no
+ * worker could start: then nothing was done, and what was transferred to
+ * it is in the answer (the worker hands it back).
+ */
+function inWorker(message: Record<string, unknown>, transfer: Transferable[], progress?: Progress): Promise<Answer> {
+  if (!pageModule || workersUnavailable || typeof Worker === 'undefined') return Promise.resolve({ unavailable: 'no worker' });
+  const module = pageModule;
+  return new Promise((resolve, reject) => {
+    const unavailable = (m: Answer) => {
+      workersUnavailable = true;
+      console.warn('vault: the payload worker could not start; records are sealed and opened on the page, which may not answer input meanwhile');
+      resolve({ ...m, unavailable: m.unavailable ?? 'the worker did not start' });
+    };
+    let worker: Worker;
+    try {
+      worker = new PayloadWorker();
+    } catch {
+      unavailable({});
+      return;
+    }
+    let started = false;
+    worker.onmessage = (ev: MessageEvent) => {
+      const m = ev.data as Answer;
+      if (m.ready) {
+        started = true;
+      } else if (m.progress) {
+        progress?.(m.progress[0], m.progress[1], 'sealing');
+      } else {
+        worker.terminate();
+        if (m.unavailable !== undefined) unavailable(m);
+        else if (m.error !== undefined) reject(new Error(m.error));
+        else resolve(m);
+      }
+    };
+    worker.onerror = (ev: ErrorEvent) => {
+      ev.preventDefault();
+      worker.terminate();
+      // An error event before the worker ran: nothing was transferred back,
+      // but nothing was done either. (A transferred ciphertext is lost with
+      // the worker; the caller's open fails and can be retried.)
+      if (started) reject(new Error(`internal: the payload worker failed: ${ev.message}`));
+      else unavailable({});
+    };
+    worker.postMessage({ ...message, module }, transfer);
+  });
+}
