@@ -21,20 +21,23 @@ use wasm_bindgen::prelude::*;
 use crate::failure::{Failure, Result};
 use crate::progress::Progress;
 
-/// How much of the file one call to the page's or worker's `read` asks for.
-const READ_AHEAD: usize = 1 << 20;
+/// How much one call to the page's or worker's `read` asks for: each call
+/// crosses into JavaScript (through `FileReaderSync`, 1 MiB reads sealed a
+/// 50 MB file in 494 ms and 8 MiB reads in 398 ms).
+const READ_AHEAD: usize = 8 << 20;
 /// How often (in plaintext bytes read) sealing reports its progress.
 const PROGRESS_EVERY: u64 = 4 << 20;
 
 /// Seals the payload described by `job` (the bytes of
 /// [`PayloadJob::to_bytes`]) from a file of exactly the job's body length,
 /// read through `read(offset, length)` (a synchronous function returning a
-/// `Uint8Array`: `FileReaderSync` in the worker, a slice of the file's bytes
-/// on the page), reporting `(done, total, "sealing")` to `progress`.
+/// `Uint8Array`: a slice of the file's bytes, or `FileReaderSync` where the
+/// file is not held whole), reporting `(done, total, "sealing")` to
+/// `progress`.
 ///
 /// Returns `{ciphertext: Uint8Array, hash: Uint8Array}`: the ciphertext in
 /// JavaScript memory (nothing of the file is kept in the module's memory
-/// beyond one 64 KiB chunk), and its SHA-256. Throws `length_mismatch` if
+/// beyond one read and one 64 KiB chunk), and its SHA-256. Throws `length_mismatch` if
 /// the file changed size while it was read.
 #[wasm_bindgen(js_name = sealPayload)]
 pub fn seal_payload(

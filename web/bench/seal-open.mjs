@@ -76,7 +76,7 @@ export async function bench(len, rounds) {
   const open_ms = best(() => fixture.open());
   const sha256_ms = best(() => fixture.sha256());
   // The app's path for large records (decision 56): the same seal and open
-  // in a worker, the file read through FileReaderSync, as the app does.
+  // in a worker, the file read as the app's worker reads it.
   const file = new Blob([fixture.body()]);
   const sealJob = fixture.sealJob();
   const [openJob, ciphertext] = fixture.openJob();
@@ -101,8 +101,9 @@ self.onmessage = async (ev) => {
   try {
     const { sealJob, openJob, ciphertext, file, reps, rounds, len } = ev.data;
     await init({ module_or_path: './vault_wasm_bg.wasm' });
-    const reader = new FileReaderSync();
-    const read = (offset, n) => new Uint8Array(reader.readAsArrayBuffer(file.slice(offset, offset + n)));
+    // As the app's worker reads a file (src/payload-worker.ts).
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    const read = (offset, n) => bytes.subarray(offset, offset + n);
     const best = (op) => {
       let b = Infinity;
       for (let i = 0; i < rounds; i++) {
