@@ -667,6 +667,10 @@ impl PayloadJob {
     /// inner header, padding and encryption into `out`, and returns the
     /// ciphertext's SHA-256 (the record's content address).
     ///
+    /// Seal a job once: sealing another body under the same job reuses its
+    /// key and nonces, so at most one of its outputs may ever leave (the
+    /// one the record is finished with).
+    ///
     /// Errors: [`Error::LengthMismatch`] if `body` yields more or fewer
     /// bytes; [`Error::Io`] if reading or writing fails. Either way what
     /// was written to `out` must be thrown away.

@@ -207,12 +207,7 @@ pub async fn open(
         if !s.store.has_blob(&hash)? {
             let job = keyring.open_job(&state, &verified)?;
             let ciphertext =
-                js_sys::Uint8Array::new_with_length(u32::try_from(len).map_err(|_| {
-                    Failure::new(
-                        "too_large",
-                        "this record is too large to open in the browser",
-                    )
-                })?);
+                js_sys::Uint8Array::new_with_length(worker::js_len(len, "this record")?);
             let mut sink = worker::JsBuffer::new(&ciphertext);
             s.client.get_blob(vault, &hash, len, &mut sink).await?;
             return worker::open_elsewhere(opener, &job, &ciphertext).await;
@@ -292,8 +287,7 @@ pub async fn add_file(
     drop(state);
     let (ciphertext, hash) = worker::seal_elsewhere(file.sealer, plan.job()).await?;
     let mut spool = SealedSpool {
-        ciphertext,
-        at: 0,
+        ciphertext: worker::JsCursor::new(&ciphertext),
         progress,
     };
     let client = &s.client;
@@ -311,8 +305,7 @@ pub async fn add_file(
 /// memory; reads (the upload, chunk by chunk) report progress. Written to
 /// only by the sealer, before.
 struct SealedSpool<'a> {
-    ciphertext: js_sys::Uint8Array,
-    at: u32,
+    ciphertext: worker::JsCursor<'a>,
     progress: &'a Progress,
 }
 
@@ -329,34 +322,17 @@ impl Write for SealedSpool<'_> {
 
 impl Read for SealedSpool<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let total = self.ciphertext.length();
-        let n = (total - self.at.min(total)).min(u32::try_from(buf.len()).unwrap_or(u32::MAX));
-        if let Some(dest) = buf.get_mut(..n as usize) {
-            self.ciphertext.subarray(self.at, self.at + n).copy_to(dest);
-        }
-        self.at += n;
+        let n = self.ciphertext.read(buf)?;
+        let (at, total) = self.ciphertext.position();
         self.progress
-            .report(u64::from(self.at), u64::from(total), "uploading");
-        Ok(n as usize)
+            .report(u64::from(at), u64::from(total), "uploading");
+        Ok(n)
     }
 }
 
 impl Seek for SealedSpool<'_> {
     fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
-        let total = i64::from(self.ciphertext.length());
-        let at = match pos {
-            SeekFrom::Start(n) => i64::try_from(n).unwrap_or(i64::MAX),
-            SeekFrom::End(d) => total.saturating_add(d),
-            SeekFrom::Current(d) => i64::from(self.at).saturating_add(d),
-        };
-        if !(0..=total).contains(&at) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "seek outside the ciphertext",
-            ));
-        }
-        self.at = at as u32;
-        Ok(at as u64)
+        self.ciphertext.seek(pos)
     }
 }
 

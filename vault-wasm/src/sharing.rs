@@ -257,9 +257,10 @@ impl TarSink {
 /// append; a relay whose history differs is refused (`fork`) and nothing is
 /// sent. JSON: `before` and `after` (the relay's entry numbers), `entries`,
 /// `blobs`, and `stopped` (why it stopped short, or null): this browser
-/// keeps only the ciphertexts it added or opened since it was unlocked, so
-/// a device that holds more (the command line keeps every record it synced)
-/// may have to continue.
+/// keeps only the ciphertexts up to 4 MiB it added or opened since it was
+/// unlocked (larger ones go through the worker and are not kept, decision
+/// 56), so a device that holds more (the command line keeps every record it
+/// synced) may have to continue.
 pub async fn repair(s: &mut Inner, vault: &VaultId) -> Result<Value> {
     let r = sync::repair(&mut s.store, &s.client, vault).await?;
     Ok(json!({

@@ -17,6 +17,7 @@ use std::io::{Read, Write};
 use js_sys::{Function, Object, Reflect, Uint8Array};
 use vault_core::{OpenJob, PayloadJob};
 use wasm_bindgen::prelude::*;
+use zeroize::Zeroizing;
 
 use crate::failure::{Failure, Result};
 use crate::progress::Progress;
@@ -41,17 +42,30 @@ const PROGRESS_EVERY: u64 = 4 << 20;
 /// the file changed size while it was read.
 #[wasm_bindgen(js_name = sealPayload)]
 pub fn seal_payload(
-    job: &[u8],
+    job: &Uint8Array,
     read: &Function,
     progress: Option<Function>,
 ) -> std::result::Result<Object, JsValue> {
-    seal(job, read, Progress::new(progress)).map_err(Failure::into_js)
+    seal(&secret_bytes(job), read, Progress::new(progress)).map_err(Failure::into_js)
+}
+
+/// A job's bytes copied into the module's memory, zeroized when dropped
+/// (a `&[u8]` argument would leave a copy of the key in freed memory).
+fn secret_bytes(array: &Uint8Array) -> Zeroizing<Vec<u8>> {
+    let mut bytes = Zeroizing::new(vec![0u8; array.length() as usize]);
+    array.copy_to(&mut bytes);
+    bytes
+}
+
+/// `len` as a JavaScript array length, or `too_large` for `what`.
+pub(crate) fn js_len(len: u64, what: &str) -> Result<u32> {
+    u32::try_from(len)
+        .map_err(|_| Failure::new("too_large", format!("{what} is too large for the browser")))
 }
 
 fn seal(job: &[u8], read: &Function, progress: Progress) -> Result<Object> {
     let job = PayloadJob::from_bytes(job)?;
-    let len = u32::try_from(job.ciphertext_len())
-        .map_err(|_| Failure::new("too_large", "this file is too large to seal in the browser"))?;
+    let len = js_len(job.ciphertext_len(), "this file")?;
     let ciphertext = Uint8Array::new_with_length(len);
     let total = job.body_len();
     // Larger reads than the sealer's 64 KiB: each crosses into JavaScript
@@ -89,10 +103,10 @@ fn seal(job: &[u8], read: &Function, progress: Progress) -> Result<Object> {
 /// author's, `decryption_failed` or `malformed` for a damaged payload.
 #[wasm_bindgen(js_name = openPayload)]
 pub fn open_payload(
-    job: &[u8],
+    job: &Uint8Array,
     ciphertext: &Uint8Array,
 ) -> std::result::Result<Uint8Array, JsValue> {
-    open(job, ciphertext).map_err(Failure::into_js)
+    open(&secret_bytes(job), ciphertext).map_err(Failure::into_js)
 }
 
 fn open(job: &[u8], ciphertext: &Uint8Array) -> Result<Uint8Array> {
@@ -100,18 +114,10 @@ fn open(job: &[u8], ciphertext: &Uint8Array) -> Result<Uint8Array> {
     if u64::from(ciphertext.length()) != job.ciphertext_len() {
         return Err(vault_core::Error::CiphertextMismatch.into());
     }
-    let len = u32::try_from(job.padded_len()).map_err(|_| {
-        Failure::new(
-            "too_large",
-            "this record is too large to open in the browser",
-        )
-    })?;
+    let len = js_len(job.padded_len(), "this record")?;
     let body = Uint8Array::new_with_length(len);
     let mut out = JsBuffer::new(&body);
-    let source = JsReader {
-        array: ciphertext,
-        at: 0,
-    };
+    let source = JsCursor::new(ciphertext);
     job.open(
         std::io::BufReader::with_capacity(READ_AHEAD, source),
         &mut out,
@@ -119,13 +125,26 @@ fn open(job: &[u8], ciphertext: &Uint8Array) -> Result<Uint8Array> {
     Ok(body.subarray(0, out.at))
 }
 
-/// Bytes read from a JavaScript array, front to back.
-struct JsReader<'a> {
+/// A read cursor over a JavaScript array (a ciphertext downloaded or
+/// sealed into JavaScript memory), copied into the module a read at a time.
+pub(crate) struct JsCursor<'a> {
     array: &'a Uint8Array,
     at: u32,
 }
 
-impl Read for JsReader<'_> {
+impl<'a> JsCursor<'a> {
+    /// A cursor at the start of `array`.
+    pub(crate) fn new(array: &'a Uint8Array) -> Self {
+        Self { array, at: 0 }
+    }
+
+    /// Where the next read starts, and the array's length.
+    pub(crate) fn position(&self) -> (u32, u32) {
+        (self.at, self.array.length())
+    }
+}
+
+impl Read for JsCursor<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let left = self.array.length().saturating_sub(self.at);
         let n = left.min(u32::try_from(buf.len()).unwrap_or(u32::MAX));
@@ -134,6 +153,26 @@ impl Read for JsReader<'_> {
         }
         self.at += n;
         Ok(n as usize)
+    }
+}
+
+impl std::io::Seek for JsCursor<'_> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        use std::io::SeekFrom;
+        let total = i64::from(self.array.length());
+        let at = match pos {
+            SeekFrom::Start(n) => i64::try_from(n).unwrap_or(i64::MAX),
+            SeekFrom::End(d) => total.saturating_add(d),
+            SeekFrom::Current(d) => i64::from(self.at).saturating_add(d),
+        };
+        if !(0..=total).contains(&at) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek outside the array",
+            ));
+        }
+        self.at = u32::try_from(at).unwrap_or(0);
+        Ok(at as u64)
     }
 }
 

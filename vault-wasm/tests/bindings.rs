@@ -222,19 +222,22 @@ fn reader(body: Vec<u8>) -> wasm_bindgen::closure::Closure<dyn Fn(f64, f64) -> j
 
 #[wasm_bindgen_test]
 fn the_workers_seal_finishes_into_a_record_that_opens_on_the_page_and_in_the_worker() {
-    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let body: Vec<u8> = (0..9_000_000u32).map(|i| (i % 251) as u8).collect();
     let (owner, mut state, plan) = planned(body.len() as u64);
     let read = reader(body.clone());
-    let reports = std::rc::Rc::new(std::cell::Cell::new(0u32));
-    let counter = reports.clone();
+    // Progress: "sealing" reports, rising: at the start, after reads
+    // passing each 4 MiB (reads are 8 MiB) and at the end.
+    let reports = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let seen = reports.clone();
     let progress = wasm_bindgen::closure::Closure::<dyn Fn(f64, f64, String)>::new(
-        move |_: f64, _: f64, phase: String| {
+        move |done: f64, total: f64, phase: String| {
             assert_eq!(phase, "sealing");
-            counter.set(counter.get() + 1);
+            assert_eq!(total, 9_000_000.0);
+            seen.borrow_mut().push(done);
         },
     );
     let answer = vault_wasm::worker::seal_payload(
-        &plan.job().to_bytes(),
+        &js_sys::Uint8Array::from(plan.job().to_bytes().as_slice()),
         read.as_ref().unchecked_ref(),
         Some(
             progress
@@ -244,11 +247,13 @@ fn the_workers_seal_finishes_into_a_record_that_opens_on_the_page_and_in_the_wor
         ),
     )
     .unwrap();
+    let reports = reports.borrow();
+    assert!(reports.len() >= 3, "progress: {reports:?}");
     assert!(
-        reports.get() >= 2,
-        "progress reported {} times",
-        reports.get()
+        reports.windows(2).all(|w| w[0] <= w[1]),
+        "progress: {reports:?}"
     );
+    assert_eq!(reports.last(), Some(&9_000_000.0));
     let get = |k: &str| {
         js_sys::Reflect::get(&answer, &k.into())
             .unwrap()
@@ -271,7 +276,13 @@ fn the_workers_seal_finishes_into_a_record_that_opens_on_the_page_and_in_the_wor
     assert_eq!(out, body);
 
     // The worker's open gives the same body back; damaged bytes are refused.
-    let job = keyring.open_job(&state, &verified).unwrap().to_bytes();
+    let job = js_sys::Uint8Array::from(
+        keyring
+            .open_job(&state, &verified)
+            .unwrap()
+            .to_bytes()
+            .as_slice(),
+    );
     let opened =
         vault_wasm::worker::open_payload(&job, &js_sys::Uint8Array::from(ciphertext.as_slice()))
             .unwrap();
@@ -300,7 +311,7 @@ fn the_workers_seal_refuses_a_file_that_changed_size_and_a_damaged_job() {
     for len in [99_999, 100_001] {
         let read = reader(vec![1; len]);
         let e = vault_wasm::worker::seal_payload(
-            &plan.job().to_bytes(),
+            &js_sys::Uint8Array::from(plan.job().to_bytes().as_slice()),
             read.as_ref().unchecked_ref(),
             None,
         )
@@ -314,7 +325,11 @@ fn the_workers_seal_refuses_a_file_that_changed_size_and_a_damaged_job() {
     let read = reader(vec![1; 100_000]);
     let mut job = plan.job().to_bytes().to_vec();
     job.truncate(40);
-    let e =
-        vault_wasm::worker::seal_payload(&job, read.as_ref().unchecked_ref(), None).unwrap_err();
+    let e = vault_wasm::worker::seal_payload(
+        &js_sys::Uint8Array::from(job.as_slice()),
+        read.as_ref().unchecked_ref(),
+        None,
+    )
+    .unwrap_err();
     assert!(message(&e).starts_with("malformed: "), "{}", message(&e));
 }

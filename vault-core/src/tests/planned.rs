@@ -63,6 +63,7 @@ fn a_plan_sealed_before_a_rotation_finishes_under_the_new_epoch() {
     f.share(2, f.labs, Permission::Read, None);
     let (plan, ct, hash) = plan_and_seal(&f, 1, b"written while bob was revoked");
     let before = f.key_of(0, f.labs).epoch();
+    let bobs_key = f.key_of(2, f.labs);
     f.revoke(2, f.labs);
     assert_eq!(f.key_of(0, f.labs).epoch(), before + 1);
     let mut keyring = Keyring::new(&f.alice, NOW);
@@ -74,8 +75,11 @@ fn a_plan_sealed_before_a_rotation_finishes_under_the_new_epoch() {
         f.open_as(0, &plan.record()).unwrap().1,
         b"written while bob was revoked"
     );
-    // Bob, revoked before the version was finished, holds no key to it.
+    // Bob, revoked before the version was finished, holds no key to it:
+    // not even the collection key he held, which sealed nothing of it.
     assert!(f.open_as(2, &plan.record()).is_err());
+    let verified = f.state.record(&plan.record()).unwrap();
+    assert!(verified.data_key(&bobs_key).is_err());
 }
 
 #[test]
@@ -208,6 +212,18 @@ fn an_open_job_from_bytes_opens_exactly_what_the_keyring_opens_and_nothing_swapp
     assert!(matches!(
         job.open(swapped.as_slice(), Vec::new()),
         Err(Error::CiphertextMismatch)
+    ));
+    // A job naming another place than the inner header is refused.
+    let mut bytes = job.to_bytes().to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1; // the author
+    let other_author = crate::OpenJob::from_bytes(&bytes).unwrap();
+    assert!(matches!(
+        other_author.open(ciphertext.as_slice(), Vec::new()),
+        Err(Error::ContextMismatch {
+            field: "author",
+            ..
+        })
     ));
     // Someone the record is not shared with gets no job.
     let mut keyring = Keyring::new(&f.bob, NOW);

@@ -192,7 +192,8 @@ impl VaultState {
         body_len: u64,
     ) -> Result<PlannedRecord> {
         let author = keyring.identity().fingerprint();
-        let (record, version, _) = self.record_slot(&author, keyring.now(), collection, target)?;
+        let (record, version, _, _) =
+            self.record_slot(&author, keyring.now(), collection, target)?;
         PlannedRecord::new(
             author,
             self.vault,
@@ -226,7 +227,7 @@ impl VaultState {
         } else {
             RecordTarget::Next(plan.record())
         };
-        let (_, version, deposit) =
+        let (_, version, deposit, epoch) =
             self.record_slot(&author.fingerprint(), now, &collection, target)?;
         if version != plan.version() {
             return Err(Error::InvalidInput(
@@ -237,13 +238,6 @@ impl VaultState {
             let key = keyring.deposit_key(self, &collection)?;
             plan.finish(author, SealTo::Deposit(&key), ciphertext_hash)?
         } else {
-            let epoch =
-                self.collections
-                    .get(&collection)
-                    .map(|c| c.epoch)
-                    .ok_or(Error::Missing {
-                        what: format!("collection {collection}"),
-                    })?;
             let key = keyring.collection_key(self, &collection, epoch)?;
             plan.finish(author, SealTo::Collection(key), ciphertext_hash)?
         };
@@ -258,15 +252,16 @@ impl VaultState {
     }
 
     /// Where `author` may write a version of `target` in `collection` at
-    /// `now`: the record, the version number, and whether the author is a
-    /// write-only depositor (whose data key is sealed to the deposit key).
+    /// `now`: the record, the version number, whether the author is a
+    /// write-only depositor (whose data key is sealed to the deposit key),
+    /// and the collection's current epoch.
     fn record_slot(
         &self,
         author: &Fingerprint,
         now: u64,
         collection: &CollectionId,
         target: RecordTarget,
-    ) -> Result<(RecordId, u32, bool)> {
+    ) -> Result<(RecordId, u32, bool, u32)> {
         let coll = self.collections.get(collection).ok_or(Error::Missing {
             what: format!("collection {collection}"),
         })?;
@@ -317,7 +312,7 @@ impl VaultState {
             }
         };
         let deposit = !is_owner && permission == Some(Permission::Deposit);
-        Ok((record, version, deposit))
+        Ok((record, version, deposit, coll.epoch))
     }
 
     /// An entry deleting a record.
