@@ -27,8 +27,9 @@ function wasmIntegrity(): string {
  * chunk and started from a `blob:` URL; it must load no code of its own
  * (decision 56): a `blob:` worker inherits the page's `script-src 'self'`,
  * so an import or importScripts would run a file no SRI pin covers. This
- * fails the build unless the worker is one script that imports no code and
- * emits no file. The wasm-bindgen glue's fallback URL for the module (used
+ * fails the build unless the worker is one script that imports no code,
+ * names no way to load a script or a WebAssembly module by URL, and emits
+ * no file. The wasm-bindgen glue's fallback URL for the module (used
  * only when init is given no module; the worker is always given the
  * page's) is replaced by an error, so the worker never fetches a module of
  * its own and Vite emits no second copy of it.
@@ -52,7 +53,8 @@ function selfContainedWorker(): Plugin {
       }
       for (const chunk of chunks) {
         if (chunk.imports.length || chunk.dynamicImports.length) this.error(`the payload worker imports ${[...chunk.imports, ...chunk.dynamicImports].join(', ')}`);
-        for (const loads of ['importScripts(', 'import(', 'new Worker(']) {
+        // Names, not calls: an alias (`const f = importScripts`) is caught too.
+        for (const loads of ['importScripts', 'import(', 'Worker(', 'instantiateStreaming', 'compileStreaming', 'WebAssembly.instantiate', 'WebAssembly.compile']) {
           if (chunk.code.includes(loads)) this.error(`the payload worker's script contains \`${loads}\`: it must load no code of its own`);
         }
       }

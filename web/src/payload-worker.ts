@@ -16,21 +16,23 @@
 // data key. It is terminated after one job.
 import { initSync, openPayload, sealPayload } from '../pkg/vault_wasm.js';
 
-type Job = { module: WebAssembly.Module; job: Uint8Array } & ({ op: 'seal'; file: File } | { op: 'open'; ciphertext: Uint8Array });
+type Job = { job: Uint8Array } & ({ op: 'seal'; file: File } | { op: 'open'; ciphertext: Uint8Array });
 
-self.onmessage = async (ev: MessageEvent<Job>) => {
-  const m = ev.data;
-  try {
-    initSync({ module: m.module });
-  } catch (e) {
-    m.job.fill(0);
-    // What the page transferred goes back, for it to do the job itself.
-    const unavailable = e instanceof Error ? e.message : String(e);
-    if (m.op === 'open') self.postMessage({ unavailable, ciphertext: m.ciphertext }, { transfer: [m.ciphertext.buffer] });
-    else self.postMessage({ unavailable });
+// First message: the page's module. The job follows only once this worker
+// said it is ready, so nothing is handed over to a worker that cannot run.
+let ready = false;
+self.onmessage = async (ev: MessageEvent<{ module: WebAssembly.Module } | Job>) => {
+  if (!ready) {
+    try {
+      initSync({ module: (ev.data as { module: WebAssembly.Module }).module });
+      ready = true;
+      self.postMessage({ ready: true });
+    } catch (e) {
+      self.postMessage({ unavailable: e instanceof Error ? e.message : String(e) });
+    }
     return;
   }
-  self.postMessage({ ready: true });
+  const m = ev.data as Job;
   try {
     if (m.op === 'seal') {
       // The whole file at once: reading it in slices through FileReaderSync

@@ -49,8 +49,8 @@ export async function openCiphertext(job: Uint8Array, ciphertext: Uint8Array): P
   try {
     const answer = await inWorker({ op: 'open', job, ciphertext }, [ciphertext.buffer as ArrayBuffer]);
     if (answer.unavailable === undefined) return answer.body as Uint8Array;
-    // A worker that could not start hands the ciphertext back.
-    return openPayload(job, (answer.ciphertext as Uint8Array | undefined) ?? ciphertext);
+    // Nothing is handed to a worker before it is ready, so the ciphertext is still here.
+    return openPayload(job, ciphertext);
   } finally {
     job.fill(0);
   }
@@ -59,36 +59,38 @@ export async function openCiphertext(job: Uint8Array, ciphertext: Uint8Array): P
 type Answer = { ready?: true; progress?: [number, number]; unavailable?: string; error?: string } & Record<string, unknown>;
 
 /**
- * Runs one job in a fresh worker. The answer has `unavailable` set if no
- * worker could start: then nothing was done, and what was transferred to
- * it is in the answer (the worker hands it back).
+ * Runs one job in a fresh worker. The worker is first given the module;
+ * the job (and what it transfers) only once the worker said it is ready.
+ * The answer has `unavailable` set if no worker could start: then nothing
+ * was done and nothing was handed over.
  */
 function inWorker(message: Record<string, unknown>, transfer: Transferable[], progress?: Progress): Promise<Answer> {
   if (!pageModule || workersUnavailable || typeof Worker === 'undefined') return Promise.resolve({ unavailable: 'no worker' });
   const module = pageModule;
   return new Promise((resolve, reject) => {
-    const unavailable = (m: Answer) => {
+    let started = false;
+    const unavailable = (why: string) => {
       workersUnavailable = true;
-      console.warn('vault: the payload worker could not start; records are sealed and opened on the page, which may not answer input meanwhile');
-      resolve({ ...m, unavailable: m.unavailable ?? 'the worker did not start' });
+      console.warn(`vault: the payload worker could not start (${why}); records are sealed and opened on the page, which may not answer input meanwhile`);
+      resolve({ unavailable: why });
     };
     let worker: Worker;
     try {
       worker = new PayloadWorker();
-    } catch {
-      unavailable({});
+    } catch (e) {
+      unavailable(e instanceof Error ? e.message : String(e));
       return;
     }
-    let started = false;
     worker.onmessage = (ev: MessageEvent) => {
       const m = ev.data as Answer;
       if (m.ready) {
         started = true;
+        worker.postMessage(message, transfer);
       } else if (m.progress) {
         progress?.(m.progress[0], m.progress[1], 'sealing');
       } else {
         worker.terminate();
-        if (m.unavailable !== undefined) unavailable(m);
+        if (m.unavailable !== undefined) unavailable(m.unavailable);
         else if (m.error !== undefined) reject(new Error(m.error));
         else resolve(m);
       }
@@ -96,12 +98,9 @@ function inWorker(message: Record<string, unknown>, transfer: Transferable[], pr
     worker.onerror = (ev: ErrorEvent) => {
       ev.preventDefault();
       worker.terminate();
-      // An error event before the worker ran: nothing was transferred back,
-      // but nothing was done either. (A transferred ciphertext is lost with
-      // the worker; the caller's open fails and can be retried.)
       if (started) reject(new Error(`internal: the payload worker failed: ${ev.message}`));
-      else unavailable({});
+      else unavailable(ev.message || 'the worker did not start');
     };
-    worker.postMessage({ ...message, module }, transfer);
+    worker.postMessage({ module });
   });
 }
