@@ -280,3 +280,102 @@ fn futures_stream(
         Some((Ok(next), it))
     })
 }
+
+/// The web app's path against the real relay: a record planned on one
+/// state, its payload sealed beforehand (as the worker does), a rotation
+/// landing in between, then `push_record` finishing it on the new head
+/// from a store that keeps no copy of uploads. It lands under the new
+/// epoch, the store holds no copy, and the owner's device opens it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_sealed_beforehand_is_finished_after_a_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::start(&dir.path().join("relay"), &[]);
+    let patient = principal(1, "Pat Patient", Role::Patient);
+    let doctor = principal(2, "Dr Alice", Role::Clinician);
+    let nurse = principal(3, "Nurse Bob", Role::Clinician);
+    let (pc, dc, nc) = (
+        relay.client(&patient),
+        relay.client(&doctor),
+        relay.client(&nurse),
+    );
+    for c in [&pc, &dc, &nc] {
+        c.publish_identity().await.unwrap();
+    }
+    let mut pstore = SqliteStore::open(dir.path().join("patient")).unwrap();
+    let (state, genesis) = VaultState::create(&patient, pc.now()).unwrap();
+    let vault = state.vault();
+    sync::create_vault(&mut pstore, &pc, &genesis)
+        .await
+        .unwrap();
+    let mut labs = None;
+    sync::push_with_retry(&mut pstore, &pc, &vault, |s| {
+        let (id, e) = s.create_collection(&patient, "labs", pc.now())?;
+        labs = Some(id);
+        Ok(vec![e])
+    })
+    .await
+    .unwrap();
+    let labs = labs.unwrap();
+    for (member, perm) in [(&doctor, Permission::ReadWrite), (&nurse, Permission::Read)] {
+        let identity = pc.lookup_identity(&member.fingerprint()).await.unwrap();
+        sync::push_with_retry(&mut pstore, &pc, &vault, |s| {
+            let mut kr = Keyring::new(&patient, pc.now());
+            Ok(vec![
+                s.share_collection(&mut kr, &labs, &identity, perm, None)?
+            ])
+        })
+        .await
+        .unwrap();
+    }
+    let mut dstore = vault_core::store::MemoryStore::new().with_upload_limit(0);
+    sync::join_vault(&mut dstore, &dc, &vault, &patient.fingerprint())
+        .await
+        .unwrap();
+
+    // The doctor plans and seals on the head it holds.
+    let planned_on = sync::pull(&mut dstore, &dc, &vault).await.unwrap();
+    let body = b"scan, sealed in a worker".repeat(1000);
+    let plan = planned_on
+        .plan_record(
+            &Keyring::new(&doctor, dc.now()),
+            &labs,
+            vault_core::RecordTarget::New(vault_core::RecordId::random()),
+            &info("scan", dc.now()),
+            body.len() as u64,
+        )
+        .unwrap();
+    let mut spool = Cursor::new(Vec::new());
+    let hash = plan.job().seal(body.as_slice(), &mut spool).unwrap();
+    let epoch_before = planned_on
+        .collections()
+        .into_iter()
+        .find(|c| c.id == labs)
+        .unwrap()
+        .epoch;
+
+    // Meanwhile the patient revokes the nurse: a new epoch.
+    sync::push_with_retry(&mut pstore, &pc, &vault, |s| {
+        let mut kr = Keyring::new(&patient, pc.now());
+        Ok(vec![s.revoke(&mut kr, &labs, &[nurse.fingerprint()])?])
+    })
+    .await
+    .unwrap();
+
+    let (_, metadata) = sync::push_record(&mut dstore, &dc, &vault, &mut spool, |state, _| {
+        let mut kr = Keyring::new(&doctor, dc.now());
+        Ok(state.finish_record(&mut kr, &plan, hash)?)
+    })
+    .await
+    .unwrap();
+    assert_eq!(metadata.ciphertext_hash(), &hash);
+    assert_eq!(metadata.epoch(), epoch_before + 1);
+    assert!(
+        !dstore.has_blob(&hash).unwrap(),
+        "the store kept a copy of the upload"
+    );
+
+    // The patient's device downloads it from the relay and opens it.
+    let opened = read_all(&mut pstore, &pc, &patient, &vault).await;
+    assert_eq!(opened["scan"].as_bytes(), body.as_slice());
+    drop(relay);
+}
