@@ -332,3 +332,92 @@ pub(crate) async fn seal_elsewhere(
     }
     Ok((ciphertext, hash))
 }
+
+#[cfg(all(test, target_arch = "wasm32"))]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::io::{Seek, SeekFrom};
+
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    use super::*;
+
+    #[wasm_bindgen_test]
+    fn a_cursor_reads_its_array_and_never_seeks_outside_it() {
+        let array = Uint8Array::from(&(0u8..100).collect::<Vec<_>>()[..]);
+        let mut cursor = JsCursor::new(&array);
+        let mut buf = [0u8; 64];
+        assert_eq!(cursor.read(&mut buf).unwrap(), 64);
+        assert_eq!(cursor.read(&mut buf).unwrap(), 36);
+        assert_eq!(buf.get(..36), Some(&(64u8..100).collect::<Vec<_>>()[..]));
+        assert_eq!(cursor.read(&mut buf).unwrap(), 0);
+        assert_eq!(cursor.position(), (100, 100));
+        assert_eq!(cursor.seek(SeekFrom::End(-1)).unwrap(), 99);
+        assert_eq!(cursor.read(&mut buf).unwrap(), 1);
+        assert_eq!(buf.first(), Some(&99));
+        for outside in [
+            SeekFrom::Start(101),
+            SeekFrom::End(1),
+            SeekFrom::Current(-101),
+        ] {
+            assert!(cursor.seek(outside).is_err(), "{outside:?}");
+        }
+        assert_eq!(
+            cursor.position(),
+            (100, 100),
+            "a refused seek moves nothing"
+        );
+        assert_eq!(cursor.seek(SeekFrom::Start(0)).unwrap(), 0);
+    }
+
+    #[wasm_bindgen_test]
+    fn a_buffer_takes_no_more_than_its_array_holds() {
+        let array = Uint8Array::new_with_length(10);
+        let mut out = JsBuffer::new(&array);
+        out.write_all(&[7; 6]).unwrap();
+        assert!(out.write(&[8; 5]).is_err());
+        out.write_all(&[9; 4]).unwrap();
+        assert_eq!(array.to_vec(), [7, 7, 7, 7, 7, 7, 9, 9, 9, 9]);
+        assert!(out.write(&[1]).is_err());
+    }
+
+    #[wasm_bindgen_test]
+    async fn a_sealer_answer_of_the_wrong_length_or_a_code_is_a_failure() {
+        let job = PayloadJob::from_bytes(&test_job()).unwrap();
+        let short = Function::new_with_args(
+            "job",
+            "return Promise.resolve({ ciphertext: new Uint8Array(3), hash: new Uint8Array(32) })",
+        );
+        let e = seal_elsewhere(&short, &job).await.unwrap_err();
+        assert_eq!(e.code, "internal");
+        assert!(e.message.contains("wrong length"), "{}", e.message);
+        // The worker's "code: message" errors pass through; the job's bytes
+        // given to the sealer are zeroed once it settled.
+        let failing = Function::new_with_args(
+            "job",
+            "globalThis.__job = job; return Promise.reject(new Error('length_mismatch: the file changed'))",
+        );
+        let e = seal_elsewhere(&failing, &job).await.unwrap_err();
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("length_mismatch", "the file changed")
+        );
+        let given: Uint8Array = Reflect::get(&js_sys::global(), &"__job".into())
+            .unwrap()
+            .dyn_into()
+            .unwrap();
+        assert!(given.length() > 33 && given.to_vec().iter().all(|b| *b == 0));
+    }
+
+    /// A job's bytes for a 10-byte body under a 32-byte header, any key.
+    fn test_job() -> Vec<u8> {
+        let header_len = 32u64;
+        let padded = vault_core::padded_len(10 + header_len).unwrap();
+        let mut bytes = vec![1u8];
+        bytes.extend_from_slice(&[5; 32]);
+        bytes.extend_from_slice(&10u64.to_be_bytes());
+        bytes.extend_from_slice(&padded.to_be_bytes());
+        bytes.extend_from_slice(&[0; 32]);
+        bytes
+    }
+}
