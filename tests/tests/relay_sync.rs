@@ -61,6 +61,41 @@ async fn write_records(
     store
 }
 
+/// The patient's vault with a collection "labs", shared read-write with
+/// `doctor` and read-only with `nurse` (who have published identities).
+async fn shared_labs(
+    pstore: &mut SqliteStore,
+    pc: &RelayClient,
+    patient: &SecretIdentity,
+    doctor: &SecretIdentity,
+    nurse: &SecretIdentity,
+) -> (vault_core::VaultId, vault_core::CollectionId) {
+    let (state, genesis) = VaultState::create(patient, pc.now()).unwrap();
+    let vault = state.vault();
+    sync::create_vault(pstore, pc, &genesis).await.unwrap();
+    let mut labs = None;
+    sync::push_with_retry(pstore, pc, &vault, |s| {
+        let (id, e) = s.create_collection(patient, "labs", pc.now())?;
+        labs = Some(id);
+        Ok(vec![e])
+    })
+    .await
+    .unwrap();
+    let labs = labs.unwrap();
+    for (member, perm) in [(doctor, Permission::ReadWrite), (nurse, Permission::Read)] {
+        let identity = pc.lookup_identity(&member.fingerprint()).await.unwrap();
+        sync::push_with_retry(pstore, pc, &vault, |s| {
+            let mut kr = Keyring::new(patient, pc.now());
+            Ok(vec![
+                s.share_collection(&mut kr, &labs, &identity, perm, None)?
+            ])
+        })
+        .await
+        .unwrap();
+    }
+    (vault, labs)
+}
+
 /// Opens every live record through the store, returning title → body.
 async fn read_all(
     store: &mut SqliteStore,
@@ -108,31 +143,7 @@ async fn two_clients_sync_one_vault_concurrently() {
     // The patient's device: a vault with a collection, shared read-write
     // with the doctor and read-only with the nurse.
     let mut pstore = SqliteStore::open(dir.path().join("patient")).unwrap();
-    let (state, genesis) = VaultState::create(&patient, pc.now()).unwrap();
-    let vault = state.vault();
-    sync::create_vault(&mut pstore, &pc, &genesis)
-        .await
-        .unwrap();
-    let mut labs = None;
-    sync::push_with_retry(&mut pstore, &pc, &vault, |s| {
-        let (id, e) = s.create_collection(&patient, "labs", pc.now())?;
-        labs = Some(id);
-        Ok(vec![e])
-    })
-    .await
-    .unwrap();
-    let labs = labs.unwrap();
-    for (member, perm) in [(&doctor, Permission::ReadWrite), (&nurse, Permission::Read)] {
-        let identity = pc.lookup_identity(&member.fingerprint()).await.unwrap();
-        sync::push_with_retry(&mut pstore, &pc, &vault, |s| {
-            let mut kr = Keyring::new(&patient, pc.now());
-            Ok(vec![
-                s.share_collection(&mut kr, &labs, &identity, perm, None)?
-            ])
-        })
-        .await
-        .unwrap();
-    }
+    let (vault, labs) = shared_labs(&mut pstore, &pc, &patient, &doctor, &nurse).await;
 
     // The doctor finds the vault in the inbox and joins it, pinning the
     // owner it verified.
@@ -302,31 +313,7 @@ async fn a_payload_sealed_beforehand_is_finished_after_a_rotation() {
         c.publish_identity().await.unwrap();
     }
     let mut pstore = SqliteStore::open(dir.path().join("patient")).unwrap();
-    let (state, genesis) = VaultState::create(&patient, pc.now()).unwrap();
-    let vault = state.vault();
-    sync::create_vault(&mut pstore, &pc, &genesis)
-        .await
-        .unwrap();
-    let mut labs = None;
-    sync::push_with_retry(&mut pstore, &pc, &vault, |s| {
-        let (id, e) = s.create_collection(&patient, "labs", pc.now())?;
-        labs = Some(id);
-        Ok(vec![e])
-    })
-    .await
-    .unwrap();
-    let labs = labs.unwrap();
-    for (member, perm) in [(&doctor, Permission::ReadWrite), (&nurse, Permission::Read)] {
-        let identity = pc.lookup_identity(&member.fingerprint()).await.unwrap();
-        sync::push_with_retry(&mut pstore, &pc, &vault, |s| {
-            let mut kr = Keyring::new(&patient, pc.now());
-            Ok(vec![
-                s.share_collection(&mut kr, &labs, &identity, perm, None)?
-            ])
-        })
-        .await
-        .unwrap();
-    }
+    let (vault, labs) = shared_labs(&mut pstore, &pc, &patient, &doctor, &nurse).await;
     let mut dstore = vault_core::store::MemoryStore::new().with_upload_limit(0);
     sync::join_vault(&mut dstore, &dc, &vault, &patient.fingerprint())
         .await
