@@ -292,13 +292,13 @@ fn futures_stream(
     })
 }
 
-/// The web app's path against the real relay: a record planned on one
-/// state, its payload sealed beforehand (as the worker does), a rotation
-/// landing in between, then `push_record` finishing it on the new head
-/// from a store that keeps no copy of uploads. It lands under the new
-/// epoch, the store holds no copy, and the owner's device opens it.
+/// The web app's path against the real relay
+/// (`records::add_sealed_elsewhere`): a record planned on one state, its
+/// payload sealed "elsewhere" while a rotation lands, then finished on the
+/// new head from a store that keeps no copy of uploads. It lands under the
+/// new epoch, the store holds no copy, and the owner's device opens it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_payload_sealed_beforehand_is_finished_after_a_rotation() {
+async fn a_payload_sealed_elsewhere_is_finished_after_a_rotation() {
     let dir = tempfile::tempdir().unwrap();
     let relay = RelayProcess::start(&dir.path().join("relay"), &[]);
     let patient = principal(1, "Pat Patient", Role::Patient);
@@ -319,41 +319,47 @@ async fn a_payload_sealed_beforehand_is_finished_after_a_rotation() {
         .await
         .unwrap();
 
-    // The doctor plans and seals on the head it holds.
-    let planned_on = sync::pull(&mut dstore, &dc, &vault).await.unwrap();
-    let body = b"scan, sealed in a worker".repeat(1000);
-    let plan = planned_on
-        .plan_record(
-            &Keyring::new(&doctor, dc.now()),
-            &labs,
-            vault_core::RecordTarget::New(vault_core::RecordId::random()),
-            &info("scan", dc.now()),
-            body.len() as u64,
-        )
-        .unwrap();
-    let mut spool = Cursor::new(Vec::new());
-    let hash = plan.job().seal(body.as_slice(), &mut spool).unwrap();
-    let epoch_before = planned_on
+    // The doctor adds a record whose payload is sealed "elsewhere"; while
+    // it is being sealed, the patient revokes the nurse: a new epoch.
+    let epoch_before = sync::pull(&mut dstore, &dc, &vault)
+        .await
+        .unwrap()
         .collections()
         .into_iter()
         .find(|c| c.id == labs)
         .unwrap()
         .epoch;
-
-    // Meanwhile the patient revokes the nurse: a new epoch.
-    sync::push_with_retry(&mut pstore, &pc, &vault, |s| {
-        let mut kr = Keyring::new(&patient, pc.now());
-        Ok(vec![s.revoke(&mut kr, &labs, &[nurse.fingerprint()])?])
-    })
+    let body = b"scan, sealed in a worker".repeat(1000);
+    let mut sealed_hash = None;
+    let metadata = vault_client::records::add_sealed_elsewhere(
+        &mut dstore,
+        &dc,
+        &doctor,
+        &vault,
+        &labs,
+        &info("scan", dc.now()),
+        body.len() as u64,
+        |job, ciphertext_len| {
+            let (body, pstore, pc, patient, nurse) = (&body, &mut pstore, &pc, &patient, &nurse);
+            let sealed_hash = &mut sealed_hash;
+            async move {
+                let job = vault_core::PayloadJob::from_bytes(&job)?;
+                let mut spool = Cursor::new(Vec::new());
+                let hash = job.seal(body.as_slice(), &mut spool)?;
+                assert_eq!(spool.get_ref().len() as u64, ciphertext_len);
+                *sealed_hash = Some(hash);
+                sync::push_with_retry(pstore, pc, &vault, |s| {
+                    let mut kr = Keyring::new(patient, pc.now());
+                    Ok(vec![s.revoke(&mut kr, &labs, &[nurse.fingerprint()])?])
+                })
+                .await?;
+                Ok::<_, ClientError>((spool, hash))
+            }
+        },
+    )
     .await
     .unwrap();
-
-    let (_, metadata) = sync::push_record(&mut dstore, &dc, &vault, &mut spool, |state, _| {
-        let mut kr = Keyring::new(&doctor, dc.now());
-        Ok(state.finish_record(&mut kr, &plan, hash)?)
-    })
-    .await
-    .unwrap();
+    let hash = sealed_hash.unwrap();
     assert_eq!(metadata.ciphertext_hash(), &hash);
     assert_eq!(metadata.epoch(), epoch_before + 1);
     assert!(

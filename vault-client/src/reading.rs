@@ -14,15 +14,37 @@ use std::io::{Cursor, Read, Write};
 use vault_core::export::{ExportSink, ExportSummary};
 use vault_core::store::Store;
 use vault_core::{
-    CollectionId, Fingerprint, Keyring, OpenedRecord, RecordId, RecordSummary, SecretIdentity,
-    VaultState,
+    CollectionId, Fingerprint, Keyring, OpenJob, OpenedRecord, RecordId, RecordSummary,
+    SecretIdentity, VaultState,
 };
 
 use crate::records::{collection_names, split_for_listing};
-use crate::{ClientError, Result};
+use crate::{ClientError, RelayClient, Result};
 
 /// Largest FHIR body kept in memory by [`open_listing`] for a summary.
 pub const KEEP_FHIR_BODY: u64 = 1024 * 1024;
+
+/// What opening `record` elsewhere (the web app's worker, which holds no
+/// other secret) needs: its version's [`OpenJob`], for which the caller's
+/// key must unwrap (access errors otherwise), and its ciphertext,
+/// downloaded into `sink` (resumable and hash-checked as it streams, not
+/// put into the store; the job checks the hash again). Pass a sink of the
+/// record's [`vault_core::RecordMetadata::ciphertext_len`].
+pub async fn download_for_opening<W: Write + ?Sized>(
+    client: &RelayClient,
+    state: &VaultState,
+    secret: &SecretIdentity,
+    record: &RecordId,
+    sink: &mut W,
+) -> Result<OpenJob> {
+    let verified = state.record(record)?;
+    let job = Keyring::new(secret, client.now()).open_job(state, &verified)?;
+    let m = verified.metadata();
+    client
+        .get_blob(&m.vault(), m.ciphertext_hash(), m.ciphertext_len(), sink)
+        .await?;
+    Ok(job)
+}
 
 /// The records of `state` (optionally of one collection) that `me` may read
 /// at `now`: through a current collection grant or a single-record grant

@@ -5,6 +5,8 @@
 //! uploads unreferenced (and running the same import again completes it).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::io::{Read, Seek, Write};
 use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
@@ -13,6 +15,8 @@ use vault_core::{
     CollectionId, Keyring, LogEntry, RecordId, RecordInfo, RecordMetadata, RecordSummary,
     RecordTarget, SecretIdentity, VaultId, VaultState,
 };
+
+use zeroize::Zeroizing;
 
 use crate::error::{ClientError, Result};
 use crate::{sync, RelayClient};
@@ -425,6 +429,53 @@ pub async fn add_records<S: Store + ?Sized>(
         on_chunk(chunk.len());
     }
     Ok((state, ids))
+}
+
+/// Adds one new record of `len` bytes to `collection` whose payload is
+/// sealed elsewhere (the web app's worker, which holds no other secret):
+/// pulls, plans the version ([`VaultState::plan_record`]), has `seal`
+/// seal the plan's job (its bytes, [`vault_core::PayloadJob::to_bytes`],
+/// and the ciphertext length it must produce) and return the spool holding
+/// the ciphertext with its hash, then uploads it and appends the version through
+/// [`sync::push_record`], finished on whatever head the append meets
+/// ([`VaultState::finish_record`]: the current epoch's key, the writer's
+/// right checked again). Returns the new version's metadata.
+#[allow(clippy::too_many_arguments)] // the record's place and content, and the sealer
+pub async fn add_sealed_elsewhere<S, W, F, Fut, E>(
+    store: &mut S,
+    client: &RelayClient,
+    secret: &Arc<SecretIdentity>,
+    vault: &VaultId,
+    collection: &CollectionId,
+    info: &RecordInfo,
+    len: u64,
+    seal: F,
+) -> std::result::Result<RecordMetadata, E>
+where
+    S: Store + ?Sized,
+    W: Read + Write + Seek,
+    F: FnOnce(Zeroizing<Vec<u8>>, u64) -> Fut,
+    Fut: Future<Output = std::result::Result<(W, [u8; 32]), E>>,
+    E: From<ClientError>,
+{
+    let state = sync::pull(store, client, vault).await?;
+    let plan = state
+        .plan_record(
+            &Keyring::new(secret, client.now()),
+            collection,
+            RecordTarget::New(RecordId::random()),
+            info,
+            len,
+        )
+        .map_err(ClientError::from)?;
+    drop(state);
+    let (mut spool, hash) = seal(plan.job().to_bytes(), plan.job().ciphertext_len()).await?;
+    let (_, metadata) = sync::push_record(store, client, vault, &mut spool, |state, _sealed| {
+        let mut keyring = Keyring::new(secret, client.now());
+        Ok(state.finish_record(&mut keyring, &plan, hash)?)
+    })
+    .await?;
+    Ok(metadata)
 }
 
 /// The records among `ids` whose data key does not unwrap for `me` (at

@@ -8,11 +8,12 @@ use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 use serde_json::{json, Value};
 use vault_client::reading::{self, Listed, Listing};
 use vault_client::records::{
-    add_records, ensure_collections, fetch_small_blobs, missing_blobs, FhirImport, LIST_FETCH_LIMIT,
+    add_records, add_sealed_elsewhere, ensure_collections, fetch_small_blobs, missing_blobs,
+    FhirImport, LIST_FETCH_LIMIT,
 };
 use vault_client::sync;
 use vault_core::store::Store;
-use vault_core::{CollectionId, Keyring, RecordId, RecordInfo, RecordTarget, VaultId, VaultState};
+use vault_core::{CollectionId, Keyring, RecordId, RecordInfo, VaultId, VaultState};
 use vault_fhir as fhir;
 
 use crate::failure::{Failure, Result};
@@ -198,25 +199,27 @@ pub async fn open(
     s.publish().await?;
     let state = sync::pull(&mut s.store, &s.client, vault).await?;
     reading::check_readable(&state, &s.secret.fingerprint(), s.client.now(), record)?;
-    let secret = s.secret.clone();
-    let mut keyring = Keyring::new(&secret, s.client.now());
     let verified = state.record(record)?;
     let m = verified.metadata();
     let (hash, len) = (*m.ciphertext_hash(), m.ciphertext_len());
-    if let Some(opener) = opener.filter(|_| len > LIST_FETCH_LIMIT) {
-        if !s.store.has_blob(&hash)? {
-            let job = keyring.open_job(&state, &verified)?;
-            let ciphertext =
-                js_sys::Uint8Array::new_with_length(worker::js_len(len, "this record")?);
-            let mut sink = worker::JsBuffer::new(&ciphertext);
-            s.client.get_blob(vault, &hash, len, &mut sink).await?;
-            return worker::open_elsewhere(opener, &job, &ciphertext).await;
-        }
+    let elsewhere = opener.filter(|_| len > LIST_FETCH_LIMIT);
+    if let Some(opener) = elsewhere.filter(|_| !s.store.has_blob(&hash).unwrap_or(false)) {
+        let ciphertext = js_sys::Uint8Array::new_with_length(worker::js_len(len, "this record")?);
+        let job = reading::download_for_opening(
+            &s.client,
+            &state,
+            &s.secret,
+            record,
+            &mut worker::JsBuffer::new(&ciphertext),
+        )
+        .await?;
+        return worker::open_elsewhere(opener, &job, &ciphertext).await;
     }
     let mut spool = Cursor::new(Vec::new());
     sync::fetch_record_blob(&mut s.store, &s.client, &verified, &mut spool).await?;
     drop(spool);
     let mut body = Vec::new();
+    let mut keyring = Keyring::new(&s.secret, s.client.now());
     reading::open_stored(&s.store, &state, &mut keyring, record, &mut body)?;
     Ok(js_sys::Uint8Array::from(body.as_slice()))
 }
@@ -276,27 +279,25 @@ pub async fn add_file(
         created_at: s.client.now(),
         effective_at: None,
     };
-    let state = sync::pull(&mut s.store, &s.client, vault).await?;
-    let plan = state.plan_record(
-        &Keyring::new(&secret, s.client.now()),
+    let metadata = add_sealed_elsewhere(
+        &mut s.store,
+        &s.client,
+        &secret,
+        vault,
         &collection,
-        RecordTarget::New(RecordId::random()),
         &info,
         file.len,
-    )?;
-    drop(state);
-    let (ciphertext, hash) = worker::seal_elsewhere(file.sealer, plan.job()).await?;
-    let mut spool = SealedSpool {
-        ciphertext: worker::JsCursor::new(&ciphertext),
-        progress,
-    };
-    let client = &s.client;
-    let (_, metadata) =
-        sync::push_record(&mut s.store, client, vault, &mut spool, |state, _sealed| {
-            let mut keyring = Keyring::new(&secret, client.now());
-            Ok(state.finish_record(&mut keyring, &plan, hash)?)
-        })
-        .await?;
+        |job, ciphertext_len| async move {
+            let (ciphertext, hash) =
+                worker::seal_elsewhere(file.sealer, &job, ciphertext_len).await?;
+            let spool = SealedSpool {
+                ciphertext: worker::JsCursor::new(ciphertext),
+                progress,
+            };
+            Ok::<_, Failure>((spool, hash))
+        },
+    )
+    .await?;
     progress.report(file.len, file.len, "done");
     Ok(metadata.record())
 }
@@ -305,7 +306,7 @@ pub async fn add_file(
 /// memory; reads (the upload, chunk by chunk) report progress. Written to
 /// only by the sealer, before.
 struct SealedSpool<'a> {
-    ciphertext: worker::JsCursor<'a>,
+    ciphertext: worker::JsCursor,
     progress: &'a Progress,
 }
 

@@ -3,14 +3,14 @@
 //! page's thread.
 //!
 //! The worker holds one record version's payload key and nothing else. To
-//! seal, the page plans the version ([`vault_core::VaultState::plan_record`]),
-//! posts the job's bytes and the file, and finishes the version with the
-//! hash the worker returns ([`vault_core::VaultState::finish_record`]). To
-//! open, the page verifies the record and unwraps its key
-//! ([`vault_core::Keyring::open_job`]), downloads the ciphertext, and posts
-//! both. The passphrase, the identity's keys, the collection keys and the
-//! data key never leave the page. Without workers, the page calls
-//! [`seal_payload`] and [`open_payload`] itself: one code either way.
+//! seal, the page has vault-client plan the version and finish it with the
+//! hash the worker returns (`vault_client::records::add_sealed_elsewhere`),
+//! posting the job's bytes and the file between. To open, vault-client
+//! unwraps the record's key into its job and downloads the ciphertext
+//! (`vault_client::reading::download_for_opening`), and the page posts both.
+//! The passphrase, the identity's keys, the collection keys and the data key
+//! never leave the page. Without workers, the page calls [`seal_payload`]
+//! and [`open_payload`] itself: one code either way.
 
 use std::io::{Read, Write};
 
@@ -22,9 +22,10 @@ use zeroize::Zeroizing;
 use crate::failure::{Failure, Result};
 use crate::progress::Progress;
 
-/// How much one call to the page's or worker's `read` asks for: each call
-/// crosses into JavaScript (through `FileReaderSync`, 1 MiB reads sealed a
-/// 50 MB file in 494 ms and 8 MiB reads in 398 ms).
+/// How much one call into JavaScript reads (the file's `read`, or a
+/// ciphertext array): each call crosses the boundary and makes a view.
+/// Measured when `read` went through `FileReaderSync`: 1 MiB reads sealed
+/// a 50 MB file in 494 ms, 8 MiB reads in 398 ms.
 const READ_AHEAD: usize = 8 << 20;
 /// How often (in plaintext bytes read) sealing reports its progress.
 const PROGRESS_EVERY: u64 = 4 << 20;
@@ -117,7 +118,7 @@ fn open(job: &[u8], ciphertext: &Uint8Array) -> Result<Uint8Array> {
     let len = js_len(job.padded_len(), "this record")?;
     let body = Uint8Array::new_with_length(len);
     let mut out = JsBuffer::new(&body);
-    let source = JsCursor::new(ciphertext);
+    let source = JsCursor::new(ciphertext.clone());
     job.open(
         std::io::BufReader::with_capacity(READ_AHEAD, source),
         &mut out,
@@ -127,14 +128,14 @@ fn open(job: &[u8], ciphertext: &Uint8Array) -> Result<Uint8Array> {
 
 /// A read cursor over a JavaScript array (a ciphertext downloaded or
 /// sealed into JavaScript memory), copied into the module a read at a time.
-pub(crate) struct JsCursor<'a> {
-    array: &'a Uint8Array,
+pub(crate) struct JsCursor {
+    array: Uint8Array,
     at: u32,
 }
 
-impl<'a> JsCursor<'a> {
+impl JsCursor {
     /// A cursor at the start of `array`.
-    pub(crate) fn new(array: &'a Uint8Array) -> Self {
+    pub(crate) fn new(array: Uint8Array) -> Self {
         Self { array, at: 0 }
     }
 
@@ -144,7 +145,7 @@ impl<'a> JsCursor<'a> {
     }
 }
 
-impl Read for JsCursor<'_> {
+impl Read for JsCursor {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let left = self.array.length().saturating_sub(self.at);
         let n = left.min(u32::try_from(buf.len()).unwrap_or(u32::MAX));
@@ -156,7 +157,7 @@ impl Read for JsCursor<'_> {
     }
 }
 
-impl std::io::Seek for JsCursor<'_> {
+impl std::io::Seek for JsCursor {
     fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
         use std::io::SeekFrom;
         let total = i64::from(self.array.length());
@@ -176,7 +177,8 @@ impl std::io::Seek for JsCursor<'_> {
     }
 }
 
-/// The file, read through the page's or the worker's `read(offset, len)`.
+/// The file's bytes, read through `read(offset, len)` (slices of the file
+/// held whole, in the worker or on the page), reporting progress.
 struct FileReader<'a> {
     read: &'a Function,
     offset: u64,
@@ -309,13 +311,16 @@ pub(crate) async fn open_elsewhere(
 
 /// The page's side: a payload sealed by the JS `sealer(job)` (a function
 /// returning a promise of `{ciphertext, hash}`, from the worker or from
-/// [`seal_payload`] on the page). The job's bytes are zeroized here once
-/// the sealer returned; the sealer zeroizes its copy.
+/// [`seal_payload`] on the page), given `job` (the bytes of
+/// `vault_core::PayloadJob::to_bytes`); its ciphertext must be
+/// `ciphertext_len` bytes. The JS copy of the job is zeroized once the
+/// sealer settled; the sealer zeroizes its own.
 pub(crate) async fn seal_elsewhere(
     sealer: &Function,
-    job: &PayloadJob,
+    job: &[u8],
+    ciphertext_len: u64,
 ) -> Result<(Uint8Array, [u8; 32])> {
-    let answer = call_elsewhere(sealer, &job.to_bytes(), &JsValue::UNDEFINED, "sealing").await?;
+    let answer = call_elsewhere(sealer, job, &JsValue::UNDEFINED, "sealing").await?;
     let get = |key: &str| Reflect::get(&answer, &JsValue::from_str(key)).ok();
     let ciphertext: Uint8Array = get("ciphertext")
         .and_then(|v| v.dyn_into().ok())
@@ -324,7 +329,7 @@ pub(crate) async fn seal_elsewhere(
         .and_then(|v| v.dyn_into::<Uint8Array>().ok())
         .and_then(|h| h.to_vec().try_into().ok())
         .ok_or_else(|| Failure::new("internal", "the sealer returned no hash"))?;
-    if u64::from(ciphertext.length()) != job.ciphertext_len() {
+    if u64::from(ciphertext.length()) != ciphertext_len {
         return Err(Failure::new(
             "internal",
             "the sealer returned a ciphertext of the wrong length",
@@ -345,7 +350,7 @@ mod tests {
     #[wasm_bindgen_test]
     fn a_cursor_reads_its_array_and_never_seeks_outside_it() {
         let array = Uint8Array::from(&(0u8..100).collect::<Vec<_>>()[..]);
-        let mut cursor = JsCursor::new(&array);
+        let mut cursor = JsCursor::new(array.clone());
         let mut buf = [0u8; 64];
         assert_eq!(cursor.read(&mut buf).unwrap(), 64);
         assert_eq!(cursor.read(&mut buf).unwrap(), 36);
@@ -384,11 +389,12 @@ mod tests {
     #[wasm_bindgen_test]
     async fn a_sealer_answer_of_the_wrong_length_or_a_code_is_a_failure() {
         let job = PayloadJob::from_bytes(&test_job()).unwrap();
+        let (bytes, len) = (job.to_bytes(), job.ciphertext_len());
         let short = Function::new_with_args(
             "job",
             "return Promise.resolve({ ciphertext: new Uint8Array(3), hash: new Uint8Array(32) })",
         );
-        let e = seal_elsewhere(&short, &job).await.unwrap_err();
+        let e = seal_elsewhere(&short, &bytes, len).await.unwrap_err();
         assert_eq!(e.code, "internal");
         assert!(e.message.contains("wrong length"), "{}", e.message);
         // The worker's "code: message" errors pass through; the job's bytes
@@ -397,7 +403,7 @@ mod tests {
             "job",
             "globalThis.__job = job; return Promise.reject(new Error('length_mismatch: the file changed'))",
         );
-        let e = seal_elsewhere(&failing, &job).await.unwrap_err();
+        let e = seal_elsewhere(&failing, &bytes, len).await.unwrap_err();
         assert_eq!(
             (e.code.as_str(), e.message.as_str()),
             ("length_mismatch", "the file changed")
