@@ -581,16 +581,14 @@ impl PlannedRecord {
         ciphertext_hash: [u8; 32],
     ) -> Result<RecordMetadata> {
         let (vault, collection, epoch) = key.context();
-        let field = if vault != self.vault {
-            "vault"
-        } else if collection != self.collection {
-            "collection"
-        } else if author.fingerprint() != self.author {
-            "author"
-        } else {
-            ""
-        };
-        if !field.is_empty() {
+        let differs = [
+            ("vault", vault != self.vault),
+            ("collection", collection != self.collection),
+            ("author", author.fingerprint() != self.author),
+        ]
+        .into_iter()
+        .find_map(|(field, differs)| differs.then_some(field));
+        if let Some(field) = differs {
             return Err(Error::ContextMismatch {
                 what: "planned record",
                 field,

@@ -27,33 +27,27 @@ export function rememberModule(module: WebAssembly.Module): void {
 
 /**
  * Seals `file` under `job` (from vault-wasm, secret: one record version's
- * payload key). The job's bytes are zeroed here and in the worker once used.
+ * payload key). vault-wasm zeroes `job` once this settles; the worker
+ * zeroes its copy.
  */
 export async function sealFile(job: Uint8Array, file: File, progress: Progress): Promise<Sealed> {
-  try {
-    const answer = await inWorker({ op: 'seal', job, file }, [], progress);
-    if (answer.unavailable === undefined) return { ciphertext: answer.ciphertext as Uint8Array, hash: answer.hash as Uint8Array };
-    const bytes = new Uint8Array(await file.arrayBuffer());
-    return sealPayload(job, (offset: number, len: number) => bytes.subarray(offset, offset + len), (done: number, total: number) => progress(done, total, 'sealing')) as Sealed;
-  } finally {
-    job.fill(0);
-  }
+  const answer = await inWorker({ op: 'seal', job, file }, [], progress);
+  if (answer.unavailable === undefined) return { ciphertext: answer.ciphertext as Uint8Array, hash: answer.hash as Uint8Array };
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  return sealPayload(job, (offset: number, len: number) => bytes.subarray(offset, offset + len), (done: number, total: number) => progress(done, total, 'sealing')) as Sealed;
 }
 
 /**
  * Opens a downloaded `ciphertext` under `job` (from vault-wasm, secret: one
  * verified record version's payload key); resolves to the body. The
  * ciphertext is handed to the worker (it is unusable here afterwards).
+ * vault-wasm zeroes `job` once this settles.
  */
 export async function openCiphertext(job: Uint8Array, ciphertext: Uint8Array): Promise<Uint8Array> {
-  try {
-    const answer = await inWorker({ op: 'open', job, ciphertext }, [ciphertext.buffer as ArrayBuffer]);
-    if (answer.unavailable === undefined) return answer.body as Uint8Array;
-    // Nothing is handed to a worker before it is ready, so the ciphertext is still here.
-    return openPayload(job, ciphertext);
-  } finally {
-    job.fill(0);
-  }
+  const answer = await inWorker({ op: 'open', job, ciphertext }, [ciphertext.buffer as ArrayBuffer]);
+  if (answer.unavailable === undefined) return answer.body as Uint8Array;
+  // Nothing is handed to a worker before it is ready, so the ciphertext is still here.
+  return openPayload(job, ciphertext);
 }
 
 type Answer = { ready?: true; progress?: [number, number]; unavailable?: string; error?: string } & Record<string, unknown>;
