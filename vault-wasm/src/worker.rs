@@ -27,7 +27,9 @@ use crate::progress::Progress;
 /// Measured when `read` went through `FileReaderSync`: 1 MiB reads sealed
 /// a 50 MB file in 494 ms, 8 MiB reads in 398 ms.
 const READ_AHEAD: usize = 8 << 20;
-/// How often (in plaintext bytes read) sealing reports its progress.
+/// How often (in bytes read) sealing and opening report their progress:
+/// the page takes a worker that reports nothing for a while for stalled
+/// (`web/src/payloads.ts`).
 const PROGRESS_EVERY: u64 = 4 << 20;
 
 /// Seals the payload described by `job` (the bytes of
@@ -73,13 +75,16 @@ fn seal(job: &[u8], read: &Function, progress: Progress) -> Result<Object> {
     // and slices the file once.
     let body = std::io::BufReader::with_capacity(
         READ_AHEAD,
-        FileReader {
-            read,
-            offset: 0,
+        Reported::new(
+            FileReader {
+                read,
+                offset: 0,
+                total,
+            },
             total,
-            progress: &progress,
-            reported: 0,
-        },
+            "sealing",
+            &progress,
+        ),
     );
     let out = JsBuffer::new(&ciphertext);
     progress.report(0, total, "sealing");
@@ -98,19 +103,22 @@ fn seal(job: &[u8], read: &Function, progress: Progress) -> Result<Object> {
 
 /// Opens the payload described by `job` (the bytes of
 /// [`OpenJob::to_bytes`]) from `ciphertext`, checking its hash against the
-/// signed one and every chunk's authentication, and returns the body: a
-/// `Uint8Array` in JavaScript memory (a view of a buffer of the record's
-/// padded length). Throws `ciphertext_mismatch` for bytes that are not the
-/// author's, `decryption_failed` or `malformed` for a damaged payload.
+/// signed one and every chunk's authentication, reporting
+/// `(done, total, "opening")` in ciphertext bytes to `progress`, and
+/// returns the body: a `Uint8Array` in JavaScript memory (a view of a
+/// buffer of the record's padded length). Throws `ciphertext_mismatch` for
+/// bytes that are not the author's, `decryption_failed` or `malformed` for
+/// a damaged payload.
 #[wasm_bindgen(js_name = openPayload)]
 pub fn open_payload(
     job: &Uint8Array,
     ciphertext: &Uint8Array,
+    progress: Option<Function>,
 ) -> std::result::Result<Uint8Array, JsValue> {
-    open(&secret_bytes(job), ciphertext).map_err(Failure::into_js)
+    open(&secret_bytes(job), ciphertext, Progress::new(progress)).map_err(Failure::into_js)
 }
 
-fn open(job: &[u8], ciphertext: &Uint8Array) -> Result<Uint8Array> {
+fn open(job: &[u8], ciphertext: &Uint8Array, progress: Progress) -> Result<Uint8Array> {
     let job = OpenJob::from_bytes(job)?;
     if u64::from(ciphertext.length()) != job.ciphertext_len() {
         return Err(vault_core::Error::CiphertextMismatch.into());
@@ -118,11 +126,19 @@ fn open(job: &[u8], ciphertext: &Uint8Array) -> Result<Uint8Array> {
     let len = js_len(job.padded_len(), "this record")?;
     let body = Uint8Array::new_with_length(len);
     let mut out = JsBuffer::new(&body);
-    let source = JsCursor::new(ciphertext.clone());
+    let total = job.ciphertext_len();
+    let source = Reported::new(
+        JsCursor::new(ciphertext.clone()),
+        total,
+        "opening",
+        &progress,
+    );
+    progress.report(0, total, "opening");
     job.open(
         std::io::BufReader::with_capacity(READ_AHEAD, source),
         &mut out,
     )?;
+    progress.report(total, total, "opening");
     Ok(body.subarray(0, out.at))
 }
 
@@ -177,14 +193,49 @@ impl std::io::Seek for JsCursor {
     }
 }
 
+/// A reader reporting `(done, total, phase)` every [`PROGRESS_EVERY`]
+/// bytes read through it.
+struct Reported<'a, R> {
+    inner: R,
+    done: u64,
+    reported: u64,
+    total: u64,
+    phase: &'static str,
+    progress: &'a Progress,
+}
+
+impl<'a, R> Reported<'a, R> {
+    fn new(inner: R, total: u64, phase: &'static str, progress: &'a Progress) -> Self {
+        Self {
+            inner,
+            done: 0,
+            reported: 0,
+            total,
+            phase,
+            progress,
+        }
+    }
+}
+
+impl<R: Read> Read for Reported<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done = self.done.saturating_add(n as u64);
+        if self.done - self.reported >= PROGRESS_EVERY {
+            self.reported = self.done;
+            self.progress
+                .report(self.done.min(self.total), self.total, self.phase);
+        }
+        Ok(n)
+    }
+}
+
 /// The file's bytes, read through `read(offset, len)` (slices of the file
-/// held whole, in the worker or on the page), reporting progress.
+/// held whole, in the worker or on the page).
 struct FileReader<'a> {
     read: &'a Function,
     offset: u64,
     total: u64,
-    progress: &'a Progress,
-    reported: u64,
 }
 
 impl Read for FileReader<'_> {
@@ -216,11 +267,6 @@ impl Read for FileReader<'_> {
             .ok_or_else(|| std::io::Error::other("short buffer"))?;
         chunk.subarray(0, n as u32).copy_to(dest);
         self.offset += n as u64;
-        if self.offset - self.reported >= PROGRESS_EVERY {
-            self.reported = self.offset;
-            self.progress
-                .report(self.offset.min(self.total), self.total, "sealing");
-        }
         Ok(n)
     }
 }

@@ -283,21 +283,50 @@ fn the_workers_seal_finishes_into_a_record_that_opens_on_the_page_and_in_the_wor
             .to_bytes()
             .as_slice(),
     );
-    let opened =
-        vault_wasm::worker::open_payload(&job, &js_sys::Uint8Array::from(ciphertext.as_slice()))
-            .unwrap();
+    // Progress: "opening" reports in ciphertext bytes, rising, to the end
+    // (the page takes a worker that reports nothing for long for stalled).
+    let opening = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let seen = opening.clone();
+    let ciphertext_len = ciphertext.len() as f64;
+    let progress = wasm_bindgen::closure::Closure::<dyn Fn(f64, f64, String)>::new(
+        move |done: f64, total: f64, phase: String| {
+            assert_eq!(phase, "opening");
+            assert_eq!(total, ciphertext_len);
+            seen.borrow_mut().push(done);
+        },
+    );
+    let opened = vault_wasm::worker::open_payload(
+        &job,
+        &js_sys::Uint8Array::from(ciphertext.as_slice()),
+        Some(
+            progress
+                .as_ref()
+                .unchecked_ref::<js_sys::Function>()
+                .clone(),
+        ),
+    )
+    .unwrap();
     assert_eq!(opened.to_vec(), body);
+    let opening = opening.borrow();
+    assert!(opening.len() >= 3, "progress: {opening:?}");
+    assert!(
+        opening.windows(2).all(|w| w[0] <= w[1]),
+        "progress: {opening:?}"
+    );
+    assert_eq!(opening.last(), Some(&ciphertext_len));
     let mut damaged = ciphertext.clone();
     damaged[1000] ^= 1;
-    let e = vault_wasm::worker::open_payload(&job, &js_sys::Uint8Array::from(damaged.as_slice()))
-        .unwrap_err();
+    let e =
+        vault_wasm::worker::open_payload(&job, &js_sys::Uint8Array::from(damaged.as_slice()), None)
+            .unwrap_err();
     assert!(
         message(&e).starts_with("ciphertext_mismatch: "),
         "{}",
         message(&e)
     );
-    let e = vault_wasm::worker::open_payload(&job, &js_sys::Uint8Array::from(&ciphertext[1..]))
-        .unwrap_err();
+    let e =
+        vault_wasm::worker::open_payload(&job, &js_sys::Uint8Array::from(&ciphertext[1..]), None)
+            .unwrap_err();
     assert!(
         message(&e).starts_with("ciphertext_mismatch: "),
         "{}",

@@ -752,6 +752,41 @@ async function main() {
       `longest event-loop gap ${(inWorker.probe.gaps.sealing ?? 0).toFixed(0)} ms sealing, ${(inWorker.probe.gaps.uploading ?? 0).toFixed(0)} ms uploading; ` +
       `downloaded and opened in ${secs(inWorker.openMs)} s (worst key-press delay ${inWorker.openProbe.worstKey.toFixed(0)} ms of ${inWorker.openProbe.presses}, longest gap ${inWorker.openProbe.gap.toFixed(0)} ms), identical`,
   );
+  // A worker that starts and then never answers: the page stops it once it
+  // has been silent for 20 s (WORKER_SILENCE_MS in src/payloads.ts), says
+  // so, and stores nothing.
+  await page.evaluate(() => {
+    window.__worker = window.Worker;
+    window.__stalled = { jobs: 0, terminated: 0 };
+    window.Worker = class {
+      postMessage(m) {
+        if (m && m.module) setTimeout(() => this.onmessage?.(new MessageEvent('message', { data: { ready: true } })), 0);
+        else window.__stalled.jobs += 1;
+      }
+      terminate() {
+        window.__stalled.terminated += 1;
+      }
+    };
+  });
+  await tid('nav-add').click();
+  await tid('upload-collection').fill('imaging');
+  await tid('upload-input').setInputFiles([{ name: 'stalled.bin', mimeType: 'application/octet-stream', buffer: Buffer.alloc(100_000, 7) }]);
+  const stallStart = Date.now();
+  await tid('upload-start').click();
+  const stalled = page.locator('[data-testid="alerts"] .alert', { hasText: 'Encryption stopped responding' });
+  await stalled.waitFor({ timeout: 60_000 });
+  const stallMs = Date.now() - stallStart;
+  assert.match(await stalled.innerText(), /nothing was stored/);
+  assert.deepEqual(await page.evaluate(() => window.__stalled), { jobs: 1, terminated: 1 }, 'the stalled worker got the job once and was stopped');
+  await stalled.getByTestId('alert-dismiss').click();
+  await page.evaluate(() => {
+    window.Worker = window.__worker;
+  });
+  await tid('nav-records').click();
+  await page.locator('[data-testid="collection-item"][data-collection-name="imaging"]').click();
+  await tid('record-row').first().waitFor();
+  assert.equal(await page.locator('[data-testid="record-row"][data-title="stalled.bin"]').count(), 0, 'a record sealed by a stalled worker was stored');
+  log(`10. a worker that never answered was stopped after ${secs(stallMs)} s of silence; the page said so and stored nothing`);
   // A browser whose policy refuses the worker: it is constructed, then
   // fails with an error event before it runs (as a CSP refusal does).
   await page.evaluate(() => {

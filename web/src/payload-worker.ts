@@ -18,6 +18,37 @@ import { initSync, openPayload, sealPayload } from '../pkg/vault_wasm.js';
 
 type Job = { job: Uint8Array } & ({ op: 'seal'; file: File } | { op: 'open'; ciphertext: Uint8Array });
 
+/**
+ * How much of the file is read at a time. After each read this worker
+ * tells the page it is alive, and sealing and opening report progress
+ * every 4 MiB: the page takes a worker that says nothing for a while for
+ * stalled (src/payloads.ts).
+ */
+const READ_STEP = 16 << 20;
+
+/**
+ * The whole file, read a step at a time, as a `read(offset, len)` for
+ * sealPayload: each read is served from the step holding `offset` (a
+ * short read at a step's end is fine; vault-wasm reads on), with no copy
+ * into one array.
+ */
+async function readWhole(file: File): Promise<(offset: number, len: number) => Uint8Array> {
+  const steps: Uint8Array[] = [];
+  for (let at = 0; at < file.size; at += READ_STEP) {
+    const want = Math.min(READ_STEP, file.size - at);
+    const part = new Uint8Array(await file.slice(at, at + want).arrayBuffer());
+    if (part.length !== want) throw new Error('length_mismatch: the file changed while it was read; add it again');
+    steps.push(part);
+    self.postMessage({ alive: true });
+  }
+  return (offset: number, len: number) => {
+    const step = steps[Math.floor(offset / READ_STEP)];
+    if (!step) return new Uint8Array(0);
+    const within = offset % READ_STEP;
+    return step.subarray(within, within + len);
+  };
+}
+
 // First message: the page's module. The job follows only once this worker
 // said it is ready, so nothing is handed over to a worker that cannot run.
 let ready = false;
@@ -33,18 +64,18 @@ self.onmessage = async (ev: MessageEvent<{ module: WebAssembly.Module } | Job>) 
     return;
   }
   const m = ev.data as Job;
+  const progress = (done: number, total: number, phase: string) => self.postMessage({ progress: [done, total, phase] });
   try {
     if (m.op === 'seal') {
-      // The whole file at once: reading it in slices through FileReaderSync
-      // made sealing a third slower (web/bench/seal-open.mjs). It is held
-      // here, with its ciphertext, until the worker ends.
-      const bytes = new Uint8Array(await m.file.arrayBuffer());
-      const read = (offset: number, len: number) => bytes.subarray(offset, offset + len);
-      const progress = (done: number, total: number) => self.postMessage({ progress: [done, total] });
+      // The whole file first, then sealed from memory: reading small slices
+      // through FileReaderSync while sealing made sealing a third slower
+      // (web/bench/seal-open.mjs). It is held here, with its ciphertext,
+      // until the worker ends.
+      const read = await readWhole(m.file);
       const sealed = sealPayload(m.job, read, progress) as { ciphertext: Uint8Array; hash: Uint8Array };
       self.postMessage({ ciphertext: sealed.ciphertext, hash: sealed.hash }, { transfer: [sealed.ciphertext.buffer] });
     } else {
-      const body = openPayload(m.job, m.ciphertext);
+      const body = openPayload(m.job, m.ciphertext, progress);
       self.postMessage({ body }, { transfer: [body.buffer] });
     }
   } catch (e) {

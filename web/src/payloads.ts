@@ -20,6 +20,16 @@ let pageModule: WebAssembly.Module | null = null;
 /** Set once a worker could not start here (a browser or policy refusing `blob:` workers): later jobs run on the page. */
 let workersUnavailable = false;
 
+/**
+ * Longest a worker may go without a word. A working one says it is ready
+ * within milliseconds, then reports after every 16 MiB read and every
+ * 4 MiB sealed or opened (a fraction of a second each, even on a slow
+ * phone). One silent this long is stopped: before it said it was ready,
+ * the job runs on the page instead (nothing was handed over); after, the
+ * job fails with `worker_stalled` and nothing is stored.
+ */
+export const WORKER_SILENCE_MS = 20_000;
+
 /** Called by vault.ts once the module is compiled. */
 export function rememberModule(module: WebAssembly.Module): void {
   pageModule = module;
@@ -34,7 +44,7 @@ export async function sealFile(job: Uint8Array, file: File, progress: Progress):
   const answer = await inWorker({ op: 'seal', job, file }, [], progress);
   if (answer.unavailable === undefined) return { ciphertext: answer.ciphertext as Uint8Array, hash: answer.hash as Uint8Array };
   const bytes = new Uint8Array(await file.arrayBuffer());
-  return sealPayload(job, (offset: number, len: number) => bytes.subarray(offset, offset + len), (done: number, total: number) => progress(done, total, 'sealing')) as Sealed;
+  return sealPayload(job, (offset: number, len: number) => bytes.subarray(offset, offset + len), progress) as Sealed;
 }
 
 /**
@@ -47,10 +57,10 @@ export async function openCiphertext(job: Uint8Array, ciphertext: Uint8Array): P
   const answer = await inWorker({ op: 'open', job, ciphertext }, [ciphertext.buffer as ArrayBuffer]);
   if (answer.unavailable === undefined) return answer.body as Uint8Array;
   // Nothing is handed to a worker before it is ready, so the ciphertext is still here.
-  return openPayload(job, ciphertext);
+  return openPayload(job, ciphertext, null);
 }
 
-type Answer = { ready?: true; progress?: [number, number]; unavailable?: string; error?: string } & Record<string, unknown>;
+type Answer = { ready?: true; alive?: true; progress?: [number, number, string]; unavailable?: string; error?: string } & Record<string, unknown>;
 
 /**
  * Runs one job in a fresh worker. The worker is first given the module;
@@ -63,6 +73,8 @@ function inWorker(message: Record<string, unknown>, transfer: Transferable[], pr
   const module = pageModule;
   return new Promise((resolve, reject) => {
     let started = false;
+    let heard = performance.now();
+    let watchdog: ReturnType<typeof setInterval> | undefined;
     const unavailable = (why: string) => {
       workersUnavailable = true;
       console.warn(`vault: the payload worker could not start (${why}); records are sealed and opened on the page, which may not answer input meanwhile`);
@@ -75,15 +87,22 @@ function inWorker(message: Record<string, unknown>, transfer: Transferable[], pr
       unavailable(e instanceof Error ? e.message : String(e));
       return;
     }
+    const end = () => {
+      clearInterval(watchdog);
+      worker.terminate();
+    };
     worker.onmessage = (ev: MessageEvent) => {
+      heard = performance.now();
       const m = ev.data as Answer;
       if (m.ready) {
         started = true;
         worker.postMessage(message, transfer);
+      } else if (m.alive) {
+        // Still reading the file.
       } else if (m.progress) {
-        progress?.(m.progress[0], m.progress[1], 'sealing');
+        progress?.(m.progress[0], m.progress[1], m.progress[2]);
       } else {
-        worker.terminate();
+        end();
         if (m.unavailable !== undefined) unavailable(m.unavailable);
         else if (m.error !== undefined) reject(new Error(m.error));
         else resolve(m);
@@ -91,10 +110,25 @@ function inWorker(message: Record<string, unknown>, transfer: Transferable[], pr
     };
     worker.onerror = (ev: ErrorEvent) => {
       ev.preventDefault();
-      worker.terminate();
+      end();
       if (started) reject(new Error(`internal: the payload worker failed: ${ev.message}`));
       else unavailable(ev.message || 'the worker did not start');
     };
+    // A timer checks the silence (timers of a hidden page may run late:
+    // that only makes the check late, never early).
+    watchdog = setInterval(() => {
+      const silent = performance.now() - heard;
+      if (silent < WORKER_SILENCE_MS) return;
+      end();
+      const seconds = Math.round(silent / 1000);
+      if (!started) unavailable(`it did not start within ${seconds} s`);
+      else
+        reject(
+          new Error(
+            `worker_stalled: the encryption worker stopped answering for ${seconds} s and was stopped; nothing was stored. Try again; if it happens again, reload the page`,
+          ),
+        );
+    }, 1000);
     worker.postMessage({ module });
   });
 }
