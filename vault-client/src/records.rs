@@ -410,13 +410,9 @@ pub async fn add_records<S: Store + ?Sized>(
             .buffer_unordered(UPLOAD_BATCHES)
             .try_collect::<Vec<()>>()
             .await?;
+        let metadata: Vec<RecordMetadata> = sealed.iter().map(|(m, _)| m.clone()).collect();
         state = sync::push_applied(store, client, &vault, |state| {
-            let mut next = state.clone();
-            let mut entries = Vec::with_capacity(sealed.len());
-            for (m, _) in &sealed {
-                entries.push(next.issue_record_put(secret, m, client.now())?);
-            }
-            Ok((entries, next))
+            Ok(state.issue_record_puts(secret, &metadata, client.now())?)
         })
         .await
         .map_err(|e| match e {

@@ -5,7 +5,7 @@ use super::fixture::*;
 use crate::error::Error;
 use crate::export::{self, ExportSink};
 use crate::store::{self, MemoryStore, Store};
-use crate::{Permission, Role};
+use crate::{EntryBody, Permission, RecordMetadata, Role};
 
 #[test]
 fn share_write_back_revoke_story() {
@@ -430,6 +430,65 @@ fn a_sealed_version_is_reissued_on_a_moved_head() {
 /// together (`crate::deferred`): a forged signature that only the deferred
 /// check sees (the last entry's: nothing after it links to it) is refused
 /// with the error applying one by one gives, and nothing is stored.
+#[test]
+fn sealed_versions_issued_together_match_one_by_one_and_a_forged_one_gives_its_own_error() {
+    let mut f = Fixture::new();
+    // 40 versions sealed on the same head (new records), not yet issued.
+    let metadata: Vec<RecordMetadata> = (0..40)
+        .map(|i| {
+            f.put_entry(0, f.labs, None, &format!("record {i}"), b"body")
+                .unwrap()
+                .0
+        })
+        .collect();
+    let before = f.state.head();
+
+    let finished = crate::deferred::FINISHED.with(|f| f.get());
+    let (entries, next) = f
+        .state
+        .issue_record_puts(&f.patient, &metadata, NOW)
+        .unwrap();
+    assert_eq!(
+        crate::deferred::FINISHED.with(|f| f.get()),
+        finished + 1,
+        "the versions went through a deferral"
+    );
+    assert_eq!(f.state.head(), before, "the state itself is not changed");
+    assert_eq!(entries.len(), metadata.len());
+    // Exactly what applying them one by one accepts, to the same head.
+    let mut one_by_one = f.state.clone();
+    for e in &entries {
+        one_by_one.apply(e).unwrap();
+    }
+    assert_eq!(one_by_one.head(), next.head());
+    for (e, m) in entries.iter().zip(&metadata) {
+        assert!(matches!(e.body(), EntryBody::RecordPut { metadata: got } if got == m));
+    }
+
+    // A version whose metadata signature is forged (its last byte
+    // flipped), at the end and in the middle: the error is the one issuing
+    // one by one gives, and nothing changes.
+    for at in [39, 20] {
+        let mut forged = metadata.clone();
+        let mut bytes = forged[at].to_bytes();
+        let end = bytes.len() - 1;
+        bytes[end] ^= 1;
+        forged[at] = RecordMetadata::from_bytes(&bytes).unwrap();
+        let mut one_by_one = f.state.clone();
+        let want = forged
+            .iter()
+            .try_for_each(|m| one_by_one.issue_record_put(&f.patient, m, NOW).map(drop))
+            .unwrap_err();
+        assert!(matches!(want, Error::BadSignature { .. }), "{want}");
+        let got = f
+            .state
+            .issue_record_puts(&f.patient, &forged, NOW)
+            .unwrap_err();
+        assert_eq!(got.to_string(), want.to_string());
+        assert_eq!(f.state.head(), before);
+    }
+}
+
 #[test]
 fn a_batch_with_a_forged_signature_is_refused_as_one_by_one_and_stores_nothing() {
     let mut f = Fixture::new();

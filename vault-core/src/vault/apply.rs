@@ -129,13 +129,14 @@ impl VaultState {
     }
 
     /// Applies `entries` in order with their signature checks deferred and
-    /// then run together on every core ([`crate::deferred`]): `true` if
+    /// then run together on every core (decision 63): `true` if
     /// every entry applied and every check held, which is exactly when
     /// [`VaultState::apply`] on each in turn would have succeeded, with the
     /// same result. On `false` this state is meaningless (it may hold
     /// entries whose signatures do not verify): throw it away and apply
-    /// the entries one by one to learn the error.
-    pub(crate) fn apply_deferred(&mut self, entries: &[LogEntry]) -> bool {
+    /// the entries one by one to a state as it was before to learn the
+    /// error.
+    pub fn apply_deferred(&mut self, entries: &[LogEntry]) -> bool {
         let deferral = crate::deferred::Deferral::start();
         if entries.iter().any(|e| self.apply(e).is_err()) {
             return false;

@@ -73,6 +73,44 @@ impl VaultState {
         Ok(entry)
     }
 
+    /// [`VaultState::issue_record_put`] for several sealed versions at
+    /// once: a record-put entry for each of `metadata`, in order, each on
+    /// the head the one before made, and the state they lead to (this state
+    /// is not changed). Every check [`VaultState::apply`] makes is made;
+    /// the signature checks (each entry's and its metadata's) are made
+    /// together on every core (decision 63). If anything is refused, the
+    /// entries are issued again one by one, so the error is exactly the one
+    /// [`VaultState::issue_record_put`] in turn gives.
+    pub fn issue_record_puts(
+        &self,
+        author: &SecretIdentity,
+        metadata: &[RecordMetadata],
+        now: u64,
+    ) -> Result<(Vec<LogEntry>, VaultState)> {
+        let issue = |next: &mut VaultState| -> Result<Vec<LogEntry>> {
+            metadata
+                .iter()
+                .map(|m| next.issue_record_put(author, m, now))
+                .collect()
+        };
+        let mut next = self.clone();
+        let together = {
+            let deferral = crate::deferred::Deferral::start();
+            match issue(&mut next) {
+                Ok(entries) => deferral.finish().then_some(entries),
+                // The deferral ends here, unfinished: nothing it recorded
+                // is answered.
+                Err(_) => None,
+            }
+        };
+        if let Some(entries) = together {
+            return Ok((entries, next));
+        }
+        let mut next = self.clone();
+        let entries = issue(&mut next)?;
+        Ok((entries, next))
+    }
+
     /// A record-put entry for `metadata` on the current head (unchecked).
     pub(super) fn record_put(
         &self,
