@@ -351,16 +351,27 @@ async fn store(
         }
     };
     let mut purged = Vec::new();
-    for (index, e) in entries.iter().enumerate() {
-        if let Err(source) = state.apply(e) {
+    if together(&entries) {
+        // A batch (an import, a repair) has its signatures checked
+        // together on every core (decision 63). If anything is refused,
+        // the state is dropped and the exact refusal found one by one.
+        if !state.apply_deferred(&entries) {
             abandon(staged).await;
-            if index > 0 {
-                drop_state(guard);
-            }
-            return Err(AppendError::InvalidEntry { index, source });
+            drop_state(guard);
+            return Err(refused_one_by_one(app, guard, vault, prev, &entries).await);
         }
-        if let EntryBody::RecordPurged { record, .. } = e.body() {
-            purged.extend(state.purged_ciphertexts(record));
+    } else {
+        for (index, e) in entries.iter().enumerate() {
+            if let Err(source) = state.apply(e) {
+                abandon(staged).await;
+                if index > 0 {
+                    drop_state(guard);
+                }
+                return Err(AppendError::InvalidEntry { index, source });
+            }
+            if let EntryBody::RecordPurged { record, .. } = e.body() {
+                purged.extend(state.purged_ciphertexts(record));
+            }
         }
     }
     if mode == Mode::Append && names_relays(&entries) {
@@ -406,6 +417,62 @@ async fn store(
             Err(refused_by_storage(e))
         }
     }
+}
+
+/// Whether `entries` have their signatures checked together
+/// ([`VaultState::apply_deferred`]): a batch of several, none of them a
+/// purge (whose purged ciphertexts are read from the state right after it
+/// applies).
+fn together(entries: &[LogEntry]) -> bool {
+    entries.len() > 1
+        && !entries
+            .iter()
+            .any(|e| matches!(e.body(), EntryBody::RecordPurged { .. }))
+}
+
+/// The refusal of a batch refused with its signatures checked together:
+/// the entries applied one by one to a copy of the vault's state as
+/// stored, which gives exactly the refusal applying them one by one in
+/// place would have given (or, if another relay over the same store moved
+/// the head meanwhile, that). The state as stored goes back into `guard`,
+/// so the refusal costs one rebuild from storage, as a refusal part-way
+/// through a batch always did.
+async fn refused_one_by_one(
+    app: &AppState,
+    guard: &mut StateWrite,
+    vault: VaultId,
+    prev: Head,
+    entries: &[LogEntry],
+) -> AppendError {
+    let stored = match app.load(vault).await {
+        Ok(state) => state,
+        Err(e) => return e.into(),
+    };
+    let head = Head::of(&stored);
+    let refusal = if head == prev {
+        let mut state = stored.clone();
+        entries
+            .iter()
+            .enumerate()
+            .find_map(|(index, e)| {
+                state
+                    .apply(e)
+                    .err()
+                    .map(|source| AppendError::InvalidEntry { index, source })
+            })
+            .unwrap_or_else(|| {
+                Failure::internal(
+                    "a batch refused with its signatures checked together applies one by one",
+                    format!("{} entries after {}", entries.len(), prev.seq),
+                )
+                .into()
+            })
+    } else {
+        AppendError::HeadMoved(head)
+    };
+    app.note_len(vault, head.seq.saturating_add(1));
+    **guard = Some(stored);
+    refusal
 }
 
 /// Abandons a staged append, if there is one.
@@ -960,6 +1027,7 @@ mod tests {
             .state
             .create_collection(&w.patient, "other", w.now)
             .unwrap();
+        let loads = w.app.vault_loads();
         let err = w
             .append(&w.patient.clone(), vec![a.clone(), b])
             .await
@@ -971,9 +1039,42 @@ mod tests {
         assert_eq!(w.stored_head().await, head);
         // Had the relay kept the first entry applied, its state would be a
         // head ahead of storage and this would be refused as head_moved.
-        let loads = w.app.vault_loads();
         w.append(&w.patient.clone(), vec![a]).await.unwrap();
-        assert_eq!(w.app.vault_loads(), loads + 1, "rebuilt from storage");
+        assert_eq!(w.app.vault_loads(), loads + 1, "rebuilt from storage, once");
+    }
+
+    #[tokio::test]
+    async fn a_batch_checked_together_is_refused_as_one_by_one_would_and_stores_nothing() {
+        let mut w = World::new().await;
+        let head = w.stored_head().await;
+        let honest = collections(&w, 40);
+        // Entry 20's signature forged (its last byte flipped): checked
+        // together, the replay runs on past it; the refusal is still entry
+        // 20's own, as one by one.
+        let mut forged = honest.clone();
+        let mut bytes = forged[20].to_bytes().to_vec();
+        let end = bytes.len() - 1;
+        bytes[end] ^= 1;
+        forged[20] = LogEntry::from_bytes(&bytes).unwrap();
+        let loads = w.app.vault_loads();
+        let err = w.append(&w.patient.clone(), forged).await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                AppendError::InvalidEntry {
+                    index: 20,
+                    source: vault_core::Error::BadSignature { .. }
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(w.stored_head().await, head);
+        // The honest batch goes through whole, on the state rebuilt from
+        // storage once (the refused one was dropped).
+        let stored = w.append(&w.patient.clone(), honest).await.unwrap();
+        assert_eq!(stored.seq, head.seq + 40);
+        assert_eq!(w.stored_head().await, stored);
+        assert_eq!(w.app.vault_loads(), loads + 1, "rebuilt from storage, once");
     }
 
     #[tokio::test]
