@@ -72,19 +72,21 @@ fn seal(job: &[u8], read: &Function, progress: Progress) -> Result<Object> {
     let ciphertext = Uint8Array::new_with_length(len);
     let total = job.body_len();
     // Larger reads than the sealer's 64 KiB: each crosses into JavaScript
-    // and slices the file once.
-    let body = std::io::BufReader::with_capacity(
-        READ_AHEAD,
-        Reported::new(
+    // and slices the file once. Counted as the sealer reads (64 KiB at a
+    // time), so progress goes out every PROGRESS_EVERY bytes, not every
+    // READ_AHEAD.
+    let body = Reported::new(
+        std::io::BufReader::with_capacity(
+            READ_AHEAD,
             FileReader {
                 read,
                 offset: 0,
                 total,
             },
-            total,
-            "sealing",
-            &progress,
         ),
+        total,
+        "sealing",
+        &progress,
     );
     let out = JsBuffer::new(&ciphertext);
     progress.report(0, total, "sealing");
@@ -128,16 +130,13 @@ fn open(job: &[u8], ciphertext: &Uint8Array, progress: Progress) -> Result<Uint8
     let mut out = JsBuffer::new(&body);
     let total = job.ciphertext_len();
     let source = Reported::new(
-        JsCursor::new(ciphertext.clone()),
+        std::io::BufReader::with_capacity(READ_AHEAD, JsCursor::new(ciphertext.clone())),
         total,
         "opening",
         &progress,
     );
     progress.report(0, total, "opening");
-    job.open(
-        std::io::BufReader::with_capacity(READ_AHEAD, source),
-        &mut out,
-    )?;
+    job.open(source, &mut out)?;
     progress.report(total, total, "opening");
     Ok(body.subarray(0, out.at))
 }

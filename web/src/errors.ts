@@ -117,7 +117,11 @@ export function explain(e: unknown): Explained {
           text: 'No identity with this fingerprint is published on the relay. Ask the person to publish it (vault whoami --publish) or paste their identity text instead.',
         };
       case 'worker_stalled':
-        return { severity: 'error', title: 'Encryption stopped responding', text: `${m.charAt(0).toUpperCase()}${m.slice(1)}.` };
+        return {
+          severity: 'error',
+          title: m.startsWith('the decryption') ? 'Decryption stopped responding' : 'Encryption stopped responding',
+          text: `${m.charAt(0).toUpperCase()}${m.slice(1)}.`,
+        };
       case 'busy':
         return { severity: 'error', title: 'Busy', text: 'Another operation is still running. Try again when it finishes.' };
       case 'expired':
