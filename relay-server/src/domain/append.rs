@@ -58,7 +58,7 @@ pub enum AppendError {
         server_time: u64,
     },
     /// A multi-entry append during the vault's rebuild cooldown.
-    #[error("an append to this vault was refused part-way through less than a minute ago, which makes the relay rebuild the vault; append one entry per request, or retry the batch in {retry_after} seconds")]
+    #[error("a batch of entries to this vault was refused less than a minute ago, which made the relay rebuild the vault; append one entry per request, or retry the batch in {retry_after} seconds")]
     RebuildCooldown {
         /// Seconds left of the cooldown.
         retry_after: u64,
@@ -271,7 +271,8 @@ async fn commit(
 /// and the size limits on the relay's state; then storage stages the
 /// batch (the request's nonce claimed, the head's compare-and-swap, the
 /// quota, the blobs); then vault-core verifies each entry, applied to the
-/// state in place; then storage commits. The nonce is claimed before any
+/// state in place (a batch with its signature checks made together,
+/// decision 63); then storage commits. The nonce is claimed before any
 /// refusal is given (decision 59), and the batch is staged before the
 /// state changes, so that what storage refuses never leaves the state
 /// ahead of it (decision 61).
@@ -339,11 +340,12 @@ async fn store(
 
     // Verify and apply every entry on the relay's own state, in place: no
     // copy of the state, whatever its size. `VaultState::apply` changes
-    // nothing when it refuses, so a refusal of the first entry leaves the
-    // state as it was; a refusal further on (or storage refusing the
-    // batch) leaves earlier entries applied, so the state is dropped and
-    // rebuilt from storage at the next use, at a cost bounded by
-    // `max_vault_entries`. Only a writer of this vault can cause that.
+    // nothing when it refuses, so a single entry refused leaves the state
+    // as it was; a batch refused (its signatures checked together), an
+    // entry refused after another, or storage refusing the batch leaves
+    // the state meaningless or ahead, so it is dropped and rebuilt from
+    // storage, at a cost bounded by `max_vault_entries`. Only a writer of
+    // this vault can cause that.
     let drop_state = |guard: &mut Option<VaultState>| {
         *guard = None;
         if size > REBUILD_FREE {

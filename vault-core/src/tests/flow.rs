@@ -426,10 +426,9 @@ fn a_sealed_version_is_reissued_on_a_moved_head() {
     ));
 }
 
-/// A batch of entries is checked with its signatures deferred and run
-/// together (`crate::deferred`): a forged signature that only the deferred
-/// check sees (the last entry's: nothing after it links to it) is refused
-/// with the error applying one by one gives, and nothing is stored.
+/// A writer's sealed versions issued together
+/// (`VaultState::issue_record_puts`): the entries and head one by one
+/// gives; a forged metadata signature is refused with its own error.
 #[test]
 fn sealed_versions_issued_together_match_one_by_one_and_a_forged_one_gives_its_own_error() {
     let mut f = Fixture::new();
@@ -489,6 +488,10 @@ fn sealed_versions_issued_together_match_one_by_one_and_a_forged_one_gives_its_o
     }
 }
 
+/// A batch of entries is checked with its signatures deferred and run
+/// together (`crate::deferred`): a forged signature that only the deferred
+/// check sees (the last entry's: nothing after it links to it) is refused
+/// with the error applying one by one gives, and nothing is stored.
 #[test]
 fn a_batch_with_a_forged_signature_is_refused_as_one_by_one_and_stores_nothing() {
     let mut f = Fixture::new();
