@@ -449,6 +449,8 @@ fn us_per(cpu: Duration, n: usize) -> f64 {
 }
 
 fn main() {
+    // As the relay binary does at its start.
+    relay_server::process::without_huge_pages();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let appends = opt(&args, "appends", "RELAY_BENCH_APPENDS", 1000).max(1);
     let writers = opt(&args, "writers", "RELAY_BENCH_WRITERS", 8).max(1);

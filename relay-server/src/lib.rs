@@ -23,6 +23,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod health;
 pub mod metrics;
+pub mod process;
 pub mod proxy;
 pub mod routes;
 pub mod server;

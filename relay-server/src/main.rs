@@ -37,6 +37,9 @@ fn init_logs(config: &Config) {
 }
 
 fn main() -> ExitCode {
+    // Before the relay allocates much (see the function); where it cannot
+    // be done, the relay runs as it would have.
+    let _ = relay_server::process::without_huge_pages();
     let cli = Cli::parse();
     let config = match Config::resolve(&cli.serve) {
         Ok(c) => c,
