@@ -220,41 +220,64 @@ fn reader(body: Vec<u8>) -> wasm_bindgen::closure::Closure<dyn Fn(f64, f64) -> j
     })
 }
 
+/// Progress reports of one phase, recorded from a JS callback.
+struct Reports {
+    done: std::rc::Rc<std::cell::RefCell<Vec<f64>>>,
+    total: f64,
+    callback: wasm_bindgen::closure::Closure<dyn Fn(f64, f64, String)>,
+}
+
+impl Reports {
+    /// Records reports of `phase`, each against `total`.
+    fn new(phase: &'static str, total: f64) -> Self {
+        let done = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let seen = done.clone();
+        let callback = wasm_bindgen::closure::Closure::<dyn Fn(f64, f64, String)>::new(
+            move |d: f64, t: f64, p: String| {
+                assert_eq!(p, phase);
+                assert_eq!(t, total);
+                seen.borrow_mut().push(d);
+            },
+        );
+        Self {
+            done,
+            total,
+            callback,
+        }
+    }
+
+    /// The callback to hand to vault-wasm.
+    fn callback(&self) -> js_sys::Function {
+        self.callback
+            .as_ref()
+            .unchecked_ref::<js_sys::Function>()
+            .clone()
+    }
+
+    /// At the start, after each 4 MiB (two in 9 MB) and at the end, rising.
+    fn assert_rising(&self) {
+        let done = self.done.borrow();
+        assert!(done.len() >= 4, "progress: {done:?}");
+        assert!(done.windows(2).all(|w| w[0] <= w[1]), "progress: {done:?}");
+        assert_eq!(done.last(), Some(&self.total));
+    }
+}
+
 #[wasm_bindgen_test]
 fn the_workers_seal_finishes_into_a_record_that_opens_on_the_page_and_in_the_worker() {
     let body: Vec<u8> = (0..9_000_000u32).map(|i| (i % 251) as u8).collect();
     let (owner, mut state, plan) = planned(body.len() as u64);
     let read = reader(body.clone());
-    // Progress: "sealing" reports, rising: at the start, after reads
-    // passing each 4 MiB and at the end.
-    let reports = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
-    let seen = reports.clone();
-    let progress = wasm_bindgen::closure::Closure::<dyn Fn(f64, f64, String)>::new(
-        move |done: f64, total: f64, phase: String| {
-            assert_eq!(phase, "sealing");
-            assert_eq!(total, 9_000_000.0);
-            seen.borrow_mut().push(done);
-        },
-    );
+    // Progress: "sealing" reports, rising: at the start, after each 4 MiB
+    // read and at the end.
+    let sealing = Reports::new("sealing", 9_000_000.0);
     let answer = vault_wasm::worker::seal_payload(
         &js_sys::Uint8Array::from(plan.job().to_bytes().as_slice()),
         read.as_ref().unchecked_ref(),
-        Some(
-            progress
-                .as_ref()
-                .unchecked_ref::<js_sys::Function>()
-                .clone(),
-        ),
+        Some(sealing.callback()),
     )
     .unwrap();
-    let reports = reports.borrow();
-    // 0, each 4 MiB passed (two in 9 MB), the end.
-    assert!(reports.len() >= 4, "progress: {reports:?}");
-    assert!(
-        reports.windows(2).all(|w| w[0] <= w[1]),
-        "progress: {reports:?}"
-    );
-    assert_eq!(reports.last(), Some(&9_000_000.0));
+    sealing.assert_rising();
     let get = |k: &str| {
         js_sys::Reflect::get(&answer, &k.into())
             .unwrap()
@@ -284,37 +307,17 @@ fn the_workers_seal_finishes_into_a_record_that_opens_on_the_page_and_in_the_wor
             .to_bytes()
             .as_slice(),
     );
-    // Progress: "opening" reports in ciphertext bytes, rising, to the end
-    // (the page takes a worker that reports nothing for long for stalled).
-    let opening = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
-    let seen = opening.clone();
-    let ciphertext_len = ciphertext.len() as f64;
-    let progress = wasm_bindgen::closure::Closure::<dyn Fn(f64, f64, String)>::new(
-        move |done: f64, total: f64, phase: String| {
-            assert_eq!(phase, "opening");
-            assert_eq!(total, ciphertext_len);
-            seen.borrow_mut().push(done);
-        },
-    );
+    // Progress: "opening" reports in ciphertext bytes, the same way (the
+    // page takes a worker that reports nothing for long for stalled).
+    let opening = Reports::new("opening", ciphertext.len() as f64);
     let opened = vault_wasm::worker::open_payload(
         &job,
         &js_sys::Uint8Array::from(ciphertext.as_slice()),
-        Some(
-            progress
-                .as_ref()
-                .unchecked_ref::<js_sys::Function>()
-                .clone(),
-        ),
+        Some(opening.callback()),
     )
     .unwrap();
     assert_eq!(opened.to_vec(), body);
-    let opening = opening.borrow();
-    assert!(opening.len() >= 4, "progress: {opening:?}");
-    assert!(
-        opening.windows(2).all(|w| w[0] <= w[1]),
-        "progress: {opening:?}"
-    );
-    assert_eq!(opening.last(), Some(&ciphertext_len));
+    opening.assert_rising();
     let mut damaged = ciphertext.clone();
     damaged[1000] ^= 1;
     let e =
