@@ -46,6 +46,30 @@ pub async fn download_for_opening<W: Write + ?Sized>(
     Ok(job)
 }
 
+/// Opens the current version of `record` into `out` as `secret` (at the
+/// client's clock): its ciphertext fetched into the store first unless the
+/// store has it (spooled in memory, so for records the caller holds whole
+/// anyway, as the web app does), then opened from there as
+/// [`open_stored`] does.
+pub async fn fetch_and_open<S: Store + ?Sized, W: Write>(
+    store: &mut S,
+    client: &RelayClient,
+    state: &VaultState,
+    secret: &SecretIdentity,
+    record: &RecordId,
+    out: W,
+) -> Result<OpenedRecord> {
+    let verified = state.record(record)?;
+    crate::sync::fetch_record_blob(store, client, &verified, &mut Cursor::new(Vec::new())).await?;
+    open_stored(
+        store,
+        state,
+        &mut Keyring::new(secret, client.now()),
+        record,
+        out,
+    )
+}
+
 /// The records of `state` (optionally of one collection) that `me` may read
 /// at `now`: through a current collection grant or a single-record grant
 /// in force.

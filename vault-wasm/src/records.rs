@@ -3,7 +3,7 @@
 //! files and importing FHIR bundles.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Cursor, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 
 use serde_json::{json, Value};
 use vault_client::reading::{self, Listed, Listing};
@@ -13,7 +13,7 @@ use vault_client::records::{
 };
 use vault_client::sync;
 use vault_core::store::Store;
-use vault_core::{CollectionId, Keyring, RecordId, RecordInfo, VaultId, VaultState};
+use vault_core::{CollectionId, RecordId, RecordInfo, VaultId, VaultState};
 use vault_fhir as fhir;
 
 use crate::failure::{Failure, Result};
@@ -215,12 +215,16 @@ pub async fn open(
         .await?;
         return worker::open_elsewhere(opener, &job, &ciphertext).await;
     }
-    let mut spool = Cursor::new(Vec::new());
-    sync::fetch_record_blob(&mut s.store, &s.client, &verified, &mut spool).await?;
-    drop(spool);
     let mut body = Vec::new();
-    let mut keyring = Keyring::new(&s.secret, s.client.now());
-    reading::open_stored(&s.store, &state, &mut keyring, record, &mut body)?;
+    reading::fetch_and_open(
+        &mut s.store,
+        &s.client,
+        &state,
+        &s.secret,
+        record,
+        &mut body,
+    )
+    .await?;
     Ok(js_sys::Uint8Array::from(body.as_slice()))
 }
 
