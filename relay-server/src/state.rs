@@ -389,19 +389,23 @@ impl AppState {
             self.catch_up(vault, &mut guard).await?;
         }
         if guard.is_none() {
-            match self.load(vault).await {
-                Ok(state) => {
-                    self.note_len(vault, state.head().seq.saturating_add(1));
-                    *guard = Some(state);
-                }
-                Err(e) => {
-                    drop(guard);
-                    self.forget(vault);
-                    return Err(e);
-                }
+            if let Err(e) = self.reload(vault, &mut guard).await {
+                drop(guard);
+                self.forget(vault);
+                return Err(e);
             }
         }
         Ok((guard, skipped))
+    }
+
+    /// Rebuilds `vault`'s state from storage into `guard` (its slot,
+    /// locked for writing), noting its length for the cache. On error
+    /// `guard` is left as it was.
+    pub async fn reload(&self, vault: VaultId, guard: &mut StateWrite) -> Result<(), AccessError> {
+        let state = self.load(vault).await?;
+        self.note_len(vault, state.head().seq.saturating_add(1));
+        **guard = Some(state);
+        Ok(())
     }
 
     /// [`AppState::write_state`], locked for reading.

@@ -446,35 +446,33 @@ async fn refused_one_by_one(
     prev: Head,
     entries: &[LogEntry],
 ) -> AppendError {
-    let stored = match app.load(vault).await {
-        Ok(state) => state,
-        Err(e) => return e.into(),
+    if let Err(e) = app.reload(vault, guard).await {
+        return e.into();
+    }
+    let Some(stored) = guard.as_ref() else {
+        return AccessError::VaultNotFound.into();
     };
-    let head = Head::of(&stored);
-    let refusal = if head == prev {
-        let mut state = stored.clone();
-        entries
-            .iter()
-            .enumerate()
-            .find_map(|(index, e)| {
-                state
-                    .apply(e)
-                    .err()
-                    .map(|source| AppendError::InvalidEntry { index, source })
-            })
-            .unwrap_or_else(|| {
-                Failure::internal(
-                    "a batch refused with its signatures checked together applies one by one",
-                    format!("{} entries after {}", entries.len(), prev.seq),
-                )
-                .into()
-            })
-    } else {
-        AppendError::HeadMoved(head)
-    };
-    app.note_len(vault, head.seq.saturating_add(1));
-    **guard = Some(stored);
-    refusal
+    let head = Head::of(stored);
+    if head != prev {
+        return AppendError::HeadMoved(head);
+    }
+    let mut state = stored.clone();
+    entries
+        .iter()
+        .enumerate()
+        .find_map(|(index, e)| {
+            state
+                .apply(e)
+                .err()
+                .map(|source| AppendError::InvalidEntry { index, source })
+        })
+        .unwrap_or_else(|| {
+            Failure::internal(
+                "a batch refused with its signatures checked together applies one by one",
+                format!("{} entries after {}", entries.len(), prev.seq),
+            )
+            .into()
+        })
 }
 
 /// Abandons a staged append, if there is one.
