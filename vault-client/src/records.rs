@@ -384,13 +384,14 @@ pub async fn add_records<S: Store + ?Sized>(
     for chunk in items.chunks(RECORDS_PER_APPEND) {
         let now = client.now();
         let mut keyring = Keyring::new(secret, now);
-        let mut sealed: Vec<(RecordMetadata, Vec<u8>)> = Vec::with_capacity(chunk.len());
+        let mut metadata: Vec<RecordMetadata> = Vec::with_capacity(chunk.len());
+        let mut ciphertexts: Vec<Vec<u8>> = Vec::with_capacity(chunk.len());
         for item in chunk {
             let mut ciphertext = Vec::new();
             let target = item
                 .target
                 .unwrap_or_else(|| RecordTarget::New(RecordId::random()));
-            let (metadata, _) = state.put_record_to(
+            let (m, _) = state.put_record_to(
                 &mut keyring,
                 &item.collection,
                 target,
@@ -398,10 +399,12 @@ pub async fn add_records<S: Store + ?Sized>(
                 vault_core::RecordBody::new(item.body.as_slice(), item.body.len() as u64),
                 &mut ciphertext,
             )?;
-            sealed.push((metadata, ciphertext));
+            metadata.push(m);
+            ciphertexts.push(ciphertext);
         }
-        let blobs: Vec<([u8; 32], &[u8])> = sealed
+        let blobs: Vec<([u8; 32], &[u8])> = metadata
             .iter()
+            .zip(&ciphertexts)
             .map(|(m, c)| (*m.ciphertext_hash(), c.as_slice()))
             .collect();
         store.put_blobs(&blobs)?;
@@ -410,7 +413,6 @@ pub async fn add_records<S: Store + ?Sized>(
             .buffer_unordered(UPLOAD_BATCHES)
             .try_collect::<Vec<()>>()
             .await?;
-        let metadata: Vec<RecordMetadata> = sealed.iter().map(|(m, _)| m.clone()).collect();
         state = sync::push_applied(store, client, &vault, |state| {
             Ok(state.issue_record_puts(secret, &metadata, client.now())?)
         })
@@ -421,7 +423,7 @@ pub async fn add_records<S: Store + ?Sized>(
             }
             other => other,
         })?;
-        ids.extend(sealed.iter().map(|(m, _)| m.record()));
+        ids.extend(metadata.iter().map(RecordMetadata::record));
         on_chunk(chunk.len());
     }
     Ok((state, ids))
