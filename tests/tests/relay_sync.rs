@@ -292,11 +292,33 @@ fn futures_stream(
     })
 }
 
+/// An upload source as the web app's spool file on the browser's disk is:
+/// each chunk read on its own and awaited (it yields first), the reads
+/// noted.
+struct Spooled {
+    bytes: Vec<u8>,
+    reads: Arc<std::sync::Mutex<Vec<(u64, usize)>>>,
+}
+
+impl vault_client::UploadSource for Spooled {
+    async fn read_chunk(&mut self, start: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        tokio::task::yield_now().await;
+        self.reads.lock().unwrap().push((start, len));
+        let at = usize::try_from(start).unwrap();
+        self.bytes
+            .get(at..at + len)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| std::io::Error::other("read past the end"))
+    }
+}
+
 /// The web app's path against the real relay
 /// (`records::add_sealed_elsewhere`): a record planned on one state, its
 /// payload sealed "elsewhere" while a rotation lands, then finished on the
-/// new head from a store that keeps no copy of uploads. It lands under the
-/// new epoch, the store holds no copy, and the owner's device opens it.
+/// new head from a store that keeps no copy of uploads, its ciphertext read
+/// back a chunk at a time as from the browser's disk. It lands under the
+/// new epoch, the store holds no copy, every chunk was read once in order,
+/// and the owner's device opens it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payload_sealed_elsewhere_is_finished_after_a_rotation() {
     let dir = tempfile::tempdir().unwrap();
@@ -304,9 +326,10 @@ async fn a_payload_sealed_elsewhere_is_finished_after_a_rotation() {
     let patient = principal(1, "Pat Patient", Role::Patient);
     let doctor = principal(2, "Dr Alice", Role::Clinician);
     let nurse = principal(3, "Nurse Bob", Role::Clinician);
+    const CHUNK: usize = 128 << 10;
     let (pc, dc, nc) = (
         relay.client(&patient),
-        relay.client(&doctor),
+        relay.client(&doctor).with_chunk_size(CHUNK),
         relay.client(&nurse),
     );
     for c in [&pc, &dc, &nc] {
@@ -315,6 +338,7 @@ async fn a_payload_sealed_elsewhere_is_finished_after_a_rotation() {
     let mut pstore = SqliteStore::open(dir.path().join("patient")).unwrap();
     let (vault, labs) = shared_labs(&mut pstore, &pc, &patient, &doctor, &nurse).await;
     let mut dstore = vault_core::store::MemoryStore::new().with_upload_limit(0);
+    let reads = Arc::new(std::sync::Mutex::new(Vec::new()));
     sync::join_vault(&mut dstore, &dc, &vault, &patient.fingerprint())
         .await
         .unwrap();
@@ -329,8 +353,9 @@ async fn a_payload_sealed_elsewhere_is_finished_after_a_rotation() {
         .find(|c| c.id == labs)
         .unwrap()
         .epoch;
-    let body = b"scan, sealed in a worker".repeat(1000);
+    let body = b"scan, sealed in a worker".repeat(40_000);
     let mut sealed_hash = None;
+    let mut sealed_len = 0;
     let metadata = vault_client::records::add_sealed_elsewhere(
         &mut dstore,
         &dc,
@@ -341,19 +366,22 @@ async fn a_payload_sealed_elsewhere_is_finished_after_a_rotation() {
         body.len() as u64,
         |job, ciphertext_len| {
             let (body, pstore, pc, patient, nurse) = (&body, &mut pstore, &pc, &patient, &nurse);
-            let sealed_hash = &mut sealed_hash;
+            let (sealed_hash, sealed_len, reads) =
+                (&mut sealed_hash, &mut sealed_len, reads.clone());
             async move {
                 let job = vault_core::PayloadJob::from_bytes(&job)?;
                 let mut spool = Cursor::new(Vec::new());
                 let hash = job.seal(body.as_slice(), &mut spool)?;
                 assert_eq!(spool.get_ref().len() as u64, ciphertext_len);
                 *sealed_hash = Some(hash);
+                *sealed_len = ciphertext_len;
                 sync::push_with_retry(pstore, pc, &vault, |s| {
                     let mut kr = Keyring::new(patient, pc.now());
                     Ok(vec![s.revoke(&mut kr, &labs, &[nurse.fingerprint()])?])
                 })
                 .await?;
-                Ok::<_, ClientError>((spool, hash))
+                let bytes = spool.into_inner();
+                Ok::<_, ClientError>((Spooled { bytes, reads }, hash))
             }
         },
     )
@@ -365,6 +393,16 @@ async fn a_payload_sealed_elsewhere_is_finished_after_a_rotation() {
     assert!(
         !dstore.has_blob(&hash).unwrap(),
         "the store kept a copy of the upload"
+    );
+    let expected: Vec<(u64, usize)> = (0..sealed_len)
+        .step_by(CHUNK)
+        .map(|at| (at, CHUNK.min((sealed_len - at) as usize)))
+        .collect();
+    assert!(expected.len() > 5, "{expected:?}");
+    assert_eq!(
+        *reads.lock().unwrap(),
+        expected,
+        "each chunk read once, in order"
     );
 
     // The patient's device downloads it from the relay and opens it.

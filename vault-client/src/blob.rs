@@ -26,6 +26,41 @@ fn header(name: &'static str, value: u64) -> (HeaderName, HeaderValue) {
     (HeaderName::from_static(name), HeaderValue::from(value))
 }
 
+/// Where an upload reads its bytes: a chunk at a time, from any offset (a
+/// resumed upload starts mid-way, a refused chunk is read again).
+/// [`Seekable`] serves any file or cursor; the web app reads the chunks of
+/// a sealed file from the browser's disk with it, so a blob need not fit
+/// in memory.
+pub trait UploadSource {
+    /// Bytes `start..start + len` of the blob: exactly `len` of them, or
+    /// an error.
+    fn read_chunk(
+        &mut self,
+        start: u64,
+        len: usize,
+    ) -> impl std::future::Future<Output = std::io::Result<Vec<u8>>>;
+}
+
+/// An [`UploadSource`] over a seekable reader (a file, a cursor, or a
+/// `&mut` of one), read synchronously.
+pub struct Seekable<R>(pub R);
+
+impl<R: Read + Seek> UploadSource for Seekable<R> {
+    fn read_chunk(
+        &mut self,
+        start: u64,
+        len: usize,
+    ) -> impl std::future::Future<Output = std::io::Result<Vec<u8>>> {
+        let mut chunk = vec![0u8; len];
+        let read = self
+            .0
+            .seek(SeekFrom::Start(start))
+            .and_then(|_| self.0.read_exact(&mut chunk))
+            .map(|()| chunk);
+        std::future::ready(read)
+    }
+}
+
 /// What the relay's answer to one chunk means for the upload.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ChunkOutcome {
@@ -404,9 +439,24 @@ impl RelayClient {
 
     /// Uploads a blob of `total_len` bytes, read from `reader` (positioned
     /// anywhere: it is sought to each chunk), addressed by its SHA-256
-    /// `hash`, in chunks of [`RelayClient::chunk_size`]
-    /// (`PUT /v1/vaults/{vault}/blobs/{hash}` with `upload-offset` and
-    /// `upload-length`).
+    /// `hash`: [`RelayClient::put_blob_from`] with the reader as its
+    /// source.
+    pub async fn put_blob<R: Read + Seek + ?Sized>(
+        &self,
+        vault: &VaultId,
+        hash: &[u8; 32],
+        total_len: u64,
+        reader: &mut R,
+    ) -> Result<UploadStatus> {
+        self.put_blob_from(vault, hash, total_len, &mut Seekable(reader))
+            .await
+    }
+
+    /// Uploads a blob of `total_len` bytes, read a chunk at a time from
+    /// `source`, addressed by its SHA-256 `hash`, in chunks of
+    /// [`RelayClient::chunk_size`] (`PUT /v1/vaults/{vault}/blobs/{hash}`
+    /// with `upload-offset` and `upload-length`). At most one chunk is in
+    /// memory at a time, so a blob larger than memory uploads as well.
     ///
     /// A blob larger than one chunk first asks where an earlier upload
     /// stands and resumes from there (or does nothing if the blob is
@@ -416,12 +466,12 @@ impl RelayClient {
     /// `upload_offset_mismatch` answer re-synchronises to the relay's
     /// offset. The relay checks the hash once the blob is complete
     /// (`422 hash_mismatch` discards it).
-    pub async fn put_blob<R: Read + Seek + ?Sized>(
+    pub async fn put_blob_from<S: UploadSource + ?Sized>(
         &self,
         vault: &VaultId,
         hash: &[u8; 32],
         total_len: u64,
-        reader: &mut R,
+        source: &mut S,
     ) -> Result<UploadStatus> {
         // A blob that fits one chunk is sent at once (a stored one is
         // answered "stored", a partial upload with its offset, and the loop
@@ -443,9 +493,13 @@ impl RelayClient {
             let (start, end) = next_chunk(offset, total_len, self.chunk_size());
             let len = usize::try_from(end - start)
                 .map_err(|_| ClientError::Protocol("chunk too large".into()))?;
-            let mut chunk = vec![0u8; len];
-            reader.seek(SeekFrom::Start(start))?;
-            reader.read_exact(&mut chunk)?;
+            let chunk = source.read_chunk(start, len).await?;
+            if chunk.len() != len {
+                return Err(ClientError::Protocol(format!(
+                    "the upload's source gave {} bytes for a chunk of {len}",
+                    chunk.len()
+                )));
+            }
             let mut req = Req::new(Method::PUT, path.clone(), "uploading a blob");
             req.body = Body::Octets(Bytes::from(chunk));
             req.headers = vec![

@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::io::{Read, Seek, Write};
 use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
@@ -19,7 +18,7 @@ use vault_core::{
 use zeroize::Zeroizing;
 
 use crate::error::{ClientError, Result};
-use crate::{sync, RelayClient};
+use crate::{sync, RelayClient, UploadSource};
 
 /// Records per append (within [`crate::MAX_APPEND_ENTRIES`]): one Synthea
 /// patient is usually one append.
@@ -433,13 +432,14 @@ pub async fn add_records<S: Store + ?Sized>(
 /// sealed elsewhere (the web app's worker, which holds no other secret):
 /// pulls, plans the version ([`VaultState::plan_record`]), has `seal`
 /// seal the plan's job (its bytes, [`vault_core::PayloadJob::to_bytes`],
-/// and the ciphertext length it must produce) and return the spool holding
-/// the ciphertext with its hash, then uploads it and appends the version through
-/// [`sync::push_record`], finished on whatever head the append meets
-/// ([`VaultState::finish_record`]: the current epoch's key, the writer's
-/// right checked again). Returns the new version's metadata.
+/// and the ciphertext length it must produce) and return where the
+/// ciphertext can be read (in memory, or a file larger than memory) with
+/// its hash, then uploads it a chunk at a time and appends the version
+/// through [`sync::push_sealed`], finished on whatever head the append
+/// meets ([`VaultState::finish_record`]: the current epoch's key, the
+/// writer's right checked again). Returns the new version's metadata.
 #[allow(clippy::too_many_arguments)] // the record's place and content, and the sealer
-pub async fn add_sealed_elsewhere<S, W, F, Fut, E>(
+pub async fn add_sealed_elsewhere<S, U, F, Fut, E>(
     store: &mut S,
     client: &RelayClient,
     secret: &Arc<SecretIdentity>,
@@ -451,9 +451,9 @@ pub async fn add_sealed_elsewhere<S, W, F, Fut, E>(
 ) -> std::result::Result<RecordMetadata, E>
 where
     S: Store + ?Sized,
-    W: Read + Write + Seek,
+    U: UploadSource,
     F: FnOnce(Zeroizing<Vec<u8>>, u64) -> Fut,
-    Fut: Future<Output = std::result::Result<(W, [u8; 32]), E>>,
+    Fut: Future<Output = std::result::Result<(U, [u8; 32]), E>>,
     E: From<ClientError>,
 {
     let state = sync::pull(store, client, vault).await?;
@@ -467,8 +467,8 @@ where
         )
         .map_err(ClientError::from)?;
     drop(state);
-    let (mut spool, hash) = seal(plan.job().to_bytes(), plan.job().ciphertext_len()).await?;
-    let (_, metadata) = sync::push_record(store, client, vault, &mut spool, |state, _sealed| {
+    let (mut ciphertext, hash) = seal(plan.job().to_bytes(), plan.job().ciphertext_len()).await?;
+    let (_, metadata) = sync::push_sealed(store, client, vault, &mut ciphertext, |state| {
         let mut keyring = Keyring::new(secret, client.now());
         Ok(state.finish_record(&mut keyring, &plan, hash)?)
     })

@@ -19,6 +19,7 @@ use vault_core::{
     VaultState, VerifiedRecord,
 };
 
+use crate::blob::UploadSource;
 use crate::client::{RelayClient, MAX_LOG_PAGE};
 use crate::error::{ClientError, Result};
 use crate::wire::Head;
@@ -434,21 +435,138 @@ where
 ///
 /// `spool` holds one sealed ciphertext at a time: a temporary file on
 /// native targets, or a `std::io::Cursor<Vec<u8>>`. A payload sealed
-/// beforehand (by the web app's worker, from
-/// [`VaultState::plan_record`]) is already in `spool`: `seal` then writes
-/// nothing and only finishes it ([`VaultState::finish_record`]), which
-/// holds across a moved head (the payload does not depend on it).
+/// beforehand goes through [`push_sealed`] instead.
 pub async fn push_record<S, W, F>(
     store: &mut S,
     client: &RelayClient,
     vault: &VaultId,
     spool: &mut W,
-    mut seal: F,
+    seal: F,
 ) -> Result<(VaultState, RecordMetadata)>
 where
     S: Store + ?Sized,
     W: Read + Write + Seek + ?Sized,
     F: FnMut(&VaultState, &mut W) -> Result<(RecordMetadata, LogEntry)>,
+{
+    push_sealing(store, client, vault, &mut IntoSpool { spool, seal }).await
+}
+
+/// Adds a record version whose payload was sealed beforehand (by the web
+/// app's worker, from [`VaultState::plan_record`]) with compare-and-swap,
+/// as [`push_record`] does: each attempt pulls and calls `finish` with the
+/// verified state ([`VaultState::finish_record`], which holds across a
+/// moved head: the payload does not depend on it); the ciphertext is read
+/// from `ciphertext` a chunk at a time ([`RelayClient::put_blob_from`]),
+/// kept in the local blob cache if the store keeps uploads that large
+/// (which checks its hash), and uploaded before the entry is appended.
+/// Returns the new state and the record's metadata.
+pub async fn push_sealed<S, U, F>(
+    store: &mut S,
+    client: &RelayClient,
+    vault: &VaultId,
+    ciphertext: &mut U,
+    finish: F,
+) -> Result<(VaultState, RecordMetadata)>
+where
+    S: Store + ?Sized,
+    U: UploadSource + ?Sized,
+    F: FnMut(&VaultState) -> Result<(RecordMetadata, LogEntry)>,
+{
+    push_sealing(store, client, vault, &mut Sealed { ciphertext, finish }).await
+}
+
+/// How [`push_sealing`] comes by a record version for a head, and uploads
+/// its ciphertext: sealed into a spool ([`push_record`]) or sealed
+/// beforehand ([`push_sealed`]).
+trait Sealing<S: ?Sized> {
+    /// The version's metadata and its record-put entry on `state`.
+    fn seal(&mut self, state: &VaultState) -> Result<(RecordMetadata, LogEntry)>;
+    /// Keeps the ciphertext in `store` if it keeps uploads that large, and
+    /// uploads it.
+    async fn upload(
+        &mut self,
+        store: &mut S,
+        client: &RelayClient,
+        metadata: &RecordMetadata,
+    ) -> Result<()>;
+}
+
+/// [`push_record`]'s sealing: into a spool, rewound first.
+struct IntoSpool<'a, W: ?Sized, F> {
+    spool: &'a mut W,
+    seal: F,
+}
+
+impl<S, W, F> Sealing<S> for IntoSpool<'_, W, F>
+where
+    S: Store + ?Sized,
+    W: Read + Write + Seek + ?Sized,
+    F: FnMut(&VaultState, &mut W) -> Result<(RecordMetadata, LogEntry)>,
+{
+    fn seal(&mut self, state: &VaultState) -> Result<(RecordMetadata, LogEntry)> {
+        self.spool.seek(SeekFrom::Start(0))?;
+        let sealed = (self.seal)(state, self.spool)?;
+        self.spool.flush()?;
+        Ok(sealed)
+    }
+
+    async fn upload(
+        &mut self,
+        store: &mut S,
+        client: &RelayClient,
+        metadata: &RecordMetadata,
+    ) -> Result<()> {
+        upload_blob(store, client, metadata, self.spool).await
+    }
+}
+
+/// [`push_sealed`]'s: a ciphertext sealed beforehand, only finished.
+struct Sealed<'a, U: ?Sized, F> {
+    ciphertext: &'a mut U,
+    finish: F,
+}
+
+impl<S, U, F> Sealing<S> for Sealed<'_, U, F>
+where
+    S: Store + ?Sized,
+    U: UploadSource + ?Sized,
+    F: FnMut(&VaultState) -> Result<(RecordMetadata, LogEntry)>,
+{
+    fn seal(&mut self, state: &VaultState) -> Result<(RecordMetadata, LogEntry)> {
+        (self.finish)(state)
+    }
+
+    async fn upload(
+        &mut self,
+        store: &mut S,
+        client: &RelayClient,
+        metadata: &RecordMetadata,
+    ) -> Result<()> {
+        let hash = *metadata.ciphertext_hash();
+        let len = checked_len(metadata)?;
+        if store.keeps_uploads(len) {
+            let whole = usize::try_from(len)
+                .map_err(|_| ClientError::Protocol("a ciphertext too large to keep".into()))?;
+            let bytes = self.ciphertext.read_chunk(0, whole).await?;
+            store.put_blob(&hash, len, &mut bytes.as_slice())?;
+        }
+        client
+            .put_blob_from(&metadata.vault(), &hash, len, self.ciphertext)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The compare-and-swap loop of [`push_record`] and [`push_sealed`].
+async fn push_sealing<S, P>(
+    store: &mut S,
+    client: &RelayClient,
+    vault: &VaultId,
+    sealing: &mut P,
+) -> Result<(VaultState, RecordMetadata)>
+where
+    S: Store + ?Sized,
+    P: Sealing<S>,
 {
     let mut pending: Option<(RecordMetadata, LogEntry)> = None;
     let mut moved = None;
@@ -475,8 +593,7 @@ where
         let (metadata, entry) = match reissued {
             Some(sealed) => sealed,
             None => {
-                spool.seek(SeekFrom::Start(0))?;
-                let (metadata, entry) = seal(&state, spool)?;
+                let (metadata, entry) = sealing.seal(&state)?;
                 match entry.body() {
                     EntryBody::RecordPut { metadata: m } if *m == metadata => {}
                     _ => return Err(vault_core::Error::InvalidInput(
@@ -484,8 +601,7 @@ where
                     )
                     .into()),
                 }
-                spool.flush()?;
-                upload_blob(store, client, &metadata, spool).await?;
+                sealing.upload(store, client, &metadata).await?;
                 (metadata, entry)
             }
         };

@@ -3,7 +3,6 @@
 //! files and importing FHIR bundles.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Seek, SeekFrom, Write};
 
 use serde_json::{json, Value};
 use vault_client::reading::{self, Listed, Listing};
@@ -11,7 +10,7 @@ use vault_client::records::{
     add_records, add_sealed_elsewhere, ensure_collections, fetch_small_blobs, missing_blobs,
     FhirImport, LIST_FETCH_LIMIT,
 };
-use vault_client::sync;
+use vault_client::{sync, UploadSource};
 use vault_core::store::Store;
 use vault_core::{CollectionId, RecordId, RecordInfo, VaultId, VaultState};
 use vault_fhir as fhir;
@@ -21,10 +20,6 @@ use crate::progress::Progress;
 use crate::unlocked::Inner;
 use crate::view;
 use crate::worker;
-
-/// Largest file the browser seals: the worker reads the file in chunks,
-/// but the ciphertext is held in memory until it is uploaded.
-pub const MAX_FILE: u64 = 512 * 1024 * 1024;
 
 /// Downloads (concurrently, hash-checked) the ciphertext of `records` that
 /// the store lacks.
@@ -253,15 +248,6 @@ pub async fn add_file(
     file: NewFile<'_>,
     progress: &Progress,
 ) -> Result<RecordId> {
-    if file.len > MAX_FILE {
-        return Err(Failure::new(
-            "too_large",
-            format!(
-                "this file is larger than the browser can seal ({} MiB); add it with the vault command line instead",
-                MAX_FILE >> 20
-            ),
-        ));
-    }
     let name = file.collection.trim();
     if name.is_empty() {
         return Err(Failure::input("choose a collection"));
@@ -294,11 +280,11 @@ pub async fn add_file(
         |job, ciphertext_len| async move {
             let (ciphertext, hash) =
                 worker::seal_elsewhere(file.sealer, &job, ciphertext_len).await?;
-            let spool = SealedSpool {
-                ciphertext: worker::JsCursor::new(ciphertext),
+            let source = SealedSource {
+                ciphertext,
                 progress,
             };
-            Ok::<_, Failure>((spool, hash))
+            Ok::<_, Failure>((source, hash))
         },
     )
     .await?;
@@ -306,39 +292,52 @@ pub async fn add_file(
     Ok(metadata.record())
 }
 
-/// The upload's spool: a ciphertext the worker sealed, in JavaScript
-/// memory; reads (the upload, chunk by chunk) report progress. Written to
-/// only by the sealer, before.
-struct SealedSpool<'a> {
-    ciphertext: worker::JsCursor,
+/// The upload's source: a ciphertext sealed elsewhere, in JavaScript
+/// memory or in the worker's spool file on the browser's disk (read a
+/// chunk at a time, so a file larger than memory uploads); each chunk read
+/// reports progress.
+struct SealedSource<'a> {
+    ciphertext: worker::SealedCiphertext,
     progress: &'a Progress,
 }
 
-impl Write for SealedSpool<'_> {
-    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-        Err(std::io::Error::other(
-            "the ciphertext was sealed beforehand; nothing more is written",
-        ))
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+impl UploadSource for SealedSource<'_> {
+    async fn read_chunk(&mut self, start: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let end = start.saturating_add(len as u64);
+        let chunk = match &self.ciphertext {
+            worker::SealedCiphertext::Memory(array) => {
+                let (start, end) = (js_offset(start)?, js_offset(end)?);
+                if end > array.length() {
+                    return Err(std::io::Error::other("read past the ciphertext's end"));
+                }
+                array.subarray(start, end).to_vec()
+            }
+            worker::SealedCiphertext::File(blob) => {
+                let part = blob
+                    .slice_with_f64_and_f64(start as f64, end as f64)
+                    .map_err(|_| std::io::Error::other("the sealed file could not be sliced"))?;
+                let bytes = wasm_bindgen_futures::JsFuture::from(part.array_buffer())
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::other(
+                            "the sealed file could not be read back from the browser's storage",
+                        )
+                    })?;
+                js_sys::Uint8Array::new(&bytes).to_vec()
+            }
+        };
+        let total = match &self.ciphertext {
+            worker::SealedCiphertext::Memory(array) => u64::from(array.length()),
+            worker::SealedCiphertext::File(blob) => blob.size() as u64,
+        };
+        self.progress.report(end.min(total), total, "uploading");
+        Ok(chunk)
     }
 }
 
-impl Read for SealedSpool<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.ciphertext.read(buf)?;
-        let (at, total) = self.ciphertext.position();
-        self.progress
-            .report(u64::from(at), u64::from(total), "uploading");
-        Ok(n)
-    }
-}
-
-impl Seek for SealedSpool<'_> {
-    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
-        self.ciphertext.seek(pos)
-    }
+/// An offset into a JavaScript array.
+fn js_offset(at: u64) -> std::io::Result<u32> {
+    u32::try_from(at).map_err(|_| std::io::Error::other("an offset past the array"))
 }
 
 /// Imports a FHIR Bundle or resource; resources already in the vault (by

@@ -70,6 +70,51 @@ fn seal(job: &[u8], read: &Function, progress: Progress) -> Result<Object> {
     let job = PayloadJob::from_bytes(job)?;
     let len = js_len(job.ciphertext_len(), "this file")?;
     let ciphertext = Uint8Array::new_with_length(len);
+    let hash = seal_into(&job, read, JsBuffer::new(&ciphertext), &progress)?;
+    let answer = Object::new();
+    let set = |key: &str, value: &JsValue| {
+        Reflect::set(&answer, &JsValue::from_str(key), value)
+            .map(|_| ())
+            .map_err(|_| Failure::new("internal", "could not build the sealing answer"))
+    };
+    set("ciphertext", &ciphertext)?;
+    set("hash", &Uint8Array::from(hash.as_slice()))?;
+    Ok(answer)
+}
+
+/// Seals the payload described by `job` (as [`seal_payload`]) from a file
+/// read through `read(offset, length)`, handing the ciphertext to
+/// `write(bytes)` front to back, in pieces of up to 8 MiB (the worker
+/// writes them to its spool file on the browser's disk, so neither the
+/// file nor its ciphertext need fit in memory). Returns the ciphertext's
+/// SHA-256 as a `Uint8Array`. Throws `length_mismatch` if the file changed
+/// size while it was read, and `io` if `write` throws (a full disk, say);
+/// what was written is then incomplete and must be thrown away.
+#[wasm_bindgen(js_name = sealPayloadInto)]
+pub fn seal_payload_into(
+    job: &Uint8Array,
+    read: &Function,
+    write: &Function,
+    progress: Option<Function>,
+) -> std::result::Result<Uint8Array, JsValue> {
+    let sealed = || -> Result<[u8; 32]> {
+        let job = PayloadJob::from_bytes(&secret_bytes(job))?;
+        let out = std::io::BufWriter::with_capacity(READ_AHEAD, JsSink { write });
+        seal_into(&job, read, out, &Progress::new(progress))
+    };
+    sealed()
+        .map(|hash| Uint8Array::from(hash.as_slice()))
+        .map_err(Failure::into_js)
+}
+
+/// Seals `job`'s payload from `read` into `out`, reporting progress;
+/// returns the ciphertext's hash.
+fn seal_into<W: Write>(
+    job: &PayloadJob,
+    read: &Function,
+    out: W,
+    progress: &Progress,
+) -> Result<[u8; 32]> {
     let total = job.body_len();
     // Larger reads than the sealer's 64 KiB: each crosses into JavaScript
     // and slices the file once. Counted as the sealer reads (64 KiB at a
@@ -86,21 +131,35 @@ fn seal(job: &[u8], read: &Function, progress: Progress) -> Result<Object> {
         ),
         total,
         "sealing",
-        &progress,
+        progress,
     );
-    let out = JsBuffer::new(&ciphertext);
     progress.report(0, total, "sealing");
     let hash = job.seal(body, out)?;
     progress.report(total, total, "sealing");
-    let answer = Object::new();
-    let set = |key: &str, value: &JsValue| {
-        Reflect::set(&answer, &JsValue::from_str(key), value)
-            .map(|_| ())
-            .map_err(|_| Failure::new("internal", "could not build the sealing answer"))
-    };
-    set("ciphertext", &ciphertext)?;
-    set("hash", &Uint8Array::from(hash.as_slice()))?;
-    Ok(answer)
+    Ok(hash)
+}
+
+/// Bytes handed to a JavaScript `write(bytes)`, each write a copy.
+struct JsSink<'a> {
+    write: &'a Function,
+}
+
+impl Write for JsSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write
+            .call1(&JsValue::NULL, &Uint8Array::from(buf))
+            .map_err(|e| {
+                std::io::Error::other(format!(
+                    "the encrypted file could not be written to the browser's storage (is the disk full?): {}",
+                    js_message(&e)
+                ))
+            })?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Opens the payload described by `job` (the bytes of
@@ -152,11 +211,6 @@ impl JsCursor {
     /// A cursor at the start of `array`.
     pub(crate) fn new(array: Uint8Array) -> Self {
         Self { array, at: 0 }
-    }
-
-    /// Where the next read starts, and the array's length.
-    pub(crate) fn position(&self) -> (u32, u32) {
-        (self.at, self.array.length())
     }
 }
 
@@ -354,9 +408,21 @@ pub(crate) async fn open_elsewhere(
         .map_err(|_| Failure::new("internal", "the opener returned no body"))
 }
 
+/// A ciphertext sealed elsewhere, where the page reads it for the upload.
+#[derive(Debug)]
+pub(crate) enum SealedCiphertext {
+    /// In JavaScript memory.
+    Memory(Uint8Array),
+    /// In a file on the browser's disk (the worker's spool in the origin's
+    /// private file system), read a chunk at a time: a file larger than
+    /// memory.
+    File(web_sys::Blob),
+}
+
 /// The page's side: a payload sealed by the JS `sealer(job)` (a function
 /// returning a promise of `{ciphertext, hash}`, from the worker or from
-/// [`seal_payload`] on the page), given `job` (the bytes of
+/// [`seal_payload`] on the page; `ciphertext` a `Uint8Array`, or a `Blob`
+/// when the worker spooled it to disk), given `job` (the bytes of
 /// `vault_core::PayloadJob::to_bytes`); its ciphertext must be
 /// `ciphertext_len` bytes. The JS copy of the job is zeroized once the
 /// sealer settled; the sealer zeroizes its own.
@@ -364,17 +430,32 @@ pub(crate) async fn seal_elsewhere(
     sealer: &Function,
     job: &[u8],
     ciphertext_len: u64,
-) -> Result<(Uint8Array, [u8; 32])> {
+) -> Result<(SealedCiphertext, [u8; 32])> {
     let answer = call_elsewhere(sealer, job, &JsValue::UNDEFINED, "sealing").await?;
     let get = |key: &str| Reflect::get(&answer, &JsValue::from_str(key)).ok();
-    let ciphertext: Uint8Array = get("ciphertext")
-        .and_then(|v| v.dyn_into().ok())
-        .ok_or_else(|| Failure::new("internal", "the sealer returned no ciphertext"))?;
+    let (ciphertext, len) = match get("ciphertext") {
+        Some(v) if v.is_instance_of::<Uint8Array>() => {
+            let array = Uint8Array::from(v);
+            let len = u64::from(array.length());
+            (SealedCiphertext::Memory(array), len)
+        }
+        Some(v) if v.is_instance_of::<web_sys::Blob>() => {
+            let blob = web_sys::Blob::from(v);
+            let len = blob.size() as u64;
+            (SealedCiphertext::File(blob), len)
+        }
+        _ => {
+            return Err(Failure::new(
+                "internal",
+                "the sealer returned no ciphertext",
+            ))
+        }
+    };
     let hash: [u8; 32] = get("hash")
         .and_then(|v| v.dyn_into::<Uint8Array>().ok())
         .and_then(|h| h.to_vec().try_into().ok())
         .ok_or_else(|| Failure::new("internal", "the sealer returned no hash"))?;
-    if u64::from(ciphertext.length()) != ciphertext_len {
+    if len != ciphertext_len {
         return Err(Failure::new(
             "internal",
             "the sealer returned a ciphertext of the wrong length",
@@ -401,7 +482,7 @@ mod tests {
         assert_eq!(cursor.read(&mut buf).unwrap(), 36);
         assert_eq!(buf.get(..36), Some(&(64u8..100).collect::<Vec<_>>()[..]));
         assert_eq!(cursor.read(&mut buf).unwrap(), 0);
-        assert_eq!(cursor.position(), (100, 100));
+        assert_eq!(cursor.at, 100);
         assert_eq!(cursor.seek(SeekFrom::End(-1)).unwrap(), 99);
         assert_eq!(cursor.read(&mut buf).unwrap(), 1);
         assert_eq!(buf.first(), Some(&99));
@@ -412,11 +493,7 @@ mod tests {
         ] {
             assert!(cursor.seek(outside).is_err(), "{outside:?}");
         }
-        assert_eq!(
-            cursor.position(),
-            (100, 100),
-            "a refused seek moves nothing"
-        );
+        assert_eq!(cursor.at, 100, "a refused seek moves nothing");
         assert_eq!(cursor.seek(SeekFrom::Start(0)).unwrap(), 0);
     }
 
@@ -441,6 +518,20 @@ mod tests {
         );
         let e = seal_elsewhere(&short, &bytes, len).await.unwrap_err();
         assert_eq!(e.code, "internal");
+        assert!(e.message.contains("wrong length"), "{}", e.message);
+        // A spooled ciphertext comes back as a Blob (a File of the private
+        // file system), held to the same length.
+        let spooled = |n: u64| {
+            Function::new_with_args(
+                "job",
+                &format!("return Promise.resolve({{ ciphertext: new Blob([new Uint8Array({n})]), hash: new Uint8Array(32) }})"),
+            )
+        };
+        let (ciphertext, _) = seal_elsewhere(&spooled(len), &bytes, len).await.unwrap();
+        assert!(matches!(ciphertext, SealedCiphertext::File(ref b) if b.size() as u64 == len));
+        let e = seal_elsewhere(&spooled(len + 1), &bytes, len)
+            .await
+            .unwrap_err();
         assert!(e.message.contains("wrong length"), "{}", e.message);
         // The worker's "code: message" errors pass through; the job's bytes
         // given to the sealer are zeroed once it settled.

@@ -339,6 +339,53 @@ fn the_workers_seal_finishes_into_a_record_that_opens_on_the_page_and_in_the_wor
 }
 
 #[wasm_bindgen_test]
+fn sealing_into_a_spool_writes_the_same_ciphertext_in_pieces_and_a_failed_write_is_an_error() {
+    let body: Vec<u8> = (0..9_000_000u32).map(|i| (i % 241) as u8).collect();
+    let (_, _, plan) = planned(body.len() as u64);
+    let job = js_sys::Uint8Array::from(plan.job().to_bytes().as_slice());
+    let read = reader(body.clone());
+    let whole =
+        vault_wasm::worker::seal_payload(&job, read.as_ref().unchecked_ref(), None).unwrap();
+    let get = |k: &str| {
+        js_sys::Reflect::get(&whole, &k.into())
+            .unwrap()
+            .dyn_into::<js_sys::Uint8Array>()
+            .unwrap()
+            .to_vec()
+    };
+    // The spool's `write(bytes)`: every piece kept, in order.
+    let pieces = std::rc::Rc::new(std::cell::RefCell::new(Vec::<Vec<u8>>::new()));
+    let kept = pieces.clone();
+    let write = wasm_bindgen::closure::Closure::<dyn Fn(js_sys::Uint8Array)>::new(
+        move |bytes: js_sys::Uint8Array| kept.borrow_mut().push(bytes.to_vec()),
+    );
+    let sealing = Reports::new("sealing", 9_000_000.0);
+    let hash = vault_wasm::worker::seal_payload_into(
+        &job,
+        read.as_ref().unchecked_ref(),
+        write.as_ref().unchecked_ref(),
+        Some(sealing.callback()),
+    )
+    .unwrap();
+    sealing.assert_rising();
+    assert_eq!(hash.to_vec(), get("hash"));
+    let pieces = pieces.borrow();
+    assert!(pieces.len() >= 2, "{} pieces", pieces.len());
+    assert!(pieces.iter().all(|p| !p.is_empty() && p.len() <= 8 << 20));
+    assert_eq!(pieces.concat(), get("ciphertext"));
+
+    // A write that fails (a full disk) fails the seal with a clear error.
+    let full = js_sys::Function::new_with_args("bytes", "throw new Error('QuotaExceededError')");
+    let e = vault_wasm::worker::seal_payload_into(&job, read.as_ref().unchecked_ref(), &full, None)
+        .unwrap_err();
+    assert!(
+        message(&e).starts_with("io: ") && message(&e).contains("browser's storage"),
+        "{}",
+        message(&e)
+    );
+}
+
+#[wasm_bindgen_test]
 fn the_workers_seal_refuses_a_file_that_changed_size_and_a_damaged_job() {
     let (_, _, plan) = planned(100_000);
     for len in [99_999, 100_001] {

@@ -730,14 +730,16 @@ async function main() {
   await tid('record-list').waitFor();
   log(`9. relay restored from an older backup: rollback reported, repaired from the page (${repaired.trim()}), the record opens after a fresh unlock`);
 
-  // 10. A 200 MB file is sealed in the worker (decision 56): the page
-  // answers input within 100 ms throughout the sealing, and the record
-  // downloads back byte for byte, opened in the worker. Then, in a browser
+  // 10. A 200 MB file is sealed in the worker (decision 56) into a spool
+  // file on the browser's disk and uploaded from it (decision 64; deleted
+  // after): the page answers input within 100 ms throughout the sealing,
+  // and the record downloads back byte for byte, opened in the worker. Then, in a browser
   // that refuses the worker, a file is sealed and opened on the page
   // instead (the fallback), and the page stalls.
   const secs = (ms) => (ms / 1000).toFixed(1);
   const inWorker = await addProbed('scan-200mb.bin', LARGE_FILE_BYTES, 'imaging');
   const worst = (p, phase) => Math.max(0, ...p.keys.filter(([k]) => k === phase).map(([, d]) => d));
+  assert.ok(inWorker.probe.spooled, 'the 200 MB file was not sealed into a spool file on disk (decision 64)');
   const keysWhileSealing = inWorker.probe.keys.filter(([k]) => k === 'sealing').length;
   assert.ok(keysWhileSealing >= 5, `only ${keysWhileSealing} key presses landed while sealing: ${JSON.stringify(inWorker.probe)}`);
   assert.ok(worst(inWorker.probe, 'sealing') < 100, `a key press waited ${worst(inWorker.probe, 'sealing').toFixed(0)} ms while the file was sealed`);
@@ -751,6 +753,14 @@ async function main() {
       `worst key-press delay ${worst(inWorker.probe, 'sealing').toFixed(0)} ms sealing, ${worst(inWorker.probe, 'uploading').toFixed(0)} ms uploading (${inWorker.probe.keys.length} presses); ` +
       `longest event-loop gap ${(inWorker.probe.gaps.sealing ?? 0).toFixed(0)} ms sealing, ${(inWorker.probe.gaps.uploading ?? 0).toFixed(0)} ms uploading; ` +
       `downloaded and opened in ${secs(inWorker.openMs)} s (worst key-press delay ${inWorker.openProbe.worstKey.toFixed(0)} ms of ${inWorker.openProbe.presses}, longest gap ${inWorker.openProbe.gap.toFixed(0)} ms), identical`,
+  );
+  // A file over the 512 MiB the app once held in memory: sealed into a
+  // spool file on disk, uploaded from it, and back byte for byte.
+  const huge = await addProbed('scan-600mib.bin', 600 << 20, 'imaging-large');
+  assert.ok(huge.probe.spooled, 'the 600 MiB file was not sealed into a spool file on disk');
+  log(
+    `10. 600 MiB file (over the old 512 MiB limit): sealed into a spool file in ${secs(huge.sealMs)} s, uploaded in ${secs(huge.uploadMs)} s, ` +
+      `downloaded and opened in ${secs(huge.openMs)} s, identical; no spool file left`,
   );
   // A worker that starts and then never answers: the page stops it once it
   // has been silent for 20 s (WORKER_SILENCE_MS in src/payloads.ts), says
@@ -800,6 +810,7 @@ async function main() {
     };
   });
   const onPage = await addProbed('scan-20mb.bin', 20_000_000, 'scans');
+  assert.ok(!onPage.probe.spooled, 'a 20 MB file sealed on the page made a spool file');
   await page.evaluate(() => {
     window.Worker = window.__worker;
   });
@@ -841,6 +852,13 @@ async function main() {
         if (!probe.stop) setTimeout(tick, 10);
       };
       setTimeout(tick, 10);
+      // Whether a spool file (decision 64) exists while the file is added.
+      probe.spooled = false;
+      const spoolWatch = setInterval(async () => {
+        if (probe.stop) return clearInterval(spoolWatch);
+        const root = await navigator.storage.getDirectory();
+        for await (const n of root.keys()) if (n.startsWith('vault-spool-')) probe.spooled = true;
+      }, 100);
       window.__probe = probe;
     });
     const start = Date.now();
@@ -855,10 +873,13 @@ async function main() {
     }
     const doneAt = Date.now();
     await noAlerts(`after adding ${name}`);
-    const probe = await page.evaluate(() => {
+    const probe = await page.evaluate(async () => {
       window.__probe.stop = true;
-      return { keys: window.__probe.keys, gaps: window.__probe.gaps };
+      const left = [];
+      for await (const n of (await navigator.storage.getDirectory()).keys()) if (n.startsWith('vault-spool-')) left.push(n);
+      return { keys: window.__probe.keys, gaps: window.__probe.gaps, spooled: window.__probe.spooled, spoolsLeft: left };
     });
+    assert.deepEqual(probe.spoolsLeft, [], `${name}: spool files left after the add`);
     await tid('nav-records').click();
     await page.locator(`[data-testid="collection-item"][data-collection-name="${collection}"]`).click();
     await tid('record-row').first().click();

@@ -96,6 +96,10 @@ export function explain(e: unknown): Explained {
         return { severity: 'error', title: 'Storage full', text: `Your storage quota on the relay is used up; nothing more was stored. (${m})` };
       case 'too_large':
         return { severity: 'error', title: 'Too large', text: `The relay refused this because it is too large. (${m})` };
+      case 'file_too_large':
+        return { severity: 'error', title: 'File too large for this browser', text: `${m}. Nothing was stored.` };
+      case 'storage_full':
+        return { severity: 'error', title: "Browser storage full", text: `${m}. Nothing was stored.` };
       case 'invite_required':
         return {
           severity: 'error',

@@ -14,9 +14,28 @@
 // what the payload must be) and the file or the downloaded ciphertext.
 // Never the passphrase, the identity's keys, the collection keys or the
 // data key. It is terminated after one job.
-import { initSync, openPayload, sealPayload } from '../pkg/vault_wasm.js';
+import { initSync, openPayload, sealPayload, sealPayloadInto } from '../pkg/vault_wasm.js';
 
-type Job = { job: Uint8Array } & ({ op: 'seal'; file: File } | { op: 'open'; ciphertext: Uint8Array });
+type Job = { job: Uint8Array } & ({ op: 'seal'; file: File; spool?: string } | { op: 'open'; ciphertext: Uint8Array });
+
+// Worker-only APIs that the DOM library this project type-checks against lacks.
+declare global {
+  class FileReaderSync {
+    readAsArrayBuffer(blob: Blob): ArrayBuffer;
+  }
+  interface FileSystemSyncAccessHandle {
+    write(buffer: ArrayBufferView, options?: { at?: number }): number;
+    truncate(size: number): void;
+    flush(): void;
+    close(): void;
+  }
+  interface FileSystemFileHandle {
+    createSyncAccessHandle(): Promise<FileSystemSyncAccessHandle>;
+  }
+}
+
+/** The largest file sealed in memory where no spool file can be made (src/payloads.ts, MAX_IN_MEMORY). */
+const MAX_IN_MEMORY = 512 << 20;
 
 /**
  * How much of the file is read at a time. After each read this worker
@@ -49,6 +68,62 @@ async function readWhole(file: File): Promise<(offset: number, len: number) => U
   };
 }
 
+/**
+ * The file read a step at a time through FileReaderSync, as a
+ * `read(offset, len)` for sealPayloadInto: only the step being sealed is
+ * held (sealing reads front to back), so a file larger than memory seals.
+ */
+function readStepwise(file: File): (offset: number, len: number) => Uint8Array {
+  const reader = new FileReaderSync();
+  let stepAt = -1;
+  let step = new Uint8Array(0);
+  return (offset: number, len: number) => {
+    const at = offset - (offset % READ_STEP);
+    if (at !== stepAt) {
+      if (at >= file.size) return new Uint8Array(0);
+      const want = Math.min(READ_STEP, file.size - at);
+      step = new Uint8Array(reader.readAsArrayBuffer(file.slice(at, at + want)));
+      if (step.length !== want) throw new Error('length_mismatch: the file changed while it was read; add it again');
+      stepAt = at;
+      self.postMessage({ alive: true });
+    }
+    const within = offset - at;
+    return step.subarray(within, within + len);
+  };
+}
+
+/**
+ * Seals `file` under `job` into the spool file `name` in the origin's
+ * private file system, written front to back through a synchronous access
+ * handle (which also keeps any other tab from touching it meanwhile).
+ * Returns the ciphertext's hash; the page reads the file back for the
+ * upload and deletes it.
+ */
+async function sealToSpool(job: Uint8Array, file: File, name: string, progress: (done: number, total: number, phase: string) => void): Promise<Uint8Array> {
+  const root = await navigator.storage.getDirectory();
+  const handle = await root.getFileHandle(name, { create: true });
+  const access = await handle.createSyncAccessHandle();
+  try {
+    access.truncate(0);
+    let at = 0;
+    const write = (bytes: Uint8Array) => {
+      const n = access.write(bytes, { at });
+      if (n !== bytes.length) throw new Error(`only ${n} of ${bytes.length} bytes were written`);
+      at += n;
+    };
+    const hash = sealPayloadInto(job, readStepwise(file), write, progress);
+    access.flush();
+    return hash;
+  } finally {
+    access.close();
+  }
+}
+
+/** Whether this browser lets a worker write a spool file (a synchronous access handle in the private file system). */
+function canSpool(): boolean {
+  return typeof navigator.storage?.getDirectory === 'function' && typeof FileSystemFileHandle !== 'undefined' && 'createSyncAccessHandle' in FileSystemFileHandle.prototype;
+}
+
 // First message: the page's module. The job follows only once this worker
 // said it is ready, so nothing is handed over to a worker that cannot run.
 let ready = false;
@@ -66,7 +141,15 @@ self.onmessage = async (ev: MessageEvent<{ module: WebAssembly.Module } | Job>) 
   const m = ev.data as Job;
   const progress = (done: number, total: number, phase: string) => self.postMessage({ progress: [done, total, phase] });
   try {
-    if (m.op === 'seal') {
+    if (m.op === 'seal' && m.spool !== undefined && canSpool()) {
+      const hash = await sealToSpool(m.job, m.file, m.spool, progress);
+      self.postMessage({ spooled: true, hash });
+    } else if (m.op === 'seal') {
+      if (m.file.size > MAX_IN_MEMORY) {
+        throw new Error(
+          `file_too_large: this browser cannot keep the encrypted copy of a file over ${MAX_IN_MEMORY >> 20} MiB on disk (no private file system for workers). Add it with the vault command line, or in an up-to-date Chrome, Edge, Firefox or Safari`,
+        );
+      }
       // The whole file first, then sealed from memory: reading small slices
       // through FileReaderSync while sealing made sealing a third slower
       // (web/bench/seal-open.mjs). It is held here, with its ciphertext,

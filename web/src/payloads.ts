@@ -7,11 +7,33 @@
 import { openPayload, sealPayload } from '../pkg/vault_wasm.js';
 import PayloadWorker from './payload-worker?worker&inline';
 
-/** What a sealer returns to vault-wasm. */
+/** What a sealer returns to vault-wasm: the ciphertext in memory, or spooled to a file on the browser's disk (a `File` read back a chunk at a time by the upload). */
 export interface Sealed {
-  ciphertext: Uint8Array;
+  ciphertext: Uint8Array | Blob;
   hash: Uint8Array;
+  /** Deletes the spool file, if there is one; call it once the upload ended, whichever way. */
+  discard?: () => Promise<void>;
 }
+
+/**
+ * Files above this are sealed by the worker into a spool file in the
+ * origin's private file system (OPFS) and uploaded from there a chunk at a
+ * time, so neither the file nor its ciphertext is held in memory; smaller
+ * ones are sealed in memory (fewer steps, no disk).
+ */
+export const SPOOL_ABOVE = 64 << 20;
+
+/**
+ * The largest file sealed in memory: what a browser without a worker or
+ * without the private file system can add (the file and its ciphertext
+ * are both held until the upload ends).
+ */
+export const MAX_IN_MEMORY = 512 << 20;
+
+/** Prefix of spool files in the origin's private file system; each name also carries its creation time, so leftovers of a closed tab can be swept. */
+const SPOOL_PREFIX = 'vault-spool-';
+/** Spool files older than this are left from a tab closed mid-upload, and deleted. */
+const SPOOL_STALE_MS = 24 * 3600 * 1000;
 
 type Progress = (done: number, total: number, phase: string) => void;
 
@@ -35,16 +57,107 @@ export function rememberModule(module: WebAssembly.Module): void {
   pageModule = module;
 }
 
+/** Whether files over MAX_IN_MEMORY can be added here: a worker seals them into the private file system. */
+export function largeFilesSupported(): boolean {
+  return !!pageModule && !workersUnavailable && typeof Worker !== 'undefined' && typeof navigator.storage?.getDirectory === 'function';
+}
+
+/** A spool file in the origin's private file system: its name, read back as a File, and deleted. */
+interface Spool {
+  name: string;
+  read(): Promise<File>;
+  remove(): Promise<void>;
+}
+
+/**
+ * A new spool file for a ciphertext of `len` bytes, or null where the
+ * private file system is missing. Throws `storage_full` if the browser
+ * says its storage cannot hold `len` more bytes. Sweeps spool files left
+ * by a tab closed mid-upload first.
+ */
+async function newSpool(len: number): Promise<Spool | null> {
+  if (typeof navigator.storage?.getDirectory !== 'function') return null;
+  let root: FileSystemDirectoryHandle;
+  try {
+    root = await navigator.storage.getDirectory();
+  } catch {
+    return null;
+  }
+  await sweepSpools(root);
+  const estimate = await navigator.storage.estimate?.().catch(() => undefined);
+  if (estimate?.quota !== undefined && estimate.usage !== undefined && estimate.quota - estimate.usage < len) {
+    throw new Error(
+      `storage_full: the browser can keep only ${Math.floor((estimate.quota - estimate.usage) / 2 ** 20)} MiB more for this site, and the encrypted file needs ${Math.ceil(len / 2 ** 20)} MiB while it uploads. Free disk space, or add the file with the vault command line`,
+    );
+  }
+  const bytes = new Uint8Array(8);
+  crypto.getRandomValues(bytes);
+  const name = `${SPOOL_PREFIX}${Date.now()}-${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`;
+  return {
+    name,
+    read: async () => (await root.getFileHandle(name)).getFile(),
+    // A worker stopped mid-seal may hold the file a moment longer: try again once.
+    remove: () =>
+      root.removeEntry(name).catch(async () => {
+        await new Promise((r) => setTimeout(r, 1000));
+        await root.removeEntry(name).catch(() => undefined);
+      }),
+  };
+}
+
+/** Deletes spool files older than SPOOL_STALE_MS (a tab closed mid-upload left them); newer ones may be another tab's. */
+async function sweepSpools(root: FileSystemDirectoryHandle): Promise<void> {
+  try {
+    // keys() is in every browser with the private file system; TypeScript's DOM types lack it.
+    for await (const name of (root as unknown as { keys(): AsyncIterable<string> }).keys()) {
+      if (!name.startsWith(SPOOL_PREFIX)) continue;
+      const made = Number(name.slice(SPOOL_PREFIX.length).split('-')[0]);
+      if (Number.isFinite(made) && Date.now() - made > SPOOL_STALE_MS) await root.removeEntry(name).catch(() => undefined);
+    }
+  } catch {
+    // Sweeping is hygiene; a browser refusing to list leaves them to its own quota handling.
+  }
+}
+
 /**
  * Seals `file` under `job` (from vault-wasm, secret: one record version's
  * payload key). vault-wasm zeroes `job` once this settles; the worker
- * zeroes its copy.
+ * zeroes its copy. A file over SPOOL_ABOVE is sealed by the worker into a
+ * spool file (the answer's `discard` deletes it); without a worker or the
+ * private file system, in memory, up to MAX_IN_MEMORY.
  */
 export async function sealFile(job: Uint8Array, file: File, progress: Progress): Promise<Sealed> {
-  const answer = await inWorker('encryption', { op: 'seal', job, file }, [], progress);
-  if (answer.unavailable === undefined) return { ciphertext: answer.ciphertext as Uint8Array, hash: answer.hash as Uint8Array };
+  const spool = file.size > SPOOL_ABOVE && largeFilesSupported() ? await newSpool(file.size + (file.size >> 4) + 65_536) : null;
+  let answer: Answer;
+  try {
+    answer = await inWorker('encryption', { op: 'seal', job, file, spool: spool?.name }, [], progress);
+  } catch (e) {
+    await spool?.remove();
+    throw e;
+  }
+  if (answer.unavailable === undefined) {
+    if (answer.spooled && spool) {
+      try {
+        return { ciphertext: await spool.read(), hash: answer.hash as Uint8Array, discard: spool.remove };
+      } catch (e) {
+        await spool.remove();
+        throw new Error(`io: the encrypted file could not be read back from the browser's storage: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+    await spool?.remove();
+    return { ciphertext: answer.ciphertext as Uint8Array, hash: answer.hash as Uint8Array };
+  }
+  await spool?.remove();
+  if (file.size > MAX_IN_MEMORY) throw tooLarge(file.size);
   const bytes = new Uint8Array(await file.arrayBuffer());
   return sealPayload(job, (offset: number, len: number) => bytes.subarray(offset, offset + len), progress) as Sealed;
+}
+
+/** The error for a file over MAX_IN_MEMORY where it cannot be spooled. */
+export function tooLarge(size: number): Error {
+  return new Error(
+    `file_too_large: this browser cannot add files over ${MAX_IN_MEMORY >> 20} MiB (it lacks a background worker or private storage for the encrypted copy; this one is ${Math.ceil(size / 2 ** 20)} MiB). Add it with the vault command line, or in an up-to-date Chrome, Edge, Firefox or Safari`,
+  );
 }
 
 /**
@@ -60,7 +173,7 @@ export async function openCiphertext(job: Uint8Array, ciphertext: Uint8Array): P
   return openPayload(job, ciphertext, null);
 }
 
-type Answer = { ready?: true; alive?: true; progress?: [number, number, string]; unavailable?: string; error?: string } & Record<string, unknown>;
+type Answer = { ready?: true; alive?: true; progress?: [number, number, string]; unavailable?: string; error?: string; spooled?: true } & Record<string, unknown>;
 
 /** A gap between two runs of the watchdog's timer longer than this means the page was suspended (a frozen tab, a sleeping machine): the silence is counted again from then, not judged. */
 const SUSPENDED_MS = 5_000;

@@ -8,8 +8,8 @@ import { fmtSize } from './format';
 import { run, type Ctx } from './state';
 import { refresh } from './app';
 import { contentTypeOf as wasmContentTypeOf, SNIFF_LEN, type ImportSummary } from './vault';
+import { largeFilesSupported, MAX_IN_MEMORY } from './payloads';
 
-const MAX_BYTES = 512 * 1024 * 1024;
 const DEFAULT_COLLECTION = 'documents';
 
 interface Pending {
@@ -51,8 +51,12 @@ export function renderAdd(c: Ctx): HTMLElement {
 
   const addFiles = (files: FileList | File[]) => {
     for (const file of Array.from(files)) {
-      if (file.size > MAX_BYTES) {
-        showAlert('error', 'File too large', `“${file.name}” is ${fmtSize(file.size)}; the largest file this app can add is 512 MiB.`);
+      if (file.size > MAX_IN_MEMORY && !largeFilesSupported()) {
+        showAlert(
+          'error',
+          'File too large for this browser',
+          `“${file.name}” is ${fmtSize(file.size)}; this browser can add files up to ${fmtSize(MAX_IN_MEMORY)} (it lacks a background worker or private storage for the encrypted copy). Add it with the vault command line, or in an up-to-date browser.`,
+        );
         continue;
       }
       const fhir = isFhirFile(file);
@@ -99,7 +103,7 @@ export function renderAdd(c: Ctx): HTMLElement {
     h('p', null, h('strong', null, 'Drop files here'), ' or '),
     h('label', { class: 'button secondary', for: (fileInput.id = nextId('file')) }, 'Choose files…'),
     fileInput,
-    h('p', { class: 'muted' }, 'FHIR bundles (.json), PDFs, images, notes. Up to 512 MiB per file. Files are encrypted here before upload.'),
+    h('p', { class: 'muted' }, 'FHIR bundles (.json), PDFs, images, notes, scans of any size. Files are encrypted here before upload.'),
   );
   drop.addEventListener('dragover', (ev) => {
     ev.preventDefault();

@@ -5,7 +5,7 @@
 // module's errors ("code: message") into VaultError.
 
 import init, * as wasm from '../pkg/vault_wasm.js';
-import { openCiphertext, rememberModule, sealFile } from './payloads';
+import { openCiphertext, rememberModule, sealFile, type Sealed } from './payloads';
 
 /**
  * An error from vault-wasm with a stable code: vault-core's (`wrong_passphrase`,
@@ -429,9 +429,15 @@ export class Session {
    * missing). The payload is sealed in a worker (src/payloads.ts), so the
    * page stays responsive. Returns the record id.
    */
-  addFile(vault: string, collectionName: string, title: string, contentType: string, file: File, progress: Progress): Promise<string> {
-    const sealer = (job: Uint8Array) => sealFile(job, file, progress);
-    return call(() => this.inner.addFile(vault, collectionName, title, contentType, file.size, sealer, progress));
+  async addFile(vault: string, collectionName: string, title: string, contentType: string, file: File, progress: Progress): Promise<string> {
+    let sealed: Sealed | undefined;
+    const sealer = async (job: Uint8Array) => (sealed = await sealFile(job, file, progress));
+    try {
+      return await call(() => this.inner.addFile(vault, collectionName, title, contentType, file.size, sealer, progress));
+    } finally {
+      // A large file's ciphertext was spooled to the browser's disk: gone once uploaded (or failed).
+      await sealed?.discard?.();
+    }
   }
 
   /** Imports a FHIR R4 Bundle (or one resource): each resource a record, sorted into collections. */
