@@ -61,6 +61,35 @@ impl<R: Read + Seek> UploadSource for Seekable<R> {
     }
 }
 
+/// Where a download writes its bytes, front to back, each write awaited.
+/// [`Written`] serves any writer; the web app writes a record larger than
+/// memory to a spool file on the browser's disk with it.
+pub trait DownloadSink {
+    /// Appends all of `bytes`.
+    fn write_all(&mut self, bytes: &[u8])
+        -> impl std::future::Future<Output = std::io::Result<()>>;
+    /// Makes every byte written so far durable where the sink can (called
+    /// once the last byte arrived, before the hash is judged).
+    fn flush(&mut self) -> impl std::future::Future<Output = std::io::Result<()>>;
+}
+
+/// A [`DownloadSink`] over a writer (a file, a vector, or a `&mut` of
+/// one), written synchronously.
+pub struct Written<W>(pub W);
+
+impl<W: Write> DownloadSink for Written<W> {
+    fn write_all(
+        &mut self,
+        bytes: &[u8],
+    ) -> impl std::future::Future<Output = std::io::Result<()>> {
+        std::future::ready(self.0.write_all(bytes))
+    }
+
+    fn flush(&mut self) -> impl std::future::Future<Output = std::io::Result<()>> {
+        std::future::ready(self.0.flush())
+    }
+}
+
 /// What the relay's answer to one chunk means for the upload.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ChunkOutcome {
@@ -568,6 +597,21 @@ impl RelayClient {
         expected_len: u64,
         sink: &mut W,
     ) -> Result<()> {
+        self.get_blob_into(vault, hash, expected_len, &mut Written(sink))
+            .await
+    }
+
+    /// [`RelayClient::get_blob`] into a [`DownloadSink`] whose writes are
+    /// awaited (the web app's spool file on the browser's disk, for a
+    /// record larger than memory). The same checks: `sink` sees unverified
+    /// bytes, and the call succeeds only if they hash to `hash`.
+    pub async fn get_blob_into<D: DownloadSink + ?Sized>(
+        &self,
+        vault: &VaultId,
+        hash: &[u8; 32],
+        expected_len: u64,
+        sink: &mut D,
+    ) -> Result<()> {
         let path = blob_path(vault, hash);
         let mut have = 0u64;
         let mut digest = BodyDigest::new();
@@ -631,7 +675,7 @@ impl RelayClient {
                         "the relay sent more than the blob's {expected_len} bytes"
                     )));
                 }
-                sink.write_all(bytes)?;
+                sink.write_all(bytes).await?;
                 digest.update(bytes);
                 have += bytes.len() as u64;
                 since_give_way += bytes.len();
@@ -641,7 +685,7 @@ impl RelayClient {
                 }
             }
             if have == expected_len {
-                sink.flush()?;
+                sink.flush().await?;
                 return if digest.finish() == *hash {
                     Ok(())
                 } else {

@@ -19,7 +19,7 @@ use vault_core::{
 };
 
 use crate::records::{collection_names, split_for_listing};
-use crate::{ClientError, RelayClient, Result};
+use crate::{ClientError, DownloadSink, RelayClient, Result};
 
 /// Largest FHIR body kept in memory by [`open_listing`] for a summary.
 pub const KEEP_FHIR_BODY: u64 = 1024 * 1024;
@@ -28,20 +28,21 @@ pub const KEEP_FHIR_BODY: u64 = 1024 * 1024;
 /// other secret) needs: its version's [`OpenJob`], for which the caller's
 /// key must unwrap (access errors otherwise), and its ciphertext,
 /// downloaded into `sink` (resumable and hash-checked as it streams, not
-/// put into the store; the job checks the hash again). Pass a sink of the
-/// record's [`vault_core::RecordMetadata::ciphertext_len`].
-pub async fn download_for_opening<W: Write + ?Sized>(
+/// put into the store; the job checks the hash again): an array of the
+/// record's [`vault_core::RecordMetadata::ciphertext_len`] through
+/// [`crate::Written`], or a spool file on disk.
+pub async fn download_for_opening<D: DownloadSink + ?Sized>(
     client: &RelayClient,
     state: &VaultState,
     secret: &SecretIdentity,
     record: &RecordId,
-    sink: &mut W,
+    sink: &mut D,
 ) -> Result<OpenJob> {
     let verified = state.record(record)?;
     let job = Keyring::new(secret, client.now()).open_job(state, &verified)?;
     let m = verified.metadata();
     client
-        .get_blob(&m.vault(), m.ciphertext_hash(), m.ciphertext_len(), sink)
+        .get_blob_into(&m.vault(), m.ciphertext_hash(), m.ciphertext_len(), sink)
         .await?;
     Ok(job)
 }

@@ -10,10 +10,11 @@ use vault_client::records::{
     add_records, add_sealed_elsewhere, ensure_collections, fetch_small_blobs, missing_blobs,
     FhirImport, LIST_FETCH_LIMIT,
 };
-use vault_client::{sync, UploadSource};
+use vault_client::{sync, DownloadSink, UploadSource, Written};
 use vault_core::store::Store;
 use vault_core::{CollectionId, RecordId, RecordInfo, VaultId, VaultState};
 use vault_fhir as fhir;
+use wasm_bindgen::{JsCast, JsValue};
 
 use crate::failure::{Failure, Result};
 use crate::progress::Progress;
@@ -180,17 +181,27 @@ pub async fn delete(
     }))
 }
 
+/// Records over this are downloaded into a spool file on the browser's
+/// disk, where the page offers one (decision 64): the worker opens them
+/// from there into a second file, so neither the ciphertext nor the body
+/// is held in memory.
+pub const SPOOL_ABOVE: u64 = 64 << 20;
+
 /// Decrypts one record the caller can read. Records larger than a listing
 /// fetches ([`vault_client::records::LIST_FETCH_LIMIT`]) and not stored
-/// are downloaded into JavaScript memory and opened by `opener(job,
-/// ciphertext)` (the worker: the page stays responsive); the others are
-/// opened here from the store.
+/// are downloaded and opened by `opener(job, ciphertext)` (the worker: the
+/// page stays responsive): into JavaScript memory, or, over
+/// [`SPOOL_ABOVE`], into the spool `spooler(len)` makes (a promise of
+/// `{write(bytes), close()}`, or null where it cannot). The others are
+/// opened here from the store. Resolves to the body: a `Uint8Array`, or a
+/// `Blob` on the browser's disk for a spooled record.
 pub async fn open(
     s: &mut Inner,
     vault: &VaultId,
     record: &RecordId,
     opener: Option<&js_sys::Function>,
-) -> Result<js_sys::Uint8Array> {
+    spooler: Option<&js_sys::Function>,
+) -> Result<JsValue> {
     s.publish().await?;
     let state = sync::pull(&mut s.store, &s.client, vault).await?;
     reading::check_readable(&state, &s.secret.fingerprint(), s.client.now(), record)?;
@@ -199,16 +210,33 @@ pub async fn open(
     let (hash, len) = (*m.ciphertext_hash(), m.ciphertext_len());
     let elsewhere = opener.filter(|_| len > LIST_FETCH_LIMIT);
     if let Some(opener) = elsewhere.filter(|_| !s.store.has_blob(&hash).unwrap_or(false)) {
+        let spool = match spooler.filter(|_| len > SPOOL_ABOVE) {
+            Some(spooler) => settle(spooler.call1(&JsValue::NULL, &JsValue::from_f64(len as f64)))
+                .await
+                .map_err(|e| worker::elsewhere_failure(&e, "making room for the download"))?,
+            None => JsValue::NULL,
+        };
+        if !spool.is_null() && !spool.is_undefined() {
+            let mut sink = SpoolSink {
+                spool: spool.clone(),
+                pending: Vec::new(),
+            };
+            let job =
+                reading::download_for_opening(&s.client, &state, &s.secret, record, &mut sink)
+                    .await?;
+            sink.call("close", None).await?;
+            return worker::open_elsewhere(opener, &job, &spool).await;
+        }
         let ciphertext = js_sys::Uint8Array::new_with_length(worker::js_len(len, "this record")?);
         let job = reading::download_for_opening(
             &s.client,
             &state,
             &s.secret,
             record,
-            &mut worker::JsBuffer::new(&ciphertext),
+            &mut Written(worker::JsBuffer::new(&ciphertext)),
         )
         .await?;
-        return worker::open_elsewhere(opener, &job, &ciphertext).await;
+        return worker::open_elsewhere(opener, &job, &ciphertext.into()).await;
     }
     let mut body = Vec::new();
     reading::fetch_and_open(
@@ -220,7 +248,70 @@ pub async fn open(
         &mut body,
     )
     .await?;
-    Ok(js_sys::Uint8Array::from(body.as_slice()))
+    Ok(js_sys::Uint8Array::from(body.as_slice()).into())
+}
+
+/// How much of a download is written to the spool at a time.
+const SPOOL_WRITE: usize = 4 << 20;
+
+/// A download's sink when the page spools it: the JS spool object
+/// `{write(bytes), close()}` (`web/src/payloads.ts`), written
+/// [`SPOOL_WRITE`] bytes at a time.
+struct SpoolSink {
+    spool: JsValue,
+    pending: Vec<u8>,
+}
+
+impl SpoolSink {
+    /// Calls the spool's `method` (with `arg`) and awaits it.
+    async fn call(&self, method: &str, arg: Option<&JsValue>) -> std::io::Result<()> {
+        let f: js_sys::Function = js_sys::Reflect::get(&self.spool, &JsValue::from_str(method))
+            .ok()
+            .and_then(|f| f.dyn_into().ok())
+            .ok_or_else(|| std::io::Error::other(format!("the spool has no {method}")))?;
+        let called = match arg {
+            Some(a) => f.call1(&self.spool, a),
+            None => f.call0(&self.spool),
+        };
+        settle(called).await.map_err(|e| {
+            std::io::Error::other(format!(
+                "the downloaded file could not be written to the browser's storage (is the disk full?): {}",
+                worker::js_message(&e)
+            ))
+        })?;
+        Ok(())
+    }
+
+    async fn write_pending(&mut self) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            let bytes = js_sys::Uint8Array::from(self.pending.as_slice());
+            self.pending.clear();
+            self.call("write", Some(&bytes)).await?;
+        }
+        Ok(())
+    }
+}
+
+impl DownloadSink for SpoolSink {
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() >= SPOOL_WRITE {
+            self.write_pending().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        self.write_pending().await
+    }
+}
+
+/// A JS call's result, awaited if it is a promise; the thrown or rejected
+/// value otherwise.
+async fn settle(
+    called: std::result::Result<JsValue, JsValue>,
+) -> std::result::Result<JsValue, JsValue> {
+    wasm_bindgen_futures::JsFuture::from(js_sys::Promise::resolve(&called?)).await
 }
 
 /// A file the page adds.

@@ -236,23 +236,26 @@ impl Session {
         })
     }
 
-    /// One record's body, decrypted and authenticated. `opener(job,
-    /// ciphertext)`, if given, opens large records away from the page and
-    /// resolves to the body: `web/src/payloads.ts` runs
-    /// [`crate::worker::open_payload`] in a worker.
+    /// One record's body, decrypted and authenticated: a `Uint8Array`, or a
+    /// `Blob` on the browser's disk for a record opened from a spool.
+    /// `opener(job, ciphertext)`, if given, opens large records away from
+    /// the page and resolves to the body: `web/src/payloads.ts` runs
+    /// [`crate::worker::open_payload`] (or, from a spool,
+    /// [`crate::worker::open_payload_from`]) in a worker. `spooler(len)`, if
+    /// given, makes the spool a record over 64 MiB is
+    /// downloaded into (decision 64).
     #[wasm_bindgen(js_name = openRecord)]
     pub fn open_record(
         &self,
         vault: String,
         record: String,
         opener: Option<js_sys::Function>,
+        spooler: Option<js_sys::Function>,
     ) -> Promise {
         self.run(|inner| async move {
             let (vault, record) = (vault_id(&vault)?, record_id(&record)?);
             let mut s = inner.lock().await;
-            Ok(records::open(&mut s, &vault, &record, opener.as_ref())
-                .await?
-                .into())
+            records::open(&mut s, &vault, &record, opener.as_ref(), spooler.as_ref()).await
         })
     }
 

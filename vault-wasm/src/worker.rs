@@ -70,7 +70,14 @@ fn seal(job: &[u8], read: &Function, progress: Progress) -> Result<Object> {
     let job = PayloadJob::from_bytes(job)?;
     let len = js_len(job.ciphertext_len(), "this file")?;
     let ciphertext = Uint8Array::new_with_length(len);
-    let hash = seal_into(&job, read, JsBuffer::new(&ciphertext), &progress)?;
+    let thrown = Thrown::default();
+    let hash = thrown.or(seal_into(
+        &job,
+        read,
+        JsBuffer::new(&ciphertext),
+        &progress,
+        &thrown,
+    ))?;
     let answer = Object::new();
     let set = |key: &str, value: &JsValue| {
         Reflect::set(&answer, &JsValue::from_str(key), value)
@@ -99,8 +106,22 @@ pub fn seal_payload_into(
 ) -> std::result::Result<Uint8Array, JsValue> {
     let sealed = || -> Result<[u8; 32]> {
         let job = PayloadJob::from_bytes(&secret_bytes(job))?;
-        let out = std::io::BufWriter::with_capacity(READ_AHEAD, JsSink { write });
-        seal_into(&job, read, out, &Progress::new(progress))
+        let thrown = Thrown::default();
+        let out = std::io::BufWriter::with_capacity(
+            READ_AHEAD,
+            JsSink {
+                write,
+                what: "encrypted file",
+                thrown: &thrown,
+            },
+        );
+        thrown.or(seal_into(
+            &job,
+            read,
+            out,
+            &Progress::new(progress),
+            &thrown,
+        ))
     };
     sealed()
         .map(|hash| Uint8Array::from(hash.as_slice()))
@@ -114,6 +135,7 @@ fn seal_into<W: Write>(
     read: &Function,
     out: W,
     progress: &Progress,
+    thrown: &Thrown,
 ) -> Result<[u8; 32]> {
     let total = job.body_len();
     // Larger reads than the sealer's 64 KiB: each crosses into JavaScript
@@ -127,6 +149,8 @@ fn seal_into<W: Write>(
                 read,
                 offset: 0,
                 total,
+                what: "file",
+                thrown,
             },
         ),
         total,
@@ -139,21 +163,64 @@ fn seal_into<W: Write>(
     Ok(hash)
 }
 
-/// Bytes handed to a JavaScript `write(bytes)`, each write a copy.
+/// Bytes handed to a JavaScript `write(bytes)`, each write a copy;
+/// `what` names them in an error, which `thrown` keeps.
 struct JsSink<'a> {
     write: &'a Function,
+    what: &'static str,
+    thrown: &'a Thrown,
+}
+
+/// The first failure JavaScript threw during a seal or an open (the file's
+/// `read`, the spool's `write`), which vault-core sees only as an I/O
+/// error: reported instead, with its own code (`length_mismatch` from the
+/// worker's reader, `storage_full` for a full disk).
+#[derive(Default)]
+pub(crate) struct Thrown(std::cell::RefCell<Option<Failure>>);
+
+impl Thrown {
+    /// Keeps the failure `e` (the first one only), writing `what`, and
+    /// returns the I/O error for vault-core.
+    fn note(&self, e: &JsValue, what: &str) -> std::io::Error {
+        let failure = js_failure(e, what);
+        let error = std::io::Error::other(failure.message.clone());
+        self.0.borrow_mut().get_or_insert(failure);
+        error
+    }
+
+    /// `result`, its error replaced by the failure JavaScript threw, if any.
+    fn or<T>(&self, result: Result<T>) -> Result<T> {
+        result.map_err(|e| self.0.borrow_mut().take().unwrap_or(e))
+    }
+}
+
+/// A JS exception as a failure: a full disk is `storage_full`; a
+/// `"code: message"` error keeps its code; anything else is `io`.
+fn js_failure(e: &JsValue, what: &str) -> Failure {
+    let name = e
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.name()))
+        .unwrap_or_default();
+    if name == "QuotaExceededError" {
+        return Failure::new(
+            "storage_full",
+            format!("the browser's storage is full, so the {what} could not be written. Free disk space, or use the vault command line"),
+        );
+    }
+    let text = js_message(e);
+    coded(&text).unwrap_or_else(|| {
+        Failure::new(
+            "io",
+            format!("reading or writing the {what} failed: {text}"),
+        )
+    })
 }
 
 impl Write for JsSink<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.write
             .call1(&JsValue::NULL, &Uint8Array::from(buf))
-            .map_err(|e| {
-                std::io::Error::other(format!(
-                    "the encrypted file could not be written to the browser's storage (is the disk full?): {}",
-                    js_message(&e)
-                ))
-            })?;
+            .map_err(|e| self.thrown.note(&e, self.what))?;
         Ok(buf.len())
     }
 
@@ -198,6 +265,58 @@ fn open(job: &[u8], ciphertext: &Uint8Array, progress: Progress) -> Result<Uint8
     job.open(source, &mut out)?;
     progress.report(total, total, "opening");
     Ok(body.subarray(0, out.at))
+}
+
+/// Opens the payload described by `job` (as [`open_payload`]) from a
+/// ciphertext read through `read(offset, length)` (the worker's spool file
+/// of the download, on the browser's disk), handing the body to
+/// `write(bytes)` front to back in pieces of up to 8 MiB (the worker
+/// writes them to a second spool file), so neither need fit in memory.
+/// Returns the body's length. The same checks and errors as
+/// [`open_payload`], and `io` if `write` throws; on any error what was
+/// written must be thrown away (chunks are written as they authenticate,
+/// the signed hash is judged at the end).
+#[wasm_bindgen(js_name = openPayloadFrom)]
+pub fn open_payload_from(
+    job: &Uint8Array,
+    read: &Function,
+    write: &Function,
+    progress: Option<Function>,
+) -> std::result::Result<f64, JsValue> {
+    let thrown = Thrown::default();
+    let opened = || -> Result<f64> {
+        let job = OpenJob::from_bytes(&secret_bytes(job))?;
+        let total = job.ciphertext_len();
+        let progress = Progress::new(progress);
+        let source = Reported::new(
+            std::io::BufReader::with_capacity(
+                READ_AHEAD,
+                FileReader {
+                    read,
+                    offset: 0,
+                    total,
+                    what: "downloaded record",
+                    thrown: &thrown,
+                },
+            ),
+            total,
+            "opening",
+            &progress,
+        );
+        let out = std::io::BufWriter::with_capacity(
+            READ_AHEAD,
+            JsSink {
+                write,
+                what: "decrypted file",
+                thrown: &thrown,
+            },
+        );
+        progress.report(0, total, "opening");
+        let opened = job.open(source, out)?;
+        progress.report(total, total, "opening");
+        Ok(opened.body_len as f64)
+    };
+    thrown.or(opened()).map_err(Failure::into_js)
 }
 
 /// A read cursor over a JavaScript array (a ciphertext downloaded or
@@ -289,6 +408,9 @@ struct FileReader<'a> {
     read: &'a Function,
     offset: u64,
     total: u64,
+    /// What is read, for an error.
+    what: &'static str,
+    thrown: &'a Thrown,
 }
 
 impl Read for FileReader<'_> {
@@ -310,7 +432,7 @@ impl Read for FileReader<'_> {
                 &JsValue::from_f64(self.offset as f64),
                 &JsValue::from_f64(want as f64),
             )
-            .map_err(|e| std::io::Error::other(js_message(&e)))?;
+            .map_err(|e| self.thrown.note(&e, self.what))?;
         let chunk: Uint8Array = chunk
             .dyn_into()
             .map_err(|_| std::io::Error::other("the file reader did not return bytes"))?;
@@ -359,7 +481,7 @@ impl Write for JsBuffer<'_> {
 }
 
 /// A thrown JS value's message, for an error.
-fn js_message(e: &JsValue) -> String {
+pub(crate) fn js_message(e: &JsValue) -> String {
     e.dyn_ref::<js_sys::Error>()
         .map(|e| String::from(e.message()))
         .or_else(|| e.as_string())
@@ -368,14 +490,18 @@ fn js_message(e: &JsValue) -> String {
 
 /// A failure thrown or rejected by the worker's side: the module's
 /// `"code: message"` errors pass through, anything else is `internal`.
-fn elsewhere_failure(e: &JsValue, doing: &str) -> Failure {
+pub(crate) fn elsewhere_failure(e: &JsValue, doing: &str) -> Failure {
     let text = js_message(e);
-    match text.split_once(": ") {
-        Some((code, message)) if code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') => {
-            Failure::new(code, message)
-        }
-        _ => Failure::new("internal", format!("{doing} failed: {text}")),
-    }
+    coded(&text).unwrap_or_else(|| Failure::new("internal", format!("{doing} failed: {text}")))
+}
+
+/// `text` as a failure if it is a `"code: message"` error.
+fn coded(text: &str) -> Option<Failure> {
+    text.split_once(": ")
+        .filter(|(code, _)| {
+            !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        })
+        .map(|(code, message)| Failure::new(code, message))
 }
 
 /// Calls the JS `f(job, extra)` and awaits the promise it returns; the
@@ -397,15 +523,20 @@ async fn call_elsewhere(f: &Function, job: &[u8], extra: &JsValue, doing: &str) 
 /// The page's side of opening: the body of a verified record, opened by
 /// the JS `opener(job, ciphertext)` (a function returning a promise of the
 /// body, from the worker or from [`open_payload`] on the page).
+/// `ciphertext` is a `Uint8Array`, or the spool object the download was
+/// written to (the worker opens it from disk); the body is a `Uint8Array`,
+/// or a `Blob` (a file on the browser's disk) for a spooled one.
 pub(crate) async fn open_elsewhere(
     opener: &Function,
     job: &OpenJob,
-    ciphertext: &Uint8Array,
-) -> Result<Uint8Array> {
+    ciphertext: &JsValue,
+) -> Result<JsValue> {
     let answer = call_elsewhere(opener, &job.to_bytes(), ciphertext, "opening").await?;
-    answer
-        .dyn_into::<Uint8Array>()
-        .map_err(|_| Failure::new("internal", "the opener returned no body"))
+    if answer.is_instance_of::<Uint8Array>() || answer.is_instance_of::<web_sys::Blob>() {
+        Ok(answer)
+    } else {
+        Err(Failure::new("internal", "the opener returned no body"))
+    }
 }
 
 /// A ciphertext sealed elsewhere, where the page reads it for the upload.

@@ -318,6 +318,39 @@ fn the_workers_seal_finishes_into_a_record_that_opens_on_the_page_and_in_the_wor
     .unwrap();
     assert_eq!(opened.to_vec(), body);
     opening.assert_rising();
+    // Opening from a spool (read from one file, the body written to
+    // another, in pieces) gives the same body and the same refusals.
+    let pieces = std::rc::Rc::new(std::cell::RefCell::new(Vec::<Vec<u8>>::new()));
+    let kept = pieces.clone();
+    let write = wasm_bindgen::closure::Closure::<dyn Fn(js_sys::Uint8Array)>::new(
+        move |bytes: js_sys::Uint8Array| kept.borrow_mut().push(bytes.to_vec()),
+    );
+    let spooled = reader(ciphertext.clone());
+    let len = vault_wasm::worker::open_payload_from(
+        &job,
+        spooled.as_ref().unchecked_ref(),
+        write.as_ref().unchecked_ref(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(len, body.len() as f64);
+    assert!(pieces.borrow().len() >= 2);
+    assert_eq!(pieces.borrow().concat(), body);
+    let mut tampered = ciphertext.clone();
+    tampered[5_000_000] ^= 1;
+    let tampered = reader(tampered);
+    let e = vault_wasm::worker::open_payload_from(
+        &job,
+        tampered.as_ref().unchecked_ref(),
+        write.as_ref().unchecked_ref(),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        message(&e).starts_with("ciphertext_mismatch: "),
+        "{}",
+        message(&e)
+    );
     let mut damaged = ciphertext.clone();
     damaged[1000] ^= 1;
     let e =
@@ -374,14 +407,30 @@ fn sealing_into_a_spool_writes_the_same_ciphertext_in_pieces_and_a_failed_write_
     assert!(pieces.iter().all(|p| !p.is_empty() && p.len() <= 8 << 20));
     assert_eq!(pieces.concat(), get("ciphertext"));
 
-    // A write that fails (a full disk) fails the seal with a clear error.
-    let full = js_sys::Function::new_with_args("bytes", "throw new Error('QuotaExceededError')");
+    // A write that fails on a full disk fails the seal as `storage_full`;
+    // a reader's own coded error keeps its code (vault-core sees both as
+    // I/O errors).
+    let full = js_sys::Function::new_with_args(
+        "bytes",
+        "throw new DOMException('the quota is used up', 'QuotaExceededError')",
+    );
     let e = vault_wasm::worker::seal_payload_into(&job, read.as_ref().unchecked_ref(), &full, None)
         .unwrap_err();
     assert!(
-        message(&e).starts_with("io: ") && message(&e).contains("browser's storage"),
+        message(&e).starts_with("storage_full: the browser's storage is full"),
         "{}",
         message(&e)
+    );
+    let changed = js_sys::Function::new_with_args(
+        "offset, len",
+        "throw new Error('length_mismatch: the file changed while it was read; add it again')",
+    );
+    let e =
+        vault_wasm::worker::seal_payload_into(&job, &changed, write.as_ref().unchecked_ref(), None)
+            .unwrap_err();
+    assert_eq!(
+        message(&e),
+        "length_mismatch: the file changed while it was read; add it again"
     );
 }
 

@@ -740,6 +740,7 @@ async function main() {
   const inWorker = await addProbed('scan-200mb.bin', LARGE_FILE_BYTES, 'imaging');
   const worst = (p, phase) => Math.max(0, ...p.keys.filter(([k]) => k === phase).map(([, d]) => d));
   assert.ok(inWorker.probe.spooled, 'the 200 MB file was not sealed into a spool file on disk (decision 64)');
+  assert.equal(inWorker.bodies, 1, 'the 200 MB record was not opened from a spool into a body file');
   const keysWhileSealing = inWorker.probe.keys.filter(([k]) => k === 'sealing').length;
   assert.ok(keysWhileSealing >= 5, `only ${keysWhileSealing} key presses landed while sealing: ${JSON.stringify(inWorker.probe)}`);
   assert.ok(worst(inWorker.probe, 'sealing') < 100, `a key press waited ${worst(inWorker.probe, 'sealing').toFixed(0)} ms while the file was sealed`);
@@ -758,9 +759,10 @@ async function main() {
   // spool file on disk, uploaded from it, and back byte for byte.
   const huge = await addProbed('scan-600mib.bin', 600 << 20, 'imaging-large');
   assert.ok(huge.probe.spooled, 'the 600 MiB file was not sealed into a spool file on disk');
+  assert.equal(huge.bodies, 2, 'the 600 MiB record was not opened from a spool into a body file');
   log(
     `10. 600 MiB file (over the old 512 MiB limit): sealed into a spool file in ${secs(huge.sealMs)} s, uploaded in ${secs(huge.uploadMs)} s, ` +
-      `downloaded and opened in ${secs(huge.openMs)} s, identical; no spool file left`,
+      `downloaded into a spool and opened into a body file in ${secs(huge.openMs)} s, identical; no spool file left`,
   );
   // A worker that starts and then never answers: the page stops it once it
   // has been silent for 20 s (WORKER_SILENCE_MS in src/payloads.ts), says
@@ -810,7 +812,6 @@ async function main() {
     };
   });
   const onPage = await addProbed('scan-20mb.bin', 20_000_000, 'scans');
-  assert.ok(!onPage.probe.spooled, 'a 20 MB file sealed on the page made a spool file');
   await page.evaluate(() => {
     window.Worker = window.__worker;
   });
@@ -916,12 +917,21 @@ async function main() {
     });
     const back = join(tmp, `${name}.back`);
     await download.saveAs(back);
+    // A record over 64 MiB was downloaded into a spool and decrypted into
+    // a body file (decision 64): the spool is gone, the body kept a while.
+    const files = await page.evaluate(async () => {
+      const names = [];
+      for await (const n of (await navigator.storage.getDirectory()).keys()) names.push(n);
+      return names;
+    });
+    assert.deepEqual(files.filter((n) => n.startsWith('vault-spool-')), [], `${name}: a download spool was left`);
+    const bodies = files.filter((n) => n.startsWith('vault-body-')).length;
     assert.equal(statSync(back).size, size);
     assert.equal(sha256File(back), hash, `${name} downloaded differs from the file added`);
     rmSync(back);
     rmSync(path);
     await tid('record-back').click();
-    return { sealMs: (sealedAt || doneAt) - start, uploadMs: doneAt - (sealedAt || doneAt), probe, openMs, openProbe };
+    return { sealMs: (sealedAt || doneAt) - start, uploadMs: doneAt - (sealedAt || doneAt), probe, openMs, openProbe, bodies };
   }
 
   assert.deepEqual(problems, [], `problems:\n${problems.join('\n')}`);

@@ -475,7 +475,7 @@ function recordDetail(c: Ctx, r: RecordView): HTMLElement {
   const openable = OPENABLE.has(baseType(r.contentType));
   const fhir = isFhirType(r.contentType) || r.resourceType !== null;
 
-  const openBody = async (): Promise<Uint8Array> => {
+  const openBody = async (): Promise<Uint8Array | Blob> => {
     const bytes = await run((s) => s.openRecord(vault, r.id));
     if (!r.downloaded) {
       r.downloaded = true;
@@ -515,8 +515,8 @@ function recordDetail(c: Ctx, r: RecordView): HTMLElement {
           testid: 'record-show-data',
           onclick: () =>
             withBusy(showBtn, 'Decrypting…', async () => {
-              const bytes = await openBody();
-              let text = new TextDecoder().decode(bytes);
+              const body = await openBody();
+              let text = new TextDecoder().decode(body instanceof Blob ? await body.arrayBuffer() : body);
               try {
                 text = JSON.stringify(JSON.parse(text), null, 2);
               } catch {

@@ -118,7 +118,7 @@ export const ICONS = {
 };
 
 /** Downloads bytes as a file (a blob URL, revoked shortly after). */
-export function downloadBytes(bytes: Uint8Array, filename: string, type = 'application/octet-stream'): void {
+export function downloadBytes(bytes: Uint8Array | Blob, filename: string, type = 'application/octet-stream'): void {
   const url = URL.createObjectURL(new Blob([bytes as BlobPart], { type }));
   const a = h('a', { href: url, download: filename, class: 'visually-hidden' });
   document.body.appendChild(a);

@@ -14,9 +14,9 @@
 // what the payload must be) and the file or the downloaded ciphertext.
 // Never the passphrase, the identity's keys, the collection keys or the
 // data key. It is terminated after one job.
-import { initSync, openPayload, sealPayload, sealPayloadInto } from '../pkg/vault_wasm.js';
+import { initSync, openPayload, openPayloadFrom, sealPayload, sealPayloadInto } from '../pkg/vault_wasm.js';
 
-type Job = { job: Uint8Array } & ({ op: 'seal'; file: File; spool?: string } | { op: 'open'; ciphertext: Uint8Array });
+type Job = { job: Uint8Array } & ({ op: 'seal'; file: File; spool?: string } | { op: 'open'; ciphertext: Uint8Array } | { op: 'open'; spool: string; body: string });
 
 // Worker-only APIs that the DOM library this project type-checks against lacks.
 declare global {
@@ -24,6 +24,7 @@ declare global {
     readAsArrayBuffer(blob: Blob): ArrayBuffer;
   }
   interface FileSystemSyncAccessHandle {
+    read(buffer: ArrayBufferView, options?: { at?: number }): number;
     write(buffer: ArrayBufferView, options?: { at?: number }): number;
     truncate(size: number): void;
     flush(): void;
@@ -92,32 +93,70 @@ function readStepwise(file: File): (offset: number, len: number) => Uint8Array {
   };
 }
 
-/**
- * Seals `file` under `job` into the spool file `name` in the origin's
- * private file system, written front to back through a synchronous access
- * handle (which also keeps any other tab from touching it meanwhile).
- * Returns the ciphertext's hash; the page reads the file back for the
- * upload and deletes it.
- */
-async function sealToSpool(job: Uint8Array, file: File, name: string, progress: (done: number, total: number, phase: string) => void): Promise<Uint8Array> {
-  const root = await navigator.storage.getDirectory();
-  const handle = await root.getFileHandle(name, { create: true });
-  const access = await handle.createSyncAccessHandle();
+/** A synchronous access handle on the spool file `name` (created if `create`), which keeps any other tab from touching it meanwhile; null if the browser refuses one. */
+async function spoolHandle(name: string, create: boolean): Promise<FileSystemSyncAccessHandle | null> {
   try {
-    access.truncate(0);
-    let at = 0;
-    const write = (bytes: Uint8Array) => {
-      const n = access.write(bytes, { at });
-      if (n !== bytes.length) throw new Error(`only ${n} of ${bytes.length} bytes were written`);
-      at += n;
-    };
-    const hash = sealPayloadInto(job, readStepwise(file), write, progress);
+    const root = await navigator.storage.getDirectory();
+    return await (await root.getFileHandle(name, { create })).createSyncAccessHandle();
+  } catch {
+    return null;
+  }
+}
+
+/** `write(bytes)` appending to `access` from its start (emptied first). */
+function appender(access: FileSystemSyncAccessHandle): (bytes: Uint8Array) => void {
+  access.truncate(0);
+  let at = 0;
+  return (bytes: Uint8Array) => {
+    const n = access.write(bytes, { at });
+    if (n !== bytes.length) throw new Error(`only ${n} of ${bytes.length} bytes were written`);
+    at += n;
+  };
+}
+
+/**
+ * Seals `file` under `job` into the spool `access` (the page reads it back
+ * for the upload and deletes it), front to back. Returns the ciphertext's
+ * hash.
+ */
+function sealToSpool(job: Uint8Array, file: File, access: FileSystemSyncAccessHandle, progress: Progress): Uint8Array {
+  try {
+    const hash = sealPayloadInto(job, readStepwise(file), appender(access), progress);
     access.flush();
     return hash;
   } finally {
     access.close();
   }
 }
+
+/**
+ * Opens the ciphertext spool `name` under `job` into the body spool `body`
+ * (both in the origin's private file system; the page reads the body back
+ * and deletes both). Returns the body's length.
+ */
+async function openFromSpool(job: Uint8Array, name: string, body: string, progress: Progress): Promise<number> {
+  const source = await spoolHandle(name, false);
+  if (!source) throw new Error("io: the downloaded record could not be read from the browser's storage");
+  const out = await spoolHandle(body, true);
+  if (!out) {
+    source.close();
+    throw new Error("io: the browser's storage refused the file the record is decrypted into");
+  }
+  try {
+    const read = (offset: number, len: number) => {
+      const buf = new Uint8Array(len);
+      return buf.subarray(0, source.read(buf, { at: offset }));
+    };
+    const len = openPayloadFrom(job, read, appender(out), progress);
+    out.flush();
+    return len;
+  } finally {
+    source.close();
+    out.close();
+  }
+}
+
+type Progress = (done: number, total: number, phase: string) => void;
 
 /** Whether this browser lets a worker write a spool file (a synchronous access handle in the private file system). */
 function canSpool(): boolean {
@@ -139,11 +178,17 @@ self.onmessage = async (ev: MessageEvent<{ module: WebAssembly.Module } | Job>) 
     return;
   }
   const m = ev.data as Job;
-  const progress = (done: number, total: number, phase: string) => self.postMessage({ progress: [done, total, phase] });
+  const progress: Progress = (done, total, phase) => self.postMessage({ progress: [done, total, phase] });
   try {
-    if (m.op === 'seal' && m.spool !== undefined && canSpool()) {
-      const hash = await sealToSpool(m.job, m.file, m.spool, progress);
+    // A spool the browser will not give a handle for: a file that fits in memory is sealed there instead.
+    const access = m.op === 'seal' && m.spool !== undefined && canSpool() ? await spoolHandle(m.spool, true) : null;
+    if (m.op === 'seal' && access) {
+      const hash = sealToSpool(m.job, m.file, access, progress);
       self.postMessage({ spooled: true, hash });
+    } else if (m.op === 'open' && 'spool' in m) {
+      if (!canSpool()) throw new Error("io: this browser cannot read the downloaded record from its private storage in a worker");
+      const len = await openFromSpool(m.job, m.spool, m.body, progress);
+      self.postMessage({ spooledBody: true, len });
     } else if (m.op === 'seal') {
       if (m.file.size > MAX_IN_MEMORY) {
         throw new Error(
@@ -157,12 +202,15 @@ self.onmessage = async (ev: MessageEvent<{ module: WebAssembly.Module } | Job>) 
       const read = await readWhole(m.file);
       const sealed = sealPayload(m.job, read, progress) as { ciphertext: Uint8Array; hash: Uint8Array };
       self.postMessage({ ciphertext: sealed.ciphertext, hash: sealed.hash }, { transfer: [sealed.ciphertext.buffer] });
-    } else {
+    } else if (m.op === 'open') {
       const body = openPayload(m.job, m.ciphertext, progress);
       self.postMessage({ body }, { transfer: [body.buffer] });
     }
   } catch (e) {
-    self.postMessage({ error: e instanceof Error ? e.message : String(e) });
+    // The module's errors are "code: message"; the browser's (a storage handle, a read) get one.
+    const text = e instanceof Error ? e.message : String(e);
+    const coded = /^[a-z_]+: /.test(text) ? text : `${e instanceof DOMException && e.name === 'QuotaExceededError' ? 'storage_full' : 'io'}: ${text}`;
+    self.postMessage({ error: coded });
   } finally {
     m.job.fill(0);
   }

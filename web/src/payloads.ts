@@ -30,10 +30,16 @@ export const SPOOL_ABOVE = 64 << 20;
  */
 export const MAX_IN_MEMORY = 512 << 20;
 
-/** Prefix of spool files in the origin's private file system; each name also carries its creation time, so leftovers of a closed tab can be swept. */
+/** Prefix of ciphertext spool files (an upload's or a download's) in the origin's private file system. */
 const SPOOL_PREFIX = 'vault-spool-';
-/** Spool files older than this are left from a tab closed mid-upload, and deleted. */
-const SPOOL_STALE_MS = 24 * 3600 * 1000;
+/** Prefix of the files a record opened from a spool is decrypted into. */
+const BODY_PREFIX = 'vault-body-';
+/**
+ * How long a decrypted record's file is kept for the tab or download that
+ * shows it: plaintext on the device's disk (in the browser's profile), so
+ * not longer.
+ */
+export const BODY_KEEP_MS = 10 * 60_000;
 
 type Progress = (done: number, total: number, phase: string) => void;
 
@@ -52,9 +58,10 @@ let workersUnavailable = false;
  */
 export const WORKER_SILENCE_MS = 20_000;
 
-/** Called by vault.ts once the module is compiled. */
+/** Called by vault.ts once the module is compiled; sweeps spool files a closed tab left behind. */
 export function rememberModule(module: WebAssembly.Module): void {
   pageModule = module;
+  void sweepSpools();
 }
 
 /** Whether files over MAX_IN_MEMORY can be added here: a worker seals them into the private file system. */
@@ -62,60 +69,115 @@ export function largeFilesSupported(): boolean {
   return !!pageModule && !workersUnavailable && typeof Worker !== 'undefined' && typeof navigator.storage?.getDirectory === 'function';
 }
 
-/** A spool file in the origin's private file system: its name, read back as a File, and deleted. */
-interface Spool {
+/**
+ * A spool file in the origin's private file system: its name, read back
+ * as a File, and deleted. While it exists, this tab holds the Web Lock
+ * `vault-spool:<name>`; a spool whose lock nobody holds was left by a tab
+ * that closed or crashed, and is deleted by the next sweep.
+ */
+export interface Spool {
   name: string;
   read(): Promise<File>;
+  /** Deletes the file (retrying while a stopped worker may still hold it) and releases the lock; safe to call twice. */
   remove(): Promise<void>;
 }
 
-/**
- * A new spool file for a ciphertext of `len` bytes, or null where the
- * private file system is missing. Throws `storage_full` if the browser
- * says its storage cannot hold `len` more bytes. Sweeps spool files left
- * by a tab closed mid-upload first.
- */
-async function newSpool(len: number): Promise<Spool | null> {
+/** The spool sink vault-wasm downloads a large record into (vault-wasm `records::open`). */
+export interface DownloadSpool {
+  name: string;
+  write(bytes: Uint8Array): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The origin's private file system, or null where the browser lacks it or refuses it. */
+async function spoolRoot(): Promise<FileSystemDirectoryHandle | null> {
   if (typeof navigator.storage?.getDirectory !== 'function') return null;
-  let root: FileSystemDirectoryHandle;
   try {
-    root = await navigator.storage.getDirectory();
+    return await navigator.storage.getDirectory();
   } catch {
     return null;
   }
-  await sweepSpools(root);
+}
+
+const lockName = (name: string) => `vault-spool:${name}`;
+
+/** Throws `storage_full` unless the browser says it can keep `len` more bytes for this site. */
+async function checkRoom(len: number, what: string): Promise<void> {
   const estimate = await navigator.storage.estimate?.().catch(() => undefined);
   if (estimate?.quota !== undefined && estimate.usage !== undefined && estimate.quota - estimate.usage < len) {
     throw new Error(
-      `storage_full: the browser can keep only ${Math.floor((estimate.quota - estimate.usage) / 2 ** 20)} MiB more for this site, and the encrypted file needs ${Math.ceil(len / 2 ** 20)} MiB while it uploads. Free disk space, or add the file with the vault command line`,
+      `storage_full: the browser can keep only ${Math.floor((estimate.quota - estimate.usage) / 2 ** 20)} MiB more for this site, and ${what} needs ${Math.ceil(len / 2 ** 20)} MiB meanwhile. Free disk space, or use the vault command line`,
     );
   }
-  const bytes = new Uint8Array(8);
+}
+
+/** A new spool named `prefix` + a random suffix, locked for this tab until removed. */
+async function makeSpool(root: FileSystemDirectoryHandle, prefix: string): Promise<Spool> {
+  await sweepSpools(root);
+  const bytes = new Uint8Array(12);
   crypto.getRandomValues(bytes);
-  const name = `${SPOOL_PREFIX}${Date.now()}-${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`;
+  const name = `${prefix}${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`;
+  let release = () => {};
+  if (navigator.locks) {
+    const held = new Promise<void>((r) => (release = r));
+    await new Promise<void>((acquired, failed) => {
+      navigator.locks
+        .request(lockName(name), () => {
+          acquired();
+          return held;
+        })
+        .catch(failed);
+    });
+  }
+  let removed: Promise<void> | undefined;
   return {
     name,
     read: async () => (await root.getFileHandle(name)).getFile(),
-    // A worker stopped mid-seal may hold the file a moment longer: try again once.
     remove: () =>
-      root.removeEntry(name).catch(async () => {
-        await new Promise((r) => setTimeout(r, 1000));
-        await root.removeEntry(name).catch(() => undefined);
-      }),
+      (removed ??= (async () => {
+        await removeEntry(root, name);
+        release();
+      })()),
   };
 }
 
-/** Deletes spool files older than SPOOL_STALE_MS (a tab closed mid-upload left them); newer ones may be another tab's. */
-async function sweepSpools(root: FileSystemDirectoryHandle): Promise<void> {
+/** Deletes `name`: done if it is gone; a worker stopped mid-job may hold it a moment longer, so it is tried again for a few seconds, then left to the next sweep. */
+async function removeEntry(root: FileSystemDirectoryHandle, name: string): Promise<void> {
+  for (const wait of [0, 250, 1000, 4000]) {
+    if (wait) await new Promise((r) => setTimeout(r, wait));
+    try {
+      await root.removeEntry(name);
+      return;
+    } catch (e) {
+      if (e instanceof DOMException && e.name === 'NotFoundError') return;
+    }
+  }
+  console.warn(`vault: a spool file (${name}) could not be deleted yet; it is deleted on the next visit`);
+}
+
+/**
+ * Deletes the spool files no tab holds a lock for: left by a tab that
+ * closed or crashed mid-upload or mid-download (a decrypted body among
+ * them). Without Web Locks, those over a day old.
+ */
+export async function sweepSpools(given?: FileSystemDirectoryHandle): Promise<void> {
+  const root = given ?? (await spoolRoot());
+  if (!root) return;
   try {
     // keys() is in every browser with the private file system; TypeScript's DOM types lack it.
     for await (const name of (root as unknown as { keys(): AsyncIterable<string> }).keys()) {
-      if (!name.startsWith(SPOOL_PREFIX)) continue;
-      const made = Number(name.slice(SPOOL_PREFIX.length).split('-')[0]);
-      if (Number.isFinite(made) && Date.now() - made > SPOOL_STALE_MS) await root.removeEntry(name).catch(() => undefined);
+      if (!name.startsWith(SPOOL_PREFIX) && !name.startsWith(BODY_PREFIX)) continue;
+      if (navigator.locks) {
+        await navigator.locks.request(lockName(name), { ifAvailable: true }, async (lock) => {
+          if (lock) await root.removeEntry(name).catch(() => undefined);
+        });
+      } else {
+        const file = await (await root.getFileHandle(name)).getFile();
+        if (Date.now() - file.lastModified > 24 * 3600 * 1000) await root.removeEntry(name).catch(() => undefined);
+      }
     }
   } catch {
-    // Sweeping is hygiene; a browser refusing to list leaves them to its own quota handling.
+    // Sweeping is hygiene; a browser refusing to list leaves them to the next visit.
   }
 }
 
@@ -123,11 +185,21 @@ async function sweepSpools(root: FileSystemDirectoryHandle): Promise<void> {
  * Seals `file` under `job` (from vault-wasm, secret: one record version's
  * payload key). vault-wasm zeroes `job` once this settles; the worker
  * zeroes its copy. A file over SPOOL_ABOVE is sealed by the worker into a
- * spool file (the answer's `discard` deletes it); without a worker or the
- * private file system, in memory, up to MAX_IN_MEMORY.
+ * spool file (the answer's `discard` deletes it); without a worker, the
+ * private file system or room in it, in memory, up to MAX_IN_MEMORY.
  */
 export async function sealFile(job: Uint8Array, file: File, progress: Progress): Promise<Sealed> {
-  const spool = file.size > SPOOL_ABOVE && largeFilesSupported() ? await newSpool(file.size + (file.size >> 4) + 65_536) : null;
+  let spool: Spool | null = null;
+  const root = file.size > SPOOL_ABOVE && largeFilesSupported() ? await spoolRoot() : null;
+  if (root) {
+    try {
+      await checkRoom(file.size + (file.size >> 4) + 65_536, 'the encrypted copy of the file');
+      spool = await makeSpool(root, SPOOL_PREFIX);
+    } catch (e) {
+      // Not enough room on disk: a file that fits in memory is sealed there.
+      if (file.size > MAX_IN_MEMORY) throw e;
+    }
+  }
   let answer: Answer;
   try {
     answer = await inWorker('encryption', { op: 'seal', job, file, spool: spool?.name }, [], progress);
@@ -153,10 +225,54 @@ export async function sealFile(job: Uint8Array, file: File, progress: Progress):
   return sealPayload(job, (offset: number, len: number) => bytes.subarray(offset, offset + len), progress) as Sealed;
 }
 
+/**
+ * A spool for downloading a record of `len` bytes of ciphertext (vault-wasm
+ * asks for one over SPOOL_ABOVE), added to `made` so the caller deletes it
+ * once the open ended; null where none can be made (the record is then
+ * downloaded into memory). Throws `storage_full` when a record too large
+ * for memory does not fit on disk either (its ciphertext and its body).
+ */
+export async function downloadSpool(len: number, made: Spool[]): Promise<DownloadSpool | null> {
+  const root = largeFilesSupported() ? await spoolRoot() : null;
+  if (!root) return null;
+  try {
+    await checkRoom(2 * len, 'the record (encrypted and decrypted)');
+  } catch (e) {
+    if (len > MAX_IN_MEMORY) throw e;
+    return null;
+  }
+  const spool = await makeSpool(root, SPOOL_PREFIX);
+  made.push(spool);
+  let writable: FileSystemWritableFileStream;
+  try {
+    writable = await (await root.getFileHandle(spool.name, { create: true })).createWritable();
+  } catch {
+    // A browser whose page cannot write the private file system (Safari): in memory if it fits.
+    if (len > MAX_IN_MEMORY) throw tooLarge(len, 'open');
+    return null;
+  }
+  let closed = false;
+  const remove = spool.remove;
+  // A download that failed half-way leaves the stream open: abort it so the file can go.
+  spool.remove = async () => {
+    if (!closed) await writable.abort().catch(() => undefined);
+    closed = true;
+    await remove();
+  };
+  return {
+    name: spool.name,
+    write: (bytes: Uint8Array) => writable.write(bytes as BufferSource),
+    close: async () => {
+      await writable.close();
+      closed = true;
+    },
+  };
+}
+
 /** The error for a file over MAX_IN_MEMORY where it cannot be spooled. */
-export function tooLarge(size: number): Error {
+export function tooLarge(size: number, doing: 'add' | 'open' = 'add'): Error {
   return new Error(
-    `file_too_large: this browser cannot add files over ${MAX_IN_MEMORY >> 20} MiB (it lacks a background worker or private storage for the encrypted copy; this one is ${Math.ceil(size / 2 ** 20)} MiB). Add it with the vault command line, or in an up-to-date Chrome, Edge, Firefox or Safari`,
+    `file_too_large: this browser cannot ${doing} files over ${MAX_IN_MEMORY >> 20} MiB (it lacks a background worker or private storage for the encrypted copy; this one is ${Math.ceil(size / 2 ** 20)} MiB). Add it with the vault command line, or in an up-to-date Chrome, Edge, Firefox or Safari`,
   );
 }
 
@@ -164,13 +280,40 @@ export function tooLarge(size: number): Error {
  * Opens a downloaded `ciphertext` under `job` (from vault-wasm, secret: one
  * verified record version's payload key); resolves to the body. The
  * ciphertext is handed to the worker (it is unusable here afterwards).
+ * A ciphertext downloaded into a spool is opened by the worker from there
+ * into another file, which resolves as a `File` (plaintext on disk: it is
+ * deleted after BODY_KEEP_MS, or by the next visit's sweep).
  * vault-wasm zeroes `job` once this settles.
  */
-export async function openCiphertext(job: Uint8Array, ciphertext: Uint8Array): Promise<Uint8Array> {
+export async function openCiphertext(job: Uint8Array, ciphertext: Uint8Array | DownloadSpool): Promise<Uint8Array | Blob> {
+  if (!(ciphertext instanceof Uint8Array)) return openSpooled(job, ciphertext.name);
   const answer = await inWorker('decryption', { op: 'open', job, ciphertext }, [ciphertext.buffer as ArrayBuffer]);
   if (answer.unavailable === undefined) return answer.body as Uint8Array;
   // Nothing is handed to a worker before it is ready, so the ciphertext is still here.
   return openPayload(job, ciphertext, null);
+}
+
+/** Opens the ciphertext spool `name` in the worker into a body file (see openCiphertext). */
+async function openSpooled(job: Uint8Array, name: string): Promise<Uint8Array | Blob> {
+  const root = await spoolRoot();
+  if (!root) throw new Error("io: the browser's private storage went away while the record was downloaded");
+  const body = await makeSpool(root, BODY_PREFIX);
+  try {
+    const answer = await inWorker('decryption', { op: 'open', job, spool: name, body: body.name }, []);
+    if (answer.unavailable === undefined) {
+      const file = await body.read();
+      setTimeout(() => void body.remove(), BODY_KEEP_MS);
+      return file;
+    }
+    await body.remove();
+    const file = await (await root.getFileHandle(name)).getFile();
+    if (file.size > MAX_IN_MEMORY) throw tooLarge(file.size, 'open');
+    return openPayload(job, new Uint8Array(await file.arrayBuffer()), null);
+  } catch (e) {
+    // Chunks are written as they authenticate; a failed open's partial body goes.
+    await body.remove();
+    throw e;
+  }
 }
 
 type Answer = { ready?: true; alive?: true; progress?: [number, number, string]; unavailable?: string; error?: string; spooled?: true } & Record<string, unknown>;

@@ -5,7 +5,7 @@
 // module's errors ("code: message") into VaultError.
 
 import init, * as wasm from '../pkg/vault_wasm.js';
-import { openCiphertext, rememberModule, sealFile, type Sealed } from './payloads';
+import { downloadSpool, openCiphertext, rememberModule, sealFile, type Sealed, type Spool } from './payloads';
 
 /**
  * An error from vault-wasm with a stable code: vault-core's (`wrong_passphrase`,
@@ -419,9 +419,21 @@ export class Session {
     return JSON.parse(await call(() => this.inner.deleteRecord(vault, record, purge)));
   }
 
-  /** The record's body, decrypted and authenticated (large records in a worker, src/payloads.ts). */
-  openRecord(vault: string, record: string): Promise<Uint8Array> {
-    return call(() => this.inner.openRecord(vault, record, openCiphertext));
+  /**
+   * The record's body, decrypted and authenticated (large records in a
+   * worker, src/payloads.ts): bytes, or for a record over 64 MiB a file on
+   * the browser's disk (downloaded into a spool and decrypted into another;
+   * decision 64), deleted BODY_KEEP_MS later.
+   */
+  async openRecord(vault: string, record: string): Promise<Uint8Array | Blob> {
+    const made: Spool[] = [];
+    const spooler = (len: number) => downloadSpool(len, made);
+    try {
+      return await call(() => this.inner.openRecord(vault, record, openCiphertext, spooler));
+    } finally {
+      // The downloaded ciphertext's spool goes once the record is open (or failed to).
+      for (const spool of made) await spool.remove();
+    }
   }
 
   /**
