@@ -217,14 +217,14 @@ pub async fn open(
             None => JsValue::NULL,
         };
         if !spool.is_null() && !spool.is_undefined() {
-            let mut sink = SpoolSink {
-                spool: spool.clone(),
-                pending: Vec::new(),
-            };
-            let job =
+            let mut sink = SpoolSink::new(spool.clone());
+            let downloaded =
                 reading::download_for_opening(&s.client, &state, &s.secret, record, &mut sink)
-                    .await?;
-            sink.call("close", None).await?;
+                    .await
+                    .map_err(Failure::from);
+            let job = sink.or(downloaded)?;
+            let closed = sink.call("close", None).await.map_err(Failure::from);
+            sink.or(closed)?;
             return worker::open_elsewhere(opener, &job, &spool).await;
         }
         let ciphertext = js_sys::Uint8Array::new_with_length(worker::js_len(len, "this record")?);
@@ -256,15 +256,31 @@ const SPOOL_WRITE: usize = 4 << 20;
 
 /// A download's sink when the page spools it: the JS spool object
 /// `{write(bytes), close()}` (`web/src/payloads.ts`), written
-/// [`SPOOL_WRITE`] bytes at a time.
+/// [`SPOOL_WRITE`] bytes at a time. The first failure the spool threw is
+/// kept with its code (`storage_full` for a full disk), which the download
+/// sees only as an I/O error.
 struct SpoolSink {
     spool: JsValue,
     pending: Vec<u8>,
+    failure: Option<Failure>,
 }
 
 impl SpoolSink {
+    fn new(spool: JsValue) -> Self {
+        Self {
+            spool,
+            pending: Vec::new(),
+            failure: None,
+        }
+    }
+
+    /// `result`, its error replaced by the failure the spool threw, if any.
+    fn or<T>(&mut self, result: Result<T>) -> Result<T> {
+        result.map_err(|e| self.failure.take().unwrap_or(e))
+    }
+
     /// Calls the spool's `method` (with `arg`) and awaits it.
-    async fn call(&self, method: &str, arg: Option<&JsValue>) -> std::io::Result<()> {
+    async fn call(&mut self, method: &str, arg: Option<&JsValue>) -> std::io::Result<()> {
         let f: js_sys::Function = js_sys::Reflect::get(&self.spool, &JsValue::from_str(method))
             .ok()
             .and_then(|f| f.dyn_into().ok())
@@ -273,12 +289,12 @@ impl SpoolSink {
             Some(a) => f.call1(&self.spool, a),
             None => f.call0(&self.spool),
         };
-        settle(called).await.map_err(|e| {
-            std::io::Error::other(format!(
-                "the downloaded file could not be written to the browser's storage (is the disk full?): {}",
-                worker::js_message(&e)
-            ))
-        })?;
+        if let Err(e) = settle(called).await {
+            let failure = worker::js_failure(&e, "downloaded record");
+            let error = std::io::Error::other(failure.message.clone());
+            self.failure.get_or_insert(failure);
+            return Err(error);
+        }
         Ok(())
     }
 
@@ -475,4 +491,67 @@ pub async fn import_fhir(
         "skipped": plan.skipped,
         "collections": plan.per_collection,
     }))
+}
+
+#[cfg(all(test, target_arch = "wasm32"))]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    use super::*;
+
+    /// A JS spool object whose writes are kept in `globalThis[key]`, or
+    /// that throws `throws` from its third write on.
+    fn spool(key: &str, throws: &str) -> JsValue {
+        let fail = if throws.is_empty() {
+            String::new()
+        } else {
+            format!("if (w.length >= 2) throw {throws};")
+        };
+        js_sys::Function::new_no_args(&format!(
+            "globalThis.{key} = []; const w = globalThis.{key}; return {{ name: 'x', \
+             write: async (b) => {{ {fail} w.push(b.length); }}, \
+             close: async () => {{ w.push('closed'); }} }};"
+        ))
+        .call0(&JsValue::NULL)
+        .unwrap()
+    }
+
+    fn kept(key: &str) -> String {
+        js_sys::JSON::stringify(&js_sys::Reflect::get(&js_sys::global(), &key.into()).unwrap())
+            .unwrap()
+            .into()
+    }
+
+    #[wasm_bindgen_test]
+    async fn a_spooled_download_is_written_4_mib_at_a_time_and_its_tail_before_close() {
+        let mut sink = SpoolSink::new(spool("__spoolA", ""));
+        let piece = vec![7u8; 64 << 10];
+        for _ in 0..160 {
+            sink.write_all(&piece).await.unwrap();
+        }
+        sink.flush().await.unwrap();
+        sink.call("close", None).await.unwrap();
+        assert_eq!(kept("__spoolA"), "[4194304,4194304,2097152,\"closed\"]");
+    }
+
+    #[wasm_bindgen_test]
+    async fn a_full_disk_during_a_download_is_storage_full() {
+        let mut sink = SpoolSink::new(spool(
+            "__spoolB",
+            "new DOMException('the quota is used up', 'QuotaExceededError')",
+        ));
+        let piece = vec![7u8; 4 << 20];
+        let mut failed = None;
+        for _ in 0..4 {
+            if let Err(e) = sink.write_all(&piece).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        let io = failed.expect("the third write fails");
+        let e = sink.or::<()>(Err(Failure::from(io))).unwrap_err();
+        assert_eq!(e.code, "storage_full", "{}", e.message);
+        assert!(e.message.contains("downloaded record"), "{}", e.message);
+    }
 }

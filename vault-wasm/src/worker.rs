@@ -196,7 +196,7 @@ impl Thrown {
 
 /// A JS exception as a failure: a full disk is `storage_full`; a
 /// `"code: message"` error keeps its code; anything else is `io`.
-fn js_failure(e: &JsValue, what: &str) -> Failure {
+pub(crate) fn js_failure(e: &JsValue, what: &str) -> Failure {
     let name = e
         .dyn_ref::<js_sys::Error>()
         .map(|e| String::from(e.name()))

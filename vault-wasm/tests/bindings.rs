@@ -351,6 +351,19 @@ fn the_workers_seal_finishes_into_a_record_that_opens_on_the_page_and_in_the_wor
         "{}",
         message(&e)
     );
+    // A full disk while the body is written is `storage_full`.
+    let full = js_sys::Function::new_with_args(
+        "bytes",
+        "throw new DOMException('the quota is used up', 'QuotaExceededError')",
+    );
+    let e =
+        vault_wasm::worker::open_payload_from(&job, spooled.as_ref().unchecked_ref(), &full, None)
+            .unwrap_err();
+    assert!(
+        message(&e).starts_with("storage_full: ") && message(&e).contains("decrypted file"),
+        "{}",
+        message(&e)
+    );
     let mut damaged = ciphertext.clone();
     damaged[1000] ^= 1;
     let e =

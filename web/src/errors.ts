@@ -97,9 +97,13 @@ export function explain(e: unknown): Explained {
       case 'too_large':
         return { severity: 'error', title: 'Too large', text: `The relay refused this because it is too large. (${m})` };
       case 'file_too_large':
-        return { severity: 'error', title: 'File too large for this browser', text: `${m}. Nothing was stored.` };
+        return { severity: 'error', title: 'File too large for this browser', text: `${m.charAt(0).toUpperCase()}${m.slice(1)}.` };
       case 'storage_full':
-        return { severity: 'error', title: "Browser storage full", text: `${m}. Nothing was stored.` };
+        return { severity: 'error', title: 'Browser storage full', text: `${m.charAt(0).toUpperCase()}${m.slice(1)}.` };
+      case 'length_mismatch':
+        return { severity: 'error', title: 'The file changed', text: `${m.charAt(0).toUpperCase()}${m.slice(1)}. Nothing was stored.` };
+      case 'io':
+        return { severity: 'error', title: "This browser's storage failed", text: `${m.charAt(0).toUpperCase()}${m.slice(1)}. Nothing was changed; try again, or use the vault command line.` };
       case 'invite_required':
         return {
           severity: 'error',

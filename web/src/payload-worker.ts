@@ -132,15 +132,16 @@ function sealToSpool(job: Uint8Array, file: File, access: FileSystemSyncAccessHa
 /**
  * Opens the ciphertext spool `name` under `job` into the body spool `body`
  * (both in the origin's private file system; the page reads the body back
- * and deletes both). Returns the body's length.
+ * and deletes both). Returns the body's length, or null if the browser
+ * gives no handle for either file (nothing was done).
  */
-async function openFromSpool(job: Uint8Array, name: string, body: string, progress: Progress): Promise<number> {
+async function openFromSpool(job: Uint8Array, name: string, body: string, progress: Progress): Promise<number | null> {
   const source = await spoolHandle(name, false);
-  if (!source) throw new Error("io: the downloaded record could not be read from the browser's storage");
+  if (!source) return null;
   const out = await spoolHandle(body, true);
   if (!out) {
     source.close();
-    throw new Error("io: the browser's storage refused the file the record is decrypted into");
+    return null;
   }
   try {
     const read = (offset: number, len: number) => {
@@ -186,9 +187,20 @@ self.onmessage = async (ev: MessageEvent<{ module: WebAssembly.Module } | Job>) 
       const hash = sealToSpool(m.job, m.file, access, progress);
       self.postMessage({ spooled: true, hash });
     } else if (m.op === 'open' && 'spool' in m) {
-      if (!canSpool()) throw new Error("io: this browser cannot read the downloaded record from its private storage in a worker");
-      const len = await openFromSpool(m.job, m.spool, m.body, progress);
-      self.postMessage({ spooledBody: true, len });
+      const len = canSpool() ? await openFromSpool(m.job, m.spool, m.body, progress) : null;
+      if (len !== null) {
+        self.postMessage({ spooledBody: true, len });
+      } else {
+        // No handle to write the body with: opened in memory, if it fits.
+        const file = await (await (await navigator.storage.getDirectory()).getFileHandle(m.spool)).getFile();
+        if (file.size > MAX_IN_MEMORY) {
+          throw new Error(
+            `file_too_large: this browser cannot open records over ${MAX_IN_MEMORY >> 20} MiB (its workers cannot write to its private storage). Open it with the vault command line, or in an up-to-date Chrome, Edge or Firefox`,
+          );
+        }
+        const body = openPayload(m.job, new Uint8Array(await file.arrayBuffer()), progress);
+        self.postMessage({ body }, { transfer: [body.buffer] });
+      }
     } else if (m.op === 'seal') {
       if (m.file.size > MAX_IN_MEMORY) {
         throw new Error(

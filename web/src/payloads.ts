@@ -100,6 +100,9 @@ async function spoolRoot(): Promise<FileSystemDirectoryHandle | null> {
 }
 
 const lockName = (name: string) => `vault-spool:${name}`;
+/** The names makeSpool gives. */
+const SPOOL_NAME = /^vault-(spool|body)-[0-9a-f]{24}$/;
+const OLD_SPOOL_NAME = /^vault-spool-(\d+)-[0-9a-f]{16}$/;
 
 /** Throws `storage_full` unless the browser says it can keep `len` more bytes for this site. */
 async function checkRoom(len: number, what: string): Promise<void> {
@@ -166,7 +169,14 @@ export async function sweepSpools(given?: FileSystemDirectoryHandle): Promise<vo
   try {
     // keys() is in every browser with the private file system; TypeScript's DOM types lack it.
     for await (const name of (root as unknown as { keys(): AsyncIterable<string> }).keys()) {
-      if (!name.startsWith(SPOOL_PREFIX) && !name.startsWith(BODY_PREFIX)) continue;
+      // Spools named by the first build of decision 64 carry their creation time and no lock.
+      const old = OLD_SPOOL_NAME.exec(name);
+      if (old) {
+        if (Date.now() - Number(old[1]) > 24 * 3600 * 1000) await root.removeEntry(name).catch(() => undefined);
+        continue;
+      }
+      // Only this app's own spool names (not a browser's swap files beside them).
+      if (!SPOOL_NAME.test(name)) continue;
       if (navigator.locks) {
         await navigator.locks.request(lockName(name), { ifAvailable: true }, async (lock) => {
           if (lock) await root.removeEntry(name).catch(() => undefined);
@@ -234,7 +244,10 @@ export async function sealFile(job: Uint8Array, file: File, progress: Progress):
  */
 export async function downloadSpool(len: number, made: Spool[]): Promise<DownloadSpool | null> {
   const root = largeFilesSupported() ? await spoolRoot() : null;
-  if (!root) return null;
+  if (!root) {
+    if (len > MAX_IN_MEMORY) throw tooLarge(len, 'open');
+    return null;
+  }
   try {
     await checkRoom(2 * len, 'the record (encrypted and decrypted)');
   } catch (e) {
@@ -269,10 +282,13 @@ export async function downloadSpool(len: number, made: Spool[]): Promise<Downloa
   };
 }
 
-/** The error for a file over MAX_IN_MEMORY where it cannot be spooled. */
+/** The error for a file or record over MAX_IN_MEMORY that this browser cannot spool to disk. */
 export function tooLarge(size: number, doing: 'add' | 'open' = 'add'): Error {
+  const mib = Math.ceil(size / 2 ** 20);
   return new Error(
-    `file_too_large: this browser cannot ${doing} files over ${MAX_IN_MEMORY >> 20} MiB (it lacks a background worker or private storage for the encrypted copy; this one is ${Math.ceil(size / 2 ** 20)} MiB). Add it with the vault command line, or in an up-to-date Chrome, Edge, Firefox or Safari`,
+    doing === 'add'
+      ? `file_too_large: this browser cannot add files over ${MAX_IN_MEMORY >> 20} MiB (it lacks a background worker or private storage for the encrypted copy; this one is ${mib} MiB). Nothing was stored. Add it with the vault command line, or in an up-to-date Chrome, Edge, Firefox or Safari`
+      : `file_too_large: this browser cannot open records over ${MAX_IN_MEMORY >> 20} MiB (it cannot write them to its private storage; this one is ${mib} MiB). Open it with the vault command line, or in an up-to-date Chrome, Edge or Firefox`,
   );
 }
 
@@ -300,10 +316,15 @@ async function openSpooled(job: Uint8Array, name: string): Promise<Uint8Array | 
   const body = await makeSpool(root, BODY_PREFIX);
   try {
     const answer = await inWorker('decryption', { op: 'open', job, spool: name, body: body.name }, []);
-    if (answer.unavailable === undefined) {
+    if (answer.spooledBody) {
       const file = await body.read();
       setTimeout(() => void body.remove(), BODY_KEEP_MS);
       return file;
+    }
+    if (answer.unavailable === undefined) {
+      // The worker could not write the body to disk and opened it in memory.
+      await body.remove();
+      return answer.body as Uint8Array;
     }
     await body.remove();
     const file = await (await root.getFileHandle(name)).getFile();
@@ -316,7 +337,7 @@ async function openSpooled(job: Uint8Array, name: string): Promise<Uint8Array | 
   }
 }
 
-type Answer = { ready?: true; alive?: true; progress?: [number, number, string]; unavailable?: string; error?: string; spooled?: true } & Record<string, unknown>;
+type Answer = { ready?: true; alive?: true; progress?: [number, number, string]; unavailable?: string; error?: string; spooled?: true; spooledBody?: true } & Record<string, unknown>;
 
 /** A gap between two runs of the watchdog's timer longer than this means the page was suspended (a frozen tab, a sleeping machine): the silence is counted again from then, not judged. */
 const SUSPENDED_MS = 5_000;
