@@ -138,29 +138,41 @@ fn seal_into<W: Write>(
     thrown: &Thrown,
 ) -> Result<[u8; 32]> {
     let total = job.body_len();
-    // Larger reads than the sealer's 64 KiB: each crosses into JavaScript
-    // and slices the file once. Counted as the sealer reads (64 KiB at a
-    // time), so progress goes out every PROGRESS_EVERY bytes, not every
-    // READ_AHEAD.
-    let body = Reported::new(
+    let body = js_source(read, total, "file", "sealing", progress, thrown);
+    progress.report(0, total, "sealing");
+    let hash = job.seal(body, out)?;
+    progress.report(total, total, "sealing");
+    Ok(hash)
+}
+
+/// `total` bytes read through the JS `read(offset, length)` (`what`, for
+/// errors, which `thrown` keeps), in reads larger than the sealer's or
+/// opener's 64 KiB (each crosses into JavaScript once), reporting
+/// `(done, total, phase)` as they are consumed: every PROGRESS_EVERY
+/// bytes, not every READ_AHEAD.
+fn js_source<'a>(
+    read: &'a Function,
+    total: u64,
+    what: &'static str,
+    phase: &'static str,
+    progress: &'a Progress,
+    thrown: &'a Thrown,
+) -> Reported<'a, std::io::BufReader<FileReader<'a>>> {
+    Reported::new(
         std::io::BufReader::with_capacity(
             READ_AHEAD,
             FileReader {
                 read,
                 offset: 0,
                 total,
-                what: "file",
+                what,
                 thrown,
             },
         ),
         total,
-        "sealing",
+        phase,
         progress,
-    );
-    progress.report(0, total, "sealing");
-    let hash = job.seal(body, out)?;
-    progress.report(total, total, "sealing");
-    Ok(hash)
+    )
 }
 
 /// Bytes handed to a JavaScript `write(bytes)`, each write a copy;
@@ -288,20 +300,13 @@ pub fn open_payload_from(
         let job = OpenJob::from_bytes(&secret_bytes(job))?;
         let total = job.ciphertext_len();
         let progress = Progress::new(progress);
-        let source = Reported::new(
-            std::io::BufReader::with_capacity(
-                READ_AHEAD,
-                FileReader {
-                    read,
-                    offset: 0,
-                    total,
-                    what: "downloaded record",
-                    thrown: &thrown,
-                },
-            ),
+        let source = js_source(
+            read,
             total,
+            "downloaded record",
             "opening",
             &progress,
+            &thrown,
         );
         let out = std::io::BufWriter::with_capacity(
             READ_AHEAD,

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, cpSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, cpSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -764,6 +764,27 @@ async function main() {
     `10. 600 MiB file (over the old 512 MiB limit): sealed into a spool file in ${secs(huge.sealMs)} s, uploaded in ${secs(huge.uploadMs)} s, ` +
       `downloaded into a spool and opened into a body file in ${secs(huge.openMs)} s, identical; no spool file left`,
   );
+  // A browser without the private file system cannot spool: a file over
+  // 512 MiB is refused as it is picked, naming the command line, and
+  // nothing is queued.
+  const tooLarge = join(tmp, 'too-large.bin');
+  writeFileSync(tooLarge, '');
+  truncateSync(tooLarge, 600 << 20);
+  await page.evaluate(() => {
+    navigator.storage.getDirectory = undefined;
+  });
+  await tid('nav-add').click();
+  await tid('upload-input').setInputFiles(tooLarge);
+  const refusedLarge = page.locator('[data-testid="alerts"] .alert', { hasText: 'File too large for this browser' });
+  await refusedLarge.waitFor();
+  assert.match(await refusedLarge.innerText(), /up to 512(\.0)? MiB.*vault command line/s);
+  assert.equal(await page.locator('[data-testid="upload-item"][data-file="too-large.bin"]').count(), 0, 'a file the browser cannot add was queued');
+  await refusedLarge.getByTestId('alert-dismiss').click();
+  await page.evaluate(() => {
+    delete navigator.storage.getDirectory;
+  });
+  rmSync(tooLarge);
+  log('10. without the private file system, a 600 MiB file is refused as it is picked, naming the command line');
   // A worker that starts and then never answers: the page stops it once it
   // has been silent for 20 s (WORKER_SILENCE_MS in src/payloads.ts), says
   // so, and stores nothing.
