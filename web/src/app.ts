@@ -3,6 +3,7 @@
 import { Session, version, type RecordView, type VaultListing } from './vault';
 import { byId, clear, copyText, downloadBytes, field, h, icon, ICONS, type Child } from './dom';
 import { putProfile, type Profile } from './db';
+import { BODY_KEEP_MS } from './payloads';
 import { announce, clearAlerts, setRollbackAction, showAlert, showError, setRelayForMessages, type AlertAction } from './errors';
 import { baseType, fileNameFor, fmtDate, fmtDateTime, fmtMonth, fmtSize, isFhirType, OPENABLE, roleLabel } from './format';
 import { current, ctxOrThrow, run, setCtx, type Ctx, type View } from './state';
@@ -475,8 +476,14 @@ function recordDetail(c: Ctx, r: RecordView): HTMLElement {
   const openable = OPENABLE.has(baseType(r.contentType));
   const fhir = isFhirType(r.contentType) || r.resourceType !== null;
 
+  // A large record opened from a spool is a file on disk for BODY_KEEP_MS:
+  // this view's Open and Download use it again meanwhile, instead of
+  // decrypting the record into another copy.
+  let spooled: { body: Blob; until: number } | undefined;
   const openBody = async (): Promise<Uint8Array | Blob> => {
+    if (spooled && performance.now() < spooled.until) return spooled.body;
     const bytes = await run((s) => s.openRecord(vault, r.id));
+    if (bytes instanceof Blob) spooled = { body: bytes, until: performance.now() + BODY_KEEP_MS - 60_000 };
     if (!r.downloaded) {
       r.downloaded = true;
     }
