@@ -181,18 +181,13 @@ pub async fn delete(
     }))
 }
 
-/// Records over this are downloaded into a spool file on the browser's
-/// disk, where the page offers one (decision 64): the worker opens them
-/// from there into a second file, so neither the ciphertext nor the body
-/// is held in memory.
-pub const SPOOL_ABOVE: u64 = 64 << 20;
-
 /// Decrypts one record the caller can read. Records larger than a listing
 /// fetches ([`vault_client::records::LIST_FETCH_LIMIT`]) and not stored
 /// are downloaded and opened by `opener(job, ciphertext)` (the worker: the
-/// page stays responsive): into JavaScript memory, or, over
-/// [`SPOOL_ABOVE`], into the spool `spooler(len)` makes (a promise of
-/// `{write(bytes), close()}`, or null where it cannot). The others are
+/// page stays responsive): into the spool `spooler(len)` makes (a promise
+/// of `{write(bytes), close()}`, or null: the page decides, spooling
+/// records over 64 MiB, decision 64; the worker then opens them from disk
+/// into a second file), else into JavaScript memory. The others are
 /// opened here from the store. Resolves to the body: a `Uint8Array`, or a
 /// `Blob` on the browser's disk for a spooled record.
 pub async fn open(
@@ -210,7 +205,7 @@ pub async fn open(
     let (hash, len) = (*m.ciphertext_hash(), m.ciphertext_len());
     let elsewhere = opener.filter(|_| len > LIST_FETCH_LIMIT);
     if let Some(opener) = elsewhere.filter(|_| !s.store.has_blob(&hash).unwrap_or(false)) {
-        let spool = match spooler.filter(|_| len > SPOOL_ABOVE) {
+        let spool = match spooler {
             Some(spooler) => settle(spooler.call1(&JsValue::NULL, &JsValue::from_f64(len as f64)))
                 .await
                 .map_err(|e| worker::elsewhere_failure(&e, "making room for the download"))?,
@@ -222,9 +217,9 @@ pub async fn open(
                 reading::download_for_opening(&s.client, &state, &s.secret, record, &mut sink)
                     .await
                     .map_err(Failure::from);
-            let job = sink.or(downloaded)?;
+            let job = sink.thrown.or(downloaded)?;
             let closed = sink.call("close", None).await.map_err(Failure::from);
-            sink.or(closed)?;
+            sink.thrown.or(closed)?;
             return worker::open_elsewhere(opener, &job, &spool).await;
         }
         let ciphertext = js_sys::Uint8Array::new_with_length(worker::js_len(len, "this record")?);
@@ -262,7 +257,7 @@ const SPOOL_WRITE: usize = 4 << 20;
 struct SpoolSink {
     spool: JsValue,
     pending: Vec<u8>,
-    failure: Option<Failure>,
+    thrown: worker::Thrown,
 }
 
 impl SpoolSink {
@@ -270,17 +265,12 @@ impl SpoolSink {
         Self {
             spool,
             pending: Vec::new(),
-            failure: None,
+            thrown: worker::Thrown::default(),
         }
     }
 
-    /// `result`, its error replaced by the failure the spool threw, if any.
-    fn or<T>(&mut self, result: Result<T>) -> Result<T> {
-        result.map_err(|e| self.failure.take().unwrap_or(e))
-    }
-
     /// Calls the spool's `method` (with `arg`) and awaits it.
-    async fn call(&mut self, method: &str, arg: Option<&JsValue>) -> std::io::Result<()> {
+    async fn call(&self, method: &str, arg: Option<&JsValue>) -> std::io::Result<()> {
         let f: js_sys::Function = js_sys::Reflect::get(&self.spool, &JsValue::from_str(method))
             .ok()
             .and_then(|f| f.dyn_into().ok())
@@ -289,13 +279,10 @@ impl SpoolSink {
             Some(a) => f.call1(&self.spool, a),
             None => f.call0(&self.spool),
         };
-        if let Err(e) = settle(called).await {
-            let failure = worker::js_failure(&e, "downloaded record");
-            let error = std::io::Error::other(failure.message.clone());
-            self.failure.get_or_insert(failure);
-            return Err(error);
-        }
-        Ok(())
+        settle(called)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.thrown.note(&e, "downloaded record"))
     }
 
     async fn write_pending(&mut self) -> std::io::Result<()> {
@@ -550,7 +537,7 @@ mod tests {
             }
         }
         let io = failed.expect("the third write fails");
-        let e = sink.or::<()>(Err(Failure::from(io))).unwrap_err();
+        let e = sink.thrown.or::<()>(Err(Failure::from(io))).unwrap_err();
         assert_eq!(e.code, "storage_full", "{}", e.message);
         assert!(e.message.contains("downloaded record"), "{}", e.message);
     }

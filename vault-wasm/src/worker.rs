@@ -193,7 +193,7 @@ pub(crate) struct Thrown(std::cell::RefCell<Option<Failure>>);
 impl Thrown {
     /// Keeps the failure `e` (the first one only), writing `what`, and
     /// returns the I/O error for vault-core.
-    fn note(&self, e: &JsValue, what: &str) -> std::io::Error {
+    pub(crate) fn note(&self, e: &JsValue, what: &str) -> std::io::Error {
         let failure = js_failure(e, what);
         let error = std::io::Error::other(failure.message.clone());
         self.0.borrow_mut().get_or_insert(failure);
@@ -201,14 +201,14 @@ impl Thrown {
     }
 
     /// `result`, its error replaced by the failure JavaScript threw, if any.
-    fn or<T>(&self, result: Result<T>) -> Result<T> {
+    pub(crate) fn or<T>(&self, result: Result<T>) -> Result<T> {
         result.map_err(|e| self.0.borrow_mut().take().unwrap_or(e))
     }
 }
 
 /// A JS exception as a failure: a full disk is `storage_full`; a
 /// `"code: message"` error keeps its code; anything else is `io`.
-pub(crate) fn js_failure(e: &JsValue, what: &str) -> Failure {
+fn js_failure(e: &JsValue, what: &str) -> Failure {
     let name = e
         .dyn_ref::<js_sys::Error>()
         .map(|e| String::from(e.name()))

@@ -237,12 +237,14 @@ export async function sealFile(job: Uint8Array, file: File, progress: Progress):
 
 /**
  * A spool for downloading a record of `len` bytes of ciphertext (vault-wasm
- * asks for one over SPOOL_ABOVE), added to `made` so the caller deletes it
- * once the open ended; null where none can be made (the record is then
+ * asks before downloading a record it opens in the worker), added to
+ * `made` so the caller deletes it once the open ended; null for a record
+ * of SPOOL_ABOVE or less, or where none can be made (the record is then
  * downloaded into memory). Throws `storage_full` when a record too large
  * for memory does not fit on disk either (its ciphertext and its body).
  */
 export async function downloadSpool(len: number, made: Spool[]): Promise<DownloadSpool | null> {
+  if (len <= SPOOL_ABOVE) return null;
   const root = largeFilesSupported() ? await spoolRoot() : null;
   if (!root) {
     if (len > MAX_IN_MEMORY) throw tooLarge(len, 'open');
