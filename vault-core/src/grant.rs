@@ -20,6 +20,9 @@ use crate::record::VerifiedRecord;
 
 /// Version 2 adds the granted key's commitment; version 1 is still read.
 const GRANT_VERSION: u8 = 2;
+/// Version 3 (`docs/format.md` §7.1) adds the signer and the member's key
+/// generation: written by agents, whose grants the owner did not sign.
+const GRANT_VERSION_3: u8 = 3;
 const GRANT_SIGNATURE_CONTEXT: &[u8] = b"vault/v1/grant\0";
 const MAX_AGE_FILE: usize = 4096;
 
@@ -148,6 +151,9 @@ pub struct Grant {
     issued_at: u64,
     /// The granted key's commitment (§7.1; `None` in a version-1 grant).
     key_commitment: Option<[u8; 32]>,
+    /// Version 3: who signed the grant (the author of the entry carrying
+    /// it). `None` in versions 1 and 2, which the owner signs.
+    signer: Option<Fingerprint>,
     age_file: Vec<u8>,
     signature: [u8; 64],
 }
@@ -187,13 +193,16 @@ impl Grant {
         w.into_vec()
     }
 
+    fn format(&self) -> u8 {
+        match (&self.signer, &self.key_commitment) {
+            (Some(_), _) => GRANT_VERSION_3,
+            (None, Some(_)) => GRANT_VERSION,
+            (None, None) => 1,
+        }
+    }
+
     fn write_fields(&self, w: &mut Writer) {
-        w.u8(if self.key_commitment.is_some() {
-            GRANT_VERSION
-        } else {
-            1
-        })
-        .fixed(self.vault.as_bytes());
+        w.u8(self.format()).fixed(self.vault.as_bytes());
         Self::write_scope(w, &self.scope);
         w.fixed(self.member.as_bytes())
             .u8(self.permission.to_byte())
@@ -203,6 +212,11 @@ impl Grant {
             .u64(self.issued_at);
         if let Some(c) = &self.key_commitment {
             w.fixed(c);
+        }
+        if let Some(signer) = &self.signer {
+            // Generation 0: the member's identity document's own X25519
+            // key, the only generation a person without a device list has.
+            w.fixed(signer.as_bytes()).u32(0);
         }
     }
 
@@ -221,7 +235,7 @@ impl Grant {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let mut r = Reader::new(bytes, "grant");
         let format = r.u8()?;
-        if format != 1 && format != GRANT_VERSION {
+        if !matches!(format, 1 | GRANT_VERSION | GRANT_VERSION_3) {
             return Err(Error::UnsupportedVersion {
                 what: "grant",
                 version: format,
@@ -244,8 +258,19 @@ impl Grant {
         let permission = Permission::from_byte(r.u8()?).ok_or(r.malformed("unknown permission"))?;
         let expires_at = r.option(|r| r.u64())?;
         let issued_at = r.u64()?;
-        let key_commitment = if format == GRANT_VERSION {
+        let key_commitment = if format >= GRANT_VERSION {
             Some(r.array()?)
+        } else {
+            None
+        };
+        let signer = if format == GRANT_VERSION_3 {
+            let signer = Fingerprint::from_bytes(r.array()?);
+            if r.u32()? != 0 {
+                return Err(r.malformed(
+                    "a key generation above 0 needs a device list, which this version does not read",
+                ));
+            }
+            Some(signer)
         } else {
             None
         };
@@ -279,13 +304,14 @@ impl Grant {
             expires_at,
             issued_at,
             key_commitment,
+            signer,
             age_file,
             signature,
         })
     }
 
     fn issue(
-        owner: &SecretIdentity,
+        signer: &SecretIdentity,
         member: &PublicIdentity,
         terms: Terms,
         key: &[u8; 32],
@@ -296,6 +322,7 @@ impl Grant {
             permission,
             expires_at,
             issued_at,
+            as_agent,
         } = terms;
         let age_file = agefile::encrypt(&member.recipient()?, key)?;
         let mut g = Self {
@@ -309,16 +336,18 @@ impl Grant {
                 key,
                 &Self::commitment_context(&vault, &scope),
             )),
+            signer: as_agent.then(|| signer.fingerprint()),
             age_file,
             signature: [0; 64],
         };
-        g.signature = owner.sign(&g.signed_bytes());
+        g.signature = signer.sign(&g.signed_bytes());
         Ok(g)
     }
 
-    /// Issues a grant of a collection to `member`: of the collection key,
-    /// or for [`Permission::Deposit`] of the epoch's deposit public key
-    /// only (`docs/format.md` §7.1).
+    /// Issues a grant of a collection to `member`, signed by the owner (a
+    /// version-2 grant): of the collection key, or for
+    /// [`Permission::Deposit`] of the epoch's deposit public key only
+    /// (`docs/format.md` §7.1).
     pub(crate) fn for_collection(
         owner: &SecretIdentity,
         key: &CollectionKey,
@@ -326,6 +355,31 @@ impl Grant {
         permission: Permission,
         expires_at: Option<u64>,
         issued_at: u64,
+    ) -> Result<Self> {
+        Self::collection(owner, key, member, permission, expires_at, issued_at, false)
+    }
+
+    /// [`Grant::for_collection`] signed by an agent acting for the owner
+    /// (`docs/format.md` §8.10): a version-3 grant naming its signer.
+    pub(crate) fn for_collection_by_agent(
+        agent: &SecretIdentity,
+        key: &CollectionKey,
+        member: &PublicIdentity,
+        permission: Permission,
+        expires_at: Option<u64>,
+        issued_at: u64,
+    ) -> Result<Self> {
+        Self::collection(agent, key, member, permission, expires_at, issued_at, true)
+    }
+
+    fn collection(
+        signer: &SecretIdentity,
+        key: &CollectionKey,
+        member: &PublicIdentity,
+        permission: Permission,
+        expires_at: Option<u64>,
+        issued_at: u64,
+        as_agent: bool,
     ) -> Result<Self> {
         let terms = Terms {
             vault: key.vault(),
@@ -336,11 +390,12 @@ impl Grant {
             permission,
             expires_at,
             issued_at,
+            as_agent,
         };
         if permission == Permission::Deposit {
-            Self::issue(owner, member, terms, key.deposit_public().as_bytes())
+            Self::issue(signer, member, terms, key.deposit_public().as_bytes())
         } else {
-            Self::issue(owner, member, terms, key.secret())
+            Self::issue(signer, member, terms, key.secret())
         }
     }
 
@@ -365,14 +420,20 @@ impl Grant {
             permission: Permission::Read,
             expires_at,
             issued_at,
+            as_agent: false,
         };
         Self::issue(owner, member, terms, &data_key.0)
     }
 
-    /// Verifies the owner's signature. Only a verified grant can be opened.
-    pub fn verify(&self, owner: &PublicIdentity) -> Result<VerifiedGrant> {
+    /// Verifies the signature of `signer`: the owner for a version-1 or
+    /// version-2 grant, the identity [`Grant::signer`] names for a
+    /// version-3 one. Only a verified grant can be opened.
+    pub fn verify(&self, signer: &PublicIdentity) -> Result<VerifiedGrant> {
+        if self.signer.is_some_and(|s| s != signer.fingerprint()) {
+            return Err(Error::BadSignature { what: "grant" });
+        }
         primitives::verify_in_batch(
-            owner.verifying_key(),
+            signer.verifying_key(),
             &self.signed_bytes(),
             &self.signature,
             "grant",
@@ -410,6 +471,17 @@ impl Grant {
     pub fn issued_at(&self) -> u64 {
         self.issued_at
     }
+    /// Who signed the grant, if it names them (version 3, written by an
+    /// agent); `None` for a version-1 or version-2 grant, which the vault
+    /// owner signed.
+    pub fn signer(&self) -> Option<Fingerprint> {
+        self.signer
+    }
+    /// The granted key's commitment (`None` in a version-1 grant): the
+    /// same for every grant of one collection epoch, whoever signed it.
+    pub(crate) fn key_commitment(&self) -> Option<&[u8; 32]> {
+        self.key_commitment.as_ref()
+    }
     /// The standard age file carrying the key (decryptable with stock age
     /// and the member's `AGE-SECRET-KEY-1…`).
     pub fn age_file(&self) -> &[u8] {
@@ -428,6 +500,8 @@ struct Terms {
     permission: Permission,
     expires_at: Option<u64>,
     issued_at: u64,
+    /// Signed by an agent: a version-3 grant naming its signer.
+    as_agent: bool,
 }
 
 impl std::fmt::Debug for Grant {

@@ -73,6 +73,13 @@ id_type!(
     RecordId,
     "record id"
 );
+id_type!(
+    /// Identifies an agency within a vault (`docs/format.md` §8.10): one
+    /// agent named by the owner, or by another agent, for one or more
+    /// collections.
+    DelegationId,
+    "delegation id"
+);
 
 /// Lowercase hex of `bytes`.
 pub(crate) fn to_hex(bytes: &[u8]) -> String {

@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 mod agefile;
+mod agency;
 mod deferred;
 mod encoding;
 mod error;
@@ -43,12 +44,13 @@ mod tests;
 #[cfg(test)]
 mod conformance;
 
+pub use agency::{AgentNamed, Powers, MAX_AGENCY_CHAIN};
 pub use error::{Error, Result};
 pub use grant::{Grant, GrantScope, Permission, VerifiedGrant};
 pub use identity::{
     verify_with_context, Fingerprint, IdentityInfo, PublicIdentity, Role, SecretIdentity,
 };
-pub use ids::{CollectionId, RecordId, VaultId};
+pub use ids::{CollectionId, DelegationId, RecordId, VaultId};
 pub use keys::{
     CollectionKey, DepositPublicKey, DepositSealedKey, KeySeal, WrappedDataKey,
     DEPOSIT_SEALED_KEY_LEN, WRAPPED_KEY_LEN,
@@ -62,6 +64,6 @@ pub use record::{
     RecordMetadata, VerifiedRecord, DEPOSIT_METADATA_LEN, METADATA_LEN, MIN_PADDED_LEN,
 };
 pub use vault::{
-    Access, CollectionAccess, CollectionSummary, Keyring, RecordSummary, RecordTarget, VaultState,
-    MAX_COLLECTION_MEMBERS, MAX_COLLECTION_RECORDS,
+    Access, AgencySummary, CollectionAccess, CollectionSummary, Keyring, RecordSummary,
+    RecordTarget, VaultState, MAX_COLLECTION_MEMBERS, MAX_COLLECTION_RECORDS,
 };

@@ -6,11 +6,12 @@
 
 use std::fmt;
 
+use crate::agency::AgentNamed;
 use crate::encoding::{Reader, Writer};
 use crate::error::{Error, Result};
 use crate::grant::Grant;
 use crate::identity::{Fingerprint, PublicIdentity, SecretIdentity, MAX_IDENTITY_LEN};
-use crate::ids::{CollectionId, RecordId, VaultId};
+use crate::ids::{CollectionId, DelegationId, RecordId, VaultId};
 use crate::keys::WrappedDataKey;
 use crate::primitives::{self, sha256};
 use crate::record::{RecordMetadata, DEPOSIT_METADATA_LEN};
@@ -36,7 +37,8 @@ const CHECKPOINT_CODE_CONTEXT: &[u8] = b"vault/v1/checkpoint-code\0";
 /// [`crate::MAX_COLLECTION_RECORDS`] and [`crate::MAX_COLLECTION_MEMBERS`]
 /// keep the largest possible rotation ([`MAX_ROTATION_LEN`]) below it.
 pub const MAX_PAYLOAD_LEN: usize = 16 * 1024 * 1024;
-const MAX_GRANT_LEN: usize = 8192;
+/// Longest grant an entry carries.
+pub(crate) const MAX_GRANT_LEN: usize = 8192;
 const MAX_SEALED_NAME: usize = 1024;
 const REWRAP_LEN: usize = 16 + 4 + crate::keys::WRAPPED_KEY_LEN;
 
@@ -224,6 +226,17 @@ pub enum EntryBody {
     /// §8.9), replacing any earlier naming. Owner only; every reader sees
     /// it whole.
     RelaysNamed(Relays),
+    /// Names an agent for the owner in one collection (`docs/format.md`
+    /// §8.10), with the agent's grant of it.
+    AgentNamed(AgentNamed),
+    /// Ends an agency in one collection, and every agency named under it
+    /// there (`docs/format.md` §8.10).
+    AgencyEnded {
+        /// The agency.
+        delegation: DelegationId,
+        /// The collection it ends in.
+        collection: CollectionId,
+    },
     /// A version-2 entry served redacted (`docs/format.md` §8.1): its
     /// author, time, kind and payload are hidden from this reader, who
     /// checks only its place in the hash chain.
@@ -243,6 +256,8 @@ impl EntryBody {
             EntryBody::RecordGrantRevoked { .. } => 7,
             EntryBody::RecordPurged { .. } => 9,
             EntryBody::RelaysNamed(_) => 10,
+            EntryBody::AgentNamed(_) => 12,
+            EntryBody::AgencyEnded { .. } => 13,
             EntryBody::Redacted => 0,
         }
     }
@@ -259,6 +274,8 @@ impl EntryBody {
             EntryBody::RecordGrantRevoked { .. } => "record-grant-revoked",
             EntryBody::RecordPurged { .. } => "record-purged",
             EntryBody::RelaysNamed(_) => "relays-named",
+            EntryBody::AgentNamed(_) => "agent-named",
+            EntryBody::AgencyEnded { .. } => "agency-ended",
             EntryBody::Redacted => "redacted",
         }
     }
@@ -323,6 +340,13 @@ impl EntryBody {
                     write_origin(&mut w, m);
                 }
             }
+            EntryBody::AgentNamed(named) => named.write(&mut w),
+            EntryBody::AgencyEnded {
+                delegation,
+                collection,
+            } => {
+                w.fixed(delegation.as_bytes()).fixed(collection.as_bytes());
+            }
             EntryBody::Redacted => {}
         }
         w.into_vec()
@@ -337,6 +361,8 @@ impl EntryBody {
             EntryBody::RecordPut { metadata } => Some(metadata.collection()),
             EntryBody::GrantAdded { grant, .. } => Some(grant.scope().collection()),
             EntryBody::Rotation(r) => Some(r.collection),
+            EntryBody::AgentNamed(named) => Some(named.grant.scope().collection()),
+            EntryBody::AgencyEnded { collection, .. } => Some(*collection),
             EntryBody::Genesis { .. }
             | EntryBody::RecordDeleted { .. }
             | EntryBody::RecordGrantRevoked { .. }
@@ -433,6 +459,11 @@ impl EntryBody {
                 }
                 EntryBody::RelaysNamed(Relays::checked(home, mirrors).map_err(|e| r.malformed(e))?)
             }
+            12 => EntryBody::AgentNamed(AgentNamed::read(&mut r)?),
+            13 => EntryBody::AgencyEnded {
+                delegation: DelegationId::from_bytes(r.array()?),
+                collection: CollectionId::from_bytes(r.array()?),
+            },
             _ => return Err(r.malformed("unknown entry kind")),
         };
         r.finish()?;

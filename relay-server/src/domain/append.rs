@@ -617,6 +617,7 @@ fn granted(entries: &[LogEntry]) -> Vec<Fingerprint> {
         match e.body() {
             EntryBody::GrantAdded { member, .. } => members.push(member.fingerprint()),
             EntryBody::Rotation(r) => members.extend(r.grants.iter().map(|g| g.member())),
+            EntryBody::AgentNamed(named) => members.push(named.agent.fingerprint()),
             _ => {}
         }
     }

@@ -773,18 +773,18 @@ fn member_shares_rotates_or_revokes() {
                 member: f.mallory.public().clone(),
                 grant: own_grant,
             },
-            "is not the owner, so may not share",
+            "is not the owner, nor an agent of the owner in this collection",
         ),
         (
             EntryBody::GrantAdded {
                 member: f.mallory.public().clone(),
                 grant: owners_grant,
             },
-            "is not the owner, so may not share",
+            "is not the owner, nor an agent of the owner in this collection",
         ),
         (
             EntryBody::Rotation(rotation),
-            "is not the owner, so may not rotate keys",
+            "is not the owner, nor an agent of the owner in this collection",
         ),
         (
             EntryBody::RecordGrantRevoked {

@@ -50,6 +50,7 @@ impl VaultState {
             entry_version: entry.version(),
             foreign: HashMap::new(),
             relays: None,
+            agencies: BTreeMap::new(),
         })
     }
 
@@ -219,13 +220,9 @@ impl VaultState {
         if entry.version() >= 2 {
             self.check_scope(entry)?;
         }
-        let is_owner = author.fingerprint() == self.owner.fingerprint();
         let ctx = Applying {
-            seq,
-            author: entry.author(),
-            time: entry.time(),
-            is_owner,
             check_signatures: check_signature,
+            ..self.applying(entry)
         };
 
         match entry.body() {
@@ -256,6 +253,11 @@ impl VaultState {
                 self.relays = Some(relays.clone());
                 Ok(())
             }
+            EntryBody::AgentNamed(named) => self.apply_agent_named(&ctx, named),
+            EntryBody::AgencyEnded {
+                delegation,
+                collection,
+            } => self.apply_agency_ended(&ctx, delegation, collection),
             EntryBody::Redacted => Err(ctx.invalid("a redacted entry")),
         }?;
 
@@ -434,7 +436,7 @@ impl VaultState {
                 if check {
                     entry.verify_signature(&owner)?;
                 }
-                let grant = self.verify_grant(grant, seq, check)?;
+                let grant = self.verify_grant(grant, seq, check, &owner.fingerprint())?;
                 let GrantScope::Record { record, .. } = grant.scope() else {
                     return Err(view_changed);
                 };
@@ -466,13 +468,17 @@ impl VaultState {
         Ok(true)
     }
 
-    /// A grant of this vault, its owner signature checked unless
-    /// `check_signature` is false (replaying a verified log).
+    /// A grant of this vault carried by an entry of `author`, its
+    /// signature checked unless `check_signature` is false (replaying a
+    /// verified log). A grant is signed by the author of its entry: the
+    /// owner's grants are version 1 or 2 (the owner implied), an agent's
+    /// are version 3 and name the agent (`docs/format.md` §7.3).
     pub(super) fn verify_grant(
         &self,
         grant: &Grant,
         seq: u64,
         check_signature: bool,
+        author: &Fingerprint,
     ) -> Result<VerifiedGrant> {
         if grant.vault() != self.vault {
             return Err(Error::ContextMismatch {
@@ -480,14 +486,41 @@ impl VaultState {
                 field: "vault",
             });
         }
+        let owner = self.owner.fingerprint();
+        if grant.signer().unwrap_or(owner) != *author {
+            return Err(Error::InvalidEntry {
+                seq,
+                reason: "a grant is signed by the author of the entry carrying it",
+            });
+        }
         if !check_signature {
             return Ok(grant.verified_before());
         }
-        grant.verify(&self.owner).map_err(|_| Error::Unauthorized {
+        let signer = self.identities.get(author).ok_or(Error::Unauthorized {
+            seq,
+            author: *author,
+            reason: "is not the owner or a member of this vault",
+        })?;
+        grant.verify(signer).map_err(|_| Error::Unauthorized {
             seq,
             author: grant.member(),
-            reason: "holds a grant not signed by the vault owner",
+            reason: if grant.signer().is_some() {
+                "holds a grant not signed by the agent it names"
+            } else {
+                "holds a grant not signed by the vault owner"
+            },
         })
+    }
+
+    /// The entry being applied, as the kind-specific rules need it.
+    pub(super) fn applying(&self, entry: &LogEntry) -> Applying {
+        Applying {
+            seq: entry.seq(),
+            author: entry.author(),
+            time: entry.time(),
+            is_owner: entry.author() == self.owner.fingerprint(),
+            check_signatures: true,
+        }
     }
 
     /// Whether `who` may delete or replace any record of `collection` at
@@ -614,6 +647,8 @@ impl VaultState {
         r: &Rotation,
         seq: u64,
         check_signatures: bool,
+        author: &Fingerprint,
+        time: u64,
     ) -> Result<()> {
         let invalid = |reason| Error::InvalidEntry { seq, reason };
         let coll = self
@@ -630,6 +665,14 @@ impl VaultState {
         if r.revoked.iter().any(|m| !coll.grants.contains_key(m)) {
             return Err(invalid("revokes someone who is not a member"));
         }
+        if r.revoked
+            .iter()
+            .any(|m| self.is_agent_in(m, &r.collection, time))
+        {
+            return Err(invalid(
+                "revokes an agent in force: end the agency first (an agency-ended entry)",
+            ));
+        }
         let remaining: BTreeSet<Fingerprint> = coll
             .grants
             .keys()
@@ -644,7 +687,7 @@ impl VaultState {
         }
         let mut grants = BTreeMap::new();
         for g in &r.grants {
-            let g = self.verify_grant(g, seq, check_signatures)?;
+            let g = self.verify_grant(g, seq, check_signatures, author)?;
             if g.scope()
                 != (GrantScope::Collection {
                     collection: r.collection,
@@ -725,7 +768,7 @@ impl VaultState {
         if self.collections.contains_key(collection) {
             return Err(ctx.invalid("the collection already exists"));
         }
-        let grant = self.verify_grant(owner_grant, seq, ctx.check_signatures)?;
+        let grant = self.verify_grant(owner_grant, seq, ctx.check_signatures, &ctx.author)?;
         if grant.scope()
             != (GrantScope::Collection {
                 collection: *collection,
@@ -830,9 +873,9 @@ impl VaultState {
         member: &PublicIdentity,
         grant: &Grant,
     ) -> Result<()> {
-        let (seq, is_owner) = (ctx.seq, ctx.is_owner);
-        if !is_owner {
-            return Err(ctx.unauthorized("is not the owner, so may not share"));
+        let seq = ctx.seq;
+        if !ctx.is_owner {
+            self.check_agent_grant(ctx, grant)?;
         }
         if member.fingerprint() != grant.member() {
             return Err(ctx.invalid("the grant is for another identity than the one attached"));
@@ -845,7 +888,7 @@ impl VaultState {
                 return Err(ctx.invalid("a different document for a known member"));
             }
         }
-        let grant = self.verify_grant(grant, seq, ctx.check_signatures)?;
+        let grant = self.verify_grant(grant, seq, ctx.check_signatures, &ctx.author)?;
         match grant.scope() {
             GrantScope::Collection { collection, epoch } => {
                 let coll = self
@@ -887,12 +930,16 @@ impl VaultState {
     }
 
     fn apply_rotation_entry(&mut self, ctx: &Applying, rotation: &Rotation) -> Result<()> {
-        let (seq, is_owner) = (ctx.seq, ctx.is_owner);
-        if !is_owner {
-            return Err(ctx.unauthorized("is not the owner, so may not rotate keys"));
+        if !ctx.is_owner {
+            self.check_agent_rotation(ctx, rotation)?;
         }
-        self.apply_rotation(rotation, seq, ctx.check_signatures)?;
-        Ok(())
+        self.apply_rotation(
+            rotation,
+            ctx.seq,
+            ctx.check_signatures,
+            &ctx.author,
+            ctx.time,
+        )
     }
 
     fn apply_record_purged(
@@ -944,18 +991,19 @@ impl VaultState {
     }
 }
 
-/// The entry being applied, as the kind-specific rules need it.
-struct Applying {
-    seq: u64,
-    author: Fingerprint,
-    time: u64,
-    is_owner: bool,
+/// The entry being applied, as the kind-specific rules need it
+/// ([`VaultState::applying`]).
+pub(super) struct Applying {
+    pub(super) seq: u64,
+    pub(super) author: Fingerprint,
+    pub(super) time: u64,
+    pub(super) is_owner: bool,
     /// False when replaying a log this device verified before.
-    check_signatures: bool,
+    pub(super) check_signatures: bool,
 }
 
 impl Applying {
-    fn unauthorized(&self, reason: &'static str) -> Error {
+    pub(super) fn unauthorized(&self, reason: &'static str) -> Error {
         Error::Unauthorized {
             seq: self.seq,
             author: self.author,
@@ -963,7 +1011,7 @@ impl Applying {
         }
     }
 
-    fn invalid(&self, reason: &'static str) -> Error {
+    pub(super) fn invalid(&self, reason: &'static str) -> Error {
         Error::InvalidEntry {
             seq: self.seq,
             reason,

@@ -453,12 +453,12 @@ impl VaultState {
         permission: Permission,
         expires_at: Option<u64>,
     ) -> Result<LogEntry> {
-        let owner = keyring.identity();
+        let me = keyring.identity();
         let now = keyring.now();
-        self.require_owner(owner)?;
-        if member.fingerprint() == owner.fingerprint() {
+        let as_agent = self.sharing_as_agent(me, collection, now)?;
+        if member.fingerprint() == me.fingerprint() {
             return Err(Error::InvalidInput(
-                "you already have access to your own vault",
+                "you already have access to this collection",
             ));
         }
         let epoch = self
@@ -469,15 +469,29 @@ impl VaultState {
             })?
             .epoch;
         let key = keyring.collection_key(self, collection, epoch)?;
-        let grant = Grant::for_collection(owner, key, member, permission, expires_at, now)?;
-        self.next_entry(
-            owner,
+        let grant = if as_agent {
+            Grant::for_collection_by_agent(me, key, member, permission, expires_at, now)?
+        } else {
+            Grant::for_collection(me, key, member, permission, expires_at, now)?
+        };
+        let entry = self.next_entry(
+            me,
             now,
             EntryBody::GrantAdded {
                 member: member.clone(),
                 grant,
             },
-        )
+        )?;
+        if let (true, EntryBody::GrantAdded { grant, .. }) = (as_agent, entry.body()) {
+            self.check_agent_grant(&self.applying(&entry), grant)
+                .map_err(|_| {
+                    Error::AccessDenied(
+                        "as an agent you may share read (or read-add, if you add) access, \
+                         no longer than your own, with someone who is not yet a member",
+                    )
+                })?;
+        }
+        Ok(entry)
     }
 
     /// An entry sharing one record's current version with `member`
@@ -514,21 +528,25 @@ impl VaultState {
         collection: &CollectionId,
         members: &[Fingerprint],
     ) -> Result<LogEntry> {
-        let owner = keyring.identity();
+        let me = keyring.identity();
         let now = keyring.now();
-        self.require_owner(owner)?;
+        let as_agent = self.sharing_as_agent(me, collection, now)?;
         let coll = self.collections.get(collection).ok_or(Error::Missing {
             what: format!("collection {collection}"),
         })?;
         let mut revoked: Vec<Fingerprint> = members.to_vec();
         revoked.sort_by_key(|f| *f.as_bytes());
         revoked.dedup();
-        if revoked
-            .iter()
-            .any(|m| !coll.grants.contains_key(m) || *m == owner.fingerprint())
-        {
+        if revoked.iter().any(|m| {
+            !coll.grants.contains_key(m) || *m == me.fingerprint() || *m == self.owner.fingerprint()
+        }) {
             return Err(Error::InvalidInput(
-                "can only revoke current members other than yourself",
+                "can only revoke current members other than yourself and the owner",
+            ));
+        }
+        if revoked.iter().any(|m| self.is_agent_in(m, collection, now)) {
+            return Err(Error::InvalidInput(
+                "an agent is not revoked but its agency ended (vault agents end)",
             ));
         }
         let old_epoch = coll.epoch;
@@ -564,14 +582,18 @@ impl VaultState {
             let identity = self.identities.get(member).ok_or(Error::Missing {
                 what: "a member's identity".into(),
             })?;
-            grants.push(Grant::for_collection(
-                owner,
-                &new_key,
-                identity,
-                g.permission(),
-                g.expires_at(),
-                now,
-            )?);
+            grants.push(if as_agent {
+                Grant::for_collection_by_agent(
+                    me,
+                    &new_key,
+                    identity,
+                    g.permission(),
+                    g.expires_at(),
+                    now,
+                )?
+            } else {
+                Grant::for_collection(me, &new_key, identity, g.permission(), g.expires_at(), now)?
+            });
         }
         grants.sort_by_key(|g| *g.member().as_bytes());
         let body = EntryBody::Rotation(Rotation {
@@ -583,7 +605,7 @@ impl VaultState {
             rewraps,
             dropped,
         });
-        self.next_entry(owner, now, body)
+        self.next_entry(me, now, body)
     }
 
     /// An entry withdrawing a single-record grant.

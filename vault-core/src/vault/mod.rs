@@ -21,11 +21,13 @@ use crate::keys::KeySeal;
 use crate::log::Relays;
 use crate::record::RecordMetadata;
 
+mod agents;
 mod apply;
 mod issue;
 mod keyring;
 mod views;
 
+pub use agents::AgencySummary;
 pub use keyring::Keyring;
 
 /// The most live records one collection may hold (`docs/format.md` §8.2):
@@ -172,6 +174,9 @@ pub struct CollectionAccess {
     pub permission: Permission,
     /// When the grant expires, if it does.
     pub expires_at: Option<u64>,
+    /// The powers it holds as an agent of the owner here, if it is one
+    /// (`docs/format.md` §8.10).
+    pub agent: Option<crate::agency::Powers>,
 }
 
 /// What one principal may do in a vault at one time
@@ -192,9 +197,14 @@ impl Access {
         self.owner || !self.collections.is_empty() || !self.records.is_empty()
     }
 
-    /// Whether it may append entries at all (the log's rules decide which).
+    /// Whether it may append entries at all (the log's rules decide
+    /// which): the owner, a member who may add, or an agent who may share
+    /// or name agents.
     pub fn may_write(&self) -> bool {
-        self.owner || self.collections.values().any(|c| c.permission.may_add())
+        self.owner
+            || self.collections.values().any(|c| {
+                c.permission.may_add() || c.agent.is_some_and(|p| p.shares() || p.names_agents())
+            })
     }
 
     /// Whether it may read the ciphertext of `record` in `collection` (a
@@ -251,4 +261,7 @@ pub struct VaultState {
     foreign: HashMap<RecordId, BTreeMap<u32, (RecordMetadata, u64)>>,
     /// The relays the owner named last (`docs/format.md` §8.9).
     relays: Option<Relays>,
+    /// Agencies named in the log, in force or ended (`docs/format.md`
+    /// §8.10).
+    agencies: BTreeMap<crate::ids::DelegationId, agents::Agency>,
 }

@@ -169,6 +169,7 @@ impl VaultState {
                         epoch: c.epoch,
                         permission: g.permission(),
                         expires_at: g.expires_at(),
+                        agent: self.agency_of(who, id, now).map(|(_, p)| p),
                     },
                 ))
             })

@@ -1,0 +1,707 @@
+//! Designated agents (`docs/format.md` §8.10): Jane Doe acts for the
+//! patient in "labs". An agent shares only within its powers and its
+//! collections, the log (the relay's check and every client's) refuses
+//! anything beyond, and after the agency ends the agent is refused while
+//! what it did stays.
+
+use super::fixture::*;
+use crate::agency::{AgentNamed, Powers};
+use crate::error::Error;
+use crate::grant::Grant;
+use crate::identity::{Role, SecretIdentity};
+use crate::keys::CollectionKey;
+use crate::log::{EntryBody, LogEntry};
+use crate::{CollectionId, DelegationId, Keyring, Permission, VaultState};
+
+const SHARE: Powers = Powers::new(false, true, false);
+
+fn jane() -> SecretIdentity {
+    identity(5, "Jane Doe", Role::Patient)
+}
+
+/// A vault with a lab result, and Jane named in "labs" with `powers`
+/// until `expires_at`.
+fn with_agent(powers: Powers, expires_at: Option<u64>) -> (Fixture, SecretIdentity, DelegationId) {
+    let mut f = Fixture::new();
+    f.put_as(0, f.labs, None, "HbA1c", b"48 mmol/mol");
+    let jane = jane();
+    let mut keyring = Keyring::new(&f.patient, NOW);
+    let (d, e) = f
+        .state
+        .name_agent(
+            &mut keyring,
+            &f.labs,
+            jane.public(),
+            powers,
+            expires_at,
+            None,
+        )
+        .unwrap();
+    f.append(e);
+    (f, jane, d)
+}
+
+/// Jane shares `collection` with `who` through her client.
+fn jane_shares(
+    f: &Fixture,
+    jane: &SecretIdentity,
+    collection: CollectionId,
+    who: usize,
+    permission: Permission,
+    expires_at: Option<u64>,
+) -> crate::Result<LogEntry> {
+    let mut keyring = Keyring::new(jane, NOW);
+    f.state.share_collection(
+        &mut keyring,
+        &collection,
+        f.who(who).public(),
+        permission,
+        expires_at,
+    )
+}
+
+/// A grant-added entry Jane signs herself, bypassing her client's checks.
+fn forged_share(
+    f: &Fixture,
+    jane: &SecretIdentity,
+    key: &CollectionKey,
+    who: usize,
+    permission: Permission,
+    expires_at: Option<u64>,
+) -> LogEntry {
+    let member = f.who(who).public().clone();
+    let grant =
+        Grant::for_collection_by_agent(jane, key, &member, permission, expires_at, NOW).unwrap();
+    f.forge(jane, EntryBody::GrantAdded { member, grant })
+}
+
+fn is_unauthorized(e: &Error) -> bool {
+    matches!(e, Error::Unauthorized { .. })
+}
+
+#[test]
+fn an_agent_who_may_share_shares_a_collection_with_a_clinician_who_reads_it() {
+    let (mut f, jane, d) = with_agent(SHARE, None);
+    let record = f.state.records(Some(&f.labs))[0].id;
+    // Jane reads what she acts on.
+    let mut keyring = Keyring::new(&jane, NOW);
+    let verified = f.state.record(&record).unwrap();
+    let mut out = Vec::new();
+    keyring
+        .open(
+            &f.state,
+            &verified,
+            f.blobs[verified.metadata().ciphertext_hash()].as_slice(),
+            &mut out,
+        )
+        .unwrap();
+    assert_eq!(out, b"48 mmol/mol");
+
+    let e = jane_shares(&f, &jane, f.labs, 1, Permission::Read, None).unwrap();
+    let EntryBody::GrantAdded { grant, .. } = e.body() else {
+        panic!("not a grant")
+    };
+    assert_eq!(
+        grant.signer(),
+        Some(jane.fingerprint()),
+        "a version-3 grant"
+    );
+    assert_eq!(grant.to_bytes()[0], 3);
+    f.append(e);
+    let (_, body) = f.open_as(1, &record).unwrap();
+    assert_eq!(body, b"48 mmol/mol");
+
+    // The relay's access check: Jane is a reader who may append (she
+    // shares), Alice a plain reader.
+    let access = f.state.access(&jane.fingerprint(), NOW);
+    let labs = access.collections[&f.labs];
+    assert_eq!(labs.permission, Permission::Read);
+    assert_eq!(labs.agent, Some(SHARE));
+    assert!(access.may_write());
+    let alice = f.state.access(&f.alice.fingerprint(), NOW);
+    assert_eq!(alice.collections[&f.labs].agent, None);
+    assert!(!alice.may_write());
+
+    let agencies = f.state.agencies();
+    assert_eq!(agencies.len(), 1);
+    assert_eq!(agencies[0].delegation, d);
+    assert_eq!(agencies[0].named_by, f.patient.fingerprint());
+    assert_eq!(agencies[0].collections, vec![f.labs]);
+    // The whole log verifies from genesis, as a new device would.
+    let again = f.reverify().unwrap();
+    assert_eq!(again.agencies(), agencies);
+    // Alice, joining, sees the labs entries whole, Jane's naming included.
+    let naming = &f.log[4];
+    assert!(matches!(naming.body(), EntryBody::AgentNamed(_)));
+    assert!(f.state.shows_in_full(naming, &f.alice.fingerprint()));
+    assert!(!f.state.shows_in_full(naming, &f.bob.fingerprint()));
+}
+
+#[test]
+fn an_agent_without_share_rights_is_refused_by_its_client_and_by_the_log() {
+    let (mut f, jane, d) = with_agent(Powers::new(true, false, false), None);
+    assert!(matches!(
+        jane_shares(&f, &jane, f.labs, 1, Permission::Read, None),
+        Err(Error::AccessDenied(_))
+    ));
+    let key = f.key_of(0, f.labs);
+    let forged = forged_share(&f, &jane, &key, 1, Permission::Read, None);
+    assert!(is_unauthorized(&f.refuse(&forged)));
+    // She may add records (her grant is read-add) but not delete them.
+    let mut keyring = Keyring::new(&jane, NOW);
+    let (_, e) = f
+        .state
+        .put_record(
+            &mut keyring,
+            &f.labs,
+            None,
+            &info("her note"),
+            crate::RecordBody::new(&b"x"[..], 1),
+            &mut Vec::new(),
+        )
+        .unwrap();
+    let seq = e.seq();
+    f.append(e);
+    // Listings show her record as written on the patient's behalf.
+    assert_eq!(
+        f.state
+            .acting_for_owner(&jane.fingerprint(), &f.labs, seq, NOW),
+        Some(d)
+    );
+    assert_eq!(
+        f.state
+            .acting_for_owner(&jane.fingerprint(), &f.meds, seq, NOW),
+        None
+    );
+    let access = f.state.access(&jane.fingerprint(), NOW);
+    assert_eq!(access.collections[&f.labs].permission, Permission::Add);
+    let record = f.state.records(Some(&f.labs))[0].id;
+    let delete = f.forge(&jane, EntryBody::RecordDeleted { record, version: 2 });
+    assert!(is_unauthorized(&f.refuse(&delete)));
+    // A read-only agent may not append at all: the relay refuses it
+    // before looking at the entry.
+    let (f, jane, _) = with_agent(Powers::read_only(), None);
+    assert!(!f.state.access(&jane.fingerprint(), NOW).may_write());
+}
+
+#[test]
+fn an_agents_grant_outside_its_scope_is_refused() {
+    let expiry = NOW + 86_400;
+    let (mut f, jane, _) = with_agent(Powers::new(true, true, false), Some(expiry));
+    let labs = f.key_of(0, f.labs);
+    let meds = f.key_of(0, f.meds);
+    // Her client refuses each, and the log refuses what she would forge.
+    for (collection, key, who, permission, expires_at, why) in [
+        (
+            f.meds,
+            &meds,
+            1,
+            Permission::Read,
+            Some(expiry),
+            "another collection",
+        ),
+        (
+            f.labs,
+            &labs,
+            1,
+            Permission::ReadWrite,
+            Some(expiry),
+            "read-write",
+        ),
+        (
+            f.labs,
+            &labs,
+            1,
+            Permission::Deposit,
+            Some(expiry),
+            "deposit",
+        ),
+        (f.labs, &labs, 1, Permission::Read, None, "longer than hers"),
+        (
+            f.labs,
+            &labs,
+            1,
+            Permission::Read,
+            Some(expiry + 1),
+            "past hers",
+        ),
+        (
+            f.labs,
+            &labs,
+            0,
+            Permission::Read,
+            Some(expiry),
+            "to the owner",
+        ),
+    ] {
+        assert!(
+            jane_shares(&f, &jane, collection, who, permission, expires_at).is_err(),
+            "her client shared {why}"
+        );
+        let forged = forged_share(&f, &jane, key, who, permission, expires_at);
+        let err = f.refuse(&forged);
+        assert!(
+            matches!(err, Error::Unauthorized { .. } | Error::InvalidEntry { .. }),
+            "{why}: {err:?}"
+        );
+    }
+    // A key of her own making, under the labs epoch.
+    let own = CollectionKey::generate(f.state.vault(), f.labs, 0);
+    let forged = forged_share(&f, &jane, &own, 1, Permission::Read, Some(expiry));
+    assert!(matches!(f.refuse(&forged), Error::InvalidEntry { .. }));
+    // An owner-signed grant carried in her entry.
+    let member = f.alice.public().clone();
+    let grant = Grant::for_collection(
+        &f.patient,
+        &labs,
+        &member,
+        Permission::Read,
+        Some(expiry),
+        NOW,
+    )
+    .unwrap();
+    let forged = f.forge(&jane, EntryBody::GrantAdded { member, grant });
+    assert!(matches!(f.refuse(&forged), Error::InvalidEntry { .. }));
+    // Naming another agent without the power to.
+    let mut keyring = Keyring::new(&jane, NOW);
+    assert!(f
+        .state
+        .name_agent(
+            &mut keyring,
+            &f.labs,
+            f.bob.public(),
+            Powers::read_only(),
+            Some(expiry),
+            None
+        )
+        .is_err());
+    // Owner-only kinds.
+    let mut keyring = Keyring::new(&jane, NOW);
+    assert!(f
+        .state
+        .revoke(&mut keyring, &f.labs, &[f.patient.fingerprint()])
+        .is_err());
+    let created = f.forge(
+        &jane,
+        EntryBody::CollectionCreated {
+            collection: CollectionId::from_bytes([9; 16]),
+            sealed_name: own.seal_name("mine").unwrap(),
+            owner_grant: Grant::for_collection_by_agent(
+                &jane,
+                &own,
+                jane.public(),
+                Permission::ReadWrite,
+                None,
+                NOW,
+            )
+            .unwrap(),
+        },
+    );
+    assert!(is_unauthorized(&f.refuse(&created)));
+    // Within her scope, all of it works: a read-add grant as long as hers.
+    let e = jane_shares(&f, &jane, f.labs, 1, Permission::Add, Some(expiry)).unwrap();
+    f.append(e);
+    // And she revokes the member she can: a rotation signed by her, which
+    // keeps the owner's and her own access as they were.
+    let mut keyring = Keyring::new(&jane, NOW);
+    let e = f
+        .state
+        .revoke(&mut keyring, &f.labs, &[f.alice.fingerprint()])
+        .unwrap();
+    f.append(e);
+    let record = f.state.records(Some(&f.labs))[0].id;
+    assert!(f.open_as(1, &record).is_err(), "Alice was revoked");
+    f.open_as(0, &record).unwrap();
+    assert_eq!(
+        f.state.access(&jane.fingerprint(), NOW).collections[&f.labs].epoch,
+        1
+    );
+    f.reverify().unwrap();
+}
+
+#[test]
+fn after_an_agency_ends_the_agent_is_refused_and_what_it_granted_stays() {
+    let (mut f, jane, d) = with_agent(Powers::new(true, true, false), None);
+    let e = jane_shares(&f, &jane, f.labs, 1, Permission::Read, None).unwrap();
+    f.append(e);
+    let naming = f
+        .log
+        .iter()
+        .find_map(|e| match e.body() {
+            EntryBody::AgentNamed(n) => Some(n.clone()),
+            _ => None,
+        })
+        .unwrap();
+    // The owner ends the agency, and rotates the key in the same append.
+    let e = f.state.end_agency(&f.patient, &d, &f.labs, NOW).unwrap();
+    f.append(e);
+    let mut keyring = Keyring::new(&f.patient, NOW);
+    let e = f.state.revoke(&mut keyring, &f.labs, &[]).unwrap();
+    f.append(e);
+    let after = f.put_as(0, f.labs, None, "after", b"written after the agency ended");
+
+    // Jane is refused: no access, no grant, no record, no further naming.
+    let access = f.state.access(&jane.fingerprint(), NOW);
+    assert!(!access.is_member() && !access.may_write());
+    assert!(jane_shares(&f, &jane, f.labs, 2, Permission::Read, None).is_err());
+    let old_key = f.key_of(0, f.labs);
+    let forged = forged_share(&f, &jane, &old_key, 2, Permission::Read, None);
+    assert!(is_unauthorized(&f.refuse(&forged)));
+    let mut keyring = Keyring::new(&jane, NOW);
+    assert!(f
+        .state
+        .put_record(
+            &mut keyring,
+            &f.labs,
+            None,
+            &info("late"),
+            crate::RecordBody::new(&b"x"[..], 1),
+            &mut Vec::new(),
+        )
+        .is_err());
+    let mut keyring = Keyring::new(&jane, NOW);
+    let verified = f.state.record(&after.record()).unwrap();
+    assert!(keyring
+        .open(
+            &f.state,
+            &verified,
+            f.blobs[after.ciphertext_hash()].as_slice(),
+            &mut Vec::new()
+        )
+        .is_err());
+    // Her naming replayed (a new entry with the same delegation) is refused.
+    let replay = f.forge(&f.patient, EntryBody::AgentNamed(naming));
+    assert!(matches!(f.refuse(&replay), Error::InvalidEntry { .. }));
+    // Ending it again is refused too.
+    let again = f.forge(
+        &f.patient,
+        EntryBody::AgencyEnded {
+            delegation: d,
+            collection: f.labs,
+        },
+    );
+    assert!(matches!(f.refuse(&again), Error::InvalidEntry { .. }));
+
+    // What she did stays: Alice, whom she granted, reads what was written
+    // after the agency ended.
+    let (_, body) = f.open_as(1, &after.record()).unwrap();
+    assert_eq!(body, b"written after the agency ended");
+    // The relay shows Jane the labs entries up to the end, and none after.
+    let end = &f.log[6];
+    assert!(matches!(end.body(), EntryBody::AgencyEnded { .. }));
+    assert!(f.state.shows_in_full(end, &jane.fingerprint()));
+    let last = f.log.last().unwrap();
+    assert!(!f.state.shows_in_full(last, &jane.fingerprint()));
+    let ended = &f.state.agencies()[0];
+    assert!(ended.collections.is_empty());
+    assert_eq!(ended.ended, vec![f.labs]);
+    f.reverify().unwrap();
+}
+
+#[test]
+fn agents_name_agents_within_their_own_powers_and_ending_one_ends_those_below() {
+    let powers = Powers::new(false, true, true);
+    let (mut f, jane, d) = with_agent(powers, Some(NOW + 1000));
+    let mut keyring = Keyring::new(&jane, NOW);
+    // Not more than she holds: add, or a longer expiry.
+    for (p, exp) in [
+        (Powers::new(true, false, false), Some(NOW + 1000)),
+        (Powers::read_only(), None),
+    ] {
+        assert!(f
+            .state
+            .name_agent(&mut keyring, &f.labs, f.bob.public(), p, exp, None)
+            .is_err());
+    }
+    let (bobs, e) = f
+        .state
+        .name_agent(
+            &mut keyring,
+            &f.labs,
+            f.bob.public(),
+            SHARE,
+            Some(NOW + 500),
+            None,
+        )
+        .unwrap();
+    let EntryBody::AgentNamed(named) = e.body() else {
+        panic!("not a naming")
+    };
+    assert_eq!(named.parent, Some(d));
+    f.append(e);
+    // Bob, her agent, shares within his powers.
+    let mut keyring = Keyring::new(&f.bob, NOW);
+    let e = f
+        .state
+        .share_collection(
+            &mut keyring,
+            &f.labs,
+            f.alice.public(),
+            Permission::Read,
+            Some(NOW + 500),
+        )
+        .unwrap();
+    f.append(e);
+    // Bob may not name Jane under himself, nor end her agency.
+    let up = f.forge(
+        &f.bob,
+        EntryBody::AgencyEnded {
+            delegation: d,
+            collection: f.labs,
+        },
+    );
+    assert!(is_unauthorized(&f.refuse(&up)));
+    // Jane ends her own agency (she resigns): Bob's ends with it.
+    let e = f.state.end_agency(&jane, &d, &f.labs, NOW).unwrap();
+    f.append(e);
+    assert!(f
+        .state
+        .agency_of(&f.bob.fingerprint(), &f.labs, NOW)
+        .is_none());
+    assert!(!f.state.access(&f.bob.fingerprint(), NOW).is_member());
+    assert!(f
+        .state
+        .agencies()
+        .iter()
+        .any(|a| a.delegation == bobs && a.ended == vec![f.labs]));
+    // Alice's grant, which Bob gave, stays.
+    assert!(f.state.access(&f.alice.fingerprint(), NOW).is_member());
+    // The owner's rotation may not revoke an agent in force: it ends the
+    // agency instead.
+    let (mut f, jane, _) = with_agent(SHARE, None);
+    let mut keyring = Keyring::new(&f.patient, NOW);
+    assert!(f
+        .state
+        .revoke(&mut keyring, &f.labs, &[jane.fingerprint()])
+        .is_err());
+    let key = f.key_of(0, f.labs);
+    let rotation = crate::log::Rotation {
+        collection: f.labs,
+        epoch: 1,
+        revoked: vec![jane.fingerprint()],
+        sealed_name: key.seal_name("labs").unwrap(),
+        grants: vec![Grant::for_collection(
+            &f.patient,
+            &CollectionKey::generate(f.state.vault(), f.labs, 1),
+            f.patient.public(),
+            Permission::ReadWrite,
+            None,
+            NOW,
+        )
+        .unwrap()],
+        rewraps: Vec::new(),
+        dropped: Vec::new(),
+    };
+    let forged = f.forge(&f.patient, EntryBody::Rotation(rotation));
+    assert!(matches!(f.refuse(&forged), Error::InvalidEntry { .. }));
+}
+
+#[test]
+fn an_expired_agency_gives_nothing() {
+    let (mut f, jane, _) = with_agent(SHARE, Some(NOW + 10));
+    let key = f.key_of(0, f.labs);
+    let member = f.alice.public().clone();
+    let grant =
+        Grant::for_collection_by_agent(&jane, &key, &member, Permission::Read, Some(NOW + 10), NOW)
+            .unwrap();
+    let late = f.forge_at(&jane, NOW + 10, EntryBody::GrantAdded { member, grant });
+    assert!(is_unauthorized(&f.refuse(&late)));
+    assert!(f
+        .state
+        .agency_of(&jane.fingerprint(), &f.labs, NOW + 10)
+        .is_none());
+}
+
+#[test]
+fn agent_entries_round_trip_and_refuse_what_is_not_canonical() {
+    let (f, jane, _) = with_agent(SHARE, Some(NOW + 10));
+    let naming = f.log.last().unwrap();
+    let bytes = naming.to_bytes().to_vec();
+    let parsed = LogEntry::from_bytes(&bytes).unwrap();
+    assert_eq!(parsed.reencode(), bytes);
+    let EntryBody::AgentNamed(AgentNamed { grant, .. }) = parsed.body() else {
+        panic!("not a naming")
+    };
+    assert_eq!(grant.signer(), None, "the owner's grant is version 2");
+    // A version-3 grant with a key generation above 0 needs a device
+    // list, which this version does not read.
+    let key = f.key_of(0, f.labs);
+    let g =
+        Grant::for_collection_by_agent(&jane, &key, f.alice.public(), Permission::Read, None, NOW)
+            .unwrap();
+    let mut b = g.to_bytes();
+    assert_eq!(Grant::from_bytes(&b).unwrap(), g);
+    let generation_at = 1 + 16 + 1 + 16 + 4 + 32 + 1 + 1 + 8 + 32 + 32;
+    b[generation_at + 3] = 1;
+    assert!(matches!(
+        Grant::from_bytes(&b),
+        Err(Error::Malformed { .. })
+    ));
+    // Powers with read missing, or an unknown bit, are refused.
+    assert!(Powers::from_byte(0x02).is_none());
+    assert!(Powers::from_byte(0x11).is_none());
+    assert_eq!(
+        Powers::parse("add, share").unwrap().to_string(),
+        "read,add,share"
+    );
+    assert!(Powers::parse("delete").is_err());
+    // A state verified again sees the same.
+    let again = VaultState::verify_log(&f.log).unwrap();
+    assert_eq!(again.agencies(), f.state.agencies());
+}
+
+/// The agents vector (`tests/vectors/agents.json`, `docs/format.md`
+/// §8.10): a log in which the patient names Jane an agent who may share
+/// "labs", Jane shares it with Dr Alice (a version-3 grant) and revokes
+/// Dr Bob (her rotation), and the patient ends the agency and rotates;
+/// with entries a reader must refuse after a given prefix of it.
+/// Regenerate (only for a deliberate format change) with
+/// `VAULT_REGENERATE_VECTORS=1 cargo test -p vault-core --lib agents_vector`.
+#[test]
+fn agents_vector() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/agents.json");
+    if std::env::var_os("VAULT_REGENERATE_VECTORS").is_some() {
+        let mut f = Fixture::new();
+        let record = f.put_as(0, f.labs, None, "HbA1c", b"48 mmol/mol");
+        f.share(2, f.labs, Permission::Read, None);
+        let jane = jane();
+        let delegation = DelegationId::from_bytes([7; 16]);
+        let mut keyring = Keyring::new(&f.patient, NOW);
+        let (_, e) = f
+            .state
+            .name_agent(
+                &mut keyring,
+                &f.labs,
+                jane.public(),
+                SHARE,
+                None,
+                Some(delegation),
+            )
+            .unwrap();
+        let naming = e.clone();
+        f.append(e);
+        let key = f.key_of(0, f.labs);
+        let mut negative = Vec::new();
+        let mut refused = |f: &mut Fixture, what: &str, entry: LogEntry, code: &str| {
+            assert_eq!(f.refuse(&entry).code(), code, "{what}");
+            negative.push(serde_json::json!({
+                "description": what,
+                "after_seq": f.state.head().seq,
+                "entry": hex::encode(entry.to_bytes()),
+                "error": code,
+            }));
+        };
+        let rw = forged_share(&f, &jane, &key, 1, Permission::ReadWrite, None);
+        refused(
+            &mut f,
+            "an agent grants read-write",
+            rw,
+            "unauthorized_author",
+        );
+        let to_owner = forged_share(&f, &jane, &key, 0, Permission::Read, None);
+        refused(
+            &mut f,
+            "an agent grants the owner",
+            to_owner,
+            "invalid_entry",
+        );
+        let own = CollectionKey::generate(f.state.vault(), f.labs, 0);
+        let own_key = forged_share(&f, &jane, &own, 1, Permission::Read, None);
+        refused(
+            &mut f,
+            "an agent grants a key of its own making",
+            own_key,
+            "invalid_entry",
+        );
+        let e = jane_shares(&f, &jane, f.labs, 1, Permission::Read, None).unwrap();
+        f.append(e);
+        let mut keyring = Keyring::new(&jane, NOW);
+        let e = f
+            .state
+            .revoke(&mut keyring, &f.labs, &[f.bob.fingerprint()])
+            .unwrap();
+        f.append(e);
+        let e = f
+            .state
+            .end_agency(&f.patient, &delegation, &f.labs, NOW)
+            .unwrap();
+        f.append(e);
+        let mut keyring = Keyring::new(&f.patient, NOW);
+        let e = f.state.revoke(&mut keyring, &f.labs, &[]).unwrap();
+        f.append(e);
+        let EntryBody::AgentNamed(named) = naming.body() else {
+            panic!("not a naming")
+        };
+        let replay = f.forge(&f.patient, EntryBody::AgentNamed(named.clone()));
+        refused(
+            &mut f,
+            "an ended agency named again",
+            replay,
+            "invalid_entry",
+        );
+        let late = forged_share(&f, &jane, &f.key_of(0, f.labs), 3, Permission::Read, None);
+        refused(
+            &mut f,
+            "a share by an agent whose agency ended",
+            late,
+            "unauthorized_author",
+        );
+        let v = serde_json::json!({
+            "description": "docs/format.md §8.10: a vault log (patient seed [1;32], Dr Alice [2;32], Dr Bob [3;32], Jane Doe [5;32] the agent, as in vault-core's test fixture). Seq 3 puts the record, seq 4 shares labs with Dr Bob; seq 5 names Jane (delegation 0707..07, powers 0x05: read and share) in labs; seq 6 is her version-3 grant to Dr Alice; seq 7 her rotation revoking Dr Bob; seq 8 the patient ends the agency; seq 9 the patient's rotation. Alice opens the record with the plaintext given; Jane and Bob hold nothing at the end. Each negative entry must be refused after the log's prefix up to after_seq, with the error code given.",
+            "log": f.log.iter().map(|e| hex::encode(e.to_bytes())).collect::<Vec<_>>(),
+            "record": record.record().to_hex(),
+            "ciphertext": hex::encode(&f.blobs[record.ciphertext_hash()]),
+            "plaintext": "48 mmol/mol",
+            "negative": negative,
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let log = vector_log(&v);
+    let state = VaultState::verify_log(&log).unwrap();
+    let agencies = state.agencies();
+    assert_eq!(agencies.len(), 1);
+    assert_eq!(agencies[0].delegation, DelegationId::from_bytes([7; 16]));
+    assert_eq!(agencies[0].powers, SHARE);
+    assert!(agencies[0].collections.is_empty());
+    let EntryBody::GrantAdded { grant, .. } = log[6].body() else {
+        panic!("seq 6 is not a grant")
+    };
+    assert_eq!(grant.signer(), Some(jane().fingerprint()));
+    assert_eq!(log[7].author(), jane().fingerprint());
+    assert!(matches!(log[7].body(), EntryBody::Rotation(_)));
+    let alice = identity(2, "Dr Alice", Role::Clinician);
+    let bob = identity(3, "Dr Bob", Role::Clinician);
+    assert!(!state.access(&jane().fingerprint(), NOW).is_member());
+    assert!(!state.access(&bob.fingerprint(), NOW).is_member());
+    let record = crate::RecordId::from_hex(v["record"].as_str().unwrap()).unwrap();
+    let verified = state.record(&record).unwrap();
+    let mut out = Vec::new();
+    Keyring::new(&alice, NOW)
+        .open(
+            &state,
+            &verified,
+            hex::decode(v["ciphertext"].as_str().unwrap())
+                .unwrap()
+                .as_slice(),
+            &mut out,
+        )
+        .unwrap();
+    assert_eq!(out, v["plaintext"].as_str().unwrap().as_bytes());
+    let negative = v["negative"].as_array().unwrap();
+    assert_eq!(negative.len(), 5);
+    for case in negative {
+        let after = usize::try_from(case["after_seq"].as_u64().unwrap()).unwrap();
+        let mut prefix = VaultState::verify_log(&log[..=after]).unwrap();
+        let entry =
+            LogEntry::from_bytes(&hex::decode(case["entry"].as_str().unwrap()).unwrap()).unwrap();
+        let err = prefix.apply(&entry).unwrap_err();
+        assert_eq!(
+            err.code(),
+            case["error"].as_str().unwrap(),
+            "{}",
+            case["description"]
+        );
+    }
+}
