@@ -181,6 +181,18 @@ pub enum Command {
     Revoke(RevokeArgs),
     /// Who has access to what.
     Access,
+    /// Name agents who act for you in chosen collections (a parent for a
+    /// child, an adult child, a lawyer), list them, and end their agency.
+    ///
+    /// An agent reads the collections you name, and with the powers you
+    /// give may add records, share the collections with others and revoke
+    /// them, and name further agents within its own powers. It never
+    /// deletes, never touches your keys or your other collections, and
+    /// everything it does is shown as done on your behalf. Ending an
+    /// agency takes its access at once and rotates the collection's key;
+    /// what the agent did stays.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
     /// Export the vault as standard age files plus a FHIR R4 bundle.
     Export(ExportArgs),
     /// Verify the whole vault and print its checkpoint code.
@@ -652,6 +664,57 @@ pub struct CompletionsArgs {
     /// The shell.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+/// `vault agents ...`.
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// Name a contact your agent in one or more collections.
+    Name(AgentNameArgs),
+    /// List the agents of this vault: who named them, their powers, and
+    /// where they are in force.
+    List,
+    /// End a contact's agency (in every collection, or one): their access
+    /// ends and the collection's key is rotated.
+    ///
+    /// What the agent did stays: the records it added, and the people it
+    /// shared with or revoked. `vault access` lists the people it shared
+    /// with; `vault revoke` them if they should go too. An agent may end
+    /// its own agency, and an agent may end the agencies it named.
+    End(AgentEndArgs),
+}
+
+/// `vault agents name`.
+#[derive(Debug, Args)]
+pub struct AgentNameArgs {
+    /// The contact to name (a verified contact: `vault contacts add`).
+    #[arg(value_name = "CONTACT")]
+    pub contact: String,
+    /// A collection the agent acts in (repeat for several).
+    #[arg(long, short = 'c', required = true, value_name = "COLLECTION")]
+    pub collection: Vec<String>,
+    /// What the agent may do besides reading, comma-separated: `add`
+    /// (records, and new versions of its own), `share` (share these
+    /// collections read or read-add, and revoke people), `name-agents`
+    /// (name further agents within its own powers). Default: read only.
+    #[arg(long, value_name = "POWERS", default_value = "")]
+    pub powers: String,
+    /// The agency ends by itself at this time: a duration (`90min`,
+    /// `12h`, `30d`, `2w`, `6mo`, `1y`) or a date (`2027-01-31`).
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+}
+
+/// `vault agents end`.
+#[derive(Debug, Args)]
+pub struct AgentEndArgs {
+    /// The agent: a contact's name, or a fingerprint prefix as `vault
+    /// agents list --json` shows.
+    #[arg(value_name = "AGENT")]
+    pub agent: String,
+    /// Only in this collection (default: every collection it acts in).
+    #[arg(long, short = 'c')]
+    pub collection: Option<String>,
 }
 
 /// `vault link ...`.

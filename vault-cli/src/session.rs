@@ -765,6 +765,27 @@ pub struct Namer {
 }
 
 impl Namer {
+    /// The author of the entry at `seq` of `collection`, named as
+    /// [`Namer::name`] does, and "on behalf of" the owner when the author
+    /// wrote it as the owner's agent (`docs/format.md` §8.10).
+    pub fn author(
+        &self,
+        fp: &Fingerprint,
+        state: &VaultState,
+        collection: &vault_core::CollectionId,
+        seq: u64,
+    ) -> String {
+        let name = self.name(fp, Some(state));
+        if state.acting_for_owner(fp, collection, seq).is_some() {
+            format!(
+                "{name} on behalf of {}",
+                self.name(&state.owner().fingerprint(), Some(state))
+            )
+        } else {
+            name
+        }
+    }
+
     /// "contact-name", "you", or the identity's own display name (from the
     /// vault's log) marked as not a contact, or the fingerprint's first
     /// digits.

@@ -39,6 +39,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod agents;
 mod blob;
 mod client;
 pub mod content;

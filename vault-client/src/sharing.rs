@@ -16,7 +16,7 @@ use vault_core::{
 use crate::{sync, RelayClient};
 
 /// Shares `target` with `member` in `vault` as the client's identity (the
-/// owner), rotating the collection's key first where needed
+/// owner, or an agent of the owner who may share it), rotating the collection's key first where needed
 /// ([`plan_share`]). Returns the vault's new state and whether the key was
 /// rotated first.
 pub async fn share<S: Store + ?Sized>(
@@ -38,8 +38,8 @@ pub async fn share<S: Store + ?Sized>(
     Ok((state, rotated_first))
 }
 
-/// Revokes `member` in `vault` as the client's identity (the owner): see
-/// [`plan_revocation`]. Returns the vault's new state and what was done
+/// Revokes `member` in `vault` as the client's identity (the owner, or an
+/// agent of the owner who may share): see [`plan_revocation`]. Returns the vault's new state and what was done
 /// (empty if `member` held nothing to revoke).
 pub async fn revoke<S: Store + ?Sized>(
     store: &mut S,
@@ -193,7 +193,9 @@ impl Revocation {
 
 /// Builds the entries revoking `member` from every collection they hold
 /// (or only `only`), rotating each collection's key, and withdrawing their
-/// single-record grants (of `only`'s records, if given).
+/// single-record grants (of `only`'s records, if given). An agent of the
+/// owner is not revoked but its agency ended there (`docs/format.md`
+/// §8.10), followed by a rotation revoking nobody.
 ///
 /// Revocation always succeeds for the owner: a live record whose data key
 /// does not unwrap (written by a faulty or malicious member) is deleted by
@@ -213,7 +215,21 @@ pub fn plan_revocation(
             continue;
         }
         let mut keyring = Keyring::new(owner, now);
-        let entry = next.revoke(&mut keyring, &c.id, &[*member])?;
+        let name = state.collection_name(&mut keyring, &c.id).ok();
+        // An agent is not revoked but its agency ended (decision 65): the
+        // agent's grant leaves, and a rotation revoking nobody follows.
+        let agency = state
+            .agencies()
+            .into_iter()
+            .find(|a| a.agent == *member && a.collections.contains(&c.id));
+        let entry = if let Some(agency) = agency {
+            let end = next.end_agency(owner, &agency.delegation, &c.id, now)?;
+            next.apply(&end)?;
+            out.entries.push(end);
+            next.revoke(&mut keyring, &c.id, &[])?
+        } else {
+            next.revoke(&mut keyring, &c.id, &[*member])?
+        };
         let dropped = match entry.body() {
             EntryBody::Rotation(r) => r
                 .dropped
@@ -232,7 +248,7 @@ pub fn plan_revocation(
         out.entries.push(entry);
         out.rotated.push(RotatedCollection {
             collection: c.id,
-            name: state.collection_name(&mut keyring, &c.id).ok(),
+            name,
             epoch: c.epoch.saturating_add(1),
             dropped,
         });

@@ -1,6 +1,7 @@
 //! The commands: each takes its parsed arguments and a session, prints its
 //! result (text or `--json`) and returns a typed error.
 
+mod agencies;
 pub mod identity;
 mod links;
 pub(crate) mod pulling;
@@ -48,6 +49,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Share(args) => sharing::share(&mut session()?, &args),
         Command::Revoke(args) => sharing::revoke(&mut session()?, &args),
         Command::Access => sharing::access(&mut session()?),
+        Command::Agents(cmd) => agencies::run(&mut session()?, cmd),
         Command::Export(args) => sharing::export(&mut session()?, &args),
         Command::Verify(args) => sharing::verify(&mut session()?, &args),
         Command::Link(cmd) => links::run(session, out, cmd),

@@ -96,7 +96,7 @@ fn listed_json(l: &Listed, coll: &str, namer: &Namer, state: &VaultState) -> Val
         "effective_at": l.opened.info.effective_at,
         "created_at": l.opened.info.created_at,
         "author": l.opened.author.to_hex(),
-        "author_name": namer.name(&l.opened.author, Some(state)),
+        "author_name": namer.author(&l.opened.author, state, &l.summary.collection, l.summary.seq),
         "bytes": l.opened.body_len,
         "downloaded": true,
     })
@@ -165,7 +165,7 @@ pub fn list(session: &mut Session, args: &ListArgs) -> Result<()> {
                 "collection": names.get(&r.collection).unwrap_or(&shared),
                 "collection_id": r.collection.to_hex(),
                 "author": r.author.to_hex(),
-                "author_name": namer.name(&r.author, Some(&state)),
+                "author_name": namer.author(&r.author, &state, &r.collection, r.seq),
                 "ciphertext_bytes": r.ciphertext_len,
                 "downloaded": false,
             })
@@ -185,7 +185,12 @@ pub fn list(session: &mut Session, args: &ListArgs) -> Result<()> {
                 names.get(&l.summary.collection).unwrap_or(&shared).clone(),
                 clean(&record_type(&l.opened.info.content_type)),
                 clean(&l.opened.info.title),
-                namer.name(&l.opened.author, Some(&state)),
+                namer.author(
+                    &l.opened.author,
+                    &state,
+                    &l.summary.collection,
+                    l.summary.seq,
+                ),
             ]
         })
         .collect();
@@ -201,7 +206,7 @@ pub fn list(session: &mut Session, args: &ListArgs) -> Result<()> {
                 r.ciphertext_len.div_ceil(1024 * 1024),
                 short(&r.id.to_hex())
             ),
-            namer.name(&r.author, Some(&state)),
+            namer.author(&r.author, &state, &r.collection, r.seq),
         ]
     }));
     table(
@@ -230,6 +235,8 @@ pub fn show(session: &mut Session, args: &ShowArgs) -> Result<()> {
     };
     let namer = session.namer();
     let author = state.identity(&opened.author);
+    let seq = state.record(&id).map(|r| r.seq()).unwrap_or_default();
+    let author_name = namer.author(&opened.author, &state, &opened.collection, seq);
     let fhir_value: Option<Value> = fhir::resource_type_of(&opened.info.content_type)
         .and_then(|_| serde_json::from_slice(&body).ok());
     let collection = names
@@ -246,7 +253,7 @@ pub fn show(session: &mut Session, args: &ShowArgs) -> Result<()> {
             "effective_at": opened.info.effective_at,
             "created_at": opened.info.created_at,
             "author": opened.author.to_hex(),
-            "author_name": namer.name(&opened.author, Some(&state)),
+            "author_name": author_name,
             "author_role": author.map(|a| a.role().as_str()),
             "author_verified": true,
             "bytes": opened.body_len,
@@ -270,7 +277,7 @@ pub fn show(session: &mut Session, args: &ShowArgs) -> Result<()> {
     line(&format!(
         "  Written     {} by {}{} — signature verified",
         super::date(i64::try_from(opened.info.created_at).unwrap_or(0)),
-        namer.name(&opened.author, Some(&state)),
+        author_name,
         author
             .map(|a| format!(" ({}, {})", clean(a.display_name()), a.role().as_str()))
             .unwrap_or_default()

@@ -17,8 +17,6 @@ pub(super) fn require_owner(session: &Session, state: &VaultState, what: &str) -
         Ok(())
     } else {
         Err(vault_core::Error::AccessDenied(match what {
-            "share" => "only the vault's owner can share it",
-            "revoke" => "only the vault's owner can revoke access",
             "name relays" => "only the vault's owner can name its relays",
             _ => "only the vault's owner can do this",
         })
@@ -33,7 +31,6 @@ pub fn share(session: &mut Session, args: &ShareArgs) -> Result<()> {
     let vault = session.select_vault()?;
     let client = session.client_for(&vault)?;
     let state = session.pull(&vault)?;
-    require_owner(session, &state, "share")?;
     let expires_at = args
         .until
         .as_deref()
@@ -59,7 +56,7 @@ pub fn share(session: &mut Session, args: &ShareArgs) -> Result<()> {
             format!("collection {}", args.what),
         )
     };
-    let (_, rotated_first) = session.rt.block_on(vault_client::sharing::share(
+    let (state, rotated_first) = session.rt.block_on(vault_client::sharing::share(
         &mut session.store,
         &client,
         &vault,
@@ -67,6 +64,15 @@ pub fn share(session: &mut Session, args: &ShareArgs) -> Result<()> {
         &member,
         expires_at,
     ))?;
+    // An agent's share without --until lasts as long as its agency.
+    let expires_at = match target {
+        Target::Collection(collection, _) => state
+            .access(&member.fingerprint(), client.now())
+            .collections
+            .get(&collection)
+            .map_or(expires_at, |c| c.expires_at),
+        Target::Record(_) => expires_at,
+    };
     let permission = share_permission(args).as_str();
     if session.out.json {
         return session.out.json(&json!({
@@ -122,7 +128,6 @@ pub fn revoke(session: &mut Session, args: &RevokeArgs) -> Result<()> {
     let vault = session.select_vault()?;
     let client = session.client_for(&vault)?;
     let state = session.pull(&vault)?;
-    require_owner(session, &state, "revoke")?;
     let member = revoke_target(session, &state, &args.contact)?;
     let only = args
         .collection
@@ -198,7 +203,7 @@ pub fn revoke(session: &mut Session, args: &RevokeArgs) -> Result<()> {
 /// hex digits, or a unique prefix of at least 8) of anyone holding a grant
 /// in the vault, which also reaches members who are not contacts and a
 /// contact's key that was replaced.
-fn revoke_target(
+pub(super) fn revoke_target(
     session: &Session,
     state: &VaultState,
     who: &str,
@@ -269,15 +274,20 @@ pub fn access(session: &mut Session) -> Result<()> {
                 continue;
             }
             let who = namer.name(fp, Some(&state));
+            let agent = state.agency_of(fp, &c.id, now).map(|(_, p)| p);
             rows.push(vec![
                 who.clone(),
                 name_of(&c.id),
-                permission.as_str().to_owned(),
+                match agent {
+                    Some(p) => format!("agent: {p}"),
+                    None => permission.as_str().to_owned(),
+                },
                 until(*expires),
             ]);
             json_rows.push(json!({
                 "member": fp.to_hex(), "name": who, "collection": name_of(&c.id),
                 "permission": permission.as_str(), "expires_at": expires,
+                "agent_powers": agent.map(|p| p.to_string()),
             }));
         }
     }

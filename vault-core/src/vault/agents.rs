@@ -150,26 +150,38 @@ impl VaultState {
         chain
     }
 
-    /// The agency under which `author` wrote the entry at `seq` (time `at`)
-    /// of `collection`, if it wrote it as an agent of the owner: what
-    /// listings show as "on behalf of" the owner.
+    /// The agency under which `author` wrote the entry at `seq` of
+    /// `collection`, if it wrote it as an agent of the owner (named there
+    /// before `seq`, not ended before it): what listings show as "on
+    /// behalf of" the owner. Expiry needs no check here: an agent's
+    /// entries after its agency expired were refused.
     pub fn acting_for_owner(
         &self,
         author: &Fingerprint,
         collection: &CollectionId,
         seq: u64,
-        at: u64,
     ) -> Option<DelegationId> {
         self.agencies
             .iter()
             .find(|(_, a)| {
                 a.agent == *author
-                    && a.expires_at.is_none_or(|e| at < e)
                     && a.spans
                         .get(collection)
                         .is_some_and(|(from, to)| *from < seq && to.is_none_or(|to| seq < to))
             })
             .map(|(d, _)| *d)
+    }
+
+    /// When the agency `agent` acts under in `collection` at `at` ends by
+    /// itself (`None`: it does not, or there is none).
+    pub(super) fn agency_expiry(
+        &self,
+        agent: &Fingerprint,
+        collection: &CollectionId,
+        at: u64,
+    ) -> Option<u64> {
+        self.agency_in_force(agent, collection, at)
+            .and_then(|(_, a)| a.expires_at)
     }
 
     /// Whether `who` is the agent of an agency in force in `collection`.

@@ -444,7 +444,9 @@ impl VaultState {
     }
 
     /// An entry sharing a collection with `member` (one grant, whatever the
-    /// collection's size).
+    /// collection's size), as the keyring's identity: the owner, or an agent
+    /// of the owner who may share it (`docs/format.md` §8.10), whose share
+    /// without an expiry lasts until its own agency's expiry.
     pub fn share_collection(
         &self,
         keyring: &mut Keyring,
@@ -461,6 +463,12 @@ impl VaultState {
                 "you already have access to this collection",
             ));
         }
+        // An agent shares for no longer than its own agency: by default,
+        // until it ends.
+        let expires_at = match expires_at {
+            None if as_agent => self.agency_expiry(&me.fingerprint(), collection, now),
+            given => given,
+        };
         let epoch = self
             .collections
             .get(collection)

@@ -1,0 +1,214 @@
+//! Designated agents, written once for every client (`docs/format.md`
+//! §8.10): naming an agent who acts for the owner in chosen collections,
+//! and ending an agency. The `vault agents` command presents these.
+//!
+//! [`name`] and [`end`] perform the action against a relay: they pull,
+//! build the entries with [`plan_naming`] or [`plan_ending`], and append
+//! them with [`crate::sync::push_with_retry`], which builds them again on
+//! the relay's newer state if the head moved.
+
+use vault_core::store::Store;
+use vault_core::{
+    CollectionId, DelegationId, Fingerprint, Keyring, LogEntry, Powers, PublicIdentity,
+    SecretIdentity, VaultId, VaultState,
+};
+
+use crate::{sync, RelayClient};
+
+/// What naming an agent does.
+#[derive(Debug)]
+pub struct Naming {
+    /// The entries to append, in order.
+    pub entries: Vec<LogEntry>,
+    /// The agency (one id for every collection it covers).
+    pub delegation: DelegationId,
+    /// Collections whose key was rotated before the agent's grant, so that
+    /// versions replaced or deleted under the current key stay closed to
+    /// the agent.
+    pub rotated_first: Vec<CollectionId>,
+}
+
+/// Names `agent` an agent in `collections` of `vault` as the client's
+/// identity (the owner, or an agent who may name agents there), with
+/// `powers` until `expires_at`: see [`plan_naming`].
+pub async fn name<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    vault: &VaultId,
+    collections: &[CollectionId],
+    agent: &PublicIdentity,
+    powers: Powers,
+    expires_at: Option<u64>,
+) -> crate::Result<(VaultState, Naming)> {
+    let me = client.identity().clone();
+    let delegation = DelegationId::random();
+    let mut plan = None;
+    let state = sync::push_with_retry(store, client, vault, |state| {
+        let naming = plan_naming(
+            state,
+            &me,
+            collections,
+            agent,
+            powers,
+            expires_at,
+            delegation,
+            client.now(),
+        )?;
+        let entries = naming.entries.clone();
+        plan = Some(naming);
+        Ok(entries)
+    })
+    .await?;
+    let plan = plan.ok_or(vault_core::Error::InvalidInput("nothing was named"))?;
+    Ok((state, plan))
+}
+
+/// Builds the entries naming `agent` in each of `collections` under one
+/// agency `delegation`. A collection whose current key could open
+/// replaced or deleted versions is rotated first (a rotation revoking
+/// nobody), as for any new member ([`crate::sharing::plan_share`]).
+#[allow(clippy::too_many_arguments)] // one user action's whole input
+pub fn plan_naming(
+    state: &VaultState,
+    me: &SecretIdentity,
+    collections: &[CollectionId],
+    agent: &PublicIdentity,
+    powers: Powers,
+    expires_at: Option<u64>,
+    delegation: DelegationId,
+    now: u64,
+) -> vault_core::Result<Naming> {
+    if collections.is_empty() {
+        return Err(vault_core::Error::InvalidInput(
+            "name at least one collection the agent acts in",
+        ));
+    }
+    let mut next = state.clone();
+    let mut naming = Naming {
+        entries: Vec::new(),
+        delegation,
+        rotated_first: Vec::new(),
+    };
+    for collection in collections {
+        let mut keyring = Keyring::new(me, now);
+        if next.needs_rotation_before_grant(collection) {
+            let rotation = next.revoke(&mut keyring, collection, &[])?;
+            next.apply(&rotation)?;
+            naming.entries.push(rotation);
+            naming.rotated_first.push(*collection);
+        }
+        let (_, entry) = next.name_agent(
+            &mut keyring,
+            collection,
+            agent,
+            powers,
+            expires_at,
+            Some(delegation),
+        )?;
+        next.apply(&entry)?;
+        naming.entries.push(entry);
+    }
+    Ok(naming)
+}
+
+/// What ending an agent's agencies does.
+#[derive(Debug, Default)]
+pub struct Ending {
+    /// The entries to append, in order.
+    pub entries: Vec<LogEntry>,
+    /// The agencies ended, with the collection each ended in (agencies
+    /// named under them end with them).
+    pub ended: Vec<(DelegationId, CollectionId)>,
+    /// Collections whose key was rotated after the agency ended, so the
+    /// key the agent held opens nothing written afterwards.
+    pub rotated: Vec<CollectionId>,
+}
+
+impl Ending {
+    /// Whether `agent` held no agency to end.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Ends every agency of `agent` in `vault` (or only in `only`) as the
+/// client's identity: see [`plan_ending`].
+pub async fn end<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    vault: &VaultId,
+    agent: &Fingerprint,
+    only: Option<&CollectionId>,
+) -> crate::Result<(VaultState, Ending)> {
+    let me = client.identity().clone();
+    let mut plan = Ending::default();
+    let state = sync::push_with_retry(store, client, vault, |state| {
+        plan = plan_ending(state, &me, agent, only, client.now())?;
+        Ok(plan.entries.clone())
+    })
+    .await?;
+    Ok((state, plan))
+}
+
+/// Builds the entries ending each agency of `agent` that is named and not
+/// ended in a collection (or only in `only`), as `me`: the owner, the
+/// agent itself (resigning), or an agent above it. Where `me` may rotate
+/// the collection's key afterwards (the owner, or an agent who may share
+/// there), a rotation revoking nobody follows in the same append.
+pub fn plan_ending(
+    state: &VaultState,
+    me: &SecretIdentity,
+    agent: &Fingerprint,
+    only: Option<&CollectionId>,
+    now: u64,
+) -> vault_core::Result<Ending> {
+    let mut next = state.clone();
+    let mut ending = Ending::default();
+    for agency in state.agencies() {
+        if agency.agent != *agent {
+            continue;
+        }
+        for collection in &agency.collections {
+            if only.is_some_and(|o| o != collection) {
+                continue;
+            }
+            end_in(
+                &mut next,
+                me,
+                agency.delegation,
+                collection,
+                now,
+                &mut ending,
+            )?;
+        }
+    }
+    Ok(ending)
+}
+
+/// Ends agency `delegation` in `collection` on `next`, and rotates the
+/// collection's key after it where `me` may.
+pub(crate) fn end_in(
+    next: &mut VaultState,
+    me: &SecretIdentity,
+    delegation: DelegationId,
+    collection: &CollectionId,
+    now: u64,
+    ending: &mut Ending,
+) -> vault_core::Result<()> {
+    let entry = next.end_agency(me, &delegation, collection, now)?;
+    next.apply(&entry)?;
+    ending.entries.push(entry);
+    ending.ended.push((delegation, *collection));
+    let may_rotate = next.owner().fingerprint() == me.fingerprint()
+        || next
+            .agency_of(&me.fingerprint(), collection, now)
+            .is_some_and(|(_, powers)| powers.shares());
+    if may_rotate {
+        let mut keyring = Keyring::new(me, now);
+        let rotation = next.revoke(&mut keyring, collection, &[])?;
+        next.apply(&rotation)?;
+        ending.entries.push(rotation);
+        ending.rotated.push(*collection);
+    }
+    Ok(())
+}
