@@ -35,9 +35,9 @@ This is an export of a vault: every record is a standard age file
      age -d -i identity.txt records/<collection id>/<record id>.<ext>.age > <file>
 
 fhir-bundle.json is a FHIR R4 Bundle of every FHIR resource; manifest.json
-lists every record with its collection, title, dates, verified author and
-file (file names carry ids only, so a directory listing reveals no health
-information). Keep identity.txt secret and delete it when you are done.
+lists every record with its collection, title, dates, verified author (and,
+for what an agent wrote, the owner it acted for) and file (file names carry
+ids only, so a directory listing reveals no health information). Keep identity.txt secret and delete it when you are done.
 ";
 
 /// Where exported files go: a directory, an archive, a browser download.
@@ -240,6 +240,7 @@ pub fn vault(
                 rec.id.to_hex(),
                 extension(&opened.info.content_type)
             );
+            let agency = state.acting_for_owner(&opened.author, &coll.id, verified.seq());
             if is_fhir(&opened.info.content_type) && plain.len() <= MAX_FHIR_RECORD {
                 if let Ok(v) = serde_json::from_slice::<Value>(&plain) {
                     collect_fhir(v, &mut bundle_entries);
@@ -261,6 +262,9 @@ pub fn vault(
                 "effective_at": opened.info.effective_at,
                 "author": opened.author.to_hex(),
                 "author_name": state.identity(&opened.author).map(|i| i.display_name().to_owned()),
+                // Written by an agent acting for the owner (format.md §8.10).
+                "on_behalf_of": agency.map(|_| state.owner().fingerprint().to_hex()),
+                "delegation": agency.map(|d| d.to_hex()),
                 "file": path,
             }));
             summary.files.push(path);

@@ -712,3 +712,56 @@ fn agents_vector() {
         );
     }
 }
+
+#[test]
+fn the_export_manifest_names_what_an_agent_wrote_on_the_owners_behalf() {
+    let (mut f, jane, d) = with_agent(Powers::new(true, false, false), None);
+    let mut keyring = Keyring::new(&jane, NOW);
+    let mut ct = Vec::new();
+    let (m, e) = f
+        .state
+        .put_record(
+            &mut keyring,
+            &f.labs,
+            None,
+            &info("her note"),
+            crate::RecordBody::new(&b"called the GP"[..], 13),
+            &mut ct,
+        )
+        .unwrap();
+    f.blobs.insert(*m.ciphertext_hash(), ct);
+    f.append(e);
+    let mut sink = super::flow::MemSink(Default::default());
+    let mut keyring = Keyring::new(&f.patient, NOW);
+    let blobs = f.blobs.clone();
+    crate::export::vault(
+        &f.state,
+        &mut keyring,
+        f.patient.public(),
+        |meta| {
+            Ok(Box::new(std::io::Cursor::new(
+                blobs[meta.ciphertext_hash()].clone(),
+            )))
+        },
+        &mut sink,
+    )
+    .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&super::flow::age_decrypt(
+        &sink.0["manifest.json.age"],
+        &f.patient,
+    ))
+    .unwrap();
+    let records = manifest["records"].as_array().unwrap();
+    let hers = records
+        .iter()
+        .find(|r| r["record"] == m.record().to_hex())
+        .unwrap();
+    assert_eq!(hers["author"], jane.fingerprint().to_hex());
+    assert_eq!(hers["on_behalf_of"], f.patient.fingerprint().to_hex());
+    assert_eq!(hers["delegation"], d.to_hex());
+    let owners = records
+        .iter()
+        .find(|r| r["record"] != m.record().to_hex())
+        .unwrap();
+    assert!(owners["on_behalf_of"].is_null());
+}

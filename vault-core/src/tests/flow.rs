@@ -136,7 +136,7 @@ fn collection_names_and_listing() {
     assert_eq!(f.state.records(None).len(), 1);
 }
 
-struct MemSink(std::collections::BTreeMap<String, Vec<u8>>);
+pub(super) struct MemSink(pub(super) std::collections::BTreeMap<String, Vec<u8>>);
 struct MemFile<'a>(&'a mut Vec<u8>);
 impl std::io::Write for MemFile<'_> {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -155,7 +155,7 @@ impl ExportSink for MemSink {
     }
 }
 
-fn age_decrypt(file: &[u8], id: &crate::SecretIdentity) -> Vec<u8> {
+pub(super) fn age_decrypt(file: &[u8], id: &crate::SecretIdentity) -> Vec<u8> {
     use secrecy::ExposeSecret;
     use std::io::Read;
     use std::str::FromStr;
