@@ -50,7 +50,7 @@ fn sha256(parts: &[&[u8]]) -> [u8; 32] {
 }
 
 /// The collection a payload of `kind` names (§8.1: collection-created,
-/// record-put, grant-added, rotations).
+/// record-put, grant-added, rotations, agent-named, agency-ended).
 fn named_collection(kind: u8, payload: &[u8]) -> Option<[u8; 16]> {
     let at = match kind {
         2 | 6 | 8 => 0,
@@ -61,6 +61,16 @@ fn named_collection(kind: u8, payload: &[u8]) -> Option<[u8; 16]> {
             let doc = u32::from_be_bytes(payload.get(..4)?.try_into().ok()?) as usize;
             4 + doc + 4 + 1 + 16 + 1
         }
+        12 => {
+            // delegation, option(parent), powers, option(expiry), then as
+            // kind 5: the agent's document and its grant.
+            let parent = 1 + if *payload.get(16)? == 1 { 16 } else { 0 };
+            let expiry_at = 16 + parent + 1;
+            let at = expiry_at + 1 + if *payload.get(expiry_at)? == 1 { 8 } else { 0 };
+            let doc = u32::from_be_bytes(payload.get(at..at + 4)?.try_into().ok()?) as usize;
+            at + 4 + doc + 4 + 1 + 16 + 1
+        }
+        13 => 16,
         _ => return None,
     };
     payload.get(at..at + 16)?.try_into().ok()
@@ -155,4 +165,47 @@ pub fn with_payload(entry: &[u8], payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(payload);
     out.extend_from_slice(&entry[entry.len() - 64..]);
     out
+}
+
+/// A version-3 grant (docs/format.md §7.1) to `member`, signed with `key`
+/// as `signer`, made from a collection grant of version 2 (`grant`, for
+/// example an agent's own grant in its agent-named entry): same vault,
+/// collection, epoch, permission, expiry, issue time, key commitment and
+/// age file (which stays sealed to the original member). What an agent
+/// signs when it shares, whether or not its agency allows it.
+pub fn agent_grant(
+    grant: &[u8],
+    member: &Fingerprint,
+    signer: &Fingerprint,
+    key: &SigningKey,
+) -> Vec<u8> {
+    assert_eq!(grant[0], 2, "a version-2 grant");
+    assert_eq!(grant[17], 1, "a collection grant");
+    // version, vault, scope, collection, epoch, then the member.
+    let member_at = 1 + 16 + 1 + 16 + 4;
+    let expiry_at = member_at + 32 + 1;
+    let fields_end = expiry_at + if grant[expiry_at] == 1 { 9 } else { 1 } + 8 + 32;
+    let mut fields = grant[..fields_end].to_vec();
+    fields[0] = 3;
+    fields[member_at..member_at + 32].copy_from_slice(member.as_bytes());
+    fields.extend_from_slice(signer.as_bytes());
+    fields.extend_from_slice(&0u32.to_be_bytes());
+    // The age file's hash, the length-prefixed file; then the signature.
+    let rest = &grant[fields_end..grant.len() - 64];
+    let mut signed = fields.clone();
+    signed.extend_from_slice(&rest[..32]);
+    let mut out = fields;
+    out.extend_from_slice(rest);
+    out.extend_from_slice(&sign(key, b"vault/v1/grant\0", &signed));
+    out
+}
+
+/// A grant-added payload (kind 5): the member's identity document and the
+/// grant, each length-prefixed.
+pub fn grant_added_payload(member: &[u8], grant: &[u8]) -> Vec<u8> {
+    let mut p = (member.len() as u32).to_be_bytes().to_vec();
+    p.extend_from_slice(member);
+    p.extend_from_slice(&(grant.len() as u32).to_be_bytes());
+    p.extend_from_slice(grant);
+    p
 }

@@ -18,7 +18,7 @@ use serde_json::Value;
 use vault_client::sync;
 use vault_core::store::MemoryStore;
 use vault_core::{EntryBody, Fingerprint, LogEntry, Role, VaultId};
-use vault_tests::forge::{forge_entry, sign, signing_key};
+use vault_tests::forge::{agent_grant, forge_entry, grant_added_payload, signing_key};
 use vault_tests::{patient_and_clinician, principal, CliProfile, RelayProcess};
 
 fn fingerprint(v: &Value) -> String {
@@ -231,33 +231,13 @@ fn the_relay_refuses_a_share_by_an_agent_who_may_not_share() {
             _ => None,
         })
         .expect("the entry naming her");
-    // v2 layout: version, vault, scope, collection, epoch, member,
-    // permission, expiry (none), issued_at, commitment, hash, age file,
-    // signature.
-    let fields_end = 1 + 16 + 1 + 16 + 4 + 32 + 1 + 1 + 8 + 32;
-    let mut fields = her_grant[..fields_end].to_vec();
-    fields[0] = 3;
-    fields[38..70].copy_from_slice(dee.fingerprint().as_bytes());
-    fields.extend_from_slice(agent.fingerprint().as_bytes());
-    fields.extend_from_slice(&0u32.to_be_bytes());
-    let rest = &her_grant[fields_end..her_grant.len() - 64];
     let key = signing_key(AGENT);
-    let mut signed = fields.clone();
-    signed.extend_from_slice(&rest[..32]);
-    let sig = sign(&key, b"vault/v1/grant\0", &signed);
-    let mut grant = fields;
-    grant.extend_from_slice(rest);
-    grant.extend_from_slice(&sig);
+    let grant = agent_grant(&her_grant, &dee.fingerprint(), &agent.fingerprint(), &key);
     assert!(
         vault_core::Grant::from_bytes(&grant).is_ok(),
         "a well-formed grant"
     );
-    let mut payload = Vec::new();
-    let doc_bytes = dee.to_bytes();
-    payload.extend_from_slice(&(doc_bytes.len() as u32).to_be_bytes());
-    payload.extend_from_slice(doc_bytes);
-    payload.extend_from_slice(&(grant.len() as u32).to_be_bytes());
-    payload.extend_from_slice(&grant);
+    let payload = grant_added_payload(dee.to_bytes(), &grant);
     let head = state.head();
     let forged = forge_entry(
         &key,

@@ -288,15 +288,6 @@ fn grant_with_age_file(grant: &vault_core::Grant, age_file: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A grant-added payload: the member's document and the grant.
-fn grant_added_payload(member: &[u8], grant: &[u8]) -> Vec<u8> {
-    let mut p = (member.len() as u32).to_be_bytes().to_vec();
-    p.extend_from_slice(member);
-    p.extend_from_slice(&(grant.len() as u32).to_be_bytes());
-    p.extend_from_slice(grant);
-    p
-}
-
 /// Mallory's own vault with one collection, and a grant-added entry in it
 /// sharing that collection with `member` (Mallory knows the key inside).
 fn mallory_grant_for(member: &PublicIdentity) -> (Arc<SecretIdentity>, LogEntry) {
@@ -1586,4 +1577,112 @@ fn attack_13_request_replayed_to_another_relay_is_refused() {
         replay(&b.url, &v1, None),
         (401, "unsupported_request_version".to_owned())
     );
+}
+
+// ----- 14. an agent's entry outside its agency, or after it ended -------------
+
+/// Mallory is the patient's agent in "notes", who may read and add but not
+/// share. The relay serves the clinician (a reader of "notes", who sees
+/// Mallory's naming whole) entries Mallory signed: a share of "notes" her
+/// agency does not allow; after the patient ended the agency, her naming
+/// again under her own signature, and a share she signs with the grant she
+/// held. The clinician refuses each, naming the rule.
+#[test]
+fn attack_14_an_agents_entry_outside_its_agency_or_after_it_ended_is_refused() {
+    let w = World::new(false);
+    let mallory = principal(MALLORY, "Mallory", Role::Clinician);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let direct = RelayClient::new(&w.relay.url, mallory.clone()).unwrap();
+    rt.block_on(direct.publish_identity()).unwrap();
+    w.patient.json(&[
+        "contacts",
+        "add",
+        "mal",
+        "--lookup",
+        &mallory.fingerprint().to_hex(),
+    ]);
+    w.patient
+        .json(&["agents", "name", "mal", "-c", "notes", "--powers", "add"]);
+    w.doc.json(&["list", "--vault", "pat"]);
+    let stored = w.stored();
+    let naming = stored
+        .log()
+        .into_iter()
+        .find(|e| matches!(e.body(), EntryBody::AgentNamed(_)))
+        .unwrap();
+    let EntryBody::AgentNamed(named) = naming.body() else {
+        unreachable!()
+    };
+    let key = signing_key(MALLORY);
+    let eve = principal(67, "Eve", Role::Clinician);
+    let to_eve = agent_grant(
+        &named.grant.to_bytes(),
+        &eve.fingerprint(),
+        &mallory.fingerprint(),
+        &key,
+    );
+    let share = forge_entry(
+        &key,
+        &w.vault,
+        0,
+        &[0; 32],
+        0,
+        &mallory.fingerprint(),
+        5,
+        &grant_added_payload(eve.public().to_bytes(), &to_eve),
+    );
+
+    // (a) While her agency is in force: a share it does not allow.
+    let forged = splice_after(&stored.head(), &share, &key, &mallory.fingerprint());
+    w.proxy.attack(append_to_log(forged));
+    let r = w.doc.refused(&["list", "--vault", "pat"]);
+    assert_refused(
+        &r,
+        6,
+        "unauthorized_author",
+        "is an agent who may not share",
+    );
+    assert_attacked(&w.proxy);
+    w.proxy.honest();
+    assert_eq!(
+        w.doc
+            .json(&["list", "--vault", "pat"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // (b) After the agency ended: her naming replayed under her signature,
+    // and a share signed with the grant she held.
+    w.patient.json(&["agents", "end", "mal"]);
+    w.doc.json(&["list", "--vault", "pat"]);
+    let replayed = forge_entry(
+        &key,
+        &w.vault,
+        0,
+        &[0; 32],
+        0,
+        &mallory.fingerprint(),
+        12,
+        payload_of(naming.to_bytes()),
+    );
+    for template in [replayed, share] {
+        let forged = splice_after(&stored.head(), &template, &key, &mallory.fingerprint());
+        w.proxy.attack(append_to_log(forged));
+        let r = w.doc.refused(&["list", "--vault", "pat"]);
+        assert_refused(
+            &r,
+            6,
+            "unauthorized_author",
+            "is not the owner, nor an agent of the owner in this collection",
+        );
+        assert_attacked(&w.proxy);
+        w.proxy.honest();
+    }
+    // The clinician holds the honest log, nothing of the forgeries.
+    assert_eq!(w.doc_checkpoint(), w.patient_checkpoint());
 }
