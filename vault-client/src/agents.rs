@@ -212,3 +212,32 @@ pub(crate) fn end_in(
     }
     Ok(())
 }
+
+/// The collections whose current key `me`, the owner, cannot open, each
+/// with who signed the owner's grant of it: an agent whose rotation sealed
+/// the owner's key wrongly (the log cannot check an age file; decision
+/// 65). Ending that agent's agency ([`end`]) rotates the collection from
+/// the keys the owner holds of earlier epochs. Empty for anyone but the
+/// owner.
+pub fn withheld_keys(
+    state: &VaultState,
+    me: &SecretIdentity,
+    now: u64,
+) -> Vec<(CollectionId, Fingerprint)> {
+    let owner = me.fingerprint();
+    if state.owner().fingerprint() != owner {
+        return Vec::new();
+    }
+    let mut keyring = Keyring::new(me, now);
+    state
+        .collections()
+        .into_iter()
+        .filter(|c| {
+            matches!(
+                keyring.collection_key(state, &c.id, c.epoch),
+                Err(vault_core::Error::DecryptionFailed)
+            )
+        })
+        .filter_map(|c| Some((c.id, state.grant_signer(&c.id, &owner)?)))
+        .collect()
+}

@@ -399,6 +399,30 @@ impl Grant {
         }
     }
 
+    /// A version-3 collection grant naming `member` but sealed to
+    /// `sealed_to`, signed by `agent`: what a malicious agent's rotation
+    /// can carry (the log cannot tell), for tests.
+    #[cfg(test)]
+    pub(crate) fn misaddressed_for_test(
+        agent: &SecretIdentity,
+        key: &CollectionKey,
+        member: &PublicIdentity,
+        sealed_to: &PublicIdentity,
+        issued_at: u64,
+    ) -> Result<Self> {
+        let mut g = Self::for_collection_by_agent(
+            agent,
+            key,
+            sealed_to,
+            Permission::ReadWrite,
+            None,
+            issued_at,
+        )?;
+        g.member = member.fingerprint();
+        g.signature = agent.sign(&g.signed_bytes());
+        Ok(g)
+    }
+
     /// Issues a grant of one verified record version's data key to
     /// `member` (read-only).
     pub(crate) fn for_record(

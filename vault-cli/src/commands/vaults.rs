@@ -419,8 +419,24 @@ pub fn sync(session: &mut Session, args: &SyncArgs) -> Result<()> {
                     .unwrap_or_else(|| author.to_hex())
             ));
         }
+        let withheld = vault_client::agents::withheld_keys(&state, &secret, session.now());
+        for (collection, signer) in &withheld {
+            let who = state
+                .identity(signer)
+                .map(|i| format!("{} ({})", clean(i.display_name()), short(&signer.to_hex())))
+                .unwrap_or_else(|| signer.to_hex());
+            session.out.warn(format!(
+                "warning: vault {}: your key of collection {} does not open: {who} sealed it wrongly when rotating it. `vault agents end` them: their agency ends and the key is rotated from the keys you hold",
+                short(&vault.to_hex()),
+                short(&collection.to_hex()),
+            ));
+        }
         summary.push(json!({
             "vault": vault.to_hex(),
+            "withheld_keys": withheld.iter().map(|(c, s)| json!({
+                "collection": c.to_hex(),
+                "signer": s.to_hex(),
+            })).collect::<Vec<_>>(),
             "repaired": repaired.map(|r| json!({
                 "entries": r.entries,
                 "blobs": r.blobs,

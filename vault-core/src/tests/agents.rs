@@ -765,3 +765,65 @@ fn the_export_manifest_names_what_an_agent_wrote_on_the_owners_behalf() {
         .unwrap();
     assert!(owners["on_behalf_of"].is_null());
 }
+
+#[test]
+fn an_owner_locked_out_by_an_agents_rotation_ends_it_and_rotates_from_earlier_keys() {
+    let (mut f, jane, d) = with_agent(SHARE, None);
+    let before = f.state.records(Some(&f.labs))[0].id;
+    f.share(1, f.labs, Permission::Add, None);
+    // Jane's rotation revokes nobody, and seals the owner's new grant to
+    // herself: every check the log can make passes.
+    let mut keyring = Keyring::new(&jane, NOW);
+    let honest = f.state.revoke(&mut keyring, &f.labs, &[]).unwrap();
+    let EntryBody::Rotation(mut rotation) = honest.body().clone() else {
+        panic!("not a rotation")
+    };
+    let new_key = {
+        let mut trial = f.state.clone();
+        trial.apply(&honest).unwrap();
+        let mut kr = Keyring::new(&jane, NOW);
+        copy_key(kr.collection_key(&trial, &f.labs, 1).unwrap())
+    };
+    let owner = f.patient.fingerprint();
+    for g in rotation.grants.iter_mut().filter(|g| g.member() == owner) {
+        *g = Grant::misaddressed_for_test(&jane, &new_key, f.patient.public(), jane.public(), NOW)
+            .unwrap();
+    }
+    let e = f.forge(&jane, EntryBody::Rotation(rotation));
+    f.append(e);
+    // Alice adds a record under the new key, which the owner cannot open.
+    let during = f.put_as(1, f.labs, None, "during", b"sealed under the withheld key");
+    assert_eq!(
+        f.state.grant_signer(&f.labs, &owner),
+        Some(jane.fingerprint())
+    );
+    assert!(matches!(
+        f.open_as(0, &before),
+        Err(Error::DecryptionFailed)
+    ));
+
+    // The owner ends the agency and rotates from the keys it holds: the
+    // record from before opens again, the one sealed under the withheld
+    // key is dropped (nobody the owner trusts could vouch for it).
+    let e = f.state.end_agency(&f.patient, &d, &f.labs, NOW).unwrap();
+    f.append(e);
+    let mut keyring = Keyring::new(&f.patient, NOW);
+    let e = f.state.revoke(&mut keyring, &f.labs, &[]).unwrap();
+    let EntryBody::Rotation(r) = e.body() else {
+        panic!("not a rotation")
+    };
+    assert_eq!(r.dropped, vec![during.record()]);
+    f.append(e);
+    let (_, body) = f.open_as(0, &before).unwrap();
+    assert_eq!(body, b"48 mmol/mol");
+    assert_eq!(f.state.grant_signer(&f.labs, &owner), Some(owner));
+    assert_eq!(
+        f.state
+            .collection_name(&mut Keyring::new(&f.patient, NOW), &f.labs)
+            .unwrap(),
+        "labs"
+    );
+    // Alice, granted again by the owner's rotation, reads the earlier record.
+    f.open_as(1, &before).unwrap();
+    f.reverify().unwrap();
+}

@@ -747,8 +747,9 @@ impl VaultState {
             }
             let previous = std::mem::replace(&mut coll.grants, grants);
             coll.history.push(previous);
+            let name = std::mem::replace(&mut coll.sealed_name, r.sealed_name.clone());
+            coll.names.push(name);
             coll.epoch = r.epoch;
-            coll.sealed_name = r.sealed_name.clone();
             coll.dirty = false;
         }
         Ok(())
@@ -789,6 +790,7 @@ impl VaultState {
                 sealed_name: sealed_name.to_vec(),
                 grants,
                 history: Vec::new(),
+                names: Vec::new(),
                 records: BTreeSet::new(),
                 dirty: false,
                 left: BTreeMap::new(),

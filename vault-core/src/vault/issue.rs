@@ -561,15 +561,33 @@ impl VaultState {
         let new_epoch = old_epoch
             .checked_add(1)
             .ok_or(Error::InvalidInput("epoch overflow"))?;
-        let old_key = keyring.collection_key(self, collection, old_epoch)?;
-        let name = old_key.open_name(&coll.sealed_name)?;
+        // The owner's grant of the current epoch may not open: an agent's
+        // rotation sealed it wrongly (the log cannot check it). The owner
+        // then rotates from the keys it holds of earlier epochs.
+        let withheld = !as_agent
+            && matches!(
+                keyring.collection_key(self, collection, old_epoch),
+                Err(Error::DecryptionFailed)
+            );
+        let name = if withheld {
+            self.earlier_name(keyring, collection)?
+        } else {
+            keyring
+                .collection_key(self, collection, old_epoch)?
+                .open_name(&coll.sealed_name)?
+        };
         let new_key = CollectionKey::generate(self.vault, *collection, new_epoch);
         let mut rewraps = Vec::with_capacity(coll.records.len());
         let mut dropped = Vec::new();
         for id in &coll.records {
             let verified = self.record(id)?;
             let version = verified.metadata().version();
-            match verified.data_key(old_key) {
+            let data_key = if withheld {
+                Self::original_data_key(keyring, self, &verified)
+            } else {
+                verified.data_key(keyring.collection_key(self, collection, old_epoch)?)
+            };
+            match data_key {
                 Ok(data_key) => rewraps.push(Rewrap {
                     record: *id,
                     version,
@@ -614,6 +632,43 @@ impl VaultState {
             dropped,
         });
         self.next_entry(me, now, body)
+    }
+
+    /// The collection's name, opened from the latest earlier epoch whose
+    /// key the keyring's identity holds.
+    fn earlier_name(&self, keyring: &mut Keyring, collection: &CollectionId) -> Result<String> {
+        let coll = self.collections.get(collection).ok_or(Error::Missing {
+            what: format!("collection {collection}"),
+        })?;
+        for (epoch, sealed) in coll.names.iter().enumerate().rev() {
+            let Ok(epoch) = u32::try_from(epoch) else {
+                continue;
+            };
+            if let Ok(name) = keyring
+                .collection_key(self, collection, epoch)
+                .and_then(|k| k.open_name(sealed))
+            {
+                return Ok(name);
+            }
+        }
+        Err(Error::DecryptionFailed)
+    }
+
+    /// A record version's data key from the wrap it was written with, under
+    /// the key of the epoch it was written in (not a later re-wrap): what
+    /// an owner whose current key was withheld still holds. A deposit or a
+    /// version written under the withheld key does not open
+    /// ([`Error::DecryptionFailed`]).
+    fn original_data_key(
+        keyring: &mut Keyring,
+        state: &VaultState,
+        verified: &crate::record::VerifiedRecord<'_>,
+    ) -> Result<crate::keys::DataKey> {
+        let m = verified.metadata();
+        let key = keyring
+            .collection_key(state, &m.collection(), m.epoch())
+            .map_err(|_| Error::DecryptionFailed)?;
+        m.check_key(key.open_seal(&m.wrapped_key, &m.record(), m.version())?)
     }
 
     /// An entry withdrawing a single-record grant.

@@ -50,6 +50,10 @@ struct Collection {
     /// Grants of every earlier epoch (index = epoch), kept so that those
     /// who held an epoch's key can still open the versions sealed under it.
     history: Vec<BTreeMap<Fingerprint, VerifiedGrant>>,
+    /// The name sealed under each earlier epoch's key (index = epoch): an
+    /// owner whose key of the current epoch does not open (an agent's
+    /// rotation sealed it wrongly) rotates from an earlier one.
+    names: Vec<Vec<u8>>,
     /// Live (not deleted) records.
     records: BTreeSet<RecordId>,
     /// A version whose key is wrapped under the current epoch was replaced

@@ -141,6 +141,18 @@ impl VaultState {
             .collect()
     }
 
+    /// Who signed `member`'s grant of `collection`'s current epoch: the
+    /// owner, or the agent whose rotation or share issued it (`None` if
+    /// `member` holds no such grant).
+    pub fn grant_signer(
+        &self,
+        collection: &CollectionId,
+        member: &Fingerprint,
+    ) -> Option<Fingerprint> {
+        let grant = self.collections.get(collection)?.grants.get(member)?;
+        Some(grant.signer().unwrap_or(self.owner.fingerprint()))
+    }
+
     /// Direct single-record grants in force: (record, member, expiry).
     pub fn record_grants(&self) -> Vec<(RecordId, Fingerprint, Option<u64>)> {
         let mut v: Vec<_> = self
