@@ -355,6 +355,37 @@ impl Session {
         })
     }
 
+    /// Names the identity in `identity_text` an agent of the owner in
+    /// `collection` with `powers` (comma-separated: `add`, `share`,
+    /// `name-agents`; read is implied), until `expires_at` (Unix seconds)
+    /// if given (JSON `{delegation, rotatedFirst}`). Revoking an agent
+    /// ends its agency.
+    #[wasm_bindgen(js_name = nameAgent)]
+    pub fn name_agent(
+        &self,
+        vault: String,
+        collection: String,
+        identity_text: String,
+        powers: String,
+        expires_at: Option<f64>,
+    ) -> Promise {
+        self.run(|inner| async move {
+            let vault = vault_id(&vault)?;
+            let mut s = inner.lock().await;
+            Ok(json(
+                &sharing::name_agent(
+                    &mut s,
+                    &vault,
+                    &collection,
+                    &identity_text,
+                    &powers,
+                    expires_at,
+                )
+                .await?,
+            ))
+        })
+    }
+
     /// Revokes a member (by 64-hex fingerprint) everywhere, or in one
     /// collection: rotates the keys of every collection they held and
     /// withdraws their single-record shares (JSON `{rotated,

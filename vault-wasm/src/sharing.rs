@@ -51,6 +51,7 @@ fn member(
     fp: &Fingerprint,
     permission: &str,
     expires_at: Option<u64>,
+    powers: Option<vault_core::Powers>,
 ) -> Value {
     let known = state.identity(fp);
     json!({
@@ -60,6 +61,7 @@ fn member(
         "role": known.map(|i| i.role().as_str()),
         "permission": permission,
         "expiresAt": expires_at,
+        "powers": powers.map(|p| p.to_string()),
     })
 }
 
@@ -69,8 +71,20 @@ pub async fn overview(s: &mut Inner, vault: &VaultId) -> Result<Value> {
     s.publish().await?;
     let state = sync::pull(&mut s.store, &s.client, vault).await?;
     let secret = s.secret.clone();
-    let names = collection_names(&state, &mut Keyring::new(&secret, s.client.now()));
+    let now = s.client.now();
+    let names = collection_names(&state, &mut Keyring::new(&secret, now));
     let owner = state.owner().fingerprint();
+    // Collections whose current key an agent's rotation withheld from the
+    // owner (decision 65): the page names the agent to end.
+    let withheld: Vec<Value> = vault_client::agents::withheld_keys(&state, &secret, now)
+        .into_iter()
+        .map(|(c, signer)| {
+            json!({
+                "collection": c.to_hex(),
+                "signer": member(&state, &signer, "agent", None, None),
+            })
+        })
+        .collect();
     let collections: Vec<Value> = state
         .collections()
         .into_iter()
@@ -80,8 +94,11 @@ pub async fn overview(s: &mut Inner, vault: &VaultId) -> Result<Value> {
                 .members
                 .iter()
                 .map(|(fp, p, exp)| {
+                    let agent = state.agency_of(fp, &c.id, now).map(|(_, p)| p);
                     let permission = if *fp == owner {
                         "owner"
+                    } else if agent.is_some() {
+                        "agent"
                     } else if *p == Permission::ReadWrite {
                         "write"
                     } else if *p == Permission::Add {
@@ -91,7 +108,7 @@ pub async fn overview(s: &mut Inner, vault: &VaultId) -> Result<Value> {
                     } else {
                         "read"
                     };
-                    member(&state, fp, permission, *exp)
+                    member(&state, fp, permission, *exp, agent)
                 })
                 .collect();
             Some(json!({
@@ -110,7 +127,7 @@ pub async fn overview(s: &mut Inner, vault: &VaultId) -> Result<Value> {
             json!({
                 "record": record.to_hex(),
                 "title": null,
-                "who": member(&state, &fp, "read", exp),
+                "who": member(&state, &fp, "read", exp, None),
             })
         })
         .collect();
@@ -121,7 +138,51 @@ pub async fn overview(s: &mut Inner, vault: &VaultId) -> Result<Value> {
         "seq": state.head().seq,
         "collections": collections,
         "recordShares": shares,
+        "withheldKeys": withheld,
     }))
+}
+
+/// Names the identity in `identity_text` an agent of the owner in
+/// `collection` (a collection id) with `powers` (comma-separated: `add`,
+/// `share`, `name-agents`; read is implied), until `expires_at` (Unix
+/// seconds) if given ([`vault_client::agents::name`]). JSON
+/// `{delegation, rotatedFirst}`.
+pub async fn name_agent(
+    s: &mut Inner,
+    vault: &VaultId,
+    collection: &str,
+    identity_text: &str,
+    powers: &str,
+    expires_at: Option<f64>,
+) -> Result<Value> {
+    let agent = PublicIdentity::from_text(identity_text.trim())?;
+    let powers = vault_core::Powers::parse(powers)?;
+    let expires_at = future_time(expires_at, s.client.now())?;
+    let collection = collection_id(collection)?;
+    s.publish().await?;
+    let (_, naming) = vault_client::agents::name(
+        &mut s.store,
+        &s.client,
+        vault,
+        &[collection],
+        &agent,
+        powers,
+        expires_at,
+    )
+    .await?;
+    Ok(json!({
+        "delegation": naming.delegation.to_hex(),
+        "rotatedFirst": !naming.rotated_first.is_empty(),
+    }))
+}
+
+/// An expiry the page gave (Unix seconds), checked to be in the future.
+fn future_time(t: Option<f64>, now: u64) -> Result<Option<u64>> {
+    match t {
+        None => Ok(None),
+        Some(t) if t.is_finite() && t > now as f64 && t < 1e12 => Ok(Some(t as u64)),
+        Some(_) => Err(Failure::input("the expiry must be a date in the future")),
+    }
 }
 
 /// A share the page asks for.
@@ -143,12 +204,7 @@ pub struct Share<'a> {
 /// Grants a collection or a record to a member.
 pub async fn share(s: &mut Inner, vault: &VaultId, share: Share<'_>) -> Result<Value> {
     let member = PublicIdentity::from_text(share.identity_text.trim())?;
-    let now = s.client.now();
-    let expires_at = match share.expires_at {
-        None => None,
-        Some(t) if t.is_finite() && t > now as f64 && t < 1e12 => Some(t as u64),
-        Some(_) => return Err(Failure::input("the expiry must be a date in the future")),
-    };
+    let expires_at = future_time(share.expires_at, s.client.now())?;
     let permission = match share.permission {
         "read" => Permission::Read,
         "write" => Permission::ReadWrite,

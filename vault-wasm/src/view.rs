@@ -3,7 +3,7 @@
 //! the page must render them as text (it does: `textContent`), never HTML.
 
 use serde_json::{json, Value};
-use vault_core::{Fingerprint, PublicIdentity, VaultState};
+use vault_core::{CollectionId, Fingerprint, PublicIdentity, VaultState};
 
 /// A verified public identity: name, role, registration, fingerprint (six
 /// digit groups and hex) and its shareable text form.
@@ -19,9 +19,21 @@ pub fn identity(id: &PublicIdentity) -> Value {
     })
 }
 
-/// Someone named in a vault (an author or a member), with the identity the
-/// vault's log verified for them, if it holds one.
-pub fn principal(state: &VaultState, fp: &Fingerprint, me: &Fingerprint) -> Value {
+/// The author of the entry at `seq` of `collection`, with the identity the
+/// vault's log verified for them if it holds one, and `onBehalfOf` the
+/// owner's name when the author wrote it as the owner's agent
+/// (`docs/format.md` §8.10; `null` otherwise), and `onBehalfOfMe` when that
+/// owner is the reader.
+pub fn author(
+    state: &VaultState,
+    fp: &Fingerprint,
+    me: &Fingerprint,
+    collection: &CollectionId,
+    seq: u64,
+) -> Value {
+    let on_behalf_of = state
+        .acting_for_owner(fp, collection, seq)
+        .map(|_| state.owner().display_name());
     let known = state.identity(fp);
     json!({
         "fingerprint": fp.to_string(),
@@ -30,5 +42,7 @@ pub fn principal(state: &VaultState, fp: &Fingerprint, me: &Fingerprint) -> Valu
         "role": known.map(|i| i.role().as_str()),
         "isOwner": *fp == state.owner().fingerprint(),
         "isMe": fp == me,
+        "onBehalfOf": on_behalf_of,
+        "onBehalfOfMe": on_behalf_of.is_some() && state.owner().fingerprint() == *me,
     })
 }

@@ -623,6 +623,56 @@ async function main() {
   assert.match(depositBadge, /verified/);
   log("7d. St Mary's lab (deposit only) added \"Potassium\"; the patient sees it, verified; the lab cannot read it (exit 4)");
 
+  // 7e. An agent (docs/format.md §8.10): the patient names Jane Doe (CLI)
+  // to act for her in the labs, adding and sharing; Jane's note shows as
+  // written on the patient's behalf; ending the agency refuses her.
+  const agentHome = join(tmp, 'agent-jane');
+  const jane = (args, opts = {}) => cli(args, { ...opts, home: agentHome });
+  await jane(['init', '--name', 'Jane Doe', '--public-name', 'Jane Doe', '--role', 'patient', '--work-factor', '15']);
+  const janeIdentity = (await jane(['whoami', '--export'])).stdout.trim();
+  await tid('nav-records').click();
+  await page.locator('[data-testid="collection-item"]', { hasText: labsName }).first().click();
+  await tid('share-collection').click();
+  await tid('share-dialog').waitFor();
+  await tid('share-identity-text').fill(janeIdentity);
+  await tid('share-check-text').click();
+  await tid('share-identity-fingerprint').waitFor();
+  await tid('share-confirm-fingerprint').check();
+  await tid('share-perm-agent').check();
+  await tid('agent-powers').waitFor();
+  await tid('agent-power-add').check();
+  await tid('agent-power-share').check();
+  await shot('10b-agent-dialog', { dialog: true });
+  await tid('share-submit').click();
+  await tid('share-dialog').waitFor({ state: 'detached' });
+  await noAlerts('after naming an agent');
+  await tid('nav-access').click();
+  const agentRow = page.locator(`[data-testid="access-collection"][data-collection-name="${labsName}"] [data-testid="access-member"][data-name="Jane Doe"]`);
+  await agentRow.waitFor();
+  assert.match(norm(await agentRow.getByTestId('access-permission').innerText()), /agent: read,add,share/);
+  await jane(['contacts', 'add', 'patient', '--lookup', patientHex, '--verify', patientHex]);
+  await jane(['add', '-', '-c', labsName, '--title', 'Call notes', '--vault', 'patient'], { input: 'Spoke with the GP.' });
+  const janeAgents = JSON.parse((await jane(['agents', 'list', '--vault', 'patient', '--json'])).stdout);
+  assert.equal(janeAgents[0].powers, 'read,add,share', `Jane's view of her agency: ${JSON.stringify(janeAgents)}`);
+  await tid('nav-records').click();
+  await tid('refresh').click();
+  await page.locator('[data-testid="collection-item"]', { hasText: labsName }).first().click();
+  const agentNote = page.locator('[data-testid="record-row"][data-title="Call notes"]');
+  await agentNote.waitFor();
+  const agentBadge = norm(await agentNote.getByTestId('author-badge').innerText());
+  assert.match(agentBadge, /Written by Jane Doe on your behalf \(your agent\)/);
+  await tid('nav-access').click();
+  await agentRow.getByTestId('end-agency').click();
+  await tid('revoke-dialog').waitFor();
+  assert.match(await tid('revoke-dialog').innerText(), /What they did as your agent stays/);
+  await tid('revoke-dialog-confirm').click();
+  await tid('revoke-summary').waitFor();
+  await noAlerts('after ending the agency');
+  assert.equal(await agentRow.count(), 0, 'the ended agent is still listed');
+  const janeRefused = await jane(['list', '--vault', 'patient'], { allowFail: true });
+  assert.equal(janeRefused.code, 4, `an ended agent listing should exit 4, got ${janeRefused.code}: ${janeRefused.stderr}`);
+  log(`7e. Jane Doe named agent (read, add, share) from the page; her note shows "${agentBadge}"; agency ended from the page, her vault list exits 4`);
+
   // 8. About / integrity, vault screen, phone width.
   await tid('nav-about').click();
   await page.waitForFunction((h) => document.querySelector('[data-testid="bundle-hash"]')?.textContent === h, expectedHash);
@@ -643,8 +693,9 @@ async function main() {
     assert.ok(listing.includes(`vault-export/${f}`), `export lacks ${f}: ${listing.join(', ')}`);
   }
   const recordFiles = listing.filter((f) => f.startsWith('vault-export/records/') && f.endsWith('.age'));
-  // The import, dr-a's two results and the lab's deposit (the PDF was purged).
-  assert.equal(recordFiles.length, added + 3, `export holds ${recordFiles.length} record files, expected ${added + 3}`);
+  // The import, dr-a's two results, the lab's deposit and the agent's note
+  // (the PDF was purged).
+  assert.equal(recordFiles.length, added + 4, `export holds ${recordFiles.length} record files, expected ${added + 4}`);
   assert.ok(recordFiles.every((f) => /^vault-export\/records\/[0-9a-f]{32}\/[0-9a-f]{32}\.[a-z0-9]+\.age$/.test(f)), 'export paths carry ids only');
   const exportDir = join(tmp, 'export');
   mkdirSync(exportDir);

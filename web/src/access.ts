@@ -8,7 +8,7 @@ import { run, type Ctx } from './state';
 import { refresh } from './app';
 import { openShareDialog } from './share';
 import { emptyState, fingerprintEl, memberName, withBusy } from './ui';
-import type { Member, RevokeSummary } from './vault';
+import type { Member, RevokeSummary, VaultOverview } from './vault';
 
 let lastSummary: { text: string } | null = null;
 
@@ -19,7 +19,7 @@ export function renderAccess(c: Ctx): HTMLElement {
     for (const m of col.members) {
       if (m.permission === 'owner') continue;
       const p = people.get(m.fingerprintHex) ?? { m, where: [] };
-      p.where.push(`${col.name} (${permLabel(m.permission)})`);
+      p.where.push(`${col.name} (${m.permission === 'agent' ? `agent: ${m.powers ?? 'read'}` : permLabel(m.permission)})`);
       people.set(m.fingerprintHex, p);
     }
   }
@@ -31,12 +31,25 @@ export function renderAccess(c: Ctx): HTMLElement {
 
   const summaryEl = lastSummary ? h('p', { class: 'inline-ok', testid: 'revoke-summary' }, icon(ICONS.check), lastSummary.text) : null;
   lastSummary = null;
+  // An agent's rotation sealed the patient's own key wrongly (the log
+  // cannot check it): ending the agency re-keys from the keys the patient
+  // holds (decision 65).
+  const withheld = ov.withheldKeys.map(({ collection, signer }) => {
+    const name = ov.collections.find((col) => col.id === collection)?.name ?? collection.slice(0, 8);
+    return h(
+      'div',
+      { class: 'alert alert-error', role: 'alert', testid: 'withheld-key' },
+      h('p', null, `Your key of “${name}” does not open: ${memberName(signer)}, your agent, sealed it wrongly when re-keying the collection. End their agency: the collection is re-keyed from the keys you hold.`),
+      h('div', { class: 'actions' }, revokeButton(c, signer, null, 'End agency', 'withheld-end-agency')),
+    );
+  });
 
   return h(
     'div',
     { class: 'stack', testid: 'access' },
     h('div', { class: 'panel-head' }, h('h1', null, 'Sharing and access')),
     summaryEl,
+    withheld,
     h(
       'section',
       { class: 'card', 'aria-labelledby': 'people-heading' },
@@ -53,7 +66,7 @@ export function renderAccess(c: Ctx): HTMLElement {
                 h('div', { class: 'person-head' }, h('strong', null, memberName(m)), h('span', { class: 'muted' }, ` · ${roleLabel(m.role)}`)),
                 fingerprintEl(m.fingerprint, undefined, 'small'),
                 h('p', null, `Access to: ${where.join(', ')}`),
-                h('div', { class: 'actions' }, revokeButton(c, m, null, 'Revoke everywhere', 'revoke-everywhere')),
+                h('div', { class: 'actions' }, revokeButton(c, m, null, isAgent(ov, m) ? 'End agency and revoke everywhere' : 'Revoke everywhere', 'revoke-everywhere')),
               ),
             ),
           ),
@@ -86,9 +99,9 @@ export function renderAccess(c: Ctx): HTMLElement {
                             'tr',
                             { testid: 'access-member', 'data-name': memberName(m) },
                             h('td', null, h('strong', null, m.permission === 'owner' ? 'You' : memberName(m)), h('br'), h('span', { class: 'muted' }, roleLabel(m.role))),
-                            h('td', null, m.permission === 'owner' ? 'owner' : permLabel(m.permission)),
+                            h('td', { testid: 'access-permission' }, m.permission === 'owner' ? 'owner' : m.permission === 'agent' ? `agent: ${m.powers ?? 'read'}` : permLabel(m.permission)),
                             h('td', { testid: 'access-expiry' }, m.permission === 'owner' ? '—' : fmtExpiry(m.expiresAt)),
-                            h('td', null, m.permission === 'owner' ? null : revokeButton(c, m, { id: col.id, name: col.name }, 'Revoke', 'revoke-collection')),
+                            h('td', null, m.permission === 'owner' ? null : revokeButton(c, m, { id: col.id, name: col.name }, m.permission === 'agent' ? 'End agency' : 'Revoke', m.permission === 'agent' ? 'end-agency' : 'revoke-collection')),
                           ),
                         ),
                       ),
@@ -124,6 +137,11 @@ export function renderAccess(c: Ctx): HTMLElement {
   );
 }
 
+/** Whether `m` acts as the owner's agent in any collection. */
+function isAgent(ov: VaultOverview, m: Member): boolean {
+  return ov.collections.some((col) => col.members.some((x) => x.fingerprintHex === m.fingerprintHex && x.permission === 'agent'));
+}
+
 function revokeButton(c: Ctx, m: Member, collection: { id: string; name: string } | null, label: string, testid: string): HTMLButtonElement {
   const b: HTMLButtonElement = h(
     'button',
@@ -135,13 +153,15 @@ function revokeButton(c: Ctx, m: Member, collection: { id: string; name: string 
         const vault = c.vault;
         if (!vault) return;
         const scope = collection ? `the collection “${collection.name}”` : 'everything in your vault';
+        const agent = c.overview ? isAgent(c.overview, m) : false;
         const ok = await confirmDialog({
-          title: `Revoke ${memberName(m)}?`,
+          title: agent ? `End ${memberName(m)}'s agency?` : `Revoke ${memberName(m)}?`,
           testid: 'revoke-dialog',
           danger: true,
-          confirm: 'Revoke access',
+          confirm: agent ? 'End agency' : 'Revoke access',
           text: [
-            h('p', null, `${memberName(m)} (${roleLabel(m.role)}) will lose access to ${scope}.`),
+            h('p', null, `${memberName(m)} (${agent ? 'your agent' : roleLabel(m.role)}) will lose access to ${scope}.`),
+            agent ? h('p', null, 'What they did as your agent stays: the records they added, and the people they shared with (revoke those people here if they should go too).') : null,
             h(
               'p',
               null,

@@ -86,5 +86,5 @@ export function isFhirType(contentType: string): boolean {
 
 /** How a member's permission reads ("read and add", "add only, reads nothing"). */
 export function permLabel(p: string): string {
-  return p === 'write' ? 'read and write' : p === 'add' ? 'read and add' : p === 'deposit' ? 'add only, reads nothing' : 'read';
+  return p === 'write' ? 'read and write' : p === 'add' ? 'read and add' : p === 'deposit' ? 'add only, reads nothing' : p === 'agent' ? 'agent' : 'read';
 }

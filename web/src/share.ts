@@ -36,6 +36,24 @@ export function openShareDialog(c: Ctx, target: ShareTarget): void {
   const permWrite = h('input', { type: 'radio', name: permGroup, value: 'write', testid: 'share-perm-write', disabled: target.kind === 'record' });
   const permAdd = h('input', { type: 'radio', name: permGroup, value: 'add', testid: 'share-perm-add', disabled: target.kind === 'record' });
   const permDeposit = h('input', { type: 'radio', name: permGroup, value: 'deposit', testid: 'share-perm-deposit', disabled: target.kind === 'record' });
+  const permAgent = h('input', { type: 'radio', name: permGroup, value: 'agent', testid: 'share-perm-agent', disabled: target.kind === 'record' });
+  // An agent acts for the patient here (docs/format.md §8.10): reads always,
+  // and with these powers adds, shares and revokes, names further agents.
+  const powerAdd = h('input', { type: 'checkbox', testid: 'agent-power-add' });
+  const powerShare = h('input', { type: 'checkbox', testid: 'agent-power-share' });
+  const powerName = h('input', { type: 'checkbox', testid: 'agent-power-name-agents' });
+  const powers = h(
+    'fieldset',
+    { class: 'agent-powers', testid: 'agent-powers' },
+    h('legend', null, 'What your agent may do besides reading'),
+    h('label', { class: 'check' }, powerAdd, ' Add records (and new versions of their own)'),
+    h('label', { class: 'check' }, powerShare, ' Share this collection with others (read, or read and add) and revoke them'),
+    h('label', { class: 'check' }, powerName, ' Name further agents, with no more than these powers'),
+    h('p', { class: 'muted' }, 'An agent never deletes records, never changes your keys, and never sees your other collections. What they write is shown as written on your behalf. Revoking them ends the agency at once.'),
+  );
+  powers.hidden = true;
+  for (const r of [permRead, permWrite, permAdd, permDeposit, permAgent]) r.addEventListener('change', () => (powers.hidden = !permAgent.checked));
+  const powerList = () => [powerAdd.checked ? 'add' : '', powerShare.checked ? 'share' : '', powerName.checked ? 'name-agents' : ''].filter(Boolean).join(',');
   const expiry = h('select', { testid: 'share-expiry' }, EXPIRY.map(([v, label]) => h('option', { value: v, selected: v === '30d' }, label)));
   const date = h('input', { type: 'date', testid: 'share-expiry-date', min: new Date(Date.now() + 86400_000).toISOString().slice(0, 10) });
   const dateField = field('Expiry date', date);
@@ -145,6 +163,18 @@ export function openShareDialog(c: Ctx, target: ShareTarget): void {
             date.focus();
             return;
           }
+          if (target.kind === 'collection' && permAgent.checked) {
+            const list = powerList();
+            const named = await withBusy(submit, 'Naming your agent…', async () => {
+              return await run((s) => s.nameAgent(vault, target.id, id.identityText, list, exp ?? undefined));
+            }, 'Naming the agent failed');
+            if (!named) return;
+            d.close();
+            const rekeyed = named.rotatedFirst ? ' The collection was re-keyed first, so versions you replaced or deleted stay closed to them.' : '';
+            announce(`${id.name} is now your agent in ${whatLabel} (${['read', ...list.split(',').filter(Boolean)].join(', ')}), ${fmtExpiry(exp)}.${rekeyed}`);
+            await refresh();
+            return;
+          }
           const permission = target.kind === 'record' ? 'read' : permWrite.checked ? 'write' : permAdd.checked ? 'add' : permDeposit.checked ? 'deposit' : 'read';
           const done = await withBusy(submit, 'Sharing…', async () => {
             return await run((s) => s.share(vault, target.id, target.kind === 'record', id.identityText, permission, exp ?? undefined));
@@ -177,6 +207,8 @@ export function openShareDialog(c: Ctx, target: ShareTarget): void {
         h('label', { class: 'check' }, permAdd, ' Read and add (they can add results, never change or delete yours)'),
         h('label', { class: 'check' }, permWrite, ' Read and write (they can also replace or delete any record here, yours included)'),
         h('label', { class: 'check' }, permDeposit, ' Add only, read nothing (for a hospital or lab system sending you results: it cannot read anything in your vault, not even what it sent)'),
+        h('label', { class: 'check' }, permAgent, ' Agent: someone you trust to act for you here (a parent, an adult child, a lawyer)'),
+        powers,
         target.kind === 'record' ? h('p', { class: 'muted' }, 'A single record can only be shared read-only.') : null,
       ),
       field('Access expires', expiry),

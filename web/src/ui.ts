@@ -48,9 +48,10 @@ export function fingerprintEl(fingerprint: string, testid?: string, size: 'large
 }
 
 export function authorText(a: Author): string {
-  if (a.isMe) return 'Added by you';
+  const behalf = a.onBehalfOfMe ? ' on your behalf (your agent)' : a.onBehalfOf ? ` on behalf of ${a.onBehalfOf} (agent)` : null;
+  if (a.isMe) return `Added by you${behalf ? ` on behalf of ${a.onBehalfOf}` : ''}`;
   if (a.isOwner) return `Written by ${a.name ?? 'the vault owner'} (vault owner)`;
-  return `Written by ${a.name ?? 'an unnamed identity'}, ${roleLabel(a.role)}`;
+  return `Written by ${a.name ?? 'an unnamed identity'}${behalf ?? `, ${roleLabel(a.role)}`}`;
 }
 
 /** "Written by Dr X, clinician — verified" (shown for records not written by the owner). */

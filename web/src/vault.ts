@@ -86,9 +86,11 @@ export interface Member {
   fingerprint: string;
   name: string | null;
   role: Role | null;
-  permission: 'owner' | 'read' | 'write' | 'add' | 'deposit';
+  permission: 'owner' | 'read' | 'write' | 'add' | 'deposit' | 'agent';
   /** Unix seconds. */
   expiresAt: number | null;
+  /** For an agent of the owner: its powers, e.g. "read,add,share" (docs/format.md §8.10). */
+  powers: string | null;
 }
 
 export interface CollectionView {
@@ -113,6 +115,8 @@ export interface VaultOverview {
   seq: number;
   collections: CollectionView[];
   recordShares: RecordShare[];
+  /** Collections whose current key an agent's rotation withheld from the owner, with that agent. */
+  withheldKeys: { collection: string; signer: Member }[];
 }
 
 export interface Author {
@@ -122,6 +126,10 @@ export interface Author {
   role: Role | null;
   isOwner: boolean;
   isMe: boolean;
+  /** The owner's name, when the author wrote this as the owner's agent. */
+  onBehalfOf: string | null;
+  /** The author wrote this as the reader's own agent. */
+  onBehalfOfMe: boolean;
 }
 
 export interface RecordView {
@@ -472,6 +480,15 @@ export class Session {
     expiresAt?: number,
   ): Promise<ShareSummary> {
     return JSON.parse(await call(() => this.inner.share(vault, target, isRecord, identityText, permission, expiresAt)));
+  }
+
+  /**
+   * Names the identity an agent of the owner in a collection, with powers
+   * ("add", "share", "name-agents", comma-separated; read is implied).
+   * `expiresAt` in Unix seconds. Revoking an agent ends its agency.
+   */
+  async nameAgent(vault: string, collection: string, identityText: string, powers: string, expiresAt?: number): Promise<{ delegation: string; rotatedFirst: boolean }> {
+    return JSON.parse(await call(() => this.inner.nameAgent(vault, collection, identityText, powers, expiresAt)));
   }
 
   /** Revokes a member everywhere (or in one collection): rotates the keys and withdraws record shares. */
