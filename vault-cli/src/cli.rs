@@ -181,10 +181,10 @@ pub enum Command {
     Revoke(RevokeArgs),
     /// Who has access to what.
     Access,
-    /// Name agents who act for you in chosen collections (a parent for a
-    /// child, an adult child, a lawyer), list them, and end their agency.
+    /// Agents who act for you in chosen collections: name, list, end.
     ///
-    /// An agent reads the collections you name, and with the powers you
+    /// An agent is someone you trust to act for you: a parent for a child,
+    /// an adult child, a lawyer. An agent reads the collections you name, and with the powers you
     /// give may add records, share the collections with others and revoke
     /// them, and name further agents within its own powers. It never
     /// deletes, never touches your keys or your other collections, and
