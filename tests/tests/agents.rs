@@ -107,8 +107,12 @@ fn an_agent_acts_for_the_patient_within_its_powers_until_the_agency_ends() {
             "an agent",
         ),
     ] {
-        let r = jane.run(&args);
-        assert_ne!(r.code, 0, "Jane shared {why}: {}", r.stdout);
+        let r = jane.refused(&args);
+        assert_eq!(
+            (r.exit, r.code.as_str()),
+            (4, "access_denied"),
+            "{why}: {r:#?}"
+        );
     }
     // Within them, she shares labs with Dr Dee, who reads it.
     jane.json(&["share", "labs", "--with", "dr", "--vault", "pat"]);
@@ -151,8 +155,8 @@ fn an_agent_acts_for_the_patient_within_its_powers_until_the_agency_ends() {
         refused.contains("403") || refused.contains("access"),
         "{refused}"
     );
-    let r = jane.run(&["share", "labs", "--with", "dr", "--vault", "pat"]);
-    assert_ne!(r.code, 0, "an ended agent shared: {}", r.stdout);
+    let r = jane.refused(&["share", "labs", "--with", "dr", "--vault", "pat"]);
+    assert_eq!(r.exit, 4, "an ended agent shared: {r:#?}");
 
     // What she did stays: Dr Dee reads what the patient adds afterwards,
     // and her note is still shown as written on the patient's behalf.
@@ -258,4 +262,27 @@ fn the_relay_refuses_a_share_by_an_agent_who_may_not_share() {
     // Dr Dee was given nothing.
     let r = doc.run(&["list", "--vault", "pat"]);
     assert_ne!(r.code, 0, "Dr Dee reads: {}", r.stdout);
+
+    // An agent who may share but not add stores nothing on the relay: it
+    // appends entries, never blobs.
+    let sharer = principal(AGENT + 1, "Sam Sharer", Role::Patient);
+    let sharer_client = relay.client(&sharer);
+    rt.block_on(sharer_client.publish_identity()).unwrap();
+    patient.json(&[
+        "contacts",
+        "add",
+        "sam",
+        "--lookup",
+        &sharer.fingerprint().to_hex(),
+    ]);
+    patient.json(&["agents", "name", "sam", "-c", "labs", "--powers", "share"]);
+    let bytes = b"not a record".to_vec();
+    let hash = vault_core::request::body_digest(&bytes);
+    let err = rt
+        .block_on(sharer_client.put_blobs(&vault, &[(hash, &bytes[..])]))
+        .expect_err("the relay stored a blob from an agent who may not add");
+    assert!(err.to_string().contains("read-only"), "{err}");
+    // Ann, who may add, uploads.
+    rt.block_on(client.put_blobs(&vault, &[(hash, &bytes[..])]))
+        .unwrap();
 }

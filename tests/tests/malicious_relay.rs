@@ -1656,8 +1656,12 @@ fn attack_14_an_agents_entry_outside_its_agency_or_after_it_ended_is_refused() {
         1
     );
 
-    // (b) After the agency ended: her naming replayed under her signature,
-    // and a share signed with the grant she held.
+    // (b) After the agency ended she is no agent: her naming's payload
+    // re-signed by her, and a share signed with the grant she held, are
+    // both entries of someone with no power here. (A relay cannot replay
+    // the owner's naming itself: its signature covers its place in the
+    // chain. The owner naming the ended agency again is refused by the
+    // log: vault-core's `after_an_agency_ends_the_agent_is_refused…`.)
     w.patient.json(&["agents", "end", "mal"]);
     w.doc.json(&["list", "--vault", "pat"]);
     let replayed = forge_entry(

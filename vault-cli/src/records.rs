@@ -17,6 +17,20 @@ use crate::session::Session;
 
 pub use vault_client::records::{collection_names, collections_by_name, NewRecord};
 
+/// A collection as people read it: its name among `names` (from
+/// [`collections_by_name`]), or "collection" and the first digits of its id
+/// where this reader cannot open the name.
+pub fn collection_label(
+    names: &std::collections::BTreeMap<String, CollectionId>,
+    id: &CollectionId,
+) -> String {
+    names
+        .iter()
+        .find(|(_, c)| *c == id)
+        .map(|(n, _)| n.clone())
+        .unwrap_or_else(|| format!("collection {}", crate::output::short(&id.to_hex())))
+}
+
 /// Finds a collection by name (or id prefix) among those `me` can read at
 /// `now`; a name two collections share is refused as ambiguous.
 pub fn find_collection(

@@ -122,6 +122,9 @@ pub struct Ending {
     /// Collections whose key was rotated after the agency ended, so the
     /// key the agent held opens nothing written afterwards.
     pub rotated: Vec<CollectionId>,
+    /// Collections whose key could not be rotated, with why: the agency
+    /// ended there all the same, and the next revocation rotates it.
+    pub not_rotated: Vec<(CollectionId, vault_core::Error)>,
 }
 
 impl Ending {
@@ -154,7 +157,9 @@ pub async fn end<S: Store + ?Sized>(
 /// ended in a collection (or only in `only`), as `me`: the owner, the
 /// agent itself (resigning), or an agent above it. Where `me` may rotate
 /// the collection's key afterwards (the owner, or an agent who may share
-/// there), a rotation revoking nobody follows in the same append.
+/// there), a rotation revoking nobody follows in the same append. For the
+/// owner, a collection whose key `agent` withheld ([`withheld_keys`]) is
+/// rotated too, even where its agency already ended.
 pub fn plan_ending(
     state: &VaultState,
     me: &SecretIdentity,
@@ -182,6 +187,15 @@ pub fn plan_ending(
             )?;
         }
     }
+    for (collection, signer) in withheld_keys(&next, me, now) {
+        if signer != *agent || only.is_some_and(|o| *o != collection) {
+            continue;
+        }
+        let (rotation, _) = crate::sharing::rotate_in(&next, me, &collection, &[], now)?;
+        next.apply(&rotation)?;
+        ending.entries.push(rotation);
+        ending.rotated.push(collection);
+    }
     Ok(ending)
 }
 
@@ -204,21 +218,26 @@ pub(crate) fn end_in(
             .agency_of(&me.fingerprint(), collection, now)
             .is_some_and(|(_, powers)| powers.shares());
     if may_rotate {
-        let mut keyring = Keyring::new(me, now);
-        let rotation = next.revoke(&mut keyring, collection, &[])?;
-        next.apply(&rotation)?;
-        ending.entries.push(rotation);
-        ending.rotated.push(*collection);
+        // Ending the agency matters more than re-keying: if the rotation
+        // cannot be built, the agency still ends, and the caller says so.
+        match crate::sharing::rotate_in(next, me, collection, &[], now) {
+            Ok((rotation, _)) => {
+                next.apply(&rotation)?;
+                ending.entries.push(rotation);
+                ending.rotated.push(*collection);
+            }
+            Err(e) => ending.not_rotated.push((*collection, e)),
+        }
     }
     Ok(())
 }
 
-/// The collections whose current key `me`, the owner, cannot open, each
-/// with who signed the owner's grant of it: an agent whose rotation sealed
-/// the owner's key wrongly (the log cannot check an age file; decision
-/// 65). Ending that agent's agency ([`end`]) rotates the collection from
-/// the keys the owner holds of earlier epochs. Empty for anyone but the
-/// owner.
+/// The collections whose current key `me`, the owner, cannot open (or
+/// whose name does not open under it), each with who signed the owner's
+/// grant of it: an agent whose rotation sealed them wrongly (the log
+/// cannot check an age file; decision 65). Ending that agent's agency
+/// ([`end`]) rotates the collection from the keys the owner holds of
+/// earlier epochs. Empty for anyone but the owner.
 pub fn withheld_keys(
     state: &VaultState,
     me: &SecretIdentity,
@@ -232,12 +251,7 @@ pub fn withheld_keys(
     state
         .collections()
         .into_iter()
-        .filter(|c| {
-            matches!(
-                keyring.collection_key(state, &c.id, c.epoch),
-                Err(vault_core::Error::DecryptionFailed)
-            )
-        })
+        .filter(|c| state.collection_name(&mut keyring, &c.id).is_err())
         .filter_map(|c| Some((c.id, state.grant_signer(&c.id, &owner)?)))
         .collect()
 }

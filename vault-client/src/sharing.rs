@@ -39,8 +39,9 @@ pub async fn share<S: Store + ?Sized>(
 }
 
 /// Revokes `member` in `vault` as the client's identity (the owner, or an
-/// agent of the owner who may share): see [`plan_revocation`]. Returns the vault's new state and what was done
-/// (empty if `member` held nothing to revoke).
+/// agent of the owner who may share): see [`plan_revocation`]. Returns the
+/// vault's new state and what was done (empty if `member` held nothing to
+/// revoke).
 pub async fn revoke<S: Store + ?Sized>(
     store: &mut S,
     client: &RelayClient,
@@ -149,6 +150,36 @@ pub fn plan_share(
     }
 }
 
+/// A rotation of `collection` on `state` as `me` (the owner, or an agent
+/// who may share there) revoking `revoked`, and the records it drops
+/// (whose data key does not unwrap: the owner's revocation deletes them,
+/// with their author).
+pub(crate) fn rotate_in(
+    state: &VaultState,
+    me: &SecretIdentity,
+    collection: &CollectionId,
+    revoked: &[Fingerprint],
+    now: u64,
+) -> vault_core::Result<(LogEntry, Vec<DroppedRecord>)> {
+    let mut keyring = Keyring::new(me, now);
+    let entry = state.revoke(&mut keyring, collection, revoked)?;
+    let dropped = match entry.body() {
+        EntryBody::Rotation(r) => r
+            .dropped
+            .iter()
+            .filter_map(|id| {
+                let author = state.record(id).ok()?.metadata().author();
+                Some(DroppedRecord {
+                    record: *id,
+                    author,
+                })
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok((entry, dropped))
+}
+
 /// A record a rotation deleted because its data key did not unwrap under
 /// the collection's key: its writer sealed it wrongly, by fault or on
 /// purpose. Nobody could open it.
@@ -197,13 +228,16 @@ impl Revocation {
 /// owner is not revoked but its agency ended there (`docs/format.md`
 /// §8.10), followed by a rotation revoking nobody.
 ///
+/// `me` is the owner, or an agent who may share (it then withdraws no
+/// single-record grant: those are the owner's).
+///
 /// Revocation always succeeds for the owner: a live record whose data key
 /// does not unwrap (written by a faulty or malicious member) is deleted by
 /// the same rotation and reported in [`RotatedCollection::dropped`] with
 /// its author, instead of blocking the revocation.
 pub fn plan_revocation(
     state: &VaultState,
-    owner: &SecretIdentity,
+    me: &SecretIdentity,
     member: &Fingerprint,
     only: Option<&CollectionId>,
     now: u64,
@@ -214,36 +248,33 @@ pub fn plan_revocation(
         if only.is_some_and(|o| *o != c.id) || !c.members.iter().any(|(m, _, _)| m == member) {
             continue;
         }
-        let mut keyring = Keyring::new(owner, now);
-        let name = state.collection_name(&mut keyring, &c.id).ok();
+        // An agent revokes only where it may share.
+        let may_rotate = state.owner().fingerprint() == me.fingerprint()
+            || state
+                .agency_of(&me.fingerprint(), &c.id, now)
+                .is_some_and(|(_, p)| p.shares());
+        if !may_rotate {
+            continue;
+        }
+        let name = state
+            .collection_name(&mut Keyring::new(me, now), &c.id)
+            .ok();
         // An agent is not revoked but its agency ended (decision 65): the
         // agent's grant leaves, and a rotation revoking nobody follows.
         let agency = state
             .agencies()
             .into_iter()
             .find(|a| a.agent == *member && a.collections.contains(&c.id));
-        let entry = if let Some(agency) = agency {
-            let end = next.end_agency(owner, &agency.delegation, &c.id, now)?;
-            next.apply(&end)?;
-            out.entries.push(end);
-            next.revoke(&mut keyring, &c.id, &[])?
-        } else {
-            next.revoke(&mut keyring, &c.id, &[*member])?
+        let revoked = match agency {
+            Some(agency) => {
+                let end = next.end_agency(me, &agency.delegation, &c.id, now)?;
+                next.apply(&end)?;
+                out.entries.push(end);
+                Vec::new()
+            }
+            None => vec![*member],
         };
-        let dropped = match entry.body() {
-            EntryBody::Rotation(r) => r
-                .dropped
-                .iter()
-                .filter_map(|id| {
-                    let author = next.record(id).ok()?.metadata().author();
-                    Some(DroppedRecord {
-                        record: *id,
-                        author,
-                    })
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
+        let (entry, dropped) = rotate_in(&next, me, &c.id, &revoked, now)?;
         next.apply(&entry)?;
         out.entries.push(entry);
         out.rotated.push(RotatedCollection {
@@ -252,6 +283,10 @@ pub fn plan_revocation(
             epoch: c.epoch.saturating_add(1),
             dropped,
         });
+    }
+    // Single-record grants are the owner's alone to withdraw.
+    if state.owner().fingerprint() != me.fingerprint() {
+        return Ok(out);
     }
     for (record, m, _) in state.record_grants() {
         let in_scope = only.is_none_or(|o| {
@@ -264,7 +299,7 @@ pub fn plan_revocation(
         if m != *member || !in_scope {
             continue;
         }
-        let entry = next.revoke_record_grant(owner, &record, member, now)?;
+        let entry = next.revoke_record_grant(me, &record, member, now)?;
         next.apply(&entry)?;
         out.entries.push(entry);
         out.record_grants += 1;

@@ -11,7 +11,7 @@ use std::fmt;
 
 use crate::encoding::{Reader, Writer};
 use crate::error::{Error, Result};
-use crate::grant::Grant;
+use crate::grant::{Grant, Permission};
 use crate::identity::{PublicIdentity, MAX_IDENTITY_LEN};
 use crate::ids::DelegationId;
 use crate::log::MAX_GRANT_LEN;
@@ -37,13 +37,14 @@ impl Powers {
         Self(Self::READ)
     }
 
-    /// Read, plus the powers asked for.
+    /// Read, plus the powers asked for. Naming agents implies sharing: an
+    /// agent who may name agents can give read access to anyone anyway.
     pub const fn new(add: bool, share: bool, name_agents: bool) -> Self {
         let mut bits = Self::READ;
         if add {
             bits |= Self::ADD;
         }
-        if share {
+        if share || name_agents {
             bits |= Self::SHARE;
         }
         if name_agents {
@@ -52,9 +53,13 @@ impl Powers {
         Self(bits)
     }
 
-    /// The powers of an encoded byte: read set, no unknown bit.
+    /// The powers of an encoded byte: read set, no unknown bit, and share
+    /// set wherever name-agents is.
     pub fn from_byte(byte: u8) -> Option<Self> {
-        (byte & Self::READ != 0 && byte & !Self::ALL == 0).then_some(Self(byte))
+        let valid = byte & Self::READ != 0
+            && byte & !Self::ALL == 0
+            && (byte & Self::NAME_AGENTS == 0 || byte & Self::SHARE != 0);
+        valid.then_some(Self(byte))
     }
 
     /// The encoded byte.
@@ -63,7 +68,8 @@ impl Powers {
     }
 
     /// Parses a comma-separated list of `read`, `add`, `share`,
-    /// `name-agents` (read is implied), e.g. `"add,share"`.
+    /// `name-agents` (read is implied, and name-agents implies share), e.g.
+    /// `"add,share"`.
     pub fn parse(list: &str) -> Result<Self> {
         let mut bits = Self::READ;
         for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -72,13 +78,23 @@ impl Powers {
                     "read" => Self::READ,
                     "add" => Self::ADD,
                     "share" => Self::SHARE,
-                    "name-agents" => Self::NAME_AGENTS,
+                    "name-agents" => Self::NAME_AGENTS | Self::SHARE,
                     _ => return Err(Error::InvalidInput(
                         "unknown power: use read, add, share or name-agents, separated by commas",
                     )),
                 };
         }
         Ok(Self(bits))
+    }
+
+    /// The permission of the agent's grant: read-add when it adds, read
+    /// otherwise (an agent never holds read-write).
+    pub const fn permission(self) -> Permission {
+        if self.adds() {
+            Permission::Add
+        } else {
+            Permission::Read
+        }
     }
 
     /// Whether the agent may add records, and new versions of the records

@@ -356,23 +356,13 @@ impl Grant {
         expires_at: Option<u64>,
         issued_at: u64,
     ) -> Result<Self> {
-        Self::collection(owner, key, member, permission, expires_at, issued_at, false)
+        Self::for_collection_signed(owner, key, member, permission, expires_at, issued_at, false)
     }
 
-    /// [`Grant::for_collection`] signed by an agent acting for the owner
-    /// (`docs/format.md` §8.10): a version-3 grant naming its signer.
-    pub(crate) fn for_collection_by_agent(
-        agent: &SecretIdentity,
-        key: &CollectionKey,
-        member: &PublicIdentity,
-        permission: Permission,
-        expires_at: Option<u64>,
-        issued_at: u64,
-    ) -> Result<Self> {
-        Self::collection(agent, key, member, permission, expires_at, issued_at, true)
-    }
-
-    fn collection(
+    /// [`Grant::for_collection`] signed by `signer`: the owner, or with
+    /// `as_agent` an agent acting for the owner (`docs/format.md` §8.10),
+    /// whose grant is version 3 and names it.
+    pub(crate) fn for_collection_signed(
         signer: &SecretIdentity,
         key: &CollectionKey,
         member: &PublicIdentity,
@@ -410,13 +400,14 @@ impl Grant {
         sealed_to: &PublicIdentity,
         issued_at: u64,
     ) -> Result<Self> {
-        let mut g = Self::for_collection_by_agent(
+        let mut g = Self::for_collection_signed(
             agent,
             key,
             sealed_to,
             Permission::ReadWrite,
             None,
             issued_at,
+            true,
         )?;
         g.member = member.fingerprint();
         g.signature = agent.sign(&g.signed_bytes());
@@ -556,7 +547,11 @@ impl VerifiedGrant {
         if self.0.member != me.fingerprint() {
             return Err(Error::AccessDenied("this grant is for another member"));
         }
-        let pt = agefile::decrypt_x25519(&self.0.age_file, &me.age_identity()?, 32)?;
+        // Whatever fails (not for this key, a longer plaintext, a corrupt
+        // file) the grant does not open: an agent's rotation can seal the
+        // owner's grant so (decision 65), and the owner then re-keys.
+        let pt = agefile::decrypt_x25519(&self.0.age_file, &me.age_identity()?, 32)
+            .map_err(|_| Error::DecryptionFailed)?;
         let key: [u8; 32] = pt
             .as_slice()
             .try_into()

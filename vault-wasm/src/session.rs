@@ -386,6 +386,19 @@ impl Session {
         })
     }
 
+    /// Ends every agency of an agent (by 64-hex fingerprint) and rotates
+    /// the collections it acted in, and any whose key it withheld from the
+    /// owner (JSON `{ended, rotated, notRotated}`).
+    #[wasm_bindgen(js_name = endAgency)]
+    pub fn end_agency(&self, vault: String, fingerprint_hex: String) -> Promise {
+        self.run(|inner| async move {
+            let vault = vault_id(&vault)?;
+            let agent = crate::fingerprint(&fingerprint_hex)?;
+            let mut s = inner.lock().await;
+            Ok(json(&sharing::end_agency(&mut s, &vault, &agent).await?))
+        })
+    }
+
     /// Revokes a member (by 64-hex fingerprint) everywhere, or in one
     /// collection: rotates the keys of every collection they held and
     /// withdraws their single-record shares (JSON `{rotated,

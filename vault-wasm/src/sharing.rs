@@ -176,6 +176,29 @@ pub async fn name_agent(
     }))
 }
 
+/// Ends every agency of `agent` in the vault and rotates the collections
+/// it acted in, and those whose key it withheld from the owner
+/// ([`vault_client::agents::end`]). JSON `{ended, rotated, notRotated}`.
+pub async fn end_agency(s: &mut Inner, vault: &VaultId, agent: &Fingerprint) -> Result<Value> {
+    s.publish().await?;
+    let (_, ending) =
+        vault_client::agents::end(&mut s.store, &s.client, vault, agent, None).await?;
+    if ending.is_empty() {
+        return Err(Failure::new(
+            "not_found",
+            "this person is not an agent in this vault",
+        ));
+    }
+    Ok(json!({
+        "ended": ending.ended.len(),
+        "rotated": ending.rotated.len(),
+        "notRotated": ending.not_rotated.iter().map(|(c, e)| json!({
+            "collection": c.to_hex(),
+            "message": e.to_string(),
+        })).collect::<Vec<_>>(),
+    }))
+}
+
 /// An expiry the page gave (Unix seconds), checked to be in the future.
 fn future_time(t: Option<f64>, now: u64) -> Result<Option<u64>> {
     match t {

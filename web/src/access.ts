@@ -40,7 +40,7 @@ export function renderAccess(c: Ctx): HTMLElement {
       'div',
       { class: 'alert alert-error', role: 'alert', testid: 'withheld-key' },
       h('p', null, `Your key of “${name}” does not open: ${memberName(signer)}, your agent, sealed it wrongly when re-keying the collection. End their agency: the collection is re-keyed from the keys you hold.`),
-      h('div', { class: 'actions' }, revokeButton(c, signer, null, 'End agency', 'withheld-end-agency')),
+      h('div', { class: 'actions' }, endAgencyButton(c, signer)),
     );
   });
 
@@ -135,6 +135,30 @@ export function renderAccess(c: Ctx): HTMLElement {
           ),
     ),
   );
+}
+
+/** Ends every agency of `m` and re-keys what it withheld (even after its agency ended). */
+function endAgencyButton(c: Ctx, m: Member): HTMLButtonElement {
+  const b: HTMLButtonElement = h(
+    'button',
+    {
+      type: 'button',
+      class: 'button danger small',
+      testid: 'withheld-end-agency',
+      onclick: async () => {
+        const vault = c.vault;
+        if (!vault) return;
+        const done = await withBusy(b, 'Re-keying…', () => run((s) => s.endAgency(vault, m.fingerprintHex)), 'Ending the agency failed');
+        if (!done) return;
+        const failed = done.notRotated.length ? ` ${done.notRotated.length} collection key(s) could not be rotated: ${done.notRotated.map((n) => n.message).join('; ')}.` : '';
+        lastSummary = { text: `${memberName(m)}: ${done.ended} agenc${done.ended === 1 ? 'y' : 'ies'} ended, ${done.rotated} collection key${done.rotated === 1 ? '' : 's'} rotated.${failed}` };
+        announce(lastSummary.text);
+        await refresh();
+      },
+    },
+    'End agency and re-key',
+  );
+  return b;
 }
 
 /** Whether `m` acts as the owner's agent in any collection. */

@@ -491,6 +491,11 @@ export class Session {
     return JSON.parse(await call(() => this.inner.nameAgent(vault, collection, identityText, powers, expiresAt)));
   }
 
+  /** Ends every agency of an agent and re-keys what it could read, or whose key it withheld from you. */
+  async endAgency(vault: string, fingerprintHex: string): Promise<{ ended: number; rotated: number; notRotated: { collection: string; message: string }[] }> {
+    return JSON.parse(await call(() => this.inner.endAgency(vault, fingerprintHex)));
+  }
+
   /** Revokes a member everywhere (or in one collection): rotates the keys and withdraws record shares. */
   async revoke(vault: string, fingerprintHex: string, collection?: string): Promise<RevokeSummary> {
     return JSON.parse(await call(() => this.inner.revoke(vault, fingerprintHex, collection)));

@@ -49,6 +49,18 @@ pub fn writer(state: &VaultState, who: &Fingerprint, now: u64) -> Result<Access,
     }
 }
 
+/// `who`'s access to the vault of `state` at `now`, if it may upload blobs
+/// (a member who may add records; [`AccessError::ReadOnly`] for any other
+/// member, an agent who only shares included).
+pub fn uploader(state: &VaultState, who: &Fingerprint, now: u64) -> Result<Access, AccessError> {
+    let access = member(state, who, now)?;
+    if access.may_upload() {
+        Ok(access)
+    } else {
+        Err(AccessError::ReadOnly)
+    }
+}
+
 /// [`member`] on `vault`'s current verified state (loaded if needed;
 /// [`AccessError::VaultNotFound`] if there is no such vault).
 pub async fn member_access(
@@ -59,14 +71,14 @@ pub async fn member_access(
     on_state(app, vault, who, member).await
 }
 
-/// [`writer`] on `vault`'s current verified state (loaded if needed;
+/// [`uploader`] on `vault`'s current verified state (loaded if needed;
 /// [`AccessError::VaultNotFound`] if there is no such vault).
-pub async fn writer_access(
+pub async fn uploader_access(
     app: &AppState,
     vault: VaultId,
     who: &Fingerprint,
 ) -> Result<Access, AccessError> {
-    on_state(app, vault, who, writer).await
+    on_state(app, vault, who, uploader).await
 }
 
 /// `check` on `vault`'s current verified state, at the relay's time.

@@ -269,7 +269,7 @@ impl Blobs {
                 return Err(BlobError::ChunkTooLarge { max: max_chunk });
             }
         }
-        access::writer_access(app, vault, &uploader).await?;
+        access::uploader_access(app, vault, &uploader).await?;
         if let Some(b) = self.record(vault, hash).await? {
             return Ok(ChunkAnswer::AlreadyStored { len: b.len });
         }
@@ -349,7 +349,7 @@ impl Blobs {
                 return Err(BlobError::BatchHashMismatch { hash: *hash });
             }
         }
-        access::writer_access(&self.app, vault, &uploader).await?;
+        access::uploader_access(&self.app, vault, &uploader).await?;
         frames.sort_by_key(|(h, _)| *h);
         frames.dedup_by_key(|(h, _)| *h);
         let distinct = frames.len();
@@ -431,7 +431,7 @@ impl Blobs {
         hash: [u8; 32],
         who: &Fingerprint,
     ) -> Result<UploadStatus, BlobError> {
-        access::writer_access(&self.app, vault, who).await?;
+        access::uploader_access(&self.app, vault, who).await?;
         if let Some(b) = self.record(vault, hash).await? {
             return Ok(UploadStatus {
                 stored: true,

@@ -6,8 +6,8 @@ use vault_core::{Keyring, Powers};
 
 use crate::cli::{AgentEndArgs, AgentNameArgs, AgentsCommand};
 use crate::error::{CliError, Result};
-use crate::output::{clean, line, short, table};
-use crate::records::{collections_by_name, find_collection};
+use crate::output::{clean, line, table};
+use crate::records::{collection_label, collections_by_name, find_collection};
 use crate::session::Session;
 
 /// Runs one `vault agents` subcommand.
@@ -99,13 +99,7 @@ fn list(session: &mut Session) -> Result<()> {
     let state = session.refresh(&vault)?;
     let mut keyring = Keyring::new(&secret, session.now());
     let names = collections_by_name(&state, &mut keyring);
-    let name_of = |id: &vault_core::CollectionId| {
-        names
-            .iter()
-            .find(|(_, c)| *c == id)
-            .map(|(n, _)| n.clone())
-            .unwrap_or_else(|| format!("collection {}", short(&id.to_hex())))
-    };
+    let name_of = |id: &vault_core::CollectionId| collection_label(&names, id);
     let namer = session.namer();
     let now = session.now();
     let agencies = state.agencies();
@@ -204,13 +198,7 @@ fn end(session: &mut Session, args: &AgentEndArgs) -> Result<()> {
     }
     let mut keyring = Keyring::new(&secret, session.now());
     let names = collections_by_name(&state, &mut keyring);
-    let name_of = |id: &vault_core::CollectionId| {
-        names
-            .iter()
-            .find(|(_, c)| *c == id)
-            .map(|(n, _)| n.clone())
-            .unwrap_or_else(|| format!("collection {}", short(&id.to_hex())))
-    };
+    let name_of = |id: &vault_core::CollectionId| collection_label(&names, id);
     if session.out.json {
         return session.out.json(&json!({
             "agent": args.agent,
@@ -219,6 +207,11 @@ fn end(session: &mut Session, args: &AgentEndArgs) -> Result<()> {
                 "collection": name_of(c),
             })).collect::<Vec<_>>(),
             "rotated": ending.rotated.iter().map(&name_of).collect::<Vec<_>>(),
+            "not_rotated": ending.not_rotated.iter().map(|(c, e)| json!({
+                "collection": name_of(c),
+                "error": e.code(),
+                "message": e.to_string(),
+            })).collect::<Vec<_>>(),
             "checkpoint": state.head().code(),
         }));
     }
@@ -232,6 +225,23 @@ fn end(session: &mut Session, args: &AgentEndArgs) -> Result<()> {
             } else {
                 ""
             }
+        ))?;
+    }
+    for (c, e) in &ending.not_rotated {
+        session.out.warn(format!(
+            "warning: the key of {} could not be rotated ({e}); the agency ended all the same. Revoking anyone there rotates it",
+            name_of(c)
+        ));
+    }
+    for c in ending
+        .rotated
+        .iter()
+        .filter(|c| !ending.ended.iter().any(|(_, e)| e == *c))
+    {
+        line(&format!(
+            "Rotated the key of {}, which {} had sealed wrongly for you: it opens again.",
+            name_of(c),
+            args.agent
         ))?;
     }
     line("What they did stays: see `vault access` for the people they shared with, and `vault revoke` anyone who should go too.")

@@ -70,9 +70,21 @@ fn forged_share(
     expires_at: Option<u64>,
 ) -> LogEntry {
     let member = f.who(who).public().clone();
-    let grant =
-        Grant::for_collection_by_agent(jane, key, &member, permission, expires_at, NOW).unwrap();
+    let grant = agent_signed(jane, key, &member, permission, expires_at, NOW).unwrap();
     f.forge(jane, EntryBody::GrantAdded { member, grant })
+}
+
+/// A collection grant signed by an agent (version 3), whatever its
+/// agency allows.
+fn agent_signed(
+    agent: &SecretIdentity,
+    key: &CollectionKey,
+    member: &crate::PublicIdentity,
+    permission: Permission,
+    expires_at: Option<u64>,
+    now: u64,
+) -> crate::Result<Grant> {
+    Grant::for_collection_signed(agent, key, member, permission, expires_at, now, true)
 }
 
 fn is_unauthorized(e: &Error) -> bool {
@@ -189,7 +201,7 @@ fn an_agents_grant_outside_its_scope_is_refused() {
     let labs = f.key_of(0, f.labs);
     let meds = f.key_of(0, f.meds);
     // Her client refuses each, and the log refuses what she would forge.
-    for (collection, key, who, permission, expires_at, why) in [
+    for (collection, key, who, permission, expires_at, why, reason) in [
         (
             f.meds,
             &meds,
@@ -197,6 +209,7 @@ fn an_agents_grant_outside_its_scope_is_refused() {
             Permission::Read,
             Some(expiry),
             "another collection",
+            "nor an agent of the owner in this collection",
         ),
         (
             f.labs,
@@ -205,6 +218,7 @@ fn an_agents_grant_outside_its_scope_is_refused() {
             Permission::ReadWrite,
             Some(expiry),
             "read-write",
+            "may not grant more than it holds",
         ),
         (
             f.labs,
@@ -213,8 +227,17 @@ fn an_agents_grant_outside_its_scope_is_refused() {
             Permission::Deposit,
             Some(expiry),
             "deposit",
+            "may not grant more than it holds",
         ),
-        (f.labs, &labs, 1, Permission::Read, None, "longer than hers"),
+        (
+            f.labs,
+            &labs,
+            1,
+            Permission::Read,
+            None,
+            "longer than hers",
+            "may not grant more than it holds",
+        ),
         (
             f.labs,
             &labs,
@@ -222,6 +245,7 @@ fn an_agents_grant_outside_its_scope_is_refused() {
             Permission::Read,
             Some(expiry + 1),
             "past hers",
+            "may not grant more than it holds",
         ),
         (
             f.labs,
@@ -230,6 +254,7 @@ fn an_agents_grant_outside_its_scope_is_refused() {
             Permission::Read,
             Some(expiry),
             "to the owner",
+            "not the owner, itself, or already a member",
         ),
     ] {
         // Her client gives a share without expiry hers; the log refuses
@@ -242,10 +267,7 @@ fn an_agents_grant_outside_its_scope_is_refused() {
         }
         let forged = forged_share(&f, &jane, key, who, permission, expires_at);
         let err = f.refuse(&forged);
-        assert!(
-            matches!(err, Error::Unauthorized { .. } | Error::InvalidEntry { .. }),
-            "{why}: {err:?}"
-        );
+        assert!(err.to_string().contains(reason), "{why}: {err}");
     }
     // A key of her own making, under the labs epoch.
     let own = CollectionKey::generate(f.state.vault(), f.labs, 0);
@@ -288,15 +310,8 @@ fn an_agents_grant_outside_its_scope_is_refused() {
         EntryBody::CollectionCreated {
             collection: CollectionId::from_bytes([9; 16]),
             sealed_name: own.seal_name("mine").unwrap(),
-            owner_grant: Grant::for_collection_by_agent(
-                &jane,
-                &own,
-                jane.public(),
-                Permission::ReadWrite,
-                None,
-                NOW,
-            )
-            .unwrap(),
+            owner_grant: agent_signed(&jane, &own, jane.public(), Permission::ReadWrite, None, NOW)
+                .unwrap(),
         },
     );
     assert!(is_unauthorized(&f.refuse(&created)));
@@ -376,9 +391,43 @@ fn after_an_agency_ends_the_agent_is_refused_and_what_it_granted_stays() {
             &mut Vec::new()
         )
         .is_err());
-    // Her naming replayed (a new entry with the same delegation) is refused.
-    let replay = f.forge(&f.patient, EntryBody::AgentNamed(naming));
-    assert!(matches!(f.refuse(&replay), Error::InvalidEntry { .. }));
+    // Her agency named again under its id, with a grant of the current
+    // key, is refused: an ended agency is never named there again.
+    let patient = identity(1, "Pat Patient", Role::Patient);
+    let mut keyring = Keyring::new(&patient, NOW);
+    let current = f.key_of(0, f.labs);
+    let replay = f.forge(
+        &f.patient,
+        EntryBody::AgentNamed(AgentNamed {
+            grant: Grant::for_collection(
+                &f.patient,
+                &current,
+                jane.public(),
+                naming.powers.permission(),
+                None,
+                NOW,
+            )
+            .unwrap(),
+            ..naming.clone()
+        }),
+    );
+    let err = f.refuse(&replay);
+    assert!(
+        err.to_string().contains("the delegation id belongs to another agency, or to this one in this collection already"),
+        "{err}"
+    );
+    let e = f
+        .state
+        .name_agent(
+            &mut keyring,
+            &f.labs,
+            jane.public(),
+            naming.powers,
+            None,
+            Some(d),
+        )
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidEntry { .. }), "{e}");
     // Ending it again is refused too.
     let again = f.forge(
         &f.patient,
@@ -474,22 +523,30 @@ fn agents_name_agents_within_their_own_powers_and_ending_one_ends_those_below() 
     // Alice's grant, which Bob gave, stays.
     assert!(f.state.access(&f.alice.fingerprint(), NOW).is_member());
     // The owner's rotation may not revoke an agent in force: it ends the
-    // agency instead.
-    let (mut f, jane, _) = with_agent(SHARE, None);
-    let mut keyring = Keyring::new(&f.patient, NOW);
+    // agency instead. (In "medications", which holds no record, so the
+    // rotation breaks no other rule.)
+    let mut f = Fixture::new();
+    let jane = self::jane();
+    let patient = identity(1, "Pat Patient", Role::Patient);
+    let mut keyring = Keyring::new(&patient, NOW);
+    let (_, e) = f
+        .state
+        .name_agent(&mut keyring, &f.meds, jane.public(), SHARE, None, None)
+        .unwrap();
+    f.append(e);
     assert!(f
         .state
-        .revoke(&mut keyring, &f.labs, &[jane.fingerprint()])
+        .revoke(&mut keyring, &f.meds, &[jane.fingerprint()])
         .is_err());
-    let key = f.key_of(0, f.labs);
+    let key = f.key_of(0, f.meds);
     let rotation = crate::log::Rotation {
-        collection: f.labs,
+        collection: f.meds,
         epoch: 1,
         revoked: vec![jane.fingerprint()],
-        sealed_name: key.seal_name("labs").unwrap(),
+        sealed_name: key.seal_name("medications").unwrap(),
         grants: vec![Grant::for_collection(
             &f.patient,
-            &CollectionKey::generate(f.state.vault(), f.labs, 1),
+            &CollectionKey::generate(f.state.vault(), f.meds, 1),
             f.patient.public(),
             Permission::ReadWrite,
             None,
@@ -499,8 +556,21 @@ fn agents_name_agents_within_their_own_powers_and_ending_one_ends_those_below() 
         rewraps: Vec::new(),
         dropped: Vec::new(),
     };
+    let mut honest = rotation.clone();
+    honest.revoked.clear();
     let forged = f.forge(&f.patient, EntryBody::Rotation(rotation));
-    assert!(matches!(f.refuse(&forged), Error::InvalidEntry { .. }));
+    let err = f.refuse(&forged);
+    assert!(
+        err.to_string().contains("revokes an agent in force"),
+        "{err}"
+    );
+    // Without her in `revoked` (she keeps no grant in it either) the same
+    // rotation is refused only as not granting every remaining member.
+    let err = f.refuse(&f.forge(&f.patient, EntryBody::Rotation(honest)));
+    assert!(
+        err.to_string().contains("exactly the remaining members"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -508,9 +578,7 @@ fn an_expired_agency_gives_nothing() {
     let (mut f, jane, _) = with_agent(SHARE, Some(NOW + 10));
     let key = f.key_of(0, f.labs);
     let member = f.alice.public().clone();
-    let grant =
-        Grant::for_collection_by_agent(&jane, &key, &member, Permission::Read, Some(NOW + 10), NOW)
-            .unwrap();
+    let grant = agent_signed(&jane, &key, &member, Permission::Read, Some(NOW + 10), NOW).unwrap();
     let late = f.forge_at(&jane, NOW + 10, EntryBody::GrantAdded { member, grant });
     assert!(is_unauthorized(&f.refuse(&late)));
     assert!(f
@@ -533,9 +601,7 @@ fn agent_entries_round_trip_and_refuse_what_is_not_canonical() {
     // A version-3 grant with a key generation above 0 needs a device
     // list, which this version does not read.
     let key = f.key_of(0, f.labs);
-    let g =
-        Grant::for_collection_by_agent(&jane, &key, f.alice.public(), Permission::Read, None, NOW)
-            .unwrap();
+    let g = agent_signed(&jane, &key, f.alice.public(), Permission::Read, None, NOW).unwrap();
     let mut b = g.to_bytes();
     assert_eq!(Grant::from_bytes(&b).unwrap(), g);
     let generation_at = 1 + 16 + 1 + 16 + 4 + 32 + 1 + 1 + 8 + 32 + 32;
@@ -639,7 +705,23 @@ fn agents_vector() {
         let EntryBody::AgentNamed(named) = naming.body() else {
             panic!("not a naming")
         };
-        let replay = f.forge(&f.patient, EntryBody::AgentNamed(named.clone()));
+        // Named again under its id, with a grant of the current key.
+        let current = f.key_of(0, f.labs);
+        let replay = f.forge(
+            &f.patient,
+            EntryBody::AgentNamed(AgentNamed {
+                grant: Grant::for_collection(
+                    &f.patient,
+                    &current,
+                    jane.public(),
+                    named.powers.permission(),
+                    None,
+                    NOW,
+                )
+                .unwrap(),
+                ..named.clone()
+            }),
+        );
         refused(
             &mut f,
             "an ended agency named again",
@@ -797,8 +879,18 @@ fn an_owner_locked_out_by_an_agents_rotation_ends_it_and_rotates_from_earlier_ke
         f.state.grant_signer(&f.labs, &owner),
         Some(jane.fingerprint())
     );
+    // The owner's key of the new epoch does not open; what was written
+    // before still opens, from the wrap it was written with; what was
+    // sealed under the withheld key does not.
+    let mut keyring = Keyring::new(&f.patient, NOW);
     assert!(matches!(
-        f.open_as(0, &before),
+        keyring.collection_key(&f.state, &f.labs, 1),
+        Err(Error::DecryptionFailed)
+    ));
+    let (_, body) = f.open_as(0, &before).unwrap();
+    assert_eq!(body, b"48 mmol/mol");
+    assert!(matches!(
+        f.open_as(0, &during.record()),
         Err(Error::DecryptionFailed)
     ));
 
@@ -826,4 +918,260 @@ fn an_owner_locked_out_by_an_agents_rotation_ends_it_and_rotates_from_earlier_ke
     // Alice, granted again by the owner's rotation, reads the earlier record.
     f.open_as(1, &before).unwrap();
     f.reverify().unwrap();
+}
+
+/// Jane's honest rotation of labs (revoking nobody), and the key of its
+/// new epoch, for tests that then corrupt it as a malicious agent would.
+fn janes_rotation(f: &Fixture, jane: &SecretIdentity) -> (crate::log::Rotation, CollectionKey) {
+    let mut keyring = Keyring::new(jane, NOW);
+    let honest = f.state.revoke(&mut keyring, &f.labs, &[]).unwrap();
+    let EntryBody::Rotation(rotation) = honest.body().clone() else {
+        panic!("not a rotation")
+    };
+    let mut trial = f.state.clone();
+    trial.apply(&honest).unwrap();
+    let mut kr = Keyring::new(jane, NOW);
+    let key = copy_key(kr.collection_key(&trial, &f.labs, rotation.epoch).unwrap());
+    (rotation, key)
+}
+
+#[test]
+fn an_agents_rotation_deletes_nothing_and_bad_rewraps_or_names_cost_the_owner_nothing() {
+    let (mut f, jane, d) = with_agent(SHARE, None);
+    let record = f.state.records(Some(&f.labs))[0].id;
+    // A kind-8 rotation dropping the record: an agent deletes nothing.
+    let (mut drop_all, _) = janes_rotation(&f, &jane);
+    drop_all.rewraps.clear();
+    drop_all.dropped = vec![record];
+    let err = f.refuse(&f.forge(&jane, EntryBody::Rotation(drop_all)));
+    assert!(err.to_string().contains("may not drop records"), "{err}");
+
+    // A rotation whose re-wrap of the record is garbage and whose sealed
+    // name is garbage, with the owner's grant correct: the log accepts it.
+    let (mut bad, key) = janes_rotation(&f, &jane);
+    bad.rewraps[0].wrapped = key.wrap(
+        &crate::keys::DataKey(zeroize::Zeroizing::new([7; 32])),
+        &record,
+        1,
+    );
+    bad.sealed_name = vec![0; 60];
+    f.append(f.forge(&jane, EntryBody::Rotation(bad)));
+    // The owner still opens the record (from the wrap it was written with),
+    // and its next rotation keeps it, with the name from the earlier epoch.
+    let (_, body) = f.open_as(0, &record).unwrap();
+    assert_eq!(body, b"48 mmol/mol");
+    let e = f.state.end_agency(&f.patient, &d, &f.labs, NOW).unwrap();
+    f.append(e);
+    let mut keyring = Keyring::new(&f.patient, NOW);
+    let e = f.state.revoke(&mut keyring, &f.labs, &[]).unwrap();
+    let EntryBody::Rotation(r) = e.body() else {
+        panic!("not a rotation")
+    };
+    assert!(r.dropped.is_empty(), "a good record was dropped");
+    f.append(e);
+    f.open_as(0, &record).unwrap();
+    assert_eq!(
+        f.state
+            .collection_name(&mut Keyring::new(&f.patient, NOW), &f.labs)
+            .unwrap(),
+        "labs"
+    );
+}
+
+#[test]
+fn an_agent_rotates_a_collection_with_a_depositor() {
+    let (mut f, jane, _) = with_agent(SHARE, None);
+    f.share(2, f.labs, Permission::Deposit, None);
+    f.share(1, f.labs, Permission::Read, None);
+    let mut keyring = Keyring::new(&jane, NOW);
+    let e = f
+        .state
+        .revoke(&mut keyring, &f.labs, &[f.alice.fingerprint()])
+        .unwrap();
+    f.append(e);
+    assert!(!f.state.access(&f.alice.fingerprint(), NOW).is_member());
+    let bob = f.state.access(&f.bob.fingerprint(), NOW);
+    assert_eq!(bob.collections[&f.labs].permission, Permission::Deposit);
+    assert_eq!(bob.collections[&f.labs].epoch, 1);
+}
+
+#[test]
+fn agents_never_change_an_existing_members_access_nor_does_the_owner_an_agents() {
+    let powers = Powers::new(false, true, true);
+    let (mut f, jane, d) = with_agent(powers, None);
+    f.share(1, f.labs, Permission::ReadWrite, None);
+    // Jane may not name Alice, a read-write member, as a (read-only) agent.
+    let mut keyring = Keyring::new(&jane, NOW);
+    let err = f
+        .state
+        .name_agent(
+            &mut keyring,
+            &f.labs,
+            f.alice.public(),
+            Powers::read_only(),
+            None,
+            None,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("not yet a member"), "{err}");
+    // The owner may not change Jane's grant while her agency is in force.
+    let mut keyring = Keyring::new(&f.patient, NOW);
+    let share = f.state.share_collection(
+        &mut keyring,
+        &f.labs,
+        jane.public(),
+        Permission::ReadWrite,
+        None,
+    );
+    let err = match share {
+        Ok(e) => f.refuse(&e),
+        Err(e) => e,
+    };
+    assert!(err.to_string().contains("end the agency instead"), "{err}");
+    assert_eq!(
+        f.state.access(&jane.fingerprint(), NOW).collections[&f.labs].agent,
+        Some(powers)
+    );
+    let _ = d;
+    // After an agency expired, a plain grant to the same person ends its
+    // span: what they write afterwards is their own, not the owner's.
+    let (mut f, jane, _) = with_agent(Powers::new(true, false, false), Some(NOW + 10));
+    let later = NOW + 20;
+    let mut keyring = Keyring::new(&f.patient, later);
+    let e = f
+        .state
+        .share_collection(&mut keyring, &f.labs, jane.public(), Permission::Add, None)
+        .unwrap();
+    f.append(e);
+    let mut keyring = Keyring::new(&jane, later);
+    let (_, e) = f
+        .state
+        .put_record(
+            &mut keyring,
+            &f.labs,
+            None,
+            &info("mine"),
+            crate::RecordBody::new(&b"x"[..], 1),
+            &mut Vec::new(),
+        )
+        .unwrap();
+    let seq = e.seq();
+    f.append(e);
+    assert_eq!(
+        f.state.acting_for_owner(&jane.fingerprint(), &f.labs, seq),
+        None
+    );
+}
+
+#[test]
+fn chains_of_agents_are_bounded_and_never_loop() {
+    let powers = Powers::new(false, true, true);
+    let (mut f, jane, d) = with_agent(powers, None);
+    // Jane names Bob, Bob names Mallory: a chain of 3.
+    let mut keyring = Keyring::new(&jane, NOW);
+    let (bobs, e) = f
+        .state
+        .name_agent(&mut keyring, &f.labs, f.bob.public(), powers, None, None)
+        .unwrap();
+    f.append(e);
+    let mut keyring = Keyring::new(&f.bob, NOW);
+    let (_, e) = f
+        .state
+        .name_agent(
+            &mut keyring,
+            &f.labs,
+            f.mallory.public(),
+            powers,
+            None,
+            None,
+        )
+        .unwrap();
+    f.append(e);
+    // Mallory may not name a fourth.
+    let mut keyring = Keyring::new(&f.mallory, NOW);
+    let err = f
+        .state
+        .name_agent(
+            &mut keyring,
+            &f.labs,
+            f.alice.public(),
+            Powers::read_only(),
+            None,
+            None,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("at most three deep"), "{err}");
+    // Bob may not name Jane (above him) under himself, nor end her agency.
+    let up = f.forge(
+        &f.bob,
+        EntryBody::AgencyEnded {
+            delegation: d,
+            collection: f.labs,
+        },
+    );
+    assert!(is_unauthorized(&f.refuse(&up)));
+    let key = f.key_of(0, f.labs);
+    let loop_back = f.forge(
+        &f.bob,
+        EntryBody::AgentNamed(AgentNamed {
+            delegation: DelegationId::from_bytes([9; 16]),
+            parent: Some(bobs),
+            powers: Powers::read_only(),
+            expires_at: None,
+            agent: jane.public().clone(),
+            grant: agent_signed(&f.bob, &key, jane.public(), Permission::Read, None, NOW).unwrap(),
+        }),
+    );
+    let err = f.refuse(&loop_back);
+    assert!(
+        err.to_string()
+            .contains("already an agent in this collection")
+            || err
+                .to_string()
+                .contains("cannot be named under its own agency"),
+        "{err}"
+    );
+    // Naming agents implies sharing.
+    assert!(Powers::from_byte(0x09).is_none());
+    assert!(Powers::new(false, false, true).shares());
+    assert_eq!(
+        Powers::parse("name-agents").unwrap().to_string(),
+        "read,share,name-agents"
+    );
+}
+
+#[test]
+fn owner_only_entries_by_an_agent_are_refused_by_the_log() {
+    let (mut f, jane, _) = with_agent(Powers::new(true, true, true), None);
+    let record = f.state.records(Some(&f.labs))[0].id;
+    f.put_as(0, f.labs, Some(record), "HbA1c", b"50 mmol/mol");
+    let share = {
+        let mut keyring = Keyring::new(&f.patient, NOW);
+        f.state
+            .share_record(&mut keyring, &record, f.alice.public(), None)
+            .unwrap()
+    };
+    f.append(share);
+    let origin = crate::request::RelayOrigin::parse("https://relay.example").unwrap();
+    for (body, why) in [
+        (EntryBody::RecordPurged { record, through: 1 }, "a purge"),
+        (
+            EntryBody::RecordGrantRevoked {
+                record,
+                member: f.alice.fingerprint(),
+            },
+            "a record grant withdrawn",
+        ),
+        (
+            EntryBody::RelaysNamed(crate::log::Relays::new(origin.clone(), Vec::new()).unwrap()),
+            "relays named",
+        ),
+        (
+            EntryBody::RecordDeleted { record, version: 3 },
+            "a deletion",
+        ),
+    ] {
+        let err = f.refuse(&f.forge(&jane, body));
+        assert!(is_unauthorized(&err), "{why}: {err}");
+    }
 }

@@ -194,14 +194,49 @@ impl VaultState {
         self.agency_in_force(who, collection, at).is_some()
     }
 
-    /// The powers `author` holds in `collection` at `at` as an agent, or
-    /// the error for an author who is neither the owner nor such an agent.
-    fn agent_powers(&self, ctx: &Applying, collection: &CollectionId) -> Result<Powers> {
+    /// The agency the entry's author acts under in `collection` at the
+    /// entry's time, or the error for an author who is neither the owner
+    /// nor such an agent.
+    fn agency_of_author(&self, ctx: &Applying, collection: &CollectionId) -> Result<&Agency> {
         self.agency_in_force(&ctx.author, collection, ctx.time)
-            .map(|(_, a)| a.powers)
+            .map(|(_, a)| a)
             .ok_or(
                 ctx.unauthorized("is not the owner, nor an agent of the owner in this collection"),
             )
+    }
+
+    /// A collection grant-added entry by the owner: it may not change the
+    /// grant of an agent in force (its agency is ended instead). A grant to
+    /// someone whose agency here expired closes that agency's span: what
+    /// they write from now on is their own.
+    pub(super) fn check_owner_grant_to(
+        &self,
+        ctx: &Applying,
+        member: &Fingerprint,
+        collection: &CollectionId,
+    ) -> Result<()> {
+        if self.is_agent_in(member, collection, ctx.time) {
+            return Err(
+                ctx.invalid("the grant is for an agent in force here: end the agency instead")
+            );
+        }
+        Ok(())
+    }
+
+    /// Ends, at `seq`, the spans in `collection` of `member`'s agencies
+    /// there that expired without an agency-ended entry (see
+    /// [`Self::check_owner_grant_to`]).
+    pub(super) fn close_expired_agencies(
+        &mut self,
+        member: &Fingerprint,
+        collection: &CollectionId,
+        seq: u64,
+    ) {
+        for a in self.agencies.values_mut().filter(|a| a.agent == *member) {
+            if let Some(span @ (_, None)) = a.spans.get_mut(collection) {
+                span.1 = Some(seq);
+            }
+        }
     }
 
     // ----- rules ----------------------------------------------------------
@@ -301,19 +336,18 @@ impl VaultState {
         if self.is_agent_in(&agent, &collection, ctx.time) {
             return Err(ctx.invalid("already an agent in this collection: end that agency first"));
         }
+        if !ctx.is_owner && coll.grants.contains_key(&agent) {
+            return Err(ctx
+                .invalid("an agent names only someone who is not yet a member of the collection"));
+        }
         let grant = &named.grant;
-        let permission = if named.powers.adds() {
-            Permission::Add
-        } else {
-            Permission::Read
-        };
         if grant.member() != agent
             || grant.scope()
                 != (GrantScope::Collection {
                     collection,
                     epoch: coll.epoch,
                 })
-            || grant.permission() != permission
+            || grant.permission() != named.powers.permission()
             || grant.expires_at() != named.expires_at
         {
             return Err(ctx.invalid(
@@ -397,13 +431,11 @@ impl VaultState {
                 "is an agent, who shares whole collections only (the owner shares single records)",
             ));
         };
-        let powers = self.agent_powers(ctx, &collection)?;
+        let agency = self.agency_of_author(ctx, &collection)?;
+        let (powers, own_expiry) = (agency.powers, agency.expires_at);
         if !powers.shares() {
             return Err(ctx.unauthorized("is an agent who may not share"));
         }
-        let own_expiry = self
-            .agency_in_force(&ctx.author, &collection, ctx.time)
-            .and_then(|(_, a)| a.expires_at);
         let member = grant.member();
         let allowed = match grant.permission() {
             Permission::Read => true,
@@ -452,8 +484,13 @@ impl VaultState {
     /// keeps its permission and expiry, and every new grant commits to one
     /// key.
     pub(super) fn check_agent_rotation(&self, ctx: &Applying, r: &Rotation) -> Result<()> {
-        if !self.agent_powers(ctx, &r.collection)?.shares() {
+        if !self.agency_of_author(ctx, &r.collection)?.powers.shares() {
             return Err(ctx.unauthorized("is an agent who may not revoke"));
+        }
+        if !r.dropped.is_empty() {
+            return Err(ctx.unauthorized(
+                "is an agent, who deletes nothing: its rotation may not drop records",
+            ));
         }
         let coll = self
             .collections
@@ -469,7 +506,13 @@ impl VaultState {
                 ));
             }
         }
-        let mut commitments = r.grants.iter().map(Grant::key_commitment);
+        // A deposit grant commits to the epoch's deposit public key, the
+        // others to the collection key: every one of those is the same.
+        let mut commitments = r
+            .grants
+            .iter()
+            .filter(|g| g.permission() != Permission::Deposit)
+            .map(Grant::key_commitment);
         let first = commitments.next().flatten();
         if first.is_none() || commitments.any(|c| c != first) {
             return Err(ctx.invalid("the new grants of an agent's rotation commit to one key"));
@@ -520,16 +563,15 @@ impl VaultState {
             })?
             .epoch;
         let key = keyring.collection_key(self, collection, epoch)?;
-        let permission = if powers.adds() {
-            Permission::Add
-        } else {
-            Permission::Read
-        };
-        let grant = if parent.is_none() {
-            Grant::for_collection(me, key, agent, permission, expires_at, now)?
-        } else {
-            Grant::for_collection_by_agent(me, key, agent, permission, expires_at, now)?
-        };
+        let grant = Grant::for_collection_signed(
+            me,
+            key,
+            agent,
+            powers.permission(),
+            expires_at,
+            now,
+            parent.is_some(),
+        )?;
         let delegation = delegation.unwrap_or_else(DelegationId::random);
         let body = EntryBody::AgentNamed(AgentNamed {
             delegation,

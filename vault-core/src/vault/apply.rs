@@ -893,6 +893,9 @@ impl VaultState {
         let grant = self.verify_grant(grant, seq, ctx.check_signatures, &ctx.author)?;
         match grant.scope() {
             GrantScope::Collection { collection, epoch } => {
+                if ctx.is_owner {
+                    self.check_owner_grant_to(ctx, &grant.member(), &collection)?;
+                }
                 let coll = self
                     .collections
                     .get_mut(&collection)
@@ -907,7 +910,9 @@ impl VaultState {
                         ctx.invalid("the collection already has the maximum number of members")
                     );
                 }
-                coll.grants.insert(grant.member(), grant);
+                let member = grant.member();
+                coll.grants.insert(member, grant);
+                self.close_expired_agencies(&member, &collection, seq);
             }
             GrantScope::Record {
                 collection,

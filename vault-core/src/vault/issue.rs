@@ -477,11 +477,8 @@ impl VaultState {
             })?
             .epoch;
         let key = keyring.collection_key(self, collection, epoch)?;
-        let grant = if as_agent {
-            Grant::for_collection_by_agent(me, key, member, permission, expires_at, now)?
-        } else {
-            Grant::for_collection(me, key, member, permission, expires_at, now)?
-        };
+        let grant =
+            Grant::for_collection_signed(me, key, member, permission, expires_at, now, as_agent)?;
         let entry = self.next_entry(
             me,
             now,
@@ -561,20 +558,18 @@ impl VaultState {
         let new_epoch = old_epoch
             .checked_add(1)
             .ok_or(Error::InvalidInput("epoch overflow"))?;
-        // The owner's grant of the current epoch may not open: an agent's
-        // rotation sealed it wrongly (the log cannot check it). The owner
-        // then rotates from the keys it holds of earlier epochs.
-        let withheld = !as_agent
-            && matches!(
-                keyring.collection_key(self, collection, old_epoch),
-                Err(Error::DecryptionFailed)
-            );
-        let name = if withheld {
-            self.earlier_name(keyring, collection)?
-        } else {
-            keyring
-                .collection_key(self, collection, old_epoch)?
-                .open_name(&coll.sealed_name)?
+        // The owner's grant of the current epoch, or the name sealed under
+        // it, may not open: an agent's rotation sealed it wrongly (the log
+        // cannot check it, decision 65). The owner then takes the name from
+        // an earlier epoch, and each record's key from the wrap it was
+        // written with ([`Keyring::data_key`]).
+        let current_name = keyring
+            .collection_key(self, collection, old_epoch)
+            .and_then(|k| k.open_name(&coll.sealed_name));
+        let name = match current_name {
+            Ok(name) => name,
+            Err(Error::DecryptionFailed) if !as_agent => self.earlier_name(keyring, collection)?,
+            Err(e) => return Err(e),
         };
         let new_key = CollectionKey::generate(self.vault, *collection, new_epoch);
         let mut rewraps = Vec::with_capacity(coll.records.len());
@@ -582,12 +577,7 @@ impl VaultState {
         for id in &coll.records {
             let verified = self.record(id)?;
             let version = verified.metadata().version();
-            let data_key = if withheld {
-                Self::original_data_key(keyring, self, &verified)
-            } else {
-                verified.data_key(keyring.collection_key(self, collection, old_epoch)?)
-            };
-            match data_key {
+            match keyring.data_key(self, &verified) {
                 Ok(data_key) => rewraps.push(Rewrap {
                     record: *id,
                     version,
@@ -596,7 +586,14 @@ impl VaultState {
                 // A key that does not unwrap under the owner's own epoch key
                 // was written by a faulty or malicious writer: nobody can
                 // open the record, and it must not block the revocation.
-                Err(Error::DecryptionFailed) => dropped.push(*id),
+                // An agent deletes nothing (docs/format.md §8.10): it leaves
+                // such a record to the owner's revocation.
+                Err(Error::DecryptionFailed) if !as_agent => dropped.push(*id),
+                Err(Error::DecryptionFailed) => {
+                    return Err(Error::AccessDenied(
+                        "a record of this collection does not open with its key; only the owner's revocation can remove it",
+                    ))
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -608,18 +605,15 @@ impl VaultState {
             let identity = self.identities.get(member).ok_or(Error::Missing {
                 what: "a member's identity".into(),
             })?;
-            grants.push(if as_agent {
-                Grant::for_collection_by_agent(
-                    me,
-                    &new_key,
-                    identity,
-                    g.permission(),
-                    g.expires_at(),
-                    now,
-                )?
-            } else {
-                Grant::for_collection(me, &new_key, identity, g.permission(), g.expires_at(), now)?
-            });
+            grants.push(Grant::for_collection_signed(
+                me,
+                &new_key,
+                identity,
+                g.permission(),
+                g.expires_at(),
+                now,
+                as_agent,
+            )?);
         }
         grants.sort_by_key(|g| *g.member().as_bytes());
         let body = EntryBody::Rotation(Rotation {
@@ -652,23 +646,6 @@ impl VaultState {
             }
         }
         Err(Error::DecryptionFailed)
-    }
-
-    /// A record version's data key from the wrap it was written with, under
-    /// the key of the epoch it was written in (not a later re-wrap): what
-    /// an owner whose current key was withheld still holds. A deposit or a
-    /// version written under the withheld key does not open
-    /// ([`Error::DecryptionFailed`]).
-    fn original_data_key(
-        keyring: &mut Keyring,
-        state: &VaultState,
-        verified: &crate::record::VerifiedRecord<'_>,
-    ) -> Result<crate::keys::DataKey> {
-        let m = verified.metadata();
-        let key = keyring
-            .collection_key(state, &m.collection(), m.epoch())
-            .map_err(|_| Error::DecryptionFailed)?;
-        m.check_key(key.open_seal(&m.wrapped_key, &m.record(), m.version())?)
     }
 
     /// An entry withdrawing a single-record grant.

@@ -123,7 +123,11 @@ impl<'a> Keyring<'a> {
     }
 
     /// The data key of a verified record, through a collection grant or a
-    /// single-record grant.
+    /// single-record grant. Where the wrap a rotation made does not open
+    /// (the rotation's key withheld from this reader, or the re-wrap
+    /// itself wrong: a malicious agent's rotation, decision 65), the wrap
+    /// the record was written with opens it for a current member who holds
+    /// the key of the epoch it was written in.
     pub(crate) fn data_key(
         &mut self,
         state: &VaultState,
@@ -131,10 +135,25 @@ impl<'a> Keyring<'a> {
     ) -> Result<crate::keys::DataKey> {
         let m = record.metadata();
         let (epoch, _) = record.wrapped();
-        let collection_error = match self.collection_key(state, &m.collection(), epoch) {
-            Ok(key) => return record.data_key(key),
+        let current = self
+            .collection_key(state, &m.collection(), epoch)
+            .and_then(|key| record.data_key(key));
+        let collection_error = match current {
+            Ok(key) => return Ok(key),
             Err(e) => e,
         };
+        // Only a reader whose key or re-wrap does not open falls back, never
+        // one who holds no grant of the current epoch (a revoked member).
+        if epoch != m.epoch() && matches!(collection_error, Error::DecryptionFailed) {
+            let original = self
+                .collection_key(state, &m.collection(), m.epoch())
+                .and_then(|key| {
+                    m.check_key(key.open_seal(&m.wrapped_key, &m.record(), m.version())?)
+                });
+            if let Ok(key) = original {
+                return Ok(key);
+            }
+        }
         match state
             .record_grants
             .get(&(m.record(), self.me.fingerprint()))

@@ -211,6 +211,12 @@ impl Access {
             })
     }
 
+    /// Whether it may upload blobs: the owner, or a member who may add
+    /// records (an agent who only shares or names agents uploads nothing).
+    pub fn may_upload(&self) -> bool {
+        self.owner || self.collections.values().any(|c| c.permission.may_add())
+    }
+
     /// Whether it may read the ciphertext of `record` in `collection` (a
     /// write-only depositor may not).
     pub fn may_read(&self, collection: &CollectionId, record: &RecordId) -> bool {
