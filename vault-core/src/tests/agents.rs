@@ -60,6 +60,23 @@ fn jane_shares(
     )
 }
 
+/// A record-put entry by `agent` (through its client) at `now`.
+fn agents_record(f: &Fixture, agent: &SecretIdentity, title: &str, now: u64) -> LogEntry {
+    let mut keyring = Keyring::new(agent, now);
+    let (_, e) = f
+        .state
+        .put_record(
+            &mut keyring,
+            &f.labs,
+            None,
+            &info(title),
+            crate::RecordBody::new(&b"x"[..], 1),
+            &mut Vec::new(),
+        )
+        .unwrap();
+    e
+}
+
 /// A grant-added entry Jane signs herself, bypassing her client's checks.
 fn forged_share(
     f: &Fixture,
@@ -160,18 +177,7 @@ fn an_agent_without_share_rights_is_refused_by_its_client_and_by_the_log() {
     let forged = forged_share(&f, &jane, &key, 1, Permission::Read, None);
     assert!(is_unauthorized(&f.refuse(&forged)));
     // She may add records (her grant is read-add) but not delete them.
-    let mut keyring = Keyring::new(&jane, NOW);
-    let (_, e) = f
-        .state
-        .put_record(
-            &mut keyring,
-            &f.labs,
-            None,
-            &info("her note"),
-            crate::RecordBody::new(&b"x"[..], 1),
-            &mut Vec::new(),
-        )
-        .unwrap();
+    let e = agents_record(&f, &jane, "her note", NOW);
     let seq = e.seq();
     f.append(e);
     // Listings show her record as written on the patient's behalf.
@@ -1043,18 +1049,7 @@ fn agents_never_change_an_existing_members_access_nor_does_the_owner_an_agents()
         .share_collection(&mut keyring, &f.labs, jane.public(), Permission::Add, None)
         .unwrap();
     f.append(e);
-    let mut keyring = Keyring::new(&jane, later);
-    let (_, e) = f
-        .state
-        .put_record(
-            &mut keyring,
-            &f.labs,
-            None,
-            &info("mine"),
-            crate::RecordBody::new(&b"x"[..], 1),
-            &mut Vec::new(),
-        )
-        .unwrap();
+    let e = agents_record(&f, &jane, "mine", later);
     let seq = e.seq();
     f.append(e);
     assert_eq!(

@@ -555,14 +555,7 @@ impl VaultState {
             }
             Some(d)
         };
-        let epoch = self
-            .collections
-            .get(collection)
-            .ok_or(Error::Missing {
-                what: format!("collection {collection}"),
-            })?
-            .epoch;
-        let key = keyring.collection_key(self, collection, epoch)?;
+        let key = self.current_key(keyring, collection)?;
         let grant = Grant::for_collection_signed(
             me,
             key,

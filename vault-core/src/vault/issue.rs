@@ -469,14 +469,7 @@ impl VaultState {
             None if as_agent => self.agency_expiry(&me.fingerprint(), collection, now),
             given => given,
         };
-        let epoch = self
-            .collections
-            .get(collection)
-            .ok_or(Error::Missing {
-                what: format!("collection {collection}"),
-            })?
-            .epoch;
-        let key = keyring.collection_key(self, collection, epoch)?;
+        let key = self.current_key(keyring, collection)?;
         let grant =
             Grant::for_collection_signed(me, key, member, permission, expires_at, now, as_agent)?;
         let entry = self.next_entry(
@@ -646,6 +639,22 @@ impl VaultState {
             }
         }
         Err(Error::DecryptionFailed)
+    }
+
+    /// The keyring identity's key of `collection`'s current epoch.
+    pub(super) fn current_key<'k>(
+        &self,
+        keyring: &'k mut Keyring,
+        collection: &CollectionId,
+    ) -> Result<&'k CollectionKey> {
+        let epoch = self
+            .collections
+            .get(collection)
+            .ok_or(Error::Missing {
+                what: format!("collection {collection}"),
+            })?
+            .epoch;
+        keyring.collection_key(self, collection, epoch)
     }
 
     /// An entry withdrawing a single-record grant.
