@@ -10,6 +10,31 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 
+/// The age recipient of a raw X25519 public key (its `age1…` form); a
+/// low-order point is refused ([`Error::WeakPublicKey`]).
+pub(crate) fn x25519_recipient(public: &[u8; 32]) -> Result<age::x25519::Recipient> {
+    use std::str::FromStr;
+    let hrp = bech32::Hrp::parse_unchecked("age");
+    let text = bech32::encode_lower::<bech32::Bech32>(hrp, public)
+        .map_err(|_| Error::WeakPublicKey { what: "X25519" })?;
+    age::x25519::Recipient::from_str(&text).map_err(|_| Error::WeakPublicKey { what: "X25519" })
+}
+
+/// The age identity of a raw X25519 secret (its `AGE-SECRET-KEY-1…` form,
+/// zeroised after parsing).
+pub(crate) fn x25519_identity(secret: &[u8; 32]) -> Result<age::x25519::Identity> {
+    use std::str::FromStr;
+    use zeroize::Zeroize as _;
+    let hrp = bech32::Hrp::parse_unchecked("age-secret-key-");
+    let mut text = bech32::encode_upper::<bech32::Bech32>(hrp, secret).unwrap_or_default();
+    let identity = age::x25519::Identity::from_str(&text);
+    text.zeroize();
+    identity.map_err(|_| Error::Malformed {
+        what: "secret identity",
+        reason: "invalid X25519 secret",
+    })
+}
+
 /// Encrypts `plaintext` to one age recipient, as a binary (unarmored) file.
 pub(crate) fn encrypt(recipient: &dyn age::Recipient, plaintext: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(plaintext.len() + 256);

@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bech32::{Bech32, Hrp};
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::encoding::{Reader, Writer};
@@ -356,8 +356,7 @@ impl PublicIdentity {
 
     /// The age recipient, for encrypting to this principal.
     pub(crate) fn recipient(&self) -> Result<age::x25519::Recipient> {
-        age::x25519::Recipient::from_str(&self.age_recipient())
-            .map_err(|_| Error::WeakPublicKey { what: "X25519" })
+        crate::agefile::x25519_recipient(&self.x25519)
     }
 
     /// The Ed25519 key that verifies this principal's signatures.
@@ -504,12 +503,13 @@ impl SecretIdentity {
 
     /// The age identity, for decrypting grants and exports.
     pub(crate) fn age_identity(&self) -> Result<age::x25519::Identity> {
-        age::x25519::Identity::from_str(self.age_secret_key().expose_secret()).map_err(|_| {
-            Error::Malformed {
-                what: "secret identity",
-                reason: "invalid X25519 secret",
-            }
-        })
+        crate::agefile::x25519_identity(&self.x25519_secret)
+    }
+
+    /// A copy of the X25519 secret: a person's key generation 0
+    /// (`docs/format.md` §3.7), boxed for its devices.
+    pub(crate) fn x25519_secret_copy(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(*self.x25519_secret)
     }
 
     pub(crate) fn ed25519_seed(&self) -> Zeroizing<[u8; 32]> {
@@ -567,6 +567,7 @@ impl fmt::Debug for SecretIdentity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
 
     pub(crate) fn info(name: &str, role: Role) -> IdentityInfo {
         IdentityInfo {

@@ -22,6 +22,7 @@
 mod agefile;
 mod agency;
 mod deferred;
+pub mod devices;
 mod encoding;
 mod error;
 pub mod export;

@@ -5,6 +5,7 @@
 mod agents;
 mod attacks;
 mod deposits;
+mod devices;
 mod fixture;
 mod flow;
 mod planned;
