@@ -39,7 +39,7 @@ const MAX_BOX: usize = 1024;
 /// The longest encoded device list.
 pub const MAX_DEVICE_LIST_LEN: usize = 32768;
 /// The most generations a history box can carry (32 bytes each, within
-/// [`MAX_HISTORY_BOX`] with age's overhead).
+/// the 4096-byte history box with age's overhead).
 pub const MAX_GENERATIONS: u32 = 96;
 
 /// One listed device: its identity document (role device) and when it was
