@@ -129,7 +129,7 @@ fn small_records(c: &mut Criterion) {
 }
 
 fn grants(c: &mut Criterion) {
-    let b = Bench::new();
+    let mut b = Bench::new();
     let member = identity(2, Role::Clinician);
     c.bench_function("grant_one_member", |bch| {
         let mut keyring = Keyring::new(&b.owner, NOW);
@@ -145,6 +145,65 @@ fn grants(c: &mut Criterion) {
                 .expect("grant")
         })
     });
+    // The same grant made by an agent of the owner who may share (a
+    // version-3 grant, docs/format.md §8.10).
+    let agent = identity(4, Role::Patient);
+    let mut keyring = Keyring::new(&b.owner, NOW);
+    let (_, e) = b
+        .state
+        .name_agent(
+            &mut keyring,
+            &b.coll,
+            agent.public(),
+            vault_core::Powers::new(false, true, false),
+            None,
+            None,
+        )
+        .expect("name agent");
+    b.state.apply(&e).expect("apply");
+    c.bench_function("grant_one_member_by_an_agent", |bch| {
+        let mut keyring = Keyring::new(&agent, NOW);
+        bch.iter(|| {
+            b.state
+                .share_collection(
+                    &mut keyring,
+                    &b.coll,
+                    member.public(),
+                    Permission::Read,
+                    None,
+                )
+                .expect("grant")
+        })
+    });
+}
+
+/// A person's device list of five devices (docs/format.md §3.7): the cost
+/// of a version removing one (a new generation: six age boxes and a
+/// signature), and of accepting and opening a version.
+fn device_lists(c: &mut Criterion) {
+    use vault_core::devices::DeviceList;
+    let root = identity(1, Role::Patient);
+    let devices: Vec<SecretIdentity> = (20..25).map(|s| identity(s, Role::Device)).collect();
+    let publics: Vec<_> = devices.iter().map(|d| d.public().clone()).collect();
+    let (list, _) = DeviceList::first(&root, &publics, NOW).expect("list");
+    let keys = list.open(&devices[0], root.public()).expect("open");
+    let mut group = c.benchmark_group("device_list_of_5");
+    group.bench_function("remove_one", |bch| {
+        bch.iter(|| {
+            list.next(&devices[0], &keys, &[], &[devices[4].fingerprint()], NOW)
+                .expect("next")
+        })
+    });
+    let (next, _) = list
+        .next(&devices[0], &keys, &[], &[devices[4].fingerprint()], NOW)
+        .expect("next");
+    group.bench_function("accept_and_open", |bch| {
+        bch.iter(|| {
+            next.accept(root.public(), Some(&list)).expect("accept");
+            next.open(&devices[1], root.public()).expect("open")
+        })
+    });
+    group.finish();
 }
 
 /// A collection of 10,000 records shared with two members.
@@ -284,7 +343,14 @@ fn deposits_summary(revoke_wrapped: Duration) {
     );
 }
 
-criterion_group!(benches, seal_open, small_records, grants, revocation);
+criterion_group!(
+    benches,
+    seal_open,
+    small_records,
+    grants,
+    device_lists,
+    revocation
+);
 
 fn main() {
     benches();
