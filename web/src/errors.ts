@@ -201,6 +201,14 @@ export function showAlert(severity: 'error' | 'tamper' | 'warning', title: strin
       ),
     );
   }
+  // The same message twice (two loads that failed alike, one after the
+  // other) is shown once: the newer replaces the older, so its action
+  // is the one that runs.
+  const key = `${severity}\u0000${title}\u0000${text}`;
+  box.dataset.key = key;
+  for (const old of Array.from(region.querySelectorAll<HTMLElement>('.alert'))) {
+    if (old.dataset.key === key) old.remove();
+  }
   // Keep at most a few messages; tamper warnings are never pushed out.
   const plain = Array.from(region.querySelectorAll('.alert:not(.alert-tamper)'));
   if (plain.length >= 3) plain[0].remove();
