@@ -142,7 +142,9 @@ fn scrypt_work_factor(file: &[u8]) -> Result<u8> {
 }
 
 fn read_bounded<R: Read>(reader: R, max_len: usize) -> Result<Zeroizing<Vec<u8>>> {
-    let mut out = Zeroizing::new(Vec::new());
+    // Room for the whole plaintext up front (small ones: keys, key files),
+    // so no secret is left behind in a buffer freed by growing.
+    let mut out = Zeroizing::new(Vec::with_capacity(max_len.min(64 * 1024).saturating_add(1)));
     let limit = u64::try_from(max_len).unwrap_or(u64::MAX).saturating_add(1);
     reader
         .take(limit)

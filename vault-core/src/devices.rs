@@ -12,9 +12,13 @@
 //! root's key file derives. Removing a device starts a new generation, so
 //! a removed device opens nothing sealed to the person afterwards.
 //!
-//! This module is the format, the acceptance rules and the keys. Carrying
-//! lists in vault logs (kind 11), grants to generations, the relay's
-//! directory and pairing come next (decision 65 lists what is built).
+//! This module is the format, the acceptance rules and the keys, as a
+//! draft: it is not used outside its tests, and decision 60 lists the
+//! problems to solve before lists enter vault logs (the root's override
+//! of a thief or a fork, the bound on generations, a reader that holds no
+//! version yet, checking every generation). Carrying lists in vault logs
+//! (kind 11), grants to generations, the relay's directory and pairing
+//! come after.
 
 use std::fmt;
 
@@ -250,6 +254,11 @@ impl DeviceList {
                 "the keys given are not this list's current generation",
             ));
         }
+        if signer.fingerprint() != self.person && self.device(&signer.fingerprint()).is_none() {
+            return Err(Error::AccessDenied(
+                "only the person's root key or a device in the list signs its next version",
+            ));
+        }
         let issued_at = now.max(self.issued_at);
         let mut devices: Vec<(PublicIdentity, u64)> = self
             .devices
@@ -269,14 +278,12 @@ impl DeviceList {
             .devices
             .iter()
             .any(|d| remove.contains(&d.document.fingerprint()));
-        let keys = if removed && !keep_generation {
-            let mut next: Vec<Zeroizing<[u8; 32]>> =
-                keys.0.iter().map(|k| Zeroizing::new(**k)).collect();
+        let mut next: Vec<Zeroizing<[u8; 32]>> = Vec::with_capacity(keys.0.len().saturating_add(1));
+        next.extend(keys.0.iter().map(|k| Zeroizing::new(**k)));
+        if removed && !keep_generation {
             next.push(Zeroizing::new(primitives::random::<32>()));
-            GenerationKeys(next)
-        } else {
-            GenerationKeys(keys.0.iter().map(|k| Zeroizing::new(**k)).collect())
-        };
+        }
+        let keys = GenerationKeys(next);
         let list = Draft {
             person: self.person,
             serial: self
@@ -437,14 +444,14 @@ impl DeviceList {
         if history.len() != count.saturating_mul(32) {
             return Err(Error::DecryptionFailed);
         }
-        let mut keys: Vec<Zeroizing<[u8; 32]>> = history
-            .chunks_exact(32)
-            .map(|c| {
-                let mut k = Zeroizing::new([0u8; 32]);
-                k.copy_from_slice(c);
-                k
-            })
-            .collect();
+        // Room for every generation up front: growing would leave earlier
+        // secrets in a freed buffer.
+        let mut keys: Vec<Zeroizing<[u8; 32]>> = Vec::with_capacity(count.saturating_add(1));
+        keys.extend(history.chunks_exact(32).map(|c| {
+            let mut k = Zeroizing::new([0u8; 32]);
+            k.copy_from_slice(c);
+            k
+        }));
         match keys.first() {
             Some(g0) if primitives::ct_eq(&x25519_public(g0), root.x25519_public()) => {}
             _ => return Err(Error::DecryptionFailed),

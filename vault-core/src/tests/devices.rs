@@ -114,6 +114,17 @@ fn a_device_adds_one_and_removing_one_starts_a_generation_it_cannot_open() {
     assert!(v3
         .next(&phone, &keys, &[], &[laptop.fingerprint()], NOW + 30)
         .is_err());
+    // Even given the current keys, a device not in the list signs nothing.
+    assert!(matches!(
+        v3.next(
+            &phone,
+            &browser_keys,
+            &[],
+            &[laptop.fingerprint()],
+            NOW + 30
+        ),
+        Err(Error::AccessDenied(_))
+    ));
     let (stolen, _) = v2
         .next(&phone, &keys, &[], &[laptop.fingerprint()], NOW + 30)
         .unwrap();
