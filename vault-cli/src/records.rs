@@ -18,16 +18,15 @@ use crate::session::Session;
 pub use vault_client::records::{collection_names, collections_by_name, NewRecord};
 
 /// A collection as people read it: its name among `names` (from
-/// [`collections_by_name`]), or "collection" and the first digits of its id
-/// where this reader cannot open the name.
+/// `vault_client::reading::names_by_id`), or "collection" and the first
+/// digits of its id where this reader cannot open the name.
 pub fn collection_label(
-    names: &std::collections::BTreeMap<String, CollectionId>,
+    names: &std::collections::BTreeMap<CollectionId, String>,
     id: &CollectionId,
 ) -> String {
     names
-        .iter()
-        .find(|(_, c)| *c == id)
-        .map(|(n, _)| n.clone())
+        .get(id)
+        .cloned()
         .unwrap_or_else(|| format!("collection {}", crate::output::short(&id.to_hex())))
 }
 

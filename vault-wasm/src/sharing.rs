@@ -3,12 +3,11 @@
 use std::io::Write;
 
 use serde_json::{json, Value};
-use vault_client::records::collection_names;
 use vault_client::sharing::ShareTarget;
 use vault_client::sync;
 use vault_core::export::ExportSink;
 use vault_core::store::Store;
-use vault_core::{Fingerprint, Keyring, Permission, PublicIdentity, VaultId, VaultState};
+use vault_core::{Fingerprint, Permission, PublicIdentity, VaultId, VaultState};
 
 use crate::failure::{Failure, Result};
 use crate::unlocked::{collection_id, record_id, Inner};
@@ -72,7 +71,7 @@ pub async fn overview(s: &mut Inner, vault: &VaultId) -> Result<Value> {
     let state = sync::pull(&mut s.store, &s.client, vault).await?;
     let secret = s.secret.clone();
     let now = s.client.now();
-    let names = collection_names(&state, &mut Keyring::new(&secret, now));
+    let names = vault_client::reading::names_by_id(&state, &secret, now);
     let owner = state.owner().fingerprint();
     // Collections whose current key an agent's rotation withheld from the
     // owner (decision 65): the page names the agent to end.
@@ -89,7 +88,7 @@ pub async fn overview(s: &mut Inner, vault: &VaultId) -> Result<Value> {
         .collections()
         .into_iter()
         .filter_map(|c| {
-            let name = names.iter().find(|(_, id)| *id == c.id)?.0.clone();
+            let name = names.get(&c.id)?.clone();
             let members: Vec<Value> = c
                 .members
                 .iter()

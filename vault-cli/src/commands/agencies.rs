@@ -2,12 +2,12 @@
 //! CLI's presentation of [`vault_client::agents`].
 
 use serde_json::json;
-use vault_core::{Keyring, Powers};
+use vault_core::Powers;
 
 use crate::cli::{AgentEndArgs, AgentNameArgs, AgentsCommand};
 use crate::error::{CliError, Result};
 use crate::output::{clean, line, table};
-use crate::records::{collection_label, collections_by_name, find_collection};
+use crate::records::{collection_label, find_collection};
 use crate::session::Session;
 
 /// Runs one `vault agents` subcommand.
@@ -97,8 +97,7 @@ fn list(session: &mut Session) -> Result<()> {
     let secret = session.unlock()?;
     let vault = session.select_vault()?;
     let state = session.refresh(&vault)?;
-    let mut keyring = Keyring::new(&secret, session.now());
-    let names = collections_by_name(&state, &mut keyring);
+    let names = vault_client::reading::names_by_id(&state, &secret, session.now());
     let name_of = |id: &vault_core::CollectionId| collection_label(&names, id);
     let namer = session.namer();
     let now = session.now();
@@ -196,8 +195,7 @@ fn end(session: &mut Session, args: &AgentEndArgs) -> Result<()> {
                 .unwrap_or_default()
         )));
     }
-    let mut keyring = Keyring::new(&secret, session.now());
-    let names = collections_by_name(&state, &mut keyring);
+    let names = vault_client::reading::names_by_id(&state, &secret, session.now());
     let name_of = |id: &vault_core::CollectionId| collection_label(&names, id);
     if session.out.json {
         return session.out.json(&json!({

@@ -9,7 +9,7 @@ use vault_core::{Keyring, Permission, VaultState};
 use crate::cli::{ExportArgs, RevokeArgs, ShareArgs, VerifyArgs};
 use crate::error::{CliError, Result};
 use crate::output::{clean, line, short, table};
-use crate::records::{collection_label, collections_by_name, find_collection, find_record};
+use crate::records::{collection_label, find_collection, find_record};
 use crate::session::Session;
 
 pub(super) fn require_owner(session: &Session, state: &VaultState, what: &str) -> Result<()> {
@@ -243,8 +243,7 @@ pub fn access(session: &mut Session) -> Result<()> {
     let secret = session.unlock()?;
     let vault = session.select_vault()?;
     let state = session.refresh(&vault)?;
-    let mut keyring = Keyring::new(&secret, session.now());
-    let names = collections_by_name(&state, &mut keyring);
+    let names = vault_client::reading::names_by_id(&state, &secret, session.now());
     let name_of = |id: &vault_core::CollectionId| collection_label(&names, id);
     let namer = session.namer();
     let owner = state.owner().fingerprint();
