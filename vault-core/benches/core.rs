@@ -186,7 +186,7 @@ fn device_lists(c: &mut Criterion) {
     let devices: Vec<SecretIdentity> = (20..25).map(|s| identity(s, Role::Device)).collect();
     let publics: Vec<_> = devices.iter().map(|d| d.public().clone()).collect();
     let (list, _) = DeviceList::first(&root, &publics, NOW).expect("list");
-    let keys = list.open(&devices[0], root.public()).expect("open");
+    let keys = list.open(&devices[0]).expect("open");
     let mut group = c.benchmark_group("device_list_of_5");
     group.bench_function("remove_one", |bch| {
         bch.iter(|| {
@@ -200,7 +200,7 @@ fn device_lists(c: &mut Criterion) {
     group.bench_function("accept_and_open", |bch| {
         bch.iter(|| {
             next.accept(root.public(), Some(&list)).expect("accept");
-            next.open(&devices[1], root.public()).expect("open")
+            next.open(&devices[1]).expect("open")
         })
     });
     group.finish();

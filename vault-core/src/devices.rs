@@ -1,24 +1,27 @@
-//! Device lists (`docs/format.md` §3.7, decision 60 §1): a person's root
-//! identity certifies the devices that act for it, and hands each of them
-//! the person's encryption keys.
+//! Device lists (`docs/format.md` §3.7, decisions 60 and 66): a person's
+//! root identity certifies the devices that act for it, and hands each of
+//! them the person's encryption keys.
 //!
 //! A person's identity document becomes the **root**; its fingerprint stays
 //! the person's fingerprint. The root, or a device of the version it
 //! extends, signs each version of the list. Every version carries the
 //! person's current **generation** key (an X25519 pair; generation 0 is the
 //! root document's own key), sealed to each listed device in an age file,
-//! with the secrets of every earlier generation sealed to the current one
-//! and the current secret sealed to the **recovery key**, which only the
-//! root's key file derives. Removing a device starts a new generation, so
-//! a removed device opens nothing sealed to the person afterwards.
+//! and sealed to the **recovery key**, which only the root's key file
+//! derives. Its history box holds the secret of the generation before it
+//! (its `prior`), so earlier generations are reached one version at a time
+//! along the chain ([`GenerationKeys::walk_back`]) and a list never grows
+//! with the number of generations. Removing a device starts a new
+//! generation, so a removed device opens nothing sealed to the person
+//! afterwards. The root overrides a thief or a fork with any later serial
+//! and generation ([`DeviceList::recover`]).
 //!
-//! This module is the format, the acceptance rules and the keys, as a
-//! draft: it is not used outside its tests, and decision 60 lists the
-//! problems to solve before lists enter vault logs (the root's override
-//! of a thief or a fork, the bound on generations, a reader that holds no
-//! version yet, checking every generation). Carrying lists in vault logs
-//! (kind 11), grants to generations, the relay's directory and pairing
-//! come after.
+//! Keys are known by their public keys: a secret is kept only after it was
+//! checked against the public key a signed version names, so a wrong
+//! secret in a box is refused when opened, never used later.
+//!
+//! Carrying lists in vault logs (kind 11), grants to generations, the
+//! relay's directory and pairing come after this module.
 
 use std::fmt;
 
@@ -36,15 +39,11 @@ const HASH_CONTEXT: &[u8] = b"vault/v1/device-list-hash\0";
 const RECOVERY_CONTEXT: &[u8] = b"vault/v1/recovery-key\0";
 /// The most devices one list names.
 pub const MAX_DEVICES: usize = 16;
-/// Longest age file of earlier generations' secrets.
-const MAX_HISTORY_BOX: usize = 4096;
-/// Longest age file of one generation secret.
+/// Longest age file of one generation secret (the history, recovery and
+/// device boxes).
 const MAX_BOX: usize = 1024;
 /// The longest encoded device list.
 pub const MAX_DEVICE_LIST_LEN: usize = 32768;
-/// The most generations a history box can carry (32 bytes each, within
-/// the 4096-byte history box with age's overhead).
-pub const MAX_GENERATIONS: u32 = 96;
 
 /// One listed device: its identity document (role device) and when it was
 /// added, with its box holding the list's generation secret.
@@ -87,6 +86,7 @@ pub struct DeviceList {
     recovery_public: [u8; 32],
     generation: u32,
     enc_public: [u8; 32],
+    prior_public: [u8; 32],
     history_box: Vec<u8>,
     recovery_box: Vec<u8>,
     devices: Vec<ListedDevice>,
@@ -108,42 +108,104 @@ impl fmt::Debug for DeviceList {
     }
 }
 
-/// The secrets of a person's encryption key generations, index =
-/// generation (0: the root document's X25519 secret). What a device opens
-/// from a list ([`DeviceList::open`]); zeroised when dropped, never
-/// printed.
-pub struct GenerationKeys(Vec<Zeroizing<[u8; 32]>>);
+/// Generation secrets of a person, each known by its X25519 public key
+/// (what a grant's generation names through the list that carried it).
+/// Every secret here was checked against the public key a signed version
+/// names before it was kept. Each secret lives in its own zeroised heap
+/// cell, so growing the set leaves no copy behind; never printed.
+pub struct GenerationKeys {
+    current: [u8; 32],
+    keys: Vec<HeldGeneration>,
+}
+
+/// One generation secret, boxed so that it never moves, with its public
+/// key.
+type HeldGeneration = ([u8; 32], Box<Zeroizing<[u8; 32]>>);
 
 impl fmt::Debug for GenerationKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "GenerationKeys({} generations)", self.0.len())
+        write!(f, "GenerationKeys({} generations)", self.keys.len())
     }
 }
 
 impl GenerationKeys {
-    /// The secret of `generation`, if held.
-    pub fn secret(&self, generation: u32) -> Option<&[u8; 32]> {
-        self.0.get(usize::try_from(generation).ok()?).map(|s| &**s)
+    /// Keys holding one checked secret, `current` (whose public key is
+    /// `expected`), or `decryption_failed`.
+    fn with_current(current: Zeroizing<[u8; 32]>, expected: &[u8; 32]) -> Result<Self> {
+        let mut keys = Self {
+            current: *expected,
+            keys: Vec::new(),
+        };
+        keys.insert(current, expected)?;
+        Ok(keys)
     }
 
-    /// The newest generation held.
-    pub fn current(&self) -> u32 {
-        u32::try_from(self.0.len().saturating_sub(1)).unwrap_or(u32::MAX)
-    }
-
-    /// Checks that these keys hold `list`'s generation with its public key
-    /// (a reader holding the person's earlier versions checks each of them
-    /// so, which checks every secret of the history box).
-    pub fn check_against(&self, list: &DeviceList) -> Result<()> {
-        match self.secret(list.generation) {
-            Some(s) if primitives::ct_eq(&x25519_public(s), &list.enc_public) => Ok(()),
-            _ => Err(Error::DecryptionFailed),
+    /// Keeps `secret` if its public key is `expected`; `decryption_failed`
+    /// otherwise (a box that held a wrong secret).
+    fn insert(&mut self, secret: Zeroizing<[u8; 32]>, expected: &[u8; 32]) -> Result<()> {
+        let public = x25519_public(&secret);
+        if !primitives::ct_eq(&public, expected) {
+            return Err(Error::DecryptionFailed);
         }
+        if self.secret_for(&public).is_none() {
+            self.keys.push((public, Box::new(secret)));
+        }
+        Ok(())
     }
 
-    /// The age identity of `generation`, to open what was sealed to it.
-    pub fn age_identity(&self, generation: u32) -> Result<age::x25519::Identity> {
-        let secret = self.secret(generation).ok_or(Error::AccessDenied(
+    /// The secret whose X25519 public key is `public`, if held.
+    pub fn secret_for(&self, public: &[u8; 32]) -> Option<&[u8; 32]> {
+        self.keys
+            .iter()
+            .find(|(p, _)| p == public)
+            .map(|(_, s)| &***s)
+    }
+
+    /// The public key of the generation these keys were opened at (the
+    /// newest one held).
+    pub fn current_public(&self) -> &[u8; 32] {
+        &self.current
+    }
+
+    /// How many generations are held.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no generation is held (never, for keys a list opened).
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Checks that these keys hold `list`'s generation; `decryption_failed`
+    /// if not.
+    pub fn check_against(&self, list: &DeviceList) -> Result<()> {
+        self.secret_for(&list.enc_public)
+            .map(|_| ())
+            .ok_or(Error::DecryptionFailed)
+    }
+
+    /// One step back along the chain: if these keys hold `older`'s
+    /// generation, opens its history box and keeps the generation before
+    /// it (checked against `older`'s `prior_public`). Returns whether a
+    /// generation was added. `older` must be a version the caller
+    /// accepted; a wrong secret in its box is `decryption_failed`.
+    pub fn walk_back(&mut self, older: &DeviceList) -> Result<bool> {
+        if self.secret_for(&older.prior_public).is_some() {
+            return Ok(false);
+        }
+        let Some(secret) = self.secret_for(&older.enc_public) else {
+            return Ok(false);
+        };
+        let prior = open_secret(&older.history_box, &agefile::x25519_identity(secret)?)?;
+        self.insert(prior, &older.prior_public)?;
+        Ok(true)
+    }
+
+    /// The age identity of the generation whose public key is `public`, to
+    /// open what was sealed to it.
+    pub fn age_identity(&self, public: &[u8; 32]) -> Result<age::x25519::Identity> {
+        let secret = self.secret_for(public).ok_or(Error::AccessDenied(
             "this device does not hold that key generation",
         ))?;
         agefile::x25519_identity(secret)
@@ -177,24 +239,43 @@ struct Draft<'a> {
     prev: [u8; 32],
     issued_at: u64,
     recovery_public: [u8; 32],
-    /// The current generation's secret, and all earlier ones.
-    keys: &'a GenerationKeys,
+    generation: u32,
+    /// This generation's secret.
+    current: &'a [u8; 32],
+    prior_public: [u8; 32],
+    /// The history box: sealed afresh from the prior secret, or carried
+    /// from the version extended when the generation is kept.
+    history: History<'a>,
     devices: Vec<(PublicIdentity, u64)>,
+}
+
+/// Where a version's history box comes from.
+enum History<'a> {
+    /// Seal this prior secret to the generation's public key.
+    Seal(&'a [u8; 32]),
+    /// The generation is kept: the box of the version extended already
+    /// holds the prior secret, sealed to the same key.
+    Carry(&'a [u8]),
+}
+
+/// What a version does to the list it builds on.
+struct Change<'a> {
+    add: &'a [PublicIdentity],
+    remove: &'a [Fingerprint],
 }
 
 impl DeviceList {
     /// The first version of `root`'s list (serial 1, generation 1, signed
     /// by the root) naming `devices` (each of role device), and the
-    /// generation keys every listed device opens from it.
+    /// generation keys every listed device opens from it. Its prior
+    /// generation is generation 0, the root document's own key.
     pub fn first(
         root: &SecretIdentity,
         devices: &[PublicIdentity],
         now: u64,
     ) -> Result<(Self, GenerationKeys)> {
-        let keys = GenerationKeys(vec![
-            root.x25519_secret_copy(),
-            Zeroizing::new(primitives::random::<32>()),
-        ]);
+        let current = Zeroizing::new(primitives::random::<32>());
+        let g0 = root.x25519_secret_copy();
         let recovery = recovery_secret(root);
         let list = Draft {
             person: root.fingerprint(),
@@ -202,20 +283,25 @@ impl DeviceList {
             prev: [0; 32],
             issued_at: now,
             recovery_public: x25519_public(&recovery),
-            keys: &keys,
+            generation: 1,
+            current: &current,
+            prior_public: *root.public().x25519_public(),
+            history: History::Seal(&g0),
             devices: devices.iter().map(|d| (d.clone(), now)).collect(),
         }
         .seal_and_sign(root)?;
+        let mut keys = GenerationKeys::with_current(current, &list.enc_public)?;
+        keys.insert(g0, &list.prior_public)?;
         Ok((list, keys))
     }
 
     /// The next version of this list, signed by `signer` (the root, or a
     /// device listed in this version), with `add` added and `remove`
-    /// removed. `keys` are the generations the signer holds (a device's
+    /// removed. `keys` must hold this version's generation (a device's
     /// from [`DeviceList::open`], the root's from
     /// [`DeviceList::open_recovery`]). Removing a device starts a new
-    /// generation; adding only keeps it. Returns the version and the keys
-    /// of its devices.
+    /// generation whose prior is this one; adding only keeps it. Returns
+    /// the version and the keys its devices open from it.
     pub fn next(
         &self,
         signer: &SecretIdentity,
@@ -224,7 +310,7 @@ impl DeviceList {
         remove: &[Fingerprint],
         now: u64,
     ) -> Result<(Self, GenerationKeys)> {
-        self.next_version(signer, keys, add, remove, now, false)
+        self.next_version(signer, keys, Change { add, remove }, now, false)
     }
 
     /// [`DeviceList::next`] that keeps the generation even when it removes
@@ -237,36 +323,163 @@ impl DeviceList {
         remove: &[Fingerprint],
         now: u64,
     ) -> Result<Self> {
-        Ok(self.next_version(signer, keys, &[], remove, now, true)?.0)
+        let change = Change { add: &[], remove };
+        Ok(self.next_version(signer, keys, change, now, true)?.0)
+    }
+
+    /// [`DeviceList::first`] whose history box holds a secret that is not
+    /// the prior generation's: what a careless or malicious signer might
+    /// seal, for tests.
+    #[cfg(test)]
+    pub(crate) fn first_with_wrong_prior_for_test(
+        root: &SecretIdentity,
+        devices: &[PublicIdentity],
+        now: u64,
+    ) -> Result<Self> {
+        let current = Zeroizing::new(primitives::random::<32>());
+        let wrong = Zeroizing::new(primitives::random::<32>());
+        Draft {
+            person: root.fingerprint(),
+            serial: 1,
+            prev: [0; 32],
+            issued_at: now,
+            recovery_public: x25519_public(&recovery_secret(root)),
+            generation: 1,
+            current: &current,
+            prior_public: *root.public().x25519_public(),
+            history: History::Seal(&wrong),
+            devices: devices.iter().map(|d| (d.clone(), now)).collect(),
+        }
+        .seal_and_sign(root)
     }
 
     fn next_version(
         &self,
         signer: &SecretIdentity,
         keys: &GenerationKeys,
-        add: &[PublicIdentity],
-        remove: &[Fingerprint],
+        change: Change<'_>,
         now: u64,
         keep_generation: bool,
     ) -> Result<(Self, GenerationKeys)> {
-        if keys.current() != self.generation {
-            return Err(Error::InvalidInput(
-                "the keys given are not this list's current generation",
-            ));
-        }
+        let current = keys
+            .secret_for(&self.enc_public)
+            .ok_or(Error::InvalidInput(
+                "the keys given do not hold this list's current generation",
+            ))?;
         if signer.fingerprint() != self.person && self.device(&signer.fingerprint()).is_none() {
             return Err(Error::AccessDenied(
                 "only the person's root key or a device in the list signs its next version",
             ));
         }
         let issued_at = now.max(self.issued_at);
+        let removed = self
+            .devices
+            .iter()
+            .any(|d| change.remove.contains(&d.document.fingerprint()));
+        let serial = self
+            .serial
+            .checked_add(1)
+            .ok_or(invalid("serial overflow"))?;
+        let devices = self.carried(&change, issued_at);
+        if removed && !keep_generation {
+            let fresh = Zeroizing::new(primitives::random::<32>());
+            let list = Draft {
+                person: self.person,
+                serial,
+                prev: self.hash,
+                issued_at,
+                recovery_public: self.recovery_public,
+                generation: self
+                    .generation
+                    .checked_add(1)
+                    .ok_or(invalid("generation overflow"))?,
+                current: &fresh,
+                prior_public: self.enc_public,
+                history: History::Seal(current),
+                devices,
+            }
+            .seal_and_sign(signer)?;
+            let mut opened = GenerationKeys::with_current(fresh, &list.enc_public)?;
+            opened.insert(Zeroizing::new(*current), &self.enc_public)?;
+            return Ok((list, opened));
+        }
+        let list = Draft {
+            person: self.person,
+            serial,
+            prev: self.hash,
+            issued_at,
+            recovery_public: self.recovery_public,
+            generation: self.generation,
+            current,
+            prior_public: self.prior_public,
+            history: History::Carry(&self.history_box),
+            devices,
+        }
+        .seal_and_sign(signer)?;
+        let mut opened = GenerationKeys::with_current(Zeroizing::new(*current), &list.enc_public)?;
+        if let Some(prior) = keys.secret_for(&self.prior_public) {
+            opened.insert(Zeroizing::new(*prior), &self.prior_public)?;
+        }
+        Ok((list, opened))
+    }
+
+    /// The root's override (`vault devices recover`): a version built on
+    /// this one (a version the root trusts and opens with its recovery
+    /// key), signed by `root`, with `add` added and `remove` removed, a
+    /// serial and a generation above both this version's and `newest`'s
+    /// (the newest version seen for the person, perhaps a thief's or a
+    /// fork's, which the root need not open), and a fresh generation
+    /// whose prior is this version's. Every reader holding any version up
+    /// to `newest` accepts it; nothing sealed to it opens with a key a
+    /// device removed since this version held.
+    pub fn recover(
+        &self,
+        root: &SecretIdentity,
+        newest: &DeviceList,
+        add: &[PublicIdentity],
+        remove: &[Fingerprint],
+        now: u64,
+    ) -> Result<(Self, GenerationKeys)> {
+        if root.fingerprint() != self.person || newest.person != self.person {
+            return Err(Error::AccessDenied(
+                "only the person's root key overrides its device list",
+            ));
+        }
+        let base = self.open_recovery(root)?;
+        let base_secret = base
+            .secret_for(&self.enc_public)
+            .ok_or(Error::DecryptionFailed)?;
+        let above = |a: u32, b: u32| a.max(b).checked_add(1).ok_or(invalid("serial overflow"));
+        let issued_at = now.max(self.issued_at).max(newest.issued_at);
+        let fresh = Zeroizing::new(primitives::random::<32>());
+        let list = Draft {
+            person: self.person,
+            serial: above(self.serial, newest.serial)?,
+            prev: self.hash,
+            issued_at,
+            recovery_public: self.recovery_public,
+            generation: above(self.generation, newest.generation)?,
+            current: &fresh,
+            prior_public: self.enc_public,
+            history: History::Seal(base_secret),
+            devices: self.carried(&Change { add, remove }, issued_at),
+        }
+        .seal_and_sign(root)?;
+        let mut opened = GenerationKeys::with_current(fresh, &list.enc_public)?;
+        opened.insert(Zeroizing::new(*base_secret), &self.enc_public)?;
+        Ok((list, opened))
+    }
+
+    /// This version's devices after `change`: carried ones keep their
+    /// dates, added ones are dated `issued_at`.
+    fn carried(&self, change: &Change<'_>, issued_at: u64) -> Vec<(PublicIdentity, u64)> {
         let mut devices: Vec<(PublicIdentity, u64)> = self
             .devices
             .iter()
-            .filter(|d| !remove.contains(&d.document.fingerprint()))
+            .filter(|d| !change.remove.contains(&d.document.fingerprint()))
             .map(|d| (d.document.clone(), d.added_at))
             .collect();
-        for d in add {
+        for d in change.add {
             if !devices
                 .iter()
                 .any(|(x, _)| x.fingerprint() == d.fingerprint())
@@ -274,42 +487,22 @@ impl DeviceList {
                 devices.push((d.clone(), issued_at));
             }
         }
-        let removed = self
-            .devices
-            .iter()
-            .any(|d| remove.contains(&d.document.fingerprint()));
-        let mut next: Vec<Zeroizing<[u8; 32]>> = Vec::with_capacity(keys.0.len().saturating_add(1));
-        next.extend(keys.0.iter().map(|k| Zeroizing::new(**k)));
-        if removed && !keep_generation {
-            next.push(Zeroizing::new(primitives::random::<32>()));
-        }
-        let keys = GenerationKeys(next);
-        let list = Draft {
-            person: self.person,
-            serial: self
-                .serial
-                .checked_add(1)
-                .ok_or(invalid("serial overflow"))?,
-            prev: self.hash,
-            issued_at,
-            recovery_public: self.recovery_public,
-            keys: &keys,
-            devices,
-        }
-        .seal_and_sign(signer)?;
-        Ok((list, keys))
+        devices
     }
 
     /// Checks this version against the person's `root` document and the
-    /// version `held` (the one this reader accepted last, or none), by the
-    /// rules of `docs/format.md` §3.7: the root may sign any later serial
-    /// (it overrides a thief or a fork), a device of `held` only the next
-    /// one extending it; removing a device starts a new generation; the
-    /// recovery key never changes; carried devices keep their documents
-    /// and dates, new ones are dated at this version. Every failure is
-    /// `malformed`, `bad_signature`, `context_mismatch` or `rollback`.
+    /// version `held` (the one this reader accepted last, or pinned, or
+    /// none), by the rules of `docs/format.md` §3.7. A version
+    /// **extending** `held` (the next serial, naming it as `prev`) is
+    /// signed by the root or a device of `held`, keeps the generation
+    /// unless it removes a device, and then starts the next one whose
+    /// prior is `held`'s. Any other later version is the root's
+    /// **override**: signed by the root, with a later generation and a new
+    /// key. The recovery key never changes and time never goes back.
+    /// Every failure is `malformed`, `bad_signature`, `context_mismatch` or
+    /// `rollback`.
     pub fn accept(&self, root: &PublicIdentity, held: Option<&DeviceList>) -> Result<()> {
-        if self.person != root.fingerprint() {
+        if self.person != root.fingerprint() || held.is_some_and(|h| h.person != self.person) {
             return Err(Error::ContextMismatch {
                 what: "device list",
                 field: "person",
@@ -326,7 +519,7 @@ impl DeviceList {
             root.clone()
         } else {
             let h = held.ok_or(invalid(
-                "the first version of a device list must be signed by the person's root key",
+                "the first version of a device list a reader accepts is signed by the person's root key",
             ))?;
             h.device(&self.signer)
                 .ok_or(invalid(
@@ -341,49 +534,55 @@ impl DeviceList {
             &self.signature,
             "device list",
         )?;
+        if self.devices.iter().any(|d| d.added_at > self.issued_at) {
+            return Err(invalid("a device is dated after the version listing it"));
+        }
         let Some(h) = held else {
+            if self.prev == [0; 32] && self.prior_public != *root.x25519_public() {
+                return Err(invalid(
+                    "a list starting afresh has the root's own key as its prior generation",
+                ));
+            }
             return Ok(());
         };
-        if h.person != self.person {
-            return Err(Error::ContextMismatch {
-                what: "device list",
-                field: "person",
-            });
-        }
         if !primitives::ct_eq(&self.recovery_public, &h.recovery_public) {
             return Err(invalid("the recovery key changed"));
+        }
+        if self.issued_at < h.issued_at {
+            return Err(invalid("a version is issued before the one it follows"));
+        }
+        let extends = self.prev == h.hash && Some(self.serial) == h.serial.checked_add(1);
+        if !extends {
+            if !root_signed {
+                return Err(invalid(
+                    "a device signs only the next version of the list it extends",
+                ));
+            }
+            if self.generation <= h.generation
+                || self.enc_public == h.enc_public
+                || self.enc_public == self.prior_public
+            {
+                return Err(invalid(
+                    "the root's override starts a later key generation with a new key",
+                ));
+            }
+            return Ok(());
         }
         let removed = h
             .devices
             .iter()
             .any(|d| self.device(&d.document.fingerprint()).is_none());
-        if root_signed {
-            if self.generation < h.generation || (removed && self.generation == h.generation) {
-                return Err(invalid(
-                    "a version removing a device must start a new key generation",
-                ));
-            }
-            if self.generation > h.generation.saturating_add(1)
-                || (self.generation == h.generation && self.enc_public != h.enc_public)
-            {
-                return Err(invalid(
-                    "a version keeps the key generation, or starts the next one",
-                ));
-            }
-        } else {
-            if self.serial != h.serial.saturating_add(1) || self.prev != h.hash {
-                return Err(invalid(
-                    "a device signs only the next version of the list it extends",
-                ));
-            }
-            let kept = self.generation == h.generation && self.enc_public == h.enc_public;
-            let next = self.generation == h.generation.saturating_add(1)
-                && self.enc_public != h.enc_public;
-            if (removed && !next) || (!removed && !kept) {
-                return Err(invalid(
-                    "a device keeps the key generation, or starts the next one when it removes a device",
-                ));
-            }
+        let kept = self.generation == h.generation
+            && self.enc_public == h.enc_public
+            && self.prior_public == h.prior_public;
+        let next = Some(self.generation) == h.generation.checked_add(1)
+            && self.prior_public == h.enc_public
+            && self.enc_public != h.enc_public
+            && self.enc_public != h.prior_public;
+        if !next && (removed || !kept) {
+            return Err(invalid(
+                "a version keeps the key generation, or starts the next one (as it must when it removes a device)",
+            ));
         }
         for d in &self.devices {
             match h.device(&d.document.fingerprint()) {
@@ -402,62 +601,39 @@ impl DeviceList {
         Ok(())
     }
 
-    /// Opens, as `device` (listed here), every generation secret this
-    /// version carries: the current one from the device's box, the earlier
-    /// ones from the history box. Each is checked against its public key
-    /// where this version names it (the current generation's, and
-    /// generation 0's: the root document's X25519 key);
-    /// `decryption_failed` otherwise.
-    pub fn open(&self, device: &SecretIdentity, root: &PublicIdentity) -> Result<GenerationKeys> {
+    /// Opens, as `device` (listed here), this version's generation secret
+    /// from the device's box and the prior one from the history box, each
+    /// checked against the public key this version names for it
+    /// (`decryption_failed` otherwise). Earlier generations come one
+    /// version at a time with [`GenerationKeys::walk_back`].
+    pub fn open(&self, device: &SecretIdentity) -> Result<GenerationKeys> {
         let listed = self
             .device(&device.fingerprint())
             .ok_or(Error::AccessDenied(
                 "this device is not in the person's device list",
             ))?;
         let current = open_secret(&listed.device_box, &device.age_identity()?)?;
-        self.with_history(current, root)
+        self.with_prior(current)
     }
 
     /// Opens this version's generation secrets with the person's root key
     /// file, through the recovery box: what `vault devices recover` and a
-    /// new device enrolled with the recovery file hold.
+    /// new device enrolled with the recovery file hold. A box the root
+    /// cannot open (a thief's version may carry one) is
+    /// `decryption_failed`: the root then builds on an earlier version.
     pub fn open_recovery(&self, root: &SecretIdentity) -> Result<GenerationKeys> {
         let recovery = recovery_secret(root);
         if !primitives::ct_eq(&x25519_public(&recovery), &self.recovery_public) {
             return Err(Error::DecryptionFailed);
         }
         let current = open_secret(&self.recovery_box, &agefile::x25519_identity(&recovery)?)?;
-        self.with_history(current, root.public())
+        self.with_prior(current)
     }
 
-    fn with_history(
-        &self,
-        current: Zeroizing<[u8; 32]>,
-        root: &PublicIdentity,
-    ) -> Result<GenerationKeys> {
-        if !primitives::ct_eq(&x25519_public(&current), &self.enc_public) {
-            return Err(Error::DecryptionFailed);
-        }
-        let identity = agefile::x25519_identity(&current)?;
-        let history = agefile::decrypt_x25519(&self.history_box, &identity, MAX_HISTORY_BOX)?;
-        let count = usize::try_from(self.generation).map_err(|_| Error::DecryptionFailed)?;
-        if history.len() != count.saturating_mul(32) {
-            return Err(Error::DecryptionFailed);
-        }
-        // Room for every generation up front: growing would leave earlier
-        // secrets in a freed buffer.
-        let mut keys: Vec<Zeroizing<[u8; 32]>> = Vec::with_capacity(count.saturating_add(1));
-        keys.extend(history.chunks_exact(32).map(|c| {
-            let mut k = Zeroizing::new([0u8; 32]);
-            k.copy_from_slice(c);
-            k
-        }));
-        match keys.first() {
-            Some(g0) if primitives::ct_eq(&x25519_public(g0), root.x25519_public()) => {}
-            _ => return Err(Error::DecryptionFailed),
-        }
-        keys.push(current);
-        Ok(GenerationKeys(keys))
+    fn with_prior(&self, current: Zeroizing<[u8; 32]>) -> Result<GenerationKeys> {
+        let mut keys = GenerationKeys::with_current(current, &self.enc_public)?;
+        keys.walk_back(self)?;
+        Ok(keys)
     }
 
     /// The listed device with this fingerprint.
@@ -488,6 +664,22 @@ impl DeviceList {
     pub fn enc_public(&self) -> &[u8; 32] {
         &self.enc_public
     }
+    /// The public key of the generation before this one on the chain (the
+    /// root document's X25519 key for the first version), whose secret the
+    /// history box holds.
+    pub fn prior_public(&self) -> &[u8; 32] {
+        &self.prior_public
+    }
+    /// The list hash of the version this one extends or, for the root's
+    /// override, builds on; zero for none.
+    pub fn prev(&self) -> &[u8; 32] {
+        &self.prev
+    }
+    /// When this version was issued (seconds since the Unix epoch, as its
+    /// signer's clock said; never before the version it follows).
+    pub fn issued_at(&self) -> u64 {
+        self.issued_at
+    }
     /// Who signed it: the person (the root) or one of its devices.
     pub fn signer(&self) -> Fingerprint {
         self.signer
@@ -510,11 +702,11 @@ impl DeviceList {
     }
 
     /// Parses one version strictly: version byte, serial and generation at
-    /// least 1 (and at most [`MAX_GENERATIONS`]), 1 to [`MAX_DEVICES`]
-    /// devices in strictly ascending fingerprint order, each a valid
-    /// identity document of role device that is not the person, box sizes,
-    /// no trailing bytes. The signature is checked by
-    /// [`DeviceList::accept`].
+    /// least 1, X25519 keys canonical and not of low order, the current
+    /// and prior keys distinct, 1 to [`MAX_DEVICES`] devices in strictly
+    /// ascending fingerprint order, each a valid identity document of role
+    /// device that is not the person, box sizes, no trailing bytes. The
+    /// signature is checked by [`DeviceList::accept`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         if bytes.len() > MAX_DEVICE_LIST_LEN {
             return Err(invalid("longer than 32768 bytes"));
@@ -528,7 +720,8 @@ impl DeviceList {
         let recovery_public: [u8; 32] = r.array()?;
         let generation = r.u32()?;
         let enc_public: [u8; 32] = r.array()?;
-        let history_box = r.bytes(MAX_HISTORY_BOX)?.to_vec();
+        let prior_public: [u8; 32] = r.array()?;
+        let history_box = r.bytes(MAX_BOX)?.to_vec();
         let recovery_box = r.bytes(MAX_BOX)?.to_vec();
         let n = usize::try_from(r.u32()?).unwrap_or(usize::MAX);
         if n == 0 || n > MAX_DEVICES {
@@ -548,11 +741,15 @@ impl DeviceList {
         let signer = Fingerprint::from_bytes(r.array()?);
         let signature = r.array()?;
         r.finish()?;
-        if serial == 0 || generation == 0 || generation > MAX_GENERATIONS {
+        if serial == 0 || generation == 0 {
             return Err(invalid("serial and generation start at 1"));
         }
-        primitives::check_x25519_public(&recovery_public)?;
-        primitives::check_x25519_public(&enc_public)?;
+        for key in [&recovery_public, &enc_public, &prior_public] {
+            check_canonical_x25519(key)?;
+        }
+        if enc_public == prior_public {
+            return Err(invalid("a generation is not its own prior"));
+        }
         if devices
             .iter()
             .any(|d| d.document.role() != Role::Device || d.document.fingerprint() == person)
@@ -577,6 +774,7 @@ impl DeviceList {
             recovery_public,
             generation,
             enc_public,
+            prior_public,
             history_box,
             recovery_box,
             devices,
@@ -607,22 +805,17 @@ impl Draft<'_> {
             .sort_by(|(a, _), (b, _)| a.fingerprint().as_bytes().cmp(b.fingerprint().as_bytes()));
         self.devices
             .dedup_by(|(a, _), (b, _)| a.fingerprint() == b.fingerprint());
-        let generation = self.keys.current();
-        if generation == 0 || generation > MAX_GENERATIONS {
-            return Err(Error::InvalidInput("too many key generations"));
-        }
-        let current = self
-            .keys
-            .secret(generation)
-            .ok_or(Error::InvalidInput("no current generation"))?;
-        let enc_public = x25519_public(current);
-        let mut history = Zeroizing::new(Vec::with_capacity(32 * self.keys.0.len()));
-        for k in self.keys.0.iter().take(self.keys.0.len() - 1) {
-            history.extend_from_slice(&**k);
-        }
-        let history_box = agefile::encrypt(&agefile::x25519_recipient(&enc_public)?, &history)?;
-        let recovery_box =
-            agefile::encrypt(&agefile::x25519_recipient(&self.recovery_public)?, current)?;
+        let enc_public = x25519_public(self.current);
+        let history_box = match self.history {
+            History::Seal(prior) => {
+                agefile::encrypt(&agefile::x25519_recipient(&enc_public)?, prior)?
+            }
+            History::Carry(sealed) => sealed.to_vec(),
+        };
+        let recovery_box = agefile::encrypt(
+            &agefile::x25519_recipient(&self.recovery_public)?,
+            self.current,
+        )?;
         let mut w = Writer::new();
         w.u8(DEVICE_LIST_VERSION)
             .fixed(self.person.as_bytes())
@@ -630,13 +823,14 @@ impl Draft<'_> {
             .fixed(&self.prev)
             .u64(self.issued_at)
             .fixed(&self.recovery_public)
-            .u32(generation)
+            .u32(self.generation)
             .fixed(&enc_public)
+            .fixed(&self.prior_public)
             .bytes(&history_box)
             .bytes(&recovery_box)
             .u32(u32::try_from(self.devices.len()).unwrap_or(u32::MAX));
         for (d, added_at) in &self.devices {
-            let device_box = agefile::encrypt(&d.recipient()?, current)?;
+            let device_box = agefile::encrypt(&d.recipient()?, self.current)?;
             w.bytes(d.to_bytes()).u64(*added_at).bytes(&device_box);
         }
         w.fixed(signer.fingerprint().as_bytes());
@@ -650,6 +844,20 @@ impl Draft<'_> {
 /// The X25519 public key of `secret`.
 pub(crate) fn x25519_public(secret: &[u8; 32]) -> [u8; 32] {
     x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*secret)).to_bytes()
+}
+
+/// Refuses an X25519 public key that is not canonical (its top bit set, or
+/// a value of at least 2^255 - 19), so that keys compare by their bytes, or
+/// that is of low order (`weak_public_key`).
+fn check_canonical_x25519(key: &[u8; 32]) -> Result<()> {
+    // Little-endian: the values from 2^255 - 19 to 2^255 - 1 are
+    // ed ff .. ff 7f to ff ff .. ff 7f.
+    let top_bit = key[31] & 0x80 != 0;
+    let at_least_p = key[31] == 0x7f && key[1..31].iter().all(|b| *b == 0xff) && key[0] >= 0xed;
+    if top_bit || at_least_p {
+        return Err(invalid("an X25519 key is not canonically encoded"));
+    }
+    primitives::check_x25519_public(key)
 }
 
 /// A 32-byte secret from its box.

@@ -9,6 +9,10 @@ use crate::devices::{recovery_secret, x25519_public, DeviceList};
 use crate::error::Error;
 use crate::identity::{Role, SecretIdentity};
 
+/// Where the current generation's public key starts in an encoded list:
+/// version, person, serial, prev, issued_at, recovery_public, generation.
+const ENC_PUBLIC_AT: usize = 1 + 32 + 4 + 32 + 8 + 32 + 4;
+
 fn device(seed: u8, name: &str) -> SecretIdentity {
     identity(seed, name, Role::Device)
 }
@@ -32,24 +36,29 @@ fn the_root_lists_a_device_which_opens_every_generation() {
     let (list, keys) = DeviceList::first(&root, &[phone.public().clone()], NOW).unwrap();
     assert_eq!((list.serial(), list.generation()), (1, 1));
     list.accept(root.public(), None).unwrap();
-    let opened = list.open(&phone, root.public()).unwrap();
-    assert_eq!(opened.current(), 1);
-    // Generation 0 is the root document's own key: grants sealed before
-    // the list existed still open.
+    let opened = list.open(&phone).unwrap();
+    assert_eq!(opened.len(), 2);
+    assert_eq!(opened.current_public(), list.enc_public());
+    // The prior of the first generation is generation 0, the root
+    // document's own key: grants sealed before the list existed still open.
+    assert_eq!(list.prior_public(), root.public().x25519_public());
     assert_eq!(
-        &x25519_public(opened.secret(0).unwrap()),
-        root.public().x25519_public()
+        opened.secret_for(root.public().x25519_public()),
+        Some(&*root.x25519_secret_copy())
     );
-    assert_eq!(opened.secret(1), keys.secret(1));
-    assert_eq!(&x25519_public(opened.secret(1).unwrap()), list.enc_public());
+    assert_eq!(
+        opened.secret_for(list.enc_public()),
+        keys.secret_for(list.enc_public())
+    );
+    assert_eq!(
+        &x25519_public(opened.secret_for(list.enc_public()).unwrap()),
+        list.enc_public()
+    );
     // A device not listed opens nothing.
-    assert!(matches!(
-        list.open(&laptop, root.public()),
-        Err(Error::AccessDenied(_))
-    ));
+    assert!(matches!(list.open(&laptop), Err(Error::AccessDenied(_))));
     // The root key file opens it too, through the recovery box.
     let recovered = list.open_recovery(&root).unwrap();
-    assert_eq!(recovered.secret(1), keys.secret(1));
+    recovered.check_against(&list).unwrap();
     // Parsing is strict and canonical.
     let again = DeviceList::from_bytes(list.to_bytes()).unwrap();
     assert_eq!(again, list);
@@ -70,7 +79,7 @@ fn the_root_lists_a_device_which_opens_every_generation() {
 fn a_device_adds_one_and_removing_one_starts_a_generation_it_cannot_open() {
     let (root, [phone, laptop, browser]) = people();
     let (v1, _) = DeviceList::first(&root, &[phone.public().clone()], NOW).unwrap();
-    let keys = v1.open(&phone, root.public()).unwrap();
+    let keys = v1.open(&phone).unwrap();
     // The phone adds the laptop: same generation.
     let (v2, _) = v1
         .next(&phone, &keys, &[laptop.public().clone()], &[], NOW + 10)
@@ -82,8 +91,10 @@ fn a_device_adds_one_and_removing_one_starts_a_generation_it_cannot_open() {
         NOW + 10
     );
     assert_eq!(v2.device(&phone.fingerprint()).unwrap().added_at(), NOW);
-    let laptop_keys = v2.open(&laptop, root.public()).unwrap();
-    assert_eq!(laptop_keys.secret(1), keys.secret(1));
+    let laptop_keys = v2.open(&laptop).unwrap();
+    assert_eq!(laptop_keys.len(), 2);
+    keys.check_against(&v2).unwrap();
+    laptop_keys.check_against(&v1).unwrap();
     // The laptop removes the phone (lost) and adds the browser: generation 2.
     let (v3, _) = v2
         .next(
@@ -96,18 +107,26 @@ fn a_device_adds_one_and_removing_one_starts_a_generation_it_cannot_open() {
         .unwrap();
     v3.accept(root.public(), Some(&v2)).unwrap();
     assert_eq!((v3.serial(), v3.generation()), (3, 2));
-    assert!(matches!(
-        v3.open(&phone, root.public()),
-        Err(Error::AccessDenied(_))
-    ));
-    let browser_keys = v3.open(&browser, root.public()).unwrap();
-    assert_eq!(browser_keys.current(), 2);
+    assert_eq!(v3.prior_public(), v2.enc_public());
+    assert!(matches!(v3.open(&phone), Err(Error::AccessDenied(_))));
+    let mut browser_keys = v3.open(&browser).unwrap();
     assert_eq!(
-        browser_keys.secret(1),
-        keys.secret(1),
-        "the history box carries earlier generations"
+        browser_keys.secret_for(v1.enc_public()),
+        keys.secret_for(v1.enc_public()),
+        "the history box carries the generation before"
     );
-    assert_ne!(browser_keys.secret(2), keys.secret(1));
+    assert!(
+        keys.check_against(&v3).is_err(),
+        "the phone lacks generation 2"
+    );
+    // Generation 0 is one step further back, through generation 1's
+    // history box.
+    assert_eq!(browser_keys.len(), 2);
+    assert!(browser_keys.walk_back(&v2).unwrap());
+    assert!(browser_keys
+        .secret_for(root.public().x25519_public())
+        .is_some());
+    assert!(!browser_keys.walk_back(&v1).unwrap(), "nothing more to add");
     // The lost phone holds only generation 1: it cannot extend v3, and
     // its own version 3 from v2 (removing the laptop) is refused by whoever
     // accepted v3.
@@ -143,7 +162,7 @@ fn versions_that_break_the_rules_are_refused() {
         NOW,
     )
     .unwrap();
-    let keys = v1.open(&phone, root.public()).unwrap();
+    let keys = v1.open(&phone).unwrap();
     // A first version signed by a device.
     let (by_device, _) = v1.next(&phone, &keys, &[], &[], NOW).unwrap();
     assert!(by_device.accept(root.public(), None).is_err());
@@ -180,18 +199,32 @@ fn versions_that_break_the_rules_are_refused() {
         v1.accept(root.public(), Some(&v2)),
         Err(Error::Rollback { .. })
     ));
-    // The root overrides a fork: any later serial, signed by the root,
-    // with the recovery file's keys.
+    // The root's next version extending v2, with the recovery file's keys,
+    // follows the same rules as a device's.
     let root_keys = v2.open_recovery(&root).unwrap();
-    let (fork, _) = v1
-        .next(&laptop, &keys, &[], &[phone.fingerprint()], NOW)
-        .unwrap();
-    fork.accept(root.public(), Some(&v1)).unwrap();
-    let (over, _) = v2
+    let (by_root, _) = v2
         .next(&root, &root_keys, &[], &[laptop.fingerprint()], NOW + 5)
         .unwrap();
-    over.accept(root.public(), Some(&v2)).unwrap();
-    assert_eq!(over.generation(), 2);
+    by_root.accept(root.public(), Some(&v2)).unwrap();
+    assert_eq!(by_root.generation(), 2);
+    // A non-canonical X25519 key (the current generation's top bit set).
+    let mut bytes = v2.to_bytes().to_vec();
+    bytes[ENC_PUBLIC_AT + 31] |= 0x80;
+    assert!(matches!(
+        DeviceList::from_bytes(&bytes),
+        Err(Error::Malformed { .. })
+    ));
+    // A history box holding a secret that is not the prior generation's:
+    // the list is accepted (only its holders can tell), but no device
+    // opens it, so no wrong key is ever kept.
+    let wrong =
+        DeviceList::first_with_wrong_prior_for_test(&root, &[phone.public().clone()], NOW).unwrap();
+    wrong.accept(root.public(), None).unwrap();
+    assert!(matches!(wrong.open(&phone), Err(Error::DecryptionFailed)));
+    assert!(matches!(
+        wrong.open_recovery(&root),
+        Err(Error::DecryptionFailed)
+    ));
     // A tampered signature byte.
     let mut bytes = v2.to_bytes().to_vec();
     let at = bytes.len() - 10;
@@ -212,13 +245,151 @@ fn versions_that_break_the_rules_are_refused() {
     ));
 }
 
+#[test]
+fn the_root_overrides_a_thief_and_a_fork() {
+    let (root, [phone, laptop, browser]) = people();
+    let (v1, _) = DeviceList::first(
+        &root,
+        &[phone.public().clone(), laptop.public().clone()],
+        NOW,
+    )
+    .unwrap();
+    let phone_keys = v1.open(&phone).unwrap();
+    let laptop_keys = v1.open(&laptop).unwrap();
+    // A fork: the phone (stolen) and the laptop each sign a serial 2, each
+    // removing the other, each with its own generation 2.
+    let (thief, _) = v1
+        .next(&phone, &phone_keys, &[], &[laptop.fingerprint()], NOW + 1)
+        .unwrap();
+    let (honest, _) = v1
+        .next(&laptop, &laptop_keys, &[], &[phone.fingerprint()], NOW + 1)
+        .unwrap();
+    thief.accept(root.public(), Some(&v1)).unwrap();
+    honest.accept(root.public(), Some(&v1)).unwrap();
+    assert_eq!((thief.serial(), thief.generation()), (2, 2));
+    assert_ne!(thief.enc_public(), honest.enc_public());
+    // The thief goes on: it adds and removes throwaway devices, one new
+    // generation each time. Nothing bounds the generations, and the list
+    // does not grow with them.
+    let mut newest = thief.clone();
+    let mut newest_keys = newest.open(&phone).unwrap();
+    for i in 0..40u8 {
+        let throwaway = device(100 + i, "throwaway");
+        let (added, k) = newest
+            .next(
+                &phone,
+                &newest_keys,
+                &[throwaway.public().clone()],
+                &[],
+                NOW + 2,
+            )
+            .unwrap();
+        let (removed, k) = added
+            .next(&phone, &k, &[], &[throwaway.fingerprint()], NOW + 2)
+            .unwrap();
+        removed.accept(root.public(), Some(&added)).unwrap();
+        newest = removed;
+        newest_keys = k;
+    }
+    assert_eq!(newest.generation(), 42);
+    // One device, 42 generations: the size of a one-device list (age's
+    // headers vary by a few dozen bytes), where a history of every
+    // generation would have added 32 bytes each.
+    assert!(
+        newest.to_bytes().len() < 1600,
+        "{}",
+        newest.to_bytes().len()
+    );
+    // The root builds on v1, which it opens with the recovery key, above
+    // everything it has seen: serial and generation. Readers holding the
+    // thief's newest version, the honest fork or v1 all accept it.
+    let (over, mut over_keys) = v1
+        .recover(
+            &root,
+            &newest,
+            &[browser.public().clone()],
+            &[phone.fingerprint()],
+            NOW + 3,
+        )
+        .unwrap();
+    assert_eq!(over.serial(), newest.serial() + 1);
+    assert_eq!(over.generation(), newest.generation() + 1);
+    assert_eq!(over.prev(), v1.hash());
+    assert_eq!(over.prior_public(), v1.enc_public());
+    for held in [&newest, &honest, &v1] {
+        over.accept(root.public(), Some(held)).unwrap();
+    }
+    over.accept(root.public(), None).unwrap();
+    // The phone is gone; the laptop and the new browser open the new
+    // generation and reach generation 0 along v1, but never the thief's.
+    assert!(over.open(&phone).is_err());
+    let mut browser_keys = over.open(&browser).unwrap();
+    assert!(browser_keys.walk_back(&v1).unwrap());
+    assert!(browser_keys
+        .secret_for(root.public().x25519_public())
+        .is_some());
+    assert!(browser_keys.check_against(&thief).is_err());
+    assert!(over_keys.walk_back(&v1).unwrap());
+    // A device never overrides: a version not extending the one held is
+    // refused from a device, as is a version at an older generation.
+    let (from_v1, _) = v1.next(&laptop, &laptop_keys, &[], &[], NOW + 4).unwrap();
+    assert!(matches!(
+        from_v1.accept(root.public(), Some(&honest)),
+        Err(Error::Rollback { .. })
+    ));
+    let (late, _) = honest
+        .next(&laptop, &honest.open(&laptop).unwrap(), &[], &[], NOW + 4)
+        .unwrap();
+    assert!(matches!(
+        late.accept(root.public(), Some(&newest)),
+        Err(Error::Rollback { .. })
+    ));
+    // The root's override must pass both the serial and the generation a
+    // reader holds: one built seeing only a version at generation 1 has
+    // serial 3 and generation 2, which a reader holding the thief's
+    // serial 2 (generation 2) refuses.
+    let (v2_added, _) = v1
+        .next(
+            &laptop,
+            &laptop_keys,
+            &[browser.public().clone()],
+            &[],
+            NOW + 5,
+        )
+        .unwrap();
+    let (low, _) = v1
+        .recover(&root, &v2_added, &[], &[phone.fingerprint()], NOW + 5)
+        .unwrap();
+    assert_eq!((low.serial(), low.generation()), (3, 2));
+    low.accept(root.public(), Some(&v2_added)).unwrap();
+    assert!(matches!(
+        low.accept(root.public(), Some(&thief)),
+        Err(Error::Malformed { .. })
+    ));
+    assert!(matches!(
+        low.accept(root.public(), Some(&newest)),
+        Err(Error::Rollback { .. })
+    ));
+    // A version whose recovery box the root cannot open (a thief's may
+    // hold anything) is not one to build on.
+    assert!(thief.open_recovery(&root).is_ok());
+    let other = identity(9, "Someone Else", Role::Patient);
+    assert!(matches!(
+        thief.recover(&other, &thief, &[], &[], NOW),
+        Err(Error::AccessDenied(_))
+    ));
+}
+
 /// The device-list vector (`tests/vectors/devices.json`, `docs/format.md`
 /// §3.7): Pat's root (seed 1) and four devices (seeds 20 to 23): serial 1
 /// by the root lists the phone; serial 2 by the phone adds the laptop;
 /// serial 3 by the laptop removes the phone and adds the browser
 /// (generation 2); serial 4 by the root removes the laptop and adds the
-/// tablet (generation 3). Regenerate (only for a deliberate format change)
-/// with `VAULT_REGENERATE_VECTORS=1 cargo test -p vault-core --lib devices_vector`.
+/// tablet (generation 3); serial 5 by the tablet, stolen, removes the
+/// browser (generation 4); serial 6 is the root's override built on
+/// serial 4, removing the tablet (generation 5). Regenerate (only for a
+/// deliberate format change) with
+/// `VAULT_REGENERATE_VECTORS=1 cargo test -p vault-core --lib devices_vector`.
 #[test]
 fn devices_vector() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/devices.json");
@@ -226,11 +397,11 @@ fn devices_vector() {
     let tablet = device(23, "tablet");
     if std::env::var_os("VAULT_REGENERATE_VECTORS").is_some() {
         let (v1, _) = DeviceList::first(&root, &[phone.public().clone()], NOW).unwrap();
-        let k1 = v1.open(&phone, root.public()).unwrap();
+        let k1 = v1.open(&phone).unwrap();
         let (v2, _) = v1
             .next(&phone, &k1, &[laptop.public().clone()], &[], NOW + 1)
             .unwrap();
-        let k2 = v2.open(&laptop, root.public()).unwrap();
+        let k2 = v2.open(&laptop).unwrap();
         let (v3, _) = v2
             .next(
                 &laptop,
@@ -250,7 +421,14 @@ fn devices_vector() {
                 NOW + 3,
             )
             .unwrap();
-        let lists: Vec<_> = [&v1, &v2, &v3, &v4]
+        let k4 = v4.open(&tablet).unwrap();
+        let (v5, _) = v4
+            .next(&tablet, &k4, &[], &[browser.fingerprint()], NOW + 4)
+            .unwrap();
+        let (v6, _) = v4
+            .recover(&root, &v5, &[], &[tablet.fingerprint()], NOW + 5)
+            .unwrap();
+        let lists: Vec<_> = [&v1, &v2, &v3, &v4, &v5, &v6]
             .iter()
             .map(|l| {
                 serde_json::json!({
@@ -259,12 +437,13 @@ fn devices_vector() {
                     "serial": l.serial(),
                     "generation": l.generation(),
                     "enc_public": hex::encode(l.enc_public()),
+                    "prior_public": hex::encode(l.prior_public()),
                     "signer": l.signer().to_hex(),
                 })
             })
             .collect();
         let v = serde_json::json!({
-            "description": "docs/format.md §3.7 and §3.9: Pat's root identity (seed [1;32], role patient, as in vault-core's test fixture) and devices from seeds [20;32] phone, [21;32] laptop, [22;32] browser, [23;32] tablet (role device, created_at 1699913600). Serial 1 by the root lists the phone; 2 by the phone adds the laptop; 3 by the laptop removes the phone and adds the browser (generation 2); 4 by the root removes the laptop and adds the tablet (generation 3). Each list must parse, re-encode byte for byte, hash to `hash`, and be accepted given the one before; each listed device opens every generation secret, whose X25519 public keys are the lists' enc_public (generation 0: the root's own key); the recovery key derived from the root opens each list's recovery box. recovery_public is X25519(HKDF-SHA256(ikm = root Ed25519 seed, salt empty, info = ctx(\"recovery-key\") || person)).",
+            "description": "docs/format.md §3.7 and §3.9: Pat's root identity (seed [1;32], role patient, as in vault-core's test fixture) and devices from seeds [20;32] phone, [21;32] laptop, [22;32] browser, [23;32] tablet (role device, created_at 1699913600). Serial 1 by the root lists the phone; 2 by the phone adds the laptop; 3 by the laptop removes the phone and adds the browser (generation 2); 4 by the root removes the laptop and adds the tablet (generation 3); 5 by the tablet, stolen, removes the browser (generation 4); 6 is the root's override built on 4 (prev = list 4's hash) removing the tablet (generation 5). Each list must parse, re-encode byte for byte, hash to `hash`, and be accepted given the one before (6 given 5, as an override). A device listed in a version opens its current secret (X25519 public key enc_public) and, from the history box, its prior (prior_public; for list 1 the root's own X25519 key, generation 0); walking back along prev reaches generation 0. The browser in list 6 never opens generation 4. recovery_public is X25519(HKDF-SHA256(ikm = root Ed25519 seed, salt empty, info = ctx(\"recovery-key\") || person)); the recovery key opens each list's recovery box.",
             "person": root.fingerprint().to_hex(),
             "recovery_public": hex::encode(x25519_public(&recovery_secret(&root))),
             "lists": lists,
@@ -295,38 +474,56 @@ fn devices_vector() {
                 hex::encode(list.enc_public()),
                 l["enc_public"].as_str().unwrap()
             );
+            assert_eq!(
+                hex::encode(list.prior_public()),
+                l["prior_public"].as_str().unwrap()
+            );
             list
         })
         .collect();
+    assert_eq!(lists.len(), 6);
     let mut held: Option<&DeviceList> = None;
     for l in &lists {
         l.accept(root.public(), held).unwrap();
         held = Some(l);
     }
-    // Who opens what: every listed device, every generation so far.
-    let holders: [(&DeviceList, &SecretIdentity); 4] = [
-        (&lists[0], &phone),
-        (&lists[1], &laptop),
-        (&lists[2], &browser),
-        (&lists[3], &tablet),
+    assert_eq!(lists[5].prev(), lists[3].hash());
+    lists[5].accept(root.public(), Some(&lists[3])).unwrap();
+    // Who opens what: every listed device its version's generation and,
+    // walking back along prev, every generation before it on the chain.
+    let holders: [(usize, &SecretIdentity); 6] = [
+        (0, &phone),
+        (1, &laptop),
+        (2, &browser),
+        (3, &tablet),
+        (4, &tablet),
+        (5, &browser),
     ];
-    for (list, dev) in holders {
-        let keys = list.open(dev, root.public()).unwrap();
-        for earlier in lists.iter().filter(|e| e.serial() <= list.serial()) {
-            keys.check_against(earlier).unwrap();
+    for (at, dev) in holders {
+        let list = &lists[at];
+        let mut keys = list.open(dev).unwrap();
+        let mut step = Some(list);
+        while let Some(l) = step {
+            keys.walk_back(l).unwrap();
+            keys.check_against(l).unwrap();
+            step = lists.iter().find(|e| e.hash() == l.prev());
         }
-        assert_eq!(
-            keys.secret(0).map(x25519_public).as_ref(),
-            Some(root.public().x25519_public())
-        );
+        assert!(keys.secret_for(root.public().x25519_public()).is_some());
         list.open_recovery(&root)
             .unwrap()
             .check_against(list)
             .unwrap();
+        if at == 5 {
+            assert!(
+                keys.check_against(&lists[4]).is_err(),
+                "the thief's generation"
+            );
+        }
     }
     // Removed devices open nothing later; skipping or going back is refused.
-    assert!(lists[2].open(&phone, root.public()).is_err());
-    assert!(lists[3].open(&laptop, root.public()).is_err());
+    assert!(lists[2].open(&phone).is_err());
+    assert!(lists[3].open(&laptop).is_err());
+    assert!(lists[5].open(&tablet).is_err());
     assert!(lists[2].accept(root.public(), Some(&lists[0])).is_err());
     assert!(matches!(
         lists[1].accept(root.public(), Some(&lists[2])),
