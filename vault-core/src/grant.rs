@@ -154,6 +154,10 @@ pub struct Grant {
     /// Version 3: who signed the grant (the author of the entry carrying
     /// it). `None` in versions 1 and 2, which the owner signs.
     signer: Option<Fingerprint>,
+    /// Version 3: the member's key generation the age file is sealed to
+    /// (`docs/format.md` §3.7; 0, the member's document's own key, in
+    /// versions 1 and 2 and for a person without a device list).
+    generation: u32,
     age_file: Vec<u8>,
     signature: [u8; 64],
 }
@@ -214,9 +218,7 @@ impl Grant {
             w.fixed(c);
         }
         if let Some(signer) = &self.signer {
-            // Generation 0: the member's identity document's own X25519
-            // key, the only generation a person without a device list has.
-            w.fixed(signer.as_bytes()).u32(0);
+            w.fixed(signer.as_bytes()).u32(self.generation);
         }
     }
 
@@ -263,16 +265,10 @@ impl Grant {
         } else {
             None
         };
-        let signer = if format == GRANT_VERSION_3 {
-            let signer = Fingerprint::from_bytes(r.array()?);
-            if r.u32()? != 0 {
-                return Err(r.malformed(
-                    "a key generation above 0 needs a device list, which this version does not read",
-                ));
-            }
-            Some(signer)
+        let (signer, generation) = if format == GRANT_VERSION_3 {
+            (Some(Fingerprint::from_bytes(r.array()?)), r.u32()?)
         } else {
-            None
+            (None, 0)
         };
         let hash: [u8; 32] = r.array()?;
         let age_file = r.bytes(MAX_AGE_FILE)?.to_vec();
@@ -305,17 +301,13 @@ impl Grant {
             issued_at,
             key_commitment,
             signer,
+            generation,
             age_file,
             signature,
         })
     }
 
-    fn issue(
-        signer: &SecretIdentity,
-        member: &PublicIdentity,
-        terms: Terms,
-        key: &[u8; 32],
-    ) -> Result<Self> {
+    fn issue(signer: &SecretIdentity, to: &GrantTo, terms: Terms, key: &[u8; 32]) -> Result<Self> {
         let Terms {
             vault,
             scope,
@@ -324,11 +316,13 @@ impl Grant {
             issued_at,
             as_agent,
         } = terms;
-        let age_file = agefile::encrypt(&member.recipient()?, key)?;
+        let age_file = agefile::encrypt(&agefile::x25519_recipient(&to.public)?, key)?;
+        // A grant to a generation above 0 names it, so is version 3.
+        let names_signer = as_agent || to.generation != 0;
         let mut g = Self {
             vault,
             scope,
-            member: member.fingerprint(),
+            member: to.member,
             permission,
             expires_at,
             issued_at,
@@ -336,7 +330,8 @@ impl Grant {
                 key,
                 &Self::commitment_context(&vault, &scope),
             )),
-            signer: as_agent.then(|| signer.fingerprint()),
+            signer: names_signer.then(|| signer.fingerprint()),
+            generation: to.generation,
             age_file,
             signature: [0; 64],
         };
@@ -348,6 +343,7 @@ impl Grant {
     /// version-2 grant): of the collection key, or for
     /// [`Permission::Deposit`] of the epoch's deposit public key only
     /// (`docs/format.md` §7.1).
+    #[cfg(test)]
     pub(crate) fn for_collection(
         owner: &SecretIdentity,
         key: &CollectionKey,
@@ -362,6 +358,7 @@ impl Grant {
     /// [`Grant::for_collection`] signed by `signer`: the owner, or with
     /// `as_agent` an agent acting for the owner (`docs/format.md` §8.10),
     /// whose grant is version 3 and names it.
+    #[cfg(test)]
     pub(crate) fn for_collection_signed(
         signer: &SecretIdentity,
         key: &CollectionKey,
@@ -370,6 +367,28 @@ impl Grant {
         expires_at: Option<u64>,
         issued_at: u64,
         as_agent: bool,
+    ) -> Result<Self> {
+        let to = GrantTo::document(member);
+        Self::for_collection_to(
+            signer, key, &to, permission, expires_at, issued_at, as_agent,
+        )
+    }
+
+    /// Issues a grant of a collection, signed by `signer`, sealed to `to`
+    /// (a member's key generation): of the collection key, or for
+    /// [`Permission::Deposit`] of the epoch's deposit public key only
+    /// (`docs/format.md` §7.1). With `names_signer` (an agent, or a device
+    /// signing for its person), or a generation above 0, the grant is
+    /// version 3 and names its signer; otherwise version 2, signed by the
+    /// owner.
+    pub(crate) fn for_collection_to(
+        signer: &SecretIdentity,
+        key: &CollectionKey,
+        to: &GrantTo,
+        permission: Permission,
+        expires_at: Option<u64>,
+        issued_at: u64,
+        names_signer: bool,
     ) -> Result<Self> {
         let terms = Terms {
             vault: key.vault(),
@@ -380,12 +399,12 @@ impl Grant {
             permission,
             expires_at,
             issued_at,
-            as_agent,
+            as_agent: names_signer,
         };
         if permission == Permission::Deposit {
-            Self::issue(signer, member, terms, key.deposit_public().as_bytes())
+            Self::issue(signer, to, terms, key.deposit_public().as_bytes())
         } else {
-            Self::issue(signer, member, terms, key.secret())
+            Self::issue(signer, to, terms, key.secret())
         }
     }
 
@@ -415,7 +434,8 @@ impl Grant {
     }
 
     /// Issues a grant of one verified record version's data key to
-    /// `member` (read-only).
+    /// `member` (read-only); with `names_signer` (a device of the owner
+    /// signing), version 3 naming its signer.
     pub(crate) fn for_record(
         owner: &SecretIdentity,
         record: &VerifiedRecord<'_>,
@@ -423,6 +443,7 @@ impl Grant {
         member: &PublicIdentity,
         expires_at: Option<u64>,
         issued_at: u64,
+        names_signer: bool,
     ) -> Result<Self> {
         let m = record.metadata();
         let terms = Terms {
@@ -435,9 +456,9 @@ impl Grant {
             permission: Permission::Read,
             expires_at,
             issued_at,
-            as_agent: false,
+            as_agent: names_signer,
         };
-        Self::issue(owner, member, terms, &data_key.0)
+        Self::issue(owner, &GrantTo::document(member), terms, &data_key.0)
     }
 
     /// Verifies the signature of `signer`: the owner for a version-1 or
@@ -492,6 +513,12 @@ impl Grant {
     pub fn signer(&self) -> Option<Fingerprint> {
         self.signer
     }
+    /// The member's key generation the grant is sealed to: 0 (the member's
+    /// identity document's own key) unless a version-3 grant names another
+    /// (`docs/format.md` §3.7).
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
     /// The granted key's commitment (`None` in a version-1 grant): the
     /// same for every grant of one collection epoch, whoever signed it.
     pub(crate) fn key_commitment(&self) -> Option<&[u8; 32]> {
@@ -505,6 +532,27 @@ impl Grant {
     /// Whether the grant is in force at `now` (seconds since the Unix epoch).
     pub fn is_valid_at(&self, now: u64) -> bool {
         self.expires_at.is_none_or(|e| now < e)
+    }
+}
+
+/// Whom a grant is sealed to: the member (a person's fingerprint), the
+/// X25519 public key of the member's key generation, and which generation
+/// that is (0: the member's identity document's own key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct GrantTo {
+    pub(crate) member: Fingerprint,
+    pub(crate) public: [u8; 32],
+    pub(crate) generation: u32,
+}
+
+impl GrantTo {
+    /// Generation 0 of `member`: its identity document's own key.
+    pub(crate) fn document(member: &PublicIdentity) -> Self {
+        Self {
+            member: member.fingerprint(),
+            public: *member.x25519_public(),
+            generation: 0,
+        }
     }
 }
 
@@ -543,14 +591,14 @@ impl std::ops::Deref for VerifiedGrant {
 }
 
 impl VerifiedGrant {
-    fn open_key(&self, me: &SecretIdentity) -> Result<zeroize::Zeroizing<[u8; 32]>> {
-        if self.0.member != me.fingerprint() {
+    fn open_key(&self, me: &GrantKey) -> Result<zeroize::Zeroizing<[u8; 32]>> {
+        if self.0.member != me.member {
             return Err(Error::AccessDenied("this grant is for another member"));
         }
         // Whatever fails (not for this key, a longer plaintext, a corrupt
         // file) the grant does not open: an agent's rotation can seal the
         // owner's grant so (decision 65), and the owner then re-keys.
-        let pt = agefile::decrypt_x25519(&self.0.age_file, &me.age_identity()?, 32)
+        let pt = agefile::decrypt_x25519(&self.0.age_file, &me.identity, 32)
             .map_err(|_| Error::DecryptionFailed)?;
         let key: [u8; 32] = pt
             .as_slice()
@@ -572,6 +620,12 @@ impl VerifiedGrant {
     /// Opens a collection grant addressed to `me`. A deposit grant carries
     /// no collection key and is refused ([`Error::AccessDenied`]).
     pub fn open_collection_key(&self, me: &SecretIdentity) -> Result<CollectionKey> {
+        self.open_collection_key_as(&GrantKey::document(me)?)
+    }
+
+    /// [`VerifiedGrant::open_collection_key`] with the key of a member's
+    /// generation (a device opening its person's grant).
+    pub fn open_collection_key_as(&self, me: &GrantKey) -> Result<CollectionKey> {
         if self.0.permission == Permission::Deposit {
             return Err(Error::AccessDenied(
                 "you may deposit records into this collection but not read it",
@@ -591,6 +645,12 @@ impl VerifiedGrant {
     /// Opens a deposit grant addressed to `me`: the public key of the
     /// epoch's deposit key, which data keys of new records are sealed to.
     pub fn open_deposit_key(&self, me: &SecretIdentity) -> Result<DepositPublicKey> {
+        self.open_deposit_key_as(&GrantKey::document(me)?)
+    }
+
+    /// [`VerifiedGrant::open_deposit_key`] with the key of a member's
+    /// generation.
+    pub fn open_deposit_key_as(&self, me: &GrantKey) -> Result<DepositPublicKey> {
         match (self.0.permission, self.0.scope) {
             (Permission::Deposit, GrantScope::Collection { collection, epoch }) => Ok(
                 DepositPublicKey::from_parts(self.0.vault, collection, epoch, *self.open_key(me)?),
@@ -600,10 +660,41 @@ impl VerifiedGrant {
     }
 
     /// Opens a record grant addressed to `me`.
-    pub(crate) fn open_data_key(&self, me: &SecretIdentity) -> Result<DataKey> {
+    pub(crate) fn open_data_key(&self, me: &GrantKey) -> Result<DataKey> {
         match self.0.scope {
             GrantScope::Record { .. } => Ok(DataKey(self.open_key(me)?)),
             GrantScope::Collection { .. } => Err(Error::InvalidInput("this is a collection grant")),
         }
+    }
+}
+
+/// The key a grant is opened with: the member it must be addressed to (a
+/// person's fingerprint) and the age identity of the generation it was
+/// sealed to. Never printed.
+pub struct GrantKey {
+    member: Fingerprint,
+    identity: age::x25519::Identity,
+}
+
+impl std::fmt::Debug for GrantKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrantKey")
+            .field("member", &self.member)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrantKey {
+    /// Generation 0 of `me`: its identity document's own key.
+    pub fn document(me: &SecretIdentity) -> Result<Self> {
+        Ok(Self {
+            member: me.fingerprint(),
+            identity: me.age_identity()?,
+        })
+    }
+
+    /// A generation's key of `member`, opened from its device list.
+    pub fn generation(member: Fingerprint, identity: age::x25519::Identity) -> Self {
+        Self { member, identity }
     }
 }

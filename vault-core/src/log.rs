@@ -41,6 +41,8 @@ pub const MAX_PAYLOAD_LEN: usize = 16 * 1024 * 1024;
 pub(crate) const MAX_GRANT_LEN: usize = 8192;
 const MAX_SEALED_NAME: usize = 1024;
 const REWRAP_LEN: usize = 16 + 4 + crate::keys::WRAPPED_KEY_LEN;
+/// The most device-list versions one devices-listed entry carries.
+pub const MAX_LISTED_VERSIONS: usize = 64;
 
 /// The largest rotation payload the collection limits allow
 /// (`docs/format.md` §8.6): every live record re-wrapped, every member
@@ -226,6 +228,15 @@ pub enum EntryBody {
     /// §8.9), replacing any earlier naming. Owner only; every reader sees
     /// it whole.
     RelaysNamed(Relays),
+    /// Carries versions of the owner's device list (`docs/format.md`
+    /// §3.7, §8.11), in serial order, each accepted from the one before:
+    /// which devices act for the owner, and the owner's key generation.
+    DevicesListed {
+        /// The person's root identity document (the vault owner's).
+        person: PublicIdentity,
+        /// The versions, oldest first (1 to 64).
+        lists: Vec<crate::devices::DeviceList>,
+    },
     /// Names an agent for the owner in one collection (`docs/format.md`
     /// §8.10), with the agent's grant of it.
     AgentNamed(AgentNamed),
@@ -256,6 +267,7 @@ impl EntryBody {
             EntryBody::RecordGrantRevoked { .. } => 7,
             EntryBody::RecordPurged { .. } => 9,
             EntryBody::RelaysNamed(_) => 10,
+            EntryBody::DevicesListed { .. } => 11,
             EntryBody::AgentNamed(_) => 12,
             EntryBody::AgencyEnded { .. } => 13,
             EntryBody::Redacted => 0,
@@ -274,6 +286,7 @@ impl EntryBody {
             EntryBody::RecordGrantRevoked { .. } => "record-grant-revoked",
             EntryBody::RecordPurged { .. } => "record-purged",
             EntryBody::RelaysNamed(_) => "relays-named",
+            EntryBody::DevicesListed { .. } => "devices-listed",
             EntryBody::AgentNamed(_) => "agent-named",
             EntryBody::AgencyEnded { .. } => "agency-ended",
             EntryBody::Redacted => "redacted",
@@ -340,6 +353,12 @@ impl EntryBody {
                     write_origin(&mut w, m);
                 }
             }
+            EntryBody::DevicesListed { person, lists } => {
+                w.bytes(person.to_bytes()).u32(len32(lists.len()));
+                for l in lists {
+                    w.bytes(l.to_bytes());
+                }
+            }
             EntryBody::AgentNamed(named) => named.write(&mut w),
             EntryBody::AgencyEnded {
                 delegation,
@@ -368,6 +387,7 @@ impl EntryBody {
             | EntryBody::RecordGrantRevoked { .. }
             | EntryBody::RecordPurged { .. }
             | EntryBody::RelaysNamed(_)
+            | EntryBody::DevicesListed { .. }
             | EntryBody::Redacted => None,
         }
     }
@@ -458,6 +478,22 @@ impl EntryBody {
                     return Err(r.malformed("mirror relays not in ascending order"));
                 }
                 EntryBody::RelaysNamed(Relays::checked(home, mirrors).map_err(|e| r.malformed(e))?)
+            }
+            11 => {
+                let person = PublicIdentity::from_bytes(r.bytes(MAX_IDENTITY_LEN)?)?;
+                // The count is bounded before any list is parsed.
+                let n = usize::try_from(r.u32()?).unwrap_or(usize::MAX);
+                if n == 0 || n > MAX_LISTED_VERSIONS {
+                    return Err(r.malformed("a devices-listed entry carries 1 to 64 versions"));
+                }
+                let lists = (0..n)
+                    .map(|_| {
+                        crate::devices::DeviceList::from_bytes(
+                            r.bytes(crate::devices::MAX_DEVICE_LIST_LEN)?,
+                        )
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                EntryBody::DevicesListed { person, lists }
             }
             12 => EntryBody::AgentNamed(AgentNamed::read(&mut r)?),
             13 => EntryBody::AgencyEnded {

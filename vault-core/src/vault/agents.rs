@@ -360,7 +360,7 @@ impl VaultState {
         if !ctx.is_owner {
             self.check_key_commitment(ctx, grant)?;
         }
-        self.verify_grant(grant, ctx.seq, ctx.check_signatures, &ctx.author)
+        self.verify_grant(grant, ctx.seq, ctx.check_signatures, &ctx.device)
     }
 
     /// Kind 13: the owner, the agent itself, or an agent above it ends an
@@ -540,7 +540,7 @@ impl VaultState {
     ) -> Result<(DelegationId, LogEntry)> {
         let me = keyring.identity();
         let now = keyring.now();
-        let parent = if me.fingerprint() == self.owner.fingerprint() {
+        let parent = if self.is_owner(&me.fingerprint()) {
             None
         } else {
             let (d, held) = self
@@ -556,14 +556,14 @@ impl VaultState {
             Some(d)
         };
         let key = self.current_key(keyring, collection)?;
-        let grant = Grant::for_collection_signed(
+        let grant = Grant::for_collection_to(
             me,
             key,
-            agent,
+            &self.grant_to(agent),
             powers.permission(),
             expires_at,
             now,
-            parent.is_some(),
+            self.names_signer(me),
         )?;
         let delegation = delegation.unwrap_or_else(DelegationId::random);
         let body = EntryBody::AgentNamed(AgentNamed {
@@ -612,7 +612,7 @@ impl VaultState {
         collection: &CollectionId,
         now: u64,
     ) -> Result<bool> {
-        if who.fingerprint() == self.owner.fingerprint() {
+        if self.is_owner(&who.fingerprint()) {
             return Ok(false);
         }
         match self.agency_of(&who.fingerprint(), collection, now) {

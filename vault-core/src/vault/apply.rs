@@ -51,6 +51,7 @@ impl VaultState {
             foreign: HashMap::new(),
             relays: None,
             agencies: BTreeMap::new(),
+            owner_devices: None,
         })
     }
 
@@ -206,8 +207,7 @@ impl VaultState {
             return Ok(());
         }
         let author = self
-            .identities
-            .get(&entry.author())
+            .author_document(&entry.author())
             .ok_or(Error::Unauthorized {
                 seq,
                 author: entry.author(),
@@ -253,6 +253,9 @@ impl VaultState {
                 self.relays = Some(relays.clone());
                 Ok(())
             }
+            EntryBody::DevicesListed { person, lists } => {
+                self.apply_devices_listed(&ctx, person, lists)
+            }
             EntryBody::AgentNamed(named) => self.apply_agent_named(&ctx, named),
             EntryBody::AgencyEnded {
                 delegation,
@@ -288,7 +291,7 @@ impl VaultState {
                 })
             }
         };
-        if check && viewer.is_some_and(|(v, _)| v == owner) {
+        if check && viewer.is_some_and(|(v, _)| self.person_of(&v) == owner) {
             return Err(withheld);
         }
         let vault = self.vault;
@@ -380,6 +383,7 @@ impl VaultState {
                 EntryBody::CollectionCreated { .. }
                     | EntryBody::Genesis { .. }
                     | EntryBody::RelaysNamed(_)
+                    | EntryBody::DevicesListed { .. }
             );
         let view_changed = Error::ViewChanged { seq };
         if follows {
@@ -388,7 +392,7 @@ impl VaultState {
         // Whose view: the viewer's; or, replaying a log this device
         // verified before (as its viewer, whoever that was), anyone's.
         let viewer = match self.viewer {
-            Some((v, _)) if v == self.owner.fingerprint() => return Ok(false),
+            Some((v, _)) if self.is_owner(&v) => return Ok(false),
             Some((v, _)) => Some(v),
             None if !check => None,
             None => return Ok(false),
@@ -399,13 +403,13 @@ impl VaultState {
             return Err(view_changed);
         }
         let owner = self.owner.clone();
-        let by_owner = entry.author() == owner.fingerprint();
+        let by_owner = self.is_owner(&entry.author());
         let unauthorized = |reason| Error::Unauthorized {
             seq,
             author: entry.author(),
             reason,
         };
-        let not_owner = if self.identities.contains_key(&entry.author()) {
+        let not_owner = if self.author_document(&entry.author()).is_some() {
             unauthorized("is not the owner, so may not share or revoke")
         } else {
             unauthorized("is not the owner or a member of this vault")
@@ -419,7 +423,7 @@ impl VaultState {
                     });
                 }
                 if check {
-                    if let Some(author) = self.identities.get(&entry.author()) {
+                    if let Some(author) = self.author_document(&entry.author()) {
                         entry.verify_signature(author)?;
                         metadata.verify_signature(author)?;
                     }
@@ -434,9 +438,10 @@ impl VaultState {
                     return Err(not_owner);
                 }
                 if check {
-                    entry.verify_signature(&owner)?;
+                    let signer = self.author_document(&entry.author()).unwrap_or(&owner);
+                    entry.verify_signature(signer)?;
                 }
-                let grant = self.verify_grant(grant, seq, check, &owner.fingerprint())?;
+                let grant = self.verify_grant(grant, seq, check, &entry.author())?;
                 let GrantScope::Record { record, .. } = grant.scope() else {
                     return Err(view_changed);
                 };
@@ -468,11 +473,14 @@ impl VaultState {
         Ok(true)
     }
 
-    /// A grant of this vault carried by an entry of `author`, its
+    /// A grant of this vault carried by an entry signed by `author` (a
+    /// member's key, the owner's root, or a device of the owner's), its
     /// signature checked unless `check_signature` is false (replaying a
     /// verified log). A grant is signed by the author of its entry: the
-    /// owner's grants are version 1 or 2 (the owner implied), an agent's
-    /// are version 3 and name the agent (`docs/format.md` §7.3).
+    /// owner root's grants are version 1 or 2 (the owner implied), an
+    /// agent's and an owner's device's are version 3 and name it
+    /// (`docs/format.md` §7.3). Its key generation is the member's current
+    /// one (the owner's, once the owner lists devices; 0 otherwise).
     pub(super) fn verify_grant(
         &self,
         grant: &Grant,
@@ -493,10 +501,16 @@ impl VaultState {
                 reason: "a grant is signed by the author of the entry carrying it",
             });
         }
+        if grant.generation() != self.expected_generation(&grant.member()) {
+            return Err(Error::InvalidEntry {
+                seq,
+                reason: "a grant is sealed to its member's current key generation",
+            });
+        }
         if !check_signature {
             return Ok(grant.verified_before());
         }
-        let signer = self.identities.get(author).ok_or(Error::Unauthorized {
+        let signer = self.author_document(author).ok_or(Error::Unauthorized {
             seq,
             author: *author,
             reason: "is not the owner or a member of this vault",
@@ -516,9 +530,10 @@ impl VaultState {
     pub(super) fn applying(&self, entry: &LogEntry) -> Applying {
         Applying {
             seq: entry.seq(),
-            author: entry.author(),
+            author: self.person_of(&entry.author()),
+            device: entry.author(),
             time: entry.time(),
-            is_owner: entry.author() == self.owner.fingerprint(),
+            is_owner: self.is_owner(&entry.author()),
             check_signatures: true,
         }
     }
@@ -769,7 +784,7 @@ impl VaultState {
         if self.collections.contains_key(collection) {
             return Err(ctx.invalid("the collection already exists"));
         }
-        let grant = self.verify_grant(owner_grant, seq, ctx.check_signatures, &ctx.author)?;
+        let grant = self.verify_grant(owner_grant, seq, ctx.check_signatures, &ctx.device)?;
         if grant.scope()
             != (GrantScope::Collection {
                 collection: *collection,
@@ -890,7 +905,7 @@ impl VaultState {
                 return Err(ctx.invalid("a different document for a known member"));
             }
         }
-        let grant = self.verify_grant(grant, seq, ctx.check_signatures, &ctx.author)?;
+        let grant = self.verify_grant(grant, seq, ctx.check_signatures, &ctx.device)?;
         match grant.scope() {
             GrantScope::Collection { collection, epoch } => {
                 if ctx.is_owner {
@@ -944,7 +959,7 @@ impl VaultState {
             rotation,
             ctx.seq,
             ctx.check_signatures,
-            &ctx.author,
+            &ctx.device,
             ctx.time,
         )
     }
@@ -1002,7 +1017,12 @@ impl VaultState {
 /// ([`VaultState::applying`]).
 pub(super) struct Applying {
     pub(super) seq: u64,
+    /// The person the entry is written for: its signer, or the owner for
+    /// a device of the owner's.
     pub(super) author: Fingerprint,
+    /// The key that signed the entry (a device of the owner's, or the
+    /// author itself).
+    pub(super) device: Fingerprint,
     pub(super) time: u64,
     pub(super) is_owner: bool,
     /// False when replaying a log this device verified before.

@@ -51,7 +51,7 @@ impl VaultState {
         now: u64,
     ) -> Result<LogEntry> {
         let entry = self.record_put(author, metadata, now)?;
-        let is_owner = author.fingerprint() == self.owner.fingerprint();
+        let is_owner = self.is_owner(&author.fingerprint());
         self.check_record_put(&entry, metadata, author.public(), is_owner, true)?;
         Ok(entry)
     }
@@ -128,7 +128,7 @@ impl VaultState {
     }
 
     pub(super) fn require_owner(&self, who: &SecretIdentity) -> Result<()> {
-        if who.fingerprint() == self.owner.fingerprint() {
+        if self.is_owner(&who.fingerprint()) {
             Ok(())
         } else {
             Err(Error::AccessDenied("only the vault owner can do this"))
@@ -164,13 +164,14 @@ impl VaultState {
         let body = EntryBody::CollectionCreated {
             collection,
             sealed_name: key.seal_name(name)?,
-            owner_grant: Grant::for_collection(
+            owner_grant: Grant::for_collection_to(
                 owner,
                 &key,
-                owner.public(),
+                &self.grant_to(&self.owner),
                 Permission::ReadWrite,
                 None,
                 now,
+                self.names_signer(owner),
             )?,
         };
         Ok((collection, self.next_entry(owner, now, body)?))
@@ -303,7 +304,7 @@ impl VaultState {
         let coll = self.collections.get(collection).ok_or(Error::Missing {
             what: format!("collection {collection}"),
         })?;
-        let is_owner = *author == self.owner.fingerprint();
+        let is_owner = self.is_owner(author);
         let permission = coll
             .grants
             .get(author)
@@ -366,7 +367,7 @@ impl VaultState {
         if rs.is_deleted() {
             return Err(Error::InvalidInput("the record is already deleted"));
         }
-        if author.fingerprint() != self.owner.fingerprint()
+        if !self.is_owner(&author.fingerprint())
             && !self.may_write(&rs.collection, &author.fingerprint(), now)
         {
             return Err(Error::AccessDenied(
@@ -470,8 +471,15 @@ impl VaultState {
             given => given,
         };
         let key = self.current_key(keyring, collection)?;
-        let grant =
-            Grant::for_collection_signed(me, key, member, permission, expires_at, now, as_agent)?;
+        let grant = Grant::for_collection_to(
+            me,
+            key,
+            &self.grant_to(member),
+            permission,
+            expires_at,
+            now,
+            self.names_signer(me),
+        )?;
         let entry = self.next_entry(
             me,
             now,
@@ -506,7 +514,16 @@ impl VaultState {
         self.require_owner(owner)?;
         let verified = self.record(record)?;
         let data_key = keyring.data_key(self, &verified)?;
-        let grant = Grant::for_record(owner, &verified, &data_key, member, expires_at, now)?;
+        let names_signer = self.names_signer(owner);
+        let grant = Grant::for_record(
+            owner,
+            &verified,
+            &data_key,
+            member,
+            expires_at,
+            now,
+            names_signer,
+        )?;
         self.next_entry(
             owner,
             now,
@@ -536,7 +553,9 @@ impl VaultState {
         revoked.sort_by_key(|f| *f.as_bytes());
         revoked.dedup();
         if revoked.iter().any(|m| {
-            !coll.grants.contains_key(m) || *m == me.fingerprint() || *m == self.owner.fingerprint()
+            !coll.grants.contains_key(m)
+                || self.person_of(&me.fingerprint()) == *m
+                || *m == self.owner.fingerprint()
         }) {
             return Err(Error::InvalidInput(
                 "can only revoke current members other than yourself and the owner",
@@ -598,14 +617,14 @@ impl VaultState {
             let identity = self.identities.get(member).ok_or(Error::Missing {
                 what: "a member's identity".into(),
             })?;
-            grants.push(Grant::for_collection_signed(
+            grants.push(Grant::for_collection_to(
                 me,
                 &new_key,
-                identity,
+                &self.grant_to(identity),
                 g.permission(),
                 g.expires_at(),
                 now,
-                as_agent,
+                self.names_signer(me),
             )?);
         }
         grants.sort_by_key(|g| *g.member().as_bytes());

@@ -21,6 +21,9 @@ use super::*;
 /// claim ([`Keyring::now`]), so the three can never disagree.
 pub struct Keyring<'a> {
     me: &'a SecretIdentity,
+    /// The owner's key generations, for a device of the owner's
+    /// (`docs/format.md` §3.7): the owner's grants are sealed to them.
+    generations: Option<&'a crate::devices::GenerationKeys>,
     now: u64,
     keys: HashMap<(CollectionId, u32), CollectionKey>,
     /// Deposit public keys opened from deposit grants (one age decryption
@@ -43,9 +46,25 @@ impl<'a> Keyring<'a> {
     pub fn new(me: &'a SecretIdentity, now: u64) -> Self {
         Self {
             me,
+            generations: None,
             now,
             keys: HashMap::new(),
             deposits: HashMap::new(),
+        }
+    }
+
+    /// A keyring for `me`, a device of the vault owner's, holding the
+    /// owner's key `generations` it opened from the owner's device list
+    /// (`docs/format.md` §3.7): it reads the owner's grants and signs
+    /// entries as that device, which the log judges as the owner.
+    pub fn for_device(
+        me: &'a SecretIdentity,
+        generations: &'a crate::devices::GenerationKeys,
+        now: u64,
+    ) -> Self {
+        Self {
+            generations: Some(generations),
+            ..Self::new(me, now)
         }
     }
 
@@ -78,7 +97,7 @@ impl<'a> Keyring<'a> {
                 let grants = coll.grants_of(epoch).ok_or(Error::Missing {
                     what: format!("key epoch {epoch} of collection {collection}"),
                 })?;
-                let grant = grants.get(&self.me.fingerprint()).ok_or(if epoch == coll.epoch {
+                let grant = grants.get(&state.person_of(&self.me.fingerprint())).ok_or(if epoch == coll.epoch {
                     Error::AccessDenied(
                         "you are not a member of this collection (or your access was revoked)",
                     )
@@ -90,7 +109,8 @@ impl<'a> Keyring<'a> {
                 if let Some(e) = grant.expires_at().filter(|e| self.now >= *e) {
                     return Err(Error::Expired { expired_at: e });
                 }
-                Ok(v.insert(grant.open_collection_key(self.me)?))
+                let key = state.grant_key(self.me, self.generations, grant.generation())?;
+                Ok(v.insert(grant.open_collection_key_as(&key)?))
             }
         }
     }
@@ -169,7 +189,7 @@ impl<'a> Keyring<'a> {
                 if let Some(e) = g.expires_at().filter(|e| self.now >= *e) {
                     return Err(Error::Expired { expired_at: e });
                 }
-                m.check_key(g.open_data_key(self.me)?)
+                m.check_key(g.open_data_key(&crate::grant::GrantKey::document(self.me)?)?)
             }
             _ => Err(collection_error),
         }

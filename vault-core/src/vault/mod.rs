@@ -23,6 +23,7 @@ use crate::record::RecordMetadata;
 
 mod agents;
 mod apply;
+mod devices;
 mod issue;
 mod keyring;
 mod views;
@@ -274,4 +275,7 @@ pub struct VaultState {
     /// Agencies named in the log, in force or ended (`docs/format.md`
     /// §8.10).
     agencies: BTreeMap<crate::ids::DelegationId, agents::Agency>,
+    /// The owner's device list, once the log carries one
+    /// (`docs/format.md` §8.11).
+    owner_devices: Option<devices::OwnerDevices>,
 }

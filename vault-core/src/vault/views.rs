@@ -119,9 +119,11 @@ impl VaultState {
         }
     }
 
-    /// The identity of a member (or the owner) known from the log.
+    /// The identity of a member (or the owner), or of a device the owner's
+    /// device lists named (removed ones too), known from the log: to name
+    /// who wrote what. Whether it may write is [`VaultState::access`].
     pub fn identity(&self, fp: &Fingerprint) -> Option<&PublicIdentity> {
-        self.identities.get(fp)
+        self.identities.get(fp).or_else(|| self.listed_device(fp))
     }
 
     /// Collections, with their members and sizes.
@@ -150,7 +152,7 @@ impl VaultState {
         member: &Fingerprint,
     ) -> Option<Fingerprint> {
         let grant = self.collections.get(collection)?.grants.get(member)?;
-        Some(grant.signer().unwrap_or(self.owner.fingerprint()))
+        Some(self.person_of(&grant.signer().unwrap_or(self.owner.fingerprint())))
     }
 
     /// Direct single-record grants in force: (record, member, expiry).
@@ -169,7 +171,8 @@ impl VaultState {
     /// rights. Expired grants give nothing; a revoked member holds no grant
     /// of the current epoch, so gets nothing either.
     pub fn access(&self, who: &Fingerprint, now: u64) -> Access {
-        let owner = *who == self.owner.fingerprint();
+        let owner = self.is_owner(who);
+        let who = &self.person_of(who);
         let collections = self
             .collections
             .iter()
@@ -281,7 +284,7 @@ impl VaultState {
         if version <= rs.purged_through {
             return false;
         }
-        if *who == self.owner.fingerprint() {
+        if self.is_owner(who) {
             return true;
         }
         if let Some(g) = self.record_grants.get(&(*record, *who)) {
@@ -375,7 +378,7 @@ impl VaultState {
     /// version it names, to its holder. This state must be the relay's own
     /// (every entry whole), at or after `entry`.
     pub fn shows_in_full(&self, entry: &LogEntry, reader: &Fingerprint) -> bool {
-        if entry.version() < 2 || entry.seq() == 0 || *reader == self.owner.fingerprint() {
+        if entry.version() < 2 || entry.seq() == 0 || self.is_owner(reader) {
             return true;
         }
         let body = entry.body();
@@ -397,7 +400,7 @@ impl VaultState {
                 grant.member() == *reader && matches!(grant.scope(), GrantScope::Record { .. })
             }
             EntryBody::RecordGrantRevoked { member, .. } => member == reader,
-            EntryBody::RelaysNamed(_) => true,
+            EntryBody::RelaysNamed(_) | EntryBody::DevicesListed { .. } => true,
             EntryBody::RecordPut { metadata } => self
                 .record_grants
                 .get(&(metadata.record(), *reader))

@@ -1,0 +1,468 @@
+//! The owner's devices in the log (`docs/format.md` §8.11, decision 67):
+//! a devices-listed entry carries the owner's device list; a listed device
+//! writes as the owner and opens the owner's grants through the owner's
+//! key generations; the owner's grants go to the current generation;
+//! removing a device shuts it out of the log and, with a rotation, out of
+//! every key sealed afterwards.
+
+use super::fixture::*;
+use crate::devices::{DeviceList, GenerationKeys};
+use crate::error::Error;
+use crate::grant::Grant;
+use crate::identity::{Role, SecretIdentity};
+use crate::log::EntryBody;
+use crate::vault::Keyring;
+use crate::{Permission, RecordBody};
+
+fn device(seed: u8, name: &str) -> SecretIdentity {
+    identity(seed, name, Role::Device)
+}
+
+/// A fixture whose owner listed a phone and a laptop (serial 1, by the
+/// root), with the keys each opened, walked back to generation 0.
+fn with_devices() -> (
+    Fixture,
+    [SecretIdentity; 2],
+    DeviceList,
+    [GenerationKeys; 2],
+) {
+    let mut f = Fixture::new();
+    let phone = device(20, "phone");
+    let laptop = device(21, "laptop");
+    let (v1, _) = DeviceList::first(
+        &f.patient,
+        &[phone.public().clone(), laptop.public().clone()],
+        NOW,
+    )
+    .unwrap();
+    let e = f
+        .state
+        .list_devices(&f.patient, std::slice::from_ref(&v1), NOW)
+        .unwrap();
+    f.append(e);
+    let keys = [v1.open(&phone).unwrap(), v1.open(&laptop).unwrap()];
+    (f, [phone, laptop], v1, keys)
+}
+
+/// Adds a record as `who` with its keys, returning its id.
+fn put(
+    f: &mut Fixture,
+    who: &SecretIdentity,
+    keys: &GenerationKeys,
+    collection: crate::CollectionId,
+    body: &[u8],
+) -> crate::RecordId {
+    let mut keyring = Keyring::for_device(who, keys, NOW);
+    let mut ct = Vec::new();
+    let (m, e) = f
+        .state
+        .put_record(
+            &mut keyring,
+            &collection,
+            None,
+            &info("from a device"),
+            RecordBody::new(body, body.len() as u64),
+            &mut ct,
+        )
+        .unwrap();
+    f.blobs.insert(*m.ciphertext_hash(), ct);
+    f.append(e);
+    m.record()
+}
+
+/// Opens a record's current version as a device of the owner's.
+fn open(
+    f: &Fixture,
+    who: &SecretIdentity,
+    keys: &GenerationKeys,
+    record: &crate::RecordId,
+) -> crate::Result<Vec<u8>> {
+    let verified = f.state.record(record)?;
+    let blob = f.blobs[verified.metadata().ciphertext_hash()].clone();
+    let mut out = Vec::new();
+    Keyring::for_device(who, keys, NOW).open(&f.state, &verified, blob.as_slice(), &mut out)?;
+    Ok(out)
+}
+
+#[test]
+fn a_listed_device_writes_as_the_owner_and_reads_the_owners_grants() {
+    let (mut f, [phone, laptop], v1, [phone_keys, laptop_keys]) = with_devices();
+    assert_eq!(f.state.owner_device_list(), Some(&v1));
+    assert!(f.state.is_owner(&phone.fingerprint()));
+    assert!(f.state.access(&phone.fingerprint(), NOW).owner);
+    assert_eq!(
+        f.state.person_of(&laptop.fingerprint()),
+        f.patient.fingerprint()
+    );
+    // Labs was created before the list: the owner's grant is to
+    // generation 0, the root's own key, which the devices reach through
+    // the first version's history box.
+    let labs = f.labs;
+    let record = put(&mut f, &phone, &phone_keys, labs, b"from the phone");
+    assert_eq!(
+        open(&f, &laptop, &laptop_keys, &record).unwrap(),
+        b"from the phone"
+    );
+    assert_eq!(f.open_as(0, &record).unwrap().1, b"from the phone");
+    assert_eq!(
+        f.state.record(&record).unwrap().metadata().author(),
+        phone.fingerprint(),
+        "the metadata names the device that wrote it"
+    );
+    // A collection created by a device: the owner's grant is version 3,
+    // signed by the phone, to generation 1, which the root's own key does
+    // not open but the recovery file's does.
+    let (imaging, e) = f.state.create_collection(&phone, "imaging", NOW).unwrap();
+    let EntryBody::CollectionCreated { owner_grant, .. } = e.body() else {
+        panic!("not a collection")
+    };
+    assert_eq!(owner_grant.signer(), Some(phone.fingerprint()));
+    assert_eq!(owner_grant.generation(), 1);
+    f.append(e);
+    let scan = put(&mut f, &laptop, &laptop_keys, imaging, b"a scan");
+    assert_eq!(open(&f, &phone, &phone_keys, &scan).unwrap(), b"a scan");
+    assert!(matches!(f.open_as(0, &scan), Err(Error::AccessDenied(_))));
+    let recovered = v1.open_recovery(&f.patient).unwrap();
+    assert_eq!(open(&f, &f.patient, &recovered, &scan).unwrap(), b"a scan");
+    // A device shares as the owner: the member's grant is version 3 naming
+    // the device, to the member's own key.
+    let mut keyring = Keyring::for_device(&phone, &phone_keys, NOW);
+    let e = f
+        .state
+        .share_collection(
+            &mut keyring,
+            &imaging,
+            f.alice.public(),
+            Permission::Read,
+            None,
+        )
+        .unwrap();
+    f.append(e);
+    assert_eq!(f.open_as(1, &scan).unwrap().1, b"a scan");
+    // Alice is shown the owner's list whole, as every reader is.
+    let listed = &f.log[3];
+    assert!(matches!(listed.body(), EntryBody::DevicesListed { .. }));
+    assert!(f.state.shows_in_full(listed, &f.alice.fingerprint()));
+    // The whole log verifies from genesis, for anyone.
+    f.reverify().unwrap();
+}
+
+#[test]
+fn removing_a_device_shuts_it_out_of_the_log_and_of_every_later_key() {
+    let (mut f, [phone, laptop], v1, [phone_keys, laptop_keys]) = with_devices();
+    f.share(1, f.labs, Permission::Read, None);
+    let labs = f.labs;
+    let record = put(&mut f, &phone, &phone_keys, labs, b"before");
+    // The phone is lost: the laptop signs the next version without it (a
+    // new generation), lists it, and rotates every collection.
+    let (v2, laptop_new) = v1
+        .next(&laptop, &laptop_keys, &[], &[phone.fingerprint()], NOW + 1)
+        .unwrap();
+    let mut laptop_keys2 = laptop_new;
+    laptop_keys2.walk_back(&v1).unwrap();
+    let e = f
+        .state
+        .list_devices(&laptop, std::slice::from_ref(&v2), NOW + 1)
+        .unwrap();
+    f.append(e);
+    assert!(!f.state.is_owner(&phone.fingerprint()));
+    assert!(!f.state.access(&phone.fingerprint(), NOW).owner);
+    for c in [f.labs, f.meds] {
+        let mut keyring = Keyring::for_device(&laptop, &laptop_keys2, NOW + 1);
+        let e = f.state.revoke(&mut keyring, &c, &[]).unwrap();
+        let EntryBody::Rotation(r) = e.body() else {
+            panic!("not a rotation")
+        };
+        let own = r
+            .grants
+            .iter()
+            .find(|g| g.member() == f.patient.fingerprint())
+            .unwrap();
+        assert_eq!(
+            own.generation(),
+            2,
+            "the owner's new grant is to generation 2"
+        );
+        f.append(e);
+    }
+    // The laptop and the member still read; the phone opens nothing new.
+    assert_eq!(
+        open(&f, &laptop, &laptop_keys2, &record).unwrap(),
+        b"before"
+    );
+    assert_eq!(f.open_as(1, &record).unwrap().1, b"before");
+    assert!(matches!(
+        open(&f, &phone, &phone_keys, &record),
+        Err(Error::AccessDenied(_))
+    ));
+    // Anything the phone signs now is refused: it is no longer a device of
+    // the owner's, and no member.
+    let mut keyring = Keyring::for_device(&phone, &phone_keys, NOW + 2);
+    let mut ct = Vec::new();
+    assert!(f
+        .state
+        .put_record(
+            &mut keyring,
+            &f.labs,
+            None,
+            &info("stolen"),
+            RecordBody::new(&b"x"[..], 1),
+            &mut ct,
+        )
+        .is_err());
+    let forged = f.forge_at(
+        &phone,
+        NOW + 2,
+        EntryBody::RecordDeleted { record, version: 2 },
+    );
+    let err = f.refuse(&forged);
+    assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
+    // Its own version removing the laptop, from v1, is a rollback now.
+    let (stolen, _) = v1
+        .next(&phone, &phone_keys, &[], &[laptop.fingerprint()], NOW + 2)
+        .unwrap();
+    let forged = f.forge_at(
+        &f.patient,
+        NOW + 2,
+        EntryBody::DevicesListed {
+            person: f.patient.public().clone(),
+            lists: vec![stolen],
+        },
+    );
+    assert!(matches!(f.refuse(&forged), Error::Rollback { .. }));
+    // The phone's earlier entries stay valid: the log verifies from
+    // genesis.
+    f.reverify().unwrap();
+}
+
+#[test]
+fn device_lists_in_the_log_that_break_the_rules_are_refused() {
+    let mut f = Fixture::new();
+    let phone = device(20, "phone");
+    let (v1, _) = DeviceList::first(&f.patient, &[phone.public().clone()], NOW).unwrap();
+    let keys = v1.open(&phone).unwrap();
+    let (v2, _) = v1.next(&phone, &keys, &[], &[], NOW).unwrap();
+    let owner = f.patient.public().clone();
+    let listed = |lists: Vec<DeviceList>| EntryBody::DevicesListed {
+        person: owner.clone(),
+        lists,
+    };
+    // A member lists the owner's devices.
+    f.share(1, f.labs, Permission::ReadWrite, None);
+    let e = f.forge(&f.alice, listed(vec![v1.clone()]));
+    assert!(matches!(f.refuse(&e), Error::Unauthorized { .. }));
+    // The first version the log holds signed by a device.
+    let e = f.forge(&f.patient, listed(vec![v2.clone()]));
+    assert!(matches!(f.refuse(&e), Error::InvalidEntry { .. }));
+    // Another person's list, under the owner's entry.
+    let (alice_list, _) = DeviceList::first(&f.alice, &[phone.public().clone()], NOW).unwrap();
+    let e = f.forge(
+        &f.patient,
+        EntryBody::DevicesListed {
+            person: f.alice.public().clone(),
+            lists: vec![alice_list],
+        },
+    );
+    assert!(matches!(f.refuse(&e), Error::InvalidEntry { .. }));
+    // Both versions in one entry are accepted in order; a device not yet
+    // listed may not write the first.
+    let e = f.forge(&phone, listed(vec![v1.clone(), v2.clone()]));
+    assert!(matches!(f.refuse(&e), Error::Unauthorized { .. }));
+    let e = f.state.list_devices(&f.patient, &[v1, v2], NOW).unwrap();
+    f.append(e);
+    // Once the owner has a list, a grant to the owner sealed to the root's
+    // own key (generation 0) is refused: the owner's grants go to the
+    // current generation, which the phone holds.
+    let key =
+        crate::keys::CollectionKey::generate(f.state.vault(), crate::CollectionId::random(), 0);
+    let stale = Grant::for_collection(
+        &f.patient,
+        &key,
+        f.patient.public(),
+        Permission::ReadWrite,
+        None,
+        NOW,
+    )
+    .unwrap();
+    let e = f.forge(
+        &f.patient,
+        EntryBody::CollectionCreated {
+            collection: key.collection(),
+            sealed_name: key.seal_name("old key").unwrap(),
+            owner_grant: stale,
+        },
+    );
+    assert!(matches!(f.refuse(&e), Error::InvalidEntry { .. }));
+    // The builder seals it right, even for the root.
+    let (_, e) = f.state.create_collection(&f.patient, "new", NOW).unwrap();
+    f.append(e);
+    f.reverify().unwrap();
+}
+
+/// The owner-devices vector (`tests/vectors/owner-devices.json`,
+/// `docs/format.md` §8.11). Regenerate (only for a deliberate format
+/// change) with
+/// `VAULT_REGENERATE_VECTORS=1 cargo test -p vault-core --lib owner_devices_vector`.
+#[test]
+fn owner_devices_vector() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/owner-devices.json");
+    let phone = device(20, "phone");
+    let laptop = device(21, "laptop");
+    if std::env::var_os("VAULT_REGENERATE_VECTORS").is_some() {
+        let (mut f, _, v1, [phone_keys, laptop_keys]) = with_devices();
+        let labs = f.labs;
+        let record = put(&mut f, &phone, &phone_keys, labs, b"48 mmol/mol");
+        let mut keyring = Keyring::for_device(&phone, &phone_keys, NOW);
+        let e = f
+            .state
+            .share_collection(
+                &mut keyring,
+                &labs,
+                f.alice.public(),
+                Permission::Read,
+                None,
+            )
+            .unwrap();
+        f.append(e);
+        let (v2, mut laptop_keys2) = v1
+            .next(&laptop, &laptop_keys, &[], &[phone.fingerprint()], NOW)
+            .unwrap();
+        laptop_keys2.walk_back(&v1).unwrap();
+        let e = f.state.list_devices(&laptop, &[v2], NOW).unwrap();
+        f.append(e);
+        let mut keyring = Keyring::for_device(&laptop, &laptop_keys2, NOW);
+        let e = f.state.revoke(&mut keyring, &labs, &[]).unwrap();
+        f.append(e);
+        let mut negative = Vec::new();
+        let mut refused = |f: &mut Fixture, what: &str, entry: crate::LogEntry, code: &str| {
+            assert_eq!(f.refuse(&entry).code(), code, "{what}");
+            negative.push(serde_json::json!({
+                "description": what,
+                "after_seq": f.state.head().seq,
+                "entry": hex::encode(entry.to_bytes()),
+                "error": code,
+            }));
+        };
+        let by_phone = f.forge(&phone, EntryBody::RecordDeleted { record, version: 2 });
+        refused(
+            &mut f,
+            "an entry by a device removed from the owner's list",
+            by_phone,
+            "unauthorized_author",
+        );
+        let (stolen, _) = v1
+            .next(&phone, &phone_keys, &[], &[laptop.fingerprint()], NOW)
+            .unwrap();
+        let rollback = f.forge(
+            &f.patient,
+            EntryBody::DevicesListed {
+                person: f.patient.public().clone(),
+                lists: vec![stolen],
+            },
+        );
+        refused(
+            &mut f,
+            "a device list version older than the one the log holds",
+            rollback,
+            "rollback",
+        );
+        let (alice_lists, _) =
+            DeviceList::first(&f.patient, &[laptop.public().clone()], NOW).unwrap();
+        let by_member = f.forge(
+            &f.alice,
+            EntryBody::DevicesListed {
+                person: f.patient.public().clone(),
+                lists: vec![alice_lists],
+            },
+        );
+        refused(
+            &mut f,
+            "a member lists the owner's devices",
+            by_member,
+            "unauthorized_author",
+        );
+        let key =
+            crate::keys::CollectionKey::generate(f.state.vault(), crate::CollectionId::random(), 0);
+        let stale = f.forge(
+            &f.patient,
+            EntryBody::CollectionCreated {
+                collection: key.collection(),
+                sealed_name: key.seal_name("old key").unwrap(),
+                owner_grant: Grant::for_collection(
+                    &f.patient,
+                    &key,
+                    f.patient.public(),
+                    Permission::ReadWrite,
+                    None,
+                    NOW,
+                )
+                .unwrap(),
+            },
+        );
+        refused(
+            &mut f,
+            "the owner's grant sealed to generation 0 once the owner lists devices",
+            stale,
+            "invalid_entry",
+        );
+        let v = serde_json::json!({
+            "description": "docs/format.md §8.11: a vault log (patient seed [1;32], Dr Alice [2;32], devices phone [20;32] and laptop [21;32] of role device, as in vault-core's test fixture). Seq 1 and 2 create labs and medications (the owner's grants to generation 0); seq 3 lists the phone and the laptop (serial 1, by the root); seq 4 is a record put by the phone into labs; seq 5 the phone's version-3 grant of labs to Dr Alice; seq 6 the laptop's version 2 removing the phone (generation 2); seq 7 the laptop's rotation of labs, the owner's grant to generation 2. Dr Alice, and the laptop with the keys it opens from the list at seq 6, open the record with the plaintext given; the phone is not a device of the owner's after seq 6. Each negative entry must be refused after the log's prefix up to after_seq, with the error code given.",
+            "log": f.log.iter().map(|e| hex::encode(e.to_bytes())).collect::<Vec<_>>(),
+            "record": record.to_hex(),
+            "ciphertext": hex::encode(&f.blobs[f.state.record(&record).unwrap().metadata().ciphertext_hash()]),
+            "plaintext": "48 mmol/mol",
+            "negative": negative,
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let log = vector_log(&v);
+    let state = crate::VaultState::verify_log(&log).unwrap();
+    let owner = state.owner().fingerprint();
+    assert_eq!(log[4].author(), phone.fingerprint());
+    assert_eq!(log[6].author(), laptop.fingerprint());
+    let list = state.owner_device_list().unwrap();
+    assert_eq!((list.serial(), list.generation()), (2, 2));
+    assert!(state.is_owner(&laptop.fingerprint()));
+    assert!(!state.is_owner(&phone.fingerprint()));
+    assert_eq!(state.person_of(&laptop.fingerprint()), owner);
+    let record = crate::RecordId::from_hex(v["record"].as_str().unwrap()).unwrap();
+    let verified = state.record(&record).unwrap();
+    let ciphertext = hex::decode(v["ciphertext"].as_str().unwrap()).unwrap();
+    let mut keys = list.open(&laptop).unwrap();
+    let EntryBody::DevicesListed { lists, .. } = log[3].body() else {
+        panic!("seq 3 lists no devices")
+    };
+    keys.walk_back(&lists[0]).unwrap();
+    for who in [0, 1] {
+        let mut out = Vec::new();
+        let alice = identity(2, "Dr Alice", Role::Clinician);
+        let mut keyring = if who == 0 {
+            Keyring::for_device(&laptop, &keys, NOW)
+        } else {
+            Keyring::new(&alice, NOW)
+        };
+        keyring
+            .open(&state, &verified, ciphertext.as_slice(), &mut out)
+            .unwrap();
+        assert_eq!(out, v["plaintext"].as_str().unwrap().as_bytes());
+    }
+    let negative = v["negative"].as_array().unwrap();
+    assert_eq!(negative.len(), 4);
+    for case in negative {
+        let after = usize::try_from(case["after_seq"].as_u64().unwrap()).unwrap();
+        let mut prefix = crate::VaultState::verify_log(&log[..=after]).unwrap();
+        let entry =
+            crate::LogEntry::from_bytes(&hex::decode(case["entry"].as_str().unwrap()).unwrap())
+                .unwrap();
+        let err = prefix.apply(&entry).unwrap_err();
+        assert_eq!(
+            err.code(),
+            case["error"].as_str().unwrap(),
+            "{}",
+            case["description"]
+        );
+    }
+}

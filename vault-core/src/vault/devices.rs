@@ -1,0 +1,210 @@
+//! The owner's devices in a vault's log (`docs/format.md` §3.7, §8.11,
+//! decision 67): kind 11, devices-listed, carries versions of the owner's
+//! device list; a device in the current version writes as the owner; the
+//! owner's grants go to the owner's current key generation.
+//!
+//! Members' device lists are not carried yet: a member is one key, as
+//! before, and a kind 11 naming anyone but the owner is refused.
+
+use std::collections::BTreeMap;
+
+use crate::devices::DeviceList;
+use crate::error::{Error, Result};
+use crate::grant::{GrantKey, GrantTo};
+use crate::identity::{Fingerprint, PublicIdentity, SecretIdentity};
+use crate::log::{EntryBody, LogEntry, MAX_LISTED_VERSIONS};
+
+use super::apply::Applying;
+use super::VaultState;
+
+/// The owner's device list as this log carries it.
+#[derive(Clone, Debug)]
+pub(super) struct OwnerDevices {
+    /// The last version applied: its devices write as the owner.
+    current: DeviceList,
+    /// The X25519 public key of each generation a version applied here
+    /// named, current or prior (0: the owner document's own key).
+    generations: BTreeMap<u32, [u8; 32]>,
+    /// Every device any version applied here listed, removed ones too:
+    /// for naming the authors of earlier entries, never for authority.
+    documents: BTreeMap<Fingerprint, PublicIdentity>,
+}
+
+impl VaultState {
+    /// The identity document that signs as `fp` here: a member's (or the
+    /// owner's root), or a device in the owner's current device list. A
+    /// device removed from the list is no longer one.
+    pub(super) fn author_document(&self, fp: &Fingerprint) -> Option<&PublicIdentity> {
+        self.identities.get(fp).or_else(|| {
+            self.owner_devices
+                .as_ref()
+                .and_then(|d| d.current.device(fp))
+                .map(|d| d.document())
+        })
+    }
+
+    /// The person `fp` signs for: the owner for a device in the owner's
+    /// current device list, else `fp` itself.
+    pub fn person_of(&self, fp: &Fingerprint) -> Fingerprint {
+        match &self.owner_devices {
+            Some(d) if d.current.device(fp).is_some() => self.owner.fingerprint(),
+            _ => *fp,
+        }
+    }
+
+    /// The document of a device the owner's lists in this log ever named
+    /// (removed ones too), to name the author of what it wrote.
+    pub(super) fn listed_device(&self, fp: &Fingerprint) -> Option<&PublicIdentity> {
+        self.owner_devices.as_ref()?.documents.get(fp)
+    }
+
+    /// Whether `fp` is the owner or one of the owner's current devices.
+    pub fn is_owner(&self, fp: &Fingerprint) -> bool {
+        self.person_of(fp) == self.owner.fingerprint()
+    }
+
+    /// The owner's device list as the log carries it (the last version
+    /// applied), if the owner has listed devices.
+    pub fn owner_device_list(&self) -> Option<&DeviceList> {
+        self.owner_devices.as_ref().map(|d| &d.current)
+    }
+
+    /// The key generation a grant to `member` is sealed to now: the
+    /// owner's current generation once the owner has listed devices, else
+    /// the member document's own key (generation 0).
+    pub(crate) fn grant_to(&self, member: &PublicIdentity) -> GrantTo {
+        match &self.owner_devices {
+            Some(d) if member.fingerprint() == self.owner.fingerprint() => GrantTo {
+                member: member.fingerprint(),
+                public: *d.current.enc_public(),
+                generation: d.current.generation(),
+            },
+            _ => GrantTo::document(member),
+        }
+    }
+
+    /// Whether a grant signed by `signer` names it (version 3): every
+    /// signer but the owner's root (an agent, or a device of the owner's).
+    pub(super) fn names_signer(&self, signer: &SecretIdentity) -> bool {
+        signer.fingerprint() != self.owner.fingerprint()
+    }
+
+    /// The generation a grant to `member` must name at this point of the
+    /// log (`docs/format.md` §7.3): the owner's current one, or 0.
+    pub(super) fn expected_generation(&self, member: &Fingerprint) -> u32 {
+        match &self.owner_devices {
+            Some(d) if *member == self.owner.fingerprint() => d.current.generation(),
+            _ => 0,
+        }
+    }
+
+    /// The key that opens the owner's grants of `generation` for `me`: the
+    /// root document's own key for generation 0 held by the root, else the
+    /// generation whose public key this log's lists name, from `keys`.
+    pub(crate) fn grant_key(
+        &self,
+        me: &SecretIdentity,
+        keys: Option<&crate::devices::GenerationKeys>,
+        generation: u32,
+    ) -> Result<GrantKey> {
+        let person = self.person_of(&me.fingerprint());
+        if person == me.fingerprint() && generation == 0 {
+            return GrantKey::document(me);
+        }
+        let public = if generation == 0 {
+            *self.owner.x25519_public()
+        } else {
+            *self
+                .owner_devices
+                .as_ref()
+                .and_then(|d| d.generations.get(&generation))
+                .ok_or(Error::AccessDenied(
+                    "this grant is sealed to a key generation this vault's log does not name",
+                ))?
+        };
+        let keys = keys.ok_or(Error::AccessDenied(
+            "this grant is sealed to a key generation of your device list: open the list first",
+        ))?;
+        Ok(GrantKey::generation(person, keys.age_identity(&public)?))
+    }
+
+    /// Kind 11 (`docs/format.md` §8.11): versions of the owner's device
+    /// list, written by the owner's root or a device of its current list,
+    /// each accepted from the one before (the first one this log carries
+    /// must be signed by the root).
+    pub(super) fn apply_devices_listed(
+        &mut self,
+        ctx: &Applying,
+        person: &PublicIdentity,
+        lists: &[DeviceList],
+    ) -> Result<()> {
+        if !ctx.is_owner {
+            return Err(ctx.unauthorized(
+                "is not the owner or one of the owner's devices, so may not list devices",
+            ));
+        }
+        if person.to_bytes() != self.owner.to_bytes() {
+            return Err(ctx.invalid(
+                "a devices-listed entry lists the owner's devices only, under the owner's identity",
+            ));
+        }
+        if lists.is_empty() || lists.len() > MAX_LISTED_VERSIONS {
+            return Err(ctx.invalid("a devices-listed entry carries 1 to 64 versions"));
+        }
+        let mut held = self.owner_devices.clone();
+        for list in lists {
+            list.accept(&self.owner, held.as_ref().map(|h| &h.current))
+                .map_err(|e| match e {
+                    Error::Rollback { .. } | Error::BadSignature { .. } => e,
+                    _ => ctx.invalid("a device list version is not accepted (docs/format.md §3.7)"),
+                })?;
+            let (mut generations, mut documents) = match held {
+                Some(h) => (h.generations, h.documents),
+                None => (
+                    BTreeMap::from([(0, *self.owner.x25519_public())]),
+                    BTreeMap::new(),
+                ),
+            };
+            generations.insert(list.generation(), *list.enc_public());
+            for d in list.devices() {
+                documents.insert(d.document().fingerprint(), d.document().clone());
+            }
+            held = Some(OwnerDevices {
+                current: list.clone(),
+                generations,
+                documents,
+            });
+        }
+        self.owner_devices = held;
+        Ok(())
+    }
+
+    /// An entry carrying `lists` (versions of the owner's device list, in
+    /// serial order, each extending or overriding the one before; the
+    /// first extending what this log holds, or signed by the root), signed
+    /// by `me`: the owner's root or a device of the owner's current list.
+    /// The entry is checked as [`VaultState::apply`] will check it.
+    pub fn list_devices(
+        &self,
+        me: &SecretIdentity,
+        lists: &[DeviceList],
+        now: u64,
+    ) -> Result<LogEntry> {
+        if !self.is_owner(&me.fingerprint()) {
+            return Err(Error::AccessDenied(
+                "only the vault owner or one of the owner's devices lists devices",
+            ));
+        }
+        let entry = self.next_entry(
+            me,
+            now,
+            EntryBody::DevicesListed {
+                person: self.owner.clone(),
+                lists: lists.to_vec(),
+            },
+        )?;
+        let mut check = self.clone();
+        check.apply(&entry)?;
+        Ok(entry)
+    }
+}
