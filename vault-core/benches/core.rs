@@ -240,6 +240,54 @@ fn revocation(c: &mut Criterion) {
     group.finish();
 }
 
+/// Removing one of the owner's five devices from a vault of 10,000
+/// records (docs/format.md §8.11): the list's next version (a new
+/// generation), its devices-listed entry, and the rotation that seals the
+/// owner's new grant to the new generation, all by a remaining device.
+fn device_revocation(c: &mut Criterion) {
+    use vault_core::devices::DeviceList;
+    let (mut b, _) = big_collection();
+    let devices: Vec<SecretIdentity> = (20..25).map(|s| identity(s, Role::Device)).collect();
+    let publics: Vec<_> = devices.iter().map(|d| d.public().clone()).collect();
+    let (v1, _) = DeviceList::first(&b.owner, &publics, NOW).expect("list");
+    let e = b
+        .state
+        .list_devices(&b.owner, std::slice::from_ref(&v1), NOW)
+        .expect("listed");
+    b.state.apply(&e).expect("apply");
+    let keys = v1.open(&devices[0]).expect("open");
+    let lost = devices[4].fingerprint();
+    let (v2, mut keys2) = v1
+        .next(&devices[0], &keys, &[], &[lost], NOW)
+        .expect("next");
+    keys2.walk_back(&v1).expect("walk back");
+    let mut after = b.state.clone();
+    let e = after
+        .list_devices(&devices[0], std::slice::from_ref(&v2), NOW)
+        .expect("listed");
+    after.apply(&e).expect("apply");
+    let mut group = c.benchmark_group("revoke");
+    group.sample_size(10);
+    group.bench_function("one_device_of_5_10000_records", |bch| {
+        bch.iter(|| {
+            let (next, mut k) = v1
+                .next(&devices[0], &keys, &[], &[lost], NOW)
+                .expect("next");
+            k.walk_back(&v1).expect("walk back");
+            let listed = b
+                .state
+                .list_devices(&devices[0], std::slice::from_ref(&next), NOW)
+                .expect("listed");
+            // The rotation is built on the state after the listing (its
+            // cost does not depend on which new generation it is).
+            let mut keyring = Keyring::for_device(&devices[0], &keys2, NOW);
+            let rotation = after.revoke(&mut keyring, &b.coll, &[]).expect("rotation");
+            (listed, rotation)
+        })
+    });
+    group.finish();
+}
+
 /// Prints seal/open throughput as a ratio of raw ChaCha20-Poly1305 on the
 /// same buffer, measured now, in this process.
 fn summary() {
@@ -349,7 +397,8 @@ criterion_group!(
     small_records,
     grants,
     device_lists,
-    revocation
+    revocation,
+    device_revocation
 );
 
 fn main() {

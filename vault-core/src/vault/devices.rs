@@ -143,21 +143,31 @@ impl VaultState {
                 "is not the owner or one of the owner's devices, so may not list devices",
             ));
         }
+        let accepted = self.accept_lists(person, lists).map_err(|e| match e {
+            Error::Rollback { .. } | Error::BadSignature { .. } => e,
+            Error::InvalidInput(reason) => ctx.invalid(reason),
+            _ => ctx.invalid("a device list version is not accepted (docs/format.md §3.7)"),
+        })?;
+        self.owner_devices = Some(accepted);
+        Ok(())
+    }
+
+    /// The owner's devices after `lists` (§8.11 rules 2 and 3), without
+    /// changing this state.
+    fn accept_lists(&self, person: &PublicIdentity, lists: &[DeviceList]) -> Result<OwnerDevices> {
         if person.to_bytes() != self.owner.to_bytes() {
-            return Err(ctx.invalid(
+            return Err(Error::InvalidInput(
                 "a devices-listed entry lists the owner's devices only, under the owner's identity",
             ));
         }
         if lists.is_empty() || lists.len() > MAX_LISTED_VERSIONS {
-            return Err(ctx.invalid("a devices-listed entry carries 1 to 64 versions"));
+            return Err(Error::InvalidInput(
+                "a devices-listed entry carries 1 to 64 versions",
+            ));
         }
         let mut held = self.owner_devices.clone();
         for list in lists {
-            list.accept(&self.owner, held.as_ref().map(|h| &h.current))
-                .map_err(|e| match e {
-                    Error::Rollback { .. } | Error::BadSignature { .. } => e,
-                    _ => ctx.invalid("a device list version is not accepted (docs/format.md §3.7)"),
-                })?;
+            list.accept(&self.owner, held.as_ref().map(|h| &h.current))?;
             let (mut generations, mut documents) = match held {
                 Some(h) => (h.generations, h.documents),
                 None => (
@@ -175,15 +185,14 @@ impl VaultState {
                 documents,
             });
         }
-        self.owner_devices = held;
-        Ok(())
+        held.ok_or(Error::InvalidInput("no device list version"))
     }
 
     /// An entry carrying `lists` (versions of the owner's device list, in
     /// serial order, each extending or overriding the one before; the
     /// first extending what this log holds, or signed by the root), signed
     /// by `me`: the owner's root or a device of the owner's current list.
-    /// The entry is checked as [`VaultState::apply`] will check it.
+    /// The versions are checked as [`VaultState::apply`] will check them.
     pub fn list_devices(
         &self,
         me: &SecretIdentity,
@@ -195,16 +204,14 @@ impl VaultState {
                 "only the vault owner or one of the owner's devices lists devices",
             ));
         }
-        let entry = self.next_entry(
+        self.accept_lists(&self.owner, lists)?;
+        self.next_entry(
             me,
             now,
             EntryBody::DevicesListed {
                 person: self.owner.clone(),
                 lists: lists.to_vec(),
             },
-        )?;
-        let mut check = self.clone();
-        check.apply(&entry)?;
-        Ok(entry)
+        )
     }
 }
