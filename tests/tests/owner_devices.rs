@@ -14,8 +14,9 @@
 
 use std::sync::Arc;
 
-use vault_client::{Head, RelayClient};
+use vault_client::{devices, sync, Head, RelayClient};
 use vault_core::devices::{DeviceList, GenerationKeys};
+use vault_core::store::MemoryStore;
 use vault_core::{
     Keyring, LogEntry, Permission, RecordBody, RecordInfo, Role, SecretIdentity, VaultState,
 };
@@ -160,6 +161,12 @@ fn the_relay_serves_the_owners_devices_and_refuses_a_removed_one() {
             .await
             .unwrap();
 
+        // The phone finds the vault in its inbox, as its owner.
+        let inbox = c_phone.inbox().await.unwrap();
+        assert!(
+            inbox.iter().any(|v| v.vault == state.vault() && v.is_owner),
+            "{inbox:?}"
+        );
         // The phone reads the log as the owner and writes through the relay.
         let served = fetch(&c_phone, &state).await.unwrap();
         assert!(
@@ -177,7 +184,7 @@ fn the_relay_serves_the_owners_devices_and_refuses_a_removed_one() {
         )
         .await;
         let served = fetch(&c_laptop, &state).await.unwrap();
-        let mut laptop_state = VaultState::verify_log(&served).unwrap();
+        let laptop_state = VaultState::verify_log(&served).unwrap();
         assert_eq!(
             laptop_state.record(&record).unwrap().metadata().author(),
             phone.fingerprint()
@@ -194,29 +201,41 @@ fn the_relay_serves_the_owners_devices_and_refuses_a_removed_one() {
             b"written on the phone"
         );
 
-        // The phone is lost: the laptop lists version 2 without it and
+        // The phone is lost: the laptop removes it with vault-client's
+        // action, which lists version 2 without it (a new generation) and
         // rotates labs in the same append.
-        let (v2, mut keys2) = v1
-            .next(&laptop, &laptop_keys, &[], &[phone.fingerprint()], now)
-            .unwrap();
-        keys2.walk_back(&v1).unwrap();
-        let removal = laptop_state
-            .list_devices(&laptop, std::slice::from_ref(&v2), now)
-            .unwrap();
-        let prev = head_of(&laptop_state);
-        laptop_state.apply(&removal).unwrap();
-        let rotation = laptop_state
-            .revoke(&mut Keyring::for_device(&laptop, &keys2, now), &labs, &[])
-            .unwrap();
-        laptop_state.apply(&rotation).unwrap();
-        c_laptop
-            .append(&laptop_state.vault(), prev, &[removal, rotation])
+        let mut store = MemoryStore::new();
+        sync::join_vault(&mut store, &c_laptop, &state.vault(), &root.fingerprint())
             .await
             .unwrap();
+        let (laptop_state, removal) =
+            devices::remove(&mut store, &c_laptop, &state.vault(), &phone.fingerprint())
+                .await
+                .unwrap();
+        assert_eq!(removal.rotated, vec![labs]);
+        assert_eq!(removal.entries.len(), 2);
+        assert!(removal.dropped.is_empty());
+        let v2 = removal.list.clone();
+        assert_eq!((v2.serial(), v2.generation()), (2, 2));
+        assert_eq!(laptop_state.owner_device_list(), Some(&v2));
+        // Removing it again, or the laptop itself, or the last device, is
+        // refused before anything is sent.
+        for (who, lost) in [
+            (&c_laptop, phone.fingerprint()),
+            (&c_laptop, laptop.fingerprint()),
+        ] {
+            assert!(devices::remove(&mut store, who, &state.vault(), &lost)
+                .await
+                .is_err());
+        }
+        let keys2 = laptop_state.open_generations(&laptop).unwrap();
+        keys2.check_against(&v2).unwrap();
 
         // The relay now refuses the phone: reading the log, and an entry it
         // signed (it would delete the record).
         assert_eq!(fetch(&c_phone, &state).await.unwrap_err(), "forbidden");
+        let inbox = c_phone.inbox().await.unwrap();
+        assert!(inbox.iter().all(|v| v.vault != state.vault()), "{inbox:?}");
         // A record-deleted entry signed by the phone (forged past its
         // client, which would refuse to build it), scope-tagged to labs.
         let mut payload = record.as_bytes().to_vec();

@@ -213,7 +213,7 @@ pub(crate) fn end_in(
     next.apply(&entry)?;
     ending.entries.push(entry);
     ending.ended.push((delegation, *collection));
-    let may_rotate = next.owner().fingerprint() == me.fingerprint()
+    let may_rotate = next.is_owner(&me.fingerprint())
         || next
             .agency_of(&me.fingerprint(), collection, now)
             .is_some_and(|(_, powers)| powers.shares());
@@ -243,8 +243,7 @@ pub fn withheld_keys(
     me: &SecretIdentity,
     now: u64,
 ) -> Vec<(CollectionId, Fingerprint)> {
-    let owner = me.fingerprint();
-    if state.owner().fingerprint() != owner {
+    if !state.is_owner(&me.fingerprint()) {
         return Vec::new();
     }
     let mut keyring = Keyring::new(me, now);
@@ -252,6 +251,11 @@ pub fn withheld_keys(
         .collections()
         .into_iter()
         .filter(|c| state.collection_name(&mut keyring, &c.id).is_err())
-        .filter_map(|c| Some((c.id, state.grant_signer(&c.id, &owner)?)))
+        .filter_map(|c| {
+            Some((
+                c.id,
+                state.grant_signer(&c.id, &state.owner().fingerprint())?,
+            ))
+        })
         .collect()
 }

@@ -43,6 +43,7 @@ pub mod agents;
 mod blob;
 mod client;
 pub mod content;
+pub mod devices;
 mod error;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fhir_pull;

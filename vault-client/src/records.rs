@@ -224,7 +224,7 @@ pub async fn ensure_collections<S: Store + ?Sized>(
             created: Vec::new(),
         });
     }
-    if state.owner().fingerprint() != secret.fingerprint() {
+    if !state.is_owner(&secret.fingerprint()) {
         return Err(vault_core::Error::AccessDenied(
             "no such collection that you can write to in this vault; ask the patient to share it with write access",
         )

@@ -249,7 +249,7 @@ pub fn plan_revocation(
             continue;
         }
         // An agent revokes only where it may share.
-        let may_rotate = state.owner().fingerprint() == me.fingerprint()
+        let may_rotate = state.is_owner(&me.fingerprint())
             || state
                 .agency_of(&me.fingerprint(), &c.id, now)
                 .is_some_and(|(_, p)| p.shares());
@@ -285,7 +285,7 @@ pub fn plan_revocation(
         });
     }
     // Single-record grants are the owner's alone to withdraw.
-    if state.owner().fingerprint() != me.fingerprint() {
+    if !state.is_owner(&me.fingerprint()) {
         return Ok(out);
     }
     for (record, m, _) in state.record_grants() {

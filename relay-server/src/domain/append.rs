@@ -610,7 +610,8 @@ fn names_relays(entries: &[LogEntry]) -> bool {
         .any(|e| matches!(e.body(), EntryBody::RelaysNamed(_)))
 }
 
-/// The principals `entries` grant something (the inbox index).
+/// The principals `entries` grant something, and the owner's devices they
+/// list (the inbox index).
 fn granted(entries: &[LogEntry]) -> Vec<Fingerprint> {
     let mut members = Vec::new();
     for e in entries {
@@ -618,6 +619,13 @@ fn granted(entries: &[LogEntry]) -> Vec<Fingerprint> {
             EntryBody::GrantAdded { member, .. } => members.push(member.fingerprint()),
             EntryBody::Rotation(r) => members.extend(r.grants.iter().map(|g| g.member())),
             EntryBody::AgentNamed(named) => members.push(named.agent.fingerprint()),
+            // The owner's devices see the owner's vault in their inbox.
+            EntryBody::DevicesListed { lists, .. } => members.extend(
+                lists
+                    .last()
+                    .into_iter()
+                    .flat_map(|l| l.devices().iter().map(|d| d.document().fingerprint())),
+            ),
             _ => {}
         }
     }

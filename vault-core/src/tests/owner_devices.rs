@@ -121,9 +121,21 @@ fn a_listed_device_writes_as_the_owner_and_reads_the_owners_grants() {
     f.append(e);
     let scan = put(&mut f, &laptop, &laptop_keys, imaging, b"a scan");
     assert_eq!(open(&f, &phone, &phone_keys, &scan).unwrap(), b"a scan");
-    assert!(matches!(f.open_as(0, &scan), Err(Error::AccessDenied(_))));
     let recovered = v1.open_recovery(&f.patient).unwrap();
     assert_eq!(open(&f, &f.patient, &recovered, &scan).unwrap(), b"a scan");
+    // A keyring made without the keys opens them from the log's lists
+    // when first needed: the root through the recovery box, a device
+    // through its own box.
+    assert_eq!(f.open_as(0, &scan).unwrap().1, b"a scan");
+    let mut out = Vec::new();
+    let verified = f.state.record(&scan).unwrap();
+    let blob = f.blobs[verified.metadata().ciphertext_hash()].clone();
+    Keyring::new(&phone, NOW)
+        .open(&f.state, &verified, blob.as_slice(), &mut out)
+        .unwrap();
+    assert_eq!(out, b"a scan");
+    // A stranger's keyring opens nothing.
+    assert!(f.state.open_generations(&f.bob).is_err());
     // A device shares as the owner: the member's grant is version 3 naming
     // the device, to the member's own key.
     let mut keyring = Keyring::for_device(&phone, &phone_keys, NOW);
@@ -195,6 +207,26 @@ fn removing_a_device_shuts_it_out_of_the_log_and_of_every_later_key() {
         open(&f, &phone, &phone_keys, &record),
         Err(Error::AccessDenied(_))
     ));
+    // Opening its keys from the log gives the removed phone only what it
+    // held (generation 1 and 0), never generation 2.
+    let held = f.state.open_generations(&phone).unwrap();
+    assert!(held.check_against(&v1).is_ok());
+    assert!(held.check_against(&v2).is_err());
+    let verified = f.state.record(&record).unwrap();
+    assert!(Keyring::new(&phone, NOW)
+        .open(
+            &f.state,
+            &verified,
+            f.blobs[verified.metadata().ciphertext_hash()].as_slice(),
+            std::io::sink()
+        )
+        .is_err());
+    // The laptop's keyring made without keys walks back to generation 0.
+    let laptop_all = f.state.open_generations(&laptop).unwrap();
+    assert!(laptop_all
+        .secret_for(f.patient.public().x25519_public())
+        .is_some());
+    assert_eq!(laptop_all.len(), 3);
     // Anything the phone signs now is refused: it is no longer a device of
     // the owner's, and no member.
     let mut keyring = Keyring::for_device(&phone, &phone_keys, NOW + 2);

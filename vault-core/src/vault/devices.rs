@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::devices::DeviceList;
+use crate::devices::{DeviceList, GenerationKeys};
 use crate::error::{Error, Result};
 use crate::grant::{GrantKey, GrantTo};
 use crate::identity::{Fingerprint, PublicIdentity, SecretIdentity};
@@ -25,6 +25,9 @@ pub(super) struct OwnerDevices {
     /// The X25519 public key of each generation a version applied here
     /// named, current or prior (0: the owner document's own key).
     generations: BTreeMap<u32, [u8; 32]>,
+    /// Every version applied here, oldest first: the chain a device walks
+    /// back to reach earlier generations.
+    versions: Vec<DeviceList>,
     /// Every device any version applied here listed, removed ones too:
     /// for naming the authors of earlier entries, never for authority.
     documents: BTreeMap<Fingerprint, PublicIdentity>,
@@ -98,6 +101,40 @@ impl VaultState {
         }
     }
 
+    /// The owner's key generations `me` opens from the lists this log
+    /// carries: a device from the newest version listing it (a removed
+    /// device only what it held), the root from the current version's
+    /// recovery box; then every earlier generation on the chain, walking
+    /// back through the versions applied (a version whose history box does
+    /// not open is skipped: its holders learn nothing from it).
+    pub fn open_generations(&self, me: &SecretIdentity) -> Result<GenerationKeys> {
+        let d = self.owner_devices.as_ref().ok_or(Error::AccessDenied(
+            "the vault owner has listed no devices, so there are no key generations to open",
+        ))?;
+        let fp = me.fingerprint();
+        let mut keys = if fp == self.owner.fingerprint() {
+            d.current.open_recovery(me)?
+        } else {
+            d.versions
+                .iter()
+                .rev()
+                .find(|v| v.device(&fp).is_some())
+                .ok_or(Error::AccessDenied(
+                    "this device was never in the owner's device list",
+                ))?
+                .open(me)?
+        };
+        loop {
+            let mut grew = false;
+            for v in d.versions.iter().rev() {
+                grew |= keys.walk_back(v).unwrap_or(false);
+            }
+            if !grew {
+                return Ok(keys);
+            }
+        }
+    }
+
     /// The key that opens the owner's grants of `generation` for `me`: the
     /// root document's own key for generation 0 held by the root, else the
     /// generation whose public key this log's lists name, from `keys`.
@@ -168,13 +205,15 @@ impl VaultState {
         let mut held = self.owner_devices.clone();
         for list in lists {
             list.accept(&self.owner, held.as_ref().map(|h| &h.current))?;
-            let (mut generations, mut documents) = match held {
-                Some(h) => (h.generations, h.documents),
+            let (mut generations, mut documents, mut versions) = match held {
+                Some(h) => (h.generations, h.documents, h.versions),
                 None => (
                     BTreeMap::from([(0, *self.owner.x25519_public())]),
                     BTreeMap::new(),
+                    Vec::new(),
                 ),
             };
+            versions.push(list.clone());
             generations.insert(list.generation(), *list.enc_public());
             for d in list.devices() {
                 documents.insert(d.document().fingerprint(), d.document().clone());
@@ -182,6 +221,7 @@ impl VaultState {
             held = Some(OwnerDevices {
                 current: list.clone(),
                 generations,
+                versions,
                 documents,
             });
         }

@@ -23,7 +23,9 @@ pub struct Keyring<'a> {
     me: &'a SecretIdentity,
     /// The owner's key generations, for a device of the owner's
     /// (`docs/format.md` §3.7): the owner's grants are sealed to them.
+    /// Given, or opened from the log's device lists when first needed.
     generations: Option<&'a crate::devices::GenerationKeys>,
+    opened: Option<crate::devices::GenerationKeys>,
     now: u64,
     keys: HashMap<(CollectionId, u32), CollectionKey>,
     /// Deposit public keys opened from deposit grants (one age decryption
@@ -47,6 +49,7 @@ impl<'a> Keyring<'a> {
         Self {
             me,
             generations: None,
+            opened: None,
             now,
             keys: HashMap::new(),
             deposits: HashMap::new(),
@@ -56,7 +59,10 @@ impl<'a> Keyring<'a> {
     /// A keyring for `me`, a device of the vault owner's, holding the
     /// owner's key `generations` it opened from the owner's device list
     /// (`docs/format.md` §3.7): it reads the owner's grants and signs
-    /// entries as that device, which the log judges as the owner.
+    /// entries as that device, which the log judges as the owner. A
+    /// keyring made with [`Keyring::new`] for a device (or the owner's
+    /// root) opens them itself from the log's lists when first needed
+    /// ([`VaultState::open_generations`]).
     pub fn for_device(
         me: &'a SecretIdentity,
         generations: &'a crate::devices::GenerationKeys,
@@ -87,32 +93,50 @@ impl<'a> Keyring<'a> {
         collection: &CollectionId,
         epoch: u32,
     ) -> Result<&CollectionKey> {
-        use std::collections::hash_map::Entry;
-        match self.keys.entry((*collection, epoch)) {
-            Entry::Occupied(e) => Ok(e.into_mut()),
-            Entry::Vacant(v) => {
-                let coll = state.collections.get(collection).ok_or(Error::Missing {
-                    what: format!("collection {collection}"),
-                })?;
-                let grants = coll.grants_of(epoch).ok_or(Error::Missing {
-                    what: format!("key epoch {epoch} of collection {collection}"),
-                })?;
-                let grant = grants.get(&state.person_of(&self.me.fingerprint())).ok_or(if epoch == coll.epoch {
-                    Error::AccessDenied(
-                        "you are not a member of this collection (or your access was revoked)",
-                    )
-                } else {
-                    Error::AccessDenied(
-                        "this version was sealed under a key you were never given (it was replaced or deleted before you were granted the collection)",
-                    )
-                })?;
-                if let Some(e) = grant.expires_at().filter(|e| self.now >= *e) {
-                    return Err(Error::Expired { expired_at: e });
-                }
-                let key = state.grant_key(self.me, self.generations, grant.generation())?;
-                Ok(v.insert(grant.open_collection_key_as(&key)?))
+        let slot = (*collection, epoch);
+        if !self.keys.contains_key(&slot) {
+            let coll = state.collections.get(collection).ok_or(Error::Missing {
+                what: format!("collection {collection}"),
+            })?;
+            let grants = coll.grants_of(epoch).ok_or(Error::Missing {
+                what: format!("key epoch {epoch} of collection {collection}"),
+            })?;
+            let person = state.person_of(&self.me.fingerprint());
+            let grant = grants.get(&person).ok_or(if epoch == coll.epoch {
+                Error::AccessDenied(
+                    "you are not a member of this collection (or your access was revoked)",
+                )
+            } else {
+                Error::AccessDenied(
+                    "this version was sealed under a key you were never given (it was replaced or deleted before you were granted the collection)",
+                )
+            })?;
+            if let Some(e) = grant.expires_at().filter(|e| self.now >= *e) {
+                return Err(Error::Expired { expired_at: e });
             }
+            let key = self.grant_key(state, grant.generation())?;
+            let opened = grant.open_collection_key_as(&key)?;
+            self.keys.insert(slot, opened);
         }
+        self.keys.get(&slot).ok_or(Error::Missing {
+            what: format!("key epoch {epoch} of collection {collection}"),
+        })
+    }
+
+    /// The key that opens a grant to this keyring's person of
+    /// `generation`, opening the person's key generations from the log
+    /// first if they are needed and were not given.
+    fn grant_key(&mut self, state: &VaultState, generation: u32) -> Result<crate::grant::GrantKey> {
+        let own_document =
+            generation == 0 && state.person_of(&self.me.fingerprint()) == self.me.fingerprint();
+        if !own_document && self.generations.is_none() && self.opened.is_none() {
+            self.opened = Some(state.open_generations(self.me)?);
+        }
+        state.grant_key(
+            self.me,
+            self.generations.or(self.opened.as_ref()),
+            generation,
+        )
     }
 
     /// The public deposit key of `collection`'s current epoch, from this
