@@ -145,10 +145,15 @@ fn the_relay_serves_the_owners_devices_and_refuses_a_removed_one() {
             now,
         )
         .unwrap();
-        let listed = state
-            .list_devices(&root, std::slice::from_ref(&v1), now)
-            .unwrap();
-        state.apply(&listed).unwrap();
+        // Listing the devices rotates every collection: devices never hold
+        // the root's own key, so the owner's grants move to generation 1.
+        let listing = devices::plan_listing(&state, &root, &v1, now).unwrap();
+        assert_eq!(listing.len(), 2, "the listing and the rotation of labs");
+        for e in &listing {
+            state.apply(e).unwrap();
+        }
+        let mut batch = vec![created, shared];
+        batch.extend(listing);
         c_root
             .append(
                 &state.vault(),
@@ -156,7 +161,7 @@ fn the_relay_serves_the_owners_devices_and_refuses_a_removed_one() {
                     seq: 0,
                     hash: *genesis.hash(),
                 },
-                &[created, shared, listed],
+                &batch,
             )
             .await
             .unwrap();
@@ -287,4 +292,94 @@ fn the_relay_serves_the_owners_devices_and_refuses_a_removed_one() {
             b"written on the phone"
         );
     });
+}
+
+/// The same with the `vault` command: the patient adds a laptop profile
+/// (role device) as a device; the laptop finds the vault in its inbox,
+/// reads it and writes into it as the patient; the patient removes it, and
+/// the laptop is refused while Dr Dee still reads.
+#[test]
+fn the_cli_adds_a_device_which_writes_as_the_patient_until_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::start(&dir.path().join("relay"), &[]);
+    let (patient, doc) = vault_tests::patient_and_clinician(dir.path(), &relay.url);
+    let fp = |v: serde_json::Value| v["fingerprint"].as_str().unwrap().to_owned();
+    let p_fp = fp(patient.json(&["whoami"]));
+    let lab = patient.add_lab("HbA1c", "48 mmol/mol");
+    patient.json(&["share", "labs", "--with", "dr"]);
+    let laptop = vault_tests::CliProfile::new(&dir.path().join("laptop"), &relay.url);
+    let l_fp = fp(laptop.init("laptop", "device"));
+    laptop.ok(&["whoami", "--publish", "--no-qr"]);
+    assert_eq!(
+        patient.json(&["devices", "list"]),
+        serde_json::json!([]),
+        "no devices yet"
+    );
+    // A clinician's fingerprint is refused: only device identities.
+    let d_fp = fp(doc.json(&["whoami"]));
+    let refused = patient.fails(2, &["devices", "add", &d_fp]);
+    assert!(refused.contains("not a device identity"), "{refused}");
+    let added = patient.json(&["devices", "add", &l_fp]);
+    assert_eq!(
+        (added["serial"].as_u64(), added["generation"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let listed = patient.json(&["devices", "list"]);
+    assert_eq!(
+        listed["devices"][0]["fingerprint"],
+        l_fp.as_str(),
+        "{listed}"
+    );
+
+    // The laptop reads and writes the patient's vault as the patient.
+    laptop.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
+    let seen = laptop.json(&["list", "--vault", "pat"]);
+    assert!(
+        seen.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["record"] == lab.as_str()),
+        "{seen}"
+    );
+    let opened = laptop.ok(&["open", &lab[..8], "--vault", "pat", "-o", "-"]);
+    assert_eq!(opened, "48 mmol/mol");
+    let note = laptop.run_with_stdin(
+        &[
+            "--json",
+            "add",
+            "-",
+            "-c",
+            "labs",
+            "--title",
+            "From the laptop",
+            "--vault",
+            "pat",
+        ],
+        b"written on the laptop",
+    );
+    assert_eq!(note.code, 0, "{}", note.stderr);
+    let mine = laptop.json(&["devices", "list", "--vault", "pat"]);
+    assert_eq!(mine["devices"][0]["this_device"], true, "{mine}");
+    let records = patient.json(&["list"]);
+    assert_eq!(records.as_array().unwrap().len(), 2, "{records}");
+
+    // The laptop is lost: the patient removes it. Its keys open nothing
+    // written afterwards and the relay refuses it; Dr Dee still reads.
+    let removed = patient.json(&["devices", "remove", &l_fp[..8]]);
+    assert_eq!(removed["generation"], 2, "{removed}");
+    assert!(removed["rotated"].as_u64().unwrap() >= 1, "{removed}");
+    let after = laptop.run_with_stdin(
+        &[
+            "add", "-", "-c", "labs", "--title", "Stolen", "--vault", "pat",
+        ],
+        b"x",
+    );
+    assert_ne!(after.code, 0, "a removed device wrote: {}", after.stdout);
+    assert!(after.stderr.contains("403 forbidden"), "{}", after.stderr);
+    assert_eq!(
+        doc.ok(&["open", &lab[..8], "--vault", "pat", "-o", "-"]),
+        "48 mmol/mol"
+    );
+    assert_eq!(patient.ok(&["open", &lab[..8], "-o", "-"]), "48 mmol/mol");
+    patient.ok(&["verify"]);
 }

@@ -193,6 +193,16 @@ pub enum Command {
     /// what the agent did stays.
     #[command(subcommand)]
     Agents(AgentsCommand),
+    /// The devices that act for you: each has its own key, reads and
+    /// writes your vault as you, and can be removed alone if it is lost.
+    ///
+    /// On the new device: `vault init --role device --name laptop`, then
+    /// `vault whoami --publish`. On this one: `vault devices add
+    /// FINGERPRINT` with the fingerprint the new device shows. Removing a
+    /// device rotates every collection's key, so nothing written afterwards
+    /// opens with its keys; the relay refuses it at once.
+    #[command(subcommand)]
+    Devices(DevicesCommand),
     /// Export the vault as standard age files plus a FHIR R4 bundle.
     Export(ExportArgs),
     /// Verify the whole vault and print its checkpoint code.
@@ -312,6 +322,11 @@ pub enum RoleArg {
     Patient,
     /// A clinician, who receives shares.
     Clinician,
+    /// Another device of yours (a laptop, a second CLI profile): it reads
+    /// and writes your vault as you once your patient profile adds it with
+    /// `vault devices add`, and can be removed alone if it is lost. Name it
+    /// after the device ("laptop"): the people you share with see it.
+    Device,
 }
 
 /// `vault whoami`.
@@ -682,6 +697,28 @@ pub enum AgentsCommand {
     /// with; `vault revoke` them if they should go too. An agent may end
     /// its own agency, and an agent may end the agencies it named.
     End(AgentEndArgs),
+}
+
+/// `vault devices`.
+#[derive(Debug, Subcommand)]
+pub enum DevicesCommand {
+    /// List the devices that act for the vault's owner.
+    List,
+    /// Add a device (its identity published on the relay, of role device).
+    Add(DeviceArgs),
+    /// Remove a device (lost, stolen or retired): the relay refuses it,
+    /// and every collection's key is rotated.
+    Remove(DeviceArgs),
+}
+
+/// `vault devices add` and `vault devices remove`.
+#[derive(Debug, Args)]
+pub struct DeviceArgs {
+    /// The device's fingerprint: whole to add (as `vault whoami` shows it
+    /// on that device), at least 4 hex digits to remove (see `vault
+    /// devices list`).
+    #[arg(value_name = "FINGERPRINT")]
+    pub device: String,
 }
 
 /// `vault agents name`.

@@ -317,7 +317,10 @@ impl Session {
         let mut unknown = Vec::new();
         let mut rejected = Vec::new();
         for v in &inbox {
-            let owner = if v.is_owner {
+            // A device of the owner's is told it owns the vault too: its
+            // owner must then be a contact, as for any shared vault (the
+            // log says which devices act for the owner).
+            let owner = if v.is_owner && v.owner == me {
                 Some(me)
             } else {
                 contacts
@@ -375,7 +378,7 @@ impl Session {
         let vault = self.select_vault()?;
         let state = self.local(&vault)?;
         let owner = state.owner().fingerprint();
-        if owner != self.public.fingerprint() {
+        if !state.is_owner(&self.public.fingerprint()) {
             let name = self.namer().name(&owner, Some(&state));
             if self.opts.vault.is_none() {
                 return Err(CliError::Usage(format!(

@@ -35,20 +35,52 @@ pub struct Removal {
     pub dropped: Vec<(CollectionId, vault_core::RecordId)>,
 }
 
-/// Builds the entry listing the owner's devices for the first time in
+/// Builds the entries listing the owner's devices for the first time in
 /// `state`'s log: `first` is the list's first version (the root's, from
-/// [`DeviceList::first`]), written by `me` (the owner's root).
+/// [`DeviceList::first`]), written by `me` (the owner's root), then a
+/// rotation revoking nobody of every collection. Devices never hold the
+/// root's own key (generation 0, decision 67), so the rotations seal the
+/// owner's grants to generation 1, which they open; versions replaced
+/// before stay readable with the key file only.
 pub fn plan_listing(
     state: &VaultState,
     me: &SecretIdentity,
     first: &DeviceList,
     now: u64,
 ) -> vault_core::Result<Vec<LogEntry>> {
-    Ok(vec![state.list_devices(
-        me,
-        std::slice::from_ref(first),
-        now,
-    )?])
+    let mut next = state.clone();
+    let listing = next.list_devices(me, std::slice::from_ref(first), now)?;
+    next.apply(&listing)?;
+    let mut entries = vec![listing];
+    entries.extend(rotate_all(&mut next, me, now)?.0);
+    Ok(entries)
+}
+
+/// A rotation revoking nobody of every collection of `next` (applied to
+/// it), so the owner's grants go to the current generation: the entries,
+/// the collections, and the records dropped because their key did not
+/// open (decision 37).
+#[allow(clippy::type_complexity)] // three plain lists
+fn rotate_all(
+    next: &mut VaultState,
+    me: &SecretIdentity,
+    now: u64,
+) -> vault_core::Result<(
+    Vec<LogEntry>,
+    Vec<CollectionId>,
+    Vec<(CollectionId, vault_core::RecordId)>,
+)> {
+    let (mut entries, mut rotated, mut dropped) = (Vec::new(), Vec::new(), Vec::new());
+    for c in next.collections() {
+        let rotation = next.revoke(&mut Keyring::new(me, now), &c.id, &[])?;
+        if let vault_core::EntryBody::Rotation(r) = rotation.body() {
+            dropped.extend(r.dropped.iter().map(|record| (c.id, *record)));
+        }
+        next.apply(&rotation)?;
+        entries.push(rotation);
+        rotated.push(c.id);
+    }
+    Ok((entries, rotated, dropped))
 }
 
 /// Lists the owner's devices in `vault`'s log: see [`plan_listing`].
@@ -126,7 +158,8 @@ pub async fn add<S: Store + ?Sized>(
 /// new key generation), then a rotation revoking nobody of every
 /// collection, built on the state after the listing so the owner's new
 /// grant goes to the new generation. Refuses to remove `me` itself
-/// (another device, or the root, does that) and a device not listed.
+/// (another device, or the root, does that) and a device not listed. The
+/// root may remove the last device: its key file then acts alone.
 pub fn plan_removal(
     state: &VaultState,
     me: &SecretIdentity,
@@ -144,34 +177,19 @@ pub fn plan_removal(
             "that device is not in the owner's list",
         ));
     }
-    if list.devices().len() == 1 {
-        return Err(vault_core::Error::InvalidInput(
-            "that is the owner's last device: add another before removing it",
-        ));
-    }
     let (next_list, _) = list.next(me, &keys, &[], std::slice::from_ref(lost), now)?;
     let mut next = state.clone();
     let listing = next.list_devices(me, std::slice::from_ref(&next_list), now)?;
     next.apply(&listing)?;
-    let mut removal = Removal {
-        entries: vec![listing],
+    let (rotations, rotated, dropped) = rotate_all(&mut next, me, now)?;
+    let mut entries = vec![listing];
+    entries.extend(rotations);
+    Ok(Removal {
+        entries,
         list: next_list,
-        rotated: Vec::new(),
-        dropped: Vec::new(),
-    };
-    for c in next.collections() {
-        let mut keyring = Keyring::new(me, now);
-        let rotation = next.revoke(&mut keyring, &c.id, &[])?;
-        if let vault_core::EntryBody::Rotation(r) = rotation.body() {
-            removal
-                .dropped
-                .extend(r.dropped.iter().map(|record| (c.id, *record)));
-        }
-        next.apply(&rotation)?;
-        removal.entries.push(rotation);
-        removal.rotated.push(c.id);
-    }
-    Ok(removal)
+        rotated,
+        dropped,
+    })
 }
 
 /// Removes `lost` from the owner's list in `vault`'s log and rotates

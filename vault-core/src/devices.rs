@@ -39,6 +39,10 @@ const HASH_CONTEXT: &[u8] = b"vault/v1/device-list-hash\0";
 const RECOVERY_CONTEXT: &[u8] = b"vault/v1/recovery-key\0";
 /// The most devices one list names.
 pub const MAX_DEVICES: usize = 16;
+/// `prior_public` of a version with no prior generation: the first, and
+/// those keeping its generation. Generation 0, the root document's own key,
+/// is never carried in a list (decision 67): devices never hold it.
+pub const NO_PRIOR: [u8; 32] = [0; 32];
 /// Longest age file of one generation secret (the history, recovery and
 /// device boxes).
 const MAX_BOX: usize = 1024;
@@ -191,7 +195,7 @@ impl GenerationKeys {
     /// generation was added. `older` must be a version the caller
     /// accepted; a wrong secret in its box is `decryption_failed`.
     pub fn walk_back(&mut self, older: &DeviceList) -> Result<bool> {
-        if self.secret_for(&older.prior_public).is_some() {
+        if older.prior_public == NO_PRIOR || self.secret_for(&older.prior_public).is_some() {
             return Ok(false);
         }
         let Some(secret) = self.secret_for(&older.enc_public) else {
@@ -274,8 +278,10 @@ impl DeviceList {
         devices: &[PublicIdentity],
         now: u64,
     ) -> Result<(Self, GenerationKeys)> {
+        if devices.is_empty() {
+            return Err(Error::InvalidInput("list at least one device"));
+        }
         let current = Zeroizing::new(primitives::random::<32>());
-        let g0 = root.x25519_secret_copy();
         let recovery = recovery_secret(root);
         let list = Draft {
             person: root.fingerprint(),
@@ -285,13 +291,12 @@ impl DeviceList {
             recovery_public: x25519_public(&recovery),
             generation: 1,
             current: &current,
-            prior_public: *root.public().x25519_public(),
-            history: History::Seal(&g0),
+            prior_public: NO_PRIOR,
+            history: History::Carry(&[]),
             devices: devices.iter().map(|d| (d.clone(), now)).collect(),
         }
         .seal_and_sign(root)?;
-        let mut keys = GenerationKeys::with_current(current, &list.enc_public)?;
-        keys.insert(g0, &list.prior_public)?;
+        let keys = GenerationKeys::with_current(current, &list.enc_public)?;
         Ok((list, keys))
     }
 
@@ -327,9 +332,10 @@ impl DeviceList {
         Ok(self.next_version(signer, keys, change, now, true)?.0)
     }
 
-    /// [`DeviceList::first`] whose history box holds a secret that is not
-    /// the prior generation's: what a careless or malicious signer might
-    /// seal, for tests.
+    /// A root-signed version (built on a version the reader does not hold)
+    /// whose history box holds a secret that is not the prior
+    /// generation's: what a careless or malicious signer might seal, for
+    /// tests.
     #[cfg(test)]
     pub(crate) fn first_with_wrong_prior_for_test(
         root: &SecretIdentity,
@@ -341,16 +347,32 @@ impl DeviceList {
         Draft {
             person: root.fingerprint(),
             serial: 1,
-            prev: [0; 32],
+            prev: [7; 32],
             issued_at: now,
             recovery_public: x25519_public(&recovery_secret(root)),
-            generation: 1,
+            generation: 2,
             current: &current,
-            prior_public: *root.public().x25519_public(),
+            prior_public: x25519_public(&primitives::random::<32>()),
             history: History::Seal(&wrong),
             devices: devices.iter().map(|d| (d.clone(), now)).collect(),
         }
         .seal_and_sign(root)
+    }
+
+    /// This version with its signed body edited by `edit` and signed
+    /// again by `signer`: what a signer breaking the rules might produce,
+    /// for tests. The result is parsed (so must still parse).
+    #[cfg(test)]
+    pub(crate) fn resigned_for_test(
+        &self,
+        signer: &SecretIdentity,
+        edit: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Self> {
+        let mut body = self.body().to_vec();
+        edit(&mut body);
+        let signature = signer.sign(&[SIGNATURE_CONTEXT, &body].concat());
+        body.extend_from_slice(&signature);
+        Self::from_bytes(&body)
     }
 
     fn next_version(
@@ -426,39 +448,43 @@ impl DeviceList {
     /// The root's override (`vault devices recover`): a version built on
     /// this one (a version the root trusts and opens with its recovery
     /// key), signed by `root`, with `add` added and `remove` removed, a
-    /// serial and a generation above both this version's and `newest`'s
-    /// (the newest version seen for the person, perhaps a thief's or a
-    /// fork's, which the root need not open), and a fresh generation
-    /// whose prior is this version's. Every reader holding any version up
-    /// to `newest` accepts it; nothing sealed to it opens with a key a
-    /// device removed since this version held.
+    /// serial, a generation and an issue time above this version's and
+    /// every one `seen` (the versions seen for the person, perhaps a
+    /// thief's or a fork's, which the root need not open; their maxima may
+    /// come from different versions), and a fresh generation whose prior
+    /// is this version's. Every reader holding this version or any of
+    /// `seen` accepts it; nothing sealed to it opens with a key a device
+    /// removed since this version held.
     pub fn recover(
         &self,
         root: &SecretIdentity,
-        newest: &DeviceList,
+        seen: &[DeviceList],
         add: &[PublicIdentity],
         remove: &[Fingerprint],
         now: u64,
     ) -> Result<(Self, GenerationKeys)> {
-        if root.fingerprint() != self.person || newest.person != self.person {
+        if root.fingerprint() != self.person || seen.iter().any(|v| v.person != self.person) {
             return Err(Error::AccessDenied(
                 "only the person's root key overrides its device list",
             ));
         }
+        let newest_serial = seen.iter().map(|v| v.serial).max().unwrap_or(0);
+        let newest_generation = seen.iter().map(|v| v.generation).max().unwrap_or(0);
+        let newest_issued = seen.iter().map(|v| v.issued_at).max().unwrap_or(0);
         let base = self.open_recovery(root)?;
         let base_secret = base
             .secret_for(&self.enc_public)
             .ok_or(Error::DecryptionFailed)?;
         let above = |a: u32, b: u32| a.max(b).checked_add(1).ok_or(invalid("serial overflow"));
-        let issued_at = now.max(self.issued_at).max(newest.issued_at);
+        let issued_at = now.max(self.issued_at).max(newest_issued);
         let fresh = Zeroizing::new(primitives::random::<32>());
         let list = Draft {
             person: self.person,
-            serial: above(self.serial, newest.serial)?,
+            serial: above(self.serial, newest_serial)?,
             prev: self.hash,
             issued_at,
             recovery_public: self.recovery_public,
-            generation: above(self.generation, newest.generation)?,
+            generation: above(self.generation, newest_generation)?,
             current: &fresh,
             prior_public: self.enc_public,
             history: History::Seal(base_secret),
@@ -480,9 +506,10 @@ impl DeviceList {
             .map(|d| (d.document.clone(), d.added_at))
             .collect();
         for d in change.add {
-            if !devices
-                .iter()
-                .any(|(x, _)| x.fingerprint() == d.fingerprint())
+            if !change.remove.contains(&d.fingerprint())
+                && !devices
+                    .iter()
+                    .any(|(x, _)| x.fingerprint() == d.fingerprint())
             {
                 devices.push((d.clone(), issued_at));
             }
@@ -538,10 +565,8 @@ impl DeviceList {
             return Err(invalid("a device is dated after the version listing it"));
         }
         let Some(h) = held else {
-            if self.prev == [0; 32] && self.prior_public != *root.x25519_public() {
-                return Err(invalid(
-                    "a list starting afresh has the root's own key as its prior generation",
-                ));
+            if self.prev == [0; 32] && self.prior_public != NO_PRIOR {
+                return Err(invalid("a list starting afresh has no prior generation"));
             }
             return Ok(());
         };
@@ -552,22 +577,6 @@ impl DeviceList {
             return Err(invalid("a version is issued before the one it follows"));
         }
         let extends = self.prev == h.hash && Some(self.serial) == h.serial.checked_add(1);
-        if !extends {
-            if !root_signed {
-                return Err(invalid(
-                    "a device signs only the next version of the list it extends",
-                ));
-            }
-            if self.generation <= h.generation
-                || self.enc_public == h.enc_public
-                || self.enc_public == self.prior_public
-            {
-                return Err(invalid(
-                    "the root's override starts a later key generation with a new key",
-                ));
-            }
-            return Ok(());
-        }
         let removed = h
             .devices
             .iter()
@@ -579,10 +588,22 @@ impl DeviceList {
             && self.prior_public == h.enc_public
             && self.enc_public != h.enc_public
             && self.enc_public != h.prior_public;
-        if !next && (removed || !kept) {
-            return Err(invalid(
-                "a version keeps the key generation, or starts the next one (as it must when it removes a device)",
-            ));
+        let extension = extends && (next || (kept && !removed));
+        if !extension {
+            // Anything else is the root's override: built on a version
+            // this reader may not hold (its sibling at the same serial
+            // included), above the held serial and generation.
+            if !root_signed {
+                return Err(invalid(
+                    "a device signs only the next version of the list it extends, keeping the key generation or starting the next one (as it must when it removes a device)",
+                ));
+            }
+            if self.generation <= h.generation || self.enc_public == h.enc_public {
+                return Err(invalid(
+                    "the root's override starts a later key generation with a new key",
+                ));
+            }
+            return Ok(());
         }
         for d in &self.devices {
             match h.device(&d.document.fingerprint()) {
@@ -704,7 +725,8 @@ impl DeviceList {
     /// Parses one version strictly: version byte, serial and generation at
     /// least 1, X25519 keys canonical and not of low order, the current
     /// and prior keys distinct, 1 to [`MAX_DEVICES`] devices in strictly
-    /// ascending fingerprint order, each a valid identity document of role
+    /// ascending fingerprint order (none: the root's key file alone acts
+    /// for the person), each a valid identity document of role
     /// device that is not the person, box sizes, no trailing bytes. The
     /// signature is checked by [`DeviceList::accept`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
@@ -724,8 +746,8 @@ impl DeviceList {
         let history_box = r.bytes(MAX_BOX)?.to_vec();
         let recovery_box = r.bytes(MAX_BOX)?.to_vec();
         let n = usize::try_from(r.u32()?).unwrap_or(usize::MAX);
-        if n == 0 || n > MAX_DEVICES {
-            return Err(r.malformed("a device list names 1 to 16 devices"));
+        if n > MAX_DEVICES {
+            return Err(r.malformed("a device list names at most 16 devices"));
         }
         let mut devices = Vec::with_capacity(n);
         for _ in 0..n {
@@ -744,8 +766,20 @@ impl DeviceList {
         if serial == 0 || generation == 0 {
             return Err(invalid("serial and generation start at 1"));
         }
-        for key in [&recovery_public, &enc_public, &prior_public] {
+        for key in [&recovery_public, &enc_public] {
             check_canonical_x25519(key)?;
+        }
+        if prior_public == NO_PRIOR {
+            if !history_box.is_empty() {
+                return Err(invalid("a version with no prior generation has no history"));
+            }
+        } else {
+            check_canonical_x25519(&prior_public)?;
+            if history_box.is_empty() {
+                return Err(invalid(
+                    "a version with a prior generation carries its secret",
+                ));
+            }
         }
         if enc_public == prior_public {
             return Err(invalid("a generation is not its own prior"));
@@ -789,8 +823,10 @@ impl DeviceList {
 impl Draft<'_> {
     /// Seals the boxes of this version and signs it as `signer`.
     fn seal_and_sign(mut self, signer: &SecretIdentity) -> Result<DeviceList> {
-        if self.devices.is_empty() || self.devices.len() > MAX_DEVICES {
-            return Err(Error::InvalidInput("a device list names 1 to 16 devices"));
+        if self.devices.len() > MAX_DEVICES {
+            return Err(Error::InvalidInput(
+                "a device list names at most 16 devices",
+            ));
         }
         if self
             .devices

@@ -506,8 +506,8 @@ impl SecretIdentity {
         crate::agefile::x25519_identity(&self.x25519_secret)
     }
 
-    /// A copy of the X25519 secret: a person's key generation 0
-    /// (`docs/format.md` §3.7), boxed for its devices.
+    /// A copy of the X25519 secret, for tests.
+    #[cfg(test)]
     pub(crate) fn x25519_secret_copy(&self) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(*self.x25519_secret)
     }

@@ -53,13 +53,14 @@ pub fn init(home: &Home, out: Output, opts: &Options, args: &InitArgs) -> Result
     let public_name = match (&args.public_name, args.role) {
         (Some(n), _) => n.trim().to_owned(),
         (None, RoleArg::Patient) => "Patient".to_owned(),
-        (None, RoleArg::Clinician) => args.name.trim().to_owned(),
+        (None, RoleArg::Clinician | RoleArg::Device) => args.name.trim().to_owned(),
     };
     let info = IdentityInfo {
         display_name: public_name.clone(),
         role: match args.role {
             RoleArg::Patient => Role::Patient,
             RoleArg::Clinician => Role::Clinician,
+            RoleArg::Device => Role::Device,
         },
         registration: args.registration.clone(),
         created_at: system_now(),

@@ -2,6 +2,7 @@
 //! result (text or `--json`) and returns a typed error.
 
 mod agencies;
+mod devices;
 pub mod identity;
 mod links;
 pub(crate) mod pulling;
@@ -50,6 +51,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Revoke(args) => sharing::revoke(&mut session()?, &args),
         Command::Access => sharing::access(&mut session()?),
         Command::Agents(cmd) => agencies::run(&mut session()?, cmd),
+        Command::Devices(cmd) => devices::run(&mut session()?, cmd),
         Command::Export(args) => sharing::export(&mut session()?, &args),
         Command::Verify(args) => sharing::verify(&mut session()?, &args),
         Command::Link(cmd) => links::run(session, out, cmd),

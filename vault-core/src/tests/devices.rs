@@ -5,7 +5,7 @@
 //! one; the root overrides.
 
 use super::fixture::*;
-use crate::devices::{recovery_secret, x25519_public, DeviceList};
+use crate::devices::{recovery_secret, x25519_public, DeviceList, NO_PRIOR};
 use crate::error::Error;
 use crate::identity::{Role, SecretIdentity};
 
@@ -37,13 +37,14 @@ fn the_root_lists_a_device_which_opens_every_generation() {
     assert_eq!((list.serial(), list.generation()), (1, 1));
     list.accept(root.public(), None).unwrap();
     let opened = list.open(&phone).unwrap();
-    assert_eq!(opened.len(), 2);
+    assert_eq!(opened.len(), 1);
     assert_eq!(opened.current_public(), list.enc_public());
-    // The prior of the first generation is generation 0, the root
-    // document's own key: grants sealed before the list existed still open.
-    assert_eq!(list.prior_public(), root.public().x25519_public());
-    assert_eq!(
-        opened.secret_for(root.public().x25519_public()),
+    // The first generation has no prior: generation 0, the root document's
+    // own key, is never handed to a device (decision 67).
+    assert_eq!(list.prior_public(), &NO_PRIOR);
+    assert!(opened.secret_for(root.public().x25519_public()).is_none());
+    assert_ne!(
+        opened.secret_for(list.enc_public()),
         Some(&*root.x25519_secret_copy())
     );
     assert_eq!(
@@ -92,7 +93,7 @@ fn a_device_adds_one_and_removing_one_starts_a_generation_it_cannot_open() {
     );
     assert_eq!(v2.device(&phone.fingerprint()).unwrap().added_at(), NOW);
     let laptop_keys = v2.open(&laptop).unwrap();
-    assert_eq!(laptop_keys.len(), 2);
+    assert_eq!(laptop_keys.len(), 1, "generation 1 has no prior");
     keys.check_against(&v2).unwrap();
     laptop_keys.check_against(&v1).unwrap();
     // The laptop removes the phone (lost) and adds the browser: generation 2.
@@ -119,14 +120,14 @@ fn a_device_adds_one_and_removing_one_starts_a_generation_it_cannot_open() {
         keys.check_against(&v3).is_err(),
         "the phone lacks generation 2"
     );
-    // Generation 0 is one step further back, through generation 1's
-    // history box.
+    // Generation 1 has no prior: generation 0, the root's own key, is
+    // never reached.
     assert_eq!(browser_keys.len(), 2);
-    assert!(browser_keys.walk_back(&v2).unwrap());
+    assert!(!browser_keys.walk_back(&v2).unwrap(), "nothing more to add");
+    assert!(!browser_keys.walk_back(&v1).unwrap(), "nothing more to add");
     assert!(browser_keys
         .secret_for(root.public().x25519_public())
-        .is_some());
-    assert!(!browser_keys.walk_back(&v1).unwrap(), "nothing more to add");
+        .is_none());
     // The lost phone holds only generation 1: it cannot extend v3, and
     // its own version 3 from v2 (removing the laptop) is refused by whoever
     // accepted v3.
@@ -306,7 +307,7 @@ fn the_root_overrides_a_thief_and_a_fork() {
     let (over, mut over_keys) = v1
         .recover(
             &root,
-            &newest,
+            std::slice::from_ref(&newest),
             &[browser.public().clone()],
             &[phone.fingerprint()],
             NOW + 3,
@@ -321,29 +322,79 @@ fn the_root_overrides_a_thief_and_a_fork() {
     }
     over.accept(root.public(), None).unwrap();
     // The phone is gone; the laptop and the new browser open the new
-    // generation and reach generation 0 along v1, but never the thief's.
+    // generation and reach generation 1 along v1 (never generation 0, nor
+    // the thief's).
     assert!(over.open(&phone).is_err());
     let mut browser_keys = over.open(&browser).unwrap();
-    assert!(browser_keys.walk_back(&v1).unwrap());
+    assert!(!browser_keys.walk_back(&v1).unwrap(), "v1 has no prior");
+    browser_keys.check_against(&v1).unwrap();
     assert!(browser_keys
         .secret_for(root.public().x25519_public())
-        .is_some());
+        .is_none());
     assert!(browser_keys.check_against(&thief).is_err());
-    assert!(over_keys.walk_back(&v1).unwrap());
-    // A device never overrides: a version not extending the one held is
-    // refused from a device, as is a version at an older generation.
-    let (from_v1, _) = v1.next(&laptop, &laptop_keys, &[], &[], NOW + 4).unwrap();
+    assert!(!over_keys.walk_back(&v1).unwrap());
+    // A device never overrides: a device-signed version at a later serial
+    // that does not extend the one held is refused, whatever its
+    // generation.
+    let mut chain = honest.clone();
+    let mut chain_keys = honest.open(&laptop).unwrap();
+    for _ in 0..2 {
+        let (n, k) = chain.next(&laptop, &chain_keys, &[], &[], NOW + 4).unwrap();
+        chain = n;
+        chain_keys = k;
+    }
+    assert_eq!(chain.serial(), 4);
     assert!(matches!(
-        from_v1.accept(root.public(), Some(&honest)),
-        Err(Error::Rollback { .. })
+        chain.accept(root.public(), Some(&v1)),
+        Err(Error::Malformed { .. })
     ));
-    let (late, _) = honest
-        .next(&laptop, &honest.open(&laptop).unwrap(), &[], &[], NOW + 4)
+    // The root's override of a sibling at the same serial: the laptop's
+    // v2 keeps generation 1 (it added the browser), the thief's sibling
+    // serial 2 starts generation 2. Built on the laptop's v2 seeing the
+    // thief's, the override has the shape of an extension of the laptop's
+    // v2 (serial 3, prev its hash) but a generation two above: readers
+    // holding either accept it.
+    let (sibling, _) = v1
+        .next(
+            &laptop,
+            &laptop_keys,
+            &[browser.public().clone()],
+            &[],
+            NOW + 4,
+        )
         .unwrap();
-    assert!(matches!(
-        late.accept(root.public(), Some(&newest)),
-        Err(Error::Rollback { .. })
-    ));
+    let (over_sibling, _) = sibling
+        .recover(
+            &root,
+            std::slice::from_ref(&thief),
+            &[],
+            &[phone.fingerprint()],
+            NOW + 4,
+        )
+        .unwrap();
+    assert_eq!((over_sibling.serial(), over_sibling.generation()), (3, 3));
+    over_sibling.accept(root.public(), Some(&sibling)).unwrap();
+    over_sibling.accept(root.public(), Some(&thief)).unwrap();
+    // The maxima split across versions: the highest serial in one, the
+    // latest time in another. The override takes each.
+    let (late_fork, _) = v1.next(&phone, &phone_keys, &[], &[], NOW + 1_000).unwrap();
+    let seen = [newest.clone(), late_fork.clone()];
+    let (over_all, _) = v1
+        .recover(&root, &seen, &[], &[phone.fingerprint()], NOW + 5)
+        .unwrap();
+    for held in &seen {
+        over_all.accept(root.public(), Some(held)).unwrap();
+    }
+    let (over_one, _) = v1
+        .recover(&root, std::slice::from_ref(&newest), &[], &[], NOW + 5)
+        .unwrap();
+    assert!(
+        matches!(
+            over_one.accept(root.public(), Some(&late_fork)),
+            Err(Error::Malformed { .. })
+        ),
+        "issued before the held version"
+    );
     // The root's override must pass both the serial and the generation a
     // reader holds: one built seeing only a version at generation 1 has
     // serial 3 and generation 2, which a reader holding the thief's
@@ -358,7 +409,13 @@ fn the_root_overrides_a_thief_and_a_fork() {
         )
         .unwrap();
     let (low, _) = v1
-        .recover(&root, &v2_added, &[], &[phone.fingerprint()], NOW + 5)
+        .recover(
+            &root,
+            std::slice::from_ref(&v2_added),
+            &[],
+            &[phone.fingerprint()],
+            NOW + 5,
+        )
         .unwrap();
     assert_eq!((low.serial(), low.generation()), (3, 2));
     low.accept(root.public(), Some(&v2_added)).unwrap();
@@ -375,7 +432,7 @@ fn the_root_overrides_a_thief_and_a_fork() {
     assert!(thief.open_recovery(&root).is_ok());
     let other = identity(9, "Someone Else", Role::Patient);
     assert!(matches!(
-        thief.recover(&other, &thief, &[], &[], NOW),
+        thief.recover(&other, std::slice::from_ref(&thief), &[], &[], NOW),
         Err(Error::AccessDenied(_))
     ));
 }
@@ -426,7 +483,13 @@ fn devices_vector() {
             .next(&tablet, &k4, &[], &[browser.fingerprint()], NOW + 4)
             .unwrap();
         let (v6, _) = v4
-            .recover(&root, &v5, &[], &[tablet.fingerprint()], NOW + 5)
+            .recover(
+                &root,
+                std::slice::from_ref(&v5),
+                &[],
+                &[tablet.fingerprint()],
+                NOW + 5,
+            )
             .unwrap();
         let lists: Vec<_> = [&v1, &v2, &v3, &v4, &v5, &v6]
             .iter()
@@ -443,7 +506,7 @@ fn devices_vector() {
             })
             .collect();
         let v = serde_json::json!({
-            "description": "docs/format.md §3.7 and §3.9: Pat's root identity (seed [1;32], role patient, as in vault-core's test fixture) and devices from seeds [20;32] phone, [21;32] laptop, [22;32] browser, [23;32] tablet (role device, created_at 1699913600). Serial 1 by the root lists the phone; 2 by the phone adds the laptop; 3 by the laptop removes the phone and adds the browser (generation 2); 4 by the root removes the laptop and adds the tablet (generation 3); 5 by the tablet, stolen, removes the browser (generation 4); 6 is the root's override built on 4 (prev = list 4's hash) removing the tablet (generation 5). Each list must parse, re-encode byte for byte, hash to `hash`, and be accepted given the one before (6 given 5, as an override). A device listed in a version opens its current secret (X25519 public key enc_public) and, from the history box, its prior (prior_public; for list 1 the root's own X25519 key, generation 0); walking back along prev reaches generation 0. The browser in list 6 never opens generation 4. recovery_public is X25519(HKDF-SHA256(ikm = root Ed25519 seed, salt empty, info = ctx(\"recovery-key\") || person)); the recovery key opens each list's recovery box.",
+            "description": "docs/format.md §3.7 and §3.9: Pat's root identity (seed [1;32], role patient, as in vault-core's test fixture) and devices from seeds [20;32] phone, [21;32] laptop, [22;32] browser, [23;32] tablet (role device, created_at 1699913600). Serial 1 by the root lists the phone; 2 by the phone adds the laptop; 3 by the laptop removes the phone and adds the browser (generation 2); 4 by the root removes the laptop and adds the tablet (generation 3); 5 by the tablet, stolen, removes the browser (generation 4); 6 is the root's override built on 4 (prev = list 4's hash) removing the tablet (generation 5). Each list must parse, re-encode byte for byte, hash to `hash`, and be accepted given the one before (6 given 5, as an override). A device listed in a version opens its current secret (X25519 public key enc_public) and, from the history box, its prior (prior_public; all zero and an empty history box for none, as in lists 1 and 2); walking back along prev reaches generation 1, never generation 0 (the root's own key, which no list carries). The browser in list 6 never opens generation 4. recovery_public is X25519(HKDF-SHA256(ikm = root Ed25519 seed, salt empty, info = ctx(\"recovery-key\") || person)); the recovery key opens each list's recovery box.",
             "person": root.fingerprint().to_hex(),
             "recovery_public": hex::encode(x25519_public(&recovery_secret(&root))),
             "lists": lists,
@@ -508,7 +571,7 @@ fn devices_vector() {
             keys.check_against(l).unwrap();
             step = lists.iter().find(|e| e.hash() == l.prev());
         }
-        assert!(keys.secret_for(root.public().x25519_public()).is_some());
+        assert!(keys.secret_for(root.public().x25519_public()).is_none());
         list.open_recovery(&root)
             .unwrap()
             .check_against(list)
@@ -529,4 +592,86 @@ fn devices_vector() {
         lists[1].accept(root.public(), Some(&lists[2])),
         Err(Error::Rollback { .. })
     ));
+}
+
+/// Where the fields of an encoded list start (version, person, serial,
+/// prev, issued_at, recovery_public, generation, enc_public, prior_public).
+const ISSUED_AT: usize = 1 + 32 + 4 + 32;
+const RECOVERY_AT: usize = ISSUED_AT + 8;
+const PRIOR_AT: usize = ENC_PUBLIC_AT + 32;
+
+#[test]
+fn every_acceptance_rule_refuses_what_breaks_it() {
+    let (root, [phone, laptop, _]) = people();
+    let (v1, _) = DeviceList::first(&root, &[phone.public().clone()], NOW + 100).unwrap();
+    let keys = v1.open(&phone).unwrap();
+    let (v2, _) = v1
+        .next(&phone, &keys, &[laptop.public().clone()], &[], NOW + 100)
+        .unwrap();
+    v2.accept(root.public(), Some(&v1)).unwrap();
+    let malformed = |r: crate::error::Result<()>| matches!(r, Err(Error::Malformed { .. }));
+    // Time going back from the version held.
+    let earlier = v2
+        .resigned_for_test(&phone, |b| {
+            b[ISSUED_AT..ISSUED_AT + 8].copy_from_slice(&NOW.to_be_bytes())
+        })
+        .unwrap();
+    assert!(malformed(earlier.accept(root.public(), Some(&v1))));
+    // Another recovery key.
+    let other_recovery = x25519_public(&[9; 32]);
+    let moved = v2
+        .resigned_for_test(&phone, |b| {
+            b[RECOVERY_AT..RECOVERY_AT + 32].copy_from_slice(&other_recovery)
+        })
+        .unwrap();
+    assert!(malformed(moved.accept(root.public(), Some(&v1))));
+    // The root's override reusing the held generation's key.
+    let (v3, _) = v2
+        .next(&phone, &keys, &[], &[laptop.fingerprint()], NOW + 100)
+        .unwrap();
+    let (over, _) = v1
+        .recover(&root, std::slice::from_ref(&v3), &[], &[], NOW + 200)
+        .unwrap();
+    over.accept(root.public(), Some(&v3)).unwrap();
+    let reused = over
+        .resigned_for_test(&root, |b| {
+            b[ENC_PUBLIC_AT..ENC_PUBLIC_AT + 32].copy_from_slice(v3.enc_public())
+        })
+        .unwrap();
+    assert!(malformed(reused.accept(root.public(), Some(&v3))));
+    // A device extending with a generation two above the held one: not an
+    // extension, and only the root overrides.
+    let skipped = v3
+        .resigned_for_test(&phone, |b| {
+            b[ENC_PUBLIC_AT - 4..ENC_PUBLIC_AT].copy_from_slice(&3u32.to_be_bytes())
+        })
+        .unwrap();
+    assert!(malformed(skipped.accept(root.public(), Some(&v2))));
+    // A generation that is its own prior, and keys that are not canonical
+    // (at least 2^255 - 19) or of low order, do not parse.
+    let mut same = over.to_bytes().to_vec();
+    let enc = *over.enc_public();
+    same[PRIOR_AT..PRIOR_AT + 32].copy_from_slice(&enc);
+    assert!(DeviceList::from_bytes(&same).is_err());
+    let mut big = over.to_bytes().to_vec();
+    let mut p = [0xff; 32];
+    p[0] = 0xed;
+    p[31] = 0x7f;
+    big[ENC_PUBLIC_AT..ENC_PUBLIC_AT + 32].copy_from_slice(&p);
+    assert!(matches!(
+        DeviceList::from_bytes(&big),
+        Err(Error::Malformed { .. })
+    ));
+    let mut low = over.to_bytes().to_vec();
+    low[ENC_PUBLIC_AT..ENC_PUBLIC_AT + 32].copy_from_slice(&[0; 32]);
+    assert!(matches!(
+        DeviceList::from_bytes(&low),
+        Err(Error::WeakPublicKey { .. })
+    ));
+    // A first version with a prior but no prev, and a version with no
+    // prior but a history box, are refused.
+    let with_prior = v1.resigned_for_test(&root, |b| {
+        b[PRIOR_AT..PRIOR_AT + 32].copy_from_slice(&x25519_public(&[3; 32]))
+    });
+    assert!(with_prior.is_err(), "a prior needs its history box");
 }

@@ -19,7 +19,8 @@ fn device(seed: u8, name: &str) -> SecretIdentity {
 }
 
 /// A fixture whose owner listed a phone and a laptop (serial 1, by the
-/// root), with the keys each opened, walked back to generation 0.
+/// root) and rotated both collections to generation 1, with the keys each
+/// device opened.
 fn with_devices() -> (
     Fixture,
     [SecretIdentity; 2],
@@ -40,6 +41,15 @@ fn with_devices() -> (
         .list_devices(&f.patient, std::slice::from_ref(&v1), NOW)
         .unwrap();
     f.append(e);
+    // Devices never hold generation 0, the root's own key: the root
+    // rotates every collection so the owner's grant is to generation 1.
+    for c in [f.labs, f.meds] {
+        let e = f
+            .state
+            .revoke(&mut Keyring::new(&f.patient, NOW), &c, &[])
+            .unwrap();
+        f.append(e);
+    }
     let keys = [v1.open(&phone).unwrap(), v1.open(&laptop).unwrap()];
     (f, [phone, laptop], v1, keys)
 }
@@ -94,9 +104,8 @@ fn a_listed_device_writes_as_the_owner_and_reads_the_owners_grants() {
         f.state.person_of(&laptop.fingerprint()),
         f.patient.fingerprint()
     );
-    // Labs was created before the list: the owner's grant is to
-    // generation 0, the root's own key, which the devices reach through
-    // the first version's history box.
+    // Labs was created before the list and rotated after it: the owner's
+    // grant is to generation 1, which the devices open.
     let labs = f.labs;
     let record = put(&mut f, &phone, &phone_keys, labs, b"from the phone");
     assert_eq!(
@@ -221,12 +230,36 @@ fn removing_a_device_shuts_it_out_of_the_log_and_of_every_later_key() {
             std::io::sink()
         )
         .is_err());
-    // The laptop's keyring made without keys walks back to generation 0.
+    // The laptop's keyring made without keys walks back to generation 1,
+    // never to generation 0 (the root's own key).
     let laptop_all = f.state.open_generations(&laptop).unwrap();
+    laptop_all.check_against(&v1).unwrap();
     assert!(laptop_all
         .secret_for(f.patient.public().x25519_public())
-        .is_some());
-    assert_eq!(laptop_all.len(), 3);
+        .is_none());
+    assert_eq!(laptop_all.len(), 2);
+    // Cryptographically, not only by the log's rules: none of the phone's
+    // secrets opens the owner's new grant (of medications, rotated last).
+    let rotated = f.log.last().unwrap();
+    let crate::log::EntryBody::Rotation(r) = rotated.body() else {
+        panic!("not a rotation")
+    };
+    let owners = r
+        .grants
+        .iter()
+        .find(|g| g.member() == f.patient.fingerprint())
+        .unwrap()
+        .verify(laptop.public())
+        .unwrap();
+    for public in [v1.enc_public(), f.patient.public().x25519_public()] {
+        if let Ok(identity) = phone_keys.age_identity(public) {
+            let key = crate::grant::GrantKey::generation(f.patient.fingerprint(), identity);
+            assert!(matches!(
+                owners.open_collection_key_as(&key),
+                Err(Error::DecryptionFailed)
+            ));
+        }
+    }
     // Anything the phone signs now is refused: it is no longer a device of
     // the owner's, and no member.
     let mut keyring = Keyring::for_device(&phone, &phone_keys, NOW + 2);
@@ -439,7 +472,7 @@ fn owner_devices_vector() {
             "invalid_entry",
         );
         let v = serde_json::json!({
-            "description": "docs/format.md §8.11: a vault log (patient seed [1;32], Dr Alice [2;32], devices phone [20;32] and laptop [21;32] of role device, as in vault-core's test fixture). Seq 1 and 2 create labs and medications (the owner's grants to generation 0); seq 3 lists the phone and the laptop (serial 1, by the root); seq 4 is a record put by the phone into labs; seq 5 the phone's version-3 grant of labs to Dr Alice; seq 6 the laptop's version 2 removing the phone (generation 2); seq 7 the laptop's rotation of labs, the owner's grant to generation 2. Dr Alice, and the laptop with the keys it opens from the list at seq 6, open the record with the plaintext given; the phone is not a device of the owner's after seq 6. Each negative entry must be refused after the log's prefix up to after_seq, with the error code given.",
+            "description": "docs/format.md §8.11: a vault log (patient seed [1;32], Dr Alice [2;32], devices phone [20;32] and laptop [21;32] of role device, as in vault-core's test fixture). Seq 1 and 2 create labs and medications (the owner's grants to generation 0); seq 3 lists the phone and the laptop (serial 1, by the root); seq 4 and 5 are the root's rotations of labs and medications, the owner's grants to generation 1 (devices never hold generation 0); seq 6 is a record put by the phone into labs; seq 7 the phone's version-3 grant of labs to Dr Alice; seq 8 the laptop's version 2 removing the phone (generation 2); seq 9 the laptop's rotation of labs, the owner's grant to generation 2. Dr Alice, and the laptop with the keys it opens from the list at seq 6, open the record with the plaintext given; the phone is not a device of the owner's after seq 6. Each negative entry must be refused after the log's prefix up to after_seq, with the error code given.",
             "log": f.log.iter().map(|e| hex::encode(e.to_bytes())).collect::<Vec<_>>(),
             "record": record.to_hex(),
             "ciphertext": hex::encode(&f.blobs[f.state.record(&record).unwrap().metadata().ciphertext_hash()]),
@@ -453,8 +486,8 @@ fn owner_devices_vector() {
     let log = vector_log(&v);
     let state = crate::VaultState::verify_log(&log).unwrap();
     let owner = state.owner().fingerprint();
-    assert_eq!(log[4].author(), phone.fingerprint());
-    assert_eq!(log[6].author(), laptop.fingerprint());
+    assert_eq!(log[6].author(), phone.fingerprint());
+    assert_eq!(log[8].author(), laptop.fingerprint());
     let list = state.owner_device_list().unwrap();
     assert_eq!((list.serial(), list.generation()), (2, 2));
     assert!(state.is_owner(&laptop.fingerprint()));
@@ -497,4 +530,72 @@ fn owner_devices_vector() {
             case["description"]
         );
     }
+}
+
+#[test]
+fn a_device_is_shown_the_whole_log_and_never_granted() {
+    let mut f = Fixture::new();
+    let meds = f.meds;
+    f.put_as(0, meds, None, "before the devices", b"x");
+    let tablet = device(22, "tablet");
+    // A device identity that is already a member cannot be listed.
+    f.share(1, f.labs, Permission::Read, None);
+    let e = f
+        .state
+        .share_collection(
+            &mut Keyring::new(&f.patient, NOW),
+            &f.labs,
+            tablet.public(),
+            Permission::Read,
+            None,
+        )
+        .unwrap();
+    f.append(e);
+    let phone = device(20, "phone");
+    let (with_member, _) = DeviceList::first(&f.patient, &[tablet.public().clone()], NOW).unwrap();
+    assert!(f
+        .state
+        .list_devices(&f.patient, std::slice::from_ref(&with_member), NOW)
+        .is_err());
+    let (v1, _) = DeviceList::first(&f.patient, &[phone.public().clone()], NOW).unwrap();
+    let e = f
+        .state
+        .list_devices(&f.patient, std::slice::from_ref(&v1), NOW)
+        .unwrap();
+    f.append(e);
+    // A listed device is never granted (it acts as the owner), nor named
+    // an agent.
+    let grant = f.state.share_collection(
+        &mut Keyring::new(&f.patient, NOW),
+        &f.labs,
+        phone.public(),
+        Permission::ReadWrite,
+        None,
+    );
+    let e = grant.unwrap();
+    assert!(matches!(f.refuse(&e), Error::InvalidEntry { .. }));
+    let named = f.state.name_agent(
+        &mut Keyring::new(&f.patient, NOW),
+        &f.labs,
+        phone.public(),
+        crate::Powers::parse("share").unwrap(),
+        None,
+        None,
+    );
+    assert!(
+        matches!(named, Err(Error::InvalidEntry { .. })),
+        "{named:?}"
+    );
+    // The phone is shown the whole log; served with the record of seq 3
+    // redacted (as a relay might, to hide it), its verification refuses
+    // the log once the phone is listed.
+    crate::VaultState::verify_log_as(&phone.fingerprint(), NOW, &f.log, None).unwrap();
+    let mut served = f.log.clone();
+    served[3] = crate::LogEntry::from_bytes(&served[3].redacted_bytes().unwrap()).unwrap();
+    assert!(matches!(
+        crate::VaultState::verify_log_as(&phone.fingerprint(), NOW, &served, None),
+        Err(Error::Withheld { seq: 3 })
+    ));
+    // Dr Alice may be shown it redacted: she does not follow medications.
+    crate::VaultState::verify_log_as(&f.alice.fingerprint(), NOW, &served, None).unwrap();
 }

@@ -309,8 +309,13 @@ impl VaultState {
         if depth > MAX_AGENCY_CHAIN {
             return Err(ctx.invalid("agencies nest at most three deep"));
         }
-        if agent == self.owner.fingerprint() || agent == ctx.author {
-            return Err(ctx.invalid("the owner, or the one naming, cannot be named an agent"));
+        if agent == self.owner.fingerprint()
+            || agent == ctx.author
+            || self.listed_device(&agent).is_some()
+        {
+            return Err(ctx.invalid(
+                "the owner, one of the owner's devices, or the one naming, cannot be named an agent",
+            ));
         }
         if self
             .identities

@@ -52,6 +52,7 @@ impl VaultState {
             relays: None,
             agencies: BTreeMap::new(),
             owner_devices: None,
+            first_redacted: None,
         })
     }
 
@@ -312,6 +313,9 @@ impl VaultState {
             }
             coll.hidden_since.get_or_insert(seq);
         }
+        if check && viewer.is_some() {
+            self.first_redacted.get_or_insert(seq);
+        }
         Ok(())
     }
 
@@ -458,7 +462,8 @@ impl VaultState {
                     return Err(not_owner);
                 }
                 if check {
-                    entry.verify_signature(&owner)?;
+                    let signer = self.author_document(&entry.author()).unwrap_or(&owner);
+                    entry.verify_signature(signer)?;
                 }
                 self.record_grants.remove(&(*record, *member));
             }
@@ -899,6 +904,11 @@ impl VaultState {
         }
         if grant.member() == self.owner.fingerprint() {
             return Err(ctx.invalid("the owner cannot be granted access to their own vault"));
+        }
+        if self.listed_device(&grant.member()).is_some() {
+            return Err(ctx.invalid(
+                "a device the owner's lists name acts as the owner, and is never granted",
+            ));
         }
         if let Some(known) = self.identities.get(&member.fingerprint()) {
             if known != member {

@@ -7,6 +7,7 @@
 //! before, and a kind 11 naming anyone but the owner is refused.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::devices::{DeviceList, GenerationKeys};
 use crate::error::{Error, Result};
@@ -26,8 +27,9 @@ pub(super) struct OwnerDevices {
     /// named, current or prior (0: the owner document's own key).
     generations: BTreeMap<u32, [u8; 32]>,
     /// Every version applied here, oldest first: the chain a device walks
-    /// back to reach earlier generations.
-    versions: Vec<DeviceList>,
+    /// back to reach earlier generations. Shared, so that cloning a state
+    /// (or applying the next list) does not copy them.
+    versions: Vec<Arc<DeviceList>>,
     /// Every device any version applied here listed, removed ones too:
     /// for naming the authors of earlier entries, never for authority.
     documents: BTreeMap<Fingerprint, PublicIdentity>,
@@ -115,14 +117,16 @@ impl VaultState {
         let mut keys = if fp == self.owner.fingerprint() {
             d.current.open_recovery(me)?
         } else {
-            d.versions
-                .iter()
-                .rev()
-                .find(|v| v.device(&fp).is_some())
-                .ok_or(Error::AccessDenied(
-                    "this device was never in the owner's device list",
-                ))?
-                .open(me)?
+            // The newest version listing this device whose box opens (a
+            // box sealed wrongly by another device is passed over).
+            let mut listing = d.versions.iter().rev().filter(|v| v.device(&fp).is_some());
+            let first = listing.next().ok_or(Error::AccessDenied(
+                "this device was never in the owner's device list",
+            ))?;
+            match first.open(me) {
+                Ok(keys) => keys,
+                Err(e) => listing.find_map(|v| v.open(me).ok()).ok_or(e)?,
+            }
         };
         loop {
             let mut grew = false;
@@ -136,8 +140,9 @@ impl VaultState {
     }
 
     /// The key that opens the owner's grants of `generation` for `me`: the
-    /// root document's own key for generation 0 held by the root, else the
-    /// generation whose public key this log's lists name, from `keys`.
+    /// root document's own key for generation 0, which only the root holds
+    /// (devices never do, decision 67), else the generation whose public
+    /// key this log's lists name, from `keys`.
     pub(crate) fn grant_key(
         &self,
         me: &SecretIdentity,
@@ -149,7 +154,9 @@ impl VaultState {
             return GrantKey::document(me);
         }
         let public = if generation == 0 {
-            *self.owner.x25519_public()
+            return Err(Error::AccessDenied(
+                "this key was sealed to the owner's key file itself (before this device was listed, or shared with the owner as a member): open it with the key file",
+            ));
         } else {
             *self
                 .owner_devices
@@ -185,6 +192,14 @@ impl VaultState {
             Error::InvalidInput(reason) => ctx.invalid(reason),
             _ => ctx.invalid("a device list version is not accepted (docs/format.md §3.7)"),
         })?;
+        // A viewer that is now one of the owner's devices is shown the
+        // whole log: an entry it accepted redacted was withheld from it.
+        let viewer = self.viewer.map(|(v, _)| v);
+        if let (Some(v), Some(seq)) = (viewer, self.first_redacted) {
+            if accepted.current.device(&v).is_some() {
+                return Err(Error::Withheld { seq });
+            }
+        }
         self.owner_devices = Some(accepted);
         Ok(())
     }
@@ -205,6 +220,15 @@ impl VaultState {
         let mut held = self.owner_devices.clone();
         for list in lists {
             list.accept(&self.owner, held.as_ref().map(|h| &h.current))?;
+            if list
+                .devices()
+                .iter()
+                .any(|d| self.identities.contains_key(&d.document().fingerprint()))
+            {
+                return Err(Error::InvalidInput(
+                    "a member or agent of this vault cannot be listed as a device of the owner's",
+                ));
+            }
             let (mut generations, mut documents, mut versions) = match held {
                 Some(h) => (h.generations, h.documents, h.versions),
                 None => (
@@ -213,7 +237,7 @@ impl VaultState {
                     Vec::new(),
                 ),
             };
-            versions.push(list.clone());
+            versions.push(Arc::new(list.clone()));
             generations.insert(list.generation(), *list.enc_public());
             for d in list.devices() {
                 documents.insert(d.document().fingerprint(), d.document().clone());

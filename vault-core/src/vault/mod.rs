@@ -278,4 +278,8 @@ pub struct VaultState {
     /// The owner's device list, once the log carries one
     /// (`docs/format.md` §8.11).
     owner_devices: Option<devices::OwnerDevices>,
+    /// The first entry this reader accepted redacted: a viewer that turns
+    /// out to be a device of the owner's is shown every entry whole, so
+    /// such an entry was withheld from it (`docs/format.md` §8.11).
+    first_redacted: Option<u64>,
 }
