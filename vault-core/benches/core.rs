@@ -255,6 +255,13 @@ fn device_revocation(c: &mut Criterion) {
         .list_devices(&b.owner, std::slice::from_ref(&v1), NOW)
         .expect("listed");
     b.state.apply(&e).expect("apply");
+    // Devices never hold the root's own key: listing them rotates the
+    // collection to generation 1 (vault-client's plan_listing).
+    let e = b
+        .state
+        .revoke(&mut Keyring::new(&b.owner, NOW), &b.coll, &[])
+        .expect("rotation");
+    b.state.apply(&e).expect("apply");
     let keys = v1.open(&devices[0]).expect("open");
     let lost = devices[4].fingerprint();
     let (v2, mut keys2) = v1
