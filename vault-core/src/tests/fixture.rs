@@ -352,3 +352,23 @@ pub fn vector_log(v: &serde_json::Value) -> Vec<LogEntry> {
         })
         .collect()
 }
+
+/// Checks a vector's `negative` cases (`expected` of them): each entry is
+/// refused, with its error code, after the log's prefix up to `after_seq`.
+pub fn check_negative_cases(v: &serde_json::Value, log: &[LogEntry], expected: usize) {
+    let negative = v["negative"].as_array().unwrap();
+    assert_eq!(negative.len(), expected);
+    for case in negative {
+        let after = usize::try_from(case["after_seq"].as_u64().unwrap()).unwrap();
+        let mut prefix = VaultState::verify_log(&log[..=after]).unwrap();
+        let entry =
+            LogEntry::from_bytes(&hex::decode(case["entry"].as_str().unwrap()).unwrap()).unwrap();
+        let err = prefix.apply(&entry).unwrap_err();
+        assert_eq!(
+            err.code(),
+            case["error"].as_str().unwrap(),
+            "{}",
+            case["description"]
+        );
+    }
+}

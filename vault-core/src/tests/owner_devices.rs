@@ -514,22 +514,7 @@ fn owner_devices_vector() {
             .unwrap();
         assert_eq!(out, v["plaintext"].as_str().unwrap().as_bytes());
     }
-    let negative = v["negative"].as_array().unwrap();
-    assert_eq!(negative.len(), 4);
-    for case in negative {
-        let after = usize::try_from(case["after_seq"].as_u64().unwrap()).unwrap();
-        let mut prefix = crate::VaultState::verify_log(&log[..=after]).unwrap();
-        let entry =
-            crate::LogEntry::from_bytes(&hex::decode(case["entry"].as_str().unwrap()).unwrap())
-                .unwrap();
-        let err = prefix.apply(&entry).unwrap_err();
-        assert_eq!(
-            err.code(),
-            case["error"].as_str().unwrap(),
-            "{}",
-            case["description"]
-        );
-    }
+    check_negative_cases(&v, &log, 4);
 }
 
 #[test]
