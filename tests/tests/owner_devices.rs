@@ -12,7 +12,7 @@
     missing_docs
 )]
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use vault_client::{devices, sync, Head, RelayClient};
 use vault_core::devices::{DeviceList, GenerationKeys};
@@ -21,7 +21,8 @@ use vault_core::{
     Keyring, LogEntry, Permission, RecordBody, RecordInfo, Role, SecretIdentity, VaultState,
 };
 use vault_tests::forge::{forge_entry_in, signing_key};
-use vault_tests::{principal, RelayProcess};
+use vault_tests::proxy::{rewrite_entry, rewrite_log, Proxy};
+use vault_tests::{free_loopback_port, principal, RelayProcess};
 
 fn head_of(state: &VaultState) -> Head {
     let h = state.head();
@@ -362,6 +363,16 @@ fn the_cli_adds_a_device_which_writes_as_the_patient_until_removed() {
     assert_eq!(mine["devices"][0]["this_device"], true, "{mine}");
     let records = patient.json(&["list"]);
     assert_eq!(records.as_array().unwrap().len(), 2, "{records}");
+    let by_laptop = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["author"] == l_fp.as_str())
+        .unwrap_or_else(|| panic!("no record by the laptop: {records}"));
+    assert_eq!(
+        by_laptop["author_name"], "laptop (your device)",
+        "{records}"
+    );
 
     // The laptop is lost: the patient removes it. Its keys open nothing
     // written afterwards and the relay refuses it; Dr Dee still reads.
@@ -382,4 +393,106 @@ fn the_cli_adds_a_device_which_writes_as_the_patient_until_removed() {
     );
     assert_eq!(patient.ok(&["open", &lab[..8], "-o", "-"]), "48 mmol/mol");
     patient.ok(&["verify"]);
+}
+
+/// Issue 17's malicious-relay cases for device lists, against the `vault`
+/// command through an intercepting proxy playing the relay: a device added
+/// to the owner's list by the relay (it rewrites the devices-listed entry),
+/// the list's entry withheld, and the list rolled back to before a
+/// removal. Each is refused with exit 6 and the stable error code; with
+/// the proxy honest again, the same command succeeds.
+#[test]
+fn a_hostile_relay_cannot_add_a_device_withhold_the_list_or_roll_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    // Clients sign for the proxy's origin, so the relay is told that it is
+    // reachable there.
+    let port = free_loopback_port();
+    let relay_url = format!("http://127.0.0.1:{port}");
+    let proxy = Proxy::start(&relay_url);
+    let _relay = RelayProcess::start_on(
+        &dir.path().join("relay"),
+        &format!("127.0.0.1:{port}"),
+        &["--public-url", &proxy.url, "--public-url", &relay_url],
+    );
+    let (patient, doc) = vault_tests::patient_and_clinician(dir.path(), &proxy.url);
+    let fp = |v: serde_json::Value| v["fingerprint"].as_str().unwrap().to_owned();
+    let lab = patient.add_lab("HbA1c", "48 mmol/mol");
+    patient.json(&["share", "labs", "--with", "dr"]);
+    assert_eq!(
+        doc.ok(&["open", &lab[..8], "--vault", "pat", "-o", "-"]),
+        "48 mmol/mol"
+    );
+    let laptop = vault_tests::CliProfile::new(&dir.path().join("laptop"), &proxy.url);
+    let l_fp = fp(laptop.init("laptop", "device"));
+    laptop.ok(&["whoami", "--publish", "--no-qr"]);
+    let head = |who: &vault_tests::CliProfile, vault: Option<&str>| {
+        let mut args = vec!["verify"];
+        if let Some(v) = vault {
+            args.extend(["--vault", v]);
+        }
+        who.json(&args)["entries"].as_u64().unwrap() - 1
+    };
+    let listing = head(&patient, None) + 1;
+    patient.json(&["devices", "add", &l_fp]);
+
+    // 1. The relay adds a device of its own to the list it serves Dr Dee:
+    // any byte of the devices-listed entry changed breaks its signature.
+    proxy.attack(rewrite_entry(listing, |bytes| {
+        let at = bytes.len() - 200;
+        bytes[at] ^= 1;
+    }));
+    let r = doc.refused(&["verify", "--vault", "pat"]);
+    assert_eq!((r.exit, r.code.as_str()), (6, "bad_signature"), "{r:?}");
+    assert!(proxy.tampered() > 0);
+
+    // 2. The relay withholds the list's entry (drops it from the page).
+    proxy.attack(rewrite_log(move |_, page| {
+        let before = page.entries.len();
+        page.entries
+            .retain(|e| LogEntry::from_bytes(e).is_ok_and(|e| e.seq() != listing));
+        page.entries.len() != before
+    }));
+    let r = doc.refused(&["verify", "--vault", "pat"]);
+    assert_eq!(r.exit, 6, "{r:?}");
+    assert!(
+        ["chain_broken", "missing_or_withheld"].contains(&r.code.as_str()),
+        "{r:?}"
+    );
+    // Honest again, Dr Dee verifies; the proxy keeps a copy of the
+    // patient's head entry as it passes (what a rolling-back relay serves).
+    let before_removal = head(&patient, None);
+    let kept: Arc<Mutex<Option<LogEntry>>> = Arc::default();
+    let keep = kept.clone();
+    proxy.attack(rewrite_log(move |_, page| {
+        for e in &page.entries {
+            if let Ok(e) = LogEntry::from_bytes(e) {
+                if e.seq() == before_removal {
+                    *keep.lock().unwrap() = Some(e);
+                }
+            }
+        }
+        false
+    }));
+    doc.ok(&["verify", "--vault", "pat"]);
+    proxy.honest();
+    let old_head = kept.lock().unwrap().clone().expect("the head entry passed");
+
+    // 3. The patient removes the laptop; the relay then serves Dr Dee the
+    // log as it was before the removal, so the laptop would still be the
+    // owner's device in her view: a rollback of what she verified.
+    patient.json(&["devices", "remove", &l_fp[..8]]);
+    doc.ok(&["verify", "--vault", "pat"]);
+    proxy.attack(rewrite_log(move |_, page| {
+        page.entries
+            .retain(|e| LogEntry::from_bytes(e).is_ok_and(|e| e.seq() <= old_head.seq()));
+        page.set_head(&old_head);
+        true
+    }));
+    let r = doc.refused(&["verify", "--vault", "pat"]);
+    assert_eq!((r.exit, r.code.as_str()), (6, "rollback"), "{r:?}");
+    proxy.honest();
+    assert_eq!(
+        doc.ok(&["open", &lab[..8], "--vault", "pat", "-o", "-"]),
+        "48 mmol/mol"
+    );
 }

@@ -778,6 +778,19 @@ impl Namer {
         collection: &vault_core::CollectionId,
         seq: u64,
     ) -> String {
+        if let Some(device) = state.listed_device(fp) {
+            // A device of the owner's wrote it, as the owner.
+            let owner = state.owner().fingerprint();
+            let whose = if self.names.get(&owner).is_some_and(|n| n == "you") {
+                "your".to_owned()
+            } else {
+                format!("{}'s", self.name(&owner, Some(state)))
+            };
+            return format!(
+                "{} ({whose} device)",
+                crate::output::clean(device.display_name())
+            );
+        }
         let name = self.name(fp, Some(state));
         if state.acting_for_owner(fp, collection, seq).is_some() {
             format!(

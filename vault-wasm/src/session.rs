@@ -386,6 +386,33 @@ impl Session {
         })
     }
 
+    /// Adds a device (by its 64-hex fingerprint, published on the relay) to
+    /// the owner's devices (JSON `{name, serial, generation}`): it then
+    /// reads and writes the vault as the owner.
+    #[wasm_bindgen(js_name = addDevice)]
+    pub fn add_device(&self, vault: String, fingerprint_hex: String) -> Promise {
+        self.run(|inner| async move {
+            let vault = vault_id(&vault)?;
+            let device = crate::fingerprint(&fingerprint_hex)?;
+            let mut s = inner.lock().await;
+            Ok(json(&sharing::add_device(&mut s, &vault, &device).await?))
+        })
+    }
+
+    /// Removes one of the owner's devices (by 64-hex fingerprint) and
+    /// re-keys every collection (JSON `{rotated, dropped}`).
+    #[wasm_bindgen(js_name = removeDevice)]
+    pub fn remove_device(&self, vault: String, fingerprint_hex: String) -> Promise {
+        self.run(|inner| async move {
+            let vault = vault_id(&vault)?;
+            let device = crate::fingerprint(&fingerprint_hex)?;
+            let mut s = inner.lock().await;
+            Ok(json(
+                &sharing::remove_device(&mut s, &vault, &device).await?,
+            ))
+        })
+    }
+
     /// Ends every agency of an agent (by 64-hex fingerprint) and rotates
     /// the collections it acted in, and any whose key it withheld from the
     /// owner (JSON `{ended, rotated, notRotated}`).

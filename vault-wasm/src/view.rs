@@ -41,6 +41,8 @@ pub fn author(
         "name": known.map(PublicIdentity::display_name),
         "role": known.map(|i| i.role().as_str()),
         "isOwner": *fp == state.owner().fingerprint(),
+        "ownerDevice": state.listed_device(fp).is_some(),
+        "ownerIsMe": state.owner().fingerprint() == *me,
         "isMe": fp == me,
         "onBehalfOf": on_behalf_of,
         "onBehalfOfMe": on_behalf_of.is_some() && state.owner().fingerprint() == *me,

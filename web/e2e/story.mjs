@@ -673,6 +673,44 @@ async function main() {
   assert.equal(janeRefused.code, 4, `an ended agent listing should exit 4, got ${janeRefused.code}: ${janeRefused.stderr}`);
   log(`7e. Jane Doe named agent (read, add, share) from the page; her note shows "${agentBadge}"; agency ended from the page, her vault list exits 4`);
 
+  // 7f. A second device (docs/format.md §8.11, decision 67): a CLI
+  // profile of role device is added from the page by its fingerprint; it
+  // reads the labs and writes into them as the patient; removed from the
+  // page, the relay refuses it.
+  const laptopHome = join(tmp, 'device-laptop');
+  const laptop = (args, opts = {}) => cli(args, { ...opts, home: laptopHome });
+  await laptop(['init', '--name', 'laptop', '--role', 'device', '--work-factor', '15']);
+  await laptop(['whoami', '--publish', '--no-qr']);
+  const laptopHex = JSON.parse((await laptop(['whoami', '--json'])).stdout).fingerprint;
+  await tid('nav-access').click();
+  await tid('devices-empty').waitFor();
+  await tid('device-fingerprint').fill(laptopHex);
+  await tid('device-add').click();
+  const laptopRow = page.locator('[data-testid="device"][data-name="laptop"]');
+  await laptopRow.waitFor();
+  await noAlerts('after adding a device');
+  await laptop(['contacts', 'add', 'patient', '--lookup', patientHex, '--verify', patientHex]);
+  await laptop(['add', '-', '-c', labsName, '--title', 'From the laptop', '--vault', 'patient'], { input: 'Written on the laptop.' });
+  const laptopDevices = JSON.parse((await laptop(['devices', 'list', '--vault', 'patient', '--json'])).stdout);
+  assert.equal(laptopDevices.devices[0].this_device, true, `the laptop's view of the devices: ${JSON.stringify(laptopDevices)}`);
+  await tid('nav-records').click();
+  await tid('refresh').click();
+  await page.locator('[data-testid="collection-item"]', { hasText: labsName }).first().click();
+  const laptopNote = page.locator('[data-testid="record-row"][data-title="From the laptop"]');
+  await laptopNote.waitFor();
+  const laptopBadge = norm(await laptopNote.getByTestId('author-badge').innerText());
+  assert.match(laptopBadge, /Written by laptop \(your device\)/);
+  await tid('nav-access').click();
+  await laptopRow.getByTestId('device-remove').click();
+  await tid('device-remove-dialog').waitFor();
+  await tid('device-remove-dialog-confirm').click();
+  await tid('revoke-summary').waitFor();
+  await noAlerts('after removing a device');
+  assert.equal(await laptopRow.count(), 0, 'the removed device is still listed');
+  const laptopRefused = await laptop(['list', '--vault', 'patient'], { allowFail: true });
+  assert.equal(laptopRefused.code, 4, `a removed device listing should exit 4, got ${laptopRefused.code}: ${laptopRefused.stderr}`);
+  log(`7f. A CLI laptop added from the page as a device; its note shows "${laptopBadge}"; removed from the page, its vault list exits 4`);
+
   // 8. About / integrity, vault screen, phone width.
   await tid('nav-about').click();
   await page.waitForFunction((h) => document.querySelector('[data-testid="bundle-hash"]')?.textContent === h, expectedHash);
@@ -693,9 +731,9 @@ async function main() {
     assert.ok(listing.includes(`vault-export/${f}`), `export lacks ${f}: ${listing.join(', ')}`);
   }
   const recordFiles = listing.filter((f) => f.startsWith('vault-export/records/') && f.endsWith('.age'));
-  // The import, dr-a's two results, the lab's deposit and the agent's note
-  // (the PDF was purged).
-  assert.equal(recordFiles.length, added + 4, `export holds ${recordFiles.length} record files, expected ${added + 4}`);
+  // The import, dr-a's two results, the lab's deposit, the agent's note
+  // and the laptop's (the PDF was purged).
+  assert.equal(recordFiles.length, added + 5, `export holds ${recordFiles.length} record files, expected ${added + 5}`);
   assert.ok(recordFiles.every((f) => /^vault-export\/records\/[0-9a-f]{32}\/[0-9a-f]{32}\.[a-z0-9]+\.age$/.test(f)), 'export paths carry ids only');
   const exportDir = join(tmp, 'export');
   mkdirSync(exportDir);

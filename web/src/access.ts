@@ -8,7 +8,7 @@ import { run, type Ctx } from './state';
 import { refresh } from './app';
 import { openShareDialog } from './share';
 import { emptyState, fingerprintEl, memberName, withBusy } from './ui';
-import type { Member, RevokeSummary, VaultOverview } from './vault';
+import type { DeviceView, Member, RevokeSummary, VaultOverview } from './vault';
 
 let lastSummary: { text: string } | null = null;
 
@@ -120,6 +120,7 @@ export function renderAccess(c: Ctx): HTMLElement {
             ),
           ),
     ),
+    devicesCard(c, ov),
     h(
       'section',
       { class: 'card', 'aria-labelledby': 'rs-heading' },
@@ -135,6 +136,116 @@ export function renderAccess(c: Ctx): HTMLElement {
           ),
     ),
   );
+}
+
+/**
+ * Your devices (docs/format.md §8.11): each has its own key and reads and
+ * writes your vault as you; one that is lost is removed alone, and every
+ * collection is re-keyed.
+ */
+function devicesCard(c: Ctx, ov: VaultOverview): HTMLElement {
+  const input: HTMLInputElement = h('input', {
+    id: 'device-fingerprint',
+    type: 'text',
+    testid: 'device-fingerprint',
+    autocomplete: 'off',
+    spellcheck: false,
+    placeholder: '64 hexadecimal digits',
+    'aria-describedby': 'device-help',
+  });
+  const add: HTMLButtonElement = h(
+    'button',
+    {
+      type: 'submit',
+      class: 'button secondary small',
+      testid: 'device-add',
+    },
+    'Add device',
+  );
+  const form = h(
+    'form',
+    {
+      class: 'stack',
+      onsubmit: async (e: Event) => {
+        e.preventDefault();
+        const vault = c.vault;
+        const fp = input.value.replace(/\s+/g, '').toLowerCase();
+        if (!vault) return;
+        if (!/^[0-9a-f]{64}$/.test(fp)) {
+          announce('A device fingerprint is 64 hexadecimal digits, as `vault whoami` shows it on that device.');
+          input.focus();
+          return;
+        }
+        const done = await withBusy(add, 'Adding…', () => run((s) => s.addDevice(vault, fp)), 'Adding the device failed');
+        if (!done) return;
+        lastSummary = { text: `Added “${done.name}” to your devices: it now reads and writes your vault as you.` };
+        announce(lastSummary.text);
+        await refresh();
+      },
+    },
+    h('label', { for: 'device-fingerprint' }, 'Add a device by its fingerprint'),
+    h(
+      'p',
+      { id: 'device-help', class: 'muted' },
+      'On the new device run `vault init --role device --name laptop` and `vault whoami --publish`, then type the fingerprint it shows. Check it digit by digit: whoever holds that device reads and writes everything here.',
+    ),
+    input,
+    h('div', { class: 'actions' }, add),
+  );
+  return h(
+    'section',
+    { class: 'card', 'aria-labelledby': 'devices-heading', testid: 'devices' },
+    h('h2', { id: 'devices-heading' }, 'Your devices'),
+    ov.devices.length === 0
+      ? emptyState('Only this browser acts for you. Add a laptop or another profile as a device of yours.', 'devices-empty')
+      : h(
+          'ul',
+          { class: 'people' },
+          ov.devices.map((d) =>
+            h(
+              'li',
+              { class: 'person', testid: 'device', 'data-name': d.name },
+              h('div', { class: 'person-head' }, h('strong', null, d.name), h('span', { class: 'muted' }, d.thisDevice ? ' · this device' : '')),
+              fingerprintEl(d.fingerprint, undefined, 'small'),
+              h('div', { class: 'actions' }, removeDeviceButton(c, d)),
+            ),
+          ),
+        ),
+    form,
+  );
+}
+
+function removeDeviceButton(c: Ctx, d: DeviceView): HTMLButtonElement {
+  const b: HTMLButtonElement = h(
+    'button',
+    {
+      type: 'button',
+      class: 'button danger small',
+      testid: 'device-remove',
+      onclick: async () => {
+        const vault = c.vault;
+        if (!vault) return;
+        const ok = await confirmDialog({
+          title: `Remove “${d.name}”?`,
+          testid: 'device-remove-dialog',
+          danger: true,
+          confirm: 'Remove device',
+          text: [
+            h('p', null, 'The relay refuses it from now on, and every collection is re-keyed: nothing written from now on opens with its keys.'),
+            h('p', { class: 'muted' }, 'What it already read cannot be taken back.'),
+          ],
+        });
+        if (!ok) return;
+        const done = await withBusy(b, 'Re-keying…', () => run((s) => s.removeDevice(vault, d.fingerprintHex)), 'Removing the device failed');
+        if (!done) return;
+        lastSummary = { text: `Removed “${d.name}”: ${done.rotated} collection key${done.rotated === 1 ? '' : 's'} rotated.` };
+        announce(lastSummary.text);
+        await refresh();
+      },
+    },
+    'Remove',
+  );
+  return b;
 }
 
 /** Ends every agency of `m` and re-keys what it withheld (even after its agency ended). */

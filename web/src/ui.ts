@@ -51,6 +51,7 @@ export function authorText(a: Author): string {
   const behalf = a.onBehalfOfMe ? ' on your behalf (your agent)' : a.onBehalfOf ? ` on behalf of ${a.onBehalfOf} (agent)` : null;
   if (a.isMe) return `Added by you${behalf ? ` on behalf of ${a.onBehalfOf}` : ''}`;
   if (a.isOwner) return `Written by ${a.name ?? 'the vault owner'} (vault owner)`;
+  if (a.ownerDevice) return `Written by ${a.name ?? 'a device'} (${a.ownerIsMe ? 'your device' : "the vault owner's device"})`;
   return `Written by ${a.name ?? 'an unnamed identity'}${behalf ?? `, ${roleLabel(a.role)}`}`;
 }
 

@@ -117,6 +117,16 @@ export interface VaultOverview {
   recordShares: RecordShare[];
   /** Collections whose current key an agent's rotation withheld from the owner, with that agent. */
   withheldKeys: { collection: string; signer: Member }[];
+  /** The owner's devices (docs/format.md §8.11): each writes the vault as the owner. */
+  devices: DeviceView[];
+}
+
+export interface DeviceView {
+  fingerprintHex: string;
+  fingerprint: string;
+  name: string;
+  addedAt: number;
+  thisDevice: boolean;
 }
 
 export interface Author {
@@ -125,6 +135,10 @@ export interface Author {
   name: string | null;
   role: Role | null;
   isOwner: boolean;
+  /** The author is a device the vault owner listed (it wrote as the owner). */
+  ownerDevice: boolean;
+  /** The reader is the vault owner. */
+  ownerIsMe: boolean;
   isMe: boolean;
   /** The owner's name, when the author wrote this as the owner's agent. */
   onBehalfOf: string | null;
@@ -489,6 +503,16 @@ export class Session {
    */
   async nameAgent(vault: string, collection: string, identityText: string, powers: string, expiresAt?: number): Promise<{ delegation: string; rotatedFirst: boolean }> {
     return JSON.parse(await call(() => this.inner.nameAgent(vault, collection, identityText, powers, expiresAt)));
+  }
+
+  /** Adds a device (its whole fingerprint, published on the relay) to your devices. */
+  async addDevice(vault: string, fingerprintHex: string): Promise<{ name: string; serial: number; generation: number }> {
+    return JSON.parse(await call(() => this.inner.addDevice(vault, fingerprintHex)));
+  }
+
+  /** Removes one of your devices and re-keys every collection. */
+  async removeDevice(vault: string, fingerprintHex: string): Promise<{ rotated: number; dropped: number }> {
+    return JSON.parse(await call(() => this.inner.removeDevice(vault, fingerprintHex)));
   }
 
   /** Ends every agency of an agent and re-keys what it could read, or whose key it withheld from you. */

@@ -58,8 +58,9 @@ impl VaultState {
     }
 
     /// The document of a device the owner's lists in this log ever named
-    /// (removed ones too), to name the author of what it wrote.
-    pub(super) fn listed_device(&self, fp: &Fingerprint) -> Option<&PublicIdentity> {
+    /// (removed ones too), to name the author of what it wrote; never a
+    /// member's or an agent's (§8.11 rule 4).
+    pub fn listed_device(&self, fp: &Fingerprint) -> Option<&PublicIdentity> {
         self.owner_devices.as_ref()?.documents.get(fp)
     }
 
