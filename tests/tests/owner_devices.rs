@@ -149,12 +149,20 @@ fn the_relay_serves_the_owners_devices_and_refuses_a_removed_one() {
         // Listing the devices rotates every collection: devices never hold
         // the root's own key, so the owner's grants move to generation 1.
         let listing = devices::plan_listing(&state, &root, &v1, now).unwrap();
-        assert_eq!(listing.len(), 2, "the listing and the rotation of labs");
+        assert_eq!(listing.len(), 1);
         for e in &listing {
             state.apply(e).unwrap();
         }
+        assert_eq!(state.collections_to_rekey(), vec![labs]);
+        let (rotations, rekeyed) = devices::plan_rekeying(&state, &root, now, usize::MAX);
+        assert_eq!(rekeyed.rotated, vec![labs]);
+        for e in &rotations {
+            state.apply(e).unwrap();
+        }
+        assert!(state.collections_to_rekey().is_empty());
         let mut batch = vec![created, shared];
         batch.extend(listing);
+        batch.extend(rotations);
         c_root
             .append(
                 &state.vault(),
@@ -189,6 +197,25 @@ fn the_relay_serves_the_owners_devices_and_refuses_a_removed_one() {
             b"written on the phone",
         )
         .await;
+        // The phone shares labs with Dr Eve, as the owner: a version-3 grant
+        // naming the phone.
+        let eve = principal(3, "Dr Eve", Role::Clinician);
+        client(&eve).publish_identity().await.unwrap();
+        let share = phone_state
+            .share_collection(
+                &mut Keyring::for_device(&phone, &phone_keys, now),
+                &labs,
+                eve.public(),
+                Permission::Read,
+                None,
+            )
+            .unwrap();
+        let prev = head_of(&phone_state);
+        c_phone
+            .append(&phone_state.vault(), prev, std::slice::from_ref(&share))
+            .await
+            .unwrap();
+        phone_state.apply(&share).unwrap();
         let served = fetch(&c_laptop, &state).await.unwrap();
         let laptop_state = VaultState::verify_log(&served).unwrap();
         assert_eq!(
@@ -218,22 +245,28 @@ fn the_relay_serves_the_owners_devices_and_refuses_a_removed_one() {
             devices::remove(&mut store, &c_laptop, &state.vault(), &phone.fingerprint())
                 .await
                 .unwrap();
-        assert_eq!(removal.rotated, vec![labs]);
-        assert_eq!(removal.entries.len(), 2);
-        assert!(removal.dropped.is_empty());
-        let v2 = removal.list.clone();
+        assert_eq!(removal.rekeying.rotated, vec![labs]);
+        assert!(removal.rekeying.not_rotated.is_empty());
+        assert!(removal.rekeying.dropped.is_empty());
+        assert_eq!(
+            removal.granted_by_it,
+            vec![(labs, eve.fingerprint())],
+            "what the phone shared is reported, and stays"
+        );
+        let v2 = removal.list.clone().unwrap();
         assert_eq!((v2.serial(), v2.generation()), (2, 2));
         assert_eq!(laptop_state.owner_device_list(), Some(&v2));
-        // Removing it again, or the laptop itself, or the last device, is
-        // refused before anything is sent.
-        for (who, lost) in [
-            (&c_laptop, phone.fingerprint()),
-            (&c_laptop, laptop.fingerprint()),
-        ] {
-            assert!(devices::remove(&mut store, who, &state.vault(), &lost)
+        // Removing it again only finishes the re-keying (nothing left);
+        // the laptop removing itself is refused before anything is sent.
+        let (_, again) =
+            devices::remove(&mut store, &c_laptop, &state.vault(), &phone.fingerprint())
                 .await
-                .is_err());
-        }
+                .unwrap();
+        assert!(again.list.is_none() && again.rekeying.rotated.is_empty());
+        let own = devices::remove(&mut store, &c_laptop, &state.vault(), &laptop.fingerprint())
+            .await
+            .unwrap_err();
+        assert_eq!(own.code(), "invalid_input", "{own}");
         let keys2 = laptop_state.open_generations(&laptop).unwrap();
         keys2.check_against(&v2).unwrap();
 
@@ -312,14 +345,17 @@ fn the_cli_adds_a_device_which_writes_as_the_patient_until_removed() {
     let l_fp = fp(laptop.init("laptop", "device"));
     laptop.ok(&["whoami", "--publish", "--no-qr"]);
     assert_eq!(
-        patient.json(&["devices", "list"]),
+        patient.json(&["devices", "list"])["devices"],
         serde_json::json!([]),
         "no devices yet"
     );
+    // A device profile never owns a vault.
+    let refused = laptop.fails(2, &["create"]);
+    assert!(refused.contains("never owns a vault"), "{refused}");
     // A clinician's fingerprint is refused: only device identities.
     let d_fp = fp(doc.json(&["whoami"]));
     let refused = patient.fails(2, &["devices", "add", &d_fp]);
-    assert!(refused.contains("not a device identity"), "{refused}");
+    assert!(refused.contains("not a device's"), "{refused}");
     let added = patient.json(&["devices", "add", &l_fp]);
     assert_eq!(
         (added["serial"].as_u64(), added["generation"].as_u64()),

@@ -196,11 +196,14 @@ pub enum Command {
     /// The devices that act for you: each has its own key, reads and
     /// writes your vault as you, and can be removed alone if it is lost.
     ///
-    /// On the new device: `vault init --role device --name laptop`, then
-    /// `vault whoami --publish`. On this one: `vault devices add
-    /// FINGERPRINT` with the fingerprint the new device shows. Removing a
-    /// device rotates every collection's key, so nothing written afterwards
-    /// opens with its keys; the relay refuses it at once.
+    /// On the new device: `vault init --role device --name laptop`, `vault
+    /// whoami --publish`, and `vault contacts add me --lookup YOUR-FINGERPRINT`
+    /// (your own, as `vault whoami` shows it here). On this one: `vault
+    /// devices add FINGERPRINT` with the 64 hex digits `vault whoami --json`
+    /// shows there. Removing a device rotates every collection's key, so
+    /// nothing written afterwards opens with its keys, and the relay refuses
+    /// it in this vault at once; people it shared with keep their access
+    /// (you are told who).
     #[command(subcommand)]
     Devices(DevicesCommand),
     /// Export the vault as standard age files plus a FHIR R4 bundle.
@@ -323,9 +326,10 @@ pub enum RoleArg {
     /// A clinician, who receives shares.
     Clinician,
     /// Another device of yours (a laptop, a second CLI profile): it reads
-    /// and writes your vault as you once your patient profile adds it with
-    /// `vault devices add`, and can be removed alone if it is lost. Name it
-    /// after the device ("laptop"): the people you share with see it.
+    /// and writes your vault as you once your patient profile (or the web
+    /// app) adds it with `vault devices add`, and can be removed alone if
+    /// it is lost. Name it after the device ("laptop"): the people you
+    /// share with see it. It never owns a vault of its own.
     Device,
 }
 

@@ -394,9 +394,11 @@ impl Session {
     fn select_known_vault(&self) -> Result<VaultId> {
         let known = self.known_vaults()?;
         let me = self.public.fingerprint();
+        // Yours: its owner is you, or lists this device (a device of the
+        // owner's writes as the owner).
         let mine: Vec<VaultId> = known
             .iter()
-            .filter(|(_, o)| o.fingerprint() == me)
+            .filter(|(v, o)| o.fingerprint() == me || self.local(v).is_ok_and(|s| s.is_owner(&me)))
             .map(|(v, _)| *v)
             .collect();
         let pick = |found: Vec<VaultId>, what: &str| -> Result<VaultId> {

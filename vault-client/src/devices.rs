@@ -2,99 +2,156 @@
 //! §3.7, §8.11, decision 67): listing the owner's devices in a vault's log,
 //! adding one, and removing a lost one.
 //!
-//! [`list`], [`add`] and [`remove`] perform the action against a relay:
-//! they pull, build the entries with [`plan_listing`], [`plan_adding`] or
-//! [`plan_removal`], and append them with
-//! [`crate::sync::push_with_retry`], which builds them again on the
-//! relay's newer state if the head moved. Removing a device appends, in
-//! one batch, the list's next version (a new key generation the removed
-//! device does not hold) and a rotation of every collection, so nothing
-//! sealed to the owner afterwards opens with the removed device's keys.
+//! Each action appends the list's new version on its own first, so a
+//! removed device loses its authority with the first append, then re-keys
+//! the collections whose owner grant is not sealed to the current key
+//! generation ([`rekey`]), a few per append, each built on the relay's
+//! newest state: a vault of any size is re-keyed, a collection that fails
+//! is reported and the others go on, and running the action again
+//! finishes what an interruption left. The `vault devices` command and the
+//! web app's access screen present these.
 
 use vault_core::devices::DeviceList;
 use vault_core::store::Store;
 use vault_core::{
-    CollectionId, Fingerprint, Keyring, LogEntry, PublicIdentity, SecretIdentity, VaultId,
-    VaultState,
+    CollectionId, Fingerprint, Keyring, LogEntry, PublicIdentity, RecordId, Role, SecretIdentity,
+    VaultId, VaultState,
 };
 
-use crate::{sync, RelayClient};
+use crate::{sync, ClientError, RelayClient};
 
-/// What removing a device does.
-#[derive(Debug)]
-pub struct Removal {
-    /// The entries to append, in order: the list's next version, then one
-    /// rotation per collection.
-    pub entries: Vec<LogEntry>,
-    /// The list version that removes the device.
-    pub list: DeviceList,
-    /// Collections rotated, so the owner's grant is to the new generation.
+/// Collections rotated per append while re-keying: small enough that any
+/// append fits the relay's request limit (each rotation does alone).
+const ROTATIONS_PER_APPEND: usize = 1;
+
+/// What re-keying the owner's collections did ([`rekey`]).
+#[derive(Debug, Default)]
+pub struct Rekeying {
+    /// Collections rotated, so the owner's grant is to the current key
+    /// generation.
     pub rotated: Vec<CollectionId>,
     /// Records a rotation dropped because their key did not open (a
     /// faulty writer's; decision 37), by collection.
-    pub dropped: Vec<(CollectionId, vault_core::RecordId)>,
+    pub dropped: Vec<(CollectionId, RecordId)>,
+    /// Collections whose rotation could not be built, with why: they still
+    /// hold a key the removed device had. Run the action again.
+    pub not_rotated: Vec<(CollectionId, String)>,
 }
 
-/// Builds the entries listing the owner's devices for the first time in
-/// `state`'s log: `first` is the list's first version (the root's, from
-/// [`DeviceList::first`]), written by `me` (the owner's root), then a
-/// rotation revoking nobody of every collection. Devices never hold the
-/// root's own key (generation 0, decision 67), so the rotations seal the
-/// owner's grants to generation 1, which they open; versions replaced
-/// before stay readable with the key file only.
+/// What adding a device did ([`add_by_fingerprint`]).
+#[derive(Debug)]
+pub struct Added {
+    /// The device's identity, as the relay published it (its fingerprint
+    /// checked).
+    pub device: PublicIdentity,
+    /// The list version that lists it.
+    pub list: DeviceList,
+    /// The collections re-keyed (the first listing moves the owner's
+    /// grants to generation 1, which devices open).
+    pub rekeying: Rekeying,
+}
+
+/// What removing a device did ([`remove`]).
+#[derive(Debug)]
+pub struct Removal {
+    /// The list version that removes the device (`None` if it was removed
+    /// already: the action only finished the re-keying).
+    pub list: Option<DeviceList>,
+    /// The collections re-keyed.
+    pub rekeying: Rekeying,
+    /// Members whose current grant the removed device signed: what it
+    /// shared stays (as for an agent, decision 60), so the owner reviews
+    /// it and revokes whoever should go.
+    pub granted_by_it: Vec<(CollectionId, Fingerprint)>,
+}
+
+/// The entry listing the owner's devices for the first time in `state`'s
+/// log: `first` is the list's first version (the root's, from
+/// [`DeviceList::first`]), written by `me` (the owner's root). The
+/// collections are re-keyed next ([`rekey`]): devices never hold the
+/// root's own key (generation 0, decision 67).
 pub fn plan_listing(
     state: &VaultState,
     me: &SecretIdentity,
     first: &DeviceList,
     now: u64,
 ) -> vault_core::Result<Vec<LogEntry>> {
-    let mut next = state.clone();
-    let listing = next.list_devices(me, std::slice::from_ref(first), now)?;
-    next.apply(&listing)?;
-    let mut entries = vec![listing];
-    entries.extend(rotate_all(&mut next, me, now)?.0);
-    Ok(entries)
+    if state.owner_device_list().is_some() {
+        return Err(vault_core::Error::InvalidInput(
+            "the owner's devices are listed already: add one to the list",
+        ));
+    }
+    Ok(vec![state.list_devices(
+        me,
+        std::slice::from_ref(first),
+        now,
+    )?])
 }
 
-/// A rotation revoking nobody of every collection of `next` (applied to
-/// it), so the owner's grants go to the current generation: the entries,
-/// the collections, and the records dropped because their key did not
-/// open (decision 37).
-#[allow(clippy::type_complexity)] // three plain lists
-fn rotate_all(
-    next: &mut VaultState,
+/// Up to `max` rotations (revoking nobody) of the collections whose
+/// owner grant is not at the current generation, built on `state` as `me`
+/// (the root or a listed device): the entries, and the rekeying they do.
+/// A collection whose rotation cannot be built is reported, not fatal.
+pub fn plan_rekeying(
+    state: &VaultState,
     me: &SecretIdentity,
     now: u64,
-) -> vault_core::Result<(
-    Vec<LogEntry>,
-    Vec<CollectionId>,
-    Vec<(CollectionId, vault_core::RecordId)>,
-)> {
-    let (mut entries, mut rotated, mut dropped) = (Vec::new(), Vec::new(), Vec::new());
-    for c in next.collections() {
-        let rotation = next.revoke(&mut Keyring::new(me, now), &c.id, &[])?;
-        if let vault_core::EntryBody::Rotation(r) = rotation.body() {
-            dropped.extend(r.dropped.iter().map(|record| (c.id, *record)));
+    max: usize,
+) -> (Vec<LogEntry>, Rekeying) {
+    let mut next = state.clone();
+    let mut keyring = Keyring::new(me, now);
+    let mut entries = Vec::new();
+    let mut done = Rekeying::default();
+    for c in state.collections_to_rekey() {
+        if entries.len() >= max {
+            break;
         }
-        next.apply(&rotation)?;
-        entries.push(rotation);
-        rotated.push(c.id);
+        let rotation = next
+            .revoke(&mut keyring, &c, &[])
+            .and_then(|r| next.apply(&r).map(|()| r));
+        match rotation {
+            Ok(r) => {
+                if let vault_core::EntryBody::Rotation(rot) = r.body() {
+                    done.dropped
+                        .extend(rot.dropped.iter().map(|record| (c, *record)));
+                }
+                entries.push(r);
+                done.rotated.push(c);
+            }
+            Err(e) => done.not_rotated.push((c, e.to_string())),
+        }
     }
-    Ok((entries, rotated, dropped))
+    (entries, done)
 }
 
-/// Lists the owner's devices in `vault`'s log: see [`plan_listing`].
-pub async fn list<S: Store + ?Sized>(
+/// Re-keys, a few per append, every collection of `vault` whose owner
+/// grant is not at the owner's current key generation (after a device
+/// was listed for the first time, or removed), as the client's identity.
+/// Stops when none is left, or when only collections that fail remain.
+pub async fn rekey<S: Store + ?Sized>(
     store: &mut S,
     client: &RelayClient,
     vault: &VaultId,
-    first: &DeviceList,
-) -> crate::Result<VaultState> {
+) -> crate::Result<(VaultState, Rekeying)> {
     let me = client.identity().clone();
-    sync::push_with_retry(store, client, vault, |state| {
-        Ok(plan_listing(state, &me, first, client.now())?)
-    })
-    .await
+    let mut total = Rekeying::default();
+    loop {
+        let mut round = None;
+        let state = sync::push_with_retry(store, client, vault, |state| {
+            let (entries, done) = plan_rekeying(state, &me, client.now(), ROTATIONS_PER_APPEND);
+            round = Some(done);
+            Ok(entries)
+        })
+        .await?;
+        let done = round.unwrap_or_default();
+        let progressed = !done.rotated.is_empty();
+        total.rotated.extend(done.rotated);
+        total.dropped.extend(done.dropped);
+        if !progressed {
+            total.not_rotated = done.not_rotated;
+            return Ok((state, total));
+        }
+    }
 }
 
 /// The current list and the keys `me` (a device in it, or the root)
@@ -113,9 +170,9 @@ fn current(
     Ok((list, keys))
 }
 
-/// Builds the entry adding `device` (an identity of role device) to the
-/// owner's list, signed by `me` (the root, or a device in the list). The
-/// generation is kept: nothing needs rotating.
+/// The entry adding `device` (an identity of role device) to the owner's
+/// list, signed by `me` (the root, or a device in the list), and the new
+/// version; no entry if it is listed already. The generation is kept.
 pub fn plan_adding(
     state: &VaultState,
     me: &SecretIdentity,
@@ -124,52 +181,86 @@ pub fn plan_adding(
 ) -> vault_core::Result<(Vec<LogEntry>, DeviceList)> {
     let (list, keys) = current(state, me)?;
     if list.device(&device.fingerprint()).is_some() {
-        return Err(vault_core::Error::InvalidInput(
-            "that device is already in the owner's list",
-        ));
+        return Ok((Vec::new(), list));
     }
     let (next, _) = list.next(me, &keys, std::slice::from_ref(device), &[], now)?;
     let entry = state.list_devices(me, std::slice::from_ref(&next), now)?;
     Ok((vec![entry], next))
 }
 
-/// Adds `device` to the owner's list in `vault`'s log: see
-/// [`plan_adding`].
-pub async fn add<S: Store + ?Sized>(
+/// Adds the device whose identity `vault`'s relay publishes under
+/// `fingerprint` (its whole fingerprint, read off the device's own
+/// screen) to the owner's devices, as the client's identity: the first
+/// time, the owner's key file lists it (and the collections are re-keyed
+/// to generation 1, which devices open); afterwards the list's next
+/// version, signed by the key file or a listed device. Refuses an
+/// identity that is not of role device. Adding a listed device again
+/// only finishes the re-keying.
+pub async fn add_by_fingerprint<S: Store + ?Sized>(
     store: &mut S,
     client: &RelayClient,
     vault: &VaultId,
-    device: &PublicIdentity,
-) -> crate::Result<(VaultState, DeviceList)> {
+    fingerprint: &Fingerprint,
+) -> crate::Result<(VaultState, Added)> {
+    let device = client
+        .lookup_identity(fingerprint)
+        .await
+        .map_err(|e| match e.status() {
+            Some(404) => ClientError::Core(vault_core::Error::Missing {
+                what: format!(
+                    "a published identity {fingerprint} (on the new device, run `vault init --role device` and `vault whoami --publish` first)"
+                ),
+            }),
+            _ => e,
+        })?;
+    if device.role() != Role::Device {
+        return Err(vault_core::Error::InvalidInput(
+            "that fingerprint is a person's identity, not a device's: on the new device, create one with `vault init --role device`",
+        )
+        .into());
+    }
     let me = client.identity().clone();
-    let mut added = None;
-    let state = sync::push_with_retry(store, client, vault, |state| {
-        let (entries, list) = plan_adding(state, &me, device, client.now())?;
-        added = Some(list);
-        Ok(entries)
+    let mut listed = None;
+    sync::push_with_retry(store, client, vault, |state| {
+        if state.owner_device_list().is_none() {
+            let (first, _) = DeviceList::first(&me, std::slice::from_ref(&device), client.now())?;
+            let entries = plan_listing(state, &me, &first, client.now())?;
+            listed = Some(first);
+            Ok(entries)
+        } else {
+            let (entries, list) = plan_adding(state, &me, &device, client.now())?;
+            listed = Some(list);
+            Ok(entries)
+        }
     })
     .await?;
-    let list = added.ok_or(vault_core::Error::InvalidInput("nothing was added"))?;
-    Ok((state, list))
+    let list = listed.ok_or(vault_core::Error::InvalidInput("nothing was listed"))?;
+    let (state, rekeying) = rekey(store, client, vault).await?;
+    Ok((
+        state,
+        Added {
+            device,
+            list,
+            rekeying,
+        },
+    ))
 }
 
-/// Builds the entries removing `lost` from the owner's list, signed by
-/// `me` (the root, or another device in the list): the next version (a
-/// new key generation), then a rotation revoking nobody of every
-/// collection, built on the state after the listing so the owner's new
-/// grant goes to the new generation. Refuses to remove `me` itself
-/// (another device, or the root, does that) and a device not listed. The
-/// root may remove the last device: its key file then acts alone.
+/// The entry removing `lost` from the owner's list, signed by `me` (the
+/// root, or another device in the list), and the version: a new key
+/// generation `lost` does not hold. Refuses to remove `me` itself
+/// (another device, or the key file, does that) and a device not listed.
+/// The root may remove the last device: its key file then acts alone.
 pub fn plan_removal(
     state: &VaultState,
     me: &SecretIdentity,
     lost: &Fingerprint,
     now: u64,
-) -> vault_core::Result<Removal> {
+) -> vault_core::Result<(LogEntry, DeviceList)> {
     let (list, keys) = current(state, me)?;
     if *lost == me.fingerprint() {
         return Err(vault_core::Error::InvalidInput(
-            "a device does not remove itself here: remove it from another device, or with the recovery key file",
+            "a device does not remove itself here: remove it from another device, or with the key file",
         ));
     }
     if list.device(lost).is_none() {
@@ -177,23 +268,16 @@ pub fn plan_removal(
             "that device is not in the owner's list",
         ));
     }
-    let (next_list, _) = list.next(me, &keys, &[], std::slice::from_ref(lost), now)?;
-    let mut next = state.clone();
-    let listing = next.list_devices(me, std::slice::from_ref(&next_list), now)?;
-    next.apply(&listing)?;
-    let (rotations, rotated, dropped) = rotate_all(&mut next, me, now)?;
-    let mut entries = vec![listing];
-    entries.extend(rotations);
-    Ok(Removal {
-        entries,
-        list: next_list,
-        rotated,
-        dropped,
-    })
+    let (next, _) = list.next(me, &keys, &[], std::slice::from_ref(lost), now)?;
+    let entry = state.list_devices(me, std::slice::from_ref(&next), now)?;
+    Ok((entry, next))
 }
 
-/// Removes `lost` from the owner's list in `vault`'s log and rotates
-/// every collection, in one append: see [`plan_removal`].
+/// Removes `lost` from the owner's list in `vault`'s log (one append: from
+/// then on the relay refuses it and every client its entries), then
+/// re-keys every collection ([`rekey`]). If `lost` was removed already,
+/// only finishes the re-keying. Reports the members whose grant `lost`
+/// signed: what it shared stays.
 pub async fn remove<S: Store + ?Sized>(
     store: &mut S,
     client: &RelayClient,
@@ -201,14 +285,32 @@ pub async fn remove<S: Store + ?Sized>(
     lost: &Fingerprint,
 ) -> crate::Result<(VaultState, Removal)> {
     let me = client.identity().clone();
-    let mut plan = None;
-    let state = sync::push_with_retry(store, client, vault, |state| {
-        let removal = plan_removal(state, &me, lost, client.now())?;
-        let entries = removal.entries.clone();
-        plan = Some(removal);
-        Ok(entries)
+    let mut removed = None;
+    let mut granted_by_it = Vec::new();
+    let mut was_listed = true;
+    sync::push_with_retry(store, client, vault, |state| {
+        granted_by_it = state.grants_signed_by(lost);
+        let listed = state
+            .owner_device_list()
+            .is_some_and(|l| l.device(lost).is_some());
+        let ever = state.listed_device(lost).is_some();
+        if !listed && ever {
+            // Removed already (an earlier run, or another device).
+            was_listed = false;
+            return Ok(Vec::new());
+        }
+        let (entry, list) = plan_removal(state, &me, lost, client.now())?;
+        removed = Some(list);
+        Ok(vec![entry])
     })
     .await?;
-    let plan = plan.ok_or(vault_core::Error::InvalidInput("nothing was removed"))?;
-    Ok((state, plan))
+    let (state, rekeying) = rekey(store, client, vault).await?;
+    Ok((
+        state,
+        Removal {
+            list: removed.filter(|_| was_listed),
+            rekeying,
+            granted_by_it,
+        },
+    ))
 }

@@ -162,55 +162,39 @@ pub async fn overview(s: &mut Inner, vault: &VaultId) -> Result<Value> {
 }
 
 /// Adds the device whose identity the relay publishes under `device`
-/// (its whole fingerprint, read off its screen) to the owner's devices:
-/// the first time, the owner's key lists it and re-keys every collection
-/// ([`vault_client::devices::list`]), afterwards the list's next version
-/// ([`vault_client::devices::add`]). JSON `{name, serial, generation}`.
+/// (its whole fingerprint, read off its screen) to the owner's devices
+/// ([`vault_client::devices::add_by_fingerprint`]). JSON `{name, serial,
+/// generation, rekeyed, notRekeyed}`.
 pub async fn add_device(s: &mut Inner, vault: &VaultId, device: &Fingerprint) -> Result<Value> {
     s.publish().await?;
-    let identity = s.client.lookup_identity(device).await.map_err(|_| {
-        Failure::new(
-            "not_found",
-            "no identity with this fingerprint is published on the relay: on the new device, run `vault init --role device` and `vault whoami --publish` first",
-        )
-    })?;
-    if identity.role() != vault_core::Role::Device {
-        return Err(Failure::new(
-            "invalid_input",
-            "this fingerprint is not a device's identity (it is a person's): on the new device, run `vault init --role device`",
-        ));
-    }
-    let state = sync::pull(&mut s.store, &s.client, vault).await?;
-    let list = if state.owner_device_list().is_none() {
-        let (first, _) = vault_core::devices::DeviceList::first(
-            &s.secret,
-            std::slice::from_ref(&identity),
-            s.client.now(),
-        )?;
-        vault_client::devices::list(&mut s.store, &s.client, vault, &first).await?;
-        first
-    } else {
-        vault_client::devices::add(&mut s.store, &s.client, vault, &identity)
-            .await?
-            .1
-    };
+    let (_, added) =
+        vault_client::devices::add_by_fingerprint(&mut s.store, &s.client, vault, device).await?;
     Ok(json!({
-        "name": identity.display_name(),
-        "serial": list.serial(),
-        "generation": list.generation(),
+        "name": added.device.display_name(),
+        "serial": added.list.serial(),
+        "generation": added.list.generation(),
+        "rekeyed": added.rekeying.rotated.len(),
+        "notRekeyed": added.rekeying.not_rotated.len(),
     }))
 }
 
-/// Removes one of the owner's devices: the list's next version without it
-/// and a rotation of every collection, in one append
-/// ([`vault_client::devices::remove`]). JSON `{rotated, dropped}`.
+/// Removes one of the owner's devices: the list's next version without it,
+/// then a rotation of every collection ([`vault_client::devices::remove`]).
+/// JSON `{rotated, notRotated, dropped, sharedByIt}` (`sharedByIt`: the
+/// members whose grant it signed, who keep their access).
 pub async fn remove_device(s: &mut Inner, vault: &VaultId, device: &Fingerprint) -> Result<Value> {
     s.publish().await?;
-    let (_, removal) =
+    let (state, removal) =
         vault_client::devices::remove(&mut s.store, &s.client, vault, device).await?;
     Ok(json!({
-        "rotated": removal.rotated.len(),
-        "dropped": removal.dropped.len(),
+        "rotated": removal.rekeying.rotated.len(),
+        "notRotated": removal.rekeying.not_rotated.len(),
+        "dropped": removal.rekeying.dropped.len(),
+        "sharedByIt": removal
+            .granted_by_it
+            .iter()
+            .map(|(_, m)| member(&state, m, "read", None, None))
+            .collect::<Vec<_>>(),
     }))
 }
 

@@ -120,7 +120,7 @@ export function renderAccess(c: Ctx): HTMLElement {
             ),
           ),
     ),
-    devicesCard(c, ov),
+    (c.vaults ?? []).some((v) => v.id === c.vault && v.mine) ? devicesCard(c, ov) : null,
     h(
       'section',
       { class: 'card', 'aria-labelledby': 'rs-heading' },
@@ -178,7 +178,8 @@ function devicesCard(c: Ctx, ov: VaultOverview): HTMLElement {
         }
         const done = await withBusy(add, 'Adding…', () => run((s) => s.addDevice(vault, fp)), 'Adding the device failed');
         if (!done) return;
-        lastSummary = { text: `Added “${done.name}” to your devices: it now reads and writes your vault as you.` };
+        const failed = done.notRekeyed ? ` ${done.notRekeyed} collection key(s) could not be rotated: add it again to finish.` : '';
+        lastSummary = { text: `Added “${done.name}” to your devices: it now reads and writes your vault as you.${failed}` };
         announce(lastSummary.text);
         await refresh();
       },
@@ -187,7 +188,7 @@ function devicesCard(c: Ctx, ov: VaultOverview): HTMLElement {
     h(
       'p',
       { id: 'device-help', class: 'muted' },
-      'On the new device run `vault init --role device --name laptop` and `vault whoami --publish`, then type the fingerprint it shows. Check it digit by digit: whoever holds that device reads and writes everything here.',
+      'On the new device run `vault init --role device --name laptop`, `vault whoami --publish` and `vault contacts add patient --lookup` with your own fingerprint, then type here the 64-digit fingerprint `vault whoami --json` shows there. Whoever holds that device reads and writes everything here.',
     ),
     input,
     h('div', { class: 'actions' }, add),
@@ -226,19 +227,21 @@ function removeDeviceButton(c: Ctx, d: DeviceView): HTMLButtonElement {
         const vault = c.vault;
         if (!vault) return;
         const ok = await confirmDialog({
-          title: `Remove “${d.name}”?`,
+          title: `Remove “${d.name}” (${d.fingerprintHex.slice(0, 16)}…)?`,
           testid: 'device-remove-dialog',
           danger: true,
           confirm: 'Remove device',
           text: [
-            h('p', null, 'The relay refuses it from now on, and every collection is re-keyed: nothing written from now on opens with its keys.'),
-            h('p', { class: 'muted' }, 'What it already read cannot be taken back.'),
+            h('p', null, 'The relay refuses it in this vault from now on, and every collection is re-keyed: nothing written from now on opens with its keys.'),
+            h('p', null, 'It held the keys of every record in this vault until now: treat those records as seen. People it shared with keep their access; you are told who.'),
           ],
         });
         if (!ok) return;
         const done = await withBusy(b, 'Re-keying…', () => run((s) => s.removeDevice(vault, d.fingerprintHex)), 'Removing the device failed');
         if (!done) return;
-        lastSummary = { text: `Removed “${d.name}”: ${done.rotated} collection key${done.rotated === 1 ? '' : 's'} rotated.` };
+        const shared = done.sharedByIt.length ? ` It had shared with ${done.sharedByIt.map(memberName).join(', ')}: revoke them here if they should go.` : '';
+        const failed = done.notRotated ? ` ${done.notRotated} collection key(s) could not be rotated: remove it again to finish.` : '';
+        lastSummary = { text: `Removed “${d.name}”: ${done.rotated} collection key${done.rotated === 1 ? '' : 's'} rotated.${failed}${shared}` };
         announce(lastSummary.text);
         await refresh();
       },

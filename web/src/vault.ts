@@ -506,12 +506,12 @@ export class Session {
   }
 
   /** Adds a device (its whole fingerprint, published on the relay) to your devices. */
-  async addDevice(vault: string, fingerprintHex: string): Promise<{ name: string; serial: number; generation: number }> {
+  async addDevice(vault: string, fingerprintHex: string): Promise<{ name: string; serial: number; generation: number; rekeyed: number; notRekeyed: number }> {
     return JSON.parse(await call(() => this.inner.addDevice(vault, fingerprintHex)));
   }
 
   /** Removes one of your devices and re-keys every collection. */
-  async removeDevice(vault: string, fingerprintHex: string): Promise<{ rotated: number; dropped: number }> {
+  async removeDevice(vault: string, fingerprintHex: string): Promise<{ rotated: number; notRotated: number; dropped: number; sharedByIt: Member[] }> {
     return JSON.parse(await call(() => this.inner.removeDevice(vault, fingerprintHex)));
   }
 

@@ -3,8 +3,7 @@
 //! devices, `docs/format.md` §8.11).
 
 use serde_json::json;
-use vault_core::devices::DeviceList;
-use vault_core::{Fingerprint, Role};
+use vault_core::Fingerprint;
 
 use crate::cli::{DeviceArgs, DevicesCommand};
 use crate::error::{CliError, Result};
@@ -28,11 +27,15 @@ fn list(session: &mut Session) -> Result<()> {
     let me = secret.fingerprint();
     let Some(current) = state.owner_device_list() else {
         if session.out.json {
-            return session.out.json(&json!([]));
+            return session
+                .out
+                .json(&json!({"serial": null, "generation": null, "devices": []}));
         }
-        return line(
-            "The owner of this vault has listed no devices: only the owner's key file writes as the owner. Add one with `vault devices add FINGERPRINT`.",
-        );
+        return line(if state.is_owner(&me) {
+            "You have listed no devices: only your key file writes as you. Add one with `vault devices add FINGERPRINT`."
+        } else {
+            "The owner of this vault has listed no devices."
+        });
     };
     if session.out.json {
         let rows: Vec<_> = current
@@ -60,7 +63,7 @@ fn list(session: &mut Session) -> Result<()> {
             let fp = d.document().fingerprint();
             vec![
                 clean(d.document().display_name()),
-                fp.to_string(),
+                fp.to_hex(),
                 super::date(i64::try_from(d.added_at()).unwrap_or(i64::MAX)),
                 if fp == me {
                     "this device".into()
@@ -78,99 +81,127 @@ fn list(session: &mut Session) -> Result<()> {
     ))
 }
 
-/// `vault devices add`.
-fn add(session: &mut Session, args: &DeviceArgs) -> Result<()> {
+/// A fingerprint as typed: spaces dropped, lower case.
+fn typed_hex(typed: &str) -> String {
+    typed
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_lowercase()
+}
+
+/// The unlocked identity, the selected vault, its relay client and its
+/// state pulled from the relay, if this profile is the vault's owner (its
+/// key file or one of its devices); a usage error naming what only the
+/// owner `does` otherwise.
+fn as_owner(
+    session: &mut Session,
+    does: &str,
+) -> Result<(
+    std::sync::Arc<vault_core::SecretIdentity>,
+    vault_core::VaultId,
+    vault_client::RelayClient,
+    vault_core::VaultState,
+)> {
     let secret = session.unlock()?;
     let vault = session.select_vault()?;
     let client = session.client_for(&vault)?;
     let state = session.pull(&vault)?;
     if !state.is_owner(&secret.fingerprint()) {
-        return Err(CliError::Usage(
-            "only the vault's owner (its key file, or one of its devices) adds devices".into(),
-        ));
-    }
-    let fp = Fingerprint::from_hex(args.device.trim()).map_err(|_| {
-        CliError::Usage(
-            "give the new device's whole fingerprint, as `vault whoami` prints it on that device"
-                .into(),
-        )
-    })?;
-    let device = session
-        .rt
-        .block_on(client.lookup_identity(&fp))
-        .map_err(|e| {
-            CliError::NotFound(format!(
-                "the relay has no identity {fp}: on the new device, run `vault init --role device` and `vault whoami --publish` first ({e})"
-            ))
-        })?;
-    if device.role() != Role::Device {
         return Err(CliError::Usage(format!(
-            "{} is not a device identity (it is a {}); create one on the new device with `vault init --role device`",
-            fp,
-            device.role().as_str()
+            "only the vault's owner (its key file, or one of its devices) {does} devices"
         )));
     }
-    let list = if state.owner_device_list().is_none() {
-        if secret.fingerprint() != state.owner().fingerprint() {
-            return Err(CliError::Usage(
-                "the first device is listed with the owner's key file".into(),
-            ));
-        }
-        let (first, _) = DeviceList::first(&secret, std::slice::from_ref(&device), client.now())?;
-        session.rt.block_on(vault_client::devices::list(
+    Ok((secret, vault, client, state))
+}
+
+/// `vault devices add`.
+fn add(session: &mut Session, args: &DeviceArgs) -> Result<()> {
+    let (secret, vault, client, state) = as_owner(session, "adds")?;
+    let typed = typed_hex(&args.device);
+    let fp = Fingerprint::from_hex(&typed).map_err(|_| {
+        CliError::Usage(
+            "give the new device's whole fingerprint in hex (64 digits 0-9 and a-f), as `vault whoami --json` prints it on that device".into(),
+        )
+    })?;
+    if state.owner_device_list().is_none() && secret.fingerprint() != state.owner().fingerprint() {
+        return Err(CliError::Usage(
+            "the first device is listed with the owner's key file".into(),
+        ));
+    }
+    let (_, added) = session
+        .rt
+        .block_on(vault_client::devices::add_by_fingerprint(
             &mut session.store,
             &client,
             &vault,
-            &first,
+            &fp,
         ))?;
-        first
-    } else {
-        let (_, list) = session.rt.block_on(vault_client::devices::add(
-            &mut session.store,
-            &client,
-            &vault,
-            &device,
-        ))?;
-        list
-    };
+    let name = clean(added.device.display_name());
     if session.out.json {
         return session.out.json(&json!({
             "device": fp.to_hex(),
-            "name": device.display_name(),
-            "serial": list.serial(),
-            "generation": list.generation(),
+            "name": added.device.display_name(),
+            "serial": added.list.serial(),
+            "generation": added.list.generation(),
+            "rekeyed": added.rekeying.rotated.len(),
+            "not_rekeyed": added.rekeying.not_rotated.len(),
         }));
     }
     line(&format!(
-        "Added {} ({}) to your devices: it now reads and writes this vault as you.",
-        clean(device.display_name()),
-        fp
+        "Added {name} ({fp}) to your devices: it now reads and writes this vault as you."
     ))?;
-    line("Check that this fingerprint is the one `vault whoami` shows on that device. `vault devices remove` takes it away again.")
+    if !added.rekeying.rotated.is_empty() {
+        line(&format!(
+            "{} collection key(s) were rotated so that your devices open them (they never hold your key file's own key).",
+            added.rekeying.rotated.len()
+        ))?;
+    }
+    report_not_rekeyed(&added.rekeying)?;
+    line("`vault devices remove` takes it away again.")
+}
+
+/// Collections whose rotation failed: say so and how to finish.
+fn report_not_rekeyed(rekeying: &vault_client::devices::Rekeying) -> Result<()> {
+    if rekeying.not_rotated.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "warning: {} collection key(s) could not be rotated ({}); run the command again to finish",
+        rekeying.not_rotated.len(),
+        rekeying
+            .not_rotated
+            .iter()
+            .map(|(_, e)| e.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    Ok(())
 }
 
 /// `vault devices remove`.
 fn remove(session: &mut Session, args: &DeviceArgs) -> Result<()> {
-    session.unlock()?;
-    let vault = session.select_vault()?;
-    let client = session.client_for(&vault)?;
-    let state = session.pull(&vault)?;
+    let (_, vault, client, state) = as_owner(session, "removes")?;
     let current = state.owner_device_list().ok_or_else(|| {
         CliError::NotFound("the owner of this vault has listed no devices".into())
     })?;
-    let wanted = args.device.trim().to_ascii_lowercase();
+    let wanted = typed_hex(&args.device);
+    if wanted.len() < 8 || !wanted.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(CliError::Usage(
+            "give at least 8 hex digits of the device's fingerprint, as `vault devices list` shows them".into(),
+        ));
+    }
     let matches: Vec<Fingerprint> = current
         .devices()
         .iter()
         .map(|d| d.document().fingerprint())
-        .filter(|fp| fp.to_hex().starts_with(&wanted) && wanted.len() >= 4)
+        .filter(|fp| fp.to_hex().starts_with(&wanted))
         .collect();
     let lost = match matches.as_slice() {
         [one] => *one,
         [] => {
             return Err(CliError::NotFound(format!(
-                "no device of this vault's owner has a fingerprint starting {:?}; see `vault devices list`",
-                args.device
+                "no device of this vault's owner has a fingerprint starting {wanted}; see `vault devices list`"
             )))
         }
         _ => {
@@ -183,30 +214,46 @@ fn remove(session: &mut Session, args: &DeviceArgs) -> Result<()> {
         .device(&lost)
         .map(|d| clean(d.document().display_name()))
         .unwrap_or_default();
-    let (_, removal) = session.rt.block_on(vault_client::devices::remove(
+    let (state, removal) = session.rt.block_on(vault_client::devices::remove(
         &mut session.store,
         &client,
         &vault,
         &lost,
     ))?;
+    let namer = session.namer();
+    let shared: Vec<String> = removal
+        .granted_by_it
+        .iter()
+        .map(|(_, m)| namer.name(m, Some(&state)))
+        .collect();
     if session.out.json {
         return session.out.json(&json!({
             "removed": lost.to_hex(),
-            "serial": removal.list.serial(),
-            "generation": removal.list.generation(),
-            "rotated": removal.rotated.len(),
-            "dropped": removal.dropped.len(),
+            "serial": removal.list.as_ref().map(|l| l.serial()),
+            "generation": removal.list.as_ref().map(|l| l.generation()),
+            "rotated": removal.rekeying.rotated.len(),
+            "not_rotated": removal.rekeying.not_rotated.len(),
+            "dropped": removal.rekeying.dropped.len(),
+            "shared_by_it": removal.granted_by_it.iter().map(|(_, m)| m.to_hex()).collect::<Vec<_>>(),
         }));
     }
     line(&format!(
-        "Removed {name} ({lost}): the relay refuses it from now on, and {} collection key(s) were rotated, so nothing written from now on opens with its keys.",
-        removal.rotated.len()
+        "Removed {name} ({}) from your devices in this vault: the relay refuses it here from now on, and {} collection key(s) were rotated, so nothing written from now on opens with its keys.",
+        lost.to_hex(),
+        removal.rekeying.rotated.len()
     ))?;
-    if !removal.dropped.is_empty() {
+    report_not_rekeyed(&removal.rekeying)?;
+    if !removal.rekeying.dropped.is_empty() {
         line(&format!(
             "{} record(s) whose key did not open were dropped from the rotated collections.",
-            removal.dropped.len()
+            removal.rekeying.dropped.len()
         ))?;
     }
-    line("What it could read before stays readable to whoever holds it: treat those records as seen.")
+    if !shared.is_empty() {
+        line(&format!(
+            "It had shared with: {}. They keep their access; `vault revoke` whoever should go.",
+            shared.join(", ")
+        ))?;
+    }
+    line("It held the keys of every record in this vault until now: treat those records as seen.")
 }

@@ -14,6 +14,11 @@ use crate::session::Session;
 /// `vault create`: a new vault owned by you, on the relay and on this device.
 pub fn create(session: &mut Session) -> Result<()> {
     let secret = session.unlock()?;
+    if secret.public().role() == vault_core::Role::Device {
+        return Err(CliError::Usage(
+            "this profile is a device of yours, which never owns a vault: your key file's profile (or the web app) adds it with `vault devices add`, and then it reads and writes your vault".into(),
+        ));
+    }
     let client = session.client()?;
     // Publishing lets clinicians look the patient up by fingerprint.
     session.rt.block_on(client.publish_identity())?;

@@ -610,13 +610,25 @@ fn every_acceptance_rule_refuses_what_breaks_it() {
         .unwrap();
     v2.accept(root.public(), Some(&v1)).unwrap();
     let malformed = |r: crate::error::Result<()>| matches!(r, Err(Error::Malformed { .. }));
-    // Time going back from the version held.
-    let earlier = v2
+    // Time going back from the version held (every device still dated
+    // before the version, so only that rule can refuse it).
+    let (later, later_keys) = v1.next(&phone, &keys, &[], &[], NOW + 300).unwrap();
+    let (after, _) = later
+        .next(&phone, &later_keys, &[], &[], NOW + 400)
+        .unwrap();
+    after.accept(root.public(), Some(&later)).unwrap();
+    let earlier = after
         .resigned_for_test(&phone, |b| {
-            b[ISSUED_AT..ISSUED_AT + 8].copy_from_slice(&NOW.to_be_bytes())
+            b[ISSUED_AT..ISSUED_AT + 8].copy_from_slice(&(NOW + 200).to_be_bytes())
         })
         .unwrap();
-    assert!(malformed(earlier.accept(root.public(), Some(&v1))));
+    assert!(matches!(
+        earlier.accept(root.public(), Some(&later)),
+        Err(Error::Malformed {
+            reason: "a version is issued before the one it follows",
+            ..
+        })
+    ));
     // Another recovery key.
     let other_recovery = x25519_public(&[9; 32]);
     let moved = v2
@@ -674,4 +686,17 @@ fn every_acceptance_rule_refuses_what_breaks_it() {
         b[PRIOR_AT..PRIOR_AT + 32].copy_from_slice(&x25519_public(&[3; 32]))
     });
     assert!(with_prior.is_err(), "a prior needs its history box");
+    // A version with no prev and a prior is refused by a reader holding no
+    // version: a list starting afresh has no prior generation.
+    let afresh = DeviceList::first_with_wrong_prior_for_test(&root, &[phone.public().clone()], NOW)
+        .unwrap()
+        .resigned_for_test(&root, |b| b[1 + 32 + 4..1 + 32 + 4 + 32].fill(0))
+        .unwrap();
+    assert!(matches!(
+        afresh.accept(root.public(), None),
+        Err(Error::Malformed {
+            reason: "a list starting afresh has no prior generation",
+            ..
+        })
+    ));
 }

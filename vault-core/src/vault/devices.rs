@@ -64,6 +64,44 @@ impl VaultState {
         self.owner_devices.as_ref()?.documents.get(fp)
     }
 
+    /// The current grants (collection, member) that `device` signed: what
+    /// a device of the owner's shared, which stays when the device is
+    /// removed (decision 60: what was done stays), so the owner reviews it.
+    pub fn grants_signed_by(
+        &self,
+        device: &Fingerprint,
+    ) -> Vec<(crate::CollectionId, Fingerprint)> {
+        self.collections
+            .iter()
+            .flat_map(|(id, c)| {
+                c.grants
+                    .iter()
+                    .filter(|(_, g)| g.signer() == Some(*device))
+                    .map(move |(m, _)| (*id, *m))
+            })
+            .filter(|(_, m)| *m != self.owner.fingerprint())
+            .collect()
+    }
+
+    /// Collections whose owner grant is not sealed to the owner's current
+    /// key generation: after a device was listed for the first time or
+    /// removed, each must be rotated (a rotation revoking nobody) before a
+    /// removed device stops holding its key, and before the owner's
+    /// devices can read it.
+    pub fn collections_to_rekey(&self) -> Vec<crate::CollectionId> {
+        let owner = self.owner.fingerprint();
+        let current = self.expected_generation(&owner);
+        self.collections
+            .iter()
+            .filter(|(_, c)| {
+                c.grants
+                    .get(&owner)
+                    .is_some_and(|g| g.generation() != current)
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Whether `fp` is the owner or one of the owner's current devices.
     pub fn is_owner(&self, fp: &Fingerprint) -> bool {
         self.person_of(fp) == self.owner.fingerprint()
@@ -106,8 +144,9 @@ impl VaultState {
 
     /// The owner's key generations `me` opens from the lists this log
     /// carries: a device from the newest version listing it (a removed
-    /// device only what it held), the root from the current version's
-    /// recovery box; then every earlier generation on the chain, walking
+    /// device only what it held), the root from the newest version whose
+    /// recovery box opens (a thief's device may seal anything there); then
+    /// every earlier generation on the chain, walking
     /// back through the versions applied (a version whose history box does
     /// not open is skipped: its holders learn nothing from it).
     pub fn open_generations(&self, me: &SecretIdentity) -> Result<GenerationKeys> {
@@ -116,7 +155,11 @@ impl VaultState {
         ))?;
         let fp = me.fingerprint();
         let mut keys = if fp == self.owner.fingerprint() {
-            d.current.open_recovery(me)?
+            let mut versions = d.versions.iter().rev();
+            match d.current.open_recovery(me) {
+                Ok(keys) => keys,
+                Err(e) => versions.find_map(|v| v.open_recovery(me).ok()).ok_or(e)?,
+            }
         } else {
             // The newest version listing this device whose box opens (a
             // box sealed wrongly by another device is passed over).
