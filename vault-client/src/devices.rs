@@ -287,7 +287,6 @@ pub async fn remove<S: Store + ?Sized>(
     let me = client.identity().clone();
     let mut removed = None;
     let mut granted_by_it = Vec::new();
-    let mut was_listed = true;
     sync::push_with_retry(store, client, vault, |state| {
         granted_by_it = state.grants_signed_by(lost);
         let listed = state
@@ -296,7 +295,7 @@ pub async fn remove<S: Store + ?Sized>(
         let ever = state.listed_device(lost).is_some();
         if !listed && ever {
             // Removed already (an earlier run, or another device).
-            was_listed = false;
+            removed = None;
             return Ok(Vec::new());
         }
         let (entry, list) = plan_removal(state, &me, lost, client.now())?;
@@ -308,7 +307,7 @@ pub async fn remove<S: Store + ?Sized>(
     Ok((
         state,
         Removal {
-            list: removed.filter(|_| was_listed),
+            list: removed,
             rekeying,
             granted_by_it,
         },

@@ -117,14 +117,24 @@ impl VaultState {
     /// owner's current generation once the owner has listed devices, else
     /// the member document's own key (generation 0).
     pub(crate) fn grant_to(&self, member: &PublicIdentity) -> GrantTo {
-        match &self.owner_devices {
-            Some(d) if member.fingerprint() == self.owner.fingerprint() => GrantTo {
+        match self.list_of(&member.fingerprint()) {
+            Some(list) => GrantTo {
                 member: member.fingerprint(),
-                public: *d.current.enc_public(),
-                generation: d.current.generation(),
+                public: *list.enc_public(),
+                generation: list.generation(),
             },
-            _ => GrantTo::document(member),
+            None => GrantTo::document(member),
         }
+    }
+
+    /// The current device list of `member`, whose generation grants to it
+    /// are sealed to: the owner's, once listed (members' lists are not
+    /// carried yet).
+    fn list_of(&self, member: &Fingerprint) -> Option<&DeviceList> {
+        self.owner_devices
+            .as_ref()
+            .filter(|_| *member == self.owner.fingerprint())
+            .map(|d| &d.current)
     }
 
     /// Whether a grant signed by `signer` names it (version 3): every
@@ -136,10 +146,7 @@ impl VaultState {
     /// The generation a grant to `member` must name at this point of the
     /// log (`docs/format.md` §7.3): the owner's current one, or 0.
     pub(super) fn expected_generation(&self, member: &Fingerprint) -> u32 {
-        match &self.owner_devices {
-            Some(d) if *member == self.owner.fingerprint() => d.current.generation(),
-            _ => 0,
-        }
+        self.list_of(member).map_or(0, DeviceList::generation)
     }
 
     /// The owner's key generations `me` opens from the lists this log
@@ -154,23 +161,27 @@ impl VaultState {
             "the vault owner has listed no devices, so there are no key generations to open",
         ))?;
         let fp = me.fingerprint();
-        let mut keys = if fp == self.owner.fingerprint() {
-            let mut versions = d.versions.iter().rev();
-            match d.current.open_recovery(me) {
-                Ok(keys) => keys,
-                Err(e) => versions.find_map(|v| v.open_recovery(me).ok()).ok_or(e)?,
+        let root = fp == self.owner.fingerprint();
+        let open = |v: &DeviceList| {
+            if root {
+                v.open_recovery(me)
+            } else {
+                v.open(me)
             }
-        } else {
-            // The newest version listing this device whose box opens (a
-            // box sealed wrongly by another device is passed over).
-            let mut listing = d.versions.iter().rev().filter(|v| v.device(&fp).is_some());
-            let first = listing.next().ok_or(Error::AccessDenied(
-                "this device was never in the owner's device list",
-            ))?;
-            match first.open(me) {
-                Ok(keys) => keys,
-                Err(e) => listing.find_map(|v| v.open(me).ok()).ok_or(e)?,
-            }
+        };
+        // The newest version `me` can open a box of (one sealed wrongly by
+        // another device, or a thief's recovery box, is passed over).
+        let mut candidates = d
+            .versions
+            .iter()
+            .rev()
+            .filter(|v| root || v.device(&fp).is_some());
+        let newest = candidates.next().ok_or(Error::AccessDenied(
+            "this device was never in the owner's device list",
+        ))?;
+        let mut keys = match open(newest) {
+            Ok(keys) => keys,
+            Err(e) => candidates.find_map(|v| open(v).ok()).ok_or(e)?,
         };
         loop {
             let mut grew = false;
