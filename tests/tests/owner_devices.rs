@@ -431,6 +431,121 @@ fn the_cli_adds_a_device_which_writes_as_the_patient_until_removed() {
     patient.ok(&["verify"]);
 }
 
+/// A stolen phone takes the list over (it removes the laptop, so no other
+/// device can remove it); the patient's key file takes the list back with
+/// `vault devices recover`, keeping the laptop: the phone is refused from
+/// then on, the laptop reads and writes again, and nothing is lost (the
+/// thief's client sealed its generation to the key file too).
+#[test]
+fn the_key_file_takes_the_list_back_from_a_stolen_phone() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::start(&dir.path().join("relay"), &[]);
+    let (patient, doc) = vault_tests::patient_and_clinician(dir.path(), &relay.url);
+    let fp = |v: serde_json::Value| v["fingerprint"].as_str().unwrap().to_owned();
+    let p_fp = fp(patient.json(&["whoami"]));
+    let lab = patient.add_lab("HbA1c", "48 mmol/mol");
+    patient.json(&["share", "labs", "--with", "dr"]);
+    let device = |name: &str| {
+        let profile = vault_tests::CliProfile::new(&dir.path().join(name), &relay.url);
+        let fingerprint = fp(profile.init(name, "device"));
+        profile.ok(&["whoami", "--publish", "--no-qr"]);
+        (profile, fingerprint)
+    };
+    let (phone, ph_fp) = device("phone");
+    let (laptop, l_fp) = device("laptop");
+    // Nothing to take back before any device is listed.
+    let refused = patient.fails(5, &["devices", "recover"]);
+    assert!(refused.contains("no list to take back"), "{refused}");
+    patient.json(&["devices", "add", &ph_fp]);
+    patient.json(&["devices", "add", &l_fp]);
+    for d in [&phone, &laptop] {
+        d.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
+    }
+    let note = laptop.run_with_stdin(
+        &[
+            "--json",
+            "add",
+            "-",
+            "-c",
+            "labs",
+            "--title",
+            "Laptop note",
+            "--vault",
+            "pat",
+        ],
+        b"written on the laptop",
+    );
+    assert_eq!(note.code, 0, "{}", note.stderr);
+
+    // The thief removes the laptop from the stolen phone.
+    let taken = phone.json(&["devices", "remove", &l_fp[..8], "--vault", "pat"]);
+    assert_eq!(taken["generation"], 2, "{taken}");
+    let refused = laptop.run(&["list", "--vault", "pat"]);
+    assert_ne!(
+        refused.code, 0,
+        "the laptop still reads: {}",
+        refused.stdout
+    );
+    // A device does not take the list back: only the key file.
+    let refused = phone.fails(2, &["devices", "recover", "--vault", "pat"]);
+    assert!(refused.contains("only the owner's key file"), "{refused}");
+    let refused = patient.fails(5, &["devices", "recover", "--keep", "00000000"]);
+    assert!(refused.contains("no device ever listed"), "{refused}");
+
+    let recovered = patient.json(&["devices", "recover", "--keep", &l_fp[..8]]);
+    assert_eq!(recovered["generation"], 3, "{recovered}");
+    assert_eq!(
+        recovered["kept"],
+        serde_json::json!([l_fp.as_str()]),
+        "{recovered}"
+    );
+    assert_eq!(
+        recovered["removed"],
+        serde_json::json!([ph_fp.as_str()]),
+        "{recovered}"
+    );
+    assert_eq!(recovered["dropped"], 0, "{recovered}");
+    assert!(recovered["rotated"].as_u64().unwrap() >= 1, "{recovered}");
+    assert_eq!(recovered["already_recovered"], false, "{recovered}");
+    let listed = patient.json(&["devices", "list"]);
+    assert_eq!(listed["devices"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["devices"][0]["fingerprint"], l_fp.as_str());
+
+    // The phone is refused; the laptop, Dr Dee and the key file read.
+    let after = phone.run_with_stdin(
+        &[
+            "add", "-", "-c", "labs", "--title", "Stolen", "--vault", "pat",
+        ],
+        b"x",
+    );
+    assert_ne!(after.code, 0, "the phone wrote: {}", after.stdout);
+    assert!(after.stderr.contains("403 forbidden"), "{}", after.stderr);
+    assert_eq!(
+        laptop.ok(&["open", &lab[..8], "--vault", "pat", "-o", "-"]),
+        "48 mmol/mol"
+    );
+    let note = note.stdout;
+    let note: serde_json::Value = serde_json::from_str(&note).unwrap();
+    let note = note[0]["record"].as_str().unwrap();
+    assert_eq!(
+        laptop.ok(&["open", &note[..8], "--vault", "pat", "-o", "-"]),
+        "written on the laptop"
+    );
+    assert_eq!(
+        doc.ok(&["open", &lab[..8], "--vault", "pat", "-o", "-"]),
+        "48 mmol/mol"
+    );
+    assert_eq!(
+        patient.ok(&["open", &note[..8], "-o", "-"]),
+        "written on the laptop"
+    );
+    // Running it again changes nothing but says so.
+    let again = patient.json(&["devices", "recover", "--keep", &l_fp[..8]]);
+    assert_eq!(again["already_recovered"], true, "{again}");
+    assert_eq!(again["generation"], 3, "{again}");
+    patient.ok(&["verify"]);
+}
+
 /// Issue 17's malicious-relay cases for device lists, against the `vault`
 /// command through an intercepting proxy playing the relay: a device added
 /// to the owner's list by the relay (it rewrites the devices-listed entry),

@@ -203,7 +203,8 @@ pub enum Command {
     /// shows there. Removing a device rotates every collection's key, so
     /// nothing written afterwards opens with its keys, and the relay refuses
     /// it in this vault at once; people it shared with keep their access
-    /// (you are told who).
+    /// (you are told who). If a stolen device changed the list, `vault
+    /// devices recover` with your key file takes it back.
     #[command(subcommand)]
     Devices(DevicesCommand),
     /// Export the vault as standard age files plus a FHIR R4 bundle.
@@ -713,13 +714,35 @@ pub enum DevicesCommand {
     /// Remove a device (lost, stolen or retired): the relay refuses it,
     /// and every collection's key is rotated.
     Remove(DeviceArgs),
+    /// Take the device list back with your key file, after a device was
+    /// stolen or the list changed without you: only the devices you keep
+    /// act for you, and every collection's key is rotated.
+    ///
+    /// Run it from the profile holding your key file (`vault init`), not a
+    /// device's. While one of your own devices is still listed, `vault
+    /// devices remove` from it is enough and keeps every record; this
+    /// command also works when the list was changed so that your key file
+    /// cannot open it, and then drops the records only the thief's keys
+    /// open.
+    Recover(RecoverArgs),
+}
+
+/// `vault devices recover`.
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// A device to keep (at least 8 hex digits of its fingerprint, see
+    /// `vault devices list`; any device ever listed in the vault). Repeat
+    /// for several; without any, no device acts for you until you add one
+    /// again.
+    #[arg(long, value_name = "FINGERPRINT")]
+    pub keep: Vec<String>,
 }
 
 /// `vault devices add` and `vault devices remove`.
 #[derive(Debug, Args)]
 pub struct DeviceArgs {
     /// The device's fingerprint: whole to add (as `vault whoami` shows it
-    /// on that device), at least 4 hex digits to remove (see `vault
+    /// on that device), at least 8 hex digits to remove (see `vault
     /// devices list`).
     #[arg(value_name = "FINGERPRINT")]
     pub device: String,

@@ -65,6 +65,24 @@ pub struct Removal {
     pub granted_by_it: Vec<(CollectionId, Fingerprint)>,
 }
 
+/// What taking the device list back with the key file did ([`recover`]).
+#[derive(Debug)]
+pub struct Recovery {
+    /// The key file's version of the list (`None` if the list was taken
+    /// back already with these devices: the action only finished the
+    /// re-keying).
+    pub list: Option<DeviceList>,
+    /// The devices the list named before and no longer names.
+    pub removed: Vec<PublicIdentity>,
+    /// The collections re-keyed. Records only the removed devices' key
+    /// generation opened (written after the list was taken from the key
+    /// file) are in its `dropped`: the key file cannot open them.
+    pub rekeying: Rekeying,
+    /// Members whose current grant a removed device signed: what it shared
+    /// stays, so the owner reviews it and revokes whoever should go.
+    pub granted_by_removed: Vec<(CollectionId, Fingerprint)>,
+}
+
 /// The entry listing the owner's devices for the first time in `state`'s
 /// log: `first` is the list's first version (the root's, from
 /// [`DeviceList::first`]), written by `me` (the owner's root). The
@@ -310,6 +328,66 @@ pub async fn remove<S: Store + ?Sized>(
             list: removed,
             rekeying,
             granted_by_it,
+        },
+    ))
+}
+
+/// Takes the owner's device list back with the key file (`vault devices
+/// recover`, decision 68), when a lost or stolen device may have changed
+/// it: the client's identity must be the owner's key file. The new
+/// version, built on the newest one the key file opens and above every
+/// version the log carries, lists exactly `keep` (devices the log's lists
+/// ever named), with a key generation no removed device holds; then every
+/// collection is re-keyed ([`rekey`]). Running it again with the same
+/// devices after an interruption only finishes the re-keying.
+pub async fn recover<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    vault: &VaultId,
+    keep: &[Fingerprint],
+) -> crate::Result<(VaultState, Recovery)> {
+    let me = client.identity().clone();
+    let mut outcome = None;
+    sync::push_with_retry(store, client, vault, |state| {
+        let current = state
+            .owner_device_list()
+            .ok_or(vault_core::Error::InvalidInput(
+                "the owner has listed no devices in this vault: there is no list to take back",
+            ))?;
+        let removed: Vec<PublicIdentity> = current
+            .devices()
+            .iter()
+            .map(|d| d.document().clone())
+            .filter(|d| !keep.contains(&d.fingerprint()))
+            .collect();
+        let granted_by_removed = removed
+            .iter()
+            .flat_map(|d| state.grants_signed_by(&d.fingerprint()))
+            .collect();
+        let done = current.signer() == me.fingerprint()
+            && current.devices().len() == keep.len()
+            && keep.iter().all(|k| current.device(k).is_some())
+            && current.open_recovery(&me).is_ok();
+        let (entries, list) = if done {
+            (Vec::new(), None)
+        } else {
+            let (entry, list) = state.recover_devices(&me, keep, client.now())?;
+            (vec![entry], Some(list))
+        };
+        outcome = Some((list, removed, granted_by_removed));
+        Ok(entries)
+    })
+    .await?;
+    let (list, removed, granted_by_removed) =
+        outcome.ok_or(vault_core::Error::InvalidInput("nothing was recovered"))?;
+    let (state, rekeying) = rekey(store, client, vault).await?;
+    Ok((
+        state,
+        Recovery {
+            list,
+            removed,
+            rekeying,
+            granted_by_removed,
         },
     ))
 }

@@ -375,6 +375,31 @@ impl DeviceList {
         Self::from_bytes(&body)
     }
 
+    /// This version with its recovery box replaced by one that opens to a
+    /// wrong secret, signed again by `signer`: what a thief's device might
+    /// list to keep the key file out of its generation, for tests.
+    #[cfg(test)]
+    pub(crate) fn hiding_from_recovery_for_test(&self, signer: &SecretIdentity) -> Result<Self> {
+        let old = self.recovery_box.clone();
+        // age adds a random grease stanza: seal until the lengths agree.
+        let wrong = std::iter::repeat_with(|| {
+            agefile::encrypt(
+                &agefile::x25519_recipient(&self.recovery_public)?,
+                &primitives::random::<32>(),
+            )
+        })
+        .take(1000)
+        .find(|b| b.as_ref().map_or(true, |b| b.len() == old.len()))
+        .expect("a box of the same length")?;
+        self.resigned_for_test(signer, |body| {
+            let at = body
+                .windows(old.len())
+                .position(|w| w == old.as_slice())
+                .expect("the recovery box is in the body");
+            body.splice(at..at + old.len(), wrong.iter().copied());
+        })
+    }
+
     fn next_version(
         &self,
         signer: &SecretIdentity,

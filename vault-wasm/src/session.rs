@@ -413,6 +413,27 @@ impl Session {
         })
     }
 
+    /// Takes the owner's device list back with this session's key file,
+    /// keeping the devices whose 64-hex fingerprints `keep_hex` lists
+    /// (comma-separated; empty keeps none), and re-keys every collection
+    /// (JSON `{kept, removed, alreadyRecovered, rotated, notRotated,
+    /// dropped, sharedByRemoved}`).
+    #[wasm_bindgen(js_name = recoverDevices)]
+    pub fn recover_devices(&self, vault: String, keep_hex: String) -> Promise {
+        self.run(|inner| async move {
+            let vault = vault_id(&vault)?;
+            let keep = keep_hex
+                .split(',')
+                .filter(|k| !k.trim().is_empty())
+                .map(crate::fingerprint)
+                .collect::<Result<Vec<_>>>()?;
+            let mut s = inner.lock().await;
+            Ok(json(
+                &sharing::recover_devices(&mut s, &vault, &keep).await?,
+            ))
+        })
+    }
+
     /// Ends every agency of an agent (by 64-hex fingerprint) and rotates
     /// the collections it acted in, and any whose key it withheld from the
     /// owner (JSON `{ended, rotated, notRotated}`).

@@ -149,6 +149,24 @@ pub async fn overview(s: &mut Inner, vault: &VaultId) -> Result<Value> {
                 .collect()
         })
         .unwrap_or_default();
+    // Devices an earlier version listed and the current one does not: the
+    // key file may keep them when it takes the list back.
+    let mut former: Vec<Value> = Vec::new();
+    for d in state.owner_device_versions().flat_map(|v| v.devices()) {
+        let fp = d.document().fingerprint();
+        let listed = state
+            .owner_device_list()
+            .is_some_and(|l| l.device(&fp).is_some());
+        if !listed && !former.iter().any(|f| f["fingerprintHex"] == fp.to_hex()) {
+            former.push(json!({
+                "fingerprintHex": fp.to_hex(),
+                "fingerprint": fp.to_string(),
+                "name": d.document().display_name(),
+                "addedAt": d.added_at(),
+                "thisDevice": fp == me,
+            }));
+        }
+    }
     Ok(json!({
         "id": vault.to_hex(),
         "owner": view::identity(state.owner()),
@@ -158,6 +176,7 @@ pub async fn overview(s: &mut Inner, vault: &VaultId) -> Result<Value> {
         "recordShares": shares,
         "withheldKeys": withheld,
         "devices": devices,
+        "formerDevices": former,
     }))
 }
 
@@ -192,6 +211,37 @@ pub async fn remove_device(s: &mut Inner, vault: &VaultId, device: &Fingerprint)
         "dropped": removal.rekeying.dropped.len(),
         "sharedByIt": removal
             .granted_by_it
+            .iter()
+            .map(|(_, m)| member(&state, m, "read", None, None))
+            .collect::<Vec<_>>(),
+    }))
+}
+
+/// Takes the owner's device list back with the key file this session
+/// holds, keeping the devices `keep` ([`vault_client::devices::recover`]).
+/// JSON `{kept, removed, alreadyRecovered, rotated, notRotated, dropped,
+/// sharedByRemoved}` (`removed`: names; `sharedByRemoved`: the members
+/// whose grant a removed device signed, who keep their access).
+pub async fn recover_devices(
+    s: &mut Inner,
+    vault: &VaultId,
+    keep: &[Fingerprint],
+) -> Result<Value> {
+    s.publish().await?;
+    let (state, recovery) =
+        vault_client::devices::recover(&mut s.store, &s.client, vault, keep).await?;
+    Ok(json!({
+        "kept": state
+            .owner_device_list()
+            .map(|l| l.devices().iter().map(|d| d.document().display_name().to_owned()).collect::<Vec<_>>())
+            .unwrap_or_default(),
+        "removed": recovery.removed.iter().map(|d| d.display_name().to_owned()).collect::<Vec<_>>(),
+        "alreadyRecovered": recovery.list.is_none(),
+        "rotated": recovery.rekeying.rotated.len(),
+        "notRotated": recovery.rekeying.not_rotated.len(),
+        "dropped": recovery.rekeying.dropped.len(),
+        "sharedByRemoved": recovery
+            .granted_by_removed
             .iter()
             .map(|(_, m)| member(&state, m, "read", None, None))
             .collect::<Vec<_>>(),

@@ -721,6 +721,24 @@ async function main() {
   assert.equal(laptopRefused.code, 4, `a removed device listing should exit 4, got ${laptopRefused.code}: ${laptopRefused.stderr}`);
   log(`7f. A CLI laptop added from the page as a device; its note shows "${laptopBadge}"; removed from the page, its vault list exits 4`);
 
+  // 7g. The key file takes the list back (`vault devices recover`,
+  // decision 68): the page keeps the laptop it removed in 7f; the laptop
+  // reads again and its note is still there.
+  await tid('devices-recover').click();
+  await tid('devices-recover-dialog').waitFor();
+  await page.locator('[data-testid="devices-recover-keep"][data-name="laptop"]').check();
+  await tid('devices-recover-dialog-confirm').click();
+  await laptopRow.waitFor();
+  await noAlerts('after taking the device list back');
+  const recoveredText = norm(await tid('revoke-summary').innerText());
+  assert.match(recoveredText, /Took your device list back: only “laptop” acts for you now/, recoveredText);
+  const laptopBack = JSON.parse((await laptop(['list', '--vault', 'patient', '--json'])).stdout);
+  assert.ok(
+    laptopBack.some((r) => r.title === 'From the laptop'),
+    `the laptop, kept, does not list its note: ${JSON.stringify(laptopBack)}`,
+  );
+  log(`7g. The page took its device list back keeping the laptop: "${recoveredText.slice(0, 80)}…"; the laptop lists the vault again`);
+
   // 8. About / integrity, vault screen, phone width.
   await tid('nav-about').click();
   await page.waitForFunction((h) => document.querySelector('[data-testid="bundle-hash"]')?.textContent === h, expectedHash);

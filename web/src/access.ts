@@ -213,7 +213,69 @@ function devicesCard(c: Ctx, ov: VaultOverview): HTMLElement {
           ),
         ),
     form,
+    ov.devices.length + ov.formerDevices.length > 0 ? recoverDevicesButton(c, ov) : null,
   );
+}
+
+/**
+ * Takes the device list back with the key file this browser holds: the
+ * devices ticked are kept, every other one is removed, and every
+ * collection is re-keyed (`vault devices recover`).
+ */
+function recoverDevicesButton(c: Ctx, ov: VaultOverview): HTMLElement {
+  const b: HTMLButtonElement = h(
+    'button',
+    {
+      type: 'button',
+      class: 'button secondary small',
+      testid: 'devices-recover',
+      onclick: async () => {
+        const vault = c.vault;
+        if (!vault) return;
+        const choices = [...ov.devices.map((d) => ({ d, now: true })), ...ov.formerDevices.map((d) => ({ d, now: false }))].map(({ d, now }) => {
+          const box: HTMLInputElement = h('input', { type: 'checkbox', id: `keep-${d.fingerprintHex}`, testid: 'devices-recover-keep', 'data-name': d.name });
+          return {
+            d,
+            box,
+            el: h(
+              'li',
+              null,
+              box,
+              ' ',
+              h('label', { for: `keep-${d.fingerprintHex}` }, `Keep “${d.name}” (${d.fingerprintHex.slice(0, 16)}…, ${now ? 'listed now' : 'removed earlier'})`),
+            ),
+          };
+        });
+        const ok = await confirmDialog({
+          title: 'Take your device list back?',
+          testid: 'devices-recover-dialog',
+          danger: true,
+          confirm: 'Take the list back',
+          text: [
+            h('p', null, 'Your key file, which this browser holds, replaces the device list: only the devices you tick act for you in this vault, the relay refuses every other one, and every collection is re-keyed to keys no removed device holds.'),
+            h('p', null, 'Use it when a device was stolen and the list changed without you. While one of your own devices is still listed, removing the lost one is enough and keeps every record; records only a thief’s keys open cannot be kept.'),
+            h('ul', { class: 'choice-list' }, choices.map((x) => x.el)),
+          ],
+        });
+        if (!ok) return;
+        const keep = choices.filter((x) => x.box.checked).map((x) => x.d.fingerprintHex);
+        const done = await withBusy(b, 'Re-keying…', () => run((s) => s.recoverDevices(vault, keep)), 'Taking the device list back failed');
+        if (!done) return;
+        const kept = done.kept.length ? `only ${done.kept.map((n) => `“${n}”`).join(', ')} act${done.kept.length === 1 ? 's' : ''} for you now` : 'no device acts for you now, only this key file';
+        const removed = done.removed.length ? ` Removed ${done.removed.map((n) => `“${n}”`).join(', ')}.` : '';
+        const dropped = done.dropped ? ` ${done.dropped} record(s) only the removed devices’ keys opened were dropped.` : '';
+        const shared = done.sharedByRemoved.length ? ` They had shared with ${done.sharedByRemoved.map(memberName).join(', ')}: revoke them here if they should go.` : '';
+        const failed = done.notRotated ? ` ${done.notRotated} collection key(s) could not be rotated: take the list back again to finish.` : '';
+        lastSummary = {
+          text: `${done.alreadyRecovered ? 'The list was taken back already; the re-keying is finished' : `Took your device list back: ${kept}`}; ${done.rotated} collection key${done.rotated === 1 ? '' : 's'} rotated.${removed}${dropped}${failed}${shared}`,
+        };
+        announce(lastSummary.text);
+        await refresh();
+      },
+    },
+    'Take the list back…',
+  );
+  return h('div', { class: 'actions' }, b);
 }
 
 function removeDeviceButton(c: Ctx, d: DeviceView): HTMLButtonElement {

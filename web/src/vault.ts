@@ -119,6 +119,8 @@ export interface VaultOverview {
   withheldKeys: { collection: string; signer: Member }[];
   /** The owner's devices (docs/format.md §8.11): each writes the vault as the owner. */
   devices: DeviceView[];
+  /** Devices an earlier version of the list named and the current one does not. */
+  formerDevices: DeviceView[];
 }
 
 export interface DeviceView {
@@ -513,6 +515,18 @@ export class Session {
   /** Removes one of your devices and re-keys every collection. */
   async removeDevice(vault: string, fingerprintHex: string): Promise<{ rotated: number; notRotated: number; dropped: number; sharedByIt: Member[] }> {
     return JSON.parse(await call(() => this.inner.removeDevice(vault, fingerprintHex)));
+  }
+
+  /**
+   * Takes your device list back with your key file (after a device was
+   * stolen or the list changed without you), keeping only the devices
+   * named by their 64-hex fingerprints, and re-keys every collection.
+   */
+  async recoverDevices(
+    vault: string,
+    keepHex: string[],
+  ): Promise<{ kept: string[]; removed: string[]; alreadyRecovered: boolean; rotated: number; notRotated: number; dropped: number; sharedByRemoved: Member[] }> {
+    return JSON.parse(await call(() => this.inner.recoverDevices(vault, keepHex.join(','))));
   }
 
   /** Ends every agency of an agent and re-keys what it could read, or whose key it withheld from you. */

@@ -5,7 +5,7 @@
 use serde_json::json;
 use vault_core::Fingerprint;
 
-use crate::cli::{DeviceArgs, DevicesCommand};
+use crate::cli::{DeviceArgs, DevicesCommand, RecoverArgs};
 use crate::error::{CliError, Result};
 use crate::output::{clean, line, table};
 use crate::session::Session;
@@ -16,6 +16,7 @@ pub fn run(session: &mut Session, cmd: DevicesCommand) -> Result<()> {
         DevicesCommand::List => list(session),
         DevicesCommand::Add(args) => add(session, &args),
         DevicesCommand::Remove(args) => remove(session, &args),
+        DevicesCommand::Recover(args) => recover(session, &args),
     }
 }
 
@@ -115,6 +116,37 @@ fn as_owner(
     Ok((secret, vault, client, state))
 }
 
+/// The one device among `candidates` whose fingerprint starts with the
+/// hex digits `typed` (at least 8); usage and not-found errors, the latter
+/// starting `none`, otherwise.
+fn pick<'a>(
+    candidates: impl Iterator<Item = &'a vault_core::PublicIdentity>,
+    typed: &str,
+    none: &str,
+) -> Result<Fingerprint> {
+    let wanted = typed_hex(typed);
+    if wanted.len() < 8 || !wanted.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(CliError::Usage(
+            "give at least 8 hex digits of the device's fingerprint, as `vault devices list` shows them".into(),
+        ));
+    }
+    let mut matches: Vec<Fingerprint> = candidates
+        .map(|d| d.fingerprint())
+        .filter(|fp| fp.to_hex().starts_with(&wanted))
+        .collect();
+    matches.sort_by_key(|fp| *fp.as_bytes());
+    matches.dedup();
+    match matches.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(CliError::NotFound(format!(
+            "{none} {wanted}; see `vault devices list`"
+        ))),
+        _ => Err(CliError::Usage(
+            "several devices match; give more of the fingerprint".into(),
+        )),
+    }
+}
+
 /// `vault devices add`.
 fn add(session: &mut Session, args: &DeviceArgs) -> Result<()> {
     let (secret, vault, client, state) = as_owner(session, "adds")?;
@@ -185,31 +217,11 @@ fn remove(session: &mut Session, args: &DeviceArgs) -> Result<()> {
     let current = state.owner_device_list().ok_or_else(|| {
         CliError::NotFound("the owner of this vault has listed no devices".into())
     })?;
-    let wanted = typed_hex(&args.device);
-    if wanted.len() < 8 || !wanted.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(CliError::Usage(
-            "give at least 8 hex digits of the device's fingerprint, as `vault devices list` shows them".into(),
-        ));
-    }
-    let matches: Vec<Fingerprint> = current
-        .devices()
-        .iter()
-        .map(|d| d.document().fingerprint())
-        .filter(|fp| fp.to_hex().starts_with(&wanted))
-        .collect();
-    let lost = match matches.as_slice() {
-        [one] => *one,
-        [] => {
-            return Err(CliError::NotFound(format!(
-                "no device of this vault's owner has a fingerprint starting {wanted}; see `vault devices list`"
-            )))
-        }
-        _ => {
-            return Err(CliError::Usage(
-                "several devices match; give more of the fingerprint".into(),
-            ))
-        }
-    };
+    let lost = pick(
+        current.devices().iter().map(|d| d.document()),
+        &args.device,
+        "no device of this vault's owner has a fingerprint starting",
+    )?;
     let name = current
         .device(&lost)
         .map(|d| clean(d.document().display_name()))
@@ -256,4 +268,105 @@ fn remove(session: &mut Session, args: &DeviceArgs) -> Result<()> {
         ))?;
     }
     line("It held the keys of every record in this vault until now: treat those records as seen.")
+}
+
+/// `vault devices recover`.
+fn recover(session: &mut Session, args: &RecoverArgs) -> Result<()> {
+    let (secret, vault, client, state) = as_owner(session, "takes back the list of")?;
+    if secret.fingerprint() != state.owner().fingerprint() {
+        return Err(CliError::Usage(
+            "only the owner's key file takes the device list back; on a device, `vault devices remove` the lost one (that keeps every record)".into(),
+        ));
+    }
+    if state.owner_device_list().is_none() {
+        return Err(CliError::NotFound(
+            "you have listed no devices in this vault: there is no list to take back".into(),
+        ));
+    }
+    let mut keep = Vec::new();
+    for typed in &args.keep {
+        keep.push(pick(
+            state
+                .owner_device_versions()
+                .flat_map(|v| v.devices())
+                .map(|d| d.document()),
+            typed,
+            "no device ever listed in this vault has a fingerprint starting",
+        )?);
+    }
+    keep.sort_by_key(|fp| *fp.as_bytes());
+    keep.dedup();
+    let (state, recovery) = session.rt.block_on(vault_client::devices::recover(
+        &mut session.store,
+        &client,
+        &vault,
+        &keep,
+    ))?;
+    let namer = session.namer();
+    let current = state.owner_device_list();
+    let kept: Vec<String> = current
+        .map(|l| {
+            l.devices()
+                .iter()
+                .map(|d| clean(d.document().display_name()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let removed: Vec<String> = recovery
+        .removed
+        .iter()
+        .map(|d| format!("{} ({})", clean(d.display_name()), d.fingerprint().to_hex()))
+        .collect();
+    let shared: Vec<String> = recovery
+        .granted_by_removed
+        .iter()
+        .map(|(_, m)| namer.name(m, Some(&state)))
+        .collect();
+    if session.out.json {
+        return session.out.json(&json!({
+            "serial": current.map(|l| l.serial()),
+            "generation": current.map(|l| l.generation()),
+            "kept": keep.iter().map(|fp| fp.to_hex()).collect::<Vec<_>>(),
+            "removed": recovery.removed.iter().map(|d| d.fingerprint().to_hex()).collect::<Vec<_>>(),
+            "already_recovered": recovery.list.is_none(),
+            "rotated": recovery.rekeying.rotated.len(),
+            "not_rotated": recovery.rekeying.not_rotated.len(),
+            "dropped": recovery.rekeying.dropped.len(),
+            "shared_by_removed": recovery.granted_by_removed.iter().map(|(_, m)| m.to_hex()).collect::<Vec<_>>(),
+        }));
+    }
+    if recovery.list.is_none() {
+        line("Your key file had taken the list back already with these devices; this run only finished rotating the collection keys.")?;
+    } else if kept.is_empty() {
+        line("Your key file took your device list back: no device acts for you in this vault now, only the key file.")?;
+    } else {
+        line(&format!(
+            "Your key file took your device list back: only {} act(s) for you in this vault now.",
+            kept.join(", ")
+        ))?;
+    }
+    if !removed.is_empty() {
+        line(&format!(
+            "Removed: {}. The relay refuses them here from now on.",
+            removed.join(", ")
+        ))?;
+    }
+    line(&format!(
+        "{} collection key(s) were rotated to a key generation no removed device holds.",
+        recovery.rekeying.rotated.len()
+    ))?;
+    report_not_rekeyed(&recovery.rekeying)?;
+    if !recovery.rekeying.dropped.is_empty() {
+        line(&format!(
+            "{} record(s) sealed only under the keys the removed devices held (written after your list was taken from you) could not be opened with your key file and were dropped.",
+            recovery.rekeying.dropped.len()
+        ))?;
+    }
+    if !shared.is_empty() {
+        line(&format!(
+            "The removed devices had shared with: {}. They keep their access; `vault revoke` whoever should go.",
+            shared.join(", ")
+        ))?;
+    }
+    line("The removed devices held the keys of every record in this vault until now: treat those records as seen.")
 }

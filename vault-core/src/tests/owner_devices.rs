@@ -586,3 +586,191 @@ fn a_device_is_shown_the_whole_log_and_never_granted() {
     // Dr Alice may be shown it redacted: she does not follow medications.
     crate::VaultState::verify_log_as(&f.alice.fingerprint(), NOW, &served, None).unwrap();
 }
+
+/// The thief's phone of [`the_key_file_takes_the_list_back_from_a_thief`]
+/// took the list over: it removed the laptop in a version whose recovery
+/// box hides its generation from the key file, re-keyed every collection
+/// to that generation, and wrote a record under it. Returns the fixture,
+/// the devices, the version the key file last opens, the thief's version
+/// and keys, the records written before the theft and the one planted.
+#[allow(clippy::type_complexity)]
+fn stolen_by_the_phone() -> (
+    Fixture,
+    [SecretIdentity; 2],
+    DeviceList,
+    (DeviceList, GenerationKeys),
+    [crate::RecordId; 2],
+    crate::RecordId,
+) {
+    let (mut f, [phone, laptop], v1, [phone_keys, laptop_keys]) = with_devices();
+    f.share(1, f.labs, Permission::Read, None);
+    let (labs, meds) = (f.labs, f.meds);
+    let by_laptop = put(&mut f, &laptop, &laptop_keys, labs, b"before the theft");
+    let by_root = f
+        .put_as(0, meds, None, "by the key file", b"prescription")
+        .record();
+    let (stolen, thief_keys) = v1
+        .next(&phone, &phone_keys, &[], &[laptop.fingerprint()], NOW)
+        .unwrap();
+    let stolen = stolen.hiding_from_recovery_for_test(&phone).unwrap();
+    let e = f
+        .state
+        .list_devices(&phone, std::slice::from_ref(&stolen), NOW)
+        .unwrap();
+    f.append(e);
+    for c in [labs, meds] {
+        let mut keyring = Keyring::for_device(&phone, &thief_keys, NOW);
+        let e = f.state.revoke(&mut keyring, &c, &[]).unwrap();
+        f.append(e);
+    }
+    let planted = put(&mut f, &phone, &thief_keys, labs, b"planted by the thief");
+    (
+        f,
+        [phone, laptop],
+        v1,
+        (stolen, thief_keys),
+        [by_laptop, by_root],
+        planted,
+    )
+}
+
+#[test]
+fn the_key_file_takes_the_list_back_from_a_thief() {
+    let (mut f, [phone, laptop], v1, (stolen, thief_keys), [by_laptop, by_root], planted) =
+        stolen_by_the_phone();
+    // The key file does not reach the thief's generation: it cannot build
+    // the list's next version, only override it.
+    let root_keys = f.state.open_generations(&f.patient).unwrap();
+    assert!(root_keys.check_against(&v1).is_ok());
+    assert!(matches!(
+        root_keys.check_against(&stolen),
+        Err(Error::DecryptionFailed)
+    ));
+    assert!(stolen
+        .next(&f.patient, &root_keys, &[], &[phone.fingerprint()], NOW)
+        .is_err());
+    // Nobody but the key file takes the list back.
+    assert!(matches!(
+        f.state.recover_devices(&phone, &[], NOW),
+        Err(Error::AccessDenied(_))
+    ));
+    let stranger = device(23, "stranger");
+    assert!(matches!(
+        f.state
+            .recover_devices(&f.patient, &[stranger.fingerprint()], NOW),
+        Err(Error::Missing { .. })
+    ));
+    // Keeping the laptop (which the thief removed): built on v1, the
+    // newest version the key file opens, above the thief's serial and
+    // generation.
+    let (e, v3) = f
+        .state
+        .recover_devices(&f.patient, &[laptop.fingerprint()], NOW)
+        .unwrap();
+    assert_eq!((v3.serial(), v3.generation()), (3, 3));
+    assert_eq!(v3.prior_public(), v1.enc_public());
+    assert_eq!(v3.prev(), v1.hash());
+    assert_eq!(v3.devices().len(), 1);
+    assert!(v3.device(&laptop.fingerprint()).is_some());
+    f.append(e);
+    assert!(!f.state.is_owner(&phone.fingerprint()));
+    assert!(f.state.is_owner(&laptop.fingerprint()));
+    // Re-keying as the key file: a record the thief re-wrapped opens with
+    // the key it was written with; the one only the thief's generation
+    // opens is dropped (no honest reader can open it from the key file).
+    let mut dropped = Vec::new();
+    let to_rekey = f.state.collections_to_rekey();
+    assert_eq!(to_rekey.len(), 2);
+    for c in to_rekey {
+        let e = f
+            .state
+            .revoke(&mut Keyring::new(&f.patient, NOW), &c, &[])
+            .unwrap();
+        let EntryBody::Rotation(r) = e.body() else {
+            panic!("not a rotation")
+        };
+        dropped.extend(r.dropped.iter().copied());
+        f.append(e);
+    }
+    assert_eq!(dropped, vec![planted]);
+    assert!(f.state.collections_to_rekey().is_empty());
+    // The laptop, back in the list, the key file and the member read
+    // what was written before the theft.
+    let laptop_keys = f.state.open_generations(&laptop).unwrap();
+    laptop_keys.check_against(&v3).unwrap();
+    assert!(laptop_keys.check_against(&stolen).is_err());
+    for (record, body) in [
+        (by_laptop, &b"before the theft"[..]),
+        (by_root, b"prescription"),
+    ] {
+        assert_eq!(open(&f, &laptop, &laptop_keys, &record).unwrap(), body);
+        assert_eq!(f.open_as(0, &record).unwrap().1, body);
+    }
+    assert_eq!(f.open_as(1, &by_laptop).unwrap().1, b"before the theft");
+    // None of the thief's secrets opens the owner's new grant.
+    let last = f.log.last().unwrap();
+    let EntryBody::Rotation(r) = last.body() else {
+        panic!("not a rotation")
+    };
+    let owners = r
+        .grants
+        .iter()
+        .find(|g| g.member() == f.patient.fingerprint())
+        .unwrap()
+        .verify(f.patient.public())
+        .unwrap();
+    assert_eq!(owners.generation(), 3);
+    for public in [stolen.enc_public(), v1.enc_public()] {
+        let identity = thief_keys.age_identity(public).unwrap();
+        let key = crate::grant::GrantKey::generation(f.patient.fingerprint(), identity);
+        assert!(matches!(
+            owners.open_collection_key_as(&key),
+            Err(Error::DecryptionFailed)
+        ));
+    }
+    // The phone signs nothing valid any more; the log verifies from
+    // genesis.
+    let forged = f.forge(
+        &phone,
+        EntryBody::RecordDeleted {
+            record: by_laptop,
+            version: 1,
+        },
+    );
+    assert!(matches!(f.refuse(&forged), Error::Unauthorized { .. }));
+    f.reverify().unwrap();
+}
+
+#[test]
+fn taking_the_list_back_keeps_nothing_but_what_is_named() {
+    let (mut f, [phone, laptop], v1, (stolen, _), _, _) = stolen_by_the_phone();
+    // Keeping nothing: the key file acts alone, with a generation no
+    // device holds.
+    let (e, v3) = f.state.recover_devices(&f.patient, &[], NOW).unwrap();
+    assert!(v3.devices().is_empty());
+    assert!(v3.generation() > stolen.generation());
+    f.append(e);
+    for d in [&phone, &laptop] {
+        assert!(!f.state.is_owner(&d.fingerprint()));
+        let held = f.state.open_generations(d);
+        assert!(held.map_or(true, |k| k.check_against(&v3).is_err()));
+    }
+    // Taking it back again overrides the key file's own version: above it.
+    let (e, v4) = f
+        .state
+        .recover_devices(&f.patient, &[laptop.fingerprint()], NOW)
+        .unwrap();
+    assert_eq!(v4.prev(), v3.hash(), "built on the newest version it opens");
+    assert_eq!(v4.generation(), v3.generation() + 1);
+    f.append(e);
+    assert!(f.state.is_owner(&laptop.fingerprint()));
+    let _ = v1;
+    f.reverify().unwrap();
+    // Without a list there is nothing to take back.
+    let mut g = Fixture::new();
+    assert!(matches!(
+        g.state.recover_devices(&g.patient, &[], NOW),
+        Err(Error::InvalidInput(_))
+    ));
+    let _ = &mut g;
+}

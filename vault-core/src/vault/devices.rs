@@ -157,6 +157,26 @@ impl VaultState {
     /// back through the versions applied (a version whose history box does
     /// not open is skipped: its holders learn nothing from it).
     pub fn open_generations(&self, me: &SecretIdentity) -> Result<GenerationKeys> {
+        let (d, _, mut keys) = self.newest_opened(me)?;
+        loop {
+            let mut grew = false;
+            for v in d.versions.iter().rev() {
+                grew |= keys.walk_back(v).unwrap_or(false);
+            }
+            if !grew {
+                return Ok(keys);
+            }
+        }
+    }
+
+    /// The owner's devices, the newest version `me` opens a box of (a
+    /// device the one listing it, the root the one whose recovery box
+    /// opens; one sealed wrongly by another device, or a thief's recovery
+    /// box, is passed over), and the keys it opened from it.
+    fn newest_opened(
+        &self,
+        me: &SecretIdentity,
+    ) -> Result<(&OwnerDevices, &DeviceList, GenerationKeys)> {
         let d = self.owner_devices.as_ref().ok_or(Error::AccessDenied(
             "the vault owner has listed no devices, so there are no key generations to open",
         ))?;
@@ -169,8 +189,6 @@ impl VaultState {
                 v.open(me)
             }
         };
-        // The newest version `me` can open a box of (one sealed wrongly by
-        // another device, or a thief's recovery box, is passed over).
         let mut candidates = d
             .versions
             .iter()
@@ -179,19 +197,67 @@ impl VaultState {
         let newest = candidates.next().ok_or(Error::AccessDenied(
             "this device was never in the owner's device list",
         ))?;
-        let mut keys = match open(newest) {
-            Ok(keys) => keys,
-            Err(e) => candidates.find_map(|v| open(v).ok()).ok_or(e)?,
-        };
-        loop {
-            let mut grew = false;
-            for v in d.versions.iter().rev() {
-                grew |= keys.walk_back(v).unwrap_or(false);
-            }
-            if !grew {
-                return Ok(keys);
+        match open(newest) {
+            Ok(keys) => Ok((d, newest, keys)),
+            Err(e) => candidates
+                .find_map(|v| open(v).ok().map(|keys| (d, &**v, keys)))
+                .ok_or(e),
+        }
+    }
+
+    /// Every version of the owner's device list this log carries, oldest
+    /// first (none if the owner listed no devices).
+    pub fn owner_device_versions(&self) -> impl Iterator<Item = &DeviceList> {
+        self.owner_devices
+            .iter()
+            .flat_map(|d| d.versions.iter().map(|v| &**v))
+    }
+
+    /// The entry by which the owner's key file takes its device list back
+    /// (`vault devices recover`, `docs/format.md` §3.7, decision 68), and
+    /// the version it carries: built by `root` on the newest version whose
+    /// recovery box opens for it (a thief's device may have sealed anything
+    /// in later ones), above the serial, generation and issue time of
+    /// every version this log carries, listing exactly the devices `keep`
+    /// (each one the log's lists ever named; none leaves the key file
+    /// acting alone), with a fresh key generation no other device holds.
+    /// The collections are re-keyed next, as after a removal.
+    pub fn recover_devices(
+        &self,
+        root: &SecretIdentity,
+        keep: &[Fingerprint],
+        now: u64,
+    ) -> Result<(LogEntry, DeviceList)> {
+        if root.fingerprint() != self.owner.fingerprint() {
+            return Err(Error::AccessDenied(
+                "only the owner's key file takes the device list back: on a device, remove the lost one instead",
+            ));
+        }
+        let (d, base, _) = self.newest_opened(root).map_err(|e| match e {
+            Error::AccessDenied(_) => Error::InvalidInput(
+                "the owner has listed no devices in this vault: there is no list to take back",
+            ),
+            e => e,
+        })?;
+        let mut add = Vec::new();
+        for fp in keep {
+            let document = d.documents.get(fp).ok_or_else(|| Error::Missing {
+                what: format!("device {fp} in the owner's device lists of this vault"),
+            })?;
+            if base.device(fp).is_none() {
+                add.push(document.clone());
             }
         }
+        let remove: Vec<Fingerprint> = base
+            .devices()
+            .iter()
+            .map(|l| l.document().fingerprint())
+            .filter(|fp| !keep.contains(fp))
+            .collect();
+        let seen: Vec<DeviceList> = d.versions.iter().map(|v| (**v).clone()).collect();
+        let (list, _) = base.recover(root, &seen, &add, &remove, now)?;
+        let entry = self.list_devices(root, std::slice::from_ref(&list), now)?;
+        Ok((entry, list))
     }
 
     /// The key that opens the owner's grants of `generation` for `me`: the
@@ -224,6 +290,13 @@ impl VaultState {
         let keys = keys.ok_or(Error::AccessDenied(
             "this grant is sealed to a key generation of your device list: open the list first",
         ))?;
+        // A generation the log names that `me` does not reach along its
+        // chain (a thief's, replaced by the key file's override, decision
+        // 68) opens nothing for it: what was sealed to it does not decrypt,
+        // so readers fall back to the key a record was written with.
+        if keys.secret_for(&public).is_none() {
+            return Err(Error::DecryptionFailed);
+        }
         Ok(GrantKey::generation(person, keys.age_identity(&public)?))
     }
 

@@ -26,6 +26,9 @@ pub struct Keyring<'a> {
     /// Given, or opened from the log's device lists when first needed.
     generations: Option<&'a crate::devices::GenerationKeys>,
     opened: Option<crate::devices::GenerationKeys>,
+    /// How many versions of the owner's list the log carried when
+    /// `opened` was opened: a keyring outliving a list change opens again.
+    opened_versions: usize,
     now: u64,
     keys: HashMap<(CollectionId, u32), CollectionKey>,
     /// Deposit public keys opened from deposit grants (one age decryption
@@ -50,6 +53,7 @@ impl<'a> Keyring<'a> {
             me,
             generations: None,
             opened: None,
+            opened_versions: 0,
             now,
             keys: HashMap::new(),
             deposits: HashMap::new(),
@@ -129,8 +133,13 @@ impl<'a> Keyring<'a> {
     fn grant_key(&mut self, state: &VaultState, generation: u32) -> Result<crate::grant::GrantKey> {
         let own_document =
             generation == 0 && state.person_of(&self.me.fingerprint()) == self.me.fingerprint();
-        if !own_document && self.generations.is_none() && self.opened.is_none() {
+        let versions = state.owner_device_versions().count();
+        if !own_document
+            && self.generations.is_none()
+            && (self.opened.is_none() || self.opened_versions != versions)
+        {
             self.opened = Some(state.open_generations(self.me)?);
+            self.opened_versions = versions;
         }
         state.grant_key(
             self.me,
