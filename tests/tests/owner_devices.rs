@@ -104,6 +104,19 @@ async fn read(
     out
 }
 
+/// Checks that the relay refuses `device`, a removed device of the
+/// patient's, writing into the patient's labs (`403 forbidden`).
+fn refused_writing(device: &vault_tests::CliProfile) {
+    let after = device.run_with_stdin(
+        &[
+            "add", "-", "-c", "labs", "--title", "Stolen", "--vault", "pat",
+        ],
+        b"x",
+    );
+    assert_ne!(after.code, 0, "a removed device wrote: {}", after.stdout);
+    assert!(after.stderr.contains("403 forbidden"), "{}", after.stderr);
+}
+
 #[test]
 fn the_relay_serves_the_owners_devices_and_refuses_a_removed_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -415,14 +428,7 @@ fn the_cli_adds_a_device_which_writes_as_the_patient_until_removed() {
     let removed = patient.json(&["devices", "remove", &l_fp[..8]]);
     assert_eq!(removed["generation"], 2, "{removed}");
     assert!(removed["rotated"].as_u64().unwrap() >= 1, "{removed}");
-    let after = laptop.run_with_stdin(
-        &[
-            "add", "-", "-c", "labs", "--title", "Stolen", "--vault", "pat",
-        ],
-        b"x",
-    );
-    assert_ne!(after.code, 0, "a removed device wrote: {}", after.stdout);
-    assert!(after.stderr.contains("403 forbidden"), "{}", after.stderr);
+    refused_writing(&laptop);
     assert_eq!(
         doc.ok(&["open", &lab[..8], "--vault", "pat", "-o", "-"]),
         "48 mmol/mol"
@@ -512,14 +518,7 @@ fn the_key_file_takes_the_list_back_from_a_stolen_phone() {
     assert_eq!(listed["devices"][0]["fingerprint"], l_fp.as_str());
 
     // The phone is refused; the laptop, Dr Dee and the key file read.
-    let after = phone.run_with_stdin(
-        &[
-            "add", "-", "-c", "labs", "--title", "Stolen", "--vault", "pat",
-        ],
-        b"x",
-    );
-    assert_ne!(after.code, 0, "the phone wrote: {}", after.stdout);
-    assert!(after.stderr.contains("403 forbidden"), "{}", after.stderr);
+    refused_writing(&phone);
     assert_eq!(
         laptop.ok(&["open", &lab[..8], "--vault", "pat", "-o", "-"]),
         "48 mmol/mol"

@@ -193,6 +193,31 @@ fn add(session: &mut Session, args: &DeviceArgs) -> Result<()> {
     line("`vault devices remove` takes it away again.")
 }
 
+/// After a removal's or a recovery's re-keying: the collections that
+/// failed, the records `dropped_why` (counted), and the members `shared`
+/// (named) whom `who` had shared with, who keep their access.
+fn report_rekeying(
+    rekeying: &vault_client::devices::Rekeying,
+    dropped_why: &str,
+    shared: &[String],
+    who: &str,
+) -> Result<()> {
+    report_not_rekeyed(rekeying)?;
+    if !rekeying.dropped.is_empty() {
+        line(&format!(
+            "{} record(s) {dropped_why}.",
+            rekeying.dropped.len()
+        ))?;
+    }
+    if !shared.is_empty() {
+        line(&format!(
+            "{who} shared with: {}. They keep their access; `vault revoke` whoever should go.",
+            shared.join(", ")
+        ))?;
+    }
+    Ok(())
+}
+
 /// Collections whose rotation failed: say so and how to finish.
 fn report_not_rekeyed(rekeying: &vault_client::devices::Rekeying) -> Result<()> {
     if rekeying.not_rotated.is_empty() {
@@ -254,19 +279,12 @@ fn remove(session: &mut Session, args: &DeviceArgs) -> Result<()> {
         lost.to_hex(),
         removal.rekeying.rotated.len()
     ))?;
-    report_not_rekeyed(&removal.rekeying)?;
-    if !removal.rekeying.dropped.is_empty() {
-        line(&format!(
-            "{} record(s) whose key did not open were dropped from the rotated collections.",
-            removal.rekeying.dropped.len()
-        ))?;
-    }
-    if !shared.is_empty() {
-        line(&format!(
-            "It had shared with: {}. They keep their access; `vault revoke` whoever should go.",
-            shared.join(", ")
-        ))?;
-    }
+    report_rekeying(
+        &removal.rekeying,
+        "whose key did not open were dropped from the rotated collections",
+        &shared,
+        "It had",
+    )?;
     line("It held the keys of every record in this vault until now: treat those records as seen.")
 }
 
@@ -355,18 +373,11 @@ fn recover(session: &mut Session, args: &RecoverArgs) -> Result<()> {
         "{} collection key(s) were rotated to a key generation no removed device holds.",
         recovery.rekeying.rotated.len()
     ))?;
-    report_not_rekeyed(&recovery.rekeying)?;
-    if !recovery.rekeying.dropped.is_empty() {
-        line(&format!(
-            "{} record(s) sealed only under the keys the removed devices held (written after your list was taken from you) could not be opened with your key file and were dropped.",
-            recovery.rekeying.dropped.len()
-        ))?;
-    }
-    if !shared.is_empty() {
-        line(&format!(
-            "The removed devices had shared with: {}. They keep their access; `vault revoke` whoever should go.",
-            shared.join(", ")
-        ))?;
-    }
+    report_rekeying(
+        &recovery.rekeying,
+        "sealed only under the keys the removed devices held (written after your list was taken from you) could not be opened with your key file and were dropped",
+        &shared,
+        "The removed devices had",
+    )?;
     line("The removed devices held the keys of every record in this vault until now: treat those records as seen.")
 }

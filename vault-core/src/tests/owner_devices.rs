@@ -94,6 +94,44 @@ fn open(
     Ok(out)
 }
 
+/// Checks, cryptographically and not only by the log's rules, that none
+/// of the generations `keys` holds among `publics` opens the owner's grant
+/// in the fixture's last entry (a rotation, signed by `signer`).
+fn assert_last_owner_grant_shut(
+    f: &Fixture,
+    signer: &crate::PublicIdentity,
+    keys: &GenerationKeys,
+    publics: &[&[u8; 32]],
+) {
+    let last = f.log.last().unwrap();
+    let EntryBody::Rotation(r) = last.body() else {
+        panic!("not a rotation")
+    };
+    let owners = r
+        .grants
+        .iter()
+        .find(|g| g.member() == f.patient.fingerprint())
+        .unwrap()
+        .verify(signer)
+        .unwrap();
+    assert_eq!(
+        owners.generation(),
+        f.state.owner_device_list().unwrap().generation()
+    );
+    let mut tried = 0;
+    for public in publics {
+        if let Ok(identity) = keys.age_identity(public) {
+            tried += 1;
+            let key = crate::grant::GrantKey::generation(f.patient.fingerprint(), identity);
+            assert!(matches!(
+                owners.open_collection_key_as(&key),
+                Err(Error::DecryptionFailed)
+            ));
+        }
+    }
+    assert!(tried > 0, "no generation of the removed device's was tried");
+}
+
 #[test]
 fn a_listed_device_writes_as_the_owner_and_reads_the_owners_grants() {
     let (mut f, [phone, laptop], v1, [phone_keys, laptop_keys]) = with_devices();
@@ -241,26 +279,12 @@ fn removing_a_device_shuts_it_out_of_the_log_and_of_every_later_key() {
     assert_eq!(laptop_all.len(), 2);
     // Cryptographically, not only by the log's rules: none of the phone's
     // secrets opens the owner's new grant (of medications, rotated last).
-    let rotated = f.log.last().unwrap();
-    let crate::log::EntryBody::Rotation(r) = rotated.body() else {
-        panic!("not a rotation")
-    };
-    let owners = r
-        .grants
-        .iter()
-        .find(|g| g.member() == f.patient.fingerprint())
-        .unwrap()
-        .verify(laptop.public())
-        .unwrap();
-    for public in [v1.enc_public(), f.patient.public().x25519_public()] {
-        if let Ok(identity) = phone_keys.age_identity(public) {
-            let key = crate::grant::GrantKey::generation(f.patient.fingerprint(), identity);
-            assert!(matches!(
-                owners.open_collection_key_as(&key),
-                Err(Error::DecryptionFailed)
-            ));
-        }
-    }
+    assert_last_owner_grant_shut(
+        &f,
+        laptop.public(),
+        &phone_keys,
+        &[v1.enc_public(), f.patient.public().x25519_public()],
+    );
     // Anything the phone signs now is refused: it is no longer a device of
     // the owner's, and no member.
     let mut keyring = Keyring::for_device(&phone, &phone_keys, NOW + 2);
@@ -708,26 +732,12 @@ fn the_key_file_takes_the_list_back_from_a_thief() {
     }
     assert_eq!(f.open_as(1, &by_laptop).unwrap().1, b"before the theft");
     // None of the thief's secrets opens the owner's new grant.
-    let last = f.log.last().unwrap();
-    let EntryBody::Rotation(r) = last.body() else {
-        panic!("not a rotation")
-    };
-    let owners = r
-        .grants
-        .iter()
-        .find(|g| g.member() == f.patient.fingerprint())
-        .unwrap()
-        .verify(f.patient.public())
-        .unwrap();
-    assert_eq!(owners.generation(), 3);
-    for public in [stolen.enc_public(), v1.enc_public()] {
-        let identity = thief_keys.age_identity(public).unwrap();
-        let key = crate::grant::GrantKey::generation(f.patient.fingerprint(), identity);
-        assert!(matches!(
-            owners.open_collection_key_as(&key),
-            Err(Error::DecryptionFailed)
-        ));
-    }
+    assert_last_owner_grant_shut(
+        &f,
+        f.patient.public(),
+        &thief_keys,
+        &[stolen.enc_public(), v1.enc_public()],
+    );
     // The phone signs nothing valid any more; the log verifies from
     // genesis.
     let forged = f.forge(
