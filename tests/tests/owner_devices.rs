@@ -104,6 +104,29 @@ async fn read(
     out
 }
 
+/// A relay in `dir`, the patient (one lab result, labs shared with Dr Dee
+/// to read) and Dr Dee as `vault` profiles, the patient's fingerprint and
+/// the lab's record id.
+fn patient_sharing_labs(
+    dir: &std::path::Path,
+) -> (
+    RelayProcess,
+    vault_tests::CliProfile,
+    vault_tests::CliProfile,
+    String,
+    String,
+) {
+    let relay = RelayProcess::start(&dir.join("relay"), &[]);
+    let (patient, doc) = vault_tests::patient_and_clinician(dir, &relay.url);
+    let p_fp = patient.json(&["whoami"])["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let lab = patient.add_lab("HbA1c", "48 mmol/mol");
+    patient.json(&["share", "labs", "--with", "dr"]);
+    (relay, patient, doc, p_fp, lab)
+}
+
 /// Checks that the relay refuses `device`, a removed device of the
 /// patient's, writing into the patient's labs (`403 forbidden`).
 fn refused_writing(device: &vault_tests::CliProfile) {
@@ -348,12 +371,8 @@ fn the_relay_serves_the_owners_devices_and_refuses_a_removed_one() {
 #[test]
 fn the_cli_adds_a_device_which_writes_as_the_patient_until_removed() {
     let dir = tempfile::tempdir().unwrap();
-    let relay = RelayProcess::start(&dir.path().join("relay"), &[]);
-    let (patient, doc) = vault_tests::patient_and_clinician(dir.path(), &relay.url);
+    let (relay, patient, doc, p_fp, lab) = patient_sharing_labs(dir.path());
     let fp = |v: serde_json::Value| v["fingerprint"].as_str().unwrap().to_owned();
-    let p_fp = fp(patient.json(&["whoami"]));
-    let lab = patient.add_lab("HbA1c", "48 mmol/mol");
-    patient.json(&["share", "labs", "--with", "dr"]);
     let laptop = vault_tests::CliProfile::new(&dir.path().join("laptop"), &relay.url);
     let l_fp = fp(laptop.init("laptop", "device"));
     laptop.ok(&["whoami", "--publish", "--no-qr"]);
@@ -445,12 +464,8 @@ fn the_cli_adds_a_device_which_writes_as_the_patient_until_removed() {
 #[test]
 fn the_key_file_takes_the_list_back_from_a_stolen_phone() {
     let dir = tempfile::tempdir().unwrap();
-    let relay = RelayProcess::start(&dir.path().join("relay"), &[]);
-    let (patient, doc) = vault_tests::patient_and_clinician(dir.path(), &relay.url);
+    let (relay, patient, doc, p_fp, lab) = patient_sharing_labs(dir.path());
     let fp = |v: serde_json::Value| v["fingerprint"].as_str().unwrap().to_owned();
-    let p_fp = fp(patient.json(&["whoami"]));
-    let lab = patient.add_lab("HbA1c", "48 mmol/mol");
-    patient.json(&["share", "labs", "--with", "dr"]);
     let device = |name: &str| {
         let profile = vault_tests::CliProfile::new(&dir.path().join(name), &relay.url);
         let fingerprint = fp(profile.init(name, "device"));
