@@ -141,6 +141,7 @@ fn new_identity(
     let role = match role {
         "patient" => Role::Patient,
         "clinician" => Role::Clinician,
+        "device" => Role::Device,
         other => return Err(Failure::input(format!("unknown role {other:?}"))),
     };
     let name = name.trim();
@@ -171,7 +172,9 @@ fn new_identity(
     })
 }
 
-/// Creates an identity (`role`: `patient` or `clinician`) and seals it
+/// Creates an identity (`role`: `patient`, `clinician`, or `device`: a
+/// device of a person whose key file is elsewhere, which acts for that
+/// person once listed and never owns a vault) and seals it
 /// under `passphrase` (at least 8 characters) with scrypt work factor
 /// `work_factor` (15 to 20; the command line's default is 18).
 #[wasm_bindgen(js_name = createIdentity)]
@@ -221,6 +224,10 @@ mod tests {
         )
         .is_err_and(|e| e.code == "invalid_input"));
         assert!(new_identity("Pat", "doctor", &pass, 15).is_err_and(|e| e.code == "invalid_input"));
+        let device =
+            new_identity("browser", "device", &pass, 15).unwrap_or_else(|e| unreachable!("{e}"));
+        let view: serde_json::Value = serde_json::from_str(&device.identity).unwrap_or_default();
+        assert_eq!(view["role"], "device");
         assert!(new_identity("", "patient", &pass, 15).is_err_and(|e| e.code == "invalid_input"));
     }
 

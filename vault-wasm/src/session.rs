@@ -129,12 +129,19 @@ impl Session {
         })
     }
 
-    /// This identity's vaults (JSON list of id, owner, mine), joining on
-    /// this device any of its own vaults that it does not have yet.
-    pub fn vaults(&self) -> Promise {
+    /// This identity's vaults (JSON list of id, owner, mine, asDevice),
+    /// joining on this device any of its own vaults that it does not have
+    /// yet, and for a device, those of the person whose 64-hex fingerprint
+    /// `person_hex` the user pinned, once that person lists the device.
+    pub fn vaults(&self, person_hex: Option<String>) -> Promise {
         self.run(|inner| async move {
+            let person = person_hex
+                .as_deref()
+                .filter(|p| !p.is_empty())
+                .map(crate::fingerprint)
+                .transpose()?;
             let mut s = inner.lock().await;
-            Ok(json(&sharing::vaults(&mut s).await?))
+            Ok(json(&sharing::vaults(&mut s, person.as_ref()).await?))
         })
     }
 

@@ -14,16 +14,25 @@ use crate::unlocked::{collection_id, record_id, Inner};
 use crate::view;
 
 /// This identity's vaults. Its own vaults listed by the relay's inbox are
-/// joined (verified from genesis, owner checked against this identity);
+/// joined (verified from genesis, owner checked against this identity),
+/// and for a device, the vaults of `person`, the identity the user pinned
+/// as the one this device acts for, once that person lists the device;
 /// vaults shared by others are left to the command line, where contacts
 /// are pinned. The inbox is read page by page and a flooded one is cut
 /// rather than failing (`RelayClient::inbox`).
-pub async fn vaults(s: &mut Inner) -> Result<Value> {
+pub async fn vaults(s: &mut Inner, person: Option<&Fingerprint>) -> Result<Value> {
     s.publish().await?;
     let me = s.secret.fingerprint();
     for v in s.client.inbox().await? {
-        if v.is_owner && s.store.head(&v.vault)?.is_none() {
-            sync::join_vault(&mut s.store, &s.client, &v.vault, &me).await?;
+        if !v.is_owner || s.store.head(&v.vault)?.is_some() {
+            continue;
+        }
+        // A vault this identity owns, or, for a device, one owned by the
+        // person the user pinned on this device: never a vault whose owner
+        // merely lists this device (anyone can list a published device in
+        // a vault of their own, to have it write there).
+        if v.owner == me || Some(&v.owner) == person {
+            sync::join_vault(&mut s.store, &s.client, &v.vault, &v.owner).await?;
         }
     }
     let mut out = Vec::new();
@@ -32,7 +41,8 @@ pub async fn vaults(s: &mut Inner) -> Result<Value> {
         out.push(json!({
             "id": v.to_hex(),
             "owner": view::identity(state.owner()),
-            "mine": state.owner().fingerprint() == me,
+            "mine": state.is_owner(&me),
+            "asDevice": state.is_owner(&me) && state.owner().fingerprint() != me,
         }));
     }
     Ok(Value::Array(out))
@@ -177,6 +187,7 @@ pub async fn overview(s: &mut Inner, vault: &VaultId) -> Result<Value> {
         "withheldKeys": withheld,
         "devices": devices,
         "formerDevices": former,
+        "keyFileIsMe": state.owner().fingerprint() == me,
     }))
 }
 

@@ -42,9 +42,9 @@ pub fn author(
         "role": known.map(|i| i.role().as_str()),
         "isOwner": *fp == state.owner().fingerprint(),
         "ownerDevice": state.listed_device(fp).is_some(),
-        "ownerIsMe": state.owner().fingerprint() == *me,
+        "ownerIsMe": state.is_owner(me),
         "isMe": fp == me,
         "onBehalfOf": on_behalf_of,
-        "onBehalfOfMe": on_behalf_of.is_some() && state.owner().fingerprint() == *me,
+        "onBehalfOfMe": on_behalf_of.is_some() && state.is_owner(me),
     })
 }

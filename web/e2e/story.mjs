@@ -739,6 +739,85 @@ async function main() {
   );
   log(`7g. The page took its device list back keeping the laptop: "${recoveredText.slice(0, 80)}…"; the laptop lists the vault again`);
 
+  // 7h. The reverse (issue 17): a browser as a device of a key file on the
+  // command line. Another browser (its own storage) creates a device
+  // identity; `vault devices add` lists it; it finds the vault, reads the
+  // key file's record and writes one the key file sees as its device's;
+  // removed, it is refused.
+  const keyHome = join(tmp, 'key-file');
+  const keyCli = (args, opts = {}) => cli(args, { ...opts, home: keyHome });
+  await keyCli(['init', '--name', 'Sam Sample', '--role', 'patient', '--work-factor', '15']);
+  await keyCli(['create']);
+  await keyCli(['add', '-', '-c', 'notes', '--title', 'From the key file'], { input: 'Written with the key file.' });
+  const other = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run'] });
+  cleanups.push(() => other.close());
+  const devicePage = await (await other.newContext({ acceptDownloads: true })).newPage();
+  devicePage.setDefaultTimeout(30_000);
+  devicePage.on('pageerror', (err) => problems.push(`device page error: ${err.message}`));
+  const dtid = (id) => devicePage.getByTestId(id);
+  await devicePage.goto(`${relayUrl}/`);
+  await dtid('create-form').waitFor();
+  await dtid('create-name').fill('Sam on this browser');
+  await dtid('create-role-device').check();
+  await dtid('create-passphrase').fill(PATIENT_PASS);
+  await dtid('create-passphrase2').fill(PATIENT_PASS);
+  await dtid('create-submit').click();
+  await dtid('device-waiting').waitFor({ timeout: 60_000 });
+  const browserHex = (await dtid('device-own-fingerprint-hex').innerText()).trim();
+  assert.match(browserHex, /^[0-9a-f]{64}$/);
+  assert.equal(norm(await dtid('device-add-command').innerText()), `vault devices add ${browserHex}`);
+  // The browser acts only for the person the user names on it: before the
+  // key file lists it, checking finds nothing (and shows whom it pinned).
+  const keyHex = JSON.parse((await keyCli(['whoami', '--json'])).stdout).fingerprint;
+  await dtid('device-person').fill(keyHex);
+  await dtid('device-check').click();
+  await dtid('device-person-shown').waitFor();
+  assert.match(norm(await dtid('device-person-shown').innerText()), /acts for “Patient”, whose fingerprint is: (\d{5} ){5}\d{5}/);
+  await devicePage.screenshot({ path: join(ARTIFACTS, '07h-device-waiting.png'), fullPage: true });
+  // Anyone can list a published device in a vault of their own: the
+  // browser never joins a vault whose owner is not the person pinned on it.
+  const strangerHome = join(tmp, 'stranger');
+  const stranger = (args, opts = {}) => cli(args, { ...opts, home: strangerHome });
+  await stranger(['init', '--name', 'Stranger', '--role', 'patient', '--work-factor', '15']);
+  await stranger(['create']);
+  await stranger(['devices', 'add', browserHex]);
+  await dtid('device-check').click();
+  await devicePage.locator('[data-testid="device-check"]:not([disabled])').waitFor();
+  assert.equal(await dtid('device-waiting').count(), 1, 'the browser joined a stranger’s vault that listed it');
+  const listedBrowser = JSON.parse((await keyCli(['devices', 'add', browserHex, '--json'])).stdout);
+  assert.equal(listedBrowser.name, 'browser', `the key file listed ${JSON.stringify(listedBrowser)}`);
+  await dtid('device-check').click();
+  const deviceAlerts = devicePage.locator('[data-testid="alerts"] .alert');
+  await dtid('device-waiting').waitFor({ state: 'detached' }).catch(async (e) => {
+    throw new Error(`the device page still waits: ${(await deviceAlerts.allInnerTexts()).join(' | ') || e.message}`);
+  });
+  await dtid('nav-records').click();
+  const keyFileNote = devicePage.locator('[data-testid="record-row"][data-title="From the key file"]');
+  await keyFileNote.waitFor();
+  // Its title is sealed in the record: listing it means the browser opened it.
+  assert.equal(await keyFileNote.getByTestId('author-badge').count(), 0, 'a record of the key file is the person’s own: no author badge');
+  await dtid('nav-add').click();
+  await dtid('upload-input').setInputFiles([{ name: 'browser-note.txt', mimeType: 'text/plain', buffer: Buffer.from('Written in the browser device.') }]);
+  await dtid('upload-start').click();
+  await dtid('upload-file-done').waitFor({ timeout: 30_000 });
+  const keyList = JSON.parse((await keyCli(['list', '--json'])).stdout);
+  const fromBrowser = keyList.find((r) => r.author === browserHex);
+  assert.ok(fromBrowser, `the key file does not list the browser's record: ${JSON.stringify(keyList)}`);
+  assert.equal(fromBrowser.author_name, 'browser (your device)');
+  const opened = await keyCli(['open', fromBrowser.record.slice(0, 8), '-o', '-']);
+  assert.equal(opened.stdout, 'Written in the browser device.');
+  await dtid('nav-vault').click();
+  await dtid('export-elsewhere').waitFor();
+  await keyCli(['devices', 'remove', browserHex.slice(0, 8)]);
+  await dtid('nav-records').click();
+  await dtid('refresh').click();
+  const refusedAlert = deviceAlerts.first();
+  await refusedAlert.waitFor();
+  const refusedText = norm(await refusedAlert.innerText());
+  assert.match(refusedText, /Access denied/, refusedText);
+  log(`7h. A browser created as a device of a command-line key file; listed by \`vault devices add\`, it read the key file's note and wrote one the key file names "${fromBrowser.author_name}"; removed, the page says "${refusedText.slice(0, 70)}…"`);
+  await other.close();
+
   // 8. About / integrity, vault screen, phone width.
   await tid('nav-about').click();
   await page.waitForFunction((h) => document.querySelector('[data-testid="bundle-hash"]')?.textContent === h, expectedHash);

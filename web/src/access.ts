@@ -208,12 +208,12 @@ function devicesCard(c: Ctx, ov: VaultOverview): HTMLElement {
               { class: 'person', testid: 'device', 'data-name': d.name },
               h('div', { class: 'person-head' }, h('strong', null, d.name), h('span', { class: 'muted' }, d.thisDevice ? ' · this device' : '')),
               fingerprintEl(d.fingerprint, undefined, 'small'),
-              h('div', { class: 'actions' }, removeDeviceButton(c, d)),
+              d.thisDevice ? h('p', { class: 'muted' }, 'Another of your devices, or your key file, removes this one.') : h('div', { class: 'actions' }, removeDeviceButton(c, d)),
             ),
           ),
         ),
     form,
-    ov.devices.length + ov.formerDevices.length > 0 ? recoverDevicesButton(c, ov) : null,
+    ov.keyFileIsMe && ov.devices.length + ov.formerDevices.length > 0 ? recoverDevicesButton(c, ov) : null,
   );
 }
 

@@ -136,7 +136,7 @@ function renderTopbar(): void {
 export async function loadVaults(): Promise<void> {
   const c = ctxOrThrow();
   try {
-    const vaults = await run((s) => s.vaults());
+    const vaults = await run((s) => s.vaults(c.profile.person?.fingerprintHex));
     if (current() !== c) return;
     c.vaults = vaults;
     const mine = vaults.filter((v) => v.mine);
@@ -217,7 +217,7 @@ function viewContent(c: Ctx): Child {
   if (c.vaults === null) {
     return h('section', { class: 'card' }, h('h1', null, 'Connecting to the relay…'), h('p', null, c.profile.relayUrl), retryButton());
   }
-  if (!c.vault) return createVaultView(c);
+  if (!c.vault) return c.me.role === 'device' ? deviceWaitingView(c) : createVaultView(c);
   if (!c.overview || !c.listing) return h('section', { class: 'card' }, h('h1', null, 'Loading your vault…'), retryButton());
   switch (c.view) {
     case 'overview':
@@ -250,6 +250,86 @@ function retryButton(): HTMLElement {
   return h('div', { class: 'actions' }, b);
 }
 
+/**
+ * A device identity with no vault yet: it never creates one; it acts for the
+ * person whose key file lists it (`vault devices add` on the command line),
+ * and then finds that person's vault in its inbox.
+ */
+function deviceWaitingView(c: Ctx): HTMLElement {
+  const pinned = c.profile.person;
+  const person = h('input', {
+    type: 'text',
+    id: 'device-person',
+    testid: 'device-person',
+    autocomplete: 'off',
+    spellcheck: false,
+    placeholder: '64 hexadecimal digits',
+    value: pinned?.fingerprintHex ?? '',
+  });
+  const check: HTMLButtonElement = h(
+    'button',
+    {
+      type: 'button',
+      class: 'button primary',
+      testid: 'device-check',
+      onclick: () =>
+        withBusy(check, 'Checking…', async () => {
+          const hex = person.value.replace(/\s+/g, '').toLowerCase();
+          if (!/^[0-9a-f]{64}$/.test(hex)) {
+            showAlert('error', 'Your identity’s fingerprint', 'Type the 64 hexadecimal digits `vault whoami --json` shows where your key file lives.');
+            person.focus();
+            return;
+          }
+          if (hex !== c.profile.person?.fingerprintHex) {
+            if (hex === c.me.fingerprintHex) {
+              showAlert('error', 'That is this browser', 'Type the fingerprint of your identity on the command line, not this device’s own.');
+              return;
+            }
+            const found = await run((s) => s.lookupIdentity(hex));
+            if (found.role === 'device') {
+              showAlert('error', 'That is a device', 'A device acts for a person: type the fingerprint of your identity (its key file), not another device’s.');
+              return;
+            }
+            c.profile = { ...c.profile, person: { fingerprintHex: hex, fingerprint: found.fingerprint, name: found.name } };
+            await putProfile(c.profile);
+          }
+          await loadVaults();
+          if (!c.vault) announce('Not listed yet: run the command shown where your key file lives, then check again.');
+        }, 'Could not check'),
+    },
+    pinned ? 'Check again' : 'Save and check',
+  );
+  return h(
+    'section',
+    { class: 'card step', testid: 'device-waiting' },
+    h('h1', null, 'Add this browser to your devices'),
+    h('p', null, 'This browser is a device of your identity: it holds its own key, never your key file, and reads and writes your vault as you once your key file (or another of your devices) lists it.'),
+    h(
+      'ol',
+      { class: 'steps' },
+      h('li', { class: pinned ? 'done' : 'current' }, 'Type your identity’s fingerprint (where your key file lives, `vault whoami --json` shows it), so this browser acts only for you'),
+      h('li', { class: pinned ? 'current' : undefined }, 'Where your key file lives, run the command shown and compare the fingerprint it prints with this browser’s'),
+      h('li', null, 'Check again: your vault opens here'),
+    ),
+    field('Your identity’s fingerprint', person),
+    pinned
+      ? h(
+          'div',
+          { testid: 'device-person-shown' },
+          h('p', null, `This browser acts for “${pinned.name}”, whose fingerprint is:`),
+          fingerprintEl(pinned.fingerprint, undefined, 'small'),
+        )
+      : null,
+    h('h2', null, 'Where your key file lives, run'),
+    h('pre', { class: 'json', testid: 'device-add-command' }, `vault devices add ${c.me.fingerprintHex}`),
+    h('p', null, 'It prints the fingerprint of the device it adds: it must be this browser’s.'),
+    fingerprintEl(c.me.fingerprint, 'device-own-fingerprint'),
+    h('p', { class: 'mono small-break', testid: 'device-own-fingerprint-hex' }, c.me.fingerprintHex),
+    h('div', { class: 'actions' }, check),
+    h('p', { class: 'muted' }, 'If this device is lost, remove it from another device (`vault devices remove`), or take your list back with your key file (`vault devices recover`).'),
+  );
+}
+
 function createVaultView(c: Ctx): HTMLElement {
   const button: HTMLButtonElement = h(
     'button',
@@ -264,7 +344,7 @@ function createVaultView(c: Ctx): HTMLElement {
             return s.createVault();
           });
           c.vault = id;
-          c.vaults = await run((s) => s.vaults());
+          c.vaults = await run((s) => s.vaults(c.profile.person?.fingerprintHex));
           c.view = 'add';
           announce('Your vault is ready. Add your first records.');
           await refresh();
@@ -877,7 +957,9 @@ function vaultView(c: Ctx): HTMLElement {
         null,
         'Download everything as one .tar archive of standard age-encrypted files (plus a README). It can be decrypted without this app, with the standard `age` tool and your key file — the README inside explains how.',
       ),
-      h('div', { class: 'actions' }, exportBtn),
+      ov.keyFileIsMe
+        ? h('div', { class: 'actions' }, exportBtn)
+        : h('p', { class: 'muted', testid: 'export-elsewhere' }, 'This browser is one of your devices: export with your key file, where it lives (`vault export` on the command line). An export is sealed to the key file’s own key, which devices never hold.'),
     ),
   );
 }

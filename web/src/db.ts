@@ -22,6 +22,13 @@ export interface Profile {
   invite?: string;
   /** Unix milliseconds. */
   createdAt: number;
+  /**
+   * For a device identity: the person it acts for, as the user typed the
+   * 64-hex fingerprint (and the relay's published identity under it, to
+   * compare with that person's own screen). Only that person's vaults are
+   * joined.
+   */
+  person?: { fingerprintHex: string; fingerprint: string; name: string };
 }
 
 const DB_NAME = 'vault';

@@ -49,6 +49,7 @@ export function fmtExpiry(expiresAt: number | null): string {
 export function roleLabel(role: string | null): string {
   if (role === 'clinician') return 'clinician';
   if (role === 'patient') return 'patient';
+  if (role === 'device') return 'device of a person';
   return 'unknown role';
 }
 

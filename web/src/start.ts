@@ -155,6 +155,19 @@ function createSection(collapsed: boolean): HTMLElement {
   const pass2 = h('input', { type: 'password', autocomplete: 'new-password', required: true, minlength: MIN_PASSPHRASE, testid: 'create-passphrase2' });
   const relay = relayField();
   const button = h('button', { type: 'submit', class: 'button primary', testid: 'create-submit' }, 'Create my identity');
+  // What this browser is: the person's own identity (its key file here,
+  // its vault created here), or a device of an identity whose key file is
+  // on the command line (`vault devices add` lists it there).
+  const roleGroup = `role-${Date.now()}`;
+  const asPerson = h('input', { type: 'radio', name: roleGroup, value: 'patient', checked: true, testid: 'create-role-patient' });
+  const asDevice = h('input', { type: 'radio', name: roleGroup, value: 'device', testid: 'create-role-device' });
+  const roleField = h(
+    'fieldset',
+    { class: 'choice' },
+    h('legend', null, 'This browser is'),
+    h('label', { class: 'check' }, asPerson, ' My identity: my key file lives here and my vault is created here'),
+    h('label', { class: 'check' }, asDevice, ' A device of my identity on the command line: the key file stays there, and `vault devices add` lets this browser act for me'),
+  );
   const form = h(
     'form',
     {
@@ -165,7 +178,8 @@ function createSection(collapsed: boolean): HTMLElement {
         ev.preventDefault();
         clearAlerts();
         const localName = name.value.trim();
-        const shownName = publicName.value.trim() || 'Patient';
+        const role = asDevice.checked ? 'device' : 'patient';
+        const shownName = publicName.value.trim() || (role === 'device' ? 'browser' : 'Patient');
         const relayUrl = relay.input.value.trim().replace(/\/+$/, '');
         const problem = !localName
           ? ['Name needed', 'Type a name for this identity (it stays on this device).', name]
@@ -186,7 +200,7 @@ function createSection(collapsed: boolean): HTMLElement {
         const created = await withBusy(button, 'Creating your keys… (a few seconds)', async () => {
           // Let the busy state paint before the (synchronous) scrypt work.
           await new Promise((r) => setTimeout(r, 50));
-          const id = await createIdentity(shownName, 'patient', passphrase, WORK_FACTOR);
+          const id = await createIdentity(shownName, role, passphrase, WORK_FACTOR);
           const profile: Profile = {
             fingerprintHex: id.identity.fingerprintHex,
             keyFile: id.keyFile,
@@ -222,7 +236,8 @@ function createSection(collapsed: boolean): HTMLElement {
       'Your keys are created in this browser and sealed with your passphrase. Nobody — not the relay, not us — can reset it: if you forget it, your records cannot be opened. Download a backup of your key file afterwards.',
     ),
     field('Your name', name, 'Stays on this device: it labels this identity on the unlock screen.'),
-    field('Name shown to people you share with (optional)', publicName, 'Published with your public key. Default: “Patient”.'),
+    roleField,
+    field('Name shown to people you share with (optional)', publicName, 'Published with your public key. Default: “Patient” (“browser” for a device).'),
     field('Passphrase (at least 8 characters)', pass1),
     field('Passphrase again', pass2),
     relay.el,

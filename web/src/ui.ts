@@ -50,6 +50,7 @@ export function fingerprintEl(fingerprint: string, testid?: string, size: 'large
 export function authorText(a: Author): string {
   const behalf = a.onBehalfOfMe ? ' on your behalf (your agent)' : a.onBehalfOf ? ` on behalf of ${a.onBehalfOf} (agent)` : null;
   if (a.isMe) return `Added by you${behalf ? ` on behalf of ${a.onBehalfOf}` : ''}`;
+  if (a.isOwner && a.ownerIsMe) return 'Written with your key file';
   if (a.isOwner) return `Written by ${a.name ?? 'the vault owner'} (vault owner)`;
   if (a.ownerDevice) return `Written by ${a.name ?? 'a device'} (${a.ownerIsMe ? 'your device' : "the vault owner's device"})`;
   return `Written by ${a.name ?? 'an unnamed identity'}${behalf ?? `, ${roleLabel(a.role)}`}`;

@@ -54,7 +54,7 @@ export async function load(wasmUrl: string, integrity: string | undefined): Prom
   });
 }
 
-export type Role = 'patient' | 'clinician';
+export type Role = 'patient' | 'clinician' | 'device';
 
 /** A verified public identity. */
 export interface IdentityView {
@@ -78,7 +78,10 @@ export interface NewIdentity {
 export interface VaultListing {
   id: string;
   owner: IdentityView;
+  /** The owner is this identity, or this identity is one of the owner's devices. */
   mine: boolean;
+  /** This identity is one of the owner's devices (the key file is elsewhere). */
+  asDevice: boolean;
 }
 
 export interface Member {
@@ -121,6 +124,8 @@ export interface VaultOverview {
   devices: DeviceView[];
   /** Devices an earlier version of the list named and the current one does not. */
   formerDevices: DeviceView[];
+  /** This identity is the vault owner's key file (not one of its devices). */
+  keyFileIsMe: boolean;
 }
 
 export interface DeviceView {
@@ -422,8 +427,8 @@ export class Session {
     return call(() => this.inner.publish());
   }
 
-  async vaults(): Promise<VaultListing[]> {
-    return JSON.parse(await call(() => this.inner.vaults()));
+  async vaults(personHex?: string): Promise<VaultListing[]> {
+    return JSON.parse(await call(() => this.inner.vaults(personHex)));
   }
 
   createVault(): Promise<string> {
