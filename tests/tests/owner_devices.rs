@@ -127,6 +127,20 @@ fn patient_sharing_labs(
     (relay, patient, doc, p_fp, lab)
 }
 
+/// Writes a note titled `title` into the patient's labs from `laptop`, a
+/// device of the patient's; returns the record id.
+fn laptop_writes(laptop: &vault_tests::CliProfile, title: &str) -> String {
+    let note = laptop.run_with_stdin(
+        &[
+            "--json", "add", "-", "-c", "labs", "--title", title, "--vault", "pat",
+        ],
+        b"written on the laptop",
+    );
+    assert_eq!(note.code, 0, "{}", note.stderr);
+    let v: serde_json::Value = serde_json::from_str(&note.stdout).unwrap();
+    v[0]["record"].as_str().unwrap().to_owned()
+}
+
 /// Checks that the relay refuses `device`, a removed device of the
 /// patient's, writing into the patient's labs (`403 forbidden`).
 fn refused_writing(device: &vault_tests::CliProfile) {
@@ -412,21 +426,7 @@ fn the_cli_adds_a_device_which_writes_as_the_patient_until_removed() {
     );
     let opened = laptop.ok(&["open", &lab[..8], "--vault", "pat", "-o", "-"]);
     assert_eq!(opened, "48 mmol/mol");
-    let note = laptop.run_with_stdin(
-        &[
-            "--json",
-            "add",
-            "-",
-            "-c",
-            "labs",
-            "--title",
-            "From the laptop",
-            "--vault",
-            "pat",
-        ],
-        b"written on the laptop",
-    );
-    assert_eq!(note.code, 0, "{}", note.stderr);
+    laptop_writes(&laptop, "From the laptop");
     let mine = laptop.json(&["devices", "list", "--vault", "pat"]);
     assert_eq!(mine["devices"][0]["this_device"], true, "{mine}");
     let records = patient.json(&["list"]);
@@ -482,21 +482,7 @@ fn the_key_file_takes_the_list_back_from_a_stolen_phone() {
     for d in [&phone, &laptop] {
         d.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
     }
-    let note = laptop.run_with_stdin(
-        &[
-            "--json",
-            "add",
-            "-",
-            "-c",
-            "labs",
-            "--title",
-            "Laptop note",
-            "--vault",
-            "pat",
-        ],
-        b"written on the laptop",
-    );
-    assert_eq!(note.code, 0, "{}", note.stderr);
+    let note = laptop_writes(&laptop, "Laptop note");
 
     // The thief removes the laptop from the stolen phone.
     let taken = phone.json(&["devices", "remove", &l_fp[..8], "--vault", "pat"]);
@@ -538,9 +524,7 @@ fn the_key_file_takes_the_list_back_from_a_stolen_phone() {
         laptop.ok(&["open", &lab[..8], "--vault", "pat", "-o", "-"]),
         "48 mmol/mol"
     );
-    let note = note.stdout;
-    let note: serde_json::Value = serde_json::from_str(&note).unwrap();
-    let note = note[0]["record"].as_str().unwrap();
+    let note = note.as_str();
     assert_eq!(
         laptop.ok(&["open", &note[..8], "--vault", "pat", "-o", "-"]),
         "written on the laptop"
