@@ -784,3 +784,43 @@ fn taking_the_list_back_keeps_nothing_but_what_is_named() {
     ));
     let _ = &mut g;
 }
+
+#[test]
+fn a_keyring_opens_the_generations_again_when_the_list_changed() {
+    let (mut f, [phone, laptop], v1, [_, laptop_keys]) = with_devices();
+    let labs = f.labs;
+    let before = put(&mut f, &laptop, &laptop_keys, labs, b"before");
+    // A keyring made without keys opens generation 1 from the log when it
+    // first needs it.
+    let mut keyring = Keyring::new(&laptop, NOW);
+    let read = |keyring: &mut Keyring<'_>, f: &Fixture, record| {
+        let verified = f.state.record(record).unwrap();
+        let blob = f.blobs[verified.metadata().ciphertext_hash()].clone();
+        let mut out = Vec::new();
+        keyring
+            .open(&f.state, &verified, blob.as_slice(), &mut out)
+            .map(|_| out)
+    };
+    assert_eq!(read(&mut keyring, &f, &before).unwrap(), b"before");
+    // The key file removes the phone (generation 2) and re-keys labs; a
+    // record is written under generation 2.
+    let root_keys = f.state.open_generations(&f.patient).unwrap();
+    let (v2, _) = v1
+        .next(&f.patient, &root_keys, &[], &[phone.fingerprint()], NOW)
+        .unwrap();
+    let e = f
+        .state
+        .list_devices(&f.patient, std::slice::from_ref(&v2), NOW)
+        .unwrap();
+    f.append(e);
+    let e = f
+        .state
+        .revoke(&mut Keyring::new(&f.patient, NOW), &labs, &[])
+        .unwrap();
+    f.append(e);
+    let after = f.put_as(0, labs, None, "after", b"after").record();
+    // The same keyring, which opened its generations before the change,
+    // opens them again: it reads the new record and the old one.
+    assert_eq!(read(&mut keyring, &f, &after).unwrap(), b"after");
+    assert_eq!(read(&mut keyring, &f, &before).unwrap(), b"before");
+}
