@@ -782,7 +782,9 @@ async function main() {
   await stranger(['create']);
   await stranger(['devices', 'add', browserHex]);
   await dtid('device-check').click();
-  await devicePage.locator('[data-testid="device-check"]:not([disabled])').waitFor();
+  // The check has run when its button is enabled again (or gone, if the
+  // page left the waiting view).
+  await devicePage.waitForFunction(() => !document.querySelector('[data-testid="device-check"][disabled]'));
   assert.equal(await dtid('device-waiting').count(), 1, 'the browser joined a stranger’s vault that listed it');
   const listedBrowser = JSON.parse((await keyCli(['devices', 'add', browserHex, '--json'])).stdout);
   assert.equal(listedBrowser.name, 'browser', `the key file listed ${JSON.stringify(listedBrowser)}`);
