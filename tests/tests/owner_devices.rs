@@ -512,6 +512,13 @@ fn the_key_file_takes_the_list_back_from_a_stolen_phone() {
         "{recovered}"
     );
     assert_eq!(recovered["dropped"], 0, "{recovered}");
+    // The phone's re-keying re-sealed Dr Dee's grant, but the key file made
+    // it: the phone shared with nobody.
+    assert_eq!(
+        recovered["shared_by_removed"],
+        serde_json::json!([]),
+        "{recovered}"
+    );
     assert!(recovered["rotated"].as_u64().unwrap() >= 1, "{recovered}");
     assert_eq!(recovered["already_recovered"], false, "{recovered}");
     let listed = patient.json(&["devices", "list"]);

@@ -59,7 +59,7 @@ pub struct Removal {
     pub list: Option<DeviceList>,
     /// The collections re-keyed.
     pub rekeying: Rekeying,
-    /// Members whose current grant the removed device signed: what it
+    /// Members whose current grant the removed device made: what it
     /// shared stays (as for an agent, decision 60), so the owner reviews
     /// it and revokes whoever should go.
     pub granted_by_it: Vec<(CollectionId, Fingerprint)>,
@@ -78,8 +78,10 @@ pub struct Recovery {
     /// generation opened (written after the list was taken from the key
     /// file) are in its `dropped`: the key file cannot open them.
     pub rekeying: Rekeying,
-    /// Members whose current grant a removed device signed: what it shared
-    /// stays, so the owner reviews it and revokes whoever should go.
+    /// Members whose current grant a device not kept made (any device the
+    /// log's lists named, a thief's listed and dropped again included):
+    /// what it shared stays, so the owner reviews it and revokes whoever
+    /// should go.
     pub granted_by_removed: Vec<(CollectionId, Fingerprint)>,
 }
 
@@ -306,7 +308,7 @@ pub async fn remove<S: Store + ?Sized>(
     let mut removed = None;
     let mut granted_by_it = Vec::new();
     sync::push_with_retry(store, client, vault, |state| {
-        granted_by_it = state.grants_signed_by(lost);
+        granted_by_it = state.shared_by(lost);
         let listed = state
             .owner_device_list()
             .is_some_and(|l| l.device(lost).is_some());
@@ -347,6 +349,9 @@ pub async fn recover<S: Store + ?Sized>(
     keep: &[Fingerprint],
 ) -> crate::Result<(VaultState, Recovery)> {
     let me = client.identity().clone();
+    let mut keep = keep.to_vec();
+    keep.sort_by_key(|fp| *fp.as_bytes());
+    keep.dedup();
     let mut outcome = None;
     sync::push_with_retry(store, client, vault, |state| {
         let current = state
@@ -360,10 +365,18 @@ pub async fn recover<S: Store + ?Sized>(
             .map(|d| d.document().clone())
             .filter(|d| !keep.contains(&d.fingerprint()))
             .collect();
-        let granted_by_removed = removed
-            .iter()
-            .flat_map(|d| state.grants_signed_by(&d.fingerprint()))
+        // What any device not kept shared, the ones a thief listed and
+        // dropped again included; by who made each grant, not who last
+        // re-sealed it, so a second run reports the same.
+        let mut not_kept: Vec<Fingerprint> = state
+            .owner_device_versions()
+            .flat_map(|v| v.devices())
+            .map(|d| d.document().fingerprint())
+            .filter(|fp| !keep.contains(fp))
             .collect();
+        not_kept.sort_by_key(|fp| *fp.as_bytes());
+        not_kept.dedup();
+        let granted_by_removed = not_kept.iter().flat_map(|d| state.shared_by(d)).collect();
         let done = current.signer() == me.fingerprint()
             && current.devices().len() == keep.len()
             && keep.iter().all(|k| current.device(k).is_some())
@@ -371,7 +384,7 @@ pub async fn recover<S: Store + ?Sized>(
         let (entries, list) = if done {
             (Vec::new(), None)
         } else {
-            let (entry, list) = state.recover_devices(&me, keep, client.now())?;
+            let (entry, list) = state.recover_devices(&me, &keep, client.now())?;
             (vec![entry], Some(list))
         };
         outcome = Some((list, removed, granted_by_removed));

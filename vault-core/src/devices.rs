@@ -473,10 +473,11 @@ impl DeviceList {
     /// The root's override (`vault devices recover`): a version built on
     /// this one (a version the root trusts and opens with its recovery
     /// key), signed by `root`, with `add` added and `remove` removed, a
-    /// serial, a generation and an issue time above this version's and
-    /// every one `seen` (the versions seen for the person, perhaps a
-    /// thief's or a fork's, which the root need not open; their maxima may
-    /// come from different versions), and a fresh generation whose prior
+    /// serial and a generation above this version's and every one `seen`
+    /// (the versions seen for the person, perhaps a thief's or a fork's,
+    /// which the root need not open; their maxima may come from different
+    /// versions), an issue time not before any of them, and a fresh
+    /// generation whose prior
     /// is this version's. Every reader holding this version or any of
     /// `seen` accepts it; nothing sealed to it opens with a key a device
     /// removed since this version held.

@@ -66,5 +66,5 @@ pub use record::{
 };
 pub use vault::{
     Access, AgencySummary, CollectionAccess, CollectionSummary, Keyring, RecordSummary,
-    RecordTarget, VaultState, MAX_COLLECTION_MEMBERS, MAX_COLLECTION_RECORDS,
+    RecordTarget, VaultState, MAX_COLLECTION_MEMBERS, MAX_COLLECTION_RECORDS, UNOPENED_NAME,
 };

@@ -614,9 +614,11 @@ fn a_device_is_shown_the_whole_log_and_never_granted() {
 /// The thief's phone of [`the_key_file_takes_the_list_back_from_a_thief`]
 /// took the list over: it removed the laptop in a version whose recovery
 /// box hides its generation from the key file, re-keyed every collection
-/// to that generation, and wrote a record under it. Returns the fixture,
-/// the devices, the version the key file last opens, the thief's version
-/// and keys, the records written before the theft and the one planted.
+/// to that generation, wrote a record under it, created a collection of
+/// its own with a record, and shared medications with Dr Bob. Returns the
+/// fixture, the devices, the version the key file last opens, the thief's
+/// version and keys, the records written before the theft and the two the
+/// thief wrote.
 #[allow(clippy::type_complexity)]
 fn stolen_by_the_phone() -> (
     Fixture,
@@ -624,7 +626,7 @@ fn stolen_by_the_phone() -> (
     DeviceList,
     (DeviceList, GenerationKeys),
     [crate::RecordId; 2],
-    crate::RecordId,
+    [crate::RecordId; 2],
 ) {
     let (mut f, [phone, laptop], v1, [phone_keys, laptop_keys]) = with_devices();
     f.share(1, f.labs, Permission::Read, None);
@@ -648,13 +650,29 @@ fn stolen_by_the_phone() -> (
         f.append(e);
     }
     let planted = put(&mut f, &phone, &thief_keys, labs, b"planted by the thief");
+    // It creates a collection of its own, writes into it, and shares
+    // medications with Dr Bob.
+    let (own, e) = f.state.create_collection(&phone, "thief's", NOW).unwrap();
+    f.append(e);
+    let hidden = put(&mut f, &phone, &thief_keys, own, b"the thief's own");
+    let e = f
+        .state
+        .share_collection(
+            &mut Keyring::for_device(&phone, &thief_keys, NOW),
+            &meds,
+            f.bob.public(),
+            Permission::Read,
+            None,
+        )
+        .unwrap();
+    f.append(e);
     (
         f,
         [phone, laptop],
         v1,
         (stolen, thief_keys),
         [by_laptop, by_root],
-        planted,
+        [planted, hidden],
     )
 }
 
@@ -662,6 +680,19 @@ fn stolen_by_the_phone() -> (
 fn the_key_file_takes_the_list_back_from_a_thief() {
     let (mut f, [phone, laptop], v1, (stolen, thief_keys), [by_laptop, by_root], planted) =
         stolen_by_the_phone();
+    // Until the list is taken back, the key file does not rotate: it would
+    // drop what it cannot open.
+    assert!(matches!(
+        f.state
+            .revoke(&mut Keyring::new(&f.patient, NOW), &f.labs, &[]),
+        Err(Error::AccessDenied(_))
+    ));
+    // What the phone shared is told by who made the grant: Dr Bob, not Dr
+    // Alice, whose grant its rotations only re-sealed.
+    assert_eq!(
+        f.state.shared_by(&phone.fingerprint()),
+        vec![(f.meds, f.bob.fingerprint())]
+    );
     // The key file does not reach the thief's generation: it cannot build
     // the list's next version, only override it.
     let root_keys = f.state.open_generations(&f.patient).unwrap();
@@ -704,7 +735,7 @@ fn the_key_file_takes_the_list_back_from_a_thief() {
     // opens is dropped (no honest reader can open it from the key file).
     let mut dropped = Vec::new();
     let to_rekey = f.state.collections_to_rekey();
-    assert_eq!(to_rekey.len(), 2);
+    assert_eq!(to_rekey.len(), 3);
     for c in to_rekey {
         let e = f
             .state
@@ -716,8 +747,25 @@ fn the_key_file_takes_the_list_back_from_a_thief() {
         dropped.extend(r.dropped.iter().copied());
         f.append(e);
     }
-    assert_eq!(dropped, vec![planted]);
+    dropped.sort_by_key(|r| *r.as_bytes());
+    let mut expected = planted.to_vec();
+    expected.sort_by_key(|r| *r.as_bytes());
+    assert_eq!(dropped, expected);
     assert!(f.state.collections_to_rekey().is_empty());
+    // The thief's collection, whose name no key the key file holds opens,
+    // is named so; the others keep their names.
+    let mut keyring = Keyring::new(&f.patient, NOW);
+    let names: Vec<String> = f
+        .state
+        .collections()
+        .iter()
+        .map(|c| f.state.collection_name(&mut keyring, &c.id).unwrap())
+        .collect();
+    assert!(
+        names.contains(&crate::UNOPENED_NAME.to_owned()),
+        "{names:?}"
+    );
+    assert!(names.contains(&"labs".to_owned()), "{names:?}");
     // The laptop, back in the list, the key file and the member read
     // what was written before the theft.
     let laptop_keys = f.state.open_generations(&laptop).unwrap();

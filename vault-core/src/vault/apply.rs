@@ -767,6 +767,8 @@ impl VaultState {
             }
             let previous = std::mem::replace(&mut coll.grants, grants);
             coll.history.push(previous);
+            let current = &coll.grants;
+            coll.granted_by.retain(|m, _| current.contains_key(m));
             let name = std::mem::replace(&mut coll.sealed_name, r.sealed_name.clone());
             coll.names.push(name);
             coll.epoch = r.epoch;
@@ -809,6 +811,7 @@ impl VaultState {
                 epoch: 0,
                 sealed_name: sealed_name.to_vec(),
                 grants,
+                granted_by: BTreeMap::new(),
                 history: Vec::new(),
                 names: Vec::new(),
                 records: BTreeSet::new(),
@@ -937,6 +940,7 @@ impl VaultState {
                 }
                 let member = grant.member();
                 coll.grants.insert(member, grant);
+                coll.granted_by.insert(member, ctx.device);
                 self.close_expired_agencies(&member, &collection, seq);
             }
             GrantScope::Record {

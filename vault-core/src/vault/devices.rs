@@ -64,19 +64,18 @@ impl VaultState {
         self.owner_devices.as_ref()?.documents.get(fp)
     }
 
-    /// The current grants (collection, member) that `device` signed: what
-    /// a device of the owner's shared, which stays when the device is
-    /// removed (decision 60: what was done stays), so the owner reviews it.
-    pub fn grants_signed_by(
-        &self,
-        device: &Fingerprint,
-    ) -> Vec<(crate::CollectionId, Fingerprint)> {
+    /// The current grants (collection, member) that `device` made: the
+    /// grant-added entry giving the member its current access was signed
+    /// by it (a rotation re-sealing the grant does not count). What a
+    /// device of the owner's shared stays when the device is removed
+    /// (decision 60: what was done stays), so the owner reviews it.
+    pub fn shared_by(&self, device: &Fingerprint) -> Vec<(crate::CollectionId, Fingerprint)> {
         self.collections
             .iter()
             .flat_map(|(id, c)| {
-                c.grants
+                c.granted_by
                     .iter()
-                    .filter(|(_, g)| g.signer() == Some(*device))
+                    .filter(|(m, by)| *by == device && c.grants.contains_key(*m))
                     .map(move |(m, _)| (*id, *m))
             })
             .filter(|(_, m)| *m != self.owner.fingerprint())

@@ -14,6 +14,10 @@ use crate::record::{PlannedRecord, RecordBody, RecordInfo, RecordMetadata, SealT
 
 use super::*;
 
+/// The name a rotation gives a collection whose name no key the owner
+/// holds opens (decision 68).
+pub const UNOPENED_NAME: &str = "A collection your keys could not open";
+
 impl VaultState {
     // ----- writing ------------------------------------------------------
 
@@ -575,12 +579,26 @@ impl VaultState {
         // cannot check it, decision 65). The owner then takes the name from
         // an earlier epoch, and each record's key from the wrap it was
         // written with ([`Keyring::data_key`]).
+        if !as_agent {
+            keyring.check_current_generation(self)?;
+        }
         let current_name = keyring
             .collection_key(self, collection, old_epoch)
             .and_then(|k| k.open_name(&coll.sealed_name));
         let name = match current_name {
             Ok(name) => name,
-            Err(Error::DecryptionFailed) if !as_agent => self.earlier_name(keyring, collection)?,
+            Err(Error::DecryptionFailed) if !as_agent => {
+                match self.earlier_name(keyring, collection) {
+                    Ok(name) => name,
+                    // No epoch's key opens for the owner: each was sealed
+                    // to keys it never held (a collection a thief's device
+                    // created, decision 68). It is rotated under a name
+                    // saying so; its records, which no key the owner holds
+                    // opens, are dropped below.
+                    Err(Error::DecryptionFailed) => UNOPENED_NAME.to_owned(),
+                    Err(e) => return Err(e),
+                }
+            }
             Err(e) => return Err(e),
         };
         let new_key = CollectionKey::generate(self.vault, *collection, new_epoch);

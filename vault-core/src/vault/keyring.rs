@@ -131,21 +131,58 @@ impl<'a> Keyring<'a> {
     /// `generation`, opening the person's key generations from the log
     /// first if they are needed and were not given.
     fn grant_key(&mut self, state: &VaultState, generation: u32) -> Result<crate::grant::GrantKey> {
+        let me = self.me;
         let own_document =
-            generation == 0 && state.person_of(&self.me.fingerprint()) == self.me.fingerprint();
+            generation == 0 && state.person_of(&me.fingerprint()) == me.fingerprint();
+        let keys = if own_document {
+            None
+        } else {
+            Some(self.owner_generations(state)?)
+        };
+        state.grant_key(me, keys, generation)
+    }
+
+    /// The owner's key generations this keyring holds: given, or opened
+    /// from the log's device lists (again whenever the log carries another
+    /// version than when they were opened, so a keyring outliving a list
+    /// change never takes a generation it has not opened yet for one it
+    /// cannot reach).
+    fn owner_generations(&mut self, state: &VaultState) -> Result<&crate::devices::GenerationKeys> {
+        if let Some(given) = self.generations {
+            return Ok(given);
+        }
         let versions = state.owner_device_versions().count();
-        if !own_document
-            && self.generations.is_none()
-            && (self.opened.is_none() || self.opened_versions != versions)
-        {
+        if self.opened.is_none() || self.opened_versions != versions {
             self.opened = Some(state.open_generations(self.me)?);
             self.opened_versions = versions;
         }
-        state.grant_key(
-            self.me,
-            self.generations.or(self.opened.as_ref()),
-            generation,
-        )
+        self.opened.as_ref().ok_or(Error::AccessDenied(
+            "the vault owner has listed no devices, so there are no key generations to open",
+        ))
+    }
+
+    /// Checks that this keyring, the owner's root or one of the owner's
+    /// devices, holds the generation of the owner's current device list.
+    /// One that does not (the key file, when a thief's device hid its
+    /// generation from the recovery box; a device whose box another sealed
+    /// wrongly) must not rotate: it would drop every record sealed under
+    /// that generation (decision 68). Nothing to check for anyone else, or
+    /// before the owner lists devices.
+    pub(crate) fn check_current_generation(&mut self, state: &VaultState) -> Result<()> {
+        let Some(current) = state.owner_device_list() else {
+            return Ok(());
+        };
+        if !state.is_owner(&self.me.fingerprint()) {
+            return Ok(());
+        }
+        let current = current.clone();
+        self.owner_generations(state)
+            .and_then(|keys| keys.check_against(&current))
+            .map_err(|_| {
+                Error::AccessDenied(
+                    "your keys do not open your current device list (a device may have changed it without you): take the list back with your key file (`vault devices recover`) first",
+                )
+            })
     }
 
     /// The public deposit key of `collection`'s current epoch, from this

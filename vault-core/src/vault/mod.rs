@@ -29,6 +29,7 @@ mod keyring;
 mod views;
 
 pub use agents::AgencySummary;
+pub use issue::UNOPENED_NAME;
 pub use keyring::Keyring;
 
 /// The most live records one collection may hold (`docs/format.md` §8.2):
@@ -48,6 +49,12 @@ struct Collection {
     sealed_name: Vec<u8>,
     /// Grants of the current epoch's key, by member (the owner included).
     grants: BTreeMap<Fingerprint, VerifiedGrant>,
+    /// Who made each current member's grant: the key that signed the
+    /// grant-added entry giving the member its access (a device of the
+    /// owner's, an agent, or the owner's root). Rotations re-seal grants
+    /// without changing it, so a device that rotated is not taken for the
+    /// one that shared (decision 68).
+    granted_by: BTreeMap<Fingerprint, Fingerprint>,
     /// Grants of every earlier epoch (index = epoch), kept so that those
     /// who held an epoch's key can still open the versions sealed under it.
     history: Vec<BTreeMap<Fingerprint, VerifiedGrant>>,
