@@ -394,11 +394,16 @@ impl Session {
     fn select_known_vault(&self) -> Result<VaultId> {
         let known = self.known_vaults()?;
         let me = self.public.fingerprint();
-        // Yours: its owner is you, or lists this device (a device of the
-        // owner's writes as the owner).
+        // Yours: its owner is you, or, for a device profile, its owner
+        // lists this device (a device writes as the owner). Only a device
+        // loads the vaults' states for that: no person's identity is ever
+        // listed as a device.
+        let device = self.public.role() == vault_core::Role::Device;
         let mine: Vec<VaultId> = known
             .iter()
-            .filter(|(v, o)| o.fingerprint() == me || self.local(v).is_ok_and(|s| s.is_owner(&me)))
+            .filter(|(v, o)| {
+                o.fingerprint() == me || (device && self.local(v).is_ok_and(|s| s.is_owner(&me)))
+            })
             .map(|(v, _)| *v)
             .collect();
         let pick = |found: Vec<VaultId>, what: &str| -> Result<VaultId> {
