@@ -368,15 +368,12 @@ pub async fn recover<S: Store + ?Sized>(
         // What any device not kept shared, the ones a thief listed and
         // dropped again included; by who made each grant, not who last
         // re-sealed it, so a second run reports the same.
-        let mut not_kept: Vec<Fingerprint> = state
-            .owner_device_versions()
-            .flat_map(|v| v.devices())
+        let granted_by_removed = state
+            .ever_listed_devices()
             .map(|d| d.document().fingerprint())
             .filter(|fp| !keep.contains(fp))
+            .flat_map(|d| state.shared_by(&d))
             .collect();
-        not_kept.sort_by_key(|fp| *fp.as_bytes());
-        not_kept.dedup();
-        let granted_by_removed = not_kept.iter().flat_map(|d| state.shared_by(d)).collect();
         let done = current.signer() == me.fingerprint()
             && current.devices().len() == keep.len()
             && keep.iter().all(|k| current.device(k).is_some())

@@ -207,11 +207,10 @@ impl GenerationKeys {
     }
 
     /// The age identity of the generation whose public key is `public`, to
-    /// open what was sealed to it.
+    /// open what was sealed to it; `decryption_failed` if these keys do not
+    /// hold it (nothing sealed to it opens with them).
     pub fn age_identity(&self, public: &[u8; 32]) -> Result<age::x25519::Identity> {
-        let secret = self.secret_for(public).ok_or(Error::AccessDenied(
-            "this device does not hold that key generation",
-        ))?;
+        let secret = self.secret_for(public).ok_or(Error::DecryptionFailed)?;
         agefile::x25519_identity(secret)
     }
 }

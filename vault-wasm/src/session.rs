@@ -129,7 +129,7 @@ impl Session {
         })
     }
 
-    /// This identity's vaults (JSON list of id, owner, mine, asDevice),
+    /// This identity's vaults (JSON list of id, owner, mine),
     /// joining on this device any of its own vaults that it does not have
     /// yet, and for a device, those of the person whose 64-hex fingerprint
     /// `person_hex` the user pinned, once that person lists the device.

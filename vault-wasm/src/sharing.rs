@@ -5,6 +5,7 @@ use std::io::Write;
 use serde_json::{json, Value};
 use vault_client::sharing::ShareTarget;
 use vault_client::sync;
+use vault_core::devices::ListedDevice;
 use vault_core::export::ExportSink;
 use vault_core::store::Store;
 use vault_core::{Fingerprint, Permission, PublicIdentity, VaultId, VaultState};
@@ -42,7 +43,6 @@ pub async fn vaults(s: &mut Inner, person: Option<&Fingerprint>) -> Result<Value
             "id": v.to_hex(),
             "owner": view::identity(state.owner()),
             "mine": state.is_owner(&me),
-            "asDevice": state.is_owner(&me) && state.owner().fingerprint() != me,
         }));
     }
     Ok(Value::Array(out))
@@ -141,42 +141,27 @@ pub async fn overview(s: &mut Inner, vault: &VaultId) -> Result<Value> {
         })
         .collect();
     let me = secret.fingerprint();
-    let devices: Vec<Value> = state
-        .owner_device_list()
-        .map(|list| {
-            list.devices()
-                .iter()
-                .map(|d| {
-                    let fp = d.document().fingerprint();
-                    json!({
-                        "fingerprintHex": fp.to_hex(),
-                        "fingerprint": fp.to_string(),
-                        "name": d.document().display_name(),
-                        "addedAt": d.added_at(),
-                        "thisDevice": fp == me,
-                    })
-                })
-                .collect()
+    let device = |d: &ListedDevice| {
+        let fp = d.document().fingerprint();
+        json!({
+            "fingerprintHex": fp.to_hex(),
+            "fingerprint": fp.to_string(),
+            "name": d.document().display_name(),
+            "addedAt": d.added_at(),
+            "thisDevice": fp == me,
         })
+    };
+    let current = state.owner_device_list();
+    let devices: Vec<Value> = current
+        .map(|list| list.devices().iter().map(device).collect())
         .unwrap_or_default();
     // Devices an earlier version listed and the current one does not: the
     // key file may keep them when it takes the list back.
-    let mut former: Vec<Value> = Vec::new();
-    for d in state.owner_device_versions().flat_map(|v| v.devices()) {
-        let fp = d.document().fingerprint();
-        let listed = state
-            .owner_device_list()
-            .is_some_and(|l| l.device(&fp).is_some());
-        if !listed && !former.iter().any(|f| f["fingerprintHex"] == fp.to_hex()) {
-            former.push(json!({
-                "fingerprintHex": fp.to_hex(),
-                "fingerprint": fp.to_string(),
-                "name": d.document().display_name(),
-                "addedAt": d.added_at(),
-                "thisDevice": fp == me,
-            }));
-        }
-    }
+    let former: Vec<Value> = state
+        .ever_listed_devices()
+        .filter(|d| current.is_none_or(|l| l.device(&d.document().fingerprint()).is_none()))
+        .map(device)
+        .collect();
     Ok(json!({
         "id": vault.to_hex(),
         "owner": view::identity(state.owner()),

@@ -80,8 +80,6 @@ export interface VaultListing {
   owner: IdentityView;
   /** The owner is this identity, or this identity is one of the owner's devices. */
   mine: boolean;
-  /** This identity is one of the owner's devices (the key file is elsewhere). */
-  asDevice: boolean;
 }
 
 export interface Member {

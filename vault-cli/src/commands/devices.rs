@@ -130,12 +130,10 @@ fn pick<'a>(
             "give at least 8 hex digits of the device's fingerprint, as `vault devices list` shows them".into(),
         ));
     }
-    let mut matches: Vec<Fingerprint> = candidates
+    let matches: Vec<Fingerprint> = candidates
         .map(|d| d.fingerprint())
         .filter(|fp| fp.to_hex().starts_with(&wanted))
         .collect();
-    matches.sort_by_key(|fp| *fp.as_bytes());
-    matches.dedup();
     match matches.as_slice() {
         [one] => Ok(*one),
         [] => Err(CliError::NotFound(format!(
@@ -304,10 +302,7 @@ fn recover(session: &mut Session, args: &RecoverArgs) -> Result<()> {
     let mut keep = Vec::new();
     for typed in &args.keep {
         keep.push(pick(
-            state
-                .owner_device_versions()
-                .flat_map(|v| v.devices())
-                .map(|d| d.document()),
+            state.ever_listed_devices().map(|d| d.document()),
             typed,
             "no device ever listed in this vault has a fingerprint starting",
         )?);

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::devices::{DeviceList, GenerationKeys};
+use crate::devices::{DeviceList, GenerationKeys, ListedDevice};
 use crate::error::{Error, Result};
 use crate::grant::{GrantKey, GrantTo};
 use crate::identity::{Fingerprint, PublicIdentity, SecretIdentity};
@@ -30,9 +30,11 @@ pub(super) struct OwnerDevices {
     /// back to reach earlier generations. Shared, so that cloning a state
     /// (or applying the next list) does not copy them.
     versions: Vec<Arc<DeviceList>>,
-    /// Every device any version applied here listed, removed ones too:
-    /// for naming the authors of earlier entries, never for authority.
-    documents: BTreeMap<Fingerprint, PublicIdentity>,
+    /// Every device any version applied here listed, removed ones too (as
+    /// the last version naming it lists it): for naming the authors of
+    /// earlier entries and the devices the key file may keep, never for
+    /// authority.
+    ever_listed: BTreeMap<Fingerprint, ListedDevice>,
 }
 
 impl VaultState {
@@ -61,7 +63,11 @@ impl VaultState {
     /// (removed ones too), to name the author of what it wrote; never a
     /// member's or an agent's (§8.11 rule 4).
     pub fn listed_device(&self, fp: &Fingerprint) -> Option<&PublicIdentity> {
-        self.owner_devices.as_ref()?.documents.get(fp)
+        self.owner_devices
+            .as_ref()?
+            .ever_listed
+            .get(fp)
+            .map(ListedDevice::document)
     }
 
     /// The current grants (collection, member) that `device` made: the
@@ -212,6 +218,15 @@ impl VaultState {
             .flat_map(|d| d.versions.iter().map(|v| &**v))
     }
 
+    /// Every device the owner's lists in this log ever named, removed ones
+    /// too, once each, by fingerprint: the devices the key file may keep
+    /// when it takes the list back ([`VaultState::recover_devices`]).
+    pub fn ever_listed_devices(&self) -> impl Iterator<Item = &ListedDevice> {
+        self.owner_devices
+            .iter()
+            .flat_map(|d| d.ever_listed.values())
+    }
+
     /// The entry by which the owner's key file takes its device list back
     /// (`vault devices recover`, `docs/format.md` §3.7, decision 68), and
     /// the version it carries: built by `root` on the newest version whose
@@ -240,11 +255,11 @@ impl VaultState {
         })?;
         let mut add = Vec::new();
         for fp in keep {
-            let document = d.documents.get(fp).ok_or_else(|| Error::Missing {
+            let listed = d.ever_listed.get(fp).ok_or_else(|| Error::Missing {
                 what: format!("device {fp} in the owner's device lists of this vault"),
             })?;
             if base.device(fp).is_none() {
-                add.push(document.clone());
+                add.push(listed.document().clone());
             }
         }
         let remove: Vec<Fingerprint> = base
@@ -291,11 +306,8 @@ impl VaultState {
         ))?;
         // A generation the log names that `me` does not reach along its
         // chain (a thief's, replaced by the key file's override, decision
-        // 68) opens nothing for it: what was sealed to it does not decrypt,
-        // so readers fall back to the key a record was written with.
-        if keys.secret_for(&public).is_none() {
-            return Err(Error::DecryptionFailed);
-        }
+        // 68) opens nothing for it (`decryption_failed`), so readers fall
+        // back to the key a record was written with.
         Ok(GrantKey::generation(person, keys.age_identity(&public)?))
     }
 
@@ -356,8 +368,8 @@ impl VaultState {
                     "a member or agent of this vault cannot be listed as a device of the owner's",
                 ));
             }
-            let (mut generations, mut documents, mut versions) = match held {
-                Some(h) => (h.generations, h.documents, h.versions),
+            let (mut generations, mut ever_listed, mut versions) = match held {
+                Some(h) => (h.generations, h.ever_listed, h.versions),
                 None => (
                     BTreeMap::from([(0, *self.owner.x25519_public())]),
                     BTreeMap::new(),
@@ -367,13 +379,13 @@ impl VaultState {
             versions.push(Arc::new(list.clone()));
             generations.insert(list.generation(), *list.enc_public());
             for d in list.devices() {
-                documents.insert(d.document().fingerprint(), d.document().clone());
+                ever_listed.insert(d.document().fingerprint(), d.clone());
             }
             held = Some(OwnerDevices {
                 current: list.clone(),
                 generations,
                 versions,
-                documents,
+                ever_listed,
             });
         }
         held.ok_or(Error::InvalidInput("no device list version"))

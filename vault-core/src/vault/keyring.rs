@@ -175,9 +175,8 @@ impl<'a> Keyring<'a> {
         if !state.is_owner(&self.me.fingerprint()) {
             return Ok(());
         }
-        let current = current.clone();
         self.owner_generations(state)
-            .and_then(|keys| keys.check_against(&current))
+            .and_then(|keys| keys.check_against(current))
             .map_err(|_| {
                 Error::AccessDenied(
                     "your keys do not open your current device list (a device may have changed it without you): take the list back with your key file (`vault devices recover`) first",
