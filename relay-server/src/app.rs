@@ -27,6 +27,10 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 pub fn router(app: Arc<AppState>) -> Router {
     let signed = Router::new()
         .route("/v1/identities/{fingerprint}", get(identities::lookup))
+        .route(
+            "/v1/identities/{fingerprint}/devices",
+            get(identities::device_lists).put(identities::publish_device_lists),
+        )
         .route("/v1/vaults", post(vaults::create))
         .route("/v1/vaults/{vault}/head", get(vaults::head))
         .route(

@@ -15,6 +15,7 @@ use crate::admission::CreationLimited;
 use crate::domain::access::AccessError;
 use crate::domain::append::AppendError;
 use crate::domain::blobs::BlobError;
+use crate::domain::device_lists::DeviceListError;
 use crate::domain::identities::IdentityError;
 use crate::domain::links::LinkError;
 use crate::domain::vaults::VaultError;
@@ -300,6 +301,26 @@ impl From<IdentityError> for ApiError {
             IdentityError::CreationLimited(c) => c.into(),
             IdentityError::NotFound => Self::not_found("identity_not_found", message),
             IdentityError::Failure(f) => f.into(),
+        }
+    }
+}
+
+impl From<DeviceListError> for ApiError {
+    fn from(e: DeviceListError) -> Self {
+        let message = e.to_string();
+        match e {
+            DeviceListError::PersonNotFound => Self::not_found("identity_not_found", message),
+            DeviceListError::NotTheirs => Self::forbidden(message),
+            DeviceListError::Invalid(_) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_device_list",
+                message,
+            ),
+            DeviceListError::Stale { stored } => {
+                Self::new(StatusCode::CONFLICT, "stale_list", message).with("serial", json!(stored))
+            }
+            DeviceListError::TooMany => Self::too_large(message),
+            DeviceListError::Failure(f) => f.into(),
         }
     }
 }

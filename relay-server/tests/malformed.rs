@@ -196,6 +196,8 @@ struct World {
     link_ticket: String,
     direct_id: String,
     link_file: Value,
+    /// A first version of Dr Alice's device list, never sent.
+    alice_list: Vec<u8>,
 }
 
 async fn call(router: &Router, req: Request<Body>) -> (StatusCode, Vec<u8>) {
@@ -411,7 +413,18 @@ impl World {
             .next()
             .unwrap()
             .to_string();
+        let laptop = ident(6, "laptop", Role::Device);
+        let alice_list = vault_core::devices::DeviceList::first(
+            &alice,
+            std::slice::from_ref(laptop.public()),
+            now(),
+        )
+        .unwrap()
+        .0
+        .to_bytes()
+        .to_vec();
         Self {
+            alice_list,
             link_id,
             link_handle: created[0]["handle"].as_str().unwrap().to_string(),
             link_ticket,
@@ -449,6 +462,8 @@ enum Route {
     OpenApi,
     PublishIdentity,
     LookupIdentity,
+    GetDeviceLists,
+    PutDeviceLists,
     CreateVault,
     Head,
     GetLog,
@@ -471,11 +486,13 @@ enum Route {
     ShlFile,
 }
 
-const ROUTES: [Route; 24] = [
+const ROUTES: [Route; 26] = [
     Route::Healthz,
     Route::OpenApi,
     Route::PublishIdentity,
     Route::LookupIdentity,
+    Route::GetDeviceLists,
+    Route::PutDeviceLists,
     Route::CreateVault,
     Route::Head,
     Route::GetLog,
@@ -678,6 +695,22 @@ fn spec(w: &World, route: Route) -> Spec {
             vec![w.alice.fingerprint().to_hex()],
             &w.patient,
         ),
+        Route::GetDeviceLists => base(
+            "GET",
+            "/v1/identities/{fingerprint}/devices",
+            vec![w.alice.fingerprint().to_hex()],
+            &w.patient,
+        ),
+        Route::PutDeviceLists => Spec {
+            ct: Some(JSON),
+            body: json_body(json!({ "lists": [b64(&w.alice_list)] })),
+            ..base(
+                "PUT",
+                "/v1/identities/{fingerprint}/devices",
+                vec![w.alice.fingerprint().to_hex()],
+                &w.alice,
+            )
+        },
         Route::CreateVault => Spec {
             ct: Some(JSON),
             body: json_body(json!({ "genesis": b64(&w.fresh_genesis) })),
@@ -1249,7 +1282,11 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
             let first_body = if writes
                 || matches!(
                     route,
-                    Route::CreateVault | Route::PutAccepted | Route::CreateLink | Route::RevokeLink
+                    Route::CreateVault
+                        | Route::PutAccepted
+                        | Route::PutDeviceLists
+                        | Route::CreateLink
+                        | Route::RevokeLink
                 ) {
                 b"not the signed body".to_vec()
             } else {
@@ -1381,6 +1418,12 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
                     json!({}),
                 ],
                 Route::RevokeLink => vec![json!({ "now": true }), json!([])],
+                Route::PutDeviceLists => vec![
+                    json!({ "lists": b64(&w.alice_list) }),
+                    json!({ "lists": [5] }),
+                    json!({ "lists": [b64(&w.alice_list)], "extra": true }),
+                    json!({}),
+                ],
                 Route::ReadBatch => vec![
                     json!({ "blobs": 5 }),
                     json!({ "blobs": [5] }),
@@ -1444,12 +1487,16 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
             | Route::Append
             | Route::Repair
             | Route::PutAccepted
+            | Route::PutDeviceLists
             | Route::CreateLink
             | Route::ReadBatch => {
-                let limit = if route == Route::PublishIdentity {
-                    MAX_IDENTITY_BODY
-                } else {
-                    MAX_JSON as usize
+                let limit = match route {
+                    Route::PublishIdentity => MAX_IDENTITY_BODY,
+                    Route::PutDeviceLists => {
+                        usize::try_from(relay_server::routes::identities::MAX_DEVICE_LISTS_BODY)
+                            .unwrap()
+                    }
+                    _ => MAX_JSON as usize,
                 };
                 // Valid JSON, padded with whitespace past the limit.
                 let mut body = s.body.clone();

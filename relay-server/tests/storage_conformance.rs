@@ -115,6 +115,7 @@ suite!(
     staged_appends,
     inbox_index,
     accepted_owners,
+    device_lists,
     add_blob,
     downloads_at_once,
     upload_charges,

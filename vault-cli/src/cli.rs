@@ -205,6 +205,12 @@ pub enum Command {
     /// it in this vault at once; people it shared with keep their access
     /// (you are told who). If a stolen device changed the list, `vault
     /// devices recover` with your key file takes it back.
+    ///
+    /// A clinician (a person who owns no vault) lists devices the same way:
+    /// the list is published on the relay, so whoever shares with you next
+    /// grants every device, and it is carried into the collections already
+    /// shared with you. A device you remove is refused there at once, and
+    /// each owner's next `vault sync` rotates the key it held.
     #[command(subcommand)]
     Devices(DevicesCommand),
     /// Export the vault as standard age files plus a FHIR R4 bundle.
@@ -707,7 +713,8 @@ pub enum AgentsCommand {
 /// `vault devices`.
 #[derive(Debug, Subcommand)]
 pub enum DevicesCommand {
-    /// List the devices that act for the vault's owner.
+    /// List the devices that act for the vault's owner (for a person who
+    /// owns no vault: your devices, as the relay publishes them).
     List,
     /// Add a device (its identity published on the relay, of role device).
     Add(DeviceArgs),

@@ -798,6 +798,18 @@ impl Namer {
                 crate::output::clean(device.display_name())
             );
         }
+        if let Some((person, device)) = state.member_device(collection, fp) {
+            // A member's device wrote it, as the member.
+            let whose = if self.names.get(&person).is_some_and(|n| n == "you") {
+                "your".to_owned()
+            } else {
+                format!("{}'s", self.name(&person, Some(state)))
+            };
+            return format!(
+                "{} ({whose} device)",
+                crate::output::clean(device.display_name())
+            );
+        }
         let name = self.name(fp, Some(state));
         if state.acting_for_owner(fp, collection, seq).is_some() {
             format!(

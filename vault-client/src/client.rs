@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
+use vault_core::devices::DeviceList;
 use vault_core::request::{body_digest, RelayOrigin, RequestAuth};
 use vault_core::{Fingerprint, LogEntry, PublicIdentity, SecretIdentity, VaultId};
 
@@ -77,6 +78,10 @@ pub struct InboxListing {
 }
 /// The largest answer buffered for the other JSON routes.
 pub(crate) const MAX_SMALL_ANSWER: u64 = 1024 * 1024;
+
+/// The largest device-list answer read: 64 versions of at most 32 KiB,
+/// in base64.
+const MAX_DEVICE_LISTS_ANSWER: u64 = 4 * 1024 * 1024;
 /// The largest error body read.
 const MAX_ERROR_ANSWER: u64 = 64 * 1024;
 
@@ -378,6 +383,57 @@ impl RelayClient {
             .into());
         }
         Ok(identity)
+    }
+
+    /// The device lists the relay's directory holds for `person`
+    /// (`GET /v1/identities/{fingerprint}/devices`), oldest first, as
+    /// served: verify them ([`crate::member_devices::fetch`] does). Empty
+    /// if the person published none.
+    pub async fn device_lists(&self, person: &Fingerprint) -> Result<Vec<DeviceList>> {
+        let req = Req::new(
+            Method::GET,
+            format!("/v1/identities/{}/devices", person.to_hex()),
+            "looking up a person's device list",
+        );
+        let (_, body) = self
+            .exchange(&req, Mode::Buffer(MAX_DEVICE_LISTS_ANSWER))
+            .await?
+            .ok_body()?;
+        let answer: wire::DeviceListsAnswer = wire::parse_json(&body, "device list answer")?;
+        if answer.lists.len() > vault_core::MAX_LISTED_VERSIONS {
+            return Err(vault_core::Error::InvalidInput(
+                "the relay served more than 64 versions of a device list",
+            )
+            .into());
+        }
+        answer
+            .lists
+            .iter()
+            .map(|l| Ok(DeviceList::from_bytes(&wire::unb64(l, "a device list")?)?))
+            .collect()
+    }
+
+    /// Publishes `versions` of `person`'s device list, extending what the
+    /// directory holds (`PUT /v1/identities/{fingerprint}/devices`), signed
+    /// by this client's identity (the person's key file or one of its
+    /// devices). A relay holding a newer version answers `409 stale_list`.
+    pub async fn publish_device_lists(
+        &self,
+        person: &Fingerprint,
+        versions: &[DeviceList],
+    ) -> Result<()> {
+        let req = Req::new(
+            Method::PUT,
+            format!("/v1/identities/{}/devices", person.to_hex()),
+            "publishing your device list",
+        )
+        .json(&wire::DeviceListsBody {
+            lists: versions.iter().map(|v| wire::b64(v.to_bytes())).collect(),
+        })?;
+        self.exchange(&req, Mode::Buffer(MAX_DEVICE_LISTS_ANSWER))
+            .await?
+            .ok_body()?;
+        Ok(())
     }
 
     // ----- vaults and logs ----------------------------------------------

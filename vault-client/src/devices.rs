@@ -222,23 +222,7 @@ pub async fn add_by_fingerprint<S: Store + ?Sized>(
     vault: &VaultId,
     fingerprint: &Fingerprint,
 ) -> crate::Result<(VaultState, Added)> {
-    let device = client
-        .lookup_identity(fingerprint)
-        .await
-        .map_err(|e| match e.status() {
-            Some(404) => ClientError::Core(vault_core::Error::Missing {
-                what: format!(
-                    "a published identity {fingerprint} (on the new device, run `vault init --role device` and `vault whoami --publish` first)"
-                ),
-            }),
-            _ => e,
-        })?;
-    if device.role() != Role::Device {
-        return Err(vault_core::Error::InvalidInput(
-            "that fingerprint is a person's identity, not a device's: on the new device, create one with `vault init --role device`",
-        )
-        .into());
-    }
+    let device = published_device(client, fingerprint).await?;
     let me = client.identity().clone();
     let mut listed = None;
     sync::push_with_retry(store, client, vault, |state| {
@@ -264,6 +248,32 @@ pub async fn add_by_fingerprint<S: Store + ?Sized>(
             rekeying,
         },
     ))
+}
+
+/// The device identity the relay publishes under `fingerprint` (its
+/// fingerprint checked): refuses one that is not of role device.
+pub(crate) async fn published_device(
+    client: &RelayClient,
+    fingerprint: &Fingerprint,
+) -> crate::Result<PublicIdentity> {
+    let device = client
+        .lookup_identity(fingerprint)
+        .await
+        .map_err(|e| match e.status() {
+            Some(404) => ClientError::Core(vault_core::Error::Missing {
+                what: format!(
+                    "a published identity {fingerprint} (on the new device, run `vault init --role device` and `vault whoami --publish` first)"
+                ),
+            }),
+            _ => e,
+        })?;
+    if device.role() != Role::Device {
+        return Err(vault_core::Error::InvalidInput(
+            "that fingerprint is a person's identity, not a device's: on the new device, create one with `vault init --role device`",
+        )
+        .into());
+    }
+    Ok(device)
 }
 
 /// The entry removing `lost` from the owner's list, signed by `me` (the

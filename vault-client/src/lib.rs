@@ -52,6 +52,7 @@ pub mod fuzzing;
 mod head;
 pub mod inbox;
 pub mod links;
+pub mod member_devices;
 pub mod mirrors;
 mod platform;
 pub mod reading;

@@ -29,8 +29,24 @@ pub async fn share<S: Store + ?Sized>(
 ) -> crate::Result<(VaultState, bool)> {
     let me = client.identity().clone();
     let mut rotated_first = false;
+    // The member's devices, so the grant reaches each of them (decision
+    // 70); a grant of one record goes to the member's key file.
+    let devices = match target {
+        ShareTarget::Collection(_, p) if p != Permission::Deposit => {
+            crate::member_devices::fetch(client, member).await?
+        }
+        _ => Vec::new(),
+    };
     let state = sync::push_with_retry(store, client, vault, |state| {
-        let plan = plan_share(state, &me, target, member, expires_at, client.now())?;
+        let plan = plan_share(
+            state,
+            &me,
+            target,
+            member,
+            &devices,
+            expires_at,
+            client.now(),
+        )?;
         rotated_first = plan.rotated_first;
         Ok(plan.entries)
     })
@@ -87,11 +103,16 @@ pub struct SharePlan {
 /// what the owner deleted or replaced before. A member who reads the
 /// collection and is made a write-only depositor is revoked in that
 /// rotation first, so they hold no readable key of the new epoch.
+/// `devices` are the member's device lists, verified
+/// ([`crate::member_devices::fetch`]): the versions the collection does
+/// not carry yet are appended first, so the grant is sealed to the
+/// generation each of the member's devices opens.
 pub fn plan_share(
     state: &VaultState,
     owner: &SecretIdentity,
     target: ShareTarget,
     member: &PublicIdentity,
+    devices: &[vault_core::devices::DeviceList],
     expires_at: Option<u64>,
     now: u64,
 ) -> vault_core::Result<SharePlan> {
@@ -103,6 +124,23 @@ pub fn plan_share(
         }),
         ShareTarget::Collection(collection, permission) => {
             let mut entries = Vec::new();
+            let listed = crate::member_devices::plan_listing(
+                state,
+                owner,
+                &collection,
+                member,
+                permission,
+                devices,
+                now,
+            )?;
+            let mut with_list = None;
+            if let Some(entry) = listed {
+                let mut next = state.clone();
+                next.apply(&entry)?;
+                entries.push(entry);
+                with_list = Some(next);
+            }
+            let state = with_list.as_ref().unwrap_or(state);
             let mut next = None;
             // A reader made a depositor already holds the current key: the
             // key is rotated away from them first, so the deposit grant is
@@ -143,7 +181,9 @@ pub fn plan_share(
                 expires_at,
             )?);
             Ok(SharePlan {
-                rotated_first: entries.len() > 1,
+                rotated_first: entries
+                    .iter()
+                    .any(|e| matches!(e.body(), EntryBody::Rotation(_))),
                 entries,
             })
         }

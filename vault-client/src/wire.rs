@@ -41,6 +41,13 @@ pub(crate) fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Decodes base64url without padding (`what` names it in the error).
+pub(crate) fn unb64(s: &str, what: &str) -> Result<Vec<u8>> {
+    URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| ClientError::Protocol(format!("{what} is not unpadded base64url")))
+}
+
 /// Parses one log entry as it travels (base64url, then vault-core's strict
 /// parser).
 pub(crate) fn parse_entry(s: &str) -> Result<LogEntry> {
@@ -80,6 +87,16 @@ pub(crate) struct Append {
 #[derive(Deserialize)]
 pub(crate) struct IdentityAnswer {
     pub identity: String,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct DeviceListsAnswer {
+    pub lists: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct DeviceListsBody {
+    pub lists: Vec<String>,
 }
 
 #[derive(Deserialize)]

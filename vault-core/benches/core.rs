@@ -295,6 +295,99 @@ fn device_revocation(c: &mut Criterion) {
     group.finish();
 }
 
+/// A member with five devices (docs/format.md §8.12): the grant of a
+/// collection to the member once the collection carries the member's list
+/// (one grant to the member's generation key, however many devices), and
+/// removing one of the five from a collection of 10,000 records: the
+/// list's next version by a remaining device, its member-devices-listed
+/// entry, and the owner's rotation moving the member's grant to the new
+/// generation.
+fn member_devices(c: &mut Criterion) {
+    use vault_core::devices::DeviceList;
+    let (mut b, _) = big_collection();
+    let member = identity(4, Role::Clinician);
+    let devices: Vec<SecretIdentity> = (30..35).map(|s| identity(s, Role::Device)).collect();
+    let publics: Vec<_> = devices.iter().map(|d| d.public().clone()).collect();
+    let (v1, _) = DeviceList::first(&member, &publics, NOW).expect("list");
+    let e = b
+        .state
+        .list_member_devices(
+            &b.owner,
+            &b.coll,
+            member.public(),
+            std::slice::from_ref(&v1),
+            NOW,
+        )
+        .expect("listed");
+    b.state.apply(&e).expect("apply");
+    c.bench_function("grant_one_member_of_5_devices", |bch| {
+        let mut keyring = Keyring::new(&b.owner, NOW);
+        bch.iter(|| {
+            b.state
+                .share_collection(
+                    &mut keyring,
+                    &b.coll,
+                    member.public(),
+                    Permission::Read,
+                    None,
+                )
+                .expect("grant")
+        })
+    });
+    let mut keyring = Keyring::new(&b.owner, NOW);
+    let e = b
+        .state
+        .share_collection(
+            &mut keyring,
+            &b.coll,
+            member.public(),
+            Permission::Read,
+            None,
+        )
+        .expect("grant");
+    b.state.apply(&e).expect("apply");
+    let keys = v1.open(&devices[0]).expect("open");
+    let lost = devices[4].fingerprint();
+    let (v2, _) = v1
+        .next(&devices[0], &keys, &[], &[lost], NOW)
+        .expect("next");
+    let mut after = b.state.clone();
+    let e = after
+        .list_member_devices(
+            &devices[0],
+            &b.coll,
+            member.public(),
+            std::slice::from_ref(&v2),
+            NOW,
+        )
+        .expect("listed");
+    after.apply(&e).expect("apply");
+    let mut group = c.benchmark_group("revoke");
+    group.sample_size(10);
+    group.bench_function("one_member_device_of_5_10000_records", |bch| {
+        bch.iter(|| {
+            let (next, _) = v1
+                .next(&devices[0], &keys, &[], &[lost], NOW)
+                .expect("next");
+            let listed = b
+                .state
+                .list_member_devices(
+                    &devices[0],
+                    &b.coll,
+                    member.public(),
+                    std::slice::from_ref(&next),
+                    NOW,
+                )
+                .expect("listed");
+            // The owner's rotation on the state after the listing.
+            let mut keyring = Keyring::new(&b.owner, NOW);
+            let rotation = after.revoke(&mut keyring, &b.coll, &[]).expect("rotation");
+            (listed, rotation)
+        })
+    });
+    group.finish();
+}
+
 /// Prints seal/open throughput as a ratio of raw ChaCha20-Poly1305 on the
 /// same buffer, measured now, in this process.
 fn summary() {
@@ -405,7 +498,8 @@ criterion_group!(
     grants,
     device_lists,
     revocation,
-    device_revocation
+    device_revocation,
+    member_devices
 );
 
 fn main() {

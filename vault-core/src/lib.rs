@@ -57,7 +57,8 @@ pub use keys::{
     DEPOSIT_SEALED_KEY_LEN, WRAPPED_KEY_LEN,
 };
 pub use log::{
-    Checkpoint, EntryBody, LogEntry, Relays, Rewrap, Rotation, MAX_MIRRORS, MAX_ROTATION_LEN,
+    Checkpoint, EntryBody, LogEntry, Relays, Rewrap, Rotation, MAX_LISTED_VERSIONS, MAX_MIRRORS,
+    MAX_ROTATION_LEN,
 };
 pub use payload::{ciphertext_len, CHUNK_LEN};
 pub use record::{

@@ -240,6 +240,19 @@ pub enum EntryBody {
     /// Names an agent for the owner in one collection (`docs/format.md`
     /// §8.10), with the agent's grant of it.
     AgentNamed(AgentNamed),
+    /// Carries versions of a member's device list in one collection
+    /// (`docs/format.md` §8.12, decision 70), in serial order, each
+    /// accepted from the one before: which devices act for the member
+    /// there, and the key generation grants to the member are sealed to.
+    /// Under the collection's scope tag: only its readers see it whole.
+    MemberDevicesListed {
+        /// The collection whose readers it concerns.
+        collection: CollectionId,
+        /// The member's root identity document.
+        person: PublicIdentity,
+        /// The versions, oldest first (1 to 64).
+        lists: Vec<crate::devices::DeviceList>,
+    },
     /// Ends an agency in one collection, and every agency named under it
     /// there (`docs/format.md` §8.10).
     AgencyEnded {
@@ -269,6 +282,7 @@ impl EntryBody {
             EntryBody::RelaysNamed(_) => 10,
             EntryBody::DevicesListed { .. } => 11,
             EntryBody::AgentNamed(_) => 12,
+            EntryBody::MemberDevicesListed { .. } => 14,
             EntryBody::AgencyEnded { .. } => 13,
             EntryBody::Redacted => 0,
         }
@@ -288,6 +302,7 @@ impl EntryBody {
             EntryBody::RelaysNamed(_) => "relays-named",
             EntryBody::DevicesListed { .. } => "devices-listed",
             EntryBody::AgentNamed(_) => "agent-named",
+            EntryBody::MemberDevicesListed { .. } => "member-devices-listed",
             EntryBody::AgencyEnded { .. } => "agency-ended",
             EntryBody::Redacted => "redacted",
         }
@@ -353,11 +368,14 @@ impl EntryBody {
                     write_origin(&mut w, m);
                 }
             }
-            EntryBody::DevicesListed { person, lists } => {
-                w.bytes(person.to_bytes()).u32(len32(lists.len()));
-                for l in lists {
-                    w.bytes(l.to_bytes());
-                }
+            EntryBody::DevicesListed { person, lists } => write_lists(&mut w, person, lists),
+            EntryBody::MemberDevicesListed {
+                collection,
+                person,
+                lists,
+            } => {
+                w.fixed(collection.as_bytes());
+                write_lists(&mut w, person, lists);
             }
             EntryBody::AgentNamed(named) => named.write(&mut w),
             EntryBody::AgencyEnded {
@@ -381,7 +399,8 @@ impl EntryBody {
             EntryBody::GrantAdded { grant, .. } => Some(grant.scope().collection()),
             EntryBody::Rotation(r) => Some(r.collection),
             EntryBody::AgentNamed(named) => Some(named.grant.scope().collection()),
-            EntryBody::AgencyEnded { collection, .. } => Some(*collection),
+            EntryBody::AgencyEnded { collection, .. }
+            | EntryBody::MemberDevicesListed { collection, .. } => Some(*collection),
             EntryBody::Genesis { .. }
             | EntryBody::RecordDeleted { .. }
             | EntryBody::RecordGrantRevoked { .. }
@@ -480,19 +499,7 @@ impl EntryBody {
                 EntryBody::RelaysNamed(Relays::checked(home, mirrors).map_err(|e| r.malformed(e))?)
             }
             11 => {
-                let person = PublicIdentity::from_bytes(r.bytes(MAX_IDENTITY_LEN)?)?;
-                // The count is bounded before any list is parsed.
-                let n = usize::try_from(r.u32()?).unwrap_or(usize::MAX);
-                if n == 0 || n > MAX_LISTED_VERSIONS {
-                    return Err(r.malformed("a devices-listed entry carries 1 to 64 versions"));
-                }
-                let lists = (0..n)
-                    .map(|_| {
-                        crate::devices::DeviceList::from_bytes(
-                            r.bytes(crate::devices::MAX_DEVICE_LIST_LEN)?,
-                        )
-                    })
-                    .collect::<Result<Vec<_>>>()?;
+                let (person, lists) = read_lists(&mut r)?;
                 EntryBody::DevicesListed { person, lists }
             }
             12 => EntryBody::AgentNamed(AgentNamed::read(&mut r)?),
@@ -500,11 +507,45 @@ impl EntryBody {
                 delegation: DelegationId::from_bytes(r.array()?),
                 collection: CollectionId::from_bytes(r.array()?),
             },
+            14 => {
+                let collection = CollectionId::from_bytes(r.array()?);
+                let (person, lists) = read_lists(&mut r)?;
+                EntryBody::MemberDevicesListed {
+                    collection,
+                    person,
+                    lists,
+                }
+            }
             _ => return Err(r.malformed("unknown entry kind")),
         };
         r.finish()?;
         Ok(body)
     }
+}
+
+/// A person's root document and 1 to 64 versions of its device list, as
+/// kinds 11 and 14 carry them.
+fn write_lists(w: &mut Writer, person: &PublicIdentity, lists: &[crate::devices::DeviceList]) {
+    w.bytes(person.to_bytes()).u32(len32(lists.len()));
+    for l in lists {
+        w.bytes(l.to_bytes());
+    }
+}
+
+/// Reads what [`write_lists`] writes; the count is bounded before any
+/// list is parsed.
+fn read_lists(r: &mut Reader) -> Result<(PublicIdentity, Vec<crate::devices::DeviceList>)> {
+    let person = PublicIdentity::from_bytes(r.bytes(MAX_IDENTITY_LEN)?)?;
+    let n = usize::try_from(r.u32()?).unwrap_or(usize::MAX);
+    if n == 0 || n > MAX_LISTED_VERSIONS {
+        return Err(r.malformed("a devices-listed entry carries 1 to 64 versions"));
+    }
+    let lists = (0..n)
+        .map(|_| {
+            crate::devices::DeviceList::from_bytes(r.bytes(crate::devices::MAX_DEVICE_LIST_LEN)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((person, lists))
 }
 
 fn len32(n: usize) -> u32 {

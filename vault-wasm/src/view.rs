@@ -22,8 +22,9 @@ pub fn identity(id: &PublicIdentity) -> Value {
 /// The author of the entry at `seq` of `collection`, with the identity the
 /// vault's log verified for them if it holds one, and `onBehalfOf` the
 /// owner's name when the author wrote it as the owner's agent
-/// (`docs/format.md` §8.10; `null` otherwise), and `onBehalfOfMe` when that
-/// owner is the reader.
+/// (`docs/format.md` §8.10; `null` otherwise), `onBehalfOfMe` when that
+/// owner is the reader, and `memberDeviceOf` the member's name when the
+/// author is a device of a member's (§8.12).
 pub fn author(
     state: &VaultState,
     fp: &Fingerprint,
@@ -35,6 +36,11 @@ pub fn author(
         .acting_for_owner(fp, collection, seq)
         .map(|_| state.owner().display_name());
     let known = state.identity(fp);
+    // A member's device wrote it, as the member (`docs/format.md` §8.12).
+    let member_device_of = state
+        .member_device(collection, fp)
+        .and_then(|(person, _)| state.identity(&person))
+        .map(PublicIdentity::display_name);
     json!({
         "fingerprint": fp.to_string(),
         "fingerprintHex": fp.to_hex(),
@@ -42,6 +48,7 @@ pub fn author(
         "role": known.map(|i| i.role().as_str()),
         "isOwner": *fp == state.owner().fingerprint(),
         "ownerDevice": state.listed_device(fp).is_some(),
+        "memberDeviceOf": member_device_of,
         "ownerIsMe": state.is_owner(me),
         "isMe": fp == me,
         "onBehalfOf": on_behalf_of,

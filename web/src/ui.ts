@@ -53,6 +53,7 @@ export function authorText(a: Author): string {
   if (a.isOwner && a.ownerIsMe) return 'Written with your key file';
   if (a.isOwner) return `Written by ${a.name ?? 'the vault owner'} (vault owner)`;
   if (a.ownerDevice) return `Written by ${a.name ?? 'a device'} (${a.ownerIsMe ? 'your device' : "the vault owner's device"})`;
+  if (a.memberDeviceOf) return `Written by ${a.name ?? 'a device'} (${a.memberDeviceOf}'s device)`;
   return `Written by ${a.name ?? 'an unnamed identity'}${behalf ?? `, ${roleLabel(a.role)}`}`;
 }
 

@@ -142,6 +142,8 @@ export interface Author {
   isOwner: boolean;
   /** The author is a device the vault owner listed (it wrote as the owner). */
   ownerDevice: boolean;
+  /** The member's name, when the author is a device of a member's (it wrote as the member). */
+  memberDeviceOf: string | null;
   /** The reader is the vault owner. */
   ownerIsMe: boolean;
   isMe: boolean;

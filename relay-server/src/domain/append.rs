@@ -518,6 +518,12 @@ fn decide(
         return Err(AccessError::VaultNotFound.into());
     };
     match mode {
+        // A member of any permission (or one of its devices) carries its
+        // own device list into the collections it reads (`docs/format.md`
+        // §8.12): vault-core decides whether the author may.
+        Mode::Append if lists_member_devices_only(entries) => {
+            access::member(state, &me, app.now())?
+        }
         Mode::Append => access::writer(state, &me, app.now())?,
         Mode::Repair => access::member(state, &me, app.now())?,
     };
@@ -602,6 +608,14 @@ fn named_twice(entries: &[LogEntry]) -> Option<usize> {
         .map(|(i, _)| *i)
 }
 
+/// Whether `entries` only carry members' device lists (kind 14).
+fn lists_member_devices_only(entries: &[LogEntry]) -> bool {
+    !entries.is_empty()
+        && entries
+            .iter()
+            .all(|e| matches!(e.body(), EntryBody::MemberDevicesListed { .. }))
+}
+
 /// Whether `entries` name the vault's relays (an append may then move the
 /// vault's home to this relay).
 fn names_relays(entries: &[LogEntry]) -> bool {
@@ -610,8 +624,8 @@ fn names_relays(entries: &[LogEntry]) -> bool {
         .any(|e| matches!(e.body(), EntryBody::RelaysNamed(_)))
 }
 
-/// The principals `entries` grant something, and the owner's devices they
-/// list (the inbox index).
+/// The principals `entries` grant something, and the devices they list
+/// (the owner's, or a member's in a collection: the inbox index).
 fn granted(entries: &[LogEntry]) -> Vec<Fingerprint> {
     let mut members = Vec::new();
     for e in entries {
@@ -619,8 +633,10 @@ fn granted(entries: &[LogEntry]) -> Vec<Fingerprint> {
             EntryBody::GrantAdded { member, .. } => members.push(member.fingerprint()),
             EntryBody::Rotation(r) => members.extend(r.grants.iter().map(|g| g.member())),
             EntryBody::AgentNamed(named) => members.push(named.agent.fingerprint()),
-            // The owner's devices see the owner's vault in their inbox.
-            EntryBody::DevicesListed { lists, .. } => members.extend(
+            // The owner's devices see the owner's vault in their inbox, a
+            // member's devices the vaults sharing with the member.
+            EntryBody::DevicesListed { lists, .. }
+            | EntryBody::MemberDevicesListed { lists, .. } => members.extend(
                 lists
                     .last()
                     .into_iter()

@@ -13,6 +13,8 @@
 //!   their permission check;
 //! - [`identities`]: publishing and looking up identity documents, with
 //!   admission (invitations, the per-source budget);
+//! - [`device_lists`]: the directory of people's device lists, each
+//!   version verified against the person's document before it is stored;
 //! - [`links`]: SMART Health Links (create, list, revoke, access record;
 //!   manifests and files for whoever holds a link).
 //!
@@ -29,6 +31,7 @@ use crate::storage::StorageError;
 pub mod access;
 pub mod append;
 pub mod blobs;
+pub mod device_lists;
 pub mod identities;
 pub mod inbox;
 pub mod links;

@@ -13,13 +13,15 @@ use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
+use vault_core::devices::{DeviceList, MAX_DEVICE_LIST_LEN};
 use vault_core::{Fingerprint, PublicIdentity};
 
 use crate::admission::INVITE_HEADER;
 use crate::auth::{Authenticator, Caller};
+use crate::domain::device_lists::{DeviceDirectory, DeviceListError, MAX_STORED_VERSIONS};
 use crate::domain::identities::{Directory, IdentityError};
 use crate::error::{ApiError, ApiResult};
-use crate::routes::read_json;
+use crate::routes::{b64, read_json};
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -76,4 +78,75 @@ pub async fn lookup(
         .map_err(|_| ApiError::malformed("the fingerprint must be 64 hex digits"))?;
     let id = Directory::new(app).lookup(fp).await?;
     Ok(Json(json!({ "identity": id.to_text() })))
+}
+
+/// The largest body `PUT /v1/identities/{fingerprint}/devices` reads: 64
+/// versions of at most 32 KiB each, in base64, and room for the JSON.
+pub const MAX_DEVICE_LISTS_BODY: u64 =
+    ((MAX_STORED_VERSIONS * MAX_DEVICE_LIST_LEN).div_ceil(3) * 4 + 64 * 1024) as u64;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeviceListsBody {
+    /// The versions, oldest first, each base64url (no padding) of its
+    /// encoding (`docs/format.md` §3.7).
+    pub(crate) lists: Vec<String>,
+}
+
+fn lists_json(lists: &[DeviceList]) -> serde_json::Value {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    json!({
+        "serial": lists.last().map_or(0, DeviceList::serial),
+        "lists": lists.iter().map(|l| b64.encode(l.to_bytes())).collect::<Vec<_>>(),
+    })
+}
+
+/// `GET /v1/identities/{fingerprint}/devices`: the person's device lists,
+/// from the newest version its root signed to the current one.
+pub async fn device_lists(
+    State(app): State<Arc<AppState>>,
+    Extension(_caller): Extension<Caller>,
+    Path(fp): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let fp = Fingerprint::from_hex(&fp)
+        .map_err(|_| ApiError::malformed("the fingerprint must be 64 hex digits"))?;
+    let lists = DeviceDirectory::new(app).lookup(fp).await?;
+    Ok(Json(lists_json(&lists)))
+}
+
+/// `PUT /v1/identities/{fingerprint}/devices`: publishes versions of the
+/// person's device list extending the one the directory holds, signed by
+/// the person's key file or one of its devices; `409 stale_list` when
+/// another version was published first.
+pub async fn publish_device_lists(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(fp): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<serde_json::Value>> {
+    let person = Fingerprint::from_hex(&fp)
+        .map_err(|_| ApiError::malformed("the fingerprint must be 64 hex digits"))?;
+    let body: DeviceListsBody = read_json(
+        &caller.content_sha256,
+        &headers,
+        body,
+        MAX_DEVICE_LISTS_BODY,
+    )
+    .await?;
+    if body.lists.is_empty() || body.lists.len() > MAX_STORED_VERSIONS {
+        return Err(ApiError::malformed("send 1 to 64 versions of the list"));
+    }
+    let lists = body
+        .lists
+        .iter()
+        .map(|l| {
+            DeviceList::from_bytes(&b64(l, "a device list")?)
+                .map_err(|e| ApiError::from(DeviceListError::Invalid(e)))
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let dir = DeviceDirectory::new(app);
+    dir.publish(caller.fingerprint(), person, &lists).await?;
+    Ok(Json(lists_json(&dir.lookup(person).await?)))
 }

@@ -32,8 +32,8 @@ use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
 
 use super::{
     AcceptedOwners, AddBlobOutcome, AppendBatch, AppendError, BlobDownload, BlobInfo, BlobRef,
-    BlobStore, BodyStream, Chunk, ChunkError, ChunkOutcome, CreateOutcome, Head, InboxEntry,
-    MetaStore, NonceClaim, StagedAppend, StoredEntry, UploadKey,
+    BlobStore, BodyStream, Chunk, ChunkError, ChunkOutcome, CreateOutcome, DeviceLists, Head,
+    InboxEntry, MetaStore, NonceClaim, StagedAppend, StoredEntry, UploadKey,
 };
 
 /// A fresh metadata store.
@@ -664,6 +664,64 @@ pub async fn accepted_owners(meta: Meta, _blobs: Blobs) {
     assert_eq!(meta.accepted_owners(fp(1)).await.unwrap(), empty);
 }
 
+/// The directory's device lists: none until set; a compare-and-swap on
+/// the serial read (a replay, a stale device, or one that built on a
+/// version replaced since, changes nothing and gets the stored lists
+/// back), never backwards, bytes kept exactly; per person; two writers
+/// racing on one serial store one of them.
+pub async fn device_lists(meta: Meta, _blobs: Blobs) {
+    assert_eq!(
+        meta.device_lists(fp(1)).await.unwrap(),
+        DeviceLists::default()
+    );
+    let at = |serial: u64, byte: u8| DeviceLists {
+        serial,
+        lists: vec![byte; 40_000],
+    };
+    // Expecting a stored version where none is: refused.
+    assert_eq!(
+        meta.set_device_lists(fp(1), 1, at(2, 2)).await.unwrap(),
+        Err(DeviceLists::default())
+    );
+    meta.set_device_lists(fp(1), 0, at(1, 1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(meta.device_lists(fp(1)).await.unwrap(), at(1, 1));
+    // Built on nothing, though serial 1 is stored now.
+    assert_eq!(
+        meta.set_device_lists(fp(1), 0, at(5, 5)).await.unwrap(),
+        Err(at(1, 1))
+    );
+    meta.set_device_lists(fp(1), 1, at(3, 3))
+        .await
+        .unwrap()
+        .unwrap();
+    // Built on serial 1, replaced since; not newer than what it expects.
+    assert_eq!(
+        meta.set_device_lists(fp(1), 1, at(4, 4)).await.unwrap(),
+        Err(at(3, 3))
+    );
+    assert_eq!(
+        meta.set_device_lists(fp(1), 3, at(3, 4)).await.unwrap(),
+        Err(at(3, 3))
+    );
+    assert_eq!(meta.device_lists(fp(1)).await.unwrap(), at(3, 3));
+    assert_eq!(
+        meta.device_lists(fp(2)).await.unwrap(),
+        DeviceLists::default()
+    );
+    let (a, b) = tokio::join!(
+        meta.set_device_lists(fp(1), 3, at(4, 5)),
+        meta.set_device_lists(fp(1), 3, at(4, 6))
+    );
+    let stored = [a.unwrap(), b.unwrap()];
+    assert_eq!(stored.iter().filter(|r| r.is_ok()).count(), 1);
+    let kept = meta.device_lists(fp(1)).await.unwrap();
+    assert_eq!(kept.serial, 4);
+    assert!(kept == at(4, 5) || kept == at(4, 6));
+}
+
 /// Recording blobs: added and charged once, `Existed` without a second
 /// charge, refused over quota; small blobs kept inline.
 pub async fn add_blob(meta: Meta, _blobs: Blobs) {
@@ -1269,6 +1327,7 @@ contracts!(
     staged_appends,
     inbox_index,
     accepted_owners,
+    device_lists,
     add_blob,
     downloads_at_once,
     upload_charges,

@@ -20,8 +20,8 @@ use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
 
 use super::{
     AcceptedOwners, AddBlobOutcome, AppendBatch, AppendError, BlobInfo, BlobReader, BlobStore,
-    BodyStream, Chunk, ChunkError, ChunkOutcome, CreateOutcome, Head, InboxEntry, MetaStore,
-    NonceClaim, Precheck, StorageError, StoredEntry, UploadKey,
+    BodyStream, Chunk, ChunkError, ChunkOutcome, CreateOutcome, DeviceLists, Head, InboxEntry,
+    MetaStore, NonceClaim, Precheck, StorageError, StoredEntry, UploadKey,
 };
 
 mod links;
@@ -50,6 +50,8 @@ struct Meta {
     owners: HashMap<Vid, Fp>,
     /// Member -> the owners it accepts shares from.
     accepted: HashMap<Fp, AcceptedOwners>,
+    /// Person -> its device lists in the directory.
+    device_lists: HashMap<Fp, DeviceLists>,
     /// SMART Health Links.
     links: links::Links,
 }
@@ -414,6 +416,31 @@ impl MetaStore for MemoryMeta {
                 return Err(stored.clone());
             }
             *stored = list;
+            Ok(())
+        }))
+    }
+
+    async fn device_lists(&self, person: Fingerprint) -> Result<DeviceLists, StorageError> {
+        Ok(self.with(|m| {
+            m.device_lists
+                .get(person.as_bytes())
+                .cloned()
+                .unwrap_or_default()
+        }))
+    }
+
+    async fn set_device_lists(
+        &self,
+        person: Fingerprint,
+        expected: u64,
+        lists: DeviceLists,
+    ) -> Result<Result<(), DeviceLists>, StorageError> {
+        Ok(self.with(|m| {
+            let stored = m.device_lists.entry(*person.as_bytes()).or_default();
+            if stored.serial != expected || lists.serial <= expected {
+                return Err(stored.clone());
+            }
+            *stored = lists;
             Ok(())
         }))
     }

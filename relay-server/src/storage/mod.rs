@@ -363,6 +363,20 @@ pub struct AcceptedOwners {
     pub owners: Vec<Fingerprint>,
 }
 
+/// A person's device lists as the directory holds them (`PUT
+/// /v1/identities/{fingerprint}/devices`, decision 70): the versions from
+/// the newest one the person's root signed to the current one, encoded as
+/// `docs/format.md` §3.7 lists each prefixed by its `u32` length. Storage
+/// does not parse them; the domain verifies them before they are stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceLists {
+    /// The current version's serial; a segment is stored only over a
+    /// smaller one (0: none stored).
+    pub serial: u64,
+    /// The encoded versions, oldest first.
+    pub lists: Vec<u8>,
+}
+
 /// Why an append was not stored.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
@@ -561,6 +575,20 @@ pub trait MetaStore: links::LinkStore + Send + Sync + 'static {
         member: Fingerprint,
         list: AcceptedOwners,
     ) -> Result<Result<(), AcceptedOwners>, StorageError>;
+    /// The device lists the directory holds for `person` (serial 0 and
+    /// no bytes if none).
+    async fn device_lists(&self, person: Fingerprint) -> Result<DeviceLists, StorageError>;
+    /// Replaces `person`'s device lists if the stored serial is still
+    /// `expected` (0: none stored), the one the new lists were verified
+    /// against, and `lists.serial` is greater; otherwise stores nothing and
+    /// returns what is stored (two devices racing, or a replay, never go
+    /// backwards nor replace a version they did not build on).
+    async fn set_device_lists(
+        &self,
+        person: Fingerprint,
+        expected: u64,
+        lists: DeviceLists,
+    ) -> Result<Result<(), DeviceLists>, StorageError>;
     /// Whether any vault still has a blob record for `hash` (a purged
     /// blob's bytes are deleted only when none has).
     async fn blob_in_use(&self, hash: [u8; 32]) -> Result<bool, StorageError>;

@@ -30,8 +30,8 @@ use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
 use super::backends::{BackendError, DatabaseUrl};
 use super::{
     AcceptedOwners, AddBlobOutcome, AppendBatch, AppendError, BlobDownload, BlobInfo,
-    CreateOutcome, Head, InboxEntry, MetaStore, NonceClaim, Precheck, StagedAppend, StorageError,
-    StoredEntry,
+    CreateOutcome, DeviceLists, Head, InboxEntry, MetaStore, NonceClaim, Precheck, StagedAppend,
+    StorageError, StoredEntry,
 };
 
 /// One schema migration.
@@ -77,6 +77,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 6,
         name: "s3 upload holders",
         sql: include_str!("postgres/0006_upload_holders.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "device lists",
+        sql: include_str!("postgres/0007_device_lists.sql"),
     },
 ];
 
@@ -166,6 +171,26 @@ fn uint(v: i64) -> Result<u64, StorageError> {
 fn array<const N: usize>(v: &[u8]) -> Result<[u8; N], StorageError> {
     v.try_into()
         .map_err(|_| StorageError::new(format!("a stored id is {} bytes, not {N}", v.len())))
+}
+
+/// A person's device lists in the directory (serial 0 and none if none).
+async fn read_device_lists<C: GenericClient>(
+    c: &C,
+    person: &Fingerprint,
+) -> Result<DeviceLists, StorageError> {
+    let row = opt(
+        c,
+        "SELECT serial, lists FROM device_lists WHERE person = $1",
+        &[&person.as_bytes().as_slice()],
+    )
+    .await?;
+    Ok(match row {
+        Some(r) => DeviceLists {
+            serial: uint(r.try_get::<_, i64>(0)?)?,
+            lists: r.try_get(1)?,
+        },
+        None => DeviceLists::default(),
+    })
 }
 
 /// A member's accepted owners (version 0 and none if never set).
@@ -1270,6 +1295,55 @@ impl MetaStore for PgMeta {
             Ok(Ok(()))
         } else {
             Ok(Err(read_accepted(&c, &member).await?))
+        }
+    }
+
+    async fn device_lists(&self, person: Fingerprint) -> Result<DeviceLists, StorageError> {
+        let c = self.client().await?;
+        read_device_lists(&c, &person).await
+    }
+
+    async fn set_device_lists(
+        &self,
+        person: Fingerprint,
+        expected: u64,
+        lists: DeviceLists,
+    ) -> Result<Result<(), DeviceLists>, StorageError> {
+        let c = self.client().await?;
+        let too_big = |_| StorageError::new("a device list's serial above 2^63 - 1");
+        let serial = i64::try_from(lists.serial).map_err(too_big)?;
+        let expected_i = i64::try_from(expected).map_err(too_big)?;
+        if lists.serial <= expected {
+            return Ok(Err(read_device_lists(&c, &person).await?));
+        }
+        // One statement each: a compare-and-swap on the serial read, so two
+        // relays (or two devices) racing cannot go backwards nor replace a
+        // version the other did not build on.
+        let n = if expected == 0 {
+            exec(
+                &c,
+                "INSERT INTO device_lists (person, serial, lists) VALUES ($1, $2, $3)
+                 ON CONFLICT (person) DO NOTHING",
+                &[&person.as_bytes().as_slice(), &serial, &lists.lists],
+            )
+            .await?
+        } else {
+            exec(
+                &c,
+                "UPDATE device_lists SET serial = $2, lists = $3 WHERE person = $1 AND serial = $4",
+                &[
+                    &person.as_bytes().as_slice(),
+                    &serial,
+                    &lists.lists,
+                    &expected_i,
+                ],
+            )
+            .await?
+        };
+        if n == 1 {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(read_device_lists(&c, &person).await?))
         }
     }
 

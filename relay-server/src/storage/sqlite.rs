@@ -20,15 +20,17 @@ use vault_core::{CollectionId, Fingerprint, RecordId, VaultId};
 
 use super::{
     AcceptedOwners, AddBlobOutcome, AppendBatch, AppendError, BlobDownload, BlobInfo,
-    CreateOutcome, Head, InboxEntry, MetaStore, NonceClaim, Precheck, StorageError, StoredEntry,
+    CreateOutcome, DeviceLists, Head, InboxEntry, MetaStore, NonceClaim, Precheck, StorageError,
+    StoredEntry,
 };
 
 /// 2 added `small_blobs` (blobs kept in the database); 3 added `uploads`
 /// (bytes of unfinished uploads, charged to their uploaders) and charges
 /// identity documents and genesis entries to their accounts; 4 added
 /// `inbox_accepted` (the owners each member accepts shares from); 5 added
-/// the SMART Health Links tables (`links::SCHEMA`).
-const SCHEMA_VERSION: i64 = 5;
+/// the SMART Health Links tables (`links::SCHEMA`); 6 added
+/// `device_lists` (the directory of people's device lists, decision 70).
+const SCHEMA_VERSION: i64 = 6;
 
 mod links;
 
@@ -73,6 +75,11 @@ CREATE TABLE IF NOT EXISTS inbox_accepted (
     member BLOB PRIMARY KEY,
     version INTEGER NOT NULL,
     owners BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS device_lists (
+    person BLOB PRIMARY KEY,
+    serial INTEGER NOT NULL,
+    lists BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS usage (
     account BLOB PRIMARY KEY,
@@ -170,6 +177,23 @@ fn read_accepted(conn: &Connection, member: &Fingerprint) -> rusqlite::Result<Ac
     })
 }
 
+/// A person's device lists in the directory (serial 0 and none if none).
+fn read_device_lists(conn: &Connection, person: &Fingerprint) -> rusqlite::Result<DeviceLists> {
+    let stored: Option<(i64, Vec<u8>)> = row(
+        conn,
+        "SELECT serial, lists FROM device_lists WHERE person = ?1",
+        [person.as_bytes()],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()?;
+    Ok(
+        stored.map_or_else(DeviceLists::default, |(serial, lists)| DeviceLists {
+            serial: u64::try_from(serial).unwrap_or(0),
+            lists,
+        }),
+    )
+}
+
 /// Creates or checks the schema.
 pub fn init_schema(conn: &Connection) -> Result<(), StorageError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -232,6 +256,11 @@ enum WriteOp {
         member: Fingerprint,
         list: AcceptedOwners,
     },
+    SetDeviceLists {
+        person: Fingerprint,
+        expected: u64,
+        lists: DeviceLists,
+    },
     Links(links::LinkOp),
 }
 
@@ -242,6 +271,7 @@ enum WriteReply {
     Blob(AddBlobOutcome),
     Released(usize),
     Accepted(Result<(), AcceptedOwners>),
+    DeviceLists(Result<(), DeviceLists>),
     Links(links::LinkReply),
 }
 
@@ -521,6 +551,27 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteReply, rusqlite::Error>
                 params![member.as_bytes(), i64::try_from(list.version).unwrap_or(i64::MAX), owners],
             )?;
             Ok(WriteReply::Accepted(Ok(())))
+        }
+        WriteOp::SetDeviceLists {
+            person,
+            expected,
+            lists,
+        } => {
+            let stored = read_device_lists(conn, person)?;
+            if stored.serial != *expected || lists.serial <= *expected {
+                return Ok(WriteReply::DeviceLists(Err(stored)));
+            }
+            exec(
+                conn,
+                "INSERT INTO device_lists (person, serial, lists) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(person) DO UPDATE SET serial = excluded.serial, lists = excluded.lists",
+                params![
+                    person.as_bytes(),
+                    i64::try_from(lists.serial).unwrap_or(i64::MAX),
+                    lists.lists
+                ],
+            )?;
+            Ok(WriteReply::DeviceLists(Ok(())))
         }
         WriteOp::PutIdentity { fp, document } => {
             let n = exec(
@@ -1134,6 +1185,29 @@ impl MetaStore for SqliteMeta {
     ) -> Result<Result<(), AcceptedOwners>, StorageError> {
         match self.write(WriteOp::SetAccepted { member, list }).await? {
             WriteReply::Accepted(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn device_lists(&self, person: Fingerprint) -> Result<DeviceLists, StorageError> {
+        self.read(move |c| read_device_lists(c, &person)).await
+    }
+
+    async fn set_device_lists(
+        &self,
+        person: Fingerprint,
+        expected: u64,
+        lists: DeviceLists,
+    ) -> Result<Result<(), DeviceLists>, StorageError> {
+        match self
+            .write(WriteOp::SetDeviceLists {
+                person,
+                expected,
+                lists,
+            })
+            .await?
+        {
+            WriteReply::DeviceLists(r) => Ok(r),
             _ => Err(unexpected()),
         }
     }

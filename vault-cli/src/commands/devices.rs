@@ -1,6 +1,9 @@
 //! `vault devices list`, `vault devices add` and `vault devices remove`:
 //! the CLI's presentation of [`vault_client::devices`] (the owner's
-//! devices, `docs/format.md` §8.11).
+//! devices, `docs/format.md` §8.11) and, for a person who owns no vault,
+//! of [`vault_client::member_devices`] (a member's devices, §8.12: the
+//! list lives in the relay's directory and in the collections shared with
+//! the person).
 
 use serde_json::json;
 use vault_core::Fingerprint;
@@ -20,9 +23,69 @@ pub fn run(session: &mut Session, cmd: DevicesCommand) -> Result<()> {
     }
 }
 
+/// The person whose device list `vault devices` changes in the relay's
+/// directory, when this profile owns no vault (a member): the key file's
+/// own identity, or, for a device, the member whose list in a vault this
+/// profile follows names it. `None` for a vault owner (its list lives in
+/// its vault's log) and for a device nobody lists.
+fn member_person(
+    session: &mut Session,
+    secret: &vault_core::SecretIdentity,
+) -> Result<Option<vault_core::PublicIdentity>> {
+    let me = secret.fingerprint();
+    let known = session.known_vaults()?;
+    if known.iter().any(|(_, owner)| owner.fingerprint() == me) {
+        return Ok(None);
+    }
+    if secret.public().role() != vault_core::Role::Device {
+        return Ok(Some(secret.public().clone()));
+    }
+    // A device of the owner's anywhere acts on its owner's list, whatever
+    // order the vaults come in.
+    let states = known
+        .iter()
+        .map(|(vault, _)| session.local(vault))
+        .collect::<Result<Vec<_>>>()?;
+    if states.iter().any(|s| s.is_owner(&me)) {
+        return Ok(None);
+    }
+    Ok(states.iter().find_map(|state| {
+        state
+            .member_device_collections(&me)
+            .first()
+            .and_then(|(_, p)| state.identity(p).cloned())
+    }))
+}
+
+/// `vault devices list` for a member: the list the relay's directory
+/// holds, verified.
+fn list_member(
+    session: &mut Session,
+    secret: &vault_core::SecretIdentity,
+    person: &vault_core::PublicIdentity,
+) -> Result<()> {
+    let client = session.client()?;
+    let versions = session
+        .rt
+        .block_on(vault_client::member_devices::fetch(&client, person))?;
+    let me = secret.fingerprint();
+    let Some(current) = versions.last() else {
+        if session.out.json {
+            return session
+                .out
+                .json(&json!({"serial": null, "generation": null, "devices": []}));
+        }
+        return line("You have listed no devices: only your key file reads what is shared with you. Add one with `vault devices add FINGERPRINT`.");
+    };
+    devices_table(session, current, &me)
+}
+
 /// `vault devices list`.
 fn list(session: &mut Session) -> Result<()> {
     let secret = session.unlock()?;
+    if let Some(person) = member_person(session, &secret)? {
+        return list_member(session, &secret, &person);
+    }
     let vault = session.select_vault()?;
     let state = session.refresh(&vault)?;
     let me = secret.fingerprint();
@@ -38,6 +101,16 @@ fn list(session: &mut Session) -> Result<()> {
             "The owner of this vault has listed no devices."
         });
     };
+    devices_table(session, current, &me)
+}
+
+/// Prints a device list (or its JSON).
+fn devices_table(
+    session: &mut Session,
+    current: &vault_core::devices::DeviceList,
+    me: &Fingerprint,
+) -> Result<()> {
+    let me = *me;
     if session.out.json {
         let rows: Vec<_> = current
             .devices()
@@ -145,15 +218,89 @@ fn pick<'a>(
     }
 }
 
+/// A member's device list changed in the relay's directory and carried
+/// into the collections shared with the member: the report.
+fn report_member_change(
+    session: &mut Session,
+    what: &str,
+    fp: &Fingerprint,
+    change: &vault_client::member_devices::MemberChange,
+) -> Result<()> {
+    let collections: usize = change.carried.iter().map(|(_, c)| c.len()).sum();
+    if session.out.json {
+        return session.out.json(&json!({
+            "device": fp.to_hex(),
+            "name": change.device.as_ref().map(|d| d.display_name().to_owned()),
+            "serial": change.list.serial(),
+            "generation": change.list.generation(),
+            "carried": change.carried.iter().map(|(v, c)| json!({
+                "vault": v.to_hex(),
+                "collections": c.iter().map(|c| c.to_hex()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "not_carried": change.not_carried.iter().map(|(v, why)| json!({
+                "vault": v.to_hex(),
+                "error": why,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    line(&format!(
+        "{what} Your list (version {}, key generation {}) is published on the relay, and was carried into {collections} collection(s) of {} vault(s) shared with you.",
+        change.list.serial(),
+        change.list.generation(),
+        change.carried.len()
+    ))?;
+    for (vault, why) in &change.not_carried {
+        eprintln!(
+            "warning: vault {}: your list was not carried there: {why}; run the command again to finish",
+            vault.to_hex()
+        );
+    }
+    Ok(())
+}
+
+/// `vault devices add` for a member ([`member_person`]).
+fn add_member(
+    session: &mut Session,
+    person: &vault_core::PublicIdentity,
+    fp: Fingerprint,
+) -> Result<()> {
+    let client = session.client()?;
+    let change = session.rt.block_on(vault_client::member_devices::change(
+        &mut session.store,
+        &client,
+        person,
+        vault_client::member_devices::Change::Add(fp),
+    ))?;
+    let name = change
+        .device
+        .as_ref()
+        .map(|d| clean(d.display_name()))
+        .unwrap_or_default();
+    report_member_change(
+        session,
+        &format!("Added {name} ({fp}) to your devices: it reads (and, where you may, writes) what is shared with you from now on."),
+        &fp,
+        &change,
+    )?;
+    if !session.out.json {
+        line("What was shared with you before you listed devices opens on them once each owner's app re-keys it (their next `vault sync`).")?;
+    }
+    Ok(())
+}
+
 /// `vault devices add`.
 fn add(session: &mut Session, args: &DeviceArgs) -> Result<()> {
-    let (secret, vault, client, state) = as_owner(session, "adds")?;
     let typed = typed_hex(&args.device);
     let fp = Fingerprint::from_hex(&typed).map_err(|_| {
         CliError::Usage(
             "give the new device's whole fingerprint in hex (64 digits 0-9 and a-f), as `vault whoami --json` prints it on that device".into(),
         )
     })?;
+    let secret = session.unlock()?;
+    if let Some(person) = member_person(session, &secret)? {
+        return add_member(session, &person, fp);
+    }
+    let (secret, vault, client, state) = as_owner(session, "adds")?;
     if state.owner_device_list().is_none() && secret.fingerprint() != state.owner().fingerprint() {
         return Err(CliError::Usage(
             "the first device is listed with the owner's key file".into(),
@@ -234,8 +381,52 @@ fn report_not_rekeyed(rekeying: &vault_client::devices::Rekeying) -> Result<()> 
     Ok(())
 }
 
+/// `vault devices remove` for a member ([`member_person`]).
+fn remove_member(
+    session: &mut Session,
+    person: &vault_core::PublicIdentity,
+    args: &DeviceArgs,
+) -> Result<()> {
+    let client = session.client()?;
+    let versions = session
+        .rt
+        .block_on(vault_client::member_devices::fetch(&client, person))?;
+    let current = versions.last().ok_or_else(|| {
+        CliError::NotFound("you have published no device list: there is no device to remove".into())
+    })?;
+    let lost = pick(
+        current.devices().iter().map(|d| d.document()),
+        &args.device,
+        "none of your devices has a fingerprint starting",
+    )?;
+    let name = current
+        .device(&lost)
+        .map(|d| clean(d.document().display_name()))
+        .unwrap_or_default();
+    let change = session.rt.block_on(vault_client::member_devices::change(
+        &mut session.store,
+        &client,
+        person,
+        vault_client::member_devices::Change::Remove(lost),
+    ))?;
+    report_member_change(
+        session,
+        &format!("Removed {name} ({lost}) from your devices: the relay refuses it in the collections your list was carried into."),
+        &lost,
+        &change,
+    )?;
+    if !session.out.json {
+        line("Each vault's owner re-keys at their next `vault sync`, so nothing shared with you afterwards opens with its keys; what it could read until now, treat as seen.")?;
+    }
+    Ok(())
+}
+
 /// `vault devices remove`.
 fn remove(session: &mut Session, args: &DeviceArgs) -> Result<()> {
+    let secret = session.unlock()?;
+    if let Some(person) = member_person(session, &secret)? {
+        return remove_member(session, &person, args);
+    }
     let (_, vault, client, state) = as_owner(session, "removes")?;
     let current = state.owner_device_list().ok_or_else(|| {
         CliError::NotFound("the owner of this vault has listed no devices".into())

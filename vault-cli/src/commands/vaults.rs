@@ -395,6 +395,53 @@ pub fn sync(session: &mut Session, args: &SyncArgs) -> Result<()> {
                 continue;
             }
         };
+        // The owner's duty (decision 70): a member removed a device, so the
+        // member's grant is at a generation that device holds; rotating the
+        // collection (revoking nobody) shuts it out of what comes next.
+        let secret = session.unlock()?;
+        let mut rekeyed = Vec::new();
+        let state = if state.is_owner(&secret.fingerprint())
+            && !state.collections_to_rekey().is_empty()
+        {
+            let client = session.client_for(&vault)?;
+            match session.rt.block_on(vault_client::devices::rekey(
+                &mut session.store,
+                &client,
+                &vault,
+            )) {
+                Ok((state, done)) => {
+                    for (c, why) in &done.not_rotated {
+                        session.out.warn(format!(
+                            "warning: vault {}: collection {} was not re-keyed: {why}",
+                            short(&vault.to_hex()),
+                            short(&c.to_hex())
+                        ));
+                    }
+                    if !done.rotated.is_empty() {
+                        session.out.notice(format!(
+                            "vault {}: re-keyed {} collection(s) after a device list changed: a removed device holds no key sealed from now on",
+                            short(&vault.to_hex()),
+                            done.rotated.len()
+                        ));
+                    }
+                    rekeyed = done.rotated;
+                    state
+                }
+                Err(e) => {
+                    let e = CliError::from(e);
+                    if e.is_unreachable() {
+                        return Err(e);
+                    }
+                    session.out.warn(format!(
+                        "warning: vault {}: not re-keyed: {e}",
+                        short(&vault.to_hex())
+                    ));
+                    state
+                }
+            }
+        } else {
+            state
+        };
         let readable = session.readable_records(&state);
         session.ensure_blobs(&state, &readable)?;
         // The mirrors the owner named get what they lack of this copy.
@@ -410,7 +457,6 @@ pub fn sync(session: &mut Session, args: &SyncArgs) -> Result<()> {
                 super::relays::status_text(&r.status)
             ));
         }
-        let secret = session.unlock()?;
         let unopenable =
             vault_client::records::unopenable(&state, &secret, session.now(), &readable);
         for (record, author) in &unopenable {
@@ -438,6 +484,7 @@ pub fn sync(session: &mut Session, args: &SyncArgs) -> Result<()> {
         }
         summary.push(json!({
             "vault": vault.to_hex(),
+            "rekeyed": rekeyed.iter().map(|c| c.to_hex()).collect::<Vec<_>>(),
             "withheld_keys": withheld.iter().map(|(c, s)| json!({
                 "collection": c.to_hex(),
                 "signer": s.to_hex(),

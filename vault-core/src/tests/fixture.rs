@@ -11,7 +11,7 @@ use crate::keys::CollectionKey;
 use crate::log::{EntryBody, LogEntry};
 use crate::record::{self, OpenedRecord, RecordInfo, RecordMetadata, VerifiedRecord};
 use crate::vault::{Keyring, VaultState};
-use crate::{CollectionId, Permission, RecordId};
+use crate::{CollectionId, Fingerprint, Permission, RecordId};
 
 /// A fixed "now" for tests (2023-11-14).
 pub const NOW: u64 = 1_700_000_000;
@@ -294,6 +294,21 @@ impl Fixture {
         m.author = author.fingerprint();
         m.signature = author.sign(&m.signed_bytes());
     }
+}
+
+/// The log as an honest relay serves it to `reader` (`docs/format.md`
+/// §8.8).
+pub fn served(f: &Fixture, reader: &Fingerprint) -> Vec<LogEntry> {
+    f.log
+        .iter()
+        .map(|e| {
+            if f.state.shows_in_full(e, reader) {
+                e.clone()
+            } else {
+                e.redacted().expect("version-2 entries redact")
+            }
+        })
+        .collect()
 }
 
 /// Everything a verified state holds (including the wrapped keys its

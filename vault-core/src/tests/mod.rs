@@ -8,6 +8,7 @@ mod deposits;
 mod devices;
 mod fixture;
 mod flow;
+mod member_devices;
 mod owner_devices;
 mod planned;
 mod properties;

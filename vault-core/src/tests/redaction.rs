@@ -6,21 +6,7 @@
 use super::fixture::*;
 use crate::grant::Permission;
 use crate::log::{EntryBody, LogEntry};
-use crate::{Error, Fingerprint, Keyring, VaultState};
-
-/// The log as an honest relay serves it to `reader`.
-fn served(f: &Fixture, reader: &Fingerprint) -> Vec<LogEntry> {
-    f.log
-        .iter()
-        .map(|e| {
-            if f.state.shows_in_full(e, reader) {
-                e.clone()
-            } else {
-                e.redacted().expect("version-2 entries redact")
-            }
-        })
-        .collect()
-}
+use crate::{Error, Keyring, VaultState};
 
 fn redacted_count(log: &[LogEntry]) -> usize {
     log.iter().filter(|e| e.is_redacted()).count()

@@ -312,6 +312,7 @@ impl VaultState {
         if agent == self.owner.fingerprint()
             || agent == ctx.author
             || self.listed_device(&agent).is_some()
+            || self.member_devices.contains(&agent)
         {
             return Err(ctx.invalid(
                 "the owner, one of the owner's devices, or the one naming, cannot be named an agent",
@@ -564,7 +565,7 @@ impl VaultState {
         let grant = Grant::for_collection_to(
             me,
             key,
-            &self.grant_to(agent),
+            &self.grant_to(agent, Some(collection)),
             powers.permission(),
             expires_at,
             now,

@@ -52,6 +52,7 @@ impl VaultState {
             relays: None,
             agencies: BTreeMap::new(),
             owner_devices: None,
+            member_devices: BTreeSet::new(),
             first_redacted: None,
         })
     }
@@ -207,8 +208,9 @@ impl VaultState {
             self.entry_version = entry.version();
             return Ok(());
         }
+        let collection = self.entry_collection(entry.body());
         let author = self
-            .author_document(&entry.author())
+            .author_document_in(&entry.author(), collection.as_ref())
             .ok_or(Error::Unauthorized {
                 seq,
                 author: entry.author(),
@@ -257,6 +259,11 @@ impl VaultState {
             EntryBody::DevicesListed { person, lists } => {
                 self.apply_devices_listed(&ctx, person, lists)
             }
+            EntryBody::MemberDevicesListed {
+                collection,
+                person,
+                lists,
+            } => self.apply_member_devices_listed(&ctx, collection, person, lists),
             EntryBody::AgentNamed(named) => self.apply_agent_named(&ctx, named),
             EntryBody::AgencyEnded {
                 delegation,
@@ -298,9 +305,13 @@ impl VaultState {
         let vault = self.vault;
         let concerned = self
             .collections
-            .iter_mut()
-            .find(|(id, _)| scope_tag(&vault, seq, Some(id)) == *entry.scope());
-        if let Some((_, coll)) = concerned {
+            .keys()
+            .find(|id| scope_tag(&vault, seq, Some(id)) == *entry.scope())
+            .copied();
+        // The viewer reads as its person: a member's device in a collection
+        // carrying the member's list is shown what the member is.
+        let viewer = viewer.map(|(v, now)| (self.person_in(&v, concerned.as_ref()), now));
+        if let Some(coll) = concerned.and_then(|c| self.collections.get_mut(&c)) {
             // A grant in force now: the relay shows this reader every entry
             // of the collection whole. An expired one: entries after its
             // expiry are redacted, and their times are hidden, so any entry
@@ -506,7 +517,17 @@ impl VaultState {
                 reason: "a grant is signed by the author of the entry carrying it",
             });
         }
-        if grant.generation() != self.expected_generation(&grant.member()) {
+        // A deposit grant carries a deposit key sealed to the member's
+        // document, as a grant of one record does: generation 0.
+        let collection = match grant.scope() {
+            GrantScope::Collection { collection, .. }
+                if grant.permission() != Permission::Deposit =>
+            {
+                Some(collection)
+            }
+            _ => None,
+        };
+        if grant.generation() != self.expected_generation(&grant.member(), collection.as_ref()) {
             return Err(Error::InvalidEntry {
                 seq,
                 reason: "a grant is sealed to its member's current key generation",
@@ -515,11 +536,13 @@ impl VaultState {
         if !check_signature {
             return Ok(grant.verified_before());
         }
-        let signer = self.author_document(author).ok_or(Error::Unauthorized {
-            seq,
-            author: *author,
-            reason: "is not the owner or a member of this vault",
-        })?;
+        let signer = self
+            .author_document_in(author, Some(&grant.scope().collection()))
+            .ok_or(Error::Unauthorized {
+                seq,
+                author: *author,
+                reason: "is not the owner or a member of this vault",
+            })?;
         grant.verify(signer).map_err(|_| Error::Unauthorized {
             seq,
             author: grant.member(),
@@ -533,9 +556,10 @@ impl VaultState {
 
     /// The entry being applied, as the kind-specific rules need it.
     pub(super) fn applying(&self, entry: &LogEntry) -> Applying {
+        let collection = self.entry_collection(entry.body());
         Applying {
             seq: entry.seq(),
-            author: self.person_of(&entry.author()),
+            author: self.person_in(&entry.author(), collection.as_ref()),
             device: entry.author(),
             time: entry.time(),
             is_owner: self.is_owner(&entry.author()),
@@ -583,15 +607,15 @@ impl VaultState {
                 seq,
                 reason: "record in an unknown collection",
             })?;
+        // A member's device writes as the member where the collection
+        // carries its list: the member's grant decides.
+        let person = self.person_in(&entry.author(), Some(&m.collection()));
         if !is_owner {
-            let grant = coll
-                .grants
-                .get(&entry.author())
-                .ok_or(Error::Unauthorized {
-                    seq,
-                    author: entry.author(),
-                    reason: "is not a member of this record's collection",
-                })?;
+            let grant = coll.grants.get(&person).ok_or(Error::Unauthorized {
+                seq,
+                author: entry.author(),
+                reason: "is not a member of this record's collection",
+            })?;
             if !grant.permission().may_add() {
                 return Err(Error::Unauthorized {
                     seq,
@@ -612,7 +636,9 @@ impl VaultState {
                     .get(&m.record())
                     .and_then(|rs| rs.versions.first())
                     .and_then(|(first, _)| first.as_ref())
-                    .is_some_and(|first| first.author() != entry.author())
+                    .is_some_and(|first| {
+                        self.writer_person(&m.collection(), &first.author()) != person
+                    })
             {
                 return Err(Error::Unauthorized {
                     seq,
@@ -818,6 +844,7 @@ impl VaultState {
                 dirty: false,
                 left: BTreeMap::new(),
                 hidden_since: None,
+                people: BTreeMap::new(),
             },
         );
         Ok(())
@@ -908,9 +935,11 @@ impl VaultState {
         if grant.member() == self.owner.fingerprint() {
             return Err(ctx.invalid("the owner cannot be granted access to their own vault"));
         }
-        if self.listed_device(&grant.member()).is_some() {
+        if self.listed_device(&grant.member()).is_some()
+            || self.member_devices.contains(&grant.member())
+        {
             return Err(ctx.invalid(
-                "a device the owner's lists name acts as the owner, and is never granted",
+                "a device a person's lists name acts as that person, and is never granted",
             ));
         }
         if let Some(known) = self.identities.get(&member.fingerprint()) {

@@ -1,10 +1,9 @@
-//! The owner's devices in a vault's log (`docs/format.md` §3.7, §8.11,
-//! decision 67): kind 11, devices-listed, carries versions of the owner's
-//! device list; a device in the current version writes as the owner; the
-//! owner's grants go to the owner's current key generation.
-//!
-//! Members' device lists are not carried yet: a member is one key, as
-//! before, and a kind 11 naming anyone but the owner is refused.
+//! People's devices in a vault's log (`docs/format.md` §3.7, §8.11,
+//! §8.12, decisions 67 and 70): kind 11, devices-listed, carries versions
+//! of the owner's device list, and kind 14, member-devices-listed, a
+//! member's in one collection; a device in a current version writes as
+//! its person (the owner's everywhere, a member's in that collection); a
+//! person's grants go to its current key generation.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,13 +17,14 @@ use crate::log::{EntryBody, LogEntry, MAX_LISTED_VERSIONS};
 use super::apply::Applying;
 use super::VaultState;
 
-/// The owner's device list as this log carries it.
+/// A person's device list as this log carries it: the owner's (kind 11)
+/// or a member's in one collection (kind 14).
 #[derive(Clone, Debug)]
-pub(super) struct OwnerDevices {
-    /// The last version applied: its devices write as the owner.
+pub(super) struct PersonDevices {
+    /// The last version applied: its devices write as the person.
     current: DeviceList,
     /// The X25519 public key of each generation a version applied here
-    /// named, current or prior (0: the owner document's own key).
+    /// named, current or prior (0: the person document's own key).
     generations: BTreeMap<u32, [u8; 32]>,
     /// Every version applied here, oldest first: the chain a device walks
     /// back to reach earlier generations. Shared, so that cloning a state
@@ -35,6 +35,112 @@ pub(super) struct OwnerDevices {
     /// earlier entries and the devices the key file may keep, never for
     /// authority.
     ever_listed: BTreeMap<Fingerprint, ListedDevice>,
+}
+
+impl PersonDevices {
+    /// The person's key generations `me` opens from these lists: a device
+    /// from the newest version listing it (a removed device only what it
+    /// held), the person's root from the newest version whose recovery box
+    /// opens (a thief's device may seal anything there); then every
+    /// earlier generation on the chain, walking back through the versions
+    /// applied (a version whose history box does not open is skipped: its
+    /// holders learn nothing from it).
+    fn open_generations(
+        &self,
+        person: &Fingerprint,
+        me: &SecretIdentity,
+    ) -> Result<GenerationKeys> {
+        let (_, mut keys) = self.newest_opened(person, me)?;
+        loop {
+            let mut grew = false;
+            for v in self.versions.iter().rev() {
+                grew |= keys.walk_back(v).unwrap_or(false);
+            }
+            if !grew {
+                return Ok(keys);
+            }
+        }
+    }
+
+    /// The newest version `me` opens a box of (a device the one listing
+    /// it, the root the one whose recovery box opens; one sealed wrongly by
+    /// another device, or a thief's recovery box, is passed over), and the
+    /// keys it opened from it.
+    fn newest_opened(
+        &self,
+        person: &Fingerprint,
+        me: &SecretIdentity,
+    ) -> Result<(&DeviceList, GenerationKeys)> {
+        let fp = me.fingerprint();
+        let root = fp == *person;
+        let open = |v: &DeviceList| {
+            if root {
+                v.open_recovery(me)
+            } else {
+                v.open(me)
+            }
+        };
+        let mut candidates = self
+            .versions
+            .iter()
+            .rev()
+            .filter(|v| root || v.device(&fp).is_some());
+        let newest = candidates.next().ok_or(Error::AccessDenied(
+            "this device was never in the person's device list",
+        ))?;
+        match open(newest) {
+            Ok(keys) => Ok((newest, keys)),
+            Err(e) => candidates
+                .find_map(|v| open(v).ok().map(|keys| (&**v, keys)))
+                .ok_or(e),
+        }
+    }
+
+    /// These lists after `lists` (§3.7 acceptance, each version given the
+    /// one before), `held` being what the log carried before them.
+    fn accept(
+        held: Option<&PersonDevices>,
+        person: &PublicIdentity,
+        lists: &[DeviceList],
+        conflict: impl Fn(&Fingerprint) -> Option<&'static str>,
+    ) -> Result<PersonDevices> {
+        if lists.is_empty() || lists.len() > MAX_LISTED_VERSIONS {
+            return Err(Error::InvalidInput(
+                "a devices-listed entry carries 1 to 64 versions",
+            ));
+        }
+        let mut held = held.cloned();
+        for list in lists {
+            list.accept(person, held.as_ref().map(|h| &h.current))?;
+            if let Some(reason) = list
+                .devices()
+                .iter()
+                .find_map(|d| conflict(&d.document().fingerprint()))
+            {
+                return Err(Error::InvalidInput(reason));
+            }
+            let (mut generations, mut ever_listed, mut versions) = match held {
+                Some(h) => (h.generations, h.ever_listed, h.versions),
+                None => (
+                    BTreeMap::from([(0, *person.x25519_public())]),
+                    BTreeMap::new(),
+                    Vec::new(),
+                ),
+            };
+            versions.push(Arc::new(list.clone()));
+            generations.insert(list.generation(), *list.enc_public());
+            for d in list.devices() {
+                ever_listed.insert(d.document().fingerprint(), d.clone());
+            }
+            held = Some(PersonDevices {
+                current: list.clone(),
+                generations,
+                versions,
+                ever_listed,
+            });
+        }
+        held.ok_or(Error::InvalidInput("no device list version"))
+    }
 }
 
 impl VaultState {
@@ -50,13 +156,55 @@ impl VaultState {
         })
     }
 
+    /// The identity document that signs as `fp` in `collection`: as
+    /// [`Self::author_document`], or a device in the current list a member
+    /// has there (kind 14): a member's device acts for it only in the
+    /// collections that carry its list.
+    pub(super) fn author_document_in(
+        &self,
+        fp: &Fingerprint,
+        collection: Option<&crate::CollectionId>,
+    ) -> Option<&PublicIdentity> {
+        self.author_document(fp).or_else(|| {
+            self.collections
+                .get(collection?)?
+                .people
+                .values()
+                .find_map(|p| p.current.device(fp))
+                .map(|d| d.document())
+        })
+    }
+
     /// The person `fp` signs for: the owner for a device in the owner's
-    /// current device list, else `fp` itself.
+    /// current device list, else `fp` itself. A member's device acts for
+    /// its person only within a collection ([`Self::person_in`]).
     pub fn person_of(&self, fp: &Fingerprint) -> Fingerprint {
         match &self.owner_devices {
             Some(d) if d.current.device(fp).is_some() => self.owner.fingerprint(),
             _ => *fp,
         }
+    }
+
+    /// The person `fp` signs for in `collection`: the owner for a device
+    /// of the owner's current list, the member for a device of the
+    /// member's current list in that collection (kind 14), else `fp`.
+    pub fn person_in(
+        &self,
+        fp: &Fingerprint,
+        collection: Option<&crate::CollectionId>,
+    ) -> Fingerprint {
+        let person = self.person_of(fp);
+        if person != *fp {
+            return person;
+        }
+        collection
+            .and_then(|c| self.collections.get(c))
+            .and_then(|c| {
+                c.people
+                    .iter()
+                    .find(|(_, p)| p.current.device(fp).is_some())
+            })
+            .map_or(*fp, |(person, _)| *person)
     }
 
     /// The document of a device the owner's lists in this log ever named
@@ -68,6 +216,81 @@ impl VaultState {
             .ever_listed
             .get(fp)
             .map(ListedDevice::document)
+    }
+
+    /// The person who wrote as `fp` in `collection`, whenever it did: the
+    /// owner for a device any of the owner's lists named, a member for a
+    /// device its lists in that collection named (removed ones too), else
+    /// `fp`. "Records they created" compares persons.
+    pub(super) fn writer_person(
+        &self,
+        collection: &crate::CollectionId,
+        fp: &Fingerprint,
+    ) -> Fingerprint {
+        if self.listed_device(fp).is_some() {
+            return self.owner.fingerprint();
+        }
+        self.member_device(collection, fp)
+            .map_or(*fp, |(person, _)| person)
+    }
+
+    /// The document of a device a member's list in `collection` ever named
+    /// (removed ones too), and the member it was listed for: to name the
+    /// author of what it wrote there, never for authority.
+    pub fn member_device(
+        &self,
+        collection: &crate::CollectionId,
+        fp: &Fingerprint,
+    ) -> Option<(Fingerprint, &PublicIdentity)> {
+        self.collections
+            .get(collection)?
+            .people
+            .iter()
+            .find_map(|(person, p)| Some((*person, p.ever_listed.get(fp)?.document())))
+    }
+
+    /// A member's device list as `collection` carries it (the last version
+    /// applied), if the member listed devices there.
+    pub fn member_device_list(
+        &self,
+        collection: &crate::CollectionId,
+        member: &Fingerprint,
+    ) -> Option<&DeviceList> {
+        self.collections
+            .get(collection)?
+            .people
+            .get(member)
+            .map(|p| &p.current)
+    }
+
+    /// The current lists of `member` that the collections of this log
+    /// carry (one per collection carrying one): a directory serving an
+    /// older version than one of these is rolling the list back.
+    pub fn member_lists_carried<'a>(
+        &'a self,
+        member: &'a Fingerprint,
+    ) -> impl Iterator<Item = &'a DeviceList> + 'a {
+        self.collections
+            .values()
+            .filter_map(move |c| c.people.get(member).map(|p| &p.current))
+    }
+
+    /// The collections in which `device` is in the current list of a
+    /// member's, and that member: where its requests and entries act for
+    /// the member (a relay's access, a device's inbox).
+    pub fn member_device_collections(
+        &self,
+        device: &Fingerprint,
+    ) -> Vec<(crate::CollectionId, Fingerprint)> {
+        self.collections
+            .iter()
+            .filter_map(|(id, c)| {
+                c.people
+                    .iter()
+                    .find(|(_, p)| p.current.device(device).is_some())
+                    .map(|(person, _)| (*id, *person))
+            })
+            .collect()
     }
 
     /// The current grants (collection, member) that `device` made: the
@@ -88,20 +311,19 @@ impl VaultState {
             .collect()
     }
 
-    /// Collections whose owner grant is not sealed to the owner's current
-    /// key generation: after a device was listed for the first time or
-    /// removed, each must be rotated (a rotation revoking nobody) before a
-    /// removed device stops holding its key, and before the owner's
-    /// devices can read it.
+    /// Collections with a grant not sealed to its person's current key
+    /// generation: the owner's, after the owner listed a device for the
+    /// first time or removed one; a member's, after the member's list in
+    /// the collection changed generation (a device removed). Each must be
+    /// rotated (a rotation revoking nobody) before a removed device stops
+    /// holding its key, and before the person's devices can read it.
     pub fn collections_to_rekey(&self) -> Vec<crate::CollectionId> {
-        let owner = self.owner.fingerprint();
-        let current = self.expected_generation(&owner);
         self.collections
             .iter()
-            .filter(|(_, c)| {
+            .filter(|(id, c)| {
                 c.grants
-                    .get(&owner)
-                    .is_some_and(|g| g.generation() != current)
+                    .iter()
+                    .any(|(m, g)| g.generation() != self.expected_generation(m, Some(id)))
             })
             .map(|(id, _)| *id)
             .collect()
@@ -118,11 +340,17 @@ impl VaultState {
         self.owner_devices.as_ref().map(|d| &d.current)
     }
 
-    /// The key generation a grant to `member` is sealed to now: the
-    /// owner's current generation once the owner has listed devices, else
+    /// The key generation a grant to `member` of `collection` (`None`: of
+    /// one record, or a deposit grant) is sealed to now: the owner's
+    /// current generation once the owner has listed devices, a member's
+    /// current one in that collection once it listed devices there, else
     /// the member document's own key (generation 0).
-    pub(crate) fn grant_to(&self, member: &PublicIdentity) -> GrantTo {
-        match self.list_of(&member.fingerprint()) {
+    pub(crate) fn grant_to(
+        &self,
+        member: &PublicIdentity,
+        collection: Option<&crate::CollectionId>,
+    ) -> GrantTo {
+        match self.list_of(&member.fingerprint(), collection) {
             Some(list) => GrantTo {
                 member: member.fingerprint(),
                 public: *list.enc_public(),
@@ -132,14 +360,29 @@ impl VaultState {
         }
     }
 
-    /// The current device list of `member`, whose generation grants to it
-    /// are sealed to: the owner's, once listed (members' lists are not
-    /// carried yet).
-    fn list_of(&self, member: &Fingerprint) -> Option<&DeviceList> {
-        self.owner_devices
-            .as_ref()
-            .filter(|_| *member == self.owner.fingerprint())
-            .map(|d| &d.current)
+    /// The device lists of `member` whose generations grants to it of
+    /// `collection` are sealed to: the owner's everywhere, once listed; a
+    /// member's in that collection only (a grant of one record goes to the
+    /// member's document: its reader is not shown the collection's lists).
+    fn devices_of(
+        &self,
+        member: &Fingerprint,
+        collection: Option<&crate::CollectionId>,
+    ) -> Option<&PersonDevices> {
+        if *member == self.owner.fingerprint() {
+            return self.owner_devices.as_ref();
+        }
+        self.collections.get(collection?)?.people.get(member)
+    }
+
+    /// The current device list of `member` for grants of `collection`
+    /// ([`Self::devices_of`]).
+    fn list_of(
+        &self,
+        member: &Fingerprint,
+        collection: Option<&crate::CollectionId>,
+    ) -> Option<&DeviceList> {
+        self.devices_of(member, collection).map(|d| &d.current)
     }
 
     /// Whether a grant signed by `signer` names it (version 3): every
@@ -148,66 +391,44 @@ impl VaultState {
         signer.fingerprint() != self.owner.fingerprint()
     }
 
-    /// The generation a grant to `member` must name at this point of the
-    /// log (`docs/format.md` §7.3): the owner's current one, or 0.
-    pub(super) fn expected_generation(&self, member: &Fingerprint) -> u32 {
-        self.list_of(member).map_or(0, DeviceList::generation)
+    /// The generation a grant to `member` of `collection` (`None`: of one
+    /// record) must name at this point of the log (`docs/format.md` §7.3):
+    /// its person's current one, or 0.
+    pub(super) fn expected_generation(
+        &self,
+        member: &Fingerprint,
+        collection: Option<&crate::CollectionId>,
+    ) -> u32 {
+        self.list_of(member, collection)
+            .map_or(0, DeviceList::generation)
     }
 
-    /// The owner's key generations `me` opens from the lists this log
-    /// carries: a device from the newest version listing it (a removed
-    /// device only what it held), the root from the newest version whose
-    /// recovery box opens (a thief's device may seal anything there); then
-    /// every earlier generation on the chain, walking
-    /// back through the versions applied (a version whose history box does
-    /// not open is skipped: its holders learn nothing from it).
+    /// The owner's key generations `me` (the owner's root or a device the
+    /// owner's lists named) opens from the lists this log carries: from
+    /// the newest version `me` opens, then back along the chain.
     pub fn open_generations(&self, me: &SecretIdentity) -> Result<GenerationKeys> {
-        let (d, _, mut keys) = self.newest_opened(me)?;
-        loop {
-            let mut grew = false;
-            for v in d.versions.iter().rev() {
-                grew |= keys.walk_back(v).unwrap_or(false);
-            }
-            if !grew {
-                return Ok(keys);
-            }
-        }
+        self.owner_devices
+            .as_ref()
+            .ok_or(Error::AccessDenied(
+                "the vault owner has listed no devices, so there are no key generations to open",
+            ))?
+            .open_generations(&self.owner.fingerprint(), me)
     }
 
-    /// The owner's devices, the newest version `me` opens a box of (a
-    /// device the one listing it, the root the one whose recovery box
-    /// opens; one sealed wrongly by another device, or a thief's recovery
-    /// box, is passed over), and the keys it opened from it.
-    fn newest_opened(
+    /// A member's key generations `me` (the member's root, or a device its
+    /// lists in `collection` named) opens from the lists `collection`
+    /// carries for `member`.
+    pub fn open_member_generations(
         &self,
         me: &SecretIdentity,
-    ) -> Result<(&OwnerDevices, &DeviceList, GenerationKeys)> {
-        let d = self.owner_devices.as_ref().ok_or(Error::AccessDenied(
-            "the vault owner has listed no devices, so there are no key generations to open",
-        ))?;
-        let fp = me.fingerprint();
-        let root = fp == self.owner.fingerprint();
-        let open = |v: &DeviceList| {
-            if root {
-                v.open_recovery(me)
-            } else {
-                v.open(me)
-            }
-        };
-        let mut candidates = d
-            .versions
-            .iter()
-            .rev()
-            .filter(|v| root || v.device(&fp).is_some());
-        let newest = candidates.next().ok_or(Error::AccessDenied(
-            "this device was never in the owner's device list",
-        ))?;
-        match open(newest) {
-            Ok(keys) => Ok((d, newest, keys)),
-            Err(e) => candidates
-                .find_map(|v| open(v).ok().map(|keys| (d, &**v, keys)))
-                .ok_or(e),
-        }
+        collection: &crate::CollectionId,
+        member: &Fingerprint,
+    ) -> Result<GenerationKeys> {
+        self.devices_of(member, Some(collection))
+            .ok_or(Error::AccessDenied(
+                "the member has listed no devices in this collection, so there are no key generations to open",
+            ))?
+            .open_generations(member, me)
     }
 
     /// Every version of the owner's device list this log carries, oldest
@@ -247,12 +468,10 @@ impl VaultState {
                 "only the owner's key file takes the device list back: on a device, remove the lost one instead",
             ));
         }
-        let (d, base, _) = self.newest_opened(root).map_err(|e| match e {
-            Error::AccessDenied(_) => Error::InvalidInput(
-                "the owner has listed no devices in this vault: there is no list to take back",
-            ),
-            e => e,
-        })?;
+        let d = self.owner_devices.as_ref().ok_or(Error::InvalidInput(
+            "the owner has listed no devices in this vault: there is no list to take back",
+        ))?;
+        let (base, _) = d.newest_opened(&self.owner.fingerprint(), root)?;
         let mut add = Vec::new();
         for fp in keep {
             let listed = d.ever_listed.get(fp).ok_or_else(|| Error::Missing {
@@ -274,28 +493,29 @@ impl VaultState {
         Ok((entry, list))
     }
 
-    /// The key that opens the owner's grants of `generation` for `me`: the
-    /// root document's own key for generation 0, which only the root holds
-    /// (devices never do, decision 67), else the generation whose public
-    /// key this log's lists name, from `keys`.
+    /// The key that opens a grant of `collection` of `generation` to
+    /// `me`'s person: the person document's own key for generation 0,
+    /// which only its root holds (devices never do, decision 67), else the
+    /// generation whose public key this log's lists for the person name
+    /// (the owner's, or the member's in that collection), from `keys`.
     pub(crate) fn grant_key(
         &self,
         me: &SecretIdentity,
         keys: Option<&crate::devices::GenerationKeys>,
+        collection: &crate::CollectionId,
         generation: u32,
     ) -> Result<GrantKey> {
-        let person = self.person_of(&me.fingerprint());
+        let person = self.person_in(&me.fingerprint(), Some(collection));
         if person == me.fingerprint() && generation == 0 {
             return GrantKey::document(me);
         }
         let public = if generation == 0 {
             return Err(Error::AccessDenied(
-                "this key was sealed to the owner's key file itself (before this device was listed, or shared with the owner as a member): open it with the key file",
+                "this key was sealed to your key file itself (before this device was listed, or by someone who did not know your devices): open it with the key file",
             ));
         } else {
             *self
-                .owner_devices
-                .as_ref()
+                .devices_of(&person, Some(collection))
                 .and_then(|d| d.generations.get(&generation))
                 .ok_or(Error::AccessDenied(
                     "this grant is sealed to a key generation this vault's log does not name",
@@ -343,52 +563,157 @@ impl VaultState {
         Ok(())
     }
 
-    /// The owner's devices after `lists` (§8.11 rules 2 and 3), without
+    /// The owner's devices after `lists` (§8.11 rules 2 to 4), without
     /// changing this state.
-    fn accept_lists(&self, person: &PublicIdentity, lists: &[DeviceList]) -> Result<OwnerDevices> {
+    fn accept_lists(&self, person: &PublicIdentity, lists: &[DeviceList]) -> Result<PersonDevices> {
         if person.to_bytes() != self.owner.to_bytes() {
             return Err(Error::InvalidInput(
                 "a devices-listed entry lists the owner's devices only, under the owner's identity",
             ));
         }
-        if lists.is_empty() || lists.len() > MAX_LISTED_VERSIONS {
-            return Err(Error::InvalidInput(
-                "a devices-listed entry carries 1 to 64 versions",
+        // A device a member's list names may still be the owner's: the
+        // owner's lists take precedence ([`VaultState::person_in`]), so a
+        // member cannot keep the owner from listing a device by listing it
+        // first (a device document is public, and listing needs no consent).
+        PersonDevices::accept(self.owner_devices.as_ref(), person, lists, |fp| {
+            self.identities.contains_key(fp).then_some(
+                "a member or agent of this vault cannot be listed as a device of the owner's",
+            )
+        })
+    }
+
+    /// Kind 14 (`docs/format.md` §8.12): versions of a member's device
+    /// list in `collection`, written by the owner (for a member about to
+    /// be granted the collection, or to carry a newer version), the
+    /// member's root, or a device of the member's current list there; each
+    /// accepted from the one before (the first one the collection carries
+    /// for the member must be signed by the member's root).
+    pub(super) fn apply_member_devices_listed(
+        &mut self,
+        ctx: &Applying,
+        collection: &crate::CollectionId,
+        person: &PublicIdentity,
+        lists: &[DeviceList],
+    ) -> Result<()> {
+        let member = person.fingerprint();
+        if !ctx.is_owner && ctx.author != member {
+            return Err(ctx.unauthorized(
+                "is neither the owner nor the member or one of its devices, so may not list the member's devices",
             ));
         }
-        let mut held = self.owner_devices.clone();
-        for list in lists {
-            list.accept(&self.owner, held.as_ref().map(|h| &h.current))?;
-            if list
-                .devices()
-                .iter()
-                .any(|d| self.identities.contains_key(&d.document().fingerprint()))
-            {
-                return Err(Error::InvalidInput(
-                    "a member or agent of this vault cannot be listed as a device of the owner's",
-                ));
-            }
-            let (mut generations, mut ever_listed, mut versions) = match held {
-                Some(h) => (h.generations, h.ever_listed, h.versions),
-                None => (
-                    BTreeMap::from([(0, *self.owner.x25519_public())]),
-                    BTreeMap::new(),
-                    Vec::new(),
-                ),
-            };
-            versions.push(Arc::new(list.clone()));
-            generations.insert(list.generation(), *list.enc_public());
-            for d in list.devices() {
-                ever_listed.insert(d.document().fingerprint(), d.clone());
-            }
-            held = Some(OwnerDevices {
-                current: list.clone(),
-                generations,
-                versions,
-                ever_listed,
-            });
+        // A member lists its devices only where it reads: a current grant
+        // of the collection that is not a deposit, in force.
+        let reads = self
+            .collections
+            .get(collection)
+            .and_then(|c| c.grants.get(&member))
+            .is_some_and(|g| g.permission().may_read() && g.is_valid_at(ctx.time));
+        if !ctx.is_owner && !reads {
+            return Err(ctx.unauthorized(
+                "holds no current grant to read this collection, so may not list devices in it",
+            ));
         }
-        held.ok_or(Error::InvalidInput("no device list version"))
+        let accepted = self
+            .accept_member_lists(collection, person, lists)
+            .map_err(|e| match e {
+                Error::Rollback { .. } | Error::BadSignature { .. } => e,
+                Error::InvalidInput(reason) => ctx.invalid(reason),
+                _ => ctx.invalid("a device list version is not accepted (docs/format.md §3.7)"),
+            })?;
+        self.member_devices
+            .extend(accepted.ever_listed.keys().copied());
+        if let Some(c) = self.collections.get_mut(collection) {
+            c.people.insert(member, accepted);
+        }
+        Ok(())
+    }
+
+    /// A member's devices in `collection` after `lists` (§8.12 rules 2 to
+    /// 4), without changing this state.
+    fn accept_member_lists(
+        &self,
+        collection: &crate::CollectionId,
+        person: &PublicIdentity,
+        lists: &[DeviceList],
+    ) -> Result<PersonDevices> {
+        let member = person.fingerprint();
+        let coll = self.collections.get(collection).ok_or(Error::InvalidInput(
+            "a member-devices-listed entry names a collection this vault does not have",
+        ))?;
+        if member == self.owner.fingerprint() {
+            return Err(Error::InvalidInput(
+                "the owner's devices are listed by a devices-listed entry, not a member's",
+            ));
+        }
+        if person.role() == crate::identity::Role::Device
+            || self.member_devices.contains(&member)
+            || self.listed_device(&member).is_some()
+        {
+            return Err(Error::InvalidInput(
+                "a member-devices-listed entry names a person, not a device",
+            ));
+        }
+        if self
+            .identities
+            .get(&member)
+            .is_some_and(|known| known.to_bytes() != person.to_bytes())
+        {
+            return Err(Error::InvalidInput(
+                "a member's identity document differs from the one this vault knows",
+            ));
+        }
+        // Conflicts are judged in this collection only: a member who lists
+        // another's public device document as its own blocks that device
+        // nowhere but where it reads itself.
+        PersonDevices::accept(coll.people.get(&member), person, lists, |fp| {
+            if self.identities.contains_key(fp) || *fp == self.owner.fingerprint() {
+                Some("a member, an agent or the owner cannot be listed as a member's device")
+            } else if self.listed_device(fp).is_some() {
+                Some("a device of the owner's cannot be listed as a member's device")
+            } else if coll
+                .people
+                .iter()
+                .any(|(p, d)| *p != member && d.ever_listed.contains_key(fp))
+            {
+                Some("a device acts for one person: another member listed it in this collection")
+            } else {
+                None
+            }
+        })
+    }
+
+    /// An entry carrying `lists` (versions of `person`'s device list, in
+    /// serial order, the first extending what `collection` carries for the
+    /// person, or signed by the person's root), signed by `me`: the owner
+    /// (or one of its devices), the person's root, or a device of the
+    /// person's current list there. The versions are checked as
+    /// [`VaultState::apply`] will check them. The owner appends it before
+    /// granting the person the collection, so the grant goes to the
+    /// person's current generation, which every listed device opens.
+    pub fn list_member_devices(
+        &self,
+        me: &SecretIdentity,
+        collection: &crate::CollectionId,
+        person: &PublicIdentity,
+        lists: &[DeviceList],
+        now: u64,
+    ) -> Result<LogEntry> {
+        let by = self.person_in(&me.fingerprint(), Some(collection));
+        if !self.is_owner(&by) && by != person.fingerprint() {
+            return Err(Error::AccessDenied(
+                "only the vault owner, or the member and its devices, list a member's devices",
+            ));
+        }
+        self.accept_member_lists(collection, person, lists)?;
+        self.next_entry(
+            me,
+            now,
+            EntryBody::MemberDevicesListed {
+                collection: *collection,
+                person: person.clone(),
+                lists: lists.to_vec(),
+            },
+        )
     }
 
     /// An entry carrying `lists` (versions of the owner's device list, in

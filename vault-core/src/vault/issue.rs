@@ -171,7 +171,7 @@ impl VaultState {
             owner_grant: Grant::for_collection_to(
                 owner,
                 &key,
-                &self.grant_to(&self.owner),
+                &self.grant_to(&self.owner, None),
                 Permission::ReadWrite,
                 None,
                 now,
@@ -309,9 +309,10 @@ impl VaultState {
             what: format!("collection {collection}"),
         })?;
         let is_owner = self.is_owner(author);
+        let person = self.person_in(author, Some(collection));
         let permission = coll
             .grants
-            .get(author)
+            .get(&person)
             .filter(|g| g.is_valid_at(now))
             .map(|g| g.permission());
         if !is_owner && !permission.is_some_and(Permission::may_add) {
@@ -342,10 +343,10 @@ impl VaultState {
                     .versions
                     .first()
                     .and_then(|(m, _)| m.as_ref())
-                    .map(RecordMetadata::author);
+                    .map(|m| self.writer_person(collection, &m.author()));
                 if !is_owner
                     && permission.is_some_and(Permission::own_records_only)
-                    && first_author != Some(*author)
+                    && first_author != Some(person)
                 {
                     return Err(Error::AccessDenied(
                         "you may add records to this collection, not replace one someone else created",
@@ -371,9 +372,8 @@ impl VaultState {
         if rs.is_deleted() {
             return Err(Error::InvalidInput("the record is already deleted"));
         }
-        if !self.is_owner(&author.fingerprint())
-            && !self.may_write(&rs.collection, &author.fingerprint(), now)
-        {
+        let person = self.person_in(&author.fingerprint(), Some(&rs.collection));
+        if !self.is_owner(&author.fingerprint()) && !self.may_write(&rs.collection, &person, now) {
             return Err(Error::AccessDenied(
                 "you have no write access to this record",
             ));
@@ -478,7 +478,10 @@ impl VaultState {
         let grant = Grant::for_collection_to(
             me,
             key,
-            &self.grant_to(member),
+            &self.grant_to(
+                member,
+                (permission != Permission::Deposit).then_some(collection),
+            ),
             permission,
             expires_at,
             now,
@@ -558,7 +561,7 @@ impl VaultState {
         revoked.dedup();
         if revoked.iter().any(|m| {
             !coll.grants.contains_key(m)
-                || self.person_of(&me.fingerprint()) == *m
+                || self.person_in(&me.fingerprint(), Some(collection)) == *m
                 || *m == self.owner.fingerprint()
         }) {
             return Err(Error::InvalidInput(
@@ -638,7 +641,10 @@ impl VaultState {
             grants.push(Grant::for_collection_to(
                 me,
                 &new_key,
-                &self.grant_to(identity),
+                &self.grant_to(
+                    identity,
+                    (g.permission() != Permission::Deposit).then_some(collection),
+                ),
                 g.permission(),
                 g.expires_at(),
                 now,

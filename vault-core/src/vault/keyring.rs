@@ -29,6 +29,11 @@ pub struct Keyring<'a> {
     /// How many versions of the owner's list the log carried when
     /// `opened` was opened: a keyring outliving a list change opens again.
     opened_versions: usize,
+    /// A member's key generations, opened from the member's device lists
+    /// in each collection (`docs/format.md` §8.12) when first needed, with
+    /// the serial of the current version they were opened at: a keyring
+    /// outliving a list change opens again.
+    member_generations: HashMap<CollectionId, (u32, crate::devices::GenerationKeys)>,
     now: u64,
     keys: HashMap<(CollectionId, u32), CollectionKey>,
     /// Deposit public keys opened from deposit grants (one age decryption
@@ -54,6 +59,7 @@ impl<'a> Keyring<'a> {
             generations: None,
             opened: None,
             opened_versions: 0,
+            member_generations: HashMap::new(),
             now,
             keys: HashMap::new(),
             deposits: HashMap::new(),
@@ -105,7 +111,7 @@ impl<'a> Keyring<'a> {
             let grants = coll.grants_of(epoch).ok_or(Error::Missing {
                 what: format!("key epoch {epoch} of collection {collection}"),
             })?;
-            let person = state.person_of(&self.me.fingerprint());
+            let person = state.person_in(&self.me.fingerprint(), Some(collection));
             let grant = grants.get(&person).ok_or(if epoch == coll.epoch {
                 Error::AccessDenied(
                     "you are not a member of this collection (or your access was revoked)",
@@ -118,7 +124,7 @@ impl<'a> Keyring<'a> {
             if let Some(e) = grant.expires_at().filter(|e| self.now >= *e) {
                 return Err(Error::Expired { expired_at: e });
             }
-            let key = self.grant_key(state, grant.generation())?;
+            let key = self.grant_key(state, collection, grant.generation())?;
             let opened = grant.open_collection_key_as(&key)?;
             self.keys.insert(slot, opened);
         }
@@ -127,19 +133,56 @@ impl<'a> Keyring<'a> {
         })
     }
 
-    /// The key that opens a grant to this keyring's person of
-    /// `generation`, opening the person's key generations from the log
-    /// first if they are needed and were not given.
-    fn grant_key(&mut self, state: &VaultState, generation: u32) -> Result<crate::grant::GrantKey> {
+    /// The key that opens a grant of `collection` to this keyring's
+    /// person of `generation`, opening the person's key generations from
+    /// the log first if they are needed and were not given.
+    fn grant_key(
+        &mut self,
+        state: &VaultState,
+        collection: &CollectionId,
+        generation: u32,
+    ) -> Result<crate::grant::GrantKey> {
         let me = self.me;
-        let own_document =
-            generation == 0 && state.person_of(&me.fingerprint()) == me.fingerprint();
-        let keys = if own_document {
+        let person = state.person_in(&me.fingerprint(), Some(collection));
+        let keys = if generation == 0 && person == me.fingerprint() {
             None
-        } else {
+        } else if state.is_owner(&person) {
             Some(self.owner_generations(state)?)
+        } else {
+            Some(self.member_generations(state, collection, &person)?)
         };
-        state.grant_key(me, keys, generation)
+        state.grant_key(me, keys, collection, generation)
+    }
+
+    /// The key generations of `member` (this keyring's person) that its
+    /// lists in `collection` give this keyring: opened when first needed,
+    /// and again once the collection carries a newer version.
+    fn member_generations(
+        &mut self,
+        state: &VaultState,
+        collection: &CollectionId,
+        member: &crate::Fingerprint,
+    ) -> Result<&crate::devices::GenerationKeys> {
+        let serial = state
+            .member_device_list(collection, member)
+            .map(crate::devices::DeviceList::serial)
+            .ok_or(Error::AccessDenied(
+                "this grant is sealed to a key generation of your device list, which this collection does not carry",
+            ))?;
+        let stale = self
+            .member_generations
+            .get(collection)
+            .is_none_or(|(at, _)| *at != serial);
+        if stale {
+            let keys = state.open_member_generations(self.me, collection, member)?;
+            self.member_generations.insert(*collection, (serial, keys));
+        }
+        self.member_generations
+            .get(collection)
+            .map(|(_, keys)| keys)
+            .ok_or(Error::AccessDenied(
+                "your keys do not open your device list in this collection",
+            ))
     }
 
     /// The owner's key generations this keyring holds: given, or opened

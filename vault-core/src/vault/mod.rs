@@ -77,6 +77,11 @@ struct Collection {
     /// collection cannot be verified without those, so the log must be
     /// verified again from the start ([`crate::Error::ViewChanged`]).
     hidden_since: Option<u64>,
+    /// Members' device lists carried in this collection (kind 14,
+    /// `docs/format.md` §8.12), by person: a device in the current version
+    /// acts for its person here, and grants of this collection to the
+    /// person are sealed to its current generation.
+    people: BTreeMap<Fingerprint, devices::PersonDevices>,
 }
 
 impl Collection {
@@ -284,7 +289,11 @@ pub struct VaultState {
     agencies: BTreeMap<crate::ids::DelegationId, agents::Agency>,
     /// The owner's device list, once the log carries one
     /// (`docs/format.md` §8.11).
-    owner_devices: Option<devices::OwnerDevices>,
+    owner_devices: Option<devices::PersonDevices>,
+    /// Every device a member's list in any collection of this log named
+    /// (kind 14, `docs/format.md` §8.12): never granted, nor named an
+    /// agent, afterwards.
+    member_devices: BTreeSet<Fingerprint>,
     /// The first entry this reader accepted redacted: a viewer that turns
     /// out to be a device of the owner's is shown every entry whole, so
     /// such an entry was withheld from it (`docs/format.md` §8.11).

@@ -123,7 +123,14 @@ impl VaultState {
     /// device lists named (removed ones too), known from the log: to name
     /// who wrote what. Whether it may write is [`VaultState::access`].
     pub fn identity(&self, fp: &Fingerprint) -> Option<&PublicIdentity> {
-        self.identities.get(fp).or_else(|| self.listed_device(fp))
+        self.identities
+            .get(fp)
+            .or_else(|| self.listed_device(fp))
+            .or_else(|| {
+                self.collections
+                    .keys()
+                    .find_map(|c| self.member_device(c, fp).map(|(_, d)| d))
+            })
     }
 
     /// Collections, with their members and sizes.
@@ -152,7 +159,10 @@ impl VaultState {
         member: &Fingerprint,
     ) -> Option<Fingerprint> {
         let grant = self.collections.get(collection)?.grants.get(member)?;
-        Some(self.person_of(&grant.signer().unwrap_or(self.owner.fingerprint())))
+        Some(self.person_in(
+            &grant.signer().unwrap_or(self.owner.fingerprint()),
+            Some(collection),
+        ))
     }
 
     /// Direct single-record grants in force: (record, member, expiry).
@@ -169,14 +179,18 @@ impl VaultState {
     /// What `who` may do in this vault at time `now`, from the verified log:
     /// the relay's access check (brief P3), and a member's own view of its
     /// rights. Expired grants give nothing; a revoked member holds no grant
-    /// of the current epoch, so gets nothing either.
+    /// of the current epoch, so gets nothing either. A device of a person's
+    /// current list has its person's access: the owner's everywhere, a
+    /// member's in each collection carrying the member's list.
     pub fn access(&self, who: &Fingerprint, now: u64) -> Access {
         let owner = self.is_owner(who);
+        let device = *who;
         let who = &self.person_of(who);
         let collections = self
             .collections
             .iter()
             .filter_map(|(id, c)| {
+                let who = &self.person_in(&device, Some(id));
                 let g = c.grants.get(who)?;
                 g.is_valid_at(now).then_some((
                     *id,
@@ -297,6 +311,7 @@ impl VaultState {
         let Some(coll) = self.collections.get(&rs.collection) else {
             return false;
         };
+        let who = &self.person_in(who, Some(&rs.collection));
         if !coll
             .grants
             .get(who)
@@ -382,15 +397,16 @@ impl VaultState {
             return true;
         }
         let body = entry.body();
-        if let Some(coll) = self
-            .entry_collection(body)
-            .and_then(|c| self.collections.get(&c))
-        {
+        let collection = self.entry_collection(body);
+        if let Some(coll) = collection.and_then(|c| self.collections.get(&c)) {
+            // A member's device is shown what its member is, in the
+            // collections carrying the member's current list.
+            let person = self.person_in(reader, collection.as_ref());
             if coll
                 .grants
-                .get(reader)
+                .get(&person)
                 .is_some_and(|g| g.is_valid_at(entry.time()))
-                || coll.left.get(reader).is_some_and(|s| entry.seq() <= *s)
+                || coll.left.get(&person).is_some_and(|s| entry.seq() <= *s)
             {
                 return true;
             }

@@ -1,0 +1,149 @@
+//! A member's devices against the real relay, through the `vault`
+//! command (`docs/format.md` §8.12, decision 70): Dr Dee, a clinician who
+//! owns no vault, lists a laptop and a phone from her key file (the list is
+//! published in the relay's directory); the patient shares labs with her
+//! and the grant reaches both devices; the laptop writes a result back as
+//! Dr Dee; the phone removes the laptop, and the relay refuses it at once;
+//! the patient's next sync rotates labs, and what comes next opens on the
+//! phone and the key file only.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use vault_tests::{CliProfile, RelayProcess};
+
+fn fingerprint(v: &serde_json::Value) -> String {
+    v["fingerprint"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_grant_reaches_every_device_of_a_clinician_and_a_removed_one_is_shut_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::start(&dir.path().join("relay"), &[]);
+    let (patient, doc) = vault_tests::patient_and_clinician(dir.path(), &relay.url);
+    let p_fp = fingerprint(&patient.json(&["whoami"]));
+    let lab = patient.add_lab("HbA1c", "48 mmol/mol");
+    let device = |name: &str| {
+        let profile = CliProfile::new(&dir.path().join(name), &relay.url);
+        let fp = fingerprint(&profile.init(name, "device"));
+        profile.ok(&["whoami", "--publish", "--no-qr"]);
+        profile.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
+        (profile, fp)
+    };
+    let (laptop, l_fp) = device("laptop");
+    let (phone, ph_fp) = device("phone");
+
+    // Dr Dee owns no vault: her key file lists her devices in the relay's
+    // directory.
+    let added = doc.json(&["devices", "add", &l_fp]);
+    assert_eq!(
+        (added["serial"].as_u64(), added["generation"].as_u64()),
+        (Some(1), Some(1)),
+        "{added}"
+    );
+    let added = doc.json(&["devices", "add", &ph_fp]);
+    assert_eq!(
+        (added["serial"].as_u64(), added["generation"].as_u64()),
+        (Some(2), Some(1)),
+        "{added}"
+    );
+    let listed = doc.json(&["devices", "list"]);
+    assert_eq!(listed["devices"].as_array().unwrap().len(), 2, "{listed}");
+
+    // The patient shares labs: the list goes into labs first, and the
+    // grant to Dr Dee's generation 1, which each device opens.
+    patient.json(&["share", "labs", "--with", "dr", "--add-only"]);
+    for d in [&laptop, &phone] {
+        d.json(&["inbox"]);
+        assert_eq!(
+            d.ok(&["open", &lab[..8], "--vault", "pat", "-o", "-"]),
+            "48 mmol/mol"
+        );
+    }
+    doc.json(&["inbox"]);
+    assert_eq!(
+        doc.ok(&["open", &lab[..8], "--vault", "pat", "-o", "-"]),
+        "48 mmol/mol"
+    );
+
+    // The laptop writes a result back, as Dr Dee: the patient reads it and
+    // sees which device wrote it.
+    let written = laptop.run_with_stdin(
+        &[
+            "--json", "add", "-", "-c", "labs", "--title", "Ferritin", "--vault", "pat",
+        ],
+        b"ferritin 30 ug/L",
+    );
+    assert_eq!(written.code, 0, "{}", written.stderr);
+    let written: serde_json::Value = serde_json::from_str(&written.stdout).unwrap();
+    let note = written[0]["record"].as_str().unwrap().to_owned();
+    assert_eq!(
+        patient.ok(&["open", &note[..8], "-o", "-"]),
+        "ferritin 30 ug/L"
+    );
+    let listed = patient.json(&["list"]);
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["record"] == note.as_str())
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(row["author"], l_fp.as_str(), "{row}");
+    assert_eq!(row["author_name"], "laptop (dr's device)", "{row}");
+
+    // The phone removes the laptop (a new generation), carrying the list
+    // into labs: the relay refuses the laptop there at once.
+    let removed = phone.json(&["devices", "remove", &l_fp[..8]]);
+    assert_eq!(removed["generation"], 2, "{removed}");
+    assert_eq!(removed["carried"].as_array().unwrap().len(), 1, "{removed}");
+    let refused = laptop.run(&["sync"]);
+    assert!(
+        refused.stderr.contains("no longer shared with you"),
+        "the laptop still reads: {} {}",
+        refused.stdout,
+        refused.stderr
+    );
+    let refused = laptop.run_with_stdin(
+        &[
+            "add", "-", "-c", "labs", "--title", "late", "--vault", "pat",
+        ],
+        b"late",
+    );
+    assert_ne!(
+        refused.code, 0,
+        "the relay took the removed laptop's record"
+    );
+
+    // The patient's sync rotates labs, revoking nobody: Dr Dee's grant goes
+    // to generation 2, which the laptop does not hold.
+    let synced = patient.json(&["sync"]);
+    let rekeyed: usize = synced
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["rekeyed"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(rekeyed, 1, "{synced}");
+    let sodium = patient.add_lab("Sodium", "139 mmol/L");
+    for who in [&phone, &doc] {
+        assert_eq!(
+            who.ok(&["open", &sodium[..8], "--vault", "pat", "-o", "-"]),
+            "139 mmol/L"
+        );
+        assert_eq!(
+            who.ok(&["open", &note[..8], "--vault", "pat", "-o", "-"]),
+            "ferritin 30 ug/L"
+        );
+    }
+    let refused = laptop.run(&["open", &sodium[..8], "--vault", "pat", "-o", "-"]);
+    assert_ne!(
+        refused.code, 0,
+        "the removed laptop opened {}",
+        refused.stdout
+    );
+    patient.ok(&["verify"]);
+}

@@ -1,0 +1,430 @@
+//! Members' devices, written once for every client (`docs/format.md`
+//! §3.7, §8.12, decision 70): a person's device list published in the
+//! relay's directory, carried into each collection shared with the person,
+//! so that a grant reaches every device of the person and a removed device
+//! is shut out.
+//!
+//! - Sharing a collection ([`crate::sharing::share`]) fetches the member's
+//!   list from the directory ([`fetch`]), verified from the version its root
+//!   signed, and appends it before the grant ([`plan_listing`]), so the
+//!   grant is sealed to the generation every device of the member opens.
+//! - The person adds or removes a device ([`change`]): its key file or one
+//!   of its devices signs the next version, publishes it, and carries it
+//!   into every collection of the vaults this client follows that carries
+//!   an older one ([`carry`]); the key file also into collections shared
+//!   with the person before it listed devices. The owner of each vault then
+//!   re-keys ([`crate::devices::rekey`]: a collection whose member grant is
+//!   at an older generation than the member's list is rotated, revoking
+//!   nobody), so a removed device holds no key sealed afterwards.
+
+use vault_core::devices::DeviceList;
+use vault_core::store::Store;
+use vault_core::{
+    CollectionId, Fingerprint, LogEntry, Permission, PublicIdentity, SecretIdentity, VaultId,
+    VaultState,
+};
+
+use crate::{sync, ClientError, RelayClient};
+
+/// Checks versions of `person`'s list as a directory serves them: each
+/// accepted (§3.7) after the one before, the first signed by the person's
+/// root (a reader holding no version accepts only that).
+pub fn verify_served(person: &PublicIdentity, versions: &[DeviceList]) -> vault_core::Result<()> {
+    let mut held: Option<&DeviceList> = None;
+    for v in versions {
+        v.accept(person, held)?;
+        held = Some(v);
+    }
+    Ok(())
+}
+
+/// `person`'s device lists from the relay's directory, verified
+/// ([`verify_served`]); empty if the person published none (grants to it
+/// then go to its document's own key, as before devices).
+pub async fn fetch(
+    client: &RelayClient,
+    person: &PublicIdentity,
+) -> crate::Result<Vec<DeviceList>> {
+    let versions = client.device_lists(&person.fingerprint()).await?;
+    verify_served(person, &versions)?;
+    Ok(versions)
+}
+
+/// The versions among `versions` newer than the list `state` carries for
+/// `person` in `collection` (all of them if it carries none).
+pub fn newer_than_carried(
+    state: &VaultState,
+    collection: &CollectionId,
+    person: &Fingerprint,
+    versions: &[DeviceList],
+) -> Vec<DeviceList> {
+    let held = state
+        .member_device_list(collection, person)
+        .map_or(0, DeviceList::serial);
+    versions
+        .iter()
+        .filter(|v| v.serial() > held)
+        .cloned()
+        .collect()
+}
+
+/// The entry carrying `versions` of `member`'s list into `collection`
+/// before the owner (`me`) grants it to the member, or none when the
+/// collection carries them already, the member listed no device, or the
+/// grant is a deposit (a depositor stays one key).
+pub fn plan_listing(
+    state: &VaultState,
+    me: &SecretIdentity,
+    collection: &CollectionId,
+    member: &PublicIdentity,
+    permission: Permission,
+    versions: &[DeviceList],
+    now: u64,
+) -> vault_core::Result<Option<LogEntry>> {
+    if permission == Permission::Deposit {
+        return Ok(None);
+    }
+    check_not_behind(state, &member.fingerprint(), versions)?;
+    let newer = newer_than_carried(state, collection, &member.fingerprint(), versions);
+    if newer.is_empty() {
+        return Ok(None);
+    }
+    state
+        .list_member_devices(me, collection, member, &newer, now)
+        .map(Some)
+}
+
+/// Refuses `versions` (a directory's) when `state` already carries a
+/// newer version of `person`'s list in some collection, or another version
+/// under a serial they hold: the directory (or the relay serving it) is
+/// rolling the list back to a version a removed device holds the keys of,
+/// or serving a fork.
+pub fn check_not_behind(
+    state: &VaultState,
+    person: &Fingerprint,
+    versions: &[DeviceList],
+) -> vault_core::Result<()> {
+    let served = versions.last().map_or(0, DeviceList::serial);
+    for carried in state.member_lists_carried(person) {
+        if carried.serial() > served {
+            return Err(vault_core::Error::InvalidInput(
+                "the relay's directory serves an older device list for this member than this vault already carries (a rollback, which would seal the grant to keys a removed device may hold): ask the member to publish their list again from one of their devices",
+            ));
+        }
+        if versions
+            .iter()
+            .any(|v| v.serial() == carried.serial() && v.hash() != carried.hash())
+        {
+            return Err(vault_core::Error::InvalidInput(
+                "the relay's directory serves a device list for this member that differs from the one this vault carries under the same version (a fork): ask the member to take the list back with their key file",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The entries carrying `versions` of `person`'s list into every
+/// collection of `state` where the person holds a current grant that can
+/// carry one (not a deposit grant), and which carries an older version; or
+/// none yet, when `me` is the person's key file (a device is no one in a
+/// collection that does not list it). Returns the entries and the
+/// collections. A collection whose list does not accept them (it forked)
+/// is left out.
+pub fn plan_carrying(
+    state: &VaultState,
+    me: &SecretIdentity,
+    person: &PublicIdentity,
+    versions: &[DeviceList],
+    now: u64,
+) -> (Vec<LogEntry>, Vec<CollectionId>) {
+    let fp = person.fingerprint();
+    let root = me.fingerprint() == fp;
+    let mut next = state.clone();
+    let mut entries = Vec::new();
+    let mut carried = Vec::new();
+    for c in state.collections() {
+        let holds = c
+            .members
+            .iter()
+            .any(|(m, p, _)| *m == fp && *p != Permission::Deposit);
+        if !holds || (!root && state.member_device_list(&c.id, &fp).is_none()) {
+            continue;
+        }
+        let newer = newer_than_carried(&next, &c.id, &fp, versions);
+        if newer.is_empty() {
+            continue;
+        }
+        let entry = next
+            .list_member_devices(me, &c.id, person, &newer, now)
+            .and_then(|e| next.apply(&e).map(|()| e));
+        if let Ok(e) = entry {
+            entries.push(e);
+            carried.push(c.id);
+        }
+    }
+    (entries, carried)
+}
+
+/// Carries `versions` of `person`'s list into `vault` ([`plan_carrying`])
+/// as the client's identity. Returns the collections it carried them into.
+pub async fn carry<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    vault: &VaultId,
+    person: &PublicIdentity,
+    versions: &[DeviceList],
+) -> crate::Result<Vec<CollectionId>> {
+    let me = client.identity().clone();
+    let mut carried = Vec::new();
+    sync::push_with_retry(store, client, vault, |state| {
+        let (entries, into) = plan_carrying(state, &me, person, versions, client.now());
+        carried = into;
+        Ok(entries)
+    })
+    .await?;
+    Ok(carried)
+}
+
+/// What adding or removing a device of a member did ([`change`]).
+#[derive(Debug)]
+pub struct MemberChange {
+    /// The added device's identity, as the relay published it.
+    pub device: Option<PublicIdentity>,
+    /// The person's list as now published.
+    pub list: DeviceList,
+    /// The vaults and collections the new version was carried into.
+    pub carried: Vec<(VaultId, Vec<CollectionId>)>,
+    /// The vaults it could not be carried into, with why: run the action
+    /// again (it publishes nothing new, and carries what is missing).
+    pub not_carried: Vec<(VaultId, String)>,
+}
+
+/// A change to a person's device list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Add the device whose identity the relay publishes under this
+    /// fingerprint; the key generation is kept.
+    Add(Fingerprint),
+    /// Remove this device; a new key generation starts, which it does not
+    /// hold.
+    Remove(Fingerprint),
+}
+
+/// Changes `person`'s device list in the relay's directory as the
+/// client's identity (the person's key file, or one of its listed
+/// devices), then carries the new version into every vault this client
+/// follows where the person is a member ([`carry`]). The first version is
+/// the key file's. Adding a listed device, or removing one no longer
+/// listed, publishes nothing and only carries what is missing.
+pub async fn change<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    person: &PublicIdentity,
+    change: Change,
+) -> crate::Result<MemberChange> {
+    let me = client.identity().clone();
+    let fp = person.fingerprint();
+    let mut versions = fetch(client, person).await?;
+    let mut device = None;
+    let current = versions.last().cloned();
+    let next = match (change, &current) {
+        (Change::Add(d), _) => {
+            let doc = crate::devices::published_device(client, &d).await?;
+            let listed = current.as_ref().is_some_and(|c| c.device(&d).is_some());
+            device = Some(doc.clone());
+            match &current {
+                _ if listed => None,
+                None if me.fingerprint() == fp => Some(DeviceList::first(&me, &[doc], client.now())?.0),
+                None => {
+                    return Err(vault_core::Error::AccessDenied(
+                        "your device list starts with your key file: add the first device from the key file's profile",
+                    )
+                    .into())
+                }
+                Some(c) => Some(c.next(&me, &keys_for(c, &me, &fp)?, &[doc], &[], client.now())?.0),
+            }
+        }
+        (Change::Remove(lost), Some(c)) if c.device(&lost).is_some() => {
+            if lost == me.fingerprint() {
+                return Err(vault_core::Error::InvalidInput(
+                    "a device does not remove itself here: remove it from another device, or with the key file",
+                )
+                .into());
+            }
+            Some(
+                c.next(&me, &keys_for(c, &me, &fp)?, &[], &[lost], client.now())?
+                    .0,
+            )
+        }
+        (Change::Remove(_), Some(_)) => None,
+        (Change::Remove(_), None) => {
+            return Err(vault_core::Error::InvalidInput(
+                "you have published no device list: there is no device to remove",
+            )
+            .into())
+        }
+    };
+    if let Some(next) = next {
+        client
+            .publish_device_lists(&fp, std::slice::from_ref(&next))
+            .await?;
+        // An extension: the collections behind take every version since
+        // theirs.
+        versions.push(next);
+    }
+    let list = versions
+        .last()
+        .cloned()
+        .ok_or(vault_core::Error::InvalidInput("no device list"))?;
+    let mut carried = Vec::new();
+    let mut not_carried = Vec::new();
+    for vault in store.vaults()? {
+        let follows = sync::pull(store, client, &vault).await;
+        let state = match follows {
+            Ok(state) => state,
+            Err(e) => {
+                not_carried.push((vault, e.to_string()));
+                continue;
+            }
+        };
+        if state.is_owner(&fp) {
+            continue;
+        }
+        match carry(store, client, &vault, person, &versions).await {
+            Ok(c) if c.is_empty() => {}
+            Ok(c) => carried.push((vault, c)),
+            Err(e @ ClientError::Relay { .. }) | Err(e @ ClientError::Core(_)) => {
+                not_carried.push((vault, e.to_string()))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(MemberChange {
+        device,
+        list,
+        carried,
+        not_carried,
+    })
+}
+
+/// The keys of `list`'s generation `me` holds: a listed device's from its
+/// box, the person's key file's from the recovery box.
+fn keys_for(
+    list: &DeviceList,
+    me: &SecretIdentity,
+    person: &Fingerprint,
+) -> vault_core::Result<vault_core::devices::GenerationKeys> {
+    if me.fingerprint() == *person {
+        list.open_recovery(me)
+    } else if list.device(&me.fingerprint()).is_some() {
+        list.open(me)
+    } else {
+        Err(vault_core::Error::AccessDenied(
+            "this device is not in the person's current device list: another device removed it",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vault_core::{IdentityInfo, Role};
+
+    const NOW: u64 = 1_700_000_000;
+
+    fn identity(seed: u8, name: &str, role: Role) -> SecretIdentity {
+        let info = IdentityInfo {
+            display_name: name.into(),
+            role,
+            registration: None,
+            created_at: NOW - 1000,
+        };
+        SecretIdentity::from_seed(&[seed; 32], &info).unwrap()
+    }
+
+    /// What a hostile directory may serve instead of the person's list:
+    /// a chain not starting with the root's version, another person's
+    /// list, a version whose bytes changed, versions out of order. Each is
+    /// refused before any grant is sealed to it.
+    #[test]
+    fn a_served_list_is_verified_from_the_roots_version() {
+        let dee = identity(40, "Dr Dee", Role::Clinician);
+        let mallory = identity(41, "Mallory", Role::Clinician);
+        let laptop = identity(42, "laptop", Role::Device);
+        let phone = identity(43, "phone", Role::Device);
+        let (v1, _) = DeviceList::first(
+            &dee,
+            &[laptop.public().clone(), phone.public().clone()],
+            NOW,
+        )
+        .unwrap();
+        let keys = v1.open(&phone).unwrap();
+        let (v2, _) = v1
+            .next(&phone, &keys, &[], &[laptop.fingerprint()], NOW)
+            .unwrap();
+        verify_served(dee.public(), &[v1.clone(), v2.clone()]).unwrap();
+        verify_served(dee.public(), &[]).unwrap();
+        // The device's version alone: a reader holding none takes only the
+        // root's.
+        assert!(verify_served(dee.public(), std::slice::from_ref(&v2)).is_err());
+        assert!(verify_served(dee.public(), &[v2.clone(), v1.clone()]).is_err());
+        // Mallory's list served as Dee's.
+        let (theirs, _) = DeviceList::first(&mallory, &[laptop.public().clone()], NOW).unwrap();
+        assert!(verify_served(dee.public(), &[theirs]).is_err());
+        // A version whose bytes a relay changed no longer parses or verifies.
+        let mut bytes = v1.to_bytes().to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        if let Ok(tampered) = DeviceList::from_bytes(&bytes) {
+            assert!(verify_served(dee.public(), &[tampered]).is_err());
+        }
+    }
+
+    /// A directory serving an older version than a vault carries (a
+    /// rollback to a version a removed device holds the keys of), or
+    /// another version under a serial it carries (a fork), is refused
+    /// before a share builds on it.
+    #[test]
+    fn a_directory_behind_the_vault_is_refused() {
+        let pat = identity(1, "Pat", Role::Patient);
+        let dee = identity(40, "Dr Dee", Role::Clinician);
+        let laptop = identity(42, "laptop", Role::Device);
+        let phone = identity(43, "phone", Role::Device);
+        let (mut state, _) = VaultState::create(&pat, NOW).unwrap();
+        let (labs, e) = state.create_collection(&pat, "labs", NOW).unwrap();
+        state.apply(&e).unwrap();
+        let (v1, _) = DeviceList::first(
+            &dee,
+            &[laptop.public().clone(), phone.public().clone()],
+            NOW,
+        )
+        .unwrap();
+        let keys = v1.open(&phone).unwrap();
+        let (v2, _) = v1
+            .next(&phone, &keys, &[], &[laptop.fingerprint()], NOW)
+            .unwrap();
+        let e = state
+            .list_member_devices(&pat, &labs, dee.public(), &[v1.clone(), v2.clone()], NOW)
+            .unwrap();
+        state.apply(&e).unwrap();
+        let fp = dee.fingerprint();
+        check_not_behind(&state, &fp, &[v1.clone(), v2.clone()]).unwrap();
+        assert!(check_not_behind(&state, &fp, std::slice::from_ref(&v1)).is_err());
+        let laptop_keys = v1.open(&laptop).unwrap();
+        let (fork, _) = v1
+            .next(&laptop, &laptop_keys, &[], &[phone.fingerprint()], NOW)
+            .unwrap();
+        assert!(check_not_behind(&state, &fp, &[v1.clone(), fork]).is_err());
+        // The share's plan refuses it too: no grant to the old generation.
+        assert!(plan_listing(
+            &state,
+            &pat,
+            &labs,
+            dee.public(),
+            Permission::Read,
+            std::slice::from_ref(&v1),
+            NOW
+        )
+        .is_err());
+    }
+}
