@@ -147,3 +147,78 @@ fn a_grant_reaches_every_device_of_a_clinician_and_a_removed_one_is_shut_out() {
     );
     patient.ok(&["verify"]);
 }
+
+/// One device list for all of a person's vaults: the patient's laptop,
+/// added in one vault, is listed in the second from the published chain;
+/// removed in the first, it is removed (and the keys rotated) in the
+/// second too, and the relay refuses it in both.
+#[test]
+fn a_device_removed_in_one_vault_is_removed_in_every_vault_of_the_person() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::start(&dir.path().join("relay"), &[]);
+    let (patient, _doc) = vault_tests::patient_and_clinician(dir.path(), &relay.url);
+    let p_fp = fingerprint(&patient.json(&["whoami"]));
+    let first = patient.json(&["vaults"])[0]["vault"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second = patient.json(&["create"])["vault"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let add = |vault: &str, title: &str, body: &str| {
+        let r = patient.run_with_stdin(
+            &[
+                "--json", "add", "-", "-c", "labs", "--title", title, "--vault", vault,
+            ],
+            body.as_bytes(),
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        v[0]["record"].as_str().unwrap().to_owned()
+    };
+    let in_first = add(&first, "HbA1c", "48 mmol/mol");
+    let in_second = add(&second, "Sodium", "139 mmol/L");
+    let laptop = CliProfile::new(&dir.path().join("laptop"), &relay.url);
+    let l_fp = fingerprint(&laptop.init("laptop", "device"));
+    laptop.ok(&["whoami", "--publish", "--no-qr"]);
+    laptop.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
+
+    let added = patient.json(&["devices", "add", &l_fp, "--vault", &first]);
+    assert_eq!(added["elsewhere"]["published"], true, "{added}");
+    // The second vault takes the published chain: the same version.
+    let again = patient.json(&["devices", "add", &l_fp, "--vault", &second]);
+    assert_eq!(
+        (&again["serial"], &again["generation"]),
+        (&added["serial"], &added["generation"]),
+        "{again}"
+    );
+    laptop.json(&["inbox"]);
+    assert_eq!(
+        laptop.ok(&["open", &in_first[..8], "--vault", &first, "-o", "-"]),
+        "48 mmol/mol"
+    );
+    assert_eq!(
+        laptop.ok(&["open", &in_second[..8], "--vault", &second, "-o", "-"]),
+        "139 mmol/L"
+    );
+
+    // Removed in the first vault: the second takes the new version and is
+    // re-keyed in the same command.
+    let removed = patient.json(&["devices", "remove", &l_fp[..8], "--vault", &first]);
+    let owned = removed["elsewhere"]["owned"].as_array().unwrap();
+    assert_eq!(owned.len(), 1, "{removed}");
+    assert_eq!(owned[0]["vault"], second.as_str(), "{removed}");
+    assert!(owned[0]["rekeyed"].as_u64().unwrap() >= 1, "{removed}");
+    let listed = patient.json(&["devices", "list", "--vault", &second]);
+    assert_eq!(listed["devices"].as_array().unwrap().len(), 0, "{listed}");
+    assert_eq!(listed["generation"], removed["generation"], "{listed}");
+    let refused = laptop.run(&["sync"]);
+    assert_eq!(
+        refused.stderr.matches("no longer shared with you").count(),
+        2,
+        "{}",
+        refused.stderr
+    );
+    patient.ok(&["verify", "--vault", &second]);
+}

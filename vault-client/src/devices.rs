@@ -49,6 +49,9 @@ pub struct Added {
     /// The collections re-keyed (the first listing moves the owner's
     /// grants to generation 1, which devices open).
     pub rekeying: Rekeying,
+    /// The relay's directory, the owner's other vaults and the vaults
+    /// shared with the owner, brought up to the new version.
+    pub elsewhere: crate::member_devices::Propagation,
 }
 
 /// What removing a device did ([`remove`]).
@@ -63,6 +66,10 @@ pub struct Removal {
     /// shared stays (as for an agent, decision 60), so the owner reviews
     /// it and revokes whoever should go.
     pub granted_by_it: Vec<(CollectionId, Fingerprint)>,
+    /// The relay's directory, the owner's other vaults (re-keyed there
+    /// too) and the vaults shared with the owner, brought up to the new
+    /// version: the removed device is refused in each.
+    pub elsewhere: crate::member_devices::Propagation,
 }
 
 /// What taking the device list back with the key file did ([`recover`]).
@@ -83,6 +90,9 @@ pub struct Recovery {
     /// what it shared stays, so the owner reviews it and revokes whoever
     /// should go.
     pub granted_by_removed: Vec<(CollectionId, Fingerprint)>,
+    /// The relay's directory, the owner's other vaults and the vaults
+    /// shared with the owner, brought up to the key file's version.
+    pub elsewhere: crate::member_devices::Propagation,
 }
 
 /// The entry listing the owner's devices for the first time in `state`'s
@@ -190,24 +200,6 @@ fn current(
     Ok((list, keys))
 }
 
-/// The entry adding `device` (an identity of role device) to the owner's
-/// list, signed by `me` (the root, or a device in the list), and the new
-/// version; no entry if it is listed already. The generation is kept.
-pub fn plan_adding(
-    state: &VaultState,
-    me: &SecretIdentity,
-    device: &PublicIdentity,
-    now: u64,
-) -> vault_core::Result<(Vec<LogEntry>, DeviceList)> {
-    let (list, keys) = current(state, me)?;
-    if list.device(&device.fingerprint()).is_some() {
-        return Ok((Vec::new(), list));
-    }
-    let (next, _) = list.next(me, &keys, std::slice::from_ref(device), &[], now)?;
-    let entry = state.list_devices(me, std::slice::from_ref(&next), now)?;
-    Ok((vec![entry], next))
-}
-
 /// Adds the device whose identity `vault`'s relay publishes under
 /// `fingerprint` (its whole fingerprint, read off the device's own
 /// screen) to the owner's devices, as the client's identity: the first
@@ -224,30 +216,101 @@ pub async fn add_by_fingerprint<S: Store + ?Sized>(
 ) -> crate::Result<(VaultState, Added)> {
     let device = published_device(client, fingerprint).await?;
     let me = client.identity().clone();
+    let owner = sync::pull(store, client, vault).await?.owner().clone();
+    // The person's list is one chain in every vault and in the relay's
+    // directory: what the directory holds beyond this vault's version
+    // comes first (a best effort: anything appended is verified anyway).
+    let published = crate::member_devices::fetch(client, &owner)
+        .await
+        .unwrap_or_default();
     let mut listed = None;
     sync::push_with_retry(store, client, vault, |state| {
-        if state.owner_device_list().is_none() {
-            let (first, _) = DeviceList::first(&me, std::slice::from_ref(&device), client.now())?;
-            let entries = plan_listing(state, &me, &first, client.now())?;
-            listed = Some(first);
-            Ok(entries)
-        } else {
-            let (entries, list) = plan_adding(state, &me, &device, client.now())?;
-            listed = Some(list);
-            Ok(entries)
-        }
+        let (entries, list) = plan_adding_to_chain(state, &me, &device, &published, client.now())?;
+        listed = Some(list);
+        Ok(entries)
     })
     .await?;
     let list = listed.ok_or(vault_core::Error::InvalidInput("nothing was listed"))?;
     let (state, rekeying) = rekey(store, client, vault).await?;
+    let elsewhere = spread(store, client, &state).await?;
     Ok((
         state,
         Added {
             device,
             list,
             rekeying,
+            elsewhere,
         },
     ))
+}
+
+/// The entry adding `device` to the owner's list in `state`, as `me` (the
+/// root, or a device of the chain's current version), on the person's one
+/// chain: the versions `published` (the relay's directory, verified) holds
+/// beyond this vault's come first, so every vault and the directory carry
+/// the same versions. A vault listing no device yet takes the published
+/// chain whole (the root's version first; only the key file lists the
+/// first devices of a vault), or a fresh first version when nothing is
+/// published. No entry if the device is listed already.
+pub fn plan_adding_to_chain(
+    state: &VaultState,
+    me: &SecretIdentity,
+    device: &PublicIdentity,
+    published: &[DeviceList],
+    now: u64,
+) -> vault_core::Result<(Vec<LogEntry>, DeviceList)> {
+    let owner = state.owner().fingerprint();
+    let held = state.owner_device_list();
+    let mut chain: Vec<DeviceList> = published
+        .iter()
+        .filter(|v| held.is_none_or(|h| v.serial() > h.serial()))
+        .cloned()
+        .collect();
+    // A chain this vault does not accept (another chain of the person's,
+    // made in another vault before lists were published) is not taken.
+    if !chain.is_empty() && state.list_devices(me, &chain, now).is_err() {
+        chain.clear();
+    }
+    let base = chain.last().or(held).cloned();
+    let Some(base) = base else {
+        let (first, _) = DeviceList::first(me, std::slice::from_ref(device), now)?;
+        return Ok((plan_listing(state, me, &first, now)?, first));
+    };
+    if base.device(&device.fingerprint()).is_none() {
+        let keys = if me.fingerprint() == owner {
+            base.open_recovery(me)?
+        } else {
+            base.open(me)?
+        };
+        let (next, _) = base.next(me, &keys, std::slice::from_ref(device), &[], now)?;
+        chain.push(next);
+    }
+    let Some(list) = chain.last().cloned() else {
+        return Ok((Vec::new(), base));
+    };
+    if chain.len() > vault_core::MAX_LISTED_VERSIONS {
+        return Err(vault_core::Error::InvalidInput(
+            "more than 64 versions of your device list to carry into this vault at once: take the list back with your key file (`vault devices recover`)",
+        ));
+    }
+    Ok((vec![state.list_devices(me, &chain, now)?], list))
+}
+
+/// Brings the relay's directory, the owner's other vaults and the vaults
+/// shared with the owner up to the owner's list as `state` carries it
+/// ([`crate::member_devices::propagate`]); nothing when the owner listed
+/// no device.
+async fn spread<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    state: &VaultState,
+) -> crate::Result<crate::member_devices::Propagation> {
+    let chain: Vec<DeviceList> = state.owner_device_versions().cloned().collect();
+    if chain.is_empty() {
+        return Ok(Default::default());
+    }
+    crate::member_devices::propagate(store, client, state.owner(), &chain, Some(&state.vault()))
+        .await
 }
 
 /// The device identity the relay publishes under `fingerprint` (its
@@ -334,12 +397,14 @@ pub async fn remove<S: Store + ?Sized>(
     })
     .await?;
     let (state, rekeying) = rekey(store, client, vault).await?;
+    let elsewhere = spread(store, client, &state).await?;
     Ok((
         state,
         Removal {
             list: removed,
             rekeying,
             granted_by_it,
+            elsewhere,
         },
     ))
 }
@@ -401,6 +466,7 @@ pub async fn recover<S: Store + ?Sized>(
     let (list, removed, granted_by_removed) =
         outcome.ok_or(vault_core::Error::InvalidInput("nothing was recovered"))?;
     let (state, rekeying) = rekey(store, client, vault).await?;
+    let elsewhere = spread(store, client, &state).await?;
     Ok((
         state,
         Recovery {
@@ -408,6 +474,7 @@ pub async fn recover<S: Store + ?Sized>(
             removed,
             rekeying,
             granted_by_removed,
+            elsewhere,
         },
     ))
 }

@@ -265,9 +265,6 @@ pub async fn change<S: Store + ?Sized>(
         }
     };
     if let Some(next) = next {
-        client
-            .publish_device_lists(&fp, std::slice::from_ref(&next))
-            .await?;
         // An extension: the collections behind take every version since
         // theirs.
         versions.push(next);
@@ -276,35 +273,130 @@ pub async fn change<S: Store + ?Sized>(
         .last()
         .cloned()
         .ok_or(vault_core::Error::InvalidInput("no device list"))?;
-    let mut carried = Vec::new();
-    let mut not_carried = Vec::new();
+    // A member's list lives in the directory first: if the relay does not
+    // take it, nothing is changed.
+    publish_newer(client, person, &versions).await?;
+    let elsewhere = propagate(store, client, person, &versions, None).await?;
+    Ok(MemberChange {
+        device,
+        list,
+        carried: elsewhere.carried,
+        not_carried: elsewhere.not_reached,
+    })
+}
+
+/// Where a change to a person's device list went beyond the vault at hand
+/// ([`propagate`]).
+#[derive(Debug, Default)]
+pub struct Propagation {
+    /// Why the relay's directory does not hold the new version (`None`: it
+    /// does, or held it already).
+    pub not_published: Option<String>,
+    /// Other vaults the person owns whose log took the new versions
+    /// (devices-listed), with the collections re-keyed there.
+    pub owned: Vec<(VaultId, usize)>,
+    /// Vaults shared with the person, with the collections the new
+    /// versions were carried into.
+    pub carried: Vec<(VaultId, Vec<CollectionId>)>,
+    /// Vaults not reached, with why: run the action again to finish.
+    pub not_reached: Vec<(VaultId, String)>,
+}
+
+/// Brings everything this client follows up to `chain` (versions of
+/// `person`'s list, oldest first, ending at the current one), as the
+/// client's identity: the relay's directory takes the versions it lacks
+/// (with none held, from the last one the root signed: only the key file
+/// publishes then); every other vault the person owns that carries an
+/// older version of the chain takes the newer ones in one devices-listed
+/// entry and is re-keyed (a removed device then holds no key there
+/// either); every vault shared with the person takes them in each
+/// collection ([`carry`]). `except` is the vault the action was made in.
+/// A vault that fails is reported and the others go on.
+pub async fn propagate<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    person: &PublicIdentity,
+    chain: &[DeviceList],
+    except: Option<&VaultId>,
+) -> crate::Result<Propagation> {
+    let fp = person.fingerprint();
+    let mut done = Propagation::default();
+    match publish_newer(client, person, chain).await {
+        Ok(()) => {}
+        Err(e @ (ClientError::Relay { .. } | ClientError::Core(_))) => {
+            done.not_published = Some(e.to_string())
+        }
+        Err(e) => return Err(e),
+    }
+    let me = client.identity().clone();
     for vault in store.vaults()? {
-        let follows = sync::pull(store, client, &vault).await;
-        let state = match follows {
-            Ok(state) => state,
-            Err(e) => {
-                not_carried.push((vault, e.to_string()));
-                continue;
-            }
-        };
-        if state.is_owner(&fp) {
+        if except == Some(&vault) {
             continue;
         }
-        match carry(store, client, &vault, person, &versions).await {
-            Ok(c) if c.is_empty() => {}
-            Ok(c) => carried.push((vault, c)),
-            Err(e @ ClientError::Relay { .. }) | Err(e @ ClientError::Core(_)) => {
-                not_carried.push((vault, e.to_string()))
+        let reached = async {
+            let state = sync::pull(store, client, &vault).await?;
+            if state.is_owner(&fp) {
+                let Some(held) = state.owner_device_list() else {
+                    return Ok(None);
+                };
+                let newer: Vec<DeviceList> = chain
+                    .iter()
+                    .filter(|v| v.serial() > held.serial())
+                    .cloned()
+                    .collect();
+                if newer.is_empty() {
+                    return Ok(None);
+                }
+                sync::push_with_retry(store, client, &vault, |state| {
+                    Ok(vec![state.list_devices(&me, &newer, client.now())?])
+                })
+                .await?;
+                let (_, rekeying) = crate::devices::rekey(store, client, &vault).await?;
+                Ok(Some(Err(rekeying.rotated.len())))
+            } else {
+                let into = carry(store, client, &vault, person, chain).await?;
+                Ok(Some(Ok(into)))
+            }
+        }
+        .await;
+        match reached {
+            Ok(None) => {}
+            Ok(Some(Err(rekeyed))) => done.owned.push((vault, rekeyed)),
+            Ok(Some(Ok(into))) if into.is_empty() => {}
+            Ok(Some(Ok(into))) => done.carried.push((vault, into)),
+            Err(e @ (ClientError::Relay { .. } | ClientError::Core(_))) => {
+                done.not_reached.push((vault, e.to_string()))
             }
             Err(e) => return Err(e),
         }
     }
-    Ok(MemberChange {
-        device,
-        list,
-        carried,
-        not_carried,
-    })
+    Ok(done)
+}
+
+/// Publishes the versions of `chain` newer than what the relay's directory
+/// holds for `person` (with none held, from the last one the root signed),
+/// as the client's identity. Nothing to do when the directory holds the
+/// chain's current version.
+pub async fn publish_newer(
+    client: &RelayClient,
+    person: &PublicIdentity,
+    chain: &[DeviceList],
+) -> crate::Result<()> {
+    let fp = person.fingerprint();
+    let held = fetch(client, person).await?;
+    let from = match held.last() {
+        Some(h) if chain.last().is_some_and(|c| c.serial() <= h.serial()) => return Ok(()),
+        Some(h) => chain.iter().position(|v| v.serial() > h.serial()),
+        None => chain.iter().rposition(|v| v.signer() == fp),
+    };
+    let Some(from) = from else {
+        return Ok(());
+    };
+    let newer = chain.get(from..).unwrap_or_default();
+    if newer.is_empty() {
+        return Ok(());
+    }
+    client.publish_device_lists(&fp, newer).await
 }
 
 /// The keys of `list`'s generation `me` holds: a listed device's from its

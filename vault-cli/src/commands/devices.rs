@@ -323,6 +323,7 @@ fn add(session: &mut Session, args: &DeviceArgs) -> Result<()> {
             "generation": added.list.generation(),
             "rekeyed": added.rekeying.rotated.len(),
             "not_rekeyed": added.rekeying.not_rotated.len(),
+            "elsewhere": elsewhere_json(&added.elsewhere),
         }));
     }
     line(&format!(
@@ -335,7 +336,53 @@ fn add(session: &mut Session, args: &DeviceArgs) -> Result<()> {
         ))?;
     }
     report_not_rekeyed(&added.rekeying)?;
+    report_elsewhere(&added.elsewhere)?;
     line("`vault devices remove` takes it away again.")
+}
+
+/// Where the change went beyond this vault, as JSON.
+fn elsewhere_json(e: &vault_client::member_devices::Propagation) -> serde_json::Value {
+    json!({
+        "published": e.not_published.is_none(),
+        "not_published": e.not_published,
+        "owned": e.owned.iter().map(|(v, n)| json!({"vault": v.to_hex(), "rekeyed": n})).collect::<Vec<_>>(),
+        "carried": e.carried.iter().map(|(v, c)| json!({
+            "vault": v.to_hex(),
+            "collections": c.iter().map(|c| c.to_hex()).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "not_reached": e.not_reached.iter().map(|(v, why)| json!({"vault": v.to_hex(), "error": why})).collect::<Vec<_>>(),
+    })
+}
+
+/// Where the change went beyond this vault: the relay's directory, your
+/// other vaults, the vaults shared with you; and what it did not reach.
+fn report_elsewhere(e: &vault_client::member_devices::Propagation) -> Result<()> {
+    if !e.owned.is_empty() {
+        line(&format!(
+            "Your other vault(s) took the same list: {} (their collection keys were rotated where a device was removed).",
+            e.owned
+                .iter()
+                .map(|(v, _)| crate::output::short(&v.to_hex()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))?;
+    }
+    if !e.carried.is_empty() {
+        line(&format!(
+            "Carried into {} vault(s) shared with you, so their owners' grants reach your devices.",
+            e.carried.len()
+        ))?;
+    }
+    if let Some(why) = &e.not_published {
+        eprintln!("warning: the relay's directory did not take your list ({why}); people sharing with you next will grant your key file only: run the command again, or from your key file");
+    }
+    for (vault, why) in &e.not_reached {
+        eprintln!(
+            "warning: vault {}: your list was not brought up to date there: {why}; run the command again to finish",
+            vault.to_hex()
+        );
+    }
+    Ok(())
 }
 
 /// After a removal's or a recovery's re-keying: the collections that
@@ -461,6 +508,7 @@ fn remove(session: &mut Session, args: &DeviceArgs) -> Result<()> {
             "not_rotated": removal.rekeying.not_rotated.len(),
             "dropped": removal.rekeying.dropped.len(),
             "shared_by_it": removal.granted_by_it.iter().map(|(_, m)| m.to_hex()).collect::<Vec<_>>(),
+            "elsewhere": elsewhere_json(&removal.elsewhere),
         }));
     }
     line(&format!(
@@ -474,6 +522,7 @@ fn remove(session: &mut Session, args: &DeviceArgs) -> Result<()> {
         &shared,
         "It had",
     )?;
+    report_elsewhere(&removal.elsewhere)?;
     line("It held the keys of every record in this vault until now: treat those records as seen.")
 }
 
@@ -537,6 +586,7 @@ fn recover(session: &mut Session, args: &RecoverArgs) -> Result<()> {
             "not_rotated": recovery.rekeying.not_rotated.len(),
             "dropped": recovery.rekeying.dropped.len(),
             "shared_by_removed": recovery.granted_by_removed.iter().map(|(_, m)| m.to_hex()).collect::<Vec<_>>(),
+            "elsewhere": elsewhere_json(&recovery.elsewhere),
         }));
     }
     if recovery.list.is_none() {
@@ -565,5 +615,6 @@ fn recover(session: &mut Session, args: &RecoverArgs) -> Result<()> {
         &shared,
         "The removed devices had",
     )?;
+    report_elsewhere(&recovery.elsewhere)?;
     line("The removed devices held the keys of every record in this vault until now: treat those records as seen.")
 }
