@@ -785,21 +785,13 @@ impl Namer {
         collection: &vault_core::CollectionId,
         seq: u64,
     ) -> String {
-        if let Some(device) = state.listed_device(fp) {
-            // A device of the owner's wrote it, as the owner.
-            let owner = state.owner().fingerprint();
-            let whose = if self.names.get(&owner).is_some_and(|n| n == "you") {
-                "your".to_owned()
-            } else {
-                format!("{}'s", self.name(&owner, Some(state)))
-            };
-            return format!(
-                "{} ({whose} device)",
-                crate::output::clean(device.display_name())
-            );
-        }
-        if let Some((person, device)) = state.member_device(collection, fp) {
-            // A member's device wrote it, as the member.
+        // A device of the owner's wrote it as the owner; a member's, as the
+        // member.
+        let device = state
+            .listed_device(fp)
+            .map(|d| (state.owner().fingerprint(), d))
+            .or_else(|| state.member_device(collection, fp));
+        if let Some((person, device)) = device {
             let whose = if self.names.get(&person).is_some_and(|n| n == "you") {
                 "your".to_owned()
             } else {

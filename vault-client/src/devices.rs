@@ -216,23 +216,25 @@ pub async fn add_by_fingerprint<S: Store + ?Sized>(
 ) -> crate::Result<(VaultState, Added)> {
     let device = published_device(client, fingerprint).await?;
     let me = client.identity().clone();
-    let owner = sync::pull(store, client, vault).await?.owner().clone();
-    // The person's list is one chain in every vault and in the relay's
-    // directory: what the directory holds beyond this vault's version
-    // comes first (a best effort: anything appended is verified anyway).
-    let published = crate::member_devices::fetch(client, &owner)
-        .await
-        .unwrap_or_default();
+    let owner = sync::pull(store, client, vault)
+        .await?
+        .owner()
+        .fingerprint();
+    // The person's list is one chain in all the person's vaults: taken from
+    // the newest list another vault of the person's that this device
+    // verified carries (never from the relay's directory, which may serve
+    // an old version that still lists a removed device).
+    let chain = owned_chain(store, &owner, vault);
     let mut listed = None;
     sync::push_with_retry(store, client, vault, |state| {
-        let (entries, list) = plan_adding_to_chain(state, &me, &device, &published, client.now())?;
+        let (entries, list) = plan_adding_to_chain(state, &me, &device, &chain, client.now())?;
         listed = Some(list);
         Ok(entries)
     })
     .await?;
     let list = listed.ok_or(vault_core::Error::InvalidInput("nothing was listed"))?;
     let (state, rekeying) = rekey(store, client, vault).await?;
-    let elsewhere = spread(store, client, &state).await?;
+    let elsewhere = spread(store, client, &state).await;
     Ok((
         state,
         Added {
@@ -244,30 +246,67 @@ pub async fn add_by_fingerprint<S: Store + ?Sized>(
     ))
 }
 
+/// The versions of `owner`'s list, oldest first, that the vault of the
+/// person's (other than `except`) whose verified log carries the newest
+/// one holds: the person's one chain, as far as this device knows it.
+pub fn owned_chain<S: Store + ?Sized>(
+    store: &mut S,
+    owner: &Fingerprint,
+    except: &VaultId,
+) -> Vec<DeviceList> {
+    let vaults = store.vaults().unwrap_or_default();
+    vaults
+        .iter()
+        .filter(|v| *v != except)
+        .filter_map(|v| sync::load(store, v).ok())
+        .filter(|s| s.owner().fingerprint() == *owner)
+        .filter_map(|s| {
+            let serial = s.owner_device_list()?.serial();
+            Some((
+                serial,
+                s.owner_device_versions().cloned().collect::<Vec<_>>(),
+            ))
+        })
+        .max_by_key(|(serial, _)| *serial)
+        .map(|(_, chain)| chain)
+        .unwrap_or_default()
+}
+
+/// The versions of `chain` after `held` when `held` is on it (same
+/// version, compared by hash); `None` when it is not (another chain, or a
+/// fork: nothing of it may be appended after `held`).
+pub(crate) fn after_on_chain(chain: &[DeviceList], held: &DeviceList) -> Option<Vec<DeviceList>> {
+    let at = chain.iter().position(|v| v.hash() == held.hash())?;
+    Some(chain.get(at + 1..).unwrap_or_default().to_vec())
+}
+
 /// The entry adding `device` to the owner's list in `state`, as `me` (the
 /// root, or a device of the chain's current version), on the person's one
-/// chain: the versions `published` (the relay's directory, verified) holds
-/// beyond this vault's come first, so every vault and the directory carry
-/// the same versions. A vault listing no device yet takes the published
-/// chain whole (the root's version first; only the key file lists the
-/// first devices of a vault), or a fresh first version when nothing is
-/// published. No entry if the device is listed already.
+/// chain (`chain`: the versions another vault of the person's carries,
+/// [`owned_chain`]): the versions of it beyond this vault's come first
+/// when this vault's current one is on it. A vault listing no device yet
+/// takes the chain from its last root-signed version (only the key file
+/// lists the first devices of a vault), or a fresh first version when
+/// there is none. No entry if the device is listed already.
 pub fn plan_adding_to_chain(
     state: &VaultState,
     me: &SecretIdentity,
     device: &PublicIdentity,
-    published: &[DeviceList],
+    chain: &[DeviceList],
     now: u64,
 ) -> vault_core::Result<(Vec<LogEntry>, DeviceList)> {
     let owner = state.owner().fingerprint();
     let held = state.owner_device_list();
-    let mut chain: Vec<DeviceList> = published
-        .iter()
-        .filter(|v| held.is_none_or(|h| v.serial() > h.serial()))
-        .cloned()
-        .collect();
-    // A chain this vault does not accept (another chain of the person's,
-    // made in another vault before lists were published) is not taken.
+    let mut chain: Vec<DeviceList> = match held {
+        Some(h) => after_on_chain(chain, h).unwrap_or_default(),
+        None => chain
+            .iter()
+            .rposition(|v| v.signer() == owner)
+            .and_then(|at| chain.get(at..))
+            .unwrap_or_default()
+            .to_vec(),
+    };
+    // A chain this vault does not accept is not taken.
     if !chain.is_empty() && state.list_devices(me, &chain, now).is_err() {
         chain.clear();
     }
@@ -304,10 +343,10 @@ async fn spread<S: Store + ?Sized>(
     store: &mut S,
     client: &RelayClient,
     state: &VaultState,
-) -> crate::Result<crate::member_devices::Propagation> {
+) -> crate::member_devices::Propagation {
     let chain: Vec<DeviceList> = state.owner_device_versions().cloned().collect();
     if chain.is_empty() {
-        return Ok(Default::default());
+        return Default::default();
     }
     crate::member_devices::propagate(store, client, state.owner(), &chain, Some(&state.vault()))
         .await
@@ -397,7 +436,7 @@ pub async fn remove<S: Store + ?Sized>(
     })
     .await?;
     let (state, rekeying) = rekey(store, client, vault).await?;
-    let elsewhere = spread(store, client, &state).await?;
+    let elsewhere = spread(store, client, &state).await;
     Ok((
         state,
         Removal {
@@ -466,7 +505,7 @@ pub async fn recover<S: Store + ?Sized>(
     let (list, removed, granted_by_removed) =
         outcome.ok_or(vault_core::Error::InvalidInput("nothing was recovered"))?;
     let (state, rekeying) = rekey(store, client, vault).await?;
-    let elsewhere = spread(store, client, &state).await?;
+    let elsewhere = spread(store, client, &state).await;
     Ok((
         state,
         Recovery {
@@ -477,4 +516,63 @@ pub async fn recover<S: Store + ?Sized>(
             elsewhere,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vault_core::IdentityInfo;
+
+    const NOW: u64 = 1_700_000_000;
+
+    fn identity(seed: u8, name: &str, role: Role) -> SecretIdentity {
+        let info = IdentityInfo {
+            display_name: name.into(),
+            role,
+            registration: None,
+            created_at: NOW - 1000,
+        };
+        SecretIdentity::from_seed(&[seed; 32], &info).unwrap()
+    }
+
+    /// A vault whose list is on another chain of the person's than the one
+    /// given (started apart, or a thief's branch) is never moved onto it:
+    /// the root-signed versions of that chain would be accepted there as
+    /// an override, to generations that vault's grants are not sealed to.
+    #[test]
+    fn a_list_on_another_chain_is_extended_not_overridden() {
+        let pat = identity(1, "Pat", Role::Patient);
+        let laptop = identity(20, "laptop", Role::Device);
+        let phone = identity(21, "phone", Role::Device);
+        let tablet = identity(22, "tablet", Role::Device);
+        // Vault B's own chain.
+        let (mut b, _) = VaultState::create(&pat, NOW).unwrap();
+        let (own, _) = DeviceList::first(&pat, std::slice::from_ref(phone.public()), NOW).unwrap();
+        let e = b
+            .list_devices(&pat, std::slice::from_ref(&own), NOW)
+            .unwrap();
+        b.apply(&e).unwrap();
+        // Another vault's chain: the laptop, then removed.
+        let (v1, _) = DeviceList::first(&pat, std::slice::from_ref(laptop.public()), NOW).unwrap();
+        let keys = v1.open_recovery(&pat).unwrap();
+        let (v2, _) = v1
+            .next(&pat, &keys, &[], &[laptop.fingerprint()], NOW)
+            .unwrap();
+        let other = [v1.clone(), v2];
+        assert!(after_on_chain(&other, &own).is_none());
+        assert_eq!(after_on_chain(&other, &v1).unwrap().len(), 1);
+        let (entries, list) = plan_adding_to_chain(&b, &pat, tablet.public(), &other, NOW).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(list.prev(), own.hash(), "built on the vault's own chain");
+        assert_eq!(list.serial(), 2);
+        assert!(list.device(&phone.fingerprint()).is_some());
+        // A vault listing no device takes the other vault's chain from its
+        // last root-signed version.
+        let (empty, _) = VaultState::create(&pat, NOW).unwrap();
+        let (entries, list) =
+            plan_adding_to_chain(&empty, &pat, tablet.public(), &other, NOW).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(list.serial(), 3);
+        assert!(list.device(&laptop.fingerprint()).is_none());
+    }
 }

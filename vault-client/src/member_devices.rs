@@ -276,7 +276,7 @@ pub async fn change<S: Store + ?Sized>(
     // A member's list lives in the directory first: if the relay does not
     // take it, nothing is changed.
     publish_newer(client, person, &versions).await?;
-    let elsewhere = propagate(store, client, person, &versions, None).await?;
+    let elsewhere = propagate(store, client, person, &versions, None).await;
     Ok(MemberChange {
         device,
         list,
@@ -318,45 +318,55 @@ pub async fn propagate<S: Store + ?Sized>(
     person: &PublicIdentity,
     chain: &[DeviceList],
     except: Option<&VaultId>,
-) -> crate::Result<Propagation> {
+) -> Propagation {
     let fp = person.fingerprint();
     let mut done = Propagation::default();
-    match publish_newer(client, person, chain).await {
-        Ok(()) => {}
-        Err(e @ (ClientError::Relay { .. } | ClientError::Core(_))) => {
-            done.not_published = Some(e.to_string())
-        }
-        Err(e) => return Err(e),
+    // Every failure is reported, never returned: the action it follows
+    // already happened in its own vault.
+    if let Err(e) = publish_newer(client, person, chain).await {
+        done.not_published = Some(e.to_string());
     }
     let me = client.identity().clone();
-    for vault in store.vaults()? {
+    for vault in store.vaults().unwrap_or_default() {
         if except == Some(&vault) {
             continue;
         }
         let reached = async {
             let state = sync::pull(store, client, &vault).await?;
-            if state.is_owner(&fp) {
-                let Some(held) = state.owner_device_list() else {
-                    return Ok(None);
-                };
-                let newer: Vec<DeviceList> = chain
-                    .iter()
-                    .filter(|v| v.serial() > held.serial())
-                    .cloned()
-                    .collect();
-                if newer.is_empty() {
-                    return Ok(None);
-                }
+            if !state.is_owner(&fp) {
+                let into = carry(store, client, &vault, person, chain).await?;
+                return Ok(Some(Ok(into)));
+            }
+            let Some(held) = state.owner_device_list() else {
+                return Ok(None);
+            };
+            // Only along the same chain: a vault whose list is not on it
+            // (its own chain, or a thief's branch) is reported, never
+            // overridden from here.
+            let newer = crate::devices::after_on_chain(chain, held).ok_or(
+                vault_core::Error::InvalidInput(
+                    "this vault carries another device list of yours (started apart, or changed by another device): change it there with --vault, or take it back with your key file",
+                ),
+            )?;
+            if !newer.is_empty() {
                 sync::push_with_retry(store, client, &vault, |state| {
                     Ok(vec![state.list_devices(&me, &newer, client.now())?])
                 })
                 .await?;
-                let (_, rekeying) = crate::devices::rekey(store, client, &vault).await?;
-                Ok(Some(Err(rekeying.rotated.len())))
-            } else {
-                let into = carry(store, client, &vault, person, chain).await?;
-                Ok(Some(Ok(into)))
             }
+            // Re-keying also finishes what an earlier run left.
+            let state = sync::pull(store, client, &vault).await?;
+            if newer.is_empty() && state.collections_to_rekey().is_empty() {
+                return Ok(None);
+            }
+            let (_, rekeying) = crate::devices::rekey(store, client, &vault).await?;
+            if let Some((_, why)) = rekeying.not_rotated.first() {
+                return Err(ClientError::Protocol(format!(
+                    "the list was updated, but {} collection(s) were not re-keyed ({why}): run the command again",
+                    rekeying.not_rotated.len()
+                )));
+            }
+            Ok(Some(Err(rekeying.rotated.len())))
         }
         .await;
         match reached {
@@ -364,13 +374,10 @@ pub async fn propagate<S: Store + ?Sized>(
             Ok(Some(Err(rekeyed))) => done.owned.push((vault, rekeyed)),
             Ok(Some(Ok(into))) if into.is_empty() => {}
             Ok(Some(Ok(into))) => done.carried.push((vault, into)),
-            Err(e @ (ClientError::Relay { .. } | ClientError::Core(_))) => {
-                done.not_reached.push((vault, e.to_string()))
-            }
-            Err(e) => return Err(e),
+            Err(e) => done.not_reached.push((vault, e.to_string())),
         }
     }
-    Ok(done)
+    done
 }
 
 /// Publishes the versions of `chain` newer than what the relay's directory
@@ -385,8 +392,17 @@ pub async fn publish_newer(
     let fp = person.fingerprint();
     let held = fetch(client, person).await?;
     let from = match held.last() {
-        Some(h) if chain.last().is_some_and(|c| c.serial() <= h.serial()) => return Ok(()),
-        Some(h) => chain.iter().position(|v| v.serial() > h.serial()),
+        Some(h) => {
+            // The directory's current version must be on this chain (not a
+            // fork, nor a thief's versions beyond it).
+            let on_chain = chain
+                .iter()
+                .position(|v| v.hash() == h.hash())
+                .ok_or(vault_core::Error::InvalidInput(
+                    "the relay's directory holds another version of your device list than this vault (a fork, or a device changed it elsewhere): take the list back with your key file",
+                ))?;
+            Some(on_chain + 1)
+        }
         None => chain.iter().rposition(|v| v.signer() == fp),
     };
     let Some(from) = from else {

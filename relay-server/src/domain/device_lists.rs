@@ -198,21 +198,8 @@ fn decode(mut bytes: &[u8]) -> vault_core::Result<Vec<DeviceList>> {
 mod tests {
     use super::*;
     use crate::domain::identities::Directory;
-    use crate::domain::testing::World;
-    use vault_core::{IdentityInfo, Role, SecretIdentity};
-
-    fn ident(seed: u8, name: &str, role: Role, now: u64) -> SecretIdentity {
-        SecretIdentity::from_seed(
-            &[seed; 32],
-            &IdentityInfo {
-                display_name: name.into(),
-                role,
-                registration: None,
-                created_at: now - 1000,
-            },
-        )
-        .unwrap()
-    }
+    use crate::domain::testing::{ident_as as ident, World};
+    use vault_core::{Role, SecretIdentity};
 
     #[tokio::test]
     async fn a_persons_devices_publish_versions_that_extend_the_held_one() {

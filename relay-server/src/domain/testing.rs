@@ -22,13 +22,18 @@ use crate::state::AppState;
 use crate::storage::memory::{MemoryBlobs, MemoryMeta};
 use crate::storage::{BodyStream, Head};
 
-/// A deterministic identity.
+/// A deterministic identity (a clinician's).
 pub(crate) fn ident(seed: u8, name: &str, now: u64) -> SecretIdentity {
+    ident_as(seed, name, Role::Clinician, now)
+}
+
+/// A deterministic identity of `role`.
+pub(crate) fn ident_as(seed: u8, name: &str, role: Role, now: u64) -> SecretIdentity {
     SecretIdentity::from_seed(
         &[seed; 32],
         &IdentityInfo {
             display_name: name.into(),
-            role: Role::Clinician,
+            role,
             registration: None,
             created_at: now - 1000,
         },

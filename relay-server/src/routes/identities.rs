@@ -64,6 +64,12 @@ pub async fn publish(
     ))
 }
 
+/// A `{fingerprint}` path parameter: 64 lower-case hex digits.
+fn fingerprint_param(text: &str) -> ApiResult<Fingerprint> {
+    Fingerprint::from_hex(text)
+        .map_err(|_| ApiError::malformed("the fingerprint must be 64 hex digits"))
+}
+
 pub(crate) fn parse_identity(text: &str) -> ApiResult<PublicIdentity> {
     Ok(PublicIdentity::from_text(text.trim()).map_err(IdentityError::Invalid)?)
 }
@@ -74,8 +80,7 @@ pub async fn lookup(
     Extension(_caller): Extension<Caller>,
     Path(fp): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let fp = Fingerprint::from_hex(&fp)
-        .map_err(|_| ApiError::malformed("the fingerprint must be 64 hex digits"))?;
+    let fp = fingerprint_param(&fp)?;
     let id = Directory::new(app).lookup(fp).await?;
     Ok(Json(json!({ "identity": id.to_text() })))
 }
@@ -103,14 +108,13 @@ fn lists_json(lists: &[DeviceList]) -> serde_json::Value {
 }
 
 /// `GET /v1/identities/{fingerprint}/devices`: the person's device lists,
-/// from the newest version its root signed to the current one.
+/// the chain since the root's last override (none if it published none).
 pub async fn device_lists(
     State(app): State<Arc<AppState>>,
     Extension(_caller): Extension<Caller>,
     Path(fp): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let fp = Fingerprint::from_hex(&fp)
-        .map_err(|_| ApiError::malformed("the fingerprint must be 64 hex digits"))?;
+    let fp = fingerprint_param(&fp)?;
     let lists = DeviceDirectory::new(app).lookup(fp).await?;
     Ok(Json(lists_json(&lists)))
 }
@@ -126,8 +130,7 @@ pub async fn publish_device_lists(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let person = Fingerprint::from_hex(&fp)
-        .map_err(|_| ApiError::malformed("the fingerprint must be 64 hex digits"))?;
+    let person = fingerprint_param(&fp)?;
     let body: DeviceListsBody = read_json(
         &caller.content_sha256,
         &headers,

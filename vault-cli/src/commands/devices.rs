@@ -359,7 +359,7 @@ fn elsewhere_json(e: &vault_client::member_devices::Propagation) -> serde_json::
 fn report_elsewhere(e: &vault_client::member_devices::Propagation) -> Result<()> {
     if !e.owned.is_empty() {
         line(&format!(
-            "Your other vault(s) took the same list: {} (their collection keys were rotated where a device was removed).",
+            "Your other vault(s) took the same list, re-keyed where a device was removed: {}.",
             e.owned
                 .iter()
                 .map(|(v, _)| crate::output::short(&v.to_hex()))
