@@ -521,19 +521,7 @@ pub async fn recover<S: Store + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vault_core::IdentityInfo;
-
-    const NOW: u64 = 1_700_000_000;
-
-    fn identity(seed: u8, name: &str, role: Role) -> SecretIdentity {
-        let info = IdentityInfo {
-            display_name: name.into(),
-            role,
-            registration: None,
-            created_at: NOW - 1000,
-        };
-        SecretIdentity::from_seed(&[seed; 32], &info).unwrap()
-    }
+    use crate::test_support::{identity, NOW};
 
     /// A vault whose list is on another chain of the person's than the one
     /// given (started apart, or a thief's branch) is never moved onto it:

@@ -60,6 +60,8 @@ pub mod records;
 mod retry;
 pub mod sharing;
 pub mod sync;
+#[cfg(test)]
+mod test_support;
 mod wire;
 
 pub use blob::{

@@ -436,19 +436,8 @@ fn keys_for(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vault_core::{IdentityInfo, Role};
-
-    const NOW: u64 = 1_700_000_000;
-
-    fn identity(seed: u8, name: &str, role: Role) -> SecretIdentity {
-        let info = IdentityInfo {
-            display_name: name.into(),
-            role,
-            registration: None,
-            created_at: NOW - 1000,
-        };
-        SecretIdentity::from_seed(&[seed; 32], &info).unwrap()
-    }
+    use crate::test_support::{identity, NOW};
+    use vault_core::Role;
 
     /// What a hostile directory may serve instead of the person's list:
     /// a chain not starting with the root's version, another person's
