@@ -216,10 +216,14 @@ pub async fn add_by_fingerprint<S: Store + ?Sized>(
 ) -> crate::Result<(VaultState, Added)> {
     let device = published_device(client, fingerprint).await?;
     let me = client.identity().clone();
-    let owner = sync::pull(store, client, vault)
-        .await?
-        .owner()
-        .fingerprint();
+    // The owner never changes: the local copy names it, without a round trip.
+    let owner = match sync::load(store, vault) {
+        Ok(state) => state.owner().fingerprint(),
+        Err(_) => sync::pull(store, client, vault)
+            .await?
+            .owner()
+            .fingerprint(),
+    };
     // The person's list is one chain in all the person's vaults: taken from
     // the newest list another vault of the person's that this device
     // verified carries (never from the relay's directory, which may serve

@@ -224,7 +224,8 @@ pub async fn change<S: Store + ?Sized>(
 ) -> crate::Result<MemberChange> {
     let me = client.identity().clone();
     let fp = person.fingerprint();
-    let mut versions = fetch(client, person).await?;
+    let held = fetch(client, person).await?;
+    let mut versions = held.clone();
     let mut device = None;
     let current = versions.last().cloned();
     let next = match (change, &current) {
@@ -275,8 +276,8 @@ pub async fn change<S: Store + ?Sized>(
         .ok_or(vault_core::Error::InvalidInput("no device list"))?;
     // A member's list lives in the directory first: if the relay does not
     // take it, nothing is changed.
-    publish_newer(client, person, &versions).await?;
-    let elsewhere = propagate(store, client, person, &versions, None).await;
+    publish_after(client, person, &held, &versions).await?;
+    let elsewhere = reach_vaults(store, client, person, &versions, None).await;
     Ok(MemberChange {
         device,
         list,
@@ -319,13 +320,29 @@ pub async fn propagate<S: Store + ?Sized>(
     chain: &[DeviceList],
     except: Option<&VaultId>,
 ) -> Propagation {
-    let fp = person.fingerprint();
-    let mut done = Propagation::default();
     // Every failure is reported, never returned: the action it follows
     // already happened in its own vault.
-    if let Err(e) = publish_newer(client, person, chain).await {
-        done.not_published = Some(e.to_string());
+    let not_published = publish_newer(client, person, chain)
+        .await
+        .err()
+        .map(|e| e.to_string());
+    Propagation {
+        not_published,
+        ..reach_vaults(store, client, person, chain, except).await
     }
+}
+
+/// [`propagate`] without the directory: the other vaults this client
+/// follows, each failure reported.
+async fn reach_vaults<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    person: &PublicIdentity,
+    chain: &[DeviceList],
+    except: Option<&VaultId>,
+) -> Propagation {
+    let fp = person.fingerprint();
+    let mut done = Propagation::default();
     let me = client.identity().clone();
     for vault in store.vaults().unwrap_or_default() {
         if except == Some(&vault) {
@@ -348,14 +365,15 @@ pub async fn propagate<S: Store + ?Sized>(
                     "this vault carries another device list of yours (started apart, or changed by another device): change it there with --vault, or take it back with your key file",
                 ),
             )?;
-            if !newer.is_empty() {
+            let state = if newer.is_empty() {
+                state
+            } else {
                 sync::push_with_retry(store, client, &vault, |state| {
                     Ok(vec![state.list_devices(&me, &newer, client.now())?])
                 })
-                .await?;
-            }
+                .await?
+            };
             // Re-keying also finishes what an earlier run left.
-            let state = sync::pull(store, client, &vault).await?;
             if newer.is_empty() && state.collections_to_rekey().is_empty() {
                 return Ok(None);
             }
@@ -389,8 +407,18 @@ pub async fn publish_newer(
     person: &PublicIdentity,
     chain: &[DeviceList],
 ) -> crate::Result<()> {
-    let fp = person.fingerprint();
     let held = fetch(client, person).await?;
+    publish_after(client, person, &held, chain).await
+}
+
+/// [`publish_newer`] given what the directory holds (`held`, verified).
+async fn publish_after(
+    client: &RelayClient,
+    person: &PublicIdentity,
+    held: &[DeviceList],
+    chain: &[DeviceList],
+) -> crate::Result<()> {
+    let fp = person.fingerprint();
     let from = match held.last() {
         Some(h) => {
             // The directory's current version must be on this chain (not a
@@ -472,9 +500,14 @@ mod tests {
         let mut bytes = v1.to_bytes().to_vec();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        if let Ok(tampered) = DeviceList::from_bytes(&bytes) {
-            assert!(verify_served(dee.public(), &[tampered]).is_err());
-        }
+        // Refused either as it parses or as it is verified.
+        assert!(
+            DeviceList::from_bytes(&bytes).map_or(true, |tampered| verify_served(
+                dee.public(),
+                &[tampered]
+            )
+            .is_err())
+        );
     }
 
     /// A directory serving an older version than a vault carries (a

@@ -202,13 +202,15 @@ impl VaultState {
                 reason: "its time is before the previous entry's",
             });
         }
-        if entry.version() >= 2 && self.apply_outside(entry, check_signature)? {
+        // The collection the entry concerns, found once: authorship, the
+        // scope tag and the kind's rules all go by it.
+        let collection = self.entry_collection(entry.body());
+        if entry.version() >= 2 && self.apply_outside(entry, collection, check_signature)? {
             self.hashes.push(*entry.hash());
             self.last_time = entry.time();
             self.entry_version = entry.version();
             return Ok(());
         }
-        let collection = self.entry_collection(entry.body());
         let author = self
             .author_document_in(&entry.author(), collection.as_ref())
             .ok_or(Error::Unauthorized {
@@ -221,11 +223,11 @@ impl VaultState {
             entry.verify_signature(&author)?;
         }
         if entry.version() >= 2 {
-            self.check_scope(entry)?;
+            self.check_scope(entry, collection)?;
         }
         let ctx = Applying {
             check_signatures: check_signature,
-            ..self.applying(entry)
+            ..self.applying_in(entry, collection)
         };
 
         match entry.body() {
@@ -360,9 +362,8 @@ impl VaultState {
     /// Checks a whole version-2 entry's scope tag against the collection it
     /// concerns, and that this reader was not shown earlier entries of that
     /// collection redacted.
-    fn check_scope(&self, entry: &LogEntry) -> Result<()> {
+    fn check_scope(&self, entry: &LogEntry, collection: Option<CollectionId>) -> Result<()> {
         let seq = entry.seq();
-        let collection = self.entry_collection(entry.body());
         if scope_tag(&self.vault, seq, collection.as_ref()) != *entry.scope() {
             return Err(Error::ContextMismatch {
                 what: "log entry",
@@ -383,9 +384,13 @@ impl VaultState {
     /// shown to the holder of a single-record grant (`docs/format.md`
     /// §8.8). Returns whether it applied the entry; `false` for an entry
     /// of a followed collection, left to the kind's own rules.
-    fn apply_outside(&mut self, entry: &LogEntry, check: bool) -> Result<bool> {
+    fn apply_outside(
+        &mut self,
+        entry: &LogEntry,
+        collection: Option<CollectionId>,
+        check: bool,
+    ) -> Result<bool> {
         let seq = entry.seq();
-        let collection = self.entry_collection(entry.body());
         // A collection whose later entries this reader was shown redacted
         // (it left it) is no longer followed: a record of it shared alone
         // with the reader arrives as for any outsider.
@@ -556,7 +561,11 @@ impl VaultState {
 
     /// The entry being applied, as the kind-specific rules need it.
     pub(super) fn applying(&self, entry: &LogEntry) -> Applying {
-        let collection = self.entry_collection(entry.body());
+        self.applying_in(entry, self.entry_collection(entry.body()))
+    }
+
+    /// [`Self::applying`] for an entry whose collection is known.
+    fn applying_in(&self, entry: &LogEntry, collection: Option<CollectionId>) -> Applying {
         Applying {
             seq: entry.seq(),
             author: self.person_in(&entry.author(), collection.as_ref()),
