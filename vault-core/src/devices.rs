@@ -379,17 +379,21 @@ impl DeviceList {
     /// list to keep the key file out of its generation, for tests.
     #[cfg(test)]
     pub(crate) fn hiding_from_recovery_for_test(&self, signer: &SecretIdentity) -> Result<Self> {
-        let old = self.recovery_box.clone();
-        // age adds a random grease stanza: seal until the lengths agree.
-        let wrong = std::iter::repeat_with(|| {
-            agefile::encrypt(
-                &agefile::x25519_recipient(&self.recovery_public)?,
-                &primitives::random::<32>(),
-            )
-        })
-        .take(1000)
-        .find(|b| b.as_ref().map_or(true, |b| b.len() == old.len()))
-        .expect("a box of the same length")?;
+        // Each box is length-prefixed (`bytes`): the box and its prefix are
+        // replaced together, whatever length age's random grease gives it.
+        let framed = |b: &[u8]| {
+            let mut v = u32::try_from(b.len())
+                .unwrap_or(u32::MAX)
+                .to_be_bytes()
+                .to_vec();
+            v.extend_from_slice(b);
+            v
+        };
+        let old = framed(&self.recovery_box);
+        let wrong = framed(&agefile::encrypt(
+            &agefile::x25519_recipient(&self.recovery_public)?,
+            &primitives::random::<32>(),
+        )?);
         self.resigned_for_test(signer, |body| {
             let at = body
                 .windows(old.len())
