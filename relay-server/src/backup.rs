@@ -21,7 +21,6 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
-use sha2::{Digest, Sha256};
 use vault_core::{LogEntry, VaultState};
 
 use crate::storage::sqlite::DB_FILE;
@@ -303,7 +302,7 @@ pub(crate) fn extract_blob(
         std::fs::create_dir_all(dir).map_err(io("creating a blob directory"))?;
     }
     let mut out = File::create(dest).map_err(io("writing a blob"))?;
-    let mut h = Sha256::new();
+    let mut h = vault_core::address::EitherHasher::default();
     let mut buf = vec![0u8; 1 << 20];
     let mut len = 0u64;
     loop {
@@ -317,7 +316,10 @@ pub(crate) fn extract_blob(
         len += n as u64;
     }
     out.sync_all().map_err(io("syncing a blob"))?;
-    if hex::encode(h.finalize()) != hex {
+    let address = hex::decode(hex)
+        .ok()
+        .and_then(|a| <[u8; 32]>::try_from(a).ok());
+    if address.is_none_or(|a| h.matches(&a).is_none()) {
         return Err(BackupError::Refused(format!(
             "blob {hex} in the backup does not hash to its address; the backup is corrupt"
         )));
@@ -351,7 +353,8 @@ pub(crate) fn check_log(
 
 /// Checks that a small blob kept in the database hashes to its address.
 pub(crate) fn check_small_blob(hash: &[u8], bytes: &[u8]) -> Result<(), BackupError> {
-    if vault_core::request::body_digest(bytes).as_slice() != hash {
+    let address = <[u8; 32]>::try_from(hash).unwrap_or([0; 32]);
+    if hash.len() != 32 || vault_core::address::address_matches(&address, bytes).is_none() {
         return Err(BackupError::Refused(format!(
             "blob {} in the backup's database does not hash to its address; the backup is corrupt",
             hex::encode(hash)

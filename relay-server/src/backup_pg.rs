@@ -306,7 +306,7 @@ pub async fn backup(config: &Config, output: &Path) -> Result<BackupSummary, Bac
             ))
         })?;
         let mut out = File::create(&spool).map_err(io("spooling a blob"))?;
-        let mut h = Sha256::new();
+        let mut h = vault_core::address::EitherHasher::default();
         let mut buf = vec![0u8; 1 << 20];
         let mut got = 0u64;
         loop {
@@ -323,7 +323,7 @@ pub async fn backup(config: &Config, output: &Path) -> Result<BackupSummary, Bac
             got += n as u64;
         }
         drop(out);
-        if got != len || h.finalize().as_slice() != hash {
+        if got != len || h.matches(&hash).is_none() {
             return Err(refused(format!(
                 "blob {hex} in the blob store does not hash to its address (or has the wrong length); the store is damaged: restore it from an earlier backup, or let a client repair it"
             )));

@@ -60,6 +60,12 @@ fn ident(seed: u8, name: &str, role: Role) -> SecretIdentity {
 }
 
 /// Whether `RELAY_TEST_BACKEND=postgres-s3` asks for PostgreSQL and S3.
+/// The content address of a ciphertext, as clients write it (BLAKE3,
+/// `docs/format.md` §6.3).
+fn address(ct: &[u8]) -> [u8; 32] {
+    vault_core::address::AddressKind::CURRENT.digest(ct)
+}
+
 fn shared_backend() -> bool {
     let asked = std::env::var("RELAY_TEST_BACKEND").is_ok_and(|v| v == "postgres-s3");
     assert!(
@@ -426,7 +432,7 @@ impl World {
         format!(
             "/v1/vaults/{}/blobs/{}",
             self.vault,
-            hex::encode(body_digest(ct))
+            hex::encode(address(ct))
         )
     }
 
@@ -1807,11 +1813,10 @@ async fn unacknowledged_upload_bytes_left_by_a_crash_are_cut_off() {
     let data = dir.path().to_path_buf();
     let w = World::on(T::with(move |c| c.data_dir = data)).await;
     let (ct, _) = w.seal(&w.patient, &vec![3u8; 5000]);
-    let part = dir.path().join("uploads").join(format!(
-        "{}-{}.part",
-        w.vault,
-        hex::encode(body_digest(&ct))
-    ));
+    let part =
+        dir.path()
+            .join("uploads")
+            .join(format!("{}-{}.part", w.vault, hex::encode(address(&ct))));
     // What a kill -9 can leave: every byte of the last chunk written to the
     // part file, the chunk never acknowledged (no acknowledged length).
     std::fs::write(&part, &ct).unwrap();
@@ -1866,10 +1871,7 @@ async fn abandoned_uploads_are_swept() {
     let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
     for entry in std::fs::read_dir(&uploads).unwrap() {
         let path = entry.unwrap().path();
-        if path
-            .to_string_lossy()
-            .contains(&hex::encode(body_digest(&old)))
-        {
+        if path.to_string_lossy().contains(&hex::encode(address(&old))) {
             let f = std::fs::File::options().write(true).open(&path).unwrap();
             f.set_modified(two_days_ago).unwrap();
         }
@@ -1885,7 +1887,7 @@ async fn abandoned_uploads_are_swept() {
         removed, 1,
         "one upload: its part file and its acknowledged length"
     );
-    let old_name = hex::encode(body_digest(&old));
+    let old_name = hex::encode(address(&old));
     assert!(
         std::fs::read_dir(&uploads).unwrap().all(|e| !e
             .unwrap()
@@ -1927,7 +1929,7 @@ async fn holding_a_blob_address_is_not_holding_the_blob() {
         .await;
     assert_eq!(s, StatusCode::CREATED);
     let own = genesis.vault().to_hex();
-    let pq = format!("/v1/vaults/{own}/blobs/{}", hex::encode(body_digest(&ct)));
+    let pq = format!("/v1/vaults/{own}/blobs/{}", hex::encode(address(&ct)));
     let auth = RequestAuth::sign(&w.alice, "PUT", &pq, &origin(), now(), body_digest(b"")).unwrap();
     let mut req = build(
         &auth,
@@ -1975,7 +1977,7 @@ async fn a_record_put_must_name_a_blob_its_author_uploaded() {
 fn frames(blobs: &[&[u8]], lie_about: Option<usize>) -> Vec<u8> {
     let mut out = Vec::new();
     for (i, b) in blobs.iter().enumerate() {
-        let mut hash = body_digest(b);
+        let mut hash = address(b);
         if lie_about == Some(i) {
             hash[0] ^= 1;
         }
@@ -2083,7 +2085,7 @@ async fn small_blobs_upload_in_one_batch() {
 
 /// A batch read of `blobs` of `w`'s vault by `who`.
 fn read_req(w: &World, who: &SecretIdentity, blobs: &[&[u8]]) -> Request<Body> {
-    let names: Vec<String> = blobs.iter().map(|b| hex::encode(body_digest(b))).collect();
+    let names: Vec<String> = blobs.iter().map(|b| hex::encode(address(b))).collect();
     signed(
         who,
         "POST",
@@ -2114,7 +2116,7 @@ async fn read_statuses(w: &World, who: &SecretIdentity, blobs: &[&[u8]]) -> Vec<
     let frames = read_frames(&body);
     assert_eq!(frames.len(), blobs.len());
     for ((hash, status, bytes), blob) in frames.iter().zip(blobs) {
-        assert_eq!(*hash, body_digest(blob));
+        assert_eq!(*hash, address(blob));
         match status {
             0 => assert_eq!(bytes, blob),
             _ => assert!(bytes.is_empty()),
@@ -2215,11 +2217,11 @@ async fn small_blobs_download_in_one_batch() {
         (json!({ "blobs": [] }), "bad_json"),
         (json!({ "blobs": ["00"] }), "malformed_request"),
         (
-            json!({ "blobs": [hex::encode(body_digest(&cts[0])).to_uppercase()] }),
+            json!({ "blobs": [hex::encode(address(&cts[0])).to_uppercase()] }),
             "malformed_request",
         ),
         (
-            json!({ "hashes": [hex::encode(body_digest(&cts[0]))] }),
+            json!({ "hashes": [hex::encode(address(&cts[0]))] }),
             "bad_json",
         ),
     ] {
@@ -2936,7 +2938,7 @@ async fn a_purge_deletes_the_purged_versions_blobs_and_gives_their_charge_back()
         .unwrap();
     w.upload(&patient, &v2).await;
     w.append(&patient, &[&e]).await;
-    let name = hex::encode(body_digest(&v1));
+    let name = hex::encode(address(&v1));
     // On SQLite + files the blob is a file of the data directory (on S3 the
     // 404 below says it is gone).
     if !shared_backend() {

@@ -65,11 +65,17 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// A batch body: each blob's SHA-256, its length (u32 BE), its bytes.
+/// The content address of a ciphertext, as clients write it (BLAKE3,
+/// `docs/format.md` §6.3).
+fn address(ct: &[u8]) -> [u8; 32] {
+    vault_core::address::AddressKind::CURRENT.digest(ct)
+}
+
+/// A batch body: each blob's address, its length (u32 BE), its bytes.
 fn frames(blobs: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::new();
     for b in blobs {
-        out.extend_from_slice(&body_digest(b));
+        out.extend_from_slice(&address(b));
         out.extend_from_slice(&(b.len() as u32).to_be_bytes());
         out.extend_from_slice(b);
     }
@@ -336,7 +342,7 @@ impl World {
         };
         // One stored record, so that blob reads have something to read.
         let (ct, e) = seal(&state, b"potassium 4.1 mmol/L");
-        let stored_hash = hex::encode(body_digest(&ct));
+        let stored_hash = hex::encode(address(&ct));
         let pq = format!("/v1/vaults/{vault}/blobs/{stored_hash}");
         let (s, b) = call(
             &router,
@@ -757,7 +763,7 @@ fn spec(w: &World, route: Route) -> Spec {
             ..base(
                 "PUT",
                 "/v1/vaults/{vault}/blobs/{hash}",
-                vec![v, hex::encode(body_digest(&w.fresh_ct2))],
+                vec![v, hex::encode(address(&w.fresh_ct2))],
                 &w.patient,
             )
         },
@@ -770,7 +776,7 @@ fn spec(w: &World, route: Route) -> Spec {
         Route::UploadStatus => base(
             "GET",
             "/v1/vaults/{vault}/blobs/{hash}/upload",
-            vec![v, hex::encode(body_digest(&w.fresh_ct2))],
+            vec![v, hex::encode(address(&w.fresh_ct2))],
             &w.patient,
         ),
         Route::Inbox => base("GET", "/v1/inbox", vec![], &w.alice),
@@ -1516,7 +1522,7 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
                 );
             }
             Route::PutBlob => {
-                let hash = hex::encode(body_digest(&w.fresh_ct2));
+                let hash = hex::encode(address(&w.fresh_ct2));
                 let path = s.path_with(&[w.vault.clone(), hash]);
                 let chunk = vec![1u8; MAX_CHUNK as usize + 1];
                 let total = (MAX_CHUNK * 2).to_string();
@@ -1638,9 +1644,9 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
                 let mut cut_last = good.clone();
                 cut_last.truncate(good.len() - 1);
                 let mut cut_header = frames(&[&w.fresh_ct]);
-                cut_header.extend_from_slice(&body_digest(&w.fresh_ct2)[..20]);
+                cut_header.extend_from_slice(&address(&w.fresh_ct2)[..20]);
                 let mut overlong = frames(&[&w.fresh_ct]);
-                overlong.extend_from_slice(&body_digest(&w.fresh_ct2));
+                overlong.extend_from_slice(&address(&w.fresh_ct2));
                 overlong.extend_from_slice(&u32::MAX.to_be_bytes());
                 overlong.extend_from_slice(&w.fresh_ct2);
                 let mut trailing = good.clone();

@@ -124,6 +124,7 @@ suite!(
     nonces,
     blob_roundtrip,
     chunk_refusals,
+    blake3_addresses,
     concurrent_chunks,
     sweep,
     links_lifecycle,

@@ -279,7 +279,13 @@ fn run(
                     for (hash, bytes) in &mine {
                         let mut out = Vec::with_capacity(bytes.len());
                         c.client
-                            .get_blob(&c.vault, hash, bytes.len() as u64, &mut out)
+                            .get_blob(
+                                &c.vault,
+                                hash,
+                                vault_core::address::AddressKind::Sha256,
+                                bytes.len() as u64,
+                                &mut out,
+                            )
                             .await
                             .unwrap();
                         assert_eq!(out.len(), bytes.len());

@@ -281,7 +281,14 @@ async fn main() {
                             let mut out = Vec::with_capacity(pick.1 as usize);
                             (
                                 "blob_get",
-                                c.get_blob(&vault.id, &pick.0, pick.1, &mut out).await,
+                                c.get_blob(
+                                    &vault.id,
+                                    &pick.0,
+                                    vault_core::address::AddressKind::CURRENT,
+                                    pick.1,
+                                    &mut out,
+                                )
+                                .await,
                             )
                         }
                     }

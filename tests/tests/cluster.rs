@@ -279,8 +279,17 @@ async fn verify(
     }
     for (hash, len) in wanted {
         let mut out = Vec::new();
-        match client.get_blob(&s.vault, &hash, len, &mut out).await {
-            Ok(()) if body_digest(&out) == hash => {}
+        match client
+            .get_blob(
+                &s.vault,
+                &hash,
+                vault_core::address::AddressKind::CURRENT,
+                len,
+                &mut out,
+            )
+            .await
+        {
+            Ok(()) if vault_core::address::AddressKind::CURRENT.digest(&out) == hash => {}
             Ok(()) => found.push(format!(
                 "{phase}: blob {} has other bytes",
                 hex::encode(hash)

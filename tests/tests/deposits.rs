@@ -158,6 +158,7 @@ fn a_gateway_deposits_results_it_cannot_read() {
         let got = rt.block_on(lab_client.get_blob(
             &vault_id,
             m.ciphertext_hash(),
+            m.address_kind(),
             m.ciphertext_len(),
             &mut sink,
         ));

@@ -82,7 +82,13 @@ fn a_member_granted_later_cannot_fetch_replaced_or_deleted_versions() {
             .metadata()
             .clone();
         let mut out = Vec::new();
-        rt.block_on(client.get_blob(&vault, m.ciphertext_hash(), m.ciphertext_len(), &mut out))
+        rt.block_on(client.get_blob(
+            &vault,
+            m.ciphertext_hash(),
+            m.address_kind(),
+            m.ciphertext_len(),
+            &mut out,
+        ))
     };
     fetch(&record, 2).expect("the current version is served");
     for (id, version) in [(&record, 1), (&deleted, 1)] {
@@ -96,6 +102,12 @@ fn a_member_granted_later_cannot_fetch_replaced_or_deleted_versions() {
     let owner = RelayClient::new(&relay.url, patient.secret()).unwrap();
     let m = state.record_version(&record, 1).unwrap().metadata().clone();
     let mut out = Vec::new();
-    rt.block_on(owner.get_blob(&vault, m.ciphertext_hash(), m.ciphertext_len(), &mut out))
-        .expect("the owner fetches every version");
+    rt.block_on(owner.get_blob(
+        &vault,
+        m.ciphertext_hash(),
+        m.address_kind(),
+        m.ciphertext_len(),
+        &mut out,
+    ))
+    .expect("the owner fetches every version");
 }

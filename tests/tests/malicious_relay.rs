@@ -200,7 +200,13 @@ impl Stored {
     fn blob(&self, hash: &[u8; 32], len: u64) -> Vec<u8> {
         let mut out = Vec::new();
         self.rt
-            .block_on(self.client.get_blob(&self.vault, hash, len, &mut out))
+            .block_on(self.client.get_blob(
+                &self.vault,
+                hash,
+                vault_core::address::AddressKind::CURRENT,
+                len,
+                &mut out,
+            ))
             .unwrap();
         out
     }

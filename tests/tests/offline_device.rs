@@ -57,8 +57,13 @@ fn vault_survives_restart_and_detects_rollback() {
     {
         let mut s = SqliteStore::open(dir.path()).unwrap();
         s.append_entries(&state.vault(), &log).unwrap();
-        s.put_blob(meta.ciphertext_hash(), ct.len() as u64, &mut ct.as_slice())
-            .unwrap();
+        s.put_blob(
+            meta.ciphertext_hash(),
+            meta.address_kind(),
+            ct.len() as u64,
+            &mut ct.as_slice(),
+        )
+        .unwrap();
     }
 
     // Restart: unlock the key file, load and read offline.

@@ -92,6 +92,7 @@ async fn read(
         .get_blob(
             &state.vault(),
             verified.metadata().ciphertext_hash(),
+            verified.metadata().address_kind(),
             verified.metadata().ciphertext_len(),
             &mut ct,
         )

@@ -60,7 +60,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vault_client::{sync, ClientError, RelayClient, RetryPolicy};
-use vault_core::request::body_digest;
 use vault_core::store::{MemoryStore, Store};
 use vault_core::{
     CollectionId, EntryBody, Keyring, Permission, RecordInfo, Role, SecretIdentity, VaultId,
@@ -292,7 +291,16 @@ async fn download(
     len: u64,
 ) -> Result<Option<Vec<u8>>, ClientError> {
     let mut out = Vec::new();
-    match client.get_blob(vault, hash, len, &mut out).await {
+    match client
+        .get_blob(
+            vault,
+            hash,
+            vault_core::address::AddressKind::CURRENT,
+            len,
+            &mut out,
+        )
+        .await
+    {
         Ok(()) => Ok(Some(out)),
         Err(ClientError::Core(vault_core::Error::Missing { .. })) => Ok(None),
         Err(e) => Err(e),
@@ -309,12 +317,17 @@ async fn check_blob(
     what: &str,
 ) -> Option<String> {
     match download(client, vault, hash, len).await {
-        Ok(Some(bytes)) if bytes.len() as u64 == len && body_digest(&bytes) == *hash => None,
+        Ok(Some(bytes))
+            if bytes.len() as u64 == len
+                && vault_core::address::AddressKind::CURRENT.digest(&bytes) == *hash =>
+        {
+            None
+        }
         Ok(Some(bytes)) => Some(format!(
             "{what} blob {} came back with {} bytes hashing to {} (expected {len} bytes)",
             hex::encode(hash),
             bytes.len(),
-            hex::encode(body_digest(&bytes))
+            hex::encode(vault_core::address::AddressKind::CURRENT.digest(&bytes))
         )),
         Ok(None) => Some(format!(
             "{what} blob {} ({len} bytes) is missing: blob_not_found",

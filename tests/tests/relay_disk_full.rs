@@ -33,7 +33,6 @@ use std::process::Command;
 use std::sync::Arc;
 
 use vault_client::{sync, ClientError, RelayClient, RetryPolicy};
-use vault_core::request::body_digest;
 use vault_core::store::MemoryStore;
 use vault_core::{
     CollectionId, Keyring, LogEntry, RecordInfo, Role, SecretIdentity, VaultId, VaultState,
@@ -175,7 +174,7 @@ impl Writer {
         ledger: &mut Ledger,
     ) -> Result<(), ClientError> {
         let (state, ct, e) = self.seal(len, tag).await;
-        let hash = body_digest(&ct);
+        let hash = vault_core::address::AddressKind::CURRENT.digest(&ct);
         if batch {
             self.client
                 .put_blobs(&self.vault, &[(hash, &ct[..])])
@@ -321,7 +320,13 @@ async fn a_full_disk_refuses_writes_cleanly_and_loses_nothing() {
     let (h, ct) = &ledger.blobs[1];
     let mut out = Vec::new();
     w.client
-        .get_blob(&w.vault, h, ct.len() as u64, &mut out)
+        .get_blob(
+            &w.vault,
+            h,
+            vault_core::address::AddressKind::CURRENT,
+            ct.len() as u64,
+            &mut out,
+        )
         .await
         .unwrap();
     assert_eq!(&out, &**ct);
@@ -371,7 +376,13 @@ async fn a_full_disk_refuses_writes_cleanly_and_loses_nothing() {
     for (hash, ct) in &ledger.blobs {
         let mut out = Vec::new();
         fresh
-            .get_blob(&vault, hash, ct.len() as u64, &mut out)
+            .get_blob(
+                &vault,
+                hash,
+                vault_core::address::AddressKind::CURRENT,
+                ct.len() as u64,
+                &mut out,
+            )
             .await
             .unwrap_or_else(|e| panic!("acknowledged blob {} lost: {e}", hex::encode(hash)));
         assert_eq!(&out, &**ct);

@@ -213,6 +213,7 @@ async fn two_clients_sync_one_vault_concurrently() {
         .get_blob(
             &vault,
             rec.metadata().ciphertext_hash(),
+            rec.metadata().address_kind(),
             rec.metadata().ciphertext_len(),
             &mut Vec::new(),
         )
@@ -275,9 +276,15 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     relay.restart();
     let pc = relay.client(&patient);
     let mut back = Vec::new();
-    pc.get_blob(&vault, &hash, blob.len() as u64, &mut back)
-        .await
-        .unwrap();
+    pc.get_blob(
+        &vault,
+        &hash,
+        vault_core::address::AddressKind::Sha256,
+        blob.len() as u64,
+        &mut back,
+    )
+    .await
+    .unwrap();
     assert_eq!(back, blob);
 }
 

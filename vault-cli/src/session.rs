@@ -697,6 +697,7 @@ impl Session {
                     &client,
                     &m.vault(),
                     m.ciphertext_hash(),
+                    m.address_kind(),
                     m.ciphertext_len(),
                     &mut spool,
                 ))?;

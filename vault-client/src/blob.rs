@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_RANGE, RANGE};
 use reqwest::{Method, StatusCode};
-use vault_core::request::BodyDigest;
+use vault_core::address::AddressKind;
 use vault_core::VaultId;
 
 use crate::client::{Answer, Body, Mode, RelayClient, Req, MAX_SMALL_ANSWER};
@@ -175,8 +175,12 @@ pub(crate) fn resume_plan(
 
 /// How many downloaded bytes a blob download hashes before it lets the
 /// browser's event loop run ([`crate::platform::give_way`]): about 15 ms of
-/// SHA-256 in WebAssembly.
+/// SHA-256 in WebAssembly, a quarter of that of BLAKE3.
 const GIVE_WAY_EVERY: usize = 4 << 20;
+
+/// A blob wanted from the relay: its address, the hash the address is
+/// computed with, and its length (all from verified record metadata).
+pub type Wanted = ([u8; 32], AddressKind, u64);
 
 /// Largest body of one batch upload (the relay's default JSON limit is
 /// 16 MiB; batches stay well under it).
@@ -212,11 +216,11 @@ fn route_missing(status: u16, e: &crate::error::ErrorBody) -> bool {
 /// [`RelayClient::get_blobs`] asks for one request at a time: at most
 /// [`MAX_BATCH_READS`] blobs and [`MAX_BATCH_READ_BYTES`] bytes each (a
 /// larger blob gets a range of its own and is downloaded alone).
-pub fn batch_reads(wanted: &[([u8; 32], u64)]) -> Vec<std::ops::Range<usize>> {
+pub fn batch_reads(wanted: &[Wanted]) -> Vec<std::ops::Range<usize>> {
     let mut ranges = Vec::new();
     let mut start = 0usize;
     let mut bytes = 0u64;
-    for (i, (_, len)) in wanted.iter().enumerate() {
+    for (i, (_, _, len)) in wanted.iter().enumerate() {
         let full =
             i - start == MAX_BATCH_READS || bytes.saturating_add(*len) > MAX_BATCH_READ_BYTES;
         if i > start && full {
@@ -324,11 +328,7 @@ impl RelayClient {
     /// [`RelayClient::get_blob`] (eight at a time), so each
     /// one fails or succeeds as it would alone. Every frame of the answer
     /// is checked before anything is fetched alone.
-    pub async fn get_blobs(
-        &self,
-        vault: &VaultId,
-        wanted: &[([u8; 32], u64)],
-    ) -> Result<Vec<Vec<u8>>> {
+    pub async fn get_blobs(&self, vault: &VaultId, wanted: &[Wanted]) -> Result<Vec<Vec<u8>>> {
         if wanted.is_empty() {
             return Ok(Vec::new());
         }
@@ -337,7 +337,7 @@ impl RelayClient {
                 "a batch read asks for at most {MAX_BATCH_READS} blobs"
             )));
         }
-        let names: Vec<String> = wanted.iter().map(|(h, _)| hex::encode(h)).collect();
+        let names: Vec<String> = wanted.iter().map(|(h, _, _)| hex::encode(h)).collect();
         let req = Req::new(
             Method::POST,
             format!("/v1/vaults/{}/blobs/read", vault.to_hex()),
@@ -346,7 +346,7 @@ impl RelayClient {
         .json(&serde_json::json!({ "blobs": names }))?;
         let limit = wanted
             .iter()
-            .map(|(_, len)| len.saturating_add(READ_FRAME_HEADER))
+            .map(|(_, _, len)| len.saturating_add(READ_FRAME_HEADER))
             .fold(0u64, u64::saturating_add);
         let body = match self.exchange(&req, Mode::Buffer(limit)).await? {
             Answer::Body(_, body) => body,
@@ -361,7 +361,7 @@ impl RelayClient {
         // Every frame is checked before anything is fetched alone.
         let mut sent: Vec<Option<Vec<u8>>> = Vec::with_capacity(wanted.len());
         let mut at = 0usize;
-        for (hash, len) in wanted {
+        for (hash, kind, len) in wanted {
             let (frame_hash, status, bytes, next) = read_frame(&body, at)?;
             if frame_hash != *hash {
                 return Err(ClientError::Protocol(
@@ -377,7 +377,7 @@ impl RelayClient {
                             bytes.len()
                         )));
                     }
-                    if vault_core::request::body_digest(bytes) != *hash {
+                    if kind.digest(bytes) != *hash {
                         return Err(vault_core::Error::CiphertextMismatch.into());
                     }
                     sent.push(Some(bytes.to_vec()));
@@ -395,7 +395,7 @@ impl RelayClient {
                 "the relay's batch read answer has bytes after its last blob".into(),
             ));
         }
-        let alone: Vec<([u8; 32], u64)> = wanted
+        let alone: Vec<Wanted> = wanted
             .iter()
             .zip(&sent)
             .filter(|(_, s)| s.is_none())
@@ -411,13 +411,13 @@ impl RelayClient {
             .collect()
     }
 
-    /// Blobs `(address, length)` downloaded one request each
+    /// Blobs `(address, kind, length)` downloaded one request each
     /// ([`RelayClient::get_blob`]), [`ALONE_IN_FLIGHT`] at a time, in order.
-    async fn get_each(&self, vault: &VaultId, wanted: &[([u8; 32], u64)]) -> Result<Vec<Vec<u8>>> {
+    async fn get_each(&self, vault: &VaultId, wanted: &[Wanted]) -> Result<Vec<Vec<u8>>> {
         futures_util::stream::iter(
             wanted
                 .iter()
-                .map(|(hash, len)| self.get_one(vault, hash, *len)),
+                .map(|(hash, kind, len)| self.get_one(vault, hash, *kind, *len)),
         )
         .buffered(ALONE_IN_FLIGHT)
         .try_collect()
@@ -425,9 +425,15 @@ impl RelayClient {
     }
 
     /// One blob whole, through [`RelayClient::get_blob`].
-    async fn get_one(&self, vault: &VaultId, hash: &[u8; 32], len: u64) -> Result<Vec<u8>> {
+    async fn get_one(
+        &self,
+        vault: &VaultId,
+        hash: &[u8; 32],
+        kind: AddressKind,
+        len: u64,
+    ) -> Result<Vec<u8>> {
         let mut buf = Vec::new();
-        self.get_blob(vault, hash, len, &mut buf).await?;
+        self.get_blob(vault, hash, kind, len, &mut buf).await?;
         Ok(buf)
     }
 
@@ -584,8 +590,10 @@ impl RelayClient {
     /// connection resumes with `range: bytes=N-` from the bytes already
     /// written (the retry budget resets whenever bytes arrive). The bytes
     /// are hashed as they stream, and the download fails with
-    /// [`vault_core::Error::CiphertextMismatch`] unless they hash to `hash`;
-    /// more bytes than `expected_len` are refused.
+    /// [`vault_core::Error::CiphertextMismatch`] unless they hash to `hash`
+    /// under `kind` (the record metadata's
+    /// [`vault_core::RecordMetadata::address_kind`]); more bytes than
+    /// `expected_len` are refused.
     ///
     /// `sink` sees unverified bytes before the check: decrypt only what
     /// [`crate::sync::fetch_blob`] put into the local store, which verifies
@@ -594,27 +602,30 @@ impl RelayClient {
         &self,
         vault: &VaultId,
         hash: &[u8; 32],
+        kind: AddressKind,
         expected_len: u64,
         sink: &mut W,
     ) -> Result<()> {
-        self.get_blob_into(vault, hash, expected_len, &mut Written(sink))
+        self.get_blob_into(vault, hash, kind, expected_len, &mut Written(sink))
             .await
     }
 
     /// [`RelayClient::get_blob`] into a [`DownloadSink`] whose writes are
     /// awaited (the web app's spool file on the browser's disk, for a
     /// record larger than memory). The same checks: `sink` sees unverified
-    /// bytes, and the call succeeds only if they hash to `hash`.
+    /// bytes, and the call succeeds only if they hash to `hash` under
+    /// `kind`.
     pub async fn get_blob_into<D: DownloadSink + ?Sized>(
         &self,
         vault: &VaultId,
         hash: &[u8; 32],
+        kind: AddressKind,
         expected_len: u64,
         sink: &mut D,
     ) -> Result<()> {
         let path = blob_path(vault, hash);
         let mut have = 0u64;
-        let mut digest = BodyDigest::new();
+        let mut digest = kind.hasher();
         let mut failures = 0u32;
         loop {
             let mut req = Req::new(Method::GET, path.clone(), "downloading a blob");
@@ -686,7 +697,7 @@ impl RelayClient {
             }
             if have == expected_len {
                 sink.flush().await?;
-                return if digest.finish() == *hash {
+                return if digest.finalize() == *hash {
                     Ok(())
                 } else {
                     Err(vault_core::Error::CiphertextMismatch.into())
@@ -720,7 +731,7 @@ mod tests {
 
     #[test]
     fn batch_reads_are_bounded_by_count_and_bytes() {
-        let small = |n: usize| vec![([0u8; 32], 1_000u64); n];
+        let small = |n: usize| vec![([0u8; 32], AddressKind::Blake3, 1_000u64); n];
         assert!(batch_reads(&[]).is_empty());
         assert_eq!(
             batch_reads(&small(1)),
@@ -728,9 +739,9 @@ mod tests {
         );
         assert_eq!(batch_reads(&small(600)), [0..256, 256..512, 512..600]);
         let mib = 1024 * 1024;
-        let sizes: Vec<([u8; 32], u64)> = [3 * mib, 2 * mib, 5 * mib, 1, 1]
+        let sizes: Vec<Wanted> = [3 * mib, 2 * mib, 5 * mib, 1, 1]
             .iter()
-            .map(|len| ([0u8; 32], *len))
+            .map(|len| ([0u8; 32], AddressKind::Blake3, *len))
             .collect();
         // 3 + 2 MiB pass the 4 MiB budget; a blob over it goes alone.
         assert_eq!(batch_reads(&sizes), [0..1, 1..2, 2..3, 3..5]);

@@ -65,8 +65,8 @@ mod test_support;
 mod wire;
 
 pub use blob::{
-    batch_reads, DownloadSink, Seekable, UploadSource, Written, MAX_BATCH_BLOBS, MAX_BATCH_BYTES,
-    MAX_BATCH_READS, MAX_BATCH_READ_BYTES,
+    batch_reads, DownloadSink, Seekable, UploadSource, Wanted, Written, MAX_BATCH_BLOBS,
+    MAX_BATCH_BYTES, MAX_BATCH_READS, MAX_BATCH_READ_BYTES,
 };
 pub use client::{
     InboxListing, InboxView, RelayClient, DEFAULT_CHUNK_SIZE, MAX_APPEND_ENTRIES, MAX_CHUNK_SIZE,

@@ -42,7 +42,13 @@ pub async fn download_for_opening<D: DownloadSink + ?Sized>(
     let job = Keyring::new(secret, client.now()).open_job(state, &verified)?;
     let m = verified.metadata();
     client
-        .get_blob_into(&m.vault(), m.ciphertext_hash(), m.ciphertext_len(), sink)
+        .get_blob_into(
+            &m.vault(),
+            m.ciphertext_hash(),
+            m.address_kind(),
+            m.ciphertext_len(),
+            sink,
+        )
         .await?;
     Ok(job)
 }

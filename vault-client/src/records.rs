@@ -9,6 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
+use vault_core::address::AddressKind;
 use vault_core::store::Store;
 use vault_core::{
     CollectionId, Keyring, LogEntry, RecordId, RecordInfo, RecordMetadata, RecordSummary,
@@ -17,6 +18,7 @@ use vault_core::{
 
 use zeroize::Zeroizing;
 
+use crate::blob::Wanted;
 use crate::error::{ClientError, Result};
 use crate::{sync, RelayClient, UploadSource};
 
@@ -86,11 +88,10 @@ pub async fn fetch_small_blobs<S: Store + ?Sized>(
     on_blob: impl Fn(),
 ) -> Result<()> {
     // Consecutive blobs of one vault share requests; each is wanted as
-    // (address, length).
-    type Wanted = ([u8; 32], u64);
+    // (address, kind, length).
     let mut groups: Vec<(VaultId, Vec<Wanted>)> = Vec::new();
     for m in blobs {
-        let wanted = (*m.ciphertext_hash(), m.ciphertext_len());
+        let wanted = (*m.ciphertext_hash(), m.address_kind(), m.ciphertext_len());
         match groups.last_mut() {
             Some((vault, list)) if *vault == m.vault() => list.push(wanted),
             _ => groups.push((m.vault(), vec![wanted])),
@@ -111,10 +112,10 @@ pub async fn fetch_small_blobs<S: Store + ?Sized>(
     .buffered(READS_IN_FLIGHT);
     while let Some(answer) = answers.next().await {
         let (wanted, bytes) = answer?;
-        let batch: Vec<([u8; 32], &[u8])> = wanted
+        let batch: Vec<([u8; 32], AddressKind, &[u8])> = wanted
             .iter()
             .zip(&bytes)
-            .map(|((h, _), b)| (*h, b.as_slice()))
+            .map(|((h, k, _), b)| (*h, *k, b.as_slice()))
             .collect();
         store.put_blobs(&batch)?;
         for _ in wanted {
@@ -401,12 +402,13 @@ pub async fn add_records<S: Store + ?Sized>(
             metadata.push(m);
             ciphertexts.push(ciphertext);
         }
-        let blobs: Vec<([u8; 32], &[u8])> = metadata
+        let kept: Vec<([u8; 32], AddressKind, &[u8])> = metadata
             .iter()
             .zip(&ciphertexts)
-            .map(|(m, c)| (*m.ciphertext_hash(), c.as_slice()))
+            .map(|(m, c)| (*m.ciphertext_hash(), m.address_kind(), c.as_slice()))
             .collect();
-        store.put_blobs(&blobs)?;
+        store.put_blobs(&kept)?;
+        let blobs: Vec<([u8; 32], &[u8])> = kept.iter().map(|(h, _, c)| (*h, *c)).collect();
         let per = blobs.len().div_ceil(UPLOAD_BATCHES).max(1);
         stream::iter(blobs.chunks(per).map(|part| client.put_blobs(&vault, part)))
             .buffer_unordered(UPLOAD_BATCHES)

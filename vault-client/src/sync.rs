@@ -13,6 +13,7 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 
+use vault_core::address::AddressKind;
 use vault_core::store::{self, Store};
 use vault_core::{
     Checkpoint, EntryBody, Fingerprint, LogEntry, PublicIdentity, RecordMetadata, VaultId,
@@ -548,7 +549,7 @@ where
             let whole = usize::try_from(len)
                 .map_err(|_| ClientError::Protocol("a ciphertext too large to keep".into()))?;
             let bytes = self.ciphertext.read_chunk(0, whole).await?;
-            store.put_blob(&hash, len, &mut bytes.as_slice())?;
+            store.put_blob(&hash, metadata.address_kind(), len, &mut bytes.as_slice())?;
         }
         client
             .put_blob_from(&metadata.vault(), &hash, len, self.ciphertext)
@@ -640,7 +641,12 @@ where
     let len = checked_len(metadata)?;
     if store.keeps_uploads(len) {
         ciphertext.seek(SeekFrom::Start(0))?;
-        store.put_blob(&hash, len, &mut (&mut *ciphertext).take(len))?;
+        store.put_blob(
+            &hash,
+            metadata.address_kind(),
+            len,
+            &mut (&mut *ciphertext).take(len),
+        )?;
     }
     client
         .put_blob(&metadata.vault(), &hash, len, ciphertext)
@@ -672,17 +678,28 @@ where
         *metadata.ciphertext_hash(),
         checked_len(metadata)?,
     );
-    fetch_blob(store, client, &vault, &hash, len, spool).await
+    fetch_blob(
+        store,
+        client,
+        &vault,
+        &hash,
+        metadata.address_kind(),
+        len,
+        spool,
+    )
+    .await
 }
 
-/// [`fetch_record_blob`] by address: downloads the blob `hash` of `len`
-/// bytes of `vault` into the store unless it is there. Take `hash` and
-/// `len` from verified metadata only ([`VaultState::record`]).
+/// [`fetch_record_blob`] by address: downloads the blob `hash` (computed
+/// with `kind`) of `len` bytes of `vault` into the store unless it is
+/// there. Take `hash`, `kind` and `len` from verified metadata only
+/// ([`VaultState::record`]).
 pub async fn fetch_blob<S, W>(
     store: &mut S,
     client: &RelayClient,
     vault: &VaultId,
     hash: &[u8; 32],
+    kind: AddressKind,
     len: u64,
     spool: &mut W,
 ) -> Result<()>
@@ -694,9 +711,9 @@ where
         return Ok(());
     }
     spool.seek(SeekFrom::Start(0))?;
-    client.get_blob(vault, hash, len, spool).await?;
+    client.get_blob(vault, hash, kind, len, spool).await?;
     spool.seek(SeekFrom::Start(0))?;
-    store.put_blob(hash, len, &mut (&mut *spool).take(len))?;
+    store.put_blob(hash, kind, len, &mut (&mut *spool).take(len))?;
     Ok(())
 }
 
@@ -847,12 +864,13 @@ impl<S: Store + ?Sized> Store for StoreRef<'_, S> {
     fn put_blob(
         &mut self,
         hash: &[u8; 32],
+        kind: AddressKind,
         len: u64,
         data: &mut dyn Read,
     ) -> vault_core::Result<()> {
-        self.0.put_blob(hash, len, data)
+        self.0.put_blob(hash, kind, len, data)
     }
-    fn put_blobs(&mut self, blobs: &[([u8; 32], &[u8])]) -> vault_core::Result<()> {
+    fn put_blobs(&mut self, blobs: &[([u8; 32], AddressKind, &[u8])]) -> vault_core::Result<()> {
         self.0.put_blobs(blobs)
     }
     fn keeps_uploads(&self, len: u64) -> bool {

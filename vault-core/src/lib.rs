@@ -19,6 +19,7 @@
 //!   disk.
 #![forbid(unsafe_code)]
 
+pub mod address;
 mod agefile;
 mod agency;
 mod deferred;

@@ -15,7 +15,10 @@ use std::io::{Read, Write};
 use chacha20poly1305::aead::stream::{DecryptorBE32, EncryptorBE32};
 use chacha20poly1305::aead::KeyInit;
 use chacha20poly1305::{ChaCha20Poly1305, Key};
+#[cfg(not(target_arch = "wasm32"))]
 use sha2::{Digest, Sha256};
+
+use crate::address::{AddressHasher, AddressKind};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
@@ -39,8 +42,11 @@ fn cipher(key: &Zeroizing<[u8; 32]>) -> ChaCha20Poly1305 {
     ChaCha20Poly1305::new(Key::from_slice(key.as_ref()))
 }
 
-/// Payloads at least this long hash their ciphertext on a second thread
-/// (where threads exist), overlapping SHA-256 with encryption.
+/// SHA-256-addressed payloads at least this long hash their ciphertext on
+/// a second thread (where threads exist), overlapping SHA-256 with
+/// encryption. BLAKE3 addresses are hashed inline: at about a quarter of
+/// the cipher's cost, a hand-off to another thread costs more than it
+/// overlaps.
 #[cfg(not(target_arch = "wasm32"))]
 const PIPELINE_MIN_LEN: u64 = 1024 * 1024;
 /// Chunks in flight to the hashing thread (bounds memory to a few chunks).
@@ -57,10 +63,11 @@ fn second_core() -> bool {
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from)) > 1
 }
 
-/// SHA-256 of a ciphertext stream, computed inline or, for large payloads on
-/// native targets, on a scoped helper thread fed through a bounded channel.
+/// The content address of a ciphertext stream, computed inline or, for
+/// large SHA-256-addressed payloads on native targets, on a scoped helper
+/// thread fed through a bounded channel.
 pub(crate) enum Hasher {
-    Inline(Sha256),
+    Inline(AddressHasher),
     #[cfg(not(target_arch = "wasm32"))]
     Threaded {
         chunks: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
@@ -87,11 +94,16 @@ impl Hasher {
     }
 }
 
-/// Runs `f` with a [`Hasher`] suited to a payload of `len` bytes and returns
-/// its result with the SHA-256 of everything `f` fed the hasher.
-pub(crate) fn with_hasher<T>(len: u64, f: impl FnOnce(&mut Hasher) -> T) -> (T, [u8; 32]) {
+/// Runs `f` with a [`Hasher`] of `kind` suited to a payload of `len` bytes
+/// and returns its result with the address of everything `f` fed the
+/// hasher.
+pub(crate) fn with_hasher<T>(
+    len: u64,
+    kind: AddressKind,
+    f: impl FnOnce(&mut Hasher) -> T,
+) -> (T, [u8; 32]) {
     #[cfg(not(target_arch = "wasm32"))]
-    if len >= PIPELINE_MIN_LEN && second_core() {
+    if kind == AddressKind::Sha256 && len >= PIPELINE_MIN_LEN && second_core() {
         return std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPELINE_DEPTH);
             let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Vec<u8>>();
@@ -115,10 +127,10 @@ pub(crate) fn with_hasher<T>(len: u64, f: impl FnOnce(&mut Hasher) -> T) -> (T, 
         });
     }
     let _ = len;
-    let mut hasher = Hasher::Inline(Sha256::new());
+    let mut hasher = Hasher::Inline(kind.hasher());
     let out = f(&mut hasher);
     let digest = match hasher {
-        Hasher::Inline(h) => h.finalize().into(),
+        Hasher::Inline(h) => h.finalize(),
         #[cfg(not(target_arch = "wasm32"))]
         Hasher::Threaded { .. } => [0; 32],
     };
@@ -208,17 +220,18 @@ pub(crate) enum PayloadFailure {
 }
 
 /// Decrypts a payload of `plain_len` plaintext bytes from `input`, handing
-/// each authenticated chunk to `sink`. Returns the SHA-256 of the ciphertext
-/// read. On an authentication failure or a sink error the rest of the input
+/// each authenticated chunk to `sink`. Returns the `kind` address of the
+/// ciphertext read. On an authentication failure or a sink error the rest of the input
 /// is still read and hashed (the hash, compared with signed metadata, then
 /// tells the caller whether the ciphertext was swapped).
 pub(crate) fn read_payload<R: Read>(
     key: &Zeroizing<[u8; 32]>,
     plain_len: u64,
+    kind: AddressKind,
     input: R,
     sink: impl FnMut(&[u8]) -> Result<()>,
 ) -> (Result<(), PayloadFailure>, [u8; 32]) {
-    with_hasher(plain_len, |hasher| {
+    with_hasher(plain_len, kind, |hasher| {
         read_chunks(key, plain_len, input, sink, hasher)
     })
 }

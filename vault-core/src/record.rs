@@ -14,6 +14,7 @@ use std::io::{Read, Write};
 
 use zeroize::Zeroizing;
 
+use crate::address::AddressKind;
 use crate::encoding::{Reader, Writer};
 use crate::error::{Error, Result};
 use crate::identity::{Fingerprint, PublicIdentity, SecretIdentity};
@@ -28,6 +29,10 @@ use crate::primitives;
 const METADATA_VERSION: u8 = 2;
 /// Version 3 is version 2 with a deposit-sealed data key (§5.5).
 const DEPOSIT_METADATA_VERSION: u8 = 3;
+/// Version 4 is version 2 with a BLAKE3 content address (§6.3).
+const BLAKE3_METADATA_VERSION: u8 = 4;
+/// Version 5 is version 3 with a BLAKE3 content address.
+const BLAKE3_DEPOSIT_METADATA_VERSION: u8 = 5;
 const HEADER_VERSION: u8 = 1;
 const METADATA_SIGNATURE_CONTEXT: &[u8] = b"vault/v1/record\0";
 const PAYLOAD_KEY_INFO: &[u8] = b"vault/v1/payload\0";
@@ -35,16 +40,46 @@ const MAX_CONTENT_TYPE: usize = 255;
 const MAX_TITLE: usize = 1024;
 /// Smallest padded plaintext: small records all look alike.
 pub const MIN_PADDED_LEN: u64 = 512;
-/// Encoded length of [`RecordMetadata`] as written (version 2; version 1,
-/// still read, is 32 bytes shorter: it has no key commitment).
+/// Encoded length of [`RecordMetadata`] as written (version 4, and version
+/// 2, still read; version 1, still read, is 32 bytes shorter: it has no key
+/// commitment).
 pub const METADATA_LEN: usize =
     1 + 16 * 3 + 4 + 4 + 16 + 8 + 32 + crate::keys::WRAPPED_KEY_LEN + 32 + 32 + 64;
 /// Encoded length of [`RecordMetadata`] whose data key a write-only
-/// depositor sealed (version 3): [`METADATA_LEN`] with a
+/// depositor sealed (version 5, and version 3, still read): [`METADATA_LEN`] with a
 /// [`crate::keys::DEPOSIT_SEALED_KEY_LEN`]-byte sealed key in place of the
 /// wrapped one. The longest metadata there is.
 pub const DEPOSIT_METADATA_LEN: usize =
     METADATA_LEN - crate::keys::WRAPPED_KEY_LEN + crate::keys::DEPOSIT_SEALED_KEY_LEN;
+
+#[cfg(test)]
+thread_local! {
+    /// The content address the tests' records are sealed with (new
+    /// records use [`AddressKind::CURRENT`]; tests of version 2 and 3
+    /// metadata switch to SHA-256 with [`sealing_with`]).
+    static TEST_ADDRESS: std::cell::Cell<AddressKind> = const { std::cell::Cell::new(AddressKind::CURRENT) };
+}
+
+/// Makes this thread's new records use `kind` until the guard drops (tests
+/// of older metadata versions).
+#[cfg(test)]
+pub(crate) fn sealing_with(kind: AddressKind) -> impl Drop {
+    struct Restore(AddressKind);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            TEST_ADDRESS.with(|c| c.set(self.0));
+        }
+    }
+    Restore(TEST_ADDRESS.with(|c| c.replace(kind)))
+}
+
+/// The content address new records are sealed with.
+fn new_address() -> AddressKind {
+    #[cfg(test)]
+    return TEST_ADDRESS.with(|c| c.get());
+    #[cfg(not(test))]
+    AddressKind::CURRENT
+}
 
 /// Padmé padding (Nikitin et al., PETS 2019) with a floor of
 /// [`MIN_PADDED_LEN`]: the padded length leaks O(log log n) bits and adds at
@@ -219,7 +254,11 @@ pub struct RecordMetadata {
     pub(crate) payload_salt: [u8; 16],
     pub(crate) padded_len: u64,
     pub(crate) ciphertext_hash: [u8; 32],
-    /// The data key, wrapped (versions 1 and 2) or deposit-sealed (3).
+    /// How `ciphertext_hash` is computed: SHA-256 in versions 1 to 3,
+    /// BLAKE3 in versions 4 and 5.
+    pub(crate) address: AddressKind,
+    /// The data key, wrapped (versions 1, 2 and 4) or deposit-sealed (3
+    /// and 5).
     pub(crate) wrapped_key: KeySeal,
     pub(crate) author: Fingerprint,
     /// The data key's commitment (§6.4; `None` in version-1 metadata).
@@ -264,13 +303,19 @@ impl RecordMetadata {
     }
 
     fn write_body(&self, w: &mut Writer) {
-        w.u8(if self.wrapped_key.is_deposit() {
-            DEPOSIT_METADATA_VERSION
-        } else if self.key_commitment.is_some() {
-            METADATA_VERSION
-        } else {
-            1
-        })
+        w.u8(
+            match (
+                self.address,
+                self.wrapped_key.is_deposit(),
+                self.key_commitment.is_some(),
+            ) {
+                (AddressKind::Blake3, true, _) => BLAKE3_DEPOSIT_METADATA_VERSION,
+                (AddressKind::Blake3, false, _) => BLAKE3_METADATA_VERSION,
+                (AddressKind::Sha256, true, _) => DEPOSIT_METADATA_VERSION,
+                (AddressKind::Sha256, false, true) => METADATA_VERSION,
+                (AddressKind::Sha256, false, false) => 1,
+            },
+        )
         .fixed(self.vault.as_bytes())
         .fixed(self.collection.as_bytes())
         .fixed(self.record.as_bytes())
@@ -317,7 +362,13 @@ impl RecordMetadata {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let mut r = Reader::new(bytes, "record metadata");
         let format = r.u8()?;
-        if !matches!(format, 1 | METADATA_VERSION | DEPOSIT_METADATA_VERSION) {
+        if !matches!(
+            format,
+            1 | METADATA_VERSION
+                | DEPOSIT_METADATA_VERSION
+                | BLAKE3_METADATA_VERSION
+                | BLAKE3_DEPOSIT_METADATA_VERSION
+        ) {
             return Err(Error::UnsupportedVersion {
                 what: "record metadata",
                 version: format,
@@ -332,7 +383,15 @@ impl RecordMetadata {
             payload_salt: r.array()?,
             padded_len: r.u64()?,
             ciphertext_hash: r.array()?,
-            wrapped_key: if format == DEPOSIT_METADATA_VERSION {
+            address: if format >= BLAKE3_METADATA_VERSION {
+                AddressKind::Blake3
+            } else {
+                AddressKind::Sha256
+            },
+            wrapped_key: if matches!(
+                format,
+                DEPOSIT_METADATA_VERSION | BLAKE3_DEPOSIT_METADATA_VERSION
+            ) {
                 KeySeal::Deposited(DepositSealedKey::read(&mut r)?)
             } else {
                 KeySeal::Wrapped(WrappedDataKey::read(&mut r)?)
@@ -402,6 +461,13 @@ impl RecordMetadata {
     /// SHA-256 of the ciphertext: the blob's content address.
     pub fn ciphertext_hash(&self) -> &[u8; 32] {
         &self.ciphertext_hash
+    }
+
+    /// How [`RecordMetadata::ciphertext_hash`] is computed (SHA-256 in
+    /// metadata versions 1 to 3, BLAKE3 in 4 and 5): a reader checks the
+    /// ciphertext with it.
+    pub fn address_kind(&self) -> AddressKind {
+        self.address
     }
 }
 
@@ -546,6 +612,7 @@ impl PlannedRecord {
                 header,
                 body_len,
                 padded_len,
+                address: new_address(),
             },
         })
     }
@@ -603,6 +670,7 @@ impl PlannedRecord {
             payload_salt: self.salt,
             padded_len: self.job.padded_len,
             ciphertext_hash,
+            address: self.job.address,
             wrapped_key: key.seal(&self.data_key, &self.record, self.version)?,
             author: self.author,
             key_commitment: Some(primitives::key_commitment(
@@ -628,8 +696,8 @@ impl std::fmt::Debug for PlannedRecord {
     }
 }
 
-/// Version byte of [`PayloadJob::to_bytes`].
-const PAYLOAD_JOB_VERSION: u8 = 1;
+/// Version byte of [`PayloadJob::to_bytes`] (2: with the address kind).
+const PAYLOAD_JOB_VERSION: u8 = 2;
 /// Longest inner header a [`PayloadJob`] carries: every field at its
 /// maximum length, with room to spare.
 const MAX_JOB_HEADER: usize = 4096;
@@ -648,6 +716,7 @@ pub struct PayloadJob {
     header: Vec<u8>,
     body_len: u64,
     padded_len: u64,
+    address: AddressKind,
 }
 
 impl PayloadJob {
@@ -663,7 +732,7 @@ impl PayloadJob {
 
     /// Streams `body` (exactly [`PayloadJob::body_len`] bytes) through the
     /// inner header, padding and encryption into `out`, and returns the
-    /// ciphertext's SHA-256 (the record's content address).
+    /// ciphertext's content address (its BLAKE3 for new records, §6.3).
     ///
     /// Seal a job once: sealing another body under the same job reuses its
     /// key and nonces, so at most one of its outputs may ever leave (the
@@ -673,53 +742,56 @@ impl PayloadJob {
     /// bytes; [`Error::Io`] if reading or writing fails. Either way what
     /// was written to `out` must be thrown away.
     pub fn seal<R: Read, W: Write>(&self, mut body: R, out: W) -> Result<[u8; 32]> {
-        let (written, ciphertext_hash) = payload::with_hasher(self.padded_len, |hasher| {
-            let mut writer = PayloadWriter::new(&self.key, self.padded_len, out, hasher);
-            writer.write_plain(&self.header)?;
-            let mut buf = Zeroizing::new(vec![0u8; CHUNK_LEN]);
-            let mut read: u64 = 0;
-            loop {
-                let n = match body.read(&mut buf) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e.into()),
-                };
-                if n == 0 {
-                    break;
+        let (written, ciphertext_hash) =
+            payload::with_hasher(self.padded_len, self.address, |hasher| {
+                let mut writer = PayloadWriter::new(&self.key, self.padded_len, out, hasher);
+                writer.write_plain(&self.header)?;
+                let mut buf = Zeroizing::new(vec![0u8; CHUNK_LEN]);
+                let mut read: u64 = 0;
+                loop {
+                    let n = match body.read(&mut buf) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e.into()),
+                    };
+                    if n == 0 {
+                        break;
+                    }
+                    read += n as u64;
+                    if read > self.body_len {
+                        return Err(Error::LengthMismatch {
+                            declared: self.body_len,
+                            actual: read,
+                        });
+                    }
+                    writer.write_plain(buf.get(..n).unwrap_or_default())?;
                 }
-                read += n as u64;
-                if read > self.body_len {
+                if read != self.body_len {
                     return Err(Error::LengthMismatch {
                         declared: self.body_len,
                         actual: read,
                     });
                 }
-                writer.write_plain(buf.get(..n).unwrap_or_default())?;
-            }
-            if read != self.body_len {
-                return Err(Error::LengthMismatch {
-                    declared: self.body_len,
-                    actual: read,
-                });
-            }
-            buf.fill(0);
-            let mut padding = self.padded_len - self.body_len - self.header.len() as u64;
-            while padding > 0 {
-                let n = padding.min(CHUNK_LEN as u64) as usize;
-                writer.write_plain(buf.get(..n).unwrap_or_default())?;
-                padding -= n as u64;
-            }
-            writer.finish()
-        });
+                buf.fill(0);
+                let mut padding = self.padded_len - self.body_len - self.header.len() as u64;
+                while padding > 0 {
+                    let n = padding.min(CHUNK_LEN as u64) as usize;
+                    writer.write_plain(buf.get(..n).unwrap_or_default())?;
+                    padding -= n as u64;
+                }
+                writer.finish()
+            });
         written?;
         Ok(ciphertext_hash)
     }
 
-    /// The job as bytes for the worker: version, key, body length, padded
-    /// length, inner header. Secret: zeroized on drop.
+    /// The job as bytes for the worker: version, address kind (1 SHA-256,
+    /// 2 BLAKE3), key, body length, padded length, inner header. Secret:
+    /// zeroized on drop.
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        let mut out = Zeroizing::new(Vec::with_capacity(1 + 32 + 16 + self.header.len()));
+        let mut out = Zeroizing::new(Vec::with_capacity(2 + 32 + 16 + self.header.len()));
         out.push(PAYLOAD_JOB_VERSION);
+        out.push(address_byte(self.address));
         out.extend_from_slice(self.key.as_ref());
         out.extend_from_slice(&self.body_len.to_be_bytes());
         out.extend_from_slice(&self.padded_len.to_be_bytes());
@@ -742,6 +814,8 @@ impl PayloadJob {
                 version: *version,
             });
         }
+        let (address, rest) = rest.split_first().ok_or(bad("truncated"))?;
+        let address = address_kind(*address).ok_or(bad("unknown address kind"))?;
         let (key, rest) = rest.split_first_chunk::<32>().ok_or(bad("truncated"))?;
         let (body_len, rest) = rest.split_first_chunk::<8>().ok_or(bad("truncated"))?;
         let (padded, header) = rest.split_first_chunk::<8>().ok_or(bad("truncated"))?;
@@ -763,6 +837,7 @@ impl PayloadJob {
             header: header.to_vec(),
             body_len,
             padded_len,
+            address,
         })
     }
 }
@@ -868,6 +943,7 @@ impl<'a> VerifiedRecord<'a> {
             ),
             padded_len: m.padded_len,
             ciphertext_hash: m.ciphertext_hash,
+            address: m.address,
             vault: m.vault,
             collection: m.collection,
             record: m.record,
@@ -877,10 +953,27 @@ impl<'a> VerifiedRecord<'a> {
     }
 }
 
-/// Version byte of [`OpenJob::to_bytes`].
-const OPEN_JOB_VERSION: u8 = 1;
+/// Version byte of [`OpenJob::to_bytes`] (2: with the address kind).
+const OPEN_JOB_VERSION: u8 = 2;
 /// Length of [`OpenJob::to_bytes`].
-const OPEN_JOB_LEN: usize = 1 + 32 + 8 + 32 + 16 * 3 + 4 + 32;
+const OPEN_JOB_LEN: usize = 1 + 1 + 32 + 8 + 32 + 16 * 3 + 4 + 32;
+
+/// The address kind's byte in a job's bytes.
+fn address_byte(kind: AddressKind) -> u8 {
+    match kind {
+        AddressKind::Sha256 => 1,
+        AddressKind::Blake3 => 2,
+    }
+}
+
+/// The address kind a job's byte names.
+fn address_kind(byte: u8) -> Option<AddressKind> {
+    match byte {
+        1 => Some(AddressKind::Sha256),
+        2 => Some(AddressKind::Blake3),
+        _ => None,
+    }
+}
 
 /// The opening of one verified record version's payload, handed to code
 /// that holds no other secret (the web app's worker): the payload key, the
@@ -894,6 +987,7 @@ pub struct OpenJob {
     key: Zeroizing<[u8; 32]>,
     padded_len: u64,
     ciphertext_hash: [u8; 32],
+    address: AddressKind,
     vault: VaultId,
     collection: CollectionId,
     record: RecordId,
@@ -925,8 +1019,12 @@ impl OpenJob {
         let mut header: Option<InnerHeader> = None;
         let mut body_left: u64 = 0;
         let mut padding_left: u64 = 0;
-        let (result, hash) =
-            payload::read_payload(&self.key, self.padded_len, ciphertext, |mut chunk| {
+        let (result, hash) = payload::read_payload(
+            &self.key,
+            self.padded_len,
+            self.address,
+            ciphertext,
+            |mut chunk| {
                 if header.is_none() {
                     let (h, used) = InnerHeader::parse(chunk)?;
                     self.check_inner(&h)?;
@@ -954,7 +1052,8 @@ impl OpenJob {
                 }
                 padding_left = padding_left.saturating_sub(pad.len() as u64);
                 Ok(())
-            });
+            },
+        );
         let hash_ok = primitives::ct_eq(&hash, &self.ciphertext_hash);
         match result {
             Err(PayloadFailure::Io(e)) => return Err(e.into()),
@@ -1005,12 +1104,13 @@ impl OpenJob {
         })
     }
 
-    /// The job as bytes for the worker: version, key, padded length,
-    /// ciphertext hash, vault, collection, record, version, author. Secret:
-    /// zeroized on drop.
+    /// The job as bytes for the worker: version, address kind, key, padded
+    /// length, ciphertext hash, vault, collection, record, version, author.
+    /// Secret: zeroized on drop.
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
         let mut out = Zeroizing::new(Vec::with_capacity(OPEN_JOB_LEN));
         out.push(OPEN_JOB_VERSION);
+        out.push(address_byte(self.address));
         out.extend_from_slice(self.key.as_ref());
         out.extend_from_slice(&self.padded_len.to_be_bytes());
         out.extend_from_slice(&self.ciphertext_hash);
@@ -1040,6 +1140,7 @@ impl OpenJob {
             return Err(bad("wrong length"));
         }
         let mut r = Reader::new(rest, "open job");
+        let address = address_kind(r.u8()?).ok_or(bad("unknown address kind"))?;
         let key = Zeroizing::new(r.array::<32>()?);
         let padded = r.u64()?;
         let ciphertext_hash = r.array::<32>()?;
@@ -1055,6 +1156,7 @@ impl OpenJob {
             key,
             padded_len: padded,
             ciphertext_hash,
+            address,
             vault,
             collection,
             record,

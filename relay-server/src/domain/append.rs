@@ -952,7 +952,11 @@ mod tests {
         // Once used, the blob is recorded as such.
         let (_, blobs) = w
             .meta
-            .append_precheck(w.vault(), patient.fingerprint(), vec![sha(&ct)])
+            .append_precheck(
+                w.vault(),
+                patient.fingerprint(),
+                vec![crate::domain::testing::address(&ct)],
+            )
             .await
             .unwrap();
         assert!(matches!(blobs[0], Some((_, true))));
@@ -1137,7 +1141,7 @@ mod tests {
         crate::domain::blobs::Blobs::new(w.app.clone())
             .put_chunk(
                 other,
-                sha(&kept),
+                crate::domain::testing::address(&kept),
                 patient.fingerprint(),
                 chunk,
                 crate::domain::testing::body(&kept),
@@ -1158,12 +1162,19 @@ mod tests {
         // so are its bytes; the current version stays.
         let err = w.download(&patient, &v1).await.unwrap_err();
         assert!(matches!(err, BlobError::NotFound), "{err:?}");
-        assert!(w.blobs.read(sha(&v1), 0, 1).await.is_err(), "bytes deleted");
+        let address = crate::domain::testing::address;
+        assert!(
+            w.blobs.read(address(&v1), 0, 1).await.is_err(),
+            "bytes deleted"
+        );
         assert_eq!(w.download(&patient, &v2).await.unwrap().len(), v2.len());
         // The blob another vault holds is gone from this vault only.
         let err = w.download(&patient, &kept).await.unwrap_err();
         assert!(matches!(err, BlobError::NotFound), "{err:?}");
-        assert!(w.blobs.read(sha(&kept), 0, 1).await.is_ok(), "bytes kept");
+        assert!(
+            w.blobs.read(address(&kept), 0, 1).await.is_ok(),
+            "bytes kept"
+        );
         assert_eq!(
             w.download(&patient, &kept_v2).await.unwrap().len(),
             kept_v2.len()

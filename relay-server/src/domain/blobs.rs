@@ -345,7 +345,7 @@ impl Blobs {
         mut frames: Vec<([u8; 32], Bytes)>,
     ) -> Result<BatchAnswer, BlobError> {
         for (hash, bytes) in &frames {
-            if vault_core::request::body_digest(bytes) != *hash {
+            if vault_core::address::address_matches(hash, bytes).is_none() {
                 return Err(BlobError::BatchHashMismatch { hash: *hash });
             }
         }
@@ -833,7 +833,7 @@ mod tests {
             w.blobs
                 .upload_offset(UploadKey {
                     vault: w.vault(),
-                    hash: sha(&ct)
+                    hash: crate::domain::testing::address(&ct)
                 })
                 .await
                 .unwrap(),
@@ -959,23 +959,31 @@ mod tests {
         let w = World::new().await;
         let me = w.patient.fingerprint();
         let blobs = Blobs::new(w.app.clone());
+        // One batch holds blobs of both kinds of address: the small one
+        // by BLAKE3, the large one by SHA-256.
+        let address = crate::domain::testing::address;
         let small = Bytes::from_static(b"small blob");
         let large = Bytes::from(vec![5u8; INLINE_BLOB as usize + 1]);
         let bad = (sha(b"not this"), Bytes::from_static(b"this"));
         let err = blobs
-            .put_batch(w.vault(), me, vec![(sha(&small), small.clone()), bad])
+            .put_batch(w.vault(), me, vec![(address(&small), small.clone()), bad])
             .await
             .unwrap_err();
         assert!(
             matches!(err, BlobError::BatchHashMismatch { hash } if hash == sha(b"not this")),
             "{err:?}"
         );
-        assert!(w.meta.blob(w.vault(), sha(&small)).await.unwrap().is_none());
+        assert!(w
+            .meta
+            .blob(w.vault(), address(&small))
+            .await
+            .unwrap()
+            .is_none());
 
         let frames = vec![
-            (sha(&small), small.clone()),
+            (address(&small), small.clone()),
             (sha(&large), large.clone()),
-            (sha(&small), small.clone()),
+            (address(&small), small.clone()),
         ];
         let answer = blobs
             .put_batch(w.vault(), me, frames.clone())
@@ -998,14 +1006,14 @@ mod tests {
         );
         // The small one lives in the metadata store, the large one in the
         // blob store; both are served.
-        assert!(w.meta.small_blob(sha(&small)).await.unwrap().is_some());
+        assert!(w.meta.small_blob(address(&small)).await.unwrap().is_some());
         assert!(w.meta.small_blob(sha(&large)).await.unwrap().is_none());
         assert_eq!(
             w.download(&w.patient, &small).await.unwrap(),
             small.to_vec()
         );
         assert_eq!(
-            w.download(&w.patient, &large).await.unwrap(),
+            w.download_at(&w.patient, sha(&large)).await.unwrap(),
             large.to_vec()
         );
     }

@@ -47,9 +47,15 @@ pub(crate) fn body(bytes: &[u8]) -> BodyStream {
     Box::pin(futures_util::stream::once(async move { Ok(bytes) }))
 }
 
-/// SHA-256.
+/// SHA-256 (a chunk's signed body digest, and the address of the tests'
+/// synthetic blobs).
 pub(crate) fn sha(bytes: &[u8]) -> [u8; 32] {
     vault_core::request::body_digest(bytes)
+}
+
+/// The content address of a sealed record's ciphertext (BLAKE3).
+pub(crate) fn address(ct: &[u8]) -> [u8; 32] {
+    vault_core::address::AddressKind::CURRENT.digest(ct)
 }
 
 /// A relay state over the in-memory backend, with a manual clock set to
@@ -228,7 +234,13 @@ impl World {
             digest: sha(ct),
         };
         Blobs::new(self.app.clone())
-            .put_chunk(self.vault(), sha(ct), who.fingerprint(), chunk, body(ct))
+            .put_chunk(
+                self.vault(),
+                address(ct),
+                who.fingerprint(),
+                chunk,
+                body(ct),
+            )
             .await
     }
 
@@ -245,12 +257,21 @@ impl World {
         ct
     }
 
-    /// The whole of a blob as `who` downloads it.
+    /// The whole of a sealed record's ciphertext as `who` downloads it.
     pub async fn download(&self, who: &SecretIdentity, ct: &[u8]) -> Result<Vec<u8>, BlobError> {
+        self.download_at(who, address(ct)).await
+    }
+
+    /// The whole of the blob at `hash` as `who` downloads it.
+    pub async fn download_at(
+        &self,
+        who: &SecretIdentity,
+        hash: [u8; 32],
+    ) -> Result<Vec<u8>, BlobError> {
         use tokio::io::AsyncReadExt;
         let blobs = Blobs::new(self.app.clone());
         let d = blobs
-            .authorize_download(self.vault(), sha(ct), &who.fingerprint())
+            .authorize_download(self.vault(), hash, &who.fingerprint())
             .await?;
         match blobs.read(&d, 0, d.len()).await? {
             crate::domain::blobs::BlobBody::Bytes(b) => Ok(b.to_vec()),

@@ -1164,6 +1164,84 @@ pub async fn chunk_refusals(_meta: Meta, blobs: Blobs) {
     assert_eq!(blobs.upload_offset(k2).await.unwrap(), 0);
 }
 
+/// Blobs addressed by BLAKE3 (record metadata versions 4 and 5,
+/// `vault_core::address`): stored whole and in chunks whose running hashes
+/// are kept between them (saved and restored by a shared store), and
+/// discarded when they hash to neither their SHA-256 nor their BLAKE3
+/// address.
+pub async fn blake3_addresses(_meta: Meta, blobs: Blobs) {
+    use vault_core::address::AddressKind;
+    let b3 = |bytes: &[u8]| AddressKind::Blake3.digest(bytes);
+    // Whole.
+    let small = b"a small blake3-addressed blob".as_slice();
+    let k = UploadKey {
+        vault: vault(1),
+        hash: b3(small),
+    };
+    let total = small.len() as u64;
+    let r = blobs
+        .write_chunk(k, chunk(0, total, small), body(&[small]))
+        .await
+        .unwrap();
+    assert_eq!(r, ChunkOutcome::Complete);
+    assert_eq!(read_all(&blobs, b3(small), 0, total).await, small);
+    // In uneven chunks of several body pieces, longer than BLAKE3's
+    // 1 KiB chunks and than one of the tests' object-store parts.
+    let blob: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let total = blob.len() as u64;
+    let k = UploadKey {
+        vault: vault(1),
+        hash: b3(&blob),
+    };
+    let mut at = 0usize;
+    for len in [1_023usize, 100_001, 150_000, 48_976] {
+        let part = &blob[at..at + len];
+        let r = blobs
+            .write_chunk(
+                k,
+                chunk(at as u64, total, part),
+                body(&[&part[..len / 2], &part[len / 2..]]),
+            )
+            .await
+            .unwrap();
+        at += len;
+        if at < blob.len() {
+            assert_eq!(r, ChunkOutcome::Partial(at as u64));
+        } else {
+            assert_eq!(r, ChunkOutcome::Complete);
+        }
+    }
+    assert_eq!(read_all(&blobs, b3(&blob), 0, total).await, blob);
+    assert_eq!(
+        read_all(&blobs, b3(&blob), 299_990, 10).await,
+        &blob[299_990..]
+    );
+    // Bytes that hash to neither address are discarded, whole or chunked.
+    let k2 = UploadKey {
+        vault: vault(1),
+        hash: b3(b"the address"),
+    };
+    let r = blobs
+        .write_chunk(k2, chunk(0, 5, b"other"), body(&[b"other"]))
+        .await;
+    assert!(matches!(r, Err(ChunkError::HashMismatch)), "{r:?}");
+    let r = blobs
+        .write_chunk(k2, chunk(0, 2_000, &blob[..1_500]), body(&[&blob[..1_500]]))
+        .await
+        .unwrap();
+    assert_eq!(r, ChunkOutcome::Partial(1_500));
+    let r = blobs
+        .write_chunk(
+            k2,
+            chunk(1_500, 2_000, &blob[1_500..2_000]),
+            body(&[&blob[1_500..2_000]]),
+        )
+        .await;
+    assert!(matches!(r, Err(ChunkError::HashMismatch)), "{r:?}");
+    assert_eq!(blobs.upload_offset(k2).await.unwrap(), 0);
+    assert!(blobs.read(k2.hash, 0, 5).await.is_err());
+}
+
 /// One writer per upload: a chunk arriving while another is being
 /// written is refused with the current offset, and the first completes.
 pub async fn concurrent_chunks(_meta: Meta, blobs: Blobs) {
@@ -1336,6 +1414,7 @@ contracts!(
     nonces,
     blob_roundtrip,
     chunk_refusals,
+    blake3_addresses,
     concurrent_chunks,
     sweep,
     links_lifecycle,

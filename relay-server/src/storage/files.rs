@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use vault_core::address::EitherHasher;
 
 use super::{
     BlobReader, BlobStore, BodyStream, Chunk, ChunkError, ChunkOutcome, StorageError, UploadKey,
@@ -26,7 +27,7 @@ use super::{
 /// large blob does not re-read it (after a restart it is recomputed).
 #[derive(Default)]
 struct Progress {
-    running: Option<(u64, Sha256)>,
+    running: Option<(u64, EitherHasher)>,
 }
 
 /// Truncates an upload file back to `len` (removing it if `len` is 0)
@@ -137,9 +138,9 @@ impl FileBlobs {
         map.remove(key);
     }
 
-    async fn hash_file(path: &Path) -> Result<[u8; 32], StorageError> {
+    async fn hash_file(path: &Path) -> Result<EitherHasher, StorageError> {
         let mut f = tokio::fs::File::open(path).await?;
-        let mut h = Sha256::new();
+        let mut h = EitherHasher::default();
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = f.read(&mut buf).await?;
@@ -148,11 +149,18 @@ impl FileBlobs {
             }
             h.update(buf.get(..n).unwrap_or_default());
         }
-        Ok(h.finalize().into())
+        Ok(h)
     }
 
-    async fn finish(&self, key: &UploadKey, part: &Path, hash: [u8; 32]) -> Result<(), ChunkError> {
-        if hash != key.hash {
+    /// Moves a complete upload into place if it hashes to its address
+    /// (under SHA-256 or BLAKE3: `vault_core::address`).
+    async fn finish(
+        &self,
+        key: &UploadKey,
+        part: &Path,
+        hashed: EitherHasher,
+    ) -> Result<(), ChunkError> {
+        if hashed.matches(&key.hash).is_none() {
             let _ = tokio::fs::remove_file(part).await;
             let _ = tokio::fs::remove_file(self.ack_path(key)).await;
             return Err(ChunkError::HashMismatch);
@@ -220,7 +228,7 @@ impl BlobStore for FileBlobs {
             .map_err(StorageError::from)?;
         let mut running = match progress.running.take() {
             Some((at, h)) if at == current => Some(h),
-            _ if current == 0 => Some(Sha256::new()),
+            _ if current == 0 => Some(EitherHasher::default()),
             _ => None,
         };
         let before = running.clone();
@@ -269,11 +277,11 @@ impl BlobStore for FileBlobs {
             progress.running = running.map(|h| (now_at, h));
             return Ok(ChunkOutcome::Partial(now_at));
         }
-        let hash = match running {
-            Some(h) => h.finalize().into(),
+        let hashed = match running {
+            Some(h) => h,
             None => Self::hash_file(&path).await?,
         };
-        let done = self.finish(&key, &path, hash).await;
+        let done = self.finish(&key, &path, hashed).await;
         drop(progress);
         self.forget(&key);
         done.map(|()| ChunkOutcome::Complete)

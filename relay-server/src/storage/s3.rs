@@ -11,7 +11,9 @@
 //!   store's upload id, the parts uploaded so far (each [`PART_SIZE`]
 //!   bytes; S3 wants at least 5 MiB but the last), the acknowledged bytes
 //!   after the last part (`tail`, at most one part), and the running
-//!   SHA-256 of everything acknowledged (sha2's `SerializableState`). A
+//!   SHA-256 and BLAKE3 of everything acknowledged (sha2's
+//!   `SerializableState`, `vault_core::address::ResumableBlake3`: a blob
+//!   is addressed by either). A
 //!   chunk's parts are uploaded while it streams in; the chunk is
 //!   acknowledged only once its signed digest matched, its parts are
 //!   stored by the store, and the new state is committed: a compare-and-swap
@@ -65,6 +67,7 @@ use object_store::{
 };
 use sha2::Digest as _;
 use sha2_resumable::digest::common::hazmat::SerializableState;
+use vault_core::address::ResumableBlake3;
 
 use super::backends::{BackendError, S3Credentials, S3Location};
 use super::{
@@ -99,6 +102,68 @@ pub const PRESENCE_CHECK: Duration = Duration::from_millis(500);
 pub const PRESENCE_TIMEOUT: Duration = Duration::from_secs(3);
 
 type Sha256State = sha2_resumable::Sha256;
+
+/// The running hashes of an upload, saved in `s3_uploads.hash_state`
+/// between its chunks: SHA-256 (sha2's serialized state) followed by
+/// BLAKE3 ([`ResumableBlake3`]), since a blob is addressed by either
+/// (`vault_core::address`). A state of the SHA-256 part alone was saved by
+/// a relay from before BLAKE3 addresses: such an upload can complete only
+/// under a SHA-256 address.
+struct Running {
+    sha256: Sha256State,
+    blake3: Option<ResumableBlake3>,
+}
+
+impl Running {
+    fn new() -> Self {
+        Self {
+            sha256: Sha256State::default(),
+            blake3: Some(ResumableBlake3::default()),
+        }
+    }
+
+    fn restore(saved: &[u8]) -> Result<Self, StorageError> {
+        type Saved = sha2_resumable::digest::common::hazmat::SerializedState<Sha256State>;
+        let len = std::mem::size_of::<Saved>();
+        let (sha, b3) = saved
+            .split_at_checked(len)
+            .ok_or_else(|| StorageError::new("an upload's saved hash has the wrong length"))?;
+        let sha = <&Saved>::try_from(sha)
+            .map_err(|_| StorageError::new("an upload's saved hash has the wrong length"))?;
+        Ok(Self {
+            sha256: Sha256State::deserialize(sha)
+                .map_err(|_| StorageError::new("an upload's saved hash is corrupt"))?,
+            blake3: if b3.is_empty() {
+                None
+            } else {
+                Some(ResumableBlake3::from_bytes(b3).map_err(|e| {
+                    StorageError::new(format!("an upload's saved BLAKE3 state is corrupt: {e}"))
+                })?)
+            },
+        })
+    }
+
+    fn update(&mut self, piece: &[u8]) {
+        sha2_resumable::Digest::update(&mut self.sha256, piece);
+        if let Some(b3) = self.blake3.as_mut() {
+            b3.update(piece);
+        }
+    }
+
+    fn save(&self) -> Vec<u8> {
+        let mut out = self.sha256.serialize().as_slice().to_vec();
+        if let Some(b3) = &self.blake3 {
+            out.extend_from_slice(&b3.to_bytes());
+        }
+        out
+    }
+
+    /// Whether everything hashed is the blob `address` names.
+    fn matches(self, address: &[u8; 32]) -> bool {
+        let sha: [u8; 32] = sha2_resumable::Digest::finalize(self.sha256).into();
+        sha == *address || self.blake3.is_some_and(|b3| b3.finalize() == *address)
+    }
+}
 
 /// An object store error; everything but a refusal of the request itself
 /// (absent object, denied, bad key, unsupported) counts as the store being
@@ -729,15 +794,8 @@ impl S3Blobs {
             return Err(ChunkError::OffsetMismatch(current));
         }
         let mut running = match &state.hash_state {
-            Some(saved) => {
-                let saved = <&sha2_resumable::digest::common::hazmat::SerializedState<
-                    Sha256State,
-                >>::try_from(saved.as_slice())
-                .map_err(|_| StorageError::new("an upload's saved hash has the wrong length"))?;
-                Sha256State::deserialize(saved)
-                    .map_err(|_| StorageError::new("an upload's saved hash is corrupt"))?
-            }
-            None if current == 0 => Sha256State::default(),
+            Some(saved) => Running::restore(saved)?,
+            None if current == 0 => Running::new(),
             None => return Err(StorageError::new("an upload's saved hash is missing").into()),
         };
         let mut digest = sha2::Sha256::new();
@@ -753,7 +811,7 @@ impl S3Blobs {
                 return Err(ChunkError::TooLarge);
             }
             digest.update(&piece);
-            sha2_resumable::Digest::update(&mut running, &piece);
+            running.update(&piece);
             buf.extend_from_slice(&piece);
             while buf.len() >= self.part_size {
                 let rest = buf.split_off(self.part_size);
@@ -769,13 +827,12 @@ impl S3Blobs {
         }
         let now_at = current + written;
         if now_at < chunk.total {
-            let saved = running.serialize();
+            let saved = running.save();
             return self
                 .commit(&key, token, current, now_at, next, &buf, &saved, &new_parts)
                 .await;
         }
-        let hash: [u8; 32] = sha2_resumable::Digest::finalize(running).into();
-        if hash != key.hash {
+        if !running.matches(&key.hash) {
             self.discard(&key, token, multipart_id.as_deref()).await;
             return Err(ChunkError::HashMismatch);
         }

@@ -600,7 +600,10 @@ async fn relay_serves_from_postgres_and_s3() {
             &mut ct,
         )
         .unwrap();
-    let blob = format!("/v1/vaults/{vault}/blobs/{}", hex::encode(body_digest(&ct)));
+    let blob = format!(
+        "/v1/vaults/{vault}/blobs/{}",
+        hex::encode(vault_core::address::AddressKind::CURRENT.digest(&ct))
+    );
     let mut at = 0;
     while at < ct.len() {
         let piece = ct[at..(at + (4 << 20)).min(ct.len())].to_vec();

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
-use super::{check_continues, copy_verified, Store};
+use super::{check_continues, copy_verified, AddressKind, Store};
 use crate::error::{Error, Result};
 use crate::identity::Fingerprint;
 use crate::ids::VaultId;
@@ -99,12 +99,18 @@ impl Store for MemoryStore {
         self.upload_limit.is_none_or(|limit| len <= limit)
     }
 
-    fn put_blob(&mut self, hash: &[u8; 32], len: u64, data: &mut dyn Read) -> Result<()> {
+    fn put_blob(
+        &mut self,
+        hash: &[u8; 32],
+        kind: AddressKind,
+        len: u64,
+        data: &mut dyn Read,
+    ) -> Result<()> {
         if self.blobs.contains_key(hash) {
             return Ok(());
         }
         let mut bytes = Vec::new();
-        copy_verified(hash, len, data, |chunk| {
+        copy_verified(hash, kind, len, data, |chunk| {
             bytes.extend_from_slice(chunk);
             Ok(())
         })?;
@@ -173,7 +179,12 @@ mod tests {
         let bytes = vec![3u8; (4 << 20) + 1];
         let hash = crate::primitives::sha256(&[&bytes]);
         limited
-            .put_blob(&hash, bytes.len() as u64, &mut bytes.as_slice())
+            .put_blob(
+                &hash,
+                AddressKind::Sha256,
+                bytes.len() as u64,
+                &mut bytes.as_slice(),
+            )
             .unwrap();
         assert!(limited.has_blob(&hash).unwrap());
     }

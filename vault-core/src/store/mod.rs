@@ -11,8 +11,7 @@
 
 use std::io::Read;
 
-use sha2::{Digest, Sha256};
-
+pub use crate::address::AddressKind;
 use crate::error::{Error, Result};
 use crate::identity::{Fingerprint, PublicIdentity};
 use crate::ids::VaultId;
@@ -52,10 +51,18 @@ pub trait Store {
     /// Vaults with a stored log.
     fn vaults(&self) -> Result<Vec<VaultId>>;
 
-    /// Stores a blob under its SHA-256, reading exactly `len` bytes from
-    /// `data`; refuses ([`Error::CiphertextMismatch`]) bytes that do not
-    /// hash to `hash`. Storing a blob already present is a no-op.
-    fn put_blob(&mut self, hash: &[u8; 32], len: u64, data: &mut dyn Read) -> Result<()>;
+    /// Stores a blob under its content address `hash`, reading exactly
+    /// `len` bytes from `data`; refuses ([`Error::CiphertextMismatch`])
+    /// bytes that do not hash to `hash` under `kind` (the record
+    /// metadata's [`crate::RecordMetadata::address_kind`]). Storing a blob
+    /// already present is a no-op.
+    fn put_blob(
+        &mut self,
+        hash: &[u8; 32],
+        kind: AddressKind,
+        len: u64,
+        data: &mut dyn Read,
+    ) -> Result<()>;
 
     /// Whether a writer uploading a ciphertext of `len` bytes should first
     /// keep a copy here (so opening it later needs no download, and an
@@ -71,10 +78,10 @@ pub trait Store {
     /// (SQLite keeps small blobs in one transaction: one fsync for a batch
     /// of small records instead of one per record); on error, none of the
     /// blobs that failed verification is stored.
-    fn put_blobs(&mut self, blobs: &[([u8; 32], &[u8])]) -> Result<()> {
-        for (hash, bytes) in blobs {
+    fn put_blobs(&mut self, blobs: &[([u8; 32], AddressKind, &[u8])]) -> Result<()> {
+        for (hash, kind, bytes) in blobs {
             let mut data: &[u8] = bytes;
-            self.put_blob(hash, bytes.len() as u64, &mut data)?;
+            self.put_blob(hash, *kind, bytes.len() as u64, &mut data)?;
         }
         Ok(())
     }
@@ -142,16 +149,17 @@ pub(crate) fn check_continues(
     Ok(())
 }
 
-/// Reads `len` bytes from `data` in chunks, hashing them and handing each
-/// chunk to `sink`; fails if the stream is shorter or longer, or if the
-/// hash differs from `hash`.
+/// Reads `len` bytes from `data` in chunks, hashing them under `kind` and
+/// handing each chunk to `sink`; fails if the stream is shorter or longer,
+/// or if the address differs from `hash`.
 pub(crate) fn copy_verified(
     hash: &[u8; 32],
+    kind: AddressKind,
     len: u64,
     data: &mut dyn Read,
     mut sink: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
-    let mut hasher = Sha256::new();
+    let mut hasher = kind.hasher();
     let mut buf = vec![0u8; 64 * 1024];
     let mut left = len;
     while left > 0 {
@@ -172,7 +180,7 @@ pub(crate) fn copy_verified(
     if matches!(data.read(&mut extra), Ok(n) if n > 0) {
         return Err(Error::CiphertextMismatch);
     }
-    let got: [u8; 32] = hasher.finalize().into();
+    let got = hasher.finalize();
     if primitives::ct_eq(&got, hash) {
         Ok(())
     } else {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{check_continues, copy_verified, Store};
+use super::{check_continues, copy_verified, AddressKind, Store};
 use crate::error::{Error, Result};
 use crate::identity::Fingerprint;
 use crate::ids::{to_hex, VaultId};
@@ -86,17 +86,17 @@ impl SqliteStore {
     }
 
     /// Verifies and inserts small blobs in one transaction.
-    fn insert_small(&mut self, blobs: &[(&[u8; 32], &[u8])]) -> Result<()> {
-        for (hash, bytes) in blobs {
+    fn insert_small(&mut self, blobs: &[(&[u8; 32], AddressKind, &[u8])]) -> Result<()> {
+        for (hash, kind, bytes) in blobs {
             let mut data: &[u8] = bytes;
-            copy_verified(hash, bytes.len() as u64, &mut data, |_| Ok(()))?;
+            copy_verified(hash, *kind, bytes.len() as u64, &mut data, |_| Ok(()))?;
         }
         let tx = self.conn.transaction().map_err(db_err)?;
         {
             let mut stmt = tx
                 .prepare_cached("INSERT OR IGNORE INTO small_blobs (hash, bytes) VALUES (?1, ?2)")
                 .map_err(db_err)?;
-            for (hash, bytes) in blobs {
+            for (hash, _, bytes) in blobs {
                 stmt.execute(params![hash.as_slice(), bytes])
                     .map_err(db_err)?;
             }
@@ -215,23 +215,29 @@ impl Store for SqliteStore {
         .collect()
     }
 
-    fn put_blob(&mut self, hash: &[u8; 32], len: u64, data: &mut dyn Read) -> Result<()> {
+    fn put_blob(
+        &mut self,
+        hash: &[u8; 32],
+        kind: AddressKind,
+        len: u64,
+        data: &mut dyn Read,
+    ) -> Result<()> {
         let path = self.blob_path(hash);
         if self.has_blob(hash)? {
             return Ok(());
         }
         if len <= SMALL_BLOB {
             let mut bytes = Vec::new();
-            copy_verified(hash, len, data, |chunk| {
+            copy_verified(hash, kind, len, data, |chunk| {
                 bytes.extend_from_slice(chunk);
                 Ok(())
             })?;
-            return self.insert_small(&[(hash, &bytes)]);
+            return self.insert_small(&[(hash, kind, &bytes)]);
         }
         let tmp = self.blobs.join(format!(".{}.partial", to_hex(hash)));
         let result = (|| {
             let mut file = File::create(&tmp)?;
-            copy_verified(hash, len, data, |chunk| Ok(file.write_all(chunk)?))?;
+            copy_verified(hash, kind, len, data, |chunk| Ok(file.write_all(chunk)?))?;
             file.sync_all()?;
             fs::rename(&tmp, &path)?;
             // Make the rename itself durable.
@@ -244,15 +250,16 @@ impl Store for SqliteStore {
         result
     }
 
-    fn put_blobs(&mut self, blobs: &[([u8; 32], &[u8])]) -> Result<()> {
+    fn put_blobs(&mut self, blobs: &[([u8; 32], AddressKind, &[u8])]) -> Result<()> {
         let (small, large): (Vec<_>, Vec<_>) = blobs
             .iter()
-            .partition(|(_, b)| b.len() as u64 <= SMALL_BLOB);
-        let small: Vec<(&[u8; 32], &[u8])> = small.iter().map(|(h, b)| (h, *b)).collect();
+            .partition(|(_, _, b)| b.len() as u64 <= SMALL_BLOB);
+        let small: Vec<(&[u8; 32], AddressKind, &[u8])> =
+            small.iter().map(|(h, k, b)| (h, *k, *b)).collect();
         self.insert_small(&small)?;
-        for (hash, bytes) in large {
+        for (hash, kind, bytes) in large {
             let mut data: &[u8] = bytes;
-            self.put_blob(&hash, bytes.len() as u64, &mut data)?;
+            self.put_blob(&hash, kind, bytes.len() as u64, &mut data)?;
         }
         Ok(())
     }

@@ -405,6 +405,7 @@ fn forge_ciphertext_as_reader(
     let (outcome, _) = payload::read_payload(
         &pkey,
         m.padded_len,
+        m.address_kind(),
         f.blobs[m.ciphertext_hash()].as_slice(),
         |chunk| {
             plain.extend_from_slice(chunk);
@@ -414,7 +415,7 @@ fn forge_ciphertext_as_reader(
     assert!(outcome.is_ok());
     edit(&mut plain);
     let mut ct = Vec::new();
-    let (written, _) = payload::with_hasher(m.padded_len, |hasher| {
+    let (written, _) = payload::with_hasher(m.padded_len, m.address_kind(), |hasher| {
         let mut w = PayloadWriter::new(&pkey, m.padded_len, &mut ct, hasher);
         w.write_plain(&plain)?;
         w.finish()

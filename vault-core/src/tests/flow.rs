@@ -2,6 +2,7 @@
 //! revoke, export.
 
 use super::fixture::*;
+use crate::address::AddressKind;
 use crate::error::Error;
 use crate::export::{self, ExportSink};
 use crate::store::{self, MemoryStore, Store};
@@ -277,8 +278,20 @@ fn exercise_store(s: &mut dyn Store) {
     assert!(matches!(
         s.put_blob(
             lab.ciphertext_hash(),
+            lab.address_kind(),
             wrong.len() as u64,
             &mut wrong.as_slice()
+        ),
+        Err(Error::CiphertextMismatch)
+    ));
+    // The right bytes under the other kind of address are refused too.
+    assert_eq!(lab.address_kind(), AddressKind::Blake3);
+    assert!(matches!(
+        s.put_blob(
+            lab.ciphertext_hash(),
+            AddressKind::Sha256,
+            blob.len() as u64,
+            &mut blob.as_slice()
         ),
         Err(Error::CiphertextMismatch)
     ));
@@ -286,12 +299,14 @@ fn exercise_store(s: &mut dyn Store) {
     assert!(s
         .put_blob(
             lab.ciphertext_hash(),
+            lab.address_kind(),
             blob.len() as u64 + 1,
             &mut blob.as_slice()
         )
         .is_err());
     s.put_blob(
         lab.ciphertext_hash(),
+        lab.address_kind(),
         blob.len() as u64,
         &mut blob.as_slice(),
     )
@@ -304,20 +319,21 @@ fn exercise_store(s: &mut dyn Store) {
         .unwrap();
     assert_eq!(back, blob);
 
-    // Batches: each blob checked; a wrong one is refused and not stored;
-    // small and large (file-backed in SQLite) blobs read back.
+    // Batches: each blob checked under its own kind of address; a wrong
+    // one is refused and not stored; small and large (file-backed in
+    // SQLite) blobs read back.
     let small = b"a small blob".to_vec();
     let large = vec![7u8; 300 * 1024];
-    let addr = |b: &[u8]| -> [u8; 32] { <sha2::Sha256 as sha2::Digest>::digest(b).into() };
-    let (hs, hl) = (addr(&small), addr(&large));
+    let (ks, kl) = (AddressKind::Sha256, AddressKind::Blake3);
+    let (hs, hl) = (ks.digest(&small), kl.digest(&large));
     assert!(matches!(
-        s.put_blobs(&[(hs, b"not the small blob".as_slice())]),
+        s.put_blobs(&[(hs, ks, b"not the small blob".as_slice())]),
         Err(Error::CiphertextMismatch)
     ));
     assert!(s.open_blob(&hs).unwrap().is_none());
-    s.put_blobs(&[(hs, small.as_slice()), (hl, large.as_slice())])
+    s.put_blobs(&[(hs, ks, small.as_slice()), (hl, kl, large.as_slice())])
         .unwrap();
-    s.put_blobs(&[(hs, small.as_slice())]).unwrap();
+    s.put_blobs(&[(hs, ks, small.as_slice())]).unwrap();
     for (h, b) in [(hs, &small), (hl, &large)] {
         let mut back = Vec::new();
         s.open_blob(&h)

@@ -2,6 +2,7 @@
 //! attacker would): the end-to-end flow, property tests and core-level
 //! attacks. A shared [`fixture::Fixture`] builds vaults.
 
+mod addresses;
 mod agents;
 mod attacks;
 mod deposits;

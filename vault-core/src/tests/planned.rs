@@ -160,25 +160,25 @@ fn a_job_from_bytes_is_refused_unless_its_lengths_agree_and_its_key_never_prints
     let f = Fixture::new();
     let plan = plan_new(&f, 0, 1000);
     let bytes = plan.job().to_bytes();
-    let key_hex = hex::encode(bytes.get(1..33).unwrap());
+    let key_hex = hex::encode(bytes.get(2..34).unwrap());
     for text in [format!("{:?}", plan.job()), format!("{plan:?}")] {
         assert!(!text.contains(&key_hex), "{text}");
     }
     assert!(PayloadJob::from_bytes(&bytes).is_ok());
     let mut other_version = bytes.to_vec();
-    other_version[0] = 2;
+    other_version[0] = 1;
     assert!(matches!(
         PayloadJob::from_bytes(&other_version),
         Err(Error::UnsupportedVersion { .. })
     ));
     // A body length the padded length does not fit.
     let mut longer = bytes.to_vec();
-    longer[33..41].copy_from_slice(&1_000_000u64.to_be_bytes());
+    longer[34..42].copy_from_slice(&1_000_000u64.to_be_bytes());
     assert!(matches!(
         PayloadJob::from_bytes(&longer),
         Err(Error::Malformed { .. })
     ));
-    for cut in [0, 1, 33, 48, 49] {
+    for cut in [0, 1, 2, 34, 49, 50] {
         assert!(
             matches!(
                 PayloadJob::from_bytes(&bytes[..cut]),
@@ -239,7 +239,7 @@ fn an_open_job_from_bytes_is_refused_unless_whole_and_its_key_never_prints() {
         .open_job(&f.state, &verified)
         .unwrap();
     let bytes = job.to_bytes();
-    let key_hex = hex::encode(bytes.get(1..33).unwrap());
+    let key_hex = hex::encode(bytes.get(2..34).unwrap());
     assert!(!format!("{job:?}").contains(&key_hex));
     for cut in [0, 1, 40, bytes.len() - 1] {
         assert!(
@@ -256,9 +256,16 @@ fn an_open_job_from_bytes_is_refused_unless_whole_and_its_key_never_prints() {
         crate::OpenJob::from_bytes(&other),
         Err(Error::UnsupportedVersion { .. })
     ));
+    // An address kind no version names.
+    let mut kind = bytes.to_vec();
+    kind[1] = 3;
+    assert!(matches!(
+        crate::OpenJob::from_bytes(&kind),
+        Err(Error::Malformed { .. })
+    ));
     // A padded length §6.2 never gives.
     let mut odd = bytes.to_vec();
-    odd[33..41].copy_from_slice(&1_000_001u64.to_be_bytes());
+    odd[34..42].copy_from_slice(&1_000_001u64.to_be_bytes());
     assert!(matches!(
         crate::OpenJob::from_bytes(&odd),
         Err(Error::Malformed { .. })

@@ -409,7 +409,7 @@ fn a_grant_opens_only_the_key_it_commits_to() {
 fn record_metadata_opens_only_with_the_data_key_it_commits_to() {
     let mut f = Fixture::new();
     let m = f.put_as(0, f.labs, None, "CBC", b"13.5");
-    assert_eq!(m.to_bytes()[0], 2, "metadata is written as version 2");
+    assert_eq!(m.to_bytes()[0], 4, "metadata is written as version 4");
     assert_eq!(m.to_bytes().len(), crate::record::METADATA_LEN);
     let key = f.key_of(0, f.labs);
     let verified = f.state.record(&m.record()).unwrap();
@@ -420,6 +420,7 @@ fn record_metadata_opens_only_with_the_data_key_it_commits_to() {
     // A version-1 encoding (no commitment) still parses and re-encodes.
     let mut v1 = m.clone();
     v1.key_commitment = None;
+    v1.address = crate::address::AddressKind::Sha256;
     let bytes = v1.to_bytes();
     assert_eq!(bytes[0], 1);
     assert_eq!(
