@@ -127,21 +127,22 @@ pub fn check_not_behind(
 /// collection of `state` where the person holds a current grant that can
 /// carry one (not a deposit grant), and which carries an older version; or
 /// none yet, when `me` is the person's key file (a device is no one in a
-/// collection that does not list it). Returns the entries and the
-/// collections. A collection whose list does not accept them (it forked)
-/// is left out.
+/// collection that does not list it). Returns the entries, and where they
+/// go: a collection whose list does not accept them (it carries a version
+/// on another chain, a fork; or they are more than one entry carries) is
+/// left out and named in [`Carried::refused`] with why.
 pub fn plan_carrying(
     state: &VaultState,
     me: &SecretIdentity,
     person: &PublicIdentity,
     versions: &[DeviceList],
     now: u64,
-) -> (Vec<LogEntry>, Vec<CollectionId>) {
+) -> (Vec<LogEntry>, Carried) {
     let fp = person.fingerprint();
     let root = me.fingerprint() == fp;
     let mut next = state.clone();
     let mut entries = Vec::new();
-    let mut carried = Vec::new();
+    let mut carried = Carried::default();
     for c in state.collections() {
         let holds = c
             .members
@@ -157,28 +158,44 @@ pub fn plan_carrying(
         let entry = next
             .list_member_devices(me, &c.id, person, &newer, now)
             .and_then(|e| next.apply(&e).map(|()| e));
-        if let Ok(e) = entry {
-            entries.push(e);
-            carried.push(c.id);
+        match entry {
+            Ok(e) => {
+                entries.push(e);
+                carried.into.push(c.id);
+            }
+            Err(e) => carried.refused.push((c.id, e.to_string())),
         }
     }
     (entries, carried)
 }
 
+/// Where a person's list went in one vault ([`plan_carrying`], [`carry`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Carried {
+    /// The collections it was carried into.
+    pub into: Vec<CollectionId>,
+    /// The collections it could not be carried into, with why: their list
+    /// is on another chain (a fork the relay or a removed device made), or
+    /// the versions are more than one entry carries. Running again does
+    /// not change that; the person's key file takes the list back
+    /// (`vault devices recover`), or the vault's owner shares again.
+    pub refused: Vec<(CollectionId, String)>,
+}
+
 /// Carries `versions` of `person`'s list into `vault` ([`plan_carrying`])
-/// as the client's identity. Returns the collections it carried them into.
+/// as the client's identity. Returns where they went.
 pub async fn carry<S: Store + ?Sized>(
     store: &mut S,
     client: &RelayClient,
     vault: &VaultId,
     person: &PublicIdentity,
     versions: &[DeviceList],
-) -> crate::Result<Vec<CollectionId>> {
+) -> crate::Result<Carried> {
     let me = client.identity().clone();
-    let mut carried = Vec::new();
+    let mut carried = Carried::default();
     sync::push_with_retry(store, client, vault, |state| {
-        let (entries, into) = plan_carrying(state, &me, person, versions, client.now());
-        carried = into;
+        let (entries, planned) = plan_carrying(state, &me, person, versions, client.now());
+        carried = planned;
         Ok(entries)
     })
     .await?;
@@ -301,6 +318,10 @@ pub struct Propagation {
     pub carried: Vec<(VaultId, Vec<CollectionId>)>,
     /// Vaults not reached, with why: run the action again to finish.
     pub not_reached: Vec<(VaultId, String)>,
+    /// Collections of vaults shared with the person that refused the new
+    /// versions ([`Carried::refused`]), with why: running again does not
+    /// help.
+    pub refused: Vec<(VaultId, CollectionId, String)>,
 }
 
 /// Brings everything this client follows up to `chain` (versions of
@@ -351,8 +372,8 @@ async fn reach_vaults<S: Store + ?Sized>(
         let reached = async {
             let state = sync::pull(store, client, &vault).await?;
             if !state.is_owner(&fp) {
-                let into = carry(store, client, &vault, person, chain).await?;
-                return Ok(Some(Ok(into)));
+                let carried = carry(store, client, &vault, person, chain).await?;
+                return Ok(Some(Ok(carried)));
             }
             let Some(held) = state.owner_device_list() else {
                 return Ok(None);
@@ -390,8 +411,17 @@ async fn reach_vaults<S: Store + ?Sized>(
         match reached {
             Ok(None) => {}
             Ok(Some(Err(rekeyed))) => done.owned.push((vault, rekeyed)),
-            Ok(Some(Ok(into))) if into.is_empty() => {}
-            Ok(Some(Ok(into))) => done.carried.push((vault, into)),
+            Ok(Some(Ok(carried))) => {
+                if !carried.into.is_empty() {
+                    done.carried.push((vault, carried.into));
+                }
+                done.refused.extend(
+                    carried
+                        .refused
+                        .into_iter()
+                        .map(|(collection, why)| (vault, collection, why)),
+                );
+            }
             Err(e) => done.not_reached.push((vault, e.to_string())),
         }
     }
@@ -507,6 +537,89 @@ mod tests {
                 &[tampered]
             )
             .is_err())
+        );
+    }
+
+    /// A collection carrying a version of the person's list on another
+    /// chain (the laptop's fork) refuses the next versions of this chain:
+    /// the plan names it, with why, instead of leaving it out silently; a
+    /// collection on this chain takes them.
+    #[test]
+    fn a_collection_on_another_chain_is_named_not_skipped() {
+        let pat = identity(1, "Pat", Role::Patient);
+        let dee = identity(40, "Dr Dee", Role::Clinician);
+        let laptop = identity(42, "laptop", Role::Device);
+        let phone = identity(43, "phone", Role::Device);
+        let tablet = identity(44, "tablet", Role::Device);
+        let (v1, _) = DeviceList::first(
+            &dee,
+            &[laptop.public().clone(), phone.public().clone()],
+            NOW,
+        )
+        .unwrap();
+        let (v2, phone_keys) = v1
+            .next(
+                &phone,
+                &v1.open(&phone).unwrap(),
+                &[],
+                &[laptop.fingerprint()],
+                NOW,
+            )
+            .unwrap();
+        let (fork, _) = v1
+            .next(
+                &laptop,
+                &v1.open(&laptop).unwrap(),
+                &[],
+                &[phone.fingerprint()],
+                NOW,
+            )
+            .unwrap();
+        let (v3, _) = v2
+            .next(&phone, &phone_keys, &[tablet.public().clone()], &[], NOW)
+            .unwrap();
+        let (mut state, _) = VaultState::create(&pat, NOW).unwrap();
+        let mut ids = Vec::new();
+        for (name, carried) in [("labs", [&v1, &v2]), ("notes", [&v1, &fork])] {
+            let (c, e) = state.create_collection(&pat, name, NOW).unwrap();
+            state.apply(&e).unwrap();
+            let versions: Vec<DeviceList> = carried.into_iter().cloned().collect();
+            let e = state
+                .list_member_devices(&pat, &c, dee.public(), &versions, NOW)
+                .unwrap();
+            state.apply(&e).unwrap();
+            let e = state
+                .share_collection(
+                    &mut vault_core::Keyring::new(&pat, NOW),
+                    &c,
+                    dee.public(),
+                    Permission::Read,
+                    None,
+                )
+                .unwrap();
+            state.apply(&e).unwrap();
+            ids.push(c);
+        }
+        let (entries, carried) = plan_carrying(&state, &dee, dee.public(), &[v1, v2, v3], NOW);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(carried.into, vec![ids[0]]);
+        assert_eq!(carried.refused.len(), 1, "{:?}", carried.refused);
+        assert_eq!(carried.refused[0].0, ids[1]);
+        assert!(!carried.refused[0].1.is_empty());
+        for e in entries {
+            state.apply(&e).unwrap();
+        }
+        assert_eq!(
+            state
+                .member_device_list(&ids[0], &dee.fingerprint())
+                .map(DeviceList::serial),
+            Some(3)
+        );
+        assert_eq!(
+            state
+                .member_device_list(&ids[1], &dee.fingerprint())
+                .map(DeviceList::serial),
+            Some(2)
         );
     }
 

@@ -351,6 +351,7 @@ fn elsewhere_json(e: &vault_client::member_devices::Propagation) -> serde_json::
             "collections": c.iter().map(|c| c.to_hex()).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "not_reached": e.not_reached.iter().map(|(v, why)| json!({"vault": v.to_hex(), "error": why})).collect::<Vec<_>>(),
+        "refused": e.refused.iter().map(|(v, c, why)| json!({"vault": v.to_hex(), "collection": c.to_hex(), "error": why})).collect::<Vec<_>>(),
     })
 }
 
@@ -380,6 +381,13 @@ fn report_elsewhere(e: &vault_client::member_devices::Propagation) -> Result<()>
         eprintln!(
             "warning: vault {}: your list was not brought up to date there: {why}; run the command again to finish",
             vault.to_hex()
+        );
+    }
+    for (vault, collection, why) in &e.refused {
+        eprintln!(
+            "warning: vault {}, collection {}: your list was not carried there: {why}; it carries another list of yours (a fork): take your list back with `vault devices recover` from your key file, or ask the vault's owner to share the collection again",
+            vault.to_hex(),
+            collection.to_hex()
         );
     }
     Ok(())
