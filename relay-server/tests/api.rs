@@ -59,13 +59,13 @@ fn ident(seed: u8, name: &str, role: Role) -> SecretIdentity {
     .unwrap()
 }
 
-/// Whether `RELAY_TEST_BACKEND=postgres-s3` asks for PostgreSQL and S3.
 /// The content address of a ciphertext, as clients write it (BLAKE3,
 /// `docs/format.md` §6.3).
 fn address(ct: &[u8]) -> [u8; 32] {
     vault_core::address::AddressKind::CURRENT.digest(ct)
 }
 
+/// Whether `RELAY_TEST_BACKEND=postgres-s3` asks for PostgreSQL and S3.
 fn shared_backend() -> bool {
     let asked = std::env::var("RELAY_TEST_BACKEND").is_ok_and(|v| v == "postgres-s3");
     assert!(

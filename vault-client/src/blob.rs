@@ -175,7 +175,7 @@ pub(crate) fn resume_plan(
 
 /// How many downloaded bytes a blob download hashes before it lets the
 /// browser's event loop run ([`crate::platform::give_way`]): about 15 ms of
-/// SHA-256 in WebAssembly, a quarter of that of BLAKE3.
+/// SHA-256 in WebAssembly (BLAKE3 takes a quarter as long).
 const GIVE_WAY_EVERY: usize = 4 << 20;
 
 /// A blob wanted from the relay: its address, the hash the address is
@@ -251,7 +251,7 @@ fn read_frame(body: &[u8], at: usize) -> Result<([u8; 32], u8, &[u8], usize)> {
 
 impl RelayClient {
     /// Uploads complete small blobs in as few requests as possible
-    /// (`POST /v1/vaults/{vault}/blobs`, framed: each blob's SHA-256, its
+    /// (`POST /v1/vaults/{vault}/blobs`, framed: each blob's address, its
     /// length as a big-endian u32, its bytes; at most
     /// [`MAX_BATCH_BLOBS`] blobs and [`MAX_BATCH_BYTES`] per request). A
     /// blob too large for a batch, or a relay without the batch route,
@@ -473,8 +473,8 @@ impl RelayClient {
     }
 
     /// Uploads a blob of `total_len` bytes, read from `reader` (positioned
-    /// anywhere: it is sought to each chunk), addressed by its SHA-256
-    /// `hash`: [`RelayClient::put_blob_from`] with the reader as its
+    /// anywhere: it is sought to each chunk), addressed by `hash` (its
+    /// BLAKE3 or SHA-256, `docs/format.md` §6.3): [`RelayClient::put_blob_from`] with the reader as its
     /// source.
     pub async fn put_blob<R: Read + Seek + ?Sized>(
         &self,
@@ -488,7 +488,7 @@ impl RelayClient {
     }
 
     /// Uploads a blob of `total_len` bytes, read a chunk at a time from
-    /// `source`, addressed by its SHA-256 `hash`, in chunks of
+    /// `source`, addressed by `hash` (its BLAKE3 or SHA-256), in chunks of
     /// [`RelayClient::chunk_size`] (`PUT /v1/vaults/{vault}/blobs/{hash}`
     /// with `upload-offset` and `upload-length`). At most one chunk is in
     /// memory at a time, so a blob larger than memory uploads as well.

@@ -266,8 +266,8 @@ impl ResumableBlake3 {
 
     /// The state as bytes: a version byte, the bytes covered (u64), the
     /// number of subtrees (u8), each subtree's chaining value and size
-    /// (u64), then the held-back bytes. At most 1.8 KiB. Not secret: the
-    /// relay hashes ciphertext.
+    /// (u64), then the held-back bytes. At most about 3.2 KiB (2 KiB for a
+    /// 16 GiB blob). Not secret: the relay hashes ciphertext.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(10 + self.stack.len() * 40 + self.tail.len());
         out.push(RESUMABLE_VERSION);
@@ -281,9 +281,12 @@ impl ResumableBlake3 {
         out
     }
 
-    /// Parses [`ResumableBlake3::to_bytes`], refusing any state the hasher
-    /// could not have reached (so a corrupt saved state is an error, never
-    /// a wrong hash that looks right).
+    /// Parses [`ResumableBlake3::to_bytes`], refusing any shape of state
+    /// the hasher could not have reached (truncated, sizes that do not add
+    /// up, subtrees out of order). Chaining values cannot be checked: the
+    /// store that keeps the state must be trusted with it (the relay's
+    /// database, which could as well mark an upload complete), and clients
+    /// check every ciphertext against its signed address anyway.
     pub fn from_bytes(bytes: &[u8]) -> crate::Result<Self> {
         let bad = |reason| crate::Error::Malformed {
             what: "saved BLAKE3 state",

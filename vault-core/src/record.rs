@@ -458,7 +458,9 @@ impl RecordMetadata {
     pub fn ciphertext_len(&self) -> u64 {
         payload::ciphertext_len(self.padded_len).unwrap_or(u64::MAX)
     }
-    /// SHA-256 of the ciphertext: the blob's content address.
+    /// The ciphertext's hash, the blob's content address: its BLAKE3
+    /// (metadata versions 4 and 5) or SHA-256 (1 to 3), as
+    /// [`RecordMetadata::address_kind`] says.
     pub fn ciphertext_hash(&self) -> &[u8; 32] {
         &self.ciphertext_hash
     }

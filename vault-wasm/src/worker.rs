@@ -691,7 +691,8 @@ mod tests {
     fn test_job() -> Vec<u8> {
         let header_len = 32u64;
         let padded = vault_core::padded_len(10 + header_len).unwrap();
-        let mut bytes = vec![1u8];
+        // Version 2, BLAKE3 addresses (kind 2), then the key.
+        let mut bytes = vec![2u8, 2];
         bytes.extend_from_slice(&[5; 32]);
         bytes.extend_from_slice(&10u64.to_be_bytes());
         bytes.extend_from_slice(&padded.to_be_bytes());

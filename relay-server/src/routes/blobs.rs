@@ -85,13 +85,14 @@ pub async fn put(
     Ok((status, Json(json!({ "stored": stored, "offset": offset }))).into_response())
 }
 
-/// Frame header of a batch upload: the blob's SHA-256 and its length.
+/// Frame header of a batch upload: the blob's address and its length.
 const FRAME_HEADER: usize = 32 + 4;
 /// Most blobs in one batch upload (the body limit bounds their bytes).
 pub const MAX_BATCH_BLOBS: usize = 1024;
 
 /// Splits a batch body into `(hash, bytes)` frames: each frame is the
-/// blob's SHA-256 (32 bytes), its length (u32, big-endian) and its bytes.
+/// blob's address (32 bytes: its BLAKE3 or SHA-256), its length (u32,
+/// big-endian) and its bytes.
 pub(crate) fn parse_frames(
     body: &bytes::Bytes,
     max: usize,

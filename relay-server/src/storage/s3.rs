@@ -122,7 +122,9 @@ impl Running {
         }
     }
 
-    fn restore(saved: &[u8]) -> Result<Self, StorageError> {
+    /// The running hashes saved after `acked` bytes; a BLAKE3 state of
+    /// another length is refused (a damaged row), never continued.
+    fn restore(saved: &[u8], acked: u64) -> Result<Self, StorageError> {
         type Saved = sha2_resumable::digest::common::hazmat::SerializedState<Sha256State>;
         let len = std::mem::size_of::<Saved>();
         let (sha, b3) = saved
@@ -136,9 +138,15 @@ impl Running {
             blake3: if b3.is_empty() {
                 None
             } else {
-                Some(ResumableBlake3::from_bytes(b3).map_err(|e| {
+                let b3 = ResumableBlake3::from_bytes(b3).map_err(|e| {
                     StorageError::new(format!("an upload's saved BLAKE3 state is corrupt: {e}"))
-                })?)
+                })?;
+                if b3.len() != acked {
+                    return Err(StorageError::new(
+                        "an upload's saved BLAKE3 state is not of the acknowledged bytes",
+                    ));
+                }
+                Some(b3)
             },
         })
     }
@@ -794,7 +802,7 @@ impl S3Blobs {
             return Err(ChunkError::OffsetMismatch(current));
         }
         let mut running = match &state.hash_state {
-            Some(saved) => Running::restore(saved)?,
+            Some(saved) => Running::restore(saved, current)?,
             None if current == 0 => Running::new(),
             None => return Err(StorageError::new("an upload's saved hash is missing").into()),
         };
@@ -1122,5 +1130,52 @@ impl BlobStore for S3Blobs {
             Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(StorageError::unavailable(format!("object store: {e}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::Running;
+    use vault_core::address::AddressKind;
+
+    /// The running hashes survive being saved after every chunk and match
+    /// the blob's address under either kind; a state saved by a relay from
+    /// before BLAKE3 addresses (SHA-256 alone) still completes a SHA-256
+    /// upload and refuses a BLAKE3 one; a state that is not of the
+    /// acknowledged bytes, or whose BLAKE3 part is damaged, is refused.
+    #[test]
+    fn running_hashes_are_saved_between_chunks_and_checked_on_restore() {
+        let blob: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
+        let mut running = Running::new();
+        let mut acked = 0u64;
+        for piece in blob.chunks(7_777) {
+            running = Running::restore(&running.save(), acked).unwrap();
+            running.update(piece);
+            acked += piece.len() as u64;
+        }
+        let saved = running.save();
+        for kind in [AddressKind::Sha256, AddressKind::Blake3] {
+            let restored = Running::restore(&saved, acked).unwrap();
+            assert!(restored.matches(&kind.digest(&blob)), "{kind:?}");
+        }
+        assert!(!Running::restore(&saved, acked).unwrap().matches(&[7; 32]));
+        // Restored after another number of bytes than it holds.
+        assert!(Running::restore(&saved, acked - 1).is_err());
+        // A damaged BLAKE3 part (its length field).
+        let sha_len = saved.len() - running.blake3.as_ref().unwrap().to_bytes().len();
+        let mut damaged = saved.clone();
+        damaged[sha_len] = 9;
+        assert!(Running::restore(&damaged, acked).is_err());
+        // An older relay's state: SHA-256 alone.
+        let legacy = &saved[..sha_len];
+        assert!(Running::restore(legacy, acked)
+            .unwrap()
+            .matches(&AddressKind::Sha256.digest(&blob)));
+        assert!(!Running::restore(legacy, acked)
+            .unwrap()
+            .matches(&AddressKind::Blake3.digest(&blob)));
+        assert!(Running::restore(&saved[..sha_len - 1], acked).is_err());
     }
 }

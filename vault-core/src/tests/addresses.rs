@@ -71,12 +71,44 @@ fn new_records_are_addressed_by_blake3_and_sha256_addressed_ones_still_open() {
             .is_err());
     }
     f.reverify().unwrap();
-    // The bytes of one record under the other's address do not open: the
-    // reader hashes with the kind the signed metadata names.
-    let verified = f.state.record(&v4.record()).unwrap();
-    let swapped = f.blobs[v2.ciphertext_hash()].clone();
-    let (result, _) = f.open_verified(1, &verified, &swapped);
-    assert!(matches!(result, Err(crate::Error::CiphertextMismatch)));
+}
+
+/// A reader checks a ciphertext with the hash its metadata's version
+/// names, never with the other: an author who signs a version-4 metadata
+/// whose address is the SHA-256 of the real ciphertext (or a version-2
+/// one whose address is its BLAKE3) gets a record nobody opens, and no
+/// relay can serve bytes matching only the other hash.
+#[test]
+fn a_ciphertext_is_checked_with_the_hash_its_version_names_only() {
+    let mut f = lab_vault();
+    for kind in [AddressKind::Blake3, AddressKind::Sha256] {
+        let (mut m, _) = {
+            let _kind = sealing_with(kind);
+            f.put_entry(0, f.labs, None, "lipids", b"LDL 2.9 mmol/L")
+                .unwrap()
+        };
+        let ct = f.blobs[m.ciphertext_hash()].clone();
+        assert_eq!(m.address_kind(), kind);
+        // The other hash of the same bytes, signed by the author.
+        m.ciphertext_hash = match kind {
+            AddressKind::Blake3 => sha256(&ct),
+            AddressKind::Sha256 => blake3::hash(&ct).into(),
+        };
+        f.resign(0, &mut m);
+        let e = f.forge(
+            &f.patient,
+            crate::EntryBody::RecordPut {
+                metadata: m.clone(),
+            },
+        );
+        f.append(e);
+        let (result, _) = f.open_bytes_as(1, &m.record(), &ct);
+        assert!(
+            matches!(result, Err(crate::Error::CiphertextMismatch)),
+            "{kind:?}: {result:?}"
+        );
+        assert!(f.open_bytes_as(0, &m.record(), &ct).0.is_err());
+    }
 }
 
 /// The content-address vector (`tests/vectors/content-address.json`): a

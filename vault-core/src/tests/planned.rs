@@ -171,6 +171,15 @@ fn a_job_from_bytes_is_refused_unless_its_lengths_agree_and_its_key_never_prints
         PayloadJob::from_bytes(&other_version),
         Err(Error::UnsupportedVersion { .. })
     ));
+    // An address kind no metadata version names.
+    for kind in [0u8, 3, 255] {
+        let mut other_kind = bytes.to_vec();
+        other_kind[1] = kind;
+        assert!(matches!(
+            PayloadJob::from_bytes(&other_kind),
+            Err(Error::Malformed { .. })
+        ));
+    }
     // A body length the padded length does not fit.
     let mut longer = bytes.to_vec();
     longer[34..42].copy_from_slice(&1_000_000u64.to_be_bytes());
