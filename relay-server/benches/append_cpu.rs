@@ -311,7 +311,9 @@ async fn setup_writer(router: axum::Router, index: usize, appends: usize) -> Wri
             .unwrap();
         let body = json!({ "prev": head_json(&state), "entries": [b64(entry.to_bytes())] });
         state.apply(&entry).unwrap();
-        let path = format!("/v1/vaults/{vault}/blobs/{}", hex::encode(body_digest(&ct)));
+        // A sealed record's blob is addressed as its metadata says (BLAKE3).
+        let address = vault_core::address::AddressKind::CURRENT.digest(&ct);
+        let path = format!("/v1/vaults/{vault}/blobs/{}", hex::encode(address));
         let len = ct.len();
         let mut put = prepare(
             &me,

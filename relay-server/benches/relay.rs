@@ -732,7 +732,9 @@ async fn setup_conn(client: reqwest::Client, base: String, index: usize, appends
     // Upload every blob (the relay wants a record's blob before its entry).
     let mut blob_list = Vec::with_capacity(blobs.len());
     for ct in blobs {
-        let path = format!("/v1/vaults/{vault}/blobs/{}", hex::encode(body_digest(&ct)));
+        // A sealed record's blob is addressed as its metadata says (BLAKE3).
+        let address = vault_core::address::AddressKind::CURRENT.digest(&ct);
+        let path = format!("/v1/vaults/{vault}/blobs/{}", hex::encode(address));
         let len = ct.len();
         send_ok(
             &client,
