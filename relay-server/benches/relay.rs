@@ -1063,7 +1063,8 @@ async fn bench(opts: Opts, relay_addr: SocketAddr, bare_addr: SocketAddr, admin_
     for (i, c) in conns.iter().take(opts.big_blobs).enumerate() {
         let mut data = vec![0u8; opts.big_blob_bytes];
         fill_random(&mut data, 0xB16_B10B ^ i as u64);
-        let hash = hex::encode(body_digest(&data));
+        // Addressed as clients address a record's ciphertext (BLAKE3).
+        let hash = hex::encode(vault_core::address::AddressKind::CURRENT.digest(&data));
         let path = format!("/v1/vaults/{}/blobs/{hash}", c.vault);
         big.push((c.me.clone(), path, Bytes::from(data)));
     }

@@ -129,11 +129,12 @@ impl EitherHasher {
     }
 }
 
-/// The kind under which `bytes` hash to `address`, if any.
+/// The kind under which `bytes` hash to `address`, if any: BLAKE3 first
+/// (the kind clients write), SHA-256 only when BLAKE3 does not match.
 pub fn address_matches(address: &[u8; 32], bytes: &[u8]) -> Option<AddressKind> {
-    let mut h = EitherHasher::default();
-    h.update(bytes);
-    h.matches(address)
+    [AddressKind::Blake3, AddressKind::Sha256]
+        .into_iter()
+        .find(|kind| kind.digest(bytes) == *address)
 }
 
 /// BLAKE3's chunk length: the tree's leaves.

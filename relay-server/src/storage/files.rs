@@ -17,17 +17,19 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
-use vault_core::address::EitherHasher;
+use vault_core::address::{AddressHasher, AddressKind, EitherHasher};
 
 use super::{
     BlobReader, BlobStore, BodyStream, Chunk, ChunkError, ChunkOutcome, StorageError, UploadKey,
 };
 
-/// The running hash of an upload, kept between its chunks so completing a
-/// large blob does not re-read it (after a restart it is recomputed).
+/// The running BLAKE3 of an upload (the address clients write), kept
+/// between its chunks so completing a large blob does not re-read it
+/// (after a restart it is recomputed). A blob addressed by its SHA-256
+/// (older metadata) is read back once at completion instead.
 #[derive(Default)]
 struct Progress {
-    running: Option<(u64, EitherHasher)>,
+    running: Option<(u64, AddressHasher)>,
 }
 
 /// Truncates an upload file back to `len` (removing it if `len` is 0)
@@ -138,29 +140,48 @@ impl FileBlobs {
         map.remove(key);
     }
 
-    async fn hash_file(path: &Path) -> Result<EitherHasher, StorageError> {
-        let mut f = tokio::fs::File::open(path).await?;
-        let mut h = EitherHasher::default();
+    /// Hands the bytes of the file at `path` to `f`, a MiB at a time.
+    async fn read_file(path: &Path, mut f: impl FnMut(&[u8])) -> Result<(), StorageError> {
+        let mut file = tokio::fs::File::open(path).await?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let n = f.read(&mut buf).await?;
+            let n = file.read(&mut buf).await?;
             if n == 0 {
-                break;
+                return Ok(());
             }
-            h.update(buf.get(..n).unwrap_or_default());
+            f(buf.get(..n).unwrap_or_default());
         }
-        Ok(h)
+    }
+
+    /// Whether the complete upload at `path` hashes to `address` under
+    /// BLAKE3 or SHA-256 (`vault_core::address`): the BLAKE3 `streamed`
+    /// while it came in decides alone when it matches; otherwise the file
+    /// is read back for its SHA-256 (and its BLAKE3 too, when a restart
+    /// lost the streamed one).
+    async fn hashes_to(
+        path: &Path,
+        address: &[u8; 32],
+        streamed: Option<[u8; 32]>,
+    ) -> Result<bool, StorageError> {
+        match streamed {
+            Some(b3) if b3 == *address => Ok(true),
+            Some(_) => {
+                let mut sha = AddressKind::Sha256.hasher();
+                Self::read_file(path, |piece| sha.update(piece)).await?;
+                Ok(sha.finalize() == *address)
+            }
+            None => {
+                let mut either = EitherHasher::default();
+                Self::read_file(path, |piece| either.update(piece)).await?;
+                Ok(either.matches(address).is_some())
+            }
+        }
     }
 
     /// Moves a complete upload into place if it hashes to its address
-    /// (under SHA-256 or BLAKE3: `vault_core::address`).
-    async fn finish(
-        &self,
-        key: &UploadKey,
-        part: &Path,
-        hashed: EitherHasher,
-    ) -> Result<(), ChunkError> {
-        if hashed.matches(&key.hash).is_none() {
+    /// ([`FileBlobs::hashes_to`]).
+    async fn finish(&self, key: &UploadKey, part: &Path, matches: bool) -> Result<(), ChunkError> {
+        if !matches {
             let _ = tokio::fs::remove_file(part).await;
             let _ = tokio::fs::remove_file(self.ack_path(key)).await;
             return Err(ChunkError::HashMismatch);
@@ -228,7 +249,7 @@ impl BlobStore for FileBlobs {
             .map_err(StorageError::from)?;
         let mut running = match progress.running.take() {
             Some((at, h)) if at == current => Some(h),
-            _ if current == 0 => Some(EitherHasher::default()),
+            _ if current == 0 => Some(AddressKind::Blake3.hasher()),
             _ => None,
         };
         let before = running.clone();
@@ -277,11 +298,9 @@ impl BlobStore for FileBlobs {
             progress.running = running.map(|h| (now_at, h));
             return Ok(ChunkOutcome::Partial(now_at));
         }
-        let hashed = match running {
-            Some(h) => h,
-            None => Self::hash_file(&path).await?,
-        };
-        let done = self.finish(&key, &path, hashed).await;
+        let streamed = running.map(AddressHasher::finalize);
+        let matches = Self::hashes_to(&path, &key.hash, streamed).await?;
+        let done = self.finish(&key, &path, matches).await;
         drop(progress);
         self.forget(&key);
         done.map(|()| ChunkOutcome::Complete)
