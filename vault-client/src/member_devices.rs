@@ -495,16 +495,25 @@ fn keys_for(
 mod tests {
     use super::*;
     use crate::test_support::{identity, NOW};
+    use vault_core::devices::GenerationKeys;
     use vault_core::Role;
 
-    /// What a hostile directory may serve instead of the person's list:
-    /// a chain not starting with the root's version, another person's
-    /// list, a version whose bytes changed, versions out of order. Each is
-    /// refused before any grant is sealed to it.
-    #[test]
-    fn a_served_list_is_verified_from_the_roots_version() {
+    /// Dr Dee's device lists as these tests use them: `v1` (her key file's)
+    /// lists her laptop and phone; in `v2` the phone removed the laptop
+    /// (`phone_keys` are v2's); `fork` is the laptop's own next version of
+    /// `v1`, removing the phone instead.
+    struct DeeLists {
+        dee: SecretIdentity,
+        laptop: SecretIdentity,
+        v1: DeviceList,
+        v2: DeviceList,
+        phone: SecretIdentity,
+        phone_keys: GenerationKeys,
+        fork: DeviceList,
+    }
+
+    fn dee_lists() -> DeeLists {
         let dee = identity(40, "Dr Dee", Role::Clinician);
-        let mallory = identity(41, "Mallory", Role::Clinician);
         let laptop = identity(42, "laptop", Role::Device);
         let phone = identity(43, "phone", Role::Device);
         let (v1, _) = DeviceList::first(
@@ -513,10 +522,49 @@ mod tests {
             NOW,
         )
         .unwrap();
-        let keys = v1.open(&phone).unwrap();
-        let (v2, _) = v1
-            .next(&phone, &keys, &[], &[laptop.fingerprint()], NOW)
+        let (v2, phone_keys) = v1
+            .next(
+                &phone,
+                &v1.open(&phone).unwrap(),
+                &[],
+                &[laptop.fingerprint()],
+                NOW,
+            )
             .unwrap();
+        let (fork, _) = v1
+            .next(
+                &laptop,
+                &v1.open(&laptop).unwrap(),
+                &[],
+                &[phone.fingerprint()],
+                NOW,
+            )
+            .unwrap();
+        DeeLists {
+            dee,
+            laptop,
+            v1,
+            v2,
+            phone,
+            phone_keys,
+            fork,
+        }
+    }
+
+    /// What a hostile directory may serve instead of the person's list:
+    /// a chain not starting with the root's version, another person's
+    /// list, a version whose bytes changed, versions out of order. Each is
+    /// refused before any grant is sealed to it.
+    #[test]
+    fn a_served_list_is_verified_from_the_roots_version() {
+        let DeeLists {
+            dee,
+            laptop,
+            v1,
+            v2,
+            ..
+        } = dee_lists();
+        let mallory = identity(41, "Mallory", Role::Clinician);
         verify_served(dee.public(), &[v1.clone(), v2.clone()]).unwrap();
         verify_served(dee.public(), &[]).unwrap();
         // The device's version alone: a reader holding none takes only the
@@ -547,34 +595,16 @@ mod tests {
     #[test]
     fn a_collection_on_another_chain_is_named_not_skipped() {
         let pat = identity(1, "Pat", Role::Patient);
-        let dee = identity(40, "Dr Dee", Role::Clinician);
-        let laptop = identity(42, "laptop", Role::Device);
-        let phone = identity(43, "phone", Role::Device);
         let tablet = identity(44, "tablet", Role::Device);
-        let (v1, _) = DeviceList::first(
-            &dee,
-            &[laptop.public().clone(), phone.public().clone()],
-            NOW,
-        )
-        .unwrap();
-        let (v2, phone_keys) = v1
-            .next(
-                &phone,
-                &v1.open(&phone).unwrap(),
-                &[],
-                &[laptop.fingerprint()],
-                NOW,
-            )
-            .unwrap();
-        let (fork, _) = v1
-            .next(
-                &laptop,
-                &v1.open(&laptop).unwrap(),
-                &[],
-                &[phone.fingerprint()],
-                NOW,
-            )
-            .unwrap();
+        let DeeLists {
+            dee,
+            v1,
+            v2,
+            phone,
+            phone_keys,
+            fork,
+            ..
+        } = dee_lists();
         let (v3, _) = v2
             .next(&phone, &phone_keys, &[tablet.public().clone()], &[], NOW)
             .unwrap();
@@ -630,22 +660,12 @@ mod tests {
     #[test]
     fn a_directory_behind_the_vault_is_refused() {
         let pat = identity(1, "Pat", Role::Patient);
-        let dee = identity(40, "Dr Dee", Role::Clinician);
-        let laptop = identity(42, "laptop", Role::Device);
-        let phone = identity(43, "phone", Role::Device);
+        let DeeLists {
+            dee, v1, v2, fork, ..
+        } = dee_lists();
         let (mut state, _) = VaultState::create(&pat, NOW).unwrap();
         let (labs, e) = state.create_collection(&pat, "labs", NOW).unwrap();
         state.apply(&e).unwrap();
-        let (v1, _) = DeviceList::first(
-            &dee,
-            &[laptop.public().clone(), phone.public().clone()],
-            NOW,
-        )
-        .unwrap();
-        let keys = v1.open(&phone).unwrap();
-        let (v2, _) = v1
-            .next(&phone, &keys, &[], &[laptop.fingerprint()], NOW)
-            .unwrap();
         let e = state
             .list_member_devices(&pat, &labs, dee.public(), &[v1.clone(), v2.clone()], NOW)
             .unwrap();
@@ -653,10 +673,6 @@ mod tests {
         let fp = dee.fingerprint();
         check_not_behind(&state, &fp, &[v1.clone(), v2.clone()]).unwrap();
         assert!(check_not_behind(&state, &fp, std::slice::from_ref(&v1)).is_err());
-        let laptop_keys = v1.open(&laptop).unwrap();
-        let (fork, _) = v1
-            .next(&laptop, &laptop_keys, &[], &[phone.fingerprint()], NOW)
-            .unwrap();
         assert!(check_not_behind(&state, &fp, &[v1.clone(), fork]).is_err());
         // The share's plan refuses it too: no grant to the old generation.
         assert!(plan_listing(
