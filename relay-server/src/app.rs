@@ -15,7 +15,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use crate::auth::Authenticator;
 use crate::error::ApiError;
 use crate::metrics::{RequestLabels, RouteLabels};
-use crate::routes::{blobs, identities, inbox, links, vaults};
+use crate::routes::{blobs, identities, inbox, links, pairings, vaults};
 use crate::state::AppState;
 use crate::storage::NonceClaim;
 
@@ -56,6 +56,14 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/v1/links", get(links::list).post(links::create))
         .route("/v1/links/{handle}/revoke", post(links::revoke))
         .route("/v1/links/{handle}/log", get(links::log))
+        .route(
+            "/v1/pairings/{slot}",
+            put(pairings::open)
+                .get(pairings::status)
+                .delete(pairings::close),
+        )
+        .route("/v1/pairings/{slot}/join", post(pairings::join))
+        .route("/v1/pairings/{slot}/reveal", post(pairings::reveal))
         .route_layer(middleware::from_fn_with_state(app.clone(), authenticate));
 
     let mut api = Router::new()
@@ -128,7 +136,13 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PUT])
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+        ])
         .allow_headers(names(&[
             "content-type",
             "range",
@@ -245,7 +259,9 @@ async fn authenticate(State(app): State<Arc<AppState>>, mut req: Request, next: 
         let Some(signer) = app.identity(auth.identity).await? else {
             return Err(app.auth.refuse_unknown(&auth, method.as_str(), &pq));
         };
-        let has_body = !matches!(method, Method::GET | Method::HEAD);
+        // GET, HEAD and DELETE carry no body: their digest is checked
+        // against the empty body right away.
+        let has_body = !matches!(method, Method::GET | Method::HEAD | Method::DELETE);
         let mut caller = app
             .auth
             .check(&auth, &signer, method.as_str(), &pq, has_body)?;

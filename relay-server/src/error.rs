@@ -18,6 +18,7 @@ use crate::domain::blobs::BlobError;
 use crate::domain::device_lists::DeviceListError;
 use crate::domain::identities::IdentityError;
 use crate::domain::links::LinkError;
+use crate::domain::pairings::PairingError;
 use crate::domain::vaults::VaultError;
 use crate::domain::Failure;
 use crate::routes::HeadJson;
@@ -321,6 +322,28 @@ impl From<DeviceListError> for ApiError {
             }
             DeviceListError::TooMany => Self::too_large(message),
             DeviceListError::Failure(f) => f.into(),
+        }
+    }
+}
+
+impl From<PairingError> for ApiError {
+    fn from(e: PairingError) -> Self {
+        let message = e.to_string();
+        let conflict = |code| Self::new(StatusCode::CONFLICT, code, message.clone());
+        match e {
+            PairingError::NotFound => Self::not_found("pairing_not_found", message),
+            PairingError::Taken => conflict("pairing_taken"),
+            PairingError::CodeInUse => conflict("pairing_code_in_use"),
+            PairingError::NotJoined => conflict("pairing_not_joined"),
+            PairingError::AlreadyRevealed => conflict("pairing_answered"),
+            PairingError::TooManyOfYours(_) => conflict("too_many_pairings"),
+            PairingError::TooMany => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_pairings", message)
+                    .retry_after(60)
+            }
+            PairingError::NotADevice | PairingError::OwnSlot => Self::forbidden(message),
+            PairingError::PersonNotFound => Self::not_found("identity_not_found", message),
+            PairingError::Failure(f) => f.into(),
         }
     }
 }

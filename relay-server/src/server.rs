@@ -128,6 +128,9 @@ impl Relay {
                             tracing::warn!(error = %e, "forgetting expired request nonces failed");
                         }
                     }
+                    if let Err(e) = state.meta.expire_pairings(state.now()).await {
+                        tracing::warn!(error = %e, "forgetting expired pairing slots failed");
+                    }
                     // Expired SMART Health Links' files are deleted (the
                     // link and its access record stay, listed as expired).
                     match state.meta.retire_links(state.now()).await {

@@ -204,6 +204,12 @@ struct World {
     link_file: Value,
     /// A first version of Dr Alice's device list, never sent.
     alice_list: Vec<u8>,
+    /// A published device identity (it joins pairings).
+    device: Arc<SecretIdentity>,
+    /// A pairing slot the patient opened, which nobody joined.
+    pairing_open: String,
+    /// A pairing slot nobody opened.
+    pairing_fresh: String,
 }
 
 async fn call(router: &Router, req: Request<Body>) -> (StatusCode, Vec<u8>) {
@@ -420,6 +426,29 @@ impl World {
             .unwrap()
             .to_string();
         let laptop = ident(6, "laptop", Role::Device);
+        let device = ident(7, "phone", Role::Device);
+        let body = serde_json::to_vec(&json!({ "identity": device.public().to_text() })).unwrap();
+        let (s, b) = call(
+            &router,
+            signed(&device, "PUT", "/v1/identities", Some(JSON), &[], body),
+        )
+        .await;
+        ok(s, &b);
+        let pairing_open = hex::encode([0x5a; 32]);
+        let body = serde_json::to_vec(&json!({ "commit": hex::encode([1u8; 32]) })).unwrap();
+        let (s, b) = call(
+            &router,
+            signed(
+                &patient,
+                "PUT",
+                &format!("/v1/pairings/{pairing_open}"),
+                Some(JSON),
+                &[],
+                body,
+            ),
+        )
+        .await;
+        ok(s, &b);
         let alice_list = vault_core::devices::DeviceList::first(
             &alice,
             std::slice::from_ref(laptop.public()),
@@ -431,6 +460,9 @@ impl World {
         .to_vec();
         Self {
             alice_list,
+            device,
+            pairing_open,
+            pairing_fresh: hex::encode([0xa5; 32]),
             link_id,
             link_handle: created[0]["handle"].as_str().unwrap().to_string(),
             link_ticket,
@@ -490,9 +522,14 @@ enum Route {
     ShlManifest,
     ShlDirect,
     ShlFile,
+    OpenPairing,
+    PairingStatus,
+    JoinPairing,
+    RevealPairing,
+    ClosePairing,
 }
 
-const ROUTES: [Route; 26] = [
+const ROUTES: [Route; 31] = [
     Route::Healthz,
     Route::OpenApi,
     Route::PublishIdentity,
@@ -519,6 +556,11 @@ const ROUTES: [Route; 26] = [
     Route::ShlManifest,
     Route::ShlDirect,
     Route::ShlFile,
+    Route::OpenPairing,
+    Route::PairingStatus,
+    Route::JoinPairing,
+    Route::RevealPairing,
+    Route::ClosePairing,
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -811,6 +853,52 @@ fn spec(w: &World, route: Route) -> Spec {
             vec![w.link_handle.clone()],
             &w.patient,
         ),
+        Route::OpenPairing => Spec {
+            ct: Some(JSON),
+            body: json_body(json!({ "commit": hex::encode([2u8; 32]) })),
+            ..base(
+                "PUT",
+                "/v1/pairings/{slot}",
+                vec![w.pairing_fresh.clone()],
+                &w.patient,
+            )
+        },
+        Route::PairingStatus => base(
+            "GET",
+            "/v1/pairings/{slot}",
+            vec![w.pairing_open.clone()],
+            &w.patient,
+        ),
+        Route::JoinPairing => Spec {
+            ct: Some(JSON),
+            body: json_body(json!({ "nonce": hex::encode([3u8; 32]) })),
+            ..base(
+                "POST",
+                "/v1/pairings/{slot}/join",
+                vec![w.pairing_open.clone()],
+                &w.device,
+            )
+        },
+        Route::RevealPairing => Spec {
+            ct: Some(JSON),
+            body: json_body(json!({
+                "person": w.patient.fingerprint().to_hex(),
+                "nonce": hex::encode([4u8; 32]),
+            })),
+            ..base(
+                "POST",
+                "/v1/pairings/{slot}/reveal",
+                vec![w.pairing_open.clone()],
+                &w.patient,
+            )
+        },
+        // A slot nobody opened: the request as specified closes nothing.
+        Route::ClosePairing => base(
+            "DELETE",
+            "/v1/pairings/{slot}",
+            vec![w.pairing_fresh.clone()],
+            &w.patient,
+        ),
         Route::ShlManifest => Spec {
             signed: false,
             ct: Some(JSON),
@@ -1041,13 +1129,18 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
     }
     match mal {
         Mal::WrongMethod => {
-            let auth =
-                RequestAuth::sign(&s.signer, "DELETE", &pq, &origin(), now(), body_digest(b""))
-                    .unwrap();
+            // DELETE is a method of a pairing slot: PATCH is of none.
+            let wrong = if s.template == "/v1/pairings/{slot}" {
+                "PATCH"
+            } else {
+                "DELETE"
+            };
+            let auth = RequestAuth::sign(&s.signer, wrong, &pq, &origin(), now(), body_digest(b""))
+                .unwrap();
             push(
                 "",
                 None,
-                assemble(Some(&auth), "DELETE", &pq, None, &[], Body::empty()),
+                assemble(Some(&auth), wrong, &pq, None, &[], Body::empty()),
                 ex(StatusCode::METHOD_NOT_ALLOWED, &["method_not_allowed"]),
             );
         }
@@ -1293,6 +1386,9 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
                         | Route::PutDeviceLists
                         | Route::CreateLink
                         | Route::RevokeLink
+                        | Route::OpenPairing
+                        | Route::JoinPairing
+                        | Route::RevealPairing
                 ) {
                 b"not the signed body".to_vec()
             } else {
@@ -1430,6 +1526,24 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
                     json!({ "lists": [b64(&w.alice_list)], "extra": true }),
                     json!({}),
                 ],
+                Route::OpenPairing => vec![
+                    json!({ "commit": 5 }),
+                    json!({ "commit": "00" }),
+                    json!({ "commit": hex::encode([2u8; 32]), "extra": true }),
+                    json!({}),
+                ],
+                Route::JoinPairing => vec![
+                    json!({ "nonce": [3] }),
+                    json!({ "nonce": "zz" }),
+                    json!({ "nonce": hex::encode([3u8; 32]), "person": "x" }),
+                    json!({}),
+                ],
+                Route::RevealPairing => vec![
+                    json!({ "person": 5, "nonce": hex::encode([4u8; 32]) }),
+                    json!({ "person": w.patient.fingerprint().to_hex() }),
+                    json!({ "person": w.patient.fingerprint().to_hex(), "nonce": "0x04" }),
+                    json!({}),
+                ],
                 Route::ReadBatch => vec![
                     json!({ "blobs": 5 }),
                     json!({ "blobs": [5] }),
@@ -1495,9 +1609,15 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
             | Route::PutAccepted
             | Route::PutDeviceLists
             | Route::CreateLink
-            | Route::ReadBatch => {
+            | Route::ReadBatch
+            | Route::OpenPairing
+            | Route::JoinPairing
+            | Route::RevealPairing => {
                 let limit = match route {
                     Route::PublishIdentity => MAX_IDENTITY_BODY,
+                    Route::OpenPairing | Route::JoinPairing | Route::RevealPairing => {
+                        usize::try_from(relay_server::routes::pairings::MAX_PAIRING_BODY).unwrap()
+                    }
                     Route::PutDeviceLists => {
                         usize::try_from(relay_server::routes::identities::MAX_DEVICE_LISTS_BODY)
                             .unwrap()

@@ -132,6 +132,7 @@ suite!(
     concurrent_link_attempts,
     link_access_log,
     link_retirement,
+    pairings,
 );
 
 fn sha(b: &[u8]) -> [u8; 32] {

@@ -374,6 +374,68 @@ pub struct CliRun {
     pub stderr: String,
 }
 
+/// A `vault` command driven as a person would at a terminal
+/// ([`CliProfile::interactive`]).
+pub struct Interactive {
+    what: String,
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Interactive {
+    /// Waits (at most `timeout`) for a line of stderr that `pred` accepts,
+    /// and returns it; panics with everything printed so far otherwise.
+    pub fn wait_for(&mut self, pred: impl Fn(&str) -> bool, timeout: Duration) -> String {
+        let until = Instant::now() + timeout;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "`vault {}` did not print what was awaited; it printed:\n{}",
+                    self.what,
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Types `text` and Enter.
+    pub fn answer(&mut self, text: &str) {
+        use std::io::Write;
+        if let Some(input) = self.child.stdin.as_mut() {
+            let _ = writeln!(input, "{text}");
+            let _ = input.flush();
+        }
+    }
+
+    /// Waits for the command to finish; returns how it exited, its stdout,
+    /// and all of its stderr.
+    pub fn finish(mut self) -> CliRun {
+        drop(self.child.stdin.take());
+        let out = self
+            .child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("vault did not finish: {e}"));
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.seen.extend(self.lines.try_iter());
+        CliRun {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: self.seen.join("\n"),
+        }
+    }
+}
+
 impl CliProfile {
     /// A profile in `home`, talking to `relay`.
     pub fn new(home: &Path, relay: &str) -> Self {
@@ -430,6 +492,47 @@ impl CliProfile {
         }
         cmd.spawn()
             .unwrap_or_else(|e| panic!("cannot run vault: {e}"))
+    }
+
+    /// Starts `vault <args>` to be driven as a person would at a terminal:
+    /// its stderr read line by line as it comes ([`Interactive::wait_for`]),
+    /// its stdin answered ([`Interactive::answer`]).
+    pub fn interactive(&self, args: &[&str]) -> Interactive {
+        let mut cmd = Command::new(vault_binary());
+        cmd.args(args)
+            .env("VAULT_HOME", &self.home)
+            .env("VAULT_PASSPHRASE", &self.passphrase)
+            .env_remove("VAULT_RELAY")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(r) = &self.relay {
+            cmd.env("VAULT_RELAY", r);
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run vault: {e}"));
+        let stderr = child.stderr.take().map(BufReader::new);
+        let (tx, lines) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in stderr.into_iter().flat_map(|r| r.lines()) {
+                match line {
+                    Ok(l) => {
+                        if tx.send(l).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        Interactive {
+            what: args.join(" "),
+            child,
+            lines,
+            seen: Vec::new(),
+            reader: Some(reader),
+        }
     }
 
     /// Runs `vault <args>`.

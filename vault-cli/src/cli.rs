@@ -196,11 +196,13 @@ pub enum Command {
     /// The devices that act for you: each has its own key, reads and
     /// writes your vault as you, and can be removed alone if it is lost.
     ///
-    /// On the new device: `vault init --role device --name laptop`, `vault
-    /// whoami --publish`, and `vault contacts add me --lookup YOUR-FINGERPRINT`
-    /// (your own, as `vault whoami` shows it here). On this one: `vault
-    /// devices add FINGERPRINT` with the 64 hex digits `vault whoami --json`
-    /// shows there. Removing a device rotates every collection's key, so
+    /// To add one, pair it: `vault devices pair` here shows a 10-digit code;
+    /// on the new device, `vault init --role device --name laptop` then
+    /// `vault devices join CODE`. Both screens then show the same 8 digits,
+    /// which you type on each to confirm: a relay in the middle cannot make
+    /// them agree. (`vault devices add FINGERPRINT`, with the 64 hex digits
+    /// `vault whoami --json` shows on the new device, does the same without
+    /// pairing.) Removing a device rotates every collection's key, so
     /// nothing written afterwards opens with its keys, and the relay refuses
     /// it in this vault at once; people it shared with keep their access
     /// (you are told who). If a stolen device changed the list, `vault
@@ -716,7 +718,19 @@ pub enum DevicesCommand {
     /// List the devices that act for the vault's owner (for a person who
     /// owns no vault: your devices, as the relay publishes them).
     List,
-    /// Add a device (its identity published on the relay, of role device).
+    /// Pair a new device: shows a code to type on it (`vault devices join
+    /// CODE`), then the 8 digits both screens show, and adds the device
+    /// once you type the digits the new device shows.
+    ///
+    /// The code works for 10 minutes, for one device.
+    Pair,
+    /// On a new device (`vault init --role device`): join the pairing
+    /// another of your devices (or your key file) opened with `vault
+    /// devices pair`, compare the 8 digits both screens show, and wait to
+    /// be added.
+    Join(JoinArgs),
+    /// Add a device by its whole fingerprint (its identity published on the
+    /// relay, of role device); `vault devices pair` does it by a code.
     Add(DeviceArgs),
     /// Remove a device (lost, stolen or retired): the relay refuses it,
     /// and every collection's key is rotated.
@@ -732,6 +746,19 @@ pub enum DevicesCommand {
     /// cannot open it, and then drops the records only the thief's keys
     /// open.
     Recover(RecoverArgs),
+}
+
+/// `vault devices join`.
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The 10-digit code `vault devices pair` (or the web app) shows on
+    /// your other device; spaces and dashes are ignored.
+    #[arg(required = true, num_args = 1..=3, value_name = "CODE")]
+    pub code: Vec<String>,
+    /// The contact name to pin the person under on this device: the name
+    /// later commands take (`--vault me`).
+    #[arg(long, default_value = "me", value_name = "NAME")]
+    pub contact: String,
 }
 
 /// `vault devices recover`.

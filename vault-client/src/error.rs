@@ -109,6 +109,12 @@ pub enum ClientError {
     /// A SMART Health Link no longer answers.
     #[error("this SMART Health Link is no longer active ({0}); ask the person who shared it for a new one")]
     LinkNotActive(String),
+
+    /// Pairing a device did not complete (the code expired, the other side
+    /// answered with something it had not committed to, or the identity
+    /// at the other end is not what pairing needs). Nothing was added.
+    #[error("pairing failed: {0}")]
+    Pairing(&'static str),
 }
 
 impl ClientError {
@@ -116,7 +122,7 @@ impl ClientError {
     /// [`ClientError::Relay`], vault-core's for [`ClientError::Core`], and
     /// `head_moved`, `transport`, `protocol`, `too_large`, `config`, `io`,
     /// `not_on_device`, `rotated`, `invalid_link`, `wrong_passcode`,
-    /// `link_not_found` or `not_shareable` otherwise.
+    /// `link_not_found`, `not_shareable` or `pairing_failed` otherwise.
     pub fn code(&self) -> &str {
         match self {
             ClientError::Relay { code, .. } => code,
@@ -133,6 +139,7 @@ impl ClientError {
             ClientError::LinkPasscode { .. } => "wrong_passcode",
             ClientError::LinkNotActive(_) => "link_not_found",
             ClientError::NotShareable(_) => "not_shareable",
+            ClientError::Pairing(_) => "pairing_failed",
         }
     }
 

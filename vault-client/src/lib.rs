@@ -54,6 +54,7 @@ pub mod inbox;
 pub mod links;
 pub mod member_devices;
 pub mod mirrors;
+pub mod pairing;
 mod platform;
 pub mod reading;
 pub mod records;

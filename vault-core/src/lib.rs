@@ -33,6 +33,7 @@ mod ids;
 pub mod keyfile;
 mod keys;
 mod log;
+pub mod pairing;
 mod payload;
 mod primitives;
 mod record;

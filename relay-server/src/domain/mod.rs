@@ -15,6 +15,8 @@
 //!   admission (invitations, the per-source budget);
 //! - [`device_lists`]: the directory of people's device lists, each
 //!   version verified against the person's document before it is stored;
+//! - [`pairings`]: slots where an existing device and a new one pair by a
+//!   compared code;
 //! - [`links`]: SMART Health Links (create, list, revoke, access record;
 //!   manifests and files for whoever holds a link).
 //!
@@ -35,6 +37,7 @@ pub mod device_lists;
 pub mod identities;
 pub mod inbox;
 pub mod links;
+pub mod pairings;
 pub mod vaults;
 
 /// The relay's clock, in Unix seconds: entry times are checked against it,

@@ -16,6 +16,7 @@ pub mod blobs;
 pub mod identities;
 pub mod inbox;
 pub mod links;
+pub mod pairings;
 pub mod vaults;
 
 /// A log head on the wire.

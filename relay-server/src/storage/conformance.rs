@@ -1422,6 +1422,7 @@ contracts!(
     concurrent_link_attempts,
     link_access_log,
     link_retirement,
+    pairings,
 );
 
 // ----- SMART Health Links (storage::links) ---------------------------------
@@ -1769,4 +1770,150 @@ pub async fn link_access_log(meta: Meta, _blobs: Blobs) {
     assert_eq!(log.last().unwrap().recipient, format!("Dr {} ✓", n - 1));
     assert_eq!(log[1].outcome, AccessOutcome::WrongPasscode);
     assert_eq!(meta.link(l.hash).await.unwrap().unwrap().accesses, n as u64);
+}
+
+// ----- pairing slots (storage::pairings) ------------------------------------
+
+use super::pairings::{OpenOutcome, PairingSlot, StepOutcome};
+
+/// A pairing slot opens once per code while live; it is capped per opener
+/// and in all; one device joins it (of eight racing, exactly one); only
+/// its opener reveals, once, after a join; it answers until its expiry
+/// (inclusive), then an open of the same code replaces it; only its opener
+/// closes it; [`super::pairings::PairingStore::expire_pairings`] forgets
+/// expired slots only.
+pub async fn pairings(meta: Meta, _blobs: Blobs) {
+    let now = 1_000_000;
+    let (e, n, m) = (fp(1), fp(2), fp(3));
+    let open = |slot: u8, opener: Fingerprint, expires: u64| {
+        PairingSlot::opened([slot; 32], opener, [slot ^ 0xff; 32], expires)
+    };
+    assert_eq!(meta.pairing([1; 32], now).await.unwrap(), None);
+    assert_eq!(
+        meta.open_pairing(open(1, e, now + 600), 2, 4, now)
+            .await
+            .unwrap(),
+        OpenOutcome::Opened
+    );
+    assert_eq!(
+        meta.open_pairing(open(1, m, now + 600), 2, 4, now)
+            .await
+            .unwrap(),
+        OpenOutcome::Taken
+    );
+    assert_eq!(
+        meta.open_pairing(open(2, e, now + 10), 2, 4, now)
+            .await
+            .unwrap(),
+        OpenOutcome::Opened
+    );
+    assert_eq!(
+        meta.open_pairing(open(3, e, now + 600), 2, 4, now)
+            .await
+            .unwrap(),
+        OpenOutcome::TooManyOfOpener(2)
+    );
+    assert_eq!(
+        meta.open_pairing(open(3, m, now + 600), 2, 3, now)
+            .await
+            .unwrap(),
+        OpenOutcome::Opened
+    );
+    assert_eq!(
+        meta.open_pairing(open(4, fp(4), now + 600), 2, 3, now)
+            .await
+            .unwrap(),
+        OpenOutcome::TooMany(3)
+    );
+    let stored = meta.pairing([1; 32], now).await.unwrap().unwrap();
+    assert_eq!(stored, open(1, e, now + 600));
+
+    // Reveal before a join: refused; joins: one wins.
+    assert!(matches!(
+        meta.reveal_pairing([1; 32], e, fp(9), [5; 32], now)
+            .await
+            .unwrap(),
+        StepOutcome::Refused(_)
+    ));
+    let tasks: Vec<_> = (0..8u8)
+        .map(|i| {
+            let m = meta.clone();
+            tokio::spawn(async move { m.join_pairing([1; 32], fp(20 + i), [i; 32], now).await })
+        })
+        .collect();
+    let mut winner = None;
+    for t in tasks {
+        if let StepOutcome::Done(s) = t.await.unwrap().unwrap() {
+            assert!(winner.is_none(), "two joins won");
+            winner = s.joined;
+        }
+    }
+    let (joiner, nonce) = winner.expect("one of eight joins wins");
+    assert_eq!(nonce[0] + 20, joiner.as_bytes()[0]);
+    match meta.join_pairing([1; 32], n, [6; 32], now).await.unwrap() {
+        StepOutcome::Refused(s) => assert_eq!(s.joined, Some((joiner, nonce))),
+        other => panic!("a second join: {other:?}"),
+    }
+    assert_eq!(
+        meta.join_pairing([7; 32], n, [6; 32], now).await.unwrap(),
+        StepOutcome::NotFound
+    );
+    // Only the opener reveals, once.
+    assert!(matches!(
+        meta.reveal_pairing([1; 32], m, fp(9), [5; 32], now)
+            .await
+            .unwrap(),
+        StepOutcome::Refused(_)
+    ));
+    match meta
+        .reveal_pairing([1; 32], e, fp(9), [5; 32], now)
+        .await
+        .unwrap()
+    {
+        StepOutcome::Done(s) => assert_eq!(s.revealed, Some((fp(9), [5; 32]))),
+        other => panic!("the opener's reveal: {other:?}"),
+    }
+    assert!(matches!(
+        meta.reveal_pairing([1; 32], e, fp(8), [4; 32], now)
+            .await
+            .unwrap(),
+        StepOutcome::Refused(_)
+    ));
+    let stored = meta.pairing([1; 32], now).await.unwrap().unwrap();
+    assert_eq!(stored.revealed, Some((fp(9), [5; 32])));
+
+    // Slot 2 answers at its expiry, not after; then its code opens again.
+    assert!(meta.pairing([2; 32], now + 10).await.unwrap().is_some());
+    assert_eq!(meta.pairing([2; 32], now + 11).await.unwrap(), None);
+    assert_eq!(
+        meta.join_pairing([2; 32], n, [6; 32], now + 11)
+            .await
+            .unwrap(),
+        StepOutcome::NotFound
+    );
+    assert_eq!(
+        meta.open_pairing(open(2, m, now + 700), 2, 3, now + 11)
+            .await
+            .unwrap(),
+        OpenOutcome::Opened
+    );
+    assert_eq!(
+        meta.pairing([2; 32], now + 11)
+            .await
+            .unwrap()
+            .unwrap()
+            .opener,
+        m
+    );
+
+    // Closed by its opener only.
+    assert!(!meta.close_pairing([2; 32], e).await.unwrap());
+    assert!(meta.close_pairing([2; 32], m).await.unwrap());
+    assert_eq!(meta.pairing([2; 32], now + 11).await.unwrap(), None);
+    assert!(!meta.close_pairing([2; 32], m).await.unwrap());
+
+    // Slots 1 and 3 expire at now + 600.
+    assert_eq!(meta.expire_pairings(now + 600).await.unwrap(), 0);
+    assert_eq!(meta.expire_pairings(now + 601).await.unwrap(), 2);
+    assert_eq!(meta.pairing([1; 32], now + 100).await.unwrap(), None);
 }

@@ -176,6 +176,7 @@ impl Meta {
 pub struct MemoryMeta {
     state: Mutex<Meta>,
     nonces: super::LocalNonces,
+    pairings: super::pairings::LocalPairings,
 }
 
 impl MemoryMeta {
@@ -189,6 +190,8 @@ impl MemoryMeta {
         f(&mut guard)
     }
 }
+
+super::pairings::local_pairings!(MemoryMeta, pairings);
 
 #[async_trait]
 impl MetaStore for MemoryMeta {

@@ -31,6 +31,7 @@ pub mod conformance;
 pub mod files;
 pub mod links;
 pub mod memory;
+pub mod pairings;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "s3")]
@@ -447,9 +448,10 @@ pub enum AddBlobOutcome {
 }
 
 /// Metadata storage. Every write returns only once it is durable. Every
-/// backend stores SMART Health Links too ([`links::LinkStore`]).
+/// backend stores SMART Health Links too ([`links::LinkStore`]), and
+/// pairing slots ([`pairings::PairingStore`]).
 #[async_trait]
-pub trait MetaStore: links::LinkStore + Send + Sync + 'static {
+pub trait MetaStore: links::LinkStore + pairings::PairingStore + Send + Sync + 'static {
     /// Publishes an identity document; `true` if it was new (then its
     /// bytes are charged to its own account).
     async fn put_identity(&self, fp: Fingerprint, document: Vec<u8>) -> Result<bool, StorageError>;

@@ -83,9 +83,15 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "device lists",
         sql: include_str!("postgres/0007_device_lists.sql"),
     },
+    Migration {
+        version: 8,
+        name: "pairing slots",
+        sql: include_str!("postgres/0008_pairings.sql"),
+    },
 ];
 
 mod links;
+mod pairings;
 
 /// The advisory lock key under which migrations run ("vaultmig").
 const MIGRATION_LOCK: i64 = 0x7661_756c_746d_6967;

@@ -295,6 +295,8 @@ pub struct SqliteMeta {
     /// kept in memory (see [`super::LocalNonces`]); the relay does not
     /// call this store for them (it is not [`MetaStore::is_shared`]).
     nonces: super::LocalNonces,
+    /// Pairing slots, kept in this process for the same reason.
+    pairings: super::pairings::LocalPairings,
 }
 
 /// Read connections kept (and reads run at once).
@@ -352,6 +354,7 @@ impl SqliteMeta {
             stop_checkpoints,
             path,
             nonces: super::LocalNonces::default(),
+            pairings: super::pairings::LocalPairings::default(),
         })
     }
 
@@ -915,6 +918,8 @@ fn array16(v: Vec<u8>) -> Result<[u8; 16], rusqlite::Error> {
         rusqlite::Error::InvalidColumnType(0, "id".into(), rusqlite::types::Type::Blob)
     })
 }
+
+super::pairings::local_pairings!(SqliteMeta, pairings);
 
 #[async_trait]
 impl MetaStore for SqliteMeta {

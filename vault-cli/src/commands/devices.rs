@@ -17,6 +17,8 @@ use crate::session::Session;
 pub fn run(session: &mut Session, cmd: DevicesCommand) -> Result<()> {
     match cmd {
         DevicesCommand::List => list(session),
+        DevicesCommand::Pair => super::pairing::pair(session),
+        DevicesCommand::Join(args) => super::pairing::join(session, &args),
         DevicesCommand::Add(args) => add(session, &args),
         DevicesCommand::Remove(args) => remove(session, &args),
         DevicesCommand::Recover(args) => recover(session, &args),
@@ -28,7 +30,7 @@ pub fn run(session: &mut Session, cmd: DevicesCommand) -> Result<()> {
 /// own identity, or, for a device, the member whose list in a vault this
 /// profile follows names it. `None` for a vault owner (its list lives in
 /// its vault's log) and for a device nobody lists.
-fn member_person(
+pub(super) fn member_person(
     session: &mut Session,
     secret: &vault_core::SecretIdentity,
 ) -> Result<Option<vault_core::PublicIdentity>> {
@@ -168,7 +170,7 @@ fn typed_hex(typed: &str) -> String {
 /// state pulled from the relay, if this profile is the vault's owner (its
 /// key file or one of its devices); a usage error naming what only the
 /// owner `does` otherwise.
-fn as_owner(
+pub(super) fn as_owner(
     session: &mut Session,
     does: &str,
 ) -> Result<(
@@ -296,16 +298,17 @@ fn add(session: &mut Session, args: &DeviceArgs) -> Result<()> {
             "give the new device's whole fingerprint in hex (64 digits 0-9 and a-f), as `vault whoami --json` prints it on that device".into(),
         )
     })?;
+    add_device(session, fp)
+}
+
+/// Adds the device `fp` to the list of the person this profile is or
+/// acts for: a member's in the relay's directory, or the vault owner's.
+pub(super) fn add_device(session: &mut Session, fp: Fingerprint) -> Result<()> {
     let secret = session.unlock()?;
     if let Some(person) = member_person(session, &secret)? {
         return add_member(session, &person, fp);
     }
-    let (secret, vault, client, state) = as_owner(session, "adds")?;
-    if state.owner_device_list().is_none() && secret.fingerprint() != state.owner().fingerprint() {
-        return Err(CliError::Usage(
-            "the first device is listed with the owner's key file".into(),
-        ));
-    }
+    let (_, vault, client, _) = owner_adding(session)?;
     let (_, added) = session
         .rt
         .block_on(vault_client::devices::add_by_fingerprint(
@@ -338,6 +341,25 @@ fn add(session: &mut Session, args: &DeviceArgs) -> Result<()> {
     report_not_rekeyed(&added.rekeying)?;
     report_elsewhere(&added.elsewhere)?;
     line("`vault devices remove` takes it away again.")
+}
+
+/// [`as_owner`] for adding a device: the first device is listed with the
+/// owner's key file.
+pub(super) fn owner_adding(
+    session: &mut Session,
+) -> Result<(
+    std::sync::Arc<vault_core::SecretIdentity>,
+    vault_core::VaultId,
+    vault_client::RelayClient,
+    vault_core::VaultState,
+)> {
+    let (secret, vault, client, state) = as_owner(session, "adds")?;
+    if state.owner_device_list().is_none() && secret.fingerprint() != state.owner().fingerprint() {
+        return Err(CliError::Usage(
+            "the first device is listed with the owner's key file".into(),
+        ));
+    }
+    Ok((secret, vault, client, state))
 }
 
 /// Where the change went beyond this vault, as JSON.

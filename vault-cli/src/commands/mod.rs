@@ -5,6 +5,7 @@ mod agencies;
 mod devices;
 pub mod identity;
 mod links;
+mod pairing;
 pub(crate) mod pulling;
 mod reading;
 mod relays;

@@ -1,0 +1,301 @@
+//! Pairing slots (`docs/format.md` §3.8, decision 72): where an existing
+//! device and a new one exchange a commitment, two nonces and their
+//! fingerprints to pair by a compared code. The relay keeps a slot for
+//! [`vault_core::pairing::PAIRING_TTL`] seconds and never learns anything
+//! that lets it pass the comparison.
+//!
+//! [`PairingStore`] is a supertrait of [`super::MetaStore`], so every
+//! backend keeps slots. The stores one relay process owns (SQLite, memory)
+//! keep them in that process ([`LocalPairings`]): exact, since no other
+//! process serves the same store, and a restart loses only slots whose
+//! devices start again. PostgreSQL keeps them in a table, so any instance
+//! behind a load balancer serves any step.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use vault_core::Fingerprint;
+
+use super::StorageError;
+
+/// One pairing slot, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairingSlot {
+    /// The slot: the SHA-256 of the pairing code (§3.8).
+    pub slot: [u8; 32],
+    /// The existing device that opened it (the only one that may reveal
+    /// or close it).
+    pub opener: Fingerprint,
+    /// The opener's commitment to the person and its nonce.
+    pub commit: [u8; 32],
+    /// When it stops answering, Unix seconds (it answers until then,
+    /// inclusive).
+    pub expires_at: u64,
+    /// The new device that joined, and its nonce (first come, only one).
+    pub joined: Option<(Fingerprint, [u8; 32])>,
+    /// The person and the opener's nonce, revealed after a join.
+    pub revealed: Option<(Fingerprint, [u8; 32])>,
+}
+
+impl PairingSlot {
+    /// A slot just opened: nobody joined, nothing revealed.
+    pub fn opened(slot: [u8; 32], opener: Fingerprint, commit: [u8; 32], expires_at: u64) -> Self {
+        Self {
+            slot,
+            opener,
+            commit,
+            expires_at,
+            joined: None,
+            revealed: None,
+        }
+    }
+
+    /// Whether it still answers at `now`.
+    pub fn live_at(&self, now: u64) -> bool {
+        now <= self.expires_at
+    }
+}
+
+/// The outcome of opening a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenOutcome {
+    /// Opened.
+    Opened,
+    /// A live slot of this code exists (the opener draws another code).
+    Taken,
+    /// The opener has this many live slots already.
+    TooManyOfOpener(usize),
+    /// The relay holds this many live slots already.
+    TooMany(usize),
+}
+
+/// The outcome of a join or a reveal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// Stored; the slot as it now is.
+    Done(PairingSlot),
+    /// No live slot of this code.
+    NotFound,
+    /// The step does not apply to the slot as it is (another device joined
+    /// first, the reveal came before a join or twice, or from another
+    /// device than the opener); the slot as it is.
+    Refused(PairingSlot),
+}
+
+/// Pairing slots. Each operation is atomic: of concurrent joins of one
+/// slot exactly one wins, and a slot is revealed at most once.
+#[async_trait]
+pub trait PairingStore: Send + Sync {
+    /// Opens `slot` unless a live slot of its code exists, the opener has
+    /// `per_opener` live slots, or the relay has `total` live slots (an
+    /// expired slot of the same code is replaced).
+    async fn open_pairing(
+        &self,
+        slot: PairingSlot,
+        per_opener: usize,
+        total: usize,
+        now: u64,
+    ) -> Result<OpenOutcome, StorageError>;
+
+    /// The live slot of this code, if any.
+    async fn pairing(&self, slot: [u8; 32], now: u64) -> Result<Option<PairingSlot>, StorageError>;
+
+    /// Records `device` and its nonce as the slot's one joiner, unless
+    /// someone joined already.
+    async fn join_pairing(
+        &self,
+        slot: [u8; 32],
+        device: Fingerprint,
+        nonce: [u8; 32],
+        now: u64,
+    ) -> Result<StepOutcome, StorageError>;
+
+    /// Records the person and the opener's nonce, sent by `opener`, once a
+    /// device joined and only once.
+    async fn reveal_pairing(
+        &self,
+        slot: [u8; 32],
+        opener: Fingerprint,
+        person: Fingerprint,
+        nonce: [u8; 32],
+        now: u64,
+    ) -> Result<StepOutcome, StorageError>;
+
+    /// Closes the slot if `opener` opened it; `true` if one was closed.
+    async fn close_pairing(
+        &self,
+        slot: [u8; 32],
+        opener: Fingerprint,
+    ) -> Result<bool, StorageError>;
+
+    /// Forgets slots expired at `now`; returns how many.
+    async fn expire_pairings(&self, now: u64) -> Result<u64, StorageError>;
+}
+
+/// Pairing slots kept in this process, for the stores one relay process
+/// owns (SQLite, memory): the same semantics as a shared table, under one
+/// lock.
+#[derive(Default)]
+pub struct LocalPairings(Mutex<HashMap<[u8; 32], PairingSlot>>);
+
+impl LocalPairings {
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], PairingSlot>> {
+        // A panic while holding this lock leaves the map consistent (every
+        // change is one insert or remove), so a poisoned lock is used as is.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// [`PairingStore::open_pairing`].
+    pub fn open(
+        &self,
+        slot: PairingSlot,
+        per_opener: usize,
+        total: usize,
+        now: u64,
+    ) -> OpenOutcome {
+        let mut slots = self.slots();
+        if slots.get(&slot.slot).is_some_and(|s| s.live_at(now)) {
+            return OpenOutcome::Taken;
+        }
+        let live = slots.values().filter(|s| s.live_at(now));
+        let (mine, all) = live.fold((0, 0), |(m, a), s| {
+            (m + usize::from(s.opener == slot.opener), a + 1)
+        });
+        if mine >= per_opener {
+            return OpenOutcome::TooManyOfOpener(per_opener);
+        }
+        if all >= total {
+            return OpenOutcome::TooMany(total);
+        }
+        slots.insert(slot.slot, slot);
+        OpenOutcome::Opened
+    }
+
+    /// [`PairingStore::pairing`].
+    pub fn get(&self, slot: [u8; 32], now: u64) -> Option<PairingSlot> {
+        self.slots().get(&slot).filter(|s| s.live_at(now)).cloned()
+    }
+
+    /// [`PairingStore::join_pairing`].
+    pub fn join(
+        &self,
+        slot: [u8; 32],
+        device: Fingerprint,
+        nonce: [u8; 32],
+        now: u64,
+    ) -> StepOutcome {
+        let mut slots = self.slots();
+        let Some(s) = slots.get_mut(&slot).filter(|s| s.live_at(now)) else {
+            return StepOutcome::NotFound;
+        };
+        if s.joined.is_some() {
+            return StepOutcome::Refused(s.clone());
+        }
+        s.joined = Some((device, nonce));
+        StepOutcome::Done(s.clone())
+    }
+
+    /// [`PairingStore::reveal_pairing`].
+    pub fn reveal(
+        &self,
+        slot: [u8; 32],
+        opener: Fingerprint,
+        person: Fingerprint,
+        nonce: [u8; 32],
+        now: u64,
+    ) -> StepOutcome {
+        let mut slots = self.slots();
+        let Some(s) = slots.get_mut(&slot).filter(|s| s.live_at(now)) else {
+            return StepOutcome::NotFound;
+        };
+        if s.opener != opener || s.joined.is_none() || s.revealed.is_some() {
+            return StepOutcome::Refused(s.clone());
+        }
+        s.revealed = Some((person, nonce));
+        StepOutcome::Done(s.clone())
+    }
+
+    /// [`PairingStore::close_pairing`].
+    pub fn close(&self, slot: [u8; 32], opener: Fingerprint) -> bool {
+        let mut slots = self.slots();
+        if slots.get(&slot).is_some_and(|s| s.opener == opener) {
+            slots.remove(&slot);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// [`PairingStore::expire_pairings`].
+    pub fn expire(&self, now: u64) -> u64 {
+        let mut slots = self.slots();
+        let before = slots.len();
+        slots.retain(|_, s| s.live_at(now));
+        (before - slots.len()) as u64
+    }
+}
+
+/// Implements [`PairingStore`] for a store holding a [`LocalPairings`] in
+/// the named field.
+macro_rules! local_pairings {
+    ($store:ty, $field:ident) => {
+        #[async_trait::async_trait]
+        impl $crate::storage::pairings::PairingStore for $store {
+            async fn open_pairing(
+                &self,
+                slot: $crate::storage::pairings::PairingSlot,
+                per_opener: usize,
+                total: usize,
+                now: u64,
+            ) -> Result<$crate::storage::pairings::OpenOutcome, $crate::storage::StorageError> {
+                Ok(self.$field.open(slot, per_opener, total, now))
+            }
+
+            async fn pairing(
+                &self,
+                slot: [u8; 32],
+                now: u64,
+            ) -> Result<Option<$crate::storage::pairings::PairingSlot>, $crate::storage::StorageError>
+            {
+                Ok(self.$field.get(slot, now))
+            }
+
+            async fn join_pairing(
+                &self,
+                slot: [u8; 32],
+                device: vault_core::Fingerprint,
+                nonce: [u8; 32],
+                now: u64,
+            ) -> Result<$crate::storage::pairings::StepOutcome, $crate::storage::StorageError> {
+                Ok(self.$field.join(slot, device, nonce, now))
+            }
+
+            async fn reveal_pairing(
+                &self,
+                slot: [u8; 32],
+                opener: vault_core::Fingerprint,
+                person: vault_core::Fingerprint,
+                nonce: [u8; 32],
+                now: u64,
+            ) -> Result<$crate::storage::pairings::StepOutcome, $crate::storage::StorageError> {
+                Ok(self.$field.reveal(slot, opener, person, nonce, now))
+            }
+
+            async fn close_pairing(
+                &self,
+                slot: [u8; 32],
+                opener: vault_core::Fingerprint,
+            ) -> Result<bool, $crate::storage::StorageError> {
+                Ok(self.$field.close(slot, opener))
+            }
+
+            async fn expire_pairings(&self, now: u64) -> Result<u64, $crate::storage::StorageError> {
+                Ok(self.$field.expire(now))
+            }
+        }
+    };
+}
+pub(crate) use local_pairings;

@@ -1,0 +1,296 @@
+//! Pairing a device by a compared code (`docs/format.md` §3.8, decision
+//! 72) against the real relay: through the `vault` command, driven as a
+//! person at two terminals would (the patient's laptop, a clinician's
+//! tablet, and two screens that disagree), and through `vault_client` with
+//! a hostile relay in the middle, which cannot make the screens agree.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use vault_client::pairing::{Joining, Offer};
+use vault_core::pairing::{self, ComparedCode, PairingCode};
+use vault_core::Role;
+use vault_tests::proxy::{self, Proxy, Reply};
+use vault_tests::{free_loopback_port, CliProfile, Interactive, RelayProcess};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The code `vault devices pair` shows (`    vault devices join 12345 67890`).
+fn shown_code(pair: &mut Interactive) -> String {
+    let line = pair.wait_for(|l| l.trim_start().starts_with("vault devices join "), WAIT);
+    line.trim()
+        .trim_start_matches("vault devices join ")
+        .to_owned()
+}
+
+/// The 8 digits a side shows (`This device shows:  1234 5678`).
+fn shown_digits(side: &mut Interactive) -> String {
+    let line = side.wait_for(|l| l.starts_with("This device shows:"), WAIT);
+    line.trim_start_matches("This device shows:")
+        .trim()
+        .to_owned()
+}
+
+/// Pairs `device` (a profile of role device) from `existing`; `answers`
+/// turns what each screen shows into what the person types on the other.
+fn pair(
+    existing: &CliProfile,
+    device: &CliProfile,
+    answers: impl Fn(&str, &str) -> (String, String),
+) -> (vault_tests::CliRun, vault_tests::CliRun) {
+    let mut e = existing.interactive(&["devices", "pair"]);
+    let code = shown_code(&mut e);
+    let mut n = device.interactive(&["--json", "devices", "join", &code]);
+    let (on_e, on_n) = (shown_digits(&mut e), shown_digits(&mut n));
+    let (type_on_e, type_on_n) = answers(&on_e, &on_n);
+    e.answer(&type_on_e);
+    n.answer(&type_on_n);
+    (e.finish(), n.finish())
+}
+
+#[test]
+fn the_cli_pairs_a_laptop_and_a_clinicians_tablet_by_a_compared_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::start(&dir.path().join("relay"), &[]);
+    let (patient, doc) = vault_tests::patient_and_clinician(dir.path(), &relay.url);
+    let lab = patient.add_lab("HbA1c", "48 mmol/mol");
+    let device = |name: &str| {
+        let profile = CliProfile::new(&dir.path().join(name), &relay.url);
+        profile.init(name, "device");
+        profile
+    };
+
+    // The patient's laptop: both screens show the same digits, typed on
+    // each; the laptop reads the vault as the patient's device.
+    let laptop = device("laptop");
+    let (e, n) = pair(&patient, &laptop, |on_e, on_n| {
+        assert_eq!(on_e, on_n, "both screens show the same digits");
+        (on_n.to_owned(), on_e.to_owned())
+    });
+    assert_eq!(e.code, 0, "{}\n{}", e.stdout, e.stderr);
+    assert!(e.stdout.contains("Added laptop"), "{}", e.stdout);
+    assert_eq!(n.code, 0, "{}\n{}", n.stdout, n.stderr);
+    let joined: serde_json::Value = serde_json::from_str(&n.stdout).unwrap();
+    let p_fp = patient.json(&["whoami"])["fingerprint"].clone();
+    assert_eq!(joined["person"], p_fp, "{joined}");
+    assert_eq!(joined["listed"], "owner", "{joined}");
+    assert_eq!(joined["contact"], "me", "{joined}");
+    assert_eq!(
+        laptop.ok(&["open", &lab[..8], "--vault", "me", "-o", "-"]),
+        "48 mmol/mol"
+    );
+    let listed = patient.json(&["devices", "list"]);
+    assert_eq!(listed["devices"].as_array().unwrap().len(), 1, "{listed}");
+
+    // A second device whose screens disagree (the person typed what does
+    // not match): nothing is added on either side.
+    let phone = device("phone");
+    let (e, n) = pair(&patient, &phone, |on_e, _| {
+        let wrong = (ComparedCode::parse(on_e).unwrap().value() + 1) % 100_000_000;
+        let wrong = format!("{wrong:08}");
+        (wrong.clone(), wrong)
+    });
+    assert_ne!(e.code, 0, "{}", e.stdout);
+    assert!(e.stderr.contains("different digits"), "{}", e.stderr);
+    assert_ne!(n.code, 0, "{}", n.stdout);
+    assert!(n.stderr.contains("different digits"), "{}", n.stderr);
+    let listed = patient.json(&["devices", "list"]);
+    assert_eq!(listed["devices"].as_array().unwrap().len(), 1, "{listed}");
+    assert_ne!(
+        phone
+            .run(&["open", &lab[..8], "--vault", "me", "-o", "-"])
+            .code,
+        0
+    );
+    // A profile that is not a device cannot join.
+    let refused = doc.fails(2, &["devices", "join", "01234", "56789"]);
+    assert!(refused.contains("not a device"), "{refused}");
+
+    // Dr Dee owns no vault: her key file pairs a tablet, listed in the
+    // relay's directory; what the patient shares next reaches it.
+    let tablet = device("tablet");
+    let (e, n) = pair(&doc, &tablet, |on_e, on_n| {
+        (on_n.to_owned(), on_e.to_owned())
+    });
+    assert_eq!(e.code, 0, "{}\n{}", e.stdout, e.stderr);
+    assert_eq!(n.code, 0, "{}\n{}", n.stdout, n.stderr);
+    let joined: serde_json::Value = serde_json::from_str(&n.stdout).unwrap();
+    assert_eq!(joined["listed"], "member", "{joined}");
+    assert_eq!(joined["serial"], 1, "{joined}");
+    patient.json(&["share", "labs", "--with", "dr", "--add-only"]);
+    let p_fp = p_fp.as_str().unwrap();
+    tablet.json(&["contacts", "add", "pat", "--lookup", p_fp]);
+    tablet.json(&["inbox"]);
+    assert_eq!(
+        tablet.ok(&["open", &lab[..8], "--vault", "pat", "-o", "-"]),
+        "48 mmol/mol"
+    );
+}
+
+/// The vault_client side, two devices and a relay that lies: a device
+/// that read the code joins first (the real device is refused, and the
+/// screens cannot agree); a relay that answers the new device in the
+/// existing one's place, with a person and nonce of its own, gets a
+/// different code on each screen; and one that reveals another person
+/// than the one committed to is refused outright.
+#[test]
+fn a_relay_in_the_middle_cannot_make_the_screens_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    // Clients sign for the proxy's origin, so the relay is told that it is
+    // reachable there (and at its own address, for the relay's own
+    // device).
+    let port = free_loopback_port();
+    let relay_url = format!("http://127.0.0.1:{port}");
+    let proxy = Proxy::start(&relay_url);
+    let relay = RelayProcess::start_on(
+        &dir.path().join("relay"),
+        &format!("127.0.0.1:{port}"),
+        &["--public-url", &proxy.url, "--public-url", &relay_url],
+    );
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(in_the_middle(&relay, &proxy));
+}
+
+async fn in_the_middle(relay: &RelayProcess, proxy: &Proxy) {
+    let via_proxy = |who: &Arc<vault_core::SecretIdentity>| {
+        vault_client::RelayClient::new(&proxy.url, who.clone()).unwrap()
+    };
+    let patient = vault_tests::principal(1, "Pat", Role::Patient);
+    let mallory = vault_tests::principal(2, "Mallory", Role::Patient);
+    let laptop = vault_tests::principal(3, "laptop", Role::Device);
+    let thief = vault_tests::principal(4, "not a laptop", Role::Device);
+    for p in [&patient, &mallory, &thief] {
+        relay.client(p).publish_identity().await.unwrap();
+    }
+    let e = via_proxy(&patient);
+    let n = via_proxy(&laptop);
+
+    // Honest: both sides compute the same code, for the right device and
+    // person.
+    let offer = Offer::open(&e, &patient.fingerprint()).await.unwrap();
+    assert!(offer.poll(&e).await.unwrap().is_none(), "nobody joined yet");
+    let joining = Joining::join(&n, offer.code()).await.unwrap();
+    let joined = offer.wait(&e).await.unwrap();
+    let revealed = joining.wait(&n).await.unwrap();
+    assert_eq!(joined.device.fingerprint(), laptop.fingerprint());
+    assert_eq!(revealed.person.fingerprint(), patient.fingerprint());
+    assert_eq!(joined.compared, revealed.compared);
+    offer.close(&e).await.unwrap();
+    let gone = Joining::join(&n, offer.code()).await.unwrap_err();
+    assert_eq!(gone.code(), "pairing_not_found", "{gone}");
+
+    // Someone who read the code (or a relay that found it from the slot's
+    // hash) joins first: the real device is refused, and the existing
+    // device shows a code for the thief's device, named as such.
+    let offer = Offer::open(&e, &patient.fingerprint()).await.unwrap();
+    let _thief = Joining::join(&relay.client(&thief), offer.code())
+        .await
+        .unwrap();
+    let taken = Joining::join(&n, offer.code()).await.unwrap_err();
+    assert_eq!(taken.code(), "pairing_taken", "{taken}");
+    let joined = offer.wait(&e).await.unwrap();
+    assert_eq!(joined.device.fingerprint(), thief.fingerprint());
+    assert_eq!(joined.device.display_name(), "not a laptop");
+    offer.close(&e).await.unwrap();
+
+    // A relay in the middle: it joins the patient's slot with a device of
+    // its own, and answers the laptop itself, as if Mallory's device had
+    // opened the slot: its own commitment, then Mallory and its nonce.
+    let offer = Offer::open(&e, &patient.fingerprint()).await.unwrap();
+    let slot = offer.code().slot();
+    let slot_path = format!("/v1/pairings/{}", hex::encode(slot));
+    let fake_nonce = [0x66u8; 32];
+    let fake_commit = pairing::commitment(&slot, &mallory.fingerprint(), &fake_nonce);
+    let laptop_nonce: Arc<Mutex<Option<String>>> = Arc::default();
+    let (seen, laptop_fp) = (laptop_nonce.clone(), laptop.fingerprint().to_hex());
+    let (mallory_fp, thief_fp) = (mallory.fingerprint().to_hex(), thief.fingerprint().to_hex());
+    let (join_path, status_path) = (format!("{slot_path}/join"), slot_path.clone());
+    proxy.attack(proxy::intercept(move |req| {
+        if req.signer() != Some(laptop_fp.as_str()) {
+            return None;
+        }
+        let slot_json = |revealed: bool, nonce: Option<String>| {
+            let mut v = json!({
+                "opener": thief_fp,
+                "commit": hex::encode(fake_commit),
+                "expires_at": vault_tests::now() + 600,
+            });
+            if let Some(nonce) = nonce {
+                v["device"] = json!(laptop_fp);
+                v["device_nonce"] = json!(nonce);
+            }
+            if revealed {
+                v["person"] = json!(mallory_fp);
+                v["opener_nonce"] = json!(hex::encode(fake_nonce));
+            }
+            v
+        };
+        if req.route() == join_path {
+            let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+            *seen.lock().unwrap() = body["nonce"].as_str().map(str::to_owned);
+            return Some(Reply::json(200, &slot_json(false, None)));
+        }
+        if req.route() == status_path && req.method == "GET" {
+            let nonce = seen.lock().unwrap().clone();
+            return Some(Reply::json(200, &slot_json(true, nonce)));
+        }
+        None
+    }));
+    // The relay's own device joins the real slot, choosing its nonce
+    // freely; the patient's device answers it (its nonce was committed
+    // before).
+    let _relays = Joining::join(&relay.client(&thief), offer.code())
+        .await
+        .unwrap();
+    let joined = offer.wait(&e).await.unwrap();
+    let joining = Joining::join(&n, offer.code()).await.unwrap();
+    let revealed = joining.wait(&n).await.unwrap();
+    assert!(laptop_nonce.lock().unwrap().is_some());
+    assert_eq!(revealed.person.fingerprint(), mallory.fingerprint());
+    assert_ne!(
+        joined.compared, revealed.compared,
+        "a relay in the middle matched the screens (odds 1 in 10^8)"
+    );
+    proxy.honest();
+    offer.close(&e).await.unwrap();
+
+    // A relay that forwards the real slot but reveals another person to
+    // the new device than the one committed to: refused.
+    let offer = Offer::open(&e, &patient.fingerprint()).await.unwrap();
+    let slot_path = format!("/v1/pairings/{}", hex::encode(offer.code().slot()));
+    let mallory_fp = mallory.fingerprint().to_hex();
+    let laptop_fp = laptop.fingerprint().to_hex();
+    proxy.attack(proxy::rewrite(move |req, reply| {
+        if req.route() != slot_path || req.signer() != Some(laptop_fp.as_str()) {
+            return false;
+        }
+        let Some(mut v) = reply.json_body() else {
+            return false;
+        };
+        if v.get("person").is_none() {
+            return false;
+        }
+        v["person"] = json!(mallory_fp);
+        reply.set_json(&v);
+        true
+    }));
+    let joining = Joining::join(&n, offer.code()).await.unwrap();
+    offer.wait(&e).await.unwrap();
+    let refused = joining.wait(&n).await.unwrap_err();
+    assert_eq!(refused.code(), "pairing_failed", "{refused}");
+    assert!(refused.to_string().contains("committed"), "{refused}");
+    proxy.honest();
+    offer.close(&e).await.unwrap();
+
+    // A typed code is 10 digits.
+    assert!(PairingCode::parse("12345").is_err());
+}

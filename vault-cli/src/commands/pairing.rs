@@ -1,0 +1,140 @@
+//! `vault devices pair` and `vault devices join`: the CLI's presentation
+//! of [`vault_client::pairing`] (`docs/format.md` §3.8). The existing
+//! device shows a code, the new device types it, both show 8 digits, and
+//! the person types on each screen the digits the other shows: only then
+//! is the device added (on the existing one) and the person pinned (on the
+//! new one).
+
+use std::time::Duration;
+
+use serde_json::json;
+use vault_client::pairing::{Joining, Listed, Offer};
+use vault_core::pairing::{ComparedCode, PairingCode};
+use vault_core::Role;
+
+use crate::cli::JoinArgs;
+use crate::error::{CliError, Result};
+use crate::output::clean;
+use crate::session::{system_now, Session};
+
+/// Asks the person to type the 8 digits the other device shows, and checks
+/// them against `ours`. Prompts go to stderr, so `--json` output stays
+/// one document on stdout.
+fn confirm(ours: ComparedCode, other: &str) -> Result<()> {
+    eprintln!("This device shows:  {ours}");
+    eprintln!("Type the 8 digits {other} shows (anything else cancels): ");
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::file("<stdin>", e))?;
+    match ComparedCode::parse(answer.trim()) {
+        Ok(theirs) if theirs == ours => Ok(()),
+        Ok(_) => Err(CliError::Usage(
+            "the two screens show different digits: someone else may be in the middle. Nothing was paired; start again, and pair only when both show the same"
+                .into(),
+        )),
+        Err(_) => Err(CliError::Usage(
+            "not confirmed: nothing was paired".into(),
+        )),
+    }
+}
+
+/// `vault devices pair`: on an existing device (or the key file).
+pub fn pair(session: &mut Session) -> Result<()> {
+    let secret = session.unlock()?;
+    let person = match super::devices::member_person(session, &secret)? {
+        Some(person) => person,
+        None => super::devices::owner_adding(session)?.3.owner().clone(),
+    };
+    let client = session.client()?;
+    let offer = session
+        .rt
+        .block_on(Offer::open(&client, &person.fingerprint()))?;
+    let minutes = offer.expires_at().saturating_sub(client.now()).div_ceil(60);
+    eprintln!(
+        "On the new device, run:\n\n    vault devices join {}\n\n(after `vault init --role device --name NAME` there). The code works for {minutes} minutes, for one device. Waiting for it…",
+        offer.code().shown()
+    );
+    let joined = match session.rt.block_on(offer.wait(&client)) {
+        Ok(j) => j,
+        Err(e) => {
+            let _ = session.rt.block_on(offer.close(&client));
+            return Err(e.into());
+        }
+    };
+    let device = &joined.device;
+    eprintln!(
+        "The device {:?} ({}) joined.",
+        clean(device.display_name()),
+        crate::output::short(&device.fingerprint().to_hex())
+    );
+    let confirmed = confirm(joined.compared, "the new device");
+    // The slot has served: closed whatever the answer.
+    let closed = session.rt.block_on(offer.close(&client));
+    confirmed?;
+    closed?;
+    super::devices::add_device(session, device.fingerprint())
+}
+
+/// `vault devices join CODE`: on the new device.
+pub fn join(session: &mut Session, args: &JoinArgs) -> Result<()> {
+    crate::contacts::check_name(&args.contact)?;
+    let secret = session.unlock()?;
+    if secret.public().role() != Role::Device {
+        return Err(CliError::Usage(
+            "this profile is not a device: on the new device, make one with `vault init --role device --name NAME`, then join"
+                .into(),
+        ));
+    }
+    let code = PairingCode::parse(&args.code.join(""))?;
+    let client = session.client()?;
+    let joining = session.rt.block_on(Joining::join(&client, &code))?;
+    eprintln!("Joined. Waiting for the other device to answer…");
+    let revealed = session.rt.block_on(joining.wait(&client))?;
+    let person = &revealed.person;
+    eprintln!(
+        "Pairing as a device of {:?} ({}).",
+        clean(person.display_name()),
+        person.fingerprint().digit_groups().join(" ")
+    );
+    confirm(revealed.compared, "the other device")?;
+    let Session {
+        contacts, store, ..
+    } = session;
+    contacts.add(store, &args.contact, person, false, system_now())?;
+    eprintln!("Confirmed. Waiting for the other device to add this one…");
+    let left = joining
+        .expires_at()
+        .saturating_sub(client.now())
+        .saturating_add(60);
+    let listed = session
+        .rt
+        .block_on(revealed.wait_listed(&client, Duration::from_secs(left)))?;
+    let name = clean(person.display_name());
+    if session.out.json {
+        let (kind, vaults, serial) = match &listed {
+            Listed::Owner(v) => ("owner", v.iter().map(|v| v.to_hex()).collect(), None),
+            Listed::Member { serial } => ("member", Vec::new(), Some(*serial)),
+        };
+        return session.out.json(&json!({
+            "person": person.fingerprint().to_hex(),
+            "name": person.display_name(),
+            "contact": args.contact,
+            "listed": kind,
+            "vaults": vaults,
+            "serial": serial,
+        }));
+    }
+    match listed {
+        Listed::Owner(vaults) => crate::output::line(&format!(
+            "This device now acts for {name} in {} vault(s), pinned as {:?}: `vault list --vault {}` shows the records.",
+            vaults.len(),
+            args.contact,
+            args.contact
+        )),
+        Listed::Member { serial } => crate::output::line(&format!(
+            "This device is listed for {name} (version {serial}), pinned as {:?}: what is shared with {name} reaches it; `vault inbox` shows it.",
+            args.contact
+        )),
+    }
+}

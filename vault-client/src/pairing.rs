@@ -1,0 +1,411 @@
+//! Pairing a new device with an existing one by a compared code
+//! (`docs/format.md` §3.8, decision 72), on both sides, over the relay's
+//! pairing slots.
+//!
+//! On the **existing device** (the person's key file, or one of its
+//! devices): [`Offer::open`] draws a code and opens its slot, the person
+//! types the code on the new device, [`Offer::wait`] returns the device
+//! that joined and the [`ComparedCode`] to show. Once the person confirmed
+//! that both screens show it, the caller adds the device (with
+//! [`crate::devices::add_by_fingerprint`] for a vault owner, or
+//! [`crate::member_devices::change`] for a member) and closes the offer.
+//!
+//! On the **new device** (an identity of role device): [`Joining::join`]
+//! joins with the typed code, [`Joining::wait`] returns the person the
+//! other device pairs for and the same compared code. Once the person
+//! confirmed, [`Revealed::wait_listed`] waits until the person's list
+//! names this device.
+//!
+//! What the relay learns: the slot (a hash of a 10-digit code), both
+//! fingerprints and both nonces. It cannot make the two screens agree: the
+//! existing device committed to its nonce before the new device's was
+//! known, and the new device sent its nonce before the existing device's
+//! was revealed.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::json;
+use vault_core::pairing::{self, ComparedCode, PairingCode};
+use vault_core::{Fingerprint, PublicIdentity, Role};
+use zeroize::Zeroizing;
+
+use crate::client::{Mode, Req};
+use crate::error::{ClientError, Result};
+use crate::{platform, RelayClient};
+
+/// How often [`Offer::wait`], [`Joining::wait`] and
+/// [`Revealed::wait_listed`] ask the relay.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// The largest answer of a pairing route.
+const MAX_ANSWER: u64 = 4096;
+/// Codes drawn again when the relay already has a slot of one.
+const CODE_DRAWS: usize = 5;
+
+/// A slot as the relay shows it.
+#[derive(Deserialize)]
+struct SlotAnswer {
+    opener: String,
+    commit: String,
+    expires_at: u64,
+    device: Option<String>,
+    device_nonce: Option<String>,
+    person: Option<String>,
+    opener_nonce: Option<String>,
+}
+
+fn hex32(text: &str, what: &'static str) -> Result<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out)
+        .map_err(|_| ClientError::Protocol(format!("{what} in a pairing is not 64 hex digits")))?;
+    Ok(out)
+}
+
+fn fp(text: &str, what: &'static str) -> Result<Fingerprint> {
+    hex32(text, what).map(Fingerprint::from_bytes)
+}
+
+fn path(slot: &[u8; 32], tail: &str) -> String {
+    format!("/v1/pairings/{}{tail}", hex::encode(slot))
+}
+
+async fn status(client: &RelayClient, slot: &[u8; 32]) -> Result<SlotAnswer> {
+    let req = Req::new(Method::GET, path(slot, ""), "reading a pairing");
+    let (_, body) = client
+        .exchange(&req, Mode::Buffer(MAX_ANSWER))
+        .await?
+        .ok_body()?;
+    crate::wire::parse_json(&body, "pairing")
+}
+
+/// Whether `e` is the relay's answer that no live slot of the code exists
+/// (expired, closed, or never opened).
+fn is_gone(e: &ClientError) -> bool {
+    e.code() == "pairing_not_found"
+}
+
+/// The existing device's side: an open slot and the nonce committed to.
+pub struct Offer {
+    code: PairingCode,
+    slot: [u8; 32],
+    person: Fingerprint,
+    nonce: Zeroizing<[u8; 32]>,
+    expires_at: u64,
+}
+
+impl std::fmt::Debug for Offer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Offer")
+            .field("person", &self.person)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the existing device learns once a device joined: the device, and
+/// the code both screens show. Add the device only if the person says the
+/// screens agree.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    /// The device that joined (its published document, role device).
+    pub device: PublicIdentity,
+    /// The code to compare with the new device's screen.
+    pub compared: ComparedCode,
+}
+
+impl Offer {
+    /// Opens a slot at the relay for pairing a device of `person` (the
+    /// person this client's identity is, or acts for): draws a code,
+    /// commits to `person` and a fresh nonce. Show [`Offer::code`] to the
+    /// person.
+    pub async fn open(client: &RelayClient, person: &Fingerprint) -> Result<Self> {
+        let mut last = None;
+        for _ in 0..CODE_DRAWS {
+            let code = PairingCode::random();
+            let slot = code.slot();
+            let nonce = Zeroizing::new(pairing::nonce());
+            let commit = pairing::commitment(&slot, person, &nonce);
+            let req = Req::new(Method::PUT, path(&slot, ""), "opening a pairing")
+                .json(&json!({ "commit": hex::encode(commit) }))?;
+            match client
+                .exchange(&req, Mode::Buffer(MAX_ANSWER))
+                .await?
+                .ok_body()
+            {
+                Ok((_, body)) => {
+                    #[derive(Deserialize)]
+                    struct Opened {
+                        expires_at: u64,
+                    }
+                    let opened: Opened = crate::wire::parse_json(&body, "pairing")?;
+                    return Ok(Self {
+                        code,
+                        slot,
+                        person: *person,
+                        nonce,
+                        expires_at: opened.expires_at,
+                    });
+                }
+                Err(e) if e.code() == "pairing_code_in_use" => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(ClientError::Pairing(
+            "the relay had a pairing open under every code drawn",
+        )))
+    }
+
+    /// The code to show, for the person to type on the new device.
+    pub fn code(&self) -> &PairingCode {
+        &self.code
+    }
+
+    /// When the slot stops answering (the relay's clock, Unix seconds).
+    pub fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
+
+    /// Asks once: `None` while no device joined. Once one did, looks its
+    /// document up (checked against its fingerprint), reveals the person
+    /// and the nonce, and returns the device and the code to compare.
+    pub async fn poll(&self, client: &RelayClient) -> Result<Option<Joined>> {
+        let answer = match status(client, &self.slot).await {
+            Ok(a) => a,
+            Err(e) if is_gone(&e) => {
+                return Err(ClientError::Pairing(
+                    "the code expired before a device joined: start again",
+                ))
+            }
+            Err(e) => return Err(e),
+        };
+        let (Some(device), Some(device_nonce)) = (answer.device, answer.device_nonce) else {
+            return Ok(None);
+        };
+        let device = fp(&device, "the device")?;
+        let device_nonce = hex32(&device_nonce, "the device's nonce")?;
+        let document = client.lookup_identity(&device).await?;
+        if document.role() != Role::Device {
+            return Err(ClientError::Pairing(
+                "the identity that joined is not a device's: nothing was added; start again",
+            ));
+        }
+        let req = Req::new(
+            Method::POST,
+            path(&self.slot, "/reveal"),
+            "answering a pairing",
+        )
+        .json(&json!({
+            "person": self.person.to_hex(),
+            "nonce": hex::encode(*self.nonce),
+        }))?;
+        client
+            .exchange(&req, Mode::Buffer(MAX_ANSWER))
+            .await?
+            .ok_body()?;
+        Ok(Some(Joined {
+            compared: ComparedCode::of(
+                &self.slot,
+                &self.person,
+                &device,
+                &self.nonce,
+                &device_nonce,
+            ),
+            device: document,
+        }))
+    }
+
+    /// [`Offer::poll`] every [`POLL_INTERVAL`] until a device joined (or
+    /// the code expired: [`ClientError::Pairing`]).
+    pub async fn wait(&self, client: &RelayClient) -> Result<Joined> {
+        loop {
+            if let Some(joined) = self.poll(client).await? {
+                return Ok(joined);
+            }
+            platform::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Closes the slot (after pairing, or to cancel); a slot already gone
+    /// is not an error.
+    pub async fn close(&self, client: &RelayClient) -> Result<()> {
+        let req = Req::new(Method::DELETE, path(&self.slot, ""), "closing a pairing");
+        match client
+            .exchange(&req, Mode::Buffer(MAX_ANSWER))
+            .await?
+            .ok_body()
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_gone(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The new device's side: joined a slot, its nonce sent.
+pub struct Joining {
+    slot: [u8; 32],
+    me: Fingerprint,
+    commit: [u8; 32],
+    nonce: [u8; 32],
+    expires_at: u64,
+}
+
+impl std::fmt::Debug for Joining {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Joining")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the new device learns once the other side answered: the person
+/// it pairs for, and the code both screens show. Go on only if the person
+/// says the screens agree.
+#[derive(Debug, Clone)]
+pub struct Revealed {
+    /// The person's published identity (checked against its fingerprint).
+    pub person: PublicIdentity,
+    /// The code to compare with the existing device's screen.
+    pub compared: ComparedCode,
+}
+
+impl Joining {
+    /// Joins the slot of `code` (typed by the person) as this client's
+    /// identity, which must be a device's: publishes it first if the relay
+    /// lacks it, then sends a fresh nonce.
+    pub async fn join(client: &RelayClient, code: &PairingCode) -> Result<Self> {
+        let me = client.identity();
+        if me.public().role() != Role::Device {
+            return Err(ClientError::Pairing(
+                "only a device identity joins a pairing: make one with `vault init --role device`",
+            ));
+        }
+        client.publish_identity().await?;
+        let slot = code.slot();
+        let nonce = pairing::nonce();
+        let req = Req::new(Method::POST, path(&slot, "/join"), "joining a pairing")
+            .json(&json!({ "nonce": hex::encode(nonce) }))?;
+        let (_, body) = client
+            .exchange(&req, Mode::Buffer(MAX_ANSWER))
+            .await?
+            .ok_body()?;
+        let answer: SlotAnswer = crate::wire::parse_json(&body, "pairing")?;
+        Ok(Self {
+            slot,
+            me: me.fingerprint(),
+            commit: hex32(&answer.commit, "the commitment")?,
+            nonce,
+            expires_at: answer.expires_at,
+        })
+    }
+
+    /// When the slot stops answering (the relay's clock, Unix seconds).
+    pub fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
+
+    /// Asks once: `None` until the other side answered. Then checks the
+    /// answer against the commitment the slot held when this device joined
+    /// (a mismatch is refused), looks the person up, and returns the person
+    /// and the code to compare.
+    pub async fn poll(&self, client: &RelayClient) -> Result<Option<Revealed>> {
+        let answer =
+            match status(client, &self.slot).await {
+                Ok(a) => a,
+                Err(e) if is_gone(&e) => return Err(ClientError::Pairing(
+                    "the pairing was cancelled or expired on the other device: start again there",
+                )),
+                Err(e) => return Err(e),
+            };
+        if answer.device.as_deref() != Some(self.me.to_hex().as_str()) {
+            return Err(ClientError::Pairing(
+                "the relay no longer shows this device in the pairing: start again",
+            ));
+        }
+        let _ = fp(&answer.opener, "the opener")?;
+        let (Some(person), Some(opener_nonce)) = (answer.person, answer.opener_nonce) else {
+            return Ok(None);
+        };
+        let person = fp(&person, "the person")?;
+        let opener_nonce = hex32(&opener_nonce, "the other device's nonce")?;
+        pairing::check_commitment(&self.commit, &self.slot, &person, &opener_nonce).map_err(
+            |_| {
+                ClientError::Pairing(
+                    "the answer is not what the other device committed to (someone else answered): nothing was paired; start again",
+                )
+            },
+        )?;
+        let document = client.lookup_identity(&person).await?;
+        if document.role() == Role::Device {
+            return Err(ClientError::Pairing(
+                "the other device pairs for a device, not a person: start again",
+            ));
+        }
+        Ok(Some(Revealed {
+            compared: ComparedCode::of(&self.slot, &person, &self.me, &opener_nonce, &self.nonce),
+            person: document,
+        }))
+    }
+
+    /// [`Joining::poll`] every [`POLL_INTERVAL`] until the other side
+    /// answered (or the pairing ended: [`ClientError::Pairing`]).
+    pub async fn wait(&self, client: &RelayClient) -> Result<Revealed> {
+        loop {
+            if let Some(revealed) = self.poll(client).await? {
+                return Ok(revealed);
+            }
+            platform::sleep(POLL_INTERVAL).await;
+        }
+    }
+}
+
+/// Where the new device found itself listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listed {
+    /// In the person's own vaults (the person owns these; their logs carry
+    /// the person's list, §8.11), as the relay's inbox shows them.
+    Owner(Vec<vault_core::VaultId>),
+    /// In the person's device list in the relay's directory (a member's
+    /// list, §8.12), verified from its root-signed start.
+    Member {
+        /// The serial of the version naming this device.
+        serial: u32,
+    },
+}
+
+impl Revealed {
+    /// After the person confirmed: asks every [`POLL_INTERVAL`], for at
+    /// most `timeout`, until a list of the person's names this device:
+    /// a vault of the person's in this device's inbox (the relay lists a
+    /// vault to the devices its verified log names), or the person's list
+    /// in the directory. The device's client verifies those lists itself
+    /// when it reads the vaults.
+    pub async fn wait_listed(&self, client: &RelayClient, timeout: Duration) -> Result<Listed> {
+        let me = client.identity().fingerprint();
+        let person = self.person.fingerprint();
+        let polls = timeout.as_millis() / POLL_INTERVAL.as_millis().max(1);
+        for _ in 0..=polls {
+            let vaults: Vec<_> = client
+                .inbox()
+                .await?
+                .into_iter()
+                .filter(|v| v.owner == person)
+                .map(|v| v.vault)
+                .collect();
+            if !vaults.is_empty() {
+                return Ok(Listed::Owner(vaults));
+            }
+            let versions = crate::member_devices::fetch(client, &self.person).await?;
+            if let Some(current) = versions.last().filter(|l| l.device(&me).is_some()) {
+                return Ok(Listed::Member {
+                    serial: current.serial(),
+                });
+            }
+            platform::sleep(POLL_INTERVAL).await;
+        }
+        Err(ClientError::Pairing(
+            "the other device did not add this one in time: check it says the device was added, then run `vault inbox`",
+        ))
+    }
+}
