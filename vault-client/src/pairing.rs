@@ -85,6 +85,22 @@ fn is_gone(e: &ClientError) -> bool {
     e.code() == "pairing_not_found"
 }
 
+/// Checks what the person typed (the 8 digits the other screen shows)
+/// against the code this device shows, `ours`: the one step that
+/// authenticates a pairing. Digits that differ mean someone else may be in
+/// the middle; anything that is not 8 digits cancels.
+pub fn confirm(ours: ComparedCode, typed: &str) -> Result<()> {
+    match ComparedCode::parse(typed.trim()) {
+        Ok(theirs) if theirs == ours => Ok(()),
+        Ok(_) => Err(ClientError::Pairing(
+            "the two screens show different digits: someone else may be in the middle. Nothing was paired; start again, and pair only when both show the same",
+        )),
+        Err(_) => Err(ClientError::Pairing(
+            "not confirmed (type the 8 digits the other device shows): nothing was paired",
+        )),
+    }
+}
+
 /// The existing device's side: an open slot and the nonce committed to.
 pub struct Offer {
     code: PairingCode,
@@ -199,10 +215,17 @@ impl Offer {
             "person": self.person.to_hex(),
             "nonce": hex::encode(*self.nonce),
         }))?;
-        client
+        match client
             .exchange(&req, Mode::Buffer(MAX_ANSWER))
             .await?
-            .ok_body()?;
+            .ok_body()
+        {
+            // Answered already: by this offer (only its opener answers),
+            // whose earlier answer did not arrive.
+            Ok(_) => {}
+            Err(e) if e.code() == "pairing_answered" => {}
+            Err(e) => return Err(e),
+        }
         Ok(Some(Joined {
             compared: ComparedCode::of(
                 &self.slot,

@@ -17,6 +17,7 @@
 pub mod bench;
 pub mod failure;
 mod links;
+pub mod pairing;
 mod progress;
 mod records;
 mod session;

@@ -406,6 +406,40 @@ impl Session {
         })
     }
 
+    /// Opens a pairing for a new device of the vault's owner (`docs/format.md`
+    /// §3.8): resolves to a [`crate::pairing::PairingOffer`] whose code the
+    /// page shows. Add the device (`addDevice`) only after
+    /// `PairingOffer.confirm`.
+    #[wasm_bindgen(js_name = openPairing)]
+    pub fn open_pairing(&self, vault: String) -> Promise {
+        self.run(|inner| async move {
+            let vault = vault_id(&vault)?;
+            let (client, owner) = {
+                let mut s = inner.lock().await;
+                s.publish().await?;
+                let s = &mut *s;
+                let state = vault_client::sync::pull(&mut s.store, &s.client, &vault).await?;
+                (s.client.clone(), state.owner().fingerprint())
+            };
+            Ok(crate::pairing::open(client, owner).await?.into())
+        })
+    }
+
+    /// Joins, as this device identity, the pairing of the 10-digit `code`
+    /// another device of the person shows: resolves to a
+    /// [`crate::pairing::PairingJoin`].
+    #[wasm_bindgen(js_name = joinPairing)]
+    pub fn join_pairing(&self, code: String) -> Promise {
+        self.run(|inner| async move {
+            let client = {
+                let mut s = inner.lock().await;
+                s.publish().await?;
+                s.client.clone()
+            };
+            Ok(crate::pairing::join(client, &code).await?.into())
+        })
+    }
+
     /// Removes one of the owner's devices (by 64-hex fingerprint) and
     /// re-keys every collection (JSON `{rotated, dropped}`).
     #[wasm_bindgen(js_name = removeDevice)]

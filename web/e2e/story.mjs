@@ -104,6 +104,49 @@ function cli(args, { input, allowFail = false, home = cliHome } = {}) {
   });
 }
 
+/**
+ * Starts `vault <args>` to be driven as a person at a terminal would:
+ * `waitFor(re)` resolves with the first match of `re` in its stderr so far
+ * or to come, `answer(text)` types a line, `done` resolves when it exits.
+ */
+function cliInteractive(args, { home = cliHome } = {}) {
+  const p = spawn(VAULT_BIN, args, {
+    env: { ...process.env, VAULT_HOME: home, VAULT_RELAY: relayUrl, VAULT_PASSPHRASE: CLINICIAN_PASS, NO_COLOR: '1' },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  const waiting = [];
+  p.stdout.on('data', (d) => (stdout += d));
+  p.stderr.on('data', (d) => {
+    stderr += d;
+    for (const w of waiting.splice(0)) {
+      const m = w.re.exec(stderr);
+      if (m) w.res(m);
+      else waiting.push(w);
+    }
+  });
+  p.stdin.on('error', () => {});
+  const done = new Promise((res, rej) => {
+    p.on('error', rej);
+    p.on('close', (code) => {
+      for (const w of waiting.splice(0)) w.rej(new Error(`vault ${args.join(' ')} exited ${code} before printing ${w.re}:\n${stderr}`));
+      if (code !== 0) rej(new Error(`vault ${args.join(' ')} exited ${code}\n${stderr}${stdout}`));
+      else res({ code, stdout, stderr });
+    });
+  });
+  return {
+    waitFor: (re) =>
+      new Promise((res, rej) => {
+        const m = re.exec(stderr);
+        if (m) res(m);
+        else waiting.push({ re, res, rej });
+      }),
+    answer: (text) => p.stdin.write(`${text}\n`),
+    done,
+  };
+}
+
 // ---------- fixtures ----------
 /** Size of the large file of step 10 (decision 56's responsiveness check). */
 const LARGE_FILE_BYTES = 200_000_000;
@@ -683,23 +726,33 @@ async function main() {
   assert.equal(janeRefused.code, 4, `an ended agent listing should exit 4, got ${janeRefused.code}: ${janeRefused.stderr}`);
   log(`7e. Jane Doe named agent (read, add, share) from the page; her note shows "${agentBadge}"; agency ended from the page, her vault list exits 4`);
 
-  // 7f. A second device (docs/format.md §8.11, decision 67): a CLI
-  // profile of role device is added from the page by its fingerprint; it
-  // reads the labs and writes into them as the patient; removed from the
-  // page, the relay refuses it.
+  // 7f. A second device (docs/format.md §8.11, decision 67), paired by a
+  // compared code (§3.8, decision 72): the page shows a code, a CLI profile
+  // of role device joins with it, each screen's 8 digits are typed on the
+  // other; the laptop reads the labs and writes into them as the patient;
+  // removed from the page, the relay refuses it.
   const laptopHome = join(tmp, 'device-laptop');
   const laptop = (args, opts = {}) => cli(args, { ...opts, home: laptopHome });
   await laptop(['init', '--name', 'laptop', '--role', 'device', '--work-factor', '15']);
-  await laptop(['whoami', '--publish', '--no-qr']);
-  const laptopHex = JSON.parse((await laptop(['whoami', '--json'])).stdout).fingerprint;
   await tid('nav-access').click();
   await tid('devices-empty').waitFor();
-  await tid('device-fingerprint').fill(laptopHex);
-  await tid('device-add').click();
+  await tid('device-pair').click();
+  const pairCommand = norm(await tid('device-pair-command').innerText());
+  assert.match(pairCommand, /^vault devices join \d{5} \d{5}$/, pairCommand);
+  const joining = cliInteractive(['--json', 'devices', 'join', ...pairCommand.split(' ').slice(3), '--contact', 'patient'], { home: laptopHome });
+  const laptopShows = (await joining.waitFor(/This device shows:\s+(\d{4} \d{4})/))[1];
+  await tid('device-pair-compared').waitFor();
+  const pageShows = norm(await tid('device-pair-compared').innerText());
+  assert.equal(pageShows, laptopShows, 'the page and the laptop show different digits');
+  await tid('device-pair-typed').fill(laptopShows);
+  await tid('device-pair-confirm').click();
+  joining.answer(pageShows);
   const laptopRow = page.locator('[data-testid="device"][data-name="laptop"]');
   await laptopRow.waitFor();
-  await noAlerts('after adding a device');
-  await laptop(['contacts', 'add', 'patient', '--lookup', patientHex, '--verify', patientHex]);
+  await noAlerts('after pairing a device');
+  const joinedLaptop = JSON.parse((await joining.done).stdout);
+  assert.equal(joinedLaptop.listed, 'owner', `the laptop's pairing: ${JSON.stringify(joinedLaptop)}`);
+  assert.equal(joinedLaptop.person, patientHex, `the laptop paired for ${JSON.stringify(joinedLaptop)}`);
   await laptop(['add', '-', '-c', labsName, '--title', 'From the laptop', '--vault', 'patient'], { input: 'Written on the laptop.' });
   const laptopDevices = JSON.parse((await laptop(['devices', 'list', '--vault', 'patient', '--json'])).stdout);
   assert.equal(laptopDevices.devices[0].this_device, true, `the laptop's view of the devices: ${JSON.stringify(laptopDevices)}`);
@@ -719,7 +772,7 @@ async function main() {
   assert.equal(await laptopRow.count(), 0, 'the removed device is still listed');
   const laptopRefused = await laptop(['list', '--vault', 'patient'], { allowFail: true });
   assert.equal(laptopRefused.code, 4, `a removed device listing should exit 4, got ${laptopRefused.code}: ${laptopRefused.stderr}`);
-  log(`7f. A CLI laptop added from the page as a device; its note shows "${laptopBadge}"; removed from the page, its vault list exits 4`);
+  log(`7f. A CLI laptop paired from the page (both screens showed ${pageShows}); its note shows "${laptopBadge}"; removed from the page, its vault list exits 4`);
 
   // 7g. The key file takes the list back (`vault devices recover`,
   // decision 68): the page keeps the laptop it removed in 7f; the laptop
@@ -786,9 +839,21 @@ async function main() {
   // page left the waiting view).
   await devicePage.waitForFunction(() => !document.querySelector('[data-testid="device-check"][disabled]'));
   assert.equal(await dtid('device-waiting').count(), 1, 'the browser joined a stranger’s vault that listed it');
-  const listedBrowser = JSON.parse((await keyCli(['devices', 'add', browserHex, '--json'])).stdout);
+  // The key file pairs it by a compared code (§3.8): the browser types the
+  // code `vault devices pair` shows, and each screen's digits on the other.
+  const pairing = cliInteractive(['--json', 'devices', 'pair'], { home: keyHome });
+  const keyCode = (await pairing.waitFor(/vault devices join (\d{5} \d{5})/))[1];
+  await dtid('device-join-code').fill(keyCode);
+  await dtid('device-join-submit').click();
+  const keyShows = (await pairing.waitFor(/This device shows:\s+(\d{4} \d{4})/))[1];
+  await dtid('device-join-compared').waitFor();
+  const browserShows = norm(await dtid('device-join-compared').innerText());
+  assert.equal(browserShows, keyShows, 'the browser and the key file show different digits');
+  pairing.answer(browserShows);
+  await dtid('device-join-typed').fill(keyShows);
+  await dtid('device-join-confirm').click();
+  const listedBrowser = JSON.parse((await pairing.done).stdout);
   assert.equal(listedBrowser.name, 'browser', `the key file listed ${JSON.stringify(listedBrowser)}`);
-  await dtid('device-check').click();
   const deviceAlerts = devicePage.locator('[data-testid="alerts"] .alert');
   await dtid('device-waiting').waitFor({ state: 'detached' }).catch(async (e) => {
     throw new Error(`the device page still waits: ${(await deviceAlerts.allInnerTexts()).join(' | ') || e.message}`);
@@ -817,7 +882,7 @@ async function main() {
   await refusedAlert.waitFor();
   const refusedText = norm(await refusedAlert.innerText());
   assert.match(refusedText, /Access denied/, refusedText);
-  log(`7h. A browser created as a device of a command-line key file; listed by \`vault devices add\`, it read the key file's note and wrote one the key file names "${fromBrowser.author_name}"; removed, the page says "${refusedText.slice(0, 70)}…"`);
+  log(`7h. A browser created as a device of a command-line key file; paired with \`vault devices pair\` (both screens showed ${keyShows}), it read the key file's note and wrote one the key file names "${fromBrowser.author_name}"; removed, the page says "${refusedText.slice(0, 70)}…"`);
   await other.close();
 
   // 8. About / integrity, vault screen, phone width.

@@ -2,13 +2,13 @@
 
 import { h, icon, ICONS } from './dom';
 import { confirmDialog } from './dialog';
-import { announce } from './errors';
+import { announce, showError } from './errors';
 import { fmtExpiry, permLabel, roleLabel } from './format';
 import { run, type Ctx } from './state';
 import { refresh } from './app';
 import { openShareDialog } from './share';
 import { emptyState, fingerprintEl, memberName, withBusy } from './ui';
-import type { DeviceView, Member, RevokeSummary, VaultOverview } from './vault';
+import type { DeviceView, Member, PairingOffer, RevokeSummary, VaultOverview } from './vault';
 
 let lastSummary: { text: string } | null = null;
 
@@ -184,11 +184,11 @@ function devicesCard(c: Ctx, ov: VaultOverview): HTMLElement {
         await refresh();
       },
     },
-    h('label', { for: 'device-fingerprint' }, 'Add a device by its fingerprint'),
+    h('label', { for: 'device-fingerprint' }, 'Or add a device by its fingerprint'),
     h(
       'p',
       { id: 'device-help', class: 'muted' },
-      'On the new device run `vault init --role device --name laptop`, `vault whoami --publish` and `vault contacts add patient --lookup` with your own fingerprint, then type here the 64-digit fingerprint `vault whoami --json` shows there. Whoever holds that device reads and writes everything here.',
+      'On the new device run `vault init --role device --name laptop` and `vault whoami --publish`, then type here the 64-digit fingerprint `vault whoami --json` shows there. Whoever holds that device reads and writes everything here.',
     ),
     input,
     h('div', { class: 'actions' }, add),
@@ -212,9 +212,142 @@ function devicesCard(c: Ctx, ov: VaultOverview): HTMLElement {
             ),
           ),
         ),
+    pairingSection(c),
     form,
     ov.keyFileIsMe && ov.devices.length + ov.formerDevices.length > 0 ? recoverDevicesButton(c, ov) : null,
   );
+}
+
+/**
+ * The pairing in progress, kept across re-renders of the card (a wait
+ * lasts up to 10 minutes).
+ */
+let pairing: { vault: string; box: HTMLElement } | null = null;
+
+/**
+ * Pairing a new device by a compared code (docs/format.md §3.8, decision
+ * 72): the page opens a pairing and shows its code; once a device joins,
+ * the person types the 8 digits the new device shows, and only if they are
+ * this screen's is the device added.
+ */
+function pairingSection(c: Ctx): HTMLElement {
+  if (pairing && pairing.vault === c.vault) return pairing.box;
+  const box = h('div', { class: 'stack', testid: 'device-pairing' });
+  const reset = () => {
+    pairing = null;
+    box.replaceChildren(...idle());
+  };
+  const idle = (): HTMLElement[] => {
+    const start: HTMLButtonElement = h(
+      'button',
+      {
+        type: 'button',
+        class: 'button primary small',
+        testid: 'device-pair',
+        onclick: async () => {
+          const vault = c.vault;
+          if (!vault) return;
+          const offer = await withBusy(start, 'Opening…', () => run((s) => s.openPairing(vault)), 'Could not start pairing');
+          if (!offer) return;
+          pairing = { vault, box };
+          void waitFor(offer);
+        },
+      },
+      'Pair a new device',
+    );
+    return [
+      h('p', null, 'Pair a laptop or another profile: this page shows a code to type there, then both screens show the same 8 digits.'),
+      h('div', { class: 'actions' }, start),
+    ];
+  };
+  const cancelButton = (offer: PairingOffer) =>
+    h(
+      'button',
+      {
+        type: 'button',
+        class: 'button secondary small',
+        testid: 'device-pair-cancel',
+        onclick: async () => {
+          reset();
+          await offer.close().catch(() => undefined);
+          announce('Pairing cancelled: nothing was added.');
+        },
+      },
+      'Cancel',
+    );
+  const waitFor = async (offer: PairingOffer) => {
+    box.replaceChildren(
+      h('p', null, 'On the new device run `vault init --role device --name laptop`, then:'),
+      h('pre', { class: 'json', testid: 'device-pair-command' }, `vault devices join ${offer.code}`),
+      h('p', { class: 'muted', testid: 'device-pair-status', role: 'status' }, 'Waiting for the device… The code works for 10 minutes, for one device.'),
+      h('div', { class: 'actions' }, cancelButton(offer)),
+    );
+    announce(`Pairing code ${offer.code}: type it on the new device.`);
+    let joined;
+    try {
+      joined = await offer.wait();
+    } catch (e) {
+      if (pairing?.box !== box) return;
+      reset();
+      showError(e, 'Pairing failed');
+      return;
+    }
+    if (pairing?.box !== box) return;
+    const typed: HTMLInputElement = h('input', {
+      id: 'device-pair-typed',
+      type: 'text',
+      testid: 'device-pair-typed',
+      inputmode: 'numeric',
+      autocomplete: 'off',
+      placeholder: '8 digits',
+    });
+    const confirm: HTMLButtonElement = h('button', { type: 'submit', class: 'button primary small', testid: 'device-pair-confirm' }, 'Add this device');
+    const form = h(
+      'form',
+      {
+        class: 'stack',
+        onsubmit: async (e: Event) => {
+          e.preventDefault();
+          const vault = pairing?.vault;
+          if (!vault) return;
+          const done = await withBusy(
+            confirm,
+            'Adding…',
+            async () => {
+              let fp: string;
+              try {
+                fp = await offer.confirm(typed.value);
+              } catch (err) {
+                reset();
+                await offer.close().catch(() => undefined);
+                throw err;
+              }
+              const added = await run((s) => s.addDevice(vault, fp));
+              await offer.close().catch(() => undefined);
+              return added;
+            },
+            'Pairing failed',
+          );
+          if (!done) return;
+          reset();
+          const failed = done.notRekeyed ? ` ${done.notRekeyed} collection key(s) could not be rotated: add it again to finish.` : '';
+          lastSummary = { text: `Added “${done.name}” to your devices: it now reads and writes your vault as you.${failed}` };
+          announce(lastSummary.text);
+          await refresh();
+        },
+      },
+      h('p', { testid: 'device-pair-joined' }, `“${joined.device.name}” joined, with this fingerprint:`),
+      fingerprintEl(joined.device.fingerprint, undefined, 'small'),
+      h('p', null, 'This screen shows ', h('strong', { class: 'mono', testid: 'device-pair-compared' }, joined.compared), '. If the new device shows other digits, or you do not know this device, cancel.'),
+      h('label', { for: 'device-pair-typed' }, 'Type the 8 digits the new device shows'),
+      typed,
+      h('div', { class: 'actions' }, confirm, cancelButton(offer)),
+    );
+    box.replaceChildren(form);
+    typed.focus();
+  };
+  box.replaceChildren(...idle());
+  return box;
 }
 
 /**

@@ -1,6 +1,6 @@
 // The unlocked app: navigation, overview, records, timeline, identity, vault, about.
 
-import { Session, version, type RecordView, type VaultListing } from './vault';
+import { Session, version, type PairingJoin, type RecordView, type VaultListing } from './vault';
 import { byId, clear, copyText, downloadBytes, field, h, icon, ICONS, type Child } from './dom';
 import { putProfile, type Profile } from './db';
 import { BODY_KEEP_MS } from './payloads';
@@ -304,6 +304,9 @@ function deviceWaitingView(c: Ctx): HTMLElement {
     { class: 'card step', testid: 'device-waiting' },
     h('h1', null, 'Add this browser to your devices'),
     h('p', null, 'This browser is a device of your identity: it holds its own key, never your key file, and reads and writes your vault as you once your key file (or another of your devices) lists it.'),
+    h('h2', null, 'Pair with a code'),
+    pairingJoinSection(c),
+    h('h2', null, 'Or add it by fingerprints'),
     h(
       'ol',
       { class: 'steps' },
@@ -328,6 +331,102 @@ function deviceWaitingView(c: Ctx): HTMLElement {
     h('div', { class: 'actions' }, check),
     h('p', { class: 'muted' }, 'If this device is lost, remove it from another device (`vault devices remove`), or take your list back with your key file (`vault devices recover`).'),
   );
+}
+
+/** The new device's side of a pairing, kept across re-renders (a wait lasts minutes). */
+let joinBox: HTMLElement | null = null;
+
+/**
+ * Pairing this browser as a device by a compared code (docs/format.md
+ * §3.8, decision 72): type the code the other device shows, then the 8
+ * digits it shows; only if they are this screen's is the person pinned,
+ * and the page waits until the person's vault lists this browser.
+ */
+function pairingJoinSection(c: Ctx): HTMLElement {
+  if (joinBox) return joinBox;
+  const box = h('div', { class: 'stack', testid: 'device-join' });
+  joinBox = box;
+  const idle = () => {
+    const code: HTMLInputElement = h('input', {
+      type: 'text',
+      testid: 'device-join-code',
+      inputmode: 'numeric',
+      autocomplete: 'off',
+      placeholder: '10 digits',
+    });
+    const join: HTMLButtonElement = h('button', { type: 'submit', class: 'button primary', testid: 'device-join-submit' }, 'Join');
+    box.replaceChildren(
+      h(
+        'form',
+        {
+          class: 'stack',
+          onsubmit: async (e: Event) => {
+            e.preventDefault();
+            const joining = await withBusy(join, 'Joining…', () => run((s) => s.joinPairing(code.value)), 'Could not join');
+            if (joining) void waitFor(joining);
+          },
+        },
+        field('The code your other device shows', code, 'Where your key file or another of your devices lives, run `vault devices pair` (or, in the web app, “Pair a new device” under Access).'),
+        h('div', { class: 'actions' }, join),
+      ),
+    );
+  };
+  const failed = (e: unknown) => {
+    idle();
+    showError(e, 'Pairing failed');
+  };
+  const waitFor = async (joining: PairingJoin) => {
+    box.replaceChildren(h('p', { testid: 'device-join-status', role: 'status' }, 'Joined. Waiting for the other device to answer…'));
+    let revealed;
+    try {
+      revealed = await joining.wait();
+    } catch (e) {
+      failed(e);
+      return;
+    }
+    const typed: HTMLInputElement = h('input', { type: 'text', testid: 'device-join-typed', inputmode: 'numeric', autocomplete: 'off', placeholder: '8 digits' });
+    const confirm: HTMLButtonElement = h('button', { type: 'submit', class: 'button primary', testid: 'device-join-confirm' }, 'Confirm');
+    box.replaceChildren(
+      h(
+        'form',
+        {
+          class: 'stack',
+          onsubmit: async (e: Event) => {
+            e.preventDefault();
+            let person;
+            try {
+              person = await joining.confirm(typed.value);
+            } catch (err) {
+              failed(err);
+              return;
+            }
+            c.profile = { ...c.profile, person: { fingerprintHex: person.fingerprintHex, fingerprint: person.fingerprint, name: person.name } };
+            await putProfile(c.profile);
+            box.replaceChildren(h('p', { testid: 'device-join-status', role: 'status' }, 'Confirmed. Waiting for the other device to add this browser…'));
+            const until = Date.now() + 11 * 60 * 1000;
+            while (Date.now() < until) {
+              await loadVaults();
+              if (current() !== c || c.vault) {
+                joinBox = null;
+                return;
+              }
+              await new Promise((r) => setTimeout(r, 2000));
+            }
+            idle();
+            showAlert('error', 'Not added yet', 'The other device did not add this browser in time: check that it says the device was added, then press “Check again”.');
+          },
+        },
+        h('p', null, `Pairing as a device of “${revealed.person.name}”, whose fingerprint is:`),
+        fingerprintEl(revealed.person.fingerprint, undefined, 'small'),
+        h('p', null, 'This screen shows ', h('strong', { class: 'mono', testid: 'device-join-compared' }, revealed.compared), '. If the other device shows other digits, or this is not you, start again.'),
+        field('Type the 8 digits the other device shows', typed),
+        h('div', { class: 'actions' }, confirm),
+      ),
+    );
+    typed.focus();
+  };
+  idle();
+  return box;
 }
 
 function createVaultView(c: Ctx): HTMLElement {

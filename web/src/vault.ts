@@ -353,6 +353,53 @@ export function linkQrSvg(link: string): string {
 /** Progress of long work: bytes or records done of total, and the phase. */
 export type Progress = (done: number, total: number, phase: string) => void;
 
+/**
+ * A pairing this device opened for a new device of the vault's owner
+ * (docs/format.md §3.8): show `code`, `wait` for the device, then have the
+ * person type the 8 digits the new device shows into `confirm`; only then
+ * add it (`Session.addDevice`) and `close`.
+ */
+export class PairingOffer {
+  constructor(private readonly inner: wasm.PairingOffer) {}
+  /** The 10-digit code to show, `12345 67890`. */
+  get code(): string {
+    return this.inner.code();
+  }
+  /** When the code stops working, Unix seconds. */
+  get expiresAt(): number {
+    return this.inner.expiresAt();
+  }
+  /** Waits for a device to join; `compared` is what this screen shows. */
+  async wait(): Promise<{ device: IdentityView; compared: string }> {
+    return JSON.parse(await call(() => this.inner.wait()));
+  }
+  /** Checks the digits typed; returns the device's 64-hex fingerprint. Throws `pairing_failed`. */
+  async confirm(typed: string): Promise<string> {
+    return call(() => this.inner.confirm(typed));
+  }
+  /** Closes the pairing at the relay. */
+  async close(): Promise<void> {
+    await call(() => this.inner.close());
+  }
+}
+
+/**
+ * This device identity joined another device's pairing: `wait` for the
+ * person, then have the person type the 8 digits the other device shows
+ * into `confirm`, which returns the person to pin.
+ */
+export class PairingJoin {
+  constructor(private readonly inner: wasm.PairingJoin) {}
+  /** Waits for the other device to answer; `compared` is what this screen shows. */
+  async wait(): Promise<{ person: IdentityView; compared: string }> {
+    return JSON.parse(await call(() => this.inner.wait()));
+  }
+  /** Checks the digits typed; returns the person. Throws `pairing_failed`. */
+  async confirm(typed: string): Promise<IdentityView> {
+    return JSON.parse(await call(() => this.inner.confirm(typed)));
+  }
+}
+
 export function version(): string {
   return wasm.version();
 }
@@ -510,6 +557,16 @@ export class Session {
    */
   async nameAgent(vault: string, collection: string, identityText: string, powers: string, expiresAt?: number): Promise<{ delegation: string; rotatedFirst: boolean }> {
     return JSON.parse(await call(() => this.inner.nameAgent(vault, collection, identityText, powers, expiresAt)));
+  }
+
+  /** Opens a pairing for a new device of the vault's owner. */
+  async openPairing(vault: string): Promise<PairingOffer> {
+    return new PairingOffer(await call(() => this.inner.openPairing(vault)));
+  }
+
+  /** Joins, as this device identity, the pairing of a 10-digit code another device shows. */
+  async joinPairing(code: string): Promise<PairingJoin> {
+    return new PairingJoin(await call(() => this.inner.joinPairing(code)));
   }
 
   /** Adds a device (its whole fingerprint, published on the relay) to your devices. */

@@ -18,8 +18,8 @@ use crate::output::clean;
 use crate::session::{system_now, Session};
 
 /// Asks the person to type the 8 digits the other device shows, and checks
-/// them against `ours`. Prompts go to stderr, so `--json` output stays
-/// one document on stdout.
+/// them against `ours` ([`vault_client::pairing::confirm`]). Prompts go to
+/// stderr, so `--json` output stays one document on stdout.
 fn confirm(ours: ComparedCode, other: &str) -> Result<()> {
     eprintln!("This device shows:  {ours}");
     eprintln!("Type the 8 digits {other} shows (anything else cancels): ");
@@ -27,16 +27,7 @@ fn confirm(ours: ComparedCode, other: &str) -> Result<()> {
     std::io::stdin()
         .read_line(&mut answer)
         .map_err(|e| CliError::file("<stdin>", e))?;
-    match ComparedCode::parse(answer.trim()) {
-        Ok(theirs) if theirs == ours => Ok(()),
-        Ok(_) => Err(CliError::Usage(
-            "the two screens show different digits: someone else may be in the middle. Nothing was paired; start again, and pair only when both show the same"
-                .into(),
-        )),
-        Err(_) => Err(CliError::Usage(
-            "not confirmed: nothing was paired".into(),
-        )),
-    }
+    Ok(vault_client::pairing::confirm(ours, &answer)?)
 }
 
 /// `vault devices pair`: on an existing device (or the key file).
