@@ -3220,3 +3220,150 @@ async fn the_inbox_is_paginated() {
     )
     .await;
 }
+
+/// Pairing slots (`docs/format.md` §3.8, decision 72) over HTTP: the
+/// opener commits; only a device joins, once, and not the opener itself;
+/// only the opener answers, once, after a join, naming a published person;
+/// nobody else sees the slot; three live slots per identity; the opener
+/// closes it.
+#[tokio::test]
+async fn pairing_slots_follow_their_rules() {
+    let t = T::new();
+    let patient = ident(1, "Pat", Role::Patient);
+    let laptop = ident(6, "laptop", Role::Device);
+    let phone = ident(7, "phone", Role::Device);
+    let mallory = ident(4, "Mallory", Role::Clinician);
+    let stranger = ident(9, "never published", Role::Patient);
+    for p in [&patient, &laptop, &phone, &mallory] {
+        t.publish(p).await;
+    }
+    let slot = |n: u8| format!("/v1/pairings/{}", hex::encode([n; 32]));
+    let hex32 = |n: u8| hex::encode([n; 32]);
+    let open = |who: &SecretIdentity, n: u8| {
+        signed(
+            who,
+            "PUT",
+            &slot(n),
+            json_payload(json!({ "commit": hex32(0xc0) })),
+        )
+    };
+    let join = |who: &SecretIdentity, n: u8| {
+        signed(
+            who,
+            "POST",
+            &format!("{}/join", slot(n)),
+            json_payload(json!({ "nonce": hex32(0x0a) })),
+        )
+    };
+    let reveal = |who: &SecretIdentity, n: u8, person: String| {
+        signed(
+            who,
+            "POST",
+            &format!("{}/reveal", slot(n)),
+            json_payload(json!({ "person": person, "nonce": hex32(0x0e) })),
+        )
+    };
+    let status = |who: &SecretIdentity, n: u8| signed(who, "GET", &slot(n), Payload::None);
+
+    let (s, v) = t.json(open(&patient, 1)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert!(v["expires_at"].as_u64().unwrap() > now());
+    t.refused(
+        open(&mallory, 1),
+        StatusCode::CONFLICT,
+        "pairing_code_in_use",
+    )
+    .await;
+    // Nobody but the opener sees it before a join.
+    t.refused(
+        status(&mallory, 1),
+        StatusCode::NOT_FOUND,
+        "pairing_not_found",
+    )
+    .await;
+    let (s, v) = t.json(status(&patient, 1)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["commit"], hex32(0xc0));
+    assert!(v.get("device").is_none(), "{v}");
+    // An answer before a join; a join by a person, or by the opener.
+    t.refused(
+        reveal(&patient, 1, patient.fingerprint().to_hex()),
+        StatusCode::CONFLICT,
+        "pairing_not_joined",
+    )
+    .await;
+    t.refused(join(&mallory, 1), StatusCode::FORBIDDEN, "forbidden")
+        .await;
+    t.refused(join(&laptop, 2), StatusCode::NOT_FOUND, "pairing_not_found")
+        .await;
+    let (s, v) = t.json(join(&laptop, 1)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["opener"], patient.fingerprint().to_hex());
+    assert_eq!(v["device"], laptop.fingerprint().to_hex());
+    t.refused(join(&phone, 1), StatusCode::CONFLICT, "pairing_taken")
+        .await;
+    // The joiner sees it; the other device does not.
+    t.refused(
+        status(&phone, 1),
+        StatusCode::NOT_FOUND,
+        "pairing_not_found",
+    )
+    .await;
+    assert_eq!(t.json(status(&laptop, 1)).await.0, StatusCode::OK);
+    // Only the opener answers, with a published person, once.
+    t.refused(
+        reveal(&mallory, 1, mallory.fingerprint().to_hex()),
+        StatusCode::NOT_FOUND,
+        "pairing_not_found",
+    )
+    .await;
+    t.refused(
+        reveal(&patient, 1, stranger.fingerprint().to_hex()),
+        StatusCode::NOT_FOUND,
+        "identity_not_found",
+    )
+    .await;
+    let (s, v) = t
+        .json(reveal(&patient, 1, patient.fingerprint().to_hex()))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = t.json(status(&laptop, 1)).await;
+    assert_eq!(v["person"], patient.fingerprint().to_hex());
+    assert_eq!(v["opener_nonce"], hex32(0x0e));
+    assert_eq!(v["device_nonce"], hex32(0x0a));
+    t.refused(
+        reveal(&patient, 1, patient.fingerprint().to_hex()),
+        StatusCode::CONFLICT,
+        "pairing_answered",
+    )
+    .await;
+    // A device cannot pair with itself.
+    let (s, v) = t.json(open(&phone, 5)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    t.refused(join(&phone, 5), StatusCode::FORBIDDEN, "forbidden")
+        .await;
+    // Three live slots per identity.
+    for n in [2, 3] {
+        assert_eq!(t.json(open(&patient, n)).await.0, StatusCode::CREATED);
+    }
+    t.refused(open(&patient, 4), StatusCode::CONFLICT, "too_many_pairings")
+        .await;
+    // Closed by its opener only; then gone, and a slot opens again.
+    t.refused(
+        signed(&mallory, "DELETE", &slot(1), Payload::None),
+        StatusCode::NOT_FOUND,
+        "pairing_not_found",
+    )
+    .await;
+    let (s, _, _) = t
+        .call(signed(&patient, "DELETE", &slot(1), Payload::None))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    t.refused(
+        status(&laptop, 1),
+        StatusCode::NOT_FOUND,
+        "pairing_not_found",
+    )
+    .await;
+    assert_eq!(t.json(open(&patient, 4)).await.0, StatusCode::CREATED);
+}
