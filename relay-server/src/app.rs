@@ -63,6 +63,7 @@ pub fn router(app: Arc<AppState>) -> Router {
                 .delete(pairings::close),
         )
         .route("/v1/pairings/{slot}/join", post(pairings::join))
+        .route("/v1/pairings/{slot}/nonce", post(pairings::nonce))
         .route("/v1/pairings/{slot}/reveal", post(pairings::reveal))
         .route_layer(middleware::from_fn_with_state(app.clone(), authenticate));
 

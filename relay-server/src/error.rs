@@ -336,6 +336,7 @@ impl From<PairingError> for ApiError {
             PairingError::CodeInUse => conflict("pairing_code_in_use"),
             PairingError::NotJoined => conflict("pairing_not_joined"),
             PairingError::AlreadyRevealed => conflict("pairing_answered"),
+            PairingError::NonceSent => conflict("pairing_nonce_sent"),
             PairingError::TooManyOfYours(_) => conflict("too_many_pairings"),
             PairingError::TooMany => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_pairings", message)

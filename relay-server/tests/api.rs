@@ -3222,8 +3222,9 @@ async fn the_inbox_is_paginated() {
 }
 
 /// Pairing slots (`docs/format.md` §3.8, decision 72) over HTTP: the
-/// opener commits; only a device joins, once, and not the opener itself;
-/// only the opener answers, once, after a join, naming a published person;
+/// opener commits; only a device joins, once, and not the opener itself,
+/// then sends its nonce, once; only the opener answers, once, after that
+/// nonce, naming a published person;
 /// nobody else sees the slot; three live slots per identity; the opener
 /// closes it.
 #[tokio::test]
@@ -3252,6 +3253,14 @@ async fn pairing_slots_follow_their_rules() {
             who,
             "POST",
             &format!("{}/join", slot(n)),
+            json_payload(json!({})),
+        )
+    };
+    let nonce = |who: &SecretIdentity, n: u8| {
+        signed(
+            who,
+            "POST",
+            &format!("{}/nonce", slot(n)),
             json_payload(json!({ "nonce": hex32(0x0a) })),
         )
     };
@@ -3299,9 +3308,30 @@ async fn pairing_slots_follow_their_rules() {
     let (s, v) = t.json(join(&laptop, 1)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["opener"], patient.fingerprint().to_hex());
+    assert_eq!(v["commit"], hex32(0xc0));
     assert_eq!(v["device"], laptop.fingerprint().to_hex());
+    assert!(v.get("device_nonce").is_none(), "{v}");
     t.refused(join(&phone, 1), StatusCode::CONFLICT, "pairing_taken")
         .await;
+    // The opener cannot answer before the device's nonce; only the device
+    // that joined sends it, once.
+    t.refused(
+        reveal(&patient, 1, patient.fingerprint().to_hex()),
+        StatusCode::CONFLICT,
+        "pairing_not_joined",
+    )
+    .await;
+    t.refused(nonce(&phone, 1), StatusCode::NOT_FOUND, "pairing_not_found")
+        .await;
+    let (s, v) = t.json(nonce(&laptop, 1)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["device_nonce"], hex32(0x0a));
+    t.refused(
+        nonce(&laptop, 1),
+        StatusCode::CONFLICT,
+        "pairing_nonce_sent",
+    )
+    .await;
     // The joiner sees it; the other device does not.
     t.refused(
         status(&phone, 1),

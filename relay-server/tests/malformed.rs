@@ -525,11 +525,12 @@ enum Route {
     OpenPairing,
     PairingStatus,
     JoinPairing,
+    PairingNonce,
     RevealPairing,
     ClosePairing,
 }
 
-const ROUTES: [Route; 31] = [
+const ROUTES: [Route; 32] = [
     Route::Healthz,
     Route::OpenApi,
     Route::PublishIdentity,
@@ -559,6 +560,7 @@ const ROUTES: [Route; 31] = [
     Route::OpenPairing,
     Route::PairingStatus,
     Route::JoinPairing,
+    Route::PairingNonce,
     Route::RevealPairing,
     Route::ClosePairing,
 ];
@@ -871,10 +873,20 @@ fn spec(w: &World, route: Route) -> Spec {
         ),
         Route::JoinPairing => Spec {
             ct: Some(JSON),
-            body: json_body(json!({ "nonce": hex::encode([3u8; 32]) })),
+            body: json_body(json!({})),
             ..base(
                 "POST",
                 "/v1/pairings/{slot}/join",
+                vec![w.pairing_open.clone()],
+                &w.device,
+            )
+        },
+        Route::PairingNonce => Spec {
+            ct: Some(JSON),
+            body: json_body(json!({ "nonce": hex::encode([3u8; 32]) })),
+            ..base(
+                "POST",
+                "/v1/pairings/{slot}/nonce",
                 vec![w.pairing_open.clone()],
                 &w.device,
             )
@@ -1388,6 +1400,7 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
                         | Route::RevokeLink
                         | Route::OpenPairing
                         | Route::JoinPairing
+                        | Route::PairingNonce
                         | Route::RevealPairing
                 ) {
                 b"not the signed body".to_vec()
@@ -1532,7 +1545,8 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
                     json!({ "commit": hex::encode([2u8; 32]), "extra": true }),
                     json!({}),
                 ],
-                Route::JoinPairing => vec![
+                Route::JoinPairing => vec![json!({ "nonce": hex::encode([3u8; 32]) }), json!([])],
+                Route::PairingNonce => vec![
                     json!({ "nonce": [3] }),
                     json!({ "nonce": "zz" }),
                     json!({ "nonce": hex::encode([3u8; 32]), "person": "x" }),
@@ -1612,10 +1626,14 @@ fn cases(w: &World, route: Route, mal: Mal) -> Vec<Case> {
             | Route::ReadBatch
             | Route::OpenPairing
             | Route::JoinPairing
+            | Route::PairingNonce
             | Route::RevealPairing => {
                 let limit = match route {
                     Route::PublishIdentity => MAX_IDENTITY_BODY,
-                    Route::OpenPairing | Route::JoinPairing | Route::RevealPairing => {
+                    Route::OpenPairing
+                    | Route::JoinPairing
+                    | Route::PairingNonce
+                    | Route::RevealPairing => {
                         usize::try_from(relay_server::routes::pairings::MAX_PAIRING_BODY).unwrap()
                     }
                     Route::PutDeviceLists => {

@@ -189,8 +189,11 @@ async fn in_the_middle(relay: &RelayProcess, proxy: &Proxy) {
     assert_eq!(gone.code(), "pairing_not_found", "{gone}");
 
     // Someone who read the code (or a relay that found it from the slot's
-    // hash) joins first: the real device is refused, and the existing
-    // device shows a code for the thief's device, named as such.
+    // hash) joins first: the real device is refused at its join, so it
+    // never shows digits to compare, and the existing device shows the
+    // thief's device, named as such. Once it answered, it answers for that
+    // device and nonce only: a relay showing it another device afterwards
+    // changes nothing.
     let offer = Offer::open(&e, &patient.fingerprint()).await.unwrap();
     let _thief = Joining::join(&relay.client(&thief), offer.code())
         .await
@@ -200,61 +203,85 @@ async fn in_the_middle(relay: &RelayProcess, proxy: &Proxy) {
     let joined = offer.wait(&e).await.unwrap();
     assert_eq!(joined.device.fingerprint(), thief.fingerprint());
     assert_eq!(joined.device.display_name(), "not a laptop");
+    let status_path = format!("/v1/pairings/{}", hex::encode(offer.code().slot()));
+    let laptop_fp = laptop.fingerprint().to_hex();
+    proxy.attack(proxy::rewrite(move |req, reply| {
+        if req.route() != status_path || req.method != "GET" {
+            return false;
+        }
+        let Some(mut v) = reply.json_body() else {
+            return false;
+        };
+        v["device"] = json!(laptop_fp);
+        v["device_nonce"] = json!(hex::encode([0x77u8; 32]));
+        reply.set_json(&v);
+        true
+    }));
+    let again = offer.poll(&e).await.unwrap().unwrap();
+    assert_eq!(again.device.fingerprint(), thief.fingerprint());
+    assert_eq!(again.compared, joined.compared);
+    proxy.honest();
     offer.close(&e).await.unwrap();
 
     // A relay in the middle: it joins the patient's slot with a device of
     // its own, and answers the laptop itself, as if Mallory's device had
-    // opened the slot: its own commitment, then Mallory and its nonce.
+    // opened the slot: its own commitment, then Mallory and its nonce. It
+    // must answer the laptop's join with a commitment before the laptop
+    // sends its nonce (the join carries none), so its nonce cannot be
+    // chosen to match the patient's screen.
     let offer = Offer::open(&e, &patient.fingerprint()).await.unwrap();
     let slot = offer.code().slot();
     let slot_path = format!("/v1/pairings/{}", hex::encode(slot));
     let fake_nonce = [0x66u8; 32];
     let fake_commit = pairing::commitment(&slot, &mallory.fingerprint(), &fake_nonce);
-    let laptop_nonce: Arc<Mutex<Option<String>>> = Arc::default();
-    let (seen, laptop_fp) = (laptop_nonce.clone(), laptop.fingerprint().to_hex());
+    // What the relay saw from the laptop, in order.
+    let seen: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
+    let (log, laptop_fp) = (seen.clone(), laptop.fingerprint().to_hex());
     let (mallory_fp, thief_fp) = (mallory.fingerprint().to_hex(), thief.fingerprint().to_hex());
-    let (join_path, status_path) = (format!("{slot_path}/join"), slot_path.clone());
     proxy.attack(proxy::intercept(move |req| {
-        if req.signer() != Some(laptop_fp.as_str()) {
+        if req.signer() != Some(laptop_fp.as_str()) || !req.route().starts_with(&slot_path) {
             return None;
         }
-        let slot_json = |revealed: bool, nonce: Option<String>| {
-            let mut v = json!({
-                "opener": thief_fp,
-                "commit": hex::encode(fake_commit),
-                "expires_at": vault_tests::now() + 600,
-            });
-            if let Some(nonce) = nonce {
-                v["device"] = json!(laptop_fp);
-                v["device_nonce"] = json!(nonce);
-            }
-            if revealed {
-                v["person"] = json!(mallory_fp);
-                v["opener_nonce"] = json!(hex::encode(fake_nonce));
-            }
-            v
-        };
-        if req.route() == join_path {
-            let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
-            *seen.lock().unwrap() = body["nonce"].as_str().map(str::to_owned);
-            return Some(Reply::json(200, &slot_json(false, None)));
+        let step = req.route().trim_start_matches(&slot_path).to_owned();
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        let mut log = log.lock().unwrap();
+        log.push((step.clone(), body));
+        let device_nonce = log
+            .iter()
+            .find(|(s, _)| s == "/nonce")
+            .and_then(|(_, b)| b["nonce"].as_str().map(str::to_owned));
+        let mut v = json!({
+            "opener": thief_fp,
+            "commit": hex::encode(fake_commit),
+            "expires_at": vault_tests::now() + 600,
+            "device": laptop_fp,
+        });
+        if let Some(nonce) = device_nonce {
+            v["device_nonce"] = json!(nonce);
         }
-        if req.route() == status_path && req.method == "GET" {
-            let nonce = seen.lock().unwrap().clone();
-            return Some(Reply::json(200, &slot_json(true, nonce)));
+        if step.is_empty() {
+            v["person"] = json!(mallory_fp);
+            v["opener_nonce"] = json!(hex::encode(fake_nonce));
         }
-        None
+        Some(Reply::json(200, &v))
     }));
-    // The relay's own device joins the real slot, choosing its nonce
-    // freely; the patient's device answers it (its nonce was committed
-    // before).
     let _relays = Joining::join(&relay.client(&thief), offer.code())
         .await
         .unwrap();
     let joined = offer.wait(&e).await.unwrap();
     let joining = Joining::join(&n, offer.code()).await.unwrap();
     let revealed = joining.wait(&n).await.unwrap();
-    assert!(laptop_nonce.lock().unwrap().is_some());
+    {
+        let seen = seen.lock().unwrap();
+        let steps: Vec<&str> = seen.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(
+            steps.get(..2),
+            Some(&["/join", "/nonce"][..]),
+            "the laptop's requests: {seen:?}"
+        );
+        assert_eq!(seen[0].1, json!({}), "the join carries no nonce");
+        assert!(seen[1].1["nonce"].is_string(), "{seen:?}");
+    }
     assert_eq!(revealed.person.fingerprint(), mallory.fingerprint());
     assert_ne!(
         joined.compared, revealed.compared,

@@ -19,8 +19,10 @@
 //! What the relay learns: the slot (a hash of a 10-digit code), both
 //! fingerprints and both nonces. It cannot make the two screens agree: the
 //! existing device committed to its nonce before the new device's was
-//! known, and the new device sent its nonce before the existing device's
-//! was revealed.
+//! known, the new device sends its nonce only once it holds that
+//! commitment (a second request after the join), and the existing device
+//! reveals its nonce only after the new device's arrived, and answers for
+//! no other device or nonce afterwards.
 
 use std::time::Duration;
 
@@ -79,6 +81,13 @@ async fn status(client: &RelayClient, slot: &[u8; 32]) -> Result<SlotAnswer> {
     crate::wire::parse_json(&body, "pairing")
 }
 
+/// Whether the relay's time (as this client estimates it) is past
+/// `expires_at` by more than a few polls: a wait ends by itself then, even
+/// if the relay never says the slot is gone.
+fn past(client: &RelayClient, expires_at: u64) -> bool {
+    client.now() > expires_at.saturating_add(30)
+}
+
 /// Whether `e` is the relay's answer that no live slot of the code exists
 /// (expired, closed, or never opened).
 fn is_gone(e: &ClientError) -> bool {
@@ -108,6 +117,10 @@ pub struct Offer {
     person: Fingerprint,
     nonce: Zeroizing<[u8; 32]>,
     expires_at: u64,
+    /// The device and its nonce this offer answered, fixed at the first
+    /// answer: a later poll never answers for other values (a relay could
+    /// pick them knowing this offer's nonce).
+    bound: std::sync::Mutex<Option<Joined>>,
 }
 
 impl std::fmt::Debug for Offer {
@@ -161,6 +174,7 @@ impl Offer {
                         person: *person,
                         nonce,
                         expires_at: opened.expires_at,
+                        bound: std::sync::Mutex::new(None),
                     });
                 }
                 Err(e) if e.code() == "pairing_code_in_use" => last = Some(e),
@@ -182,30 +196,60 @@ impl Offer {
         self.expires_at
     }
 
-    /// Asks once: `None` while no device joined. Once one did, looks its
-    /// document up (checked against its fingerprint), reveals the person
-    /// and the nonce, and returns the device and the code to compare.
+    fn bound(&self) -> Option<Joined> {
+        self.bound
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Asks once: `None` until a device joined and sent its nonce. Then
+    /// looks its document up (checked against its fingerprint), binds this
+    /// offer to that device and nonce for good, reveals the person and this
+    /// offer's nonce, and returns the device and the code to compare. Once
+    /// bound, a poll only answers again for the same values.
     pub async fn poll(&self, client: &RelayClient) -> Result<Option<Joined>> {
-        let answer = match status(client, &self.slot).await {
-            Ok(a) => a,
-            Err(e) if is_gone(&e) => {
-                return Err(ClientError::Pairing(
-                    "the code expired before a device joined: start again",
-                ))
+        let joined = match self.bound() {
+            Some(j) => j,
+            None => {
+                let answer = match status(client, &self.slot).await {
+                    Ok(a) => a,
+                    Err(e) if is_gone(&e) => {
+                        return Err(ClientError::Pairing(
+                            "the code expired before a device joined: start again",
+                        ))
+                    }
+                    Err(e) => return Err(e),
+                };
+                let (Some(device), Some(device_nonce)) = (answer.device, answer.device_nonce)
+                else {
+                    return Ok(None);
+                };
+                let device = fp(&device, "the device")?;
+                let device_nonce = hex32(&device_nonce, "the device's nonce")?;
+                let document = client.lookup_identity(&device).await?;
+                if document.role() != Role::Device {
+                    return Err(ClientError::Pairing(
+                        "the identity that joined is not a device's: nothing was added; start again",
+                    ));
+                }
+                let joined = Joined {
+                    compared: ComparedCode::of(
+                        &self.slot,
+                        &self.person,
+                        &device,
+                        &self.nonce,
+                        &device_nonce,
+                    ),
+                    device: document,
+                };
+                self.bound
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get_or_insert(joined)
+                    .clone()
             }
-            Err(e) => return Err(e),
         };
-        let (Some(device), Some(device_nonce)) = (answer.device, answer.device_nonce) else {
-            return Ok(None);
-        };
-        let device = fp(&device, "the device")?;
-        let device_nonce = hex32(&device_nonce, "the device's nonce")?;
-        let document = client.lookup_identity(&device).await?;
-        if document.role() != Role::Device {
-            return Err(ClientError::Pairing(
-                "the identity that joined is not a device's: nothing was added; start again",
-            ));
-        }
         let req = Req::new(
             Method::POST,
             path(&self.slot, "/reveal"),
@@ -220,30 +264,27 @@ impl Offer {
             .await?
             .ok_body()
         {
-            // Answered already: by this offer (only its opener answers),
-            // whose earlier answer did not arrive.
+            // Answered already: only this offer answers, and only for the
+            // values it is bound to.
             Ok(_) => {}
             Err(e) if e.code() == "pairing_answered" => {}
             Err(e) => return Err(e),
         }
-        Ok(Some(Joined {
-            compared: ComparedCode::of(
-                &self.slot,
-                &self.person,
-                &device,
-                &self.nonce,
-                &device_nonce,
-            ),
-            device: document,
-        }))
+        Ok(Some(joined))
     }
 
     /// [`Offer::poll`] every [`POLL_INTERVAL`] until a device joined (or
-    /// the code expired: [`ClientError::Pairing`]).
+    /// the code expired: [`ClientError::Pairing`], from the relay or, at
+    /// the latest, by this client's own clock).
     pub async fn wait(&self, client: &RelayClient) -> Result<Joined> {
         loop {
             if let Some(joined) = self.poll(client).await? {
                 return Ok(joined);
+            }
+            if past(client, self.expires_at) {
+                return Err(ClientError::Pairing(
+                    "the code expired before a device joined: start again",
+                ));
             }
             platform::sleep(POLL_INTERVAL).await;
         }
@@ -306,18 +347,28 @@ impl Joining {
         }
         client.publish_identity().await?;
         let slot = code.slot();
-        let nonce = pairing::nonce();
-        let req = Req::new(Method::POST, path(&slot, "/join"), "joining a pairing")
-            .json(&json!({ "nonce": hex::encode(nonce) }))?;
+        // First the join, answered with the commitment; only then this
+        // device's nonce, so that whoever answers cannot choose the
+        // commitment knowing the nonce.
+        let req =
+            Req::new(Method::POST, path(&slot, "/join"), "joining a pairing").json(&json!({}))?;
         let (_, body) = client
             .exchange(&req, Mode::Buffer(MAX_ANSWER))
             .await?
             .ok_body()?;
         let answer: SlotAnswer = crate::wire::parse_json(&body, "pairing")?;
+        let commit = hex32(&answer.commit, "the commitment")?;
+        let nonce = pairing::nonce();
+        let req = Req::new(Method::POST, path(&slot, "/nonce"), "joining a pairing")
+            .json(&json!({ "nonce": hex::encode(nonce) }))?;
+        client
+            .exchange(&req, Mode::Buffer(MAX_ANSWER))
+            .await?
+            .ok_body()?;
         Ok(Self {
             slot,
             me: me.fingerprint(),
-            commit: hex32(&answer.commit, "the commitment")?,
+            commit,
             nonce,
             expires_at: answer.expires_at,
         })
@@ -378,6 +429,11 @@ impl Joining {
             if let Some(revealed) = self.poll(client).await? {
                 return Ok(revealed);
             }
+            if past(client, self.expires_at) {
+                return Err(ClientError::Pairing(
+                    "the other device did not answer before the code expired: start again there",
+                ));
+            }
             platform::sleep(POLL_INTERVAL).await;
         }
     }
@@ -398,6 +454,32 @@ pub enum Listed {
 }
 
 impl Revealed {
+    /// Asks once whether a list of the person's names this device.
+    async fn listed(
+        &self,
+        client: &RelayClient,
+        me: &Fingerprint,
+        person: &Fingerprint,
+    ) -> Result<Option<Listed>> {
+        let vaults: Vec<_> = client
+            .inbox()
+            .await?
+            .into_iter()
+            .filter(|v| v.owner == *person)
+            .map(|v| v.vault)
+            .collect();
+        if !vaults.is_empty() {
+            return Ok(Some(Listed::Owner(vaults)));
+        }
+        let versions = crate::member_devices::fetch(client, &self.person).await?;
+        Ok(versions
+            .last()
+            .filter(|l| l.device(me).is_some())
+            .map(|current| Listed::Member {
+                serial: current.serial(),
+            }))
+    }
+
     /// After the person confirmed: asks every [`POLL_INTERVAL`], for at
     /// most `timeout`, until a list of the person's names this device:
     /// a vault of the person's in this device's inbox (the relay lists a
@@ -409,21 +491,15 @@ impl Revealed {
         let person = self.person.fingerprint();
         let polls = timeout.as_millis() / POLL_INTERVAL.as_millis().max(1);
         for _ in 0..=polls {
-            let vaults: Vec<_> = client
-                .inbox()
-                .await?
-                .into_iter()
-                .filter(|v| v.owner == person)
-                .map(|v| v.vault)
-                .collect();
-            if !vaults.is_empty() {
-                return Ok(Listed::Owner(vaults));
-            }
-            let versions = crate::member_devices::fetch(client, &self.person).await?;
-            if let Some(current) = versions.last().filter(|l| l.device(&me).is_some()) {
-                return Ok(Listed::Member {
-                    serial: current.serial(),
-                });
+            match self.listed(client, &me, &person).await {
+                Ok(Some(listed)) => return Ok(listed),
+                Ok(None) => {}
+                // The relay unreachable for a moment: keep waiting.
+                Err(ClientError::Transport(e)) => {
+                    tracing::debug!(error = %e, "waiting to be listed: the relay did not answer");
+                }
+                Err(e) if e.status().is_some_and(|s| s >= 500) => {}
+                Err(e) => return Err(e),
             }
             platform::sleep(POLL_INTERVAL).await;
         }

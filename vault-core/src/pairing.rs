@@ -281,6 +281,20 @@ mod tests {
         for other in [
             ComparedCode::of(&[4; 32], &p, &d, &[7; 32], &[8; 32]),
             ComparedCode::of(&slot, &d, &p, &[7; 32], &[8; 32]),
+            ComparedCode::of(
+                &slot,
+                &p,
+                &Fingerprint::from_bytes([9; 32]),
+                &[7; 32],
+                &[8; 32],
+            ),
+            ComparedCode::of(
+                &slot,
+                &Fingerprint::from_bytes([9; 32]),
+                &d,
+                &[7; 32],
+                &[8; 32],
+            ),
             ComparedCode::of(&slot, &p, &d, &[8; 32], &[7; 32]),
             ComparedCode::of(&slot, &p, &d, &[7; 32], &[9; 32]),
         ] {

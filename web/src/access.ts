@@ -222,7 +222,7 @@ function devicesCard(c: Ctx, ov: VaultOverview): HTMLElement {
  * The pairing in progress, kept across re-renders of the card (a wait
  * lasts up to 10 minutes).
  */
-let pairing: { vault: string; box: HTMLElement } | null = null;
+let pairing: { vault: string; box: HTMLElement; offer: PairingOffer | null } | null = null;
 
 /**
  * Pairing a new device by a compared code (docs/format.md §3.8, decision
@@ -249,7 +249,7 @@ function pairingSection(c: Ctx): HTMLElement {
           if (!vault) return;
           const offer = await withBusy(start, 'Opening…', () => run((s) => s.openPairing(vault)), 'Could not start pairing');
           if (!offer) return;
-          pairing = { vault, box };
+                    pairing = { vault, box, offer };
           void waitFor(offer);
         },
       },
@@ -283,16 +283,18 @@ function pairingSection(c: Ctx): HTMLElement {
       h('div', { class: 'actions' }, cancelButton(offer)),
     );
     announce(`Pairing code ${offer.code}: type it on the new device.`);
-    let joined;
+        let joined;
     try {
       joined = await offer.wait();
     } catch (e) {
-      if (pairing?.box !== box) return;
+      // A pairing cancelled (or replaced) meanwhile says nothing.
+      if (pairing?.offer !== offer) return;
       reset();
+      await offer.close().catch(() => undefined);
       showError(e, 'Pairing failed');
       return;
     }
-    if (pairing?.box !== box) return;
+    if (pairing?.offer !== offer) return;
     const typed: HTMLInputElement = h('input', {
       id: 'device-pair-typed',
       type: 'text',

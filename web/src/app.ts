@@ -333,8 +333,12 @@ function deviceWaitingView(c: Ctx): HTMLElement {
   );
 }
 
-/** The new device's side of a pairing, kept across re-renders (a wait lasts minutes). */
-let joinBox: HTMLElement | null = null;
+/**
+ * The new device's side of a pairing, kept across re-renders of one
+ * context (a wait lasts minutes); another context (a lock and unlock,
+ * another profile) starts afresh.
+ */
+let joinBox: { ctx: Ctx; box: HTMLElement } | null = null;
 
 /**
  * Pairing this browser as a device by a compared code (docs/format.md
@@ -343,9 +347,9 @@ let joinBox: HTMLElement | null = null;
  * and the page waits until the person's vault lists this browser.
  */
 function pairingJoinSection(c: Ctx): HTMLElement {
-  if (joinBox) return joinBox;
+    if (joinBox?.ctx === c) return joinBox.box;
   const box = h('div', { class: 'stack', testid: 'device-join' });
-  joinBox = box;
+  joinBox = { ctx: c, box };
   const idle = () => {
     const code: HTMLInputElement = h('input', {
       type: 'text',
@@ -371,7 +375,8 @@ function pairingJoinSection(c: Ctx): HTMLElement {
       ),
     );
   };
-  const failed = (e: unknown) => {
+    const failed = (e: unknown) => {
+    if (current() !== c) return;
     idle();
     showError(e, 'Pairing failed');
   };
@@ -393,13 +398,14 @@ function pairingJoinSection(c: Ctx): HTMLElement {
           class: 'stack',
           onsubmit: async (e: Event) => {
             e.preventDefault();
-            let person;
+                        let person;
             try {
               person = await joining.confirm(typed.value);
             } catch (err) {
               failed(err);
               return;
             }
+            if (current() !== c) return;
             c.profile = { ...c.profile, person: { fingerprintHex: person.fingerprintHex, fingerprint: person.fingerprint, name: person.name } };
             await putProfile(c.profile);
             box.replaceChildren(h('p', { testid: 'device-join-status', role: 'status' }, 'Confirmed. Waiting for the other device to add this browser…'));

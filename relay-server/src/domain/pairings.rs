@@ -1,7 +1,8 @@
 //! Pairing a new device with an existing one (`docs/format.md` §3.8,
 //! decision 72): the relay keeps a slot per code where the existing device
-//! commits, the new device joins with its nonce, and the existing device
-//! reveals the person and its nonce. The relay only carries these; the two
+//! commits, the new device joins (and is answered the commitment), then
+//! sends its nonce, and the existing device reveals the person and its
+//! nonce. The relay only carries these; the two
 //! devices' compared code is what authenticates them, so nothing the relay
 //! does here can pair a device the person did not see on both screens.
 //!
@@ -43,9 +44,12 @@ pub enum PairingError {
     /// The relay holds too many live slots.
     #[error("this relay has too many pairings open: try again in a few minutes")]
     TooMany,
-    /// The reveal came before any device joined.
-    #[error("no device has joined this pairing yet: wait for it")]
+    /// The reveal came before the joined device sent its nonce.
+    #[error("no device has joined this pairing and sent its nonce yet: wait for it")]
     NotJoined,
+    /// The joined device sent its nonce twice.
+    #[error("this device already sent its nonce for this pairing: start again to pair once more")]
+    NonceSent,
     /// The reveal came twice.
     #[error("this pairing was already answered: start again to pair another device")]
     AlreadyRevealed,
@@ -104,14 +108,14 @@ impl Pairings {
         }
     }
 
-    /// Joins `device` (the caller, a device identity) to the slot with its
-    /// nonce; the first join wins. Returns the slot (its opener and
-    /// commitment are what the device checks the reveal against).
+    /// Joins `device` (the caller, a device identity) to the slot; the
+    /// first join wins. Returns the slot: its commitment is what the device
+    /// checks the reveal against, and it sends its nonce only after it
+    /// holds it ([`Pairings::nonce`]).
     pub async fn join(
         &self,
         device: Fingerprint,
         slot: [u8; 32],
-        nonce: [u8; 32],
     ) -> Result<PairingSlot, PairingError> {
         let id = self
             .app
@@ -132,7 +136,7 @@ impl Pairings {
             return Err(PairingError::OwnSlot);
         }
         match meta
-            .join_pairing(slot, device, nonce, now)
+            .join_pairing(slot, device, now)
             .await
             .map_err(storage("joining a pairing"))?
         {
@@ -142,8 +146,28 @@ impl Pairings {
         }
     }
 
-    /// Reveals `person` and the opener's nonce, from the opener, once a
-    /// device joined.
+    /// Records the nonce of the device that joined (the caller), once.
+    pub async fn nonce(
+        &self,
+        device: Fingerprint,
+        slot: [u8; 32],
+        nonce: [u8; 32],
+    ) -> Result<PairingSlot, PairingError> {
+        match self
+            .app
+            .meta
+            .pairing_nonce(slot, device, nonce, self.app.now())
+            .await
+            .map_err(storage("sending a pairing nonce"))?
+        {
+            StepOutcome::Done(s) => Ok(s),
+            StepOutcome::Refused(s) if s.joined == Some(device) => Err(PairingError::NonceSent),
+            StepOutcome::Refused(_) | StepOutcome::NotFound => Err(PairingError::NotFound),
+        }
+    }
+
+    /// Reveals `person` and the opener's nonce, from the opener, once the
+    /// joined device sent its nonce.
     pub async fn reveal(
         &self,
         opener: Fingerprint,
@@ -164,7 +188,7 @@ impl Pairings {
             StepOutcome::Done(s) => Ok(s),
             StepOutcome::NotFound => Err(PairingError::NotFound),
             StepOutcome::Refused(s) if s.opener != opener => Err(PairingError::NotFound),
-            StepOutcome::Refused(s) if s.joined.is_none() => Err(PairingError::NotJoined),
+            StepOutcome::Refused(s) if s.device_nonce.is_none() => Err(PairingError::NotJoined),
             StepOutcome::Refused(_) => Err(PairingError::AlreadyRevealed),
         }
     }
@@ -183,7 +207,7 @@ impl Pairings {
             .await
             .map_err(storage("reading a pairing"))?
             .ok_or(PairingError::NotFound)?;
-        if s.opener == caller || s.joined.is_some_and(|(d, _)| d == caller) {
+        if s.opener == caller || s.joined == Some(caller) {
             Ok(s)
         } else {
             Err(PairingError::NotFound)

@@ -31,7 +31,11 @@ struct OpenBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct JoinBody {
+struct JoinBody {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NonceBody {
     nonce: String,
 }
 
@@ -48,8 +52,10 @@ fn slot_json(s: &PairingSlot) -> serde_json::Value {
     v.insert("opener".into(), json!(s.opener.to_hex()));
     v.insert("commit".into(), json!(hex::encode(s.commit)));
     v.insert("expires_at".into(), json!(s.expires_at));
-    if let Some((device, nonce)) = &s.joined {
+    if let Some(device) = &s.joined {
         v.insert("device".into(), json!(device.to_hex()));
+    }
+    if let Some(nonce) = &s.device_nonce {
         v.insert("device_nonce".into(), json!(hex::encode(nonce)));
     }
     if let Some((person, nonce)) = &s.revealed {
@@ -122,8 +128,9 @@ pub async fn close(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /v1/pairings/{slot}/join`: the caller (a device identity) joins
-/// with its nonce; answers the slot (its opener and commitment).
+/// `POST /v1/pairings/{slot}/join` with `{}`: the caller (a device
+/// identity) joins; answers the slot, whose commitment the device holds
+/// before it sends its nonce.
 pub async fn join(
     State(app): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -132,17 +139,32 @@ pub async fn join(
     body: Body,
 ) -> ApiResult<Json<serde_json::Value>> {
     let slot = parse_hash(&slot, "the pairing slot")?;
-    let body: JoinBody =
+    let JoinBody {} = read_json(&caller.content_sha256, &headers, body, MAX_PAIRING_BODY).await?;
+    let s = Pairings::new(app).join(caller.fingerprint(), slot).await?;
+    Ok(Json(slot_json(&s)))
+}
+
+/// `POST /v1/pairings/{slot}/nonce`: the device that joined sends its
+/// nonce, once.
+pub async fn nonce(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(slot): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<serde_json::Value>> {
+    let slot = parse_hash(&slot, "the pairing slot")?;
+    let body: NonceBody =
         read_json(&caller.content_sha256, &headers, body, MAX_PAIRING_BODY).await?;
     let nonce = body_hash(&body.nonce, "nonce")?;
     let s = Pairings::new(app)
-        .join(caller.fingerprint(), slot, nonce)
+        .nonce(caller.fingerprint(), slot, nonce)
         .await?;
     Ok(Json(slot_json(&s)))
 }
 
 /// `POST /v1/pairings/{slot}/reveal`: the opener reveals the person and
-/// its nonce, once a device joined.
+/// its nonce, once the joined device sent its nonce.
 pub async fn reveal(
     State(app): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,

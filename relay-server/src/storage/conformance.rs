@@ -1777,8 +1777,9 @@ pub async fn link_access_log(meta: Meta, _blobs: Blobs) {
 use super::pairings::{OpenOutcome, PairingSlot, StepOutcome};
 
 /// A pairing slot opens once per code while live; it is capped per opener
-/// and in all; one device joins it (of eight racing, exactly one); only
-/// its opener reveals, once, after a join; it answers until its expiry
+/// and in all; one device joins it (of eight racing, exactly one, the
+/// others refused) and then sends its nonce, once; only its opener
+/// reveals, once, after that nonce; it answers until its expiry
 /// (inclusive), then an open of the same code replaces it; only its opener
 /// closes it; [`super::pairings::PairingStore::expire_pairings`] forgets
 /// expired slots only.
@@ -1828,7 +1829,8 @@ pub async fn pairings(meta: Meta, _blobs: Blobs) {
     let stored = meta.pairing([1; 32], now).await.unwrap().unwrap();
     assert_eq!(stored, open(1, e, now + 600));
 
-    // Reveal before a join: refused; joins: one wins.
+    // Reveal before a join: refused; joins: one wins, the others are
+    // refused.
     assert!(matches!(
         meta.reveal_pairing([1; 32], e, fp(9), [5; 32], now)
             .await
@@ -1838,24 +1840,60 @@ pub async fn pairings(meta: Meta, _blobs: Blobs) {
     let tasks: Vec<_> = (0..8u8)
         .map(|i| {
             let m = meta.clone();
-            tokio::spawn(async move { m.join_pairing([1; 32], fp(20 + i), [i; 32], now).await })
+            tokio::spawn(async move { m.join_pairing([1; 32], fp(20 + i), now).await })
         })
         .collect();
     let mut winner = None;
     for t in tasks {
-        if let StepOutcome::Done(s) = t.await.unwrap().unwrap() {
-            assert!(winner.is_none(), "two joins won");
-            winner = s.joined;
+        match t.await.unwrap().unwrap() {
+            StepOutcome::Done(s) => {
+                assert!(winner.is_none(), "two joins won");
+                assert_eq!(s.device_nonce, None);
+                winner = s.joined;
+            }
+            StepOutcome::Refused(_) => {}
+            other => panic!("a losing join: {other:?}"),
         }
     }
-    let (joiner, nonce) = winner.expect("one of eight joins wins");
-    assert_eq!(nonce[0] + 20, joiner.as_bytes()[0]);
-    match meta.join_pairing([1; 32], n, [6; 32], now).await.unwrap() {
-        StepOutcome::Refused(s) => assert_eq!(s.joined, Some((joiner, nonce))),
+    let joiner = winner.expect("one of eight joins wins");
+    match meta.join_pairing([1; 32], n, now).await.unwrap() {
+        StepOutcome::Refused(s) => assert_eq!(s.joined, Some(joiner)),
         other => panic!("a second join: {other:?}"),
     }
     assert_eq!(
-        meta.join_pairing([7; 32], n, [6; 32], now).await.unwrap(),
+        meta.join_pairing([7; 32], n, now).await.unwrap(),
+        StepOutcome::NotFound
+    );
+    // The joined device sends its nonce, once; nobody else does. Before
+    // it, the opener cannot reveal.
+    assert!(matches!(
+        meta.reveal_pairing([1; 32], e, fp(9), [5; 32], now)
+            .await
+            .unwrap(),
+        StepOutcome::Refused(_)
+    ));
+    assert!(matches!(
+        meta.pairing_nonce([1; 32], n, [6; 32], now).await.unwrap(),
+        StepOutcome::Refused(_)
+    ));
+    match meta
+        .pairing_nonce([1; 32], joiner, [6; 32], now)
+        .await
+        .unwrap()
+    {
+        StepOutcome::Done(s) => assert_eq!(s.device_nonce, Some([6; 32])),
+        other => panic!("the joiner's nonce: {other:?}"),
+    }
+    assert!(matches!(
+        meta.pairing_nonce([1; 32], joiner, [7; 32], now)
+            .await
+            .unwrap(),
+        StepOutcome::Refused(_)
+    ));
+    assert_eq!(
+        meta.pairing_nonce([7; 32], joiner, [6; 32], now)
+            .await
+            .unwrap(),
         StepOutcome::NotFound
     );
     // Only the opener reveals, once.
@@ -1886,9 +1924,7 @@ pub async fn pairings(meta: Meta, _blobs: Blobs) {
     assert!(meta.pairing([2; 32], now + 10).await.unwrap().is_some());
     assert_eq!(meta.pairing([2; 32], now + 11).await.unwrap(), None);
     assert_eq!(
-        meta.join_pairing([2; 32], n, [6; 32], now + 11)
-            .await
-            .unwrap(),
+        meta.join_pairing([2; 32], n, now + 11).await.unwrap(),
         StepOutcome::NotFound
     );
     assert_eq!(

@@ -32,8 +32,11 @@ pub struct PairingSlot {
     /// When it stops answering, Unix seconds (it answers until then,
     /// inclusive).
     pub expires_at: u64,
-    /// The new device that joined, and its nonce (first come, only one).
-    pub joined: Option<(Fingerprint, [u8; 32])>,
+    /// The new device that joined (first come, only one).
+    pub joined: Option<Fingerprint>,
+    /// The joined device's nonce, sent after its join was answered with
+    /// the commitment (so that nobody chooses a commitment knowing it).
+    pub device_nonce: Option<[u8; 32]>,
     /// The person and the opener's nonce, revealed after a join.
     pub revealed: Option<(Fingerprint, [u8; 32])>,
 }
@@ -47,6 +50,7 @@ impl PairingSlot {
             commit,
             expires_at,
             joined: None,
+            device_nonce: None,
             revealed: None,
         }
     }
@@ -78,8 +82,9 @@ pub enum StepOutcome {
     /// No live slot of this code.
     NotFound,
     /// The step does not apply to the slot as it is (another device joined
-    /// first, the reveal came before a join or twice, or from another
-    /// device than the opener); the slot as it is.
+    /// first, a nonce from another device than the one that joined or
+    /// twice, the reveal before the device's nonce or twice, or from
+    /// another device than the opener); the slot as it is.
     Refused(PairingSlot),
 }
 
@@ -101,9 +106,17 @@ pub trait PairingStore: Send + Sync {
     /// The live slot of this code, if any.
     async fn pairing(&self, slot: [u8; 32], now: u64) -> Result<Option<PairingSlot>, StorageError>;
 
-    /// Records `device` and its nonce as the slot's one joiner, unless
-    /// someone joined already.
+    /// Records `device` as the slot's one joiner, unless someone joined
+    /// already.
     async fn join_pairing(
+        &self,
+        slot: [u8; 32],
+        device: Fingerprint,
+        now: u64,
+    ) -> Result<StepOutcome, StorageError>;
+
+    /// Records the joined device's nonce, sent by that device, once.
+    async fn pairing_nonce(
         &self,
         slot: [u8; 32],
         device: Fingerprint,
@@ -111,8 +124,8 @@ pub trait PairingStore: Send + Sync {
         now: u64,
     ) -> Result<StepOutcome, StorageError>;
 
-    /// Records the person and the opener's nonce, sent by `opener`, once a
-    /// device joined and only once.
+    /// Records the person and the opener's nonce, sent by `opener`, once
+    /// the joined device sent its nonce, and only once.
     async fn reveal_pairing(
         &self,
         slot: [u8; 32],
@@ -180,7 +193,20 @@ impl LocalPairings {
     }
 
     /// [`PairingStore::join_pairing`].
-    pub fn join(
+    pub fn join(&self, slot: [u8; 32], device: Fingerprint, now: u64) -> StepOutcome {
+        let mut slots = self.slots();
+        let Some(s) = slots.get_mut(&slot).filter(|s| s.live_at(now)) else {
+            return StepOutcome::NotFound;
+        };
+        if s.joined.is_some() {
+            return StepOutcome::Refused(s.clone());
+        }
+        s.joined = Some(device);
+        StepOutcome::Done(s.clone())
+    }
+
+    /// [`PairingStore::pairing_nonce`].
+    pub fn nonce(
         &self,
         slot: [u8; 32],
         device: Fingerprint,
@@ -191,10 +217,10 @@ impl LocalPairings {
         let Some(s) = slots.get_mut(&slot).filter(|s| s.live_at(now)) else {
             return StepOutcome::NotFound;
         };
-        if s.joined.is_some() {
+        if s.joined != Some(device) || s.device_nonce.is_some() {
             return StepOutcome::Refused(s.clone());
         }
-        s.joined = Some((device, nonce));
+        s.device_nonce = Some(nonce);
         StepOutcome::Done(s.clone())
     }
 
@@ -211,7 +237,7 @@ impl LocalPairings {
         let Some(s) = slots.get_mut(&slot).filter(|s| s.live_at(now)) else {
             return StepOutcome::NotFound;
         };
-        if s.opener != opener || s.joined.is_none() || s.revealed.is_some() {
+        if s.opener != opener || s.device_nonce.is_none() || s.revealed.is_some() {
             return StepOutcome::Refused(s.clone());
         }
         s.revealed = Some((person, nonce));
@@ -263,14 +289,23 @@ macro_rules! local_pairings {
                 Ok(self.$field.get(slot, now))
             }
 
-            async fn join_pairing(
+                        async fn join_pairing(
+                &self,
+                slot: [u8; 32],
+                device: vault_core::Fingerprint,
+                now: u64,
+            ) -> Result<$crate::storage::pairings::StepOutcome, $crate::storage::StorageError> {
+                Ok(self.$field.join(slot, device, now))
+            }
+
+            async fn pairing_nonce(
                 &self,
                 slot: [u8; 32],
                 device: vault_core::Fingerprint,
                 nonce: [u8; 32],
                 now: u64,
             ) -> Result<$crate::storage::pairings::StepOutcome, $crate::storage::StorageError> {
-                Ok(self.$field.join(slot, device, nonce, now))
+                Ok(self.$field.nonce(slot, device, nonce, now))
             }
 
             async fn reveal_pairing(

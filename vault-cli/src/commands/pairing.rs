@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 use vault_client::pairing::{Joining, Listed, Offer};
 use vault_core::pairing::{ComparedCode, PairingCode};
+use vault_core::store::Store as _;
 use vault_core::Role;
 
 use crate::cli::JoinArgs;
@@ -88,6 +89,19 @@ pub fn join(session: &mut Session, args: &JoinArgs) -> Result<()> {
         clean(person.display_name()),
         person.fingerprint().digit_groups().join(" ")
     );
+    // The name must be free (or this person's) before the person confirms:
+    // the other device adds this one on its own confirmation.
+    if let Some(pinned) = session
+        .store
+        .pinned(&crate::contacts::pin_name(&args.contact))?
+        .filter(|p| *p != person.fingerprint())
+    {
+        return Err(CliError::Usage(format!(
+            "the contact name {:?} is pinned to someone else ({}): nothing was paired; start again with `vault devices join CODE --contact NAME`",
+            args.contact,
+            crate::output::short(&pinned.to_hex())
+        )));
+    }
     confirm(revealed.compared, "the other device")?;
     let Session {
         contacts, store, ..

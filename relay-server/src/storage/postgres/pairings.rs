@@ -19,6 +19,10 @@ fn fp(v: &[u8]) -> Result<Fingerprint, StorageError> {
     array(v).map(Fingerprint::from_bytes)
 }
 
+fn opt32(v: Option<&[u8]>) -> Result<Option<[u8; 32]>, StorageError> {
+    v.map(array).transpose()
+}
+
 fn pair(
     a: Option<&[u8]>,
     b: Option<&[u8]>,
@@ -36,7 +40,8 @@ fn slot_row(r: &tokio_postgres::Row) -> Result<PairingSlot, StorageError> {
         opener: fp(r.try_get::<_, &[u8]>(1)?)?,
         commit: array(r.try_get::<_, &[u8]>(2)?)?,
         expires_at: uint(r.try_get(3)?)?,
-        joined: pair(r.try_get(4)?, r.try_get(5)?)?,
+        joined: r.try_get::<_, Option<&[u8]>>(4)?.map(fp).transpose()?,
+        device_nonce: opt32(r.try_get(5)?)?,
         revealed: pair(r.try_get(6)?, r.try_get(7)?)?,
     })
 }
@@ -145,6 +150,28 @@ impl PairingStore for PgMeta {
         &self,
         slot: [u8; 32],
         device: Fingerprint,
+        now: u64,
+    ) -> Result<StepOutcome, StorageError> {
+        let updated = {
+            let c = self.client().await?;
+            opt(
+                &c,
+                &format!(
+                    "UPDATE pairings SET joiner = $2
+                     WHERE slot = $1 AND expires_at >= $3 AND joiner IS NULL
+                     RETURNING {COLUMNS}"
+                ),
+                &[&slot.as_slice(), &device.as_bytes().as_slice(), &int(now)?],
+            )
+            .await?
+        };
+        self.step_outcome(updated, slot, now).await
+    }
+
+    async fn pairing_nonce(
+        &self,
+        slot: [u8; 32],
+        device: Fingerprint,
         nonce: [u8; 32],
         now: u64,
     ) -> Result<StepOutcome, StorageError> {
@@ -153,8 +180,9 @@ impl PairingStore for PgMeta {
             opt(
                 &c,
                 &format!(
-                    "UPDATE pairings SET joiner = $2, joiner_nonce = $3
-                     WHERE slot = $1 AND expires_at >= $4 AND joiner IS NULL
+                    "UPDATE pairings SET joiner_nonce = $3
+                     WHERE slot = $1 AND joiner = $2 AND expires_at >= $4
+                       AND joiner_nonce IS NULL
                      RETURNING {COLUMNS}"
                 ),
                 &[
@@ -184,7 +212,7 @@ impl PairingStore for PgMeta {
                 &format!(
                     "UPDATE pairings SET person = $3, opener_nonce = $4
                      WHERE slot = $1 AND opener = $2 AND expires_at >= $5
-                       AND joiner IS NOT NULL AND person IS NULL
+                       AND joiner_nonce IS NOT NULL AND person IS NULL
                      RETURNING {COLUMNS}"
                 ),
                 &[
