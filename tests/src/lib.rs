@@ -446,9 +446,9 @@ impl CliProfile {
         }
     }
 
-    /// Runs `vault <args>` with `stdin` as input.
-    pub fn run_with_stdin(&self, args: &[&str], stdin: &[u8]) -> CliRun {
-        use std::io::Write;
+    /// `vault <args>` for this profile: its home, passphrase and relay,
+    /// with every stream piped.
+    fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(vault_binary());
         cmd.args(args)
             .env("VAULT_HOME", &self.home)
@@ -460,7 +460,14 @@ impl CliProfile {
         if let Some(r) = &self.relay {
             cmd.env("VAULT_RELAY", r);
         }
-        let mut child = cmd
+        cmd
+    }
+
+    /// Runs `vault <args>` with `stdin` as input.
+    pub fn run_with_stdin(&self, args: &[&str], stdin: &[u8]) -> CliRun {
+        use std::io::Write;
+        let mut child = self
+            .command(args)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run vault: {e}"));
         if let Some(mut input) = child.stdin.take() {
@@ -479,18 +486,11 @@ impl CliProfile {
     /// Starts `vault <args>` in the background (output discarded), for a
     /// test that kills it.
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
-        let mut cmd = Command::new(vault_binary());
-        cmd.args(args)
-            .env("VAULT_HOME", &self.home)
-            .env("VAULT_PASSPHRASE", &self.passphrase)
-            .env_remove("VAULT_RELAY")
+        self.command(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(r) = &self.relay {
-            cmd.env("VAULT_RELAY", r);
-        }
-        cmd.spawn()
+            .stderr(Stdio::null())
+            .spawn()
             .unwrap_or_else(|e| panic!("cannot run vault: {e}"))
     }
 
@@ -498,18 +498,8 @@ impl CliProfile {
     /// its stderr read line by line as it comes ([`Interactive::wait_for`]),
     /// its stdin answered ([`Interactive::answer`]).
     pub fn interactive(&self, args: &[&str]) -> Interactive {
-        let mut cmd = Command::new(vault_binary());
-        cmd.args(args)
-            .env("VAULT_HOME", &self.home)
-            .env("VAULT_PASSPHRASE", &self.passphrase)
-            .env_remove("VAULT_RELAY")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(r) = &self.relay {
-            cmd.env("VAULT_RELAY", r);
-        }
-        let mut child = cmd
+        let mut child = self
+            .command(args)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run vault: {e}"));
         let stderr = child.stderr.take().map(BufReader::new);

@@ -439,6 +439,22 @@ impl std::fmt::Debug for Proxy {
 }
 
 impl Proxy {
+    /// Starts a relay with its data in `data_dir` and this proxy in front
+    /// of it. Clients sign for the proxy's origin, so the relay is told
+    /// that it is reachable there, and at its own address (`relay.url`,
+    /// for clients that go around the proxy).
+    pub fn in_front_of_a_relay(data_dir: &std::path::Path) -> (Self, crate::RelayProcess) {
+        let port = crate::free_loopback_port();
+        let relay_url = format!("http://127.0.0.1:{port}");
+        let proxy = Self::start(&relay_url);
+        let relay = crate::RelayProcess::start_on(
+            data_dir,
+            &format!("127.0.0.1:{port}"),
+            &["--public-url", &proxy.url, "--public-url", &relay_url],
+        );
+        (proxy, relay)
+    }
+
     /// Starts a proxy in front of the relay at `upstream`. It accepts
     /// connections as soon as this returns (the socket is bound and
     /// listening).

@@ -39,7 +39,7 @@ use vault_tests::proxy::{
     self, rewrite_blob, rewrite_entry, rewrite_log, LogPage, Proxy, ReadFrame, Reply, Request,
     Tamper,
 };
-use vault_tests::{free_loopback_port, now, principal, CliProfile, Refusal, RelayProcess};
+use vault_tests::{now, principal, CliProfile, Refusal, RelayProcess};
 
 // ----- the world: a relay, the proxy in front of it, a patient, a clinician --
 
@@ -64,16 +64,7 @@ impl World {
     /// has joined the vault; everything through the honest proxy.
     fn new(write: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        // Clients sign for the proxy's origin, so the relay is told that it
-        // is reachable there (and at its own address, for `stored`).
-        let port = free_loopback_port();
-        let relay_url = format!("http://127.0.0.1:{port}");
-        let proxy = Proxy::start(&relay_url);
-        let relay = RelayProcess::start_on(
-            &dir.path().join("relay"),
-            &format!("127.0.0.1:{port}"),
-            &["--public-url", &proxy.url, "--public-url", &relay_url],
-        );
+        let (proxy, relay) = Proxy::in_front_of_a_relay(&dir.path().join("relay"));
         let patient = CliProfile::new(&dir.path().join("patient"), &proxy.url);
         let doc = CliProfile::new(&dir.path().join("doc"), &proxy.url);
         let p_fp = patient.init("Pat Example", "patient")["fingerprint"]

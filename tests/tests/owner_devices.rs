@@ -22,7 +22,7 @@ use vault_core::{
 };
 use vault_tests::forge::{forge_entry_in, signing_key};
 use vault_tests::proxy::{rewrite_entry, rewrite_log, Proxy};
-use vault_tests::{free_loopback_port, principal, RelayProcess};
+use vault_tests::{principal, RelayProcess};
 
 fn head_of(state: &VaultState) -> Head {
     let h = state.head();
@@ -561,16 +561,7 @@ fn the_key_file_takes_the_list_back_from_a_stolen_phone() {
 #[test]
 fn a_hostile_relay_cannot_add_a_device_withhold_the_list_or_roll_it_back() {
     let dir = tempfile::tempdir().unwrap();
-    // Clients sign for the proxy's origin, so the relay is told that it is
-    // reachable there.
-    let port = free_loopback_port();
-    let relay_url = format!("http://127.0.0.1:{port}");
-    let proxy = Proxy::start(&relay_url);
-    let _relay = RelayProcess::start_on(
-        &dir.path().join("relay"),
-        &format!("127.0.0.1:{port}"),
-        &["--public-url", &proxy.url, "--public-url", &relay_url],
-    );
+    let (proxy, _relay) = Proxy::in_front_of_a_relay(&dir.path().join("relay"));
     let (patient, doc) = vault_tests::patient_and_clinician(dir.path(), &proxy.url);
     let fp = |v: serde_json::Value| v["fingerprint"].as_str().unwrap().to_owned();
     let lab = patient.add_lab("HbA1c", "48 mmol/mol");

@@ -19,7 +19,7 @@ use vault_client::pairing::{Joining, Offer};
 use vault_core::pairing::{self, ComparedCode, PairingCode};
 use vault_core::Role;
 use vault_tests::proxy::{self, Proxy, Reply};
-use vault_tests::{free_loopback_port, CliProfile, Interactive, RelayProcess};
+use vault_tests::{CliProfile, Interactive, RelayProcess};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -144,17 +144,7 @@ fn the_cli_pairs_a_laptop_and_a_clinicians_tablet_by_a_compared_code() {
 #[test]
 fn a_relay_in_the_middle_cannot_make_the_screens_agree() {
     let dir = tempfile::tempdir().unwrap();
-    // Clients sign for the proxy's origin, so the relay is told that it is
-    // reachable there (and at its own address, for the relay's own
-    // device).
-    let port = free_loopback_port();
-    let relay_url = format!("http://127.0.0.1:{port}");
-    let proxy = Proxy::start(&relay_url);
-    let relay = RelayProcess::start_on(
-        &dir.path().join("relay"),
-        &format!("127.0.0.1:{port}"),
-        &["--public-url", &proxy.url, "--public-url", &relay_url],
-    );
+    let (proxy, relay) = Proxy::in_front_of_a_relay(&dir.path().join("relay"));
     tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(in_the_middle(&relay, &proxy));

@@ -192,17 +192,33 @@ impl LocalPairings {
         self.slots().get(&slot).filter(|s| s.live_at(now)).cloned()
     }
 
-    /// [`PairingStore::join_pairing`].
-    pub fn join(&self, slot: [u8; 32], device: Fingerprint, now: u64) -> StepOutcome {
+    /// Applies `change` to the live slot `slot`: [`StepOutcome::Done`] if
+    /// it changed it (it returns `true`), [`StepOutcome::Refused`] if not.
+    fn step(
+        &self,
+        slot: [u8; 32],
+        now: u64,
+        change: impl FnOnce(&mut PairingSlot) -> bool,
+    ) -> StepOutcome {
         let mut slots = self.slots();
         let Some(s) = slots.get_mut(&slot).filter(|s| s.live_at(now)) else {
             return StepOutcome::NotFound;
         };
-        if s.joined.is_some() {
-            return StepOutcome::Refused(s.clone());
+        if change(s) {
+            StepOutcome::Done(s.clone())
+        } else {
+            StepOutcome::Refused(s.clone())
         }
-        s.joined = Some(device);
-        StepOutcome::Done(s.clone())
+    }
+
+    /// [`PairingStore::join_pairing`].
+    pub fn join(&self, slot: [u8; 32], device: Fingerprint, now: u64) -> StepOutcome {
+        self.step(slot, now, |s| {
+            s.joined.is_none() && {
+                s.joined = Some(device);
+                true
+            }
+        })
     }
 
     /// [`PairingStore::pairing_nonce`].
@@ -213,15 +229,12 @@ impl LocalPairings {
         nonce: [u8; 32],
         now: u64,
     ) -> StepOutcome {
-        let mut slots = self.slots();
-        let Some(s) = slots.get_mut(&slot).filter(|s| s.live_at(now)) else {
-            return StepOutcome::NotFound;
-        };
-        if s.joined != Some(device) || s.device_nonce.is_some() {
-            return StepOutcome::Refused(s.clone());
-        }
-        s.device_nonce = Some(nonce);
-        StepOutcome::Done(s.clone())
+        self.step(slot, now, |s| {
+            s.joined == Some(device) && s.device_nonce.is_none() && {
+                s.device_nonce = Some(nonce);
+                true
+            }
+        })
     }
 
     /// [`PairingStore::reveal_pairing`].
@@ -233,15 +246,12 @@ impl LocalPairings {
         nonce: [u8; 32],
         now: u64,
     ) -> StepOutcome {
-        let mut slots = self.slots();
-        let Some(s) = slots.get_mut(&slot).filter(|s| s.live_at(now)) else {
-            return StepOutcome::NotFound;
-        };
-        if s.opener != opener || s.device_nonce.is_none() || s.revealed.is_some() {
-            return StepOutcome::Refused(s.clone());
-        }
-        s.revealed = Some((person, nonce));
-        StepOutcome::Done(s.clone())
+        self.step(slot, now, |s| {
+            s.opener == opener && s.device_nonce.is_some() && s.revealed.is_none() && {
+                s.revealed = Some((person, nonce));
+                true
+            }
+        })
     }
 
     /// [`PairingStore::close_pairing`].

@@ -47,13 +47,19 @@ fn slot_row(r: &tokio_postgres::Row) -> Result<PairingSlot, StorageError> {
 }
 
 impl PgMeta {
-    /// The live slot, or why a step found none.
-    async fn step_outcome(
+    /// Runs one conditional `UPDATE … RETURNING` of a slot: the slot as
+    /// changed, or why it was not (refused as it is, or not found).
+    async fn step(
         &self,
-        updated: Option<tokio_postgres::Row>,
+        sql: &str,
+        params: super::Params<'_>,
         slot: [u8; 32],
         now: u64,
     ) -> Result<StepOutcome, StorageError> {
+        let updated = {
+            let c = self.client().await?;
+            opt(&c, sql, params).await?
+        };
         if let Some(r) = updated {
             return Ok(StepOutcome::Done(slot_row(&r)?));
         }
@@ -152,20 +158,17 @@ impl PairingStore for PgMeta {
         device: Fingerprint,
         now: u64,
     ) -> Result<StepOutcome, StorageError> {
-        let updated = {
-            let c = self.client().await?;
-            opt(
-                &c,
-                &format!(
-                    "UPDATE pairings SET joiner = $2
-                     WHERE slot = $1 AND expires_at >= $3 AND joiner IS NULL
-                     RETURNING {COLUMNS}"
-                ),
-                &[&slot.as_slice(), &device.as_bytes().as_slice(), &int(now)?],
-            )
-            .await?
-        };
-        self.step_outcome(updated, slot, now).await
+        self.step(
+            &format!(
+                "UPDATE pairings SET joiner = $2
+                 WHERE slot = $1 AND expires_at >= $3 AND joiner IS NULL
+                 RETURNING {COLUMNS}"
+            ),
+            &[&slot.as_slice(), &device.as_bytes().as_slice(), &int(now)?],
+            slot,
+            now,
+        )
+        .await
     }
 
     async fn pairing_nonce(
@@ -175,26 +178,23 @@ impl PairingStore for PgMeta {
         nonce: [u8; 32],
         now: u64,
     ) -> Result<StepOutcome, StorageError> {
-        let updated = {
-            let c = self.client().await?;
-            opt(
-                &c,
-                &format!(
-                    "UPDATE pairings SET joiner_nonce = $3
-                     WHERE slot = $1 AND joiner = $2 AND expires_at >= $4
-                       AND joiner_nonce IS NULL
-                     RETURNING {COLUMNS}"
-                ),
-                &[
-                    &slot.as_slice(),
-                    &device.as_bytes().as_slice(),
-                    &nonce.as_slice(),
-                    &int(now)?,
-                ],
-            )
-            .await?
-        };
-        self.step_outcome(updated, slot, now).await
+        self.step(
+            &format!(
+                "UPDATE pairings SET joiner_nonce = $3
+                 WHERE slot = $1 AND joiner = $2 AND expires_at >= $4
+                   AND joiner_nonce IS NULL
+                 RETURNING {COLUMNS}"
+            ),
+            &[
+                &slot.as_slice(),
+                &device.as_bytes().as_slice(),
+                &nonce.as_slice(),
+                &int(now)?,
+            ],
+            slot,
+            now,
+        )
+        .await
     }
 
     async fn reveal_pairing(
@@ -205,27 +205,24 @@ impl PairingStore for PgMeta {
         nonce: [u8; 32],
         now: u64,
     ) -> Result<StepOutcome, StorageError> {
-        let updated = {
-            let c = self.client().await?;
-            opt(
-                &c,
-                &format!(
-                    "UPDATE pairings SET person = $3, opener_nonce = $4
-                     WHERE slot = $1 AND opener = $2 AND expires_at >= $5
-                       AND joiner_nonce IS NOT NULL AND person IS NULL
-                     RETURNING {COLUMNS}"
-                ),
-                &[
-                    &slot.as_slice(),
-                    &opener.as_bytes().as_slice(),
-                    &person.as_bytes().as_slice(),
-                    &nonce.as_slice(),
-                    &int(now)?,
-                ],
-            )
-            .await?
-        };
-        self.step_outcome(updated, slot, now).await
+        self.step(
+            &format!(
+                "UPDATE pairings SET person = $3, opener_nonce = $4
+                 WHERE slot = $1 AND opener = $2 AND expires_at >= $5
+                   AND joiner_nonce IS NOT NULL AND person IS NULL
+                 RETURNING {COLUMNS}"
+            ),
+            &[
+                &slot.as_slice(),
+                &opener.as_bytes().as_slice(),
+                &person.as_bytes().as_slice(),
+                &nonce.as_slice(),
+                &int(now)?,
+            ],
+            slot,
+            now,
+        )
+        .await
     }
 
     async fn close_pairing(
