@@ -3256,14 +3256,15 @@ async fn pairing_slots_follow_their_rules() {
             json_payload(json!({})),
         )
     };
-    let nonce = |who: &SecretIdentity, n: u8| {
+    let nonce_of = |who: &SecretIdentity, n: u8, value: u8| {
         signed(
             who,
             "POST",
             &format!("{}/nonce", slot(n)),
-            json_payload(json!({ "nonce": hex32(0x0a) })),
+            json_payload(json!({ "nonce": hex32(value) })),
         )
     };
+    let nonce = |who: &SecretIdentity, n: u8| nonce_of(who, n, 0x0a);
     let reveal = |who: &SecretIdentity, n: u8, person: String| {
         signed(
             who,
@@ -3307,6 +3308,9 @@ async fn pairing_slots_follow_their_rules() {
         .await;
     let (s, v) = t.json(join(&laptop, 1)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    // Joining again before the nonce (a retry) is answered alike.
+    let (s, again) = t.json(join(&laptop, 1)).await;
+    assert_eq!((s, &again), (StatusCode::OK, &v));
     assert_eq!(v["opener"], patient.fingerprint().to_hex());
     assert_eq!(v["commit"], hex32(0xc0));
     assert_eq!(v["device"], laptop.fingerprint().to_hex());
@@ -3326,12 +3330,17 @@ async fn pairing_slots_follow_their_rules() {
     let (s, v) = t.json(nonce(&laptop, 1)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["device_nonce"], hex32(0x0a));
+    // The same nonce again (a retry) is answered alike; another is not,
+    // nor a join once the nonce is in.
+    assert_eq!(t.json(nonce(&laptop, 1)).await.0, StatusCode::OK);
     t.refused(
-        nonce(&laptop, 1),
+        nonce_of(&laptop, 1, 0x0b),
         StatusCode::CONFLICT,
         "pairing_nonce_sent",
     )
     .await;
+    t.refused(join(&laptop, 1), StatusCode::CONFLICT, "pairing_taken")
+        .await;
     // The joiner sees it; the other device does not.
     t.refused(
         status(&phone, 1),

@@ -190,13 +190,20 @@ async fn in_the_middle(relay: &RelayProcess, proxy: &Proxy) {
         .unwrap();
     let taken = Joining::join(&n, offer.code()).await.unwrap_err();
     assert_eq!(taken.code(), "pairing_taken", "{taken}");
-    let joined = offer.wait(&e).await.unwrap();
-    assert_eq!(joined.device.fingerprint(), thief.fingerprint());
-    assert_eq!(joined.device.display_name(), "not a laptop");
+    // The patient's answer is lost once (the relay acted on it); then the
+    // relay shows another device and nonce. The offer answers again for
+    // the device and nonce it bound itself to first.
     let status_path = format!("/v1/pairings/{}", hex::encode(offer.code().slot()));
-    let laptop_fp = laptop.fingerprint().to_hex();
+    let reveal_path = format!("{status_path}/reveal");
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (lost_in, laptop_fp) = (lost.clone(), laptop.fingerprint().to_hex());
     proxy.attack(proxy::rewrite(move |req, reply| {
-        if req.route() != status_path || req.method != "GET" {
+        use std::sync::atomic::Ordering;
+        if req.route() == reveal_path && !lost_in.swap(true, Ordering::SeqCst) {
+            *reply = Reply::error(500, "internal", "the answer was lost");
+            return true;
+        }
+        if req.route() != status_path || req.method != "GET" || !lost_in.load(Ordering::SeqCst) {
             return false;
         }
         let Some(mut v) = reply.json_body() else {
@@ -207,6 +214,13 @@ async fn in_the_middle(relay: &RelayProcess, proxy: &Proxy) {
         reply.set_json(&v);
         true
     }));
+    let once = via_proxy(&patient).with_retry_policy(vault_client::RetryPolicy::with_attempts(1));
+    let failed = offer.poll(&once).await.unwrap_err();
+    assert_eq!(failed.status(), Some(500), "{failed}");
+    assert!(lost.load(std::sync::atomic::Ordering::SeqCst));
+    let joined = offer.wait(&e).await.unwrap();
+    assert_eq!(joined.device.fingerprint(), thief.fingerprint());
+    assert_eq!(joined.device.display_name(), "not a laptop");
     let again = offer.poll(&e).await.unwrap().unwrap();
     assert_eq!(again.device.fingerprint(), thief.fingerprint());
     assert_eq!(again.compared, joined.compared);
@@ -234,8 +248,16 @@ async fn in_the_middle(relay: &RelayProcess, proxy: &Proxy) {
         }
         let step = req.route().trim_start_matches(&slot_path).to_owned();
         let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
-        let mut log = log.lock().unwrap();
-        log.push((step.clone(), body));
+        log.lock().unwrap().push((step.clone(), body));
+        if step == "/join" {
+            // The join's answer is held back a while: nothing of the
+            // laptop's may arrive meanwhile.
+            std::thread::sleep(Duration::from_millis(300));
+            log.lock()
+                .unwrap()
+                .push(("/join answered".into(), serde_json::Value::Null));
+        }
+        let log = log.lock().unwrap();
         let device_nonce = log
             .iter()
             .find(|(s, _)| s == "/nonce")
@@ -265,12 +287,12 @@ async fn in_the_middle(relay: &RelayProcess, proxy: &Proxy) {
         let seen = seen.lock().unwrap();
         let steps: Vec<&str> = seen.iter().map(|(s, _)| s.as_str()).collect();
         assert_eq!(
-            steps.get(..2),
-            Some(&["/join", "/nonce"][..]),
+            steps.get(..3),
+            Some(&["/join", "/join answered", "/nonce"][..]),
             "the laptop's requests: {seen:?}"
         );
         assert_eq!(seen[0].1, json!({}), "the join carries no nonce");
-        assert!(seen[1].1["nonce"].is_string(), "{seen:?}");
+        assert!(seen[2].1["nonce"].is_string(), "{seen:?}");
     }
     assert_eq!(revealed.person.fingerprint(), mallory.fingerprint());
     assert_ne!(

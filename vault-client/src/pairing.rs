@@ -81,11 +81,33 @@ async fn status(client: &RelayClient, slot: &[u8; 32]) -> Result<SlotAnswer> {
     crate::wire::parse_json(&body, "pairing")
 }
 
-/// Whether the relay's time (as this client estimates it) is past
-/// `expires_at` by more than a few polls: a wait ends by itself then, even
-/// if the relay never says the slot is gone.
-fn past(client: &RelayClient, expires_at: u64) -> bool {
-    client.now() > expires_at.saturating_add(30)
+/// Slack after a slot's expiry before a wait ends by itself.
+const SLACK: u64 = 30;
+
+/// The local time (this device's clock, Unix seconds) by which a slot the
+/// relay says expires at `expires_at` is over: at most
+/// [`pairing::PAIRING_TTL`] from now whatever the relay says, plus
+/// [`SLACK`]. A wait ends by itself then, even if the relay never says the
+/// slot is gone.
+fn deadline(client: &RelayClient, expires_at: u64) -> u64 {
+    let left = expires_at
+        .saturating_sub(client.now())
+        .min(pairing::PAIRING_TTL);
+    platform::unix_now()
+        .saturating_add(left)
+        .saturating_add(SLACK)
+}
+
+/// Whether `deadline` ([`deadline`]) has passed on this device's clock.
+fn past(deadline: u64) -> bool {
+    platform::unix_now() > deadline
+}
+
+/// Seconds until the slot whose [`deadline`] is `deadline` expires.
+fn seconds_left(deadline: u64) -> u64 {
+    deadline
+        .saturating_sub(SLACK)
+        .saturating_sub(platform::unix_now())
 }
 
 /// Whether `e` is the relay's answer that no live slot of the code exists
@@ -116,7 +138,8 @@ pub struct Offer {
     slot: [u8; 32],
     person: Fingerprint,
     nonce: Zeroizing<[u8; 32]>,
-    expires_at: u64,
+    /// When the slot is over, on this device's clock ([`deadline`]).
+    deadline: u64,
     /// The device and its nonce this offer answered, fixed at the first
     /// answer: a later poll never answers for other values (a relay could
     /// pick them knowing this offer's nonce).
@@ -127,7 +150,7 @@ impl std::fmt::Debug for Offer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Offer")
             .field("person", &self.person)
-            .field("expires_at", &self.expires_at)
+            .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }
 }
@@ -173,7 +196,7 @@ impl Offer {
                         slot,
                         person: *person,
                         nonce,
-                        expires_at: opened.expires_at,
+                        deadline: deadline(client, opened.expires_at),
                         bound: std::sync::Mutex::new(None),
                     });
                 }
@@ -191,9 +214,10 @@ impl Offer {
         &self.code
     }
 
-    /// When the slot stops answering (the relay's clock, Unix seconds).
-    pub fn expires_at(&self) -> u64 {
-        self.expires_at
+    /// Seconds until the code stops working (at most
+    /// [`pairing::PAIRING_TTL`], whatever the relay says).
+    pub fn seconds_left(&self) -> u64 {
+        seconds_left(self.deadline)
     }
 
     fn bound(&self) -> Option<Joined> {
@@ -281,7 +305,7 @@ impl Offer {
             if let Some(joined) = self.poll(client).await? {
                 return Ok(joined);
             }
-            if past(client, self.expires_at) {
+            if past(self.deadline) {
                 return Err(ClientError::Pairing(
                     "the code expired before a device joined: start again",
                 ));
@@ -312,13 +336,14 @@ pub struct Joining {
     me: Fingerprint,
     commit: [u8; 32],
     nonce: [u8; 32],
-    expires_at: u64,
+    /// When the slot is over, on this device's clock ([`deadline`]).
+    deadline: u64,
 }
 
 impl std::fmt::Debug for Joining {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Joining")
-            .field("expires_at", &self.expires_at)
+            .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }
 }
@@ -370,13 +395,14 @@ impl Joining {
             me: me.fingerprint(),
             commit,
             nonce,
-            expires_at: answer.expires_at,
+            deadline: deadline(client, answer.expires_at),
         })
     }
 
-    /// When the slot stops answering (the relay's clock, Unix seconds).
-    pub fn expires_at(&self) -> u64 {
-        self.expires_at
+    /// Seconds until the code stops working (at most
+    /// [`pairing::PAIRING_TTL`], whatever the relay says).
+    pub fn seconds_left(&self) -> u64 {
+        seconds_left(self.deadline)
     }
 
     /// Asks once: `None` until the other side answered. Then checks the
@@ -429,7 +455,7 @@ impl Joining {
             if let Some(revealed) = self.poll(client).await? {
                 return Ok(revealed);
             }
-            if past(client, self.expires_at) {
+            if past(self.deadline) {
                 return Err(ClientError::Pairing(
                     "the other device did not answer before the code expired: start again there",
                 ));

@@ -6,8 +6,11 @@
 //! slot named by the code's hash ([`PairingCode::slot`]), and may be the
 //! attacker: it can answer either side in the other's place. What defeats
 //! it is commit-then-reveal: `E` commits to its nonce and the person it
-//! pairs for ([`commitment`]) before it sees `N`'s nonce, and `N` sends
-//! its nonce before it sees `E`'s. Both then show the same
+//! pairs for ([`commitment`]) before it sees `N`'s nonce; `N` draws and
+//! sends its nonce only after it holds that commitment (its join is
+//! answered with it, and the nonce goes in a later request); `E` reveals
+//! its nonce only after `N`'s arrived, and binds itself to that device and
+//! nonce before it does. Both then show the same
 //! [`ComparedCode`] of 8 digits, computed from both nonces, the person and
 //! the device; the person compares the two screens and confirms. A relay
 //! in the middle had to fix its own nonces before seeing the ones they

@@ -60,10 +60,10 @@ impl PairingOffer {
         self.offer.code().shown()
     }
 
-    /// When the code stops working (Unix seconds, the relay's clock).
-    #[wasm_bindgen(js_name = expiresAt)]
-    pub fn expires_at(&self) -> f64 {
-        self.offer.expires_at() as f64
+    /// Seconds until the code stops working.
+    #[wasm_bindgen(js_name = secondsLeft)]
+    pub fn seconds_left(&self) -> f64 {
+        self.offer.seconds_left() as f64
     }
 
     /// Waits for a device to join: JSON `{device: identity, compared}`

@@ -365,9 +365,9 @@ export class PairingOffer {
   get code(): string {
     return this.inner.code();
   }
-  /** When the code stops working, Unix seconds. */
-  get expiresAt(): number {
-    return this.inner.expiresAt();
+    /** Seconds until the code stops working. */
+  get secondsLeft(): number {
+    return this.inner.secondsLeft();
   }
   /** Waits for a device to join; `compared` is what this screen shows. */
   async wait(): Promise<{ device: IdentityView; compared: string }> {

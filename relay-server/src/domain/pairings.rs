@@ -109,7 +109,8 @@ impl Pairings {
     }
 
     /// Joins `device` (the caller, a device identity) to the slot; the
-    /// first join wins. Returns the slot: its commitment is what the device
+    /// first join wins (and the same device may repeat it until it sent its
+    /// nonce). Returns the slot: its commitment is what the device
     /// checks the reveal against, and it sends its nonce only after it
     /// holds it ([`Pairings::nonce`]).
     pub async fn join(
@@ -146,7 +147,8 @@ impl Pairings {
         }
     }
 
-    /// Records the nonce of the device that joined (the caller), once.
+    /// Records the nonce of the device that joined (the caller), once (the
+    /// same nonce again is answered alike).
     pub async fn nonce(
         &self,
         device: Fingerprint,

@@ -1856,6 +1856,11 @@ pub async fn pairings(meta: Meta, _blobs: Blobs) {
         }
     }
     let joiner = winner.expect("one of eight joins wins");
+    // The winner's join again (a retry whose answer was lost): done again.
+    assert!(matches!(
+        meta.join_pairing([1; 32], joiner, now).await.unwrap(),
+        StepOutcome::Done(_)
+    ));
     match meta.join_pairing([1; 32], n, now).await.unwrap() {
         StepOutcome::Refused(s) => assert_eq!(s.joined, Some(joiner)),
         other => panic!("a second join: {other:?}"),
@@ -1884,10 +1889,22 @@ pub async fn pairings(meta: Meta, _blobs: Blobs) {
         StepOutcome::Done(s) => assert_eq!(s.device_nonce, Some([6; 32])),
         other => panic!("the joiner's nonce: {other:?}"),
     }
+    // The same nonce again is done again (a retry); another is refused,
+    // and so is a join once the nonce is in.
+    assert!(matches!(
+        meta.pairing_nonce([1; 32], joiner, [6; 32], now)
+            .await
+            .unwrap(),
+        StepOutcome::Done(_)
+    ));
     assert!(matches!(
         meta.pairing_nonce([1; 32], joiner, [7; 32], now)
             .await
             .unwrap(),
+        StepOutcome::Refused(_)
+    ));
+    assert!(matches!(
+        meta.join_pairing([1; 32], joiner, now).await.unwrap(),
         StepOutcome::Refused(_)
     ));
     assert_eq!(
@@ -1947,6 +1964,45 @@ pub async fn pairings(meta: Meta, _blobs: Blobs) {
     assert!(meta.close_pairing([2; 32], m).await.unwrap());
     assert_eq!(meta.pairing([2; 32], now + 11).await.unwrap(), None);
     assert!(!meta.close_pairing([2; 32], m).await.unwrap());
+
+    // Every step is taken at a slot's expiry (inclusive), none after it.
+    let opened = PairingSlot::opened([8; 32], m, [8; 32], now + 50);
+    assert_eq!(
+        meta.open_pairing(opened, 3, 10, now).await.unwrap(),
+        OpenOutcome::Opened
+    );
+    let at = now + 50;
+    assert!(matches!(
+        meta.join_pairing([8; 32], n, at).await.unwrap(),
+        StepOutcome::Done(_)
+    ));
+    assert_eq!(
+        meta.pairing_nonce([8; 32], n, [1; 32], at + 1)
+            .await
+            .unwrap(),
+        StepOutcome::NotFound
+    );
+    assert!(matches!(
+        meta.pairing_nonce([8; 32], n, [1; 32], at).await.unwrap(),
+        StepOutcome::Done(_)
+    ));
+    assert_eq!(
+        meta.reveal_pairing([8; 32], m, fp(9), [2; 32], at + 1)
+            .await
+            .unwrap(),
+        StepOutcome::NotFound
+    );
+    assert!(matches!(
+        meta.reveal_pairing([8; 32], m, fp(9), [2; 32], at)
+            .await
+            .unwrap(),
+        StepOutcome::Done(_)
+    ));
+    assert_eq!(
+        meta.join_pairing([8; 32], n, at + 1).await.unwrap(),
+        StepOutcome::NotFound
+    );
+    assert!(meta.close_pairing([8; 32], m).await.unwrap());
 
     // Slots 1 and 3 expire at now + 600.
     assert_eq!(meta.expire_pairings(now + 600).await.unwrap(), 0);

@@ -106,8 +106,9 @@ pub trait PairingStore: Send + Sync {
     /// The live slot of this code, if any.
     async fn pairing(&self, slot: [u8; 32], now: u64) -> Result<Option<PairingSlot>, StorageError>;
 
-    /// Records `device` as the slot's one joiner, unless someone joined
-    /// already.
+    /// Records `device` as the slot's one joiner, unless someone else
+    /// joined already (the same device joining again before it sent its
+    /// nonce is done again: a retried request whose answer was lost).
     async fn join_pairing(
         &self,
         slot: [u8; 32],
@@ -115,7 +116,8 @@ pub trait PairingStore: Send + Sync {
         now: u64,
     ) -> Result<StepOutcome, StorageError>;
 
-    /// Records the joined device's nonce, sent by that device, once.
+    /// Records the joined device's nonce, sent by that device, once (the
+    /// same nonce sent again is done again: a retried request).
     async fn pairing_nonce(
         &self,
         slot: [u8; 32],
@@ -214,7 +216,7 @@ impl LocalPairings {
     /// [`PairingStore::join_pairing`].
     pub fn join(&self, slot: [u8; 32], device: Fingerprint, now: u64) -> StepOutcome {
         self.step(slot, now, |s| {
-            s.joined.is_none() && {
+            (s.joined.is_none() || (s.joined == Some(device) && s.device_nonce.is_none())) && {
                 s.joined = Some(device);
                 true
             }
@@ -230,7 +232,7 @@ impl LocalPairings {
         now: u64,
     ) -> StepOutcome {
         self.step(slot, now, |s| {
-            s.joined == Some(device) && s.device_nonce.is_none() && {
+            s.joined == Some(device) && s.device_nonce.is_none_or(|n| n == nonce) && {
                 s.device_nonce = Some(nonce);
                 true
             }

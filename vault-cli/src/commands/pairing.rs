@@ -42,7 +42,7 @@ pub fn pair(session: &mut Session) -> Result<()> {
     let offer = session
         .rt
         .block_on(Offer::open(&client, &person.fingerprint()))?;
-    let minutes = offer.expires_at().saturating_sub(client.now()).div_ceil(60);
+    let minutes = offer.seconds_left().div_ceil(60);
     eprintln!(
         "On the new device, run:\n\n    vault devices join {}\n\n(after `vault init --role device --name NAME` there). The code works for {minutes} minutes, for one device. Waiting for it…",
         offer.code().shown()
@@ -108,10 +108,7 @@ pub fn join(session: &mut Session, args: &JoinArgs) -> Result<()> {
     } = session;
     contacts.add(store, &args.contact, person, false, system_now())?;
     eprintln!("Confirmed. Waiting for the other device to add this one…");
-    let left = joining
-        .expires_at()
-        .saturating_sub(client.now())
-        .saturating_add(60);
+    let left = joining.seconds_left().saturating_add(60);
     let listed = session
         .rt
         .block_on(revealed.wait_listed(&client, Duration::from_secs(left)))?;

@@ -161,7 +161,8 @@ impl PairingStore for PgMeta {
         self.step(
             &format!(
                 "UPDATE pairings SET joiner = $2
-                 WHERE slot = $1 AND expires_at >= $3 AND joiner IS NULL
+                 WHERE slot = $1 AND expires_at >= $3
+                   AND (joiner IS NULL OR (joiner = $2 AND joiner_nonce IS NULL))
                  RETURNING {COLUMNS}"
             ),
             &[&slot.as_slice(), &device.as_bytes().as_slice(), &int(now)?],
@@ -182,7 +183,7 @@ impl PairingStore for PgMeta {
             &format!(
                 "UPDATE pairings SET joiner_nonce = $3
                  WHERE slot = $1 AND joiner = $2 AND expires_at >= $4
-                   AND joiner_nonce IS NULL
+                   AND (joiner_nonce IS NULL OR joiner_nonce = $3)
                  RETURNING {COLUMNS}"
             ),
             &[
