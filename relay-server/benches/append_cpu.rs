@@ -299,7 +299,7 @@ async fn setup_writer(router: axum::Router, index: usize, appends: usize) -> Wri
             effective_at: None,
         };
         let mut ct = Vec::new();
-        let (_, entry) = state
+        let (meta, entry) = state
             .put_record(
                 &mut kr,
                 &labs,
@@ -311,8 +311,8 @@ async fn setup_writer(router: axum::Router, index: usize, appends: usize) -> Wri
             .unwrap();
         let body = json!({ "prev": head_json(&state), "entries": [b64(entry.to_bytes())] });
         state.apply(&entry).unwrap();
-        // A sealed record's blob is addressed as its metadata says (BLAKE3).
-        let address = vault_core::address::AddressKind::CURRENT.digest(&ct);
+        // A sealed record's blob is addressed as its metadata says.
+        let address = *meta.ciphertext_hash();
         let path = format!("/v1/vaults/{vault}/blobs/{}", hex::encode(address));
         let len = ct.len();
         let mut put = prepare(

@@ -708,7 +708,7 @@ async fn setup_conn(client: reqwest::Client, base: String, index: usize, appends
                 effective_at: None,
             };
             let mut ct = Vec::new();
-            let (_, entry) = state
+            let (meta, entry) = state
                 .put_record(
                     &mut kr,
                     &labs,
@@ -720,7 +720,8 @@ async fn setup_conn(client: reqwest::Client, base: String, index: usize, appends
                 .unwrap();
             let body = json!({ "prev": head_json(&state), "entries": [b64(entry.to_bytes())] });
             state.apply(&entry).unwrap();
-            blobs.push(ct);
+            // A sealed record's blob is addressed as its metadata says.
+            blobs.push((*meta.ciphertext_hash(), ct));
             bodies.push(body);
         }
         (blobs, bodies)
@@ -731,9 +732,7 @@ async fn setup_conn(client: reqwest::Client, base: String, index: usize, appends
 
     // Upload every blob (the relay wants a record's blob before its entry).
     let mut blob_list = Vec::with_capacity(blobs.len());
-    for ct in blobs {
-        // A sealed record's blob is addressed as its metadata says (BLAKE3).
-        let address = vault_core::address::AddressKind::CURRENT.digest(&ct);
+    for (address, ct) in blobs {
         let path = format!("/v1/vaults/{vault}/blobs/{}", hex::encode(address));
         let len = ct.len();
         send_ok(
