@@ -48,7 +48,6 @@ const CODE_DRAWS: usize = 5;
 /// A slot as the relay shows it.
 #[derive(Deserialize)]
 struct SlotAnswer {
-    opener: String,
     commit: String,
     expires_at: u64,
     device: Option<String>,
@@ -57,14 +56,9 @@ struct SlotAnswer {
     opener_nonce: Option<String>,
 }
 
-fn hex32(text: &str, what: &'static str) -> Result<[u8; 32]> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(text, &mut out)
-        .map_err(|_| ClientError::Protocol(format!("{what} in a pairing is not 64 hex digits")))?;
-    Ok(out)
-}
+use crate::wire::hex32;
 
-fn fp(text: &str, what: &'static str) -> Result<Fingerprint> {
+fn fp(text: &str, what: &str) -> Result<Fingerprint> {
     hex32(text, what).map(Fingerprint::from_bytes)
 }
 
@@ -423,7 +417,7 @@ impl Joining {
                 "the relay no longer shows this device in the pairing: start again",
             ));
         }
-        let _ = fp(&answer.opener, "the opener")?;
+
         let (Some(person), Some(opener_nonce)) = (answer.person, answer.opener_nonce) else {
             return Ok(None);
         };

@@ -21,11 +21,8 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::failure::{Failure, Result};
+use crate::session::json;
 use crate::view;
-
-fn json_value(v: &serde_json::Value) -> JsValue {
-    JsValue::from_str(&v.to_string())
-}
 
 fn not_yet() -> JsValue {
     Failure::new(
@@ -81,7 +78,7 @@ impl PairingOffer {
                 "compared": j.compared.to_string(),
             });
             *joined.borrow_mut() = Some(j);
-            Ok(json_value(&v))
+            Ok(json(&v))
         })
     }
 
@@ -147,7 +144,7 @@ impl PairingJoin {
                 "compared": r.compared.to_string(),
             });
             *revealed.borrow_mut() = Some(r);
-            Ok(json_value(&v))
+            Ok(json(&v))
         })
     }
 

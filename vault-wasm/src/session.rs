@@ -32,7 +32,8 @@ pub struct Session {
     inner: Rc<Mutex<Inner>>,
 }
 
-fn json(v: &serde_json::Value) -> JsValue {
+/// A JSON value as the string the page parses.
+pub(crate) fn json(v: &serde_json::Value) -> JsValue {
     JsValue::from_str(&v.to_string())
 }
 

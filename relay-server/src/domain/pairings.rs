@@ -127,21 +127,15 @@ impl Pairings {
             return Err(PairingError::NotADevice);
         }
         let now = self.app.now();
-        let meta = &self.app.meta;
-        if meta
-            .pairing(slot, now)
-            .await
-            .map_err(storage("reading a pairing"))?
-            .is_some_and(|s| s.opener == device)
-        {
-            return Err(PairingError::OwnSlot);
-        }
-        match meta
+        match self
+            .app
+            .meta
             .join_pairing(slot, device, now)
             .await
             .map_err(storage("joining a pairing"))?
         {
             StepOutcome::Done(s) => Ok(s),
+            StepOutcome::Refused(s) if s.opener == device => Err(PairingError::OwnSlot),
             StepOutcome::Refused(_) => Err(PairingError::Taken),
             StepOutcome::NotFound => Err(PairingError::NotFound),
         }

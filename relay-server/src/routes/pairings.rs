@@ -68,16 +68,8 @@ fn slot_json(s: &PairingSlot) -> serde_json::Value {
 /// A 32-byte value of the body, 64 lowercase hex digits (`bad_json`
 /// otherwise, as for any body of the wrong shape).
 fn body_hash(text: &str, what: &str) -> ApiResult<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if text.len() != 64
-        || text.bytes().any(|b| b.is_ascii_uppercase())
-        || hex::decode_to_slice(text, &mut out).is_err()
-    {
-        return Err(ApiError::bad_json(format!(
-            "{what} must be 64 lowercase hex digits"
-        )));
-    }
-    Ok(out)
+    parse_hash(text, what)
+        .map_err(|_| ApiError::bad_json(format!("{what} must be 64 lowercase hex digits")))
 }
 
 /// `PUT /v1/pairings/{slot}`: opens a slot with the caller's commitment

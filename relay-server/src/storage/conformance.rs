@@ -1777,7 +1777,7 @@ pub async fn link_access_log(meta: Meta, _blobs: Blobs) {
 use super::pairings::{OpenOutcome, PairingSlot, StepOutcome};
 
 /// A pairing slot opens once per code while live; it is capped per opener
-/// and in all; one device joins it (of eight racing, exactly one, the
+/// and in all; one device other than its opener joins it (of eight racing, exactly one, the
 /// others refused) and then sends its nonce, once; only its opener
 /// reveals, once, after that nonce; it answers until its expiry
 /// (inclusive), then an open of the same code replaces it; only its opener
@@ -1829,6 +1829,11 @@ pub async fn pairings(meta: Meta, _blobs: Blobs) {
     let stored = meta.pairing([1; 32], now).await.unwrap().unwrap();
     assert_eq!(stored, open(1, e, now + 600));
 
+    // Its opener cannot join it.
+    assert!(matches!(
+        meta.join_pairing([1; 32], e, now).await.unwrap(),
+        StepOutcome::Refused(_)
+    ));
     // Reveal before a join: refused; joins: one wins, the others are
     // refused.
     assert!(matches!(

@@ -106,8 +106,8 @@ pub trait PairingStore: Send + Sync {
     /// The live slot of this code, if any.
     async fn pairing(&self, slot: [u8; 32], now: u64) -> Result<Option<PairingSlot>, StorageError>;
 
-    /// Records `device` as the slot's one joiner, unless someone else
-    /// joined already (the same device joining again before it sent its
+    /// Records `device` as the slot's one joiner, unless it opened the
+    /// slot or someone else joined already (the same device joining again before it sent its
     /// nonce is done again: a retried request whose answer was lost).
     async fn join_pairing(
         &self,
@@ -216,10 +216,12 @@ impl LocalPairings {
     /// [`PairingStore::join_pairing`].
     pub fn join(&self, slot: [u8; 32], device: Fingerprint, now: u64) -> StepOutcome {
         self.step(slot, now, |s| {
-            (s.joined.is_none() || (s.joined == Some(device) && s.device_nonce.is_none())) && {
-                s.joined = Some(device);
-                true
-            }
+            s.opener != device
+                && (s.joined.is_none() || (s.joined == Some(device) && s.device_nonce.is_none()))
+                && {
+                    s.joined = Some(device);
+                    true
+                }
         })
     }
 

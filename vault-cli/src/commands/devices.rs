@@ -298,23 +298,62 @@ fn add(session: &mut Session, args: &DeviceArgs) -> Result<()> {
             "give the new device's whole fingerprint in hex (64 digits 0-9 and a-f), as `vault whoami --json` prints it on that device".into(),
         )
     })?;
-    add_device(session, fp)
+    let to = ListOf::resolve(session)?;
+    add_device(session, &to, fp)
 }
 
-/// Adds the device `fp` to the list of the person this profile is or
-/// acts for: a member's in the relay's directory, or the vault owner's.
-pub(super) fn add_device(session: &mut Session, fp: Fingerprint) -> Result<()> {
-    let secret = session.unlock()?;
-    if let Some(person) = member_person(session, &secret)? {
-        return add_member(session, &person, fp);
+/// The list a device is added to: that of the person this profile is or
+/// acts for.
+pub(super) enum ListOf {
+    /// A member's (a person who owns no vault), in the relay's directory.
+    Member(vault_core::PublicIdentity),
+    /// The owner's, in the selected vault's log.
+    Owner {
+        /// The vault.
+        vault: vault_core::VaultId,
+        /// Its relay.
+        client: vault_client::RelayClient,
+        /// Its owner.
+        owner: vault_core::PublicIdentity,
+    },
+}
+
+impl ListOf {
+    /// Whose list this profile adds to (the owner's is checked as
+    /// [`owner_adding`] does).
+    pub(super) fn resolve(session: &mut Session) -> Result<Self> {
+        let secret = session.unlock()?;
+        if let Some(person) = member_person(session, &secret)? {
+            return Ok(Self::Member(person));
+        }
+        let (_, vault, client, state) = owner_adding(session)?;
+        Ok(Self::Owner {
+            vault,
+            client,
+            owner: state.owner().clone(),
+        })
     }
-    let (_, vault, client, _) = owner_adding(session)?;
+
+    /// The person whose list it is.
+    pub(super) fn person(&self) -> &vault_core::PublicIdentity {
+        match self {
+            Self::Member(person) | Self::Owner { owner: person, .. } => person,
+        }
+    }
+}
+
+/// Adds the device `fp` to the list `to`.
+pub(super) fn add_device(session: &mut Session, to: &ListOf, fp: Fingerprint) -> Result<()> {
+    let (vault, client) = match to {
+        ListOf::Member(person) => return add_member(session, person, fp),
+        ListOf::Owner { vault, client, .. } => (vault, client),
+    };
     let (_, added) = session
         .rt
         .block_on(vault_client::devices::add_by_fingerprint(
             &mut session.store,
-            &client,
-            &vault,
+            client,
+            vault,
             &fp,
         ))?;
     let name = clean(added.device.display_name());

@@ -13,6 +13,7 @@ use vault_core::pairing::{ComparedCode, PairingCode};
 use vault_core::store::Store as _;
 use vault_core::Role;
 
+use super::devices::{add_device, ListOf};
 use crate::cli::JoinArgs;
 use crate::error::{CliError, Result};
 use crate::output::clean;
@@ -33,11 +34,8 @@ fn confirm(ours: ComparedCode, other: &str) -> Result<()> {
 
 /// `vault devices pair`: on an existing device (or the key file).
 pub fn pair(session: &mut Session) -> Result<()> {
-    let secret = session.unlock()?;
-    let person = match super::devices::member_person(session, &secret)? {
-        Some(person) => person,
-        None => super::devices::owner_adding(session)?.3.owner().clone(),
-    };
+    let to = ListOf::resolve(session)?;
+    let person = to.person();
     let client = session.client()?;
     let offer = session
         .rt
@@ -65,7 +63,7 @@ pub fn pair(session: &mut Session) -> Result<()> {
     let closed = session.rt.block_on(offer.close(&client));
     confirmed?;
     closed?;
-    super::devices::add_device(session, device.fingerprint())
+    add_device(session, &to, device.fingerprint())
 }
 
 /// `vault devices join CODE`: on the new device.

@@ -161,7 +161,7 @@ impl PairingStore for PgMeta {
         self.step(
             &format!(
                 "UPDATE pairings SET joiner = $2
-                 WHERE slot = $1 AND expires_at >= $3
+                 WHERE slot = $1 AND expires_at >= $3 AND opener <> $2
                    AND (joiner IS NULL OR (joiner = $2 AND joiner_nonce IS NULL))
                  RETURNING {COLUMNS}"
             ),
