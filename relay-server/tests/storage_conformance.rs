@@ -20,8 +20,8 @@ use relay_server::storage::files::FileBlobs;
 use relay_server::storage::memory::{MemoryBlobs, MemoryMeta};
 use relay_server::storage::sqlite::SqliteMeta;
 use relay_server::storage::{
-    AppendBatch, BlobInfo, BlobStore, Chunk, ChunkOutcome, CreateOutcome, Head, MetaStore,
-    StoredEntry, UploadKey,
+    AppendBatch, BlobInfo, BlobStore, Chunk, ChunkError, ChunkOutcome, CreateOutcome, Head,
+    MetaStore, StoredEntry, UploadKey,
 };
 
 #[allow(clippy::unwrap_used)] // test helper
@@ -311,4 +311,66 @@ async fn sqlite_files_reopen_keeps_what_was_acknowledged() {
         blobs.write_chunk(key, chunk, body).await.unwrap(),
         ChunkOutcome::Complete
     );
+}
+
+/// An upload addressed by BLAKE3 (what clients write, decision 71) resumed
+/// after the store was reopened: the running hash was lost with the
+/// process, the file store reads the acknowledged part back once and
+/// completes it; the same resumed upload with a wrong last chunk is
+/// refused and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_resume_a_blake3_upload_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault_core::VaultId::from_bytes([1; 16]);
+    let blob = b"a blob addressed by BLAKE3, in two chunks".as_slice();
+    let key = UploadKey {
+        vault: v,
+        hash: vault_core::address::AddressKind::Blake3.digest(blob),
+    };
+    let chunk_of = |offset: usize, bytes: &[u8]| {
+        let body: relay_server::storage::BodyStream =
+            Box::pin(futures_util::stream::iter(vec![Ok(
+                bytes::Bytes::copy_from_slice(bytes),
+            )]));
+        let chunk = Chunk {
+            offset: offset as u64,
+            total: blob.len() as u64,
+            max_chunk: 1 << 20,
+            digest: sha(bytes),
+        };
+        (chunk, body)
+    };
+    for last in [b"WRONG".as_slice(), blob.get(10..).unwrap()] {
+        let dir = tempfile::tempdir_in(dir.path()).unwrap();
+        {
+            let (meta, blobs) = open_disk(dir.path());
+            let (chunk, body) = chunk_of(0, blob.get(..10).unwrap());
+            assert_eq!(
+                blobs.write_chunk(key, chunk, body).await.unwrap(),
+                ChunkOutcome::Partial(10)
+            );
+            meta.close();
+        }
+        let (_meta, blobs) = open_disk(dir.path());
+        assert_eq!(blobs.upload_offset(key).await.unwrap(), 10);
+        let mut padded = last.to_vec();
+        padded.resize(blob.len() - 10, b'!');
+        let (chunk, body) = chunk_of(10, &padded);
+        let outcome = blobs.write_chunk(key, chunk, body).await;
+        if last == b"WRONG" {
+            assert!(
+                matches!(outcome, Err(ChunkError::HashMismatch)),
+                "{outcome:?}"
+            );
+            assert!(blobs.read(key.hash, 0, 1).await.is_err());
+        } else {
+            assert_eq!(outcome.unwrap(), ChunkOutcome::Complete);
+            let mut r = blobs.read(key.hash, 0, blob.len() as u64).await.unwrap();
+            let mut got = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut r, &mut got)
+                .await
+                .unwrap();
+            assert_eq!(got, blob);
+        }
+    }
 }
