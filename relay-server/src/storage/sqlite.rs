@@ -29,8 +29,11 @@ use super::{
 /// identity documents and genesis entries to their accounts; 4 added
 /// `inbox_accepted` (the owners each member accepts shares from); 5 added
 /// the SMART Health Links tables (`links::SCHEMA`); 6 added
-/// `device_lists` (the directory of people's device lists, decision 70).
-const SCHEMA_VERSION: i64 = 6;
+/// `device_lists` (the directory of people's device lists, decision 70);
+/// 7 keeps `small_blobs` in a rowid table (decision 73: in a `WITHOUT
+/// ROWID` table a row of more than about 1,000 bytes, a typical record's
+/// ciphertext, takes an overflow page of its own).
+const SCHEMA_VERSION: i64 = 7;
 
 mod links;
 
@@ -88,7 +91,7 @@ CREATE TABLE IF NOT EXISTS usage (
 CREATE TABLE IF NOT EXISTS small_blobs (
     hash BLOB PRIMARY KEY,
     bytes BLOB NOT NULL
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS uploads (
     vault BLOB NOT NULL,
     hash BLOB NOT NULL,
@@ -108,6 +111,19 @@ INSERT INTO usage (account, bytes)
 INSERT INTO usage (account, bytes)
     SELECT v.owner, length(e.bytes) FROM vaults v JOIN entries e ON e.vault = v.vault AND e.seq = 0 WHERE true
     ON CONFLICT(account) DO UPDATE SET bytes = bytes + excluded.bytes;
+";
+
+/// From schema 2..=6 to 7: `small_blobs` moves into a rowid table, every
+/// blob kept. Runs before [`SCHEMA`], whose `IF NOT EXISTS` then finds the
+/// new table.
+const MIGRATE_7: &str = "
+CREATE TABLE small_blobs_rowid (
+    hash BLOB PRIMARY KEY,
+    bytes BLOB NOT NULL
+);
+INSERT INTO small_blobs_rowid (hash, bytes) SELECT hash, bytes FROM small_blobs;
+DROP TABLE small_blobs;
+ALTER TABLE small_blobs_rowid RENAME TO small_blobs;
 ";
 
 /// The database file name inside the data directory.
@@ -204,6 +220,9 @@ pub fn init_schema(conn: &Connection) -> Result<(), StorageError> {
     }
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let migrated = (|| {
+        if (2..7).contains(&version) {
+            conn.execute_batch(MIGRATE_7)?;
+        }
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(links::SCHEMA)?;
         if (1..3).contains(&version) {
@@ -1246,5 +1265,61 @@ impl MetaStore for SqliteMeta {
 
     async fn expire_nonces(&self, now: u64) -> Result<u64, StorageError> {
         Ok(self.nonces.expire(now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small_blobs_sql(conn: &Connection) -> String {
+        conn.query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'small_blobs'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn schema_6_small_blobs_move_to_a_rowid_table_with_every_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = connect(&dir.path().join(DB_FILE), false).unwrap();
+        init_schema(&conn).unwrap();
+        assert!(!small_blobs_sql(&conn).contains("WITHOUT ROWID"));
+        // As schema 6 left it.
+        conn.execute_batch(
+            "DROP TABLE small_blobs;
+             CREATE TABLE small_blobs (hash BLOB PRIMARY KEY, bytes BLOB NOT NULL) WITHOUT ROWID;
+             PRAGMA user_version = 6;",
+        )
+        .unwrap();
+        let blobs: Vec<([u8; 32], Vec<u8>)> = (0u8..20)
+            .map(|i| ([i; 32], vec![i; 900 + 100 * usize::from(i)]))
+            .collect();
+        for (hash, bytes) in &blobs {
+            exec(
+                &conn,
+                "INSERT INTO small_blobs (hash, bytes) VALUES (?1, ?2)",
+                params![hash, bytes],
+            )
+            .unwrap();
+        }
+        init_schema(&conn).unwrap();
+        assert!(!small_blobs_sql(&conn).contains("WITHOUT ROWID"));
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        for (hash, bytes) in &blobs {
+            let got = small_blob_bytes(&conn, hash).unwrap().unwrap();
+            assert_eq!(got.as_ref(), bytes.as_slice());
+        }
+        // Opening again changes nothing.
+        init_schema(&conn).unwrap();
+        assert_eq!(
+            small_blob_bytes(&conn, &[3; 32]).unwrap().unwrap().len(),
+            1200
+        );
     }
 }

@@ -27,7 +27,22 @@ CREATE TABLE IF NOT EXISTS entries (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pins (name TEXT PRIMARY KEY, fingerprint BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS small_blobs (hash BLOB PRIMARY KEY, bytes BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS small_blobs (hash BLOB PRIMARY KEY, bytes BLOB NOT NULL);
+";
+
+/// The schema this build writes (`PRAGMA user_version`). Version 1 keeps
+/// `small_blobs` in an ordinary (rowid) table: in a `WITHOUT ROWID` table
+/// (version 0) a row of more than about 1,000 bytes (a typical record's
+/// ciphertext) spills onto an overflow page of its own, which multiplied
+/// the pages each stored blob wrote and read (decision 73).
+const SCHEMA_VERSION: i64 = 1;
+
+/// Moves version 0's `small_blobs` into a rowid table, keeping every blob.
+const MIGRATE_1: &str = "
+CREATE TABLE small_blobs_rowid (hash BLOB PRIMARY KEY, bytes BLOB NOT NULL);
+INSERT INTO small_blobs_rowid (hash, bytes) SELECT hash, bytes FROM small_blobs;
+DROP TABLE small_blobs;
+ALTER TABLE small_blobs_rowid RENAME TO small_blobs;
 ";
 
 /// Blobs up to this size are kept inside the database.
@@ -44,8 +59,50 @@ fn db_err(e: rusqlite::Error) -> Error {
     Error::Store(e.to_string())
 }
 
+/// Creates the schema, or brings an older store's up to
+/// [`SCHEMA_VERSION`] in one transaction (a failure changes nothing). A
+/// store written by a newer build is refused rather than changed.
+fn init_schema(conn: &Connection) -> Result<()> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(db_err)?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::Store(format!(
+            "this device's store has schema version {version}, newer than this build of vault understands ({SCHEMA_VERSION}); upgrade vault"
+        )));
+    }
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err)?;
+    let migrated = (|| {
+        // A version 0 store made before this migration has a
+        // `WITHOUT ROWID` small_blobs table; a new store has none yet.
+        let old_blobs: Option<String> = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'small_blobs'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if old_blobs.is_some_and(|sql| sql.to_ascii_uppercase().contains("WITHOUT ROWID")) {
+            conn.execute_batch(MIGRATE_1)?;
+        }
+        conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        conn.execute_batch("COMMIT")
+    })();
+    if let Err(e) = migrated {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(db_err(e));
+    }
+    Ok(())
+}
+
 impl SqliteStore {
-    /// Opens (creating if needed) a store in `dir`.
+    /// Opens (creating if needed) a store in `dir`, bringing a store an
+    /// older build wrote up to this build's schema (keeping everything in
+    /// it); a store from a newer build is refused unchanged.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         // Owner-only on Unix: the store holds who shares with whom.
@@ -64,7 +121,7 @@ impl SqliteStore {
             .map_err(db_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db_err)?;
-        conn.execute_batch(SCHEMA).map_err(db_err)?;
+        init_schema(&conn)?;
         Ok(Self {
             conn,
             blobs: dir.join("blobs"),
@@ -407,5 +464,103 @@ impl Store for SqliteStore {
             )
             .map_err(db_err)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schema of stores written before version 1.
+    const SCHEMA_0: &str = "
+CREATE TABLE entries (vault BLOB NOT NULL, seq INTEGER NOT NULL, hash BLOB NOT NULL,
+    bytes BLOB NOT NULL, PRIMARY KEY (vault, seq)) WITHOUT ROWID;
+CREATE TABLE pins (name TEXT PRIMARY KEY, fingerprint BLOB NOT NULL);
+CREATE TABLE cursors (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE small_blobs (hash BLOB PRIMARY KEY, bytes BLOB NOT NULL) WITHOUT ROWID;
+";
+
+    fn table_sql(dir: &Path, table: &str) -> String {
+        Connection::open(dir.join("store.sqlite3"))
+            .unwrap()
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+
+    fn user_version(dir: &Path) -> i64 {
+        Connection::open(dir.join("store.sqlite3"))
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_version_0_store_keeps_its_blobs_in_a_rowid_table_after_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs: Vec<([u8; 32], Vec<u8>)> = (0u8..20)
+            .map(|i| ([i; 32], vec![i; 900 + 100 * usize::from(i)]))
+            .collect();
+        {
+            let conn = Connection::open(dir.path().join("store.sqlite3")).unwrap();
+            conn.execute_batch(SCHEMA_0).unwrap();
+            for (hash, bytes) in &blobs {
+                conn.execute(
+                    "INSERT INTO small_blobs (hash, bytes) VALUES (?1, ?2)",
+                    params![hash.as_slice(), bytes],
+                )
+                .unwrap();
+            }
+            conn.execute("INSERT INTO cursors (name, value) VALUES ('relay', 7)", [])
+                .unwrap();
+        }
+        assert!(table_sql(dir.path(), "small_blobs").contains("WITHOUT ROWID"));
+
+        for _ in 0..2 {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            for (hash, bytes) in &blobs {
+                assert!(store.has_blob(hash).unwrap());
+                let mut got = Vec::new();
+                store
+                    .open_blob(hash)
+                    .unwrap()
+                    .unwrap()
+                    .read_to_end(&mut got)
+                    .unwrap();
+                assert_eq!(&got, bytes);
+            }
+            assert_eq!(store.cursor("relay").unwrap(), Some(7));
+            drop(store);
+            assert!(!table_sql(dir.path(), "small_blobs").contains("WITHOUT ROWID"));
+            assert_eq!(user_version(dir.path()), SCHEMA_VERSION);
+        }
+        // The log's table is left as it was.
+        assert!(table_sql(dir.path(), "entries").contains("WITHOUT ROWID"));
+    }
+
+    #[test]
+    fn a_new_store_is_made_at_the_current_version() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open(dir.path()).unwrap());
+        assert_eq!(user_version(dir.path()), SCHEMA_VERSION);
+        assert!(!table_sql(dir.path(), "small_blobs").contains("WITHOUT ROWID"));
+    }
+
+    #[test]
+    fn a_store_from_a_newer_build_is_refused_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("store.sqlite3")).unwrap();
+            conn.execute_batch(SCHEMA_0).unwrap();
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+                .unwrap();
+        }
+        let e = SqliteStore::open(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("upgrade vault"), "{e}");
+        assert_eq!(user_version(dir.path()), SCHEMA_VERSION + 1);
+        assert!(table_sql(dir.path(), "small_blobs").contains("WITHOUT ROWID"));
     }
 }
