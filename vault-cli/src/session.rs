@@ -97,6 +97,12 @@ pub struct Session {
     /// Set when a read fell back to the local copy because the relay was
     /// unreachable.
     unreachable: bool,
+    /// Vaults [`Session::join_shared`] joined in this command from the
+    /// profile's relay, their home: the next [`Session::refresh`] of one
+    /// takes it, if the stored head has not moved since, rather than
+    /// loading and pulling it again moments later. [`Session::pull`] drops
+    /// it, so a write always builds on a new pull.
+    joined: HashMap<VaultId, VaultState>,
 }
 
 impl std::fmt::Debug for Session {
@@ -151,6 +157,7 @@ impl Session {
             others: HashMap::new(),
             read_from: HashMap::new(),
             homes: HashMap::new(),
+            joined: HashMap::new(),
             unreachable: false,
         })
     }
@@ -332,18 +339,26 @@ impl Session {
                 Some(owner) => {
                     // One vault the relay lies about must not hide the
                     // others: report it and go on.
-                    if let Err(e) = self.rt.block_on(sync::join_vault(
+                    match self.rt.block_on(sync::join_vault(
                         &mut self.store,
                         &client,
                         &v.vault,
                         &owner,
                     )) {
-                        let e = CliError::from(e);
-                        if e.is_unreachable() {
-                            return Err(e);
+                        Ok(state) => {
+                            self.note_home(&state);
+                            if self.homes.get(&v.vault) == Some(&None) {
+                                self.joined.insert(v.vault, state);
+                            }
                         }
-                        eprintln!("warning: vault {} was not joined: {e}", v.vault);
-                        rejected.push((v.vault, e));
+                        Err(e) => {
+                            let e = CliError::from(e);
+                            if e.is_unreachable() {
+                                return Err(e);
+                            }
+                            eprintln!("warning: vault {} was not joined: {e}", v.vault);
+                            rejected.push((v.vault, e));
+                        }
                     }
                 }
                 None => unknown.push(v.clone()),
@@ -484,6 +499,12 @@ impl Session {
         if self.opts.offline || self.unreachable || self.relay_url().is_err() {
             return self.local(vault);
         }
+        if let Some(state) = self.joined.remove(vault) {
+            // Unless something was written to the vault since.
+            if vault_core::store::Store::head(&self.store, vault)? == Some(state.head()) {
+                return Ok(state);
+            }
+        }
         match self.pull(vault) {
             Ok(state) => Ok(state),
             Err(e) if e.is_unreachable() => {
@@ -507,6 +528,7 @@ impl Session {
     /// passed over: behind this device, forked or withholding). What a
     /// write builds on (the write itself goes to the home).
     pub fn pull(&mut self, vault: &VaultId) -> Result<VaultState> {
+        self.joined.remove(vault);
         let home = match self.client_for(vault) {
             Ok(c) => c,
             // Unreachable: a client that has not published, for pull_any

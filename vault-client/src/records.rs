@@ -48,8 +48,10 @@ pub fn split_for_listing<S: Store + ?Sized>(
     let mut open = Vec::new();
     let mut metadata_only = Vec::new();
     for r in records {
-        let local = store.has_blob(state.record(&r.id)?.metadata().ciphertext_hash())?;
-        if local || r.ciphertext_len <= LIST_FETCH_LIMIT {
+        // Only a record too large to fetch for a listing asks the store.
+        if r.ciphertext_len <= LIST_FETCH_LIMIT
+            || store.has_blob(state.record(&r.id)?.metadata().ciphertext_hash())?
+        {
             open.push(r);
         } else {
             metadata_only.push(r);
