@@ -89,7 +89,7 @@ CREATE TABLE IF NOT EXISTS usage (
     bytes INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS small_blobs (
-    hash BLOB PRIMARY KEY,
+    hash BLOB NOT NULL PRIMARY KEY,
     bytes BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS uploads (
@@ -118,7 +118,7 @@ INSERT INTO usage (account, bytes)
 /// new table.
 const MIGRATE_7: &str = "
 CREATE TABLE small_blobs_rowid (
-    hash BLOB PRIMARY KEY,
+    hash BLOB NOT NULL PRIMARY KEY,
     bytes BLOB NOT NULL
 );
 INSERT INTO small_blobs_rowid (hash, bytes) SELECT hash, bytes FROM small_blobs;

@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS entries (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pins (name TEXT PRIMARY KEY, fingerprint BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS small_blobs (hash BLOB PRIMARY KEY, bytes BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS small_blobs (hash BLOB NOT NULL PRIMARY KEY, bytes BLOB NOT NULL);
 ";
 
 /// The schema this build writes (`PRAGMA user_version`). Version 1 keeps
@@ -39,7 +39,7 @@ const SCHEMA_VERSION: i64 = 1;
 
 /// Moves version 0's `small_blobs` into a rowid table, keeping every blob.
 const MIGRATE_1: &str = "
-CREATE TABLE small_blobs_rowid (hash BLOB PRIMARY KEY, bytes BLOB NOT NULL);
+CREATE TABLE small_blobs_rowid (hash BLOB NOT NULL PRIMARY KEY, bytes BLOB NOT NULL);
 INSERT INTO small_blobs_rowid (hash, bytes) SELECT hash, bytes FROM small_blobs;
 DROP TABLE small_blobs;
 ALTER TABLE small_blobs_rowid RENAME TO small_blobs;
