@@ -416,6 +416,19 @@ impl Interactive {
         }
     }
 
+    /// Presses Ctrl-C: sends the command SIGINT (with `kill -INT`).
+    pub fn interrupt(&self) {
+        let sent = Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status();
+        assert!(
+            sent.is_ok_and(|s| s.success()),
+            "could not send SIGINT to `vault {}`",
+            self.what
+        );
+    }
+
     /// Waits for the command to finish; returns how it exited, its stdout,
     /// and all of its stderr.
     pub fn finish(mut self) -> CliRun {

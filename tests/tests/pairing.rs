@@ -56,6 +56,73 @@ fn pair(
     (e.finish(), n.finish())
 }
 
+/// `vault devices pair` stopped with Ctrl-C, while it waits for the new
+/// device or at its prompt once the device joined, closes its code on the
+/// relay before it exits (130): the code no longer works, and as the relay
+/// keeps at most three codes open per identity, a fourth pairing after
+/// three stopped ones still opens, and pairs.
+#[test]
+fn a_pairing_stopped_with_ctrl_c_closes_its_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::start(&dir.path().join("relay"), &[]);
+    let (patient, _doc) = vault_tests::patient_and_clinician(dir.path(), &relay.url);
+    let device = |name: &str| {
+        let profile = CliProfile::new(&dir.path().join(name), &relay.url);
+        profile.init(name, "device");
+        profile
+    };
+    // Ctrl-C, then the command's word that it closed the code, before its
+    // input is closed (which at the prompt would answer it).
+    let stop = |mut pair: Interactive| {
+        pair.interrupt();
+        pair.wait_for(|l| l.contains("cancelled: the code no longer works"), WAIT);
+        let run = pair.finish();
+        assert_eq!(run.code, 130, "{}\n{}", run.stdout, run.stderr);
+    };
+    let refused = |device: &CliProfile, code: &str| {
+        let run = device.run(&["devices", "join", code]);
+        assert_ne!(run.code, 0, "{}", run.stdout);
+        assert!(
+            run.stderr.contains("no pairing with this code is open"),
+            "{}",
+            run.stderr
+        );
+    };
+
+    // Stopped while waiting for the new device, twice.
+    let phone = device("phone");
+    for _ in 0..2 {
+        let mut e = patient.interactive(&["devices", "pair"]);
+        let code = shown_code(&mut e);
+        stop(e);
+        refused(&phone, &code);
+    }
+
+    // Stopped at the prompt, after the phone joined: nothing is added, and
+    // the code is closed (open, another device would be told the phone
+    // already joined it).
+    let mut e = patient.interactive(&["devices", "pair"]);
+    let code = shown_code(&mut e);
+    let mut n = phone.interactive(&["devices", "join", &code]);
+    shown_digits(&mut e);
+    shown_digits(&mut n);
+    stop(e);
+    let n = n.finish();
+    assert_ne!(n.code, 0, "{}\n{}", n.stdout, n.stderr);
+    refused(&device("tablet"), &code);
+    let listed = patient.json(&["devices", "list"]);
+    assert_eq!(listed["devices"].as_array().unwrap().len(), 0, "{listed}");
+
+    // A fourth pairing: none of the three is still open.
+    let laptop = device("laptop");
+    let (e, n) = pair(&patient, &laptop, |on_e, on_n| {
+        (on_n.to_owned(), on_e.to_owned())
+    });
+    assert_eq!(e.code, 0, "{}\n{}", e.stdout, e.stderr);
+    assert!(e.stdout.contains("Added laptop"), "{}", e.stdout);
+    assert_eq!(n.code, 0, "{}\n{}", n.stdout, n.stderr);
+}
+
 #[test]
 fn the_cli_pairs_a_laptop_and_a_clinicians_tablet_by_a_compared_code() {
     let dir = tempfile::tempdir().unwrap();

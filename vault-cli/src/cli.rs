@@ -19,7 +19,7 @@ Getting started (clinician):
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 wrong passphrase or no identity,
 4 access denied, 5 not found, 6 integrity or security failure (tampering,
-rollback, fork, changed key), 7 relay unreachable.";
+rollback, fork, changed key), 7 relay unreachable, 130 interrupted (Ctrl-C).";
 
 /// vault: your end-to-end encrypted health records.
 ///
@@ -722,7 +722,8 @@ pub enum DevicesCommand {
     /// CODE`), then the 8 digits both screens show, and adds the device
     /// once you type the digits the new device shows.
     ///
-    /// The code works for 10 minutes, for one device.
+    /// The code works for 10 minutes, for one device; Ctrl-C before the
+    /// device is added closes it at once.
     Pair,
     /// On a new device (`vault init --role device`): join the pairing
     /// another of your devices (or your key file) opened with `vault

@@ -71,6 +71,11 @@ pub enum CliError {
     #[error("{0}")]
     Incomplete(String),
 
+    /// The person stopped the command (Ctrl-C) while it waited; what it
+    /// had opened on the relay (a pairing code) was closed first.
+    #[error("{0}")]
+    Interrupted(String),
+
     /// vault-core refused something.
     #[error(transparent)]
     Core(#[from] vault_core::Error),
@@ -101,6 +106,8 @@ pub mod exit {
     pub const SECURITY: u8 = 6;
     /// The relay could not be reached.
     pub const UNREACHABLE: u8 = 7;
+    /// Stopped by Ctrl-C (128 + SIGINT, as shells report it).
+    pub const INTERRUPTED: u8 = 130;
 }
 
 impl CliError {
@@ -121,6 +128,7 @@ impl CliError {
             CliError::NotOffline(_) => exit::UNREACHABLE,
             CliError::File { .. } => exit::ERROR,
             CliError::Incomplete(_) => exit::SECURITY,
+            CliError::Interrupted(_) => exit::INTERRUPTED,
             CliError::KeyChanged { .. } => exit::SECURITY,
             CliError::Core(e) => core_exit(e),
             CliError::FhirPull(e) => {
@@ -172,6 +180,7 @@ impl CliError {
             CliError::NotOffline(_) => "not_offline".into(),
             CliError::File { .. } => "file".into(),
             CliError::Incomplete(_) => "incomplete".into(),
+            CliError::Interrupted(_) => "interrupted".into(),
             CliError::KeyChanged { .. } => "pinned_key_changed".into(),
             CliError::Core(e) => e.code().into(),
             CliError::Client(e) => e.code().into(),

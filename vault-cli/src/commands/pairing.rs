@@ -5,6 +5,9 @@
 //! is the device added (on the existing one) and the person pinned (on the
 //! new one).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use serde_json::json;
@@ -21,15 +24,63 @@ use crate::session::{system_now, Session};
 
 /// Asks the person to type the 8 digits the other device shows, and checks
 /// them against `ours` ([`vault_client::pairing::confirm`]). Prompts go to
-/// stderr, so `--json` output stays one document on stdout.
-fn confirm(ours: ComparedCode, other: &str) -> Result<()> {
+/// stderr, so `--json` output stays one document on stdout. The line is
+/// read on a thread of its own, so that a wait for it can be interrupted
+/// ([`or_ctrl_c`]).
+async fn confirm(ours: ComparedCode, other: &str) -> Result<()> {
     eprintln!("This device shows:  {ours}");
     eprintln!("Type the 8 digits {other} shows (anything else cancels): ");
-    let mut answer = String::new();
-    std::io::stdin()
-        .read_line(&mut answer)
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut answer = String::new();
+        let read = std::io::stdin().read_line(&mut answer).map(|_| answer);
+        let _ = tx.send(read);
+    });
+    let answer = rx
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::other(
+                "the answer could not be read from the terminal",
+            ))
+        })
         .map_err(|e| CliError::file("<stdin>", e))?;
     Ok(vault_client::pairing::confirm(ours, &answer)?)
+}
+
+/// How long a pairing stopped with Ctrl-C waits for the relay to close its
+/// slot before it exits anyway.
+const CLOSE_WHEN_STOPPED: Duration = Duration::from_secs(5);
+
+/// Ctrl-C, watched from the moment this is first polled (so before what
+/// it guards is shown); never, if the signal cannot be watched.
+type CtrlC = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Starts watching Ctrl-C now, in place of its default (ending the
+/// process); refused as [`CliError::Interrupted`] if it was already
+/// pressed.
+fn watch_ctrl_c(session: &Session) -> Result<CtrlC> {
+    let mut ctrl_c: CtrlC = Box::pin(async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    });
+    let pressed = session.rt.block_on(std::future::poll_fn(|cx| {
+        Poll::Ready(ctrl_c.as_mut().poll(cx).is_ready())
+    }));
+    if pressed {
+        return Err(CliError::Interrupted("cancelled".into()));
+    }
+    Ok(ctrl_c)
+}
+
+/// `work`, or `None` if Ctrl-C comes first.
+async fn or_ctrl_c<T>(work: impl Future<Output = T>, ctrl_c: &mut CtrlC) -> Option<T> {
+    tokio::select! {
+        // Ctrl-C first: pressed as the answer arrives, it still cancels.
+        biased;
+        () = ctrl_c.as_mut() => None,
+        done = work => Some(done),
+    }
 }
 
 /// `vault devices pair`: on an existing device (or the key file).
@@ -41,28 +92,63 @@ pub fn pair(session: &mut Session) -> Result<()> {
         .rt
         .block_on(Offer::open(&client, &person.fingerprint()))?;
     let minutes = offer.seconds_left().div_ceil(60);
+    // Watched before the code is shown: from here Ctrl-C closes the slot.
+    let mut ctrl_c = match watch_ctrl_c(session) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = session.rt.block_on(offer.close(&client));
+            return Err(e);
+        }
+    };
     eprintln!(
         "On the new device, run:\n\n    vault devices join {}\n\n(after `vault init --role device --name NAME` there). The code works for {minutes} minutes, for one device. Waiting for it…",
         offer.code().shown()
     );
-    let joined = match session.rt.block_on(offer.wait(&client)) {
-        Ok(j) => j,
-        Err(e) => {
-            let _ = session.rt.block_on(offer.close(&client));
-            return Err(e.into());
-        }
+    // Until the slot closes, Ctrl-C closes it first: an abandoned code
+    // would count against this identity's three until it expired.
+    let live = session.rt.block_on(or_ctrl_c(
+        async {
+            let joined = offer.wait(&client).await?;
+            let device = joined.device.clone();
+            eprintln!(
+                "The device {:?} ({}) joined.",
+                clean(device.display_name()),
+                crate::output::short(&device.fingerprint().to_hex())
+            );
+            confirm(joined.compared, "the new device").await?;
+            Ok::<_, CliError>(device)
+        },
+        &mut ctrl_c,
+    ));
+    let Some(confirmed) = live else {
+        // Stopped: the slot is closed, but not waited for beyond a few
+        // seconds (the client would retry an unreachable relay for longer).
+        let closed = session.rt.block_on(async {
+            tokio::time::timeout(CLOSE_WHEN_STOPPED, offer.close(&client)).await
+        });
+        return Err(CliError::Interrupted(match closed {
+            Ok(Ok(())) => "cancelled: the code no longer works".into(),
+            Ok(Err(e)) => format!(
+                "cancelled; the relay did not close the code ({e}): it stops working within {minutes} minutes"
+            ),
+            Err(_) => format!(
+                "cancelled; the relay did not answer in time to close the code: it stops working within {minutes} minutes"
+            ),
+        }));
     };
-    let device = &joined.device;
-    eprintln!(
-        "The device {:?} ({}) joined.",
-        clean(device.display_name()),
-        crate::output::short(&device.fingerprint().to_hex())
-    );
-    let confirmed = confirm(joined.compared, "the new device");
     // The slot has served: closed whatever the answer.
     let closed = session.rt.block_on(offer.close(&client));
-    confirmed?;
+    let device = confirmed?;
     closed?;
+    // From here Ctrl-C stops the command again (at its next request to
+    // the relay), as the watch above replaced the signal's default.
+    session.rt.spawn(async move {
+        ctrl_c.await;
+        eprintln!(
+            "interrupted; the device may already have been added: check `vault devices list`"
+        );
+        std::process::exit(i32::from(crate::error::exit::INTERRUPTED));
+    });
     add_device(session, &to, device.fingerprint())
 }
 
@@ -100,7 +186,9 @@ pub fn join(session: &mut Session, args: &JoinArgs) -> Result<()> {
             crate::output::short(&pinned.to_hex())
         )));
     }
-    confirm(revealed.compared, "the other device")?;
+    session
+        .rt
+        .block_on(confirm(revealed.compared, "the other device"))?;
     let Session {
         contacts, store, ..
     } = session;
