@@ -1173,6 +1173,39 @@ fn attack_08_fork_is_detected_by_checkpoint_codes() {
     );
 }
 
+/// 8b: a member joining a vault for the first time gets the whole log in
+/// one page, beside a claimed head with the same entry number and another
+/// hash (the history the relay shows others): refused as a fork, whether
+/// the device finds it on that page or on the next. Honest again, the
+/// join goes through.
+#[test]
+fn attack_08_a_first_join_whose_claimed_head_differs_from_its_page_is_a_fork() {
+    let w = World::new(false);
+    let eve = CliProfile::new(&w.dir.path().join("eve"), &w.proxy.url);
+    let e_fp = eve.init("Dr Eve", "clinician")["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eve.ok(&["whoami", "--publish", "--no-qr"]);
+    w.patient
+        .json(&["contacts", "add", "eve", "--lookup", &e_fp]);
+    w.patient.json(&["share", "notes", "--with", "eve"]);
+    eve.json(&["contacts", "add", "pat", "--lookup", &w.p_fp]);
+    w.proxy.attack(rewrite_log(move |req, page| {
+        if req.signer() != Some(e_fp.as_str()) {
+            return false;
+        }
+        page.head_hash = [0x42; 32];
+        true
+    }));
+    let r = eve.run(&["inbox"]);
+    assert!(r.stderr.contains("fork detected"), "{r:?}");
+    assert_attacked(&w.proxy);
+    w.proxy.honest();
+    let listed = eve.json(&["list", "--vault", "pat"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+}
+
 // ----- 9. downgrades: old or unknown format versions, a weakened key file --------
 
 #[test]

@@ -97,12 +97,13 @@ pub struct Session {
     /// Set when a read fell back to the local copy because the relay was
     /// unreachable.
     unreachable: bool,
-    /// Vaults [`Session::join_shared`] joined in this command from the
-    /// profile's relay, their home: the next [`Session::refresh`] of one
-    /// takes it, if the stored head has not moved since, rather than
+    /// The last vault [`Session::join_shared`] joined in this command from
+    /// the profile's relay, its home (one, so that an inbox of many vaults
+    /// does not keep them all in memory): the next [`Session::refresh`] of
+    /// it takes it, if the stored head has not moved since, rather than
     /// loading and pulling it again moments later. [`Session::pull`] drops
     /// it, so a write always builds on a new pull.
-    joined: HashMap<VaultId, VaultState>,
+    joined: Option<VaultState>,
 }
 
 impl std::fmt::Debug for Session {
@@ -157,7 +158,7 @@ impl Session {
             others: HashMap::new(),
             read_from: HashMap::new(),
             homes: HashMap::new(),
-            joined: HashMap::new(),
+            joined: None,
             unreachable: false,
         })
     }
@@ -347,9 +348,8 @@ impl Session {
                     )) {
                         Ok(state) => {
                             self.note_home(&state);
-                            if self.homes.get(&v.vault) == Some(&None) {
-                                self.joined.insert(v.vault, state);
-                            }
+                            self.joined =
+                                (self.homes.get(&v.vault) == Some(&None)).then_some(state);
                         }
                         Err(e) => {
                             let e = CliError::from(e);
@@ -499,9 +499,11 @@ impl Session {
         if self.opts.offline || self.unreachable || self.relay_url().is_err() {
             return self.local(vault);
         }
-        if let Some(state) = self.joined.remove(vault) {
+        if let Some(state) = self.joined.take_if(|s| s.vault() == *vault) {
             // Unless something was written to the vault since.
             if vault_core::store::Store::head(&self.store, vault)? == Some(state.head()) {
+                // Read from the home, as a pull from it would note.
+                self.read_from.remove(vault);
                 return Ok(state);
             }
         }
@@ -528,7 +530,7 @@ impl Session {
     /// passed over: behind this device, forked or withholding). What a
     /// write builds on (the write itself goes to the home).
     pub fn pull(&mut self, vault: &VaultId) -> Result<VaultState> {
-        self.joined.remove(vault);
+        self.joined.take_if(|s| s.vault() == *vault);
         let home = match self.client_for(vault) {
             Ok(c) => c,
             // Unreachable: a client that has not published, for pull_any

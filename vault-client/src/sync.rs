@@ -111,6 +111,16 @@ pub async fn join_vault<S: Store + ?Sized>(
     if !rest.is_empty() {
         accept(store, &mut state, &rest)?;
     }
+    // The first page reached the head the relay claimed (as for any log
+    // of up to a page): checked as `catch_up` checks it, without asking
+    // for the empty page after it.
+    let ours = state.head();
+    if ours.seq == remote.seq {
+        if ours.head != remote.hash {
+            return Err(vault_core::Error::Fork { seq: ours.seq }.into());
+        }
+        return Ok(state);
+    }
     catch_up(store, client, &mut state).await?;
     Ok(state)
 }
