@@ -178,10 +178,7 @@ function devicesCard(c: Ctx, ov: VaultOverview): HTMLElement {
         }
         const done = await withBusy(add, 'Adding…', () => run((s) => s.addDevice(vault, fp)), 'Adding the device failed');
         if (!done) return;
-        const failed = done.notRekeyed ? ` ${done.notRekeyed} collection key(s) could not be rotated: add it again to finish.` : '';
-        lastSummary = { text: `Added “${done.name}” to your devices: it now reads and writes your vault as you.${failed}` };
-        announce(lastSummary.text);
-        await refresh();
+        await deviceAdded(done);
       },
     },
     h('label', { for: 'device-fingerprint' }, 'Or add a device by its fingerprint'),
@@ -223,6 +220,18 @@ function devicesCard(c: Ctx, ov: VaultOverview): HTMLElement {
  * lasts up to 10 minutes).
  */
 let pairing: { vault: string; box: HTMLElement; offer: PairingOffer | null } | null = null;
+
+/**
+ * Says that a device was added (by its fingerprint or by pairing), and
+ * which collection keys, if any, still wait to be rotated; then shows the
+ * devices again.
+ */
+async function deviceAdded(done: { name: string; notRekeyed: number }): Promise<void> {
+  const failed = done.notRekeyed ? ` ${done.notRekeyed} collection key(s) could not be rotated: add it again to finish.` : '';
+  lastSummary = { text: `Added “${done.name}” to your devices: it now reads and writes your vault as you.${failed}` };
+  announce(lastSummary.text);
+  await refresh();
+}
 
 /**
  * Pairing a new device by a compared code (docs/format.md §3.8, decision
@@ -332,10 +341,7 @@ function pairingSection(c: Ctx): HTMLElement {
           );
           if (!done) return;
           reset();
-          const failed = done.notRekeyed ? ` ${done.notRekeyed} collection key(s) could not be rotated: add it again to finish.` : '';
-          lastSummary = { text: `Added “${done.name}” to your devices: it now reads and writes your vault as you.${failed}` };
-          announce(lastSummary.text);
-          await refresh();
+          await deviceAdded(done);
         },
       },
       h('p', { testid: 'device-pair-joined' }, `“${joined.device.name}” joined, with this fingerprint:`),
