@@ -59,10 +59,9 @@ fn db_err(e: rusqlite::Error) -> Error {
     Error::Store(e.to_string())
 }
 
-/// Creates the schema, or brings an older store's up to
-/// [`SCHEMA_VERSION`] in one transaction (a failure changes nothing). A
-/// store written by a newer build is refused rather than changed.
-fn init_schema(conn: &Connection) -> Result<()> {
+/// The store's schema version; a store written by a newer build is
+/// refused before anything (even the journal mode) is changed.
+fn schema_version(conn: &Connection) -> Result<i64> {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(db_err)?;
@@ -71,6 +70,13 @@ fn init_schema(conn: &Connection) -> Result<()> {
             "this device's store has schema version {version}, newer than this build of vault understands ({SCHEMA_VERSION}); upgrade vault"
         )));
     }
+    Ok(version)
+}
+
+/// Creates the schema, or brings a store at an older `version` (from
+/// [`schema_version`]) up to [`SCHEMA_VERSION`] in one transaction (a
+/// failure changes nothing).
+fn init_schema(conn: &Connection, version: i64) -> Result<()> {
     if version == SCHEMA_VERSION {
         return Ok(());
     }
@@ -115,13 +121,14 @@ impl SqliteStore {
         }
         builder.create(dir.join("blobs"))?;
         let conn = Connection::open(dir.join("store.sqlite3")).map_err(db_err)?;
+        let version = schema_version(&conn)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db_err)?;
-        init_schema(&conn)?;
+        init_schema(&conn, version)?;
         Ok(Self {
             conn,
             blobs: dir.join("blobs"),
@@ -562,5 +569,10 @@ CREATE TABLE small_blobs (hash BLOB PRIMARY KEY, bytes BLOB NOT NULL) WITHOUT RO
         assert!(e.to_string().contains("upgrade vault"), "{e}");
         assert_eq!(user_version(dir.path()), SCHEMA_VERSION + 1);
         assert!(table_sql(dir.path(), "small_blobs").contains("WITHOUT ROWID"));
+        let journal: String = Connection::open(dir.path().join("store.sqlite3"))
+            .unwrap()
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(journal, "delete", "the journal mode is left as it was");
     }
 }
