@@ -112,17 +112,22 @@ pub async fn join_vault<S: Store + ?Sized>(
         accept(store, &mut state, &rest)?;
     }
     // The first page reached the head the relay claimed (as for any log
-    // of up to a page): checked as `catch_up` checks it, without asking
-    // for the empty page after it.
-    let ours = state.head();
-    if ours.seq == remote.seq {
-        if ours.head != remote.hash {
-            return Err(vault_core::Error::Fork { seq: ours.seq }.into());
-        }
-        return Ok(state);
+    // of up to a page): no need to ask for the empty page after it.
+    if !at_claimed_head(&state, &remote)? {
+        catch_up(store, client, &mut state).await?;
     }
-    catch_up(store, client, &mut state).await?;
     Ok(state)
+}
+
+/// Whether `state`'s verified head is the head `remote` the relay claims.
+/// The same entry number with another hash is [`vault_core::Error::Fork`];
+/// a claim further on is `false` (what is missing is still to fetch).
+fn at_claimed_head(state: &VaultState, remote: &Head) -> Result<bool> {
+    let ours = state.head();
+    if ours.seq == remote.seq && ours.head != remote.hash {
+        return Err(vault_core::Error::Fork { seq: ours.seq }.into());
+    }
+    Ok(ours.seq == remote.seq)
 }
 
 /// Brings a stored vault up to date: loads and re-verifies it from the
@@ -200,9 +205,7 @@ async fn catch_up<S: Store + ?Sized>(
             }
             continue;
         }
-        if ours.seq == remote.seq && ours.head != remote.hash {
-            return Err(vault_core::Error::Fork { seq: ours.seq }.into());
-        }
+        at_claimed_head(state, &remote)?;
         if !full {
             return Ok(());
         }
