@@ -35,6 +35,7 @@ use zeroize::Zeroizing;
 
 use crate::client::{Mode, Req};
 use crate::error::{ClientError, Result};
+use crate::wire::hex32;
 use crate::{platform, RelayClient};
 
 /// How often [`Offer::wait`], [`Joining::wait`] and
@@ -55,8 +56,6 @@ struct SlotAnswer {
     person: Option<String>,
     opener_nonce: Option<String>,
 }
-
-use crate::wire::hex32;
 
 fn fp(text: &str, what: &str) -> Result<Fingerprint> {
     hex32(text, what).map(Fingerprint::from_bytes)
@@ -417,7 +416,6 @@ impl Joining {
                 "the relay no longer shows this device in the pairing: start again",
             ));
         }
-
         let (Some(person), Some(opener_nonce)) = (answer.person, answer.opener_nonce) else {
             return Ok(None);
         };

@@ -365,7 +365,7 @@ export class PairingOffer {
   get code(): string {
     return this.inner.code();
   }
-    /** Seconds until the code stops working. */
+  /** Seconds until the code stops working. */
   get secondsLeft(): number {
     return this.inner.secondsLeft();
   }

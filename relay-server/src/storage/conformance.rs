@@ -1777,8 +1777,8 @@ pub async fn link_access_log(meta: Meta, _blobs: Blobs) {
 use super::pairings::{OpenOutcome, PairingSlot, StepOutcome};
 
 /// A pairing slot opens once per code while live; it is capped per opener
-/// and in all; one device other than its opener joins it (of eight racing, exactly one, the
-/// others refused) and then sends its nonce, once; only its opener
+/// and in all; one device other than its opener joins it (of eight racing,
+/// exactly one, the others refused) and then sends its nonce, once; only its opener
 /// reveals, once, after that nonce; it answers until its expiry
 /// (inclusive), then an open of the same code replaces it; only its opener
 /// closes it; [`super::pairings::PairingStore::expire_pairings`] forgets

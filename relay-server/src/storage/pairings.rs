@@ -107,8 +107,9 @@ pub trait PairingStore: Send + Sync {
     async fn pairing(&self, slot: [u8; 32], now: u64) -> Result<Option<PairingSlot>, StorageError>;
 
     /// Records `device` as the slot's one joiner, unless it opened the
-    /// slot or someone else joined already (the same device joining again before it sent its
-    /// nonce is done again: a retried request whose answer was lost).
+    /// slot or someone else joined already (the same device joining again
+    /// before it sent its nonce is done again: a retried request whose
+    /// answer was lost).
     async fn join_pairing(
         &self,
         slot: [u8; 32],
