@@ -1,5 +1,6 @@
 //! What differs between native targets and `wasm32-unknown-unknown`: the
-//! wall clock, sleeping, and randomness for backoff jitter.
+//! wall clock, sleeping, randomness for backoff jitter, and CPU work run
+//! beside network waits.
 
 use std::time::Duration;
 
@@ -49,6 +50,39 @@ pub(crate) async fn give_way() {
 /// See the wasm32 version: nothing to do here.
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) async fn give_way() {}
+
+/// Runs `work` on tokio's blocking pool, so the caller's network requests
+/// go on meanwhile (the command line runs a single-threaded runtime). A
+/// panic in `work` is resumed here, as if it had run in place; a runtime
+/// shutting down before `work` ran is an I/O error (nothing was done).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) async fn off_thread<T, F>(work: F) -> crate::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => Ok(done),
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => Err(std::io::Error::other(format!(
+                "the program is stopping and did not finish its work ({e}); run the command again"
+            ))
+            .into()),
+        },
+    }
+}
+
+/// Runs `work` in place: a browser page has no second thread (the
+/// network requests it is joined with start after it).
+#[cfg(target_arch = "wasm32")]
+pub(crate) async fn off_thread<T, F>(work: F) -> crate::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    Ok(work())
+}
 
 /// A random number in `[0, 1)`, for jitter (0.5 if the system has no
 /// randomness, which only makes the jitter predictable).

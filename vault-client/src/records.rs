@@ -12,8 +12,8 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 use vault_core::address::AddressKind;
 use vault_core::store::Store;
 use vault_core::{
-    CollectionId, Keyring, LogEntry, RecordId, RecordInfo, RecordMetadata, RecordSummary,
-    RecordTarget, SecretIdentity, VaultId, VaultState,
+    Checkpoint, CollectionId, Keyring, LogEntry, RecordId, RecordInfo, RecordMetadata,
+    RecordSummary, RecordTarget, SecretIdentity, VaultId, VaultState,
 };
 
 use zeroize::Zeroizing;
@@ -412,12 +412,20 @@ pub async fn add_records<S: Store + ?Sized>(
         store.put_blobs(&kept)?;
         let blobs: Vec<([u8; 32], &[u8])> = kept.iter().map(|(h, _, c)| (*h, *c)).collect();
         let per = blobs.len().div_ceil(UPLOAD_BATCHES).max(1);
-        stream::iter(blobs.chunks(per).map(|part| client.put_blobs(&vault, part)))
+        let uploads = stream::iter(blobs.chunks(per).map(|part| client.put_blobs(&vault, part)))
             .buffer_unordered(UPLOAD_BATCHES)
-            .try_collect::<Vec<()>>()
-            .await?;
-        state = sync::push_applied(store, client, &vault, |state| {
-            Ok(state.issue_record_puts(secret, &metadata, client.now())?)
+            .try_collect::<Vec<()>>();
+        // The chunk's entries are built (signed, and every signature
+        // checked) while its ciphertexts upload.
+        let (ahead, uploaded) = futures_util::join!(
+            BuiltAhead::build(state, Arc::clone(secret), metadata, client.now()),
+            uploads
+        );
+        uploaded?;
+        let mut ahead = ahead?;
+        state = sync::push_applied(store, client, &vault, |state| match ahead.take_for(state) {
+            Some(built) => Ok(built?),
+            None => Ok(state.issue_record_puts(secret, &ahead.metadata, client.now())?),
         })
         .await
         .map_err(|e| match e {
@@ -426,10 +434,60 @@ pub async fn add_records<S: Store + ?Sized>(
             }
             other => other,
         })?;
+        let metadata = ahead.metadata;
         ids.extend(metadata.iter().map(RecordMetadata::record));
         on_chunk(chunk.len());
     }
     Ok((state, ids))
+}
+
+/// A chunk's record-put entries built on the vault as this writer last
+/// knew it, while the chunk's ciphertexts upload. The append pulls first:
+/// if the vault is still at that head, its state is the one they were
+/// built on (a head names its whole log) and they are used as they are;
+/// if another writer moved it, they are built again on the new head.
+struct BuiltAhead {
+    /// The head the entries were built on.
+    on: Checkpoint,
+    /// The sealed versions the entries put.
+    metadata: Vec<RecordMetadata>,
+    /// [`VaultState::issue_record_puts`]'s answer, until taken.
+    built: Option<vault_core::Result<(Vec<LogEntry>, VaultState)>>,
+}
+
+impl BuiltAhead {
+    /// Builds the entries putting `metadata` on `state`, off the calling
+    /// thread where there is another ([`crate::platform::off_thread`]).
+    async fn build(
+        state: VaultState,
+        secret: Arc<SecretIdentity>,
+        metadata: Vec<RecordMetadata>,
+        now: u64,
+    ) -> Result<Self> {
+        crate::platform::off_thread(move || {
+            let built = state.issue_record_puts(&secret, &metadata, now);
+            Self {
+                on: state.head(),
+                metadata,
+                built: Some(built),
+            }
+        })
+        .await
+    }
+
+    /// The entries built ahead, once, if `state` is at the head they were
+    /// built on; `None` if it is not (build them again on `state`) or they
+    /// were taken already.
+    fn take_for(
+        &mut self,
+        state: &VaultState,
+    ) -> Option<vault_core::Result<(Vec<LogEntry>, VaultState)>> {
+        if state.head() == self.on {
+            self.built.take()
+        } else {
+            None
+        }
+    }
 }
 
 /// Adds one new record of `len` bytes to `collection` whose payload is
@@ -594,6 +652,53 @@ mod tests {
             vault_fhir::resource_key(&records[0].info.content_type),
             Some(("Observation".to_owned(), "a".to_owned()))
         );
+    }
+
+    /// Entries built while a chunk uploads are used only on the head they
+    /// were built on, and only once; after another writer's entry they are
+    /// built again.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[tokio::test]
+    async fn entries_built_ahead_are_used_only_on_their_own_head() {
+        use crate::test_support::{identity, NOW};
+        let owner = Arc::new(identity(1, "Owner", vault_core::Role::Patient));
+        let (mut state, _) = VaultState::create(&owner, NOW).unwrap();
+        let (coll, e) = state.create_collection(&owner, "all", NOW).unwrap();
+        state.apply(&e).unwrap();
+        let mut keyring = Keyring::new(&owner, NOW);
+        let info = RecordInfo {
+            content_type: "text/plain".into(),
+            title: "Note".into(),
+            created_at: NOW,
+            effective_at: None,
+        };
+        let (metadata, _) = state
+            .put_record_to(
+                &mut keyring,
+                &coll,
+                RecordTarget::New(RecordId::random()),
+                &info,
+                vault_core::RecordBody::new(&b"note"[..], 4),
+                Vec::new(),
+            )
+            .unwrap();
+        let mut ahead = BuiltAhead::build(state.clone(), Arc::clone(&owner), vec![metadata], NOW)
+            .await
+            .unwrap();
+        assert_eq!(ahead.on, state.head());
+
+        // Another writer's entry moved the head: build again.
+        let (_, moved) = state.create_collection(&owner, "labs", NOW).unwrap();
+        let mut elsewhere = state.clone();
+        elsewhere.apply(&moved).unwrap();
+        assert!(ahead.take_for(&elsewhere).is_none());
+
+        // On its own head: the entries, which lead on from it, once.
+        let (entries, next) = ahead.take_for(&state).unwrap().unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].prev(), &state.head().head);
+        assert_eq!(next.head().seq, state.head().seq + 1);
+        assert!(ahead.take_for(&state).is_none());
     }
 
     /// vault-core's export and vault-fhir each know the FHIR content type
