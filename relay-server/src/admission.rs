@@ -1,7 +1,8 @@
 //! Who may add identities and vaults: invitation tokens and a per-source
-//! budget of new identities and vaults per hour. Identities are free to
-//! make, so per-key limits alone bound one key among many; these bound how
-//! fast outsiders can add keys and vaults at all (`docs/relay-api.md`,
+//! budget of new identities and vaults per hour (and, with the same
+//! [`SourceBudget`], of pairing opens per ten minutes). Identities are free
+//! to make, so per-key limits alone bound one key among many; these bound
+//! how fast outsiders can add keys and vaults, and open pairings, at all (`docs/relay-api.md`,
 //! "Admission").
 
 use std::collections::HashMap;
@@ -100,19 +101,44 @@ pub struct CreationLimited {
     pub retry_after: u64,
 }
 
-/// New identities plus new vaults per source address, per clock hour.
-pub struct NewBudget {
-    per_hour: u32,
+impl From<Spent> for CreationLimited {
+    fn from(s: Spent) -> Self {
+        Self {
+            per_hour: s.allowed,
+            retry_after: s.retry_after,
+        }
+    }
+}
+
+/// A source address used up its budget for the current window
+/// ([`SourceBudget::take`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spent {
+    /// What the budget allows per window.
+    pub allowed: u32,
+    /// Seconds until the next window, when the budget is new again.
+    pub retry_after: u64,
+}
+
+/// So many actions per source address per fixed window of the relay's
+/// clock (for example new identities and vaults per clock hour; pairing
+/// opens per ten minutes). Counted by each relay instance in memory: behind
+/// a load balancer of `n` instances a source gets at most `n` times the
+/// budget, and a restart forgets what was spent.
+pub struct SourceBudget {
+    allowed: u32,
+    window: u64,
     loopback: bool,
     used: Mutex<HashMap<IpAddr, (u64, u32)>>,
 }
 
-impl NewBudget {
-    /// A budget of `per_hour` (0: unlimited); loopback sources count only
-    /// with `loopback`.
-    pub fn new(per_hour: u32, loopback: bool) -> Self {
+impl SourceBudget {
+    /// A budget of `allowed` per `window` seconds (`allowed` 0: unlimited);
+    /// loopback sources count only with `loopback`.
+    pub fn new(allowed: u32, window: u64, loopback: bool) -> Self {
         Self {
-            per_hour,
+            allowed,
+            window: window.max(1),
             loopback,
             used: Mutex::new(HashMap::new()),
         }
@@ -135,36 +161,35 @@ impl NewBudget {
             },
             v4 => v4,
         };
-        if self.per_hour == 0 || (ip.is_loopback() && !self.loopback) {
+        if self.allowed == 0 || (ip.is_loopback() && !self.loopback) {
             return None;
         }
         Some(ip)
     }
 
-    /// Takes one creation for `source` at `now` (Unix seconds), or refuses
-    /// it ([`CreationLimited`]) when the source's budget for this clock hour
-    /// is spent.
-    pub fn take(&self, source: Option<IpAddr>, now: u64) -> Result<(), CreationLimited> {
+    /// Takes one action for `source` at `now` (Unix seconds), or refuses
+    /// it ([`Spent`]) when the source's budget for this window is spent.
+    pub fn take(&self, source: Option<IpAddr>, now: u64) -> Result<(), Spent> {
         let Some(key) = self.key(source) else {
             return Ok(());
         };
-        let hour = now / 3600;
+        let window = now / self.window;
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = used.entry(key).or_insert((hour, 0));
-        if slot.0 != hour {
-            *slot = (hour, 0);
+        let slot = used.entry(key).or_insert((window, 0));
+        if slot.0 != window {
+            *slot = (window, 0);
         }
-        if slot.1 >= self.per_hour {
-            return Err(CreationLimited {
-                per_hour: self.per_hour,
-                retry_after: 3600 - now % 3600,
+        if slot.1 >= self.allowed {
+            return Err(Spent {
+                allowed: self.allowed,
+                retry_after: self.window - now % self.window,
             });
         }
         slot.1 += 1;
         Ok(())
     }
 
-    /// Gives back a creation that did not happen (it already existed, or
+    /// Gives back an action that did not happen (it already existed, or
     /// storing it failed).
     pub fn give_back(&self, source: Option<IpAddr>, now: u64) {
         let Some(key) = self.key(source) else {
@@ -172,18 +197,60 @@ impl NewBudget {
         };
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(slot) = used.get_mut(&key) {
-            if slot.0 == now / 3600 {
+            if slot.0 == now / self.window {
                 slot.1 = slot.1.saturating_sub(1);
             }
         }
     }
 
-    /// Forgets past hours (call periodically).
+    /// Forgets past windows (call periodically).
     pub fn housekeeping(&self, now: u64) {
-        let hour = now / 3600;
+        let window = now / self.window;
         self.used
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, (h, _)| *h == hour);
+            .retain(|_, (w, _)| *w == window);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_budget_is_new_each_window_and_counts_loopback_only_when_asked() {
+        let here: Option<IpAddr> = "203.0.113.9".parse().ok();
+        let budget = SourceBudget::new(2, 600, false);
+        budget.take(here, 1200).unwrap();
+        budget.take(here, 1500).unwrap();
+        // An action that did not happen gives its place back.
+        budget.give_back(here, 1500);
+        budget.take(here, 1700).unwrap();
+        assert_eq!(
+            budget.take(here, 1799),
+            Err(Spent {
+                allowed: 2,
+                retry_after: 1
+            })
+        );
+        // The next window starts afresh; housekeeping forgets the last.
+        budget.take(here, 1800).unwrap();
+        budget.housekeeping(2400);
+        budget.take(here, 2400).unwrap();
+        budget.take(here, 2401).unwrap();
+        assert!(budget.take(here, 2402).is_err());
+        // Loopback is exempt unless asked for; 0 is no limit.
+        let loopback: Option<IpAddr> = "127.0.0.1".parse().ok();
+        for _ in 0..5 {
+            budget.take(loopback, 2402).unwrap();
+            SourceBudget::new(0, 600, true).take(here, 0).unwrap();
+        }
+        let counted = SourceBudget::new(1, 600, true);
+        counted.take(loopback, 0).unwrap();
+        assert!(counted.take(loopback, 0).is_err());
+        // A source without an address (a Unix socket, a test) is not counted.
+        for _ in 0..5 {
+            counted.take(None, 0).unwrap();
+        }
     }
 }

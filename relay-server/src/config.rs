@@ -172,9 +172,16 @@ pub struct ServeArgs {
     /// hour (IPv6 counted per /64); 0 turns the limit off [default: 60].
     #[arg(long, env = "RELAY_NEW_PER_HOUR", global = true)]
     pub new_per_hour: Option<u32>,
-    /// Apply `new-per-hour` to loopback addresses too (by default they are
-    /// exempt: local tools and tests; set this when a reverse proxy on the
-    /// same host forwards the public's requests) [default: false].
+    /// Pairing codes one source address may open per 10 minutes, the life
+    /// of a code (IPv6 counted per /64), whatever number of identities it
+    /// made: so no one source fills the relay's 10,000 live codes; 0
+    /// turns the limit off [default: 30].
+    #[arg(long, env = "RELAY_PAIRINGS_PER_SOURCE", global = true)]
+    pub pairings_per_source: Option<u32>,
+    /// Apply the per-source limits (`new-per-hour`, `pairings-per-source`)
+    /// to loopback addresses too (by default they are exempt: local tools
+    /// and tests; set this when a reverse proxy on the same host forwards
+    /// the public's requests) [default: false].
     #[arg(long, env = "RELAY_NEW_PER_HOUR_LOOPBACK", global = true)]
     pub new_per_hour_loopback: Option<bool>,
     /// The address of a load balancer that opens each connection with a
@@ -250,6 +257,7 @@ struct FileConfig {
     admin_listen: Option<SocketAddr>,
     invite_tokens_file: Option<PathBuf>,
     new_per_hour: Option<u32>,
+    pairings_per_source: Option<u32>,
     new_per_hour_loopback: Option<bool>,
     proxy_protocol_from: Option<Vec<IpAddr>>,
     max_vault_entries: Option<u64>,
@@ -425,7 +433,10 @@ pub struct Config {
     pub invite_tokens: crate::admission::InviteTokens,
     /// New identities plus vaults per source address per hour (0: no limit).
     pub new_per_hour: u32,
-    /// Whether loopback sources count against `new_per_hour`.
+    /// Pairing opens per source address per 10 minutes (0: no limit).
+    pub pairings_per_source: u32,
+    /// Whether loopback sources count against `new_per_hour` and
+    /// `pairings_per_source`.
     pub new_per_hour_loopback: bool,
     /// Load balancers whose connections begin with a PROXY protocol v2
     /// header naming the client (see [`crate::proxy`]); empty: none.
@@ -470,6 +481,7 @@ impl Default for Config {
             invite_tokens_file: None,
             invite_tokens: crate::admission::InviteTokens::default(),
             new_per_hour: 60,
+            pairings_per_source: 30,
             new_per_hour_loopback: false,
             proxy_protocol_from: Vec::new(),
             max_vault_entries: 100_000,
@@ -575,6 +587,10 @@ impl Config {
                 .new_per_hour
                 .or(file.new_per_hour)
                 .unwrap_or(d.new_per_hour),
+            pairings_per_source: args
+                .pairings_per_source
+                .or(file.pairings_per_source)
+                .unwrap_or(d.pairings_per_source),
             new_per_hour_loopback: args
                 .new_per_hour_loopback
                 .or(file.new_per_hour_loopback)
@@ -791,9 +807,10 @@ mod tests {
                 d.future_skew,
                 d.admin_listen,
                 d.new_per_hour,
+                d.pairings_per_source,
                 d.new_per_hour_loopback
             ),
-            (30, None, 60, false)
+            (30, None, 60, 30, false)
         );
         assert!(!d.invite_tokens.required());
         let dir = tempfile::tempdir().unwrap();
@@ -809,7 +826,7 @@ abcdefghijklmnopqrstuvwxyz
         std::fs::write(
             &path,
             format!(
-                "future_skew = 10\nadmin_listen = \"127.0.0.1:9090\"\nnew_per_hour = 5\nmax_vault_entries = 50\nvault_cache = 7\ninvite_tokens_file = {:?}\n",
+                "future_skew = 10\nadmin_listen = \"127.0.0.1:9090\"\nnew_per_hour = 5\npairings_per_source = 4\nmax_vault_entries = 50\nvault_cache = 7\ninvite_tokens_file = {:?}\n",
                 tokens.display().to_string()
             ),
         )
@@ -822,8 +839,13 @@ abcdefghijklmnopqrstuvwxyz
         assert_eq!(c.future_skew, 10);
         assert_eq!(c.admin_listen.map(|a| a.port()), Some(9090));
         assert_eq!(
-            (c.new_per_hour, c.max_vault_entries, c.vault_cache),
-            (5, 50, 7)
+            (
+                c.new_per_hour,
+                c.pairings_per_source,
+                c.max_vault_entries,
+                c.vault_cache
+            ),
+            (5, 4, 50, 7)
         );
         assert!(c.invite_tokens.required());
         assert!(c.invite_tokens.accepts("abcdefghijklmnopqrstuvwxyz"));

@@ -338,6 +338,10 @@ impl From<PairingError> for ApiError {
             PairingError::AlreadyRevealed => conflict("pairing_answered"),
             PairingError::NonceSent => conflict("pairing_nonce_sent"),
             PairingError::TooManyOfYours(_) => conflict("too_many_pairings"),
+            PairingError::TooManyFromSource { retry_after, .. } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "pairings_limited", message)
+                    .retry_after(retry_after)
+            }
             PairingError::TooMany => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_pairings", message)
                     .retry_after(60)

@@ -123,6 +123,7 @@ impl Relay {
                     state.auth.housekeeping();
                     state.housekeeping();
                     state.new_budget.housekeeping(state.now());
+                    state.pairing_budget.housekeeping(state.now());
                     if state.meta.is_shared() {
                         if let Err(e) = state.meta.expire_nonces(crate::auth::unix_now()).await {
                             tracing::warn!(error = %e, "forgetting expired request nonces failed");

@@ -10,9 +10,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use vault_core::pairing::PAIRING_TTL;
 use vault_core::{Fingerprint, LogEntry, PublicIdentity, VaultId, VaultState};
 
-use crate::admission::NewBudget;
+use crate::admission::SourceBudget;
 use crate::auth::{AuthLimits, Authenticator};
 use crate::config::Config;
 use crate::domain::access::AccessError;
@@ -45,8 +46,12 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// New identities and vaults per source address.
-    pub new_budget: NewBudget,
+    /// New identities and vaults per source address, per clock hour.
+    pub new_budget: SourceBudget,
+    /// Pairing opens per source address, per [`PAIRING_TTL`] (so one
+    /// source holds at most twice that many live slots, whatever number
+    /// of identities it made).
+    pub pairing_budget: SourceBudget,
     /// Whether the storage answers ([`crate::health`]).
     pub health: crate::health::Health,
     clock: Arc<dyn Clock>,
@@ -186,7 +191,12 @@ impl AppState {
             auth,
             metrics,
             vaults: Mutex::new(VaultCache::new(config.vault_cache)),
-            new_budget: NewBudget::new(config.new_per_hour, config.new_per_hour_loopback),
+            new_budget: SourceBudget::new(config.new_per_hour, 3600, config.new_per_hour_loopback),
+            pairing_budget: SourceBudget::new(
+                config.pairings_per_source,
+                PAIRING_TTL,
+                config.new_per_hour_loopback,
+            ),
             health: crate::health::Health::new(),
             config,
             clock: Arc::new(SystemClock),

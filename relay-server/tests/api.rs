@@ -3406,3 +3406,57 @@ async fn pairing_slots_follow_their_rules() {
     .await;
     assert_eq!(t.json(open(&patient, 4)).await.0, StatusCode::CREATED);
 }
+
+/// One network address opens only so many pairing codes per ten minutes,
+/// whatever number of identities it made (a budget spent from one address
+/// leaves others theirs), and an open that did not happen gives its place
+/// back.
+#[tokio::test]
+async fn one_address_opens_only_so_many_pairings_whatever_its_identities() {
+    let t = T::with(|c| c.pairings_per_source = 2);
+    let [a, b, c] = [21u8, 22, 23].map(|i| ident(i, "opener", Role::Patient));
+    for p in [&a, &b, &c] {
+        t.publish(p).await;
+    }
+    let open = |who: &SecretIdentity, n: u8| {
+        signed(
+            who,
+            "PUT",
+            &format!("/v1/pairings/{}", hex::encode([n; 32])),
+            json_payload(json!({ "commit": hex::encode([0xc0; 32]) })),
+        )
+    };
+    let here = "203.0.113.9";
+    let (s, v) = t.json(from(open(&a, 1), here)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // A code in use is refused and does not count.
+    t.refused(
+        from(open(&b, 1), here),
+        StatusCode::CONFLICT,
+        "pairing_code_in_use",
+    )
+    .await;
+    let (s, v) = t.json(from(open(&b, 2), here)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // The third open from this address, by a third identity, is refused.
+    let (s, h, body) = t.call(from(open(&c, 3), here)).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "pairings_limited", "{v}");
+    let wait: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=600).contains(&wait), "{wait}");
+    // IPv6 is counted by its /64.
+    for (n, ip) in [(4, "2001:db8::1"), (5, "2001:db8::2")] {
+        let (s, v) = t.json(from(open(&c, n), ip)).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    t.refused(
+        from(open(&a, 6), "2001:db8::3"),
+        StatusCode::TOO_MANY_REQUESTS,
+        "pairings_limited",
+    )
+    .await;
+    // Another address has its own budget.
+    let (s, v) = t.json(from(open(&a, 6), "198.51.100.4")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}

@@ -854,7 +854,7 @@ impl RelayClient {
                     continue;
                 }
             }
-            if !last && is_transient_status(status) {
+            if !last && is_transient_status(status) && !self.retry.waits_longer(retry_after) {
                 self.backoff(req, attempt, retry_after, status.as_str())
                     .await;
                 continue;

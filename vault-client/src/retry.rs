@@ -6,12 +6,14 @@ use reqwest::StatusCode;
 
 /// How the client retries transient failures: connection errors and the
 /// statuses 408, 429, 500 and 503 (`docs/relay-api.md`). Other 4xx answers
-/// are never retried.
+/// are never retried, and neither is an answer whose `retry-after` asks for
+/// a longer wait than `max_retry_after` (a per-source budget spent until
+/// the end of its window: retrying sooner would be refused alike, so the
+/// caller is told at once, with the relay's message saying when to retry).
 ///
 /// Retry `n` (1 for the first retry) waits a random time between half and
 /// all of `min(initial_backoff × 2^(n-1), max_backoff)` ("equal jitter"), or
-/// what a 429's `retry-after` asks if that is longer (capped at
-/// `max_retry_after`).
+/// what a 429's `retry-after` asks if that is longer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included (1 disables retries; 0 is
@@ -84,6 +86,12 @@ impl RetryPolicy {
             Some(ra) => jittered.max(ra.min(self.max_retry_after)),
             None => jittered,
         }
+    }
+
+    /// Whether a relay's `retry-after` asks for longer than this policy
+    /// waits: the answer is final, not retried.
+    pub(crate) fn waits_longer(&self, retry_after: Option<Duration>) -> bool {
+        retry_after.is_some_and(|ra| ra > self.max_retry_after)
     }
 
     /// The delay of retry `retry`, with random jitter.

@@ -51,6 +51,9 @@ struct Mock {
     fail_next: u32,
     /// Answer this many requests with 429 and `retry-after: 0`.
     rate_limit_next: u32,
+    /// Answer the next request with 429 and `retry-after` this many
+    /// seconds (a per-source budget spent for the window).
+    budget_spent_for: Option<u64>,
     /// The mock's clock minus the real one, in seconds.
     skew: i64,
     /// Cut the next blob download after this many bytes.
@@ -143,6 +146,12 @@ async fn handle(State(mock): State<Shared>, req: Request) -> Response {
         m.rate_limit_next -= 1;
         let mut r = refuse(429, "rate_limited", json!({}));
         r.headers_mut().insert("retry-after", "0".parse().unwrap());
+        return r;
+    }
+    if let Some(wait) = m.budget_spent_for.take() {
+        let mut r = refuse(429, "pairings_limited", json!({}));
+        r.headers_mut()
+            .insert("retry-after", wait.to_string().parse().unwrap());
         return r;
     }
 
@@ -804,6 +813,14 @@ async fn transient_failures_are_retried_and_others_are_not() {
     assert!(c.inbox().await.unwrap().is_empty());
     mock.lock().unwrap().rate_limit_next = 2;
     assert!(c.inbox().await.unwrap().is_empty());
+
+    // A 429 asking for a longer wait than the policy honours is reported
+    // at once (its message says when to retry), not waited out in vain.
+    mock.lock().unwrap().seen.clear();
+    mock.lock().unwrap().budget_spent_for = Some(600);
+    let err = c.inbox().await.unwrap_err();
+    assert_eq!(err.code(), "pairings_limited");
+    assert_eq!(mock.lock().unwrap().seen.len(), 1);
 
     // Out of attempts: the last refusal is reported.
     mock.lock().unwrap().fail_next = 10;

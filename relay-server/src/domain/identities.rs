@@ -83,7 +83,9 @@ impl Directory {
             return Err(IdentityError::InviteRequired);
         }
         let now = app.now();
-        app.new_budget.take(source, now)?;
+        app.new_budget
+            .take(source, now)
+            .map_err(CreationLimited::from)?;
         let stored = self.store(identity).await;
         if !matches!(&stored, Ok(Published { new: true, .. })) {
             app.new_budget.give_back(source, now);

@@ -8,9 +8,13 @@
 //!
 //! Bounds, so that nobody exhausts the relay with slots: a slot lives
 //! [`PAIRING_TTL`] seconds, an identity holds at most [`PER_OPENER`] live
-//! slots and the relay at most [`MAX_LIVE`]; one device joins a slot, and
-//! only its opener reveals or closes it.
+//! slots, a source address opens at most `--pairings-per-source` in each
+//! [`PAIRING_TTL`] window (identities are free to make, so without it one
+//! address holding many could fill the relay), and the relay holds at most
+//! [`MAX_LIVE`]; one device joins a slot, and only its opener reveals or
+//! closes it.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use vault_core::pairing::PAIRING_TTL;
@@ -41,6 +45,15 @@ pub enum PairingError {
     /// The caller holds too many live slots.
     #[error("you have {0} pairings open: finish or cancel one, or wait 10 minutes")]
     TooManyOfYours(usize),
+    /// The caller's network address opened its budget of slots in this
+    /// window.
+    #[error("this network address has opened {allowed} pairings in the last 10 minutes, the most this relay allows; retry in {retry_after} seconds, or ask the relay's operator")]
+    TooManyFromSource {
+        /// Opens allowed per source per window.
+        allowed: u32,
+        /// Seconds until the next window.
+        retry_after: u64,
+    },
     /// The relay holds too many live slots.
     #[error("this relay has too many pairings open: try again in a few minutes")]
     TooMany,
@@ -82,25 +95,37 @@ impl Pairings {
         Self { app }
     }
 
-    /// Opens the slot `slot` for `opener` with its commitment; returns the
-    /// slot's expiry (Unix seconds). Durable (for its lifetime) when it
-    /// returns.
+    /// Opens the slot `slot` for `opener`, connected from `source`, with
+    /// its commitment; returns the slot's expiry (Unix seconds). Durable
+    /// (for its lifetime) when it returns. An open that does not happen
+    /// gives its place in the source's budget back.
     pub async fn open(
         &self,
         opener: Fingerprint,
         slot: [u8; 32],
         commit: [u8; 32],
+        source: Option<IpAddr>,
     ) -> Result<u64, PairingError> {
         let now = self.app.now();
+        let budget = &self.app.pairing_budget;
+        budget
+            .take(source, now)
+            .map_err(|s| PairingError::TooManyFromSource {
+                allowed: s.allowed,
+                retry_after: s.retry_after,
+            })?;
         let expires_at = now.saturating_add(PAIRING_TTL);
         let opened = PairingSlot::opened(slot, opener, commit, expires_at);
-        match self
+        let outcome = self
             .app
             .meta
             .open_pairing(opened, PER_OPENER, MAX_LIVE, now)
             .await
-            .map_err(storage("opening a pairing"))?
-        {
+            .map_err(storage("opening a pairing"));
+        if !matches!(outcome, Ok(OpenOutcome::Opened)) {
+            budget.give_back(source, now);
+        }
+        match outcome? {
             OpenOutcome::Opened => Ok(expires_at),
             OpenOutcome::Taken => Err(PairingError::CodeInUse),
             OpenOutcome::TooManyOfOpener(n) => Err(PairingError::TooManyOfYours(n)),

@@ -142,7 +142,9 @@ impl Vaults {
             });
         }
         let vault = genesis.vault();
-        app.new_budget.take(source, now)?;
+        app.new_budget
+            .take(source, now)
+            .map_err(CreationLimited::from)?;
         let outcome = app
             .meta
             .create_vault(vault, signer, stored(genesis), app.config.quota)

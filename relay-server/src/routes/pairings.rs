@@ -2,10 +2,11 @@
 //! close. The rules are in [`crate::domain::pairings`]; these handlers
 //! parse, authenticate, call and render.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
@@ -74,10 +75,12 @@ fn body_hash(text: &str, what: &str) -> ApiResult<[u8; 32]> {
 
 /// `PUT /v1/pairings/{slot}`: opens a slot with the caller's commitment
 /// (`201`, with its expiry); `409 pairing_code_in_use` if a live slot has
-/// this code.
+/// this code; `429 pairings_limited` if the caller's address opened its
+/// budget of codes in this window.
 pub async fn open(
     State(app): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    source: Option<Extension<ConnectInfo<SocketAddr>>>,
     Path(slot): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -86,8 +89,9 @@ pub async fn open(
     let body: OpenBody =
         read_json(&caller.content_sha256, &headers, body, MAX_PAIRING_BODY).await?;
     let commit = body_hash(&body.commit, "commit")?;
+    let source = source.map(|Extension(ConnectInfo(a))| a.ip());
     let expires_at = Pairings::new(app)
-        .open(caller.fingerprint(), slot, commit)
+        .open(caller.fingerprint(), slot, commit, source)
         .await?;
     Ok((
         StatusCode::CREATED,
