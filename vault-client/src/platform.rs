@@ -52,16 +52,20 @@ pub(crate) async fn give_way() {
 pub(crate) async fn give_way() {}
 
 /// Runs `work` on tokio's blocking pool, so the caller's network requests
-/// go on meanwhile (the command line runs a single-threaded runtime). A
-/// panic in `work` is resumed here, as if it had run in place; a runtime
-/// shutting down before `work` ran is an I/O error (nothing was done).
+/// go on meanwhile (the command line runs a single-threaded runtime); in
+/// place when called outside a tokio runtime. A panic in `work` is resumed
+/// here, as if it had run in place; a runtime shutting down before `work`
+/// ran is an I/O error (nothing was done).
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) async fn off_thread<T, F>(work: F) -> crate::Result<T>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    match tokio::task::spawn_blocking(work).await {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return Ok(work());
+    };
+    match runtime.spawn_blocking(work).await {
         Ok(done) => Ok(done),
         Err(e) => match e.try_into_panic() {
             Ok(panic) => std::panic::resume_unwind(panic),

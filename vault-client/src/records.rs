@@ -26,6 +26,11 @@ use crate::{sync, RelayClient, UploadSource};
 /// patient is usually one append.
 pub const RECORDS_PER_APPEND: usize = 512;
 
+/// How long (seconds) entries built while their chunk uploads stay
+/// usable: well inside the relay's 30-second future and 300-second past
+/// windows.
+const BUILT_AHEAD_FOR: u64 = 20;
+
 /// How many batch uploads are in flight at once (a chunk of records is
 /// split into this many requests).
 const UPLOAD_BATCHES: usize = 4;
@@ -423,9 +428,11 @@ pub async fn add_records<S: Store + ?Sized>(
         );
         uploaded?;
         let mut ahead = ahead?;
-        state = sync::push_applied(store, client, &vault, |state| match ahead.take_for(state) {
-            Some(built) => Ok(built?),
-            None => Ok(state.issue_record_puts(secret, &ahead.metadata, client.now())?),
+        state = sync::push_applied(store, client, &vault, |state| {
+            match ahead.take_for(state, client.now()) {
+                Some(built) => Ok(built?),
+                None => Ok(state.issue_record_puts(secret, &ahead.metadata, client.now())?),
+            }
         })
         .await
         .map_err(|e| match e {
@@ -449,6 +456,9 @@ pub async fn add_records<S: Store + ?Sized>(
 struct BuiltAhead {
     /// The head the entries were built on.
     on: Checkpoint,
+    /// When they were built (the relay's clock, as the client knows it):
+    /// their entries carry this time.
+    at: u64,
     /// The sealed versions the entries put.
     metadata: Vec<RecordMetadata>,
     /// [`VaultState::issue_record_puts`]'s answer, until taken.
@@ -468,6 +478,7 @@ impl BuiltAhead {
             let built = state.issue_record_puts(&secret, &metadata, now);
             Self {
                 on: state.head(),
+                at: now,
                 metadata,
                 built: Some(built),
             }
@@ -476,13 +487,16 @@ impl BuiltAhead {
     }
 
     /// The entries built ahead, once, if `state` is at the head they were
-    /// built on; `None` if it is not (build them again on `state`) or they
-    /// were taken already.
+    /// built on and `now` is within [`BUILT_AHEAD_FOR`] of their time;
+    /// `None` if not (build them again on `state`: a slow upload, or a
+    /// clock corrected meanwhile, would date them outside the relay's
+    /// window) or they were taken already.
     fn take_for(
         &mut self,
         state: &VaultState,
+        now: u64,
     ) -> Option<vault_core::Result<(Vec<LogEntry>, VaultState)>> {
-        if state.head() == self.on {
+        if state.head() == self.on && now.abs_diff(self.at) <= BUILT_AHEAD_FOR {
             self.built.take()
         } else {
             None
@@ -655,8 +669,8 @@ mod tests {
     }
 
     /// Entries built while a chunk uploads are used only on the head they
-    /// were built on, and only once; after another writer's entry they are
-    /// built again.
+    /// were built on, soon after, and only once; after another writer's
+    /// entry, or too long after, they are built again.
     #[cfg(not(target_arch = "wasm32"))]
     #[tokio::test]
     async fn entries_built_ahead_are_used_only_on_their_own_head() {
@@ -691,14 +705,21 @@ mod tests {
         let (_, moved) = state.create_collection(&owner, "labs", NOW).unwrap();
         let mut elsewhere = state.clone();
         elsewhere.apply(&moved).unwrap();
-        assert!(ahead.take_for(&elsewhere).is_none());
+        assert!(ahead.take_for(&elsewhere, NOW).is_none());
+        // Too long after (or, the clock corrected, before) their time.
+        for later in [NOW + BUILT_AHEAD_FOR + 1, NOW - BUILT_AHEAD_FOR - 1] {
+            assert!(ahead.take_for(&state, later).is_none());
+        }
 
-        // On its own head: the entries, which lead on from it, once.
-        let (entries, next) = ahead.take_for(&state).unwrap().unwrap();
+        // On its own head, in time: the entries, which lead on from it, once.
+        let (entries, next) = ahead
+            .take_for(&state, NOW + BUILT_AHEAD_FOR)
+            .unwrap()
+            .unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].prev(), &state.head().head);
         assert_eq!(next.head().seq, state.head().seq + 1);
-        assert!(ahead.take_for(&state).is_none());
+        assert!(ahead.take_for(&state, NOW).is_none());
     }
 
     /// vault-core's export and vault-fhir each know the FHIR content type
