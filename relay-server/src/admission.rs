@@ -148,6 +148,12 @@ impl SourceBudget {
     /// /64 (one host usually holds a whole /64); `None` if not counted.
     fn key(&self, source: Option<IpAddr>) -> Option<IpAddr> {
         let ip = source?;
+        // Loopback is judged on the whole address: `::1`'s /64 is `::`.
+        let loopback = ip.is_loopback()
+            || matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
+        if self.allowed == 0 || (loopback && !self.loopback) {
+            return None;
+        }
         let ip = match ip {
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
                 Some(v4) => IpAddr::V4(v4),
@@ -161,9 +167,6 @@ impl SourceBudget {
             },
             v4 => v4,
         };
-        if self.allowed == 0 || (ip.is_loopback() && !self.loopback) {
-            return None;
-        }
         Some(ip)
     }
 
@@ -239,15 +242,24 @@ mod tests {
         budget.take(here, 2400).unwrap();
         budget.take(here, 2401).unwrap();
         assert!(budget.take(here, 2402).is_err());
-        // Loopback is exempt unless asked for; 0 is no limit.
-        let loopback: Option<IpAddr> = "127.0.0.1".parse().ok();
+        // Loopback (IPv4, IPv6, IPv4-mapped) is exempt unless asked for;
+        // 0 is no limit.
+        let loopbacks: Vec<Option<IpAddr>> = ["127.0.0.1", "::1", "::ffff:127.0.0.1"]
+            .iter()
+            .map(|a| a.parse().ok())
+            .collect();
         for _ in 0..5 {
-            budget.take(loopback, 2402).unwrap();
+            for &lo in &loopbacks {
+                budget.take(lo, 2402).unwrap();
+            }
             SourceBudget::new(0, 600, true).take(here, 0).unwrap();
         }
+        for &lo in &loopbacks {
+            let counted = SourceBudget::new(1, 600, true);
+            counted.take(lo, 0).unwrap();
+            assert!(counted.take(lo, 0).is_err(), "{lo:?}");
+        }
         let counted = SourceBudget::new(1, 600, true);
-        counted.take(loopback, 0).unwrap();
-        assert!(counted.take(loopback, 0).is_err());
         // A source without an address (a Unix socket, a test) is not counted.
         for _ in 0..5 {
             counted.take(None, 0).unwrap();

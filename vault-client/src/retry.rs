@@ -23,8 +23,8 @@ pub struct RetryPolicy {
     pub initial_backoff: Duration,
     /// The longest base delay.
     pub max_backoff: Duration,
-    /// The longest `retry-after` honoured; a relay asking for longer gets
-    /// this.
+    /// The longest `retry-after` waited for; an answer asking for longer
+    /// is final (not retried).
     pub max_retry_after: Duration,
 }
 
