@@ -147,6 +147,20 @@ impl Body {
     }
 }
 
+/// A request signed by this client for someone else to send
+/// ([`crate::pairing::Offer::close_request`]): its URL, method and signature
+/// headers (a signature is not a secret; it authorises only this request,
+/// once, within the relay's timestamp window).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DetachedRequest {
+    /// The absolute URL.
+    pub url: String,
+    /// The HTTP method.
+    pub method: String,
+    /// The signature headers, by name.
+    pub headers: Vec<(String, String)>,
+}
+
 /// One request, as many times as it is attempted (each attempt is signed
 /// afresh: new timestamp, new nonce).
 pub(crate) struct Req {
@@ -744,18 +758,47 @@ impl RelayClient {
         Ok(url)
     }
 
-    /// Sends one attempt of `req`, signed now.
-    async fn send_once(&self, req: &Req) -> Result<Response> {
+    /// Where `req` goes, and its signature for this attempt (a new
+    /// timestamp and nonce each time).
+    fn sign(&self, req: &Req) -> Result<(Url, RequestAuth)> {
         let url = self.target(&req.path)?;
-        let body = req.body.bytes();
         let auth = RequestAuth::sign(
             &self.identity,
             req.method.as_str(),
             &req.path,
             &self.origin,
             self.now(),
-            body_digest(body),
+            body_digest(req.body.bytes()),
         )?;
+        Ok((url, auth))
+    }
+
+    /// `req` (which has no body) signed now, for a sender that cannot wait
+    /// for an answer: a page being left sends it with `fetch`'s
+    /// `keepalive`, which outlives the page. It is sent once, unretried,
+    /// and must be sent within the relay's timestamp window.
+    pub(crate) fn detached(&self, req: &Req) -> Result<DetachedRequest> {
+        if !matches!(req.body, Body::Empty) || !req.headers.is_empty() {
+            return Err(ClientError::Config(format!(
+                "{} cannot be sent detached: only a request without a body can",
+                req.what
+            )));
+        }
+        let (url, auth) = self.sign(req)?;
+        Ok(DetachedRequest {
+            url: url.to_string(),
+            method: req.method.as_str().to_owned(),
+            headers: auth
+                .headers()
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect(),
+        })
+    }
+
+    /// Sends one attempt of `req`, signed now.
+    async fn send_once(&self, req: &Req) -> Result<Response> {
+        let (url, auth) = self.sign(req)?;
         let mut rb = self.http.request(req.method.clone(), url);
         for (name, value) in auth.headers() {
             rb = rb.header(name, value);
@@ -965,6 +1008,39 @@ mod tests {
             created_at: 1_700_000_000,
         };
         Arc::new(SecretIdentity::from_seed(&[3; 32], &info).unwrap())
+    }
+
+    /// A detached request carries exactly the signature the relay checks
+    /// for its method, path and relay; a request with a body is refused.
+    #[test]
+    fn a_detached_request_is_signed_for_its_method_path_and_relay() {
+        let client = RelayClient::new("http://127.0.0.1:8080", me()).unwrap();
+        let path = format!("/v1/pairings/{}", "ab".repeat(32));
+        let d = client
+            .detached(&Req::new(Method::DELETE, path.clone(), "closing a pairing"))
+            .unwrap();
+        assert_eq!(d.url, format!("http://127.0.0.1:8080{path}"));
+        assert_eq!(d.method, "DELETE");
+        let header = |name: &str| {
+            d.headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let auth = RequestAuth::from_headers(header).unwrap();
+        let public = client.identity().public();
+        auth.verify(public, "DELETE", &path, client.origin())
+            .unwrap();
+        assert!(auth.verify(public, "GET", &path, client.origin()).is_err());
+        assert!(auth
+            .verify(public, "DELETE", "/v1/inbox", client.origin())
+            .is_err());
+        let with_body =
+            Req::new(Method::POST, path, "joining a pairing").json(&serde_json::json!({}));
+        assert!(matches!(
+            client.detached(&with_body.unwrap()),
+            Err(ClientError::Config(_))
+        ));
     }
 
     #[test]

@@ -70,8 +70,8 @@ pub use blob::{
     MAX_BATCH_BYTES, MAX_BATCH_READS, MAX_BATCH_READ_BYTES,
 };
 pub use client::{
-    InboxListing, InboxView, RelayClient, DEFAULT_CHUNK_SIZE, MAX_APPEND_ENTRIES, MAX_CHUNK_SIZE,
-    MAX_INBOX_PAGES, MAX_LOG_PAGE,
+    DetachedRequest, InboxListing, InboxView, RelayClient, DEFAULT_CHUNK_SIZE, MAX_APPEND_ENTRIES,
+    MAX_CHUNK_SIZE, MAX_INBOX_PAGES, MAX_LOG_PAGE,
 };
 pub use error::{ClientError, Result};
 pub use retry::RetryPolicy;

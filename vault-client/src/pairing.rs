@@ -33,7 +33,7 @@ use vault_core::pairing::{self, ComparedCode, PairingCode};
 use vault_core::{Fingerprint, PublicIdentity, Role};
 use zeroize::Zeroizing;
 
-use crate::client::{Mode, Req};
+use crate::client::{DetachedRequest, Mode, Req};
 use crate::error::{ClientError, Result};
 use crate::wire::hex32;
 use crate::{platform, RelayClient};
@@ -59,6 +59,11 @@ struct SlotAnswer {
 
 fn fp(text: &str, what: &str) -> Result<Fingerprint> {
     hex32(text, what).map(Fingerprint::from_bytes)
+}
+
+/// `DELETE` of the slot (its opener's, to close it).
+fn close_req(slot: &[u8; 32]) -> Req {
+    Req::new(Method::DELETE, path(slot, ""), "closing a pairing")
 }
 
 fn path(slot: &[u8; 32], tail: &str) -> String {
@@ -307,10 +312,18 @@ impl Offer {
         }
     }
 
+    /// The request that closes the slot, signed now, for a sender that
+    /// cannot wait for the answer: a page being left (the web app sends it
+    /// with `fetch`'s `keepalive` when its tab is closed or navigated
+    /// away, so the code stops working at once instead of in 10 minutes).
+    pub fn close_request(&self, client: &RelayClient) -> Result<DetachedRequest> {
+        client.detached(&close_req(&self.slot))
+    }
+
     /// Closes the slot (after pairing, or to cancel); a slot already gone
     /// is not an error.
     pub async fn close(&self, client: &RelayClient) -> Result<()> {
-        let req = Req::new(Method::DELETE, path(&self.slot, ""), "closing a pairing");
+        let req = close_req(&self.slot);
         match client
             .exchange(&req, Mode::Buffer(MAX_ANSWER))
             .await?

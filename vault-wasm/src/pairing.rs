@@ -93,6 +93,24 @@ impl PairingOffer {
         Ok(j.device.fingerprint().to_hex())
     }
 
+    /// The request that closes the pairing, signed now, for the page to
+    /// send with `fetch`'s `keepalive` as it is left (`pagehide`), when it
+    /// can no longer wait for [`PairingOffer::close`]: JSON `{url, method,
+    /// headers: {name: value}}`.
+    #[wasm_bindgen(js_name = closeRequest)]
+    pub fn close_request(&self) -> std::result::Result<String, JsValue> {
+        let r = self
+            .offer
+            .close_request(&self.client)
+            .map_err(|e| Failure::from(e).into_js())?;
+        let headers: serde_json::Map<String, serde_json::Value> = r
+            .headers
+            .into_iter()
+            .map(|(name, value)| (name, serde_json::Value::String(value)))
+            .collect();
+        Ok(json!({ "url": r.url, "method": r.method, "headers": headers }).to_string())
+    }
+
     /// Closes the pairing at the relay (after adding, or to cancel).
     pub fn close(&self) -> Promise {
         let (offer, client) = (self.offer.clone(), self.client.clone());

@@ -179,7 +179,8 @@ pub async fn overview(s: &mut Inner, vault: &VaultId) -> Result<Value> {
 /// Adds the device whose identity the relay publishes under `device`
 /// (its whole fingerprint, read off its screen) to the owner's devices
 /// ([`vault_client::devices::add_by_fingerprint`]). JSON `{name, serial,
-/// generation, rekeyed, notRekeyed}`.
+/// generation, rekeyed, notRekeyed, elsewhere}` (`elsewhere`:
+/// [`view::propagation`]).
 pub async fn add_device(s: &mut Inner, vault: &VaultId, device: &Fingerprint) -> Result<Value> {
     s.publish().await?;
     let (_, added) =
@@ -190,13 +191,15 @@ pub async fn add_device(s: &mut Inner, vault: &VaultId, device: &Fingerprint) ->
         "generation": added.list.generation(),
         "rekeyed": added.rekeying.rotated.len(),
         "notRekeyed": added.rekeying.not_rotated.len(),
+        "elsewhere": view::propagation(&added.elsewhere),
     }))
 }
 
 /// Removes one of the owner's devices: the list's next version without it,
 /// then a rotation of every collection ([`vault_client::devices::remove`]).
-/// JSON `{rotated, notRotated, dropped, sharedByIt}` (`sharedByIt`: the
-/// members whose grant it signed, who keep their access).
+/// JSON `{rotated, notRotated, dropped, elsewhere, sharedByIt}`
+/// (`elsewhere`: [`view::propagation`]; `sharedByIt`: the members whose
+/// grant it signed, who keep their access).
 pub async fn remove_device(s: &mut Inner, vault: &VaultId, device: &Fingerprint) -> Result<Value> {
     s.publish().await?;
     let (state, removal) =
@@ -205,6 +208,7 @@ pub async fn remove_device(s: &mut Inner, vault: &VaultId, device: &Fingerprint)
         "rotated": removal.rekeying.rotated.len(),
         "notRotated": removal.rekeying.not_rotated.len(),
         "dropped": removal.rekeying.dropped.len(),
+        "elsewhere": view::propagation(&removal.elsewhere),
         "sharedByIt": removal
             .granted_by_it
             .iter()
@@ -216,8 +220,9 @@ pub async fn remove_device(s: &mut Inner, vault: &VaultId, device: &Fingerprint)
 /// Takes the owner's device list back with the key file this session
 /// holds, keeping the devices `keep` ([`vault_client::devices::recover`]).
 /// JSON `{kept, removed, alreadyRecovered, rotated, notRotated, dropped,
-/// sharedByRemoved}` (`removed`: names; `sharedByRemoved`: the members
-/// whose grant a removed device signed, who keep their access).
+/// elsewhere, sharedByRemoved}` (`removed`: names; `elsewhere`:
+/// [`view::propagation`]; `sharedByRemoved`: the members whose grant a
+/// removed device signed, who keep their access).
 pub async fn recover_devices(
     s: &mut Inner,
     vault: &VaultId,
@@ -236,6 +241,7 @@ pub async fn recover_devices(
         "rotated": recovery.rekeying.rotated.len(),
         "notRotated": recovery.rekeying.not_rotated.len(),
         "dropped": recovery.rekeying.dropped.len(),
+        "elsewhere": view::propagation(&recovery.elsewhere),
         "sharedByRemoved": recovery
             .granted_by_removed
             .iter()

@@ -3,6 +3,7 @@
 //! the page must render them as text (it does: `textContent`), never HTML.
 
 use serde_json::{json, Value};
+use vault_client::member_devices::Propagation;
 use vault_core::{CollectionId, Fingerprint, PublicIdentity, VaultState};
 
 /// A verified public identity: name, role, registration, fingerprint (six
@@ -16,6 +17,29 @@ pub fn identity(id: &PublicIdentity) -> Value {
         "fingerprint": fp.to_string(),
         "fingerprintHex": fp.to_hex(),
         "identityText": id.to_text(),
+    })
+}
+
+/// Where a change of the person's device list went beyond this vault
+/// ([`Propagation`]): `notPublished` (why the relay's directory did not
+/// take it, or `null`), `owned` (how many other vaults of the person's
+/// took it), `carried` (into how many vaults shared with the person),
+/// `notReached` (`[{vault, error}]`: do it again to finish) and `refused`
+/// (`[{vault, collection, error}]`: another list of the person's is there).
+pub fn propagation(p: &Propagation) -> Value {
+    json!({
+        "notPublished": p.not_published,
+        "owned": p.owned.len(),
+        "carried": p.carried.len(),
+        "notReached": p.not_reached.iter().map(|(v, why)| json!({
+            "vault": v.to_hex(),
+            "error": why,
+        })).collect::<Vec<_>>(),
+        "refused": p.refused.iter().map(|(v, c, why)| json!({
+            "vault": v.to_hex(),
+            "collection": c.to_hex(),
+            "error": why,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -54,4 +78,38 @@ pub fn author(
         "onBehalfOf": on_behalf_of,
         "onBehalfOfMe": on_behalf_of.is_some() && state.is_owner(me),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vault_core::VaultId;
+
+    /// The page is told what was reached and, by vault, what was not.
+    #[test]
+    fn a_propagation_is_shown_with_what_it_did_not_reach() {
+        assert_eq!(
+            propagation(&Propagation::default()),
+            json!({"notPublished": null, "owned": 0, "carried": 0, "notReached": [], "refused": []})
+        );
+        let (mine, shared, late) = (VaultId::random(), VaultId::random(), VaultId::random());
+        let forked = CollectionId::random();
+        let p = Propagation {
+            not_published: Some("the relay is unavailable".into()),
+            owned: vec![(mine, 2)],
+            carried: vec![(shared, vec![CollectionId::random(), forked])],
+            not_reached: vec![(late, "timed out".into())],
+            refused: vec![(shared, forked, "another version".into())],
+        };
+        assert_eq!(
+            propagation(&p),
+            json!({
+                "notPublished": "the relay is unavailable",
+                "owned": 1,
+                "carried": 1,
+                "notReached": [{"vault": late.to_hex(), "error": "timed out"}],
+                "refused": [{"vault": shared.to_hex(), "collection": forked.to_hex(), "error": "another version"}],
+            })
+        );
+    }
 }

@@ -107,7 +107,8 @@ function cli(args, { input, allowFail = false, home = cliHome } = {}) {
 /**
  * Starts `vault <args>` to be driven as a person at a terminal would:
  * `waitFor(re)` resolves with the first match of `re` in its stderr so far
- * or to come, `answer(text)` types a line, `done` resolves when it exits.
+ * or to come, `answer(text)` types a line, `kill()` stops it, `done`
+ * resolves when it exits.
  */
 function cliInteractive(args, { home = cliHome } = {}) {
   const p = spawn(VAULT_BIN, args, {
@@ -143,6 +144,7 @@ function cliInteractive(args, { home = cliHome } = {}) {
         else waiting.push({ re, res, rej });
       }),
     answer: (text) => p.stdin.write(`${text}\n`),
+    kill: () => p.kill('SIGKILL'),
     done,
   };
 }
@@ -736,6 +738,25 @@ async function main() {
   await laptop(['init', '--name', 'laptop', '--role', 'device', '--work-factor', '15']);
   await tid('nav-access').click();
   await tid('devices-empty').waitFor();
+  // A code whose page is left (here reloaded) stops working at once: the
+  // page closes its pairing on the way out (pagehide, a keepalive request).
+  await tid('device-pair').click();
+  const leftCode = norm(await tid('device-pair-command').innerText()).split(' ').slice(3);
+  await page.reload();
+  await tid('unlock-passphrase').fill(PATIENT_PASS);
+  await tid('unlock-submit').click();
+  await tid('overview').waitFor({ timeout: 60_000 });
+  // (Were the code still open, the laptop would join and wait for the
+  // page: that outcome is reported, and the laptop stopped, not waited out.)
+  const leftJoin = cliInteractive(['devices', 'join', ...leftCode, '--contact', 'patient'], { home: laptopHome });
+  const leftOutcome = await Promise.race([
+    leftJoin.done.then(() => 'the join succeeded', (e) => e.message),
+    leftJoin.waitFor(/Joined\. Waiting/).then(() => 'the laptop joined a code whose page was left', (e) => e.message),
+  ]);
+  leftJoin.kill();
+  assert.match(leftOutcome, /no pairing with this code is open/, leftOutcome);
+  await tid('nav-access').click();
+  await tid('devices-empty').waitFor();
   await tid('device-pair').click();
   const pairCommand = norm(await tid('device-pair-command').innerText());
   assert.match(pairCommand, /^vault devices join \d{5} \d{5}$/, pairCommand);
@@ -772,7 +793,7 @@ async function main() {
   assert.equal(await laptopRow.count(), 0, 'the removed device is still listed');
   const laptopRefused = await laptop(['list', '--vault', 'patient'], { allowFail: true });
   assert.equal(laptopRefused.code, 4, `a removed device listing should exit 4, got ${laptopRefused.code}: ${laptopRefused.stderr}`);
-  log(`7f. A CLI laptop paired from the page (both screens showed ${pageShows}); its note shows "${laptopBadge}"; removed from the page, its vault list exits 4`);
+  log(`7f. A code whose page was reloaded no longer works; a CLI laptop paired from the page (both screens showed ${pageShows}); its note shows "${laptopBadge}"; removed from the page, its vault list exits 4`);
 
   // 7g. The key file takes the list back (`vault devices recover`,
   // decision 68): the page keeps the laptop it removed in 7f; the laptop

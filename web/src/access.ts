@@ -8,7 +8,7 @@ import { run, type Ctx } from './state';
 import { refresh } from './app';
 import { openShareDialog } from './share';
 import { emptyState, fingerprintEl, memberName, withBusy } from './ui';
-import type { DeviceView, Member, PairingOffer, RevokeSummary, VaultOverview } from './vault';
+import type { DeviceView, Elsewhere, Member, PairingOffer, RevokeSummary, VaultOverview } from './vault';
 
 let lastSummary: { text: string } | null = null;
 
@@ -221,14 +221,43 @@ function devicesCard(c: Ctx, ov: VaultOverview): HTMLElement {
  */
 let pairing: { vault: string; box: HTMLElement; offer: PairingOffer | null } | null = null;
 
+// A code this page shows stops working when the page is left (closed,
+// reloaded or navigated away), not 10 minutes later: the close is sent
+// with `keepalive`, which outlives the page.
+addEventListener('pagehide', () => pairing?.offer?.closeOnLeave());
+// A page kept in the back/forward cache and shown again lost its code
+// that way: it starts over rather than show a code that no longer works.
+addEventListener('pageshow', (e: PageTransitionEvent) => {
+  if (!e.persisted || !pairing) return;
+  pairing = null;
+  announce('The pairing code stopped working when you left the page: start again.');
+  void refresh();
+});
+
+/**
+ * Where a change of the device list went beyond this vault, as sentences
+ * for a summary (empty when there is nothing to say); `again` is what to
+ * do to finish what was not reached ("add it again").
+ */
+function elsewhereText(e: Elsewhere, again: string): string {
+  const vault = (hex: string) => `${hex.slice(0, 16)}…`;
+  const parts: string[] = [];
+  if (e.owned) parts.push(`Your ${e.owned} other vault${e.owned === 1 ? '' : 's'} took the same list.`);
+  if (e.carried) parts.push(`Carried into ${e.carried} vault${e.carried === 1 ? '' : 's'} shared with you, so their owners’ grants reach your devices.`);
+  if (e.notPublished) parts.push(`The relay’s directory did not take your list (${e.notPublished}): people who share with you next grant your key file only; ${again} to finish.`);
+  for (const n of e.notReached) parts.push(`Vault ${vault(n.vault)} was not brought up to date (${n.error}): ${again} to finish.`);
+  for (const r of e.refused) parts.push(`Vault ${vault(r.vault)}, collection ${vault(r.collection)}, did not take your list (${r.error}): it carries another list of yours; take your list back with your key file, or ask its owner to share again.`);
+  return parts.map((p) => ` ${p}`).join('');
+}
+
 /**
  * Says that a device was added (by its fingerprint or by pairing), and
  * which collection keys, if any, still wait to be rotated; then shows the
  * devices again.
  */
-async function deviceAdded(done: { name: string; notRekeyed: number }): Promise<void> {
+async function deviceAdded(done: { name: string; notRekeyed: number; elsewhere: Elsewhere }): Promise<void> {
   const failed = done.notRekeyed ? ` ${done.notRekeyed} collection key(s) could not be rotated: add it again to finish.` : '';
-  lastSummary = { text: `Added “${done.name}” to your devices: it now reads and writes your vault as you.${failed}` };
+  lastSummary = { text: `Added “${done.name}” to your devices: it now reads and writes your vault as you.${failed}${elsewhereText(done.elsewhere, 'add it again')}` };
   announce(lastSummary.text);
   await refresh();
 }
@@ -258,7 +287,7 @@ function pairingSection(c: Ctx): HTMLElement {
           if (!vault) return;
           const offer = await withBusy(start, 'Opening…', () => run((s) => s.openPairing(vault)), 'Could not start pairing');
           if (!offer) return;
-                    pairing = { vault, box, offer };
+          pairing = { vault, box, offer };
           void waitFor(offer);
         },
       },
@@ -292,7 +321,7 @@ function pairingSection(c: Ctx): HTMLElement {
       h('div', { class: 'actions' }, cancelButton(offer)),
     );
     announce(`Pairing code ${offer.code}: type it on the new device.`);
-        let joined;
+    let joined;
     try {
       joined = await offer.wait();
     } catch (e) {
@@ -408,7 +437,7 @@ function recoverDevicesButton(c: Ctx, ov: VaultOverview): HTMLElement {
         const shared = done.sharedByRemoved.length ? ` They had shared with ${done.sharedByRemoved.map(memberName).join(', ')}: revoke them here if they should go.` : '';
         const failed = done.notRotated ? ` ${done.notRotated} collection key(s) could not be rotated: take the list back again to finish.` : '';
         lastSummary = {
-          text: `${done.alreadyRecovered ? 'The list was taken back already; the re-keying is finished' : `Took your device list back: ${kept}`}; ${done.rotated} collection key${done.rotated === 1 ? '' : 's'} rotated.${removed}${dropped}${failed}${shared}`,
+          text: `${done.alreadyRecovered ? 'The list was taken back already; the re-keying is finished' : `Took your device list back: ${kept}`}; ${done.rotated} collection key${done.rotated === 1 ? '' : 's'} rotated.${removed}${dropped}${failed}${elsewhereText(done.elsewhere, 'take the list back again')}${shared}`,
         };
         announce(lastSummary.text);
         await refresh();
@@ -444,7 +473,7 @@ function removeDeviceButton(c: Ctx, d: DeviceView): HTMLButtonElement {
         if (!done) return;
         const shared = done.sharedByIt.length ? ` It had shared with ${done.sharedByIt.map(memberName).join(', ')}: revoke them here if they should go.` : '';
         const failed = done.notRotated ? ` ${done.notRotated} collection key(s) could not be rotated: remove it again to finish.` : '';
-        lastSummary = { text: `Removed “${d.name}”: ${done.rotated} collection key${done.rotated === 1 ? '' : 's'} rotated.${failed}${shared}` };
+        lastSummary = { text: `Removed “${d.name}”: ${done.rotated} collection key${done.rotated === 1 ? '' : 's'} rotated.${failed}${elsewhereText(done.elsewhere, 'remove it again')}${shared}` };
         announce(lastSummary.text);
         await refresh();
       },

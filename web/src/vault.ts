@@ -126,6 +126,21 @@ export interface VaultOverview {
   keyFileIsMe: boolean;
 }
 
+/**
+ * Where a change of your device list went beyond this vault: the relay's
+ * directory (`notPublished`: why it did not take the list, or null), your
+ * other vaults (`owned`), vaults shared with you (`carried`), and what it
+ * did not reach (`notReached`: do it again to finish; `refused`: another
+ * list of yours is there, a fork).
+ */
+export interface Elsewhere {
+  notPublished: string | null;
+  owned: number;
+  carried: number;
+  notReached: { vault: string; error: string }[];
+  refused: { vault: string; collection: string; error: string }[];
+}
+
 export interface DeviceView {
   fingerprintHex: string;
   fingerprint: string;
@@ -381,6 +396,20 @@ export class PairingOffer {
   async close(): Promise<void> {
     await call(() => this.inner.close());
   }
+  /**
+   * Closes the pairing as the page is left (`pagehide`): the request is
+   * signed now and sent with `keepalive`, which outlives the page, so the
+   * code stops working at once instead of in 10 minutes. Best effort:
+   * nothing can be reported to a page that is going away.
+   */
+  closeOnLeave(): void {
+    try {
+      const r: { url: string; method: string; headers: Record<string, string> } = JSON.parse(this.inner.closeRequest());
+      void fetch(r.url, { method: r.method, headers: r.headers, keepalive: true, cache: 'no-store' }).catch(() => undefined);
+    } catch {
+      // The code expires on its own.
+    }
+  }
 }
 
 /**
@@ -570,12 +599,12 @@ export class Session {
   }
 
   /** Adds a device (its whole fingerprint, published on the relay) to your devices. */
-  async addDevice(vault: string, fingerprintHex: string): Promise<{ name: string; serial: number; generation: number; rekeyed: number; notRekeyed: number }> {
+  async addDevice(vault: string, fingerprintHex: string): Promise<{ name: string; serial: number; generation: number; rekeyed: number; notRekeyed: number; elsewhere: Elsewhere }> {
     return JSON.parse(await call(() => this.inner.addDevice(vault, fingerprintHex)));
   }
 
   /** Removes one of your devices and re-keys every collection. */
-  async removeDevice(vault: string, fingerprintHex: string): Promise<{ rotated: number; notRotated: number; dropped: number; sharedByIt: Member[] }> {
+  async removeDevice(vault: string, fingerprintHex: string): Promise<{ rotated: number; notRotated: number; dropped: number; elsewhere: Elsewhere; sharedByIt: Member[] }> {
     return JSON.parse(await call(() => this.inner.removeDevice(vault, fingerprintHex)));
   }
 
@@ -587,7 +616,7 @@ export class Session {
   async recoverDevices(
     vault: string,
     keepHex: string[],
-  ): Promise<{ kept: string[]; removed: string[]; alreadyRecovered: boolean; rotated: number; notRotated: number; dropped: number; sharedByRemoved: Member[] }> {
+  ): Promise<{ kept: string[]; removed: string[]; alreadyRecovered: boolean; rotated: number; notRotated: number; dropped: number; elsewhere: Elsewhere; sharedByRemoved: Member[] }> {
     return JSON.parse(await call(() => this.inner.recoverDevices(vault, keepHex.join(','))));
   }
 
