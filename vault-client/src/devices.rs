@@ -184,6 +184,29 @@ pub async fn rekey<S: Store + ?Sized>(
     }
 }
 
+/// The owner's duty after a device list changed (decision 70): whether
+/// `me` owns the vault and some collection's grant is not sealed to its
+/// person's current key generation (a member removed a device, or the
+/// owner listed a first one or removed one), so [`rekey`] is due: until
+/// then a removed device holds the key of what is written next.
+pub fn rekey_is_due(state: &VaultState, me: &Fingerprint) -> bool {
+    state.is_owner(me) && !state.collections_to_rekey().is_empty()
+}
+
+/// [`rekey`] when it is due for the client's identity
+/// ([`rekey_is_due`]); `None` when it is not (no request is made). The web
+/// app runs it at every refresh, as `vault sync` does.
+pub async fn rekey_if_due<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    state: &VaultState,
+) -> crate::Result<Option<(VaultState, Rekeying)>> {
+    if !rekey_is_due(state, &client.identity().fingerprint()) {
+        return Ok(None);
+    }
+    rekey(store, client, &state.vault()).await.map(Some)
+}
+
 /// The current list and the keys `me` (a device in it, or the root)
 /// opens from it.
 fn current(

@@ -157,7 +157,8 @@ impl Session {
     }
 
     /// The vault brought up to date: checkpoint, collections with members,
-    /// single-record shares (JSON).
+    /// single-record shares (JSON), re-keyed first where the owner's duty
+    /// after a device list changed is due (`rekeyed`, decision 70).
     pub fn overview(&self, vault: String) -> Promise {
         self.run(|inner| async move {
             let vault = vault_id(&vault)?;

@@ -75,10 +75,28 @@ fn member(
 }
 
 /// The vault, pulled and verified: checkpoint, collections with their
-/// members, and single-record shares.
+/// members, and single-record shares; and `rekeyed` ([`rekeying`], or
+/// `null`) when the owner's collections were re-keyed on the way, after a
+/// member's (or the owner's) device list changed.
 pub async fn overview(s: &mut Inner, vault: &VaultId) -> Result<Value> {
     s.publish().await?;
-    let state = sync::pull(&mut s.store, &s.client, vault).await?;
+    let pulled = sync::pull(&mut s.store, &s.client, vault).await?;
+    // The owner's duty after a member removed a device (decision 70), done
+    // on its own as `vault sync` does: a failure is reported, and the
+    // vault is shown as pulled.
+    let (state, rekeyed) =
+        match vault_client::devices::rekey_if_due(&mut s.store, &s.client, &pulled).await {
+            Ok(None) => (pulled, Value::Null),
+            Ok(Some((state, done))) => {
+                let shown = rekeying(&done, None);
+                (state, shown)
+            }
+            Err(e) => {
+                let why = e.to_string();
+                let shown = rekeying(&vault_client::devices::Rekeying::default(), Some(&why));
+                (pulled, shown)
+            }
+        };
     let secret = s.secret.clone();
     let now = s.client.now();
     let names = vault_client::reading::names_by_id(&state, &secret, now);
@@ -173,7 +191,23 @@ pub async fn overview(s: &mut Inner, vault: &VaultId) -> Result<Value> {
         "devices": devices,
         "formerDevices": former,
         "keyFileIsMe": state.owner().fingerprint() == me,
+        "rekeyed": rekeyed,
     }))
+}
+
+/// A re-keying the page did on its own ([`overview`]): JSON `{rotated,
+/// dropped, notRotated: [{collection, error}], failed}` (`failed`: why it
+/// could not run at all, or `null`).
+fn rekeying(done: &vault_client::devices::Rekeying, failed: Option<&str>) -> Value {
+    json!({
+        "rotated": done.rotated.len(),
+        "dropped": done.dropped.len(),
+        "notRotated": done.not_rotated.iter().map(|(c, why)| json!({
+            "collection": c.to_hex(),
+            "error": why,
+        })).collect::<Vec<_>>(),
+        "failed": failed,
+    })
 }
 
 /// Adds the device whose identity the relay publishes under `device`

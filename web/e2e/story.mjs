@@ -619,6 +619,27 @@ async function main() {
   assert.equal(notMine.code, 4, `a read-and-add member deleting the patient's record should exit 4, got ${notMine.code}: ${notMine.stderr}`);
   log('7b. shared the labs again as read-and-add: dr-a adds "Clinic note", and is refused deleting the patient\'s record');
 
+  // 7b'. dr-a lists a laptop and then removes it (docs/format.md §8.12,
+  // decision 70): her list, carried into the labs, moves to a generation
+  // the laptop lacks. The page re-keys the labs on its own at its next
+  // refresh (as `vault sync` does) and says so; dr-a still reads them.
+  const drLaptopHome = join(tmp, 'dr-laptop');
+  const drLaptop = (args, opts = {}) => cli(args, { ...opts, home: drLaptopHome });
+  await drLaptop(['init', '--name', 'dr-laptop', '--role', 'device', '--work-factor', '15']);
+  await drLaptop(['whoami', '--publish', '--no-qr']);
+  const drLaptopHex = JSON.parse((await drLaptop(['whoami', '--json'])).stdout).fingerprint;
+  await cli(['devices', 'add', drLaptopHex]);
+  const drRemoved = JSON.parse((await cli(['--json', 'devices', 'remove', drLaptopHex])).stdout);
+  assert.equal(drRemoved.carried?.length, 1, `dr-a's removal was not carried into the labs: ${JSON.stringify(drRemoved)}`);
+  await tid('nav-records').click();
+  await tid('refresh').click();
+  await page.waitForFunction(() => /Re-keyed 1 collection after a device list changed/.test(document.querySelector('[data-testid="status"]')?.textContent ?? ''), null, { timeout: 60_000 });
+  await noAlerts('after re-keying on its own');
+  await cli(['add', '-', '-c', labsName, '--title', 'After the re-keying', '--vault', 'patient'], { input: 'Written under the new key.' });
+  const drStillReads = JSON.parse((await cli(['list', '--vault', 'patient', '--json'])).stdout);
+  assert.ok(drStillReads.some((r) => r.title === 'After the re-keying'), `dr-a does not read the labs after the re-keying: ${JSON.stringify(drStillReads).slice(0, 300)}`);
+  log("7b'. dr-a listed and removed a laptop; the page re-keyed the labs on its own at its refresh; dr-a writes and reads them under the new key");
+
   // 7c. The patient deletes the PDF for good (purge): gone from the list.
   await tid('nav-records').click();
   await tid('refresh').click();
@@ -926,9 +947,9 @@ async function main() {
     assert.ok(listing.includes(`vault-export/${f}`), `export lacks ${f}: ${listing.join(', ')}`);
   }
   const recordFiles = listing.filter((f) => f.startsWith('vault-export/records/') && f.endsWith('.age'));
-  // The import, dr-a's two results, the lab's deposit, the agent's note
+  // The import, dr-a's three results, the lab's deposit, the agent's note
   // and the laptop's (the PDF was purged).
-  assert.equal(recordFiles.length, added + 5, `export holds ${recordFiles.length} record files, expected ${added + 5}`);
+  assert.equal(recordFiles.length, added + 6, `export holds ${recordFiles.length} record files, expected ${added + 6}`);
   assert.ok(recordFiles.every((f) => /^vault-export\/records\/[0-9a-f]{32}\/[0-9a-f]{32}\.[a-z0-9]+\.age$/.test(f)), 'export paths carry ids only');
   const exportDir = join(tmp, 'export');
   mkdirSync(exportDir);

@@ -1,6 +1,6 @@
 // The unlocked app: navigation, overview, records, timeline, identity, vault, about.
 
-import { Session, version, type PairingJoin, type RecordView, type VaultListing } from './vault';
+import { Session, version, type PairingJoin, type RecordView, type VaultListing, type VaultOverview } from './vault';
 import { byId, clear, copyText, downloadBytes, field, h, icon, ICONS, type Child } from './dom';
 import { putProfile, type Profile } from './db';
 import { BODY_KEEP_MS } from './payloads';
@@ -148,6 +148,23 @@ export async function loadVaults(): Promise<void> {
   else render();
 }
 
+/**
+ * Says what the page re-keyed on its own after a device list changed (a
+ * member's device removed): the removed device opens nothing written from
+ * now on. A collection not re-keyed still holds a key that device had, so
+ * that is said as something to do.
+ */
+function announceRekeyed(r: NonNullable<VaultOverview['rekeyed']>): void {
+  const done: string[] = [];
+  if (r.rotated) done.push(`Re-keyed ${r.rotated} collection${r.rotated === 1 ? '' : 's'} after a device list changed: a removed device opens nothing written from now on.`);
+  if (r.dropped) done.push(`${r.dropped} record(s) whose key did not open were dropped.`);
+  if (done.length) announce(done.join(' '));
+  const failed: string[] = [];
+  if (r.failed) failed.push(`The re-keying did not run (${r.failed}).`);
+  for (const n of r.notRotated) failed.push(`Collection ${n.collection.slice(0, 16)}… was not re-keyed (${n.error}).`);
+  if (failed.length) showAlert('warning', 'A removed device may still open what you add next', `${failed.join(' ')} It is tried again at the next refresh.`);
+}
+
 /** Reloads the overview and the records of the selected vault. */
 export async function refresh(rerender = true): Promise<void> {
   const c = ctxOrThrow();
@@ -159,6 +176,7 @@ export async function refresh(rerender = true): Promise<void> {
     if (current() !== c) return;
     c.overview = overview;
     c.listing = listing;
+    if (overview.rekeyed) announceRekeyed(overview.rekeyed);
   } catch (e) {
     showError(e, 'Could not load the vault');
   }

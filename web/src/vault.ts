@@ -124,6 +124,11 @@ export interface VaultOverview {
   formerDevices: DeviceView[];
   /** This identity is the vault owner's key file (not one of its devices). */
   keyFileIsMe: boolean;
+  /**
+   * Collections re-keyed on the way (the owner's duty after a member, or
+   * the owner, removed a device: decision 70), or null when none was due.
+   */
+  rekeyed: { rotated: number; dropped: number; notRotated: { collection: string; error: string }[]; failed: string | null } | null;
 }
 
 /**

@@ -400,9 +400,7 @@ pub fn sync(session: &mut Session, args: &SyncArgs) -> Result<()> {
         // collection (revoking nobody) shuts it out of what comes next.
         let secret = session.unlock()?;
         let mut rekeyed = Vec::new();
-        let state = if state.is_owner(&secret.fingerprint())
-            && !state.collections_to_rekey().is_empty()
-        {
+        let state = if vault_client::devices::rekey_is_due(&state, &secret.fingerprint()) {
             let client = session.client_for(&vault)?;
             match session.rt.block_on(vault_client::devices::rekey(
                 &mut session.store,
