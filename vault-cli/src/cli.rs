@@ -212,7 +212,8 @@ pub enum Command {
     /// the list is published on the relay, so whoever shares with you next
     /// grants every device, and it is carried into the collections already
     /// shared with you. A device you remove is refused there at once, and
-    /// each owner's next `vault sync` rotates the key it held.
+    /// each owner's next `vault sync` (or web app refresh) rotates the key
+    /// it held.
     #[command(subcommand)]
     Devices(DevicesCommand),
     /// Export the vault as standard age files plus a FHIR R4 bundle.

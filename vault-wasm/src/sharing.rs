@@ -82,8 +82,10 @@ pub async fn overview(s: &mut Inner, vault: &VaultId) -> Result<Value> {
     s.publish().await?;
     let pulled = sync::pull(&mut s.store, &s.client, vault).await?;
     // The owner's duty after a member removed a device (decision 70), done
-    // on its own as `vault sync` does: a failure is reported, and the
-    // vault is shown as pulled.
+    // on its own as `vault sync` does. A relay's refusal is reported and
+    // the vault shown as this device now holds it (rounds before the
+    // refusal stay appended); anything else (unreachable, a rollback or a
+    // fork seen on the way) fails the overview as a pull would.
     let (state, rekeyed) =
         match vault_client::devices::rekey_if_due(&mut s.store, &s.client, &pulled).await {
             Ok(None) => (pulled, Value::Null),
@@ -91,11 +93,13 @@ pub async fn overview(s: &mut Inner, vault: &VaultId) -> Result<Value> {
                 let shown = rekeying(&done, None);
                 (state, shown)
             }
-            Err(e) => {
+            Err(e @ vault_client::ClientError::Relay { .. }) => {
                 let why = e.to_string();
+                let state = vault_core::store::load_vault(&s.store, vault)?;
                 let shown = rekeying(&vault_client::devices::Rekeying::default(), Some(&why));
-                (pulled, shown)
+                (state, shown)
             }
+            Err(e) => return Err(e.into()),
         };
     let secret = s.secret.clone();
     let now = s.client.now();
@@ -196,8 +200,8 @@ pub async fn overview(s: &mut Inner, vault: &VaultId) -> Result<Value> {
 }
 
 /// A re-keying the page did on its own ([`overview`]): JSON `{rotated,
-/// dropped, notRotated: [{collection, error}], failed}` (`failed`: why it
-/// could not run at all, or `null`).
+/// dropped, notRotated: [{collection, error}], failed}` (`failed`: the
+/// relay's refusal that stopped it, or `null`).
 fn rekeying(done: &vault_client::devices::Rekeying, failed: Option<&str>) -> Value {
     json!({
         "rotated": done.rotated.len(),

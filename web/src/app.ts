@@ -149,20 +149,32 @@ export async function loadVaults(): Promise<void> {
 }
 
 /**
- * Says what the page re-keyed on its own after a device list changed (a
- * member's device removed): the removed device opens nothing written from
- * now on. A collection not re-keyed still holds a key that device had, so
- * that is said as something to do.
+ * What the last re-keying failure shown for each vault said, so that one
+ * that persists (a refusal the next refresh meets again) is not raised
+ * again at every refresh.
  */
-function announceRekeyed(r: NonNullable<VaultOverview['rekeyed']>): void {
-  const done: string[] = [];
-  if (r.rotated) done.push(`Re-keyed ${r.rotated} collection${r.rotated === 1 ? '' : 's'} after a device list changed: a removed device opens nothing written from now on.`);
-  if (r.dropped) done.push(`${r.dropped} record(s) whose key did not open were dropped.`);
-  if (done.length) announce(done.join(' '));
-  const failed: string[] = [];
-  if (r.failed) failed.push(`The re-keying did not run (${r.failed}).`);
-  for (const n of r.notRotated) failed.push(`Collection ${n.collection.slice(0, 16)}… was not re-keyed (${n.error}).`);
-  if (failed.length) showAlert('warning', 'A removed device may still open what you add next', `${failed.join(' ')} It is tried again at the next refresh.`);
+const rekeyFailureShown = new Map<string, string>();
+
+/**
+ * Says what the page re-keyed on its own after a device list changed:
+ * only the devices listed now open what is written from now on. Records
+ * dropped (their key did not open) and a re-keying that did not finish
+ * are alerts: a removed device may still open what is added next.
+ */
+function announceRekeyed(vault: string, r: NonNullable<VaultOverview['rekeyed']>): void {
+  if (r.rotated) announce(`Re-keyed ${r.rotated} collection${r.rotated === 1 ? '' : 's'} after a device list changed: only the devices listed now open what is written from now on.`);
+  if (r.dropped) showAlert('warning', 'Records dropped while re-keying', `${r.dropped} record(s) whose key did not open (a faulty writer's) were dropped from the re-keyed collections.`);
+  const why = new Map<string, number>();
+  if (r.failed) why.set(r.failed, 0);
+  for (const n of r.notRotated) why.set(n.error, (why.get(n.error) ?? 0) + 1);
+  const failed = [...why].map(([error, n]) => (n ? `${n} collection${n === 1 ? ' was' : 's were'} not re-keyed (${error}).` : `The re-keying did not finish (${error}).`)).join(' ');
+  if (!failed) {
+    rekeyFailureShown.delete(vault);
+    return;
+  }
+  if (rekeyFailureShown.get(vault) === failed) return;
+  rekeyFailureShown.set(vault, failed);
+  showAlert('warning', 'A removed device may still open what you add next', `${failed} It is tried again at each refresh; from the command line, \`vault sync\` does the same.`);
 }
 
 /** Reloads the overview and the records of the selected vault. */
@@ -176,7 +188,8 @@ export async function refresh(rerender = true): Promise<void> {
     if (current() !== c) return;
     c.overview = overview;
     c.listing = listing;
-    if (overview.rekeyed) announceRekeyed(overview.rekeyed);
+    if (overview.rekeyed) announceRekeyed(vault, overview.rekeyed);
+    else rekeyFailureShown.delete(vault);
   } catch (e) {
     showError(e, 'Could not load the vault');
   }

@@ -285,7 +285,7 @@ fn add_member(
         &change,
     )?;
     if !session.out.json {
-        line("What was shared with you before you listed devices opens on them once each owner's app re-keys it (their next `vault sync`).")?;
+        line("What was shared with you before you listed devices opens on them once each owner's app re-keys it (their next `vault sync`, or their web app's next refresh).")?;
     }
     Ok(())
 }
@@ -532,7 +532,7 @@ fn remove_member(
         &change,
     )?;
     if !session.out.json {
-        line("Each vault's owner re-keys at their next `vault sync`, so nothing shared with you afterwards opens with its keys; what it could read until now, treat as seen.")?;
+        line("Each vault's owner re-keys at their next `vault sync` (or their web app's next refresh), so nothing shared with you afterwards opens with its keys; what it could read until now, treat as seen.")?;
     }
     Ok(())
 }
