@@ -370,10 +370,11 @@ impl Drop for Postgres {
 
 /// Kills what is left of a stopped cluster. Each PostgreSQL backend leads
 /// its own process group (it calls `setsid`), so killing the postmaster's
-/// group misses one that outlives it: a background writer was seen left
-/// behind after an immediate shutdown, one per CI run, its parent gone.
-/// They are found by their working directory, the cluster's data
-/// directory (each backend works there), checked just before each kill.
+/// group misses one that outlives it (a background writer was left behind
+/// once per CI run, its parent gone, by the [`Watchdog`] of a cluster kept
+/// in a static, which does the same by directory). They are found by their
+/// working directory, the cluster's data directory (each backend works
+/// there), checked just before each kill.
 fn kill_leftovers(data: &Path) {
     let Ok(data) = data.canonicalize() else {
         return;
@@ -664,9 +665,12 @@ mod seaweed {
 }
 
 /// A shell that stops the services if the test process dies without
-/// dropping them (killed by a timeout or `kill -9`): once the process is
-/// gone, it kills every process group and removes every directory
-/// registered with it. Dropping it stops it.
+/// dropping them (killed by a timeout or `kill -9`, or services kept in a
+/// static, which is never dropped): once the process is gone, it kills
+/// every process group registered with it, then every process working in
+/// a directory registered with it (a PostgreSQL backend leads its own
+/// process group, so the postmaster's group is not all of the cluster),
+/// and removes those directories. Dropping it stops it.
 pub struct Watchdog {
     child: Child,
     dir: tempfile::TempDir,
@@ -685,7 +689,16 @@ impl Watchdog {
         let script = format!(
             "while kill -0 {pid} 2>/dev/null; do sleep 1; done
              while read -r kind what; do
-               case $kind in g) kill -9 -$what 2>/dev/null;; d) rm -rf \"$what\";; esac
+               [ \"$kind\" = g ] && kill -9 -$what 2>/dev/null
+             done < '{list}'
+             while read -r kind what; do
+               [ \"$kind\" = d ] || continue
+               for p in /proc/[0-9]*; do
+                 case $(readlink \"$p/cwd\" 2>/dev/null) in
+                   \"$what\"|\"$what\"/*) kill -9 \"${{p#/proc/}}\" 2>/dev/null;;
+                 esac
+               done
+               rm -rf \"$what\"
              done < '{list}'
              rm -rf '{dir}'",
             pid = std::process::id(),
