@@ -151,6 +151,8 @@ impl Body {
 /// ([`crate::pairing::Offer::close_request`]): its URL, method and signature
 /// headers (a signature is not a secret; it authorises only this request,
 /// once, within the relay's timestamp window).
+/// Serialised, it is the JSON `{url, method, headers: {name: value}}` a
+/// page hands to `fetch`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct DetachedRequest {
     /// The absolute URL.
@@ -158,7 +160,7 @@ pub struct DetachedRequest {
     /// The HTTP method.
     pub method: String,
     /// The signature headers, by name.
-    pub headers: Vec<(String, String)>,
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 /// One request, as many times as it is attempted (each attempt is signed
@@ -1021,12 +1023,14 @@ mod tests {
             .unwrap();
         assert_eq!(d.url, format!("http://127.0.0.1:8080{path}"));
         assert_eq!(d.method, "DELETE");
-        let header = |name: &str| {
-            d.headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let header = |name: &str| d.headers.get(name).map(String::as_str);
+        // The JSON a page hands to `fetch`: headers by name.
+        let shown = serde_json::to_value(&d).unwrap();
+        assert_eq!(shown["method"], "DELETE");
+        assert_eq!(
+            shown["headers"][HEADER_IDENTITY],
+            client.identity().fingerprint().to_hex()
+        );
         let auth = RequestAuth::from_headers(header).unwrap();
         let public = client.identity().public();
         auth.verify(public, "DELETE", &path, client.origin())

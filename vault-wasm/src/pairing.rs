@@ -103,12 +103,7 @@ impl PairingOffer {
             .offer
             .close_request(&self.client)
             .map_err(|e| Failure::from(e).into_js())?;
-        let headers: serde_json::Map<String, serde_json::Value> = r
-            .headers
-            .into_iter()
-            .map(|(name, value)| (name, serde_json::Value::String(value)))
-            .collect();
-        Ok(json!({ "url": r.url, "method": r.method, "headers": headers }).to_string())
+        serde_json::to_string(&r).map_err(|e| Failure::new("internal", e.to_string()).into_js())
     }
 
     /// Closes the pairing at the relay (after adding, or to cancel).
