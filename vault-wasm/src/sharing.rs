@@ -75,7 +75,7 @@ fn member(
 }
 
 /// The vault, pulled and verified: checkpoint, collections with their
-/// members, and single-record shares; and `rekeyed` ([`rekeying`], or
+/// members, and single-record shares; and `rekeyed` ([`view::rekeying`], or
 /// `null`) when the owner's collections were re-keyed on the way, after a
 /// member's (or the owner's) device list changed.
 pub async fn overview(s: &mut Inner, vault: &VaultId) -> Result<Value> {
@@ -90,13 +90,13 @@ pub async fn overview(s: &mut Inner, vault: &VaultId) -> Result<Value> {
         match vault_client::devices::rekey_if_due(&mut s.store, &s.client, &pulled).await {
             Ok(None) => (pulled, Value::Null),
             Ok(Some((state, done))) => {
-                let shown = rekeying(&done, None);
+                let shown = view::rekeying(&done, None);
                 (state, shown)
             }
             Err(e @ vault_client::ClientError::Relay { .. }) => {
                 let why = e.to_string();
                 let state = vault_core::store::load_vault(&s.store, vault)?;
-                let shown = rekeying(&vault_client::devices::Rekeying::default(), Some(&why));
+                let shown = view::rekeying(&vault_client::devices::Rekeying::default(), Some(&why));
                 (state, shown)
             }
             Err(e) => return Err(e.into()),
@@ -197,21 +197,6 @@ pub async fn overview(s: &mut Inner, vault: &VaultId) -> Result<Value> {
         "keyFileIsMe": state.owner().fingerprint() == me,
         "rekeyed": rekeyed,
     }))
-}
-
-/// A re-keying the page did on its own ([`overview`]): JSON `{rotated,
-/// dropped, notRotated: [{collection, error}], failed}` (`failed`: the
-/// relay's refusal that stopped it, or `null`).
-fn rekeying(done: &vault_client::devices::Rekeying, failed: Option<&str>) -> Value {
-    json!({
-        "rotated": done.rotated.len(),
-        "dropped": done.dropped.len(),
-        "notRotated": done.not_rotated.iter().map(|(c, why)| json!({
-            "collection": c.to_hex(),
-            "error": why,
-        })).collect::<Vec<_>>(),
-        "failed": failed,
-    })
 }
 
 /// Adds the device whose identity the relay publishes under `device`

@@ -43,6 +43,21 @@ pub fn propagation(p: &Propagation) -> Value {
     })
 }
 
+/// A re-keying the page did on its own (the vault overview): JSON `{rotated,
+/// dropped, notRotated: [{collection, error}], failed}` (`failed`: the
+/// relay's refusal that stopped it, or `null`).
+pub fn rekeying(done: &vault_client::devices::Rekeying, failed: Option<&str>) -> Value {
+    json!({
+        "rotated": done.rotated.len(),
+        "dropped": done.dropped.len(),
+        "notRotated": done.not_rotated.iter().map(|(c, why)| json!({
+            "collection": c.to_hex(),
+            "error": why,
+        })).collect::<Vec<_>>(),
+        "failed": failed,
+    })
+}
+
 /// The author of the entry at `seq` of `collection`, with the identity the
 /// vault's log verified for them if it holds one, and `onBehalfOf` the
 /// owner's name when the author wrote it as the owner's agent
