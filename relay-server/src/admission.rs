@@ -2,8 +2,8 @@
 //! budget of new identities and vaults per hour (and, with the same
 //! [`SourceBudget`], of pairing opens per ten minutes). Identities are free
 //! to make, so per-key limits alone bound one key among many; these bound
-//! how fast outsiders can add keys and vaults, and open pairings, at all (`docs/relay-api.md`,
-//! "Admission").
+//! how fast outsiders can add keys and vaults, and open pairings, at all
+//! (`docs/relay-api.md`, "Admission").
 
 use std::collections::HashMap;
 use std::net::IpAddr;

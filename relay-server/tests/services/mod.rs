@@ -364,36 +364,6 @@ impl Drop for Postgres {
         if let Some(pid) = pid.and_then(rustix::process::Pid::from_raw) {
             let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         }
-        kill_leftovers(&self.data);
-    }
-}
-
-/// Kills what is left of a stopped cluster. Each PostgreSQL backend leads
-/// its own process group (it calls `setsid`), so killing the postmaster's
-/// group misses one that outlives it (a background writer was left behind
-/// once per CI run, its parent gone, by the [`Watchdog`] of a cluster kept
-/// in a static, which does the same by directory). They are found by their
-/// working directory, the cluster's data directory (each backend works
-/// there), checked just before each kill.
-fn kill_leftovers(data: &Path) {
-    let Ok(data) = data.canonicalize() else {
-        return;
-    };
-    let Ok(processes) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for p in processes.flatten() {
-        let Some(pid) = p
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-            .and_then(rustix::process::Pid::from_raw)
-        else {
-            continue;
-        };
-        if std::fs::read_link(p.path().join("cwd")).is_ok_and(|cwd| cwd == data) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
     }
 }
 
