@@ -14,7 +14,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use vault_client::{devices, sync, Head, RelayClient};
+use vault_client::{devices, records, sync, Head, RelayClient};
 use vault_core::devices::{DeviceList, GenerationKeys};
 use vault_core::store::MemoryStore;
 use vault_core::{
@@ -86,6 +86,16 @@ async fn read(
     keyring: &mut Keyring<'_>,
     record: &vault_core::RecordId,
 ) -> Vec<u8> {
+    try_read(client, state, keyring, record).await.unwrap()
+}
+
+/// Downloads `record` (as `client`) and opens it with `keyring`.
+async fn try_read(
+    client: &RelayClient,
+    state: &VaultState,
+    keyring: &mut Keyring<'_>,
+    record: &vault_core::RecordId,
+) -> vault_core::Result<Vec<u8>> {
     let verified = state.record(record).unwrap();
     let mut ct = Vec::new();
     client
@@ -99,10 +109,8 @@ async fn read(
         .await
         .unwrap();
     let mut out = Vec::new();
-    keyring
-        .open(state, &verified, ct.as_slice(), &mut out)
-        .unwrap();
-    out
+    keyring.open(state, &verified, ct.as_slice(), &mut out)?;
+    Ok(out)
 }
 
 /// A relay in `dir`, the patient (one lab result, labs shared with Dr Dee
@@ -376,6 +384,128 @@ fn the_relay_serves_the_owners_devices_and_refuses_a_removed_one() {
             .await,
             b"written on the phone"
         );
+    });
+}
+
+/// A removal interrupted before its re-keying (the list's new version is
+/// appended, no rotation yet): the next write into the collection, through
+/// the vault-client action every client uses, re-keys it first (decision
+/// 74), so the removed phone's keys do not open what is written.
+#[test]
+fn a_write_after_an_interrupted_removal_is_sealed_under_a_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::start(&dir.path().join("relay"), &[]);
+    let root = principal(1, "Pat Patient", Role::Patient);
+    let phone = principal(20, "phone", Role::Device);
+    let laptop = principal(21, "laptop", Role::Device);
+    let client = |who: &Arc<SecretIdentity>| RelayClient::new(&relay.url, who.clone()).unwrap();
+    let (c_root, c_phone, c_laptop) = (client(&root), client(&phone), client(&laptop));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for c in [&c_root, &c_phone, &c_laptop] {
+            c.publish_identity().await.unwrap();
+        }
+        let now = c_root.now();
+        // The vault, "labs", and the root's list of the phone and the
+        // laptop, re-keyed to generation 1.
+        let (mut state, genesis) = VaultState::create(&root, now).unwrap();
+        c_root.create_vault(&genesis).await.unwrap();
+        let (labs, created) = state.create_collection(&root, "labs", now).unwrap();
+        state.apply(&created).unwrap();
+        let (v1, _) = DeviceList::first(
+            &root,
+            &[phone.public().clone(), laptop.public().clone()],
+            now,
+        )
+        .unwrap();
+        let mut batch = devices::plan_listing(&state, &root, &v1, now).unwrap();
+        for e in &batch {
+            state.apply(e).unwrap();
+        }
+        let (rotations, _) = devices::plan_rekeying(&state, &root, now, usize::MAX);
+        for e in &rotations {
+            state.apply(e).unwrap();
+        }
+        batch.insert(0, created);
+        batch.extend(rotations);
+        let vault = state.vault();
+        let genesis_head = Head {
+            seq: 0,
+            hash: *genesis.hash(),
+        };
+        c_root.append(&vault, genesis_head, &batch).await.unwrap();
+        let phone_keys = v1.open(&phone).unwrap();
+
+        // The laptop removes the phone and is interrupted before
+        // re-keying: only the list's new version is appended.
+        let mut store = MemoryStore::new();
+        sync::join_vault(&mut store, &c_laptop, &vault, &root.fingerprint())
+            .await
+            .unwrap();
+        let removed = sync::push_with_retry(&mut store, &c_laptop, &vault, |state| {
+            let (entry, _) =
+                devices::plan_removal(state, &laptop, &phone.fingerprint(), c_laptop.now())?;
+            Ok(vec![entry])
+        })
+        .await
+        .unwrap();
+        assert_eq!(removed.collections_to_rekey(), vec![labs]);
+
+        // The laptop adds a record to labs: labs is re-keyed first.
+        let found = records::ensure_collections(&mut store, &c_laptop, &laptop, &vault, &["labs"])
+            .await
+            .unwrap();
+        assert_eq!(found.rekeyed.rotated, vec![labs]);
+        assert!(found.state.collections_to_rekey().is_empty());
+        let item = records::NewRecord {
+            target: None,
+            collection: labs,
+            info: RecordInfo {
+                content_type: "text/plain".into(),
+                title: "after".into(),
+                created_at: c_laptop.now(),
+                effective_at: None,
+            },
+            body: b"written after the removal".to_vec(),
+        };
+        let (state, ids) =
+            records::add_records(&mut store, &c_laptop, &laptop, found.state, &[item], |_| {})
+                .await
+                .unwrap();
+        let keys = state.open_generations(&laptop).unwrap();
+        assert_eq!(
+            read(
+                &c_laptop,
+                &state,
+                &mut Keyring::for_device(&laptop, &keys, now),
+                &ids[0]
+            )
+            .await,
+            b"written after the removal"
+        );
+        // What the phone holds is generation 1 (the same for every device
+        // of v1): given only that, even a listed device's keyring does not
+        // open the record (the relay, which refuses the phone, and the
+        // membership check are left out of the question).
+        let with_the_phones_keys = try_read(
+            &c_laptop,
+            &state,
+            &mut Keyring::for_device(&laptop, &phone_keys, now),
+            &ids[0],
+        )
+        .await;
+        assert!(
+            with_the_phones_keys.is_err(),
+            "the removed phone's keys open a record written after its removal"
+        );
+        // Nothing is due any more: a second write re-keys nothing.
+        let again = records::ensure_collections(&mut store, &c_laptop, &laptop, &vault, &["labs"])
+            .await
+            .unwrap();
+        assert!(again.rekeyed.rotated.is_empty());
     });
 }
 

@@ -124,7 +124,8 @@ pub fn find_record(state: &VaultState, prefix: &str) -> Result<RecordId> {
 }
 
 /// Creates the named collections that do not exist yet (owner only; see
-/// [`vault_client::records::ensure_collections`]), with a notice for each.
+/// [`vault_client::records::ensure_collections`]) and re-keys those a
+/// removed device held the key of, with a notice for each.
 /// Returns the state and every readable collection by name.
 pub fn ensure_collections(
     session: &mut Session,
@@ -153,6 +154,15 @@ pub fn ensure_collections(
         })?;
     for name in &done.created {
         session.out.notice(format!("Created collection {name}."));
+    }
+    for (name, _) in done
+        .by_name
+        .iter()
+        .filter(|(_, id)| done.rekeyed.rotated.contains(id))
+    {
+        session.out.notice(format!(
+            "Re-keyed collection {name} first: a device removed from this vault held its key."
+        ));
     }
     Ok((done.state, done.by_name))
 }

@@ -207,6 +207,39 @@ pub async fn rekey_if_due<S: Store + ?Sized>(
     rekey(store, client, &state.vault()).await.map(Some)
 }
 
+/// Re-keys before a write into `collections` (decision 74): when the
+/// client's identity owns the vault (its key file or a listed device) and
+/// one of `collections` is due ([`rekey_is_due`]'s rule), [`rekey`] runs
+/// first, so what is written next is sealed under a key no removed device
+/// holds. Returns the state to write on and what was re-keyed (nothing,
+/// without a request, when nothing written into is due). Refuses with
+/// [`ClientError::NotRekeyed`] when one of `collections` is still due
+/// afterwards. A member cannot rotate: its writes go on as before.
+pub async fn rekey_before_writing<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    state: VaultState,
+    collections: &[CollectionId],
+) -> crate::Result<(VaultState, Rekeying)> {
+    let written_due = |state: &VaultState| {
+        let due = state.collections_to_rekey();
+        collections.iter().find(|c| due.contains(c)).copied()
+    };
+    if !state.is_owner(&client.identity().fingerprint()) || written_due(&state).is_none() {
+        return Ok((state, Rekeying::default()));
+    }
+    let (state, rekeying) = rekey(store, client, &state.vault()).await?;
+    if let Some(c) = written_due(&state) {
+        let why = rekeying
+            .not_rotated
+            .iter()
+            .find(|(n, _)| *n == c)
+            .map_or_else(|| "it is still due".to_owned(), |(_, why)| why.clone());
+        return Err(ClientError::NotRekeyed { why });
+    }
+    Ok((state, rekeying))
+}
+
 /// The current list and the keys `me` (a device in it, or the root)
 /// opens from it.
 fn current(

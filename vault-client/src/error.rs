@@ -85,6 +85,15 @@ pub enum ClientError {
     #[error("a collection's key was rotated (someone's access was revoked) while records were being added; run the same command again: what was already added is kept and skipped")]
     CollectionRotated,
 
+    /// A collection being written into still holds a key a removed device
+    /// had, and re-keying it before the write failed (decision 74): nothing
+    /// was sealed or sent.
+    #[error("a device removed from this vault still holds the key of a collection being written into, and re-keying it failed ({why}); nothing was written. Try again; if it keeps failing, run `vault sync` (or refresh the web app) and read what it reports")]
+    NotRekeyed {
+        /// Why the rotation could not be built.
+        why: String,
+    },
+
     /// A SMART Health Link, its manifest or one of its files was refused
     /// (malformed, another algorithm, a wrong tag, too large, a location
     /// on another host).
@@ -135,6 +144,7 @@ impl ClientError {
             ClientError::Io(_) => "io",
             ClientError::NotOnDevice(_) => "not_on_device",
             ClientError::CollectionRotated => "rotated",
+            ClientError::NotRekeyed { .. } => "not_rekeyed",
             ClientError::Link(_) => "invalid_link",
             ClientError::LinkPasscode { .. } => "wrong_passcode",
             ClientError::LinkNotActive(_) => "link_not_found",

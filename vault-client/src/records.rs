@@ -201,12 +201,17 @@ pub struct Collections {
     pub by_name: BTreeMap<String, CollectionId>,
     /// The names this call created.
     pub created: Vec<String>,
+    /// The collections re-keyed before the write (decision 74): a device
+    /// removed from the vault held their key.
+    pub rekeyed: crate::devices::Rekeying,
 }
 
-/// Creates the named collections that do not exist yet, in one append
-/// (what exists is decided again on each attempt, so a collection another
-/// device created meanwhile is not created twice). Only the owner creates
-/// collections: for anyone else a missing one is
+/// Makes the named collections ready to be written into: creates those
+/// that do not exist yet, in one append (what exists is decided again on
+/// each attempt, so a collection another device created meanwhile is not
+/// created twice), and first re-keys those a removed device still holds
+/// the key of ([`crate::devices::rekey_before_writing`]). Only the owner
+/// creates collections: for anyone else a missing one is
 /// [`vault_core::Error::AccessDenied`].
 pub async fn ensure_collections<S: Store + ?Sized>(
     store: &mut S,
@@ -225,11 +230,19 @@ pub async fn ensure_collections<S: Store + ?Sized>(
     };
     let mut by_name = collections_by_name(&state, &mut Keyring::new(secret, client.now()));
     by_name.extend(deposit_targets(&state, secret, client.now(), names));
+    // A rotation keeps a collection's id and name.
+    let existing: Vec<CollectionId> = names
+        .iter()
+        .filter_map(|n| by_name.get(*n).copied())
+        .collect();
+    let (state, rekeyed) =
+        crate::devices::rekey_before_writing(store, client, state, &existing).await?;
     if missing(&by_name).is_empty() {
         return Ok(Collections {
             state,
             by_name,
             created: Vec::new(),
+            rekeyed,
         });
     }
     if !state.is_owner(&secret.fingerprint()) {
@@ -259,6 +272,7 @@ pub async fn ensure_collections<S: Store + ?Sized>(
         state,
         by_name,
         created,
+        rekeyed,
     })
 }
 
