@@ -286,3 +286,109 @@ fn the_relay_refuses_a_share_by_an_agent_who_may_not_share() {
     rt.block_on(client.put_blobs(&vault, &[(hash, &bytes[..])]))
         .unwrap();
 }
+
+/// An agent's own device (decision 70's lists, for an agent): Jane lists a
+/// tablet from her key file; naming her in labs carries her list there,
+/// so the agency's grant reaches the tablet; the tablet reads labs, shares
+/// it with Dr Dee as Jane (the relay takes the share, and Dee reads) and
+/// adds a note the patient sees written by Jane's tablet on the patient's
+/// behalf; Jane removes the tablet, and the relay refuses it from then on.
+#[test]
+fn an_agents_device_acts_for_the_agent_until_the_agent_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::start(&dir.path().join("relay"), &[]);
+    let (patient, doc) = patient_and_clinician(dir.path(), &relay.url);
+    let p_fp = fingerprint(&patient.json(&["whoami"]));
+    let d_fp = fingerprint(&doc.json(&["whoami"]));
+    let jane = CliProfile::new(&dir.path().join("jane"), &relay.url);
+    let j_fp = fingerprint(&jane.init("Jane Doe", "patient"));
+    jane.ok(&["whoami", "--publish", "--no-qr"]);
+    patient.json(&["contacts", "add", "jane", "--lookup", &j_fp]);
+    let tablet = CliProfile::new(&dir.path().join("tablet"), &relay.url);
+    let t_fp = fingerprint(&tablet.init("tablet", "device"));
+    tablet.ok(&["whoami", "--publish", "--no-qr"]);
+    tablet.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
+    tablet.json(&["contacts", "add", "dr", "--lookup", &d_fp]);
+    let lab = patient.add_lab("HbA1c", "48 mmol/mol");
+
+    // Jane lists the tablet (her list goes to the relay's directory); the
+    // patient names her in labs, carrying the list there.
+    jane.json(&["devices", "add", &t_fp]);
+    patient.json(&[
+        "agents",
+        "name",
+        "jane",
+        "-c",
+        "labs",
+        "--powers",
+        "add,share",
+    ]);
+    jane.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
+    jane.json(&["inbox"]);
+    jane.json(&["list", "--vault", "pat"]);
+
+    // The tablet finds the vault, reads labs, and shares it as Jane.
+    tablet.json(&["inbox"]);
+    assert_eq!(
+        tablet.ok(&["open", &lab[..8], "--vault", "pat", "-o", "-"]),
+        "48 mmol/mol"
+    );
+    tablet.json(&["share", "labs", "--with", "dr", "--vault", "pat"]);
+    doc.json(&["inbox"]);
+    assert_eq!(
+        doc.ok(&["open", &lab[..8], "--vault", "pat", "-o", "-"]),
+        "48 mmol/mol"
+    );
+    let note = tablet.run_with_stdin(
+        &[
+            "--json",
+            "add",
+            "-",
+            "-c",
+            "labs",
+            "--vault",
+            "pat",
+            "--title",
+            "Call notes",
+        ],
+        b"Spoke with the GP.",
+    );
+    assert_eq!(note.code, 0, "{}", note.stderr);
+    let note_id = serde_json::from_str::<Value>(&note.stdout).unwrap()[0]["record"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let shown = patient.json(&["show", &note_id]);
+    assert_eq!(shown["author"], t_fp.as_str(), "{shown}");
+    assert!(
+        shown["author_name"]
+            .as_str()
+            .is_some_and(|n| n.contains("on behalf of you")),
+        "{shown}"
+    );
+
+    // Jane removes the tablet: the new version is carried into labs, and
+    // the relay refuses the tablet there.
+    let removed = jane.json(&["devices", "remove", &t_fp[..8]]);
+    assert_eq!(removed["carried"].as_array().unwrap().len(), 1, "{removed}");
+    let refused = tablet.run(&["sync"]);
+    assert!(
+        refused.stderr.contains("no longer shared with you"),
+        "the tablet still reads: {} {}",
+        refused.stdout,
+        refused.stderr
+    );
+    let r = tablet.refused(&["share", "labs", "--with", "dr", "--vault", "pat"]);
+    assert_ne!(r.exit, 0, "a removed device shared: {r:#?}");
+    // The patient's next sync re-keys labs (Jane's agency grant moves to
+    // her generation 2); the log verifies from genesis.
+    let synced = patient.json(&["sync"]);
+    let rekeyed: usize = synced
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["rekeyed"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(rekeyed, 1, "{synced}");
+    patient.ok(&["verify"]);
+}

@@ -816,18 +816,21 @@ impl Namer {
             .listed_device(fp)
             .map(|d| (state.owner().fingerprint(), d))
             .or_else(|| state.member_device(collection, fp));
-        if let Some((person, device)) = device {
-            let whose = if self.names.get(&person).is_some_and(|n| n == "you") {
-                "your".to_owned()
-            } else {
-                format!("{}'s", self.name(&person, Some(state)))
-            };
-            return format!(
-                "{} ({whose} device)",
-                crate::output::clean(device.display_name())
-            );
-        }
-        let name = self.name(fp, Some(state));
+        let name = match device {
+            Some((person, device)) => {
+                let whose = if self.names.get(&person).is_some_and(|n| n == "you") {
+                    "your".to_owned()
+                } else {
+                    format!("{}'s", self.name(&person, Some(state)))
+                };
+                format!(
+                    "{} ({whose} device)",
+                    crate::output::clean(device.display_name())
+                )
+            }
+            None => self.name(fp, Some(state)),
+        };
+        // An agent's device wrote as the agent, on the owner's behalf.
         if state.acting_for_owner(fp, collection, seq).is_some() {
             format!(
                 "{name} on behalf of {}",

@@ -42,13 +42,19 @@ pub async fn name<S: Store + ?Sized>(
 ) -> crate::Result<(VaultState, Naming)> {
     let me = client.identity().clone();
     let delegation = DelegationId::random();
+    // The agent's devices, so the agency reaches each of them (decision
+    // 70), as a share's grant does.
+    let devices = crate::member_devices::fetch(client, agent).await?;
     let mut plan = None;
     let state = sync::push_with_retry(store, client, vault, |state| {
         let naming = plan_naming(
             state,
             &me,
-            collections,
-            agent,
+            Named {
+                collections,
+                agent,
+                devices: &devices,
+            },
             powers,
             expires_at,
             delegation,
@@ -63,21 +69,40 @@ pub async fn name<S: Store + ?Sized>(
     Ok((state, plan))
 }
 
-/// Builds the entries naming `agent` in each of `collections` under one
-/// agency `delegation`. A collection whose current key could open
-/// replaced or deleted versions is rotated first (a rotation revoking
-/// nobody), as for any new member ([`crate::sharing::plan_share`]).
-#[allow(clippy::too_many_arguments)] // one user action's whole input
+/// Who is named an agent, where, and the agent's device lists.
+#[derive(Debug, Clone, Copy)]
+pub struct Named<'a> {
+    /// The collections the agent acts in.
+    pub collections: &'a [CollectionId],
+    /// The agent.
+    pub agent: &'a PublicIdentity,
+    /// The agent's device lists, verified
+    /// ([`crate::member_devices::fetch`]; empty if it listed none).
+    pub devices: &'a [vault_core::devices::DeviceList],
+}
+
+/// Builds the entries naming `named.agent` in each of its collections
+/// under one agency `delegation`. The agent's device list versions a
+/// collection does not carry yet are appended there first, so the
+/// agency's grant is sealed to the generation each of the agent's devices
+/// opens, as for a member ([`crate::member_devices::plan_listing`]). A
+/// collection whose current key could open replaced or deleted versions
+/// is rotated first (a rotation revoking nobody), as for any new member
+/// ([`crate::sharing::plan_share`]).
 pub fn plan_naming(
     state: &VaultState,
     me: &SecretIdentity,
-    collections: &[CollectionId],
-    agent: &PublicIdentity,
+    named: Named<'_>,
     powers: Powers,
     expires_at: Option<u64>,
     delegation: DelegationId,
     now: u64,
 ) -> vault_core::Result<Naming> {
+    let Named {
+        collections,
+        agent,
+        devices,
+    } = named;
     if collections.is_empty() {
         return Err(vault_core::Error::InvalidInput(
             "name at least one collection the agent acts in",
@@ -90,6 +115,19 @@ pub fn plan_naming(
         rotated_first: Vec::new(),
     };
     for collection in collections {
+        let listed = crate::member_devices::plan_listing(
+            &next,
+            me,
+            collection,
+            agent,
+            powers.permission(),
+            devices,
+            now,
+        )?;
+        if let Some(entry) = listed {
+            next.apply(&entry)?;
+            naming.entries.push(entry);
+        }
         let mut keyring = Keyring::new(me, now);
         if next.needs_rotation_before_grant(collection) {
             let rotation = next.revoke(&mut keyring, collection, &[])?;

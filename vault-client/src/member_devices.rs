@@ -71,7 +71,10 @@ pub fn newer_than_carried(
 /// The entry carrying `versions` of `member`'s list into `collection`
 /// before the owner (`me`) grants it to the member, or none when the
 /// collection carries them already, the member listed no device, or the
-/// grant is a deposit (a depositor stays one key).
+/// grant is a deposit (a depositor stays one key). None, too, when `me`
+/// is an agent: only the owner and the member carry a member's list
+/// (`docs/format.md` §8.12), so an agent's grant goes to the member's key
+/// file, or to the generation the collection already carries.
 pub fn plan_listing(
     state: &VaultState,
     me: &SecretIdentity,
@@ -82,6 +85,10 @@ pub fn plan_listing(
     now: u64,
 ) -> vault_core::Result<Option<LogEntry>> {
     if permission == Permission::Deposit {
+        return Ok(None);
+    }
+    let by = state.person_in(&me.fingerprint(), Some(collection));
+    if !state.is_owner(&by) && by != member.fingerprint() {
         return Ok(None);
     }
     check_not_behind(state, &member.fingerprint(), versions)?;
@@ -549,6 +556,90 @@ mod tests {
             phone_keys,
             fork,
         }
+    }
+
+    /// Naming an agent who listed devices carries the agent's list into
+    /// the collection first, so the agency's grant reaches each device;
+    /// the agent, sharing in turn with a member who listed devices, may
+    /// not carry that member's list (only the owner and the member do):
+    /// the share goes through, to the member's key file.
+    #[test]
+    fn an_agents_list_is_carried_when_named_and_an_agents_share_needs_no_list() {
+        let pat = identity(1, "Pat", Role::Patient);
+        let jane = identity(5, "Jane", Role::Patient);
+        let tablet = identity(45, "tablet", Role::Device);
+        let DeeLists { dee, v1, .. } = dee_lists();
+        let (jane_v1, _) = DeviceList::first(&jane, &[tablet.public().clone()], NOW).unwrap();
+        let (mut state, _) = VaultState::create(&pat, NOW).unwrap();
+        let (labs, e) = state.create_collection(&pat, "labs", NOW).unwrap();
+        state.apply(&e).unwrap();
+        let share = vault_core::Powers::new(false, true, false);
+        let named = crate::agents::plan_naming(
+            &state,
+            &pat,
+            crate::agents::Named {
+                collections: &[labs],
+                agent: jane.public(),
+                devices: std::slice::from_ref(&jane_v1),
+            },
+            share,
+            None,
+            vault_core::DelegationId::random(),
+            NOW,
+        )
+        .unwrap();
+        assert!(matches!(
+            named.entries[0].body(),
+            vault_core::EntryBody::MemberDevicesListed { .. }
+        ));
+        for e in &named.entries {
+            state.apply(e).unwrap();
+        }
+        assert_eq!(
+            state.member_device_list(&labs, &jane.fingerprint()),
+            Some(&jane_v1)
+        );
+        assert!(state.collections_to_rekey().is_empty());
+        assert_eq!(
+            state.person_in(&tablet.fingerprint(), Some(&labs)),
+            jane.fingerprint()
+        );
+        // Jane's tablet shares labs with Dr Dee, who listed devices: no
+        // listing entry, and the grant goes to Dee's key file.
+        for by in [&jane, &tablet] {
+            let plan = crate::sharing::plan_share(
+                &state,
+                by,
+                crate::sharing::ShareTarget::Collection(labs, Permission::Read),
+                dee.public(),
+                std::slice::from_ref(&v1),
+                None,
+                NOW,
+            )
+            .unwrap();
+            assert_eq!(plan.entries.len(), 1);
+            let vault_core::EntryBody::GrantAdded { grant, .. } = plan.entries[0].body() else {
+                panic!("not a grant")
+            };
+            assert_eq!(grant.generation(), 0);
+            let mut next = state.clone();
+            next.apply(&plan.entries[0]).unwrap();
+        }
+        // The owner's share carries Dee's list first.
+        let plan = crate::sharing::plan_share(
+            &state,
+            &pat,
+            crate::sharing::ShareTarget::Collection(labs, Permission::Read),
+            dee.public(),
+            std::slice::from_ref(&v1),
+            None,
+            NOW,
+        )
+        .unwrap();
+        assert!(matches!(
+            plan.entries[0].body(),
+            vault_core::EntryBody::MemberDevicesListed { .. }
+        ));
     }
 
     /// What a hostile directory may serve instead of the person's list:

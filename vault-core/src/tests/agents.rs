@@ -1155,3 +1155,208 @@ fn owner_only_entries_by_an_agent_are_refused_by_the_log() {
         assert!(is_unauthorized(&err), "{why}: {err}");
     }
 }
+
+/// An agent's own devices (decision 70's member lists, for an agent):
+/// Jane, named in labs with add and share, lists a tablet and a phone
+/// there; after the owner re-keys, each device reads labs and acts for
+/// Jane within her agency (it adds, and it shares with Dr Bob, who reads;
+/// it cannot share what Jane may not); Jane's phone removes the tablet,
+/// which the log then refuses and, once the owner re-keys, whose key
+/// generation opens nothing sealed afterwards; when the agency ends, the
+/// phone is refused too, and what the devices did stays.
+#[test]
+fn an_agents_devices_act_for_the_agent_within_its_agency_until_removed() {
+    let (mut f, jane, d) = with_agent(Powers::new(true, true, false), None);
+    let lab = f.state.records(Some(&f.labs))[0].id;
+    let tablet = identity(40, "tablet", Role::Device);
+    let phone = identity(41, "phone", Role::Device);
+    let (v1, _) = crate::devices::DeviceList::first(
+        &jane,
+        &[tablet.public().clone(), phone.public().clone()],
+        NOW,
+    )
+    .unwrap();
+    let (tablet_keys, phone_keys) = (v1.open(&tablet).unwrap(), v1.open(&phone).unwrap());
+    // The owner carries Jane's list into labs and re-keys: Jane's agency
+    // grant goes to her generation 1.
+    let e = f
+        .state
+        .list_member_devices(
+            &f.patient,
+            &f.labs,
+            jane.public(),
+            std::slice::from_ref(&v1),
+            NOW,
+        )
+        .unwrap();
+    f.append(e);
+    assert_eq!(f.state.collections_to_rekey(), vec![f.labs]);
+    let e = f
+        .state
+        .revoke(&mut Keyring::new(&f.patient, NOW), &f.labs, &[])
+        .unwrap();
+    f.append(e);
+    assert!(f.state.collections_to_rekey().is_empty());
+    let jane_grant = |f: &Fixture| {
+        let jane = jane.fingerprint();
+        f.log
+            .iter()
+            .rev()
+            .find_map(|e| match e.body() {
+                EntryBody::Rotation(r) if r.collection == f.labs => {
+                    r.grants.iter().find(|g| g.member() == jane).cloned()
+                }
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(jane_grant(&f).generation(), 1);
+    let open = |f: &Fixture, who: &SecretIdentity, record: &crate::RecordId| {
+        let verified = f.state.record(record)?;
+        let mut out = Vec::new();
+        Keyring::new(who, NOW).open(
+            &f.state,
+            &verified,
+            f.blobs[verified.metadata().ciphertext_hash()].as_slice(),
+            &mut out,
+        )?;
+        Ok::<_, Error>(out)
+    };
+
+    // Each device reads labs, and acts for Jane with her powers there.
+    for device in [&tablet, &phone] {
+        assert_eq!(
+            f.state.person_in(&device.fingerprint(), Some(&f.labs)),
+            jane.fingerprint()
+        );
+        let access = f.state.access(&device.fingerprint(), NOW);
+        assert_eq!(
+            access.collections[&f.labs].agent,
+            Some(Powers::new(true, true, false))
+        );
+        assert_eq!(open(&f, device, &lab).unwrap(), b"48 mmol/mol");
+    }
+    let added = agents_record(&f, &tablet, "from Jane's tablet", NOW);
+    f.append(added);
+    let shared = f
+        .state
+        .share_collection(
+            &mut Keyring::new(&tablet, NOW),
+            &f.labs,
+            f.bob.public(),
+            Permission::Read,
+            None,
+        )
+        .unwrap();
+    let EntryBody::GrantAdded { grant, .. } = shared.body() else {
+        panic!("not a grant")
+    };
+    assert_eq!(grant.signer(), Some(tablet.fingerprint()));
+    f.append(shared);
+    let (_, body) = f.open_as(2, &lab).unwrap();
+    assert_eq!(body, b"48 mmol/mol");
+    // Beyond Jane's agency: medications is not hers to share, by the
+    // client or (forged past it) by the log.
+    let mut keyring = Keyring::new(&tablet, NOW);
+    assert!(f
+        .state
+        .share_collection(
+            &mut keyring,
+            &f.meds,
+            f.bob.public(),
+            Permission::Read,
+            None
+        )
+        .is_err());
+    let meds_key = f.key_of(0, f.meds);
+    let forged = forged_share(&f, &tablet, &meds_key, 1, Permission::Read, None);
+    assert!(is_unauthorized(&f.refuse(&forged)));
+    // Nor more than Jane holds: a read-write grant.
+    assert!(f
+        .state
+        .share_collection(
+            &mut Keyring::new(&tablet, NOW),
+            &f.labs,
+            f.alice.public(),
+            Permission::ReadWrite,
+            None,
+        )
+        .is_err());
+
+    // Written by the tablet before its removal, appended after: refused.
+    let EntryBody::RecordPut { metadata: late } =
+        agents_record(&f, &tablet, "late", NOW).body().clone()
+    else {
+        panic!("not a record")
+    };
+    // Jane's phone removes the tablet (generation 2) and carries the list
+    // into labs: the log refuses the tablet from then on.
+    let (v2, _) = v1
+        .next(&phone, &phone_keys, &[], &[tablet.fingerprint()], NOW)
+        .unwrap();
+    let e = f
+        .state
+        .list_member_devices(
+            &phone,
+            &f.labs,
+            jane.public(),
+            std::slice::from_ref(&v2),
+            NOW,
+        )
+        .unwrap();
+    f.append(e);
+    assert!(f
+        .state
+        .access(&tablet.fingerprint(), NOW)
+        .collections
+        .is_empty());
+    let err = f.refuse(&f.forge(&tablet, EntryBody::RecordPut { metadata: late }));
+    assert!(is_unauthorized(&err), "{err:?}");
+    let forged = forged_share(&f, &tablet, &f.key_of(0, f.labs), 1, Permission::Read, None);
+    assert!(is_unauthorized(&f.refuse(&forged)));
+    // The owner re-keys: Jane's grant goes to generation 2, which the
+    // tablet's keys do not open.
+    assert_eq!(f.state.collections_to_rekey(), vec![f.labs]);
+    let e = f
+        .state
+        .revoke(&mut Keyring::new(&f.patient, NOW), &f.labs, &[])
+        .unwrap();
+    f.append(e);
+    let grant = jane_grant(&f);
+    assert_eq!(grant.generation(), 2);
+    let verified = grant.verify(f.patient.public()).unwrap();
+    let tablet_gen1 = tablet_keys.age_identity(v1.enc_public()).unwrap();
+    assert!(matches!(
+        verified.open_collection_key_as(&crate::grant::GrantKey::generation(
+            jane.fingerprint(),
+            tablet_gen1
+        )),
+        Err(Error::DecryptionFailed)
+    ));
+    let after = f.put_as(0, f.labs, None, "Sodium", b"139 mmol/L");
+    assert_eq!(open(&f, &phone, &after.record()).unwrap(), b"139 mmol/L");
+    assert!(open(&f, &tablet, &after.record()).is_err());
+
+    // The agency ends: the phone is refused as Jane is; Bob's grant, made
+    // by the tablet, stays.
+    let e = f.state.end_agency(&f.patient, &d, &f.labs, NOW).unwrap();
+    f.append(e);
+    assert!(f
+        .state
+        .access(&phone.fingerprint(), NOW)
+        .collections
+        .is_empty());
+    assert!(f
+        .state
+        .share_collection(
+            &mut Keyring::new(&phone, NOW),
+            &f.labs,
+            f.alice.public(),
+            Permission::Read,
+            None,
+        )
+        .is_err());
+    let (_, body) = f.open_as(2, &after.record()).unwrap();
+    assert_eq!(body, b"139 mmol/L");
+    f.reverify().unwrap();
+}

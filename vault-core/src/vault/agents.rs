@@ -97,7 +97,8 @@ impl VaultState {
     }
 
     /// The agency `agent` acts under in `collection` at `at`, if one is in
-    /// force there.
+    /// force there. A device of an agent's, listed in `collection`, acts
+    /// under its agent's agency there (decision 70), as the log judges it.
     pub fn agency_of(
         &self,
         agent: &Fingerprint,
@@ -108,15 +109,18 @@ impl VaultState {
             .map(|(d, a)| (d, a.powers))
     }
 
+    /// The agency in force in `collection` at `at` whose agent is `who`'s
+    /// person there (itself, or the agent whose list there names it).
     fn agency_in_force(
         &self,
-        agent: &Fingerprint,
+        who: &Fingerprint,
         collection: &CollectionId,
         at: u64,
     ) -> Option<(DelegationId, &Agency)> {
+        let agent = self.person_in(who, Some(collection));
         self.agencies
             .iter()
-            .find(|(d, a)| a.agent == *agent && self.in_force(d, collection, at))
+            .find(|(d, a)| a.agent == agent && self.in_force(d, collection, at))
             .map(|(d, a)| (*d, a))
     }
 
@@ -154,17 +158,22 @@ impl VaultState {
     /// `collection`, if it wrote it as an agent of the owner (named there
     /// before `seq`, not ended before it): what listings show as "on
     /// behalf of" the owner. Expiry needs no check here: an agent's
-    /// entries after its agency expired were refused.
+    /// entries after its agency expired were refused. A device an agent's
+    /// list in `collection` named wrote as the agent (the log accepted its
+    /// entries only while it was listed).
     pub fn acting_for_owner(
         &self,
         author: &Fingerprint,
         collection: &CollectionId,
         seq: u64,
     ) -> Option<DelegationId> {
+        let author = self
+            .member_device(collection, author)
+            .map_or(*author, |(person, _)| person);
         self.agencies
             .iter()
             .find(|(_, a)| {
-                a.agent == *author
+                a.agent == author
                     && a.spans
                         .get(collection)
                         .is_some_and(|(from, to)| *from < seq && to.is_none_or(|to| seq < to))
