@@ -221,6 +221,10 @@ pub struct MemberChange {
     /// The vaults it could not be carried into, with why: run the action
     /// again (it publishes nothing new, and carries what is missing).
     pub not_carried: Vec<(VaultId, String)>,
+    /// Why the relay's inbox could not be read (`None`: it was): the
+    /// vaults shared with the person that this client does not follow
+    /// were not reached. Run the action again.
+    pub inbox_not_read: Option<String>,
 }
 
 /// A change to a person's device list.
@@ -237,7 +241,8 @@ pub enum Change {
 /// Changes `person`'s device list in the relay's directory as the
 /// client's identity (the person's key file, or one of its listed
 /// devices), then carries the new version into every vault this client
-/// follows where the person is a member ([`carry`]). The first version is
+/// follows, or the relay's inbox names for it, where the person is a
+/// member ([`carry`]). The first version is
 /// the key file's. Adding a listed device, or removing one no longer
 /// listed, publishes nothing and only carries what is missing.
 pub async fn change<S: Store + ?Sized>(
@@ -307,6 +312,7 @@ pub async fn change<S: Store + ?Sized>(
         list,
         carried: elsewhere.carried,
         not_carried: elsewhere.not_reached,
+        inbox_not_read: elsewhere.inbox_not_read,
     })
 }
 
@@ -325,13 +331,18 @@ pub struct Propagation {
     pub carried: Vec<(VaultId, Vec<CollectionId>)>,
     /// Vaults not reached, with why: run the action again to finish.
     pub not_reached: Vec<(VaultId, String)>,
+    /// Why the relay's inbox could not be read (`None`: it was), so the
+    /// vaults this client does not follow were not reached: run the
+    /// action again to finish.
+    pub inbox_not_read: Option<String>,
     /// Collections of vaults shared with the person that refused the new
     /// versions ([`Carried::refused`]), with why: running again does not
     /// help.
     pub refused: Vec<(VaultId, CollectionId, String)>,
 }
 
-/// Brings everything this client follows up to `chain` (versions of
+/// Brings everything this client follows, and every vault the relay's
+/// inbox names for it, up to `chain` (versions of
 /// `person`'s list, oldest first, ending at the current one), as the
 /// client's identity: the relay's directory takes the versions it lacks
 /// (with none held, from the last one the root signed: only the key file
@@ -361,7 +372,10 @@ pub async fn propagate<S: Store + ?Sized>(
 }
 
 /// [`propagate`] without the directory: the other vaults this client
-/// follows, each failure reported.
+/// follows, then the vaults the relay's inbox names for this identity that
+/// it does not follow (joined in memory for the change only, so a device
+/// removed where only it was used is refused there too), each failure
+/// reported.
 async fn reach_vaults<S: Store + ?Sized>(
     store: &mut S,
     client: &RelayClient,
@@ -369,70 +383,117 @@ async fn reach_vaults<S: Store + ?Sized>(
     chain: &[DeviceList],
     except: Option<&VaultId>,
 ) -> Propagation {
-    let fp = person.fingerprint();
     let mut done = Propagation::default();
-    let me = client.identity().clone();
-    for vault in store.vaults().unwrap_or_default() {
-        if except == Some(&vault) {
+    let followed = store.vaults().unwrap_or_default();
+    for vault in &followed {
+        if except == Some(vault) {
             continue;
         }
         let reached = async {
-            let state = sync::pull(store, client, &vault).await?;
-            if !state.is_owner(&fp) {
-                let carried = carry(store, client, &vault, person, chain).await?;
-                return Ok(Some(Ok(carried)));
-            }
-            let Some(held) = state.owner_device_list() else {
-                return Ok(None);
-            };
-            // Only along the same chain: a vault whose list is not on it
-            // (its own chain, or a thief's branch) is reported, never
-            // overridden from here.
-            let newer = crate::devices::after_on_chain(chain, held).ok_or(
-                vault_core::Error::InvalidInput(
-                    "this vault carries another device list of yours (started apart, or changed by another device): change it there with --vault, or take it back with your key file",
-                ),
-            )?;
-            let state = if newer.is_empty() {
-                state
-            } else {
-                sync::push_with_retry(store, client, &vault, |state| {
-                    Ok(vec![state.list_devices(&me, &newer, client.now())?])
-                })
-                .await?
-            };
-            // Re-keying also finishes what an earlier run left.
-            if newer.is_empty() && state.collections_to_rekey().is_empty() {
-                return Ok(None);
-            }
-            let (_, rekeying) = crate::devices::rekey(store, client, &vault).await?;
-            if let Some((_, why)) = rekeying.not_rotated.first() {
-                return Err(ClientError::Protocol(format!(
-                    "the list was updated, but {} collection(s) were not re-keyed ({why}): run the command again",
-                    rekeying.not_rotated.len()
-                )));
-            }
-            Ok(Some(Err(rekeying.rotated.len())))
+            let state = sync::pull(store, client, vault).await?;
+            reach_one(store, client, person, chain, state).await
         }
         .await;
+        done.note(*vault, reached);
+    }
+    // The vaults this client does not follow: the lost device may have
+    // been the only one that used them.
+    let unfollowed = match client.inbox().await {
+        Ok(inbox) => inbox
+            .into_iter()
+            .filter(|v| except != Some(&v.vault) && !followed.contains(&v.vault))
+            .collect(),
+        Err(e) => {
+            done.inbox_not_read = Some(e.to_string());
+            Vec::new()
+        }
+    };
+    for v in unfollowed {
+        let mut memory = vault_core::store::MemoryStore::new();
+        let reached = async {
+            let state = sync::join_vault(&mut memory, client, &v.vault, &v.owner).await?;
+            reach_one(&mut memory, client, person, chain, state).await
+        }
+        .await;
+        done.note(v.vault, reached);
+    }
+    done
+}
+
+/// What reaching one vault did: `None` nothing to do; `Some(Ok(carried))`
+/// a vault shared with the person; `Some(Err(n))` a vault the person owns,
+/// `n` collections re-keyed.
+type Reached = crate::Result<Option<std::result::Result<Carried, usize>>>;
+
+/// Brings one vault (`state`, just pulled) up to `chain`: a vault shared
+/// with the person takes it in each collection ([`carry`]); a vault the
+/// person owns takes the newer versions along the same chain and is
+/// re-keyed.
+async fn reach_one<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    person: &PublicIdentity,
+    chain: &[DeviceList],
+    state: VaultState,
+) -> Reached {
+    let vault = state.vault();
+    if !state.is_owner(&person.fingerprint()) {
+        let carried = carry(store, client, &vault, person, chain).await?;
+        return Ok(Some(Ok(carried)));
+    }
+    let Some(held) = state.owner_device_list() else {
+        return Ok(None);
+    };
+    // Only along the same chain: a vault whose list is not on it (its own
+    // chain, or a thief's branch) is reported, never overridden from here.
+    let newer = crate::devices::after_on_chain(chain, held).ok_or(
+        vault_core::Error::InvalidInput(
+            "this vault carries another device list of yours (started apart, or changed by another device): change it there with --vault, or take it back with your key file",
+        ),
+    )?;
+    let me = client.identity().clone();
+    let state = if newer.is_empty() {
+        state
+    } else {
+        sync::push_with_retry(store, client, &vault, |state| {
+            Ok(vec![state.list_devices(&me, &newer, client.now())?])
+        })
+        .await?
+    };
+    // Re-keying also finishes what an earlier run left.
+    if newer.is_empty() && state.collections_to_rekey().is_empty() {
+        return Ok(None);
+    }
+    let (_, rekeying) = crate::devices::rekey(store, client, &vault).await?;
+    if let Some((_, why)) = rekeying.not_rotated.first() {
+        return Err(ClientError::Protocol(format!(
+            "the list was updated, but {} collection(s) were not re-keyed ({why}): run the command again",
+            rekeying.not_rotated.len()
+        )));
+    }
+    Ok(Some(Err(rekeying.rotated.len())))
+}
+
+impl Propagation {
+    /// Records what reaching `vault` did.
+    fn note(&mut self, vault: VaultId, reached: Reached) {
         match reached {
             Ok(None) => {}
-            Ok(Some(Err(rekeyed))) => done.owned.push((vault, rekeyed)),
+            Ok(Some(Err(rekeyed))) => self.owned.push((vault, rekeyed)),
             Ok(Some(Ok(carried))) => {
                 if !carried.into.is_empty() {
-                    done.carried.push((vault, carried.into));
+                    self.carried.push((vault, carried.into));
                 }
-                done.refused.extend(
+                self.refused.extend(
                     carried
                         .refused
                         .into_iter()
                         .map(|(collection, why)| (vault, collection, why)),
                 );
             }
-            Err(e) => done.not_reached.push((vault, e.to_string())),
+            Err(e) => self.not_reached.push((vault, e.to_string())),
         }
     }
-    done
 }
 
 /// Publishes the versions of `chain` newer than what the relay's directory

@@ -24,7 +24,9 @@ pub fn identity(id: &PublicIdentity) -> Value {
 /// ([`Propagation`]): `notPublished` (why the relay's directory did not
 /// take it, or `null`), `owned` (how many other vaults of the person's
 /// took it), `carried` (into how many vaults shared with the person),
-/// `notReached` (`[{vault, error}]`: do it again to finish) and `refused`
+/// `notReached` (`[{vault, error}]`: do it again to finish),
+/// `inboxNotRead` (why the vaults this browser does not follow were not
+/// reached, or `null`) and `refused`
 /// (`[{vault, collection, error}]`: another list of the person's is there).
 pub fn propagation(p: &Propagation) -> Value {
     json!({
@@ -35,6 +37,7 @@ pub fn propagation(p: &Propagation) -> Value {
             "vault": v.to_hex(),
             "error": why,
         })).collect::<Vec<_>>(),
+        "inboxNotRead": p.inbox_not_read,
         "refused": p.refused.iter().map(|(v, c, why)| json!({
             "vault": v.to_hex(),
             "collection": c.to_hex(),
@@ -105,7 +108,7 @@ mod tests {
     fn a_propagation_is_shown_with_what_it_did_not_reach() {
         assert_eq!(
             propagation(&Propagation::default()),
-            json!({"notPublished": null, "owned": 0, "carried": 0, "notReached": [], "refused": []})
+            json!({"notPublished": null, "owned": 0, "carried": 0, "notReached": [], "inboxNotRead": null, "refused": []})
         );
         let (mine, shared, late) = (VaultId::random(), VaultId::random(), VaultId::random());
         let forked = CollectionId::random();
@@ -114,6 +117,7 @@ mod tests {
             owned: vec![(mine, 2)],
             carried: vec![(shared, vec![CollectionId::random(), forked])],
             not_reached: vec![(late, "timed out".into())],
+            inbox_not_read: Some("forbidden".into()),
             refused: vec![(shared, forked, "another version".into())],
         };
         assert_eq!(
@@ -123,6 +127,7 @@ mod tests {
                 "owned": 1,
                 "carried": 1,
                 "notReached": [{"vault": late.to_hex(), "error": "timed out"}],
+                "inboxNotRead": "forbidden",
                 "refused": [{"vault": shared.to_hex(), "collection": forked.to_hex(), "error": "another version"}],
             })
         );

@@ -143,6 +143,8 @@ export interface Elsewhere {
   owned: number;
   carried: number;
   notReached: { vault: string; error: string }[];
+  /** Why the relay's inbox could not be read, so vaults shared with you that this browser does not follow were not reached (null: they were). */
+  inboxNotRead: string | null;
   refused: { vault: string; collection: string; error: string }[];
 }
 

@@ -243,6 +243,7 @@ fn report_member_change(
                 "vault": v.to_hex(),
                 "error": why,
             })).collect::<Vec<_>>(),
+            "inbox_not_read": change.inbox_not_read,
         }));
     }
     line(&format!(
@@ -256,6 +257,9 @@ fn report_member_change(
             "warning: vault {}: your list was not carried there: {why}; run the command again to finish",
             vault.to_hex()
         );
+    }
+    if let Some(why) = &change.inbox_not_read {
+        eprintln!("{}", inbox_warning(why));
     }
     Ok(())
 }
@@ -401,6 +405,11 @@ pub(super) fn owner_adding(
     Ok((secret, vault, client, state))
 }
 
+/// The warning for a change that could not read the relay's inbox.
+fn inbox_warning(why: &str) -> String {
+    format!("warning: the relay's inbox could not be read ({why}), so vaults shared with you that this device does not follow were not brought up to date (a removed device may still act there): run the command again to finish")
+}
+
 /// Where the change went beyond this vault, as JSON.
 fn elsewhere_json(e: &vault_client::member_devices::Propagation) -> serde_json::Value {
     json!({
@@ -412,6 +421,7 @@ fn elsewhere_json(e: &vault_client::member_devices::Propagation) -> serde_json::
             "collections": c.iter().map(|c| c.to_hex()).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "not_reached": e.not_reached.iter().map(|(v, why)| json!({"vault": v.to_hex(), "error": why})).collect::<Vec<_>>(),
+        "inbox_not_read": e.inbox_not_read,
         "refused": e.refused.iter().map(|(v, c, why)| json!({"vault": v.to_hex(), "collection": c.to_hex(), "error": why})).collect::<Vec<_>>(),
     })
 }
@@ -443,6 +453,9 @@ fn report_elsewhere(e: &vault_client::member_devices::Propagation) -> Result<()>
             "warning: vault {}: your list was not brought up to date there: {why}; run the command again to finish",
             vault.to_hex()
         );
+    }
+    if let Some(why) = &e.inbox_not_read {
+        eprintln!("{}", inbox_warning(why));
     }
     for (vault, collection, why) in &e.refused {
         eprintln!(
