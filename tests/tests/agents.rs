@@ -313,6 +313,7 @@ fn an_agents_device_acts_for_the_agent_until_the_agent_removes_it() {
 
     // Jane lists the tablet (her list goes to the relay's directory); the
     // patient names her in labs, carrying the list there.
+    jane.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
     jane.json(&["devices", "add", &t_fp]);
     patient.json(&[
         "agents",
@@ -368,6 +369,9 @@ fn an_agents_device_acts_for_the_agent_until_the_agent_removes_it() {
     // patient's vault (only the tablet did): the new version is carried
     // into labs all the same (the relay's inbox names the vault), and the
     // relay refuses the tablet there.
+    // She has seen the share in her inbox (which accepts her contacts as
+    // owners she takes shares from), and never opened it.
+    jane.json(&["inbox"]);
     let removed = jane.json(&["devices", "remove", &t_fp[..8]]);
     assert_eq!(removed["carried"].as_array().unwrap().len(), 1, "{removed}");
     let refused = tablet.run(&["sync"]);

@@ -398,6 +398,7 @@ fn a_write_after_an_interrupted_removal_is_sealed_under_a_new_key() {
     let root = principal(1, "Pat Patient", Role::Patient);
     let phone = principal(20, "phone", Role::Device);
     let laptop = principal(21, "laptop", Role::Device);
+    let tablet = principal(22, "tablet", Role::Device);
     let client = |who: &Arc<SecretIdentity>| RelayClient::new(&relay.url, who.clone()).unwrap();
     let (c_root, c_phone, c_laptop) = (client(&root), client(&phone), client(&laptop));
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -405,19 +406,23 @@ fn a_write_after_an_interrupted_removal_is_sealed_under_a_new_key() {
         .build()
         .unwrap();
     rt.block_on(async {
-        for c in [&c_root, &c_phone, &c_laptop] {
+        for c in [&c_root, &c_phone, &c_laptop, &client(&tablet)] {
             c.publish_identity().await.unwrap();
         }
         let now = c_root.now();
-        // The vault, "labs", and the root's list of the phone and the
-        // laptop, re-keyed to generation 1.
+        // The vault, "labs", and the root's list of the phone, the laptop
+        // and the tablet, re-keyed to generation 1.
         let (mut state, genesis) = VaultState::create(&root, now).unwrap();
         c_root.create_vault(&genesis).await.unwrap();
         let (labs, created) = state.create_collection(&root, "labs", now).unwrap();
         state.apply(&created).unwrap();
         let (v1, _) = DeviceList::first(
             &root,
-            &[phone.public().clone(), laptop.public().clone()],
+            &[
+                phone.public().clone(),
+                laptop.public().clone(),
+                tablet.public().clone(),
+            ],
             now,
         )
         .unwrap();
@@ -471,6 +476,36 @@ fn a_write_after_an_interrupted_removal_is_sealed_under_a_new_key() {
             },
             body: b"written after the removal".to_vec(),
         };
+        // The root removes the tablet while the laptop is writing (after
+        // its re-keying, before its append): the write is refused, as it
+        // was sealed under a key the tablet holds.
+        let mut root_store = MemoryStore::new();
+        sync::join_vault(&mut root_store, &c_root, &vault, &root.fingerprint())
+            .await
+            .unwrap();
+        sync::push_with_retry(&mut root_store, &c_root, &vault, |state| {
+            let (entry, _) =
+                devices::plan_removal(state, &root, &tablet.fingerprint(), c_root.now())?;
+            Ok(vec![entry])
+        })
+        .await
+        .unwrap();
+        let refused = records::add_records(
+            &mut store,
+            &c_laptop,
+            &laptop,
+            found.state,
+            std::slice::from_ref(&item),
+            |_| {},
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(refused.code(), "not_rekeyed", "{refused}");
+        // Run again: it re-keys first, and the record goes in.
+        let found = records::ensure_collections(&mut store, &c_laptop, &laptop, &vault, &["labs"])
+            .await
+            .unwrap();
+        assert_eq!(found.rekeyed.rotated, vec![labs]);
         let (state, ids) =
             records::add_records(&mut store, &c_laptop, &laptop, found.state, &[item], |_| {})
                 .await

@@ -221,23 +221,57 @@ pub async fn rekey_before_writing<S: Store + ?Sized>(
     state: VaultState,
     collections: &[CollectionId],
 ) -> crate::Result<(VaultState, Rekeying)> {
-    let written_due = |state: &VaultState| {
-        let due = state.collections_to_rekey();
-        collections.iter().find(|c| due.contains(c)).copied()
-    };
-    if !state.is_owner(&client.identity().fingerprint()) || written_due(&state).is_none() {
+    let me = client.identity().fingerprint();
+    if due_before_writing(&state, &me, collections).is_none() {
         return Ok((state, Rekeying::default()));
     }
     let (state, rekeying) = rekey(store, client, &state.vault()).await?;
-    if let Some(c) = written_due(&state) {
+    if let Some(c) = due_before_writing(&state, &me, collections) {
         let why = rekeying
             .not_rotated
             .iter()
             .find(|(n, _)| *n == c)
-            .map_or_else(|| "it is still due".to_owned(), |(_, why)| why.clone());
+            .map_or_else(
+                || "re-keying it did not finish".to_owned(),
+                |(_, why)| format!("re-keying it failed: {why}"),
+            );
         return Err(ClientError::NotRekeyed { why });
     }
     Ok((state, rekeying))
+}
+
+/// The first of `collections` that `me` must re-key before writing into
+/// it (decision 74): `me` owns the vault and the collection is due
+/// ([`rekey_is_due`]'s rule). `None` for anyone else: a member cannot
+/// rotate.
+pub fn due_before_writing(
+    state: &VaultState,
+    me: &Fingerprint,
+    collections: &[CollectionId],
+) -> Option<CollectionId> {
+    if !state.is_owner(me) {
+        return None;
+    }
+    let due = state.collections_to_rekey();
+    collections.iter().find(|c| due.contains(c)).copied()
+}
+
+/// Refuses a write into `collections` built on `state` (each attempt of an
+/// append, on the head it meets) when one of them became due while the
+/// write was under way: a device was removed after the write re-keyed
+/// ([`rekey_before_writing`]), and what is sealed now would open with its
+/// key. Running the action again re-keys first.
+pub fn check_not_due(
+    state: &VaultState,
+    me: &Fingerprint,
+    collections: &[CollectionId],
+) -> crate::Result<()> {
+    match due_before_writing(state, me, collections) {
+        None => Ok(()),
+        Some(_) => Err(ClientError::NotRekeyed {
+            why: "the device was removed while this was being written".into(),
+        }),
+    }
 }
 
 /// The current list and the keys `me` (a device in it, or the root)

@@ -71,10 +71,12 @@ pub fn newer_than_carried(
 /// The entry carrying `versions` of `member`'s list into `collection`
 /// before the owner (`me`) grants it to the member, or none when the
 /// collection carries them already, the member listed no device, or the
-/// grant is a deposit (a depositor stays one key). None, too, when `me`
-/// is an agent: only the owner and the member carry a member's list
-/// (`docs/format.md` §8.12), so an agent's grant goes to the member's key
-/// file, or to the generation the collection already carries.
+/// grant is a deposit (a depositor stays one key). An agent may not carry
+/// a member's list (`docs/format.md` §8.12): none when the collection
+/// carries no list of the member's (the agent's grant goes to the
+/// member's key file), and a refusal when it carries one older than the
+/// directory's (a grant to it would reach a device the member removed
+/// since: the owner shares instead).
 pub fn plan_listing(
     state: &VaultState,
     me: &SecretIdentity,
@@ -87,13 +89,20 @@ pub fn plan_listing(
     if permission == Permission::Deposit {
         return Ok(None);
     }
-    let by = state.person_in(&me.fingerprint(), Some(collection));
-    if !state.is_owner(&by) && by != member.fingerprint() {
-        return Ok(None);
-    }
     check_not_behind(state, &member.fingerprint(), versions)?;
     let newer = newer_than_carried(state, collection, &member.fingerprint(), versions);
     if newer.is_empty() {
+        return Ok(None);
+    }
+    if !state.may_list_member_devices(&me.fingerprint(), collection, &member.fingerprint()) {
+        if state
+            .member_device_list(collection, &member.fingerprint())
+            .is_some()
+        {
+            return Err(vault_core::Error::AccessDenied(
+                "this collection carries an older device list of this member's than the relay's directory, which only the vault's owner or the member can bring up to date (a grant now could reach a device the member removed): ask the vault's owner to share it",
+            ));
+        }
         return Ok(None);
     }
     state
@@ -225,6 +234,8 @@ pub struct MemberChange {
     /// vaults shared with the person that this client does not follow
     /// were not reached. Run the action again.
     pub inbox_not_read: Option<String>,
+    /// Strangers' vaults not reached ([`Propagation::strangers_not_reached`]).
+    pub strangers_not_reached: u64,
 }
 
 /// A change to a person's device list.
@@ -313,6 +324,7 @@ pub async fn change<S: Store + ?Sized>(
         carried: elsewhere.carried,
         not_carried: elsewhere.not_reached,
         inbox_not_read: elsewhere.inbox_not_read,
+        strangers_not_reached: elsewhere.strangers_not_reached,
     })
 }
 
@@ -335,6 +347,11 @@ pub struct Propagation {
     /// vaults this client does not follow were not reached: run the
     /// action again to finish.
     pub inbox_not_read: Option<String>,
+    /// Vaults shared with the person by owners it has not accepted
+    /// (strangers), which this client does not follow: not reached, so
+    /// their logs are not downloaded for a stranger's share. Accept the
+    /// owner and run the action again to reach them.
+    pub strangers_not_reached: u64,
     /// Collections of vaults shared with the person that refused the new
     /// versions ([`Carried::refused`]), with why: running again does not
     /// help.
@@ -372,10 +389,11 @@ pub async fn propagate<S: Store + ?Sized>(
 }
 
 /// [`propagate`] without the directory: the other vaults this client
-/// follows, then the vaults the relay's inbox names for this identity that
-/// it does not follow (joined in memory for the change only, so a device
-/// removed where only it was used is refused there too), each failure
-/// reported.
+/// follows, then the vaults of the person's own and of accepted owners
+/// that the relay's inbox names for this identity, where it holds
+/// something, and that it does not follow (joined in memory for the
+/// change only, so a device removed where only it was used is refused
+/// there too; strangers' are counted, not joined), each failure reported.
 async fn reach_vaults<S: Store + ?Sized>(
     store: &mut S,
     client: &RelayClient,
@@ -397,12 +415,27 @@ async fn reach_vaults<S: Store + ?Sized>(
         done.note(*vault, reached);
     }
     // The vaults this client does not follow: the lost device may have
-    // been the only one that used them.
-    let unfollowed = match client.inbox().await {
-        Ok(inbox) => inbox
-            .into_iter()
-            .filter(|v| except != Some(&v.vault) && !followed.contains(&v.vault))
-            .collect(),
+    // been the only one that used them. The person's own and accepted
+    // owners' only, where it holds something: a stranger's log is not
+    // downloaded for it (a flood of shares would cost every change).
+    let unfollowed: Vec<crate::InboxVault> = match client.inbox_listing().await {
+        Ok(listing) => {
+            if listing.truncated {
+                done.inbox_not_read = Some(format!(
+                    "it lists more vaults than this client reads; the first {} were reached",
+                    listing.vaults.len()
+                ));
+            }
+            let (accepted, strangers): (Vec<_>, Vec<_>) = listing
+                .vaults
+                .into_iter()
+                .filter(|v| except != Some(&v.vault) && !followed.contains(&v.vault))
+                .filter(|v| v.is_owner || !v.collections.is_empty())
+                .partition(|v| v.is_owner || v.accepted);
+            done.strangers_not_reached =
+                (strangers.len() as u64).saturating_add(listing.strangers_held_back);
+            accepted
+        }
         Err(e) => {
             done.inbox_not_read = Some(e.to_string());
             Vec::new()
@@ -629,7 +662,7 @@ mod tests {
         let pat = identity(1, "Pat", Role::Patient);
         let jane = identity(5, "Jane", Role::Patient);
         let tablet = identity(45, "tablet", Role::Device);
-        let DeeLists { dee, v1, .. } = dee_lists();
+        let DeeLists { dee, v1, v2, .. } = dee_lists();
         let (jane_v1, _) = DeviceList::first(&jane, &[tablet.public().clone()], NOW).unwrap();
         let (mut state, _) = VaultState::create(&pat, NOW).unwrap();
         let (labs, e) = state.create_collection(&pat, "labs", NOW).unwrap();
@@ -686,6 +719,36 @@ mod tests {
             let mut next = state.clone();
             next.apply(&plan.entries[0]).unwrap();
         }
+        // Once labs carries Dee's v1 (the owner listed it), Jane may share
+        // on v1 as the directory serves it, and never past a newer
+        // version she cannot carry: the grant would reach the laptop the
+        // phone removed in v2.
+        let listed = state
+            .list_member_devices(&pat, &labs, dee.public(), std::slice::from_ref(&v1), NOW)
+            .unwrap();
+        let mut carrying = state.clone();
+        carrying.apply(&listed).unwrap();
+        let share_as_jane = |served: &[DeviceList]| {
+            crate::sharing::plan_share(
+                &carrying,
+                &tablet,
+                crate::sharing::ShareTarget::Collection(labs, Permission::Read),
+                dee.public(),
+                served,
+                None,
+                NOW,
+            )
+        };
+        let plan = share_as_jane(std::slice::from_ref(&v1)).unwrap();
+        let vault_core::EntryBody::GrantAdded { grant, .. } = plan.entries[0].body() else {
+            panic!("not a grant")
+        };
+        assert_eq!(grant.generation(), v1.generation());
+        let refused = share_as_jane(&[v1.clone(), v2.clone()]).unwrap_err();
+        assert!(
+            matches!(refused, vault_core::Error::AccessDenied(_)),
+            "{refused:?}"
+        );
         // The owner's share carries Dee's list first.
         let plan = crate::sharing::plan_share(
             &state,

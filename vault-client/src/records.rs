@@ -220,6 +220,11 @@ pub async fn ensure_collections<S: Store + ?Sized>(
     vault: &VaultId,
     names: &[&str],
 ) -> Result<Collections> {
+    if secret.fingerprint() != client.identity().fingerprint() {
+        return Err(ClientError::Config(
+            "the writer's identity is not the relay client's: make the client with it".into(),
+        ));
+    }
     let state = sync::pull(store, client, vault).await?;
     let missing = |known: &BTreeMap<String, CollectionId>| -> Vec<String> {
         names
@@ -442,7 +447,10 @@ pub async fn add_records<S: Store + ?Sized>(
         );
         uploaded?;
         let mut ahead = ahead?;
+        let written: Vec<CollectionId> = chunk.iter().map(|item| item.collection).collect();
         state = sync::push_applied(store, client, &vault, |state| {
+            // A device removed since the chunk was sealed: its key opens it.
+            crate::devices::check_not_due(state, &secret.fingerprint(), &written)?;
             match ahead.take_for(state, client.now()) {
                 Some(built) => Ok(built?),
                 None => Ok(state.issue_record_puts(secret, &ahead.metadata, client.now())?),
@@ -559,6 +567,11 @@ where
     drop(state);
     let (mut ciphertext, hash) = seal(plan.job().to_bytes(), plan.job().ciphertext_len()).await?;
     let (_, metadata) = sync::push_sealed(store, client, vault, &mut ciphertext, |state| {
+        crate::devices::check_not_due(
+            state,
+            &secret.fingerprint(),
+            std::slice::from_ref(collection),
+        )?;
         let mut keyring = Keyring::new(secret, client.now());
         Ok(state.finish_record(&mut keyring, &plan, hash)?)
     })

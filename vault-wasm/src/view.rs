@@ -26,7 +26,8 @@ pub fn identity(id: &PublicIdentity) -> Value {
 /// took it), `carried` (into how many vaults shared with the person),
 /// `notReached` (`[{vault, error}]`: do it again to finish),
 /// `inboxNotRead` (why the vaults this browser does not follow were not
-/// reached, or `null`) and `refused`
+/// reached, or `null`), `strangersNotReached` (strangers' vaults not
+/// reached) and `refused`
 /// (`[{vault, collection, error}]`: another list of the person's is there).
 pub fn propagation(p: &Propagation) -> Value {
     json!({
@@ -38,6 +39,7 @@ pub fn propagation(p: &Propagation) -> Value {
             "error": why,
         })).collect::<Vec<_>>(),
         "inboxNotRead": p.inbox_not_read,
+        "strangersNotReached": p.strangers_not_reached,
         "refused": p.refused.iter().map(|(v, c, why)| json!({
             "vault": v.to_hex(),
             "collection": c.to_hex(),
@@ -108,7 +110,7 @@ mod tests {
     fn a_propagation_is_shown_with_what_it_did_not_reach() {
         assert_eq!(
             propagation(&Propagation::default()),
-            json!({"notPublished": null, "owned": 0, "carried": 0, "notReached": [], "inboxNotRead": null, "refused": []})
+            json!({"notPublished": null, "owned": 0, "carried": 0, "notReached": [], "inboxNotRead": null, "strangersNotReached": 0, "refused": []})
         );
         let (mine, shared, late) = (VaultId::random(), VaultId::random(), VaultId::random());
         let forked = CollectionId::random();
@@ -118,6 +120,7 @@ mod tests {
             carried: vec![(shared, vec![CollectionId::random(), forked])],
             not_reached: vec![(late, "timed out".into())],
             inbox_not_read: Some("forbidden".into()),
+            strangers_not_reached: 2,
             refused: vec![(shared, forked, "another version".into())],
         };
         assert_eq!(
@@ -128,6 +131,7 @@ mod tests {
                 "carried": 1,
                 "notReached": [{"vault": late.to_hex(), "error": "timed out"}],
                 "inboxNotRead": "forbidden",
+                "strangersNotReached": 2,
                 "refused": [{"vault": shared.to_hex(), "collection": forked.to_hex(), "error": "another version"}],
             })
         );

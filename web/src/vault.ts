@@ -145,6 +145,8 @@ export interface Elsewhere {
   notReached: { vault: string; error: string }[];
   /** Why the relay's inbox could not be read, so vaults shared with you that this browser does not follow were not reached (null: they were). */
   inboxNotRead: string | null;
+  /** Vaults shared with you by owners you have not accepted, not reached. */
+  strangersNotReached: number;
   refused: { vault: string; collection: string; error: string }[];
 }
 

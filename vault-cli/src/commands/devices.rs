@@ -244,6 +244,7 @@ fn report_member_change(
                 "error": why,
             })).collect::<Vec<_>>(),
             "inbox_not_read": change.inbox_not_read,
+            "strangers_not_reached": change.strangers_not_reached,
         }));
     }
     line(&format!(
@@ -260,6 +261,9 @@ fn report_member_change(
     }
     if let Some(why) = &change.inbox_not_read {
         eprintln!("{}", inbox_warning(why));
+    }
+    if change.strangers_not_reached > 0 {
+        eprintln!("{}", strangers_warning(change.strangers_not_reached));
     }
     Ok(())
 }
@@ -410,6 +414,11 @@ fn inbox_warning(why: &str) -> String {
     format!("warning: the relay's inbox could not be read ({why}), so vaults shared with you that this device does not follow were not brought up to date (a removed device may still act there): run the command again to finish")
 }
 
+/// The warning for strangers' vaults a change did not reach.
+fn strangers_warning(n: u64) -> String {
+    format!("warning: {n} vault(s) shared with you by people you have not accepted were not brought up to date (a removed device may still act there): `vault inbox` accepts your contacts, `vault inbox accept FINGERPRINT` anyone else; then run the command again")
+}
+
 /// Where the change went beyond this vault, as JSON.
 fn elsewhere_json(e: &vault_client::member_devices::Propagation) -> serde_json::Value {
     json!({
@@ -422,6 +431,7 @@ fn elsewhere_json(e: &vault_client::member_devices::Propagation) -> serde_json::
         })).collect::<Vec<_>>(),
         "not_reached": e.not_reached.iter().map(|(v, why)| json!({"vault": v.to_hex(), "error": why})).collect::<Vec<_>>(),
         "inbox_not_read": e.inbox_not_read,
+        "strangers_not_reached": e.strangers_not_reached,
         "refused": e.refused.iter().map(|(v, c, why)| json!({"vault": v.to_hex(), "collection": c.to_hex(), "error": why})).collect::<Vec<_>>(),
     })
 }
@@ -456,6 +466,9 @@ fn report_elsewhere(e: &vault_client::member_devices::Propagation) -> Result<()>
     }
     if let Some(why) = &e.inbox_not_read {
         eprintln!("{}", inbox_warning(why));
+    }
+    if e.strangers_not_reached > 0 {
+        eprintln!("{}", strangers_warning(e.strangers_not_reached));
     }
     for (vault, collection, why) in &e.refused {
         eprintln!(

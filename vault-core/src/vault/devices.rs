@@ -682,6 +682,20 @@ impl VaultState {
         })
     }
 
+    /// Whether `signer` may carry `member`'s list into `collection`: the
+    /// owner (or one of its devices), or the member (its key file or a
+    /// device of its current list there), as the log's rule says
+    /// (`docs/format.md` §8.12). An agent may not.
+    pub fn may_list_member_devices(
+        &self,
+        signer: &Fingerprint,
+        collection: &crate::CollectionId,
+        member: &Fingerprint,
+    ) -> bool {
+        let by = self.person_in(signer, Some(collection));
+        self.is_owner(&by) || by == *member
+    }
+
     /// An entry carrying `lists` (versions of `person`'s device list, in
     /// serial order, the first extending what `collection` carries for the
     /// person, or signed by the person's root), signed by `me`: the owner
@@ -698,8 +712,7 @@ impl VaultState {
         lists: &[DeviceList],
         now: u64,
     ) -> Result<LogEntry> {
-        let by = self.person_in(&me.fingerprint(), Some(collection));
-        if !self.is_owner(&by) && by != person.fingerprint() {
+        if !self.may_list_member_devices(&me.fingerprint(), collection, &person.fingerprint()) {
             return Err(Error::AccessDenied(
                 "only the vault owner, or the member and its devices, list a member's devices",
             ));
