@@ -25,6 +25,30 @@ fn fingerprint(v: &Value) -> String {
     v["fingerprint"].as_str().unwrap().to_owned()
 }
 
+/// Adds a "Call notes" record to the patient's labs as `who`; returns its
+/// id.
+fn call_notes(who: &CliProfile, body: &[u8]) -> String {
+    let note = who.run_with_stdin(
+        &[
+            "--json",
+            "add",
+            "-",
+            "-c",
+            "labs",
+            "--vault",
+            "pat",
+            "--title",
+            "Call notes",
+        ],
+        body,
+    );
+    assert_eq!(note.code, 0, "{}", note.stderr);
+    serde_json::from_str::<Value>(&note.stdout).unwrap()[0]["record"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 #[test]
 fn an_agent_acts_for_the_patient_within_its_powers_until_the_agency_ends() {
     let dir = tempfile::tempdir().unwrap();
@@ -121,25 +145,7 @@ fn an_agent_acts_for_the_patient_within_its_powers_until_the_agency_ends() {
 
     // Jane adds a note: every reader sees it written on the patient's
     // behalf.
-    let note = jane.run_with_stdin(
-        &[
-            "--json",
-            "add",
-            "-",
-            "-c",
-            "labs",
-            "--vault",
-            "pat",
-            "--title",
-            "Call notes",
-        ],
-        b"Spoke with the GP about the HbA1c.",
-    );
-    assert_eq!(note.code, 0, "{}", note.stderr);
-    let note_id = serde_json::from_str::<Value>(&note.stdout).unwrap()[0]["record"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let note_id = call_notes(&jane, b"Spoke with the GP about the HbA1c.");
     let shown = patient.json(&["show", &note_id]);
     assert_eq!(shown["author"], j_fp.as_str());
     assert_eq!(shown["author_name"], "jane on behalf of you");
@@ -337,25 +343,7 @@ fn an_agents_device_acts_for_the_agent_until_the_agent_removes_it() {
         doc.ok(&["open", &lab[..8], "--vault", "pat", "-o", "-"]),
         "48 mmol/mol"
     );
-    let note = tablet.run_with_stdin(
-        &[
-            "--json",
-            "add",
-            "-",
-            "-c",
-            "labs",
-            "--vault",
-            "pat",
-            "--title",
-            "Call notes",
-        ],
-        b"Spoke with the GP.",
-    );
-    assert_eq!(note.code, 0, "{}", note.stderr);
-    let note_id = serde_json::from_str::<Value>(&note.stdout).unwrap()[0]["record"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let note_id = call_notes(&tablet, b"Spoke with the GP.");
     let shown = patient.json(&["show", &note_id]);
     assert_eq!(shown["author"], t_fp.as_str(), "{shown}");
     assert!(

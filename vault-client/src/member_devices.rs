@@ -698,19 +698,22 @@ mod tests {
             state.person_in(&tablet.fingerprint(), Some(&labs)),
             jane.fingerprint()
         );
-        // Jane's tablet shares labs with Dr Dee, who listed devices: no
-        // listing entry, and the grant goes to Dee's key file.
-        for by in [&jane, &tablet] {
-            let plan = crate::sharing::plan_share(
-                &state,
+        // `by` shares labs with Dr Dee, the directory serving `served`.
+        let share_with_dee = |state: &VaultState, by: &SecretIdentity, served: &[DeviceList]| {
+            crate::sharing::plan_share(
+                state,
                 by,
                 crate::sharing::ShareTarget::Collection(labs, Permission::Read),
                 dee.public(),
-                std::slice::from_ref(&v1),
+                served,
                 None,
                 NOW,
             )
-            .unwrap();
+        };
+        // Jane's tablet shares labs with Dr Dee, who listed devices: no
+        // listing entry, and the grant goes to Dee's key file.
+        for by in [&jane, &tablet] {
+            let plan = share_with_dee(&state, by, std::slice::from_ref(&v1)).unwrap();
             assert_eq!(plan.entries.len(), 1);
             let vault_core::EntryBody::GrantAdded { grant, .. } = plan.entries[0].body() else {
                 panic!("not a grant")
@@ -728,38 +731,18 @@ mod tests {
             .unwrap();
         let mut carrying = state.clone();
         carrying.apply(&listed).unwrap();
-        let share_as_jane = |served: &[DeviceList]| {
-            crate::sharing::plan_share(
-                &carrying,
-                &tablet,
-                crate::sharing::ShareTarget::Collection(labs, Permission::Read),
-                dee.public(),
-                served,
-                None,
-                NOW,
-            )
-        };
-        let plan = share_as_jane(std::slice::from_ref(&v1)).unwrap();
+        let plan = share_with_dee(&carrying, &tablet, std::slice::from_ref(&v1)).unwrap();
         let vault_core::EntryBody::GrantAdded { grant, .. } = plan.entries[0].body() else {
             panic!("not a grant")
         };
         assert_eq!(grant.generation(), v1.generation());
-        let refused = share_as_jane(&[v1.clone(), v2.clone()]).unwrap_err();
+        let refused = share_with_dee(&carrying, &tablet, &[v1.clone(), v2.clone()]).unwrap_err();
         assert!(
             matches!(refused, vault_core::Error::AccessDenied(_)),
             "{refused:?}"
         );
         // The owner's share carries Dee's list first.
-        let plan = crate::sharing::plan_share(
-            &state,
-            &pat,
-            crate::sharing::ShareTarget::Collection(labs, Permission::Read),
-            dee.public(),
-            std::slice::from_ref(&v1),
-            None,
-            NOW,
-        )
-        .unwrap();
+        let plan = share_with_dee(&state, &pat, std::slice::from_ref(&v1)).unwrap();
         assert!(matches!(
             plan.entries[0].body(),
             vault_core::EntryBody::MemberDevicesListed { .. }

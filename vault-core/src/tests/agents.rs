@@ -1238,16 +1238,7 @@ fn an_agents_devices_act_for_the_agent_within_its_agency_until_removed() {
     }
     let added = agents_record(&f, &tablet, "from Jane's tablet", NOW);
     f.append(added);
-    let shared = f
-        .state
-        .share_collection(
-            &mut Keyring::new(&tablet, NOW),
-            &f.labs,
-            f.bob.public(),
-            Permission::Read,
-            None,
-        )
-        .unwrap();
+    let shared = jane_shares(&f, &tablet, f.labs, 2, Permission::Read, None).unwrap();
     let EntryBody::GrantAdded { grant, .. } = shared.body() else {
         panic!("not a grant")
     };
@@ -1257,31 +1248,12 @@ fn an_agents_devices_act_for_the_agent_within_its_agency_until_removed() {
     assert_eq!(body, b"48 mmol/mol");
     // Beyond Jane's agency: medications is not hers to share, by the
     // client or (forged past it) by the log.
-    let mut keyring = Keyring::new(&tablet, NOW);
-    assert!(f
-        .state
-        .share_collection(
-            &mut keyring,
-            &f.meds,
-            f.bob.public(),
-            Permission::Read,
-            None
-        )
-        .is_err());
+    assert!(jane_shares(&f, &tablet, f.meds, 2, Permission::Read, None).is_err());
     let meds_key = f.key_of(0, f.meds);
     let forged = forged_share(&f, &tablet, &meds_key, 1, Permission::Read, None);
     assert!(is_unauthorized(&f.refuse(&forged)));
     // Nor more than Jane holds: a read-write grant.
-    assert!(f
-        .state
-        .share_collection(
-            &mut Keyring::new(&tablet, NOW),
-            &f.labs,
-            f.alice.public(),
-            Permission::ReadWrite,
-            None,
-        )
-        .is_err());
+    assert!(jane_shares(&f, &tablet, f.labs, 1, Permission::ReadWrite, None).is_err());
 
     // Written by the tablet before its removal, appended after: refused.
     let EntryBody::RecordPut { metadata: late } =
@@ -1346,16 +1318,7 @@ fn an_agents_devices_act_for_the_agent_within_its_agency_until_removed() {
         .access(&phone.fingerprint(), NOW)
         .collections
         .is_empty());
-    assert!(f
-        .state
-        .share_collection(
-            &mut Keyring::new(&phone, NOW),
-            &f.labs,
-            f.alice.public(),
-            Permission::Read,
-            None,
-        )
-        .is_err());
+    assert!(jane_shares(&f, &phone, f.labs, 1, Permission::Read, None).is_err());
     let (_, body) = f.open_as(2, &after.record()).unwrap();
     assert_eq!(body, b"139 mmol/L");
     f.reverify().unwrap();
