@@ -23,6 +23,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::os::unix::fs::DirBuilderExt;
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
@@ -439,7 +440,13 @@ fn main() {
 
         // A fresh device: only the identity and the verified contact.
         let home_dir = dir.path().join(format!("device-{run}"));
-        std::fs::create_dir_all(&home_dir).unwrap();
+        // Private, as `vault init` makes a profile's directory: the CLI
+        // warns about one other users can read.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&home_dir)
+            .unwrap();
         let home = Home::at(&home_dir);
         std::fs::copy(c_home.public_file(), home.public_file()).unwrap();
         let mut c = session(&home, &relay.url, &clinician);
