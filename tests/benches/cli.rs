@@ -21,9 +21,9 @@
     missing_docs
 )]
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::os::unix::fs::DirBuilderExt;
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;

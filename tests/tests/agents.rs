@@ -354,14 +354,20 @@ fn an_agents_device_acts_for_the_agent_until_the_agent_removes_it() {
     );
 
     // Jane removes the tablet from her key file, which never opened the
-    // patient's vault (only the tablet did): the new version is carried
-    // into labs all the same (the relay's inbox names the vault), and the
-    // relay refuses the tablet there.
-    // She has seen the share in her inbox (which accepts her contacts as
-    // owners she takes shares from), and never opened it.
-    jane.json(&["inbox"]);
+    // patient's vault (only the tablet did). Its owner is not yet one she
+    // accepts shares from, so the change does not download that stranger's
+    // log: it says so, and the tablet still acts there.
     let removed = jane.json(&["devices", "remove", &t_fp[..8]]);
+    assert_eq!(removed["carried"].as_array().unwrap().len(), 0, "{removed}");
+    assert_eq!(removed["strangers_not_reached"], 1, "{removed}");
+    tablet.json(&["sync"]);
+    // She accepts the patient (without opening the vault) and runs it
+    // again: nothing new is published, and the list is carried into labs
+    // from the relay's inbox; the relay refuses the tablet there.
+    jane.json(&["inbox", "accept", "pat"]);
+    let removed = jane.json(&["devices", "remove", &t_fp]);
     assert_eq!(removed["carried"].as_array().unwrap().len(), 1, "{removed}");
+    assert_eq!(removed["strangers_not_reached"], 0, "{removed}");
     let refused = tablet.run(&["sync"]);
     assert!(
         refused.stderr.contains("no longer shared with you"),

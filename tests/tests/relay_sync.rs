@@ -417,3 +417,123 @@ async fn a_payload_sealed_elsewhere_is_finished_after_a_rotation() {
     assert_eq!(opened["scan"].as_bytes(), body.as_slice());
     drop(relay);
 }
+
+/// The web app's path again, with a device removed while the payload is
+/// sealed (decision 74): the removal lands between the write's plan and
+/// its append, so the finished version would be sealed under a key the
+/// removed phone holds. The append refuses it (`not_rekeyed`) and nothing
+/// is appended; the next write re-keys labs first and goes in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_sealed_while_a_device_is_removed_is_refused_until_rekeyed() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::start(&dir.path().join("relay"), &[]);
+    let patient = principal(1, "Pat Patient", Role::Patient);
+    let phone = principal(20, "phone", Role::Device);
+    let (pc, phc) = (relay.client(&patient), relay.client(&phone));
+    for c in [&pc, &phc] {
+        c.publish_identity().await.unwrap();
+    }
+    let mut pstore = vault_core::store::MemoryStore::new();
+    let vault = sync::new_vault(&mut pstore, &pc, &patient)
+        .await
+        .unwrap()
+        .vault();
+    let labs =
+        vault_client::records::ensure_collections(&mut pstore, &pc, &patient, &vault, &["labs"])
+            .await
+            .unwrap()
+            .by_name["labs"];
+    vault_client::devices::add_by_fingerprint(&mut pstore, &pc, &vault, &phone.fingerprint())
+        .await
+        .unwrap();
+    let mut wstore = vault_core::store::MemoryStore::new();
+    sync::join_vault(&mut wstore, &pc, &vault, &patient.fingerprint())
+        .await
+        .unwrap();
+    let head_before = sync::pull(&mut wstore, &pc, &vault).await.unwrap().head();
+    let body = b"scan, sealed in a worker".repeat(1_000);
+    let w = Writer {
+        client: &pc,
+        patient: &patient,
+        vault,
+        labs,
+        body: &body,
+    };
+    let removal = Some((&mut pstore, &*phone));
+    let refused = w.add(&mut wstore, removal).await.unwrap_err();
+    assert_eq!(refused.code(), "not_rekeyed", "{refused}");
+    let state = sync::pull(&mut wstore, &pc, &vault).await.unwrap();
+    assert_eq!(
+        state.head().seq,
+        head_before.seq + 1,
+        "only the removal was appended"
+    );
+    assert_eq!(state.collections_to_rekey(), vec![labs]);
+    // The next write, as the app makes it: its collections made ready
+    // (re-keyed), then the payload.
+    let ready =
+        vault_client::records::ensure_collections(&mut wstore, &pc, &patient, &vault, &["labs"])
+            .await
+            .unwrap();
+    assert_eq!(ready.rekeyed.rotated, vec![labs]);
+    let metadata = w.add(&mut wstore, None).await.unwrap();
+    let state = sync::pull(&mut wstore, &pc, &vault).await.unwrap();
+    assert!(state.record(&metadata.record()).is_ok());
+    assert!(state.collections_to_rekey().is_empty());
+}
+
+/// The owner adding a payload sealed elsewhere, for the test above.
+struct Writer<'a> {
+    client: &'a RelayClient,
+    patient: &'a Arc<SecretIdentity>,
+    vault: vault_core::VaultId,
+    labs: vault_core::CollectionId,
+    body: &'a [u8],
+}
+
+impl Writer<'_> {
+    /// Adds the body to labs from `wstore`; with `removal`, removes that
+    /// device (from the other store) while the payload is sealed.
+    async fn add(
+        &self,
+        wstore: &mut vault_core::store::MemoryStore,
+        removal: Option<(&mut vault_core::store::MemoryStore, &SecretIdentity)>,
+    ) -> Result<vault_core::RecordMetadata, ClientError> {
+        let (pc, patient, vault, body) = (self.client, self.patient, self.vault, self.body);
+        vault_client::records::add_sealed_elsewhere(
+            wstore,
+            pc,
+            patient,
+            &vault,
+            &self.labs,
+            &info("scan", pc.now()),
+            body.len() as u64,
+            |job, _| async move {
+                let job = vault_core::PayloadJob::from_bytes(&job)?;
+                let mut spool = Cursor::new(Vec::new());
+                let hash = job.seal(body, &mut spool)?;
+                if let Some((pstore, device)) = removal {
+                    sync::push_with_retry(pstore, pc, &vault, |s| {
+                        let (entry, _) = vault_client::devices::plan_removal(
+                            s,
+                            patient,
+                            &device.fingerprint(),
+                            pc.now(),
+                        )?;
+                        Ok(vec![entry])
+                    })
+                    .await?;
+                }
+                let reads = Arc::new(std::sync::Mutex::new(Vec::new()));
+                Ok::<_, ClientError>((
+                    Spooled {
+                        bytes: spool.into_inner(),
+                        reads,
+                    },
+                    hash,
+                ))
+            },
+        )
+        .await
+    }
+}

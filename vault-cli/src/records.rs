@@ -218,11 +218,6 @@ pub fn add_stream(
         vault,
         &mut spool,
         |state, spool| {
-            vault_client::devices::check_not_due(
-                state,
-                &secret.fingerprint(),
-                std::slice::from_ref(collection),
-            )?;
             let mut keyring = Keyring::new(&secret, client.now());
             spool.bar.set_message("sealing");
             spool.reading = false;

@@ -269,7 +269,7 @@ pub fn check_not_due(
     match due_before_writing(state, me, collections) {
         None => Ok(()),
         Some(_) => Err(ClientError::NotRekeyed {
-            why: "the device was removed while this was being written".into(),
+            why: "the list changed while this was being written".into(),
         }),
     }
 }

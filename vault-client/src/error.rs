@@ -85,11 +85,11 @@ pub enum ClientError {
     #[error("a collection's key was rotated (someone's access was revoked) while records were being added; run the same command again: what was already added is kept and skipped")]
     CollectionRotated,
 
-    /// A collection being written into still holds the key of a device
-    /// removed from the vault (decision 74): re-keying it first failed, or
-    /// the device was removed while the write was under way. Nothing more
-    /// was written under that key.
-    #[error("a collection being written into still holds the key of a device removed from this vault ({why}); nothing more was written. Run the same command again: it re-keys first, and skips what was already added. If it keeps failing, run `vault sync` (or refresh the web app) and read what it reports")]
+    /// A collection being written into must be re-keyed first: a device
+    /// list change (a device removed, or the first one listed) left its key
+    /// behind (decision 74). Re-keying it failed, or the list changed while
+    /// the write was under way. Nothing more was written under that key.
+    #[error("a collection being written into must be re-keyed first, because a device list changed ({why}); nothing more was written. Run the same command again: it re-keys first. If it keeps failing, run `vault sync` (or refresh the web app) and read what it reports")]
     NotRekeyed {
         /// What happened: the rotation that could not be built, or the
         /// removal met mid-write.

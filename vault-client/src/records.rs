@@ -405,7 +405,14 @@ pub async fn add_records<S: Store + ?Sized>(
     mut on_chunk: impl FnMut(usize),
 ) -> Result<(VaultState, Vec<RecordId>)> {
     let vault = state.vault();
-    let mut state = state;
+    // Every collection written into, re-keyed first where a device list
+    // change left its key behind (decision 74): new versions of existing
+    // records too, whose collections the caller did not name.
+    let mut written: Vec<CollectionId> = items.iter().map(|i| i.collection).collect();
+    written.sort_unstable_by_key(|c| *c.as_bytes());
+    written.dedup();
+    let (mut state, _) =
+        crate::devices::rekey_before_writing(store, client, state, &written).await?;
     let mut ids = Vec::with_capacity(items.len());
     for chunk in items.chunks(RECORDS_PER_APPEND) {
         let now = client.now();
@@ -567,11 +574,6 @@ where
     drop(state);
     let (mut ciphertext, hash) = seal(plan.job().to_bytes(), plan.job().ciphertext_len()).await?;
     let (_, metadata) = sync::push_sealed(store, client, vault, &mut ciphertext, |state| {
-        crate::devices::check_not_due(
-            state,
-            &secret.fingerprint(),
-            std::slice::from_ref(collection),
-        )?;
         let mut keyring = Keyring::new(secret, client.now());
         Ok(state.finish_record(&mut keyring, &plan, hash)?)
     })

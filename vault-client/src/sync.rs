@@ -604,6 +604,7 @@ where
             }
             None => None,
         };
+        let fresh = reissued.is_none();
         let (metadata, entry) = match reissued {
             Some(sealed) => sealed,
             None => {
@@ -615,10 +616,20 @@ where
                     )
                     .into()),
                 }
-                sealing.upload(store, client, &metadata).await?;
                 (metadata, entry)
             }
         };
+        // On every head, the re-issued version's included: a collection
+        // whose key a device list change left behind is re-keyed before
+        // anything sealed under that key is sent (decision 74).
+        crate::devices::check_not_due(
+            &state,
+            &client.identity().fingerprint(),
+            &[metadata.collection()],
+        )?;
+        if fresh {
+            sealing.upload(store, client, &metadata).await?;
+        }
         match append_verified(store, client, state, std::slice::from_ref(&entry)).await {
             Ok(Pushed::Done(state)) => return Ok((*state, metadata)),
             Ok(Pushed::Moved(head)) => {

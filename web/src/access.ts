@@ -246,7 +246,7 @@ function elsewhereText(e: Elsewhere, again: string): string {
   if (e.carried) parts.push(`Carried into ${e.carried} vault${e.carried === 1 ? '' : 's'} shared with you, so their owners’ grants reach your devices.`);
   if (e.notPublished) parts.push(`The relay’s directory did not take your list (${e.notPublished}): people who share with you next grant your key file only; ${again} to finish.`);
   for (const n of e.notReached) parts.push(`Vault ${vault(n.vault)} was not brought up to date (${n.error}): ${again} to finish.`);
-  if (e.strangersNotReached) parts.push(`${e.strangersNotReached} vault${e.strangersNotReached === 1 ? '' : 's'} shared with you by people you have not accepted ${e.strangersNotReached === 1 ? 'was' : 'were'} not brought up to date: accept their owners from the command line (\`vault inbox accept\`), then ${again}.`);
+  if (e.strangersNotReached) parts.push(`${e.strangersNotReached} vault${e.strangersNotReached === 1 ? '' : 's'} shared with you by people this browser has not accepted ${e.strangersNotReached === 1 ? 'was' : 'were'} not brought up to date: where your key file lives, accept their owners (\`vault inbox accept\`) and make the same change again there.`);
   if (e.inboxNotRead) parts.push(`The relay’s inbox could not be read (${e.inboxNotRead}), so vaults shared with you that this browser does not follow were not brought up to date: ${again} to finish.`);
   for (const r of e.refused) parts.push(`Vault ${vault(r.vault)}, collection ${vault(r.collection)}, did not take your list (${r.error}): it carries another list of yours; take your list back with your key file, or ask its owner to share again.`);
   return parts.map((p) => ` ${p}`).join('');

@@ -533,17 +533,32 @@ fn remove_member(
     let versions = session
         .rt
         .block_on(vault_client::member_devices::fetch(&client, person))?;
-    let current = versions.last().ok_or_else(|| {
-        CliError::NotFound("you have published no device list: there is no device to remove".into())
-    })?;
+    if versions.is_empty() {
+        return Err(CliError::NotFound(
+            "you have published no device list: there is no device to remove".into(),
+        ));
+    }
+    // A device the published versions ever listed: one removed already
+    // is named again to finish carrying its removal (nothing new is
+    // published).
+    let mut ever: Vec<&vault_core::PublicIdentity> = Vec::new();
+    for d in versions.iter().flat_map(|v| v.devices()) {
+        if !ever
+            .iter()
+            .any(|e| e.fingerprint() == d.document().fingerprint())
+        {
+            ever.push(d.document());
+        }
+    }
     let lost = pick(
-        current.devices().iter().map(|d| d.document()),
+        ever.iter().copied(),
         &args.device,
         "none of your devices has a fingerprint starting",
     )?;
-    let name = current
-        .device(&lost)
-        .map(|d| clean(d.document().display_name()))
+    let name = ever
+        .iter()
+        .find(|d| d.fingerprint() == lost)
+        .map(|d| clean(d.display_name()))
         .unwrap_or_default();
     let change = session.rt.block_on(vault_client::member_devices::change(
         &mut session.store,
@@ -570,16 +585,22 @@ fn remove(session: &mut Session, args: &DeviceArgs) -> Result<()> {
         return remove_member(session, &person, args);
     }
     let (_, vault, client, state) = as_owner(session, "removes")?;
-    let current = state.owner_device_list().ok_or_else(|| {
-        CliError::NotFound("the owner of this vault has listed no devices".into())
-    })?;
+    if state.owner_device_list().is_none() {
+        return Err(CliError::NotFound(
+            "the owner of this vault has listed no devices".into(),
+        ));
+    }
+    // Any device the log's lists ever named: one removed already is named
+    // again to finish what an interruption left (re-keying, and carrying
+    // the list elsewhere).
     let lost = pick(
-        current.devices().iter().map(|d| d.document()),
+        state.ever_listed_devices().map(|d| d.document()),
         &args.device,
         "no device of this vault's owner has a fingerprint starting",
     )?;
-    let name = current
-        .device(&lost)
+    let name = state
+        .ever_listed_devices()
+        .find(|d| d.document().fingerprint() == lost)
         .map(|d| clean(d.document().display_name()))
         .unwrap_or_default();
     let (state, removal) = session.rt.block_on(vault_client::devices::remove(

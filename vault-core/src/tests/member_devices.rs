@@ -359,6 +359,24 @@ fn a_removed_device_is_shut_out_and_the_owner_rekeys_to_the_new_generation() {
     f.reverify().unwrap();
 }
 
+/// A member whose list the collection carries, made a write-only
+/// depositor: the deposit grant is sealed to the member's document
+/// (generation 0), and the collection is not due for re-keying (before,
+/// it stayed due for ever, and every re-keying rotated it again).
+#[test]
+fn a_depositor_whose_list_is_carried_is_not_due_for_rekeying() {
+    let (mut f, _) = shared_with_alice();
+    assert!(f.state.collections_to_rekey().is_empty());
+    f.revoke(1, f.labs);
+    f.share(1, f.labs, Permission::Deposit, None);
+    assert_eq!(alice_grant(&f, f.labs).generation(), 0);
+    assert!(
+        f.state.collections_to_rekey().is_empty(),
+        "a deposit grant at generation 0 is where it belongs"
+    );
+    f.reverify().unwrap();
+}
+
 #[test]
 fn member_device_lists_that_a_reader_must_refuse() {
     let (mut f, d) = shared_with_alice();

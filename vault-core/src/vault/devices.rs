@@ -321,9 +321,12 @@ impl VaultState {
         self.collections
             .iter()
             .filter(|(id, c)| {
-                c.grants
-                    .iter()
-                    .any(|(m, g)| g.generation() != self.expected_generation(m, Some(id)))
+                c.grants.iter().any(|(m, g)| {
+                    // A deposit grant is sealed to the member's document
+                    // (generation 0), as the log checks it.
+                    let scope = (g.permission() != crate::Permission::Deposit).then_some(*id);
+                    g.generation() != self.expected_generation(m, scope)
+                })
             })
             .map(|(id, _)| *id)
             .collect()
