@@ -218,6 +218,13 @@ pub fn add_stream(
         vault,
         &mut spool,
         |state, spool| {
+            // Before sealing: a large file is not sealed only to be
+            // refused (the append checks again, re-issued versions too).
+            vault_client::devices::check_not_due(
+                state,
+                &secret.fingerprint(),
+                std::slice::from_ref(collection),
+            )?;
             let mut keyring = Keyring::new(&secret, client.now());
             spool.bar.set_message("sealing");
             spool.reading = false;

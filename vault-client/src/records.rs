@@ -206,6 +206,18 @@ pub struct Collections {
     pub rekeyed: crate::devices::Rekeying,
 }
 
+/// Refuses a writer identity that is not the relay client's: re-keying
+/// signs as the client, and the checks before a write read the writer.
+fn same_writer(client: &RelayClient, secret: &SecretIdentity) -> Result<()> {
+    if secret.fingerprint() == client.identity().fingerprint() {
+        Ok(())
+    } else {
+        Err(ClientError::Config(
+            "the writer's identity is not the relay client's: make the client with it".into(),
+        ))
+    }
+}
+
 /// Makes the named collections ready to be written into: creates those
 /// that do not exist yet, in one append (what exists is decided again on
 /// each attempt, so a collection another device created meanwhile is not
@@ -220,11 +232,7 @@ pub async fn ensure_collections<S: Store + ?Sized>(
     vault: &VaultId,
     names: &[&str],
 ) -> Result<Collections> {
-    if secret.fingerprint() != client.identity().fingerprint() {
-        return Err(ClientError::Config(
-            "the writer's identity is not the relay client's: make the client with it".into(),
-        ));
-    }
+    same_writer(client, secret)?;
     let state = sync::pull(store, client, vault).await?;
     let missing = |known: &BTreeMap<String, CollectionId>| -> Vec<String> {
         names
@@ -404,6 +412,7 @@ pub async fn add_records<S: Store + ?Sized>(
     items: &[NewRecord],
     mut on_chunk: impl FnMut(usize),
 ) -> Result<(VaultState, Vec<RecordId>)> {
+    same_writer(client, secret)?;
     let vault = state.vault();
     // Every collection written into, re-keyed first where a device list
     // change left its key behind (decision 74): new versions of existing

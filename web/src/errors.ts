@@ -141,7 +141,7 @@ export function explain(e: unknown): Explained {
       case 'invalid_link':
         return { severity: 'error', title: 'Not a valid health link', text: `This link was refused: ${m}. Check that it was copied whole, or ask for a new one.` };
       case 'not_rekeyed':
-        return { severity: 'error', title: 'Not written: re-keying failed', text: `${m.charAt(0).toUpperCase()}${m.slice(1)}.` };
+        return { severity: 'error', title: 'Not written: re-key first', text: `${m.charAt(0).toUpperCase()}${m.slice(1)}.` };
       case 'not_shareable':
         return { severity: 'error', title: 'Cannot share this in a link', text: `${m.charAt(0).toUpperCase()}${m.slice(1)}.` };
       default:

@@ -560,6 +560,7 @@ fn remove_member(
         .find(|d| d.fingerprint() == lost)
         .map(|d| clean(d.display_name()))
         .unwrap_or_default();
+    let listed_now = versions.last().is_some_and(|v| v.device(&lost).is_some());
     let change = session.rt.block_on(vault_client::member_devices::change(
         &mut session.store,
         &client,
@@ -568,7 +569,11 @@ fn remove_member(
     ))?;
     report_member_change(
         session,
-        &format!("Removed {name} ({lost}) from your devices: the relay refuses it in the collections your list was carried into."),
+        &if listed_now {
+            format!("Removed {name} ({lost}) from your devices: the relay refuses it in the collections your list was carried into.")
+        } else {
+            format!("{name} ({lost}) was removed from your devices already: its removal was carried where it was missing.")
+        },
         &lost,
         &change,
     )?;
@@ -627,11 +632,19 @@ fn remove(session: &mut Session, args: &DeviceArgs) -> Result<()> {
             "elsewhere": elsewhere_json(&removal.elsewhere),
         }));
     }
-    line(&format!(
-        "Removed {name} ({}) from your devices in this vault: the relay refuses it here from now on, and {} collection key(s) were rotated, so nothing written from now on opens with its keys.",
-        lost.to_hex(),
-        removal.rekeying.rotated.len()
-    ))?;
+    if removal.list.is_some() {
+        line(&format!(
+            "Removed {name} ({}) from your devices in this vault: the relay refuses it here from now on, and {} collection key(s) were rotated, so nothing written from now on opens with its keys.",
+            lost.to_hex(),
+            removal.rekeying.rotated.len()
+        ))?;
+    } else {
+        line(&format!(
+            "{name} ({}) was removed from your devices in this vault already: {} collection key(s) were rotated to finish the re-keying, and the removal was carried where it was missing.",
+            lost.to_hex(),
+            removal.rekeying.rotated.len()
+        ))?;
+    }
     report_rekeying(
         &removal.rekeying,
         "whose key did not open were dropped from the rotated collections",
