@@ -614,6 +614,19 @@ fn the_cli_adds_a_device_which_writes_as_the_patient_until_removed() {
     assert_eq!(removed["generation"], 2, "{removed}");
     assert!(removed["rotated"].as_u64().unwrap() >= 1, "{removed}");
     refused_writing(&laptop);
+    // Named again (as after an interruption), the removal only finishes:
+    // nothing new is listed, nothing is left to re-key, and it says so.
+    let again = patient.json(&["devices", "remove", &l_fp[..8]]);
+    assert_eq!(
+        (&again["serial"], &again["rotated"]),
+        (&serde_json::Value::Null, &serde_json::json!(0)),
+        "{again}"
+    );
+    let said = patient.ok(&["devices", "remove", &l_fp[..8]]);
+    assert!(
+        said.contains("was removed from your devices in this vault already"),
+        "{said}"
+    );
     assert_eq!(
         doc.ok(&["open", &lab[..8], "--vault", "pat", "-o", "-"]),
         "48 mmol/mol"
