@@ -225,17 +225,12 @@ pub struct MemberChange {
     pub device: Option<PublicIdentity>,
     /// The person's list as now published.
     pub list: DeviceList,
-    /// The vaults and collections the new version was carried into.
-    pub carried: Vec<(VaultId, Vec<CollectionId>)>,
-    /// The vaults it could not be carried into, with why: run the action
-    /// again (it publishes nothing new, and carries what is missing).
-    pub not_carried: Vec<(VaultId, String)>,
-    /// Why the relay's inbox could not be read (`None`: it was): the
-    /// vaults shared with the person that this client does not follow
-    /// were not reached. Run the action again.
-    pub inbox_not_read: Option<String>,
-    /// Strangers' vaults not reached ([`Propagation::strangers_not_reached`]).
-    pub strangers_not_reached: u64,
+    /// Where the new version went in the vaults beyond the directory
+    /// ([`Propagation`]; `not_published` stays `None`: a list the
+    /// directory refuses fails the action). A vault not reached: run the
+    /// action again (it publishes nothing new, and carries what is
+    /// missing).
+    pub elsewhere: Propagation,
 }
 
 /// A change to a person's device list.
@@ -321,10 +316,7 @@ pub async fn change<S: Store + ?Sized>(
     Ok(MemberChange {
         device,
         list,
-        carried: elsewhere.carried,
-        not_carried: elsewhere.not_reached,
-        inbox_not_read: elsewhere.inbox_not_read,
-        strangers_not_reached: elsewhere.strangers_not_reached,
+        elsewhere,
     })
 }
 
@@ -453,10 +445,16 @@ async fn reach_vaults<S: Store + ?Sized>(
     done
 }
 
-/// What reaching one vault did: `None` nothing to do; `Some(Ok(carried))`
-/// a vault shared with the person; `Some(Err(n))` a vault the person owns,
-/// `n` collections re-keyed.
-type Reached = crate::Result<Option<std::result::Result<Carried, usize>>>;
+/// What reaching one vault did ([`reach_one`]).
+enum Reached {
+    /// Nothing to do: a vault of the person's that lists no devices, or
+    /// is up to date.
+    Nothing,
+    /// A vault shared with the person: where the list was carried.
+    Shared(Carried),
+    /// A vault the person owns: how many collections were re-keyed.
+    Owned(usize),
+}
 
 /// Brings one vault (`state`, just pulled) up to `chain`: a vault shared
 /// with the person takes it in each collection ([`carry`]); a vault the
@@ -468,14 +466,14 @@ async fn reach_one<S: Store + ?Sized>(
     person: &PublicIdentity,
     chain: &[DeviceList],
     state: VaultState,
-) -> Reached {
+) -> crate::Result<Reached> {
     let vault = state.vault();
     if !state.is_owner(&person.fingerprint()) {
         let carried = carry(store, client, &vault, person, chain).await?;
-        return Ok(Some(Ok(carried)));
+        return Ok(Reached::Shared(carried));
     }
     let Some(held) = state.owner_device_list() else {
-        return Ok(None);
+        return Ok(Reached::Nothing);
     };
     // Only along the same chain: a vault whose list is not on it (its own
     // chain, or a thief's branch) is reported, never overridden from here.
@@ -495,7 +493,7 @@ async fn reach_one<S: Store + ?Sized>(
     };
     // Re-keying also finishes what an earlier run left.
     if newer.is_empty() && state.collections_to_rekey().is_empty() {
-        return Ok(None);
+        return Ok(Reached::Nothing);
     }
     let (_, rekeying) = crate::devices::rekey(store, client, &vault).await?;
     if let Some((_, why)) = rekeying.not_rotated.first() {
@@ -504,16 +502,16 @@ async fn reach_one<S: Store + ?Sized>(
             rekeying.not_rotated.len()
         )));
     }
-    Ok(Some(Err(rekeying.rotated.len())))
+    Ok(Reached::Owned(rekeying.rotated.len()))
 }
 
 impl Propagation {
     /// Records what reaching `vault` did.
-    fn note(&mut self, vault: VaultId, reached: Reached) {
+    fn note(&mut self, vault: VaultId, reached: crate::Result<Reached>) {
         match reached {
-            Ok(None) => {}
-            Ok(Some(Err(rekeyed))) => self.owned.push((vault, rekeyed)),
-            Ok(Some(Ok(carried))) => {
+            Ok(Reached::Nothing) => {}
+            Ok(Reached::Owned(rekeyed)) => self.owned.push((vault, rekeyed)),
+            Ok(Reached::Shared(carried)) => {
                 if !carried.into.is_empty() {
                     self.carried.push((vault, carried.into));
                 }

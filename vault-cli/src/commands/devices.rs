@@ -228,43 +228,39 @@ fn report_member_change(
     fp: &Fingerprint,
     change: &vault_client::member_devices::MemberChange,
 ) -> Result<()> {
-    let collections: usize = change.carried.iter().map(|(_, c)| c.len()).sum();
+    let e = &change.elsewhere;
+    let collections: usize = e.carried.iter().map(|(_, c)| c.len()).sum();
     if session.out.json {
         return session.out.json(&json!({
             "device": fp.to_hex(),
             "name": change.device.as_ref().map(|d| d.display_name().to_owned()),
             "serial": change.list.serial(),
             "generation": change.list.generation(),
-            "carried": change.carried.iter().map(|(v, c)| json!({
+            "carried": e.carried.iter().map(|(v, c)| json!({
                 "vault": v.to_hex(),
                 "collections": c.iter().map(|c| c.to_hex()).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
-            "not_carried": change.not_carried.iter().map(|(v, why)| json!({
+            "not_carried": e.not_reached.iter().map(|(v, why)| json!({
                 "vault": v.to_hex(),
                 "error": why,
             })).collect::<Vec<_>>(),
-            "inbox_not_read": change.inbox_not_read,
-            "strangers_not_reached": change.strangers_not_reached,
+            "inbox_not_read": e.inbox_not_read,
+            "strangers_not_reached": e.strangers_not_reached,
         }));
     }
     line(&format!(
         "{what} Your list (version {}, key generation {}) is published on the relay, and was carried into {collections} collection(s) of {} vault(s) shared with you.",
         change.list.serial(),
         change.list.generation(),
-        change.carried.len()
+        e.carried.len()
     ))?;
-    for (vault, why) in &change.not_carried {
+    for (vault, why) in &e.not_reached {
         eprintln!(
             "warning: vault {}: your list was not carried there: {why}; run the command again to finish",
             vault.to_hex()
         );
     }
-    if let Some(why) = &change.inbox_not_read {
-        eprintln!("{}", inbox_warning(why));
-    }
-    if change.strangers_not_reached > 0 {
-        eprintln!("{}", strangers_warning(change.strangers_not_reached));
-    }
+    warn_unfollowed_not_reached(e);
     Ok(())
 }
 
@@ -409,14 +405,15 @@ pub(super) fn owner_adding(
     Ok((secret, vault, client, state))
 }
 
-/// The warning for a change that could not read the relay's inbox.
-fn inbox_warning(why: &str) -> String {
-    format!("warning: the relay's inbox could not be read ({why}), so vaults shared with you that this device does not follow were not brought up to date (a removed device may still act there): run the command again to finish")
-}
-
-/// The warning for strangers' vaults a change did not reach.
-fn strangers_warning(n: u64) -> String {
-    format!("warning: {n} vault(s) shared with you by people you have not accepted were not brought up to date (a removed device may still act there): `vault inbox` accepts your contacts, `vault inbox accept FINGERPRINT` anyone else; then run the command again")
+/// Warns of the vaults this device does not follow that a change did not
+/// reach: the relay's inbox could not be read, or they are strangers'.
+fn warn_unfollowed_not_reached(e: &vault_client::member_devices::Propagation) {
+    if let Some(why) = &e.inbox_not_read {
+        eprintln!("warning: the relay's inbox could not be read ({why}), so vaults shared with you that this device does not follow were not brought up to date (a removed device may still act there): run the command again to finish");
+    }
+    if e.strangers_not_reached > 0 {
+        eprintln!("warning: {} vault(s) shared with you by people you have not accepted were not brought up to date (a removed device may still act there): `vault inbox` accepts your contacts, `vault inbox accept FINGERPRINT` anyone else; then run the command again", e.strangers_not_reached);
+    }
 }
 
 /// Where the change went beyond this vault, as JSON.
@@ -464,12 +461,7 @@ fn report_elsewhere(e: &vault_client::member_devices::Propagation) -> Result<()>
             vault.to_hex()
         );
     }
-    if let Some(why) = &e.inbox_not_read {
-        eprintln!("{}", inbox_warning(why));
-    }
-    if e.strangers_not_reached > 0 {
-        eprintln!("{}", strangers_warning(e.strangers_not_reached));
-    }
+    warn_unfollowed_not_reached(e);
     for (vault, collection, why) in &e.refused {
         eprintln!(
             "warning: vault {}, collection {}: your list was not carried there: {why}; it carries another list of yours (a fork): take your list back with `vault devices recover` from your key file, or ask the vault's owner to share the collection again",
@@ -541,23 +533,18 @@ fn remove_member(
     // A device the published versions ever listed: one removed already
     // is named again to finish carrying its removal (nothing new is
     // published).
-    let mut ever: Vec<&vault_core::PublicIdentity> = Vec::new();
-    for d in versions.iter().flat_map(|v| v.devices()) {
-        if !ever
-            .iter()
-            .any(|e| e.fingerprint() == d.document().fingerprint())
-        {
-            ever.push(d.document());
-        }
-    }
+    let ever: std::collections::BTreeMap<Fingerprint, &vault_core::PublicIdentity> = versions
+        .iter()
+        .flat_map(|v| v.devices())
+        .map(|d| (d.document().fingerprint(), d.document()))
+        .collect();
     let lost = pick(
-        ever.iter().copied(),
+        ever.values().copied(),
         &args.device,
         "none of your devices has a fingerprint starting",
     )?;
     let name = ever
-        .iter()
-        .find(|d| d.fingerprint() == lost)
+        .get(&lost)
         .map(|d| clean(d.display_name()))
         .unwrap_or_default();
     let listed_now = versions.last().is_some_and(|v| v.device(&lost).is_some());
