@@ -589,6 +589,22 @@ impl CliProfile {
             .to_owned()
     }
 
+    /// Runs `vault sync`; returns how many collections it re-keyed, over
+    /// every vault, and its JSON.
+    pub fn sync_rekeyed(&self) -> (usize, serde_json::Value) {
+        let synced = self.json(&["sync"]);
+        let rekeyed = synced
+            .as_array()
+            .map(|vaults| {
+                vaults
+                    .iter()
+                    .map(|v| v["rekeyed"].as_array().map_or(0, Vec::len))
+                    .sum()
+            })
+            .unwrap_or_else(|| panic!("vault sync printed no list: {synced}"));
+        (rekeyed, synced)
+    }
+
     /// The checkpoint code of `vault verify <args>`.
     pub fn checkpoint(&self, args: &[&str]) -> String {
         let mut all = vec!["verify"];

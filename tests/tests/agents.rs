@@ -49,17 +49,51 @@ fn call_notes(who: &CliProfile, body: &[u8]) -> String {
         .to_owned()
 }
 
-#[test]
-fn an_agent_acts_for_the_patient_within_its_powers_until_the_agency_ends() {
-    let dir = tempfile::tempdir().unwrap();
-    let relay = RelayProcess::start(&dir.path().join("relay"), &[]);
-    let (patient, doc) = patient_and_clinician(dir.path(), &relay.url);
+/// A relay, the patient and Dr Dee (`patient_and_clinician`), and Jane
+/// Doe, published and a contact of the patient's, with fingerprints.
+struct People {
+    relay: RelayProcess,
+    patient: CliProfile,
+    doc: CliProfile,
+    jane: CliProfile,
+    p_fp: String,
+    d_fp: String,
+    j_fp: String,
+}
+
+fn people(dir: &std::path::Path) -> People {
+    let relay = RelayProcess::start(&dir.join("relay"), &[]);
+    let (patient, doc) = patient_and_clinician(dir, &relay.url);
     let p_fp = fingerprint(&patient.json(&["whoami"]));
     let d_fp = fingerprint(&doc.json(&["whoami"]));
-    let jane = CliProfile::new(&dir.path().join("jane"), &relay.url);
+    let jane = CliProfile::new(&dir.join("jane"), &relay.url);
     let j_fp = fingerprint(&jane.init("Jane Doe", "patient"));
     jane.ok(&["whoami", "--publish", "--no-qr"]);
     patient.json(&["contacts", "add", "jane", "--lookup", &j_fp]);
+    People {
+        relay,
+        patient,
+        doc,
+        jane,
+        p_fp,
+        d_fp,
+        j_fp,
+    }
+}
+
+#[test]
+fn an_agent_acts_for_the_patient_within_its_powers_until_the_agency_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    // The relay runs until `_relay` is dropped, at the end.
+    let People {
+        relay: _relay,
+        patient,
+        doc,
+        jane,
+        p_fp,
+        d_fp,
+        j_fp,
+    } = people(dir.path());
     jane.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
     jane.json(&["contacts", "add", "dr", "--lookup", &d_fp]);
     let lab = patient.add_lab("HbA1c", "48 mmol/mol");
@@ -302,14 +336,15 @@ fn the_relay_refuses_a_share_by_an_agent_who_may_not_share() {
 #[test]
 fn an_agents_device_acts_for_the_agent_until_the_agent_removes_it() {
     let dir = tempfile::tempdir().unwrap();
-    let relay = RelayProcess::start(&dir.path().join("relay"), &[]);
-    let (patient, doc) = patient_and_clinician(dir.path(), &relay.url);
-    let p_fp = fingerprint(&patient.json(&["whoami"]));
-    let d_fp = fingerprint(&doc.json(&["whoami"]));
-    let jane = CliProfile::new(&dir.path().join("jane"), &relay.url);
-    let j_fp = fingerprint(&jane.init("Jane Doe", "patient"));
-    jane.ok(&["whoami", "--publish", "--no-qr"]);
-    patient.json(&["contacts", "add", "jane", "--lookup", &j_fp]);
+    let People {
+        relay,
+        patient,
+        doc,
+        jane,
+        p_fp,
+        d_fp,
+        j_fp: _,
+    } = people(dir.path());
     let tablet = CliProfile::new(&dir.path().join("tablet"), &relay.url);
     let t_fp = fingerprint(&tablet.init("tablet", "device"));
     tablet.ok(&["whoami", "--publish", "--no-qr"]);
@@ -379,13 +414,7 @@ fn an_agents_device_acts_for_the_agent_until_the_agent_removes_it() {
     assert_ne!(r.exit, 0, "a removed device shared: {r:#?}");
     // The patient's next sync re-keys labs (Jane's agency grant moves to
     // her generation 2); the log verifies from genesis.
-    let synced = patient.json(&["sync"]);
-    let rekeyed: usize = synced
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["rekeyed"].as_array().map_or(0, Vec::len))
-        .sum();
+    let (rekeyed, synced) = patient.sync_rekeyed();
     assert_eq!(rekeyed, 1, "{synced}");
     patient.ok(&["verify"]);
 }

@@ -120,13 +120,7 @@ fn a_grant_reaches_every_device_of_a_clinician_and_a_removed_one_is_shut_out() {
 
     // The patient's sync rotates labs, revoking nobody: Dr Dee's grant goes
     // to generation 2, which the laptop does not hold.
-    let synced = patient.json(&["sync"]);
-    let rekeyed: usize = synced
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["rekeyed"].as_array().map_or(0, Vec::len))
-        .sum();
+    let (rekeyed, synced) = patient.sync_rekeyed();
     assert_eq!(rekeyed, 1, "{synced}");
     let sodium = patient.add_lab("Sodium", "139 mmol/L");
     for who in [&phone, &doc] {

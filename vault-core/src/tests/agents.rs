@@ -1191,11 +1191,7 @@ fn an_agents_devices_act_for_the_agent_within_its_agency_until_removed() {
         .unwrap();
     f.append(e);
     assert_eq!(f.state.collections_to_rekey(), vec![f.labs]);
-    let e = f
-        .state
-        .revoke(&mut Keyring::new(&f.patient, NOW), &f.labs, &[])
-        .unwrap();
-    f.append(e);
+    f.rekey(f.labs);
     assert!(f.state.collections_to_rekey().is_empty());
     let jane_grant = |f: &Fixture| {
         let jane = jane.fingerprint();
@@ -1289,11 +1285,7 @@ fn an_agents_devices_act_for_the_agent_within_its_agency_until_removed() {
     // The owner re-keys: Jane's grant goes to generation 2, which the
     // tablet's keys do not open.
     assert_eq!(f.state.collections_to_rekey(), vec![f.labs]);
-    let e = f
-        .state
-        .revoke(&mut Keyring::new(&f.patient, NOW), &f.labs, &[])
-        .unwrap();
-    f.append(e);
+    f.rekey(f.labs);
     let grant = jane_grant(&f);
     assert_eq!(grant.generation(), 2);
     let verified = grant.verify(f.patient.public()).unwrap();

@@ -162,6 +162,14 @@ impl Fixture {
         self.append(e);
     }
 
+    /// Rotates a collection as the owner, revoking nobody (the owner's
+    /// re-keying after a device list changed), and appends it.
+    pub fn rekey(&mut self, collection: CollectionId) {
+        let mut keyring = Keyring::new(&self.patient, NOW);
+        let e = self.state.revoke(&mut keyring, &collection, &[]).unwrap();
+        self.append(e);
+    }
+
     /// Opens a record's current version as `who`, from the stored blob.
     pub fn open_as(&self, who: usize, record: &RecordId) -> crate::Result<(OpenedRecord, Vec<u8>)> {
         let verified = self.state.record(record)?;

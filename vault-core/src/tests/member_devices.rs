@@ -331,11 +331,7 @@ fn a_removed_device_is_shut_out_and_the_owner_rekeys_to_the_new_generation() {
     // Alice's grant is at generation 1, which the laptop holds: the owner
     // rotates labs, revoking nobody, and Alice's grant goes to generation 2.
     assert_eq!(f.state.collections_to_rekey(), vec![f.labs]);
-    let e = f
-        .state
-        .revoke(&mut Keyring::new(&f.patient, NOW), &f.labs, &[])
-        .unwrap();
-    f.append(e);
+    f.rekey(f.labs);
     assert!(f.state.collections_to_rekey().is_empty());
     let grant = alice_grant(&f, f.labs);
     assert_eq!(grant.generation(), 2);
@@ -447,11 +443,7 @@ fn member_device_lists_that_a_reader_must_refuse() {
         )
         .unwrap();
     f.append(e);
-    let e = f
-        .state
-        .revoke(&mut Keyring::new(&f.patient, NOW), &f.meds, &[])
-        .unwrap();
-    f.append(e);
+    f.rekey(f.meds);
     let EntryBody::Rotation(r) = f.log.last().unwrap().body() else {
         panic!("not a rotation")
     };
