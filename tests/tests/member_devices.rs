@@ -216,3 +216,90 @@ fn a_device_removed_in_one_vault_is_removed_in_every_vault_of_the_person() {
     );
     patient.ok(&["verify", "--vault", &second]);
 }
+
+/// A device's own signature on its person's list outranks a listing it did
+/// not sign (`docs/format.md` §8.12 rule 4): Mallory, who reads labs,
+/// lists Dr Dee's new tablet (its identity is public) as her own device
+/// there first. The patient's share of labs with Dr Dee is then refused,
+/// as the tablet would act for two people. Once the tablet signs Dr Dee's
+/// list (`vault devices confirm`, which `vault devices join` runs), the
+/// share goes through, the tablet reads and writes labs as Dr Dee, and
+/// Mallory's listing does nothing.
+#[test]
+fn a_device_that_signed_its_clinicians_list_outranks_a_member_who_listed_it_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::start(&dir.path().join("relay"), &[]);
+    let (patient, doc) = vault_tests::patient_and_clinician(dir.path(), &relay.url);
+    let p_fp = fingerprint(&patient.json(&["whoami"]));
+    let d_fp = fingerprint(&doc.json(&["whoami"]));
+    let lab = patient.add_lab("HbA1c", "48 mmol/mol");
+
+    // Mallory, a clinician the patient shares labs with (read).
+    let mallory = CliProfile::new(&dir.path().join("mallory"), &relay.url);
+    let m_fp = fingerprint(&mallory.init("Mallory", "clinician"));
+    mallory.ok(&["whoami", "--publish", "--no-qr"]);
+    mallory.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
+    patient.json(&["contacts", "add", "mallory", "--lookup", &m_fp]);
+    patient.json(&["share", "labs", "--with", "mallory"]);
+    mallory.json(&["inbox"]);
+
+    // Dr Dee's key file adds her tablet by fingerprint: listed, but the
+    // tablet has signed nothing.
+    let tablet = CliProfile::new(&dir.path().join("tablet"), &relay.url);
+    let t_fp = fingerprint(&tablet.init("tablet", "device"));
+    tablet.ok(&["whoami", "--publish", "--no-qr"]);
+    tablet.json(&["contacts", "add", "me", "--lookup", &d_fp]);
+    tablet.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
+    doc.json(&["devices", "add", &t_fp]);
+
+    // Mallory lists the tablet as hers, and carries that into labs.
+    let listed = mallory.json(&["devices", "add", &t_fp]);
+    assert_eq!(listed["carried"].as_array().unwrap().len(), 1, "{listed}");
+
+    // The share with Dr Dee would make the tablet act for two people.
+    let refused = patient.run(&["share", "labs", "--with", "dr", "--add-only"]);
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("another member listed it"),
+        "{}",
+        refused.stderr
+    );
+
+    // The tablet signs Dr Dee's list; a second confirmation adds nothing.
+    let confirmed = tablet.json(&["devices", "confirm"]);
+    assert_eq!(confirmed["serial"], 2, "{confirmed}");
+    let again = tablet.json(&["devices", "confirm"]);
+    assert_eq!(again["serial"], 2, "{again}");
+    // Mallory's key file cannot confirm a list for the tablet.
+    let not_a_device = mallory.fails(2, &["devices", "confirm", "--contact", "pat"]);
+    assert!(not_a_device.contains("only a device"), "{not_a_device}");
+
+    // Now the share goes through: the tablet reads labs, and writes there
+    // as Dr Dee, not as Mallory (whose grant only reads).
+    patient.json(&["share", "labs", "--with", "dr", "--add-only"]);
+    tablet.json(&["inbox"]);
+    assert_eq!(
+        tablet.ok(&["open", &lab[..8], "--vault", "pat", "-o", "-"]),
+        "48 mmol/mol"
+    );
+    let written = tablet.run_with_stdin(
+        &[
+            "--json", "add", "-", "-c", "labs", "--title", "Ferritin", "--vault", "pat",
+        ],
+        b"ferritin 30 ug/L",
+    );
+    assert_eq!(written.code, 0, "{}", written.stderr);
+    let written: serde_json::Value = serde_json::from_str(&written.stdout).unwrap();
+    let note = written[0]["record"].as_str().unwrap().to_owned();
+    let listed = patient.json(&["list"]);
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["record"] == note.as_str())
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(row["author_name"], "tablet (dr's device)", "{row}");
+    patient.ok(&["verify"]);
+    mallory.json(&["sync"]);
+    mallory.ok(&["verify", "--vault", "pat"]);
+}

@@ -191,7 +191,10 @@ fn the_cli_pairs_a_laptop_and_a_clinicians_tablet_by_a_compared_code() {
     assert_eq!(n.code, 0, "{}\n{}", n.stdout, n.stderr);
     let joined: serde_json::Value = serde_json::from_str(&n.stdout).unwrap();
     assert_eq!(joined["listed"], "member", "{joined}");
-    assert_eq!(joined["serial"], 1, "{joined}");
+    // Listed by her key file (version 1), the tablet then signed her list
+    // itself (version 2): its claim, which outranks anyone else listing it.
+    assert_eq!(joined["serial"], 2, "{joined}");
+    assert_eq!(joined["confirm_error"], serde_json::Value::Null, "{joined}");
     patient.json(&["share", "labs", "--with", "dr", "--add-only"]);
     let p_fp = p_fp.as_str().unwrap();
     tablet.json(&["contacts", "add", "pat", "--lookup", p_fp]);

@@ -748,6 +748,23 @@ pub enum DevicesCommand {
     /// cannot open it, and then drops the records only the thief's keys
     /// open.
     Recover(RecoverArgs),
+    /// On a device of a person who owns no vault (a clinician): sign your
+    /// person's device list, unchanged, so that this device acts for that
+    /// person even where someone else listed its public document first.
+    ///
+    /// `vault devices join` does it once the device is added; run it on a
+    /// device added by `vault devices add FINGERPRINT`, or when the join
+    /// said it could not.
+    Confirm(ConfirmArgs),
+}
+
+/// `vault devices confirm`.
+#[derive(Debug, Args)]
+pub struct ConfirmArgs {
+    /// The contact this device acts for, as `vault devices join` pinned
+    /// it.
+    #[arg(long, default_value = "me", value_name = "NAME")]
+    pub contact: String,
 }
 
 /// `vault devices join`.

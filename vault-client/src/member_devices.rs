@@ -242,6 +242,14 @@ pub enum Change {
     /// Remove this device; a new key generation starts, which it does not
     /// hold.
     Remove(Fingerprint),
+    /// This device (the client's identity, listed) signs the next version,
+    /// unchanged: its own consent to act for the person, its **claim**
+    /// (`docs/format.md` §8.12 rule 4). A device that signed a version of
+    /// its person's list acts for that person even in a collection where
+    /// another member listed it first (a device document is public, so
+    /// anyone may list it), and nobody else may list it there afterwards.
+    /// A device that signed one already publishes nothing.
+    Confirm,
 }
 
 /// Changes `person`'s device list in the relay's directory as the
@@ -296,6 +304,19 @@ pub async fn change<S: Store + ?Sized>(
         (Change::Remove(_), None) => {
             return Err(vault_core::Error::InvalidInput(
                 "you have published no device list: there is no device to remove",
+            )
+            .into())
+        }
+        (Change::Confirm, Some(c)) if c.device(&me.fingerprint()).is_some() => {
+            if versions.iter().any(|v| v.signer() == me.fingerprint()) {
+                None
+            } else {
+                Some(c.next(&me, &keys_for(c, &me, &fp)?, &[], &[], client.now())?.0)
+            }
+        }
+        (Change::Confirm, _) => {
+            return Err(vault_core::Error::AccessDenied(
+                "only a device in the person's current device list confirms it: add this device from another of the person's devices first",
             )
             .into())
         }

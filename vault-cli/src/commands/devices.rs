@@ -22,6 +22,15 @@ pub fn run(session: &mut Session, cmd: DevicesCommand) -> Result<()> {
         DevicesCommand::Add(args) => add(session, &args),
         DevicesCommand::Remove(args) => remove(session, &args),
         DevicesCommand::Recover(args) => recover(session, &args),
+        DevicesCommand::Confirm(args) => {
+            let person = session
+                .contacts
+                .get(&session.store, &args.contact)?
+                .identity;
+            let change = confirm(session, &person)?;
+            let me = session.unlock()?.fingerprint();
+            report_member_change(session, &confirmed(&person, &change), &me, &change)
+        }
     }
 }
 
@@ -262,6 +271,41 @@ fn report_member_change(
     }
     warn_unfollowed_not_reached(e);
     Ok(())
+}
+
+/// Signs `person`'s device list, unchanged, as this device (its claim,
+/// `docs/format.md` §8.12 rule 4), publishes it and carries it where the
+/// list goes; nothing new when the device signed a version already.
+pub(super) fn confirm(
+    session: &mut Session,
+    person: &vault_core::PublicIdentity,
+) -> Result<vault_client::member_devices::MemberChange> {
+    let secret = session.unlock()?;
+    if secret.public().role() != vault_core::Role::Device {
+        return Err(CliError::Usage(
+            "only a device confirms its person's list: this profile is a key file, which signs as the person".into(),
+        ));
+    }
+    let client = session.client()?;
+    Ok(session.rt.block_on(vault_client::member_devices::change(
+        &mut session.store,
+        &client,
+        person,
+        vault_client::member_devices::Change::Confirm,
+    ))?)
+}
+
+/// What a confirmation did, in a sentence.
+pub(super) fn confirmed(
+    person: &vault_core::PublicIdentity,
+    change: &vault_client::member_devices::MemberChange,
+) -> String {
+    format!(
+        "This device signed {}'s device list (version {}): it acts for {} wherever that list is carried, even where someone else listed it first.",
+        clean(person.display_name()),
+        change.list.serial(),
+        clean(person.display_name())
+    )
 }
 
 /// `vault devices add` for a member ([`member_person`]).

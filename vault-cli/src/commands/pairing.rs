@@ -198,6 +198,21 @@ pub fn join(session: &mut Session, args: &JoinArgs) -> Result<()> {
     let listed = session
         .rt
         .block_on(revealed.wait_listed(&client, Duration::from_secs(left)))?;
+    // A member's device signs its person's list at once: its own claim
+    // (`docs/format.md` §8.12 rule 4), which outranks anyone else listing
+    // its public document. Failing that, the pairing still stands.
+    let (listed, claim_failed) = match listed {
+        Listed::Member { serial } => match super::devices::confirm(session, person) {
+            Ok(change) => (
+                Listed::Member {
+                    serial: change.list.serial(),
+                },
+                None,
+            ),
+            Err(e) => (Listed::Member { serial }, Some(e.to_string())),
+        },
+        owner => (owner, None),
+    };
     let name = clean(person.display_name());
     if session.out.json {
         let (kind, vaults, serial) = match &listed {
@@ -211,7 +226,14 @@ pub fn join(session: &mut Session, args: &JoinArgs) -> Result<()> {
             "listed": kind,
             "vaults": vaults,
             "serial": serial,
+            "confirm_error": claim_failed,
         }));
+    }
+    if let Some(why) = &claim_failed {
+        eprintln!(
+            "warning: this device could not sign {name}'s device list ({why}); until it does, someone else who listed it first keeps it: run `vault devices confirm --contact {}`",
+            args.contact
+        );
     }
     match listed {
         Listed::Owner(vaults) => crate::output::line(&format!(

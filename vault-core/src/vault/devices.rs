@@ -5,7 +5,7 @@
 //! its person (the owner's everywhere, a member's in that collection); a
 //! person's grants go to its current key generation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::devices::{DeviceList, GenerationKeys, ListedDevice};
@@ -35,6 +35,10 @@ pub(super) struct PersonDevices {
     /// earlier entries and the devices the key file may keep, never for
     /// authority.
     ever_listed: BTreeMap<Fingerprint, ListedDevice>,
+    /// The devices that signed a version applied here: each signature is
+    /// the device's own consent to act for the person (its **claim**,
+    /// §8.12 rule 4), which nobody else can give for it.
+    claimed: BTreeSet<Fingerprint>,
 }
 
 impl PersonDevices {
@@ -97,34 +101,35 @@ impl PersonDevices {
     }
 
     /// These lists after `lists` (§3.7 acceptance, each version given the
-    /// one before), `held` being what the log carried before them.
+    /// one before), `held` being what the log carried before them. Each
+    /// device the person's lists name here for the first time is judged by
+    /// `conflict`, given whether the device claimed the person (signed one
+    /// of these versions, or one before): a reason to refuse the entry, or
+    /// none. A device listed before is not judged again, so a version
+    /// carrying it is never refused for a claim made since by someone
+    /// else (the claim decides whom it acts for).
     fn accept(
         held: Option<&PersonDevices>,
         person: &PublicIdentity,
         lists: &[DeviceList],
-        conflict: impl Fn(&Fingerprint) -> Option<&'static str>,
+        conflict: impl Fn(&Fingerprint, bool) -> Option<&'static str>,
     ) -> Result<PersonDevices> {
         if lists.is_empty() || lists.len() > MAX_LISTED_VERSIONS {
             return Err(Error::InvalidInput(
                 "a devices-listed entry carries 1 to 64 versions",
             ));
         }
+        let before = held;
         let mut held = held.cloned();
         for list in lists {
             list.accept(person, held.as_ref().map(|h| &h.current))?;
-            if let Some(reason) = list
-                .devices()
-                .iter()
-                .find_map(|d| conflict(&d.document().fingerprint()))
-            {
-                return Err(Error::InvalidInput(reason));
-            }
-            let (mut generations, mut ever_listed, mut versions) = match held {
-                Some(h) => (h.generations, h.ever_listed, h.versions),
+            let (mut generations, mut ever_listed, mut versions, mut claimed) = match held {
+                Some(h) => (h.generations, h.ever_listed, h.versions, h.claimed),
                 None => (
                     BTreeMap::from([(0, *person.x25519_public())]),
                     BTreeMap::new(),
                     Vec::new(),
+                    BTreeSet::new(),
                 ),
             };
             versions.push(Arc::new(list.clone()));
@@ -132,15 +137,51 @@ impl PersonDevices {
             for d in list.devices() {
                 ever_listed.insert(d.document().fingerprint(), d.clone());
             }
+            // The person's root signs as the person; a device signs only
+            // a version extending one that lists it (§3.7 rule 2).
+            if list.signer() != person.fingerprint() {
+                claimed.insert(list.signer());
+            }
             held = Some(PersonDevices {
                 current: list.clone(),
                 generations,
                 versions,
                 ever_listed,
+                claimed,
             });
         }
-        held.ok_or(Error::InvalidInput("no device list version"))
+        let accepted = held.ok_or(Error::InvalidInput("no device list version"))?;
+        let listed_before =
+            |fp: &Fingerprint| before.is_some_and(|b| b.ever_listed.contains_key(fp));
+        if let Some(reason) = accepted
+            .ever_listed
+            .keys()
+            .filter(|fp| !listed_before(fp))
+            .find_map(|fp| conflict(fp, accepted.claimed.contains(fp)))
+        {
+            return Err(Error::InvalidInput(reason));
+        }
+        Ok(accepted)
     }
+}
+
+/// The member `device` is a device of in `collection`: the one whose list
+/// it signed there (its own claim, §8.12 rule 4), else the one whose lists
+/// there named it (at most one of each: a later listing by another member
+/// is refused unless the device claimed that member), with its lists.
+fn member_of_device<'a>(
+    collection: &'a super::Collection,
+    device: &Fingerprint,
+) -> Option<(&'a Fingerprint, &'a PersonDevices)> {
+    let people = &collection.people;
+    people
+        .iter()
+        .find(|(_, p)| p.claimed.contains(device))
+        .or_else(|| {
+            people
+                .iter()
+                .find(|(_, p)| p.ever_listed.contains_key(device))
+        })
 }
 
 impl VaultState {
@@ -166,11 +207,10 @@ impl VaultState {
         collection: Option<&crate::CollectionId>,
     ) -> Option<&PublicIdentity> {
         self.author_document(fp).or_else(|| {
-            self.collections
-                .get(collection?)?
-                .people
-                .values()
-                .find_map(|p| p.current.device(fp))
+            member_of_device(self.collections.get(collection?)?, fp)?
+                .1
+                .current
+                .device(fp)
                 .map(|d| d.document())
         })
     }
@@ -199,11 +239,8 @@ impl VaultState {
         }
         collection
             .and_then(|c| self.collections.get(c))
-            .and_then(|c| {
-                c.people
-                    .iter()
-                    .find(|(_, p)| p.current.device(fp).is_some())
-            })
+            .and_then(|c| member_of_device(c, fp))
+            .filter(|(_, p)| p.current.device(fp).is_some())
             .map_or(*fp, |(person, _)| *person)
     }
 
@@ -242,11 +279,8 @@ impl VaultState {
         collection: &crate::CollectionId,
         fp: &Fingerprint,
     ) -> Option<(Fingerprint, &PublicIdentity)> {
-        self.collections
-            .get(collection)?
-            .people
-            .iter()
-            .find_map(|(person, p)| Some((*person, p.ever_listed.get(fp)?.document())))
+        let (person, p) = member_of_device(self.collections.get(collection)?, fp)?;
+        Some((*person, p.ever_listed.get(fp)?.document()))
     }
 
     /// A member's device list as `collection` carries it (the last version
@@ -285,9 +319,8 @@ impl VaultState {
         self.collections
             .iter()
             .filter_map(|(id, c)| {
-                c.people
-                    .iter()
-                    .find(|(_, p)| p.current.device(device).is_some())
+                member_of_device(c, device)
+                    .filter(|(_, p)| p.current.device(device).is_some())
                     .map(|(person, _)| (*id, *person))
             })
             .collect()
@@ -578,7 +611,7 @@ impl VaultState {
         // owner's lists take precedence ([`VaultState::person_in`]), so a
         // member cannot keep the owner from listing a device by listing it
         // first (a device document is public, and listing needs no consent).
-        PersonDevices::accept(self.owner_devices.as_ref(), person, lists, |fp| {
+        PersonDevices::accept(self.owner_devices.as_ref(), person, lists, |fp, _| {
             self.identities.contains_key(fp).then_some(
                 "a member or agent of this vault cannot be listed as a device of the owner's",
             )
@@ -665,10 +698,15 @@ impl VaultState {
                 "a member's identity document differs from the one this vault knows",
             ));
         }
-        // Conflicts are judged in this collection only: a member who lists
-        // another's public device document as its own blocks that device
-        // nowhere but where it reads itself.
-        PersonDevices::accept(coll.people.get(&member), person, lists, |fp| {
+        // Conflicts are judged in this collection only. A device document
+        // is public, so a member may list another's device as its own; the
+        // device's own signature on a version of its person's list (its
+        // claim) outranks a listing it did not sign, which then does
+        // nothing: the device acts for the person it claimed.
+        PersonDevices::accept(coll.people.get(&member), person, lists, |fp, claimed| {
+            let listed_by_another = |d: &PersonDevices| {
+                d.ever_listed.contains_key(fp) && (!claimed || d.claimed.contains(fp))
+            };
             if self.identities.contains_key(fp) || *fp == self.owner.fingerprint() {
                 Some("a member, an agent or the owner cannot be listed as a member's device")
             } else if self.listed_device(fp).is_some() {
@@ -676,9 +714,9 @@ impl VaultState {
             } else if coll
                 .people
                 .iter()
-                .any(|(p, d)| *p != member && d.ever_listed.contains_key(fp))
+                .any(|(p, d)| *p != member && listed_by_another(d))
             {
-                Some("a device acts for one person: another member listed it in this collection")
+                Some("a device acts for one person: another member listed it in this collection first; a device that signs its own person's list (pairing makes it sign) takes precedence")
             } else {
                 None
             }
