@@ -20,6 +20,29 @@ fn fingerprint(v: &serde_json::Value) -> String {
     v["fingerprint"].as_str().unwrap().to_owned()
 }
 
+/// `device` writes a result back into the patient's labs: the record's
+/// id, and its row in the patient's `vault list`.
+fn write_back(device: &CliProfile, patient: &CliProfile) -> (String, serde_json::Value) {
+    let written = device.run_with_stdin(
+        &[
+            "--json", "add", "-", "-c", "labs", "--title", "Ferritin", "--vault", "pat",
+        ],
+        b"ferritin 30 ug/L",
+    );
+    assert_eq!(written.code, 0, "{}", written.stderr);
+    let written: serde_json::Value = serde_json::from_str(&written.stdout).unwrap();
+    let note = written[0]["record"].as_str().unwrap().to_owned();
+    let listed = patient.json(&["list"]);
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["record"] == note.as_str())
+        .unwrap_or_else(|| panic!("{listed}"))
+        .clone();
+    (note, row)
+}
+
 #[test]
 fn a_grant_reaches_every_device_of_a_clinician_and_a_removed_one_is_shut_out() {
     let dir = tempfile::tempdir().unwrap();
@@ -72,26 +95,11 @@ fn a_grant_reaches_every_device_of_a_clinician_and_a_removed_one_is_shut_out() {
 
     // The laptop writes a result back, as Dr Dee: the patient reads it and
     // sees which device wrote it.
-    let written = laptop.run_with_stdin(
-        &[
-            "--json", "add", "-", "-c", "labs", "--title", "Ferritin", "--vault", "pat",
-        ],
-        b"ferritin 30 ug/L",
-    );
-    assert_eq!(written.code, 0, "{}", written.stderr);
-    let written: serde_json::Value = serde_json::from_str(&written.stdout).unwrap();
-    let note = written[0]["record"].as_str().unwrap().to_owned();
+    let (note, row) = write_back(&laptop, &patient);
     assert_eq!(
         patient.ok(&["open", &note[..8], "-o", "-"]),
         "ferritin 30 ug/L"
     );
-    let listed = patient.json(&["list"]);
-    let row = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["record"] == note.as_str())
-        .unwrap_or_else(|| panic!("{listed}"));
     assert_eq!(row["author"], l_fp.as_str(), "{row}");
     assert_eq!(row["author_name"], "laptop (dr's device)", "{row}");
 
@@ -282,22 +290,7 @@ fn a_device_that_signed_its_clinicians_list_outranks_a_member_who_listed_it_firs
         tablet.ok(&["open", &lab[..8], "--vault", "pat", "-o", "-"]),
         "48 mmol/mol"
     );
-    let written = tablet.run_with_stdin(
-        &[
-            "--json", "add", "-", "-c", "labs", "--title", "Ferritin", "--vault", "pat",
-        ],
-        b"ferritin 30 ug/L",
-    );
-    assert_eq!(written.code, 0, "{}", written.stderr);
-    let written: serde_json::Value = serde_json::from_str(&written.stdout).unwrap();
-    let note = written[0]["record"].as_str().unwrap().to_owned();
-    let listed = patient.json(&["list"]);
-    let row = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["record"] == note.as_str())
-        .unwrap_or_else(|| panic!("{listed}"));
+    let (_, row) = write_back(&tablet, &patient);
     assert_eq!(row["author_name"], "tablet (dr's device)", "{row}");
     patient.ok(&["verify"]);
     mallory.json(&["sync"]);

@@ -148,10 +148,9 @@ fn content_address_vector() {
             "collection_key": hex::encode(key.secret()),
             "records": [record(&own, "Hb 13.5 g/dL"), record(&deposit, "48 mmol/mol")],
         });
-        std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+        save_vector(&path, &v);
     }
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let v = load_vector(&path);
     let s = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap().to_owned();
     let log = vector_log(&v);
     let state = crate::VaultState::verify_log(&log).unwrap();

@@ -748,10 +748,9 @@ fn agents_vector() {
             "plaintext": "48 mmol/mol",
             "negative": negative,
         });
-        std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+        save_vector(&path, &v);
     }
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let v = load_vector(&path);
     let log = vector_log(&v);
     let state = VaultState::verify_log(&log).unwrap();
     let agencies = state.agencies();

@@ -278,10 +278,9 @@ fn deposit_vector() {
             "ciphertext": hex::encode(&f.blobs[m.ciphertext_hash()]),
             "plaintext": "48 mmol/mol",
         });
-        std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+        save_vector(&path, &v);
     }
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let v = load_vector(&path);
     let s = |k: &str| v[k].as_str().unwrap().to_owned();
     let log = vector_log(&v);
     let state = crate::VaultState::verify_log(&log).unwrap();

@@ -511,10 +511,9 @@ fn devices_vector() {
             "recovery_public": hex::encode(x25519_public(&recovery_secret(&root))),
             "lists": lists,
         });
-        std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+        save_vector(&path, &v);
     }
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let v = load_vector(&path);
     assert_eq!(v["person"], root.fingerprint().to_hex());
     assert_eq!(
         v["recovery_public"],

@@ -360,6 +360,17 @@ pub fn replace_once(bytes: &[u8], old: &[u8], new: &[u8]) -> Vec<u8> {
     [&bytes[..at[0]], new, &bytes[at[0] + old.len()..]].concat()
 }
 
+/// Writes a vector file (pretty JSON, ending in a newline): only when
+/// regenerating, for a deliberate format change.
+pub fn save_vector(path: &std::path::Path, v: &serde_json::Value) {
+    std::fs::write(path, serde_json::to_string_pretty(v).unwrap() + "\n").unwrap();
+}
+
+/// Reads a vector file.
+pub fn load_vector(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 /// The `log` of a JSON test vector: each entry parsed and checked to
 /// re-encode byte for byte.
 pub fn vector_log(v: &serde_json::Value) -> Vec<LogEntry> {

@@ -504,10 +504,9 @@ fn owner_devices_vector() {
             "plaintext": "48 mmol/mol",
             "negative": negative,
         });
-        std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+        save_vector(&path, &v);
     }
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let v = load_vector(&path);
     let log = vector_log(&v);
     let state = crate::VaultState::verify_log(&log).unwrap();
     let owner = state.owner().fingerprint();

@@ -250,10 +250,9 @@ fn rotation_dropped_vector() {
             "log": f.log.iter().map(|e| hex::encode(e.to_bytes())).collect::<Vec<_>>(),
             "dropped": [poisoned.to_hex()],
         });
-        std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+        save_vector(&path, &v);
     }
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let v = load_vector(&path);
     let log = vector_log(&v);
     let state = crate::VaultState::verify_log(&log).unwrap();
     let last = log.last().unwrap();
