@@ -279,7 +279,7 @@ fn a_device_that_signed_its_clinicians_list_outranks_a_member_who_listed_it_firs
     let again = tablet.json(&["devices", "confirm"]);
     assert_eq!(again["serial"], 2, "{again}");
     // Mallory's key file cannot confirm a list for the tablet.
-    let not_a_device = mallory.fails(2, &["devices", "confirm", "--contact", "pat"]);
+    let not_a_device = mallory.fails(2, &["devices", "confirm"]);
     assert!(not_a_device.contains("only a device"), "{not_a_device}");
 
     // Now the share goes through: the tablet reads labs, and writes there

@@ -205,6 +205,90 @@ fn the_cli_pairs_a_laptop_and_a_clinicians_tablet_by_a_compared_code() {
     );
 }
 
+/// A clinician's tablet paired after another member listed it (its
+/// identity is public) acts for the clinician all the same
+/// (`docs/format.md` §8.12 rule 4): Mallory, who reads labs, lists Dr
+/// Dee's tablet as hers there first, so the version adding it is refused
+/// in labs; the tablet signs Dr Dee's list once listed, and her key file,
+/// which follows the patient's vault, waits for that signature and
+/// carries both versions, which labs then takes. After the patient's
+/// re-keying, the tablet reads labs and writes there as Dr Dee.
+#[test]
+fn a_paired_tablet_acts_for_its_clinician_where_another_member_listed_it_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::start(&dir.path().join("relay"), &[]);
+    let (patient, doc) = vault_tests::patient_and_clinician(dir.path(), &relay.url);
+    let lab = patient.add_lab("HbA1c", "48 mmol/mol");
+    let fp_of = |v: serde_json::Value| v["fingerprint"].as_str().unwrap().to_owned();
+    let p_fp = fp_of(patient.json(&["whoami"]));
+    patient.json(&["share", "labs", "--with", "dr", "--add-only"]);
+    doc.json(&["inbox"]);
+
+    let mallory = CliProfile::new(&dir.path().join("mallory"), &relay.url);
+    let m_fp = fp_of(mallory.init("Mallory", "clinician"));
+    mallory.ok(&["whoami", "--publish", "--no-qr"]);
+    mallory.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
+    patient.json(&["contacts", "add", "mallory", "--lookup", &m_fp]);
+    patient.json(&["share", "labs", "--with", "mallory"]);
+    mallory.json(&["inbox"]);
+
+    let tablet = CliProfile::new(&dir.path().join("tablet"), &relay.url);
+    let t_fp = fp_of(tablet.init("tablet", "device"));
+    tablet.ok(&["whoami", "--publish", "--no-qr"]);
+    let squatted = mallory.json(&["devices", "add", &t_fp]);
+    assert_eq!(
+        squatted["carried"].as_array().unwrap().len(),
+        1,
+        "{squatted}"
+    );
+
+    let (e, n) = pair(&doc, &tablet, |on_e, on_n| {
+        (on_n.to_owned(), on_e.to_owned())
+    });
+    assert_eq!(e.code, 0, "{}\n{}", e.stdout, e.stderr);
+    assert_eq!(n.code, 0, "{}\n{}", n.stdout, n.stderr);
+    assert!(
+        e.stderr.contains("another member listed it"),
+        "the version adding the tablet was not refused in labs: {}",
+        e.stderr
+    );
+    assert!(
+        e.stdout
+            .contains("The device signed your device list; carried into 1 collection(s)"),
+        "{}\n{}",
+        e.stdout,
+        e.stderr
+    );
+    let joined: serde_json::Value = serde_json::from_str(&n.stdout).unwrap();
+    assert_eq!(joined["serial"], 2, "{joined}");
+
+    let (rekeyed, synced) = patient.sync_rekeyed();
+    assert_eq!(rekeyed, 1, "{synced}");
+    tablet.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
+    tablet.json(&["inbox"]);
+    assert_eq!(
+        tablet.ok(&["open", &lab[..8], "--vault", "pat", "-o", "-"]),
+        "48 mmol/mol"
+    );
+    let written = tablet.run_with_stdin(
+        &[
+            "add", "-", "-c", "labs", "--title", "Ferritin", "--vault", "pat",
+        ],
+        b"ferritin 30 ug/L",
+    );
+    assert_eq!(written.code, 0, "{}", written.stderr);
+    let listed = patient.json(&["list"]);
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["title"] == "Ferritin" && r["author_name"] == "tablet (dr's device)"),
+        "{listed}"
+    );
+    patient.ok(&["verify"]);
+}
+
 /// The vault_client side, two devices and a relay that lies: a device
 /// that read the code joins first (the real device is refused, and the
 /// screens cannot agree); a relay that answers the new device in the

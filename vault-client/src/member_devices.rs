@@ -341,6 +341,36 @@ pub async fn change<S: Store + ?Sized>(
     })
 }
 
+/// After this client (the person's key file, or one of its devices) added
+/// `device` to `person`'s list (a pairing), waits up to `timeout` for the
+/// device's claim, a version it signed (`docs/format.md` §8.12 rule 4), to
+/// reach the relay's directory, then carries the chain into the vaults
+/// this client follows or the relay's inbox names for it, as [`change`]
+/// does. The new device cannot carry its claim there itself: it follows
+/// none of the vaults shared with the person yet, and where another
+/// member listed it first, the version adding it was refused. `None`: the
+/// device signed nothing in time (it keeps the first-come rule until it
+/// does, and `change` run again carries its claim).
+pub async fn carry_claim<S: Store + ?Sized>(
+    store: &mut S,
+    client: &RelayClient,
+    person: &PublicIdentity,
+    device: &Fingerprint,
+    timeout: std::time::Duration,
+) -> crate::Result<Option<Propagation>> {
+    let polls = timeout.as_millis() / crate::pairing::POLL_INTERVAL.as_millis().max(1);
+    for _ in 0..=polls {
+        let versions = fetch(client, person).await?;
+        if versions.iter().any(|v| v.signer() == *device) {
+            return Ok(Some(
+                reach_vaults(store, client, person, &versions, None).await,
+            ));
+        }
+        crate::platform::sleep(crate::pairing::POLL_INTERVAL).await;
+    }
+    Ok(None)
+}
+
 /// Where a change to a person's device list went beyond the vault at hand
 /// ([`propagate`]).
 #[derive(Debug, Default)]

@@ -22,15 +22,7 @@ pub fn run(session: &mut Session, cmd: DevicesCommand) -> Result<()> {
         DevicesCommand::Add(args) => add(session, &args),
         DevicesCommand::Remove(args) => remove(session, &args),
         DevicesCommand::Recover(args) => recover(session, &args),
-        DevicesCommand::Confirm(args) => {
-            let person = session
-                .contacts
-                .get(&session.store, &args.contact)?
-                .identity;
-            let change = confirm(session, &person)?;
-            let me = session.unlock()?.fingerprint();
-            report_member_change(session, &confirmed(&person, &change), &me, &change)
-        }
+        DevicesCommand::Confirm(args) => confirm_command(session, &args.contact),
     }
 }
 
@@ -255,6 +247,7 @@ fn report_member_change(
             })).collect::<Vec<_>>(),
             "inbox_not_read": e.inbox_not_read,
             "strangers_not_reached": e.strangers_not_reached,
+            "refused": refused_json(e),
         }));
     }
     line(&format!(
@@ -263,14 +256,71 @@ fn report_member_change(
         change.list.generation(),
         e.carried.len()
     ))?;
+    warn_not_carried(e);
+    Ok(())
+}
+
+/// Warns of the vaults a list was not carried into (run again to finish),
+/// the collections that refused it (running again does not help), and the
+/// vaults this client does not follow that it did not reach.
+fn warn_not_carried(e: &vault_client::member_devices::Propagation) {
     for (vault, why) in &e.not_reached {
         eprintln!(
             "warning: vault {}: your list was not carried there: {why}; run the command again to finish",
             vault.to_hex()
         );
     }
+    for (vault, collection, why) in &e.refused {
+        eprintln!(
+            "warning: vault {}, collection {}: your list was refused there: {why}",
+            vault.to_hex(),
+            crate::output::short(&collection.to_hex())
+        );
+    }
     warn_unfollowed_not_reached(e);
-    Ok(())
+}
+
+/// `vault devices confirm`: this device signs the list of the person
+/// pinned as `contact`.
+fn confirm_command(session: &mut Session, contact: &str) -> Result<()> {
+    let secret = session.unlock()?;
+    if secret.public().role() != vault_core::Role::Device {
+        return Err(CliError::Usage(
+            "only a device confirms its person's list: this profile is a key file, which signs as the person".into(),
+        ));
+    }
+    if owners_device(session, &secret.fingerprint())? {
+        return Err(CliError::Usage(
+            "this device acts for a vault owner, whose device list takes precedence in the owner's vaults: there is nothing to confirm".into(),
+        ));
+    }
+    let person = session.contacts.get(&session.store, contact)?.identity;
+    let change = confirm(session, &person)?;
+    let me = secret.fingerprint();
+    let what = if change.list.signer() == me {
+        format!(
+            "This device signed {}'s device list (version {}): it acts for them wherever the list is carried, even where someone else listed it first.",
+            clean(person.display_name()),
+            change.list.serial()
+        )
+    } else {
+        format!(
+            "This device had signed {}'s device list already (it is at version {}).",
+            clean(person.display_name()),
+            change.list.serial()
+        )
+    };
+    report_member_change(session, &what, &me, &change)
+}
+
+/// Whether `me` is a device of the owner of a vault this profile follows.
+fn owners_device(session: &mut Session, me: &Fingerprint) -> Result<bool> {
+    for (vault, _) in session.known_vaults()? {
+        if session.local(&vault)?.is_owner(me) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Signs `person`'s device list, unchanged, as this device (its claim,
@@ -280,12 +330,6 @@ pub(super) fn confirm(
     session: &mut Session,
     person: &vault_core::PublicIdentity,
 ) -> Result<vault_client::member_devices::MemberChange> {
-    let secret = session.unlock()?;
-    if secret.public().role() != vault_core::Role::Device {
-        return Err(CliError::Usage(
-            "only a device confirms its person's list: this profile is a key file, which signs as the person".into(),
-        ));
-    }
     let client = session.client()?;
     Ok(session.rt.block_on(vault_client::member_devices::change(
         &mut session.store,
@@ -295,18 +339,48 @@ pub(super) fn confirm(
     ))?)
 }
 
-/// What a confirmation did, in a sentence.
-pub(super) fn confirmed(
+/// After pairing `device` for `person` (a member): waits for the device to
+/// sign the list (its claim), then carries it into the vaults shared with
+/// the person, which the new device does not follow yet.
+pub(super) fn carry_claim(
+    session: &mut Session,
     person: &vault_core::PublicIdentity,
-    change: &vault_client::member_devices::MemberChange,
-) -> String {
-    format!(
-        "This device signed {}'s device list (version {}): it acts for {} wherever that list is carried, even where someone else listed it first.",
-        clean(person.display_name()),
-        change.list.serial(),
-        clean(person.display_name())
-    )
+    device: &Fingerprint,
+) -> Result<()> {
+    if !session.out.json {
+        eprintln!("Waiting for the device to sign your device list…");
+    }
+    let client = session.client()?;
+    let carried = session
+        .rt
+        .block_on(vault_client::member_devices::carry_claim(
+            &mut session.store,
+            &client,
+            person,
+            device,
+            CLAIM_WAIT,
+        ))?;
+    match carried {
+        Some(e) if !session.out.json => {
+            let collections: usize = e.carried.iter().map(|(_, c)| c.len()).sum();
+            line(&format!(
+                "The device signed your device list; carried into {collections} collection(s) of {} vault(s) shared with you.",
+                e.carried.len()
+            ))?;
+            warn_not_carried(&e);
+        }
+        Some(_) => {}
+        None => eprintln!(
+            "warning: the device did not sign your device list within {} seconds: where someone else listed it first it does not act for you. Run `vault devices confirm` on it, then `vault devices add {}` here to carry it.",
+            CLAIM_WAIT.as_secs(),
+            device.to_hex()
+        ),
+    }
+    Ok(())
 }
+
+/// How long [`carry_claim`] waits for the new device's signature.
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `vault devices add` for a member ([`member_person`]).
 fn add_member(
@@ -473,8 +547,16 @@ fn elsewhere_json(e: &vault_client::member_devices::Propagation) -> serde_json::
         "not_reached": e.not_reached.iter().map(|(v, why)| json!({"vault": v.to_hex(), "error": why})).collect::<Vec<_>>(),
         "inbox_not_read": e.inbox_not_read,
         "strangers_not_reached": e.strangers_not_reached,
-        "refused": e.refused.iter().map(|(v, c, why)| json!({"vault": v.to_hex(), "collection": c.to_hex(), "error": why})).collect::<Vec<_>>(),
+        "refused": refused_json(e),
     })
+}
+
+/// The collections that refused a list, as JSON.
+fn refused_json(e: &vault_client::member_devices::Propagation) -> serde_json::Value {
+    e.refused
+        .iter()
+        .map(|(v, c, why)| json!({"vault": v.to_hex(), "collection": c.to_hex(), "error": why}))
+        .collect()
 }
 
 /// Where the change went beyond this vault: the relay's directory, your

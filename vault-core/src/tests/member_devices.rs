@@ -468,7 +468,13 @@ fn the_owners_lists_take_precedence_over_a_members() {
     let (bobs, _) = DeviceList::first(&f.bob, std::slice::from_ref(tablet.public()), NOW).unwrap();
     let e = f
         .state
-        .list_member_devices(&f.bob, &f.meds, f.bob.public(), &[bobs], NOW)
+        .list_member_devices(
+            &f.bob,
+            &f.meds,
+            f.bob.public(),
+            std::slice::from_ref(&bobs),
+            NOW,
+        )
         .unwrap();
     f.append(e);
     assert_eq!(
@@ -485,6 +491,28 @@ fn the_owners_lists_take_precedence_over_a_members() {
         f.patient.fingerprint()
     );
     assert!(f.state.is_owner(&tablet.fingerprint()));
+    // Bob's later versions may go on naming it (a device is judged when
+    // first named): they are taken, and the tablet stays the owner's.
+    let spare = identity(46, "spare", Role::Device);
+    let (bobs_next, _) = bobs
+        .next(
+            &f.bob,
+            &bobs.open_recovery(&f.bob).unwrap(),
+            std::slice::from_ref(spare.public()),
+            &[],
+            NOW,
+        )
+        .unwrap();
+    let e = f
+        .state
+        .list_member_devices(&f.bob, &f.meds, f.bob.public(), &[bobs_next], NOW)
+        .unwrap();
+    f.append(e);
+    assert!(f.state.is_owner(&tablet.fingerprint()));
+    assert_eq!(
+        f.state.person_in(&spare.fingerprint(), Some(&f.meds)),
+        f.bob.fingerprint()
+    );
     f.reverify().unwrap();
 }
 
@@ -620,6 +648,32 @@ fn a_device_that_signed_its_persons_list_acts_for_that_person_where_another_list
         .state
         .member_device_collections(&tablet.fingerprint())
         .contains(&(meds, f.alice.fingerprint())));
+    // Nor can anyone else list the claimed tablet now, even with
+    // its signature (a second claim: the tablet's key in a thief's hands
+    // signing Dave's next version, or Carol's).
+    let (dave_v2, _) = dave_v1
+        .next(&tablet, &dave_v1.open(&tablet).unwrap(), &[], &[], NOW)
+        .unwrap();
+    let carol = identity(47, "Carol", Role::Clinician);
+    let (carol_v1, _) =
+        DeviceList::first(&carol, std::slice::from_ref(tablet.public()), NOW).unwrap();
+    let (carol_v2, _) = carol_v1
+        .next(&tablet, &carol_v1.open(&tablet).unwrap(), &[], &[], NOW)
+        .unwrap();
+    for (who, lists) in [
+        (dave.public(), vec![dave_v2]),
+        (carol.public(), vec![carol_v1.clone()]),
+        (carol.public(), vec![carol_v1, carol_v2]),
+    ] {
+        let e = f
+            .state
+            .list_member_devices(&f.patient, &meds, who, &lists, NOW)
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidInput(r) if r.contains("another member listed it")),
+            "{e:?}"
+        );
+    }
     // It writes there as Alice, with her grant (Dave's is read-only).
     let (_, e) = put_entry(&mut f, &tablet, meds, b"from the tablet").unwrap();
     f.append(e);
@@ -636,7 +690,13 @@ fn a_device_that_signed_its_persons_list_acts_for_that_person_where_another_list
         .unwrap();
     let e = f
         .state
-        .list_member_devices(&dave, &meds, dave.public(), &[dave_v2], NOW)
+        .list_member_devices(
+            &dave,
+            &meds,
+            dave.public(),
+            std::slice::from_ref(&dave_v2),
+            NOW,
+        )
         .unwrap();
     f.append(e);
     assert_eq!(
@@ -647,15 +707,110 @@ fn a_device_that_signed_its_persons_list_acts_for_that_person_where_another_list
         f.state.person_in(&spare.fingerprint(), Some(&meds)),
         dave.fingerprint()
     );
-    // Nor can anyone else list the claimed tablet afterwards.
-    let carol = identity(47, "Carol", Role::Clinician);
-    let (carols, _) =
-        DeviceList::first(&carol, std::slice::from_ref(tablet.public()), NOW).unwrap();
+    f.reverify().unwrap();
+}
+
+#[test]
+fn a_claim_never_takes_over_a_device_that_wrote_in_the_collection() {
+    let (mut f, d) = shared_with_alice();
+    let labs = f.labs;
+    // Alice's laptop and phone are listed in labs by her key file: neither
+    // has signed her list. The phone writes there as Alice.
+    let dave = identity(dave_seed(&f.alice), "Dave", Role::Clinician);
     let e = f
         .state
-        .list_member_devices(&f.patient, &meds, carol.public(), &[carols], NOW)
+        .share_collection(
+            &mut Keyring::new(&f.patient, NOW),
+            &labs,
+            dave.public(),
+            Permission::Read,
+            None,
+        )
+        .unwrap();
+    f.append(e);
+    let (_, e) = put_entry(&mut f, &d.phone, labs, b"from the phone").unwrap();
+    f.append(e);
+    // Whoever holds the phone's key (a thief) signs Dave's list with it:
+    // the phone, still on Alice's list, is not handed to Dave, and what it
+    // wrote stays Alice's.
+    let (dave_v1, _) =
+        DeviceList::first(&dave, std::slice::from_ref(d.phone.public()), NOW).unwrap();
+    let (dave_v2, _) = dave_v1
+        .next(&d.phone, &dave_v1.open(&d.phone).unwrap(), &[], &[], NOW)
+        .unwrap();
+    let e = f
+        .state
+        .list_member_devices(&f.patient, &labs, dave.public(), &[dave_v1, dave_v2], NOW)
         .unwrap_err();
-    assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
+    assert!(
+        matches!(&e, Error::InvalidInput(r) if r.contains("another member listed it")),
+        "{e:?}"
+    );
+    assert_eq!(
+        f.state
+            .member_device(&labs, &d.phone.fingerprint())
+            .map(|(p, _)| p),
+        Some(f.alice.fingerprint()),
+        "what the phone wrote stays Alice's"
+    );
+    f.reverify().unwrap();
+}
+
+#[test]
+fn a_claim_never_takes_over_a_device_its_member_removed() {
+    let (mut f, d) = shared_with_alice();
+    let labs = f.labs;
+    // The phone, listed by Alice's key file and never a writer in labs, is
+    // removed by her laptop; a thief holding its key signs Dave's list.
+    let dave = identity(dave_seed(&f.alice), "Dave", Role::Clinician);
+    let e = f
+        .state
+        .share_collection(
+            &mut Keyring::new(&f.patient, NOW),
+            &labs,
+            dave.public(),
+            Permission::Read,
+            None,
+        )
+        .unwrap();
+    f.append(e);
+    let (dave_v1, _) =
+        DeviceList::first(&dave, std::slice::from_ref(d.phone.public()), NOW).unwrap();
+    let (dave_v2, _) = dave_v1
+        .next(&d.phone, &dave_v1.open(&d.phone).unwrap(), &[], &[], NOW)
+        .unwrap();
+    let claim = |f: &Fixture| {
+        f.state.list_member_devices(
+            &f.patient,
+            &labs,
+            dave.public(),
+            &[dave_v1.clone(), dave_v2.clone()],
+            NOW,
+        )
+    };
+    // While Alice's list names it, the claim would be taken (the thief
+    // then held what Alice's device held anyway)...
+    claim(&f).unwrap();
+    // ...once Alice removed it, never.
+    let (v2, _) =
+        d.v1.next(
+            &d.laptop,
+            &d.laptop_keys,
+            &[],
+            &[d.phone.fingerprint()],
+            NOW,
+        )
+        .unwrap();
+    let e = f
+        .state
+        .list_member_devices(&d.laptop, &labs, f.alice.public(), &[v2], NOW)
+        .unwrap();
+    f.append(e);
+    let e = claim(&f).unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidInput(r) if r.contains("another member listed it")),
+        "{e:?}"
+    );
     f.reverify().unwrap();
 }
 

@@ -274,6 +274,9 @@ impl VaultState {
             EntryBody::Redacted => Err(ctx.invalid("a redacted entry")),
         }?;
 
+        if let Some(c) = collection.and_then(|c| self.collections.get_mut(&c)) {
+            c.signers.insert(entry.author());
+        }
         self.hashes.push(*entry.hash());
         self.last_time = entry.time();
         self.entry_version = entry.version();
@@ -854,6 +857,7 @@ impl VaultState {
                 left: BTreeMap::new(),
                 hidden_since: None,
                 people: BTreeMap::new(),
+                signers: std::collections::BTreeSet::new(),
             },
         );
         Ok(())

@@ -102,12 +102,13 @@ impl PersonDevices {
 
     /// These lists after `lists` (§3.7 acceptance, each version given the
     /// one before), `held` being what the log carried before them. Each
-    /// device the person's lists name here for the first time is judged by
-    /// `conflict`, given whether the device claimed the person (signed one
-    /// of these versions, or one before): a reason to refuse the entry, or
-    /// none. A device listed before is not judged again, so a version
-    /// carrying it is never refused for a claim made since by someone
-    /// else (the claim decides whom it acts for).
+    /// device the person's lists name here for the first time, or that
+    /// claims the person for the first time (signed one of these
+    /// versions), is judged by `conflict`, given whether it claims the
+    /// person: a reason to refuse the entry, or none. A device listed
+    /// before is not judged again for being carried, so a version naming
+    /// it is never refused for a claim made since by someone else (the
+    /// claim decides whom it acts for).
     fn accept(
         held: Option<&PersonDevices>,
         person: &PublicIdentity,
@@ -153,10 +154,11 @@ impl PersonDevices {
         let accepted = held.ok_or(Error::InvalidInput("no device list version"))?;
         let listed_before =
             |fp: &Fingerprint| before.is_some_and(|b| b.ever_listed.contains_key(fp));
-        if let Some(reason) = accepted
-            .ever_listed
-            .keys()
-            .filter(|fp| !listed_before(fp))
+        let claimed_before = |fp: &Fingerprint| before.is_some_and(|b| b.claimed.contains(fp));
+        let newly_listed = accepted.ever_listed.keys().filter(|fp| !listed_before(fp));
+        let newly_claimed = accepted.claimed.iter().filter(|fp| !claimed_before(fp));
+        if let Some(reason) = newly_listed
+            .chain(newly_claimed)
             .find_map(|fp| conflict(fp, accepted.claimed.contains(fp)))
         {
             return Err(Error::InvalidInput(reason));
@@ -168,7 +170,9 @@ impl PersonDevices {
 /// The member `device` is a device of in `collection`: the one whose list
 /// it signed there (its own claim, §8.12 rule 4), else the one whose lists
 /// there named it (at most one of each: a later listing by another member
-/// is refused unless the device claimed that member), with its lists.
+/// is refused unless the device claims that member, and a second claim is
+/// refused), with its lists. A device its claimed member removed acts for
+/// nobody there, whoever else still names it.
 fn member_of_device<'a>(
     collection: &'a super::Collection,
     device: &Fingerprint,
@@ -704,9 +708,19 @@ impl VaultState {
         // claim) outranks a listing it did not sign, which then does
         // nothing: the device acts for the person it claimed.
         PersonDevices::accept(coll.people.get(&member), person, lists, |fp, claimed| {
-            let listed_by_another = |d: &PersonDevices| {
-                d.ever_listed.contains_key(fp) && (!claimed || d.claimed.contains(fp))
+            // Another member's listing of `fp` gives way only to this
+            // member's claim, and only while it is an unclaimed listing
+            // still in force under which the device wrote nothing here: a
+            // claim never takes over a device its person removed (a stolen
+            // one), nor re-attributes what it wrote.
+            let outranked = |d: &PersonDevices| {
+                claimed
+                    && !d.claimed.contains(fp)
+                    && d.current.device(fp).is_some()
+                    && !coll.signers.contains(fp)
             };
+            let listed_by_another =
+                |d: &PersonDevices| d.ever_listed.contains_key(fp) && !outranked(d);
             if self.identities.contains_key(fp) || *fp == self.owner.fingerprint() {
                 Some("a member, an agent or the owner cannot be listed as a member's device")
             } else if self.listed_device(fp).is_some() {
@@ -716,7 +730,7 @@ impl VaultState {
                 .iter()
                 .any(|(p, d)| *p != member && listed_by_another(d))
             {
-                Some("a device acts for one person: another member listed it in this collection first; a device that signs its own person's list (pairing makes it sign) takes precedence")
+                Some("a device acts for one person: another member listed it in this collection first (a device's own signature on its person's list outranks a listing it did not sign, while that listing is in force and the device has written nothing there; pairing makes the device sign, or run `vault devices confirm` on it)")
             } else {
                 None
             }

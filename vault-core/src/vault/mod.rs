@@ -82,6 +82,10 @@ struct Collection {
     /// acts for its person here, and grants of this collection to the
     /// person are sealed to its current generation.
     people: BTreeMap<Fingerprint, devices::PersonDevices>,
+    /// Everyone who signed an entry of this collection that this reader
+    /// applied whole (people and devices): a device that wrote here is
+    /// never handed to another member by a claim (§8.12 rule 4).
+    signers: std::collections::BTreeSet<Fingerprint>,
 }
 
 impl Collection {
