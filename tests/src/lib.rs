@@ -85,6 +85,33 @@ pub fn patient_and_clinician(dir: &Path, relay: &str) -> (CliProfile, CliProfile
     (patient, doc)
 }
 
+/// A second clinician, `name` (a contact of that name on the patient's
+/// side, the patient as `pat` on its own), whom the patient (made by
+/// [`patient_and_clinician`]) shares labs with, read-only, and who
+/// follows the patient's vault.
+pub fn clinician_reading_labs(
+    dir: &Path,
+    relay: &str,
+    patient: &CliProfile,
+    name: &str,
+) -> CliProfile {
+    let fingerprint = |v: serde_json::Value| {
+        v.get("fingerprint")
+            .and_then(|f| f.as_str())
+            .unwrap_or_else(|| panic!("no fingerprint: {v}"))
+            .to_owned()
+    };
+    let clinician = CliProfile::new(&dir.join(name), relay);
+    let c_fp = fingerprint(clinician.init(name, "clinician"));
+    clinician.ok(&["whoami", "--publish", "--no-qr"]);
+    let p_fp = fingerprint(patient.json(&["whoami"]));
+    clinician.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
+    patient.json(&["contacts", "add", name, "--lookup", &c_fp]);
+    patient.json(&["share", "labs", "--with", name]);
+    clinician.json(&["inbox"]);
+    clinician
+}
+
 /// Where cargo put the `vault` command-line binary of this build.
 pub fn vault_binary() -> PathBuf {
     workspace_binary("vault", "vault-cli")

@@ -243,13 +243,7 @@ fn a_device_that_signed_its_clinicians_list_outranks_a_member_who_listed_it_firs
     let lab = patient.add_lab("HbA1c", "48 mmol/mol");
 
     // Mallory, a clinician the patient shares labs with (read).
-    let mallory = CliProfile::new(&dir.path().join("mallory"), &relay.url);
-    let m_fp = fingerprint(&mallory.init("Mallory", "clinician"));
-    mallory.ok(&["whoami", "--publish", "--no-qr"]);
-    mallory.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
-    patient.json(&["contacts", "add", "mallory", "--lookup", &m_fp]);
-    patient.json(&["share", "labs", "--with", "mallory"]);
-    mallory.json(&["inbox"]);
+    let mallory = vault_tests::clinician_reading_labs(dir.path(), &relay.url, &patient, "mallory");
 
     // Dr Dee's key file adds her tablet by fingerprint: listed, but the
     // tablet has signed nothing.
@@ -275,9 +269,17 @@ fn a_device_that_signed_its_clinicians_list_outranks_a_member_who_listed_it_firs
 
     // The tablet signs Dr Dee's list; a second confirmation adds nothing.
     let confirmed = tablet.json(&["devices", "confirm"]);
-    assert_eq!(confirmed["serial"], 2, "{confirmed}");
+    assert_eq!(
+        (&confirmed["serial"], &confirmed["published"]),
+        (&serde_json::json!(2), &serde_json::json!(true)),
+        "{confirmed}"
+    );
     let again = tablet.json(&["devices", "confirm"]);
-    assert_eq!(again["serial"], 2, "{again}");
+    assert_eq!(
+        (&again["serial"], &again["published"]),
+        (&serde_json::json!(2), &serde_json::json!(false)),
+        "{again}"
+    );
     // Mallory's key file cannot confirm a list for the tablet.
     let not_a_device = mallory.fails(2, &["devices", "confirm"]);
     assert!(not_a_device.contains("only a device"), "{not_a_device}");

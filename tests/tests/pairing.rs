@@ -46,7 +46,17 @@ fn pair(
     device: &CliProfile,
     answers: impl Fn(&str, &str) -> (String, String),
 ) -> (vault_tests::CliRun, vault_tests::CliRun) {
-    let mut e = existing.interactive(&["devices", "pair"]);
+    pair_as(&["devices", "pair"], existing, device, answers)
+}
+
+/// [`pair`], with `vault` run as `args` on the existing device.
+fn pair_as(
+    args: &[&str],
+    existing: &CliProfile,
+    device: &CliProfile,
+    answers: impl Fn(&str, &str) -> (String, String),
+) -> (vault_tests::CliRun, vault_tests::CliRun) {
+    let mut e = existing.interactive(args);
     let code = shown_code(&mut e);
     let mut n = device.interactive(&["--json", "devices", "join", &code]);
     let (on_e, on_n) = (shown_digits(&mut e), shown_digits(&mut n));
@@ -184,11 +194,18 @@ fn the_cli_pairs_a_laptop_and_a_clinicians_tablet_by_a_compared_code() {
     // Dr Dee owns no vault: her key file pairs a tablet, listed in the
     // relay's directory; what the patient shares next reaches it.
     let tablet = device("tablet");
-    let (e, n) = pair(&doc, &tablet, |on_e, on_n| {
-        (on_n.to_owned(), on_e.to_owned())
-    });
+    let (e, n) = pair_as(
+        &["--json", "devices", "pair"],
+        &doc,
+        &tablet,
+        |on_e, on_n| (on_n.to_owned(), on_e.to_owned()),
+    );
     assert_eq!(e.code, 0, "{}\n{}", e.stdout, e.stderr);
     assert_eq!(n.code, 0, "{}\n{}", n.stdout, n.stderr);
+    // One JSON document on the key file's side, the tablet's claim in it.
+    let added: serde_json::Value = serde_json::from_str(&e.stdout).unwrap();
+    assert_eq!(added["serial"], 1, "{added}");
+    assert_eq!(added["claim"]["signed"], true, "{added}");
     let joined: serde_json::Value = serde_json::from_str(&n.stdout).unwrap();
     assert_eq!(joined["listed"], "member", "{joined}");
     // Listed by her key file (version 1), the tablet then signed her list
@@ -224,13 +241,7 @@ fn a_paired_tablet_acts_for_its_clinician_where_another_member_listed_it_first()
     patient.json(&["share", "labs", "--with", "dr", "--add-only"]);
     doc.json(&["inbox"]);
 
-    let mallory = CliProfile::new(&dir.path().join("mallory"), &relay.url);
-    let m_fp = fp_of(mallory.init("Mallory", "clinician"));
-    mallory.ok(&["whoami", "--publish", "--no-qr"]);
-    mallory.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
-    patient.json(&["contacts", "add", "mallory", "--lookup", &m_fp]);
-    patient.json(&["share", "labs", "--with", "mallory"]);
-    mallory.json(&["inbox"]);
+    let mallory = vault_tests::clinician_reading_labs(dir.path(), &relay.url, &patient, "mallory");
 
     let tablet = CliProfile::new(&dir.path().join("tablet"), &relay.url);
     let t_fp = fp_of(tablet.init("tablet", "device"));

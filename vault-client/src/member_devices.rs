@@ -225,6 +225,9 @@ pub struct MemberChange {
     pub device: Option<PublicIdentity>,
     /// The person's list as now published.
     pub list: DeviceList,
+    /// Whether this change signed a new version (`false`: the list held
+    /// the change already, and only what was missing was carried).
+    pub published: bool,
     /// Where the new version went in the vaults beyond the directory
     /// ([`Propagation`]; `not_published` stays `None`: a list the
     /// directory refuses fails the action). A vault not reached: run the
@@ -321,6 +324,7 @@ pub async fn change<S: Store + ?Sized>(
             .into())
         }
     };
+    let published = next.is_some();
     if let Some(next) = next {
         // An extension: the collections behind take every version since
         // theirs.
@@ -337,6 +341,7 @@ pub async fn change<S: Store + ?Sized>(
     Ok(MemberChange {
         device,
         list,
+        published,
         elsewhere,
     })
 }
@@ -359,14 +364,25 @@ pub async fn carry_claim<S: Store + ?Sized>(
     timeout: std::time::Duration,
 ) -> crate::Result<Option<Propagation>> {
     let polls = timeout.as_millis() / crate::pairing::POLL_INTERVAL.as_millis().max(1);
-    for _ in 0..=polls {
-        let versions = fetch(client, person).await?;
+    for poll in 0..=polls {
+        if poll > 0 {
+            crate::platform::sleep(crate::pairing::POLL_INTERVAL).await;
+        }
+        let versions = match fetch(client, person).await {
+            Ok(v) => v,
+            // The relay unreachable for a moment: keep waiting.
+            Err(ClientError::Transport(e)) => {
+                tracing::debug!(error = %e, "waiting for a device's claim: the relay did not answer");
+                continue;
+            }
+            Err(e) if e.status().is_some_and(|s| s >= 500) => continue,
+            Err(e) => return Err(e),
+        };
         if versions.iter().any(|v| v.signer() == *device) {
             return Ok(Some(
                 reach_vaults(store, client, person, &versions, None).await,
             ));
         }
-        crate::platform::sleep(crate::pairing::POLL_INTERVAL).await;
     }
     Ok(None)
 }

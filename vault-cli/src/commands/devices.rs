@@ -228,27 +228,24 @@ fn report_member_change(
     what: &str,
     fp: &Fingerprint,
     change: &vault_client::member_devices::MemberChange,
+    claim: Option<&Claim>,
 ) -> Result<()> {
     let e = &change.elsewhere;
     let collections: usize = e.carried.iter().map(|(_, c)| c.len()).sum();
     if session.out.json {
-        return session.out.json(&json!({
-            "device": fp.to_hex(),
-            "name": change.device.as_ref().map(|d| d.display_name().to_owned()),
-            "serial": change.list.serial(),
-            "generation": change.list.generation(),
-            "carried": e.carried.iter().map(|(v, c)| json!({
-                "vault": v.to_hex(),
-                "collections": c.iter().map(|c| c.to_hex()).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-            "not_carried": e.not_reached.iter().map(|(v, why)| json!({
-                "vault": v.to_hex(),
-                "error": why,
-            })).collect::<Vec<_>>(),
-            "inbox_not_read": e.inbox_not_read,
-            "strangers_not_reached": e.strangers_not_reached,
-            "refused": refused_json(e),
-        }));
+        let mut doc = carried_json(e);
+        doc.insert("device".into(), json!(fp.to_hex()));
+        doc.insert(
+            "name".into(),
+            json!(change.device.as_ref().map(|d| d.display_name().to_owned())),
+        );
+        doc.insert("serial".into(), json!(change.list.serial()));
+        doc.insert("generation".into(), json!(change.list.generation()));
+        doc.insert("published".into(), json!(change.published));
+        if let Some(claim) = claim {
+            doc.insert("claim".into(), claim.to_json());
+        }
+        return session.out.json(&serde_json::Value::Object(doc));
     }
     line(&format!(
         "{what} Your list (version {}, key generation {}) is published on the relay, and was carried into {collections} collection(s) of {} vault(s) shared with you.",
@@ -257,7 +254,89 @@ fn report_member_change(
         e.carried.len()
     ))?;
     warn_not_carried(e);
+    if let Some(claim) = claim {
+        claim.report(fp)?;
+    }
     Ok(())
+}
+
+/// Where a member's list went beyond the directory, as JSON: the vaults
+/// and collections it was carried into, those not reached, and the
+/// collections that refused it.
+fn carried_json(
+    e: &vault_client::member_devices::Propagation,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut doc = serde_json::Map::new();
+    let carried = e.carried.iter().map(|(v, c)| {
+        json!({
+            "vault": v.to_hex(),
+            "collections": c.iter().map(|c| c.to_hex()).collect::<Vec<_>>(),
+        })
+    });
+    let not_carried = e
+        .not_reached
+        .iter()
+        .map(|(v, why)| json!({"vault": v.to_hex(), "error": why}));
+    doc.insert("carried".into(), carried.collect());
+    doc.insert("not_carried".into(), not_carried.collect());
+    doc.insert("inbox_not_read".into(), json!(e.inbox_not_read));
+    doc.insert(
+        "strangers_not_reached".into(),
+        json!(e.strangers_not_reached),
+    );
+    doc.insert("refused".into(), refused_json(e));
+    doc
+}
+
+/// What became of a paired device's claim on the person's list
+/// (`docs/format.md` §3.8 step 6): the pairing stands whatever it is.
+pub(super) enum Claim {
+    /// The device signed the list, and the chain was carried where the
+    /// list goes.
+    Carried(vault_client::member_devices::Propagation),
+    /// The device signed nothing within [`CLAIM_WAIT`].
+    NotSigned,
+    /// Waiting for it failed.
+    Failed(String),
+}
+
+impl Claim {
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            Self::Carried(e) => {
+                let mut doc = carried_json(e);
+                doc.insert("signed".into(), json!(true));
+                serde_json::Value::Object(doc)
+            }
+            Self::NotSigned => json!({"signed": false}),
+            Self::Failed(why) => json!({"signed": null, "error": why}),
+        }
+    }
+
+    fn report(&self, device: &Fingerprint) -> Result<()> {
+        let later = format!(
+            "run `vault devices confirm` on it, then `vault devices add {}` here to carry it",
+            device.to_hex()
+        );
+        match self {
+            Self::Carried(e) => {
+                let collections: usize = e.carried.iter().map(|(_, c)| c.len()).sum();
+                line(&format!(
+                    "The device signed your device list; carried into {collections} collection(s) of {} vault(s) shared with you.",
+                    e.carried.len()
+                ))?;
+                warn_not_carried(e);
+            }
+            Self::NotSigned => eprintln!(
+                "warning: the device did not sign your device list within {} seconds: where someone else listed it first it does not act for you; {later}.",
+                CLAIM_WAIT.as_secs()
+            ),
+            Self::Failed(why) => eprintln!(
+                "warning: waiting for the device to sign your device list failed ({why}): where someone else listed it first it does not act for you; {later}."
+            ),
+        }
+        Ok(())
+    }
 }
 
 /// Warns of the vaults a list was not carried into (run again to finish),
@@ -297,7 +376,7 @@ fn confirm_command(session: &mut Session, contact: &str) -> Result<()> {
     let person = session.contacts.get(&session.store, contact)?.identity;
     let change = confirm(session, &person)?;
     let me = secret.fingerprint();
-    let what = if change.list.signer() == me {
+    let what = if change.published {
         format!(
             "This device signed {}'s device list (version {}): it acts for them wherever the list is carried, even where someone else listed it first.",
             clean(person.display_name()),
@@ -310,13 +389,15 @@ fn confirm_command(session: &mut Session, contact: &str) -> Result<()> {
             change.list.serial()
         )
     };
-    report_member_change(session, &what, &me, &change)
+    report_member_change(session, &what, &me, &change, None)
 }
 
 /// Whether `me` is a device of the owner of a vault this profile follows.
+/// A vault whose local copy does not load is passed over: the relay's
+/// directory decides the rest.
 fn owners_device(session: &mut Session, me: &Fingerprint) -> Result<bool> {
     for (vault, _) in session.known_vaults()? {
-        if session.local(&vault)?.is_owner(me) {
+        if session.local(&vault).is_ok_and(|s| s.is_owner(me)) {
             return Ok(true);
         }
     }
@@ -342,16 +423,19 @@ pub(super) fn confirm(
 /// After pairing `device` for `person` (a member): waits for the device to
 /// sign the list (its claim), then carries it into the vaults shared with
 /// the person, which the new device does not follow yet.
-pub(super) fn carry_claim(
+fn wait_for_claim(
     session: &mut Session,
     person: &vault_core::PublicIdentity,
     device: &Fingerprint,
-) -> Result<()> {
+) -> Claim {
     if !session.out.json {
         eprintln!("Waiting for the device to sign your device list…");
     }
-    let client = session.client()?;
-    let carried = session
+    let client = match session.client() {
+        Ok(c) => c,
+        Err(e) => return Claim::Failed(e.to_string()),
+    };
+    match session
         .rt
         .block_on(vault_client::member_devices::carry_claim(
             &mut session.store,
@@ -359,27 +443,14 @@ pub(super) fn carry_claim(
             person,
             device,
             CLAIM_WAIT,
-        ))?;
-    match carried {
-        Some(e) if !session.out.json => {
-            let collections: usize = e.carried.iter().map(|(_, c)| c.len()).sum();
-            line(&format!(
-                "The device signed your device list; carried into {collections} collection(s) of {} vault(s) shared with you.",
-                e.carried.len()
-            ))?;
-            warn_not_carried(&e);
-        }
-        Some(_) => {}
-        None => eprintln!(
-            "warning: the device did not sign your device list within {} seconds: where someone else listed it first it does not act for you. Run `vault devices confirm` on it, then `vault devices add {}` here to carry it.",
-            CLAIM_WAIT.as_secs(),
-            device.to_hex()
-        ),
+        )) {
+        Ok(Some(e)) => Claim::Carried(e),
+        Ok(None) => Claim::NotSigned,
+        Err(e) => Claim::Failed(e.to_string()),
     }
-    Ok(())
 }
 
-/// How long [`carry_claim`] waits for the new device's signature.
+/// How long [`wait_for_claim`] waits for the new device's signature.
 const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `vault devices add` for a member ([`member_person`]).
@@ -387,6 +458,7 @@ fn add_member(
     session: &mut Session,
     person: &vault_core::PublicIdentity,
     fp: Fingerprint,
+    paired: bool,
 ) -> Result<()> {
     let client = session.client()?;
     let change = session.rt.block_on(vault_client::member_devices::change(
@@ -400,11 +472,16 @@ fn add_member(
         .as_ref()
         .map(|d| clean(d.display_name()))
         .unwrap_or_default();
+    // A paired device signs the list once listed (its claim): carry that
+    // where the new device cannot yet, into the vaults shared with the
+    // person.
+    let claim = paired.then(|| wait_for_claim(session, person, &fp));
     report_member_change(
         session,
         &format!("Added {name} ({fp}) to your devices: it reads (and, where you may, writes) what is shared with you from now on."),
         &fp,
         &change,
+        claim.as_ref(),
     )?;
     if !session.out.json {
         line("What was shared with you before you listed devices opens on them once each owner's app re-keys it (their next `vault sync`, or their web app's next refresh).")?;
@@ -421,7 +498,7 @@ fn add(session: &mut Session, args: &DeviceArgs) -> Result<()> {
         )
     })?;
     let to = ListOf::resolve(session)?;
-    add_device(session, &to, fp)
+    add_device(session, &to, fp, false)
 }
 
 /// The list a device is added to: that of the person this profile is or
@@ -465,9 +542,16 @@ impl ListOf {
 }
 
 /// Adds the device `fp` to the list `to`.
-pub(super) fn add_device(session: &mut Session, to: &ListOf, fp: Fingerprint) -> Result<()> {
+/// `paired`: the device was just paired, and signs a member's list once
+/// listed ([`wait_for_claim`]).
+pub(super) fn add_device(
+    session: &mut Session,
+    to: &ListOf,
+    fp: Fingerprint,
+    paired: bool,
+) -> Result<()> {
     let (vault, client) = match to {
-        ListOf::Member(person) => return add_member(session, person, fp),
+        ListOf::Member(person) => return add_member(session, person, fp, paired),
         ListOf::Owner { vault, client, .. } => (vault, client),
     };
     let (_, added) = session
@@ -689,6 +773,7 @@ fn remove_member(
         },
         &lost,
         &change,
+        None,
     )?;
     if !session.out.json {
         line("Each vault's owner re-keys at their next `vault sync` (or their web app's next refresh), so nothing shared with you afterwards opens with its keys; what it could read until now, treat as seen.")?;

@@ -149,14 +149,7 @@ pub fn pair(session: &mut Session) -> Result<()> {
         );
         std::process::exit(i32::from(crate::error::exit::INTERRUPTED));
     });
-    add_device(session, &to, device.fingerprint())?;
-    // A member's new device signs the list once listed (its claim): carry
-    // that where the new device cannot yet, into the vaults shared with
-    // the person.
-    if let ListOf::Member(person) = &to {
-        super::devices::carry_claim(session, person, &device.fingerprint())?;
-    }
-    Ok(())
+    add_device(session, &to, device.fingerprint(), true)
 }
 
 /// `vault devices join CODE`: on the new device.

@@ -505,7 +505,13 @@ fn the_owners_lists_take_precedence_over_a_members() {
         .unwrap();
     let e = f
         .state
-        .list_member_devices(&f.bob, &f.meds, f.bob.public(), &[bobs_next], NOW)
+        .list_member_devices(
+            &f.bob,
+            &f.meds,
+            f.bob.public(),
+            std::slice::from_ref(&bobs_next),
+            NOW,
+        )
         .unwrap();
     f.append(e);
     assert!(f.state.is_owner(&tablet.fingerprint()));
@@ -513,6 +519,17 @@ fn the_owners_lists_take_precedence_over_a_members() {
         f.state.person_in(&spare.fingerprint(), Some(&f.meds)),
         f.bob.fingerprint()
     );
+    // A version of Bob's the tablet signs (it claims him) is taken too: it
+    // competes with no other member, and the owner's lists still decide.
+    let (bobs_claimed, _) = bobs_next
+        .next(&tablet, &bobs_next.open(&tablet).unwrap(), &[], &[], NOW)
+        .unwrap();
+    let e = f
+        .state
+        .list_member_devices(&f.bob, &f.meds, f.bob.public(), &[bobs_claimed], NOW)
+        .unwrap();
+    f.append(e);
+    assert!(f.state.is_owner(&tablet.fingerprint()));
     f.reverify().unwrap();
 }
 
@@ -757,59 +774,44 @@ fn a_claim_never_takes_over_a_device_that_wrote_in_the_collection() {
 }
 
 #[test]
-fn a_claim_never_takes_over_a_device_its_member_removed() {
+fn a_listing_its_author_removed_does_not_block_a_claim() {
     let (mut f, d) = shared_with_alice();
-    let labs = f.labs;
-    // The phone, listed by Alice's key file and never a writer in labs, is
-    // removed by her laptop; a thief holding its key signs Dave's list.
-    let dave = identity(dave_seed(&f.alice), "Dave", Role::Clinician);
-    let e = f
-        .state
-        .share_collection(
-            &mut Keyring::new(&f.patient, NOW),
-            &labs,
-            dave.public(),
-            Permission::Read,
-            None,
-        )
-        .unwrap();
-    f.append(e);
-    let (dave_v1, _) =
-        DeviceList::first(&dave, std::slice::from_ref(d.phone.public()), NOW).unwrap();
+    let meds = f.meds;
+    // Dave lists Alice's new tablet in medications and removes it again at
+    // once (one entry): his lists named it, his current one does not.
+    let DaveListedFirst {
+        dave,
+        dave_v1,
+        v2,
+        v3,
+    } = dave_lists_alices_tablet_first(&mut f, &d);
+    let tablet = identity(TABLET, "tablet", Role::Device);
     let (dave_v2, _) = dave_v1
-        .next(&d.phone, &dave_v1.open(&d.phone).unwrap(), &[], &[], NOW)
-        .unwrap();
-    let claim = |f: &Fixture| {
-        f.state.list_member_devices(
-            &f.patient,
-            &labs,
-            dave.public(),
-            &[dave_v1.clone(), dave_v2.clone()],
-            NOW,
-        )
-    };
-    // While Alice's list names it, the claim would be taken (the thief
-    // then held what Alice's device held anyway)...
-    claim(&f).unwrap();
-    // ...once Alice removed it, never.
-    let (v2, _) =
-        d.v1.next(
-            &d.laptop,
-            &d.laptop_keys,
+        .next(
+            &dave,
+            &dave_v1.open_recovery(&dave).unwrap(),
             &[],
-            &[d.phone.fingerprint()],
+            &[tablet.fingerprint()],
             NOW,
         )
         .unwrap();
     let e = f
         .state
-        .list_member_devices(&d.laptop, &labs, f.alice.public(), &[v2], NOW)
+        .list_member_devices(&dave, &meds, dave.public(), &[dave_v2], NOW)
         .unwrap();
     f.append(e);
-    let e = claim(&f).unwrap_err();
-    assert!(
-        matches!(&e, Error::InvalidInput(r) if r.contains("another member listed it")),
-        "{e:?}"
+    assert_eq!(
+        f.state.person_in(&tablet.fingerprint(), Some(&meds)),
+        tablet.fingerprint()
+    );
+    // Alice's list still needs the tablet's claim, and with it is taken:
+    // the tablet acts for her.
+    let unclaimed = alices_lists_in_meds(&f, vec![d.v1.clone(), v2.clone()]);
+    assert!(matches!(f.refuse(&unclaimed), Error::InvalidEntry { .. }));
+    f.append(alices_lists_in_meds(&f, vec![d.v1.clone(), v2, v3]));
+    assert_eq!(
+        f.state.person_in(&tablet.fingerprint(), Some(&meds)),
+        f.alice.fingerprint()
     );
     f.reverify().unwrap();
 }
@@ -827,10 +829,15 @@ fn member_device_claims_vector() {
     if std::env::var_os("VAULT_REGENERATE_VECTORS").is_some() {
         let (mut f, d) = shared_with_alice();
         let meds = f.meds;
-        let DaveListedFirst { v2, v3, .. } = dave_lists_alices_tablet_first(&mut f, &d);
+        let DaveListedFirst {
+            dave,
+            dave_v1,
+            v2,
+            v3,
+        } = dave_lists_alices_tablet_first(&mut f, &d);
         let unclaimed = alices_lists_in_meds(&f, vec![d.v1.clone(), v2.clone()]);
         assert_eq!(f.refuse(&unclaimed).code(), "invalid_entry");
-        let negative = vec![serde_json::json!({
+        let mut negative = vec![serde_json::json!({
             "description": "Dr Alice's list naming the tablet, which Dave listed first in medications, without a version the tablet signed",
             "after_seq": f.state.head().seq,
             "entry": hex::encode(unclaimed.to_bytes()),
@@ -840,8 +847,48 @@ fn member_device_claims_vector() {
         f.share(1, meds, Permission::Add, None);
         let (m, e) = put_entry(&mut f, &tablet, meds, b"from the tablet").unwrap();
         f.append(e);
+        let (_, e) = put_entry(&mut f, &d.phone, meds, b"from the phone").unwrap();
+        f.append(e);
+        // The tablet's key (a thief's) signs Dave's next version: a second
+        // claim. The phone's signs a list of Dave's naming it: it wrote in
+        // medications as Alice.
+        let (again, _) = dave_v1
+            .next(&tablet, &dave_v1.open(&tablet).unwrap(), &[], &[], NOW)
+            .unwrap();
+        let (with_phone, _) = dave_v1
+            .next(
+                &dave,
+                &dave_v1.open_recovery(&dave).unwrap(),
+                std::slice::from_ref(d.phone.public()),
+                &[],
+                NOW,
+            )
+            .unwrap();
+        let (phone_claim, _) = with_phone
+            .next(&d.phone, &with_phone.open(&d.phone).unwrap(), &[], &[], NOW)
+            .unwrap();
+        for (what, lists) in [
+            ("a second claim: Dave's next version signed by the tablet, which claimed Dr Alice", vec![again]),
+            ("Dave's versions adding Dr Alice's phone, which wrote in medications, then signed by it", vec![with_phone, phone_claim]),
+        ] {
+            let e = f.forge(
+                &f.patient,
+                EntryBody::MemberDevicesListed {
+                    collection: meds,
+                    person: dave.public().clone(),
+                    lists,
+                },
+            );
+            assert_eq!(f.refuse(&e).code(), "invalid_entry", "{what}");
+            negative.push(serde_json::json!({
+                "description": what,
+                "after_seq": f.state.head().seq,
+                "entry": hex::encode(e.to_bytes()),
+                "error": "invalid_entry",
+            }));
+        }
         let v = serde_json::json!({
-            "description": "docs/format.md §8.12 rule 4: a vault log (patient seed [1;32], Dr Alice [2;32], Dave [dave_seed;32] of role clinician, whose fingerprint sorts before Dr Alice's; Dr Alice's devices laptop [30;32], phone [31;32] and tablet [45;32] of role device, as in vault-core's test fixture). After the member-devices vector's first four entries and a grant of medications to Dr Bob: the owner grants Dave medications (read); Dave's member-devices-listed entry lists the tablet as his device (serial 1, by his root); the owner's member-devices-listed entry carries Dr Alice's versions 1 (laptop, phone), 2 (her root adds the tablet) and 3 (signed by the tablet, unchanged: its claim); the owner grants Dr Alice medications (add); the tablet puts a record into medications, judged as Dr Alice's (Dave's grant only reads). The tablet acts for Dr Alice in medications, not for Dave. The negative entry must be refused after the log's prefix up to after_seq.",
+            "description": "docs/format.md §8.12 rule 4: a vault log (patient seed [1;32], Dr Alice [2;32], Dave [dave_seed;32] of role clinician, whose fingerprint sorts before Dr Alice's; Dr Alice's devices laptop [30;32], phone [31;32] and tablet [45;32] of role device, as in vault-core's test fixture). After the member-devices vector's first four entries and a grant of medications to Dr Bob: the owner grants Dave medications (read); Dave's member-devices-listed entry lists the tablet as his device (serial 1, by his root); the owner's member-devices-listed entry carries Dr Alice's versions 1 (laptop, phone), 2 (her root adds the tablet) and 3 (signed by the tablet, unchanged: its claim); the owner grants Dr Alice medications (add); the tablet puts a record into medications, judged as Dr Alice's (Dave's grant only reads), and so does her phone. The tablet acts for Dr Alice in medications, not for Dave. Each negative entry (the owner's member-devices-listed entries: Dr Alice's versions 1 and 2 before the tablet signed, refused after Dave's listing; a second claim by the tablet on Dave's list; Dave's list adding the phone, which wrote in medications, and signed by it) must be refused after the log's prefix up to after_seq, with the error code given.",
             "dave_seed": dave_seed(&f.alice),
             "log": f.log.iter().map(|e| hex::encode(e.to_bytes())).collect::<Vec<_>>(),
             "record": m.record().to_hex(),
@@ -857,11 +904,13 @@ fn member_device_claims_vector() {
         "Dave",
         Role::Clinician,
     );
-    let meds = match log.last().unwrap().body() {
+    // The tablet's record put, then the phone's.
+    let tablet_put = &log[log.len() - 2];
+    let meds = match tablet_put.body() {
         EntryBody::RecordPut { metadata } => metadata.collection(),
-        _ => panic!("the last entry is not a record put"),
+        _ => panic!("the tablet's entry is not a record put"),
     };
-    assert_eq!(log.last().unwrap().author(), tablet.fingerprint());
+    assert_eq!(tablet_put.author(), tablet.fingerprint());
     assert_eq!(
         state.person_in(&tablet.fingerprint(), Some(&meds)),
         alice.fingerprint()
@@ -872,7 +921,7 @@ fn member_device_claims_vector() {
         .is_some());
     let record = crate::RecordId::from_hex(v["record"].as_str().unwrap()).unwrap();
     state.record(&record).unwrap();
-    check_negative_cases(&v, &log, 1);
+    check_negative_cases(&v, &log, 3);
 }
 
 /// The member-devices vector (`tests/vectors/member-devices.json`,

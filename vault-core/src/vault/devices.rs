@@ -105,7 +105,8 @@ impl PersonDevices {
     /// device the person's lists name here for the first time, or that
     /// claims the person for the first time (signed one of these
     /// versions), is judged by `conflict`, given whether it claims the
-    /// person: a reason to refuse the entry, or none. A device listed
+    /// person and whether the person's lists here named it before: a
+    /// reason to refuse the entry, or none. A device listed
     /// before is not judged again for being carried, so a version naming
     /// it is never refused for a claim made since by someone else (the
     /// claim decides whom it acts for).
@@ -113,7 +114,7 @@ impl PersonDevices {
         held: Option<&PersonDevices>,
         person: &PublicIdentity,
         lists: &[DeviceList],
-        conflict: impl Fn(&Fingerprint, bool) -> Option<&'static str>,
+        conflict: impl Fn(&Fingerprint, bool, bool) -> Option<&'static str>,
     ) -> Result<PersonDevices> {
         if lists.is_empty() || lists.len() > MAX_LISTED_VERSIONS {
             return Err(Error::InvalidInput(
@@ -159,13 +160,17 @@ impl PersonDevices {
         let newly_claimed = accepted.claimed.iter().filter(|fp| !claimed_before(fp));
         if let Some(reason) = newly_listed
             .chain(newly_claimed)
-            .find_map(|fp| conflict(fp, accepted.claimed.contains(fp)))
+            .find_map(|fp| conflict(fp, accepted.claimed.contains(fp), listed_before(fp)))
         {
             return Err(Error::InvalidInput(reason));
         }
         Ok(accepted)
     }
 }
+
+/// Why a member's list may not name (or be claimed by) a device another
+/// member's lists in the collection named.
+const ANOTHER_MEMBERS: &str = "a device acts for one person: another member listed it in this collection first (a device's own signature on its person's list outranks a listing it did not sign, unless it wrote there; pairing makes the device sign, or run `vault devices confirm` on it)";
 
 /// The member `device` is a device of in `collection`: the one whose list
 /// it signed there (its own claim, §8.12 rule 4), else the one whose lists
@@ -615,7 +620,7 @@ impl VaultState {
         // owner's lists take precedence ([`VaultState::person_in`]), so a
         // member cannot keep the owner from listing a device by listing it
         // first (a device document is public, and listing needs no consent).
-        PersonDevices::accept(self.owner_devices.as_ref(), person, lists, |fp, _| {
+        PersonDevices::accept(self.owner_devices.as_ref(), person, lists, |fp, _, _| {
             self.identities.contains_key(fp).then_some(
                 "a member or agent of this vault cannot be listed as a device of the owner's",
             )
@@ -707,34 +712,42 @@ impl VaultState {
         // device's own signature on a version of its person's list (its
         // claim) outranks a listing it did not sign, which then does
         // nothing: the device acts for the person it claimed.
-        PersonDevices::accept(coll.people.get(&member), person, lists, |fp, claimed| {
-            // Another member's listing of `fp` gives way only to this
-            // member's claim, and only while it is an unclaimed listing
-            // still in force under which the device wrote nothing here: a
-            // claim never takes over a device its person removed (a stolen
-            // one), nor re-attributes what it wrote.
-            let outranked = |d: &PersonDevices| {
-                claimed
-                    && !d.claimed.contains(fp)
-                    && d.current.device(fp).is_some()
-                    && !coll.signers.contains(fp)
-            };
-            let listed_by_another =
-                |d: &PersonDevices| d.ever_listed.contains_key(fp) && !outranked(d);
-            if self.identities.contains_key(fp) || *fp == self.owner.fingerprint() {
-                Some("a member, an agent or the owner cannot be listed as a member's device")
-            } else if self.listed_device(fp).is_some() {
-                Some("a device of the owner's cannot be listed as a member's device")
-            } else if coll
-                .people
-                .iter()
-                .any(|(p, d)| *p != member && listed_by_another(d))
-            {
-                Some("a device acts for one person: another member listed it in this collection first (a device's own signature on its person's list outranks a listing it did not sign, while that listing is in force and the device has written nothing there; pairing makes the device sign, or run `vault devices confirm` on it)")
-            } else {
-                None
-            }
-        })
+        PersonDevices::accept(
+            coll.people.get(&member),
+            person,
+            lists,
+            |fp, claimed, listed_before| {
+                // Another member's listing of `fp` gives way only to this
+                // member's claim, and only when the device did not claim that
+                // member and wrote nothing here: a claim never re-attributes
+                // what a device wrote (whom an applied entry was judged as
+                // stays), and two claims never compete.
+                let outranked = |d: &PersonDevices| {
+                    claimed && !d.claimed.contains(fp) && !coll.signers.contains(fp)
+                };
+                let listed_by_another =
+                    |d: &PersonDevices| d.ever_listed.contains_key(fp) && !outranked(d);
+                let by_another = || {
+                    coll.people
+                        .iter()
+                        .any(|(p, d)| *p != member && listed_by_another(d))
+                };
+                // A device this member listed before, claiming it now, was
+                // judged when first named: only a competing member matters.
+                if listed_before {
+                    return by_another().then_some(ANOTHER_MEMBERS);
+                }
+                if self.identities.contains_key(fp) || *fp == self.owner.fingerprint() {
+                    Some("a member, an agent or the owner cannot be listed as a member's device")
+                } else if self.listed_device(fp).is_some() {
+                    Some("a device of the owner's cannot be listed as a member's device")
+                } else if by_another() {
+                    Some(ANOTHER_MEMBERS)
+                } else {
+                    None
+                }
+            },
+        )
     }
 
     /// Whether `signer` may carry `member`'s list into `collection`: the
