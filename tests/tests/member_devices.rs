@@ -270,13 +270,13 @@ fn a_device_that_signed_its_clinicians_list_outranks_a_member_who_listed_it_firs
     // The tablet signs Dr Dee's list; a second confirmation adds nothing.
     let confirmed = tablet.json(&["devices", "confirm"]);
     assert_eq!(
-        (&confirmed["serial"], &confirmed["published"]),
+        (&confirmed["serial"], &confirmed["signed_new_version"]),
         (&serde_json::json!(2), &serde_json::json!(true)),
         "{confirmed}"
     );
     let again = tablet.json(&["devices", "confirm"]);
     assert_eq!(
-        (&again["serial"], &again["published"]),
+        (&again["serial"], &again["signed_new_version"]),
         (&serde_json::json!(2), &serde_json::json!(false)),
         "{again}"
     );

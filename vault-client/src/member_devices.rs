@@ -355,7 +355,8 @@ pub async fn change<S: Store + ?Sized>(
 /// none of the vaults shared with the person yet, and where another
 /// member listed it first, the version adding it was refused. `None`: the
 /// device signed nothing in time (it keeps the first-come rule until it
-/// does, and `change` run again carries its claim).
+/// does, and `change` run again carries its claim); an error: the relay
+/// did not answer when the time was up, or refused.
 pub async fn carry_claim<S: Store + ?Sized>(
     store: &mut S,
     client: &RelayClient,
@@ -363,19 +364,30 @@ pub async fn carry_claim<S: Store + ?Sized>(
     device: &Fingerprint,
     timeout: std::time::Duration,
 ) -> crate::Result<Option<Propagation>> {
-    let polls = timeout.as_millis() / crate::pairing::POLL_INTERVAL.as_millis().max(1);
-    for poll in 0..=polls {
-        if poll > 0 {
+    let deadline = crate::platform::unix_now().saturating_add(timeout.as_secs());
+    let mut first = true;
+    loop {
+        if !first {
+            if crate::platform::unix_now() >= deadline {
+                return Ok(None);
+            }
             crate::platform::sleep(crate::pairing::POLL_INTERVAL).await;
         }
+        first = false;
         let versions = match fetch(client, person).await {
             Ok(v) => v,
-            // The relay unreachable for a moment: keep waiting.
-            Err(ClientError::Transport(e)) => {
+            // The relay unreachable for a moment: keep waiting, unless
+            // the time is up, when the relay's silence is the answer.
+            Err(e)
+                if matches!(e, ClientError::Transport(_))
+                    || e.status().is_some_and(|s| s >= 500) =>
+            {
+                if crate::platform::unix_now() >= deadline {
+                    return Err(e);
+                }
                 tracing::debug!(error = %e, "waiting for a device's claim: the relay did not answer");
                 continue;
             }
-            Err(e) if e.status().is_some_and(|s| s >= 500) => continue,
             Err(e) => return Err(e),
         };
         if versions.iter().any(|v| v.signer() == *device) {
@@ -384,7 +396,6 @@ pub async fn carry_claim<S: Store + ?Sized>(
             ));
         }
     }
-    Ok(None)
 }
 
 /// Where a change to a person's device list went beyond the vault at hand

@@ -241,7 +241,7 @@ fn report_member_change(
         );
         doc.insert("serial".into(), json!(change.list.serial()));
         doc.insert("generation".into(), json!(change.list.generation()));
-        doc.insert("published".into(), json!(change.published));
+        doc.insert("signed_new_version".into(), json!(change.published));
         if let Some(claim) = claim {
             doc.insert("claim".into(), claim.to_json());
         }
@@ -374,13 +374,14 @@ fn confirm_command(session: &mut Session, contact: &str) -> Result<()> {
         ));
     }
     let person = session.contacts.get(&session.store, contact)?.identity;
-    let change = confirm(session, &person)?;
     let me = secret.fingerprint();
+    let change = confirm(session, &person)?;
     let what = if change.published {
         format!(
-            "This device signed {}'s device list (version {}): it acts for them wherever the list is carried, even where someone else listed it first.",
+            "This device signed {}'s device list (version {}): it acts for them wherever the list is carried, even where someone else listed it first. Into a collection where someone else listed this device first, this device cannot carry the list itself: `vault devices add {}` from the key file (or another device) carries it, as does the next share.",
             clean(person.display_name()),
-            change.list.serial()
+            change.list.serial(),
+            me.to_hex()
         )
     } else {
         format!(
@@ -475,16 +476,17 @@ fn add_member(
     // A paired device signs the list once listed (its claim): carry that
     // where the new device cannot yet, into the vaults shared with the
     // person.
-    let claim = paired.then(|| wait_for_claim(session, person, &fp));
-    report_member_change(
-        session,
-        &format!("Added {name} ({fp}) to your devices: it reads (and, where you may, writes) what is shared with you from now on."),
-        &fp,
-        &change,
-        claim.as_ref(),
-    )?;
-    if !session.out.json {
-        line("What was shared with you before you listed devices opens on them once each owner's app re-keys it (their next `vault sync`, or their web app's next refresh).")?;
+    // Told at once as text (the wait may take a minute); one JSON
+    // document, the claim in it, once the wait is over.
+    let what = format!("Added {name} ({fp}) to your devices: it reads (and, where you may, writes) what is shared with you from now on.");
+    if session.out.json {
+        let claim = paired.then(|| wait_for_claim(session, person, &fp));
+        return report_member_change(session, &what, &fp, &change, claim.as_ref());
+    }
+    report_member_change(session, &what, &fp, &change, None)?;
+    line("What was shared with you before you listed devices opens on them once each owner's app re-keys it (their next `vault sync`, or their web app's next refresh).")?;
+    if paired {
+        wait_for_claim(session, person, &fp).report(&fp)?;
     }
     Ok(())
 }

@@ -54,20 +54,30 @@ fn shared_with_alice() -> (Fixture, AliceDevices) {
     let d = alice_devices(&f);
     f.put_as(0, f.labs, None, "Potassium", b"4.1 mmol/L");
     f.put_as(0, f.meds, None, "Sertraline", b"50 mg daily");
-    let e = f
-        .state
-        .list_member_devices(
-            &f.patient,
-            &f.labs,
-            f.alice.public(),
-            std::slice::from_ref(&d.v1),
-            NOW,
-        )
-        .unwrap();
-    f.append(e);
+    f.append(carried(
+        &f,
+        &f.patient,
+        &f.labs,
+        f.alice.public(),
+        std::slice::from_ref(&d.v1),
+    ));
     f.share(1, f.labs, Permission::Add, None);
     f.share(2, f.meds, Permission::Read, None);
     (f, d)
+}
+
+/// `signer`'s entry carrying `lists` (versions of `person`'s device list)
+/// into `collection`, as the log will take it (not appended).
+fn carried(
+    f: &Fixture,
+    signer: &SecretIdentity,
+    collection: &crate::CollectionId,
+    person: &crate::PublicIdentity,
+    lists: &[DeviceList],
+) -> LogEntry {
+    f.state
+        .list_member_devices(signer, collection, person, lists, NOW)
+        .unwrap()
 }
 
 /// Alice's grant of `collection` as the log's last grant-added or
@@ -284,17 +294,13 @@ fn a_removed_device_is_shut_out_and_the_owner_rekeys_to_the_new_generation() {
         d.v1.next(&d.phone, &d.phone_keys, &[], &[d.laptop.fingerprint()], NOW)
             .unwrap();
     assert_eq!(v2.generation(), 2);
-    let e = f
-        .state
-        .list_member_devices(
-            &d.phone,
-            &f.labs,
-            f.alice.public(),
-            std::slice::from_ref(&v2),
-            NOW,
-        )
-        .unwrap();
-    f.append(e);
+    f.append(carried(
+        &f,
+        &d.phone,
+        &f.labs,
+        f.alice.public(),
+        std::slice::from_ref(&v2),
+    ));
     assert_eq!(
         f.state.person_in(&d.laptop.fingerprint(), Some(&f.labs)),
         d.laptop.fingerprint()
@@ -427,11 +433,7 @@ fn member_device_lists_that_a_reader_must_refuse() {
         NOW,
     )
     .unwrap();
-    let e = f
-        .state
-        .list_member_devices(&f.patient, &f.meds, gateway.public(), &[gw], NOW)
-        .unwrap();
-    f.append(e);
+    f.append(carried(&f, &f.patient, &f.meds, gateway.public(), &[gw]));
     let e = f
         .state
         .share_collection(
@@ -466,17 +468,13 @@ fn the_owners_lists_take_precedence_over_a_members() {
     // document, as his own device in medications before the owner does.
     let tablet = identity(44, "tablet", Role::Device);
     let (bobs, _) = DeviceList::first(&f.bob, std::slice::from_ref(tablet.public()), NOW).unwrap();
-    let e = f
-        .state
-        .list_member_devices(
-            &f.bob,
-            &f.meds,
-            f.bob.public(),
-            std::slice::from_ref(&bobs),
-            NOW,
-        )
-        .unwrap();
-    f.append(e);
+    f.append(carried(
+        &f,
+        &f.bob,
+        &f.meds,
+        f.bob.public(),
+        std::slice::from_ref(&bobs),
+    ));
     assert_eq!(
         f.state.person_in(&tablet.fingerprint(), Some(&f.meds)),
         f.bob.fingerprint()
@@ -484,7 +482,10 @@ fn the_owners_lists_take_precedence_over_a_members() {
     // The owner still lists it, and from then on it acts as the owner.
     let (own, _) =
         DeviceList::first(&f.patient, std::slice::from_ref(tablet.public()), NOW).unwrap();
-    let e = f.state.list_devices(&f.patient, &[own], NOW).unwrap();
+    let e = f
+        .state
+        .list_devices(&f.patient, std::slice::from_ref(&own), NOW)
+        .unwrap();
     f.append(e);
     assert_eq!(
         f.state.person_in(&tablet.fingerprint(), Some(&f.meds)),
@@ -503,17 +504,13 @@ fn the_owners_lists_take_precedence_over_a_members() {
             NOW,
         )
         .unwrap();
-    let e = f
-        .state
-        .list_member_devices(
-            &f.bob,
-            &f.meds,
-            f.bob.public(),
-            std::slice::from_ref(&bobs_next),
-            NOW,
-        )
-        .unwrap();
-    f.append(e);
+    f.append(carried(
+        &f,
+        &f.bob,
+        &f.meds,
+        f.bob.public(),
+        std::slice::from_ref(&bobs_next),
+    ));
     assert!(f.state.is_owner(&tablet.fingerprint()));
     assert_eq!(
         f.state.person_in(&spare.fingerprint(), Some(&f.meds)),
@@ -524,12 +521,58 @@ fn the_owners_lists_take_precedence_over_a_members() {
     let (bobs_claimed, _) = bobs_next
         .next(&tablet, &bobs_next.open(&tablet).unwrap(), &[], &[], NOW)
         .unwrap();
-    let e = f
-        .state
-        .list_member_devices(&f.bob, &f.meds, f.bob.public(), &[bobs_claimed], NOW)
-        .unwrap();
-    f.append(e);
+    f.append(carried(
+        &f,
+        &f.bob,
+        &f.meds,
+        f.bob.public(),
+        std::slice::from_ref(&bobs_claimed),
+    ));
     assert!(f.state.is_owner(&tablet.fingerprint()));
+    // The owner removes the tablet (stolen): it acts for nobody, not for
+    // Bob, whose lists named it first and still do.
+    let (own_v2, _) = own
+        .next(
+            &f.patient,
+            &own.open_recovery(&f.patient).unwrap(),
+            &[],
+            &[tablet.fingerprint()],
+            NOW,
+        )
+        .unwrap();
+    let e = f.state.list_devices(&f.patient, &[own_v2], NOW).unwrap();
+    f.append(e);
+    assert!(!f.state.is_owner(&tablet.fingerprint()));
+    assert_eq!(
+        f.state.person_in(&tablet.fingerprint(), Some(&f.meds)),
+        tablet.fingerprint()
+    );
+    assert!(f
+        .state
+        .member_device_collections(&tablet.fingerprint())
+        .is_empty());
+    // What Bob's devices may do there (carry his list) is refused to it.
+    let (bobs_last, _) = bobs_claimed
+        .next(
+            &f.bob,
+            &bobs_claimed.open_recovery(&f.bob).unwrap(),
+            &[],
+            &[spare.fingerprint()],
+            NOW,
+        )
+        .unwrap();
+    let by_tablet = f.forge(
+        &tablet,
+        EntryBody::MemberDevicesListed {
+            collection: f.meds,
+            person: f.bob.public().clone(),
+            lists: vec![bobs_last],
+        },
+    );
+    assert!(
+        matches!(f.refuse(&by_tablet), Error::Unauthorized { .. }),
+        "the tablet the owner removed acted for Bob"
+    );
     f.reverify().unwrap();
 }
 
@@ -576,17 +619,13 @@ fn dave_lists_alices_tablet_first(f: &mut Fixture, d: &AliceDevices) -> DaveList
     f.append(e);
     let (dave_v1, _) =
         DeviceList::first(&dave, std::slice::from_ref(tablet.public()), NOW).unwrap();
-    let e = f
-        .state
-        .list_member_devices(
-            &dave,
-            &meds,
-            dave.public(),
-            std::slice::from_ref(&dave_v1),
-            NOW,
-        )
-        .unwrap();
-    f.append(e);
+    f.append(carried(
+        f,
+        &dave,
+        &meds,
+        dave.public(),
+        std::slice::from_ref(&dave_v1),
+    ));
     let alice_keys = d.v1.open_recovery(&f.alice).unwrap();
     let (v2, _) =
         d.v1.next(
@@ -705,17 +744,13 @@ fn a_device_that_signed_its_persons_list_acts_for_that_person_where_another_list
             NOW,
         )
         .unwrap();
-    let e = f
-        .state
-        .list_member_devices(
-            &dave,
-            &meds,
-            dave.public(),
-            std::slice::from_ref(&dave_v2),
-            NOW,
-        )
-        .unwrap();
-    f.append(e);
+    f.append(carried(
+        &f,
+        &dave,
+        &meds,
+        dave.public(),
+        std::slice::from_ref(&dave_v2),
+    ));
     assert_eq!(
         f.state.person_in(&tablet.fingerprint(), Some(&meds)),
         f.alice.fingerprint()
@@ -777,8 +812,8 @@ fn a_claim_never_takes_over_a_device_that_wrote_in_the_collection() {
 fn a_listing_its_author_removed_does_not_block_a_claim() {
     let (mut f, d) = shared_with_alice();
     let meds = f.meds;
-    // Dave lists Alice's new tablet in medications and removes it again at
-    // once (one entry): his lists named it, his current one does not.
+    // Dave lists Alice's new tablet in medications, then removes it again:
+    // his lists named it, his current one does not.
     let DaveListedFirst {
         dave,
         dave_v1,
@@ -795,11 +830,7 @@ fn a_listing_its_author_removed_does_not_block_a_claim() {
             NOW,
         )
         .unwrap();
-    let e = f
-        .state
-        .list_member_devices(&dave, &meds, dave.public(), &[dave_v2], NOW)
-        .unwrap();
-    f.append(e);
+    f.append(carried(&f, &dave, &meds, dave.public(), &[dave_v2]));
     assert_eq!(
         f.state.person_in(&tablet.fingerprint(), Some(&meds)),
         tablet.fingerprint()
@@ -845,32 +876,8 @@ fn member_device_claims_vector() {
         })];
         f.append(alices_lists_in_meds(&f, vec![d.v1.clone(), v2, v3]));
         f.share(1, meds, Permission::Add, None);
-        let (m, e) = put_entry(&mut f, &tablet, meds, b"from the tablet").unwrap();
-        f.append(e);
-        let (_, e) = put_entry(&mut f, &d.phone, meds, b"from the phone").unwrap();
-        f.append(e);
-        // The tablet's key (a thief's) signs Dave's next version: a second
-        // claim. The phone's signs a list of Dave's naming it: it wrote in
-        // medications as Alice.
-        let (again, _) = dave_v1
-            .next(&tablet, &dave_v1.open(&tablet).unwrap(), &[], &[], NOW)
-            .unwrap();
-        let (with_phone, _) = dave_v1
-            .next(
-                &dave,
-                &dave_v1.open_recovery(&dave).unwrap(),
-                std::slice::from_ref(d.phone.public()),
-                &[],
-                NOW,
-            )
-            .unwrap();
-        let (phone_claim, _) = with_phone
-            .next(&d.phone, &with_phone.open(&d.phone).unwrap(), &[], &[], NOW)
-            .unwrap();
-        for (what, lists) in [
-            ("a second claim: Dave's next version signed by the tablet, which claimed Dr Alice", vec![again]),
-            ("Dave's versions adding Dr Alice's phone, which wrote in medications, then signed by it", vec![with_phone, phone_claim]),
-        ] {
+        // Each refusal is recorded after the prefix it is judged on.
+        let mut refused = |f: &mut Fixture, what: &str, lists: Vec<DeviceList>| {
             let e = f.forge(
                 &f.patient,
                 EntryBody::MemberDevicesListed {
@@ -886,9 +893,42 @@ fn member_device_claims_vector() {
                 "entry": hex::encode(e.to_bytes()),
                 "error": "invalid_entry",
             }));
-        }
+        };
+        // The tablet's key (a thief's) signs Dave's next version before
+        // the tablet wrote anything: a second claim.
+        let (again, _) = dave_v1
+            .next(&tablet, &dave_v1.open(&tablet).unwrap(), &[], &[], NOW)
+            .unwrap();
+        refused(
+            &mut f,
+            "a second claim: Dave's next version signed by the tablet, which claimed Dr Alice (before the tablet wrote in medications)",
+            vec![again],
+        );
+        let (m, e) = put_entry(&mut f, &tablet, meds, b"from the tablet").unwrap();
+        f.append(e);
+        let (_, e) = put_entry(&mut f, &d.phone, meds, b"from the phone").unwrap();
+        f.append(e);
+        // The phone's key signs a list of Dave's naming it: it wrote in
+        // medications as Alice, unclaimed.
+        let (with_phone, _) = dave_v1
+            .next(
+                &dave,
+                &dave_v1.open_recovery(&dave).unwrap(),
+                std::slice::from_ref(d.phone.public()),
+                &[],
+                NOW,
+            )
+            .unwrap();
+        let (phone_claim, _) = with_phone
+            .next(&d.phone, &with_phone.open(&d.phone).unwrap(), &[], &[], NOW)
+            .unwrap();
+        refused(
+            &mut f,
+            "Dave's versions adding Dr Alice's phone, which wrote in medications, then signed by it",
+            vec![with_phone, phone_claim],
+        );
         let v = serde_json::json!({
-            "description": "docs/format.md §8.12 rule 4: a vault log (patient seed [1;32], Dr Alice [2;32], Dave [dave_seed;32] of role clinician, whose fingerprint sorts before Dr Alice's; Dr Alice's devices laptop [30;32], phone [31;32] and tablet [45;32] of role device, as in vault-core's test fixture). After the member-devices vector's first four entries and a grant of medications to Dr Bob: the owner grants Dave medications (read); Dave's member-devices-listed entry lists the tablet as his device (serial 1, by his root); the owner's member-devices-listed entry carries Dr Alice's versions 1 (laptop, phone), 2 (her root adds the tablet) and 3 (signed by the tablet, unchanged: its claim); the owner grants Dr Alice medications (add); the tablet puts a record into medications, judged as Dr Alice's (Dave's grant only reads), and so does her phone. The tablet acts for Dr Alice in medications, not for Dave. Each negative entry (the owner's member-devices-listed entries: Dr Alice's versions 1 and 2 before the tablet signed, refused after Dave's listing; a second claim by the tablet on Dave's list; Dave's list adding the phone, which wrote in medications, and signed by it) must be refused after the log's prefix up to after_seq, with the error code given.",
+            "description": "docs/format.md §8.12 rule 4: a vault log (patient seed [1;32], Dr Alice [2;32], Dave [dave_seed;32] of role clinician, whose fingerprint sorts before Dr Alice's; Dr Alice's devices laptop [30;32], phone [31;32] and tablet [45;32] of role device, as in vault-core's test fixture). After the member-devices vector's first four entries and a grant of medications to Dr Bob: the owner grants Dave medications (read); Dave's member-devices-listed entry lists the tablet as his device (serial 1, by his root); the owner's member-devices-listed entry carries Dr Alice's versions 1 (laptop, phone), 2 (her root adds the tablet) and 3 (signed by the tablet, unchanged: its claim); the owner grants Dr Alice medications (add); the tablet puts a record into medications, judged as Dr Alice's (Dave's grant only reads), and so does her phone. The tablet acts for Dr Alice in medications, not for Dave. Each negative entry (the owner's member-devices-listed entries: Dr Alice's versions 1 and 2 before the tablet signed, refused after Dave's listing; a second claim by the tablet on Dave's list, refused after Dr Alice's grant, before the tablet writes; Dave's list adding the phone, which wrote in medications, and signed by it, refused after the phone's record) must be refused after the log's prefix up to after_seq, with the error code given.",
             "dave_seed": dave_seed(&f.alice),
             "log": f.log.iter().map(|e| hex::encode(e.to_bytes())).collect::<Vec<_>>(),
             "record": m.record().to_hex(),
@@ -938,17 +978,13 @@ fn member_devices_vector() {
         let mut f = Fixture::new();
         let d = alice_devices(&f);
         let labs = f.labs;
-        let e = f
-            .state
-            .list_member_devices(
-                &f.patient,
-                &labs,
-                f.alice.public(),
-                std::slice::from_ref(&d.v1),
-                NOW,
-            )
-            .unwrap();
-        f.append(e);
+        f.append(carried(
+            &f,
+            &f.patient,
+            &labs,
+            f.alice.public(),
+            std::slice::from_ref(&d.v1),
+        ));
         f.share(1, labs, Permission::Add, None);
         let (m, e) = put_entry(&mut f, &d.laptop, labs, b"ferritin 30 ug/L").unwrap();
         f.append(e);
@@ -956,11 +992,7 @@ fn member_devices_vector() {
         let (v2, _) =
             d.v1.next(&d.phone, &d.phone_keys, &[], &[d.laptop.fingerprint()], NOW)
                 .unwrap();
-        let e = f
-            .state
-            .list_member_devices(&d.phone, &labs, f.alice.public(), &[v2], NOW)
-            .unwrap();
-        f.append(e);
+        f.append(carried(&f, &d.phone, &labs, f.alice.public(), &[v2]));
         let e = f
             .state
             .revoke(&mut Keyring::new(&f.patient, NOW), &labs, &[])

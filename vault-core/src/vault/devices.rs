@@ -170,7 +170,7 @@ impl PersonDevices {
 
 /// Why a member's list may not name (or be claimed by) a device another
 /// member's lists in the collection named.
-const ANOTHER_MEMBERS: &str = "a device acts for one person: another member listed it in this collection first (a device's own signature on its person's list outranks a listing it did not sign, unless it wrote there; pairing makes the device sign, or run `vault devices confirm` on it)";
+const ANOTHER_MEMBERS: &str = "a device acts for one person: another member listed it in this collection first (a device's own signature on its person's list outranks a listing it did not sign, unless it wrote there or signed the other's: pair the device, or run `vault devices confirm` on it, then carry the list from the person's key file)";
 
 /// The member `device` is a device of in `collection`: the one whose list
 /// it signed there (its own claim, §8.12 rule 4), else the one whose lists
@@ -216,12 +216,28 @@ impl VaultState {
         collection: Option<&crate::CollectionId>,
     ) -> Option<&PublicIdentity> {
         self.author_document(fp).or_else(|| {
-            member_of_device(self.collections.get(collection?)?, fp)?
+            self.member_acting(self.collections.get(collection?)?, fp)?
                 .1
                 .current
                 .device(fp)
                 .map(|d| d.document())
         })
+    }
+
+    /// The member `fp` acts for in `collection` now, with its lists: the
+    /// one [`member_of_device`] finds, if its current list there names the
+    /// device, and never for a device any of the owner's lists named (the
+    /// owner's lists take precedence, and a device the owner removed acts
+    /// for nobody: a member who listed it first does not get it back).
+    fn member_acting<'a>(
+        &self,
+        collection: &'a super::Collection,
+        fp: &Fingerprint,
+    ) -> Option<(&'a Fingerprint, &'a PersonDevices)> {
+        if self.listed_device(fp).is_some() {
+            return None;
+        }
+        member_of_device(collection, fp).filter(|(_, p)| p.current.device(fp).is_some())
     }
 
     /// The person `fp` signs for: the owner for a device in the owner's
@@ -236,7 +252,8 @@ impl VaultState {
 
     /// The person `fp` signs for in `collection`: the owner for a device
     /// of the owner's current list, the member for a device of the
-    /// member's current list in that collection (kind 14), else `fp`.
+    /// member's current list in that collection (kind 14) that no list of
+    /// the owner's named ([`Self::member_acting`]), else `fp`.
     pub fn person_in(
         &self,
         fp: &Fingerprint,
@@ -248,8 +265,7 @@ impl VaultState {
         }
         collection
             .and_then(|c| self.collections.get(c))
-            .and_then(|c| member_of_device(c, fp))
-            .filter(|(_, p)| p.current.device(fp).is_some())
+            .and_then(|c| self.member_acting(c, fp))
             .map_or(*fp, |(person, _)| *person)
     }
 
@@ -328,8 +344,7 @@ impl VaultState {
         self.collections
             .iter()
             .filter_map(|(id, c)| {
-                member_of_device(c, device)
-                    .filter(|(_, p)| p.current.device(device).is_some())
+                self.member_acting(c, device)
                     .map(|(person, _)| (*id, *person))
             })
             .collect()
