@@ -253,7 +253,7 @@ impl VaultState {
     /// The person `fp` signs for in `collection`: the owner for a device
     /// of the owner's current list, the member for a device of the
     /// member's current list in that collection (kind 14) that no list of
-    /// the owner's named ([`Self::member_acting`]), else `fp`.
+    /// the owner's named (`member_acting`), else `fp`.
     pub fn person_in(
         &self,
         fp: &Fingerprint,
@@ -335,8 +335,9 @@ impl VaultState {
     }
 
     /// The collections in which `device` is in the current list of a
-    /// member's, and that member: where its requests and entries act for
-    /// the member (a relay's access, a device's inbox).
+    /// member's, and that member (`member_acting`: never for a
+    /// device the owner's lists named): where it acts for the member (the
+    /// CLI finds a device's person by it).
     pub fn member_device_collections(
         &self,
         device: &Fingerprint,
