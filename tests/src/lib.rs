@@ -70,19 +70,32 @@ pub fn relay_tool(data_dir: &Path, args: &[&str]) {
 pub fn patient_and_clinician(dir: &Path, relay: &str) -> (CliProfile, CliProfile) {
     let patient = CliProfile::new(&dir.join("patient"), relay);
     let doc = CliProfile::new(&dir.join("doc"), relay);
-    let fingerprint = |v: serde_json::Value| {
-        v.get("fingerprint")
-            .and_then(|f| f.as_str())
-            .unwrap_or_else(|| panic!("vault init printed no fingerprint: {v}"))
-            .to_owned()
-    };
-    let p_fp = fingerprint(patient.init("Pat Example", "patient"));
+    let p_fp = fingerprint_in(&patient.init("Pat Example", "patient"));
     patient.json(&["create"]);
-    let d_fp = fingerprint(doc.init("Dr Dee", "clinician"));
+    let d_fp = fingerprint_in(&doc.init("Dr Dee", "clinician"));
     doc.ok(&["whoami", "--publish", "--no-qr"]);
     patient.json(&["contacts", "add", "dr", "--lookup", &d_fp]);
     doc.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
     (patient, doc)
+}
+
+/// The `fingerprint` field of what `vault --json init` or `whoami`
+/// printed.
+pub fn fingerprint_in(v: &serde_json::Value) -> String {
+    v.get("fingerprint")
+        .and_then(|f| f.as_str())
+        .unwrap_or_else(|| panic!("no fingerprint in {v}"))
+        .to_owned()
+}
+
+/// A new profile of role device, `name`, in `dir/name`, its identity
+/// published on the relay (so another device can add or pair it), and its
+/// fingerprint.
+pub fn published_device(dir: &Path, relay: &str, name: &str) -> (CliProfile, String) {
+    let device = CliProfile::new(&dir.join(name), relay);
+    let fp = fingerprint_in(&device.init(name, "device"));
+    device.ok(&["whoami", "--publish", "--no-qr"]);
+    (device, fp)
 }
 
 /// A second clinician, `name` (a contact of that name on the patient's
@@ -95,16 +108,10 @@ pub fn clinician_reading_labs(
     patient: &CliProfile,
     name: &str,
 ) -> CliProfile {
-    let fingerprint = |v: serde_json::Value| {
-        v.get("fingerprint")
-            .and_then(|f| f.as_str())
-            .unwrap_or_else(|| panic!("no fingerprint: {v}"))
-            .to_owned()
-    };
     let clinician = CliProfile::new(&dir.join(name), relay);
-    let c_fp = fingerprint(clinician.init(name, "clinician"));
+    let c_fp = fingerprint_in(&clinician.init(name, "clinician"));
     clinician.ok(&["whoami", "--publish", "--no-qr"]);
-    let p_fp = fingerprint(patient.json(&["whoami"]));
+    let p_fp = fingerprint_in(&patient.json(&["whoami"]));
     clinician.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
     patient.json(&["contacts", "add", name, "--lookup", &c_fp]);
     patient.json(&["share", "labs", "--with", name]);

@@ -345,9 +345,7 @@ fn an_agents_device_acts_for_the_agent_until_the_agent_removes_it() {
         d_fp,
         j_fp: _,
     } = people(dir.path());
-    let tablet = CliProfile::new(&dir.path().join("tablet"), &relay.url);
-    let t_fp = fingerprint(&tablet.init("tablet", "device"));
-    tablet.ok(&["whoami", "--publish", "--no-qr"]);
+    let (tablet, t_fp) = vault_tests::published_device(dir.path(), &relay.url, "tablet");
     tablet.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
     tablet.json(&["contacts", "add", "dr", "--lookup", &d_fp]);
     let lab = patient.add_lab("HbA1c", "48 mmol/mol");

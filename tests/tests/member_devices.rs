@@ -51,9 +51,7 @@ fn a_grant_reaches_every_device_of_a_clinician_and_a_removed_one_is_shut_out() {
     let p_fp = fingerprint(&patient.json(&["whoami"]));
     let lab = patient.add_lab("HbA1c", "48 mmol/mol");
     let device = |name: &str| {
-        let profile = CliProfile::new(&dir.path().join(name), &relay.url);
-        let fp = fingerprint(&profile.init(name, "device"));
-        profile.ok(&["whoami", "--publish", "--no-qr"]);
+        let (profile, fp) = vault_tests::published_device(dir.path(), &relay.url, name);
         profile.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
         (profile, fp)
     };
@@ -181,9 +179,7 @@ fn a_device_removed_in_one_vault_is_removed_in_every_vault_of_the_person() {
     };
     let in_first = add(&first, "HbA1c", "48 mmol/mol");
     let in_second = add(&second, "Sodium", "139 mmol/L");
-    let laptop = CliProfile::new(&dir.path().join("laptop"), &relay.url);
-    let l_fp = fingerprint(&laptop.init("laptop", "device"));
-    laptop.ok(&["whoami", "--publish", "--no-qr"]);
+    let (laptop, l_fp) = vault_tests::published_device(dir.path(), &relay.url, "laptop");
     laptop.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
 
     let added = patient.json(&["devices", "add", &l_fp, "--vault", &first]);
@@ -247,9 +243,7 @@ fn a_device_that_signed_its_clinicians_list_outranks_a_member_who_listed_it_firs
 
     // Dr Dee's key file adds her tablet by fingerprint: listed, but the
     // tablet has signed nothing.
-    let tablet = CliProfile::new(&dir.path().join("tablet"), &relay.url);
-    let t_fp = fingerprint(&tablet.init("tablet", "device"));
-    tablet.ok(&["whoami", "--publish", "--no-qr"]);
+    let (tablet, t_fp) = vault_tests::published_device(dir.path(), &relay.url, "tablet");
     tablet.json(&["contacts", "add", "me", "--lookup", &d_fp]);
     tablet.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
     doc.json(&["devices", "add", &t_fp]);

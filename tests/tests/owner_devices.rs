@@ -553,9 +553,7 @@ fn the_cli_adds_a_device_which_writes_as_the_patient_until_removed() {
     let dir = tempfile::tempdir().unwrap();
     let (relay, patient, doc, p_fp, lab) = patient_sharing_labs(dir.path());
     let fp = |v: serde_json::Value| v["fingerprint"].as_str().unwrap().to_owned();
-    let laptop = vault_tests::CliProfile::new(&dir.path().join("laptop"), &relay.url);
-    let l_fp = fp(laptop.init("laptop", "device"));
-    laptop.ok(&["whoami", "--publish", "--no-qr"]);
+    let (laptop, l_fp) = vault_tests::published_device(dir.path(), &relay.url, "laptop");
     assert_eq!(
         patient.json(&["devices", "list"])["devices"],
         serde_json::json!([]),
@@ -644,13 +642,7 @@ fn the_cli_adds_a_device_which_writes_as_the_patient_until_removed() {
 fn the_key_file_takes_the_list_back_from_a_stolen_phone() {
     let dir = tempfile::tempdir().unwrap();
     let (relay, patient, doc, p_fp, lab) = patient_sharing_labs(dir.path());
-    let fp = |v: serde_json::Value| v["fingerprint"].as_str().unwrap().to_owned();
-    let device = |name: &str| {
-        let profile = vault_tests::CliProfile::new(&dir.path().join(name), &relay.url);
-        let fingerprint = fp(profile.init(name, "device"));
-        profile.ok(&["whoami", "--publish", "--no-qr"]);
-        (profile, fingerprint)
-    };
+    let device = |name: &str| vault_tests::published_device(dir.path(), &relay.url, name);
     let (phone, ph_fp) = device("phone");
     let (laptop, l_fp) = device("laptop");
     // Nothing to take back before any device is listed.
@@ -741,16 +733,13 @@ fn a_hostile_relay_cannot_add_a_device_withhold_the_list_or_roll_it_back() {
     let dir = tempfile::tempdir().unwrap();
     let (proxy, _relay) = Proxy::in_front_of_a_relay(&dir.path().join("relay"));
     let (patient, doc) = vault_tests::patient_and_clinician(dir.path(), &proxy.url);
-    let fp = |v: serde_json::Value| v["fingerprint"].as_str().unwrap().to_owned();
     let lab = patient.add_lab("HbA1c", "48 mmol/mol");
     patient.json(&["share", "labs", "--with", "dr"]);
     assert_eq!(
         doc.ok(&["open", &lab[..8], "--vault", "pat", "-o", "-"]),
         "48 mmol/mol"
     );
-    let laptop = vault_tests::CliProfile::new(&dir.path().join("laptop"), &proxy.url);
-    let l_fp = fp(laptop.init("laptop", "device"));
-    laptop.ok(&["whoami", "--publish", "--no-qr"]);
+    let (_laptop, l_fp) = vault_tests::published_device(dir.path(), &proxy.url, "laptop");
     let head = |who: &vault_tests::CliProfile, vault: Option<&str>| {
         let mut args = vec!["verify"];
         if let Some(v) = vault {

@@ -243,9 +243,7 @@ fn a_paired_tablet_acts_for_its_clinician_where_another_member_listed_it_first()
 
     let mallory = vault_tests::clinician_reading_labs(dir.path(), &relay.url, &patient, "mallory");
 
-    let tablet = CliProfile::new(&dir.path().join("tablet"), &relay.url);
-    let t_fp = fp_of(tablet.init("tablet", "device"));
-    tablet.ok(&["whoami", "--publish", "--no-qr"]);
+    let (tablet, t_fp) = vault_tests::published_device(dir.path(), &relay.url, "tablet");
     let squatted = mallory.json(&["devices", "add", &t_fp]);
     assert_eq!(
         squatted["carried"].as_array().unwrap().len(),

@@ -104,8 +104,7 @@ impl PersonDevices {
     /// one before), `held` being what the log carried before them. Each
     /// device the person's lists name here for the first time, or that
     /// claims the person for the first time (signed one of these
-    /// versions), is judged by `conflict`, given whether it claims the
-    /// person and whether the person's lists here named it before: a
+    /// versions), is judged by `conflict`, given its [`Naming`]: a
     /// reason to refuse the entry, or none. A device listed
     /// before is not judged again for being carried, so a version naming
     /// it is never refused for a claim made since by someone else (the
@@ -114,7 +113,7 @@ impl PersonDevices {
         held: Option<&PersonDevices>,
         person: &PublicIdentity,
         lists: &[DeviceList],
-        conflict: impl Fn(&Fingerprint, bool, bool) -> Option<&'static str>,
+        conflict: impl Fn(&Fingerprint, Naming) -> Option<&'static str>,
     ) -> Result<PersonDevices> {
         if lists.is_empty() || lists.len() > MAX_LISTED_VERSIONS {
             return Err(Error::InvalidInput(
@@ -158,14 +157,29 @@ impl PersonDevices {
         let claimed_before = |fp: &Fingerprint| before.is_some_and(|b| b.claimed.contains(fp));
         let newly_listed = accepted.ever_listed.keys().filter(|fp| !listed_before(fp));
         let newly_claimed = accepted.claimed.iter().filter(|fp| !claimed_before(fp));
-        if let Some(reason) = newly_listed
-            .chain(newly_claimed)
-            .find_map(|fp| conflict(fp, accepted.claimed.contains(fp), listed_before(fp)))
-        {
+        if let Some(reason) = newly_listed.chain(newly_claimed).find_map(|fp| {
+            let naming = Naming {
+                claims: accepted.claimed.contains(fp),
+                listed_before: listed_before(fp),
+            };
+            conflict(fp, naming)
+        }) {
             return Err(Error::InvalidInput(reason));
         }
         Ok(accepted)
     }
+}
+
+/// What [`PersonDevices::accept`] tells its conflict check of a device
+/// the person's lists name for the first time, or that claims the person
+/// for the first time.
+#[derive(Clone, Copy)]
+struct Naming {
+    /// The device signed one of the person's versions held here (its
+    /// claim, §8.12 rule 4).
+    claims: bool,
+    /// The person's lists here named the device before these versions.
+    listed_before: bool,
 }
 
 /// Why a member's list may not name (or be claimed by) a device another
@@ -636,7 +650,7 @@ impl VaultState {
         // owner's lists take precedence ([`VaultState::person_in`]), so a
         // member cannot keep the owner from listing a device by listing it
         // first (a device document is public, and listing needs no consent).
-        PersonDevices::accept(self.owner_devices.as_ref(), person, lists, |fp, _, _| {
+        PersonDevices::accept(self.owner_devices.as_ref(), person, lists, |fp, _| {
             self.identities.contains_key(fp).then_some(
                 "a member or agent of this vault cannot be listed as a device of the owner's",
             )
@@ -728,42 +742,37 @@ impl VaultState {
         // device's own signature on a version of its person's list (its
         // claim) outranks a listing it did not sign, which then does
         // nothing: the device acts for the person it claimed.
-        PersonDevices::accept(
-            coll.people.get(&member),
-            person,
-            lists,
-            |fp, claimed, listed_before| {
-                // Another member's listing of `fp` gives way only to this
-                // member's claim, and only when the device did not claim that
-                // member and wrote nothing here: a claim never re-attributes
-                // what a device wrote (whom an applied entry was judged as
-                // stays), and two claims never compete.
-                let outranked = |d: &PersonDevices| {
-                    claimed && !d.claimed.contains(fp) && !coll.signers.contains(fp)
-                };
-                let listed_by_another =
-                    |d: &PersonDevices| d.ever_listed.contains_key(fp) && !outranked(d);
-                let by_another = || {
-                    coll.people
-                        .iter()
-                        .any(|(p, d)| *p != member && listed_by_another(d))
-                };
-                // A device this member listed before, claiming it now, was
-                // judged when first named: only a competing member matters.
-                if listed_before {
-                    return by_another().then_some(ANOTHER_MEMBERS);
-                }
-                if self.identities.contains_key(fp) || *fp == self.owner.fingerprint() {
-                    Some("a member, an agent or the owner cannot be listed as a member's device")
-                } else if self.listed_device(fp).is_some() {
-                    Some("a device of the owner's cannot be listed as a member's device")
-                } else if by_another() {
-                    Some(ANOTHER_MEMBERS)
-                } else {
-                    None
-                }
-            },
-        )
+        PersonDevices::accept(coll.people.get(&member), person, lists, |fp, naming| {
+            // Another member's listing of `fp` gives way only to this
+            // member's claim, and only when the device did not claim that
+            // member and wrote nothing here: a claim never re-attributes
+            // what a device wrote (whom an applied entry was judged as
+            // stays), and two claims never compete.
+            let outranked = |d: &PersonDevices| {
+                naming.claims && !d.claimed.contains(fp) && !coll.signers.contains(fp)
+            };
+            let listed_by_another =
+                |d: &PersonDevices| d.ever_listed.contains_key(fp) && !outranked(d);
+            let by_another = || {
+                coll.people
+                    .iter()
+                    .any(|(p, d)| *p != member && listed_by_another(d))
+            };
+            // A device this member listed before, claiming it now, was
+            // judged when first named: only a competing member matters.
+            if naming.listed_before {
+                return by_another().then_some(ANOTHER_MEMBERS);
+            }
+            if self.identities.contains_key(fp) || *fp == self.owner.fingerprint() {
+                Some("a member, an agent or the owner cannot be listed as a member's device")
+            } else if self.listed_device(fp).is_some() {
+                Some("a device of the owner's cannot be listed as a member's device")
+            } else if by_another() {
+                Some(ANOTHER_MEMBERS)
+            } else {
+                None
+            }
+        })
     }
 
     /// Whether `signer` may carry `member`'s list into `collection`: the
