@@ -3044,7 +3044,10 @@ async fn strangers_are_capped_until_accepted() {
     let (s, v) = inbox("/v1/inbox/accepted").await;
     assert_eq!(
         (s, &v),
-        (StatusCode::OK, &json!({"version": 0, "owners": []}))
+        (
+            StatusCode::OK,
+            &json!({"version": 0, "owners": [], "holder": alice.fingerprint().to_hex()})
+        )
     );
     let put = |version: u64, owners: Vec<String>| {
         signed(
@@ -3057,7 +3060,8 @@ async fn strangers_are_capped_until_accepted() {
     let m = mallory.fingerprint().to_hex();
     let (s, v) = t.json(put(1, vec![m.clone()])).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v, json!({"version": 1, "owners": [m.clone()]}));
+    let a = alice.fingerprint().to_hex();
+    assert_eq!(v, json!({"version": 1, "owners": [m.clone()], "holder": a}));
     let (_, v) = inbox("/v1/inbox").await;
     assert_eq!(v["vaults"].as_array().unwrap().len(), 5, "{v}");
     assert!(v["vaults"]
@@ -3073,7 +3077,7 @@ async fn strangers_are_capped_until_accepted() {
         .await;
     assert_eq!(
         refused["accepted"],
-        json!({"version": 1, "owners": [m.clone()]})
+        json!({"version": 1, "owners": [m.clone()], "holder": a})
     );
 
     // Forgetting her: strangers again; the views split them.
@@ -3113,7 +3117,197 @@ async fn strangers_are_capped_until_accepted() {
         t.refused(body, status, code).await;
     }
     let (_, v) = inbox("/v1/inbox/accepted").await;
-    assert_eq!(v, json!({"version": 2, "owners": []}));
+    assert_eq!(v, json!({"version": 2, "owners": [], "holder": a}));
+}
+
+/// A device reads its inbox for its person once the person's current list
+/// in the directory names it: the person's accepted owners are listed in
+/// full, the device reads and changes the person's accepted list, and a
+/// flood of shares to the device's own public document stays capped. A
+/// device the list does not name, or no longer names, is refused.
+#[tokio::test]
+async fn a_device_reads_the_inbox_and_accepted_owners_of_the_person_listing_it() {
+    let t = T::with(|c| c.inbox_strangers_per_owner = 1);
+    let dee = ident(2, "Dr Dee", Role::Clinician);
+    let phone = ident(20, "phone", Role::Device);
+    let other = ident(21, "someone's tablet", Role::Device);
+    let pat = ident(3, "Pat", Role::Patient);
+    let mallory = ident(6, "Mallory", Role::Patient);
+    for who in [&dee, &phone, &other, &pat, &mallory] {
+        t.publish(who).await;
+    }
+    let (v1, keys) =
+        vault_core::devices::DeviceList::first(&dee, &[phone.public().clone()], now()).unwrap();
+    let publish = |v: &vault_core::devices::DeviceList| {
+        signed(
+            &dee,
+            "PUT",
+            &format!("/v1/identities/{}/devices", dee.fingerprint().to_hex()),
+            json_payload(json!({ "lists": [b64(v.to_bytes())] })),
+        )
+    };
+    let (s, v) = t.json(publish(&v1)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Pat shares two vaults with the phone, Mallory floods it with three;
+    // Dee accepted Pat.
+    let mut from_pat = stranger_vaults(&t, &pat, &phone, 2, 1).await;
+    from_pat.sort();
+    stranger_vaults(&t, &mallory, &phone, 3, 1).await;
+    let p = pat.fingerprint().to_hex();
+    let m = mallory.fingerprint().to_hex();
+    let (s, v) = t
+        .json(signed(
+            &dee,
+            "PUT",
+            "/v1/inbox/accepted",
+            json_payload(json!({ "version": 1, "owners": [p.clone()] })),
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    let d = dee.fingerprint().to_hex();
+    let for_dee = |pq: &str| format!("{pq}?person={d}");
+    let accepted_pats = |v: &Value| -> Vec<String> {
+        v["vaults"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["accepted"] == true)
+            .map(|x| x["vault"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // For itself, the phone sees Pat as a stranger: one vault of hers.
+    let (s, v) = t
+        .json(signed(&phone, "GET", "/v1/inbox", Payload::None))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(accepted_pats(&v).is_empty(), "{v}");
+    assert_eq!(v["strangers_held_back"], 3, "{v}");
+    // For Dee, Pat's vaults are listed in full; Mallory stays capped.
+    let (s, v) = t
+        .json(signed(&phone, "GET", &for_dee("/v1/inbox"), Payload::None))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(accepted_pats(&v), from_pat, "{v}");
+    assert_eq!(v["vaults"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(v["strangers_held_back"], 2, "{v}");
+
+    // The phone reads Dee's list and changes it; Dee sees the change.
+    let (s, v) = t
+        .json(signed(
+            &phone,
+            "GET",
+            &for_dee("/v1/inbox/accepted"),
+            Payload::None,
+        ))
+        .await;
+    assert_eq!(
+        (s, &v),
+        (
+            StatusCode::OK,
+            &json!({"version": 1, "owners": [p.clone()], "holder": d})
+        )
+    );
+    let mut both = vec![p.clone(), m.clone()];
+    both.sort();
+    let (s, v) = t
+        .json(signed(
+            &phone,
+            "PUT",
+            &for_dee("/v1/inbox/accepted"),
+            json_payload(json!({ "version": 2, "owners": [m.clone(), p.clone()] })),
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = t
+        .json(signed(&dee, "GET", "/v1/inbox/accepted", Payload::None))
+        .await;
+    assert_eq!(v, json!({"version": 2, "owners": both, "holder": d}));
+    let (_, v) = t
+        .json(signed(&phone, "GET", "/v1/inbox/accepted", Payload::None))
+        .await;
+    assert_eq!(v["version"], 0, "the phone's own list is untouched: {v}");
+
+    // A device Dee's list does not name is refused, reading or writing.
+    for (method, pq, body) in [
+        ("GET", "/v1/inbox", Payload::None),
+        ("GET", "/v1/inbox/accepted", Payload::None),
+        (
+            "PUT",
+            "/v1/inbox/accepted",
+            json_payload(json!({ "version": 3, "owners": [] })),
+        ),
+    ] {
+        t.refused(
+            signed(&other, method, &for_dee(pq), body),
+            StatusCode::FORBIDDEN,
+            "not_their_device",
+        )
+        .await;
+    }
+    t.refused(
+        signed(&phone, "GET", "/v1/inbox?person=zz", Payload::None),
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+    )
+    .await;
+    // A person who published no list has no devices to read for her.
+    t.refused(
+        signed(
+            &phone,
+            "GET",
+            &format!("/v1/inbox/accepted?person={p}"),
+            Payload::None,
+        ),
+        StatusCode::FORBIDDEN,
+        "not_their_device",
+    )
+    .await;
+    // Dee removes the phone and lists the tablet: from that version on,
+    // the phone is refused, reading or writing, and the tablet reads
+    // Dee's list.
+    let (v2, _) = v1
+        .next(
+            &dee,
+            &keys,
+            &[other.public().clone()],
+            &[phone.fingerprint()],
+            now(),
+        )
+        .unwrap();
+    let (s, v) = t.json(publish(&v2)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    for (method, pq, body) in [
+        ("GET", "/v1/inbox", Payload::None),
+        (
+            "PUT",
+            "/v1/inbox/accepted",
+            json_payload(json!({ "version": 3, "owners": [] })),
+        ),
+    ] {
+        t.refused(
+            signed(&phone, method, &for_dee(pq), body),
+            StatusCode::FORBIDDEN,
+            "not_their_device",
+        )
+        .await;
+    }
+    let (s, v) = t
+        .json(signed(
+            &other,
+            "GET",
+            &for_dee("/v1/inbox/accepted"),
+            Payload::None,
+        ))
+        .await;
+    assert_eq!(
+        (s, &v["version"], &v["holder"]),
+        (StatusCode::OK, &json!(2), &json!(d))
+    );
+    let (s, v) = t
+        .json(signed(&dee, "GET", "/v1/inbox/accepted", Payload::None))
+        .await;
+    assert_eq!((s, v["version"].clone()), (StatusCode::OK, json!(2)));
 }
 
 /// A stranger's vault lists at most 64 of its shares with the person

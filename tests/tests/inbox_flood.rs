@@ -4,7 +4,10 @@
 //! cap for strangers) and counts the rest; `vault inbox` and `vault sync`
 //! keep working and still show the share from Ada's patient, a contact,
 //! whose shares the CLI accepts on the relay by itself. Accepting Mallory
-//! lists all of hers; forgetting her caps them again.
+//! lists all of hers; forgetting her caps them again. Dr Dee's laptop
+//! reads the inbox for her: her patient is never a stranger to it, whoever
+//! floods the laptop's public document, and the laptop changes Dee's one
+//! accepted list.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,9 +16,11 @@
     missing_docs
 )]
 
+use std::sync::Arc;
+
 use vault_client::sync;
 use vault_core::store::MemoryStore;
-use vault_core::{Keyring, Permission, Role, VaultState};
+use vault_core::{Fingerprint, Keyring, Permission, Role, SecretIdentity, VaultState};
 use vault_tests::{principal, CliProfile, RelayProcess};
 
 const FLOOD: usize = 7;
@@ -24,10 +29,7 @@ const CAP: usize = 2;
 #[test]
 fn a_strangers_flood_is_capped_and_an_accepted_owner_is_listed() {
     let dir = tempfile::tempdir().unwrap();
-    let relay = RelayProcess::start(
-        &dir.path().join("relay"),
-        &["--inbox-strangers-per-owner", &CAP.to_string()],
-    );
+    let relay = capped_relay(dir.path());
     let patient = CliProfile::new(&dir.path().join("patient"), &relay.url);
     let ada = CliProfile::new(&dir.path().join("ada"), &relay.url);
     let p_fp = patient.init("Pat Example", "patient")["fingerprint"]
@@ -48,38 +50,7 @@ fn a_strangers_flood_is_capped_and_an_accepted_owner_is_listed() {
     patient.json(&["share", "labs", "--with", "dr-ada"]);
     ada.json(&["contacts", "add", "patient", "--lookup", &p_fp]);
 
-    // Mallory: a vault per share, each sharing one collection with Ada.
-    let mallory = principal(66, "Mallory", Role::Patient);
-    let client = relay.client(&mallory);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(client.publish_identity()).unwrap();
-    let ada_id = rt
-        .block_on(client.lookup_identity(&vault_core::Fingerprint::from_hex(&a_fp).unwrap()))
-        .unwrap();
-    for i in 0..FLOOD {
-        let mut store = MemoryStore::new();
-        let state = rt
-            .block_on(sync::new_vault(&mut store, &client, &mallory))
-            .unwrap();
-        rt.block_on(sync::push_with_retry(
-            &mut store,
-            &client,
-            &state.vault(),
-            |s| {
-                let mut next: VaultState = s.clone();
-                let (c, e) =
-                    next.create_collection(&mallory, &format!("urgent {i}"), client.now())?;
-                next.apply(&e)?;
-                let mut kr = Keyring::new(&mallory, client.now());
-                let g = next.share_collection(&mut kr, &c, &ada_id, Permission::Read, None)?;
-                Ok(vec![e, g])
-            },
-        ))
-        .unwrap();
-    }
+    let mallory = flood(&relay, &a_fp, FLOOD);
 
     // Ada's inbox: her patient's vault (verified), and only CAP of
     // Mallory's (a stranger, unverified), with the rest counted.
@@ -133,4 +104,167 @@ fn a_strangers_flood_is_capped_and_an_accepted_owner_is_listed() {
     ada.json(&["inbox", "forget", &m_fp]);
     let s = ada.json(&["inbox", "--strangers"]);
     assert_eq!(s["vaults"].as_array().unwrap().len(), CAP, "{s}");
+}
+
+/// A relay in `dir/relay` listing at most [`CAP`] vaults per stranger.
+fn capped_relay(dir: &std::path::Path) -> RelayProcess {
+    RelayProcess::start(
+        &dir.join("relay"),
+        &["--inbox-strangers-per-owner", &CAP.to_string()],
+    )
+}
+
+/// A runtime, and a client of `relay` for `who`, whose identity it
+/// published.
+fn published(
+    relay: &RelayProcess,
+    who: &Arc<SecretIdentity>,
+) -> (tokio::runtime::Runtime, vault_client::RelayClient) {
+    let client = relay.client(who);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(client.publish_identity()).unwrap();
+    (rt, client)
+}
+
+/// Mallory, published, sharing `n` vaults of hers (a collection each) with
+/// `target`.
+fn flood(relay: &RelayProcess, target: &str, n: usize) -> Arc<SecretIdentity> {
+    let mallory = principal(66, "Mallory", Role::Patient);
+    let (rt, client) = published(relay, &mallory);
+    let target = rt
+        .block_on(client.lookup_identity(&Fingerprint::from_hex(target).unwrap()))
+        .unwrap();
+    for i in 0..n {
+        let mut store = MemoryStore::new();
+        let state = rt
+            .block_on(sync::new_vault(&mut store, &client, &mallory))
+            .unwrap();
+        rt.block_on(sync::push_with_retry(
+            &mut store,
+            &client,
+            &state.vault(),
+            |s| {
+                let mut next: VaultState = s.clone();
+                let (c, e) =
+                    next.create_collection(&mallory, &format!("urgent {i}"), client.now())?;
+                next.apply(&e)?;
+                let mut kr = Keyring::new(&mallory, client.now());
+                let g = next.share_collection(&mut kr, &c, &target, Permission::Read, None)?;
+                Ok(vec![e, g])
+            },
+        ))
+        .unwrap();
+    }
+    mallory
+}
+
+#[test]
+fn a_device_reads_its_persons_inbox_where_a_flood_cannot_bury_her_patients() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = capped_relay(dir.path());
+    let (patient, dee) = vault_tests::patient_and_clinician(dir.path(), &relay.url);
+    let p_fp = vault_tests::fingerprint_in(&patient.json(&["whoami"]));
+    let d_fp = vault_tests::fingerprint_in(&dee.json(&["whoami"]));
+    patient.add_lab("HbA1c", "48 mmol/mol");
+    patient.json(&["share", "labs", "--with", "dr"]);
+    // Dee's key file accepts her patient (a contact) on reading her inbox.
+    dee.json(&["inbox"]);
+
+    // Dee's laptop, listed by her key file, confirms: it reads for Dee.
+    let (laptop, l_fp) = vault_tests::published_device(dir.path(), &relay.url, "laptop");
+    laptop.json(&["contacts", "add", "me", "--lookup", &d_fp]);
+    dee.json(&["devices", "add", &l_fp]);
+    laptop.json(&["devices", "confirm"]);
+    let config = std::fs::read_to_string(dir.path().join("laptop/config.toml")).unwrap();
+    assert!(config.contains(&format!("person = \"{d_fp}\"")), "{config}");
+
+    // Mallory floods the laptop's public document.
+    let mallory = flood(&relay, &l_fp, FLOOD);
+    let m_fp = mallory.fingerprint().to_hex();
+
+    // The patient, accepted by Dee, is no stranger to the laptop: only
+    // Mallory is, capped.
+    let s = laptop.json(&["inbox", "--strangers"]);
+    let owners: Vec<&str> = s["vaults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["owner"].as_str().unwrap())
+        .collect();
+    assert_eq!(owners, vec![m_fp.as_str(); CAP], "{s}");
+    assert_eq!(s["held_back"], (FLOOD - CAP) as u64, "{s}");
+    let accepted = laptop.json(&["inbox", "accepted"]);
+    let owners: Vec<&str> = accepted["owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["fingerprint"].as_str().unwrap())
+        .collect();
+    assert_eq!(owners, vec![p_fp.as_str()], "Dee's list: {accepted}");
+
+    // Accepting Mallory on the laptop changes Dee's one list.
+    laptop.json(&["inbox", "accept", &m_fp]);
+    let on_dee = dee.json(&["inbox", "accepted"]);
+    assert_eq!(on_dee["owners"].as_array().unwrap().len(), 2, "{on_dee}");
+    let s = laptop.json(&["inbox", "--strangers"]);
+    assert!(s["vaults"].as_array().unwrap().is_empty(), "{s}");
+
+    // Dee removes the laptop: it reads its own inbox again, and says why.
+    dee.json(&["devices", "remove", &l_fp]);
+    let run = laptop.run(&["--json", "inbox"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("not on its person's current device list"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// An owner's device (the web app's case: its list lives in the owner's
+/// vault, not in the relay's directory) trusts the person it was paired
+/// to: `listing_trusting` accepts the owner on the device's own list once
+/// the relay counts the owner's vault as a stranger's.
+#[test]
+fn an_owners_device_accepts_its_owner_when_the_relay_caps_her() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = capped_relay(dir.path());
+    let patient = CliProfile::new(&dir.path().join("patient"), &relay.url);
+    let p_fp = vault_tests::fingerprint_in(&patient.init("Pat Example", "patient"));
+    let vault = patient.json(&["create"]);
+    let tablet = principal(67, "tablet", Role::Device);
+    let (rt, client) = published(&relay, &tablet);
+    patient.json(&["devices", "add", &tablet.fingerprint().to_hex()]);
+    flood(&relay, &tablet.fingerprint().to_hex(), FLOOD);
+
+    let owner = Fingerprint::from_hex(&p_fp).unwrap();
+    let plain = rt.block_on(client.inbox_listing()).unwrap();
+    let hers = |l: &vault_client::InboxListing| {
+        l.vaults
+            .iter()
+            .filter(|v| v.owner == owner)
+            .map(|v| (v.vault.to_hex(), v.accepted))
+            .collect::<Vec<_>>()
+    };
+    let id = vault["vault"].as_str().unwrap().to_owned();
+    assert_eq!(
+        hers(&plain),
+        vec![(id.clone(), false)],
+        "a stranger's at first"
+    );
+    assert_eq!(plain.strangers_held_back, (FLOOD - CAP) as u64);
+    let trusted = rt
+        .block_on(vault_client::inbox::listing_trusting(&client, &[owner]))
+        .unwrap();
+    assert_eq!(hers(&trusted), vec![(id, true)]);
+    let list = rt.block_on(client.accepted_owners()).unwrap();
+    assert_eq!(list.owners, vec![owner]);
+    // Trusting only oneself accepts nobody.
+    let me = tablet.fingerprint();
+    rt.block_on(vault_client::inbox::listing_trusting(&client, &[me]))
+        .unwrap();
+    assert_eq!(rt.block_on(client.accepted_owners()).unwrap(), list);
 }

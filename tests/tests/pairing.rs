@@ -270,6 +270,10 @@ fn a_paired_tablet_acts_for_its_clinician_where_another_member_listed_it_first()
     );
     let joined: serde_json::Value = serde_json::from_str(&n.stdout).unwrap();
     assert_eq!(joined["serial"], 2, "{joined}");
+    // The tablet reads Dr Dee's inbox from now on (decision 76).
+    let d_fp = fp_of(doc.json(&["whoami"]));
+    let config = std::fs::read_to_string(dir.path().join("tablet/config.toml")).unwrap();
+    assert!(config.contains(&format!("person = \"{d_fp}\"")), "{config}");
 
     let (rekeyed, synced) = patient.sync_rekeyed();
     assert_eq!(rekeyed, 1, "{synced}");
@@ -296,6 +300,18 @@ fn a_paired_tablet_acts_for_its_clinician_where_another_member_listed_it_first()
         "{listed}"
     );
     patient.ok(&["verify"]);
+
+    // Removed, the tablet pairs again: its join does not wait on the
+    // inbox of a person whose list no longer names it.
+    doc.json(&["devices", "remove", &t_fp]);
+    let (e, n) = pair(&doc, &tablet, |on_e, on_n| {
+        (on_n.to_owned(), on_e.to_owned())
+    });
+    assert_eq!(e.code, 0, "{}\n{}", e.stdout, e.stderr);
+    assert_eq!(n.code, 0, "{}\n{}", n.stdout, n.stderr);
+    let inbox = tablet.run(&["--json", "inbox"]);
+    assert_eq!(inbox.code, 0, "{}", inbox.stderr);
+    assert!(!inbox.stderr.contains("warning"), "{}", inbox.stderr);
 }
 
 /// The vault_client side, two devices and a relay that lies: a device

@@ -752,6 +752,9 @@ pub enum DevicesCommand {
     /// person's device list, unchanged, so that this device acts for that
     /// person even where someone else listed its public document first.
     ///
+    /// The device then reads its person's inbox and accepted owners on the
+    /// relay, so the person's patients are never strangers to it.
+    ///
     /// `vault devices join` does it once the device is added; run it on a
     /// device added by `vault devices add FINGERPRINT`, or when the join
     /// said it could not.

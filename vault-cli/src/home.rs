@@ -31,6 +31,13 @@ pub struct Config {
     /// identity (patients keep theirs off the relay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// For a device of a person whose key file is elsewhere: that person's
+    /// fingerprint (64 hex digits), set by `vault devices join` and `vault
+    /// devices confirm`. The device reads the person's inbox and accepted
+    /// owners on the relay, so the person's patients are never strangers
+    /// to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<String>,
 }
 
 impl Home {

@@ -251,12 +251,45 @@ impl Session {
         if let Some(token) = &self.opts.invite {
             client = client.with_invite(token)?;
         }
+        if let Some(person) = self.person()? {
+            client = client.with_person(person);
+        }
         // Requests are signed by a published identity: publish it first
         // (idempotent, one small request), so a relay that was reset or
         // replaced knows this identity again.
         self.rt.block_on(client.publish_identity())?;
         self.client = Some(client.clone());
         Ok(client)
+    }
+
+    /// The person this device reads its inbox for (`person` in the config
+    /// file), if any.
+    pub fn person(&self) -> Result<Option<Fingerprint>> {
+        self.config
+            .person
+            .as_deref()
+            .map(|p| {
+                Fingerprint::from_hex(p).map_err(|_| {
+                    CliError::Usage(format!(
+                        "{}: `person` is not a fingerprint (64 hex digits); fix it, or delete the line and run `vault devices confirm`",
+                        self.home.config_file().display()
+                    ))
+                })
+            })
+            .transpose()
+    }
+
+    /// Records `person` as the person this device reads its inbox for
+    /// (`None`: its own), in the config file and the relay client.
+    pub fn set_person(&mut self, person: Option<Fingerprint>) -> Result<()> {
+        let hex = person.map(|p| p.to_hex());
+        if self.config.person == hex {
+            return Ok(());
+        }
+        self.config.person = hex;
+        self.home.save_config(&self.config)?;
+        self.client = None;
+        Ok(())
     }
 
     /// The current time: the relay's clock when a client exists (entries
@@ -282,31 +315,34 @@ impl Session {
     /// page by page; a flooded inbox is cut (with a warning on stderr)
     /// instead of failing.
     pub fn join_shared(&mut self) -> Result<Joined> {
-        let client = self.client()?;
-        let mut listing = self.rt.block_on(client.inbox_listing())?;
         let contacts = self.contacts.all(&self.store)?;
         // Contacts are the owners this person accepts shares from: a
         // contact whose shares the relay lists as a stranger's (or may have
         // held back) is accepted, and the inbox read again.
         let contact_fps: Vec<Fingerprint> =
             contacts.iter().map(|c| c.identity.fingerprint()).collect();
-        let stranger_contact = listing
-            .vaults
-            .iter()
-            .any(|v| !v.accepted && contact_fps.contains(&v.owner));
-        if !contact_fps.is_empty() && (stranger_contact || listing.strangers_held_back > 0) {
-            let stored = self.rt.block_on(client.accepted_owners())?;
-            let missing: Vec<Fingerprint> = contact_fps
-                .iter()
-                .filter(|f| !stored.owners.contains(f))
-                .copied()
-                .collect();
-            if !missing.is_empty() {
-                self.rt
-                    .block_on(vault_client::inbox::accept(&client, &missing))?;
-                listing = self.rt.block_on(client.inbox_listing())?;
+        let client = self.client()?;
+        let listing = match self
+            .rt
+            .block_on(vault_client::inbox::listing_trusting(&client, &contact_fps))
+        {
+            // The person removed this device (or the relay says so), or the
+            // relay cannot read for a person: the device reads for itself
+            // in this command; the config is left as it is, for a relay
+            // must not be able to make a device forget its person.
+            Err(e) if e.code() == "not_their_device" => {
+                eprintln!(
+                    "warning: the relay says this device is not on its person's current device list, so it read this device's own inbox; if the person listed it again, run `vault devices confirm`; if not, delete the `person` line from {}",
+                    self.home.config_file().display()
+                );
+                self.own_listing(&contact_fps)?
             }
-        }
+            Err(e @ vault_client::ClientError::PersonNotServed) => {
+                eprintln!("warning: {e}");
+                self.own_listing(&contact_fps)?
+            }
+            other => other?,
+        };
         if listing.strangers_held_back > 0 {
             self.out.notice(format!(
                 "notice: {} more vault(s) shared by people who are not your contacts are not listed (the relay's limit for strangers); add the person with `vault contacts add`, or `vault inbox accept FINGERPRINT`",
@@ -369,6 +405,18 @@ impl Session {
             unknown,
             rejected,
         })
+    }
+
+    /// The inbox of this device alone, for the rest of this command (the
+    /// config file keeps its `person`), `trusted` accepted as
+    /// [`vault_client::inbox::listing_trusting`] does.
+    fn own_listing(&mut self, trusted: &[Fingerprint]) -> Result<vault_client::InboxListing> {
+        self.config.person = None;
+        self.client = None;
+        let client = self.client()?;
+        Ok(self
+            .rt
+            .block_on(vault_client::inbox::listing_trusting(&client, trusted))?)
     }
 
     /// The vault named by `--vault` (an id prefix, a contact's name, or

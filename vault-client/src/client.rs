@@ -115,6 +115,9 @@ pub struct RelayClient {
     /// The invitation token a relay may ask new identities for (never in
     /// `Debug` output).
     invite: Option<Arc<HeaderValue>>,
+    /// The person this device reads its inbox for
+    /// ([`RelayClient::with_person`]).
+    person: Option<Fingerprint>,
 }
 
 impl std::fmt::Debug for RelayClient {
@@ -126,6 +129,7 @@ impl std::fmt::Debug for RelayClient {
             .field("chunk_size", &self.chunk_size)
             .field("clock_offset", &self.clock_offset())
             .field("invite", &self.invite.as_ref().map(|_| "[redacted]"))
+            .field("person", &self.person)
             .finish_non_exhaustive()
     }
 }
@@ -260,6 +264,7 @@ impl RelayClient {
             chunk_size: DEFAULT_CHUNK_SIZE,
             clock_offset: Arc::new(AtomicI64::new(0)),
             invite: None,
+            person: None,
         })
     }
 
@@ -276,6 +281,35 @@ impl RelayClient {
         value.set_sensitive(true);
         self.invite = Some(Arc::new(value));
         Ok(self)
+    }
+
+    /// The same client reading the inbox and the accepted owners of
+    /// `person`, whose device this client's identity is
+    /// (`person=<fingerprint>` on `/v1/inbox` and `/v1/inbox/accepted`):
+    /// the person's own vaults and the owners the person accepted are then
+    /// listed in full, and an accepted-owners change reaches every device
+    /// of the person. The relay refuses (`403 not_their_device`) unless the
+    /// person's current list in its directory names this device.
+    pub fn with_person(mut self, person: Fingerprint) -> Self {
+        self.person = (person != self.identity.fingerprint()).then_some(person);
+        self
+    }
+
+    /// The person this client reads the inbox for, if any
+    /// ([`RelayClient::with_person`]).
+    pub fn person(&self) -> Option<Fingerprint> {
+        self.person
+    }
+
+    /// `path` with the `person` this client reads for, if any.
+    fn for_person(&self, path: &str) -> String {
+        match &self.person {
+            None => path.to_owned(),
+            Some(p) => {
+                let sep = if path.contains('?') { '&' } else { '?' };
+                format!("{path}{sep}person={}", p.to_hex())
+            }
+        }
     }
 
     /// The same client with another retry policy.
@@ -662,11 +696,13 @@ impl RelayClient {
             } else {
                 format!("/v1/inbox?{}", params.join("&"))
             };
+            let path = self.for_person(&path);
             let req = Req::new(Method::GET, path, "reading the inbox");
             let (_, body) = self
                 .exchange(&req, Mode::Buffer(MAX_INBOX_ANSWER))
                 .await?
-                .ok_body()?;
+                .ok_body()
+                .map_err(|e| self.person_refused(e))?;
             let answer: wire::InboxAnswer = wire::parse_json(&body, "inbox answer")?;
             (held_back, not_listed) = (answer.strangers_held_back, answer.strangers_not_listed);
             for raw in answer.vaults {
@@ -703,21 +739,52 @@ impl RelayClient {
     }
 
     /// The owners the caller accepts shares from
-    /// (`GET /v1/inbox/accepted`).
+    /// (`GET /v1/inbox/accepted`): its person's, with
+    /// [`RelayClient::with_person`].
     pub async fn accepted_owners(&self) -> Result<AcceptedOwners> {
         let req = Req::new(
             Method::GET,
-            "/v1/inbox/accepted".into(),
+            self.for_person("/v1/inbox/accepted"),
             "reading your accepted owners",
         );
         let (_, body) = self
             .exchange(&req, Mode::Buffer(MAX_SMALL_ANSWER))
             .await?
-            .ok_body()?;
-        wire::parse_json::<wire::RawAccepted>(&body, "accepted owners")?.parse()
+            .ok_body()
+            .map_err(|e| self.person_refused(e))?;
+        self.accepted_answer(&body)
     }
 
-    /// Replaces the caller's accepted owners (`PUT /v1/inbox/accepted`).
+    /// An accepted list the relay answered, checked to be the list asked
+    /// for: with a person, a relay that answers with another holder's (or
+    /// names none: it predates decision 76) is refused.
+    fn accepted_answer(&self, body: &[u8]) -> Result<AcceptedOwners> {
+        let raw = wire::parse_json::<wire::RawAccepted>(body, "accepted owners")?;
+        if let Some(person) = &self.person {
+            if raw.holder.as_deref() != Some(person.to_hex().as_str()) {
+                return Err(ClientError::PersonNotServed);
+            }
+        }
+        raw.parse()
+    }
+
+    /// `e`, or [`ClientError::PersonNotServed`] when this client reads for
+    /// a person and the relay refused the `person` parameter as unknown.
+    fn person_refused(&self, e: ClientError) -> ClientError {
+        match &e {
+            ClientError::Relay {
+                status: 400,
+                message,
+                ..
+            } if self.person.is_some() && message.contains("`person`") => {
+                ClientError::PersonNotServed
+            }
+            _ => e,
+        }
+    }
+
+    /// Replaces the caller's accepted owners (`PUT /v1/inbox/accepted`),
+    /// or its person's, with [`RelayClient::with_person`].
     /// `list.version` must be greater than the stored list's: a relay with
     /// a newer list answers `409 stale_version`
     /// ([`ClientError::Relay`]); read it again and retry
@@ -725,16 +792,20 @@ impl RelayClient {
     pub async fn set_accepted_owners(&self, list: &AcceptedOwners) -> Result<()> {
         let req = Req::new(
             Method::PUT,
-            "/v1/inbox/accepted".into(),
+            self.for_person("/v1/inbox/accepted"),
             "storing your accepted owners",
         )
         .json(&wire::RawAccepted {
             version: list.version,
             owners: list.owners.iter().map(|o| o.to_hex()).collect(),
+            holder: None,
         })?;
-        self.exchange(&req, Mode::Buffer(MAX_SMALL_ANSWER))
+        let (_, body) = self
+            .exchange(&req, Mode::Buffer(MAX_SMALL_ANSWER))
             .await?
-            .ok_body()?;
+            .ok_body()
+            .map_err(|e| self.person_refused(e))?;
+        self.accepted_answer(&body)?;
         Ok(())
     }
 

@@ -126,6 +126,12 @@ pub enum ClientError {
     /// at the other end is not what pairing needs). Nothing was added.
     #[error("pairing failed: {0}")]
     Pairing(&'static str),
+    /// This client reads the inbox for its person
+    /// ([`crate::RelayClient::with_person`]) and the relay cannot: it
+    /// predates decision 76 (it refused the `person` parameter, or
+    /// answered with someone else's accepted list). Nothing was changed.
+    #[error("this relay does not read a device's inbox for its person (it predates decision 76): update the relay; until then the device reads its own inbox without its person (with `vault`: delete the `person` line from the device's config)")]
+    PersonNotServed,
 }
 
 impl ClientError {
@@ -133,7 +139,8 @@ impl ClientError {
     /// [`ClientError::Relay`], vault-core's for [`ClientError::Core`], and
     /// `head_moved`, `transport`, `protocol`, `too_large`, `config`, `io`,
     /// `not_on_device`, `rotated`, `invalid_link`, `wrong_passcode`,
-    /// `link_not_found`, `not_shareable` or `pairing_failed` otherwise.
+    /// `link_not_found`, `not_shareable`, `pairing_failed` or
+    /// `person_not_served` otherwise.
     pub fn code(&self) -> &str {
         match self {
             ClientError::Relay { code, .. } => code,
@@ -152,6 +159,7 @@ impl ClientError {
             ClientError::LinkNotActive(_) => "link_not_found",
             ClientError::NotShareable(_) => "not_shareable",
             ClientError::Pairing(_) => "pairing_failed",
+            ClientError::PersonNotServed => "person_not_served",
         }
     }
 

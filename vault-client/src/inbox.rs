@@ -1,13 +1,14 @@
 //! The inbox: which owners a person accepts shares from. Strangers (owners
 //! not accepted) are listed within the relay's caps, so nobody can flood a
 //! person's inbox; accepted owners are listed in full. The list lives on
-//! the relay, so every device of the person sees the same one; changes
-//! are read-modify-write with a version, retried when another device
-//! changed the list in between.
+//! the relay: a device that reads for its person
+//! ([`RelayClient::with_person`]) reads and changes the person's list, so
+//! every such device sees the same one. Changes are read-modify-write with
+//! a version, retried when another device changed the list in between.
 
 use vault_core::Fingerprint;
 
-use crate::{AcceptedOwners, ClientError, RelayClient, Result};
+use crate::{AcceptedOwners, ClientError, InboxListing, RelayClient, Result};
 
 /// How often a change is retried after another device changed the list.
 const ATTEMPTS: u32 = 5;
@@ -23,6 +24,59 @@ pub async fn accept(client: &RelayClient, owners: &[Fingerprint]) -> Result<Acce
         }
     })
     .await
+}
+
+/// The caller's inbox ([`RelayClient::inbox_listing`]) where the owners in
+/// `trusted` (a person's contacts, or the person a device acts for) are
+/// never strangers: when the listing shows one of them as a stranger, or
+/// holds strangers back (one of them may be among those), the trusted
+/// owners missing from the accepted list are accepted and the inbox read
+/// again. Nothing is accepted when `trusted` is empty (the caller and the
+/// person it reads for are never strangers, and are left out). Accepting
+/// is best effort: if the change fails (another device kept changing the
+/// list, the list is full), the first listing is returned, with a warning
+/// in the log; reading the inbox or the accepted list failing is an error.
+pub async fn listing_trusting(
+    client: &RelayClient,
+    trusted: &[Fingerprint],
+) -> Result<InboxListing> {
+    // The caller and its person are accepted without a list.
+    let me = client.identity().fingerprint();
+    let trusted: Vec<Fingerprint> = trusted
+        .iter()
+        .filter(|f| **f != me && Some(**f) != client.person())
+        .copied()
+        .collect();
+    let listing = client.inbox_listing().await?;
+    if listing.truncated {
+        tracing::warn!(
+            listed = listing.vaults.len(),
+            "the inbox has more vaults than this client lists; showing the first ones"
+        );
+    }
+    let stranger_trusted = listing
+        .vaults
+        .iter()
+        .any(|v| !v.accepted && trusted.contains(&v.owner));
+    if trusted.is_empty() || !(stranger_trusted || listing.strangers_held_back > 0) {
+        return Ok(listing);
+    }
+    let stored = client.accepted_owners().await?;
+    let missing: Vec<Fingerprint> = trusted
+        .iter()
+        .filter(|f| !stored.owners.contains(f))
+        .copied()
+        .collect();
+    if missing.is_empty() {
+        return Ok(listing);
+    }
+    // Accepting only widens what is listed: a failure leaves the listing
+    // as the relay gave it (the caller reports what was held back).
+    if let Err(e) = accept(client, &missing).await {
+        tracing::warn!(error = %e, "trusted owners were not accepted on the relay");
+        return Ok(listing);
+    }
+    client.inbox_listing().await
 }
 
 /// Removes `owners` from the caller's accepted owners (their shares are

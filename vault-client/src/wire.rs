@@ -178,6 +178,10 @@ pub(crate) struct InboxAnswer {
 pub(crate) struct RawAccepted {
     pub version: u64,
     pub owners: Vec<String>,
+    /// Whose list it is (answers only; relays before decision 76 leave
+    /// it out).
+    #[serde(default, skip_serializing)]
+    pub holder: Option<String>,
 }
 
 impl RawAccepted {

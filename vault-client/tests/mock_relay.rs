@@ -1099,3 +1099,51 @@ async fn a_flooded_inbox_is_truncated_not_fatal() {
     assert!(!listing.truncated);
     assert_eq!(listing.vaults.len(), 1);
 }
+
+/// Decision 76: a client reading for its person names the person in its
+/// inbox and accepted-list requests, and refuses a relay that did not
+/// honour it (an answer naming another holder, or none; a `400` naming the
+/// unknown parameter) rather than act on the device's own list.
+#[tokio::test]
+async fn a_client_reading_for_its_person_refuses_a_relay_that_ignores_it() {
+    let (url, mock) = start().await;
+    let phone = person(30, "phone", Role::Device);
+    let dee = person(31, "Dr Dee", Role::Clinician).fingerprint();
+    let c = client(&url, &phone).await.with_person(dee);
+    assert_eq!(c.person(), Some(dee));
+    let can = |status: u16, body: Value| {
+        mock.lock().unwrap().canned = Some((status, body.to_string().into_bytes()));
+    };
+    let not_served = |r: vault_client::Result<()>| {
+        assert!(matches!(r, Err(ClientError::PersonNotServed)), "{r:?}");
+    };
+    can(200, json!({"version": 1, "owners": []}));
+    not_served(c.accepted_owners().await.map(drop));
+    can(
+        200,
+        json!({"version": 1, "owners": [], "holder": phone.fingerprint().to_hex()}),
+    );
+    not_served(c.accepted_owners().await.map(drop));
+    can(
+        200,
+        json!({"version": 1, "owners": [], "holder": dee.to_hex()}),
+    );
+    assert_eq!(c.accepted_owners().await.unwrap().version, 1);
+    let last = mock.lock().unwrap().seen.last().unwrap().1.clone();
+    assert_eq!(last, format!("/v1/inbox/accepted?person={}", dee.to_hex()));
+
+    let unknown = json!({"error": {
+        "code": "malformed_request",
+        "message": "bad query: unknown field `person`, expected one of `after`, `limit`, `view`",
+    }});
+    can(400, unknown.clone());
+    not_served(c.inbox_listing().await.map(drop));
+    // Without a person, the same answer is the relay's own refusal.
+    let alone = client(&url, &phone).await;
+    can(400, unknown);
+    let e = alone.inbox_listing().await.unwrap_err();
+    assert_eq!(e.code(), "malformed_request", "{e}");
+    // A person's own fingerprint is no person at all.
+    let own = client(&url, &phone).await.with_person(phone.fingerprint());
+    assert_eq!(own.person(), None);
+}

@@ -20,11 +20,18 @@ use crate::view;
 /// as the one this device acts for, once that person lists the device;
 /// vaults shared by others are left to the command line, where contacts
 /// are pinned. The inbox is read page by page and a flooded one is cut
-/// rather than failing (`RelayClient::inbox`).
+/// rather than failing; the person is accepted on the relay when the
+/// relay lists their vaults as a stranger's or holds strangers back
+/// (`vault_client::inbox::listing_trusting`).
 pub async fn vaults(s: &mut Inner, person: Option<&Fingerprint>) -> Result<Value> {
     s.publish().await?;
     let me = s.secret.fingerprint();
-    for v in s.client.inbox().await? {
+    // The pinned person's vaults are never a stranger's to this device:
+    // it accepts the person when the relay caps them, so a flood of
+    // shares to this device's public document cannot hide them.
+    let trusted: Vec<Fingerprint> = person.into_iter().copied().collect();
+    let listing = vault_client::inbox::listing_trusting(&s.client, &trusted).await?;
+    for v in listing.vaults {
         if !v.is_owner || s.store.head(&v.vault)?.is_some() {
             continue;
         }

@@ -154,15 +154,31 @@ impl DeviceDirectory {
         }
     }
 
+    /// The person's current list: the newest version the directory holds
+    /// (verified when it was published), `None` if the person published
+    /// none.
+    pub async fn current(
+        &self,
+        person: Fingerprint,
+    ) -> Result<Option<DeviceList>, DeviceListError> {
+        let stored = self.stored_bytes(person).await?;
+        last(&stored).map_err(|e| Failure::internal("reading a stored device list", e).into())
+    }
+
     async fn stored(&self, person: Fingerprint) -> Result<Vec<DeviceList>, DeviceListError> {
-        let stored = self
+        let stored = self.stored_bytes(person).await?;
+        decode(&stored).map_err(|e| Failure::internal("reading a stored device list", e).into())
+    }
+
+    /// The versions stored for `person`, as [`encode`] wrote them.
+    async fn stored_bytes(&self, person: Fingerprint) -> Result<Vec<u8>, DeviceListError> {
+        Ok(self
             .app
             .meta
             .device_lists(person)
             .await
-            .map_err(|e| Failure::storage("reading a device list", e))?;
-        decode(&stored.lists)
-            .map_err(|e| Failure::internal("reading a stored device list", e).into())
+            .map_err(|e| Failure::storage("reading a device list", e))?
+            .lists)
     }
 }
 
@@ -178,7 +194,23 @@ fn encode(versions: &[DeviceList]) -> Vec<u8> {
 }
 
 /// Reads what [`encode`] wrote.
-fn decode(mut bytes: &[u8]) -> vault_core::Result<Vec<DeviceList>> {
+fn decode(bytes: &[u8]) -> vault_core::Result<Vec<DeviceList>> {
+    versions(bytes)?
+        .into_iter()
+        .map(DeviceList::from_bytes)
+        .collect()
+}
+
+/// The newest version [`encode`] wrote, the others left undecoded.
+fn last(bytes: &[u8]) -> vault_core::Result<Option<DeviceList>> {
+    versions(bytes)?
+        .last()
+        .map(|v| DeviceList::from_bytes(v))
+        .transpose()
+}
+
+/// The encoded versions [`encode`] wrote, split at their length prefixes.
+fn versions(mut bytes: &[u8]) -> vault_core::Result<Vec<&[u8]>> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
         let malformed = || vault_core::Error::InvalidInput("a stored device list is cut short");
@@ -188,7 +220,7 @@ fn decode(mut bytes: &[u8]) -> vault_core::Result<Vec<DeviceList>> {
             return Err(malformed());
         }
         let (list, rest) = rest.split_at(len);
-        out.push(DeviceList::from_bytes(list)?);
+        out.push(list);
         bytes = rest;
     }
     Ok(out)

@@ -14,10 +14,21 @@
 //! still leave room for every ordinary share; accepting an owner lifts
 //! them for that owner. Nothing here changes what a vault's log says:
 //! joining a vault reads and verifies its log, whatever the inbox listed.
+//!
+//! A device reads its inbox for its person (a [`Reader`] with a `person`)
+//! once the person's current list in the relay's directory names it: the
+//! person's own vaults and the owners in the person's accepted list then
+//! count as accepted for the device, and the device reads and changes
+//! that one list (its own list is not consulted), so every device of a
+//! person sees the same list and a flood of shares to a device's public
+//! document cannot hide its person's patients.
+
+use std::sync::Arc;
 
 use vault_core::{Checkpoint, CollectionAccess, CollectionId, Fingerprint, RecordId, VaultId};
 
 use crate::domain::access::AccessError;
+use crate::domain::device_lists::{DeviceDirectory, DeviceListError};
 use crate::domain::Failure;
 use crate::state::AppState;
 use crate::storage::{AcceptedOwners, InboxEntry};
@@ -92,21 +103,95 @@ pub struct Selection {
     pub strangers_not_asked: u64,
 }
 
-/// Whether `owner` counts as accepted by `me`.
-pub fn is_accepted(me: &Fingerprint, accepted: &AcceptedOwners, owner: &Fingerprint) -> bool {
-    owner == me
+/// Who reads an inbox: the identity that signed the request, and the
+/// person it reads for when it is a device of that person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reader {
+    /// The signer of the request: its index is what the inbox lists, and
+    /// each vault's verified state decides its access.
+    pub caller: Fingerprint,
+    /// The person whose current device list in the relay's directory names
+    /// the caller ([`reader`] checked it); `None` for a person reading for
+    /// itself.
+    pub person: Option<Fingerprint>,
+}
+
+impl Reader {
+    /// A person (or a device) reading for itself alone.
+    pub fn own(caller: Fingerprint) -> Self {
+        Self {
+            caller,
+            person: None,
+        }
+    }
+
+    /// Whose accepted list the reader reads and changes: its person's, or
+    /// its own.
+    pub fn list_holder(&self) -> Fingerprint {
+        self.person.unwrap_or(self.caller)
+    }
+
+    /// Whether `owner` is the reader itself or its person.
+    fn is_self(&self, owner: &Fingerprint) -> bool {
+        *owner == self.caller || Some(*owner) == self.person
+    }
+}
+
+/// Why an inbox request for a person was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReaderError {
+    /// The person's current list in the directory does not name the
+    /// caller.
+    #[error("this device is not on that person's current device list in this relay's directory: the person removed it, or published no list here. A device reads its person's inbox only while listed (with `vault`: run `vault devices confirm` once the person lists it again, or delete the `person` line from the device's config)")]
+    NotTheirDevice,
+    /// The relay failed.
+    #[error(transparent)]
+    Failure(#[from] Failure),
+}
+
+/// The reader of a request signed by `caller` that asks to read for
+/// `person`: refused unless `person` is the caller or its current list in
+/// the relay's directory (verified against the person's root when it was
+/// published) names the caller. A device the person removed is refused
+/// from the version that removed it.
+pub async fn reader(
+    app: &Arc<AppState>,
+    caller: Fingerprint,
+    person: Option<Fingerprint>,
+) -> Result<Reader, ReaderError> {
+    let Some(person) = person.filter(|p| *p != caller) else {
+        return Ok(Reader::own(caller));
+    };
+    let listed = match DeviceDirectory::new(app.clone()).current(person).await {
+        Ok(current) => current.is_some_and(|list| list.device(&caller).is_some()),
+        Err(DeviceListError::Failure(f)) => return Err(f.into()),
+        Err(e) => return Err(Failure::internal("reading a person's device list", e).into()),
+    };
+    if !listed {
+        return Err(ReaderError::NotTheirDevice);
+    }
+    Ok(Reader {
+        caller,
+        person: Some(person),
+    })
+}
+
+/// Whether `owner` counts as accepted by `reader`, given the owners it
+/// accepts.
+pub fn is_accepted(reader: &Reader, accepted: &AcceptedOwners, owner: &Fingerprint) -> bool {
+    reader.is_self(owner)
         || accepted
             .owners
             .binary_search_by_key(owner.as_bytes(), |o| *o.as_bytes())
             .is_ok()
 }
 
-/// Selects what `me`'s inbox lists from its index (`entries`, in vault-id
-/// order), applying the stranger caps over the whole index so that pages
-/// are consistent.
+/// Selects what `reader`'s inbox lists from the caller's index (`entries`,
+/// in vault-id order), applying the stranger caps over the whole index so
+/// that pages are consistent.
 pub fn select(
     entries: &[InboxEntry],
-    me: &Fingerprint,
+    reader: &Reader,
     accepted: &AcceptedOwners,
     view: View,
     limits: &StrangerLimits,
@@ -116,7 +201,7 @@ pub fn select(
     let mut strangers = 0usize;
     let mut out = Selection::default();
     for entry in entries {
-        let ok = is_accepted(me, accepted, &entry.owner);
+        let ok = is_accepted(reader, accepted, &entry.owner);
         if ok {
             if view != View::Strangers {
                 out.listed.push(Listed {
@@ -179,30 +264,28 @@ pub struct Page {
     pub strangers_not_listed: u64,
 }
 
-/// The page of `me`'s inbox after `after` (at most `limit` vaults), in
-/// `view`: the index and the accepted list read from storage, the stranger
-/// caps applied by [`select`], and each listed vault's access decided by
-/// the relay's verified state of it at the relay's time (a vault where the
-/// access ended is skipped).
+/// The page of `reader`'s inbox after `after` (at most `limit` vaults), in
+/// `view`: the caller's index and the accepted owners read from storage
+/// (its person's list, or its own), the stranger caps applied by
+/// [`select`], and each listed vault's access decided by the relay's
+/// verified state of it, for the caller, at the relay's time (a vault
+/// where the access ended is skipped).
 pub async fn page(
     app: &AppState,
-    me: Fingerprint,
+    reader: Reader,
     after: Option<VaultId>,
     limit: usize,
     view: View,
 ) -> Result<Page, AccessError> {
+    let me = reader.caller;
     let entries = app
         .meta
         .inbox(me)
         .await
         .map_err(|e| Failure::storage("reading the inbox", e))?;
-    let accepted = app
-        .meta
-        .accepted_owners(me)
-        .await
-        .map_err(|e| Failure::storage("reading the accepted owners", e))?;
+    let accepted = accepted(app, reader).await?;
     let limits = app.config.inbox_limits();
-    let selection = select(&entries, &me, &accepted, view, &limits);
+    let selection = select(&entries, &reader, &accepted, view, &limits);
     let mut page = Page {
         strangers_held_back: selection.strangers_held_back,
         strangers_not_listed: selection.strangers_not_asked,
@@ -252,10 +335,14 @@ pub async fn page(
     Ok(page)
 }
 
-/// The owners `me` accepts shares from.
-pub async fn accepted(app: &AppState, me: Fingerprint) -> Result<AcceptedOwners, Failure> {
+/// The owners `reader` accepts shares from: its person's list, or its own.
+pub async fn accepted(app: &AppState, reader: Reader) -> Result<AcceptedOwners, Failure> {
+    accepted_owners(app, reader.list_holder()).await
+}
+
+async fn accepted_owners(app: &AppState, holder: Fingerprint) -> Result<AcceptedOwners, Failure> {
     app.meta
-        .accepted_owners(me)
+        .accepted_owners(holder)
         .await
         .map_err(|e| Failure::storage("reading the accepted owners", e))
 }
@@ -274,18 +361,19 @@ pub enum SetAcceptedError {
     Failure(#[from] Failure),
 }
 
-/// Stores `me`'s accepted owners if `version` is greater than the stored
-/// list's; returns the list as stored (owners sorted).
+/// Stores `reader`'s accepted owners (its person's list, or its own) if
+/// `version` is greater than the stored list's; returns the list as stored
+/// (owners sorted).
 pub async fn set_accepted(
     app: &AppState,
-    me: Fingerprint,
+    reader: Reader,
     version: u64,
     owners: Vec<Fingerprint>,
 ) -> Result<AcceptedOwners, SetAcceptedError> {
     let list = normalise(version, owners).map_err(SetAcceptedError::Invalid)?;
     match app
         .meta
-        .set_accepted_owners(me, list.clone())
+        .set_accepted_owners(reader.list_holder(), list.clone())
         .await
         .map_err(|e| Failure::storage("storing the accepted owners", e))?
     {
@@ -332,7 +420,7 @@ mod tests {
 
     #[test]
     fn strangers_are_capped_per_owner_and_in_all_accepted_owners_are_not() {
-        let me = fp(1);
+        let me = Reader::own(fp(1));
         // Owner 9 floods with 10 vaults; owner 2 shares 3; I own one.
         let mut entries: Vec<InboxEntry> = (10..20).map(|v| entry(v, 9)).collect();
         entries.extend([entry(30, 2), entry(31, 2), entry(32, 2), entry(40, 1)]);
@@ -347,7 +435,10 @@ mod tests {
         // 4 of owner 9, then 2 of owner 2 (total 6), and my own vault.
         assert_eq!(s.listed.len(), 7);
         assert_eq!(s.strangers_held_back, 7);
-        assert!(s.listed.iter().any(|l| l.entry.owner == me && l.accepted));
+        assert!(s
+            .listed
+            .iter()
+            .any(|l| l.entry.owner == me.caller && l.accepted));
 
         let accepted = normalise(1, vec![fp(2)]).unwrap();
         let s = select(&entries, &me, &accepted, View::All, &limits);
@@ -361,6 +452,43 @@ mod tests {
         let s = select(&entries, &me, &accepted, View::Strangers, &limits);
         assert!(s.listed.iter().all(|l| !l.accepted));
         assert_eq!(s.listed.len(), 4);
+    }
+
+    #[test]
+    fn a_device_reading_for_its_person_accepts_the_persons_vaults_and_owners() {
+        // A phone (50) of Dr Dee (2): a flood from 9, Dee's own vault (40),
+        // a patient Dee accepted (3), and one the phone accepted on its
+        // own list before (4), which Dee's list also holds.
+        let mut entries: Vec<InboxEntry> = (10..20).map(|v| entry(v, 9)).collect();
+        entries.extend([entry(40, 2), entry(30, 3), entry(31, 3), entry(35, 4)]);
+        entries.sort_by_key(|e| *e.vault.as_bytes());
+        let limits = StrangerLimits {
+            vaults_per_owner: 1,
+            vaults_total: 2,
+            shares_per_vault: 8,
+        };
+        let own = normalise(1, vec![fp(4)]).unwrap();
+        // Dee's list, which `page` reads for the phone reading for her.
+        let deps = normalise(1, vec![fp(3), fp(4)]).unwrap();
+        let accepted = |l: &Selection| -> Vec<u8> {
+            l.listed
+                .iter()
+                .filter(|l| l.accepted)
+                .map(|l| l.entry.vault.as_bytes()[0])
+                .collect()
+        };
+        // For itself, the phone's person and her patient are strangers.
+        let alone = select(&entries, &Reader::own(fp(50)), &own, View::All, &limits);
+        assert_eq!(accepted(&alone), vec![35]);
+        assert_eq!(alone.strangers_held_back, 11, "Dee's own vault among them");
+        let phone = Reader {
+            caller: fp(50),
+            person: Some(fp(2)),
+        };
+        assert_eq!(phone.list_holder(), fp(2));
+        let s = select(&entries, &phone, &deps, View::All, &limits);
+        assert_eq!(accepted(&s), vec![30, 31, 35, 40]);
+        assert_eq!(s.strangers_held_back, 9, "the flood stays capped");
     }
 
     #[test]

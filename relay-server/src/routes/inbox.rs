@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use vault_core::{Fingerprint, VaultId};
 
 use crate::auth::Caller;
-use crate::domain::inbox::{self as domain, SetAcceptedError, View};
+use crate::domain::inbox::{self as domain, Reader, ReaderError, SetAcceptedError, View};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::{read_json, HeadJson};
 use crate::state::AppState;
@@ -30,12 +30,49 @@ pub struct InboxQuery {
     after: Option<String>,
     limit: Option<u64>,
     view: Option<String>,
+    person: Option<String>,
 }
 
-/// `GET /v1/inbox?after=<vault id>&limit=N&view=all|accepted|strangers`:
+/// Query of `GET` and `PUT /v1/inbox/accepted`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptedQuery {
+    person: Option<String>,
+}
+
+impl From<ReaderError> for ApiError {
+    fn from(e: ReaderError) -> Self {
+        match e {
+            ReaderError::NotTheirDevice => {
+                ApiError::new(StatusCode::FORBIDDEN, "not_their_device", e.to_string())
+            }
+            ReaderError::Failure(f) => f.into(),
+        }
+    }
+}
+
+/// The reader a request names with `person=<fingerprint>` (a device reading
+/// for its person), checked against the relay's directory; the caller
+/// alone without it.
+async fn reader_of(
+    app: &Arc<AppState>,
+    caller: &Caller,
+    person: Option<&str>,
+) -> ApiResult<Reader> {
+    let person = person
+        .map(|p| {
+            Fingerprint::from_hex(p)
+                .map_err(|_| ApiError::malformed("`person` must be a fingerprint (64 hex digits)"))
+        })
+        .transpose()?;
+    Ok(domain::reader(app, caller.fingerprint(), person).await?)
+}
+
+/// `GET /v1/inbox?after=<vault id>&limit=N&view=all|accepted|strangers&person=<fingerprint>`:
 /// the vaults after `after` in vault-id order, at most `limit` (default and
-/// maximum [`MAX_INBOX_PAGE`]), as [`crate::domain::inbox`] selects them;
-/// `next` is the cursor of the next page, or `null` on the last one.
+/// maximum [`MAX_INBOX_PAGE`]), as [`crate::domain::inbox`] selects them
+/// (for the caller's person too, with `person`); `next` is the cursor of
+/// the next page, or `null` on the last one.
 pub async fn inbox(
     State(app): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -61,7 +98,8 @@ pub async fn inbox(
     let limit = usize::try_from(q.limit.unwrap_or(MAX_INBOX_PAGE as u64))
         .unwrap_or(MAX_INBOX_PAGE)
         .clamp(1, MAX_INBOX_PAGE);
-    let page = domain::page(&app, caller.fingerprint(), after, limit, view).await?;
+    let reader = reader_of(&app, &caller, q.person.as_deref()).await?;
+    let page = domain::page(&app, reader, after, limit, view).await?;
     let vaults: Vec<Value> = page
         .vaults
         .iter()
@@ -99,33 +137,52 @@ pub struct AcceptedBody {
     owners: Vec<String>,
 }
 
-fn accepted_json(list: &AcceptedOwners) -> Value {
+/// An accepted list as answered: its version, owners and whose list it is
+/// (`holder`: the caller, or the person a device reads for), so that a
+/// client reading for a person knows the relay honoured `person`.
+fn accepted_json(holder: &Fingerprint, list: &AcceptedOwners) -> Value {
     json!({
         "version": list.version,
         "owners": list.owners.iter().map(|o| o.to_hex()).collect::<Vec<_>>(),
+        "holder": holder.to_hex(),
     })
 }
 
-/// `GET /v1/inbox/accepted`: the owners the caller accepts shares from
-/// (version 0 and none if it never set a list).
+fn accepted_query(
+    query: Result<Query<AcceptedQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<AcceptedQuery> {
+    let Query(q) = query.map_err(|e| ApiError::malformed(format!("bad query: {e}")))?;
+    Ok(q)
+}
+
+/// `GET /v1/inbox/accepted?person=<fingerprint>`: the owners the caller
+/// accepts shares from, or with `person` (a device of that person's) the
+/// person's (version 0 and none if never set).
 pub async fn accepted(
     State(app): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    query: Result<Query<AcceptedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let list = domain::accepted(&app, caller.fingerprint()).await?;
-    Ok(Json(accepted_json(&list)))
+    let q = accepted_query(query)?;
+    let reader = reader_of(&app, &caller, q.person.as_deref()).await?;
+    let list = domain::accepted(&app, reader).await?;
+    Ok(Json(accepted_json(&reader.list_holder(), &list)))
 }
 
-/// `PUT /v1/inbox/accepted`: replaces the caller's accepted owners if
-/// `version` is greater than the stored list's; `409 stale_version` with
-/// the stored list otherwise (another device changed it, or the request is
-/// a replay).
+/// `PUT /v1/inbox/accepted?person=<fingerprint>`: replaces the caller's
+/// accepted owners (with `person`, a device of that person's replaces the
+/// person's) if `version` is greater than the stored list's;
+/// `409 stale_version` with the stored list otherwise (another device
+/// changed it, or the request is a replay).
 pub async fn set_accepted(
     State(app): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    query: Result<Query<AcceptedQuery>, axum::extract::rejection::QueryRejection>,
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> ApiResult<Json<Value>> {
+    let q = accepted_query(query)?;
+    let reader = reader_of(&app, &caller, q.person.as_deref()).await?;
     let body: AcceptedBody =
         read_json(&caller.content_sha256, &headers, body, app.config.max_json).await?;
     if body.owners.len() > domain::MAX_ACCEPTED_OWNERS {
@@ -142,15 +199,15 @@ pub async fn set_accepted(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    match domain::set_accepted(&app, caller.fingerprint(), body.version, owners).await {
-        Ok(list) => Ok(Json(accepted_json(&list))),
+    match domain::set_accepted(&app, reader, body.version, owners).await {
+        Ok(list) => Ok(Json(accepted_json(&reader.list_holder(), &list))),
         Err(e @ SetAcceptedError::Invalid(_)) => Err(ApiError::malformed(e.to_string())),
         Err(SetAcceptedError::Stale(stored)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "stale_version",
             SetAcceptedError::Stale(stored.clone()).to_string(),
         )
-        .with("accepted", accepted_json(&stored))),
+        .with("accepted", accepted_json(&reader.list_holder(), &stored))),
         Err(SetAcceptedError::Failure(f)) => Err(f.into()),
     }
 }

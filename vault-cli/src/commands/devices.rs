@@ -375,7 +375,11 @@ fn confirm_command(session: &mut Session, contact: &str) -> Result<()> {
     }
     let person = session.contacts.get(&session.store, contact)?.identity;
     let me = secret.fingerprint();
+    // Read for nobody until the person's list is confirmed to name this
+    // device (a person it read for before may have removed it).
+    session.set_person(None)?;
     let change = confirm(session, &person)?;
+    session.set_person(Some(person.fingerprint()))?;
     let what = if change.published {
         format!(
             "This device signed {}'s device list (version {}): it acts for them wherever the list is carried, even where someone else listed it first. Into a collection where someone else listed this device first, this device cannot carry the list itself: `vault devices add {}` from the key file (or another device) carries it, as does the next share.",

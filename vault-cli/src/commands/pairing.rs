@@ -193,6 +193,10 @@ pub fn join(session: &mut Session, args: &JoinArgs) -> Result<()> {
         contacts, store, ..
     } = session;
     contacts.add(store, &args.contact, person, false, system_now())?;
+    // A person this profile read for before (a removed device paired
+    // again) would have the relay refuse the wait's inbox reads.
+    session.set_person(None)?;
+    let client = session.client()?;
     eprintln!("Confirmed. Waiting for the other device to add this one…");
     let left = joining.seconds_left().saturating_add(60);
     let listed = session
@@ -201,6 +205,10 @@ pub fn join(session: &mut Session, args: &JoinArgs) -> Result<()> {
     // A member's device signs its person's list at once: its own claim
     // (`docs/format.md` §8.12 rule 4), which outranks anyone else listing
     // its public document. Failing that, the pairing still stands.
+    if matches!(listed, Listed::Member { .. }) {
+        // Its person's inbox and accepted owners are the device's too.
+        session.set_person(Some(person.fingerprint()))?;
+    }
     let (listed, claim_failed) = match listed {
         Listed::Member { serial } => match super::devices::confirm(session, person) {
             Ok(change) => (
