@@ -162,7 +162,7 @@ fn flood(relay: &RelayProcess, target: &str, n: usize) -> Arc<SecretIdentity> {
 }
 
 #[test]
-fn a_device_reads_its_persons_inbox_where_a_flood_cannot_bury_her_patients() {
+fn a_device_reads_its_persons_inbox_where_her_patients_are_never_strangers() {
     let dir = tempfile::tempdir().unwrap();
     let relay = capped_relay(dir.path());
     let (patient, dee) = vault_tests::patient_and_clinician(dir.path(), &relay.url);
@@ -185,8 +185,16 @@ fn a_device_reads_its_persons_inbox_where_a_flood_cannot_bury_her_patients() {
     let mallory = flood(&relay, &l_fp, FLOOD);
     let m_fp = mallory.fingerprint().to_hex();
 
-    // The patient, accepted by Dee, is no stranger to the laptop: only
-    // Mallory is, capped.
+    // The patient, accepted by Dee, is no stranger to the laptop: her
+    // vault is in its inbox, and only Mallory's are strangers', capped.
+    let rows = laptop.json(&["inbox"]);
+    let hers = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["owner"] == p_fp.as_str())
+        .count();
+    assert_eq!(hers, 1, "{rows}");
     let s = laptop.json(&["inbox", "--strangers"]);
     let owners: Vec<&str> = s["vaults"]
         .as_array()
@@ -212,16 +220,29 @@ fn a_device_reads_its_persons_inbox_where_a_flood_cannot_bury_her_patients() {
     let s = laptop.json(&["inbox", "--strangers"]);
     assert!(s["vaults"].as_array().unwrap().is_empty(), "{s}");
 
-    // Dee removes the laptop: it reads its own inbox again, and says why.
+    // Dee removes the laptop: it reads its own inbox again, and says why;
+    // Dee's list is neither shown nor changed in its own's place.
     dee.json(&["devices", "remove", &l_fp]);
-    let run = laptop.run(&["--json", "inbox"]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("not on its person's current device list"),
-        "{}",
-        run.stderr
-    );
+    for args in [
+        &["--json", "inbox"][..],
+        &["--json", "inbox", "--strangers"],
+    ] {
+        let run = laptop.run(args);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("not on its person's current device list"),
+            "{}",
+            run.stderr
+        );
+    }
+    let refused = laptop.fails(2, &["inbox", "accepted"]);
+    assert!(refused.contains("vault devices confirm"), "{refused}");
+    // A confirmation the relay refuses leaves the config as it was.
+    let confirm = laptop.run(&["devices", "confirm"]);
+    assert_ne!(confirm.code, 0, "{}", confirm.stdout);
+    let config = std::fs::read_to_string(dir.path().join("laptop/config.toml")).unwrap();
+    assert!(config.contains(&format!("person = \"{d_fp}\"")), "{config}");
 }
 
 /// An owner's device (the web app's case: its list lives in the owner's
@@ -259,7 +280,8 @@ fn an_owners_device_accepts_its_owner_when_the_relay_caps_her() {
     let trusted = rt
         .block_on(vault_client::inbox::listing_trusting(&client, &[owner]))
         .unwrap();
-    assert_eq!(hers(&trusted), vec![(id, true)]);
+    assert!(trusted.not_accepted.is_none(), "{:?}", trusted.not_accepted);
+    assert_eq!(hers(&trusted.listing), vec![(id, true)]);
     let list = rt.block_on(client.accepted_owners()).unwrap();
     assert_eq!(list.owners, vec![owner]);
     // Trusting only oneself accepts nobody.

@@ -38,6 +38,10 @@ pub struct Config {
     /// to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub person: Option<String>,
+    /// The relay `person` was recorded for: on another relay (`--relay`),
+    /// the device reads its own inbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person_relay: Option<String>,
 }
 
 impl Home {

@@ -18,6 +18,8 @@ use vault_core::{Fingerprint, PublicIdentity, RecordId, SecretIdentity, VaultId,
 use crate::cli::GlobalArgs;
 use crate::contacts::Contacts;
 use crate::error::{CliError, Result};
+
+mod person;
 use crate::home::{Config, Home};
 use crate::output::Output;
 use crate::passphrase;
@@ -262,36 +264,6 @@ impl Session {
         Ok(client)
     }
 
-    /// The person this device reads its inbox for (`person` in the config
-    /// file), if any.
-    pub fn person(&self) -> Result<Option<Fingerprint>> {
-        self.config
-            .person
-            .as_deref()
-            .map(|p| {
-                Fingerprint::from_hex(p).map_err(|_| {
-                    CliError::Usage(format!(
-                        "{}: `person` is not a fingerprint (64 hex digits); fix it, or delete the line and run `vault devices confirm`",
-                        self.home.config_file().display()
-                    ))
-                })
-            })
-            .transpose()
-    }
-
-    /// Records `person` as the person this device reads its inbox for
-    /// (`None`: its own), in the config file and the relay client.
-    pub fn set_person(&mut self, person: Option<Fingerprint>) -> Result<()> {
-        let hex = person.map(|p| p.to_hex());
-        if self.config.person == hex {
-            return Ok(());
-        }
-        self.config.person = hex;
-        self.home.save_config(&self.config)?;
-        self.client = None;
-        Ok(())
-    }
-
     /// The current time: the relay's clock when a client exists (entries
     /// must fall in its window), else this machine's.
     pub fn now(&self) -> u64 {
@@ -321,28 +293,14 @@ impl Session {
         // held back) is accepted, and the inbox read again.
         let contact_fps: Vec<Fingerprint> =
             contacts.iter().map(|c| c.identity.fingerprint()).collect();
-        let client = self.client()?;
-        let listing = match self
-            .rt
-            .block_on(vault_client::inbox::listing_trusting(&client, &contact_fps))
-        {
-            // The person removed this device (or the relay says so), or the
-            // relay cannot read for a person: the device reads for itself
-            // in this command; the config is left as it is, for a relay
-            // must not be able to make a device forget its person.
-            Err(e) if e.code() == "not_their_device" => {
-                eprintln!(
-                    "warning: the relay says this device is not on its person's current device list, so it read this device's own inbox; if the person listed it again, run `vault devices confirm`; if not, delete the `person` line from {}",
-                    self.home.config_file().display()
-                );
-                self.own_listing(&contact_fps)?
-            }
-            Err(e @ vault_client::ClientError::PersonNotServed) => {
-                eprintln!("warning: {e}");
-                self.own_listing(&contact_fps)?
-            }
-            other => other?,
-        };
+        let read = self.reading_for_person(|client| {
+            let trusted = contact_fps.clone();
+            async move { vault_client::inbox::listing_trusting(&client, &trusted).await }
+        })?;
+        if let Some(e) = &read.not_accepted {
+            eprintln!("warning: your contacts were not accepted on the relay ({e}); their shares may be listed as strangers': run `vault inbox` again, or `vault inbox accept FINGERPRINT`");
+        }
+        let listing = read.listing;
         if listing.strangers_held_back > 0 {
             self.out.notice(format!(
                 "notice: {} more vault(s) shared by people who are not your contacts are not listed (the relay's limit for strangers); add the person with `vault contacts add`, or `vault inbox accept FINGERPRINT`",
@@ -357,6 +315,9 @@ impl Session {
             );
         }
         let inbox = listing.vaults;
+        // The client of the rest of this command (it reads for this
+        // device alone if the relay refused to read for its person).
+        let client = self.client()?;
         let me = self.public.fingerprint();
         let mut unknown = Vec::new();
         let mut rejected = Vec::new();
@@ -405,18 +366,6 @@ impl Session {
             unknown,
             rejected,
         })
-    }
-
-    /// The inbox of this device alone, for the rest of this command (the
-    /// config file keeps its `person`), `trusted` accepted as
-    /// [`vault_client::inbox::listing_trusting`] does.
-    fn own_listing(&mut self, trusted: &[Fingerprint]) -> Result<vault_client::InboxListing> {
-        self.config.person = None;
-        self.client = None;
-        let client = self.client()?;
-        Ok(self
-            .rt
-            .block_on(vault_client::inbox::listing_trusting(&client, trusted))?)
     }
 
     /// The vault named by `--vault` (an id prefix, a contact's name, or

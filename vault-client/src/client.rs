@@ -776,7 +776,10 @@ impl RelayClient {
                 status: 400,
                 message,
                 ..
-            } if self.person.is_some() && message.contains("`person`") => {
+            } if self.person.is_some()
+                && e.code() == "malformed_request"
+                && message.contains("unknown field `person`") =>
+            {
                 ClientError::PersonNotServed
             }
             _ => e,
@@ -784,7 +787,11 @@ impl RelayClient {
     }
 
     /// Replaces the caller's accepted owners (`PUT /v1/inbox/accepted`),
-    /// or its person's, with [`RelayClient::with_person`].
+    /// or its person's, with [`RelayClient::with_person`]. With a person,
+    /// read the list with [`RelayClient::accepted_owners`] first, as
+    /// [`crate::inbox`] does: a relay from before decision 76 would store
+    /// the change as this device's own list, and only its answer (refused
+    /// here as [`ClientError::PersonNotServed`]) would show it.
     /// `list.version` must be greater than the stored list's: a relay with
     /// a newer list answers `409 stale_version`
     /// ([`ClientError::Relay`]); read it again and retry

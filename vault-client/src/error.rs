@@ -129,7 +129,9 @@ pub enum ClientError {
     /// This client reads the inbox for its person
     /// ([`crate::RelayClient::with_person`]) and the relay cannot: it
     /// predates decision 76 (it refused the `person` parameter, or
-    /// answered with someone else's accepted list). Nothing was changed.
+    /// answered with someone else's accepted list). A change made through
+    /// [`crate::inbox`] reads the list first, so it stops here before
+    /// anything is sent.
     #[error("this relay does not read a device's inbox for its person (it predates decision 76): update the relay; until then the device reads its own inbox without its person (with `vault`: delete the `person` line from the device's config)")]
     PersonNotServed,
 }

@@ -26,6 +26,18 @@ pub async fn accept(client: &RelayClient, owners: &[Fingerprint]) -> Result<Acce
     .await
 }
 
+/// An inbox listing read by [`listing_trusting`].
+#[derive(Debug)]
+pub struct TrustedListing {
+    /// The listing, after the trusted owners were accepted (or as first
+    /// read, if accepting them failed).
+    pub listing: InboxListing,
+    /// Why the trusted owners missing from the accepted list were not
+    /// accepted (`None`: they were, or none was missing): their shares
+    /// may then be capped as a stranger's. Report it.
+    pub not_accepted: Option<ClientError>,
+}
+
 /// The caller's inbox ([`RelayClient::inbox_listing`]) where the owners in
 /// `trusted` (a person's contacts, or the person a device acts for) are
 /// never strangers: when the listing shows one of them as a stranger, or
@@ -34,12 +46,13 @@ pub async fn accept(client: &RelayClient, owners: &[Fingerprint]) -> Result<Acce
 /// again. Nothing is accepted when `trusted` is empty (the caller and the
 /// person it reads for are never strangers, and are left out). Accepting
 /// is best effort: if the change fails (another device kept changing the
-/// list, the list is full), the first listing is returned, with a warning
-/// in the log; reading the inbox or the accepted list failing is an error.
+/// list, the list is full), the first listing is returned with the error
+/// in [`TrustedListing::not_accepted`]; reading the inbox or the accepted
+/// list failing is an error.
 pub async fn listing_trusting(
     client: &RelayClient,
     trusted: &[Fingerprint],
-) -> Result<InboxListing> {
+) -> Result<TrustedListing> {
     // The caller and its person are accepted without a list.
     let me = client.identity().fingerprint();
     let trusted: Vec<Fingerprint> = trusted
@@ -54,12 +67,18 @@ pub async fn listing_trusting(
             "the inbox has more vaults than this client lists; showing the first ones"
         );
     }
+    let as_read = |listing| {
+        Ok(TrustedListing {
+            listing,
+            not_accepted: None,
+        })
+    };
     let stranger_trusted = listing
         .vaults
         .iter()
         .any(|v| !v.accepted && trusted.contains(&v.owner));
     if trusted.is_empty() || !(stranger_trusted || listing.strangers_held_back > 0) {
-        return Ok(listing);
+        return as_read(listing);
     }
     let stored = client.accepted_owners().await?;
     let missing: Vec<Fingerprint> = trusted
@@ -68,15 +87,17 @@ pub async fn listing_trusting(
         .copied()
         .collect();
     if missing.is_empty() {
-        return Ok(listing);
+        return as_read(listing);
     }
     // Accepting only widens what is listed: a failure leaves the listing
-    // as the relay gave it (the caller reports what was held back).
+    // as the relay gave it.
     if let Err(e) = accept(client, &missing).await {
-        tracing::warn!(error = %e, "trusted owners were not accepted on the relay");
-        return Ok(listing);
+        return Ok(TrustedListing {
+            listing,
+            not_accepted: Some(e),
+        });
     }
-    client.inbox_listing().await
+    as_read(client.inbox_listing().await?)
 }
 
 /// Removes `owners` from the caller's accepted owners (their shares are

@@ -1132,6 +1132,20 @@ async fn a_client_reading_for_its_person_refuses_a_relay_that_ignores_it() {
     let last = mock.lock().unwrap().seen.last().unwrap().1.clone();
     assert_eq!(last, format!("/v1/inbox/accepted?person={}", dee.to_hex()));
 
+    // A change reads the list first: against a relay that ignores the
+    // person, nothing is sent.
+    can(200, json!({"version": 1, "owners": []}));
+    let before = mock.lock().unwrap().seen.len();
+    not_served(vault_client::inbox::accept(&c, &[dee]).await.map(drop));
+    let sent: Vec<String> = mock.lock().unwrap().seen[before..]
+        .iter()
+        .map(|(m, p, _)| format!("{m} {p}"))
+        .collect();
+    assert_eq!(
+        sent,
+        vec![format!("GET /v1/inbox/accepted?person={}", dee.to_hex())]
+    );
+
     let unknown = json!({"error": {
         "code": "malformed_request",
         "message": "bad query: unknown field `person`, expected one of `after`, `limit`, `view`",

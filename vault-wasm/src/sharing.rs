@@ -30,8 +30,10 @@ pub async fn vaults(s: &mut Inner, person: Option<&Fingerprint>) -> Result<Value
     // it accepts the person when the relay caps them, so a flood of
     // shares to this device's public document cannot hide them.
     let trusted: Vec<Fingerprint> = person.into_iter().copied().collect();
-    let listing = vault_client::inbox::listing_trusting(&s.client, &trusted).await?;
-    for v in listing.vaults {
+    // Accepting the person is best effort: if it failed, the person's
+    // vaults the relay listed are still joined below.
+    let read = vault_client::inbox::listing_trusting(&s.client, &trusted).await?;
+    for v in read.listing.vaults {
         if !v.is_owner || s.store.head(&v.vault)?.is_some() {
             continue;
         }

@@ -61,8 +61,9 @@ async fn reader_of(
 ) -> ApiResult<Reader> {
     let person = person
         .map(|p| {
-            Fingerprint::from_hex(p)
-                .map_err(|_| ApiError::malformed("`person` must be a fingerprint (64 hex digits)"))
+            Fingerprint::from_hex(p).map_err(|_| {
+                ApiError::malformed("`person` must be a fingerprint (64 lowercase hex digits)")
+            })
         })
         .transpose()?;
     Ok(domain::reader(app, caller.fingerprint(), person).await?)

@@ -375,11 +375,24 @@ fn confirm_command(session: &mut Session, contact: &str) -> Result<()> {
     }
     let person = session.contacts.get(&session.store, contact)?.identity;
     let me = secret.fingerprint();
-    // Read for nobody until the person's list is confirmed to name this
-    // device (a person it read for before may have removed it).
-    session.set_person(None)?;
-    let change = confirm(session, &person)?;
+    // The device reads for this person from now on: the confirmation
+    // carries the list into the vaults the person's inbox names, and it
+    // is refused unless the person's current list names this device. On
+    // failure the device reads for whom it read for before.
+    let before = session.person()?;
+    let own = match before {
+        None => session.own_accepted(),
+        Some(_) => Vec::new(),
+    };
     session.set_person(Some(person.fingerprint()))?;
+    let change = match confirm(session, &person) {
+        Ok(change) => change,
+        Err(e) => {
+            session.set_person(before)?;
+            return Err(e);
+        }
+    };
+    session.carry_own_accepted(&own);
     let what = if change.published {
         format!(
             "This device signed {}'s device list (version {}): it acts for them wherever the list is carried, even where someone else listed it first. Into a collection where someone else listed this device first, this device cannot carry the list itself: `vault devices add {}` from the key file (or another device) carries it, as does the next share.",

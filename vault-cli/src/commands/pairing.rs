@@ -206,8 +206,11 @@ pub fn join(session: &mut Session, args: &JoinArgs) -> Result<()> {
     // (`docs/format.md` §8.12 rule 4), which outranks anyone else listing
     // its public document. Failing that, the pairing still stands.
     if matches!(listed, Listed::Member { .. }) {
-        // Its person's inbox and accepted owners are the device's too.
+        // Its person's inbox and accepted owners are the device's too; the
+        // owners it accepted on its own list join the person's.
+        let own = session.own_accepted();
         session.set_person(Some(person.fingerprint()))?;
+        session.carry_own_accepted(&own);
     }
     let (listed, claim_failed) = match listed {
         Listed::Member { serial } => match super::devices::confirm(session, person) {

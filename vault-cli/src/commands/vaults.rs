@@ -213,43 +213,70 @@ fn owners(session: &Session, who: &[String]) -> Result<Vec<vault_core::Fingerpri
 fn accepted_change(session: &mut Session, who: &[String], accept: bool) -> Result<()> {
     let fps = owners(session, who)?;
     let client = session.client()?;
-    let list = if accept {
+    let changed = if accept {
         session
             .rt
-            .block_on(vault_client::inbox::accept(&client, &fps))?
+            .block_on(vault_client::inbox::accept(&client, &fps))
     } else {
         session
             .rt
-            .block_on(vault_client::inbox::forget(&client, &fps))?
+            .block_on(vault_client::inbox::forget(&client, &fps))
     };
+    let list = changed.map_err(|e| session.person_error(e))?;
     if session.out.json {
-        return session.out.json(&accepted_json(session, &list));
+        return session.out.json(&accepted_json(session, &list)?);
     }
     line(&format!(
-        "{} {} owner(s); you now accept shares in full from {} owner(s).",
+        "{} {} owner(s); {} shares in full from {} owner(s).",
         if accept { "Accepted" } else { "Forgot" },
         fps.len(),
+        whose(session)?,
         list.owners.len()
     ))
 }
 
-fn accepted_json(session: &Session, list: &vault_client::AcceptedOwners) -> serde_json::Value {
+/// Who the accepted list is of: "you", or the person this device reads
+/// for (decision 76), named.
+fn whose(session: &Session) -> Result<String> {
+    Ok(match session.person()? {
+        Some(p) => format!(
+            "{} (the person this device acts for) now accepts",
+            session.namer().name(&p, None)
+        ),
+        None => "you now accept".to_owned(),
+    })
+}
+
+fn accepted_json(
+    session: &Session,
+    list: &vault_client::AcceptedOwners,
+) -> Result<serde_json::Value> {
     let namer = session.namer();
-    json!({
+    Ok(json!({
         "version": list.version,
+        "person": session.person()?.map(|p| p.to_hex()),
         "owners": list.owners.iter().map(|o| json!({
             "fingerprint": o.to_hex(),
             "name": namer.name(o, None),
         })).collect::<Vec<_>>(),
-    })
+    }))
 }
 
 /// `vault inbox accepted`.
 fn show_accepted(session: &mut Session) -> Result<()> {
     let client = session.client()?;
-    let list = session.rt.block_on(client.accepted_owners())?;
+    let list = session
+        .rt
+        .block_on(client.accepted_owners())
+        .map_err(|e| session.person_error(e))?;
     if session.out.json {
-        return session.out.json(&accepted_json(session, &list));
+        return session.out.json(&accepted_json(session, &list)?);
+    }
+    if let Some(p) = session.person()? {
+        session.out.notice(format!(
+            "The accepted owners of {}, the person this device acts for (every device of theirs reads this list):",
+            session.namer().name(&p, None)
+        ));
     }
     if list.owners.is_empty() {
         session.out.notice(
@@ -267,10 +294,9 @@ fn show_accepted(session: &mut Session) -> Result<()> {
 /// `vault inbox --strangers`: what the relay lists from people not
 /// accepted (claims only: nothing is joined or verified).
 fn strangers(session: &mut Session) -> Result<()> {
-    let client = session.client()?;
-    let listing = session
-        .rt
-        .block_on(client.inbox_view(vault_client::InboxView::Strangers))?;
+    let listing = session.reading_for_person(|client| async move {
+        client.inbox_view(vault_client::InboxView::Strangers).await
+    })?;
     if session.out.json {
         return session.out.json(&json!({
             "vaults": listing.vaults.iter().map(|v| json!({
