@@ -219,6 +219,10 @@ fn a_device_reads_its_persons_inbox_where_her_patients_are_never_strangers() {
     assert_eq!(on_dee["owners"].as_array().unwrap().len(), 2, "{on_dee}");
     let s = laptop.json(&["inbox", "--strangers"]);
     assert!(s["vaults"].as_array().unwrap().is_empty(), "{s}");
+    // The same relay spelled with a trailing slash is the same relay.
+    let slash = format!("{}/", relay.url);
+    let shown = laptop.json(&["--relay", &slash, "inbox", "accepted"]);
+    assert_eq!(shown["person"], d_fp.as_str(), "{shown}");
 
     // Dee removes the laptop: it reads its own inbox again, and says why;
     // Dee's list is neither shown nor changed in its own's place.
@@ -238,8 +242,10 @@ fn a_device_reads_its_persons_inbox_where_her_patients_are_never_strangers() {
     }
     let refused = laptop.fails(2, &["inbox", "accepted"]);
     assert!(refused.contains("vault devices confirm"), "{refused}");
-    // A confirmation the relay refuses leaves the config as it was.
-    let confirm = laptop.run(&["devices", "confirm"]);
+    // A confirmation that fails (the patient's list, which she never
+    // published, does not name the laptop) leaves the config as it was.
+    laptop.json(&["contacts", "add", "pat", "--lookup", &p_fp]);
+    let confirm = laptop.run(&["devices", "confirm", "--contact", "pat"]);
     assert_ne!(confirm.code, 0, "{}", confirm.stdout);
     let config = std::fs::read_to_string(dir.path().join("laptop/config.toml")).unwrap();
     assert!(config.contains(&format!("person = \"{d_fp}\"")), "{config}");

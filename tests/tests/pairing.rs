@@ -309,6 +309,8 @@ fn a_paired_tablet_acts_for_its_clinician_where_another_member_listed_it_first()
     });
     assert_eq!(e.code, 0, "{}\n{}", e.stdout, e.stderr);
     assert_eq!(n.code, 0, "{}\n{}", n.stdout, n.stderr);
+    let config = std::fs::read_to_string(dir.path().join("tablet/config.toml")).unwrap();
+    assert!(config.contains(&format!("person = \"{d_fp}\"")), "{config}");
     let inbox = tablet.run(&["--json", "inbox"]);
     assert_eq!(inbox.code, 0, "{}", inbox.stderr);
     assert!(!inbox.stderr.contains("warning"), "{}", inbox.stderr);

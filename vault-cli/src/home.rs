@@ -32,14 +32,14 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// For a device of a person whose key file is elsewhere: that person's
-    /// fingerprint (64 hex digits), set by `vault devices join` and `vault
+    /// fingerprint (64 lowercase hex digits), set by `vault devices join` and `vault
     /// devices confirm`. The device reads the person's inbox and accepted
     /// owners on the relay, so the person's patients are never strangers
     /// to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub person: Option<String>,
-    /// The relay `person` was recorded for: on another relay (`--relay`),
-    /// the device reads its own inbox.
+    /// The relay `person` was recorded for (its origin): on another relay
+    /// (`--relay`), the device reads its own inbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub person_relay: Option<String>,
 }

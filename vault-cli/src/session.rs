@@ -23,6 +23,7 @@ mod person;
 use crate::home::{Config, Home};
 use crate::output::Output;
 use crate::passphrase;
+pub(crate) use person::Acting;
 
 /// Blobs up to this size are downloaded into memory, concurrently.
 const SMALL_DOWNLOAD: u64 = 1024 * 1024;
@@ -106,6 +107,9 @@ pub struct Session {
     /// loading and pulling it again moments later. [`Session::pull`] drops
     /// it, so a write always builds on a new pull.
     joined: Option<VaultState>,
+    /// Whom this command reads the inbox for, when it is not what the
+    /// config file says ([`person::Acting`]).
+    acting: person::Acting,
 }
 
 impl std::fmt::Debug for Session {
@@ -161,6 +165,7 @@ impl Session {
             read_from: HashMap::new(),
             homes: HashMap::new(),
             joined: None,
+            acting: person::Acting::AsConfigured,
             unreachable: false,
         })
     }
@@ -255,6 +260,8 @@ impl Session {
         }
         if let Some(person) = self.person()? {
             client = client.with_person(person);
+        } else if let Some(notice) = self.person_elsewhere() {
+            self.out.notice(notice);
         }
         // Requests are signed by a published identity: publish it first
         // (idempotent, one small request), so a relay that was reset or

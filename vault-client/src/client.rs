@@ -295,6 +295,14 @@ impl RelayClient {
         self
     }
 
+    /// The same client reading the inbox for its own identity alone.
+    pub fn without_person(&self) -> Self {
+        Self {
+            person: None,
+            ..self.clone()
+        }
+    }
+
     /// The person this client reads the inbox for, if any
     /// ([`RelayClient::with_person`]).
     pub fn person(&self) -> Option<Fingerprint> {

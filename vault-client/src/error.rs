@@ -132,7 +132,7 @@ pub enum ClientError {
     /// answered with someone else's accepted list). A change made through
     /// [`crate::inbox`] reads the list first, so it stops here before
     /// anything is sent.
-    #[error("this relay does not read a device's inbox for its person (it predates decision 76): update the relay; until then the device reads its own inbox without its person (with `vault`: delete the `person` line from the device's config)")]
+    #[error("this relay does not read a device's inbox for its person (it predates decision 76): update the relay; until then the device reads its own inbox without its person (with `vault`: delete the `person` lines from the device's config)")]
     PersonNotServed,
 }
 

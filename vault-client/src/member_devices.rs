@@ -488,7 +488,13 @@ async fn reach_vaults<S: Store + ?Sized>(
     // been the only one that used them. The person's own and accepted
     // owners' only, where it holds something: a stranger's log is not
     // downloaded for it (a flood of shares would cost every change).
-    let unfollowed: Vec<crate::InboxVault> = match client.inbox_listing().await {
+    // A relay from before decision 76 cannot read for the person: this
+    // device's own inbox is what it could read before.
+    let listing = match client.inbox_listing().await {
+        Err(ClientError::PersonNotServed) => client.without_person().inbox_listing().await,
+        other => other,
+    };
+    let unfollowed: Vec<crate::InboxVault> = match listing {
         Ok(listing) => {
             if listing.truncated {
                 done.inbox_not_read = Some(format!(

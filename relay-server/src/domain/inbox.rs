@@ -142,7 +142,7 @@ impl Reader {
 pub enum ReaderError {
     /// The person's current list in the directory does not name the
     /// caller.
-    #[error("this device is not on that person's current device list in this relay's directory: the person removed it, or published no list here. A device reads its person's inbox only while listed (with `vault`: run `vault devices confirm` once the person lists it again, or delete the `person` line from the device's config)")]
+    #[error("this device is not on that person's current device list in this relay's directory: the person removed it, or published no list here. A device reads its person's inbox only while listed (with `vault`: run `vault devices confirm` once the person lists it again, or delete the `person` lines from the device's config)")]
     NotTheirDevice,
     /// The relay failed.
     #[error(transparent)]

@@ -11,7 +11,7 @@ use vault_core::Fingerprint;
 use crate::cli::{DeviceArgs, DevicesCommand, RecoverArgs};
 use crate::error::{CliError, Result};
 use crate::output::{clean, line, table};
-use crate::session::Session;
+use crate::session::{Acting, Session};
 
 /// Runs one `vault devices` subcommand.
 pub fn run(session: &mut Session, cmd: DevicesCommand) -> Result<()> {
@@ -375,23 +375,22 @@ fn confirm_command(session: &mut Session, contact: &str) -> Result<()> {
     }
     let person = session.contacts.get(&session.store, contact)?.identity;
     let me = secret.fingerprint();
-    // The device reads for this person from now on: the confirmation
-    // carries the list into the vaults the person's inbox names, and it
-    // is refused unless the person's current list names this device. On
-    // failure the device reads for whom it read for before.
-    let before = session.person()?;
-    let own = match before {
+    // The confirmation reads for this person (it carries the list into
+    // the vaults the person's inbox names); the config file records the
+    // person only once it succeeded, so a failure changes nothing there.
+    let own = match session.person()? {
         None => session.own_accepted(),
         Some(_) => Vec::new(),
     };
-    session.set_person(Some(person.fingerprint()))?;
+    session.act(Acting::For(person.fingerprint()));
     let change = match confirm(session, &person) {
         Ok(change) => change,
         Err(e) => {
-            session.set_person(before)?;
+            session.act(Acting::AsConfigured);
             return Err(e);
         }
     };
+    session.set_person(Some(person.fingerprint()))?;
     session.carry_own_accepted(&own);
     let what = if change.published {
         format!(

@@ -20,7 +20,7 @@ use super::devices::{add_device, ListOf};
 use crate::cli::JoinArgs;
 use crate::error::{CliError, Result};
 use crate::output::clean;
-use crate::session::{system_now, Session};
+use crate::session::{system_now, Acting, Session};
 
 /// Asks the person to type the 8 digits the other device shows, and checks
 /// them against `ours` ([`vault_client::pairing::confirm`]). Prompts go to
@@ -194,8 +194,10 @@ pub fn join(session: &mut Session, args: &JoinArgs) -> Result<()> {
     } = session;
     contacts.add(store, &args.contact, person, false, system_now())?;
     // A person this profile read for before (a removed device paired
-    // again) would have the relay refuse the wait's inbox reads.
-    session.set_person(None)?;
+    // again) would have the relay refuse the wait's inbox reads: the wait
+    // reads for this device alone (the config file is written once it is
+    // listed).
+    session.act(Acting::Alone);
     let client = session.client()?;
     eprintln!("Confirmed. Waiting for the other device to add this one…");
     let left = joining.seconds_left().saturating_add(60);
@@ -211,6 +213,10 @@ pub fn join(session: &mut Session, args: &JoinArgs) -> Result<()> {
         let own = session.own_accepted();
         session.set_person(Some(person.fingerprint()))?;
         session.carry_own_accepted(&own);
+    } else {
+        // An owner's device: its owner's list is in the owner's vaults,
+        // not in the directory; it reads its own inbox.
+        session.set_person(None)?;
     }
     let (listed, claim_failed) = match listed {
         Listed::Member { serial } => match super::devices::confirm(session, person) {
