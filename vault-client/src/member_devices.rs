@@ -491,7 +491,14 @@ async fn reach_vaults<S: Store + ?Sized>(
     // A relay from before decision 76 cannot read for the person: this
     // device's own inbox is what it could read before.
     let listing = match client.inbox_listing().await {
-        Err(ClientError::PersonNotServed) => client.without_person().inbox_listing().await,
+        Err(ClientError::PersonNotServed) => {
+            // Said, for the person's own inbox may list vaults this one
+            // does not, and their patients count here as strangers.
+            done.inbox_not_read = Some(
+                "this relay predates decision 76, so only this device's own inbox was read, not its person's; run the change from the key file to reach the rest".into(),
+            );
+            client.without_person().inbox_listing().await
+        }
         other => other,
     };
     let unfollowed: Vec<crate::InboxVault> = match listing {
