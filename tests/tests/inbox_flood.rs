@@ -90,13 +90,7 @@ fn a_strangers_flood_is_capped_and_an_accepted_owner_is_listed() {
     let m_fp = mallory.fingerprint().to_hex();
     ada.json(&["inbox", "accept", &m_fp]);
     let all = ada.json(&["inbox"]);
-    let from_mallory = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["owner"] == m_fp.as_str())
-        .count();
-    assert_eq!(from_mallory, FLOOD, "{all}");
+    assert_eq!(owned_by(&all, &m_fp), FLOOD, "{all}");
     let s = ada.json(&["inbox", "--strangers"]);
     assert!(s["vaults"].as_array().unwrap().is_empty(), "{s}");
 
@@ -104,6 +98,15 @@ fn a_strangers_flood_is_capped_and_an_accepted_owner_is_listed() {
     ada.json(&["inbox", "forget", &m_fp]);
     let s = ada.json(&["inbox", "--strangers"]);
     assert_eq!(s["vaults"].as_array().unwrap().len(), CAP, "{s}");
+}
+
+/// How many rows of what `vault --json inbox` printed are `owner`'s vaults.
+fn owned_by(rows: &serde_json::Value, owner: &str) -> usize {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["owner"] == owner)
+        .count()
 }
 
 /// A relay in `dir/relay` listing at most [`CAP`] vaults per stranger.
@@ -188,13 +191,7 @@ fn a_device_reads_its_persons_inbox_where_her_patients_are_never_strangers() {
     // The patient, accepted by Dee, is no stranger to the laptop: her
     // vault is in its inbox, and only Mallory's are strangers', capped.
     let rows = laptop.json(&["inbox"]);
-    let hers = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["owner"] == p_fp.as_str())
-        .count();
-    assert_eq!(hers, 1, "{rows}");
+    assert_eq!(owned_by(&rows, &p_fp), 1, "{rows}");
     let s = laptop.json(&["inbox", "--strangers"]);
     let owners: Vec<&str> = s["vaults"]
         .as_array()

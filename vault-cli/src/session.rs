@@ -18,11 +18,11 @@ use vault_core::{Fingerprint, PublicIdentity, RecordId, SecretIdentity, VaultId,
 use crate::cli::GlobalArgs;
 use crate::contacts::Contacts;
 use crate::error::{CliError, Result};
-
-mod person;
 use crate::home::{Config, Home};
 use crate::output::Output;
 use crate::passphrase;
+
+mod person;
 pub(crate) use person::Acting;
 
 /// Blobs up to this size are downloaded into memory, concurrently.

@@ -79,7 +79,7 @@ pub async fn inbox(
     Extension(caller): Extension<Caller>,
     query: Result<Query<InboxQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let Query(q) = query.map_err(|e| ApiError::malformed(format!("bad query: {e}")))?;
+    let q = crate::routes::query(query)?;
     let after = q
         .after
         .map(|a| {
@@ -149,13 +149,6 @@ fn accepted_json(holder: &Fingerprint, list: &AcceptedOwners) -> Value {
     })
 }
 
-fn accepted_query(
-    query: Result<Query<AcceptedQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<AcceptedQuery> {
-    let Query(q) = query.map_err(|e| ApiError::malformed(format!("bad query: {e}")))?;
-    Ok(q)
-}
-
 /// `GET /v1/inbox/accepted?person=<fingerprint>`: the owners the caller
 /// accepts shares from, or with `person` (a device of that person's) the
 /// person's (version 0 and none if never set).
@@ -164,7 +157,7 @@ pub async fn accepted(
     Extension(caller): Extension<Caller>,
     query: Result<Query<AcceptedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let q = accepted_query(query)?;
+    let q = crate::routes::query(query)?;
     let reader = reader_of(&app, &caller, q.person.as_deref()).await?;
     let list = domain::accepted(&app, reader).await?;
     Ok(Json(accepted_json(&reader.list_holder(), &list)))
@@ -182,7 +175,7 @@ pub async fn set_accepted(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> ApiResult<Json<Value>> {
-    let q = accepted_query(query)?;
+    let q = crate::routes::query(query)?;
     let reader = reader_of(&app, &caller, q.person.as_deref()).await?;
     let body: AcceptedBody =
         read_json(&caller.content_sha256, &headers, body, app.config.max_json).await?;

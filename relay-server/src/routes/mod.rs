@@ -70,6 +70,16 @@ pub fn parse_hash(s: &str, what: &str) -> ApiResult<[u8; 32]> {
     Ok(out)
 }
 
+/// A request's query, parsed, or `400 malformed_request` saying why (an
+/// unknown parameter included, for query types that deny them).
+pub fn query<T>(
+    query: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<T> {
+    let axum::extract::Query(q) =
+        query.map_err(|e| ApiError::malformed(format!("bad query: {e}")))?;
+    Ok(q)
+}
+
 /// Parses a vault id from the path.
 pub fn parse_vault(s: &str) -> ApiResult<VaultId> {
     VaultId::from_hex(s).map_err(|_| ApiError::malformed("the vault id must be 32 hex digits"))

@@ -15,7 +15,7 @@ use vault_core::LogEntry;
 use crate::auth::Caller;
 use crate::domain::append::{self, AppendError, Appends};
 use crate::domain::vaults::{VaultError, Vaults};
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::routes::{b64, parse_vault, read_json, to_b64, HeadJson};
 use crate::state::AppState;
 
@@ -80,7 +80,7 @@ pub async fn log(
     Path(vault): Path<String>,
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let Query(q) = query.map_err(|e| ApiError::malformed(format!("bad query: {e}")))?;
+    let q = crate::routes::query(query)?;
     let vault = parse_vault(&vault)?;
     let page = Vaults::new(app)
         .read_log(vault, &caller.fingerprint(), q.since, q.limit)
